@@ -1,0 +1,52 @@
+# Pochta: `make demo` runs a demo server, `make test` runs lint, types and tests.
+# Both work on a fresh Debian machine that has only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian tools the interop tests drive (swaks, smtp-source from postfix, msmtp, curl,
+# fetchmail, getmail6, opendkim-tools).
+APT_PACKAGES := swaks postfix msmtp curl fetchmail getmail6 opendkim-tools openssl
+DEMO_DIR := demo
+
+.PHONY: all venv deps test lint typecheck pytest demo clean bench
+
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# Debian packages: installed only when one is missing (needs root or sudo).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv deps
+	$(BIN)/pytest -q
+
+test: venv deps lint typecheck pytest
+
+demo: venv
+	$(BIN)/pochta demo --dir $(DEMO_DIR)
+
+bench: venv deps
+	bench/run_smtp_bench.sh
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,308 @@
+"""The TOML configuration: typed sections with safe defaults and clear errors.
+
+Every section is a frozen dataclass; the loader checks each key's type against the
+annotation, rejects unknown keys, and names the key in every error
+(``listeners[2].port: expected an integer from 1 to 65535, got "abc"``).
+``pochta config-reference`` prints the documented reference generated from these classes.
+
+To add a section: define a dataclass with defaults and a ``doc`` metadata entry per field,
+add it to ``Config`` and, if it needs checks beyond types, to ``_validate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("mta", "submission", "imap", "pop3")
+TLS_MODES = ("none", "starttls", "implicit")
+
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the key."""
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True)
+class Listener:
+    role: str = field(metadata=_doc("mta, submission, imap or pop3"))
+    port: int = field(metadata=_doc("TCP port"))
+    address: str = field(default="127.0.0.1", metadata=_doc("IP address to bind"))
+    tls: str = field(
+        default="starttls",
+        metadata=_doc("none, starttls (offer STARTTLS/STLS) or implicit (TLS first)"),
+    )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: str = field(default="tls/cert.pem", metadata=_doc("PEM certificate chain"))
+    key: str = field(default="tls/key.pem", metadata=_doc("PEM private key"))
+    min_version: str = field(default="TLSv1.2", metadata=_doc("TLSv1.2 or TLSv1.3"))
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int = field(
+        default=26_214_400, metadata=_doc("bytes; advertised with SIZE (RFC 1870)")
+    )
+    max_recipients: int = field(default=100, metadata=_doc("recipients per message"))
+    max_errors: int = field(default=10, metadata=_doc("protocol errors before 421 and close"))
+    max_connections: int = field(default=1000, metadata=_doc("connections in total"))
+    max_connections_per_ip: int = field(default=20, metadata=_doc("connections per client IP"))
+    command_timeout: float = field(
+        default=300.0, metadata=_doc("seconds to wait for an SMTP command (RFC 5321 4.5.3.2)")
+    )
+    data_timeout: float = field(
+        default=180.0, metadata=_doc("seconds to wait for the next chunk of DATA")
+    )
+    greeting_timeout: float = field(
+        default=30.0, metadata=_doc("seconds a client may stay silent before its first command")
+    )
+    imap_idle_timeout: float = field(
+        default=1800.0, metadata=_doc("IMAP autologout (RFC 9051: at least 30 minutes)")
+    )
+    pop3_idle_timeout: float = field(
+        default=600.0, metadata=_doc("POP3 autologout (RFC 1939: at least 10 minutes)")
+    )
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    banner: str = field(default="ESMTP Pochta", metadata=_doc("text after the host name"))
+    bare_lf: str = field(
+        default="reject",
+        metadata=_doc(
+            "bare CR or LF inside DATA: reject (554 5.6.11, the message is refused) or "
+            "normalize (converted to CRLF)"
+        ),
+    )
+    received_show_auth: bool = field(
+        default=False, metadata=_doc("name the authenticated user in Received: headers")
+    )
+    received_hide_client_ip: bool = field(
+        default=False, metadata=_doc("leave the submitting client's IP out of Received:")
+    )
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    messages_per_hour: int = field(default=300, metadata=_doc("per account"))
+    recipients_per_hour: int = field(default=1000, metadata=_doc("per account"))
+    recipients_per_message: int = field(default=100, metadata=_doc("per message"))
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    failures_before_delay: int = field(
+        default=3, metadata=_doc("failed logins (per IP or account) before replies slow down")
+    )
+    failures_before_lockout: int = field(
+        default=10, metadata=_doc("failed logins before refusing for lockout_seconds")
+    )
+    lockout_seconds: float = field(default=300.0, metadata=_doc("how long a lockout lasts"))
+    failure_delay: float = field(default=1.0, metadata=_doc("seconds added to a failure reply"))
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    backend: str = field(default="sqlite", metadata=_doc("sqlite (embedded)"))
+    commit_interval: float = field(
+        default=0.0,
+        metadata=_doc(
+            "seconds the group committer waits to gather more writes before an fsync "
+            "(0: commit as soon as the previous fsync finished)"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+    format: str = field(default="text", metadata=_doc("text or json"))
+
+
+@dataclass(frozen=True)
+class Config:
+    hostname: str = field(metadata=_doc("this server's host name (EHLO, banners, Received:)"))
+    data_dir: str = field(
+        default="data", metadata=_doc("data directory; relative to the config file")
+    )
+    trusted_networks: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "CIDR networks allowed to relay without AUTH on the mta role; empty by default "
+            "(no network is trusted, loopback included)"
+        ),
+    )
+    listeners: list[Listener] = field(default_factory=list, metadata=_doc("[[listeners]]"))
+    tls: TLSConfig = field(default_factory=TLSConfig, metadata=_doc("[tls]"))
+    limits: Limits = field(default_factory=Limits, metadata=_doc("[limits]"))
+    smtp: SMTPConfig = field(default_factory=SMTPConfig, metadata=_doc("[smtp]"))
+    submission: SubmissionConfig = field(
+        default_factory=SubmissionConfig, metadata=_doc("[submission]")
+    )
+    auth: AuthConfig = field(default_factory=AuthConfig, metadata=_doc("[auth]"))
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=_doc("[storage]"))
+    log: LogConfig = field(default_factory=LogConfig, metadata=_doc("[log]"))
+    # where the file was loaded from; relative paths resolve against its folder
+    base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path from the config against the config file's folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file (create one with 'pochta init')") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    raw["base_dir"] = str(p.resolve().parent)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    cfg = _build(Config, raw, "")
+    assert isinstance(cfg, Config)
+    _validate(cfg)
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown setting")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _convert(hints[name], raw[name], prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required setting is missing")
+    return cls(**kwargs)
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _validate(cfg: Config) -> None:
+    _check(bool(cfg.hostname) and "." in cfg.hostname, "hostname", "must be a full domain name")
+    for i, net in enumerate(cfg.trusted_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_networks[{i}]: {net!r} is not a CIDR network") from None
+    seen: set[tuple[str, int]] = set()
+    for i, lst in enumerate(cfg.listeners):
+        key = f"listeners[{i}]"
+        _check(lst.role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}")
+        _check(lst.tls in TLS_MODES, f"{key}.tls", f"must be one of {', '.join(TLS_MODES)}")
+        _check(1 <= lst.port <= 65535, f"{key}.port", "must be from 1 to 65535")
+        try:
+            ipaddress.ip_address(lst.address)
+        except ValueError:
+            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address") from None
+        _check((lst.address, lst.port) not in seen, key, "address and port used twice")
+        seen.add((lst.address, lst.port))
+    _check(cfg.tls.min_version in ("TLSv1.2", "TLSv1.3"), "tls.min_version", "TLSv1.2 or 1.3")
+    lim = cfg.limits
+    for name in ("max_message_size", "max_recipients", "max_errors", "max_connections",
+                 "max_connections_per_ip"):
+        _check(getattr(lim, name) > 0, f"limits.{name}", "must be positive")
+    _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
+    _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
+    _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
+    _check(cfg.storage.backend == "sqlite", "storage.backend", "only 'sqlite' is built so far")
+    _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
+    _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
+
+
+def reference() -> str:
+    """A Markdown reference of every setting, its default and meaning."""
+    out = ["# Configuration reference", "", "Generated by `pochta config-reference`.", ""]
+
+    def section(cls: type[Any], title: str) -> None:
+        out.extend([f"## {title}", "", "| key | default | meaning |", "| --- | --- | --- |"])
+        nested: list[tuple[type[Any], str]] = []
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "base_dir":
+                continue
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+                nested.append((tp, f"[{f.name}]"))
+                continue
+            if typing.get_origin(tp) is list:
+                (item,) = typing.get_args(tp)
+                if dataclasses.is_dataclass(item) and isinstance(item, type):
+                    nested.append((item, f"[[{f.name}]]"))
+                    continue
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "(required)"
+            out.append(f"| `{f.name}` | `{default}` | {f.metadata.get('doc', '')} |")
+        out.append("")
+        for sub, name in nested:
+            section(sub, name)
+
+    section(Config, "top level")
+    return "\n".join(out)

@@ -1,0 +1,336 @@
+"""The storage contract: every backend (embedded SQLite, PostgreSQL later) implements it.
+
+Protocol front-ends (SMTP, submission, IMAP, POP3) and services talk to the store only
+through these types; the store never knows which protocol called it.
+
+Concepts
+--------
+* A *blob* is the bytes of one message, written once and shared by every mailbox copy
+  (several recipients, IMAP COPY) and by queue entries.
+* A *mailbox* belongs to an account and holds messages with IMAP semantics: UIDs strictly
+  ascending and never reused within a UIDVALIDITY; a modification sequence (RFC 7162)
+  raised on every change; flags and keywords stored as strings (``\\Seen``, ``$Junk``).
+* ``accept()`` is the one way a message enters the store: local mailbox copies and
+  outbound queue entries are written in one transaction, fsynced (group commit), before
+  it returns. Only then may a protocol answer ``250``.
+* Change notifications: ``watch(mailbox_id)`` gives a ``ChangeWatcher`` whose ``wait()``
+  wakes when anything in that mailbox changed (new mail, flags, expunge), for IDLE/NOOP.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """A store operation failed for a reason the caller can report."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class QuotaExceeded(StoreError):
+    pass
+
+
+# --- directory -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScramCredentials:
+    """What SCRAM-SHA-256 needs (RFC 5802 §3), derived when a password is set."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    address: str  # lower-case local part @ lower-case ASCII (IDNA) domain
+    password_hash: str  # argon2id PHC string
+    scram: ScramCredentials | None = None
+    may_send_as_anyone: bool = False
+    quota_bytes: int = 0  # 0 = unlimited
+    apop_secret: str | None = None
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    source: str  # "user@domain" or "@domain" (catch-all)
+    targets: tuple[str, ...]
+
+
+# --- mailboxes and messages ------------------------------------------------------------
+
+
+class SpecialUse(enum.StrEnum):
+    """RFC 6154 attributes."""
+
+    DRAFTS = "\\Drafts"
+    SENT = "\\Sent"
+    TRASH = "\\Trash"
+    JUNK = "\\Junk"
+    ARCHIVE = "\\Archive"
+    ALL = "\\All"
+    FLAGGED = "\\Flagged"
+
+
+# Created for every new account (name, special use).
+DEFAULT_MAILBOXES: tuple[tuple[str, SpecialUse | None], ...] = (
+    ("INBOX", None),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Sent", SpecialUse.SENT),
+    ("Trash", SpecialUse.TRASH),
+    ("Junk", SpecialUse.JUNK),
+    ("Archive", SpecialUse.ARCHIVE),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    id: int
+    account_id: int
+    name: str  # hierarchy separator is "/"; "INBOX" is always upper case
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: SpecialUse | None
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    messages: int
+    unseen: int
+    deleted: int
+    size: int  # sum of message sizes (STATUS SIZE, RFC 8438)
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int
+    recent: int  # messages with uid >= the mailbox's first-recent marker
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """One message in one mailbox, as IMAP and POP3 see it."""
+
+    uid: int
+    blob_id: int
+    size: int
+    internaldate: float  # POSIX seconds
+    flags: frozenset[str]
+    modseq: int
+
+
+class FlagMode(enum.Enum):
+    ADD = "+"
+    REMOVE = "-"
+    REPLACE = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagUpdate:
+    """Result of ``store_flags``: the messages changed and those refused by UNCHANGEDSINCE."""
+
+    changed: tuple[MessageMeta, ...]
+    failed_uids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a mailbox since a modseq (CONDSTORE/QRESYNC, NOOP, IDLE)."""
+
+    highestmodseq: int
+    changed: tuple[MessageMeta, ...]  # new or flag-changed messages, by uid
+    expunged: tuple[int, ...]  # uids expunged since then (sorted)
+
+
+# --- the acceptance pipeline -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTarget:
+    """Deliver a copy into one mailbox of one account (INBOX unless named)."""
+
+    account_id: int
+    mailbox: str = "INBOX"
+    flags: frozenset[str] = frozenset()
+    internaldate: float | None = None  # None: now
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRecipient:
+    address: str
+    notify: str | None = None  # DSN NOTIFY= (RFC 3461), raw value
+    orcpt: str | None = None  # DSN ORCPT=
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    sender: str  # "" for the null reverse-path
+    ret: str | None = None  # DSN RET=FULL|HDRS
+    envid: str | None = None  # DSN ENVID=
+    smtputf8: bool = False
+    body_8bit: bool = False
+    authenticated_as: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    message_id: str  # the queue id printed in "250 2.0.0 Ok: queued as <ID>"
+    blob_id: int
+    local_uids: tuple[tuple[int, int], ...]  # (mailbox_id, uid) per LocalTarget, in order
+
+
+class QueueState(enum.StrEnum):
+    PENDING = "pending"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """One remote recipient of one queued message."""
+
+    id: int
+    message_id: str
+    blob_id: int
+    envelope: Envelope
+    recipient: RemoteRecipient
+    state: QueueState
+    attempts: int
+    next_attempt: float
+    last_reply: str
+    created: float
+
+
+class ChangeWatcher(Protocol):
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the mailbox changed since the last wait; False on timeout."""
+
+    def close(self) -> None: ...
+
+
+class MailStore(Protocol):
+    """The whole storage contract. All methods are safe to call from the event loop."""
+
+    async def close(self) -> None: ...
+
+    # directory: domains
+    async def add_domain(self, name: str) -> None: ...
+    async def remove_domain(self, name: str) -> None: ...
+    async def list_domains(self) -> list[str]: ...
+    async def has_domain(self, name: str) -> bool: ...
+
+    # directory: accounts (creating one creates DEFAULT_MAILBOXES)
+    async def add_account(
+        self, address: str, password_hash: str, scram: ScramCredentials | None
+    ) -> Account: ...
+    async def set_password(
+        self, address: str, password_hash: str, scram: ScramCredentials | None
+    ) -> None: ...
+    async def update_account(
+        self,
+        address: str,
+        *,
+        may_send_as_anyone: bool | None = None,
+        quota_bytes: int | None = None,
+        apop_secret: str | None = None,
+        disabled: bool | None = None,
+    ) -> None: ...
+    async def remove_account(self, address: str) -> None: ...
+    async def get_account(self, address: str) -> Account | None: ...
+    async def get_account_by_id(self, account_id: int) -> Account | None: ...
+    async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
+    async def account_usage(self, account_id: int) -> int:
+        """Bytes used by all messages of the account (for QUOTA)."""
+
+    # directory: aliases
+    async def add_alias(self, source: str, targets: Sequence[str]) -> None: ...
+    async def remove_alias(self, source: str) -> None: ...
+    async def get_alias(self, source: str) -> Alias | None: ...
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+
+    # acceptance: the one way in (SMTP, submission, APPEND); fsynced before returning
+    async def accept(
+        self,
+        data: bytes,
+        envelope: Envelope,
+        local: Sequence[LocalTarget],
+        remote: Sequence[RemoteRecipient] = (),
+    ) -> AcceptResult: ...
+
+    async def read_blob(self, blob_id: int) -> bytes: ...
+
+    # mailboxes
+    async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...
+    async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None: ...
+    async def create_mailbox(
+        self, account_id: int, name: str, special_use: SpecialUse | None = None
+    ) -> MailboxInfo: ...
+    async def delete_mailbox(self, account_id: int, name: str) -> None: ...
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+        """Renames children too. Renaming INBOX moves its messages to a new mailbox and
+        leaves INBOX empty (RFC 9051 §6.3.6)."""
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None: ...
+    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
+
+    # messages
+    async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        """Every message, in ascending UID order."""
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> Changes: ...
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate: ...
+    async def copy_messages(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]:
+        """Returns (source uid, new uid) pairs; shares blobs, no body copy."""
+
+    async def move_messages(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]: ...
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove the given uids (or every ``\\Deleted`` message); returns removed uids."""
+
+    async def claim_recent(self, mailbox_id: int) -> int:
+        """IMAP4rev1 \\Recent: the first session to claim gets every uid >= the returned
+        value as recent; the marker moves to UIDNEXT so no later session sees them so."""
+
+    def watch(self, mailbox_id: int) -> ChangeWatcher: ...
+
+    # outbound queue (the outbound-delivery issue drives it)
+    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]: ...
+    async def list_queue(self) -> list[QueueItem]: ...
+    async def update_queue_item(
+        self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class MailboxSnapshot:
+    """The view one selected IMAP session works on: message sequence numbers map to
+    ``uids`` by position (seq n = uids[n-1])."""
+
+    mailbox: MailboxInfo
+    messages: list[MessageMeta] = field(default_factory=list)

@@ -1,0 +1,242 @@
+"""DKIM signing and verification: RFC 8463 vectors, our keys, tampering, key problems."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import dkim as dkimpy
+import pytest
+
+from pochta.dns import StaticResolver
+from pochta.policy import dkim
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "policy"
+
+# RFC 8463 Appendix A.2
+RFC8463_KEYS = {
+    "brisbane._domainkey.football.example.com": [
+        "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    ],
+    "test._domainkey.football.example.com": [
+        "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWR"
+        "iGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutAC"
+        "DfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3"
+        "Ip3G+2kryOTIKT+l/K4w3QIDAQAB"
+    ],
+}
+
+MESSAGE = (
+    b"From: Alice Example <alice@example.org>\r\n"
+    b"To: bob@example.net\r\n"
+    b"Cc: carol@example.net\r\n"
+    b"Subject: Quarterly numbers\r\n"
+    b"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <q1@example.org>\r\n"
+    b"List-Id: <staff.example.org>\r\n"
+    b"Received: from somewhere by mx.example.org\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Numbers  are  up.\r\n"
+    b"\r\n"
+    b"\r\n"
+)
+
+
+def rfc8463() -> bytes:
+    return (DATA / "rfc8463-a3.eml").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> list[dkim.DKIMKey]:
+    data = tmp_path_factory.mktemp("data")
+    return dkim.ensure_domain_keys(data, "example.org")
+
+
+def resolver_for(keys: list[dkim.DKIMKey]) -> StaticResolver:
+    return StaticResolver(txt_records={k.dns_name: [dkim.dns_txt_record(k)] for k in keys})
+
+
+async def test_rfc8463_vectors_verify() -> None:
+    res = await dkim.verify(rfc8463(), StaticResolver(txt_records=RFC8463_KEYS))
+    assert [(r.result, r.algorithm, r.selector) for r in res] == [
+        ("pass", "ed25519-sha256", "brisbane"),
+        ("pass", "rsa-sha256", "test"),
+    ]
+    assert res[0].domain == "football.example.com"
+    assert res[0].b == "/gCrinpc"
+
+
+async def test_rfc8463_tampered_body_fails() -> None:
+    msg = rfc8463().replace(b"We lost the game.", b"We won the game.")
+    res = await dkim.verify(msg, StaticResolver(txt_records=RFC8463_KEYS))
+    assert [(r.result, r.reason) for r in res] == [("fail", "body hash did not verify")] * 2
+
+
+async def test_rfc8463_tampered_header_fails() -> None:
+    msg = rfc8463().replace(b"Subject: Is dinner ready?", b"Subject: Is lunch ready?")
+    res = await dkim.verify(msg, StaticResolver(txt_records=RFC8463_KEYS))
+    assert [r.result for r in res] == ["fail", "fail"]
+    assert res[0].reason == "signature did not verify"
+
+
+async def test_relaxed_canonicalisation_tolerates_whitespace_changes() -> None:
+    msg = rfc8463().replace(b"Subject: Is dinner ready?", b"Subject:   Is dinner   ready?")
+    msg = msg.replace(b"Joe.\r\n", b"Joe.   \r\n\r\n\r\n")
+    res = await dkim.verify(msg, StaticResolver(txt_records=RFC8463_KEYS))
+    assert [r.result for r in res] == ["pass", "pass"]
+
+
+async def test_key_problems() -> None:
+    msg = rfc8463()
+    # no key at all
+    res = await dkim.verify(msg, StaticResolver())
+    assert [r.result for r in res] == ["permerror", "permerror"]
+    assert "no key" in res[0].reason
+    # SERVFAIL: temperror, not a failure
+    res = await dkim.verify(
+        msg, StaticResolver(txt_records=RFC8463_KEYS,
+                            fail={"test._domainkey.football.example.com"})
+    )
+    assert [r.result for r in res] == ["pass", "temperror"]
+    # revoked (empty p=)
+    keys = dict(RFC8463_KEYS)
+    keys["brisbane._domainkey.football.example.com"] = ["v=DKIM1; k=ed25519; p="]
+    res = await dkim.verify(msg, StaticResolver(txt_records=keys))
+    assert (res[0].result, res[0].reason) == ("permerror", "key revoked")
+    # key type does not match a=
+    keys["brisbane._domainkey.football.example.com"] = RFC8463_KEYS[
+        "test._domainkey.football.example.com"
+    ]
+    res = await dkim.verify(msg, StaticResolver(txt_records=keys))
+    assert res[0].result == "permerror"
+    # garbage key
+    keys["brisbane._domainkey.football.example.com"] = ["v=DKIM1; k=ed25519; p=!!!"]
+    res = await dkim.verify(msg, StaticResolver(txt_records=keys))
+    assert res[0].result == "permerror"
+    assert res[1].result == "pass"
+
+
+async def test_malformed_signatures_are_permerrors() -> None:
+    base = rfc8463()
+    for bad in (b"DKIM-Signature: v=1\r\n", b"DKIM-Signature: ;;;==\r\n",
+                b"DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=s; h=to; bh=AA==; b=AA==\r\n"):
+        res = await dkim.verify(bad + base, StaticResolver(txt_records=RFC8463_KEYS))
+        assert res[0].result == "permerror"
+        assert [r.result for r in res[1:]] == ["pass", "pass"]
+
+
+async def test_unsigned_and_garbage_messages() -> None:
+    assert await dkim.verify(MESSAGE, StaticResolver()) == []
+    assert await dkim.verify(b"", StaticResolver()) == []
+    assert await dkim.verify(b"\x00\xff garbage\r\n\r\n", StaticResolver()) == []
+
+
+async def test_sign_then_verify_both_algorithms(keys: list[dkim.DKIMKey]) -> None:
+    assert [k.algorithm for k in keys] == ["rsa", "ed25519"]
+    headers = await dkim.sign(MESSAGE, keys)
+    assert headers.count(b"DKIM-Signature:") == 2
+    assert headers.endswith(b"\r\n")
+    signed = headers + MESSAGE
+    res = await dkim.verify(signed, resolver_for(keys))
+    assert [(r.result, r.algorithm) for r in res] == [
+        ("pass", "rsa-sha256"), ("pass", "ed25519-sha256")
+    ]
+    assert {r.domain for r in res} == {"example.org"}
+    # independent in-process check with dkimpy's own verifier and DNS hook
+    records = {k.dns_name + ".": dkim.dns_txt_record(k).encode() for k in keys}
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return records.get(name.decode())
+
+    d = dkimpy.DKIM(signed)
+    assert d.verify(0, dnsfunc=dnsfunc) and d.verify(1, dnsfunc=dnsfunc)
+
+
+async def test_signed_header_list_and_oversigned_from(keys: list[dkim.DKIMKey]) -> None:
+    headers = await dkim.sign(MESSAGE, keys[:1])
+    tags = dict(dkimpy.util.parse_tag_value(headers.split(b":", 1)[1]))
+    h = [x.strip() for x in tags[b"h"].replace(b"\r\n", b"").split(b":")]
+    assert h.count(b"from") == 2  # over-signed
+    for name in (b"to", b"cc", b"subject", b"date", b"message-id", b"list-id",
+                 b"mime-version", b"content-type"):
+        assert name in h
+    assert b"received" not in h
+    assert tags[b"c"] == b"relaxed/relaxed"
+    assert tags[b"a"] == b"rsa-sha256"
+    signed = headers + MESSAGE
+    # a second From added downstream breaks the signature
+    forged = signed.replace(b"To: bob", b"From: mallory@evil.example\r\nTo: bob")
+    res = await dkim.verify(forged, resolver_for(keys))
+    assert res[0].result == "fail"
+    # an added Received does not
+    relayed = b"Received: from relay\r\n" + signed
+    assert (await dkim.verify(relayed, resolver_for(keys)))[0].result == "pass"
+
+
+async def test_sign_requires_from(keys: list[dkim.DKIMKey]) -> None:
+    with pytest.raises(dkim.DKIMError):
+        await dkim.sign(b"To: x@example.org\r\n\r\nbody\r\n", keys)
+    assert await dkim.sign(MESSAGE, []) == b""
+
+
+def test_key_storage_layout_and_rotation(tmp_path: Path) -> None:
+    keys = dkim.ensure_domain_keys(tmp_path, "Example.COM", bits=1024)
+    assert {(k.domain, k.algorithm) for k in keys} == {("example.com", "rsa"),
+                                                       ("example.com", "ed25519")}
+    for k in keys:
+        assert k.path == tmp_path / "dkim" / "example.com" / f"{k.selector}.{k.algorithm}.pem"
+        assert k.path.stat().st_mode & 0o777 == 0o600
+    assert dkim.load_keys(tmp_path) == sorted(keys)
+    # idempotent
+    assert dkim.ensure_domain_keys(tmp_path, "example.com") == keys
+    rsa_old = keys[0]
+    new = dkim.generate_key(tmp_path, "example.com",
+                            dkim.new_selector(tmp_path, "example.com", "rsa"), "rsa", 1024)
+    assert new.selector != rsa_old.selector
+    # not active until activated
+    assert dkim.signing_keys(tmp_path, "example.com") == keys
+    active = dkim.activate(tmp_path, "example.com", new.selector)
+    assert [k.selector for k in active] == [new.selector, keys[1].selector]
+    assert len(dkim.load_keys(tmp_path, "example.com")) == 3  # old key kept
+    with pytest.raises(dkim.DKIMError):
+        dkim.generate_key(tmp_path, "example.com", new.selector, "ed25519")
+    with pytest.raises(dkim.DKIMError):
+        dkim.generate_key(tmp_path, "example.com", "bad selector!", "rsa")
+    with pytest.raises(dkim.DKIMError):
+        dkim.generate_key(tmp_path, "../etc", "s1", "rsa")
+    with pytest.raises(dkim.DKIMError):
+        dkim.activate(tmp_path, "example.com", "nope")
+
+
+def test_dns_txt_record_shapes(keys: list[dkim.DKIMKey]) -> None:
+    rsa_rec = dkim.dns_txt_record(keys[0])
+    assert rsa_rec.startswith("v=DKIM1; k=rsa; p=MIIBIjAN")  # 2048-bit SPKI
+    ed_rec = dkim.dns_txt_record(keys[1])
+    assert ed_rec.startswith("v=DKIM1; k=ed25519; p=") and len(ed_rec.split("p=")[1]) == 44
+
+
+OPENDKIM_TESTMSG = shutil.which("opendkim-testmsg") or (
+    "/usr/sbin/opendkim-testmsg" if Path("/usr/sbin/opendkim-testmsg").exists() else None
+)
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(OPENDKIM_TESTMSG is None, reason="opendkim-tools is not installed")
+async def test_opendkim_signs_we_verify(keys: list[dkim.DKIMKey], tmp_path: Path) -> None:
+    """An independent signer (libopendkim) with our stored RSA key; we verify."""
+    assert OPENDKIM_TESTMSG is not None
+    rsa_key = keys[0]
+    proc = subprocess.run(
+        [OPENDKIM_TESTMSG, "-C", "-d", rsa_key.domain, "-s", rsa_key.selector,
+         "-k", str(rsa_key.path), "-t", str(tmp_path)],
+        input=MESSAGE, capture_output=True, timeout=30, check=True,
+    )
+    signed = proc.stdout
+    assert signed.startswith(b"DKIM-Signature:")
+    res = await dkim.verify(signed, resolver_for(keys))
+    assert [(r.result, r.selector) for r in res] == [("pass", rsa_key.selector)]
+    tampered = signed.replace(b"Numbers  are  up.", b"Numbers are down")
+    assert (await dkim.verify(tampered, resolver_for(keys)))[0].result == "fail"

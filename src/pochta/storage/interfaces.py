@@ -271,7 +271,10 @@ class MailStore(Protocol):
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient] = (),
-    ) -> AcceptResult: ...
+        message_id: str | None = None,
+    ) -> AcceptResult:
+        """``message_id`` lets the caller name the queue id it already wrote into a
+        Received: header; a new one is made when None."""
 
     async def read_blob(self, blob_id: int) -> bytes: ...
 

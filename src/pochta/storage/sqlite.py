@@ -184,6 +184,11 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
     return MessageMeta(uid, blob_id, size, internaldate, _flags_set(flags), modseq)
 
 
+def new_message_id() -> str:
+    """A queue id in Postfix's spirit: short, upper-case hex, unique enough to grep logs."""
+    return secrets.token_hex(6).upper()
+
+
 def normalize_mailbox_name(name: str) -> str:
     """INBOX is case-insensitive (RFC 9051 §5.1); other names are kept as given."""
     if name.upper() == "INBOX":
@@ -565,8 +570,9 @@ class SQLiteStore:
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient] = (),
+        message_id: str | None = None,
     ) -> AcceptResult:
-        message_id = secrets.token_hex(6).upper()
+        message_id = message_id or new_message_id()
         now = time.time()
         env_json = json.dumps({
             "sender": envelope.sender, "ret": envelope.ret, "envid": envelope.envid,

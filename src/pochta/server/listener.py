@@ -1,0 +1,266 @@
+"""The socket layer: TCP listeners, implicit TLS, STARTTLS, connection limits, buffering.
+
+``Connection`` is an asyncio ``Protocol`` with a small awaitable API (``read``, ``write``,
+``drain``, ``start_tls``) that the protocol handlers (server/smtp.py, imap.py, pop3.py)
+use. It exists instead of asyncio streams for one security reason: on STARTTLS every
+plaintext byte already received must be thrown away (CVE-2011-0411 class), and a
+``StreamReader`` would keep them and hand them out after the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from ..tlsutil import TLSInfo
+
+__all__ = ["Connection", "ConnectionLimiter", "TLSInfo", "serve"]
+
+log = logging.getLogger("pochta.server")
+
+# Stop reading from a client that sends faster than its session consumes.
+READ_HIGH_WATER = 256 * 1024
+_ids = itertools.count(1)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, implicit_tls: bool) -> None:
+        self.conn_id = f"{next(_ids):x}"
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.local_port = 0
+        self.tls_active = implicit_tls
+        self._ssl_context = ssl_context
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.closed = asyncio.Event()
+        self.on_open: Callable[[Connection], None] | None = None
+
+    # --- asyncio.Protocol callbacks --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
+        self.local_port = int(sock[1])
+        if self.on_open is not None:
+            self.on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) > READ_HIGH_WATER and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake_reader()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake_reader()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._read_waiter is not None and not self._read_waiter.done():
+            self._read_waiter.set_result(None)
+
+    # --- the API the handlers use ----------------------------------------------------
+
+    async def read(self, timeout: float | None) -> bytes:
+        """The next chunk received; b"" at EOF. Raises TimeoutError after ``timeout``."""
+        if not self._buffer and not self._eof:
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._read_waiter, timeout)
+            finally:
+                self._read_waiter = None
+        if not self._buffer:
+            return b""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed.is_set():
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    @property
+    def is_closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    async def start_tls(self, handshake_timeout: float = 30.0) -> None:
+        """Server-side TLS handshake on this connection.
+
+        Every plaintext byte received so far is discarded first: a client (or a man in
+        the middle) may have pipelined commands after STARTTLS, and they must never be
+        executed as if they had arrived over TLS (RFC 3207 §4.2, CVE-2011-0411 class).
+        """
+        if self._ssl_context is None:
+            raise RuntimeError("no TLS certificate configured")
+        assert self._transport is not None
+        self._buffer.clear()
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(
+            self._transport, self, self._ssl_context, server_side=True,
+            ssl_handshake_timeout=handshake_timeout,
+        )
+        if new is None:
+            raise ConnectionError("connection closed during the TLS handshake")
+        self._transport = new
+        self.tls_active = True
+        self._buffer.clear()
+
+    def _ssl_object(self) -> ssl.SSLObject | None:
+        if self._transport is None:
+            return None
+        obj = self._transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    def tls_info(self) -> TLSInfo | None:
+        obj = self._ssl_object()
+        if obj is None:
+            return None
+        cipher = obj.cipher()
+        if cipher is None:
+            return None
+        return TLSInfo(obj.version() or "TLS", cipher[0], int(cipher[2]))
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        """Channel-binding data for SCRAM-*-PLUS. Only ``tls-unique`` (TLS 1.2) can be
+        had from the stdlib ssl module; it has no keying-material exporter."""
+        obj = self._ssl_object()
+        if obj is None or kind != "tls-unique":
+            return None
+        with contextlib.suppress(ValueError):
+            return obj.get_channel_binding("tls-unique")
+        return None
+
+    def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class ConnectionLimiter:
+    """Counts open connections in total and per client IP."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> str | None:
+        """None if admitted, else why not."""
+        if self.total >= self.max_total:
+            return "too many connections"
+        if self.per_ip.get(ip, 0) >= self.max_per_ip:
+            return "too many connections from your address"
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_ip.get(ip, 1) - 1
+        if left:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+
+
+async def serve(
+    address: str,
+    port: int,
+    handler: Handler,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    implicit_tls: bool,
+    limiter: ConnectionLimiter,
+    refuse: Callable[[str], bytes],
+    tasks: set[asyncio.Task[None]],
+) -> asyncio.Server:
+    """Listen on ``address:port`` and run ``handler`` for each admitted connection.
+
+    ``refuse(reason)`` gives the protocol's greeting-time refusal (SMTP 421, IMAP BYE,
+    POP3 -ERR) for a connection over the limits.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def run(conn: Connection) -> None:
+        try:
+            await handler(conn)
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("conn %s: %s", conn.conn_id, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("conn %s: handler failed", conn.conn_id)
+        finally:
+            limiter.release(conn.peer_ip)
+            conn.close()
+
+    def on_open(conn: Connection) -> None:
+        why = limiter.acquire(conn.peer_ip)
+        if why is not None:
+            log.info("conn %s from %s refused: %s", conn.conn_id, conn.peer_ip, why)
+            conn.write(refuse(why))
+            conn.close()
+            return
+        task = loop.create_task(run(conn))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def factory() -> Connection:
+        conn = Connection(ssl_context, implicit_tls)
+        conn.on_open = on_open
+        return conn
+
+    return await loop.create_server(
+        factory, address, port, ssl=ssl_context if implicit_tls else None,
+        reuse_address=True, backlog=1024, ssl_handshake_timeout=30.0 if implicit_tls else None,
+    )

@@ -1,0 +1,119 @@
+"""The one acceptance pipeline: trace headers, then ``MailStore.accept`` (fsynced).
+
+SMTP (MTA and submission) and any other entry point that receives a message over the
+network call ``DeliveryService.deliver``; IMAP APPEND stores directly with
+``MailStore.accept`` because it adds no trace. Local copies and queue entries are written
+by one ``accept`` call, so a message is stored once.
+
+``Return-Path:`` (RFC 5321 §4.4) belongs to final delivery. The blob is shared by the
+local copies and the queue entries, so it carries ``Return-Path:`` as its first line and
+the outbound queue removes it (``strip_return_path``) before relaying.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..storage.interfaces import AcceptResult, Envelope, LocalTarget, MailStore, RemoteRecipient
+from ..storage.sqlite import new_message_id
+from ..tlsutil import TLSInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TraceInfo:
+    """What the Received: header says about the hop (RFC 5321 §4.4, RFC 3848)."""
+
+    helo: str
+    client_ip: str
+    esmtp: bool
+    tls: TLSInfo | None
+    smtputf8: bool = False
+    authenticated_as: str | None = None  # set => protocol gets the A suffix
+    show_auth: bool = False  # name the user in the header
+    hide_client_ip: bool = False
+
+
+def protocol_name(trace: TraceInfo) -> str:
+    """RFC 3848 / RFC 6531 §4.3: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP(S)(A)."""
+    if not trace.esmtp:
+        return "SMTP"
+    name = "UTF8SMTP" if trace.smtputf8 else "ESMTP"
+    if trace.tls is not None:
+        name += "S"
+    if trace.authenticated_as:
+        name += "A"
+    return name
+
+
+def received_header(
+    hostname: str, trace: TraceInfo, queue_id: str, recipients: Sequence[str], now: float
+) -> bytes:
+    helo = "".join(c for c in trace.helo if c.isprintable() and c not in "()\\")[:255] or "unknown"
+    if trace.hide_client_ip:
+        lines = [f"Received: from {helo}"]
+    else:
+        lines = [f"Received: from {helo} ([{trace.client_ip}])"]
+    if trace.tls is not None:
+        lines.append(
+            f"\t(using {trace.tls.version} with cipher {trace.tls.cipher}"
+            f" ({trace.tls.bits} bits))"
+        )
+    if trace.authenticated_as and trace.show_auth:
+        lines.append(f"\t(Authenticated sender: {trace.authenticated_as})")
+    lines.append(f"\tby {hostname} (Pochta) with {protocol_name(trace)} id {queue_id}")
+    date = email.utils.formatdate(now, localtime=False, usegmt=False)
+    if len(recipients) == 1:
+        # One recipient only: naming several would disclose Bcc recipients to each other.
+        lines.append(f"\tfor <{recipients[0]}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def strip_return_path(data: bytes) -> bytes:
+    """The message without a leading Return-Path: line (before relaying it onwards)."""
+    if data[:12].lower() == b"return-path:":
+        end = data.find(b"\r\n")
+        return data[end + 2:] if end >= 0 else b""
+    return data
+
+
+class DeliveryService:
+    def __init__(
+        self,
+        store: MailStore,
+        hostname: str,
+        on_queued: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hostname = hostname
+        self.on_queued = on_queued
+        self.clock = clock
+
+    async def deliver(
+        self,
+        body: bytes,
+        envelope: Envelope,
+        local: Sequence[LocalTarget],
+        remote: Sequence[RemoteRecipient],
+        trace: TraceInfo,
+        recipients: Sequence[str],
+        extra_headers: bytes = b"",
+    ) -> AcceptResult:
+        """Store ``body`` for every target; returns once it is durable."""
+        queue_id = new_message_id()
+        now = self.clock()
+        received = received_header(self.hostname, trace, queue_id, recipients, now)
+        return_path = b""
+        if local:
+            return_path = b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n"
+        data = return_path + extra_headers + received + body
+        result = await self.store.accept(data, envelope, local, remote, message_id=queue_id)
+        if remote and self.on_queued is not None:
+            self.on_queued()
+        return result

@@ -1,0 +1,91 @@
+"""Recipient resolution: which accounts (and remote addresses) an address delivers to.
+
+Order, as Postfix's virtual alias maps users expect: an exact alias, an account, the
+same two for the address without its ``+tag`` (subaddressing), then the domain's
+catch-all alias ``@domain``. Aliases expand recursively (depth-limited, cycle-safe);
+a target in a domain we do not host is a remote recipient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..addresses import AddressError, base_address, normalize_address, split_address
+from ..storage.interfaces import MailStore
+
+MAX_ALIAS_DEPTH = 10
+
+
+@dataclass
+class Resolution:
+    local: list[int] = field(default_factory=list)  # account ids, no duplicates
+    remote: list[str] = field(default_factory=list)
+
+    def add_local(self, account_id: int) -> None:
+        if account_id not in self.local:
+            self.local.append(account_id)
+
+    def add_remote(self, address: str) -> None:
+        if address not in self.remote:
+            self.remote.append(address)
+
+
+class Directory:
+    def __init__(self, store: MailStore) -> None:
+        self.store = store
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return await self.store.has_domain(domain)
+
+    async def resolve(self, address: str) -> Resolution | None:
+        """Where mail for ``address`` (in a local domain) goes; None if nobody is there."""
+        try:
+            address = normalize_address(address)
+        except AddressError:
+            return None
+        result = Resolution()
+        found = await self._expand(address, result, depth=0, seen=set())
+        return result if found else None
+
+    async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:
+        if address in seen or depth > MAX_ALIAS_DEPTH:
+            return bool(result.local or result.remote)
+        seen.add(address)
+        _, domain = split_address(address)
+        if not await self.store.has_domain(domain):
+            result.add_remote(address)
+            return True
+        candidates = [address]
+        base = base_address(address)
+        if base != address:
+            candidates.append(base)
+        for candidate in candidates:
+            alias = await self.store.get_alias(candidate)
+            if alias is not None:
+                for target in alias.targets:
+                    await self._expand(target, result, depth + 1, seen)
+                return True
+            account = await self.store.get_account(candidate)
+            if account is not None and not account.disabled:
+                result.add_local(account.id)
+                return True
+        catch_all = await self.store.get_alias("@" + domain)
+        if catch_all is not None:
+            for target in catch_all.targets:
+                await self._expand(target, result, depth + 1, seen)
+            return True
+        return False
+
+    async def addresses_of(self, account_id: int) -> set[str]:
+        """Every address that delivers to the account alone: its own and aliases naming it
+        (submission sender ownership, RFC 6409 §8)."""
+        account = await self.store.get_account_by_id(account_id)
+        if account is None:
+            return set()
+        owned = {account.address}
+        for alias in await self.store.list_aliases():
+            if alias.source.startswith("@"):
+                continue
+            if account.address in alias.targets:
+                owned.add(alias.source)
+        return owned

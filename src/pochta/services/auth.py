@@ -1,0 +1,318 @@
+"""Authentication service shared by SMTP submission, IMAP and POP3.
+
+``Authenticator`` checks passwords (PLAIN, LOGIN, USER/PASS, IMAP LOGIN), hands out SCRAM
+keys, and runs the brute-force limiter. Protocol drivers call, in order::
+
+    if not await auth.allowed(client_ip, username):   # before verifying anything
+        ...  # SMTP "454 4.7.0 Too many failed authentications, try later", IMAP "NO
+             # [UNAVAILABLE]", POP3 "-ERR [IN-USE]"/"[AUTH]"
+    account = await auth.check_password(username, password, client_ip)   # or, for SCRAM:
+    keys = await auth.scram_credentials(username); ...; await auth.finish_scram(...)
+
+Nothing a client sees tells whether an account exists: unknown accounts cost one argon2
+verification against a dummy hash, and SCRAM gets deterministic fake keys (RFC 5802 §9)
+so the exchange fails at the proof like a wrong password.
+
+Brute-force limiter (``FailureLimiter``). Failures are counted under three keys:
+
+* the client IP (IPv6 by /64, since one host usually owns a whole /64),
+* the (account, IP) pair,
+* the account alone.
+
+After ``failures_before_delay`` failures on any key, each further failure reply waits
+``failure_delay`` seconds (an ``await`` in that session only; other clients are not
+slowed). At ``failures_before_lockout`` the IP, or the (account, IP) pair, is refused for
+``lockout_seconds``. The account alone is never locked: that would let anyone lock the
+real user out from everywhere; it is only slowed. A success clears the pair and account
+counters but not the IP's, so an attacker cannot launder its IP by logging in to an
+account of its own between guesses. Counters forget failures after ``window`` seconds of
+quiet; the table holds at most ``max_entries`` keys (least recently failed dropped first)
+and keys are keyed BLAKE2 digests, so memory per entry is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+
+from pochta import passwords
+from pochta.config import AuthConfig
+from pochta.storage.interfaces import Account, MailStore, ScramCredentials
+
+log = logging.getLogger("pochta.auth")
+
+MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
+
+
+def normalize_address(address: str) -> str:
+    """Lower-case, with an internationalised domain in its ASCII (IDNA) form, as the
+    store keeps account addresses."""
+    lowered = address.lower()
+    local, at, domain = lowered.rpartition("@")
+    if at and domain and not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return lowered
+        return f"{local}@{domain}"
+    return lowered
+
+
+def _ip_key(client_ip: str) -> str:
+    try:
+        ip = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip), 64), strict=False))
+    return str(ip)
+
+
+@dataclass(slots=True)
+class _Counter:
+    failures: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+class FailureLimiter:
+    """Counts failed logins; see the module docstring for the policy."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        window: float = 3600.0,
+        max_entries: int = 100_000,
+        secret: bytes | None = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        # A lockout must outlive its entry's expiry, so the window is at least that long.
+        self._window = max(window, config.lockout_seconds)
+        self._max_entries = max_entries
+        # BLAKE2b keys are at most 64 bytes; any secret is fine after hashing.
+        self._secret = hashlib.sha256(secret or secrets.token_bytes(32)).digest()
+        self._table: OrderedDict[bytes, _Counter] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _key(self, kind: str, *parts: str) -> bytes:
+        material = "\0".join((kind, *parts)).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(material, key=self._secret, digest_size=16).digest()
+
+    def _keys(
+        self, client_ip: str, address: str | None
+    ) -> tuple[bytes, bytes | None, bytes | None]:
+        ip = _ip_key(client_ip)
+        if address is None:
+            return self._key("ip", ip), None, None
+        return self._key("ip", ip), self._key("pair", address, ip), self._key("acct", address)
+
+    def _get(self, key: bytes, now: float) -> _Counter | None:
+        counter = self._table.get(key)
+        if counter is None:
+            return None
+        if counter.locked_until and counter.locked_until <= now:
+            # A served lockout starts the count afresh.
+            del self._table[key]
+            return None
+        if now - counter.last > self._window and counter.locked_until <= now:
+            del self._table[key]
+            return None
+        return counter
+
+    def locked(self, client_ip: str, address: str | None = None) -> bool:
+        now = self._clock()
+        ip_key, pair_key, _ = self._keys(client_ip, address)
+        for key in (ip_key, pair_key):
+            if key is None:
+                continue
+            counter = self._get(key, now)
+            if counter is not None and counter.locked_until > now:
+                return True
+        return False
+
+    def record_failure(self, client_ip: str, address: str | None) -> int:
+        """Count one failure; returns the highest count among the keys it touched (the
+        caller delays the reply when it exceeds ``failures_before_delay``)."""
+        now = self._clock()
+        self._expire(now)
+        ip_key, pair_key, acct_key = self._keys(client_ip, address)
+        highest = 0
+        for key, lockable in ((ip_key, True), (pair_key, True), (acct_key, False)):
+            if key is None:
+                continue
+            counter = self._get(key, now)
+            if counter is None:
+                counter = _Counter()
+                self._table[key] = counter
+            counter.failures += 1
+            counter.last = now
+            self._table.move_to_end(key)
+            if (
+                lockable
+                and counter.failures >= self._config.failures_before_lockout
+                and counter.locked_until <= now
+            ):
+                counter.locked_until = now + self._config.lockout_seconds
+            highest = max(highest, counter.failures)
+        while len(self._table) > self._max_entries:
+            self._table.popitem(last=False)
+        return highest
+
+    def record_success(self, client_ip: str, address: str) -> None:
+        _, pair_key, acct_key = self._keys(client_ip, address)
+        for key in (pair_key, acct_key):
+            if key is not None:
+                self._table.pop(key, None)
+
+    def _expire(self, now: float, budget: int = 64) -> None:
+        # The table is ordered by last failure, so stale entries sit at the front.
+        for _ in range(budget):
+            if not self._table:
+                return
+            key, counter = next(iter(self._table.items()))
+            if now - counter.last <= self._window or counter.locked_until > now:
+                return
+            del self._table[key]
+
+
+class Authenticator:
+    """Password checks, SCRAM keys and the brute-force limiter for every protocol."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        config: AuthConfig,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hasher: PasswordHasher | None = None,
+        secret: bytes | None = None,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        """``secret`` derives the fake SCRAM keys of unknown users; pass a persistent one
+        (e.g. from the data directory) so they stay the same across restarts. ``hasher``
+        defaults to ``pochta.passwords``'s current hasher."""
+        self._store = store
+        self._config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._hasher = hasher
+        self._secret = secret or secrets.token_bytes(32)
+        self._dummy: str | None = None
+        self.limiter = limiter or FailureLimiter(config, clock)
+
+    async def allowed(self, client_ip: str, address: str | None = None) -> bool:
+        """False while the client IP, or this account from this IP, is locked out."""
+        key = normalize_address(address) if address is not None else None
+        return not self.limiter.locked(client_ip, key)
+
+    async def check_password(self, address: str, password: str, client_ip: str) -> Account | None:
+        """The account if ``password`` is right and the account is enabled, else None
+        (after the brute-force delay, if due). Unknown accounts cost the same argon2 work.
+        Returns None without checking while locked out (callers ask ``allowed`` first to
+        give the proper temporary-failure reply)."""
+        addr = normalize_address(address)
+        if self.limiter.locked(client_ip, addr):
+            log.warning("authentication refused (locked out) user=%r ip=%s", addr, client_ip)
+            return None
+        account = await self._lookup(addr)
+        password_hash = account.password_hash if account is not None else await self._dummy_hash()
+        ok = await asyncio.to_thread(
+            passwords.verify_password, password_hash, password, hasher=self._hasher
+        )
+        if account is not None and ok and not account.disabled:
+            self._succeeded(client_ip, addr)
+            return account
+        if account is None:
+            reason = "unknown user"
+        elif not ok:
+            reason = "wrong password"
+        else:
+            reason = "account disabled"
+        await self._failed(client_ip, addr, reason)
+        return None
+
+    async def scram_credentials(self, address: str) -> ScramCredentials:
+        """The account's SCRAM keys, or, for an unknown or disabled account or one
+        without SCRAM keys, fake keys derived from the server secret and the name: the
+        same every time for that name, so the salt reveals nothing (RFC 5802 §9)."""
+        addr = normalize_address(address)
+        account = await self._lookup(addr)
+        if account is not None and account.scram is not None and not account.disabled:
+            return account.scram
+        return self._fake_scram(addr)
+
+    async def finish_scram(self, address: str, client_ip: str, verified: bool) -> Account | None:
+        """Conclude a SCRAM exchange: ``verified`` is whether the mechanism returned
+        ``Success``. Counts the outcome in the limiter; returns the account on success."""
+        addr = normalize_address(address)
+        if verified and not self.limiter.locked(client_ip, addr):
+            account = await self._lookup(addr)
+            if account is not None and not account.disabled and account.scram is not None:
+                self._succeeded(client_ip, addr)
+                return account
+            await self._failed(client_ip, addr, "account gone or disabled")
+            return None
+        await self._failed(client_ip, addr, "SCRAM proof failed")
+        return None
+
+    async def register_failure(self, client_ip: str, address: str | None, reason: str) -> None:
+        """Count a failure the driver saw itself (malformed exchange, mechanism
+        ``Failure``), with the same delay as a wrong password."""
+        await self._failed(client_ip, normalize_address(address) if address else None, reason)
+
+    # internals
+
+    async def _lookup(self, addr: str) -> Account | None:
+        if not addr or len(addr) > MAX_ADDRESS_LENGTH:
+            return None
+        return await self._store.get_account(addr)
+
+    async def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            if self._hasher is None:
+                self._dummy = await asyncio.to_thread(passwords.dummy_hash)
+            else:
+                self._dummy = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(24))
+        return self._dummy
+
+    def _fake_scram(self, addr: str) -> ScramCredentials:
+        def derive(label: bytes) -> bytes:
+            return hmac.new(self._secret, label + b"\0" + addr.encode(), "sha256").digest()
+
+        return ScramCredentials(
+            salt=derive(b"scram-salt")[: passwords.SCRAM_SALT_BYTES],
+            iterations=passwords.SCRAM_ITERATIONS,
+            stored_key=derive(b"scram-stored-key"),
+            server_key=derive(b"scram-server-key"),
+        )
+
+    def _succeeded(self, client_ip: str, addr: str) -> None:
+        self.limiter.record_success(client_ip, addr)
+        log.info("authenticated user=%r ip=%s", addr, client_ip)
+
+    async def _failed(self, client_ip: str, addr: str | None, reason: str) -> None:
+        count = self.limiter.record_failure(client_ip, addr)
+        log.warning(
+            "authentication failed user=%r ip=%s reason=%s failures=%d",
+            addr, client_ip, reason, count,
+        )
+        if count > self._config.failures_before_delay and self._config.failure_delay > 0:
+            await self._sleep(self._config.failure_delay)

@@ -1,0 +1,419 @@
+"""MIME structure of a message for FETCH: ENVELOPE, BODY/BODYSTRUCTURE and body sections
+(RFC 9051 §6.4.5, §7.5.2).
+
+We keep exact byte offsets (sections must be served byte-for-byte), so parts are split here
+and the stdlib ``email`` package only parses header values (Content-Type parameters,
+RFC 2231). Malformed MIME never raises: missing boundaries make a part a leaf, a missing
+blank line makes the whole part a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from pochta.proto.imap.response import nstring, plist
+
+_MAX_DEPTH = 40
+_HEADER_END = re.compile(rb"\n\r?\n")
+
+
+@dataclass(slots=True)
+class Part:
+    header: bytes  # the header block including its terminating blank line
+    body: bytes
+    msg: Message  # header values only
+    children: list[Part] = field(default_factory=list)  # multipart subparts
+    message: Part | None = None  # the encapsulated message of message/rfc822
+
+    @property
+    def raw(self) -> bytes:
+        return self.header + self.body
+
+    @property
+    def content_type(self) -> str:
+        return self.msg.get_content_type()
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.content_type.startswith("multipart/") and bool(self.children)
+
+    def fields(self) -> list[tuple[str, bytes]]:
+        """(name, raw field bytes with folding and CRLF) in order."""
+        return header_fields(self.header)
+
+    def header_values(self, name: str) -> list[str]:
+        out = []
+        for fname, raw in self.fields():
+            if fname.lower() == name.lower():
+                value = raw.split(b":", 1)[1] if b":" in raw else b""
+                value = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip()
+                out.append(value.decode("utf-8", "replace"))
+        return out
+
+    def header_value(self, name: str) -> str | None:
+        values = self.header_values(name)
+        return values[0] if values else None
+
+
+def header_fields(header: bytes) -> list[tuple[str, bytes]]:
+    fields: list[tuple[str, bytes]] = []
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            name, raw = fields[-1]
+            fields[-1] = (name, raw + line)
+        else:
+            name = line.split(b":", 1)[0].strip().decode("ascii", "replace")
+            fields.append((name, line))
+    return fields
+
+
+def _split_header(data: bytes) -> tuple[bytes, bytes]:
+    if data.startswith(b"\r\n"):
+        return data[:2], data[2:]
+    if data.startswith(b"\n"):
+        return data[:1], data[1:]
+    m = _HEADER_END.search(data)
+    if m is None:
+        return data, b""
+    return data[: m.end()], data[m.end() :]
+
+
+def parse(data: bytes, default_type: str = "text/plain", depth: int = 0) -> Part:
+    header, body = _split_header(data)
+    msg = BytesHeaderParser(policy=compat32).parsebytes(header)
+    msg.set_default_type(default_type)
+    part = Part(header, body, msg)
+    if depth >= _MAX_DEPTH:
+        return part
+    ctype = part.content_type
+    if ctype.startswith("multipart/"):
+        boundary = msg.get_boundary()
+        if boundary:
+            child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+            for chunk in _split_multipart(body, boundary.encode("ascii", "surrogateescape")):
+                part.children.append(parse(chunk, child_default, depth + 1))
+    elif ctype in ("message/rfc822", "message/global"):
+        part.message = parse(body, "text/plain", depth + 1)
+    return part
+
+
+def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    # RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter
+    delim = re.compile(
+        rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
+    )
+    chunks: list[bytes] = []
+    start: int | None = None
+    for m in delim.finditer(body):
+        if start is not None:
+            chunks.append(body[start : m.start()])
+        if m.group(1):
+            return chunks
+        start = m.end()
+    if start is not None:
+        chunks.append(body[start:])  # no close delimiter: the last part runs to the end
+    return chunks
+
+
+# --- section numbering (RFC 9051 §6.4.5) ----------------------------------------------
+
+
+def _numbered(part: Part, top: bool) -> list[Part]:
+    if part.is_multipart:
+        return part.children
+    if part.message is not None:
+        inner = part.message
+        return inner.children if inner.is_multipart else [inner]
+    return [part] if top else []
+
+
+def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
+    cur, top = root, True
+    for n in path:
+        kids = _numbered(cur, top)
+        if n < 1 or n > len(kids):
+            return None
+        cur, top = kids[n - 1], False
+    return cur
+
+
+def section_bytes(
+    root: Part, path: tuple[int, ...], text: str, header_list: tuple[str, ...] = ()
+) -> bytes | None:
+    """The octets of BODY[path.text]; None when the part does not exist."""
+    part = find_part(root, path)
+    if part is None:
+        return None
+    if text == "":
+        return root.raw if not path else part.body
+    if text == "MIME":
+        return part.header if path else None
+    msg = part if not path else part.message
+    if msg is None:
+        return b""
+    if text == "TEXT":
+        return msg.body
+    if text == "HEADER":
+        return msg.header
+    wanted = {h.lower() for h in header_list}
+    keep = text == "HEADER.FIELDS"
+    out = b"".join(raw for name, raw in msg.fields() if (name.lower() in wanted) == keep)
+    return out + b"\r\n"
+
+
+class UnknownCTE(Exception):
+    pass
+
+
+def decode_body(part: Part) -> bytes:
+    """The body with its Content-Transfer-Encoding removed (BINARY, RFC 3516)."""
+    cte = (part.header_value("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if cte in ("7bit", "8bit", "binary", ""):
+        return part.body
+    if cte == "base64":
+        try:
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", part.body) + b"===")
+        except (binascii.Error, ValueError):
+            return b""
+    if cte == "quoted-printable":
+        return quopri.decodestring(part.body)
+    raise UnknownCTE(cte)
+
+
+def binary_section(root: Part, path: tuple[int, ...]) -> bytes | None:
+    if not path:
+        return root.raw
+    part = find_part(root, path)
+    if part is None:
+        return None
+    if part.is_multipart or part.message is not None:
+        return part.body
+    return decode_body(part)
+
+
+# --- ENVELOPE (RFC 9051 §7.5.2) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    name: str | None
+    adl: str | None
+    mailbox: str | None
+    host: str | None
+
+
+def parse_address_list(value: str) -> list[Address]:
+    """RFC 5322 address-list with groups, leniently; comments are dropped."""
+    out: list[Address] = []
+    tokens: list[tuple[str, str]] = []
+    in_group = False
+    i, n = 0, len(value)
+
+    def finish() -> None:
+        if tokens:
+            addr = _address(tokens)
+            if addr is not None:
+                out.append(addr)
+            tokens.clear()
+
+    while i < n:
+        c = value[i]
+        if c == '"':
+            j, buf = i + 1, []
+            while j < n and value[j] != '"':
+                if value[j] == "\\" and j + 1 < n:
+                    j += 1
+                buf.append(value[j])
+                j += 1
+            tokens.append(("q", "".join(buf)))
+            i = j + 1
+        elif c == "(":
+            depth, j = 1, i + 1
+            while j < n and depth:
+                if value[j] == "\\":
+                    j += 1
+                elif value[j] == "(":
+                    depth += 1
+                elif value[j] == ")":
+                    depth -= 1
+                j += 1
+            i = j
+        elif c == "<":
+            j = value.find(">", i)
+            j = n if j < 0 else j
+            tokens.append(("a", value[i + 1 : j]))
+            i = j + 1
+        elif c == ",":
+            finish()
+            i += 1
+        elif c == ":" and not in_group and not any(k == "a" for k, _ in tokens):
+            name = " ".join(t for _, t in tokens)
+            tokens.clear()
+            out.append(Address(None, None, name, None))
+            in_group = True
+            i += 1
+        elif c == ";" and in_group:
+            finish()
+            out.append(Address(None, None, None, None))
+            in_group = False
+            i += 1
+        elif c.isspace():
+            i += 1
+        else:
+            j = i
+            while j < n and value[j] not in '"(<,;' and not value[j].isspace() and not (
+                value[j] == ":" and not in_group
+            ):
+                j += 1
+            if j == i:
+                j = i + 1
+            tokens.append(("w", value[i:j]))
+            i = j
+    finish()
+    if in_group:
+        out.append(Address(None, None, None, None))
+    return out
+
+
+def _address(tokens: list[tuple[str, str]]) -> Address | None:
+    angle = next((t for k, t in tokens if k == "a"), None)
+    if angle is not None:
+        phrase = " ".join(t for k, t in tokens[: [k for k, _ in tokens].index("a")])
+        spec = angle.strip()
+        adl = None
+        if spec.startswith("@") and ":" in spec:
+            adl, spec = spec.split(":", 1)
+        name = phrase or None
+    else:
+        spec = "".join(t if k != "q" else f'"{t}"' for k, t in tokens)
+        name, adl = None, None
+    if not spec and not name:
+        return None
+    if "@" in spec:
+        local, host = spec.rsplit("@", 1)
+    else:
+        local, host = spec, "MISSING_DOMAIN"
+    return Address(name, adl, local, host)
+
+
+def _addresses(part: Part, name: str, utf8: bool) -> bytes:
+    values = part.header_values(name)
+    addrs = [a for v in values for a in parse_address_list(v)]
+    if not addrs:
+        return b"NIL"
+    return plist(
+        plist(nstring(x, utf8) for x in (a.name, a.adl, a.mailbox, a.host)) for a in addrs
+    )
+
+
+def envelope(part: Part, utf8: bool = False) -> bytes:
+    def one(name: str) -> bytes:
+        return nstring(part.header_value(name), utf8)
+
+    from_ = _addresses(part, "From", utf8)
+    sender = _addresses(part, "Sender", utf8)
+    reply_to = _addresses(part, "Reply-To", utf8)
+    return plist([
+        one("Date"),
+        one("Subject"),
+        from_,
+        from_ if sender == b"NIL" else sender,  # §7.5.2: absent Sender/Reply-To = From
+        from_ if reply_to == b"NIL" else reply_to,
+        _addresses(part, "To", utf8),
+        _addresses(part, "Cc", utf8),
+        _addresses(part, "Bcc", utf8),
+        one("In-Reply-To"),
+        one("Message-ID"),
+    ])
+
+
+# --- BODY / BODYSTRUCTURE -------------------------------------------------------------
+
+
+def _params(part: Part, header: str = "content-type") -> bytes:
+    raw = part.msg.get_params(header=header, failobj=None)
+    if not raw:
+        if header == "content-type" and part.content_type.startswith("text/"):
+            return b'("CHARSET" "US-ASCII")'  # RFC 2045 §5.2 default
+        return b"NIL"
+    items: list[bytes] = []
+    for key, value in raw[1:]:
+        if isinstance(value, tuple):
+            from email.utils import collapse_rfc2231_value
+
+            value = collapse_rfc2231_value(value)
+        if not key:
+            continue
+        items.append(nstring(key.upper()))
+        items.append(nstring(str(value).encode("utf-8", "surrogateescape")))
+    return plist(items) if items else b"NIL"
+
+
+def _lines(data: bytes) -> int:
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _disposition(part: Part) -> bytes:
+    value = part.msg.get("Content-Disposition")
+    if not value:
+        return b"NIL"
+    kind = str(value).split(";", 1)[0].strip()
+    if not kind:
+        return b"NIL"
+    return plist([nstring(kind.upper()), _params(part, "content-disposition")])
+
+
+def _language(part: Part) -> bytes:
+    value = part.header_value("Content-Language")
+    if not value:
+        return b"NIL"
+    langs = [x.strip() for x in value.split(",") if x.strip()]
+    if len(langs) == 1:
+        return nstring(langs[0])
+    return plist(nstring(x) for x in langs) if langs else b"NIL"
+
+
+def bodystructure(part: Part, extended: bool = True, utf8: bool = False) -> bytes:
+    if part.is_multipart:
+        kids = b"".join(bodystructure(c, extended, utf8) for c in part.children)
+        sub = part.content_type.split("/", 1)[1]
+        items = [kids, nstring(sub.upper())]
+        if extended:
+            items += [_params(part), _disposition(part), _language(part),
+                      nstring(part.header_value("Content-Location"))]
+        return b"(" + b" ".join(items) + b")"
+    ctype = part.content_type
+    if ctype.startswith("multipart/"):
+        ctype = "text/plain"  # a multipart without a usable boundary is shown as text
+    maintype, sub = ctype.split("/", 1)
+    cte = part.header_value("Content-Transfer-Encoding") or "7BIT"
+    fields = [
+        nstring(maintype.upper()),
+        nstring(sub.upper()),
+        _params(part),
+        nstring(part.header_value("Content-ID")),
+        nstring(part.header_value("Content-Description"), utf8),
+        nstring(cte.upper()),
+        b"%d" % len(part.body),
+    ]
+    if part.message is not None:
+        fields += [
+            envelope(part.message, utf8),
+            bodystructure(part.message, extended, utf8),
+            b"%d" % _lines(part.body),
+        ]
+    elif maintype == "text":
+        fields.append(b"%d" % _lines(part.body))
+    if extended:
+        fields += [nstring(part.header_value("Content-MD5")), _disposition(part),
+                   _language(part), nstring(part.header_value("Content-Location"))]
+    return b"(" + b" ".join(fields) + b")"

@@ -1,0 +1,261 @@
+"""FETCH data items: parsing the request (RFC 9051 §6.4.5) and rendering the response
+(§7.5.2), pure: the caller supplies message metadata and, when needed, the message bytes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pochta.proto.imap import bodystructure as bs
+from pochta.proto.imap.parser import ParseError, Reader
+from pochta.proto.imap.response import flags as fmt_flags
+from pochta.proto.imap.response import internaldate, literal, nstring
+from pochta.storage.interfaces import MessageMeta
+
+_NAME_RE = re.compile(r"[A-Za-z0-9.]+")
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_SIMPLE = {
+    "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID",
+    "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "SAVEDATE", "EMAILID", "THREADID",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAtt:
+    name: str  # FLAGS, BODY, BINARY, BINARY.SIZE, ...
+    section: bool = False  # has a [section]
+    path: tuple[int, ...] = ()
+    text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    headers: tuple[str, ...] = ()
+    partial: tuple[int, int] | None = None
+    peek: bool = False
+
+    @property
+    def needs_body(self) -> bool:
+        return self.name not in ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "UID", "MODSEQ",
+                                 "SAVEDATE", "EMAILID", "THREADID")
+
+    @property
+    def sets_seen(self) -> bool:
+        return (self.name in ("BODY", "BINARY") and self.section and not self.peek) or (
+            self.name in ("RFC822", "RFC822.TEXT")
+        )
+
+
+@dataclass(slots=True)
+class FetchRequest:
+    atts: list[FetchAtt] = field(default_factory=list)
+    changedsince: int | None = None
+    vanished: bool = False
+
+    @property
+    def needs_body(self) -> bool:
+        return any(a.needs_body for a in self.atts)
+
+    @property
+    def sets_seen(self) -> bool:
+        return any(a.sets_seen for a in self.atts)
+
+    def has(self, name: str) -> bool:
+        return any(a.name == name for a in self.atts)
+
+
+def _section(r: Reader, binary: bool) -> tuple[tuple[int, ...], str, tuple[str, ...]]:
+    path: list[int] = []
+    text = ""
+    headers: tuple[str, ...] = ()
+    if r.accept("]"):
+        return (), "", ()
+    while r.peek().isdigit():
+        path.append(r.number(nonzero=True))
+        if not r.accept("."):
+            break
+    if r.peek() != "]":
+        if binary:
+            raise ParseError("BINARY takes part numbers only")
+        m = _NAME_RE.match(r.line, r.pos)
+        word = m.group(0).upper() if m else ""
+        if word not in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"):
+            raise ParseError("bad section")
+        if word == "MIME" and not path:
+            raise ParseError("MIME needs a part number")
+        r.pos += len(word)
+        text = word
+        if word.startswith("HEADER.FIELDS"):
+            r.sp()
+            headers = tuple(r.paren_list())
+            if not headers:
+                raise ParseError("empty header list")
+    r.expect("]")
+    return tuple(path), text, headers
+
+
+def _att(r: Reader) -> list[FetchAtt]:
+    m = _NAME_RE.match(r.line, r.pos)
+    if not m:
+        raise ParseError("expected a fetch attribute")
+    name = m.group(0).upper()
+    r.pos = m.end()
+    if name in _MACROS:
+        return [FetchAtt(n) for n in _MACROS[name]]
+    peek = name.endswith(".PEEK")
+    base = name[:-5] if peek else name
+    if base in ("BODY", "BINARY", "BINARY.SIZE") and r.peek() == "[":
+        r.pos += 1
+        path, text, headers = _section(r, binary=base != "BODY")
+        partial = None
+        if base != "BINARY.SIZE" and r.accept("<"):
+            origin = r.number()
+            r.expect(".")
+            count = r.number(nonzero=True)
+            r.expect(">")
+            partial = (origin, count)
+        return [FetchAtt(base, True, path, text, headers, partial, peek)]
+    if peek or name not in _SIMPLE:
+        raise ParseError(f"unknown fetch attribute {name}")
+    return [FetchAtt(name)]
+
+
+def parse_fetch(r: Reader) -> FetchRequest:
+    """After "FETCH seqset SP": the attributes and optional modifiers (RFC 7162 §3.1.4)."""
+    req = FetchRequest()
+    if r.accept("("):
+        while True:
+            req.atts += _att(r)
+            if r.accept(")"):
+                break
+            r.sp()
+    else:
+        req.atts += _att(r)
+    if r.maybe_sp():
+        r.expect("(")
+        while True:
+            mod = r.atom().upper()
+            if mod == "CHANGEDSINCE":
+                r.sp()
+                req.changedsince = r.number()
+            elif mod == "VANISHED":
+                req.vanished = True
+            else:
+                raise ParseError(f"unknown FETCH modifier {mod}")
+            if r.accept(")"):
+                break
+            r.sp()
+    r.end()
+    return req
+
+
+@dataclass(slots=True)
+class FetchOptions:
+    utf8: bool = False  # UTF8=ACCEPT enabled: 8-bit strings may be quoted
+    rev1_recent: bool = True  # show \Recent (IMAP4rev1 only)
+    condstore: bool = False  # add MODSEQ (RFC 7162 §3.1.4.1)
+
+
+def _section_name(a: FetchAtt) -> bytes:
+    spec = ".".join(str(n) for n in a.path)
+    if a.text:
+        spec = f"{spec}.{a.text}" if spec else a.text
+        if a.headers:
+            spec += " (" + " ".join(h.upper() for h in a.headers) + ")"
+    return f"{a.name}[{spec}]".encode()
+
+
+def _partial(data: bytes, a: FetchAtt) -> tuple[bytes, bytes]:
+    if a.partial is None:
+        return data, b""
+    origin, count = a.partial
+    return data[origin : origin + count], b"<%d>" % origin
+
+
+def render(
+    seq: int,
+    meta: MessageMeta,
+    req: FetchRequest,
+    data: bytes | None,
+    recent: bool,
+    opts: FetchOptions,
+    extra_flags: bool = False,
+) -> bytes:
+    """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``.
+    Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
+    items: list[bytes] = []
+    part: bs.Part | None = None
+    done: set[str] = set()
+
+    def parsed() -> bs.Part:
+        nonlocal part
+        if part is None:
+            part = bs.parse(data or b"")
+        return part
+
+    def add_once(name: str, value: bytes) -> None:
+        if name not in done:
+            done.add(name)
+            items.append(name.encode() + b" " + value)
+
+    for a in req.atts:
+        if a.name == "FLAGS":
+            add_once("FLAGS", _flags(meta, recent, opts))
+        elif a.name == "UID":
+            add_once("UID", b"%d" % meta.uid)
+        elif a.name == "INTERNALDATE":
+            add_once("INTERNALDATE", internaldate(meta.internaldate))
+        elif a.name == "RFC822.SIZE":
+            add_once("RFC822.SIZE", b"%d" % meta.size)
+        elif a.name == "MODSEQ":
+            add_once("MODSEQ", b"(%d)" % meta.modseq)
+        elif a.name == "ENVELOPE":
+            add_once("ENVELOPE", bs.envelope(parsed(), opts.utf8))
+        elif a.name == "BODYSTRUCTURE":
+            add_once("BODYSTRUCTURE", bs.bodystructure(parsed(), True, opts.utf8))
+        elif a.name == "BODY" and not a.section:
+            add_once("BODY", bs.bodystructure(parsed(), False, opts.utf8))
+        elif a.name in ("SAVEDATE", "EMAILID", "THREADID"):
+            add_once(a.name, b"NIL")
+        elif a.name == "RFC822":
+            add_once("RFC822", literal(data or b""))
+        elif a.name == "RFC822.HEADER":
+            add_once("RFC822.HEADER", literal(parsed().header))
+        elif a.name == "RFC822.TEXT":
+            add_once("RFC822.TEXT", literal(parsed().body))
+        elif a.name == "BODY":
+            section = bs.section_bytes(parsed(), a.path, a.text, a.headers)
+            key = _section_name(a)
+            if section is None:
+                items.append(key + b" NIL")
+                continue
+            chunk, origin = _partial(section, a)
+            items.append(key + origin + b" " + literal(chunk))
+        elif a.name == "BINARY":
+            section = bs.binary_section(parsed(), a.path)
+            key = _section_name(a)
+            if section is None:
+                items.append(key + b" NIL")
+                continue
+            chunk, origin = _partial(section, a)
+            prefix = b"~" if b"\x00" in chunk else b""  # literal8 (RFC 3516 §4.2)
+            items.append(key + origin + b" " + prefix + literal(chunk))
+        elif a.name == "BINARY.SIZE":
+            section = bs.binary_section(parsed(), a.path)
+            items.append(_section_name(a) + b" " + (
+                b"NIL" if section is None else b"%d" % len(section)))
+    if extra_flags:
+        add_once("FLAGS", _flags(meta, recent, opts))
+    if opts.condstore:
+        add_once("MODSEQ", b"(%d)" % meta.modseq)
+    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+
+def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
+    names = set(meta.flags)
+    if recent and opts.rev1_recent:
+        names.add("\\Recent")
+    return fmt_flags(names)
+
+
+__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "nstring", "parse_fetch", "render"]

@@ -1,0 +1,161 @@
+"""Splits the client byte stream into IMAP commands (RFC 9051 §2.2, §4.3; RFC 7888).
+
+A command is one or more lines; a line ending in ``{n}``, ``{n+}`` or ``~{n}`` announces a
+literal of n octets that follows the CRLF, after which the command line continues.
+Synchronizing literals need a ``+`` continuation from the server first; the framer asks
+for it with a ``NeedContinuation`` event and the driver writes it, so a literal that is
+refused is never uploaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# ends of a line that announce a literal: "{12}", "{12+}", "~{12}" (RFC 3516 literal8)
+_LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})([+-]?)\}\r?\n\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand:
+    """One complete command: ``lines[i]`` (CRLF stripped) is followed by ``literals[i]``."""
+
+    lines: tuple[bytes, ...]
+    literals: tuple[bytes, ...]
+
+    @property
+    def first_line(self) -> bytes:
+        return self.lines[0]
+
+
+@dataclass(frozen=True, slots=True)
+class NeedContinuation:
+    """The client waits for ``+`` before sending a synchronizing literal."""
+
+
+@dataclass(frozen=True, slots=True)
+class FramingError:
+    """The command was abandoned; reply ``tag BAD/NO text`` (``close``: then say BYE)."""
+
+    tag: bytes
+    response: bytes  # e.g. b"BAD line too long" or b"NO [TOOBIG] ..."
+    close: bool = False
+
+
+FramerEvent = RawCommand | NeedContinuation | FramingError
+
+
+def tag_of(line: bytes) -> bytes:
+    """The tag of a (possibly partial) command line, or ``*`` if it has none usable."""
+    tag = line.split(b" ", 1)[0].strip()
+    if not tag or not re.fullmatch(rb"[\x21-\x7e]{1,64}", tag) or any(
+        c in tag for c in b'(){%*"\\+'
+    ):
+        return b"*"
+    return tag
+
+
+@dataclass
+class Framer:
+    """Feed bytes, pull events. ``literal_limit(first_line, size)`` returns None to accept
+    a literal or a response (``b"NO [TOOBIG] ..."``) to refuse it."""
+
+    max_line: int = 65536
+    literal_limit: Callable[[bytes, int], bytes | None] | None = None
+    _buf: bytearray = field(default_factory=bytearray)
+    _lines: list[bytes] = field(default_factory=list)
+    _literals: list[bytes] = field(default_factory=list)
+    _literal_wanted: int = -1  # >= 0 while reading a literal
+    _line_bytes: int = 0  # command text so far (literals excluded)
+    _discarding: bool = False  # skipping the rest of an over-long line
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def discard_buffer(self) -> None:
+        """STARTTLS: plaintext pipelined after the command must not be used (RFC 9051 §6.2.1)."""
+        self._buf.clear()
+
+    def next_line(self) -> bytes | None:
+        """A raw line without literal processing (AUTHENTICATE responses, IDLE's DONE).
+        Returns None if incomplete; over-long lines come back truncated to ``max_line``."""
+        nl = self._buf.find(b"\n")
+        if nl < 0:
+            if len(self._buf) > self.max_line:
+                line = bytes(self._buf[: self.max_line])
+                self._buf.clear()
+                self._discarding = True
+                return line
+            return None
+        line = bytes(self._buf[:nl])
+        del self._buf[: nl + 1]
+        if self._discarding:
+            self._discarding = False
+            return self.next_line()
+        return line.rstrip(b"\r")
+
+    def next_event(self) -> FramerEvent | None:
+        while True:
+            if self._literal_wanted >= 0:
+                if len(self._buf) < self._literal_wanted:
+                    return None
+                self._literals.append(bytes(self._buf[: self._literal_wanted]))
+                del self._buf[: self._literal_wanted]
+                self._literal_wanted = -1
+                continue
+            nl = self._buf.find(b"\n")
+            if self._discarding:
+                if nl < 0:
+                    self._buf.clear()
+                    return None
+                del self._buf[: nl + 1]
+                self._discarding = False
+                continue
+            if nl < 0:
+                if self._line_bytes + len(self._buf) > self.max_line:
+                    first = self._lines[0] if self._lines else bytes(self._buf[:200])
+                    self._reset()
+                    self._buf.clear()
+                    self._discarding = True
+                    return FramingError(tag_of(first), b"BAD line too long")
+                return None
+            raw = bytes(self._buf[: nl + 1])
+            del self._buf[: nl + 1]
+            self._line_bytes += len(raw)
+            if self._line_bytes > self.max_line:
+                first = self._lines[0] if self._lines else raw
+                self._reset()
+                return FramingError(tag_of(first), b"BAD line too long")
+            m = _LITERAL_RE.search(raw)
+            if m is None:
+                self._lines.append(raw.rstrip(b"\r\n"))
+                cmd = RawCommand(tuple(self._lines), tuple(self._literals))
+                self._reset()
+                return cmd
+            line = raw[: m.start()] + raw[m.start() : m.end()].rstrip(b"\r\n")
+            self._lines.append(line)
+            size = int(m.group(2))
+            sync = m.group(3) == b""
+            first = self._lines[0]
+            refusal = self.literal_limit(first, size) if self.literal_limit else None
+            if refusal is not None:
+                self._reset()
+                if sync:
+                    # the client has not sent the literal: nothing to skip (RFC 9051 §7.5)
+                    return FramingError(tag_of(first), refusal)
+                # a non-synchronizing literal is already on its way (RFC 7888 §4)
+                return FramingError(tag_of(first), refusal, close=True)
+            self._literal_wanted = size
+            if sync:
+                return NeedContinuation()
+
+    def _reset(self) -> None:
+        self._lines = []
+        self._literals = []
+        self._literal_wanted = -1
+        self._line_bytes = 0

@@ -1,0 +1,305 @@
+"""SEARCH keys (RFC 9051 §6.4.4), ESEARCH return options (RFC 4731/9051) and evaluation.
+
+Parsing gives a tree of ``Key``; ``matches`` evaluates it against one message whose bytes
+the caller loads beforehand when ``needs_body`` says so.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+
+from pochta.proto.imap import bodystructure as bs
+from pochta.proto.imap.parser import Date, ParseError, Reader
+from pochta.proto.imap.seqset import SeqSet, parse_seqset
+from pochta.storage.interfaces import MessageMeta
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
+    "DELETED": ("\\Deleted", True), "UNDELETED": ("\\Deleted", False),
+    "DRAFT": ("\\Draft", True), "UNDRAFT": ("\\Draft", False),
+    "FLAGGED": ("\\Flagged", True), "UNFLAGGED": ("\\Flagged", False),
+    "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    op: str  # ALL AND OR NOT FLAG SEQ UID HEADER BODY TEXT DATE SENTDATE SIZE RECENT NEW ...
+    args: tuple[object, ...] = ()
+
+
+@dataclass(slots=True)
+class SearchProgram:
+    key: Key
+    charset: str = "UTF-8"
+    returns: list[str] | None = None  # None: a plain SEARCH (no RETURN); [] = RETURN ()
+    uses_saved: bool = False
+
+    @property
+    def needs_body(self) -> bool:
+        return _needs_body(self.key)
+
+    @property
+    def uses_modseq(self) -> bool:
+        return _uses(self.key, "MODSEQ")
+
+
+def _needs_body(k: Key) -> bool:
+    if k.op in ("HEADER", "BODY", "TEXT", "SENTDATE"):
+        return True
+    return any(isinstance(a, Key) and _needs_body(a) for a in k.args)
+
+
+def _uses(k: Key, op: str) -> bool:
+    return k.op == op or any(isinstance(a, Key) and _uses(a, op) for a in k.args)
+
+
+def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
+    """After "SEARCH SP"."""
+    returns: list[str] | None = None
+    charset = "UTF-8"
+    if r.accept("RETURN "):
+        if not esearch_allowed:
+            raise ParseError("RETURN not allowed here")
+        r.expect("(")
+        returns = []
+        while not r.accept(")"):
+            if returns:
+                r.sp()
+            opt = r.atom().upper()
+            if opt not in RETURN_OPTIONS:
+                raise ParseError(f"unknown RETURN option {opt}")
+            returns.append(opt)
+        r.sp()
+    if r.accept("CHARSET "):
+        charset = r.astring().upper()
+        r.sp()
+    keys = [_key(r)]
+    while r.maybe_sp():
+        keys.append(_key(r))
+    r.end()
+    key = keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
+    return SearchProgram(key, charset, returns, _uses(key, "SAVED"))
+
+
+def _key(r: Reader, depth: int = 0) -> Key:
+    if depth > 50:
+        raise ParseError("search program nested too deeply")
+    if r.accept("("):
+        keys = [_key(r, depth + 1)]
+        while not r.accept(")"):
+            r.sp()
+            keys.append(_key(r, depth + 1))
+        return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
+    c = r.peek()
+    if c.isdigit() or c in "*$":
+        s = parse_seqset(r)
+        return Key("SAVED") if s.saved else Key("SEQ", (s,))
+    word = r.atom().upper()
+    if word == "ALL":
+        return Key("ALL")
+    if word in _FLAG_KEYS:
+        flag, present = _FLAG_KEYS[word]
+        return Key("FLAG", (flag, present))
+    if word in ("KEYWORD", "UNKEYWORD"):
+        r.sp()
+        return Key("FLAG", (r.flag(), word == "KEYWORD"))
+    if word in ("NEW", "OLD", "RECENT"):
+        return Key(word)
+    if word == "NOT":
+        r.sp()
+        return Key("NOT", (_key(r, depth + 1),))
+    if word == "OR":
+        r.sp()
+        a = _key(r, depth + 1)
+        r.sp()
+        return Key("OR", (a, _key(r, depth + 1)))
+    if word in _HEADER_KEYS:
+        r.sp()
+        return Key("HEADER", (word, r.astring()))
+    if word == "HEADER":
+        r.sp()
+        name = r.astring()
+        r.sp()
+        return Key("HEADER", (name, r.astring()))
+    if word in ("BODY", "TEXT"):
+        r.sp()
+        return Key(word, (r.astring(),))
+    if word in _DATE_KEYS:
+        r.sp()
+        kind = "SENTDATE" if word.startswith("SENT") else "DATE"
+        return Key(kind, (word.removeprefix("SENT"), r.date()))
+    if word in ("LARGER", "SMALLER"):
+        r.sp()
+        return Key("SIZE", (word, r.number()))
+    if word == "UID":
+        r.sp()
+        s = parse_seqset(r)
+        return Key("SAVED_UID") if s.saved else Key("UID", (s,))
+    if word == "MODSEQ":
+        r.sp()
+        if r.peek() == '"':  # entry-name and entry-type-req (RFC 7162 §3.1.5), ignored
+            r.string()
+            r.sp()
+            r.atom()
+            r.sp()
+        return Key("MODSEQ", (r.number(),))
+    raise ParseError(f"unknown search key {word}")
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Candidate:
+    seq: int
+    meta: MessageMeta
+    recent: bool
+    data: bytes | None = None
+    _part: bs.Part | None = field(default=None, repr=False)
+
+    @property
+    def part(self) -> bs.Part:
+        if self._part is None:
+            self._part = bs.parse(self.data or b"")
+        return self._part
+
+
+@dataclass(slots=True)
+class SearchContext:
+    count: int  # messages in the mailbox
+    top_uid: int  # highest uid in the mailbox
+    saved_uids: frozenset[int] = frozenset()
+
+
+def _decode(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    return needle.casefold() in haystack.casefold()
+
+
+def _day(ts: float) -> tuple[int, int, int]:
+    t = time.gmtime(ts)
+    return (t.tm_year, t.tm_mon, t.tm_mday)
+
+
+def _compare(op: str, day: tuple[int, int, int], d: Date) -> bool:
+    if op == "BEFORE":
+        return day < d.ordinal()
+    if op == "ON":
+        return day == d.ordinal()
+    return day >= d.ordinal()  # SINCE
+
+
+def _sent_day(part: bs.Part) -> tuple[int, int, int] | None:
+    value = part.header_value("Date")
+    if not value:
+        return None
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return (parsed[0], parsed[1], parsed[2])
+
+
+def text_of(part: bs.Part, depth: int = 0) -> str:
+    """Decoded text of the body for BODY/TEXT searches: text/* leaves and nested messages."""
+    if depth > 20:
+        return ""
+    if part.is_multipart:
+        return "\n".join(text_of(c, depth + 1) for c in part.children)
+    if part.message is not None:
+        inner = part.message
+        headers = "\n".join(_decode(v) for n, _ in inner.fields() for v in inner.header_values(n))
+        return headers + "\n" + text_of(inner, depth + 1)
+    if not part.content_type.startswith("text/") and part.msg.get("Content-Type"):
+        return ""
+    try:
+        raw = bs.decode_body(part)
+    except bs.UnknownCTE:
+        raw = part.body
+    charset = part.msg.get_content_charset() or "utf-8"
+    try:
+        return raw.decode(charset, "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
+
+
+def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
+    op = k.op
+    if op == "ALL":
+        return True
+    if op == "AND":
+        return all(matches(sub, c, ctx) for sub in k.args if isinstance(sub, Key))
+    if op == "OR":
+        a, b = k.args
+        assert isinstance(a, Key) and isinstance(b, Key)
+        return matches(a, c, ctx) or matches(b, c, ctx)
+    if op == "NOT":
+        (a,) = k.args
+        assert isinstance(a, Key)
+        return not matches(a, c, ctx)
+    if op == "FLAG":
+        flag, present = k.args
+        has = any(f.lower() == str(flag).lower() for f in c.meta.flags)
+        return has == present
+    if op == "NEW":
+        return c.recent and "\\Seen" not in c.meta.flags
+    if op == "OLD":
+        return not c.recent
+    if op == "RECENT":
+        return c.recent
+    if op == "SEQ":
+        (s,) = k.args
+        assert isinstance(s, SeqSet)
+        return any(
+            min(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count) <= c.seq
+            <= max(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count)
+            for lo, hi in s.ranges
+        )
+    if op == "UID":
+        (s,) = k.args
+        assert isinstance(s, SeqSet)
+        return s.contains_uid(c.meta.uid, ctx.top_uid)
+    if op in ("SAVED", "SAVED_UID"):
+        return c.meta.uid in ctx.saved_uids
+    if op == "SIZE":
+        which, n = k.args
+        assert isinstance(n, int)
+        return c.meta.size > n if which == "LARGER" else c.meta.size < n
+    if op == "MODSEQ":
+        (n,) = k.args
+        assert isinstance(n, int)
+        return c.meta.modseq >= n
+    if op == "DATE":
+        which, d = k.args
+        assert isinstance(d, Date)
+        return _compare(str(which), _day(c.meta.internaldate), d)
+    if op == "SENTDATE":
+        which, d = k.args
+        assert isinstance(d, Date)
+        day = _sent_day(c.part)
+        return day is not None and _compare(str(which), day, d)
+    if op == "HEADER":
+        name, needle = (str(x) for x in k.args)
+        values = c.part.header_values(name)
+        if not needle:
+            return bool(values)
+        return any(_contains(_decode(v), needle) for v in values)
+    if op == "BODY":
+        return _contains(text_of(c.part), str(k.args[0]))
+    if op == "TEXT":
+        needle = str(k.args[0])
+        head = c.part.header.decode("utf-8", "replace")
+        return _contains(_decode(head), needle) or _contains(text_of(c.part), needle)
+    raise AssertionError(op)

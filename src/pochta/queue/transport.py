@@ -1,0 +1,402 @@
+"""The asyncio driver of the SMTP client core: connect, greet, STARTTLS, AUTH, send.
+
+``Connector``/``Channel`` are the network seam: ``TCPConnector`` uses asyncio streams;
+tests may substitute an in-memory one. ``SMTPConnection.open()`` tries every hop and
+every address of each hop in turn and returns the first usable session;
+``deliver()`` runs one transaction and returns the per-recipient replies.
+
+TLS: ``opportunistic`` uses STARTTLS when offered without checking the certificate and,
+if the handshake fails, connects again in plaintext (as Postfix does at level "may");
+``starttls``/``implicit`` require TLS (delivery is deferred without it); ``verify``
+additionally checks the certificate against the host name (or the policy's names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from pochta.dns import TemporaryDNSError
+from pochta.proto.smtp.client import (
+    ClientSession,
+    EhloDone,
+    Event,
+    Greeting,
+    Malformed,
+    Preflight,
+    Reply,
+    Response,
+    Transaction,
+    TransactionDone,
+    TransactionResult,
+    local_reply,
+)
+from pochta.queue.mime import downgrade_8bit
+from pochta.queue.routing import Destination, Router, TLSRequirement
+
+
+class Channel(Protocol):
+    async def read(self, timeout: float) -> bytes:
+        """Next chunk; b"" at EOF; raises TimeoutError."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None: ...
+    def tls_version(self) -> str | None: ...
+    def close(self) -> None: ...
+
+
+class Connector(Protocol):
+    async def connect(
+        self,
+        address: str,
+        port: int,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Channel: ...
+
+
+class StreamChannel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self, timeout: float) -> bytes:
+        return await asyncio.wait_for(self.reader.read(65536), timeout)
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def start_tls(self, context: ssl.SSLContext, server_hostname: str | None) -> None:
+        await self.writer.start_tls(context, server_hostname=server_hostname)
+
+    def tls_version(self) -> str | None:
+        obj = self.writer.get_extra_info("ssl_object")
+        return obj.version() if isinstance(obj, ssl.SSLObject) else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class TCPConnector:
+    async def connect(
+        self,
+        address: str,
+        port: int,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Channel:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                address, port, ssl=tls, server_hostname=server_hostname if tls else None
+            ),
+            timeout,
+        )
+        return StreamChannel(reader, writer)
+
+
+def tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContext:
+    if verify:
+        ctx = ssl.create_default_context(cafile=cafile)
+    else:
+        # Opportunistic TLS: encrypt against passive eavesdropping, accept any certificate
+        # (RFC 7435); a bad certificate must not block delivery.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class ConnectFailed(Exception):
+    """No hop of the destination took a session; ``reply`` is the last reason."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class _TLSFallback(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 30.0
+    command: float = 300.0
+    data: float = 600.0
+
+
+class SMTPConnection:
+    """One open SMTP session to one hop, ready for transactions."""
+
+    def __init__(
+        self, channel: Channel, session: ClientSession, host: str, address: str,
+        timeouts: Timeouts,
+    ) -> None:
+        self.channel = channel
+        self.session = session
+        self.host = host
+        self.address = address
+        self.timeouts = timeouts
+        self.transactions = 0
+        self._backlog: list[Event] = []
+
+    @property
+    def usable(self) -> bool:
+        return not self.session.closed
+
+    @property
+    def remote(self) -> str:
+        return f"{self.host} [{self.address}]"
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        dest: Destination,
+        router: Router,
+        connector: Connector,
+        local_hostname: str,
+        timeouts: Timeouts,
+        password_loader: Callable[[str], str] | None = None,
+        cafile: str | None = None,
+    ) -> SMTPConnection:
+        """Raises ``ConnectFailed`` with the last reason when no hop works."""
+        last = local_reply(451, "4.4.1", f"no usable host for {dest.domain}")
+        any_address = False
+        dns_trouble = False
+        for hop in dest.hops:
+            try:
+                addresses = await router.addresses(hop.host)
+            except TemporaryDNSError as exc:
+                dns_trouble = True
+                last = local_reply(451, "4.4.3", f"{hop.host}: address lookup failed: {exc}")
+                continue
+            if not addresses:
+                last = local_reply(451, "4.4.4", f"{hop.host}: host has no address")
+                continue
+            any_address = True
+            for address in addresses:
+                tls = dest.tls
+                try:
+                    try:
+                        return await cls._open_one(
+                            dest, hop.host, address, hop.port, tls, connector, local_hostname,
+                            timeouts, password_loader, cafile,
+                        )
+                    except _TLSFallback:
+                        tls = TLSRequirement("none")
+                        return await cls._open_one(
+                            dest, hop.host, address, hop.port, tls, connector, local_hostname,
+                            timeouts, password_loader, cafile,
+                        )
+                except ConnectFailed as exc:
+                    last = exc.reply
+        if dest.implicit_mx and not any_address and not dns_trouble:
+            # No MX and no address record: the domain cannot receive mail.
+            raise ConnectFailed(
+                local_reply(550, "5.1.2", f"{dest.domain} has no MX or address records")
+            )
+        raise ConnectFailed(last)
+
+    @classmethod
+    async def _open_one(
+        cls, dest: Destination, host: str, address: str, port: int, tls: TLSRequirement,
+        connector: Connector, local_hostname: str, timeouts: Timeouts,
+        password_loader: Callable[[str], str] | None, cafile: str | None,
+    ) -> SMTPConnection:
+        where = f"{host}[{address}]:{port}"
+        sni = None if host == address else host
+        implicit = tls.mode == "implicit"
+        try:
+            channel = await connector.connect(
+                address, port, timeouts.connect,
+                tls_context(tls.verify, cafile) if implicit else None,
+                sni,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise ConnectFailed(
+                local_reply(451, "4.4.1", f"connect to {where} failed: {exc or 'timeout'}")
+            ) from exc
+        session = ClientSession(local_hostname)
+        conn = cls(channel, session, host, address, timeouts)
+        try:
+            await conn._handshake(dest, tls, sni, where, password_loader, cafile)
+        except BaseException:
+            channel.close()
+            raise
+        return conn
+
+    async def _handshake(
+        self, dest: Destination, tls: TLSRequirement, sni: str | None, where: str,
+        password_loader: Callable[[str], str] | None, cafile: str | None,
+    ) -> None:
+        s = self.session
+        greeting = await self._expect(Greeting)
+        if not greeting.reply.positive:
+            raise ConnectFailed(_transient(greeting.reply, f"{where} greeted us with"))
+        await self._ehlo()
+        secure = tls.mode == "implicit"
+        if tls.mode in ("opportunistic", "starttls"):
+            if s.supports("STARTTLS"):
+                s.starttls()
+                resp = await self._expect(Response)
+                if resp.reply.positive:
+                    try:
+                        await self.channel.start_tls(tls_context(tls.verify, cafile), sni)
+                    except (OSError, ssl.SSLError, TimeoutError) as exc:
+                        if tls.mode == "opportunistic":
+                            raise _TLSFallback from exc
+                        raise ConnectFailed(
+                            local_reply(454, "4.7.5", f"TLS handshake with {where}: {exc}")
+                        ) from exc
+                    s.tls_started()
+                    secure = True
+                    await self._ehlo()
+                elif tls.mode == "starttls":
+                    raise ConnectFailed(_transient(resp.reply, f"STARTTLS refused by {where}:"))
+            elif tls.mode == "starttls":
+                raise ConnectFailed(
+                    local_reply(451, "4.7.4", f"TLS is required, but {where} does not offer it")
+                )
+        if dest.username:
+            if not secure:
+                raise ConnectFailed(local_reply(451, "4.7.0", "refusing AUTH without TLS"))
+            password = password_loader(dest.password_file) if password_loader else ""
+            await self._auth(dest.username, password, where)
+
+    async def _ehlo(self) -> None:
+        s = self.session
+        s.ehlo()
+        ehlo = await self._expect(EhloDone)
+        if not ehlo.reply.positive:
+            s.helo()
+            resp = await self._expect(Response)
+            if not resp.reply.positive:
+                raise ConnectFailed(_transient(resp.reply, "HELO refused:"))
+
+    async def _auth(self, username: str, password: str, where: str) -> None:
+        s = self.session
+        mechs = s.auth_mechanisms
+        if "PLAIN" in mechs:
+            s.auth("PLAIN", b"\0" + username.encode() + b"\0" + password.encode())
+            resp = await self._expect(Response)
+        elif "LOGIN" in mechs:
+            s.auth("LOGIN")
+            resp = await self._expect(Response)
+            for answer in (username, password):
+                if resp.reply.code != 334:
+                    break
+                s.auth_response(answer.encode())
+                resp = await self._expect(Response)
+        else:
+            raise ConnectFailed(local_reply(451, "4.7.0", f"{where} offers no usable AUTH"))
+        if not resp.reply.positive:
+            raise ConnectFailed(_transient(resp.reply, f"AUTH at {where} failed:"))
+
+    async def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.channel.write(out)
+            await self.channel.drain()
+
+    async def _events(self, timeout: float) -> list[Event]:
+        await self._flush()
+        try:
+            data = await self.channel.read(timeout)
+        except TimeoutError:
+            return self.session.timed_out()
+        except (OSError, ssl.SSLError):
+            return self.session.connection_lost()
+        if not data:
+            return self.session.connection_lost()
+        return self.session.receive_data(data)
+
+    async def _next_event(self, timeout: float) -> Event | None:
+        while not self._backlog:
+            if self.session.closed:
+                return None
+            self._backlog.extend(await self._events(timeout))
+        return self._backlog.pop(0)
+
+    async def _expect(self, kind: type[_E]) -> _E:
+        """The next event, which must be a ``kind``; anything else ends the session."""
+        ev = await self._next_event(self.timeouts.command)
+        if isinstance(ev, kind):
+            return ev
+        self.close()
+        if isinstance(ev, Malformed):
+            raise ConnectFailed(local_reply(451, "4.5.0", f"protocol error: {ev.reason}"))
+        if isinstance(ev, Response | Greeting | EhloDone) and not ev.reply.positive:
+            raise ConnectFailed(_transient(ev.reply, "session ended:"))
+        raise ConnectFailed(local_reply(451, "4.4.2", "connection lost during the handshake"))
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def deliver(self, tx: Transaction) -> TransactionResult:
+        """One transaction; every recipient's reply (local ones for local refusals)."""
+        check = self.session.preflight(tx)
+        if isinstance(check, Reply):
+            return _refused(tx, check)
+        if check is Preflight.DOWNGRADE_8BIT:
+            converted = downgrade_8bit(tx.message)
+            if converted is None:
+                return _refused(tx, local_reply(
+                    554, "5.6.3",
+                    "8-bit message cannot be converted and the server lacks 8BITMIME",
+                ))
+            tx = Transaction(
+                tx.sender, tx.recipients, converted, False, tx.smtputf8, tx.ret, tx.envid
+            )
+        self.transactions += 1
+        self.session.send_transaction(tx)
+        while True:
+            # The final reply after the content may take long (RFC 5321 4.5.3.2.6).
+            ev = await self._next_event(self.timeouts.data)
+            if ev is None:
+                # Closed without a verdict (the core reports one on every abort).
+                return _refused(tx, local_reply(451, "4.4.2", "connection lost"))
+            if isinstance(ev, TransactionDone):
+                if self.session.closed:
+                    self.channel.close()
+                return ev.result
+
+    async def quit(self) -> None:
+        if self.usable:
+            with contextlib.suppress(Exception):
+                self.session.quit()
+                await self._flush()
+                await asyncio.wait_for(self._next_event(5.0), 5.0)
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+_E = TypeVar("_E", Greeting, EhloDone, Response)
+
+
+def _transient(reply: Reply, context: str) -> Reply:
+    """Session-level trouble (greeting, HELO, AUTH, STARTTLS) is retried later: another
+    MX, a fixed configuration or a server back from maintenance may take the mail."""
+    code = reply.code if reply.transient else 451
+    enhanced = reply.enhanced or "4.0.0"
+    if enhanced.startswith("5"):
+        enhanced = "4" + enhanced[1:]
+    return local_reply(code, enhanced, f"{context} {reply}")
+
+
+def _refused(tx: Transaction, reply: Reply) -> TransactionResult:
+    return TransactionResult(reply, (reply,) * len(tx.recipients), None, tx.recipients)

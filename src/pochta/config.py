@@ -253,12 +253,14 @@ def _validate(cfg: Config) -> None:
         key = f"listeners[{i}]"
         _check(lst.role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}")
         _check(lst.tls in TLS_MODES, f"{key}.tls", f"must be one of {', '.join(TLS_MODES)}")
-        _check(1 <= lst.port <= 65535, f"{key}.port", "must be from 1 to 65535")
+        # port 0 asks the OS for a free port (tests); operators give real ones
+        _check(0 <= lst.port <= 65535, f"{key}.port", "must be from 1 to 65535")
         try:
             ipaddress.ip_address(lst.address)
         except ValueError:
             raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address") from None
-        _check((lst.address, lst.port) not in seen, key, "address and port used twice")
+        _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
+               "address and port used twice")
         seen.add((lst.address, lst.port))
     _check(cfg.tls.min_version in ("TLSv1.2", "TLSv1.3"), "tls.min_version", "TLSv1.2 or 1.3")
     lim = cfg.limits

@@ -167,7 +167,8 @@ class Connection(asyncio.Protocol):
         """Channel-binding data for SCRAM-*-PLUS. Only ``tls-unique`` (TLS 1.2) can be
         had from the stdlib ssl module; it has no keying-material exporter."""
         obj = self._ssl_object()
-        if obj is None or kind != "tls-unique":
+        # tls-unique is undefined for TLS 1.3 (RFC 9266 §1), so no binding there.
+        if obj is None or kind != "tls-unique" or obj.version() == "TLSv1.3":
             return None
         with contextlib.suppress(ValueError):
             return obj.get_channel_binding("tls-unique")

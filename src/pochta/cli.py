@@ -1,0 +1,485 @@
+"""The `pochta` command: everything an admin does, from `init` to `serve`.
+
+Every subcommand takes ``-c/--config`` (default ``$POCHTA_CONFIG`` or ``./pochta.toml``).
+Passwords are read from a prompt or ``--password-stdin``, never from the command line.
+Exit codes: 0 ok, 1 the operation failed (message on stderr), 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .addresses import AddressError, normalize_address, normalize_domain
+from .config import Config, ConfigError, load, reference
+from .storage.interfaces import StoreError
+from .storage.sqlite import SQLiteStore
+
+DEMO_PORTS = {
+    ("mta", "starttls"): 2525,
+    ("submission", "starttls"): 2587,
+    ("submission", "implicit"): 2465,
+    ("imap", "starttls"): 2143,
+    ("imap", "implicit"): 2993,
+    ("pop3", "starttls"): 2110,
+    ("pop3", "implicit"): 2995,
+}
+STANDARD_PORTS = {
+    ("mta", "starttls"): 25,
+    ("submission", "starttls"): 587,
+    ("submission", "implicit"): 465,
+    ("imap", "starttls"): 143,
+    ("imap", "implicit"): 993,
+    ("pop3", "starttls"): 110,
+    ("pop3", "implicit"): 995,
+}
+# Modules that add their own subcommands with register(subparsers).
+PLUGINS = ("pochta.policy.cli", "pochta.queue.cli")
+
+
+class CLIError(Exception):
+    pass
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("POCHTA_CONFIG") or "pochta.toml")
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return load(config_path(args))
+
+
+async def open_store(config: Config) -> SQLiteStore:
+    return await SQLiteStore.open(config.data_path)
+
+
+def with_store(
+    fn: Callable[[argparse.Namespace, Config, SQLiteStore], Awaitable[int]],
+) -> Callable[[argparse.Namespace, Config], int]:
+    def run(args: argparse.Namespace, config: Config) -> int:
+        async def main() -> int:
+            store = await open_store(config)
+            try:
+                return await fn(args, config, store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def read_password(args: argparse.Namespace) -> str:
+    if getattr(args, "password_stdin", False):
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CLIError("the passwords do not match")
+    if len(password) < 8:
+        raise CLIError("the password must have at least 8 characters")
+    return password
+
+
+# --- init and demo ---------------------------------------------------------------------
+
+
+def render_config(hostname: str, ports: dict[tuple[str, str], int], address: str) -> str:
+    lines = [
+        "# Pochta configuration. Every setting and its default: `pochta config-reference`.",
+        f'hostname = "{hostname}"',
+        'data_dir = "data"',
+        "# Networks allowed to relay through the MTA port without AUTH (none by default).",
+        "trusted_networks = []",
+        "",
+        "[tls]",
+        'cert = "tls/cert.pem"',
+        'key = "tls/key.pem"',
+        "",
+    ]
+    for (role, tls), port in ports.items():
+        lines += [
+            "[[listeners]]",
+            f'role = "{role}"',
+            f'address = "{address}"',
+            f"port = {port}",
+            f'tls = "{tls}"',
+            "",
+        ]
+    return "\n".join(lines)
+
+
+async def init_instance(
+    directory: Path,
+    hostname: str,
+    domain: str | None,
+    ports: dict[tuple[str, str], int],
+    address: str,
+) -> Path:
+    from .tlsutil import generate_self_signed
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg_file = directory / "pochta.toml"
+    if cfg_file.exists():
+        raise CLIError(f"{cfg_file} already exists; not overwriting it")
+    cfg_file.write_text(render_config(hostname, ports, address), encoding="utf-8")
+    config = load(cfg_file)
+    generate_self_signed(hostname, config.path(config.tls.cert), config.path(config.tls.key))
+    store = await open_store(config)
+    try:
+        if domain:
+            await store.add_domain(normalize_domain(domain))
+    finally:
+        await store.close()
+    if domain:
+        _dkim_for_new_domain(config, normalize_domain(domain))
+    return cfg_file
+
+
+def _dkim_for_new_domain(config: Config, domain: str) -> None:
+    """Create DKIM keys for a new domain when the policy module is present."""
+    try:
+        dkim = importlib.import_module("pochta.policy.dkim")
+    except ImportError:
+        return
+    ensure = getattr(dkim, "ensure_domain_keys", None)
+    if ensure is not None:
+        ensure(config.data_path, domain)
+
+
+def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:
+    directory = Path(args.dir)
+    ports = STANDARD_PORTS if args.standard_ports else DEMO_PORTS
+    cfg_file = asyncio.run(init_instance(directory, args.hostname, args.domain, ports,
+                                         args.address))
+    print(f"created {cfg_file}, data directory and a self-signed certificate for "
+          f"{args.hostname}")
+    print(f"next: pochta -c {cfg_file} user add postmaster@{args.domain or 'your.domain'}")
+    return 0
+
+
+DEMO_USERS = (("alice@example.test", "alice-demo-pass"), ("bob@example.test", "bob-demo-pass"))
+
+
+def cmd_demo(args: argparse.Namespace, _config: Config | None) -> int:
+    from .passwords import derive_scram, hash_password
+
+    directory = Path(args.dir)
+    cfg_file = directory / "pochta.toml"
+    if not cfg_file.exists():
+
+        async def setup() -> None:
+            await init_instance(directory, "mail.example.test", "example.test", DEMO_PORTS,
+                                "127.0.0.1")
+            store = await open_store(load(cfg_file))
+            try:
+                for address, password in DEMO_USERS:
+                    await store.add_account(address, hash_password(password),
+                                            derive_scram(password))
+                await store.add_alias("postmaster@example.test", ["alice@example.test"])
+            finally:
+                await store.close()
+
+        asyncio.run(setup())
+        print(f"demo instance created in {directory}/")
+    config = load(cfg_file)
+    print(demo_banner(config, cfg_file))
+    return run_server(config)
+
+
+def demo_banner(config: Config, cfg_file: Path) -> str:
+    out = ["", "Pochta demo: mail.example.test, users alice@example.test / alice-demo-pass",
+           "and bob@example.test / bob-demo-pass (self-signed certificate).", ""]
+    for lst in config.listeners:
+        out.append(f"  {lst.role:<11} {lst.address}:{lst.port:<5}  tls={lst.tls}")
+    by_role = {(lst.role, lst.tls): lst.port for lst in config.listeners}
+    out += ["", "Try it:"]
+    if ("mta", "starttls") in by_role:
+        out.append(f"  swaks --server 127.0.0.1:{by_role['mta', 'starttls']} "
+                   "--to bob@example.test --from someone@elsewhere.test")
+    if ("submission", "starttls") in by_role:
+        out.append(f"  swaks --server 127.0.0.1:{by_role['submission', 'starttls']} --tls "
+                   "--auth-user alice@example.test --auth-password alice-demo-pass "
+                   "--from alice@example.test --to bob@example.test")
+    if ("imap", "implicit") in by_role:
+        out.append(f"  curl -k 'imaps://127.0.0.1:{by_role['imap', 'implicit']}/INBOX' "
+                   "--user bob@example.test:bob-demo-pass")
+    if ("pop3", "implicit") in by_role:
+        out.append(f"  curl -k 'pop3s://127.0.0.1:{by_role['pop3', 'implicit']}/' "
+                   "--user bob@example.test:bob-demo-pass")
+    out += [f"  pochta -c {cfg_file} user list", "", "Ctrl-C stops the server.", ""]
+    return "\n".join(out)
+
+
+# --- serve -----------------------------------------------------------------------------
+
+
+def run_server(config: Config) -> int:
+    from .server.app import serve_forever
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve_forever(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    return run_server(config)
+
+
+def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> int:
+    print(reference())
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
+    print(f"{config_path(args)}: ok ({len(config.listeners)} listeners)")
+    return 0
+
+
+# --- domains, users, aliases -----------------------------------------------------------
+
+
+@with_store
+async def cmd_domain_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    domain = normalize_domain(args.domain)
+    await store.add_domain(domain)
+    _dkim_for_new_domain(config, domain)
+    print(f"added domain {domain}")
+    return 0
+
+
+@with_store
+async def cmd_domain_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    for domain in await store.list_domains():
+        print(domain)
+    return 0
+
+
+@with_store
+async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    await store.remove_domain(normalize_domain(args.domain))
+    print(f"removed domain {args.domain}")
+    return 0
+
+
+def _local_address(address: str) -> str:
+    address = normalize_address(address)
+    if "+" in address.split("@")[0]:
+        raise CLIError("'+' separates subaddresses (user+tag@domain); not allowed in a user name")
+    return address
+
+
+@with_store
+async def cmd_user_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    from .passwords import derive_scram, hash_password
+
+    address = _local_address(args.address)
+    if not await store.has_domain(address.split("@")[1]):
+        raise CLIError(f"{address.split('@')[1]} is not a local domain; "
+                       "add it with 'pochta domain add'")
+    password = read_password(args)
+    await store.add_account(address, hash_password(password), derive_scram(password))
+    print(f"added user {address}")
+    return 0
+
+
+@with_store
+async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    from .passwords import derive_scram, hash_password
+
+    address = normalize_address(args.address)
+    if await store.get_account(address) is None:
+        raise CLIError(f"no user {address}")
+    password = read_password(args)
+    await store.set_password(address, hash_password(password), derive_scram(password))
+    print(f"password changed for {address}")
+    return 0
+
+
+@with_store
+async def cmd_user_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    for account in await store.list_accounts(args.domain):
+        notes = []
+        if account.may_send_as_anyone:
+            notes.append("may send as anyone")
+        if account.quota_bytes:
+            notes.append(f"quota {account.quota_bytes} bytes")
+        if account.disabled:
+            notes.append("disabled")
+        print(account.address + (f"  ({', '.join(notes)})" if notes else ""))
+    return 0
+
+
+@with_store
+async def cmd_user_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    await store.remove_account(normalize_address(args.address))
+    print(f"removed user {args.address} and all their mail")
+    return 0
+
+
+def _yes_no(value: str | None) -> bool | None:
+    return None if value is None else value == "yes"
+
+
+@with_store
+async def cmd_user_set(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    await store.update_account(
+        normalize_address(args.address),
+        may_send_as_anyone=_yes_no(args.send_as_anyone),
+        quota_bytes=args.quota,
+        disabled=_yes_no(args.disabled),
+    )
+    print(f"updated {args.address}")
+    return 0
+
+
+def _alias_source(source: str) -> str:
+    if source.startswith("@"):
+        return "@" + normalize_domain(source[1:])
+    return normalize_address(source)
+
+
+@with_store
+async def cmd_alias_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    source = _alias_source(args.source)
+    domain = source.split("@")[1]
+    if not await store.has_domain(domain):
+        raise CLIError(f"{domain} is not a local domain")
+    targets = [normalize_address(t) for t in args.targets]
+    await store.add_alias(source, targets)
+    print(f"{source} -> {', '.join(targets)}")
+    return 0
+
+
+@with_store
+async def cmd_alias_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    for alias in await store.list_aliases(args.domain):
+        print(f"{alias.source} -> {', '.join(alias.targets)}")
+    return 0
+
+
+@with_store
+async def cmd_alias_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    await store.remove_alias(_alias_source(args.source))
+    print(f"removed alias {args.source}")
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------
+
+NO_CONFIG = {"init", "demo", "config-reference"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pochta", description="Pochta mail server")
+    parser.add_argument("-c", "--config", help="config file (default $POCHTA_CONFIG or "
+                        "./pochta.toml)")
+    parser.add_argument("--version", action="version", version=f"pochta {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a config, data directory and certificate")
+    p.add_argument("--dir", default=".", help="where to create pochta.toml (default .)")
+    p.add_argument("--hostname", required=True, help="this server's host name")
+    p.add_argument("--domain", help="first mail domain to host")
+    p.add_argument("--address", default="127.0.0.1", help="IP address the listeners bind")
+    p.add_argument("--standard-ports", action="store_true",
+                   help="use 25/587/465/143/993/110/995 instead of 2525/2587/...")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("demo", help="create (once) and run the demo instance")
+    p.add_argument("--dir", default="demo")
+    p.set_defaults(func=cmd_demo)
+
+    sub.add_parser("serve", help="run the server in the foreground").set_defaults(func=cmd_serve)
+    sub.add_parser("config-reference", help="print every setting with its default").set_defaults(
+        func=cmd_config_reference)
+    sub.add_parser("config-check", help="load and validate the config").set_defaults(
+        func=cmd_config_check)
+
+    dom = sub.add_parser("domain", help="local mail domains").add_subparsers(
+        dest="action", required=True)
+    for name, fn in (("add", cmd_domain_add), ("remove", cmd_domain_remove)):
+        p = dom.add_parser(name)
+        p.add_argument("domain")
+        p.set_defaults(func=fn)
+    dom.add_parser("list").set_defaults(func=cmd_domain_list)
+
+    usr = sub.add_parser("user", help="accounts").add_subparsers(dest="action", required=True)
+    for name, fn in (("add", cmd_user_add), ("passwd", cmd_user_passwd)):
+        p = usr.add_parser(name)
+        p.add_argument("address")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+        p.set_defaults(func=fn)
+    p = usr.add_parser("list")
+    p.add_argument("--domain")
+    p.set_defaults(func=cmd_user_list)
+    p = usr.add_parser("remove")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_user_remove)
+    p = usr.add_parser("set", help="per-account settings")
+    p.add_argument("address")
+    p.add_argument("--send-as-anyone", choices=("yes", "no"),
+                   help="may use any sender address in submission")
+    p.add_argument("--quota", type=int, help="storage quota in bytes (0: none)")
+    p.add_argument("--disabled", choices=("yes", "no"))
+    p.set_defaults(func=cmd_user_set)
+
+    als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
+        dest="action", required=True)
+    p = als.add_parser("add", help="SOURCE (user@domain or @domain) -> TARGET...")
+    p.add_argument("source")
+    p.add_argument("targets", nargs="+")
+    p.set_defaults(func=cmd_alias_add)
+    p = als.add_parser("list")
+    p.add_argument("--domain")
+    p.set_defaults(func=cmd_alias_list)
+    p = als.add_parser("remove")
+    p.add_argument("source")
+    p.set_defaults(func=cmd_alias_remove)
+
+    for module_name in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace, Any], int] = args.func
+    try:
+        config = None if args.command in NO_CONFIG else load_config(args)
+        return func(args, config)
+    except ConfigError as exc:
+        print(f"pochta: config error: {exc}", file=sys.stderr)
+        return 2
+    except (CLIError, StoreError, AddressError) as exc:
+        print(f"pochta: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

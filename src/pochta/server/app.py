@@ -1,0 +1,201 @@
+"""Wiring: build the services from the config, start one listener per configured port,
+run the outbound queue, and shut down cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Config, ConfigError, Listener
+from ..dns import DNSPythonResolver, Resolver
+from ..logsetup import setup_logging
+from ..services.auth import Authenticator
+from ..services.delivery import DeliveryService
+from ..services.directory import Directory
+from ..storage.interfaces import MailStore
+from ..storage.sqlite import SQLiteStore
+from ..tlsutil import server_context
+from .listener import Connection, ConnectionLimiter, serve
+
+log = logging.getLogger("pochta.server")
+
+# role -> (module, handler function, refusal bytes for a connection over the limits)
+HANDLERS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
+    "mta": ("pochta.server.smtp", "handle_smtp",
+            lambda why: f"421 4.7.0 {why}, try again later\r\n".encode()),
+    "submission": ("pochta.server.smtp", "handle_smtp",
+                   lambda why: f"421 4.7.0 {why}, try again later\r\n".encode()),
+    "imap": ("pochta.server.imap", "handle_imap",
+             lambda why: f"* BYE {why}, try again later\r\n".encode()),
+    "pop3": ("pochta.server.pop3", "handle_pop3",
+             lambda why: f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode()),
+}
+
+
+@dataclass
+class ServerContext:
+    """Everything a protocol handler needs; built once per server."""
+
+    config: Config
+    store: MailStore
+    ssl_context: ssl.SSLContext | None
+    resolver: Resolver
+    authenticator: Authenticator
+    directory: Directory
+    delivery: DeliveryService
+    pop3_locks: set[int] = field(default_factory=set)
+    queue_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # services plugged in by later layers (queue worker, policy), by name
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_ssl_context(config: Config) -> ssl.SSLContext | None:
+    cert, key = config.path(config.tls.cert), config.path(config.tls.key)
+    needs_tls = any(lst.tls != "none" for lst in config.listeners)
+    if not cert.exists() or not key.exists():
+        if needs_tls:
+            raise ConfigError(f"tls.cert/tls.key: {cert} or {key} does not exist "
+                              "(pochta init creates a self-signed pair)")
+        return None
+    try:
+        return server_context(cert, key, config.tls.min_version)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"tls.cert/tls.key: cannot load {cert} / {key}: {exc}") from None
+
+
+async def build_context(
+    config: Config, store: MailStore | None = None, resolver: Resolver | None = None
+) -> ServerContext:
+    if store is None:
+        store = await SQLiteStore.open(config.data_path, config.storage.commit_interval)
+    wakeup = asyncio.Event()
+    ctx = ServerContext(
+        config=config,
+        store=store,
+        ssl_context=build_ssl_context(config),
+        resolver=resolver or DNSPythonResolver(),
+        authenticator=Authenticator(store, config.auth),
+        directory=Directory(store),
+        delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
+        queue_wakeup=wakeup,
+    )
+    return ctx
+
+
+@dataclass
+class RunningServer:
+    ctx: ServerContext
+    servers: list[tuple[Listener, asyncio.Server]]
+    tasks: set[asyncio.Task[None]]
+    background: list[asyncio.Task[None]]
+
+    def port(self, role: str, tls: str | None = None) -> int:
+        """The bound port of the first listener with this role (and TLS mode)."""
+        for lst, srv in self.servers:
+            if lst.role == role and (tls is None or lst.tls == tls):
+                return int(srv.sockets[0].getsockname()[1])
+        raise KeyError(f"no {role} listener with tls={tls}")
+
+    async def close(self, grace: float = 5.0) -> None:
+        for _, srv in self.servers:
+            srv.close()
+        for task in self.background:
+            task.cancel()
+        if self.tasks:
+            _done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for _, srv in self.servers:
+            await srv.wait_closed()
+        for task in self.background:
+            if not task.done():
+                await asyncio.wait([task], timeout=1.0)
+
+
+def _handler_for(role: str) -> Callable[[Connection, ServerContext, Listener], Awaitable[None]]:
+    module_name, func_name, _ = HANDLERS[role]
+    module = importlib.import_module(module_name)
+    handler: Callable[[Connection, ServerContext, Listener], Awaitable[None]] = getattr(
+        module, func_name)
+    return handler
+
+
+def _start_queue_worker(ctx: ServerContext) -> asyncio.Task[None] | None:
+    """The outbound queue runs beside the listeners when its module is present."""
+    try:
+        runner = importlib.import_module("pochta.queue.runner")
+    except ImportError:
+        log.warning("outbound queue not available: remote mail stays queued")
+        return None
+    start: Callable[[ServerContext], Coroutine[Any, Any, None]] = runner.run_queue
+    return asyncio.get_running_loop().create_task(start(ctx))
+
+
+async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningServer:
+    tasks: set[asyncio.Task[None]] = set()
+    limiter = ConnectionLimiter(ctx.config.limits.max_connections,
+                                ctx.config.limits.max_connections_per_ip)
+    servers: list[tuple[Listener, asyncio.Server]] = []
+    for lst in ctx.config.listeners:
+        try:
+            handler = _handler_for(lst.role)
+        except ImportError as exc:
+            log.error("role %s is not available (%s); listener %s:%s not started",
+                      lst.role, exc, lst.address, lst.port)
+            continue
+        if lst.tls != "none" and ctx.ssl_context is None:
+            raise ConfigError(f"listener {lst.role}:{lst.port} needs TLS but none is configured")
+
+        def bound(conn: Connection, lst: Listener = lst, handler: Any = handler) -> Awaitable[None]:
+            result: Awaitable[None] = handler(conn, ctx, lst)
+            return result
+
+        try:
+            srv = await serve(
+                lst.address, lst.port, bound,
+                ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
+                limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
+            )
+        except OSError as exc:
+            for _, started in servers:
+                started.close()
+            raise ConfigError(f"listener {lst.role} {lst.address}:{lst.port}: {exc.strerror}"
+                              ) from None
+        servers.append((lst, srv))
+    background: list[asyncio.Task[None]] = []
+    if run_queue:
+        worker = _start_queue_worker(ctx)
+        if worker is not None:
+            background.append(worker)
+    return RunningServer(ctx, servers, tasks, background)
+
+
+async def serve_forever(config: Config) -> int:
+    setup_logging(config.log.level, config.log.format)
+    ctx = await build_context(config)
+    try:
+        running = await start_server(ctx)
+    except ConfigError:
+        await ctx.store.close()
+        raise
+    for lst, srv in running.servers:
+        port = srv.sockets[0].getsockname()[1]
+        log.info("listening role=%s address=%s port=%s tls=%s", lst.role, lst.address, port,
+                 lst.tls)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await running.close()
+    await ctx.store.close()
+    return 0

@@ -1,0 +1,351 @@
+"""The SMTP driver for the ``mta`` (port 25) and ``submission`` (587/465) roles.
+
+It moves bytes between the socket and the sans-IO core (proto/smtp/server.py) and turns
+the core's events into service calls: recipient resolution, relay policy, submission
+policy (RFC 6409), authentication, and the one acceptance pipeline (DeliveryService).
+A ``250`` after DATA is sent only once ``MailStore.accept`` returned, i.e. fsynced.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..addresses import AddressError, normalize_address, split_address
+from ..config import Listener
+from ..proto.sasl.base import Challenge, ChannelBinding
+from ..proto.sasl.registry import mechanisms_for
+from ..proto.smtp import events as ev
+from ..proto.smtp.replies import Reply
+from ..proto.smtp.server import ServerSession, SessionParams
+from ..services.delivery import TraceInfo
+from ..services.sasl_driver import Authenticated, SASLDriver
+from ..services.submission import (
+    HourlyLimiter,
+    add_missing_headers,
+    from_addresses,
+    owns,
+    split_message,
+)
+from ..storage.interfaces import (
+    Account,
+    Envelope,
+    LocalTarget,
+    QuotaExceeded,
+    RemoteRecipient,
+    StoreError,
+)
+from .app import ServerContext
+from .listener import Connection
+
+log = logging.getLogger("pochta.smtp")
+
+# Shared per-process limiters for submission (per account, sliding hour).
+_message_rate = HourlyLimiter()
+_recipient_rate = HourlyLimiter()
+
+
+@dataclass
+class _Transaction:
+    local: list[int] = field(default_factory=list)
+    remote: list[RemoteRecipient] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)
+
+    def add_local(self, account_id: int) -> None:
+        if account_id not in self.local:
+            self.local.append(account_id)
+
+
+class SMTPHandler:
+    def __init__(self, conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.listener = listener
+        self.config = ctx.config
+        self.submission = listener.role == "submission"
+        self.txn = _Transaction()
+        self.account: Account | None = None
+        self.owned: set[str] = set()
+        self.sasl: SASLDriver | None = None
+        self.session = ServerSession(self._params())
+
+    def _channel_binding(self) -> ChannelBinding | None:
+        data = self.conn.channel_binding("tls-unique")
+        return ChannelBinding("tls-unique", data) if data else None
+
+    def _params(self) -> SessionParams:
+        lim = self.config.limits
+        mechs: tuple[str, ...] = ()
+        if self.submission:
+            mechs = mechanisms_for(self.conn.tls_active, self._channel_binding() is not None)
+        return SessionParams(
+            hostname=self.config.hostname,
+            banner=self.config.smtp.banner,
+            max_message_size=lim.max_message_size,
+            max_recipients=(self.config.submission.recipients_per_message
+                            if self.submission else lim.max_recipients),
+            max_errors=lim.max_errors,
+            bare_lf=self.config.smtp.bare_lf,
+            tls_available=(self.ctx.ssl_context is not None and self.listener.tls == "starttls"
+                           and not self.conn.tls_active),
+            tls_active=self.conn.tls_active,
+            require_tls=self.submission and self.listener.tls == "starttls",
+            auth_mechanisms=mechs,
+            require_auth=self.submission,
+        )
+
+    def _log(self, msg: str, *args: object) -> None:
+        log.info("conn=%s ip=%s " + msg, self.conn.conn_id, self.conn.peer_ip, *args)
+
+    async def run(self) -> None:
+        self._log("connect role=%s port=%s tls=%s", self.listener.role, self.conn.local_port,
+                  self.conn.tls_active)
+        session = self.session
+        session.start()
+        started = False
+        while True:
+            out = session.data_to_send()
+            if out:
+                self.conn.write(out)
+                await self.conn.drain()
+            if session.closed:
+                break
+            event = session.next_event()
+            if isinstance(event, ev.NeedData):
+                timeout = self._read_timeout(started)
+                try:
+                    data = await self.conn.read(timeout)
+                except TimeoutError:
+                    self.conn.write(f"421 4.4.2 {self.config.hostname} Error: timeout exceeded"
+                                    "\r\n".encode())
+                    self._log("timeout")
+                    break
+                started = True
+                session.receive_data(data)
+            elif isinstance(event, ev.ConnectionClosed):
+                self.conn.write(session.data_to_send())
+                break
+            elif isinstance(event, ev.Paused):  # pragma: no cover - we always answer
+                raise RuntimeError("SMTP core paused without a pending decision")
+            else:
+                await self._dispatch(event)
+        self._log("disconnect")
+
+    def _read_timeout(self, started: bool) -> float:
+        lim = self.config.limits
+        if not started:
+            return lim.greeting_timeout
+        if getattr(self.session, "in_data", False):
+            return lim.data_timeout
+        return lim.command_timeout
+
+    async def _dispatch(self, event: ev.Event) -> None:
+        if isinstance(event, ev.MailFrom):
+            await self._mail_from(event)
+        elif isinstance(event, ev.RcptTo):
+            await self._rcpt_to(event)
+        elif isinstance(event, ev.MessageReady):
+            await self._message(event)
+        elif isinstance(event, ev.StartTLS):
+            await self._starttls()
+        elif isinstance(event, ev.AuthStart):
+            await self._auth_start(event)
+        elif isinstance(event, ev.AuthResponse):
+            await self._auth_response(event)
+
+    # --- TLS and AUTH ---------------------------------------------------------------
+
+    async def _starttls(self) -> None:
+        self.conn.write(self.session.data_to_send())
+        await self.conn.drain()
+        await self.conn.start_tls()
+        self.session.tls_started()
+        if self.submission:
+            self.session.params = self._params_after_tls()
+        self._log("starttls %s", self.conn.tls_info())
+
+    def _params_after_tls(self) -> SessionParams:
+        return self._params()
+
+    async def _auth_start(self, event: ev.AuthStart) -> None:
+        driver = SASLDriver.create(
+            event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
+            channel_binding=self._channel_binding(),
+            # SMTP's 235 cannot carry data: SCRAM's server-final goes in a last 334
+            # challenge, answered with an empty line (RFC 4954 §4).
+            final_as_challenge=True,
+        )
+        if driver is None:
+            self.session.auth_failed(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            return
+        self.sasl = driver
+        await self._auth_outcome(await driver.start(event.initial_response))
+
+    async def _auth_response(self, event: ev.AuthResponse) -> None:
+        if event.data is None or self.sasl is None:
+            self.sasl = None
+            return
+        await self._auth_outcome(await self.sasl.respond(event.data))
+
+    async def _auth_outcome(self, outcome: object) -> None:
+        if isinstance(outcome, Challenge):
+            self.session.auth_challenge(outcome.data)
+            return
+        self.sasl = None
+        if isinstance(outcome, Authenticated):
+            self.account = outcome.account
+            self.owned = await self.ctx.directory.addresses_of(outcome.account.id)
+            self.session.auth_succeeded(outcome.account.address)
+            self._log("auth ok user=%s", outcome.account.address)
+            return
+        locked = getattr(outcome, "locked", False)
+        malformed = getattr(outcome, "malformed", False)
+        if locked:
+            self.session.auth_failed(
+                Reply(454, "4.7.0", "Too many failed authentications, try again later"))
+        elif malformed:
+            self.session.auth_failed(Reply(501, "5.5.2", "Malformed authentication data"))
+        else:
+            self.session.auth_failed(Reply(535, "5.7.8", "Authentication credentials invalid"))
+
+    # --- the mail transaction -------------------------------------------------------
+
+    async def _mail_from(self, event: ev.MailFrom) -> None:
+        self.txn = _Transaction()
+        if self.submission:
+            assert self.account is not None
+            if not self.account.may_send_as_anyone and not owns(self.owned, event.address):
+                self._log("sender rejected from=%r user=%s", event.address, self.account.address)
+                self.session.reject(Reply(
+                    553, "5.7.1",
+                    f"<{event.address}>: Sender address rejected: not owned by user "
+                    f"{self.account.address}"))
+                return
+            limit = self.config.submission.messages_per_hour
+            if _message_rate.would_exceed(self.account.address, 1, limit):
+                self.session.reject(Reply(
+                    451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
+                return
+        self.session.accept()
+
+    def _relay_allowed(self) -> bool:
+        if self.submission:
+            return self.account is not None
+        try:
+            ip = ipaddress.ip_address(self.conn.peer_ip)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(net, strict=False)
+                   for net in self.config.trusted_networks)
+
+    async def _rcpt_to(self, event: ev.RcptTo) -> None:
+        try:
+            address = normalize_address(event.address)
+            _, domain = split_address(address)
+        except AddressError:
+            self.session.reject(Reply(501, "5.1.3", "Bad recipient address syntax"))
+            return
+        if self.submission and self.account is not None:
+            limit = self.config.submission.recipients_per_hour
+            if _recipient_rate.would_exceed(self.account.address,
+                                            len(self.txn.recipients) + 1, limit):
+                self.session.reject(Reply(
+                    452, "4.7.1", f"Rate limit: more than {limit} recipients per hour"))
+                return
+        if await self.ctx.directory.is_local_domain(domain):
+            resolution = await self.ctx.directory.resolve(address)
+            if resolution is None:
+                self._log("rcpt unknown to=%r", address)
+                self.session.reject(Reply(
+                    550, "5.1.1",
+                    f"<{event.address}>: Recipient address rejected: User unknown"))
+                return
+            for account_id in resolution.local:
+                if await self._over_quota(account_id):
+                    self.session.reject(Reply(
+                        452, "4.2.2", f"<{event.address}>: Mailbox full, try again later"))
+                    return
+            for account_id in resolution.local:
+                self.txn.add_local(account_id)
+            for remote in resolution.remote:
+                # An alias pointing elsewhere: forwarding is ours to do, no relay check.
+                self.txn.remote.append(RemoteRecipient(remote, event.notify, event.orcpt))
+        elif self._relay_allowed():
+            self.txn.remote.append(RemoteRecipient(address, event.notify, event.orcpt))
+        else:
+            self._log("relay denied to=%r", address)
+            self.session.reject(Reply(554, "5.7.1",
+                                      f"<{event.address}>: Relay access denied"))
+            return
+        self.txn.recipients.append(address)
+        self.session.accept()
+
+    async def _over_quota(self, account_id: int) -> bool:
+        account = await self.ctx.store.get_account_by_id(account_id)
+        if account is None or not account.quota_bytes:
+            return False
+        return await self.ctx.store.account_usage(account_id) >= account.quota_bytes
+
+    async def _message(self, event: ev.MessageReady) -> None:
+        data = event.data
+        if self.submission:
+            assert self.account is not None
+            headers, _ = split_message(data)
+            if not self.account.may_send_as_anyone:
+                for addr in from_addresses(headers):
+                    if not owns(self.owned, addr):
+                        self._log("header From rejected from=%r user=%s", addr,
+                                  self.account.address)
+                        self.session.reject(Reply(
+                            553, "5.7.1",
+                            f"From: header address <{addr}> not owned by user "
+                            f"{self.account.address}"))
+                        return
+            data = add_missing_headers(data, self.config.hostname, time.time())
+        envelope = Envelope(
+            sender=event.sender,
+            ret=event.mail_from.ret,
+            envid=event.mail_from.envid,
+            smtputf8=event.smtputf8,
+            body_8bit=event.body_8bit,
+            authenticated_as=self.account.address if self.account else None,
+        )
+        trace = TraceInfo(
+            helo=self.session.helo_name or "unknown",
+            client_ip=self.conn.peer_ip,
+            esmtp=self.session.esmtp,
+            tls=self.conn.tls_info(),
+            smtputf8=event.smtputf8,
+            authenticated_as=self.account.address if self.account else None,
+            show_auth=self.config.smtp.received_show_auth,
+            hide_client_ip=self.submission and self.config.smtp.received_hide_client_ip,
+        )
+        local = [LocalTarget(account_id) for account_id in self.txn.local]
+        try:
+            result = await self.ctx.delivery.deliver(
+                data, envelope, local, self.txn.remote, trace, self.txn.recipients)
+        except QuotaExceeded:
+            self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
+            return
+        except StoreError as exc:
+            log.error("conn=%s store failure: %s", self.conn.conn_id, exc)
+            self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
+            return
+        if self.submission and self.account is not None:
+            _message_rate.add(self.account.address)
+            _recipient_rate.add(self.account.address, len(self.txn.recipients))
+        self._log("accepted id=%s from=<%s> rcpts=%d size=%d", result.message_id,
+                  event.sender, len(self.txn.recipients), len(data))
+        self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))
+        self.txn = _Transaction()
+
+
+async def handle_smtp(conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+    await SMTPHandler(conn, ctx, listener).run()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,94 @@
+"""Submission policy (RFC 6409): sender ownership, message fixes, per-account rate limits."""
+
+from __future__ import annotations
+
+import email.utils
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ..addresses import AddressError, base_address, normalize_address
+
+HEADER_END = b"\r\n\r\n"
+
+
+def split_message(data: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final CRLF, the rest starting at the empty line)."""
+    if data.startswith(b"\r\n"):
+        return b"", data
+    end = data.find(HEADER_END)
+    if end < 0:
+        return data if data.endswith(b"\r\n") else data + b"\r\n", b""
+    return data[: end + 2], data[end + 2:]
+
+
+def header_values(header_block: bytes, name: str) -> list[str]:
+    """Unfolded values of every header field called ``name`` (case-insensitive)."""
+    text = header_block.decode("utf-8", "surrogateescape")
+    values: list[str] = []
+    current: list[str] | None = None
+    wanted = name.lower() + ":"
+    for line in text.split("\r\n"):
+        if line[:1] in (" ", "\t") and current is not None:
+            current.append(line)
+            continue
+        if current is not None:
+            values.append(" ".join(part.strip() for part in current))
+            current = None
+        if line.lower().startswith(wanted):
+            current = [line[len(wanted):]]
+    if current is not None:
+        values.append(" ".join(part.strip() for part in current))
+    return values
+
+
+def from_addresses(header_block: bytes) -> list[str]:
+    """Addresses in the From: header(s); [] when there is none."""
+    values = header_values(header_block, "From")
+    return [addr for _name, addr in email.utils.getaddresses(values) if addr]
+
+
+def owns(owned: set[str], address: str) -> bool:
+    """Whether ``address`` (or its base without +tag) is one of ``owned``."""
+    try:
+        norm = normalize_address(address)
+    except AddressError:
+        return False
+    return norm in owned or base_address(norm) in owned
+
+
+def add_missing_headers(data: bytes, hostname: str, now: float) -> bytes:
+    """RFC 6409 §8.3 and §8.4: add Date: and Message-ID: when the client left them out."""
+    headers, _ = split_message(data)
+    extra = b""
+    if not header_values(headers, "Date"):
+        extra += b"Date: " + email.utils.formatdate(now).encode() + b"\r\n"
+    if not header_values(headers, "Message-ID"):
+        token = f"{int(now)}.{secrets.token_hex(8)}"
+        extra += f"Message-ID: <{token}@{hostname}>\r\n".encode()
+    return data if not extra else headers + extra + data[len(headers):]
+
+
+class HourlyLimiter:
+    """Counts events per key over the last hour (a sliding window)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._events: dict[str, deque[tuple[float, int]]] = {}
+
+    def _window(self, key: str) -> deque[tuple[float, int]]:
+        events = self._events.setdefault(key, deque())
+        horizon = self.clock() - 3600
+        while events and events[0][0] < horizon:
+            events.popleft()
+        return events
+
+    def used(self, key: str) -> int:
+        return sum(n for _, n in self._window(key))
+
+    def would_exceed(self, key: str, amount: int, limit: int) -> bool:
+        return self.used(key) + amount > limit
+
+    def add(self, key: str, amount: int = 1) -> None:
+        self._window(key).append((self.clock(), amount))

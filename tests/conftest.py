@@ -1,0 +1,149 @@
+"""Shared fixtures: a real server on 127.0.0.1 with a temporary data directory.
+
+``running_server`` starts every role (mta, submission STARTTLS + implicit, imap, pop3)
+on free loopback ports inside the test's event loop, with the domain example.test, users
+alice@example.test / alice-pass and bob@example.test / bob-pass, a self-signed
+certificate, and DNS answered by a ``StaticResolver`` (never the network).
+External client programs must be started with ``asyncio.create_subprocess_exec`` (or
+``run_tool``) so that the loop keeps serving while they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from pochta import passwords
+from pochta.config import Config, from_dict
+from pochta.dns import StaticResolver
+from pochta.server.app import RunningServer, ServerContext, build_context, start_server
+from pochta.storage.sqlite import SQLiteStore
+from pochta.tlsutil import generate_self_signed
+
+USERS = {"alice@example.test": "alice-pass", "bob@example.test": "bob-pass"}
+HOSTNAME = "mail.example.test"
+
+ALL_LISTENERS = [
+    {"role": "mta", "port": 0, "tls": "starttls"},
+    {"role": "submission", "port": 0, "tls": "starttls"},
+    {"role": "submission", "port": 0, "tls": "implicit"},
+    {"role": "imap", "port": 0, "tls": "starttls"},
+    {"role": "imap", "port": 0, "tls": "implicit"},
+    {"role": "pop3", "port": 0, "tls": "starttls"},
+    {"role": "pop3", "port": 0, "tls": "implicit"},
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id with tiny parameters: same code path, milliseconds instead of 100s."""
+    passwords.set_hasher(PasswordHasher(time_cost=1, memory_cost=256, parallelism=1))
+    yield
+    passwords.set_hasher(None)
+
+
+@dataclass
+class Instance:
+    dir: Path
+    cert: Path
+    key: Path
+    raw_config: dict[str, Any]
+
+    def config(self, **overrides: Any) -> Config:
+        raw = {**self.raw_config, **overrides, "base_dir": str(self.dir)}
+        return from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    generate_self_signed(HOSTNAME, cert, key)
+    return cert, key
+
+
+@pytest.fixture
+def instance(tmp_path: Path, tls_pair: tuple[Path, Path]) -> Instance:
+    cert, key = tls_pair
+    raw = {
+        "hostname": HOSTNAME,
+        "data_dir": "data",
+        "tls": {"cert": str(cert), "key": str(key)},
+        "listeners": [dict(x, address="127.0.0.1") for x in ALL_LISTENERS],
+    }
+    return Instance(tmp_path, cert, key, raw)
+
+
+async def populate(store: SQLiteStore) -> None:
+    await store.add_domain("example.test")
+    for address, password in USERS.items():
+        await store.add_account(address, passwords.hash_password(password),
+                                passwords.derive_scram(password))
+
+
+@dataclass
+class Server:
+    running: RunningServer
+    ctx: ServerContext
+    store: SQLiteStore
+    resolver: StaticResolver
+    cert: Path
+    host: str = "127.0.0.1"
+
+    def port(self, role: str, tls: str | None = None) -> int:
+        return self.running.port(role, tls)
+
+    def client_ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        ctx.check_hostname = False
+        return ctx
+
+
+async def start_instance(instance: Instance, **overrides: Any) -> Server:
+    config = instance.config(**overrides)
+    store = await SQLiteStore.open(config.data_path)
+    if not await store.list_domains():
+        await populate(store)
+    resolver = StaticResolver()
+    ctx = await build_context(config, store=store, resolver=resolver)
+    running = await start_server(ctx, run_queue=False)
+    return Server(running, ctx, store, resolver, instance.cert)
+
+
+@pytest.fixture
+async def running_server(instance: Instance) -> AsyncIterator[Server]:
+    server = await start_instance(instance)
+    try:
+        yield server
+    finally:
+        await server.running.close(grace=1.0)
+        await server.store.close()
+
+
+async def run_tool(*argv: str, stdin: bytes | None = None, timeout: float = 60.0
+                   ) -> tuple[int, str]:
+    """Run an external program without blocking the loop; (exit code, stdout+stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def need_tool(name: str) -> str:
+    """The path of a Debian tool the Makefile installs; fail loudly if it is missing."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                  else None)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run 'make deps' (the Makefile installs it)")
+    return path

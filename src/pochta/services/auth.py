@@ -24,8 +24,9 @@ After ``failures_before_delay`` failures on any key, each further failure reply 
 slowed). At ``failures_before_lockout`` the IP, or the (account, IP) pair, is refused for
 ``lockout_seconds``. The account alone is never locked: that would let anyone lock the
 real user out from everywhere; it is only slowed. A success clears the pair and account
-counters but not the IP's, so an attacker cannot launder its IP by logging in to an
-account of its own between guesses. Counters forget failures after ``window`` seconds of
+counters and takes that pair's failures (the user's own typos) off the IP's count, but
+not the IP's other failures, so an attacker cannot launder its IP by logging in to an
+account of its own between guesses at others. Counters forget failures after ``window`` seconds of
 quiet; the table holds at most ``max_entries`` keys (least recently failed dropped first)
 and keys are keyed BLAKE2 digests, so memory per entry is fixed.
 """
@@ -176,7 +177,14 @@ class FailureLimiter:
         return highest
 
     def record_success(self, client_ip: str, address: str) -> None:
-        _, pair_key, acct_key = self._keys(client_ip, address)
+        """Forget this account's failures, and forgive the IP the failures it made on
+        this account (a user's own typos); failures on other accounts still count."""
+        now = self._clock()
+        ip_key, pair_key, acct_key = self._keys(client_ip, address)
+        pair = self._get(pair_key, now) if pair_key is not None else None
+        ip = self._get(ip_key, now)
+        if pair is not None and ip is not None:
+            ip.failures = max(0, ip.failures - pair.failures)
         for key in (pair_key, acct_key):
             if key is not None:
                 self._table.pop(key, None)

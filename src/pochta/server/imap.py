@@ -1,0 +1,251 @@
+"""The IMAP server driver: one ``ImapSession`` per connection, turning framed commands
+into store calls. The grammar, responses and mailbox-state rules live in proto/imap;
+commands are grouped in imap_auth (any state), imap_mailbox (mailboxes, APPEND) and
+imap_message (FETCH, STORE, SEARCH, COPY/MOVE, EXPUNGE, IDLE).
+
+Entry point: ``handle_imap(conn, ctx, listener)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..config import Listener
+from ..proto.imap.framer import Framer, FramingError, NeedContinuation, RawCommand, tag_of
+from ..proto.imap.mutf7 import encode_mutf7
+from ..proto.imap.parser import ParseError, Reader
+from ..proto.imap.response import astring, tagged
+from ..proto.imap.selected import Selected
+from ..storage.interfaces import Account, ChangeWatcher, StoreError
+from .listener import Connection
+
+if TYPE_CHECKING:
+    from .app import ServerContext
+
+log = logging.getLogger("pochta.imap")
+
+MAX_LINE = 65536  # command text, literals excluded
+MAX_SMALL_LITERAL = 65536  # literals outside APPEND (names, search strings)
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = 1
+    AUTHENTICATED = 2
+    SELECTED = 3
+    LOGOUT = 4
+
+
+class CloseSession(Exception):
+    """Stop the session (after LOGOUT, BYE or a lost connection)."""
+
+
+Handler = Callable[["ImapSession", str, Reader, bool], Awaitable[None]]
+ANY = frozenset(State)
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+
+
+class ImapSession:
+    def __init__(
+        self,
+        conn: Connection,
+        ctx: ServerContext,
+        listener: Listener,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.store = ctx.store
+        self.listener = listener
+        limits = ctx.config.limits
+        self.idle_timeout = idle_timeout if idle_timeout is not None else limits.imap_idle_timeout
+        self.append_limit = limits.max_message_size
+        self.max_errors = limits.max_errors
+        self.framer = Framer(max_line=MAX_LINE, literal_limit=self._literal_limit)
+        self.state = State.NOT_AUTHENTICATED
+        self.account: Account | None = None
+        self.selected: Selected | None = None
+        self.watcher: ChangeWatcher | None = None
+        self.errors = 0
+        self.rev2 = False  # ENABLE IMAP4rev2
+        self.utf8 = False  # ENABLE UTF8=ACCEPT (or IMAP4rev2)
+        self.condstore = False
+        self.qresync = False
+
+    # --- output ----------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    def ok(self, tag: str, text: str, code: str | None = None) -> None:
+        self.send(tagged(tag, "OK", text, code))
+
+    def no(self, tag: str, text: str, code: str | None = None) -> None:
+        self.send(tagged(tag, "NO", text, code))
+
+    def bad(self, tag: str, text: str) -> None:
+        self.errors += 1
+        self.send(tagged(tag, "BAD", text))
+
+    def mailbox_name(self, name: str) -> bytes:
+        """A mailbox name for responses: UTF-8 after ENABLE, else modified UTF-7."""
+        return astring(name if self.utf8 else encode_mutf7(name), self.utf8)
+
+    def reader(self, raw: RawCommand) -> Reader:
+        return Reader(raw, utf8=self.utf8)
+
+    @property
+    def rev1_recent(self) -> bool:
+        return not self.rev2
+
+    @property
+    def account_id(self) -> int:
+        assert self.account is not None
+        return self.account.id
+
+    # --- selected-mailbox bookkeeping --------------------------------------------------
+    async def sync(self, allow_expunge: bool) -> None:
+        """Send what changed in the selected mailbox since we last looked (§7.5.1)."""
+        sel = self.selected
+        if sel is None:
+            return
+        try:
+            changes = await self.store.changes_since(sel.info.id, sel.modseq)
+        except StoreError:
+            return  # the mailbox was deleted under us; next command will see it
+        first_recent: int | None = None
+        if any(m.uid > sel.top_uid for m in changes.changed):
+            first_recent = await self.store.claim_recent(sel.info.id)
+        out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore)
+        if allow_expunge:
+            out = sel.flush_expunges(self.qresync) + out
+        for line in out:
+            self.send(line)
+
+    def unselect(self) -> None:
+        self.selected = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    # --- input -----------------------------------------------------------------------
+    def _literal_limit(self, first_line: bytes, size: int) -> bytes | None:
+        words = first_line.split(b" ", 3)
+        command = words[1].upper() if len(words) > 1 else b""
+        if command == b"APPEND":
+            if size > self.append_limit:
+                # RFC 7889 / RFC 9051 §7.1: refuse before the client uploads it
+                return b"NO [TOOBIG] Message exceeds APPENDLIMIT %d" % self.append_limit
+            return None
+        if size > MAX_SMALL_LITERAL:
+            return b"BAD Literal too large"
+        return None
+
+    async def read_more(self) -> None:
+        data = await self.conn.read(self.idle_timeout)
+        if not data:
+            raise CloseSession
+        self.framer.feed(data)
+
+    async def read_line(self) -> bytes:
+        """A raw line (AUTHENTICATE responses, DONE)."""
+        while True:
+            line = self.framer.next_line()
+            if line is not None:
+                return line
+            await self.read_more()
+
+    # --- the loop ----------------------------------------------------------------------
+    async def run(self) -> None:
+        from .imap_auth import capabilities
+
+        caps = " ".join(capabilities(self))
+        self.send(f"* OK [CAPABILITY {caps}] {self.ctx.config.hostname} Pochta ready\r\n".encode())
+        try:
+            while self.state is not State.LOGOUT:
+                event = self.framer.next_event()
+                if event is None:
+                    await self.conn.drain()
+                    try:
+                        await self.read_more()
+                    except TimeoutError:
+                        self.send(b"* BYE Autologout; idle for too long\r\n")
+                        return
+                    continue
+                if isinstance(event, NeedContinuation):
+                    self.send(b"+ Ready for literal data\r\n")
+                elif isinstance(event, FramingError):
+                    self.errors += 1
+                    self.send(event.tag + b" " + event.response + b"\r\n")
+                    if event.close:
+                        self.send(b"* BYE Literal refused\r\n")
+                        return
+                else:
+                    await self.dispatch(event)
+                if self.errors >= self.max_errors:
+                    self.send(b"* BYE Too many errors\r\n")
+                    return
+        except CloseSession:
+            return
+        finally:
+            if self.watcher is not None:
+                self.watcher.close()
+            await self._flush_quietly()
+
+    async def _flush_quietly(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.conn.drain()
+
+    async def dispatch(self, raw: RawCommand) -> None:
+        from .imap_commands import COMMANDS, UID_COMMANDS
+
+        tag = tag_of(raw.first_line).decode("ascii", "replace")
+        try:
+            r = self.reader(raw)
+            tag = r.tag()
+            r.sp()
+            name = r.atom().upper()
+            uid = False
+            if name == "UID":
+                r.sp()
+                name = r.atom().upper()
+                uid = True
+                if name not in UID_COMMANDS:
+                    self.bad(tag, "Unknown UID command")
+                    return
+            entry = COMMANDS.get(name)
+            if entry is None:
+                self.bad(tag, "Unknown command")
+                return
+            handler, states = entry
+            if self.state not in states:
+                if self.state is State.NOT_AUTHENTICATED:
+                    self.bad(tag, "Log in first")
+                elif states == SELECTED:
+                    self.bad(tag, "No mailbox selected")
+                else:
+                    self.bad(tag, "Command not valid in this state")
+                return
+            if not r.at_end() and not r.peek() == " " and name not in ("NOOP",):
+                raise ParseError("expected a space")
+            if r.peek() == " ":
+                r.pos += 1
+            await handler(self, tag, r, uid)
+        except ParseError as exc:
+            self.bad(tag, f"Syntax error: {exc}")
+        except StoreError as exc:
+            log.info("conn %s: store error: %s", self.conn.conn_id, exc)
+            self.no(tag, "Operation failed", "SERVERBUG")
+
+
+async def handle_imap(
+    conn: Connection, ctx: ServerContext, listener: Listener
+) -> None:
+    """The asyncio entry point registered for the ``imap`` role."""
+    await ImapSession(conn, ctx, listener).run()

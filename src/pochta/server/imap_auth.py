@@ -1,0 +1,250 @@
+"""IMAP commands valid in any state and authentication: CAPABILITY, NOOP, LOGOUT, ID,
+ENABLE, STARTTLS, LOGIN, AUTHENTICATE (RFC 9051 §6.1, §6.2; SASL-IR RFC 4959)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING
+
+from ..proto.imap.parser import ParseError, Reader
+from ..proto.imap.response import quoted_or_literal
+from ..proto.sasl.base import (
+    Challenge,
+    ChannelBinding,
+    CheckPassword,
+    Failure,
+    NeedScramCredentials,
+    Success,
+)
+from ..proto.sasl.registry import mechanisms_for, new_mechanism
+from ..storage.interfaces import Account
+
+if TYPE_CHECKING:
+    from .imap import ImapSession
+
+AUTH_FAILED = "Authentication failed"  # the same text for unknown users and bad passwords
+
+
+def _tls_required(s: ImapSession) -> bool:
+    """On a STARTTLS listener, LOGIN and AUTHENTICATE wait for TLS (RFC 9051 §6.2.3)."""
+    return s.listener.tls != "none" and not s.conn.tls_active
+
+
+def _channel_binding(s: ImapSession) -> ChannelBinding | None:
+    if not s.conn.tls_active:
+        return None
+    for kind in ("tls-exporter", "tls-unique"):
+        data = s.conn.channel_binding(kind)
+        if data:
+            return ChannelBinding(kind, data)
+    return None
+
+
+def capabilities(s: ImapSession) -> list[str]:
+    from .imap import State
+
+    caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+    if s.state is State.NOT_AUTHENTICATED:
+        if s.listener.tls == "starttls" and not s.conn.tls_active:
+            caps += ["STARTTLS", "LOGINDISABLED"]
+        else:
+            mechs = mechanisms_for(
+                s.conn.tls_active, _channel_binding(s) is not None,
+                allow_plaintext=s.listener.tls == "none",
+            )
+            caps += [f"AUTH={m}" for m in mechs]
+        return caps
+    caps += [
+        "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED",
+        "LIST-STATUS", "SPECIAL-USE", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC",
+        "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
+        "UTF8=ACCEPT", "BINARY",
+    ]
+    return caps
+
+
+async def cmd_capability(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    s.send(("* CAPABILITY " + " ".join(capabilities(s)) + "\r\n").encode())
+    s.ok(tag, "CAPABILITY completed")
+
+
+async def cmd_noop(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    await s.sync(allow_expunge=True)
+    s.ok(tag, "NOOP completed")
+
+
+async def cmd_logout(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    from .imap import State
+
+    r.end()
+    s.send(b"* BYE Logging out\r\n")
+    s.ok(tag, "LOGOUT completed")
+    s.unselect()
+    s.state = State.LOGOUT
+
+
+async def cmd_id(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    # RFC 2971: the client's list is informational only; parse it to reject garbage
+    if not r.accept("NIL"):
+        r.expect("(")
+        while not r.accept(")"):
+            r.maybe_sp()
+            r.string()
+            r.sp()
+            r.nstring()
+    r.end()
+    s.send(b'* ID ("name" "Pochta" "vendor" "Pochta")\r\n')
+    s.ok(tag, "ID completed")
+
+
+async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    names = [r.atom().upper()]
+    while r.maybe_sp():
+        names.append(r.atom().upper())
+    r.end()
+    enabled: list[str] = []
+    for name in names:
+        if name == "IMAP4REV2":
+            s.rev2 = s.utf8 = True
+            enabled.append("IMAP4rev2")
+        elif name == "UTF8=ACCEPT":
+            s.utf8 = True
+            enabled.append("UTF8=ACCEPT")
+        elif name == "CONDSTORE":
+            s.condstore = True
+            enabled.append("CONDSTORE")
+        elif name == "QRESYNC":
+            s.condstore = s.qresync = True
+            enabled.append("QRESYNC")
+    s.send(("* ENABLED " + " ".join(enabled)).rstrip().encode() + b"\r\n")
+    s.ok(tag, "ENABLE completed")
+
+
+async def cmd_starttls(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    if s.listener.tls != "starttls" or s.conn.tls_active or s.ctx.ssl_context is None:
+        s.bad(tag, "STARTTLS not available")
+        return
+    s.ok(tag, "Begin TLS negotiation now")
+    await s.conn.drain()
+    # anything pipelined after STARTTLS was sent in clear: drop it (RFC 9051 §6.2.1)
+    s.framer.discard_buffer()
+    await s.conn.start_tls()
+    s.framer.discard_buffer()
+
+
+async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:
+    from .imap import State
+    from .imap_auth import capabilities as caps_fn
+
+    s.account = account
+    s.state = State.AUTHENTICATED
+    s.ok(tag, "Logged in", "CAPABILITY " + " ".join(caps_fn(s)))
+
+
+async def cmd_login(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    user = r.astring()
+    r.sp()
+    password = r.astring()
+    r.end()
+    if _tls_required(s):
+        s.no(tag, "Use STARTTLS first", "PRIVACYREQUIRED")
+        return
+    auth = s.ctx.authenticator
+    if not await auth.allowed(s.conn.peer_ip, user):
+        s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
+        return
+    account = await auth.check_password(user, password, s.conn.peer_ip)
+    if account is None:
+        s.errors += 1
+        s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
+        return
+    await _logged_in(s, tag, account)
+
+
+def _b64(data: bytes) -> bytes | None:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    mech_name = r.atom().upper()
+    initial: bytes | None = None
+    if r.maybe_sp():
+        token = r.atom(allow="=").encode()  # SASL-IR (RFC 4959): "=" is an empty response
+        initial = b"" if token == b"=" else _b64(token)
+        if initial is None:
+            raise ParseError("bad base64 in initial response")
+    r.end()
+    if _tls_required(s):
+        s.no(tag, "Use STARTTLS first", "PRIVACYREQUIRED")
+        return
+    cb = _channel_binding(s)
+    allowed = mechanisms_for(s.conn.tls_active, cb is not None,
+                             allow_plaintext=s.listener.tls == "none")
+    mech = new_mechanism(mech_name, channel_binding=cb, final_as_challenge=True)
+    if mech is None or mech_name not in allowed:
+        s.no(tag, "Unsupported authentication mechanism", "CANNOT")
+        return
+    auth = s.ctx.authenticator
+    if not await auth.allowed(s.conn.peer_ip):
+        s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
+        return
+    username: str | None = None
+    step = mech.start(initial)
+    while True:
+        if isinstance(step, Challenge):
+            s.send(b"+ " + base64.b64encode(step.data) + b"\r\n")
+            await s.conn.drain()
+            line = await s.read_line()
+            if line.strip() == b"*":
+                s.bad(tag, "Authentication cancelled")
+                return
+            data = _b64(line.strip())
+            if data is None:
+                await auth.register_failure(s.conn.peer_ip, username, "bad base64")
+                s.bad(tag, "Invalid base64 in response")
+                return
+            step = mech.respond(data)
+        elif isinstance(step, NeedScramCredentials):
+            username = step.username
+            if not await auth.allowed(s.conn.peer_ip, username):
+                s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
+                return
+            step = mech.provide(await auth.scram_credentials(username))
+        elif isinstance(step, CheckPassword):
+            if not await auth.allowed(s.conn.peer_ip, step.username):
+                s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
+                return
+            account = await auth.check_password(step.username, step.password, s.conn.peer_ip)
+            if account is None:
+                s.errors += 1
+                s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
+                return
+            await _logged_in(s, tag, account)
+            return
+        elif isinstance(step, Success):
+            found = await auth.finish_scram(step.username, s.conn.peer_ip, True)
+            if found is None:
+                s.errors += 1
+                s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
+                return
+            await _logged_in(s, tag, found)
+            return
+        else:
+            assert isinstance(step, Failure)
+            if username is not None:
+                await auth.finish_scram(username, s.conn.peer_ip, False)
+            else:
+                await auth.register_failure(s.conn.peer_ip, None, step.reason)
+            s.errors += 1
+            s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
+            return
+
+
+__all__ = ["capabilities", "quoted_or_literal"]

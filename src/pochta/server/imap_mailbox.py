@@ -1,0 +1,467 @@
+"""IMAP mailbox commands: SELECT/EXAMINE (with CONDSTORE/QRESYNC), CREATE, DELETE, RENAME,
+(UN)SUBSCRIBE, LIST (RFC 5258/6154/5819), LSUB, NAMESPACE, STATUS, APPEND (UIDPLUS),
+QUOTA (RFC 9208), CLOSE, UNSELECT."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
+from ..proto.imap.response import flags as fmt_flags
+from ..proto.imap.response import seq_set
+from ..proto.imap.selected import Selected
+from ..proto.imap.seqset import parse_seqset
+from ..storage.interfaces import (
+    AlreadyExists,
+    Envelope,
+    LocalTarget,
+    MailboxInfo,
+    NotFound,
+    QuotaExceeded,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from .imap import ImapSession
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
+                "HIGHESTMODSEQ")
+
+
+# --- SELECT / EXAMINE -----------------------------------------------------------------
+
+
+async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
+    from .imap import State
+
+    name = r.mailbox()
+    qresync: tuple[int, int, str | None] | None = None
+    if r.maybe_sp():
+        r.expect("(")
+        while not r.accept(")"):
+            r.maybe_sp()
+            param = r.atom().upper()
+            if param == "CONDSTORE":
+                s.condstore = True
+            elif param == "QRESYNC":
+                if not s.qresync:
+                    raise ParseError("QRESYNC is not enabled")
+                r.sp()
+                r.expect("(")
+                validity = r.number(nonzero=True)
+                r.sp()
+                modseq = r.number(nonzero=True)
+                known: str | None = None
+                if r.maybe_sp():
+                    start = r.pos
+                    parse_seqset(r)
+                    known = r.line[start : r.pos]
+                    if r.maybe_sp():  # seq-match-data: ignored, we compute exactly
+                        r.expect("(")
+                        parse_seqset(r)
+                        r.sp()
+                        parse_seqset(r)
+                        r.expect(")")
+                r.expect(")")
+                qresync = (validity, modseq, known)
+            else:
+                raise ParseError(f"unknown SELECT parameter {param}")
+    r.end()
+    if s.selected is not None:
+        s.unselect()
+        s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11
+    info = await s.store.get_mailbox(s.account_id, name)
+    if info is None:
+        s.no(tag, "No such mailbox", "NONEXISTENT")
+        return
+    messages = await s.store.list_messages(info.id)
+    if readonly:  # EXAMINE leaves \Recent alone (§6.3.3): peek at the count only
+        recent = (await s.store.mailbox_status(info.id)).recent
+        first_recent = messages[-recent].uid if 0 < recent <= len(messages) else info.uidnext
+    else:
+        first_recent = await s.store.claim_recent(info.id)
+    sel = Selected.load(info, readonly, messages, first_recent)
+    s.selected = sel
+    s.watcher = s.store.watch(info.id)
+    s.state = State.SELECTED
+    keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
+    flags = [*SYSTEM_FLAGS, *keywords]
+    s.send(b"* FLAGS " + fmt_flags(flags) + b"\r\n")
+    perm = b"()" if readonly else fmt_flags([*flags, "\\*"])
+    s.send(b"* OK [PERMANENTFLAGS " + perm + b"] Flags permitted\r\n")
+    s.send(b"* %d EXISTS\r\n" % sel.count)
+    if s.rev1_recent:
+        s.send(b"* %d RECENT\r\n" % len(sel.recent))
+        unseen = next((seq for seq, m in sel.messages() if "\\Seen" not in m.flags), 0)
+        if unseen:
+            s.send(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
+    s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
+    s.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % info.uidnext)
+    s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % sel.modseq)
+    if s.rev2:
+        s.send(b"* LIST () \"/\" " + s.mailbox_name(info.name) + b"\r\n")
+    if qresync is not None and qresync[0] == info.uidvalidity:
+        await _qresync_replay(s, sel, qresync[1], qresync[2])
+    s.ok(tag, "SELECT completed" if not readonly else "EXAMINE completed",
+         "READ-ONLY" if readonly else "READ-WRITE")
+
+
+async def _qresync_replay(s: ImapSession, sel: Selected, modseq: int, known: str | None) -> None:
+    """RFC 7162 §3.2.5.2: VANISHED (EARLIER) for expunges, FETCH for changed flags."""
+    from ..proto.imap.seqset import parse_seqset_text
+
+    changes = await s.store.changes_since(sel.info.id, modseq)
+    gone = list(changes.expunged)
+    if known is not None:
+        known_set = parse_seqset_text(known)
+        top = max([*gone, sel.top_uid], default=0)
+        gone = [u for u in gone if known_set.contains_uid(u, top)]
+    if gone:
+        s.send(b"* VANISHED (EARLIER) " + seq_set(gone) + b"\r\n")
+    for m in changes.changed:
+        if m.uid in sel.meta:
+            s.send(sel.flags_fetch(m.uid, s.rev1_recent, True))
+
+
+async def cmd_select(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _select(s, tag, r, readonly=False)
+
+
+async def cmd_examine(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _select(s, tag, r, readonly=True)
+
+
+async def cmd_close(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    sel = s.selected
+    if sel is not None and not sel.readonly:
+        await s.store.expunge(sel.info.id)  # silently: no EXPUNGE responses (§6.4.1)
+    s.unselect()
+    s.ok(tag, "CLOSE completed")
+
+
+async def cmd_unselect(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    s.unselect()
+    s.ok(tag, "UNSELECT completed")
+
+
+# --- CREATE / DELETE / RENAME / SUBSCRIBE ---------------------------------------------
+
+
+async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    name = r.mailbox().rstrip("/")  # a trailing separator declares intent only (§6.3.4)
+    use = None
+    if r.maybe_sp():  # CREATE-SPECIAL-USE (RFC 6154 §3): accept and ignore USE
+        r.expect("(")
+        while not r.accept(")"):
+            r.maybe_sp()
+            r.atom()
+            r.sp()
+            r.paren_list()
+    r.end()
+    if not valid_mailbox_name(name):
+        s.no(tag, "Invalid mailbox name", "CANNOT")
+        return
+    try:
+        await s.store.create_mailbox(s.account_id, name, use)
+    except AlreadyExists:
+        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
+        return
+    s.ok(tag, "CREATE completed")
+
+
+async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    name = r.mailbox()
+    r.end()
+    if name == "INBOX":
+        s.no(tag, "INBOX cannot be deleted", "CANNOT")
+        return
+    if s.selected is not None and s.selected.info.name == name:
+        s.unselect()
+    try:
+        await s.store.delete_mailbox(s.account_id, name)
+    except NotFound:
+        s.no(tag, "No such mailbox", "NONEXISTENT")
+        return
+    except StoreError as exc:
+        s.no(tag, f"Cannot delete: {exc}", "CANNOT")
+        return
+    s.ok(tag, "DELETE completed")
+
+
+async def cmd_rename(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    old = r.mailbox()
+    r.sp()
+    new = r.mailbox()
+    r.end()
+    if not valid_mailbox_name(new) or new == "INBOX":
+        s.no(tag, "Invalid mailbox name", "CANNOT")
+        return
+    try:
+        await s.store.rename_mailbox(s.account_id, old, new)
+    except NotFound:
+        s.no(tag, "No such mailbox", "NONEXISTENT")
+        return
+    except AlreadyExists:
+        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
+        return
+    s.ok(tag, "RENAME completed")
+
+
+async def _subscribe(s: ImapSession, tag: str, r: Reader, on: bool) -> None:
+    name = r.mailbox()
+    r.end()
+    try:
+        await s.store.set_subscribed(s.account_id, name, on)
+    except NotFound:
+        if on:
+            s.no(tag, "No such mailbox", "NONEXISTENT")
+            return
+    s.ok(tag, "SUBSCRIBE completed" if on else "UNSUBSCRIBE completed")
+
+
+async def cmd_subscribe(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _subscribe(s, tag, r, True)
+
+
+async def cmd_unsubscribe(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _subscribe(s, tag, r, False)
+
+
+# --- LIST / LSUB / NAMESPACE ----------------------------------------------------------
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` matches anything, ``%`` anything but the separator (§6.3.9)."""
+    out = []
+    for c in pattern:
+        out.append(".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _match(pattern: str, name: str) -> bool:
+    if pattern_regex(pattern).match(name):
+        return True
+    # INBOX is case-insensitive, also as a prefix of a pattern
+    if name == "INBOX" or name.startswith("INBOX/"):
+        upper = pattern[:5].upper() + pattern[5:]
+        return bool(pattern_regex(upper).match(name))
+    return False
+
+
+async def _status_items(s: ImapSession, info: MailboxInfo, items: list[str]) -> bytes:
+    st = await s.store.mailbox_status(info.id)
+    values = {
+        "MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
+        "UNSEEN": st.unseen, "DELETED": st.deleted, "SIZE": st.size, "RECENT": st.recent,
+        "HIGHESTMODSEQ": st.highestmodseq,
+    }
+    body = " ".join(f"{i} {values[i]}" for i in items)
+    return b"* STATUS " + s.mailbox_name(info.name) + b" (" + body.encode() + b")\r\n"
+
+
+def _parse_status_items(r: Reader) -> list[str]:
+    items = [x.upper() for x in r.paren_list()]
+    if not items or any(i not in STATUS_ITEMS for i in items):
+        raise ParseError("unknown STATUS item")
+    return items
+
+
+async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    selection: set[str] = set()
+    if r.peek() == "(":
+        selection = {x.upper() for x in r.paren_list()}
+        r.sp()
+        if not selection <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
+            raise ParseError("unknown LIST selection option")
+    reference = r.list_mailbox()
+    r.sp()
+    if r.peek() == "(":
+        r.pos += 1
+        patterns = [r.list_mailbox()]
+        while r.maybe_sp():
+            patterns.append(r.list_mailbox())
+        r.expect(")")
+    else:
+        patterns = [r.list_mailbox()]
+    returns: set[str] = set()
+    status_items: list[str] = []
+    if r.maybe_sp():
+        r.expect("RETURN (")
+        while not r.accept(")"):
+            r.maybe_sp()
+            opt = r.atom().upper()
+            if opt == "STATUS":
+                r.sp()
+                status_items = _parse_status_items(r)
+            elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
+                raise ParseError(f"unknown LIST return option {opt}")
+            returns.add(opt)
+    r.end()
+    if patterns == [""]:
+        # the hierarchy delimiter and root (§6.3.9)
+        s.send(b'* LIST (\\Noselect) "/" ""\r\n')
+        s.ok(tag, "LIST completed")
+        return
+    await _list(s, tag, reference, patterns, selection, returns, status_items, lsub=False)
+
+
+async def cmd_lsub(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    reference = r.list_mailbox()
+    r.sp()
+    pattern = r.list_mailbox()
+    r.end()
+    await _list(s, tag, reference, [pattern], {"SUBSCRIBED"}, set(), [], lsub=True)
+
+
+async def _list(
+    s: ImapSession, tag: str, reference: str, patterns: list[str], selection: set[str],
+    returns: set[str], status_items: list[str], lsub: bool,
+) -> None:
+    boxes = await s.store.list_mailboxes(s.account_id)
+    by_name = {b.name: b for b in boxes}
+    full = [(reference + p) if reference and not p.startswith("/") else p for p in patterns]
+    names: set[str] = set(by_name)
+    for b in boxes:  # parents implied by the hierarchy
+        parts = b.name.split("/")
+        for i in range(1, len(parts)):
+            names.add("/".join(parts[:i]))
+    only_subscribed = "SUBSCRIBED" in selection
+    only_special = "SPECIAL-USE" in selection
+    show_sub = only_subscribed or "SUBSCRIBED" in returns
+    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+        if not any(_match(p, name) for p in full):
+            continue
+        info = by_name.get(name)
+        if info is None and "%" not in "".join(full) and not only_subscribed:
+            continue
+        children = any(other.startswith(name + "/") for other in by_name)
+        recursive = "RECURSIVEMATCH" in selection and any(
+            b.subscribed and b.name.startswith(name + "/") for b in boxes)
+        if only_subscribed and (info is None or not info.subscribed) and not recursive:
+            continue
+        if only_special and (info is None or info.special_use is None):
+            continue
+        attrs: list[str] = []
+        if info is None:
+            attrs.append("\\NonExistent" if not lsub else "\\Noselect")
+        if not lsub:
+            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+        if show_sub and not lsub and info is not None and info.subscribed:
+            attrs.append("\\Subscribed")
+        if info is not None and info.special_use is not None and not lsub:
+            attrs.append(str(info.special_use))
+        kind = b"LSUB" if lsub else b"LIST"
+        s.send(b"* " + kind + b" (" + " ".join(attrs).encode() + b') "/" '
+               + s.mailbox_name(name) + b"\r\n")
+        if status_items and info is not None:
+            s.send(await _status_items(s, info, status_items))
+    s.ok(tag, "LSUB completed" if lsub else "LIST completed")
+
+
+async def cmd_namespace(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    s.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    s.ok(tag, "NAMESPACE completed")
+
+
+async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    name = r.mailbox()
+    r.sp()
+    items = _parse_status_items(r)
+    r.end()
+    info = await s.store.get_mailbox(s.account_id, name)
+    if info is None:
+        s.no(tag, "No such mailbox", "NONEXISTENT")
+        return
+    s.send(await _status_items(s, info, items))
+    s.ok(tag, "STATUS completed")
+
+
+# --- APPEND ---------------------------------------------------------------------------
+
+
+async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    name = r.mailbox()
+    r.sp()
+    flags: list[str] = []
+    date: float | None = None
+    if r.peek() == "(":
+        flags = r.flag_list()
+        r.sp()
+    if r.peek() == '"':
+        date = r.date_time()
+        r.sp()
+    if r.accept("UTF8 ("):  # UTF8=ACCEPT (RFC 6855 §4)
+        r.accept("~")
+        data = r.string_bytes()
+        r.expect(")")
+    else:
+        r.accept("~")  # literal8 (RFC 3516 §4.3)
+        data = r.string_bytes()
+    r.end()
+    if not data:
+        s.no(tag, "Empty message")
+        return
+    if len(data) > s.append_limit:
+        s.no(tag, "Message too large", "TOOBIG")
+        return
+    info = await s.store.get_mailbox(s.account_id, name)
+    if info is None:
+        s.no(tag, "No such mailbox", "TRYCREATE")
+        return
+    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+    try:
+        result = await s.store.accept(
+            data, Envelope(sender=""),
+            [LocalTarget(s.account_id, info.name, wanted, date)],
+        )
+    except QuotaExceeded:
+        s.no(tag, "Over quota", "OVERQUOTA")
+        return
+    except NotFound:
+        s.no(tag, "No such mailbox", "TRYCREATE")
+        return
+    new_uid = result.local_uids[0][1] if result.local_uids else 0
+    await s.sync(allow_expunge=True)
+    s.ok(tag, "APPEND completed", f"APPENDUID {info.uidvalidity} {new_uid}")
+
+
+# --- QUOTA (RFC 9208) -----------------------------------------------------------------
+
+
+async def _quota_line(s: ImapSession) -> bytes:
+    assert s.account is not None
+    account = await s.store.get_account_by_id(s.account.id) or s.account
+    if account.quota_bytes <= 0:
+        return b'* QUOTA "" ()\r\n'
+    used = await s.store.account_usage(account.id)
+    return b'* QUOTA "" (STORAGE %d %d)\r\n' % (used // 1024, account.quota_bytes // 1024)
+
+
+async def cmd_getquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    root = r.astring()
+    r.end()
+    if root != "":
+        s.no(tag, "No such quota root", "NONEXISTENT")
+        return
+    s.send(await _quota_line(s))
+    s.ok(tag, "GETQUOTA completed")
+
+
+async def cmd_getquotaroot(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    name = r.mailbox()
+    r.end()
+    if await s.store.get_mailbox(s.account_id, name) is None:
+        s.no(tag, "No such mailbox", "NONEXISTENT")
+        return
+    s.send(b"* QUOTAROOT " + s.mailbox_name(name) + b' ""\r\n')
+    s.send(await _quota_line(s))
+    s.ok(tag, "GETQUOTAROOT completed")
+
+
+async def cmd_setquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    s.no(tag, "Quotas are set by the administrator", "NOPERM")

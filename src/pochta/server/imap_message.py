@@ -1,0 +1,338 @@
+"""IMAP message commands: FETCH, STORE, SEARCH (ESEARCH, SEARCHRES), COPY, MOVE,
+EXPUNGE, UID EXPUNGE and IDLE (RFC 9051 §6.4, RFC 6851, RFC 7162, RFC 2177)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from ..proto.imap import bodystructure as bs
+from ..proto.imap.fetch import FetchAtt, FetchOptions, parse_fetch, render
+from ..proto.imap.parser import ParseError, Reader
+from ..proto.imap.response import seq_set
+from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
+from ..proto.imap.selected import Selected
+from ..proto.imap.seqset import SeqSet, parse_seqset
+from ..storage.interfaces import FlagMode, MessageMeta, NotFound, QuotaExceeded
+
+if TYPE_CHECKING:
+    from .imap import ImapSession
+
+
+def _sel(s: ImapSession) -> Selected:
+    assert s.selected is not None
+    return s.selected
+
+
+def resolve(s: ImapSession, seqset: SeqSet, uid: bool) -> list[int]:
+    """The uids a sequence set names, in ascending order."""
+    sel = _sel(s)
+    if seqset.saved:
+        return sorted(u for u in sel.saved_uids if u in sel.meta)
+    if uid:
+        return seqset.uids(sel.uids)
+    if not sel.uids and all(lo == -1 or hi == -1 for lo, hi in seqset.ranges):
+        return []
+    return [sel.uids[n - 1] for n in seqset.seqs(sel.count)]
+
+
+async def _load(s: ImapSession, meta: MessageMeta) -> bytes | None:
+    try:
+        return await s.store.read_blob(meta.blob_id)
+    except NotFound:
+        return None
+
+
+# --- FETCH ----------------------------------------------------------------------------
+
+
+async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    seqset = parse_seqset(r)
+    r.sp()
+    req = parse_fetch(r)
+    sel = _sel(s)
+    if uid and not req.has("UID"):
+        req.atts.insert(0, FetchAtt("UID"))
+    if req.changedsince is not None or req.has("MODSEQ"):
+        s.condstore = True
+    if req.vanished and (not uid or req.changedsince is None or not s.qresync):
+        raise ParseError("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+    uids = resolve(s, seqset, uid)
+    if req.vanished and req.changedsince is not None:
+        changes = await s.store.changes_since(sel.info.id, req.changedsince)
+        gone = [u for u in changes.expunged if seqset.contains_uid(u, sel.top_uid)]
+        if gone:
+            s.send(b"* VANISHED (EARLIER) " + seq_set(gone) + b"\r\n")
+    if req.changedsince is not None:
+        uids = [u for u in uids if sel.meta[u].modseq > req.changedsince]
+    opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore)
+    seen_set: set[int] = set()
+    if req.sets_seen and not sel.readonly:
+        unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
+        if unseen:
+            update = await s.store.store_flags(
+                sel.info.id, unseen, frozenset({"\\Seen"}), FlagMode.ADD)
+            for m in update.changed:
+                sel.update(m)
+                seen_set.add(m.uid)
+    failed = False
+    for n, u in enumerate(uids):
+        meta = sel.meta[u]
+        data = await _load(s, meta) if req.needs_body else None
+        if req.needs_body and data is None:
+            failed = True  # expunged by another session meanwhile
+            continue
+        try:
+            s.send(render(sel.seq_of(u), meta, req, data, u in sel.recent, opts,
+                          extra_flags=u in seen_set))
+        except bs.UnknownCTE:
+            s.no(tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+            return
+        if n % 50 == 49:
+            await s.conn.drain()
+    await s.sync(allow_expunge=uid)
+    if failed:
+        s.no(tag, "Some messages were expunged meanwhile", "EXPUNGEISSUED")
+    else:
+        s.ok(tag, "FETCH completed")
+
+
+# --- STORE ----------------------------------------------------------------------------
+
+
+async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    seqset = parse_seqset(r)
+    r.sp()
+    unchanged_since: int | None = None
+    if r.accept("(UNCHANGEDSINCE "):
+        unchanged_since = r.number()
+        r.expect(")")
+        r.sp()
+        s.condstore = True
+    mode = FlagMode.REPLACE
+    if r.accept("+"):
+        mode = FlagMode.ADD
+    elif r.accept("-"):
+        mode = FlagMode.REMOVE
+    r.expect("FLAGS")
+    silent = r.accept(".SILENT")
+    r.sp()
+    if r.peek() == "(":
+        flags = r.flag_list()
+    else:
+        flags = [r.flag()]
+        while r.maybe_sp():
+            flags.append(r.flag())
+    r.end()
+    sel = _sel(s)
+    if sel.readonly:
+        s.no(tag, "Mailbox is read-only", "READ-ONLY")
+        return
+    wanted = frozenset(f for f in flags if f not in ("\\Recent", "\\*"))
+    uids = resolve(s, seqset, uid)
+    live = [u for u in uids if u not in sel.pending_expunge]
+    update = await s.store.store_flags(sel.info.id, live, wanted, mode, unchanged_since)
+    for m in update.changed:
+        sel.update(m)
+    changed = {m.uid for m in update.changed}
+    for u in live:
+        if u in update.failed_uids:
+            continue
+        if silent and not (s.condstore and u in changed):
+            continue
+        line = sel.flags_fetch(u, s.rev1_recent, s.condstore)
+        if silent:  # .SILENT with CONDSTORE still reports the new MODSEQ (RFC 7162 §3.1.3)
+            line = b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
+                sel.seq_of(u), u, sel.meta[u].modseq)
+        s.send(line)
+    await s.sync(allow_expunge=uid)
+    if update.failed_uids:
+        failed = sorted(update.failed_uids) if uid else sorted(
+            sel.seq_of(u) for u in update.failed_uids)
+        s.ok(tag, "Conditional STORE failed for some messages",
+             "MODIFIED " + seq_set(failed).decode())
+    else:
+        s.ok(tag, "STORE completed")
+
+
+# --- SEARCH ---------------------------------------------------------------------------
+
+
+async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    prog = parse_search(r)
+    if prog.charset not in ("UTF-8", "US-ASCII"):
+        s.no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+        return
+    sel = _sel(s)
+    if prog.uses_modseq:
+        s.condstore = True
+    ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
+    hits: list[tuple[int, MessageMeta]] = []
+    for seq, meta in sel.messages():
+        c = Candidate(seq, meta, meta.uid in sel.recent)
+        if prog.needs_body:
+            c.data = await _load(s, meta)
+            if c.data is None:
+                continue
+        if matches(prog.key, c, ctx):
+            hits.append((seq, meta))
+    numbers = [m.uid if uid else seq for seq, m in hits]
+    highest = max((m.modseq for _, m in hits), default=0)
+    if prog.returns is None and not s.rev2:
+        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if prog.uses_modseq and hits:
+            line += b" (MODSEQ %d)" % highest
+        s.send(line + b"\r\n")
+    else:
+        returns = prog.returns or ["ALL"]
+        if "SAVE" in returns:
+            sel.saved_uids = frozenset(m.uid for _, m in hits)
+            returns = [x for x in returns if x != "SAVE"]
+            if prog.returns == ["SAVE"]:
+                returns = []
+        if prog.returns is not None or returns:
+            parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
+            if uid:
+                parts.append(b"UID")
+            if numbers:
+                if "MIN" in returns:
+                    parts.append(b"MIN %d" % min(numbers))
+                if "MAX" in returns:
+                    parts.append(b"MAX %d" % max(numbers))
+                if "ALL" in returns:
+                    parts.append(b"ALL " + seq_set(sorted(numbers)))
+            if "COUNT" in returns:
+                parts.append(b"COUNT %d" % len(numbers))
+            if prog.uses_modseq and numbers and returns:
+                parts.append(b"MODSEQ %d" % highest)
+            s.send(b" ".join(parts) + b"\r\n")
+    await s.sync(allow_expunge=uid)
+    s.ok(tag, "SEARCH completed")
+
+
+# --- COPY / MOVE / EXPUNGE ------------------------------------------------------------
+
+
+async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> None:
+    seqset = parse_seqset(r)
+    r.sp()
+    name = r.mailbox()
+    r.end()
+    sel = _sel(s)
+    if move and sel.readonly:
+        s.no(tag, "Mailbox is read-only", "READ-ONLY")
+        return
+    target = await s.store.get_mailbox(s.account_id, name)
+    if target is None:
+        s.no(tag, "No such mailbox", "TRYCREATE")
+        return
+    uids = [u for u in resolve(s, seqset, uid) if u not in sel.pending_expunge]
+    if not uids:
+        s.ok(tag, "Nothing to do")
+        return
+    try:
+        if move:
+            pairs = await s.store.move_messages(sel.info.id, uids, target.id)
+        else:
+            pairs = await s.store.copy_messages(sel.info.id, uids, target.id)
+    except QuotaExceeded:
+        s.no(tag, "Over quota", "OVERQUOTA")
+        return
+    src = seq_set([a for a, _ in pairs]).decode()
+    dst = ",".join(str(b) for _, b in pairs)
+    code = f"COPYUID {target.uidvalidity} {src} {dst}" if pairs else None
+    if move:
+        if code:
+            s.send(f"* OK [{code}] Moved\r\n".encode())  # RFC 6851 §4.3
+        await s.sync(allow_expunge=True)
+        s.ok(tag, "MOVE completed")
+    else:
+        await s.sync(allow_expunge=uid)
+        s.ok(tag, "COPY completed", code)
+
+
+async def cmd_copy(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _copy(s, tag, r, uid, move=False)
+
+
+async def cmd_move(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    await _copy(s, tag, r, uid, move=True)
+
+
+async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    sel = _sel(s)
+    only: list[int] | None = None
+    if uid:
+        seqset = parse_seqset(r)
+        only = resolve(s, seqset, True)
+    r.end()
+    if sel.readonly:
+        s.no(tag, "Mailbox is read-only", "READ-ONLY")
+        return
+    await s.sync(allow_expunge=True)  # learn the current \Deleted flags first
+    if only is None:
+        await s.store.expunge(sel.info.id)
+    else:
+        doomed = [u for u in only if u in sel.meta and "\\Deleted" in sel.meta[u].flags]
+        if doomed:
+            await s.store.expunge(sel.info.id, doomed)
+    await s.sync(allow_expunge=True)
+    s.ok(tag, "EXPUNGE completed", f"HIGHESTMODSEQ {sel.modseq}" if s.condstore else None)
+
+
+# --- IDLE (RFC 2177, RFC 9051 §6.3.13) -------------------------------------------------
+
+
+async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    r.end()
+    s.send(b"+ idling\r\n")
+    await s.sync(allow_expunge=True)
+    await s.conn.drain()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + s.idle_timeout
+    reader: asyncio.Task[bytes] | None = None
+    waiter: asyncio.Task[bool] | None = None
+    try:
+        while True:
+            line = s.framer.next_line()
+            if line is not None:
+                if line.strip().upper() == b"DONE":
+                    s.ok(tag, "IDLE terminated")
+                else:
+                    s.bad(tag, "Expected DONE")
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                from .imap import CloseSession
+
+                s.send(b"* BYE Autologout; idle for too long\r\n")
+                raise CloseSession
+            if reader is None:
+                reader = asyncio.ensure_future(s.conn.read(None))
+            if waiter is None and s.watcher is not None:
+                waiter = asyncio.ensure_future(s.watcher.wait(None))
+            pending: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
+            if waiter is not None:
+                pending.add(waiter)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(pending, timeout=min(remaining, 60.0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                data = reader.result()
+                reader = None
+                if not data:
+                    from .imap import CloseSession
+
+                    raise CloseSession
+                s.framer.feed(data)
+            if waiter is not None and waiter in done:
+                waiter = None
+            # changes (or a periodic poll): tell the client at once
+            await s.sync(allow_expunge=True)
+            await s.conn.drain()
+    finally:
+        for task in (reader, waiter):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

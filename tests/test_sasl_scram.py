@@ -28,6 +28,7 @@ from pochta.proto.sasl import (
     new_mechanism,
 )
 from pochta.proto.sasl.scram import Scram, decode_saslname, encode_saslname
+from pochta.services.auth import channel_bindings
 from pochta.storage.interfaces import ScramCredentials
 
 # RFC 7677 §3
@@ -480,3 +481,34 @@ def test_tls_unique_from_stdlib_ssl_end_to_end(tmp_path: Path) -> None:
     assert isinstance(step, Challenge)
     client.set_server_first(step.data.decode())
     assert isinstance(mech.respond(client.get_client_final().encode()), Success)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_tls_exporter_binding_end_to_end(tmp_path: Path, version: ssl.TLSVersion) -> None:
+    server, client_tls = _handshake(tmp_path, version)
+    offered = channel_bindings(server)
+    types = [b.type for b in offered]
+    assert types[0] == "tls-exporter"
+    # tls-unique is undefined for TLS 1.3 (RFC 8446 §C.5) and must not be offered there.
+    assert ("tls-unique" in types) == (version == ssl.TLSVersion.TLSv1_2)
+    client_side = {b.type: b.data for b in channel_bindings(client_tls)}
+    exporter = offered[0].data
+    assert len(exporter) == 32 and client_side["tls-exporter"] == exporter
+
+    mech = new_mechanism("SCRAM-SHA-256-PLUS", channel_binding=offered)
+    assert isinstance(mech, Scram)
+    client = TinyClient("u", "pw", "p=tls-exporter,,", client_side["tls-exporter"])
+    assert isinstance(run(mech, client, derive_scram("pw")), Success)
+
+    # A man in the middle terminates TLS itself: its exporter differs, so the proof
+    # computed over the client's binding data fails against the server's.
+    other_server, _ = _handshake(tmp_path, version)
+    relay = new_mechanism("SCRAM-SHA-256-PLUS", channel_binding=channel_bindings(other_server))
+    assert isinstance(relay, Scram)
+    client = TinyClient("u", "pw", "p=tls-exporter,,", client_side["tls-exporter"])
+    step = run(relay, client, derive_scram("pw"))
+    assert isinstance(step, Failure) and step.reason == "channel binding mismatch"
+
+
+def test_channel_bindings_without_tls() -> None:
+    assert channel_bindings(None) == ()

@@ -5,6 +5,7 @@ No I/O happens here. The protocol driver base64-decodes what the client sent (ba
 base64 and the "*" cancel line are the protocol layer's business), feeds the bytes in,
 and acts on the ``Step`` that comes back::
 
+    cb = channel_bindings(ssl_object)            # pochta.services.auth; () without TLS
     mech = new_mechanism(name, channel_binding=cb, final_as_challenge=True)
     step = mech.start(initial_response)          # None: no initial response; b"": "="
     while True:
@@ -39,17 +40,22 @@ Design choices:
   that put it in the success reply.
 * Failures carry a log-only ``reason``; clients only ever see the protocol's generic
   failure text, so nothing reveals whether an account exists.
-* Channel binding: the driver computes the binding for its TLS connection and passes a
-  ``ChannelBinding(type, data)``; the mechanism is generic over the type. Python's ``ssl``
-  module offers only ``tls-unique`` (``SSLObject.get_channel_binding``), which is
-  undefined for TLS 1.3 (RFC 8446 §C.5, RFC 9266): drivers should pass it for TLS 1.2
-  only. ``tls-exporter`` (RFC 9266) needs RFC 5705 keying-material export, which the
-  standard ``ssl`` module does not expose (CPython issue #82133).
+* Channel binding: the driver computes the bindings its TLS connection supports and
+  passes them (one ``ChannelBinding(type, data)`` or a tuple, one per type); the
+  mechanism is generic over the type and the client picks one by name. The shell-side
+  helper is ``pochta.services.auth.channel_bindings(ssl_object)``: ``tls-exporter``
+  (RFC 9266) on TLS 1.3 and on TLS 1.2 with the extended master secret, plus
+  ``tls-unique`` (RFC 5929) on TLS 1.2 only. Python's ``ssl`` module does not expose
+  RFC 5705 keying-material export (CPython issue #82133), so the helper reaches OpenSSL
+  through ctypes, guarded; where that is not possible only TLS 1.2's ``tls-unique``
+  remains, and on TLS 1.3 -PLUS is then not advertised. Advertise -PLUS exactly when the
+  tuple is non-empty, and pass the same tuple to the non-PLUS SCRAM too.
 """
 
 from __future__ import annotations
 
 from pochta.proto.sasl.base import (
+    Bindings,
     Challenge,
     ChannelBinding,
     CheckPassword,
@@ -75,6 +81,7 @@ __all__ = [
     "PLAIN",
     "SCRAM",
     "SCRAM_PLUS",
+    "Bindings",
     "Challenge",
     "ChannelBinding",
     "CheckPassword",

@@ -87,6 +87,19 @@ class ChannelBinding:
     data: bytes
 
 
+# One binding, or every binding type the connection supports (the client picks one by
+# name in its GS2 header; e.g. TLS 1.2 may offer both tls-exporter and tls-unique).
+Bindings = ChannelBinding | tuple[ChannelBinding, ...]
+
+
+def binding_table(bindings: Bindings | None) -> dict[str, bytes]:
+    if bindings is None:
+        return {}
+    if isinstance(bindings, ChannelBinding):
+        bindings = (bindings,)
+    return {b.type: b.data for b in bindings}
+
+
 class Mechanism:
     """A server-side SASL mechanism: a state machine with no I/O.
 

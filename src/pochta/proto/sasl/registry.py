@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pochta.proto.sasl.base import ChannelBinding, Mechanism
+from pochta.proto.sasl.base import Bindings, Mechanism, binding_table
 from pochta.proto.sasl.plain import Login, Plain
 from pochta.proto.sasl.scram import Scram
 
@@ -35,11 +35,12 @@ def mechanisms_for(
 def new_mechanism(
     name: str,
     *,
-    channel_binding: ChannelBinding | None = None,
+    channel_binding: Bindings | None = None,
     final_as_challenge: bool = False,
 ) -> Mechanism | None:
     """A fresh mechanism for ``name`` (case-insensitive), or None if unknown or not
-    possible (-PLUS without binding data). ``channel_binding`` must be what this
+    possible (-PLUS without binding data). ``channel_binding`` (one ``ChannelBinding`` or
+    a tuple, one per type the connection supports) must be what this
     connection can offer (the same fact that decided ``mechanisms_for``), also for the
     non-PLUS SCRAM: it is how a "y" client is caught downgrading. ``final_as_challenge``
     makes SCRAM send its server-final data as a last challenge (RFC 4422 §3.6) for
@@ -51,7 +52,7 @@ def new_mechanism(
         return Login()
     if upper == SCRAM:
         return Scram(channel_binding=channel_binding, final_as_challenge=final_as_challenge)
-    if upper == SCRAM_PLUS and channel_binding is not None:
+    if upper == SCRAM_PLUS and binding_table(channel_binding):
         return Scram(
             plus=True, channel_binding=channel_binding, final_as_challenge=final_as_challenge
         )

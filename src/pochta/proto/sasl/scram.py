@@ -26,14 +26,15 @@ import secrets
 
 from pochta.proto.sasl.base import (
     MAX_FIELD_OCTETS,
+    Bindings,
     Challenge,
-    ChannelBinding,
     Failure,
     Mechanism,
     NeedScramCredentials,
     ScramKeys,
     Step,
     Success,
+    binding_table,
     decode_utf8,
 )
 from pochta.proto.sasl.saslprep import SASLprepError, saslprep
@@ -123,16 +124,17 @@ class Scram(Mechanism):
         self,
         *,
         plus: bool = False,
-        channel_binding: ChannelBinding | None = None,
+        channel_binding: Bindings | None = None,
         final_as_challenge: bool = False,
         server_nonce: str | None = None,
     ) -> None:
         super().__init__()
-        if plus and channel_binding is None:
+        self._bindings = binding_table(channel_binding)
+        if plus and not self._bindings:
             raise ValueError("SCRAM-SHA-256-PLUS needs channel binding data")
         self.name = "SCRAM-SHA-256-PLUS" if plus else "SCRAM-SHA-256"
         self._plus = plus
-        self._binding = channel_binding
+        self._cb_data = b""
         self._final_as_challenge = final_as_challenge
         # The server's nonce part: 24 random bytes in base64 (printable, never ",").
         self._server_nonce = server_nonce or _b64(secrets.token_bytes(24))
@@ -245,7 +247,7 @@ class Scram(Mechanism):
         if flag == "y":
             if self._plus:
                 return self._fail("SCRAM-PLUS chosen without channel binding")
-            if self._binding is not None:
+            if self._bindings:
                 # §6: we advertised -PLUS; the client thinks we did not: a downgrade.
                 return self._fail("channel binding downgrade detected (y flag)")
             return None
@@ -255,9 +257,9 @@ class Scram(Mechanism):
                 return self._fail("bad channel binding name", malformed=True)
             if not self._plus:
                 return self._fail("channel binding requested with a non-PLUS mechanism")
-            assert self._binding is not None
-            if name != self._binding.type:
+            if name not in self._bindings:
                 return self._fail(f"unsupported channel binding type {name!r}")
+            self._cb_data = self._bindings[name]
             return None
         return self._fail("bad GS2 channel binding flag", malformed=True)
 
@@ -284,8 +286,7 @@ class Scram(Mechanism):
             return Failure("bad base64 in client-final-message", malformed=True)
         expected_cbind = self._gs2_header.encode("utf-8")
         if self._plus:
-            assert self._binding is not None
-            expected_cbind += self._binding.data
+            expected_cbind += self._cb_data
         if not hmac.compare_digest(cbind, expected_cbind):
             return Failure("channel binding mismatch")
         if attrs[1][2:] != self._nonce:

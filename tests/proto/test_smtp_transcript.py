@@ -14,6 +14,10 @@ A transcript reads like an SMTP dialogue::
 as one chunk (pipelining); before each client chunk and at the end, everything the server
 sent so far must equal the ``S:`` lines given since the previous check.
 
+A StartTLS event is answered with ``tls_started()`` only once the whole client chunk has
+been fed, like a shell that starts its handshake after reading: the rest of that chunk is
+plaintext sent before TLS.
+
 ``transcript()`` runs a script twice, with each client chunk fed whole and fed one byte at
 a time, and checks both runs produce the same events.
 """
@@ -67,8 +71,6 @@ def default_decider(session: ServerSession, event: Event) -> None:
         session.accept()
     elif isinstance(event, MessageReady):
         session.accept(replies.queued("Q1"))
-    elif isinstance(event, StartTLS):
-        session.tls_started()
     elif isinstance(event, AuthStart):
         if event.initial_response is None:
             session.auth_challenge(b"")
@@ -129,6 +131,8 @@ def pump(session: ServerSession, decide: Decider, events: list[Event]) -> None:
         if event is NEED_DATA:
             return
         if event is PAUSED:
+            if isinstance(events[-1], StartTLS):
+                return  # the handshake happens between client chunks
             raise AssertionError("the decider left an event undecided")
         if isinstance(event, ConnectionClosed):
             if not events or not isinstance(events[-1], ConnectionClosed):
@@ -149,6 +153,12 @@ def run(
     result = Result(session)
     session.start()
     expected = bytearray()
+
+    def handshake() -> None:
+        waiting = result.events and isinstance(result.events[-1], StartTLS)
+        if waiting and session.next_event() is PAUSED:
+            session.tls_started()
+            pump(session, decide, result.events)
 
     def check() -> None:
         pump(session, decide, result.events)
@@ -185,6 +195,7 @@ def run(
         else:
             session.receive_data(bytes(chunk))
             pump(session, decide, result.events)
+        handshake()
     check()
     return result
 

@@ -240,3 +240,57 @@ async def test_opendkim_signs_we_verify(keys: list[dkim.DKIMKey], tmp_path: Path
     assert [(r.result, r.selector) for r in res] == [("pass", rsa_key.selector)]
     tampered = signed.replace(b"Numbers  are  up.", b"Numbers are down")
     assert (await dkim.verify(tampered, resolver_for(keys)))[0].result == "fail"
+
+
+def _can_make_namespace() -> bool:
+    if OPENDKIM_TESTMSG is None or shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    probe = subprocess.run(["unshare", "-n", "-m", "true"], capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not _can_make_namespace(),
+                    reason="needs opendkim-tools and root to make a network namespace")
+@pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
+async def test_opendkim_verifies_our_signatures(
+    keys: list[dkim.DKIMKey], tmp_path: Path, algorithm: str
+) -> None:
+    """libopendkim verifies what we sign. It reads keys from DNS, so it runs in a private
+    network namespace whose resolv.conf points at a tiny DNS server on its own loopback."""
+    import json
+    import sys
+
+    assert OPENDKIM_TESTMSG is not None
+    key = next(k for k in keys if k.algorithm == algorithm)
+    (tmp_path / "table.json").write_text(json.dumps({key.dns_name: [dkim.dns_txt_record(key)]}))
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:2 attempts:1\n")
+    signed = await dkim.sign(MESSAGE, [key]) + MESSAGE
+    (tmp_path / "good.eml").write_bytes(signed)
+    (tmp_path / "bad.eml").write_bytes(signed.replace(b"Numbers  are  up.", b"Numbers down"))
+    other = next(k for k in keys if k.algorithm != algorithm)  # its key is not in the DNS
+    (tmp_path / "nokey.eml").write_bytes(await dkim.sign(MESSAGE, [other]) + MESSAGE)
+    server = Path(__file__).with_name("dns_server.py")
+    script = f"""
+set -e
+ip link set lo up
+mount --bind {tmp_path}/resolv.conf /etc/resolv.conf
+{sys.executable} {server} {tmp_path}/table.json {tmp_path}/ready 25 &
+srv=$!
+i=0; while [ ! -f {tmp_path}/ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+set +e
+{OPENDKIM_TESTMSG} -t {tmp_path} < {tmp_path}/good.eml > {tmp_path}/good.out 2>&1
+echo "good=$?" > {tmp_path}/codes
+{OPENDKIM_TESTMSG} -t {tmp_path} < {tmp_path}/bad.eml > {tmp_path}/bad.out 2>&1
+echo "bad=$?" >> {tmp_path}/codes
+{OPENDKIM_TESTMSG} -t {tmp_path} < {tmp_path}/nokey.eml > /dev/null 2>&1
+echo "nokey=$?" >> {tmp_path}/codes
+kill $srv 2>/dev/null || true
+"""
+    subprocess.run(["unshare", "-n", "-m", "sh", "-c", script], timeout=60, check=True)
+    codes = dict(line.split("=") for line in (tmp_path / "codes").read_text().split())
+    good_out = (tmp_path / "good.out").read_text()
+    assert codes["good"] == "0", good_out
+    assert good_out == ""  # silence means the signature verified
+    assert codes["bad"] != "0"
+    assert codes["nokey"] != "0"

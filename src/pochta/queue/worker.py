@@ -1,0 +1,358 @@
+"""The outbound queue worker: fetch due recipients, route them, deliver them grouped by
+destination over reused connections, record every outcome, send DSNs.
+
+Durability: the store holds every recipient's state. An item moves to ``delivered`` right
+after the server's 2xx to the message, before anything else happens, so a restart
+(even ``kill -9``) resumes every pending/deferred item and never resends to a recipient
+whose delivery was confirmed. (A crash between the 2xx and that update can still cause one
+duplicate: SMTP has no way to avoid that window, RFC 1047.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pochta.dns import Resolver
+from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit, local_reply
+from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
+from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
+from pochta.queue.schedule import next_retry
+from pochta.queue.settings import QueueConfig, Route
+from pochta.queue.transport import (
+    ConnectFailed,
+    Connector,
+    SMTPConnection,
+    TCPConnector,
+    Timeouts,
+)
+from pochta.storage.interfaces import (
+    Envelope,
+    MailStore,
+    QueueItem,
+    QueueState,
+    RemoteRecipient,
+)
+
+log = logging.getLogger("pochta.queue")
+
+# (DSN message bytes, the address it goes to, its envelope)
+BounceSink = Callable[[bytes, str, Envelope], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    item: QueueItem
+    report: RecipientReport | None
+
+
+class QueueWorker:
+    def __init__(
+        self,
+        store: MailStore,
+        hostname: str,
+        resolver: Resolver,
+        config: QueueConfig | None = None,
+        routes: Sequence[Route] = (),
+        *,
+        connector: Connector | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        tls_policy: TLSPolicyHook | None = None,
+        bounce_sink: BounceSink | None = None,
+        base_dir: str | Path = ".",
+        cafile: str | None = None,
+    ) -> None:
+        self.store = store
+        self.hostname = hostname
+        self.config = config or QueueConfig()
+        self.router = Router(
+            resolver, self.config, routes, local_hostname=hostname, tls_policy=tls_policy,
+            rng=rng,
+        )
+        self.connector: Connector = connector or TCPConnector()
+        self.clock = clock
+        self.bounce_sink: BounceSink = bounce_sink or self._enqueue_bounce
+        self.base_dir = Path(base_dir)
+        self.cafile = cafile
+        self.timeouts = Timeouts(
+            self.config.connect_timeout, self.config.command_timeout, self.config.data_timeout
+        )
+        self._wake = asyncio.Event()
+        self._inflight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._global = asyncio.Semaphore(self.config.concurrency)
+        self._per_dest: dict[str, asyncio.Semaphore] = {}
+        self._last_send: dict[str, float] = {}
+        self._stopping = False
+
+    # -- control ------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """New remote recipients were queued (or an admin asked for a flush)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled or ``stop()``; wakes on ``notify()`` and every
+        ``poll_interval`` seconds (to pick up retries and CLI changes)."""
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    await self._pass(wait=False)
+                except Exception:
+                    log.exception("queue pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+        finally:
+            await self._cancel_tasks()
+
+    async def run_once(self) -> int:
+        """One pass over the due items, waiting until every delivery is finished;
+        returns how many items were processed."""
+        return await self._pass(wait=True)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- one pass -----------------------------------------------------------------------
+
+    async def _pass(self, wait: bool) -> int:
+        now = self.clock()
+        items = [
+            i for i in await self.store.due_queue_items(now, limit=1000)
+            if i.id not in self._inflight
+            and i.state in (QueueState.PENDING, QueueState.DEFERRED)
+        ]
+        if not items:
+            return 0
+        destinations: dict[str, Destination | RouteFailure] = {}
+        jobs: dict[str, tuple[Destination, dict[str, list[QueueItem]]]] = {}
+        unroutable: dict[str, list[tuple[QueueItem, Reply]]] = {}
+        for item in items:
+            domain = item.recipient.address.rpartition("@")[2].lower()
+            if domain not in destinations:
+                try:
+                    destinations[domain] = await self.router.destination(domain)
+                except RouteFailure as exc:
+                    destinations[domain] = exc
+            dest = destinations[domain]
+            if isinstance(dest, RouteFailure):
+                unroutable.setdefault(item.message_id, []).append((item, dest.reply))
+                continue
+            job = jobs.setdefault(dest.key, (dest, {}))
+            job[1].setdefault(item.message_id, []).append(item)
+        self._inflight.update(i.id for i in items)
+        new_tasks: list[asyncio.Task[None]] = []
+        for message_id, failures in unroutable.items():
+            new_tasks.append(self._spawn(self._settle_unroutable(message_id, failures)))
+        for dest, messages in jobs.values():
+            lanes = min(self.config.per_destination, len(messages))
+            groups = list(messages.values())
+            for n in range(lanes):
+                new_tasks.append(self._spawn(self._lane(dest, groups[n::lanes])))
+        if wait:
+            await asyncio.gather(*new_tasks, return_exceptions=True)
+        return len(items)
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The items stay pending/deferred and are tried again on the next pass.
+                log.exception("queue delivery task failed")
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _settle_unroutable(
+        self, message_id: str, failures: list[tuple[QueueItem, Reply]]
+    ) -> None:
+        try:
+            outcomes = [await self._settle(item, reply, "") for item, reply in failures]
+            await self._notify_sender(outcomes)
+        finally:
+            self._inflight.difference_update(item.id for item, _ in failures)
+
+    async def _lane(self, dest: Destination, messages: list[list[QueueItem]]) -> None:
+        """Send messages one after another over (re)used connections to ``dest``."""
+        sem = self._per_dest.setdefault(dest.key, asyncio.Semaphore(self.config.per_destination))
+        conn: SMTPConnection | None = None
+        remaining = list(messages)
+        try:
+            async with sem, self._global:
+                while remaining:
+                    group = remaining[0]
+                    if conn is not None and (
+                        not conn.usable
+                        or conn.transactions >= self.config.messages_per_connection
+                    ):
+                        await conn.quit()
+                        conn = None
+                    if conn is None:
+                        try:
+                            conn = await SMTPConnection.open(
+                                dest, self.router, self.connector, self.hostname,
+                                self.timeouts, self._password, self.cafile,
+                            )
+                        except ConnectFailed as exc:
+                            # No hop works now: everything left for it waits (or bounces).
+                            for g in remaining:
+                                outcomes = [await self._settle(i, exc.reply, "") for i in g]
+                                self._inflight.difference_update(i.id for i in g)
+                                await self._notify_sender(outcomes)
+                            remaining = []
+                            break
+                    await self._rate_limit(dest.key)
+                    await self._send_one(conn, group)
+                    self._inflight.difference_update(i.id for i in group)
+                    remaining.pop(0)
+        finally:
+            for g in remaining:
+                self._inflight.difference_update(i.id for i in g)
+            if conn is not None:
+                await conn.quit()
+
+    async def _rate_limit(self, key: str) -> None:
+        rate = self.config.per_destination_rate
+        if rate <= 0:
+            return
+        interval = 60.0 / rate
+        last = self._last_send.get(key)
+        now = self.clock()
+        if last is not None and now < last + interval:
+            await asyncio.sleep(last + interval - now)
+        self._last_send[key] = self.clock()
+
+    async def _send_one(self, conn: SMTPConnection, group: list[QueueItem]) -> None:
+        first = group[0]
+        env = first.envelope
+        data = await self.store.read_blob(first.blob_id)
+        tx = Transaction(
+            sender=env.sender,
+            recipients=tuple(
+                Recipient(i.recipient.address, i.recipient.notify, i.recipient.orcpt)
+                for i in group
+            ),
+            message=data,
+            body_8bit=env.body_8bit,
+            smtputf8=env.smtputf8,
+            ret=env.ret,
+            envid=env.envid,
+        )
+        result = await conn.deliver(tx)
+        peer_dsn = conn.session.supports("DSN")
+        outcomes = []
+        for item, (_, reply) in zip(group, result.outcomes(), strict=True):
+            outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data))
+        await self._notify_sender(outcomes, data)
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    async def _settle(
+        self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
+        data: bytes | None = None,
+    ) -> _Outcome:
+        now = self.clock()
+        where = f" ({remote})" if remote else ""
+        text = f"{reply}{where}"
+        host = remote.split(" ", 1)[0]
+        to = item.recipient.address
+        if reply.positive:
+            await self.store.update_queue_item(item.id, QueueState.DELIVERED, now, text)
+            log.info("%s: to=<%s> status=sent %s", item.message_id, to, text)
+            report = None
+            if not peer_dsn and "SUCCESS" in (item.recipient.notify or "").upper():
+                # RFC 3461 §5.2.2.2: the next hop cannot carry the request; say "relayed".
+                report = RecipientReport(item.recipient, "relayed", status_of(reply),
+                                         str(reply), host, now)
+            return _Outcome(item, report)
+        if reply.permanent:
+            await self.store.update_queue_item(item.id, QueueState.FAILED, now, text)
+            log.info("%s: to=<%s> status=bounced %s", item.message_id, to, text)
+            return _Outcome(item, RecipientReport(
+                item.recipient, "failed", status_of(reply), str(reply), host, now))
+        decision = next_retry(self.config, item.created, item.next_attempt, now)
+        if decision.give_up:
+            text = f"{text}; gave up after {self.config.max_age / 86400:g} days"
+            await self.store.update_queue_item(item.id, QueueState.FAILED, now, text)
+            log.info("%s: to=<%s> status=expired %s", item.message_id, to, text)
+            # RFC 3463 X.4.7: delivery time expired; the last reply is the diagnostic.
+            return _Outcome(item, RecipientReport(
+                item.recipient, "failed", "5.4.7", str(reply), host, now))
+        await self.store.update_queue_item(
+            item.id, QueueState.DEFERRED, decision.next_attempt, text
+        )
+        log.info("%s: to=<%s> status=deferred %s", item.message_id, to, text)
+        report = None
+        if decision.warn:
+            report = RecipientReport(
+                item.recipient, "delayed", status_of(reply), str(reply), host, now,
+                will_retry_until=item.created + self.config.max_age,
+            )
+        return _Outcome(item, report)
+
+    async def _notify_sender(self, outcomes: list[_Outcome], data: bytes | None = None) -> None:
+        """One DSN per action for the message's recipients that asked for it."""
+        reports = [o for o in outcomes if o.report is not None]
+        if not reports:
+            return
+        first = reports[0].item
+        env = first.envelope
+        for action in ("failed", "delayed", "relayed"):
+            chosen = [
+                o.report for o in reports
+                if o.report is not None and o.report.action == action
+                and wants(env, o.item.recipient, action)
+            ]
+            if not chosen:
+                continue
+            if data is None:
+                data = await self.store.read_blob(first.blob_id)
+            dsn = build_dsn(
+                reporting_mta=self.hostname, envelope=env, queue_id=first.message_id,
+                original=data, reports=chosen, arrival=first.created, now=self.clock(),
+                size_limit=self.config.bounce_size_limit,
+            )
+            bounce_env = Envelope(
+                sender="", body_8bit=has_8bit(dsn), smtputf8=not env.sender.isascii()
+            )
+            try:
+                await self.bounce_sink(dsn, env.sender, bounce_env)
+            except Exception:
+                log.exception("%s: could not queue the %s DSN", first.message_id, action)
+
+    async def _enqueue_bounce(self, dsn: bytes, recipient: str, envelope: Envelope) -> None:
+        """Default sink: queue the DSN for remote delivery (the server replaces this with
+        one that delivers local senders' bounces into their INBOX)."""
+        await self.store.accept(dsn, envelope, [], [RemoteRecipient(recipient, "NEVER")])
+        self.notify()
+
+    def _password(self, path: str) -> str:
+        p = Path(path)
+        if not p.is_absolute():
+            p = self.base_dir / p
+        return p.read_text(encoding="utf-8").strip()
+
+
+def connection_failure(text: str) -> Reply:
+    return local_reply(451, "4.4.1", text)

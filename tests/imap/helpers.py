@@ -92,6 +92,11 @@ async def start(instance: Instance, **limits: Any) -> Server:
     return await start_instance(instance, **overrides)
 
 
+def st(resp: list[bytes]) -> bytes:
+    """The tagged status line without its tag: b"OK [...] text\r\n"."""
+    return resp[-1].split(b" ", 1)[1]
+
+
 def joined(resp: list[bytes]) -> bytes:
     return b"".join(resp)
 

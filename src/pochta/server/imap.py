@@ -247,5 +247,8 @@ class ImapSession:
 async def handle_imap(
     conn: Connection, ctx: ServerContext, listener: Listener
 ) -> None:
-    """The asyncio entry point registered for the ``imap`` role."""
-    await ImapSession(conn, ctx, listener).run()
+    """The asyncio entry point registered for the ``imap`` role. Tests may shorten the
+    autologout with ``ctx.extras["imap_idle_timeout"]`` (config insists on >= 30 min)."""
+    override = ctx.extras.get("imap_idle_timeout")
+    timeout = float(override) if isinstance(override, int | float) else None
+    await ImapSession(conn, ctx, listener, idle_timeout=timeout).run()

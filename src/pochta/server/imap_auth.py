@@ -133,7 +133,6 @@ async def cmd_starttls(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     # anything pipelined after STARTTLS was sent in clear: drop it (RFC 9051 §6.2.1)
     s.framer.discard_buffer()
     await s.conn.start_tls()
-    s.framer.discard_buffer()
 
 
 async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:

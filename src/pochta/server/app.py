@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -80,12 +81,28 @@ async def build_context(
         store=store,
         ssl_context=build_ssl_context(config),
         resolver=resolver or DNSPythonResolver(),
-        authenticator=Authenticator(store, config.auth),
+        authenticator=Authenticator(store, config.auth, secret=_auth_secret(config)),
         directory=Directory(store),
         delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
         queue_wakeup=wakeup,
     )
     return ctx
+
+
+def _auth_secret(config: Config) -> bytes:
+    """A persistent secret for the fake SCRAM keys of unknown users: if it changed on
+    restart, a changing salt would tell an attacker that an account does not exist."""
+    path = config.data_path / "auth-secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    secret = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
 
 
 @dataclass

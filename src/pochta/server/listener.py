@@ -10,12 +10,13 @@ plaintext byte already received must be thrown away (CVE-2011-0411 class), and a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
+from ..proto.sasl.base import ChannelBinding
+from ..services.auth import channel_bindings
 from ..tlsutil import TLSInfo
 
 __all__ = ["Connection", "ConnectionLimiter", "TLSInfo", "serve"]
@@ -45,6 +46,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.closed = asyncio.Event()
+        self._channel_bindings: tuple[ChannelBinding, ...] | None = None
         self.on_open: Callable[[Connection], None] | None = None
 
     # --- asyncio.Protocol callbacks --------------------------------------------------
@@ -144,9 +146,11 @@ class Connection(asyncio.Protocol):
         )
         if new is None:
             raise ConnectionError("connection closed during the TLS handshake")
+        # Not cleared again here: bytes that arrived through TLS while this coroutine
+        # was being resumed are the client's first protected command.
         self._transport = new
         self.tls_active = True
-        self._buffer.clear()
+        self._channel_bindings = None
 
     def _ssl_object(self) -> ssl.SSLObject | None:
         if self._transport is None:
@@ -163,15 +167,19 @@ class Connection(asyncio.Protocol):
             return None
         return TLSInfo(obj.version() or "TLS", cipher[0], int(cipher[2]))
 
+    def channel_bindings(self) -> tuple[ChannelBinding, ...]:
+        """Channel bindings SCRAM-SHA-256-PLUS may use on this connection: tls-exporter
+        (RFC 9266) where OpenSSL's exporter is reachable, tls-unique on TLS 1.2."""
+        if self._channel_bindings is None:
+            obj = self._ssl_object()
+            self._channel_bindings = channel_bindings(obj) if obj is not None else ()
+        return self._channel_bindings
+
     def channel_binding(self, kind: str) -> bytes | None:
-        """Channel-binding data for SCRAM-*-PLUS. Only ``tls-unique`` (TLS 1.2) can be
-        had from the stdlib ssl module; it has no keying-material exporter."""
-        obj = self._ssl_object()
-        # tls-unique is undefined for TLS 1.3 (RFC 9266 §1), so no binding there.
-        if obj is None or kind != "tls-unique" or obj.version() == "TLSv1.3":
-            return None
-        with contextlib.suppress(ValueError):
-            return obj.get_channel_binding("tls-unique")
+        """The data of one channel-binding type, or None."""
+        for binding in self.channel_bindings():
+            if binding.type == kind:
+                return binding.data
         return None
 
     def close(self) -> None:

@@ -72,15 +72,14 @@ class SMTPHandler:
         self.sasl: SASLDriver | None = None
         self.session = ServerSession(self._params())
 
-    def _channel_binding(self) -> ChannelBinding | None:
-        data = self.conn.channel_binding("tls-unique")
-        return ChannelBinding("tls-unique", data) if data else None
+    def _channel_bindings(self) -> tuple[ChannelBinding, ...]:
+        return self.conn.channel_bindings() if self.conn.tls_active else ()
 
     def _params(self) -> SessionParams:
         lim = self.config.limits
         mechs: tuple[str, ...] = ()
         if self.submission:
-            mechs = mechanisms_for(self.conn.tls_active, self._channel_binding() is not None)
+            mechs = mechanisms_for(self.conn.tls_active, bool(self._channel_bindings()))
         return SessionParams(
             hostname=self.config.hostname,
             banner=self.config.smtp.banner,
@@ -115,6 +114,10 @@ class SMTPHandler:
                 break
             event = session.next_event()
             if isinstance(event, ev.NeedData):
+                out = session.data_to_send()
+                if out:  # replies to the commands just processed
+                    self.conn.write(out)
+                    await self.conn.drain()
                 timeout = self._read_timeout(started)
                 try:
                     data = await self.conn.read(timeout)
@@ -173,7 +176,7 @@ class SMTPHandler:
     async def _auth_start(self, event: ev.AuthStart) -> None:
         driver = SASLDriver.create(
             event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
-            channel_binding=self._channel_binding(),
+            channel_binding=self._channel_bindings() or None,
             # SMTP's 235 cannot carry data: SCRAM's server-final goes in a last 334
             # challenge, answered with an empty line (RFC 4954 §4).
             final_as_challenge=True,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..proto.sasl.base import (
+    Bindings,
     Challenge,
-    ChannelBinding,
     CheckPassword,
     Failure,
     Mechanism,
@@ -59,7 +59,7 @@ class SASLDriver:
         name: str,
         authenticator: Authenticator,
         client_ip: str,
-        channel_binding: ChannelBinding | None = None,
+        channel_binding: Bindings | None = None,
         final_as_challenge: bool = False,
     ) -> SASLDriver | None:
         mech = new_mechanism(

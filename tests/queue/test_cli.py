@@ -1,0 +1,94 @@
+"""``pochta queue ...`` against a real data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from pochta.cli import main
+from pochta.storage.interfaces import Envelope, QueueItem, QueueState, RemoteRecipient
+from pochta.storage.sqlite import SQLiteStore
+
+MSG = b"From: alice@example.test\r\nSubject: queued one\r\n\r\nbody text\r\n"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, str]:
+    cfg = tmp_path / "pochta.toml"
+    cfg.write_text('hostname = "mta.example.test"\ndata_dir = "data"\n')
+
+    async def prep() -> str:
+        store = await SQLiteStore.open(tmp_path / "data")
+        try:
+            res = await store.accept(MSG, Envelope("alice@example.test"), [], [
+                RemoteRecipient("bob@example.net"), RemoteRecipient("carol@example.org")])
+            items = await store.list_queue()
+            await store.update_queue_item(items[0].id, QueueState.DEFERRED,
+                                          time.time() + 3600, "451 4.7.1 greylisted")
+            await store.update_queue_item(items[1].id, QueueState.DELIVERED, time.time(),
+                                          "250 2.0.0 ok")
+            return res.message_id
+        finally:
+            await store.close()
+
+    return cfg, asyncio.run(prep())
+
+
+def items(tmp_path: Path) -> list[QueueItem]:
+    async def get() -> list[QueueItem]:
+        store = await SQLiteStore.open(tmp_path / "data")
+        try:
+            return await store.list_queue()
+        finally:
+            await store.close()
+
+    return asyncio.run(get())
+
+
+def test_list_shows_active_items(setup: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+                                 ) -> None:
+    cfg, _qid = setup
+    assert main(["-c", str(cfg), "queue", "list", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "bob@example.net" in out and "deferred" in out and "greylisted" in out
+    assert "carol@example.org" not in out  # delivered: only with --all
+    assert main(["-c", str(cfg), "queue", "list", "--all"]) == 0
+    assert "carol@example.org" in capsys.readouterr().out
+
+
+def test_show_prints_recipients_and_headers(
+    setup: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, qid = setup
+    assert main(["-c", str(cfg), "queue", "show", qid]) == 0
+    out = capsys.readouterr().out
+    assert f"Queue ID:    {qid}" in out
+    assert "Subject: queued one" in out and "body text" not in out
+    assert "<bob@example.net>" in out and "<carol@example.org>" in out
+    assert main(["-c", str(cfg), "queue", "show", "nonexistent"]) == 1
+
+
+def test_retry_and_flush_make_items_due(setup: tuple[Path, str], tmp_path: Path) -> None:
+    cfg, _qid = setup
+    before = time.time()
+    bob = next(i for i in items(tmp_path) if i.recipient.address == "bob@example.net")
+    assert bob.next_attempt > before + 3000
+    assert main(["-c", str(cfg), "queue", "retry", str(bob.id)]) == 0
+    bob = next(i for i in items(tmp_path) if i.id == bob.id)
+    assert bob.state is QueueState.DEFERRED and bob.next_attempt <= time.time()
+    assert main(["-c", str(cfg), "queue", "flush"]) == 0
+    carol = next(i for i in items(tmp_path) if i.recipient.address == "carol@example.org")
+    assert carol.state is QueueState.DELIVERED  # finished items are left alone
+
+
+def test_delete_retires_without_bounce(setup: tuple[Path, str], tmp_path: Path) -> None:
+    cfg, qid = setup
+    assert main(["-c", str(cfg), "queue", "delete", qid]) == 0
+    remaining = [i for i in items(tmp_path) if i.state in (QueueState.PENDING,
+                                                             QueueState.DEFERRED)]
+    assert remaining == []
+    # No DSN was queued.
+    assert all(i.envelope.sender != "" for i in items(tmp_path))

@@ -397,10 +397,18 @@ def test_quit_enters_update_and_expunges_marked_messages() -> None:
     assert d.closed
 
 
-def test_quit_without_deletions_has_no_update() -> None:
+def test_quit_without_deletions_or_retrievals_has_no_update() -> None:
     d = logged_in()
-    d.send(b"QUIT\r\n")
+    d.send(b"TOP 1 0\r\nQUIT\r\n")
     assert d.closed and not any(isinstance(e, Update) for e in d.events)
+
+
+def test_update_marks_retrieved_messages_seen() -> None:
+    d = logged_in()
+    d.send(b"RETR 1\r\nRETR 2\r\nTOP 3 1\r\nDELE 2\r\nQUIT\r\n")
+    update = next(e for e in d.events if isinstance(e, Update))
+    assert [m.uid for m in update.deleted] == [9]
+    assert [m.uid for m in update.retrieved] == [5]
 
 
 def test_update_failure_reported() -> None:

@@ -130,10 +130,11 @@ class Retrieve:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """QUIT in TRANSACTION with messages marked deleted: expunge them, then call
-    ``update_done``."""
+    """QUIT in TRANSACTION (RFC 1939 §6, the UPDATE state): expunge ``deleted``, mark
+    ``retrieved`` (RETR'd and kept) as seen, then call ``update_done``."""
 
     deleted: tuple[DropMessage, ...]
+    retrieved: tuple[DropMessage, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +246,17 @@ class Pop3Session:
         self.errors = 0
         self.messages: list[DropMessage] = []
         self.deleted: set[int] = set()  # 1-based message numbers marked deleted
+        self.retrieved: set[int] = set()  # 1-based message numbers sent by RETR
 
         self._in = bytearray()
         self._out: list[bytes] = []
+        self._out_size = 0
         self._discarding = False  # inside an over-long line, dropping until LF
         self._wait = _Wait.NONE
         self._user_arg: str | None = None  # from USER, waiting for PASS
         self._in_sasl = False  # the next line is a SASL response
         self._retrieve_top: int | None = None
+        self._retrieve_number = 0
 
     # -- I/O plumbing ---------------------------------------------------------------
 
@@ -270,7 +274,13 @@ class Pop3Session:
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)
         self._out.clear()
+        self._out_size = 0
         return out
+
+    @property
+    def pending_output(self) -> int:
+        """Octets waiting in ``data_to_send`` (drivers flush early past a threshold)."""
+        return self._out_size
 
     @property
     def deleted_count(self) -> int:
@@ -278,6 +288,7 @@ class Pop3Session:
 
     def _send(self, data: bytes) -> None:
         self._out.append(data)
+        self._out_size += len(data)
 
     def _error(self, text: str, code: str | None = None) -> Event | None:
         """Reply -ERR and count it; past the limit, say so and close."""
@@ -595,6 +606,7 @@ class Pop3Session:
             return self._after_error()
         self._wait = _Wait.RETRIEVE
         self._retrieve_top = None
+        self._retrieve_number = n
         return Retrieve(n, self.messages[n - 1], None)
 
     def _cmd_top(self, arg: str) -> Event | None:
@@ -656,15 +668,18 @@ class Pop3Session:
         return caps
 
     def _cmd_quit(self, arg: str) -> Event | None:
-        if self.state is State.TRANSACTION and self.deleted:
-            # RFC 1939 §6: deletions happen in the UPDATE state only.
-            self.state = State.UPDATE
-            self._wait = _Wait.UPDATE
-            gone = tuple(self.messages[n - 1] for n in sorted(self.deleted))
-            return Update(gone)
         if self.state is State.TRANSACTION:
-            self._send(_ok(f"{self.hostname} POP3 server signing off ({len(self.messages)} "
-                           "messages left)"))
+            # RFC 1939 §6: deletions happen in the UPDATE state only, entered by QUIT.
+            seen = self.retrieved - self.deleted
+            if self.deleted or seen:
+                self.state = State.UPDATE
+                self._wait = _Wait.UPDATE
+                return Update(
+                    tuple(self.messages[n - 1] for n in sorted(self.deleted)),
+                    tuple(self.messages[n - 1] for n in sorted(seen)),
+                )
+            left = len(self.messages)
+            self._send(_ok(f"{self.hostname} POP3 server signing off ({left} messages left)"))
         else:
             self._send(_ok(f"{self.hostname} POP3 server signing off"))
         self.state = State.CLOSED
@@ -677,6 +692,7 @@ class Pop3Session:
         self._expect(_Wait.RETRIEVE)
         top = self._retrieve_top
         if top is None:
+            self.retrieved.add(self._retrieve_number)
             self._send(b"+OK %d octets\r\n" % len(data))
         else:
             data = top_of(data, top)

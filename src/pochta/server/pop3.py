@@ -1,0 +1,312 @@
+"""The POP3 front-end: drives ``pochta.proto.pop3.Pop3Session`` over one connection.
+
+The maildrop is the account's INBOX, snapshotted at login (RFC 1939 §8: fixed for the
+session), so RETR reads one blob per command and never the message list again. Messages
+marked with DELE are expunged only when QUIT enters the UPDATE state; a dropped
+connection or an autologout leaves the maildrop untouched. One POP3 session per account
+at a time (RFC 1939 §8 exclusive-access lock, ``ctx.pop3_locks``); IMAP sessions on the
+same INBOX go on beside it, and a message they expunge meanwhile answers -ERR on RETR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from typing import TYPE_CHECKING
+
+from pochta.config import Listener
+from pochta.proto.pop3 import (
+    NEED_DATA,
+    ApopLogin,
+    AuthAborted,
+    AuthResponse,
+    AuthStart,
+    Closed,
+    DropMessage,
+    PasswordLogin,
+    Pop3Session,
+    Retrieve,
+    StartTLS,
+    Update,
+)
+from pochta.proto.sasl.base import (
+    Challenge,
+    ChannelBinding,
+    CheckPassword,
+    Failure,
+    Mechanism,
+    NeedScramCredentials,
+    Step,
+    Success,
+)
+from pochta.proto.sasl.registry import mechanisms_for, new_mechanism
+from pochta.server.listener import Connection
+from pochta.services.auth import normalize_address
+from pochta.storage.interfaces import Account, FlagMode, StoreError
+
+if TYPE_CHECKING:
+    from pochta.server.app import ServerContext
+
+log = logging.getLogger("pochta.pop3")
+
+# Reply to a client the brute-force limiter has locked out. It names no account and is
+# the same whether the account exists.
+_LOCKED_OUT = ("Too many failed logins, try again later", "SYS/TEMP")
+# Write buffered replies out once this much is pending (pipelined RETRs).
+_FLUSH_AT = 256 * 1024
+
+
+def apop_enabled(ctx: ServerContext) -> bool:
+    """APOP is off unless the configuration turns it on (``[pop3] apop = true``)."""
+    section = getattr(ctx.config, "pop3", None)
+    return bool(getattr(section, "apop", False))
+
+
+class _Pop3Handler:
+    def __init__(self, conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.store = ctx.store
+        self.locked_account: int | None = None
+        self.mailbox_id = 0
+        self.mechanism: Mechanism | None = None
+        self.scram_user: str | None = None
+        timestamp = None
+        if apop_enabled(ctx):
+            # RFC 1939 §7: a unique, msg-id-like timestamp per greeting.
+            timestamp = f"<{os.getpid()}.{secrets.token_hex(8)}@{ctx.config.hostname}>"
+        self.session = Pop3Session(
+            hostname=ctx.config.hostname,
+            tls_active=conn.tls_active,
+            tls_available=ctx.ssl_context is not None and listener.tls == "starttls",
+            # A listener configured without TLS (behind a TLS proxy, or for local tests)
+            # accepts credentials as it is; every other listener wants TLS first.
+            plaintext_auth=listener.tls == "none",
+            mechanisms=self._mechanisms(),
+            apop_timestamp=timestamp,
+            max_errors=ctx.config.limits.max_errors,
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _channel_binding(self) -> ChannelBinding | None:
+        if not self.conn.tls_active:
+            return None
+        data = self.conn.channel_binding("tls-unique")
+        return ChannelBinding("tls-unique", data) if data is not None else None
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        return mechanisms_for(
+            self.conn.tls_active, self._channel_binding() is not None, allow_plaintext=True
+        )
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.conn.write(out)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        timeout = self.ctx.config.limits.pop3_idle_timeout
+        self.conn.write(self.session.greeting())
+        try:
+            while True:
+                event = self.session.next_event()
+                if event is NEED_DATA:
+                    self.flush()
+                    await self.conn.drain()
+                    try:
+                        data = await self.conn.read(timeout)
+                    except TimeoutError:
+                        # RFC 1939 §3: autologout timer; no UPDATE state.
+                        self.conn.write(self.session.autologout())
+                        return
+                    if not data:
+                        return  # dropped without QUIT: deletions are forgotten
+                    self.session.receive_data(data)
+                elif isinstance(event, Retrieve):
+                    await self._retrieve(event)
+                    if self.session.pending_output > _FLUSH_AT:
+                        self.flush()
+                        await self.conn.drain()
+                elif isinstance(event, PasswordLogin):
+                    await self._password_login(event.username, event.password)
+                elif isinstance(event, AuthStart):
+                    await self._auth_start(event)
+                elif isinstance(event, AuthResponse):
+                    await self._auth_step(self._mech().respond(event.data))
+                elif isinstance(event, AuthAborted):
+                    self.mechanism = None
+                    self.scram_user = None
+                elif isinstance(event, ApopLogin):
+                    await self._apop_login(event)
+                elif isinstance(event, StartTLS):
+                    self.flush()
+                    await self.conn.start_tls()
+                    self.session.tls_started()
+                    self.session.mechanisms = self._mechanisms()
+                elif isinstance(event, Update):
+                    await self._update(event)
+                elif isinstance(event, Closed):
+                    self.flush()
+                    await self.conn.drain()
+                    return
+        finally:
+            if self.locked_account is not None:
+                self.ctx.pop3_locks.discard(self.locked_account)
+
+    # -- authentication -------------------------------------------------------------------
+
+    async def _refuse(self, text: str = "Authentication failed", code: str = "AUTH") -> None:
+        self.mechanism = None
+        self.scram_user = None
+        if self.session.reject_login(text, code) is not None:
+            log.info("conn %s: too many errors", self.conn.conn_id)
+
+    async def _password_login(self, username: str, password: str) -> None:
+        auth = self.ctx.authenticator
+        ip = self.conn.peer_ip
+        if not await auth.allowed(ip, username):
+            await self._refuse(*_LOCKED_OUT)
+            return
+        account = await auth.check_password(username, password, ip)
+        if account is None:
+            await self._refuse()
+            return
+        await self._login(account)
+
+    async def _apop_login(self, event: ApopLogin) -> None:
+        auth = self.ctx.authenticator
+        ip = self.conn.peer_ip
+        address = normalize_address(event.username)
+        if not await auth.allowed(ip, address):
+            await self._refuse(*_LOCKED_OUT)
+            return
+        account = await self.store.get_account(address)
+        secret = account.apop_secret if account is not None else None
+        # Compare against a random digest when there is no secret, so unknown accounts
+        # and accounts without APOP take the same path.
+        material = event.timestamp + (secret if secret else secrets.token_hex(16))
+        expected = hashlib.md5(material.encode("utf-8"), usedforsecurity=False).hexdigest()
+        ok = hmac.compare_digest(expected, event.digest)
+        if account is None or not secret or account.disabled or not ok:
+            await auth.register_failure(ip, address, "APOP")
+            await self._refuse()
+            return
+        auth.limiter.record_success(ip, address)
+        await self._login(account)
+
+    def _mech(self) -> Mechanism:
+        assert self.mechanism is not None
+        return self.mechanism
+
+    async def _auth_start(self, event: AuthStart) -> None:
+        self.mechanism = new_mechanism(
+            event.mechanism, channel_binding=self._channel_binding(), final_as_challenge=True
+        )
+        self.scram_user = None
+        if self.mechanism is None:
+            await self._refuse("Unsupported authentication mechanism", "AUTH")
+            return
+        await self._auth_step(self.mechanism.start(event.initial_response))
+
+    async def _auth_step(self, step: Step) -> None:
+        auth = self.ctx.authenticator
+        ip = self.conn.peer_ip
+        while True:
+            if isinstance(step, Challenge):
+                self.session.auth_challenge(step.data)
+                return
+            if isinstance(step, CheckPassword):
+                self.mechanism = None
+                await self._password_login(step.username, step.password)
+                return
+            if isinstance(step, NeedScramCredentials):
+                if not await auth.allowed(ip, step.username):
+                    await self._refuse(*_LOCKED_OUT)
+                    return
+                self.scram_user = step.username
+                keys = await auth.scram_credentials(step.username)
+                step = self._mech().provide(keys)
+                continue
+            if isinstance(step, Success):
+                self.mechanism = None
+                account = await auth.finish_scram(step.username, ip, True)
+                if account is None:
+                    await self._refuse()
+                    return
+                await self._login(account)
+                return
+            assert isinstance(step, Failure)
+            log.info("conn %s: AUTH failed: %s", self.conn.conn_id, step.reason)
+            if self.scram_user is not None:
+                await auth.finish_scram(self.scram_user, ip, False)
+            else:
+                await auth.register_failure(ip, None, step.reason)
+            await self._refuse()
+            return
+
+    async def _login(self, account: Account) -> None:
+        # RFC 1939 §8 / RFC 2449 §8.1.1: one POP3 session per maildrop.
+        if account.id in self.ctx.pop3_locks:
+            await self._refuse("Maildrop is locked by another POP3 session", "IN-USE")
+            return
+        self.ctx.pop3_locks.add(account.id)
+        self.locked_account = account.id
+        try:
+            mailbox = await self.store.get_mailbox(account.id, "INBOX")
+            if mailbox is None:
+                raise StoreError("account has no INBOX")
+            metas = await self.store.list_messages(mailbox.id)
+        except StoreError as exc:
+            log.error("conn %s: maildrop of %s unavailable: %s", self.conn.conn_id,
+                      account.address, exc)
+            self.ctx.pop3_locks.discard(account.id)
+            self.locked_account = None
+            await self._refuse("Maildrop unavailable, try again later", "SYS/TEMP")
+            return
+        self.mailbox_id = mailbox.id
+        # UIDL (RFC 1939 §7): UIDVALIDITY.UID stays the same across sessions and flag
+        # changes, and never names another message.
+        prefix = f"{mailbox.uidvalidity}."
+        drop = [DropMessage(m.uid, m.blob_id, m.size, prefix + str(m.uid)) for m in metas]
+        log.info("conn %s: POP3 login %s from %s, %d messages", self.conn.conn_id,
+                 account.address, self.conn.peer_ip, len(drop))
+        self.session.accept_login(account.address, drop)
+
+    # -- transaction ----------------------------------------------------------------------
+
+    async def _retrieve(self, event: Retrieve) -> None:
+        try:
+            data = await self.store.read_blob(event.message.blob_id)
+        except StoreError as exc:
+            log.warning("conn %s: message uid %d unavailable: %s", self.conn.conn_id,
+                        event.message.uid, exc)
+            self.session.message_unavailable()
+            return
+        self.session.send_message(data)
+
+    async def _update(self, event: Update) -> None:
+        ok = True
+        try:
+            if event.retrieved:
+                # Like Dovecot: messages downloaded and kept show as read over IMAP.
+                await self.store.store_flags(
+                    self.mailbox_id, [m.uid for m in event.retrieved],
+                    frozenset({"\\Seen"}), FlagMode.ADD,
+                )
+            if event.deleted:
+                await self.store.expunge(self.mailbox_id, [m.uid for m in event.deleted])
+        except StoreError as exc:
+            log.error("conn %s: UPDATE failed: %s", self.conn.conn_id, exc)
+            ok = False
+        self.session.update_done(ok)
+
+
+async def handle_pop3(conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+    """One POP3 connection (port 110 with STLS, or 995 with implicit TLS)."""
+    await _Pop3Handler(conn, ctx, listener).run()

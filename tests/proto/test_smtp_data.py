@@ -8,7 +8,7 @@ import pytest
 
 from pochta.proto.smtp import replies
 from pochta.proto.smtp.events import NEED_DATA, Event, MailFrom, MessageReady, RcptTo
-from pochta.proto.smtp.server import ServerSession
+from pochta.proto.smtp.server import ServerSession, SessionParams
 
 from .test_smtp_transcript import GREET_EHLO, PARAMS, transcript
 
@@ -186,6 +186,39 @@ def test_long_body_line_rejects_message() -> None:
         p,
     )
     assert r.messages == []
+
+
+def test_body_line_of_exactly_the_limit_is_accepted() -> None:
+    p = dataclasses.replace(PARAMS, max_data_line_length=100)
+    r = transcript(OPEN + _lit(b"a" * 100 + b"\r\n.\r\n") + QUEUED, p)
+    assert r.messages[0].data == b"a" * 100 + b"\r\n"
+
+
+def test_long_line_split_between_cr_and_lf_still_ends_data() -> None:
+    p = dataclasses.replace(PARAMS, max_data_line_length=10)
+    s = _session_in_data(p)
+    s.receive_data(b"b" * 30 + b"\r")  # over-long, and the CR may start CRLF
+    assert s.next_event() is NEED_DATA
+    s.receive_data(b"\n.\r\n")
+    assert s.next_event() is NEED_DATA
+    assert s.data_to_send() == b"554 5.6.0 Message contains a line that is too long\r\n"
+    s.receive_data(b"NOOP\r\n")
+    assert s.next_event() is NEED_DATA
+    assert s.data_to_send() == b"250 2.0.0 Ok\r\n"
+
+
+def _session_in_data(p: SessionParams) -> ServerSession:
+    s = ServerSession(p)
+    s.receive_data(b"EHLO c\r\nMAIL FROM:<a@example.com>\r\n")
+    assert isinstance(s.next_event(), MailFrom)
+    s.accept()
+    s.receive_data(b"RCPT TO:<b@example.org>\r\n")
+    assert isinstance(s.next_event(), RcptTo)
+    s.accept()
+    s.receive_data(b"DATA\r\n")
+    assert s.next_event() is NEED_DATA
+    s.data_to_send()
+    return s
 
 
 def test_long_body_line_is_not_buffered() -> None:

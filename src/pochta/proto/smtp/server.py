@@ -652,10 +652,10 @@ class ServerSession:
         while True:
             i = buf.find(b"\r\n", self._scan)
             if i < 0:
-                limit = self.params.max_data_line_length
-                if len(buf) > limit:
+                # A trailing CR may start the CRLF that ends the line: keep it.
+                keep = 1 if buf.endswith(b"\r") else 0
+                if len(buf) - keep > self.params.max_data_line_length:
                     # Part of an over-long line: refuse the message, keep no bytes.
-                    keep = 1 if buf.endswith(b"\r") else 0
                     self._fail_message(replies.DATA_LINE_TOO_LONG)
                     self._data_line(bytes(buf[: len(buf) - keep]), complete=False)
                     del buf[: len(buf) - keep]

@@ -32,6 +32,7 @@ class Sink:
     implicit_tls: bool = False
     auth: tuple[str, str] | None = None  # offer AUTH PLAIN and require it
     drop_after_data: bool = False  # close without answering the message (lost 250)
+    hold: asyncio.Event | None = None  # wait for this before answering the message
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
     commands: list[str] = field(default_factory=list)
@@ -179,6 +180,8 @@ class Sink:
         if self.data_reply.startswith(b"2"):
             self.messages.append(Received(sender or "", mail_line, list(rcpts), rcpt_lines,
                                           body, tls, authed))
+        if self.hold is not None:
+            await self.hold.wait()
         writer.write(self.data_reply)
         await writer.drain()
         return False

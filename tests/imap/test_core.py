@@ -12,7 +12,7 @@ from pochta.proto.imap.seqset import parse_seqset_text
 
 
 def events(f: Framer) -> list[object]:
-    out = []
+    out: list[object] = []
     while (ev := f.next_event()) is not None:
         out.append(ev)
     return out

@@ -17,7 +17,8 @@ async def test_capability_login_select_fetch(imap_server: Server) -> None:
         resp = await c.cmd("SELECT INBOX")
         text = joined(resp)
         assert b"* 1 EXISTS" in text and b"[READ-WRITE]" in resp[-1]
-        resp = await c.cmd("FETCH 1 (FLAGS UID RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        resp = await c.cmd(
+            "FETCH 1 (FLAGS UID RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         text = joined(resp)
         assert b"\\Flagged" in text and b"RFC822.SIZE %d" % len(MESSAGE) in text
         assert b'"Hello there"' in text and b"Subject: Hello there\r\n\r\n" in text

@@ -102,7 +102,7 @@ async def test_login_failures_same_text(imap_server: Server) -> None:
 
 
 async def test_bruteforce_lockout(imap_server: Server) -> None:
-    imap_server.ctx.config.auth.__dict__  # config is frozen; use the limiter directly
+    # the shared limiter, as if many failures had come from this IP for alice
     limiter = imap_server.ctx.authenticator.limiter
     for _ in range(20):
         limiter.record_failure("127.0.0.1", "alice@example.test")

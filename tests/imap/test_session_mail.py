@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from pochta.storage.interfaces import Envelope, LocalTarget
@@ -56,7 +55,7 @@ async def test_mailbox_management_and_list(imap_server: Server) -> None:
         text = joined(await c.cmd('LIST "" "&BB4-*"'))
         assert b"&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-" in text
         await c.cmd("ENABLE UTF8=ACCEPT")
-        text = joined(await c.cmd('LIST "" "О*"'))
+        text = joined(await c.cmd('LIST "" "\u041e*"'))
         assert "Отправленные".encode() in text
 
 
@@ -222,14 +221,14 @@ async def test_condstore_and_qresync(imap_server: Server) -> None:
         m = re.search(rb"HIGHESTMODSEQ (\d+)", joined(resp))
         assert m
         hms = int(m.group(1))
-        text = joined(await c.cmd("STORE 1 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)" % hms))
+        text = joined(await c.cmd(f"STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Seen)"))
         assert b"MODSEQ (" in text
-        resp = await c.cmd("STORE 1 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)" % hms)
+        resp = await c.cmd(f"STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Flagged)")
         assert st(resp).startswith(b"OK [MODIFIED 1]")
-        resp = await c.cmd("FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % hms)
+        resp = await c.cmd(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})")
         fetches = [x for x in resp if x.startswith(b"* ")]
         assert len(fetches) == 1 and b"MODSEQ" in fetches[0]
-        resp = await c.cmd("SEARCH MODSEQ %d" % (hms + 1))
+        resp = await c.cmd(f"SEARCH MODSEQ {hms + 1}")
         assert resp[0].startswith(b"* SEARCH 1 (MODSEQ ")
         await c.cmd("STORE 2 +FLAGS (\\Deleted)")
         await c.cmd("EXPUNGE")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from argon2 import PasswordHasher
 
 from pochta import passwords
@@ -40,6 +41,13 @@ ALL_LISTENERS = [
     {"role": "pop3", "port": 0, "tls": "starttls"},
     {"role": "pop3", "port": 0, "tls": "implicit"},
 ]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on uvloop, the loop `pochta serve` uses."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(autouse=True, scope="session")

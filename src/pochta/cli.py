@@ -145,14 +145,10 @@ async def init_instance(
 
 
 def _dkim_for_new_domain(config: Config, domain: str) -> None:
-    """Create DKIM keys for a new domain when the policy module is present."""
-    try:
-        dkim = importlib.import_module("pochta.policy.dkim")
-    except ImportError:
-        return
-    ensure = getattr(dkim, "ensure_domain_keys", None)
-    if ensure is not None:
-        ensure(config.data_path, domain)
+    """A new domain gets its DKIM keys at once, so `pochta dns records` can list them."""
+    from .policy.dkim import ensure_domain_keys
+
+    ensure_domain_keys(config.data_path, domain, config.dkim.algorithms, config.dkim.rsa_bits)
 
 
 def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:

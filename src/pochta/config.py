@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
+from .policy.settings import validate as validate_policy
+
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
 
@@ -126,6 +129,14 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class DNSConfig:
+    nameservers: list[str] = field(
+        default_factory=list, metadata=_doc("resolver IPs; empty: the system's resolv.conf")
+    )
+    timeout: float = field(default=5.0, metadata=_doc("seconds per DNS lookup"))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
     format: str = field(default="text", metadata=_doc("text or json"))
@@ -154,6 +165,10 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig, metadata=_doc("[auth]"))
     storage: StorageConfig = field(default_factory=StorageConfig, metadata=_doc("[storage]"))
     log: LogConfig = field(default_factory=LogConfig, metadata=_doc("[log]"))
+    dns: DNSConfig = field(default_factory=DNSConfig, metadata=_doc("[dns]"))
+    dkim: DKIMSettings = field(default_factory=DKIMSettings, metadata=_doc("[dkim]"))
+    spf: SPFSettings = field(default_factory=SPFSettings, metadata=_doc("[spf]"))
+    dmarc: DMARCSettings = field(default_factory=DMARCSettings, metadata=_doc("[dmarc]"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -273,6 +288,15 @@ def _validate(cfg: Config) -> None:
     _check(cfg.storage.backend == "sqlite", "storage.backend", "only 'sqlite' is built so far")
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
+    for i, ns in enumerate(cfg.dns.nameservers):
+        try:
+            ipaddress.ip_address(ns)
+        except ValueError:
+            raise ConfigError(f"dns.nameservers[{i}]: {ns!r} is not an IP address") from None
+    _check(cfg.dns.timeout > 0, "dns.timeout", "must be positive")
+    problems = validate_policy(cfg.dkim, cfg.spf, cfg.dmarc)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 def reference() -> str:

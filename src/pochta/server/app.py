@@ -19,6 +19,7 @@ from ..logsetup import setup_logging
 from ..services.auth import Authenticator
 from ..services.delivery import DeliveryService
 from ..services.directory import Directory
+from ..services.signing import DKIMSigner
 from ..storage.interfaces import MailStore
 from ..storage.sqlite import SQLiteStore
 from ..tlsutil import server_context
@@ -50,6 +51,7 @@ class ServerContext:
     authenticator: Authenticator
     directory: Directory
     delivery: DeliveryService
+    signer: DKIMSigner
     pop3_locks: set[int] = field(default_factory=set)
     queue_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # services plugged in by later layers (queue worker, policy), by name
@@ -80,11 +82,12 @@ async def build_context(
         config=config,
         store=store,
         ssl_context=build_ssl_context(config),
-        resolver=resolver or DNSPythonResolver(),
+        resolver=resolver or DNSPythonResolver(config.dns.nameservers, config.dns.timeout),
         authenticator=Authenticator(store, config.auth, secret=_auth_secret(config)),
         directory=Directory(store),
         delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
         queue_wakeup=wakeup,
+        signer=DKIMSigner(config.data_path),
     )
     return ctx
 

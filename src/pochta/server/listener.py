@@ -14,6 +14,7 @@ import itertools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from ..proto.sasl.base import ChannelBinding
 from ..services.auth import channel_bindings
@@ -52,8 +53,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol callbacks --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not registered as asyncio.Transport subclasses
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])

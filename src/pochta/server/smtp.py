@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
+from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge, ChannelBinding
 from ..proto.sasl.registry import mechanisms_for
 from ..proto.smtp import events as ev
@@ -308,6 +309,7 @@ class SMTPHandler:
                             f"{self.account.address}"))
                         return
             data = add_missing_headers(data, self.config.hostname, time.time())
+            data = await self._sign(data)
         envelope = Envelope(
             sender=event.sender,
             ret=event.mail_from.ret,
@@ -326,7 +328,17 @@ class SMTPHandler:
             show_auth=self.config.smtp.received_show_auth,
             hide_client_ip=self.submission and self.config.smtp.received_hide_client_ip,
         )
-        local = [LocalTarget(account_id) for account_id in self.txn.local]
+        mailbox = "INBOX"
+        if not self.submission:
+            verdict = await self._inbound_checks(data, event.sender)
+            if verdict is not None:
+                if verdict.action == "reject" and verdict.reject_reply is not None:
+                    code, enhanced, text = verdict.reject_reply
+                    self.session.reject(Reply(code, enhanced, text))
+                    return
+                data = verdict.message
+                mailbox = verdict.mailbox or "INBOX"
+        local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
         try:
             result = await self.ctx.delivery.deliver(
                 data, envelope, local, self.txn.remote, trace, self.txn.recipients)
@@ -344,6 +356,33 @@ class SMTPHandler:
                   event.sender, len(self.txn.recipients), len(data))
         self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))
         self.txn = _Transaction()
+
+
+    async def _sign(self, data: bytes) -> bytes:
+        if not self.config.dkim.sign:
+            return data
+        senders = from_addresses(split_message(data)[0])
+        if not senders:
+            return data
+        try:
+            domain = split_address(senders[0])[1]
+        except AddressError:
+            return data
+        if not await self.ctx.directory.is_local_domain(domain):
+            return data
+        return await self.ctx.signer.sign(data, domain)
+
+    async def _inbound_checks(self, data: bytes, sender: str) -> InboundVerdict | None:
+        cfg = self.config
+        if not (cfg.spf.check or cfg.dkim.verify or cfg.dmarc.check):
+            return None
+        verdict = await check_inbound(
+            data, self.conn.peer_ip, self.session.helo_name or "", sender,
+            self.ctx.resolver, cfg.hostname,
+            dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
+        )
+        self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
+        return verdict
 
 
 async def handle_smtp(conn: Connection, ctx: ServerContext, listener: Listener) -> None:

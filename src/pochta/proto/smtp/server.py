@@ -32,6 +32,16 @@ Decisions documented here (where the RFCs leave a choice):
   ``BODY=BINARYMIME``.
 * BDAT chunk data announced by a syntactically valid BDAT command is always read and
   discarded when the command is refused, so binary data is never parsed as commands.
+  After a failed chunk (e.g. over size) later chunks get the same reply; LAST or RSET
+  ends the failed transaction (RFC 3030 section 3).
+* STARTTLS: the core queues ``220 2.0.0`` itself, drops every byte pipelined after the
+  command or received before ``tls_started()`` (CVE-2011-0411), and emits StartTLS.
+  STARTTLS is refused inside a mail transaction (503) and when TLS is active (503).
+* AUTH ``*`` and invalid base64 in a response are answered by the core (``501 5.0.0`` /
+  ``501 5.5.2``) and reported as ``AuthResponse(None)``, which needs no decision.
+* ``RCPT TO:<Postmaster>`` becomes ``Postmaster@<hostname>`` (RFC 5321 4.1.1.3).
+* ``BODY=BINARYMIME`` is accepted only with ``SessionParams.binarymime`` (default off,
+  since relaying it needs a BINARYMIME-capable next hop); otherwise ``555 5.5.4``.
 """
 
 from __future__ import annotations

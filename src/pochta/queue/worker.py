@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pochta.dns import Resolver
-from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit, local_reply
+from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit
 from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
@@ -352,7 +352,3 @@ class QueueWorker:
         if not p.is_absolute():
             p = self.base_dir / p
         return p.read_text(encoding="utf-8").strip()
-
-
-def connection_failure(text: str) -> Reply:
-    return local_reply(451, "4.4.1", text)

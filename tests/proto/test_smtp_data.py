@@ -201,6 +201,7 @@ def test_long_line_split_between_cr_and_lf_still_ends_data() -> None:
     assert s.next_event() is NEED_DATA
     s.receive_data(b"\n.\r\n")
     assert s.next_event() is NEED_DATA
+    assert not s.in_data and not s.in_transaction
     assert s.data_to_send() == b"554 5.6.0 Message contains a line that is too long\r\n"
     s.receive_data(b"NOOP\r\n")
     assert s.next_event() is NEED_DATA
@@ -215,8 +216,10 @@ def _session_in_data(p: SessionParams) -> ServerSession:
     s.receive_data(b"RCPT TO:<b@example.org>\r\n")
     assert isinstance(s.next_event(), RcptTo)
     s.accept()
+    assert not s.in_data and s.in_transaction
     s.receive_data(b"DATA\r\n")
     assert s.next_event() is NEED_DATA
+    assert s.in_data
     s.data_to_send()
     return s
 
@@ -405,6 +408,7 @@ def test_bdat_huge_chunk_streams_without_buffering() -> None:
     assert isinstance(s.next_event(), RcptTo)
     s.accept()
     s.receive_data(b"BDAT 1000000 LAST\r\n")
+    assert s.next_event() is NEED_DATA and s.in_data
     for _ in range(1000):
         s.receive_data(b"\x00" * 1000)
         assert s.next_event() is NEED_DATA

@@ -253,7 +253,13 @@ class ServerSession:
 
     @property
     def in_transaction(self) -> bool:
+        """A MAIL command was accepted and the transaction has not ended."""
         return self._mail is not None
+
+    @property
+    def in_data(self) -> bool:
+        """Reading message content (DATA or a BDAT chunk): the shell's data timeout."""
+        return self._mode in (_Mode.DATA, _Mode.BDAT)
 
     # --- internals ---------------------------------------------------------------------
 

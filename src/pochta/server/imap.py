@@ -118,7 +118,7 @@ class ImapSession:
         except StoreError:
             return  # the mailbox was deleted under us; next command will see it
         first_recent: int | None = None
-        if any(m.uid > sel.top_uid for m in changes.changed):
+        if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
             first_recent = await self.store.claim_recent(sel.info.id)
         out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore)
         if allow_expunge:
@@ -193,6 +193,9 @@ class ImapSession:
                     return
         except CloseSession:
             return
+        except TimeoutError:
+            self.send(b"* BYE Autologout; idle for too long\r\n")
+            return
         finally:
             if self.watcher is not None:
                 self.watcher.close()
@@ -232,16 +235,20 @@ class ImapSession:
                 else:
                     self.bad(tag, "Command not valid in this state")
                 return
-            if not r.at_end() and not r.peek() == " " and name not in ("NOOP",):
-                raise ParseError("expected a space")
-            if r.peek() == " ":
-                r.pos += 1
+            if not r.at_end():
+                r.sp()
             await handler(self, tag, r, uid)
         except ParseError as exc:
             self.bad(tag, f"Syntax error: {exc}")
         except StoreError as exc:
             log.info("conn %s: store error: %s", self.conn.conn_id, exc)
             self.no(tag, "Operation failed", "SERVERBUG")
+        except (CloseSession, TimeoutError, ConnectionError):
+            raise
+        except Exception:
+            # a bug must not take the connection down without a word (RFC 9051 §7.1.3)
+            log.exception("conn %s: IMAP command failed", self.conn.conn_id)
+            self.no(tag, "Internal error", "SERVERBUG")
 
 
 async def handle_imap(

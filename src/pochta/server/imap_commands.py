@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "GETQUOTA": (mb.cmd_getquota, AUTH),
     "GETQUOTAROOT": (mb.cmd_getquotaroot, AUTH),
     "SETQUOTA": (mb.cmd_setquota, AUTH),
+    "CHECK": (a.cmd_noop, SELECTED),  # IMAP4rev1 §6.4.1; a checkpoint is a NOOP for us
     "CLOSE": (mb.cmd_close, SELECTED),
     "UNSELECT": (mb.cmd_unselect, SELECTED),
     "EXPUNGE": (msg.cmd_expunge, SELECTED),

@@ -22,6 +22,8 @@ from typing import Any
 
 from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
+from .queue.settings import QueueConfig, Route
+from .queue.settings import check as check_queue
 
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -169,6 +171,11 @@ class Config:
     dkim: DKIMSettings = field(default_factory=DKIMSettings, metadata=_doc("[dkim]"))
     spf: SPFSettings = field(default_factory=SPFSettings, metadata=_doc("[spf]"))
     dmarc: DMARCSettings = field(default_factory=DMARCSettings, metadata=_doc("[dmarc]"))
+    queue: QueueConfig = field(default_factory=QueueConfig, metadata=_doc("[queue]"))
+    routes: list[Route] = field(
+        default_factory=list,
+        metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
+    )
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -297,6 +304,7 @@ def _validate(cfg: Config) -> None:
     problems = validate_policy(cfg.dkim, cfg.spf, cfg.dmarc)
     if problems:
         raise ConfigError(problems[0])
+    check_queue(cfg.queue, cfg.routes)
 
 
 def reference() -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pochta.config import ConfigError
-
 ROUTE_TLS = ("none", "opportunistic", "starttls", "implicit")
 POLICY_LEVELS = ("none", "may", "encrypt", "verify")
 
@@ -135,6 +133,8 @@ def check(queue: QueueConfig, routes: list[Route]) -> None:
 
     def ok(cond: bool, key: str, problem: str) -> None:
         if not cond:
+            from pochta.config import ConfigError  # here: pochta.config imports this module
+
             raise ConfigError(f"{key}: {problem}")
 
     ok(queue.first_retry > 0, "queue.first_retry", "must be positive")

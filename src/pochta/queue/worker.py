@@ -32,6 +32,7 @@ from pochta.queue.transport import (
     TCPConnector,
     Timeouts,
 )
+from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
     Envelope,
     MailStore,
@@ -246,7 +247,9 @@ class QueueWorker:
     async def _send_one(self, conn: SMTPConnection, group: list[QueueItem]) -> None:
         first = group[0]
         env = first.envelope
-        data = await self.store.read_blob(first.blob_id)
+        # The shared blob starts with the Return-Path: of local delivery; it is not ours
+        # to relay (RFC 5321 §4.4: added only at final delivery).
+        data = strip_return_path(await self.store.read_blob(first.blob_id))
         tx = Transaction(
             sender=env.sender,
             recipients=tuple(

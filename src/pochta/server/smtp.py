@@ -142,7 +142,7 @@ class SMTPHandler:
         lim = self.config.limits
         if not started:
             return lim.greeting_timeout
-        if getattr(self.session, "in_data", False):
+        if self.session.in_data:
             return lim.data_timeout
         return lim.command_timeout
 

@@ -328,6 +328,10 @@ class MailStore(Protocol):
     async def update_queue_item(
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None: ...
+    async def delete_queue_item(self, item_id: int) -> None: ...
+    async def purge_queue(self, finished_before: float) -> int:
+        """Forget delivered and failed items older than ``finished_before``; returns how
+        many."""
 
 
 @dataclass(slots=True)

@@ -1005,3 +1005,20 @@ class SQLiteStore:
                 raise NotFound(f"no queue item {item_id}")
 
         await self._write(fn)
+
+    async def delete_queue_item(self, item_id: int) -> None:
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            if conn.execute("DELETE FROM queue WHERE id=?", (item_id,)).rowcount == 0:
+                raise NotFound(f"no queue item {item_id}")
+
+        await self._write(fn)
+
+    async def purge_queue(self, finished_before: float) -> int:
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            cur = conn.execute(
+                "DELETE FROM queue WHERE state IN ('delivered','failed') AND next_attempt<?",
+                (finished_before,),
+            )
+            return cur.rowcount
+
+        return await self._write(fn)

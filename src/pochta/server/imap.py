@@ -82,6 +82,7 @@ class ImapSession:
         self.conn.write(data)
 
     def ok(self, tag: str, text: str, code: str | None = None) -> None:
+        self.errors = 0  # the limit is on errors in a row, as Dovecot counts them
         self.send(tagged(tag, "OK", text, code))
 
     def no(self, tag: str, text: str, code: str | None = None) -> None:

@@ -31,14 +31,16 @@ def _tls_required(s: ImapSession) -> bool:
     return s.listener.tls != "none" and not s.conn.tls_active
 
 
-def _channel_binding(s: ImapSession) -> ChannelBinding | None:
+def _channel_binding(s: ImapSession) -> tuple[ChannelBinding, ...] | None:
+    """Every TLS channel binding this connection offers (RFC 5929, RFC 9266)."""
     if not s.conn.tls_active:
         return None
+    found = []
     for kind in ("tls-exporter", "tls-unique"):
         data = s.conn.channel_binding(kind)
         if data:
-            return ChannelBinding(kind, data)
-    return None
+            found.append(ChannelBinding(kind, data))
+    return tuple(found) or None
 
 
 def capabilities(s: ImapSession) -> list[str]:

@@ -42,7 +42,7 @@ STANDARD_PORTS = {
     ("pop3", "implicit"): 995,
 }
 # Modules that add their own subcommands with register(subparsers).
-PLUGINS = ("pochta.policy.cli", "pochta.queue.cli")
+PLUGINS = ("pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli")
 
 
 class CLIError(Exception):
@@ -467,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace, Any], int] = args.func
     try:
-        config = None if args.command in NO_CONFIG else load_config(args)
+        # a subcommand that works without a config sets needs_config=False
+        needs_config = args.command not in NO_CONFIG and getattr(args, "needs_config", True)
+        config = load_config(args) if needs_config else None
         return func(args, config)
     except ConfigError as exc:
         print(f"pochta: config error: {exc}", file=sys.stderr)

@@ -88,3 +88,23 @@ async def test_imaplib_ssl_idle(imap_server: Server) -> None:
     line = await asyncio.wait_for(task, 10)
     assert re.fullmatch(rb"\* 1 EXISTS\r\n", line)
     assert time.monotonic() - start < 1.0
+
+
+async def test_smtp_delivery_reaches_idle_within_a_second(imap_server: Server) -> None:
+    """End to end: a message sent over SMTP to the MTA listener wakes an IDLE session."""
+    import smtplib
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(asyncio.to_thread(
+        _idle_session, imap_server, ready, asyncio.get_running_loop()))
+    await asyncio.wait_for(ready.wait(), 5)
+
+    def send() -> None:
+        with smtplib.SMTP(imap_server.host, imap_server.port("mta"), timeout=10) as s:
+            s.sendmail("someone@remote.test", ["bob@example.test"], MESSAGE)
+
+    start = time.monotonic()
+    await asyncio.to_thread(send)
+    line = await asyncio.wait_for(task, 10)
+    assert line == b"* 1 EXISTS\r\n"
+    assert time.monotonic() - start < 1.0

@@ -73,6 +73,11 @@ async def test_status_append_quota(imap_server: Server) -> None:
         text = joined(await c.cmd("FETCH 1 (FLAGS INTERNALDATE)"))
         assert b'INTERNALDATE "17-Jul-1996 09:44:25 +0000"' in text
         assert b"$Work" in text and b"\\Seen" in text
+        binary = b"Subject: bin\r\n\r\n\x00\x01\xff"
+        resp = await c.cmd(b"APPEND INBOX ~{%d+}\r\n" % len(binary) + binary)
+        assert st(resp).startswith(b"OK [APPENDUID")
+        text = joined(await c.cmd("FETCH 3 BINARY.PEEK[1]"))
+        assert b"BINARY[1] ~{3}\r\n\x00\x01\xff" in text
         text = joined(await c.cmd("GETQUOTAROOT INBOX"))
         assert b'* QUOTAROOT INBOX ""' in text
         await imap_server.store.update_account("alice@example.test", quota_bytes=1024 * 1024)
@@ -98,7 +103,7 @@ async def test_fetch_store_search_variants(imap_server: Server) -> None:
         assert re.fullmatch(rb'\* ESEARCH \(TAG "t\d+"\) UID MIN 2 MAX 4 ALL 2:4 COUNT 3\r\n',
                             resp[0])
         resp = await c.cmd("SEARCH RETURN (SAVE) SUBJECT \"Msg 4\"")
-        assert st(resp).startswith(b"OK")
+        assert len(resp) == 1 and st(resp).startswith(b"OK")  # SAVE alone: no ESEARCH
         resp = await c.cmd("FETCH $ (UID)")
         assert resp[0] == b"* 5 FETCH (UID 5)\r\n"
         resp = await c.cmd("FETCH 1 (BODY[]<0.10> BINARY.SIZE[1] BODYSTRUCTURE)")

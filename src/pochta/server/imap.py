@@ -189,6 +189,7 @@ class ImapSession:
                         return
                 else:
                     await self.dispatch(event)
+                    await self.conn.drain()  # a pipelining client must read what it asked for
                 if self.errors >= self.max_errors:
                     self.send(b"* BYE Too many errors\r\n")
                     return

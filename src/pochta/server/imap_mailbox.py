@@ -395,12 +395,11 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if r.peek() == '"':
         date = r.date_time()
         r.sp()
+    # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal
     if r.accept("UTF8 ("):  # UTF8=ACCEPT (RFC 6855 §4)
-        r.accept("~")
         data = r.string_bytes()
         r.expect(")")
     else:
-        r.accept("~")  # literal8 (RFC 3516 §4.3)
         data = r.string_bytes()
     r.end()
     if not data:

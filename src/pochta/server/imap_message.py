@@ -185,13 +185,11 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             line += b" (MODSEQ %d)" % highest
         s.send(line + b"\r\n")
     else:
-        returns = prog.returns or ["ALL"]
+        returns = list(prog.returns or ["ALL"])  # RETURN () means ALL (RFC 4731 §3.1)
         if "SAVE" in returns:
             sel.saved_uids = frozenset(m.uid for _, m in hits)
-            returns = [x for x in returns if x != "SAVE"]
-            if prog.returns == ["SAVE"]:
-                returns = []
-        if prog.returns is not None or returns:
+            returns.remove("SAVE")  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
+        if returns:
             parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
             if uid:
                 parts.append(b"UID")

@@ -149,3 +149,14 @@ async def test_half_open_client_is_dropped(running_server: Server) -> None:
     other = await hello(running_server)
     assert (await other.cmd("NOOP"))[0] == 250
     await other.close()
+
+
+async def test_shutdown_sends_421_to_idle_sessions(instance: Instance) -> None:
+    server = await start_instance(instance)
+    c = await hello(server)
+    await server.running.close(grace=2.0)
+    try:
+        code, text = await c.reply(timeout=5)
+        assert code == 421 and text.startswith("4.3.2")
+    finally:
+        await server.store.close()

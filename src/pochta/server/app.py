@@ -114,6 +114,7 @@ class RunningServer:
     servers: list[tuple[Listener, asyncio.Server]]
     tasks: set[asyncio.Task[None]]
     background: list[asyncio.Task[None]]
+    connections: set[Connection] = field(default_factory=set)
 
     def port(self, role: str, tls: str | None = None) -> int:
         """The bound port of the first listener with this role (and TLS mode)."""
@@ -127,6 +128,10 @@ class RunningServer:
             srv.close()
         for task in self.background:
             task.cancel()
+        # Sessions waiting for their client say goodbye (SMTP 421, IMAP BYE, POP3 -ERR);
+        # busy ones finish the command at hand first.
+        for conn in list(self.connections):
+            conn.request_shutdown()
         if self.tasks:
             _done, pending = await asyncio.wait(list(self.tasks), timeout=grace)
             for task in pending:
@@ -161,6 +166,7 @@ def _start_queue_worker(ctx: ServerContext) -> asyncio.Task[None] | None:
 
 async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningServer:
     tasks: set[asyncio.Task[None]] = set()
+    connections: set[Connection] = set()
     limiter = ConnectionLimiter(ctx.config.limits.max_connections,
                                 ctx.config.limits.max_connections_per_ip)
     servers: list[tuple[Listener, asyncio.Server]] = []
@@ -183,6 +189,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
                 lst.address, lst.port, bound,
                 ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                 limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
+                connections=connections,
             )
         except OSError as exc:
             for _, started in servers:
@@ -195,7 +202,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
         worker = _start_queue_worker(ctx)
         if worker is not None:
             background.append(worker)
-    return RunningServer(ctx, servers, tasks, background)
+    return RunningServer(ctx, servers, tasks, background, connections)
 
 
 async def serve_forever(config: Config) -> int:

@@ -20,13 +20,18 @@ from ..proto.sasl.base import ChannelBinding
 from ..services.auth import channel_bindings
 from ..tlsutil import TLSInfo
 
-__all__ = ["Connection", "ConnectionLimiter", "TLSInfo", "serve"]
+__all__ = ["Connection", "ConnectionLimiter", "ServerShutdown", "TLSInfo", "serve"]
 
 log = logging.getLogger("pochta.server")
 
 # Stop reading from a client that sends faster than its session consumes.
 READ_HIGH_WATER = 256 * 1024
 _ids = itertools.count(1)
+
+
+class ServerShutdown(Exception):
+    """Raised by ``Connection.read`` when the server is stopping: the session ends at a
+    point where it was waiting for the client, never in the middle of storing mail."""
 
 
 class Connection(asyncio.Protocol):
@@ -49,6 +54,7 @@ class Connection(asyncio.Protocol):
         self.closed = asyncio.Event()
         self._channel_bindings: tuple[ChannelBinding, ...] | None = None
         self.on_open: Callable[[Connection], None] | None = None
+        self._shutdown = False
 
     # --- asyncio.Protocol callbacks --------------------------------------------------
 
@@ -95,8 +101,15 @@ class Connection(asyncio.Protocol):
 
     # --- the API the handlers use ----------------------------------------------------
 
+    def request_shutdown(self) -> None:
+        self._shutdown = True
+        self._wake_reader()
+
     async def read(self, timeout: float | None) -> bytes:
-        """The next chunk received; b"" at EOF. Raises TimeoutError after ``timeout``."""
+        """The next chunk received; b"" at EOF. Raises TimeoutError after ``timeout`` and
+        ServerShutdown once the server is stopping and no input is waiting."""
+        if self._shutdown and not self._buffer:
+            raise ServerShutdown
         if not self._buffer and not self._eof:
             self._read_waiter = asyncio.get_running_loop().create_future()
             try:
@@ -104,6 +117,8 @@ class Connection(asyncio.Protocol):
             finally:
                 self._read_waiter = None
         if not self._buffer:
+            if self._shutdown:
+                raise ServerShutdown
             return b""
         data = bytes(self._buffer)
         self._buffer.clear()
@@ -233,6 +248,7 @@ async def serve(
     limiter: ConnectionLimiter,
     refuse: Callable[[str], bytes],
     tasks: set[asyncio.Task[None]],
+    connections: set[Connection] | None = None,
 ) -> asyncio.Server:
     """Listen on ``address:port`` and run ``handler`` for each admitted connection.
 
@@ -241,9 +257,14 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
 
+    live = connections if connections is not None else set()
+
     async def run(conn: Connection) -> None:
+        live.add(conn)
         try:
             await handler(conn)
+        except ServerShutdown:
+            conn.write(refuse("server shutting down"))
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
             log.debug("conn %s: %s", conn.conn_id, exc)
         except asyncio.CancelledError:
@@ -251,6 +272,7 @@ async def serve(
         except Exception:
             log.exception("conn %s: handler failed", conn.conn_id)
         finally:
+            live.discard(conn)
             limiter.release(conn.peer_ip)
             conn.close()
 

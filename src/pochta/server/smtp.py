@@ -40,7 +40,7 @@ from ..storage.interfaces import (
     StoreError,
 )
 from .app import ServerContext
-from .listener import Connection
+from .listener import Connection, ServerShutdown
 
 log = logging.getLogger("pochta.smtp")
 
@@ -126,6 +126,10 @@ class SMTPHandler:
                     self.conn.write(f"421 4.4.2 {self.config.hostname} Error: timeout exceeded"
                                     "\r\n".encode())
                     self._log("timeout")
+                    break
+                except ServerShutdown:
+                    self.conn.write(f"421 4.3.2 {self.config.hostname} Service shutting down"
+                                    "\r\n".encode())
                     break
                 started = True
                 session.receive_data(data)

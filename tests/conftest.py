@@ -115,14 +115,15 @@ class Server:
         return ctx
 
 
-async def start_instance(instance: Instance, **overrides: Any) -> Server:
+async def start_instance(instance: Instance, run_queue: bool = False, **overrides: Any
+                         ) -> Server:
     config = instance.config(**overrides)
     store = await SQLiteStore.open(config.data_path)
     if not await store.list_domains():
         await populate(store)
     resolver = StaticResolver()
     ctx = await build_context(config, store=store, resolver=resolver)
-    running = await start_server(ctx, run_queue=False)
+    running = await start_server(ctx, run_queue=run_queue)
     return Server(running, ctx, store, resolver, instance.cert)
 
 

@@ -8,7 +8,6 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ..proto.imap.parser import ParseError, Reader
-from ..proto.imap.response import quoted_or_literal
 from ..proto.sasl.base import (
     Challenge,
     ChannelBinding,
@@ -139,11 +138,10 @@ async def cmd_starttls(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:
     from .imap import State
-    from .imap_auth import capabilities as caps_fn
 
     s.account = account
     s.state = State.AUTHENTICATED
-    s.ok(tag, "Logged in", "CAPABILITY " + " ".join(caps_fn(s)))
+    s.ok(tag, "Logged in", "CAPABILITY " + " ".join(capabilities(s)))
 
 
 async def cmd_login(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -247,5 +245,3 @@ async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
             s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
             return
 
-
-__all__ = ["capabilities", "quoted_or_literal"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import flags as fmt_flags
-from pochta.proto.imap.response import internaldate, literal, nstring
+from pochta.proto.imap.response import internaldate, literal
 from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
@@ -258,4 +258,4 @@ def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
     return fmt_flags(names)
 
 
-__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "nstring", "parse_fetch", "render"]
+__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "parse_fetch", "render"]

@@ -1,0 +1,299 @@
+"""The storage contract (pochta.storage.interfaces.MailStore), run against every backend.
+
+A new backend (PostgreSQL) joins by adding a factory to BACKENDS; every test here must
+pass for it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from pochta.storage.interfaces import (
+    AlreadyExists,
+    Envelope,
+    FlagMode,
+    LocalTarget,
+    MailStore,
+    NotFound,
+    QueueState,
+    QuotaExceeded,
+    RemoteRecipient,
+    SpecialUse,
+    StoreError,
+)
+from pochta.storage.sqlite import SQLiteStore
+
+Factory = Callable[[Path], Awaitable[MailStore]]
+
+
+async def sqlite_store(path: Path) -> MailStore:
+    return await SQLiteStore.open(path)
+
+
+BACKENDS: dict[str, Factory] = {"sqlite": sqlite_store}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def factory(request: pytest.FixtureRequest) -> Factory:
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+async def store(factory: Factory, tmp_path: Path) -> AsyncIterator[MailStore]:
+    s = await factory(tmp_path)
+    await s.add_domain("example.test")
+    yield s
+    await s.close()
+
+
+MSG = b"Subject: test\r\n\r\nbody\r\n"
+ENV = Envelope(sender="a@elsewhere.test")
+
+
+async def account_id(store: MailStore, address: str = "alice@example.test") -> int:
+    account = await store.get_account(address)
+    if account is None:
+        account = await store.add_account(address, "hash", None)
+    return account.id
+
+
+async def inbox_id(store: MailStore, acc: int) -> int:
+    box = await store.get_mailbox(acc, "INBOX")
+    assert box is not None
+    return box.id
+
+
+async def test_domains(store: MailStore) -> None:
+    assert await store.has_domain("EXAMPLE.test")
+    with pytest.raises(AlreadyExists):
+        await store.add_domain("example.test")
+    await store.add_domain("other.test")
+    assert await store.list_domains() == ["example.test", "other.test"]
+    await account_id(store)
+    with pytest.raises(StoreError):
+        await store.remove_domain("example.test")  # still has an account
+    await store.remove_domain("other.test")
+    with pytest.raises(NotFound):
+        await store.remove_domain("other.test")
+
+
+async def test_accounts_get_default_mailboxes(store: MailStore) -> None:
+    acc = await store.add_account("Alice@Example.TEST", "hash", None)
+    assert acc.address == "alice@example.test"
+    with pytest.raises(AlreadyExists):
+        await store.add_account("alice@example.test", "x", None)
+    boxes = {b.name: b for b in await store.list_mailboxes(acc.id)}
+    assert set(boxes) == {"INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"}
+    assert boxes["Sent"].special_use is SpecialUse.SENT
+    assert len({b.uidvalidity for b in boxes.values()}) == 6
+    await store.update_account("alice@example.test", quota_bytes=10, may_send_as_anyone=True)
+    updated = await store.get_account("alice@example.test")
+    assert updated is not None and updated.quota_bytes == 10 and updated.may_send_as_anyone
+    await store.remove_account("alice@example.test")
+    assert await store.get_account("alice@example.test") is None
+    assert await store.list_mailboxes(acc.id) == []
+
+
+async def test_aliases(store: MailStore) -> None:
+    await store.add_alias("sales@example.test", ["alice@example.test", "bob@remote.test"])
+    alias = await store.get_alias("SALES@example.test")
+    assert alias is not None and alias.targets == ("alice@example.test", "bob@remote.test")
+    await store.add_alias("@example.test", ["alice@example.test"])
+    assert [a.source for a in await store.list_aliases("example.test")] == [
+        "@example.test", "sales@example.test"]
+    await store.remove_alias("sales@example.test")
+    assert await store.get_alias("sales@example.test") is None
+
+
+async def test_accept_local_and_remote_in_one_transaction(store: MailStore) -> None:
+    alice, bob = await account_id(store), await account_id(store, "bob@example.test")
+    result = await store.accept(MSG, ENV, [LocalTarget(alice), LocalTarget(bob, "Junk")],
+                                [RemoteRecipient("carol@remote.test", "FAILURE", None)])
+    assert len(result.local_uids) == 2
+    assert await store.read_blob(result.blob_id) == MSG
+    junk = await store.get_mailbox(bob, "Junk")
+    assert junk is not None and [m.uid for m in await store.list_messages(junk.id)] == [1]
+    [item] = await store.list_queue()
+    assert item.message_id == result.message_id and item.state is QueueState.PENDING
+    assert item.recipient.notify == "FAILURE" and item.envelope.sender == "a@elsewhere.test"
+
+
+async def test_uids_ascend_and_are_never_reused(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    for _ in range(3):
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert await store.expunge(box, [3]) == [3]
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert [m.uid for m in await store.list_messages(box)] == [1, 2, 4]
+    status = await store.mailbox_status(box)
+    assert status.uidnext == 5 and status.messages == 3 and status.unseen == 3
+
+
+async def test_state_survives_reopen(factory: Factory, tmp_path: Path) -> None:
+    s = await factory(tmp_path)
+    await s.add_domain("example.test")
+    acc = await account_id(s)
+    box = await inbox_id(s, acc)
+    await s.accept(MSG, ENV, [LocalTarget(acc, flags=frozenset({"$Label1"}))])
+    await s.store_flags(box, [1], frozenset({"\\Seen"}), FlagMode.ADD)
+    before = await s.get_mailbox(acc, "INBOX")
+    await s.close()
+    s = await factory(tmp_path)
+    try:
+        after = await s.get_mailbox(acc, "INBOX")
+        assert before == after
+        [meta] = await s.list_messages(box)
+        assert meta.flags == {"\\Seen", "$Label1"}
+        assert await s.read_blob(meta.blob_id) == MSG
+    finally:
+        await s.close()
+
+
+async def test_flags_modseq_and_unchangedsince(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    start = (await store.mailbox_status(box)).highestmodseq
+    update = await store.store_flags(box, [1, 2], frozenset({"\\Seen"}), FlagMode.ADD)
+    assert [m.uid for m in update.changed] == [1, 2]
+    modseq = update.changed[0].modseq
+    assert modseq > start
+    # no change, no new modseq
+    assert (await store.store_flags(box, [1], frozenset({"\\Seen"}), FlagMode.ADD)).changed == ()
+    refused = await store.store_flags(box, [1], frozenset(), FlagMode.REPLACE,
+                                      unchanged_since=modseq - 1)
+    assert refused.failed_uids == (1,) and refused.changed == ()
+    removed = await store.store_flags(box, [2], frozenset({"\\Seen"}), FlagMode.REMOVE)
+    assert removed.changed[0].flags == frozenset()
+    changes = await store.changes_since(box, modseq)
+    assert [m.uid for m in changes.changed] == [2]
+    await store.store_flags(box, [1], frozenset({"\\Deleted"}), FlagMode.ADD)
+    assert await store.expunge(box) == [1]
+    changes = await store.changes_since(box, modseq)
+    assert changes.expunged == (1,)
+    assert (await store.mailbox_status(box)).deleted == 0
+
+
+async def test_copy_move_share_the_blob(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    archive = await store.get_mailbox(acc, "Archive")
+    assert archive is not None
+    result = await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert await store.copy_messages(box, [1], archive.id) == [(1, 1)]
+    assert await store.move_messages(box, [1], archive.id) == [(1, 2)]
+    assert await store.list_messages(box) == []
+    metas = await store.list_messages(archive.id)
+    assert {m.blob_id for m in metas} == {result.blob_id}
+    assert await store.account_usage(acc) == 2 * len(MSG)
+
+
+async def test_mailbox_create_rename_delete(store: MailStore) -> None:
+    acc = await account_id(store)
+    await store.create_mailbox(acc, "Projects")
+    await store.create_mailbox(acc, "Projects/2026")
+    with pytest.raises(AlreadyExists):
+        await store.create_mailbox(acc, "Projects")
+    await store.rename_mailbox(acc, "Projects", "Work")
+    names = {b.name for b in await store.list_mailboxes(acc)}
+    assert {"Work", "Work/2026"} <= names and "Projects" not in names
+    await store.set_subscribed(acc, "Work", False)
+    work = await store.get_mailbox(acc, "Work")
+    assert work is not None and not work.subscribed
+    await store.delete_mailbox(acc, "Work/2026")
+    assert await store.get_mailbox(acc, "Work/2026") is None
+    with pytest.raises(StoreError):
+        await store.delete_mailbox(acc, "INBOX")
+
+
+async def test_rename_inbox_moves_messages_and_keeps_inbox(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    await store.rename_mailbox(acc, "inbox", "Old")
+    assert await store.list_messages(box) == []
+    old = await store.get_mailbox(acc, "Old")
+    assert old is not None and len(await store.list_messages(old.id)) == 1
+    # UIDs in INBOX keep ascending after the rename
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert [m.uid for m in await store.list_messages(box)] == [2]
+
+
+async def test_claim_recent(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert (await store.mailbox_status(box)).recent == 1
+    assert await store.claim_recent(box) == 1
+    assert (await store.mailbox_status(box)).recent == 0
+    assert await store.claim_recent(box) == 2
+
+
+async def test_watch_wakes_on_delivery_and_flag_change(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    watcher = store.watch(box)
+    try:
+        assert not await watcher.wait(0.05)
+        waiting = asyncio.create_task(watcher.wait(5))
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+        assert await waiting
+        await store.store_flags(box, [1], frozenset({"\\Seen"}), FlagMode.ADD)
+        assert await watcher.wait(1)
+    finally:
+        watcher.close()
+
+
+async def test_quota_is_enforced_on_delivery(store: MailStore) -> None:
+    acc = await account_id(store)
+    await store.update_account("alice@example.test", quota_bytes=len(MSG) * 2)
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    await store.accept(MSG, ENV, [LocalTarget(acc)])
+    with pytest.raises(QuotaExceeded):
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert len(await store.list_messages(await inbox_id(store, acc))) == 2
+
+
+async def test_concurrent_accepts_are_group_committed(store: MailStore) -> None:
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    results = await asyncio.gather(*[
+        store.accept(MSG + str(i).encode(), ENV, [LocalTarget(acc)]) for i in range(200)])
+    assert sorted(uid for r in results for _, uid in r.local_uids) == list(range(1, 201))
+    for r in results[:5]:
+        assert (await store.read_blob(r.blob_id)).startswith(MSG)
+    assert (await store.mailbox_status(box)).messages == 200
+
+
+async def test_one_failing_job_does_not_spoil_its_batch(store: MailStore) -> None:
+    acc = await account_id(store)
+    outcomes = await asyncio.gather(
+        store.accept(MSG, ENV, [LocalTarget(acc)]),
+        store.add_domain("example.test"),  # fails: exists
+        store.accept(MSG, ENV, [LocalTarget(acc)]),
+        return_exceptions=True)
+    assert isinstance(outcomes[1], AlreadyExists)
+    assert len(await store.list_messages(await inbox_id(store, acc))) == 2
+
+
+async def test_queue_lifecycle(store: MailStore) -> None:
+    acc = await account_id(store)
+    await store.accept(MSG, ENV, [LocalTarget(acc)], [RemoteRecipient("x@remote.test"),
+                                                      RemoteRecipient("y@remote.test")])
+    now = time.time() + 1
+    x, y = await store.due_queue_items(now)
+    await store.update_queue_item(x.id, QueueState.DEFERRED, now + 600, "451 4.3.0 later")
+    await store.update_queue_item(y.id, QueueState.DELIVERED, now, "250 ok")
+    assert await store.due_queue_items(now) == []
+    [again] = await store.due_queue_items(now + 601)
+    assert again.attempts == 1 and again.last_reply == "451 4.3.0 later"
+    assert await store.purge_queue(now + 1) == 1
+    await store.delete_queue_item(x.id)
+    assert await store.list_queue() == []

@@ -245,3 +245,35 @@ async def test_scram_plus_with_tls_unique_on_tls12(running_server: Server) -> No
     code, _ = await _scram_login(running_server, port, "SCRAM-SHA-256-PLUS",
                                  _tls12_client(running_server), "alice-pass")
     assert code == 235
+
+
+async def test_rate_limit_and_received_options(instance: Instance) -> None:
+    server = await start_instance(
+        instance, submission={"messages_per_hour": 2, "recipients_per_hour": 100},
+        smtp={"received_show_auth": True, "received_hide_client_ip": True})
+    try:
+        c = await RawClient.connect(server.port("submission", "implicit"), server.client_ssl())
+        await c.reply()
+        await c.cmd("EHLO laptop")
+        assert (await c.cmd("AUTH PLAIN " + plain("bob@example.test", "bob-pass")))[0] == 235
+        code, text = await c.cmd("RCPT TO:<alice>")
+        assert code == 503  # no MAIL yet: sequence error comes first
+        for i in range(3):
+            code, text = await c.cmd("MAIL FROM:<bob@example.test>")
+            if i == 2:
+                assert code == 451 and text.startswith("4.7.1") and "per hour" in text
+                break
+            assert code == 250
+            code, text = await c.cmd("RCPT TO:<alice>")
+            assert code == 501 and text.startswith("5.1.3"), "a recipient needs a domain"
+            assert (await c.cmd("RCPT TO:<alice@example.test>"))[0] == 250
+            await c.cmd("DATA")
+            assert (await c.cmd(b"From: bob@example.test\r\n\r\nhi\r\n."))[0] == 250
+        await c.close()
+        stored = await inbox(server, "alice@example.test")
+        assert len(stored) == 2
+        assert b"(Authenticated sender: bob@example.test)" in stored[0]
+        assert b"127.0.0.1" not in stored[0].split(b"\r\n\r\n")[0]
+    finally:
+        await server.running.close(grace=1.0)
+        await server.store.close()

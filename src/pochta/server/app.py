@@ -20,6 +20,7 @@ from ..services.auth import Authenticator
 from ..services.delivery import DeliveryService
 from ..services.directory import Directory
 from ..services.signing import DKIMSigner
+from ..services.submission import HourlyLimiter
 from ..storage.interfaces import MailStore
 from ..storage.sqlite import SQLiteStore
 from ..tlsutil import server_context
@@ -53,6 +54,9 @@ class ServerContext:
     delivery: DeliveryService
     signer: DKIMSigner
     pop3_locks: set[int] = field(default_factory=set)
+    # submission rate limits per account (sliding hour)
+    message_rate: HourlyLimiter = field(default_factory=HourlyLimiter)
+    recipient_rate: HourlyLimiter = field(default_factory=HourlyLimiter)
     queue_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # services plugged in by later layers (queue worker, policy), by name
     extras: dict[str, Any] = field(default_factory=dict)

@@ -25,7 +25,6 @@ from ..proto.smtp.server import ServerSession, SessionParams
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated, SASLDriver
 from ..services.submission import (
-    HourlyLimiter,
     add_missing_headers,
     from_addresses,
     owns,
@@ -43,10 +42,6 @@ from .app import ServerContext
 from .listener import Connection, ServerShutdown
 
 log = logging.getLogger("pochta.smtp")
-
-# Shared per-process limiters for submission (per account, sliding hour).
-_message_rate = HourlyLimiter()
-_recipient_rate = HourlyLimiter()
 
 
 @dataclass
@@ -233,7 +228,7 @@ class SMTPHandler:
                     f"{self.account.address}"))
                 return
             limit = self.config.submission.messages_per_hour
-            if _message_rate.would_exceed(self.account.address, 1, limit):
+            if self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
                 self.session.reject(Reply(
                     451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
                 return
@@ -258,7 +253,7 @@ class SMTPHandler:
             return
         if self.submission and self.account is not None:
             limit = self.config.submission.recipients_per_hour
-            if _recipient_rate.would_exceed(self.account.address,
+            if self.ctx.recipient_rate.would_exceed(self.account.address,
                                             len(self.txn.recipients) + 1, limit):
                 self.session.reject(Reply(
                     452, "4.7.1", f"Rate limit: more than {limit} recipients per hour"))
@@ -354,8 +349,8 @@ class SMTPHandler:
             self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
             return
         if self.submission and self.account is not None:
-            _message_rate.add(self.account.address)
-            _recipient_rate.add(self.account.address, len(self.txn.recipients))
+            self.ctx.message_rate.add(self.account.address)
+            self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
         self._log("accepted id=%s from=<%s> rcpts=%d size=%d", result.message_id,
                   event.sender, len(self.txn.recipients), len(data))
         self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import poplib
+import re
 import socket
 import ssl
+import types
 from base64 import b64decode, b64encode
 from pathlib import Path
 
@@ -370,3 +373,29 @@ async def test_idle_timeout(tmp_path: Path) -> None:
         assert await c.closed()
         assert len(await env.inbox_uids("alice@example.test")) == 1
         assert not env.ctx.pop3_locks
+
+
+async def test_apop_for_account_with_secret(pop3env: Pop3Env) -> None:
+    # APOP is off by default; the handler reads ``[pop3] apop`` (not yet a Config
+    # section, so the test attaches it to the frozen config).
+    object.__setattr__(pop3env.ctx.config, "pop3", types.SimpleNamespace(apop=True))
+    await pop3env.ctx.store.update_account("alice@example.test", apop_secret="tanstaaf")
+    c, greeting = await RawClient.connect(pop3env, pop3env.port_tls, pop3env.client_ssl())
+    m = re.search(rb"<[^>]+@mail\.example\.test>", greeting)
+    assert m is not None
+    ts = m.group(0).decode()
+
+    def digest(secret: str) -> str:
+        return hashlib.md5((ts + secret).encode(), usedforsecurity=False).hexdigest()
+
+    fail = b"-ERR [AUTH] Authentication failed\r\n"
+    assert await c.cmd(f"APOP alice@example.test {digest('wrong')}") == fail
+    # bob has no APOP secret: same reply as a wrong digest or an unknown account
+    assert await c.cmd(f"APOP bob@example.test {digest('')}") == fail
+    assert await c.cmd(f"APOP nobody@example.test {digest('tanstaaf')}") == fail
+    assert (await c.cmd(f"APOP alice@example.test {digest('tanstaaf')}")).startswith(b"+OK")
+    c.close()
+    # another connection gets another timestamp
+    c2, greeting2 = await RawClient.connect(pop3env, pop3env.port_tls, pop3env.client_ssl())
+    assert ts.encode() not in greeting2
+    c2.close()

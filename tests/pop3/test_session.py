@@ -469,10 +469,16 @@ def test_overlong_command_line() -> None:
     d = logged_in(max_errors=100)
     resp = d.send(b"NOOP " + b"x" * 300 + b"\r\n")
     assert resp == b"-ERR Line too long (RFC 2449: at most 255 octets)\r\n"
-    resp = d.send(b"x" * 20000)
-    assert resp == b""
-    resp = d.send(b"y" * 20000 + b"\r\nNOOP\r\n")
-    assert resp == b"-ERR Line too long\r\n+OK\r\n"
+    assert d.send(b"x" * 10000) == b""  # might still be a long AUTH line
+    assert d.send(b"y" * 10000) == b"-ERR Line too long, closing connection\r\n"
+    assert d.closed and d.s.state is State.CLOSED
+
+
+def test_overlong_auth_line_closes() -> None:
+    d = make()
+    assert d.send(b"AUTH PLAIN\r\n") == b"+ \r\n"
+    assert d.send(b"A" * 20000 + b"\r\n") == b"-ERR Line too long, closing connection\r\n"
+    assert d.closed
 
 
 def test_error_limit_closes_session() -> None:

@@ -283,7 +283,7 @@ class _Pop3Handler:
     async def _retrieve(self, event: Retrieve) -> None:
         try:
             data = await self.store.read_blob(event.message.blob_id)
-        except StoreError as exc:
+        except (StoreError, OSError) as exc:
             log.warning("conn %s: message uid %d unavailable: %s", self.conn.conn_id,
                         event.message.uid, exc)
             self.session.message_unavailable()

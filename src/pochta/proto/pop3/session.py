@@ -71,6 +71,7 @@ class _NeedData:
 
 
 NEED_DATA = _NeedData()
+_TOO_LONG = b"\x00line too long"  # marker from _take_line, compared by identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +252,6 @@ class Pop3Session:
         self._in = bytearray()
         self._out: list[bytes] = []
         self._out_size = 0
-        self._discarding = False  # inside an over-long line, dropping until LF
         self._wait = _Wait.NONE
         self._user_arg: str | None = None  # from USER, waiting for PASS
         self._in_sasl = False  # the next line is a SASL response
@@ -301,27 +301,15 @@ class Pop3Session:
         return None
 
     def _take_line(self) -> bytes | None:
-        while True:
-            nl = self._in.find(b"\n")
-            if self._discarding:
-                if nl < 0:
-                    self._in.clear()
-                    return None
-                del self._in[: nl + 1]
-                self._discarding = False
-                return b"\x00TOO-LONG"
-            if nl < 0:
-                if len(self._in) > MAX_AUTH_LINE:
-                    self._in.clear()
-                    self._discarding = True
-                    continue
-                return None
-            if nl + 1 > MAX_AUTH_LINE:
-                del self._in[: nl + 1]
-                return b"\x00TOO-LONG"
-            line = bytes(self._in[: nl + 1])
-            del self._in[: nl + 1]
-            return line
+        """The next complete line; ``_TOO_LONG`` for one past ``MAX_AUTH_LINE``."""
+        nl = self._in.find(b"\n")
+        if nl < 0:
+            return _TOO_LONG if len(self._in) > MAX_AUTH_LINE else None
+        if nl + 1 > MAX_AUTH_LINE:
+            return _TOO_LONG
+        line = bytes(self._in[: nl + 1])
+        del self._in[: nl + 1]
+        return line
 
     # -- events -----------------------------------------------------------------------
 
@@ -339,10 +327,13 @@ class Pop3Session:
                 return event
 
     def _handle_line(self, raw: bytes) -> Event | None:
-        if raw == b"\x00TOO-LONG":
-            if self._in_sasl:
-                return self._abort_sasl("Authentication line too long")
-            return self._error("Line too long")
+        if raw is _TOO_LONG:
+            # No client sends 16 KB lines: this is garbage or an attack on memory, and
+            # waiting for its end would let it hold the connection forever.
+            self._in.clear()
+            self._send(_err("Line too long, closing connection"))
+            self.state = State.CLOSED
+            return Closed()
         line = raw.rstrip(b"\r\n")
         if self._in_sasl:
             return self._sasl_line(line)
@@ -481,7 +472,6 @@ class Pop3Session:
         # RFC 2595 §4 (and CVE-2011-0411): whatever the client pipelined after STLS is
         # discarded, never executed after the handshake.
         self._in.clear()
-        self._discarding = False
         self._wait = _Wait.TLS
         return StartTLS()
 

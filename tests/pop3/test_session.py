@@ -6,6 +6,8 @@ import hashlib
 from base64 import b64encode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pochta.proto.pop3 import (
     NEED_DATA,
@@ -529,3 +531,27 @@ def test_dot_stuff() -> None:
 def test_top_of_message_without_body() -> None:
     assert top_of(b"A: b\r\nC: d\r\n", 3) == b"A: b\r\nC: d\r\n"
     assert top_of(b"A: b\r\n\r\nl1\r\nl2\r\nl3", 5) == b"A: b\r\n\r\nl1\r\nl2\r\nl3"
+
+
+# --- fuzzing ---------------------------------------------------------------------------
+
+_WORDS = [b"USER a", b"PASS alice pass", b"USER alice@example.test", b"STAT", b"LIST",
+          b"LIST 2", b"RETR 1", b"TOP 2 1", b"DELE 1", b"RSET", b"UIDL", b"NOOP", b"CAPA",
+          b"AUTH PLAIN", b"*", b"STLS", b"UTF8", b"APOP a b", b"QUIT", b"\xff", b"\x00", b""]
+
+
+@given(st.lists(st.one_of(st.sampled_from(_WORDS), st.binary(max_size=300)), max_size=40),
+       st.integers(min_value=1, max_value=7))
+@settings(max_examples=300, deadline=None)
+def test_no_input_breaks_the_session(chunks: list[bytes], split: int) -> None:
+    d = make(tls_active=False, tls_available=True, plaintext_auth=True)
+    stream = b"".join(c + b"\r\n" for c in chunks)
+    out = b""
+    for i in range(0, len(stream), split * 13):
+        if d.closed:
+            break
+        out += d.send(stream[i : i + split * 13])
+    # Every reply line the session itself formats is well-formed (message bodies aside).
+    for line in out.split(b"\r\n"):
+        if line.startswith((b"+OK", b"-ERR")):
+            assert len(line) + 2 <= 512  # RFC 2449 §4: responses up to 512 octets

@@ -1,4 +1,7 @@
-"""A real server with three POP3 listeners (STLS, implicit TLS, plaintext) on loopback."""
+"""A real server with three POP3 listeners (STLS, implicit TLS, plaintext) on loopback.
+
+Like the shared ``running_server`` (tests/conftest.py, which also makes password hashing
+cheap for the session) but with a plaintext POP3 listener and adjustable limits."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 
 from pochta import passwords
 from pochta.config import AuthConfig, Config, Limits, Listener, TLSConfig
@@ -59,7 +61,6 @@ class Pop3Env:
 
 
 async def make_env(tmp: Path, **limits: float) -> AsyncIterator[Pop3Env]:
-    passwords.set_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     generate_self_signed("mail.example.test", cert, key)
     config = Config(
@@ -88,7 +89,6 @@ async def make_env(tmp: Path, **limits: float) -> AsyncIterator[Pop3Env]:
     finally:
         await running.close(grace=1.0)
         await ctx.store.close()
-        passwords.set_hasher(None)
 
 
 @pytest.fixture

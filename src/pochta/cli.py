@@ -336,11 +336,16 @@ def _yes_no(value: str | None) -> bool | None:
 
 @with_store
 async def cmd_user_set(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+    apop_secret = None
+    if args.apop_secret_stdin:
+        # APOP needs the shared secret itself (RFC 1939 §7); "" on stdin removes it
+        apop_secret = sys.stdin.readline().rstrip("\r\n")
     await store.update_account(
         normalize_address(args.address),
         may_send_as_anyone=_yes_no(args.send_as_anyone),
         quota_bytes=args.quota,
         disabled=_yes_no(args.disabled),
+        apop_secret=apop_secret,
     )
     print(f"updated {args.address}")
     return 0
@@ -436,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="may use any sender address in submission")
     p.add_argument("--quota", type=int, help="storage quota in bytes (0: none)")
     p.add_argument("--disabled", choices=("yes", "no"))
+    p.add_argument("--apop-secret-stdin", action="store_true",
+                   help="read the POP3 APOP secret from standard input (empty: remove it)")
     p.set_defaults(func=cmd_user_set)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(

@@ -131,6 +131,15 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class POP3Config:
+    apop: bool = field(
+        default=False,
+        metadata=_doc("offer APOP (RFC 1939) to accounts with an APOP secret "
+                      "(`pochta user set --apop-secret-stdin`); puts a timestamp in the greeting"),
+    )
+
+
+@dataclass(frozen=True)
 class DNSConfig:
     nameservers: list[str] = field(
         default_factory=list, metadata=_doc("resolver IPs; empty: the system's resolv.conf")
@@ -168,6 +177,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig, metadata=_doc("[storage]"))
     log: LogConfig = field(default_factory=LogConfig, metadata=_doc("[log]"))
     dns: DNSConfig = field(default_factory=DNSConfig, metadata=_doc("[dns]"))
+    pop3: POP3Config = field(default_factory=POP3Config, metadata=_doc("[pop3]"))
     dkim: DKIMSettings = field(default_factory=DKIMSettings, metadata=_doc("[dkim]"))
     spf: SPFSettings = field(default_factory=SPFSettings, metadata=_doc("[spf]"))
     dmarc: DMARCSettings = field(default_factory=DMARCSettings, metadata=_doc("[dmarc]"))

@@ -61,8 +61,7 @@ _FLUSH_AT = 256 * 1024
 
 def apop_enabled(ctx: ServerContext) -> bool:
     """APOP is off unless the configuration turns it on (``[pop3] apop = true``)."""
-    section = getattr(ctx.config, "pop3", None)
-    return bool(getattr(section, "apop", False))
+    return ctx.config.pop3.apop
 
 
 class _Pop3Handler:

@@ -1,0 +1,1 @@
+"""Diagnostics: send, sink, probe, check, doctor, sasl-encode (docs/diagnostics.md)."""

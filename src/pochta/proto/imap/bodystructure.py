@@ -98,6 +98,8 @@ def parse(data: bytes, default_type: str = "text/plain", depth: int = 0) -> Part
     if ctype.startswith("multipart/"):
         boundary = msg.get_boundary()
         if boundary:
+            # compat32 keeps folding inside a quoted value; unfold it (RFC 5322 §2.2.3)
+            boundary = re.sub(r"\r?\n(?=[ \t])", "", boundary)
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             for chunk in _split_multipart(body, boundary.encode("ascii", "surrogateescape")):
                 part.children.append(parse(chunk, child_default, depth + 1))
@@ -130,10 +132,14 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
 def _numbered(part: Part, top: bool) -> list[Part]:
     if part.is_multipart:
         return part.children
+    if top:
+        # a non-multipart message has one part, its body, even when that body is itself
+        # a message/rfc822: [1] is the encapsulated message, [1.1] its body (§6.4.5)
+        return [part]
     if part.message is not None:
         inner = part.message
         return inner.children if inner.is_multipart else [inner]
-    return [part] if top else []
+    return []
 
 
 def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
@@ -212,7 +218,8 @@ class Address:
 
 
 def parse_address_list(value: str) -> list[Address]:
-    """RFC 5322 address-list with groups, leniently; comments are dropped."""
+    """RFC 5322 address-list with groups, leniently. A comment only counts as the display
+    name of an address that has none (``user@domain (Real Name)``), as Dovecot does."""
     out: list[Address] = []
     tokens: list[tuple[str, str]] = []
     in_group = False
@@ -246,6 +253,7 @@ def parse_address_list(value: str) -> list[Address]:
                 elif value[j] == ")":
                     depth -= 1
                 j += 1
+            tokens.append(("c", value[i + 1 : j - 1].strip()))
             i = j
         elif c == "<":
             j = value.find(">", i)
@@ -256,7 +264,7 @@ def parse_address_list(value: str) -> list[Address]:
             finish()
             i += 1
         elif c == ":" and not in_group and not any(k == "a" for k, _ in tokens):
-            name = " ".join(t for _, t in tokens)
+            name = " ".join(t for k, t in tokens if k != "c")
             tokens.clear()
             out.append(Address(None, None, name, None))
             in_group = True
@@ -285,6 +293,8 @@ def parse_address_list(value: str) -> list[Address]:
 
 
 def _address(tokens: list[tuple[str, str]]) -> Address | None:
+    comments = [t for k, t in tokens if k == "c" and t]
+    tokens = [(k, t) for k, t in tokens if k != "c"]
     angle = next((t for k, t in tokens if k == "a"), None)
     if angle is not None:
         phrase = " ".join(t for k, t in tokens[: [k for k, _ in tokens].index("a")])
@@ -295,7 +305,9 @@ def _address(tokens: list[tuple[str, str]]) -> Address | None:
         name = phrase or None
     else:
         spec = "".join(t if k != "q" else f'"{t}"' for k, t in tokens)
-        name, adl = None, None
+        name, adl = (comments[-1] if comments else None), None
+        if not spec:
+            return None  # a lone comment is not an address
     if not spec and not name:
         return None
     if "@" in spec:

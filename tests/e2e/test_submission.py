@@ -9,6 +9,7 @@ import ssl
 
 import pytest
 
+from pochta.services.auth import channel_bindings
 from tests.conftest import Instance, Server, start_instance
 from tests.e2e.smtpclient import RawClient
 from tests.e2e.test_mta import inbox
@@ -277,3 +278,28 @@ async def test_rate_limit_and_received_options(instance: Instance) -> None:
     finally:
         await server.running.close(grace=1.0)
         await server.store.close()
+
+
+async def test_scram_plus_with_tls_exporter_on_tls13(running_server: Server) -> None:
+    """RFC 9266: tls-exporter binding on TLS 1.3 (scramp lacks it: a hand-made client)."""
+    from tests.test_sasl_scram import TinyClient
+
+    c = await RawClient.connect(running_server.port("submission", "implicit"),
+                                running_server.client_ssl())
+    await c.reply()
+    _, ehlo = await c.cmd("EHLO laptop")
+    assert "SCRAM-SHA-256-PLUS" in ehlo
+    ssl_obj = c.writer.get_extra_info("ssl_object")
+    assert ssl_obj.version() == "TLSv1.3"
+    [exporter] = [b for b in channel_bindings(ssl_obj) if b.type == "tls-exporter"]
+    client = TinyClient("alice@example.test", "alice-pass", "p=tls-exporter,,", exporter.data,
+                        nonce="clientnonce123")
+    code, text = await c.cmd("AUTH SCRAM-SHA-256-PLUS " + base64.b64encode(client.first())
+                             .decode())
+    assert code == 334
+    final = client.final(base64.b64decode(text))
+    code, text = await c.cmd(base64.b64encode(final).decode())
+    assert code == 334
+    assert base64.b64decode(text) == b"v=" + base64.b64encode(client.server_signature)
+    assert (await c.cmd(""))[0] == 235
+    await c.close()

@@ -34,12 +34,7 @@ def _channel_binding(s: ImapSession) -> tuple[ChannelBinding, ...] | None:
     """Every TLS channel binding this connection offers (RFC 5929, RFC 9266)."""
     if not s.conn.tls_active:
         return None
-    found = []
-    for kind in ("tls-exporter", "tls-unique"):
-        data = s.conn.channel_binding(kind)
-        if data:
-            found.append(ChannelBinding(kind, data))
-    return tuple(found) or None
+    return s.conn.channel_bindings() or None
 
 
 def capabilities(s: ImapSession) -> list[str]:

@@ -91,11 +91,11 @@ class _Pop3Handler:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _channel_binding(self) -> ChannelBinding | None:
+    def _channel_binding(self) -> tuple[ChannelBinding, ...] | None:
+        """Every channel binding the connection offers (tls-exporter, tls-unique)."""
         if not self.conn.tls_active:
             return None
-        data = self.conn.channel_binding("tls-unique")
-        return ChannelBinding("tls-unique", data) if data is not None else None
+        return self.conn.channel_bindings() or None
 
     def _mechanisms(self) -> tuple[str, ...]:
         return mechanisms_for(

@@ -41,7 +41,8 @@ PROBE_PORT: Schema = {
 }
 PROBE: Schema = {"command": str, "host": str, "ports": [PROBE_PORT], "findings": [FINDING],
                  "exit_code": int}
-CHECK: Schema = {"command": str, "domain": str, "findings": [FINDING], "exit_code": int}
+CHECK: Schema = {"command": str, "domain": str, "findings": [FINDING], "exit_code": int,
+                 "error": (str, None)}
 DOCTOR: Schema = {"command": str, "findings": [FINDING], "exit_code": int}
 
 

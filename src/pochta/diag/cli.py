@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import common
 from .common import (
     EXIT_CONNECT,
     EXIT_OK,
@@ -23,7 +24,6 @@ from .common import (
     ConnectError,
     UsageError,
     dump_json,
-    make_resolver,
 )
 
 
@@ -179,7 +179,7 @@ def cmd_send(args: argparse.Namespace, _config: object) -> int:
                 domain = recipients[0].rpartition("@")[2]
                 if not domain:
                     raise UsageError("no --server and the recipient has no domain")
-                host = await mx_target(domain, make_resolver())
+                host = await mx_target(domain, common.make_resolver())
                 transcript.note(f"MX for {domain}: {host}")
                 port = args.port or default_port
         except UsageError as exc:

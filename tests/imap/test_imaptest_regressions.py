@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pochta.proto.imap.bodystructure import envelope, parse, section_bytes
+import re
+
+from pochta.proto.imap.bodystructure import decode_qp, envelope, parse, section_bytes
+from pochta.proto.imap.framer import RawCommand
+from pochta.proto.imap.parser import Reader
+from pochta.proto.imap.search import Candidate, SearchContext, matches, parse_search
+from pochta.storage.interfaces import MessageMeta
+from tests.conftest import Server
+from tests.imap.helpers import MESSAGE, connect, joined
 
 FOLDED_BOUNDARY = (
     b"From: user@domain.org\r\n"
@@ -65,3 +73,61 @@ def test_envelope_comment_as_name_and_empty_group_comment() -> None:
     # a phrase still wins over a comment
     env = envelope(parse(b"From: Bob (work) <bob@x.test>\r\n\r\n"))
     assert b'(("Bob" NIL "bob" "x.test"))' in env
+
+
+def test_quoted_printable_rules() -> None:
+    """imaptest fetch-binary-mime-qp: trailing blanks are dropped, `=` then blanks is a soft
+    break, a stray `=` stays (RFC 2045 §6.7)."""
+    body = (b"hello  \r\nbar=\r\n\r\nfoo\t=\r\nbar\r\nfoo\t \t= \r\n=62\r\n"
+            b"foo = \t\r\nbar\r\nfoo =\r\n=62\r\nfoo  \r\nbar=\r\n\r\nfoo_bar\r\n")
+    assert decode_qp(body) == (b"hello\r\nbar\r\nfoo\tbar\r\nfoo\t \tb\r\nfoo bar\r\nfoo b\r\n"
+                               b"foo\r\nbar\r\nfoo_bar\r\n")
+    assert decode_qp(b"a=3D=XYb=4") == b"a==XYb=4"
+
+
+def test_search_from_sees_through_comments_in_address() -> None:
+    """imaptest search-addresses: `<user-from (comment)@ (comment) domain.org>`."""
+    prog = parse_search(Reader(RawCommand((b"FROM user-from@domain.org",), (b"",))))
+    ctx = SearchContext(1, 1, frozenset())
+    for header in (b"From: <user-from (comment)@ (comment) domain.org>",
+                   b"From: user-from@domain.org (RealFrom)",
+                   b"From: RealFrom <user-from@domain.org>"):
+        c = Candidate(1, _meta(), False)
+        c.data = header + b"\r\n\r\nbody\r\n"
+        assert matches(prog.key, c, ctx), header
+    c = Candidate(1, _meta(), False)
+    c.data = b"From: user-from1@domain.org\r\n\r\n"
+    assert not matches(prog.key, c, ctx)
+    env = envelope(parse(b"From: <user-from (comment)@ (comment) domain.org>\r\n\r\n"))
+    assert b'((NIL NIL "user-from" "domain.org"))' in env
+
+
+def _meta() -> MessageMeta:
+    return MessageMeta(uid=1, flags=frozenset(), internaldate=0.0, size=10, modseq=1, blob_id=1)
+
+
+async def test_condstore_enabling_fetch_reports_highestmodseq(imap_server: Server) -> None:
+    """imaptest esearch-condstore: FETCH MODSEQ enables CONDSTORE on a selected mailbox, so
+    an untagged OK [HIGHESTMODSEQ] comes first (RFC 7162 §3.1); ESEARCH RETURN (MIN) with a
+    MODSEQ key reports the MIN message's mod-sequence (§3.1.5)."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for _ in range(3):
+            await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("FETCH 1 MODSEQ")
+        assert resp[0].startswith(b"* OK [HIGHESTMODSEQ "), resp
+        again = await c.cmd("FETCH 1 MODSEQ")
+        assert not any(b"HIGHESTMODSEQ" in x for x in again)  # only on enabling
+        mods = {}
+        for n in (1, 3, 2):
+            resp = await c.cmd(f"STORE {n} +FLAGS (\\Seen)")
+            m = re.search(rb"MODSEQ \((\d+)\)", joined(resp))
+            assert m is not None, resp
+            mods[n] = int(m.group(1))
+        resp = await c.cmd('SEARCH RETURN (MIN) 1:3 MODSEQ "/flags/\\\\seen" all 1')
+        assert b"MIN 1 MODSEQ %d" % mods[1] in resp[0], (resp, mods)
+        resp = await c.cmd('SEARCH RETURN (MAX) 1:3 MODSEQ 1')
+        assert b"MAX 3 MODSEQ %d" % mods[3] in resp[0], (resp, mods)
+        resp = await c.cmd('SEARCH RETURN (COUNT) 1:3 MODSEQ 1')
+        assert b"COUNT 3 MODSEQ %d" % max(mods.values()) in resp[0], (resp, mods)

@@ -47,6 +47,14 @@ async def _load(s: ImapSession, meta: MessageMeta) -> bytes | None:
 # --- FETCH ----------------------------------------------------------------------------
 
 
+def _enable_condstore(s: ImapSession) -> None:
+    """A CONDSTORE enabling command while a mailbox is selected also reports its
+    HIGHESTMODSEQ, before the tagged reply (RFC 7162 §3.1)."""
+    if not s.condstore and s.selected is not None:
+        s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.selected.modseq)
+    s.condstore = True
+
+
 async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     seqset = parse_seqset(r)
     r.sp()
@@ -55,7 +63,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if uid and not req.has("UID"):
         req.atts.insert(0, FetchAtt("UID"))
     if req.changedsince is not None or req.has("MODSEQ"):
-        s.condstore = True
+        _enable_condstore(s)
     if req.vanished and (not uid or req.changedsince is None or not s.qresync):
         raise ParseError("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
     uids = resolve(s, seqset, uid)
@@ -109,7 +117,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         unchanged_since = r.number()
         r.expect(")")
         r.sp()
-        s.condstore = True
+        _enable_condstore(s)
     mode = FlagMode.REPLACE
     if r.accept("+"):
         mode = FlagMode.ADD
@@ -166,7 +174,7 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         return
     sel = _sel(s)
     if prog.uses_modseq:
-        s.condstore = True
+        _enable_condstore(s)
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[tuple[int, MessageMeta]] = []
     for seq, meta in sel.messages():
@@ -203,6 +211,12 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if "COUNT" in returns:
                 parts.append(b"COUNT %d" % len(numbers))
             if prog.uses_modseq and numbers and returns:
+                if set(returns) <= {"MIN", "MAX"}:
+                    # only MIN/MAX: the MODSEQ of the messages returned (RFC 7162 §3.1.5)
+                    shown = {min(numbers), max(numbers)} if len(returns) == 2 else {
+                        min(numbers) if returns == ["MIN"] else max(numbers)}
+                    highest = max(m.modseq for seq, m in hits
+                                  if (m.uid if uid else seq) in shown)
                 parts.append(b"MODSEQ %d" % highest)
             s.send(b" ".join(parts) + b"\r\n")
     await s.sync(allow_expunge=uid)

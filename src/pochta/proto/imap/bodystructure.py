@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -180,6 +179,27 @@ class UnknownCTE(Exception):
     pass
 
 
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_LINES = re.compile(rb"([^\n]*?)(\r?\n|\Z)")
+
+
+def decode_qp(data: bytes) -> bytes:
+    """Quoted-printable (RFC 2045 §6.7): trailing blanks on a line are dropped, `=` at the
+    end of a line (even before blanks) is a soft break; a stray `=` stays as it is."""
+    out = bytearray()
+    for m in _LINES.finditer(data):
+        line, eol = m.group(1).rstrip(b" \t"), m.group(2)
+        if not line and not eol:
+            break
+        if line.endswith(b"="):
+            out += _QP_ESCAPE.sub(lambda x: bytes([int(x.group(1), 16)]), line[:-1])
+            continue
+        out += _QP_ESCAPE.sub(lambda x: bytes([int(x.group(1), 16)]), line)
+        if eol:
+            out += b"\r\n"
+    return bytes(out)
+
+
 def decode_body(part: Part) -> bytes:
     """The body with its Content-Transfer-Encoding removed (BINARY, RFC 3516)."""
     cte = (part.header_value("Content-Transfer-Encoding") or "7bit").strip().lower()
@@ -191,7 +211,7 @@ def decode_body(part: Part) -> bytes:
         except (binascii.Error, ValueError):
             return b""
     if cte == "quoted-printable":
-        return quopri.decodestring(part.body)
+        return decode_qp(part.body)
     raise UnknownCTE(cte)
 
 
@@ -298,7 +318,8 @@ def _address(tokens: list[tuple[str, str]]) -> Address | None:
     angle = next((t for k, t in tokens if k == "a"), None)
     if angle is not None:
         phrase = " ".join(t for k, t in tokens[: [k for k, _ in tokens].index("a")])
-        spec = angle.strip()
+        # comments and blanks may appear between the tokens of an addr-spec (RFC 5322 §3.4.1)
+        spec = re.sub(r"\s+", "", re.sub(r"\([^()]*\)", "", angle))
         adl = None
         if spec.startswith("@") and ":" in spec:
             adl, spec = spec.split(":", 1)

@@ -24,6 +24,7 @@ _FLAG_KEYS = {
     "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
+_ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
@@ -295,6 +296,12 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         values = c.part.header_values(name)
         if not needle:
             return bool(values)
+        if name.upper() in _ADDRESS_HEADERS:
+            # also match the parsed addresses, so comments and folding inside an address
+            # (`<user (c)@ (c) domain>`) do not hide it, as Dovecot does
+            values = [v + "\n" + " ".join(
+                f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
+                for a in bs.parse_address_list(v)) for v in values]
         return any(_contains(_decode(v), needle) for v in values)
     if op == "BODY":
         return _contains(text_of(c.part), str(k.args[0]))

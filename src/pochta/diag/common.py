@@ -228,10 +228,13 @@ class Wire:
 
     @classmethod
     async def connect(cls, host: str, port: int, transcript: Transcript, timeout: float,
-                      tls: ssl.SSLContext | None = None) -> Wire:
+                      tls: ssl.SSLContext | None = None, tls_name: str | None = None) -> Wire:
+        """``tls_name``: the name to send as SNI and check the certificate against
+        (default: ``host`` unless it is an IP address)."""
+        name = tls_name or sni_for(host)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=tls,
-                                    server_hostname=sni_for(host) if tls else None,
+                                    server_hostname=name if tls else None,
                                     limit=MAX_LINE),
             timeout,
         )

@@ -125,6 +125,7 @@ class ProbeOptions:
     cafile: str | None = None
     login: Login | None = None
     verbose: bool = False
+    tls_name: str | None = None  # SNI and certificate name (default: host)
 
 
 # --- one port --------------------------------------------------------------------------
@@ -148,7 +149,7 @@ async def probe_port(spec: PortSpec, opts: ProbeOptions) -> PortResult:
 async def _open(opts: ProbeOptions, port: int, t: Transcript,
                 ctx: ssl.SSLContext | None) -> Wire:
     try:
-        return await Wire.connect(opts.host, port, t, opts.timeout, ctx)
+        return await Wire.connect(opts.host, port, t, opts.timeout, ctx, opts.tls_name)
     except ssl.SSLCertVerificationError as exc:
         raise _VerifyFailed(exc.verify_message or str(exc)) from None
 
@@ -215,7 +216,7 @@ def _detect(greeting: str) -> str | None:
 async def _start_tls(wire: Wire, opts: ProbeOptions, result: PortResult,
                      ctx: ssl.SSLContext, verify: bool, why: str) -> None:
     try:
-        await wire.start_tls(ctx, opts.host)
+        await wire.start_tls(ctx, opts.tls_name or opts.host)
     except ssl.SSLCertVerificationError as exc:
         raise _VerifyFailed(exc.verify_message or str(exc)) from None
     result.tls_mode = "starttls"

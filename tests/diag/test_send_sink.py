@@ -356,3 +356,37 @@ async def test_send_usage_errors() -> None:
     assert rc == 2
     rc, _ = await run_cli("send", "--to", "a@b.test", "--server", "h:99999")
     assert rc == 2
+
+
+async def test_quit_after_data_sends_no_content(make_sink: SinkFactory) -> None:
+    sink, port = await make_sink()
+    rc, doc = await run_json(*send_args(port, "--quit-after", "data"))
+    assert rc == 0
+    assert [x["line"] for x in doc["transcript"] if x["dir"] == "->"][-1] == "DATA"
+    assert doc["steps"][-1]["step"] == "data" and doc["steps"][-1]["code"] == 354
+    await asyncio.sleep(0.1)
+    assert sink.records == []
+
+
+async def test_pipelined_mail_refused(make_sink: SinkFactory) -> None:
+    sink, port = await make_sink("reply:mail=550")
+    rc, doc = await run_json(*send_args(port, "--pipeline"))
+    assert rc == 1
+    assert doc["error"].startswith("MAIL FROM refused: 550")
+    assert sink.records == []
+
+
+async def test_attachment_is_mime(make_sink: SinkFactory, tmp_path: Path) -> None:
+    _, port = await make_sink(save=tmp_path / "out")
+    att = tmp_path / "report.pdf"
+    att.write_bytes(b"%PDF-1.4 binary \x00\xff")
+    rc, _ = await run_json(*send_args(port, "--attach", str(att), "--body", "see attached"))
+    assert rc == 0
+    import email
+
+    saved = next((tmp_path / "out").glob("*.eml")).read_bytes()
+    msg = email.message_from_bytes(saved)
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = [p for p in msg.walk() if p.get_filename()]
+    assert parts[0].get_filename() == "report.pdf"
+    assert parts[0].get_payload(decode=True) == b"%PDF-1.4 binary \x00\xff"

@@ -151,6 +151,11 @@ class DNSConfig:
 class LogConfig:
     level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
     format: str = field(default="text", metadata=_doc("text or json"))
+    trace_ips: list[str] = field(
+        default_factory=list,
+        metadata=_doc("client IPs or CIDR networks whose sessions are logged line by line "
+                      "(logger pochta.trace; passwords and SASL data redacted)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,11 @@ def _validate(cfg: Config) -> None:
     _check(cfg.storage.backend == "sqlite", "storage.backend", "only 'sqlite' is built so far")
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
+    for i, net in enumerate(cfg.log.trace_ips):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"log.trace_ips[{i}]: {net!r} is not an IP or network") from None
     for i, ns in enumerate(cfg.dns.nameservers):
         try:
             ipaddress.ip_address(ns)

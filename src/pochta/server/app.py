@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import ipaddress
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from ..storage.interfaces import MailStore
 from ..storage.sqlite import SQLiteStore
 from ..tlsutil import server_context
 from .listener import Connection, ConnectionLimiter, serve
+from .trace import Tracer
 
 log = logging.getLogger("pochta.server")
 
@@ -168,6 +170,23 @@ def _start_queue_worker(ctx: ServerContext) -> asyncio.Task[None] | None:
     return asyncio.get_running_loop().create_task(start(ctx))
 
 
+def _tracer_factory(config: Config, role: str) -> Callable[[Connection], Tracer | None] | None:
+    if not config.log.trace_ips:
+        return None
+    networks = [ipaddress.ip_network(n, strict=False) for n in config.log.trace_ips]
+
+    def make(conn: Connection) -> Tracer | None:
+        try:
+            ip = ipaddress.ip_address(conn.peer_ip)
+        except ValueError:
+            return None
+        if any(ip in net for net in networks):
+            return Tracer(role, conn.conn_id, conn.peer_ip)
+        return None
+
+    return make
+
+
 async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningServer:
     tasks: set[asyncio.Task[None]] = set()
     connections: set[Connection] = set()
@@ -193,7 +212,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
                 lst.address, lst.port, bound,
                 ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                 limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
-                connections=connections,
+                connections=connections, trace=_tracer_factory(ctx.config, lst.role),
             )
         except OSError as exc:
             for _, started in servers:

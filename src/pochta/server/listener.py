@@ -19,6 +19,7 @@ from typing import cast
 from ..proto.sasl.base import ChannelBinding
 from ..services.auth import channel_bindings
 from ..tlsutil import TLSInfo
+from .trace import Tracer
 
 __all__ = ["Connection", "ConnectionLimiter", "ServerShutdown", "TLSInfo", "serve"]
 
@@ -55,6 +56,7 @@ class Connection(asyncio.Protocol):
         self._channel_bindings: tuple[ChannelBinding, ...] | None = None
         self.on_open: Callable[[Connection], None] | None = None
         self._shutdown = False
+        self.tracer: Tracer | None = None
 
     # --- asyncio.Protocol callbacks --------------------------------------------------
 
@@ -122,6 +124,8 @@ class Connection(asyncio.Protocol):
             return b""
         data = bytes(self._buffer)
         self._buffer.clear()
+        if self.tracer is not None:
+            self.tracer.client(data)
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -129,6 +133,8 @@ class Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if data and self._transport is not None and not self._transport.is_closing():
+            if self.tracer is not None:
+                self.tracer.server(data)
             self._transport.write(data)
 
     async def drain(self) -> None:
@@ -249,6 +255,7 @@ async def serve(
     refuse: Callable[[str], bytes],
     tasks: set[asyncio.Task[None]],
     connections: set[Connection] | None = None,
+    trace: Callable[[Connection], Tracer | None] | None = None,
 ) -> asyncio.Server:
     """Listen on ``address:port`` and run ``handler`` for each admitted connection.
 
@@ -283,6 +290,8 @@ async def serve(
             conn.write(refuse(why))
             conn.close()
             return
+        if trace is not None:
+            conn.tracer = trace(conn)
         task = loop.create_task(run(conn))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -131,3 +131,32 @@ async def test_condstore_enabling_fetch_reports_highestmodseq(imap_server: Serve
         assert b"MAX 3 MODSEQ %d" % mods[3] in resp[0], (resp, mods)
         resp = await c.cmd('SEARCH RETURN (COUNT) 1:3 MODSEQ 1')
         assert b"COUNT 3 MODSEQ %d" % max(mods.values()) in resp[0], (resp, mods)
+
+
+async def test_noop_numbers_fetch_after_expunge_and_announces_keywords(
+        imap_server: Server) -> None:
+    """imaptest stress ("UID changed for sequence", "Keyword used without being in FLAGS"):
+    when expunges and flag changes from another session arrive together, the EXPUNGEs come
+    first and the FETCH after them uses the new numbers; a new keyword is announced in FLAGS
+    before a FETCH shows it; an append plus an expunge give a consistent EXISTS."""
+    async with connect(imap_server) as a, connect(imap_server) as b:
+        await a.login()
+        await b.login()
+        for _ in range(3):
+            await a.cmd(b"APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        await a.cmd("SELECT INBOX")
+        await b.cmd("SELECT INBOX")
+        await b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        await b.cmd("EXPUNGE")
+        await b.cmd("STORE 2 +FLAGS.SILENT ($fresh)")  # was message 3 (UID 3)
+        await b.cmd(b"APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        resp = await a.cmd("NOOP")
+        lines = resp[:-1]
+        assert lines[0] == b"* 1 EXPUNGE\r\n", resp
+        flags_at = next(i for i, x in enumerate(lines) if x.startswith(b"* FLAGS"))
+        fetch_at = next(i for i, x in enumerate(lines) if b"FETCH" in x)
+        assert flags_at < fetch_at and b"$fresh" in lines[flags_at], resp
+        assert lines[fetch_at].startswith(b"* 2 FETCH (UID 3 FLAGS ($fresh"), resp
+        assert b"* 3 EXISTS\r\n" in lines, resp
+        resp = await a.cmd("UID FETCH 1:* (FLAGS)")
+        assert [x.split(b" ")[1] for x in resp[:-1]] == [b"1", b"2", b"3"], resp

@@ -96,7 +96,9 @@ async def test_fetch_store_search_variants(imap_server: Server) -> None:
         resp = await c.cmd("STORE 2:3 +FLAGS.SILENT (\\Flagged)")
         assert len(resp) == 1 and st(resp).startswith(b"OK")  # silent: no FETCH
         resp = await c.cmd("UID STORE 4 FLAGS (\\Answered $label)")
-        assert b"UID 4" in resp[0] and b"$label" in resp[0]
+        # a new keyword is announced in FLAGS before the FETCH that shows it (§7.3.5)
+        assert resp[0].startswith(b"* FLAGS (") and b"$label" in resp[0]
+        assert b"UID 4" in resp[2] and b"$label" in resp[2]
         resp = await c.cmd("SEARCH FLAGGED")
         assert resp[0] == b"* SEARCH 2 3\r\n"
         resp = await c.cmd("UID SEARCH RETURN (MIN MAX COUNT ALL) OR FLAGGED ANSWERED")

@@ -121,9 +121,8 @@ class ImapSession:
         first_recent: int | None = None
         if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
             first_recent = await self.store.claim_recent(sel.info.id)
-        out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore)
-        if allow_expunge:
-            out = sel.flush_expunges(self.qresync) + out
+        out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore,
+                           flush=allow_expunge, qresync=self.qresync)
         for line in out:
             self.send(line)
 

@@ -8,7 +8,6 @@ import re
 from typing import TYPE_CHECKING
 
 from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
-from ..proto.imap.response import flags as fmt_flags
 from ..proto.imap.response import seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset
@@ -86,11 +85,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
     s.selected = sel
     s.watcher = s.store.watch(info.id)
     s.state = State.SELECTED
-    keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
-    flags = [*SYSTEM_FLAGS, *keywords]
-    s.send(b"* FLAGS " + fmt_flags(flags) + b"\r\n")
-    perm = b"()" if readonly else fmt_flags([*flags, "\\*"])
-    s.send(b"* OK [PERMANENTFLAGS " + perm + b"] Flags permitted\r\n")
+    s.send(sel.flags_lines())
     s.send(b"* %d EXISTS\r\n" % sel.count)
     if s.rev1_recent:
         s.send(b"* %d RECENT\r\n" % len(sel.recent))

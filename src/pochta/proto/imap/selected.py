@@ -14,6 +14,8 @@ from pochta.proto.imap.response import flags as fmt_flags
 from pochta.proto.imap.response import seq_set
 from pochta.storage.interfaces import Changes, MailboxInfo, MessageMeta
 
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 
 @dataclass(slots=True)
 class Selected:
@@ -25,6 +27,7 @@ class Selected:
     modseq: int = 0  # highest modseq this session has seen
     pending_expunge: set[int] = field(default_factory=set)
     saved_uids: frozenset[int] = frozenset()  # SEARCH RETURN (SAVE), RFC 5182
+    keywords: set[str] = field(default_factory=set)  # keywords announced in FLAGS
 
     @classmethod
     def load(
@@ -35,7 +38,24 @@ class Selected:
         sel.meta = {m.uid: m for m in messages}
         sel.recent = {m.uid for m in messages if m.uid >= first_recent}
         sel.modseq = max([info.highestmodseq, *(m.modseq for m in messages)], default=0)
+        sel.keywords = {f for m in messages for f in m.flags if not f.startswith("\\")}
         return sel
+
+    def flags_lines(self) -> bytes:
+        """FLAGS and PERMANENTFLAGS for the keywords known so far (§7.3.5, §7.1)."""
+        flags = [*SYSTEM_FLAGS, *sorted(self.keywords)]
+        perm = b"()" if self.readonly else fmt_flags([*flags, "\\*"])
+        return (b"* FLAGS " + fmt_flags(flags) + b"\r\n"
+                + b"* OK [PERMANENTFLAGS " + perm + b"] Flags permitted\r\n")
+
+    def announce(self, names: frozenset[str]) -> bytes:
+        """A new FLAGS response before the first FETCH that shows a keyword the client
+        has not seen in FLAGS yet (RFC 9051 §7.3.5: FLAGS lists the flags in use)."""
+        new = {f for f in names if not f.startswith("\\")} - self.keywords
+        if not new:
+            return b""
+        self.keywords |= new
+        return self.flags_lines()
 
     @property
     def count(self) -> int:
@@ -58,19 +78,28 @@ class Selected:
 
     def flags_fetch(self, uid: int, rev1_recent: bool, condstore: bool) -> bytes:
         m = self.meta[uid]
+        announce = self.announce(m.flags)
         names = set(m.flags)
         if rev1_recent and uid in self.recent:
             names.add("\\Recent")
         extra = b" MODSEQ (%d)" % m.modseq if condstore else b""
-        return b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (
+        return announce + b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (
             self.seq_of(uid), uid, fmt_flags(names), extra)
 
     def apply(
-        self, changes: Changes, first_recent: int | None, rev1_recent: bool, condstore: bool
+        self, changes: Changes, first_recent: int | None, rev1_recent: bool, condstore: bool,
+        flush: bool = False, qresync: bool = False,
     ) -> tuple[list[bytes], bool]:
-        """Fold in changes; returns the untagged FETCH/EXISTS/RECENT responses (expunges
-        are kept pending) and whether new messages arrived."""
+        """Fold in changes; returns the untagged responses and whether new messages arrived.
+        Expunges stay pending unless ``flush``; then they are announced first, so that the
+        FETCH and EXISTS responses after them use the new numbering (§7.5.1)."""
         out: list[bytes] = []
+        gone = set(changes.expunged)
+        for uid in gone:
+            if uid in self.meta:
+                self.pending_expunge.add(uid)
+        if flush:
+            out += self.flush_expunges(qresync)
         old_count = len(self.uids)
         top = self.top_uid
         new: list[MessageMeta] = []
@@ -83,18 +112,19 @@ class Selected:
                 self.meta[m.uid] = m
                 if differs:
                     out.append(self.flags_fetch(m.uid, rev1_recent, condstore))
-            elif m.uid > top:
+            elif m.uid > top and m.uid not in gone:
                 new.append(m)
         for m in sorted(new, key=lambda x: x.uid):
             self.uids.append(m.uid)
             self.meta[m.uid] = m
             if first_recent is not None and m.uid >= first_recent:
                 self.recent.add(m.uid)
-        for uid in changes.expunged:
-            if uid in self.meta:
-                self.pending_expunge.add(uid)
         self.modseq = max(self.modseq, changes.highestmodseq)
         if len(self.uids) != old_count:
+            for m in new:
+                line = self.announce(m.flags)
+                if line:
+                    out.append(line)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
             if rev1_recent:
                 out.append(b"* %d RECENT\r\n" % len(self.recent))

@@ -160,3 +160,27 @@ async def test_noop_numbers_fetch_after_expunge_and_announces_keywords(
         assert b"* 3 EXISTS\r\n" in lines, resp
         resp = await a.cmd("UID FETCH 1:* (FLAGS)")
         assert [x.split(b" ")[1] for x in resp[:-1]] == [b"1", b"2", b"3"], resp
+
+
+async def test_silent_store_and_fetch_announce_new_keyword(imap_server: Server) -> None:
+    """imaptest stress: STORE .SILENT of a new keyword still announces it in FLAGS, so a
+    later FETCH FLAGS never shows an unannounced keyword."""
+    async with connect(imap_server) as c:
+        await c.login()
+        await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("STORE 1 +FLAGS.SILENT ($quiet)")
+        assert resp[0].startswith(b"* FLAGS (") and b"$quiet" in resp[0], resp
+        assert b"FETCH" not in joined(resp)
+        resp = await c.cmd("FETCH 1 FLAGS")
+        assert not any(x.startswith(b"* FLAGS") for x in resp), resp  # already announced
+    async with connect(imap_server) as a, connect(imap_server) as b:
+        await a.login()
+        await b.login()
+        await a.cmd("SELECT INBOX")
+        flagged = b"(\\Seen $other)"
+        await b.cmd(b"APPEND INBOX " + flagged + b" {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        resp = await a.cmd("NOOP")
+        flags_at = next(i for i, x in enumerate(resp) if x.startswith(b"* FLAGS"))
+        exists_at = next(i for i, x in enumerate(resp) if x.endswith(b"EXISTS\r\n"))
+        assert flags_at < exists_at and b"$other" in resp[flags_at], resp

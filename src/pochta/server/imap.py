@@ -79,7 +79,8 @@ class ImapSession:
 
     # --- output ----------------------------------------------------------------------
     def send(self, data: bytes) -> None:
-        self.conn.write(data)
+        if data:
+            self.conn.write(data)
 
     def ok(self, tag: str, text: str, code: str | None = None) -> None:
         self.errors = 0  # the limit is on errors in a row, as Dovecot counts them

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..proto.imap import bodystructure as bs
@@ -42,6 +44,46 @@ async def _load(s: ImapSession, meta: MessageMeta) -> bytes | None:
         return await s.store.read_blob(meta.blob_id)
     except NotFound:
         return None
+
+
+class _PartCache:
+    """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
+    client's successive FETCHes) asking for the same message parse it once. The key holds
+    the mailbox, UID and size as well as the blob, so a reused blob id never aliases."""
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.parts: OrderedDict[tuple[int, int, int, int], bs.Part] = OrderedDict()
+
+    async def get(self, s: ImapSession, mailbox_id: int, meta: MessageMeta) -> bs.Part | None:
+        key = (meta.blob_id, mailbox_id, meta.uid, meta.size)
+        part = self.parts.get(key)
+        if part is not None:
+            self.parts.move_to_end(key)
+            return part
+        data = await _load(s, meta)
+        if data is None:
+            return None
+        part = bs.parse(data)
+        if len(data) <= self.max_bytes // 16:
+            self.parts[key] = part
+            self.size += len(data)
+            while self.size > self.max_bytes:
+                _, old = self.parts.popitem(last=False)
+                self.size -= len(old.header) + len(old.body)
+        return part
+
+
+# one cache per store (tests run several servers in one process; ids repeat across them)
+_caches: weakref.WeakKeyDictionary[object, _PartCache] = weakref.WeakKeyDictionary()
+
+
+def _part_cache(s: ImapSession) -> _PartCache:
+    cache = _caches.get(s.store)
+    if cache is None:
+        cache = _caches[s.store] = _PartCache()
+    return cache
 
 
 # --- FETCH ----------------------------------------------------------------------------
@@ -85,15 +127,19 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 sel.update(m)
                 seen_set.add(m.uid)
     failed = False
+    cache = _part_cache(s)
+    shows_flags = req.has("FLAGS")
     for n, u in enumerate(uids):
         meta = sel.meta[u]
-        data = await _load(s, meta) if req.needs_body else None
-        if req.needs_body and data is None:
+        part = await cache.get(s, sel.info.id, meta) if req.needs_body else None
+        if req.needs_body and part is None:
             failed = True  # expunged by another session meanwhile
             continue
+        if shows_flags or u in seen_set:
+            s.send(sel.announce(meta.flags))
         try:
-            s.send(render(sel.seq_of(u), meta, req, data, u in sel.recent, opts,
-                          extra_flags=u in seen_set))
+            s.send(render(sel.seq_of(u), meta, req, part.raw if part else None, u in sel.recent,
+                          opts, extra_flags=u in seen_set, part=part))
         except bs.UnknownCTE:
             s.no(tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
             return
@@ -143,6 +189,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     update = await s.store.store_flags(sel.info.id, live, wanted, mode, unchanged_since)
     for m in update.changed:
         sel.update(m)
+        s.send(sel.announce(m.flags))  # a new keyword: FLAGS first, even for .SILENT
     changed = {m.uid for m in update.changed}
     for u in live:
         if u in update.failed_uids:

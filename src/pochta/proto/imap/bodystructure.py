@@ -30,6 +30,7 @@ class Part:
     msg: Message  # header values only
     children: list[Part] = field(default_factory=list)  # multipart subparts
     message: Part | None = None  # the encapsulated message of message/rfc822
+    _fields: list[tuple[str, bytes]] | None = None
 
     @property
     def raw(self) -> bytes:
@@ -45,7 +46,9 @@ class Part:
 
     def fields(self) -> list[tuple[str, bytes]]:
         """(name, raw field bytes with folding and CRLF) in order."""
-        return header_fields(self.header)
+        if self._fields is None:
+            self._fields = header_fields(self.header)
+        return self._fields
 
     def header_values(self, name: str) -> list[str]:
         out = []
@@ -108,18 +111,30 @@ def parse(data: bytes, default_type: str = "text/plain", depth: int = 0) -> Part
 
 
 def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    # RFC 2046 §5.1.1: the CRLF before a delimiter belongs to the delimiter
-    delim = re.compile(
-        rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
-    )
+    # RFC 2046 §5.1.1: a delimiter starts a line; the CRLF before it belongs to it.
+    # bytes.find, not a regex with a leading alternation: this runs on every FETCH.
+    marker = b"--" + boundary
     chunks: list[bytes] = []
     start: int | None = None
-    for m in delim.finditer(body):
-        if start is not None:
-            chunks.append(body[start : m.start()])
-        if m.group(1):
-            return chunks
-        start = m.end()
+    pos = body.find(marker)
+    while pos >= 0:
+        if pos == 0 or body[pos - 1] == 0x0A:
+            after = pos + len(marker)
+            close = body.startswith(b"--", after)
+            eol = after + 2 if close else after
+            while eol < len(body) and body[eol] in b" \t":
+                eol += 1
+            if eol == len(body) or body.startswith(b"\n", eol) or body.startswith(b"\r\n", eol):
+                if start is not None:
+                    end = pos - 1 if pos > 0 else 0
+                    if end > 0 and body[end - 1] == 0x0D:
+                        end -= 1
+                    chunks.append(body[start:max(start, end)])
+                if close:
+                    return chunks
+                start = eol + (2 if body.startswith(b"\r\n", eol) else
+                               1 if body.startswith(b"\n", eol) else 0)
+        pos = body.find(marker, pos + 1)
     if start is not None:
         chunks.append(body[start:])  # no close delimiter: the last part runs to the end
     return chunks

@@ -180,11 +180,12 @@ def render(
     recent: bool,
     opts: FetchOptions,
     extra_flags: bool = False,
+    part: bs.Part | None = None,
 ) -> bytes:
-    """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``.
+    """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``;
+    ``part``, if given, is ``bs.parse(data)`` already done (a cache).
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
     items: list[bytes] = []
-    part: bs.Part | None = None
     done: set[str] = set()
 
     def parsed() -> bs.Part:

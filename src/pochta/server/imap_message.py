@@ -129,6 +129,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     failed = False
     cache = _part_cache(s)
     shows_flags = req.has("FLAGS")
+    out: list[bytes] = []  # one write per batch of responses, not one per message
+    pending = 0
     for n, u in enumerate(uids):
         meta = sel.meta[u]
         part = await cache.get(s, sel.info.id, meta) if req.needs_body else None
@@ -136,15 +138,24 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             failed = True  # expunged by another session meanwhile
             continue
         if shows_flags or u in seen_set:
-            s.send(sel.announce(meta.flags))
+            line = sel.announce(meta.flags)
+            if line:
+                out.append(line)
         try:
-            s.send(render(sel.seq_of(u), meta, req, part.raw if part else None, u in sel.recent,
-                          opts, extra_flags=u in seen_set, part=part))
+            line = render(sel.seq_of(u), meta, req, part.raw if part else None, u in sel.recent,
+                          opts, extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
+            s.send(b"".join(out))
             s.no(tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
             return
-        if n % 50 == 49:
+        out.append(line)
+        pending += len(line)
+        if n % 200 == 199 or pending > 256 << 10:
+            s.send(b"".join(out))
+            out.clear()
+            pending = 0
             await s.conn.drain()
+    s.send(b"".join(out))
     await s.sync(allow_expunge=uid)
     if failed:
         s.no(tag, "Some messages were expunged meanwhile", "EXPUNGEISSUED")

@@ -184,3 +184,18 @@ async def test_silent_store_and_fetch_announce_new_keyword(imap_server: Server) 
         flags_at = next(i for i, x in enumerate(resp) if x.startswith(b"* FLAGS"))
         exists_at = next(i for i, x in enumerate(resp) if x.endswith(b"EXISTS\r\n"))
         assert flags_at < exists_at and b"$other" in resp[flags_at], resp
+
+
+async def test_move_into_the_selected_mailbox(imap_server: Server) -> None:
+    """imaptest move: MOVE 1 to the mailbox itself gives COPYUID, EXPUNGE then EXISTS,
+    with numbers that agree (RFC 6851 §3.3)."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for _ in range(2):
+            await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("MOVE 1 INBOX")
+        assert resp[0].startswith(b"* OK [COPYUID ") and b" 1 3]" in resp[0], resp
+        assert resp[1:-1] == [b"* 1 EXPUNGE\r\n", b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"], resp
+        resp = await c.cmd("FETCH 1:* (UID)")
+        assert resp[:-1] == [b"* 1 FETCH (UID 2)\r\n", b"* 2 FETCH (UID 3)\r\n"], resp

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# pochta_instance.sh -- create (or recreate) the Pochta instance the benchmarks run against.
+#
+#   bench/pochta_instance.sh [DIR]        (default DIR: /tmp/pochta-bench)
+#
+# It runs `pochta init` (listeners on 127.0.0.1: mta 2525, submission 2587/2465, imap
+# 2143/2993, pop3 2110/2995), adds the benchmark mailbox bench@example.test with password
+# bench-pass-123, and appends the benchmark overrides:
+#   - inbound SPF/DKIM/DMARC checks off: the machine has no network, so every real DNS
+#     lookup would time out; the Postfix+Dovecot reference does no such checks either;
+#   - DKIM signing off on submission (the reference does not sign);
+#   - max_connections(_per_ip) raised: every benchmark client comes from 127.0.0.1;
+#   - the per-account submission rate limits (300 messages/hour by default) raised, so
+#     the submission benchmark measures sessions, not the limiter.
+# Everything else (fsync at every commit, argon2id parameters, TLS) stays at its default.
+# Start the server afterwards with
+#   .venv/bin/pochta -c DIR/pochta.toml serve
+set -euo pipefail
+DIR="${1:-/tmp/pochta-bench}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+POCHTA="${POCHTA:-$ROOT/.venv/bin/pochta}"
+USER_ADDR="${BENCH_USER:-bench@example.test}"
+USER_PASS="${BENCH_PASS:-bench-pass-123}"
+
+rm -rf -- "$DIR"
+"$POCHTA" init --dir "$DIR" --hostname mail.example.test --domain example.test >/dev/null
+printf '%s\n' "$USER_PASS" | "$POCHTA" -c "$DIR/pochta.toml" user add "$USER_ADDR" --password-stdin
+cat >>"$DIR/pochta.toml" <<'TOML'
+
+# --- benchmark overrides (bench/pochta_instance.sh) ---
+[spf]
+check = false
+
+[dkim]
+verify = false
+sign = false
+
+[dmarc]
+check = false
+
+[limits]
+max_connections = 5000
+max_connections_per_ip = 5000
+
+[submission]
+messages_per_hour = 100000000
+recipients_per_hour = 100000000
+TOML
+echo "instance ready: $DIR/pochta.toml (user $USER_ADDR)"

@@ -10,7 +10,7 @@ from pochta.proto.imap.parser import Reader
 from pochta.proto.imap.search import Candidate, SearchContext, matches, parse_search
 from pochta.storage.interfaces import MessageMeta
 from tests.conftest import Server
-from tests.imap.helpers import MESSAGE, connect, joined
+from tests.imap.helpers import MESSAGE, connect, joined, st
 
 FOLDED_BOUNDARY = (
     b"From: user@domain.org\r\n"
@@ -199,3 +199,36 @@ async def test_move_into_the_selected_mailbox(imap_server: Server) -> None:
         assert resp[1:-1] == [b"* 1 EXPUNGE\r\n", b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"], resp
         resp = await c.cmd("FETCH 1:* (UID)")
         assert resp[:-1] == [b"* 1 FETCH (UID 2)\r\n", b"* 2 FETCH (UID 3)\r\n"], resp
+
+
+async def test_lsub_and_list_extended_subscriptions(imap_server: Server) -> None:
+    """imaptest subscribe / listext: CREATE does not subscribe; LSUB shows an unsubscribed
+    parent of a subscribed mailbox the pattern skips as \\Noselect (RFC 3501 §6.3.9); LIST
+    (SUBSCRIBED RECURSIVEMATCH) gives it CHILDINFO (RFC 5258 §3.5); RECURSIVEMATCH alone
+    is BAD."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for name in ("box", "box/a", "box/b/", "box/b/c", "box/d/e"):
+            assert st(await c.cmd(f"CREATE {name}")).startswith(b"OK")
+        resp = await c.cmd('LSUB "" box*')
+        assert resp[:-1] == [], resp  # nothing subscribed yet
+        for name in ("box/a", "box/b/c", "box/d/e"):
+            await c.cmd(f"SUBSCRIBE {name}")
+        resp = await c.cmd('LSUB "" box/%')
+        assert resp[:-1] == [b'* LSUB () "/" box/a\r\n', b'* LSUB (\\Noselect) "/" box/b\r\n',
+                             b'* LSUB (\\Noselect) "/" box/d\r\n'], resp
+        resp = await c.cmd('LSUB "" box/*')
+        assert [x.rsplit(b" ", 1)[1] for x in resp[:-1]] == [b"box/a\r\n", b"box/b/c\r\n",
+                                                             b"box/d/e\r\n"], resp
+        resp = await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" box/% RETURN (CHILDREN)')
+        lines = joined(resp)
+        assert b'(\\HasChildren) "/" box/b ("CHILDINFO" ("SUBSCRIBED"))' in lines, resp
+        assert b'(\\HasNoChildren \\Subscribed) "/" box/a\r\n' in lines, resp
+        assert b"box/d" in lines and b"box/b/c" not in lines, resp
+        # the child listed itself: no CHILDINFO for the parent
+        resp = await c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" (box/b box/b/c)')
+        assert b"CHILDINFO" not in joined(resp) and b"box/b/c" in joined(resp), resp
+        resp = await c.cmd('LIST (RECURSIVEMATCH) "" %')
+        assert st(resp).startswith(b"BAD"), resp
+        resp = await c.cmd('LIST (RECURSIVEMATCH REMOTE) "" %')
+        assert st(resp).startswith(b"BAD"), resp

@@ -165,6 +165,9 @@ async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     except AlreadyExists:
         s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
         return
+    # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
+    # that want it send SUBSCRIBE; the store subscribes new mailboxes by default.
+    await s.store.set_subscribed(s.account_id, name, False)
     s.ok(tag, "CREATE completed")
 
 
@@ -272,6 +275,9 @@ async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         r.sp()
         if not selection <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
             raise ParseError("unknown LIST selection option")
+        if "RECURSIVEMATCH" in selection and selection <= {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 §3.1: RECURSIVEMATCH needs another selection option
+            raise ParseError("RECURSIVEMATCH alone is not allowed")
     reference = r.list_mailbox()
     r.sp()
     if r.peek() == "(":
@@ -327,31 +333,51 @@ async def _list(
     only_subscribed = "SUBSCRIBED" in selection
     only_special = "SPECIAL-USE" in selection
     show_sub = only_subscribed or "SUBSCRIBED" in returns
+    subscribed = {b.name for b in boxes if b.subscribed}
+
+    def matches(name: str) -> bool:
+        return any(_match(p, name) for p in full)
+
+    def hidden_subscribed_child(name: str) -> bool:
+        """A subscribed descendant the patterns do not list themselves: LSUB shows the
+        parent as \\Noselect (RFC 3501 §6.3.9), LIST RECURSIVEMATCH adds CHILDINFO
+        (RFC 5258 §3.5)."""
+        return any(x.startswith(name + "/") and not matches(x) for x in subscribed)
+
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        if not any(_match(p, name) for p in full):
+        if not matches(name):
             continue
         info = by_name.get(name)
-        if info is None and "%" not in "".join(full) and not only_subscribed:
+        attrs: list[str] = []
+        extended = b""
+        if lsub:
+            if name not in subscribed:
+                if not hidden_subscribed_child(name):
+                    continue
+                attrs.append("\\Noselect")
+            s.send(b"* LSUB (" + " ".join(attrs).encode() + b') "/" '
+                   + s.mailbox_name(name) + b"\r\n")
             continue
-        children = any(other.startswith(name + "/") for other in by_name)
-        recursive = "RECURSIVEMATCH" in selection and any(
-            b.subscribed and b.name.startswith(name + "/") for b in boxes)
-        if only_subscribed and (info is None or not info.subscribed) and not recursive:
+        if only_subscribed:
+            childinfo = "RECURSIVEMATCH" in selection and hidden_subscribed_child(name)
+            if name not in subscribed and not childinfo:
+                continue
+            if childinfo:
+                extended = b' ("CHILDINFO" ("SUBSCRIBED"))'
+        elif info is None and "%" not in "".join(full):
             continue
         if only_special and (info is None or info.special_use is None):
             continue
-        attrs: list[str] = []
+        children = any(other.startswith(name + "/") for other in by_name)
         if info is None:
-            attrs.append("\\NonExistent" if not lsub else "\\Noselect")
-        if not lsub:
-            attrs.append("\\HasChildren" if children else "\\HasNoChildren")
-        if show_sub and not lsub and info is not None and info.subscribed:
+            attrs.append("\\NonExistent")
+        attrs.append("\\HasChildren" if children else "\\HasNoChildren")
+        if show_sub and name in subscribed:
             attrs.append("\\Subscribed")
-        if info is not None and info.special_use is not None and not lsub:
+        if info is not None and info.special_use is not None:
             attrs.append(str(info.special_use))
-        kind = b"LSUB" if lsub else b"LIST"
-        s.send(b"* " + kind + b" (" + " ".join(attrs).encode() + b') "/" '
-               + s.mailbox_name(name) + b"\r\n")
+        s.send(b"* LIST (" + " ".join(attrs).encode() + b') "/" '
+               + s.mailbox_name(name) + extended + b"\r\n")
         if status_items and info is not None:
             s.send(await _status_items(s, info, status_items))
     s.ok(tag, "LSUB completed" if lsub else "LIST completed")

@@ -232,3 +232,16 @@ async def test_lsub_and_list_extended_subscriptions(imap_server: Server) -> None
         assert st(resp).startswith(b"BAD"), resp
         resp = await c.cmd('LIST (RECURSIVEMATCH REMOTE) "" %')
         assert st(resp).startswith(b"BAD"), resp
+
+
+def test_multipart_split_edges() -> None:
+    """The find-based splitter (a speed fix) keeps RFC 2046 §5.1.1 rules: the CRLF before a
+    delimiter belongs to it, blanks may follow a delimiter, a boundary string that is only a
+    prefix of a longer one does not count, and a missing close delimiter ends at the end."""
+    from pochta.proto.imap.bodystructure import _split_multipart as split
+    assert split(b"pre\r\n--b\r\nA\r\n--b \t\r\nB\r\n--b--\r\nepi", b"b") == [b"A", b"B"]
+    assert split(b"--b\nA\n--b\nB\n--b--", b"b") == [b"A", b"B"]
+    assert split(b"--b\r\nA\r\n--bx\r\nstill A\r\n--b--", b"b") == [b"A\r\n--bx\r\nstill A"]
+    assert split(b"--b\r\nA\r\nx--b\r\n--b\r\nB", b"b") == [b"A\r\nx--b", b"B"]
+    assert split(b"no delimiter at all", b"b") == []
+    assert split(b"--b\r\n\r\nbody\r\n", b"b") == [b"\r\nbody\r\n"]

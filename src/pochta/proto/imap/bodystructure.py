@@ -31,6 +31,7 @@ class Part:
     children: list[Part] = field(default_factory=list)  # multipart subparts
     message: Part | None = None  # the encapsulated message of message/rfc822
     _fields: list[tuple[str, bytes]] | None = None
+    memo: dict[tuple[str, bool], bytes] = field(default_factory=dict)  # rendered ENVELOPE etc.
 
     @property
     def raw(self) -> bytes:

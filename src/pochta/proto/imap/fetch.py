@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pochta.proto.imap import bodystructure as bs
@@ -194,6 +195,15 @@ def render(
             part = bs.parse(data or b"")
         return part
 
+    def memo(name: str, make: Callable[[bs.Part], bytes]) -> bytes:
+        # a cached Part (the server keeps recently parsed messages) renders these once
+        p = parsed()
+        key = (name, opts.utf8)
+        value = p.memo.get(key)
+        if value is None:
+            value = p.memo[key] = make(p)
+        return value
+
     def add_once(name: str, value: bytes) -> None:
         if name not in done:
             done.add(name)
@@ -211,11 +221,12 @@ def render(
         elif a.name == "MODSEQ":
             add_once("MODSEQ", b"(%d)" % meta.modseq)
         elif a.name == "ENVELOPE":
-            add_once("ENVELOPE", bs.envelope(parsed(), opts.utf8))
+            add_once("ENVELOPE", memo("ENVELOPE", lambda p: bs.envelope(p, opts.utf8)))
         elif a.name == "BODYSTRUCTURE":
-            add_once("BODYSTRUCTURE", bs.bodystructure(parsed(), True, opts.utf8))
+            add_once("BODYSTRUCTURE", memo(
+                "BODYSTRUCTURE", lambda p: bs.bodystructure(p, True, opts.utf8)))
         elif a.name == "BODY" and not a.section:
-            add_once("BODY", bs.bodystructure(parsed(), False, opts.utf8))
+            add_once("BODY", memo("BODY", lambda p: bs.bodystructure(p, False, opts.utf8)))
         elif a.name in ("SAVEDATE", "EMAILID", "THREADID"):
             add_once(a.name, b"NIL")
         elif a.name == "RFC822":

@@ -7,14 +7,16 @@ from collections.abc import Iterable, Sequence
 
 from pochta.proto.imap.parser import MONTHS
 
-_QUOTE_SAFE = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+# printable US-ASCII may be quoted (with " and \ escaped); anything left after deleting
+# those octets needs a literal (or, after UTF8=ACCEPT, is checked as UTF-8)
+_PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 def quoted_or_literal(value: str | bytes, utf8: bool = False) -> bytes:
     """A string: quoted when it is short and plain, a literal otherwise (RFC 9051 §4.3)."""
     data = value.encode("utf-8") if isinstance(value, str) else value
     if len(data) < 1024 and (
-        all(b in _QUOTE_SAFE or b in (0x22, 0x5C) for b in data)
+        not data.translate(None, _PRINTABLE)
         or (utf8 and b"\r" not in data and b"\n" not in data and b"\x00" not in data
             and _is_utf8(data))
     ):

@@ -16,7 +16,7 @@ from ..proto.imap.response import seq_set
 from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import SeqSet, parse_seqset
-from ..storage.interfaces import FlagMode, MessageMeta, NotFound, QuotaExceeded
+from ..storage.interfaces import FlagMode, MailboxInfo, MessageMeta, NotFound, QuotaExceeded
 
 if TYPE_CHECKING:
     from .imap import ImapSession
@@ -49,15 +49,16 @@ async def _load(s: ImapSession, meta: MessageMeta) -> bytes | None:
 class _PartCache:
     """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
     client's successive FETCHes) asking for the same message parse it once. The key holds
-    the mailbox, UID and size as well as the blob, so a reused blob id never aliases."""
+    the mailbox (id and UIDVALIDITY), UID, size and date as well as the blob id, so a blob id
+    reused after a deletion does not alias an old message."""
 
     def __init__(self, max_bytes: int = 8 << 20) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self.parts: OrderedDict[tuple[int, int, int, int], bs.Part] = OrderedDict()
+        self.parts: OrderedDict[tuple[int, int, int, int, int, float], bs.Part] = OrderedDict()
 
-    async def get(self, s: ImapSession, mailbox_id: int, meta: MessageMeta) -> bs.Part | None:
-        key = (meta.blob_id, mailbox_id, meta.uid, meta.size)
+    async def get(self, s: ImapSession, box: MailboxInfo, meta: MessageMeta) -> bs.Part | None:
+        key = (meta.blob_id, box.id, box.uidvalidity, meta.uid, meta.size, meta.internaldate)
         part = self.parts.get(key)
         if part is not None:
             self.parts.move_to_end(key)
@@ -133,7 +134,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     pending = 0
     for n, u in enumerate(uids):
         meta = sel.meta[u]
-        part = await cache.get(s, sel.info.id, meta) if req.needs_body else None
+        part = await cache.get(s, sel.info, meta) if req.needs_body else None
         if req.needs_body and part is None:
             failed = True  # expunged by another session meanwhile
             continue

@@ -297,3 +297,27 @@ async def test_queue_lifecycle(store: MailStore) -> None:
     assert await store.purge_queue(now + 1) == 1
     await store.delete_queue_item(x.id)
     assert await store.list_queue() == []
+
+
+async def test_recreated_mailbox_gets_a_new_uidvalidity(store: MailStore) -> None:
+    acc = await account_id(store)
+    first = await store.create_mailbox(acc, "Tmp")
+    await store.delete_mailbox(acc, "Tmp")
+    second = await store.create_mailbox(acc, "Tmp")
+    assert second.uidvalidity > first.uidvalidity  # RFC 9051 §2.3.1.1
+
+
+async def test_subscriptions_are_names_that_outlive_mailboxes(store: MailStore) -> None:
+    acc = await account_id(store)
+    assert "INBOX" in await store.list_subscriptions(acc)  # defaults are subscribed
+    box = await store.create_mailbox(acc, "Lists")
+    assert not box.subscribed
+    await store.set_subscribed(acc, "Lists", True)
+    await store.set_subscribed(acc, "Not/There/Yet", True)
+    lists = await store.get_mailbox(acc, "Lists")
+    assert lists is not None and lists.subscribed
+    await store.rename_mailbox(acc, "Lists", "Groups")
+    await store.delete_mailbox(acc, "Groups")
+    assert {"Groups", "Not/There/Yet"} <= set(await store.list_subscriptions(acc))
+    await store.set_subscribed(acc, "Groups", False)
+    assert "Groups" not in await store.list_subscriptions(acc)

@@ -282,14 +282,22 @@ class MailStore(Protocol):
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...
     async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None: ...
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: SpecialUse | None = None
-    ) -> MailboxInfo: ...
+        self,
+        account_id: int,
+        name: str,
+        special_use: SpecialUse | None = None,
+        subscribe: bool = False,
+    ) -> MailboxInfo:
+        """A new mailbox with a UIDVALIDITY never used before, even by a deleted one."""
     async def delete_mailbox(self, account_id: int, name: str) -> None: ...
     async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
         """Renames children too. Renaming INBOX moves its messages to a new mailbox and
         leaves INBOX empty (RFC 9051 §6.3.6)."""
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None: ...
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        """Subscriptions are names and may outlive their mailbox (RFC 9051 §6.3.7)."""
+
+    async def list_subscriptions(self, account_id: int) -> list[str]: ...
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
 
     # messages

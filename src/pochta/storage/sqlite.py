@@ -105,7 +105,12 @@ CREATE TABLE IF NOT EXISTS queue(
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
     last_reply TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS queue_due ON queue(state, next_attempt);
+CREATE TABLE IF NOT EXISTS subscriptions(
+    account_id INTEGER NOT NULL, name TEXT NOT NULL,
+    PRIMARY KEY(account_id, name)) WITHOUT ROWID;
 """
+
+SCHEMA_VERSION = "2"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -167,7 +172,9 @@ _ACCOUNT_COLS = (
     "scram_server_key, may_send_as_anyone, quota_bytes, apop_secret, disabled"
 )
 _MAILBOX_COLS = (
-    "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, subscribed"
+    "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, "
+    "EXISTS(SELECT 1 FROM subscriptions s WHERE s.account_id=mailboxes.account_id "
+    "AND s.name=mailboxes.name)"
 )
 
 
@@ -223,8 +230,27 @@ class SQLiteStore:
         (path / "blobs").mkdir(exist_ok=True)
         store = cls(path, commit_interval)
         store._writer_conn.executescript(SCHEMA)
+        store._migrate()
         store._thread.start()
         return store
+
+    def _migrate(self) -> None:
+        """Bring an older data directory up to SCHEMA_VERSION (runs before any job)."""
+        conn = self._writer_conn
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is not None and row[0] == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        if row is None:
+            # version 1 kept subscriptions on mailbox rows: copy them to their own table
+            conn.execute(
+                "INSERT OR IGNORE INTO subscriptions SELECT account_id, name FROM mailboxes "
+                "WHERE subscribed=1"
+            )
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+        )
+        conn.execute("COMMIT")
 
     async def close(self) -> None:
         if self._closed:
@@ -410,11 +436,15 @@ class SQLiteStore:
                 raise AlreadyExists(f"account {address} already exists") from None
             account_id = cur.lastrowid
             assert account_id is not None
-            for i, (name, special) in enumerate(DEFAULT_MAILBOXES):
+            for name, special in DEFAULT_MAILBOXES:
                 conn.execute(
                     "INSERT INTO mailboxes(account_id, name, uidvalidity, special_use)"
                     " VALUES (?,?,?,?)",
-                    (account_id, name, validity + i, special.value if special else None),
+                    (account_id, name, self._next_uidvalidity(conn, validity),
+                     special.value if special else None),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions VALUES (?,?)", (account_id, name)
                 )
             return account_id
 
@@ -424,8 +454,19 @@ class SQLiteStore:
         return account
 
     def _uidvalidity_base(self) -> int:
-        # Seconds since 2020 fit the 32-bit UIDVALIDITY for a century; distinct per create.
+        # Seconds since 2020 fit the 32-bit UIDVALIDITY for a century.
         return max(1, int(time.time()) - 1_577_836_800)
+
+    @staticmethod
+    def _next_uidvalidity(conn: sqlite3.Connection, base: int) -> int:
+        """A UIDVALIDITY never handed out before by this store, even to a mailbox since
+        deleted (RFC 9051 §2.3.1.1: a re-created name must get a new one)."""
+        row = conn.execute("SELECT value FROM meta WHERE key='last_uidvalidity'").fetchone()
+        value = max(base, int(row[0]) + 1 if row else 1)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_uidvalidity', ?)", (value,)
+        )
+        return value
 
     async def set_password(
         self, address: str, password_hash: str, scram: ScramCredentials | None
@@ -489,6 +530,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM messages WHERE mailbox_id=?", (box,))
                 conn.execute("DELETE FROM expunged WHERE mailbox_id=?", (box,))
             conn.execute("DELETE FROM mailboxes WHERE account_id=?", (row[0],))
+            conn.execute("DELETE FROM subscriptions WHERE account_id=?", (row[0],))
             conn.execute("DELETE FROM accounts WHERE id=?", (row[0],))
 
         await self._write(fn)
@@ -683,25 +725,30 @@ class SQLiteStore:
         return _mailbox(rows[0]) if rows else None
 
     async def create_mailbox(
-        self, account_id: int, name: str, special_use: SpecialUse | None = None
+        self,
+        account_id: int,
+        name: str,
+        special_use: SpecialUse | None = None,
+        subscribe: bool = False,
     ) -> MailboxInfo:
         name = normalize_mailbox_name(name)
         validity = self._uidvalidity_base()
 
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
-            highest = conn.execute(
-                "SELECT coalesce(max(uidvalidity),0) FROM mailboxes WHERE account_id=?",
-                (account_id,),
-            ).fetchone()[0]
-            try:
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE account_id=? AND name=?", (account_id, name)
+            ).fetchone():
+                raise AlreadyExists(f"mailbox {name} already exists")
+            conn.execute(
+                "INSERT INTO mailboxes(account_id, name, uidvalidity, special_use)"
+                " VALUES (?,?,?,?)",
+                (account_id, name, self._next_uidvalidity(conn, validity),
+                 special_use.value if special_use else None),
+            )
+            if subscribe:
                 conn.execute(
-                    "INSERT INTO mailboxes(account_id, name, uidvalidity, special_use)"
-                    " VALUES (?,?,?,?)",
-                    (account_id, name, max(validity, highest + 1),
-                     special_use.value if special_use else None),
+                    "INSERT OR IGNORE INTO subscriptions VALUES (?,?)", (account_id, name)
                 )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(f"mailbox {name} already exists") from None
 
         await self._write(fn)
         box = await self.get_mailbox(account_id, name)
@@ -735,14 +782,10 @@ class SQLiteStore:
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
             if old == "INBOX":
                 # RFC 9051 §6.3.6: messages move to the new mailbox, INBOX stays, empty.
-                highest = conn.execute(
-                    "SELECT coalesce(max(uidvalidity),0) FROM mailboxes WHERE account_id=?",
-                    (account_id,),
-                ).fetchone()[0]
                 cur = conn.execute(
                     "INSERT INTO mailboxes(account_id, name, uidvalidity, uidnext, highestmodseq)"
                     " VALUES (?,?,?,?,?)",
-                    (account_id, new, max(validity, highest + 1), box.uidnext,
+                    (account_id, new, self._next_uidvalidity(conn, validity), box.uidnext,
                      box.highestmodseq),
                 )
                 conn.execute(
@@ -755,6 +798,7 @@ class SQLiteStore:
                 )
                 return
             conn.execute("UPDATE mailboxes SET name=? WHERE id=?", (new, box.id))
+            self._rename_subscription(conn, account_id, old, new)
             children = conn.execute(
                 "SELECT id, name FROM mailboxes WHERE account_id=? AND substr(name,1,?)=?",
                 (account_id, len(old) + 1, old + "/"),
@@ -762,21 +806,39 @@ class SQLiteStore:
             for child_id, child_name in children:
                 renamed = new + child_name[len(old):]
                 conn.execute("UPDATE mailboxes SET name=? WHERE id=?", (renamed, child_id))
+                self._rename_subscription(conn, account_id, child_name, renamed)
 
         await self._write(fn, touched={box.id})
 
+    @staticmethod
+    def _rename_subscription(conn: sqlite3.Connection, account_id: int, old: str, new: str
+                             ) -> None:
+        conn.execute(
+            "UPDATE OR REPLACE subscriptions SET name=? WHERE account_id=? AND name=?",
+            (new, account_id, old),
+        )
+
     async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        """Subscriptions are names: they may outlive their mailbox (RFC 9051 §6.3.7)."""
         name = normalize_mailbox_name(name)
 
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
-            cur = conn.execute(
-                "UPDATE mailboxes SET subscribed=? WHERE account_id=? AND name=?",
-                (int(subscribed), account_id, name),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"no mailbox {name}")
+            if subscribed:
+                conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions VALUES (?,?)", (account_id, name)
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM subscriptions WHERE account_id=? AND name=?", (account_id, name)
+                )
 
         await self._write(fn)
+
+    async def list_subscriptions(self, account_id: int) -> list[str]:
+        rows = self._query(
+            "SELECT name FROM subscriptions WHERE account_id=? ORDER BY name", (account_id,)
+        )
+        return [r[0] for r in rows]
 
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
         box = self._query(
@@ -811,15 +873,23 @@ class SQLiteStore:
         box = self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
+        highest = int(box[0][0])
+        if highest <= modseq:  # the common NOOP/IDLE case: nothing happened
+            return Changes(highest, (), ())
+        # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
+        # message) instead of the (mailbox_id, modseq) index.
         changed = self._query(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
-            "WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq),
+            "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
         gone = self._query(
-            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid",
-            (mailbox_id, modseq),
+            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
-        return Changes(box[0][0], tuple(_meta(r) for r in changed), tuple(r[0] for r in gone))
+        return Changes(
+            highest,
+            tuple(sorted((_meta(r) for r in changed), key=lambda m: m.uid)),
+            tuple(sorted(r[0] for r in gone)),
+        )
 
     async def store_flags(
         self,

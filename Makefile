@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 # Debian tools the interop tests drive (swaks, smtp-source from postfix, msmtp, curl,
 # fetchmail, getmail6, opendkim-tools).
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
-	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync
+	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
+	mutt offlineimap3
 DEMO_DIR := demo
 
 .PHONY: all venv deps test lint typecheck pytest demo clean bench

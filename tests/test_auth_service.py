@@ -358,3 +358,38 @@ def test_normalize_address() -> None:
     assert normalize_address("Tim@Example.ORG") == "tim@example.org"
     assert normalize_address("tim@b\u00fccher.example") == "tim@xn--bcher-kva.example"
     assert normalize_address("no-at-sign") == "no-at-sign"
+
+
+# --- the cache of successful verifications ----------------------------------------------
+
+
+async def test_repeated_right_password_skips_argon2_until_expiry(
+    auth: Authenticator, hasher: CountingHasher, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    assert hasher.verifications == 1
+    # a wrong password is never answered from the cache
+    assert await auth.check_password(ALICE, "alice-pw ", "192.0.2.1") is None
+    assert hasher.verifications == 2
+    clock.now += CONFIG.cache_seconds + 1
+    assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    assert hasher.verifications == 3
+
+
+async def test_password_change_invalidates_the_cache(
+    auth: Authenticator, store: SQLiteStore, hasher: CountingHasher
+) -> None:
+    assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    await store.set_password(ALICE, hash_password("new-pw", hasher=hasher), None)
+    assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is None
+    assert await auth.check_password(ALICE, "new-pw", "192.0.2.1") is not None
+
+
+async def test_cache_can_be_turned_off(store: SQLiteStore, clock: FakeClock) -> None:
+    hasher = CountingHasher()
+    config = AuthConfig(cache_seconds=0)
+    auth = Authenticator(store, config, clock, sleep=clock.sleep, hasher=hasher)
+    for _ in range(2):
+        assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    assert hasher.verifications == 2

@@ -116,6 +116,11 @@ class AuthConfig:
     )
     lockout_seconds: float = field(default=300.0, metadata=_doc("how long a lockout lasts"))
     failure_delay: float = field(default=1.0, metadata=_doc("seconds added to a failure reply"))
+    cache_seconds: float = field(
+        default=300.0,
+        metadata=_doc("remember a successful password check this long, so a client's "
+                      "repeated logins skip argon2id (0: verify every time)"),
+    )
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ from pochta.config import AuthConfig
 from pochta.proto.sasl import ChannelBinding
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials
 
+VERIFIED_CACHE_MAX = 10_000
+
 log = logging.getLogger("pochta.auth")
 
 MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
@@ -231,6 +233,7 @@ class Authenticator:
         self._secret = secret or secrets.token_bytes(32)
         self._dummy: str | None = None
         self.limiter = limiter or FailureLimiter(config, clock)
+        self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
     async def allowed(self, client_ip: str, address: str | None = None) -> bool:
         """False while the client IP, or this account from this IP, is locked out."""
@@ -248,9 +251,15 @@ class Authenticator:
             return None
         account = await self._lookup(addr)
         password_hash = account.password_hash if account is not None else await self._dummy_hash()
-        ok = await asyncio.to_thread(
-            passwords.verify_password, password_hash, password, hasher=self._hasher
-        )
+        cache_key = self._cache_key(addr, password)
+        if account is not None and self._cached_ok(cache_key, password_hash):
+            ok = True
+        else:
+            ok = await asyncio.to_thread(
+                passwords.verify_password, password_hash, password, hasher=self._hasher
+            )
+            if ok and account is not None:
+                self._remember(cache_key, password_hash)
         if account is not None and ok and not account.disabled:
             self._succeeded(client_ip, addr)
             return account
@@ -293,6 +302,34 @@ class Authenticator:
         await self._failed(client_ip, normalize_address(address) if address else None, reason)
 
     # internals
+
+    # A cache of recent successful verifications, as Dovecot's auth_cache: mail clients
+    # log in again and again with the same password, and argon2id costs hundreds of ms of
+    # CPU each time. Keys are an HMAC of (account, password) under the per-server secret;
+    # an entry counts only while the account's hash is unchanged (a new password drops
+    # it) and for ``[auth] cache_seconds``. Failures are never cached.
+
+    def _cache_key(self, addr: str, password: str) -> bytes:
+        return hmac.new(self._secret, f"{addr}\0{password}".encode("utf-8", "surrogatepass"),
+                        "sha256").digest()
+
+    def _cached_ok(self, key: bytes, password_hash: str) -> bool:
+        entry = self._verified.get(key)
+        if entry is None:
+            return False
+        stored_hash, when = entry
+        if stored_hash != password_hash or self._clock() - when > self._config.cache_seconds:
+            del self._verified[key]
+            return False
+        return True
+
+    def _remember(self, key: bytes, password_hash: str) -> None:
+        if self._config.cache_seconds <= 0:
+            return
+        self._verified[key] = (password_hash, self._clock())
+        self._verified.move_to_end(key)
+        while len(self._verified) > VERIFIED_CACHE_MAX:
+            self._verified.popitem(last=False)
 
     async def _lookup(self, addr: str) -> Account | None:
         if not addr or len(addr) > MAX_ADDRESS_LENGTH:

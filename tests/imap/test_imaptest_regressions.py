@@ -234,6 +234,25 @@ async def test_lsub_and_list_extended_subscriptions(imap_server: Server) -> None
         assert st(resp).startswith(b"BAD"), resp
 
 
+async def test_subscription_outlives_delete(imap_server: Server) -> None:
+    """imaptest listext: a subscription stays after DELETE and shows as \\NonExistent
+    \\Subscribed (RFC 9051 §6.3.7, RFC 5258 §3); a re-created name gets a new
+    UIDVALIDITY (imaptest uidvalidity, RFC 9051 §2.3.1.1)."""
+    async with connect(imap_server) as c:
+        await c.login()
+        await c.cmd("CREATE gone")
+        first = joined(await c.cmd("STATUS gone (UIDVALIDITY)"))
+        await c.cmd("SUBSCRIBE gone")
+        assert st(await c.cmd("DELETE gone")).startswith(b"OK")
+        lines = joined(await c.cmd('LIST (SUBSCRIBED) "" gone'))
+        assert b'* LIST (\\NonExistent \\HasNoChildren \\Subscribed) "/" gone' in lines, lines
+        assert b'* LSUB () "/" gone' in joined(await c.cmd('LSUB "" gone'))
+        assert b"gone" not in joined(await c.cmd('LIST "" gone'))
+        await c.cmd("CREATE gone")
+        second = joined(await c.cmd("STATUS gone (UIDVALIDITY)"))
+        assert first != second
+
+
 def test_multipart_split_edges() -> None:
     """The find-based splitter (a speed fix) keeps RFC 2046 §5.1.1 rules: the CRLF before a
     delimiter belongs to it, blanks may follow a delimiter, a boundary string that is only a

@@ -166,8 +166,7 @@ async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
         return
     # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
-    # that want it send SUBSCRIBE; the store subscribes new mailboxes by default.
-    await s.store.set_subscribed(s.account_id, name, False)
+    # that want it send SUBSCRIBE.
     s.ok(tag, "CREATE completed")
 
 
@@ -333,7 +332,10 @@ async def _list(
     only_subscribed = "SUBSCRIBED" in selection
     only_special = "SPECIAL-USE" in selection
     show_sub = only_subscribed or "SUBSCRIBED" in returns
-    subscribed = {b.name for b in boxes if b.subscribed}
+    # subscriptions are names and may outlive their mailbox (RFC 9051 §6.3.7)
+    subscribed = set(await s.store.list_subscriptions(s.account_id))
+    if only_subscribed or lsub:
+        names |= subscribed
 
     def matches(name: str) -> bool:
         return any(_match(p, name) for p in full)

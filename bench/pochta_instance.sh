@@ -12,6 +12,8 @@
 #   - max_connections(_per_ip) raised: every benchmark client comes from 127.0.0.1;
 #   - the per-account submission rate limits (300 messages/hour by default) raised, so
 #     the submission benchmark measures sessions, not the limiter.
+# With AUTH_CACHE_SECONDS=N set, also writes [auth] cache_seconds = N (0: argon2id on every
+# login, the way the Dovecot reference verifies SHA512-CRYPT on every login).
 # Everything else (fsync at every commit, argon2id parameters, TLS) stays at its default.
 # Start the server afterwards with
 #   .venv/bin/pochta -c DIR/pochta.toml serve
@@ -46,4 +48,7 @@ max_connections_per_ip = 5000
 messages_per_hour = 100000000
 recipients_per_hour = 100000000
 TOML
+if [ -n "${AUTH_CACHE_SECONDS:-}" ]; then
+  printf '\n[auth]\ncache_seconds = %s\n' "$AUTH_CACHE_SECONDS" >>"$DIR/pochta.toml"
+fi
 echo "instance ready: $DIR/pochta.toml (user $USER_ADDR)"

@@ -228,6 +228,15 @@ def _cpu_ms(run: dict[str, Any]) -> dict[str, float]:
 
 def report(results: Path) -> None:
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    print(f"\n## all finished runs ({results})")
+    _table(runs)
+    clean = [r for r in runs if r.get("valid")]
+    if clean and len(clean) < len(runs):
+        print("\n## clean runs only (other processes used at most OTHER_MAX_FRAC of the machine)")
+        _table(clean)
+
+
+def _table(runs: list[dict[str, Any]]) -> None:
     cells: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     tried: dict[tuple[str, int], int] = defaultdict(int)
     valid: dict[tuple[str, int], int] = defaultdict(int)
@@ -244,7 +253,7 @@ def report(results: Path) -> None:
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)
-    print(f"\n{results}: {len(runs)} runs, {first} .. {last}")
+    print(f"{len(runs)} runs, {first} .. {last}")
     print("\n| target | sessions | accepted msg/s | **delivered msg/s** | min-max | "
           "CPU-ms/msg (server trees) | smtp-source CPU-ms/msg | machine util | "
           "other load | done/clean/total |")
@@ -253,7 +262,7 @@ def report(results: Path) -> None:
     for label, s in itertools.product(labels, sessions):
         good = cells.get((label, s), [])
         if not good:
-            print(f"| {label} | {s} | - | **failed** | - | - | - | - | - | "
+            print(f"| {label} | {s} | - | **no run** | - | - | - | - | - | "
                   f"0/0/{tried[(label, s)]} |")
             continue
         dl = [r["deliver_per_s"] for r in good]

@@ -321,3 +321,28 @@ async def test_subscriptions_are_names_that_outlive_mailboxes(store: MailStore) 
     assert {"Groups", "Not/There/Yet"} <= set(await store.list_subscriptions(acc))
     await store.set_subscribed(acc, "Groups", False)
     assert "Groups" not in await store.list_subscriptions(acc)
+
+
+async def test_large_and_small_messages_survive_reopen(factory: Factory, tmp_path: Path) -> None:
+    """Small bodies may live in the index and large ones in segments: both read back
+    byte for byte, also after the store is closed and opened again."""
+    s = await factory(tmp_path)
+    await s.add_domain("example.test")
+    acc = await account_id(s)
+    big = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * 40_000 + b"\r\n"  # ~640 KB
+    small = await s.accept(MSG, ENV, [LocalTarget(acc)])
+    large = await s.accept(big, ENV, [LocalTarget(acc)])
+    await s.close()
+    s = await factory(tmp_path)
+    try:
+        assert await s.read_blob(small.blob_id) == MSG
+        assert await s.read_blob(large.blob_id) == big
+    finally:
+        await s.close()
+
+
+async def test_delivery_to_a_deleted_folder_lands_in_inbox(store: MailStore) -> None:
+    acc = await account_id(store)
+    await store.delete_mailbox(acc, "Junk")
+    result = await store.accept(MSG, ENV, [LocalTarget(acc, "Junk")])
+    assert result.local_uids == ((await inbox_id(store, acc), 1),)

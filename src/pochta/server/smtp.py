@@ -92,12 +92,14 @@ class SMTPHandler:
             require_auth=self.submission,
         )
 
-    def _log(self, msg: str, *args: object) -> None:
-        log.info("conn=%s ip=%s " + msg, self.conn.conn_id, self.conn.peer_ip, *args)
+    def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
+        if log.isEnabledFor(level):
+            log.log(level, "conn=%s ip=%s " + msg, self.conn.conn_id, self.conn.peer_ip, *args)
 
     async def run(self) -> None:
+        # connect/disconnect at debug: one info line per accepted message is the mail log
         self._log("connect role=%s port=%s tls=%s", self.listener.role, self.conn.local_port,
-                  self.conn.tls_active)
+                  self.conn.tls_active, level=logging.DEBUG)
         session = self.session
         session.start()
         started = False
@@ -135,7 +137,7 @@ class SMTPHandler:
                 raise RuntimeError("SMTP core paused without a pending decision")
             else:
                 await self._dispatch(event)
-        self._log("disconnect")
+        self._log("disconnect", level=logging.DEBUG)
 
     def _read_timeout(self, started: bool) -> float:
         lim = self.config.limits
@@ -168,7 +170,7 @@ class SMTPHandler:
         self.session.tls_started()
         if self.submission:
             self.session.params = self._params_after_tls()
-        self._log("starttls %s", self.conn.tls_info())
+        self._log("starttls %s", self.conn.tls_info(), level=logging.DEBUG)
 
     def _params_after_tls(self) -> SessionParams:
         return self._params()

@@ -71,24 +71,35 @@ def add_missing_headers(data: bytes, hostname: str, now: float) -> bytes:
 
 
 class HourlyLimiter:
-    """Counts events per key over the last hour (a sliding window)."""
+    """Counts events per key over the last hour (a sliding window).
+
+    Each key keeps its events and their running total, so a check costs O(expired
+    events), not O(events in the hour): accounts with high limits stay cheap."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._events: dict[str, deque[tuple[float, int]]] = {}
+        self._totals: dict[str, int] = {}
 
-    def _window(self, key: str) -> deque[tuple[float, int]]:
-        events = self._events.setdefault(key, deque())
+    def _expire(self, key: str) -> None:
+        events = self._events.get(key)
+        if not events:
+            return
         horizon = self.clock() - 3600
         while events and events[0][0] < horizon:
-            events.popleft()
-        return events
+            self._totals[key] -= events.popleft()[1]
+        if not events:
+            del self._events[key]
+            del self._totals[key]
 
     def used(self, key: str) -> int:
-        return sum(n for _, n in self._window(key))
+        self._expire(key)
+        return self._totals.get(key, 0)
 
     def would_exceed(self, key: str, amount: int, limit: int) -> bool:
         return self.used(key) + amount > limit
 
     def add(self, key: str, amount: int = 1) -> None:
-        self._window(key).append((self.clock(), amount))
+        self._expire(key)
+        self._events.setdefault(key, deque()).append((self.clock(), amount))
+        self._totals[key] = self._totals.get(key, 0) + amount

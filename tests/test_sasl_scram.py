@@ -28,8 +28,8 @@ from pochta.proto.sasl import (
     new_mechanism,
 )
 from pochta.proto.sasl.scram import Scram, decode_saslname, encode_saslname
-from pochta.services.auth import channel_bindings
 from pochta.storage.interfaces import ScramCredentials
+from pochta.tlsbinding import channel_bindings
 
 # RFC 7677 §3
 RFC_SALT = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")

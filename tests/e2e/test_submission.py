@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from pochta.services.auth import channel_bindings
+from pochta.tlsbinding import channel_bindings
 from tests.conftest import Instance, Server, start_instance
 from tests.e2e.smtpclient import RawClient
 from tests.e2e.test_mta import inbox

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from ..proto.sasl.base import ChannelBinding
-from ..services.auth import channel_bindings
+from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
 from .trace import Tracer
 

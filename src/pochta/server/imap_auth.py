@@ -57,6 +57,8 @@ def capabilities(s: ImapSession) -> list[str]:
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
         "UTF8=ACCEPT", "BINARY",
     ]
+    if not s.conn.compressed:
+        caps.append("COMPRESS=DEFLATE")
     return caps
 
 
@@ -129,6 +131,22 @@ async def cmd_starttls(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     # anything pipelined after STARTTLS was sent in clear: drop it (RFC 9051 §6.2.1)
     s.framer.discard_buffer()
     await s.conn.start_tls()
+
+
+async def cmd_compress(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """COMPRESS DEFLATE (RFC 4978): the tagged OK is the last uncompressed line; the
+    client compresses from its next command on, and so do we."""
+    mechanism = r.atom().upper()
+    r.end()
+    if mechanism != "DEFLATE":
+        s.bad(tag, "Unknown compression mechanism")
+        return
+    if s.conn.compressed:
+        s.no(tag, "Compression is already active", "COMPRESSIONACTIVE")
+        return
+    s.ok(tag, "DEFLATE active")
+    s.framer.discard_buffer()  # a client must wait for the OK (RFC 4978 §3)
+    s.conn.start_deflate()
 
 
 async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:

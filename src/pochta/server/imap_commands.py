@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
     "LOGIN": (a.cmd_login, NOT_AUTH),
     "AUTHENTICATE": (a.cmd_authenticate, NOT_AUTH),
     "ENABLE": (a.cmd_enable, AUTH),
+    "COMPRESS": (a.cmd_compress, AUTH),
     "SELECT": (mb.cmd_select, AUTH),
     "EXAMINE": (mb.cmd_examine, AUTH),
     "CREATE": (mb.cmd_create, AUTH),

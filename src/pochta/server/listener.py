@@ -13,8 +13,9 @@ import asyncio
 import itertools
 import logging
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 from ..proto.sasl.base import ChannelBinding
 from ..tlsbinding import channel_bindings
@@ -27,6 +28,8 @@ log = logging.getLogger("pochta.server")
 
 # Stop reading from a client that sends faster than its session consumes.
 READ_HIGH_WATER = 256 * 1024
+# Most plaintext one read of a compressed stream may produce (IMAP COMPRESS).
+INFLATE_CHUNK = 256 * 1024
 _ids = itertools.count(1)
 
 
@@ -57,6 +60,8 @@ class Connection(asyncio.Protocol):
         self.on_open: Callable[[Connection], None] | None = None
         self._shutdown = False
         self.tracer: Tracer | None = None
+        self._inflate: Any = None  # zlib decompress/compress objects once COMPRESS is on
+        self._deflate: Any = None
 
     # --- asyncio.Protocol callbacks --------------------------------------------------
 
@@ -107,9 +112,42 @@ class Connection(asyncio.Protocol):
         self._shutdown = True
         self._wake_reader()
 
+    def start_deflate(self) -> None:
+        """From now on both directions are raw DEFLATE streams (IMAP COMPRESS, RFC 4978).
+        Bytes already buffered were sent before the client saw our OK: a client that
+        pipelines past COMPRESS breaks the RFC (§3), and they are dropped."""
+        self._buffer.clear()
+        self._inflate = zlib.decompressobj(-15)
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
+
     async def read(self, timeout: float | None) -> bytes:
         """The next chunk received; b"" at EOF. Raises TimeoutError after ``timeout`` and
         ServerShutdown once the server is stopping and no input is waiting."""
+        while True:
+            inflate = self._inflate
+            if inflate is not None and inflate.unconsumed_tail:
+                raw = b""  # work off what the last call left compressed
+            else:
+                raw = await self._read_raw(timeout)
+                if not raw or inflate is None:
+                    break
+            try:
+                # at most INFLATE_CHUNK per call: a small input may expand enormously
+                data = inflate.decompress(inflate.unconsumed_tail + raw, INFLATE_CHUNK)
+            except zlib.error as exc:
+                raise ConnectionError(f"corrupt DEFLATE stream: {exc}") from None
+            if data:
+                raw = data
+                break
+        if self.tracer is not None and raw:
+            self.tracer.client(raw)
+        return raw
+
+    async def _read_raw(self, timeout: float | None) -> bytes:
         if self._shutdown and not self._buffer:
             raise ServerShutdown
         if not self._buffer and not self._eof:
@@ -124,8 +162,6 @@ class Connection(asyncio.Protocol):
             return b""
         data = bytes(self._buffer)
         self._buffer.clear()
-        if self.tracer is not None:
-            self.tracer.client(data)
         if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
@@ -135,6 +171,9 @@ class Connection(asyncio.Protocol):
         if data and self._transport is not None and not self._transport.is_closing():
             if self.tracer is not None:
                 self.tracer.server(data)
+            if self._deflate is not None:
+                # a sync flush per write: the client can decode every reply at once
+                data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
             self._transport.write(data)
 
     async def drain(self) -> None:

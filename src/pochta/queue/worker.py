@@ -179,6 +179,10 @@ class QueueWorker:
             except Exception:
                 # The items stay pending/deferred and are tried again on the next pass.
                 log.exception("queue delivery task failed")
+            finally:
+                # A pass takes at most 1,000 due items: when a delivery ends, look again at
+                # once, or a backlog would drain one batch per poll_interval.
+                self._wake.set()
 
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)

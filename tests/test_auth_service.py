@@ -393,3 +393,16 @@ async def test_cache_can_be_turned_off(store: SQLiteStore, clock: FakeClock) -> 
     for _ in range(2):
         assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
     assert hasher.verifications == 2
+
+
+async def test_concurrent_logins_share_one_verification(
+    auth: Authenticator, hasher: CountingHasher
+) -> None:
+    results = await asyncio.gather(*[
+        auth.check_password(ALICE, "alice-pw", f"192.0.2.{n}") for n in range(1, 6)])
+    assert all(r is not None for r in results)
+    assert hasher.verifications == 1
+    wrong = await asyncio.gather(*[
+        auth.check_password(ALICE, "nope", "192.0.2.9") for _ in range(3)])
+    assert wrong == [None, None, None]
+    assert hasher.verifications == 2

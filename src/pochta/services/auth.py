@@ -228,6 +228,7 @@ class Authenticator:
         self._dummy: str | None = None
         self.limiter = limiter or FailureLimiter(config, clock)
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        self._verifying: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
 
     async def allowed(self, client_ip: str, address: str | None = None) -> bool:
         """False while the client IP, or this account from this IP, is locked out."""
@@ -249,9 +250,7 @@ class Authenticator:
         if account is not None and self._cached_ok(cache_key, password_hash):
             ok = True
         else:
-            ok = await asyncio.to_thread(
-                passwords.verify_password, password_hash, password, hasher=self._hasher
-            )
+            ok = await self._verify_once(cache_key, password_hash, password)
             if ok and account is not None:
                 self._remember(cache_key, password_hash)
         if account is not None and ok and not account.disabled:
@@ -302,6 +301,23 @@ class Authenticator:
     # CPU each time. Keys are an HMAC of (account, password) under the per-server secret;
     # an entry counts only while the account's hash is unchanged (a new password drops
     # it) and for ``[auth] cache_seconds``. Failures are never cached.
+
+    async def _verify_once(self, key: bytes, password_hash: str, password: str) -> bool:
+        """argon2id verification; concurrent checks of the same (account, password) share
+        one run (a mail client opening five connections at once costs one, not five)."""
+        pending = self._verifying.get((key, password_hash))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(asyncio.to_thread(
+            passwords.verify_password, password_hash, password, hasher=self._hasher))
+        self._verifying[(key, password_hash)] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._verifying.pop((key, password_hash), None)
+            else:
+                task.add_done_callback(lambda _: self._verifying.pop((key, password_hash), None))
 
     def _cache_key(self, addr: str, password: str) -> bytes:
         return hmac.new(self._secret, f"{addr}\0{password}".encode("utf-8", "surrogatepass"),

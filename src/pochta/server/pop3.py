@@ -35,16 +35,11 @@ from pochta.proto.pop3 import (
 from pochta.proto.sasl.base import (
     Challenge,
     ChannelBinding,
-    CheckPassword,
-    Failure,
-    Mechanism,
-    NeedScramCredentials,
-    Step,
-    Success,
 )
-from pochta.proto.sasl.registry import mechanisms_for, new_mechanism
+from pochta.proto.sasl.registry import mechanisms_for
 from pochta.server.listener import Connection
 from pochta.services.auth import normalize_address
+from pochta.services.sasl_driver import Authenticated, Outcome, SASLDriver
 from pochta.storage.interfaces import Account, FlagMode, StoreError
 
 if TYPE_CHECKING:
@@ -71,8 +66,7 @@ class _Pop3Handler:
         self.store = ctx.store
         self.locked_account: int | None = None
         self.mailbox_id = 0
-        self.mechanism: Mechanism | None = None
-        self.scram_user: str | None = None
+        self.sasl: SASLDriver | None = None
         timestamp = None
         if apop_enabled(ctx):
             # RFC 1939 §7: a unique, msg-id-like timestamp per greeting.
@@ -137,10 +131,10 @@ class _Pop3Handler:
                 elif isinstance(event, AuthStart):
                     await self._auth_start(event)
                 elif isinstance(event, AuthResponse):
-                    await self._auth_step(self._mech().respond(event.data))
+                    assert self.sasl is not None
+                    await self._auth_outcome(await self.sasl.respond(event.data))
                 elif isinstance(event, AuthAborted):
-                    self.mechanism = None
-                    self.scram_user = None
+                    self.sasl = None
                 elif isinstance(event, ApopLogin):
                     await self._apop_login(event)
                 elif isinstance(event, StartTLS):
@@ -161,8 +155,7 @@ class _Pop3Handler:
     # -- authentication -------------------------------------------------------------------
 
     async def _refuse(self, text: str = "Authentication failed", code: str = "AUTH") -> None:
-        self.mechanism = None
-        self.scram_user = None
+        self.sasl = None
         if self.session.reject_login(text, code) is not None:
             log.info("conn %s: too many errors", self.conn.conn_id)
 
@@ -199,55 +192,31 @@ class _Pop3Handler:
         auth.limiter.record_success(ip, address)
         await self._login(account)
 
-    def _mech(self) -> Mechanism:
-        assert self.mechanism is not None
-        return self.mechanism
-
     async def _auth_start(self, event: AuthStart) -> None:
-        self.mechanism = new_mechanism(
-            event.mechanism, channel_binding=self._channel_binding(), final_as_challenge=True
+        self.sasl = SASLDriver.create(
+            event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
+            channel_binding=self._channel_binding(),
+            # RFC 5034's +OK cannot carry SCRAM's server-final: a last challenge does
+            final_as_challenge=True,
         )
-        self.scram_user = None
-        if self.mechanism is None:
+        if self.sasl is None:
             await self._refuse("Unsupported authentication mechanism", "AUTH")
             return
-        await self._auth_step(self.mechanism.start(event.initial_response))
+        await self._auth_outcome(await self.sasl.start(event.initial_response))
 
-    async def _auth_step(self, step: Step) -> None:
-        auth = self.ctx.authenticator
-        ip = self.conn.peer_ip
-        while True:
-            if isinstance(step, Challenge):
-                self.session.auth_challenge(step.data)
-                return
-            if isinstance(step, CheckPassword):
-                self.mechanism = None
-                await self._password_login(step.username, step.password)
-                return
-            if isinstance(step, NeedScramCredentials):
-                if not await auth.allowed(ip, step.username):
-                    await self._refuse(*_LOCKED_OUT)
-                    return
-                self.scram_user = step.username
-                keys = await auth.scram_credentials(step.username)
-                step = self._mech().provide(keys)
-                continue
-            if isinstance(step, Success):
-                self.mechanism = None
-                account = await auth.finish_scram(step.username, ip, True)
-                if account is None:
-                    await self._refuse()
-                    return
-                await self._login(account)
-                return
-            assert isinstance(step, Failure)
-            log.info("conn %s: AUTH failed: %s", self.conn.conn_id, step.reason)
-            if self.scram_user is not None:
-                await auth.finish_scram(self.scram_user, ip, False)
-            else:
-                await auth.register_failure(ip, None, step.reason)
-            await self._refuse()
+    async def _auth_outcome(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Challenge):
+            self.session.auth_challenge(outcome.data)
             return
+        self.sasl = None
+        if isinstance(outcome, Authenticated):
+            await self._login(outcome.account)
+            return
+        log.info("conn %s: AUTH failed: %s", self.conn.conn_id, outcome.reason)
+        if outcome.locked:
+            await self._refuse(*_LOCKED_OUT)
+        else:
+            await self._refuse()
 
     async def _login(self, account: Account) -> None:
         # RFC 1939 §8 / RFC 2449 §8.1.1: one POP3 session per maildrop.

@@ -11,12 +11,9 @@ from ..proto.imap.parser import ParseError, Reader
 from ..proto.sasl.base import (
     Challenge,
     ChannelBinding,
-    CheckPassword,
-    Failure,
-    NeedScramCredentials,
-    Success,
 )
-from ..proto.sasl.registry import mechanisms_for, new_mechanism
+from ..proto.sasl.registry import mechanisms_for
+from ..services.sasl_driver import Authenticated, SASLDriver
 from ..storage.interfaces import Account
 
 if TYPE_CHECKING:
@@ -199,62 +196,30 @@ async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
     cb = _channel_binding(s)
     allowed = mechanisms_for(s.conn.tls_active, cb is not None,
                              allow_plaintext=s.listener.tls == "none")
-    mech = new_mechanism(mech_name, channel_binding=cb, final_as_challenge=True)
-    if mech is None or mech_name not in allowed:
+    sasl = SASLDriver.create(mech_name, s.ctx.authenticator, s.conn.peer_ip,
+                             channel_binding=cb, final_as_challenge=True)
+    if sasl is None or mech_name not in allowed:
         s.no(tag, "Unsupported authentication mechanism", "CANNOT")
         return
-    auth = s.ctx.authenticator
-    if not await auth.allowed(s.conn.peer_ip):
+    outcome = await sasl.start(initial)
+    while isinstance(outcome, Challenge):
+        s.send(b"+ " + base64.b64encode(outcome.data) + b"\r\n")
+        await s.conn.drain()
+        line = await s.read_line()
+        if line.strip() == b"*":
+            s.bad(tag, "Authentication cancelled")
+            return
+        data = _b64(line.strip())
+        if data is None:
+            await s.ctx.authenticator.register_failure(s.conn.peer_ip, None, "bad base64")
+            s.bad(tag, "Invalid base64 in response")
+            return
+        outcome = await sasl.respond(data)
+    if isinstance(outcome, Authenticated):
+        await _logged_in(s, tag, outcome.account)
+    elif outcome.locked:
         s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
-        return
-    username: str | None = None
-    step = mech.start(initial)
-    while True:
-        if isinstance(step, Challenge):
-            s.send(b"+ " + base64.b64encode(step.data) + b"\r\n")
-            await s.conn.drain()
-            line = await s.read_line()
-            if line.strip() == b"*":
-                s.bad(tag, "Authentication cancelled")
-                return
-            data = _b64(line.strip())
-            if data is None:
-                await auth.register_failure(s.conn.peer_ip, username, "bad base64")
-                s.bad(tag, "Invalid base64 in response")
-                return
-            step = mech.respond(data)
-        elif isinstance(step, NeedScramCredentials):
-            username = step.username
-            if not await auth.allowed(s.conn.peer_ip, username):
-                s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
-                return
-            step = mech.provide(await auth.scram_credentials(username))
-        elif isinstance(step, CheckPassword):
-            if not await auth.allowed(s.conn.peer_ip, step.username):
-                s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
-                return
-            account = await auth.check_password(step.username, step.password, s.conn.peer_ip)
-            if account is None:
-                s.errors += 1
-                s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
-                return
-            await _logged_in(s, tag, account)
-            return
-        elif isinstance(step, Success):
-            found = await auth.finish_scram(step.username, s.conn.peer_ip, True)
-            if found is None:
-                s.errors += 1
-                s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
-                return
-            await _logged_in(s, tag, found)
-            return
-        else:
-            assert isinstance(step, Failure)
-            if username is not None:
-                await auth.finish_scram(username, s.conn.peer_ip, False)
-            else:
-                await auth.register_failure(s.conn.peer_ip, None, step.reason)
-            s.errors += 1
-            s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
-            return
+    else:
+        s.errors += 1
+        s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
 

@@ -41,6 +41,35 @@ class QuotaExceeded(StoreError):
     pass
 
 
+class StorageFull(StoreError):
+    """The disk (or the database) has no room: a temporary failure. Protocols answer
+    ``452``/``451 4.3.1 Insufficient system storage`` (RFC 3463), IMAP ``NO [LIMIT]``,
+    POP3 ``-ERR [SYS/TEMP]``; nothing of the failed write is visible afterwards."""
+
+
+class StorageCorrupt(StoreError):
+    """Stored bytes do not match the index (length or checksum): never returned to a
+    client; ``pochta store verify`` lists every such blob."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobProblem:
+    """One blob that failed ``verify_blobs``."""
+
+    blob_id: int
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """``pochta store stats``: what the store holds and what compaction would give back."""
+
+    blobs: int
+    live_bytes: int  # bytes of blobs still referenced by a mailbox or the queue
+    reclaimable_bytes: int  # bytes a compaction would give back
+    disk_bytes: int  # bytes the backend occupies now (files, or relation sizes)
+
+
 # --- directory -------------------------------------------------------------------------
 
 
@@ -276,7 +305,18 @@ class MailStore(Protocol):
         """``message_id`` lets the caller name the queue id it already wrote into a
         Received: header; a new one is made when None."""
 
-    async def read_blob(self, blob_id: int) -> bytes: ...
+    async def read_blob(self, blob_id: int) -> bytes:
+        """The message bytes, checked against the stored length and checksum (raises
+        ``StorageCorrupt`` rather than return bytes that are not this blob's)."""
+
+    async def verify_blobs(self) -> list[BlobProblem]:
+        """Check every blob against the index (length and checksum)."""
+
+    async def store_stats(self) -> StoreStats: ...
+
+    async def compact(self) -> int:
+        """Give back the space of blobs no mailbox or queue item references; returns the
+        bytes reclaimed. Also runs by itself in the background."""
 
     # mailboxes
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...

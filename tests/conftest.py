@@ -4,6 +4,11 @@
 on free loopback ports inside the test's event loop, with the domain example.test, users
 alice@example.test / alice-pass and bob@example.test / bob-pass, a self-signed
 certificate, and DNS answered by a ``StaticResolver`` (never the network).
+
+The store is SQLite in the test's data directory, or, with ``POCHTA_TEST_BACKEND=postgresql``,
+a fresh schema in a throwaway PostgreSQL cluster that the session starts
+(``pg_cluster``, tests/pgcluster.py); ``make test`` runs the e2e, IMAP and queue tests
+both ways.
 External client programs must be started with ``asyncio.create_subprocess_exec`` (or
 ``run_tool``) so that the loop keeps serving while they run.
 """
@@ -11,6 +16,7 @@ External client programs must be started with ``asyncio.create_subprocess_exec``
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,11 +32,17 @@ from pochta import passwords
 from pochta.config import Config, from_dict
 from pochta.dns import StaticResolver
 from pochta.server.app import RunningServer, ServerContext, build_context, start_server
-from pochta.storage.sqlite import SQLiteStore
+from pochta.storage.factory import open_store
+from pochta.storage.interfaces import MailStore
 from pochta.tlsutil import generate_self_signed
+from tests.pgcluster import PgCluster, find_bin
 
 USERS = {"alice@example.test": "alice-pass", "bob@example.test": "bob-pass"}
 HOSTNAME = "mail.example.test"
+
+TEST_BACKEND = os.environ.get("POCHTA_TEST_BACKEND", "sqlite")
+if TEST_BACKEND not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"POCHTA_TEST_BACKEND={TEST_BACKEND!r}: sqlite or postgresql")
 
 ALL_LISTENERS = [
     {"role": "mta", "port": 0, "tls": "starttls"},
@@ -58,6 +70,30 @@ def _cheap_password_hashing() -> Iterator[None]:
     passwords.set_hasher(None)
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL server of our own for the whole session, stopped at its end."""
+    if find_bin("initdb") is None:
+        message = "PostgreSQL is not installed: run 'make deps' (Debian's postgresql)"
+        if TEST_BACKEND == "postgresql":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PgCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def storage_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``[storage]`` section of the shared fixtures' config (empty: SQLite)."""
+    if TEST_BACKEND != "postgresql":
+        return {}
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return {"backend": "postgresql", "dsn": cluster.fresh_dsn(), "pool_size": 4}
+
+
 @dataclass
 class Instance:
     dir: Path
@@ -79,18 +115,21 @@ def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def instance(tmp_path: Path, tls_pair: tuple[Path, Path]) -> Instance:
+def instance(tmp_path: Path, tls_pair: tuple[Path, Path], storage_settings: dict[str, Any]
+             ) -> Instance:
     cert, key = tls_pair
-    raw = {
+    raw: dict[str, Any] = {
         "hostname": HOSTNAME,
         "data_dir": "data",
         "tls": {"cert": str(cert), "key": str(key)},
         "listeners": [dict(x, address="127.0.0.1") for x in ALL_LISTENERS],
     }
+    if storage_settings:
+        raw["storage"] = storage_settings
     return Instance(tmp_path, cert, key, raw)
 
 
-async def populate(store: SQLiteStore) -> None:
+async def populate(store: MailStore) -> None:
     await store.add_domain("example.test")
     for address, password in USERS.items():
         await store.add_account(address, passwords.hash_password(password),
@@ -101,7 +140,7 @@ async def populate(store: SQLiteStore) -> None:
 class Server:
     running: RunningServer
     ctx: ServerContext
-    store: SQLiteStore
+    store: MailStore
     resolver: StaticResolver
     cert: Path
     host: str = "127.0.0.1"
@@ -118,7 +157,7 @@ class Server:
 async def start_instance(instance: Instance, run_queue: bool = False, **overrides: Any
                          ) -> Server:
     config = instance.config(**overrides)
-    store = await SQLiteStore.open(config.data_path)
+    store = await open_store(config)
     if not await store.list_domains():
         await populate(store)
     resolver = StaticResolver()

@@ -20,8 +20,8 @@ from typing import Any
 from . import __version__
 from .addresses import AddressError, normalize_address, normalize_domain
 from .config import Config, ConfigError, load, reference
-from .storage.interfaces import StoreError
-from .storage.sqlite import SQLiteStore
+from .storage.factory import open_store as open_configured_store
+from .storage.interfaces import MailStore, StoreError
 
 DEMO_PORTS = {
     ("mta", "starttls"): 2525,
@@ -57,12 +57,12 @@ def load_config(args: argparse.Namespace) -> Config:
     return load(config_path(args))
 
 
-async def open_store(config: Config) -> SQLiteStore:
-    return await SQLiteStore.open(config.data_path)
+async def open_store(config: Config) -> MailStore:
+    return await open_configured_store(config)
 
 
 def with_store(
-    fn: Callable[[argparse.Namespace, Config, SQLiteStore], Awaitable[int]],
+    fn: Callable[[argparse.Namespace, Config, MailStore], Awaitable[int]],
 ) -> Callable[[argparse.Namespace, Config], int]:
     def run(args: argparse.Namespace, config: Config) -> int:
         async def main() -> int:
@@ -253,7 +253,7 @@ def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
 
 
 @with_store
-async def cmd_domain_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_domain_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     domain = normalize_domain(args.domain)
     await store.add_domain(domain)
     _dkim_for_new_domain(config, domain)
@@ -262,14 +262,14 @@ async def cmd_domain_add(args: argparse.Namespace, config: Config, store: SQLite
 
 
 @with_store
-async def cmd_domain_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_domain_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for domain in await store.list_domains():
         print(domain)
     return 0
 
 
 @with_store
-async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     await store.remove_domain(normalize_domain(args.domain))
     print(f"removed domain {args.domain}")
     return 0
@@ -283,7 +283,7 @@ def _local_address(address: str) -> str:
 
 
 @with_store
-async def cmd_user_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     from .passwords import derive_scram, hash_password
 
     address = _local_address(args.address)
@@ -297,7 +297,7 @@ async def cmd_user_add(args: argparse.Namespace, config: Config, store: SQLiteSt
 
 
 @with_store
-async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     from .passwords import derive_scram, hash_password
 
     address = normalize_address(args.address)
@@ -310,7 +310,7 @@ async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: SQLit
 
 
 @with_store
-async def cmd_user_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_user_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for account in await store.list_accounts(args.domain):
         notes = []
         if account.may_send_as_anyone:
@@ -324,7 +324,7 @@ async def cmd_user_list(args: argparse.Namespace, config: Config, store: SQLiteS
 
 
 @with_store
-async def cmd_user_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_user_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     await store.remove_account(normalize_address(args.address))
     print(f"removed user {args.address} and all their mail")
     return 0
@@ -335,7 +335,7 @@ def _yes_no(value: str | None) -> bool | None:
 
 
 @with_store
-async def cmd_user_set(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_user_set(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     apop_secret = None
     if args.apop_secret_stdin:
         # APOP needs the shared secret itself (RFC 1939 §7); "" on stdin removes it
@@ -358,7 +358,7 @@ def _alias_source(source: str) -> str:
 
 
 @with_store
-async def cmd_alias_add(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_alias_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     source = _alias_source(args.source)
     domain = source.split("@")[1]
     if not await store.has_domain(domain):
@@ -370,14 +370,14 @@ async def cmd_alias_add(args: argparse.Namespace, config: Config, store: SQLiteS
 
 
 @with_store
-async def cmd_alias_list(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_alias_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for alias in await store.list_aliases(args.domain):
         print(f"{alias.source} -> {', '.join(alias.targets)}")
     return 0
 
 
 @with_store
-async def cmd_alias_remove(args: argparse.Namespace, config: Config, store: SQLiteStore) -> int:
+async def cmd_alias_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     await store.remove_alias(_alias_source(args.source))
     print(f"removed alias {args.source}")
     return 0

@@ -125,7 +125,30 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    backend: str = field(default="sqlite", metadata=_doc("sqlite (embedded)"))
+    backend: str = field(
+        default="sqlite",
+        metadata=_doc("sqlite (embedded, in data_dir) or postgresql (a database server: "
+                      "set dsn)"),
+    )
+    dsn: str = field(
+        default="",
+        metadata=_doc(
+            "postgresql: the connection string, postgresql://USER@HOST:PORT/DATABASE or "
+            "host=/run/postgresql dbname=pochta (Unix socket); never with a password"
+        ),
+    )
+    password_file: str = field(
+        default="",
+        metadata=_doc(
+            "postgresql: file holding the password (relative to the config file); empty: "
+            "PGPASSWORD from the environment, or none (peer or trust authentication)"
+        ),
+    )
+    pool_size: int = field(
+        default=10,
+        metadata=_doc("postgresql: connections per Pochta process (plus one that listens "
+                      "for changes made by other processes)"),
+    )
     commit_interval: float = field(
         default=0.0,
         metadata=_doc(
@@ -312,7 +335,7 @@ def _validate(cfg: Config) -> None:
     _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
-    _check(cfg.storage.backend == "sqlite", "storage.backend", "only 'sqlite' is built so far")
+    _validate_storage(cfg.storage)
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
     for i, net in enumerate(cfg.log.trace_ips):
@@ -330,6 +353,24 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
+
+
+def _validate_storage(storage: StorageConfig) -> None:
+    _check(storage.backend in ("sqlite", "postgresql"), "storage.backend",
+           "must be sqlite or postgresql")
+    _check(storage.pool_size >= 1, "storage.pool_size", "must be at least 1")
+    if storage.backend != "postgresql":
+        return
+    _check(bool(storage.dsn), "storage.dsn", "required when storage.backend is postgresql")
+    from .storage.interfaces import StoreError
+    from .storage.postgres import dsn_has_password
+
+    try:
+        secret = dsn_has_password(storage.dsn)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+    _check(not secret, "storage.dsn",
+           "must not contain a password: put it in storage.password_file or PGPASSWORD")
 
 
 def reference() -> str:

@@ -3,10 +3,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pochta.storage.sqlite import SQLiteStore
+from pochta.config import from_dict
+from pochta.storage.factory import open_store
+from pochta.storage.interfaces import MailStore
 
 
 class FakeClock:
@@ -27,7 +30,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = await SQLiteStore.open(tmp_path / "data")
+async def store(tmp_path: Path, storage_settings: dict[str, Any]
+                ) -> AsyncIterator[MailStore]:
+    """SQLite in tmp_path, or PostgreSQL with POCHTA_TEST_BACKEND=postgresql."""
+    config = from_dict({"hostname": "mail.example.test", "base_dir": str(tmp_path),
+                        "storage": storage_settings})
+    s = await open_store(config)
     yield s
     await s.close()

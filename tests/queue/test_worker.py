@@ -16,7 +16,13 @@ import pytest
 from pochta.dns import MX, StaticResolver
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
 from pochta.queue.worker import QueueWorker
-from pochta.storage.interfaces import Envelope, QueueItem, QueueState, RemoteRecipient
+from pochta.storage.interfaces import (
+    Envelope,
+    MailStore,
+    QueueItem,
+    QueueState,
+    RemoteRecipient,
+)
 from pochta.storage.sqlite import SQLiteStore
 from pochta.tlsutil import server_context
 
@@ -67,7 +73,7 @@ def resolver_for(*domains: str) -> StaticResolver:
 
 
 def make_worker(
-    store: SQLiteStore, clock: FakeClock, resolver: StaticResolver, port: int,
+    store: MailStore, clock: FakeClock, resolver: StaticResolver, port: int,
     bounces: Bounces | None = None, routes: list[Route] | None = None, **cfg: object,
 ) -> QueueWorker:
     config = QueueConfig(smtp_port=port, connect_timeout=5, command_timeout=5,
@@ -77,7 +83,7 @@ def make_worker(
 
 
 async def enqueue(
-    store: SQLiteStore, *rcpts: str, sender: str = "alice@example.test", data: bytes = MSG,
+    store: MailStore, *rcpts: str, sender: str = "alice@example.test", data: bytes = MSG,
     **env: object,
 ) -> str:
     envelope = Envelope(sender=sender, **env)  # type: ignore[arg-type]
@@ -85,12 +91,12 @@ async def enqueue(
     return result.message_id
 
 
-async def states(store: SQLiteStore) -> dict[str, QueueItem]:
+async def states(store: MailStore) -> dict[str, QueueItem]:
     return {i.recipient.address: i for i in await store.list_queue()}
 
 
 async def test_delivers_via_mx_in_one_transaction(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     await enqueue(store, "bob@example.net", "carol@example.net")
     worker = make_worker(store, clock, resolver_for("example.net"), sink.port)
@@ -108,7 +114,7 @@ async def test_delivers_via_mx_in_one_transaction(
 
 
 async def test_permanent_failure_bounces_with_rfc3464_dsn(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     sink.rcpt_replies["nobody@example.net"] = b"550 5.1.1 <nobody@example.net>: no such user\r\n"
     await enqueue(store, "bob@example.net", "nobody@example.net", envid="ENV+2B1")
@@ -143,7 +149,7 @@ async def test_permanent_failure_bounces_with_rfc3464_dsn(
 
 
 async def test_transient_failure_retries_on_schedule_then_delivers(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     sink.rcpt_replies["bob@example.net"] = b"451 4.7.1 greylisted, try later\r\n"
     await enqueue(store, "bob@example.net")
@@ -164,7 +170,7 @@ async def test_transient_failure_retries_on_schedule_then_delivers(
 
 
 async def test_gives_up_after_max_age_with_expiry_dsn(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     sink.rcpt_replies["bob@example.net"] = b"452 4.2.2 mailbox full\r\n"
     await enqueue(store, "bob@example.net")
@@ -189,7 +195,7 @@ async def test_gives_up_after_max_age_with_expiry_dsn(
     assert "452 4.2.2 mailbox full" in rcpt_block["Diagnostic-Code"]
 
 
-async def test_delay_warning_sent_once(store: SQLiteStore, clock: FakeClock, sink: Sink) -> None:
+async def test_delay_warning_sent_once(store: MailStore, clock: FakeClock, sink: Sink) -> None:
     sink.rcpt_replies["bob@example.net"] = b"450 4.2.0 busy\r\n"
     await enqueue(store, "bob@example.net")
     bounces = Bounces()
@@ -210,7 +216,7 @@ async def test_delay_warning_sent_once(store: SQLiteStore, clock: FakeClock, sin
 
 
 async def test_no_bounce_for_null_sender_or_notify_never(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     sink.rcpt_replies["nobody@example.net"] = b"550 5.1.1 no such user\r\n"
     await enqueue(store, "nobody@example.net", sender="")
@@ -224,7 +230,7 @@ async def test_no_bounce_for_null_sender_or_notify_never(
 
 
 async def test_default_bounce_sink_queues_dsn_with_null_sender(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     sink.rcpt_replies["nobody@example.net"] = b"550 5.1.1 no such user\r\n"
     await enqueue(store, "nobody@example.net")
@@ -238,7 +244,7 @@ async def test_default_bounce_sink_queues_dsn_with_null_sender(
     assert bounce[0].state is QueueState.PENDING
 
 
-async def test_connection_refused_is_deferred(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_connection_refused_is_deferred(store: MailStore, clock: FakeClock) -> None:
     await enqueue(store, "bob@example.net")
     closed = Sink()
     port = await closed.start()
@@ -250,7 +256,7 @@ async def test_connection_refused_is_deferred(store: SQLiteStore, clock: FakeClo
     assert "4.4.1" in item.last_reply and "connect to" in item.last_reply
 
 
-async def test_null_mx_fails_at_once(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_null_mx_fails_at_once(store: MailStore, clock: FakeClock) -> None:
     resolver = StaticResolver(mx_records={"nomail.example": [MX(0, "")]},
                               a_records={"nomail.example": ["127.0.0.1"]})
     await enqueue(store, "x@nomail.example")
@@ -265,7 +271,7 @@ async def test_null_mx_fails_at_once(store: SQLiteStore, clock: FakeClock) -> No
 
 
 async def test_no_mx_falls_back_to_address(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     resolver = StaticResolver(a_records={"plain.example": ["127.0.0.1"]})
     await enqueue(store, "x@plain.example")
@@ -274,7 +280,7 @@ async def test_no_mx_falls_back_to_address(
     assert sink.recipients() == ["x@plain.example"]
 
 
-async def test_no_mx_and_no_address_bounces(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_no_mx_and_no_address_bounces(store: MailStore, clock: FakeClock) -> None:
     await enqueue(store, "x@void.example")
     worker = make_worker(store, clock, StaticResolver(), 1, Bounces())
     await worker.run_once()
@@ -282,7 +288,7 @@ async def test_no_mx_and_no_address_bounces(store: SQLiteStore, clock: FakeClock
     assert item.state is QueueState.FAILED and "5.1.2" in item.last_reply
 
 
-async def test_dns_servfail_defers(store: SQLiteStore, clock: FakeClock) -> None:
+async def test_dns_servfail_defers(store: MailStore, clock: FakeClock) -> None:
     await enqueue(store, "x@broken.example")
     worker = make_worker(store, clock, StaticResolver(fail={"broken.example"}), 1)
     await worker.run_once()
@@ -291,7 +297,7 @@ async def test_dns_servfail_defers(store: SQLiteStore, clock: FakeClock) -> None
 
 
 async def test_mx_preference_and_next_address_on_failure(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     resolver = StaticResolver(
         mx_records={"example.net": [MX(20, "backup.example.net"), MX(10, "primary.example.net")]},
@@ -311,7 +317,7 @@ async def test_mx_preference_and_next_address_on_failure(
 
 
 async def test_backup_mx_used_when_primary_down(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     resolver = StaticResolver(
         mx_records={"example.net": [MX(10, "primary.example.net"), MX(20, "backup.example.net")]},
@@ -324,7 +330,7 @@ async def test_backup_mx_used_when_primary_down(
 
 
 async def test_connection_reused_for_several_messages(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     for n in range(3):
         await enqueue(store, f"u{n}@example.net", data=MSG + b"n=%d\r\n" % n)
@@ -336,7 +342,7 @@ async def test_connection_reused_for_several_messages(
 
 
 async def test_static_route_overrides_mx(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     resolver = StaticResolver()  # no DNS at all: the route must be used
     await enqueue(store, "bob@elsewhere.example", "carol@example.org")
@@ -355,7 +361,7 @@ def tls_sink(tls_pair: tuple[Path, Path], **kw: object) -> Sink:
 
 
 async def test_opportunistic_starttls_by_default(
-    store: SQLiteStore, clock: FakeClock, tls_pair: tuple[Path, Path]
+    store: MailStore, clock: FakeClock, tls_pair: tuple[Path, Path]
 ) -> None:
     s = tls_sink(tls_pair)
     await s.start()
@@ -369,7 +375,7 @@ async def test_opportunistic_starttls_by_default(
 
 
 async def test_tls_policy_verify_defers_on_untrusted_certificate(
-    store: SQLiteStore, clock: FakeClock, tls_pair: tuple[Path, Path]
+    store: MailStore, clock: FakeClock, tls_pair: tuple[Path, Path]
 ) -> None:
     s = tls_sink(tls_pair)
     await s.start()
@@ -386,7 +392,7 @@ async def test_tls_policy_verify_defers_on_untrusted_certificate(
 
 
 async def test_required_tls_not_offered_defers(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     await enqueue(store, "bob@example.net")
     worker = make_worker(store, clock, StaticResolver(), 1,
@@ -399,7 +405,7 @@ async def test_required_tls_not_offered_defers(
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 async def test_smarthost_with_tls_and_auth(
-    store: SQLiteStore, clock: FakeClock, tls_pair: tuple[Path, Path], tmp_path: Path,
+    store: MailStore, clock: FakeClock, tls_pair: tuple[Path, Path], tmp_path: Path,
     mode: str,
 ) -> None:
     s = tls_sink(tls_pair, auth=("relayuser", "s3cret"), implicit_tls=(mode == "implicit"))
@@ -420,7 +426,7 @@ async def test_smarthost_with_tls_and_auth(
 
 
 async def test_smarthost_bad_password_defers(
-    store: SQLiteStore, clock: FakeClock, tls_pair: tuple[Path, Path], tmp_path: Path
+    store: MailStore, clock: FakeClock, tls_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     s = tls_sink(tls_pair, auth=("relayuser", "s3cret"))
     await s.start()
@@ -438,7 +444,7 @@ async def test_smarthost_bad_password_defers(
 
 
 async def test_8bit_downgraded_for_peer_without_8bitmime(
-    store: SQLiteStore, clock: FakeClock
+    store: MailStore, clock: FakeClock
 ) -> None:
     s = Sink(extensions=("PIPELINING",))
     await s.start()
@@ -459,7 +465,7 @@ async def test_8bit_downgraded_for_peer_without_8bitmime(
 
 
 async def test_8bit_sent_as_is_with_8bitmime(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     body = "Subject: x\r\n\r\nGrüße\r\n".encode()
     await enqueue(store, "bob@example.net", data=body, body_8bit=True)
@@ -469,7 +475,7 @@ async def test_8bit_sent_as_is_with_8bitmime(
 
 
 async def test_utf8_address_to_peer_without_smtputf8_fails_with_clear_dsn(
-    store: SQLiteStore, clock: FakeClock, sink: Sink
+    store: MailStore, clock: FakeClock, sink: Sink
 ) -> None:
     await enqueue(store, "jürgen@example.net", smtputf8=True)
     bounces = Bounces()
@@ -482,7 +488,7 @@ async def test_utf8_address_to_peer_without_smtputf8_fails_with_clear_dsn(
 
 
 async def test_dsn_parameters_relayed_and_success_notification(
-    store: SQLiteStore, clock: FakeClock
+    store: MailStore, clock: FakeClock
 ) -> None:
     with_dsn = Sink(extensions=("PIPELINING", "8BITMIME", "DSN"))
     without = Sink()
@@ -542,7 +548,7 @@ async def test_restart_resumes_and_never_resends_delivered(
 
 
 async def test_lost_reply_after_data_is_deferred_not_failed(
-    store: SQLiteStore, clock: FakeClock
+    store: MailStore, clock: FakeClock
 ) -> None:
     s = Sink(drop_after_data=True)
     await s.start()
@@ -555,7 +561,7 @@ async def test_lost_reply_after_data_is_deferred_not_failed(
         await s.close()
 
 
-async def test_run_loop_wakes_on_notify(store: SQLiteStore, sink: Sink) -> None:
+async def test_run_loop_wakes_on_notify(store: MailStore, sink: Sink) -> None:
     import asyncio
 
     config = QueueConfig(smtp_port=sink.port, poll_interval=3600)
@@ -578,7 +584,7 @@ async def test_run_loop_wakes_on_notify(store: SQLiteStore, sink: Sink) -> None:
 
 
 async def test_backlog_larger_than_one_pass_drains_without_polling(
-    store: SQLiteStore, sink: Sink
+    store: MailStore, sink: Sink
 ) -> None:
     """A pass takes 1,000 due items; the rest must follow as deliveries finish, not one
     batch per poll_interval (found by the outbound benchmark: 37 msg/s)."""

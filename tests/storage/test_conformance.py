@@ -1,7 +1,8 @@
 """The storage contract (pochta.storage.interfaces.MailStore), run against every backend.
 
-A new backend (PostgreSQL) joins by adding a factory to BACKENDS; every test here must
-pass for it unchanged.
+Every backend joins by adding a factory to BACKENDS; every test here must pass for it
+unchanged. PostgreSQL runs in a throwaway cluster (tests/pgcluster.py), a fresh schema per
+test.
 """
 
 from __future__ import annotations
@@ -26,21 +27,40 @@ from pochta.storage.interfaces import (
     SpecialUse,
     StoreError,
 )
+from pochta.storage.postgres import PostgresStore
 from pochta.storage.sqlite import SQLiteStore
+from tests.pgcluster import PgCluster
 
+# Opens the test's store; called again on the same path, it opens the same store again.
 Factory = Callable[[Path], Awaitable[MailStore]]
 
 
-async def sqlite_store(path: Path) -> MailStore:
-    return await SQLiteStore.open(path)
+def sqlite_factory(request: pytest.FixtureRequest) -> Factory:
+    async def open_store(path: Path) -> MailStore:
+        return await SQLiteStore.open(path)
+
+    return open_store
 
 
-BACKENDS: dict[str, Factory] = {"sqlite": sqlite_store}
+def postgres_factory(request: pytest.FixtureRequest) -> Factory:
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    dsn = cluster.fresh_dsn()
+
+    async def open_store(path: Path) -> MailStore:
+        return await PostgresStore.open(dsn)
+
+    return open_store
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Factory]] = {
+    "sqlite": sqlite_factory,
+    "postgresql": postgres_factory,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def factory(request: pytest.FixtureRequest) -> Factory:
-    return BACKENDS[request.param]
+    return BACKENDS[request.param](request)
 
 
 @pytest.fixture

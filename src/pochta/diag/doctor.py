@@ -275,7 +275,7 @@ async def check_queue(store: MailStore) -> list[Finding]:
 
 async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | None = None,
                      store: MailStore | None = None) -> list[Finding]:
-    from pochta.storage.sqlite import SQLiteStore
+    from pochta.storage.factory import open_store
 
     findings = [Finding("ok", "config", f"config is valid ({len(config.listeners)} "
                         "listeners)")]
@@ -283,7 +283,7 @@ async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | N
     results = await check_listeners(config, opts)
     findings += listener_findings(results)
     own_store = store is None
-    st: MailStore = store if store is not None else await SQLiteStore.open(config.data_path)
+    st: MailStore = store if store is not None else await open_store(config)
     try:
         domains = await st.list_domains()
         mta = next((lst for lst in config.listeners if lst.role == "mta"), None)

@@ -30,9 +30,9 @@ def _select(items: list[QueueItem], ident: str) -> list[QueueItem]:
 
 
 async def _open(config: Any) -> MailStore:
-    from pochta.storage.sqlite import SQLiteStore
+    from pochta.storage.factory import open_store
 
-    return await SQLiteStore.open(config.data_path)
+    return await open_store(config)
 
 
 def _with_store(

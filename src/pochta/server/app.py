@@ -22,8 +22,8 @@ from ..services.delivery import DeliveryService
 from ..services.directory import Directory
 from ..services.signing import DKIMSigner
 from ..services.submission import HourlyLimiter
+from ..storage.factory import open_store
 from ..storage.interfaces import MailStore
-from ..storage.sqlite import SQLiteStore
 from ..tlsutil import server_context
 from .listener import Connection, ConnectionLimiter, serve
 from .trace import Tracer
@@ -82,7 +82,7 @@ async def build_context(
     config: Config, store: MailStore | None = None, resolver: Resolver | None = None
 ) -> ServerContext:
     if store is None:
-        store = await SQLiteStore.open(config.data_path, config.storage.commit_interval)
+        store = await open_store(config)
     wakeup = asyncio.Event()
     ctx = ServerContext(
         config=config,

@@ -1,0 +1,41 @@
+"""The one place that names a storage backend: ``open_store(config)`` opens the store the
+``[storage]`` section asks for. Everything else works on the ``MailStore`` protocol."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .interfaces import MailStore, StoreError
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+def read_password(config: Config) -> str | None:
+    """The PostgreSQL password from ``storage.password_file`` (one line; the trailing
+    newline is not part of it), or None: libpq then reads PGPASSWORD (or ~/.pgpass)."""
+    name = config.storage.password_file
+    if not name:
+        return None
+    path = config.path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"storage.password_file: cannot read {path}: {exc}") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise StoreError(f"storage.password_file: {path} is empty")
+    return password
+
+
+async def open_store(config: Config) -> MailStore:
+    storage = config.storage
+    if storage.backend == "postgresql":
+        from .postgres import PostgresStore
+
+        return await PostgresStore.open(
+            storage.dsn, password=read_password(config), pool_size=storage.pool_size
+        )
+    from .sqlite import SQLiteStore
+
+    return await SQLiteStore.open(config.data_path, storage.commit_interval)

@@ -1,0 +1,1279 @@
+"""The PostgreSQL store: the whole ``MailStore`` contract on a database server, so several
+Pochta processes (or nodes) can share one set of mailboxes.
+
+Driver: psycopg 3 (async connections, ``psycopg_pool`` for the pool). It is the
+maintained successor of psycopg2, ships typed (``py.typed``, so mypy --strict checks our
+calls) and as binary wheels with libpq inside, and exposes LISTEN/NOTIFY as an async
+iterator.
+
+Layout (tables of one schema: the first of the connection's ``search_path``)::
+
+    schema_version     one row: the version of the tables below; see MIGRATIONS
+    counters           named counters (the last UIDVALIDITY handed out)
+    domains, accounts, aliases, subscriptions
+    mailboxes          UIDNEXT, HIGHESTMODSEQ and the first-recent marker per mailbox
+    messages           one row per message per mailbox; flags as text[]
+    expunged           (mailbox, uid, modseq) of removed messages, for QRESYNC
+    blobs              one row per message body: length, sha256, number of chunks
+    blob_chunks        the body in BLOB_CHUNK-byte bytea rows (blob_id, seq)
+    queue              one row per remote recipient
+
+Durability: every write is one transaction on a pooled connection; ``accept()`` returns
+after COMMIT, which with PostgreSQL's default ``synchronous_commit=on`` means the WAL
+record is flushed. Concurrent commits are group-committed by PostgreSQL itself, so there
+is no writer thread here. Writers that touch one mailbox serialise on its row lock
+(UIDNEXT); lock order is accounts, then mailboxes by id, and a deadlock or serialisation
+failure is retried a few times.
+
+Change notifications: a transaction that changes a mailbox runs ``pg_notify`` with the
+mailbox id and this store's origin token; PostgreSQL delivers it at COMMIT to every
+listening session. Each store keeps one dedicated LISTEN connection and fans out to its
+watchers, ignoring its own notifications (those wake local watchers directly after the
+commit). If the listening connection drops, it reconnects and wakes every watcher, since
+it may have missed something.
+
+Errors: no driver exception leaves this module. ``disk_full`` (SQLSTATE 53100) becomes
+``StorageFull``, other failures ``StoreError``; a body whose length or sha256 does not
+match its ``blobs`` row is ``StorageCorrupt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .interfaces import (
+    DEFAULT_MAILBOXES,
+    AcceptResult,
+    Account,
+    Alias,
+    AlreadyExists,
+    BlobProblem,
+    Changes,
+    Envelope,
+    FlagMode,
+    FlagUpdate,
+    LocalTarget,
+    MailboxInfo,
+    MailboxStatus,
+    MessageMeta,
+    NotFound,
+    QueueItem,
+    QueueState,
+    QuotaExceeded,
+    RemoteRecipient,
+    ScramCredentials,
+    SpecialUse,
+    StorageCorrupt,
+    StorageFull,
+    StoreError,
+    StoreStats,
+)
+from .sqlite import new_message_id, normalize_mailbox_name
+
+T = TypeVar("T")
+log = logging.getLogger("pochta.storage.postgres")
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+BLOB_CHUNK = 256 * 1024
+# Bodies larger than this are hashed in a thread, off the event loop.
+HASH_INLINE_MAX = 256 * 1024
+TX_RETRIES = 8
+
+# Each entry brings the schema from version i to i+1; the store applies the missing ones
+# when it opens, in one transaction, under an advisory lock.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE counters(name text PRIMARY KEY, value bigint NOT NULL);
+    CREATE TABLE domains(name text PRIMARY KEY);
+    CREATE TABLE accounts(
+        id bigserial PRIMARY KEY,
+        address text UNIQUE NOT NULL,
+        password_hash text NOT NULL,
+        scram_salt bytea, scram_iterations integer, scram_stored_key bytea,
+        scram_server_key bytea,
+        may_send_as_anyone boolean NOT NULL DEFAULT false,
+        quota_bytes bigint NOT NULL DEFAULT 0,
+        apop_secret text,
+        disabled boolean NOT NULL DEFAULT false);
+    CREATE TABLE aliases(source text PRIMARY KEY, targets text[] NOT NULL);
+    CREATE TABLE mailboxes(
+        id bigserial PRIMARY KEY,
+        account_id bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+        name text NOT NULL,
+        uidvalidity bigint NOT NULL,
+        uidnext bigint NOT NULL DEFAULT 1,
+        highestmodseq bigint NOT NULL DEFAULT 1,
+        special_use text,
+        first_recent_uid bigint NOT NULL DEFAULT 1,
+        UNIQUE(account_id, name));
+    CREATE TABLE subscriptions(
+        account_id bigint NOT NULL REFERENCES accounts ON DELETE CASCADE,
+        name text NOT NULL,
+        PRIMARY KEY(account_id, name));
+    CREATE TABLE blobs(
+        id bigserial PRIMARY KEY,
+        length bigint NOT NULL,
+        sha256 bytea NOT NULL,
+        chunks integer NOT NULL,
+        created double precision NOT NULL);
+    CREATE TABLE blob_chunks(
+        blob_id bigint NOT NULL REFERENCES blobs ON DELETE CASCADE,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY(blob_id, seq));
+    CREATE TABLE messages(
+        mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        blob_id bigint NOT NULL REFERENCES blobs,
+        size bigint NOT NULL,
+        internaldate double precision NOT NULL,
+        flags text[] NOT NULL,
+        modseq bigint NOT NULL,
+        PRIMARY KEY(mailbox_id, uid));
+    CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);
+    CREATE INDEX messages_blob ON messages(blob_id);
+    CREATE TABLE expunged(
+        mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        modseq bigint NOT NULL,
+        PRIMARY KEY(mailbox_id, uid));
+    CREATE TABLE queue(
+        id bigserial PRIMARY KEY,
+        message_id text NOT NULL,
+        blob_id bigint NOT NULL REFERENCES blobs,
+        envelope jsonb NOT NULL,
+        recipient text NOT NULL, notify text, orcpt text,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt double precision NOT NULL,
+        last_reply text NOT NULL DEFAULT '',
+        created double precision NOT NULL);
+    CREATE INDEX queue_due ON queue(state, next_attempt);
+    CREATE INDEX queue_blob ON queue(blob_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+TABLES = (
+    "schema_version", "counters", "domains", "accounts", "aliases", "mailboxes",
+    "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue",
+)
+
+# Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
+_MIGRATION_LOCK = 0x706F63687461
+
+_ACCOUNT_COLS = (
+    "id, address, password_hash, scram_salt, scram_iterations, scram_stored_key, "
+    "scram_server_key, may_send_as_anyone, quota_bytes, apop_secret, disabled"
+)
+_MAILBOX_COLS = (
+    "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, "
+    "EXISTS(SELECT 1 FROM subscriptions s WHERE s.account_id=mailboxes.account_id "
+    "AND s.name=mailboxes.name)"
+)
+_META_COLS = "uid, blob_id, size, internaldate, flags, modseq"
+_QUEUE_COLS = (
+    "id, message_id, blob_id, envelope, recipient, notify, orcpt, state, attempts, "
+    "next_attempt, last_reply, created"
+)
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    (id_, address, pw, salt, iters, stored, server, any_, quota, apop, disabled) = row
+    scram = (ScramCredentials(bytes(salt), iters, bytes(stored), bytes(server))
+             if salt is not None else None)
+    return Account(id_, address, pw, scram, bool(any_), quota, apop, bool(disabled))
+
+
+def _mailbox(row: tuple[Any, ...]) -> MailboxInfo:
+    id_, acc, name, validity, uidnext, modseq, special, subscribed = row
+    return MailboxInfo(
+        id_, acc, name, validity, uidnext, modseq,
+        SpecialUse(special) if special else None, bool(subscribed),
+    )
+
+
+def _meta(row: tuple[Any, ...]) -> MessageMeta:
+    uid, blob_id, size, internaldate, flags, modseq = row
+    return MessageMeta(uid, blob_id, size, internaldate, frozenset(flags), modseq)
+
+
+def _queue_item(row: tuple[Any, ...]) -> QueueItem:
+    (id_, mid, blob_id, e, rcpt, notify, orcpt, state, attempts, nxt, reply, created) = row
+    envelope = Envelope(
+        e["sender"], e.get("ret"), e.get("envid"), bool(e.get("smtputf8")),
+        bool(e.get("body_8bit")), e.get("authenticated_as"),
+    )
+    return QueueItem(
+        id_, mid, blob_id, envelope, RemoteRecipient(rcpt, notify, orcpt),
+        QueueState(state), attempts, nxt, reply, created,
+    )
+
+
+def translate_error(exc: BaseException) -> StoreError:
+    """The Pochta error for a driver exception (the only place that maps them)."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, PoolTimeout):
+        return StoreError("database unavailable: no connection free in the pool")
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        if state == "53100":  # disk_full
+            return StorageFull(f"database out of disk space: {exc}")
+        if state.startswith("53"):  # insufficient resources: memory, connections
+            return StoreError(f"database out of resources: {exc}")
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreError(f"database unavailable: {exc}")
+        return StoreError(f"database error: {exc}")
+    if isinstance(exc, OSError):
+        return StoreError(f"database unavailable: {exc}")
+    return StoreError(f"database error: {exc}")
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """True if the connection string carries a password (refused: passwords belong in
+    ``storage.password_file`` or ``PGPASSWORD``)."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        raise StoreError(f"storage.dsn: not a valid PostgreSQL connection string: {exc}"
+                         ) from None
+    return bool(params.get("password"))
+
+
+async def _sha256(data: bytes) -> bytes:
+    if len(data) <= HASH_INLINE_MAX:
+        return hashlib.sha256(data).digest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
+
+
+@dataclass
+class _Tx:
+    """One write transaction: its connection and the mailboxes it changed."""
+
+    conn: Conn
+    touched: set[int]
+
+    async def one(self, query: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        cur = await self.conn.execute(query, args)
+        return await cur.fetchone()
+
+    async def all(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = await self.conn.execute(query, args)
+        return await cur.fetchall()
+
+    async def run(self, query: str, args: Sequence[Any] = ()) -> int:
+        cur = await self.conn.execute(query, args)
+        return cur.rowcount
+
+
+class _Watcher:
+    def __init__(self, store: PostgresStore, mailbox_id: int) -> None:
+        self._store = store
+        self.mailbox_id = mailbox_id
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self) -> None:
+        self._store._unwatch(self)
+
+
+class PostgresStore:
+    """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
+
+    def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:
+        self._dsn = dsn
+        self._kwargs: dict[str, Any] = {"autocommit": True}
+        if password is not None:
+            self._kwargs["password"] = password
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            dsn, min_size=1, max_size=max(1, pool_size), kwargs=self._kwargs, open=False,
+            timeout=30.0, name="pochta",
+        )
+        self._origin = secrets.token_hex(8)
+        self._channel = "pochta_changes"
+        self._watchers: dict[int, set[_Watcher]] = {}
+        self._listen_conn: Conn | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10
+                   ) -> PostgresStore:
+        """Connect, apply missing migrations and start listening for changes."""
+        if dsn_has_password(dsn):
+            raise StoreError("storage.dsn: must not contain a password; put it in "
+                             "storage.password_file or the PGPASSWORD environment variable")
+        store = cls(dsn, password, pool_size)
+        try:
+            await store._pool.open(wait=True, timeout=30.0)
+            await store._migrate()
+            await store._listen_start()
+        except BaseException as exc:
+            await store._pool.close()
+            if isinstance(exc, StoreError | psycopg.Error | OSError | PoolTimeout):
+                raise translate_error(exc) from exc
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)"
+            )
+            cur = await conn.execute("SELECT version FROM schema_version")
+            row = await cur.fetchone()
+            current = int(row[0]) if row is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database schema is version {current}, newer than this Pochta "
+                    f"knows ({SCHEMA_VERSION}): upgrade Pochta before opening it"
+                )
+            for step in MIGRATIONS[current:]:
+                await conn.execute(step)
+            if row is None:
+                await conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            elif current != SCHEMA_VERSION:
+                await conn.execute("UPDATE schema_version SET version=%s", (SCHEMA_VERSION,))
+            cur = await conn.execute("SELECT current_schema()")
+            schema = await cur.fetchone()
+            # Channels are per database: name the schema so two stores in two schemas of
+            # one database do not wake each other.
+            if schema is not None and schema[0] and schema[0] != "public":
+                self._channel = f"pochta_changes_{schema[0]}"[:63]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listen_task
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.close()
+        await self._pool.close()
+
+    # --- transactions, reads and errors ----------------------------------------------
+
+    async def _tx(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+        """Run ``fn`` in one transaction (retried on deadlock or serialisation failure),
+        send the change notifications inside it, wake local watchers after COMMIT."""
+        if self._closed:
+            raise StoreError("store is closed")
+        for attempt in range(TX_RETRIES):
+            tx: _Tx | None = None
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    tx = _Tx(conn, set())
+                    result = await fn(tx)
+                    for box in sorted(tx.touched):
+                        await conn.execute(
+                            "SELECT pg_notify(%s, %s)",
+                            (self._channel, f"{box} {self._origin}"),
+                        )
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                if attempt + 1 < TX_RETRIES:
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                raise translate_error(exc) from exc
+            except StoreError:
+                raise
+            except (psycopg.Error, PoolTimeout, OSError) as exc:
+                raise translate_error(exc) from exc
+            assert tx is not None
+            self._wake(tx.touched)
+            return result
+        raise StoreError("transaction retried too often")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection for reads (autocommit: one snapshot per statement)."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            raise translate_error(exc) from exc
+
+    async def _query(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._conn() as conn:
+            cur = await conn.execute(query, args)
+            return await cur.fetchall()
+
+    # --- change notifications ------------------------------------------------------
+
+    async def _listen_connect(self) -> Conn:
+        conn: Conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        return conn
+
+    async def _listen_start(self) -> None:
+        self._listen_conn = await self._listen_connect()
+        self._listen_task = asyncio.create_task(self._listen_loop(), name="pochta-pg-listen")
+
+    async def _listen_loop(self) -> None:
+        while not self._closed:
+            conn = self._listen_conn
+            try:
+                if conn is None:
+                    conn = self._listen_conn = await self._listen_connect()
+                    # a gap in listening: anything may have changed meanwhile
+                    self._wake(set(self._watchers))
+                async for note in conn.notifies():
+                    box, _, origin = note.payload.partition(" ")
+                    if origin != self._origin and box.isdigit():
+                        self._wake({int(box)})
+            except (psycopg.Error, OSError) as exc:
+                log.warning("change notifications interrupted, reconnecting: %s", exc)
+            if self._listen_conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._listen_conn.close()
+                self._listen_conn = None
+            if not self._closed:
+                await asyncio.sleep(1.0)
+
+    def _wake(self, boxes: set[int]) -> None:
+        for box in boxes:
+            for watcher in self._watchers.get(box, ()):
+                watcher.notify()
+
+    def watch(self, mailbox_id: int) -> _Watcher:
+        watcher = _Watcher(self, mailbox_id)
+        self._watchers.setdefault(mailbox_id, set()).add(watcher)
+        return watcher
+
+    def _unwatch(self, watcher: _Watcher) -> None:
+        group = self._watchers.get(watcher.mailbox_id)
+        if group is not None:
+            group.discard(watcher)
+            if not group:
+                del self._watchers[watcher.mailbox_id]
+
+    # --- directory ------------------------------------------------------------------
+
+    async def add_domain(self, name: str) -> None:
+        async def fn(tx: _Tx) -> None:
+            row = await tx.one(
+                "INSERT INTO domains(name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING name",
+                (name.lower(),),
+            )
+            if row is None:
+                raise AlreadyExists(f"domain {name} already exists")
+
+        await self._tx(fn)
+
+    async def remove_domain(self, name: str) -> None:
+        name = name.lower()
+
+        async def fn(tx: _Tx) -> None:
+            if await tx.run("DELETE FROM domains WHERE name=%s", (name,)) == 0:
+                raise NotFound(f"no domain {name}")
+            row = await tx.one(
+                "SELECT count(*) FROM accounts WHERE address LIKE %s", (f"%@{name}",)
+            )
+            used = row[0] if row else 0
+            if used:
+                raise StoreError(f"domain {name} still has {used} account(s); remove them first")
+
+        await self._tx(fn)
+
+    async def list_domains(self) -> list[str]:
+        return [r[0] for r in await self._query("SELECT name FROM domains ORDER BY name")]
+
+    async def has_domain(self, name: str) -> bool:
+        return bool(await self._query("SELECT 1 FROM domains WHERE name=%s", (name.lower(),)))
+
+    @staticmethod
+    def _uidvalidity_base() -> int:
+        # Seconds since 2020 fit the 32-bit UIDVALIDITY for a century.
+        return max(1, int(time.time()) - 1_577_836_800)
+
+    async def _next_uidvalidity(self, tx: _Tx) -> int:
+        """A UIDVALIDITY never handed out before by this database, even to a mailbox
+        since deleted (RFC 9051 §2.3.1.1)."""
+        row = await tx.one(
+            "INSERT INTO counters(name, value) VALUES ('uidvalidity', %s) "
+            "ON CONFLICT(name) DO UPDATE SET value=greatest(counters.value+1, excluded.value) "
+            "RETURNING value", (self._uidvalidity_base(),),
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def _insert_mailbox(self, tx: _Tx, account_id: int, name: str,
+                              special: SpecialUse | None, subscribe: bool) -> int:
+        row = await tx.one(
+            "INSERT INTO mailboxes(account_id, name, uidvalidity, special_use) "
+            "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING id",
+            (account_id, name, await self._next_uidvalidity(tx),
+             special.value if special else None),
+        )
+        if row is None:
+            raise AlreadyExists(f"mailbox {name} already exists")
+        if subscribe:
+            await tx.run(
+                "INSERT INTO subscriptions VALUES (%s,%s) ON CONFLICT DO NOTHING",
+                (account_id, name),
+            )
+        return int(row[0])
+
+    async def add_account(
+        self, address: str, password_hash: str, scram: ScramCredentials | None
+    ) -> Account:
+        address = address.lower()
+        s = scram
+
+        async def fn(tx: _Tx) -> int:
+            row = await tx.one(
+                "INSERT INTO accounts(address, password_hash, scram_salt, scram_iterations,"
+                " scram_stored_key, scram_server_key) VALUES (%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT DO NOTHING RETURNING id",
+                (address, password_hash, s and s.salt, s and s.iterations,
+                 s and s.stored_key, s and s.server_key),
+            )
+            if row is None:
+                raise AlreadyExists(f"account {address} already exists")
+            for name, special in DEFAULT_MAILBOXES:
+                await self._insert_mailbox(tx, row[0], name, special, True)
+            return int(row[0])
+
+        await self._tx(fn)
+        account = await self.get_account(address)
+        assert account is not None
+        return account
+
+    async def set_password(
+        self, address: str, password_hash: str, scram: ScramCredentials | None
+    ) -> None:
+        s = scram
+
+        async def fn(tx: _Tx) -> None:
+            n = await tx.run(
+                "UPDATE accounts SET password_hash=%s, scram_salt=%s, scram_iterations=%s,"
+                " scram_stored_key=%s, scram_server_key=%s WHERE address=%s",
+                (password_hash, s and s.salt, s and s.iterations, s and s.stored_key,
+                 s and s.server_key, address.lower()),
+            )
+            if n == 0:
+                raise NotFound(f"no account {address}")
+
+        await self._tx(fn)
+
+    async def update_account(
+        self,
+        address: str,
+        *,
+        may_send_as_anyone: bool | None = None,
+        quota_bytes: int | None = None,
+        apop_secret: str | None = None,
+        disabled: bool | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if may_send_as_anyone is not None:
+            changes["may_send_as_anyone"] = may_send_as_anyone
+        if quota_bytes is not None:
+            changes["quota_bytes"] = quota_bytes
+        if apop_secret is not None:
+            changes["apop_secret"] = apop_secret or None
+        if disabled is not None:
+            changes["disabled"] = disabled
+        if not changes:
+            return
+        sets = ", ".join(f"{k}=%s" for k in changes)
+
+        async def fn(tx: _Tx) -> None:
+            n = await tx.run(
+                f"UPDATE accounts SET {sets} WHERE address=%s",  # noqa: S608 (keys are ours)
+                (*changes.values(), address.lower()),
+            )
+            if n == 0:
+                raise NotFound(f"no account {address}")
+
+        await self._tx(fn)
+
+    async def remove_account(self, address: str) -> None:
+        address = address.lower()
+
+        async def fn(tx: _Tx) -> None:
+            # mailboxes, messages, expunged and subscriptions go by ON DELETE CASCADE
+            boxes = await tx.all(
+                "SELECT m.id FROM mailboxes m JOIN accounts a ON a.id=m.account_id "
+                "WHERE a.address=%s", (address,),
+            )
+            if await tx.run("DELETE FROM accounts WHERE address=%s", (address,)) == 0:
+                raise NotFound(f"no account {address}")
+            tx.touched.update(int(r[0]) for r in boxes)
+
+        await self._tx(fn)
+
+    async def get_account(self, address: str) -> Account | None:
+        rows = await self._query(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address=%s",  # noqa: S608
+            (address.lower(),),
+        )
+        return _account(rows[0]) if rows else None
+
+    async def get_account_by_id(self, account_id: int) -> Account | None:
+        rows = await self._query(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id=%s", (account_id,)  # noqa: S608
+        )
+        return _account(rows[0]) if rows else None
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        if domain:
+            rows = await self._query(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address LIKE %s "  # noqa: S608
+                "ORDER BY address", (f"%@{domain.lower()}",),
+            )
+        else:
+            rows = await self._query(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY address"  # noqa: S608
+            )
+        return [_account(r) for r in rows]
+
+    async def account_usage(self, account_id: int) -> int:
+        rows = await self._query(
+            "SELECT coalesce(sum(m.size),0)::bigint FROM messages m JOIN mailboxes b "
+            "ON m.mailbox_id=b.id WHERE b.account_id=%s", (account_id,),
+        )
+        return int(rows[0][0])
+
+    async def add_alias(self, source: str, targets: Sequence[str]) -> None:
+        wanted = [t.lower() for t in targets]
+
+        async def fn(tx: _Tx) -> None:
+            row = await tx.one(
+                "INSERT INTO aliases(source, targets) VALUES (%s,%s) ON CONFLICT DO NOTHING "
+                "RETURNING source", (source.lower(), wanted),
+            )
+            if row is None:
+                raise AlreadyExists(f"alias {source} already exists")
+
+        await self._tx(fn)
+
+    async def remove_alias(self, source: str) -> None:
+        async def fn(tx: _Tx) -> None:
+            if await tx.run("DELETE FROM aliases WHERE source=%s", (source.lower(),)) == 0:
+                raise NotFound(f"no alias {source}")
+
+        await self._tx(fn)
+
+    async def get_alias(self, source: str) -> Alias | None:
+        rows = await self._query(
+            "SELECT source, targets FROM aliases WHERE source=%s", (source.lower(),)
+        )
+        return Alias(rows[0][0], tuple(rows[0][1])) if rows else None
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]:
+        if domain:
+            rows = await self._query(
+                "SELECT source, targets FROM aliases WHERE source LIKE %s ORDER BY source",
+                (f"%@{domain.lower()}",),
+            )
+        else:
+            rows = await self._query("SELECT source, targets FROM aliases ORDER BY source")
+        return [Alias(s, tuple(t)) for s, t in rows]
+
+    # --- acceptance -----------------------------------------------------------------
+
+    async def accept(
+        self,
+        data: bytes,
+        envelope: Envelope,
+        local: Sequence[LocalTarget],
+        remote: Sequence[RemoteRecipient] = (),
+        message_id: str | None = None,
+    ) -> AcceptResult:
+        message_id = message_id or new_message_id()
+        now = time.time()
+        env = Jsonb({
+            "sender": envelope.sender, "ret": envelope.ret, "envid": envelope.envid,
+            "smtputf8": envelope.smtputf8, "body_8bit": envelope.body_8bit,
+            "authenticated_as": envelope.authenticated_as,
+        })
+        size = len(data)
+        digest = await _sha256(data)
+        chunks = [data[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [b""]
+
+        async def fn(tx: _Tx) -> AcceptResult:
+            # Lock order: accounts, then mailboxes by id (see the module docstring).
+            accounts = sorted({t.account_id for t in local})
+            if accounts:
+                await tx.run(
+                    "SELECT 1 FROM accounts WHERE id=ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    (accounts,),
+                )
+            boxes = [await self._target_mailbox(tx, t) for t in local]
+            if boxes:
+                await tx.run(
+                    "SELECT 1 FROM mailboxes WHERE id=ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                    (sorted(set(boxes)),),
+                )
+            blob_id = await self._insert_blob(tx, size, digest, chunks, now)
+            uids: list[tuple[int, int]] = []
+            for target, box_id in zip(local, boxes, strict=True):
+                tx.touched.add(box_id)
+                await self._check_quota(tx, target.account_id, size)
+                uid, modseq = await self._next_uids(tx, box_id, 1)
+                await tx.run(
+                    "INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    (box_id, uid, blob_id, size,
+                     target.internaldate if target.internaldate is not None else now,
+                     sorted(target.flags), modseq),
+                )
+                uids.append((box_id, uid))
+            if remote:
+                async with tx.conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO queue(message_id, blob_id, envelope, recipient, notify,"
+                        " orcpt, state, next_attempt, created) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        [(message_id, blob_id, env, r.address, r.notify, r.orcpt,
+                          QueueState.PENDING.value, now, now) for r in remote],
+                    )
+            return AcceptResult(message_id, blob_id, tuple(uids))
+
+        return await self._tx(fn)
+
+    @staticmethod
+    async def _insert_blob(tx: _Tx, size: int, digest: bytes, chunks: list[bytes],
+                           now: float) -> int:
+        row = await tx.one(
+            "INSERT INTO blobs(length, sha256, chunks, created) VALUES (%s,%s,%s,%s) "
+            "RETURNING id", (size, digest, len(chunks), now),
+        )
+        assert row is not None
+        blob_id = int(row[0])
+        async with tx.conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s,%s,%b)",
+                [(blob_id, seq, chunk) for seq, chunk in enumerate(chunks)],
+            )
+        return blob_id
+
+    @staticmethod
+    async def _target_mailbox(tx: _Tx, target: LocalTarget) -> int:
+        """The target's mailbox, or its INBOX when that mailbox is gone (e.g. a deleted
+        Junk): a delivery never fails for want of a folder."""
+        for name in (normalize_mailbox_name(target.mailbox), "INBOX"):
+            row = await tx.one(
+                "SELECT id FROM mailboxes WHERE account_id=%s AND name=%s",
+                (target.account_id, name),
+            )
+            if row is not None:
+                return int(row[0])
+        raise NotFound(f"account {target.account_id} has no mailbox {target.mailbox}")
+
+    @staticmethod
+    async def _check_quota(tx: _Tx, account_id: int, size: int) -> None:
+        row = await tx.one("SELECT quota_bytes FROM accounts WHERE id=%s", (account_id,))
+        if row is None or not row[0]:
+            return
+        used = await tx.one(
+            "SELECT coalesce(sum(m.size),0)::bigint FROM messages m JOIN mailboxes b "
+            "ON m.mailbox_id=b.id WHERE b.account_id=%s", (account_id,),
+        )
+        assert used is not None
+        if used[0] + size > row[0]:
+            raise QuotaExceeded(f"account {account_id} is over its quota")
+
+    @staticmethod
+    async def _next_uids(tx: _Tx, box_id: int, count: int) -> tuple[int, int]:
+        """Reserve ``count`` UIDs; returns the first and the new HIGHESTMODSEQ."""
+        row = await tx.one(
+            "UPDATE mailboxes SET uidnext=uidnext+%s, highestmodseq=highestmodseq+1 "
+            "WHERE id=%s RETURNING uidnext-%s, highestmodseq", (count, box_id, count),
+        )
+        if row is None:
+            raise NotFound(f"mailbox {box_id} is gone")
+        return int(row[0]), int(row[1])
+
+    @staticmethod
+    async def _bump_modseq(tx: _Tx, box_id: int) -> int:
+        row = await tx.one(
+            "UPDATE mailboxes SET highestmodseq=highestmodseq+1 WHERE id=%s "
+            "RETURNING highestmodseq", (box_id,),
+        )
+        if row is None:
+            raise NotFound(f"mailbox {box_id} is gone")
+        return int(row[0])
+
+    async def read_blob(self, blob_id: int) -> bytes:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT length, sha256, chunks FROM blobs WHERE id=%s", (blob_id,)
+            )
+            head = await cur.fetchone()
+            if head is None:
+                raise NotFound(f"no blob {blob_id}")
+            cur = await conn.execute(
+                "SELECT seq, data FROM blob_chunks WHERE blob_id=%s ORDER BY seq",
+                (blob_id,), binary=True,
+            )
+            rows = await cur.fetchall()
+        data, problem = await self._check_blob(head, rows)
+        if problem is not None:
+            raise StorageCorrupt(f"blob {blob_id}: {problem}")
+        return data
+
+    @staticmethod
+    async def _check_blob(head: tuple[Any, ...], rows: list[tuple[Any, ...]]
+                          ) -> tuple[bytes, str | None]:
+        length, digest, nchunks = head
+        if [r[0] for r in rows] != list(range(nchunks)):
+            return b"", f"{nchunks} chunks expected, found {len(rows)}"
+        data = b"".join(bytes(r[1]) for r in rows)
+        if len(data) != length:
+            return b"", f"length {len(data)}, the index says {length}"
+        if await _sha256(data) != bytes(digest):
+            return b"", "sha256 does not match the index"
+        return data, None
+
+    async def verify_blobs(self) -> list[BlobProblem]:
+        problems: list[BlobProblem] = []
+        last = 0
+        while True:
+            heads = await self._query(
+                "SELECT id, length, sha256, chunks FROM blobs WHERE id>%s ORDER BY id LIMIT 100",
+                (last,),
+            )
+            if not heads:
+                return problems
+            for blob_id, *head in heads:
+                last = blob_id
+                async with self._conn() as conn:
+                    cur = await conn.execute(
+                        "SELECT seq, data FROM blob_chunks WHERE blob_id=%s ORDER BY seq",
+                        (blob_id,), binary=True,
+                    )
+                    rows = await cur.fetchall()
+                _, problem = await self._check_blob(tuple(head), rows)
+                if problem is not None:
+                    problems.append(BlobProblem(blob_id, problem))
+
+    _UNREFERENCED = (
+        "NOT EXISTS(SELECT 1 FROM messages m WHERE m.blob_id=b.id) "
+        "AND NOT EXISTS(SELECT 1 FROM queue q WHERE q.blob_id=b.id)"
+    )
+
+    async def store_stats(self) -> StoreStats:
+        query = (
+            "SELECT count(*), coalesce(sum(length) FILTER (WHERE NOT free),0)::bigint, "
+            "coalesce(sum(length) FILTER (WHERE free),0)::bigint FROM "
+            f"(SELECT b.length, {self._UNREFERENCED} AS free FROM blobs b) s"
+        )
+        rows = await self._query(query)
+        disk = await self._query(
+            "SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))),0)::bigint "
+            "FROM unnest(%s::text[]) t", (list(TABLES),),
+        )
+        blobs, live, free = rows[0]
+        return StoreStats(int(blobs), int(live), int(free), int(disk[0][0]))
+
+    async def compact(self) -> int:
+        """Delete unreferenced blobs (their chunks go by ON DELETE CASCADE), a batch per
+        transaction; PostgreSQL's autovacuum then reuses or returns the space. Safe to run
+        on several nodes at once (SKIP LOCKED), and against concurrent writers: a blob is
+        referenced in the transaction that creates it, and a copy locks its source row."""
+        reclaimed = 0
+        while True:
+            async def fn(tx: _Tx) -> list[tuple[Any, ...]]:
+                return await tx.all(
+                    "DELETE FROM blobs WHERE id IN (SELECT b.id FROM blobs b WHERE "  # noqa: S608
+                    f"{self._UNREFERENCED} LIMIT 200 FOR UPDATE SKIP LOCKED) RETURNING length"
+                )
+
+            rows = await self._tx(fn)
+            if not rows:
+                return reclaimed
+            reclaimed += sum(int(r[0]) for r in rows)
+
+    # --- mailboxes ------------------------------------------------------------------
+
+    async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
+        rows = await self._query(
+            f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=%s "  # noqa: S608
+            "ORDER BY name COLLATE \"C\"", (account_id,),
+        )
+        return [_mailbox(r) for r in rows]
+
+    async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
+        rows = await self._query(
+            f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=%s AND name=%s",  # noqa: S608
+            (account_id, normalize_mailbox_name(name)),
+        )
+        return _mailbox(rows[0]) if rows else None
+
+    async def create_mailbox(
+        self,
+        account_id: int,
+        name: str,
+        special_use: SpecialUse | None = None,
+        subscribe: bool = False,
+    ) -> MailboxInfo:
+        name = normalize_mailbox_name(name)
+
+        async def fn(tx: _Tx) -> None:
+            await self._insert_mailbox(tx, account_id, name, special_use, subscribe)
+
+        await self._tx(fn)
+        box = await self.get_mailbox(account_id, name)
+        assert box is not None
+        return box
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None:
+        name = normalize_mailbox_name(name)
+        if name == "INBOX":
+            raise StoreError("INBOX cannot be deleted")
+
+        async def fn(tx: _Tx) -> None:
+            # messages and expunged go by ON DELETE CASCADE
+            row = await tx.one(
+                "DELETE FROM mailboxes WHERE account_id=%s AND name=%s RETURNING id",
+                (account_id, name),
+            )
+            if row is None:
+                raise NotFound(f"no mailbox {name}")
+            tx.touched.add(int(row[0]))
+
+        await self._tx(fn)
+
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+        old, new = normalize_mailbox_name(old), normalize_mailbox_name(new)
+
+        async def fn(tx: _Tx) -> None:
+            box = await tx.one(
+                "SELECT id, uidnext, highestmodseq FROM mailboxes "
+                "WHERE account_id=%s AND name=%s FOR UPDATE", (account_id, old),
+            )
+            if box is None:
+                raise NotFound(f"no mailbox {old}")
+            if await tx.one("SELECT 1 FROM mailboxes WHERE account_id=%s AND name=%s",
+                            (account_id, new)):
+                raise AlreadyExists(f"mailbox {new} already exists")
+            box_id, uidnext, highest = box
+            tx.touched.add(box_id)
+            if old == "INBOX":
+                # RFC 9051 §6.3.6: messages move to the new mailbox, INBOX stays, empty.
+                row = await tx.one(
+                    "INSERT INTO mailboxes(account_id, name, uidvalidity, uidnext,"
+                    " highestmodseq) VALUES (%s,%s,%s,%s,%s) RETURNING id",
+                    (account_id, new, await self._next_uidvalidity(tx), uidnext, highest),
+                )
+                assert row is not None
+                modseq = await self._bump_modseq(tx, box_id)
+                await tx.run(
+                    "INSERT INTO expunged SELECT %s, uid, %s FROM messages WHERE mailbox_id=%s "
+                    "ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq=excluded.modseq",
+                    (box_id, modseq, box_id),
+                )
+                await tx.run("UPDATE messages SET mailbox_id=%s WHERE mailbox_id=%s",
+                             (row[0], box_id))
+                return
+            children = await tx.all(
+                "SELECT id, name FROM mailboxes WHERE account_id=%s AND left(name, %s)=%s",
+                (account_id, len(old) + 1, old + "/"),
+            )
+            await tx.run("UPDATE mailboxes SET name=%s WHERE id=%s", (new, box_id))
+            await self._rename_subscription(tx, account_id, old, new)
+            for child_id, child_name in children:
+                renamed = new + child_name[len(old):]
+                await tx.run("UPDATE mailboxes SET name=%s WHERE id=%s", (renamed, child_id))
+                await self._rename_subscription(tx, account_id, child_name, renamed)
+
+        await self._tx(fn)
+
+    @staticmethod
+    async def _rename_subscription(tx: _Tx, account_id: int, old: str, new: str) -> None:
+        moved = await tx.run(
+            "DELETE FROM subscriptions WHERE account_id=%s AND name=%s", (account_id, old)
+        )
+        if moved:
+            await tx.run(
+                "INSERT INTO subscriptions VALUES (%s,%s) ON CONFLICT DO NOTHING",
+                (account_id, new),
+            )
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        """Subscriptions are names: they may outlive their mailbox (RFC 9051 §6.3.7)."""
+        name = normalize_mailbox_name(name)
+
+        async def fn(tx: _Tx) -> None:
+            if subscribed:
+                await tx.run(
+                    "INSERT INTO subscriptions VALUES (%s,%s) ON CONFLICT DO NOTHING",
+                    (account_id, name),
+                )
+            else:
+                await tx.run(
+                    "DELETE FROM subscriptions WHERE account_id=%s AND name=%s",
+                    (account_id, name),
+                )
+
+        await self._tx(fn)
+
+    async def list_subscriptions(self, account_id: int) -> list[str]:
+        rows = await self._query(
+            "SELECT name FROM subscriptions WHERE account_id=%s ORDER BY name COLLATE \"C\"",
+            (account_id,),
+        )
+        return [r[0] for r in rows]
+
+    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
+        rows = await self._query(
+            "SELECT b.uidnext, b.uidvalidity, b.highestmodseq, count(m.uid), "
+            "coalesce(sum(m.size),0)::bigint, "
+            "count(m.uid) FILTER (WHERE '\\Seen'=ANY(m.flags)), "
+            "count(m.uid) FILTER (WHERE '\\Deleted'=ANY(m.flags)), "
+            "count(m.uid) FILTER (WHERE m.uid>=b.first_recent_uid) "
+            "FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id=b.id WHERE b.id=%s "
+            "GROUP BY b.id", (mailbox_id,),
+        )
+        if not rows:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        uidnext, validity, modseq, total, size, seen, deleted, recent = rows[0]
+        return MailboxStatus(
+            messages=total, unseen=total - seen, deleted=deleted, size=size,
+            uidnext=uidnext, uidvalidity=validity, highestmodseq=modseq, recent=recent,
+        )
+
+    # --- messages -------------------------------------------------------------------
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
+        rows = await self._query(
+            f"SELECT {_META_COLS} FROM messages WHERE mailbox_id=%s ORDER BY uid",  # noqa: S608
+            (mailbox_id,),
+        )
+        return [_meta(r) for r in rows]
+
+    async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
+        box = await self._query("SELECT highestmodseq FROM mailboxes WHERE id=%s",
+                                (mailbox_id,))
+        if not box:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        highest = int(box[0][0])
+        if highest <= modseq:  # the common NOOP/IDLE case: nothing happened
+            return Changes(highest, (), ())
+        changed = await self._query(
+            f"SELECT {_META_COLS} FROM messages WHERE mailbox_id=%s AND modseq>%s "  # noqa: S608
+            "ORDER BY uid", (mailbox_id, modseq),
+        )
+        gone = await self._query(
+            "SELECT uid FROM expunged WHERE mailbox_id=%s AND modseq>%s ORDER BY uid",
+            (mailbox_id, modseq),
+        )
+        return Changes(highest, tuple(_meta(r) for r in changed), tuple(r[0] for r in gone))
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        flags: frozenset[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> FlagUpdate:
+        wanted = sorted(set(uids))
+
+        async def fn(tx: _Tx) -> FlagUpdate:
+            tx.touched.add(mailbox_id)
+            rows = await tx.all(
+                f"SELECT {_META_COLS} FROM messages WHERE mailbox_id=%s "  # noqa: S608
+                "AND uid=ANY(%s) ORDER BY uid FOR UPDATE", (mailbox_id, wanted),
+            )
+            changed: list[MessageMeta] = []
+            failed: list[int] = []
+            updates: list[tuple[list[str], int]] = []
+            for meta in map(_meta, rows):
+                if unchanged_since is not None and meta.modseq > unchanged_since:
+                    failed.append(meta.uid)
+                    continue
+                if mode is FlagMode.ADD:
+                    new = meta.flags | flags
+                elif mode is FlagMode.REMOVE:
+                    new = meta.flags - flags
+                else:
+                    new = flags
+                if new != meta.flags:
+                    updates.append((sorted(new), meta.uid))
+                    changed.append(meta)
+            if not updates:
+                return FlagUpdate((), tuple(failed))
+            modseq = await self._bump_modseq(tx, mailbox_id)
+            async with tx.conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE messages SET flags=%s, modseq=%s WHERE mailbox_id=%s AND uid=%s",
+                    [(f, modseq, mailbox_id, uid) for f, uid in updates],
+                )
+            return FlagUpdate(
+                tuple(MessageMeta(m.uid, m.blob_id, m.size, m.internaldate, frozenset(f), modseq)
+                      for m, (f, _) in zip(changed, updates, strict=True)),
+                tuple(failed),
+            )
+
+        return await self._tx(fn)
+
+    async def _copy(self, mailbox_id: int, uids: Sequence[int], target: int, move: bool
+                    ) -> list[tuple[int, int]]:
+        wanted = sorted(set(uids))
+
+        async def fn(tx: _Tx) -> list[tuple[int, int]]:
+            tx.touched.update({mailbox_id, target} if move else {target})
+            owner = await tx.one("SELECT account_id FROM mailboxes WHERE id=%s", (target,))
+            if owner is None:
+                raise NotFound("target mailbox is gone")
+            await tx.run("SELECT 1 FROM accounts WHERE id=%s FOR NO KEY UPDATE", (owner[0],))
+            await tx.run(
+                "SELECT 1 FROM mailboxes WHERE id=ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+                (sorted({mailbox_id, target}),),
+            )
+            # FOR SHARE: the source rows (and so their blobs) stay until we commit
+            rows = await tx.all(
+                "SELECT uid, blob_id, size, internaldate, flags FROM messages "
+                "WHERE mailbox_id=%s AND uid=ANY(%s) ORDER BY uid FOR SHARE",
+                (mailbox_id, wanted),
+            )
+            if not rows:
+                return []
+            if not move:
+                await self._check_quota(tx, owner[0], sum(int(r[2]) for r in rows))
+            first, modseq = await self._next_uids(tx, target, len(rows))
+            pairs = [(int(r[0]), first + i) for i, r in enumerate(rows)]
+            async with tx.conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    [(target, new_uid, r[1], r[2], r[3], r[4], modseq)
+                     for (_, new_uid), r in zip(pairs, rows, strict=True)],
+                )
+            if move:
+                await self._expunge_uids(tx, mailbox_id, [p[0] for p in pairs])
+            return pairs
+
+        return await self._tx(fn)
+
+    async def copy_messages(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]:
+        return await self._copy(mailbox_id, uids, target_mailbox_id, move=False)
+
+    async def move_messages(
+        self, mailbox_id: int, uids: Sequence[int], target_mailbox_id: int
+    ) -> list[tuple[int, int]]:
+        return await self._copy(mailbox_id, uids, target_mailbox_id, move=True)
+
+    async def _expunge_uids(self, tx: _Tx, mailbox_id: int, uids: list[int]) -> None:
+        modseq = await self._bump_modseq(tx, mailbox_id)
+        await tx.run("DELETE FROM messages WHERE mailbox_id=%s AND uid=ANY(%s)",
+                     (mailbox_id, uids))
+        await tx.run(
+            "INSERT INTO expunged SELECT %s, u, %s FROM unnest(%s::bigint[]) u "
+            "ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq=excluded.modseq",
+            (mailbox_id, modseq, uids),
+        )
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        wanted = None if uids is None else sorted(set(uids))
+
+        async def fn(tx: _Tx) -> list[int]:
+            tx.touched.add(mailbox_id)
+            if wanted is None:
+                rows = await tx.all(
+                    "SELECT uid FROM messages WHERE mailbox_id=%s AND '\\Deleted'=ANY(flags) "
+                    "ORDER BY uid FOR UPDATE", (mailbox_id,),
+                )
+            else:
+                rows = await tx.all(
+                    "SELECT uid FROM messages WHERE mailbox_id=%s AND uid=ANY(%s) "
+                    "ORDER BY uid FOR UPDATE", (mailbox_id, wanted),
+                )
+            gone = [int(r[0]) for r in rows]
+            if gone:
+                await self._expunge_uids(tx, mailbox_id, gone)
+            return gone
+
+        return await self._tx(fn)
+
+    async def claim_recent(self, mailbox_id: int) -> int:
+        async def fn(tx: _Tx) -> int:
+            row = await tx.one(
+                "UPDATE mailboxes n SET first_recent_uid=n.uidnext FROM "
+                "(SELECT id, first_recent_uid FROM mailboxes WHERE id=%s FOR UPDATE) o "
+                "WHERE n.id=o.id RETURNING o.first_recent_uid", (mailbox_id,),
+            )
+            if row is None:
+                raise NotFound(f"no mailbox {mailbox_id}")
+            return int(row[0])
+
+        return await self._tx(fn)
+
+    # --- outbound queue -------------------------------------------------------------
+
+    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
+        rows = await self._query(
+            f"SELECT {_QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND next_attempt<=%s ORDER BY next_attempt, id LIMIT %s", (now, limit),
+        )
+        return [_queue_item(r) for r in rows]
+
+    async def list_queue(self) -> list[QueueItem]:
+        rows = await self._query(f"SELECT {_QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
+        return [_queue_item(r) for r in rows]
+
+    async def update_queue_item(
+        self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
+    ) -> None:
+        async def fn(tx: _Tx) -> None:
+            n = await tx.run(
+                "UPDATE queue SET state=%s, next_attempt=%s, last_reply=%s, "
+                "attempts=attempts+1 WHERE id=%s",
+                (state.value, next_attempt, last_reply, item_id),
+            )
+            if n == 0:
+                raise NotFound(f"no queue item {item_id}")
+
+        await self._tx(fn)
+
+    async def delete_queue_item(self, item_id: int) -> None:
+        async def fn(tx: _Tx) -> None:
+            if await tx.run("DELETE FROM queue WHERE id=%s", (item_id,)) == 0:
+                raise NotFound(f"no queue item {item_id}")
+
+        await self._tx(fn)
+
+    async def purge_queue(self, finished_before: float) -> int:
+        async def fn(tx: _Tx) -> int:
+            return await tx.run(
+                "DELETE FROM queue WHERE state IN ('delivered','failed') AND next_attempt<%s",
+                (finished_before,),
+            )
+
+        return await self._tx(fn)

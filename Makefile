@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian tools the interop tests drive (swaks, smtp-source from postfix, msmtp, curl,
-# fetchmail, getmail6, opendkim-tools).
+# fetchmail, getmail6, opendkim-tools), and postgresql: the tests start a throwaway
+# cluster of their own with its initdb and pg_ctl (tests/pgcluster.py).
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
-	mutt offlineimap3
+	mutt offlineimap3 postgresql
 DEMO_DIR := demo
 
 .PHONY: all venv deps test lint typecheck pytest demo clean bench
@@ -44,8 +45,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Everything on SQLite (the storage conformance suite on both backends), then the
+# end-to-end, IMAP and queue tests again with the store on PostgreSQL.
 pytest: venv deps
 	$(BIN)/pytest -q
+	POCHTA_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/e2e tests/imap tests/queue
 
 test: venv deps lint typecheck pytest
 

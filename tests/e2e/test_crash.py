@@ -4,18 +4,20 @@ The server runs as a real process (`python -m pochta serve`); clients send disti
 messages concurrently; the server is killed with SIGKILL mid-load; then the store is
 opened again and every message whose 250 reached a client must be there, byte for byte,
 and nothing that is not one of the sent messages (no half message) may be there.
+With POCHTA_TEST_BACKEND=postgresql the store is a PostgreSQL schema (make test runs both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
 
-from pochta.storage.sqlite import SQLiteStore
+from pochta.storage.factory import open_store
 from tests.conftest import Instance, populate
 
 
@@ -63,12 +65,15 @@ async def test_kill_9_under_load_loses_no_acknowledged_message(instance: Instanc
                              dkim={"verify": False, "sign": False},
                              limits={"max_connections_per_ip": 100})
     cfg_file = instance.dir / "pochta.toml"
+    storage = instance.raw_config.get("storage", {})  # JSON strings are TOML strings
+    storage_toml = "".join(f"{k} = {json.dumps(v)}\n" for k, v in storage.items())
+    storage_toml = "[storage]\n" + storage_toml if storage else ""
     cfg_file.write_text(
         f'hostname = "mail.example.test"\ndata_dir = "data"\n'
         f'[[listeners]]\nrole = "mta"\naddress = "127.0.0.1"\nport = {port}\ntls = "none"\n'
         "[spf]\ncheck = false\n[dkim]\nverify = false\nsign = false\n[dmarc]\ncheck = false\n"
-        "[limits]\nmax_connections_per_ip = 100\n")
-    store = await SQLiteStore.open(config.data_path)
+        "[limits]\nmax_connections_per_ip = 100\n" + storage_toml)
+    store = await open_store(config)
     await populate(store)
     await store.close()
 
@@ -94,7 +99,7 @@ async def test_kill_9_under_load_loses_no_acknowledged_message(instance: Instanc
     stop.set()
     await asyncio.gather(*clients)
 
-    store = await SQLiteStore.open(config.data_path)
+    store = await open_store(config)
     try:
         account = await store.get_account("bob@example.test")
         assert account is not None

@@ -331,19 +331,28 @@ class PostgresStore:
             raise StoreError("storage.dsn: must not contain a password; put it in "
                              "storage.password_file or the PGPASSWORD environment variable")
         store = cls(dsn, password, pool_size)
+        conn: Conn | None = None
         try:
-            await store._pool.open(wait=True, timeout=30.0)
-            await store._migrate()
-            await store._listen_start()
+            # One connection first, not the pool: a wrong DSN or password fails at once
+            # with the server's reason instead of a pool timeout. It then listens.
+            conn = await psycopg.AsyncConnection.connect(dsn, **store._kwargs)
+            await store._migrate(conn)
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store._channel)))
+            store._listen_conn = conn
+            await store._pool.open(wait=False)
         except BaseException as exc:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
             await store._pool.close()
-            if isinstance(exc, StoreError | psycopg.Error | OSError | PoolTimeout):
+            if isinstance(exc, StoreError | psycopg.Error | OSError):
                 raise translate_error(exc) from exc
             raise
+        store._listen_task = asyncio.create_task(store._listen_loop(), name="pochta-pg-listen")
         return store
 
-    async def _migrate(self) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version(version integer NOT NULL)"
@@ -438,10 +447,6 @@ class PostgresStore:
         conn: Conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         return conn
-
-    async def _listen_start(self) -> None:
-        self._listen_conn = await self._listen_connect()
-        self._listen_task = asyncio.create_task(self._listen_loop(), name="pochta-pg-listen")
 
     async def _listen_loop(self) -> None:
         while not self._closed:
@@ -888,7 +893,8 @@ class PostgresStore:
 
     async def store_stats(self) -> StoreStats:
         query = (
-            "SELECT count(*), coalesce(sum(length) FILTER (WHERE NOT free),0)::bigint, "
+            "SELECT count(*), "  # noqa: S608 (our constant)
+            "coalesce(sum(length) FILTER (WHERE NOT free),0)::bigint, "
             "coalesce(sum(length) FILTER (WHERE free),0)::bigint FROM "
             f"(SELECT b.length, {self._UNREFERENCED} AS free FROM blobs b) s"
         )

@@ -1,0 +1,227 @@
+"""What only the PostgreSQL store has: a server shared by processes (notifications across
+stores), schema versions, passwords kept out of the config, chunked blobs checked on read,
+compaction, and driver errors turned into Pochta's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import psycopg.errors
+import pytest
+
+from pochta.config import ConfigError, from_dict
+from pochta.storage.factory import open_store
+from pochta.storage.interfaces import (
+    Envelope,
+    LocalTarget,
+    RemoteRecipient,
+    StorageCorrupt,
+    StorageFull,
+    StoreError,
+)
+from pochta.storage.postgres import BLOB_CHUNK, SCHEMA_VERSION, PostgresStore, translate_error
+from tests.pgcluster import PASSWORD, PgCluster
+
+MSG = b"Subject: test\r\n\r\nbody\r\n"
+ENV = Envelope(sender="a@elsewhere.test")
+
+
+@pytest.fixture
+def dsn(pg_cluster: PgCluster) -> str:
+    return pg_cluster.fresh_dsn()
+
+
+@pytest.fixture
+async def store(dsn: str) -> AsyncIterator[PostgresStore]:
+    s = await PostgresStore.open(dsn)
+    await s.add_domain("example.test")
+    yield s
+    await s.close()
+
+
+async def alice(store: PostgresStore) -> int:
+    account = await store.add_account("alice@example.test", "hash", None)
+    return account.id
+
+
+def sql(dsn: str, query: str, *args: object) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(query.encode(), args)
+
+
+async def test_a_delivery_through_one_store_wakes_a_watcher_of_another(
+    store: PostgresStore, dsn: str
+) -> None:
+    """Two processes (or nodes) on one database: IDLE on B sees mail accepted by A."""
+    acc = await alice(store)
+    other = await PostgresStore.open(dsn)
+    try:
+        box = await other.get_mailbox(acc, "INBOX")
+        assert box is not None
+        watcher = other.watch(box.id)
+        assert not await watcher.wait(0.05)
+        waiting = asyncio.create_task(watcher.wait(5))
+        start = time.monotonic()
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+        assert await waiting
+        assert time.monotonic() - start < 1.0
+        assert [m.uid for m in await other.list_messages(box.id)] == [1]
+        watcher.close()
+    finally:
+        await other.close()
+
+
+async def test_a_newer_schema_is_refused(dsn: str) -> None:
+    s = await PostgresStore.open(dsn)
+    await s.close()
+    sql(dsn, "UPDATE schema_version SET version=%s", SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="newer than this Pochta knows"):
+        await PostgresStore.open(dsn)
+
+
+async def test_open_twice_keeps_data_and_one_version_row(dsn: str) -> None:
+    s = await PostgresStore.open(dsn)
+    await s.add_domain("example.test")
+    await s.close()
+    s = await PostgresStore.open(dsn)
+    try:
+        assert await s.list_domains() == ["example.test"]
+    finally:
+        await s.close()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(b"SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
+
+
+async def test_a_password_in_the_dsn_is_refused(pg_cluster: PgCluster) -> None:
+    dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{pg_cluster.port}/pochta"
+    with pytest.raises(StoreError, match=r"storage\.dsn"):
+        await PostgresStore.open(dsn)
+    raw = {"hostname": "mail.example.test", "storage": {"backend": "postgresql", "dsn": dsn}}
+    with pytest.raises(ConfigError, match=r"storage\.dsn: must not contain a password"):
+        from_dict(raw)
+    with pytest.raises(ConfigError, match=r"storage\.dsn: required"):
+        from_dict({"hostname": "mail.example.test", "storage": {"backend": "postgresql"}})
+    with pytest.raises(ConfigError, match=r"storage\.backend"):
+        from_dict({"hostname": "mail.example.test", "storage": {"backend": "mysql"}})
+
+
+async def test_password_from_password_file_or_pgpassword(
+    pg_cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over TCP the test cluster wants scram-sha-256: the password comes from
+    storage.password_file (relative to the config file) or PGPASSWORD."""
+    schema = pg_cluster.fresh_dsn().rsplit("search_path=", 1)[1].rstrip("'")
+    (tmp_path / "pg-password").write_text(PASSWORD + "\n")
+    storage = {"backend": "postgresql", "dsn": pg_cluster.tcp_dsn(schema)}
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    config = from_dict({"hostname": "mail.example.test", "base_dir": str(tmp_path),
+                        "storage": storage})
+    with pytest.raises(StoreError, match="database unavailable"):
+        await open_store(config)  # no password at all
+    config = from_dict({"hostname": "mail.example.test", "base_dir": str(tmp_path),
+                        "storage": {**storage, "password_file": "pg-password"}})
+    s = await open_store(config)
+    assert isinstance(s, PostgresStore)
+    await s.close()
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+    config = from_dict({"hostname": "mail.example.test", "base_dir": str(tmp_path),
+                        "storage": storage})
+    s = await open_store(config)
+    await s.close()
+    config = from_dict({"hostname": "mail.example.test", "base_dir": str(tmp_path),
+                        "storage": {**storage, "password_file": "missing"}})
+    with pytest.raises(StoreError, match=r"storage\.password_file"):
+        await open_store(config)
+
+
+async def test_large_blobs_are_chunked_and_checked_on_read(
+    store: PostgresStore, dsn: str
+) -> None:
+    acc = await alice(store)
+    big = b"x" * (BLOB_CHUNK * 2 + 10)
+    result = await store.accept(big, ENV, [LocalTarget(acc)])
+    small = await store.accept(MSG, ENV, [LocalTarget(acc)])
+    with psycopg.connect(dsn) as conn:
+        chunks = conn.execute(b"SELECT count(*) FROM blob_chunks WHERE blob_id=%s",
+                              (result.blob_id,)).fetchone()
+    assert chunks == (3,)
+    assert await store.read_blob(result.blob_id) == big
+    assert await store.verify_blobs() == []
+    # one flipped byte, one missing chunk
+    sql(dsn, "UPDATE blob_chunks SET data=overlay(data placing 'y'::bytea from 5) "
+             "WHERE blob_id=%s", small.blob_id)
+    sql(dsn, "DELETE FROM blob_chunks WHERE blob_id=%s AND seq=1", result.blob_id)
+    with pytest.raises(StorageCorrupt):
+        await store.read_blob(small.blob_id)
+    with pytest.raises(StorageCorrupt):
+        await store.read_blob(result.blob_id)
+    problems = await store.verify_blobs()
+    assert [p.blob_id for p in problems] == sorted([small.blob_id, result.blob_id])
+    assert "sha256" in problems[0].problem or "sha256" in problems[1].problem
+
+
+async def test_compact_reclaims_unreferenced_blobs_only(store: PostgresStore) -> None:
+    acc = await alice(store)
+    kept = await store.accept(MSG, ENV, [LocalTarget(acc)])
+    queued = await store.accept(MSG + b"q", ENV, [], [RemoteRecipient("x@remote.test")])
+    gone = await store.accept(MSG + b"gone", ENV, [LocalTarget(acc)])
+    box = await store.get_mailbox(acc, "INBOX")
+    assert box is not None
+    await store.expunge(box.id, [gone.local_uids[0][1]])
+    stats = await store.store_stats()
+    assert stats.blobs == 3
+    assert stats.live_bytes == len(MSG) * 2 + 1
+    assert stats.reclaimable_bytes == len(MSG) + 4
+    assert stats.disk_bytes > 0
+    assert await store.compact() == len(MSG) + 4
+    assert await store.compact() == 0
+    assert await store.read_blob(kept.blob_id) == MSG
+    assert await store.read_blob(queued.blob_id) == MSG + b"q"
+    [item] = await store.list_queue()
+    await store.delete_queue_item(item.id)
+    assert await store.compact() == len(MSG) + 1
+    after = await store.store_stats()
+    assert (after.blobs, after.reclaimable_bytes) == (1, 0)
+
+
+def test_driver_errors_become_pochta_errors() -> None:
+    assert isinstance(translate_error(psycopg.errors.DiskFull("no space")), StorageFull)
+    assert type(translate_error(psycopg.errors.OutOfMemory("x"))) is StoreError
+    assert type(translate_error(psycopg.OperationalError("gone"))) is StoreError
+    assert type(translate_error(psycopg.errors.UniqueViolation("dup"))) is StoreError
+
+
+async def test_a_lost_server_is_a_store_error_not_a_driver_one(
+    store: PostgresStore, dsn: str
+) -> None:
+    """Connections killed under the store: calls fail with StoreError, then work again."""
+    acc = await alice(store)
+    sql(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+             "WHERE pid <> pg_backend_pid() AND datname = current_database()")
+    for _ in range(3):
+        try:
+            await store.accept(MSG, ENV, [LocalTarget(acc)])
+        except StoreError:
+            continue
+        break
+    box = await store.get_mailbox(acc, "INBOX")
+    assert box is not None
+    assert len(await store.list_messages(box.id)) >= 1
+    # the listener reconnects and keeps waking watchers
+    watcher = store.watch(box.id)
+    other = await PostgresStore.open(dsn)
+    try:
+        deadline = time.monotonic() + 10
+        woke = False
+        while not woke and time.monotonic() < deadline:
+            await other.accept(MSG, ENV, [LocalTarget(acc)])
+            woke = await watcher.wait(0.5)
+        assert woke
+    finally:
+        watcher.close()
+        await other.close()

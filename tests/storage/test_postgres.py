@@ -225,3 +225,20 @@ async def test_a_lost_server_is_a_store_error_not_a_driver_one(
     finally:
         watcher.close()
         await other.close()
+
+
+async def test_commits_are_durable_even_if_the_database_says_otherwise(
+    dsn: str, pg_cluster: PgCluster
+) -> None:
+    """synchronous_commit=off would let accept() return before the WAL is flushed."""
+    sql(pg_cluster.admin_dsn(), "ALTER DATABASE pochta SET synchronous_commit=off")
+    try:
+        s = await PostgresStore.open(dsn)
+        try:
+            async with s._conn() as conn:
+                cur = await conn.execute("SHOW synchronous_commit")
+                assert await cur.fetchone() == ("on",)
+        finally:
+            await s.close()
+    finally:
+        sql(pg_cluster.admin_dsn(), "ALTER DATABASE pochta RESET synchronous_commit")

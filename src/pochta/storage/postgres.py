@@ -263,6 +263,16 @@ async def _sha256(data: bytes) -> bytes:
     return await asyncio.to_thread(lambda: hashlib.sha256(data).digest())
 
 
+async def _configure(conn: Conn) -> None:
+    """Every pooled connection: a COMMIT must be durable (``250`` depends on it), so a
+    server or database set to ``synchronous_commit=off`` is overridden for our sessions
+    (``local``, ``remote_write``, ``on`` and ``remote_apply`` are kept)."""
+    await conn.execute(
+        "SELECT set_config('synchronous_commit', 'on', false) "
+        "WHERE current_setting('synchronous_commit') = 'off'"
+    )
+
+
 @dataclass
 class _Tx:
     """One write transaction: its connection and the mailboxes it changed."""
@@ -314,7 +324,7 @@ class PostgresStore:
             self._kwargs["password"] = password
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             dsn, min_size=1, max_size=max(1, pool_size), kwargs=self._kwargs, open=False,
-            timeout=30.0, name="pochta",
+            timeout=30.0, name="pochta", configure=_configure,
         )
         self._origin = secrets.token_hex(8)
         self._channel = "pochta_changes"

@@ -149,6 +149,14 @@ class StorageConfig:
         metadata=_doc("postgresql: connections per Pochta process (plus one that listens "
                       "for changes made by other processes)"),
     )
+    queue_lease: float = field(
+        default=300.0,
+        metadata=_doc(
+            "postgresql: seconds a node's claim on a queued recipient lasts (each queue "
+            "pass renews the claims of a live node); a stopped node's recipients are "
+            "taken over by another node after this"
+        ),
+    )
     commit_interval: float = field(
         default=0.0,
         metadata=_doc(
@@ -359,6 +367,7 @@ def _validate_storage(storage: StorageConfig) -> None:
     _check(storage.backend in ("sqlite", "postgresql"), "storage.backend",
            "must be sqlite or postgresql")
     _check(storage.pool_size >= 1, "storage.pool_size", "must be at least 1")
+    _check(storage.queue_lease >= 10, "storage.queue_lease", "must be at least 10 seconds")
     if storage.backend != "postgresql":
         return
     _check(bool(storage.dsn), "storage.dsn", "required when storage.backend is postgresql")

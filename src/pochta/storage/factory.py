@@ -34,7 +34,8 @@ async def open_store(config: Config) -> MailStore:
         from .postgres import PostgresStore
 
         return await PostgresStore.open(
-            storage.dsn, password=read_password(config), pool_size=storage.pool_size
+            storage.dsn, password=read_password(config), pool_size=storage.pool_size,
+            queue_lease=storage.queue_lease,
         )
     from .sqlite import SQLiteStore
 

@@ -371,7 +371,11 @@ class MailStore(Protocol):
     def watch(self, mailbox_id: int) -> ChangeWatcher: ...
 
     # outbound queue (the outbound-delivery issue drives it)
-    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]: ...
+    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
+        """Pending or deferred items whose ``next_attempt`` has come, oldest first.
+        A backend shared by several nodes (PostgreSQL) *claims* what it returns for this
+        store until a lease runs out: another store's call skips them, this store's call
+        returns them again and renews the lease, ``update_queue_item`` releases them."""
     async def list_queue(self) -> list[QueueItem]: ...
     async def update_queue_item(
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str

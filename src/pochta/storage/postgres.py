@@ -16,7 +16,8 @@ Layout (tables of one schema: the first of the connection's ``search_path``)::
     expunged           (mailbox, uid, modseq) of removed messages, for QRESYNC
     blobs              one row per message body: length, sha256, number of chunks
     blob_chunks        the body in BLOB_CHUNK-byte bytea rows (blob_id, seq)
-    queue              one row per remote recipient
+    queue              one row per remote recipient, with the node that claimed it and
+                       until when (claimed_by, lease_until)
 
 Durability: every write is one transaction on a pooled connection; ``accept()`` returns
 after COMMIT, which with PostgreSQL's default ``synchronous_commit=on`` means the WAL
@@ -31,6 +32,13 @@ listening session. Each store keeps one dedicated LISTEN connection and fans out
 watchers, ignoring its own notifications (those wake local watchers directly after the
 commit). If the listening connection drops, it reconnects and wakes every watcher, since
 it may have missed something.
+
+Queue claims: ``due_queue_items`` claims what it returns for this store (a per-process
+token) until ``now + queue_lease``, with ``FOR UPDATE SKIP LOCKED``, so two nodes never
+get the same recipient. Items this store already holds are returned again (the worker
+skips those in flight) and their lease renewed: each pass of a live node extends its
+claims. ``update_queue_item`` releases the claim. A killed node's items are taken over by
+another node once their lease has run out.
 
 Errors: no driver exception leaves this module. ``disk_full`` (SQLSTATE 53100) becomes
 ``StorageFull``, other failures ``StoreError``; a body whose length or sha256 does not
@@ -166,6 +174,10 @@ MIGRATIONS: tuple[str, ...] = (
         created double precision NOT NULL);
     CREATE INDEX queue_due ON queue(state, next_attempt);
     CREATE INDEX queue_blob ON queue(blob_id);
+    """,
+    # 2: queue claims with leases, so several nodes share one queue
+    """
+    ALTER TABLE queue ADD COLUMN claimed_by text, ADD COLUMN lease_until double precision;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -317,8 +329,10 @@ class _Watcher:
 class PostgresStore:
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
-    def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:
+    def __init__(self, dsn: str, password: str | None, pool_size: int, queue_lease: float
+                 ) -> None:
         self._dsn = dsn
+        self._queue_lease = queue_lease
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if password is not None:
             self._kwargs["password"] = password
@@ -334,13 +348,13 @@ class PostgresStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10
-                   ) -> PostgresStore:
+    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10,
+                   queue_lease: float = 300.0) -> PostgresStore:
         """Connect, apply missing migrations and start listening for changes."""
         if dsn_has_password(dsn):
             raise StoreError("storage.dsn: must not contain a password; put it in "
                              "storage.password_file or the PGPASSWORD environment variable")
-        store = cls(dsn, password, pool_size)
+        store = cls(dsn, password, pool_size, queue_lease)
         conn: Conn | None = None
         try:
             # One connection first, not the pool: a wrong DSN or password fails at once
@@ -1254,11 +1268,26 @@ class PostgresStore:
     # --- outbound queue -------------------------------------------------------------
 
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
-        rows = await self._query(
-            f"SELECT {_QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
-            "AND next_attempt<=%s ORDER BY next_attempt, id LIMIT %s", (now, limit),
+        """Due items, claimed for this store until ``now + queue_lease`` (see the module
+        docstring): none that another live node holds."""
+        cols = ", ".join(f"q.{c.strip()}" for c in _QUEUE_COLS.split(","))
+        query = (
+            "WITH due AS (SELECT id FROM queue "  # noqa: S608 (our constants)
+            "WHERE state IN ('pending','deferred') AND next_attempt<=%(now)s "
+            "AND (claimed_by IS NULL OR claimed_by=%(me)s OR lease_until<=%(now)s) "
+            "ORDER BY next_attempt, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "UPDATE queue q SET claimed_by=%(me)s, lease_until=%(until)s FROM due "
+            f"WHERE q.id=due.id RETURNING {cols}"
         )
-        return [_queue_item(r) for r in rows]
+        args = {"now": now, "me": self._origin, "limit": limit,
+                "until": now + self._queue_lease}
+
+        async def fn(tx: _Tx) -> list[tuple[Any, ...]]:
+            cur = await tx.conn.execute(query, args)
+            return await cur.fetchall()
+
+        items = [_queue_item(r) for r in await self._tx(fn)]
+        return sorted(items, key=lambda i: (i.next_attempt, i.id))
 
     async def list_queue(self) -> list[QueueItem]:
         rows = await self._query(f"SELECT {_QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
@@ -1270,7 +1299,7 @@ class PostgresStore:
         async def fn(tx: _Tx) -> None:
             n = await tx.run(
                 "UPDATE queue SET state=%s, next_attempt=%s, last_reply=%s, "
-                "attempts=attempts+1 WHERE id=%s",
+                "attempts=attempts+1, claimed_by=NULL, lease_until=NULL WHERE id=%s",
                 (state.value, next_attempt, last_reply, item_id),
             )
             if n == 0:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg.errors
@@ -17,6 +18,7 @@ from pochta.config import ConfigError, from_dict
 from pochta.storage.factory import open_store
 from pochta.storage.interfaces import (
     Envelope,
+    FlagMode,
     LocalTarget,
     QueueState,
     RemoteRecipient,
@@ -294,5 +296,39 @@ async def test_two_nodes_never_claim_the_same_recipient(
         await other.close()
         later = await store.due_queue_items(now + 61, limit=100)
         assert {i.id for i in later} == ids_a | ids_b
+    finally:
+        await other.close()
+
+
+async def test_concurrent_writers_on_two_stores_get_unique_uids(
+    store: PostgresStore, dsn: str
+) -> None:
+    """Deliveries to several accounts in different orders, flag changes and moves, from
+    two stores at once: no error escapes (deadlocks are avoided or retried), UIDs are
+    unique and ascending per mailbox."""
+    acc = await alice(store)
+    bob = (await store.add_account("bob@example.test", "hash", None)).id
+    other = await PostgresStore.open(dsn)
+    try:
+        inbox = await store.get_mailbox(acc, "INBOX")
+        archive = await store.get_mailbox(acc, "Archive")
+        assert inbox is not None and archive is not None
+        jobs: list[Coroutine[Any, Any, object]] = []
+        for n in range(40):
+            s = store if n % 2 else other
+            targets = [LocalTarget(acc), LocalTarget(bob)]
+            jobs.append(s.accept(MSG + str(n).encode(), ENV,
+                                 targets if n % 3 else targets[::-1]))
+            if n % 5 == 4:
+                jobs.append(s.store_flags(inbox.id, range(1, n), frozenset({"\\Seen"}),
+                                          FlagMode.ADD))
+                jobs.append(s.move_messages(inbox.id, [n - 3], archive.id))
+        await asyncio.gather(*jobs)
+        moved = await store.list_messages(archive.id)
+        left = await store.list_messages(inbox.id)
+        assert len(moved) + len(left) == 40
+        assert [m.uid for m in left] == sorted({m.uid for m in left})
+        status = await store.mailbox_status(inbox.id)
+        assert status.uidnext == 41
     finally:
         await other.close()

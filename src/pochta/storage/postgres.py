@@ -753,7 +753,8 @@ class PostgresStore:
         })
         size = len(data)
         digest = await _sha256(data)
-        chunks = [data[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [b""]
+        view = memoryview(data)  # chunks without copies
+        chunks = [view[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [view]
 
         async def fn(tx: _Tx) -> AcceptResult:
             # Lock order: accounts, then mailboxes by id (see the module docstring).
@@ -795,7 +796,7 @@ class PostgresStore:
         return await self._tx(fn)
 
     @staticmethod
-    async def _insert_blob(tx: _Tx, size: int, digest: bytes, chunks: list[bytes],
+    async def _insert_blob(tx: _Tx, size: int, digest: bytes, chunks: list[memoryview],
                            now: float) -> int:
         row = await tx.one(
             "INSERT INTO blobs(length, sha256, chunks, created) VALUES (%s,%s,%s,%s) "
@@ -846,6 +847,12 @@ class PostgresStore:
         if row is None:
             raise NotFound(f"mailbox {box_id} is gone")
         return int(row[0]), int(row[1])
+
+    @staticmethod
+    async def _lock_mailbox(tx: _Tx, box_id: int) -> None:
+        """Writers lock the mailbox row before its message rows (one order, no
+        deadlocks between flag changes, expunges, moves and deliveries)."""
+        await tx.run("SELECT 1 FROM mailboxes WHERE id=%s FOR NO KEY UPDATE", (box_id,))
 
     @staticmethod
     async def _bump_modseq(tx: _Tx, box_id: int) -> int:
@@ -1136,6 +1143,7 @@ class PostgresStore:
 
         async def fn(tx: _Tx) -> FlagUpdate:
             tx.touched.add(mailbox_id)
+            await self._lock_mailbox(tx, mailbox_id)
             rows = await tx.all(
                 f"SELECT {_META_COLS} FROM messages WHERE mailbox_id=%s "  # noqa: S608
                 "AND uid=ANY(%s) ORDER BY uid FOR UPDATE", (mailbox_id, wanted),
@@ -1235,6 +1243,7 @@ class PostgresStore:
 
         async def fn(tx: _Tx) -> list[int]:
             tx.touched.add(mailbox_id)
+            await self._lock_mailbox(tx, mailbox_id)
             if wanted is None:
                 rows = await tx.all(
                     "SELECT uid FROM messages WHERE mailbox_id=%s AND '\\Deleted'=ANY(flags) "

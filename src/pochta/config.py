@@ -157,6 +157,13 @@ class StorageConfig:
             "taken over by another node after this"
         ),
     )
+    node_name: str = field(
+        default="",
+        metadata=_doc(
+            "postgresql: this node's name in queue claims, different on every node that "
+            "shares the database; empty: the machine's host name"
+        ),
+    )
     commit_interval: float = field(
         default=0.0,
         metadata=_doc(

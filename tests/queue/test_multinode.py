@@ -21,8 +21,8 @@ LEASE = 60.0
 @pytest.fixture
 async def nodes(pg_cluster: PgCluster) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     dsn = pg_cluster.fresh_dsn()
-    a = await PostgresStore.open(dsn, queue_lease=LEASE)
-    b = await PostgresStore.open(dsn, queue_lease=LEASE)
+    a = await PostgresStore.open(dsn, queue_lease=LEASE, node_name="node-a")
+    b = await PostgresStore.open(dsn, queue_lease=LEASE, node_name="node-b")
     try:
         yield a, b
     finally:

@@ -275,7 +275,7 @@ async def test_two_nodes_never_claim_the_same_recipient(
 ) -> None:
     """Each node's due_queue_items claims what it returns (FOR UPDATE SKIP LOCKED and a
     lease); a stopped node's items go to another node once the lease has run out."""
-    other = await PostgresStore.open(dsn, queue_lease=60)
+    other = await PostgresStore.open(dsn, queue_lease=60, node_name="node-b")
     try:
         for n in range(20):
             await store.accept(MSG, ENV, [], [RemoteRecipient(f"r{n}@remote.test"),
@@ -292,6 +292,10 @@ async def test_two_nodes_never_claim_the_same_recipient(
         first = sorted(ids_b)[0]
         await other.update_queue_item(first, QueueState.DEFERRED, now + 10, "451 later")
         assert first in {i.id for i in await store.due_queue_items(now + 10, limit=100)}
+        # a restarted node resumes its own claims at once
+        await other.close()
+        other = await PostgresStore.open(dsn, queue_lease=60, node_name="node-b")
+        assert {i.id for i in await other.due_queue_items(now, limit=100)} == ids_b - {first}
         # "other" dies: after its lease (60 s) the first node takes its items over
         await other.close()
         later = await store.due_queue_items(now + 61, limit=100)

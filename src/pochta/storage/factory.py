@@ -35,7 +35,7 @@ async def open_store(config: Config) -> MailStore:
 
         return await PostgresStore.open(
             storage.dsn, password=read_password(config), pool_size=storage.pool_size,
-            queue_lease=storage.queue_lease,
+            queue_lease=storage.queue_lease, node_name=storage.node_name,
         )
     from .sqlite import SQLiteStore
 

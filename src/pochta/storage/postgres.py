@@ -33,12 +33,13 @@ watchers, ignoring its own notifications (those wake local watchers directly aft
 commit). If the listening connection drops, it reconnects and wakes every watcher, since
 it may have missed something.
 
-Queue claims: ``due_queue_items`` claims what it returns for this store (a per-process
-token) until ``now + queue_lease``, with ``FOR UPDATE SKIP LOCKED``, so two nodes never
-get the same recipient. Items this store already holds are returned again (the worker
-skips those in flight) and their lease renewed: each pass of a live node extends its
-claims. ``update_queue_item`` releases the claim. A killed node's items are taken over by
-another node once their lease has run out.
+Queue claims: ``due_queue_items`` claims what it returns for this node (``node_name``,
+by default the machine's host name) until ``now + queue_lease``, with ``FOR UPDATE SKIP
+LOCKED``, so two nodes never get the same recipient. Items the node already holds are
+returned again (the worker skips those in flight) and their lease renewed: each pass of a
+live node extends its claims, and a node restarted after a crash resumes its own at once.
+``update_queue_item`` releases the claim. A dead node's items are taken over by another
+node once their lease has run out. Two nodes must not share a node name.
 
 Errors: no driver exception leaves this module. ``disk_full`` (SQLSTATE 53100) becomes
 ``StorageFull``, other failures ``StoreError``; a body whose length or sha256 does not
@@ -52,6 +53,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -329,10 +331,11 @@ class _Watcher:
 class PostgresStore:
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
-    def __init__(self, dsn: str, password: str | None, pool_size: int, queue_lease: float
-                 ) -> None:
+    def __init__(self, dsn: str, password: str | None, pool_size: int, queue_lease: float,
+                 node_name: str) -> None:
         self._dsn = dsn
         self._queue_lease = queue_lease
+        self.node_name = node_name or socket.gethostname()
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if password is not None:
             self._kwargs["password"] = password
@@ -349,12 +352,12 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10,
-                   queue_lease: float = 300.0) -> PostgresStore:
+                   queue_lease: float = 300.0, node_name: str = "") -> PostgresStore:
         """Connect, apply missing migrations and start listening for changes."""
         if dsn_has_password(dsn):
             raise StoreError("storage.dsn: must not contain a password; put it in "
                              "storage.password_file or the PGPASSWORD environment variable")
-        store = cls(dsn, password, pool_size, queue_lease)
+        store = cls(dsn, password, pool_size, queue_lease, node_name)
         conn: Conn | None = None
         try:
             # One connection first, not the pool: a wrong DSN or password fails at once
@@ -1288,7 +1291,7 @@ class PostgresStore:
             "UPDATE queue q SET claimed_by=%(me)s, lease_until=%(until)s FROM due "
             f"WHERE q.id=due.id RETURNING {cols}"
         )
-        args = {"now": now, "me": self._origin, "limit": limit,
+        args = {"now": now, "me": self.node_name, "limit": limit,
                 "until": now + self._queue_lease}
 
         async def fn(tx: _Tx) -> list[tuple[Any, ...]]:

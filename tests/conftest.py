@@ -16,6 +16,7 @@ External client programs must be started with ``asyncio.create_subprocess_exec``
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import ssl
@@ -92,6 +93,14 @@ def storage_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
         return {}
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     return {"backend": "postgresql", "dsn": cluster.fresh_dsn(), "pool_size": 4}
+
+
+def storage_toml(settings: dict[str, Any]) -> str:
+    """A ``[storage]`` table for a config file ("" for the SQLite default)."""
+    if not settings:
+        return ""
+    # a JSON string is a TOML basic string
+    return "[storage]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
 
 
 @dataclass

@@ -10,7 +10,6 @@ With POCHTA_TEST_BACKEND=postgresql the store is a PostgreSQL schema (make test 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pochta.storage.factory import open_store
-from tests.conftest import Instance, populate
+from tests.conftest import Instance, populate, storage_toml
 
 
 def free_port() -> int:
@@ -65,14 +64,12 @@ async def test_kill_9_under_load_loses_no_acknowledged_message(instance: Instanc
                              dkim={"verify": False, "sign": False},
                              limits={"max_connections_per_ip": 100})
     cfg_file = instance.dir / "pochta.toml"
-    storage = instance.raw_config.get("storage", {})  # JSON strings are TOML strings
-    storage_toml = "".join(f"{k} = {json.dumps(v)}\n" for k, v in storage.items())
-    storage_toml = "[storage]\n" + storage_toml if storage else ""
     cfg_file.write_text(
         f'hostname = "mail.example.test"\ndata_dir = "data"\n'
         f'[[listeners]]\nrole = "mta"\naddress = "127.0.0.1"\nport = {port}\ntls = "none"\n'
         "[spf]\ncheck = false\n[dkim]\nverify = false\nsign = false\n[dmarc]\ncheck = false\n"
-        "[limits]\nmax_connections_per_ip = 100\n" + storage_toml)
+        "[limits]\nmax_connections_per_ip = 100\n"
+        + storage_toml(instance.raw_config.get("storage", {})))
     store = await open_store(config)
     await populate(store)
     await store.close()

@@ -5,23 +5,27 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pochta.cli import main
+from pochta.config import load
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import Envelope, QueueItem, QueueState, RemoteRecipient
-from pochta.storage.sqlite import SQLiteStore
+from tests.conftest import storage_toml
 
 MSG = b"From: alice@example.test\r\nSubject: queued one\r\n\r\nbody text\r\n"
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, str]:
+def setup(tmp_path: Path, storage_settings: dict[str, Any]) -> tuple[Path, str]:
     cfg = tmp_path / "pochta.toml"
-    cfg.write_text('hostname = "mta.example.test"\ndata_dir = "data"\n')
+    cfg.write_text('hostname = "mta.example.test"\ndata_dir = "data"\n'
+                   + storage_toml(storage_settings))
 
     async def prep() -> str:
-        store = await SQLiteStore.open(tmp_path / "data")
+        store = await open_store(load(cfg))
         try:
             res = await store.accept(MSG, Envelope("alice@example.test"), [], [
                 RemoteRecipient("bob@example.net"), RemoteRecipient("carol@example.org")])
@@ -39,7 +43,7 @@ def setup(tmp_path: Path) -> tuple[Path, str]:
 
 def items(tmp_path: Path) -> list[QueueItem]:
     async def get() -> list[QueueItem]:
-        store = await SQLiteStore.open(tmp_path / "data")
+        store = await open_store(load(tmp_path / "pochta.toml"))
         try:
             return await store.list_queue()
         finally:

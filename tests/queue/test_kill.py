@@ -4,28 +4,32 @@ recipient and never resends to one whose delivery was confirmed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from pochta.config import Config, from_dict
 from pochta.dns import StaticResolver
 from pochta.queue.settings import QueueConfig, Route
 from pochta.queue.worker import QueueWorker
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import Envelope, QueueState, RemoteRecipient
-from pochta.storage.sqlite import SQLiteStore
 
 from .sink import Sink
 
 CHILD = """
-import asyncio, sys
+import asyncio, json, sys
+from pochta.config import from_dict
 from pochta.dns import StaticResolver
 from pochta.queue.settings import QueueConfig, Route
 from pochta.queue.worker import QueueWorker
-from pochta.storage.sqlite import SQLiteStore
+from pochta.storage.factory import open_store
 
 async def main() -> None:
-    store = await SQLiteStore.open(sys.argv[1])
+    store = await open_store(from_dict(json.loads(sys.argv[1])))
     routes = [Route("one.example", "127.0.0.1", int(sys.argv[2]), tls="none"),
               Route("two.example", "127.0.0.1", int(sys.argv[3]), tls="none")]
     worker = QueueWorker(store, "mta.example.test", StaticResolver(), QueueConfig(), routes)
@@ -45,25 +49,29 @@ async def wait_for(cond: object, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_kill_9_mid_delivery_then_restart(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def test_kill_9_mid_delivery_then_restart(
+    tmp_path: Path, storage_settings: dict[str, Any]
+) -> None:
+    raw = {"hostname": "mta.example.test", "base_dir": str(tmp_path),
+           "storage": storage_settings}
+    config: Config = from_dict(raw)
     one, two = Sink(), Sink(hold=asyncio.Event())
     await one.start()
     await two.start()
-    store = await SQLiteStore.open(data)
+    store = await open_store(config)
     msg = b"Subject: durable\r\n\r\nbody\r\n"
     await store.accept(msg, Envelope("alice@example.test"), [], [
         RemoteRecipient("a@one.example"), RemoteRecipient("b@two.example")])
     await store.close()
     env = {**os.environ, "PYTHONPATH": SRC}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(data), str(one.port), str(two.port), env=env)
+        sys.executable, "-c", CHILD, json.dumps(raw), str(one.port), str(two.port), env=env)
     try:
         # one.example is confirmed; two.example got the message but no reply yet.
         await wait_for(lambda: one.messages and two.messages)
 
         async def confirmed() -> bool:
-            s = await SQLiteStore.open(data)
+            s = await open_store(config)
             try:
                 items = {i.recipient.address: i for i in await s.list_queue()}
             finally:
@@ -83,7 +91,7 @@ async def test_kill_9_mid_delivery_then_restart(tmp_path: Path) -> None:
     assert two.hold is not None
     two.hold.set()
     two.hold = None
-    store = await SQLiteStore.open(data)
+    store = await open_store(config)
     try:
         items = {i.recipient.address: i for i in await store.list_queue()}
         assert items["a@one.example"].state is QueueState.DELIVERED

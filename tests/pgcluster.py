@@ -54,7 +54,9 @@ class PgCluster:
         cmd = list(argv)
         if self.user is not None:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        # cwd: the postgres user may not be allowed into the checkout (e.g. under /root)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False,
+                              cwd=self.root)
         if proc.returncode != 0:
             log = self.root / "server.log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -70,7 +72,11 @@ class PgCluster:
         user = None
         if os.geteuid() == 0:
             user = "postgres"
-            ent = pwd.getpwnam(user)
+            try:
+                ent = pwd.getpwnam(user)
+            except KeyError:
+                raise RuntimeError("running as root, initdb needs the unprivileged 'postgres' "
+                                   "user that Debian's postgresql package creates") from None
             os.chown(root, ent.pw_uid, ent.pw_gid)
         cluster = cls(root, _free_port(), user)
         (root / "pwfile").write_text(PASSWORD + "\n")

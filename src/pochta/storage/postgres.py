@@ -431,10 +431,10 @@ class PostgresStore:
                 async with self._pool.connection() as conn, conn.transaction():
                     tx = _Tx(conn, set())
                     result = await fn(tx)
-                    for box in sorted(tx.touched):
+                    if tx.touched:
                         await conn.execute(
-                            "SELECT pg_notify(%s, %s)",
-                            (self._channel, f"{box} {self._origin}"),
+                            "SELECT pg_notify(%s, b || ' ' || %s) FROM unnest(%s::bigint[]) b",
+                            (self._channel, self._origin, sorted(tx.touched)),
                         )
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt + 1 < TX_RETRIES:
@@ -759,33 +759,55 @@ class PostgresStore:
         view = memoryview(data)  # chunks without copies
         chunks = [view[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [view]
 
+        # The hot path, in few round trips: lock the accounts (reading their quotas),
+        # lock the target mailboxes and their INBOXes (one statement), write the blob,
+        # then one statement per target that takes a UID and inserts the message.
         async def fn(tx: _Tx) -> AcceptResult:
             # Lock order: accounts, then mailboxes by id (see the module docstring).
             accounts = sorted({t.account_id for t in local})
-            if accounts:
-                await tx.run(
-                    "SELECT 1 FROM accounts WHERE id=ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-                    (accounts,),
+            quotas: dict[int, int] = {}
+            boxes: dict[tuple[int, str], int] = {}
+            if local:
+                rows = await tx.all(
+                    "SELECT id, quota_bytes FROM accounts WHERE id=ANY(%s) ORDER BY id "
+                    "FOR NO KEY UPDATE", (accounts,),
                 )
-            boxes = [await self._target_mailbox(tx, t) for t in local]
-            if boxes:
-                await tx.run(
-                    "SELECT 1 FROM mailboxes WHERE id=ANY(%s) ORDER BY id FOR NO KEY UPDATE",
-                    (sorted(set(boxes)),),
+                quotas = {int(r[0]): int(r[1]) for r in rows}
+                names = sorted({normalize_mailbox_name(t.mailbox) for t in local} | {"INBOX"})
+                rows = await tx.all(
+                    "SELECT id, account_id, name FROM mailboxes WHERE account_id=ANY(%s) "
+                    "AND name=ANY(%s) ORDER BY id FOR NO KEY UPDATE", (accounts, names),
                 )
+                boxes = {(int(r[1]), r[2]): int(r[0]) for r in rows}
+            used: dict[int, int] = {}
+            for acc in accounts:
+                if quotas.get(acc):
+                    used[acc] = await self._usage(tx, acc)
             blob_id = await self._insert_blob(tx, size, digest, chunks, now)
             uids: list[tuple[int, int]] = []
-            for target, box_id in zip(local, boxes, strict=True):
+            for target in local:
+                acc = target.account_id
+                box_id = boxes.get((acc, normalize_mailbox_name(target.mailbox)),
+                                   boxes.get((acc, "INBOX")))
+                if box_id is None:  # a gone folder (e.g. a deleted Junk) means INBOX
+                    raise NotFound(f"account {acc} has no mailbox {target.mailbox}")
                 tx.touched.add(box_id)
-                await self._check_quota(tx, target.account_id, size)
-                uid, modseq = await self._next_uids(tx, box_id, 1)
-                await tx.run(
-                    "INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    (box_id, uid, blob_id, size,
+                if acc in used:
+                    if used[acc] + size > quotas[acc]:
+                        raise QuotaExceeded(f"account {acc} is over its quota")
+                    used[acc] += size
+                row = await tx.one(
+                    "WITH m AS (UPDATE mailboxes SET uidnext=uidnext+1, "
+                    "highestmodseq=highestmodseq+1 WHERE id=%s "
+                    "RETURNING uidnext-1 AS uid, highestmodseq) "
+                    "INSERT INTO messages SELECT %s, m.uid, %s, %s, %s, %s, m.highestmodseq "
+                    "FROM m RETURNING uid",
+                    (box_id, box_id, blob_id, size,
                      target.internaldate if target.internaldate is not None else now,
-                     sorted(target.flags), modseq),
+                     sorted(target.flags)),
                 )
-                uids.append((box_id, uid))
+                assert row is not None
+                uids.append((box_id, int(row[0])))
             if remote:
                 async with tx.conn.cursor() as cur:
                     await cur.executemany(
@@ -801,6 +823,15 @@ class PostgresStore:
     @staticmethod
     async def _insert_blob(tx: _Tx, size: int, digest: bytes, chunks: list[memoryview],
                            now: float) -> int:
+        if len(chunks) == 1:  # most mail: one statement
+            row = await tx.one(
+                "WITH b AS (INSERT INTO blobs(length, sha256, chunks, created) "
+                "VALUES (%s,%s,1,%s) RETURNING id) "
+                "INSERT INTO blob_chunks(blob_id, seq, data) SELECT id, 0, %b FROM b "
+                "RETURNING blob_id", (size, digest, now, chunks[0]),
+            )
+            assert row is not None
+            return int(row[0])
         row = await tx.one(
             "INSERT INTO blobs(length, sha256, chunks, created) VALUES (%s,%s,%s,%s) "
             "RETURNING id", (size, digest, len(chunks), now),
@@ -815,29 +846,19 @@ class PostgresStore:
         return blob_id
 
     @staticmethod
-    async def _target_mailbox(tx: _Tx, target: LocalTarget) -> int:
-        """The target's mailbox, or its INBOX when that mailbox is gone (e.g. a deleted
-        Junk): a delivery never fails for want of a folder."""
-        for name in (normalize_mailbox_name(target.mailbox), "INBOX"):
-            row = await tx.one(
-                "SELECT id FROM mailboxes WHERE account_id=%s AND name=%s",
-                (target.account_id, name),
-            )
-            if row is not None:
-                return int(row[0])
-        raise NotFound(f"account {target.account_id} has no mailbox {target.mailbox}")
-
-    @staticmethod
-    async def _check_quota(tx: _Tx, account_id: int, size: int) -> None:
-        row = await tx.one("SELECT quota_bytes FROM accounts WHERE id=%s", (account_id,))
-        if row is None or not row[0]:
-            return
-        used = await tx.one(
+    async def _usage(tx: _Tx, account_id: int) -> int:
+        row = await tx.one(
             "SELECT coalesce(sum(m.size),0)::bigint FROM messages m JOIN mailboxes b "
             "ON m.mailbox_id=b.id WHERE b.account_id=%s", (account_id,),
         )
-        assert used is not None
-        if used[0] + size > row[0]:
+        assert row is not None
+        return int(row[0])
+
+    async def _check_quota(self, tx: _Tx, account_id: int, size: int) -> None:
+        row = await tx.one("SELECT quota_bytes FROM accounts WHERE id=%s", (account_id,))
+        if row is None or not row[0]:
+            return
+        if await self._usage(tx, account_id) + size > row[0]:
             raise QuotaExceeded(f"account {account_id} is over its quota")
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The storage contract: every backend (embedded SQLite, PostgreSQL later) implements it.
+"""The storage contract: every backend (embedded SQLite, PostgreSQL) implements it.
 
 Protocol front-ends (SMTP, submission, IMAP, POP3) and services talk to the store only
 through these types; the store never knows which protocol called it.

@@ -104,6 +104,9 @@ BLOB_CHUNK = 256 * 1024
 # Bodies larger than this are hashed in a thread, off the event loop.
 HASH_INLINE_MAX = 256 * 1024
 TX_RETRIES = 8
+# Seconds between background compactions of a long-running store (the first one after
+# this long, so short-lived CLI stores never run one).
+COMPACT_INTERVAL = 3600.0
 
 # Each entry brings the schema from version i to i+1; the store applies the missing ones
 # when it opens, in one transaction, under an advisory lock.
@@ -348,6 +351,7 @@ class PostgresStore:
         self._watchers: dict[int, set[_Watcher]] = {}
         self._listen_conn: Conn | None = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._compact_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -376,7 +380,19 @@ class PostgresStore:
                 raise translate_error(exc) from exc
             raise
         store._listen_task = asyncio.create_task(store._listen_loop(), name="pochta-pg-listen")
+        store._compact_task = asyncio.create_task(store._compact_loop(), name="pochta-pg-compact")
         return store
+
+    async def _compact_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(COMPACT_INTERVAL)
+            try:
+                reclaimed = await self.compact()
+            except StoreError as exc:
+                log.warning("background compaction failed: %s", exc)
+            else:
+                if reclaimed:
+                    log.info("compaction: %d bytes of unreferenced blobs deleted", reclaimed)
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():
@@ -409,10 +425,11 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listen_task
+        for task in (self._listen_task, self._compact_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.close()
@@ -464,9 +481,19 @@ class PostgresStore:
             raise translate_error(exc) from exc
 
     async def _query(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._conn() as conn:
-            cur = await conn.execute(query, args)
-            return await cur.fetchall()
+        """A read; retried once on a lost connection (e.g. a pooled connection that died
+        with a database restart: the pool replaces it)."""
+        for attempt in (1, 2):
+            try:
+                async with self._conn() as conn:
+                    cur = await conn.execute(query, args)
+                    return await cur.fetchall()
+            except StoreError as exc:
+                lost = isinstance(exc.__cause__, psycopg.OperationalError) and not isinstance(
+                    exc.__cause__, PoolTimeout)
+                if attempt == 2 or not lost or self._closed:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- change notifications ------------------------------------------------------
 

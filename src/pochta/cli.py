@@ -42,7 +42,9 @@ STANDARD_PORTS = {
     ("pop3", "implicit"): 995,
 }
 # Modules that add their own subcommands with register(subparsers).
-PLUGINS = ("pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli")
+PLUGINS = (
+    "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
+)
 
 
 class CLIError(Exception):

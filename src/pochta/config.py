@@ -133,6 +133,20 @@ class StorageConfig:
             "(0: commit as soon as the previous fsync finished)"
         ),
     )
+    compact_interval: float = field(
+        default=300.0,
+        metadata=_doc(
+            "seconds between background compactions, which give back the space of "
+            "expunged and deleted messages (0: only `pochta store compact`)"
+        ),
+    )
+    compact_min_age: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds a message's bytes are kept after the last reference went (a session "
+            "may still be reading it)"
+        ),
+    )
 
 
 @dataclass(frozen=True)

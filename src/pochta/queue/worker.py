@@ -34,6 +34,7 @@ from pochta.queue.transport import (
 )
 from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
+    ChangeWatcher,
     Envelope,
     MailStore,
     QueueItem,
@@ -101,7 +102,10 @@ class QueueWorker:
 
     async def run(self) -> None:
         """Deliver until cancelled or ``stop()``; wakes on ``notify()`` and every
-        ``poll_interval`` seconds (to pick up retries and CLI changes)."""
+        ``poll_interval`` seconds (to pick up retries); ``pochta queue retry|flush`` from
+        another process wakes it through the store (``watch_queue``)."""
+        watcher = self.store.watch_queue()
+        relay = asyncio.get_running_loop().create_task(self._relay_wakeups(watcher))
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -112,7 +116,14 @@ class QueueWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
         finally:
+            relay.cancel()
+            watcher.close()
             await self._cancel_tasks()
+
+    async def _relay_wakeups(self, watcher: ChangeWatcher) -> None:
+        while True:
+            if await watcher.wait(None):
+                self._wake.set()
 
     async def run_once(self) -> int:
         """One pass over the due items, waiting until every delivery is finished;

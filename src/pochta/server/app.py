@@ -225,7 +225,23 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
         worker = _start_queue_worker(ctx)
         if worker is not None:
             background.append(worker)
+    if ctx.config.storage.compact_interval > 0:
+        background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
+
+
+async def _compact_forever(ctx: ServerContext) -> None:
+    """Give back the space of expunged and deleted messages, in the background."""
+    cfg = ctx.config.storage
+    while True:
+        await asyncio.sleep(cfg.compact_interval)
+        try:
+            reclaimed = await ctx.store.compact(min_age=cfg.compact_min_age)
+        except Exception:
+            log.exception("background compaction failed")
+            continue
+        if reclaimed:
+            log.info("compaction gave back %d bytes", reclaimed)
 
 
 async def serve_forever(config: Config) -> int:

@@ -314,9 +314,9 @@ class MailStore(Protocol):
 
     async def store_stats(self) -> StoreStats: ...
 
-    async def compact(self) -> int:
-        """Give back the space of blobs no mailbox or queue item references; returns the
-        bytes reclaimed. Also runs by itself in the background."""
+    async def compact(self, min_age: float = 0.0) -> int:
+        """Give back the space of blobs that no message and no pending or deferred queue
+        item has referenced for ``min_age`` seconds; returns the bytes reclaimed."""
 
     # mailboxes
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...
@@ -377,6 +377,14 @@ class MailStore(Protocol):
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None: ...
     async def delete_queue_item(self, item_id: int) -> None: ...
+    async def reschedule_queue_items(self, item_ids: Sequence[int], when: float) -> int:
+        """Make pending/deferred items due at ``when`` (not counted as an attempt) and wake
+        every queue worker, in any process or node; returns how many were changed."""
+
+    def watch_queue(self) -> ChangeWatcher:
+        """Wakes when queue items became due early (``reschedule_queue_items``) or new
+        remote recipients were queued, from this process or another."""
+
     async def purge_queue(self, finished_before: float) -> int:
         """Forget delivered and failed items older than ``finished_before``; returns how
         many."""

@@ -191,7 +191,7 @@ async def test_damaged_or_misplaced_bytes_are_never_served(tmp_path: Path) -> No
     assert await store.verify_blobs() == []
 
     # alice's index row now points at bob's bytes (same length)
-    seg, off, _length = store._reader.execute(
+    seg, off, _length = store._writer_conn.execute(
         "SELECT segment, offset, length FROM blobs WHERE id=?", (b.blob_id,)).fetchone()
     store._writer_conn.execute(
         "UPDATE blobs SET segment=?, offset=? WHERE id=?", (seg, off, a.blob_id))

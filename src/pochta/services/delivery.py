@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..storage.interfaces import AcceptResult, Envelope, LocalTarget, MailStore, RemoteRecipient
-from ..storage.sqlite import new_message_id
+from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
 
 

@@ -377,6 +377,29 @@ class MailStore(Protocol):
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None: ...
     async def delete_queue_item(self, item_id: int) -> None: ...
+    async def claim_queue_items(
+        self, now: float, limit: int, owner: str, lease: float
+    ) -> list[QueueItem]:
+        """Due items (pending or deferred, ``next_attempt <= now``) that no worker holds,
+        or whose holder's lease ran out (a killed node), now held by ``owner`` until
+        ``now + lease``: two workers, in one process or on two nodes, never get the same
+        item. ``update_queue_item`` ends the claim."""
+
+    async def renew_queue_claims(
+        self, item_ids: Sequence[int], owner: str, until: float
+    ) -> int:
+        """Extend ``owner``'s leases (deliveries still running); returns how many."""
+
+    async def queue_claim_owners(self) -> list[str]:
+        """Owners that hold claims on pending or deferred items."""
+
+    async def release_queue_claims_of(self, owner: str) -> int:
+        """Drop every claim of an owner known to be dead (a restarted node's earlier
+        process), without waiting for its leases to run out."""
+
+    async def release_queue_items(self, item_ids: Sequence[int], owner: str) -> None:
+        """Give back claims without an attempt (a delivery task ended early)."""
+
     async def reschedule_queue_items(self, item_ids: Sequence[int], when: float) -> int:
         """Make pending/deferred items due at ``when`` (not counted as an attempt) and wake
         every queue worker, in any process or node; returns how many were changed."""

@@ -52,6 +52,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,12 +84,23 @@ from .interfaces import (
     StoreError,
     StoreStats,
 )
+from .rules import (
+    apply_flags,
+    flags_set,
+    flags_text,
+    new_message_id,
+    normalize_mailbox_name,
+)
+
+__all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 SEGMENT_MAX = 256 * 1024 * 1024
+# Threads that run reads (each with its own SQLite connection).
+READ_THREADS = 4
 # Messages up to this size live in the index itself (one fsync per commit, no segment).
 INLINE_MAX = 64 * 1024
 
@@ -132,7 +144,8 @@ CREATE TABLE IF NOT EXISTS queue(
     id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, blob_id INTEGER NOT NULL,
     envelope TEXT NOT NULL, recipient TEXT NOT NULL, notify TEXT, orcpt TEXT,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
-    last_reply TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
+    last_reply TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+    claimed_by TEXT, lease_until REAL);
 CREATE INDEX IF NOT EXISTS queue_due ON queue(state, next_attempt);
 CREATE TABLE IF NOT EXISTS subscriptions(
     account_id INTEGER NOT NULL, name TEXT NOT NULL,
@@ -311,12 +324,6 @@ class _QueueWatcher:
         self._store._queue_watchers.discard(self)
 
 
-def _flags_text(flags: frozenset[str]) -> str:
-    return " ".join(sorted(flags))
-
-
-def _flags_set(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
 
 
 def _account(row: sqlite3.Row | tuple[Any, ...]) -> Account:
@@ -346,21 +353,9 @@ def _mailbox(row: tuple[Any, ...]) -> MailboxInfo:
 
 def _meta(row: tuple[Any, ...]) -> MessageMeta:
     uid, blob_id, size, internaldate, flags, modseq = row
-    return MessageMeta(uid, blob_id, size, internaldate, _flags_set(flags), modseq)
+    return MessageMeta(uid, blob_id, size, internaldate, flags_set(flags), modseq)
 
 
-def new_message_id() -> str:
-    """A queue id in Postfix's spirit: short, upper-case hex, unique enough to grep logs."""
-    return secrets.token_hex(6).upper()
-
-
-def normalize_mailbox_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 9051 §5.1); other names are kept as given."""
-    if name.upper() == "INBOX":
-        return "INBOX"
-    if name.upper().startswith("INBOX/"):
-        return "INBOX" + name[5:]
-    return name
 
 
 class SQLiteStore:
@@ -370,8 +365,11 @@ class SQLiteStore:
         self.data_dir = data_dir
         self.blob_dir = data_dir / "blobs"
         self.commit_interval = commit_interval
-        self._reader = _connect(data_dir / "pochta.db")
         self._writer_conn = _connect(data_dir / "pochta.db")
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-reader")
+        self._local = threading.local()
+        self._reader_lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
         self._segment_name: str | None = None
@@ -393,7 +391,7 @@ class SQLiteStore:
         try:
             store._migrate()
         except BaseException:
-            store._reader.close()
+            store._read_pool.shutdown()
             store._writer_conn.close()
             raise
         store._thread.start()
@@ -423,6 +421,10 @@ class SQLiteStore:
             conn.execute("ALTER TABLE blobs ADD COLUMN data BLOB")
         if "sha256" not in columns:  # before version 4: no checksums (length still checked)
             conn.execute("ALTER TABLE blobs ADD COLUMN sha256 BLOB")
+        queue_columns = {r[1] for r in conn.execute("PRAGMA table_info(queue)")}
+        if "claimed_by" not in queue_columns:  # before version 4: one worker, no claims
+            conn.execute("ALTER TABLE queue ADD COLUMN claimed_by TEXT")
+            conn.execute("ALTER TABLE queue ADD COLUMN lease_until REAL")
         if row is None:
             # version 1 kept subscriptions on mailbox rows: copy them to their own table
             conn.execute(
@@ -459,7 +461,9 @@ class SQLiteStore:
                 await self._queue_poller
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
-        self._reader.close()
+        await asyncio.to_thread(self._read_pool.shutdown)
+        for conn in self._reader_conns:
+            conn.close()
 
     # --- the writer thread (group commit) -------------------------------------------
 
@@ -632,8 +636,24 @@ class SQLiteStore:
         self._jobs.put(_Job(fn, blob, fut, loop, touched if touched is not None else set()))
         return await fut
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._reader.execute(sql, args).fetchall()
+    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Reads run on the reader threads (each with its own connection, WAL lets them
+        read while the writer commits): never on the event loop, whose other clients would
+        wait for a big mailbox's listing."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_pool, self._query_sync, sql, args)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    def _query_sync(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.data_dir / "pochta.db")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn.execute(sql, args).fetchall()
 
     # --- directory ------------------------------------------------------------------
 
@@ -661,10 +681,10 @@ class SQLiteStore:
         await self._write(fn)
 
     async def list_domains(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT name FROM domains ORDER BY name")]
+        return [r[0] for r in await self._query("SELECT name FROM domains ORDER BY name")]
 
     async def has_domain(self, name: str) -> bool:
-        return bool(self._query("SELECT 1 FROM domains WHERE name=?", (name.lower(),)))
+        return bool(await self._query("SELECT 1 FROM domains WHERE name=?", (name.lower(),)))
 
     async def add_account(
         self, address: str, password_hash: str, scram: ScramCredentials | None
@@ -785,32 +805,32 @@ class SQLiteStore:
         await self._write(fn)
 
     async def get_account(self, address: str) -> Account | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address=?",  # noqa: S608
             (address.lower(),),
         )
         return _account(rows[0]) if rows else None
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id=?", (account_id,)  # noqa: S608
         )
         return _account(rows[0]) if rows else None
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         if domain:
-            rows = self._query(
+            rows = await self._query(
                 f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address LIKE ? "  # noqa: S608
                 "ORDER BY address", (f"%@{domain.lower()}",),
             )
         else:
-            rows = self._query(
+            rows = await self._query(
                 f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY address"  # noqa: S608
             )
         return [_account(r) for r in rows]
 
     async def account_usage(self, account_id: int) -> int:
-        rows = self._query(
+        rows = await self._query(
             "SELECT coalesce(sum(m.size),0) FROM messages m JOIN mailboxes b "
             "ON m.mailbox_id=b.id WHERE b.account_id=?", (account_id,),
         )
@@ -838,19 +858,19 @@ class SQLiteStore:
         await self._write(fn)
 
     async def get_alias(self, source: str) -> Alias | None:
-        rows = self._query(
+        rows = await self._query(
             "SELECT source, targets FROM aliases WHERE source=?", (source.lower(),)
         )
         return Alias(rows[0][0], tuple(rows[0][1].split("\n"))) if rows else None
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         if domain:
-            rows = self._query(
+            rows = await self._query(
                 "SELECT source, targets FROM aliases WHERE source LIKE ? ORDER BY source",
                 (f"%@{domain.lower()}",),
             )
         else:
-            rows = self._query("SELECT source, targets FROM aliases ORDER BY source")
+            rows = await self._query("SELECT source, targets FROM aliases ORDER BY source")
         return [Alias(s, tuple(t.split("\n"))) for s, t in rows]
 
     # --- acceptance -----------------------------------------------------------------
@@ -886,7 +906,7 @@ class SQLiteStore:
                     "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
                     (box_id, uid, blob_id, size,
                      target.internaldate if target.internaldate is not None else now,
-                     _flags_text(target.flags), modseq),
+                     flags_text(target.flags), modseq),
                 )
                 uids.append((box_id, uid))
             for rcpt in remote:
@@ -952,7 +972,7 @@ class SQLiteStore:
 
     async def read_blob(self, blob_id: int) -> bytes:
         for _attempt in range(2):
-            rows = self._query(
+            rows = await self._query(
                 "SELECT segment, offset, length, data, sha256 FROM blobs WHERE id=?", (blob_id,)
             )
             if not rows:
@@ -984,14 +1004,14 @@ class SQLiteStore:
     # --- mailboxes ------------------------------------------------------------------
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=? ORDER BY name",  # noqa: S608
             (account_id,),
         )
         return [_mailbox(r) for r in rows]
 
     async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=? AND name=?",  # noqa: S608
             (account_id, normalize_mailbox_name(name)),
         )
@@ -1108,26 +1128,27 @@ class SQLiteStore:
         await self._write(fn)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
-        rows = self._query(
+        rows = await self._query(
             "SELECT name FROM subscriptions WHERE account_id=? ORDER BY name", (account_id,)
         )
         return [r[0] for r in rows]
 
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
-        box = self._query(
+        box = await self._query(
             "SELECT uidnext, uidvalidity, highestmodseq, first_recent_uid FROM mailboxes "
             "WHERE id=?", (mailbox_id,),
         )
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
         uidnext, validity, modseq, first_recent = box[0]
-        total, size, seen, deleted, recent = self._query(
+        rows = await self._query(
             "SELECT count(*), coalesce(sum(size),0),"
             " coalesce(sum(instr(' '||flags||' ', ' \\Seen ')>0),0),"
             " coalesce(sum(instr(' '||flags||' ', ' \\Deleted ')>0),0),"
             " coalesce(sum(uid>=?),0) FROM messages WHERE mailbox_id=?",
             (first_recent, mailbox_id),
-        )[0]
+        )
+        total, size, seen, deleted, recent = rows[0]
         return MailboxStatus(
             messages=total, unseen=total - seen, deleted=deleted, size=size,
             uidnext=uidnext, uidvalidity=validity, highestmodseq=modseq, recent=recent,
@@ -1136,14 +1157,14 @@ class SQLiteStore:
     # --- messages -------------------------------------------------------------------
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
-        rows = self._query(
+        rows = await self._query(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
             "WHERE mailbox_id=? ORDER BY uid", (mailbox_id,),
         )
         return [_meta(r) for r in rows]
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
-        box = self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
+        box = await self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
         highest = int(box[0][0])
@@ -1151,11 +1172,11 @@ class SQLiteStore:
             return Changes(highest, (), ())
         # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
         # message) instead of the (mailbox_id, modseq) index.
-        changed = self._query(
+        changed = await self._query(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
             "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
-        gone = self._query(
+        gone = await self._query(
             "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
         return Changes(
@@ -1189,19 +1210,14 @@ class SQLiteStore:
                 if unchanged_since is not None and meta.modseq > unchanged_since:
                     failed.append(uid)
                     continue
-                if mode is FlagMode.ADD:
-                    new = meta.flags | flags
-                elif mode is FlagMode.REMOVE:
-                    new = meta.flags - flags
-                else:
-                    new = flags
+                new = apply_flags(meta.flags, flags, mode)
                 if new == meta.flags:
                     continue
                 if modseq is None:
                     modseq = self._bump_modseq(conn, mailbox_id)
                 conn.execute(
                     "UPDATE messages SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?",
-                    (_flags_text(new), modseq, mailbox_id, uid),
+                    (flags_text(new), modseq, mailbox_id, uid),
                 )
                 changed.append(MessageMeta(
                     meta.uid, meta.blob_id, meta.size, meta.internaldate, new, modseq))
@@ -1270,7 +1286,7 @@ class SQLiteStore:
                 "SELECT uid, flags FROM messages WHERE mailbox_id=? ORDER BY uid", (mailbox_id,)
             ).fetchall()
             if wanted is None:
-                gone = [uid for uid, flags in rows if "\\Deleted" in _flags_set(flags)]
+                gone = [uid for uid, flags in rows if "\\Deleted" in flags_set(flags)]
             else:
                 gone = [uid for uid, _flags in rows if uid in wanted]
             if gone:
@@ -1326,23 +1342,83 @@ class SQLiteStore:
         )
 
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {self._QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
             "AND next_attempt<=? ORDER BY next_attempt LIMIT ?", (now, limit),
         )
         return [self._queue_item(r) for r in rows]
 
     async def list_queue(self) -> list[QueueItem]:
-        rows = self._query(f"SELECT {self._QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
+        rows = await self._query(f"SELECT {self._QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
         return [self._queue_item(r) for r in rows]
+
+    async def claim_queue_items(
+        self, now: float, limit: int, owner: str, lease: float
+    ) -> list[QueueItem]:
+        def fn(conn: sqlite3.Connection, _: int | None) -> list[QueueItem]:
+            rows = conn.execute(
+                f"UPDATE queue SET claimed_by=?, lease_until=? WHERE id IN ("  # noqa: S608
+                "SELECT id FROM queue WHERE state IN ('pending','deferred') AND "
+                "next_attempt<=? AND (claimed_by IS NULL OR lease_until<?) "
+                f"ORDER BY next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",
+                (owner, now + lease, now, now, limit),
+            ).fetchall()
+            return sorted((self._queue_item(r) for r in rows), key=lambda i: i.next_attempt)
+
+        return await self._write(fn)
+
+    async def renew_queue_claims(
+        self, item_ids: Sequence[int], owner: str, until: float
+    ) -> int:
+        wanted = list(item_ids)
+
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            return sum(
+                conn.execute(
+                    "UPDATE queue SET lease_until=? WHERE id=? AND claimed_by=?",
+                    (until, item_id, owner),
+                ).rowcount
+                for item_id in wanted
+            )
+
+        return await self._write(fn)
+
+    async def queue_claim_owners(self) -> list[str]:
+        rows = await self._query(
+            "SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL "
+            "AND state IN ('pending','deferred')"
+        )
+        return [r[0] for r in rows]
+
+    async def release_queue_claims_of(self, owner: str) -> int:
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            return conn.execute(
+                "UPDATE queue SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?",
+                (owner,),
+            ).rowcount
+
+        return await self._write(fn)
+
+    async def release_queue_items(self, item_ids: Sequence[int], owner: str) -> None:
+        wanted = list(item_ids)
+
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            for item_id in wanted:
+                conn.execute(
+                    "UPDATE queue SET claimed_by=NULL, lease_until=NULL WHERE id=? AND "
+                    "claimed_by=?", (item_id, owner),
+                )
+
+        await self._write(fn)
 
     async def update_queue_item(
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None:
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
             cur = conn.execute(
-                "UPDATE queue SET state=?, next_attempt=?, last_reply=?, attempts=attempts+1 "
-                "WHERE id=?", (state.value, next_attempt, last_reply, item_id),
+                "UPDATE queue SET state=?, next_attempt=?, last_reply=?, attempts=attempts+1, "
+                "claimed_by=NULL, lease_until=NULL WHERE id=?",
+                (state.value, next_attempt, last_reply, item_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no queue item {item_id}")
@@ -1395,7 +1471,7 @@ class SQLiteStore:
         last: str | None = None
         first = True
         while True:
-            rows = self._query("SELECT value FROM meta WHERE key='queue_wake'")
+            rows = await self._query("SELECT value FROM meta WHERE key='queue_wake'")
             value = rows[0][0] if rows else None
             if not first and value != last:
                 self._wake_queue()
@@ -1525,8 +1601,10 @@ class SQLiteStore:
         name = self._segment_name
         if name is None:
             return
-        live = self._query("SELECT coalesce(sum(length),0) FROM blobs WHERE segment=?",
-                           (name,))[0][0]
+        rows = await self._query(
+            "SELECT coalesce(sum(length),0) FROM blobs WHERE segment=?", (name,)
+        )
+        live = rows[0][0]
         if live >= COMPACT_LIVE_RATIO * max(self._segment_size, 1):
             return
 
@@ -1567,7 +1645,7 @@ class SQLiteStore:
             except BlockingIOError:
                 return  # still being written (this process or another)
             size = os.fstat(fd).st_size
-            live = self._query(
+            live = await self._query(
                 "SELECT id, offset, length, sha256 FROM blobs WHERE segment=? ORDER BY offset",
                 (segment,),
             )

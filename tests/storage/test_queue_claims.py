@@ -80,3 +80,30 @@ async def test_two_workers_deliver_every_recipient_exactly_once(
         await first.close()
         await second.close()
         await sink.close()
+
+
+async def test_locks_are_exclusive_and_expire(store: MailStore) -> None:  # noqa: F811
+    """The POP3 maildrop lock across processes and nodes."""
+    assert await store.try_lock("pop3:1", "node-a", 30)
+    assert not await store.try_lock("pop3:1", "node-b", 30)
+    assert await store.try_lock("pop3:1", "node-a", 30)  # renewal by the holder
+    await store.unlock("pop3:1", "node-b")  # not the holder: nothing happens
+    assert not await store.try_lock("pop3:1", "node-b", 30)
+    await store.unlock("pop3:1", "node-a")
+    assert await store.try_lock("pop3:1", "node-b", 0.2)
+    await asyncio.sleep(0.3)  # node-b died: its lock expires
+    assert await store.try_lock("pop3:1", "node-a", 30)
+
+
+async def test_counters_count_within_their_window(store: MailStore) -> None:  # noqa: F811
+    """Login failures and sending rates, shared by every node."""
+    assert await store.add_to_counter("fail:1.2.3.4", 1, 60) == 1
+    assert await store.add_to_counter("fail:1.2.3.4", 2, 60) == 3
+    assert await store.counter_value("fail:1.2.3.4", 60) == 3
+    assert await store.counter_value("fail:other", 60) == 0
+    assert await store.add_to_counter("short", 5, 1) == 5
+    await asyncio.sleep(2.1)
+    assert await store.counter_value("short", 1) == 0
+    assert await store.add_to_counter("short", 1, 1) == 1
+    await store.reset_counter("fail:1.2.3.4")
+    assert await store.counter_value("fail:1.2.3.4", 60) == 0

@@ -158,6 +158,10 @@ SCHEMA_V4 = """
 CREATE INDEX IF NOT EXISTS messages_blob ON messages(blob_id);
 CREATE INDEX IF NOT EXISTS queue_blob ON queue(blob_id, state);
 CREATE TABLE IF NOT EXISTS blob_gc(blob_id INTEGER PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS locks(name TEXT PRIMARY KEY, owner TEXT NOT NULL,
+    expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters(key TEXT NOT NULL, second INTEGER NOT NULL,
+    amount INTEGER NOT NULL, PRIMARY KEY(key, second)) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS messages_release AFTER DELETE ON messages BEGIN
     INSERT OR IGNORE INTO blob_gc VALUES (old.blob_id, strftime('%s', 'now'));
 END;
@@ -1487,6 +1491,57 @@ class SQLiteStore:
             return cur.rowcount
 
         return await self._write(fn)
+
+    # --- coordination (locks and counters shared by processes) ------------------------
+
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        def fn(conn: sqlite3.Connection, _: int | None) -> bool:
+            now = time.time()
+            row = conn.execute(
+                "INSERT INTO locks(name, owner, expires) VALUES (?,?,?) ON CONFLICT(name) "
+                "DO UPDATE SET owner=excluded.owner, expires=excluded.expires "
+                "WHERE locks.owner=excluded.owner OR locks.expires<? RETURNING owner",
+                (name, owner, now + ttl, now),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(fn)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            conn.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
+
+        await self._write(fn)
+
+    async def add_to_counter(self, key: str, amount: int, window: float) -> int:
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO counters(key, second, amount) VALUES (?,?,?) ON CONFLICT(key, "
+                "second) DO UPDATE SET amount=amount+excluded.amount",
+                (key, int(now), amount),
+            )
+            conn.execute("DELETE FROM counters WHERE key=? AND second<=?",
+                         (key, int(now - window)))
+            (total,) = conn.execute(
+                "SELECT coalesce(sum(amount),0) FROM counters WHERE key=?", (key,)
+            ).fetchone()
+            return int(total)
+
+        return await self._write(fn)
+
+    async def counter_value(self, key: str, window: float) -> int:
+        rows = await self._query(
+            "SELECT coalesce(sum(amount),0) FROM counters WHERE key=? AND second>?",
+            (key, int(time.time() - window)),
+        )
+        return int(rows[0][0])
+
+    async def reset_counter(self, key: str) -> None:
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            conn.execute("DELETE FROM counters WHERE key=?", (key,))
+
+        await self._write(fn)
 
     # --- integrity and space --------------------------------------------------------
 

@@ -220,25 +220,19 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
 # --- serve -----------------------------------------------------------------------------
 
 
-def run_server(config: Config) -> int:
-    from .server.app import serve_forever
+def run_server(config: Config, workers: int | None = None) -> int:
+    from .server.workers import run_one, supervise
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(serve_forever(config))
-    except KeyboardInterrupt:
-        return 0
+    n = workers if workers is not None else config.workers
+    if n > 1:
+        return supervise(config, n)
+    return run_one(config)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    return run_server(config)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise CLIError("--workers must be from 1 to 64")
+    return run_server(config, args.workers)
 
 
 def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> int:
@@ -410,7 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo")
     p.set_defaults(func=cmd_demo)
 
-    sub.add_parser("serve", help="run the server in the foreground").set_defaults(func=cmd_serve)
+    p = sub.add_parser("serve", help="run the server in the foreground")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes sharing the listeners (default: the config's workers)")
+    p.set_defaults(func=cmd_serve)
     sub.add_parser("config-reference", help="print every setting with its default").set_defaults(
         func=cmd_config_reference)
     sub.add_parser("config-check", help="load and validate the config").set_defaults(

@@ -190,6 +190,13 @@ class Config:
             "(no network is trusted, loopback included)"
         ),
     )
+    workers: int = field(
+        default=1,
+        metadata=_doc(
+            "server processes sharing the listeners (SO_REUSEPORT), one per core is "
+            "sensible; `pochta serve --workers N` overrides (see README: several processes)"
+        ),
+    )
     listeners: list[Listener] = field(default_factory=list, metadata=_doc("[[listeners]]"))
     tls: TLSConfig = field(default_factory=TLSConfig, metadata=_doc("[tls]"))
     limits: Limits = field(default_factory=Limits, metadata=_doc("[limits]"))
@@ -326,6 +333,8 @@ def _validate(cfg: Config) -> None:
     _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
+    _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")
+    _check(cfg.storage.compact_interval >= 0, "storage.compact_interval", "must be >= 0")
     _check(cfg.storage.backend == "sqlite", "storage.backend", "only 'sqlite' is built so far")
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")

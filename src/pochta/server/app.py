@@ -187,7 +187,9 @@ def _tracer_factory(config: Config, role: str) -> Callable[[Connection], Tracer 
     return make
 
 
-async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningServer:
+async def start_server(
+    ctx: ServerContext, run_queue: bool = True, reuse_port: bool = False
+) -> RunningServer:
     tasks: set[asyncio.Task[None]] = set()
     connections: set[Connection] = set()
     limiter = ConnectionLimiter(ctx.config.limits.max_connections,
@@ -213,6 +215,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
                 ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                 limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
                 connections=connections, trace=_tracer_factory(ctx.config, lst.role),
+                reuse_port=reuse_port,
             )
         except OSError as exc:
             for _, started in servers:
@@ -244,18 +247,20 @@ async def _compact_forever(ctx: ServerContext) -> None:
             log.info("compaction gave back %d bytes", reclaimed)
 
 
-async def serve_forever(config: Config) -> int:
+async def serve_forever(config: Config, worker: int | None = None) -> int:
+    """Run until SIGTERM/SIGINT; ``worker`` is this process's index when ``pochta serve
+    --workers`` runs several (they bind the same ports with SO_REUSEPORT)."""
     setup_logging(config.log.level, config.log.format)
     ctx = await build_context(config)
     try:
-        running = await start_server(ctx)
+        running = await start_server(ctx, reuse_port=worker is not None)
     except ConfigError:
         await ctx.store.close()
         raise
     for lst, srv in running.servers:
         port = srv.sockets[0].getsockname()[1]
-        log.info("listening role=%s address=%s port=%s tls=%s", lst.role, lst.address, port,
-                 lst.tls)
+        log.info("listening role=%s address=%s port=%s tls=%s%s", lst.role, lst.address, port,
+                 lst.tls, "" if worker is None else f" worker={worker}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

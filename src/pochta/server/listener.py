@@ -295,6 +295,7 @@ async def serve(
     tasks: set[asyncio.Task[None]],
     connections: set[Connection] | None = None,
     trace: Callable[[Connection], Tracer | None] | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``address:port`` and run ``handler`` for each admitted connection.
 
@@ -342,5 +343,6 @@ async def serve(
 
     return await loop.create_server(
         factory, address, port, ssl=ssl_context if implicit_tls else None,
-        reuse_address=True, backlog=1024, ssl_handshake_timeout=30.0 if implicit_tls else None,
+        reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
+        ssl_handshake_timeout=30.0 if implicit_tls else None,
     )

@@ -382,6 +382,7 @@ class SQLiteStore:
         self._watchers: dict[int, set[_Watcher]] = {}
         self._queue_watchers: set[_QueueWatcher] = set()
         self._queue_poller: asyncio.Task[None] | None = None
+        self._mailbox_poller: asyncio.Task[None] | None = None
         self._compact_lock = asyncio.Lock()
         self._closed = False
 
@@ -459,10 +460,11 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        if self._queue_poller is not None:
-            self._queue_poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._queue_poller
+        for poller in (self._queue_poller, self._mailbox_poller):
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
         await asyncio.to_thread(self._read_pool.shutdown)
@@ -1316,7 +1318,37 @@ class SQLiteStore:
     def watch(self, mailbox_id: int) -> _Watcher:
         watcher = _Watcher(self, mailbox_id)
         self._watchers.setdefault(mailbox_id, set()).add(watcher)
+        if self._mailbox_poller is None:
+            self._mailbox_poller = asyncio.get_running_loop().create_task(
+                self._poll_mailboxes())
         return watcher
+
+    async def _poll_mailboxes(self, interval: float = 0.25) -> None:
+        """Writes by this process wake watchers at once (``_finish``); writes by another
+        process (``pochta serve --workers``, the CLI) are seen here, by the mailbox's
+        HIGHESTMODSEQ, within ``interval``."""
+        seen: dict[int, int] = {}
+        while True:
+            ids = list(self._watchers)
+            if ids:
+                try:
+                    rows = await self._query(
+                        f"SELECT id, highestmodseq FROM mailboxes WHERE id IN "  # noqa: S608
+                        f"({','.join('?' * len(ids))})", ids,
+                    )
+                except StoreError as exc:
+                    log.warning("mailbox change poll failed: %s", exc)
+                    rows = []
+                current = {int(r[0]): int(r[1]) for r in rows}
+                for box_id in ids:
+                    modseq = current.get(box_id, -1)  # -1: deleted by someone else
+                    if box_id in seen and seen[box_id] != modseq:
+                        for watcher in self._watchers.get(box_id, ()):
+                            watcher.notify()
+                    seen[box_id] = modseq
+                for gone in set(seen) - set(ids):
+                    del seen[gone]
+            await asyncio.sleep(interval)
 
     def _unwatch(self, watcher: _Watcher) -> None:
         group = self._watchers.get(watcher.mailbox_id)

@@ -99,7 +99,8 @@ def _register_send(sub: Any) -> None:
                    help="recipient (repeat for several)")
     p.add_argument("--tls", choices=TLS_MODES, default="try",
                    help="starttls (required), implicit (TLS first), none, try (STARTTLS if "
-                        "offered; default)")
+                        "offered; default). With --auth, try means required: the password "
+                        "is sent in clear only with --tls none")
     p.add_argument("--tls-verify", action="store_true",
                    help="stop when the certificate does not verify")
     p.add_argument("--cafile", help="CA bundle to verify the server certificate against")

@@ -1,4 +1,4 @@
-"""``pochta dkim list|generate|rotate|activate`` and ``pochta dns records [DOMAIN] [--json]``.
+"""``pochta dkim list|generate|rotate|activate|remove`` and ``pochta dns records [DOMAIN] [--json]``.
 
 The main CLI calls ``register(subparsers)``; every parser it adds carries
 ``func(args, config, domains=None, out=sys.stdout) -> int``. ``domains`` lists the local
@@ -45,6 +45,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("domain")
     p.add_argument("selector")
     p.set_defaults(func=cmd_dkim_activate)
+
+    p = dk.add_parser("remove", help="delete a retired (inactive) key; its DNS record "
+                      "can go too")
+    p.add_argument("domain")
+    p.add_argument("selector")
+    p.set_defaults(func=cmd_dkim_remove)
 
     p_dns = subparsers.add_parser("dns", help="DNS records to publish")
     dn = p_dns.add_subparsers(dest="dns_command", required=True)
@@ -145,6 +151,20 @@ def cmd_dkim_activate(args: argparse.Namespace, config: Any,
         return 1
     out.write(f"{args.domain.lower()} now signs with: "
               + ", ".join(f"{k.selector} ({k.algorithm})" for k in keys) + "\n")
+    return 0
+
+
+def cmd_dkim_remove(args: argparse.Namespace, config: Any,
+                    domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    try:
+        keys = dkim.remove_key(config.data_path, args.domain, args.selector)
+    except dkim.DKIMError as exc:
+        print(f"pochta dkim remove: {exc}", file=sys.stderr)
+        return 1
+    for k in keys:
+        out.write(f"removed {k.path} ({k.algorithm}, selector {k.selector})\n")
+    out.write(f"'pochta dns records' no longer lists it; delete '{keys[0].dns_name}. TXT' "
+              "from the zone once no mail signed with it is in transit (a few days)\n")
     return 0
 
 

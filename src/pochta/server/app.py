@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, ConfigError, Listener
+from ..config import ALL_ADDRESSES, Config, ConfigError, Listener
 from ..dns import DNSPythonResolver, Resolver
 from ..logsetup import setup_logging
 from ..services.auth import Authenticator
@@ -209,7 +209,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
 
         try:
             srv = await serve(
-                lst.address, lst.port, bound,
+                None if lst.address == ALL_ADDRESSES else lst.address, lst.port, bound,
                 ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                 limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
                 connections=connections, trace=_tracer_factory(ctx.config, lst.role),

@@ -284,7 +284,7 @@ class ConnectionLimiter:
 
 
 async def serve(
-    address: str,
+    address: str | None,
     port: int,
     handler: Handler,
     *,

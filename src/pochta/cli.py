@@ -418,7 +418,7 @@ async def cmd_user_remove(args: argparse.Namespace, config: Config, store: SQLit
                            + ". Nothing was removed: confirm with --yes")
         print("This removes:\n  " + "\n  ".join(plan))
         try:
-            answer = input("Remove? [y/N] ")
+            answer = await asyncio.to_thread(input, "Remove? [y/N] ")
         except EOFError:
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):

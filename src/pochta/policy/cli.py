@@ -1,4 +1,4 @@
-"""``pochta dkim list|generate|rotate|activate|remove`` and ``pochta dns records [DOMAIN] [--json]``.
+"""``pochta dkim list|generate|rotate|activate|remove`` and ``pochta dns records``.
 
 The main CLI calls ``register(subparsers)``; every parser it adds carries
 ``func(args, config, domains=None, out=sys.stdout) -> int``. ``domains`` lists the local

@@ -287,7 +287,10 @@ def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
 def _checked_domain(text: str) -> str:
     """A domain name an admin may add: DNS labels of letters, digits and hyphens (or
     U-labels), at least two of them."""
-    domain = normalize_domain(text)
+    try:
+        domain = normalize_domain(text)
+    except AddressError:
+        domain = ""
     if not is_domain(domain) or "." not in domain:
         raise CLIError(f"{text!r} is not a domain name (labels of letters, digits and '-', "
                        "separated by dots, e.g. example.org)")

@@ -1,0 +1,146 @@
+"""An admin's first day, through the real `pochta` command in a subprocess.
+
+Every test runs the installed console script (``.venv/bin/pochta``) as a shell would,
+on an instance made by ``pochta init`` in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+POCHTA = str(Path(sys.executable).parent / "pochta")
+
+
+def pochta(*argv: str, stdin: str | None = None, cwd: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([POCHTA, *argv], input=stdin, capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env={**os.environ, **(env or {})},
+                          check=False)
+
+
+@pytest.fixture
+def inst(tmp_path: Path) -> Path:
+    """A fresh instance (demo ports); returns its config file."""
+    r = pochta("init", "--dir", str(tmp_path / "etc"), "--hostname", "mail.example.org",
+               "--domain", "example.org")
+    assert r.returncode == 0, r.stderr
+    return tmp_path / "etc" / "pochta.toml"
+
+
+def test_init_standard_ports_binds_every_address(tmp_path: Path) -> None:
+    r = pochta("init", "--dir", str(tmp_path / "std"), "--hostname", "mail.example.org",
+               "--standard-ports")
+    assert r.returncode == 0, r.stderr
+    cfg = tomllib.loads((tmp_path / "std" / "pochta.toml").read_text())
+    assert {lst["address"] for lst in cfg["listeners"]} == {"*"}
+    assert "every IPv4 and IPv6 address" in r.stdout
+    r = pochta("init", "--dir", str(tmp_path / "pub"), "--hostname", "mail.example.org",
+               "--standard-ports", "--address", "192.0.2.7")
+    cfg = tomllib.loads((tmp_path / "pub" / "pochta.toml").read_text())
+    assert {lst["address"] for lst in cfg["listeners"]} == {"192.0.2.7"}
+
+
+def test_init_demo_ports_stay_on_loopback(inst: Path) -> None:
+    cfg = tomllib.loads(inst.read_text())
+    assert {lst["address"] for lst in cfg["listeners"]} == {"127.0.0.1"}
+
+
+def test_printed_commands_work_as_printed(tmp_path: Path) -> None:
+    r = pochta("init", "--dir", str(tmp_path / "x"), "--hostname", "mail.example.org",
+               "--domain", "example.org")
+    next_line = next(line for line in r.stdout.splitlines() if line.startswith("next: "))
+    command = next_line.removeprefix("next: ") + " --password-stdin"
+    # a shell without the venv on PATH (what a new admin has)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env,
+                          timeout=60, check=False, input="a-long-password\n")
+    assert done.returncode == 0, (command, done.stderr)
+    assert "added user postmaster@example.org" in done.stdout
+
+
+@pytest.mark.parametrize("bad", ["bad domain", "ex;ample.com", "x-.example", "nodot", "a..b"])
+def test_domain_add_refuses_bad_names(inst: Path, bad: str) -> None:
+    r = pochta("-c", str(inst), "domain", "add", bad)
+    assert r.returncode == 1
+    assert "is not a domain name" in r.stderr
+    assert not (inst.parent / "data" / "dkim" / bad).exists()
+    assert bad not in pochta("-c", str(inst), "domain", "list").stdout
+
+
+def test_domain_remove_removes_dkim_keys(inst: Path) -> None:
+    assert pochta("-c", str(inst), "domain", "add", "other.example").returncode == 0
+    assert "other.example" in pochta("-c", str(inst), "dns", "records").stdout
+    r = pochta("-c", str(inst), "domain", "remove", "other.example")
+    assert r.returncode == 0, r.stderr
+    assert "removed its DKIM keys" in r.stdout
+    assert not (inst.parent / "data" / "dkim" / "other.example").exists()
+    assert "other.example" not in pochta("-c", str(inst), "dns", "records").stdout
+
+
+def test_dkim_remove_retired_selector(inst: Path) -> None:
+    r = pochta("-c", str(inst), "dkim", "rotate", "example.org", "--algorithm", "ed25519")
+    assert r.returncode == 0, r.stderr
+    listing = pochta("-c", str(inst), "dkim", "list", "example.org").stdout.splitlines()
+    old = next(line.split("\t")[1] for line in listing if "ed25519\tactive" in line)
+    new = next(line.split("\t")[1] for line in listing if "ed25519\tinactive" in line)
+    # the active key is refused
+    r = pochta("-c", str(inst), "dkim", "remove", "example.org", old)
+    assert r.returncode == 1 and "activate another key first" in r.stderr
+    assert pochta("-c", str(inst), "dkim", "activate", "example.org", new).returncode == 0
+    r = pochta("-c", str(inst), "dkim", "remove", "example.org", old)
+    assert r.returncode == 0, r.stderr
+    records = pochta("-c", str(inst), "dns", "records", "example.org").stdout
+    assert f"{old}._domainkey" not in records and f"{new}._domainkey" in records
+
+
+def test_user_add_with_closed_stdin_is_an_error_not_a_traceback(inst: Path) -> None:
+    r = pochta("-c", str(inst), "user", "add", "alice@example.org", stdin="")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "--password-stdin" in r.stderr
+
+
+def _add_user(inst: Path, address: str) -> None:
+    r = pochta("-c", str(inst), "user", "add", address, "--password-stdin",
+               stdin="a-long-password\n")
+    assert r.returncode == 0, r.stderr
+
+
+def test_user_remove_needs_confirmation_and_cleans_aliases(inst: Path) -> None:
+    _add_user(inst, "alice@example.org")
+    _add_user(inst, "bob@example.org")
+    c = ("-c", str(inst))
+    assert pochta(*c, "alias", "add", "postmaster@example.org", "alice@example.org"
+                  ).returncode == 0
+    assert pochta(*c, "alias", "add", "team@example.org", "alice@example.org",
+                  "bob@example.org").returncode == 0
+    r = pochta(*c, "user", "remove", "alice@example.org", stdin="")
+    assert r.returncode == 1 and "--yes" in r.stderr and "Nothing was removed" in r.stderr
+    assert "alice@example.org" in pochta(*c, "user", "list").stdout
+    r = pochta(*c, "user", "remove", "alice@example.org", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "alias postmaster@example.org" in r.stdout
+    assert "from alias team@example.org (it keeps bob@example.org)" in r.stdout
+    aliases = pochta(*c, "alias", "list").stdout
+    assert "postmaster@example.org" not in aliases
+    assert "team@example.org -> bob@example.org" in aliases
+    assert "alice@example.org" not in pochta(*c, "user", "list").stdout
+
+
+def test_quota_units_and_usage(inst: Path) -> None:
+    _add_user(inst, "alice@example.org")
+    c = ("-c", str(inst))
+    r = pochta(*c, "user", "set", "alice@example.org", "--quota", "2G")
+    assert r.returncode == 0, r.stderr
+    listing = pochta(*c, "user", "list").stdout
+    assert "alice@example.org  (used 0 B of 2.0 GiB (0%))" in listing, listing
+    r = pochta(*c, "user", "set", "alice@example.org", "--quota", "2 lots")
+    assert r.returncode == 2 and "K, M, G or T" in r.stderr
+    assert pochta(*c, "user", "set", "alice@example.org", "--quota", "0").returncode == 0
+    assert "used 0 B, no quota" in pochta(*c, "user", "list").stdout

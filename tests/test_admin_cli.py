@@ -144,3 +144,47 @@ def test_quota_units_and_usage(inst: Path) -> None:
     assert r.returncode == 2 and "K, M, G or T" in r.stderr
     assert pochta(*c, "user", "set", "alice@example.org", "--quota", "0").returncode == 0
     assert "used 0 B, no quota" in pochta(*c, "user", "list").stdout
+
+
+def _free_ports(cfg_file: Path) -> None:
+    """Port 0 everywhere: the demo ports may be taken on a shared test machine."""
+    import re
+
+    text = re.sub(r"(?m)^port = \d+$", "port = 0", cfg_file.read_text())
+    cfg_file.write_text(text)
+
+
+def test_config_check_ok(inst: Path) -> None:
+    _free_ports(inst)
+    r = pochta("-c", str(inst), "config-check")
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.strip().endswith("ok (7 listeners)")
+
+
+def test_config_check_runs_what_serve_runs(inst: Path) -> None:
+    _free_ports(inst)
+    (inst.parent / "tls" / "cert.pem").unlink()
+    r = pochta("-c", str(inst), "config-check")
+    assert r.returncode == 2, r.stdout
+    assert "ERROR  tls.cert/tls.key:" in r.stdout and "does not exist" in r.stdout
+    assert "would refuse to start" in r.stdout
+    served = pochta("-c", str(inst), "serve")
+    assert served.returncode == 2 and "tls.cert/tls.key" in served.stderr
+
+
+def test_config_check_warns_about_plaintext_listeners(inst: Path) -> None:
+    _free_ports(inst)
+    text = inst.read_text()
+    for role in ("submission", "imap"):
+        text = text.replace(f'role = "{role}"\naddress = "127.0.0.1"\nport = 0\n'
+                            'tls = "starttls"',
+                            f'role = "{role}"\naddress = "127.0.0.1"\nport = 0\ntls = "none"')
+    inst.write_text(text)
+    r = pochta("-c", str(inst), "config-check")
+    assert r.returncode == 1, r.stdout
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("WARN ") and "submission" in line and "538 5.7.11" in line
+               for line in lines), r.stdout
+    assert any(line.startswith("WARN ") and "imap" in line and "clear text" in line
+               for line in lines), r.stdout
+    assert "serve' starts, but see the warnings" in r.stdout

@@ -277,8 +277,22 @@ def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> in
 
 
 def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
-    print(f"{config_path(args)}: ok ({len(config.listeners)} listeners)")
-    return 0
+    """Every check ``serve`` makes at start (exit 2 if it would refuse to start), then the
+    unsafe choices (exit 1): one line each, naming the key."""
+    from .server.preflight import preflight
+
+    problems = preflight(config)
+    errors = [p for p in problems if p.level == "error"]
+    if not problems:
+        print(f"{config_path(args)}: ok ({len(config.listeners)} listeners)")
+        return 0
+    for p in problems:
+        print(f"{'ERROR' if p.level == 'error' else 'WARN '}  {p}")
+    verdict = ("'pochta serve' would refuse to start" if errors
+               else "'pochta serve' starts, but see the warnings")
+    print(f"{config_path(args)}: {len(errors)} error(s), {len(problems) - len(errors)} "
+          f"warning(s): {verdict}")
+    return 2 if errors else 1
 
 
 # --- domains, users, aliases -----------------------------------------------------------
@@ -521,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the server in the foreground").set_defaults(func=cmd_serve)
     sub.add_parser("config-reference", help="print every setting with its default").set_defaults(
         func=cmd_config_reference)
-    sub.add_parser("config-check", help="load and validate the config").set_defaults(
+    sub.add_parser("config-check", help="run the checks serve makes at start and warn about "
+                   "unsafe settings (exit 2: serve would refuse, 1: warnings)").set_defaults(
         func=cmd_config_check)
 
     dom = sub.add_parser("domain", help="local mail domains").add_subparsers(

@@ -230,6 +230,10 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
 
 async def serve_forever(config: Config) -> int:
     setup_logging(config.log.level, config.log.format)
+    from .preflight import unsafe_choices
+
+    for problem in unsafe_choices(config):
+        log.warning("config %s", problem)
     ctx = await build_context(config)
     try:
         running = await start_server(ctx)

@@ -1,0 +1,58 @@
+"""Small edges an admin meets on the first day, over real sockets (issue 13, items 7, 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from tests.conftest import Server
+
+from .smtpclient import RawClient
+from .test_mta import MESSAGE, inbox, send
+
+
+async def test_help_lists_only_what_works_on_the_port(running_server: Server) -> None:
+    mta = await RawClient.connect(running_server.port("mta"))
+    try:
+        await mta.reply()
+        await mta.cmd("EHLO client.test")
+        code, text = await mta.cmd("HELP")
+        assert code == 214 and "STARTTLS" in text and "AUTH" not in text, text
+        code, _ = await mta.cmd("AUTH PLAIN")  # and indeed AUTH does not work there
+        assert code == 502
+    finally:
+        await mta.close()
+    sub = await RawClient.connect(running_server.port("submission", "implicit"),
+                                  running_server.client_ssl())
+    try:
+        await sub.reply()
+        await sub.cmd("EHLO client.test")
+        code, text = await sub.cmd("HELP")
+        assert code == 214 and "AUTH" in text and "STARTTLS" not in text, text
+    finally:
+        await sub.close()
+
+
+async def test_cr_cr_lf_gets_an_explanation(running_server: Server) -> None:
+    c = await RawClient.connect(running_server.port("mta"))
+    try:
+        await c.reply()
+        code, text = await c.cmd(b"EHLO x\r")  # cmd adds CRLF: EHLO x CR CR LF
+        assert code == 500 and "CR CR LF" in text and "-crlf" in text, text
+        code, _ = await c.cmd("EHLO x")
+        assert code == 250
+    finally:
+        await c.close()
+
+
+async def test_received_date_has_the_real_offset(running_server: Server) -> None:
+    await asyncio.to_thread(send, running_server.port("mta"), "someone@elsewhere.test",
+                            ["bob@example.test"], MESSAGE)
+    (message,) = await inbox(running_server, "bob@example.test")
+    found = re.search(r"Received:[^;]*;\s*([^\r\n]+)", message.decode())
+    assert found is not None, message
+    date = found.group(1).strip()
+    offset = date.rsplit(" ", 1)[1]
+    assert re.fullmatch(r"[+-]\d{4}", offset) and offset != "-0000", date
+    assert offset == time.strftime("%z", time.localtime())

@@ -188,3 +188,40 @@ def test_config_check_warns_about_plaintext_listeners(inst: Path) -> None:
     assert any(line.startswith("WARN ") and "imap" in line and "clear text" in line
                for line in lines), r.stdout
     assert "serve' starts, but see the warnings" in r.stdout
+
+
+def test_serve_warns_about_sslkeylogfile_and_keeps_it_private(inst: Path, tmp_path: Path
+                                                              ) -> None:
+    import re
+    import signal
+    import socket
+    import ssl
+    import stat
+
+    _free_ports(inst)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    keylog.chmod(0o644)  # as an earlier tool left it
+    proc = subprocess.Popen([POCHTA, "-c", str(inst), "serve"], stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "SSLKEYLOGFILE": str(keylog)})
+    try:
+        assert proc.stderr is not None
+        lines = []
+        while not any("role=pop3" in line and "implicit" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        log = "".join(lines)
+        assert "WARNING" in log and f"SSLKEYLOGFILE={keylog}" in log and "decrypt" in log
+        assert stat.S_IMODE(keylog.stat().st_mode) == 0o600
+        port = int(re.findall(r"role=imap address=\S+ port=(\d+) tls=implicit", log)[0])
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw) as tls:
+            tls.recv(100)
+        assert "CLIENT_TRAFFIC_SECRET" in keylog.read_text()
+        assert stat.S_IMODE(keylog.stat().st_mode) == 0o600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -167,7 +167,9 @@ class Sink:
             generate_self_signed(self.opts.hostname, cert, key)
         ctx = server_context(cert, key)
         if self.opts.keylog:
-            ctx.keylog_filename = self.opts.keylog
+            from pochta.tlsutil import private_keylog
+
+            ctx.keylog_filename = private_keylog(self.opts.keylog)
         return ctx
 
     async def start(self) -> int:

@@ -24,7 +24,7 @@ from ..services.signing import DKIMSigner
 from ..services.submission import HourlyLimiter
 from ..storage.interfaces import MailStore
 from ..storage.sqlite import SQLiteStore
-from ..tlsutil import server_context
+from ..tlsutil import env_keylog, server_context
 from .listener import Connection, ConnectionLimiter, serve
 from .trace import Tracer
 
@@ -234,6 +234,12 @@ async def serve_forever(config: Config) -> int:
 
     for problem in unsafe_choices(config):
         log.warning("config %s", problem)
+    keylog = env_keylog()
+    if keylog:
+        log.warning("SSLKEYLOGFILE=%s: the TLS secrets of every session (clients and "
+                    "outbound) are written to this file (mode 0600); whoever reads it can "
+                    "decrypt the recorded traffic. Unset SSLKEYLOGFILE unless you are "
+                    "debugging", keylog)
     ctx = await build_context(config)
     try:
         running = await start_server(ctx)

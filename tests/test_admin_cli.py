@@ -206,7 +206,7 @@ def test_serve_warns_about_sslkeylogfile_and_keeps_it_private(inst: Path, tmp_pa
                             text=True, env={**os.environ, "SSLKEYLOGFILE": str(keylog)})
     try:
         assert proc.stderr is not None
-        lines = []
+        lines: list[str] = []
         while not any("role=pop3" in line and "implicit" in line for line in lines):
             line = proc.stderr.readline()
             assert line, "".join(lines)
@@ -225,3 +225,14 @@ def test_serve_warns_about_sslkeylogfile_and_keeps_it_private(inst: Path, tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_make_demo_installs_only_the_runtime(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run(["make", "-n", "-C", str(repo), "demo", f"VENV={tmp_path}/v"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "pip install --quiet -e ." in r.stdout and "[dev]" not in r.stdout, r.stdout
+    r = subprocess.run(["make", "-n", "-C", str(repo), "venv", f"VENV={tmp_path}/v"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert "-e '.[dev]'" in r.stdout

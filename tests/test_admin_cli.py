@@ -236,3 +236,70 @@ def test_make_demo_installs_only_the_runtime(tmp_path: Path) -> None:
     r = subprocess.run(["make", "-n", "-C", str(repo), "venv", f"VENV={tmp_path}/v"],
                        capture_output=True, text=True, timeout=60, check=False)
     assert "-e '.[dev]'" in r.stdout
+
+
+def _serve(inst: Path, env: dict[str, str] | None = None
+           ) -> tuple[subprocess.Popen[str], dict[tuple[str, str], int], list[str]]:
+    """`pochta serve` on free ports; its process, ports by (role, tls), and log so far."""
+    import re
+
+    proc = subprocess.Popen([POCHTA, "-c", str(inst), "serve"], stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})})
+    assert proc.stderr is not None
+    lines: list[str] = []
+    while not any("role=pop3" in line and "implicit" in line for line in lines):
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    ports = {(role, tls): int(port) for role, port, tls in re.findall(
+        r"role=(\w+) address=\S+ port=(\d+) tls=(\w+)", "".join(lines))}
+    return proc, ports, lines
+
+
+def test_logs_answer_the_routine_questions(inst: Path) -> None:
+    import imaplib
+    import re
+    import signal
+    import smtplib
+    import ssl
+
+    _free_ports(inst)
+    _add_user(inst, "bob@example.org")
+    proc, ports, _ = _serve(inst)
+    try:
+        with smtplib.SMTP("127.0.0.1", ports["mta", "starttls"], timeout=10) as c:
+            c.ehlo("client.example.net")
+            c.sendmail("someone@example.net", ["bob@example.org"],
+                       b"Subject: hi\r\n\r\nhello\r\n")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        imap = imaplib.IMAP4_SSL("127.0.0.1", ports["imap", "implicit"], ssl_context=ctx)
+        imap.login("bob@example.org", "a-long-password")
+        imap.logout()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    conn_lines = [line for line in err.splitlines() if " conn=" in line]
+    # one id format everywhere: <5 random base-32 characters>.<base-32 counter>
+    assert conn_lines and all(re.search(r": conn=[0-9a-z]{5}\.[0-9a-z]+ ", line)
+                              for line in conn_lines), err
+    accepted = next(line for line in conn_lines if " accepted id=" in line)
+    assert "to=<bob@example.org>" in accepted and "from=<someone@example.net>" in accepted
+    smtp_id = re.findall(r"conn=(\S+)", accepted)[0]
+    (summary,) = [line for line in conn_lines if " disconnect " in line
+                  and f"conn={smtp_id} " in line]
+    assert " INFO pochta.smtp: " in summary
+    for part in ("ip=127.0.0.1", "helo=client.example.net", "tls=none", "messages=1",
+                 "ehlo=1", "mail=1", "rcpt=1", "data=1", "quit=1", "commands=5", "errors=0"):
+        assert part in summary, (part, summary)
+    login = next(line for line in conn_lines if "authenticated user=" in line)
+    assert "user='bob@example.org' ip=127.0.0.1 via=imap" in login, login
+    assert re.findall(r"conn=(\S+)", login)[0] != smtp_id
+
+
+def test_connection_ids_do_not_restart_with_the_process() -> None:
+    code = "from pochta.logsetup import new_connection_id as n; print(n(), n())"
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(2)]
+    assert runs[0][0] != runs[1][0]
+    assert runs[0][0].split(".")[0] == runs[0][1].split(".")[0]  # one prefix per process

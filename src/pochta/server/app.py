@@ -213,6 +213,7 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
                 ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                 limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
                 connections=connections, trace=_tracer_factory(ctx.config, lst.role),
+                role=lst.role,
             )
         except OSError as exc:
             for _, started in servers:

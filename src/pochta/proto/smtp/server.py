@@ -132,6 +132,9 @@ class ServerSession:
         self.authenticated_as: str | None = None
         self.tls_active = params.tls_active
         self.errors = 0
+        # commands received, by lower-case verb ("unknown" for the rest), in order of
+        # first use: the driver's end-of-session log line (like Postfix's "disconnect")
+        self.commands: dict[str, int] = {}
         self._in = bytearray()
         self._scan = 0  # how far self._in was already searched for a line end
         self._out = bytearray()
@@ -381,6 +384,8 @@ class ServerSession:
         verb = verb.upper()
         arg = arg.strip(" ")
         handler = self._HANDLERS.get(verb)
+        counted = verb.lower() if handler is not None else "unknown"
+        self.commands[counted] = self.commands.get(counted, 0) + 1
         if handler is None:
             self._error(replies.UNKNOWN_COMMAND)
             return

@@ -237,8 +237,8 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
                    "--auth-user alice@example.test --auth-password alice-demo-pass "
                    "--from alice@example.test --to bob@example.test")
     if ("imap", "implicit") in by_role:
-        out.append(f"  curl -k 'imaps://127.0.0.1:{by_role['imap', 'implicit']}/INBOX' "
-                   "--user bob@example.test:bob-demo-pass")
+        out.append(f"  curl -k 'imaps://127.0.0.1:{by_role['imap', 'implicit']}/INBOX;UID=1' "
+                   "--user bob@example.test:bob-demo-pass   # the first message")
     if ("pop3", "implicit") in by_role:
         out.append(f"  curl -k 'pop3s://127.0.0.1:{by_role['pop3', 'implicit']}/' "
                    "--user bob@example.test:bob-demo-pass")

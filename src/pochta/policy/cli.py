@@ -82,7 +82,9 @@ def cmd_dkim_list(args: argparse.Namespace, config: Any,
     for d in names:
         dkeys = [k for k in keys if k.domain == d]
         if not dkeys:
-            out.write(f"{d}\t-\t-\tno keys (run: pochta dkim generate {d})\n")
+            from pochta.cli import pochta_command
+
+            out.write(f"{d}\t-\t-\tno keys (run: {pochta_command()} dkim generate {d})\n")
             continue
         active = set(dkim.active_selectors(config.data_path, d))
         for k in dkeys:
@@ -135,10 +137,17 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
         return 1
     out.write("new keys (not signing yet); publish these records beside the old ones:\n")
     _print_key_records(made, out)
+    from pochta.cli import pochta_command
+
+    cmd = pochta_command()
     out.write("when they resolve, switch signing to them with:\n")
     for k in made:
-        out.write(f"  pochta dkim activate {k.domain} {k.selector}\n")
-    out.write("and remove the old records a few days later.\n")
+        out.write(f"  {cmd} dkim activate {k.domain} {k.selector}\n")
+    old = sorted({k.selector for k in dkim.signing_keys(config.data_path, args.domain)
+                  if k.algorithm in {m.algorithm for m in made}})
+    out.write("and a few days later retire the old keys (then delete their DNS records):\n")
+    for sel in old:
+        out.write(f"  {cmd} dkim remove {args.domain.lower()} {sel}\n")
     return 0
 
 

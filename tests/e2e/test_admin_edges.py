@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 from tests.conftest import Server
 
@@ -56,3 +57,18 @@ async def test_received_date_has_the_real_offset(running_server: Server) -> None
     offset = date.rsplit(" ", 1)[1]
     assert re.fullmatch(r"[+-]\d{4}", offset) and offset != "-0000", date
     assert offset == time.strftime("%z", time.localtime())
+
+
+async def test_readme_curl_imaps_fetches_a_message(running_server: Server) -> None:
+    """The README's and the demo banner's curl line shows message 1, not just a LIST."""
+    from pochta.cli import demo_banner
+    from tests.conftest import need_tool, run_tool
+
+    await asyncio.to_thread(send, running_server.port("mta"), "someone@elsewhere.test",
+                            ["bob@example.test"], MESSAGE)
+    port = running_server.port("imap", "implicit")
+    banner = demo_banner(running_server.ctx.config, Path("demo/pochta.toml"))
+    assert "/INBOX;UID=1' --user bob@example.test:bob-demo-pass" in banner
+    rc, out = await run_tool(need_tool("curl"), "-sk", f"imaps://127.0.0.1:{port}/INBOX;UID=1",
+                             "--user", "bob@example.test:bob-pass")
+    assert rc == 0 and "Hello Bob" in out, out

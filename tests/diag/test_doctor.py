@@ -215,3 +215,22 @@ async def test_doctor_all_addresses_is_reachable(running_server: Server) -> None
                                               for lst in cfg.listeners])
     found = check_reachability(cfg)
     assert [f.status for f in found] == ["ok"]
+
+
+async def test_doctor_inactive_dkim_key_is_not_a_failure(running_server: Server) -> None:
+    """A retired (or not yet activated) selector is not published: the doctor names it
+    and says how to retire it, instead of failing forever."""
+    from pochta.policy import dkim
+
+    data = running_server.ctx.config.data_path
+    dkim.generate_key(data, "example.test", "old1", "ed25519")
+    cfg = live_config(running_server)
+    publish_records(running_server, cfg)
+    _, doc = await run_doctor_cli(cfg, running_server)
+    dns = [f for f in doc["findings"] if f["check"] == "dns" and "old1" in f["message"]]
+    assert [f["status"] for f in dns] == ["info"], dns
+    assert "pochta dkim remove example.test old1" in dns[0]["message"]
+    dkim.activate(data, "example.test", "old1")  # a signing key must be published
+    _, doc = await run_doctor_cli(cfg, running_server)
+    dns = [f for f in doc["findings"] if f["check"] == "dns" and "old1" in f["message"]]
+    assert [f["status"] for f in dns] == ["fail"], dns

@@ -244,12 +244,22 @@ async def check_dns(config: Config, domains: Sequence[str], resolver: Resolver
     rua = config.dmarc.report_address or ""
     for domain in domains:
         keys = dkim.load_keys(config.data_path, domain)
+        active = set(dkim.active_selectors(config.data_path, domain))
+        inactive = {k.dns_name: k.selector for k in keys if k.selector not in active}
         for rec in records.records_for(domain, config.hostname, keys, rua=rua,
                                        services=services):
             if rec.type not in ("MX", "TXT"):
                 continue  # the Resolver interface has no SRV/CNAME lookups
             try:
-                out.extend(await _compare(rec, resolver))
+                found = await _compare(rec, resolver)
+                if rec.name in inactive and found[0].status == "fail":
+                    # not signing: a new key not yet published, or an old one retired
+                    sel = inactive[rec.name]
+                    found = [Finding("info", "dns", f"{rec.name}: inactive DKIM key "
+                                     f"{sel} is not published; publish it before 'pochta "
+                                     f"dkim activate', or if it is retired: 'pochta dkim "
+                                     f"remove {domain} {sel}'")]
+                out.extend(found)
             except TemporaryDNSError as exc:
                 out.append(Finding("warn", "dns", f"{rec.name} {rec.type}: lookup failed: "
                                    f"{exc}", "check the zone's name servers"))

@@ -7,7 +7,7 @@ import re
 import time
 from pathlib import Path
 
-from tests.conftest import Server
+from tests.conftest import Instance, Server, start_instance
 
 from .smtpclient import RawClient
 from .test_mta import MESSAGE, inbox, send
@@ -72,3 +72,27 @@ async def test_readme_curl_imaps_fetches_a_message(running_server: Server) -> No
     rc, out = await run_tool(need_tool("curl"), "-sk", f"imaps://127.0.0.1:{port}/INBOX;UID=1",
                              "--user", "bob@example.test:bob-pass")
     assert rc == 0 and "Hello Bob" in out, out
+
+
+async def test_all_addresses_listens_on_ipv4_and_ipv6(instance: Instance) -> None:
+    import socket
+
+    server = await start_instance(instance, listeners=[
+        {"role": "mta", "port": 0, "tls": "starttls", "address": "*"}])
+    try:
+        ((_, srv),) = server.running.servers
+        families = set()
+        for sock in srv.sockets:
+            family, port = sock.family, sock.getsockname()[1]
+            host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+            reader, writer = await asyncio.open_connection(host, port)
+            assert (await reader.readline()).startswith(b"220 ")
+            writer.close()
+            families.add(family)
+        assert socket.AF_INET in families
+        if socket.has_ipv6 and any(a[0] == socket.AF_INET6 for a in socket.getaddrinfo(
+                None, 0, flags=socket.AI_PASSIVE, type=socket.SOCK_STREAM)):
+            assert socket.AF_INET6 in families
+    finally:
+        await server.running.close(grace=1.0)
+        await server.store.close()

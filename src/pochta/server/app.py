@@ -4,6 +4,7 @@ run the outbound queue, and shut down cleanly on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import ipaddress
 import logging
@@ -207,14 +208,27 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
             result: Awaitable[None] = handler(conn, ctx, lst)
             return result
 
+        # "*": every address of both families (asyncio binds one socket per family);
+        # a host without IPv6 falls back to IPv4 alone
+        hosts: list[str | None] = ([None, "0.0.0.0"] if lst.address == ALL_ADDRESSES
+                                   else [lst.address])
         try:
-            srv = await serve(
-                None if lst.address == ALL_ADDRESSES else lst.address, lst.port, bound,
-                ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
-                limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
-                connections=connections, trace=_tracer_factory(ctx.config, lst.role),
-                role=lst.role,
-            )
+            for i, host in enumerate(hosts):
+                try:
+                    srv = await serve(
+                        host, lst.port, bound,
+                        ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
+                        limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
+                        connections=connections, trace=_tracer_factory(ctx.config, lst.role),
+                        role=lst.role,
+                    )
+                    break
+                except OSError as exc:
+                    if i + 1 == len(hosts) or exc.errno not in (errno.EADDRNOTAVAIL,
+                                                                errno.EAFNOSUPPORT):
+                        raise
+                    log.warning("listener %s:%s: IPv6 is not available (%s); IPv4 only",
+                                lst.role, lst.port, exc.strerror)
         except OSError as exc:
             for _, started in servers:
                 started.close()

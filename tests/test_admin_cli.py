@@ -139,7 +139,7 @@ def test_quota_units_and_usage(inst: Path) -> None:
     r = pochta(*c, "user", "set", "alice@example.org", "--quota", "2G")
     assert r.returncode == 0, r.stderr
     listing = pochta(*c, "user", "list").stdout
-    assert "alice@example.org  (used 0 B of 2.0 GiB (0%))" in listing, listing
+    assert "alice@example.org  (used 0 B of 2.0 GiB, 0%)" in listing, listing
     r = pochta(*c, "user", "set", "alice@example.org", "--quota", "2 lots")
     assert r.returncode == 2 and "K, M, G or T" in r.stderr
     assert pochta(*c, "user", "set", "alice@example.org", "--quota", "0").returncode == 0
@@ -303,3 +303,13 @@ def test_connection_ids_do_not_restart_with_the_process() -> None:
                            check=True).stdout.split() for _ in range(2)]
     assert runs[0][0] != runs[1][0]
     assert runs[0][0].split(".")[0] == runs[0][1].split(".")[0]  # one prefix per process
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("0", 0), ("2000000000", 2_000_000_000), ("500K", 500 * 1024), ("2G", 2 * 1024**3),
+    ("1.5T", int(1.5 * 1024**4)), ("10 MiB", 10 * 1024**2), ("3mb", 3 * 1024**2)])
+def test_parse_size(text: str, size: int) -> None:
+    from pochta.cli import format_size, parse_size
+
+    assert parse_size(text) == size
+    assert format_size(2 * 1024**3) == "2.0 GiB" and format_size(900) == "900 B"

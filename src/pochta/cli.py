@@ -402,8 +402,8 @@ async def cmd_user_list(args: argparse.Namespace, config: Config, store: SQLiteS
         used = await store.account_usage(account.id)
         if account.quota_bytes:
             pct = 100 * used // account.quota_bytes
-            notes.append(f"used {format_size(used)} of {format_size(account.quota_bytes)} "
-                         f"({pct}%)")
+            notes.append(f"used {format_size(used)} of {format_size(account.quota_bytes)}, "
+                         f"{pct}%")
         else:
             notes.append(f"used {format_size(used)}, no quota")
         if account.may_send_as_anyone:

@@ -27,6 +27,8 @@ from .queue.settings import check as check_queue
 
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
+# A listener address meaning every IPv4 and every IPv6 address (one socket per family).
+ALL_ADDRESSES = "*"
 
 
 class ConfigError(Exception):
@@ -41,7 +43,10 @@ def _doc(text: str) -> dict[str, str]:
 class Listener:
     role: str = field(metadata=_doc("mta, submission, imap or pop3"))
     port: int = field(metadata=_doc("TCP port"))
-    address: str = field(default="127.0.0.1", metadata=_doc("IP address to bind"))
+    address: str = field(
+        default="127.0.0.1",
+        metadata=_doc('IP address to bind; "*" binds every IPv4 and IPv6 address'),
+    )
     tls: str = field(
         default="starttls",
         metadata=_doc("none, starttls (offer STARTTLS/STLS) or implicit (TLS first)"),
@@ -319,9 +324,11 @@ def _validate(cfg: Config) -> None:
         # port 0 asks the OS for a free port (tests); operators give real ones
         _check(0 <= lst.port <= 65535, f"{key}.port", "must be from 1 to 65535")
         try:
-            ipaddress.ip_address(lst.address)
+            if lst.address != ALL_ADDRESSES:
+                ipaddress.ip_address(lst.address)
         except ValueError:
-            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address") from None
+            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address "
+                              f'(or "{ALL_ADDRESSES}" for every address)') from None
         _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
                "address and port used twice")
         seen.add((lst.address, lst.port))

@@ -331,14 +331,15 @@ class QueueWorker:
         peer_dsn = conn.session.supports("DSN")
         outcomes = []
         for item, (_, reply) in zip(group, result.outcomes(), strict=True):
-            outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data))
+            outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data,
+                                               conn.tls_log))
         await self._notify_sender(outcomes, data)
 
     # -- outcomes -----------------------------------------------------------------------
 
     async def _settle(
         self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
-        data: bytes | None = None,
+        data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
         now = self.clock()
         where = f" ({remote})" if remote else ""
@@ -347,7 +348,9 @@ class QueueWorker:
         to = item.recipient.address
         if reply.positive:
             await self.store.update_queue_item(item.id, QueueState.DELIVERED, now, text)
-            log.info("%s: to=<%s> status=sent %s", item.message_id, to, text)
+            # tls=TLSv1.3 cert=verified|unverified, or tls=none: a downgrade shows here
+            log.info("%s: to=<%s> status=sent %s %s", item.message_id, to, tls_log or "tls=?",
+                     text)
             report = None
             if not peer_dsn and "SUCCESS" in (item.recipient.notify or "").upper():
                 # RFC 3461 §5.2.2.2: the next hop cannot carry the request; say "relayed".

@@ -1,4 +1,5 @@
-# Pochta: `make demo` runs a demo server, `make test` runs lint, types and tests.
+# Pochta: `make demo` runs a demo server (runtime packages only), `make test` runs lint,
+# types and tests (adds the test tools).
 # Both work on a fresh Debian machine that has only python3.
 PYTHON ?= python3
 VENV := .venv
@@ -11,11 +12,13 @@ APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-pe
 	mutt offlineimap3 postgresql
 DEMO_DIR := demo
 
-.PHONY: all venv deps test lint typecheck pytest demo clean bench
+.PHONY: all runtime venv deps test lint typecheck pytest demo clean bench
 
 all: test
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: the runtime (what `make demo` needs) and the test tools on top of it
+# (pytest, mypy, ruff, ...: what `make test` needs).
+$(BIN)/.runtime: pyproject.toml
 	@# Debian's python3 needs python3-venv for `-m venv` (ensurepip)
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -23,8 +26,14 @@ $(BIN)/.installed: pyproject.toml
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+runtime: $(BIN)/.runtime
 
 venv: $(BIN)/.installed
 
@@ -53,7 +62,7 @@ pytest: venv deps
 
 test: venv deps lint typecheck pytest
 
-demo: venv
+demo: runtime
 	$(BIN)/pochta demo --dir $(DEMO_DIR)
 
 bench: venv deps

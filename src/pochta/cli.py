@@ -12,6 +12,8 @@ import asyncio
 import getpass
 import importlib
 import os
+import re
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Any
 
 from . import __version__
 from .addresses import AddressError, normalize_address, normalize_domain
-from .config import Config, ConfigError, load, reference
+from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
+from .proto.smtp.address import is_domain
 from .storage.factory import open_store as open_configured_store
 from .storage.interfaces import MailStore, StoreError
 
@@ -42,7 +45,9 @@ STANDARD_PORTS = {
     ("pop3", "implicit"): 995,
 }
 # Modules that add their own subcommands with register(subparsers).
-PLUGINS = ("pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli")
+PLUGINS = (
+    "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
+)
 
 
 class CLIError(Exception):
@@ -77,13 +82,34 @@ def with_store(
     return run
 
 
+def pochta_command() -> str:
+    """How a shell runs this very ``pochta``, for the commands we print as hints.
+
+    ``pochta`` when the shell's PATH finds this program; otherwise the path it was
+    started by (``.venv/bin/pochta`` after ``make demo``), so that a printed command
+    works when pasted as printed.
+    """
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "pochta" or not script.exists():
+        return f"{sys.executable} -m pochta"
+    found = shutil.which("pochta")
+    if found and Path(found).resolve() == script.resolve():
+        return "pochta"
+    rel = os.path.relpath(script.absolute())
+    return rel if not rel.startswith("..") else str(script.absolute())
+
+
 def read_password(args: argparse.Namespace) -> str:
-    if getattr(args, "password_stdin", False):
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise CLIError("the passwords do not match")
+    try:
+        if getattr(args, "password_stdin", False):
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise CLIError("the passwords do not match")
+    except EOFError:
+        raise CLIError("no password: standard input is closed; run this in a terminal to "
+                       "be asked, or pipe the password with --password-stdin") from None
     if len(password) < 8:
         raise CLIError("the password must have at least 8 characters")
     return password
@@ -154,11 +180,18 @@ def _dkim_for_new_domain(config: Config, domain: str) -> None:
 def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:
     directory = Path(args.dir)
     ports = STANDARD_PORTS if args.standard_ports else DEMO_PORTS
-    cfg_file = asyncio.run(init_instance(directory, args.hostname, args.domain, ports,
-                                         args.address))
+    address = args.address
+    if address is None:
+        # a real deployment is reached from other machines; the demo ports stay private
+        address = ALL_ADDRESSES if args.standard_ports else "127.0.0.1"
+    domain = _checked_domain(args.domain) if args.domain else None
+    cfg_file = asyncio.run(init_instance(directory, args.hostname, domain, ports, address))
     print(f"created {cfg_file}, data directory and a self-signed certificate for "
           f"{args.hostname}")
-    print(f"next: pochta -c {cfg_file} user add postmaster@{args.domain or 'your.domain'}")
+    where = ("every IPv4 and IPv6 address" if address == ALL_ADDRESSES else address)
+    print(f"the listeners bind {where} (change with --address or in {cfg_file})")
+    print(f"next: {pochta_command()} -c {cfg_file} user add "
+          f"postmaster@{domain or 'your.domain'}")
     return 0
 
 
@@ -206,37 +239,32 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
                    "--auth-user alice@example.test --auth-password alice-demo-pass "
                    "--from alice@example.test --to bob@example.test")
     if ("imap", "implicit") in by_role:
-        out.append(f"  curl -k 'imaps://127.0.0.1:{by_role['imap', 'implicit']}/INBOX' "
-                   "--user bob@example.test:bob-demo-pass")
+        out.append(f"  curl -k 'imaps://127.0.0.1:{by_role['imap', 'implicit']}/INBOX;UID=1' "
+                   "--user bob@example.test:bob-demo-pass   # the first message")
     if ("pop3", "implicit") in by_role:
         out.append(f"  curl -k 'pop3s://127.0.0.1:{by_role['pop3', 'implicit']}/' "
                    "--user bob@example.test:bob-demo-pass")
-    out += [f"  pochta -c {cfg_file} user list", "", "Ctrl-C stops the server.", ""]
+    out += [f"  {pochta_command()} -c {cfg_file} user list", "", "Ctrl-C stops the server.",
+            ""]
     return "\n".join(out)
 
 
 # --- serve -----------------------------------------------------------------------------
 
 
-def run_server(config: Config) -> int:
-    from .server.app import serve_forever
+def run_server(config: Config, workers: int | None = None) -> int:
+    from .server.workers import run_one, supervise
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(serve_forever(config))
-    except KeyboardInterrupt:
-        return 0
+    n = workers if workers is not None else config.workers
+    if n > 1:
+        return supervise(config, n)
+    return run_one(config)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    return run_server(config)
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise CLIError("--workers must be from 1 to 64")
+    return run_server(config, args.workers)
 
 
 def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> int:
@@ -245,16 +273,43 @@ def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> in
 
 
 def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
-    print(f"{config_path(args)}: ok ({len(config.listeners)} listeners)")
-    return 0
+    """Every check ``serve`` makes at start (exit 2 if it would refuse to start), then the
+    unsafe choices (exit 1): one line each, naming the key."""
+    from .server.preflight import preflight
+
+    problems = preflight(config)
+    errors = [p for p in problems if p.level == "error"]
+    if not problems:
+        print(f"{config_path(args)}: ok ({len(config.listeners)} listeners)")
+        return 0
+    for p in problems:
+        print(f"{'ERROR' if p.level == 'error' else 'WARN '}  {p}")
+    verdict = ("'pochta serve' would refuse to start" if errors
+               else "'pochta serve' starts, but see the warnings")
+    print(f"{config_path(args)}: {len(errors)} error(s), {len(problems) - len(errors)} "
+          f"warning(s): {verdict}")
+    return 2 if errors else 1
 
 
 # --- domains, users, aliases -----------------------------------------------------------
 
 
+def _checked_domain(text: str) -> str:
+    """A domain name an admin may add: DNS labels of letters, digits and hyphens (or
+    U-labels), at least two of them."""
+    try:
+        domain = normalize_domain(text)
+    except AddressError:
+        domain = ""
+    if not is_domain(domain) or "." not in domain:
+        raise CLIError(f"{text!r} is not a domain name (labels of letters, digits and '-', "
+                       "separated by dots, e.g. example.org)")
+    return domain
+
+
 @with_store
 async def cmd_domain_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    domain = normalize_domain(args.domain)
+    domain = _checked_domain(args.domain)
     await store.add_domain(domain)
     _dkim_for_new_domain(config, domain)
     print(f"added domain {domain}")
@@ -270,8 +325,15 @@ async def cmd_domain_list(args: argparse.Namespace, config: Config, store: MailS
 
 @with_store
 async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    await store.remove_domain(normalize_domain(args.domain))
-    print(f"removed domain {args.domain}")
+    from .policy import dkim
+
+    domain = normalize_domain(args.domain)
+    await store.remove_domain(domain)
+    print(f"removed domain {domain}")
+    removed = dkim.remove_domain_keys(config.data_path, domain)
+    if removed:
+        print(f"removed its DKIM keys ({', '.join(k.selector for k in removed)}); "
+              f"delete their DNS records: {', '.join(sorted({k.dns_name for k in removed}))}")
     return 0
 
 
@@ -309,14 +371,39 @@ async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: MailS
     return 0
 
 
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``2G``, ``500M``, ``1.5T``, ``1000000``: bytes, with binary K/M/G/T suffixes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: a number of bytes, optionally with K, M, G or T "
+            "(powers of 1024), e.g. 2G; 0 means no limit")
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2).upper()])
+
+
+def format_size(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if n >= SIZE_UNITS[unit]:
+            return f"{n / SIZE_UNITS[unit]:.1f} {unit}iB"
+    return f"{n} B"
+
+
 @with_store
 async def cmd_user_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for account in await store.list_accounts(args.domain):
         notes = []
+        used = await store.account_usage(account.id)
+        if account.quota_bytes:
+            pct = 100 * used // account.quota_bytes
+            notes.append(f"used {format_size(used)} of {format_size(account.quota_bytes)}, "
+                         f"{pct}%")
+        else:
+            notes.append(f"used {format_size(used)}, no quota")
         if account.may_send_as_anyone:
             notes.append("may send as anyone")
-        if account.quota_bytes:
-            notes.append(f"quota {account.quota_bytes} bytes")
         if account.disabled:
             notes.append("disabled")
         print(account.address + (f"  ({', '.join(notes)})" if notes else ""))
@@ -325,8 +412,38 @@ async def cmd_user_list(args: argparse.Namespace, config: Config, store: MailSto
 
 @with_store
 async def cmd_user_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    await store.remove_account(normalize_address(args.address))
-    print(f"removed user {args.address} and all their mail")
+    address = normalize_address(args.address)
+    account = await store.get_account(address)
+    if account is None:
+        raise CLIError(f"no user {address}")
+    used = await store.account_usage(account.id)
+    # aliases that name the user: the ones naming only them go, the others lose them
+    aliases = [a for a in await store.list_aliases() if address in a.targets]
+    dropped = [a for a in aliases if set(a.targets) == {address}]
+    trimmed = [a for a in aliases if a not in dropped]
+    plan = [f"user {address} and all their mail ({format_size(used)})"]
+    plan += [f"alias {a.source} (it points only to {address})" for a in dropped]
+    plan += [f"{address} from alias {a.source} (it keeps "
+             f"{', '.join(t for t in a.targets if t != address)})" for a in trimmed]
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CLIError("this removes " + "; ".join(plan)
+                           + ". Nothing was removed: confirm with --yes")
+        print("This removes:\n  " + "\n  ".join(plan))
+        try:
+            answer = await asyncio.to_thread(input, "Remove? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    await store.remove_account(address)
+    for alias in aliases:
+        await store.remove_alias(alias.source)
+        rest = [t for t in alias.targets if t != address]
+        if rest:
+            await store.add_alias(alias.source, rest)
+    print("removed " + "; ".join(plan))
     return 0
 
 
@@ -361,6 +478,8 @@ def _alias_source(source: str) -> str:
 async def cmd_alias_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     source = _alias_source(args.source)
     domain = source.split("@")[1]
+    if not is_domain(domain):
+        raise CLIError(f"{domain!r} is not a domain name")
     if not await store.has_domain(domain):
         raise CLIError(f"{domain} is not a local domain")
     targets = [normalize_address(t) for t in args.targets]
@@ -399,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".", help="where to create pochta.toml (default .)")
     p.add_argument("--hostname", required=True, help="this server's host name")
     p.add_argument("--domain", help="first mail domain to host")
-    p.add_argument("--address", default="127.0.0.1", help="IP address the listeners bind")
+    p.add_argument("--address", help="IP address the listeners bind; '*' for every IPv4 "
+                   "and IPv6 address (default: '*' with --standard-ports, else 127.0.0.1)")
     p.add_argument("--standard-ports", action="store_true",
                    help="use 25/587/465/143/993/110/995 instead of 2525/2587/...")
     p.set_defaults(func=cmd_init)
@@ -408,10 +528,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo")
     p.set_defaults(func=cmd_demo)
 
-    sub.add_parser("serve", help="run the server in the foreground").set_defaults(func=cmd_serve)
+    p = sub.add_parser("serve", help="run the server in the foreground")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes sharing the listeners (default: the config's workers)")
+    p.set_defaults(func=cmd_serve)
     sub.add_parser("config-reference", help="print every setting with its default").set_defaults(
         func=cmd_config_reference)
-    sub.add_parser("config-check", help="load and validate the config").set_defaults(
+    sub.add_parser("config-check", help="run the checks serve makes at start and warn about "
+                   "unsafe settings (exit 2: serve would refuse, 1: warnings)").set_defaults(
         func=cmd_config_check)
 
     dom = sub.add_parser("domain", help="local mail domains").add_subparsers(
@@ -432,14 +556,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = usr.add_parser("list")
     p.add_argument("--domain")
     p.set_defaults(func=cmd_user_list)
-    p = usr.add_parser("remove")
+    p = usr.add_parser("remove", help="remove an account, its mail and its aliases")
     p.add_argument("address")
+    p.add_argument("--yes", action="store_true",
+                   help="do not ask for confirmation (needed when not on a terminal)")
     p.set_defaults(func=cmd_user_remove)
     p = usr.add_parser("set", help="per-account settings")
     p.add_argument("address")
     p.add_argument("--send-as-anyone", choices=("yes", "no"),
                    help="may use any sender address in submission")
-    p.add_argument("--quota", type=int, help="storage quota in bytes (0: none)")
+    p.add_argument("--quota", type=parse_size, metavar="SIZE",
+                   help="storage quota: bytes, or with K/M/G/T (powers of 1024), "
+                        "e.g. 2G (0: none)")
     p.add_argument("--disabled", choices=("yes", "no"))
     p.add_argument("--apop-secret-stdin", action="store_true",
                    help="read the POP3 APOP secret from standard input (empty: remove it)")

@@ -27,6 +27,8 @@ from .queue.settings import check as check_queue
 
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
+# A listener address meaning every IPv4 and every IPv6 address (one socket per family).
+ALL_ADDRESSES = "*"
 
 
 class ConfigError(Exception):
@@ -41,7 +43,10 @@ def _doc(text: str) -> dict[str, str]:
 class Listener:
     role: str = field(metadata=_doc("mta, submission, imap or pop3"))
     port: int = field(metadata=_doc("TCP port"))
-    address: str = field(default="127.0.0.1", metadata=_doc("IP address to bind"))
+    address: str = field(
+        default="127.0.0.1",
+        metadata=_doc('IP address to bind; "*" binds every IPv4 and IPv6 address'),
+    )
     tls: str = field(
         default="starttls",
         metadata=_doc("none, starttls (offer STARTTLS/STLS) or implicit (TLS first)"),
@@ -149,26 +154,25 @@ class StorageConfig:
         metadata=_doc("postgresql: connections per Pochta process (plus one that listens "
                       "for changes made by other processes)"),
     )
-    queue_lease: float = field(
-        default=300.0,
-        metadata=_doc(
-            "postgresql: seconds a node's claim on a queued recipient lasts (each queue "
-            "pass renews the claims of a live node); a stopped node's recipients are "
-            "taken over by another node after this"
-        ),
-    )
-    node_name: str = field(
-        default="",
-        metadata=_doc(
-            "postgresql: this node's name in queue claims, different on every node that "
-            "shares the database; empty: the machine's host name"
-        ),
-    )
     commit_interval: float = field(
         default=0.0,
         metadata=_doc(
             "seconds the group committer waits to gather more writes before an fsync "
             "(0: commit as soon as the previous fsync finished)"
+        ),
+    )
+    compact_interval: float = field(
+        default=300.0,
+        metadata=_doc(
+            "seconds between background compactions, which give back the space of "
+            "expunged and deleted messages (0: only `pochta store compact`)"
+        ),
+    )
+    compact_min_age: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds a message's bytes are kept after the last reference went (a session "
+            "may still be reading it)"
         ),
     )
 
@@ -212,6 +216,13 @@ class Config:
         metadata=_doc(
             "CIDR networks allowed to relay without AUTH on the mta role; empty by default "
             "(no network is trusted, loopback included)"
+        ),
+    )
+    workers: int = field(
+        default=1,
+        metadata=_doc(
+            "server processes sharing the listeners (SO_REUSEPORT), one per core is "
+            "sensible; `pochta serve --workers N` overrides (see README: several processes)"
         ),
     )
     listeners: list[Listener] = field(default_factory=list, metadata=_doc("[[listeners]]"))
@@ -336,9 +347,11 @@ def _validate(cfg: Config) -> None:
         # port 0 asks the OS for a free port (tests); operators give real ones
         _check(0 <= lst.port <= 65535, f"{key}.port", "must be from 1 to 65535")
         try:
-            ipaddress.ip_address(lst.address)
+            if lst.address != ALL_ADDRESSES:
+                ipaddress.ip_address(lst.address)
         except ValueError:
-            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address") from None
+            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address "
+                              f'(or "{ALL_ADDRESSES}" for every address)') from None
         _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
                "address and port used twice")
         seen.add((lst.address, lst.port))
@@ -350,6 +363,8 @@ def _validate(cfg: Config) -> None:
     _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
+    _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")
+    _check(cfg.storage.compact_interval >= 0, "storage.compact_interval", "must be >= 0")
     _validate_storage(cfg.storage)
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
@@ -374,7 +389,6 @@ def _validate_storage(storage: StorageConfig) -> None:
     _check(storage.backend in ("sqlite", "postgresql"), "storage.backend",
            "must be sqlite or postgresql")
     _check(storage.pool_size >= 1, "storage.pool_size", "must be at least 1")
-    _check(storage.queue_lease >= 10, "storage.queue_lease", "must be at least 10 seconds")
     if storage.backend != "postgresql":
         return
     _check(bool(storage.dsn), "storage.dsn", "required when storage.backend is postgresql")

@@ -65,6 +65,27 @@ def server_context(cert_path: Path, key_path: Path, min_version: str = "TLSv1.2"
     ctx.load_cert_chain(cert_path, key_path)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS")
-    if os.environ.get("SSLKEYLOGFILE"):
-        ctx.keylog_filename = os.environ["SSLKEYLOGFILE"]
+    keylog = env_keylog()
+    if keylog:
+        ctx.keylog_filename = keylog
     return ctx
+
+
+def private_keylog(path: str) -> str:
+    """Make ``path`` ready for TLS secrets: created 0600 if missing, tightened to 0600 if
+    not. OpenSSL appends to it with the process umask (often 0644), and anyone who can
+    read it can decrypt every recorded session. Returns ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def env_keylog() -> str | None:
+    """``$SSLKEYLOGFILE``, made private, or None. Python's default client contexts (the
+    outbound queue's) honour the variable by themselves, so it is checked at start."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    return private_keylog(path) if path else None

@@ -66,8 +66,15 @@ async def test_doctor_healthy_install(running_server: Server) -> None:
     publish_records(running_server, cfg)
     rc, doc = await run_doctor_cli(cfg, running_server)
     assert_valid(doc, DOCTOR)
-    problems = [f for f in doc["findings"] if f["status"] in ("warn", "fail")]
-    assert rc == 0, problems
+    problems = [f for f in doc["findings"] if f["status"] in ("warn", "fail")
+                and f["check"] != "reach"]
+    assert problems == []
+    # a test instance on 127.0.0.1: reachable from this machine only, which is reported
+    reach = [f for f in doc["findings"] if f["check"] == "reach"]
+    assert len(reach) == 7 and all(f["status"] == "warn" for f in reach), reach
+    assert "no other machine can connect" in reach[0]["message"]
+    assert 'address = "*"' in reach[0]["fix"]
+    assert rc == 1
     by: dict[str, list[Any]] = {}
     for f in doc["findings"]:
         by.setdefault(f["check"], []).append(f)
@@ -170,3 +177,60 @@ async def test_doctor_expiring_certificate(running_server: Server, tmp_path: Any
     assert ("warn", "expires") in found
     assert any("does not name mail.example.test" in m for m in msgs)
     assert any("missing" in m for m in msgs)
+
+
+async def test_doctor_catch_all_is_not_an_open_relay(running_server: Server) -> None:
+    """With ``@example.test`` as a catch-all, the tricks' addresses are local ones: they
+    are accepted and delivered to the catch-all's mailbox, which the doctor says."""
+    await running_server.store.add_alias("@example.test", ["alice@example.test"])
+    cfg = live_config(running_server)
+    _, doc = await run_doctor_cli(cfg, running_server, "--no-dns")
+    relay = {f["message"].split(" RCPT")[0]: f for f in doc["findings"] if f["check"] == "relay"}
+    assert all(f["status"] == "ok" for f in relay.values()), relay
+    for name in ("percent hack", "bang path", "quoted local part with @"):
+        msg = relay[name]["message"]
+        assert "accepted for local delivery to alice@example.test (the catch-all " \
+               "@example.test): not relayed" in msg, msg
+    assert "refused" in relay["external recipient"]["message"]
+    assert not any(f["status"] == "fail" for f in doc["findings"])
+
+
+async def test_doctor_alias_forwarding_out_is_reported(running_server: Server) -> None:
+    """A catch-all that forwards to another domain sends the mail where the admin chose,
+    not where the trick asked: said as such."""
+    await running_server.store.add_alias("@example.test", ["someone@elsewhere.test"])
+    cfg = live_config(running_server)
+    _, doc = await run_doctor_cli(cfg, running_server, "--no-dns")
+    relay = {f["message"].split(" RCPT")[0]: f for f in doc["findings"] if f["check"] == "relay"}
+    hack = relay["percent hack"]
+    assert hack["status"] == "ok", hack
+    assert "someone@elsewhere.test (an alias forwards there)" in hack["message"]
+
+
+async def test_doctor_all_addresses_is_reachable(running_server: Server) -> None:
+    from pochta.diag.doctor import check_reachability
+
+    cfg = live_config(running_server)
+    cfg = dataclasses.replace(cfg, listeners=[dataclasses.replace(lst, address="*")
+                                              for lst in cfg.listeners])
+    found = check_reachability(cfg)
+    assert [f.status for f in found] == ["ok"]
+
+
+async def test_doctor_inactive_dkim_key_is_not_a_failure(running_server: Server) -> None:
+    """A retired (or not yet activated) selector is not published: the doctor names it
+    and says how to retire it, instead of failing forever."""
+    from pochta.policy import dkim
+
+    data = running_server.ctx.config.data_path
+    dkim.generate_key(data, "example.test", "old1", "ed25519")
+    cfg = live_config(running_server)
+    publish_records(running_server, cfg)
+    _, doc = await run_doctor_cli(cfg, running_server)
+    dns = [f for f in doc["findings"] if f["check"] == "dns" and "old1" in f["message"]]
+    assert [f["status"] for f in dns] == ["info"], dns
+    assert "pochta dkim remove example.test old1" in dns[0]["message"]
+    dkim.activate(data, "example.test", "old1")  # a signing key must be published
+    _, doc = await run_doctor_cli(cfg, running_server)
+    dns = [f for f in doc["findings"] if f["check"] == "dns" and "old1" in f["message"]]
+    assert [f["status"] for f in dns] == ["fail"], dns

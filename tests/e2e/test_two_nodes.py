@@ -23,7 +23,7 @@ async def test_smtp_on_one_node_wakes_imap_idle_on_the_other(
         raw = {"hostname": f"{name}.mail.example.test", "data_dir": "data",
                "tls": {"cert": str(cert), "key": str(key)},
                "listeners": PLAIN_LISTENERS,
-               "storage": {**storage, "node_name": name}}
+               "storage": storage}
         (tmp_path / name).mkdir()
         nodes.append(await start_instance(Instance(tmp_path / name, cert, key, raw)))
     a, b = nodes

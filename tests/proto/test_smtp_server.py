@@ -119,7 +119,7 @@ def test_simple_commands() -> None:
         C: noop anything goes
         S: 250 2.0.0 Ok
         C: HELP
-        S: 214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH
+        S: 214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP
         C: VRFY root
         S: 252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery
         C: VRFY
@@ -522,15 +522,17 @@ def test_garbage_commands() -> None:
         GREET
         + """
         C> b"\\xff\\xfe\\r\\n"
-        S: 500 5.5.2 Syntax error
+        S: 500 5.5.2 Syntax error: the command line is not UTF-8
         C> b"NOOP\\x00\\r\\n"
-        S: 500 5.5.2 Syntax error
+        S: 500 5.5.2 Syntax error: control character (CR, NUL, ...) in the command line
         C> b"\\r\\n"
-        S: 500 5.5.2 Syntax error
+        S: 500 5.5.2 Syntax error: empty command line
         C> b"   \\r\\n"
-        S: 500 5.5.2 Syntax error
+        S: 500 5.5.2 Syntax error: empty command line
         C> b"NO\\rOP\\r\\n"
-        S: 500 5.5.2 Syntax error
+        S: 500 5.5.2 Syntax error: control character (CR, NUL, ...) in the command line
+        C> b"EHLO x\\r\\r\\n"
+        S: 500 5.5.2 Syntax error: line ends in CR CR LF (openssl s_client -crlf adds the CR)
         C> b"\\xd0\\x9f\\xd0\\xa0\\r\\n"
         S: 500 5.5.1 Command unrecognized
         C> b"NOOP\\n"

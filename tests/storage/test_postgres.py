@@ -20,7 +20,6 @@ from pochta.storage.interfaces import (
     Envelope,
     FlagMode,
     LocalTarget,
-    QueueState,
     RemoteRecipient,
     StorageCorrupt,
     StorageFull,
@@ -268,40 +267,6 @@ async def test_a_version_1_schema_is_migrated_on_open(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         assert conn.execute(b"SELECT version FROM schema_version").fetchall() == [
             (SCHEMA_VERSION,)]
-
-
-async def test_two_nodes_never_claim_the_same_recipient(
-    store: PostgresStore, dsn: str
-) -> None:
-    """Each node's due_queue_items claims what it returns (FOR UPDATE SKIP LOCKED and a
-    lease); a stopped node's items go to another node once the lease has run out."""
-    other = await PostgresStore.open(dsn, queue_lease=60, node_name="node-b")
-    try:
-        for n in range(20):
-            await store.accept(MSG, ENV, [], [RemoteRecipient(f"r{n}@remote.test"),
-                                              RemoteRecipient(f"s{n}@remote.test")])
-        now = time.time() + 1
-        a, b = await asyncio.gather(store.due_queue_items(now, limit=25),
-                                    other.due_queue_items(now, limit=25))
-        ids_a, ids_b = {i.id for i in a}, {i.id for i in b}
-        assert not ids_a & ids_b
-        assert len(ids_a | ids_b) == 40
-        # a node gets its own claims again (and renews them), never the other's
-        assert {i.id for i in await store.due_queue_items(now, limit=100)} == ids_a
-        # a settled item is released: due again later, for whoever asks first
-        first = sorted(ids_b)[0]
-        await other.update_queue_item(first, QueueState.DEFERRED, now + 10, "451 later")
-        assert first in {i.id for i in await store.due_queue_items(now + 10, limit=100)}
-        # a restarted node resumes its own claims at once
-        await other.close()
-        other = await PostgresStore.open(dsn, queue_lease=60, node_name="node-b")
-        assert {i.id for i in await other.due_queue_items(now, limit=100)} == ids_b - {first}
-        # "other" dies: after its lease (60 s) the first node takes its items over
-        await other.close()
-        later = await store.due_queue_items(now + 61, limit=100)
-        assert {i.id for i in later} == ids_a | ids_b
-    finally:
-        await other.close()
 
 
 async def test_concurrent_writers_on_two_stores_get_unique_uids(

@@ -99,7 +99,8 @@ def _register_send(sub: Any) -> None:
                    help="recipient (repeat for several)")
     p.add_argument("--tls", choices=TLS_MODES, default="try",
                    help="starttls (required), implicit (TLS first), none, try (STARTTLS if "
-                        "offered; default)")
+                        "offered; default). With --auth, try means required: the password "
+                        "is sent in clear only with --tls none")
     p.add_argument("--tls-verify", action="store_true",
                    help="stop when the certificate does not verify")
     p.add_argument("--cafile", help="CA bundle to verify the server certificate against")
@@ -217,8 +218,9 @@ def _print_send_summary(result: Any) -> None:
 def _register_sink(sub: Any) -> None:
     p = sub.add_parser("sink", help="a throwaway SMTP server that accepts everything",
                        description="An SMTP server for testing clients (like smtp-sink).")
-    p.add_argument("--listen", "-l", default="127.0.0.1:2525",
-                   help="ADDRESS:PORT to listen on (default 127.0.0.1:2525)")
+    p.add_argument("--listen", "-l", default="127.0.0.1:2526",
+                   help="ADDRESS:PORT to listen on (default 127.0.0.1:2526, beside the "
+                        "demo's MTA on 2525)")
     p.add_argument("--hostname", default="sink.invalid", help="name in the banner")
     p.add_argument("--tls", choices=("none", "starttls", "implicit"), default="none",
                    help="offer STARTTLS or speak TLS first (AUTH is offered after TLS)")
@@ -240,6 +242,9 @@ def _register_sink(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=0.0, help="exit after SECONDS")
     p.add_argument("--json", action="store_true",
                    help="JSON lines: one per message, then a summary")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print the dialogue, every command and reply (like smtp-sink -v); "
+                        "message data and AUTH responses are summarised")
     p.set_defaults(func=cmd_sink, needs_config=False)
 
 
@@ -247,7 +252,7 @@ def cmd_sink(args: argparse.Namespace, _config: object) -> int:
     from .sink import SinkOptions, parse_fault, run_sink
 
     try:
-        address, port = split_hostport(args.listen, 2525)
+        address, port = split_hostport(args.listen, 2526)
         assert port is not None
         faults = ([parse_fault("reply", s) for s in args.fault]
                   + [parse_fault("delay", s) for s in args.delay]
@@ -260,6 +265,7 @@ def cmd_sink(args: argparse.Namespace, _config: object) -> int:
             key=Path(args.key) if args.key else None, keylog=args.keylog,
             save=Path(args.save) if args.save else None, format=args.format,
             faults=faults, count=args.count, duration=args.duration, json=args.json,
+            verbose=args.verbose,
         )
     except UsageError as exc:
         return _usage("sink", exc)

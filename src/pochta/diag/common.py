@@ -170,7 +170,9 @@ def client_context(verify: bool, cafile: str | None = None, keylog: str | None =
         ctx.minimum_version = min_version
     if keylog:
         # NSS key log format: Wireshark/tshark decrypt a capture with it
-        ctx.keylog_filename = keylog
+        from pochta.tlsutil import private_keylog
+
+        ctx.keylog_filename = private_keylog(keylog)
     return ctx
 
 

@@ -15,11 +15,11 @@ import datetime
 import ipaddress
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pochta.config import Config, Listener
+from pochta.config import ALL_ADDRESSES, Config, Listener
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.storage.interfaces import MailStore, QueueState
 
@@ -51,6 +51,8 @@ def relay_battery(domain: str) -> list[tuple[str, str]]:
 
 
 def _connect_address(lst: Listener) -> str:
+    if lst.address == ALL_ADDRESSES:
+        return "127.0.0.1"
     addr = ipaddress.ip_address(lst.address)
     if addr.is_unspecified:
         return "::1" if addr.version == 6 else "127.0.0.1"
@@ -108,6 +110,24 @@ def check_certificate(config: Config) -> list[Finding]:
     return out
 
 
+def check_reachability(config: Config) -> list[Finding]:
+    """Every role here serves other machines (MTAs, mail clients): a listener bound to
+    loopback only is reachable from this host alone, which a local test never shows."""
+    out = []
+    for lst in config.listeners:
+        if lst.address == ALL_ADDRESSES:
+            continue
+        if ipaddress.ip_address(lst.address).is_loopback:
+            out.append(Finding(
+                "warn", "reach", f"{lst.role}:{lst.port} listens on {lst.address} only: no "
+                "other machine can connect to it",
+                'set address = "*" (every IPv4 and IPv6 address) or the public IP in its '
+                "[[listeners]] entry (fine for a test instance)"))
+    if not out:
+        out.append(Finding("ok", "reach", "no listener is bound to loopback only"))
+    return out
+
+
 async def check_listeners(config: Config, opts: DoctorOptions
                           ) -> list[tuple[Listener, PortResult]]:
     async def one(lst: Listener) -> tuple[Listener, PortResult]:
@@ -152,9 +172,20 @@ def listener_findings(results: Sequence[tuple[Listener, PortResult]]) -> list[Fi
     return out
 
 
+# Where an accepted recipient would go: a description of its local delivery, or None
+# when it would leave this server (see ``local_destination``).
+Destination = Callable[[str], Awaitable[str | None]]
+
+
 async def relay_test(host: str, port: int, domain: str, timeout: float,
-                     trusted: bool) -> list[Finding]:
-    """Try every relay trick on the MTA port, without AUTH; no message is ever sent."""
+                     trusted: bool, destination: Destination | None = None) -> list[Finding]:
+    """Try every relay trick on the MTA port, without AUTH; no message is ever sent.
+
+    A trick's address is in a local domain (``user%other.test@example.org``), so a
+    server with a catch-all alias rightly accepts it and delivers it to the catch-all's
+    mailbox: that is not relaying. ``destination`` tells where an accepted recipient
+    would be delivered; only one that would leave the server is an open relay.
+    """
     t = Transcript()
     out: list[Finding] = []
     try:
@@ -175,7 +206,12 @@ async def relay_test(host: str, port: int, domain: str, timeout: float,
                 break
             reply = await command(wire, f"RCPT TO:{rcpt}")
             await command(wire, "RSET")
-            if reply.positive and trusted:
+            local = (await destination(rcpt)
+                     if reply.positive and destination is not None else None)
+            if local is not None:
+                out.append(Finding("ok", "relay", f"{name} RCPT TO:{rcpt} accepted for local "
+                                   f"delivery to {local}: not relayed"))
+            elif reply.positive and trusted:
                 out.append(Finding("info", "relay", f"{name} RCPT TO:{rcpt} accepted: this client "
                                    "address is in trusted_networks"))
             elif reply.positive:
@@ -208,12 +244,22 @@ async def check_dns(config: Config, domains: Sequence[str], resolver: Resolver
     rua = config.dmarc.report_address or ""
     for domain in domains:
         keys = dkim.load_keys(config.data_path, domain)
+        active = set(dkim.active_selectors(config.data_path, domain))
+        inactive = {k.dns_name: k.selector for k in keys if k.selector not in active}
         for rec in records.records_for(domain, config.hostname, keys, rua=rua,
                                        services=services):
             if rec.type not in ("MX", "TXT"):
                 continue  # the Resolver interface has no SRV/CNAME lookups
             try:
-                out.extend(await _compare(rec, resolver))
+                found = await _compare(rec, resolver)
+                if rec.name in inactive and found[0].status == "fail":
+                    # not signing: a new key not yet published, or an old one retired
+                    sel = inactive[rec.name]
+                    found = [Finding("info", "dns", f"{rec.name}: inactive DKIM key "
+                                     f"{sel} is not published; publish it before 'pochta "
+                                     f"dkim activate', or if it is retired: 'pochta dkim "
+                                     f"remove {domain} {sel}'")]
+                out.extend(found)
             except TemporaryDNSError as exc:
                 out.append(Finding("warn", "dns", f"{rec.name} {rec.type}: lookup failed: "
                                    f"{exc}", "check the zone's name servers"))
@@ -248,6 +294,42 @@ async def _compare(rec: Any, resolver: Resolver) -> list[Finding]:
                     f"{rec.name}: no {kind} record", "" if optional else publish)]
 
 
+def local_destination(store: MailStore, hostname: str) -> Destination:
+    """Resolve a recipient as the MTA does (RFC 5321 path parsing, then the directory):
+    a description of where our own aliases and mailboxes take it, or None if it would go
+    where the trick asked (a domain we do not host, or the trick's own target)."""
+    from pochta.addresses import AddressError, base_address, normalize_address, split_address
+    from pochta.proto.smtp.address import AddressError as PathError
+    from pochta.proto.smtp.address import parse_rcpt_to
+    from pochta.services.directory import Directory
+
+    directory = Directory(store)
+
+    async def where(rcpt: str) -> str | None:
+        try:
+            address = normalize_address(
+                parse_rcpt_to(rcpt, smtputf8=True, local_hostname=hostname).address)
+            domain = split_address(address)[1]
+        except (PathError, AddressError):
+            return None
+        if not await directory.is_local_domain(domain):
+            return None
+        resolution = await directory.resolve(address)
+        if resolution is None or any(r.endswith("@" + EXTERNAL) for r in resolution.remote):
+            return None  # on its way to the domain the trick named: relayed
+        names = [f"{r} (an alias forwards there)" for r in resolution.remote]
+        for account_id in resolution.local:
+            account = await store.get_account_by_id(account_id)
+            names.append(account.address if account else f"account {account_id}")
+        direct = [a for a in {address, base_address(address)}
+                  if await store.get_alias(a) is not None
+                  or await store.get_account(a) is not None]
+        how = f" (the catch-all @{domain})" if not direct else ""
+        return ", ".join(names) + how
+
+    return where
+
+
 async def check_queue(store: MailStore) -> list[Finding]:
     items = await store.list_queue()
     counts = {s: 0 for s in QueueState}
@@ -280,6 +362,7 @@ async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | N
     findings = [Finding("ok", "config", f"config is valid ({len(config.listeners)} "
                         "listeners)")]
     findings += check_certificate(config)
+    findings += check_reachability(config)
     results = await check_listeners(config, opts)
     findings += listener_findings(results)
     own_store = store is None
@@ -295,7 +378,8 @@ async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | N
             trusted = any(ip in ipaddress.ip_network(n, strict=False)
                           for n in config.trusted_networks)
             findings += await relay_test(host, mta.port, domains[0] if domains
-                                         else config.hostname, opts.timeout, trusted)
+                                         else config.hostname, opts.timeout, trusted,
+                                         local_destination(st, config.hostname))
         if opts.dns:
             if not domains:
                 findings.append(Finding("warn", "dns", "no local domains",
@@ -314,7 +398,8 @@ async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | N
 
 def register_doctor(sub: Any) -> None:
     p = sub.add_parser("doctor", help="self-test of this installation",
-                       description="Config, certificate, listeners, open-relay battery, "
+                       description="Config, certificate, listeners (and whether other "
+                                   "machines can reach them), open-relay battery, "
                                    "AUTH before TLS, DNS records, queue health.")
     p.add_argument("--cafile", help="CA bundle that verifies the server certificate "
                                     "(for a private CA or a self-signed certificate)")

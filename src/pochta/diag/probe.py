@@ -189,6 +189,10 @@ async def _probe(spec: PortSpec, opts: ProbeOptions, result: PortResult, t: Tran
         else:
             result.banner = greeting
             result.error = "unknown protocol (no SMTP, IMAP or POP3 greeting)"
+        if opts.login is not None and result.login is None and result.tls is None:
+            # the password goes only through TLS: a stripped STARTTLS must not expose it
+            result.login = {"user": opts.login.user, "ok": False, "sent": False,
+                            "reply": "not attempted: no TLS on this port"}
     except ConnectionRefusedError:
         result.state = "closed"
     except TimeoutError:
@@ -463,7 +467,13 @@ def _judge(spec: PortSpec, r: PortResult) -> None:
     elif r.submission_requires_auth:
         f.append(Finding("ok", name, "submission requires AUTH"))
     if r.login is not None:
-        if r.login["ok"]:
+        if r.login.get("sent") is False:
+            f.append(Finding("fail", name, f"login as {r.login['user']} not attempted: TLS "
+                             "was not negotiated, and the password is never sent in clear "
+                             "(anyone on the path can strip STARTTLS to read it)",
+                             "probe the implicit-TLS port (465/993/995) or fix STARTTLS on "
+                             "the server"))
+        elif r.login["ok"]:
             extra = ", ".join(f"{k}={v}" for k, v in r.login.items()
                               if k in ("messages", "unseen", "octets"))
             f.append(Finding("ok", name, f"login as {r.login['user']} ok"

@@ -42,6 +42,11 @@ from .smtpwire import auth_mechanisms, command, ehlo, read_reply
 
 QUIT_AFTER = ("connect", "banner", "ehlo", "tls", "auth", "mail", "rcpt", "data")
 TLS_MODES = ("starttls", "implicit", "none", "try")
+PLAINTEXT_AUTH_RISK = (
+    "not sending the password without TLS. Anyone on the path (a hostile network, a "
+    "proxy) can remove STARTTLS from the EHLO reply to make a client authenticate in "
+    "clear text and read the password. Use --tls implicit (port 465) or fix the "
+    "server's TLS; only on a network you trust, send it in clear with --tls none")
 SHOW_BODY_LINES = 40
 
 
@@ -276,12 +281,17 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
         result.extensions = ext
         stop_if("ehlo")
 
+        # With a password to send, "try" means "required": a man in the middle who
+        # strips STARTTLS from the EHLO reply must not be handed the password.
+        required = opts.tls == "starttls" or opts.auth is not None
         if opts.tls in ("starttls", "try") and not implicit:
             if "STARTTLS" in ext:
                 t0 = time.monotonic()
                 reply = await command(wire, "STARTTLS")
                 if not reply.positive:
-                    if opts.tls == "starttls":
+                    if opts.auth is not None:
+                        raise _Stop(f"STARTTLS refused ({reply}): {PLAINTEXT_AUTH_RISK}")
+                    if required:
                         raise _Stop(f"STARTTLS refused: {reply}")
                     t.note("STARTTLS refused; continuing without TLS")
                 else:
@@ -300,6 +310,8 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
                     if not reply.positive:
                         raise _Stop(f"EHLO after STARTTLS refused: {reply}")
                     result.extensions = ext
+            elif opts.auth is not None:
+                raise _Stop(f"the server does not offer STARTTLS: {PLAINTEXT_AUTH_RISK}")
             elif opts.tls == "starttls":
                 raise _Stop("the server does not offer STARTTLS (--tls starttls)")
             else:

@@ -82,7 +82,7 @@ def fault_reply(code: int) -> Reply:
 class SinkOptions:
     hostname: str = "sink.invalid"
     address: str = "127.0.0.1"
-    port: int = 2525
+    port: int = 2526  # beside the demo's 2525, so both can run at once
     tls: str = "none"  # none, starttls, implicit
     cert: Path | None = None
     key: Path | None = None
@@ -94,6 +94,8 @@ class SinkOptions:
     count: int = 0  # stop after this many messages (0: run until stopped)
     duration: float = 0.0
     json: bool = False
+    verbose: bool = False  # print the dialogue (smtp-sink -v); message data and AUTH
+    # responses are summarised, not shown
 
 
 @dataclass
@@ -167,7 +169,9 @@ class Sink:
             generate_self_signed(self.opts.hostname, cert, key)
         ctx = server_context(cert, key)
         if self.opts.keylog:
-            ctx.keylog_filename = self.opts.keylog
+            from pochta.tlsutil import private_keylog
+
+            ctx.keylog_filename = private_keylog(self.opts.keylog)
         return ctx
 
     async def start(self) -> int:
@@ -316,6 +320,14 @@ class _Connection:
         self.auth_mech: str | None = None
         self.auth_user = ""
         self.auth_step = 0
+        self.number = 0
+
+    def _trace(self, who: str, data: bytes) -> None:
+        """One transcript line per protocol line, ``[3] C: MAIL FROM:<a@b>`` (--verbose)."""
+        if not self.sink.opts.verbose:
+            return
+        for line in data.decode("utf-8", "replace").splitlines():
+            self.sink._say(f"[{self.number}] {who}: {line}")
 
     def _params(self) -> SessionParams:
         opts = self.sink.opts
@@ -343,23 +355,31 @@ class _Connection:
     async def _flush(self) -> None:
         out = self.session.data_to_send()
         if out:
+            self._trace("S", out)
             self.writer.write(out)
             await self.writer.drain()
 
     async def run(self) -> None:
         self.sink.stats.connections += 1
+        self.number = self.sink.stats.connections
+        if self.sink.opts.verbose:
+            self.sink._say(f"[{self.number}] connect from {self.client}")
         try:
             reply = await self._apply("connect")
             if reply is not None:
                 # RFC 5321 3.1: a 554 (or 421) greeting; the client may only QUIT.
-                self.writer.write(f"{reply.code} {self.sink.opts.hostname} {reply.text}\r\n"
-                                  .encode())
+                greeting = f"{reply.code} {self.sink.opts.hostname} {reply.text}\r\n".encode()
+                self._trace("S", greeting)
+                self.writer.write(greeting)
                 await self.writer.drain()
                 return
             self.session.start()
             await self._loop()
         except _Disconnect:
             self.writer.transport.abort()
+        finally:
+            if self.sink.opts.verbose:
+                self.sink._say(f"[{self.number}] disconnect")
 
     async def _read(self) -> bytes:
         await self._flush()  # replies to what was processed, before waiting for more
@@ -391,6 +411,9 @@ class _Connection:
                 return
             self.buffer += data
         if s.in_data or self.auth_mech is not None:
+            if self.sink.opts.verbose:
+                what = "message data" if s.in_data else "AUTH response, not shown"
+                self.sink._say(f"[{self.number}] C: ({len(self.buffer)} bytes of {what})")
             s.receive_data(bytes(self.buffer))
             self.buffer.clear()
             return
@@ -413,9 +436,11 @@ class _Connection:
         line = bytes(self.buffer[: idx + 1])
         del self.buffer[: idx + 1]
         verb = line.split(b" ", 1)[0].strip().lower().decode("ascii", "replace")
+        self._trace("C", line if verb != "auth" else b" ".join(line.split()[:2]) + b" ...")
         if verb in LINE_COMMANDS:
             reply = await self._apply(verb)
             if reply is not None:
+                self._trace("S", reply.to_bytes())
                 self.writer.write(reply.to_bytes())
                 await self.writer.drain()
                 if reply.close:

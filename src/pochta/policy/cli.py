@@ -1,4 +1,4 @@
-"""``pochta dkim list|generate|rotate|activate`` and ``pochta dns records [DOMAIN] [--json]``.
+"""``pochta dkim list|generate|rotate|activate|remove`` and ``pochta dns records``.
 
 The main CLI calls ``register(subparsers)``; every parser it adds carries
 ``func(args, config, domains=None, out=sys.stdout) -> int``. ``domains`` lists the local
@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("selector")
     p.set_defaults(func=cmd_dkim_activate)
 
+    p = dk.add_parser("remove", help="delete a retired (inactive) key; its DNS record "
+                      "can go too")
+    p.add_argument("domain")
+    p.add_argument("selector")
+    p.set_defaults(func=cmd_dkim_remove)
+
     p_dns = subparsers.add_parser("dns", help="DNS records to publish")
     dn = p_dns.add_subparsers(dest="dns_command", required=True)
     p = dn.add_parser("records", help="MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT and SRV records")
@@ -76,7 +82,9 @@ def cmd_dkim_list(args: argparse.Namespace, config: Any,
     for d in names:
         dkeys = [k for k in keys if k.domain == d]
         if not dkeys:
-            out.write(f"{d}\t-\t-\tno keys (run: pochta dkim generate {d})\n")
+            from pochta.cli import pochta_command
+
+            out.write(f"{d}\t-\t-\tno keys (run: {pochta_command()} dkim generate {d})\n")
             continue
         active = set(dkim.active_selectors(config.data_path, d))
         for k in dkeys:
@@ -129,10 +137,17 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
         return 1
     out.write("new keys (not signing yet); publish these records beside the old ones:\n")
     _print_key_records(made, out)
+    from pochta.cli import pochta_command
+
+    cmd = pochta_command()
     out.write("when they resolve, switch signing to them with:\n")
     for k in made:
-        out.write(f"  pochta dkim activate {k.domain} {k.selector}\n")
-    out.write("and remove the old records a few days later.\n")
+        out.write(f"  {cmd} dkim activate {k.domain} {k.selector}\n")
+    old = sorted({k.selector for k in dkim.signing_keys(config.data_path, args.domain)
+                  if k.algorithm in {m.algorithm for m in made}})
+    out.write("and a few days later retire the old keys (then delete their DNS records):\n")
+    for sel in old:
+        out.write(f"  {cmd} dkim remove {args.domain.lower()} {sel}\n")
     return 0
 
 
@@ -145,6 +160,20 @@ def cmd_dkim_activate(args: argparse.Namespace, config: Any,
         return 1
     out.write(f"{args.domain.lower()} now signs with: "
               + ", ".join(f"{k.selector} ({k.algorithm})" for k in keys) + "\n")
+    return 0
+
+
+def cmd_dkim_remove(args: argparse.Namespace, config: Any,
+                    domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    try:
+        keys = dkim.remove_key(config.data_path, args.domain, args.selector)
+    except dkim.DKIMError as exc:
+        print(f"pochta dkim remove: {exc}", file=sys.stderr)
+        return 1
+    for k in keys:
+        out.write(f"removed {k.path} ({k.algorithm}, selector {k.selector})\n")
+    out.write(f"'pochta dns records' no longer lists it; delete '{keys[0].dns_name}. TXT' "
+              "from the zone once no mail signed with it is in transit (a few days)\n")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import os
 import re
@@ -209,6 +210,35 @@ def activate(data_dir: Path, domain: str, selector: str) -> list[DKIMKey]:
     ]
     _write_active(data_dir, domain, [*keep, selector])
     return signing_keys(data_dir, domain)
+
+
+def remove_key(data_dir: Path, domain: str, selector: str) -> list[DKIMKey]:
+    """Delete a retired key (every algorithm under ``selector``); an active one is
+    refused, since mail signed with it would stop verifying at once. Returns the keys
+    removed."""
+    selector = check_selector(selector)
+    keys = [k for k in load_keys(data_dir, domain) if k.selector == selector]
+    if not keys:
+        raise DKIMError(f"no key with selector {selector!r} for {domain}")
+    if selector in active_selectors(data_dir, domain):
+        raise DKIMError(f"selector {selector!r} signs {domain}'s mail; activate another "
+                        "key first ('pochta dkim rotate', then 'pochta dkim activate')")
+    for k in keys:
+        k.path.unlink()
+    return keys
+
+
+def remove_domain_keys(data_dir: Path, domain: str) -> list[DKIMKey]:
+    """Delete every key of ``domain`` (for ``pochta domain remove``). Returns them."""
+    keys = load_keys(data_dir, domain)
+    for k in keys:
+        k.path.unlink()
+    ddir = _domain_dir(data_dir, domain)
+    if ddir.is_dir():
+        (ddir / "active").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            ddir.rmdir()
+    return keys
 
 
 def signing_keys(data_dir: Path, domain: str) -> list[DKIMKey]:

@@ -2,7 +2,8 @@
 
 IDs: a number is one queue item (one recipient); anything else is a queue id (the
 "queued as" id of a message) and selects all its recipients. ``retry`` and ``flush``
-make items due now; the running server picks them up within ``queue.poll_interval``.
+make items due now without counting an attempt, and wake the running server's queue
+worker through the store (it notices within a second).
 """
 
 from __future__ import annotations
@@ -102,13 +103,9 @@ async def cmd_show(args: argparse.Namespace, store: MailStore) -> int:
 
 
 async def _make_due(store: MailStore, items: list[QueueItem]) -> int:
-    now = time.time()
-    n = 0
-    for i in items:
-        if i.state in ACTIVE:
-            await store.update_queue_item(i.id, i.state, now, i.last_reply)
-            n += 1
-    return n
+    return await store.reschedule_queue_items(
+        [i.id for i in items if i.state in ACTIVE], time.time()
+    )
 
 
 async def cmd_retry(args: argparse.Namespace, store: MailStore) -> int:
@@ -119,13 +116,13 @@ async def cmd_retry(args: argparse.Namespace, store: MailStore) -> int:
             print(f"pochta: no queue item or queue id {args.id!r}")
             return 1
     n = await _make_due(store, items)
-    print(f"{n} item(s) scheduled for immediate retry")
+    print(f"{n} item(s) due now; the running server was told to retry them")
     return 0
 
 
 async def cmd_flush(args: argparse.Namespace, store: MailStore) -> int:
     n = await _make_due(store, await store.list_queue())
-    print(f"{n} item(s) scheduled for immediate delivery")
+    print(f"{n} item(s) due now; the running server was told to deliver them")
     return 0
 
 

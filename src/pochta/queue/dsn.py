@@ -11,8 +11,8 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.utils import formatdate
 
+from pochta.maildate import mail_date
 from pochta.proto.smtp.client import Reply, has_8bit, header_section
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 
@@ -106,7 +106,7 @@ def build_dsn(
     subject, intro = _HUMAN[action]
     boundary = f"=_report_{secrets.token_hex(16)}"  # RFC 2046 §5.1.1: at most 70 chars
     utf8 = envelope.smtputf8 or any(not r.recipient.address.isascii() for r in reports)
-    date = formatdate(now, localtime=False)
+    date = mail_date(now)
 
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
@@ -133,7 +133,7 @@ def build_dsn(
     status = [f"Reporting-MTA: dns; {reporting_mta}"]
     if envelope.envid:
         status.append(f"Original-Envelope-Id: {_field_value(xtext_decode(envelope.envid))}")
-    status.append(f"Arrival-Date: {formatdate(arrival, localtime=False)}")
+    status.append(f"Arrival-Date: {mail_date(arrival)}")
     for r in reports:
         status.append("")
         addr_type = "utf-8" if not r.recipient.address.isascii() else "rfc822"
@@ -150,10 +150,10 @@ def build_dsn(
         if r.diagnostic:
             status.append(f"Diagnostic-Code: smtp; {_field_value(r.diagnostic)}")
         if r.last_attempt is not None:
-            status.append(f"Last-Attempt-Date: {formatdate(r.last_attempt, localtime=False)}")
+            status.append(f"Last-Attempt-Date: {mail_date(r.last_attempt)}")
         if r.will_retry_until is not None:
             status.append(
-                f"Will-Retry-Until: {formatdate(r.will_retry_until, localtime=False)}"
+                f"Will-Retry-Until: {mail_date(r.will_retry_until)}"
             )
 
     # RET=HDRS: headers only; RET=FULL: everything; unspecified: the whole message up to

@@ -116,6 +116,13 @@ class QueueConfig:
         default=30.0,
         metadata=_doc("seconds between queue scans when nothing wakes the worker"),
     )
+    lease: float = field(
+        default=300.0,
+        metadata=_doc(
+            "seconds a worker holds the queue items it took (renewed while it works on "
+            "them); a node that died loses its items to the others after this long"
+        ),
+    )
     bounce_size_limit: int = field(
         default=50_000,
         metadata=_doc(

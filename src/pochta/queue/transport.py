@@ -151,6 +151,12 @@ class SMTPConnection:
         self.timeouts = timeouts
         self.transactions = 0
         self._backlog: list[Event] = []
+        # for the delivery log: was the hop encrypted, and was its certificate checked
+        self.tls_log = "tls=none"
+
+    def _tls_established(self, verify: bool) -> None:
+        self.tls_log = (f"tls={self.channel.tls_version() or 'yes'} "
+                        f"cert={'verified' if verify else 'unverified'}")
 
     @property
     def usable(self) -> bool:
@@ -232,6 +238,8 @@ class SMTPConnection:
             ) from exc
         session = ClientSession(local_hostname)
         conn = cls(channel, session, host, address, timeouts)
+        if implicit:
+            conn._tls_established(tls.verify)
         try:
             await conn._handshake(dest, tls, sni, where, password_loader, cafile)
         except BaseException:
@@ -263,6 +271,7 @@ class SMTPConnection:
                             local_reply(454, "4.7.5", f"TLS handshake with {where}: {exc}")
                         ) from exc
                     s.tls_started()
+                    self._tls_established(tls.verify)
                     secure = True
                     await self._ehlo()
                 elif tls.mode == "starttls":

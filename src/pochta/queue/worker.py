@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,11 +37,13 @@ from pochta.queue.transport import (
 )
 from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
+    ChangeWatcher,
     Envelope,
     MailStore,
     QueueItem,
     QueueState,
     RemoteRecipient,
+    StoreError,
 )
 
 log = logging.getLogger("pochta.queue")
@@ -86,6 +91,8 @@ class QueueWorker:
             self.config.connect_timeout, self.config.command_timeout, self.config.data_timeout
         )
         self._wake = asyncio.Event()
+        # Items this worker holds a claim on (in the store), until their outcome is written.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._global = asyncio.Semaphore(self.config.concurrency)
@@ -101,7 +108,13 @@ class QueueWorker:
 
     async def run(self) -> None:
         """Deliver until cancelled or ``stop()``; wakes on ``notify()`` and every
-        ``poll_interval`` seconds (to pick up retries and CLI changes)."""
+        ``poll_interval`` seconds (to pick up retries); ``pochta queue retry|flush`` from
+        another process wakes it through the store (``watch_queue``)."""
+        await self._release_dead_local_claims()
+        watcher = self.store.watch_queue()
+        loop = asyncio.get_running_loop()
+        relay = loop.create_task(self._relay_wakeups(watcher))
+        renew = loop.create_task(self._renew_claims())
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -112,12 +125,52 @@ class QueueWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
         finally:
+            relay.cancel()
+            renew.cancel()
+            watcher.close()
             await self._cancel_tasks()
+
+    async def _renew_claims(self) -> None:
+        """Deliveries can wait behind per-destination limits: keep their claims alive."""
+        while True:
+            await asyncio.sleep(self.config.lease / 3)
+            if self._inflight:
+                try:
+                    await self.store.renew_queue_claims(
+                        list(self._inflight), self.owner, self.clock() + self.config.lease
+                    )
+                except StoreError as exc:
+                    log.warning("could not renew queue claims: %s", exc)
+
+    async def _relay_wakeups(self, watcher: ChangeWatcher) -> None:
+        while True:
+            if await watcher.wait(None):
+                self._wake.set()
 
     async def run_once(self) -> int:
         """One pass over the due items, waiting until every delivery is finished;
         returns how many items were processed."""
+        await self._release_dead_local_claims()
         return await self._pass(wait=True)
+
+    async def _release_dead_local_claims(self) -> None:
+        """A process of this host that died (kill -9, crash) left claims behind: take its
+        items back now instead of after their lease (other hosts' wait for the lease)."""
+        host = socket.gethostname()
+        for owner in await self.store.queue_claim_owners():
+            parts = owner.rsplit(":", 2)  # host:pid:token (see self.owner)
+            if len(parts) != 3 or parts[0] != host or owner == self.owner:
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # that process is alive (a sibling worker): leave its claims
+            except ProcessLookupError:
+                pass
+            except (PermissionError, ValueError):
+                continue
+            released = await self.store.release_queue_claims_of(owner)
+            log.info("took back %d queue item(s) from %s, which is no longer running",
+                     released, owner)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -135,9 +188,9 @@ class QueueWorker:
     async def _pass(self, wait: bool) -> int:
         now = self.clock()
         items = [
-            i for i in await self.store.due_queue_items(now, limit=1000)
+            i for i in await self.store.claim_queue_items(
+                now, 1000, self.owner, self.config.lease)
             if i.id not in self._inflight
-            and i.state in (QueueState.PENDING, QueueState.DEFERRED)
         ]
         if not items:
             return 0
@@ -160,17 +213,20 @@ class QueueWorker:
         self._inflight.update(i.id for i in items)
         new_tasks: list[asyncio.Task[None]] = []
         for message_id, failures in unroutable.items():
-            new_tasks.append(self._spawn(self._settle_unroutable(message_id, failures)))
+            new_tasks.append(self._spawn(self._settle_unroutable(message_id, failures),
+                                         [item for item, _ in failures]))
         for dest, messages in jobs.values():
             lanes = min(self.config.per_destination, len(messages))
             groups = list(messages.values())
             for n in range(lanes):
-                new_tasks.append(self._spawn(self._lane(dest, groups[n::lanes])))
+                lane = groups[n::lanes]
+                new_tasks.append(self._spawn(self._lane(dest, lane),
+                                             [i for group in lane for i in group]))
         if wait:
             await asyncio.gather(*new_tasks, return_exceptions=True)
         return len(items)
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Awaitable[None], items: list[QueueItem]) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await coro
@@ -180,6 +236,11 @@ class QueueWorker:
                 # The items stay pending/deferred and are tried again on the next pass.
                 log.exception("queue delivery task failed")
             finally:
+                left = [i.id for i in items if i.id in self._inflight]
+                if left:
+                    self._inflight.difference_update(left)
+                    with contextlib.suppress(StoreError):
+                        await self.store.release_queue_items(left, self.owner)
                 # A pass takes at most 1,000 due items: when a delivery ends, look again at
                 # once, or a backlog would drain one batch per poll_interval.
                 self._wake.set()
@@ -270,14 +331,15 @@ class QueueWorker:
         peer_dsn = conn.session.supports("DSN")
         outcomes = []
         for item, (_, reply) in zip(group, result.outcomes(), strict=True):
-            outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data))
+            outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data,
+                                               conn.tls_log))
         await self._notify_sender(outcomes, data)
 
     # -- outcomes -----------------------------------------------------------------------
 
     async def _settle(
         self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
-        data: bytes | None = None,
+        data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
         now = self.clock()
         where = f" ({remote})" if remote else ""
@@ -286,7 +348,9 @@ class QueueWorker:
         to = item.recipient.address
         if reply.positive:
             await self.store.update_queue_item(item.id, QueueState.DELIVERED, now, text)
-            log.info("%s: to=<%s> status=sent %s", item.message_id, to, text)
+            # tls=TLSv1.3 cert=verified|unverified, or tls=none: a downgrade shows here
+            log.info("%s: to=<%s> status=sent %s %s", item.message_id, to, tls_log or "tls=?",
+                     text)
             report = None
             if not peer_dsn and "SUCCESS" in (item.recipient.notify or "").upper():
                 # RFC 3461 §5.2.2.2: the next hop cannot carry the request; say "relayed".

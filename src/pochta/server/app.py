@@ -4,6 +4,7 @@ run the outbound queue, and shut down cleanly on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import ipaddress
 import logging
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, ConfigError, Listener
+from ..config import ALL_ADDRESSES, Config, ConfigError, Listener
 from ..dns import DNSPythonResolver, Resolver
 from ..logsetup import setup_logging
 from ..services.auth import Authenticator
@@ -24,7 +25,7 @@ from ..services.signing import DKIMSigner
 from ..services.submission import HourlyLimiter
 from ..storage.factory import open_store
 from ..storage.interfaces import MailStore
-from ..tlsutil import server_context
+from ..tlsutil import env_keylog, server_context
 from .listener import Connection, ConnectionLimiter, serve
 from .trace import Tracer
 
@@ -187,7 +188,9 @@ def _tracer_factory(config: Config, role: str) -> Callable[[Connection], Tracer 
     return make
 
 
-async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningServer:
+async def start_server(
+    ctx: ServerContext, run_queue: bool = True, reuse_port: bool = False
+) -> RunningServer:
     tasks: set[asyncio.Task[None]] = set()
     connections: set[Connection] = set()
     limiter = ConnectionLimiter(ctx.config.limits.max_connections,
@@ -207,13 +210,27 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
             result: Awaitable[None] = handler(conn, ctx, lst)
             return result
 
+        # "*": every address of both families (asyncio binds one socket per family);
+        # a host without IPv6 falls back to IPv4 alone
+        hosts: list[str | None] = ([None, "0.0.0.0"] if lst.address == ALL_ADDRESSES
+                                   else [lst.address])
         try:
-            srv = await serve(
-                lst.address, lst.port, bound,
-                ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
-                limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
-                connections=connections, trace=_tracer_factory(ctx.config, lst.role),
-            )
+            for i, host in enumerate(hosts):
+                try:
+                    srv = await serve(
+                        host, lst.port, bound,
+                        ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
+                        limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
+                        connections=connections, trace=_tracer_factory(ctx.config, lst.role),
+                        role=lst.role, reuse_port=reuse_port,
+                    )
+                    break
+                except OSError as exc:
+                    if i + 1 == len(hosts) or exc.errno not in (errno.EADDRNOTAVAIL,
+                                                                errno.EAFNOSUPPORT):
+                        raise
+                    log.warning("listener %s:%s: IPv6 is not available (%s); IPv4 only",
+                                lst.role, lst.port, exc.strerror)
         except OSError as exc:
             for _, started in servers:
                 started.close()
@@ -225,21 +242,49 @@ async def start_server(ctx: ServerContext, run_queue: bool = True) -> RunningSer
         worker = _start_queue_worker(ctx)
         if worker is not None:
             background.append(worker)
+    if ctx.config.storage.compact_interval > 0:
+        background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 
-async def serve_forever(config: Config) -> int:
+async def _compact_forever(ctx: ServerContext) -> None:
+    """Give back the space of expunged and deleted messages, in the background."""
+    cfg = ctx.config.storage
+    while True:
+        await asyncio.sleep(cfg.compact_interval)
+        try:
+            reclaimed = await ctx.store.compact(min_age=cfg.compact_min_age)
+        except Exception:
+            log.exception("background compaction failed")
+            continue
+        if reclaimed:
+            log.info("compaction gave back %d bytes", reclaimed)
+
+
+async def serve_forever(config: Config, worker: int | None = None) -> int:
+    """Run until SIGTERM/SIGINT; ``worker`` is this process's index when ``pochta serve
+    --workers`` runs several (they bind the same ports with SO_REUSEPORT)."""
     setup_logging(config.log.level, config.log.format)
+    from .preflight import unsafe_choices
+
+    for problem in unsafe_choices(config):
+        log.warning("config %s", problem)
+    keylog = env_keylog()
+    if keylog:
+        log.warning("SSLKEYLOGFILE=%s: the TLS secrets of every session (clients and "
+                    "outbound) are written to this file (mode 0600); whoever reads it can "
+                    "decrypt the recorded traffic. Unset SSLKEYLOGFILE unless you are "
+                    "debugging", keylog)
     ctx = await build_context(config)
     try:
-        running = await start_server(ctx)
+        running = await start_server(ctx, reuse_port=worker is not None)
     except ConfigError:
         await ctx.store.close()
         raise
     for lst, srv in running.servers:
         port = srv.sockets[0].getsockname()[1]
-        log.info("listening role=%s address=%s port=%s tls=%s", lst.role, lst.address, port,
-                 lst.tls)
+        log.info("listening role=%s address=%s port=%s tls=%s%s", lst.role, lst.address, port,
+                 lst.tls, "" if worker is None else f" worker={worker}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -243,13 +243,13 @@ class ImapSession:
         except ParseError as exc:
             self.bad(tag, f"Syntax error: {exc}")
         except StoreError as exc:
-            log.info("conn %s: store error: %s", self.conn.conn_id, exc)
+            log.info("store error: %s", exc)
             self.no(tag, "Operation failed", "SERVERBUG")
         except (CloseSession, TimeoutError, ConnectionError):
             raise
         except Exception:
             # a bug must not take the connection down without a word (RFC 9051 §7.1.3)
-            log.exception("conn %s: IMAP command failed", self.conn.conn_id)
+            log.exception("IMAP command failed")
             self.no(tag, "Internal error", "SERVERBUG")
 
 

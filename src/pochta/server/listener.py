@@ -10,13 +10,13 @@ plaintext byte already received must be thrown away (CVE-2011-0411 class), and a
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from ..logsetup import CONNECTION, new_connection_id
 from ..proto.sasl.base import ChannelBinding
 from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
@@ -30,7 +30,6 @@ log = logging.getLogger("pochta.server")
 READ_HIGH_WATER = 256 * 1024
 # Most plaintext one read of a compressed stream may produce (IMAP COMPRESS).
 INFLATE_CHUNK = 256 * 1024
-_ids = itertools.count(1)
 
 
 class ServerShutdown(Exception):
@@ -42,7 +41,7 @@ class Connection(asyncio.Protocol):
     """One client connection; see the module docstring."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None, implicit_tls: bool) -> None:
-        self.conn_id = f"{next(_ids):x}"
+        self.conn_id = new_connection_id()  # one format in every log line (logsetup)
         self.peer_ip = ""
         self.peer_port = 0
         self.local_port = 0
@@ -284,7 +283,7 @@ class ConnectionLimiter:
 
 
 async def serve(
-    address: str,
+    address: str | None,
     port: int,
     handler: Handler,
     *,
@@ -295,6 +294,8 @@ async def serve(
     tasks: set[asyncio.Task[None]],
     connections: set[Connection] | None = None,
     trace: Callable[[Connection], Tracer | None] | None = None,
+    role: str = "",
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``address:port`` and run ``handler`` for each admitted connection.
 
@@ -306,17 +307,19 @@ async def serve(
     live = connections if connections is not None else set()
 
     async def run(conn: Connection) -> None:
+        # this task's own context: every line it logs names the connection
+        CONNECTION.set((conn.conn_id, role))
         live.add(conn)
         try:
             await handler(conn)
         except ServerShutdown:
             conn.write(refuse("server shutting down"))
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
-            log.debug("conn %s: %s", conn.conn_id, exc)
+            log.debug("connection ended: %s", exc)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("conn %s: handler failed", conn.conn_id)
+            log.exception("handler failed")
         finally:
             live.discard(conn)
             limiter.release(conn.peer_ip)
@@ -325,7 +328,7 @@ async def serve(
     def on_open(conn: Connection) -> None:
         why = limiter.acquire(conn.peer_ip)
         if why is not None:
-            log.info("conn %s from %s refused: %s", conn.conn_id, conn.peer_ip, why)
+            log.info("conn=%s ip=%s refused: %s", conn.conn_id, conn.peer_ip, why)
             conn.write(refuse(why))
             conn.close()
             return
@@ -342,5 +345,6 @@ async def serve(
 
     return await loop.create_server(
         factory, address, port, ssl=ssl_context if implicit_tls else None,
-        reuse_address=True, backlog=1024, ssl_handshake_timeout=30.0 if implicit_tls else None,
+        reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
+        ssl_handshake_timeout=30.0 if implicit_tls else None,
     )

@@ -157,7 +157,7 @@ class _Pop3Handler:
     async def _refuse(self, text: str = "Authentication failed", code: str = "AUTH") -> None:
         self.sasl = None
         if self.session.reject_login(text, code) is not None:
-            log.info("conn %s: too many errors", self.conn.conn_id)
+            log.info("too many errors")
 
     async def _password_login(self, username: str, password: str) -> None:
         auth = self.ctx.authenticator
@@ -212,7 +212,7 @@ class _Pop3Handler:
         if isinstance(outcome, Authenticated):
             await self._login(outcome.account)
             return
-        log.info("conn %s: AUTH failed: %s", self.conn.conn_id, outcome.reason)
+        log.info("AUTH failed: %s", outcome.reason)
         if outcome.locked:
             await self._refuse(*_LOCKED_OUT)
         else:
@@ -231,7 +231,7 @@ class _Pop3Handler:
                 raise StoreError("account has no INBOX")
             metas = await self.store.list_messages(mailbox.id)
         except StoreError as exc:
-            log.error("conn %s: maildrop of %s unavailable: %s", self.conn.conn_id,
+            log.error("maildrop of %s unavailable: %s",
                       account.address, exc)
             self.ctx.pop3_locks.discard(account.id)
             self.locked_account = None
@@ -242,7 +242,7 @@ class _Pop3Handler:
         # changes, and never names another message.
         prefix = f"{mailbox.uidvalidity}."
         drop = [DropMessage(m.uid, m.blob_id, m.size, prefix + str(m.uid)) for m in metas]
-        log.info("conn %s: POP3 login %s from %s, %d messages", self.conn.conn_id,
+        log.info("POP3 login %s from %s, %d messages",
                  account.address, self.conn.peer_ip, len(drop))
         self.session.accept_login(account.address, drop)
 
@@ -252,7 +252,7 @@ class _Pop3Handler:
         try:
             data = await self.store.read_blob(event.message.blob_id)
         except (StoreError, OSError) as exc:
-            log.warning("conn %s: message uid %d unavailable: %s", self.conn.conn_id,
+            log.warning("message uid %d unavailable: %s",
                         event.message.uid, exc)
             self.session.message_unavailable()
             return
@@ -270,7 +270,7 @@ class _Pop3Handler:
             if event.deleted:
                 await self.store.expunge(self.mailbox_id, [m.uid for m in event.deleted])
         except StoreError as exc:
-            log.error("conn %s: UPDATE failed: %s", self.conn.conn_id, exc)
+            log.error("UPDATE failed: %s", exc)
             ok = False
         self.session.update_done(ok)
 

@@ -67,6 +67,7 @@ class SMTPHandler:
         self.owned: set[str] = set()
         self.sasl: SASLDriver | None = None
         self.session = ServerSession(self._params())
+        self.messages = 0  # accepted, for the disconnect line
 
     def _channel_bindings(self) -> tuple[ChannelBinding, ...]:
         return self.conn.channel_bindings() if self.conn.tls_active else ()
@@ -94,7 +95,7 @@ class SMTPHandler:
 
     def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
         if log.isEnabledFor(level):
-            log.log(level, "conn=%s ip=%s " + msg, self.conn.conn_id, self.conn.peer_ip, *args)
+            log.log(level, "ip=%s " + msg, self.conn.peer_ip, *args)  # conn=: logsetup
 
     async def run(self) -> None:
         # connect/disconnect at debug: one info line per accepted message is the mail log
@@ -103,6 +104,7 @@ class SMTPHandler:
         session = self.session
         session.start()
         started = False
+        started_at = time.monotonic()
         while True:
             out = session.data_to_send()
             if out:
@@ -137,7 +139,18 @@ class SMTPHandler:
                 raise RuntimeError("SMTP core paused without a pending decision")
             else:
                 await self._dispatch(event)
-        self._log("disconnect", level=logging.DEBUG)
+        self._log_summary(started_at)
+
+    def _log_summary(self, started_at: float) -> None:
+        """One info line per session, like Postfix's ``disconnect from ... commands=``."""
+        s = self.session
+        tls = self.conn.tls_info()
+        counts = " ".join(f"{verb}={n}" for verb, n in s.commands.items())
+        self._log("disconnect helo=%s tls=%s user=%s messages=%d %s%scommands=%d errors=%d "
+                  "time=%.3fs", s.helo_name or "-", tls.version if tls else "none",
+                  self.account.address if self.account else "-", self.messages, counts,
+                  " " if counts else "", sum(s.commands.values()), s.errors,
+                  time.monotonic() - started_at)
 
     def _read_timeout(self, started: bool) -> float:
         lim = self.config.limits
@@ -347,14 +360,15 @@ class SMTPHandler:
             self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
             return
         except StoreError as exc:
-            log.error("conn=%s store failure: %s", self.conn.conn_id, exc)
+            log.error("store failure: %s", exc)
             self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
             return
         if self.submission and self.account is not None:
             self.ctx.message_rate.add(self.account.address)
             self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
-        self._log("accepted id=%s from=<%s> rcpts=%d size=%d", result.message_id,
-                  event.sender, len(self.txn.recipients), len(data))
+        self.messages += 1
+        self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
+                  ",".join(f"<{r}>" for r in self.txn.recipients), len(data))
         self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))
         self.txn = _Transaction()
 

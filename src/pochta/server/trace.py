@@ -60,4 +60,4 @@ class Tracer:
     def _emit(self, direction: str, line: bytes) -> None:
         text = line[:MAX_LINE].decode("utf-8", "backslashreplace")
         more = "..." if len(line) > MAX_LINE else ""
-        log.info("conn=%s ip=%s %s: %s%s", self.conn_id, self.peer, direction, text, more)
+        log.info("ip=%s %s: %s%s", self.peer, direction, text, more)  # conn=: logsetup

@@ -48,6 +48,7 @@ from argon2 import PasswordHasher
 
 from pochta import passwords
 from pochta.config import AuthConfig
+from pochta.logsetup import current_role
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials
 
 VERIFIED_CACHE_MAX = 10_000
@@ -242,7 +243,8 @@ class Authenticator:
         give the proper temporary-failure reply)."""
         addr = normalize_address(address)
         if self.limiter.locked(client_ip, addr):
-            log.warning("authentication refused (locked out) user=%r ip=%s", addr, client_ip)
+            log.warning("authentication refused (locked out) user=%r ip=%s via=%s", addr,
+                        client_ip, current_role() or "-")
             return None
         account = await self._lookup(addr)
         password_hash = account.password_hash if account is not None else await self._dummy_hash()
@@ -367,14 +369,14 @@ class Authenticator:
 
     def _succeeded(self, client_ip: str, addr: str) -> None:
         self.limiter.record_success(client_ip, addr)
-        log.info("authenticated user=%r ip=%s", addr, client_ip)
+        # via= the listener role (imap, pop3, submission) from the connection's log context
+        log.info("authenticated user=%r ip=%s via=%s", addr, client_ip, current_role() or "-")
 
     async def _failed(self, client_ip: str, addr: str | None, reason: str) -> None:
         count = self.limiter.record_failure(client_ip, addr)
         log.warning(
-            "authentication failed user=%r ip=%s reason=%s failures=%d",
-            addr, client_ip, reason, count,
+            "authentication failed user=%r ip=%s via=%s reason=%s failures=%d",
+            addr, client_ip, current_role() or "-", reason, count,
         )
         if count > self._config.failures_before_delay and self._config.failure_delay > 0:
             await self._sleep(self._config.failure_delay)
-

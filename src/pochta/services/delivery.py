@@ -12,13 +12,13 @@ the outbound queue removes it (``strip_return_path``) before relaying.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..maildate import mail_date
 from ..storage.interfaces import AcceptResult, Envelope, LocalTarget, MailStore, RemoteRecipient
-from ..storage.sqlite import new_message_id
+from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
 
 
@@ -64,7 +64,7 @@ def received_header(
     if trace.authenticated_as and trace.show_auth:
         lines.append(f"\t(Authenticated sender: {trace.authenticated_as})")
     lines.append(f"\tby {hostname} (Pochta) with {protocol_name(trace)} id {queue_id}")
-    date = email.utils.formatdate(now, localtime=False, usegmt=False)
+    date = mail_date(now)
     if len(recipients) == 1:
         # One recipient only: naming several would disclose Bcc recipients to each other.
         lines.append(f"\tfor <{recipients[0]}>; {date}")

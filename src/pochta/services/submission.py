@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..addresses import AddressError, base_address, normalize_address
+from ..maildate import mail_date
 
 HEADER_END = b"\r\n\r\n"
 
@@ -63,7 +64,7 @@ def add_missing_headers(data: bytes, hostname: str, now: float) -> bytes:
     headers, _ = split_message(data)
     extra = b""
     if not header_values(headers, "Date"):
-        extra += b"Date: " + email.utils.formatdate(now).encode() + b"\r\n"
+        extra += b"Date: " + mail_date(now).encode() + b"\r\n"
     if not header_values(headers, "Message-ID"):
         token = f"{int(now)}.{secrets.token_hex(8)}"
         extra += f"Message-ID: <{token}@{hostname}>\r\n".encode()

@@ -34,9 +34,17 @@ async def open_store(config: Config) -> MailStore:
         from .postgres import PostgresStore
 
         return await PostgresStore.open(
-            storage.dsn, password=read_password(config), pool_size=storage.pool_size,
-            queue_lease=storage.queue_lease, node_name=storage.node_name,
+            storage.dsn, password=read_password(config), pool_size=storage.pool_size
         )
     from .sqlite import SQLiteStore
 
     return await SQLiteStore.open(config.data_path, storage.commit_interval)
+
+
+def schema_version(store: MailStore) -> str:
+    """The schema version the store's backend brings its database to on open."""
+    from .postgres import SCHEMA_VERSION as PG_VERSION
+    from .postgres import PostgresStore
+    from .sqlite import SCHEMA_VERSION as SQLITE_VERSION
+
+    return str(PG_VERSION if isinstance(store, PostgresStore) else SQLITE_VERSION)

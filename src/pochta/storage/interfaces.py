@@ -253,10 +253,8 @@ class ChangeWatcher(Protocol):
     def close(self) -> None: ...
 
 
-class MailStore(Protocol):
-    """The whole storage contract. All methods are safe to call from the event loop."""
-
-    async def close(self) -> None: ...
+class DirectoryStore(Protocol):
+    """Domains, accounts and aliases. Addresses arrive normalised by the caller."""
 
     # directory: domains
     async def add_domain(self, name: str) -> None: ...
@@ -293,6 +291,10 @@ class MailStore(Protocol):
     async def get_alias(self, source: str) -> Alias | None: ...
     async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
 
+
+class MessageStore(Protocol):
+    """Mailboxes and messages with IMAP semantics, and ``accept``, the one way in."""
+
     # acceptance: the one way in (SMTP, submission, APPEND); fsynced before returning
     async def accept(
         self,
@@ -304,19 +306,6 @@ class MailStore(Protocol):
     ) -> AcceptResult:
         """``message_id`` lets the caller name the queue id it already wrote into a
         Received: header; a new one is made when None."""
-
-    async def read_blob(self, blob_id: int) -> bytes:
-        """The message bytes, checked against the stored length and checksum (raises
-        ``StorageCorrupt`` rather than return bytes that are not this blob's)."""
-
-    async def verify_blobs(self) -> list[BlobProblem]:
-        """Check every blob against the index (length and checksum)."""
-
-    async def store_stats(self) -> StoreStats: ...
-
-    async def compact(self) -> int:
-        """Give back the space of blobs no mailbox or queue item references; returns the
-        bytes reclaimed. Also runs by itself in the background."""
 
     # mailboxes
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]: ...
@@ -368,22 +357,108 @@ class MailStore(Protocol):
         """IMAP4rev1 \\Recent: the first session to claim gets every uid >= the returned
         value as recent; the marker moves to UIDNEXT so no later session sees them so."""
 
-    def watch(self, mailbox_id: int) -> ChangeWatcher: ...
+
+class BlobStore(Protocol):
+    """Message bytes: read (checked), verified, counted and collected."""
+
+    async def read_blob(self, blob_id: int) -> bytes:
+        """The message bytes, checked against the stored length and checksum (raises
+        ``StorageCorrupt`` rather than return bytes that are not this blob's)."""
+
+    async def verify_blobs(self) -> list[BlobProblem]:
+        """Check every blob against the index (length and checksum)."""
+
+    async def store_stats(self) -> StoreStats: ...
+
+    async def compact(self, min_age: float = 0.0) -> int:
+        """Give back the space of blobs that no message and no pending or deferred queue
+        item has referenced for ``min_age`` seconds; returns the bytes reclaimed."""
+
+
+class QueueStore(Protocol):
+    """The outbound queue, shared by every worker and node through claims with leases."""
 
     # outbound queue (the outbound-delivery issue drives it)
-    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
-        """Pending or deferred items whose ``next_attempt`` has come, oldest first.
-        A backend shared by several nodes (PostgreSQL) *claims* what it returns for this
-        store until a lease runs out: another store's call skips them, this store's call
-        returns them again and renews the lease, ``update_queue_item`` releases them."""
+    async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]: ...
     async def list_queue(self) -> list[QueueItem]: ...
     async def update_queue_item(
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None: ...
     async def delete_queue_item(self, item_id: int) -> None: ...
+    async def claim_queue_items(
+        self, now: float, limit: int, owner: str, lease: float
+    ) -> list[QueueItem]:
+        """Due items (pending or deferred, ``next_attempt <= now``) that no worker holds,
+        or whose holder's lease ran out (a killed node), now held by ``owner`` until
+        ``now + lease``: two workers, in one process or on two nodes, never get the same
+        item. ``update_queue_item`` ends the claim."""
+
+    async def renew_queue_claims(
+        self, item_ids: Sequence[int], owner: str, until: float
+    ) -> int:
+        """Extend ``owner``'s leases (deliveries still running); returns how many."""
+
+    async def queue_claim_owners(self) -> list[str]:
+        """Owners that hold claims on pending or deferred items."""
+
+    async def release_queue_claims_of(self, owner: str) -> int:
+        """Drop every claim of an owner known to be dead (a restarted node's earlier
+        process), without waiting for its leases to run out."""
+
+    async def release_queue_items(self, item_ids: Sequence[int], owner: str) -> None:
+        """Give back claims without an attempt (a delivery task ended early)."""
+
+    async def reschedule_queue_items(self, item_ids: Sequence[int], when: float) -> int:
+        """Make pending/deferred items due at ``when`` (not counted as an attempt) and wake
+        every queue worker, in any process or node; returns how many were changed."""
+
     async def purge_queue(self, finished_before: float) -> int:
         """Forget delivered and failed items older than ``finished_before``; returns how
         many."""
+
+
+class ChangeNotifier(Protocol):
+    """Wake-ups for IMAP IDLE/NOOP and the queue worker. A backend shared by several
+    processes or nodes must deliver changes made by any of them."""
+
+    def watch(self, mailbox_id: int) -> ChangeWatcher: ...
+
+    def watch_queue(self) -> ChangeWatcher:
+        """Wakes when queue items became due early (``reschedule_queue_items``) or new
+        remote recipients were queued, from this process or another."""
+
+
+class CoordinationStore(Protocol):
+    """State that must hold across processes and nodes: exclusive locks with a lease
+    (the POP3 maildrop lock) and counters in a time window (login failures, sending
+    rates)."""
+
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the named lock for ``ttl`` seconds, or renew it if ``owner`` holds it;
+        False while another owner holds an unexpired lock."""
+
+    async def unlock(self, name: str, owner: str) -> None:
+        """Release the lock if ``owner`` holds it."""
+
+    async def add_to_counter(self, key: str, amount: int, window: float) -> int:
+        """Add ``amount`` to the counter ``key`` and return its total over the last
+        ``window`` seconds (older additions no longer count)."""
+
+    async def counter_value(self, key: str, window: float) -> int:
+        """The counter's total over the last ``window`` seconds."""
+
+    async def reset_counter(self, key: str) -> None: ...
+
+
+class MailStore(
+    DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
+    Protocol,
+):
+    """The whole storage contract, made of the concerns above. Every method that touches
+    storage is awaited and safe to call from the event loop (no backend blocks it);
+    backend failures reach callers as ``StoreError`` and its subclasses only."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)

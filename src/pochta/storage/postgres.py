@@ -33,13 +33,20 @@ watchers, ignoring its own notifications (those wake local watchers directly aft
 commit). If the listening connection drops, it reconnects and wakes every watcher, since
 it may have missed something.
 
-Queue claims: ``due_queue_items`` claims what it returns for this node (``node_name``,
-by default the machine's host name) until ``now + queue_lease``, with ``FOR UPDATE SKIP
-LOCKED``, so two nodes never get the same recipient. Items the node already holds are
-returned again (the worker skips those in flight) and their lease renewed: each pass of a
-live node extends its claims, and a node restarted after a crash resumes its own at once.
-``update_queue_item`` releases the claim. A dead node's items are taken over by another
-node once their lease has run out. Two nodes must not share a node name.
+Queue claims (``claim_queue_items``): ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP
+LOCKED)`` takes due items that nobody holds, or whose holder's lease ran out, for the
+caller's owner until ``now + lease``; two workers in any process on any node never get
+the same item. ``update_queue_item`` ends the claim. Queue wake-ups (new remote
+recipients, ``reschedule_queue_items``) travel on the same NOTIFY channel as mailbox
+changes.
+
+Space: when the last message row or pending/deferred queue row that references a blob
+goes, a trigger records the blob in ``blob_gc`` with the time; ``compact(min_age)``
+deletes those still unreferenced after ``min_age`` seconds (their chunks go by ON DELETE
+CASCADE) and returns their bytes. PostgreSQL's (auto)vacuum then reuses the space.
+
+Coordination (``try_lock``, windowed counters): rows in ``locks`` and ``window_counters``
+with the caller's clock, as in the SQLite store.
 
 Errors: no driver exception leaves this module. ``disk_full`` (SQLSTATE 53100) becomes
 ``StorageFull``, other failures ``StoreError``; a body whose length or sha256 does not
@@ -53,7 +60,6 @@ import contextlib
 import hashlib
 import logging
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -93,7 +99,7 @@ from .interfaces import (
     StoreError,
     StoreStats,
 )
-from .sqlite import new_message_id, normalize_mailbox_name
+from .rules import new_message_id, normalize_mailbox_name
 
 T = TypeVar("T")
 log = logging.getLogger("pochta.storage.postgres")
@@ -104,9 +110,6 @@ BLOB_CHUNK = 256 * 1024
 # Bodies larger than this are hashed in a thread, off the event loop.
 HASH_INLINE_MAX = 256 * 1024
 TX_RETRIES = 8
-# Seconds between background compactions of a long-running store (the first one after
-# this long, so short-lived CLI stores never run one).
-COMPACT_INTERVAL = 3600.0
 
 # Each entry brings the schema from version i to i+1; the store applies the missing ones
 # when it opens, in one transaction, under an advisory lock.
@@ -180,16 +183,51 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_due ON queue(state, next_attempt);
     CREATE INDEX queue_blob ON queue(blob_id);
     """,
-    # 2: queue claims with leases, so several nodes share one queue
+    # 2: queue claims with leases (several workers and nodes share one queue), blob
+    # garbage collection (blob_gc, filled by triggers; a finished queue item no longer
+    # keeps its blob, hence no foreign key from queue), locks and windowed counters
     """
     ALTER TABLE queue ADD COLUMN claimed_by text, ADD COLUMN lease_until double precision;
+    ALTER TABLE queue DROP CONSTRAINT IF EXISTS queue_blob_id_fkey;
+    DROP INDEX IF EXISTS queue_blob;
+    CREATE INDEX queue_blob ON queue(blob_id, state);
+    CREATE INDEX queue_claimed ON queue(claimed_by) WHERE claimed_by IS NOT NULL;
+    CREATE TABLE blob_gc(blob_id bigint PRIMARY KEY, since double precision NOT NULL);
+    INSERT INTO blob_gc SELECT b.id, extract(epoch FROM now()) FROM blobs b
+        WHERE NOT EXISTS(SELECT 1 FROM messages m WHERE m.blob_id=b.id)
+        AND NOT EXISTS(SELECT 1 FROM queue q WHERE q.blob_id=b.id
+                       AND q.state IN ('pending','deferred'));
+    CREATE FUNCTION pochta_blob_released() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO blob_gc VALUES (OLD.blob_id, extract(epoch FROM clock_timestamp()))
+            ON CONFLICT DO NOTHING;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION pochta_queue_done() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO blob_gc VALUES (NEW.blob_id, extract(epoch FROM clock_timestamp()))
+            ON CONFLICT DO NOTHING;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER messages_release AFTER DELETE ON messages
+        FOR EACH ROW EXECUTE FUNCTION pochta_blob_released();
+    CREATE TRIGGER queue_release AFTER DELETE ON queue
+        FOR EACH ROW EXECUTE FUNCTION pochta_blob_released();
+    CREATE TRIGGER queue_done AFTER UPDATE OF state ON queue
+        FOR EACH ROW WHEN (NEW.state IN ('delivered', 'failed'))
+        EXECUTE FUNCTION pochta_queue_done();
+    CREATE TABLE locks(name text PRIMARY KEY, owner text NOT NULL,
+        expires double precision NOT NULL);
+    CREATE TABLE window_counters(key text NOT NULL, second bigint NOT NULL,
+        amount bigint NOT NULL, PRIMARY KEY(key, second));
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES = (
     "schema_version", "counters", "domains", "accounts", "aliases", "mailboxes",
-    "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue",
+    "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue", "blob_gc",
+    "locks", "window_counters",
 )
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
@@ -296,6 +334,7 @@ class _Tx:
 
     conn: Conn
     touched: set[int]
+    queue_woken: bool = False  # new remote recipients, or items made due early
 
     async def one(self, query: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         cur = await self.conn.execute(query, args)
@@ -331,14 +370,31 @@ class _Watcher:
         self._store._unwatch(self)
 
 
+class _QueueWatcher:
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self) -> None:
+        self._store._queue_watchers.discard(self)
+
+
 class PostgresStore:
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
-    def __init__(self, dsn: str, password: str | None, pool_size: int, queue_lease: float,
-                 node_name: str) -> None:
+    def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:
         self._dsn = dsn
-        self._queue_lease = queue_lease
-        self.node_name = node_name or socket.gethostname()
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if password is not None:
             self._kwargs["password"] = password
@@ -351,17 +407,17 @@ class PostgresStore:
         self._watchers: dict[int, set[_Watcher]] = {}
         self._listen_conn: Conn | None = None
         self._listen_task: asyncio.Task[None] | None = None
-        self._compact_task: asyncio.Task[None] | None = None
+        self._queue_watchers: set[_QueueWatcher] = set()
         self._closed = False
 
     @classmethod
-    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10,
-                   queue_lease: float = 300.0, node_name: str = "") -> PostgresStore:
+    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10
+                   ) -> PostgresStore:
         """Connect, apply missing migrations and start listening for changes."""
         if dsn_has_password(dsn):
             raise StoreError("storage.dsn: must not contain a password; put it in "
                              "storage.password_file or the PGPASSWORD environment variable")
-        store = cls(dsn, password, pool_size, queue_lease, node_name)
+        store = cls(dsn, password, pool_size)
         conn: Conn | None = None
         try:
             # One connection first, not the pool: a wrong DSN or password fails at once
@@ -380,19 +436,7 @@ class PostgresStore:
                 raise translate_error(exc) from exc
             raise
         store._listen_task = asyncio.create_task(store._listen_loop(), name="pochta-pg-listen")
-        store._compact_task = asyncio.create_task(store._compact_loop(), name="pochta-pg-compact")
         return store
-
-    async def _compact_loop(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(COMPACT_INTERVAL)
-            try:
-                reclaimed = await self.compact()
-            except StoreError as exc:
-                log.warning("background compaction failed: %s", exc)
-            else:
-                if reclaimed:
-                    log.info("compaction: %d bytes of unreferenced blobs deleted", reclaimed)
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():
@@ -425,11 +469,10 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        for task in (self._listen_task, self._compact_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listen_task
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.close()
@@ -448,10 +491,13 @@ class PostgresStore:
                 async with self._pool.connection() as conn, conn.transaction():
                     tx = _Tx(conn, set())
                     result = await fn(tx)
-                    if tx.touched:
+                    # payloads: "<mailbox id> <origin>", or "q <origin>" for the queue
+                    keys = [str(b) for b in sorted(tx.touched)]
+                    keys += ["q"] if tx.queue_woken else []
+                    if keys:
                         await conn.execute(
-                            "SELECT pg_notify(%s, b || ' ' || %s) FROM unnest(%s::bigint[]) b",
-                            (self._channel, self._origin, sorted(tx.touched)),
+                            "SELECT pg_notify(%s, k || ' ' || %s) FROM unnest(%s::text[]) k",
+                            (self._channel, self._origin, keys),
                         )
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
                 if attempt + 1 < TX_RETRIES:
@@ -464,6 +510,8 @@ class PostgresStore:
                 raise translate_error(exc) from exc
             assert tx is not None
             self._wake(tx.touched)
+            if tx.queue_woken:
+                self._wake_queue()
             return result
         raise StoreError("transaction retried too often")  # pragma: no cover
 
@@ -510,10 +558,15 @@ class PostgresStore:
                     conn = self._listen_conn = await self._listen_connect()
                     # a gap in listening: anything may have changed meanwhile
                     self._wake(set(self._watchers))
+                    self._wake_queue()
                 async for note in conn.notifies():
-                    box, _, origin = note.payload.partition(" ")
-                    if origin != self._origin and box.isdigit():
-                        self._wake({int(box)})
+                    key, _, origin = note.payload.partition(" ")
+                    if origin == self._origin:
+                        continue
+                    if key == "q":
+                        self._wake_queue()
+                    elif key.isdigit():
+                        self._wake({int(key)})
             except (psycopg.Error, OSError) as exc:
                 log.warning("change notifications interrupted, reconnecting: %s", exc)
             if self._listen_conn is not None:
@@ -527,6 +580,15 @@ class PostgresStore:
         for box in boxes:
             for watcher in self._watchers.get(box, ()):
                 watcher.notify()
+
+    def _wake_queue(self) -> None:
+        for watcher in self._queue_watchers:
+            watcher.notify()
+
+    def watch_queue(self) -> _QueueWatcher:
+        watcher = _QueueWatcher(self)
+        self._queue_watchers.add(watcher)
+        return watcher
 
     def watch(self, mailbox_id: int) -> _Watcher:
         watcher = _Watcher(self, mailbox_id)
@@ -836,6 +898,7 @@ class PostgresStore:
                 assert row is not None
                 uids.append((box_id, int(row[0])))
             if remote:
+                tx.queue_woken = True
                 async with tx.conn.cursor() as cur:
                     await cur.executemany(
                         "INSERT INTO queue(message_id, blob_id, envelope, recipient, notify,"
@@ -968,9 +1031,11 @@ class PostgresStore:
                 if problem is not None:
                     problems.append(BlobProblem(blob_id, problem))
 
+    # no message and no pending or deferred queue item references the blob b
     _UNREFERENCED = (
         "NOT EXISTS(SELECT 1 FROM messages m WHERE m.blob_id=b.id) "
-        "AND NOT EXISTS(SELECT 1 FROM queue q WHERE q.blob_id=b.id)"
+        "AND NOT EXISTS(SELECT 1 FROM queue q WHERE q.blob_id=b.id "
+        "AND q.state IN ('pending','deferred'))"
     )
 
     async def store_stats(self) -> StoreStats:
@@ -988,23 +1053,89 @@ class PostgresStore:
         blobs, live, free = rows[0]
         return StoreStats(int(blobs), int(live), int(free), int(disk[0][0]))
 
-    async def compact(self) -> int:
-        """Delete unreferenced blobs (their chunks go by ON DELETE CASCADE), a batch per
-        transaction; PostgreSQL's autovacuum then reuses or returns the space. Safe to run
-        on several nodes at once (SKIP LOCKED), and against concurrent writers: a blob is
+    async def compact(self, min_age: float = 0.0) -> int:
+        """Delete the blobs that ``blob_gc`` recorded at least ``min_age`` seconds ago and
+        that are still unreferenced (their chunks go by ON DELETE CASCADE), a batch per
+        transaction; returns their bytes (PostgreSQL's vacuum then reuses the space).
+        Safe on several nodes at once (SKIP LOCKED) and against writers: a new blob is
         referenced in the transaction that creates it, and a copy locks its source row."""
+        cutoff = time.time() - min_age
         reclaimed = 0
         while True:
-            async def fn(tx: _Tx) -> list[tuple[Any, ...]]:
-                return await tx.all(
-                    "DELETE FROM blobs WHERE id IN (SELECT b.id FROM blobs b WHERE "  # noqa: S608
-                    f"{self._UNREFERENCED} LIMIT 200 FOR UPDATE SKIP LOCKED) RETURNING length"
+            async def fn(tx: _Tx) -> tuple[int, int]:
+                rows = await tx.all(
+                    "DELETE FROM blob_gc WHERE blob_id IN (SELECT blob_id FROM blob_gc "
+                    "WHERE since<=%s ORDER BY blob_id LIMIT 200 FOR UPDATE SKIP LOCKED) "
+                    "RETURNING blob_id", (cutoff,),
                 )
+                if not rows:
+                    return 0, 0
+                freed = await tx.all(
+                    "DELETE FROM blobs b WHERE b.id=ANY(%s) AND "  # noqa: S608
+                    f"{self._UNREFERENCED} RETURNING length", ([r[0] for r in rows],),
+                )
+                return len(rows), sum(int(r[0]) for r in freed)
 
-            rows = await self._tx(fn)
-            if not rows:
+            seen, freed = await self._tx(fn)
+            reclaimed += freed
+            if not seen:
                 return reclaimed
-            reclaimed += sum(int(r[0]) for r in rows)
+
+    # --- coordination (locks and counters shared by processes and nodes) ---------------
+
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+
+        async def fn(tx: _Tx) -> bool:
+            row = await tx.one(
+                "INSERT INTO locks(name, owner, expires) VALUES (%s,%s,%s) "
+                "ON CONFLICT(name) DO UPDATE SET owner=excluded.owner, expires=excluded.expires "
+                "WHERE locks.owner=excluded.owner OR locks.expires<%s RETURNING owner",
+                (name, owner, now + ttl, now),
+            )
+            return row is not None
+
+        return await self._tx(fn)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        async def fn(tx: _Tx) -> None:
+            await tx.run("DELETE FROM locks WHERE name=%s AND owner=%s", (name, owner))
+
+        await self._tx(fn)
+
+    async def add_to_counter(self, key: str, amount: int, window: float) -> int:
+        now = time.time()
+
+        async def fn(tx: _Tx) -> int:
+            await tx.run(
+                "INSERT INTO window_counters(key, second, amount) VALUES (%s,%s,%s) "
+                "ON CONFLICT(key, second) DO UPDATE "
+                "SET amount=window_counters.amount+excluded.amount",
+                (key, int(now), amount),
+            )
+            await tx.run("DELETE FROM window_counters WHERE key=%s AND second<=%s",
+                         (key, int(now - window)))
+            row = await tx.one(
+                "SELECT coalesce(sum(amount),0)::bigint FROM window_counters WHERE key=%s",
+                (key,),
+            )
+            assert row is not None
+            return int(row[0])
+
+        return await self._tx(fn)
+
+    async def counter_value(self, key: str, window: float) -> int:
+        rows = await self._query(
+            "SELECT coalesce(sum(amount),0)::bigint FROM window_counters "
+            "WHERE key=%s AND second>%s", (key, int(time.time() - window)),
+        )
+        return int(rows[0][0])
+
+    async def reset_counter(self, key: str) -> None:
+        async def fn(tx: _Tx) -> None:
+            await tx.run("DELETE FROM window_counters WHERE key=%s", (key,))
+
+        await self._tx(fn)
 
     # --- mailboxes ------------------------------------------------------------------
 
@@ -1328,19 +1459,25 @@ class PostgresStore:
     # --- outbound queue -------------------------------------------------------------
 
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
-        """Due items, claimed for this store until ``now + queue_lease`` (see the module
-        docstring): none that another live node holds."""
+        rows = await self._query(
+            f"SELECT {_QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND next_attempt<=%s ORDER BY next_attempt, id LIMIT %s", (now, limit),
+        )
+        return [_queue_item(r) for r in rows]
+
+    async def claim_queue_items(
+        self, now: float, limit: int, owner: str, lease: float
+    ) -> list[QueueItem]:
         cols = ", ".join(f"q.{c.strip()}" for c in _QUEUE_COLS.split(","))
         query = (
             "WITH due AS (SELECT id FROM queue "  # noqa: S608 (our constants)
             "WHERE state IN ('pending','deferred') AND next_attempt<=%(now)s "
-            "AND (claimed_by IS NULL OR claimed_by=%(me)s OR lease_until<=%(now)s) "
+            "AND (claimed_by IS NULL OR lease_until<%(now)s) "
             "ORDER BY next_attempt, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            "UPDATE queue q SET claimed_by=%(me)s, lease_until=%(until)s FROM due "
+            "UPDATE queue q SET claimed_by=%(owner)s, lease_until=%(until)s FROM due "
             f"WHERE q.id=due.id RETURNING {cols}"
         )
-        args = {"now": now, "me": self.node_name, "limit": limit,
-                "until": now + self._queue_lease}
+        args = {"now": now, "owner": owner, "limit": limit, "until": now + lease}
 
         async def fn(tx: _Tx) -> list[tuple[Any, ...]]:
             cur = await tx.conn.execute(query, args)
@@ -1348,6 +1485,61 @@ class PostgresStore:
 
         items = [_queue_item(r) for r in await self._tx(fn)]
         return sorted(items, key=lambda i: (i.next_attempt, i.id))
+
+    async def renew_queue_claims(
+        self, item_ids: Sequence[int], owner: str, until: float
+    ) -> int:
+        wanted = sorted(set(item_ids))
+
+        async def fn(tx: _Tx) -> int:
+            return await tx.run(
+                "UPDATE queue SET lease_until=%s WHERE id=ANY(%s) AND claimed_by=%s",
+                (until, wanted, owner),
+            )
+
+        return await self._tx(fn) if wanted else 0
+
+    async def queue_claim_owners(self) -> list[str]:
+        rows = await self._query(
+            "SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL "
+            "AND state IN ('pending','deferred') ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
+    async def release_queue_claims_of(self, owner: str) -> int:
+        async def fn(tx: _Tx) -> int:
+            return await tx.run(
+                "UPDATE queue SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=%s",
+                (owner,),
+            )
+
+        return await self._tx(fn)
+
+    async def release_queue_items(self, item_ids: Sequence[int], owner: str) -> None:
+        wanted = sorted(set(item_ids))
+
+        async def fn(tx: _Tx) -> None:
+            await tx.run(
+                "UPDATE queue SET claimed_by=NULL, lease_until=NULL "
+                "WHERE id=ANY(%s) AND claimed_by=%s", (wanted, owner),
+            )
+
+        if wanted:
+            await self._tx(fn)
+
+    async def reschedule_queue_items(self, item_ids: Sequence[int], when: float) -> int:
+        """Make pending/deferred items due at ``when`` without counting an attempt, and
+        wake every queue worker, in this process or another (``pochta queue retry``)."""
+        wanted = sorted(set(item_ids))
+
+        async def fn(tx: _Tx) -> int:
+            tx.queue_woken = True
+            return await tx.run(
+                "UPDATE queue SET next_attempt=%s WHERE id=ANY(%s) "
+                "AND state IN ('pending','deferred')", (when, wanted),
+            )
+
+        return await self._tx(fn)
 
     async def list_queue(self) -> list[QueueItem]:
         rows = await self._query(f"SELECT {_QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608

@@ -19,13 +19,32 @@ runs the jobs' SQL in one transaction and commits (one WAL fsync). Only then are
 callers' futures resolved, so ``accept()`` returning means the message and its index entry
 are on disk. A crash before COMMIT leaves unreferenced bytes at the end of a segment,
 never a half-visible message; a crash after leaves a complete one.
+
+A full disk (or any failed write) never leaves the index pointing at bytes that are not
+the blob's: the offset of each new blob is taken from the segment file's real size
+(``fstat``), never from a counter that a failed write could have advanced, and a failed
+or partial append is cut off again (``ftruncate``) or, if even that fails, the segment is
+abandoned and a new one started. Every blob also carries its length and SHA-256, checked
+on every read: a mismatch raises ``StorageCorrupt`` instead of returning another
+message's bytes, and ``verify_blobs`` (``pochta store verify``) checks them all.
+
+Space is given back: when the last message row or active queue row that references a
+blob goes, a trigger records the blob as a candidate; ``compact()`` (run in the background
+by the server, and by ``pochta store compact``) deletes dead blobs, rewrites segments that
+are mostly dead into a new one, unlinks empty ones, and returns free pages of the index to
+the file system (``auto_vacuum=INCREMENTAL``). A segment still being appended to by a live
+store instance (this process or another) is flock()ed by it and never touched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import queue
 import secrets
@@ -33,6 +52,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,13 +79,28 @@ from .interfaces import (
     RemoteRecipient,
     ScramCredentials,
     SpecialUse,
+    StorageCorrupt,
+    StorageFull,
     StoreError,
     StoreStats,
 )
+from .rules import (
+    apply_flags,
+    flags_set,
+    flags_text,
+    new_message_id,
+    normalize_mailbox_name,
+)
+
+__all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 SEGMENT_MAX = 256 * 1024 * 1024
+# Threads that run reads (each with its own SQLite connection).
+READ_THREADS = 4
 # Messages up to this size live in the index itself (one fsync per commit, no segment).
 INLINE_MAX = 64 * 1024
 
@@ -95,7 +130,7 @@ CREATE TABLE IF NOT EXISTS mailboxes(
     UNIQUE(account_id, name));
 CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY, segment TEXT NOT NULL, offset INTEGER NOT NULL,
-    length INTEGER NOT NULL, data BLOB);
+    length INTEGER NOT NULL, data BLOB, sha256 BLOB);
 CREATE TABLE IF NOT EXISTS messages(
     mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, blob_id INTEGER NOT NULL,
     size INTEGER NOT NULL, internaldate REAL NOT NULL, flags TEXT NOT NULL,
@@ -109,18 +144,75 @@ CREATE TABLE IF NOT EXISTS queue(
     id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, blob_id INTEGER NOT NULL,
     envelope TEXT NOT NULL, recipient TEXT NOT NULL, notify TEXT, orcpt TEXT,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
-    last_reply TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
+    last_reply TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+    claimed_by TEXT, lease_until REAL);
 CREATE INDEX IF NOT EXISTS queue_due ON queue(state, next_attempt);
 CREATE TABLE IF NOT EXISTS subscriptions(
     account_id INTEGER NOT NULL, name TEXT NOT NULL,
     PRIMARY KEY(account_id, name)) WITHOUT ROWID;
 """
 
-SCHEMA_VERSION = "3"
+# Version 4: blob checksums, blob garbage collection (references found through indexes,
+# candidates recorded by triggers), incremental vacuum.
+SCHEMA_V4 = """
+CREATE INDEX IF NOT EXISTS messages_blob ON messages(blob_id);
+CREATE INDEX IF NOT EXISTS queue_blob ON queue(blob_id, state);
+CREATE TABLE IF NOT EXISTS blob_gc(blob_id INTEGER PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS locks(name TEXT PRIMARY KEY, owner TEXT NOT NULL,
+    expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters(key TEXT NOT NULL, second INTEGER NOT NULL,
+    amount INTEGER NOT NULL, PRIMARY KEY(key, second)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS messages_release AFTER DELETE ON messages BEGIN
+    INSERT OR IGNORE INTO blob_gc VALUES (old.blob_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS queue_release AFTER DELETE ON queue BEGIN
+    INSERT OR IGNORE INTO blob_gc VALUES (old.blob_id, strftime('%s', 'now'));
+END;
+CREATE TRIGGER IF NOT EXISTS queue_done AFTER UPDATE OF state ON queue
+    WHEN new.state IN ('delivered', 'failed') BEGIN
+    INSERT OR IGNORE INTO blob_gc VALUES (new.blob_id, strftime('%s', 'now'));
+END;
+"""
+
+SCHEMA_VERSION = "4"
+# A segment is rewritten when less than this share of its bytes is still referenced.
+COMPACT_LIVE_RATIO = 0.5
+# SQLite's extended result codes for a full disk or database (sqlite3.h).
+_SQLITE_FULL = 13
+
+
+def storage_error(exc: BaseException) -> StoreError:
+    """Pochta's error for a backend failure: a full disk is ``StorageFull`` (temporary,
+    RFC 3463 4.3.1), anything else a plain ``StoreError``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"insufficient system storage: {exc}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF == _SQLITE_FULL:
+        return StorageFull(f"insufficient system storage: {exc}")
+    return StoreError(f"storage failure: {exc}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        # SQLite gives -wal and -shm the database file's mode: create it private.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    # Only takes effect on a new, empty database (before journal_mode writes its header);
+    # lets compaction give free pages back to the file system.
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: in WAL mode, NORMAL would not fsync at COMMIT, and a 250 must mean on disk.
     conn.execute("PRAGMA synchronous=FULL")
@@ -159,12 +251,83 @@ class _Watcher:
         self._store._unwatch(self)
 
 
-def _flags_text(flags: frozenset[str]) -> str:
-    return " ".join(sorted(flags))
+def _check_blob(blob_id: int, data: bytes, length: int, digest: bytes | None) -> None:
+    """Never hand out bytes that are not this blob's (a wrong offset would show one user
+    another's mail)."""
+    if len(data) != length:
+        raise StorageCorrupt(f"blob {blob_id} is truncated on disk ({len(data)} of {length} "
+                             "bytes): run pochta store verify")
+    if digest is not None and _digest(data) != bytes(digest):
+        raise StorageCorrupt(f"blob {blob_id} does not match its checksum: run pochta store "
+                             "verify")
 
 
-def _flags_set(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
+def _statements(script: str) -> list[str]:
+    """Split a script of CREATE statements (triggers hold semicolons before END)."""
+    out: list[str] = []
+    current: list[str] = []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current)
+        if line.rstrip().endswith(";") and (not text.lstrip().startswith("CREATE TRIGGER")
+                                            or line.strip() == "END;"):
+            out.append(text)
+            current = []
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _private_dir(path: Path) -> None:
+    """The data directory holds password hashes and mail: 0700, tightened with a warning."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s was mode %o: readable by other local users; setting 0700", path, mode)
+        path.chmod(0o700)
+
+
+def _tighten_files(data_dir: Path) -> None:
+    """Every file of the store is 0600 (index, WAL, shared memory, segments, keys)."""
+    for path in [*data_dir.iterdir(), *(data_dir / "blobs").iterdir()]:
+        if not path.is_file() or path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s was mode %o: readable by other local users; setting 0600",
+                        path, mode)
+            path.chmod(0o600)
+
+
+class _QueueWatcher:
+    """Wakes the queue worker when items become due early: queued mail (this process) or
+    ``pochta queue retry|flush`` from any process (a counter in ``meta``, polled)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self) -> None:
+        self._store._queue_watchers.discard(self)
+
+
 
 
 def _account(row: sqlite3.Row | tuple[Any, ...]) -> Account:
@@ -194,21 +357,9 @@ def _mailbox(row: tuple[Any, ...]) -> MailboxInfo:
 
 def _meta(row: tuple[Any, ...]) -> MessageMeta:
     uid, blob_id, size, internaldate, flags, modseq = row
-    return MessageMeta(uid, blob_id, size, internaldate, _flags_set(flags), modseq)
+    return MessageMeta(uid, blob_id, size, internaldate, flags_set(flags), modseq)
 
 
-def new_message_id() -> str:
-    """A queue id in Postfix's spirit: short, upper-case hex, unique enough to grep logs."""
-    return secrets.token_hex(6).upper()
-
-
-def normalize_mailbox_name(name: str) -> str:
-    """INBOX is case-insensitive (RFC 9051 §5.1); other names are kept as given."""
-    if name.upper() == "INBOX":
-        return "INBOX"
-    if name.upper().startswith("INBOX/"):
-        return "INBOX" + name[5:]
-    return name
 
 
 class SQLiteStore:
@@ -218,59 +369,107 @@ class SQLiteStore:
         self.data_dir = data_dir
         self.blob_dir = data_dir / "blobs"
         self.commit_interval = commit_interval
-        self._reader = _connect(data_dir / "pochta.db")
         self._writer_conn = _connect(data_dir / "pochta.db")
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-reader")
+        self._local = threading.local()
+        self._reader_lock = threading.Lock()
+        self._reader_conns: list[sqlite3.Connection] = []
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
         self._segment_name: str | None = None
         self._segment_fd: int | None = None
         self._segment_size = 0
-        self._read_fds: dict[str, int] = {}
         self._watchers: dict[int, set[_Watcher]] = {}
+        self._queue_watchers: set[_QueueWatcher] = set()
+        self._queue_poller: asyncio.Task[None] | None = None
+        self._mailbox_poller: asyncio.Task[None] | None = None
+        self._compact_lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
     async def open(cls, data_dir: str | Path, commit_interval: float = 0.0) -> SQLiteStore:
         path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "blobs").mkdir(exist_ok=True)
+        _private_dir(path)
+        _private_dir(path / "blobs")
+        _tighten_files(path)
         store = cls(path, commit_interval)
-        store._writer_conn.executescript(SCHEMA)
-        store._migrate()
+        try:
+            store._migrate()
+        except BaseException:
+            store._read_pool.shutdown()
+            store._writer_conn.close()
+            raise
         store._thread.start()
         return store
 
     def _migrate(self) -> None:
-        """Bring an older data directory up to SCHEMA_VERSION (runs before any job)."""
+        """Bring an older data directory up to SCHEMA_VERSION (runs before any job);
+        refuse one written by a newer Pochta."""
         conn = self._writer_conn
-        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError:  # a new, empty database
+            row = None
+            # Must be chosen before the first table exists (or take a VACUUM later).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if row is not None and int(row[0]) > int(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.data_dir} holds schema version {row[0]}, written by a newer Pochta; "
+                f"this one knows up to version {SCHEMA_VERSION}: upgrade Pochta"
+            )
         if row is not None and row[0] == SCHEMA_VERSION:
             return
+        conn.executescript(SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
         columns = {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}
         if "data" not in columns:  # versions 1 and 2 kept every body in segments
             conn.execute("ALTER TABLE blobs ADD COLUMN data BLOB")
+        if "sha256" not in columns:  # before version 4: no checksums (length still checked)
+            conn.execute("ALTER TABLE blobs ADD COLUMN sha256 BLOB")
+        queue_columns = {r[1] for r in conn.execute("PRAGMA table_info(queue)")}
+        if "claimed_by" not in queue_columns:  # before version 4: one worker, no claims
+            conn.execute("ALTER TABLE queue ADD COLUMN claimed_by TEXT")
+            conn.execute("ALTER TABLE queue ADD COLUMN lease_until REAL")
         if row is None:
             # version 1 kept subscriptions on mailbox rows: copy them to their own table
             conn.execute(
                 "INSERT OR IGNORE INTO subscriptions SELECT account_id, name FROM mailboxes "
                 "WHERE subscribed=1"
             )
+        for statement in _statements(SCHEMA_V4):
+            conn.execute(statement)
+        # Blobs that nothing referenced before version 4 are collected like new ones.
+        conn.execute(
+            "INSERT OR IGNORE INTO blob_gc SELECT id, 0 FROM blobs b WHERE "
+            "NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_id=b.id) AND "
+            "NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob_id=b.id "
+            "AND q.state IN ('pending','deferred'))"
+        )
         conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
         )
         conn.execute("COMMIT")
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            # An index made before version 4: switching to incremental vacuum takes one
+            # full VACUUM (a copy of the index), once.
+            log.warning("converting %s to incremental vacuum (one-time VACUUM)", self.data_dir)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("VACUUM")
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for poller in (self._queue_poller, self._mailbox_poller):
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
-        for fd in self._read_fds.values():
-            os.close(fd)
-        self._read_fds.clear()
-        self._reader.close()
+        await asyncio.to_thread(self._read_pool.shutdown)
+        for conn in self._reader_conns:
+            conn.close()
 
     # --- the writer thread (group commit) -------------------------------------------
 
@@ -300,76 +499,121 @@ class SQLiteStore:
             os.close(self._segment_fd)
         conn.close()
 
-    def _append_blobs(self, batch: list[_Job]) -> list[tuple[str, int, int] | None]:
-        """Append every blob of the batch to the segment with one write and one fsync."""
-        places: list[tuple[str, int, int] | None] = []
-        chunks: list[bytes] = []
-        for job in batch:
-            if job.blob is None or len(job.blob) <= INLINE_MAX:
-                places.append(None)
-                continue
-            if self._segment_fd is None or self._segment_size > SEGMENT_MAX:
-                self._open_segment()
-            assert self._segment_name is not None
-            places.append((self._segment_name, self._segment_size, len(job.blob)))
-            self._segment_size += len(job.blob)
-            chunks.append(job.blob)
-        if chunks:
-            assert self._segment_fd is not None
-            data = b"".join(chunks)
-            view = memoryview(data)
-            while view:
-                written = os.write(self._segment_fd, view)
-                view = view[written:]
-            os.fdatasync(self._segment_fd)
-        return places
+    def _append_blobs(self, batch: list[_Job]) -> tuple[list[tuple[str, int, int] | None], int]:
+        """Append every large blob of the batch to the segment, then one fdatasync.
+
+        Returns each job's (segment, offset, length) and the segment size before the
+        batch. Offsets come from the file's real size, so a failed write earlier can never
+        shift them; a failed or partial write is cut off again before the error goes up.
+        """
+        places: list[tuple[str, int, int] | None] = [None] * len(batch)
+        large = [
+            (i, job.blob) for i, job in enumerate(batch)
+            if job.blob is not None and len(job.blob) > INLINE_MAX
+        ]
+        if not large:
+            return places, -1
+        if self._segment_fd is None or self._segment_size > SEGMENT_MAX:
+            self._open_segment()
+        assert self._segment_fd is not None and self._segment_name is not None
+        fd = self._segment_fd
+        start = offset = os.fstat(fd).st_size
+        for i, blob in large:
+            places[i] = (self._segment_name, offset, len(blob))
+            offset += len(blob)
+        try:
+            for _, blob in large:
+                _write_all(fd, blob)
+            os.fdatasync(fd)
+        except OSError:
+            self._cut_segment(start)
+            raise
+        self._segment_size = offset
+        return places, start
+
+    def _cut_segment(self, size: int) -> None:
+        """Undo a failed append: truncate the segment back to ``size``; if even that fails,
+        stop using the segment (its tail is then unreferenced and compaction reclaims it)."""
+        fd = self._segment_fd
+        if fd is None or size < 0:
+            return
+        try:
+            os.ftruncate(fd, size)
+            os.fdatasync(fd)
+            self._segment_size = size
+        except OSError as exc:
+            log.warning("cannot truncate segment %s after a failed write (%s); starting a "
+                        "new one", self._segment_name, exc)
+            os.close(fd)
+            self._segment_fd = None
+            self._segment_name = None
 
     def _open_segment(self) -> None:
         if self._segment_fd is not None:
             os.close(self._segment_fd)
+            self._segment_fd = None
         name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
         path = self.blob_dir / f"{name}.seg"
-        self._segment_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        # the new directory entry must survive a crash too
-        dir_fd = os.open(self.blob_dir, os.O_RDONLY)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            # Held while this instance appends: compaction (in any process) skips it.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _fsync_dir(self.blob_dir)  # the new directory entry must survive a crash too
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        self._segment_fd = fd
         self._segment_name = name
         self._segment_size = 0
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
+        start = -1
         try:
-            places = self._append_blobs(batch)
+            places, start = self._append_blobs(batch)
             conn.execute("BEGIN IMMEDIATE")
             for job, place in zip(batch, places, strict=True):
                 conn.execute("SAVEPOINT job")
                 try:
                     blob_id = None
                     if place is not None:
+                        assert job.blob is not None
                         cur = conn.execute(
-                            "INSERT INTO blobs(segment, offset, length) VALUES (?,?,?)", place
+                            "INSERT INTO blobs(segment, offset, length, sha256) VALUES (?,?,?,?)",
+                            (*place, _digest(job.blob)),
                         )
                         blob_id = cur.lastrowid
                     elif job.blob is not None:
                         cur = conn.execute(
-                            "INSERT INTO blobs(segment, offset, length, data) VALUES ('',0,?,?)",
-                            (len(job.blob), job.blob),
+                            "INSERT INTO blobs(segment, offset, length, data, sha256) "
+                            "VALUES ('',0,?,?,?)",
+                            (len(job.blob), job.blob, _digest(job.blob)),
                         )
                         blob_id = cur.lastrowid
                     results.append((True, job.fn(conn, blob_id)))
                     conn.execute("RELEASE job")
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((False, exc))
+                    error = storage_error(exc)
+                    try:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    except sqlite3.Error:
+                        # SQLite rolled back the whole transaction (e.g. SQLITE_FULL):
+                        # the batch fails with this job's error.
+                        raise error from exc
+                    results.append((False, error))
             conn.execute("COMMIT")
         except Exception as exc:  # disk full, I/O error: nothing of the batch is durable
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            results = [(False, StoreError(f"storage failure: {exc}")) for _ in batch]
+            error = storage_error(exc)
+            if isinstance(error, StorageFull):
+                # The index did not take the batch: its blob bytes are nobody's.
+                self._cut_segment(start)
+            log.error("store write failed (%d job(s)): %s", len(batch), error)
+            results = [(False, error) for _ in batch]
         for job, (ok, value) in zip(batch, results, strict=True):
             job.loop.call_soon_threadsafe(self._finish, job, ok, value)
 
@@ -398,8 +642,24 @@ class SQLiteStore:
         self._jobs.put(_Job(fn, blob, fut, loop, touched if touched is not None else set()))
         return await fut
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._reader.execute(sql, args).fetchall()
+    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Reads run on the reader threads (each with its own connection, WAL lets them
+        read while the writer commits): never on the event loop, whose other clients would
+        wait for a big mailbox's listing."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_pool, self._query_sync, sql, args)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    def _query_sync(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.data_dir / "pochta.db")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn.execute(sql, args).fetchall()
 
     # --- directory ------------------------------------------------------------------
 
@@ -427,10 +687,10 @@ class SQLiteStore:
         await self._write(fn)
 
     async def list_domains(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT name FROM domains ORDER BY name")]
+        return [r[0] for r in await self._query("SELECT name FROM domains ORDER BY name")]
 
     async def has_domain(self, name: str) -> bool:
-        return bool(self._query("SELECT 1 FROM domains WHERE name=?", (name.lower(),)))
+        return bool(await self._query("SELECT 1 FROM domains WHERE name=?", (name.lower(),)))
 
     async def add_account(
         self, address: str, password_hash: str, scram: ScramCredentials | None
@@ -551,32 +811,32 @@ class SQLiteStore:
         await self._write(fn)
 
     async def get_account(self, address: str) -> Account | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address=?",  # noqa: S608
             (address.lower(),),
         )
         return _account(rows[0]) if rows else None
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id=?", (account_id,)  # noqa: S608
         )
         return _account(rows[0]) if rows else None
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         if domain:
-            rows = self._query(
+            rows = await self._query(
                 f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE address LIKE ? "  # noqa: S608
                 "ORDER BY address", (f"%@{domain.lower()}",),
             )
         else:
-            rows = self._query(
+            rows = await self._query(
                 f"SELECT {_ACCOUNT_COLS} FROM accounts ORDER BY address"  # noqa: S608
             )
         return [_account(r) for r in rows]
 
     async def account_usage(self, account_id: int) -> int:
-        rows = self._query(
+        rows = await self._query(
             "SELECT coalesce(sum(m.size),0) FROM messages m JOIN mailboxes b "
             "ON m.mailbox_id=b.id WHERE b.account_id=?", (account_id,),
         )
@@ -604,19 +864,19 @@ class SQLiteStore:
         await self._write(fn)
 
     async def get_alias(self, source: str) -> Alias | None:
-        rows = self._query(
+        rows = await self._query(
             "SELECT source, targets FROM aliases WHERE source=?", (source.lower(),)
         )
         return Alias(rows[0][0], tuple(rows[0][1].split("\n"))) if rows else None
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         if domain:
-            rows = self._query(
+            rows = await self._query(
                 "SELECT source, targets FROM aliases WHERE source LIKE ? ORDER BY source",
                 (f"%@{domain.lower()}",),
             )
         else:
-            rows = self._query("SELECT source, targets FROM aliases ORDER BY source")
+            rows = await self._query("SELECT source, targets FROM aliases ORDER BY source")
         return [Alias(s, tuple(t.split("\n"))) for s, t in rows]
 
     # --- acceptance -----------------------------------------------------------------
@@ -652,7 +912,7 @@ class SQLiteStore:
                     "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
                     (box_id, uid, blob_id, size,
                      target.internaldate if target.internaldate is not None else now,
-                     _flags_text(target.flags), modseq),
+                     flags_text(target.flags), modseq),
                 )
                 uids.append((box_id, uid))
             for rcpt in remote:
@@ -664,7 +924,10 @@ class SQLiteStore:
                 )
             return AcceptResult(message_id, blob_id, tuple(uids))
 
-        return await self._write(fn, blob=data, touched=touched)
+        result = await self._write(fn, blob=data, touched=touched)
+        if remote:
+            self._wake_queue()
+        return result
 
     @staticmethod
     def _target_mailbox(conn: sqlite3.Connection, target: LocalTarget) -> int:
@@ -714,36 +977,47 @@ class SQLiteStore:
         return int(row[0])
 
     async def read_blob(self, blob_id: int) -> bytes:
-        rows = self._query(
-            "SELECT segment, offset, length, data FROM blobs WHERE id=?", (blob_id,)
-        )
-        if not rows:
-            raise NotFound(f"no blob {blob_id}")
-        segment, offset, length, inline = rows[0]
-        if inline is not None:
-            return bytes(inline)
-        fd = self._read_fds.get(segment)
-        if fd is None:
-            fd = os.open(self.blob_dir / f"{segment}.seg", os.O_RDONLY)
-            if len(self._read_fds) >= 256:
-                os.close(self._read_fds.pop(next(iter(self._read_fds))))
-            self._read_fds[segment] = fd
-        data = os.pread(fd, length, offset)
-        if len(data) != length:
-            raise StoreError(f"blob {blob_id} is truncated on disk")
+        for _attempt in range(2):
+            rows = await self._query(
+                "SELECT segment, offset, length, data, sha256 FROM blobs WHERE id=?", (blob_id,)
+            )
+            if not rows:
+                raise NotFound(f"no blob {blob_id}")
+            segment, offset, length, inline, digest = rows[0]
+            if inline is not None:
+                data = bytes(inline)
+                _check_blob(blob_id, data, length, digest)
+                return data
+            try:
+                return await asyncio.to_thread(
+                    self._read_segment, blob_id, segment, offset, length, digest
+                )
+            except FileNotFoundError:
+                continue  # compaction moved it between the lookup and the open: look again
+        raise StorageCorrupt(f"blob {blob_id}: segment {segment} is missing")
+
+    def _read_segment(
+        self, blob_id: int, segment: str, offset: int, length: int, digest: bytes | None
+    ) -> bytes:
+        fd = os.open(self.blob_dir / f"{segment}.seg", os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        _check_blob(blob_id, data, length, digest)
         return data
 
     # --- mailboxes ------------------------------------------------------------------
 
     async def list_mailboxes(self, account_id: int) -> list[MailboxInfo]:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=? ORDER BY name",  # noqa: S608
             (account_id,),
         )
         return [_mailbox(r) for r in rows]
 
     async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=? AND name=?",  # noqa: S608
             (account_id, normalize_mailbox_name(name)),
         )
@@ -860,26 +1134,27 @@ class SQLiteStore:
         await self._write(fn)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
-        rows = self._query(
+        rows = await self._query(
             "SELECT name FROM subscriptions WHERE account_id=? ORDER BY name", (account_id,)
         )
         return [r[0] for r in rows]
 
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
-        box = self._query(
+        box = await self._query(
             "SELECT uidnext, uidvalidity, highestmodseq, first_recent_uid FROM mailboxes "
             "WHERE id=?", (mailbox_id,),
         )
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
         uidnext, validity, modseq, first_recent = box[0]
-        total, size, seen, deleted, recent = self._query(
+        rows = await self._query(
             "SELECT count(*), coalesce(sum(size),0),"
             " coalesce(sum(instr(' '||flags||' ', ' \\Seen ')>0),0),"
             " coalesce(sum(instr(' '||flags||' ', ' \\Deleted ')>0),0),"
             " coalesce(sum(uid>=?),0) FROM messages WHERE mailbox_id=?",
             (first_recent, mailbox_id),
-        )[0]
+        )
+        total, size, seen, deleted, recent = rows[0]
         return MailboxStatus(
             messages=total, unseen=total - seen, deleted=deleted, size=size,
             uidnext=uidnext, uidvalidity=validity, highestmodseq=modseq, recent=recent,
@@ -888,14 +1163,14 @@ class SQLiteStore:
     # --- messages -------------------------------------------------------------------
 
     async def list_messages(self, mailbox_id: int) -> list[MessageMeta]:
-        rows = self._query(
+        rows = await self._query(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
             "WHERE mailbox_id=? ORDER BY uid", (mailbox_id,),
         )
         return [_meta(r) for r in rows]
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
-        box = self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
+        box = await self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
         highest = int(box[0][0])
@@ -903,11 +1178,11 @@ class SQLiteStore:
             return Changes(highest, (), ())
         # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
         # message) instead of the (mailbox_id, modseq) index.
-        changed = self._query(
+        changed = await self._query(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
             "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
-        gone = self._query(
+        gone = await self._query(
             "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
         )
         return Changes(
@@ -941,19 +1216,14 @@ class SQLiteStore:
                 if unchanged_since is not None and meta.modseq > unchanged_since:
                     failed.append(uid)
                     continue
-                if mode is FlagMode.ADD:
-                    new = meta.flags | flags
-                elif mode is FlagMode.REMOVE:
-                    new = meta.flags - flags
-                else:
-                    new = flags
+                new = apply_flags(meta.flags, flags, mode)
                 if new == meta.flags:
                     continue
                 if modseq is None:
                     modseq = self._bump_modseq(conn, mailbox_id)
                 conn.execute(
                     "UPDATE messages SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?",
-                    (_flags_text(new), modseq, mailbox_id, uid),
+                    (flags_text(new), modseq, mailbox_id, uid),
                 )
                 changed.append(MessageMeta(
                     meta.uid, meta.blob_id, meta.size, meta.internaldate, new, modseq))
@@ -1022,7 +1292,7 @@ class SQLiteStore:
                 "SELECT uid, flags FROM messages WHERE mailbox_id=? ORDER BY uid", (mailbox_id,)
             ).fetchall()
             if wanted is None:
-                gone = [uid for uid, flags in rows if "\\Deleted" in _flags_set(flags)]
+                gone = [uid for uid, flags in rows if "\\Deleted" in flags_set(flags)]
             else:
                 gone = [uid for uid, _flags in rows if uid in wanted]
             if gone:
@@ -1048,7 +1318,37 @@ class SQLiteStore:
     def watch(self, mailbox_id: int) -> _Watcher:
         watcher = _Watcher(self, mailbox_id)
         self._watchers.setdefault(mailbox_id, set()).add(watcher)
+        if self._mailbox_poller is None:
+            self._mailbox_poller = asyncio.get_running_loop().create_task(
+                self._poll_mailboxes())
         return watcher
+
+    async def _poll_mailboxes(self, interval: float = 0.25) -> None:
+        """Writes by this process wake watchers at once (``_finish``); writes by another
+        process (``pochta serve --workers``, the CLI) are seen here, by the mailbox's
+        HIGHESTMODSEQ, within ``interval``."""
+        seen: dict[int, int] = {}
+        while True:
+            ids = list(self._watchers)
+            if ids:
+                try:
+                    rows = await self._query(
+                        f"SELECT id, highestmodseq FROM mailboxes WHERE id IN "  # noqa: S608
+                        f"({','.join('?' * len(ids))})", ids,
+                    )
+                except StoreError as exc:
+                    log.warning("mailbox change poll failed: %s", exc)
+                    rows = []
+                current = {int(r[0]): int(r[1]) for r in rows}
+                for box_id in ids:
+                    modseq = current.get(box_id, -1)  # -1: deleted by someone else
+                    if box_id in seen and seen[box_id] != modseq:
+                        for watcher in self._watchers.get(box_id, ()):
+                            watcher.notify()
+                    seen[box_id] = modseq
+                for gone in set(seen) - set(ids):
+                    del seen[gone]
+            await asyncio.sleep(interval)
 
     def _unwatch(self, watcher: _Watcher) -> None:
         group = self._watchers.get(watcher.mailbox_id)
@@ -1078,23 +1378,83 @@ class SQLiteStore:
         )
 
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
-        rows = self._query(
+        rows = await self._query(
             f"SELECT {self._QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
             "AND next_attempt<=? ORDER BY next_attempt LIMIT ?", (now, limit),
         )
         return [self._queue_item(r) for r in rows]
 
     async def list_queue(self) -> list[QueueItem]:
-        rows = self._query(f"SELECT {self._QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
+        rows = await self._query(f"SELECT {self._QUEUE_COLS} FROM queue ORDER BY id")  # noqa: S608
         return [self._queue_item(r) for r in rows]
+
+    async def claim_queue_items(
+        self, now: float, limit: int, owner: str, lease: float
+    ) -> list[QueueItem]:
+        def fn(conn: sqlite3.Connection, _: int | None) -> list[QueueItem]:
+            rows = conn.execute(
+                f"UPDATE queue SET claimed_by=?, lease_until=? WHERE id IN ("  # noqa: S608
+                "SELECT id FROM queue WHERE state IN ('pending','deferred') AND "
+                "next_attempt<=? AND (claimed_by IS NULL OR lease_until<?) "
+                f"ORDER BY next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",
+                (owner, now + lease, now, now, limit),
+            ).fetchall()
+            return sorted((self._queue_item(r) for r in rows), key=lambda i: i.next_attempt)
+
+        return await self._write(fn)
+
+    async def renew_queue_claims(
+        self, item_ids: Sequence[int], owner: str, until: float
+    ) -> int:
+        wanted = list(item_ids)
+
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            return sum(
+                conn.execute(
+                    "UPDATE queue SET lease_until=? WHERE id=? AND claimed_by=?",
+                    (until, item_id, owner),
+                ).rowcount
+                for item_id in wanted
+            )
+
+        return await self._write(fn)
+
+    async def queue_claim_owners(self) -> list[str]:
+        rows = await self._query(
+            "SELECT DISTINCT claimed_by FROM queue WHERE claimed_by IS NOT NULL "
+            "AND state IN ('pending','deferred')"
+        )
+        return [r[0] for r in rows]
+
+    async def release_queue_claims_of(self, owner: str) -> int:
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            return conn.execute(
+                "UPDATE queue SET claimed_by=NULL, lease_until=NULL WHERE claimed_by=?",
+                (owner,),
+            ).rowcount
+
+        return await self._write(fn)
+
+    async def release_queue_items(self, item_ids: Sequence[int], owner: str) -> None:
+        wanted = list(item_ids)
+
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            for item_id in wanted:
+                conn.execute(
+                    "UPDATE queue SET claimed_by=NULL, lease_until=NULL WHERE id=? AND "
+                    "claimed_by=?", (item_id, owner),
+                )
+
+        await self._write(fn)
 
     async def update_queue_item(
         self, item_id: int, state: QueueState, next_attempt: float, last_reply: str
     ) -> None:
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
             cur = conn.execute(
-                "UPDATE queue SET state=?, next_attempt=?, last_reply=?, attempts=attempts+1 "
-                "WHERE id=?", (state.value, next_attempt, last_reply, item_id),
+                "UPDATE queue SET state=?, next_attempt=?, last_reply=?, attempts=attempts+1, "
+                "claimed_by=NULL, lease_until=NULL WHERE id=?",
+                (state.value, next_attempt, last_reply, item_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no queue item {item_id}")
@@ -1108,6 +1468,52 @@ class SQLiteStore:
 
         await self._write(fn)
 
+    async def reschedule_queue_items(self, item_ids: Sequence[int], when: float) -> int:
+        """Make pending/deferred items due at ``when`` without counting an attempt, and
+        wake every queue worker (``pochta queue retry|flush``)."""
+        wanted = list(item_ids)
+
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            n = 0
+            for item_id in wanted:
+                n += conn.execute(
+                    "UPDATE queue SET next_attempt=? WHERE id=? AND state IN "
+                    "('pending','deferred')", (when, item_id),
+                ).rowcount
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('queue_wake', '1') ON CONFLICT(key) "
+                "DO UPDATE SET value=CAST(value AS INTEGER)+1"
+            )
+            return n
+
+        n = await self._write(fn)
+        self._wake_queue()
+        return n
+
+    def watch_queue(self) -> _QueueWatcher:
+        watcher = _QueueWatcher(self)
+        self._queue_watchers.add(watcher)
+        if self._queue_poller is None:
+            self._queue_poller = asyncio.get_running_loop().create_task(self._poll_queue_wake())
+        return watcher
+
+    def _wake_queue(self) -> None:
+        for watcher in self._queue_watchers:
+            watcher.notify()
+
+    async def _poll_queue_wake(self, interval: float = 0.5) -> None:
+        """Another process (the CLI) cannot reach this one's watchers: it bumps a counter
+        that this cheap poll notices."""
+        last: str | None = None
+        first = True
+        while True:
+            rows = await self._query("SELECT value FROM meta WHERE key='queue_wake'")
+            value = rows[0][0] if rows else None
+            if not first and value != last:
+                self._wake_queue()
+            last, first = value, False
+            await asyncio.sleep(interval)
+
     async def purge_queue(self, finished_before: float) -> int:
         def fn(conn: sqlite3.Connection, _: int | None) -> int:
             cur = conn.execute(
@@ -1118,13 +1524,270 @@ class SQLiteStore:
 
         return await self._write(fn)
 
-    # --- integrity and space (being built: see the storage v2 work) -------------------
+    # --- coordination (locks and counters shared by processes) ------------------------
+
+    async def try_lock(self, name: str, owner: str, ttl: float) -> bool:
+        def fn(conn: sqlite3.Connection, _: int | None) -> bool:
+            now = time.time()
+            row = conn.execute(
+                "INSERT INTO locks(name, owner, expires) VALUES (?,?,?) ON CONFLICT(name) "
+                "DO UPDATE SET owner=excluded.owner, expires=excluded.expires "
+                "WHERE locks.owner=excluded.owner OR locks.expires<? RETURNING owner",
+                (name, owner, now + ttl, now),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(fn)
+
+    async def unlock(self, name: str, owner: str) -> None:
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            conn.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
+
+        await self._write(fn)
+
+    async def add_to_counter(self, key: str, amount: int, window: float) -> int:
+        def fn(conn: sqlite3.Connection, _: int | None) -> int:
+            now = time.time()
+            conn.execute(
+                "INSERT INTO counters(key, second, amount) VALUES (?,?,?) ON CONFLICT(key, "
+                "second) DO UPDATE SET amount=amount+excluded.amount",
+                (key, int(now), amount),
+            )
+            conn.execute("DELETE FROM counters WHERE key=? AND second<=?",
+                         (key, int(now - window)))
+            (total,) = conn.execute(
+                "SELECT coalesce(sum(amount),0) FROM counters WHERE key=?", (key,)
+            ).fetchone()
+            return int(total)
+
+        return await self._write(fn)
+
+    async def counter_value(self, key: str, window: float) -> int:
+        rows = await self._query(
+            "SELECT coalesce(sum(amount),0) FROM counters WHERE key=? AND second>?",
+            (key, int(time.time() - window)),
+        )
+        return int(rows[0][0])
+
+    async def reset_counter(self, key: str) -> None:
+        def fn(conn: sqlite3.Connection, _: int | None) -> None:
+            conn.execute("DELETE FROM counters WHERE key=?", (key,))
+
+        await self._write(fn)
+
+    # --- integrity and space --------------------------------------------------------
 
     async def verify_blobs(self) -> list[BlobProblem]:
-        raise NotImplementedError("verify_blobs is being built")
+        return await asyncio.to_thread(self._verify_blobs)
+
+    def _verify_blobs(self) -> list[BlobProblem]:
+        conn = _connect(self.data_dir / "pochta.db")
+        problems: list[BlobProblem] = []
+        try:
+            rows = conn.execute(
+                "SELECT id, segment, offset, length, data IS NOT NULL, sha256 FROM blobs "
+                "ORDER BY segment, offset"
+            )
+            for blob_id, segment, offset, length, inline, digest in rows:
+                try:
+                    if inline:
+                        (data,) = conn.execute(
+                            "SELECT data FROM blobs WHERE id=?", (blob_id,)
+                        ).fetchone()
+                        _check_blob(blob_id, bytes(data), length, digest)
+                    else:
+                        self._read_segment(blob_id, segment, offset, length, digest)
+                except StorageCorrupt as exc:
+                    problems.append(BlobProblem(blob_id, str(exc)))
+                except FileNotFoundError:
+                    problems.append(BlobProblem(blob_id, f"segment {segment} is missing"))
+                except OSError as exc:
+                    problems.append(BlobProblem(blob_id, f"cannot read: {exc}"))
+        finally:
+            conn.close()
+        return problems
 
     async def store_stats(self) -> StoreStats:
-        raise NotImplementedError("store_stats is being built")
+        def stats() -> StoreStats:
+            conn = _connect(self.data_dir / "pochta.db")
+            try:
+                blobs, total = conn.execute(
+                    "SELECT count(*), coalesce(sum(length),0) FROM blobs"
+                ).fetchone()
+                dead = conn.execute(
+                    "SELECT coalesce(sum(b.length),0) FROM blob_gc g JOIN blobs b "
+                    "ON b.id=g.blob_id WHERE NOT EXISTS (SELECT 1 FROM messages m "
+                    "WHERE m.blob_id=b.id) AND NOT EXISTS (SELECT 1 FROM queue q WHERE "
+                    "q.blob_id=b.id AND q.state IN ('pending','deferred'))"
+                ).fetchone()[0]
+                on_disk = {
+                    r[0]: r[1] for r in conn.execute(
+                        "SELECT segment, sum(length) FROM blobs WHERE segment!='' "
+                        "GROUP BY segment")
+                }
+                (free_pages,) = conn.execute("PRAGMA freelist_count").fetchone()
+                (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            finally:
+                conn.close()
+            disk = 0
+            orphaned = 0  # segment bytes no blob row points at (failed or moved writes)
+            for path in self.data_dir.rglob("*"):
+                if path.is_file():
+                    size = path.stat().st_size
+                    disk += size
+                    if path.suffix == ".seg":
+                        orphaned += max(0, size - on_disk.get(path.stem, 0))
+            return StoreStats(
+                blobs=blobs, live_bytes=total - dead,
+                reclaimable_bytes=dead + orphaned + free_pages * page_size, disk_bytes=disk,
+            )
 
-    async def compact(self) -> int:
-        raise NotImplementedError("compact is being built")
+        return await asyncio.to_thread(stats)
+
+    async def compact(self, min_age: float = 0.0) -> int:
+        """Collect blobs unreferenced for at least ``min_age`` seconds (the grace period
+        lets a session that still holds an expunged message's blob id read it, and the
+        queue build a bounce after marking an item failed), then give their space back."""
+        async with self._compact_lock:
+            cutoff = time.time() - min_age
+
+            def collect(conn: sqlite3.Connection, _: int | None) -> int:
+                candidates = conn.execute(
+                    "SELECT blob_id FROM blob_gc WHERE since<=?", (cutoff,)
+                ).fetchall()
+                freed = 0
+                for (blob_id,) in candidates:
+                    conn.execute("DELETE FROM blob_gc WHERE blob_id=?", (blob_id,))
+                    if conn.execute(
+                        "SELECT 1 FROM messages WHERE blob_id=? UNION ALL SELECT 1 FROM queue "
+                        "WHERE blob_id=? AND state IN ('pending','deferred') LIMIT 1",
+                        (blob_id, blob_id),
+                    ).fetchone():
+                        continue
+                    row = conn.execute(
+                        "DELETE FROM blobs WHERE id=? RETURNING length, data IS NOT NULL",
+                        (blob_id,),
+                    ).fetchone()
+                    if row is not None and row[1]:
+                        freed += int(row[0])
+                conn.execute("PRAGMA incremental_vacuum")
+                return freed
+
+            before = await asyncio.to_thread(self._disk_bytes)
+            await self._write(collect)
+            await self._retire_dead_segment()
+            await asyncio.to_thread(self._checkpoint)
+            for segment in await asyncio.to_thread(self._segment_names):
+                await self._compact_segment(segment)
+            after = await asyncio.to_thread(self._disk_bytes)
+            return max(0, before - after)
+
+    async def _retire_dead_segment(self) -> None:
+        """Stop appending to our own segment when it is mostly dead, so that it can be
+        compacted like any other (the next large message opens a new one)."""
+        name = self._segment_name
+        if name is None:
+            return
+        rows = await self._query(
+            "SELECT coalesce(sum(length),0) FROM blobs WHERE segment=?", (name,)
+        )
+        live = rows[0][0]
+        if live >= COMPACT_LIVE_RATIO * max(self._segment_size, 1):
+            return
+
+        def retire(conn: sqlite3.Connection, _: int | None) -> None:
+            # Runs in the writer thread after this batch's appends: nothing is lost.
+            if self._segment_name == name and self._segment_fd is not None:
+                os.close(self._segment_fd)
+                self._segment_fd = None
+                self._segment_name = None
+
+        await self._write(retire)
+
+    def _disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file())
+
+    def _checkpoint(self) -> None:
+        conn = _connect(self.data_dir / "pochta.db")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    def _segment_names(self) -> list[str]:
+        return sorted(p.stem for p in self.blob_dir.glob("*.seg"))
+
+    async def _compact_segment(self, segment: str) -> None:
+        """Unlink a segment nothing references, or move its live blobs into a new segment
+        when less than COMPACT_LIVE_RATIO of it is live. Skips segments that a live store
+        instance is appending to (it holds their flock)."""
+        path = self.blob_dir / f"{segment}.seg"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # still being written (this process or another)
+            size = os.fstat(fd).st_size
+            live = await self._query(
+                "SELECT id, offset, length, sha256 FROM blobs WHERE segment=? ORDER BY offset",
+                (segment,),
+            )
+            live_bytes = sum(r[2] for r in live)
+            if live and (size == 0 or live_bytes / size >= COMPACT_LIVE_RATIO):
+                return
+            if live:
+                moved = await asyncio.to_thread(self._copy_live, fd, segment, live)
+                if moved is None:
+                    return
+
+                def repoint(conn: sqlite3.Connection, _: int | None) -> None:
+                    for blob_id, new_segment, new_offset in moved:
+                        conn.execute(
+                            "UPDATE blobs SET segment=?, offset=? WHERE id=? AND segment=?",
+                            (new_segment, new_offset, blob_id, segment),
+                        )
+
+                await self._write(repoint)
+            path.unlink()
+            await asyncio.to_thread(_fsync_dir, self.blob_dir)
+            log.info("compacted segment %s: %d live blob(s) moved, %d bytes given back",
+                     segment, len(live), size - live_bytes)
+        finally:
+            os.close(fd)
+
+    def _copy_live(
+        self, fd: int, segment: str, live: list[tuple[Any, ...]]
+    ) -> list[tuple[int, str, int]] | None:
+        """Copy a segment's live blobs (checked) into a fresh segment, fsynced."""
+        name = f"{time.time_ns():x}-{os.getpid()}-{secrets.token_hex(3)}"
+        out_path = self.blob_dir / f"{name}.seg"
+        out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        moved: list[tuple[int, str, int]] = []
+        offset = 0
+        try:
+            for blob_id, old_offset, length, digest in live:
+                data = os.pread(fd, length, old_offset)
+                try:
+                    _check_blob(blob_id, data, length, digest)
+                except StorageCorrupt as exc:
+                    # Keep the damaged segment as it is for pochta store verify to report.
+                    log.error("not compacting segment %s: %s", segment, exc)
+                    os.close(out)
+                    out_path.unlink()
+                    return None
+                _write_all(out, data)
+                moved.append((blob_id, name, offset))
+                offset += length
+            os.fdatasync(out)
+        except OSError:
+            os.close(out)
+            with contextlib.suppress(OSError):
+                out_path.unlink()
+            raise
+        os.close(out)
+        _fsync_dir(self.blob_dir)
+        return moved

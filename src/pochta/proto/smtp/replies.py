@@ -12,6 +12,7 @@ multi-line reply (RFC 5321 section 4.2.1: ``250-first``, ..., ``250 last``).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
@@ -100,6 +101,14 @@ HELP = Reply(
     "2.0.0",
     "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
 )
+
+
+def help_reply(extra: Sequence[str]) -> Reply:
+    """214 listing the base commands plus ``extra`` (STARTTLS, AUTH) where they work."""
+    base = "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"
+    return Reply(214, "2.0.0", "Commands: " + " ".join([base, *extra]))
+
+
 # RFC 5321 section 3.5.3: 252 when the server will not verify; we never enumerate users.
 CANNOT_VRFY = Reply(
     252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"
@@ -126,6 +135,15 @@ RATE_LIMITED = Reply(450, "4.7.1", "Rate limit exceeded, try again later")
 # --- 5xx: syntax and sequence ---------------------------------------------------------
 UNKNOWN_COMMAND = Reply(500, "5.5.1", "Command unrecognized")
 SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error")
+# What exactly is wrong with a line, for the human at a terminal (openssl s_client, nc).
+SYNTAX_NOT_UTF8 = Reply(500, "5.5.2", "Syntax error: the command line is not UTF-8")
+SYNTAX_EMPTY = Reply(500, "5.5.2", "Syntax error: empty command line")
+SYNTAX_CR_CR_LF = Reply(
+    500, "5.5.2",
+    "Syntax error: line ends in CR CR LF (openssl s_client -crlf adds the CR)",
+)
+SYNTAX_CONTROL = Reply(500, "5.5.2", "Syntax error: control character (CR, NUL, ...) in the "
+                       "command line")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 # RFC 4954 section 4.
 AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")

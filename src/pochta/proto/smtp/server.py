@@ -132,6 +132,9 @@ class ServerSession:
         self.authenticated_as: str | None = None
         self.tls_active = params.tls_active
         self.errors = 0
+        # commands received, by lower-case verb ("unknown" for the rest), in order of
+        # first use: the driver's end-of-session log line (like Postfix's "disconnect")
+        self.commands: dict[str, int] = {}
         self._in = bytearray()
         self._scan = 0  # how far self._in was already searched for a line end
         self._out = bytearray()
@@ -365,15 +368,24 @@ class ServerSession:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._error(replies.SYNTAX_ERROR)
+            self._error(replies.SYNTAX_NOT_UTF8)
             return
-        if _CONTROL.search(text) or not text.strip():
-            self._error(replies.SYNTAX_ERROR)
+        if not text.strip():
+            self._error(replies.SYNTAX_EMPTY)
+            return
+        if text.endswith("\r"):
+            # CR CR LF: what `openssl s_client -crlf` sends when the user types CR too
+            self._error(replies.SYNTAX_CR_CR_LF)
+            return
+        if _CONTROL.search(text):
+            self._error(replies.SYNTAX_CONTROL)
             return
         verb, _, arg = text.lstrip(" ").partition(" ")
         verb = verb.upper()
         arg = arg.strip(" ")
         handler = self._HANDLERS.get(verb)
+        counted = verb.lower() if handler is not None else "unknown"
+        self.commands[counted] = self.commands.get(counted, 0) + 1
         if handler is None:
             self._error(replies.UNKNOWN_COMMAND)
             return
@@ -547,7 +559,15 @@ class ServerSession:
         self._error(replies.EXPN_NOT_AVAILABLE)
 
     def _help(self, arg: str) -> None:
-        self._send(replies.HELP)
+        # Only what works on this port and at this point: STARTTLS while it is on offer,
+        # AUTH where mechanisms are configured (never on an MTA port, where it is 502).
+        p = self.params
+        extra = []
+        if p.tls_available and not self.tls_active:
+            extra.append("STARTTLS")
+        if p.auth_mechanisms:
+            extra.append("AUTH")
+        self._send(replies.help_reply(extra))
 
     def _starttls(self, arg: str) -> None:
         if arg:

@@ -121,6 +121,17 @@ class AuthConfig:
         metadata=_doc("remember a successful password check this long, so a client's "
                       "repeated logins skip argon2id (0: verify every time)"),
     )
+    scram_plus: bool = field(
+        default=False,
+        metadata=_doc(
+            "offer SCRAM-SHA-256-PLUS (channel binding: tls-exporter, RFC 9266; tls-unique "
+            "on TLS 1.2) in SMTP AUTH, IMAP and POP3 when the TLS connection can supply "
+            "it. Off by default: clients take the strongest mechanism offered, and "
+            "Debian 12's mutt (gsasl) takes -PLUS, cannot supply tls-exporter over TLS "
+            "1.3 and fails without falling back. SCRAM-SHA-256, PLAIN and LOGIN stay "
+            "offered either way. Turn on when every client that picks -PLUS can bind "
+            "(see services/sasl_driver.py)."),
+    )
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,16 @@ from pochta.proto.pop3 import (
     StartTLS,
     Update,
 )
-from pochta.proto.sasl.base import (
-    Challenge,
-    ChannelBinding,
-)
-from pochta.proto.sasl.registry import mechanisms_for
+from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection
 from pochta.services.auth import normalize_address
-from pochta.services.sasl_driver import Authenticated, Outcome, SASLDriver
+from pochta.services.sasl_driver import (
+    Authenticated,
+    Outcome,
+    SASLDriver,
+    SASLOffer,
+    sasl_offer,
+)
 from pochta.storage.interfaces import Account, FlagMode, StoreError
 
 if TYPE_CHECKING:
@@ -85,16 +87,12 @@ class _Pop3Handler:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _channel_binding(self) -> tuple[ChannelBinding, ...] | None:
-        """Every channel binding the connection offers (tls-exporter, tls-unique)."""
-        if not self.conn.tls_active:
-            return None
-        return self.conn.channel_bindings() or None
+    def _sasl_offer(self) -> SASLOffer:
+        # the session core itself keeps AUTH behind STLS unless plaintext_auth
+        return sasl_offer(self.ctx.config.auth, self.conn, allow_plaintext=True)
 
     def _mechanisms(self) -> tuple[str, ...]:
-        return mechanisms_for(
-            self.conn.tls_active, self._channel_binding() is not None, allow_plaintext=True
-        )
+        return self._sasl_offer().mechanisms
 
     def flush(self) -> None:
         out = self.session.data_to_send()
@@ -194,8 +192,7 @@ class _Pop3Handler:
 
     async def _auth_start(self, event: AuthStart) -> None:
         self.sasl = SASLDriver.create(
-            event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
-            channel_binding=self._channel_binding(),
+            event.mechanism, self._sasl_offer(), self.ctx.authenticator, self.conn.peer_ip,
             # RFC 5034's +OK cannot carry SCRAM's server-final: a last challenge does
             final_as_challenge=True,
         )

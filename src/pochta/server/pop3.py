@@ -17,6 +17,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
+from pochta.addresses import normalize_login
 from pochta.config import Listener
 from pochta.proto.pop3 import (
     NEED_DATA,
@@ -34,7 +35,6 @@ from pochta.proto.pop3 import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection
-from pochta.services.auth import normalize_address
 from pochta.services.sasl_driver import (
     Authenticated,
     Outcome,
@@ -172,7 +172,7 @@ class _Pop3Handler:
     async def _apop_login(self, event: ApopLogin) -> None:
         auth = self.ctx.authenticator
         ip = self.conn.peer_ip
-        address = normalize_address(event.username)
+        address = normalize_login(event.username)
         if not await auth.allowed(ip, address):
             await self._refuse(*_LOCKED_OUT)
             return

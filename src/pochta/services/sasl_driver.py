@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..addresses import same_account
 from ..config import AuthConfig
 from ..proto.sasl.base import (
     Challenge,
@@ -127,6 +128,12 @@ class SASLDriver:
         return await self._advance(self.mechanism.respond(data))
 
     async def _advance(self, step: Step) -> Outcome:
+        if isinstance(step, (NeedScramCredentials, CheckPassword)) and step.authzid and (
+            not same_account(step.authzid, step.username)
+        ):
+            # Acting as another user is not supported (RFC 4616 §2, RFC 5802 §5.1 "a=").
+            await self.authenticator.register_failure(self.client_ip, step.username, "authzid")
+            return Rejected("authorization identity differs from authentication identity")
         if isinstance(step, NeedScramCredentials):
             self._scram_user = step.username
             if not await self.authenticator.allowed(self.client_ip, step.username):

@@ -49,6 +49,9 @@ async def strasse_server(instance: Instance) -> Server:
         _cli, config, "user", "add", "Stra\u00dfe@example.test", "--password-stdin",
         stdin=PASSWORD.encode() + b"\n")
     assert code == 0, out
+    code, out = await asyncio.to_thread(
+        _cli, config, "alias", "add", "Postmaster@Example.test", "STRA\u00dfE@example.test")
+    assert code == 0, out
     return await start_instance(instance)
 
 
@@ -64,12 +67,20 @@ async def _smtp_deliver(server: Server, rcpt: str) -> None:
     await c.close()
 
 
-async def _smtp_auth(server: Server, user: str) -> int:
+async def _smtp_auth(server: Server, user: str, sender: str | None = None) -> int:
+    """AUTH PLAIN as ``user``; with ``sender``, also submit a message from that address
+    (MAIL FROM and From:, the sender-ownership checks) and return the DATA reply."""
     c = await RawClient.connect(server.port("submission", "implicit"), server.client_ssl())
     await c.reply()
     await c.cmd("EHLO laptop")
     token = base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
     code, _ = await c.cmd(f"AUTH PLAIN {token}")
+    if sender is not None and code == 235:
+        code, text = await c.cmd(f"MAIL FROM:<{sender}> SMTPUTF8".encode())
+        assert code == 250, text
+        assert (await c.cmd("RCPT TO:<bob@elsewhere.test>"))[0] == 250
+        assert (await c.cmd("DATA"))[0] == 354
+        code, text = await c.cmd(f"From: <{sender}>\r\nSubject: s\r\n\r\nhi\r\n.".encode())
     await c.close()
     return code
 
@@ -132,15 +143,18 @@ async def test_cli_account_gets_mail_and_logs_in_with_any_spelling(
     try:
         account = await server.store.get_account("strasse@example.test")
         assert account is not None and account.address == "strasse@example.test"
-        for rcpt in NAMES:
+        for rcpt in (*NAMES, "POSTMASTER@example.test"):  # the last through the alias
             await _smtp_deliver(server, rcpt)
         for user in NAMES:
             assert await _smtp_auth(server, user) == 235, user
             for authenticate in (False, True):
-                assert b"* 3 EXISTS" in await _imap(server, user, authenticate), user
+                assert b"* 4 EXISTS" in await _imap(server, user, authenticate), user
             for sasl in (False, True):
-                assert (await _pop3(server, user, sasl)).startswith(b"+OK 3 "), user
+                assert (await _pop3(server, user, sasl)).startswith(b"+OK 4 "), user
         assert await _smtp_auth(server, "strase@example.test") == 535
+        # sender ownership: its own address in any spelling, and the alias naming it
+        for sender in (*NAMES, "postmaster@example.test"):
+            assert await _smtp_auth(server, NAMES[0], sender) == 250, sender
     finally:
         await server.running.close(grace=1.0)
         await server.store.close()

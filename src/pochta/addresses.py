@@ -10,8 +10,11 @@ Two normalisations that disagreed once locked a user out: an account created as
 
 The rule:
 
-* Domain: trailing dot removed, U-labels to A-labels (IDNA, RFC 5891, via Python's
-  ``idna`` codec), then ASCII lower case. Domains are case-insensitive (RFC 5321 §2.4).
+* Domain: trailing dot removed, U-labels to A-labels with Python's built-in ``idna``
+  codec, then ASCII lower case. Domains are case-insensitive (RFC 5321 §2.4). That codec
+  is IDNA 2003 (RFC 3490): its nameprep maps ``ß`` to ``ss`` (``straße.example`` ->
+  ``strasse.example``) where IDNA 2008 (RFC 5891) gives ``xn--strae-oqa.example``;
+  changing that would re-key stored domains, so it stays, and stays the same everywhere.
 * Local part: case-insensitive. RFC 5321 §2.4 lets the receiving host decide, and users
   expect ``Alice`` and ``alice`` to be one mailbox; the store keys accounts in lower
   case as well. ASCII local parts are simply lower-cased. Non-ASCII local parts (RFC
@@ -32,7 +35,7 @@ class AddressError(ValueError):
 
 
 def normalize_domain(domain: str) -> str:
-    """Lower-case ASCII form of a domain; U-labels become A-labels (IDNA, RFC 5891)."""
+    """Lower-case ASCII form of a domain; U-labels become A-labels (IDNA 2003 codec)."""
     domain = domain.strip().rstrip(".")
     if not domain:
         raise AddressError("empty domain")

@@ -118,6 +118,10 @@ class _Exporter:
                         "SCRAM-SHA-256-PLUS is not offered on TLS 1.3", reason)
         self.lib = None
         self.reason = reason
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
     def _readable(self, address: int) -> bool:
         """Whether PROBE_BYTES at ``address`` can be read, without touching them in this

@@ -37,7 +37,7 @@ def test_wrong_struct_offset_disables_binding(
     with caplog.at_level(logging.WARNING, logger="pochta.tls"):
         exp = _Exporter()
     assert not exp.available
-    assert "PySSLSocket" in exp.reason
+    assert "PySSLSocket" in exp.reason  # a failed check, or the child crashed
     assert any("tls-exporter disabled" in r.getMessage() for r in caplog.records)
     monkeypatch.setattr(tlsbinding, "_exporter", exp)
     assert tlsbinding.exporter_status() == (False, exp.reason)
@@ -60,7 +60,7 @@ def test_foreign_ssl_pointer_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
 
     monkeypatch.setattr(_Exporter, "_ssl_pointer", lambda self, inner: foreign)
-    broken = _Exporter()
+    broken = _Exporter(isolated=False)
     assert not broken.available and "same value" in broken.reason
 
 
@@ -75,7 +75,7 @@ def test_self_test_mismatch_disables(monkeypatch: pytest.MonkeyPatch) -> None:
         return None if out is None else bytes([calls["n"]]) + out[1:]
 
     monkeypatch.setattr(_Exporter, "export", flaky)
-    exp = _Exporter()
+    exp = _Exporter(isolated=False)
     assert not exp.available and "different values" in exp.reason
 
 
@@ -99,3 +99,20 @@ async def test_plus_not_offered_when_detection_fails(
     finally:
         await server.running.close(grace=1.0)
         await server.store.close()
+
+
+def test_crashing_self_test_child_disables(monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """Reading a wrong word may crash outright (OpenSSL follows pointers inside what it
+    takes for an SSL*): that happens in the self-test child, never in the server."""
+    import subprocess
+
+    def crashed(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        assert cmd[-1] == str(_Exporter.SSL_POINTER_WORD)
+        return subprocess.CompletedProcess(cmd, -11, b"", b"Fatal Python error")
+
+    monkeypatch.setattr(subprocess, "run", crashed)
+    with caplog.at_level(logging.WARNING, logger="pochta.tls"):
+        exp = _Exporter()
+    assert not exp.available and "crashed (signal 11)" in exp.reason
+    assert any("tls-exporter disabled" in r.getMessage() for r in caplog.records)

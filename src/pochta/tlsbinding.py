@@ -11,7 +11,9 @@ import ctypes.util
 import logging
 import os
 import ssl
+import subprocess
 import sys
+from pathlib import Path
 
 from pochta.proto.sasl import ChannelBinding
 
@@ -31,24 +33,26 @@ from pochta.proto.sasl import ChannelBinding
 # only on those CPython versions, and only when the libssl already loaded into the process
 # is the one the ssl module was built against.
 #
-# Because a Python whose layout differs would make us read the wrong word, the pointer is
-# proved before anything uses it, and the whole path is proved once before first use:
+# A Python whose layout differs would make us read the wrong word and hand OpenSSL a
+# pointer that is not an SSL*, which can crash the process (OpenSSL follows pointers
+# inside it) or export garbage. So the layout is proved before the server uses it:
 #
-# * per connection: the word must lie inside the object (``__basicsize__``), be non-zero,
-#   not be one of the object's other known fields (its SSLContext), be readable (probed
-#   with write(2) into a pipe, which fails with EFAULT instead of crashing), and, the
-#   decisive check, OpenSSL's app data of that SSL* must be this very PySSLSocket
-#   (CPython's _ssl.c calls SSL_set_app_data(ssl, self) for every socket). Then the
-#   protocol version OpenSSL reports must match ssl's own view.
-# * once, at first use (``_self_test``): an in-memory TLS 1.3 handshake between two
-#   stdlib SSLObjects; both ends must export the same 32 bytes, and a second connection
-#   must export different ones.
+# * once, at first use (at start-up when ``[auth] scram_plus`` is on), in a CHILD
+#   process running the same interpreter and libssl (``_self_test_isolated``): an
+#   in-memory TLS 1.3 handshake between two stdlib SSLObjects, the per-connection checks
+#   below on both ends, both ends must export the same 32 bytes and a second connection
+#   different ones. If the child crashes, hangs or reports a mismatch, the exporter stays
+#   off in the server, which never touched the wrong memory itself.
+# * per connection, in the server: the word must lie inside the object
+#   (``__basicsize__``), be non-zero and aligned, not be one of the object's other known
+#   fields (its SSLContext), be readable (probed with write(2) into a pipe, which fails
+#   with EFAULT instead of crashing), and, the decisive check, OpenSSL's app data of that
+#   SSL* must be this very PySSLSocket (CPython's _ssl.c calls SSL_set_app_data(ssl,
+#   self) for every socket). Then OpenSSL's protocol version must match ssl's own view.
 #
 # Any failure turns the exporter off for the life of the process with one warning in the
 # log: tls-exporter is then not offered, so on TLS 1.3 SCRAM-SHA-256-PLUS is not either
-# (tls-unique on TLS 1.2 comes from the ssl module's public API and stays). These checks
-# make reading the wrong memory very unlikely to go further than a failed probe; the
-# version gate remains the first guard.
+# (tls-unique on TLS 1.2 comes from the ssl module's public API and stays).
 
 log = logging.getLogger("pochta.tls")
 
@@ -63,7 +67,9 @@ class _Exporter:
     SSL_POINTER_WORD = 3
     PROBE_BYTES = 64
 
-    def __init__(self) -> None:
+    def __init__(self, *, isolated: bool = True) -> None:
+        """``isolated``: run the self-test in a child process (the server's way); False
+        runs it in this process (the child's way, and unit tests of the test itself)."""
         self.lib: ctypes.CDLL | None = None
         self.libc: ctypes.CDLL | None = None
         self.reason = "not checked yet"
@@ -101,7 +107,7 @@ class _Exporter:
             self.reason = f"OpenSSL functions not reachable: {exc}"
             return
         self.lib, self.libc = lib, libc
-        problem = self._self_test()
+        problem = self._self_test_isolated() if isolated else self._self_test()
         if problem is not None:
             self.disable(problem)
         else:
@@ -181,6 +187,27 @@ class _Exporter:
         )
         return out.raw if ok == 1 else None
 
+    def _self_test_isolated(self) -> str | None:
+        """``_self_test`` in a child process of the same interpreter, so that reading the
+        wrong memory can only crash the child."""
+        src = str(Path(__file__).resolve().parents[1])
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                "from pochta.tlsbinding import _child_self_test; "
+                "sys.exit(_child_self_test(int(sys.argv[2])))")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code, src, str(self.SSL_POINTER_WORD)],
+                capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"self-test process failed: {exc}"
+        if proc.returncode < 0:
+            return (f"self-test process crashed (signal {-proc.returncode}) reading the "
+                    "SSL* from CPython's PySSLSocket (private struct layout differs?)")
+        answer = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+        if proc.returncode != 0 or not answer:
+            return f"self-test process failed (exit {proc.returncode})"
+        return None if answer[-1] == "ok" else answer[-1]
+
     def _self_test(self) -> str | None:
         """None if the exporter works on two in-memory TLS 1.3 connections (both ends
         agree, the two connections differ), else what went wrong."""
@@ -202,7 +229,6 @@ def _memory_pair() -> tuple[ssl.SSLObject, ssl.SSLObject]:
     """Server and client ends of a TLS 1.3 handshake done in memory (no socket), with a
     throwaway self-signed certificate."""
     import tempfile
-    from pathlib import Path
 
     from pochta.tlsutil import generate_self_signed
 
@@ -232,6 +258,14 @@ def _memory_pair() -> tuple[ssl.SSLObject, ssl.SSLObject]:
         if all(done.values()):
             return server, client
     raise ValueError("in-memory TLS handshake did not finish")
+
+
+def _child_self_test(word: int) -> int:
+    """Entry point of the self-test child: prints "ok" or what went wrong."""
+    _Exporter.SSL_POINTER_WORD = word
+    exp = _Exporter(isolated=False)
+    print("ok" if exp.available else exp.reason, flush=True)
+    return 0
 
 
 _exporter: _Exporter | None = None

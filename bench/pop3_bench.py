@@ -12,7 +12,7 @@ Each pass:
 Reported per pass as one JSON line: RETR seconds, messages/s, MB/s, DELE and QUIT seconds,
 and, with ``--cpu-pid``, the CPU seconds the server's process tree used while RETR ran.
 
-Examples (Pochta demo instance and the reference Dovecot from /work/shared/bench/refstack):
+Examples (Pochta demo instance and the reference Dovecot from ../shared/bench/refstack):
 
   bench/pop3_bench.py --port 2995 --tls implicit --user bob@example.test \\
       --password bob-demo-pass --fill imap --imap-port 2993 --cpu-pid $(pgrep -f 'pochta demo')

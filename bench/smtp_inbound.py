@@ -2,19 +2,20 @@
 """Inbound SMTP throughput: Pochta against Postfix+Dovecot and an aiosmtpd+fsync baseline.
 
 Load: Postfix's ``smtp-source`` (one connection per message, 2 KB payload), driven by the
-shared harness ``bench_smtp.sh`` (see /work/shared/bench/smtp/RESULTS.md for its method:
-accepted/s, delivered/s, CPU per process tree, contaminated runs repeated). This script
-only orchestrates: it starts the servers, then runs ONE harness run per target in turn,
-round after round, so every target sees the same machine conditions (absolute figures on
-these shared 2-core VMs drift 10-30 % between runs), and reports medians per cell.
+shared harness ``bench_smtp.sh`` (see ../shared/bench/smtp/RESULTS.md, beside the
+checkout, for its method: accepted/s, delivered/s, CPU per process tree, contaminated
+runs repeated). This script only orchestrates: it starts the servers, then runs ONE
+harness run per target in turn, round after round, so every target sees the same machine
+conditions (absolute figures on these shared 2-core VMs drift 10-30 % between runs), and
+reports medians per cell.
 
 Targets:
   pochta    a fresh instance from bench/pochta_instance.sh on 127.0.0.1:2525 (started and
             stopped here); delivered = rows in bench@example.test's INBOX (SQLite index)
-  postfix   the refstack (must be up: /work/shared/bench/refstack/up.sh) on 12525, with
+  postfix   the refstack (must be up: ../shared/bench/refstack/up.sh) on 12525, with
             ``in_flow_delay=0`` and ``smtpd_client_connection_count_limit=0`` for the run
             (stock Postfix refuses 50 parallel sessions from one IP); restored afterwards
-  aiosmtpd  /work/shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
+  aiosmtpd  ../shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
     bench/smtp_inbound.py --report /tmp/smtp-inbound.jsonl      # tables only
@@ -41,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SHARED_BENCH", "/work/shared/bench"))
+# the shared benchmark folder sits beside the checkout: ../shared/bench
+SHARED = Path(os.environ.get("SHARED_BENCH", ROOT.parent / "shared" / "bench"))
 REFSTACK = os.environ.get("RUN_DIR", "/tmp/refstack")
 BENCH_LOCALPART = "smtpbench"
 POSTFIX_TUNING = {"in_flow_delay": "0", "smtpd_client_connection_count_limit": "0"}

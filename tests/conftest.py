@@ -185,6 +185,17 @@ async def running_server(instance: Instance) -> AsyncIterator[Server]:
         await server.store.close()
 
 
+@pytest.fixture
+async def plus_server(instance: Instance) -> AsyncIterator[Server]:
+    """running_server with ``[auth] scram_plus = true`` (SCRAM-SHA-256-PLUS offered)."""
+    server = await start_instance(instance, auth={"scram_plus": True})
+    try:
+        yield server
+    finally:
+        await server.running.close(grace=1.0)
+        await server.store.close()
+
+
 async def run_tool(*argv: str, stdin: bytes | None = None, timeout: float = 60.0
                    ) -> tuple[int, str]:
     """Run an external program without blocking the loop; (exit code, stdout+stderr)."""

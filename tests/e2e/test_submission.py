@@ -241,10 +241,10 @@ async def test_scram_sha_256_with_independent_client(running_server: Server) -> 
     assert bad[0] == 535
 
 
-async def test_scram_plus_with_tls_unique_on_tls12(running_server: Server) -> None:
-    port = running_server.port("submission", "implicit")
-    code, _ = await _scram_login(running_server, port, "SCRAM-SHA-256-PLUS",
-                                 _tls12_client(running_server), "alice-pass")
+async def test_scram_plus_with_tls_unique_on_tls12(plus_server: Server) -> None:
+    port = plus_server.port("submission", "implicit")
+    code, _ = await _scram_login(plus_server, port, "SCRAM-SHA-256-PLUS",
+                                 _tls12_client(plus_server), "alice-pass")
     assert code == 235
 
 
@@ -280,12 +280,12 @@ async def test_rate_limit_and_received_options(instance: Instance) -> None:
         await server.store.close()
 
 
-async def test_scram_plus_with_tls_exporter_on_tls13(running_server: Server) -> None:
+async def test_scram_plus_with_tls_exporter_on_tls13(plus_server: Server) -> None:
     """RFC 9266: tls-exporter binding on TLS 1.3 (scramp lacks it: a hand-made client)."""
     from tests.test_sasl_scram import TinyClient
 
-    c = await RawClient.connect(running_server.port("submission", "implicit"),
-                                running_server.client_ssl())
+    c = await RawClient.connect(plus_server.port("submission", "implicit"),
+                                plus_server.client_ssl())
     await c.reply()
     _, ehlo = await c.cmd("EHLO laptop")
     assert "SCRAM-SHA-256-PLUS" in ehlo

@@ -116,8 +116,9 @@ async def test_mutt_deletes_and_flags(imap_server: Server, tmp_path: Path) -> No
 async def test_mutt_scram_login(imap_server: Server, tmp_path: Path) -> None:
     """Only SCRAM-SHA-256 allowed (mutt's gsasl): no fallback to LOGIN hides a failure.
 
-    (mutt 2.2 tries SCRAM-SHA-256-PLUS first, but over TLS 1.3 gsasl gives up on the
-    client side for want of a tls-exporter binding from mutt, then mutt falls back.)"""
+    (mutt 2.2 would try SCRAM-SHA-256-PLUS first if offered, which it is not by default
+    (``[auth] scram_plus``): over TLS 1.3 gsasl gives up for want of a tls-exporter
+    binding from mutt.)"""
     await _deliver(imap_server, 1)
     rc = _muttrc(imap_server, tmp_path, 'set imap_authenticators = "scram-sha-256"')
     code, screen = await _run_mutt(rc, "<quit>")

@@ -40,10 +40,11 @@ async def test_scram_wrong_password(imap_server: Server) -> None:
         assert line == b"s NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
 
 
-async def test_scram_over_implicit_tls_and_plus_advertised(imap_server: Server) -> None:
-    ctx = imap_server.client_ssl()
+async def test_scram_over_implicit_tls_and_plus_advertised(plus_server: Server) -> None:
+    """With ``[auth] scram_plus`` on, -PLUS is advertised; plain SCRAM still works."""
+    ctx = plus_server.client_ssl()
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    async with connect(imap_server, "implicit", ctx) as c:
+    async with connect(plus_server, "implicit", ctx) as c:
         caps = (await c.cmd("CAPABILITY"))[0]
         assert b"AUTH=SCRAM-SHA-256-PLUS" in caps and b"AUTH=PLAIN" in caps
         line = await _scram(c, "bob@example.test", "bob-pass")

@@ -84,3 +84,45 @@ async def test_smtp_source_load(running_server: Server) -> None:
         f"127.0.0.1:{running_server.port('mta')}", timeout=120)
     assert code == 0, out
     assert len(await inbox(running_server, "bob@example.test")) == 500
+
+
+def _mutt_send_rc(server: Server, base: Path, url: str, extra: str = "") -> Path:
+    rc = base / "muttrc"
+    rc.write_text(f"""
+set smtp_url = "{url}"
+set smtp_pass = "alice-pass"
+set from = "alice@example.test"
+set use_from = yes
+set ssl_ca_certificates_file = "{server.cert}"
+set ssl_verify_host = no
+set ssl_force_tls = yes
+set ssl_starttls = yes
+set record = ""
+set copy = no
+{extra}
+""")
+    return rc
+
+
+async def test_mutt_submission_with_defaults(running_server: Server, tmp_path: Path) -> None:
+    """Debian's mutt (gsasl) sends through 587 STARTTLS and 465 implicit TLS with the
+    server's default mechanisms. mutt picks the strongest mechanism offered and does not
+    fall back: with SCRAM-SHA-256-PLUS on offer it failed ("SASL authentication failed"),
+    as gsasl gets no tls-exporter data from mutt."""
+    mutt = need_tool("mutt")
+    urls = (f"smtp://alice%40example.test@127.0.0.1:"
+            f"{running_server.port('submission', 'starttls')}/",
+            f"smtps://alice%40example.test@127.0.0.1:"
+            f"{running_server.port('submission', 'implicit')}/")
+    for i, url in enumerate(urls):
+        home = tmp_path / f"home{i}"
+        home.mkdir()
+        rc = _mutt_send_rc(running_server, home, url)
+        code, out = await run_tool(
+            mutt, "-n", "-F", str(rc), "-s", f"via mutt {i}", "--", "bob@example.test",
+            stdin=f"sent by mutt {i}\n".encode())
+        assert code == 0, out
+    stored = await inbox(running_server, "bob@example.test")
+    assert len(stored) == 2
+    for i in range(2):
+        assert any(b"Subject: via mutt %d" % i in s for s in stored)

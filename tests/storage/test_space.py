@@ -253,3 +253,17 @@ def test_store_cli_verify_stats_compact(tmp_path: Path) -> None:
     segment.write_bytes(bytes(raw))
     bad = run("store", "verify")
     assert bad.returncode == 1 and "checksum" in bad.stdout, bad
+
+
+async def test_unknown_feature_migration_is_refused(tmp_path: Path) -> None:
+    """A feature migration this code does not know: written by a newer Pochta."""
+    store = await SQLiteStore.open(tmp_path)
+    await store.close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "pochta.db")
+    conn.execute("INSERT INTO migrations VALUES ('from-the-future-1', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="from-the-future-1"):
+        await SQLiteStore.open(tmp_path)

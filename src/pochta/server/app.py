@@ -196,6 +196,12 @@ async def start_server(
     limiter = ConnectionLimiter(ctx.config.limits.max_connections,
                                 ctx.config.limits.max_connections_per_ip)
     servers: list[tuple[Listener, asyncio.Server]] = []
+    if ctx.config.auth.scram_plus and ctx.ssl_context is not None:
+        # Self-test the tls-exporter now (tlsbinding.py), so a failure is logged at start
+        # and the first client does not wait for the test.
+        from ..tlsbinding import exporter
+
+        exporter()
     for lst in ctx.config.listeners:
         try:
             handler = _handler_for(lst.role)

@@ -8,12 +8,8 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ..proto.imap.parser import ParseError, Reader
-from ..proto.sasl.base import (
-    Challenge,
-    ChannelBinding,
-)
-from ..proto.sasl.registry import mechanisms_for
-from ..services.sasl_driver import Authenticated, SASLDriver
+from ..proto.sasl.base import Challenge
+from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
 from ..storage.interfaces import Account
 
 if TYPE_CHECKING:
@@ -27,11 +23,9 @@ def _tls_required(s: ImapSession) -> bool:
     return s.listener.tls != "none" and not s.conn.tls_active
 
 
-def _channel_binding(s: ImapSession) -> tuple[ChannelBinding, ...] | None:
-    """Every TLS channel binding this connection offers (RFC 5929, RFC 9266)."""
-    if not s.conn.tls_active:
-        return None
-    return s.conn.channel_bindings() or None
+def _sasl_offer(s: ImapSession) -> SASLOffer:
+    """AUTH= capabilities and what AUTHENTICATE accepts (services/sasl_driver.py)."""
+    return sasl_offer(s.ctx.config.auth, s.conn, allow_plaintext=s.listener.tls == "none")
 
 
 def capabilities(s: ImapSession) -> list[str]:
@@ -42,11 +36,7 @@ def capabilities(s: ImapSession) -> list[str]:
         if s.listener.tls == "starttls" and not s.conn.tls_active:
             caps += ["STARTTLS", "LOGINDISABLED"]
         else:
-            mechs = mechanisms_for(
-                s.conn.tls_active, _channel_binding(s) is not None,
-                allow_plaintext=s.listener.tls == "none",
-            )
-            caps += [f"AUTH={m}" for m in mechs]
+            caps += [f"AUTH={m}" for m in _sasl_offer(s).mechanisms]
         return caps
     caps += [
         "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED",
@@ -193,12 +183,9 @@ async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
     if _tls_required(s):
         s.no(tag, "Use STARTTLS first", "PRIVACYREQUIRED")
         return
-    cb = _channel_binding(s)
-    allowed = mechanisms_for(s.conn.tls_active, cb is not None,
-                             allow_plaintext=s.listener.tls == "none")
-    sasl = SASLDriver.create(mech_name, s.ctx.authenticator, s.conn.peer_ip,
-                             channel_binding=cb, final_as_challenge=True)
-    if sasl is None or mech_name not in allowed:
+    sasl = SASLDriver.create(mech_name, _sasl_offer(s), s.ctx.authenticator, s.conn.peer_ip,
+                             final_as_challenge=True)
+    if sasl is None:
         s.no(tag, "Unsupported authentication mechanism", "CANNOT")
         return
     outcome = await sasl.start(initial)

@@ -5,7 +5,21 @@ session), so RETR reads one blob per command and never the message list again. M
 marked with DELE are expunged only when QUIT enters the UPDATE state; a dropped
 connection or an autologout leaves the maildrop untouched. One POP3 session per account
 at a time (RFC 1939 §8 exclusive-access lock, ``ctx.pop3_locks``); IMAP sessions on the
-same INBOX go on beside it, and a message they expunge meanwhile answers -ERR on RETR.
+same INBOX go on beside it.
+
+A message that IMAP expunges during the POP3 session answers RETR and TOP with
+``-ERR Message was deleted by another session`` (and stays in LIST/UIDL/STAT, which
+describe the login snapshot, RFC 1939 §8). RFC 1939 assumes an exclusively locked
+maildrop and says nothing of this case. We answer -ERR rather than serve bytes the
+user has deleted: the bytes still being in the blob segment
+until compaction is an accident of storage, not something to promise, and a message
+expunged over IMAP (perhaps to get rid of it) should not come back through POP3. Each
+RETR/TOP asks the store what was expunged since the login snapshot (``changes_since``
+with the INBOX modseq read before the snapshot), which costs one indexed query.
+
+A write that fails for want of space (``StorageFull``: QUIT's \\Seen flags and
+deletions) answers ``-ERR [SYS/TEMP] Insufficient system storage`` (RFC 3206 §4); the
+deletions are not made, so the client can try again.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
+from pochta.addresses import normalize_login
 from pochta.config import Listener
 from pochta.proto.pop3 import (
     NEED_DATA,
@@ -32,15 +47,16 @@ from pochta.proto.pop3 import (
     StartTLS,
     Update,
 )
-from pochta.proto.sasl.base import (
-    Challenge,
-    ChannelBinding,
-)
-from pochta.proto.sasl.registry import mechanisms_for
+from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection
-from pochta.services.auth import normalize_address
-from pochta.services.sasl_driver import Authenticated, Outcome, SASLDriver
-from pochta.storage.interfaces import Account, FlagMode, StoreError
+from pochta.services.sasl_driver import (
+    Authenticated,
+    Outcome,
+    SASLDriver,
+    SASLOffer,
+    sasl_offer,
+)
+from pochta.storage.interfaces import Account, FlagMode, StorageFull, StoreError
 
 if TYPE_CHECKING:
     from pochta.server.app import ServerContext
@@ -66,6 +82,8 @@ class _Pop3Handler:
         self.store = ctx.store
         self.locked_account: int | None = None
         self.mailbox_id = 0
+        self.modseq = 0  # the INBOX's highest modseq at or before the login snapshot
+        self.gone: set[int] = set()  # uids of the snapshot expunged since (IMAP)
         self.sasl: SASLDriver | None = None
         timestamp = None
         if apop_enabled(ctx):
@@ -85,16 +103,12 @@ class _Pop3Handler:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _channel_binding(self) -> tuple[ChannelBinding, ...] | None:
-        """Every channel binding the connection offers (tls-exporter, tls-unique)."""
-        if not self.conn.tls_active:
-            return None
-        return self.conn.channel_bindings() or None
+    def _sasl_offer(self) -> SASLOffer:
+        # the session core itself keeps AUTH behind STLS unless plaintext_auth
+        return sasl_offer(self.ctx.config.auth, self.conn, allow_plaintext=True)
 
     def _mechanisms(self) -> tuple[str, ...]:
-        return mechanisms_for(
-            self.conn.tls_active, self._channel_binding() is not None, allow_plaintext=True
-        )
+        return self._sasl_offer().mechanisms
 
     def flush(self) -> None:
         out = self.session.data_to_send()
@@ -174,7 +188,7 @@ class _Pop3Handler:
     async def _apop_login(self, event: ApopLogin) -> None:
         auth = self.ctx.authenticator
         ip = self.conn.peer_ip
-        address = normalize_address(event.username)
+        address = normalize_login(event.username)
         if not await auth.allowed(ip, address):
             await self._refuse(*_LOCKED_OUT)
             return
@@ -194,8 +208,7 @@ class _Pop3Handler:
 
     async def _auth_start(self, event: AuthStart) -> None:
         self.sasl = SASLDriver.create(
-            event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
-            channel_binding=self._channel_binding(),
+            event.mechanism, self._sasl_offer(), self.ctx.authenticator, self.conn.peer_ip,
             # RFC 5034's +OK cannot carry SCRAM's server-final: a last challenge does
             final_as_challenge=True,
         )
@@ -238,6 +251,7 @@ class _Pop3Handler:
             await self._refuse("Maildrop unavailable, try again later", "SYS/TEMP")
             return
         self.mailbox_id = mailbox.id
+        self.modseq = mailbox.highestmodseq
         # UIDL (RFC 1939 §7): UIDVALIDITY.UID stays the same across sessions and flag
         # changes, and never names another message.
         prefix = f"{mailbox.uidvalidity}."
@@ -248,8 +262,20 @@ class _Pop3Handler:
 
     # -- transaction ----------------------------------------------------------------------
 
+    async def _expunged_meanwhile(self, uid: int) -> bool:
+        """Whether IMAP expunged ``uid`` since the login snapshot."""
+        if uid not in self.gone:
+            changes = await self.store.changes_since(self.mailbox_id, self.modseq)
+            self.gone.update(changes.expunged)
+            self.modseq = changes.highestmodseq
+        return uid in self.gone
+
     async def _retrieve(self, event: Retrieve) -> None:
         try:
+            if await self._expunged_meanwhile(event.message.uid):
+                self.session.message_unavailable("Message was deleted by another session",
+                                                 code=None)
+                return
             data = await self.store.read_blob(event.message.blob_id)
         except (StoreError, OSError) as exc:
             log.warning("message uid %d unavailable: %s",
@@ -269,6 +295,10 @@ class _Pop3Handler:
                 )
             if event.deleted:
                 await self.store.expunge(self.mailbox_id, [m.uid for m in event.deleted])
+        except StorageFull as exc:
+            log.error("conn %s: UPDATE failed, storage full: %s", self.conn.conn_id, exc)
+            self.session.update_done(False, "Insufficient system storage")
+            return
         except StoreError as exc:
             log.error("UPDATE failed: %s", exc)
             ok = False

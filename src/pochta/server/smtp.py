@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..policy.inbound import InboundVerdict, check_inbound
-from ..proto.sasl.base import Challenge, ChannelBinding
-from ..proto.sasl.registry import mechanisms_for
+from ..proto.sasl.base import Challenge
 from ..proto.smtp import events as ev
 from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import ServerSession, SessionParams
 from ..services.delivery import TraceInfo
-from ..services.sasl_driver import Authenticated, SASLDriver
+from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
 from ..services.submission import (
     add_missing_headers,
     from_addresses,
@@ -69,14 +68,15 @@ class SMTPHandler:
         self.session = ServerSession(self._params())
         self.messages = 0  # accepted, for the disconnect line
 
-    def _channel_bindings(self) -> tuple[ChannelBinding, ...]:
-        return self.conn.channel_bindings() if self.conn.tls_active else ()
+    def _sasl_offer(self) -> SASLOffer:
+        # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
+        return sasl_offer(self.config.auth, self.conn, allow_plaintext=False)
 
     def _params(self) -> SessionParams:
         lim = self.config.limits
         mechs: tuple[str, ...] = ()
         if self.submission:
-            mechs = mechanisms_for(self.conn.tls_active, bool(self._channel_bindings()))
+            mechs = self._sasl_offer().mechanisms
         return SessionParams(
             hostname=self.config.hostname,
             banner=self.config.smtp.banner,
@@ -190,8 +190,7 @@ class SMTPHandler:
 
     async def _auth_start(self, event: ev.AuthStart) -> None:
         driver = SASLDriver.create(
-            event.mechanism, self.ctx.authenticator, self.conn.peer_ip,
-            channel_binding=self._channel_bindings() or None,
+            event.mechanism, self._sasl_offer(), self.ctx.authenticator, self.conn.peer_ip,
             # SMTP's 235 cannot carry data: SCRAM's server-final goes in a last 334
             # challenge, answered with an empty line (RFC 4954 §4).
             final_as_challenge=True,

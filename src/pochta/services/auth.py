@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 
 from pochta import passwords
+from pochta.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials
@@ -59,17 +60,9 @@ MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
 
 
 def normalize_address(address: str) -> str:
-    """Lower-case, with an internationalised domain in its ASCII (IDNA) form, as the
-    store keeps account addresses."""
-    lowered = address.lower()
-    local, at, domain = lowered.rpartition("@")
-    if at and domain and not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return lowered
-        return f"{local}@{domain}"
-    return lowered
+    """The login name as the store keys accounts: the program's one address
+    normalisation (pochta.addresses), never raising for names that are not addresses."""
+    return normalize_login(address)
 
 
 def _ip_key(client_ip: str) -> str:

@@ -48,6 +48,10 @@ class Directory:
         return result if found else None
 
     async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:
+        try:  # alias targets too: the one normalisation (pochta.addresses)
+            address = normalize_address(address)
+        except AddressError:
+            return bool(result.local or result.remote)
         if address in seen or depth > MAX_ALIAS_DEPTH:
             return bool(result.local or result.remote)
         seen.add(address)

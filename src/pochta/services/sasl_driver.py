@@ -4,15 +4,33 @@ A protocol front-end creates a ``SASLDriver`` for ``AUTH``/``AUTHENTICATE``, fee
 decoded client data, and maps the outcome to its own replies:
 ``Challenge`` -> 334 / "+ ", ``Authenticated`` -> success, ``Rejected`` -> failure
 (``locked`` tells it to answer with the temporary lockout reply instead).
+
+Which mechanisms a connection offers is decided here too, once for the three protocols
+(``sasl_offer``), and ``SASLDriver.create`` refuses any mechanism that was not offered.
+
+SCRAM-SHA-256-PLUS is offered only when ``[auth] scram_plus`` is on (default off) and the
+TLS connection can supply a channel binding. Reason: clients pick the strongest mechanism
+on offer, and not all of them can do -PLUS on every connection. Debian 12's mutt (gsasl
+2.x) picks -PLUS over TLS 1.3, cannot hand gsasl the tls-exporter data (RFC 9266) and
+then fails ("SASL authentication failed") without trying another mechanism, so it could
+not send at all. Plain SCRAM-SHA-256 still never reveals the password; -PLUS adds
+protection against a TLS man-in-the-middle that holds a certificate the client trusts.
+
+When -PLUS is not offered, SCRAM-SHA-256 is built without binding data: a client that
+could bind sends the gs2 flag "y" ("I could, but you don't offer it"), and RFC 5802 §6
+lets the server fail that only if it did advertise -PLUS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
+from ..addresses import same_account
+from ..config import AuthConfig
 from ..proto.sasl.base import (
-    Bindings,
     Challenge,
+    ChannelBinding,
     CheckPassword,
     Failure,
     Mechanism,
@@ -20,7 +38,7 @@ from ..proto.sasl.base import (
     Step,
     Success,
 )
-from ..proto.sasl.registry import new_mechanism
+from ..proto.sasl.registry import mechanisms_for, new_mechanism
 from ..storage.interfaces import Account
 from .auth import Authenticator
 
@@ -41,6 +59,37 @@ class Rejected:
 Outcome = Challenge | Authenticated | Rejected
 
 
+class TLSChannel(Protocol):
+    """What the offer needs from a connection (server/listener.py ``Connection``)."""
+
+    @property
+    def tls_active(self) -> bool: ...
+
+    def channel_bindings(self) -> tuple[ChannelBinding, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SASLOffer:
+    """The mechanisms one connection offers now, and the binding data behind -PLUS
+    (None when -PLUS is not offered)."""
+
+    mechanisms: tuple[str, ...]
+    bindings: tuple[ChannelBinding, ...] | None = None
+
+
+def sasl_offer(config: AuthConfig, conn: TLSChannel, *, allow_plaintext: bool) -> SASLOffer:
+    """The one place that decides what SMTP AUTH, IMAP AUTHENTICATE and POP3 AUTH offer.
+
+    ``allow_plaintext``: PLAIN/LOGIN may be offered without TLS (a listener configured
+    without TLS). The channel binding is not even computed when -PLUS is off."""
+    bindings: tuple[ChannelBinding, ...] | None = None
+    if config.scram_plus and conn.tls_active:
+        bindings = conn.channel_bindings() or None
+    names = mechanisms_for(conn.tls_active, bindings is not None,
+                           allow_plaintext=allow_plaintext)
+    return SASLOffer(names, bindings)
+
+
 class SASLDriver:
     def __init__(
         self,
@@ -57,13 +106,16 @@ class SASLDriver:
     def create(
         cls,
         name: str,
+        offer: SASLOffer,
         authenticator: Authenticator,
         client_ip: str,
-        channel_binding: Bindings | None = None,
         final_as_challenge: bool = False,
     ) -> SASLDriver | None:
+        """A driver for ``name`` if ``offer`` includes it (case-insensitive), else None."""
+        if name.upper() not in offer.mechanisms:
+            return None
         mech = new_mechanism(
-            name, channel_binding=channel_binding, final_as_challenge=final_as_challenge
+            name, channel_binding=offer.bindings, final_as_challenge=final_as_challenge
         )
         return None if mech is None else cls(mech, authenticator, client_ip)
 
@@ -76,6 +128,12 @@ class SASLDriver:
         return await self._advance(self.mechanism.respond(data))
 
     async def _advance(self, step: Step) -> Outcome:
+        if isinstance(step, (NeedScramCredentials, CheckPassword)) and step.authzid and (
+            not same_account(step.authzid, step.username)
+        ):
+            # Acting as another user is not supported (RFC 4616 §2, RFC 5802 §5.1 "a=").
+            await self.authenticator.register_failure(self.client_ip, step.username, "authzid")
+            return Rejected("authorization identity differs from authentication identity")
         if isinstance(step, NeedScramCredentials):
             self._scram_user = step.username
             if not await self.authenticator.allowed(self.client_ip, step.username):

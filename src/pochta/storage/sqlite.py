@@ -91,6 +91,7 @@ from .rules import (
     new_message_id,
     normalize_mailbox_name,
 )
+from .sqlite_base import Migration, SQLiteFeature
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -175,6 +176,9 @@ END;
 """
 
 SCHEMA_VERSION = "4"
+
+# Migrations of the feature modules (see sqlite_base.py), applied in this order.
+FEATURE_MIGRATIONS: list[Migration] = []
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
 # SQLite's extended result codes for a full disk or database (sqlite3.h).
@@ -362,7 +366,7 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteFeature):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, data_dir: Path, commit_interval: float = 0.0) -> None:
@@ -418,6 +422,7 @@ class SQLiteStore:
                 f"this one knows up to version {SCHEMA_VERSION}: upgrade Pochta"
             )
         if row is not None and row[0] == SCHEMA_VERSION:
+            self._apply_feature_migrations()
             return
         conn.executescript(SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
@@ -455,6 +460,28 @@ class SQLiteStore:
             log.warning("converting %s to incremental vacuum (one-time VACUUM)", self.data_dir)
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("VACUUM")
+        self._apply_feature_migrations()
+
+    def _apply_feature_migrations(self) -> None:
+        conn = self._writer_conn
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS migrations(name TEXT PRIMARY KEY, applied REAL NOT NULL)"
+        )
+        done = {r[0] for r in conn.execute("SELECT name FROM migrations")}
+        known = {m.name for m in FEATURE_MIGRATIONS}
+        if done - known:
+            raise StoreError(
+                f"{self.data_dir} was written by a newer Pochta (migrations "
+                f"{', '.join(sorted(done - known))} are unknown to this one): upgrade Pochta"
+            )
+        for migration in FEATURE_MIGRATIONS:
+            if migration.name in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO migrations VALUES (?, ?)", (migration.name, time.time()))
+            conn.execute("COMMIT")
 
     async def close(self) -> None:
         if self._closed:

@@ -690,21 +690,26 @@ class Pop3Session:
         self._send(dot_stuff(data))
         self._send(b".\r\n")
 
-    def message_unavailable(self, text: str = "Message is no longer available") -> None:
-        """The message could not be read (removed through IMAP meanwhile, store
-        error); the session goes on."""
+    def message_unavailable(
+        self, text: str = "Message is no longer available", code: str | None = "SYS/TEMP"
+    ) -> None:
+        """The message could not be read: a store error (``[SYS/TEMP]``, RFC 3206 §4:
+        trying again later may work) or, with ``code=None``, removed through IMAP
+        meanwhile (permanent). The session goes on."""
         self._expect(_Wait.RETRIEVE)
-        self._send(_err(text, "SYS/TEMP"))
+        self._send(_err(text, code))
 
-    def update_done(self, ok: bool) -> Closed:
-        """The expunge of the UPDATE state finished (``ok``) or failed."""
+    def update_done(self, ok: bool, error: str = "Some deleted messages not removed") -> Closed:
+        """The expunge of the UPDATE state finished (``ok``) or failed (``error``, e.g.
+        "Insufficient system storage" when the disk is full)."""
         self._expect(_Wait.UPDATE)
         left = len(self.messages) - len(self.deleted)
         if ok:
             self._send(_ok(f"{self.hostname} POP3 server signing off ({left} messages left)"))
         else:
-            # RFC 1939 §6 QUIT: -ERR "some deleted messages not removed".
-            self._send(_err("Some deleted messages not removed", "SYS/TEMP"))
+            # RFC 1939 §6 QUIT: -ERR "some deleted messages not removed"; RFC 3206 §4
+            # [SYS/TEMP]: the client may try again later.
+            self._send(_err(error, "SYS/TEMP"))
         self.state = State.CLOSED
         return Closed()
 

@@ -22,18 +22,23 @@ class Challenge:
 class CheckPassword:
     """PLAIN/LOGIN finished parsing: the driver verifies ``password`` for ``username``
     (``Authenticator.check_password``) and answers success or failure itself. The
-    mechanism is finished after this step."""
+    mechanism is finished after this step. ``authzid``: the authorization identity the
+    client asked for ("" if none); the driver refuses it unless it names the same
+    account (one address normalisation, pochta.addresses, decides that)."""
 
     username: str
     password: str
+    authzid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class NeedScramCredentials:
     """SCRAM needs the account's stored keys: the driver looks them up
-    (``Authenticator.scram_credentials``) and calls ``mechanism.provide(keys)``."""
+    (``Authenticator.scram_credentials``) and calls ``mechanism.provide(keys)``.
+    ``authzid`` as for ``CheckPassword``."""
 
     username: str
+    authzid: str = ""
 
 
 @dataclass(frozen=True, slots=True)

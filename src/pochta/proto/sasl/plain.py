@@ -83,11 +83,9 @@ class Plain(Mechanism):
         username = _prepare_username(authcid)
         if isinstance(username, Failure):
             return username
-        # Acting as another user is not supported: the authzid must be absent or name
-        # the same account (addresses are case-insensitive in our directory).
-        if authzid and authzid.lower() != username.lower():
-            return Failure("authorization identity differs from authentication identity")
-        return CheckPassword(username, password)
+        # Acting as another user is not supported: the driver checks that the authzid
+        # is absent or names the same account.
+        return CheckPassword(username, password, authzid)
 
 
 class Login(Mechanism):

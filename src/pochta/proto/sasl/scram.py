@@ -230,14 +230,12 @@ class Scram(Mechanism):
         nonce = attrs[1][2:]
         if len(nonce) > _MAX_NONCE or not _NONCE.fullmatch(nonce):
             return self._fail("bad client nonce", malformed=True)
-        if authzid and authzid.lower() != username.lower():
-            return self._fail("authorization identity differs from authentication identity")
         self._gs2_header = f"{flag},{authz},"
         self._client_first_bare = bare
         self._client_nonce = nonce
         self._username = username
         self._state = "need_keys"
-        return NeedScramCredentials(username)
+        return NeedScramCredentials(username, authzid)
 
     def _check_binding_flag(self, flag: str) -> Failure | None:
         if flag == "n":

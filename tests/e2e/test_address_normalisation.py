@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Instance, Server, start_instance
+from tests.conftest import Instance, Server, start_instance, storage_toml
 from tests.e2e.smtpclient import RawClient
 
 PASSWORD = "Stra\u00dfen-pass"
@@ -42,7 +42,8 @@ async def strasse_server(instance: Instance) -> Server:
         for x in instance.raw_config["listeners"])
     config.write_text(
         f'hostname = "mail.example.test"\ndata_dir = "data"\n'
-        f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n{listeners}')
+        f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n{listeners}'
+        + storage_toml(instance.raw_config.get("storage", {})))
     code, out = await asyncio.to_thread(_cli, config, "domain", "add", "example.test")
     assert code == 0, out
     code, out = await asyncio.to_thread(

@@ -114,9 +114,16 @@ class PgCluster:
         dsn = f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
         return dsn + (f"?options=-csearch_path%3D{schema}" if schema else "")
 
-    def fresh_dsn(self) -> str:
-        """A DSN (over the Unix socket) whose tables land in a new, empty schema."""
+    def fresh_dsn(self, options: str = "") -> str:
+        """A DSN (over the Unix socket) whose tables land in a new, empty schema;
+        ``options`` adds server settings (``-cname=value``)."""
         schema = f"t{os.getpid()}_{next(self._counter)}"
         with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        return f"{self.admin_dsn()} options='-csearch_path={schema}'"
+            conn.execute(f"CREATE SCHEMA {schema}".encode())
+        return f"{self.admin_dsn()} options='-csearch_path={schema} {options}'"
+
+    def chown(self, path: Path) -> None:
+        """Give a directory to the account the server runs as."""
+        if self.user is not None:
+            ent = pwd.getpwnam(self.user)
+            os.chown(path, ent.pw_uid, ent.pw_gid)

@@ -5,8 +5,11 @@ compaction, and driver errors turned into Pochta's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +126,7 @@ async def test_password_from_password_file_or_pgpassword(
 ) -> None:
     """Over TCP the test cluster wants scram-sha-256: the password comes from
     storage.password_file (relative to the config file) or PGPASSWORD."""
-    schema = pg_cluster.fresh_dsn().rsplit("search_path=", 1)[1].rstrip("'")
+    schema = pg_cluster.fresh_dsn().rsplit("search_path=", 1)[1].split("'")[0].strip()
     (tmp_path / "pg-password").write_text(PASSWORD + "\n")
     storage = {"backend": "postgresql", "dsn": pg_cluster.tcp_dsn(schema)}
     monkeypatch.delenv("PGPASSWORD", raising=False)
@@ -301,3 +304,63 @@ async def test_concurrent_writers_on_two_stores_get_unique_uids(
         assert status.uidnext == 41
     finally:
         await other.close()
+
+
+@pytest.fixture
+def tiny_tablespace(pg_cluster: PgCluster) -> Iterator[tuple[str, Path]]:
+    """A tablespace on a 16 MB tmpfs (mounting needs root, which CI has): the database
+    itself runs out of disk, not a fake. It is mounted inside the cluster's directory,
+    which the server's account can reach."""
+    mount = pg_cluster.root / f"tiny-{os.getpid()}"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs",
+                           str(mount)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    name = f"tiny_{os.getpid()}"
+    try:
+        (mount / "pg").mkdir()
+        pg_cluster.chown(mount / "pg")
+        sql(pg_cluster.admin_dsn(), f"CREATE TABLESPACE {name} LOCATION '{mount / 'pg'}'")
+        yield name, mount
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            sql(pg_cluster.admin_dsn(), f"DROP TABLESPACE IF EXISTS {name}")
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_full_tablespace_is_storage_full(
+    pg_cluster: PgCluster, tiny_tablespace: tuple[str, Path]
+) -> None:
+    """Messages are accepted until the tablespace is full, then StorageFull (SMTP 452):
+    nothing of the failed delivery is visible, every accepted message reads back, and
+    delivery works again once there is room."""
+    name, mount = tiny_tablespace
+    dsn = pg_cluster.fresh_dsn(f"-cdefault_tablespace={name}")
+    s = await PostgresStore.open(dsn)
+    schema = dsn.rsplit("search_path=", 1)[1].split()[0]
+    filler = mount / "filler"
+    try:
+        await s.add_domain("example.test")
+        acc = await alice(s)
+        stat = os.statvfs(mount)
+        filler.write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 3 * 1024 * 1024))
+        accepted: list[tuple[int, bytes]] = []
+        with pytest.raises(StorageFull):
+            for _ in range(40):  # ~300 KB each, incompressible: 3 MB fill up at ~10
+                data = b"Subject: fill\r\n\r\n" + os.urandom(300_000)
+                result = await s.accept(data, ENV, [LocalTarget(acc)])
+                accepted.append((result.blob_id, data))
+        assert accepted
+        box = await s.get_mailbox(acc, "INBOX")
+        assert box is not None
+        metas = await s.list_messages(box.id)
+        assert [m.blob_id for m in metas] == [b for b, _ in accepted]
+        for blob_id, data in accepted:
+            assert await s.read_blob(blob_id) == data
+        filler.unlink()
+        await s.accept(MSG, ENV, [LocalTarget(acc)])
+        assert len(await s.list_messages(box.id)) == len(accepted) + 1
+    finally:
+        await s.close()
+        sql(pg_cluster.admin_dsn(), f"DROP SCHEMA {schema} CASCADE")

@@ -16,8 +16,10 @@ Layout (tables of one schema: the first of the connection's ``search_path``)::
     expunged           (mailbox, uid, modseq) of removed messages, for QRESYNC
     blobs              one row per message body: length, sha256, number of chunks
     blob_chunks        the body in BLOB_CHUNK-byte bytea rows (blob_id, seq)
-    queue              one row per remote recipient, with the node that claimed it and
+    queue              one row per remote recipient, with the worker that claimed it and
                        until when (claimed_by, lease_until)
+    blob_gc            blobs whose last reference went, and since when (for compact)
+    locks, window_counters   coordination across processes and nodes
 
 Durability: every write is one transaction on a pooled connection; ``accept()`` returns
 after COMMIT, which with PostgreSQL's default ``synchronous_commit=on`` means the WAL

@@ -330,6 +330,10 @@ async def _configure(conn: Conn) -> None:
     )
 
 
+class _DeadConnection(Exception):
+    """BEGIN failed on a pooled connection: nothing of the transaction reached the server."""
+
+
 @dataclass
 class _Tx:
     """One write transaction: its connection and the mailboxes it changed."""
@@ -483,14 +487,20 @@ class PostgresStore:
     # --- transactions, reads and errors ----------------------------------------------
 
     async def _tx(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
-        """Run ``fn`` in one transaction (retried on deadlock or serialisation failure),
-        send the change notifications inside it, wake local watchers after COMMIT."""
+        """Run ``fn`` in one transaction (retried on deadlock or serialisation failure,
+        and when BEGIN finds the pooled connection dead, e.g. after a database restart:
+        nothing was sent then), send the change notifications inside it, wake local
+        watchers after COMMIT."""
         if self._closed:
             raise StoreError("store is closed")
         for attempt in range(TX_RETRIES):
             tx: _Tx | None = None
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with self._pool.connection() as conn, contextlib.AsyncExitStack() as st:
+                    try:
+                        await st.enter_async_context(conn.transaction())
+                    except psycopg.OperationalError as exc:
+                        raise _DeadConnection from exc
                     tx = _Tx(conn, set())
                     result = await fn(tx)
                     # payloads: "<mailbox id> <origin>", or "q <origin>" for the queue
@@ -506,6 +516,10 @@ class PostgresStore:
                     await asyncio.sleep(0.005 * (attempt + 1))
                     continue
                 raise translate_error(exc) from exc
+            except _DeadConnection as exc:
+                if attempt + 1 < TX_RETRIES and not self._closed:
+                    continue  # the pool drops the dead connection; try a fresh one
+                raise translate_error(exc.__cause__ or exc) from exc
             except StoreError:
                 raise
             except (psycopg.Error, PoolTimeout, OSError) as exc:
@@ -531,9 +545,9 @@ class PostgresStore:
             raise translate_error(exc) from exc
 
     async def _query(self, query: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """A read; retried once on a lost connection (e.g. a pooled connection that died
-        with a database restart: the pool replaces it)."""
-        for attempt in (1, 2):
+        """A read; retried on a lost connection (e.g. pooled connections that died with a
+        database restart: the pool replaces them)."""
+        for attempt in range(1, TX_RETRIES + 1):
             try:
                 async with self._conn() as conn:
                     cur = await conn.execute(query, args)
@@ -541,7 +555,7 @@ class PostgresStore:
             except StoreError as exc:
                 lost = isinstance(exc.__cause__, psycopg.OperationalError) and not isinstance(
                     exc.__cause__, PoolTimeout)
-                if attempt == 2 or not lost or self._closed:
+                if attempt == TX_RETRIES or not lost or self._closed:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -864,10 +864,13 @@ class PostgresStore:
         view = memoryview(data)  # chunks without copies
         chunks = [view[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [view]
 
-        # The hot path, in few round trips: lock the accounts (reading their quotas),
-        # lock the target mailboxes and their INBOXes (one statement), write the blob,
-        # then one statement per target that takes a UID and inserts the message.
+        # The hot path, in few round trips: write the blob, lock the accounts (reading
+        # their quotas), lock the target mailboxes and their INBOXes (one statement), then
+        # one statement per target that takes a UID and inserts the message.
         async def fn(tx: _Tx) -> AcceptResult:
+            # The blob first: it needs no lock, so the mailbox locks below are held for
+            # as short a time as possible.
+            blob_id = await self._insert_blob(tx, size, digest, chunks, now)
             # Lock order: accounts, then mailboxes by id (see the module docstring).
             accounts = sorted({t.account_id for t in local})
             quotas: dict[int, int] = {}
@@ -888,7 +891,6 @@ class PostgresStore:
             for acc in accounts:
                 if quotas.get(acc):
                     used[acc] = await self._usage(tx, acc)
-            blob_id = await self._insert_blob(tx, size, digest, chunks, now)
             uids: list[tuple[int, int]] = []
             for target in local:
                 acc = target.account_id

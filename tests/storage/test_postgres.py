@@ -362,3 +362,24 @@ async def test_a_full_tablespace_is_storage_full(
     finally:
         await s.close()
         sql(pg_cluster.admin_dsn(), f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_a_refused_accept_does_not_spoil_its_batch(store: PostgresStore, dsn: str) -> None:
+    """Concurrent accepts share transactions: the ones over quota or for a removed
+    account fail alone, the others commit, and a refused one leaves no blob behind."""
+    acc = await alice(store)
+    bob = (await store.add_account("bob@example.test", "hash", None)).id
+    await store.update_account("alice@example.test", quota_bytes=len(MSG) * 5)
+    await store.remove_account("bob@example.test")
+    outcomes = await asyncio.gather(
+        *[store.accept(MSG, ENV, [LocalTarget(bob if n % 4 == 0 else acc)])
+          for n in range(12)],
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, StoreError)]
+    accepted = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(accepted) == 5 and len(refused) == 7
+    box = await store.get_mailbox(acc, "INBOX")
+    assert box is not None
+    assert [m.uid for m in await store.list_messages(box.id)] == [1, 2, 3, 4, 5]
+    assert (await store.store_stats()).blobs == 5

@@ -27,6 +27,11 @@ _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+# A search program is evaluated against every message: a program of thousands of keys
+# (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
+# serves no client. Both limits answer BAD with a clear text.
+MAX_SEARCH_KEYS = 1000
+MAX_SEARCH_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +86,31 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
     if r.accept("CHARSET "):
         charset = r.astring().upper()
         r.sp()
-    keys = [_key(r)]
+    budget = _Budget(MAX_SEARCH_KEYS)
+    keys = [_key(r, budget)]
     while r.maybe_sp():
-        keys.append(_key(r))
+        keys.append(_key(r, budget))
     r.end()
     key = keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
     return SearchProgram(key, charset, returns, _uses(key, "SAVED"))
 
 
-def _key(r: Reader, depth: int = 0) -> Key:
-    if depth > 50:
-        raise ParseError("search program nested too deeply")
+@dataclass(slots=True)
+class _Budget:
+    left: int
+
+
+def _key(r: Reader, budget: _Budget, depth: int = 0) -> Key:
+    if depth > MAX_SEARCH_DEPTH:
+        raise ParseError(f"search program nested too deeply (at most {MAX_SEARCH_DEPTH})")
+    budget.left -= 1
+    if budget.left < 0:
+        raise ParseError(f"search program too long (at most {MAX_SEARCH_KEYS} keys)")
     if r.accept("("):
-        keys = [_key(r, depth + 1)]
+        keys = [_key(r, budget, depth + 1)]
         while not r.accept(")"):
             r.sp()
-            keys.append(_key(r, depth + 1))
+            keys.append(_key(r, budget, depth + 1))
         return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
     c = r.peek()
     if c.isdigit() or c in "*$":
@@ -115,12 +129,12 @@ def _key(r: Reader, depth: int = 0) -> Key:
         return Key(word)
     if word == "NOT":
         r.sp()
-        return Key("NOT", (_key(r, depth + 1),))
+        return Key("NOT", (_key(r, budget, depth + 1),))
     if word == "OR":
         r.sp()
-        a = _key(r, depth + 1)
+        a = _key(r, budget, depth + 1)
         r.sp()
-        return Key("OR", (a, _key(r, depth + 1)))
+        return Key("OR", (a, _key(r, budget, depth + 1)))
     if word in _HEADER_KEYS:
         r.sp()
         return Key("HEADER", (word, r.astring()))
@@ -164,12 +178,28 @@ class Candidate:
     recent: bool
     data: bytes | None = None
     _part: bs.Part | None = field(default=None, repr=False)
+    _text: str | None = field(default=None, repr=False)
+    _head: str | None = field(default=None, repr=False)
 
     @property
     def part(self) -> bs.Part:
         if self._part is None:
             self._part = bs.parse(self.data or b"")
         return self._part
+
+    @property
+    def text(self) -> str:
+        """The decoded body text, case-folded; computed once for all BODY/TEXT keys."""
+        if self._text is None:
+            self._text = text_of(self.part).casefold()
+        return self._text
+
+    @property
+    def head(self) -> str:
+        """The decoded header, case-folded (TEXT)."""
+        if self._head is None:
+            self._head = _decode(self.part.header.decode("utf-8", "replace")).casefold()
+        return self._head
 
 
 @dataclass(slots=True)
@@ -304,9 +334,8 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
                 for a in bs.parse_address_list(v)) for v in values]
         return any(_contains(_decode(v), needle) for v in values)
     if op == "BODY":
-        return _contains(text_of(c.part), str(k.args[0]))
+        return str(k.args[0]).casefold() in c.text
     if op == "TEXT":
-        needle = str(k.args[0])
-        head = c.part.header.decode("utf-8", "replace")
-        return _contains(_decode(head), needle) or _contains(text_of(c.part), needle)
+        needle = str(k.args[0]).casefold()
+        return needle in c.head or needle in c.text
     raise AssertionError(op)

@@ -180,6 +180,7 @@ class Candidate:
     _part: bs.Part | None = field(default=None, repr=False)
     _text: str | None = field(default=None, repr=False)
     _head: str | None = field(default=None, repr=False)
+    _fields: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def part(self) -> bs.Part:
@@ -193,6 +194,21 @@ class Candidate:
         if self._text is None:
             self._text = text_of(self.part).casefold()
         return self._text
+
+    def header_texts(self, name: str) -> list[str]:
+        """The decoded, case-folded values of one header field, once per message however
+        many keys name it. Address fields also carry their parsed addresses, so comments and
+        folding inside an address (`<user (c)@ (c) domain>`) do not hide it, as Dovecot."""
+        key = name.upper()
+        texts = self._fields.get(key)
+        if texts is None:
+            values = self.part.header_values(name)
+            if key in _ADDRESS_HEADERS:
+                values = [v + "\n" + " ".join(
+                    f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
+                    for a in bs.parse_address_list(v)) for v in values]
+            texts = self._fields[key] = [_decode(v).casefold() for v in values]
+        return texts
 
     @property
     def head(self) -> str:
@@ -214,10 +230,6 @@ def _decode(value: str) -> str:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
         return value
-
-
-def _contains(haystack: str, needle: str) -> bool:
-    return needle.casefold() in haystack.casefold()
 
 
 def _day(ts: float) -> tuple[int, int, int]:
@@ -323,16 +335,11 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         return day is not None and _compare(str(which), day, d)
     if op == "HEADER":
         name, needle = (str(x) for x in k.args)
-        values = c.part.header_values(name)
+        texts = c.header_texts(name)
         if not needle:
-            return bool(values)
-        if name.upper() in _ADDRESS_HEADERS:
-            # also match the parsed addresses, so comments and folding inside an address
-            # (`<user (c)@ (c) domain>`) do not hide it, as Dovecot does
-            values = [v + "\n" + " ".join(
-                f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
-                for a in bs.parse_address_list(v)) for v in values]
-        return any(_contains(_decode(v), needle) for v in values)
+            return bool(texts)
+        folded = needle.casefold()
+        return any(folded in t for t in texts)
     if op == "BODY":
         return str(k.args[0]).casefold() in c.text
     if op == "TEXT":

@@ -63,7 +63,7 @@ class Lines:
         self.reader, self.writer = reader, writer
 
     async def until(self, prefix: bytes) -> list[bytes]:
-        out = []
+        out: list[bytes] = []
         while True:
             line = await asyncio.wait_for(self.reader.readline(), 10)
             if not line:

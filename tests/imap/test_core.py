@@ -166,3 +166,30 @@ def test_literal_limit_sees_the_command_so_far() -> None:
     assert seen[1].size == len(b"a1 SEARCH TEXT {5+}\r\n") + 5 + len(b" TEXT {10+}\r\n")
     # the third literal was refused unread: its bytes are still in the buffer, not a command
     assert f.buffered == len(b"abcdefghij\r\n")
+
+
+def test_search_program_and_header_list_limits() -> None:
+    from pochta.proto.imap.fetch import MAX_HEADER_FIELDS, parse_fetch
+    from pochta.proto.imap.search import MAX_SEARCH_KEYS, parse_search
+
+    parse_search(reader(" ".join(["ALL"] * MAX_SEARCH_KEYS).encode()))
+    with pytest.raises(ParseError, match="at most 1000 keys"):
+        parse_search(reader(" ".join(["ALL"] * (MAX_SEARCH_KEYS + 1)).encode()))
+    with pytest.raises(ParseError, match="at most 1000 keys"):  # NOT and OR count too
+        parse_search(reader(" ".join(["NOT SEEN"] * 501).encode()))
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_search(reader(b"(" * 60 + b"ALL" + b")" * 60))
+    names = " ".join(["X-A"] * MAX_HEADER_FIELDS)
+    parse_fetch(reader(f"BODY.PEEK[HEADER.FIELDS ({names})]".encode()))
+    with pytest.raises(ParseError, match="at most 1000 items"):
+        parse_fetch(reader(f"BODY.PEEK[HEADER.FIELDS ({names} X-B)]".encode()))
+
+
+def test_parsing_many_strings_is_linear() -> None:
+    """Each string used to search the whole line for a literal: 30,000 names took ~20 s."""
+    import time
+
+    line = b"(" + b" ".join([b"a"] * 30000) + b")"
+    t0 = time.monotonic()
+    assert len(reader(line).paren_list(limit=100000)) == 30000
+    assert time.monotonic() - t0 < 1.0

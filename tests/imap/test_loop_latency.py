@@ -1,5 +1,5 @@
 """No IMAP command may hold the event loop: while one connection runs a heavy command,
-another client's NOOPs must still be answered promptly.
+another client's NOOPs (and a new SMTP client's banner) must still come promptly.
 
 The NOOP client runs in a thread with a blocking socket, so it measures wall-clock delays
 independently of the event loop the server (and this test) run on. The bound is generous
@@ -57,6 +57,30 @@ class NoopProbe(threading.Thread):
         self.sock.close()
 
 
+class BannerProbe(threading.Thread):
+    """Connects to the SMTP port again and again and times the 220 banner."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.worst = 0.0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+                banner = sock.makefile("rb").readline()
+                assert banner.startswith(b"220"), banner
+                self.worst = max(self.worst, time.monotonic() - t0)
+                sock.sendall(b"QUIT\r\n")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+
+
 HEAVY = [
     # refused by the parser's limits (before: 10-23 s each in the parse alone)
     ("FETCH 1 BODY.PEEK[HEADER.FIELDS (" + " ".join(["a"] * 30000) + ")]", b"BAD"),
@@ -91,6 +115,8 @@ async def test_heavy_commands_do_not_block_other_clients(imap_server: Server) ->
     await _fill(imap_server)
     probe = await asyncio.to_thread(NoopProbe, imap_server.port("imap", "none"))
     probe.start()
+    banner = BannerProbe(imap_server.port("mta"))
+    banner.start()
     report: list[str] = []
     failures: list[str] = []
     try:
@@ -100,19 +126,24 @@ async def test_heavy_commands_do_not_block_other_clients(imap_server: Server) ->
             for command, expected in HEAVY:
                 await asyncio.sleep(0.05)
                 probe.reset()
+                banner.worst = 0.0
                 t0 = time.monotonic()
                 resp = await c.cmd(command, timeout=120)
                 took = time.monotonic() - t0
                 await asyncio.sleep(0.05)  # let the probe finish a NOOP that was waiting
-                worst, count = probe.worst, probe.count
+                worst, count, smtp = probe.worst, probe.count, banner.worst
                 status = st(resp)
                 report.append(f"{command[:60]!r}...: {status[:40]!r} in {took:.2f} s, "
-                              f"{count} NOOPs, slowest {worst * 1000:.0f} ms")
+                              f"{count} NOOPs, slowest {worst * 1000:.0f} ms, "
+                              f"slowest SMTP banner {smtp * 1000:.0f} ms")
                 if not status.startswith(expected):
                     failures.append(f"{command[:60]!r}: {status!r}")
                 if worst > MAX_DELAY:
                     failures.append(f"{command[:60]!r}: a NOOP waited {worst:.2f} s")
+                if smtp > MAX_DELAY:
+                    failures.append(f"{command[:60]!r}: an SMTP banner waited {smtp:.2f} s")
     finally:
         await asyncio.to_thread(probe.close)
+        await asyncio.to_thread(banner.close)
     print("\n" + "\n".join(report))
     assert not failures, failures

@@ -39,7 +39,7 @@ log = logging.getLogger("pochta.imap")
 
 MAX_LINE = 65536  # command text, literals excluded
 # a command in progress gives the event loop back at least this often (seconds)
-YIELD_INTERVAL = 0.02
+YIELD_INTERVAL = 0.01
 
 
 class State(enum.Enum):

@@ -177,7 +177,7 @@ class Tracer:
             text = self._literal_text + data
             *lines, rest = text.split(b"\n")
             for line in lines:
-                self._emit("C", line.rstrip(b"\r"))
+                self._emit("C", bytes(line).rstrip(b"\r"))
             self._literal_text = bytearray(rest[:_KEEP])
         if self._literal_left == 0:
             self._literal_done()

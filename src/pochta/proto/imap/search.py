@@ -6,6 +6,7 @@ the caller loads beforehand when ``needs_body`` says so.
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from email.header import decode_header, make_header
 
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import Date, ParseError, Reader
-from pochta.proto.imap.seqset import SeqSet, parse_seqset
+from pochta.proto.imap.seqset import STAR, SeqSet, parse_seqset
 from pochta.storage.interfaces import MessageMeta
 
 _FLAG_KEYS = {
@@ -223,6 +224,32 @@ class SearchContext:
     count: int  # messages in the mailbox
     top_uid: int  # highest uid in the mailbox
     saved_uids: frozenset[int] = frozenset()
+    # a SEQ/UID key's ranges, sorted and merged once: (key, starts, ends) by id of the key
+    # (the key is kept so that its id cannot be reused by another)
+    _spans: dict[int, tuple[Key, list[int], list[int]]] = field(
+        default_factory=dict, repr=False)
+
+    def in_set(self, k: Key, s: SeqSet, n: int, top: int) -> bool:
+        """``n`` in the sequence set, ``*`` being ``top``: a binary search, so a set of
+        thousands of ranges costs log(ranges) per message, not ranges."""
+        entry = self._spans.get(id(k))
+        if entry is not None and entry[0] is k:
+            _, starts, ends = entry
+        else:
+            pairs = sorted(
+                (min(a, b), max(a, b))
+                for a, b in ((top if lo == STAR else lo, top if hi == STAR else hi)
+                             for lo, hi in s.ranges))
+            starts, ends = [], []
+            for a, b in pairs:
+                if ends and a <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], b)
+                else:
+                    starts.append(a)
+                    ends.append(b)
+            self._spans[id(k)] = (k, starts, ends)
+        i = bisect.bisect_right(starts, n) - 1
+        return i >= 0 and n <= ends[i]
 
 
 def _decode(value: str) -> str:
@@ -305,15 +332,11 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
     if op == "SEQ":
         (s,) = k.args
         assert isinstance(s, SeqSet)
-        return any(
-            min(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count) <= c.seq
-            <= max(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count)
-            for lo, hi in s.ranges
-        )
+        return ctx.in_set(k, s, c.seq, ctx.count)
     if op == "UID":
         (s,) = k.args
         assert isinstance(s, SeqSet)
-        return s.contains_uid(c.meta.uid, ctx.top_uid)
+        return ctx.in_set(k, s, c.meta.uid, ctx.top_uid)
     if op in ("SAVED", "SAVED_UID"):
         return c.meta.uid in ctx.saved_uids
     if op == "SIZE":

@@ -166,6 +166,29 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    preauth_timeout: float = field(
+        default=60.0,
+        metadata=_doc("seconds an IMAP client may stay silent before it has logged in "
+                      "(after login, limits.imap_idle_timeout applies)"),
+    )
+    preauth_max_command: int = field(
+        default=8192,
+        metadata=_doc("bytes of one command before login, lines and literals together; a "
+                      "bigger literal is refused unread (RFC 7888 §4)"),
+    )
+    max_command: int = field(
+        default=1_048_576,
+        metadata=_doc("bytes of one command after login, lines and literals together, "
+                      "not counting APPEND's message (limited by limits.max_message_size)"),
+    )
+    max_literal: int = field(
+        default=65536, metadata=_doc("bytes of one literal other than APPEND's message")
+    )
+    max_literals: int = field(default=256, metadata=_doc("literals in one command"))
+
+
+@dataclass(frozen=True)
 class POP3Config:
     apop: bool = field(
         default=False,
@@ -225,6 +248,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig, metadata=_doc("[log]"))
     dns: DNSConfig = field(default_factory=DNSConfig, metadata=_doc("[dns]"))
     pop3: POP3Config = field(default_factory=POP3Config, metadata=_doc("[pop3]"))
+    imap: IMAPConfig = field(default_factory=IMAPConfig, metadata=_doc("[imap]"))
     dkim: DKIMSettings = field(default_factory=DKIMSettings, metadata=_doc("[dkim]"))
     spf: SPFSettings = field(default_factory=SPFSettings, metadata=_doc("[spf]"))
     dmarc: DMARCSettings = field(default_factory=DMARCSettings, metadata=_doc("[dmarc]"))
@@ -349,6 +373,15 @@ def _validate(cfg: Config) -> None:
                  "max_connections_per_ip"):
         _check(getattr(lim, name) > 0, f"limits.{name}", "must be positive")
     _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
+    imap = cfg.imap
+    _check(0 < imap.preauth_timeout <= lim.imap_idle_timeout, "imap.preauth_timeout",
+           "must be positive and at most limits.imap_idle_timeout")
+    # LOGIN with a long user name and password as literals must still fit
+    _check(imap.preauth_max_command >= 1024, "imap.preauth_max_command", "at least 1024")
+    _check(imap.max_literal >= 1024, "imap.max_literal", "at least 1024")
+    _check(imap.max_command >= max(imap.max_literal, 65536), "imap.max_command",
+           "at least 65536 and imap.max_literal")
+    _check(imap.max_literals >= 2, "imap.max_literals", "at least 2")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
     _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ HOST = "127.0.0.1"
 
 
 @contextlib.asynccontextmanager
-async def server_with(instance: Instance, **overrides: object) -> AsyncIterator[Server]:
+async def server_with(instance: Instance, **overrides: Any) -> AsyncIterator[Server]:
     server = await start_instance(instance, **overrides)
     try:
         yield server
@@ -64,7 +65,7 @@ async def test_ten_silent_connections_per_port_from_one_address_block_nobody(
     # (70 in all; the implicit-TLS ones still in their handshake). The old single limit
     # of 20 per address refused everything after the first 20.
     held = []
-    for lst, srv in running_server.running.servers:
+    for _, srv in running_server.running.servers:
         port = int(srv.sockets[0].getsockname()[1])
         held += [await silent(port) for _ in range(10)]
     try:

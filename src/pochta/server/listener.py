@@ -516,7 +516,8 @@ async def serve(
                 await conn.start_tls()
             await handler(conn)
         except ServerShutdown:
-            conn.write(refuse("server shutting down"))
+            if conn.tls_active or not implicit_tls:  # never plaintext on a TLS port
+                conn.write(refuse("server shutting down"))
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
             log.debug("conn %s: %s", conn.conn_id, exc)
         except asyncio.CancelledError:

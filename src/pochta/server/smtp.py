@@ -20,6 +20,7 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -161,8 +162,9 @@ class SMTPHandler:
         """Decide one event; an unexpected exception fails that command only."""
         try:
             await self._dispatch(event)
-        except (ConnectionError, TimeoutError, ServerShutdown, asyncio.CancelledError):
-            raise
+        except (ConnectionError, TimeoutError, ssl.SSLError, ServerShutdown,
+                asyncio.CancelledError):
+            raise  # the connection's end, not a bug: the listener deals with these
         except Exception:
             log.exception("conn=%s ip=%s internal error deciding %s", self.conn.conn_id,
                           self.conn.peer_ip, type(event).__name__)

@@ -30,8 +30,9 @@ Decisions documented here (where the RFCs leave a choice):
   reaches the limit the error reply is followed by ``421 4.7.0`` and the session closes.
 * ``hard_error_limit`` counts every error reply, as Postfix's error count does: the
   core's own, the shell's refusals of MAIL and RCPT (an unknown user is an error, so the
-  address space cannot be probed thousands of names per session) and failed AUTH. At
-  the limit the reply is followed by ``421 4.7.0`` (Postfix ``smtpd_hard_error_limit``).
+  address space cannot be probed thousands of names per session). Failed AUTH is left
+  to the shell's brute-force limiter. At the limit the reply is followed by
+  ``421 4.7.0`` (Postfix ``smtpd_hard_error_limit``).
   ``error_replies`` is public: the shell delays replies past its soft limit (a tarpit
   is a timer, so it is the shell's; see server/smtp.py).
 * The bare CR/LF policy and the body line limit also apply to BDAT content, except
@@ -260,8 +261,9 @@ class ServerSession:
         if reply.is_success:
             raise LocalProtocolError(f"auth_failed() with a success reply {reply.code}")
         self._take_pending(AuthStart, AuthResponse)
+        # Not counted: failed logins are the brute-force limiter's (services/auth.py),
+        # with its own delay and lockout per address and account.
         self._send(reply)
-        self._count_error_reply()
 
     def abandon(self, reply: Reply) -> None:
         """Answer the pending decision, whatever it is, with a failure reply: the

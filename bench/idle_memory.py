@@ -10,7 +10,8 @@ are closed, the difference per connection, and the server CPU used while they sa
     bench/idle_memory.py --port 2525 --pid $(pgrep -f 'pochta-bench/pochta.toml serve')
 
 The client raises its own fd limit (soft to hard); the server needs ``ulimit -n`` above
-``--conns`` too, and its ``limits.max_connections(_per_ip)`` above ``--conns``
+``--conns`` too, and its ``limits.max_connections(_per_ip)`` and
+``limits.mta_max_connections(_per_ip)`` above ``--conns``
 (bench/pochta_instance.sh sets 5000).
 """
 

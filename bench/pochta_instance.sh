@@ -9,7 +9,8 @@
 #   - inbound SPF/DKIM/DMARC checks off: the machine has no network, so every real DNS
 #     lookup would time out; the Postfix+Dovecot reference does no such checks either;
 #   - DKIM signing off on submission (the reference does not sign);
-#   - max_connections(_per_ip) raised: every benchmark client comes from 127.0.0.1;
+#   - max_connections(_per_ip) and the per-role pools raised: every benchmark client comes
+#     from 127.0.0.1;
 #   - the per-account submission rate limits (300 messages/hour by default) raised, so
 #     the submission benchmark measures sessions, not the limiter.
 # With AUTH_CACHE_SECONDS=N set, also writes [auth] cache_seconds = N (0: argon2id on every
@@ -41,8 +42,16 @@ sign = false
 check = false
 
 [limits]
-max_connections = 5000
-max_connections_per_ip = 5000
+max_connections = 20000
+max_connections_per_ip = 20000
+mta_max_connections = 5000
+mta_max_connections_per_ip = 5000
+submission_max_connections = 5000
+submission_max_connections_per_ip = 5000
+imap_max_connections = 5000
+imap_max_connections_per_ip = 5000
+pop3_max_connections = 5000
+pop3_max_connections_per_ip = 5000
 
 [submission]
 messages_per_hour = 100000000

@@ -16,6 +16,7 @@ Targets:
             ``in_flow_delay=0`` and ``smtpd_client_connection_count_limit=0`` for the run
             (stock Postfix refuses 50 parallel sessions from one IP); restored afterwards
   aiosmtpd  ../shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
+  pochta-w2 the same instance as pochta, run with ``serve --workers 2`` on 2535
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
     bench/smtp_inbound.py --report /tmp/smtp-inbound.jsonl      # tables only
@@ -28,6 +29,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -69,20 +71,31 @@ def port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def pochta_server(instance: Path) -> Iterator[dict[str, str]]:
-    if not port_free(2525):
-        raise SystemExit("smtp_inbound: 127.0.0.1:2525 is in use (another Pochta?)")
+def pochta_server(instance: Path, workers: int = 1, port: int = 2525
+                  ) -> Iterator[dict[str, str]]:
+    """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N`` with its
+    listeners moved by ``port - 2525`` so it can run beside the one-worker target."""
+    if not port_free(port):
+        raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
     subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
+    if port != 2525:
+        config = instance / "pochta.toml"
+        shift = port - 2525
+        config.write_text(re.sub(r"(?m)^port = (\d+)$",
+                                 lambda m: f"port = {int(m.group(1)) + shift}",
+                                 config.read_text()))
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve"],
+        [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve",
+         "--workers", str(workers)],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(2525)
+        wait_port(port)
+        time.sleep(1.0 if workers > 1 else 0)  # every worker has bound
         db = instance / "data" / "pochta.db"
         yield {
-            "TARGET_PORT": "2525",
+            "TARGET_PORT": str(port),
             "RCPT": "bench@example.test",
             "DELIVERY_CMD": f"sqlite3 -readonly {shlex.quote(str(db))} "
                             f"{shlex.quote(INBOX_COUNT_SQL)}",
@@ -187,6 +200,9 @@ def run_matrix(args: argparse.Namespace) -> None:
         for name in args.targets:
             if name == "pochta":
                 targets[name] = stack.enter_context(pochta_server(workdir / "pochta"))
+            elif name == "pochta-w2":
+                targets[name] = stack.enter_context(
+                    pochta_server(workdir / "pochta-w2", workers=2, port=2535))
             elif name == "postfix":
                 targets[name] = stack.enter_context(postfix_tuned())
             elif name == "aiosmtpd":
@@ -251,7 +267,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
         # shared VM nearly all are, and the targets run interleaved under the same load.
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
-    labels = sorted({k[0] for k in tried}, key=["pochta", "postfix", "aiosmtpd"].index)
+    labels = sorted({k[0] for k in tried},
+                    key=["pochta", "pochta-w2", "postfix", "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)

@@ -26,9 +26,12 @@ class CountingHasher(PasswordHasher):
     def __init__(self) -> None:
         super().__init__(time_cost=1, memory_cost=8, parallelism=1)
         self.verifications = 0
+        self.delay = 0.0  # seconds a verification takes (argon2id takes ~0.1-1 s)
 
     def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
         self.verifications += 1
+        if self.delay:
+            time.sleep(self.delay)
         return super().verify(hash, password)
 
 
@@ -398,6 +401,9 @@ async def test_cache_can_be_turned_off(store: SQLiteStore, clock: FakeClock) -> 
 async def test_concurrent_logins_share_one_verification(
     auth: Authenticator, hasher: CountingHasher
 ) -> None:
+    # Checks that overlap share one run: with a cheap hasher and store reads on threads,
+    # one could finish before the next begins, so the run takes as long as a real one.
+    hasher.delay = 0.1
     results = await asyncio.gather(*[
         auth.check_password(ALICE, "alice-pw", f"192.0.2.{n}") for n in range(1, 6)])
     assert all(r is not None for r in results)
@@ -406,3 +412,74 @@ async def test_concurrent_logins_share_one_verification(
         auth.check_password(ALICE, "nope", "192.0.2.9") for _ in range(3)])
     assert wrong == [None, None, None]
     assert hasher.verifications == 2
+
+
+# --- checks in flight and disabled accounts ---------------------------------------------
+
+
+class SlowHasher(CountingHasher):
+    """Verification takes a while, so parallel checks overlap as on a real server."""
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        time.sleep(0.05)
+        return super().verify(hash, password)
+
+
+async def test_parallel_guesses_cannot_outrun_the_lockout(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    # 20 connections from one address each try a different password at once: the
+    # lockout is 10, so at most 10 argon2 checks may run (before: 20, all admitted
+    # before the first verdict was counted).
+    hasher = SlowHasher()
+    auth = Authenticator(store, CONFIG, clock, sleep=clock.sleep, hasher=hasher)
+    results = await asyncio.gather(*[
+        auth.check_password(ALICE, f"guess-{n}", "198.51.100.7") for n in range(20)])
+    assert results == [None] * 20
+    assert hasher.verifications == CONFIG.failures_before_lockout
+    assert not await auth.allowed("198.51.100.7", ALICE)
+    # nothing stays reserved: another address is unaffected
+    assert await auth.check_password(ALICE, "alice-pw", "198.51.100.8") is not None
+
+
+async def test_parallel_right_passwords_behind_one_nat_are_queued_not_refused(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    hasher = SlowHasher()
+    auth = Authenticator(store, AuthConfig(cache_seconds=0, failures_before_lockout=3),
+                         clock, sleep=clock.sleep, hasher=hasher)
+    results = await asyncio.gather(*[
+        auth.check_password(ALICE if n % 2 else BOB, "alice-pw" if n % 2 else "bob-pw",
+                            "198.51.100.9") for n in range(12)])
+    assert all(r is not None for r in results)
+
+
+async def test_disabled_account_is_never_answered_from_the_cache(
+    auth: Authenticator, store: SQLiteStore, hasher: CountingHasher, clock: FakeClock
+) -> None:
+    assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    assert hasher.verifications == 1
+    await store.update_account(ALICE, disabled=True)
+    # right password of a disabled account: full argon2 work and the same delay as a
+    # wrong password, every time (the cache used to answer these in no time)
+    for n in range(1, 6):
+        assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is None
+        assert hasher.verifications == 1 + n
+    right_sleeps = list(clock.sleeps)
+    clock.sleeps.clear()
+    for _ in range(5):  # a wrong password of an enabled account, from a fresh address
+        assert await auth.check_password(BOB, "wrong", "192.0.2.2") is None
+    assert hasher.verifications == 11
+    assert clock.sleeps == right_sleeps
+
+
+async def test_disabled_account_success_is_not_remembered(
+    auth: Authenticator, store: SQLiteStore, hasher: CountingHasher
+) -> None:
+    await store.update_account(ALICE, disabled=True)
+    for _ in range(3):
+        assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is None
+    assert hasher.verifications == 3
+    await store.update_account(ALICE, disabled=False)
+    assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
+    assert hasher.verifications == 4

@@ -67,8 +67,47 @@ class Limits:
     )
     max_recipients: int = field(default=100, metadata=_doc("recipients per message"))
     max_errors: int = field(default=10, metadata=_doc("protocol errors before 421 and close"))
-    max_connections: int = field(default=1000, metadata=_doc("connections in total"))
-    max_connections_per_ip: int = field(default=20, metadata=_doc("connections per client IP"))
+    max_connections: int = field(
+        default=2000,
+        metadata=_doc("connections in total, every role and TLS handshakes included "
+                      "(keep below the open-file limit)"),
+    )
+    max_connections_per_ip: int = field(
+        default=200,
+        metadata=_doc("connections from one client address (IPv6: one /64) over every "
+                      "role together"),
+    )
+    # Per-role pools, so a flood on one port never closes the others. Per-address values
+    # fit an office behind one NAT address: Postfix allows 50 SMTP connections per client
+    # (smtpd_client_connection_count_limit); ten IMAP clients open up to 10 each.
+    mta_max_connections: int = field(default=500, metadata=_doc("mta connections in total"))
+    mta_max_connections_per_ip: int = field(
+        default=50, metadata=_doc("mta connections per client address"))
+    submission_max_connections: int = field(
+        default=500, metadata=_doc("submission connections in total"))
+    submission_max_connections_per_ip: int = field(
+        default=50, metadata=_doc("submission connections per client address"))
+    imap_max_connections: int = field(default=1000, metadata=_doc("IMAP connections in total"))
+    imap_max_connections_per_ip: int = field(
+        default=100, metadata=_doc("IMAP connections per client address"))
+    pop3_max_connections: int = field(default=300, metadata=_doc("POP3 connections in total"))
+    pop3_max_connections_per_ip: int = field(
+        default=50, metadata=_doc("POP3 connections per client address"))
+    tls_handshake_timeout: float = field(
+        default=10.0, metadata=_doc("seconds a TLS handshake (implicit TLS or STARTTLS) may take"))
+    min_data_rate: int = field(
+        default=100,
+        metadata=_doc("bytes per second a client must send while a command or message is "
+                      "in progress, measured over data_rate_window seconds of waiting "
+                      "(Postfix smtpd_min_data_rate); every role; 0: off"),
+    )
+    data_rate_window: float = field(
+        default=30.0, metadata=_doc("seconds over which min_data_rate is measured"))
+    smtp_max_session_time: float = field(
+        default=3600.0,
+        metadata=_doc("seconds an SMTP session (mta, submission) may last before 421 4.4.2; "
+                      "0: no limit"),
+    )
     command_timeout: float = field(
         default=300.0, metadata=_doc("seconds to wait for an SMTP command (RFC 5321 4.5.3.2)")
     )
@@ -101,6 +140,22 @@ class SMTPConfig:
     )
     received_hide_client_ip: bool = field(
         default=False, metadata=_doc("leave the submitting client's IP out of Received:")
+    )
+    soft_error_limit: int = field(
+        default=10,
+        metadata=_doc("error replies in a session (protocol errors and refused MAIL/RCPT, "
+                      "e.g. unknown users) after which each further one is delayed "
+                      "(Postfix smtpd_soft_error_limit)"),
+    )
+    hard_error_limit: int = field(
+        default=20,
+        metadata=_doc("error replies in a session before 421 and close "
+                      "(Postfix smtpd_hard_error_limit)"),
+    )
+    error_sleep_time: float = field(
+        default=1.0,
+        metadata=_doc("seconds added to the first error reply past soft_error_limit; the "
+                      "n-th one past it waits n times as long (Postfix smtpd_error_sleep_time)"),
     )
 
 
@@ -189,6 +244,29 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    preauth_timeout: float = field(
+        default=60.0,
+        metadata=_doc("seconds an IMAP client may stay silent before it has logged in "
+                      "(after login, limits.imap_idle_timeout applies)"),
+    )
+    preauth_max_command: int = field(
+        default=8192,
+        metadata=_doc("bytes of one command before login, lines and literals together; a "
+                      "bigger literal is refused unread (RFC 7888 §4)"),
+    )
+    max_command: int = field(
+        default=1_048_576,
+        metadata=_doc("bytes of one command after login, lines and literals together, "
+                      "not counting APPEND's message (limited by limits.max_message_size)"),
+    )
+    max_literal: int = field(
+        default=65536, metadata=_doc("bytes of one literal other than APPEND's message")
+    )
+    max_literals: int = field(default=256, metadata=_doc("literals in one command"))
+
+
+@dataclass(frozen=True)
 class POP3Config:
     apop: bool = field(
         default=False,
@@ -248,6 +326,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig, metadata=_doc("[log]"))
     dns: DNSConfig = field(default_factory=DNSConfig, metadata=_doc("[dns]"))
     pop3: POP3Config = field(default_factory=POP3Config, metadata=_doc("[pop3]"))
+    imap: IMAPConfig = field(default_factory=IMAPConfig, metadata=_doc("[imap]"))
     dkim: DKIMSettings = field(default_factory=DKIMSettings, metadata=_doc("[dkim]"))
     spf: SPFSettings = field(default_factory=SPFSettings, metadata=_doc("[spf]"))
     dmarc: DMARCSettings = field(default_factory=DMARCSettings, metadata=_doc("[dmarc]"))
@@ -369,9 +448,26 @@ def _validate(cfg: Config) -> None:
     _check(cfg.tls.min_version in ("TLSv1.2", "TLSv1.3"), "tls.min_version", "TLSv1.2 or 1.3")
     lim = cfg.limits
     for name in ("max_message_size", "max_recipients", "max_errors", "max_connections",
-                 "max_connections_per_ip"):
+                 "max_connections_per_ip", "tls_handshake_timeout", "data_rate_window",
+                 *(f"{role}_max_connections{suffix}" for role in ROLES
+                   for suffix in ("", "_per_ip"))):
         _check(getattr(lim, name) > 0, f"limits.{name}", "must be positive")
+    _check(lim.min_data_rate >= 0, "limits.min_data_rate", "must be 0 (off) or positive")
+    _check(lim.smtp_max_session_time >= 0, "limits.smtp_max_session_time",
+           "must be 0 (no limit) or positive")
+    _check(cfg.smtp.hard_error_limit > 0, "smtp.hard_error_limit", "must be positive")
+    _check(cfg.smtp.soft_error_limit >= 0, "smtp.soft_error_limit", "must not be negative")
+    _check(cfg.smtp.error_sleep_time >= 0, "smtp.error_sleep_time", "must not be negative")
     _check(lim.imap_idle_timeout >= 1800, "limits.imap_idle_timeout", "RFC 9051: at least 1800")
+    imap = cfg.imap
+    _check(0 < imap.preauth_timeout <= lim.imap_idle_timeout, "imap.preauth_timeout",
+           "must be positive and at most limits.imap_idle_timeout")
+    # LOGIN with a long user name and password as literals must still fit
+    _check(imap.preauth_max_command >= 1024, "imap.preauth_max_command", "at least 1024")
+    _check(imap.max_literal >= 1024, "imap.max_literal", "at least 1024")
+    _check(imap.max_command >= max(imap.max_literal, 65536), "imap.max_command",
+           "at least 65536 and imap.max_literal")
+    _check(imap.max_literals >= 2, "imap.max_literals", "at least 2")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
     _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")

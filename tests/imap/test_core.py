@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pochta.proto.imap.framer import Framer, FramingError, NeedContinuation, RawCommand
+from pochta.proto.imap.framer import (
+    CommandSoFar,
+    Framer,
+    FramingError,
+    NeedContinuation,
+    RawCommand,
+)
 from pochta.proto.imap.mutf7 import decode_mutf7, encode_mutf7
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import astring, internaldate, quoted_or_literal, seq_set
@@ -59,7 +65,7 @@ def test_line_too_long_is_refused_and_rest_discarded() -> None:
 
 
 def test_huge_sync_literal_refused_before_upload() -> None:
-    f = Framer(literal_limit=lambda line, n: b"NO [TOOBIG] too big" if n > 10 else None)
+    f = Framer(literal_limit=lambda so_far, n: b"NO [TOOBIG] too big" if n > 10 else None)
     f.feed(b"a7 APPEND INBOX {999999999}\r\n")
     (ev,) = events(f)
     assert isinstance(ev, FramingError) and ev.response.startswith(b"NO [TOOBIG]")
@@ -69,7 +75,7 @@ def test_huge_sync_literal_refused_before_upload() -> None:
 
 
 def test_huge_non_sync_literal_closes() -> None:
-    f = Framer(literal_limit=lambda line, n: b"BAD too big" if n > 10 else None)
+    f = Framer(literal_limit=lambda so_far, n: b"BAD too big" if n > 10 else None)
     f.feed(b"a7 APPEND INBOX {999999+}\r\n")
     (ev,) = events(f)
     assert isinstance(ev, FramingError) and ev.close
@@ -140,3 +146,50 @@ def test_strings() -> None:
     assert quoted_or_literal("ü", utf8=True) == b'"\xc3\xbc"'
     assert quoted_or_literal("a\r\nb") == b"{4}\r\na\r\nb"
     assert astring("INBOX") == b"INBOX" and astring("a b") == b'"a b"' and astring("") == b'""'
+
+
+def test_literal_limit_sees_the_command_so_far() -> None:
+    """The limit is asked before each literal is buffered, with the count and bytes of
+    the command so far, so a command of many literals can be stopped part-way."""
+    seen: list[CommandSoFar] = []
+
+    def limit(so_far: CommandSoFar, n: int) -> bytes | None:
+        seen.append(so_far)
+        return b"BAD [TOOBIG] Command too large" if so_far.size + n > 60 else None
+
+    f = Framer(literal_limit=limit)
+    f.feed(b"a1 SEARCH TEXT {5+}\r\nhello TEXT {10+}\r\n0123456789 TEXT {10+}\r\n"
+           b"abcdefghij\r\n")
+    ev = f.next_event()
+    assert isinstance(ev, FramingError) and ev.close and ev.tag == b"a1"
+    assert [(x.literals, x.largest) for x in seen] == [(0, 0), (1, 5), (2, 10)]
+    assert seen[1].size == len(b"a1 SEARCH TEXT {5+}\r\n") + 5 + len(b" TEXT {10+}\r\n")
+    # the third literal was refused unread: its bytes are still in the buffer, not a command
+    assert f.buffered == len(b"abcdefghij\r\n")
+
+
+def test_search_program_and_header_list_limits() -> None:
+    from pochta.proto.imap.fetch import MAX_HEADER_FIELDS, parse_fetch
+    from pochta.proto.imap.search import MAX_SEARCH_KEYS, parse_search
+
+    parse_search(reader(" ".join(["ALL"] * MAX_SEARCH_KEYS).encode()))
+    with pytest.raises(ParseError, match="at most 1000 keys"):
+        parse_search(reader(" ".join(["ALL"] * (MAX_SEARCH_KEYS + 1)).encode()))
+    with pytest.raises(ParseError, match="at most 1000 keys"):  # NOT and OR count too
+        parse_search(reader(" ".join(["NOT SEEN"] * 501).encode()))
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse_search(reader(b"(" * 60 + b"ALL" + b")" * 60))
+    names = " ".join(["X-A"] * MAX_HEADER_FIELDS)
+    parse_fetch(reader(f"BODY.PEEK[HEADER.FIELDS ({names})]".encode()))
+    with pytest.raises(ParseError, match="at most 1000 items"):
+        parse_fetch(reader(f"BODY.PEEK[HEADER.FIELDS ({names} X-B)]".encode()))
+
+
+def test_parsing_many_strings_is_linear() -> None:
+    """Each string used to search the whole line for a literal: 30,000 names took ~20 s."""
+    import time
+
+    line = b"(" + b" ".join([b"a"] * 30000) + b")"
+    t0 = time.monotonic()
+    assert len(reader(line).paren_list(limit=100000)) == 30000
+    assert time.monotonic() - t0 < 1.0

@@ -28,7 +28,7 @@ fragments = st_.lists(st_.sampled_from(TOKENS) | st_.binary(max_size=5), max_siz
 @settings(max_examples=300, deadline=None)
 @given(fragments)
 def test_framer_and_parsers_only_raise_parse_error(data: bytes) -> None:
-    f = Framer(max_line=200, literal_limit=lambda line, n: b"BAD big" if n > 50 else None)
+    f = Framer(max_line=200, literal_limit=lambda so_far, n: b"BAD big" if n > 50 else None)
     f.feed(data + b"\r\n")
     while (ev := f.next_event()) is not None:
         if not isinstance(ev, RawCommand):

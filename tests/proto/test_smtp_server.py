@@ -592,3 +592,64 @@ def test_message_event_is_complete() -> None:
     (msg,) = r.messages
     assert isinstance(msg, MessageReady)
     assert msg.smtputf8 and msg.body_8bit and msg.mail_from.smtputf8
+
+
+# --- error replies of every kind count (Postfix smtpd_hard_error_limit) -----------------
+
+
+def _drive(session: ServerSession, data: bytes, known: set[str]) -> bytes:
+    """Feed ``data`` and decide every event: MAIL accepted, RCPT accepted if known."""
+    session.receive_data(data)
+    out = bytearray()
+    while True:
+        event = session.next_event()
+        out += session.data_to_send()
+        if event is NEED_DATA or isinstance(event, ConnectionClosed):
+            return bytes(out + session.data_to_send())
+        if isinstance(event, MailFrom):
+            session.accept()
+        elif isinstance(event, RcptTo):
+            if event.address in known:
+                session.accept()
+            else:
+                session.reject(replies.USER_UNKNOWN)
+
+
+def test_unknown_recipients_count_towards_the_hard_error_limit() -> None:
+    session = ServerSession(dataclasses.replace(PARAMS, hard_error_limit=5))
+    session.start()
+    pipelined = b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n" + b"".join(
+        b"RCPT TO:<nouser%d@example.org>\r\n" % n for n in range(1000))
+    out = _drive(session, pipelined, set()).decode()
+    # five 550s, then 421 and nothing more: not 1000 answers
+    assert out.count("550 5.1.1") == 5
+    assert out.endswith("421 4.7.0 Too many errors, closing\r\n")
+    assert session.closed and session.error_replies == 5
+    assert session.errors == 0  # the protocol error limit is not involved
+
+
+def test_pipelined_mix_keeps_reply_order_and_counts_only_refusals() -> None:
+    session = ServerSession(PARAMS)
+    session.start()
+    out = _drive(session, b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n"
+                 b"RCPT TO:<bob@example.org>\r\nRCPT TO:<x1@example.org>\r\n"
+                 b"RCPT TO:<carol@example.org>\r\nRCPT TO:<x2@example.org>\r\nDATA\r\n",
+                 {"bob@example.org", "carol@example.org"}).decode()
+    codes = [line[:3] for line in out.split("\r\n") if line[:3].isdigit() and line[3] == " "]
+    assert codes == ["220", "250", "250", "250", "550", "250", "550", "354"]
+    assert session.error_replies == 2 and not session.closed
+
+
+def test_abandon_answers_the_pending_decision_and_the_session_goes_on() -> None:
+    session = ServerSession(PARAMS)
+    session.start()
+    session.receive_data(b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nNOOP\r\n")
+    event = session.next_event()
+    assert isinstance(event, MailFrom)
+    session.abandon(replies.LOCAL_ERROR)
+    assert session.next_event() is NEED_DATA
+    out = session.data_to_send().decode()
+    assert "451 4.3.0" in out and out.endswith("250 2.0.0 Ok\r\n")
+    assert session.error_replies == 0 and not session.in_transaction
+    with pytest.raises(LocalProtocolError):
+        session.abandon(replies.LOCAL_ERROR)  # nothing pending

@@ -383,3 +383,24 @@ async def test_a_refused_accept_does_not_spoil_its_batch(store: PostgresStore, d
     assert box is not None
     assert [m.uid for m in await store.list_messages(box.id)] == [1, 2, 3, 4, 5]
     assert (await store.store_stats()).blobs == 5
+
+
+async def test_stream_refuses_damaged_bytes_before_the_first_chunk(
+    store: PostgresStore, dsn: str
+) -> None:
+    acc = await alice(store)
+    big = os.urandom(BLOB_CHUNK * 2 + 5)
+    result = await store.accept(big, ENV, [LocalTarget(acc)])
+    assert b"".join([c async for c in store.stream_blob(result.blob_id, chunk=100_000)]) == big
+    part = b"".join([c async for c in store.stream_blob(result.blob_id, BLOB_CHUNK - 3, 10)])
+    assert part == big[BLOB_CHUNK - 3:BLOB_CHUNK + 7]
+    assert await store.blob_size(result.blob_id) == len(big)
+    sql(dsn, "UPDATE blob_chunks SET data=overlay(data placing 'y'::bytea from 5) "
+             "WHERE blob_id=%s AND seq=2", result.blob_id)
+    fresh = await PostgresStore.open(dsn)  # no memory of the earlier check
+    try:
+        with pytest.raises(StorageCorrupt):
+            async for _ in fresh.stream_blob(result.blob_id):
+                pytest.fail("a chunk of a damaged blob was given out")
+    finally:
+        await fresh.close()

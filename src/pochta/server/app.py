@@ -26,7 +26,7 @@ from ..services.submission import HourlyLimiter
 from ..storage.factory import open_store
 from ..storage.interfaces import MailStore
 from ..tlsutil import env_keylog, server_context
-from .listener import Connection, ConnectionLimiter, serve
+from .listener import Connection, ConnectionLimiter, ConnectionPolicy, RoleLimits, serve
 from .trace import Tracer
 
 log = logging.getLogger("pochta.server")
@@ -188,13 +188,34 @@ def _tracer_factory(config: Config, role: str) -> Callable[[Connection], Tracer 
     return make
 
 
+def connection_limiter(config: Config) -> ConnectionLimiter:
+    """One limiter for every listener: a pool per role under the totals."""
+    lim = config.limits
+    roles = {
+        role: RoleLimits(getattr(lim, f"{role}_max_connections"),
+                         getattr(lim, f"{role}_max_connections_per_ip"))
+        for role in HANDLERS
+    }
+    return ConnectionLimiter(lim.max_connections, lim.max_connections_per_ip, roles)
+
+
+def connection_policy(config: Config, role: str) -> ConnectionPolicy:
+    lim = config.limits
+    smtp = role in ("mta", "submission")
+    return ConnectionPolicy(
+        tls_handshake_timeout=lim.tls_handshake_timeout,
+        min_data_rate=lim.min_data_rate,
+        data_rate_window=lim.data_rate_window,
+        max_session_time=lim.smtp_max_session_time if smtp else 0.0,
+    )
+
+
 async def start_server(
     ctx: ServerContext, run_queue: bool = True, reuse_port: bool = False
 ) -> RunningServer:
     tasks: set[asyncio.Task[None]] = set()
     connections: set[Connection] = set()
-    limiter = ConnectionLimiter(ctx.config.limits.max_connections,
-                                ctx.config.limits.max_connections_per_ip)
+    limiter = connection_limiter(ctx.config)
     servers: list[tuple[Listener, asyncio.Server]] = []
     if ctx.config.auth.scram_plus and ctx.ssl_context is not None:
         # Self-test the tls-exporter now (tlsbinding.py), so a failure is logged at start
@@ -228,7 +249,8 @@ async def start_server(
                         ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
                         limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
                         connections=connections, trace=_tracer_factory(ctx.config, lst.role),
-                        role=lst.role, reuse_port=reuse_port,
+                        role=lst.role, policy=connection_policy(ctx.config, lst.role),
+                        reuse_port=reuse_port,
                     )
                     break
                 except OSError as exc:

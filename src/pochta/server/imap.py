@@ -8,19 +8,28 @@ Entry point: ``handle_imap(conn, ctx, listener)``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..config import Listener
-from ..proto.imap.framer import Framer, FramingError, NeedContinuation, RawCommand, tag_of
+from ..proto.imap.framer import (
+    CommandSoFar,
+    Framer,
+    FramingError,
+    NeedContinuation,
+    RawCommand,
+    tag_of,
+)
 from ..proto.imap.mutf7 import encode_mutf7
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import astring, tagged
 from ..proto.imap.selected import Selected
-from ..storage.interfaces import Account, ChangeWatcher, StoreError
+from ..storage.interfaces import Account, ChangeWatcher, StorageFull, StoreError
 from .listener import Connection
 
 if TYPE_CHECKING:
@@ -29,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pochta.imap")
 
 MAX_LINE = 65536  # command text, literals excluded
-MAX_SMALL_LITERAL = 65536  # literals outside APPEND (names, search strings)
+# a command in progress gives the event loop back at least this often (seconds)
+YIELD_INTERVAL = 0.01
 
 
 class State(enum.Enum):
@@ -64,10 +74,14 @@ class ImapSession:
         self.listener = listener
         limits = ctx.config.limits
         self.idle_timeout = idle_timeout if idle_timeout is not None else limits.imap_idle_timeout
+        self.limits = ctx.config.imap
+        self.preauth_timeout = min(self.limits.preauth_timeout, self.idle_timeout)
         self.append_limit = limits.max_message_size
         self.max_errors = limits.max_errors
-        self.framer = Framer(max_line=MAX_LINE, literal_limit=self._literal_limit)
-        self.state = State.NOT_AUTHENTICATED
+        self.framer = Framer(max_line=min(MAX_LINE, self.limits.preauth_max_command),
+                             literal_limit=self._literal_limit)
+        self._state = State.NOT_AUTHENTICATED
+        self._last_yield = time.monotonic()
         self.account: Account | None = None
         self.selected: Selected | None = None
         self.watcher: ChangeWatcher | None = None
@@ -76,6 +90,32 @@ class ImapSession:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (or IMAP4rev2)
         self.condstore = False
         self.qresync = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._state = value
+        # before login a command is as small as LOGIN needs (as Dovecot's imap-login)
+        self.framer.max_line = (min(MAX_LINE, self.limits.preauth_max_command)
+                                if value is State.NOT_AUTHENTICATED else MAX_LINE)
+
+    @property
+    def timeout(self) -> float:
+        """How long to wait for the client: short before login, the autologout after."""
+        if self._state is State.NOT_AUTHENTICATED:
+            return self.preauth_timeout
+        return self.idle_timeout
+
+    async def pause(self) -> None:
+        """Called between messages by long commands (SEARCH, FETCH, STORE): gives the event
+        loop to other connections every YIELD_INTERVAL, so no command holds it for long."""
+        now = time.monotonic()
+        if now - self._last_yield >= YIELD_INTERVAL:
+            await asyncio.sleep(0)
+            self._last_yield = time.monotonic()
 
     # --- output ----------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -121,11 +161,21 @@ class ImapSession:
             return  # the mailbox was deleted under us; next command will see it
         first_recent: int | None = None
         if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
-            first_recent = await self.store.claim_recent(sel.info.id)
+            first_recent = await self.claim_recent(sel.info.id)
         out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore,
                            flush=allow_expunge, qresync=self.qresync)
         for line in out:
             self.send(line)
+
+    async def claim_recent(self, mailbox_id: int) -> int | None:
+        """The store's claim_recent, a write: when it fails (a full disk), reading goes on
+        without \\Recent for this session (None)."""
+        try:
+            return await self.store.claim_recent(mailbox_id)
+        except StoreError as exc:
+            log.warning("conn %s: cannot claim \\Recent in mailbox %d: %s",
+                        self.conn.conn_id, mailbox_id, exc)
+            return None
 
     def unselect(self) -> None:
         self.selected = None
@@ -136,20 +186,32 @@ class ImapSession:
             self.state = State.AUTHENTICATED
 
     # --- input -----------------------------------------------------------------------
-    def _literal_limit(self, first_line: bytes, size: int) -> bytes | None:
-        words = first_line.split(b" ", 3)
+    def _literal_limit(self, so_far: CommandSoFar, size: int) -> bytes | None:
+        """Checked when a literal is announced, before any of it is read (RFC 7888 §4)."""
+        lim = self.limits
+        if so_far.literals >= lim.max_literals:
+            return b"BAD [LIMIT] Too many literals in one command"
+        if self._state is State.NOT_AUTHENTICATED:
+            # LOGIN needs two short strings: nothing bigger is buffered for a stranger
+            if so_far.size + size > lim.preauth_max_command:
+                return b"BAD [TOOBIG] Literal too large before login"
+            return None
+        words = so_far.first_line.split(b" ", 3)
         command = words[1].upper() if len(words) > 1 else b""
-        if command == b"APPEND":
+        big = so_far.largest if so_far.largest > lim.max_literal else 0  # APPEND's message
+        if command == b"APPEND" and size > lim.max_literal and not big:
             if size > self.append_limit:
                 # RFC 7889 / RFC 9051 §7.1: refuse before the client uploads it
                 return b"NO [TOOBIG] Message exceeds APPENDLIMIT %d" % self.append_limit
             return None
-        if size > MAX_SMALL_LITERAL:
-            return b"BAD Literal too large"
+        if size > lim.max_literal:
+            return b"BAD [TOOBIG] Literal too large"
+        if so_far.size - big + size > lim.max_command:
+            return b"BAD [TOOBIG] Command too large"
         return None
 
     async def read_more(self) -> None:
-        data = await self.conn.read(self.idle_timeout)
+        data = await self.conn.read(self.timeout)
         if not data:
             raise CloseSession
         self.framer.feed(data)
@@ -176,7 +238,7 @@ class ImapSession:
                     try:
                         await self.read_more()
                     except TimeoutError:
-                        self.send(b"* BYE Autologout; idle for too long\r\n")
+                        self._timed_out()
                         return
                     continue
                 if isinstance(event, NeedContinuation):
@@ -196,12 +258,18 @@ class ImapSession:
         except CloseSession:
             return
         except TimeoutError:
-            self.send(b"* BYE Autologout; idle for too long\r\n")
+            self._timed_out()
             return
         finally:
             if self.watcher is not None:
                 self.watcher.close()
             await self._flush_quietly()
+
+    def _timed_out(self) -> None:
+        if self._state is State.NOT_AUTHENTICATED:
+            self.send(b"* BYE Timed out waiting for login\r\n")
+        else:
+            self.send(b"* BYE Autologout; idle for too long\r\n")
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -242,6 +310,10 @@ class ImapSession:
             await handler(self, tag, r, uid)
         except ParseError as exc:
             self.bad(tag, f"Syntax error: {exc}")
+        except StorageFull as exc:
+            # a write failed for lack of space: temporary, and not a bug (RFC 5530 §3)
+            log.warning("conn %s: storage full: %s", self.conn.conn_id, exc)
+            self.no(tag, "Insufficient system storage", "LIMIT")
         except StoreError as exc:
             log.info("store error: %s", exc)
             self.no(tag, "Operation failed", "SERVERBUG")

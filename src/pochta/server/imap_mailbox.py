@@ -18,6 +18,7 @@ from ..storage.interfaces import (
     MailboxInfo,
     NotFound,
     QuotaExceeded,
+    StorageFull,
     StoreError,
 )
 
@@ -80,7 +81,9 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         recent = (await s.store.mailbox_status(info.id)).recent
         first_recent = messages[-recent].uid if 0 < recent <= len(messages) else info.uidnext
     else:
-        first_recent = await s.store.claim_recent(info.id)
+        # a write: on a full disk SELECT still works, without \Recent claims
+        claimed = await s.claim_recent(info.id)
+        first_recent = claimed if claimed is not None else info.uidnext
     sel = Selected.load(info, readonly, messages, first_recent)
     s.selected = sel
     s.watcher = s.store.watch(info.id)
@@ -183,6 +186,8 @@ async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     except NotFound:
         s.no(tag, "No such mailbox", "NONEXISTENT")
         return
+    except StorageFull:
+        raise  # NO [LIMIT] (ImapSession.dispatch)
     except StoreError as exc:
         s.no(tag, f"Cannot delete: {exc}", "CANNOT")
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -16,10 +17,19 @@ from ..proto.imap.response import seq_set
 from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import SeqSet, parse_seqset
-from ..storage.interfaces import FlagMode, MailboxInfo, MessageMeta, NotFound, QuotaExceeded
+from ..storage.interfaces import (
+    FlagMode,
+    MailboxInfo,
+    MessageMeta,
+    NotFound,
+    QuotaExceeded,
+    StorageFull,
+)
 
 if TYPE_CHECKING:
     from .imap import ImapSession
+
+log = logging.getLogger("pochta.imap")
 
 
 def _sel(s: ImapSession) -> Selected:
@@ -122,17 +132,23 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if req.sets_seen and not sel.readonly:
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
         if unseen:
-            update = await s.store.store_flags(
-                sel.info.id, unseen, frozenset({"\\Seen"}), FlagMode.ADD)
-            for m in update.changed:
-                sel.update(m)
-                seen_set.add(m.uid)
+            try:
+                update = await s.store.store_flags(
+                    sel.info.id, unseen, frozenset({"\\Seen"}), FlagMode.ADD)
+            except StorageFull as exc:
+                # reading goes on with a full disk; \Seen is not set (and not shown)
+                log.warning("conn %s: cannot set \\Seen: %s", s.conn.conn_id, exc)
+            else:
+                for m in update.changed:
+                    sel.update(m)
+                    seen_set.add(m.uid)
     failed = False
     cache = _part_cache(s)
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
     for n, u in enumerate(uids):
+        await s.pause()
         meta = sel.meta[u]
         part = await cache.get(s, sel.info, meta) if req.needs_body else None
         if req.needs_body and part is None:
@@ -204,6 +220,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         s.send(sel.announce(m.flags))  # a new keyword: FLAGS first, even for .SILENT
     changed = {m.uid for m in update.changed}
     for u in live:
+        await s.pause()
         if u in update.failed_uids:
             continue
         if silent and not (s.condstore and u in changed):
@@ -237,6 +254,7 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[tuple[int, MessageMeta]] = []
     for seq, meta in sel.messages():
+        await s.pause()
         c = Candidate(seq, meta, meta.uid in sel.recent)
         if prog.needs_body:
             c.data = await _load(s, meta)

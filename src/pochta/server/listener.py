@@ -5,15 +5,38 @@
 use. It exists instead of asyncio streams for one security reason: on STARTTLS every
 plaintext byte already received must be thrown away (CVE-2011-0411 class), and a
 ``StreamReader`` would keep them and hand them out after the handshake.
+
+Limits live here because they are about sockets and clocks, not about any one protocol:
+
+* **Connection slots** (``ConnectionLimiter``): a pool per role (mta, submission, imap,
+  pop3), each with a per-client-address limit, under a total and a per-address total
+  across roles. So idle IMAP connections can fill the IMAP pool but never keep SMTP or
+  POP3 closed. An IPv6 client is counted by its /64, since one host usually owns one.
+* **TLS handshakes count**: implicit-TLS ports accept plain TCP, take a slot, then run
+  the handshake with ``tls_handshake_timeout``; a connection that never finishes it
+  holds a slot (and its descriptor) for that long at most. Over the limits such a
+  connection is closed without a reply: nothing can be said before the handshake.
+* **Minimum data rate** (as Postfix's ``smtpd_min_data_rate`` with
+  ``smtpd_per_request_deadline``): once a client has started a request (bytes arrived
+  since our last reply), every ``data_rate_window`` seconds the server spends waiting
+  for the rest must bring ``min_data_rate`` bytes per second; otherwise ``read`` raises
+  ``SlowClient``. A client that is silent between requests (IMAP IDLE) is not measured:
+  that is the idle timeout's job. Only time spent waiting counts, so a server that is
+  busy (or has paused reading) never blames the client.
+* **Session deadline** (``max_session_time``): ``read`` raises ``SessionExpired`` once
+  it has passed. Both subclass ``TimeoutError``, so every driver already answers them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import ssl
+import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from ..logsetup import CONNECTION, new_connection_id
@@ -22,7 +45,10 @@ from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
 from .trace import Tracer
 
-__all__ = ["Connection", "ConnectionLimiter", "ServerShutdown", "TLSInfo", "serve"]
+__all__ = [
+    "Connection", "ConnectionLimiter", "ConnectionPolicy", "RoleLimits", "ServerShutdown",
+    "SessionExpired", "SlowClient", "TLSInfo", "client_key", "serve",
+]
 
 log = logging.getLogger("pochta.server")
 
@@ -37,15 +63,48 @@ class ServerShutdown(Exception):
     point where it was waiting for the client, never in the middle of storing mail."""
 
 
+class SlowClient(TimeoutError):
+    """The client sends the request it started slower than ``min_data_rate``."""
+
+
+class SessionExpired(TimeoutError):
+    """The connection reached its ``max_session_time``."""
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    """Timers of one listener's connections; see the module docstring. 0 disables."""
+
+    tls_handshake_timeout: float = 10.0
+    min_data_rate: int = 0  # bytes per second while a request is being received
+    data_rate_window: float = 30.0  # seconds of waiting over which the rate is measured
+    max_session_time: float = 0.0
+
+
 class Connection(asyncio.Protocol):
     """One client connection; see the module docstring."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None, implicit_tls: bool) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None, implicit_tls: bool,
+                 policy: ConnectionPolicy | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.conn_id = new_connection_id()  # one format in every log line (logsetup)
         self.peer_ip = ""
         self.peer_port = 0
         self.local_port = 0
-        self.tls_active = implicit_tls
+        # Implicit TLS: True only once the handshake in ``serve`` has finished.
+        self.tls_active = False
+        self.implicit_tls = implicit_tls
+        self.policy = policy or ConnectionPolicy()
+        self._clock = clock
+        self.opened_at = clock()
+        # the request being received (see "Minimum data rate"): bytes since our last
+        # write, and the window of waiting time being measured
+        self._request_bytes = 0
+        self._window_start_bytes = 0
+        self._window_waited = 0.0
+        self._in_request = False
+        self._handshake_pending = False
+        self._before_tls = bytearray()
         self._ssl_context = ssl_context
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
@@ -71,11 +130,25 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip, self.peer_port = str(peer[0]), int(peer[1])
         self.local_port = int(sock[1])
+        self.opened_at = self._clock()
+        if self.implicit_tls and self._ssl_context is not None:
+            # The ClientHello should stay in the kernel until ``start_tls`` hands the
+            # socket to the TLS layer. (uvloop may still deliver a first chunk: it is
+            # kept in _before_tls and replayed into the TLS layer.)
+            self._handshake_pending = True
+            self._transport.pause_reading()
         if self.on_open is not None:
             self.on_open(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._handshake_pending:
+            self._before_tls += data
+            if self._transport is not None:
+                self._transport.pause_reading()
+            return
         self._buffer += data
+        self._in_request = True
+        self._request_bytes += len(data)
         if len(self._buffer) > READ_HIGH_WATER and self._transport is not None:
             self._transport.pause_reading()
             self._reading_paused = True
@@ -150,11 +223,7 @@ class Connection(asyncio.Protocol):
         if self._shutdown and not self._buffer:
             raise ServerShutdown
         if not self._buffer and not self._eof:
-            self._read_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self._read_waiter, timeout)
-            finally:
-                self._read_waiter = None
+            await self._wait_for_data(timeout)
         if not self._buffer:
             if self._shutdown:
                 raise ServerShutdown
@@ -166,7 +235,60 @@ class Connection(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
+    async def _wait_for_data(self, timeout: float | None) -> None:
+        """Wait for bytes, EOF or shutdown under three clocks: the driver's ``timeout``,
+        the session deadline and the minimum data rate."""
+        policy = self.policy
+        deadline = None if timeout is None else self._clock() + timeout
+        while True:
+            now = self._clock()
+            rate_checked = self._in_request and policy.min_data_rate > 0
+            if rate_checked and self._window_waited >= policy.data_rate_window:
+                self._check_rate()
+            limit = None if deadline is None else deadline - now
+            cause: type[TimeoutError] = TimeoutError
+            if policy.max_session_time > 0:
+                left = self.opened_at + policy.max_session_time - now
+                if limit is None or left <= limit:
+                    limit, cause = left, SessionExpired
+            if limit is not None and limit <= 0:
+                raise cause("session time limit reached" if cause is SessionExpired
+                            else "timeout")
+            if rate_checked:
+                left = policy.data_rate_window - self._window_waited
+                if limit is None or left < limit:
+                    limit, cause = left, SlowClient
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._read_waiter, limit)
+                return
+            except TimeoutError:
+                if cause is not SlowClient:
+                    raise cause("session time limit reached" if cause is SessionExpired
+                                else "timeout") from None
+            finally:
+                self._read_waiter = None
+                if rate_checked:
+                    self._window_waited += self._clock() - now
+
+    def _check_rate(self) -> None:
+        """A full window of waiting passed inside one request: did enough bytes arrive?"""
+        policy = self.policy
+        received = self._request_bytes - self._window_start_bytes
+        if received < policy.min_data_rate * policy.data_rate_window:
+            raise SlowClient(f"{received} bytes in {policy.data_rate_window:g} s of waiting")
+        self._window_start_bytes = self._request_bytes
+        self._window_waited = 0.0
+
+    def _request_answered(self) -> None:
+        """We wrote something: the client's request is over, the next one starts fresh."""
+        self._in_request = False
+        self._request_bytes = self._window_start_bytes = 0
+        self._window_waited = 0.0
+
     def write(self, data: bytes) -> None:
+        if data:
+            self._request_answered()
         if data and self._transport is not None and not self._transport.is_closing():
             if self.tracer is not None:
                 self.tracer.server(data)
@@ -187,7 +309,7 @@ class Connection(asyncio.Protocol):
     def is_closing(self) -> bool:
         return self._transport is None or self._transport.is_closing()
 
-    async def start_tls(self, handshake_timeout: float = 30.0) -> None:
+    async def start_tls(self, handshake_timeout: float | None = None) -> None:
         """Server-side TLS handshake on this connection.
 
         Every plaintext byte received so far is discarded first: a client (or a man in
@@ -198,12 +320,26 @@ class Connection(asyncio.Protocol):
             raise RuntimeError("no TLS certificate configured")
         assert self._transport is not None
         self._buffer.clear()
+        self._handshake_pending = True  # see below
         await self.drain()
         loop = asyncio.get_running_loop()
-        new = await loop.start_tls(
+        timeout = handshake_timeout or self.policy.tls_handshake_timeout
+        # From here until start_tls has installed its TLS protocol (in its first step),
+        # bytes the loop reads go to _before_tls and are then replayed into the TLS
+        # layer, queued behind its connection_made. With implicit TLS this began in
+        # connection_made: the loop (uvloop) may read the ClientHello before anyone
+        # could stop it. Plaintext injected after STARTTLS ends there too, as a broken
+        # handshake, never as a command.
+        handshake = asyncio.ensure_future(loop.start_tls(
             self._transport, self, self._ssl_context, server_side=True,
-            ssl_handshake_timeout=handshake_timeout,
-        )
+            ssl_handshake_timeout=timeout,
+        ))
+        await asyncio.sleep(0)
+        self._handshake_pending = False
+        early, self._before_tls = bytes(self._before_tls), bytearray()
+        if early:
+            loop.call_soon(_replay, self._transport, early)
+        new = await asyncio.wait_for(handshake, timeout + 1.0)
         if new is None:
             raise ConnectionError("connection closed during the TLS handshake")
         # Not cleared again here: bytes that arrived through TLS while this coroutine
@@ -251,35 +387,96 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
 
+def _replay(transport: asyncio.Transport | None, data: bytes) -> None:
+    """Feed bytes read too early to the protocol now installed on ``transport``."""
+    if transport is None or transport.is_closing():
+        return
+    # duck-typed: uvloop's TLS protocol is a BufferedProtocol without subclassing it
+    protocol: Any = transport.get_protocol()
+    if hasattr(protocol, "get_buffer"):
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+    else:
+        protocol.data_received(data)
+
+
 Handler = Callable[[Connection], Awaitable[None]]
 
 
-class ConnectionLimiter:
-    """Counts open connections in total and per client IP."""
+def client_key(ip: str) -> str:
+    """The address a client is counted under: IPv4 as it is, IPv6 by its /64 (one host
+    usually owns a whole /64, so per-address limits would mean nothing otherwise)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(addr), 64), strict=False))
+    return str(addr)
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """Connection slots of one role: in total and per client address."""
+
+    max_connections: int
+    max_connections_per_ip: int
+
+
+class ConnectionLimiter:
+    """Counts open connections (TLS handshakes included) in total, per client address,
+    and per role; see the module docstring. One instance is shared by all listeners."""
+
+    def __init__(self, max_total: int, max_per_ip: int,
+                 roles: Mapping[str, RoleLimits] | None = None) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        self.roles = dict(roles or {})
         self.total = 0
         self.per_ip: dict[str, int] = {}
+        self.per_role: dict[str, int] = {}
+        self.per_role_ip: dict[tuple[str, str], int] = {}
 
-    def acquire(self, ip: str) -> str | None:
+    def acquire(self, ip: str, role: str = "") -> str | None:
         """None if admitted, else why not."""
+        key = client_key(ip)
+        limits = self.roles.get(role)
+        if limits is not None:
+            if self.per_role.get(role, 0) >= limits.max_connections:
+                return "too many connections"
+            if self.per_role_ip.get((role, key), 0) >= limits.max_connections_per_ip:
+                return "too many connections from your address"
         if self.total >= self.max_total:
             return "too many connections"
-        if self.per_ip.get(ip, 0) >= self.max_per_ip:
+        if self.per_ip.get(key, 0) >= self.max_per_ip:
             return "too many connections from your address"
         self.total += 1
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        self.per_ip[key] = self.per_ip.get(key, 0) + 1
+        self.per_role[role] = self.per_role.get(role, 0) + 1
+        self.per_role_ip[(role, key)] = self.per_role_ip.get((role, key), 0) + 1
         return None
 
-    def release(self, ip: str) -> None:
+    def release(self, ip: str, role: str = "") -> None:
+        key = client_key(ip)
         self.total -= 1
-        left = self.per_ip.get(ip, 1) - 1
-        if left:
-            self.per_ip[ip] = left
-        else:
-            self.per_ip.pop(ip, None)
+        _decrement(self.per_ip, key)
+        _decrement(self.per_role, role)
+        _decrement(self.per_role_ip, (role, key))
+
+
+def _decrement(counts: dict[Any, int], key: Any) -> None:
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 async def serve(
@@ -291,18 +488,24 @@ async def serve(
     implicit_tls: bool,
     limiter: ConnectionLimiter,
     refuse: Callable[[str], bytes],
+    role: str = "",
+    policy: ConnectionPolicy | None = None,
     tasks: set[asyncio.Task[None]],
     connections: set[Connection] | None = None,
     trace: Callable[[Connection], Tracer | None] | None = None,
-    role: str = "",
     reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``address:port`` and run ``handler`` for each admitted connection.
 
     ``refuse(reason)`` gives the protocol's greeting-time refusal (SMTP 421, IMAP BYE,
-    POP3 -ERR) for a connection over the limits.
+    POP3 -ERR) for a connection over the limits. ``role`` picks the limiter's pool.
+
+    Implicit TLS is not left to ``create_server(ssl=...)``: that would run the handshake
+    before the connection exists for us, uncounted. The socket is accepted as plain TCP,
+    counted, and the handshake runs here under ``policy.tls_handshake_timeout``.
     """
     loop = asyncio.get_running_loop()
+    policy = policy or ConnectionPolicy()
 
     live = connections if connections is not None else set()
 
@@ -311,9 +514,12 @@ async def serve(
         CONNECTION.set((conn.conn_id, role))
         live.add(conn)
         try:
+            if implicit_tls:
+                await conn.start_tls()
             await handler(conn)
         except ServerShutdown:
-            conn.write(refuse("server shutting down"))
+            if conn.tls_active or not implicit_tls:  # never plaintext on a TLS port
+                conn.write(refuse("server shutting down"))
         except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
             log.debug("connection ended: %s", exc)
         except asyncio.CancelledError:
@@ -322,15 +528,19 @@ async def serve(
             log.exception("handler failed")
         finally:
             live.discard(conn)
-            limiter.release(conn.peer_ip)
+            limiter.release(conn.peer_ip, role)
             conn.close()
 
     def on_open(conn: Connection) -> None:
-        why = limiter.acquire(conn.peer_ip)
+        why = limiter.acquire(conn.peer_ip, role)
         if why is not None:
-            log.info("conn=%s ip=%s refused: %s", conn.conn_id, conn.peer_ip, why)
-            conn.write(refuse(why))
-            conn.close()
+            log.info("conn=%s ip=%s refused on %s: %s", conn.conn_id, conn.peer_ip,
+                     role or "listener", why)
+            if implicit_tls:
+                conn.abort()  # no TLS yet, so no protocol reply can be sent
+            else:
+                conn.write(refuse(why))
+                conn.close()
             return
         if trace is not None:
             conn.tracer = trace(conn)
@@ -339,12 +549,10 @@ async def serve(
         task.add_done_callback(tasks.discard)
 
     def factory() -> Connection:
-        conn = Connection(ssl_context, implicit_tls)
+        conn = Connection(ssl_context, implicit_tls, policy)
         conn.on_open = on_open
         return conn
 
-    return await loop.create_server(
-        factory, address, port, ssl=ssl_context if implicit_tls else None,
-        reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
-        ssl_handshake_timeout=30.0 if implicit_tls else None,
-    )
+    # TLS of implicit-TLS ports starts in ``run`` after a slot was taken (handshakes count)
+    return await loop.create_server(factory, address, port, reuse_address=True,
+                                    reuse_port=reuse_port or None, backlog=1024)

@@ -49,6 +49,7 @@ from pochta.proto.pop3 import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection
+from pochta.services.locks import HeldLock
 from pochta.services.sasl_driver import (
     Authenticated,
     Outcome,
@@ -81,6 +82,7 @@ class _Pop3Handler:
         self.ctx = ctx
         self.store = ctx.store
         self.locked_account: int | None = None
+        self.maildrop_lock: HeldLock | None = None
         self.mailbox_id = 0
         self.modseq = 0  # the INBOX's highest modseq at or before the login snapshot
         self.gone: set[int] = set()  # uids of the snapshot expunged since (IMAP)
@@ -165,6 +167,8 @@ class _Pop3Handler:
         finally:
             if self.locked_account is not None:
                 self.ctx.pop3_locks.discard(self.locked_account)
+            if self.maildrop_lock is not None:
+                await self.maildrop_lock.release()
 
     # -- authentication -------------------------------------------------------------------
 
@@ -232,12 +236,26 @@ class _Pop3Handler:
             await self._refuse()
 
     async def _login(self, account: Account) -> None:
-        # RFC 1939 §8 / RFC 2449 §8.1.1: one POP3 session per maildrop.
+        # RFC 1939 §8 / RFC 2449 §8.1.1: one POP3 session per maildrop, in this process
+        # (a set, no store round trip) and across processes and nodes (a store lock).
         if account.id in self.ctx.pop3_locks:
             await self._refuse("Maildrop is locked by another POP3 session", "IN-USE")
             return
         self.ctx.pop3_locks.add(account.id)
         self.locked_account = account.id
+        try:
+            self.maildrop_lock = await HeldLock.acquire(self.store, f"pop3:{account.id}")
+            held_elsewhere = self.maildrop_lock is None
+        except StoreError as exc:
+            # A full disk must not stop reading mail: this process's lock still holds.
+            log.warning("cannot take the shared maildrop lock of %s (%s); locking in "
+                        "this process only", account.address, exc)
+            held_elsewhere = False
+        if held_elsewhere:
+            self.ctx.pop3_locks.discard(account.id)
+            self.locked_account = None
+            await self._refuse("Maildrop is locked by another POP3 session", "IN-USE")
+            return
         try:
             mailbox = await self.store.get_mailbox(account.id, "INBOX")
             if mailbox is None:
@@ -248,6 +266,9 @@ class _Pop3Handler:
                       account.address, exc)
             self.ctx.pop3_locks.discard(account.id)
             self.locked_account = None
+            if self.maildrop_lock is not None:
+                await self.maildrop_lock.release()
+                self.maildrop_lock = None
             await self._refuse("Maildrop unavailable, try again later", "SYS/TEMP")
             return
         self.mailbox_id = mailbox.id

@@ -4,13 +4,23 @@ It moves bytes between the socket and the sans-IO core (proto/smtp/server.py) an
 the core's events into service calls: recipient resolution, relay policy, submission
 policy (RFC 6409), authentication, and the one acceptance pipeline (DeliveryService).
 A ``250`` after DATA is sent only once ``MailStore.accept`` returned, i.e. fsynced.
+
+Command boundary: an unexpected exception while deciding an event is logged with its
+traceback and answered ``451 4.3.0`` (the pending command fails, the session goes on);
+if the core cannot tell what was pending (e.g. during STARTTLS) the session ends with
+``421``. Tarpit: past ``[smtp] soft_error_limit`` error replies, the n-th further one is
+delayed n times ``error_sleep_time`` seconds (Postfix ``smtpd_error_sleep_time``); the core
+closes at ``hard_error_limit``. Delays only hold the loop of this session, so pipelined
+replies keep their order (RFC 2920).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -19,8 +29,9 @@ from ..config import Listener
 from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge
 from ..proto.smtp import events as ev
+from ..proto.smtp import replies
 from ..proto.smtp.replies import Reply
-from ..proto.smtp.server import ServerSession, SessionParams
+from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
 from ..services.submission import (
@@ -35,10 +46,11 @@ from ..storage.interfaces import (
     LocalTarget,
     QuotaExceeded,
     RemoteRecipient,
+    StorageFull,
     StoreError,
 )
 from .app import ServerContext
-from .listener import Connection, ServerShutdown
+from .listener import Connection, ServerShutdown, SessionExpired, SlowClient
 
 log = logging.getLogger("pochta.smtp")
 
@@ -67,6 +79,8 @@ class SMTPHandler:
         self.sasl: SASLDriver | None = None
         self.session = ServerSession(self._params())
         self.messages = 0  # accepted, for the disconnect line
+        self._errors_delayed = 0  # error replies already given their tarpit delay
+        self.sleep = asyncio.sleep
 
     def _sasl_offer(self) -> SASLOffer:
         # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
@@ -84,6 +98,7 @@ class SMTPHandler:
             max_recipients=(self.config.submission.recipients_per_message
                             if self.submission else lim.max_recipients),
             max_errors=lim.max_errors,
+            hard_error_limit=self.config.smtp.hard_error_limit,
             bare_lf=self.config.smtp.bare_lf,
             tls_available=(self.ctx.ssl_context is not None and self.listener.tls == "starttls"
                            and not self.conn.tls_active),
@@ -113,6 +128,7 @@ class SMTPHandler:
             if session.closed:
                 break
             event = session.next_event()
+            await self._tarpit()
             if isinstance(event, ev.NeedData):
                 out = session.data_to_send()
                 if out:  # replies to the commands just processed
@@ -121,10 +137,13 @@ class SMTPHandler:
                 timeout = self._read_timeout(started)
                 try:
                     data = await self.conn.read(timeout)
-                except TimeoutError:
-                    self.conn.write(f"421 4.4.2 {self.config.hostname} Error: timeout exceeded"
+                except TimeoutError as exc:
+                    why = ("session time limit exceeded" if isinstance(exc, SessionExpired)
+                           else "data rate too low" if isinstance(exc, SlowClient)
+                           else "timeout exceeded")
+                    self.conn.write(f"421 4.4.2 {self.config.hostname} Error: {why}"
                                     "\r\n".encode())
-                    self._log("timeout")
+                    self._log("%s (%s)", why, exc)
                     break
                 except ServerShutdown:
                     self.conn.write(f"421 4.3.2 {self.config.hostname} Service shutting down"
@@ -138,7 +157,7 @@ class SMTPHandler:
             elif isinstance(event, ev.Paused):  # pragma: no cover - we always answer
                 raise RuntimeError("SMTP core paused without a pending decision")
             else:
-                await self._dispatch(event)
+                await self._boundary(event)
         self._log_summary(started_at)
 
     def _log_summary(self, started_at: float) -> None:
@@ -151,6 +170,35 @@ class SMTPHandler:
                   self.account.address if self.account else "-", self.messages, counts,
                   " " if counts else "", sum(s.commands.values()), s.errors,
                   time.monotonic() - started_at)
+
+    async def _boundary(self, event: ev.Event) -> None:
+        """Decide one event; an unexpected exception fails that command only."""
+        try:
+            await self._dispatch(event)
+        except (ConnectionError, TimeoutError, ssl.SSLError, ServerShutdown,
+                asyncio.CancelledError):
+            raise  # the connection's end, not a bug: the listener deals with these
+        except Exception:
+            log.exception("ip=%s internal error deciding %s", self.conn.peer_ip,
+                          type(event).__name__)
+            self.sasl = None
+            try:
+                self.session.abandon(replies.LOCAL_ERROR)
+            except LocalProtocolError:
+                # the handler had answered already, so where the session stands is
+                # unknown: say goodbye rather than guess
+                self.conn.write(self.session.data_to_send())
+                self.conn.write(replies.SERVICE_UNAVAILABLE.to_bytes())
+                raise ConnectionAbortedError("state unknown after an internal error") from None
+
+    async def _tarpit(self) -> None:
+        """Delay error replies past the soft limit, more for each (see the docstring)."""
+        smtp = self.config.smtp
+        while self._errors_delayed < self.session.error_replies:
+            self._errors_delayed += 1
+            beyond = self._errors_delayed - smtp.soft_error_limit
+            if beyond > 0 and smtp.error_sleep_time > 0 and not self.session.closed:
+                await self.sleep(beyond * smtp.error_sleep_time)
 
     def _read_timeout(self, started: bool) -> float:
         lim = self.config.limits
@@ -357,6 +405,11 @@ class SMTPHandler:
                 data, envelope, local, self.txn.remote, trace, self.txn.recipients)
         except QuotaExceeded:
             self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
+            return
+        except StorageFull as exc:
+            # RFC 5321 §4.2.3 / RFC 3463: temporary, the client tries again later
+            log.error("store full: %s", exc)
+            self.session.reject(replies.INSUFFICIENT_STORAGE)
             return
         except StoreError as exc:
             log.error("store failure: %s", exc)

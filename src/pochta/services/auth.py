@@ -29,6 +29,18 @@ not the IP's other failures, so an attacker cannot launder its IP by logging in 
 account of its own between guesses at others. Counters forget failures after ``window`` seconds of
 quiet; the table holds at most ``max_entries`` keys (least recently failed dropped first)
 and keys are keyed BLAKE2 digests, so memory per entry is fixed.
+
+Checks in flight count. Every password check that runs argon2 first reserves a place
+under the IP and (account, IP) keys; a check is admitted only while failures plus checks
+in flight stay below ``failures_before_lockout``, and further ones wait for a place (a
+NAT full of legitimate clients is queued, not refused). A failure converts the
+reservation into a counted failure, a success gives it back. Without this, 20 parallel
+connections all passed the lockout test before the first verdict and got 20+ guesses in
+where the policy allows 10.
+
+Constant work: a cache hit (see below) is only possible for an enabled account and its
+right password. An unknown account, a disabled one and a wrong password each cost one
+argon2 verification and the same delay, so timing does not tell them apart.
 """
 
 from __future__ import annotations
@@ -104,6 +116,7 @@ class FailureLimiter:
         # BLAKE2b keys are at most 64 bytes; any secret is fine after hashing.
         self._secret = hashlib.sha256(secret or secrets.token_bytes(32)).digest()
         self._table: OrderedDict[bytes, _Counter] = OrderedDict()
+        self._in_flight: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self._table)
@@ -143,6 +156,33 @@ class FailureLimiter:
             if counter is not None and counter.locked_until > now:
                 return True
         return False
+
+    def reserve(self, client_ip: str, address: str | None) -> bool:
+        """Count one check in flight; False (nothing counted) while the failures so far
+        plus the checks in flight would reach the lockout on the IP or the pair."""
+        now = self._clock()
+        ip_key, pair_key, _ = self._keys(client_ip, address)
+        keys = [k for k in (ip_key, pair_key) if k is not None]
+        for key in keys:
+            counter = self._get(key, now)
+            failures = counter.failures if counter is not None else 0
+            if failures + self._in_flight.get(key, 0) >= self._config.failures_before_lockout:
+                return False
+        for key in keys:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        return True
+
+    def release(self, client_ip: str, address: str | None) -> None:
+        """The check reserved with ``reserve`` is over (record its failure first)."""
+        ip_key, pair_key, _ = self._keys(client_ip, address)
+        for key in (ip_key, pair_key):
+            if key is None:
+                continue
+            left = self._in_flight.get(key, 1) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)
 
     def record_failure(self, client_ip: str, address: str | None) -> int:
         """Count one failure; returns the highest count among the keys it touched (the
@@ -223,6 +263,7 @@ class Authenticator:
         self.limiter = limiter or FailureLimiter(config, clock)
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._verifying: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
+        self._place_freed: asyncio.Event | None = None
 
     async def allowed(self, client_ip: str, address: str | None = None) -> bool:
         """False while the client IP, or this account from this IP, is locked out."""
@@ -242,13 +283,24 @@ class Authenticator:
         account = await self._lookup(addr)
         password_hash = account.password_hash if account is not None else await self._dummy_hash()
         cache_key = self._cache_key(addr, password)
-        if account is not None and self._cached_ok(cache_key, password_hash):
-            ok = True
-        else:
+        enabled = account is not None and not account.disabled
+        if enabled and self._cached_ok(cache_key, password_hash):
+            assert account is not None
+            self._succeeded(client_ip, addr)
+            return account
+        # Every other path costs one argon2 run, counted in flight against the lockout.
+        if not await self._reserve(client_ip, addr):
+            log.warning("authentication refused (locked out) user=%r ip=%s", addr, client_ip)
+            return None
+        try:
             ok = await self._verify_once(cache_key, password_hash, password)
-            if ok and account is not None:
-                self._remember(cache_key, password_hash)
-        if account is not None and ok and not account.disabled:
+        except BaseException:
+            self._release(client_ip, addr)
+            raise
+        if enabled and ok:
+            assert account is not None
+            self._remember(cache_key, password_hash)
+            self._release(client_ip, addr)
             self._succeeded(client_ip, addr)
             return account
         if account is None:
@@ -257,7 +309,7 @@ class Authenticator:
             reason = "wrong password"
         else:
             reason = "account disabled"
-        await self._failed(client_ip, addr, reason)
+        await self._failed(client_ip, addr, reason, reserved=True)
         return None
 
     async def scram_credentials(self, address: str) -> ScramCredentials:
@@ -365,8 +417,33 @@ class Authenticator:
         # via= the listener role (imap, pop3, submission) from the connection's log context
         log.info("authenticated user=%r ip=%s via=%s", addr, client_ip, current_role() or "-")
 
-    async def _failed(self, client_ip: str, addr: str | None, reason: str) -> None:
+    async def _reserve(self, client_ip: str, addr: str, patience: float = 30.0) -> bool:
+        """A place for one check in flight (see the module docstring); False if locked
+        out, or after ``patience`` seconds without a place."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience
+        while not self.limiter.locked(client_ip, addr):
+            if self.limiter.reserve(client_ip, addr):
+                return True
+            if self._place_freed is None:
+                self._place_freed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._place_freed.wait(), give_up - loop.time())
+            except TimeoutError:
+                return False
+        return False
+
+    def _release(self, client_ip: str, addr: str) -> None:
+        self.limiter.release(client_ip, addr)
+        event, self._place_freed = self._place_freed, None
+        if event is not None:
+            event.set()
+
+    async def _failed(self, client_ip: str, addr: str | None, reason: str,
+                      *, reserved: bool = False) -> None:
         count = self.limiter.record_failure(client_ip, addr)
+        if reserved and addr is not None:
+            self._release(client_ip, addr)  # after the failure is counted: waiters see it
         log.warning(
             "authentication failed user=%r ip=%s via=%s reason=%s failures=%d",
             addr, client_ip, current_role() or "-", reason, count,

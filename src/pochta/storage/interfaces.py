@@ -20,7 +20,7 @@ Concepts
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -217,6 +217,21 @@ class Envelope:
 
 
 @dataclass(frozen=True, slots=True)
+class SpooledMessage:
+    """A message too big to hold in memory, for ``accept``: ``prefix`` (the trace
+    headers the receiver adds) followed by the bytes of the file at ``path``, a private
+    temporary file that the caller owns and removes after ``accept`` returns."""
+
+    path: str
+    size: int  # bytes in the file
+    prefix: bytes = b""
+
+    @property
+    def total(self) -> int:
+        return len(self.prefix) + self.size
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptResult:
     message_id: str  # the queue id printed in "250 2.0.0 Ok: queued as <ID>"
     blob_id: int
@@ -298,7 +313,7 @@ class MessageStore(Protocol):
     # acceptance: the one way in (SMTP, submission, APPEND); fsynced before returning
     async def accept(
         self,
-        data: bytes,
+        data: bytes | SpooledMessage,
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient] = (),
@@ -364,6 +379,16 @@ class BlobStore(Protocol):
     async def read_blob(self, blob_id: int) -> bytes:
         """The message bytes, checked against the stored length and checksum (raises
         ``StorageCorrupt`` rather than return bytes that are not this blob's)."""
+
+    async def blob_size(self, blob_id: int) -> int: ...
+
+    def stream_blob(
+        self, blob_id: int, offset: int = 0, length: int | None = None,
+        chunk: int = 256 * 1024,
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[offset, offset+length)`` in chunks of at most ``chunk`` (a big
+        message is never whole in memory), checked like ``read_blob`` before the first
+        chunk is given out."""
 
     async def verify_blobs(self) -> list[BlobProblem]:
         """Check every blob against the index (length and checksum)."""

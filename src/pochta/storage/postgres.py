@@ -101,6 +101,7 @@ from .interfaces import (
     RemoteRecipient,
     ScramCredentials,
     SpecialUse,
+    SpooledMessage,
     StorageCorrupt,
     StorageFull,
     StoreError,
@@ -349,7 +350,8 @@ class _Accept:
     digest: bytes
     chunks: list[memoryview]
     now: float
-    future: asyncio.Future[AcceptResult]
+    future: asyncio.Future[AcceptResult] | None
+    blob_id: int | None = None  # already written (a spooled message), else with the batch
 
 
 class _DeadConnection(Exception):
@@ -437,6 +439,7 @@ class PostgresStore:
         self._listen_task: asyncio.Task[None] | None = None
         self._queue_watchers: set[_QueueWatcher] = set()
         self._accepts: list[_Accept] = []
+        self._verified: dict[int, None] = {}  # blobs whose stream was checked (LRU)
         self._accept_runners = 0
         self._max_accept_runners = max(1, pool_size - 2)
         self._accept_tasks: set[asyncio.Task[None]] = set()
@@ -874,7 +877,7 @@ class PostgresStore:
 
     async def accept(
         self,
-        data: bytes,
+        data: bytes | SpooledMessage,
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient] = (),
@@ -887,12 +890,17 @@ class PostgresStore:
             "smtputf8": envelope.smtputf8, "body_8bit": envelope.body_8bit,
             "authenticated_as": envelope.authenticated_as,
         })
+        if isinstance(data, SpooledMessage):
+            return await self._accept_spooled(
+                data, _Accept(message_id, env, tuple(local), tuple(remote), data.total, b"",
+                              [], now, None))
         size = len(data)
         view = memoryview(data)  # chunks without copies
+        future: asyncio.Future[AcceptResult] = asyncio.get_running_loop().create_future()
         job = _Accept(
             message_id, env, tuple(local), tuple(remote), size, await _sha256(data),
             [view[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [view], now,
-            asyncio.get_running_loop().create_future(),
+            future,
         )
         if self._closed:
             raise StoreError("store is closed")
@@ -902,7 +910,60 @@ class PostgresStore:
             task = asyncio.get_running_loop().create_task(self._run_accepts())
             self._accept_tasks.add(task)
             task.add_done_callback(self._accept_tasks.discard)
-        return await job.future
+        return await future
+
+    async def _accept_spooled(self, spool: SpooledMessage, job: _Accept) -> AcceptResult:
+        """A big message in its own transaction: its chunks are streamed from the spool
+        file into the database before any lock is taken, never whole in memory."""
+        async def fn(tx: _Tx) -> AcceptResult:
+            job.blob_id = await self._stream_in(tx, spool, job.now)
+            [outcome] = await self._accept_in(tx, [job])
+            if isinstance(outcome, StoreError):
+                raise outcome
+            return outcome
+
+        return await self._tx(fn)
+
+    @staticmethod
+    async def _stream_in(tx: _Tx, spool: SpooledMessage, now: float) -> int:
+        row = await tx.one(
+            "INSERT INTO blobs(length, sha256, chunks, created) VALUES (%s,'',0,%s) "
+            "RETURNING id", (spool.total, now),
+        )
+        assert row is not None
+        blob_id = int(row[0])
+        digest = hashlib.sha256()
+        total = seq = 0
+        try:
+            f = await asyncio.to_thread(open, spool.path, "rb")
+        except OSError as exc:
+            raise StoreError(f"cannot read the spooled message: {exc}") from None
+        try:
+            pending = bytearray(spool.prefix)
+            eof = False
+            while True:
+                while len(pending) < BLOB_CHUNK and not eof:
+                    more = await asyncio.to_thread(f.read, BLOB_CHUNK - len(pending))
+                    eof = not more
+                    pending += more
+                piece = bytes(pending[:BLOB_CHUNK])
+                del pending[:BLOB_CHUNK]
+                digest.update(piece)
+                total += len(piece)
+                await tx.run("INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s,%s,%b)",
+                             (blob_id, seq, piece))
+                seq += 1
+                if eof and not pending:
+                    break
+        except OSError as exc:
+            raise StoreError(f"cannot read the spooled message: {exc}") from None
+        finally:
+            await asyncio.to_thread(f.close)
+        if total != spool.total:
+            raise StoreError(f"the spooled message has {total} bytes, not {spool.total}")
+        await tx.run("UPDATE blobs SET sha256=%s, chunks=%s WHERE id=%s",
+                     (digest.digest(), seq, blob_id))
+        return blob_id
 
     async def _run_accepts(self) -> None:
         """One of up to ``_max_accept_runners`` loops that commit queued accepts, every
@@ -910,7 +971,8 @@ class PostgresStore:
         docstring)."""
         try:
             while self._accepts:
-                batch = [j for j in self._accepts[:ACCEPT_BATCH] if not j.future.done()]
+                batch = [j for j in self._accepts[:ACCEPT_BATCH]
+                         if j.future is not None and not j.future.done()]
                 del self._accepts[:ACCEPT_BATCH]
                 if batch:
                     await self._accept_batch(batch)
@@ -929,10 +991,11 @@ class PostgresStore:
             outcomes = [exc]
         except BaseException as exc:  # a bug, or cancellation: no caller waits forever
             for job in batch:
-                if not job.future.done():
+                if job.future is not None and not job.future.done():
                     job.future.set_exception(exc)
             raise
         for job, outcome in zip(batch, outcomes, strict=True):
+            assert job.future is not None
             if job.future.done():
                 continue
             if isinstance(outcome, StoreError):
@@ -1004,11 +1067,13 @@ class PostgresStore:
     async def _write_accepts(tx: _Tx, jobs: list[_Accept], plans: list[list[int]],
                              outcomes: list[AcceptResult | StoreError | None],
                              slots: list[int]) -> None:
+        fresh = [j for j in jobs if j.blob_id is None]  # blobs to write with the batch
         rows = await tx.all(
             "SELECT nextval(pg_get_serial_sequence('blobs', 'id')) "
-            "FROM generate_series(1, %s)", (len(jobs),),
-        )
-        blob_ids = [int(r[0]) for r in rows]
+            "FROM generate_series(1, %s)", (len(fresh),),
+        ) if fresh else []
+        new_ids = iter(int(r[0]) for r in rows)
+        blob_ids = [j.blob_id if j.blob_id is not None else next(new_ids) for j in jobs]
         counts: dict[int, int] = {}
         for plan in plans:
             for box in plan:
@@ -1040,16 +1105,17 @@ class PostgresStore:
                         QueueState.PENDING.value, job.now, job.now) for r in job.remote]
             outcomes[slot] = AcceptResult(job.message_id, blob_id, tuple(uids))
         async with tx.conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO blobs(id, length, sha256, chunks, created) VALUES (%s,%s,%s,%s,%s)",
-                [(b, j.size, j.digest, len(j.chunks), j.now)
-                 for b, j in zip(blob_ids, jobs, strict=True)],
-            )
-            await cur.executemany(
-                "INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s,%s,%b)",
-                [(b, seq, chunk) for b, j in zip(blob_ids, jobs, strict=True)
-                 for seq, chunk in enumerate(j.chunks)],
-            )
+            written = [(b, j) for b, j in zip(blob_ids, jobs, strict=True) if j.blob_id is None]
+            if written:
+                await cur.executemany(
+                    "INSERT INTO blobs(id, length, sha256, chunks, created) "
+                    "VALUES (%s,%s,%s,%s,%s)",
+                    [(b, j.size, j.digest, len(j.chunks), j.now) for b, j in written],
+                )
+                await cur.executemany(
+                    "INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s,%s,%b)",
+                    [(b, seq, chunk) for b, j in written for seq, chunk in enumerate(j.chunks)],
+                )
             if messages:
                 await cur.executemany(
                     "INSERT INTO messages VALUES (%s,%s,%s,%s,%s,%s,%s)", messages)
@@ -1121,6 +1187,62 @@ class PostgresStore:
         if problem is not None:
             raise StorageCorrupt(f"blob {blob_id}: {problem}")
         return data
+
+    async def blob_size(self, blob_id: int) -> int:
+        rows = await self._query("SELECT length FROM blobs WHERE id=%s", (blob_id,))
+        if not rows:
+            raise NotFound(f"no blob {blob_id}")
+        return int(rows[0][0])
+
+    async def stream_blob(
+        self, blob_id: int, offset: int = 0, length: int | None = None,
+        chunk: int = 256 * 1024,
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[offset, offset+length)`` in pieces of at most ``chunk``, one stored
+        chunk in memory at a time. The whole blob is checked against its length and
+        sha256 first (a streamed hash, remembered for later reads of the same blob); no
+        pooled connection is held between pieces, however slow the reader."""
+        rows = await self._query(
+            "SELECT length, sha256, chunks FROM blobs WHERE id=%s", (blob_id,))
+        if not rows:
+            raise NotFound(f"no blob {blob_id}")
+        size, expected, nchunks = int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2])
+        if blob_id not in self._verified:
+            digest = hashlib.sha256()
+            total = 0
+            for seq in range(nchunks):
+                part = await self._chunk(blob_id, seq)
+                digest.update(part)
+                total += len(part)
+            if total != size:
+                raise StorageCorrupt(f"blob {blob_id}: length {total}, the index says {size}")
+            if digest.digest() != expected:
+                raise StorageCorrupt(f"blob {blob_id}: sha256 does not match the index")
+            self._verified[blob_id] = None
+            if len(self._verified) > 4096:
+                self._verified.pop(next(iter(self._verified)))
+        end = size if length is None else min(size, offset + length)
+        pos = max(0, offset)
+        while pos < end:  # stored chunks are BLOB_CHUNK bytes, the last one shorter
+            seq, skip = divmod(pos, BLOB_CHUNK)
+            part = await self._chunk(blob_id, seq)
+            part = part[skip:skip + (end - pos)]
+            if not part:
+                raise StorageCorrupt(f"blob {blob_id} is shorter than the index says")
+            for i in range(0, len(part), chunk):
+                yield part[i:i + chunk]
+            pos += len(part)
+
+    async def _chunk(self, blob_id: int, seq: int) -> bytes:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT data FROM blob_chunks WHERE blob_id=%s AND seq=%s", (blob_id, seq),
+                binary=True,
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise StorageCorrupt(f"blob {blob_id}: chunk {seq} is missing")
+        return bytes(row[0])
 
     @staticmethod
     async def _check_blob(head: tuple[Any, ...], rows: list[tuple[Any, ...]]

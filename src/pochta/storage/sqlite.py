@@ -51,7 +51,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,7 @@ from .interfaces import (
     RemoteRecipient,
     ScramCredentials,
     SpecialUse,
+    SpooledMessage,
     StorageCorrupt,
     StorageFull,
     StoreError,
@@ -209,6 +210,42 @@ def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+COPY_CHUNK = 1024 * 1024
+
+
+def _blob_size(blob: bytes | SpooledMessage) -> int:
+    return len(blob) if isinstance(blob, bytes) else blob.total
+
+
+def _small_bytes(blob: bytes | SpooledMessage) -> bytes:
+    """A blob small enough for the index, as bytes (a small spooled file is read)."""
+    if isinstance(blob, bytes):
+        return blob
+    with open(blob.path, "rb") as f:
+        data = blob.prefix + f.read(blob.size + 1)
+    if len(data) != blob.total:
+        raise StoreError(f"spooled message {blob.path} changed size")
+    return data
+
+
+def _append_one(fd: int, blob: bytes | SpooledMessage) -> bytes:
+    """Write one blob at the end of the segment; its SHA-256."""
+    if isinstance(blob, bytes):
+        _write_all(fd, blob)
+        return _digest(blob)
+    digest = hashlib.sha256(blob.prefix)
+    _write_all(fd, blob.prefix)
+    copied = 0
+    with open(blob.path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+            _write_all(fd, chunk)
+            copied += len(chunk)
+    if copied != blob.size:
+        raise StoreError(f"spooled message {blob.path} changed size")
+    return digest.digest()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if not path.exists():
         # SQLite gives -wal and -shm the database file's mode: create it private.
@@ -228,7 +265,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 @dataclass
 class _Job:
     fn: Callable[[sqlite3.Connection, int | None], Any]
-    blob: bytes | None
+    blob: bytes | SpooledMessage | None
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     touched: set[int]  # mailbox ids to notify after commit
@@ -262,6 +299,24 @@ def _check_blob(blob_id: int, data: bytes, length: int, digest: bytes | None) ->
         raise StorageCorrupt(f"blob {blob_id} is truncated on disk ({len(data)} of {length} "
                              "bytes): run pochta store verify")
     if digest is not None and _digest(data) != bytes(digest):
+        raise StorageCorrupt(f"blob {blob_id} does not match its checksum: run pochta store "
+                             "verify")
+
+
+def _check_segment_blob(
+    fd: int, blob_id: int, offset: int, length: int, digest: bytes | None
+) -> None:
+    """Length and checksum of a segment blob, read in chunks (constant memory)."""
+    hasher = hashlib.sha256()
+    pos = 0
+    while pos < length:
+        part = os.pread(fd, min(COPY_CHUNK, length - pos), offset + pos)
+        if not part:
+            raise StorageCorrupt(f"blob {blob_id} is truncated on disk ({pos} of {length} "
+                                 "bytes): run pochta store verify")
+        hasher.update(part)
+        pos += len(part)
+    if digest is not None and hasher.digest() != bytes(digest):
         raise StorageCorrupt(f"blob {blob_id} does not match its checksum: run pochta store "
                              "verify")
 
@@ -388,6 +443,7 @@ class SQLiteStore(SQLiteFeature):
         self._queue_poller: asyncio.Task[None] | None = None
         self._mailbox_poller: asyncio.Task[None] | None = None
         self._compact_lock = asyncio.Lock()
+        self._verified: dict[int, None] = {}  # blobs whose checksum stream_blob checked
         self._closed = False
 
     @classmethod
@@ -526,18 +582,19 @@ class SQLiteStore(SQLiteFeature):
             os.close(self._segment_fd)
         conn.close()
 
-    def _append_blobs(self, batch: list[_Job]) -> tuple[list[tuple[str, int, int] | None], int]:
+    def _append_blobs(
+        self, batch: list[_Job]
+    ) -> tuple[list[tuple[str, int, int, bytes] | None], int]:
         """Append every large blob of the batch to the segment, then one fdatasync.
 
-        Returns each job's (segment, offset, length) and the segment size before the
-        batch. Offsets come from the file's real size, so a failed write earlier can never
-        shift them; a failed or partial write is cut off again before the error goes up.
+        Returns each job's (segment, offset, length, sha256) and the segment size before
+        the batch. Offsets come from the file's real size, so a failed write earlier can
+        never shift them; a failed or partial write is cut off again before the error goes
+        up. A spooled message is copied from its file in chunks (never whole in memory).
         """
-        places: list[tuple[str, int, int] | None] = [None] * len(batch)
-        large = [
-            (i, job.blob) for i, job in enumerate(batch)
-            if job.blob is not None and len(job.blob) > INLINE_MAX
-        ]
+        places: list[tuple[str, int, int, bytes] | None] = [None] * len(batch)
+        large = [(i, job.blob) for i, job in enumerate(batch)
+                 if job.blob is not None and _blob_size(job.blob) > INLINE_MAX]
         if not large:
             return places, -1
         if self._segment_fd is None or self._segment_size > SEGMENT_MAX:
@@ -545,14 +602,13 @@ class SQLiteStore(SQLiteFeature):
         assert self._segment_fd is not None and self._segment_name is not None
         fd = self._segment_fd
         start = offset = os.fstat(fd).st_size
-        for i, blob in large:
-            places[i] = (self._segment_name, offset, len(blob))
-            offset += len(blob)
         try:
-            for _, blob in large:
-                _write_all(fd, blob)
+            for i, blob in large:
+                digest = _append_one(fd, blob)
+                places[i] = (self._segment_name, offset, _blob_size(blob), digest)
+                offset += _blob_size(blob)
             os.fdatasync(fd)
-        except OSError:
+        except (OSError, StoreError):
             self._cut_segment(start)
             raise
         self._segment_size = offset
@@ -606,17 +662,17 @@ class SQLiteStore(SQLiteFeature):
                 try:
                     blob_id = None
                     if place is not None:
-                        assert job.blob is not None
                         cur = conn.execute(
                             "INSERT INTO blobs(segment, offset, length, sha256) VALUES (?,?,?,?)",
-                            (*place, _digest(job.blob)),
+                            place,
                         )
                         blob_id = cur.lastrowid
                     elif job.blob is not None:
+                        data = _small_bytes(job.blob)
                         cur = conn.execute(
                             "INSERT INTO blobs(segment, offset, length, data, sha256) "
                             "VALUES ('',0,?,?,?)",
-                            (len(job.blob), job.blob, _digest(job.blob)),
+                            (len(data), data, _digest(data)),
                         )
                         blob_id = cur.lastrowid
                     results.append((True, job.fn(conn, blob_id)))
@@ -659,7 +715,7 @@ class SQLiteStore(SQLiteFeature):
     async def _write(
         self,
         fn: Callable[[sqlite3.Connection, int | None], T],
-        blob: bytes | None = None,
+        blob: bytes | SpooledMessage | None = None,
         touched: set[int] | None = None,
     ) -> T:
         if self._closed:
@@ -910,7 +966,7 @@ class SQLiteStore(SQLiteFeature):
 
     async def accept(
         self,
-        data: bytes,
+        data: bytes | SpooledMessage,
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient] = (),
@@ -925,7 +981,7 @@ class SQLiteStore(SQLiteFeature):
         })
         # Filled by the writer thread; watchers of these mailboxes wake after the commit.
         touched: set[int] = set()
-        size = len(data)
+        size = _blob_size(data)
 
         def fn(conn: sqlite3.Connection, blob_id: int | None) -> AcceptResult:
             assert blob_id is not None
@@ -1022,6 +1078,51 @@ class SQLiteStore(SQLiteFeature):
             except FileNotFoundError:
                 continue  # compaction moved it between the lookup and the open: look again
         raise StorageCorrupt(f"blob {blob_id}: segment {segment} is missing")
+
+    async def blob_size(self, blob_id: int) -> int:
+        rows = await self._query("SELECT length FROM blobs WHERE id=?", (blob_id,))
+        if not rows:
+            raise NotFound(f"no blob {blob_id}")
+        return int(rows[0][0])
+
+    async def stream_blob(
+        self, blob_id: int, offset: int = 0, length: int | None = None,
+        chunk: int = 256 * 1024,
+    ) -> AsyncIterator[bytes]:
+        """The blob's bytes ``[offset, offset+length)`` in chunks, so a 25 MB message is
+        never whole in memory. The blob is checked against its checksum before the first
+        chunk (a streamed hash, remembered for the next reads of the same blob)."""
+        rows = await self._query(
+            "SELECT segment, offset, length, data, sha256 FROM blobs WHERE id=?", (blob_id,)
+        )
+        if not rows:
+            raise NotFound(f"no blob {blob_id}")
+        segment, base, size, inline, digest = rows[0]
+        end = size if length is None else min(size, offset + length)
+        if inline is not None:
+            data = bytes(inline)
+            _check_blob(blob_id, data, size, digest)
+            for pos in range(offset, end, chunk):
+                yield data[pos:min(end, pos + chunk)]
+            return
+        path = self.blob_dir / f"{segment}.seg"
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+        try:
+            if blob_id not in self._verified:
+                await asyncio.to_thread(_check_segment_blob, fd, blob_id, base, size, digest)
+                self._verified[blob_id] = None
+                if len(self._verified) > 4096:
+                    self._verified.pop(next(iter(self._verified)))
+            pos = offset
+            while pos < end:
+                n = min(chunk, end - pos)
+                part = await asyncio.to_thread(os.pread, fd, n, base + pos)
+                if len(part) != n:
+                    raise StorageCorrupt(f"blob {blob_id} is truncated on disk")
+                yield part
+                pos += n
+        finally:
+            os.close(fd)
 
     def _read_segment(
         self, blob_id: int, segment: str, offset: int, length: int, digest: bytes | None

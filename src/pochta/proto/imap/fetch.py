@@ -14,6 +14,9 @@ from pochta.proto.imap.response import internaldate, literal
 from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
+# header names in one HEADER.FIELDS list: clients ask for a few dozen; a list of thousands
+# only makes the server work (ParseError: BAD with the limit in the text)
+MAX_HEADER_FIELDS = 1000
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -88,7 +91,7 @@ def _section(r: Reader, binary: bool) -> tuple[tuple[int, ...], str, tuple[str, 
         text = word
         if word.startswith("HEADER.FIELDS"):
             r.sp()
-            headers = tuple(r.paren_list())
+            headers = tuple(r.paren_list(MAX_HEADER_FIELDS))
             if not headers:
                 raise ParseError("empty header list")
     r.expect("]")

@@ -5,6 +5,11 @@ literal of n octets that follows the CRLF, after which the command line continue
 Synchronizing literals need a ``+`` continuation from the server first; the framer asks
 for it with a ``NeedContinuation`` event and the driver writes it, so a literal that is
 refused is never uploaded.
+
+Limits are checked when a literal is announced, before any of it is buffered: the driver's
+``literal_limit`` sees the command so far (``CommandSoFar``) and may refuse. A refused
+non-synchronizing literal is already on its way, so the framer asks the driver to close
+the connection rather than read (and buffer) it (RFC 7888 §4).
 """
 
 from __future__ import annotations
@@ -46,6 +51,16 @@ class FramingError:
 FramerEvent = RawCommand | NeedContinuation | FramingError
 
 
+@dataclass(frozen=True, slots=True)
+class CommandSoFar:
+    """What a command holds when its next literal is announced."""
+
+    first_line: bytes
+    literals: int  # literals already read
+    size: int  # bytes so far: command text and literals
+    largest: int  # the largest literal so far (0 if none)
+
+
 def tag_of(line: bytes) -> bytes:
     """The tag of a (possibly partial) command line, or ``*`` if it has none usable."""
     tag = line.split(b" ", 1)[0].strip()
@@ -58,16 +73,20 @@ def tag_of(line: bytes) -> bytes:
 
 @dataclass
 class Framer:
-    """Feed bytes, pull events. ``literal_limit(first_line, size)`` returns None to accept
-    a literal or a response (``b"NO [TOOBIG] ..."``) to refuse it."""
+    """Feed bytes, pull events. ``literal_limit(so_far, size)`` returns None to accept a
+    literal of ``size`` octets or a response (``b"NO [TOOBIG] ..."``) to refuse it.
+    ``max_line`` bounds the command text (literals excluded); the driver may change it
+    between commands (a smaller one before login)."""
 
     max_line: int = 65536
-    literal_limit: Callable[[bytes, int], bytes | None] | None = None
+    literal_limit: Callable[[CommandSoFar, int], bytes | None] | None = None
     _buf: bytearray = field(default_factory=bytearray)
     _lines: list[bytes] = field(default_factory=list)
     _literals: list[bytes] = field(default_factory=list)
     _literal_wanted: int = -1  # >= 0 while reading a literal
     _line_bytes: int = 0  # command text so far (literals excluded)
+    _literal_bytes: int = 0  # literals so far
+    _largest: int = 0  # the largest literal so far
     _discarding: bool = False  # skipping the rest of an over-long line
 
     def feed(self, data: bytes) -> None:
@@ -105,6 +124,8 @@ class Framer:
                 if len(self._buf) < self._literal_wanted:
                     return None
                 self._literals.append(bytes(self._buf[: self._literal_wanted]))
+                self._literal_bytes += self._literal_wanted
+                self._largest = max(self._largest, self._literal_wanted)
                 del self._buf[: self._literal_wanted]
                 self._literal_wanted = -1
                 continue
@@ -142,7 +163,11 @@ class Framer:
             size = int(m.group(2))
             sync = m.group(3) == b""
             first = self._lines[0]
-            refusal = self.literal_limit(first, size) if self.literal_limit else None
+            refusal = None
+            if self.literal_limit is not None:
+                so_far = CommandSoFar(first, len(self._literals),
+                                      self._line_bytes + self._literal_bytes, self._largest)
+                refusal = self.literal_limit(so_far, size)
             if refusal is not None:
                 self._reset()
                 if sync:
@@ -159,3 +184,5 @@ class Framer:
         self._literals = []
         self._literal_wanted = -1
         self._line_bytes = 0
+        self._literal_bytes = 0
+        self._largest = 0

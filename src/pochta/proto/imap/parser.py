@@ -127,8 +127,7 @@ class Reader:
         return value
 
     def _literal(self) -> bytes | None:
-        m = _LITERAL_TAIL.search(self.line)
-        if m is None or m.start() != self.pos or self.i >= len(self.literals):
+        if not self.is_literal_next():
             return None
         data = self.literals[self.i]
         self.i += 1
@@ -169,8 +168,12 @@ class Reader:
         return _utf8(self.string_bytes())
 
     def is_literal_next(self) -> bool:
-        m = _LITERAL_TAIL.search(self.line)
-        return m is not None and m.start() == self.pos and self.i < len(self.literals)
+        # anchored at the cursor: searching the whole line for every string made a command
+        # of many strings quadratic (SEARCH FROM q FROM q ...)
+        line = self.line
+        if self.pos >= len(line) or line[self.pos] not in "{~":
+            return False
+        return _LITERAL_TAIL.match(line, self.pos) is not None and self.i < len(self.literals)
 
     def astring(self) -> str:
         if self.peek() == '"' or self.is_literal_next():
@@ -215,13 +218,15 @@ class Reader:
                 return flags
             self.sp()
 
-    def paren_list(self) -> list[str]:
-        """( atom *(SP atom) ) of astrings."""
+    def paren_list(self, limit: int = 1000) -> list[str]:
+        """( atom *(SP atom) ) of at most ``limit`` astrings."""
         self.expect("(")
         out: list[str] = []
         if self.accept(")"):
             return out
         while True:
+            if len(out) >= limit:
+                raise ParseError(f"list too long (at most {limit} items)")
             out.append(self.astring())
             if self.accept(")"):
                 return out

@@ -6,6 +6,7 @@ the caller loads beforehand when ``needs_body`` says so.
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from email.header import decode_header, make_header
 
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import Date, ParseError, Reader
-from pochta.proto.imap.seqset import SeqSet, parse_seqset
+from pochta.proto.imap.seqset import STAR, SeqSet, parse_seqset
 from pochta.storage.interfaces import MessageMeta
 
 _FLAG_KEYS = {
@@ -27,6 +28,11 @@ _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+# A search program is evaluated against every message: a program of thousands of keys
+# (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
+# serves no client. Both limits answer BAD with a clear text.
+MAX_SEARCH_KEYS = 1000
+MAX_SEARCH_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +87,31 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
     if r.accept("CHARSET "):
         charset = r.astring().upper()
         r.sp()
-    keys = [_key(r)]
+    budget = _Budget(MAX_SEARCH_KEYS)
+    keys = [_key(r, budget)]
     while r.maybe_sp():
-        keys.append(_key(r))
+        keys.append(_key(r, budget))
     r.end()
     key = keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
     return SearchProgram(key, charset, returns, _uses(key, "SAVED"))
 
 
-def _key(r: Reader, depth: int = 0) -> Key:
-    if depth > 50:
-        raise ParseError("search program nested too deeply")
+@dataclass(slots=True)
+class _Budget:
+    left: int
+
+
+def _key(r: Reader, budget: _Budget, depth: int = 0) -> Key:
+    if depth > MAX_SEARCH_DEPTH:
+        raise ParseError(f"search program nested too deeply (at most {MAX_SEARCH_DEPTH})")
+    budget.left -= 1
+    if budget.left < 0:
+        raise ParseError(f"search program too long (at most {MAX_SEARCH_KEYS} keys)")
     if r.accept("("):
-        keys = [_key(r, depth + 1)]
+        keys = [_key(r, budget, depth + 1)]
         while not r.accept(")"):
             r.sp()
-            keys.append(_key(r, depth + 1))
+            keys.append(_key(r, budget, depth + 1))
         return keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
     c = r.peek()
     if c.isdigit() or c in "*$":
@@ -115,12 +130,12 @@ def _key(r: Reader, depth: int = 0) -> Key:
         return Key(word)
     if word == "NOT":
         r.sp()
-        return Key("NOT", (_key(r, depth + 1),))
+        return Key("NOT", (_key(r, budget, depth + 1),))
     if word == "OR":
         r.sp()
-        a = _key(r, depth + 1)
+        a = _key(r, budget, depth + 1)
         r.sp()
-        return Key("OR", (a, _key(r, depth + 1)))
+        return Key("OR", (a, _key(r, budget, depth + 1)))
     if word in _HEADER_KEYS:
         r.sp()
         return Key("HEADER", (word, r.astring()))
@@ -164,6 +179,9 @@ class Candidate:
     recent: bool
     data: bytes | None = None
     _part: bs.Part | None = field(default=None, repr=False)
+    _text: str | None = field(default=None, repr=False)
+    _head: str | None = field(default=None, repr=False)
+    _fields: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def part(self) -> bs.Part:
@@ -171,12 +189,67 @@ class Candidate:
             self._part = bs.parse(self.data or b"")
         return self._part
 
+    @property
+    def text(self) -> str:
+        """The decoded body text, case-folded; computed once for all BODY/TEXT keys."""
+        if self._text is None:
+            self._text = text_of(self.part).casefold()
+        return self._text
+
+    def header_texts(self, name: str) -> list[str]:
+        """The decoded, case-folded values of one header field, once per message however
+        many keys name it. Address fields also carry their parsed addresses, so comments and
+        folding inside an address (`<user (c)@ (c) domain>`) do not hide it, as Dovecot."""
+        key = name.upper()
+        texts = self._fields.get(key)
+        if texts is None:
+            values = self.part.header_values(name)
+            if key in _ADDRESS_HEADERS:
+                values = [v + "\n" + " ".join(
+                    f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
+                    for a in bs.parse_address_list(v)) for v in values]
+            texts = self._fields[key] = [_decode(v).casefold() for v in values]
+        return texts
+
+    @property
+    def head(self) -> str:
+        """The decoded header, case-folded (TEXT)."""
+        if self._head is None:
+            self._head = _decode(self.part.header.decode("utf-8", "replace")).casefold()
+        return self._head
+
 
 @dataclass(slots=True)
 class SearchContext:
     count: int  # messages in the mailbox
     top_uid: int  # highest uid in the mailbox
     saved_uids: frozenset[int] = frozenset()
+    # a SEQ/UID key's ranges, sorted and merged once: (key, starts, ends) by id of the key
+    # (the key is kept so that its id cannot be reused by another)
+    _spans: dict[int, tuple[Key, list[int], list[int]]] = field(
+        default_factory=dict, repr=False)
+
+    def in_set(self, k: Key, s: SeqSet, n: int, top: int) -> bool:
+        """``n`` in the sequence set, ``*`` being ``top``: a binary search, so a set of
+        thousands of ranges costs log(ranges) per message, not ranges."""
+        entry = self._spans.get(id(k))
+        if entry is not None and entry[0] is k:
+            _, starts, ends = entry
+        else:
+            pairs = sorted(
+                (min(a, b), max(a, b))
+                for a, b in ((top if lo == STAR else lo, top if hi == STAR else hi)
+                             for lo, hi in s.ranges))
+            starts, ends = [], []
+            for a, b in pairs:
+                if ends and a <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], b)
+                else:
+                    starts.append(a)
+                    ends.append(b)
+            self._spans[id(k)] = (k, starts, ends)
+        i = bisect.bisect_right(starts, n) - 1
+        return i >= 0 and n <= ends[i]
 
 
 def _decode(value: str) -> str:
@@ -184,10 +257,6 @@ def _decode(value: str) -> str:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
         return value
-
-
-def _contains(haystack: str, needle: str) -> bool:
-    return needle.casefold() in haystack.casefold()
 
 
 def _day(ts: float) -> tuple[int, int, int]:
@@ -263,15 +332,11 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
     if op == "SEQ":
         (s,) = k.args
         assert isinstance(s, SeqSet)
-        return any(
-            min(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count) <= c.seq
-            <= max(lo if lo > 0 else ctx.count, hi if hi > 0 else ctx.count)
-            for lo, hi in s.ranges
-        )
+        return ctx.in_set(k, s, c.seq, ctx.count)
     if op == "UID":
         (s,) = k.args
         assert isinstance(s, SeqSet)
-        return s.contains_uid(c.meta.uid, ctx.top_uid)
+        return ctx.in_set(k, s, c.meta.uid, ctx.top_uid)
     if op in ("SAVED", "SAVED_UID"):
         return c.meta.uid in ctx.saved_uids
     if op == "SIZE":
@@ -293,20 +358,14 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         return day is not None and _compare(str(which), day, d)
     if op == "HEADER":
         name, needle = (str(x) for x in k.args)
-        values = c.part.header_values(name)
+        texts = c.header_texts(name)
         if not needle:
-            return bool(values)
-        if name.upper() in _ADDRESS_HEADERS:
-            # also match the parsed addresses, so comments and folding inside an address
-            # (`<user (c)@ (c) domain>`) do not hide it, as Dovecot does
-            values = [v + "\n" + " ".join(
-                f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
-                for a in bs.parse_address_list(v)) for v in values]
-        return any(_contains(_decode(v), needle) for v in values)
+            return bool(texts)
+        folded = needle.casefold()
+        return any(folded in t for t in texts)
     if op == "BODY":
-        return _contains(text_of(c.part), str(k.args[0]))
+        return str(k.args[0]).casefold() in c.text
     if op == "TEXT":
-        needle = str(k.args[0])
-        head = c.part.header.decode("utf-8", "replace")
-        return _contains(_decode(head), needle) or _contains(text_of(c.part), needle)
+        needle = str(k.args[0]).casefold()
+        return needle in c.head or needle in c.text
     raise AssertionError(op)

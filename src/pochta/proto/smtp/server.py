@@ -28,6 +28,13 @@ Decisions documented here (where the RFCs leave a choice):
 * ``max_errors`` counts the errors the core itself answers (syntax, sequence, unknown
   command, refused parameters); the shell's own rejections do not count. When the count
   reaches the limit the error reply is followed by ``421 4.7.0`` and the session closes.
+* ``hard_error_limit`` counts every error reply, as Postfix's error count does: the
+  core's own, the shell's refusals of MAIL and RCPT (an unknown user is an error, so the
+  address space cannot be probed thousands of names per session). Failed AUTH is left
+  to the shell's brute-force limiter. At the limit the reply is followed by
+  ``421 4.7.0`` (Postfix ``smtpd_hard_error_limit``).
+  ``error_replies`` is public: the shell delays replies past its soft limit (a tarpit
+  is a timer, so it is the shell's; see server/smtp.py).
 * The bare CR/LF policy and the body line limit also apply to BDAT content, except
   ``BODY=BINARYMIME``.
 * BDAT chunk data announced by a syntactically valid BDAT command is always read and
@@ -89,6 +96,7 @@ class SessionParams:
     max_message_size: int = 26_214_400
     max_recipients: int = 100
     max_errors: int = 10
+    hard_error_limit: int = 20  # every error reply, shell refusals included (Postfix)
     max_line_length: int = 512
     max_data_line_length: int = 65536
     bare_lf: str = "reject"  # "reject" or "normalize"
@@ -132,6 +140,7 @@ class ServerSession:
         self.authenticated_as: str | None = None
         self.tls_active = params.tls_active
         self.errors = 0
+        self.error_replies = 0
         # commands received, by lower-case verb ("unknown" for the rest), in order of
         # first use: the driver's end-of-session log line (like Postfix's "disconnect")
         self.commands: dict[str, int] = {}
@@ -222,7 +231,10 @@ class ServerSession:
         event = self._take_pending(MailFrom, RcptTo, MessageReady)
         if isinstance(event, MessageReady):
             self._reset_transaction()
+            self._send(reply)
+            return
         self._send(reply)
+        self._count_error_reply()
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS succeeded: forget everything (RFC 3207 4.2)."""
@@ -252,6 +264,26 @@ class ServerSession:
         if reply.is_success:
             raise LocalProtocolError(f"auth_failed() with a success reply {reply.code}")
         self._take_pending(AuthStart, AuthResponse)
+        # Not counted: failed logins are the brute-force limiter's (services/auth.py),
+        # with its own delay and lockout per address and account.
+        self._send(reply)
+
+    def abandon(self, reply: Reply) -> None:
+        """Answer the pending decision, whatever it is, with a failure reply: the
+        shell's command boundary after an unexpected exception (451 4.3.0). It is not
+        the client's error, so it is not counted. A StartTLS in flight leaves the
+        connection in an unknown state: the session closes with 421 instead."""
+        if reply.is_success:
+            raise LocalProtocolError(f"abandon() with a success reply {reply.code}")
+        event = self._pending
+        if event is None:
+            raise LocalProtocolError("abandon() with no pending event")
+        self._pending = None
+        if isinstance(event, StartTLS):
+            self._send(replies.SERVICE_UNAVAILABLE)
+            return
+        if isinstance(event, MessageReady):
+            self._reset_transaction()
         self._send(reply)
 
     @property
@@ -290,6 +322,12 @@ class ServerSession:
         self._send(reply)
         self.errors += 1
         if self.errors >= self.params.max_errors and not self.closed:
+            self._send(replies.TOO_MANY_ERRORS)
+        self._count_error_reply()
+
+    def _count_error_reply(self) -> None:
+        self.error_replies += 1
+        if self.error_replies >= self.params.hard_error_limit and not self.closed:
             self._send(replies.TOO_MANY_ERRORS)
 
     def _close(self) -> None:

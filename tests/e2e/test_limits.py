@@ -173,7 +173,8 @@ async def dribble(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
     for i in range(len(data)):
         if time.monotonic() > deadline:
             break
-        with contextlib.suppress(ConnectionError):
+        # uvloop raises RuntimeError, not ConnectionError, once the server has closed
+        with contextlib.suppress(ConnectionError, RuntimeError):
             writer.write(data[i:i + 1])
         try:
             chunk = await asyncio.wait_for(reader.read(4096), every)

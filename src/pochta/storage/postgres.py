@@ -984,11 +984,15 @@ class PostgresStore:
             outcomes: list[AcceptResult | StoreError] = await self._tx(
                 lambda tx: self._accept_in(tx, batch))
         except StoreError as exc:
-            if len(batch) > 1:  # one job's failure must not fail the others
+            # One job's failure must not fail the others: the batch was rolled back, so
+            # each job is tried alone. Not after a lost connection, though: COMMIT may
+            # have gone through, and a retry could deliver twice.
+            lost = isinstance(exc.__cause__, psycopg.OperationalError)
+            if len(batch) > 1 and not lost:
                 for job in batch:
                     await self._accept_batch([job])
                 return
-            outcomes = [exc]
+            outcomes = [exc] * len(batch)
         except BaseException as exc:  # a bug, or cancellation: no caller waits forever
             for job in batch:
                 if job.future is not None and not job.future.done():

@@ -68,6 +68,8 @@ VERIFIED_CACHE_MAX = 10_000
 
 log = logging.getLogger("pochta.auth")
 
+# Seconds a SCRAM exchange may hold its place in flight before it counts as failed.
+SCRAM_RESERVATION = 60.0
 MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
 
 
@@ -264,6 +266,8 @@ class Authenticator:
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._verifying: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
         self._place_freed: asyncio.Event | None = None
+        # SCRAM exchanges holding a place in flight, per (client IP, account)
+        self._scram_pending: dict[tuple[str, str], dict[object, asyncio.TimerHandle]] = {}
 
     async def allowed(self, client_ip: str, address: str | None = None) -> bool:
         """False while the client IP, or this account from this IP, is locked out."""
@@ -322,18 +326,56 @@ class Authenticator:
             return account.scram
         return self._fake_scram(addr)
 
+    async def begin_scram(self, address: str, client_ip: str) -> bool:
+        """A SCRAM exchange is one guess: reserve its place in flight, as a password check
+        does, so parallel exchanges cannot outrun the lockout. ``finish_scram`` gives the
+        place back; a client that vanishes mid-exchange loses it after
+        SCRAM_RESERVATION seconds, counted as a failure. False while locked out."""
+        addr = normalize_address(address)
+        if not await self._reserve(client_ip, addr):
+            return False
+        token = object()
+        handle = asyncio.get_running_loop().call_later(
+            SCRAM_RESERVATION, self._scram_abandoned, client_ip, addr, token)
+        self._scram_pending.setdefault((client_ip, addr), {})[token] = handle
+        return True
+
+    def _end_scram(self, client_ip: str, addr: str) -> bool:
+        """Take back one reservation of this client and account; False if none."""
+        pending = self._scram_pending.get((client_ip, addr))
+        if not pending:
+            return False
+        token = next(iter(pending))
+        pending.pop(token).cancel()
+        if not pending:
+            del self._scram_pending[(client_ip, addr)]
+        return True
+
+    def _scram_abandoned(self, client_ip: str, addr: str, token: object) -> None:
+        pending = self._scram_pending.get((client_ip, addr), {})
+        if pending.pop(token, None) is None:
+            return
+        if not pending:
+            self._scram_pending.pop((client_ip, addr), None)
+        self.limiter.record_failure(client_ip, addr)
+        self._release(client_ip, addr)
+        log.warning("SCRAM exchange abandoned user=%r ip=%s", addr, client_ip)
+
     async def finish_scram(self, address: str, client_ip: str, verified: bool) -> Account | None:
         """Conclude a SCRAM exchange: ``verified`` is whether the mechanism returned
         ``Success``. Counts the outcome in the limiter; returns the account on success."""
         addr = normalize_address(address)
+        reserved = self._end_scram(client_ip, addr)
         if verified and not self.limiter.locked(client_ip, addr):
             account = await self._lookup(addr)
             if account is not None and not account.disabled and account.scram is not None:
+                if reserved:
+                    self._release(client_ip, addr)
                 self._succeeded(client_ip, addr)
                 return account
-            await self._failed(client_ip, addr, "account gone or disabled")
+            await self._failed(client_ip, addr, "account gone or disabled", reserved=reserved)
             return None
-        await self._failed(client_ip, addr, "SCRAM proof failed")
+        await self._failed(client_ip, addr, "SCRAM proof failed", reserved=reserved)
         return None
 
     async def register_failure(self, client_ip: str, address: str | None, reason: str) -> None:

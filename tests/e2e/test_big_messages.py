@@ -141,7 +141,7 @@ async def test_receiving_25_mb_grows_peak_rss_by_a_few_mb(instance: Instance) ->
     store = await SQLiteStore.open(instance.config().data_path)
     await populate(store)
     await store.close()
-    proc = subprocess.Popen([sys.executable, "-m", "pochta", "-c", str(cfg), "serve"],  # noqa: S603
+    proc = subprocess.Popen([sys.executable, "-m", "pochta", "-c", str(cfg), "serve"],
                             env={**os.environ, "PYTHONPATH": SRC},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -299,7 +299,7 @@ class SMTPHandler:
                     f"{self.account.address}"))
                 return
             limit = self.config.submission.messages_per_hour
-            if self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
+            if await self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
                 self.session.reject(Reply(
                     451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
                 return
@@ -324,8 +324,8 @@ class SMTPHandler:
             return
         if self.submission and self.account is not None:
             limit = self.config.submission.recipients_per_hour
-            if self.ctx.recipient_rate.would_exceed(self.account.address,
-                                            len(self.txn.recipients) + 1, limit):
+            if await self.ctx.recipient_rate.would_exceed(
+                    self.account.address, len(self.txn.recipients) + 1, limit):
                 self.session.reject(Reply(
                     452, "4.7.1", f"Rate limit: more than {limit} recipients per hour"))
                 return
@@ -466,8 +466,8 @@ class SMTPHandler:
             self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
             return
         if self.submission and self.account is not None:
-            self.ctx.message_rate.add(self.account.address)
-            self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
+            await self.ctx.message_rate.add(self.account.address)
+            await self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
         self.messages += 1
         self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
                   ",".join(f"<{r}>" for r in self.txn.recipients), size)

@@ -483,3 +483,39 @@ async def test_disabled_account_success_is_not_remembered(
     await store.update_account(ALICE, disabled=False)
     assert await auth.check_password(ALICE, "alice-pw", "192.0.2.1") is not None
     assert hasher.verifications == 4
+
+
+async def test_parallel_scram_guesses_cannot_outrun_the_lockout(
+    auth: Authenticator, clock: FakeClock
+) -> None:
+    """Twenty SCRAM exchanges from one address at once: ten hold a place, the rest wait;
+    once those ten fail the address is locked out and the others never get a guess."""
+    ip = "198.51.100.20"
+    waiting = [asyncio.create_task(auth.begin_scram(ALICE, ip)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    started = [t for t in waiting if t.done() and t.result()]
+    assert len(started) == 10
+    for _ in started:
+        assert await auth.finish_scram(ALICE, ip, False) is None
+    rest = await asyncio.gather(*(t for t in waiting if t not in started))
+    assert rest == [False] * 10
+    assert not await auth.allowed(ip, ALICE)
+
+
+async def test_abandoned_scram_exchange_gives_its_place_back(
+    auth: Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that vanishes mid-exchange holds its place only for a while, counted as
+    a failure (no lasting lockout from connections that just drop)."""
+    import pochta.services.auth as auth_mod
+
+    monkeypatch.setattr(auth_mod, "SCRAM_RESERVATION", 0.05)
+    ip = "198.51.100.21"
+    for _ in range(3):
+        assert await auth.begin_scram(ALICE, ip)
+    await asyncio.sleep(0.2)
+    assert auth._scram_pending == {}
+    assert await auth.allowed(ip, ALICE)
+    assert await auth.begin_scram(ALICE, ip)
+    account = await auth.finish_scram(ALICE, ip, True)
+    assert account is not None

@@ -138,6 +138,13 @@ class SMTPConfig:
     received_show_auth: bool = field(
         default=False, metadata=_doc("name the authenticated user in Received: headers")
     )
+    spool_threshold: int = field(
+        default=1_048_576,
+        metadata=_doc(
+            "bytes of a message held in memory while it arrives; the rest goes to a spool "
+            "file in the data directory (0: hold every message in memory)"
+        ),
+    )
     received_hide_client_ip: bool = field(
         default=False, metadata=_doc("leave the submitting client's IP out of Received:")
     )

@@ -288,7 +288,9 @@ def test_bdat_zero_last_and_lowercase() -> None:
         OPEN_BDAT
         + _lit(b"bdat 3\r\nab\n")
         + _lit(b"BDAT 0 last\r\n")
-        + "S: 250 2.0.0 Ok: 3 octets received\n"
+        # content is checked as it arrives: the chunk with the bare LF is refused, and
+        # LAST gets the same answer and ends the failed transaction (RFC 3030 §3)
+        + "S: 554 5.6.11 Message contains bare CR or LF characters\n"
         + "S: 554 5.6.11 Message contains bare CR or LF characters\n"
     )
     assert r.messages == []
@@ -323,11 +325,11 @@ def test_bdat_binarymime_keeps_bytes() -> None:
 def test_bdat_then_data_is_503() -> None:
     transcript(
         OPEN_BDAT
-        + _lit(b"BDAT 3\r\nab\n")
+        + _lit(b"BDAT 4\r\nab\r\n")
         + """
         C: DATA
         C: RCPT TO:<c@example.org>
-        S: 250 2.0.0 Ok: 3 octets received
+        S: 250 2.0.0 Ok: 4 octets received
         S: 503 5.5.1 DATA not allowed during a BDAT transfer
         S: 503 5.5.1 Command not allowed during a BDAT transfer
         C: RSET

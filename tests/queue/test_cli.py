@@ -96,3 +96,65 @@ def test_delete_retires_without_bounce(setup: tuple[Path, str], tmp_path: Path) 
     assert remaining == []
     # No DSN was queued.
     assert all(i.envelope.sender != "" for i in items(tmp_path))
+
+
+def test_retry_is_not_counted_as_an_attempt(setup: tuple[Path, str], tmp_path: Path) -> None:
+    cfg, _qid = setup
+    bob = next(i for i in items(tmp_path) if i.recipient.address == "bob@example.net")
+    assert bob.attempts == 1
+    for _ in range(3):
+        assert main(["-c", str(cfg), "queue", "retry", str(bob.id)]) == 0
+    assert main(["-c", str(cfg), "queue", "flush"]) == 0
+    bob = next(i for i in items(tmp_path) if i.id == bob.id)
+    assert bob.attempts == 1  # TRIES counts real delivery attempts only
+
+
+async def test_retry_from_the_cli_wakes_the_running_worker(
+    tmp_path: Path, storage_settings: dict[str, Any]
+) -> None:
+    """The real ``pochta queue retry`` in its own process: a worker that would otherwise
+    sleep for an hour delivers within a couple of seconds."""
+    import sys
+
+    from pochta.dns import StaticResolver
+    from pochta.queue.settings import QueueConfig, Route
+    from pochta.queue.worker import QueueWorker
+
+    from .sink import Sink
+
+    cfg = tmp_path / "pochta.toml"
+    cfg.write_text('hostname = "mta.example.test"\ndata_dir = "data"\n'
+                   + storage_toml(storage_settings))
+    sink = Sink()
+    await sink.start()
+    store = await open_store(load(cfg))
+    await store.accept(MSG, Envelope("alice@example.test"), [],
+                       [RemoteRecipient("bob@example.net")])
+    (item,) = await store.list_queue()
+    await store.update_queue_item(item.id, QueueState.DEFERRED, time.time() + 3600,
+                                  "451 4.7.1 later")
+    worker = QueueWorker(store, "mta.example.test", StaticResolver(),
+                         QueueConfig(poll_interval=3600),
+                         [Route("example.net", "127.0.0.1", sink.port, tls="none")])
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(1.0)  # the worker has made its pass and sleeps
+        assert sink.recipients() == []
+        pochta = str(Path(sys.executable).parent / "pochta")
+        proc = await asyncio.create_subprocess_exec(
+            pochta, "-c", str(cfg), "queue", "retry", str(item.id),
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0 and b"told to retry" in out
+        started = time.monotonic()
+        while not sink.recipients() and time.monotonic() - started < 5:
+            await asyncio.sleep(0.05)
+        assert sink.recipients() == ["bob@example.net"]
+        print(f"delivered {time.monotonic() - started:.2f} s after the CLI returned")
+        assert time.monotonic() - started < 3
+    finally:
+        await worker.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+        await sink.close()

@@ -21,8 +21,8 @@ from ..logsetup import setup_logging
 from ..services.auth import Authenticator
 from ..services.delivery import DeliveryService
 from ..services.directory import Directory
+from ..services.ratelimit import HourlyCounter
 from ..services.signing import DKIMSigner
-from ..services.submission import HourlyLimiter
 from ..storage.factory import open_store
 from ..storage.interfaces import MailStore
 from ..tlsutil import env_keylog, server_context
@@ -57,9 +57,9 @@ class ServerContext:
     delivery: DeliveryService
     signer: DKIMSigner
     pop3_locks: set[int] = field(default_factory=set)
-    # submission rate limits per account (sliding hour)
-    message_rate: HourlyLimiter = field(default_factory=HourlyLimiter)
-    recipient_rate: HourlyLimiter = field(default_factory=HourlyLimiter)
+    # submission rate limits per account (sliding hour; in the store when shared)
+    message_rate: HourlyCounter = field(default_factory=lambda: HourlyCounter("msg"))
+    recipient_rate: HourlyCounter = field(default_factory=lambda: HourlyCounter("rcpt"))
     queue_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # services plugged in by later layers (queue worker, policy), by name
     extras: dict[str, Any] = field(default_factory=dict)
@@ -85,16 +85,21 @@ async def build_context(
     if store is None:
         store = await open_store(config)
     wakeup = asyncio.Event()
+    # Several processes on one store: counters that must hold across them live there.
+    shared = config.workers > 1 or config.storage.backend != "sqlite"
     ctx = ServerContext(
         config=config,
         store=store,
         ssl_context=build_ssl_context(config),
         resolver=resolver or DNSPythonResolver(config.dns.nameservers, config.dns.timeout),
-        authenticator=Authenticator(store, config.auth, secret=_auth_secret(config)),
+        authenticator=Authenticator(store, config.auth, secret=_auth_secret(config),
+                                    shared=shared),
         directory=Directory(store),
         delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
         queue_wakeup=wakeup,
         signer=DKIMSigner(config.data_path),
+        message_rate=HourlyCounter("msg", store if shared else None),
+        recipient_rate=HourlyCounter("rcpt", store if shared else None),
     )
     return ctx
 

@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pochta.pop3")
 
+# RETR of a message bigger than this streams it from the store in STREAM_CHUNK pieces.
+STREAM_ABOVE = 256 * 1024
+STREAM_CHUNK = 256 * 1024
+
 # Reply to a client the brute-force limiter has locked out. It names no account and is
 # the same whether the account exists.
 _LOCKED_OUT = ("Too many failed logins, try again later", "SYS/TEMP")
@@ -297,6 +301,9 @@ class _Pop3Handler:
                 self.session.message_unavailable("Message was deleted by another session",
                                                  code=None)
                 return
+            if event.top_lines is None and event.message.size > STREAM_ABOVE:
+                await self._stream(event)
+                return
             data = await self.store.read_blob(event.message.blob_id)
         except (StoreError, OSError) as exc:
             log.warning("message uid %d unavailable: %s",
@@ -304,6 +311,25 @@ class _Pop3Handler:
             self.session.message_unavailable()
             return
         self.session.send_message(data)
+
+    async def _stream(self, event: Retrieve) -> None:
+        """RETR of a big message in pieces (never whole in memory). The store checks the
+        blob before the first piece; a failure after the +OK cannot be put right in the
+        protocol, so the connection is closed."""
+        pieces = self.store.stream_blob(event.message.blob_id, chunk=STREAM_CHUNK)
+        first = await anext(pieces)  # raises before anything is sent
+        self.session.start_message(event.message.size)
+        try:
+            self.session.message_chunk(first)
+            self.flush()
+            async for piece in pieces:
+                self.session.message_chunk(piece)
+                self.flush()
+                await self.conn.drain()
+        except (StoreError, OSError) as exc:
+            log.error("message uid %d failed while being sent: %s", event.message.uid, exc)
+            raise ConnectionAbortedError("message unreadable mid-transfer") from exc
+        self.session.end_message()
 
     async def _update(self, event: Update) -> None:
         ok = True

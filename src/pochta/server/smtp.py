@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..addresses import AddressError, normalize_address, split_address
@@ -34,6 +35,7 @@ from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
+from ..services.spool import Spool
 from ..services.submission import (
     add_missing_headers,
     from_addresses,
@@ -46,6 +48,7 @@ from ..storage.interfaces import (
     LocalTarget,
     QuotaExceeded,
     RemoteRecipient,
+    SpooledMessage,
     StorageFull,
     StoreError,
 )
@@ -79,6 +82,7 @@ class SMTPHandler:
         self.sasl: SASLDriver | None = None
         self.session = ServerSession(self._params())
         self.messages = 0  # accepted, for the disconnect line
+        self._spool: Spool | None = None  # the big message arriving now
         self._errors_delayed = 0  # error replies already given their tarpit delay
         self.sleep = asyncio.sleep
 
@@ -106,6 +110,7 @@ class SMTPHandler:
             require_tls=self.submission and self.listener.tls == "starttls",
             auth_mechanisms=mechs,
             require_auth=self.submission,
+            spool_threshold=self.config.smtp.spool_threshold,
         )
 
     def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
@@ -213,6 +218,10 @@ class SMTPHandler:
             await self._mail_from(event)
         elif isinstance(event, ev.RcptTo):
             await self._rcpt_to(event)
+        elif isinstance(event, ev.MessageContent):
+            self._spool_content(event)
+        elif isinstance(event, ev.MessageDiscarded):
+            self._drop_spool()
         elif isinstance(event, ev.MessageReady):
             await self._message(event)
         elif isinstance(event, ev.StartTLS):
@@ -290,7 +299,7 @@ class SMTPHandler:
                     f"{self.account.address}"))
                 return
             limit = self.config.submission.messages_per_hour
-            if self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
+            if await self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
                 self.session.reject(Reply(
                     451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
                 return
@@ -315,8 +324,8 @@ class SMTPHandler:
             return
         if self.submission and self.account is not None:
             limit = self.config.submission.recipients_per_hour
-            if self.ctx.recipient_rate.would_exceed(self.account.address,
-                                            len(self.txn.recipients) + 1, limit):
+            if await self.ctx.recipient_rate.would_exceed(
+                    self.account.address, len(self.txn.recipients) + 1, limit):
                 self.session.reject(Reply(
                     452, "4.7.1", f"Rate limit: more than {limit} recipients per hour"))
                 return
@@ -354,11 +363,47 @@ class SMTPHandler:
             return False
         return await self.ctx.store.account_usage(account_id) >= account.quota_bytes
 
+    # --- big messages: spooled while they arrive (services/spool.py) ------------------
+
+    def _spool_content(self, event: ev.MessageContent) -> None:
+        if event.first or self._spool is None:
+            self._drop_spool()
+            self._spool = Spool(self.config.data_path)
+        self._spool.write(event.data)
+
+    def _drop_spool(self) -> None:
+        if self._spool is not None:
+            self._spool.remove()
+            self._spool = None
+
     async def _message(self, event: ev.MessageReady) -> None:
-        data = event.data
+        spool = None
+        if event.spooled:
+            spool, self._spool = self._spool, None
+            assert spool is not None, "spooled message without its spool"
+            spool.write(event.data)
+            spool.close()
+        try:
+            await self._handle_message(event, spool)
+        finally:
+            if spool is not None:
+                spool.remove()
+
+    async def _handle_message(self, event: ev.MessageReady, spool: Spool | None) -> None:
+        # ``head`` is the whole message, or for a spooled one its header block: every
+        # header step below changes only the header block, the body stays in the file.
+        if spool is None:
+            head, body_at = event.data, 0
+        else:
+            head, body_at = await asyncio.to_thread(spool.split_head)
+
+        async def whole(current_head: bytes) -> bytes:
+            return current_head if spool is None else await spool.read_all(current_head,
+                                                                           body_at)
+
         if self.submission:
             assert self.account is not None
-            headers, _ = split_message(data)
+            headers, _ = split_message(head)
             if not self.account.may_send_as_anyone:
                 for addr in from_addresses(headers):
                     if not owns(self.owned, addr):
@@ -369,8 +414,8 @@ class SMTPHandler:
                             f"From: header address <{addr}> not owned by user "
                             f"{self.account.address}"))
                         return
-            data = add_missing_headers(data, self.config.hostname, time.time())
-            data = await self._sign(data)
+            head = add_missing_headers(head, self.config.hostname, time.time())
+            head = await self._sign(head, whole)
         envelope = Envelope(
             sender=event.sender,
             ret=event.mail_from.ret,
@@ -391,18 +436,23 @@ class SMTPHandler:
         )
         mailbox = "INBOX"
         if not self.submission:
-            verdict = await self._inbound_checks(data, event.sender)
+            verdict = await self._inbound_checks(head, event.sender, whole)
             if verdict is not None:
                 if verdict.action == "reject" and verdict.reject_reply is not None:
                     code, enhanced, text = verdict.reject_reply
                     self.session.reject(Reply(code, enhanced, text))
                     return
-                data = verdict.message
+                head = verdict.message
+                if spool is not None:  # the checks rewrite headers only: keep the body
+                    head = head[: len(head) - (spool.size - body_at)]
                 mailbox = verdict.mailbox or "INBOX"
+        message: bytes | SpooledMessage = head if spool is None else spool.message(head,
+                                                                                   body_at)
+        size = len(head) if spool is None else len(head) + spool.size - body_at
         local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
         try:
             result = await self.ctx.delivery.deliver(
-                data, envelope, local, self.txn.remote, trace, self.txn.recipients)
+                message, envelope, local, self.txn.remote, trace, self.txn.recipients)
         except QuotaExceeded:
             self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
             return
@@ -416,35 +466,40 @@ class SMTPHandler:
             self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
             return
         if self.submission and self.account is not None:
-            self.ctx.message_rate.add(self.account.address)
-            self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
+            await self.ctx.message_rate.add(self.account.address)
+            await self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
         self.messages += 1
         self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
-                  ",".join(f"<{r}>" for r in self.txn.recipients), len(data))
+                  ",".join(f"<{r}>" for r in self.txn.recipients), size)
         self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))
         self.txn = _Transaction()
 
-
-    async def _sign(self, data: bytes) -> bytes:
+    async def _sign(self, head: bytes, whole: Callable[[bytes], Awaitable[bytes]]) -> bytes:
+        """``head`` with the DKIM-Signature headers in front (the signature covers the
+        whole message, which ``whole`` reads)."""
         if not self.config.dkim.sign:
-            return data
-        senders = from_addresses(split_message(data)[0])
+            return head
+        senders = from_addresses(split_message(head)[0])
         if not senders:
-            return data
+            return head
         try:
             domain = split_address(senders[0])[1]
         except AddressError:
-            return data
+            return head
         if not await self.ctx.directory.is_local_domain(domain):
-            return data
-        return await self.ctx.signer.sign(data, domain)
+            return head
+        data = await whole(head)
+        signed = await self.ctx.signer.sign(data, domain)
+        return signed[: len(signed) - len(data)] + head
 
-    async def _inbound_checks(self, data: bytes, sender: str) -> InboundVerdict | None:
+    async def _inbound_checks(
+        self, head: bytes, sender: str, whole: Callable[[bytes], Awaitable[bytes]]
+    ) -> InboundVerdict | None:
         cfg = self.config
         if not (cfg.spf.check or cfg.dkim.verify or cfg.dmarc.check):
             return None
         verdict = await check_inbound(
-            data, self.conn.peer_ip, self.session.helo_name or "", sender,
+            await whole(head), self.conn.peer_ip, self.session.helo_name or "", sender,
             self.ctx.resolver, cfg.hostname,
             dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
         )
@@ -453,7 +508,11 @@ class SMTPHandler:
 
 
 async def handle_smtp(conn: Connection, ctx: ServerContext, listener: Listener) -> None:
-    await SMTPHandler(conn, ctx, listener).run()
+    handler = SMTPHandler(conn, ctx, listener)
+    try:
+        await handler.run()
+    finally:
+        handler._drop_spool()  # a connection that ended mid-message leaves no file
 
 
 def b64(data: bytes) -> str:

@@ -16,6 +16,7 @@ and passes SIGTERM/SIGINT on for a clean shutdown.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -59,6 +60,7 @@ def _child(config: Config, index: int) -> None:
 def supervise(config: Config, workers: int) -> int:
     """Run ``workers`` server processes until SIGTERM/SIGINT; returns the exit status."""
     setup_logging(config.log.level, config.log.format)
+    config = dataclasses.replace(config, workers=workers)  # each worker knows it is one of N
     asyncio.run(_prepare_store(config))
     ctx = multiprocessing.get_context("spawn")
     stopping = False

@@ -62,12 +62,14 @@ from pochta import passwords
 from pochta.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
-from pochta.storage.interfaces import Account, MailStore, ScramCredentials
+from pochta.storage.interfaces import Account, MailStore, ScramCredentials, StoreError
 
 VERIFIED_CACHE_MAX = 10_000
 
 log = logging.getLogger("pochta.auth")
 
+# Seconds a SCRAM exchange may hold its place in flight before it counts as failed.
+SCRAM_RESERVATION = 60.0
 MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
 
 
@@ -249,6 +251,7 @@ class Authenticator:
         hasher: PasswordHasher | None = None,
         secret: bytes | None = None,
         limiter: FailureLimiter | None = None,
+        shared: bool = False,
     ) -> None:
         """``secret`` derives the fake SCRAM keys of unknown users; pass a persistent one
         (e.g. from the data directory) so they stay the same across restarts. ``hasher``
@@ -261,14 +264,45 @@ class Authenticator:
         self._secret = secret or secrets.token_bytes(32)
         self._dummy: str | None = None
         self.limiter = limiter or FailureLimiter(config, clock)
+        # Several processes serve this store: failures are also counted there, so a
+        # guesser spreading over workers or nodes meets the same lockout.
+        self._shared = shared
         self._verified: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._verifying: dict[tuple[bytes, str], asyncio.Future[bool]] = {}
         self._place_freed: asyncio.Event | None = None
+        # SCRAM exchanges holding a place in flight, per (client IP, account)
+        self._scram_pending: dict[tuple[str, str], dict[object, asyncio.TimerHandle]] = {}
 
     async def allowed(self, client_ip: str, address: str | None = None) -> bool:
         """False while the client IP, or this account from this IP, is locked out."""
         key = normalize_address(address) if address is not None else None
-        return not self.limiter.locked(client_ip, key)
+        if self.limiter.locked(client_ip, key):
+            return False
+        return not await self._shared_locked(client_ip, key)
+
+    def _shared_keys(self, client_ip: str, addr: str | None) -> list[str]:
+        """Store keys for the IP and the (account, IP) pair: keyed hashes (the server
+        secret is the same in every worker), so the store holds no addresses or IPs."""
+        ip = _ip_key(client_ip)
+        parts = [("ip", ip)] + ([("pair", f"{addr}\0{ip}")] if addr is not None else [])
+        return [
+            "authfail:" + hashlib.blake2b(f"{kind}\0{value}".encode("utf-8", "surrogatepass"),
+                                          key=self._secret[:64], digest_size=16).hexdigest()
+            for kind, value in parts
+        ]
+
+    async def _shared_locked(self, client_ip: str, addr: str | None) -> bool:
+        """Failures counted by every process in the last lockout period."""
+        if not self._shared:
+            return False
+        limit = self._config.failures_before_lockout
+        try:
+            for key in self._shared_keys(client_ip, addr):
+                if await self._store.counter_value(key, self._config.lockout_seconds) >= limit:
+                    return True
+        except StoreError as exc:
+            log.warning("shared failure counters unavailable: %s", exc)
+        return False
 
     async def check_password(self, address: str, password: str, client_ip: str) -> Account | None:
         """The account if ``password`` is right and the account is enabled, else None
@@ -276,7 +310,7 @@ class Authenticator:
         Returns None without checking while locked out (callers ask ``allowed`` first to
         give the proper temporary-failure reply)."""
         addr = normalize_address(address)
-        if self.limiter.locked(client_ip, addr):
+        if self.limiter.locked(client_ip, addr) or await self._shared_locked(client_ip, addr):
             log.warning("authentication refused (locked out) user=%r ip=%s via=%s", addr,
                         client_ip, current_role() or "-")
             return None
@@ -322,18 +356,56 @@ class Authenticator:
             return account.scram
         return self._fake_scram(addr)
 
+    async def begin_scram(self, address: str, client_ip: str) -> bool:
+        """A SCRAM exchange is one guess: reserve its place in flight, as a password check
+        does, so parallel exchanges cannot outrun the lockout. ``finish_scram`` gives the
+        place back; a client that vanishes mid-exchange loses it after
+        SCRAM_RESERVATION seconds, counted as a failure. False while locked out."""
+        addr = normalize_address(address)
+        if not await self._reserve(client_ip, addr):
+            return False
+        token = object()
+        handle = asyncio.get_running_loop().call_later(
+            SCRAM_RESERVATION, self._scram_abandoned, client_ip, addr, token)
+        self._scram_pending.setdefault((client_ip, addr), {})[token] = handle
+        return True
+
+    def _end_scram(self, client_ip: str, addr: str) -> bool:
+        """Take back one reservation of this client and account; False if none."""
+        pending = self._scram_pending.get((client_ip, addr))
+        if not pending:
+            return False
+        token = next(iter(pending))
+        pending.pop(token).cancel()
+        if not pending:
+            del self._scram_pending[(client_ip, addr)]
+        return True
+
+    def _scram_abandoned(self, client_ip: str, addr: str, token: object) -> None:
+        pending = self._scram_pending.get((client_ip, addr), {})
+        if pending.pop(token, None) is None:
+            return
+        if not pending:
+            self._scram_pending.pop((client_ip, addr), None)
+        self.limiter.record_failure(client_ip, addr)
+        self._release(client_ip, addr)
+        log.warning("SCRAM exchange abandoned user=%r ip=%s", addr, client_ip)
+
     async def finish_scram(self, address: str, client_ip: str, verified: bool) -> Account | None:
         """Conclude a SCRAM exchange: ``verified`` is whether the mechanism returned
         ``Success``. Counts the outcome in the limiter; returns the account on success."""
         addr = normalize_address(address)
+        reserved = self._end_scram(client_ip, addr)
         if verified and not self.limiter.locked(client_ip, addr):
             account = await self._lookup(addr)
             if account is not None and not account.disabled and account.scram is not None:
+                if reserved:
+                    self._release(client_ip, addr)
                 self._succeeded(client_ip, addr)
                 return account
-            await self._failed(client_ip, addr, "account gone or disabled")
+            await self._failed(client_ip, addr, "account gone or disabled", reserved=reserved)
             return None
-        await self._failed(client_ip, addr, "SCRAM proof failed")
+        await self._failed(client_ip, addr, "SCRAM proof failed", reserved=reserved)
         return None
 
     async def register_failure(self, client_ip: str, address: str | None, reason: str) -> None:
@@ -442,6 +514,13 @@ class Authenticator:
     async def _failed(self, client_ip: str, addr: str | None, reason: str,
                       *, reserved: bool = False) -> None:
         count = self.limiter.record_failure(client_ip, addr)
+        if self._shared:
+            try:
+                for key in self._shared_keys(client_ip, addr):
+                    count = max(count, await self._store.add_to_counter(
+                        key, 1, self._config.lockout_seconds))
+            except StoreError as exc:
+                log.warning("shared failure counters unavailable: %s", exc)
         if reserved and addr is not None:
             self._release(client_ip, addr)  # after the failure is counted: waiters see it
         log.warning(

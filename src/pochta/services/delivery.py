@@ -12,12 +12,20 @@ the outbound queue removes it (``strip_return_path``) before relaying.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..maildate import mail_date
-from ..storage.interfaces import AcceptResult, Envelope, LocalTarget, MailStore, RemoteRecipient
+from ..storage.interfaces import (
+    AcceptResult,
+    Envelope,
+    LocalTarget,
+    MailStore,
+    RemoteRecipient,
+    SpooledMessage,
+)
 from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
 
@@ -97,7 +105,7 @@ class DeliveryService:
 
     async def deliver(
         self,
-        body: bytes,
+        body: bytes | SpooledMessage,
         envelope: Envelope,
         local: Sequence[LocalTarget],
         remote: Sequence[RemoteRecipient],
@@ -112,7 +120,12 @@ class DeliveryService:
         return_path = b""
         if local:
             return_path = b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n"
-        data = return_path + extra_headers + received + body
+        trace_headers = return_path + extra_headers + received
+        data: bytes | SpooledMessage
+        if isinstance(body, SpooledMessage):  # a big message: its bytes stay in the file
+            data = dataclasses.replace(body, prefix=trace_headers + body.prefix)
+        else:
+            data = trace_headers + body
         result = await self.store.accept(data, envelope, local, remote, message_id=queue_id)
         if remote and self.on_queued is not None:
             self.on_queued()

@@ -135,9 +135,12 @@ class SASLDriver:
             await self.authenticator.register_failure(self.client_ip, step.username, "authzid")
             return Rejected("authorization identity differs from authentication identity")
         if isinstance(step, NeedScramCredentials):
-            self._scram_user = step.username
             if not await self.authenticator.allowed(self.client_ip, step.username):
                 return Rejected("locked out", locked=True)
+            # one guess in flight, like a password check (parallel exchanges)
+            if not await self.authenticator.begin_scram(step.username, self.client_ip):
+                return Rejected("locked out", locked=True)
+            self._scram_user = step.username
             keys = await self.authenticator.scram_credentials(step.username)
             step = self.mechanism.provide(keys)
         if isinstance(step, Challenge):

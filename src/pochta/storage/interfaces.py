@@ -223,8 +223,9 @@ class SpooledMessage:
     temporary file that the caller owns and removes after ``accept`` returns."""
 
     path: str
-    size: int  # bytes in the file
+    size: int  # bytes taken from the file, starting at ``offset``
     prefix: bytes = b""
+    offset: int = 0
 
     @property
     def total(self) -> int:

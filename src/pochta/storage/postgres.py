@@ -939,11 +939,15 @@ class PostgresStore:
         except OSError as exc:
             raise StoreError(f"cannot read the spooled message: {exc}") from None
         try:
+            await asyncio.to_thread(f.seek, spool.offset)
             pending = bytearray(spool.prefix)
+            left = spool.size  # bytes still to take from the file
             eof = False
             while True:
                 while len(pending) < BLOB_CHUNK and not eof:
-                    more = await asyncio.to_thread(f.read, BLOB_CHUNK - len(pending))
+                    want = min(BLOB_CHUNK - len(pending), left)
+                    more = await asyncio.to_thread(f.read, want) if want else b""
+                    left -= len(more)
                     eof = not more
                     pending += more
                 piece = bytes(pending[:BLOB_CHUNK])

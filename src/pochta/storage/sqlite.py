@@ -222,7 +222,8 @@ def _small_bytes(blob: bytes | SpooledMessage) -> bytes:
     if isinstance(blob, bytes):
         return blob
     with open(blob.path, "rb") as f:
-        data = blob.prefix + f.read(blob.size + 1)
+        f.seek(blob.offset)
+        data = blob.prefix + f.read(blob.size)
     if len(data) != blob.total:
         raise StoreError(f"spooled message {blob.path} changed size")
     return data
@@ -237,7 +238,8 @@ def _append_one(fd: int, blob: bytes | SpooledMessage) -> bytes:
     _write_all(fd, blob.prefix)
     copied = 0
     with open(blob.path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
+        f.seek(blob.offset)
+        while copied < blob.size and (chunk := f.read(min(COPY_CHUNK, blob.size - copied))):
             digest.update(chunk)
             _write_all(fd, chunk)
             copied += len(chunk)

@@ -257,6 +257,7 @@ class Pop3Session:
         self._in_sasl = False  # the next line is a SASL response
         self._retrieve_top: int | None = None
         self._retrieve_number = 0
+        self._tail = b""  # last bytes of a message being sent in pieces
 
     # -- I/O plumbing ---------------------------------------------------------------
 
@@ -688,6 +689,35 @@ class Pop3Session:
             data = top_of(data, top)
             self._send(b"+OK Top of message follows\r\n")
         self._send(dot_stuff(data))
+        self._send(b".\r\n")
+
+    # A big message for RETR goes out in pieces, so it is never whole in memory:
+    # start_message, message_chunk for each piece in order, end_message.
+
+    def start_message(self, size: int) -> None:
+        if self._wait is not _Wait.RETRIEVE or self._retrieve_top is not None:
+            raise ProtocolUsageError("start_message answers a RETR")
+        self.retrieved.add(self._retrieve_number)
+        self._send(b"+OK %d octets\r\n" % size)
+        self._tail = b"\r\n"  # the start counts as a line start (RFC 1939 §3)
+
+    def message_chunk(self, chunk: bytes) -> None:
+        """Dot-stuff one piece, including a line start that falls between two pieces."""
+        if not chunk:
+            return
+        tail = self._tail
+        if tail.endswith(b"\r\n") and chunk.startswith(b"."):
+            chunk = b"." + chunk
+        elif tail.endswith(b"\r") and chunk.startswith(b"\n."):
+            chunk = b"\n." + chunk[1:]
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
+        self._tail = (tail + stuffed)[-2:]
+        self._send(stuffed)
+
+    def end_message(self) -> None:
+        self._expect(_Wait.RETRIEVE)
+        if self._tail != b"\r\n":
+            self._send(b"\r\n")
         self._send(b".\r\n")
 
     def message_unavailable(

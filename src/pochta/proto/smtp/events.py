@@ -58,10 +58,27 @@ class MessageReady:
     body_8bit: bool  # declared BODY=8BITMIME or BINARYMIME
     smtputf8: bool
     chunked: bool = False  # arrived with BDAT (RFC 3030)
+    # True: ``data`` is only the tail; the rest came before in MessageContent events
+    spooled: bool = False
 
     @property
     def sender(self) -> str:
         return self.mail_from.address
+
+
+@dataclass(frozen=True)
+class MessageContent:
+    """Part of a big message's content, in order (see ``spool_threshold``); needs no
+    decision. ``first`` starts a new message."""
+
+    data: bytes
+    first: bool
+
+
+@dataclass(frozen=True)
+class MessageDiscarded:
+    """The message whose content went out in MessageContent events was refused (too big,
+    bad line endings, RSET, ...): the shell throws its spool away. Needs no decision."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,8 @@ PAUSED = Paused()
 Event = (
     MailFrom
     | RcptTo
+    | MessageContent
+    | MessageDiscarded
     | MessageReady
     | StartTLS
     | AuthStart

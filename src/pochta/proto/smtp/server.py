@@ -49,6 +49,12 @@ Decisions documented here (where the RFCs leave a choice):
 * ``RCPT TO:<Postmaster>`` becomes ``Postmaster@<hostname>`` (RFC 5321 4.1.1.3).
 * ``BODY=BINARYMIME`` is accepted only with ``SessionParams.binarymime`` (default off,
   since relaying it needs a BINARYMIME-capable next hop); otherwise ``555 5.5.4``.
+* Big messages are not held whole: once ``spool_threshold`` bytes of content are
+  buffered, the core hands them out as ``MessageContent`` events (no decision needed; the
+  shell writes them to a spool file) and the final ``MessageReady`` carries the rest with
+  ``spooled=True``. A message refused after some content was handed out ends with
+  ``MessageDiscarded``. BDAT content is checked (line length, bare CR/LF) as it arrives,
+  a CR at a chunk's end being held until the next byte shows whether an LF follows.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ from pochta.proto.smtp.events import (
     ConnectionClosed,
     Event,
     MailFrom,
+    MessageContent,
+    MessageDiscarded,
     MessageReady,
     RcptTo,
     StartTLS,
@@ -107,6 +115,7 @@ class SessionParams:
     require_auth: bool = False
     smtputf8: bool = True
     binarymime: bool = False  # advertise BINARYMIME and accept BODY=BINARYMIME
+    spool_threshold: int = 0  # hand content out in MessageContent events past this (0: never)
 
     def __post_init__(self) -> None:
         if self.bare_lf not in ("reject", "normalize"):
@@ -164,6 +173,9 @@ class ServerSession:
         self._msg_size = 0
         self._msg_error: Reply | None = None
         self._line_start = True
+        self._spooled = False  # some content of this message went out as MessageContent
+        self._bd_line = 0  # BDAT: length of the current line so far
+        self._bd_cr = False  # BDAT: the last chunk ended in a CR not yet placed
         # BDAT chunk being read
         self._chunk_left = 0
         self._chunk_size = 0
@@ -310,6 +322,10 @@ class ServerSession:
         self._pending = event
         self._events.append(event)
 
+    def _notify(self, event: MessageContent | MessageDiscarded) -> None:
+        """An event the shell acts on without a decision (the core goes on)."""
+        self._events.append(event)
+
     def _send(self, reply: Reply) -> None:
         if self.closed:
             return
@@ -341,9 +357,17 @@ class ServerSession:
         self._rcpt_attempted = False
         self._bdat_active = False
         self._bdat_error = None
+        self._discard_spooled()
         self._msg = bytearray()
         self._msg_size = 0
         self._msg_error = None
+        self._bd_line = 0
+        self._bd_cr = False
+
+    def _discard_spooled(self) -> None:
+        if self._spooled:
+            self._spooled = False
+            self._notify(MessageDiscarded())
 
     def _process(self) -> None:
         while not self._events and self._pending is None and not self.closed:
@@ -706,11 +730,14 @@ class ServerSession:
         self._msg_size = 0
         self._msg_error = None
         self._line_start = True
+        self._bd_line = 0
+        self._bd_cr = False
 
     def _fail_message(self, reply: Reply) -> None:
         if self._msg_error is None:
             self._msg_error = reply
         self._msg = bytearray()  # stop holding memory for a refused message
+        self._discard_spooled()
 
     def _add_content(self, data: bytes) -> None:
         self._msg_size += len(data)
@@ -718,6 +745,11 @@ class ServerSession:
             self._fail_message(replies.MESSAGE_TOO_BIG)
         if self._msg_error is None:
             self._msg += data
+            threshold = self.params.spool_threshold
+            if threshold and len(self._msg) >= threshold:
+                self._notify(MessageContent(bytes(self._msg), first=not self._spooled))
+                self._spooled = True
+                self._msg = bytearray()
 
     def _read_data(self) -> bool:
         """Consume DATA lines; only CRLF "." CRLF ends the message (RFC 5321 4.1.1.4)."""
@@ -770,7 +802,7 @@ class ServerSession:
         n = min(len(buf), self._chunk_left)
         if n:
             if self._chunk_reply is None:
-                self._add_content(bytes(buf[:n]))
+                self._bdat_content(bytes(buf[:n]))
             del buf[:n]
             self._chunk_left -= n
         if self._chunk_left:
@@ -799,25 +831,45 @@ class ServerSession:
         self._finish_message(chunked=True)
         return True
 
-    def _check_chunked_content(self) -> None:
-        """Apply the DATA line rules to a BDAT message (not to BINARYMIME)."""
+    def _bdat_content(self, piece: bytes) -> None:
+        """Apply the DATA line rules to BDAT content as it arrives (not to BINARYMIME)."""
         assert self._mail is not None
-        if self._mail.body == "BINARYMIME":
+        if self._mail.body == "BINARYMIME" or self._msg_error is not None:
+            self._add_content(piece)
             return
-        data = bytes(self._msg)
+        data = (b"\r" if self._bd_cr else b"") + piece
+        self._bd_cr = data.endswith(b"\r")  # its LF may come with the next chunk
+        if self._bd_cr:
+            data = data[:-1]
+        self._bdat_lines(data)
+
+    def _bdat_lines(self, data: bytes) -> None:
         limit = self.params.max_data_line_length
-        # Every line ends in CRLF, so splitting leaves no CR or LF except bare ones.
         lines = data.split(b"\r\n")
-        if any(len(line) > limit for line in lines):
-            self._fail_message(replies.DATA_LINE_TOO_LONG)
-            return
-        if _BARE.search(data.replace(b"\r\n", b"")):
+        # Every CRLF was split away: a CR or LF left in a line is a bare one.
+        if any(_BARE.search(line) for line in lines):
             if self.params.bare_lf == "reject":
                 self._fail_message(replies.BARE_LINE_ENDING)
                 return
-            self._msg = bytearray(
-                b"\r\n".join(_BARE.sub(b"\r\n", line) for line in lines)
-            )
+            lines = [_BARE.sub(b"\r\n", line) for line in lines]
+            data = b"\r\n".join(lines)
+            lines = data.split(b"\r\n")
+        first = self._bd_line + len(lines[0])
+        if first > limit or any(len(line) > limit for line in lines[1:]):
+            self._fail_message(replies.DATA_LINE_TOO_LONG)
+            return
+        self._bd_line = first if len(lines) == 1 else len(lines[-1])
+        self._add_content(data)
+
+    def _check_chunked_content(self) -> None:
+        """The end of a BDAT message: a CR still held is a bare one."""
+        assert self._mail is not None
+        if self._bd_cr and self._mail.body != "BINARYMIME":
+            self._bd_cr = False
+            if self.params.bare_lf == "reject":
+                self._fail_message(replies.BARE_LINE_ENDING)
+            else:
+                self._add_content(b"\r\n")
 
     def _finish_message(self, *, chunked: bool) -> None:
         mail = self._mail
@@ -837,9 +889,11 @@ class ServerSession:
                 body_8bit=mail.body in ("8BITMIME", "BINARYMIME"),
                 smtputf8=mail.smtputf8,
                 chunked=chunked,
+                spooled=self._spooled,
             )
         )
         self._msg = bytearray()
+        self._spooled = False
 
 
 def _b64decode(data: bytes) -> bytes | None:

@@ -24,6 +24,7 @@ from pochta.storage.interfaces import (
     FlagMode,
     LocalTarget,
     RemoteRecipient,
+    SpooledMessage,
     StorageCorrupt,
     StorageFull,
     StoreError,
@@ -404,3 +405,15 @@ async def test_stream_refuses_damaged_bytes_before_the_first_chunk(
                 pytest.fail("a chunk of a damaged blob was given out")
     finally:
         await fresh.close()
+
+
+async def test_a_spooled_message_is_taken_from_its_offset(
+    store: PostgresStore, tmp_path: Path
+) -> None:
+    acc = await alice(store)
+    spool = tmp_path / "spool"
+    body = os.urandom(BLOB_CHUNK + 500)
+    spool.write_bytes(b"x" * 10 + body + b"trailing junk")
+    result = await store.accept(SpooledMessage(str(spool), len(body), b"Received: x\r\n", 10),
+                                ENV, [LocalTarget(acc)])
+    assert await store.read_blob(result.blob_id) == b"Received: x\r\n" + body

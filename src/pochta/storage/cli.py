@@ -13,8 +13,10 @@ import argparse
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from pochta.storage.copy import copy_sqlite_to_postgres, default_progress
 from pochta.storage.factory import open_store, schema_version
 from pochta.storage.interfaces import MailStore
 
@@ -89,6 +91,26 @@ async def cmd_migrate(args: argparse.Namespace, store: MailStore) -> int:
     return 0
 
 
+def cmd_copy(args: argparse.Namespace, config: Any) -> int:
+    """SQLite (this config's data directory) into an empty PostgreSQL database."""
+    if config.storage.backend != "sqlite":
+        print("pochta: store copy reads the embedded (SQLite) store; this config uses "
+              f"{config.storage.backend}")
+        return 1
+    password = None
+    if args.password_file:
+        password = Path(args.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    print(f"copying {config.data_path} into {args.to} (stop the server first) ...",
+          flush=True)
+    report = asyncio.run(copy_sqlite_to_postgres(
+        config.data_path, args.to, password, default_progress))
+    print(f"done in {report.seconds:.1f} s: {report.rows.get('accounts', 0)} account(s), "
+          f"{report.rows.get('messages', 0)} message(s), {report.blob_bytes / 1e6:.1f} MB. "
+          "Now set [storage] backend = \"postgresql\" and dsn, copy the data directory's "
+          "dkim/ and auth-secret to every node, and start pochta serve.")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     st = subparsers.add_parser("store", help="integrity and space of the message store")
     ss = st.add_subparsers(dest="store_command", required=True)
@@ -102,3 +124,10 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_with_store(cmd_compact))
     p = ss.add_parser("migrate-schema", help="bring the store's schema up to this version")
     p.set_defaults(func=_with_store(cmd_migrate))
+    p = ss.add_parser("copy", help="copy this SQLite installation into an empty PostgreSQL "
+                                   "database (UIDVALIDITY, UIDs, MODSEQs kept)")
+    p.add_argument("--to", required=True, metavar="DSN",
+                   help="postgresql://USER@HOST:PORT/DATABASE (no password in it)")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="the database password (else PGPASSWORD or ~/.pgpass)")
+    p.set_defaults(func=cmd_copy)

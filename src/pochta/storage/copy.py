@@ -1,0 +1,215 @@
+"""``pochta store copy --to postgresql://…``: move an embedded installation into
+PostgreSQL, keeping everything an IMAP or POP3 client has synchronised against.
+
+Storage-internal (it knows both schemas, so nothing above the store has to): it reads a
+consistent snapshot of the SQLite index (one read transaction; segments are append-only)
+and writes the PostgreSQL tables in one transaction, row for row with their ids:
+domains, accounts with their argon2id hashes and SCRAM keys, aliases, mailboxes with
+UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, messages with their UIDs, flags, keywords and
+MODSEQs, the expunged list (for QRESYNC), subscriptions, the outbound queue, and every
+referenced blob (checked against its checksum on the way). The target must be empty. DKIM
+keys and the auth secret are files in the data directory: copy them to every node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .interfaces import StorageCorrupt, StoreError
+from .postgres import BLOB_CHUNK, PostgresStore, translate_error
+
+Progress = Callable[[str], None]
+Row = tuple[Any, ...]
+Conn = psycopg.AsyncConnection[Row]
+
+
+@dataclass
+class CopyReport:
+    rows: dict[str, int] = field(default_factory=dict)
+    blob_bytes: int = 0
+    seconds: float = 0.0
+
+
+def _blob(src_dir: Path, row: Row) -> bytes:
+    blob_id, segment, offset, length, data, digest = row
+    body: bytes
+    if data is not None:
+        body = bytes(data)
+    else:
+        path = src_dir / "blobs" / f"{segment}.seg"
+        with open(path, "rb") as f:
+            f.seek(int(offset))
+            body = f.read(int(length))
+    if len(body) != length or (digest is not None
+                               and hashlib.sha256(body).digest() != bytes(digest)):
+        raise StorageCorrupt(f"blob {blob_id} does not match the index: run pochta store "
+                             "verify on the source first")
+    return body
+
+
+async def copy_sqlite_to_postgres(
+    src_dir: Path, dsn: str, password: str | None, progress: Progress = print
+) -> CopyReport:
+    started = time.monotonic()
+    report = CopyReport()
+    db = src_dir / "pochta.db"
+    if not db.exists():
+        raise StoreError(f"{db}: no SQLite store here")
+    target = await PostgresStore.open(dsn, password=password)  # creates/migrates the schema
+    await target.close()
+    src = sqlite3.connect(db)  # only read (a read-only open cannot attach a WAL)
+    try:
+        src.execute("BEGIN")  # one snapshot of the whole index (WAL)
+        kwargs: dict[str, object] = {"password": password} if password else {}
+        try:
+            async with (await psycopg.AsyncConnection.connect(dsn, **kwargs) as conn,  # type: ignore[arg-type]
+                        conn.transaction()):
+                await _refuse_non_empty(conn)
+                await _copy_rows(src, conn, report, progress)
+                await _copy_blobs(src, src_dir, conn, report, progress)
+                await _copy_dependents(src, conn, report, progress)
+                await _set_sequences(src, conn)
+        except psycopg.Error as exc:
+            raise translate_error(exc) from exc
+    finally:
+        src.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _refuse_non_empty(conn: Conn) -> None:
+    for table in ("domains", "accounts", "messages", "queue"):
+        cur = await conn.execute(f"SELECT count(*) FROM {table}".encode())  # noqa: S608
+        row = await cur.fetchone()
+        if row and row[0]:
+            raise StoreError(f"the target already holds {table}: copy only into an empty "
+                             "database (or schema)")
+
+
+async def _insert(conn: Conn, table: str,
+                  columns: str, rows: list[Row]) -> None:
+    if not rows:
+        return
+    marks = ", ".join(["%s"] * len(rows[0]))
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"INSERT INTO {table}({columns}) VALUES ({marks})".encode(), rows  # noqa: S608
+        )
+
+
+async def _copy_rows(src: sqlite3.Connection, conn: Conn,
+                     report: CopyReport, progress: Progress) -> None:
+    tables: list[tuple[str, str, list[Row]]] = [
+        ("domains", "name", src.execute("SELECT name FROM domains").fetchall()),
+        ("accounts",
+         "id, address, password_hash, scram_salt, scram_iterations, scram_stored_key, "
+         "scram_server_key, may_send_as_anyone, quota_bytes, apop_secret, disabled",
+         [(*r[:7], bool(r[7]), r[8], r[9], bool(r[10])) for r in src.execute(
+             "SELECT id, address, password_hash, scram_salt, scram_iterations, "
+             "scram_stored_key, scram_server_key, may_send_as_anyone, quota_bytes, "
+             "apop_secret, disabled FROM accounts")]),
+        ("aliases", "source, targets",
+         [(s, t.split("\n")) for s, t in src.execute("SELECT source, targets FROM aliases")]),
+        ("mailboxes",
+         "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, "
+         "first_recent_uid",
+         src.execute("SELECT id, account_id, name, uidvalidity, uidnext, highestmodseq, "
+                     "special_use, first_recent_uid FROM mailboxes").fetchall()),
+        ("subscriptions", "account_id, name",
+         src.execute("SELECT account_id, name FROM subscriptions").fetchall()),
+    ]
+    for table, columns, rows in tables:
+        await _insert(conn, table, columns, rows)
+        report.rows[table] = len(rows)
+        progress(f"{table}: {len(rows)}")
+    row = src.execute("SELECT value FROM meta WHERE key='last_uidvalidity'").fetchone()
+    if row is not None:  # UIDVALIDITY is never handed out twice, before or after the move
+        await conn.execute(
+            "INSERT INTO counters(name, value) VALUES ('uidvalidity', %s) ON CONFLICT(name) "
+            "DO UPDATE SET value=greatest(counters.value, excluded.value)", (int(row[0]),))
+
+
+async def _copy_blobs(src: sqlite3.Connection, src_dir: Path,
+                      conn: Conn, report: CopyReport,
+                      progress: Progress) -> None:
+    """Every blob a message or a queue item refers to, chunked as the PostgreSQL store
+    keeps them."""
+    rows = src.execute(
+        "SELECT id, segment, offset, length, data, sha256 FROM blobs b WHERE "
+        "EXISTS (SELECT 1 FROM messages m WHERE m.blob_id=b.id) OR "
+        "EXISTS (SELECT 1 FROM queue q WHERE q.blob_id=b.id) ORDER BY id"
+    )
+    now = time.time()
+    count = 0
+    for row in rows:
+        body = _blob(src_dir, row)
+        digest = hashlib.sha256(body).digest()
+        chunks = [body[i:i + BLOB_CHUNK] for i in range(0, len(body), BLOB_CHUNK)] or [b""]
+        await conn.execute(
+            "INSERT INTO blobs(id, length, sha256, chunks, created) VALUES (%s,%s,%s,%s,%s)",
+            (row[0], len(body), digest, len(chunks), now))
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s,%s,%s)",
+                [(row[0], seq, chunk) for seq, chunk in enumerate(chunks)])
+        count += 1
+        report.blob_bytes += len(body)
+        if count % 1000 == 0:
+            progress(f"blobs: {count} ({report.blob_bytes / 1e6:.1f} MB)")
+    report.rows["blobs"] = count
+    progress(f"blobs: {count} ({report.blob_bytes / 1e6:.1f} MB)")
+
+
+async def _copy_dependents(src: sqlite3.Connection,
+                           conn: Conn,
+                           report: CopyReport, progress: Progress) -> None:
+    messages = [
+        (box, uid, blob, size, date, flags.split() if flags else [], modseq)
+        for box, uid, blob, size, date, flags, modseq in src.execute(
+            "SELECT mailbox_id, uid, blob_id, size, internaldate, flags, modseq FROM messages")
+    ]
+    queue = [
+        (id_, mid, blob, Jsonb(json.loads(env)), rcpt, notify, orcpt, state, attempts, nxt,
+         reply, created)
+        for id_, mid, blob, env, rcpt, notify, orcpt, state, attempts, nxt, reply, created
+        in src.execute(
+            "SELECT id, message_id, blob_id, envelope, recipient, notify, orcpt, state, "
+            "attempts, next_attempt, last_reply, created FROM queue")
+    ]
+    tables: list[tuple[str, str, list[Row]]] = [
+        ("messages", "mailbox_id, uid, blob_id, size, internaldate, flags, modseq", messages),
+        ("expunged", "mailbox_id, uid, modseq",
+         src.execute("SELECT mailbox_id, uid, modseq FROM expunged").fetchall()),
+        ("queue", "id, message_id, blob_id, envelope, recipient, notify, orcpt, state, "
+                  "attempts, next_attempt, last_reply, created", queue),
+    ]
+    for table, columns, rows in tables:
+        await _insert(conn, table, columns, rows)
+        report.rows[table] = len(rows)
+        progress(f"{table}: {len(rows)}")
+
+
+async def _set_sequences(src: sqlite3.Connection,
+                         conn: Conn) -> None:
+    """New rows in PostgreSQL continue after the copied ids."""
+    for table in ("accounts", "mailboxes", "blobs", "queue"):
+        await conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+            f"greatest((SELECT coalesce(max(id), 0) FROM {table}), 1))".encode())
+
+
+def default_progress(line: str) -> None:
+    print(f"  {line}", flush=True)
+
+
+__all__ = ["CopyReport", "copy_sqlite_to_postgres", "default_progress"]

@@ -17,6 +17,8 @@ Targets:
             (stock Postfix refuses 50 parallel sessions from one IP); restored afterwards
   aiosmtpd  ../shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
   pochta-w2 the same instance as pochta, run with ``serve --workers 2`` on 2535
+  pochta-pg the same instance on PostgreSQL (a throwaway cluster, fsync on) on 2545
+            (all three move with --port-base)
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
     bench/smtp_inbound.py --report /tmp/smtp-inbound.jsonl      # tables only
@@ -71,8 +73,8 @@ def port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def pochta_server(instance: Path, workers: int = 1, port: int = 2525
-                  ) -> Iterator[dict[str, str]]:
+def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
+                  storage: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N`` with its
     listeners moved by ``port - 2525`` so it can run beside the one-worker target."""
     if not port_free(port):
@@ -84,6 +86,16 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525
         config.write_text(re.sub(r"(?m)^port = (\d+)$",
                                  lambda m: f"port = {int(m.group(1)) + shift}",
                                  config.read_text()))
+    if storage:
+        # the bench user lives in the store: add it again after switching backends
+        config = instance / "pochta.toml"
+        config.write_text(config.read_text() + "\n[storage]\n" + "".join(
+            f"{k} = {json.dumps(v)}\n" for k, v in storage.items()))
+        pochta = [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(config)]
+        subprocess.run([*pochta, "domain", "add", "example.test"], check=True,
+                       capture_output=True)
+        subprocess.run([*pochta, "user", "add", "bench@example.test", "--password-stdin"],
+                       input="bench-pass-123\n", text=True, check=True, capture_output=True)
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve",
@@ -105,6 +117,27 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+@contextlib.contextmanager
+def pochta_pg_server(instance: Path, port: int = 2545) -> Iterator[dict[str, str]]:
+    """The same instance on PostgreSQL: a throwaway cluster (tests/pgcluster.py: fsync on,
+    synchronous_commit on) on a Unix socket; its server's CPU is counted with Pochta's."""
+    sys.path.insert(0, str(ROOT))
+    from tests.pgcluster import PgCluster
+
+    cluster = PgCluster.start()
+    try:
+        dsn = cluster.admin_dsn()
+        with pochta_server(instance, port=port, storage={"backend": "postgresql",
+                                                         "dsn": dsn}) as env:
+            env["DELIVERY_CMD"] = (f"psql {shlex.quote(dsn)} -tAc "
+                                   f"{shlex.quote(INBOX_COUNT_SQL)}")
+            pidfile = cluster.root / "data" / "postmaster.pid"
+            env["CPU_TREES"] += f" postgres:{pidfile}"
+            yield env
+    finally:
+        cluster.stop()
 
 
 def add_refstack_user() -> None:
@@ -198,11 +231,16 @@ def run_matrix(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         targets: dict[str, dict[str, str]] = {}
         for name in args.targets:
+            base = args.port_base
             if name == "pochta":
-                targets[name] = stack.enter_context(pochta_server(workdir / "pochta"))
+                targets[name] = stack.enter_context(pochta_server(workdir / "pochta",
+                                                                  port=base))
+            elif name == "pochta-pg":
+                targets[name] = stack.enter_context(pochta_pg_server(workdir / "pochta-pg",
+                                                                     port=base + 20))
             elif name == "pochta-w2":
                 targets[name] = stack.enter_context(
-                    pochta_server(workdir / "pochta-w2", workers=2, port=2535))
+                    pochta_server(workdir / "pochta-w2", workers=2, port=base + 10))
             elif name == "postfix":
                 targets[name] = stack.enter_context(postfix_tuned())
             elif name == "aiosmtpd":
@@ -268,7 +306,7 @@ def _table(runs: list[dict[str, Any]]) -> None:
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
     labels = sorted({k[0] for k in tried},
-                    key=["pochta", "pochta-w2", "postfix", "aiosmtpd"].index)
+                    key=["pochta", "pochta-w2", "pochta-pg", "postfix", "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)
@@ -327,6 +365,8 @@ def main() -> None:
                         "machine is repeated (the harness default, 0.10, is never met while "
                         "other engineers' test suites run on the same VM)")
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
+    p.add_argument("--port-base", type=int, default=2525,
+                   help="pochta's MTA port; pochta-w2 and pochta-pg use +10 and +20")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

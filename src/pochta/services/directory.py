@@ -8,6 +8,8 @@ a target in a domain we do not host is a remote recipient.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..addresses import AddressError, base_address, normalize_address, split_address
@@ -30,12 +32,28 @@ class Resolution:
             self.remote.append(address)
 
 
+# Which domains are ours changes rarely (`pochta domain add`), and every RCPT asks: the
+# answer is kept this many seconds, saving a store round trip per recipient (PostgreSQL).
+DOMAIN_CACHE_SECONDS = 5.0
+
+
 class Directory:
-    def __init__(self, store: MailStore) -> None:
+    def __init__(self, store: MailStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock
+        self._domains: dict[str, tuple[float, bool]] = {}
 
     async def is_local_domain(self, domain: str) -> bool:
-        return await self.store.has_domain(domain)
+        domain = domain.lower()
+        now = self.clock()
+        cached = self._domains.get(domain)
+        if cached is not None and now - cached[0] < DOMAIN_CACHE_SECONDS:
+            return cached[1]
+        local = await self.store.has_domain(domain)
+        if len(self._domains) > 10_000:
+            self._domains.clear()
+        self._domains[domain] = (now, local)
+        return local
 
     async def resolve(self, address: str) -> Resolution | None:
         """Where mail for ``address`` (in a local domain) goes; None if nobody is there."""
@@ -56,7 +74,7 @@ class Directory:
             return bool(result.local or result.remote)
         seen.add(address)
         _, domain = split_address(address)
-        if not await self.store.has_domain(domain):
+        if not await self.is_local_domain(domain):
             result.add_remote(address)
             return True
         candidates = [address]

@@ -13,13 +13,17 @@ the outbound queue removes it (``strip_return_path``) before relaying.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..maildate import mail_date
 from ..storage.interfaces import AcceptResult, Envelope, LocalTarget, MailStore, RemoteRecipient
 from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
+
+if TYPE_CHECKING:
+    from .sieve import SieveService
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,7 @@ class DeliveryService:
         self.hostname = hostname
         self.on_queued = on_queued
         self.clock = clock
+        self.sieve: SieveService | None = None  # services/sieve.py, set by server/app.py
 
     async def deliver(
         self,
@@ -104,8 +109,11 @@ class DeliveryService:
         trace: TraceInfo,
         recipients: Sequence[str],
         extra_headers: bytes = b"",
+        recipient_of: Mapping[int, str] | None = None,
     ) -> AcceptResult:
-        """Store ``body`` for every target; returns once it is durable."""
+        """Store ``body`` for every target; returns once it is durable. With Sieve, each
+        local target's script decides its mailboxes (``recipient_of``: the RCPT address
+        per account, the envelope "to" of RFC 5228 §5.4); it may raise ``SieveRejected``."""
         queue_id = new_message_id()
         now = self.clock()
         received = received_header(self.hostname, trace, queue_id, recipients, now)
@@ -113,7 +121,12 @@ class DeliveryService:
         if local:
             return_path = b"Return-Path: <" + envelope.sender.encode("utf-8") + b">\r\n"
         data = return_path + extra_headers + received + body
-        result = await self.store.accept(data, envelope, local, remote, message_id=queue_id)
+        if self.sieve is not None and local:
+            result = await self.sieve.accept(data, envelope, local, remote, queue_id,
+                                             recipient_of, trace.client_ip)
+        else:
+            result = await self.store.accept(data, envelope, local, remote,
+                                             message_id=queue_id)
         if remote and self.on_queued is not None:
             self.on_queued()
         return result

@@ -217,7 +217,9 @@ class _Checker:
         for t in cmd.tests:
             self.test(t)
         if cmd.name == "require":
-            for ext in pos[0]:
+            exts = pos[0]
+            assert isinstance(exts, list)
+            for ext in exts:
                 if ext not in self.extensions:
                     raise SieveSyntaxError(cmd.line, f'unsupported extension "{ext}"')
                 self.requires.add(ext)
@@ -370,9 +372,9 @@ class _Checker:
             assert isinstance(var, str)
             if not _VAR_NAME.match(var) or var[0].isdigit():
                 raise SieveSyntaxError(line, f'invalid variable name "{var}"')
-        if name in ("setflag", "addflag", "removeflag") and pos[0] is not None:
-            if not isinstance(pos[0], str) or not _VAR_NAME.match(pos[0]):
-                raise SieveSyntaxError(line, f"{name}: invalid variable name")
+        if name in ("setflag", "addflag", "removeflag") and pos[0] is not None and (
+                not isinstance(pos[0], str) or not _VAR_NAME.match(pos[0])):
+            raise SieveSyntaxError(line, f"{name}: invalid variable name")
         if name in ("setflag", "addflag", "removeflag", "hasflag") and pos[0] is not None:
             self.need("variables", f"{name} with a variable", line)
         if name == "include":
@@ -401,8 +403,6 @@ class _Checker:
                 raise SieveSyntaxError(line, "fileinto: empty mailbox name")
         if name == "size" and not tags:
             raise SieveSyntaxError(line, "size needs :over or :under")
-        if name == "global" or name == "include":
-            pass
 
 
 def _plausible(address: str) -> bool:

@@ -10,6 +10,7 @@ until the caller acts on the ``Result``, so a rerun is safe (and rare: one per
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -135,7 +136,7 @@ class SieveRuntimeError(Exception):
         self.message = message
 
 
-class NeedLookup(Exception):  # noqa: N818 - a request, not an error
+class NeedLookup(Exception):
     """The run needs ``Context.known[key]`` (is this duplicate id already recorded?)."""
 
     def __init__(self, key: str) -> None:
@@ -143,11 +144,11 @@ class NeedLookup(Exception):  # noqa: N818 - a request, not an error
         self.key = key
 
 
-class _Stop(Exception):  # noqa: N818
+class _Stop(Exception):
     pass
 
 
-class _Return(Exception):  # noqa: N818
+class _Return(Exception):
     pass
 
 
@@ -267,10 +268,8 @@ class Interpreter:
     # --- entry ----------------------------------------------------------------------------
 
     def run(self, script: Script) -> Result:
-        try:
+        with contextlib.suppress(_Stop):
             self._run_script(script, depth=0)
-        except _Stop:
-            pass
         return self._finish()
 
     def _run_script(self, script: Script, depth: int) -> None:
@@ -346,7 +345,7 @@ class Interpreter:
             else:
                 self._command(cmd)
 
-    def _command(self, cmd: Command) -> None:  # noqa: C901 - one dispatch, flat
+    def _command(self, cmd: Command) -> None:
         tags, pos = strings_of(cmd)
         name, line = cmd.name, cmd.line
         if name == "require":
@@ -423,10 +422,7 @@ class Interpreter:
     def _flag_command(self, name: str, pos: list[object]) -> None:
         var = pos[0]
         new = _split_flags(self._l(pos[1]))
-        if var is None:
-            current = self.flags
-        else:
-            current = set(_split_flags([self._get_var(str(var))]))
+        current = self.flags if var is None else set(_split_flags([self._get_var(str(var))]))
         if name == "setflag":
             current = set(new)
         elif name == "addflag":
@@ -600,7 +596,7 @@ class Interpreter:
 
     # --- tests ----------------------------------------------------------------------------
 
-    def _test(self, test: Test) -> bool:  # noqa: C901 - one dispatch, flat
+    def _test(self, test: Test) -> bool:
         name = test.name
         if name == "true":
             return True
@@ -759,17 +755,17 @@ class Interpreter:
                 candidates.append(parsed)
             if not candidates:
                 return False
-        values = []
+        values: list[str] = []
         for when in candidates:
             if zone is not None:
                 when = when.astimezone(_zone(self._s(zone)))
             elif not tags.get("originalzone"):
                 when = when.astimezone(dt.timezone(dt.timedelta(
                     minutes=self.ctx.tz_offset_minutes)))
-            value = _date_part(when, part.lower())
-            if value is None:
+            got = _date_part(when, part.lower())
+            if got is None:
                 return False
-            values.append(value)
+            values.append(got)
         return self._match(values, keys, match)
 
     # --- matching -------------------------------------------------------------------------

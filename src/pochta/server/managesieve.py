@@ -121,7 +121,7 @@ class ManageSieveHandler:
                 log.error("store failure: %s", exc)
                 self.session.no("TRYLATER", "Temporary storage failure, try again")
 
-    async def _dispatch(self, event: object) -> None:  # noqa: C901 - one dispatch, flat
+    async def _dispatch(self, event: object) -> None:
         s = self.session
         if isinstance(event, StartTLS):
             self.flush()
@@ -180,7 +180,7 @@ class ManageSieveHandler:
             return str(exc)
         return None
 
-    async def _script_command(self, event: object, account_id: int) -> None:  # noqa: C901
+    async def _script_command(self, event: object, account_id: int) -> None:
         s = self.session
         if isinstance(event, HaveSpace):
             if not valid_name(event.name):

@@ -60,10 +60,12 @@ from ..sieve.autoreply import (
 from ..sieve.settings import SieveConfig
 from ..storage.interfaces import (
     AcceptResult,
+    AlreadyExists,
     Envelope,
     LocalTarget,
     MailStore,
     RemoteRecipient,
+    StoreError,
 )
 from ..storage.rules import new_message_id
 
@@ -283,12 +285,22 @@ class SieveService:
             mailbox = action.mailbox
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
-            elif not (action.create or self.config.fileinto_autocreate) and (
-                    await self.store.get_mailbox(decision.account_id, mailbox) is None):
-                log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox (use "
-                            ":create); kept in %s", decision.recipient, decision.script,
-                            mailbox, fallback)
-                mailbox = fallback
+            elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
+                if action.create or self.config.fileinto_autocreate:
+                    try:
+                        await self.store.create_mailbox(decision.account_id, mailbox,
+                                                        subscribe=True)
+                    except AlreadyExists:
+                        pass  # a concurrent delivery made it
+                    except StoreError as exc:
+                        log.warning("sieve user=%s: fileinto :create %r failed (%s); kept "
+                                    "in %s", decision.recipient, mailbox, exc, fallback)
+                        mailbox = fallback
+                else:
+                    log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox "
+                                "(use :create); kept in %s", decision.recipient,
+                                decision.script, mailbox, fallback)
+                    mailbox = fallback
             out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
         return out
 

@@ -137,11 +137,11 @@ class Capabilities:
     owner: str | None = None  # RFC 5804 §1.7: the authenticated user
 
 
-class _Literal(Exception):  # noqa: N818 - control flow inside the parser
+class _Literal(Exception):
     pass
 
 
-class SyntaxProblem(Exception):  # noqa: N818
+class SyntaxProblem(Exception):
     pass
 
 

@@ -202,15 +202,16 @@ class SieveService:
         except (OSError, UnicodeDecodeError):
             return None
 
-    async def load(self, account_id: int) -> tuple[str, Script,
-                                                   dict[tuple[str, str], Script | None]] | None:
-        """The active script of the account with its includes; None if it has none."""
-        active = await self.store.get_active_sieve_script(account_id)
+    async def load(self, account_id: int, source: tuple[str, str] | None = None
+                   ) -> tuple[str, Script, dict[tuple[str, str], Script | None]] | None:
+        """The active script of the account (or ``source``: name and text) with its
+        includes; None if it has none."""
+        active = source or await self.store.get_active_sieve_script(account_id)
         if active is None:
             return None
-        name, source = active
+        name, text = active
         try:
-            script = self.compile(source, name)
+            script = self.compile(text, name)
         except SieveSyntaxError as exc:
             raise SieveLoadError(f"script {name!r}: {exc}") from None
         scripts: dict[tuple[str, str], Script | None] = {}
@@ -221,13 +222,14 @@ class SieveService:
     # --- one recipient ---------------------------------------------------------------------
 
     async def decide(self, message: SieveMessage, envelope: Envelope, account_id: int,
-                     recipient: str | None = None, client_ip: str = "") -> Decision:
+                     recipient: str | None = None, client_ip: str = "",
+                     source: tuple[str, str] | None = None) -> Decision:
         """Run the account's script; on any failure the decision is keep (with the error)."""
         account = await self.store.get_account_by_id(account_id)
         user = account.address if account is not None else ""
         rcpt = recipient or user
         try:
-            loaded = await self.load(account_id)
+            loaded = await self.load(account_id, source)
         except SieveLoadError as exc:
             return Decision(account_id, rcpt, None, None, str(exc))
         if loaded is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Instance, Server, need_tool, run_tool, start_instance
+from tests.conftest import USERS, Instance, Server, need_tool, run_tool, start_instance
 
 LISTENERS = [
     {"role": "managesieve", "port": 0, "tls": "starttls", "address": "127.0.0.1"},
@@ -26,7 +26,7 @@ async def server(instance: Instance) -> AsyncIterator[Server]:
         await srv.store.close()
 
 
-async def sieve_connect(server: Server, *args: str, password: str = "alice-pass"
+async def sieve_connect(server: Server, *args: str, password: str = USERS["alice@example.test"]
                         ) -> tuple[int, str]:
     tool = need_tool("sieve-connect")
     return await run_tool(

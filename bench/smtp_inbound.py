@@ -69,20 +69,31 @@ def port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def pochta_server(instance: Path) -> Iterator[dict[str, str]]:
-    if not port_free(2525):
-        raise SystemExit("smtp_inbound: 127.0.0.1:2525 is in use (another Pochta?)")
+def pochta_server(instance: Path, sieve: Path | None = None) -> Iterator[dict[str, str]]:
+    """``sieve``: an active script for bench@example.test, on a second instance whose
+    ports are the demo ports + 1 (MTA 2526), so both run side by side."""
+    port = 2525 if sieve is None else 2526
+    if not port_free(port):
+        raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
     subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
+    pochta = str(ROOT / ".venv" / "bin" / "pochta")
+    if sieve is not None:
+        cfg = instance / "pochta.toml"
+        cfg.write_text("\n".join(
+            f"port = {int(line.split('=')[1]) + 1}" if line.startswith("port = ") else line
+            for line in cfg.read_text().splitlines()) + "\n")
+        subprocess.run([pochta, "-c", str(cfg), "sieve", "put", "bench@example.test",
+                        str(sieve), "--activate"], check=True)
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve"],
+        [pochta, "-c", str(instance / "pochta.toml"), "serve"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(2525)
+        wait_port(port)
         db = instance / "data" / "pochta.db"
         yield {
-            "TARGET_PORT": "2525",
+            "TARGET_PORT": str(port),
             "RCPT": "bench@example.test",
             "DELIVERY_CMD": f"sqlite3 -readonly {shlex.quote(str(db))} "
                             f"{shlex.quote(INBOX_COUNT_SQL)}",
@@ -187,6 +198,9 @@ def run_matrix(args: argparse.Namespace) -> None:
         for name in args.targets:
             if name == "pochta":
                 targets[name] = stack.enter_context(pochta_server(workdir / "pochta"))
+            elif name == "pochta-sieve":
+                targets[name] = stack.enter_context(pochta_server(
+                    workdir / "pochta-sieve", ROOT / "bench" / "sieve-50-rules.sieve"))
             elif name == "postfix":
                 targets[name] = stack.enter_context(postfix_tuned())
             elif name == "aiosmtpd":
@@ -251,7 +265,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
         # shared VM nearly all are, and the targets run interleaved under the same load.
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
-    labels = sorted({k[0] for k in tried}, key=["pochta", "postfix", "aiosmtpd"].index)
+    labels = sorted({k[0] for k in tried},
+                    key=["pochta", "pochta-sieve", "postfix", "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)

@@ -225,15 +225,15 @@ class SieveService:
                      recipient: str | None = None, client_ip: str = "",
                      source: tuple[str, str] | None = None) -> Decision:
         """Run the account's script; on any failure the decision is keep (with the error)."""
-        account = await self.store.get_account_by_id(account_id)
-        user = account.address if account is not None else ""
-        rcpt = recipient or user
         try:
             loaded = await self.load(account_id, source)
         except SieveLoadError as exc:
-            return Decision(account_id, rcpt, None, None, str(exc))
-        if loaded is None:
-            return Decision(account_id, rcpt, None, None)
+            return Decision(account_id, recipient or "", None, None, str(exc))
+        if loaded is None:  # no active script: one indexed query and nothing else
+            return Decision(account_id, recipient or "", None, None)
+        account = await self.store.get_account_by_id(account_id)
+        user = account.address if account is not None else ""
+        rcpt = recipient or user
         name, script, scripts = loaded
         now = self.clock()
         ctx = Context(

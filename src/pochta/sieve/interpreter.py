@@ -161,6 +161,11 @@ def _casemap(s: str) -> str:
     return s.translate(_ASCII_LOWER)
 
 
+@lru_cache(maxsize=4096)
+def _folded_set(keys: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_casemap(k) for k in keys)
+
+
 def _numeric(s: str) -> float:
     """i;ascii-numeric (RFC 4790 §9.1): the leading digits; none = positive infinity."""
     m = re.match(r"\d+", s)
@@ -555,7 +560,9 @@ class Interpreter:
         return None if v is None else self._s(v)
 
     def _l(self, value: object) -> list[str]:
-        items = value if isinstance(value, list) else [value]
+        items: list[str] = value if isinstance(value, list) else [str(value)]
+        if self.frame is None or not self.frame.uses_variables:
+            return items  # constants: the checker's list itself (never modified)
         return [self._s(v) for v in items]
 
     def _expand(self, s: str) -> str:
@@ -609,7 +616,9 @@ class Interpreter:
         if name == "anyof":
             return any(self._test(t) for t in test.tests)
         tags, pos = strings_of(test)
-        match = _Match.of(tags)
+        match = test.extra.get("match")
+        if not isinstance(match, _Match):
+            match = test.extra["match"] = _Match.of(tags)
         if name == "header":
             values = [v for h in self._l(pos[0]) for v in self._indexed(self.msg.headers(h),
                                                                         tags)]
@@ -785,12 +794,12 @@ class Interpreter:
             if comparator == "i;ascii-numeric":
                 return any(_cmp(v, k, comparator) == 0 for v in values for k in keys)
             if fold:
-                lowered = {_casemap(k) for k in keys}
+                lowered = _folded_set(tuple(keys))
                 return any(_casemap(v) in lowered for v in values)
             return any(v in keys for v in values)
         if m.kind == "contains":
             if fold:
-                lk = [_casemap(k) for k in keys]
+                lk = _folded_set(tuple(keys))
                 return any(k in _casemap(v) for v in values for k in lk)
             return any(k in v for v in values for k in keys)
         for k in keys:

@@ -41,6 +41,7 @@ class SieveMessage:
         self.size = len(data)
         self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
         self._by_name: dict[str, list[str]] | None = None
+        self._addresses: dict[str, list[str]] = {}
         self._parsed: Message | None = None
         self._bodies: dict[tuple[str, ...], list[str]] = {}
         self.edited = False
@@ -52,6 +53,7 @@ class SieveMessage:
             self.data, self._head, self._body, self.size)
         other._fields = self.fields
         other._by_name = self._by_name
+        other._addresses = self._addresses
         other._parsed = self._parsed
         other._bodies = self._bodies
         other.edited = False
@@ -85,11 +87,12 @@ class SieveMessage:
 
     def addresses(self, name: str) -> list[str]:
         """Addresses of the field's values (RFC 5228 §5.1: groups give their members)."""
-        out: list[str] = []
-        for value in self.headers(name):
-            for _, addr in getaddresses([value]):
-                out.append(addr)
-        return out
+        key = name.lower()
+        cached = self._addresses.get(key)
+        if cached is None:
+            cached = [addr for value in self.headers(name) for _, addr in getaddresses([value])]
+            self._addresses[key] = cached
+        return cached
 
     # --- editheader (RFC 5293) -----------------------------------------------------------
 
@@ -121,6 +124,7 @@ class SieveMessage:
     def _set_fields(self, fields: list[tuple[str, str, str]]) -> None:
         self._fields = fields
         self._by_name = None
+        self._addresses = {}
         self.edited = True
 
     def render(self) -> bytes:
@@ -136,6 +140,22 @@ class SieveMessage:
     def raw_body(self) -> bytes:
         return self._body
 
+    def _simple_text(self) -> str | None:
+        """The body of a plain, unencoded text/plain message without the MIME parser
+        (most mail a filter sees), else None."""
+        ctypes = self.headers("content-type")
+        ctype = ctypes[0].lower() if ctypes else "text/plain"
+        if not ctype.startswith("text/plain") or len(ctypes) > 1:
+            return None
+        cte = self.headers("content-transfer-encoding")
+        if cte and cte[0].strip().lower() not in ("7bit", "8bit", "binary"):
+            return None
+        m = re.search(r'charset\s*=\s*"?([^";\s]+)', ctype)
+        try:
+            return self._body.decode(m.group(1) if m else "utf-8", "replace")
+        except LookupError:
+            return self._body.decode("utf-8", "replace")
+
     def _message(self) -> Message:
         if self._parsed is None:
             self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
@@ -147,6 +167,10 @@ class SieveMessage:
         cached = self._bodies.get(content_types)
         if cached is not None:
             return cached
+        simple = self._simple_text()
+        if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
+            self._bodies[content_types] = [simple]
+            return [simple]
         out: list[str] = []
         msg = self._message()
         for part in msg.walk():

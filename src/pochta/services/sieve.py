@@ -148,7 +148,7 @@ class SieveService:
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
         self.verdict = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._addresses: dict[int, str] = {}
 
     # --- scripts ---------------------------------------------------------------------------
 
@@ -231,8 +231,7 @@ class SieveService:
             return Decision(account_id, recipient or "", None, None, str(exc))
         if loaded is None:  # no active script: one indexed query and nothing else
             return Decision(account_id, recipient or "", None, None)
-        account = await self.store.get_account_by_id(account_id)
-        user = account.address if account is not None else ""
+        user = await self._address_of(account_id)
         rcpt = recipient or user
         name, script, scripts = loaded
         now = self.clock()
@@ -263,6 +262,17 @@ class SieveService:
                 return Decision(account_id, rcpt, name, None, f"script {name!r}: too deep")
             return Decision(account_id, rcpt, name, result)
         return Decision(account_id, rcpt, name, None, "too many duplicate tests")
+
+    async def _address_of(self, account_id: int) -> str:
+        """The account's address (an account keeps its address for life: cached)."""
+        address = self._addresses.get(account_id)
+        if address is None:
+            account = await self.store.get_account_by_id(account_id)
+            address = account.address if account is not None else ""
+            if len(self._addresses) > 100_000:
+                self._addresses.clear()
+            self._addresses[account_id] = address
+        return address
 
     def _environment(self, client_ip: str) -> dict[str, str]:
         """RFC 5183 §4 items."""

@@ -800,7 +800,7 @@ class Interpreter:
         if m.kind == "contains":
             if fold:
                 lk = _folded_set(tuple(keys))
-                return any(k in _casemap(v) for v in values for k in lk)
+                return any(k in lv for lv in map(_casemap, values) for k in lk)
             return any(k in v for v in values for k in keys)
         for k in keys:
             if m.kind == "matches":

@@ -151,6 +151,10 @@ class ManageSieveHandler:
         else:
             assert self.account is not None
             await self._script_command(event, self.account.id)
+            sieve = self.ctx.extras.get("sieve")
+            if sieve is not None and isinstance(event, (PutScript, SetActive, DeleteScript,
+                                                         RenameScript)):
+                sieve.forget(self.account.id)  # delivery in this process sees it at once
 
     async def _outcome(self, outcome: Outcome) -> None:
         s = self.session

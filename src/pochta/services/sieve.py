@@ -148,7 +148,8 @@ class SieveService:
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
         self.verdict = None
-        self._addresses: dict[int, str] = {}
+        self._addresses: dict[int, tuple[str, float]] = {}
+        self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
 
     # --- scripts ---------------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class SieveService:
                    ) -> tuple[str, Script, dict[tuple[str, str], Script | None]] | None:
         """The active script of the account (or ``source``: name and text) with its
         includes; None if it has none."""
-        active = source or await self.store.get_active_sieve_script(account_id)
+        active = source or await self._active_script(account_id)
         if active is None:
             return None
         name, text = active
@@ -263,15 +264,37 @@ class SieveService:
             return Decision(account_id, rcpt, name, result)
         return Decision(account_id, rcpt, name, None, "too many duplicate tests")
 
+    async def _active_script(self, account_id: int) -> tuple[str, str] | None:
+        """The active script, reused for ``script_cache_seconds`` (one indexed query
+        per account and period instead of one per delivery)."""
+        ttl = self.config.script_cache_seconds
+        now = time.monotonic()
+        hit = self._active.get(account_id)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = await self.store.get_active_sieve_script(account_id)
+        if ttl > 0:
+            if len(self._active) > 100_000:
+                self._active.clear()
+            self._active[account_id] = (now, value)
+        return value
+
+    def forget(self, account_id: int) -> None:
+        """The account's scripts changed (ManageSieve in this process): read them again."""
+        self._active.pop(account_id, None)
+
     async def _address_of(self, account_id: int) -> str:
-        """The account's address (an account keeps its address for life: cached)."""
-        address = self._addresses.get(account_id)
-        if address is None:
-            account = await self.store.get_account_by_id(account_id)
-            address = account.address if account is not None else ""
-            if len(self._addresses) > 100_000:
-                self._addresses.clear()
-            self._addresses[account_id] = address
+        """The account's address, cached for a minute (a removed account's id may be
+        given to a new account)."""
+        now = time.monotonic()
+        cached = self._addresses.get(account_id)
+        if cached is not None and now - cached[1] < 60:
+            return cached[0]
+        account = await self.store.get_account_by_id(account_id)
+        address = account.address if account is not None else ""
+        if len(self._addresses) > 100_000:
+            self._addresses.clear()
+        self._addresses[account_id] = (address, now)
         return address
 
     def _environment(self, client_ip: str) -> dict[str, str]:

@@ -72,6 +72,7 @@ class Spec:
     pos: str  # positional kinds: s (string), l (string list), n (number); "?" = optional
     tags: dict[str, _T]
     tests: int = 0  # 0 none, 1 exactly one, -1 a list of at least one
+    block: bool = False  # takes a block (if/elsif/else; test-only extensions)
 
 
 def _spec(ext: str | None, pos: str, *tag_maps: dict[str, _T], tests: int = 0) -> Spec:
@@ -177,9 +178,12 @@ def decode_encoded_characters(s: str) -> str:
 
 
 class _Checker:
-    def __init__(self, limits: Limits, extensions: frozenset[str]) -> None:
+    def __init__(self, limits: Limits, extensions: frozenset[str],
+                 commands: dict[str, Spec], tests: dict[str, Spec]) -> None:
         self.limits = limits
         self.extensions = extensions
+        self.commands = commands
+        self.tests = tests
         self.requires: set[str] = set()
         self.includes: list[tuple[str, str]] = []
 
@@ -202,14 +206,14 @@ class _Checker:
             previous = cmd.name
 
     def command(self, cmd: Command) -> None:
-        spec = COMMANDS.get(cmd.name)
+        spec = self.commands.get(cmd.name)
         if spec is None:
             raise SieveSyntaxError(cmd.line, f"unknown command {cmd.name}")
         self.need(spec.ext, f"command {cmd.name}", cmd.line)
         tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line)
         cmd.extra["tags"], cmd.extra["pos"] = tags, pos
         self.test_count(cmd.name, spec, cmd.tests, cmd.line)
-        wants_block = cmd.name in ("if", "elsif", "else")
+        wants_block = cmd.name in ("if", "elsif", "else") or spec.block
         if wants_block and cmd.block is None:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
         if not wants_block and cmd.block is not None:
@@ -232,7 +236,7 @@ class _Checker:
             self.block(cmd.block, top=False)
 
     def test(self, t: Test) -> None:
-        spec = TESTS.get(t.name)
+        spec = self.tests.get(t.name)
         if spec is None:
             raise SieveSyntaxError(t.line, f"unknown test {t.name}")
         self.need(spec.ext, f"test {t.name}", t.line)
@@ -350,7 +354,7 @@ class _Checker:
             if isinstance(r, str) and r.lower() not in RELATIONS:
                 raise SieveSyntaxError(line, f':{rel} "{r}": relation must be one of '
                                        f"{', '.join(RELATIONS)}")
-        if "last" in tags and "index" not in tags and name != "addheader":
+        if "last" in tags and "index" not in tags and name not in ("addheader", "duplicate"):
             raise SieveSyntaxError(line, ":last needs :index")
         if "regex" in tags and "variables" not in self.requires:
             keys = pos[-1]
@@ -411,15 +415,20 @@ def _plausible(address: str) -> bool:
 
 
 def compile_script(source: str, name: str = "", limits: Limits | None = None,
-                   extensions: frozenset[str] = EXTENSIONS) -> Script:
-    """Parse and check a script; raises ``SieveSyntaxError`` (with its line)."""
+                   extensions: frozenset[str] = EXTENSIONS,
+                   extra_commands: dict[str, Spec] | None = None,
+                   extra_tests: dict[str, Spec] | None = None) -> Script:
+    """Parse and check a script; raises ``SieveSyntaxError`` (with its line).
+    ``extra_*``: commands and tests of a test-only extension (their evaluation is
+    ``Context.handlers``)."""
     limits = limits or Limits()
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > limits.max_script_size:
         raise SieveSyntaxError(1, f"script is {size} bytes, more than the limit of "
                                f"{limits.max_script_size}")
     commands = parse(source)
-    checker = _Checker(limits, extensions)
+    checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
+                       {**TESTS, **(extra_tests or {})})
     checker.block(commands, top=True)
     return Script(name, commands, frozenset(checker.requires), checker.includes, size)
 

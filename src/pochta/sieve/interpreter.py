@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -49,6 +49,9 @@ class Context:
     scripts: dict[tuple[str, str], Script | None] = field(default_factory=dict)  # includes
     limits: Limits = field(default_factory=Limits)
     subaddress_separator: str = "+"
+    # commands and tests of a test-only extension: name -> fn(interpreter, node)
+    handlers: dict[str, Callable[[Interpreter, Command | Test], object]] = field(
+        default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,9 +373,8 @@ class Interpreter:
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
-            address = self._s(pos[0]).strip()
-            if address.startswith("<") and address.endswith(">"):
-                address = address[1:-1]
+            raw = self._s(pos[0]).strip()
+            address = parseaddr(raw)[1] if "<" in raw or '"' in raw else raw
             local, _, domain = address.rpartition("@")
             if not local or not domain or any(c in address for c in " \t\r\n<>,;"):
                 raise SieveRuntimeError(line, f"redirect: invalid address {address!r}")
@@ -416,6 +418,8 @@ class Interpreter:
             self._addheader(tags, pos, line)
         elif name == "deleteheader":
             self._deleteheader(tags, pos, line)
+        elif name in self.ctx.handlers:
+            self.ctx.handlers[name](self, cmd)
         else:  # pragma: no cover - the checker knows every command
             raise SieveRuntimeError(line, f"unknown command {name}")
 
@@ -700,6 +704,8 @@ class Interpreter:
         if name == "virustest":
             value = "0" if self.ctx.virus_score is None else str(self.ctx.virus_score)
             return self._match([value], [self._s(pos[0])], match)
+        if name in self.ctx.handlers:
+            return bool(self.ctx.handlers[name](self, test))
         raise SieveRuntimeError(test.line, f"unknown test {name}")  # pragma: no cover
 
     @staticmethod

@@ -34,6 +34,10 @@ class SieveConfig:
         "envelope sender of redirected copies: recipient (the redirecting user: SPF passes "
         "for our domain, bounces go to the user) or original (the message's sender; SPF "
         "fails at the next hop unless it forwards with SRS)"))
+    script_cache_seconds: float = field(default=2.0, metadata=_doc(
+        "how long a process reuses an account's active script before reading it again; "
+        "ManageSieve changes apply at once in the process that made them, changes from "
+        "`pochta sieve` or another worker within this time (0: read on every delivery)"))
     global_dir: str = field(default="sieve-global", metadata=_doc(
         "folder (relative to the config file) of scripts that include :global names"))
 
@@ -52,6 +56,8 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_redirects: must be >= 0")
     if not 0 <= cfg.vacation_min_days <= cfg.vacation_max_days:
         problems.append("sieve.vacation_min_days: must be from 0 to vacation_max_days")
+    if cfg.script_cache_seconds < 0:
+        problems.append("sieve.script_cache_seconds: must be >= 0")
     if cfg.redirect_sender not in ("recipient", "original"):
         problems.append("sieve.redirect_sender: must be recipient or original")
     return problems

@@ -78,7 +78,7 @@ TESTS = {
 }
 
 
-class _Fail(Exception):  # noqa: N818
+class _Fail(Exception):
     pass
 
 

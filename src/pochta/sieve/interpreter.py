@@ -429,20 +429,21 @@ class Interpreter:
         return frozenset(self.flags)
 
     def _flag_command(self, name: str, pos: list[object]) -> None:
+        """RFC 5232 §5: flags are a space-separated set, first occurrence kept in order."""
         var = pos[0]
         new = _split_flags(self._l(pos[1]))
-        current = self.flags if var is None else set(_split_flags([self._get_var(str(var))]))
+        current = sorted(self.flags) if var is None else _split_flags([self._get_var(str(var))])
         if name == "setflag":
-            current = set(new)
+            current = new
         elif name == "addflag":
-            current |= set(new)
+            current = _split_flags(current + new)
         else:
             lowered = {f.lower() for f in new}
-            current = {f for f in current if f.lower() not in lowered}
+            current = [f for f in current if f.lower() not in lowered]
         if var is None:
-            self.flags = current
+            self.flags = set(current)
         else:
-            self._set_var(str(var), " ".join(sorted(current)))
+            self._set_var(str(var), " ".join(current))
 
     def _set(self, tags: dict[str, object], pos: list[object]) -> None:
         value = self._s(pos[1])
@@ -608,6 +609,11 @@ class Interpreter:
     # --- tests ----------------------------------------------------------------------------
 
     def _test(self, test: Test) -> bool:
+        fast = test.extra.get("fast", _UNSET)
+        if fast is _UNSET:
+            fast = test.extra["fast"] = _fast_test(test)
+        if fast is not None and not (self.frame is not None and self.frame.uses_variables):
+            return fast(self)  # type: ignore[operator,no-any-return]
         name = test.name
         if name == "true":
             return True
@@ -824,6 +830,71 @@ class Interpreter:
                         self.match_vars = groups[:10] if m.kind == "regex" else groups
                     return True
         return False
+
+
+_UNSET = object()
+FastTest = Callable[["Interpreter"], bool]
+
+
+def _fast_test(test: Test) -> FastTest | None:
+    """A closure for the tests filters use most (header, address, envelope, exists, body
+    with :is or :contains, no :index), built once per test node; None for the rest. The
+    general path stays for scripts with variables (keys may change at run time)."""
+    name = test.name
+    if name not in ("header", "address", "envelope", "exists", "body"):
+        return None
+    tags, pos = strings_of(test)
+    match = _Match.of(tags)
+    if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
+        return None
+    if "index" in tags or (name == "body" and ("raw" in tags or "content" in tags)):
+        return None
+    fold = match.comparator == "i;ascii-casemap"
+    names = [str(n) for n in pos[0]] if isinstance(pos[0], list) else [str(pos[0])]
+    if name == "exists":
+        return lambda it: all(it.msg.headers(h) for h in names)
+    raw_keys = pos[-1]
+    keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else [str(raw_keys)]
+    folded = frozenset(_casemap(k) for k in keys) if fold else frozenset(keys)
+    contains = match.kind == "contains"
+
+    def hit(values: Iterable[str]) -> bool:
+        for v in values:
+            if fold:
+                v = v.translate(_ASCII_LOWER)
+            if contains:
+                for k in folded:
+                    if k in v:
+                        return True
+            elif v in folded:
+                return True
+        return False
+
+    if name == "header":
+        return lambda it: any(hit(it.msg.headers(h)) for h in names)
+    if name == "body":
+        return lambda it: hit(it.msg.body_parts(("text",)))
+    part = _part(tags)
+    if name == "address":
+        def address(it: Interpreter) -> bool:
+            return any(hit(p for p in (it._address_part(a, part)
+                                       for a in it.msg.addresses(h)) if p is not None)
+                       for h in names)
+        return address
+
+    def envelope(it: Interpreter) -> bool:
+        env = it.env
+        values = []
+        for which in names:
+            addr = {"from": env.sender, "to": env.recipient, "auth": env.auth}.get(
+                which.lower())
+            if addr is None:
+                continue
+            p = "" if addr == "" and part != "detail" else it._address_part(addr, part)
+            if p is not None:
+                values.append(p)
+        return hit(values)
+    return envelope
 
 
 def _part(tags: dict[str, object]) -> str:

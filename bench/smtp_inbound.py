@@ -69,19 +69,23 @@ def port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def pochta_server(instance: Path, sieve: Path | None = None) -> Iterator[dict[str, str]]:
+def pochta_server(instance: Path, sieve: Path | None = None,
+                  offset: int = 0) -> Iterator[dict[str, str]]:
     """``sieve``: an active script for bench@example.test, on a second instance whose
-    ports are the demo ports + 1 (MTA 2526), so both run side by side."""
-    port = 2525 if sieve is None else 2526
+    ports are one above the first's (MTA 2526), so both run side by side. ``offset``
+    moves every port of the instance (``--port-offset``: another Pochta on 2525)."""
+    shift = offset + (0 if sieve is None else 1)
+    port = 2525 + shift
     if not port_free(port):
         raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
     subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
     pochta = str(ROOT / ".venv" / "bin" / "pochta")
-    if sieve is not None:
-        cfg = instance / "pochta.toml"
+    cfg = instance / "pochta.toml"
+    if shift:
         cfg.write_text("\n".join(
-            f"port = {int(line.split('=')[1]) + 1}" if line.startswith("port = ") else line
+            f"port = {int(line.split('=')[1]) + shift}" if line.startswith("port = ") else line
             for line in cfg.read_text().splitlines()) + "\n")
+    if sieve is not None:
         subprocess.run([pochta, "-c", str(cfg), "sieve", "put", "bench@example.test",
                         str(sieve), "--activate"], check=True)
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
@@ -197,10 +201,12 @@ def run_matrix(args: argparse.Namespace) -> None:
         targets: dict[str, dict[str, str]] = {}
         for name in args.targets:
             if name == "pochta":
-                targets[name] = stack.enter_context(pochta_server(workdir / "pochta"))
+                targets[name] = stack.enter_context(pochta_server(
+                    workdir / "pochta", offset=args.port_offset))
             elif name == "pochta-sieve":
                 targets[name] = stack.enter_context(pochta_server(
-                    workdir / "pochta-sieve", ROOT / "bench" / "sieve-50-rules.sieve"))
+                    workdir / "pochta-sieve", ROOT / "bench" / "sieve-50-rules.sieve",
+                    offset=args.port_offset))
             elif name == "postfix":
                 targets[name] = stack.enter_context(postfix_tuned())
             elif name == "aiosmtpd":
@@ -325,6 +331,8 @@ def main() -> None:
                         "machine is repeated (the harness default, 0.10, is never met while "
                         "other engineers' test suites run on the same VM)")
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
+    p.add_argument("--port-offset", type=int, default=0,
+                   help="move the Pochta instances' ports (2525 + N; pochta-sieve one more)")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
+from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
 from pochta.sieve import (
     EXTENSIONS,
     Context,
@@ -90,6 +92,7 @@ class _State:
     errors: list[str] = field(default_factory=list)
     result: Result | None = None
     scripts: dict[tuple[str, str], Script | None] = field(default_factory=dict)
+    mailboxes: set[str] = field(default_factory=lambda: {"INBOX"})
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -135,12 +138,7 @@ def _handlers(state: _State) -> dict[str, object]:
         if what == "message":
             it.msg = SieveMessage(value.encode("utf-8"))
         elif what.startswith("envelope."):
-            path = value.strip()
-            if path.startswith("<") and path.endswith(">"):
-                path = path[1:-1]
-            if path.startswith("@") and ":" in path:  # a source route (RFC 5321 §4.1.2)
-                path = path.split(":", 1)[1]
-            state.envelope[what[9:]] = path
+            state.envelope[what[9:]] = _smtp_path(value)
             it.env = SieveEnvelope(state.envelope.get("from", ""),
                                    state.envelope.get("to", ""),
                                    state.envelope.get("auth"))
@@ -155,6 +153,11 @@ def _handlers(state: _State) -> dict[str, object]:
 
     def unsupported(it: Interpreter, node: Command | Test) -> None:
         raise _Fail(f"{node.name} is not supported by this runner")
+
+    def mailbox_create(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        state.mailboxes.add(it._s(pos[0]))
+        it.ctx.mailboxes = frozenset(state.mailboxes)
 
     def script_compile(it: Interpreter, node: Command | Test) -> bool:
         _, pos = args(node)
@@ -171,8 +174,8 @@ def _handlers(state: _State) -> dict[str, object]:
     def script_run(it: Interpreter, node: Command | Test) -> bool:
         if state.compiled is None:
             return False
-        ctx = Context("user@example.com", limits=LIMITS, mailboxes=frozenset({"INBOX"}),
-                      scripts=state.scripts)
+        ctx = Context("user@example.com", limits=LIMITS,
+                      mailboxes=frozenset(state.mailboxes), scripts=state.scripts)
         try:
             state.result = Interpreter(it.msg.fork(), it.env, ctx).run(state.compiled)
         except SieveRuntimeError as exc:
@@ -203,7 +206,7 @@ def _handlers(state: _State) -> dict[str, object]:
         "test": test_block, "test_set": test_set, "test_fail": test_fail,
         "test_config_set": ignore, "test_config_unset": ignore, "test_config_reload": ignore,
         "test_result_reset": ignore, "test_result_print": ignore,
-        "test_mailbox_create": ignore, "test_message_print": ignore,
+        "test_mailbox_create": mailbox_create, "test_message_print": ignore,
         "test_message": unsupported, "test_binary_save": unsupported,
         "test_binary_load": unsupported, "test_imap_metadata_set": unsupported,
         "test_multiscript": unsupported,
@@ -211,6 +214,26 @@ def _handlers(state: _State) -> dict[str, object]:
         "test_error": error, "test_result_action": result_action,
         "test_result_execute": lambda it, node: True,
     }
+
+
+INVALID = "\x00invalid path"  # matches nothing, as an unparsable path in Pigeonhole
+
+
+def _smtp_path(value: str) -> str:
+    """The envelope address as Pochta's SMTP parser reads it (source route dropped)."""
+    v = value.strip()
+    if v in ("", "<>"):
+        return ""
+    if not v.startswith("<"):
+        v = "<" + v + ">"
+    try:
+        inner, rest = _split_path(v, BAD_SENDER_SYNTAX)
+    except AddressError:
+        return INVALID
+    parsed = parse_mailbox(inner)
+    if rest.strip() or parsed is None or not parsed[1]:
+        return INVALID
+    return parsed[0] + "@" + parsed[1]
 
 
 @dataclass

@@ -662,7 +662,8 @@ class Interpreter:
             return self.msg.size > limit if "over" in tags else self.msg.size < limit
         if name == "body":
             if "raw" in tags:
-                bodies = [self.msg.raw_body.decode("utf-8", "replace")]
+                raw = self.msg.raw_body
+                bodies = [raw.decode("utf-8", "replace")] if raw else []
             elif "content" in tags:
                 bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
             else:
@@ -766,7 +767,10 @@ class Interpreter:
         else:
             part, keys = self._s(pos[1]), self._l(pos[2])
             candidates = []
-            for value in self._indexed(self.msg.headers(self._s(pos[0])), tags):
+            header = self._s(pos[0]).lower()
+            for value in self._indexed(self.msg.headers(header), tags):
+                if header == "received":  # RFC 5260 §4.1: the date after the last ";"
+                    value = value.rpartition(";")[2]
                 try:
                     parsed = parsedate_to_datetime(value)
                 except (TypeError, ValueError, IndexError):

@@ -167,6 +167,8 @@ class SieveMessage:
         cached = self._bodies.get(content_types)
         if cached is not None:
             return cached
+        if not self._body.strip():
+            return []  # no body: nothing to match, not even "" (RFC 5173 §5)
         simple = self._simple_text()
         if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
             self._bodies[content_types] = [simple]

@@ -47,7 +47,13 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         data = b"Return-Path: <>\r\n" + dsn if local else dsn
         sieve = ctx.delivery.sieve
         if local and sieve is not None:  # the recipient's Sieve script files bounces too
-            await sieve.accept(data, envelope, local, remote, new_message_id())
+            from pochta.services.sieve import SieveRejected
+
+            try:
+                await sieve.accept(data, envelope, local, remote, new_message_id())
+            except SieveRejected:  # never bounce a bounce: a rejected DSN is dropped
+                log.info("DSN for <%s> rejected by the recipient's Sieve script", recipient)
+                return
         else:
             await ctx.store.accept(data, envelope, local, remote)
         if remote:

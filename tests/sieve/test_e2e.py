@@ -34,12 +34,13 @@ async def server(instance: Instance) -> AsyncIterator[Server]:
 
 
 async def upload(server: Server, user: str, password: str, script: str,
-                 name: str = "main") -> str:
+                 name: str = "main", expect_error: bool = False) -> str:
     client, _ = await MSClient.connect(server.port("managesieve"))
     try:
         await client.starttls(server.client_ssl())
         assert (await client.login(user, password)).startswith("OK")
         final = await client.put(name, script)
+        assert final.startswith("OK") or expect_error, final
         if final.startswith("OK"):
             _, active = await client.cmd(f'SETACTIVE "{name}"')
             assert active.startswith("OK"), active
@@ -261,3 +262,50 @@ async def test_vacation_only_to_people_who_wrote_to_the_user(server: Server) -> 
     replies = await queued_to(server)
     assert [(s, r) for s, r, _ in replies] == [("", "boss@corp.test")]
     assert len(await mailbox(server, "bob@example.test", "INBOX")) == 9
+
+
+async def test_submission_to_a_local_user_is_filtered(server: Server) -> None:
+    import smtplib
+    import ssl as ssl_mod
+
+    await upload(server, "bob@example.test", "bob-pass",
+                 'require ["fileinto", "editheader", "mailbox"];\n'
+                 'addheader "X-Filtered" "by bob";\n'
+                 'if address :is "from" "alice@example.test" { fileinto :create "Alice"; }\n')
+    port = server.port("submission", "implicit")
+    ctx = ssl_mod.create_default_context(cafile=str(server.cert))
+    ctx.check_hostname = False
+
+    def submit() -> None:
+        with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=10) as s:
+            s.login("alice@example.test", "alice-pass")
+            s.sendmail("alice@example.test", ["bob@example.test"],
+                       b"From: alice@example.test\r\nTo: bob@example.test\r\n"
+                       b"Subject: hi\r\n\r\nhello\r\n")
+
+    await asyncio.to_thread(submit)
+    box = await mailbox(server, "bob@example.test", "Alice")
+    assert len(box) == 1
+    stored = await server.store.read_blob(box[0].blob_id)
+    assert stored.startswith(b"X-Filtered: by bob\r\n")
+    assert b"\r\nReturn-Path: <alice@example.test>\r\n" in stored
+
+
+async def test_local_bounces_go_through_the_script(server: Server) -> None:
+    from pochta.queue.runner import make_worker
+    from pochta.storage.interfaces import Envelope
+
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require ["fileinto", "envelope", "mailbox"];\n'
+                 'if envelope :is "from" "" { fileinto :create "Bounces"; }\n')
+    worker = make_worker(server.ctx)
+    dsn = (b"From: MAILER-DAEMON@mail.example.test\r\nTo: alice@example.test\r\n"
+           b"Subject: Undelivered Mail Returned to Sender\r\n\r\nsorry\r\n")
+    await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
+    assert len(await mailbox(server, "alice@example.test", "Bounces")) == 1
+    assert await mailbox(server, "alice@example.test", "INBOX") == []
+    # a script that rejects bounces: dropped, nothing bounces back
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require "reject"; reject "no bounces";', name="strict")
+    await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
+    assert await queued_to(server) == []

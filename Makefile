@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 # cluster of their own with its initdb and pg_ctl (tests/pgcluster.py).
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
-	mutt offlineimap3 postgresql
+	mutt offlineimap3 postgresql \
+	sieve-connect
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench

@@ -18,7 +18,8 @@ Targets:
   aiosmtpd  ../shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
   pochta-w2 the same instance as pochta, run with ``serve --workers 2`` on 2535
   pochta-pg the same instance on PostgreSQL (a throwaway cluster, fsync on) on 2545
-            (all three move with --port-base)
+  pochta-sieve the same instance with an active 50-rule Sieve script, on 2555
+            (all of them move with --port-base)
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
     bench/smtp_inbound.py --report /tmp/smtp-inbound.jsonl      # tables only
@@ -74,9 +75,11 @@ def port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
-                  storage: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
-    """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N`` with its
-    listeners moved by ``port - 2525`` so it can run beside the one-worker target."""
+                  storage: dict[str, str] | None = None, sieve: Path | None = None
+                  ) -> Iterator[dict[str, str]]:
+    """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N``; its listeners
+    move by ``port - 2525`` so it can run beside the others. ``sieve``: an active script
+    for bench@example.test."""
     if not port_free(port):
         raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
     subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
@@ -96,6 +99,10 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
                        capture_output=True)
         subprocess.run([*pochta, "user", "add", "bench@example.test", "--password-stdin"],
                        input="bench-pass-123\n", text=True, check=True, capture_output=True)
+    if sieve is not None:
+        subprocess.run([str(ROOT / ".venv" / "bin" / "pochta"), "-c",
+                        str(instance / "pochta.toml"), "sieve", "put", "bench@example.test",
+                        str(sieve), "--activate"], check=True)
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve",
@@ -238,6 +245,10 @@ def run_matrix(args: argparse.Namespace) -> None:
             elif name == "pochta-pg":
                 targets[name] = stack.enter_context(pochta_pg_server(workdir / "pochta-pg",
                                                                      port=base + 20))
+            elif name == "pochta-sieve":
+                targets[name] = stack.enter_context(pochta_server(
+                    workdir / "pochta-sieve", port=base + 30,
+                    sieve=ROOT / "bench" / "sieve-50-rules.sieve"))
             elif name == "pochta-w2":
                 targets[name] = stack.enter_context(
                     pochta_server(workdir / "pochta-w2", workers=2, port=base + 10))
@@ -306,7 +317,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
     labels = sorted({k[0] for k in tried},
-                    key=["pochta", "pochta-w2", "pochta-pg", "postfix", "aiosmtpd"].index)
+                    key=["pochta", "pochta-w2", "pochta-pg", "pochta-sieve", "postfix",
+                         "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)
@@ -366,7 +378,8 @@ def main() -> None:
                         "other engineers' test suites run on the same VM)")
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
     p.add_argument("--port-base", type=int, default=2525,
-                   help="pochta's MTA port; pochta-w2 and pochta-pg use +10 and +20")
+                   help="pochta's MTA port; pochta-w2, pochta-pg and pochta-sieve use +10, "
+                        "+20 and +30")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

@@ -34,6 +34,7 @@ DEMO_PORTS = {
     ("imap", "implicit"): 2993,
     ("pop3", "starttls"): 2110,
     ("pop3", "implicit"): 2995,
+    ("managesieve", "starttls"): 24190,
 }
 STANDARD_PORTS = {
     ("mta", "starttls"): 25,
@@ -43,10 +44,12 @@ STANDARD_PORTS = {
     ("imap", "implicit"): 993,
     ("pop3", "starttls"): 110,
     ("pop3", "implicit"): 995,
+    ("managesieve", "starttls"): 4190,
 }
 # Modules that add their own subcommands with register(subparsers).
 PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
+    "pochta.sieve.cli",
 )
 
 

@@ -24,8 +24,10 @@ from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
 from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
+from .sieve.settings import SieveConfig
+from .sieve.settings import check as check_sieve
 
-ROLES = ("mta", "submission", "imap", "pop3")
+ROLES = ("mta", "submission", "imap", "pop3", "managesieve")
 TLS_MODES = ("none", "starttls", "implicit")
 # A listener address meaning every IPv4 and every IPv6 address (one socket per family).
 ALL_ADDRESSES = "*"
@@ -41,7 +43,7 @@ def _doc(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Listener:
-    role: str = field(metadata=_doc("mta, submission, imap or pop3"))
+    role: str = field(metadata=_doc("mta, submission, imap, pop3 or managesieve"))
     port: int = field(metadata=_doc("TCP port"))
     address: str = field(
         default="127.0.0.1",
@@ -93,6 +95,10 @@ class Limits:
     pop3_max_connections: int = field(default=300, metadata=_doc("POP3 connections in total"))
     pop3_max_connections_per_ip: int = field(
         default=50, metadata=_doc("POP3 connections per client address"))
+    managesieve_max_connections: int = field(
+        default=200, metadata=_doc("ManageSieve connections in total"))
+    managesieve_max_connections_per_ip: int = field(
+        default=20, metadata=_doc("ManageSieve connections per client address"))
     tls_handshake_timeout: float = field(
         default=10.0, metadata=_doc("seconds a TLS handshake (implicit TLS or STARTTLS) may take"))
     min_data_rate: int = field(
@@ -342,6 +348,7 @@ class Config:
         default_factory=list,
         metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
     )
+    sieve: SieveConfig = field(default_factory=SieveConfig, metadata=_doc("[sieve]"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -497,6 +504,8 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
+    for problem in check_sieve(cfg.sieve):
+        raise ConfigError(problem)
 
 
 def _validate_storage(storage: StorageConfig) -> None:

@@ -137,7 +137,9 @@ async def check_listeners(config: Config, opts: DoctorOptions
                              tls_name=config.hostname)
         return lst, await probe_port(spec, popts)
 
-    return list(await asyncio.gather(*(one(lst) for lst in config.listeners)))
+    # ManageSieve has no probe yet (diag/probe.py speaks SMTP, IMAP and POP3)
+    return list(await asyncio.gather(*(one(lst) for lst in config.listeners
+                                       if lst.role in PROTOCOLS)))
 
 
 def listener_findings(results: Sequence[tuple[Listener, PortResult]]) -> list[Finding]:

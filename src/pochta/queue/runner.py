@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pochta.queue.settings import QueueConfig, Route
 from pochta.queue.worker import QueueWorker
 from pochta.storage.interfaces import Envelope, LocalTarget, RemoteRecipient
+from pochta.storage.rules import new_message_id
 
 if TYPE_CHECKING:
     from pochta.server.app import ServerContext
@@ -44,7 +45,17 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         local = [LocalTarget(account_id) for account_id in res.local]
         remote = [RemoteRecipient(a, "NEVER") for a in res.remote]
         data = b"Return-Path: <>\r\n" + dsn if local else dsn
-        await ctx.store.accept(data, envelope, local, remote)
+        sieve = ctx.delivery.sieve
+        if local and sieve is not None:  # the recipient's Sieve script files bounces too
+            from pochta.services.sieve import SieveRejected
+
+            try:
+                await sieve.accept(data, envelope, local, remote, new_message_id())
+            except SieveRejected:  # never bounce a bounce: a rejected DSN is dropped
+                log.info("DSN for <%s> rejected by the recipient's Sieve script", recipient)
+                return
+        else:
+            await ctx.store.accept(data, envelope, local, remote)
         if remote:
             worker.notify()
 

@@ -41,6 +41,8 @@ HANDLERS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
              lambda why: f"* BYE {why}, try again later\r\n".encode()),
     "pop3": ("pochta.server.pop3", "handle_pop3",
              lambda why: f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode()),
+    "managesieve": ("pochta.server.managesieve", "handle_managesieve",
+                    lambda why: f'BYE "{why}, try again later"\r\n'.encode()),
 }
 
 
@@ -101,7 +103,28 @@ async def build_context(
         message_rate=HourlyCounter("msg", store if shared else None),
         recipient_rate=HourlyCounter("rcpt", store if shared else None),
     )
+    _attach_sieve(ctx)
     return ctx
+
+
+def _attach_sieve(ctx: ServerContext) -> None:
+    """Sieve at final delivery (services/sieve.py), for every path through delivery."""
+    from ..services.sieve import SieveService
+
+    config = ctx.config
+
+    async def resolve(address: str) -> tuple[list[int], list[str]] | None:
+        res = await ctx.directory.resolve(address)
+        return None if res is None else (res.local, res.remote)
+
+    ctx.delivery.sieve = SieveService(
+        ctx.store, config.sieve, config.hostname,
+        global_dir=config.path(config.sieve.global_dir),
+        signer=ctx.signer.sign if config.dkim.sign else None,
+        resolve=resolve, local_domain=ctx.directory.is_local_domain,
+        on_queued=ctx.queue_wakeup.set,
+    )
+    ctx.extras["sieve"] = ctx.delivery.sieve
 
 
 def _auth_secret(config: Config) -> bytes:

@@ -35,6 +35,7 @@ from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
+from ..services.sieve import SieveRejected
 from ..services.spool import Spool
 from ..services.submission import (
     add_missing_headers,
@@ -63,6 +64,7 @@ class _Transaction:
     local: list[int] = field(default_factory=list)
     remote: list[RemoteRecipient] = field(default_factory=list)
     recipients: list[str] = field(default_factory=list)
+    rcpt_of: dict[int, str] = field(default_factory=dict)  # Sieve's envelope "to"
 
     def add_local(self, account_id: int) -> None:
         if account_id not in self.local:
@@ -344,6 +346,7 @@ class SMTPHandler:
                     return
             for account_id in resolution.local:
                 self.txn.add_local(account_id)
+                self.txn.rcpt_of.setdefault(account_id, address)
             for remote in resolution.remote:
                 # An alias pointing elsewhere: forwarding is ours to do, no relay check.
                 self.txn.remote.append(RemoteRecipient(remote, event.notify, event.orcpt))
@@ -452,7 +455,15 @@ class SMTPHandler:
         local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
         try:
             result = await self.ctx.delivery.deliver(
-                message, envelope, local, self.txn.remote, trace, self.txn.recipients)
+                message, envelope, local, self.txn.remote, trace, self.txn.recipients,
+                recipient_of=self.txn.rcpt_of)
+        except SieveRejected as rejected:  # RFC 5429 §2.1.1: refuse in the protocol
+            reason = " ".join(rejected.reason.split())[:400] or "Message rejected"
+            reason = reason.encode("ascii", "replace").decode("ascii")
+            self._log("sieve reject from=<%s> to=%s", event.sender,
+                      ",".join(f"<{r}>" for r in self.txn.recipients))
+            self.session.reject(Reply(550, "5.7.1", reason))
+            return
         except QuotaExceeded:
             self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
             return

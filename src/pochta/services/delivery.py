@@ -12,10 +12,12 @@ the outbound queue removes it (``strip_return_path``) before relaying.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..maildate import mail_date
 from ..storage.interfaces import (
@@ -28,6 +30,9 @@ from ..storage.interfaces import (
 )
 from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
+
+if TYPE_CHECKING:
+    from .sieve import SieveService
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,12 @@ def strip_return_path(data: bytes) -> bytes:
     return data
 
 
+def read_spooled(message: SpooledMessage) -> bytes:
+    with open(message.path, "rb") as f:
+        f.seek(message.offset)
+        return message.prefix + f.read(message.size)
+
+
 class DeliveryService:
     def __init__(
         self,
@@ -102,6 +113,7 @@ class DeliveryService:
         self.hostname = hostname
         self.on_queued = on_queued
         self.clock = clock
+        self.sieve: SieveService | None = None  # services/sieve.py, set by server/app.py
 
     async def deliver(
         self,
@@ -112,8 +124,11 @@ class DeliveryService:
         trace: TraceInfo,
         recipients: Sequence[str],
         extra_headers: bytes = b"",
+        recipient_of: Mapping[int, str] | None = None,
     ) -> AcceptResult:
-        """Store ``body`` for every target; returns once it is durable."""
+        """Store ``body`` for every target; returns once it is durable. With Sieve, each
+        local target's script decides its mailboxes (``recipient_of``: the RCPT address
+        per account, the envelope "to" of RFC 5228 §5.4); it may raise ``SieveRejected``."""
         queue_id = new_message_id()
         now = self.clock()
         received = received_header(self.hostname, trace, queue_id, recipients, now)
@@ -126,7 +141,16 @@ class DeliveryService:
             data = dataclasses.replace(body, prefix=trace_headers + body.prefix)
         else:
             data = trace_headers + body
-        result = await self.store.accept(data, envelope, local, remote, message_id=queue_id)
+        if self.sieve is not None and local and await self.sieve.wants(local):
+            if isinstance(data, SpooledMessage):
+                # Sieve looks at the whole message (body tests, editheader): a big one is
+                # read into memory for its delivery
+                data = await asyncio.to_thread(read_spooled, data)
+            result = await self.sieve.accept(data, envelope, local, remote, queue_id,
+                                             recipient_of, trace.client_ip)
+        else:
+            result = await self.store.accept(data, envelope, local, remote,
+                                             message_id=queue_id)
         if remote and self.on_queued is not None:
             self.on_queued()
         return result

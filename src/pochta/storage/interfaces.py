@@ -476,8 +476,12 @@ class CoordinationStore(Protocol):
     async def reset_counter(self, key: str) -> None: ...
 
 
+from .interfaces_sieve import SieveStore  # noqa: E402 - builds on StoreError above
+
+
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
+    SieveStore,
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

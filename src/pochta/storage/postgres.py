@@ -79,6 +79,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from . import postgres_sieve
 from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
@@ -107,6 +108,7 @@ from .interfaces import (
     StoreError,
     StoreStats,
 )
+from .postgres_sieve import PostgresSieveMixin
 from .rules import new_message_id, normalize_mailbox_name
 
 T = TypeVar("T")
@@ -232,13 +234,16 @@ MIGRATIONS: tuple[str, ...] = (
         amount bigint NOT NULL, PRIMARY KEY(key, second));
     """,
 )
+# Feature modules (postgres_base.py) bring their own migrations, after the core ones.
+MIGRATIONS += (postgres_sieve.MIGRATION,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES = (
+TABLES: tuple[str, ...] = (
     "schema_version", "counters", "domains", "accounts", "aliases", "mailboxes",
     "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue", "blob_gc",
     "locks", "window_counters",
 )
+TABLES += postgres_sieve.TABLES
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -420,7 +425,7 @@ class _QueueWatcher:
         self._store._queue_watchers.discard(self)
 
 
-class PostgresStore:
+class PostgresStore(PostgresSieveMixin):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:

@@ -1,0 +1,266 @@
+"""The ManageSieve front-end (RFC 5804, role ``managesieve``, port 4190): drives
+``pochta.proto.managesieve.ManageSieveSession`` over one connection.
+
+Authentication is IMAP's: the same mechanisms (``sasl_offer``), SASL driver and
+brute-force limiter (services/auth.py); on a STARTTLS listener nothing authenticates
+before TLS. Scripts are checked with the delivery's own compiler (so an accepted script
+compiles at delivery too), errors name the line, and the store keeps them
+(``SieveStore``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pochta.config import Listener
+from pochta.proto.managesieve import (
+    NEED_DATA,
+    Authenticate,
+    AuthResponse,
+    Capabilities,
+    CheckScript,
+    Closed,
+    DeleteScript,
+    GetScript,
+    HaveSpace,
+    ListScripts,
+    ManageSieveSession,
+    PutScript,
+    RenameScript,
+    SetActive,
+    StartTLS,
+    Unauthenticate,
+)
+from pochta.proto.sasl.base import Challenge
+from pochta.server.listener import Connection, ServerShutdown
+from pochta.services.sasl_driver import Authenticated, Outcome, SASLDriver, sasl_offer
+from pochta.sieve import EXTENSIONS, SieveSyntaxError, compile_script
+from pochta.storage.interfaces import Account, AlreadyExists, NotFound, StoreError
+from pochta.storage.interfaces_sieve import ScriptActive
+
+if TYPE_CHECKING:
+    from pochta.server.app import ServerContext
+
+log = logging.getLogger("pochta.managesieve")
+
+MAX_NAME = 512  # characters of a script name
+
+
+def valid_name(name: str) -> bool:
+    """RFC 5804 §1.6: no controls, no line/paragraph separators, not empty."""
+    if not name or len(name) > MAX_NAME:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"
+                   for c in name)
+
+
+class ManageSieveHandler:
+    def __init__(self, conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.listener = listener
+        self.store = ctx.store
+        self.config = ctx.config.sieve
+        self.account: Account | None = None
+        self.sasl: SASLDriver | None = None
+        self.session = ManageSieveSession(
+            self._capabilities(), max_literal=self.config.max_script_size,
+            tls_required=listener.tls == "starttls")
+        self.session.tls_active = conn.tls_active
+
+    def _capabilities(self) -> Capabilities:
+        tls_wait = self.listener.tls == "starttls" and not self.conn.tls_active
+        offer = sasl_offer(self.ctx.config.auth, self.conn,
+                           allow_plaintext=self.listener.tls == "none")
+        return Capabilities(
+            implementation="Pochta",
+            sieve_extensions=sorted(EXTENSIONS),
+            sasl=() if tls_wait else offer.mechanisms,
+            starttls=tls_wait and self.ctx.ssl_context is not None,
+            max_redirects=self.config.max_redirects,
+            owner=self.account.address if self.account else None,
+        )
+
+    def flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.conn.write(out)
+
+    async def run(self) -> None:
+        timeout = self.ctx.config.limits.command_timeout
+        self.conn.write(self.session.greeting())
+        while True:
+            event = self.session.next_event()
+            if event is NEED_DATA:
+                self.flush()
+                await self.conn.drain()
+                try:
+                    data = await self.conn.read(timeout)
+                except TimeoutError:
+                    self.conn.write(b'BYE "Disconnected for inactivity"\r\n')
+                    return
+                except ServerShutdown:
+                    self.conn.write(b'BYE "Server shutting down"\r\n')
+                    return
+                if not data:
+                    return
+                self.session.receive_data(data)
+                continue
+            if isinstance(event, Closed):
+                self.flush()
+                await self.conn.drain()
+                return
+            try:
+                await self._dispatch(event)
+            except StoreError as exc:
+                log.error("store failure: %s", exc)
+                self.session.no("TRYLATER", "Temporary storage failure, try again")
+
+    async def _dispatch(self, event: object) -> None:
+        s = self.session
+        if isinstance(event, StartTLS):
+            self.flush()
+            await self.conn.drain()
+            await self.conn.start_tls()
+            s.tls_started(self._capabilities())
+        elif isinstance(event, Authenticate):
+            driver = SASLDriver.create(
+                event.mechanism,
+                sasl_offer(self.ctx.config.auth, self.conn,
+                           allow_plaintext=self.listener.tls == "none"),
+                self.ctx.authenticator, self.conn.peer_ip, final_as_challenge=False)
+            if driver is None:
+                s.auth_failed("Unsupported authentication mechanism")
+                return
+            self.sasl = driver
+            await self._outcome(await driver.start(event.initial))
+        elif isinstance(event, AuthResponse):
+            if event.data is None or self.sasl is None:
+                self.sasl = None
+                s.auth_aborted()
+                return
+            await self._outcome(await self.sasl.respond(event.data))
+        elif isinstance(event, Unauthenticate):
+            self.account = None
+            s.capabilities = self._capabilities()
+        else:
+            assert self.account is not None
+            await self._script_command(event, self.account.id)
+            sieve = self.ctx.extras.get("sieve")
+            if sieve is not None and isinstance(event, (PutScript, SetActive, DeleteScript,
+                                                         RenameScript)):
+                sieve.forget(self.account.id)  # delivery in this process sees it at once
+
+    async def _outcome(self, outcome: Outcome) -> None:
+        s = self.session
+        if isinstance(outcome, Challenge):
+            s.challenge(outcome.data)
+            return
+        self.sasl = None
+        if isinstance(outcome, Authenticated):
+            self.account = outcome.account
+            s.capabilities = self._capabilities()
+            s.auth_succeeded(outcome.account.address, outcome.server_final)
+            log.info("ip=%s login user=%s", self.conn.peer_ip, outcome.account.address)
+        elif outcome.locked:
+            s.auth_failed("Too many failed logins, try again later", "TRYLATER", count=False)
+        else:
+            s.auth_failed("Authentication failed")
+
+    def _check(self, content: bytes) -> str | None:
+        """None if the script compiles, else the error (with its line)."""
+        try:
+            source = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"script is not UTF-8 (byte {exc.start})"
+        try:
+            compile_script(source, limits=self.config.limits())
+        except SieveSyntaxError as exc:
+            return str(exc)
+        return None
+
+    async def _script_command(self, event: object, account_id: int) -> None:
+        s = self.session
+        if isinstance(event, HaveSpace):
+            if not valid_name(event.name):
+                s.no(None, "Invalid script name")
+            elif event.size > self.config.max_script_size:
+                s.no("QUOTA/MAXSIZE", f"Scripts may have at most "
+                     f"{self.config.max_script_size} octets")
+            elif await self._over_count(account_id, event.name):
+                s.no("QUOTA/MAXSCRIPTS", f"At most {self.config.max_scripts} scripts")
+            else:
+                s.ok(None, "Putscript would succeed")
+        elif isinstance(event, PutScript):
+            if not valid_name(event.name):
+                s.no(None, "Invalid script name")
+                return
+            if await self._over_count(account_id, event.name):
+                s.no("QUOTA/MAXSCRIPTS", f"At most {self.config.max_scripts} scripts")
+                return
+            error = self._check(event.content)
+            if error is not None:
+                s.no(None, error)
+                return
+            await self.store.put_sieve_script(account_id, event.name,
+                                              event.content.decode("utf-8"))
+            s.ok(None, "Putscript completed")
+        elif isinstance(event, CheckScript):
+            error = self._check(event.content)
+            if error is None:
+                s.ok(None, "Script is valid")
+            else:
+                s.no(None, error)
+        elif isinstance(event, ListScripts):
+            infos = await self.store.list_sieve_scripts(account_id)
+            s.send_list([(i.name, i.active) for i in infos])
+        elif isinstance(event, SetActive):
+            try:
+                await self.store.set_active_sieve_script(account_id, event.name or None)
+            except NotFound:
+                s.no("NONEXISTENT", "There is no script by that name")
+                return
+            s.ok(None, "Setactive completed")
+        elif isinstance(event, GetScript):
+            source = await self.store.get_sieve_script(account_id, event.name)
+            if source is None:
+                s.no("NONEXISTENT", "There is no script by that name")
+            else:
+                s.send_script(source.encode("utf-8"))
+        elif isinstance(event, DeleteScript):
+            try:
+                await self.store.delete_sieve_script(account_id, event.name)
+            except NotFound:
+                s.no("NONEXISTENT", "There is no script by that name")
+                return
+            except ScriptActive:
+                s.no("ACTIVE", "You may not delete the active script")
+                return
+            s.ok(None, "Deletescript completed")
+        elif isinstance(event, RenameScript):
+            if not valid_name(event.new):
+                s.no(None, "Invalid script name")
+                return
+            try:
+                await self.store.rename_sieve_script(account_id, event.old, event.new)
+            except NotFound:
+                s.no("NONEXISTENT", "There is no script by that name")
+                return
+            except AlreadyExists:
+                s.no("ALREADYEXISTS", "A script with that name already exists")
+                return
+            s.ok(None, "Renamescript completed")
+
+    async def _over_count(self, account_id: int, name: str) -> bool:
+        infos = await self.store.list_sieve_scripts(account_id)
+        return (name not in {i.name for i in infos}
+                and len(infos) >= self.config.max_scripts)
+
+
+async def handle_managesieve(conn: Connection, ctx: ServerContext, listener: Listener) -> None:
+    await ManageSieveHandler(conn, ctx, listener).run()

@@ -1,0 +1,563 @@
+"""Sieve at final delivery: runs each local recipient's active script and carries out its
+actions (the sans-IO interpreter is in pochta.sieve).
+
+``SieveService.accept`` replaces the plain ``MailStore.accept`` of DeliveryService when a
+message has local recipients:
+
+1. every local recipient's script runs against the message (as stored: Return-Path and
+   Received included) and its envelope; a script that fails to load or run falls back to
+   keep in INBOX, and the log says why;
+2. when every recipient rejects and nobody else gets the message, ``SieveRejected`` goes
+   up to the SMTP driver, which answers the DATA with ``550 5.7.1`` (RFC 5429 §2.1.1);
+3. redirected copies (their own envelope sender, see ``[sieve] redirect_sender``) are
+   accepted first, then one ``accept`` files the message once per resulting mailbox,
+   with flags, beside the queue entries of remote recipients: one durable transaction;
+   a recipient whose script edited the header (editheader) gets its own copy;
+4. then, best effort (logged when they fail): rejection DSNs for recipients that could not
+   be rejected in the protocol, vacation replies (RFC 3834 rules, once per sender per
+   period, DKIM-signed), mailto notifications, and the duplicate-test memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..addresses import AddressError, normalize_address, split_address
+from ..queue.dsn import RecipientReport, build_dsn
+from ..sieve import (
+    Context,
+    Limits,
+    NeedLookup,
+    Notify,
+    Redirect,
+    Reject,
+    Result,
+    Script,
+    SieveEnvelope,
+    SieveMessage,
+    SieveRuntimeError,
+    SieveSyntaxError,
+    Store,
+    Vacation,
+    compile_script,
+    evaluate,
+)
+from ..sieve.autoreply import (
+    build_notification,
+    build_vacation,
+    notify_refusal,
+    vacation_refusal,
+)
+from ..sieve.settings import SieveConfig
+from ..storage.interfaces import (
+    AcceptResult,
+    AlreadyExists,
+    Envelope,
+    LocalTarget,
+    MailStore,
+    RemoteRecipient,
+    StoreError,
+)
+from ..storage.rules import new_message_id
+
+log = logging.getLogger("pochta.sieve")
+
+CACHE_SIZE = 1024  # compiled scripts kept, by source digest
+MAX_LOOKUP_ROUNDS = 16  # reruns for duplicate tests (one per distinct id)
+SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
+                                       "\\Draft")}
+_KEYWORD = re.compile(r"[^\s(){%*\"\\\]\x00-\x1f\x7f]+\Z")
+REDIRECT_MARK = "X-Sieve-Redirected-From"
+
+
+class SieveRejected(Exception):
+    """Every recipient's script rejected the message: answer DATA with 550 5.7.1."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SieveLoadError(Exception):
+    pass
+
+
+Signer = Callable[[bytes, str], Awaitable[bytes]]
+Resolve = Callable[[str], Awaitable[tuple[list[int], list[str]] | None]]
+
+
+@dataclass
+class Decision:
+    """What one recipient's script decided (``pochta sieve test`` prints it)."""
+
+    account_id: int
+    recipient: str
+    script: str | None
+    result: Result | None
+    error: str | None = None
+    stores: list[Store] = field(default_factory=list)
+
+
+def imap_flags(flags: frozenset[str]) -> frozenset[str]:
+    """Flags a mailbox can hold: system flags by their IMAP spelling, valid keywords."""
+    out = set()
+    for f in flags:
+        if f.startswith("\\"):
+            known = SYSTEM_FLAGS.get(f.lower())
+            if known is not None:
+                out.add(known)
+        elif _KEYWORD.match(f):
+            out.add(f)
+    return frozenset(out)
+
+
+class SieveService:
+    def __init__(
+        self,
+        store: MailStore,
+        config: SieveConfig,
+        hostname: str,
+        *,
+        global_dir: Path | None = None,
+        signer: Signer | None = None,
+        resolve: Resolve | None = None,
+        local_domain: Callable[[str], Awaitable[bool]] | None = None,
+        on_queued: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.hostname = hostname
+        self.limits: Limits = config.limits()
+        self.global_dir = global_dir
+        self.signer = signer
+        self.resolve = resolve
+        self.local_domain = local_domain
+        self.on_queued = on_queued
+        self.clock = clock
+        self._cache: collections.OrderedDict[str, Script] = collections.OrderedDict()
+        # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
+        self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
+        self.verdict = None
+        self._addresses: dict[int, tuple[str, float]] = {}
+        self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
+
+    # --- scripts ---------------------------------------------------------------------------
+
+    def compile(self, source: str, name: str = "") -> Script:
+        """Compile through the cache (scripts are shared by source digest)."""
+        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+        script = self._cache.get(key)
+        if script is not None:
+            self._cache.move_to_end(key)
+            return script
+        script = compile_script(source, name, self.limits)
+        self._cache[key] = script
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return script
+
+    async def _load_includes(self, account_id: int, script: Script,
+                             scripts: dict[tuple[str, str], Script | None],
+                             path: tuple[tuple[str, str], ...]) -> None:
+        """Every script reachable through include, compiled; a loop is an error."""
+        if len(path) > self.limits.max_include_depth:
+            raise SieveLoadError(f"include nested deeper than {self.limits.max_include_depth}")
+        for key in script.includes:
+            if key in path:
+                chain = " -> ".join(n for _, n in (*path, key))
+                raise SieveLoadError(f"include loop: {chain}")
+            if key in scripts:
+                continue
+            if len(scripts) >= self.limits.max_includes:
+                raise SieveLoadError(f"more than {self.limits.max_includes} included scripts")
+            source = await self._include_source(account_id, key)
+            if source is None:
+                scripts[key] = None
+                continue
+            try:
+                sub = self.compile(source, key[1])
+            except SieveSyntaxError as exc:
+                raise SieveLoadError(f"included script {key[1]!r}: {exc}") from None
+            scripts[key] = sub
+            await self._load_includes(account_id, sub, scripts, (*path, key))
+
+    async def _include_source(self, account_id: int, key: tuple[str, str]) -> str | None:
+        location, name = key
+        if location == "personal":
+            return await self.store.get_sieve_script(account_id, name)
+        if self.global_dir is None:
+            return None
+        path = self.global_dir / f"{name}.sieve"
+        try:
+            return await asyncio.to_thread(path.read_text, "utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    async def load(self, account_id: int, source: tuple[str, str] | None = None
+                   ) -> tuple[str, Script, dict[tuple[str, str], Script | None]] | None:
+        """The active script of the account (or ``source``: name and text) with its
+        includes; None if it has none."""
+        active = source or await self._active_script(account_id)
+        if active is None:
+            return None
+        name, text = active
+        try:
+            script = self.compile(text, name)
+        except SieveSyntaxError as exc:
+            raise SieveLoadError(f"script {name!r}: {exc}") from None
+        scripts: dict[tuple[str, str], Script | None] = {}
+        if script.includes:
+            await self._load_includes(account_id, script, scripts, (("personal", name),))
+        return name, script, scripts
+
+    # --- one recipient ---------------------------------------------------------------------
+
+    async def decide(self, message: SieveMessage, envelope: Envelope, account_id: int,
+                     recipient: str | None = None, client_ip: str = "",
+                     source: tuple[str, str] | None = None) -> Decision:
+        """Run the account's script; on any failure the decision is keep (with the error)."""
+        try:
+            loaded = await self.load(account_id, source)
+        except SieveLoadError as exc:
+            return Decision(account_id, recipient or "", None, None, str(exc))
+        if loaded is None:  # no active script: one indexed query and nothing else
+            return Decision(account_id, recipient or "", None, None)
+        user = await self._address_of(account_id)
+        rcpt = recipient or user
+        name, script, scripts = loaded
+        now = self.clock()
+        ctx = Context(
+            user=user,
+            addresses=frozenset({user, rcpt}),
+            now=now,
+            tz_offset_minutes=time.localtime(now).tm_gmtoff // 60,
+            environment=self._environment(client_ip),
+            scripts=scripts,
+            limits=self.limits,
+        )
+        if self.verdict is not None:
+            ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)
+        if "mailbox" in script.requires:
+            ctx.mailboxes = frozenset(b.name for b in await self.store.list_mailboxes(account_id))
+        env = SieveEnvelope(envelope.sender, rcpt, envelope.authenticated_as)
+        for _ in range(MAX_LOOKUP_ROUNDS):
+            try:
+                result = evaluate(script, message, env, ctx)
+            except NeedLookup as need:
+                ctx.known[need.key] = await self.store.is_remembered(
+                    f"{account_id}:{need.key}", now)
+                continue
+            except SieveRuntimeError as exc:
+                return Decision(account_id, rcpt, name, None, f"script {name!r}: {exc}")
+            except RecursionError:
+                return Decision(account_id, rcpt, name, None, f"script {name!r}: too deep")
+            return Decision(account_id, rcpt, name, result)
+        return Decision(account_id, rcpt, name, None, "too many duplicate tests")
+
+    async def _active_script(self, account_id: int) -> tuple[str, str] | None:
+        """The active script, reused for ``script_cache_seconds`` (one indexed query
+        per account and period instead of one per delivery)."""
+        ttl = self.config.script_cache_seconds
+        now = time.monotonic()
+        hit = self._active.get(account_id)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = await self.store.get_active_sieve_script(account_id)
+        if ttl > 0:
+            if len(self._active) > 100_000:
+                self._active.clear()
+            self._active[account_id] = (now, value)
+        return value
+
+    def forget(self, account_id: int) -> None:
+        """The account's scripts changed (ManageSieve in this process): read them again."""
+        self._active.pop(account_id, None)
+
+    async def _address_of(self, account_id: int) -> str:
+        """The account's address, cached for a minute (a removed account's id may be
+        given to a new account)."""
+        now = time.monotonic()
+        cached = self._addresses.get(account_id)
+        if cached is not None and now - cached[1] < 60:
+            return cached[0]
+        account = await self.store.get_account_by_id(account_id)
+        address = account.address if account is not None else ""
+        if len(self._addresses) > 100_000:
+            self._addresses.clear()
+        self._addresses[account_id] = (address, now)
+        return address
+
+    def _environment(self, client_ip: str) -> dict[str, str]:
+        """RFC 5183 §4 items."""
+        env = {
+            "domain": self.hostname.partition(".")[2] or self.hostname,
+            "host": self.hostname, "location": "MDA", "name": "Pochta",
+            "phase": "during", "version": __version__,
+        }
+        if client_ip:
+            env["remote-ip"] = client_ip
+        return env
+
+    async def _targets(self, decision: Decision, fallback: str) -> list[Store]:
+        """The mailboxes of a decision; fileinto a missing mailbox without :create (and
+        without fileinto_autocreate) keeps the message in INBOX instead (RFC 5490 §3.2)."""
+        if decision.result is None:
+            return [Store(fallback)]
+        out = []
+        for action in decision.result.actions:
+            if not isinstance(action, Store):
+                continue
+            mailbox = action.mailbox
+            if mailbox.upper() == "INBOX":
+                mailbox = fallback
+            elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
+                if action.create or self.config.fileinto_autocreate:
+                    try:
+                        await self.store.create_mailbox(decision.account_id, mailbox,
+                                                        subscribe=True)
+                    except AlreadyExists:
+                        pass  # a concurrent delivery made it
+                    except StoreError as exc:
+                        log.warning("sieve user=%s: fileinto :create %r failed (%s); kept "
+                                    "in %s", decision.recipient, mailbox, exc, fallback)
+                        mailbox = fallback
+                else:
+                    log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox "
+                                "(use :create); kept in %s", decision.recipient,
+                                decision.script, mailbox, fallback)
+                    mailbox = fallback
+            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
+        return out
+
+    # --- the delivery ----------------------------------------------------------------------
+
+    async def wants(self, local: Sequence[LocalTarget]) -> bool:
+        """Whether any of these recipients has an active script: if none has, delivery
+        skips Sieve (and never needs a big spooled message in memory)."""
+        if not self.config.enabled:
+            return False
+        for target in local:
+            if target.mailbox == "INBOX" and await self._active_script(target.account_id):
+                return True
+        return False
+
+    async def accept(
+        self,
+        data: bytes,
+        envelope: Envelope,
+        local: Sequence[LocalTarget],
+        remote: Sequence[RemoteRecipient],
+        queue_id: str,
+        recipient_of: Mapping[int, str] | None = None,
+        client_ip: str = "",
+    ) -> AcceptResult:
+        message = SieveMessage(data)
+        decisions: list[tuple[LocalTarget, Decision]] = []
+        for target in local:
+            rcpt = (recipient_of or {}).get(target.account_id)
+            if not self.config.enabled or target.mailbox != "INBOX":
+                # policy already chose a mailbox (DMARC quarantine to Junk): no filtering
+                decisions.append((target, Decision(target.account_id, rcpt or "", None, None)))
+                continue
+            decision = await self.decide(message, envelope, target.account_id, rcpt, client_ip)
+            if decision.error:
+                log.warning("sieve user=%s: %s; message kept in INBOX", decision.recipient,
+                            decision.error)
+            elif decision.result is not None and log.isEnabledFor(logging.DEBUG):
+                log.debug("sieve user=%s script=%s actions=%s", decision.recipient,
+                          decision.script, "; ".join(decision.result.describe()))
+            decisions.append((target, decision))
+
+        rejects = [(d, a) for _, d in decisions if d.result is not None
+                   for a in d.result.actions if isinstance(a, Reject)]
+        if rejects and len(rejects) == len(decisions) and not remote:
+            raise SieveRejected(rejects[0][1].reason)
+
+        plain: list[LocalTarget] = []
+        edited: list[tuple[bytes, list[LocalTarget]]] = []
+        redirects: list[tuple[Decision, Redirect, bytes]] = []
+        for target, decision in decisions:
+            stores = await self._targets(decision, target.mailbox)
+            res = decision.result
+            body = res.message.render() if res is not None and res.message.edited else None
+            for redirect in (a for a in (res.actions if res else []) if isinstance(a, Redirect)):
+                if self._redirected_by(message, decision.recipient):
+                    log.warning("sieve user=%s: redirect to %s refused: the message was "
+                                "already redirected by this user (a loop); kept in INBOX",
+                                decision.recipient, redirect.address)
+                    stores.append(Store(target.mailbox))
+                    continue
+                redirects.append((decision, redirect, body or data))
+            targets = [LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
+                                   target.internaldate) for s in stores]
+            if body is None:
+                plain.extend(targets)
+            elif targets:
+                edited.append((body, targets))
+
+        for decision, redirect, body in redirects:
+            await self._redirect(decision, redirect, body, envelope)
+
+        if plain or remote:
+            result = await self.store.accept(data, envelope, plain, remote, message_id=queue_id)
+        else:
+            result = AcceptResult(queue_id, 0, ())
+        for body, targets in edited:
+            await self.store.accept(body, envelope, targets, (), message_id=new_message_id())
+
+        for _, decision in decisions:
+            if decision.result is not None:
+                await self._after(message, envelope, decision, queue_id, data)
+        return result
+
+    @staticmethod
+    def _redirected_by(message: SieveMessage, user: str) -> bool:
+        return any(user.lower() in v.lower() for v in message.headers(REDIRECT_MARK))
+
+    async def _redirect(self, decision: Decision, redirect: Redirect, body: bytes,
+                        envelope: Envelope) -> None:
+        """RFC 5228 §4.2; the envelope sender follows ``[sieve] redirect_sender``, so the
+        next hop checks SPF against our domain rather than the original sender's."""
+        sender = envelope.sender
+        if sender and self.config.redirect_sender == "recipient" and decision.recipient:
+            sender = decision.recipient
+        if body[:12].lower() == b"return-path:":
+            body = body[body.find(b"\r\n") + 2:]
+        body = f"{REDIRECT_MARK}: <{decision.recipient}>\r\n".encode() + body
+        env = Envelope(sender=sender, smtputf8=envelope.smtputf8,
+                       body_8bit=envelope.body_8bit)
+        await self._send(body, env, [redirect.address], sieve_local=False)
+        log.info("sieve user=%s: redirected to <%s> (envelope sender <%s>)",
+                 decision.recipient, redirect.address, sender)
+
+    async def _send(self, data: bytes, envelope: Envelope, recipients: Sequence[str],
+                    sieve_local: bool = False) -> None:
+        """Accept a message for these addresses: local ones straight into INBOX (no
+        script runs on it: no loops), others through the outbound queue."""
+        local: list[LocalTarget] = []
+        remote: list[RemoteRecipient] = []
+        for address in recipients:
+            try:
+                address = normalize_address(address)
+                _, domain = split_address(address)
+            except AddressError:
+                log.warning("sieve: invalid address %r dropped", address)
+                continue
+            if self.resolve is not None and self.local_domain is not None and (
+                    await self.local_domain(domain)):
+                found = await self.resolve(address)
+                if found is None:
+                    log.warning("sieve: no local recipient <%s>", address)
+                    continue
+                local.extend(LocalTarget(a) for a in found[0] if a not in
+                             {t.account_id for t in local})
+                remote.extend(RemoteRecipient(r, "NEVER") for r in found[1])
+            else:
+                remote.append(RemoteRecipient(address, "NEVER"))
+        if not local and not remote:
+            return
+        if local:
+            data = b"Return-Path: <" + envelope.sender.encode() + b">\r\n" + data
+        await self.store.accept(data, envelope, local, remote)
+        if remote and self.on_queued is not None:
+            self.on_queued()
+
+    async def _after(self, message: SieveMessage, envelope: Envelope, decision: Decision,
+                     queue_id: str, data: bytes) -> None:
+        res = decision.result
+        assert res is not None
+        user = decision.recipient
+        for action in res.actions:
+            try:
+                if isinstance(action, Reject):
+                    await self._reject_dsn(action, envelope, user, queue_id, data)
+                elif isinstance(action, Vacation):
+                    await self._vacation(action, message, envelope, decision)
+                elif isinstance(action, Notify):
+                    await self._notify(action, message, decision)
+            except Exception:  # best effort: the message itself is stored already
+                log.exception("sieve user=%s: %s failed", user, type(action).__name__)
+        for key, ttl in res.track:
+            try:
+                await self.store.remember_once(f"{decision.account_id}:{key}", ttl)
+            except Exception:
+                log.exception("sieve user=%s: duplicate memory failed", user)
+
+    async def _reject_dsn(self, action: Reject, envelope: Envelope, user: str, queue_id: str,
+                          data: bytes) -> None:
+        """RFC 5429 §2.1: a reject after the message was accepted (other recipients took
+        it) becomes a DSN to the envelope sender; never to <> (no bounce of a bounce)."""
+        if not envelope.sender:
+            log.info("sieve user=%s: rejected; null sender, no DSN", user)
+            return
+        now = self.clock()
+        reason = " ".join(action.reason.split())[:400]
+        dsn = build_dsn(
+            reporting_mta=self.hostname, envelope=envelope, queue_id=queue_id,
+            original=data, arrival=now, now=now,
+            reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
+                                     f"550 5.7.1 {reason}")],
+        )
+        await self._send(dsn, Envelope(sender=""), [envelope.sender])
+        log.info("sieve user=%s: rejected with a DSN to <%s>", user, envelope.sender)
+
+    async def _vacation(self, action: Vacation, message: SieveMessage, envelope: Envelope,
+                        decision: Decision) -> None:
+        user = decision.recipient
+        own = {user, *action.addresses}
+        account = await self.store.get_account_by_id(decision.account_id)
+        if account is not None:
+            own.add(account.address)
+        why = vacation_refusal(message, envelope.sender, own)
+        if why is not None:
+            log.info("sieve user=%s: no vacation reply to <%s>: %s", user, envelope.sender, why)
+            return
+        cfg = self.config
+        seconds = max(min(action.seconds, cfg.vacation_max_days * 86400),
+                      cfg.vacation_min_days * 86400 if action.seconds else 0)
+        key = (f"{decision.account_id}:vacation:{action.handle}:"
+               f"{envelope.sender.lower()}")
+        if seconds > 0 and not await self.store.remember_once(key, seconds, self.clock()):
+            log.info("sieve user=%s: vacation: <%s> already answered", user, envelope.sender)
+            return
+        reply = build_vacation(action, message, user, envelope.sender, self.hostname,
+                               self.clock())
+        reply = await self._sign(reply, action.from_ or user)
+        await self._send(reply, Envelope(sender=""), [envelope.sender])
+        log.info("sieve user=%s: vacation reply to <%s>", user, envelope.sender)
+
+    async def _notify(self, action: Notify, message: SieveMessage, decision: Decision) -> None:
+        why = notify_refusal(message)
+        if why is not None:
+            log.info("sieve user=%s: no notification: %s", decision.recipient, why)
+            return
+        built = build_notification(action, message, decision.recipient, self.hostname,
+                                   self.clock())
+        if built is None:
+            return
+        to, data = built
+        data = await self._sign(data, action.from_ or decision.recipient)
+        await self._send(data, Envelope(sender=""), to)
+
+    async def _sign(self, data: bytes, from_: str) -> bytes:
+        """DKIM-sign like a submission, when the From domain is ours."""
+        if self.signer is None:
+            return data
+        address = from_.rpartition("<")[2].rstrip(">").strip()
+        try:
+            domain = split_address(normalize_address(address))[1]
+        except AddressError:
+            return data
+        if self.local_domain is not None and not await self.local_domain(domain):
+            return data
+        return await self.signer(data, domain)

@@ -1,0 +1,153 @@
+"""Vacation replies (RFC 5230, RFC 6131) and mailto notifications (RFC 5436) as pure
+functions: whether to answer at all (RFC 3834 §2, RFC 5230 §4.5/§4.6), and the reply's
+bytes. The service (services/sieve.py) adds the once-per-sender memory and sends."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from email.header import Header
+from email.utils import formataddr, getaddresses
+
+from ..maildate import mail_date
+from .interpreter import Notify, Vacation, parse_mailto
+from .message import SieveMessage
+
+# RFC 5230 §4.6: never answer these senders (lists and daemons).
+_NO_REPLY_LOCAL = re.compile(
+    r"^(owner-.*|.*-request|mailer-daemon|listserv|majordomo|.*-owner|"
+    r"no-?reply|.*-bounces(\+.*)?)$", re.IGNORECASE)
+_LIST_FIELDS = ("list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-post",
+                "list-owner", "list-archive")
+_RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
+
+
+def _base(address: str, separator: str = "+") -> str:
+    local, _, domain = address.lower().rpartition("@")
+    return local.split(separator, 1)[0] + "@" + domain
+
+
+def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | None:
+    """Why no vacation reply may be sent, or None when one may (RFC 3834, RFC 5230)."""
+    if not sender:
+        return "null sender"
+    local = sender.rpartition("@")[0]
+    if _NO_REPLY_LOCAL.match(local):
+        return f"sender <{sender}> is a list or daemon address"
+    own_bases = {_base(a) for a in own}
+    if _base(sender) in own_bases:
+        return "message from the user"
+    for value in msg.headers("auto-submitted"):
+        if value.split(";")[0].strip().lower() != "no":
+            return f"Auto-Submitted: {value}"
+    for value in msg.headers("precedence"):
+        if value.strip().lower() in ("bulk", "list", "junk"):
+            return f"Precedence: {value}"
+    for name in _LIST_FIELDS:
+        if msg.headers(name):
+            return f"mailing list ({name})"
+    for value in msg.headers("x-auto-response-suppress"):
+        if any(v.strip().lower() in ("oof", "all") for v in value.split(",")):
+            return "X-Auto-Response-Suppress"
+    named = {_base(a) for f in _RECIPIENT_FIELDS for a in msg.addresses(f) if a}
+    if not named & own_bases:
+        return "none of the user's addresses is in To/Cc"
+    return None
+
+
+def _header(name: str, value: str) -> str:
+    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
+    if not value.isascii():
+        value = Header(value, "utf-8", header_name=name).encode()
+    return f"{name}: {value}\r\n"
+
+
+def _from(display: str | None, address: str) -> str:
+    if display is None:
+        return address
+    # :from may be a full address ("Alice <alice@example.test>") or a bare one
+    pairs = getaddresses([display])
+    if pairs and "@" in pairs[0][1]:
+        name, addr = pairs[0]
+        return formataddr((str(Header(name, "utf-8").encode()) if name and not name.isascii()
+                           else name, addr))
+    return address
+
+
+def build_vacation(action: Vacation, msg: SieveMessage, user: str, sender: str,
+                   hostname: str, now: float) -> bytes:
+    """The reply (CRLF line ends), addressed to the envelope sender (RFC 5230 §4.5)."""
+    subject = action.subject
+    if subject is None:
+        original = (msg.headers("subject") or [""])[0]
+        subject = "Auto: " + original if original else "Automated reply"
+    domain = user.rpartition("@")[2] or hostname
+    lines = [
+        _header("From", _from(action.from_, user)),
+        _header("To", f"<{sender}>"),
+        _header("Subject", subject),
+        _header("Date", mail_date(now)),
+        _header("Message-ID", f"<vacation.{secrets.token_hex(12)}@{domain}>"),
+        "Auto-Submitted: auto-replied (vacation)\r\n",  # RFC 3834 §5, RFC 5230 §5
+    ]
+    message_ids = msg.headers("message-id")
+    if message_ids:
+        mid = message_ids[0].strip()
+        refs = " ".join([*(msg.headers("references") or [""])[0].split(), mid])
+        lines.append(_header("In-Reply-To", mid))
+        lines.append(_header("References", refs.strip()))
+    lines.append("MIME-Version: 1.0\r\n")
+    head = "".join(lines).encode("utf-8")
+    reason = action.reason.replace("\r\n", "\n").replace("\n", "\r\n")
+    if action.mime:
+        # :mime: the reason is a MIME entity (its own header, blank line, body)
+        return head + reason.encode("utf-8") + (b"" if reason.endswith("\r\n") else b"\r\n")
+    body = reason if reason.endswith("\r\n") else reason + "\r\n"
+    ctype = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    return head + ctype.encode() + b"\r\n" + body.encode("utf-8")
+
+
+def notify_refusal(msg: SieveMessage) -> str | None:
+    """RFC 5436 §2.7: never notify about an automatically submitted message."""
+    for value in msg.headers("auto-submitted"):
+        if value.split(";")[0].strip().lower() != "no":
+            return f"Auto-Submitted: {value}"
+    return None
+
+
+def build_notification(action: Notify, msg: SieveMessage, user: str, hostname: str,
+                       now: float) -> tuple[list[str], bytes] | None:
+    """(recipients, message) for a mailto: notification (RFC 5436), None if invalid."""
+    uri = parse_mailto(action.method)
+    if uri is None:
+        return None
+    subject = None
+    body = None
+    for name, value in uri.headers:
+        if name.lower() == "subject":
+            subject = value
+        elif name.lower() == "body":
+            body = value
+    original_subject = (msg.headers("subject") or [""])[0]
+    original_from = (msg.headers("from") or [""])[0]
+    if subject is None:
+        subject = action.message or f"[SIEVE] New mail from {original_from}: {original_subject}"
+    if body is None:
+        body = action.message or f"New mail from {original_from}\r\nSubject: {original_subject}"
+    body = body.replace("\r\n", "\n").replace("\n", "\r\n")
+    importance = {"1": "1 (Highest)", "3": "5 (Lowest)"}.get(action.importance)
+    domain = user.rpartition("@")[2] or hostname
+    lines = [
+        _header("From", _from(action.from_, user)),
+        _header("To", ", ".join(f"<{a}>" for a in uri.to)),
+        _header("Subject", subject),
+        _header("Date", mail_date(now)),
+        _header("Message-ID", f"<notify.{secrets.token_hex(12)}@{domain}>"),
+        "Auto-Submitted: auto-notified\r\n",  # RFC 5436 §2.7
+    ]
+    if importance:
+        lines.append(_header("X-Priority", importance))
+    lines.append("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Transfer-Encoding: 8bit\r\n\r\n")
+    data = "".join(lines).encode("utf-8") + body.encode("utf-8") + b"\r\n"
+    return list(uri.to), data

@@ -1,0 +1,232 @@
+"""``pochta sieve put|get|list|activate|deactivate|delete|check|test``: an admin manages a
+user's Sieve scripts and sees what a script would do with a message, without delivering.
+
+``check USER [FILE]`` compiles FILE (or the user's active script) with its includes;
+``test USER MESSAGE.eml [--from ... --to ...]`` runs the active script (or ``--script
+FILE``) against the message and prints the actions; nothing is stored or sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from pochta.addresses import AddressError, normalize_address
+from pochta.services.sieve import SieveLoadError, SieveService
+from pochta.sieve import SieveMessage, SieveSyntaxError, compile_script
+from pochta.storage.interfaces import Envelope, MailStore, NotFound, StoreError
+from pochta.storage.interfaces_sieve import ScriptActive
+from pochta.storage.sqlite import SQLiteStore
+
+
+class _Fail(Exception):
+    pass
+
+
+def _read(path: str | None) -> str:
+    try:
+        if path is None or path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Fail(f"cannot read {path}: {exc}") from None
+
+
+def _run(fn: Any) -> Any:
+    def run(args: argparse.Namespace, config: Any) -> int:
+        async def main() -> int:
+            store = await SQLiteStore.open(config.data_path)
+            try:
+                account_id = await _account(store, args.user)
+                result: int = await fn(args, config, store, account_id)
+                return result
+            except _Fail as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+async def _account(store: MailStore, user: str) -> int:
+    try:
+        address = normalize_address(user)
+    except AddressError as exc:
+        raise _Fail(f"{user}: {exc}") from None
+    account = await store.get_account(address)
+    if account is None:
+        raise _Fail(f"no account {address}")
+    return account.id
+
+
+def _name(args: argparse.Namespace) -> str:
+    return str(args.name or (Path(args.file).stem if args.file and args.file != "-"
+                             else "main"))
+
+
+async def cmd_put(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    source = _read(args.file)
+    try:
+        compile_script(source, limits=config.sieve.limits())
+    except SieveSyntaxError as exc:
+        raise _Fail(f"{args.file or 'stdin'}: {exc}") from None
+    name = _name(args)
+    await store.put_sieve_script(acc, name, source)
+    if args.activate:
+        await store.set_active_sieve_script(acc, name)
+    print(f"stored {name!r}{' (active)' if args.activate else ''}")
+    return 0
+
+
+async def cmd_get(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    if args.name is None:
+        active = await store.get_active_sieve_script(acc)
+        if active is None:
+            raise _Fail("no active script")
+        source = active[1]
+    else:
+        got = await store.get_sieve_script(acc, args.name)
+        if got is None:
+            raise _Fail(f"no script {args.name!r}")
+        source = got
+    sys.stdout.write(source)
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    for info in await store.list_sieve_scripts(acc):
+        active = "\tACTIVE" if info.active else ""
+        print(f"{info.name}\t{info.size} bytes{active}")
+    return 0
+
+
+async def cmd_activate(args: argparse.Namespace, config: Any, store: MailStore,
+                       acc: int) -> int:
+    try:
+        await store.set_active_sieve_script(acc, args.name)
+    except NotFound:
+        raise _Fail(f"no script {args.name!r}") from None
+    print(f"active: {args.name}")
+    return 0
+
+
+async def cmd_deactivate(args: argparse.Namespace, config: Any, store: MailStore,
+                         acc: int) -> int:
+    await store.set_active_sieve_script(acc, None)
+    print("no script is active")
+    return 0
+
+
+async def cmd_delete(args: argparse.Namespace, config: Any, store: MailStore,
+                     acc: int) -> int:
+    try:
+        await store.delete_sieve_script(acc, args.name)
+    except (NotFound, ScriptActive) as exc:
+        raise _Fail(str(exc)) from None
+    print(f"deleted {args.name!r}")
+    return 0
+
+
+def _service(config: Any, store: MailStore) -> SieveService:
+    return SieveService(store, config.sieve, config.hostname,
+                        global_dir=config.path(config.sieve.global_dir))
+
+
+async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    service = _service(config, store)
+    try:
+        if args.file is None:
+            loaded = await service.load(acc)
+            if loaded is None:
+                raise _Fail("no active script")
+            print(f"ok: active script {loaded[0]!r} compiles"
+                  + (f", with {len(loaded[2])} included" if loaded[2] else ""))
+        else:
+            script = service.compile(_read(args.file))
+            print(f"ok: {args.file} compiles (requires: "
+                  f"{', '.join(sorted(script.requires)) or 'nothing'})")
+    except SieveSyntaxError as exc:
+        raise _Fail(f"{args.file}: {exc}") from None
+    except SieveLoadError as exc:
+        raise _Fail(str(exc)) from None
+    return 0
+
+
+async def cmd_test(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    try:
+        data = Path(args.message).read_bytes()
+    except OSError as exc:
+        raise _Fail(f"cannot read {args.message}: {exc}") from None
+    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    service = _service(config, store)
+    account = await store.get_account_by_id(acc)
+    assert account is not None
+    envelope = Envelope(sender=args.sender or "")
+    message = SieveMessage(data)
+    override = None
+    if args.script:  # a file instead of the active script
+        override = (Path(args.script).name, _read(args.script))
+    decision = await service.decide(message, envelope, acc, args.rcpt, source=override)
+    print(f"recipient: {decision.recipient}  envelope from: <{envelope.sender}>")
+    print(f"script:    {decision.script or '(none active)'}")
+    if decision.error:
+        print(f"error:     {decision.error}")
+        print("actions:   keep INBOX (the fallback)")
+        return 2
+    if decision.result is None:
+        print("actions:   keep INBOX (implicit)")
+        return 0
+    for line in decision.result.describe():
+        print(f"action:    {line}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    sv = subparsers.add_parser("sieve", help="users' Sieve filters (see docs/sieve.md)")
+    ss = sv.add_subparsers(dest="sieve_command", required=True)
+    p = ss.add_parser("put", help="store a script (checked first)")
+    p.add_argument("user")
+    p.add_argument("file", nargs="?", help="the script (default: stdin)")
+    p.add_argument("--name", help="script name (default: the file's name without suffix)")
+    p.add_argument("--activate", action="store_true", help="make it the active script")
+    p.set_defaults(func=_run(cmd_put))
+    p = ss.add_parser("get", help="print a script (default: the active one)")
+    p.add_argument("user")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_run(cmd_get))
+    p = ss.add_parser("list", help="the user's scripts")
+    p.add_argument("user")
+    p.set_defaults(func=_run(cmd_list))
+    p = ss.add_parser("activate", help="make a script the active one")
+    p.add_argument("user")
+    p.add_argument("name")
+    p.set_defaults(func=_run(cmd_activate))
+    p = ss.add_parser("deactivate", help="no active script (mail goes to INBOX)")
+    p.add_argument("user")
+    p.set_defaults(func=_run(cmd_deactivate))
+    p = ss.add_parser("delete", help="delete a script that is not active")
+    p.add_argument("user")
+    p.add_argument("name")
+    p.set_defaults(func=_run(cmd_delete))
+    p = ss.add_parser("check", help="compile a file, or the user's active script and its "
+                      "includes")
+    p.add_argument("user")
+    p.add_argument("file", nargs="?")
+    p.set_defaults(func=_run(cmd_check))
+    p = ss.add_parser("test", help="show what the script would do with a message "
+                      "(nothing is delivered)")
+    p.add_argument("user")
+    p.add_argument("message", help="the message (.eml)")
+    p.add_argument("--from", dest="sender", default="", help="envelope sender (default <>)")
+    p.add_argument("--to", dest="rcpt", help="envelope recipient (default: the user)")
+    p.add_argument("--script", help="run this file instead of the active script")
+    p.set_defaults(func=_run(cmd_test))
+
+
+__all__ = ["StoreError", "register"]

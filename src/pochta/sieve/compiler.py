@@ -1,0 +1,444 @@
+"""Sieve checker: a parsed script against the commands, tests and tags of the extensions
+it requires (RFC 5228 §3.2: using an extension that was not required is an error).
+
+``compile_script`` returns a ``Script`` whose nodes carry their arguments by role
+(``node.extra["tags"]`` and ``node.extra["pos"]``), so the interpreter never re-reads
+raw argument lists. Errors carry the line (``SieveSyntaxError``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .grammar import Argument, Command, Number, SieveSyntaxError, Strings, Tag, Test, parse
+
+# What ManageSieve's SIEVE capability and ``require`` accept.
+EXTENSIONS: frozenset[str] = frozenset({
+    "fileinto", "reject", "ereject", "envelope", "encoded-character", "imap4flags",
+    "body", "variables", "vacation", "vacation-seconds", "relational",
+    "comparator-i;ascii-numeric", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "subaddress", "copy", "include", "date", "index", "editheader", "mailbox",
+    "mboxmetadata", "servermetadata", "duplicate", "enotify", "spamtest", "spamtestplus",
+    "virustest", "environment", "regex",
+})
+
+COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
+               "i;ascii-numeric": "comparator-i;ascii-numeric"}
+RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
+DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
+              "iso8601", "std11", "zone", "weekday")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on any one script and any one run (each exceeded with a clear error)."""
+
+    max_script_size: int = 256 * 1024  # bytes of source
+    max_actions: int = 32  # fileinto, redirect, keep, vacation, notify, ... per run
+    max_redirects: int = 4  # redirect actions per message
+    max_include_depth: int = 10  # RFC 6609 §3.2: nesting of include
+    max_includes: int = 64  # scripts one run may include in all
+    max_header_edits: int = 64  # addheader/deleteheader per run
+
+
+@dataclass(slots=True)
+class Script:
+    name: str
+    commands: list[Command]
+    requires: frozenset[str]
+    includes: list[tuple[str, str]] = field(default_factory=list)  # (personal|global, name)
+    size: int = 0
+
+
+# tag -> (value kind "" | "s" | "l" | "n", extension needed or None, exclusive group)
+_T = tuple[str, str | None, str]
+_MATCH: dict[str, _T] = {
+    "is": ("", None, "match"), "contains": ("", None, "match"), "matches": ("", None, "match"),
+    "regex": ("", "regex", "match"), "value": ("s", "relational", "match"),
+    "count": ("s", "relational", "match"), "comparator": ("s", None, "comparator"),
+}
+_ADDR: dict[str, _T] = {
+    "all": ("", None, "part"), "localpart": ("", None, "part"), "domain": ("", None, "part"),
+    "user": ("", "subaddress", "part"), "detail": ("", "subaddress", "part"),
+}
+_INDEX: dict[str, _T] = {"index": ("n", "index", "index"), "last": ("", "index", "last")}
+_ZONE: dict[str, _T] = {"zone": ("s", None, "zone"), "originalzone": ("", None, "zone")}
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    ext: str | None  # extension that defines the command or test
+    pos: str  # positional kinds: s (string), l (string list), n (number); "?" = optional
+    tags: dict[str, _T]
+    tests: int = 0  # 0 none, 1 exactly one, -1 a list of at least one
+    block: bool = False  # takes a block (if/elsif/else; test-only extensions)
+
+
+def _spec(ext: str | None, pos: str, *tag_maps: dict[str, _T], tests: int = 0) -> Spec:
+    tags: dict[str, _T] = {}
+    for m in tag_maps:
+        tags.update(m)
+    return Spec(ext, pos, tags, tests)
+
+
+COMMANDS: dict[str, Spec] = {
+    "require": _spec(None, "l"),
+    "if": _spec(None, "", tests=1), "elsif": _spec(None, "", tests=1), "else": _spec(None, ""),
+    "stop": _spec(None, ""),
+    "keep": _spec(None, "", {"flags": ("l", "imap4flags", "flags")}),
+    "discard": _spec(None, ""),
+    "redirect": _spec(None, "s", {"copy": ("", "copy", "copy")}),
+    "fileinto": _spec("fileinto", "s", {"copy": ("", "copy", "copy"),
+                                        "flags": ("l", "imap4flags", "flags"),
+                                        "create": ("", "mailbox", "create")}),
+    "reject": _spec("reject", "s"),
+    "ereject": _spec("ereject", "s"),
+    "setflag": _spec("imap4flags", "s?l"),
+    "addflag": _spec("imap4flags", "s?l"),
+    "removeflag": _spec("imap4flags", "s?l"),
+    "set": _spec("variables", "ss", {m: ("", "variables", "mod" + str(p)) for m, p in (
+        ("lower", 40), ("upper", 40), ("lowerfirst", 30), ("upperfirst", 30),
+        ("quotewildcard", 20), ("quoteregex", 20), ("length", 10))}),
+    "vacation": _spec("vacation", "s", {
+        "days": ("n", None, "period"), "seconds": ("n", "vacation-seconds", "period"),
+        "subject": ("s", None, "subject"), "from": ("s", None, "from"),
+        "addresses": ("l", None, "addresses"), "mime": ("", None, "mime"),
+        "handle": ("s", None, "handle")}),
+    "notify": _spec("enotify", "s", {
+        "from": ("s", None, "from"), "importance": ("s", None, "importance"),
+        "options": ("l", None, "options"), "message": ("s", None, "message")}),
+    "include": _spec("include", "s", {
+        "personal": ("", None, "location"), "global": ("", None, "location"),
+        "once": ("", None, "once"), "optional": ("", None, "optional")}),
+    "return": _spec("include", ""),
+    "global": _spec("include", "l"),
+    "addheader": _spec("editheader", "ss", {"last": ("", None, "last")}),
+    "deleteheader": _spec("editheader", "sl?", _MATCH, _INDEX),
+}
+
+TESTS: dict[str, Spec] = {
+    "true": _spec(None, ""), "false": _spec(None, ""),
+    "not": _spec(None, "", tests=1),
+    "allof": _spec(None, "", tests=-1), "anyof": _spec(None, "", tests=-1),
+    "address": _spec(None, "ll", _MATCH, _ADDR, _INDEX),
+    "header": _spec(None, "ll", _MATCH, _INDEX),
+    "envelope": _spec("envelope", "ll", _MATCH, _ADDR),
+    "exists": _spec(None, "l"),
+    "size": _spec(None, "n", {"over": ("", None, "size"), "under": ("", None, "size")}),
+    "body": _spec("body", "l", _MATCH, {"raw": ("", None, "transform"),
+                                        "content": ("l", None, "transform"),
+                                        "text": ("", None, "transform")}),
+    "string": _spec("variables", "ll", _MATCH),
+    "hasflag": _spec("imap4flags", "l?l", _MATCH),
+    "date": _spec("date", "ssl", _MATCH, _ZONE, _INDEX),
+    "currentdate": _spec("date", "sl", _MATCH, {"zone": ("s", None, "zone")}),
+    "mailboxexists": _spec("mailbox", "l"),
+    "metadata": _spec("mboxmetadata", "ssl", _MATCH),
+    "metadataexists": _spec("mboxmetadata", "sl"),
+    "servermetadata": _spec("servermetadata", "sl", _MATCH),
+    "servermetadataexists": _spec("servermetadata", "l"),
+    "duplicate": _spec("duplicate", "", {
+        "handle": ("s", None, "handle"), "header": ("s", None, "id"),
+        "uniqueid": ("s", None, "id"), "seconds": ("n", None, "seconds"),
+        "last": ("", None, "last")}),
+    "valid_notify_method": _spec("enotify", "l"),
+    "notify_method_capability": _spec("enotify", "ssl", _MATCH),
+    "environment": _spec("environment", "sl", _MATCH),
+    "spamtest": _spec("spamtest", "s", _MATCH, {"percent": ("", "spamtestplus", "percent")}),
+    "virustest": _spec("virustest", "s", _MATCH),
+}
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
+
+
+def decode_encoded_characters(s: str) -> str:
+    """RFC 5228 §2.4.2.4 (encoded-character): ``${hex:41 42}`` and ``${unicode:263a}``;
+    a malformed sequence is left as it is."""
+
+    def repl(m: re.Match[str]) -> str:
+        parts = m.group(2).split()
+        if not parts or not all(re.fullmatch(r"[0-9A-Fa-f]+", p) for p in parts):
+            return m.group(0)
+        if m.group(1).lower() == "hex":
+            raw = bytes(int(p, 16) for p in parts if int(p, 16) < 256)
+            if len(raw) != len(parts):
+                return m.group(0)
+            return raw.decode("utf-8", "replace")
+        out = []
+        for p in parts:
+            cp = int(p, 16)
+            if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+                raise ValueError(f"invalid unicode character {p}")
+            out.append(chr(cp))
+        return "".join(out)
+
+    return _ENCODED.sub(repl, s)
+
+
+class _Checker:
+    def __init__(self, limits: Limits, extensions: frozenset[str],
+                 commands: dict[str, Spec], tests: dict[str, Spec]) -> None:
+        self.limits = limits
+        self.extensions = extensions
+        self.commands = commands
+        self.tests = tests
+        self.requires: set[str] = set()
+        self.includes: list[tuple[str, str]] = []
+
+    def need(self, ext: str | None, what: str, line: int) -> None:
+        if ext is not None and ext not in self.requires:
+            raise SieveSyntaxError(line, f'{what} needs require "{ext}"')
+
+    def block(self, commands: list[Command], top: bool) -> None:
+        previous = ""
+        seen_other = False
+        for cmd in commands:
+            if cmd.name == "require":
+                if not top or seen_other:
+                    raise SieveSyntaxError(cmd.line, "require must come before other commands")
+            else:
+                seen_other = True
+            if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
+                raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
+            self.command(cmd)
+            previous = cmd.name
+
+    def command(self, cmd: Command) -> None:
+        spec = self.commands.get(cmd.name)
+        if spec is None:
+            raise SieveSyntaxError(cmd.line, f"unknown command {cmd.name}")
+        self.need(spec.ext, f"command {cmd.name}", cmd.line)
+        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line)
+        cmd.extra["tags"], cmd.extra["pos"] = tags, pos
+        self.test_count(cmd.name, spec, cmd.tests, cmd.line)
+        wants_block = cmd.name in ("if", "elsif", "else") or spec.block
+        if wants_block and cmd.block is None:
+            raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
+        if not wants_block and cmd.block is not None:
+            raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")
+        for t in cmd.tests:
+            self.test(t)
+        if cmd.name == "require":
+            exts = pos[0]
+            assert isinstance(exts, list)
+            for ext in exts:
+                if ext not in self.extensions:
+                    raise SieveSyntaxError(cmd.line, f'unsupported extension "{ext}"')
+                self.requires.add(ext)
+                if ext == "enotify" or ext == "vacation-seconds":
+                    self.requires.add("vacation" if ext == "vacation-seconds" else ext)
+                if ext == "spamtestplus":
+                    self.requires.add("spamtest")
+        self.semantics(cmd.name, tags, pos, cmd.line)
+        if cmd.block is not None:
+            self.block(cmd.block, top=False)
+
+    def test(self, t: Test) -> None:
+        spec = self.tests.get(t.name)
+        if spec is None:
+            raise SieveSyntaxError(t.line, f"unknown test {t.name}")
+        self.need(spec.ext, f"test {t.name}", t.line)
+        tags, pos = self.arguments(t.name, spec, t.args, t.line)
+        t.extra["tags"], t.extra["pos"] = tags, pos
+        self.test_count(t.name, spec, t.tests, t.line)
+        self.semantics(t.name, tags, pos, t.line)
+        for sub in t.tests:
+            self.test(sub)
+
+    @staticmethod
+    def test_count(name: str, spec: Spec, tests: list[Test], line: int) -> None:
+        if spec.tests == 0 and tests:
+            raise SieveSyntaxError(line, f"{name} takes no test")
+        if spec.tests == 1 and len(tests) != 1:
+            raise SieveSyntaxError(line, f"{name} needs exactly one test")
+        if spec.tests == -1 and not tests:
+            raise SieveSyntaxError(line, f"{name} needs a list of tests")
+
+    def arguments(self, name: str, spec: Spec, args: list[Argument], line: int
+                  ) -> tuple[dict[str, object], list[object]]:
+        tags: dict[str, object] = {}
+        groups: dict[str, str] = {}
+        positional: list[Argument] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if isinstance(arg, Tag):
+                if positional:
+                    raise SieveSyntaxError(arg.line, f"{name}: tag :{arg.name} after "
+                                           "positional arguments")
+                tspec = spec.tags.get(arg.name)
+                if tspec is None:
+                    raise SieveSyntaxError(arg.line, f"{name}: unknown tag :{arg.name}")
+                kind, ext, group = tspec
+                self.need(ext, f":{arg.name}", arg.line)
+                if group in groups:
+                    raise SieveSyntaxError(arg.line, f"{name}: :{arg.name} conflicts with "
+                                           f":{groups[group]}")
+                groups[group] = arg.name
+                value: object = True
+                if kind:
+                    i += 1
+                    if i >= len(args):
+                        raise SieveSyntaxError(arg.line, f"{name}: :{arg.name} needs a value")
+                    value = self.value(args[i], kind, f"{name} :{arg.name}")
+                tags[arg.name] = value
+            else:
+                positional.append(arg)
+            i += 1
+        kinds = spec.pos
+        required = [k for j, k in enumerate(kinds) if k != "?" and
+                    (j + 1 >= len(kinds) or kinds[j + 1] != "?")]
+        full = [k for k in kinds if k != "?"]
+        if len(positional) == len(full):
+            chosen = full
+        elif len(positional) == len(required):
+            chosen = required
+            if len(full) != len(required):
+                # an optional argument that is left out: keep its slot as None
+                opt = next(j for j, k in enumerate(kinds) if k == "?") - 1
+                slot = len([k for k in kinds[:opt] if k != "?"])
+                values = [self.value(a, k, name) for a, k in zip(positional, chosen,
+                                                                   strict=True)]
+                values.insert(slot, None)
+                return tags, values
+        else:
+            raise SieveSyntaxError(line, f"{name}: wrong number of arguments")
+        return tags, [self.value(a, k, name) for a, k in zip(positional, chosen, strict=True)]
+
+    @staticmethod
+    def value(arg: Argument, kind: str, what: str) -> object:
+        if kind == "n":
+            if not isinstance(arg, Number):
+                raise SieveSyntaxError(arg.line, f"{what}: expected a number")
+            return arg.value
+        if not isinstance(arg, Strings):
+            raise SieveSyntaxError(arg.line, f"{what}: expected a string")
+        if kind == "s":
+            if arg.is_list and len(arg.values) != 1:
+                raise SieveSyntaxError(arg.line, f"{what}: expected a string, not a list")
+            return arg.values[0]
+        return list(arg.values)
+
+    def decode(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        """encoded-character (RFC 5228 §2.4.2.4), applied once at compile time."""
+        try:
+            for k, v in list(tags.items()):
+                if isinstance(v, str):
+                    tags[k] = decode_encoded_characters(v)
+                elif isinstance(v, list):
+                    tags[k] = [decode_encoded_characters(x) for x in v]
+            for j, v in enumerate(pos):
+                if isinstance(v, str):
+                    pos[j] = decode_encoded_characters(v)
+                elif isinstance(v, list):
+                    pos[j] = [decode_encoded_characters(x) for x in v]
+        except ValueError as exc:
+            raise SieveSyntaxError(line, str(exc)) from None
+
+    def semantics(self, name: str, tags: dict[str, object], pos: list[object],
+                  line: int) -> None:
+        if "encoded-character" in self.requires:
+            self.decode(tags, pos, line)
+        comparator = tags.get("comparator")
+        if isinstance(comparator, str):
+            if comparator not in COMPARATORS:
+                raise SieveSyntaxError(line, f'unknown comparator "{comparator}"')
+            self.need(COMPARATORS[comparator], f'comparator "{comparator}"', line)
+            if comparator == "i;ascii-numeric" and ({"contains", "matches", "regex"} & tags.keys()):
+                raise SieveSyntaxError(line, "i;ascii-numeric supports only :is, :value "
+                                       "and :count")
+        for rel in ("value", "count"):
+            r = tags.get(rel)
+            if isinstance(r, str) and r.lower() not in RELATIONS:
+                raise SieveSyntaxError(line, f':{rel} "{r}": relation must be one of '
+                                       f"{', '.join(RELATIONS)}")
+        if "last" in tags and "index" not in tags and name not in ("addheader", "duplicate"):
+            raise SieveSyntaxError(line, ":last needs :index")
+        if "regex" in tags and "variables" not in self.requires:
+            keys = pos[-1]
+            for key in keys if isinstance(keys, list) else [keys]:
+                if isinstance(key, str):
+                    try:
+                        re.compile(key)
+                    except re.error as exc:
+                        raise SieveSyntaxError(line, f'invalid regex "{key}": {exc}') from None
+        if name in ("date", "currentdate"):
+            part = pos[-2]
+            if isinstance(part, str) and "${" not in part and part.lower() not in DATE_PARTS:
+                raise SieveSyntaxError(line, f'unknown date part "{part}"')
+            zone = tags.get("zone")
+            if isinstance(zone, str) and not re.fullmatch(r"[+-]\d{4}", zone):
+                raise SieveSyntaxError(line, f'invalid :zone "{zone}" (expected +hhmm)')
+        if name == "set":
+            var = pos[0]
+            assert isinstance(var, str)
+            if not _VAR_NAME.match(var) or var[0].isdigit():
+                raise SieveSyntaxError(line, f'invalid variable name "{var}"')
+        if name in ("setflag", "addflag", "removeflag") and pos[0] is not None and (
+                not isinstance(pos[0], str) or not _VAR_NAME.match(pos[0])):
+            raise SieveSyntaxError(line, f"{name}: invalid variable name")
+        if name in ("setflag", "addflag", "removeflag", "hasflag") and pos[0] is not None:
+            self.need("variables", f"{name} with a variable", line)
+        if name == "include":
+            target = pos[0]
+            assert isinstance(target, str)
+            if not target or "/" in target or target.startswith(".") or "${" in target:
+                raise SieveSyntaxError(line, f'include: invalid script name "{target}"')
+            location = "global" if tags.get("global") else "personal"
+            if (location, target) not in self.includes:
+                self.includes.append((location, target))
+        if name == "vacation":
+            days = tags.get("days")
+            if isinstance(days, int) and days < 0:
+                raise SieveSyntaxError(line, "vacation :days must not be negative")
+        if name == "notify":
+            imp = tags.get("importance")
+            if isinstance(imp, str) and imp not in ("1", "2", "3"):
+                raise SieveSyntaxError(line, 'notify :importance must be "1", "2" or "3"')
+        if name == "redirect":
+            target = pos[0]
+            if isinstance(target, str) and "${" not in target and not _plausible(target):
+                raise SieveSyntaxError(line, f'redirect: invalid address "{target}"')
+        if name == "fileinto":
+            box = pos[0]
+            if isinstance(box, str) and not box:
+                raise SieveSyntaxError(line, "fileinto: empty mailbox name")
+        if name == "size" and not tags:
+            raise SieveSyntaxError(line, "size needs :over or :under")
+
+
+def _plausible(address: str) -> bool:
+    local, _, domain = address.strip().strip("<>").rpartition("@")
+    return bool(local) and bool(domain) and " " not in domain
+
+
+def compile_script(source: str, name: str = "", limits: Limits | None = None,
+                   extensions: frozenset[str] = EXTENSIONS,
+                   extra_commands: dict[str, Spec] | None = None,
+                   extra_tests: dict[str, Spec] | None = None) -> Script:
+    """Parse and check a script; raises ``SieveSyntaxError`` (with its line).
+    ``extra_*``: commands and tests of a test-only extension (their evaluation is
+    ``Context.handlers``)."""
+    limits = limits or Limits()
+    size = len(source.encode("utf-8", "surrogatepass"))
+    if size > limits.max_script_size:
+        raise SieveSyntaxError(1, f"script is {size} bytes, more than the limit of "
+                               f"{limits.max_script_size}")
+    commands = parse(source)
+    checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
+                       {**TESTS, **(extra_tests or {})})
+    checker.block(commands, top=True)
+    return Script(name, commands, frozenset(checker.requires), checker.includes, size)
+
+
+def strings_of(node: Command | Test) -> tuple[dict[str, object], list[object]]:
+    tags = node.extra["tags"]
+    pos = node.extra["pos"]
+    assert isinstance(tags, dict) and isinstance(pos, list)
+    return tags, pos
+
+
+__all__ = ["COMMANDS", "EXTENSIONS", "TESTS", "Limits", "Script", "SieveSyntaxError",
+           "Strings", "compile_script"]

@@ -1,0 +1,996 @@
+"""Sieve evaluator (RFC 5228 and extensions): a compiled script, a message, its envelope and
+a context in; a list of actions out. No I/O.
+
+Facts the evaluator cannot know (has the duplicate extension seen this id?) are asked
+for by raising ``NeedLookup(key)``: the caller finds the answer, puts it in
+``Context.known`` and runs the script again. Runs are deterministic and have no effects
+until the caller acts on the ``Result``, so a rerun is safe (and rare: one per
+``duplicate`` test at most).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import parseaddr, parsedate_to_datetime
+from functools import lru_cache
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .compiler import Limits, Script, strings_of
+from .grammar import Command, Test
+from .message import SieveMessage
+
+# --- inputs and outputs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SieveEnvelope:
+    sender: str  # "" for the null reverse-path
+    recipient: str  # the address this delivery is for (envelope "to")
+    auth: str | None = None  # the authenticated submitter, if any
+
+
+@dataclass(slots=True)
+class Context:
+    user: str  # the account's own address
+    addresses: frozenset[str] = frozenset()  # every address of the account (vacation)
+    now: float = 0.0
+    tz_offset_minutes: int = 0  # the zone date tests use without :zone
+    environment: dict[str, str] = field(default_factory=dict)  # RFC 5183 items
+    spam_score: int | None = None  # RFC 5235: 1..10, None = not tested
+    spam_percent: int | None = None  # 0..100 (spamtestplus)
+    virus_score: int | None = None  # 1..5, None = not tested
+    mailboxes: frozenset[str] | None = None  # the account's mailbox names (mailbox ext)
+    known: dict[str, bool] = field(default_factory=dict)  # answers to NeedLookup
+    scripts: dict[tuple[str, str], Script | None] = field(default_factory=dict)  # includes
+    limits: Limits = field(default_factory=Limits)
+    subaddress_separator: str = "+"
+    # commands and tests of a test-only extension: name -> fn(interpreter, node)
+    handlers: dict[str, Callable[[Interpreter, Command | Test], object]] = field(
+        default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """keep / fileinto: file the message into ``mailbox`` with ``flags``."""
+
+    mailbox: str
+    flags: frozenset[str] = frozenset()
+    create: bool = False
+    implicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    address: str
+    copy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: str
+    extended: bool = False  # ereject (RFC 5429 §2.1)
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Vacation:
+    reason: str
+    seconds: int
+    subject: str | None = None
+    from_: str | None = None
+    addresses: tuple[str, ...] = ()
+    mime: bool = False
+    handle: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    method: str
+    from_: str | None = None
+    importance: str = "2"
+    options: tuple[str, ...] = ()
+    message: str | None = None
+
+
+Action = Store | Redirect | Reject | Discard | Vacation | Notify
+
+
+@dataclass(slots=True)
+class Result:
+    actions: list[Action]
+    message: SieveMessage  # with the header edits (RFC 5293) applied
+    track: list[tuple[str, float]] = field(default_factory=list)  # duplicate ids to record
+
+    def describe(self) -> list[str]:
+        out = []
+        for a in self.actions:
+            if isinstance(a, Store):
+                flags = f" flags={' '.join(sorted(a.flags))}" if a.flags else ""
+                what = "keep" if a.mailbox == "INBOX" else "fileinto"
+                out.append(f"{what} {a.mailbox}{flags}{' (implicit)' if a.implicit else ''}")
+            elif isinstance(a, Redirect):
+                out.append(f"redirect {a.address}{' :copy' if a.copy else ''}")
+            elif isinstance(a, Reject):
+                out.append(f"{'ereject' if a.extended else 'reject'} {a.reason!r}")
+            elif isinstance(a, Discard):
+                out.append("discard")
+            elif isinstance(a, Vacation):
+                out.append(f"vacation every {a.seconds}s: {a.reason[:60]!r}")
+            else:
+                out.append(f"notify {a.method}")
+        if self.message.edited:
+            out.append("(header edited)")
+        return out
+
+
+class SieveRuntimeError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
+class NeedLookup(Exception):
+    """The run needs ``Context.known[key]`` (is this duplicate id already recorded?)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Return(Exception):
+    pass
+
+
+# --- comparators and match types (RFC 5228 §2.7, RFC 4790, RFC 5231) -----------------------
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _casemap(s: str) -> str:
+    return s.translate(_ASCII_LOWER)
+
+
+@lru_cache(maxsize=4096)
+def _folded_set(keys: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(_casemap(k) for k in keys)
+
+
+def _numeric(s: str) -> float:
+    """i;ascii-numeric (RFC 4790 §9.1): the leading digits; none = positive infinity."""
+    m = re.match(r"\d+", s)
+    return float(int(m.group())) if m else float("inf")
+
+
+@lru_cache(maxsize=4096)
+def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
+    """:matches (RFC 5228 §2.7.1): * and ?, backslash quotes; groups for match variables."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "*":
+            out.append("(.*?)")
+        elif c == "?":
+            out.append("(.)")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL | (re.IGNORECASE if fold else 0))
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL | (re.IGNORECASE if fold else 0))
+
+
+_RELATIONS: dict[str, Callable[[int], bool]] = {
+    "gt": lambda c: c > 0, "ge": lambda c: c >= 0, "lt": lambda c: c < 0,
+    "le": lambda c: c <= 0, "eq": lambda c: c == 0, "ne": lambda c: c != 0,
+}
+
+
+def _cmp(a: str, b: str, comparator: str) -> int:
+    if comparator == "i;ascii-numeric":
+        x, y = _numeric(a), _numeric(b)
+    elif comparator == "i;ascii-casemap":
+        x2, y2 = _casemap(a), _casemap(b)
+        return (x2 > y2) - (x2 < y2)
+    else:
+        return (a > b) - (a < b)
+    return (x > y) - (x < y)
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    kind: str  # is, contains, matches, regex, value, count
+    relation: str
+    comparator: str
+
+    @classmethod
+    def of(cls, tags: dict[str, object]) -> _Match:
+        comparator = str(tags.get("comparator", "i;ascii-casemap"))
+        for kind in ("contains", "matches", "regex"):
+            if kind in tags:
+                return cls(kind, "", comparator)
+        for kind in ("value", "count"):
+            if kind in tags:
+                return cls(kind, str(tags[kind]).lower(), comparator)
+        return cls("is", "", comparator)
+
+
+# --- the evaluator --------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([^{}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_PROTECTED = frozenset({"received", "auto-submitted", "return-path"})
+_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
+MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
+MAX_VARIABLES = 512
+
+
+class _Frame:
+    """One script's local state (RFC 6609: each included script has its own variables)."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.variables: dict[str, str] = {}
+        self.globals: set[str] = set()
+        self.uses_variables = "variables" in script.requires
+
+
+class Interpreter:
+    def __init__(self, message: SieveMessage, envelope: SieveEnvelope, ctx: Context) -> None:
+        self.msg = message
+        self.env = envelope
+        self.ctx = ctx
+        self.limits = ctx.limits
+        self.actions: list[Action] = []
+        self.implicit_keep = True
+        self.flags: set[str] = set()  # imap4flags internal variable
+        self.global_vars: dict[str, str] = {}
+        self.match_vars: list[str] = []
+        self.track: list[tuple[str, float]] = []
+        self.included_once: set[tuple[str, str]] = set()
+        self.includes = 0
+        self.redirects = 0
+        self.edits = 0
+        self.frame: _Frame | None = None
+
+    # --- entry ----------------------------------------------------------------------------
+
+    def run(self, script: Script) -> Result:
+        with contextlib.suppress(_Stop):
+            self._run_script(script, depth=0)
+        return self._finish()
+
+    def _run_script(self, script: Script, depth: int) -> None:
+        outer = self.frame
+        self.frame = _Frame(script)
+        try:
+            self._block(script.commands)
+        except _Return:
+            pass
+        finally:
+            self.frame = outer
+
+    def _finish(self) -> Result:
+        rejects = [a for a in self.actions if isinstance(a, Reject)]
+        if rejects:
+            others = [a for a in self.actions
+                      if isinstance(a, (Store, Redirect, Vacation)) and not
+                      (isinstance(a, Redirect) and a.copy)]
+            if others:
+                raise SieveRuntimeError(0, "reject cannot be combined with keep, fileinto, "
+                                        "redirect or vacation (RFC 5429 §2.1)")
+        actions = list(self.actions)
+        if self.implicit_keep:
+            actions.append(Store("INBOX", frozenset(self.flags), implicit=True))
+        # one copy per mailbox (RFC 5228 §2.10.3), the last flags win; one per address
+        merged: list[Action] = []
+        boxes: dict[str, int] = {}
+        targets: set[str] = set()
+        for a in actions:
+            if isinstance(a, Store):
+                key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
+                if key in boxes:
+                    old = merged[boxes[key]]
+                    assert isinstance(old, Store)
+                    merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
+                                               else old.flags, old.create or a.create)
+                    continue
+                boxes[key] = len(merged)
+            elif isinstance(a, Redirect):
+                if a.address.lower() in targets:
+                    continue
+                targets.add(a.address.lower())
+            merged.append(a)
+        return Result(merged, self.msg, self.track)
+
+    def _add(self, action: Action, line: int) -> None:
+        if len(self.actions) >= self.limits.max_actions:
+            raise SieveRuntimeError(line, f"too many actions: the limit is "
+                                    f"{self.limits.max_actions} per message")
+        self.actions.append(action)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _block(self, commands: list[Command]) -> None:
+        taken = False  # whether the current if/elsif chain has run a branch
+        for cmd in commands:
+            name = cmd.name
+            if name == "if":
+                taken = self._test(cmd.tests[0])
+                if taken:
+                    assert cmd.block is not None
+                    self._block(cmd.block)
+            elif name == "elsif":
+                if not taken:
+                    taken = self._test(cmd.tests[0])
+                    if taken:
+                        assert cmd.block is not None
+                        self._block(cmd.block)
+            elif name == "else":
+                if not taken:
+                    assert cmd.block is not None
+                    self._block(cmd.block)
+            else:
+                self._command(cmd)
+
+    def _command(self, cmd: Command) -> None:
+        tags, pos = strings_of(cmd)
+        name, line = cmd.name, cmd.line
+        if name == "require":
+            return
+        if name == "stop":
+            raise _Stop
+        if name == "keep":
+            self._add(Store("INBOX", self._flags_tag(tags)), line)
+            self.implicit_keep = False
+        elif name == "discard":
+            self.implicit_keep = False
+        elif name == "fileinto":
+            mailbox = self._s(pos[0])
+            if not mailbox or "\x00" in mailbox:
+                raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
+            self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create"))), line)
+            if not tags.get("copy"):
+                self.implicit_keep = False
+        elif name == "redirect":
+            raw = self._s(pos[0]).strip()
+            address = parseaddr(raw)[1] if "<" in raw or '"' in raw else raw
+            local, _, domain = address.rpartition("@")
+            if not local or not domain or any(c in address for c in " \t\r\n<>,;"):
+                raise SieveRuntimeError(line, f"redirect: invalid address {address!r}")
+            self.redirects += 1
+            if self.redirects > self.limits.max_redirects:
+                raise SieveRuntimeError(line, f"too many redirects: the limit is "
+                                        f"{self.limits.max_redirects} per message")
+            self._add(Redirect(address, bool(tags.get("copy"))), line)
+            if not tags.get("copy"):
+                self.implicit_keep = False
+        elif name in ("reject", "ereject"):
+            if any(isinstance(a, Reject) for a in self.actions):
+                raise SieveRuntimeError(line, "more than one reject")
+            self._add(Reject(self._s(pos[0]), name == "ereject"), line)
+            self.implicit_keep = False
+        elif name in ("setflag", "addflag", "removeflag"):
+            self._flag_command(name, pos)
+        elif name == "set":
+            self._set(tags, pos)
+        elif name == "vacation":
+            self._vacation(tags, pos, line)
+        elif name == "notify":
+            method = self._s(pos[0])
+            if _mailto(method) is None:
+                raise SieveRuntimeError(line, f"notify: unsupported or invalid method "
+                                        f"{method!r} (only mailto: is supported)")
+            self._add(Notify(
+                method, self._opt(tags, "from"), self._opt(tags, "importance") or "2",
+                tuple(self._l(tags.get("options", []))), self._opt(tags, "message")), line)
+        elif name == "include":
+            self._include(tags, pos, line)
+        elif name == "return":
+            raise _Return
+        elif name == "global":
+            assert self.frame is not None
+            for var in self._l(pos[0]):
+                if not _VAR_NAME.match(var):
+                    raise SieveRuntimeError(line, f"global: invalid variable name {var!r}")
+                self.frame.globals.add(var.lower())
+        elif name == "addheader":
+            self._addheader(tags, pos, line)
+        elif name == "deleteheader":
+            self._deleteheader(tags, pos, line)
+        elif name in self.ctx.handlers:
+            self.ctx.handlers[name](self, cmd)
+        else:  # pragma: no cover - the checker knows every command
+            raise SieveRuntimeError(line, f"unknown command {name}")
+
+    def _flags_tag(self, tags: dict[str, object]) -> frozenset[str]:
+        if "flags" in tags:
+            return frozenset(_split_flags(self._l(tags["flags"])))
+        return frozenset(self.flags)
+
+    def _flag_command(self, name: str, pos: list[object]) -> None:
+        """RFC 5232 §5: flags are a space-separated set, first occurrence kept in order."""
+        var = pos[0]
+        new = _split_flags(self._l(pos[1]))
+        current = sorted(self.flags) if var is None else _split_flags([self._get_var(str(var))])
+        if name == "setflag":
+            current = new
+        elif name == "addflag":
+            current = _split_flags(current + new)
+        else:
+            lowered = {f.lower() for f in new}
+            current = [f for f in current if f.lower() not in lowered]
+        if var is None:
+            self.flags = set(current)
+        else:
+            self._set_var(str(var), " ".join(current))
+
+    def _set(self, tags: dict[str, object], pos: list[object]) -> None:
+        value = self._s(pos[1])
+        # RFC 5229 §4.1: modifiers apply in order of precedence, highest first
+        for mod in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
+                    "quoteregex", "length"):
+            if mod not in tags:
+                continue
+            if mod == "lower":
+                value = value.lower()
+            elif mod == "upper":
+                value = value.upper()
+            elif mod == "lowerfirst":
+                value = value[:1].lower() + value[1:]
+            elif mod == "upperfirst":
+                value = value[:1].upper() + value[1:]
+            elif mod == "quotewildcard":
+                value = re.sub(r"([*?\\])", r"\\\1", value)
+            elif mod == "quoteregex":
+                value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
+            else:
+                value = str(len(value))
+        self._set_var(str(pos[0]), value)
+
+    def _vacation(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        if any(isinstance(a, Vacation) for a in self.actions):
+            raise SieveRuntimeError(line, "more than one vacation action")
+        if "seconds" in tags:
+            seconds = int(str(tags["seconds"]))
+        else:
+            seconds = int(str(tags.get("days", 7))) * 86400
+        reason = self._s(pos[0])
+        handle = self._opt(tags, "handle")
+        if handle is None:
+            # RFC 5230 §4.2: without :handle, the reason, subject and from identify it
+            handle = hashlib.sha256("\x00".join(
+                (reason, self._opt(tags, "subject") or "", self._opt(tags, "from") or "")
+            ).encode()).hexdigest()[:32]
+        self._add(Vacation(
+            reason, seconds, self._opt(tags, "subject"), self._opt(tags, "from"),
+            tuple(self._l(tags.get("addresses", []))), bool(tags.get("mime")), handle), line)
+
+    def _include(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        location = "global" if tags.get("global") else "personal"
+        key = (location, str(pos[0]))
+        if tags.get("once") and key in self.included_once:
+            return
+        self.included_once.add(key)
+        script = self.ctx.scripts.get(key)
+        if script is None:
+            if tags.get("optional"):
+                return
+            raise SieveRuntimeError(line, f"include: {location} script {key[1]!r} not found")
+        self.includes += 1
+        if self.includes > self.limits.max_includes:
+            raise SieveRuntimeError(line, f"too many includes: the limit is "
+                                    f"{self.limits.max_includes}")
+        depth = self._depth + 1
+        if depth > self.limits.max_include_depth:
+            raise SieveRuntimeError(line, f"include nested deeper than "
+                                    f"{self.limits.max_include_depth} (an include loop?)")
+        self._depth = depth
+        try:
+            self._run_script(script, depth)
+        finally:
+            self._depth = depth - 1
+
+    _depth = 0
+
+    def _addheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        name, value = self._s(pos[0]), self._s(pos[1])
+        if not _HEADER_NAME.match(name):
+            raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
+        if any(c in value for c in "\r\n\x00"):
+            value = re.sub(r"[\r\n\x00]+", " ", value)
+        self._edit(line)
+        if name.lower() in _PROTECTED:
+            return  # RFC 5293 §6: trace fields are never changed
+        self.msg.add_header(name, value, bool(tags.get("last")))
+
+    def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        name = self._s(pos[0])
+        if not _HEADER_NAME.match(name):
+            raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
+        self._edit(line)
+        if name.lower() in _PROTECTED:
+            return
+        values = self.msg.headers(name)
+        keep = [True] * len(values)
+        index = tags.get("index")
+        candidates = list(range(len(values)))
+        if isinstance(index, int):
+            i = len(values) - index if tags.get("last") else index - 1
+            candidates = [i] if 0 <= i < len(values) else []
+        patterns = None if pos[1] is None else self._l(pos[1])
+        match = _Match.of(tags)
+        for i in candidates:
+            if patterns is None or self._match([values[i]], patterns, match, set_vars=False):
+                keep[i] = False
+        if not all(keep):
+            self.msg.delete_headers(name, keep)
+
+    def _edit(self, line: int) -> None:
+        self.edits += 1
+        if self.edits > self.limits.max_header_edits:
+            raise SieveRuntimeError(line, f"too many header edits: the limit is "
+                                    f"{self.limits.max_header_edits}")
+
+    # --- variables (RFC 5229) -------------------------------------------------------------
+
+    def _s(self, value: object) -> str:
+        s = str(value)
+        if self.frame is not None and self.frame.uses_variables and "${" in s:
+            return self._expand(s)
+        return s
+
+    def _opt(self, tags: dict[str, object], name: str) -> str | None:
+        v = tags.get(name)
+        return None if v is None else self._s(v)
+
+    def _l(self, value: object) -> list[str]:
+        items: list[str] = value if isinstance(value, list) else [str(value)]
+        if self.frame is None or not self.frame.uses_variables:
+            return items  # constants: the checker's list itself (never modified)
+        return [self._s(v) for v in items]
+
+    def _expand(self, s: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name.isdigit():
+                n = int(name)
+                return self.match_vars[n] if n < len(self.match_vars) else ""
+            if not _VAR_NAME.match(name):
+                return m.group(0)
+            return self._get_var(name)
+
+        return _VAR.sub(repl, s)
+
+    def _get_var(self, name: str) -> str:
+        lower = name.lower()
+        assert self.frame is not None
+        if lower.startswith("global."):
+            return self.global_vars.get(lower[7:], "")
+        if lower in self.frame.globals:
+            return self.global_vars.get(lower, "")
+        if lower.startswith("env."):
+            return self.ctx.environment.get(lower[4:], "")
+        return self.frame.variables.get(lower, "")
+
+    def _set_var(self, name: str, value: str) -> None:
+        lower = name.lower()
+        value = value[:MAX_VARIABLE_LENGTH]
+        assert self.frame is not None
+        if lower.startswith("global."):
+            self.global_vars[lower[7:]] = value
+        elif lower in self.frame.globals:
+            self.global_vars[lower] = value
+        else:
+            if lower not in self.frame.variables and len(self.frame.variables) >= MAX_VARIABLES:
+                raise SieveRuntimeError(0, f"more than {MAX_VARIABLES} variables")
+            self.frame.variables[lower] = value
+
+    # --- tests ----------------------------------------------------------------------------
+
+    def _test(self, test: Test) -> bool:
+        fast = test.extra.get("fast", _UNSET)
+        if fast is _UNSET:
+            fast = test.extra["fast"] = _fast_test(test)
+        if fast is not None and not (self.frame is not None and self.frame.uses_variables):
+            return fast(self)  # type: ignore[operator,no-any-return]
+        name = test.name
+        if name == "true":
+            return True
+        if name == "false":
+            return False
+        if name == "not":
+            return not self._test(test.tests[0])
+        if name == "allof":
+            return all(self._test(t) for t in test.tests)
+        if name == "anyof":
+            return any(self._test(t) for t in test.tests)
+        tags, pos = strings_of(test)
+        match = test.extra.get("match")
+        if not isinstance(match, _Match):
+            match = test.extra["match"] = _Match.of(tags)
+        if name == "header":
+            values = [v for h in self._l(pos[0]) for v in self._indexed(self.msg.headers(h),
+                                                                        tags)]
+            return self._match(values, self._l(pos[1]), match)
+        if name == "address":
+            part = _part(tags)
+            values = []
+            for h in self._l(pos[0]):
+                for a in self._indexed(self.msg.addresses(h), tags):
+                    p = self._address_part(a, part)
+                    if p is not None:
+                        values.append(p)
+            return self._match(values, self._l(pos[1]), match)
+        if name == "envelope":
+            part = _part(tags)
+            values = []
+            for which in self._l(pos[0]):
+                which = which.lower()
+                addr = {"from": self.env.sender, "to": self.env.recipient,
+                        "auth": self.env.auth}.get(which)
+                if addr is None:
+                    continue
+                p = "" if addr == "" and part != "detail" else self._address_part(addr, part)
+                if p is not None:
+                    values.append(p)
+            return self._match(values, self._l(pos[1]), match)
+        if name == "exists":
+            return all(self.msg.headers(h) for h in self._l(pos[0]))
+        if name == "size":
+            limit = int(str(pos[0]))
+            return self.msg.size > limit if "over" in tags else self.msg.size < limit
+        if name == "body":
+            if "raw" in tags:
+                raw = self.msg.raw_body
+                bodies = [raw.decode("utf-8", "replace")] if raw else []
+            elif "content" in tags:
+                bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
+            else:
+                bodies = self.msg.body_parts(("text",))
+            return self._match(bodies, self._l(pos[0]), match)
+        if name == "string":
+            values = self._l(pos[0])
+            if match.kind == "count":
+                values = [v for v in values if v]
+            return self._match(values, self._l(pos[1]), match)
+        if name == "hasflag":
+            if pos[0] is None:
+                flags = sorted(self.flags)
+            else:
+                flags = _split_flags([self._get_var(v) for v in self._l(pos[0])])
+            return self._match(flags, _split_flags(self._l(pos[1])), match)
+        if name in ("date", "currentdate"):
+            return self._date(name, tags, pos, match)
+        if name == "mailboxexists":
+            boxes = self.ctx.mailboxes or frozenset()
+            return all(_mailbox_key(b) in boxes for b in self._l(pos[0]))
+        if name in ("metadata", "servermetadata", "metadataexists", "servermetadataexists"):
+            return False  # no METADATA store: no annotation exists (RFC 5490 §3)
+        if name == "duplicate":
+            return self._duplicate(tags)
+        if name == "valid_notify_method":
+            return all(_mailto(u) is not None for u in self._l(pos[0]))
+        if name == "notify_method_capability":
+            if _mailto(self._s(pos[0])) is None:
+                return False
+            if self._s(pos[1]).lower() != "online":
+                return False
+            return self._match(["maybe"], self._l(pos[2]), match)
+        if name == "environment":
+            item = self._s(pos[0]).lower()
+            if item not in self.ctx.environment:
+                return False
+            return self._match([self.ctx.environment[item]], self._l(pos[1]), match)
+        if name == "spamtest":
+            if "percent" in tags:
+                value = "0" if self.ctx.spam_percent is None else str(self.ctx.spam_percent)
+            else:
+                value = "0" if self.ctx.spam_score is None else str(self.ctx.spam_score)
+            return self._match([value], [self._s(pos[0])], match)
+        if name == "virustest":
+            value = "0" if self.ctx.virus_score is None else str(self.ctx.virus_score)
+            return self._match([value], [self._s(pos[0])], match)
+        if name in self.ctx.handlers:
+            return bool(self.ctx.handlers[name](self, test))
+        raise SieveRuntimeError(test.line, f"unknown test {name}")  # pragma: no cover
+
+    @staticmethod
+    def _indexed(values: list[str], tags: dict[str, object]) -> list[str]:
+        index = tags.get("index")
+        if not isinstance(index, int):
+            return values
+        i = len(values) - index if tags.get("last") else index - 1
+        return [values[i]] if 0 <= i < len(values) else []
+
+    def _address_part(self, address: str, part: str) -> str | None:
+        if part == "all":
+            return address
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, ""
+        if part == "localpart":
+            return local
+        if part == "domain":
+            return domain
+        sep = self.ctx.subaddress_separator
+        user, found, detail = local.partition(sep)
+        if part == "user":
+            return user
+        return detail if found else None  # :detail without a separator fails (RFC 5233)
+
+    def _duplicate(self, tags: dict[str, object]) -> bool:
+        if "uniqueid" in tags:
+            unique = self._s(tags["uniqueid"])
+        else:
+            header = self._s(tags.get("header", "Message-ID"))
+            values = self.msg.headers(header)
+            if not values:
+                return False
+            unique = values[0].strip()
+        handle = self._opt(tags, "handle") or ""
+        key = "dup:" + hashlib.sha256(f"{handle}\x00{unique}".encode()).hexdigest()
+        seconds = float(str(tags.get("seconds", 7 * 86400)))
+        if key not in self.ctx.known:
+            raise NeedLookup(key)
+        if not any(k == key for k, _ in self.track):
+            self.track.append((key, seconds))
+        return self.ctx.known[key]
+
+    def _date(self, name: str, tags: dict[str, object], pos: list[object],
+              match: _Match) -> bool:
+        zone = tags.get("zone")
+        if name == "currentdate":
+            when = dt.datetime.fromtimestamp(self.ctx.now, dt.UTC)
+            part, keys = self._s(pos[0]), self._l(pos[1])
+            candidates = [when]
+        else:
+            part, keys = self._s(pos[1]), self._l(pos[2])
+            candidates = []
+            header = self._s(pos[0]).lower()
+            for value in self._indexed(self.msg.headers(header), tags):
+                if header == "received":  # RFC 5260 §4.1: the date after the last ";"
+                    value = value.rpartition(";")[2]
+                try:
+                    parsed = parsedate_to_datetime(value)
+                except (TypeError, ValueError, IndexError):
+                    continue
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=dt.UTC)
+                candidates.append(parsed)
+            if not candidates:
+                return False
+        values: list[str] = []
+        for when in candidates:
+            if zone is not None:
+                when = when.astimezone(_zone(self._s(zone)))
+            elif not tags.get("originalzone"):
+                when = when.astimezone(dt.timezone(dt.timedelta(
+                    minutes=self.ctx.tz_offset_minutes)))
+            got = _date_part(when, part.lower())
+            if got is None:
+                return False
+            values.append(got)
+        return self._match(values, keys, match)
+
+    # --- matching -------------------------------------------------------------------------
+
+    def _match(self, values: list[str], keys: list[str], m: _Match,
+               set_vars: bool = True) -> bool:
+        comparator = m.comparator
+        if m.kind == "count":
+            count = str(len(values))
+            rel = _RELATIONS[m.relation]
+            return any(rel(_cmp(count, k, comparator)) for k in keys)
+        if m.kind == "value":
+            rel = _RELATIONS[m.relation]
+            return any(rel(_cmp(v, k, comparator)) for v in values for k in keys)
+        fold = comparator == "i;ascii-casemap"
+        if m.kind == "is":
+            if comparator == "i;ascii-numeric":
+                return any(_cmp(v, k, comparator) == 0 for v in values for k in keys)
+            if fold:
+                lowered = _folded_set(tuple(keys))
+                return any(_casemap(v) in lowered for v in values)
+            return any(v in keys for v in values)
+        if m.kind == "contains":
+            if fold:
+                lk = _folded_set(tuple(keys))
+                return any(k in lv for lv in map(_casemap, values) for k in lk)
+            return any(k in v for v in values for k in keys)
+        for k in keys:
+            if m.kind == "matches":
+                pattern = _wildcard(k, fold)
+            else:
+                try:
+                    pattern = _regex(k, fold)
+                except re.error:
+                    continue
+            for v in values:
+                found = pattern.match(v) if m.kind == "matches" else pattern.search(v)
+                if found is not None:
+                    if set_vars and self.frame is not None and self.frame.uses_variables:
+                        groups = [found.group(0)] + [g or "" for g in found.groups()]
+                        self.match_vars = groups[:10] if m.kind == "regex" else groups
+                    return True
+        return False
+
+
+_UNSET = object()
+FastTest = Callable[["Interpreter"], bool]
+
+
+def _fast_test(test: Test) -> FastTest | None:
+    """A closure for the tests filters use most (header, address, envelope, exists, body
+    with :is or :contains, no :index), built once per test node; None for the rest. The
+    general path stays for scripts with variables (keys may change at run time)."""
+    name = test.name
+    if name not in ("header", "address", "envelope", "exists", "body"):
+        return None
+    tags, pos = strings_of(test)
+    match = _Match.of(tags)
+    if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
+        return None
+    if "index" in tags or (name == "body" and ("raw" in tags or "content" in tags)):
+        return None
+    fold = match.comparator == "i;ascii-casemap"
+    names = [str(n) for n in pos[0]] if isinstance(pos[0], list) else [str(pos[0])]
+    if name == "exists":
+        return lambda it: all(it.msg.headers(h) for h in names)
+    raw_keys = pos[-1]
+    keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else [str(raw_keys)]
+    folded = frozenset(_casemap(k) for k in keys) if fold else frozenset(keys)
+    contains = match.kind == "contains"
+
+    def hit(values: Iterable[str]) -> bool:
+        for v in values:
+            if fold:
+                v = v.translate(_ASCII_LOWER)
+            if contains:
+                for k in folded:
+                    if k in v:
+                        return True
+            elif v in folded:
+                return True
+        return False
+
+    if name == "header":
+        return lambda it: any(hit(it.msg.headers(h)) for h in names)
+    if name == "body":
+        return lambda it: hit(it.msg.body_parts(("text",)))
+    part = _part(tags)
+    if name == "address":
+        def address(it: Interpreter) -> bool:
+            return any(hit(p for p in (it._address_part(a, part)
+                                       for a in it.msg.addresses(h)) if p is not None)
+                       for h in names)
+        return address
+
+    def envelope(it: Interpreter) -> bool:
+        env = it.env
+        values = []
+        for which in names:
+            addr = {"from": env.sender, "to": env.recipient, "auth": env.auth}.get(
+                which.lower())
+            if addr is None:
+                continue
+            p = "" if addr == "" and part != "detail" else it._address_part(addr, part)
+            if p is not None:
+                values.append(p)
+        return hit(values)
+    return envelope
+
+
+def _part(tags: dict[str, object]) -> str:
+    for p in ("localpart", "domain", "user", "detail"):
+        if p in tags:
+            return p
+    return "all"
+
+
+def _split_flags(items: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        for flag in item.split():
+            if flag.lower() not in seen:
+                seen.add(flag.lower())
+                out.append(flag)
+    return out
+
+
+def _mailbox_key(name: str) -> str:
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _zone(z: str) -> dt.timezone:
+    sign = -1 if z.startswith("-") else 1
+    return dt.timezone(sign * dt.timedelta(hours=int(z[1:3]), minutes=int(z[3:5])))
+
+
+def _date_part(d: dt.datetime, part: str) -> str | None:
+    """RFC 5260 §4.2 date parts."""
+    off = d.utcoffset() or dt.timedelta()
+    minutes = int(off.total_seconds() // 60)
+    zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    if part == "year":
+        return f"{d.year:04d}"
+    if part == "month":
+        return f"{d.month:02d}"
+    if part == "day":
+        return f"{d.day:02d}"
+    if part == "date":
+        return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"
+    if part == "julian":
+        # Modified Julian Day: days since 1858-11-17
+        return str((d.date() - dt.date(1858, 11, 17)).days)
+    if part == "hour":
+        return f"{d.hour:02d}"
+    if part == "minute":
+        return f"{d.minute:02d}"
+    if part == "second":
+        return f"{d.second:02d}"
+    if part == "time":
+        return f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+    if part == "iso8601":
+        return d.strftime("%Y-%m-%dT%H:%M:%S") + (zone[:3] + ":" + zone[3:])
+    if part == "std11":
+        return d.strftime("%a, %d %b %Y %H:%M:%S ") + zone
+    if part == "zone":
+        return zone
+    if part == "weekday":
+        return str((d.weekday() + 1) % 7)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Mailto:
+    to: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+
+
+def _mailto(uri: str) -> Mailto | None:
+    """RFC 5436 / RFC 6068 mailto: URIs; None if not one."""
+    if not uri.lower().startswith("mailto:"):
+        return None
+    parts = urlsplit(uri)
+    to = [unquote(a).strip() for a in parts.path.split(",") if a.strip()]
+    headers: list[tuple[str, str]] = []
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k.lower() == "to":
+            to.extend(a.strip() for a in v.split(",") if a.strip())
+        else:
+            headers.append((k, v))
+    if not to or not all("@" in a and " " not in a for a in to):
+        return None
+    return Mailto(tuple(to), tuple(headers))
+
+
+def parse_mailto(uri: str) -> Mailto | None:
+    return _mailto(uri)
+
+
+def evaluate(script: Script, message: SieveMessage, envelope: SieveEnvelope,
+             ctx: Context) -> Result:
+    """One run; raises ``SieveRuntimeError`` (fall back to keep) or ``NeedLookup``."""
+    return Interpreter(message.fork(), envelope, ctx).run(script)

@@ -1,0 +1,198 @@
+"""The message as Sieve tests see it: header fields (unfolded, RFC 2047 decoded), addresses,
+the body by transform (RFC 5173), and header edits (RFC 5293). Parsed lazily and once,
+then shared by every recipient's script run."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from email.header import Header, decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses
+
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")
+
+
+def _decode_value(raw: str) -> str:
+    value = re.sub(r"\r?\n(?=[ \t])", "", raw).strip()
+    if "=?" in value:
+        try:
+            return str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError):
+            return value
+    return value
+
+
+class SieveMessage:
+    """One message; ``data`` is the bytes that will be stored."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        end = data.find(b"\r\n\r\n")
+        sep = 4
+        if end < 0:
+            end = data.find(b"\n\n")
+            sep = 2
+        if end < 0:
+            self._head, self._body = data, b""
+        else:
+            self._head, self._body = data[:end + sep // 2], data[end + sep:]
+        self.size = len(data)
+        self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
+        self._by_name: dict[str, list[str]] | None = None
+        self._addresses: dict[str, list[str]] = {}
+        self._parsed: Message | None = None
+        self._bodies: dict[tuple[str, ...], list[str]] = {}
+        self.edited = False
+
+    def fork(self) -> SieveMessage:
+        """A view for one run: shares what was parsed, edits stay its own."""
+        other = SieveMessage.__new__(SieveMessage)
+        other.data, other._head, other._body, other.size = (
+            self.data, self._head, self._body, self.size)
+        other._fields = self.fields
+        other._by_name = self._by_name
+        other._addresses = self._addresses
+        other._parsed = self._parsed
+        other._bodies = self._bodies
+        other.edited = False
+        return other
+
+    # --- headers -------------------------------------------------------------------------
+
+    @property
+    def fields(self) -> list[tuple[str, str, str]]:
+        if self._fields is None:
+            out: list[tuple[str, str, str]] = []
+            text = self._head.decode("utf-8", "replace")
+            for line in re.split(r"\r?\n(?![ \t])", text):
+                if not line:
+                    continue
+                name, colon, value = line.partition(":")
+                if not colon or not name or name != name.rstrip():
+                    continue
+                out.append((name.lower(), name, value))
+            self._fields = out
+        return self._fields
+
+    def headers(self, name: str) -> list[str]:
+        """Decoded values of every field called ``name`` (case-insensitive), in order."""
+        if self._by_name is None:
+            by: dict[str, list[str]] = {}
+            for lower, _, raw in self.fields:
+                by.setdefault(lower, []).append(_decode_value(raw))
+            self._by_name = by
+        return self._by_name.get(name.lower(), [])
+
+    def addresses(self, name: str) -> list[str]:
+        """Addresses of the field's values (RFC 5228 §5.1: groups give their members)."""
+        key = name.lower()
+        cached = self._addresses.get(key)
+        if cached is None:
+            cached = [addr for value in self.headers(name) for _, addr in getaddresses([value])]
+            self._addresses[key] = cached
+        return cached
+
+    # --- editheader (RFC 5293) -----------------------------------------------------------
+
+    def add_header(self, name: str, value: str, last: bool) -> None:
+        if not value.isascii():
+            value = Header(value, "utf-8").encode()
+        entry = (name.lower(), name, " " + value)
+        fields = list(self.fields)
+        if last:
+            fields.append(entry)
+        else:
+            fields.insert(0, entry)
+        self._set_fields(fields)
+
+    def delete_headers(self, name: str, keep: list[bool]) -> None:
+        """Drop the ``name`` fields whose entry in ``keep`` (by occurrence) is False."""
+        fields: list[tuple[str, str, str]] = []
+        n = 0
+        lower = name.lower()
+        for f in self.fields:
+            if f[0] == lower:
+                if not keep[n]:
+                    n += 1
+                    continue
+                n += 1
+            fields.append(f)
+        self._set_fields(fields)
+
+    def _set_fields(self, fields: list[tuple[str, str, str]]) -> None:
+        self._fields = fields
+        self._by_name = None
+        self._addresses = {}
+        self.edited = True
+
+    def render(self) -> bytes:
+        """The message with its edited header (``data`` itself when unedited)."""
+        if not self.edited:
+            return self.data
+        head = "".join(f"{name}:{raw}\r\n" for _, name, raw in self.fields)
+        return head.encode("utf-8") + b"\r\n" + self._body
+
+    # --- body (RFC 5173) -----------------------------------------------------------------
+
+    @property
+    def raw_body(self) -> bytes:
+        return self._body
+
+    def _simple_text(self) -> str | None:
+        """The body of a plain, unencoded text/plain message without the MIME parser
+        (most mail a filter sees), else None."""
+        ctypes = self.headers("content-type")
+        ctype = ctypes[0].lower() if ctypes else "text/plain"
+        if not ctype.startswith("text/plain") or len(ctypes) > 1:
+            return None
+        cte = self.headers("content-transfer-encoding")
+        if cte and cte[0].strip().lower() not in ("7bit", "8bit", "binary"):
+            return None
+        m = re.search(r'charset\s*=\s*"?([^";\s]+)', ctype)
+        try:
+            return self._body.decode(m.group(1) if m else "utf-8", "replace")
+        except LookupError:
+            return self._body.decode("utf-8", "replace")
+
+    def _message(self) -> Message:
+        if self._parsed is None:
+            self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
+        return self._parsed
+
+    def body_parts(self, content_types: tuple[str, ...]) -> list[str]:
+        """Decoded text of the parts whose type matches (``text`` for :text; "" matches
+        every type, "type" matches "type/*", "type/sub" exactly)."""
+        cached = self._bodies.get(content_types)
+        if cached is not None:
+            return cached
+        if not self._body.strip():
+            return []  # no body: nothing to match, not even "" (RFC 5173 §5)
+        simple = self._simple_text()
+        if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
+            self._bodies[content_types] = [simple]
+            return [simple]
+        out: list[str] = []
+        msg = self._message()
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            ctype = part.get_content_type().lower()
+            main = ctype.split("/")[0]
+            if not any(t == "" or t.lower() == ctype or ("/" not in t and t.lower() == main)
+                       for t in content_types):
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            charset = part.get_content_charset() or "us-ascii"
+            try:
+                text = payload.decode(charset, "replace")
+            except LookupError:
+                text = payload.decode("utf-8", "replace")
+            if ctype == "text/html" and content_types == ("text",):
+                text = re.sub(r"<[^>]*>", " ", text)
+            out.append(text)
+        self._bodies[content_types] = out
+        return out

@@ -1,0 +1,313 @@
+"""Runs Dovecot Pigeonhole's test scripts (``tests/**/*.svtest`` of a checkout given by
+path; none of its files are part of Pochta) against Pochta's interpreter, with a
+test-only subset of its ``vnd.dovecot.testsuite`` extension:
+
+    .venv/bin/python -m tests.sieve.pigeonhole /path/to/pigeonhole [FILE ...]
+
+Implemented: ``test``, ``test_set`` (message, envelope.from/to/auth), ``test_fail``,
+``test_script_compile``, ``test_script_run``, ``test_error`` (Pochta stops at the first
+compile error, so counts above one cannot match), ``test_result_action``,
+``test_result_execute``/``test_result_reset`` (no effect), ``test_mailbox_create``,
+``test_config_*`` (ignored). ``test_message`` (delivering the result and reading it
+back), ``test_binary_*``, ``test_multiscript`` and ``test_imap_metadata_set`` fail the
+test that uses them.
+
+A file passes when it compiles and every ``test`` block in it passes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
+from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
+from pochta.sieve import (
+    EXTENSIONS,
+    Context,
+    Limits,
+    Result,
+    Script,
+    SieveEnvelope,
+    SieveMessage,
+    SieveRuntimeError,
+    SieveSyntaxError,
+    compile_script,
+)
+from pochta.sieve.compiler import _MATCH, Spec
+from pochta.sieve.grammar import Command, Test
+from pochta.sieve.interpreter import (
+    Discard,
+    Interpreter,
+    Notify,
+    Redirect,
+    Reject,
+    Store,
+    Vacation,
+    _Match,
+    _Stop,
+)
+
+EXT = "vnd.dovecot.testsuite"
+LIMITS = Limits(max_actions=100_000, max_redirects=1000)
+COMMANDS = {
+    "test": Spec(EXT, "s", {}, block=True),
+    "test_set": Spec(EXT, "ss", {}),
+    "test_fail": Spec(EXT, "s", {}),
+    "test_config_set": Spec(EXT, "ss", {}),
+    "test_config_unset": Spec(EXT, "s", {}),
+    "test_config_reload": Spec(EXT, "", {"extension": ("s", None, "extension")}),
+    "test_result_reset": Spec(EXT, "", {}),
+    "test_result_print": Spec(EXT, "", {}),
+    "test_mailbox_create": Spec(EXT, "s", {}),
+    "test_message": Spec(EXT, "n", {"smtp": ("", None, "source"),
+                                     "folder": ("s", None, "source")}),
+    "test_message_print": Spec(EXT, "", {}),
+    "test_binary_save": Spec(EXT, "s", {}),
+    "test_binary_load": Spec(EXT, "s", {}),
+    "test_imap_metadata_set": Spec(EXT, "sss", {"mailbox": ("s", None, "mailbox")}),
+}
+TESTS = {
+    "test_message": COMMANDS["test_message"],
+    "test_script_compile": Spec(EXT, "s", {}),
+    "test_script_run": Spec(EXT, "", {"append_result": ("", None, "append")}),
+    "test_multiscript": Spec(EXT, "l", {}),
+    "test_error": Spec(EXT, "l?", {**_MATCH, "index": ("n", None, "index")}),
+    "test_result_action": Spec(EXT, "l", {**_MATCH, "index": ("n", None, "index")}),
+    "test_result_execute": Spec(EXT, "", {}),
+}
+
+
+class _Fail(Exception):
+    pass
+
+
+@dataclass
+class _State:
+    directory: Path
+    envelope: dict[str, str] = field(default_factory=lambda: {"from": "", "to": ""})
+    compiled: Script | None = None
+    errors: list[str] = field(default_factory=list)
+    result: Result | None = None
+    scripts: dict[tuple[str, str], Script | None] = field(default_factory=dict)
+    mailboxes: set[str] = field(default_factory=lambda: {"INBOX"})
+    passed: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def _action_name(action: object) -> str:
+    if isinstance(action, Store):
+        return "keep" if action.mailbox == "INBOX" and action.implicit else (
+            "keep" if action.mailbox == "INBOX" else "store")
+    return {Redirect: "redirect", Reject: "reject", Discard: "discard",
+            Vacation: "vacation", Notify: "notify"}.get(type(action), "?")
+
+
+def _handlers(state: _State) -> dict[str, object]:
+    def args(node: Command | Test) -> tuple[dict[str, object], list[object]]:
+        tags, pos = node.extra["tags"], node.extra["pos"]
+        assert isinstance(tags, dict) and isinstance(pos, list)
+        return tags, pos
+
+    def test_block(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        name = it._s(pos[0])
+        assert isinstance(node, Command) and node.block is not None
+        saved = it.actions, it.implicit_keep
+        it.actions, it.implicit_keep = [], True
+        try:
+            it._block(node.block)
+            state.passed += 1
+        except _Stop:
+            state.passed += 1  # stop ends the test and the whole script
+            raise
+        except _Fail as exc:
+            state.failed.append(f"{name}: {exc}")
+        except SieveRuntimeError as exc:
+            state.failed.append(f"{name}: runtime error {exc}")
+        except Exception as exc:  # an interpreter bug shows as a failed test, not a crash
+            state.failed.append(f"{name}: {type(exc).__name__} {exc}")
+        finally:
+            it.actions, it.implicit_keep = saved
+
+    def test_set(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        what, value = it._s(pos[0]).lower(), it._s(pos[1])
+        if what == "message":
+            it.msg = SieveMessage(value.encode("utf-8"))
+        elif what.startswith("envelope."):
+            state.envelope[what[9:]] = _smtp_path(value)
+            it.env = SieveEnvelope(state.envelope.get("from", ""),
+                                   state.envelope.get("to", ""),
+                                   state.envelope.get("auth"))
+        # other settings (message.smtp.from, ...) are ignored
+
+    def test_fail(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        raise _Fail(it._s(pos[0]))
+
+    def ignore(it: Interpreter, node: Command | Test) -> None:
+        return None
+
+    def unsupported(it: Interpreter, node: Command | Test) -> None:
+        raise _Fail(f"{node.name} is not supported by this runner")
+
+    def mailbox_create(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        state.mailboxes.add(it._s(pos[0]))
+        it.ctx.mailboxes = frozenset(state.mailboxes)
+
+    def script_compile(it: Interpreter, node: Command | Test) -> bool:
+        _, pos = args(node)
+        path = state.directory / it._s(pos[0])
+        state.errors, state.compiled, state.result = [], None, None
+        try:
+            state.compiled = compile_script(path.read_text("utf-8"), path.stem, LIMITS)
+        except (OSError, UnicodeDecodeError) as exc:
+            state.errors = [str(exc)]
+        except SieveSyntaxError as exc:
+            state.errors = [str(exc)]
+        return state.compiled is not None
+
+    def script_run(it: Interpreter, node: Command | Test) -> bool:
+        if state.compiled is None:
+            return False
+        ctx = Context("user@example.com", limits=LIMITS,
+                      mailboxes=frozenset(state.mailboxes), scripts=state.scripts)
+        try:
+            state.result = Interpreter(it.msg.fork(), it.env, ctx).run(state.compiled)
+        except SieveRuntimeError as exc:
+            state.errors = [str(exc)]
+            return False
+        return True
+
+    def error(it: Interpreter, node: Command | Test) -> bool:
+        tags, pos = args(node)
+        keys = it._l(pos[0]) if pos[0] is not None else []
+        values = list(state.errors)
+        index = tags.get("index")
+        if isinstance(index, int):
+            values = values[index - 1:index] if 0 < index <= len(values) else []
+        return it._match(values, keys, _Match.of(tags), set_vars=False)
+
+    def result_action(it: Interpreter, node: Command | Test) -> bool:
+        tags, pos = args(node)
+        if state.result is None:
+            return False
+        names = [_action_name(a) for a in state.result.actions]
+        index = tags.get("index")
+        if isinstance(index, int):
+            names = names[index - 1:index] if 0 < index <= len(names) else []
+        return it._match(names, it._l(pos[0]), _Match.of(tags), set_vars=False)
+
+    return {
+        "test": test_block, "test_set": test_set, "test_fail": test_fail,
+        "test_config_set": ignore, "test_config_unset": ignore, "test_config_reload": ignore,
+        "test_result_reset": ignore, "test_result_print": ignore,
+        "test_mailbox_create": mailbox_create, "test_message_print": ignore,
+        "test_message": unsupported, "test_binary_save": unsupported,
+        "test_binary_load": unsupported, "test_imap_metadata_set": unsupported,
+        "test_multiscript": unsupported,
+        "test_script_compile": script_compile, "test_script_run": script_run,
+        "test_error": error, "test_result_action": result_action,
+        "test_result_execute": lambda it, node: True,
+    }
+
+
+INVALID = "\x00invalid path"  # matches nothing, as an unparsable path in Pigeonhole
+
+
+def _smtp_path(value: str) -> str:
+    """The envelope address as Pochta's SMTP parser reads it (source route dropped)."""
+    v = value.strip()
+    if v in ("", "<>"):
+        return ""
+    if not v.startswith("<"):
+        v = "<" + v + ">"
+    try:
+        inner, rest = _split_path(v, BAD_SENDER_SYNTAX)
+    except AddressError:
+        return INVALID
+    parsed = parse_mailbox(inner)
+    if rest.strip() or parsed is None or not parsed[1]:
+        return INVALID
+    return parsed[0] + "@" + parsed[1]
+
+
+@dataclass
+class FileResult:
+    path: str
+    ok: bool
+    passed: int
+    failed: list[str]
+    error: str | None = None
+
+
+def _includes(directory: Path) -> dict[tuple[str, str], Script | None]:
+    """Scripts for include: ``included/`` (personal) and ``included-global/``."""
+    out: dict[tuple[str, str], Script | None] = {}
+    for location, sub in (("personal", "included"), ("global", "included-global")):
+        for f in sorted((directory / sub).glob("*.sieve")):
+            try:
+                out[(location, f.stem)] = compile_script(f.read_text("utf-8"), f.stem, LIMITS)
+            except (SieveSyntaxError, UnicodeDecodeError):
+                out[(location, f.stem)] = None
+    return out
+
+
+def run_file(path: Path) -> FileResult:
+    state = _State(path.parent)
+    state.scripts = _includes(path.parent)
+    try:
+        script = compile_script(path.read_text("utf-8"), path.name, LIMITS,
+                                EXTENSIONS | {EXT}, COMMANDS, TESTS)
+    except SieveSyntaxError as exc:
+        return FileResult(str(path), False, 0, [], f"does not compile: {exc}")
+    ctx = Context("user@example.com", limits=LIMITS, now=1_700_000_000.0,
+                  environment={"domain": "example.com", "host": "mail.example.com",
+                               "location": "MDA", "name": "Pochta", "phase": "during",
+                               "version": "1"},
+                  mailboxes=frozenset({"INBOX"}), scripts=state.scripts,
+                  handlers=_handlers(state))  # type: ignore[arg-type]
+    interp = Interpreter(SieveMessage(b"\r\n"), SieveEnvelope("", ""), ctx)
+    try:
+        interp.run(script)
+    except SieveRuntimeError as exc:
+        state.failed.append(f"(top level) {exc}")
+    except Exception as exc:
+        state.failed.append(f"(top level) {type(exc).__name__} {exc}")
+    return FileResult(str(path), not state.failed, state.passed, state.failed)
+
+
+# Files of extensions Pochta does not implement (not counted in the main figure).
+NOT_IMPLEMENTED = ("extensions/mime/", "extensions/extlists/", "extensions/ihave/",
+                   "extensions/special-use/", "extensions/vnd.dovecot/",
+                   "extensions/metadata/execute", "plugins/", "comparators/i-unicode")
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0]) / "tests"
+    files = [Path(a) for a in argv[1:]] or sorted(root.rglob("*.svtest"))
+    counts: Counter[str] = Counter()
+    for path in files:
+        rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        group = "not implemented" if any(rel.startswith(p) for p in NOT_IMPLEMENTED) \
+            else "implemented"
+        res = run_file(path)
+        counts[group + (" pass" if res.ok else " fail")] += 1
+        status = "PASS" if res.ok else "FAIL"
+        print(f"{status} {rel} ({res.passed} tests passed"
+              f"{', ' + str(len(res.failed)) + ' failed' if res.failed else ''})"
+              f"{': ' + res.error if res.error else ''}")
+        for f in res.failed[:5]:
+            print(f"     - {f}")
+    for group in ("implemented", "not implemented"):
+        ok, bad = counts[group + " pass"], counts[group + " fail"]
+        print(f"{group}: {ok} of {ok + bad} files pass")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

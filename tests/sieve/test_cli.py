@@ -1,0 +1,65 @@
+"""``pochta sieve``: an admin stores, checks, activates and tests a user's filter, through
+the real console script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.test_admin_cli import _add_user, inst, pochta  # noqa: F401
+
+SCRIPT = """require ["fileinto", "imap4flags", "vacation"];
+if header :contains "List-Id" "dev.lists" { fileinto "Lists"; stop; }
+if header :contains "subject" "urgent" { addflag "\\\\Flagged"; }
+vacation "away";
+"""
+
+
+def test_put_list_get_activate_check_test(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    script = tmp_path / "filters.sieve"
+    script.write_text(SCRIPT)
+    r = pochta("-c", c, "sieve", "put", "alice@example.org", str(script), "--activate")
+    assert r.returncode == 0 and "stored 'filters' (active)" in r.stdout, r.stderr
+    r = pochta("-c", c, "sieve", "list", "alice@example.org")
+    assert r.stdout.split() == ["filters", str(len(SCRIPT)), "bytes", "ACTIVE"]
+    assert pochta("-c", c, "sieve", "get", "alice@example.org").stdout == SCRIPT
+    r = pochta("-c", c, "sieve", "check", "alice@example.org")
+    assert r.returncode == 0 and "compiles" in r.stdout
+    msg = tmp_path / "m.eml"
+    msg.write_text("From: a@b.test\nTo: alice@example.org\nSubject: urgent!\n\nhi\n")
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg), "--from", "a@b.test")
+    assert r.returncode == 0, r.stderr
+    assert "action:    vacation every 604800s: 'away'" in r.stdout
+    assert "action:    keep INBOX flags=\\Flagged (implicit)" in r.stdout
+    msg.write_text("From: a@b.test\nList-Id: <dev.lists.x>\nSubject: x\n\nhi\n")
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg))
+    assert "action:    fileinto Lists" in r.stdout and "vacation" not in r.stdout
+
+
+def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    bad = tmp_path / "bad.sieve"
+    bad.write_text('require "fileinto";\n\nfileinto "x"\n')
+    r = pochta("-c", c, "sieve", "put", "alice@example.org", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f'error: {bad}: line 4: expected ";" after command '
+                                "fileinto but found end of script")
+    r = pochta("-c", c, "sieve", "check", "alice@example.org", str(bad))
+    assert r.returncode == 1 and "line 4" in r.stderr
+    r = pochta("-c", c, "sieve", "activate", "alice@example.org", "nope")
+    assert r.returncode == 1 and "no script 'nope'" in r.stderr
+    r = pochta("-c", c, "sieve", "list", "nobody@example.org")
+    assert r.returncode == 1 and "no account nobody@example.org" in r.stderr
+    # a script that fails at run time: test says so and shows the fallback
+    loop = tmp_path / "loop.sieve"
+    loop.write_text('require "include";\ninclude "loop";\n')
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(loop),
+                  "--activate").returncode == 0
+    msg = tmp_path / "m.eml"
+    msg.write_text("Subject: x\n\nhi\n")
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg))
+    assert r.returncode == 2
+    assert "error:     include loop: loop -> loop" in r.stdout
+    assert "keep INBOX (the fallback)" in r.stdout

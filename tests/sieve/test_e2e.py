@@ -1,0 +1,311 @@
+"""End to end: scripts uploaded over ManageSieve (real sockets, STARTTLS, SASL) decide
+where SMTP deliveries go: a list into a folder, a flag, a reject at DATA time, vacation
+replies once to a person and never to a list or <>; bad scripts get clear errors and
+mail keeps flowing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pochta.storage.interfaces import QueueState
+from tests.conftest import Instance, Server, start_instance
+from tests.e2e.smtpclient import RawClient
+from tests.sieve.msclient import MSClient
+
+LISTENERS = [
+    {"role": "mta", "port": 0, "tls": "starttls", "address": "127.0.0.1"},
+    {"role": "submission", "port": 0, "tls": "implicit", "address": "127.0.0.1"},
+    {"role": "managesieve", "port": 0, "tls": "starttls", "address": "127.0.0.1"},
+]
+
+
+@pytest.fixture
+async def server(instance: Instance) -> AsyncIterator[Server]:
+    srv = await start_instance(instance, listeners=LISTENERS)
+    try:
+        yield srv
+    finally:
+        await srv.running.close(grace=1.0)
+        await srv.store.close()
+
+
+async def upload(server: Server, user: str, password: str, script: str,
+                 name: str = "main", expect_error: bool = False) -> str:
+    client, _ = await MSClient.connect(server.port("managesieve"))
+    try:
+        await client.starttls(server.client_ssl())
+        assert (await client.login(user, password)).startswith("OK")
+        final = await client.put(name, script)
+        assert final.startswith("OK") or expect_error, final
+        if final.startswith("OK"):
+            _, active = await client.cmd(f'SETACTIVE "{name}"')
+            assert active.startswith("OK"), active
+        await client.cmd("LOGOUT")
+        return final
+    finally:
+        await client.close()
+
+
+async def smtp(server: Server, sender: str, rcpts: list[str], message: str
+               ) -> tuple[int, str]:
+    c = await RawClient.connect(server.port("mta"))
+    try:
+        await c.reply()
+        await c.cmd("EHLO client.test")
+        code, text = await c.cmd(f"MAIL FROM:<{sender}>")
+        assert code == 250, text
+        for r in rcpts:
+            code, text = await c.cmd(f"RCPT TO:<{r}>")
+            assert code == 250, text
+        code, _ = await c.cmd("DATA")
+        assert code == 354
+        body = message.replace("\n", "\r\n").encode()
+        c.writer.write(body + b"\r\n.\r\n")
+        await c.writer.drain()
+        result = await c.reply()
+        await c.cmd("QUIT")
+        return result
+    finally:
+        await c.close()
+
+
+async def mailbox(server: Server, user: str, name: str) -> list[Any]:
+    account = await server.store.get_account(user)
+    assert account is not None
+    box = await server.store.get_mailbox(account.id, name)
+    if box is None:
+        return []
+    return await server.store.list_messages(box.id)
+
+
+async def queued_to(server: Server) -> list[tuple[str, str, bytes]]:
+    out = []
+    for item in await server.store.list_queue():
+        if item.state in (QueueState.PENDING, QueueState.DEFERRED):
+            data = await server.store.read_blob(item.blob_id)
+            out.append((item.envelope.sender, item.recipient.address, data))
+    return out
+
+
+SCRIPT = """require ["fileinto", "imap4flags", "reject", "vacation", "mailbox"];
+# lists go to their folder, the boss is flagged, spam is refused
+if header :contains "List-Id" "<dev.lists.example.test>" {
+    fileinto :create "Lists/dev";
+    stop;
+}
+if address :is "from" "boss@corp.test" {
+    addflag "\\\\Flagged";
+}
+if header :contains "subject" "cheap pills" {
+    reject "No thanks: we do not want your pills.";
+    stop;
+}
+vacation :days 7 :subject "Away" "I am away until Monday.";
+"""
+
+LIST_MSG = """From: Someone <someone@list.test>
+To: dev@lists.example.test
+List-Id: Developers <dev.lists.example.test>
+Subject: patch
+Message-ID: <p1@list.test>
+
+a patch
+"""
+
+BOSS_MSG = """From: Boss <boss@corp.test>
+To: Alice <alice@example.test>
+Subject: meeting
+Message-ID: <m1@corp.test>
+
+see you
+"""
+
+SPAM_MSG = """From: spammer@spam.test
+To: alice@example.test
+Subject: cheap pills
+
+buy
+"""
+
+
+async def test_uploaded_script_files_flags_rejects_and_answers(server: Server) -> None:
+    assert (await upload(server, "alice@example.test", "alice-pass", SCRIPT)).startswith("OK")
+    # a list message: into Lists/dev (created), no vacation to a list
+    code, _ = await smtp(server, "dev-bounces@list.test", ["alice@example.test"], LIST_MSG)
+    assert code == 250
+    assert len(await mailbox(server, "alice@example.test", "Lists/dev")) == 1
+    # the boss: flagged in INBOX, one vacation reply
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
+    assert code == 250
+    inbox = await mailbox(server, "alice@example.test", "INBOX")
+    assert len(inbox) == 1 and "\\Flagged" in inbox[0].flags
+    # spam: refused at DATA time, with the script's reason
+    code, text = await smtp(server, "spammer@spam.test", ["alice@example.test"], SPAM_MSG)
+    assert code == 550 and "5.7.1 No thanks" in text
+    assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
+    # the boss again: no second vacation reply within :days
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"],
+                         BOSS_MSG.replace("m1@", "m2@"))
+    assert code == 250
+    # <> never gets one
+    code, _ = await smtp(server, "", ["alice@example.test"], BOSS_MSG.replace("m1@", "m3@"))
+    assert code == 250
+    replies = [q for q in await queued_to(server)]
+    assert [(s, r) for s, r, _ in replies] == [("", "boss@corp.test")]
+    reply = replies[0][2].decode()
+    assert "Auto-Submitted: auto-replied" in reply
+    assert "In-Reply-To: <m1@corp.test>" in reply and "Subject: Away" in reply
+    assert "I am away until Monday." in reply
+
+
+async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> None:
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require "reject"; reject "not for me";')
+    code, _ = await smtp(server, "sender@remote.test",
+                         ["alice@example.test", "bob@example.test"], SPAM_MSG)
+    assert code == 250
+    assert len(await mailbox(server, "bob@example.test", "INBOX")) == 1
+    assert await mailbox(server, "alice@example.test", "INBOX") == []
+    dsns = await queued_to(server)
+    assert [(s, r) for s, r, _ in dsns] == [("", "sender@remote.test")]
+    assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
+
+
+async def test_redirect_uses_the_recipient_as_envelope_sender(server: Server) -> None:
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require "copy"; redirect :copy "alice@elsewhere.test";')
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
+    assert code == 250
+    assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
+    queued = await queued_to(server)
+    assert [(s, r) for s, r, _ in queued] == [("alice@example.test", "alice@elsewhere.test")]
+    assert b"X-Sieve-Redirected-From: <alice@example.test>" in queued[0][2]
+
+
+async def test_bad_scripts_get_clear_errors_and_mail_flows(server: Server) -> None:
+    client, _ = await MSClient.connect(server.port("managesieve"))
+    await client.starttls(server.client_ssl())
+    assert (await client.login("alice@example.test", "alice-pass")).startswith("OK")
+    final = await client.put("bad", 'require "fileinto";\n\nfileinto "x"\n')
+    assert final.startswith("NO") and "line 4" in final, final
+    final = await client.put("unknown", 'require "fileinto";\nfrobnicate;\n')
+    assert final == 'NO "line 2: unknown command frobnicate"'
+    big = "# " + "x" * (1 << 20) + "\nkeep;\n"
+    final = await client.put("big", big)
+    assert final.startswith("NO (QUOTA/MAXSIZE)"), final
+    # the session goes on after the refused megabyte
+    _, final = await client.cmd("LISTSCRIPTS")
+    assert final.startswith("OK")
+    # 10,000 actions: a valid script (under the size limit), refused when it runs
+    many = 'require ["fileinto", "copy"];\n' + "".join(
+        f'fileinto :copy "f{i}";\n' for i in range(10_000))
+    assert (await client.put("many", many)).startswith("OK")
+    assert (await client.cmd('SETACTIVE "many"'))[1].startswith("OK")
+    await client.close()
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
+    assert code == 250
+    assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
+    assert await mailbox(server, "alice@example.test", "f0") == []
+
+
+async def test_include_loop_and_redirect_storm_fall_back_to_keep(server: Server) -> None:
+    store = server.store
+    alice = await store.get_account("alice@example.test")
+    assert alice is not None
+    await store.put_sieve_script(alice.id, "a", 'require "include"; include "b";')
+    await store.put_sieve_script(alice.id, "b", 'require "include"; include "a";')
+    await store.set_active_sieve_script(alice.id, "a")
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
+    assert code == 250
+    assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
+    storm = "".join(f'redirect "r{i}@elsewhere.test";\n' for i in range(50))
+    await store.put_sieve_script(alice.id, "a", storm)
+    server.ctx.extras["sieve"].forget(alice.id)  # as ManageSieve does
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"],
+                         BOSS_MSG.replace("m1@", "m9@"))
+    assert code == 250
+    assert len(await mailbox(server, "alice@example.test", "INBOX")) == 2
+    assert await queued_to(server) == []
+
+
+async def test_sessions_are_concurrent(server: Server) -> None:
+    await upload(server, "bob@example.test", "bob-pass", "keep;")
+    results = await asyncio.gather(*(smtp(server, "x@corp.test", ["bob@example.test"],
+                                          BOSS_MSG) for _ in range(5)))
+    assert all(code == 250 for code, _ in results)
+
+
+async def test_vacation_only_to_people_who_wrote_to_the_user(server: Server) -> None:
+    await upload(server, "bob@example.test", "bob-pass",
+                 'require "vacation";\nvacation :days 1 "Back soon.";\n')
+    person = BOSS_MSG.replace("Alice <alice@example.test>", "bob@example.test")
+    bulk = person.replace("Subject:", "Precedence: bulk\nSubject:")
+    auto = person.replace("Subject:", "Auto-Submitted: auto-generated\nSubject:")
+    bcc = person.replace("To: bob@example.test", "To: someone@else.test")
+    for sender, msg in [
+        ("news@list.test", LIST_MSG),  # List-Id
+        ("", person),  # the null sender
+        ("bulk@corp.test", bulk),
+        ("robot@corp.test", auto),
+        ("owner-dev@list.test", person),
+        ("MAILER-DAEMON@corp.test", person),
+        ("bcc@corp.test", bcc),  # the user is in neither To nor Cc
+        ("boss@corp.test", person),  # the one that gets a reply
+        ("boss@corp.test", person.replace("m1@", "m2@")),  # once per sender
+    ]:
+        code, _ = await smtp(server, sender, ["bob@example.test"], msg)
+        assert code == 250
+    replies = await queued_to(server)
+    assert [(s, r) for s, r, _ in replies] == [("", "boss@corp.test")]
+    assert len(await mailbox(server, "bob@example.test", "INBOX")) == 9
+
+
+async def test_submission_to_a_local_user_is_filtered(server: Server) -> None:
+    import smtplib
+    import ssl as ssl_mod
+
+    await upload(server, "bob@example.test", "bob-pass",
+                 'require ["fileinto", "editheader", "mailbox"];\n'
+                 'addheader "X-Filtered" "by bob";\n'
+                 'if address :is "from" "alice@example.test" { fileinto :create "Alice"; }\n')
+    port = server.port("submission", "implicit")
+    ctx = ssl_mod.create_default_context(cafile=str(server.cert))
+    ctx.check_hostname = False
+
+    def submit() -> None:
+        with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=10) as s:
+            s.login("alice@example.test", "alice-pass")
+            s.sendmail("alice@example.test", ["bob@example.test"],
+                       b"From: alice@example.test\r\nTo: bob@example.test\r\n"
+                       b"Subject: hi\r\n\r\nhello\r\n")
+
+    await asyncio.to_thread(submit)
+    box = await mailbox(server, "bob@example.test", "Alice")
+    assert len(box) == 1
+    stored = await server.store.read_blob(box[0].blob_id)
+    assert stored.startswith(b"X-Filtered: by bob\r\n")
+    assert b"\r\nReturn-Path: <alice@example.test>\r\n" in stored
+
+
+async def test_local_bounces_go_through_the_script(server: Server) -> None:
+    from pochta.queue.runner import make_worker
+    from pochta.storage.interfaces import Envelope
+
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require ["fileinto", "envelope", "mailbox"];\n'
+                 'if envelope :is "from" "" { fileinto :create "Bounces"; }\n')
+    worker = make_worker(server.ctx)
+    dsn = (b"From: MAILER-DAEMON@mail.example.test\r\nTo: alice@example.test\r\n"
+           b"Subject: Undelivered Mail Returned to Sender\r\n\r\nsorry\r\n")
+    await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
+    assert len(await mailbox(server, "alice@example.test", "Bounces")) == 1
+    assert await mailbox(server, "alice@example.test", "INBOX") == []
+    # a script that rejects bounces: dropped, nothing bounces back
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require "reject"; reject "no bounces";', name="strict")
+    await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
+    assert await queued_to(server) == []

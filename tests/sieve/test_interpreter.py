@@ -1,0 +1,292 @@
+"""The interpreter against the examples of RFC 5228 and of the extension RFCs, plus the
+limits and errors (with line numbers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pochta.sieve import (
+    Context,
+    Discard,
+    Limits,
+    NeedLookup,
+    Notify,
+    Redirect,
+    Reject,
+    Result,
+    SieveEnvelope,
+    SieveMessage,
+    SieveRuntimeError,
+    SieveSyntaxError,
+    Store,
+    Vacation,
+    compile_script,
+    evaluate,
+)
+
+MSG = (b"Return-Path: <coyote@desert.example.org>\r\n"
+       b"Date: Tue, 1 Apr 1997 09:06:31 -0800 (PST)\r\n"
+       b"From: coyote@desert.example.org\r\n"
+       b"To: roadrunner@acme.example.com\r\n"
+       b"Cc: Boss <boss+work@acme.example.com>\r\n"
+       b"Subject: I have a present for you\r\n"
+       b"X-Caffeine: C8H10N4O2\r\n"
+       b"X-Score: 12\r\n"
+       b"Message-ID: <1@desert.example.org>\r\n"
+       b"\r\n"
+       b"Look, I'm sorry about the whole anvil thing, and I really\r\n"
+       b"didn't mean to try and drop it on you from the top of the\r\n"
+       b"cliff.  I want to try to make it up to you.\r\n")
+
+ENV = SieveEnvelope("coyote@desert.example.org", "roadrunner+acme@acme.example.com")
+
+
+def run(source: str, data: bytes = MSG, env: SieveEnvelope = ENV,
+        ctx: Context | None = None) -> Result:
+    return evaluate(compile_script(source), SieveMessage(data), env,
+                    ctx or Context("roadrunner@acme.example.com", now=860_000_000.0))
+
+
+def stores(result: Result) -> list[tuple[str, frozenset[str]]]:
+    return [(a.mailbox, a.flags) for a in result.actions if isinstance(a, Store)]
+
+
+def test_implicit_keep_and_discard() -> None:
+    assert stores(run("")) == [("INBOX", frozenset())]
+    assert run("discard;").actions == []
+    assert stores(run("keep; keep;")) == [("INBOX", frozenset())]
+
+
+def test_rfc5228_example_8_3() -> None:
+    # RFC 5228 §9 example, shortened
+    script = """
+    require "fileinto";
+    if header :is "Sender" "owner-ietf-mta-filters@imc.org" {
+        fileinto "filter";
+    } elsif address :DOMAIN :is ["From", "To"] "example.com" {
+        keep;
+    } elsif anyof (NOT address :all :contains ["To", "Cc", "Bcc"] "me@example.com",
+                   header :matches "subject" ["*make*money*fast*", "*university*dipl*mas*"]) {
+        fileinto "spam";
+    } else {
+        fileinto "personal";
+    }"""
+    assert stores(run(script)) == [("spam", frozenset())]
+    to_me = MSG.replace(b"roadrunner@acme.example.com", b"me@example.com")
+    assert stores(run(script, to_me)) == [("INBOX", frozenset())]  # domain example.com
+
+
+def test_match_types_and_comparators() -> None:
+    assert stores(run('if header :contains "subject" "PRESENT" { discard; }')) == []
+    assert stores(run('if header :contains :comparator "i;octet" "subject" "PRESENT" '
+                      '{ discard; }')) != []
+    assert stores(run('if header :matches "subject" "I have ? present*" { discard; }')) == []
+    # a backslash quotes the next character (here a plain "2")
+    assert stores(run('if header :matches "x-caffeine" "C8H10N4O\\\\2" { discard; }')) == []
+    assert stores(run('if header :matches "x-caffeine" "C8H10N4O\\\\*" { discard; }')) != []
+    assert stores(run('if exists ["From", "Date"] { discard; }')) == []
+    assert stores(run('if exists ["From", "X-Nope"] { discard; }')) != []
+    assert stores(run('if size :over 100 { discard; }')) == []
+    assert stores(run('if size :under 1K { discard; }')) == []
+    assert stores(run('if not true { discard; }')) != []
+
+
+def test_address_parts_envelope_and_subaddress() -> None:
+    script = """require ["envelope", "subaddress", "fileinto"];
+    if envelope :detail "to" "acme" { fileinto "acme"; }
+    if address :user "cc" "boss" { fileinto "boss"; }
+    if address :detail "cc" "work" { fileinto "work"; }
+    if envelope :domain "from" "desert.example.org" { fileinto "desert"; }
+    if address :localpart "from" "nobody" { fileinto "never"; }
+    """
+    assert [m for m, _ in stores(run(script))] == ["acme", "boss", "work", "desert"]
+    # :detail of an address without "+" does not match even "" (RFC 5233 §4)
+    assert stores(run('require "subaddress"; if address :detail "to" "" { discard; }')) != []
+    assert stores(run('require "envelope"; if envelope :all :is "from" "" { discard; }',
+                      env=SieveEnvelope("", "x@y"))) == []
+
+
+def test_relational_and_numeric() -> None:
+    script = """require ["relational", "comparator-i;ascii-numeric"];
+    if header :value "gt" :comparator "i;ascii-numeric" "x-score" "10" { discard; }"""
+    assert run(script).actions == []
+    script = """require ["relational", "comparator-i;ascii-numeric"];
+    if address :count "ge" :comparator "i;ascii-numeric" ["to", "cc"] "3" { discard; }"""
+    assert run(script).actions != []
+    script = """require ["relational", "comparator-i;ascii-numeric"];
+    if address :count "eq" :comparator "i;ascii-numeric" ["to", "cc"] "2" { discard; }"""
+    assert run(script).actions == []
+
+
+def test_imap4flags() -> None:
+    # RFC 5232 §7 (shortened)
+    script = r"""require ["imap4flags", "fileinto"];
+    if size :over 100 { setflag "\\Deleted"; }
+    if header :contains "from" "coyote" { addflag ["\\Answered", "$MDNSent"]; }
+    if hasflag :contains "MDNSent" { fileinto :flags "\\Seen" "seen"; }
+    removeflag "\\Deleted";
+    """
+    assert stores(run(script)) == [("seen", frozenset({"\\Seen"}))]
+    kept = run(script.replace('fileinto :flags "\\\\Seen" "seen";', "keep;"))
+    # keep takes the flags of its moment: \\Deleted was removed only afterwards
+    assert stores(kept) == [("INBOX", frozenset({"\\Deleted", "\\Answered", "$MDNSent"}))]
+
+
+def test_variables_and_match_variables() -> None:
+    script = r"""require ["variables", "fileinto"];
+    if header :matches "subject" "I have * present for *" {
+        set :upperfirst "who" "${2}";
+        set "box" "gifts/${1}/${who}";
+    }
+    set :length "n" "${box}";
+    set :lower :upperfirst "name" "BOSS";
+    fileinto "${box}-${n}-${name}";
+    if string :is "${unknown}" "" { fileinto "empty"; }
+    """
+    assert [m for m, _ in stores(run(script))] == ["gifts/a/You-11-Boss", "empty"]
+
+
+def test_regex() -> None:
+    script = r"""require ["regex", "variables", "fileinto"];
+    if header :regex "subject" "^I (have) .* (you)$" { fileinto "${1}-${2}"; }"""
+    assert [m for m, _ in stores(run(script))] == ["have-you"]
+
+
+def test_body() -> None:
+    assert run('require "body"; if body :contains "anvil" { discard; }').actions == []
+    assert run('require "body"; if body :raw :contains "anvil thing" { discard; }'
+               ).actions == []
+    assert run('require "body"; if body :content "image" :contains "anvil" { discard; }'
+               ).actions != []
+
+
+def test_date_and_index() -> None:
+    script = """require ["date", "index", "relational", "fileinto"];
+    if date :originalzone "date" "year" "1997" { fileinto "y97"; }
+    if date :zone "+0000" "date" "hour" "17" { fileinto "h17"; }
+    if date :index 1 :originalzone "date" "weekday" "2" { fileinto "tuesday"; }
+    if currentdate :zone "+0000" "date" "1997-04-02" { fileinto "now"; }
+    """
+    assert [m for m, _ in stores(run(script))] == ["y97", "h17", "tuesday", "now"]
+
+
+def test_editheader() -> None:
+    script = """require ["editheader", "fileinto"];
+    addheader "X-Filtered" "yes";
+    deleteheader "x-caffeine";
+    deleteheader "received";
+    if header :is "x-filtered" "yes" { fileinto "edited"; }"""
+    result = run(script)
+    out = result.message.render()
+    assert out.startswith(b"X-Filtered: yes\r\n")
+    assert b"X-Caffeine" not in out and b"anvil" in out
+    assert stores(result) == [("edited", frozenset())]
+
+
+def test_reject_vacation_redirect_notify() -> None:
+    r = run('require "reject"; reject "go away";')
+    assert r.actions == [Reject("go away")]
+    r = run('require "ereject"; ereject "go away";')
+    assert r.actions == [Reject("go away", extended=True)]
+    r = run('require ["copy"]; redirect :copy "a@b.test"; redirect "c@d.test";')
+    assert r.actions == [Redirect("a@b.test", True), Redirect("c@d.test")]
+    r = run('require "vacation"; vacation :days 3 :subject "Away" "gone fishing";')
+    assert isinstance(r.actions[0], Vacation) and r.actions[0].seconds == 3 * 86400
+    r = run('require "vacation-seconds"; vacation :seconds 60 "soon";')
+    assert isinstance(r.actions[0], Vacation) and r.actions[0].seconds == 60
+    r = run('require "enotify"; notify :importance "1" "mailto:me@x.test?subject=hi";')
+    assert isinstance(r.actions[0], Notify)
+    with pytest.raises(SieveRuntimeError, match="reject cannot be combined"):
+        run('require ["reject", "fileinto"]; fileinto "x"; reject "no";')
+
+
+def test_duplicate_asks_the_store() -> None:
+    script = 'require "duplicate"; if duplicate { discard; }'
+    with pytest.raises(NeedLookup) as need:
+        run(script)
+    ctx = Context("roadrunner@acme.example.com", known={need.value.key: True})
+    assert run(script, ctx=ctx).actions == []
+    ctx = Context("roadrunner@acme.example.com", known={need.value.key: False})
+    result = run(script, ctx=ctx)
+    assert stores(result) == [("INBOX", frozenset())]
+    assert result.track == [(need.value.key, 7 * 86400.0)]
+
+
+def test_include_and_global_variables() -> None:
+    inner = compile_script('require ["include", "variables"]; global "box"; '
+                           'set "box" "from-inner"; return; set "box" "never";', "inner")
+    ctx = Context("u@x.test", scripts={("personal", "inner"): inner})
+    script = """require ["include", "variables", "fileinto"];
+    global "box";
+    include "inner";
+    include :once "inner";
+    include :optional "missing";
+    fileinto "${box}";"""
+    assert [m for m, _ in stores(run(script, ctx=ctx))] == ["from-inner"]
+    with pytest.raises(SieveRuntimeError, match="not found"):
+        run('require "include"; include "missing";')
+
+
+def test_environment_spamtest_mailbox() -> None:
+    ctx = Context("u@x.test", environment={"name": "Pochta"}, spam_score=8,
+                  mailboxes=frozenset({"INBOX", "Lists"}))
+    script = """require ["environment", "spamtest", "relational",
+                         "comparator-i;ascii-numeric", "mailbox", "fileinto"];
+    if environment "name" "Pochta" { fileinto "env"; }
+    if spamtest :value "ge" :comparator "i;ascii-numeric" "5" { fileinto "spam"; }
+    if mailboxexists "Lists" { fileinto "lists"; }
+    if mailboxexists "Nope" { fileinto "nope"; }"""
+    assert [m for m, _ in stores(run(script, ctx=ctx))] == ["env", "spam", "lists"]
+
+
+def test_encoded_character() -> None:
+    script = 'require ["encoded-character", "fileinto"]; fileinto "${hex:41 42}${unicode:263a}";'
+    assert [m for m, _ in stores(run(script))] == ["AB\u263a"]
+
+
+@pytest.mark.parametrize(("source", "error"), [
+    ("keep", 'line 1: expected ";" after command keep but found end of script'),
+    ('fileinto "x";', 'line 1: command fileinto needs require "fileinto"'),
+    ('require "frob";', 'line 1: unsupported extension "frob"'),
+    ("keep;\nrequire \"fileinto\";", "line 2: require must come before other commands"),
+    ("if true {\n keep;\n", 'line 3: missing "}" at end of script'),
+    ('if header :is "a" { }', "line 1: header: wrong number of arguments"),
+    ('\n\nif header :frob "a" "b" {}', "line 3: header: unknown tag :frob"),
+    ("else { keep; }", "line 1: else without a preceding if"),
+    ('"unterminated', "line 1: unterminated string"),
+    ("text:\nno end", 'line 1: unterminated multi-line string (missing "." line)'),
+    ("/* never closed", "line 1: unterminated comment"),
+    ('require "relational"; if header :value "xx" "a" "b" {}',
+     'line 1: :value "xx": relation must be one of gt, ge, lt, le, eq, ne'),
+    ('require "comparator-i;ascii-numeric"; if header :contains :comparator '
+     '"i;ascii-numeric" "a" "b" {}', "line 1: i;ascii-numeric supports only :is, :value "
+     "and :count"),
+])
+def test_syntax_errors_name_the_line(source: str, error: str) -> None:
+    with pytest.raises(SieveSyntaxError) as exc:
+        compile_script(source)
+    assert str(exc.value) == error
+
+
+def test_limits() -> None:
+    with pytest.raises(SieveSyntaxError, match="more than the limit of 1024"):
+        compile_script("#" * 2000, limits=Limits(max_script_size=1024))
+    many = 'require ["fileinto", "copy"];' + "".join(
+        f'fileinto :copy "f{i}";' for i in range(10_000))
+    with pytest.raises(SieveRuntimeError, match="too many actions: the limit is 32"):
+        run(many)
+    storm = "".join(f'redirect "r{i}@x.test";' for i in range(10))
+    with pytest.raises(SieveRuntimeError, match="too many redirects: the limit is 4"):
+        run(storm)
+    deep = "if true {" * 100 + "}" * 100
+    with pytest.raises(SieveSyntaxError, match="nesting deeper than 64"):
+        compile_script(deep)
+
+
+def test_multiline_strings_and_comments() -> None:
+    script = ('require "vacation";\n# hash comment\n/* bracket\ncomment */\n'
+              'vacation text:\nline one\n..dot\n.\n;\n')
+    r = run(script)
+    assert isinstance(r.actions[0], Vacation)
+    assert r.actions[0].reason == "line one\r\n.dot\r\n"
+    assert Discard() not in r.actions

@@ -24,6 +24,8 @@ from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
 from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
+from .transport_security.settings import TransportSecurityConfig
+from .transport_security.settings import check as check_transport_security
 
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -233,6 +235,10 @@ class Config:
         default_factory=list,
         metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
     )
+    transport_security: TransportSecurityConfig = field(
+        default_factory=TransportSecurityConfig,
+        metadata=_doc("[transport_security]: MTA-STS, DANE, TLS-RPT (docs/transport-security.md)"),
+    )
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -371,6 +377,8 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
+    for problem in check_transport_security(cfg.transport_security):
+        raise ConfigError(problem)
 
 
 def reference() -> str:

@@ -34,6 +34,7 @@ from pochta.queue.transport import (
     SMTPConnection,
     TCPConnector,
     Timeouts,
+    TLSObserver,
 )
 from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
@@ -74,6 +75,7 @@ class QueueWorker:
         bounce_sink: BounceSink | None = None,
         base_dir: str | Path = ".",
         cafile: str | None = None,
+        tls_observer: TLSObserver | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -87,6 +89,7 @@ class QueueWorker:
         self.bounce_sink: BounceSink = bounce_sink or self._enqueue_bounce
         self.base_dir = Path(base_dir)
         self.cafile = cafile
+        self.tls_observer = tls_observer  # TLS-RPT results (pochta.transport_security)
         self.timeouts = Timeouts(
             self.config.connect_timeout, self.config.command_timeout, self.config.data_timeout
         )
@@ -279,6 +282,7 @@ class QueueWorker:
                             conn = await SMTPConnection.open(
                                 dest, self.router, self.connector, self.hostname,
                                 self.timeouts, self._password, self.cafile,
+                                self.tls_observer,
                             )
                         except ConnectFailed as exc:
                             # No hop works now: everything left for it waits (or bounces).

@@ -50,9 +50,6 @@ MIGRATIONS = [
     ),
 ]
 
-_STS_COLUMNS = "domain, policy_id, mode, mx, max_age, fetched, text"
-
-
 def _sts(row: tuple[object, ...]) -> CachedSTSPolicy:
     domain, pid, mode, mx, max_age, fetched, text = row
     return CachedSTSPolicy(str(domain), str(pid), str(mode), tuple(json.loads(str(mx))),
@@ -64,13 +61,17 @@ class SQLiteTransportSecurity(SQLiteFeature):
 
     async def get_sts_policy(self, domain: str) -> CachedSTSPolicy | None:
         rows = await self._query(
-            f"SELECT {_STS_COLUMNS} FROM sts_policies WHERE domain=?", (domain.lower(),))
+
+            "SELECT domain, policy_id, mode, mx, max_age, fetched, text FROM sts_policies "
+            "WHERE domain=?", (domain.lower(),))
         return _sts(rows[0]) if rows else None
 
     async def put_sts_policy(self, policy: CachedSTSPolicy) -> None:
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
             conn.execute(
-                f"INSERT OR REPLACE INTO sts_policies({_STS_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO sts_policies"
+                "(domain, policy_id, mode, mx, max_age, fetched, text) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (policy.domain.lower(), policy.policy_id, policy.mode,
                  json.dumps(list(policy.mx)), policy.max_age, policy.fetched, policy.text),
             )
@@ -85,7 +86,9 @@ class SQLiteTransportSecurity(SQLiteFeature):
         return await self._write(fn)
 
     async def list_sts_policies(self) -> list[CachedSTSPolicy]:
-        rows = await self._query(f"SELECT {_STS_COLUMNS} FROM sts_policies ORDER BY domain")
+        rows = await self._query(
+            "SELECT domain, policy_id, mode, mx, max_age, fetched, text FROM sts_policies "
+            "ORDER BY domain")
         return [_sts(r) for r in rows]
 
     # -- TLS-RPT -----------------------------------------------------------------------
@@ -109,19 +112,22 @@ class SQLiteTransportSecurity(SQLiteFeature):
     async def tls_results(
         self, day: str | None = None, policy_domain: str | None = None
     ) -> list[TLSResultRow]:
-        where, args = _filter(("day", day), ("policy_domain", policy_domain))
+        args = _args(day, policy_domain)
         rows = await self._query(
             "SELECT day, policy_domain, policy_type, policy_string, mx_host, result, "
-            f"receiving_ip, count FROM tls_results{where} "
+            "receiving_ip, count FROM tls_results "
+            "WHERE (? IS NULL OR day=?) AND (? IS NULL OR policy_domain=?) "
             "ORDER BY day, policy_domain, mx_host, result, policy_type, receiving_ip", args)
         return [TLSResultRow(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], r[6],
                              int(r[7])) for r in rows]
 
     async def delete_tls_results(self, day: str, policy_domain: str | None = None) -> int:
-        where, args = _filter(("day", day), ("policy_domain", policy_domain))
+        args = _args(day, policy_domain)
 
         def fn(conn: sqlite3.Connection, _: int | None) -> int:
-            return conn.execute(f"DELETE FROM tls_results{where}", args).rowcount
+            return conn.execute(
+                "DELETE FROM tls_results WHERE (? IS NULL OR day=?) "
+                "AND (? IS NULL OR policy_domain=?)", args).rowcount
 
         return await self._write(fn)
 
@@ -144,27 +150,25 @@ class SQLiteTransportSecurity(SQLiteFeature):
     async def dmarc_results(
         self, day: str | None = None, header_from: str | None = None
     ) -> list[DMARCResultRow]:
-        where, args = _filter(("day", day), ("header_from", header_from))
+        args = _args(day, header_from)
         rows = await self._query(
             "SELECT day, header_from, source_ip, disposition, dkim, spf, policy, count "
-            f"FROM dmarc_results{where} "
+            "FROM dmarc_results WHERE (? IS NULL OR day=?) AND (? IS NULL OR header_from=?) "
             "ORDER BY day, header_from, source_ip, disposition, dkim, spf, policy", args)
         return [DMARCResultRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]))
                 for r in rows]
 
     async def delete_dmarc_results(self, day: str, header_from: str | None = None) -> int:
-        where, args = _filter(("day", day), ("header_from", header_from))
+        args = _args(day, header_from)
 
         def fn(conn: sqlite3.Connection, _: int | None) -> int:
-            return conn.execute(f"DELETE FROM dmarc_results{where}", args).rowcount
+            return conn.execute(
+                "DELETE FROM dmarc_results WHERE (? IS NULL OR day=?) "
+                "AND (? IS NULL OR header_from=?)", args).rowcount
 
         return await self._write(fn)
 
 
-def _filter(*pairs: tuple[str, str | None]) -> tuple[str, tuple[str, ...]]:
-    # column names come from this module only, never from callers
-    used = [(col, val.lower() if col != "day" else val) for col, val in pairs
-            if val is not None]
-    if not used:
-        return "", ()
-    return " WHERE " + " AND ".join(f"{c}=?" for c, _ in used), tuple(v for _, v in used)
+def _args(day: str | None, domain: str | None) -> tuple[str | None, ...]:
+    d = domain.lower() if domain is not None else None
+    return (day, day, d, d)

@@ -10,7 +10,6 @@ import functools
 import ssl
 from collections.abc import Sequence
 
-
 _ENCODING_DER = 2  # _ssl.ENCODING_DER (ssl.Certificate.public_bytes in 3.13)
 
 

@@ -47,6 +47,7 @@ STANDARD_PORTS = {
 # Modules that add their own subcommands with register(subparsers).
 PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
+    "pochta.transport_security.cli",
 )
 
 

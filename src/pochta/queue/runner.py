@@ -71,9 +71,14 @@ async def run_queue(ctx: ServerContext) -> None:
             worker.notify()
 
     relay = asyncio.get_running_loop().create_task(relay_wakeups())
+    # daily TLS-RPT reports (pochta.transport_security.reporter)
+    from pochta.transport_security.reporter import run_reports
+
+    reports = asyncio.get_running_loop().create_task(run_reports(ctx, worker))
     try:
         await worker.run()
     finally:
+        reports.cancel()
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay

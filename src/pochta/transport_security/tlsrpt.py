@@ -10,6 +10,7 @@ the RFC 8460 §4.4 JSON; ``report_message`` wraps it into the §5.3 mail
 from __future__ import annotations
 
 import datetime
+import email.policy
 import gzip
 import json
 import logging
@@ -142,7 +143,7 @@ def report_message(
     boundary = msg.get_boundary()
     del msg["Content-Type"]
     msg["Content-Type"] = f'multipart/report; report-type="tlsrpt"; boundary="{boundary}"'
-    return msg.as_bytes().replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    return msg.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
 
 
 # (message bytes, envelope sender, recipient address)

@@ -1,0 +1,72 @@
+"""The server's daily report task: TLS-RPT aggregate reports (RFC 8460) for every past UTC
+day that has recorded results, sent once (a store lock keeps sibling workers and nodes
+from sending twice), through the queue like any other mail."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
+from pochta.transport_security.tlsrpt import send_reports, utc_day
+from pochta.transport_security.wiring import settings_of
+
+if TYPE_CHECKING:
+    from pochta.queue.worker import QueueWorker
+    from pochta.server.app import ServerContext
+
+log = logging.getLogger("pochta.tlsrpt")
+LOCK = "tls-rpt-daily"
+
+
+async def send_due_tls_reports(
+    store: MailStore, ctx: ServerContext, notify: Callable[[], None],
+    clock: Callable[[], float] = time.time,
+) -> int:
+    ts = settings_of(ctx.config)
+    hostname = str(ctx.config.hostname)
+    sender = ts.report_from or f"noreply-reports@{hostname}"
+    today = utc_day(clock())
+    days = sorted({r.day for r in await store.tls_results()} - {today})
+    if not days:
+        return 0
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    if not await store.try_lock(LOCK, owner, 900):
+        return 0
+
+    async def enqueue(data: bytes, env_from: str, to: str) -> None:
+        res = await ctx.directory.resolve(to)
+        local = [LocalTarget(a) for a in res.local] if res is not None else []
+        remote = ([RemoteRecipient(a, "NEVER") for a in res.remote] if res is not None
+                  else [RemoteRecipient(to, "NEVER")])
+        await store.accept(data, Envelope(sender=env_from), local, remote)
+        if remote:
+            notify()
+
+    sent = 0
+    try:
+        for day in days:
+            if not ts.tls_rpt_send:
+                await store.delete_tls_results(day)
+                continue
+            done = await send_reports(store, ctx.resolver, day, enqueue, reporter=hostname,
+                                      sender=sender, organization=ts.organization or hostname)
+            sent += len(done)
+    finally:
+        await store.unlock(LOCK, owner)
+    return sent
+
+
+async def run_reports(ctx: ServerContext, worker: QueueWorker,
+                      interval: float = 3600.0) -> None:
+    while True:
+        try:
+            await send_due_tls_reports(ctx.store, ctx, worker.notify)
+        except Exception:
+            log.exception("TLS-RPT reports failed; trying again later")
+        await asyncio.sleep(interval)

@@ -375,6 +375,11 @@ async def _check_mta_sts(domain: str, resolver: Resolver, out: list[Finding]) ->
     out.append(Finding("ok", "mta-sts", f"id={m.group(1)}"))
 
 
+def make_policy_fetcher(resolver: Resolver, timeout: float) -> PolicyFetcher | None:
+    """The HTTPS fetcher of MTA-STS policies (tests without a network replace this)."""
+    return HTTPSPolicyFetcher(resolver, timeout=timeout)
+
+
 async def check_sts_policy(domain: str, resolver: Resolver, fetcher: PolicyFetcher,
                            out: list[Finding]) -> None:
     """Fetch the HTTPS policy (RFC 8461 §3.3) and check the MX hosts against it."""
@@ -443,8 +448,7 @@ def register_check(sub: Any) -> None:
 def cmd_check(args: argparse.Namespace, _config: object) -> int:
     resolver = common.make_resolver(args.nameserver, args.timeout)
     try:
-        fetcher = None if args.no_fetch else HTTPSPolicyFetcher(resolver,
-                                                                  timeout=args.timeout * 4)
+        fetcher = None if args.no_fetch else make_policy_fetcher(resolver, args.timeout * 4)
         findings = asyncio.run(check_domain(args.domain, resolver, args.selector, fetcher))
         code = findings_exit(findings)
         error = None

@@ -62,11 +62,20 @@ async def test_dmarc_results_are_summed_per_key(store: MailStore) -> None:  # no
         await store.record_dmarc_result("2026-12-01", "Sender.example", "192.0.2.7", "none",
                                         "pass", "fail", "reject")
     await store.record_dmarc_result("2026-12-01", "sender.example", "192.0.2.9", "reject",
-                                    "fail", "fail", "reject", count=4)
+                                    "fail", "fail", "reject", count=3,
+                                    envelope_from="Bulk.example", spf_auth="bulk.example:fail",
+                                    dkim_auth="bulk.example:fail,x.test:pass")
+    await store.record_dmarc_result("2026-12-01", "sender.example", "192.0.2.9", "reject",
+                                    "fail", "fail", "reject",
+                                    envelope_from="bulk.example", spf_auth="bulk.example:fail",
+                                    dkim_auth="bulk.example:fail,x.test:pass")
     rows = await store.dmarc_results("2026-12-01", "sender.example")
     assert [(r.source_ip, r.disposition, r.count) for r in rows] == [
         ("192.0.2.7", "none", 2), ("192.0.2.9", "reject", 4)]
     assert rows[0].dkim == "pass" and rows[0].spf == "fail" and rows[0].policy == "reject"
+    assert rows[0].envelope_from == "" and rows[0].dkim_auth == ""
+    assert (rows[1].envelope_from, rows[1].spf_auth, rows[1].dkim_auth) == (
+        "bulk.example", "bulk.example:fail", "bulk.example:fail,x.test:pass")
     assert await store.delete_dmarc_results("2026-12-01") == 2
     assert await store.dmarc_results() == []
 

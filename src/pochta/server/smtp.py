@@ -396,6 +396,9 @@ class SMTPHandler:
             dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
+        # DMARC aggregate reports (pochta.policy.dmarc_reports)
+        from pochta.policy.dmarc_reports import record_verdict
+        await record_verdict(self.ctx.store, verdict, self.conn.peer_ip, cfg)
         return verdict
 
 

@@ -62,6 +62,9 @@ class DMARCResultRow:
     spf: str  # pass | fail (DMARC-aligned SPF)
     policy: str  # the published p= (none | quarantine | reject), "" if none
     count: int
+    envelope_from: str = ""  # the MAIL FROM domain
+    spf_auth: str = ""  # raw SPF result: "domain:result"
+    dkim_auth: str = ""  # raw DKIM results: "d1:result,d2:result"
 
 
 class TransportSecurityStore(Protocol):
@@ -100,7 +103,8 @@ class TransportSecurityStore(Protocol):
 
     async def record_dmarc_result(
         self, day: str, header_from: str, source_ip: str, disposition: str,
-        dkim: str, spf: str, policy: str, count: int = 1,
+        dkim: str, spf: str, policy: str, count: int = 1, *,
+        envelope_from: str = "", spf_auth: str = "", dkim_auth: str = "",
     ) -> None: ...
 
     async def dmarc_results(

@@ -43,8 +43,12 @@ MIGRATIONS = [
             dkim TEXT NOT NULL,
             spf TEXT NOT NULL,
             policy TEXT NOT NULL,
+            envelope_from TEXT NOT NULL,
+            spf_auth TEXT NOT NULL,
+            dkim_auth TEXT NOT NULL,
             count INTEGER NOT NULL,
-            PRIMARY KEY (day, header_from, source_ip, disposition, dkim, spf, policy)
+            PRIMARY KEY (day, header_from, source_ip, disposition, dkim, spf, policy,
+                         envelope_from, spf_auth, dkim_auth)
         );
         """,
     ),
@@ -135,14 +139,18 @@ class SQLiteTransportSecurity(SQLiteFeature):
 
     async def record_dmarc_result(
         self, day: str, header_from: str, source_ip: str, disposition: str,
-        dkim: str, spf: str, policy: str, count: int = 1,
+        dkim: str, spf: str, policy: str, count: int = 1, *,
+        envelope_from: str = "", spf_auth: str = "", dkim_auth: str = "",
     ) -> None:
-        key = (day, header_from.lower(), source_ip, disposition, dkim, spf, policy)
+        key = (day, header_from.lower(), source_ip, disposition, dkim, spf, policy,
+               envelope_from.lower(), spf_auth, dkim_auth)
 
         def fn(conn: sqlite3.Connection, _: int | None) -> None:
             conn.execute(
-                "INSERT INTO dmarc_results VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(day, header_from, "
-                "source_ip, disposition, dkim, spf, policy) DO UPDATE "
+                "INSERT INTO dmarc_results(day, header_from, source_ip, disposition, dkim, spf, "
+                "policy, envelope_from, spf_auth, dkim_auth, count) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(day, header_from, source_ip, "
+                "disposition, dkim, spf, policy, envelope_from, spf_auth, dkim_auth) DO UPDATE "
                 "SET count = count + excluded.count", (*key, count))
 
         await self._write(fn)
@@ -152,11 +160,12 @@ class SQLiteTransportSecurity(SQLiteFeature):
     ) -> list[DMARCResultRow]:
         args = _args(day, header_from)
         rows = await self._query(
-            "SELECT day, header_from, source_ip, disposition, dkim, spf, policy, count "
+            "SELECT day, header_from, source_ip, disposition, dkim, spf, policy, count, "
+            "envelope_from, spf_auth, dkim_auth "
             "FROM dmarc_results WHERE (? IS NULL OR day=?) AND (? IS NULL OR header_from=?) "
             "ORDER BY day, header_from, source_ip, disposition, dkim, spf, policy", args)
-        return [DMARCResultRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]))
-                for r in rows]
+        return [DMARCResultRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7]), r[8],
+                               r[9], r[10]) for r in rows]
 
     async def delete_dmarc_results(self, day: str, header_from: str | None = None) -> int:
         args = _args(day, header_from)

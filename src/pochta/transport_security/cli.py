@@ -120,8 +120,95 @@ async def cmd_report_tls(args: argparse.Namespace, store: TransportSecurityStore
     return 0
 
 
+# -- DMARC aggregate reports ---------------------------------------------------------------
+
+REPORT_TYPES = ("application/gzip", "application/x-gzip", "application/zip",
+                "application/x-zip-compressed", "text/xml", "application/xml")
+
+
+def dmarc_attachments(message: bytes) -> list[bytes]:
+    import email
+    import email.policy
+
+    msg = email.message_from_bytes(message, policy=email.policy.default)
+    out = []
+    for part in msg.walk():
+        if part.get_content_type() in REPORT_TYPES:
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                out.append(payload)
+    return out
+
+
+def summarize_dmarc_file(name: str, raw: bytes) -> list[str]:
+    from pochta.policy.dmarc_reports import parse_aggregate, summarize, unpack
+
+    blobs = [raw] if raw[:2] in (b"\x1f\x8b", b"PK", b"<?", b"<f") else dmarc_attachments(raw)
+    out: list[str] = []
+    for blob in blobs:
+        for xml in unpack(blob):
+            try:
+                out.extend(summarize(parse_aggregate(xml)))
+            except (ValueError, SyntaxError) as exc:
+                out.append(f"{name}: not a DMARC aggregate report: {exc}")
+    return out or [f"{name}: no DMARC aggregate report found"]
+
+
+async def cmd_report_dmarc(args: argparse.Namespace, store: Any, config: Any) -> int:
+    if args.files:
+        for name in args.files:
+            print("\n".join(summarize_dmarc_file(name, Path(name).read_bytes())))
+        return 0
+    address = args.mailbox or getattr(getattr(config, "dmarc", None), "report_address", "")
+    if not address:
+        domains = await store.list_domains()
+        address = f"postmaster@{domains[0]}" if domains else ""
+    account = await store.get_account(address) if address else None
+    if account is None:
+        print(f"pochta report dmarc: no account {address or '(none)'} to read reports from; "
+              "name files or --mailbox")
+    else:
+        box = await store.get_mailbox(account.id, args.folder)
+        found = 0
+        for meta in await store.list_messages(box.id) if box is not None else []:
+            raw = await store.read_blob(meta.blob_id)
+            if not dmarc_attachments(raw):
+                continue
+            found += 1
+            print("\n".join(summarize_dmarc_file(f"{address} uid {meta.uid}", raw)))
+        if not found:
+            print(f"no DMARC reports in {address} {args.folder}")
+    rows = await store.dmarc_results()
+    if rows:
+        print("Inbound DMARC results not yet reported (day, From domain, source, "
+              "disposition, dkim, spf, count):")
+        for r in rows:
+            print(f"  {r.day} {r.header_from} {r.source_ip} {r.disposition} dkim={r.dkim} "
+                  f"spf={r.spf} {r.count}")
+    return 0
+
+
+def _with_store_and_config(fn: Any) -> Any:
+    import asyncio
+
+    def run(args: argparse.Namespace, config: Any) -> int:
+        async def main() -> int:
+            from pochta.storage.sqlite import SQLiteStore
+
+            store = await SQLiteStore.open(config.data_path)
+            try:
+                result: int = await fn(args, store, config)
+                return result
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
 def register(subparsers: Any) -> None:
-    """``pochta report tls [FILE...]``."""
+    """``pochta report tls [FILE...]`` and ``pochta report dmarc [FILE...]``."""
     from pochta.queue.cli import _with_store
 
     r = subparsers.add_parser("report", help="TLS-RPT and DMARC reports")
@@ -130,3 +217,10 @@ def register(subparsers: Any) -> None:
                       "received TLS-RPT reports (JSON, .json.gz or the report mail)")
     p.add_argument("files", nargs="*", help="received reports to summarize")
     p.set_defaults(func=_with_store(cmd_report_tls))
+    p = rs.add_parser("dmarc", help="received DMARC aggregate reports (files, or the "
+                      "mailbox of the rua address) and inbound results not yet reported")
+    p.add_argument("files", nargs="*", help="report files (.xml, .xml.gz, .zip, or mails)")
+    p.add_argument("--mailbox", default="", help="account whose mail holds the reports "
+                   "(default: [dmarc] report_address, else postmaster@ the first domain)")
+    p.add_argument("--folder", default="INBOX")
+    p.set_defaults(func=_with_store_and_config(cmd_report_dmarc))

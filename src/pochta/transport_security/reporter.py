@@ -1,6 +1,7 @@
-"""The server's daily report task: TLS-RPT aggregate reports (RFC 8460) for every past UTC
-day that has recorded results, sent once (a store lock keeps sibling workers and nodes
-from sending twice), through the queue like any other mail."""
+"""The server's daily report task: TLS-RPT aggregate reports (RFC 8460) and DMARC
+aggregate reports (RFC 7489 §7.2) for every past UTC day that has recorded results, sent
+once (a store lock keeps sibling workers and nodes from sending twice), through the queue
+like any other mail."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pochta.policy import dmarc_reports
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
 from pochta.transport_security.tlsrpt import send_reports, utc_day
 from pochta.transport_security.wiring import settings_of
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     from pochta.server.app import ServerContext
 
 log = logging.getLogger("pochta.tlsrpt")
-LOCK = "tls-rpt-daily"
+LOCK = "reports-daily"
 
 
 async def send_due_tls_reports(
@@ -33,7 +35,8 @@ async def send_due_tls_reports(
     sender = ts.report_from or f"noreply-reports@{hostname}"
     today = utc_day(clock())
     days = sorted({r.day for r in await store.tls_results()} - {today})
-    if not days:
+    dmarc_days = sorted({r.day for r in await store.dmarc_results()} - {today})
+    if not days and not dmarc_days:
         return 0
     owner = f"{socket.gethostname()}:{os.getpid()}"
     if not await store.try_lock(LOCK, owner, 900):
@@ -56,6 +59,14 @@ async def send_due_tls_reports(
                 continue
             done = await send_reports(store, ctx.resolver, day, enqueue, reporter=hostname,
                                       sender=sender, organization=ts.organization or hostname)
+            sent += len(done)
+        for day in dmarc_days:
+            if not ts.dmarc_reports:
+                await store.delete_dmarc_results(day)
+                continue
+            done = await dmarc_reports.send_reports(
+                store, ctx.resolver, day, enqueue, reporter=hostname, sender=sender,
+                organization=ts.organization or hostname)
             sent += len(done)
     finally:
         await store.unlock(LOCK, owner)

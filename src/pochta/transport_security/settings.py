@@ -64,6 +64,13 @@ class TransportSecurityConfig:
             "that publishes _smtp._tls"
         ),
     )
+    dmarc_reports: bool = field(
+        default=True,
+        metadata=_doc(
+            "record inbound DMARC results of domains that publish rua= and send them the "
+            "daily aggregate report (RFC 7489 §7.2)"
+        ),
+    )
     report_from: str = field(
         default="",
         metadata=_doc(

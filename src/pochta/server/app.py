@@ -96,6 +96,10 @@ async def build_context(
         queue_wakeup=wakeup,
         signer=DKIMSigner(config.data_path),
     )
+    # SRS: bounces to rewritten senders (pochta.transport_security.srs)
+    from pochta.transport_security.wiring import make_srs
+
+    ctx.directory.srs = make_srs(config)
     return ctx
 
 

@@ -71,6 +71,29 @@ class TransportSecurityConfig:
             "daily aggregate report (RFC 7489 §7.2)"
         ),
     )
+    srs: bool = field(
+        default=False,
+        metadata=_doc(
+            "rewrite the envelope sender of mail we forward (sender outside our domains) "
+            "with SRS, so SPF passes at the next hop; bounces to SRS addresses go back"
+        ),
+    )
+    srs_domain: str = field(
+        default="",
+        metadata=_doc(
+            "domain of the SRS addresses (its MX must be this server); empty: hostname"
+        ),
+    )
+    srs_secret_file: str = field(
+        default="",
+        metadata=_doc(
+            "file with the SRS secret (relative to the config); empty: srs-secret in the "
+            "data directory, made on first use. Keep it when moving servers"
+        ),
+    )
+    srs_max_age_days: int = field(
+        default=21, metadata=_doc("bounces to SRS addresses older than this are refused")
+    )
     report_from: str = field(
         default="",
         metadata=_doc(

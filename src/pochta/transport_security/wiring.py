@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pochta.dns import Resolver
@@ -16,6 +17,7 @@ from pochta.transport_security.dane import DANE, ValidatingResolver
 from pochta.transport_security.mtasts import MTASTS, HTTPSPolicyFetcher
 from pochta.transport_security.policy import TransportSecurityPolicy
 from pochta.transport_security.settings import TransportSecurityConfig
+from pochta.transport_security.srs import SRS, load_secret
 from pochta.transport_security.tlsrpt import TLSResultRecorder
 
 log = logging.getLogger("pochta.transport_security")
@@ -73,3 +75,39 @@ def outbound_tls(
         if ts.dane and ts.dane_resolver else None
     hook = TransportSecurityPolicy(ConfigTLSPolicy(queue.tls_policies), mtasts, dane)
     return hook, recorder, ca_file(config)
+
+
+def make_srs(config: object) -> SRS | None:
+    ts = settings_of(config)
+    if not ts.srs:
+        return None
+    if ts.srs_secret_file:
+        path = Path(ts.srs_secret_file)
+        if not path.is_absolute():
+            path = Path(str(getattr(config, "base_dir", "."))) / path
+    else:
+        path = Path(str(getattr(config, "data_path", "."))) / "srs-secret"
+    domain = ts.srs_domain or str(getattr(config, "hostname", ""))
+    return SRS(load_secret(path), domain, max_age_days=ts.srs_max_age_days)
+
+
+def sender_rewriter(store: MailStore, srs: SRS | None,
+                    ttl: float = 60.0) -> Callable[[str], Awaitable[str]] | None:
+    """For the queue: the SRS-rewritten envelope sender of a message we forward (its
+    sender is not in one of our domains); our own senders and bounces stay as they are."""
+    if srs is None:
+        return None
+    local: dict[str, tuple[bool, float]] = {}
+
+    async def rewrite(sender: str) -> str:
+        if not sender or "@" not in sender:
+            return sender
+        domain = sender.rpartition("@")[2].lower()
+        now = time.monotonic()
+        cached = local.get(domain)
+        if cached is None or cached[1] < now:
+            cached = (await store.has_domain(domain), now + ttl)
+            local[domain] = cached
+        return sender if cached[0] else srs.forward(sender)
+
+    return rewrite

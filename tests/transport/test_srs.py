@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pochta.dns import StaticResolver
+from pochta.policy import arc, dkim
 from pochta.transport_security.srs import SRS, load_secret
 from tests.conftest import Instance, start_instance
 from tests.queue.conftest import FakeClock
@@ -68,11 +70,13 @@ async def _wait(cond: object, tries: int = 200) -> None:
 
 
 async def test_forwarding_and_bounce_through_the_server(instance: Instance) -> None:
+    """SRS and ARC sealing on forwarded mail, SRS bounces back."""
     sink = Sink()
     port = await sink.start()
+    keys = dkim.ensure_domain_keys(instance.config().data_path, "example.test")
     server = await start_instance(
         instance, run_queue=True,
-        transport_security={"srs": True, "srs_domain": "example.test"},
+        transport_security={"srs": True, "srs_domain": "example.test", "arc_seal": True},
         routes=[{"domain": d, "host": "127.0.0.1", "port": port, "tls": "none"}
                 for d in ("remote.test", "sender.test")])
     try:
@@ -90,6 +94,13 @@ async def test_forwarding_and_bounce_through_the_server(instance: Instance) -> N
         assert forwarded.rcpts == ["carol@remote.test"]
         assert forwarded.sender.startswith("SRS0=") and forwarded.sender.endswith(
             "=sender.test=dave@example.test")
+        # sealed by us, over our own Authentication-Results
+        assert forwarded.data.startswith(b"ARC-Seal: i=1;")
+        assert b"ARC-Authentication-Results: i=1; mail.example.test" in forwarded.data
+        keys_dns = StaticResolver(txt_records={k.dns_name: [dkim.dns_txt_record(k)]
+                                               for k in keys})
+        sealed = await arc.verify(forwarded.data, keys_dns)
+        assert (sealed.cv, sealed.sealer) == ("pass", "example.test")
         # the next hop bounces it: the bounce reaches dave
         await asyncio.to_thread(send, "", forwarded.sender,
                                b"From: MAILER-DAEMON@remote.test\r\nSubject: bounce\r\n\r\nx\r\n")
@@ -111,6 +122,7 @@ async def test_forwarding_and_bounce_through_the_server(instance: Instance) -> N
         await asyncio.to_thread(submit)
         await _wait(lambda: len(sink.messages) > 2)
         assert sink.messages[2].sender == "alice@example.test"
+        assert not sink.messages[2].data.startswith(b"ARC-Seal")
     finally:
         await server.running.close(grace=1.0)
         await server.store.close()

@@ -49,14 +49,14 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
             worker.notify()
 
     # MTA-STS, DANE and TLS-RPT (pochta.transport_security.wiring)
-    from pochta.transport_security.wiring import outbound_tls, sender_rewriter
+    from pochta.transport_security.wiring import forwarding, outbound_tls
 
     tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
     worker = QueueWorker(
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
         bounce_sink=bounce, base_dir=ctx.config.base_dir,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
-        sender_rewriter=sender_rewriter(ctx.store, ctx.directory.srs),
+        forwarding=forwarding(ctx.config, ctx.store, ctx.directory.srs),
     )
     return worker
 

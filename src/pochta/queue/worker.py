@@ -76,7 +76,7 @@ class QueueWorker:
         base_dir: str | Path = ".",
         cafile: str | None = None,
         tls_observer: TLSObserver | None = None,
-        sender_rewriter: Callable[[str], Awaitable[str]] | None = None,
+        forwarding: Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -91,7 +91,7 @@ class QueueWorker:
         self.base_dir = Path(base_dir)
         self.cafile = cafile
         self.tls_observer = tls_observer  # TLS-RPT results (pochta.transport_security)
-        self.sender_rewriter = sender_rewriter  # SRS for forwarded mail (same package)
+        self.forwarding = forwarding  # SRS and ARC for forwarded mail (same package)
         self.timeouts = Timeouts(
             self.config.connect_timeout, self.config.command_timeout, self.config.data_timeout
         )
@@ -321,16 +321,16 @@ class QueueWorker:
         # The shared blob starts with the Return-Path: of local delivery; it is not ours
         # to relay (RFC 5321 §4.4: added only at final delivery).
         data = strip_return_path(await self.store.read_blob(first.blob_id))
-        sender = env.sender
-        if self.sender_rewriter is not None:
-            sender = await self.sender_rewriter(sender)
+        sender, wire = env.sender, data
+        if self.forwarding is not None:
+            sender, wire = await self.forwarding(sender, data)
         tx = Transaction(
             sender=sender,
             recipients=tuple(
                 Recipient(i.recipient.address, i.recipient.notify, i.recipient.orcpt)
                 for i in group
             ),
-            message=data,
+            message=wire,
             body_8bit=env.body_8bit,
             smtputf8=env.smtputf8,
             ret=env.ret,

@@ -387,6 +387,8 @@ class SMTPHandler:
         return await self.ctx.signer.sign(data, domain)
 
     async def _inbound_checks(self, data: bytes, sender: str) -> InboundVerdict | None:
+        from pochta.transport_security.wiring import arc_trusted
+
         cfg = self.config
         if not (cfg.spf.check or cfg.dkim.verify or cfg.dmarc.check):
             return None
@@ -394,6 +396,7 @@ class SMTPHandler:
             data, self.conn.peer_ip, self.session.helo_name or "", sender,
             self.ctx.resolver, cfg.hostname,
             dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
+            arc_trusted=arc_trusted(cfg),  # ARC (pochta.transport_security.wiring)
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
         # DMARC aggregate reports (pochta.policy.dmarc_reports)

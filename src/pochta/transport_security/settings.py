@@ -94,6 +94,30 @@ class TransportSecurityConfig:
     srs_max_age_days: int = field(
         default=21, metadata=_doc("bounces to SRS addresses older than this are refused")
     )
+    arc_verify: bool = field(
+        default=True,
+        metadata=_doc("verify ARC chains (RFC 8617) of inbound mail; arc= in "
+                      "Authentication-Results"),
+    )
+    arc_trusted_sealers: list[str] = field(
+        default_factory=list,
+        metadata=_doc(
+            "domains (ARC-Seal d=) whose passing chain overrides a DMARC fail when that "
+            "sealer saw dmarc=pass (a mailing list or forwarder you trust)"
+        ),
+    )
+    arc_seal: bool = field(
+        default=False,
+        metadata=_doc(
+            "ARC-seal mail we forward (sender outside our domains) with the RSA DKIM key "
+            "of arc_domain"
+        ),
+    )
+    arc_domain: str = field(
+        default="",
+        metadata=_doc("sealing domain (needs a DKIM RSA key, `pochta dkim`); empty: the "
+                      "SRS domain, else the host name"),
+    )
     report_from: str = field(
         default="",
         metadata=_doc(

@@ -9,9 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pochta.dns import Resolver
+from pochta.policy import arc
 from pochta.queue.routing import ConfigTLSPolicy, TLSPolicyHook
 from pochta.queue.settings import QueueConfig
 from pochta.queue.transport import TLSObserver
+from pochta.services.signing import DKIMSigner
 from pochta.storage.interfaces import MailStore
 from pochta.transport_security.dane import DANE, ValidatingResolver
 from pochta.transport_security.mtasts import MTASTS, HTTPSPolicyFetcher
@@ -91,23 +93,44 @@ def make_srs(config: object) -> SRS | None:
     return SRS(load_secret(path), domain, max_age_days=ts.srs_max_age_days)
 
 
-def sender_rewriter(store: MailStore, srs: SRS | None,
-                    ttl: float = 60.0) -> Callable[[str], Awaitable[str]] | None:
-    """For the queue: the SRS-rewritten envelope sender of a message we forward (its
-    sender is not in one of our domains); our own senders and bounces stay as they are."""
-    if srs is None:
+def arc_trusted(config: object) -> list[str] | None:
+    """For check_inbound: the trusted ARC sealers, or None when ARC is not verified."""
+    ts = settings_of(config)
+    return list(ts.arc_trusted_sealers) if ts.arc_verify else None
+
+
+def forwarding(
+    config: object, store: MailStore, srs: SRS | None, ttl: float = 60.0,
+) -> Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None:
+    """For the queue: (envelope sender, message) as they leave for a message we forward
+    (its sender is not in one of our domains): the sender SRS-rewritten, the message
+    ARC-sealed. Our own senders and bounces leave unchanged."""
+    ts = settings_of(config)
+    if srs is None and not ts.arc_seal:
         return None
     local: dict[str, tuple[bool, float]] = {}
+    hostname = str(getattr(config, "hostname", ""))
+    arc_domain = (ts.arc_domain or (srs.domain if srs else "") or hostname).lower()
+    signer = DKIMSigner(Path(str(getattr(config, "data_path", "."))))
 
-    async def rewrite(sender: str) -> str:
+    async def forward(sender: str, data: bytes) -> tuple[str, bytes]:
         if not sender or "@" not in sender:
-            return sender
+            return sender, data
         domain = sender.rpartition("@")[2].lower()
         now = time.monotonic()
         cached = local.get(domain)
         if cached is None or cached[1] < now:
             cached = (await store.has_domain(domain), now + ttl)
             local[domain] = cached
-        return sender if cached[0] else srs.forward(sender)
+        if cached[0]:
+            return sender, data
+        if ts.arc_seal:
+            keys = [k for k in await signer.keys_for(arc_domain) if k.algorithm == "rsa"]
+            if keys:
+                data = await arc.seal(data, keys[0], hostname)
+            else:
+                log.warning("ARC: no DKIM RSA key for %s (pochta dkim); not sealed",
+                            arc_domain)
+        return (srs.forward(sender) if srs is not None else sender), data
 
-    return rewrite
+    return forward

@@ -49,6 +49,8 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
             worker.notify()
 
     # MTA-STS, DANE and TLS-RPT (pochta.transport_security.wiring)
+    from pochta.queue.routing import Router
+    from pochta.transport_security.requiretls import message_policy
     from pochta.transport_security.wiring import forwarding, outbound_tls
 
     tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
@@ -57,6 +59,8 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         bounce_sink=bounce, base_dir=ctx.config.base_dir,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
         forwarding=forwarding(ctx.config, ctx.store, ctx.directory.srs),
+        message_policy=message_policy(ctx.store, Router(
+            ctx.resolver, qcfg, routes, local_hostname=ctx.config.hostname), ctx.config.hostname),
     )
     return worker
 

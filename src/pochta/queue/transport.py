@@ -164,6 +164,8 @@ class SMTPConnection:
         # for the delivery log: was the hop encrypted, and was its certificate checked
         self.tls_log = "tls=none"
         self.tls_result = ""  # for TLS-RPT: "success" or a result-type
+        # REQUIRETLS (RFC 8689): TLS validated by MTA-STS, DANE or a verified static route
+        self.tls_validated = False
 
     def _tls_established(self, verify: bool) -> None:
         self.tls_log = (f"tls={self.channel.tls_version() or 'yes'} "
@@ -260,6 +262,7 @@ class SMTPConnection:
         conn = cls(channel, session, host, address, timeouts)
         if implicit:
             conn._tls_established(tls.verify)
+            conn.tls_validated = tls.verify and dest.via_route
         try:
             await conn._handshake(dest, tls, sni, where, password_loader, cafile)
         except ConnectFailed as exc:
@@ -302,6 +305,8 @@ class SMTPConnection:
                     s.tls_started()
                     self._tls_established(tls.verify)
                     self._check_peer(tls, sni or self.host, dest.domain, where)
+                    self.tls_validated = (tls.policy in ("sts", "dane")
+                                          or (tls.verify and dest.via_route))
                     secure = True
                     await self._ehlo()
                 elif tls.mode == "starttls":

@@ -91,6 +91,8 @@ class SMTPHandler:
             require_tls=self.submission and self.listener.tls == "starttls",
             auth_mechanisms=mechs,
             require_auth=self.submission,
+            # RFC 8689 (pochta.transport_security): honoured by the queue
+            requiretls=self.config.transport_security.requiretls,
         )
 
     def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
@@ -340,6 +342,7 @@ class SMTPHandler:
             authenticated_as=self.account.address if self.account else None,
             show_auth=self.config.smtp.received_show_auth,
             hide_client_ip=self.submission and self.config.smtp.received_hide_client_ip,
+            requiretls=event.mail_from.requiretls,
         )
         mailbox = "INBOX"
         if not self.submission:

@@ -71,6 +71,14 @@ class TransportSecurityConfig:
             "daily aggregate report (RFC 7489 §7.2)"
         ),
     )
+    requiretls: bool = field(
+        default=True,
+        metadata=_doc(
+            "offer REQUIRETLS (RFC 8689) on the mta and submission roles over TLS; such "
+            "mail leaves only over MTA-STS- or DANE-validated TLS to peers that offer it "
+            "too, and bounces (5.7.30) otherwise"
+        ),
+    )
     srs: bool = field(
         default=False,
         metadata=_doc(

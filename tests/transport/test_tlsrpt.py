@@ -180,9 +180,15 @@ async def test_server_sends_past_days_once(store: SQLiteStore, tmp_path: Path) -
         async def resolve(self, address: str) -> None:
             return None  # not ours: remote
 
-    ctx = SimpleNamespace(config=from_dict({"hostname": "mta.example.test",
-                                            "data_dir": str(tmp_path / "d")}),
-                          resolver=resolver, directory=Directory())
+    class Signer:
+        async def sign(self, data: bytes, domain: str) -> bytes:
+            return b"DKIM-Signature: d=" + domain.encode() + b"\r\n" + data
+
+    await store.add_domain("example.test")
+    ctx = SimpleNamespace(config=from_dict({
+        "hostname": "mta.example.test", "data_dir": str(tmp_path / "d"),
+        "transport_security": {"report_from": "reports@example.test"}}),
+        resolver=resolver, directory=Directory(), signer=Signer())
     woke: list[int] = []
     await store.record_tls_result("2026-12-02", "example.net", "sts", STS, "mx.example.net",
                                   "success")
@@ -193,7 +199,9 @@ async def test_server_sends_past_days_once(store: SQLiteStore, tmp_path: Path) -
     assert n == 1 and woke
     queued = await store.list_queue()
     assert [i.recipient.address for i in queued] == ["tls@example.net"]
-    assert queued[0].envelope.sender == "noreply-reports@mta.example.test"
+    assert queued[0].envelope.sender == "reports@example.test"
+    data = await store.read_blob(queued[0].blob_id)
+    assert data.startswith(b"DKIM-Signature: d=example.test\r\n")
     assert [r.day for r in await store.tls_results()] == ["2026-12-02"]
     assert await send_due_tls_reports(store, cast(Any, ctx), lambda: None,
                                       clock=lambda: clock) == 0
@@ -261,6 +269,69 @@ async def test_reading_received_reports(
     assert "certificate-expired: 3 at mail.example.org 192.0.2.10" in out
     assert "Microsoft Corporation" in out and "example.org [no-policy-found]: 42 ok" in out
     assert summarize_tlsrpt(parse_tlsrpt(microsoft_style()))[0].startswith("Microsoft")
+    # the same reports arriving by mail at our rua mailbox
+    from pochta.storage.interfaces import Envelope, LocalTarget
+
+    await store.add_domain("example.org")
+    acc = await store.add_account("tlsrpt@example.org", "hash", None)
+    await store.accept(google_style(), Envelope(sender="noreply@google.com"),
+                       [LocalTarget(acc.id)], [])
+    args = argparse.Namespace(files=[], mailbox="tlsrpt@example.org", folder="INBOX",
+                              mailbox_scan=True)
+    assert await cmd_report_tls(args, store, None) == 0
+    out = capsys.readouterr().out
+    assert "Google Inc." in out and "1 TLS-RPT report(s) in tlsrpt@example.org" in out
     # and our own overview
     assert await cmd_report_tls(argparse.Namespace(files=[]), store) == 0
     assert "example.net sts mx.example.net certificate-host-mismatch 2" in capsys.readouterr().out
+
+
+async def test_https_rua_gets_a_post(store: SQLiteStore, tmp_path: Path) -> None:
+    import asyncio
+
+    from pochta.transport_security.tlsrpt import https_post
+    from tests.transport.pki import CA
+
+    ca = CA(tmp_path / "ca")
+    got: list[tuple[bytes, bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        got.append((head, await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0,
+                                        ssl=ca.context("localhost"))
+    port = server.sockets[0].getsockname()[1]
+    resolver = StaticResolver()
+    resolver.txt_records["_smtp._tls.example.net"] = [
+        "v=TLSRPTv1; rua=https://localhost/tlsrpt/upload"]
+
+    async def post(url: str, body: bytes) -> None:
+        await https_post(url, body, cafile=str(ca.cafile), timeout=5, port=port)
+
+    async def no_mail(data: bytes, sender: str, to: str) -> None:
+        raise AssertionError("no mailto: rua")
+
+    try:
+        done = await send_reports(store, resolver, "2026-12-01", no_mail,
+                                  reporter="mta.example.test", sender="r@mta.example.test",
+                                  organization="Example", post=post)
+        # an untrusted certificate (system store only): the POST fails
+        import ssl
+
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await https_post("https://localhost/x", b"{}", timeout=5, port=port)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert done == [("example.net", "https://localhost/tlsrpt/upload")]
+    head, body = got[0]
+    assert head.startswith(b"POST /tlsrpt/upload HTTP/1.1\r\n")
+    assert b"content-type: application/tlsrpt+gzip" in head.lower()
+    report = json.loads(gzip.decompress(body))
+    jsonschema.validate(report, SCHEMA)
+    assert report["policies"][0]["policy"]["policy-domain"] == "example.net"

@@ -94,7 +94,36 @@ def extract_report_attachments(message: bytes) -> list[bytes]:
     return out
 
 
-async def cmd_report_tls(args: argparse.Namespace, store: TransportSecurityStore) -> int:
+async def report_mailbox(store: Any, config: Any, address: str, folder: str
+                         ) -> tuple[str, list[bytes]]:
+    """(the address read, the messages in its folder): reports sent to us."""
+    if not address:
+        address = getattr(getattr(config, "dmarc", None), "report_address", "") or ""
+    if not address:
+        domains = await store.list_domains()
+        address = f"postmaster@{domains[0]}" if domains else ""
+    account = await store.get_account(address) if address else None
+    if account is None:
+        return address, []
+    box = await store.get_mailbox(account.id, folder)
+    if box is None:
+        return address, []
+    return address, [await store.read_blob(m.blob_id) for m in await store.list_messages(box.id)]
+
+
+async def cmd_report_tls(args: argparse.Namespace, store: Any, config: Any = None) -> int:
+    if getattr(args, "mailbox_scan", False) or getattr(args, "mailbox", ""):
+        address, messages = await report_mailbox(store, config, args.mailbox, args.folder)
+        found = 0
+        for raw in messages:
+            for blob in extract_report_attachments(raw):
+                try:
+                    print("\n".join(summarize_tlsrpt(parse_tlsrpt(blob))))
+                    found += 1
+                except (ValueError, OSError):
+                    continue
+        print(f"{found} TLS-RPT report(s) in {address or '(no mailbox)'} {args.folder}")
+        return 0
     if args.files:
         for name in args.files:
             raw = Path(name).read_bytes()
@@ -159,25 +188,16 @@ async def cmd_report_dmarc(args: argparse.Namespace, store: Any, config: Any) ->
         for name in args.files:
             print("\n".join(summarize_dmarc_file(name, Path(name).read_bytes())))
         return 0
-    address = args.mailbox or getattr(getattr(config, "dmarc", None), "report_address", "")
-    if not address:
-        domains = await store.list_domains()
-        address = f"postmaster@{domains[0]}" if domains else ""
-    account = await store.get_account(address) if address else None
-    if account is None:
-        print(f"pochta report dmarc: no account {address or '(none)'} to read reports from; "
-              "name files or --mailbox")
-    else:
-        box = await store.get_mailbox(account.id, args.folder)
-        found = 0
-        for meta in await store.list_messages(box.id) if box is not None else []:
-            raw = await store.read_blob(meta.blob_id)
-            if not dmarc_attachments(raw):
-                continue
-            found += 1
-            print("\n".join(summarize_dmarc_file(f"{address} uid {meta.uid}", raw)))
-        if not found:
-            print(f"no DMARC reports in {address} {args.folder}")
+    address, messages = await report_mailbox(store, config, args.mailbox, args.folder)
+    found = 0
+    for n, raw in enumerate(messages, 1):
+        if not dmarc_attachments(raw):
+            continue
+        found += 1
+        print("\n".join(summarize_dmarc_file(f"{address} message {n}", raw)))
+    if not found:
+        print(f"no DMARC reports in {address or '(no mailbox)'} {args.folder}; name files "
+              "or --mailbox")
     rows = await store.dmarc_results()
     if rows:
         print("Inbound DMARC results not yet reported (day, From domain, source, "
@@ -209,14 +229,18 @@ def _with_store_and_config(fn: Any) -> Any:
 
 def register(subparsers: Any) -> None:
     """``pochta report tls [FILE...]`` and ``pochta report dmarc [FILE...]``."""
-    from pochta.queue.cli import _with_store
 
     r = subparsers.add_parser("report", help="TLS-RPT and DMARC reports")
     rs = r.add_subparsers(dest="report_command", required=True)
     p = rs.add_parser("tls", help="cached MTA-STS policies and TLS results; or read "
                       "received TLS-RPT reports (JSON, .json.gz or the report mail)")
     p.add_argument("files", nargs="*", help="received reports to summarize")
-    p.set_defaults(func=_with_store(cmd_report_tls))
+    p.add_argument("--received", dest="mailbox_scan", action="store_true",
+                   help="read the reports that arrived by mail (the rua mailbox)")
+    p.add_argument("--mailbox", default="", help="account whose mail holds the reports "
+                   "(default: [dmarc] report_address, else postmaster@ the first domain)")
+    p.add_argument("--folder", default="INBOX")
+    p.set_defaults(func=_with_store_and_config(cmd_report_tls))
     p = rs.add_parser("dmarc", help="received DMARC aggregate reports (files, or the "
                       "mailbox of the rua address) and inbound results not yet reported")
     p.add_argument("files", nargs="*", help="report files (.xml, .xml.gz, .zip, or mails)")

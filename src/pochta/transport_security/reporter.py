@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pochta.policy import dmarc_reports
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
-from pochta.transport_security.tlsrpt import send_reports, utc_day
+from pochta.transport_security.tlsrpt import https_post, send_reports, utc_day
 from pochta.transport_security.wiring import settings_of
 
 if TYPE_CHECKING:
@@ -43,6 +43,11 @@ async def send_due_tls_reports(
         return 0
 
     async def enqueue(data: bytes, env_from: str, to: str) -> None:
+        # DKIM-signed when the report sender is in one of our domains (RFC 8460 §5.3)
+        signer = getattr(ctx, "signer", None)
+        from_domain = env_from.rpartition("@")[2]
+        if signer is not None and await store.has_domain(from_domain):
+            data = await signer.sign(data, from_domain)
         res = await ctx.directory.resolve(to)
         local = [LocalTarget(a) for a in res.local] if res is not None else []
         remote = ([RemoteRecipient(a, "NEVER") for a in res.remote] if res is not None
@@ -58,7 +63,8 @@ async def send_due_tls_reports(
                 await store.delete_tls_results(day)
                 continue
             done = await send_reports(store, ctx.resolver, day, enqueue, reporter=hostname,
-                                      sender=sender, organization=ts.organization or hostname)
+                                      sender=sender, organization=ts.organization or hostname,
+                                      post=https_post)
             sent += len(done)
         for day in dmarc_days:
             if not ts.dmarc_reports:

@@ -9,6 +9,7 @@ the RFC 8460 §4.4 JSON; ``report_message`` wraps it into the §5.3 mail
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.policy
 import gzip
@@ -148,14 +149,46 @@ def report_message(
 
 # (message bytes, envelope sender, recipient address)
 MailSender = Callable[[bytes, str, str], Awaitable[None]]
+# (https URL, gzip'd JSON report): raises OSError / ValueError on failure
+HTTPSPoster = Callable[[str, bytes], Awaitable[None]]
+
+
+async def https_post(url: str, body: bytes, *, cafile: str | None = None,
+                     timeout: float = 60.0, port: int | None = None) -> None:
+    """RFC 8460 §5.4: POST the report as application/tlsrpt+gzip; any 2xx is success.
+    The certificate is checked against the system store (or ``cafile``)."""
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"not an https URL: {url}")
+    host = parts.hostname
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    ctx = ssl.create_default_context(cafile=cafile or None)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        host, port or parts.port or 443, ssl=ctx, server_hostname=host), timeout)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Pochta\r\n"
+                     "Content-Type: application/tlsrpt+gzip\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                     .encode("ascii") + body)
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    fields = status.split()
+    if len(fields) < 2 or not fields[1].startswith(b"2"):
+        raise ValueError(f"{url}: {status.decode('latin-1').strip() or 'no answer'}")
 
 
 async def send_reports(
     store: TransportSecurityStore, resolver: Resolver, day: str, send: MailSender, *,
-    reporter: str, sender: str, organization: str,
+    reporter: str, sender: str, organization: str, post: HTTPSPoster | None = None,
 ) -> list[tuple[str, str]]:
-    """Build and mail ``day``'s report for every domain with results and a mailto: rua;
-    forget the rows of each domain once handled. Returns (domain, recipient) sent."""
+    """Build and send ``day``'s report for every domain with results and a rua (mailto:
+    by mail, https: by ``post``); forget the rows of each domain once handled. Returns
+    (domain, recipient or URL) sent."""
     rows = await store.tls_results(day)
     domains = sorted({r.policy_domain for r in rows})
     sent = []
@@ -167,8 +200,18 @@ async def send_reports(
             continue
         mine = [r for r in rows if r.policy_domain == domain]
         mailto = [u[7:].split("?")[0] for u in rua if u.lower().startswith("mailto:")]
+        https = [u for u in rua if u.lower().startswith("https:")]
+        report = build_report(mine, day, organization, sender)
+        for url in https:
+            if post is None:
+                break
+            try:
+                await post(url, gzip.compress(json.dumps(report).encode()))
+                sent.append((domain, url))
+                log.info("tls-rpt %s: report for %s posted to %s", domain, day, url)
+            except (OSError, ValueError, TimeoutError) as exc:
+                log.warning("tls-rpt %s: POST to %s failed: %s", domain, url, exc)
         if mailto:
-            report = build_report(mine, day, organization, sender)
             for to in mailto:
                 data = report_message(report, domain, sender, to, reporter)
                 await send(data, sender, to)

@@ -32,6 +32,7 @@ from pochta.policy.spf import SPFResult
 from pochta.storage.interfaces import Envelope, LocalTarget
 from pochta.storage.sqlite import SQLiteStore
 from pochta.transport_security.cli import cmd_report_dmarc
+from tests.conftest import Server
 
 # RFC 7489 appendix C, without its targetNamespace (reports in the wild carry none)
 XSD = """<?xml version="1.0"?>
@@ -341,3 +342,28 @@ async def test_report_dmarc_reads_files_and_the_rua_mailbox(
     out = capsys.readouterr().out
     assert "google.com: example.org (p=quarantine)" in out
     assert "warning: 203.0.113.66" in out
+
+
+async def test_inbound_mail_is_recorded_by_the_server(running_server: Server) -> None:
+    import asyncio
+    import smtplib
+
+    r = running_server.resolver
+    r.txt_records["sender.example"] = ["v=spf1 ip4:127.0.0.1 -all"]
+    r.txt_records["_dmarc.sender.example"] = [RECORD]
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", running_server.port("mta"), timeout=10) as c:
+            c.sendmail("dave@sender.example", ["bob@example.test"],
+                       b"From: dave@sender.example\r\nSubject: hi\r\n\r\nhi\r\n")
+
+    await asyncio.to_thread(send)
+    for _ in range(100):
+        rows = await running_server.store.dmarc_results()
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    [row] = rows
+    assert (row.header_from, row.source_ip, row.spf, row.dkim, row.disposition) == (
+        "sender.example", "127.0.0.1", "pass", "fail", "none")
+    assert row.spf_auth == "sender.example:pass" and row.policy == "reject"

@@ -13,6 +13,7 @@ source that failed both SPF and DKIM for our domain (an unknown sender, or a for
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.policy
 import gzip
@@ -68,6 +69,18 @@ async def record_verdict(store: TransportSecurityStore, verdict: Any, source_ip:
         )
     except Exception:  # reports are a courtesy: never fail a delivery for them
         log.exception("could not record a DMARC result")
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def record_verdict_soon(store: TransportSecurityStore, verdict: Any, source_ip: str,
+                        config: object = None) -> None:
+    """``record_verdict`` in the background: the SMTP reply does not wait for it."""
+    task = asyncio.get_running_loop().create_task(
+        record_verdict(store, verdict, source_ip, config))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 # -- building ----------------------------------------------------------------------------

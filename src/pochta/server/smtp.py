@@ -403,8 +403,8 @@ class SMTPHandler:
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
         # DMARC aggregate reports (pochta.policy.dmarc_reports)
-        from pochta.policy.dmarc_reports import record_verdict
-        await record_verdict(self.ctx.store, verdict, self.conn.peer_ip, cfg)
+        from pochta.policy.dmarc_reports import record_verdict_soon
+        record_verdict_soon(self.ctx.store, verdict, self.conn.peer_ip, cfg)
         return verdict
 
 

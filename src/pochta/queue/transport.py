@@ -282,7 +282,6 @@ class SMTPConnection:
         password_loader: Callable[[str], str] | None, cafile: str | None,
     ) -> None:
         s = self.session
-        self._cafile = cafile
         greeting = await self._expect(Greeting)
         if not greeting.reply.positive:
             raise ConnectFailed(_transient(greeting.reply, f"{where} greeted us with"))
@@ -304,9 +303,9 @@ class SMTPConnection:
                         ) from exc
                     s.tls_started()
                     self._tls_established(tls.verify)
-                    self._check_peer(tls, sni or self.host, dest.domain, where)
-                    self.tls_validated = (tls.policy in ("sts", "dane")
-                                          or (tls.verify and dest.via_route))
+                    self.tls_validated = self._check_peer(
+                        tls, sni or self.host, dest.domain, where, cafile,
+                    ) or (tls.verify and dest.via_route)
                     secure = True
                     await self._ehlo()
                 elif tls.mode == "starttls":
@@ -324,21 +323,24 @@ class SMTPConnection:
             password = password_loader(dest.password_file) if password_loader else ""
             await self._auth(dest.username, password, where)
 
-    def _check_peer(self, tls: TLSRequirement, host: str, domain: str, where: str) -> None:
+    def _check_peer(
+        self, tls: TLSRequirement, host: str, domain: str, where: str, cafile: str | None,
+    ) -> bool:
         """After the handshake: DANE (the chain against the TLSA records, RFC 7672 §3)
-        or, for MTA-STS testing, a Web PKI check that is reported, not enforced."""
+        or, for MTA-STS testing, a Web PKI check that is reported, not enforced. True
+        when MTA-STS (enforce) or DANE authenticated the peer (for REQUIRETLS)."""
         self.tls_result = "success"
         if tls.policy:
             self.tls_log += f" policy={tls.policy}"
         if not tls.tlsa and tls.policy not in ("dane", "sts-testing"):
-            return
+            return tls.policy == "sts" and tls.verify
         get = getattr(self.channel, "peer_chain", None)
         chain: list[bytes] = get() if get is not None else []
         if tls.policy == "dane":
             if not any(r.usable for r in tls.tlsa):
                 # RFC 7672 §2.2: only unusable records: TLS is mandatory, any certificate
                 self.tls_log += " dane=unusable-records"
-                return
+                return False
             try:
                 matched = check_chain(tls.tlsa, chain, (host, domain))
             except DANEMismatch as exc:
@@ -347,16 +349,16 @@ class SMTPConnection:
                     exc.result) from exc
             self.tls_log = self.tls_log.replace("cert=unverified", "cert=dane")
             self.tls_log += f" dane={matched.split(' ')[0]}"
-        elif tls.policy == "sts-testing":
+            return True
+        if tls.policy == "sts-testing":
             try:
-                result = webpki_check(chain, host, self._cafile)
+                result = webpki_check(chain, host, cafile)
             except Exception:  # a report, never a reason not to deliver
                 result = "validation-failure"
             if result != "success":
                 self.tls_result = result
                 self.tls_log += f" mta-sts-testing={result}"
-
-    _cafile: str | None = None
+        return False
 
     async def _ehlo(self) -> None:
         s = self.session

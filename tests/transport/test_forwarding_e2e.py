@@ -75,3 +75,64 @@ async def test_srs_and_arc_through_two_instances(
         for s in (forwarder, receiver):
             await s.running.close(grace=1.0)
             await s.store.close()
+
+
+async def test_postfix_peer_gets_srs_sender_and_a_valid_seal(instance: Instance) -> None:
+    """Postfix's smtp-sink as the next hop of forwarded mail: it is handed the SRS
+    envelope sender and an ARC set that verifies."""
+    import os
+    import shutil
+    import tempfile
+
+    from pochta.dns import StaticResolver
+    from pochta.policy import arc
+    from tests.conftest import need_tool
+    from tests.interop.test_outbound_peers import free_port
+
+    sink = need_tool("smtp-sink")
+    fd, name = tempfile.mkstemp(prefix="pochta-sink-", dir="/tmp")
+    os.close(fd)
+    dump = Path(name)
+    user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(dump, "postfix")
+        user = ["-u", "postfix"]
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sink, *user, "-D", str(dump), f"127.0.0.1:{port}", "10",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    keys = dkim.ensure_domain_keys(instance.config().data_path, "example.test")
+    forwarder = await start_instance(
+        instance, run_queue=True,
+        transport_security={"srs": True, "srs_domain": "example.test", "arc_seal": True},
+        routes=[{"domain": "far.test", "host": "127.0.0.1", "port": port,
+                 "tls": "opportunistic"}])
+    try:
+        await forwarder.store.add_alias("fwd@example.test", ["dave@far.test"])
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", forwarder.port("mta"), timeout=10) as c:
+                c.sendmail("erin@sender.test", ["fwd@example.test"],
+                           b"From: erin@sender.test\r\nSubject: to postfix\r\n\r\nhi\r\n")
+
+        await asyncio.to_thread(send)
+        assert await wait_delivered(forwarder) == "delivered"
+        for _ in range(40):
+            if b"X-Rcpt-Args: <dave@far.test>" in dump.read_bytes():
+                break
+            await asyncio.sleep(0.05)
+        text = dump.read_bytes()
+        assert b"X-Mail-Args: <SRS0=" in text and b"=sender.test=erin@example.test>" in text
+        message = text[text.index(b"ARC-Seal:"):].replace(b"\r\n", b"\n").replace(
+            b"\n", b"\r\n")
+        resolver = StaticResolver(txt_records={k.dns_name: [dkim.dns_txt_record(k)]
+                                               for k in keys})
+        sealed = await arc.verify(message, resolver)
+        assert (sealed.cv, sealed.sealer) == ("pass", "example.test")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        dump.unlink()
+        await forwarder.running.close(grace=1.0)
+        await forwarder.store.close()

@@ -88,7 +88,7 @@ async def one_run(kind: str, n: int, ca: CA, chain: Path, key: Path, tmp: Path) 
             for d in range(DOMAINS):
                 records[(f"d{d}.test", "MX")] = [f"10 mx.d{d}.test."]
                 records[(f"_{sink.port}._tcp.mx.d{d}.test", "TLSA")] = [tlsa]
-                secure |= {f"d{d}.test", f"_{sink.port}._tcp.mx.d{d}.test"}
+                secure |= {f"d{d}.test", f"mx.d{d}.test", f"_{sink.port}._tcp.mx.d{d}.test"}
             dane = DANE(StaticDNSSECResolver(records, secure, set()), port=sink.port)
         kw = {"tls_policy": TransportSecurityPolicy(ConfigTLSPolicy([]), mtasts, dane),
               "tls_observer": TLSResultRecorder(store), "cafile": str(ca.cafile)}

@@ -92,14 +92,20 @@ def test_dane_ee_and_ta_matching(tmp_path: Path) -> None:
 
 
 async def test_validating_resolver_refuses_nothing_but_reports_servfail() -> None:
-    double = StaticDNSSECResolver({("_25._tcp.mx.a.test", "TLSA"): ["3 1 1 00"]},
-                                  secure={"_25._tcp.mx.a.test"}, bogus={"_25._tcp.mx.b.test"})
+    double = StaticDNSSECResolver(
+        {("_25._tcp.mx.a.test", "TLSA"): ["3 1 1 00"], ("_25._tcp.mx.d.test", "TLSA"): [
+            "3 1 1 00"]},
+        secure={"_25._tcp.mx.a.test", "mx.a.test", "mx.b.test", "mx.c.test",
+                "_25._tcp.mx.d.test"},
+        bogus={"_25._tcp.mx.b.test"})
     dane = DANE(double)
     host = await dane.host("mx.a.test")
     assert host is not None and host.records == (TLSARecord(3, 1, 1, b"\0"),)
     bad = await dane.host("mx.b.test")
     assert bad is not None and "failed" in bad.failure
     assert await dane.host("mx.c.test") is None
+    # RFC 7672 §2.2.2: an insecure address record: no DANE for that host
+    assert await dane.host("mx.d.test") is None
     # nothing listens here: a timeout is a temporary failure
     with pytest.raises(TemporaryDNSError):
         await ValidatingResolver("127.0.0.1:9", timeout=0.5).lookup("x.test", "TLSA")

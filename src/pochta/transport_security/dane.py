@@ -250,7 +250,14 @@ class DANE:
             return False  # the normal resolver decides whether the domain is routable
 
     async def host(self, host: str) -> HostTLSA | None:
-        """None: no (secure) TLSA records, DANE does not apply to this host."""
+        """None: no (secure) TLSA records, DANE does not apply to this host. RFC 7672
+        §2.2.2: only a host whose address records are secure is looked up."""
+        try:
+            addresses = await self.resolver.lookup(host, "A")
+        except TemporaryDNSError as exc:
+            return HostTLSA(failure=f"address lookup of {host} failed: {exc}")
+        if not addresses.secure:
+            return None
         name = f"_{self.port}._tcp.{host}"
         try:
             answer = await self.resolver.lookup(name, "TLSA")

@@ -102,6 +102,11 @@ def test_dns_records_prints_tlsa_and_warns_on_key_change(
     records()  # same key: still no warning
     assert "warning" not in capsys.readouterr().err
     generate_self_signed("mail.example.org", tmp_path / "tls/cert.pem", tmp_path / "tls/key.pem")
+    from pochta.transport_security.records import own_tlsa
+
+    _, warning = own_tlsa(config, remember=False)  # what the server logs at start
+    assert "key changed" in warning
     text = records()
     assert expected() in text
     assert "key changed" in capsys.readouterr().err
+    assert own_tlsa(config, remember=False)[1] == ""

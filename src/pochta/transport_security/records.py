@@ -22,8 +22,11 @@ def cert_path(config: Any) -> Path:
     return p
 
 
-def own_tlsa(config: Any, port: int = 25, ttl: int = 3600) -> tuple[DNSRecord | None, str]:
-    """(the record or None when there is no readable certificate, a warning or "")."""
+def own_tlsa(config: Any, port: int = 25, ttl: int = 3600, *, remember: bool = True,
+             ) -> tuple[DNSRecord | None, str]:
+    """(the record or None when there is no readable certificate, a warning or "").
+    ``remember``: note this key as the published one (``pochta dns records``); the
+    server only compares (and warns at start)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -47,6 +50,8 @@ def own_tlsa(config: Any, port: int = 25, ttl: int = 3600) -> tuple[DNSRecord | 
         warning = (f"the certificate's key changed since the TLSA record 3 1 1 "
                    f"{before[:16]}... was last printed: publish the new record beside the old "
                    "one, and remove the old one once the new one is visible (TTL)")
+    if not remember:
+        return record, warning
     try:
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(digest + "\n")

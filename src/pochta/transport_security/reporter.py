@@ -81,6 +81,11 @@ async def send_due_tls_reports(
 
 async def run_reports(ctx: ServerContext, worker: QueueWorker,
                       interval: float = 3600.0) -> None:
+    from pochta.transport_security.records import own_tlsa
+
+    _, warning = own_tlsa(ctx.config, remember=False)
+    if warning:
+        log.warning("DANE: %s (see `pochta dns records`)", warning)
     while True:
         try:
             await send_due_tls_reports(ctx.store, ctx, worker.notify)

@@ -88,11 +88,11 @@ class SMTPHandler:
             tls_available=(self.ctx.ssl_context is not None and self.listener.tls == "starttls"
                            and not self.conn.tls_active),
             tls_active=self.conn.tls_active,
+            # RFC 8689 (pochta.transport_security): honoured by the queue
+            requiretls=self.config.transport_security.requiretls,
             require_tls=self.submission and self.listener.tls == "starttls",
             auth_mechanisms=mechs,
             require_auth=self.submission,
-            # RFC 8689 (pochta.transport_security): honoured by the queue
-            requiretls=self.config.transport_security.requiretls,
         )
 
     def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
@@ -390,8 +390,6 @@ class SMTPHandler:
         return await self.ctx.signer.sign(data, domain)
 
     async def _inbound_checks(self, data: bytes, sender: str) -> InboundVerdict | None:
-        from pochta.transport_security.wiring import arc_trusted
-
         cfg = self.config
         if not (cfg.spf.check or cfg.dkim.verify or cfg.dmarc.check):
             return None
@@ -399,7 +397,9 @@ class SMTPHandler:
             data, self.conn.peer_ip, self.session.helo_name or "", sender,
             self.ctx.resolver, cfg.hostname,
             dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
-            arc_trusted=arc_trusted(cfg),  # ARC (pochta.transport_security.wiring)
+            # ARC (pochta.policy.arc): verify chains; trusted sealers may override DMARC
+            arc_trusted=(list(cfg.transport_security.arc_trusted_sealers)
+                         if cfg.transport_security.arc_verify else None),
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
         # DMARC aggregate reports (pochta.policy.dmarc_reports)

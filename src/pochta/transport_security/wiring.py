@@ -93,12 +93,6 @@ def make_srs(config: object) -> SRS | None:
     return SRS(load_secret(path), domain, max_age_days=ts.srs_max_age_days)
 
 
-def arc_trusted(config: object) -> list[str] | None:
-    """For check_inbound: the trusted ARC sealers, or None when ARC is not verified."""
-    ts = settings_of(config)
-    return list(ts.arc_trusted_sealers) if ts.arc_verify else None
-
-
 def forwarding(
     config: object, store: MailStore, srs: SRS | None, ttl: float = 60.0,
 ) -> Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None:

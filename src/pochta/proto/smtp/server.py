@@ -95,11 +95,11 @@ class SessionParams:
     tls_available: bool = False
     tls_active: bool = False
     require_tls: bool = False
+    requiretls: bool = False  # over TLS: advertise and accept REQUIRETLS (RFC 8689)
     auth_mechanisms: tuple[str, ...] = ()
     require_auth: bool = False
     smtputf8: bool = True
     binarymime: bool = False  # advertise BINARYMIME and accept BODY=BINARYMIME
-    requiretls: bool = False  # over TLS: advertise and accept REQUIRETLS (RFC 8689)
 
     def __post_init__(self) -> None:
         if self.bare_lf not in ("reject", "normalize"):

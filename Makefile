@@ -9,11 +9,12 @@ BIN := $(VENV)/bin
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
 	mutt offlineimap3
-# DNSSEC test zone (NSD, ldns-signzone) validated by unbound, for the DANE tests
-APT_PACKAGES += unbound ldnsutils nsd
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench
+
+# DNSSEC test zone (NSD, ldns-signzone) validated by unbound, for the DANE tests
+APT_PACKAGES += unbound ldnsutils nsd
 
 all: test
 

@@ -58,7 +58,7 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
         bounce_sink=bounce, base_dir=ctx.config.base_dir,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
-        forwarding=forwarding(ctx.config, ctx.store, ctx.directory.srs),
+        forwarding=forwarding(ctx.config, ctx.store, getattr(ctx.directory, "srs", None)),
         message_policy=message_policy(ctx.store, Router(
             ctx.resolver, qcfg, routes, local_hostname=ctx.config.hostname), ctx.config.hostname),
     )

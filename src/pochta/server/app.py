@@ -97,9 +97,12 @@ async def build_context(
         signer=DKIMSigner(config.data_path),
     )
     # SRS: bounces to rewritten senders (pochta.transport_security.srs)
+    from pochta.transport_security.srs_directory import SRSDirectory
     from pochta.transport_security.wiring import make_srs
 
-    ctx.directory.srs = make_srs(config)
+    srs = make_srs(config)
+    if srs is not None:
+        ctx.directory = SRSDirectory(ctx.store, srs)
     return ctx
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from ..addresses import AddressError, base_address, normalize_address, split_address
 from ..storage.interfaces import MailStore
-from ..transport_security.srs import SRS
 
 MAX_ALIAS_DEPTH = 10
 
@@ -34,20 +33,12 @@ class Resolution:
 class Directory:
     def __init__(self, store: MailStore) -> None:
         self.store = store
-        # SRS (pochta.transport_security.srs): bounces to rewritten senders go back
-        self.srs: SRS | None = None
 
     async def is_local_domain(self, domain: str) -> bool:
-        if self.srs is not None and domain.lower().rstrip(".") == self.srs.domain:
-            return True
         return await self.store.has_domain(domain)
 
     async def resolve(self, address: str) -> Resolution | None:
         """Where mail for ``address`` (in a local domain) goes; None if nobody is there."""
-        if self.srs is not None:
-            original = self.srs.reverse(address)
-            if original is not None:
-                return Resolution(remote=[original])
         try:
             address = normalize_address(address)
         except AddressError:

@@ -15,6 +15,9 @@ DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench
 
+# DNSSEC test zone (NSD, ldns-signzone) validated by unbound, for the DANE tests
+APT_PACKAGES += unbound ldnsutils nsd
+
 all: test
 
 # Two stamps: the runtime (what `make demo` needs) and the test tools on top of it

@@ -50,6 +50,7 @@ STANDARD_PORTS = {
 PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
     "pochta.sieve.cli",
+    "pochta.transport_security.cli",
 )
 
 

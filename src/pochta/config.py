@@ -26,6 +26,8 @@ from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
 from .sieve.settings import SieveConfig
 from .sieve.settings import check as check_sieve
+from .transport_security.settings import TransportSecurityConfig
+from .transport_security.settings import check as check_transport_security
 
 ROLES = ("mta", "submission", "imap", "pop3", "managesieve")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -349,6 +351,10 @@ class Config:
         metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
     )
     sieve: SieveConfig = field(default_factory=SieveConfig, metadata=_doc("[sieve]"))
+    transport_security: TransportSecurityConfig = field(
+        default_factory=TransportSecurityConfig,
+        metadata=_doc("[transport_security]: MTA-STS, DANE, TLS-RPT (docs/transport-security.md)"),
+    )
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -505,6 +511,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
     for problem in check_sieve(cfg.sieve):
+        raise ConfigError(problem)
+
+    for problem in check_transport_security(cfg.transport_security):
         raise ConfigError(problem)
 
 

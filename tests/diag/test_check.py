@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pochta.diag import common
+from pochta.diag import check, common
 from pochta.dns import MX, StaticResolver
 from pochta.policy import dkim, records
 
@@ -19,6 +19,8 @@ from .schema import CHECK, assert_valid
 def resolver(monkeypatch: pytest.MonkeyPatch) -> StaticResolver:
     r = StaticResolver()
     monkeypatch.setattr(common, "make_resolver", lambda *a, **k: r)
+    # no network: the MTA-STS policy fetch is tested in tests/transport/test_cli.py
+    monkeypatch.setattr(check, "make_policy_fetcher", lambda *a, **k: None)
     return r
 
 

@@ -21,6 +21,13 @@ from typing import Any
 
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.policy import dmarc, spf
+from pochta.transport_security.mtasts import (
+    HTTPSPolicyFetcher,
+    PolicyError,
+    PolicyFetcher,
+    mx_matches,
+    parse_policy,
+)
 
 from . import common
 from .common import EXIT_CONNECT, Finding, dump_json, findings_exit, print_findings
@@ -33,7 +40,10 @@ class _DNSDown(Exception):
 
 
 async def check_domain(domain: str, resolver: Resolver,
-                       selectors: Sequence[str] = ()) -> list[Finding]:
+                       selectors: Sequence[str] = (),
+                       sts_fetcher: PolicyFetcher | None = None) -> list[Finding]:
+    """``sts_fetcher``: fetch the MTA-STS policy with it (None: the HTTPS policy is not
+    fetched, only the TXT record is checked)."""
     domain = domain.strip().rstrip(".").lower()
     out: list[Finding] = []
     accepts_mail = await _check_mx(domain, resolver, out)
@@ -41,6 +51,8 @@ async def check_domain(domain: str, resolver: Resolver,
     await _check_dkim(domain, resolver, selectors, out)
     await _check_dmarc(domain, resolver, out)
     await _check_mta_sts(domain, resolver, out)
+    if sts_fetcher is not None and out[-1].check == "mta-sts" and out[-1].status == "ok":
+        await check_sts_policy(domain, resolver, sts_fetcher, out)
     await _check_tlsrpt(domain, resolver, out)
     return out
 
@@ -360,8 +372,40 @@ async def _check_mta_sts(domain: str, resolver: Resolver, out: list[Finding]) ->
         out.append(Finding("fail", "mta-sts", f"'{texts[0]}' has no valid id= (1-32 letters "
                            "and digits, RFC 8461 §3.1)", "publish v=STSv1; id=YYYYMMDDNN"))
         return
-    out.append(Finding("ok", "mta-sts", f"id={m.group(1)} (the HTTPS policy at "
-                       f"https://mta-sts.{domain}/.well-known/mta-sts.txt is not fetched)"))
+    out.append(Finding("ok", "mta-sts", f"id={m.group(1)}"))
+
+
+def make_policy_fetcher(resolver: Resolver, timeout: float) -> PolicyFetcher | None:
+    """The HTTPS fetcher of MTA-STS policies (tests without a network replace this)."""
+    return HTTPSPolicyFetcher(resolver, timeout=timeout)
+
+
+async def check_sts_policy(domain: str, resolver: Resolver, fetcher: PolicyFetcher,
+                           out: list[Finding]) -> None:
+    """Fetch the HTTPS policy (RFC 8461 §3.3) and check the MX hosts against it."""
+    url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+    try:
+        policy = parse_policy(await fetcher.fetch(domain))
+    except PolicyError as exc:
+        out.append(Finding("fail", "mta-sts", f"policy {url}: {exc} ({exc.result})",
+                           "serve the policy as text/plain over HTTPS with a valid "
+                           f"certificate for mta-sts.{domain}"))
+        return
+    out.append(Finding("ok", "mta-sts", f"policy: mode={policy.mode} "
+                       f"mx={','.join(policy.mx) or '-'} max_age={policy.max_age}"))
+    if policy.mode == "none":
+        return
+    try:
+        hosts = [m.host for m in await resolver.mx(domain) if m.host]
+    except TemporaryDNSError:
+        return
+    outside = [h for h in hosts if not any(mx_matches(p, h) for p in policy.mx)]
+    if outside:
+        level = "fail" if policy.mode == "enforce" else "warn"
+        out.append(Finding(level, "mta-sts", f"MX host(s) {', '.join(outside)} not covered "
+                           f"by the policy (mode {policy.mode}: senders "
+                           f"{'refuse' if policy.mode == 'enforce' else 'report'} them)",
+                           "add mx: lines for them to the policy"))
 
 
 async def _check_tlsrpt(domain: str, resolver: Resolver, out: list[Finding]) -> None:
@@ -396,13 +440,16 @@ def register_check(sub: Any) -> None:
                    help="ask this DNS server (IP) instead of the system's")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per DNS lookup")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-fetch", action="store_true",
+                   help="do not fetch the MTA-STS policy over HTTPS")
     p.set_defaults(func=cmd_check, needs_config=False)
 
 
 def cmd_check(args: argparse.Namespace, _config: object) -> int:
     resolver = common.make_resolver(args.nameserver, args.timeout)
     try:
-        findings = asyncio.run(check_domain(args.domain, resolver, args.selector))
+        fetcher = None if args.no_fetch else make_policy_fetcher(resolver, args.timeout * 4)
+        findings = asyncio.run(check_domain(args.domain, resolver, args.selector, fetcher))
         code = findings_exit(findings)
         error = None
     except _DNSDown as exc:

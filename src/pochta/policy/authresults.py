@@ -59,8 +59,10 @@ def build(
     spf: SPFResult | None,
     dkim: Sequence[DKIMResult],
     dmarc: DMARCResult | None,
+    extra: Sequence[str] = (),
 ) -> bytes:
-    """One ``Authentication-Results:`` field, folded one result per line, CRLF-terminated."""
+    """One ``Authentication-Results:`` field, folded one result per line, CRLF-terminated.
+    ``extra``: further resinfo, e.g. ``arc=pass`` (pochta.policy.arc)."""
     parts: list[str] = []
     if spf is not None:
         parts.append(spf_resinfo(spf))
@@ -70,6 +72,7 @@ def build(
         parts.append("dkim=none")
     if dmarc is not None:
         parts.append(dmarc_resinfo(dmarc))
+    parts.extend(extra)
     text = f"Authentication-Results: {authserv_id}"
     text += "".join(f";\r\n\t{p}" for p in parts) if parts else "; none"
     return text.encode("utf-8") + b"\r\n"

@@ -207,5 +207,13 @@ def cmd_dns_records(args: argparse.Namespace, config: Any,
         keys = dkim.load_keys(config.data_path, d)
         all_records.extend(records.records_for(d, config.hostname, keys, rua=rua,
                                                services=services))
+    # DANE: the TLSA record of this host's certificate (pochta.transport_security)
+    from pochta.transport_security.records import own_tlsa
+
+    tlsa, warning = own_tlsa(config)
+    if tlsa is not None:
+        all_records.append(tlsa)
+    if warning:
+        print(f"pochta dns records: warning: {warning}", file=sys.stderr)
     out.write(records.to_json(all_records) if args.json else records.zone_lines(all_records))
     return 0

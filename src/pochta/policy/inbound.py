@@ -14,11 +14,11 @@ import email.parser
 import email.policy
 import email.utils
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pochta.dns import Resolver
-from pochta.policy import authresults, dkim, dmarc, spf
+from pochta.policy import arc, authresults, dkim, dmarc, spf
 from pochta.policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 
 _STRENGTH = {"none": 0, "quarantine": 1, "reject": 2}
@@ -68,7 +68,10 @@ async def check_inbound(
     spf_settings: SPFSettings | None = None,
     dmarc_settings: DMARCSettings | None = None,
     rand: Callable[[], float] = random.random,
+    arc_trusted: Sequence[str] | None = None,
 ) -> InboundVerdict:
+    """``arc_trusted``: verify ARC chains (None: do not), and let a passing chain whose
+    latest sealer is one of these override a DMARC fail (pochta.policy.arc)."""
     dk_cfg = dkim_settings or DKIMSettings()
     spf_cfg = spf_settings or SPFSettings()
     dm_cfg = dmarc_settings or DMARCSettings()
@@ -99,6 +102,14 @@ async def check_inbound(
     disposition = dmarc_res.disposition if dmarc_res else "none"
     spf_failed = spf_res is not None and spf_res.result == "fail"
     dmarc_passed = dmarc_res is not None and dmarc_res.result == "pass"
+    # ARC (RFC 8617): a trusted forwarder saw DMARC pass before it changed the message
+    arc_res: arc.ARCResult | None = None
+    if arc_trusted is not None:
+        arc_res = await arc.verify(message, resolver)
+        if (dmarc_res is not None and dmarc_res.result == "fail"
+                and arc.trusted_override(arc_res, arc_trusted)):
+            disposition = "none"
+            dmarc_passed = True  # for the SPF-only rule below
     if spf_failed and not dmarc_passed and (
         _STRENGTH[spf_cfg.fail_action] > _STRENGTH[disposition]
     ):
@@ -116,7 +127,8 @@ async def check_inbound(
             text = f"SPF check failed for {spf_res.domain if spf_res else 'sender'}"
         reply = (550, "5.7.1", text)
 
-    header = authresults.build(hostname, spf_res, dkim_res, dmarc_res)
+    header = authresults.build(hostname, spf_res, dkim_res, dmarc_res,
+                               [arc.resinfo(arc_res)] if arc_res is not None else [])
     cleaned = authresults.strip_forged(message, hostname)
     log = {
         "spf": spf_res.result if spf_res else "off",
@@ -128,6 +140,11 @@ async def check_inbound(
         "from_domain": dmarc_res.from_domain if dmarc_res else ",".join(domains),
         "action": action,
     }
+    if arc_res is not None:
+        log["arc"] = arc_res.cv + (f":{arc_res.sealer}" if arc_res.sealer else "")
+        if dmarc_res is not None and dmarc_res.result == "fail" and disposition == "none" \
+                and arc.trusted_override(arc_res, arc_trusted or ()):
+            log["arc_override"] = arc_res.sealer
     return InboundVerdict(
         message=header + cleaned,
         header_to_prepend=header,

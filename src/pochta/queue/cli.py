@@ -92,6 +92,11 @@ async def cmd_show(args: argparse.Namespace, store: MailStore) -> int:
             print(f"  next attempt {_when(i.next_attempt)} UTC")
         if i.last_reply:
             print(f"  last reply: {i.last_reply}")
+    # MTA-STS policy and TLS results of the recipients' domains (transport_security)
+    from pochta.transport_security.cli import queue_show_lines
+
+    for line in await queue_show_lines(store, [i.recipient.address for i in items]):
+        print(line)
     data = await store.read_blob(first.blob_id)
     end = data.find(b"\r\n\r\n")
     print()

@@ -6,8 +6,9 @@ domain's MX hosts (RFC 5321 §5.1), with the TLS policy to apply.
 * a null MX ("0 .", RFC 7505 §3) means the domain accepts no mail: fail at once (556 5.1.10);
 * DNS trouble is a transient failure (4.4.3).
 
-``TLSPolicyHook`` is where MTA-STS (RFC 8461) and DANE (RFC 7672) plug in later: it gets
-the domain and its MX host names and may raise the TLS requirement.
+``TLSPolicyHook`` is where MTA-STS (RFC 8461) and DANE (RFC 7672) plug in
+(``pochta.transport_security.policy``): it gets the domain and its MX host names and may
+raise the TLS requirement, restrict the MX hosts and add per-host TLSA records.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Protocol
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.proto.smtp.client import Reply, local_reply
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
+from pochta.transport_security.dane import HostTLSA, TLSARecord
+from pochta.transport_security.mtasts import mx_matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,29 @@ class TLSRequirement:
     mode: str = "opportunistic"
     verify: bool = False
     match_names: tuple[str, ...] = ()
+    # -- MTA-STS / DANE (pochta.transport_security); empty for a plain policy ----------
+    policy: str = ""  # "sts" (enforce), "sts-testing", "dane"; for logs and TLS-RPT
+    policy_domain: str = ""
+    policy_lines: tuple[str, ...] = ()  # the MTA-STS policy (TLS-RPT policy-string)
+    mx_patterns: tuple[str, ...] = ()  # MTA-STS enforce: only MX hosts matching these
+    dane_hosts: tuple[tuple[str, HostTLSA], ...] = ()  # per MX host, DANE over the rest
+    tlsa: tuple[TLSARecord, ...] = ()  # for_host(): the peer must match one of these
+    refuse: str = ""  # for_host(): do not connect (e.g. a TLSA lookup failed)
+
+    def for_host(self, host: str) -> TLSRequirement:
+        """The requirement for one MX host: DANE takes precedence where it applies."""
+        for name, tlsa in self.dane_hosts:
+            if name == host:
+                return TLSRequirement("starttls", policy="dane", policy_domain=self.policy_domain,
+                                      tlsa=tlsa.records, refuse=tlsa.failure)
+        return self
+
+    def allows(self, host: str) -> bool:
+        """MTA-STS enforce (RFC 8461 §4.1): the MX host must match the policy (hosts that
+        DANE covers are judged by DANE)."""
+        if not self.mx_patterns or any(name == host for name, _ in self.dane_hosts):
+            return True
+        return any(mx_matches(p, host) for p in self.mx_patterns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +206,12 @@ class Router:
         else:
             hosts = [domain]  # implicit MX (RFC 5321 §5.1)
         tls = await self.tls_policy.requirement(domain, hosts, TLSRequirement("opportunistic"))
+        if tls.mx_patterns:  # MTA-STS enforce: never an MX outside the policy
+            hosts = [h for h in hosts if tls.allows(h)]
+            if not hosts:
+                raise RouteFailure(local_reply(
+                    451, "4.7.5", f"MTA-STS policy of {domain} (mode enforce) allows none of "
+                    f"its MX hosts (policy mx: {', '.join(tls.mx_patterns)})"))
         return Destination(
             key=f"mx:{domain}",
             domain=domain,

@@ -59,9 +59,19 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         if remote:
             worker.notify()
 
+    # MTA-STS, DANE and TLS-RPT (pochta.transport_security.wiring)
+    from pochta.queue.routing import Router
+    from pochta.transport_security.requiretls import message_policy
+    from pochta.transport_security.wiring import forwarding, outbound_tls
+
+    tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
     worker = QueueWorker(
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
         bounce_sink=bounce, base_dir=ctx.config.base_dir,
+        tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
+        forwarding=forwarding(ctx.config, ctx.store, getattr(ctx.directory, "srs", None)),
+        message_policy=message_policy(ctx.store, Router(
+            ctx.resolver, qcfg, routes, local_hostname=ctx.config.hostname), ctx.config.hostname),
     )
     return worker
 
@@ -77,9 +87,14 @@ async def run_queue(ctx: ServerContext) -> None:
             worker.notify()
 
     relay = asyncio.get_running_loop().create_task(relay_wakeups())
+    # daily TLS-RPT reports (pochta.transport_security.reporter)
+    from pochta.transport_security.reporter import run_reports
+
+    reports = asyncio.get_running_loop().create_task(run_reports(ctx, worker))
     try:
         await worker.run()
     finally:
+        reports.cancel()
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay

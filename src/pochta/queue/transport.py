@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -37,6 +37,12 @@ from pochta.proto.smtp.client import (
 )
 from pochta.queue.mime import downgrade_8bit
 from pochta.queue.routing import Destination, Router, TLSRequirement
+from pochta.transport_security.dane import DANEMismatch, check_chain
+from pochta.transport_security.webpki import classify_ssl_error, peer_chain, webpki_check
+
+# TLS-RPT (RFC 8460): told the result of every TLS attempt on MX delivery:
+# (destination, requirement for that host, host, address, "success" or a result-type)
+TLSObserver = Callable[[Destination, TLSRequirement, str, str, str], Awaitable[None]]
 
 
 class Channel(Protocol):
@@ -86,6 +92,9 @@ class StreamChannel:
         with contextlib.suppress(Exception):
             self.writer.close()
 
+    def peer_chain(self) -> list[bytes]:
+        return peer_chain(self.writer.get_extra_info("ssl_object"))
+
 
 class TCPConnector:
     async def connect(
@@ -121,9 +130,10 @@ def tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContext:
 class ConnectFailed(Exception):
     """No hop of the destination took a session; ``reply`` is the last reason."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, tls_result: str = "") -> None:
         super().__init__(str(reply))
         self.reply = reply
+        self.tls_result = tls_result  # an RFC 8460 result-type when TLS was the trouble
 
 
 class _TLSFallback(Exception):
@@ -153,6 +163,9 @@ class SMTPConnection:
         self._backlog: list[Event] = []
         # for the delivery log: was the hop encrypted, and was its certificate checked
         self.tls_log = "tls=none"
+        self.tls_result = ""  # for TLS-RPT: "success" or a result-type
+        # REQUIRETLS (RFC 8689): TLS validated by MTA-STS, DANE or a verified static route
+        self.tls_validated = False
 
     def _tls_established(self, verify: bool) -> None:
         self.tls_log = (f"tls={self.channel.tls_version() or 'yes'} "
@@ -178,12 +191,20 @@ class SMTPConnection:
         timeouts: Timeouts,
         password_loader: Callable[[str], str] | None = None,
         cafile: str | None = None,
+        observer: TLSObserver | None = None,
     ) -> SMTPConnection:
         """Raises ``ConnectFailed`` with the last reason when no hop works."""
         last = local_reply(451, "4.4.1", f"no usable host for {dest.domain}")
         any_address = False
         dns_trouble = False
         for hop in dest.hops:
+            host_tls = dest.tls.for_host(hop.host)
+            if host_tls.refuse:
+                # DANE: the TLSA lookup failed (bogus DNSSEC): this host must not be used
+                last = local_reply(451, "4.7.5", f"{hop.host}: {host_tls.refuse}")
+                if observer is not None:
+                    await observer(dest, host_tls, hop.host, "", "dnssec-invalid")
+                continue
             try:
                 addresses = await router.addresses(hop.host)
             except TemporaryDNSError as exc:
@@ -195,18 +216,18 @@ class SMTPConnection:
                 continue
             any_address = True
             for address in addresses:
-                tls = dest.tls
+                tls = host_tls
                 try:
                     try:
                         return await cls._open_one(
                             dest, hop.host, address, hop.port, tls, connector, local_hostname,
-                            timeouts, password_loader, cafile,
+                            timeouts, password_loader, cafile, observer,
                         )
                     except _TLSFallback:
                         tls = TLSRequirement("none")
                         return await cls._open_one(
                             dest, hop.host, address, hop.port, tls, connector, local_hostname,
-                            timeouts, password_loader, cafile,
+                            timeouts, password_loader, cafile, observer,
                         )
                 except ConnectFailed as exc:
                     last = exc.reply
@@ -222,6 +243,7 @@ class SMTPConnection:
         cls, dest: Destination, host: str, address: str, port: int, tls: TLSRequirement,
         connector: Connector, local_hostname: str, timeouts: Timeouts,
         password_loader: Callable[[str], str] | None, cafile: str | None,
+        observer: TLSObserver | None = None,
     ) -> SMTPConnection:
         where = f"{host}[{address}]:{port}"
         sni = None if host == address else host
@@ -240,11 +262,19 @@ class SMTPConnection:
         conn = cls(channel, session, host, address, timeouts)
         if implicit:
             conn._tls_established(tls.verify)
+            conn.tls_validated = tls.verify and dest.via_route
         try:
             await conn._handshake(dest, tls, sni, where, password_loader, cafile)
+        except ConnectFailed as exc:
+            channel.close()
+            if observer is not None and exc.tls_result:
+                await observer(dest, tls, host, address, exc.tls_result)
+            raise
         except BaseException:
             channel.close()
             raise
+        if observer is not None and conn.tls_result:
+            await observer(dest, tls, host, address, conn.tls_result)
         return conn
 
     async def _handshake(
@@ -268,23 +298,67 @@ class SMTPConnection:
                         if tls.mode == "opportunistic":
                             raise _TLSFallback from exc
                         raise ConnectFailed(
-                            local_reply(454, "4.7.5", f"TLS handshake with {where}: {exc}")
+                            local_reply(454, "4.7.5", f"{_label(tls)}TLS handshake with "
+                                        f"{where}: {exc}"), classify_ssl_error(exc),
                         ) from exc
                     s.tls_started()
                     self._tls_established(tls.verify)
+                    self.tls_validated = self._check_peer(
+                        tls, sni or self.host, dest.domain, where, cafile,
+                    ) or (tls.verify and dest.via_route)
                     secure = True
                     await self._ehlo()
                 elif tls.mode == "starttls":
                     raise ConnectFailed(_transient(resp.reply, f"STARTTLS refused by {where}:"))
             elif tls.mode == "starttls":
                 raise ConnectFailed(
-                    local_reply(451, "4.7.4", f"TLS is required, but {where} does not offer it")
+                    local_reply(451, "4.7.4", f"{_label(tls)}TLS is required, but {where} "
+                                "does not offer it"), "starttls-not-supported",
                 )
+            else:
+                self.tls_result = "starttls-not-supported"
         if dest.username:
             if not secure:
                 raise ConnectFailed(local_reply(451, "4.7.0", "refusing AUTH without TLS"))
             password = password_loader(dest.password_file) if password_loader else ""
             await self._auth(dest.username, password, where)
+
+    def _check_peer(
+        self, tls: TLSRequirement, host: str, domain: str, where: str, cafile: str | None,
+    ) -> bool:
+        """After the handshake: DANE (the chain against the TLSA records, RFC 7672 §3)
+        or, for MTA-STS testing, a Web PKI check that is reported, not enforced. True
+        when MTA-STS (enforce) or DANE authenticated the peer (for REQUIRETLS)."""
+        self.tls_result = "success"
+        if tls.policy:
+            self.tls_log += f" policy={tls.policy}"
+        if not tls.tlsa and tls.policy not in ("dane", "sts-testing"):
+            return tls.policy == "sts" and tls.verify
+        get = getattr(self.channel, "peer_chain", None)
+        chain: list[bytes] = get() if get is not None else []
+        if tls.policy == "dane":
+            if not any(r.usable for r in tls.tlsa):
+                # RFC 7672 §2.2: only unusable records: TLS is mandatory, any certificate
+                self.tls_log += " dane=unusable-records"
+                return False
+            try:
+                matched = check_chain(tls.tlsa, chain, (host, domain))
+            except DANEMismatch as exc:
+                raise ConnectFailed(
+                    local_reply(454, "4.7.5", f"DANE: certificate of {where}: {exc}"),
+                    exc.result) from exc
+            self.tls_log = self.tls_log.replace("cert=unverified", "cert=dane")
+            self.tls_log += f" dane={matched.split(' ')[0]}"
+            return True
+        if tls.policy == "sts-testing":
+            try:
+                result = webpki_check(chain, host, cafile)
+            except Exception:  # a report, never a reason not to deliver
+                result = "validation-failure"
+            if result != "success":
+                self.tls_result = result
+                self.tls_log += f" mta-sts-testing={result}"
+        return False
 
     async def _ehlo(self) -> None:
         s = self.session
@@ -395,6 +469,10 @@ class SMTPConnection:
 
 
 _E = TypeVar("_E", Greeting, EhloDone, Response)
+
+
+def _label(tls: TLSRequirement) -> str:
+    return {"sts": "MTA-STS (enforce): ", "dane": "DANE: "}.get(tls.policy, "")
 
 
 def _transient(reply: Reply, context: str) -> Reply:

@@ -34,6 +34,7 @@ from pochta.queue.transport import (
     SMTPConnection,
     TCPConnector,
     Timeouts,
+    TLSObserver,
 )
 from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
@@ -45,6 +46,8 @@ from pochta.storage.interfaces import (
     RemoteRecipient,
     StoreError,
 )
+from pochta.transport_security.requiretls import refusal as requiretls_refusal
+from pochta.transport_security.requiretls import requested as requiretls_requested
 
 log = logging.getLogger("pochta.queue")
 
@@ -74,6 +77,10 @@ class QueueWorker:
         bounce_sink: BounceSink | None = None,
         base_dir: str | Path = ".",
         cafile: str | None = None,
+        tls_observer: TLSObserver | None = None,
+        forwarding: Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None = None,
+        message_policy: Callable[[QueueItem, Destination], Awaitable[Destination]]
+        | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -87,6 +94,9 @@ class QueueWorker:
         self.bounce_sink: BounceSink = bounce_sink or self._enqueue_bounce
         self.base_dir = Path(base_dir)
         self.cafile = cafile
+        self.tls_observer = tls_observer  # TLS-RPT results (pochta.transport_security)
+        self.forwarding = forwarding  # SRS and ARC for forwarded mail (same package)
+        self.message_policy = message_policy  # TLS-Required: No (RFC 8689), same package
         self.timeouts = Timeouts(
             self.config.connect_timeout, self.config.command_timeout, self.config.data_timeout
         )
@@ -208,6 +218,8 @@ class QueueWorker:
             if isinstance(dest, RouteFailure):
                 unroutable.setdefault(item.message_id, []).append((item, dest.reply))
                 continue
+            if self.message_policy is not None:
+                dest = await self.message_policy(item, dest)
             job = jobs.setdefault(dest.key, (dest, {}))
             job[1].setdefault(item.message_id, []).append(item)
         self._inflight.update(i.id for i in items)
@@ -279,6 +291,7 @@ class QueueWorker:
                             conn = await SMTPConnection.open(
                                 dest, self.router, self.connector, self.hostname,
                                 self.timeouts, self._password, self.cafile,
+                                self.tls_observer,
                             )
                         except ConnectFailed as exc:
                             # No hop works now: everything left for it waits (or bounces).
@@ -315,17 +328,28 @@ class QueueWorker:
         # The shared blob starts with the Return-Path: of local delivery; it is not ours
         # to relay (RFC 5321 §4.4: added only at final delivery).
         data = strip_return_path(await self.store.read_blob(first.blob_id))
+        requiretls = requiretls_requested(data, self.hostname)
+        if requiretls:
+            refused = requiretls_refusal(conn)
+            if refused is not None:  # RFC 8689 §5.1: not over this connection, ever
+                outcomes = [await self._settle(i, refused, conn.remote) for i in group]
+                await self._notify_sender(outcomes, data)
+                return
+        sender, wire = env.sender, data
+        if self.forwarding is not None:
+            sender, wire = await self.forwarding(sender, data)
         tx = Transaction(
-            sender=env.sender,
+            sender=sender,
             recipients=tuple(
                 Recipient(i.recipient.address, i.recipient.notify, i.recipient.orcpt)
                 for i in group
             ),
-            message=data,
+            message=wire,
             body_8bit=env.body_8bit,
             smtputf8=env.smtputf8,
             ret=env.ret,
             envid=env.envid,
+            requiretls=requiretls,
         )
         result = await conn.deliver(tx)
         peer_dsn = conn.session.supports("DSN")

@@ -103,6 +103,13 @@ async def build_context(
         message_rate=HourlyCounter("msg", store if shared else None),
         recipient_rate=HourlyCounter("rcpt", store if shared else None),
     )
+    # SRS: bounces to rewritten senders (pochta.transport_security.srs)
+    from pochta.transport_security.srs_directory import SRSDirectory
+    from pochta.transport_security.wiring import make_srs
+
+    srs = make_srs(config)
+    if srs is not None:
+        ctx.directory = SRSDirectory(ctx.store, srs)
     _attach_sieve(ctx)
     return ctx
 

@@ -109,6 +109,8 @@ class SMTPHandler:
             tls_available=(self.ctx.ssl_context is not None and self.listener.tls == "starttls"
                            and not self.conn.tls_active),
             tls_active=self.conn.tls_active,
+            # RFC 8689 (pochta.transport_security): honoured by the queue
+            requiretls=self.config.transport_security.requiretls,
             require_tls=self.submission and self.listener.tls == "starttls",
             auth_mechanisms=mechs,
             require_auth=self.submission,
@@ -436,6 +438,7 @@ class SMTPHandler:
             authenticated_as=self.account.address if self.account else None,
             show_auth=self.config.smtp.received_show_auth,
             hide_client_ip=self.submission and self.config.smtp.received_hide_client_ip,
+            requiretls=event.mail_from.requiretls,
         )
         mailbox = "INBOX"
         if not self.submission:
@@ -513,8 +516,14 @@ class SMTPHandler:
             await whole(head), self.conn.peer_ip, self.session.helo_name or "", sender,
             self.ctx.resolver, cfg.hostname,
             dkim_settings=cfg.dkim, spf_settings=cfg.spf, dmarc_settings=cfg.dmarc,
+            # ARC (pochta.policy.arc): verify chains; trusted sealers may override DMARC
+            arc_trusted=(list(cfg.transport_security.arc_trusted_sealers)
+                         if cfg.transport_security.arc_verify else None),
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
+        # DMARC aggregate reports (pochta.policy.dmarc_reports)
+        from pochta.policy.dmarc_reports import record_verdict_soon
+        record_verdict_soon(self.ctx.store, verdict, self.conn.peer_ip, cfg)
         return verdict
 
 

@@ -47,6 +47,10 @@ class TraceInfo:
     authenticated_as: str | None = None  # set => protocol gets the A suffix
     show_auth: bool = False  # name the user in the header
     hide_client_ip: bool = False
+    requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689): the queue honours it
+
+
+REQUIRETLS_MARK = "(REQUIRETLS)"
 
 
 def protocol_name(trace: TraceInfo) -> str:
@@ -76,6 +80,9 @@ def received_header(
         )
     if trace.authenticated_as and trace.show_auth:
         lines.append(f"\t(Authenticated sender: {trace.authenticated_as})")
+    if trace.requiretls:
+        # the queue reads this from our own (topmost) Received: field
+        lines.append(f"\t{REQUIRETLS_MARK}")
     lines.append(f"\tby {hostname} (Pochta) with {protocol_name(trace)} id {queue_id}")
     date = mail_date(now)
     if len(recipients) == 1:

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_transport import TransportSecurityStore
+
 
 class StoreError(Exception):
     """A store operation failed for a reason the caller can report."""
@@ -482,6 +484,7 @@ from .interfaces_sieve import SieveStore  # noqa: E402 - builds on StoreError ab
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
     SieveStore,
+    TransportSecurityStore,
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -248,6 +248,7 @@ def parse_mail_from(
     max_message_size: int,
     smtputf8_enabled: bool = True,
     binarymime_enabled: bool = False,
+    requiretls_enabled: bool = False,
 ) -> MailFrom:
     """Parse the text after ``MAIL FROM:``."""
     inner, rest = _split_path(text, replies.BAD_SENDER_SYNTAX)
@@ -257,6 +258,7 @@ def parse_mail_from(
     smtputf8 = False
     ret: str | None = None
     envid: str | None = None
+    requiretls = False
     for key, value in params.items():
         if key == "SIZE":  # RFC 1870
             if value is None or not value.isascii() or not value.isdigit() or len(value) > 20:
@@ -286,6 +288,12 @@ def parse_mail_from(
                 raise AddressError(replies.BAD_PARAMETER) from None
             if not envid or len(value or "") > MAX_ENVID:
                 raise AddressError(replies.BAD_PARAMETER)
+        elif key == "REQUIRETLS":  # RFC 8689 section 4.1: only over TLS, no value
+            if not requiretls_enabled:
+                raise AddressError(replies.UNKNOWN_PARAMETER)
+            if value is not None:
+                raise AddressError(replies.BAD_PARAMETER)
+            requiretls = True
         elif key == "AUTH":
             # RFC 4954 section 5: a server that does not trust the client ignores it.
             continue
@@ -301,7 +309,7 @@ def parse_mail_from(
         _check_utf8(address, smtputf8)
     if size is not None and size > max_message_size:
         raise AddressError(replies.MESSAGE_TOO_BIG)
-    return MailFrom(address, params, size, body, smtputf8, ret, envid)
+    return MailFrom(address, params, size, body, smtputf8, ret, envid, requiretls)
 
 
 def parse_rcpt_to(text: str, *, smtputf8: bool, local_hostname: str) -> RcptTo:

@@ -227,6 +227,7 @@ class Transaction:
     smtputf8: bool = False
     ret: str | None = None  # RFC 3461 RET=
     envid: str | None = None  # RFC 3461 ENVID= (xtext)
+    requiretls: bool = False  # RFC 8689 REQUIRETLS (the caller checked the peer offers it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +519,8 @@ class ClientSession:
                 params.append(f"RET={tx.ret}")
             if tx.envid:
                 params.append(f"ENVID={tx.envid}")
+        if tx.requiretls:
+            params.append("REQUIRETLS")
         return " ".join([f"MAIL FROM:<{tx.sender}>", *params])
 
     def _send_next_rcpt(self, t: _Tx) -> None:

@@ -33,6 +33,7 @@ class MailFrom:
     smtputf8: bool = False  # RFC 6531
     ret: str | None = None  # "FULL" or "HDRS" (RFC 3461)
     envid: str | None = None  # ENVID= (RFC 3461), xtext-decoded
+    requiretls: bool = False  # REQUIRETLS (RFC 8689)
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ class SessionParams:
     tls_available: bool = False
     tls_active: bool = False
     require_tls: bool = False
+    requiretls: bool = False  # over TLS: advertise and accept REQUIRETLS (RFC 8689)
     auth_mechanisms: tuple[str, ...] = ()
     require_auth: bool = False
     smtputf8: bool = True
@@ -489,6 +490,8 @@ class ServerSession:
             keywords.append("STARTTLS")
         if p.auth_mechanisms and self.tls_active:
             keywords.append("AUTH " + " ".join(m.upper() for m in p.auth_mechanisms))
+        if p.requiretls and self.tls_active:
+            keywords.append("REQUIRETLS")
         self._send(replies.ehlo(p.hostname, keywords))
 
     def _mail_cmd(self, arg: str) -> None:
@@ -511,6 +514,7 @@ class ServerSession:
                 max_message_size=self.params.max_message_size,
                 smtputf8_enabled=self.params.smtputf8,
                 binarymime_enabled=self.params.binarymime,
+                requiretls_enabled=self.params.requiretls and self.tls_active,
             )
         except AddressError as exc:
             if exc.reply is replies.MESSAGE_TOO_BIG:

@@ -1,0 +1,1 @@
+"""Outbound transport security: MTA-STS, DANE, TLS-RPT (issue 20)."""

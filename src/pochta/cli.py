@@ -47,7 +47,11 @@ STANDARD_PORTS = {
 # Modules that add their own subcommands with register(subparsers).
 PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
+    "pochta.spam.cli",
 )
+
+
+from .spam.cli import INIT_SUGGESTIONS  # noqa: E402
 
 
 class CLIError(Exception):
@@ -130,6 +134,7 @@ def render_config(hostname: str, ports: dict[tuple[str, str], int], address: str
         'cert = "tls/cert.pem"',
         'key = "tls/key.pem"',
         "",
+        *INIT_SUGGESTIONS,  # commented-out spam defence (spam/cli.py)
     ]
     for (role, tls), port in ports.items():
         lines += [
@@ -572,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apop-secret-stdin", action="store_true",
                    help="read the POP3 APOP secret from standard input (empty: remove it)")
     p.set_defaults(func=cmd_user_set)
+    from .spam.cli import register_user_release  # pochta user release (spam/abuse.py)
+
+    register_user_release(usr)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
         dest="action", required=True)

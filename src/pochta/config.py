@@ -24,6 +24,8 @@ from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
 from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
+from .spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamConfig
+from .spam.settings import validate as validate_spam
 
 ROLES = ("mta", "submission", "imap", "pop3")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -233,6 +235,12 @@ class Config:
         default_factory=list,
         metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
     )
+    # spam and abuse defence (spam/settings.py, docs/spam.md)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig,
+                                       metadata=_doc("[screening]"))
+    greylist: GreylistConfig = field(default_factory=GreylistConfig, metadata=_doc("[greylist]"))
+    spam: SpamConfig = field(default_factory=SpamConfig, metadata=_doc("[spam]"))
+    abuse: AbuseConfig = field(default_factory=AbuseConfig, metadata=_doc("[abuse]"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -371,6 +379,9 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
+    spam_problems = validate_spam(cfg.screening, cfg.greylist, cfg.spam, cfg.abuse)
+    if spam_problems:
+        raise ConfigError(spam_problems[0])
 
 
 def reference() -> str:

@@ -96,6 +96,10 @@ async def build_context(
         queue_wakeup=wakeup,
         signer=DKIMSigner(config.data_path),
     )
+    # spam and abuse defence (spam/gate.py): screening, greylisting, learning filter
+    from ..spam.gate import SpamGate
+
+    SpamGate.install(ctx)
     return ctx
 
 

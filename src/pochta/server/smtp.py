@@ -29,6 +29,7 @@ from ..services.submission import (
     owns,
     split_message,
 )
+from ..spam.gate import SpamGate
 from ..storage.interfaces import (
     Account,
     Envelope,
@@ -67,6 +68,8 @@ class SMTPHandler:
         self.sasl: SASLDriver | None = None
         self.session = ServerSession(self._params())
         self.messages = 0  # accepted, for the disconnect line
+        spam: SpamGate | None = ctx.extras.get("spam")  # spam/gate.py
+        self.spam = spam.session(listener.role, conn.peer_ip) if spam else None
 
     def _sasl_offer(self) -> SASLOffer:
         # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
@@ -102,6 +105,12 @@ class SMTPHandler:
         self._log("connect role=%s port=%s tls=%s", self.listener.role, self.conn.local_port,
                   self.conn.tls_active, level=logging.DEBUG)
         session = self.session
+        if self.spam is not None:  # screening (spam/gate.py) may refuse before the banner
+            refusal = await self.spam.connect(self.conn)
+            if refusal is not None:
+                self.conn.write(refusal.to_bytes())
+                await self.conn.drain()
+                return
         session.start()
         started = False
         started_at = time.monotonic()
@@ -246,6 +255,13 @@ class SMTPHandler:
                 self.session.reject(Reply(
                     451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
                 return
+        if self.spam is not None:  # screening, held accounts (spam/gate.py)
+            refusal = await self.spam.mail_from(
+                self.session.helo_name or "", event.address,
+                self.account.address if self.account else None)
+            if refusal is not None:
+                self.session.reject(refusal)
+                return
         self.session.accept()
 
     def _relay_allowed(self) -> bool:
@@ -297,6 +313,11 @@ class SMTPHandler:
             self.session.reject(Reply(554, "5.7.1",
                                       f"<{event.address}>: Relay access denied"))
             return
+        if self.spam is not None:  # greylisting (spam/gate.py)
+            refusal = await self.spam.rcpt(address, self.session.helo_name or "")
+            if refusal is not None:
+                self.session.reject(refusal)
+                return
         self.txn.recipients.append(address)
         self.session.accept()
 
@@ -352,6 +373,15 @@ class SMTPHandler:
                 data = verdict.message
                 mailbox = verdict.mailbox or "INBOX"
         local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
+        if self.spam is not None and not self.submission:  # rspamd, learning filter
+            outcome = await self.spam.message(
+                data, event.sender, self.txn.recipients, self.txn.local,
+                self.session.helo_name or "", None)
+            if outcome.reply is not None:
+                self.session.reject(outcome.reply)
+                return
+            data = outcome.apply(data)
+            local = outcome.targets(self.txn.local, mailbox)
         try:
             result = await self.ctx.delivery.deliver(
                 data, envelope, local, self.txn.remote, trace, self.txn.recipients)
@@ -365,6 +395,8 @@ class SMTPHandler:
         if self.submission and self.account is not None:
             self.ctx.message_rate.add(self.account.address)
             self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
+            if self.spam is not None:  # compromised-account volume (spam/abuse.py)
+                await self.spam.accepted(self.account.address, len(self.txn.recipients))
         self.messages += 1
         self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
                   ",".join(f"<{r}>" for r in self.txn.recipients), len(data))

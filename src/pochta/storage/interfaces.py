@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_spam import SpamStore
+
 
 class StoreError(Exception):
     """A store operation failed for a reason the caller can report."""
@@ -452,6 +454,7 @@ class CoordinationStore(Protocol):
 
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
+    SpamStore,  # interfaces_spam.py
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -1,0 +1,180 @@
+"""The learning filter: a per-account statistical classifier over tokens of the headers and
+body (Robinson's token probabilities combined with Fisher's chi-square method, as in
+SpamBayes), with its counts in the store (``SpamStore.bayes_*``).
+
+``tokenize`` and ``classify`` are pure; ``LearningFilter`` adds the store.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.message import Message
+
+from ..storage.interfaces_spam import SpamStore
+
+# Headers we add or that every message has in a different form teach nothing.
+_SKIP_HEADERS = {
+    "received", "return-path", "authentication-results", "dkim-signature", "message-id",
+    "date", "x-spam-status", "x-spam-screening", "x-spam-bayes", "x-spam-score",
+    "x-spam-flag", "x-rspamd-action", "x-rspamd-score", "x-rspamd-symbols", "arc-seal",
+    "arc-message-signature", "arc-authentication-results", "delivered-to",
+}
+_WORD = re.compile(r"[^\W_][\w'$€£.-]{1,38}[^\W_]|[^\W_]{3}", re.UNICODE)
+_URL = re.compile(r"https?://([A-Za-z0-9.-]+)", re.I)
+_TAG = re.compile(r"<[^>]{0,2000}>")
+MAX_BODY = 200_000  # bytes of text looked at
+MAX_TOKENS = 3000
+# Robinson's f(w): strength of the prior and its value (SpamBayes defaults).
+_S, _X = 0.45, 0.5
+# Tokens whose probability is this close to 0.5 say nothing and are left out.
+_MIN_DISTANCE = 0.1
+_MAX_DISCRIMINATORS = 150
+
+
+def message_key(message: bytes) -> str:
+    """Which message was learnt (the same bytes moved twice are learnt once)."""
+    return hashlib.sha256(message).hexdigest()[:32]
+
+
+def _texts(msg: Message) -> list[str]:
+    out: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        if not ctype.startswith("text/"):
+            out.append(f"part:{ctype}")
+            continue
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:  # a broken transfer encoding: use what is there
+            payload = None
+        if not isinstance(payload, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            text = payload[:MAX_BODY].decode(charset, "replace")
+        except LookupError:
+            text = payload[:MAX_BODY].decode("utf-8", "replace")
+        if ctype == "text/html":
+            out.extend(f"url:{d.lower()}" for d in _URL.findall(text))
+            text = html.unescape(_TAG.sub(" ", text))
+            out.append("html")
+        out.append(text)
+    return out
+
+
+def tokenize(message: bytes) -> list[str]:
+    """Distinct tokens: words of chosen headers (prefixed with the header name), words of
+    the text parts, URL host names, and the MIME types of other parts."""
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        message[: MAX_BODY * 2])
+    tokens: dict[str, None] = {}
+
+    def add(tok: str) -> None:
+        if len(tokens) < MAX_TOKENS:
+            tokens[tok] = None
+
+    for name, value in msg.items():
+        lname = name.lower()
+        if lname in _SKIP_HEADERS:
+            continue
+        text = str(value)
+        if lname in ("from", "reply-to", "return-path", "sender", "to", "cc"):
+            for addr in re.findall(r"[\w.+-]+@([\w.-]+)", text):
+                add(f"{lname}-domain:{addr.lower()}")
+        if lname in ("subject", "from", "content-type", "x-mailer", "user-agent", "to"):
+            for word in _WORD.findall(text):
+                add(f"{lname}:{word.lower()}")
+        else:
+            add(f"header:{lname}")
+    for text in _texts(msg):
+        if text.startswith(("part:", "url:")) or text == "html":
+            add(text)
+            continue
+        for url in _URL.findall(text):
+            add(f"url:{url.lower()}")
+        for word in _WORD.findall(text):
+            add(word.lower())
+    return list(tokens)
+
+
+def chi2q(x2: float, v: int) -> float:
+    """P(chi-square with v (even) degrees of freedom >= x2)."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, v // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    score: float  # 0 ham .. 1 spam
+    clues: tuple[tuple[str, float], ...]  # the tokens that decided, most telling first
+
+
+def classify(tokens: Sequence[str], counts: Mapping[str, tuple[int, int]],
+             nspam: int, nham: int) -> Classification:
+    if nspam == 0 or nham == 0:
+        return Classification(0.5, ())
+    probs: list[tuple[str, float]] = []
+    for tok in tokens:
+        spam, ham = counts.get(tok, (0, 0))
+        if spam + ham == 0:
+            continue
+        sr, hr = spam / nspam, ham / nham
+        p = sr / (sr + hr) if sr + hr else 0.5
+        n = spam + ham
+        f = (_S * _X + n * p) / (_S + n)
+        if abs(f - 0.5) >= _MIN_DISTANCE:
+            probs.append((tok, f))
+    probs.sort(key=lambda tp: -abs(tp[1] - 0.5))
+    clues = probs[:_MAX_DISCRIMINATORS]
+    if not clues:
+        return Classification(0.5, ())
+    s_log = sum(math.log(max(1.0 - f, 1e-200)) for _, f in clues)
+    h_log = sum(math.log(max(f, 1e-200)) for _, f in clues)
+    n = len(clues)
+    s = 1.0 - chi2q(-2.0 * s_log, 2 * n)
+    h = 1.0 - chi2q(-2.0 * h_log, 2 * n)
+    return Classification((s - h + 1.0) / 2.0, tuple(clues))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    score: float | None  # None: the account's filter has not learnt enough yet
+    classification: Classification | None
+
+
+class LearningFilter:
+    def __init__(self, store: SpamStore, min_trained: int) -> None:
+        self.store = store
+        self.min_trained = min_trained
+
+    async def ready(self, account_id: int) -> bool:
+        nspam, nham = await self.store.bayes_totals(account_id)
+        return nspam >= self.min_trained and nham >= self.min_trained
+
+    async def score(self, account_id: int, message: bytes,
+                    tokens: Sequence[str] | None = None) -> Verdict:
+        nspam, nham = await self.store.bayes_totals(account_id)
+        if nspam < self.min_trained or nham < self.min_trained:
+            return Verdict(None, None)
+        toks = tokenize(message) if tokens is None else tokens
+        counts = await self.store.bayes_tokens(account_id, toks)
+        result = classify(toks, counts, nspam, nham)
+        return Verdict(result.score, result)
+
+    async def train(self, account_id: int, message: bytes, spam: bool) -> bool:
+        return await self.store.bayes_train(account_id, message_key(message),
+                                            tokenize(message), spam)

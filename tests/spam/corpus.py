@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import random
 
-COMMON = ["the", "and", "for", "you", "with", "this", "that", "have", "from", "your", "will", "about", "just", "more", "time", "today", "please", "thanks", "here", "there", "would", "could", "also", "only", "some", "what", "when"]
-SPAM = ["free", "offer", "winner", "cash", "prize", "viagra", "pills", "discount", "cheap", "loan", "credit", "casino", "bonus", "click", "unsubscribe", "limited", "urgent", "guaranteed", "investment", "crypto", "bitcoin", "claim", "exclusive", "deal", "million", "refund", "pharmacy", "luxury", "replica", "weight", "loss"]
-HAM = ["meeting", "project", "report", "agenda", "review", "schedule", "invoice", "team", "budget", "draft", "minutes", "lunch", "family", "weekend", "kids", "holiday", "dinner", "photos", "release", "build", "patch", "deploy", "question", "notes", "document", "slides", "conference", "travel"]
+COMMON = [
+    'the', 'and', 'for', 'you', 'with', 'this', 'that', 'have', 'from', 'your', 'will',
+    'about', 'just', 'more', 'time', 'today', 'please', 'thanks', 'here', 'there', 'would',
+    'could', 'also', 'only', 'some', 'what', 'when',
+]
+SPAM = [
+    'free', 'offer', 'winner', 'cash', 'prize', 'viagra', 'pills', 'discount', 'cheap', 'loan',
+    'credit', 'casino', 'bonus', 'click', 'unsubscribe', 'limited', 'urgent', 'guaranteed',
+    'investment', 'crypto', 'bitcoin', 'claim', 'exclusive', 'deal', 'million', 'refund',
+    'pharmacy', 'luxury', 'replica', 'weight', 'loss',
+]
+HAM = [
+    'meeting', 'project', 'report', 'agenda', 'review', 'schedule', 'invoice', 'team',
+    'budget', 'draft', 'minutes', 'lunch', 'family', 'weekend', 'kids', 'holiday', 'dinner',
+    'photos', 'release', 'build', 'patch', 'deploy', 'question', 'notes', 'document', 'slides',
+    'conference', 'travel',
+]
 SPAM_DOMAINS = ["promo-mail.biz", "best-deals.top", "win-now.click", "cheap-rx.shop"]
 HAM_DOMAINS = ["example.org", "university.edu", "partner.example", "family.example"]
 

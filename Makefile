@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian tools the interop tests drive (swaks, smtp-source from postfix, msmtp, curl,
-# fetchmail, getmail6, opendkim-tools, rspamd for the spam tests).
+# fetchmail, getmail6, opendkim-tools, rspamd and clamav-daemon for the spam tests).
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
-	mutt offlineimap3 rspamd
+	mutt offlineimap3 rspamd clamav-daemon
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench

@@ -24,6 +24,7 @@ from ..proto.smtp.replies import Reply
 from ..storage.interfaces import Envelope, LocalTarget, MailStore
 from .abuse import AbuseGuard, failed_recipients
 from .bayes import LearningFilter, tokenize
+from .clamd import ClamdClient, ClamdError
 from .greylist import Greylist
 from .rspamd import RspamdClient, RspamdError, RspamdResult
 from .screening import Screener, ScreenResult
@@ -90,6 +91,8 @@ class SpamGate:
         self.rspamd = (RspamdClient(config.spam.rspamd, config.spam.rspamd_timeout,
                                     config.spam.rspamd_controller, config.spam.rspamd_password)
                        if config.spam.rspamd else None)
+        self.clamd = (ClamdClient(config.spam.clamd, config.spam.clamd_timeout)
+                      if config.spam.clamd else None)
         self.abuse = AbuseGuard(config.abuse, store, deliver_notice)
         self.trusted = [ipaddress.ip_network(n, strict=False)
                         for n in config.trusted_networks]
@@ -251,6 +254,8 @@ class GateSession:
                                    f"{self.result.fcrdns} policy.iprev={self.ip}{name}")
         if self.result.score or self.result.blocklisted or self.result.allowlisted:
             out.headers += _header("X-Spam-Screening", self.result.summary())
+        if self.gate.clamd is not None and await self._virus(data, out):
+            return out
         if self.gate.rspamd is not None and not self.trusted:
             refused = await self._rspamd(data, sender, recipients, helo, user, local, out,
                                          status)
@@ -264,6 +269,25 @@ class GateSession:
             flag = "Yes" if out.junk and len(out.junk) == len(set(local)) else "No"
             out.headers += _header("X-Spam-Status", f"{flag}, " + " ".join(status))
         return out
+
+    async def _virus(self, data: bytes, out: MessageOutcome) -> bool:
+        """clamd: infected mail is refused at DATA; True when the message is refused."""
+        client = self.gate.clamd
+        assert client is not None
+        try:
+            res = await client.scan(data)
+        except ClamdError as exc:
+            log.warning("ip=%s clamd unavailable (failures=%d): %s", self.ip, client.failures,
+                        exc)
+            if self.gate.config.spam.clamd_failure == "tempfail":
+                out.reply = Reply(451, "4.7.1", "Virus scanner unavailable, try again later")
+                return True
+            return False
+        if res.infected:
+            log.info("ip=%s virus refused: %s", self.ip, res.signature)
+            out.reply = Reply(554, "5.7.1", f"Virus found: {res.signature}")
+            return True
+        return False
 
     async def _rspamd(self, data: bytes, sender: str, recipients: Sequence[str], helo: str,
                       user: str | None, local: Sequence[int], out: MessageOutcome,

@@ -158,6 +158,16 @@ class SpamConfig:
         default="accept",
         metadata=_doc("when rspamd does not answer: accept (log and count) or tempfail (451)"),
     )
+    clamd: str = field(
+        default="",
+        metadata=_doc('clamd\'s socket, e.g. "/run/clamav/clamd.ctl" or "tcp://127.0.0.1:3310"; '
+                      "infected mail is refused at DATA (554 5.7.1); empty: not used"),
+    )
+    clamd_timeout: float = field(default=30.0, metadata=_doc("seconds to wait for clamd"))
+    clamd_failure: str = field(
+        default="tempfail",
+        metadata=_doc("when clamd does not answer: tempfail (451 4.7.1) or accept (log)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,8 @@ def validate(screen: ScreeningConfig, grey: GreylistConfig, spam: SpamConfig,
         problems.append("spam.bayes_junk_threshold: between 0 and 1")
     if not 0 <= spam.bayes_reject_threshold <= 1:
         problems.append("spam.bayes_reject_threshold: between 0 and 1 (0: off)")
+    if spam.clamd_failure not in ("accept", "tempfail"):
+        problems.append("spam.clamd_failure: accept or tempfail")
     if spam.rspamd_failure not in ("accept", "tempfail"):
         problems.append("spam.rspamd_failure: accept or tempfail")
     for key in ("rspamd", "rspamd_controller"):

@@ -108,10 +108,16 @@ async def test_helo_and_fcrdns_scores(instance: Instance) -> None:
                 b"policy.iprev=127.0.0.1 (client.elsewhere.test)") in data
         # no PTR: iprev fail (1) + HELO claiming to be us (1): scored, below 3
         server.resolver.ptr_records.clear()
+        # (answers are cached for dnsbl_cache_ttl: a changed record is seen after it)
+        server.ctx.extras["spam"].screener._iprev.clear()
         assert (await send(server.port("mta"), MSG, helo="mail.example.test"))[0] == 250
         data, _ = await last_message(server)
         assert b"X-Spam-Screening: score=2; fcrdns=fail; helo=our-name" in data
         assert b"iprev=fail" in data
+        ptrs = server.resolver.queries.count(("PTR", "127.0.0.1"))
+        assert (await send(server.port("mta"), MSG))[0] == 250
+        # the client's rDNS came from the cache (SPF/DMARC asked their own)
+        assert server.resolver.queries.count(("PTR", "127.0.0.1")) == ptrs
         # ... and a bad HELO on top reaches reject_score at MAIL FROM
         assert (await send(server.port("mta"), MSG, helo="[127.0.0.1]"))[0] == 250
         data, _ = await last_message(server)

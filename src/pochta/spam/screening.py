@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -96,7 +97,8 @@ class Screener:
         self.blocklists: list[Site] = [parse_site(s) for s in config.dnsbl_sites]
         self.allowlists: list[Site] = [parse_site(s) for s in config.dnswl_sites]
         self.cache = DNSListCache(resolver, config.dnsbl_cache_ttl)
-        self._ptr_cache = DNSListCache(resolver, config.dnsbl_cache_ttl)
+        # ip -> (expiry, iprev result, name): a client's rDNS is asked once per TTL
+        self._iprev: dict[str, tuple[float, str, str]] = {}
 
     # --- at connect ----------------------------------------------------------------------
 
@@ -132,6 +134,21 @@ class Screener:
         """iprev (RFC 8601 §2.7.3): a PTR name whose A/AAAA records include the client."""
         if not self.config.fcrdns:
             return
+        now = time.monotonic()
+        cached = self._iprev.get(ip)
+        if cached is not None and cached[0] > now:
+            result.fcrdns, result.ptr_name = cached[1], cached[2]
+        else:
+            await self._ask_iprev(ip, result)
+            if result.fcrdns != "temperror":
+                if len(self._iprev) >= 100_000:
+                    self._iprev.clear()
+                self._iprev[ip] = (now + self.config.dnsbl_cache_ttl, result.fcrdns,
+                                   result.ptr_name)
+        if result.fcrdns == "fail":
+            result.score += self.config.fcrdns_weight
+
+    async def _ask_iprev(self, ip: str, result: ScreenResult) -> None:
         try:
             names = await self.resolver.ptr(ip)
             result.fcrdns = "fail"
@@ -147,8 +164,6 @@ class Screener:
                     break
         except DNSError:
             result.fcrdns = "temperror"
-        if result.fcrdns == "fail":
-            result.score += self.config.fcrdns_weight
 
     async def greeted(self, ip: str) -> bool:
         """True when the client passed the pregreet test within pregreet_ttl."""

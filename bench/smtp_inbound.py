@@ -69,20 +69,29 @@ def port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def pochta_server(instance: Path) -> Iterator[dict[str, str]]:
-    if not port_free(2525):
-        raise SystemExit("smtp_inbound: 127.0.0.1:2525 is in use (another Pochta?)")
-    subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
+def pochta_server(instance: Path, spam: bool = False) -> Iterator[dict[str, str]]:
+    """``spam``: the pochta-spam target, with screening (DNS lists, FCrDNS, HELO checks)
+    and a trained learning filter, on 3525, DNS answered by bench/dns_local.py."""
+    port = 3525 if spam else 2525
+    if not port_free(port):
+        raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
+    env = dict(os.environ, SPAM_BENCH="1") if spam else None
+    subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True,
+                   env=env)
+    dns_proc = None
+    if spam:
+        dns_proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dns_local.py"),
+                                     "127.0.0.2", "53"])
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(2525)
+        wait_port(port)
         db = instance / "data" / "pochta.db"
         yield {
-            "TARGET_PORT": "2525",
+            "TARGET_PORT": str(port),
             "RCPT": "bench@example.test",
             "DELIVERY_CMD": f"sqlite3 -readonly {shlex.quote(str(db))} "
                             f"{shlex.quote(INBOX_COUNT_SQL)}",
@@ -92,6 +101,9 @@ def pochta_server(instance: Path) -> Iterator[dict[str, str]]:
         proc.terminate()
         proc.wait(30)
         log.close()
+        if dns_proc is not None:
+            dns_proc.terminate()
+            dns_proc.wait(10)
 
 
 def add_refstack_user() -> None:
@@ -187,6 +199,9 @@ def run_matrix(args: argparse.Namespace) -> None:
         for name in args.targets:
             if name == "pochta":
                 targets[name] = stack.enter_context(pochta_server(workdir / "pochta"))
+            elif name == "pochta-spam":
+                targets[name] = stack.enter_context(
+                    pochta_server(workdir / "pochta-spam", spam=True))
             elif name == "postfix":
                 targets[name] = stack.enter_context(postfix_tuned())
             elif name == "aiosmtpd":
@@ -251,7 +266,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
         # shared VM nearly all are, and the targets run interleaved under the same load.
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
-    labels = sorted({k[0] for k in tried}, key=["pochta", "postfix", "aiosmtpd"].index)
+    order = ["pochta", "pochta-spam", "postfix", "aiosmtpd"]
+    labels = sorted({k[0] for k in tried}, key=order.index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)

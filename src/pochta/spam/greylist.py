@@ -35,11 +35,15 @@ class Greylist:
         self.config = config
         self.store = store
         self.clock = clock
+        self._last_purge = 0.0
 
     async def check(self, ip: str, sender: str, recipient: str) -> Reply | None:
         """None to accept the recipient, else the 451 to answer."""
         cfg = self.config
         now = self.clock()
+        if now - self._last_purge >= 3600:  # forget old triplets, at most once an hour
+            self._last_purge = now
+            await self.purge()
         network = client_network(ip, cfg)
         if cfg.auto_allowlist > 0 and await self.store.greylist_client_passes(
                 network, now - cfg.max_age) >= cfg.auto_allowlist:

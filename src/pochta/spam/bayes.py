@@ -13,6 +13,7 @@ import hashlib
 import html
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -71,22 +72,76 @@ def _texts(msg: Message) -> list[str]:
     return out
 
 
+_SIMPLE_CTE = (b"", b"7bit", b"8bit", b"binary")
+
+
+def _simple_parts(message: bytes) -> tuple[list[tuple[str, str]], list[str]] | None:
+    """Headers and text of a single-part message without a transfer encoding (most mail
+    from bots and most of ours): parsed here, 3 times faster than the email package.
+    None when the message needs the full MIME parser."""
+    end = message.find(b"\r\n\r\n")
+    head, body = (message, b"") if end < 0 else (message[:end], message[end + 4:MAX_BODY])
+    headers: list[tuple[str, str]] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            last_name, last_value = headers[-1]
+            headers[-1] = (last_name,
+                           last_value + " " + line.strip().decode("utf-8", "replace"))
+            continue
+        raw_name, sep, raw_value = line.partition(b":")
+        if not sep:
+            continue
+        headers.append((raw_name.strip().decode("ascii", "replace"),
+                        raw_value.strip().decode("utf-8", "replace")))
+    ctype, cte = "text/plain", b""
+    charset = "utf-8"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-type":
+            ctype = value.split(";", 1)[0].strip().lower()
+            m = re.search(r'charset="?([\w.-]+)', value, re.I)
+            if m:
+                charset = m.group(1)
+        elif lname == "content-transfer-encoding":
+            cte = value.strip().lower().encode()
+        elif "=?" in value and lname in ("subject", "from", "to"):
+            return None  # RFC 2047 encoded words: the email package decodes them
+    if ctype.startswith("multipart/") or cte not in _SIMPLE_CTE:
+        return None
+    if not ctype.startswith("text/"):
+        return headers, [f"part:{ctype}"]
+    try:
+        text = body.decode(charset, "replace")
+    except LookupError:
+        text = body.decode("utf-8", "replace")
+    texts = [text]
+    if ctype == "text/html":
+        texts = [f"url:{d.lower()}" for d in _URL.findall(text)]
+        texts += ["html", html.unescape(_TAG.sub(" ", text))]
+    return headers, texts
+
+
 def tokenize(message: bytes) -> list[str]:
     """Distinct tokens: words of chosen headers (prefixed with the header name), words of
     the text parts, URL host names, and the MIME types of other parts."""
-    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
-        message[: MAX_BODY * 2])
+    simple = _simple_parts(message)
+    if simple is not None:
+        headers, texts = simple
+    else:
+        msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+            message[: MAX_BODY * 2])
+        headers = [(name, str(value)) for name, value in msg.items()]
+        texts = _texts(msg)
     tokens: dict[str, None] = {}
 
     def add(tok: str) -> None:
         if len(tokens) < MAX_TOKENS:
             tokens[tok] = None
 
-    for name, value in msg.items():
+    for name, text in headers:
         lname = name.lower()
         if lname in _SKIP_HEADERS:
             continue
-        text = str(value)
         if lname in ("from", "reply-to", "return-path", "sender", "to", "cc"):
             for addr in re.findall(r"[\w.+-]+@([\w.-]+)", text):
                 add(f"{lname}-domain:{addr.lower()}")
@@ -95,7 +150,7 @@ def tokenize(message: bytes) -> list[str]:
                 add(f"{lname}:{word.lower()}")
         else:
             add(f"header:{lname}")
-    for text in _texts(msg):
+    for text in texts:
         if text.startswith(("part:", "url:")) or text == "html":
             add(text)
             continue
@@ -157,17 +212,33 @@ class Verdict:
 
 
 class LearningFilter:
-    def __init__(self, store: SpamStore, min_trained: int) -> None:
+    """``totals_ttl``: an account's (spam, ham) totals are cached this long in memory (a
+    training in another process is seen after it; one here at once)."""
+
+    def __init__(self, store: SpamStore, min_trained: int, totals_ttl: float = 5.0) -> None:
         self.store = store
         self.min_trained = min_trained
+        self.totals_ttl = totals_ttl
+        self._totals: dict[int, tuple[float, tuple[int, int]]] = {}
+
+    async def totals(self, account_id: int) -> tuple[int, int]:
+        now = time.monotonic()
+        hit = self._totals.get(account_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        totals = await self.store.bayes_totals(account_id)
+        if len(self._totals) > 100_000:
+            self._totals.clear()
+        self._totals[account_id] = (now + self.totals_ttl, totals)
+        return totals
 
     async def ready(self, account_id: int) -> bool:
-        nspam, nham = await self.store.bayes_totals(account_id)
+        nspam, nham = await self.totals(account_id)
         return nspam >= self.min_trained and nham >= self.min_trained
 
     async def score(self, account_id: int, message: bytes,
                     tokens: Sequence[str] | None = None) -> Verdict:
-        nspam, nham = await self.store.bayes_totals(account_id)
+        nspam, nham = await self.totals(account_id)
         if nspam < self.min_trained or nham < self.min_trained:
             return Verdict(None, None)
         toks = tokenize(message) if tokens is None else tokens
@@ -176,5 +247,8 @@ class LearningFilter:
         return Verdict(result.score, result)
 
     async def train(self, account_id: int, message: bytes, spam: bool) -> bool:
-        return await self.store.bayes_train(account_id, message_key(message),
-                                            tokenize(message), spam)
+        self._totals.pop(account_id, None)
+        changed = await self.store.bayes_train(account_id, message_key(message),
+                                               tokenize(message), spam)
+        self._totals.pop(account_id, None)
+        return changed

@@ -75,7 +75,8 @@ def rewrite_subject(data: bytes, subject: str) -> bytes:
 
 
 def _header(name: str, value: str) -> bytes:
-    clean = "".join(c if c.isprintable() else " " for c in value)
+    clean = value if value.isprintable() else "".join(
+        c if c.isprintable() else " " for c in value)
     return f"{name}: {clean}\r\n".encode()
 
 

@@ -134,3 +134,25 @@ async def test_cli_train_and_explain(instance: Instance, tmp_path: Path,
         "-c", str(cfg_file), "spam", "explain", "bob@example.test", str(sample)])
     out = capsys.readouterr().out
     assert rc == 0 and "-> Junk" in out and "tokens that decided" in out
+
+
+async def test_reject_threshold_and_several_recipients(instance: Instance) -> None:
+    spam = {"bayes_min_trained": 10, "bayes_reject_threshold": 0.99}
+    async with server_with(instance, spam=spam) as server:
+        for user in ("bob@example.test", "alice@example.test"):
+            account = await server.store.get_account(user)
+            assert account is not None
+            for data, is_spam in corpus(seed=5, count=60):
+                await server.store.bayes_train(account.id, str(hash(data)), tokenize(data),
+                                               is_spam)
+        rng = random.Random(11)
+        port = server.port("mta")
+        code, text = await send(port, message(rng, True, 1),
+                                rcpts=("bob@example.test", "alice@example.test"))
+        assert (code, text) == (550, "5.7.1 Message refused as spam")
+        code, _ = await send(port, message(rng, False, 2),
+                             rcpts=("bob@example.test", "alice@example.test"))
+        assert code == 250
+        data, _ = await last_message(server, "alice@example.test")
+        # several recipients: no per-account score in the shared copy
+        assert b"X-Spam-Bayes" not in data

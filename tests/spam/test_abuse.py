@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import smtplib
 
+import pytest
+
 from tests.conftest import Instance
 from tests.queue.sink import Sink
 from tests.spam.helpers import last_message, server_with
@@ -69,7 +71,8 @@ async def test_account_sending_to_bouncing_addresses_is_held(instance: Instance)
         await sink.close()
 
 
-async def test_volume_hold_holds_queued_mail_and_release_frees_it(instance: Instance) -> None:
+async def test_volume_hold_holds_queued_mail_and_release_frees_it(
+        instance: Instance, capsys: pytest.CaptureFixture[str]) -> None:
     abuse = {"max_messages": 3}
     async with server_with(instance, abuse=abuse, submission={"messages_per_hour": 1000},
                            routes=[{"domain": "remote.test", "host": "127.0.0.1",
@@ -100,9 +103,14 @@ async def test_volume_hold_holds_queued_mail_and_release_frees_it(instance: Inst
         cfg_file = instance.dir / "pochta.toml"
         cfg_file.write_text(f'hostname = "mail.example.test"\ndata_dir = '
                             f'"{server.ctx.config.data_path}"\n')
+        rc = await asyncio.to_thread(main, ["-c", str(cfg_file), "spam", "holds"])
+        assert rc == 0
         rc = await asyncio.to_thread(main, ["-c", str(cfg_file), "user", "release",
                                             "bob@example.test"])
         assert rc == 0
+        out = capsys.readouterr().out
+        assert "bob@example.test\theld since" in out and "messages in 3600 s" in out
+        assert "bob@example.test released; 4 queued message(s) are due now" in out
         queued = await server.store.list_queue()
         assert all(i.next_attempt <= time.time() for i in queued)
         assert await server.store.account_hold("bob@example.test") is None

@@ -84,6 +84,11 @@ async def test_pregreet_is_refused_and_a_patient_client_is_remembered(
         assert line.startswith(b"554 5.5.1")
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+        # a client that leaves during the wait is not counted as having waited
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await asyncio.sleep(0.1)
+        assert not await server.ctx.extras["spam"].screener.greeted("127.0.0.1")
         # a client that waits gets the banner after the wait ...
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -187,11 +187,18 @@ class GateSession:
             return None
         wait = scr.config.pregreet_wait
         if wait > 0 and not await scr.greeted(self.ip):
+            from ..server.listener import ServerShutdown
+
             try:
                 early = await conn.read(wait)
             except TimeoutError:
                 await scr.remember_greeted(self.ip)
+            except ServerShutdown:
+                return Reply(421, "4.3.2", "Service shutting down", close=True)
             else:
+                if not early:  # the client left before the banner: nothing to answer
+                    log.info("ip=%s screening: client left during the greet wait", self.ip)
+                    return Reply(421, "4.4.2", "Bye", close=True)
                 # RFC 5321 §3.1: the client waits for the greeting; one that talks first
                 # is a bot (postscreen's PREGREET).
                 log.info("ip=%s screening refused: PREGREET %d bytes after 0 s: %r",
@@ -255,6 +262,7 @@ class GateSession:
                                    f"{self.result.fcrdns} policy.iprev={self.ip}{name}")
         if self.result.score or self.result.blocklisted or self.result.allowlisted:
             out.headers += _header("X-Spam-Screening", self.result.summary())
+            log.info("ip=%s screening %s", self.ip, self.result.summary())
         if self.gate.clamd is not None and await self._virus(data, out):
             return out
         if self.gate.rspamd is not None and not self.trusted:

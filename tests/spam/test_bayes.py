@@ -156,3 +156,49 @@ async def test_reject_threshold_and_several_recipients(instance: Instance) -> No
         data, _ = await last_message(server, "alice@example.test")
         # several recipients: no per-account score in the shared copy
         assert b"X-Spam-Bayes" not in data
+
+
+async def test_what_counts_as_a_verdict(tmp_path: Path) -> None:
+    """COPY into Junk is spam; Junk -> Trash and expunge (POP3 DELE) teach nothing; a
+    copy out of Junk is not a verdict; $Junk/$NotJunk set by STORE are."""
+    from pochta.spam.training import TrainingStore
+    from pochta.storage.interfaces import Envelope, FlagMode, LocalTarget
+
+    store = await SQLiteStore.open(tmp_path)
+    try:
+        account = await store.add_account("u@example.test", "x", None)
+        learner = LearningFilter(store, 1)
+        wrapped = TrainingStore(store, learner)
+        boxes = {b.name: b.id for b in await store.list_mailboxes(account.id)}
+        uids = []
+        for data, _ in corpus(seed=6, count=4):
+            res = await store.accept(data, Envelope("a@x.test"), [LocalTarget(account.id)])
+            uids.append(res.local_uids[0][1])
+        copied = await wrapped.copy_messages(boxes["INBOX"], uids[:1], boxes["Junk"])
+        assert await store.bayes_totals(account.id) == (1, 0)
+        await wrapped.move_messages(boxes["Junk"], [copied[0][1]], boxes["Trash"])
+        await wrapped.copy_messages(boxes["Trash"], [1], boxes["Archive"])
+        await wrapped.expunge(boxes["INBOX"], uids[1:2])
+        assert await store.bayes_totals(account.id) == (1, 0)
+        await wrapped.store_flags(boxes["INBOX"], uids[2:3], frozenset({"$NotJunk"}),
+                                  FlagMode.ADD)
+        await wrapped.store_flags(boxes["INBOX"], uids[3:4], frozenset({"$Junk"}),
+                                  FlagMode.ADD)
+        await wrapped.store_flags(boxes["INBOX"], uids[3:4], frozenset({"$Junk"}),
+                                  FlagMode.REMOVE)
+        assert await store.bayes_totals(account.id) == (2, 1)
+        assert wrapped.trained == 3
+    finally:
+        await store.close()
+
+
+def test_init_suggests_lists_but_enables_none() -> None:
+    import tomllib
+
+    from pochta.cli import render_config
+    from pochta.config import from_dict
+
+    text = render_config("mail.example.org", {("mta", "starttls"): 25}, "127.0.0.1")
+    assert '# dnsbl_sites = ["zen.spamhaus.org' in text
+    cfg = from_dict(tomllib.loads(text))
+    assert cfg.screening.dnsbl_sites == [] and not cfg.greylist.enabled

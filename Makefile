@@ -6,11 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian tools the interop tests drive (swaks, smtp-source from postfix, msmtp, curl,
 # fetchmail, getmail6, opendkim-tools), and postgresql: the tests start a throwaway
-# cluster of their own with its initdb and pg_ctl (tests/pgcluster.py).
+# cluster of their own with its initdb and pg_ctl (tests/pgcluster.py);
+# rspamd and clamav-daemon for the spam tests.
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
 	mutt offlineimap3 postgresql \
-	sieve-connect
+	sieve-connect rspamd clamav-daemon
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench

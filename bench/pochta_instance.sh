@@ -57,6 +57,35 @@ pop3_max_connections_per_ip = 5000
 messages_per_hour = 100000000
 recipients_per_hour = 100000000
 TOML
+if [ -n "${SPAM_BENCH:-}" ]; then
+  # screening and the learning filter on (bench/smtp_inbound.py --targets pochta-spam):
+  # ports moved by +1000 so it runs beside the plain instance; DNS from bench/dns_local.py
+  sed -i 's/^port = 2/port = 3/' "$DIR/pochta.toml"
+  cat >>"$DIR/pochta.toml" <<'TOML'
+
+[dns]
+nameservers = ["127.0.0.2"]
+
+[screening]
+dnsbl_sites = ["zen.bench.test=127.0.0.[2..11]*3", "bl.bench.test*2"]
+dnswl_sites = ["wl.bench.test"]
+fcrdns = true
+
+[spam]
+bayes_min_trained = 20
+TOML
+  "$ROOT/.venv/bin/python" -c "
+import sys; sys.path.insert(0, '$ROOT')
+from pathlib import Path
+from tests.spam.corpus import corpus
+for sub in ('spam', 'ham'):
+    Path('$DIR/corpus', sub).mkdir(parents=True, exist_ok=True)
+for i, (data, spam) in enumerate(corpus(seed=1, count=400)):
+    Path('$DIR/corpus', 'spam' if spam else 'ham', f'{i}.eml').write_bytes(data)
+"
+  "$POCHTA" -c "$DIR/pochta.toml" spam train "$USER_ADDR" --spam "$DIR/corpus/spam" \
+    --ham "$DIR/corpus/ham"
+fi
 if [ -n "${AUTH_CACHE_SECONDS:-}" ]; then
   printf '\n[auth]\ncache_seconds = %s\n' "$AUTH_CACHE_SECONDS" >>"$DIR/pochta.toml"
 fi

@@ -19,6 +19,7 @@ Targets:
   pochta-w2 the same instance as pochta, run with ``serve --workers 2`` on 2535
   pochta-pg the same instance on PostgreSQL (a throwaway cluster, fsync on) on 2545
   pochta-sieve the same instance with an active 50-rule Sieve script, on 2555
+  pochta-spam screening and a trained learning filter (DNS from bench/dns_local.py), 2565
             (all of them move with --port-base)
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
@@ -75,17 +76,25 @@ def port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
-                  storage: dict[str, str] | None = None, sieve: Path | None = None
-                  ) -> Iterator[dict[str, str]]:
+                  storage: dict[str, str] | None = None, sieve: Path | None = None,
+                  spam: bool = False) -> Iterator[dict[str, str]]:
     """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N``; its listeners
     move by ``port - 2525`` so it can run beside the others. ``sieve``: an active script
-    for bench@example.test."""
+    for bench@example.test. ``spam``: screening (DNS lists, FCrDNS, HELO checks) and a
+    trained learning filter, DNS answered by bench/dns_local.py."""
     if not port_free(port):
         raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
-    subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True)
-    if port != 2525:
+    env = dict(os.environ, SPAM_BENCH="1") if spam else None
+    subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True,
+                   env=env)
+    dns_proc = None
+    if spam:
+        dns_proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "dns_local.py"),
+                                     "127.0.0.2", "53"])
+    start = 3525 if spam else 2525  # pochta_instance.sh moves a spam instance by 1000
+    if port != start:
         config = instance / "pochta.toml"
-        shift = port - 2525
+        shift = port - start
         config.write_text(re.sub(r"(?m)^port = (\d+)$",
                                  lambda m: f"port = {int(m.group(1)) + shift}",
                                  config.read_text()))
@@ -124,6 +133,9 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
         proc.terminate()
         proc.wait(30)
         log.close()
+        if dns_proc is not None:
+            dns_proc.terminate()
+            dns_proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -249,6 +261,9 @@ def run_matrix(args: argparse.Namespace) -> None:
                 targets[name] = stack.enter_context(pochta_server(
                     workdir / "pochta-sieve", port=base + 30,
                     sieve=ROOT / "bench" / "sieve-50-rules.sieve"))
+            elif name == "pochta-spam":
+                targets[name] = stack.enter_context(pochta_server(
+                    workdir / "pochta-spam", port=base + 40, spam=True))
             elif name == "pochta-w2":
                 targets[name] = stack.enter_context(
                     pochta_server(workdir / "pochta-w2", workers=2, port=base + 10))
@@ -317,8 +332,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
         if r["smtp_source_rc"] == 0 and r.get("t_deliver"):
             cells[key].append(r)
     labels = sorted({k[0] for k in tried},
-                    key=["pochta", "pochta-w2", "pochta-pg", "pochta-sieve", "postfix",
-                         "aiosmtpd"].index)
+                    key=["pochta", "pochta-w2", "pochta-pg", "pochta-sieve", "pochta-spam",
+                         "postfix", "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)
@@ -378,8 +393,8 @@ def main() -> None:
                         "other engineers' test suites run on the same VM)")
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
     p.add_argument("--port-base", type=int, default=2525,
-                   help="pochta's MTA port; pochta-w2, pochta-pg and pochta-sieve use +10, "
-                        "+20 and +30")
+                   help="pochta's MTA port; pochta-w2, -pg, -sieve and -spam use +10, +20, "
+                        "+30 and +40")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

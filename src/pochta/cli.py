@@ -51,7 +51,11 @@ PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
     "pochta.sieve.cli",
     "pochta.transport_security.cli",
+    "pochta.spam.cli",
 )
+
+
+from .spam.cli import INIT_SUGGESTIONS  # noqa: E402
 
 
 class CLIError(Exception):
@@ -134,6 +138,7 @@ def render_config(hostname: str, ports: dict[tuple[str, str], int], address: str
         'cert = "tls/cert.pem"',
         'key = "tls/key.pem"',
         "",
+        *INIT_SUGGESTIONS,  # commented-out spam defence (spam/cli.py)
     ]
     for (role, tls), port in ports.items():
         lines += [
@@ -576,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apop-secret-stdin", action="store_true",
                    help="read the POP3 APOP secret from standard input (empty: remove it)")
     p.set_defaults(func=cmd_user_set)
+    from .spam.cli import register_user_release  # pochta user release (spam/abuse.py)
+
+    register_user_release(usr)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
         dest="action", required=True)

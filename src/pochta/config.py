@@ -26,6 +26,8 @@ from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
 from .sieve.settings import SieveConfig
 from .sieve.settings import check as check_sieve
+from .spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamConfig
+from .spam.settings import validate as validate_spam
 from .transport_security.settings import TransportSecurityConfig
 from .transport_security.settings import check as check_transport_security
 
@@ -355,6 +357,12 @@ class Config:
         default_factory=TransportSecurityConfig,
         metadata=_doc("[transport_security]: MTA-STS, DANE, TLS-RPT (docs/transport-security.md)"),
     )
+    # spam and abuse defence (spam/settings.py, docs/spam.md)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig,
+                                       metadata=_doc("[screening]"))
+    greylist: GreylistConfig = field(default_factory=GreylistConfig, metadata=_doc("[greylist]"))
+    spam: SpamConfig = field(default_factory=SpamConfig, metadata=_doc("[spam]"))
+    abuse: AbuseConfig = field(default_factory=AbuseConfig, metadata=_doc("[abuse]"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -515,6 +523,10 @@ def _validate(cfg: Config) -> None:
 
     for problem in check_transport_security(cfg.transport_security):
         raise ConfigError(problem)
+
+    spam_problems = validate_spam(cfg.screening, cfg.greylist, cfg.spam, cfg.abuse)
+    if spam_problems:
+        raise ConfigError(spam_problems[0])
 
 
 def _validate_storage(storage: StorageConfig) -> None:

@@ -120,6 +120,23 @@ class DNSPythonResolver:
     async def a(self, name: str) -> list[str]:
         return [str(r) for r in await self._query(name, "A")]
 
+    async def a_with_ttl(self, name: str) -> tuple[list[str], int]:
+        """A records and their TTL (DNS list caches keep answers that long); a name that
+        does not exist is cached for its zone's negative TTL (RFC 2308) as known here."""
+        import dns.exception
+        import dns.resolver
+
+        try:
+            answer = await self._resolver.resolve(name, "A")
+        except dns.resolver.NXDOMAIN:
+            return [], 300
+        except dns.resolver.NoAnswer:
+            return [], 300
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+            raise TemporaryDNSError(f"A {name}: {exc}") from exc
+        ttl = answer.rrset.ttl if answer.rrset is not None else 300
+        return [str(r) for r in answer], int(ttl)
+
     async def aaaa(self, name: str) -> list[str]:
         return [str(r) for r in await self._query(name, "AAAA")]
 

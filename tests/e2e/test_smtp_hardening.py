@@ -129,7 +129,7 @@ async def test_exception_while_storing_a_message_gets_451(
 async def test_full_disk_gets_452_and_the_session_goes_on(
     running_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = running_server.ctx.store
+    store = running_server.ctx.delivery.store  # the store that delivery writes to
     real_accept = store.accept
 
     async def full(*args: Any, **kwargs: Any) -> Any:

@@ -37,6 +37,9 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
     worker: QueueWorker
 
     async def bounce(dsn: bytes, recipient: str, envelope: Envelope) -> None:
+        spam = ctx.extras.get("spam")  # bounces of a local sender count (spam/abuse.py)
+        if spam is not None:
+            await spam.bounce(recipient, dsn)
         res = await ctx.directory.resolve(recipient)
         if res is None:
             # A local domain without that user: nobody to tell (never bounce a bounce).

@@ -111,6 +111,10 @@ async def build_context(
     if srs is not None:
         ctx.directory = SRSDirectory(ctx.store, srs)
     _attach_sieve(ctx)
+    # spam and abuse defence (spam/gate.py): screening, greylisting, learning filter
+    from ..spam.gate import SpamGate
+
+    SpamGate.install(ctx)
     return ctx
 
 

@@ -36,13 +36,14 @@ from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
 from ..services.sieve import SieveRejected
-from ..services.spool import Spool
+from ..services.spool import SPAM_SCAN_LIMIT, Spool
 from ..services.submission import (
     add_missing_headers,
     from_addresses,
     owns,
     split_message,
 )
+from ..spam.gate import SpamGate
 from ..storage.interfaces import (
     Account,
     Envelope,
@@ -87,6 +88,8 @@ class SMTPHandler:
         self._spool: Spool | None = None  # the big message arriving now
         self._errors_delayed = 0  # error replies already given their tarpit delay
         self.sleep = asyncio.sleep
+        spam: SpamGate | None = ctx.extras.get("spam")  # spam/gate.py
+        self.spam = spam.session(listener.role, conn.peer_ip) if spam else None
 
     def _sasl_offer(self) -> SASLOffer:
         # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
@@ -126,6 +129,12 @@ class SMTPHandler:
         self._log("connect role=%s port=%s tls=%s", self.listener.role, self.conn.local_port,
                   self.conn.tls_active, level=logging.DEBUG)
         session = self.session
+        if self.spam is not None:  # screening (spam/gate.py) may refuse before the banner
+            refusal = await self.spam.connect(self.conn)
+            if refusal is not None:
+                self.conn.write(refusal.to_bytes())
+                await self.conn.drain()
+                return
         session.start()
         started = False
         started_at = time.monotonic()
@@ -307,6 +316,13 @@ class SMTPHandler:
                 self.session.reject(Reply(
                     451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
                 return
+        if self.spam is not None:  # screening, held accounts (spam/gate.py)
+            refusal = await self.spam.mail_from(
+                self.session.helo_name or "", event.address,
+                self.account.address if self.account else None)
+            if refusal is not None:
+                self.session.reject(refusal)
+                return
         self.session.accept()
 
     def _relay_allowed(self) -> bool:
@@ -359,6 +375,11 @@ class SMTPHandler:
             self.session.reject(Reply(554, "5.7.1",
                                       f"<{event.address}>: Relay access denied"))
             return
+        if self.spam is not None:  # greylisting (spam/gate.py)
+            refusal = await self.spam.rcpt(address, self.session.helo_name or "")
+            if refusal is not None:
+                self.session.reject(refusal)
+                return
         self.txn.recipients.append(address)
         self.session.accept()
 
@@ -452,10 +473,23 @@ class SMTPHandler:
                 if spool is not None:  # the checks rewrite headers only: keep the body
                     head = head[: len(head) - (spool.size - body_at)]
                 mailbox = verdict.mailbox or "INBOX"
+        local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
+        if self.spam is not None and not self.submission:  # rspamd, learning filter
+            # a big message is judged on its headers and first SPAM_SCAN_LIMIT body bytes,
+            # as SpamAssassin's size limit does; the verdict only touches the headers
+            sample = head if spool is None else await asyncio.to_thread(
+                spool.sample, head, body_at, SPAM_SCAN_LIMIT)
+            outcome = await self.spam.message(
+                sample, event.sender, self.txn.recipients, self.txn.local,
+                self.session.helo_name or "", None)
+            if outcome.reply is not None:
+                self.session.reject(outcome.reply)
+                return
+            head = outcome.apply(head)
+            local = outcome.targets(self.txn.local, mailbox)
         message: bytes | SpooledMessage = head if spool is None else spool.message(head,
                                                                                    body_at)
         size = len(head) if spool is None else len(head) + spool.size - body_at
-        local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
         try:
             result = await self.ctx.delivery.deliver(
                 message, envelope, local, self.txn.remote, trace, self.txn.recipients,
@@ -482,6 +516,8 @@ class SMTPHandler:
         if self.submission and self.account is not None:
             await self.ctx.message_rate.add(self.account.address)
             await self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
+            if self.spam is not None:  # compromised-account volume (spam/abuse.py)
+                await self.spam.accepted(self.account.address, len(self.txn.recipients))
         self.messages += 1
         self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
                   ",".join(f"<{r}>" for r in self.txn.recipients), size)

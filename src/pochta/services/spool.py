@@ -21,6 +21,8 @@ from pathlib import Path
 from ..storage.interfaces import SpooledMessage
 
 HEAD_LIMIT = 1024 * 1024  # a header block longer than this is treated as having no body
+# Body bytes of a spooled message that content filters see (rspamd, the learning filter).
+SPAM_SCAN_LIMIT = 512 * 1024
 
 
 class Spool:
@@ -61,6 +63,12 @@ class Spool:
     def message(self, head: bytes, body_offset: int, prefix: bytes = b"") -> SpooledMessage:
         """What the store takes: ``prefix`` + ``head`` and the body from the file."""
         return SpooledMessage(self.path, self.size - body_offset, prefix + head, body_offset)
+
+    def sample(self, head: bytes, body_offset: int, limit: int) -> bytes:
+        """``head`` and the first ``limit`` bytes of the body."""
+        with open(self.path, "rb") as f:
+            f.seek(body_offset)
+            return head + f.read(limit)
 
     async def read_all(self, head: bytes, body_offset: int) -> bytes:
         def read() -> bytes:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
 
 
@@ -485,6 +486,7 @@ class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
     SieveStore,
     TransportSecurityStore,
+    SpamStore,  # interfaces_spam.py
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

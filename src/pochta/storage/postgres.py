@@ -79,7 +79,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import postgres_sieve, postgres_transport
+from . import postgres_sieve, postgres_spam, postgres_transport
 from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
@@ -109,6 +109,7 @@ from .interfaces import (
     StoreStats,
 )
 from .postgres_sieve import PostgresSieveMixin
+from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
 from .rules import new_message_id, normalize_mailbox_name
 
@@ -236,7 +237,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 # Feature modules (postgres_base.py) bring their own migrations, after the core ones.
-MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION)
+MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
+               postgres_spam.MIGRATION)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -244,7 +246,7 @@ TABLES: tuple[str, ...] = (
     "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue", "blob_gc",
     "locks", "window_counters",
 )
-TABLES += postgres_sieve.TABLES + postgres_transport.TABLES
+TABLES += postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -426,7 +428,7 @@ class _QueueWatcher:
         self._store._queue_watchers.discard(self)
 
 
-class PostgresStore(PostgresSieveMixin, PostgresTransportSecurity):
+class PostgresStore(PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:

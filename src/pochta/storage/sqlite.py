@@ -95,6 +95,8 @@ from .rules import (
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_sieve import MIGRATIONS as SIEVE_MIGRATIONS
 from .sqlite_sieve import SQLiteSieveMixin
+from .sqlite_spam import MIGRATIONS as SPAM_MIGRATIONS
+from .sqlite_spam import SQLiteSpamMixin
 from .sqlite_transport import MIGRATIONS as TRANSPORT_MIGRATIONS
 from .sqlite_transport import SQLiteTransportSecurity
 
@@ -183,7 +185,9 @@ END;
 SCHEMA_VERSION = "4"
 
 # Migrations of the feature modules (see sqlite_base.py), applied in this order.
-FEATURE_MIGRATIONS: list[Migration] = [*SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS]
+FEATURE_MIGRATIONS: list[Migration] = [
+    *SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS, *SPAM_MIGRATIONS,
+]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
 # SQLite's extended result codes for a full disk or database (sqlite3.h).
@@ -427,7 +431,9 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 
 
-class SQLiteStore(SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteFeature):
+class SQLiteStore(
+    SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteSpamMixin, SQLiteFeature
+):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, data_dir: Path, commit_interval: float = 0.0) -> None:

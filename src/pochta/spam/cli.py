@@ -1,0 +1,168 @@
+"""``pochta spam train|explain|holds|forget`` and ``pochta user release``.
+
+    pochta spam train alice@example.org --spam ~/Maildir/.Junk --ham ~/Maildir/cur
+    pochta spam explain alice@example.org message.eml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import mailbox
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..addresses import normalize_address
+from ..storage.interfaces import MailStore
+from .abuse import AbuseGuard
+from .bayes import LearningFilter, tokenize
+
+INIT_SUGGESTIONS = [
+    "# Spam defence (docs/spam.md). Connection screening like postscreen: no DNS list",
+    "# is used unless you name it; check each list's terms of use first, e.g.",
+    "# [screening]",
+    '# dnsbl_sites = ["zen.spamhaus.org=127.0.0.[2..11]*3", "bl.spamcop.net*2"]',
+    '# dnswl_sites = ["list.dnswl.org=127.0.[0..255].[1..3]"]',
+    "# pregreet_wait = 3.0",
+    "# fcrdns = true",
+    "# [greylist]",
+    "# enabled = true",
+    "",
+]
+
+
+def _with_store(fn: Callable[[argparse.Namespace, Any, MailStore], Awaitable[int]]
+                ) -> Callable[[argparse.Namespace, Any], int]:
+    def run(args: argparse.Namespace, config: Any) -> int:
+        async def main() -> int:
+            from ..storage.sqlite import SQLiteStore
+
+            store = await SQLiteStore.open(config.data_path)
+            try:
+                return await fn(args, config, store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def read_folder(path: Path) -> Iterator[bytes]:
+    """Messages of a Maildir (a folder with cur/ and new/, or one such subfolder), an mbox
+    file, or a folder of .eml files."""
+    if path.is_file():
+        for msg in mailbox.mbox(str(path), create=False):
+            yield msg.as_bytes()
+        return
+    if (path / "cur").is_dir() or (path / "new").is_dir():
+        for sub in ("cur", "new"):
+            if (path / sub).is_dir():
+                yield from read_folder(path / sub)
+        return
+    for file in sorted(path.iterdir()):
+        if file.is_file():
+            yield file.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+async def _account_id(store: MailStore, address: str) -> int:
+    account = await store.get_account(normalize_address(address))
+    if account is None:
+        raise SystemExit(f"pochta: no account {address}")
+    return account.id
+
+
+@_with_store
+async def cmd_train(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    account_id = await _account_id(store, args.user)
+    learner = LearningFilter(store, config.spam.bayes_min_trained)
+    started = time.monotonic()
+    counts = {True: 0, False: 0}
+    for folders, spam in ((args.spam or [], True), (args.ham or [], False)):
+        for folder in folders:
+            for data in read_folder(Path(folder)):
+                if await learner.train(account_id, data, spam):
+                    counts[spam] += 1
+    nspam, nham = await store.bayes_totals(account_id)
+    print(f"learnt {counts[True]} spam and {counts[False]} ham in "
+          f"{time.monotonic() - started:.1f} s; the filter now knows {nspam} spam and {nham} "
+          f"ham (it acts from {config.spam.bayes_min_trained} of each)")
+    return 0
+
+
+@_with_store
+async def cmd_explain(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    account_id = await _account_id(store, args.user)
+    data = Path(args.message).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    learner = LearningFilter(store, 1)
+    nspam, nham = await store.bayes_totals(account_id)
+    verdict = await learner.score(account_id, data, tokenize(data))
+    if verdict.score is None or verdict.classification is None:
+        print(f"the filter of {args.user} has learnt nothing of one class yet "
+              f"({nspam} spam, {nham} ham)")
+        return 1
+    cfg = config.spam
+    where = "Junk" if verdict.score >= cfg.bayes_junk_threshold else "INBOX"
+    if nspam < cfg.bayes_min_trained or nham < cfg.bayes_min_trained:
+        where = f"INBOX (the filter acts from {cfg.bayes_min_trained} of each class)"
+    print(f"score {verdict.score:.4f} (0 ham .. 1 spam); learnt {nspam} spam, {nham} ham; "
+          f"-> {where}")
+    print("tokens that decided (spam probability):")
+    for token, prob in verdict.classification.clues[: args.top]:
+        print(f"  {prob:.3f}  {token}")
+    return 0
+
+
+@_with_store
+async def cmd_forget(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    await store.bayes_forget(await _account_id(store, args.user))
+    print(f"the learning filter of {args.user} starts over")
+    return 0
+
+
+@_with_store
+async def cmd_holds(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    for hold in await store.list_holds():
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(hold.since))
+        print(f"{hold.address}\theld since {since} UTC\t{hold.reason}")
+    return 0
+
+
+@_with_store
+async def cmd_release(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    address = normalize_address(args.address)
+    was, released = await AbuseGuard(config.abuse, store).release(address)
+    if not was:
+        print(f"{address} is not held")
+        return 1
+    print(f"{address} released; {released} queued message(s) are due now")
+    return 0
+
+
+def register(sub: Any) -> None:
+    spam = sub.add_parser("spam", help="the learning filter and held accounts").add_subparsers(
+        dest="action", required=True)
+    p = spam.add_parser("train", help="teach an account's filter from Maildir/mbox folders")
+    p.add_argument("user")
+    p.add_argument("--spam", action="append", metavar="DIR", help="spam (repeatable)")
+    p.add_argument("--ham", action="append", metavar="DIR", help="ham (repeatable)")
+    p.set_defaults(func=cmd_train)
+    p = spam.add_parser("explain", help="score a message and show the tokens that decided")
+    p.add_argument("user")
+    p.add_argument("message", help="a message file (.eml)")
+    p.add_argument("--top", type=int, default=20, help="how many tokens to show")
+    p.set_defaults(func=cmd_explain)
+    p = spam.add_parser("forget", help="drop what an account's filter learnt")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_forget)
+    spam.add_parser("holds", help="accounts held for unusual sending").set_defaults(
+        func=cmd_holds)
+
+
+def register_user_release(usr: Any) -> None:
+    """``pochta user release USER`` (added to the ``user`` group by pochta.cli)."""
+    p = usr.add_parser("release", help="lift the hold of an account held for unusual sending")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_release)

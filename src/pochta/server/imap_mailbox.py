@@ -5,12 +5,22 @@ QUOTA (RFC 9208), CLOSE, UNSELECT."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
+from ..proto.imap.errors import AlreadyExists as MailboxExists
+from ..proto.imap.errors import (
+    Cannot,
+    ImapError,
+    Nonexistent,
+    NoPerm,
+    OverQuota,
+    TooBig,
+    TryCreate,
+)
 from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
 from ..proto.imap.response import seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset
+from ..proto.imap.session import State
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
@@ -21,9 +31,7 @@ from ..storage.interfaces import (
     StorageFull,
     StoreError,
 )
-
-if TYPE_CHECKING:
-    from .imap import ImapSession
+from .imap_session import ImapSession
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
@@ -34,8 +42,6 @@ STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE
 
 
 async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
-    from .imap import State
-
     name = r.mailbox()
     qresync: tuple[int, int, str | None] | None = None
     if r.maybe_sp():
@@ -74,8 +80,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     messages = await s.store.list_messages(info.id)
     if readonly:  # EXAMINE leaves \Recent alone (§6.3.3): peek at the count only
         recent = (await s.store.mailbox_status(info.id)).recent
@@ -161,13 +166,11 @@ async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             r.paren_list()
     r.end()
     if not valid_mailbox_name(name):
-        s.no(tag, "Invalid mailbox name", "CANNOT")
-        return
+        raise Cannot("Invalid mailbox name")
     try:
         await s.store.create_mailbox(s.account_id, name, use)
     except AlreadyExists:
-        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
-        return
+        raise MailboxExists from None
     # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
     # that want it send SUBSCRIBE.
     s.ok(tag, "CREATE completed")
@@ -177,20 +180,17 @@ async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     name = r.mailbox()
     r.end()
     if name == "INBOX":
-        s.no(tag, "INBOX cannot be deleted", "CANNOT")
-        return
+        raise Cannot("INBOX cannot be deleted")
     if s.selected is not None and s.selected.info.name == name:
         s.unselect()
     try:
         await s.store.delete_mailbox(s.account_id, name)
     except NotFound:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox") from None
     except StorageFull:
-        raise  # NO [LIMIT] (ImapSession.dispatch)
+        raise  # NO [LIMIT] (store_failure)
     except StoreError as exc:
-        s.no(tag, f"Cannot delete: {exc}", "CANNOT")
-        return
+        raise Cannot(f"Cannot delete: {exc}") from exc
     s.ok(tag, "DELETE completed")
 
 
@@ -200,16 +200,13 @@ async def cmd_rename(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     new = r.mailbox()
     r.end()
     if not valid_mailbox_name(new) or new == "INBOX":
-        s.no(tag, "Invalid mailbox name", "CANNOT")
-        return
+        raise Cannot("Invalid mailbox name")
     try:
         await s.store.rename_mailbox(s.account_id, old, new)
     except NotFound:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox") from None
     except AlreadyExists:
-        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
-        return
+        raise MailboxExists from None
     s.ok(tag, "RENAME completed")
 
 
@@ -220,8 +217,7 @@ async def _subscribe(s: ImapSession, tag: str, r: Reader, on: bool) -> None:
         await s.store.set_subscribed(s.account_id, name, on)
     except NotFound:
         if on:
-            s.no(tag, "No such mailbox", "NONEXISTENT")
-            return
+            raise Nonexistent("No such mailbox") from None
     s.ok(tag, "SUBSCRIBE completed" if on else "UNSUBSCRIBE completed")
 
 
@@ -403,8 +399,7 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     s.send(await _status_items(s, info, items))
     s.ok(tag, "STATUS completed")
 
@@ -431,15 +426,12 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         data = r.string_bytes()
     r.end()
     if not data:
-        s.no(tag, "Empty message")
-        return
+        raise ImapError("Empty message")
     if len(data) > s.append_limit:
-        s.no(tag, "Message too large", "TOOBIG")
-        return
+        raise TooBig("Message too large")
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
+        raise TryCreate("No such mailbox")
     wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
     try:
         result = await s.store.accept(
@@ -447,11 +439,9 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             [LocalTarget(s.account_id, info.name, wanted, date)],
         )
     except QuotaExceeded:
-        s.no(tag, "Over quota", "OVERQUOTA")
-        return
+        raise OverQuota from None
     except NotFound:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
+        raise TryCreate from None
     new_uid = result.local_uids[0][1] if result.local_uids else 0
     await s.sync(allow_expunge=True)
     s.ok(tag, "APPEND completed", f"APPENDUID {info.uidvalidity} {new_uid}")
@@ -473,8 +463,7 @@ async def cmd_getquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     root = r.astring()
     r.end()
     if root != "":
-        s.no(tag, "No such quota root", "NONEXISTENT")
-        return
+        raise Nonexistent("No such quota root")
     s.send(await _quota_line(s))
     s.ok(tag, "GETQUOTA completed")
 
@@ -483,12 +472,11 @@ async def cmd_getquotaroot(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
     name = r.mailbox()
     r.end()
     if await s.store.get_mailbox(s.account_id, name) is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     s.send(b"* QUOTAROOT " + s.mailbox_name(name) + b' ""\r\n')
     s.send(await _quota_line(s))
     s.ok(tag, "GETQUOTAROOT completed")
 
 
 async def cmd_setquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    s.no(tag, "Quotas are set by the administrator", "NOPERM")
+    raise NoPerm("Quotas are set by the administrator")

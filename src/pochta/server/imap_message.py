@@ -8,15 +8,23 @@ import contextlib
 import logging
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap.errors import (
+    BadCharset,
+    ExpungeIssued,
+    OverQuota,
+    ReadOnly,
+    TryCreate,
+    UnknownCte,
+)
 from ..proto.imap.fetch import FetchAtt, FetchOptions, parse_fetch, render
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import seq_set
 from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import SeqSet, parse_seqset
+from ..proto.imap.session import IdleDone
 from ..storage.interfaces import (
     FlagMode,
     MailboxInfo,
@@ -25,9 +33,7 @@ from ..storage.interfaces import (
     QuotaExceeded,
     StorageFull,
 )
-
-if TYPE_CHECKING:
-    from .imap import ImapSession
+from .imap_session import CloseSession, ImapSession
 
 log = logging.getLogger("pochta.imap")
 
@@ -163,19 +169,18 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                           opts, extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
             s.send(b"".join(out))
-            s.no(tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
-            return
+            raise UnknownCte from None
         out.append(line)
         pending += len(line)
         if n % 200 == 199 or pending > 256 << 10:
             s.send(b"".join(out))
             out.clear()
             pending = 0
-            await s.conn.drain()
+            await s.flush()
     s.send(b"".join(out))
     await s.sync(allow_expunge=uid)
     if failed:
-        s.no(tag, "Some messages were expunged meanwhile", "EXPUNGEISSUED")
+        raise ExpungeIssued
     else:
         s.ok(tag, "FETCH completed")
 
@@ -209,8 +214,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     sel = _sel(s)
     if sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     wanted = frozenset(f for f in flags if f not in ("\\Recent", "\\*"))
     uids = resolve(s, seqset, uid)
     live = [u for u in uids if u not in sel.pending_expunge]
@@ -246,8 +250,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     prog = parse_search(r)
     if prog.charset not in ("UTF-8", "US-ASCII"):
-        s.no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-        return
+        raise BadCharset
     sel = _sel(s)
     if prog.uses_modseq:
         _enable_condstore(s)
@@ -310,12 +313,10 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
     r.end()
     sel = _sel(s)
     if move and sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     target = await s.store.get_mailbox(s.account_id, name)
     if target is None:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
+        raise TryCreate("No such mailbox")
     uids = [u for u in resolve(s, seqset, uid) if u not in sel.pending_expunge]
     if not uids:
         s.ok(tag, "Nothing to do")
@@ -326,8 +327,7 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
         else:
             pairs = await s.store.copy_messages(sel.info.id, uids, target.id)
     except QuotaExceeded:
-        s.no(tag, "Over quota", "OVERQUOTA")
-        return
+        raise OverQuota from None
     src = seq_set([a for a, _ in pairs]).decode()
     dst = ",".join(str(b) for _, b in pairs)
     code = f"COPYUID {target.uidvalidity} {src} {dst}" if pairs else None
@@ -357,8 +357,7 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         only = resolve(s, seqset, True)
     r.end()
     if sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     await s.sync(allow_expunge=True)  # learn the current \Deleted flags first
     if only is None:
         await s.store.expunge(sel.info.id)
@@ -374,28 +373,24 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 
 async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """The core watches for DONE (``IdleDone``); the driver waits for the client or a
+    change in the selected mailbox, whichever comes first, and reports changes at once."""
     r.end()
-    s.send(b"+ idling\r\n")
+    s.core.begin_idle(tag)
     await s.sync(allow_expunge=True)
-    await s.conn.drain()
+    await s.flush()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.idle_timeout
     reader: asyncio.Task[bytes] | None = None
     waiter: asyncio.Task[bool] | None = None
     try:
         while True:
-            line = s.framer.next_line()
-            if line is not None:
-                if line.strip().upper() == b"DONE":
-                    s.ok(tag, "IDLE terminated")
-                else:
-                    s.bad(tag, "Expected DONE")
-                return
+            event = s.core.next_event()
+            if isinstance(event, IdleDone):
+                return  # the core answered OK (DONE) or BAD
             remaining = deadline - loop.time()
             if remaining <= 0:
-                from .imap import CloseSession
-
-                s.send(b"* BYE Autologout; idle for too long\r\n")
+                s.core.bye("Autologout; idle for too long")
                 raise CloseSession
             if reader is None:
                 reader = asyncio.ensure_future(s.conn.read(None))
@@ -410,15 +405,13 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 data = reader.result()
                 reader = None
                 if not data:
-                    from .imap import CloseSession
-
                     raise CloseSession
-                s.framer.feed(data)
+                s.core.receive_data(data)
             if waiter is not None and waiter in done:
                 waiter = None
             # changes (or a periodic poll): tell the client at once
             await s.sync(allow_expunge=True)
-            await s.conn.drain()
+            await s.flush()
     finally:
         for task in (reader, waiter):
             if task is not None and not task.done():

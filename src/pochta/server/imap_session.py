@@ -1,0 +1,233 @@
+"""What IMAP command handlers work with: ``ImapSession``, one per connection, joining the
+sans-IO core (``proto/imap/session.py``: framing, state, responses) to the connection and
+the store; and ``store_failure``, the one place a store error becomes an IMAP failure.
+
+Module order (no import cycles): proto/imap → imap_session → the handler modules
+(imap_auth, imap_mailbox, imap_message, imap_sort) → imap_commands (the handler table) →
+imap (the connection loop, ``handle_imap``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..config import Listener
+from ..proto.imap.errors import ImapError, Limit, OverQuota, ServerBug
+from ..proto.imap.mutf7 import encode_mutf7
+from ..proto.imap.parser import Reader
+from ..proto.imap.response import astring
+from ..proto.imap.selected import Selected
+from ..proto.imap.session import (
+    NEED_DATA,
+    Event,
+    ImapServerSession,
+    SessionLimits,
+    State,
+)
+from ..storage.interfaces import (
+    Account,
+    ChangeWatcher,
+    QuotaExceeded,
+    StorageFull,
+    StoreError,
+)
+from .listener import Connection
+
+if TYPE_CHECKING:
+    from .app import ServerContext
+
+log = logging.getLogger("pochta.imap")
+
+# a command in progress gives the event loop back at least this often (seconds)
+YIELD_INTERVAL = 0.01
+
+
+class CloseSession(Exception):
+    """Stop the session (after LOGOUT, BYE or a lost connection)."""
+
+
+def store_failure(exc: StoreError) -> ImapError:
+    """A store error that reached the dispatcher, as the client sees it. Handlers that
+    know better (NotFound is TRYCREATE for APPEND, NONEXISTENT for SELECT) raise their own
+    ``ImapError`` before this."""
+    if isinstance(exc, StorageFull):
+        # a write failed for lack of space: temporary, and not a bug (RFC 5530 §3)
+        return Limit()
+    if isinstance(exc, QuotaExceeded):
+        return OverQuota()
+    return ServerBug("Operation failed")
+
+
+class ImapSession:
+    """The per-connection context of the handlers: the core, the connection, the store,
+    the account and the selected mailbox."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        ctx: ServerContext,
+        listener: Listener,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.store = ctx.store
+        self.listener = listener
+        limits = ctx.config.limits
+        self.idle_timeout = idle_timeout if idle_timeout is not None else limits.imap_idle_timeout
+        self.limits = ctx.config.imap
+        self.preauth_timeout = min(self.limits.preauth_timeout, self.idle_timeout)
+        self.append_limit = limits.max_message_size
+        self.core = ImapServerSession(SessionLimits(
+            preauth_max_command=self.limits.preauth_max_command,
+            max_literal=self.limits.max_literal,
+            max_command=self.limits.max_command,
+            max_literals=self.limits.max_literals,
+            append_limit=self.append_limit,
+            max_errors=limits.max_errors,
+        ))
+        self._last_yield = time.monotonic()
+        self.account: Account | None = None
+        self.selected: Selected | None = None
+        self.watcher: ChangeWatcher | None = None
+
+    # --- protocol state lives in the core ----------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.core.state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self.core.state = value
+
+    @property
+    def rev2(self) -> bool:
+        return self.core.rev2
+
+    @property
+    def utf8(self) -> bool:
+        return self.core.utf8
+
+    @property
+    def condstore(self) -> bool:
+        return self.core.condstore
+
+    @condstore.setter
+    def condstore(self, value: bool) -> None:
+        self.core.condstore = value
+
+    @property
+    def qresync(self) -> bool:
+        return self.core.qresync
+
+    @property
+    def rev1_recent(self) -> bool:
+        return not self.core.rev2
+
+    @property
+    def timeout(self) -> float:
+        """How long to wait for the client: short before login, the autologout after."""
+        if self.core.state is State.NOT_AUTHENTICATED:
+            return self.preauth_timeout
+        return self.idle_timeout
+
+    @property
+    def account_id(self) -> int:
+        assert self.account is not None
+        return self.account.id
+
+    async def pause(self) -> None:
+        """Called between messages by long commands (SEARCH, FETCH, STORE, SORT): gives
+        the event loop to other connections every YIELD_INTERVAL, so no command holds it
+        for long."""
+        now = time.monotonic()
+        if now - self._last_yield >= YIELD_INTERVAL:
+            await asyncio.sleep(0)
+            self._last_yield = time.monotonic()
+
+    # --- output (buffered in the core) ---------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.core.send(data)
+
+    def ok(self, tag: str, text: str, code: str | None = None) -> None:
+        self.core.ok(tag, text, code)
+
+    def no(self, tag: str, text: str, code: str | None = None) -> None:
+        self.core.no(tag, text, code)
+
+    def bad(self, tag: str, text: str) -> None:
+        self.core.bad(tag, text)
+
+    def write_out(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            self.conn.write(data)
+
+    async def flush(self) -> None:
+        """Write what the core holds and wait until the socket took it."""
+        self.write_out()
+        await self.conn.drain()
+
+    def mailbox_name(self, name: str) -> bytes:
+        """A mailbox name for responses: UTF-8 after ENABLE, else modified UTF-7."""
+        return astring(name if self.utf8 else encode_mutf7(name), self.utf8)
+
+    # --- input ---------------------------------------------------------------------------
+    async def read_more(self, timeout: float | None) -> None:
+        data = await self.conn.read(timeout)
+        if not data:
+            raise CloseSession
+        self.core.receive_data(data)
+
+    async def next_event(self) -> Event:
+        """The core's next event, reading from the connection as needed (AUTHENTICATE's
+        responses)."""
+        while True:
+            event = self.core.next_event()
+            if event is not NEED_DATA:
+                return event
+            await self.flush()
+            await self.read_more(self.timeout)
+
+    # --- selected-mailbox bookkeeping --------------------------------------------------
+    async def sync(self, allow_expunge: bool) -> None:
+        """Send what changed in the selected mailbox since we last looked (§7.5.1)."""
+        sel = self.selected
+        if sel is None:
+            return
+        try:
+            changes = await self.store.changes_since(sel.info.id, sel.modseq)
+        except StoreError:
+            return  # the mailbox was deleted under us; next command will see it
+        first_recent: int | None = None
+        if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
+            first_recent = await self.claim_recent(sel.info.id)
+        out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore,
+                           flush=allow_expunge, qresync=self.qresync)
+        for line in out:
+            self.send(line)
+
+    async def claim_recent(self, mailbox_id: int) -> int | None:
+        """The store's claim_recent, a write: when it fails (a full disk), reading goes on
+        without \\Recent for this session (None)."""
+        try:
+            return await self.store.claim_recent(mailbox_id)
+        except StoreError as exc:
+            log.warning("conn %s: cannot claim \\Recent in mailbox %d: %s",
+                        self.conn.conn_id, mailbox_id, exc)
+            return None
+
+    def unselect(self) -> None:
+        self.selected = None
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+
+Handler = Callable[[ImapSession, str, Reader, bool], Awaitable[None]]

@@ -57,6 +57,7 @@ async def run_session(s: ImapSession) -> None:
         s.core.timed_out()
         return
     finally:
+        s.core.connection_lost()
         if s.watcher is not None:
             s.watcher.close()
         with contextlib.suppress(ConnectionError, OSError):
@@ -81,6 +82,8 @@ async def dispatch(s: ImapSession, cmd: Command) -> None:
         # a bug must not take the connection down without a word (RFC 9051 §7.1.3)
         log.exception("IMAP command failed")
         s.core.fail(cmd.tag, ServerBug())
+    finally:
+        cmd.raw.discard_spooled()  # APPEND's temporary file, if any
     if s.state is State.LOGOUT:
         s.unselect()
 

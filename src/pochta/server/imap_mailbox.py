@@ -28,10 +28,11 @@ from ..storage.interfaces import (
     MailboxInfo,
     NotFound,
     QuotaExceeded,
+    SpooledMessage,
     StorageFull,
     StoreError,
 )
-from .imap_session import ImapSession
+from .imap_session import ImapSession, SpoolFile
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
@@ -419,15 +420,24 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         date = r.date_time()
         r.sp()
     # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal
-    if r.accept("UTF8 ("):  # UTF8=ACCEPT (RFC 6855 §4)
-        data = r.string_bytes()
+    # a big one was spooled to a temporary file as it arrived (SpoolFile), never whole
+    # in memory
+    utf8 = r.accept("UTF8 (")  # UTF8=ACCEPT (RFC 6855 §4)
+    literal = r.message()
+    if utf8:
         r.expect(")")
-    else:
-        data = r.string_bytes()
     r.end()
-    if not data:
+    data: bytes | SpooledMessage
+    if isinstance(literal, SpoolFile):
+        data = SpooledMessage(literal.path, literal.written)
+    elif isinstance(literal, bytes):
+        data = literal
+    else:
+        raise ParseError("unexpected literal")
+    size = data.size if isinstance(data, SpooledMessage) else len(data)
+    if not size:
         raise ImapError("Empty message")
-    if len(data) > s.append_limit:
+    if size > s.append_limit:
         raise TooBig("Message too large")
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:

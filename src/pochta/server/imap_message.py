@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import weakref
 from collections import OrderedDict
 
@@ -18,7 +19,16 @@ from ..proto.imap.errors import (
     TryCreate,
     UnknownCte,
 )
-from ..proto.imap.fetch import FetchAtt, FetchOptions, parse_fetch, render
+from ..proto.imap.fetch import (
+    FetchAtt,
+    FetchOptions,
+    FetchRequest,
+    parse_fetch,
+    render,
+    render_items,
+    split_streamed,
+    streamable,
+)
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import seq_set
 from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
@@ -36,6 +46,12 @@ from ..storage.interfaces import (
 from .imap_session import CloseSession, ImapSession
 
 log = logging.getLogger("pochta.imap")
+
+# FETCH sends the literals of messages bigger than this from the store in chunks
+STREAM_ABOVE = 1 << 20
+STREAM_CHUNK = 256 << 10
+HEADER_MAX = 256 << 10  # a longer header makes FETCH load the whole message
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _sel(s: ImapSession) -> Selected:
@@ -153,9 +169,22 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
+    stream = req.needs_body and streamable(req)
     for n, u in enumerate(uids):
         await s.pause()
         meta = sel.meta[u]
+        if stream and meta.size > STREAM_ABOVE:
+            if shows_flags or u in seen_set:
+                s.send(sel.announce(meta.flags))
+            s.send(b"".join(out))
+            out.clear()
+            try:
+                if await _fetch_streamed(s, sel.seq_of(u), meta, req, u in sel.recent, opts,
+                                         u in seen_set):
+                    continue
+            except NotFound:
+                failed = True  # expunged by another session meanwhile
+                continue
         part = await cache.get(s, sel.info, meta) if req.needs_body else None
         if req.needs_body and part is None:
             failed = True  # expunged by another session meanwhile
@@ -183,6 +212,50 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         raise ExpungeIssued
     else:
         s.ok(tag, "FETCH completed")
+
+
+async def _header_of(s: ImapSession, meta: MessageMeta) -> bytes | None:
+    """The header block of a stored message (with its blank line), read in chunks up to
+    HEADER_MAX; None if it is longer."""
+    buf = bytearray()
+    chunks = s.store.stream_blob(meta.blob_id, 0, min(meta.size, HEADER_MAX), chunk=64 << 10)
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            buf += chunk
+            if buf.startswith(b"\r\n"):
+                return b"\r\n"  # no header fields at all
+            end = _HEADER_END.search(buf)
+            if end is not None:
+                return bytes(buf[: end.end()])
+    return None
+
+
+async def _fetch_streamed(
+    s: ImapSession, seq: int, meta: MessageMeta, req: FetchRequest, recent: bool,
+    opts: FetchOptions, seen: bool,
+) -> bool:
+    """One FETCH response for a big message, its literals sent from the store in chunks
+    (``stream_blob``) so the message is never whole in memory; False (nothing sent) when
+    its header is too long to serve this way."""
+    header = await _header_of(s, meta)
+    if header is None:
+        return False
+    rest, streamed = split_streamed(req, meta.size, len(header))
+    items = render_items(meta, rest, header, recent, opts, extra_flags=seen,
+                         part=bs.parse(header))
+    s.send(b"* %d FETCH (" % seq + b" ".join(items))
+    for i, item in enumerate(streamed):
+        s.send((b" " if items or i else b"") + item.prefix)
+        if not item.length:
+            continue
+        await s.flush()
+        chunks = s.store.stream_blob(meta.blob_id, item.offset, item.length, chunk=STREAM_CHUNK)
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                s.send(chunk)
+                await s.flush()
+    s.send(b")\r\n")
+    return True
 
 
 # --- STORE ----------------------------------------------------------------------------

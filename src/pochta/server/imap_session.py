@@ -10,9 +10,13 @@ imap (the connection loop, ``handle_imap``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Listener
@@ -44,6 +48,30 @@ log = logging.getLogger("pochta.imap")
 
 # a command in progress gives the event loop back at least this often (seconds)
 YIELD_INTERVAL = 0.01
+
+
+class SpoolFile:
+    """A private temporary file (0600) that a big APPEND literal is written to as it
+    arrives (``LiteralSink``), then given to ``accept`` as a ``SpooledMessage``."""
+
+    def __init__(self, directory: Path, size: int) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, self.path = tempfile.mkstemp(prefix="append-", dir=directory)
+        self._file = os.fdopen(fd, "wb")
+        self.size = size
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.written += len(data)
+
+    def finish(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 class CloseSession(Exception):
@@ -89,11 +117,14 @@ class ImapSession:
             max_literals=self.limits.max_literals,
             append_limit=self.append_limit,
             max_errors=limits.max_errors,
-        ))
+        ), spool=self._spool_file)
         self._last_yield = time.monotonic()
         self.account: Account | None = None
         self.selected: Selected | None = None
         self.watcher: ChangeWatcher | None = None
+
+    def _spool_file(self, size: int) -> SpoolFile:
+        return SpoolFile(self.ctx.config.data_path / "tmp", size)
 
     # --- protocol state lives in the core ----------------------------------------------
     @property

@@ -189,6 +189,88 @@ def render(
     """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``;
     ``part``, if given, is ``bs.parse(data)`` already done (a cache).
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
+    items = render_items(meta, req, data, recent, opts, extra_flags, part)
+    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+
+# --- streaming big messages ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedItem:
+    """A FETCH item whose literal is sent from the store in chunks: ``prefix`` (e.g.
+    ``BODY[] {123}\r\n`` or ``BINARY[] ~{123}\r\n``) then the blob's octets
+    ``[offset, offset + length)``."""
+
+    prefix: bytes
+    offset: int
+    length: int
+
+
+def streamable(req: FetchRequest) -> bool:
+    """Whether every item of ``req`` can be served from the message's header alone or as
+    a byte range of the stored message (so a big message is never whole in memory):
+    BODY[], BODY[TEXT], BINARY[], RFC822, RFC822.TEXT (with partials), and the header
+    items (ENVELOPE, RFC822.HEADER, BODY[HEADER...])."""
+    for a in req.atts:
+        if not a.needs_body or a.name in ("RFC822", "RFC822.TEXT", "RFC822.HEADER",
+                                           "ENVELOPE"):
+            continue
+        if a.name in ("BODY", "BINARY") and a.section and not a.path and (
+                a.text in ("", "TEXT", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")):
+            if a.name == "BINARY" and a.text:
+                return False
+            continue
+        return False
+    return True
+
+
+def split_streamed(
+    req: FetchRequest, size: int, header_len: int
+) -> tuple[FetchRequest, list[StreamedItem]]:
+    """``req`` without its byte-range items (rendered from the header by ``render``), and
+    those items as ranges of a message of ``size`` octets whose header (with its blank
+    line) is ``header_len`` octets."""
+    rest = FetchRequest(changedsince=req.changedsince, vanished=req.vanished)
+    out: list[StreamedItem] = []
+    seen: set[str] = set()
+    for a in req.atts:
+        if a.name in ("RFC822", "RFC822.TEXT"):
+            if a.name in seen:
+                continue
+            seen.add(a.name)
+            start = 0 if a.name == "RFC822" else header_len
+            out.append(StreamedItem(b"%s {%d}\r\n" % (a.name.encode(), size - start),
+                                    start, size - start))
+        elif a.name in ("BODY", "BINARY") and a.section and a.text in ("", "TEXT"):
+            start = 0 if a.text == "" else header_len
+            total = size - start
+            origin = b""
+            if a.partial is not None:
+                lo = min(a.partial[0], total)
+                total = min(a.partial[1], total - lo)
+                start += lo
+                origin = b"<%d>" % a.partial[0]
+            # BINARY[] of a whole message is its octets (RFC 3516 §4.2); a streamed one is
+            # always sent as literal8, since it may hold NUL
+            mark = b"~" if a.name == "BINARY" else b""
+            out.append(StreamedItem(_section_name(a) + origin + b" " + mark
+                                    + b"{%d}\r\n" % total, start, total))
+        else:
+            rest.atts.append(a)
+    return rest, out
+
+
+def render_items(
+    meta: MessageMeta,
+    req: FetchRequest,
+    data: bytes | None,
+    recent: bool,
+    opts: FetchOptions,
+    extra_flags: bool = False,
+    part: bs.Part | None = None,
+) -> list[bytes]:
+    """The items of one FETCH response (``render`` wraps them)."""
     items: list[bytes] = []
     done: set[str] = set()
 
@@ -263,7 +345,7 @@ def render(
         add_once("FLAGS", _flags(meta, recent, opts))
     if opts.condstore:
         add_once("MODSEQ", b"(%d)" % meta.modseq)
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    return items
 
 
 def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
@@ -273,4 +355,5 @@ def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
     return fmt_flags(names)
 
 
-__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "parse_fetch", "render"]
+__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "StreamedItem", "parse_fetch", "render",
+           "render_items", "split_streamed", "streamable"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pochta.proto.imap.errors import ImapError
@@ -37,6 +38,7 @@ from pochta.proto.imap.framer import (
     CommandSoFar,
     Framer,
     FramingError,
+    LiteralSink,
     NeedContinuation,
     RawCommand,
     tag_of,
@@ -85,6 +87,7 @@ class SessionLimits:
     max_literals: int = 256
     append_limit: int = 50 << 20  # APPENDLIMIT: one message
     max_errors: int = 10  # BAD (and failed logins) in a row before BYE
+    spool_above: int = 1 << 20  # APPEND messages bigger than this go to a spool sink
 
 
 # --- events ----------------------------------------------------------------------------
@@ -148,10 +151,18 @@ class _Mode(enum.Enum):
 class ImapServerSession:
     """One IMAP server session: framing, state and responses, no I/O."""
 
-    def __init__(self, limits: SessionLimits | None = None) -> None:
+    def __init__(
+        self,
+        limits: SessionLimits | None = None,
+        spool: Callable[[int], LiteralSink] | None = None,
+    ) -> None:
+        """``spool(size)``: a sink for an APPEND message above ``limits.spool_above``
+        octets (the driver's temporary file), so it is never whole in memory."""
         self.limits = limits or SessionLimits()
+        self._spool_factory = spool
         self.framer = Framer(max_line=min(MAX_LINE, self.limits.preauth_max_command),
-                             literal_limit=self._literal_limit)
+                             literal_limit=self._literal_limit,
+                             spool=self._spool if spool is not None else None)
         self._state = State.NOT_AUTHENTICATED
         self._mode = _Mode.COMMAND
         self._mode_tag = ""
@@ -361,6 +372,19 @@ class ImapServerSession:
             self.fail(tag, exc)
             return None
         return Command(tag, name, uid, r, raw)
+
+    def _spool(self, so_far: CommandSoFar, size: int) -> LiteralSink | None:
+        if (self._spool_factory is None or size <= self.limits.spool_above
+                or self._state is State.NOT_AUTHENTICATED):
+            return None
+        words = so_far.first_line.split(b" ", 3)
+        if len(words) < 2 or words[1].upper() != b"APPEND":
+            return None
+        return self._spool_factory(size)
+
+    def connection_lost(self) -> None:
+        """Drop a command in progress (a spooled literal's file goes too)."""
+        self.framer.abandon()
 
     def _literal_limit(self, so_far: CommandSoFar, size: int) -> bytes | None:
         """Checked when a literal is announced, before any of it is read (RFC 7888 §4)."""

@@ -43,7 +43,8 @@ def capabilities(s: ImapSession) -> list[str]:
         "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED",
         "LIST-STATUS", "SPECIAL-USE", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC",
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
-        "UTF8=ACCEPT", "BINARY",
+        "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES", "ESORT", "PARTIAL",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

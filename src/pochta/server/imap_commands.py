@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
+from . import imap_sort as srt
 from .imap_session import Handler
 
 COMMANDS: dict[str, Handler] = {
@@ -44,4 +45,6 @@ COMMANDS: dict[str, Handler] = {
     "STORE": msg.cmd_store,
     "COPY": msg.cmd_copy,
     "MOVE": msg.cmd_move,
+    "SORT": srt.cmd_sort,
+    "THREAD": srt.cmd_thread,
 }

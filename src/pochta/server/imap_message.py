@@ -31,7 +31,14 @@ from ..proto.imap.fetch import (
 )
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import seq_set
-from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
+from ..proto.imap.search import (
+    Candidate,
+    SearchContext,
+    SearchProgram,
+    apply_partial,
+    matches,
+    parse_search,
+)
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import SeqSet, parse_seqset
 from ..proto.imap.session import IdleDone
@@ -149,6 +156,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             s.send(b"* VANISHED (EARLIER) " + seq_set(gone) + b"\r\n")
     if req.changedsince is not None:
         uids = [u for u in uids if sel.meta[u].modseq > req.changedsince]
+    if req.partial is not None:  # RFC 9394 §3.2: a window of the messages named
+        uids = apply_partial(uids, req.partial)
     opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore)
     seen_set: set[int] = set()
     if req.sets_seen and not sel.readonly:
@@ -320,15 +329,12 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 # --- SEARCH ---------------------------------------------------------------------------
 
 
-async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    prog = parse_search(r)
-    if prog.charset not in ("UTF-8", "US-ASCII"):
-        raise BadCharset
+async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
+    """The messages of the selected mailbox that match, in sequence order (with their
+    bytes when the program needed them)."""
     sel = _sel(s)
-    if prog.uses_modseq:
-        _enable_condstore(s)
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
-    hits: list[tuple[int, MessageMeta]] = []
+    hits: list[Candidate] = []
     for seq, meta in sel.messages():
         await s.pause()
         c = Candidate(seq, meta, meta.uid in sel.recent)
@@ -337,7 +343,18 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if c.data is None:
                 continue
         if matches(prog.key, c, ctx):
-            hits.append((seq, meta))
+            hits.append(c)
+    return hits
+
+
+async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    prog = parse_search(r)
+    if prog.charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset
+    sel = _sel(s)
+    if prog.uses_modseq:
+        _enable_condstore(s)
+    hits = [(c.seq, c.meta) for c in await search_hits(s, prog)]
     numbers = [m.uid if uid else seq for seq, m in hits]
     highest = max((m.modseq for _, m in hits), default=0)
     if prog.returns is None and not s.rev2:
@@ -363,6 +380,10 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     parts.append(b"ALL " + seq_set(sorted(numbers)))
             if "COUNT" in returns:
                 parts.append(b"COUNT %d" % len(numbers))
+            if prog.partial is not None:  # RFC 9394 §3.1
+                chosen = apply_partial(sorted(numbers), prog.partial)
+                parts.append(b"PARTIAL (%d:%d " % prog.partial
+                             + (seq_set(chosen) if chosen else b"NIL") + b")")
             if prog.uses_modseq and numbers and returns:
                 if set(returns) <= {"MIN", "MAX"}:
                     # only MIN/MAX: the MODSEQ of the messages returned (RFC 7162 §3.1.5)

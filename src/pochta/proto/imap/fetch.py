@@ -11,6 +11,7 @@ from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import flags as fmt_flags
 from pochta.proto.imap.response import internaldate, literal
+from pochta.proto.imap.search import parse_partial
 from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
@@ -55,6 +56,7 @@ class FetchRequest:
     atts: list[FetchAtt] = field(default_factory=list)
     changedsince: int | None = None
     vanished: bool = False
+    partial: tuple[int, int] | None = None  # the PARTIAL modifier (RFC 9394 §3.2)
 
     @property
     def needs_body(self) -> bool:
@@ -144,6 +146,9 @@ def parse_fetch(r: Reader) -> FetchRequest:
                 req.changedsince = r.number()
             elif mod == "VANISHED":
                 req.vanished = True
+            elif mod == "PARTIAL":
+                r.sp()
+                req.partial = parse_partial(r)
             else:
                 raise ParseError(f"unknown FETCH modifier {mod}")
             if r.accept(")"):
@@ -231,7 +236,8 @@ def split_streamed(
     """``req`` without its byte-range items (rendered from the header by ``render``), and
     those items as ranges of a message of ``size`` octets whose header (with its blank
     line) is ``header_len`` octets."""
-    rest = FetchRequest(changedsince=req.changedsince, vanished=req.vanished)
+    rest = FetchRequest(changedsince=req.changedsince, vanished=req.vanished,
+                        partial=req.partial)
     out: list[StreamedItem] = []
     seen: set[str] = set()
     for a in req.atts:

@@ -27,7 +27,7 @@ _FLAG_KEYS = {
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
-RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"}
 # A search program is evaluated against every message: a program of thousands of keys
 # (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
 # serves no client. Both limits answer BAD with a clear text.
@@ -46,6 +46,7 @@ class SearchProgram:
     key: Key
     charset: str = "UTF-8"
     returns: list[str] | None = None  # None: a plain SEARCH (no RETURN); [] = RETURN ()
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL lo:hi), RFC 9394
     uses_saved: bool = False
 
     @property
@@ -67,9 +68,31 @@ def _uses(k: Key, op: str) -> bool:
     return k.op == op or any(isinstance(a, Key) and _uses(a, op) for a in k.args)
 
 
+def parse_partial(r: Reader) -> tuple[int, int]:
+    """partial-range (RFC 9394 §3): ``lo:hi`` or ``-lo:-hi``, both non-zero."""
+    neg = r.accept("-")
+    lo = r.number(nonzero=True)
+    r.expect(":")
+    if neg:
+        r.expect("-")
+    hi = r.number(nonzero=True)
+    lo, hi = min(lo, hi), max(lo, hi)
+    return (-lo, -hi) if neg else (lo, hi)
+
+
+def apply_partial(numbers: list[int], rng: tuple[int, int]) -> list[int]:
+    """The results at 1-based positions lo..hi (negative: -1 is the last)."""
+    lo, hi = rng
+    if lo > 0:
+        return numbers[lo - 1 : hi]
+    n = len(numbers)
+    return numbers[max(n + hi, 0) : max(n + lo + 1, 0)]
+
+
 def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
     """After "SEARCH SP"."""
     returns: list[str] | None = None
+    partial: tuple[int, int] | None = None
     charset = "UTF-8"
     if r.accept("RETURN "):
         if not esearch_allowed:
@@ -82,6 +105,9 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
             opt = r.atom().upper()
             if opt not in RETURN_OPTIONS:
                 raise ParseError(f"unknown RETURN option {opt}")
+            if opt == "PARTIAL":
+                r.sp()
+                partial = parse_partial(r)
             returns.append(opt)
         r.sp()
     if r.accept("CHARSET "):
@@ -93,7 +119,7 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
         keys.append(_key(r, budget))
     r.end()
     key = keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
-    return SearchProgram(key, charset, returns, _uses(key, "SAVED"))
+    return SearchProgram(key, charset, returns, partial, _uses(key, "SAVED"))
 
 
 @dataclass(slots=True)

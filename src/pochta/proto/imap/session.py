@@ -71,10 +71,11 @@ COMMAND_STATES: dict[str, frozenset[State]] = {
     "GETQUOTA": AUTH, "GETQUOTAROOT": AUTH, "SETQUOTA": AUTH,
     "CHECK": SELECTED, "CLOSE": SELECTED, "UNSELECT": SELECTED, "EXPUNGE": SELECTED,
     "SEARCH": SELECTED, "FETCH": SELECTED, "STORE": SELECTED, "COPY": SELECTED,
-    "MOVE": SELECTED,
+    "MOVE": SELECTED, "SORT": SELECTED, "THREAD": SELECTED,
 }
 # commands that take the UID prefix (RFC 9051 §6.4.9, RFC 5256)
-UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"})
+UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT",
+                          "THREAD"})
 
 
 @dataclass(frozen=True, slots=True)

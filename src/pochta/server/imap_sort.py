@@ -1,0 +1,106 @@
+"""SORT (RFC 5256, SORT=DISPLAY RFC 5957, ESORT RFC 5267, PARTIAL RFC 9394) and THREAD
+(ORDEREDSUBJECT, REFERENCES). The orderings are pure (proto/imap/sort.py); this module
+finds the matching messages and reads their headers."""
+
+from __future__ import annotations
+
+from ..proto.imap import bodystructure as bs
+from ..proto.imap.errors import BadCharset
+from ..proto.imap.parser import Reader
+from ..proto.imap.search import Candidate, apply_partial
+from ..proto.imap.sort import (
+    SortItem,
+    parse_sort,
+    parse_thread,
+    render_threads,
+    seq_list,
+    sort_items,
+    thread_orderedsubject,
+    thread_references,
+)
+from ..storage.interfaces import NotFound
+from .imap_message import search_hits
+from .imap_session import ImapSession
+
+HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
+
+
+async def _header(s: ImapSession, c: Candidate) -> bs.Part | None:
+    """The message's header as a Part (the bytes SEARCH loaded, else read from the
+    store: the first HEADER_READ octets of a big message)."""
+    data = c.data
+    if data is None:
+        try:
+            if c.meta.size > HEADER_READ:
+                chunks = []
+                async for chunk in s.store.stream_blob(c.meta.blob_id, 0, HEADER_READ):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            else:
+                data = await s.store.read_blob(c.meta.blob_id)
+        except NotFound:
+            return None
+    header, _ = bs._split_header(data)
+    return bs.parse(header)
+
+
+async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
+    items: list[SortItem] = []
+    for c in hits:
+        await s.pause()
+        part = await _header(s, c)
+        if part is None:
+            continue  # expunged meanwhile
+        items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, part))
+    return items
+
+
+async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    req = parse_sort(r)
+    if req.search.charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset
+    hits = await search_hits(s, req.search)
+    # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
+    items = await _items(s, hits, uid=False)
+    ordered = sort_items(items, req.criteria)
+    numbers = [it.meta.uid if uid else it.seq for it in ordered]
+    if req.returns is None:
+        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    else:
+        returns = req.returns or ["ALL"]
+        parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
+        if uid:
+            parts.append(b"UID")
+        if numbers:
+            if "MIN" in returns:
+                parts.append(b"MIN %d" % numbers[0])
+            if "MAX" in returns:
+                parts.append(b"MAX %d" % numbers[-1])
+            if "ALL" in returns:
+                parts.append(b"ALL " + seq_list(numbers))
+        if "COUNT" in returns:
+            parts.append(b"COUNT %d" % len(numbers))
+        if req.partial is not None:
+            lo, hi = req.partial
+            chosen = apply_partial(numbers, req.partial)
+            rng = b"%d:%d" % (lo, hi)
+            parts.append(b"PARTIAL (" + rng + b" " + (seq_list(chosen) if chosen else b"NIL")
+                         + b")")
+        s.send(b" ".join(parts) + b"\r\n")
+    await s.sync(allow_expunge=uid)
+    s.ok(tag, "SORT completed")
+
+
+async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    algorithm, search = parse_thread(r)
+    if search.charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset
+    hits = await search_hits(s, search)
+    items = await _items(s, hits, uid)
+    if algorithm == "ORDEREDSUBJECT":
+        threads = thread_orderedsubject(items)
+    else:
+        threads = thread_references(items)
+    s.send(render_threads(threads))
+    await s.sync(allow_expunge=uid)
+    s.ok(tag, "THREAD completed")

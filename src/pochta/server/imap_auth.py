@@ -44,7 +44,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "LIST-STATUS", "SPECIAL-USE", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC",
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
-        "THREAD=REFERENCES", "ESORT", "PARTIAL",
+        "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
+from . import imap_metadata as md
 from . import imap_sort as srt
 from .imap_session import Handler
 
@@ -36,6 +37,8 @@ COMMANDS: dict[str, Handler] = {
     "GETQUOTA": mb.cmd_getquota,
     "GETQUOTAROOT": mb.cmd_getquotaroot,
     "SETQUOTA": mb.cmd_setquota,
+    "GETMETADATA": md.cmd_getmetadata,
+    "SETMETADATA": md.cmd_setmetadata,
     "CHECK": a.cmd_noop,  # IMAP4rev1 §6.4.1; a checkpoint is a NOOP for us
     "CLOSE": mb.cmd_close,
     "UNSELECT": mb.cmd_unselect,

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_imap import ImapStateStore
+
 
 class StoreError(Exception):
     """A store operation failed for a reason the caller can report."""
@@ -477,6 +479,7 @@ class CoordinationStore(Protocol):
 
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
+    ImapStateStore,
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -93,6 +93,8 @@ from .rules import (
     normalize_mailbox_name,
 )
 from .sqlite_base import Migration, SQLiteFeature
+from .sqlite_imap import MIGRATIONS as IMAP_MIGRATIONS
+from .sqlite_imap import SQLiteImapState
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -180,6 +182,7 @@ SCHEMA_VERSION = "4"
 
 # Migrations of the feature modules (see sqlite_base.py), applied in this order.
 FEATURE_MIGRATIONS: list[Migration] = []
+FEATURE_MIGRATIONS += IMAP_MIGRATIONS
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
 # SQLite's extended result codes for a full disk or database (sqlite3.h).
@@ -421,7 +424,7 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 
 
-class SQLiteStore(SQLiteFeature):
+class SQLiteStore(SQLiteImapState, SQLiteFeature):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, data_dir: Path, commit_interval: float = 0.0) -> None:

@@ -1,0 +1,30 @@
+"""The IMAP extensions' part of the storage contract: METADATA (RFC 5464) entries and
+SAVEDATE (RFC 8514). ``MailStore`` includes ``ImapStateStore``; every backend implements
+it and passes ``tests/storage/test_imap_state.py``.
+
+Entry names are full, lower-case paths that start with ``/private/`` (visible to their
+owner account only) or ``/shared/`` (visible to every account that sees the mailbox);
+``mailbox_id`` 0 names the server itself (RFC 5464 §3.2: server annotations). Entries
+belong to their mailbox: RENAME keeps them, DELETE drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+
+class ImapStateStore(Protocol):
+    async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
+        """Every entry of the mailbox (0: the server) that ``account_id`` sees: its own
+        ``/private/...`` entries and all ``/shared/...`` ones."""
+
+    async def set_metadata(
+        self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
+    ) -> None:
+        """Set entries (None removes one) in one transaction; ``/private/`` entries are
+        ``account_id``'s own."""
+
+    async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
+        """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),
+        POSIX seconds; messages saved before the backend recorded it are absent."""

@@ -1,0 +1,76 @@
+"""SQLite part of the IMAP extensions' storage (interfaces_imap.py): METADATA entries and
+message save dates, added by named migrations (sqlite_base.py).
+
+Save dates are recorded by a trigger on ``messages`` inserts (delivery, APPEND, COPY and
+MOVE all insert a row), so no write path of the core store changes; entries and save dates
+go with their mailbox or message by triggers too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+from .sqlite_base import Migration, SQLiteFeature
+
+MIGRATIONS = [
+    Migration("imap-1", """
+CREATE TABLE IF NOT EXISTS imap_metadata(
+    owner INTEGER NOT NULL,          -- the account for /private/ entries, 0 for /shared/
+    mailbox_id INTEGER NOT NULL,     -- 0: server entries
+    entry TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY(mailbox_id, owner, entry)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imap_savedate(
+    mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, saved REAL NOT NULL,
+    PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS imap_savedate_insert AFTER INSERT ON messages BEGIN
+    INSERT OR REPLACE INTO imap_savedate
+        VALUES (new.mailbox_id, new.uid, (julianday('now') - 2440587.5) * 86400.0);
+END;
+CREATE TRIGGER IF NOT EXISTS imap_savedate_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM imap_savedate WHERE mailbox_id = old.mailbox_id AND uid = old.uid;
+END;
+CREATE TRIGGER IF NOT EXISTS imap_metadata_mailbox_delete AFTER DELETE ON mailboxes BEGIN
+    DELETE FROM imap_metadata WHERE mailbox_id = old.id;
+END;
+"""),
+]
+
+
+class SQLiteImapState(SQLiteFeature):
+    async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
+        rows = await self._query(
+            "SELECT entry, value FROM imap_metadata WHERE mailbox_id=? AND owner IN (0, ?)",
+            (mailbox_id, account_id))
+        return {str(entry): bytes(value) for entry, value in rows}
+
+    async def set_metadata(
+        self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
+    ) -> None:
+        items = [(e.lower(), v) for e, v in values.items()]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            for entry, value in items:
+                owner = account_id if entry.startswith("/private/") else 0
+                if value is None:
+                    conn.execute("DELETE FROM imap_metadata WHERE mailbox_id=? AND owner=? "
+                                 "AND entry=?", (mailbox_id, owner, entry))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO imap_metadata VALUES (?, ?, ?, ?)",
+                                 (owner, mailbox_id, entry, value))
+
+        await self._write(write)
+
+    async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        wanted = list(uids)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self._query(
+                "SELECT uid, saved FROM imap_savedate WHERE mailbox_id=? "  # noqa: S608
+                f"AND uid IN ({marks})",  # only "?" placeholders are formatted in
+                (mailbox_id, *part))
+            out.update({int(u): float(t) for u, t in rows})
+        return out

@@ -44,7 +44,8 @@ def capabilities(s: ImapSession) -> list[str]:
         "LIST-STATUS", "SPECIAL-USE", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC",
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
-        "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA",
+        "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
+        "PREVIEW", "CREATE-SPECIAL-USE",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

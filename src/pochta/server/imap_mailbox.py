@@ -28,6 +28,7 @@ from ..storage.interfaces import (
     MailboxInfo,
     NotFound,
     QuotaExceeded,
+    SpecialUse,
     SpooledMessage,
     StorageFull,
     StoreError,
@@ -36,7 +37,13 @@ from .imap_session import ImapSession, SpoolFile
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-                "HIGHESTMODSEQ")
+                "HIGHESTMODSEQ", "MAILBOXID")
+
+
+def mailbox_id(info: MailboxInfo) -> str:
+    """OBJECTID's MAILBOXID (RFC 8474 §4): kept by RENAME (the row and its UIDVALIDITY
+    stay), never given to another mailbox (UIDVALIDITY is never reused in an account)."""
+    return f"M{info.id}-{info.uidvalidity}"
 
 
 # --- SELECT / EXAMINE -----------------------------------------------------------------
@@ -104,6 +111,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
     s.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % info.uidnext)
     s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % sel.modseq)
+    s.send(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(info).encode())
     if s.rev2:
         s.send(b"* LIST () \"/\" " + s.mailbox_name(info.name) + b"\r\n")
     if qresync is not None and qresync[0] == info.uidvalidity:
@@ -157,24 +165,36 @@ async def cmd_unselect(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     name = r.mailbox().rstrip("/")  # a trailing separator declares intent only (§6.3.4)
-    use = None
-    if r.maybe_sp():  # CREATE-SPECIAL-USE (RFC 6154 §3): accept and ignore USE
+    uses: list[str] = []
+    if r.maybe_sp():  # CREATE-SPECIAL-USE (RFC 6154 §3): (USE (\Drafts ...))
         r.expect("(")
         while not r.accept(")"):
             r.maybe_sp()
-            r.atom()
+            param = r.atom().upper()
             r.sp()
-            r.paren_list()
+            if param != "USE":
+                raise ParseError(f"unknown CREATE parameter {param}")
+            r.expect("(")
+            while not r.accept(")"):
+                r.maybe_sp()
+                uses.append(r.flag())
     r.end()
     if not valid_mailbox_name(name):
         raise Cannot("Invalid mailbox name")
+    use: SpecialUse | None = None
+    if uses:
+        known = {u.value.lower(): u for u in SpecialUse}
+        if len(uses) > 1 or uses[0].lower() not in known:
+            # one special use per mailbox here (RFC 6154 §3: NO [USEATTR])
+            raise ImapError("Unsupported special-use attribute", "USEATTR")
+        use = known[uses[0].lower()]
     try:
-        await s.store.create_mailbox(s.account_id, name, use)
+        info = await s.store.create_mailbox(s.account_id, name, use)
     except AlreadyExists:
         raise MailboxExists from None
     # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
     # that want it send SUBSCRIBE.
-    s.ok(tag, "CREATE completed")
+    s.ok(tag, "CREATE completed", f"MAILBOXID ({mailbox_id(info)})")
 
 
 async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -256,7 +276,7 @@ async def _status_items(s: ImapSession, info: MailboxInfo, items: list[str]) -> 
     values = {
         "MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "DELETED": st.deleted, "SIZE": st.size, "RECENT": st.recent,
-        "HIGHESTMODSEQ": st.highestmodseq,
+        "HIGHESTMODSEQ": st.highestmodseq, "MAILBOXID": f"({mailbox_id(info)})",
     }
     body = " ".join(f"{i} {values[i]}" for i in items)
     return b"* STATUS " + s.mailbox_name(info.name) + b" (" + body.encode() + b")\r\n"

@@ -159,6 +159,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if req.partial is not None:  # RFC 9394 §3.2: a window of the messages named
         uids = apply_partial(uids, req.partial)
     opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore)
+    if req.has("SAVEDATE") and uids:
+        opts.save_dates = await s.store.save_dates(sel.info.id, uids)
     seen_set: set[int] = set()
     if req.sets_seen and not sel.readonly:
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
@@ -335,9 +337,12 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     sel = _sel(s)
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[Candidate] = []
+    saved: dict[int, float] = {}
+    if prog.uses_savedate:
+        saved = await s.store.save_dates(sel.info.id, sel.uids)
     for seq, meta in sel.messages():
         await s.pause()
-        c = Candidate(seq, meta, meta.uid in sel.recent)
+        c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
         if prog.needs_body:
             c.data = await _load(s, meta)
             if c.data is None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import flags as fmt_flags
-from pochta.proto.imap.response import internaldate, literal
-from pochta.proto.imap.search import parse_partial
+from pochta.proto.imap.response import internaldate, literal, quoted_or_literal
+from pochta.proto.imap.search import email_id, parse_partial, text_of
 from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
@@ -26,6 +26,7 @@ _MACROS = {
 _SIMPLE = {
     "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID",
     "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "SAVEDATE", "EMAILID", "THREADID",
+    "PREVIEW",
 }
 
 
@@ -43,6 +44,8 @@ class FetchAtt:
     def needs_body(self) -> bool:
         return self.name not in ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "UID", "MODSEQ",
                                  "SAVEDATE", "EMAILID", "THREADID")
+
+
 
     @property
     def sets_seen(self) -> bool:
@@ -123,6 +126,8 @@ def _att(r: Reader) -> list[FetchAtt]:
         return [FetchAtt(base, True, path, text, headers, partial, peek)]
     if peek or name not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {name}")
+    if name == "PREVIEW" and r.accept(" (LAZY)"):  # RFC 8970 §3.1: we always compute
+        pass
     return [FetchAtt(name)]
 
 
@@ -163,6 +168,7 @@ class FetchOptions:
     utf8: bool = False  # UTF8=ACCEPT enabled: 8-bit strings may be quoted
     rev1_recent: bool = True  # show \Recent (IMAP4rev1 only)
     condstore: bool = False  # add MODSEQ (RFC 7162 §3.1.4.1)
+    save_dates: dict[int, float] = field(default_factory=dict)  # uid -> SAVEDATE (RFC 8514)
 
 
 def _section_name(a: FetchAtt) -> bytes:
@@ -318,8 +324,15 @@ def render_items(
                 "BODYSTRUCTURE", lambda p: bs.bodystructure(p, True, opts.utf8)))
         elif a.name == "BODY" and not a.section:
             add_once("BODY", memo("BODY", lambda p: bs.bodystructure(p, False, opts.utf8)))
-        elif a.name in ("SAVEDATE", "EMAILID", "THREADID"):
-            add_once(a.name, b"NIL")
+        elif a.name == "SAVEDATE":
+            add_once("SAVEDATE", internaldate(opts.save_dates.get(meta.uid, meta.internaldate)))
+        elif a.name == "EMAILID":
+            add_once("EMAILID", b"(%s)" % email_id(meta).encode())
+        elif a.name == "THREADID":
+            add_once("THREADID", b"NIL")  # RFC 8474 §5.2: no thread ids
+        elif a.name == "PREVIEW":
+            add_once("PREVIEW", memo("PREVIEW", lambda p: quoted_or_literal(
+                preview(p), opts.utf8)))
         elif a.name == "RFC822":
             add_once("RFC822", literal(data or b""))
         elif a.name == "RFC822.HEADER":
@@ -352,6 +365,20 @@ def render_items(
     if opts.condstore:
         add_once("MODSEQ", b"(%d)" % meta.modseq)
     return items
+
+
+PREVIEW_CHARS = 200  # RFC 8970 §3.2: at most 256 characters
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def preview(part: bs.Part) -> str:
+    """RFC 8970: the start of the message's text, whitespace collapsed (HTML tags
+    dropped when only HTML is there)."""
+    text = text_of(part)
+    if "<" in text and b"text/html" in part.raw[:65536].lower():
+        text = _TAGS.sub(" ", text)
+    words = " ".join(text.split())
+    return words[:PREVIEW_CHARS]
 
 
 def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:

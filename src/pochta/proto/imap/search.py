@@ -26,7 +26,8 @@ _FLAG_KEYS = {
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
-_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE",
+              "SAVEDON", "SAVEDSINCE"}
 RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"}
 # A search program is evaluated against every message: a program of thousands of keys
 # (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
@@ -56,6 +57,16 @@ class SearchProgram:
     @property
     def uses_modseq(self) -> bool:
         return _uses(self.key, "MODSEQ")
+
+    @property
+    def uses_savedate(self) -> bool:
+        return _uses(self.key, "SAVEDDATE")
+
+
+def email_id(meta: MessageMeta) -> str:
+    """OBJECTID's EMAILID (RFC 8474 §5.1): copies share their stored bytes, and so their
+    id."""
+    return f"E{meta.blob_id}"
 
 
 def _needs_body(k: Key) -> bool:
@@ -175,8 +186,16 @@ def _key(r: Reader, budget: _Budget, depth: int = 0) -> Key:
         return Key(word, (r.astring(),))
     if word in _DATE_KEYS:
         r.sp()
+        if word.startswith("SAVED"):  # RFC 8514 §4.4
+            return Key("SAVEDDATE", (word.removeprefix("SAVED"), r.date()))
         kind = "SENTDATE" if word.startswith("SENT") else "DATE"
         return Key(kind, (word.removeprefix("SENT"), r.date()))
+    if word == "SAVEDATESUPPORTED":
+        return Key("ALL")  # every mailbox records save dates
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        r.sp()
+        value = r.astring()
+        return Key(word, (value,))
     if word in ("LARGER", "SMALLER"):
         r.sp()
         return Key("SIZE", (word, r.number()))
@@ -204,6 +223,7 @@ class Candidate:
     meta: MessageMeta
     recent: bool
     data: bytes | None = None
+    save_date: float | None = None  # RFC 8514 (the internal date when unknown)
     _part: bs.Part | None = field(default=None, repr=False)
     _text: str | None = field(default=None, repr=False)
     _head: str | None = field(default=None, repr=False)
@@ -377,6 +397,15 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         which, d = k.args
         assert isinstance(d, Date)
         return _compare(str(which), _day(c.meta.internaldate), d)
+    if op == "SAVEDDATE":
+        which, d = k.args
+        assert isinstance(d, Date)
+        saved = c.save_date if c.save_date is not None else c.meta.internaldate
+        return _compare(str(which), _day(saved), d)
+    if op == "EMAILID":
+        return k.args[0] == email_id(c.meta)
+    if op == "THREADID":
+        return False  # no thread ids (THREADID NIL)
     if op == "SENTDATE":
         which, d = k.args
         assert isinstance(d, Date)

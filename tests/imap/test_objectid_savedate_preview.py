@@ -105,3 +105,24 @@ async def test_preview_rfc8970(imap_server: Server) -> None:
         assert b'PREVIEW "Body text line one."' in resp[0]
         resp = await c.cmd("FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
         assert b"\\Seen" not in joined(resp)
+
+
+async def test_append_binary_rfc3516_4_3(imap_server: Server) -> None:
+    """imaptest's append-binary: a part APPENDed with NUL octets (literal8) is served by
+    BODY[1] converted (base64), by BINARY[1] as it was."""
+    msg = (b"From: user@domain.org\r\nMime-Version: 1.0\r\n"
+           b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+           b"\r\n\x00-\x01\r\n\r\n")
+    async with connect(imap_server) as c:
+        await c.login()
+        resp = await c.cmd(b"APPEND INBOX ~{%d+}\r\n" % len(msg) + msg)
+        assert st(resp).startswith(b"OK")
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("FETCH 1 (BODY.PEEK[1])")
+        assert b"\x00" not in joined(resp) and b"AC0BDQoNCg==" in joined(resp)
+        c.n += 1
+        c.send(b"t%d FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])\r\n" % c.n)
+        data = b""
+        while b"t%d OK" % c.n not in data:
+            data += await c.reader.read(4096)
+        assert b"BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n\x00-\x01\r\n\r\n" in data

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import AlreadyExists as MailboxExists
 from ..proto.imap.errors import (
     Cannot,
@@ -451,7 +452,7 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if isinstance(literal, SpoolFile):
         data = SpooledMessage(literal.path, literal.written)
     elif isinstance(literal, bytes):
-        data = literal
+        data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)
     else:
         raise ParseError("unexpected literal")
     size = data.size if isinstance(data, SpooledMessage) else len(data)

@@ -466,3 +466,36 @@ def bodystructure(part: Part, extended: bool = True, utf8: bool = False) -> byte
         fields += [nstring(part.header_value("Content-MD5")), _disposition(part),
                    _language(part), nstring(part.header_value("Content-Location"))]
     return b"(" + b" ".join(fields) + b")"
+
+
+# --- APPEND of binary content (RFC 3516 §4.3) -----------------------------------------
+
+_CTE_LINE = re.compile(rb"(?im)^content-transfer-encoding:[^\r\n]*(\r?\n[ \t][^\r\n]*)*\r?\n")
+
+
+def _leaves(part: Part) -> list[Part]:
+    if part.is_multipart:
+        return [leaf for c in part.children for leaf in _leaves(c)]
+    if part.message is not None:
+        return _leaves(part.message)
+    return [part]
+
+
+def encode_binary_parts(data: bytes) -> bytes:
+    """A message APPENDed with NUL octets (a literal8) cannot be sent in a plain literal,
+    so BODY[] could not return it: every part whose body holds NUL gets base64 with its
+    Content-Transfer-Encoding changed (as Dovecot does); BINARY[] still returns the
+    original octets. Messages without NUL come back unchanged."""
+    if b"\x00" not in data:
+        return data
+    for leaf in _leaves(parse(data)):
+        if b"\x00" not in leaf.body:
+            continue
+        encoded = base64.encodebytes(leaf.body).replace(b"\n", b"\r\n")
+        header = _CTE_LINE.sub(b"", leaf.header)
+        end = len(header) - (2 if header.endswith(b"\r\n") else 1)
+        header = header[:end] + b"Content-Transfer-Encoding: base64\r\n" + header[end:]
+        old = leaf.header + leaf.body
+        if old in data:
+            data = data.replace(old, header + encoded, 1)
+    return data

@@ -45,7 +45,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
-        "PREVIEW", "CREATE-SPECIAL-USE",
+        "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

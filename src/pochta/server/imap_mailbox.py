@@ -5,6 +5,7 @@ QUOTA (RFC 9208), CLOSE, UNSELECT."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import AlreadyExists as MailboxExists
@@ -13,7 +14,6 @@ from ..proto.imap.errors import (
     ImapError,
     Nonexistent,
     NoPerm,
-    OverQuota,
     TooBig,
     TryCreate,
 )
@@ -28,7 +28,6 @@ from ..storage.interfaces import (
     LocalTarget,
     MailboxInfo,
     NotFound,
-    QuotaExceeded,
     SpecialUse,
     SpooledMessage,
     StorageFull,
@@ -429,9 +428,16 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 # --- APPEND ---------------------------------------------------------------------------
 
 
-async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    name = r.mailbox()
-    r.sp()
+@dataclass(slots=True)
+class _Upload:
+    """One message of an APPEND (MULTIAPPEND: several)."""
+
+    flags: frozenset[str]
+    date: float | None
+    data: bytes | SpooledMessage
+
+
+def _message(r: Reader) -> _Upload:
     flags: list[str] = []
     date: float | None = None
     if r.peek() == "(":
@@ -440,14 +446,12 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if r.peek() == '"':
         date = r.date_time()
         r.sp()
-    # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal
-    # a big one was spooled to a temporary file as it arrived (SpoolFile), never whole
-    # in memory
+    # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal; a big one was spooled to
+    # a temporary file as it arrived (SpoolFile), never whole in memory
     utf8 = r.accept("UTF8 (")  # UTF8=ACCEPT (RFC 6855 §4)
     literal = r.message()
     if utf8:
         r.expect(")")
-    r.end()
     data: bytes | SpooledMessage
     if isinstance(literal, SpoolFile):
         data = SpooledMessage(literal.path, literal.written)
@@ -455,27 +459,44 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)
     else:
         raise ParseError("unexpected literal")
-    size = data.size if isinstance(data, SpooledMessage) else len(data)
-    if not size:
-        raise ImapError("Empty message")
-    if size > s.append_limit:
-        raise TooBig("Message too large")
+    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+    return _Upload(wanted, date, data)
+
+
+async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """APPEND, and MULTIAPPEND (RFC 3502): all the messages or none."""
+    name = r.mailbox()
+    r.sp()
+    uploads = [_message(r)]
+    while r.maybe_sp():
+        uploads.append(_message(r))
+    r.end()
+    for up in uploads:
+        size = up.data.size if isinstance(up.data, SpooledMessage) else len(up.data)
+        if not size:
+            raise ImapError("Empty message")
+        if size > s.append_limit:
+            raise TooBig("Message too large")
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
         raise TryCreate("No such mailbox")
-    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+    uids: list[int] = []
     try:
-        result = await s.store.accept(
-            data, Envelope(sender=""),
-            [LocalTarget(s.account_id, info.name, wanted, date)],
-        )
-    except QuotaExceeded:
-        raise OverQuota from None
-    except NotFound:
-        raise TryCreate from None
-    new_uid = result.local_uids[0][1] if result.local_uids else 0
+        for up in uploads:
+            result = await s.store.accept(
+                up.data, Envelope(sender=""),
+                [LocalTarget(s.account_id, info.name, up.flags, up.date)],
+            )
+            uids.append(result.local_uids[0][1] if result.local_uids else 0)
+    except StoreError as exc:
+        if uids:  # MULTIAPPEND is atomic (RFC 3502 §6.3.11): take back what went in
+            await s.store.expunge(info.id, uids)
+        if isinstance(exc, NotFound):
+            raise TryCreate from None
+        raise
     await s.sync(allow_expunge=True)
-    s.ok(tag, "APPEND completed", f"APPENDUID {info.uidvalidity} {new_uid}")
+    s.ok(tag, "APPEND completed",
+         f"APPENDUID {info.uidvalidity} {seq_set(uids).decode()}")
 
 
 # --- QUOTA (RFC 9208) -----------------------------------------------------------------

@@ -83,6 +83,7 @@ class CommandSoFar:
     literals: int  # literals already read
     size: int  # bytes so far: command text and literals
     largest: int  # the largest literal so far (0 if none)
+    spooled: int = 0  # bytes of literals written to a sink (not in memory)
 
 
 def tag_of(line: bytes) -> bytes:
@@ -114,6 +115,7 @@ class Framer:
     _line_bytes: int = 0  # command text so far (literals excluded)
     _literal_bytes: int = 0  # literals so far
     _largest: int = 0  # the largest literal so far
+    _spooled_bytes: int = 0
     _discarding: bool = False  # skipping the rest of an over-long line
     _sink_size: int = 0
 
@@ -161,6 +163,7 @@ class Framer:
                 self._spooled.append((len(self._literals), self._sink))
                 self._literals.append(b"")
                 self._largest = max(self._largest, self._sink_size)
+                self._spooled_bytes += self._sink_size
                 self._sink = None
                 self._literal_wanted = -1
                 continue
@@ -212,7 +215,8 @@ class Framer:
             refusal = None
             if self.literal_limit is not None:
                 so_far = CommandSoFar(first, len(self._literals),
-                                      self._line_bytes + self._literal_bytes, self._largest)
+                                      self._line_bytes + self._literal_bytes, self._largest,
+                                      self._spooled_bytes)
                 refusal = self.literal_limit(so_far, size)
             if refusal is not None:
                 self._reset()
@@ -224,7 +228,8 @@ class Framer:
             self._literal_wanted = size
             if self.spool is not None and size:
                 so_far = CommandSoFar(first, len(self._literals),
-                                      self._line_bytes + self._literal_bytes, self._largest)
+                                      self._line_bytes + self._literal_bytes, self._largest,
+                                      self._spooled_bytes)
                 self._sink = self.spool(so_far, size)
                 self._sink_size = size
             if sync:
@@ -247,3 +252,4 @@ class Framer:
         self._line_bytes = 0
         self._literal_bytes = 0
         self._largest = 0
+        self._spooled_bytes = 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,8 @@ from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import tagged
 
 MAX_LINE = 65536  # command text after login, literals excluded
+# "tag APPEND {n}": APPEND's first literal is its mailbox name, not a message
+_APPEND_NAME = re.compile(rb"[^ ]+ APPEND ~?\{", re.IGNORECASE)
 
 
 class State(enum.Enum):
@@ -89,7 +92,8 @@ class SessionLimits:
     max_literals: int = 256
     append_limit: int = 50 << 20  # APPENDLIMIT: one message
     max_errors: int = 10  # BAD (and failed logins) in a row before BYE
-    spool_above: int = 1 << 20  # APPEND messages bigger than this go to a spool sink
+    spool_above: int = 65536  # APPEND messages bigger than this go to a spool sink
+    max_append_total: int = 200 << 20  # all messages of one (MULTI)APPEND together
 
 
 # --- events ----------------------------------------------------------------------------
@@ -400,8 +404,21 @@ class ImapServerSession:
             return None
         words = so_far.first_line.split(b" ", 3)
         command = words[1].upper() if len(words) > 1 else b""
+        mailbox_literal = so_far.literals == 0 and _APPEND_NAME.match(so_far.first_line)
+        if command == b"APPEND" and self._spool_factory is not None and not mailbox_literal:
+            # MULTIAPPEND (RFC 3502): each message up to APPENDLIMIT; those above
+            # spool_above go to disk, so only the small ones count as command bytes
+            if size > lim.append_limit:
+                return b"NO [TOOBIG] Message exceeds APPENDLIMIT %d" % lim.append_limit
+            if so_far.size + size > lim.max_append_total:
+                return b"NO [TOOBIG] Messages exceed %d octets in total" % lim.max_append_total
+            if size > lim.spool_above:
+                return None
+            if so_far.size - so_far.spooled + size > lim.max_command:
+                return b"BAD [TOOBIG] Command too large"
+            return None
         big = so_far.largest if so_far.largest > lim.max_literal else 0  # APPEND's message
-        if command == b"APPEND" and size > lim.max_literal and not big:
+        if command == b"APPEND" and size > lim.max_literal and not big and not mailbox_literal:
             if size > lim.append_limit:
                 # RFC 7889 / RFC 9051 §7.1: refuse before the client uploads it
                 return b"NO [TOOBIG] Message exceeds APPENDLIMIT %d" % lim.append_limit

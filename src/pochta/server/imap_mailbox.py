@@ -33,6 +33,7 @@ from ..storage.interfaces import (
     StorageFull,
     StoreError,
 )
+from .imap_catenate import CatPart, catenate
 from .imap_session import ImapSession, SpoolFile
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -435,6 +436,7 @@ class _Upload:
     flags: frozenset[str]
     date: float | None
     data: bytes | SpooledMessage
+    parts: list[CatPart] | None = None  # CATENATE (RFC 4469), resolved after parsing
 
 
 def _message(r: Reader) -> _Upload:
@@ -446,6 +448,26 @@ def _message(r: Reader) -> _Upload:
     if r.peek() == '"':
         date = r.date_time()
         r.sp()
+    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+    if r.accept("CATENATE ("):
+        parts: list[CatPart] = []
+        while not r.accept(")"):
+            if parts:
+                r.sp()
+            kind = r.atom().upper()
+            r.sp()
+            if kind == "TEXT":
+                text = r.message()
+                if not isinstance(text, bytes | SpoolFile):
+                    raise ParseError("unexpected literal")
+                parts.append(("TEXT", text))
+            elif kind == "URL":
+                parts.append(("URL", r.astring()))
+            else:
+                raise ParseError(f"unknown CATENATE part {kind}")
+        if not parts:
+            raise ParseError("empty CATENATE")
+        return _Upload(wanted, date, b"", parts)
     # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal; a big one was spooled to
     # a temporary file as it arrived (SpoolFile), never whole in memory
     utf8 = r.accept("UTF8 (")  # UTF8=ACCEPT (RFC 6855 §4)
@@ -459,7 +481,6 @@ def _message(r: Reader) -> _Upload:
         data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)
     else:
         raise ParseError("unexpected literal")
-    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
     return _Upload(wanted, date, data)
 
 
@@ -471,15 +492,18 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     while r.maybe_sp():
         uploads.append(_message(r))
     r.end()
+    info = await s.store.get_mailbox(s.account_id, name)
+    if info is None:
+        raise TryCreate("No such mailbox")
+    for up in uploads:
+        if up.parts is not None:
+            up.data = await catenate(s, up.parts)
     for up in uploads:
         size = up.data.size if isinstance(up.data, SpooledMessage) else len(up.data)
         if not size:
             raise ImapError("Empty message")
         if size > s.append_limit:
             raise TooBig("Message too large")
-    info = await s.store.get_mailbox(s.account_id, name)
-    if info is None:
-        raise TryCreate("No such mailbox")
     uids: list[int] = []
     try:
         for up in uploads:

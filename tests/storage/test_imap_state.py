@@ -75,3 +75,15 @@ async def test_save_dates_for_delivery_copy_and_move(store: MailStore) -> None: 
     moved = await store.move_messages(inbox.id, [1], archive.id)
     assert set(await store.save_dates(archive.id, [moved[0][1]])) == {moved[0][1]}
     assert await store.save_dates(inbox.id, [1]) == {}
+
+
+async def test_read_blobs_in_batches(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    ids = []
+    for n in range(3):
+        body = b"Subject: %d\r\n\r\n" % n + b"x" * (n * 100_000)  # inline and segment blobs
+        ids.append((await store.accept(body, ENV, [LocalTarget(a)])).blob_id)
+    got = await store.read_blobs([*ids, ids[0], 999_999])
+    assert set(got) == set(ids)
+    for blob_id in ids:
+        assert got[blob_id] == await store.read_blob(blob_id)

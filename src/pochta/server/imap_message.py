@@ -54,6 +54,9 @@ from .imap_session import CloseSession, ImapSession
 
 log = logging.getLogger("pochta.imap")
 
+# SEARCH (and SORT, THREAD) read messages up to BATCH_MAX_SIZE in batches of BATCH
+BATCH = 500
+BATCH_MAX_SIZE = 64 << 10
 # FETCH sends the literals of messages bigger than this from the store in chunks
 STREAM_ABOVE = 1 << 20
 STREAM_CHUNK = 256 << 10
@@ -340,15 +343,24 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     saved: dict[int, float] = {}
     if prog.uses_savedate:
         saved = await s.store.save_dates(sel.info.id, sel.uids)
-    for seq, meta in sel.messages():
-        await s.pause()
-        c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
-        if prog.needs_body:
-            c.data = await _load(s, meta)
-            if c.data is None:
-                continue
-        if matches(prog.key, c, ctx):
-            hits.append(c)
+    messages = sel.messages()
+    for start in range(0, len(messages), BATCH):
+        batch = messages[start : start + BATCH]
+        blobs: dict[int, bytes] = {}
+        if prog.needs_body:  # small messages in one store call per batch
+            blobs = await s.store.read_blobs(
+                [m.blob_id for _, m in batch if m.size <= BATCH_MAX_SIZE])
+        for seq, meta in batch:
+            await s.pause()
+            c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
+            if prog.needs_body:
+                c.data = blobs.get(meta.blob_id)
+                if c.data is None:
+                    c.data = await _load(s, meta)
+                if c.data is None:
+                    continue
+            if matches(prog.key, c, ctx):
+                hits.append(c)
     return hits
 
 

@@ -9,6 +9,7 @@ from ..proto.imap.errors import BadCharset
 from ..proto.imap.parser import Reader
 from ..proto.imap.search import Candidate, apply_partial
 from ..proto.imap.sort import (
+    Headers,
     SortItem,
     parse_sort,
     parse_thread,
@@ -19,13 +20,13 @@ from ..proto.imap.sort import (
     thread_references,
 )
 from ..storage.interfaces import NotFound
-from .imap_message import search_hits
+from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession
 
 HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
 
 
-async def _header(s: ImapSession, c: Candidate) -> bs.Part | None:
+async def _header(s: ImapSession, c: Candidate) -> Headers | None:
     """The message's header as a Part (the bytes SEARCH loaded, else read from the
     store: the first HEADER_READ octets of a big message)."""
     data = c.data
@@ -41,17 +42,23 @@ async def _header(s: ImapSession, c: Candidate) -> bs.Part | None:
         except NotFound:
             return None
     header, _ = bs._split_header(data)
-    return bs.parse(header)
+    return Headers(header)
 
 
 async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
     items: list[SortItem] = []
-    for c in hits:
-        await s.pause()
-        part = await _header(s, c)
-        if part is None:
-            continue  # expunged meanwhile
-        items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, part))
+    for start in range(0, len(hits), BATCH):
+        batch = hits[start : start + BATCH]
+        blobs = await s.store.read_blobs([c.meta.blob_id for c in batch if c.data is None
+                                          and c.meta.size <= BATCH_MAX_SIZE])
+        for c in batch:
+            await s.pause()
+            if c.data is None and c.meta.blob_id in blobs:
+                c.data = blobs[c.meta.blob_id]
+            part = await _header(s, c)
+            if part is None:
+                continue  # expunged meanwhile
+            items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, part))
     return items
 
 

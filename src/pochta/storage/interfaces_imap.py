@@ -25,6 +25,10 @@ class ImapStateStore(Protocol):
         """Set entries (None removes one) in one transaction; ``/private/`` entries are
         ``account_id``'s own."""
 
+    async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
+        """Many messages' bytes at once (SORT, THREAD, SEARCH over a big mailbox), each
+        checked like ``read_blob``; ids that do not exist are absent from the result."""
+
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),
         POSIX seconds; messages saved before the backend recorded it are absent."""

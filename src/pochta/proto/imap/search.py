@@ -228,6 +228,37 @@ class Candidate:
     _text: str | None = field(default=None, repr=False)
     _head: str | None = field(default=None, repr=False)
     _fields: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _headers: bs.Headers | None = field(default=None, repr=False)
+    _header_bytes: bytes | None = field(default=None, repr=False)
+    _lower: bytes | None = field(default=None, repr=False)
+
+    @property
+    def header_bytes(self) -> bytes:
+        if self._header_bytes is None:
+            self._header_bytes = bs._split_header(self.data or b"")[0]
+        return self._header_bytes
+
+    @property
+    def headers(self) -> bs.Headers:
+        """The header fields alone (no MIME parse)."""
+        if self._headers is None:
+            self._headers = bs.Headers(self.header_bytes)
+        return self._headers
+
+    def cannot_contain(self, needle: str) -> bool:
+        """A quick no for BODY/TEXT: an ASCII needle absent from a message that is plain
+        ASCII without encoded words or transfer encodings cannot be in its decoded text
+        either (decoding such a message changes nothing)."""
+        if not needle.isascii():
+            return False
+        if self._lower is None:
+            data = self.data or b""
+            plain = data.isascii() and b"=?" not in data
+            low = data.lower()
+            if plain and (b"base64" in low or b"quoted-printable" in low or b"utf-7" in low):
+                plain = False
+            self._lower = low if plain else b""
+        return bool(self._lower) and needle.lower().encode() not in self._lower
 
     @property
     def part(self) -> bs.Part:
@@ -249,7 +280,7 @@ class Candidate:
         key = name.upper()
         texts = self._fields.get(key)
         if texts is None:
-            values = self.part.header_values(name)
+            values = self.headers.header_values(name)
             if key in _ADDRESS_HEADERS:
                 values = [v + "\n" + " ".join(
                     f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
@@ -261,7 +292,7 @@ class Candidate:
     def head(self) -> str:
         """The decoded header, case-folded (TEXT)."""
         if self._head is None:
-            self._head = _decode(self.part.header.decode("utf-8", "replace")).casefold()
+            self._head = _decode(self.header_bytes.decode("utf-8", "replace")).casefold()
         return self._head
 
 
@@ -318,7 +349,7 @@ def _compare(op: str, day: tuple[int, int, int], d: Date) -> bool:
     return day >= d.ordinal()  # SINCE
 
 
-def _sent_day(part: bs.Part) -> tuple[int, int, int] | None:
+def _sent_day(part: bs.Headers) -> tuple[int, int, int] | None:
     value = part.header_value("Date")
     if not value:
         return None
@@ -409,7 +440,7 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
     if op == "SENTDATE":
         which, d = k.args
         assert isinstance(d, Date)
-        day = _sent_day(c.part)
+        day = _sent_day(c.headers)
         return day is not None and _compare(str(which), day, d)
     if op == "HEADER":
         name, needle = (str(x) for x in k.args)
@@ -419,8 +450,12 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         folded = needle.casefold()
         return any(folded in t for t in texts)
     if op == "BODY":
+        if c.cannot_contain(str(k.args[0])):
+            return False
         return str(k.args[0]).casefold() in c.text
     if op == "TEXT":
+        if c.cannot_contain(str(k.args[0])):
+            return False
         needle = str(k.args[0]).casefold()
         return needle in c.head or needle in c.text
     raise AssertionError(op)

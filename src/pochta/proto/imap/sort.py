@@ -146,8 +146,10 @@ def base_subject(subject: str) -> tuple[str, bool]:
 
 # --- sort keys -------------------------------------------------------------------------
 
+Headers = bs.Headers
 
-def _first_address(part: bs.Part, name: str) -> bs.Address | None:
+
+def _first_address(part: Headers, name: str) -> bs.Address | None:
     value = part.header_value(name)
     if not value:
         return None
@@ -155,12 +157,12 @@ def _first_address(part: bs.Part, name: str) -> bs.Address | None:
     return addrs[0] if addrs else None
 
 
-def _mailbox_key(part: bs.Part, name: str) -> str:
+def _mailbox_key(part: Headers, name: str) -> str:
     a = _first_address(part, name)
     return (a.mailbox or "").upper() if a is not None else ""
 
 
-def _display_key(part: bs.Part, name: str) -> str:
+def _display_key(part: Headers, name: str) -> str:
     """RFC 5957 §4: the display-name of the first address, else its addr-spec."""
     a = _first_address(part, name)
     if a is None:
@@ -170,7 +172,7 @@ def _display_key(part: bs.Part, name: str) -> str:
     return f"{a.mailbox or ''}@{a.host or ''}".upper()
 
 
-def sent_date(part: bs.Part, meta: MessageMeta) -> float:
+def sent_date(part: Headers, meta: MessageMeta) -> float:
     """The Date: header in UTC seconds; the internal date when missing or invalid
     (RFC 5256 §2.2)."""
     value = part.header_value("Date")
@@ -190,7 +192,7 @@ class SortItem:
 
     seq: int
     meta: MessageMeta
-    header: bs.Part
+    header: Headers
     _keys: dict[str, object] = field(default_factory=dict)
 
     def key(self, name: str) -> object:

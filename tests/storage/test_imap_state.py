@@ -87,3 +87,18 @@ async def test_read_blobs_in_batches(store: MailStore) -> None:  # noqa: F811
     assert set(got) == set(ids)
     for blob_id in ids:
         assert got[blob_id] == await store.read_blob(blob_id)
+
+
+async def test_sort_keys_kept_per_blob(store: MailStore) -> None:  # noqa: F811
+    from pochta.storage.interfaces_imap import SortKeys
+
+    a, _ = await _two_accounts(store)
+    blob = (await store.accept(MSG, ENV, [LocalTarget(a)])).blob_id
+    assert await store.get_sort_keys([blob]) == {}
+    keys = SortKeys(None, "HELLO", True, "BOB", "ALICE", "", "BOB B", "ALICE", "<m@x>",
+                    "<a@x> <b@x>")
+    await store.put_sort_keys({blob: keys, 999_999: keys})  # a blob that does not exist
+    assert await store.get_sort_keys([blob, 999_999]) == {blob: keys}
+    dated = SortKeys(1.5, "", False, "", "", "", "", "", "", "")
+    await store.put_sort_keys({blob: dated})
+    assert (await store.get_sort_keys([blob]))[blob] == dated

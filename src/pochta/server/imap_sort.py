@@ -4,6 +4,8 @@ finds the matching messages and reads their headers."""
 
 from __future__ import annotations
 
+import logging
+
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
 from ..proto.imap.parser import Reader
@@ -11,6 +13,7 @@ from ..proto.imap.search import Candidate, apply_partial
 from ..proto.imap.sort import (
     Headers,
     SortItem,
+    compute_sort_keys,
     parse_sort,
     parse_thread,
     render_threads,
@@ -19,16 +22,19 @@ from ..proto.imap.sort import (
     thread_orderedsubject,
     thread_references,
 )
-from ..storage.interfaces import NotFound
+from ..storage.interfaces import NotFound, StoreError
+from ..storage.interfaces_imap import SortKeys
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession
+
+log = logging.getLogger("pochta.imap")
 
 HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
 
 
 async def _header(s: ImapSession, c: Candidate) -> Headers | None:
-    """The message's header as a Part (the bytes SEARCH loaded, else read from the
-    store: the first HEADER_READ octets of a big message)."""
+    """The message's header (the bytes SEARCH loaded, else read from the store: the first
+    HEADER_READ octets of a big message)."""
     data = c.data
     if data is None:
         try:
@@ -46,19 +52,33 @@ async def _header(s: ImapSession, c: Candidate) -> Headers | None:
 
 
 async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
+    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
+    of a big mailbox reads each header once, not every time)."""
     items: list[SortItem] = []
     for start in range(0, len(hits), BATCH):
         batch = hits[start : start + BATCH]
-        blobs = await s.store.read_blobs([c.meta.blob_id for c in batch if c.data is None
+        known = await s.store.get_sort_keys([c.meta.blob_id for c in batch])
+        missing = [c for c in batch if c.meta.blob_id not in known]
+        blobs = await s.store.read_blobs([c.meta.blob_id for c in missing if c.data is None
                                           and c.meta.size <= BATCH_MAX_SIZE])
-        for c in batch:
+        new: dict[int, SortKeys] = {}
+        for c in missing:
             await s.pause()
             if c.data is None and c.meta.blob_id in blobs:
                 c.data = blobs[c.meta.blob_id]
-            part = await _header(s, c)
-            if part is None:
-                continue  # expunged meanwhile
-            items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, part))
+            header = await _header(s, c)
+            if header is not None:
+                new[c.meta.blob_id] = compute_sort_keys(header)
+        if new:
+            try:
+                await s.store.put_sort_keys(new)
+            except StoreError as exc:  # a full disk: sort anyway, remember nothing
+                log.warning("cannot keep sort keys: %s", exc)
+        known.update(new)
+        for c in batch:
+            keys = known.get(c.meta.blob_id)
+            if keys is not None:  # else expunged meanwhile
+                items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
     return items
 
 

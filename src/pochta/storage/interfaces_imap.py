@@ -11,7 +11,25 @@ belong to their mailbox: RENAME keeps them, DELETE drops them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SortKeys:
+    """What SORT and THREAD (RFC 5256, 5957) need of one message, computed once from its
+    header and kept by the store, keyed by blob (copies share them)."""
+
+    date: float | None  # the Date: field in UTC seconds; None when missing or invalid
+    subject: str  # base subject (RFC 5256 §2.1), upper case
+    reply: bool  # the subject was a reply or forward
+    from_: str  # addr-mailbox of the first From address, upper case
+    to: str
+    cc: str
+    display_from: str  # RFC 5957
+    display_to: str
+    message_id: str  # "<...>" or ""
+    references: str  # message ids of References (else In-Reply-To), space separated
 
 
 class ImapStateStore(Protocol):
@@ -28,6 +46,12 @@ class ImapStateStore(Protocol):
     async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Many messages' bytes at once (SORT, THREAD, SEARCH over a big mailbox), each
         checked like ``read_blob``; ids that do not exist are absent from the result."""
+
+    async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
+        """The stored keys of these blobs (absent: not computed yet)."""
+
+    async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
+        """Keep keys computed by the caller; they go when their blob goes."""
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),

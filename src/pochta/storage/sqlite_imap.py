@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
+from .interfaces_imap import SortKeys
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -38,6 +39,16 @@ CREATE TRIGGER IF NOT EXISTS imap_savedate_delete AFTER DELETE ON messages BEGIN
 END;
 CREATE TRIGGER IF NOT EXISTS imap_metadata_mailbox_delete AFTER DELETE ON mailboxes BEGIN
     DELETE FROM imap_metadata WHERE mailbox_id = old.id;
+END;
+"""),
+    Migration("imap-2", """
+CREATE TABLE IF NOT EXISTS imap_sortkeys(
+    blob_id INTEGER PRIMARY KEY,
+    date REAL, subject TEXT NOT NULL, reply INTEGER NOT NULL, from_ TEXT NOT NULL,
+    to_ TEXT NOT NULL, cc TEXT NOT NULL, display_from TEXT NOT NULL,
+    display_to TEXT NOT NULL, message_id TEXT NOT NULL, refs TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS imap_sortkeys_blob_delete AFTER DELETE ON blobs BEGIN
+    DELETE FROM imap_sortkeys WHERE blob_id = old.id;
 END;
 """),
 ]
@@ -93,6 +104,34 @@ class SQLiteImapState(SQLiteFeature):
                                          "pochta store verify")
                 out[blob_id] = value
         return out
+
+    async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
+        out: dict[int, SortKeys] = {}
+        wanted = list(dict.fromkeys(blob_ids))
+        for i in range(0, len(wanted), BATCH):
+            part = wanted[i : i + BATCH]
+            marks = ",".join("?" * len(part))
+            rows = await self._query(
+                "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
+                f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
+                part)  # only "?" placeholders are formatted in
+            for r in rows:
+                out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
+        return out
+
+    async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
+        rows = [(b, k.date, k.subject, int(k.reply), k.from_, k.to, k.cc, k.display_from,
+                 k.display_to, k.message_id, k.references) for b, k in keys.items()]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            # a blob deleted meanwhile has no row to describe: keep only live ones
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_sortkeys SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?)",
+                [(*r, r[0]) for r in rows])
+
+        if rows:
+            await self._write(write)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         out: dict[int, float] = {}

@@ -15,6 +15,7 @@ from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.search import SearchProgram, parse_partial, parse_search
 from pochta.storage.interfaces import MessageMeta
+from pochta.storage.interfaces_imap import SortKeys
 
 SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
              "DISPLAYTO"}
@@ -172,9 +173,9 @@ def _display_key(part: Headers, name: str) -> str:
     return f"{a.mailbox or ''}@{a.host or ''}".upper()
 
 
-def sent_date(part: Headers, meta: MessageMeta) -> float:
-    """The Date: header in UTC seconds; the internal date when missing or invalid
-    (RFC 5256 §2.2)."""
+def sent_date(part: Headers) -> float | None:
+    """The Date: header in UTC seconds; None when missing or invalid (the caller uses the
+    internal date then, RFC 5256 §2.2)."""
     value = part.header_value("Date")
     if value:
         parsed = email.utils.parsedate_tz(value)
@@ -183,40 +184,49 @@ def sent_date(part: Headers, meta: MessageMeta) -> float:
                 return float(email.utils.mktime_tz(parsed))
             except (OverflowError, ValueError):
                 pass
-    return meta.internaldate
+    return None
+
+
+def compute_sort_keys(h: Headers) -> SortKeys:
+    """Everything SORT and THREAD use of one message's header (kept by the store)."""
+    subject, reply = base_subject(h.header_value("Subject") or "")
+    mid = _msgids(h.header_value("Message-ID"))
+    refs = _msgids(h.header_value("References")) or _msgids(h.header_value("In-Reply-To"))[:1]
+    return SortKeys(
+        date=sent_date(h), subject=subject, reply=reply,
+        from_=_mailbox_key(h, "From"), to=_mailbox_key(h, "To"), cc=_mailbox_key(h, "Cc"),
+        display_from=_display_key(h, "From"), display_to=_display_key(h, "To"),
+        message_id=mid[0] if mid else "", references=" ".join(refs))
 
 
 @dataclass(slots=True)
 class SortItem:
-    """One message for SORT/THREAD: its number (seq or uid), metadata and header."""
+    """One message for SORT/THREAD: its number (seq or uid), metadata and keys."""
 
     seq: int
     meta: MessageMeta
-    header: Headers
-    _keys: dict[str, object] = field(default_factory=dict)
+    keys: SortKeys
 
     def key(self, name: str) -> object:
-        value = self._keys.get(name)
-        if value is None:
-            value = self._keys[name] = self._compute(name)
-        return value
-
-    def _compute(self, name: str) -> object:
-        p = self.header
+        k = self.keys
+        if name == "DATE":
+            return k.date if k.date is not None else self.meta.internaldate
         if name == "ARRIVAL":
             return self.meta.internaldate
         if name == "SIZE":
             return self.meta.size
-        if name == "DATE":
-            return sent_date(p, self.meta)
         if name == "SUBJECT":
-            return base_subject(p.header_value("Subject") or "")[0]
-        if name in ("FROM", "TO", "CC"):
-            return _mailbox_key(p, name)
+            return k.subject
+        if name == "FROM":
+            return k.from_
+        if name == "TO":
+            return k.to
+        if name == "CC":
+            return k.cc
         if name == "DISPLAYFROM":
-            return _display_key(p, "From")
+            return k.display_from
         if name == "DISPLAYTO":
-            return _display_key(p, "To")
+            return k.display_to
         raise AssertionError(name)
 
 
@@ -326,18 +336,14 @@ def thread_references(items: list[SortItem]) -> list[Thread]:
     ids: dict[str, _Container] = {}
     roots_extra: list[_Container] = []
     for it in sort_items(items, [("DATE", False)]):
-        p = it.header
-        mid_list = _msgids(p.header_value("Message-ID"))
-        mid = mid_list[0] if mid_list else None
+        mid = it.keys.message_id or None
         if mid is None or (mid in ids and ids[mid].item is not None):
             c = _Container(it)  # no or duplicate Message-ID: a unique one (§2.5 (1))
             roots_extra.append(c)
         else:
             c = ids.setdefault(mid, _Container())
             c.item = it
-        refs = _msgids(p.header_value("References"))
-        if not refs:
-            refs = _msgids(p.header_value("In-Reply-To"))[:1]
+        refs = it.keys.references.split()
         prev: _Container | None = None
         for ref in refs:
             rc = ids.setdefault(ref, _Container())
@@ -396,8 +402,7 @@ def thread_references(items: list[SortItem]) -> list[Thread]:
         return str(item.key("SUBJECT")) if item is not None else ""
 
     def is_reply(c: _Container) -> bool:
-        return c.item is not None and base_subject(
-            c.item.header.header_value("Subject") or "")[1]
+        return c.item is not None and c.item.keys.reply
 
     table: dict[str, _Container] = {}
     for t in top:

@@ -344,6 +344,8 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     if prog.uses_savedate:
         saved = await s.store.save_dates(sel.info.id, sel.uids)
     messages = sel.messages()
+    if prog.key.op == "ALL":  # SORT/THREAD ... ALL: nothing to evaluate
+        return [Candidate(seq, meta, meta.uid in sel.recent) for seq, meta in messages]
     for start in range(0, len(messages), BATCH):
         batch = messages[start : start + BATCH]
         blobs: dict[int, bytes] = {}

@@ -414,22 +414,29 @@ def thread_references(items: list[SortItem]) -> list[Thread]:
                 is_reply(old) and not is_reply(t)):
             table[subj] = t
     result: list[_Container] = []
+    position: dict[int, int] = {}  # id(container) -> index in result (no O(n) lookups)
+
+    def add(c: _Container) -> None:
+        if id(c) not in position:
+            position[id(c)] = len(result)
+            result.append(c)
+
     for t in top:
         subj = subject(t)
         rep = table.get(subj) if subj else None
         if rep is None or rep is t:
-            if t not in result:
-                result.append(t)
+            add(t)
             continue
-        if rep not in result:
-            result.append(rep)
+        add(rep)
         if rep.item is None and t.item is None:
             rep.children += t.children
         elif rep.item is None or (t.item is not None and is_reply(t) and not is_reply(rep)):
             rep.children.append(t)
         else:
             dummy = _Container(None, None, [rep, t])
-            result[result.index(rep)] = dummy
+            at = position.pop(id(rep))
+            result[at] = dummy
+            position[id(dummy)] = at
             table[subj] = dummy
     for t in result:
         sort_tree(t)

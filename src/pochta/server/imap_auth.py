@@ -46,7 +46,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
         "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
-        "CATENATE",
+        "CATENATE", "UIDONLY",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")
@@ -103,6 +103,11 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         elif name == "CONDSTORE":
             s.core.condstore = True
             enabled.append("CONDSTORE")
+        elif name == "UIDONLY":
+            s.core.uidonly = True
+            if s.selected is not None:
+                s.selected.uidonly = True
+            enabled.append("UIDONLY")
         elif name == "QRESYNC":
             s.core.condstore = s.core.qresync = True
             enabled.append("QRESYNC")

@@ -99,6 +99,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         claimed = await s.claim_recent(info.id)
         first_recent = claimed if claimed is not None else info.uidnext
     sel = Selected.load(info, readonly, messages, first_recent)
+    sel.uidonly = s.core.uidonly
     s.selected = sel
     s.watcher = s.store.watch(info.id)
     s.state = State.SELECTED

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import (
     BadCharset,
+    BadCommand,
     ExpungeIssued,
     OverQuota,
     ReadOnly,
@@ -26,6 +27,7 @@ from ..proto.imap.fetch import (
     parse_fetch,
     render,
     render_items,
+    response_head,
     split_streamed,
     streamable,
 )
@@ -161,7 +163,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         uids = [u for u in uids if sel.meta[u].modseq > req.changedsince]
     if req.partial is not None:  # RFC 9394 §3.2: a window of the messages named
         uids = apply_partial(uids, req.partial)
-    opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore)
+    opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore,
+                        uidonly=s.core.uidonly)
     if req.has("SAVEDATE") and uids:
         opts.save_dates = await s.store.save_dates(sel.info.id, uids)
     seen_set: set[int] = set()
@@ -257,7 +260,7 @@ async def _fetch_streamed(
     rest, streamed = split_streamed(req, meta.size, len(header))
     items = render_items(meta, rest, header, recent, opts, extra_flags=seen,
                          part=bs.parse(header))
-    s.send(b"* %d FETCH (" % seq + b" ".join(items))
+    s.send(response_head(seq, meta.uid, opts) + b" ".join(items))
     for i, item in enumerate(streamed):
         s.send((b" " if items or i else b"") + item.prefix)
         if not item.length:
@@ -318,8 +321,9 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             continue
         line = sel.flags_fetch(u, s.rev1_recent, s.condstore)
         if silent:  # .SILENT with CONDSTORE still reports the new MODSEQ (RFC 7162 §3.1.3)
-            line = b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
-                sel.seq_of(u), u, sel.meta[u].modseq)
+            line = (b"* %d UIDFETCH (MODSEQ (%d))\r\n" % (u, sel.meta[u].modseq)
+                    if sel.uidonly else b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
+                        sel.seq_of(u), u, sel.meta[u].modseq))
         s.send(line)
     await s.sync(allow_expunge=uid)
     if update.failed_uids:
@@ -338,6 +342,9 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     """The messages of the selected mailbox that match, in sequence order (with their
     bytes when the program needed them)."""
     sel = _sel(s)
+    if s.core.uidonly and prog.uses_seqs:
+        raise BadCommand("Sequence numbers are not allowed after ENABLE UIDONLY",
+                         "UIDREQUIRED")
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[Candidate] = []
     saved: dict[int, float] = {}

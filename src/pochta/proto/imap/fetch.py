@@ -169,6 +169,7 @@ class FetchOptions:
     rev1_recent: bool = True  # show \Recent (IMAP4rev1 only)
     condstore: bool = False  # add MODSEQ (RFC 7162 §3.1.4.1)
     save_dates: dict[int, float] = field(default_factory=dict)  # uid -> SAVEDATE (RFC 8514)
+    uidonly: bool = False  # UIDONLY (RFC 9586): "* uid UIDFETCH (...)", no UID item
 
 
 def _section_name(a: FetchAtt) -> bytes:
@@ -201,7 +202,13 @@ def render(
     ``part``, if given, is ``bs.parse(data)`` already done (a cache).
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
     items = render_items(meta, req, data, recent, opts, extra_flags, part)
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    return response_head(seq, meta.uid, opts) + b" ".join(items) + b")\r\n"
+
+
+def response_head(seq: int, uid: int, opts: FetchOptions) -> bytes:
+    if opts.uidonly:
+        return b"* %d UIDFETCH (" % uid
+    return b"* %d FETCH (" % seq
 
 
 # --- streaming big messages ------------------------------------------------------------
@@ -310,7 +317,8 @@ def render_items(
         if a.name == "FLAGS":
             add_once("FLAGS", _flags(meta, recent, opts))
         elif a.name == "UID":
-            add_once("UID", b"%d" % meta.uid)
+            if not opts.uidonly:  # the response's number is the UID (RFC 9586 §3.3)
+                add_once("UID", b"%d" % meta.uid)
         elif a.name == "INTERNALDATE":
             add_once("INTERNALDATE", internaldate(meta.internaldate))
         elif a.name == "RFC822.SIZE":

@@ -59,6 +59,11 @@ class SearchProgram:
         return _uses(self.key, "MODSEQ")
 
     @property
+    def uses_seqs(self) -> bool:
+        """Message sequence numbers as a key (refused after ENABLE UIDONLY)."""
+        return _uses(self.key, "SEQ")
+
+    @property
     def uses_savedate(self) -> bool:
         return _uses(self.key, "SAVEDDATE")
 

@@ -179,6 +179,7 @@ class ImapServerSession:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (or IMAP4rev2)
         self.condstore = False
         self.qresync = False
+        self.uidonly = False  # ENABLE UIDONLY (RFC 9586)
 
     # -- state ------------------------------------------------------------------------
 
@@ -360,6 +361,10 @@ class ImapServerSession:
                 if name not in UID_COMMANDS:
                     self.bad(tag, "Unknown UID command")
                     return None
+            if self.uidonly and not uid and name in UID_COMMANDS - {"EXPUNGE"}:
+                # RFC 9586 §3: no message sequence numbers after ENABLE UIDONLY
+                self.tagged(tag, "BAD", "Use the UID form of the command", "UIDREQUIRED")
+                return None
             states = COMMAND_STATES.get(name)
             if states is None:
                 self.bad(tag, "Unknown command")

@@ -7,7 +7,7 @@ import bisect
 from pathlib import Path
 
 from ..proto.imap import bodystructure as bs
-from ..proto.imap.errors import ImapError, TooBig
+from ..proto.imap.errors import ImapError, Limit, TooBig
 from ..proto.imap.imapurl import BadUrl, parse_message_url
 from ..storage.interfaces import NotFound
 from .imap_session import ImapSession, SpoolFile
@@ -56,6 +56,8 @@ async def catenate(s: ImapSession, parts: list[CatPart]) -> bytes:
             assert isinstance(value, str)
             out += await resolve_url(s, value)
         elif isinstance(value, SpoolFile):
+            if value.failed:
+                raise Limit
             out += Path(value.path).read_bytes()
         else:
             assert isinstance(value, bytes)

@@ -12,6 +12,7 @@ from ..proto.imap.errors import AlreadyExists as MailboxExists
 from ..proto.imap.errors import (
     Cannot,
     ImapError,
+    Limit,
     Nonexistent,
     NoPerm,
     TooBig,
@@ -477,6 +478,8 @@ def _message(r: Reader) -> _Upload:
         r.expect(")")
     data: bytes | SpooledMessage
     if isinstance(literal, SpoolFile):
+        if literal.failed:  # the disk was full while it arrived
+            raise Limit
         data = SpooledMessage(literal.path, literal.written)
     elif isinstance(literal, bytes):
         data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)

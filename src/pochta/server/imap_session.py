@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..config import Listener
 from ..proto.imap.errors import ImapError, Limit, OverQuota, ServerBug
@@ -52,26 +52,49 @@ YIELD_INTERVAL = 0.01
 
 class SpoolFile:
     """A private temporary file (0600) that a big APPEND literal is written to as it
-    arrives (``LiteralSink``), then given to ``accept`` as a ``SpooledMessage``."""
+    arrives (``LiteralSink``), then given to ``accept`` as a ``SpooledMessage``. A write
+    that fails (a full disk) does not break the session: the rest of the literal is read
+    and dropped, and APPEND answers ``NO [LIMIT]`` (``failed``)."""
 
     def __init__(self, directory: Path, size: int) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(prefix="append-", dir=directory)
-        self._file = os.fdopen(fd, "wb")
         self.size = size
         self.written = 0
+        self.failed = False
+        self.path = ""
+        self._file: BinaryIO | None = None
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, self.path = tempfile.mkstemp(prefix="append-", dir=directory)
+            self._file = os.fdopen(fd, "wb")
+        except OSError as exc:
+            log.warning("cannot spool an APPEND literal in %s: %s", directory, exc)
+            self.failed = True
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        if self.failed or self._file is None:
+            return
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            log.warning("cannot spool an APPEND literal to %s: %s", self.path, exc)
+            self.failed = True
+            return
         self.written += len(data)
 
     def finish(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                self.failed = True
 
     def discard(self) -> None:
-        self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 class CloseSession(Exception):

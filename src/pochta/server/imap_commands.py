@@ -48,6 +48,7 @@ COMMANDS: dict[str, Handler] = {
     "STORE": msg.cmd_store,
     "COPY": msg.cmd_copy,
     "MOVE": msg.cmd_move,
+    "CANCELUPDATE": msg.cmd_cancelupdate,
     "SORT": srt.cmd_sort,
     "THREAD": srt.cmd_thread,
 }

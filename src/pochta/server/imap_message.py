@@ -52,7 +52,7 @@ from ..storage.interfaces import (
     QuotaExceeded,
     StorageFull,
 )
-from .imap_session import CloseSession, ImapSession
+from .imap_session import CloseSession, ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
 
@@ -390,6 +390,10 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         s.send(line + b"\r\n")
     else:
         returns = list(prog.returns or ["ALL"])  # RETURN () means ALL (RFC 4731 §3.1)
+        if "CONTEXT" in returns:  # a hint that more searches will follow (RFC 5267 §4.2)
+            returns.remove("CONTEXT")
+        if "UPDATE" in returns:  # CONTEXT=SEARCH: keep the result up to date
+            s.contexts[tag] = SearchUpdate(prog, uid, {m.uid for _, m in hits})
         if "SAVE" in returns:
             sel.saved_uids = frozenset(m.uid for _, m in hits)
             returns.remove("SAVE")  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
@@ -421,6 +425,17 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             s.send(b" ".join(parts) + b"\r\n")
     await s.sync(allow_expunge=uid)
     s.ok(tag, "SEARCH completed")
+
+
+async def cmd_cancelupdate(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """CANCELUPDATE "tag" ... (RFC 5267 §4.5): stop updating those searches."""
+    tags = [r.string()]
+    while r.maybe_sp():
+        tags.append(r.string())
+    r.end()
+    for t in tags:
+        s.contexts.pop(t, None)
+    s.ok(tag, "CANCELUPDATE completed")
 
 
 # --- COPY / MOVE / EXPUNGE ------------------------------------------------------------

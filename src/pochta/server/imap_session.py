@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -23,7 +24,8 @@ from ..config import Listener
 from ..proto.imap.errors import ImapError, Limit, OverQuota, ServerBug
 from ..proto.imap.mutf7 import encode_mutf7
 from ..proto.imap.parser import Reader
-from ..proto.imap.response import astring
+from ..proto.imap.response import astring, seq_set
+from ..proto.imap.search import Candidate, SearchContext, SearchProgram, matches
 from ..proto.imap.selected import Selected
 from ..proto.imap.session import (
     NEED_DATA,
@@ -35,6 +37,7 @@ from ..proto.imap.session import (
 from ..storage.interfaces import (
     Account,
     ChangeWatcher,
+    MessageMeta,
     QuotaExceeded,
     StorageFull,
     StoreError,
@@ -97,6 +100,15 @@ class SpoolFile:
                 os.unlink(self.path)
 
 
+@dataclass(slots=True)
+class SearchUpdate:
+    """A search the client asked to keep up to date (CONTEXT=SEARCH, RFC 5267 §4)."""
+
+    prog: SearchProgram
+    uid: bool
+    uids: set[int]
+
+
 class CloseSession(Exception):
     """Stop the session (after LOGOUT, BYE or a lost connection)."""
 
@@ -145,6 +157,7 @@ class ImapSession:
         self.account: Account | None = None
         self.selected: Selected | None = None
         self.watcher: ChangeWatcher | None = None
+        self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
 
     def _spool_file(self, size: int) -> SpoolFile:
         return SpoolFile(self.ctx.config.data_path / "tmp", size)
@@ -260,10 +273,63 @@ class ImapSession:
         first_recent: int | None = None
         if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
             first_recent = await self.claim_recent(sel.info.id)
+        removed: list[bytes] = []
+        if self.contexts and allow_expunge:
+            # CONTEXT=SEARCH: expunged results leave the context before the EXPUNGE
+            # responses renumber the messages (RFC 5267 §4.4)
+            doomed = (sel.pending_expunge | set(changes.expunged)) & set(sel.meta)
+            removed = self._context_removals(doomed)
         out, _ = sel.apply(changes, first_recent, self.rev1_recent, self.condstore,
                            flush=allow_expunge, qresync=self.qresync)
-        for line in out:
+        for line in removed + out:
             self.send(line)
+        if self.contexts and changes.changed:
+            await self._context_updates(changes.changed)
+
+    # --- CONTEXT=SEARCH (RFC 5267 §4): SEARCH RETURN (UPDATE) -----------------------------
+    def _context_line(self, tag: str, ctx: SearchUpdate, what: bytes, uids: list[int]
+                      ) -> bytes:
+        sel = self.selected
+        assert sel is not None
+        numbers = sorted(uids) if ctx.uid else sorted(sel.seq_of(u) for u in uids)
+        return (b'* ESEARCH (TAG "' + tag.encode() + b'")' + (b" UID" if ctx.uid else b"")
+                + b" " + what + b" (0 " + seq_set(numbers) + b")\r\n")
+
+    def _context_removals(self, doomed: set[int]) -> list[bytes]:
+        out: list[bytes] = []
+        for tag, ctx in self.contexts.items():
+            gone = sorted(ctx.uids & doomed)
+            if gone:
+                out.append(self._context_line(tag, ctx, b"REMOVEFROM", gone))
+                ctx.uids -= set(gone)
+        return out
+
+    async def _context_updates(self, changed: tuple[MessageMeta, ...]) -> None:
+        sel = self.selected
+        assert sel is not None
+        live = [m for m in changed if m.uid in sel.meta and m.uid not in sel.pending_expunge]
+        if not live:
+            return
+        for tag, ctx in list(self.contexts.items()):
+            search = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
+            now: set[int] = set()
+            for m in live:
+                c = Candidate(sel.seq_of(m.uid), sel.meta[m.uid], m.uid in sel.recent)
+                if ctx.prog.needs_body:
+                    try:
+                        c.data = await self.store.read_blob(m.blob_id)
+                    except StoreError:
+                        continue
+                if matches(ctx.prog.key, c, search):
+                    now.add(m.uid)
+            considered = {m.uid for m in live}
+            added = sorted(now - ctx.uids)
+            dropped = sorted((ctx.uids & considered) - now)
+            if dropped:
+                self.send(self._context_line(tag, ctx, b"REMOVEFROM", dropped))
+            if added:
+                self.send(self._context_line(tag, ctx, b"ADDTO", added))
+            ctx.uids = (ctx.uids - set(dropped)) | set(added)
 
     async def claim_recent(self, mailbox_id: int) -> int | None:
         """The store's claim_recent, a write: when it fails (a full disk), reading goes on
@@ -277,6 +343,7 @@ class ImapSession:
 
     def unselect(self) -> None:
         self.selected = None
+        self.contexts.clear()
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None

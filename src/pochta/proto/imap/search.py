@@ -28,7 +28,7 @@ _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE",
               "SAVEDON", "SAVEDSINCE"}
-RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"}
+RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}
 # A search program is evaluated against every message: a program of thousands of keys
 # (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
 # serves no client. Both limits answer BAD with a clear text.

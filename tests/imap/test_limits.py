@@ -126,11 +126,18 @@ async def test_append_literal_may_be_large_after_login(imap_server: Server) -> N
         c.send(b"a1 APPEND {5+}\r\nINBOX {%d+}\r\n%s\r\n" % (len(body), body))
         resp = await c.read_response("a1")
         assert resp[-1].startswith(b"a1 OK [APPENDUID"), resp
-        # a second big literal in the same APPEND is not a message: refused
+        # a mailbox name is not a message: a big literal there is refused before upload
         c.send(b"a2 APPEND {100000}\r\n")
-        assert (await c.line()).startswith(b"+ ")
-        c.send(b"I" * 100000 + b" {200000}\r\n")
         assert (await c.line()).startswith(b"a2 BAD [TOOBIG]")
+        # MULTIAPPEND (RFC 3502): every message may be big (they go to disk), up to
+        # APPENDLIMIT each
+        c.send(b"a3 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n"
+               % (len(body), body, len(body), body))
+        resp = await c.read_response("a3")
+        assert resp[-1].startswith(b"a3 OK [APPENDUID"), resp
+        c.send(b"a4 APPEND INBOX {%d}\r\n" % (imap_server.ctx.config.limits.max_message_size
+                                              + 1))
+        assert (await c.line()).startswith(b"a4 NO [TOOBIG]")
 
 
 async def test_preauth_timeout(instance: Instance) -> None:

@@ -70,3 +70,35 @@ async def test_full_disk_reads_work_writes_say_limit(
         # the session is still fine afterwards
         assert st(await c.cmd("NOOP")).startswith(b"OK")
     assert "SERVERBUG" not in caplog.text
+
+
+async def test_full_disk_while_spooling_an_append(
+        imap_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big APPEND literal goes to a spool file; when writing it fails (ENOSPC) the rest
+    is read and dropped and the command answers NO [LIMIT]; the session goes on."""
+    import io
+    import os
+
+
+    class FullDisk(io.FileIO):
+        def write(self, data: Any) -> int:
+            if self.tell() > 100_000:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    def fdopen(fd: int, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        return FullDisk(fd, "wb")
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    body = MESSAGE + b"z" * 300_000 + b"\r\n"
+    spool = imap_server.ctx.config.data_path / "tmp"
+    async with connect(imap_server) as c:
+        await c.login()
+        c.send(b"a APPEND INBOX {%d+}\r\n" % len(body))
+        for i in range(0, len(body), 50_000):
+            c.send(body[i : i + 50_000])
+        c.send(b"\r\n")
+        resp = await c.read_response("a")
+        assert resp[-1] == b"a " + LIMIT, resp
+        assert st(await c.cmd("NOOP")).startswith(b"OK")
+    assert not any(os.scandir(spool))  # the partial file is gone

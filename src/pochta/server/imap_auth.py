@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
 
+from ..proto.imap.errors import (
+    AuthenticationFailed,
+    BadCommand,
+    Cannot,
+    PrivacyRequired,
+    Unavailable,
+)
 from ..proto.imap.parser import ParseError, Reader
+from ..proto.imap.session import SaslResponse, State
 from ..proto.sasl.base import Challenge
 from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
 from ..storage.interfaces import Account
-
-if TYPE_CHECKING:
-    from .imap import ImapSession
-
-AUTH_FAILED = "Authentication failed"  # the same text for unknown users and bad passwords
+from .imap_session import ImapSession
 
 
 def _tls_required(s: ImapSession) -> bool:
@@ -29,8 +32,6 @@ def _sasl_offer(s: ImapSession) -> SASLOffer:
 
 
 def capabilities(s: ImapSession) -> list[str]:
-    from .imap import State
-
     caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
     if s.state is State.NOT_AUTHENTICATED:
         if s.listener.tls == "starttls" and not s.conn.tls_active:
@@ -42,7 +43,10 @@ def capabilities(s: ImapSession) -> list[str]:
         "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED",
         "LIST-STATUS", "SPECIAL-USE", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC",
         "QUOTA", "QUOTA=RES-STORAGE", f"APPENDLIMIT={s.append_limit}", "STATUS=SIZE",
-        "UTF8=ACCEPT", "BINARY",
+        "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
+        "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
+        "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
+        "CATENATE", "UIDONLY", "CONTEXT=SEARCH",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")
@@ -62,8 +66,6 @@ async def cmd_noop(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 
 async def cmd_logout(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    from .imap import State
-
     r.end()
     s.send(b"* BYE Logging out\r\n")
     s.ok(tag, "LOGOUT completed")
@@ -93,16 +95,21 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     enabled: list[str] = []
     for name in names:
         if name == "IMAP4REV2":
-            s.rev2 = s.utf8 = True
+            s.core.rev2 = s.core.utf8 = True
             enabled.append("IMAP4rev2")
         elif name == "UTF8=ACCEPT":
-            s.utf8 = True
+            s.core.utf8 = True
             enabled.append("UTF8=ACCEPT")
         elif name == "CONDSTORE":
-            s.condstore = True
+            s.core.condstore = True
             enabled.append("CONDSTORE")
+        elif name == "UIDONLY":
+            s.core.uidonly = True
+            if s.selected is not None:
+                s.selected.uidonly = True
+            enabled.append("UIDONLY")
         elif name == "QRESYNC":
-            s.condstore = s.qresync = True
+            s.core.condstore = s.core.qresync = True
             enabled.append("QRESYNC")
     s.send(("* ENABLED " + " ".join(enabled)).rstrip().encode() + b"\r\n")
     s.ok(tag, "ENABLE completed")
@@ -111,12 +118,11 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 async def cmd_starttls(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if s.listener.tls != "starttls" or s.conn.tls_active or s.ctx.ssl_context is None:
-        s.bad(tag, "STARTTLS not available")
-        return
+        raise BadCommand("STARTTLS not available")
     s.ok(tag, "Begin TLS negotiation now")
-    await s.conn.drain()
+    await s.flush()
     # anything pipelined after STARTTLS was sent in clear: drop it (RFC 9051 §6.2.1)
-    s.framer.discard_buffer()
+    s.core.discard_buffered()
     await s.conn.start_tls()
 
 
@@ -126,19 +132,16 @@ async def cmd_compress(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     mechanism = r.atom().upper()
     r.end()
     if mechanism != "DEFLATE":
-        s.bad(tag, "Unknown compression mechanism")
-        return
+        raise BadCommand("Unknown compression mechanism")
     if s.conn.compressed:
-        s.no(tag, "Compression is already active", "COMPRESSIONACTIVE")
-        return
+        raise Cannot("Compression is already active", "COMPRESSIONACTIVE")
     s.ok(tag, "DEFLATE active")
-    s.framer.discard_buffer()  # a client must wait for the OK (RFC 4978 §3)
+    s.write_out()  # the OK is the last uncompressed line
+    s.core.discard_buffered()  # a client must wait for the OK (RFC 4978 §3)
     s.conn.start_deflate()
 
 
 async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:
-    from .imap import State
-
     s.account = account
     s.state = State.AUTHENTICATED
     s.ok(tag, "Logged in", "CAPABILITY " + " ".join(capabilities(s)))
@@ -150,17 +153,14 @@ async def cmd_login(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     password = r.astring()
     r.end()
     if _tls_required(s):
-        s.no(tag, "Use STARTTLS first", "PRIVACYREQUIRED")
-        return
+        raise PrivacyRequired
     auth = s.ctx.authenticator
     if not await auth.allowed(s.conn.peer_ip, user):
-        s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
-        return
+        raise Unavailable("Too many failed logins, try again later")
     account = await auth.check_password(user, password, s.conn.peer_ip)
     if account is None:
-        s.errors += 1
-        s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
-        return
+        s.core.count_error()
+        raise AuthenticationFailed
     await _logged_in(s, tag, account)
 
 
@@ -181,32 +181,26 @@ async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
             raise ParseError("bad base64 in initial response")
     r.end()
     if _tls_required(s):
-        s.no(tag, "Use STARTTLS first", "PRIVACYREQUIRED")
-        return
+        raise PrivacyRequired
     sasl = SASLDriver.create(mech_name, _sasl_offer(s), s.ctx.authenticator, s.conn.peer_ip,
                              final_as_challenge=True)
     if sasl is None:
-        s.no(tag, "Unsupported authentication mechanism", "CANNOT")
-        return
+        raise Cannot("Unsupported authentication mechanism")
     outcome = await sasl.start(initial)
     while isinstance(outcome, Challenge):
-        s.send(b"+ " + base64.b64encode(outcome.data) + b"\r\n")
-        await s.conn.drain()
-        line = await s.read_line()
-        if line.strip() == b"*":
-            s.bad(tag, "Authentication cancelled")
+        s.core.sasl_challenge(tag, outcome.data)
+        event = await s.next_event()
+        assert isinstance(event, SaslResponse)
+        if event.data is None:  # the core answered BAD
+            if event.error == "bad base64":
+                await s.ctx.authenticator.register_failure(s.conn.peer_ip, None, "bad base64")
             return
-        data = _b64(line.strip())
-        if data is None:
-            await s.ctx.authenticator.register_failure(s.conn.peer_ip, None, "bad base64")
-            s.bad(tag, "Invalid base64 in response")
-            return
-        outcome = await sasl.respond(data)
+        outcome = await sasl.respond(event.data)
     if isinstance(outcome, Authenticated):
         await _logged_in(s, tag, outcome.account)
     elif outcome.locked:
-        s.no(tag, "Too many failed logins, try again later", "UNAVAILABLE")
+        raise Unavailable("Too many failed logins, try again later")
     else:
-        s.errors += 1
-        s.no(tag, AUTH_FAILED, "AUTHENTICATIONFAILED")
+        s.core.count_error()
+        raise AuthenticationFailed
 

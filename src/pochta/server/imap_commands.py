@@ -1,47 +1,54 @@
-"""The IMAP command table: name -> (handler, states where it is valid)."""
+"""The IMAP handler table: command name -> handler. The states where each command is
+valid are the core's (``proto/imap/session.py``, ``COMMAND_STATES``); a test checks that
+both tables name the same commands."""
 
 from __future__ import annotations
 
 from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
-from .imap import ANY, AUTH, NOT_AUTH, SELECTED, Handler, State
+from . import imap_metadata as md
+from . import imap_sort as srt
+from .imap_session import Handler
 
-COMMANDS: dict[str, tuple[Handler, frozenset[State]]] = {
-    "CAPABILITY": (a.cmd_capability, ANY),
-    "NOOP": (a.cmd_noop, ANY),
-    "LOGOUT": (a.cmd_logout, ANY),
-    "ID": (a.cmd_id, ANY),
-    "STARTTLS": (a.cmd_starttls, NOT_AUTH),
-    "LOGIN": (a.cmd_login, NOT_AUTH),
-    "AUTHENTICATE": (a.cmd_authenticate, NOT_AUTH),
-    "ENABLE": (a.cmd_enable, AUTH),
-    "COMPRESS": (a.cmd_compress, AUTH),
-    "SELECT": (mb.cmd_select, AUTH),
-    "EXAMINE": (mb.cmd_examine, AUTH),
-    "CREATE": (mb.cmd_create, AUTH),
-    "DELETE": (mb.cmd_delete, AUTH),
-    "RENAME": (mb.cmd_rename, AUTH),
-    "SUBSCRIBE": (mb.cmd_subscribe, AUTH),
-    "UNSUBSCRIBE": (mb.cmd_unsubscribe, AUTH),
-    "LIST": (mb.cmd_list, AUTH),
-    "LSUB": (mb.cmd_lsub, AUTH),
-    "NAMESPACE": (mb.cmd_namespace, AUTH),
-    "STATUS": (mb.cmd_status, AUTH),
-    "APPEND": (mb.cmd_append, AUTH),
-    "IDLE": (msg.cmd_idle, AUTH),
-    "GETQUOTA": (mb.cmd_getquota, AUTH),
-    "GETQUOTAROOT": (mb.cmd_getquotaroot, AUTH),
-    "SETQUOTA": (mb.cmd_setquota, AUTH),
-    "CHECK": (a.cmd_noop, SELECTED),  # IMAP4rev1 §6.4.1; a checkpoint is a NOOP for us
-    "CLOSE": (mb.cmd_close, SELECTED),
-    "UNSELECT": (mb.cmd_unselect, SELECTED),
-    "EXPUNGE": (msg.cmd_expunge, SELECTED),
-    "SEARCH": (msg.cmd_search, SELECTED),
-    "FETCH": (msg.cmd_fetch, SELECTED),
-    "STORE": (msg.cmd_store, SELECTED),
-    "COPY": (msg.cmd_copy, SELECTED),
-    "MOVE": (msg.cmd_move, SELECTED),
+COMMANDS: dict[str, Handler] = {
+    "CAPABILITY": a.cmd_capability,
+    "NOOP": a.cmd_noop,
+    "LOGOUT": a.cmd_logout,
+    "ID": a.cmd_id,
+    "STARTTLS": a.cmd_starttls,
+    "LOGIN": a.cmd_login,
+    "AUTHENTICATE": a.cmd_authenticate,
+    "ENABLE": a.cmd_enable,
+    "COMPRESS": a.cmd_compress,
+    "SELECT": mb.cmd_select,
+    "EXAMINE": mb.cmd_examine,
+    "CREATE": mb.cmd_create,
+    "DELETE": mb.cmd_delete,
+    "RENAME": mb.cmd_rename,
+    "SUBSCRIBE": mb.cmd_subscribe,
+    "UNSUBSCRIBE": mb.cmd_unsubscribe,
+    "LIST": mb.cmd_list,
+    "LSUB": mb.cmd_lsub,
+    "NAMESPACE": mb.cmd_namespace,
+    "STATUS": mb.cmd_status,
+    "APPEND": mb.cmd_append,
+    "IDLE": msg.cmd_idle,
+    "GETQUOTA": mb.cmd_getquota,
+    "GETQUOTAROOT": mb.cmd_getquotaroot,
+    "SETQUOTA": mb.cmd_setquota,
+    "GETMETADATA": md.cmd_getmetadata,
+    "SETMETADATA": md.cmd_setmetadata,
+    "CHECK": a.cmd_noop,  # IMAP4rev1 §6.4.1; a checkpoint is a NOOP for us
+    "CLOSE": mb.cmd_close,
+    "UNSELECT": mb.cmd_unselect,
+    "EXPUNGE": msg.cmd_expunge,
+    "SEARCH": msg.cmd_search,
+    "FETCH": msg.cmd_fetch,
+    "STORE": msg.cmd_store,
+    "COPY": msg.cmd_copy,
+    "MOVE": msg.cmd_move,
+    "CANCELUPDATE": msg.cmd_cancelupdate,
+    "SORT": srt.cmd_sort,
+    "THREAD": srt.cmd_thread,
 }
-
-UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"})

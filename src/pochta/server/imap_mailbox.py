@@ -5,37 +5,53 @@ QUOTA (RFC 9208), CLOSE, UNSELECT."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from ..proto.imap import bodystructure as bs
+from ..proto.imap.errors import AlreadyExists as MailboxExists
+from ..proto.imap.errors import (
+    Cannot,
+    ImapError,
+    Limit,
+    Nonexistent,
+    NoPerm,
+    TooBig,
+    TryCreate,
+)
 from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
 from ..proto.imap.response import seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset
+from ..proto.imap.session import State
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
     LocalTarget,
     MailboxInfo,
     NotFound,
-    QuotaExceeded,
+    SpecialUse,
+    SpooledMessage,
     StorageFull,
     StoreError,
 )
-
-if TYPE_CHECKING:
-    from .imap import ImapSession
+from .imap_catenate import CatPart, catenate
+from .imap_session import ImapSession, SpoolFile
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-                "HIGHESTMODSEQ")
+                "HIGHESTMODSEQ", "MAILBOXID")
+
+
+def mailbox_id(info: MailboxInfo) -> str:
+    """OBJECTID's MAILBOXID (RFC 8474 §4): kept by RENAME (the row and its UIDVALIDITY
+    stay), never given to another mailbox (UIDVALIDITY is never reused in an account)."""
+    return f"M{info.id}-{info.uidvalidity}"
 
 
 # --- SELECT / EXAMINE -----------------------------------------------------------------
 
 
 async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
-    from .imap import State
-
     name = r.mailbox()
     qresync: tuple[int, int, str | None] | None = None
     if r.maybe_sp():
@@ -74,8 +90,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     messages = await s.store.list_messages(info.id)
     if readonly:  # EXAMINE leaves \Recent alone (§6.3.3): peek at the count only
         recent = (await s.store.mailbox_status(info.id)).recent
@@ -85,6 +100,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         claimed = await s.claim_recent(info.id)
         first_recent = claimed if claimed is not None else info.uidnext
     sel = Selected.load(info, readonly, messages, first_recent)
+    sel.uidonly = s.core.uidonly
     s.selected = sel
     s.watcher = s.store.watch(info.id)
     s.state = State.SELECTED
@@ -98,6 +114,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
     s.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % info.uidnext)
     s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % sel.modseq)
+    s.send(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(info).encode())
     if s.rev2:
         s.send(b"* LIST () \"/\" " + s.mailbox_name(info.name) + b"\r\n")
     if qresync is not None and qresync[0] == info.uidvalidity:
@@ -151,46 +168,53 @@ async def cmd_unselect(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     name = r.mailbox().rstrip("/")  # a trailing separator declares intent only (§6.3.4)
-    use = None
-    if r.maybe_sp():  # CREATE-SPECIAL-USE (RFC 6154 §3): accept and ignore USE
+    uses: list[str] = []
+    if r.maybe_sp():  # CREATE-SPECIAL-USE (RFC 6154 §3): (USE (\Drafts ...))
         r.expect("(")
         while not r.accept(")"):
             r.maybe_sp()
-            r.atom()
+            param = r.atom().upper()
             r.sp()
-            r.paren_list()
+            if param != "USE":
+                raise ParseError(f"unknown CREATE parameter {param}")
+            r.expect("(")
+            while not r.accept(")"):
+                r.maybe_sp()
+                uses.append(r.flag())
     r.end()
     if not valid_mailbox_name(name):
-        s.no(tag, "Invalid mailbox name", "CANNOT")
-        return
+        raise Cannot("Invalid mailbox name")
+    use: SpecialUse | None = None
+    if uses:
+        known = {u.value.lower(): u for u in SpecialUse}
+        if len(uses) > 1 or uses[0].lower() not in known:
+            # one special use per mailbox here (RFC 6154 §3: NO [USEATTR])
+            raise ImapError("Unsupported special-use attribute", "USEATTR")
+        use = known[uses[0].lower()]
     try:
-        await s.store.create_mailbox(s.account_id, name, use)
+        info = await s.store.create_mailbox(s.account_id, name, use)
     except AlreadyExists:
-        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
-        return
+        raise MailboxExists from None
     # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
     # that want it send SUBSCRIBE.
-    s.ok(tag, "CREATE completed")
+    s.ok(tag, "CREATE completed", f"MAILBOXID ({mailbox_id(info)})")
 
 
 async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     name = r.mailbox()
     r.end()
     if name == "INBOX":
-        s.no(tag, "INBOX cannot be deleted", "CANNOT")
-        return
+        raise Cannot("INBOX cannot be deleted")
     if s.selected is not None and s.selected.info.name == name:
         s.unselect()
     try:
         await s.store.delete_mailbox(s.account_id, name)
     except NotFound:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox") from None
     except StorageFull:
-        raise  # NO [LIMIT] (ImapSession.dispatch)
+        raise  # NO [LIMIT] (store_failure)
     except StoreError as exc:
-        s.no(tag, f"Cannot delete: {exc}", "CANNOT")
-        return
+        raise Cannot(f"Cannot delete: {exc}") from exc
     s.ok(tag, "DELETE completed")
 
 
@@ -200,16 +224,13 @@ async def cmd_rename(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     new = r.mailbox()
     r.end()
     if not valid_mailbox_name(new) or new == "INBOX":
-        s.no(tag, "Invalid mailbox name", "CANNOT")
-        return
+        raise Cannot("Invalid mailbox name")
     try:
         await s.store.rename_mailbox(s.account_id, old, new)
     except NotFound:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox") from None
     except AlreadyExists:
-        s.no(tag, "Mailbox already exists", "ALREADYEXISTS")
-        return
+        raise MailboxExists from None
     s.ok(tag, "RENAME completed")
 
 
@@ -220,8 +241,7 @@ async def _subscribe(s: ImapSession, tag: str, r: Reader, on: bool) -> None:
         await s.store.set_subscribed(s.account_id, name, on)
     except NotFound:
         if on:
-            s.no(tag, "No such mailbox", "NONEXISTENT")
-            return
+            raise Nonexistent("No such mailbox") from None
     s.ok(tag, "SUBSCRIBE completed" if on else "UNSUBSCRIBE completed")
 
 
@@ -259,7 +279,7 @@ async def _status_items(s: ImapSession, info: MailboxInfo, items: list[str]) -> 
     values = {
         "MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "DELETED": st.deleted, "SIZE": st.size, "RECENT": st.recent,
-        "HIGHESTMODSEQ": st.highestmodseq,
+        "HIGHESTMODSEQ": st.highestmodseq, "MAILBOXID": f"({mailbox_id(info)})",
     }
     body = " ".join(f"{i} {values[i]}" for i in items)
     return b"* STATUS " + s.mailbox_name(info.name) + b" (" + body.encode() + b")\r\n"
@@ -403,8 +423,7 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     s.send(await _status_items(s, info, items))
     s.ok(tag, "STATUS completed")
 
@@ -412,9 +431,17 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 # --- APPEND ---------------------------------------------------------------------------
 
 
-async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    name = r.mailbox()
-    r.sp()
+@dataclass(slots=True)
+class _Upload:
+    """One message of an APPEND (MULTIAPPEND: several)."""
+
+    flags: frozenset[str]
+    date: float | None
+    data: bytes | SpooledMessage
+    parts: list[CatPart] | None = None  # CATENATE (RFC 4469), resolved after parsing
+
+
+def _message(r: Reader) -> _Upload:
     flags: list[str] = []
     date: float | None = None
     if r.peek() == "(":
@@ -423,38 +450,81 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if r.peek() == '"':
         date = r.date_time()
         r.sp()
-    # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal
-    if r.accept("UTF8 ("):  # UTF8=ACCEPT (RFC 6855 §4)
-        data = r.string_bytes()
+    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+    if r.accept("CATENATE ("):
+        parts: list[CatPart] = []
+        while not r.accept(")"):
+            if parts:
+                r.sp()
+            kind = r.atom().upper()
+            r.sp()
+            if kind == "TEXT":
+                text = r.message()
+                if not isinstance(text, bytes | SpoolFile):
+                    raise ParseError("unexpected literal")
+                parts.append(("TEXT", text))
+            elif kind == "URL":
+                parts.append(("URL", r.astring()))
+            else:
+                raise ParseError(f"unknown CATENATE part {kind}")
+        if not parts:
+            raise ParseError("empty CATENATE")
+        return _Upload(wanted, date, b"", parts)
+    # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal; a big one was spooled to
+    # a temporary file as it arrived (SpoolFile), never whole in memory
+    utf8 = r.accept("UTF8 (")  # UTF8=ACCEPT (RFC 6855 §4)
+    literal = r.message()
+    if utf8:
         r.expect(")")
+    data: bytes | SpooledMessage
+    if isinstance(literal, SpoolFile):
+        if literal.failed:  # the disk was full while it arrived
+            raise Limit
+        data = SpooledMessage(literal.path, literal.written)
+    elif isinstance(literal, bytes):
+        data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)
     else:
-        data = r.string_bytes()
+        raise ParseError("unexpected literal")
+    return _Upload(wanted, date, data)
+
+
+async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """APPEND, and MULTIAPPEND (RFC 3502): all the messages or none."""
+    name = r.mailbox()
+    r.sp()
+    uploads = [_message(r)]
+    while r.maybe_sp():
+        uploads.append(_message(r))
     r.end()
-    if not data:
-        s.no(tag, "Empty message")
-        return
-    if len(data) > s.append_limit:
-        s.no(tag, "Message too large", "TOOBIG")
-        return
     info = await s.store.get_mailbox(s.account_id, name)
     if info is None:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
-    wanted = frozenset(f for f in flags if f != "\\Recent" and f != "\\*")
+        raise TryCreate("No such mailbox")
+    for up in uploads:
+        if up.parts is not None:
+            up.data = await catenate(s, up.parts)
+    for up in uploads:
+        size = up.data.size if isinstance(up.data, SpooledMessage) else len(up.data)
+        if not size:
+            raise ImapError("Empty message")
+        if size > s.append_limit:
+            raise TooBig("Message too large")
+    uids: list[int] = []
     try:
-        result = await s.store.accept(
-            data, Envelope(sender=""),
-            [LocalTarget(s.account_id, info.name, wanted, date)],
-        )
-    except QuotaExceeded:
-        s.no(tag, "Over quota", "OVERQUOTA")
-        return
-    except NotFound:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
-    new_uid = result.local_uids[0][1] if result.local_uids else 0
+        for up in uploads:
+            result = await s.store.accept(
+                up.data, Envelope(sender=""),
+                [LocalTarget(s.account_id, info.name, up.flags, up.date)],
+            )
+            uids.append(result.local_uids[0][1] if result.local_uids else 0)
+    except StoreError as exc:
+        if uids:  # MULTIAPPEND is atomic (RFC 3502 §6.3.11): take back what went in
+            await s.store.expunge(info.id, uids)
+        if isinstance(exc, NotFound):
+            raise TryCreate from None
+        raise
     await s.sync(allow_expunge=True)
-    s.ok(tag, "APPEND completed", f"APPENDUID {info.uidvalidity} {new_uid}")
+    s.ok(tag, "APPEND completed",
+         f"APPENDUID {info.uidvalidity} {seq_set(uids).decode()}")
 
 
 # --- QUOTA (RFC 9208) -----------------------------------------------------------------
@@ -473,8 +543,7 @@ async def cmd_getquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     root = r.astring()
     r.end()
     if root != "":
-        s.no(tag, "No such quota root", "NONEXISTENT")
-        return
+        raise Nonexistent("No such quota root")
     s.send(await _quota_line(s))
     s.ok(tag, "GETQUOTA completed")
 
@@ -483,12 +552,11 @@ async def cmd_getquotaroot(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
     name = r.mailbox()
     r.end()
     if await s.store.get_mailbox(s.account_id, name) is None:
-        s.no(tag, "No such mailbox", "NONEXISTENT")
-        return
+        raise Nonexistent("No such mailbox")
     s.send(b"* QUOTAROOT " + s.mailbox_name(name) + b' ""\r\n')
     s.send(await _quota_line(s))
     s.ok(tag, "GETQUOTAROOT completed")
 
 
 async def cmd_setquota(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    s.no(tag, "Quotas are set by the administrator", "NOPERM")
+    raise NoPerm("Quotas are set by the administrator")

@@ -6,17 +6,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 from ..proto.imap import bodystructure as bs
-from ..proto.imap.fetch import FetchAtt, FetchOptions, parse_fetch, render
+from ..proto.imap.errors import (
+    BadCharset,
+    BadCommand,
+    ExpungeIssued,
+    OverQuota,
+    ReadOnly,
+    TryCreate,
+    UnknownCte,
+)
+from ..proto.imap.fetch import (
+    FetchAtt,
+    FetchOptions,
+    FetchRequest,
+    parse_fetch,
+    render,
+    render_items,
+    response_head,
+    split_streamed,
+    streamable,
+)
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import seq_set
-from ..proto.imap.search import Candidate, SearchContext, matches, parse_search
+from ..proto.imap.search import (
+    Candidate,
+    SearchContext,
+    SearchProgram,
+    apply_partial,
+    matches,
+    parse_search,
+)
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import SeqSet, parse_seqset
+from ..proto.imap.session import IdleDone
 from ..storage.interfaces import (
     FlagMode,
     MailboxInfo,
@@ -25,11 +52,18 @@ from ..storage.interfaces import (
     QuotaExceeded,
     StorageFull,
 )
-
-if TYPE_CHECKING:
-    from .imap import ImapSession
+from .imap_session import CloseSession, ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
+
+# SEARCH (and SORT, THREAD) read messages up to BATCH_MAX_SIZE in batches of BATCH
+BATCH = 500
+BATCH_MAX_SIZE = 64 << 10
+# FETCH sends the literals of messages bigger than this from the store in chunks
+STREAM_ABOVE = 1 << 20
+STREAM_CHUNK = 256 << 10
+HEADER_MAX = 256 << 10  # a longer header makes FETCH load the whole message
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def _sel(s: ImapSession) -> Selected:
@@ -127,7 +161,12 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             s.send(b"* VANISHED (EARLIER) " + seq_set(gone) + b"\r\n")
     if req.changedsince is not None:
         uids = [u for u in uids if sel.meta[u].modseq > req.changedsince]
-    opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore)
+    if req.partial is not None:  # RFC 9394 §3.2: a window of the messages named
+        uids = apply_partial(uids, req.partial)
+    opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore,
+                        uidonly=s.core.uidonly)
+    if req.has("SAVEDATE") and uids:
+        opts.save_dates = await s.store.save_dates(sel.info.id, uids)
     seen_set: set[int] = set()
     if req.sets_seen and not sel.readonly:
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
@@ -147,9 +186,22 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
+    stream = req.needs_body and streamable(req)
     for n, u in enumerate(uids):
         await s.pause()
         meta = sel.meta[u]
+        if stream and meta.size > STREAM_ABOVE:
+            if shows_flags or u in seen_set:
+                s.send(sel.announce(meta.flags))
+            s.send(b"".join(out))
+            out.clear()
+            try:
+                if await _fetch_streamed(s, sel.seq_of(u), meta, req, u in sel.recent, opts,
+                                         u in seen_set):
+                    continue
+            except NotFound:
+                failed = True  # expunged by another session meanwhile
+                continue
         part = await cache.get(s, sel.info, meta) if req.needs_body else None
         if req.needs_body and part is None:
             failed = True  # expunged by another session meanwhile
@@ -163,21 +215,64 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                           opts, extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
             s.send(b"".join(out))
-            s.no(tag, "Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
-            return
+            raise UnknownCte from None
         out.append(line)
         pending += len(line)
         if n % 200 == 199 or pending > 256 << 10:
             s.send(b"".join(out))
             out.clear()
             pending = 0
-            await s.conn.drain()
+            await s.flush()
     s.send(b"".join(out))
     await s.sync(allow_expunge=uid)
     if failed:
-        s.no(tag, "Some messages were expunged meanwhile", "EXPUNGEISSUED")
+        raise ExpungeIssued
     else:
         s.ok(tag, "FETCH completed")
+
+
+async def _header_of(s: ImapSession, meta: MessageMeta) -> bytes | None:
+    """The header block of a stored message (with its blank line), read in chunks up to
+    HEADER_MAX; None if it is longer."""
+    buf = bytearray()
+    chunks = s.store.stream_blob(meta.blob_id, 0, min(meta.size, HEADER_MAX), chunk=64 << 10)
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            buf += chunk
+            if buf.startswith(b"\r\n"):
+                return b"\r\n"  # no header fields at all
+            end = _HEADER_END.search(buf)
+            if end is not None:
+                return bytes(buf[: end.end()])
+    return None
+
+
+async def _fetch_streamed(
+    s: ImapSession, seq: int, meta: MessageMeta, req: FetchRequest, recent: bool,
+    opts: FetchOptions, seen: bool,
+) -> bool:
+    """One FETCH response for a big message, its literals sent from the store in chunks
+    (``stream_blob``) so the message is never whole in memory; False (nothing sent) when
+    its header is too long to serve this way."""
+    header = await _header_of(s, meta)
+    if header is None:
+        return False
+    rest, streamed = split_streamed(req, meta.size, len(header))
+    items = render_items(meta, rest, header, recent, opts, extra_flags=seen,
+                         part=bs.parse(header))
+    s.send(response_head(seq, meta.uid, opts) + b" ".join(items))
+    for i, item in enumerate(streamed):
+        s.send((b" " if items or i else b"") + item.prefix)
+        if not item.length:
+            continue
+        await s.flush()
+        chunks = s.store.stream_blob(meta.blob_id, item.offset, item.length, chunk=STREAM_CHUNK)
+        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+            async for chunk in chunks:
+                s.send(chunk)
+                await s.flush()
+    s.send(b")\r\n")
+    return True
 
 
 # --- STORE ----------------------------------------------------------------------------
@@ -209,8 +304,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     sel = _sel(s)
     if sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     wanted = frozenset(f for f in flags if f not in ("\\Recent", "\\*"))
     uids = resolve(s, seqset, uid)
     live = [u for u in uids if u not in sel.pending_expunge]
@@ -227,8 +321,9 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             continue
         line = sel.flags_fetch(u, s.rev1_recent, s.condstore)
         if silent:  # .SILENT with CONDSTORE still reports the new MODSEQ (RFC 7162 §3.1.3)
-            line = b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
-                sel.seq_of(u), u, sel.meta[u].modseq)
+            line = (b"* %d UIDFETCH (MODSEQ (%d))\r\n" % (u, sel.meta[u].modseq)
+                    if sel.uidonly else b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
+                        sel.seq_of(u), u, sel.meta[u].modseq))
         s.send(line)
     await s.sync(allow_expunge=uid)
     if update.failed_uids:
@@ -243,25 +338,49 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 # --- SEARCH ---------------------------------------------------------------------------
 
 
+async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
+    """The messages of the selected mailbox that match, in sequence order (with their
+    bytes when the program needed them)."""
+    sel = _sel(s)
+    if s.core.uidonly and prog.uses_seqs:
+        raise BadCommand("Sequence numbers are not allowed after ENABLE UIDONLY",
+                         "UIDREQUIRED")
+    ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
+    hits: list[Candidate] = []
+    saved: dict[int, float] = {}
+    if prog.uses_savedate:
+        saved = await s.store.save_dates(sel.info.id, sel.uids)
+    messages = sel.messages()
+    if prog.key.op == "ALL":  # SORT/THREAD ... ALL: nothing to evaluate
+        return [Candidate(seq, meta, meta.uid in sel.recent) for seq, meta in messages]
+    for start in range(0, len(messages), BATCH):
+        batch = messages[start : start + BATCH]
+        blobs: dict[int, bytes] = {}
+        if prog.needs_body:  # small messages in one store call per batch
+            blobs = await s.store.read_blobs(
+                [m.blob_id for _, m in batch if m.size <= BATCH_MAX_SIZE])
+        for seq, meta in batch:
+            await s.pause()
+            c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
+            if prog.needs_body:
+                c.data = blobs.get(meta.blob_id)
+                if c.data is None:
+                    c.data = await _load(s, meta)
+                if c.data is None:
+                    continue
+            if matches(prog.key, c, ctx):
+                hits.append(c)
+    return hits
+
+
 async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     prog = parse_search(r)
     if prog.charset not in ("UTF-8", "US-ASCII"):
-        s.no(tag, "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-        return
+        raise BadCharset
     sel = _sel(s)
     if prog.uses_modseq:
         _enable_condstore(s)
-    ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
-    hits: list[tuple[int, MessageMeta]] = []
-    for seq, meta in sel.messages():
-        await s.pause()
-        c = Candidate(seq, meta, meta.uid in sel.recent)
-        if prog.needs_body:
-            c.data = await _load(s, meta)
-            if c.data is None:
-                continue
-        if matches(prog.key, c, ctx):
-            hits.append((seq, meta))
+    hits = [(c.seq, c.meta) for c in await search_hits(s, prog)]
     numbers = [m.uid if uid else seq for seq, m in hits]
     highest = max((m.modseq for _, m in hits), default=0)
     if prog.returns is None and not s.rev2:
@@ -271,6 +390,10 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         s.send(line + b"\r\n")
     else:
         returns = list(prog.returns or ["ALL"])  # RETURN () means ALL (RFC 4731 §3.1)
+        if "CONTEXT" in returns:  # a hint that more searches will follow (RFC 5267 §4.2)
+            returns.remove("CONTEXT")
+        if "UPDATE" in returns:  # CONTEXT=SEARCH: keep the result up to date
+            s.contexts[tag] = SearchUpdate(prog, uid, {m.uid for _, m in hits})
         if "SAVE" in returns:
             sel.saved_uids = frozenset(m.uid for _, m in hits)
             returns.remove("SAVE")  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
@@ -287,6 +410,10 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     parts.append(b"ALL " + seq_set(sorted(numbers)))
             if "COUNT" in returns:
                 parts.append(b"COUNT %d" % len(numbers))
+            if prog.partial is not None:  # RFC 9394 §3.1
+                chosen = apply_partial(sorted(numbers), prog.partial)
+                parts.append(b"PARTIAL (%d:%d " % prog.partial
+                             + (seq_set(chosen) if chosen else b"NIL") + b")")
             if prog.uses_modseq and numbers and returns:
                 if set(returns) <= {"MIN", "MAX"}:
                     # only MIN/MAX: the MODSEQ of the messages returned (RFC 7162 §3.1.5)
@@ -300,6 +427,17 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     s.ok(tag, "SEARCH completed")
 
 
+async def cmd_cancelupdate(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """CANCELUPDATE "tag" ... (RFC 5267 §4.5): stop updating those searches."""
+    tags = [r.string()]
+    while r.maybe_sp():
+        tags.append(r.string())
+    r.end()
+    for t in tags:
+        s.contexts.pop(t, None)
+    s.ok(tag, "CANCELUPDATE completed")
+
+
 # --- COPY / MOVE / EXPUNGE ------------------------------------------------------------
 
 
@@ -310,12 +448,10 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
     r.end()
     sel = _sel(s)
     if move and sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     target = await s.store.get_mailbox(s.account_id, name)
     if target is None:
-        s.no(tag, "No such mailbox", "TRYCREATE")
-        return
+        raise TryCreate("No such mailbox")
     uids = [u for u in resolve(s, seqset, uid) if u not in sel.pending_expunge]
     if not uids:
         s.ok(tag, "Nothing to do")
@@ -326,8 +462,7 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
         else:
             pairs = await s.store.copy_messages(sel.info.id, uids, target.id)
     except QuotaExceeded:
-        s.no(tag, "Over quota", "OVERQUOTA")
-        return
+        raise OverQuota from None
     src = seq_set([a for a, _ in pairs]).decode()
     dst = ",".join(str(b) for _, b in pairs)
     code = f"COPYUID {target.uidvalidity} {src} {dst}" if pairs else None
@@ -357,8 +492,7 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         only = resolve(s, seqset, True)
     r.end()
     if sel.readonly:
-        s.no(tag, "Mailbox is read-only", "READ-ONLY")
-        return
+        raise ReadOnly("Mailbox is read-only")
     await s.sync(allow_expunge=True)  # learn the current \Deleted flags first
     if only is None:
         await s.store.expunge(sel.info.id)
@@ -374,28 +508,24 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 
 async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """The core watches for DONE (``IdleDone``); the driver waits for the client or a
+    change in the selected mailbox, whichever comes first, and reports changes at once."""
     r.end()
-    s.send(b"+ idling\r\n")
+    s.core.begin_idle(tag)
     await s.sync(allow_expunge=True)
-    await s.conn.drain()
+    await s.flush()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + s.idle_timeout
     reader: asyncio.Task[bytes] | None = None
     waiter: asyncio.Task[bool] | None = None
     try:
         while True:
-            line = s.framer.next_line()
-            if line is not None:
-                if line.strip().upper() == b"DONE":
-                    s.ok(tag, "IDLE terminated")
-                else:
-                    s.bad(tag, "Expected DONE")
-                return
+            event = s.core.next_event()
+            if isinstance(event, IdleDone):
+                return  # the core answered OK (DONE) or BAD
             remaining = deadline - loop.time()
             if remaining <= 0:
-                from .imap import CloseSession
-
-                s.send(b"* BYE Autologout; idle for too long\r\n")
+                s.core.bye("Autologout; idle for too long")
                 raise CloseSession
             if reader is None:
                 reader = asyncio.ensure_future(s.conn.read(None))
@@ -410,15 +540,13 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 data = reader.result()
                 reader = None
                 if not data:
-                    from .imap import CloseSession
-
                     raise CloseSession
-                s.framer.feed(data)
+                s.core.receive_data(data)
             if waiter is not None and waiter in done:
                 waiter = None
             # changes (or a periodic poll): tell the client at once
             await s.sync(allow_expunge=True)
-            await s.conn.drain()
+            await s.flush()
     finally:
         for task in (reader, waiter):
             if task is not None and not task.done():

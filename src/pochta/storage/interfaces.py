@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_imap import ImapStateStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
 
@@ -487,6 +488,7 @@ class MailStore(
     SieveStore,
     TransportSecurityStore,
     SpamStore,  # interfaces_spam.py
+    ImapStateStore,
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -79,7 +79,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import postgres_sieve, postgres_spam, postgres_transport
+from . import postgres_imap, postgres_sieve, postgres_spam, postgres_transport
 from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
@@ -108,6 +108,7 @@ from .interfaces import (
     StoreError,
     StoreStats,
 )
+from .postgres_imap import PostgresImapState
 from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
@@ -238,7 +239,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 # Feature modules (postgres_base.py) bring their own migrations, after the core ones.
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
-               postgres_spam.MIGRATION)
+               postgres_spam.MIGRATION, postgres_imap.MIGRATION)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -246,7 +247,8 @@ TABLES: tuple[str, ...] = (
     "subscriptions", "blobs", "blob_chunks", "messages", "expunged", "queue", "blob_gc",
     "locks", "window_counters",
 )
-TABLES += postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
+TABLES += (postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
+           + postgres_imap.TABLES)
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -428,7 +430,9 @@ class _QueueWatcher:
         self._store._queue_watchers.discard(self)
 
 
-class PostgresStore(PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin):
+class PostgresStore(
+    PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState
+):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import flags as fmt_flags
-from pochta.proto.imap.response import internaldate, literal
+from pochta.proto.imap.response import internaldate, literal, quoted_or_literal
+from pochta.proto.imap.search import email_id, parse_partial, text_of
 from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
@@ -25,6 +26,7 @@ _MACROS = {
 _SIMPLE = {
     "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "UID",
     "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "SAVEDATE", "EMAILID", "THREADID",
+    "PREVIEW",
 }
 
 
@@ -43,6 +45,8 @@ class FetchAtt:
         return self.name not in ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "UID", "MODSEQ",
                                  "SAVEDATE", "EMAILID", "THREADID")
 
+
+
     @property
     def sets_seen(self) -> bool:
         return (self.name in ("BODY", "BINARY") and self.section and not self.peek) or (
@@ -55,6 +59,7 @@ class FetchRequest:
     atts: list[FetchAtt] = field(default_factory=list)
     changedsince: int | None = None
     vanished: bool = False
+    partial: tuple[int, int] | None = None  # the PARTIAL modifier (RFC 9394 §3.2)
 
     @property
     def needs_body(self) -> bool:
@@ -121,6 +126,8 @@ def _att(r: Reader) -> list[FetchAtt]:
         return [FetchAtt(base, True, path, text, headers, partial, peek)]
     if peek or name not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {name}")
+    if name == "PREVIEW" and r.accept(" (LAZY)"):  # RFC 8970 §3.1: we always compute
+        pass
     return [FetchAtt(name)]
 
 
@@ -144,6 +151,9 @@ def parse_fetch(r: Reader) -> FetchRequest:
                 req.changedsince = r.number()
             elif mod == "VANISHED":
                 req.vanished = True
+            elif mod == "PARTIAL":
+                r.sp()
+                req.partial = parse_partial(r)
             else:
                 raise ParseError(f"unknown FETCH modifier {mod}")
             if r.accept(")"):
@@ -158,6 +168,8 @@ class FetchOptions:
     utf8: bool = False  # UTF8=ACCEPT enabled: 8-bit strings may be quoted
     rev1_recent: bool = True  # show \Recent (IMAP4rev1 only)
     condstore: bool = False  # add MODSEQ (RFC 7162 §3.1.4.1)
+    save_dates: dict[int, float] = field(default_factory=dict)  # uid -> SAVEDATE (RFC 8514)
+    uidonly: bool = False  # UIDONLY (RFC 9586): "* uid UIDFETCH (...)", no UID item
 
 
 def _section_name(a: FetchAtt) -> bytes:
@@ -189,6 +201,95 @@ def render(
     """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``;
     ``part``, if given, is ``bs.parse(data)`` already done (a cache).
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
+    items = render_items(meta, req, data, recent, opts, extra_flags, part)
+    return response_head(seq, meta.uid, opts) + b" ".join(items) + b")\r\n"
+
+
+def response_head(seq: int, uid: int, opts: FetchOptions) -> bytes:
+    if opts.uidonly:
+        return b"* %d UIDFETCH (" % uid
+    return b"* %d FETCH (" % seq
+
+
+# --- streaming big messages ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedItem:
+    """A FETCH item whose literal is sent from the store in chunks: ``prefix`` (e.g.
+    ``BODY[] {123}\r\n`` or ``BINARY[] ~{123}\r\n``) then the blob's octets
+    ``[offset, offset + length)``."""
+
+    prefix: bytes
+    offset: int
+    length: int
+
+
+def streamable(req: FetchRequest) -> bool:
+    """Whether every item of ``req`` can be served from the message's header alone or as
+    a byte range of the stored message (so a big message is never whole in memory):
+    BODY[], BODY[TEXT], BINARY[], RFC822, RFC822.TEXT (with partials), and the header
+    items (ENVELOPE, RFC822.HEADER, BODY[HEADER...])."""
+    for a in req.atts:
+        if not a.needs_body or a.name in ("RFC822", "RFC822.TEXT", "RFC822.HEADER",
+                                           "ENVELOPE"):
+            continue
+        if a.name in ("BODY", "BINARY") and a.section and not a.path and (
+                a.text in ("", "TEXT", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")):
+            if a.name == "BINARY" and a.text:
+                return False
+            continue
+        return False
+    return True
+
+
+def split_streamed(
+    req: FetchRequest, size: int, header_len: int
+) -> tuple[FetchRequest, list[StreamedItem]]:
+    """``req`` without its byte-range items (rendered from the header by ``render``), and
+    those items as ranges of a message of ``size`` octets whose header (with its blank
+    line) is ``header_len`` octets."""
+    rest = FetchRequest(changedsince=req.changedsince, vanished=req.vanished,
+                        partial=req.partial)
+    out: list[StreamedItem] = []
+    seen: set[str] = set()
+    for a in req.atts:
+        if a.name in ("RFC822", "RFC822.TEXT"):
+            if a.name in seen:
+                continue
+            seen.add(a.name)
+            start = 0 if a.name == "RFC822" else header_len
+            out.append(StreamedItem(b"%s {%d}\r\n" % (a.name.encode(), size - start),
+                                    start, size - start))
+        elif a.name in ("BODY", "BINARY") and a.section and a.text in ("", "TEXT"):
+            start = 0 if a.text == "" else header_len
+            total = size - start
+            origin = b""
+            if a.partial is not None:
+                lo = min(a.partial[0], total)
+                total = min(a.partial[1], total - lo)
+                start += lo
+                origin = b"<%d>" % a.partial[0]
+            # BINARY[] of a whole message is its octets (RFC 3516 §4.2); a streamed one is
+            # always sent as literal8, since it may hold NUL
+            mark = b"~" if a.name == "BINARY" else b""
+            out.append(StreamedItem(_section_name(a) + origin + b" " + mark
+                                    + b"{%d}\r\n" % total, start, total))
+        else:
+            rest.atts.append(a)
+    return rest, out
+
+
+def render_items(
+    meta: MessageMeta,
+    req: FetchRequest,
+    data: bytes | None,
+    recent: bool,
+    opts: FetchOptions,
+    extra_flags: bool = False,
+    part: bs.Part | None = None,
+) -> list[bytes]:
+    """The items of one FETCH response (``render`` wraps them)."""
     items: list[bytes] = []
     done: set[str] = set()
 
@@ -216,7 +317,8 @@ def render(
         if a.name == "FLAGS":
             add_once("FLAGS", _flags(meta, recent, opts))
         elif a.name == "UID":
-            add_once("UID", b"%d" % meta.uid)
+            if not opts.uidonly:  # the response's number is the UID (RFC 9586 §3.3)
+                add_once("UID", b"%d" % meta.uid)
         elif a.name == "INTERNALDATE":
             add_once("INTERNALDATE", internaldate(meta.internaldate))
         elif a.name == "RFC822.SIZE":
@@ -230,8 +332,15 @@ def render(
                 "BODYSTRUCTURE", lambda p: bs.bodystructure(p, True, opts.utf8)))
         elif a.name == "BODY" and not a.section:
             add_once("BODY", memo("BODY", lambda p: bs.bodystructure(p, False, opts.utf8)))
-        elif a.name in ("SAVEDATE", "EMAILID", "THREADID"):
-            add_once(a.name, b"NIL")
+        elif a.name == "SAVEDATE":
+            add_once("SAVEDATE", internaldate(opts.save_dates.get(meta.uid, meta.internaldate)))
+        elif a.name == "EMAILID":
+            add_once("EMAILID", b"(%s)" % email_id(meta).encode())
+        elif a.name == "THREADID":
+            add_once("THREADID", b"NIL")  # RFC 8474 §5.2: no thread ids
+        elif a.name == "PREVIEW":
+            add_once("PREVIEW", memo("PREVIEW", lambda p: quoted_or_literal(
+                preview(p), opts.utf8)))
         elif a.name == "RFC822":
             add_once("RFC822", literal(data or b""))
         elif a.name == "RFC822.HEADER":
@@ -263,7 +372,21 @@ def render(
         add_once("FLAGS", _flags(meta, recent, opts))
     if opts.condstore:
         add_once("MODSEQ", b"(%d)" % meta.modseq)
-    return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    return items
+
+
+PREVIEW_CHARS = 200  # RFC 8970 §3.2: at most 256 characters
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def preview(part: bs.Part) -> str:
+    """RFC 8970: the start of the message's text, whitespace collapsed (HTML tags
+    dropped when only HTML is there)."""
+    text = text_of(part)
+    if "<" in text and b"text/html" in part.raw[:65536].lower():
+        text = _TAGS.sub(" ", text)
+    words = " ".join(text.split())
+    return words[:PREVIEW_CHARS]
 
 
 def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
@@ -273,4 +396,5 @@ def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
     return fmt_flags(names)
 
 
-__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "parse_fetch", "render"]
+__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "StreamedItem", "parse_fetch", "render",
+           "render_items", "split_streamed", "streamable"]

@@ -10,6 +10,11 @@ Limits are checked when a literal is announced, before any of it is buffered: th
 ``literal_limit`` sees the command so far (``CommandSoFar``) and may refuse. A refused
 non-synchronizing literal is already on its way, so the framer asks the driver to close
 the connection rather than read (and buffer) it (RFC 7888 §4).
+
+A literal may also be *spooled*: the driver's ``spool(so_far, size)`` may hand back a
+``LiteralSink`` (APPEND's big message: a private temporary file), and the literal's octets
+go to it as they arrive instead of into memory; the command then carries the sink in
+``RawCommand.spooled`` and an empty placeholder in ``literals``.
 """
 
 from __future__ import annotations
@@ -17,17 +22,36 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # ends of a line that announce a literal: "{12}", "{12+}", "~{12}" (RFC 3516 literal8)
 _LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})([+-]?)\}\r?\n\Z")
 
 
+class LiteralSink(Protocol):
+    """Where a spooled literal's octets go (the driver's temporary file)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """Every octet was written."""
+
+    def discard(self) -> None:
+        """Drop what was written (the command was abandoned or is done)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RawCommand:
-    """One complete command: ``lines[i]`` (CRLF stripped) is followed by ``literals[i]``."""
+    """One complete command: ``lines[i]`` (CRLF stripped) is followed by ``literals[i]``
+    (b"" when that literal was spooled: ``spooled`` maps its index to the sink)."""
 
     lines: tuple[bytes, ...]
     literals: tuple[bytes, ...]
+    spooled: tuple[tuple[int, LiteralSink], ...] = ()
+
+    def discard_spooled(self) -> None:
+        for _, sink in self.spooled:
+            sink.discard()
 
     @property
     def first_line(self) -> bytes:
@@ -59,6 +83,7 @@ class CommandSoFar:
     literals: int  # literals already read
     size: int  # bytes so far: command text and literals
     largest: int  # the largest literal so far (0 if none)
+    spooled: int = 0  # bytes of literals written to a sink (not in memory)
 
 
 def tag_of(line: bytes) -> bytes:
@@ -80,6 +105,9 @@ class Framer:
 
     max_line: int = 65536
     literal_limit: Callable[[CommandSoFar, int], bytes | None] | None = None
+    spool: Callable[[CommandSoFar, int], LiteralSink | None] | None = None
+    _sink: LiteralSink | None = None  # the literal being read goes there
+    _spooled: list[tuple[int, LiteralSink]] = field(default_factory=list)
     _buf: bytearray = field(default_factory=bytearray)
     _lines: list[bytes] = field(default_factory=list)
     _literals: list[bytes] = field(default_factory=list)
@@ -87,7 +115,9 @@ class Framer:
     _line_bytes: int = 0  # command text so far (literals excluded)
     _literal_bytes: int = 0  # literals so far
     _largest: int = 0  # the largest literal so far
+    _spooled_bytes: int = 0
     _discarding: bool = False  # skipping the rest of an over-long line
+    _sink_size: int = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -120,6 +150,23 @@ class Framer:
 
     def next_event(self) -> FramerEvent | None:
         while True:
+            if self._literal_wanted >= 0 and self._sink is not None:
+                take = min(len(self._buf), self._literal_wanted)
+                if take:
+                    self._sink.write(bytes(self._buf[:take]))
+                    del self._buf[:take]
+                    self._literal_wanted -= take
+                    self._literal_bytes += take
+                if self._literal_wanted:
+                    return None
+                self._sink.finish()
+                self._spooled.append((len(self._literals), self._sink))
+                self._literals.append(b"")
+                self._largest = max(self._largest, self._sink_size)
+                self._spooled_bytes += self._sink_size
+                self._sink = None
+                self._literal_wanted = -1
+                continue
             if self._literal_wanted >= 0:
                 if len(self._buf) < self._literal_wanted:
                     return None
@@ -155,7 +202,9 @@ class Framer:
             m = _LITERAL_RE.search(raw)
             if m is None:
                 self._lines.append(raw.rstrip(b"\r\n"))
-                cmd = RawCommand(tuple(self._lines), tuple(self._literals))
+                cmd = RawCommand(tuple(self._lines), tuple(self._literals),
+                                 tuple(self._spooled))
+                self._spooled = []
                 self._reset()
                 return cmd
             line = raw[: m.start()] + raw[m.start() : m.end()].rstrip(b"\r\n")
@@ -166,7 +215,8 @@ class Framer:
             refusal = None
             if self.literal_limit is not None:
                 so_far = CommandSoFar(first, len(self._literals),
-                                      self._line_bytes + self._literal_bytes, self._largest)
+                                      self._line_bytes + self._literal_bytes, self._largest,
+                                      self._spooled_bytes)
                 refusal = self.literal_limit(so_far, size)
             if refusal is not None:
                 self._reset()
@@ -176,13 +226,30 @@ class Framer:
                 # a non-synchronizing literal is already on its way (RFC 7888 §4)
                 return FramingError(tag_of(first), refusal, close=True)
             self._literal_wanted = size
+            if self.spool is not None and size:
+                so_far = CommandSoFar(first, len(self._literals),
+                                      self._line_bytes + self._literal_bytes, self._largest,
+                                      self._spooled_bytes)
+                self._sink = self.spool(so_far, size)
+                self._sink_size = size
             if sync:
                 return NeedContinuation()
 
+    def abandon(self) -> None:
+        """The connection is gone: drop a command in progress (and its spooled literals)."""
+        self._reset()
+
     def _reset(self) -> None:
+        if self._sink is not None:
+            self._sink.discard()
+            self._sink = None
+        for _, sink in self._spooled:
+            sink.discard()
+        self._spooled = []
         self._lines = []
         self._literals = []
         self._literal_wanted = -1
         self._line_bytes = 0
         self._literal_bytes = 0
         self._largest = 0
+        self._spooled_bytes = 0

@@ -9,7 +9,7 @@ import calendar
 import re
 from dataclasses import dataclass
 
-from pochta.proto.imap.framer import RawCommand
+from pochta.proto.imap.framer import LiteralSink, RawCommand
 from pochta.proto.imap.mutf7 import decode_mutf7
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -52,6 +52,7 @@ class Reader:
     def __init__(self, raw: RawCommand, utf8: bool = True) -> None:
         self.lines = decode_command(raw)
         self.literals = raw.literals
+        self.spooled = dict(raw.spooled)
         self.i = 0  # line index
         self.pos = 0
         self.utf8 = utf8  # mailbox names are UTF-8 (IMAP4rev2/UTF8=ACCEPT), else modified UTF-7
@@ -129,6 +130,8 @@ class Reader:
     def _literal(self) -> bytes | None:
         if not self.is_literal_next():
             return None
+        if self.i in self.spooled:
+            raise ParseError("literal too large here")
         data = self.literals[self.i]
         self.i += 1
         self.pos = 0
@@ -161,6 +164,15 @@ class Reader:
                 raise ParseError("CR/LF in quoted string")
             out.append(c)
         raise ParseError("unterminated quoted string")
+
+    def message(self) -> bytes | LiteralSink:
+        """APPEND's message: a string, or the sink a big literal was spooled to."""
+        if self.is_literal_next() and self.i in self.spooled:
+            sink = self.spooled[self.i]
+            self.i += 1
+            self.pos = 0
+            return sink
+        return self.string_bytes()
 
     def string(self) -> str:
         if self.peek() == '"':

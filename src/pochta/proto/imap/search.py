@@ -26,8 +26,9 @@ _FLAG_KEYS = {
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
-_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
-RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE",
+              "SAVEDON", "SAVEDSINCE"}
+RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}
 # A search program is evaluated against every message: a program of thousands of keys
 # (SEARCH ALL ALL ..., SEARCH 1 2 3 ...) costs thousands of times more per message and
 # serves no client. Both limits answer BAD with a clear text.
@@ -46,6 +47,7 @@ class SearchProgram:
     key: Key
     charset: str = "UTF-8"
     returns: list[str] | None = None  # None: a plain SEARCH (no RETURN); [] = RETURN ()
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL lo:hi), RFC 9394
     uses_saved: bool = False
 
     @property
@@ -55,6 +57,21 @@ class SearchProgram:
     @property
     def uses_modseq(self) -> bool:
         return _uses(self.key, "MODSEQ")
+
+    @property
+    def uses_seqs(self) -> bool:
+        """Message sequence numbers as a key (refused after ENABLE UIDONLY)."""
+        return _uses(self.key, "SEQ")
+
+    @property
+    def uses_savedate(self) -> bool:
+        return _uses(self.key, "SAVEDDATE")
+
+
+def email_id(meta: MessageMeta) -> str:
+    """OBJECTID's EMAILID (RFC 8474 §5.1): copies share their stored bytes, and so their
+    id."""
+    return f"E{meta.blob_id}"
 
 
 def _needs_body(k: Key) -> bool:
@@ -67,9 +84,31 @@ def _uses(k: Key, op: str) -> bool:
     return k.op == op or any(isinstance(a, Key) and _uses(a, op) for a in k.args)
 
 
+def parse_partial(r: Reader) -> tuple[int, int]:
+    """partial-range (RFC 9394 §3): ``lo:hi`` or ``-lo:-hi``, both non-zero."""
+    neg = r.accept("-")
+    lo = r.number(nonzero=True)
+    r.expect(":")
+    if neg:
+        r.expect("-")
+    hi = r.number(nonzero=True)
+    lo, hi = min(lo, hi), max(lo, hi)
+    return (-lo, -hi) if neg else (lo, hi)
+
+
+def apply_partial(numbers: list[int], rng: tuple[int, int]) -> list[int]:
+    """The results at 1-based positions lo..hi (negative: -1 is the last)."""
+    lo, hi = rng
+    if lo > 0:
+        return numbers[lo - 1 : hi]
+    n = len(numbers)
+    return numbers[max(n + hi, 0) : max(n + lo + 1, 0)]
+
+
 def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
     """After "SEARCH SP"."""
     returns: list[str] | None = None
+    partial: tuple[int, int] | None = None
     charset = "UTF-8"
     if r.accept("RETURN "):
         if not esearch_allowed:
@@ -82,6 +121,9 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
             opt = r.atom().upper()
             if opt not in RETURN_OPTIONS:
                 raise ParseError(f"unknown RETURN option {opt}")
+            if opt == "PARTIAL":
+                r.sp()
+                partial = parse_partial(r)
             returns.append(opt)
         r.sp()
     if r.accept("CHARSET "):
@@ -93,7 +135,7 @@ def parse_search(r: Reader, esearch_allowed: bool = True) -> SearchProgram:
         keys.append(_key(r, budget))
     r.end()
     key = keys[0] if len(keys) == 1 else Key("AND", tuple(keys))
-    return SearchProgram(key, charset, returns, _uses(key, "SAVED"))
+    return SearchProgram(key, charset, returns, partial, _uses(key, "SAVED"))
 
 
 @dataclass(slots=True)
@@ -149,8 +191,16 @@ def _key(r: Reader, budget: _Budget, depth: int = 0) -> Key:
         return Key(word, (r.astring(),))
     if word in _DATE_KEYS:
         r.sp()
+        if word.startswith("SAVED"):  # RFC 8514 §4.4
+            return Key("SAVEDDATE", (word.removeprefix("SAVED"), r.date()))
         kind = "SENTDATE" if word.startswith("SENT") else "DATE"
         return Key(kind, (word.removeprefix("SENT"), r.date()))
+    if word == "SAVEDATESUPPORTED":
+        return Key("ALL")  # every mailbox records save dates
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        r.sp()
+        value = r.astring()
+        return Key(word, (value,))
     if word in ("LARGER", "SMALLER"):
         r.sp()
         return Key("SIZE", (word, r.number()))
@@ -178,10 +228,42 @@ class Candidate:
     meta: MessageMeta
     recent: bool
     data: bytes | None = None
+    save_date: float | None = None  # RFC 8514 (the internal date when unknown)
     _part: bs.Part | None = field(default=None, repr=False)
     _text: str | None = field(default=None, repr=False)
     _head: str | None = field(default=None, repr=False)
     _fields: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _headers: bs.Headers | None = field(default=None, repr=False)
+    _header_bytes: bytes | None = field(default=None, repr=False)
+    _lower: bytes | None = field(default=None, repr=False)
+
+    @property
+    def header_bytes(self) -> bytes:
+        if self._header_bytes is None:
+            self._header_bytes = bs._split_header(self.data or b"")[0]
+        return self._header_bytes
+
+    @property
+    def headers(self) -> bs.Headers:
+        """The header fields alone (no MIME parse)."""
+        if self._headers is None:
+            self._headers = bs.Headers(self.header_bytes)
+        return self._headers
+
+    def cannot_contain(self, needle: str) -> bool:
+        """A quick no for BODY/TEXT: an ASCII needle absent from a message that is plain
+        ASCII without encoded words or transfer encodings cannot be in its decoded text
+        either (decoding such a message changes nothing)."""
+        if not needle.isascii():
+            return False
+        if self._lower is None:
+            data = self.data or b""
+            plain = data.isascii() and b"=?" not in data
+            low = data.lower()
+            if plain and (b"base64" in low or b"quoted-printable" in low or b"utf-7" in low):
+                plain = False
+            self._lower = low if plain else b""
+        return bool(self._lower) and needle.lower().encode() not in self._lower
 
     @property
     def part(self) -> bs.Part:
@@ -203,7 +285,7 @@ class Candidate:
         key = name.upper()
         texts = self._fields.get(key)
         if texts is None:
-            values = self.part.header_values(name)
+            values = self.headers.header_values(name)
             if key in _ADDRESS_HEADERS:
                 values = [v + "\n" + " ".join(
                     f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
@@ -215,7 +297,7 @@ class Candidate:
     def head(self) -> str:
         """The decoded header, case-folded (TEXT)."""
         if self._head is None:
-            self._head = _decode(self.part.header.decode("utf-8", "replace")).casefold()
+            self._head = _decode(self.header_bytes.decode("utf-8", "replace")).casefold()
         return self._head
 
 
@@ -272,7 +354,7 @@ def _compare(op: str, day: tuple[int, int, int], d: Date) -> bool:
     return day >= d.ordinal()  # SINCE
 
 
-def _sent_day(part: bs.Part) -> tuple[int, int, int] | None:
+def _sent_day(part: bs.Headers) -> tuple[int, int, int] | None:
     value = part.header_value("Date")
     if not value:
         return None
@@ -351,10 +433,19 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         which, d = k.args
         assert isinstance(d, Date)
         return _compare(str(which), _day(c.meta.internaldate), d)
+    if op == "SAVEDDATE":
+        which, d = k.args
+        assert isinstance(d, Date)
+        saved = c.save_date if c.save_date is not None else c.meta.internaldate
+        return _compare(str(which), _day(saved), d)
+    if op == "EMAILID":
+        return k.args[0] == email_id(c.meta)
+    if op == "THREADID":
+        return False  # no thread ids (THREADID NIL)
     if op == "SENTDATE":
         which, d = k.args
         assert isinstance(d, Date)
-        day = _sent_day(c.part)
+        day = _sent_day(c.headers)
         return day is not None and _compare(str(which), day, d)
     if op == "HEADER":
         name, needle = (str(x) for x in k.args)
@@ -364,8 +455,12 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         folded = needle.casefold()
         return any(folded in t for t in texts)
     if op == "BODY":
+        if c.cannot_contain(str(k.args[0])):
+            return False
         return str(k.args[0]).casefold() in c.text
     if op == "TEXT":
+        if c.cannot_contain(str(k.args[0])):
+            return False
         needle = str(k.args[0]).casefold()
         return needle in c.head or needle in c.text
     raise AssertionError(op)

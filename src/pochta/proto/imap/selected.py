@@ -28,6 +28,7 @@ class Selected:
     pending_expunge: set[int] = field(default_factory=set)
     saved_uids: frozenset[int] = frozenset()  # SEARCH RETURN (SAVE), RFC 5182
     keywords: set[str] = field(default_factory=set)  # keywords announced in FLAGS
+    uidonly: bool = False  # ENABLE UIDONLY (RFC 9586): UIDFETCH and VANISHED responses
 
     @classmethod
     def load(
@@ -83,6 +84,8 @@ class Selected:
         if rev1_recent and uid in self.recent:
             names.add("\\Recent")
         extra = b" MODSEQ (%d)" % m.modseq if condstore else b""
+        if self.uidonly:
+            return announce + b"* %d UIDFETCH (FLAGS %s%s)\r\n" % (uid, fmt_flags(names), extra)
         return announce + b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (
             self.seq_of(uid), uid, fmt_flags(names), extra)
 
@@ -138,7 +141,7 @@ class Selected:
         gone = sorted(self.pending_expunge)
         self.pending_expunge.clear()
         out: list[bytes] = []
-        if qresync:
+        if qresync or self.uidonly:
             out.append(b"* VANISHED " + seq_set(gone) + b"\r\n")
             for uid in gone:
                 self._remove(uid)

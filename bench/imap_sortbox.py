@@ -1,0 +1,172 @@
+"""SORT, THREAD and SEARCH TEXT on a 100,000-message mailbox, Pochta and Dovecot side by
+side (IMAP issue, item 4).
+
+The messages vary in date, sender and subject, and come in reply chains of five
+(`References:`, `Re:`), so that every ordering and both threading algorithms have work.
+
+  # Pochta (server stopped, or another data directory; the store is opened directly)
+  python bench/imap_sortbox.py fill --data-dir DIR/data --user big@example.test
+  # Dovecot: the same messages as Maildir files (Dovecot indexes them on first SELECT)
+  python bench/imap_sortbox.py maildir --dir /tmp/refstack/mail/refstack.test/bench/Maildir \
+      --owner vmail
+  # then, against each server (TLS with --tls; the first SELECT builds any index)
+  python bench/imap_sortbox.py measure --port 37144 --user big@example.test --password P
+  python bench/imap_sortbox.py measure --port 12993 --tls --user bench@refstack.test \
+      --password bench-secret-0
+
+`measure` runs each command twice and prints both times (the second with warm caches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import time
+from pathlib import Path
+
+BODY_LINE = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n"
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+EPOCH = 1_704_067_200  # 2024-01-01 00:00:00 UTC
+COMMANDS = (
+    "SORT (DATE) UTF-8 ALL",
+    "SORT (REVERSE ARRIVAL) UTF-8 ALL",
+    "SORT (SUBJECT) UTF-8 ALL",
+    "SORT (FROM) UTF-8 ALL",
+    "THREAD ORDEREDSUBJECT UTF-8 ALL",
+    "THREAD REFERENCES UTF-8 ALL",
+    'SEARCH TEXT "needle"',
+    "SEARCH FROM sender17",
+)
+
+
+def message(i: int) -> bytes:
+    """Chains of five: i % 5 == 0 starts a thread, the others reply to its first."""
+    root = i - i % 5
+    when = EPOCH + ((i * 7919) % 100_000) * 60  # dates out of arrival order
+    t = time.gmtime(when)
+    date = b"%s, %d %s %d %02d:%02d:%02d +0000" % (
+        DAYS[t.tm_wday].encode(), t.tm_mday,
+        time.strftime("%b", t).encode(), t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+    subject = b"topic %d" % (root * 31 % 20011)
+    head = (b"From: Sender %d <sender%d@example.org>\r\n" % (i % 97, i % 97)
+            + b"To: big@example.test\r\n"
+            + b"Subject: " + (b"Re: " if i % 5 else b"") + subject + b"\r\n"
+            + b"Date: " + date + b"\r\nMessage-ID: <%d@bench>\r\n" % i)
+    if i % 5:
+        head += b"In-Reply-To: <%d@bench>\r\nReferences: <%d@bench>\r\n" % (root, root)
+    body = BODY_LINE * 25
+    if i % 1000 == 7:
+        body += b"the needle is here\r\n"
+    return head + b"\r\n" + body
+
+
+async def fill(data_dir: Path, user: str, count: int, batch: int) -> None:
+    from pochta.storage.interfaces import Envelope, LocalTarget
+    from pochta.storage.sqlite import SQLiteStore
+
+    store = await SQLiteStore.open(data_dir, commit_interval=0.05)
+    try:
+        account = await store.get_account(user)
+        if account is None:
+            raise SystemExit(f"no account {user}: add it with `pochta user add` first")
+        target = [LocalTarget(account.id, "INBOX")]
+        t0 = time.monotonic()
+        for start in range(0, count, batch):
+            await asyncio.gather(*(store.accept(message(i), Envelope(sender=""), target)
+                                   for i in range(start, min(count, start + batch))))
+        print(f"filled {count} messages in {time.monotonic() - t0:.1f} s")
+    finally:
+        await store.close()
+
+
+def maildir(path: Path, count: int, owner: str) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        data = message(i)
+        (path / "cur" / f"{EPOCH + i}.M{i}P1.bench,S={len(data)}:2,").write_bytes(data)
+    if owner:
+        for root, dirs, files in os.walk(path.parent):
+            for name in dirs + files:
+                shutil.chown(os.path.join(root, name), owner, owner)
+        shutil.chown(path.parent, owner, owner)
+    print(f"wrote {count} messages to {path}")
+
+
+class Conn:
+    def __init__(self, host: str, port: int, tls: bool) -> None:
+        sock = socket.create_connection((host, port))
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock)
+        self.sock = sock
+        self.f = sock.makefile("rb")
+        self.f.readline()
+        self.n = 0
+
+    def cmd(self, text: str) -> tuple[float, int, bytes]:
+        """(seconds, octets of untagged response, tagged line)."""
+        self.n += 1
+        tag = b"b%d" % self.n
+        t0 = time.perf_counter()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        size = 0
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("closed")
+            if line.startswith(tag + b" "):
+                return time.perf_counter() - t0, size, line.strip()
+            size += len(line)
+
+
+def measure(host: str, port: int, tls: bool, user: str, password: str) -> None:
+    c = Conn(host, port, tls)
+    for text in (f"LOGIN {user} {password}", "SELECT INBOX"):
+        dt, _, tagged = c.cmd(text)
+        print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
+    for text in COMMANDS:
+        times = []
+        for _ in range(2):
+            dt, size, tagged = c.cmd(text)
+            times.append(dt)
+        print(f"{text:34s} {times[0] * 1000:9.0f} ms {times[1] * 1000:9.0f} ms  "
+              f"{size / 1e6:6.2f} MB  {tagged[:30].decode()}")
+    c.cmd("LOGOUT")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("fill")
+    f.add_argument("--data-dir", type=Path, required=True)
+    f.add_argument("--user", required=True)
+    f.add_argument("--count", type=int, default=100_000)
+    f.add_argument("--batch", type=int, default=1000)
+    d = sub.add_parser("maildir")
+    d.add_argument("--dir", type=Path, required=True)
+    d.add_argument("--count", type=int, default=100_000)
+    d.add_argument("--owner", default="")
+    m = sub.add_parser("measure")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, required=True)
+    m.add_argument("--tls", action="store_true")
+    m.add_argument("--user", required=True)
+    m.add_argument("--password", required=True)
+    a = ap.parse_args()
+    if a.what == "fill":
+        asyncio.run(fill(a.data_dir, a.user, a.count, a.batch))
+    elif a.what == "maildir":
+        maildir(a.dir, a.count, a.owner)
+    else:
+        measure(a.host, a.port, a.tls, a.user, a.password)
+
+
+if __name__ == "__main__":
+    main()

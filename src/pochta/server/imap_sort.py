@@ -1,0 +1,133 @@
+"""SORT (RFC 5256, SORT=DISPLAY RFC 5957, ESORT RFC 5267, PARTIAL RFC 9394) and THREAD
+(ORDEREDSUBJECT, REFERENCES). The orderings are pure (proto/imap/sort.py); this module
+finds the matching messages and reads their headers."""
+
+from __future__ import annotations
+
+import logging
+
+from ..proto.imap import bodystructure as bs
+from ..proto.imap.errors import BadCharset
+from ..proto.imap.parser import Reader
+from ..proto.imap.search import Candidate, apply_partial
+from ..proto.imap.sort import (
+    Headers,
+    SortItem,
+    compute_sort_keys,
+    parse_sort,
+    parse_thread,
+    render_threads,
+    seq_list,
+    sort_items,
+    thread_orderedsubject,
+    thread_references,
+)
+from ..storage.interfaces import NotFound, StoreError
+from ..storage.interfaces_imap import SortKeys
+from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
+from .imap_session import ImapSession
+
+log = logging.getLogger("pochta.imap")
+
+HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
+
+
+async def _header(s: ImapSession, c: Candidate) -> Headers | None:
+    """The message's header (the bytes SEARCH loaded, else read from the store: the first
+    HEADER_READ octets of a big message)."""
+    data = c.data
+    if data is None:
+        try:
+            if c.meta.size > HEADER_READ:
+                chunks = []
+                async for chunk in s.store.stream_blob(c.meta.blob_id, 0, HEADER_READ):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            else:
+                data = await s.store.read_blob(c.meta.blob_id)
+        except NotFound:
+            return None
+    header, _ = bs._split_header(data)
+    return Headers(header)
+
+
+async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
+    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
+    of a big mailbox reads each header once, not every time)."""
+    items: list[SortItem] = []
+    for start in range(0, len(hits), BATCH):
+        batch = hits[start : start + BATCH]
+        known = await s.store.get_sort_keys([c.meta.blob_id for c in batch])
+        missing = [c for c in batch if c.meta.blob_id not in known]
+        blobs = await s.store.read_blobs([c.meta.blob_id for c in missing if c.data is None
+                                          and c.meta.size <= BATCH_MAX_SIZE])
+        new: dict[int, SortKeys] = {}
+        for c in missing:
+            await s.pause()
+            if c.data is None and c.meta.blob_id in blobs:
+                c.data = blobs[c.meta.blob_id]
+            header = await _header(s, c)
+            if header is not None:
+                new[c.meta.blob_id] = compute_sort_keys(header)
+        if new:
+            try:
+                await s.store.put_sort_keys(new)
+            except StoreError as exc:  # a full disk: sort anyway, remember nothing
+                log.warning("cannot keep sort keys: %s", exc)
+        known.update(new)
+        for c in batch:
+            keys = known.get(c.meta.blob_id)
+            if keys is not None:  # else expunged meanwhile
+                items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
+    return items
+
+
+async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    req = parse_sort(r)
+    if req.search.charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset
+    hits = await search_hits(s, req.search)
+    # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
+    items = await _items(s, hits, uid=False)
+    ordered = sort_items(items, req.criteria)
+    numbers = [it.meta.uid if uid else it.seq for it in ordered]
+    if req.returns is None:
+        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    else:
+        returns = req.returns or ["ALL"]
+        parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
+        if uid:
+            parts.append(b"UID")
+        if numbers:
+            if "MIN" in returns:
+                parts.append(b"MIN %d" % numbers[0])
+            if "MAX" in returns:
+                parts.append(b"MAX %d" % numbers[-1])
+            if "ALL" in returns:
+                parts.append(b"ALL " + seq_list(numbers))
+        if "COUNT" in returns:
+            parts.append(b"COUNT %d" % len(numbers))
+        if req.partial is not None:
+            lo, hi = req.partial
+            chosen = apply_partial(numbers, req.partial)
+            rng = b"%d:%d" % (lo, hi)
+            parts.append(b"PARTIAL (" + rng + b" " + (seq_list(chosen) if chosen else b"NIL")
+                         + b")")
+        s.send(b" ".join(parts) + b"\r\n")
+    await s.sync(allow_expunge=uid)
+    s.ok(tag, "SORT completed")
+
+
+async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    algorithm, search = parse_thread(r)
+    if search.charset not in ("UTF-8", "US-ASCII"):
+        raise BadCharset
+    hits = await search_hits(s, search)
+    items = await _items(s, hits, uid)
+    if algorithm == "ORDEREDSUBJECT":
+        threads = thread_orderedsubject(items)
+    else:
+        threads = thread_references(items)
+    s.send(render_threads(threads))
+    await s.sync(allow_expunge=uid)
+    s.ok(tag, "THREAD completed")

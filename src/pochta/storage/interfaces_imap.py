@@ -1,0 +1,58 @@
+"""The IMAP extensions' part of the storage contract: METADATA (RFC 5464) entries and
+SAVEDATE (RFC 8514). ``MailStore`` includes ``ImapStateStore``; every backend implements
+it and passes ``tests/storage/test_imap_state.py``.
+
+Entry names are full, lower-case paths that start with ``/private/`` (visible to their
+owner account only) or ``/shared/`` (visible to every account that sees the mailbox);
+``mailbox_id`` 0 names the server itself (RFC 5464 §3.2: server annotations). Entries
+belong to their mailbox: RENAME keeps them, DELETE drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SortKeys:
+    """What SORT and THREAD (RFC 5256, 5957) need of one message, computed once from its
+    header and kept by the store, keyed by blob (copies share them)."""
+
+    date: float | None  # the Date: field in UTC seconds; None when missing or invalid
+    subject: str  # base subject (RFC 5256 §2.1), upper case
+    reply: bool  # the subject was a reply or forward
+    from_: str  # addr-mailbox of the first From address, upper case
+    to: str
+    cc: str
+    display_from: str  # RFC 5957
+    display_to: str
+    message_id: str  # "<...>" or ""
+    references: str  # message ids of References (else In-Reply-To), space separated
+
+
+class ImapStateStore(Protocol):
+    async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
+        """Every entry of the mailbox (0: the server) that ``account_id`` sees: its own
+        ``/private/...`` entries and all ``/shared/...`` ones."""
+
+    async def set_metadata(
+        self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
+    ) -> None:
+        """Set entries (None removes one) in one transaction; ``/private/`` entries are
+        ``account_id``'s own."""
+
+    async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
+        """Many messages' bytes at once (SORT, THREAD, SEARCH over a big mailbox), each
+        checked like ``read_blob``; ids that do not exist are absent from the result."""
+
+    async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
+        """The stored keys of these blobs (absent: not computed yet)."""
+
+    async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
+        """Keep keys computed by the caller; they go when their blob goes."""
+
+    async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
+        """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),
+        POSIX seconds; messages saved before the backend recorded it are absent."""

@@ -1,0 +1,119 @@
+"""PostgreSQL part of the IMAP extensions' storage (interfaces_imap.py): METADATA entries,
+save dates and SORT/THREAD keys; the twin of sqlite_imap.py, held to the same conformance
+tests. Save dates are recorded by a trigger on ``messages`` inserts; entries, save dates
+and keys go with their mailbox, message or blob."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+
+from .interfaces import NotFound
+from .interfaces_imap import SortKeys
+from .postgres_base import PostgresFeature, Transaction
+
+MIGRATION = """
+CREATE TABLE imap_metadata(
+    owner bigint NOT NULL,
+    mailbox_id bigint NOT NULL,
+    entry text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY(mailbox_id, owner, entry));
+CREATE TABLE imap_savedate(
+    mailbox_id bigint NOT NULL, uid bigint NOT NULL, saved double precision NOT NULL,
+    PRIMARY KEY(mailbox_id, uid),
+    FOREIGN KEY(mailbox_id, uid) REFERENCES messages ON DELETE CASCADE ON UPDATE CASCADE);
+CREATE FUNCTION pochta_imap_saved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO imap_savedate VALUES (NEW.mailbox_id, NEW.uid,
+        extract(epoch FROM clock_timestamp()))
+        ON CONFLICT (mailbox_id, uid) DO UPDATE SET saved = excluded.saved;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER imap_savedate_insert AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION pochta_imap_saved();
+CREATE FUNCTION pochta_imap_mailbox_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM imap_metadata WHERE mailbox_id = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER imap_metadata_mailbox_delete AFTER DELETE ON mailboxes
+    FOR EACH ROW EXECUTE FUNCTION pochta_imap_mailbox_gone();
+CREATE TABLE imap_sortkeys(
+    blob_id bigint PRIMARY KEY REFERENCES blobs ON DELETE CASCADE,
+    date double precision, subject text NOT NULL, reply boolean NOT NULL,
+    from_ text NOT NULL, to_ text NOT NULL, cc text NOT NULL, display_from text NOT NULL,
+    display_to text NOT NULL, message_id text NOT NULL, refs text NOT NULL);
+"""
+
+TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys")
+
+
+class PostgresImapState(PostgresFeature):
+    async def read_blob(self, blob_id: int) -> bytes:
+        raise NotImplementedError  # PostgresStore's
+
+    async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
+        rows = await self._query(
+            "SELECT entry, value FROM imap_metadata WHERE mailbox_id=%s AND owner IN (0, %s)",
+            (mailbox_id, account_id))
+        return {str(entry): bytes(value) for entry, value in rows}
+
+    async def set_metadata(
+        self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
+    ) -> None:
+        items = [(e.lower(), v) for e, v in values.items()]
+
+        async def fn(tx: Transaction) -> None:
+            for entry, value in items:
+                owner = account_id if entry.startswith("/private/") else 0
+                if value is None:
+                    await tx.run("DELETE FROM imap_metadata WHERE mailbox_id=%s AND owner=%s "
+                                 "AND entry=%s", (mailbox_id, owner, entry))
+                else:
+                    await tx.run(
+                        "INSERT INTO imap_metadata VALUES (%s, %s, %s, %s) ON CONFLICT "
+                        "(mailbox_id, owner, entry) DO UPDATE SET value=excluded.value",
+                        (owner, mailbox_id, entry, value))
+
+        await self._tx(fn)
+
+    async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for blob_id in dict.fromkeys(blob_ids):
+            with contextlib.suppress(NotFound):
+                out[blob_id] = await self.read_blob(blob_id)
+        return out
+
+    async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
+        rows = await self._query(
+            "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, display_to, "
+            "message_id, refs FROM imap_sortkeys WHERE blob_id = ANY(%s)",
+            (list(dict.fromkeys(blob_ids)),))
+        return {int(r[0]): SortKeys(r[1], r[2], bool(r[3]), *r[4:]) for r in rows}
+
+    async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
+        rows = [(b, k.date, k.subject, k.reply, k.from_, k.to, k.cc, k.display_from,
+                 k.display_to, k.message_id, k.references) for b, k in keys.items()]
+        if not rows:
+            return
+
+        async def fn(tx: Transaction) -> None:
+            for row in rows:
+                # a blob deleted meanwhile has no row to describe: keep only live ones
+                await tx.run(
+                    "INSERT INTO imap_sortkeys SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s WHERE EXISTS (SELECT 1 FROM blobs WHERE id = %s) ON CONFLICT "
+                    "(blob_id) DO UPDATE SET date=excluded.date, subject=excluded.subject, "
+                    "reply=excluded.reply, from_=excluded.from_, to_=excluded.to_, "
+                    "cc=excluded.cc, display_from=excluded.display_from, "
+                    "display_to=excluded.display_to, message_id=excluded.message_id, "
+                    "refs=excluded.refs", (*row, row[0]))
+
+        await self._tx(fn)
+
+    async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
+        rows = await self._query(
+            "SELECT uid, saved FROM imap_savedate WHERE mailbox_id=%s AND uid = ANY(%s)",
+            (mailbox_id, list(uids)))
+        return {int(u): float(t) for u, t in rows}

@@ -1,0 +1,147 @@
+"""SQLite part of the IMAP extensions' storage (interfaces_imap.py): METADATA entries and
+message save dates, added by named migrations (sqlite_base.py).
+
+Save dates are recorded by a trigger on ``messages`` inserts (delivery, APPEND, COPY and
+MOVE all insert a row), so no write path of the core store changes; entries and save dates
+go with their mailbox or message by triggers too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+from .interfaces import NotFound, StorageCorrupt
+from .interfaces_imap import SortKeys
+from .sqlite_base import Migration, SQLiteFeature
+
+BATCH = 500
+
+MIGRATIONS = [
+    Migration("imap-1", """
+CREATE TABLE IF NOT EXISTS imap_metadata(
+    owner INTEGER NOT NULL,          -- the account for /private/ entries, 0 for /shared/
+    mailbox_id INTEGER NOT NULL,     -- 0: server entries
+    entry TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY(mailbox_id, owner, entry)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imap_savedate(
+    mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, saved REAL NOT NULL,
+    PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS imap_savedate_insert AFTER INSERT ON messages BEGIN
+    INSERT OR REPLACE INTO imap_savedate
+        VALUES (new.mailbox_id, new.uid, (julianday('now') - 2440587.5) * 86400.0);
+END;
+CREATE TRIGGER IF NOT EXISTS imap_savedate_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM imap_savedate WHERE mailbox_id = old.mailbox_id AND uid = old.uid;
+END;
+CREATE TRIGGER IF NOT EXISTS imap_metadata_mailbox_delete AFTER DELETE ON mailboxes BEGIN
+    DELETE FROM imap_metadata WHERE mailbox_id = old.id;
+END;
+"""),
+    Migration("imap-2", """
+CREATE TABLE IF NOT EXISTS imap_sortkeys(
+    blob_id INTEGER PRIMARY KEY,
+    date REAL, subject TEXT NOT NULL, reply INTEGER NOT NULL, from_ TEXT NOT NULL,
+    to_ TEXT NOT NULL, cc TEXT NOT NULL, display_from TEXT NOT NULL,
+    display_to TEXT NOT NULL, message_id TEXT NOT NULL, refs TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS imap_sortkeys_blob_delete AFTER DELETE ON blobs BEGIN
+    DELETE FROM imap_sortkeys WHERE blob_id = old.id;
+END;
+"""),
+]
+
+
+class SQLiteImapState(SQLiteFeature):
+    async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
+        rows = await self._query(
+            "SELECT entry, value FROM imap_metadata WHERE mailbox_id=? AND owner IN (0, ?)",
+            (mailbox_id, account_id))
+        return {str(entry): bytes(value) for entry, value in rows}
+
+    async def set_metadata(
+        self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
+    ) -> None:
+        items = [(e.lower(), v) for e, v in values.items()]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            for entry, value in items:
+                owner = account_id if entry.startswith("/private/") else 0
+                if value is None:
+                    conn.execute("DELETE FROM imap_metadata WHERE mailbox_id=? AND owner=? "
+                                 "AND entry=?", (mailbox_id, owner, entry))
+                else:
+                    conn.execute("INSERT OR REPLACE INTO imap_metadata VALUES (?, ?, ?, ?)",
+                                 (owner, mailbox_id, entry, value))
+
+        await self._write(write)
+
+    async def read_blob(self, blob_id: int) -> bytes:
+        raise NotImplementedError  # SQLiteStore's
+
+    async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
+        """Blobs inside the index come in batches of BATCH ids per query (a SORT of
+        100,000 messages was 100,000 queries); segment blobs one by one."""
+        out: dict[int, bytes] = {}
+        wanted = list(dict.fromkeys(blob_ids))
+        for i in range(0, len(wanted), BATCH):
+            part = wanted[i : i + BATCH]
+            marks = ",".join("?" * len(part))
+            rows = await self._query(
+                "SELECT id, length, data, sha256 FROM blobs "  # noqa: S608
+                f"WHERE id IN ({marks})", part)  # only "?" placeholders are formatted in
+            for blob_id, length, data, digest in rows:
+                if data is None:
+                    with contextlib.suppress(NotFound):
+                        out[blob_id] = await self.read_blob(blob_id)
+                    continue
+                value = bytes(data)
+                if len(value) != length or (
+                        digest is not None and hashlib.sha256(value).digest() != bytes(digest)):
+                    raise StorageCorrupt(f"blob {blob_id} does not match its checksum: run "
+                                         "pochta store verify")
+                out[blob_id] = value
+        return out
+
+    async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
+        out: dict[int, SortKeys] = {}
+        wanted = list(dict.fromkeys(blob_ids))
+        for i in range(0, len(wanted), BATCH):
+            part = wanted[i : i + BATCH]
+            marks = ",".join("?" * len(part))
+            rows = await self._query(
+                "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
+                f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
+                part)  # only "?" placeholders are formatted in
+            for r in rows:
+                out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
+        return out
+
+    async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
+        rows = [(b, k.date, k.subject, int(k.reply), k.from_, k.to, k.cc, k.display_from,
+                 k.display_to, k.message_id, k.references) for b, k in keys.items()]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            # a blob deleted meanwhile has no row to describe: keep only live ones
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_sortkeys SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?)",
+                [(*r, r[0]) for r in rows])
+
+        if rows:
+            await self._write(write)
+
+    async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        wanted = list(uids)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self._query(
+                "SELECT uid, saved FROM imap_savedate WHERE mailbox_id=? "  # noqa: S608
+                f"AND uid IN ({marks})",  # only "?" placeholders are formatted in
+                (mailbox_id, *part))
+            out.update({int(u): float(t) for u, t in rows})
+        return out

@@ -1,0 +1,75 @@
+"""METADATA (RFC 5464), with the RFC's examples as transcripts where they apply."""
+
+from __future__ import annotations
+
+from tests.conftest import Server
+from tests.imap.helpers import connect, joined, st
+
+
+async def test_metadata_rfc5464_examples(imap_server: Server) -> None:
+    async with connect(imap_server) as c:
+        await c.login()
+        resp = await c.cmd("CAPABILITY")
+        assert b" METADATA" in resp[0]
+        # §4.4.1 example: SETMETADATA INBOX (/private/comment {33} ...) with a literal
+        comment = b"My new comment across two lines."
+        resp = await c.cmd(b'SETMETADATA INBOX (/private/comment {%d+}\r\n' % len(comment)
+                           + comment + b")")
+        assert st(resp).startswith(b"OK"), resp
+        # §4.2.1: GETMETADATA "" /private/comment on the server: nothing there yet
+        resp = await c.cmd('GETMETADATA "" /private/comment')
+        assert resp[0].startswith(b"t") and st(resp).startswith(b"OK")
+        resp = await c.cmd("GETMETADATA INBOX /private/comment")
+        assert resp[0] == (b'* METADATA INBOX (/private/comment '
+                           b'"My new comment across two lines.")\r\n')
+        # §4.4.2: delete with NIL
+        resp = await c.cmd("SETMETADATA INBOX (/private/comment NIL)")
+        assert st(resp).startswith(b"OK")
+        resp = await c.cmd("GETMETADATA INBOX /private/comment")
+        assert len(resp) == 1 and st(resp).startswith(b"OK")
+        # §4.4.3: several entries; §4.2.2 MAXSIZE; §4.2.3 DEPTH
+        resp = await c.cmd('SETMETADATA INBOX (/shared/comment "Shared comment" '
+                           '/private/comment "My comment" /shared/vendor/a/b "x" '
+                           '/shared/vendor/a "y")')
+        assert st(resp).startswith(b"OK")
+        resp = await c.cmd("GETMETADATA INBOX (/shared/comment /private/comment)")
+        assert resp[0] == (b'* METADATA INBOX (/private/comment "My comment" '
+                           b'/shared/comment "Shared comment")\r\n')
+        resp = await c.cmd("GETMETADATA (MAXSIZE 10) INBOX (/shared/comment /private/comment)")
+        assert resp[0] == b'* METADATA INBOX (/private/comment "My comment")\r\n'
+        assert b"OK [METADATA LONGENTRIES 14]" in resp[-1]
+        resp = await c.cmd("GETMETADATA (DEPTH 1) INBOX /shared/vendor")
+        assert resp[0] == b'* METADATA INBOX (/shared/vendor/a "y")\r\n'
+        resp = await c.cmd("GETMETADATA (DEPTH infinity) INBOX /shared/vendor")
+        assert resp[0] == b'* METADATA INBOX (/shared/vendor/a "y" /shared/vendor/a/b "x")\r\n'
+        # server entries with mailbox ""
+        resp = await c.cmd('SETMETADATA "" (/shared/admin "mailto:admin@example.test")')
+        assert st(resp).startswith(b"OK")
+        resp = await c.cmd('GETMETADATA "" /shared/admin')
+        assert resp[0] == b'* METADATA "" (/shared/admin "mailto:admin@example.test")\r\n'
+
+
+async def test_metadata_errors_and_privacy(imap_server: Server) -> None:
+    async with connect(imap_server) as c:
+        await c.login()
+        resp = await c.cmd("GETMETADATA Nope /private/comment")
+        assert b"NO [NONEXISTENT]" in resp[-1]
+        resp = await c.cmd("SETMETADATA INBOX (/other/x \"v\")")
+        assert b"BAD" in resp[-1]
+        resp = await c.cmd("SETMETADATA INBOX (/private/a* \"v\")")
+        assert b"BAD" in resp[-1]
+        big = b"x" * 70000
+        c.n += 1
+        c.send(b"t%d SETMETADATA INBOX (/private/big {%d}\r\n" % (c.n, len(big)))
+        resp = await c.read_response(f"t{c.n}")
+        assert b"BAD [TOOBIG]" in resp[-1]  # the literal cap refuses it before upload
+        values = " ".join(f'/private/e{n} "v"' for n in range(101))
+        resp = await c.cmd(f"SETMETADATA INBOX ({values})")
+        assert b"NO [METADATA TOOMANY]" in resp[-1]
+        resp = await c.cmd('SETMETADATA INBOX (/private/mine "secret" /shared/pub "open")')
+        assert st(resp).startswith(b"OK")
+    async with connect(imap_server) as bob:
+        await bob.login("bob@example.test", "bob-pass")
+        # bob has his own INBOX: alice's entries are not his
+        resp = await bob.cmd("GETMETADATA INBOX (/private/mine /shared/pub)")
+        assert b"secret" not in joined(resp) and b"open" not in joined(resp)

@@ -1,0 +1,153 @@
+"""SORT, SORT=DISPLAY, ESORT, PARTIAL and THREAD (RFC 5256, 5957, 5267, 9394)."""
+
+from __future__ import annotations
+
+from pochta.proto.imap.framer import RawCommand
+from pochta.proto.imap.parser import Reader
+from pochta.proto.imap.search import apply_partial
+from pochta.proto.imap.sort import Thread, base_subject, parse_sort, render_threads
+from tests.conftest import Server
+from tests.imap.helpers import Client, connect, joined, st
+
+
+def reader(text: str) -> Reader:
+    return Reader(RawCommand((text.encode(),), ()))
+
+
+def test_base_subject_rfc5256_2_1() -> None:
+    assert base_subject("Re: [list] Fwd: hello (fwd)") == ("HELLO", True)
+    assert base_subject("[fwd: Re: hello]") == ("HELLO", True)
+    assert base_subject("  hello   world  ") == ("HELLO WORLD", False)
+    assert base_subject("RE[5]: hello") == ("HELLO", True)
+    assert base_subject("[blob] ") == ("[BLOB]", False)  # a blob alone is the subject
+    assert base_subject("=?utf-8?q?Re=3A_caf=C3=A9?=")[0] == "CAFÉ"
+
+
+def test_thread_rendering_rfc5256_4() -> None:
+    # the RFC's example: (2)(3 6 (4 23)(44 7 96))
+    tree: list[Thread] = [(2, []), (3, [(6, [(4, [(23, [])]), (44, [(7, [(96, [])])])])])]
+    assert render_threads(tree) == b"* THREAD (2)(3 6 (4 23)(44 7 96))\r\n"
+
+
+def test_partial_ranges_rfc9394() -> None:
+    nums = list(range(1, 11))
+    assert apply_partial(nums, (1, 3)) == [1, 2, 3]
+    assert apply_partial(nums, (9, 20)) == [9, 10]
+    assert apply_partial(nums, (-1, -3)) == [8, 9, 10]
+    assert apply_partial(nums, (-20, -30)) == []
+
+
+def test_parse_sort() -> None:
+    req = parse_sort(reader("RETURN (MIN COUNT PARTIAL 1:5) (REVERSE DATE SUBJECT) UTF-8 ALL"))
+    assert req.criteria == [("DATE", True), ("SUBJECT", False)]
+    assert req.returns == ["MIN", "COUNT", "PARTIAL"] and req.partial == (1, 5)
+
+
+MESSAGES = [
+    # (from, to, subject, date, message-id, references)
+    ("Zed <zed@example.test>", "b@example.test", "Hello", "Mon, 7 Feb 1994 21:52:25 -0800",
+     "<a@x>", ""),
+    ("Alice Able <amy@example.test>", "c@example.test", "Re: hello",
+     "Tue, 8 Feb 1994 10:00:00 +0000", "<b@x>", "<a@x>"),
+    ("bob@example.test", "a@example.test", "Another topic", "Sun, 6 Feb 1994 10:00:00 +0000",
+     "<c@x>", ""),
+    ("Carol <carol@example.test>", "d@example.test", "Re: Re: hello",
+     "Wed, 9 Feb 1994 10:00:00 +0000", "<d@x>", "<a@x> <b@x>"),
+    ("dave@example.test", "e@example.test", "Re: Another topic",
+     "Thu, 10 Feb 1994 10:00:00 +0000", "<e@x>", "<c@x>"),
+]
+
+
+async def fill(c: Client) -> None:
+    for frm, to, subj, date, mid, refs in MESSAGES:
+        msg = (f"From: {frm}\r\nTo: {to}\r\nSubject: {subj}\r\nDate: {date}\r\n"
+               f"Message-ID: {mid}\r\n" + (f"References: {refs}\r\n" if refs else "")
+               + "\r\nbody\r\n").encode()
+        resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+        assert b"OK" in resp[-1]
+    await c.cmd("SELECT INBOX")
+
+
+async def test_sort_transcript(imap_server: Server) -> None:
+    async with connect(imap_server) as c:
+        await c.login()
+        resp = await c.cmd("CAPABILITY")
+        for cap in (b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"ESORT", b"PARTIAL"):
+            assert b" " + cap in resp[0]
+        await fill(c)
+        assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 3 1 2 4 5\r\n"
+        assert (await c.cmd("SORT (REVERSE DATE) UTF-8 ALL"))[0] == b"* SORT 5 4 2 1 3\r\n"
+        # base subjects: ANOTHER TOPIC (3, 5), HELLO (1, 2, 4); ties by sequence
+        assert (await c.cmd("SORT (SUBJECT) UTF-8 ALL"))[0] == b"* SORT 3 5 1 2 4\r\n"
+        resp = await c.cmd("SORT (SUBJECT REVERSE DATE) UTF-8 ALL")
+        assert resp[0] == b"* SORT 5 3 4 2 1\r\n"
+        # FROM sorts by mailbox: amy bob carol dave zed; DISPLAYFROM by display name
+        assert (await c.cmd("SORT (FROM) UTF-8 ALL"))[0] == b"* SORT 2 3 4 5 1\r\n"
+        assert (await c.cmd("SORT (DISPLAYFROM) UTF-8 ALL"))[0] == b"* SORT 2 3 4 5 1\r\n"
+        assert (await c.cmd("SORT (TO) UTF-8 ALL"))[0] == b"* SORT 3 1 2 4 5\r\n"
+        resp = await c.cmd("SORT (SUBJECT) US-ASCII TEXT \"not in mailbox\"")
+        assert resp[0] == b"* SORT\r\n" and st(resp).startswith(b"OK")
+        resp = await c.cmd("UID SORT (DATE) UTF-8 SUBJECT hello")
+        assert resp[0] == b"* SORT 1 2 4\r\n"
+        resp = await c.cmd("SORT (SUBJECT) ISO-2022-JP ALL")
+        assert b"NO [BADCHARSET" in resp[-1]
+        resp = await c.cmd("SORT (FOO) UTF-8 ALL")
+        assert b"BAD" in resp[-1]
+
+
+async def test_esort_and_partial(imap_server: Server) -> None:
+    async with connect(imap_server) as c:
+        await c.login()
+        await fill(c)
+        resp = await c.cmd("SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL")
+        assert resp[0].startswith(b'* ESEARCH (TAG "')
+        assert resp[0].endswith(b" MIN 3 MAX 5 ALL 3,1:2,4:5 COUNT 5\r\n"), resp
+        resp = await c.cmd("UID SORT RETURN (PARTIAL -1:-2) (DATE) UTF-8 ALL")
+        assert resp[0].endswith(b" UID PARTIAL (-1:-2 4:5)\r\n"), resp
+        resp = await c.cmd("SEARCH RETURN (PARTIAL 2:3) ALL")
+        assert resp[0].endswith(b" PARTIAL (2:3 2:3)\r\n"), resp
+        resp = await c.cmd("SEARCH RETURN (PARTIAL 9:10) ALL")
+        assert resp[0].endswith(b" PARTIAL (9:10 NIL)\r\n"), resp
+        resp = await c.cmd("UID FETCH 1:* (FLAGS) (PARTIAL -1:-2)")
+        text = joined(resp)
+        assert b"* 4 FETCH" in text and b"* 5 FETCH" in text and b"* 3 FETCH" not in text
+
+
+async def test_thread_transcript(imap_server: Server) -> None:
+    async with connect(imap_server) as c:
+        await c.login()
+        await fill(c)
+        resp = await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        # groups by base subject, ordered by their first date: ANOTHER TOPIC (6 Feb), HELLO
+        assert resp[0] == b"* THREAD (3 5)(1 (2)(4))\r\n", resp
+        resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
+        assert resp[0] == b"* THREAD (3 5)(1 2 4)\r\n", resp
+        resp = await c.cmd("UID THREAD REFERENCES UTF-8 SUBJECT hello")
+        assert resp[0] == b"* THREAD (1 2 4)\r\n", resp
+        resp = await c.cmd("THREAD ORDEREDSUBJECT US-ASCII TEXT gewp")
+        assert resp[0] == b"* THREAD \r\n" or resp[0] == b"* THREAD\r\n"
+        resp = await c.cmd("THREAD FOO UTF-8 ALL")
+        assert b"BAD" in resp[-1]
+
+
+async def test_thread_references_subject_merge_and_missing_parent(imap_server: Server
+                                                                  ) -> None:
+    """Two messages replying to one we do not have share a dummy parent; a reply whose
+    References are missing joins its thread by base subject (RFC 5256 §2.5 (5))."""
+    async with connect(imap_server) as c:
+        await c.login()
+        msgs = [
+            ("Subject: Party\r\nDate: Mon, 7 Feb 1994 10:00:00 +0000\r\n"
+             "Message-ID: <p1@x>\r\nReferences: <gone@x>\r\n"),
+            ("Subject: Re: Party\r\nDate: Mon, 7 Feb 1994 11:00:00 +0000\r\n"
+             "Message-ID: <p2@x>\r\nReferences: <gone@x>\r\n"),
+            ("Subject: Lunch\r\nDate: Mon, 7 Feb 1994 12:00:00 +0000\r\nMessage-ID: <l1@x>\r\n"),
+            ("Subject: Re: Lunch\r\nDate: Mon, 7 Feb 1994 13:00:00 +0000\r\n"
+             "Message-ID: <l2@x>\r\n"),
+        ]
+        for m in msgs:
+            data = (m + "\r\nx\r\n").encode()
+            await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(data) + data)
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
+        assert resp[0] == b"* THREAD ((1)(2))(3 4)\r\n", resp

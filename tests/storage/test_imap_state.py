@@ -1,0 +1,104 @@
+"""The IMAP extensions' storage (interfaces_imap.py): METADATA entries and save dates.
+Runs on every backend of the conformance suite."""
+
+from __future__ import annotations
+
+import time
+
+from pochta.storage.interfaces import Envelope, LocalTarget, MailStore
+from tests.storage.test_conformance import Factory, factory, store  # noqa: F401
+
+ENV = Envelope(sender="a@elsewhere.test")
+MSG = b"Subject: s\r\n\r\nbody\r\n"
+
+
+async def _two_accounts(store: MailStore) -> tuple[int, int]:  # noqa: F811
+    a = await store.add_account("a@example.test", "x", None)
+    b = await store.add_account("b@example.test", "x", None)
+    return a.id, b.id
+
+
+async def test_metadata_private_shared_and_server(store: MailStore) -> None:  # noqa: F811
+    a, b = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    assert await store.get_metadata(a, box.id) == {}
+    await store.set_metadata(a, box.id, {"/private/comment": b"mine",
+                                         "/shared/Comment": b"everyone's"})
+    await store.set_metadata(b, box.id, {"/private/comment": b"b's own"})
+    assert await store.get_metadata(a, box.id) == {"/private/comment": b"mine",
+                                                   "/shared/comment": b"everyone's"}
+    assert await store.get_metadata(b, box.id) == {"/private/comment": b"b's own",
+                                                   "/shared/comment": b"everyone's"}
+    await store.set_metadata(a, box.id, {"/private/comment": None,
+                                         "/shared/comment": b"new"})
+    assert await store.get_metadata(a, box.id) == {"/shared/comment": b"new"}
+    # server entries (mailbox 0) are apart from every mailbox's
+    await store.set_metadata(a, 0, {"/shared/admin": b"mailto:postmaster@example.test"})
+    assert await store.get_metadata(b, 0) == {"/shared/admin": b"mailto:postmaster@example.test"}
+    assert "/shared/admin" not in await store.get_metadata(a, box.id)
+    # binary values (RFC 5464 allows literal8-free octets incl. NUL through literals)
+    await store.set_metadata(a, box.id, {"/private/bin": b"\x00\xff"})
+    assert (await store.get_metadata(a, box.id))["/private/bin"] == b"\x00\xff"
+
+
+async def test_metadata_follows_rename_and_goes_with_delete(store: MailStore  # noqa: F811
+                                                            ) -> None:
+    a, _ = await _two_accounts(store)
+    box = await store.create_mailbox(a, "Projects")
+    await store.set_metadata(a, box.id, {"/private/color": b"red"})
+    await store.rename_mailbox(a, "Projects", "Work")
+    renamed = await store.get_mailbox(a, "Work")
+    assert renamed is not None
+    assert await store.get_metadata(a, renamed.id) == {"/private/color": b"red"}
+    await store.delete_mailbox(a, "Work")
+    again = await store.create_mailbox(a, "Work")
+    assert await store.get_metadata(a, again.id) == {}
+    assert await store.get_metadata(a, renamed.id) == {}
+
+
+async def test_save_dates_for_delivery_copy_and_move(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    before = time.time() - 1
+    old = time.time() - 86400 * 30
+    await store.accept(MSG, ENV, [LocalTarget(a, "INBOX", internaldate=old)])
+    inbox = await store.get_mailbox(a, "INBOX")
+    archive = await store.get_mailbox(a, "Archive")
+    assert inbox is not None and archive is not None
+    dates = await store.save_dates(inbox.id, [1, 99])
+    assert set(dates) == {1} and before <= dates[1] <= time.time() + 1
+    pairs = await store.copy_messages(inbox.id, [1], archive.id)
+    copied = await store.save_dates(archive.id, [pairs[0][1]])
+    assert copied[pairs[0][1]] >= dates[1]
+    await store.expunge(archive.id, [pairs[0][1]])
+    assert await store.save_dates(archive.id, [pairs[0][1]]) == {}
+    moved = await store.move_messages(inbox.id, [1], archive.id)
+    assert set(await store.save_dates(archive.id, [moved[0][1]])) == {moved[0][1]}
+    assert await store.save_dates(inbox.id, [1]) == {}
+
+
+async def test_read_blobs_in_batches(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    ids = []
+    for n in range(3):
+        body = b"Subject: %d\r\n\r\n" % n + b"x" * (n * 100_000)  # inline and segment blobs
+        ids.append((await store.accept(body, ENV, [LocalTarget(a)])).blob_id)
+    got = await store.read_blobs([*ids, ids[0], 999_999])
+    assert set(got) == set(ids)
+    for blob_id in ids:
+        assert got[blob_id] == await store.read_blob(blob_id)
+
+
+async def test_sort_keys_kept_per_blob(store: MailStore) -> None:  # noqa: F811
+    from pochta.storage.interfaces_imap import SortKeys
+
+    a, _ = await _two_accounts(store)
+    blob = (await store.accept(MSG, ENV, [LocalTarget(a)])).blob_id
+    assert await store.get_sort_keys([blob]) == {}
+    keys = SortKeys(None, "HELLO", True, "BOB", "ALICE", "", "BOB B", "ALICE", "<m@x>",
+                    "<a@x> <b@x>")
+    await store.put_sort_keys({blob: keys, 999_999: keys})  # a blob that does not exist
+    assert await store.get_sort_keys([blob, 999_999]) == {blob: keys}
+    dated = SortKeys(1.5, "", False, "", "", "", "", "", "", "")
+    await store.put_sort_keys({blob: dated})
+    assert (await store.get_sort_keys([blob]))[blob] == dated

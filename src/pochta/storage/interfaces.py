@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .interfaces_sending import SendingStore
+
 
 class StoreError(Exception):
     """A store operation failed for a reason the caller can report."""
@@ -452,6 +454,7 @@ class CoordinationStore(Protocol):
 
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
+    SendingStore,  # interfaces_sending.py (issue 18)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -92,6 +92,8 @@ from .rules import (
     normalize_mailbox_name,
 )
 from .sqlite_base import Migration, SQLiteFeature
+from .sqlite_sending import MIGRATIONS as SENDING_MIGRATIONS
+from .sqlite_sending import SQLiteSendingMixin
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -178,7 +180,9 @@ END;
 SCHEMA_VERSION = "4"
 
 # Migrations of the feature modules (see sqlite_base.py), applied in this order.
-FEATURE_MIGRATIONS: list[Migration] = []
+FEATURE_MIGRATIONS: list[Migration] = [
+    *SENDING_MIGRATIONS,
+]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
 # SQLite's extended result codes for a full disk or database (sqlite3.h).
@@ -366,7 +370,10 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 
 
-class SQLiteStore(SQLiteFeature):
+class SQLiteStore(
+    SQLiteSendingMixin,
+    SQLiteFeature,
+):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
 
     def __init__(self, data_dir: Path, commit_interval: float = 0.0) -> None:

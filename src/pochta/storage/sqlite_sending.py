@@ -279,10 +279,10 @@ class SQLiteSendingMixin(SQLiteFeature):
         chunk = 500
         for i in range(0, len(addresses), chunk):
             part = list(addresses[i:i + chunk])
-            rows = await self._query(
-                "SELECT address FROM sending_suppressions WHERE domain = ? AND stream IN"
-                f" (?, ?) AND address IN ({','.join('?' * len(part))})",
-                [domain, stream, ALL_STREAMS, *part])
+            marks = ",".join("?" * len(part))
+            sql = ("SELECT address FROM sending_suppressions WHERE domain = ? AND stream IN"
+                   " (?, ?) AND address IN (" + marks + ")")
+            rows = await self._query(sql, [domain, stream, ALL_STREAMS, *part])
             found.update(r[0] for r in rows)
         return found
 

@@ -280,7 +280,7 @@ class SQLiteSendingMixin(SQLiteFeature):
         for i in range(0, len(addresses), chunk):
             part = list(addresses[i:i + chunk])
             marks = ",".join("?" * len(part))
-            sql = ("SELECT address FROM sending_suppressions WHERE domain = ? AND stream IN"
+            sql = ("SELECT address FROM sending_suppressions WHERE domain = ? AND stream IN"  # noqa: S608
                    " (?, ?) AND address IN (" + marks + ")")
             rows = await self._query(sql, [domain, stream, ALL_STREAMS, *part])
             found.update(r[0] for r in rows)

@@ -20,12 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .http.settings import HTTPSettings
+from .http.settings import check as check_http
 from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
 from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
+from .sending.settings import SendingSettings
+from .sending.settings import check as check_sending
 
-ROLES = ("mta", "submission", "imap", "pop3")
+ROLES = ("mta", "submission", "imap", "pop3", "http")
 TLS_MODES = ("none", "starttls", "implicit")
 # A listener address meaning every IPv4 and every IPv6 address (one socket per family).
 ALL_ADDRESSES = "*"
@@ -41,7 +45,8 @@ def _doc(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Listener:
-    role: str = field(metadata=_doc("mta, submission, imap or pop3"))
+    role: str = field(metadata=_doc("mta, submission, imap, pop3 or http (tls: none or "
+                                    "implicit)"))
     port: int = field(metadata=_doc("TCP port"))
     address: str = field(
         default="127.0.0.1",
@@ -233,6 +238,9 @@ class Config:
         default_factory=list,
         metadata=_doc("[[routes]]: static routes and smarthosts (see docs/outbound.md)"),
     )
+    http: HTTPSettings = field(default_factory=HTTPSettings, metadata=_doc("[http]"))
+    sending: SendingSettings = field(default_factory=SendingSettings,
+                                     metadata=_doc("[sending] (see docs/api.md)"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -340,6 +348,8 @@ def _validate(cfg: Config) -> None:
         except ValueError:
             raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address "
                               f'(or "{ALL_ADDRESSES}" for every address)') from None
+        _check(lst.role != "http" or lst.tls != "starttls", f"{key}.tls",
+               "an http listener is none or implicit")
         _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
                "address and port used twice")
         seen.add((lst.address, lst.port))
@@ -371,6 +381,8 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
+    for problem in [*check_http(cfg.http), *check_sending(cfg.sending)]:
+        raise ConfigError(problem)
 
 
 def reference() -> str:

@@ -36,6 +36,8 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
     worker: QueueWorker
 
     async def bounce(dsn: bytes, recipient: str, envelope: Envelope) -> None:
+        if sending.message_of_return_path(recipient) is not None:
+            return  # the sending layer's return path: the outcome sink has recorded it
         res = await ctx.directory.resolve(recipient)
         if res is None:
             # A local domain without that user: nobody to tell (never bounce a bounce).
@@ -48,9 +50,12 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         if remote:
             worker.notify()
 
+    from pochta.sending.service import sending_of  # delivery events (issue 18)
+
+    sending = sending_of(ctx)
     worker = QueueWorker(
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
-        bounce_sink=bounce, base_dir=ctx.config.base_dir,
+        bounce_sink=bounce, base_dir=ctx.config.base_dir, outcome_sink=sending.outcome,
     )
     return worker
 

@@ -41,6 +41,10 @@ HANDLERS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
              lambda why: f"* BYE {why}, try again later\r\n".encode()),
     "pop3": ("pochta.server.pop3", "handle_pop3",
              lambda why: f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode()),
+    "http": ("pochta.http.server", "handle_http",
+             lambda why: (f"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                          f"Retry-After: 5\r\nX-Reason: {why}\r\nConnection: close\r\n\r\n"
+                          ).encode()),
 }
 
 

@@ -34,10 +34,13 @@ class TraceInfo:
     authenticated_as: str | None = None  # set => protocol gets the A suffix
     show_auth: bool = False  # name the user in the header
     hide_client_ip: bool = False
+    protocol: str | None = None  # instead of the SMTP names (the sending API: "HTTPA")
 
 
 def protocol_name(trace: TraceInfo) -> str:
     """RFC 3848 / RFC 6531 §4.3: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP(S)(A)."""
+    if trace.protocol:
+        return trace.protocol
     if not trace.esmtp:
         return "SMTP"
     name = "UTF8SMTP" if trace.smtputf8 else "ESMTP"
@@ -104,9 +107,11 @@ class DeliveryService:
         trace: TraceInfo,
         recipients: Sequence[str],
         extra_headers: bytes = b"",
+        queue_id: str | None = None,
     ) -> AcceptResult:
-        """Store ``body`` for every target; returns once it is durable."""
-        queue_id = new_message_id()
+        """Store ``body`` for every target; returns once it is durable. ``queue_id``: one
+        the caller already recorded (the sending API tracks each copy by it)."""
+        queue_id = queue_id or new_message_id()
         now = self.clock()
         received = received_header(self.hostname, trace, queue_id, recipients, now)
         return_path = b""

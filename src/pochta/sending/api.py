@@ -215,9 +215,8 @@ class SendingAPI:
     async def _send(self, request: Request, key: ApiKey, parse: Any, batch: bool) -> Response:
         idem = request.header("idempotency-key")
         digest = hashlib.sha256(request.body).hexdigest()
-        if idem is not None:
-            if not 0 < len(idem) <= MAX_IDEMPOTENCY_KEY:
-                raise ApiError(400, "invalid_idempotency_key",
+        if idem is not None and not 0 < len(idem) <= MAX_IDEMPOTENCY_KEY:
+            raise ApiError(400, "invalid_idempotency_key",
                                f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters")
         try:
             outs: list[Outgoing] = parse()

@@ -100,6 +100,9 @@ async def build_context(
         queue_wakeup=wakeup,
         signer=DKIMSigner(config.data_path),
     )
+    from ..sending.bounces import install  # return paths and bounces (issue 18)
+
+    install(ctx)
     return ctx
 
 
@@ -254,6 +257,10 @@ async def start_server(
             background.append(worker)
     if ctx.config.storage.compact_interval > 0:
         background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
+    if run_queue:  # the sending layer's webhooks and housekeeping (issue 18)
+        from ..sending.webhooks import run_sending
+
+        background.append(asyncio.get_running_loop().create_task(run_sending(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 

@@ -13,7 +13,7 @@ the outbound queue removes it (``strip_return_path``) before relaying.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..maildate import mail_date
@@ -85,6 +85,10 @@ def strip_return_path(data: bytes) -> bytes:
     return data
 
 
+# (message, envelope, recipients): returns once what it learnt is durable
+SystemSink = Callable[[bytes, Envelope, Sequence[str]], Awaitable[None]]
+
+
 class DeliveryService:
     def __init__(
         self,
@@ -97,6 +101,9 @@ class DeliveryService:
         self.hostname = hostname
         self.on_queued = on_queued
         self.clock = clock
+        # Mail to addresses the server reads itself (Directory.system_recipient: the sending
+        # layer's bounces and complaints), handed over before anything is stored.
+        self.system_sink: SystemSink | None = None
 
     async def deliver(
         self,
@@ -112,6 +119,10 @@ class DeliveryService:
         """Store ``body`` for every target; returns once it is durable. ``queue_id``: one
         the caller already recorded (the sending API tracks each copy by it)."""
         queue_id = queue_id or new_message_id()
+        if self.system_sink is not None:
+            await self.system_sink(body, envelope, recipients)
+            if not local and not remote:
+                return AcceptResult(queue_id, 0, ())
         now = self.clock()
         received = received_header(self.hostname, trace, queue_id, recipients, now)
         return_path = b""

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from pochta.sending.tokens import new_api_key
 from pochta.storage.interfaces_sending import ApiKey, EventKind, EventQuery, SendingEvent
 from tests.conftest import ALL_LISTENERS, Instance, Server, start_instance
@@ -108,3 +110,9 @@ async def sending_server(instance: Instance, sink: Sink | None = None, **overrid
         await server.running.close(grace=1.0)
         await server.store.close()
         await sink.close()
+
+
+@pytest.fixture
+async def api(instance: Instance) -> AsyncIterator[SendingServer]:
+    async for s in sending_server(instance):
+        yield s

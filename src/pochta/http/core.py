@@ -88,6 +88,7 @@ class ServerCore:
     def __init__(self, max_head: int = DEFAULT_MAX_HEAD, max_body: int = DEFAULT_MAX_BODY,
                  server_name: str = "Pochta") -> None:
         self.max_body = max_body
+        self.max_head = max_head
         self.server_name = server_name
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self._request: Request | None = None
@@ -145,6 +146,14 @@ class ServerCore:
         request = Request(event.method.decode("ascii"), target, headers,
                           path=unquote(parts.path),
                           query=dict(parse_qsl(parts.query, keep_blank_values=True)))
+        head = len(target) + sum(len(k) + len(v) + 4 for k, v in headers)
+        if head > self.max_head:  # h11 only limits a head that arrives in pieces
+            raise HTTPError(431, f"request head larger than {self.max_head} bytes")
+        if request.header("transfer-encoding") is not None and request.header(
+                "content-length") is not None:
+            # RFC 9112 §6.1: may be a smuggling attempt; h11 would go by Transfer-Encoding,
+            # a proxy in front of us might not
+            raise HTTPError(400, "both Transfer-Encoding and Content-Length")
         length = request.header("content-length")
         if length is not None and int(length) > self.max_body:
             raise HTTPError(413, f"request body larger than {self.max_body} bytes")

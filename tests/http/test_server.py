@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import Instance, need_tool, run_tool
-from tests.sending.helpers import SendingServer, api, sending_server  # noqa: F401
+from tests.sending.helpers import SendingServer, sending_server
 
 
 @pytest.fixture

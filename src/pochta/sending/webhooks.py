@@ -69,11 +69,11 @@ class _State:
 
 class WebhookDispatcher:
     def __init__(self, ctx: ServerContext, clock: Any = time.time,
-                 backoff_first: float = BACKOFF_FIRST) -> None:
+                 backoff_first: float | None = None) -> None:
         self.store = ctx.store
         self.settings = ctx.config.sending
         self.clock = clock
-        self.backoff_first = backoff_first
+        self.backoff_first = backoff_first  # None: BACKOFF_FIRST
         self.wakeup = asyncio.Event()
         ctx.extras["webhooks_wakeup"] = self.wakeup
         self.owner = f"{socket.gethostname()}:{os.getpid()}:webhooks"
@@ -141,7 +141,8 @@ class WebhookDispatcher:
         if state.failures == 0:
             state.first_failure = self.clock()
         state.failures += 1
-        delay = min(self.backoff_first * 2 ** (state.failures - 1), BACKOFF_MAX)
+        first = BACKOFF_FIRST if self.backoff_first is None else self.backoff_first
+        delay = min(first * 2 ** (state.failures - 1), BACKOFF_MAX)
         state.next_try = self.clock() + delay * random.uniform(0.8, 1.2)
         log.info("webhook %d: %s answered %s (%s); retry in %.0f s", hook.id, hook.url,
                  status or "nothing", detail[:100], state.next_try - self.clock())

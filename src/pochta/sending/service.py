@@ -252,8 +252,9 @@ class SendingService:
             if res is None:
                 return (), ()
             return (tuple(LocalTarget(a) for a in res.local),
-                    tuple(RemoteRecipient(r, "NEVER") for r in res.remote))
-        return (), (RemoteRecipient(address, "NEVER"),)
+                    tuple(RemoteRecipient(r) for r in res.remote))
+        # no NOTIFY=NEVER: the next hop must send its DSNs back to the return path
+        return (), (RemoteRecipient(address),)
 
     async def _queue(self, c: _Copy, client_ip: str, authenticated_as: str) -> None:
         if not c.local and not c.remote:

@@ -255,3 +255,6 @@ def install(ctx: ServerContext) -> None:
     ctx.directory.system_recipient = processor.is_system
     ctx.delivery.system_sink = processor.receive
     ctx.extras["bounces"] = processor
+    from .smtp_keys import install as install_smtp_keys
+
+    install_smtp_keys(ctx)

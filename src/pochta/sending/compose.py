@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
+import email.header
 import email.utils
 import html
 import re
+import secrets
 from dataclasses import dataclass, field
-from email.headerregistry import Address
-from email.message import EmailMessage
 from typing import Any
 
 from ..addresses import AddressError, normalize_address, split_address
@@ -32,7 +31,6 @@ RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "reply-to", "content-t
                     "list-unsubscribe", "list-unsubscribe-post", "return-path", "received"}
 MAX_TAGS = 10
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}")
-SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 class InvalidRequest(Exception):
@@ -66,7 +64,7 @@ def _address(value: Any, where: str) -> tuple[str, str]:
     """(display name, normalised address) from "a@b", "Name <a@b>" or {"email", "name"}."""
     if isinstance(value, dict):
         unknown = set(value) - {"email", "name"}
-        _need(not unknown, "unknown_field", f"{where}: unknown field {sorted(unknown)[0]!r}")
+        _need(not unknown, "unknown_field", f"{where}: unknown field {min(unknown, default='')!r}")
         name, addr = value.get("name", ""), value.get("email")
         _need(isinstance(name, str) and isinstance(addr, str), "invalid_address",
               f"{where}: email and name must be strings")
@@ -121,8 +119,7 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     """Validate one message of an API call and build it."""
     _need(isinstance(spec, dict), "invalid_message", f"{where}: expected an object")
     unknown = set(spec) - MESSAGE_FIELDS
-    _need(not unknown, "unknown_field", f"{where}: unknown field {sorted(unknown)[0]!r}"
-          if unknown else "")
+    _need(not unknown, "unknown_field", f"{where}: unknown field {min(unknown, default='')!r}")
     stream = spec.get("stream", streams[0])
     _need(stream in streams, "invalid_stream",
           f"{where}.stream: one of {', '.join(streams)}")
@@ -153,63 +150,110 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     _need(text is not None or body_html is not None, "missing_field",
           f"{where}: text or html is required")
     subject = substitute(subject, variables)
-    msg = EmailMessage(policy=SMTP_POLICY)
-    msg["From"] = _fmt(from_name, sender)
+    header_lines = [_header("From", _fmt(from_name, sender))]
     for key, header in (("to", "To"), ("cc", "Cc")):
         addrs = _addresses(spec.get(key), f"{where}.{key}")
         if addrs:
-            msg[header] = ", ".join(_fmt(n, a) for n, a in addrs)
+            header_lines.append(_header(header, ", ".join(_fmt(n, a) for n, a in addrs)))
     if "reply_to" in spec:
-        msg["Reply-To"] = ", ".join(_fmt(n, a) for n, a in
-                                    _addresses(spec["reply_to"], f"{where}.reply_to"))
-    msg["Subject"] = subject.replace("\r", " ").replace("\n", " ")
+        header_lines.append(_header("Reply-To", ", ".join(
+            _fmt(n, a) for n, a in _addresses(spec["reply_to"], f"{where}.reply_to"))))
+    header_lines.append(_header("Subject", subject.replace("\r", " ").replace("\n", " ")))
     headers = spec.get("headers", {})
     _need(isinstance(headers, dict), "invalid_header", f"{where}.headers: an object")
     for name, value in headers.items():
-        msg[name] = _header_value(name, value)
+        header_lines.append(_header(name, _header_value(name, value)))
+    header_lines.append("MIME-Version: 1.0")
+    parts: list[tuple[str, bytes]] = []  # (Content-Type and friends, encoded body)
     if text is not None:
-        msg.set_content(substitute(text, variables), cte="quoted-printable")
+        parts.append(_text_part(substitute(text, variables), "plain"))
     if body_html is not None:
-        html_text = substitute(body_html, variables, escape=True)
-        if text is not None:
-            msg.add_alternative(html_text, subtype="html", cte="quoted-printable")
-        else:
-            msg.set_content(html_text, subtype="html", cte="quoted-printable")
+        parts.append(_text_part(substitute(body_html, variables, escape=True), "html"))
     attachments = spec.get("attachments", [])
     _need(isinstance(attachments, list), "invalid_attachment", f"{where}.attachments: a list")
-    for i, att in enumerate(attachments):
-        _attach(msg, att, f"{where}.attachments[{i}]")
-    data = msg.as_bytes()
+    files = [_attachment(att, f"{where}.attachments[{i}]") for i, att in enumerate(attachments)]
+    body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
+    if files:
+        body = _multipart("mixed", [body, *files])
+    data = ("\r\n".join(header_lines) + "\r\n").encode("utf-8") + body[0].encode(
+        "ascii") + b"\r\n" + body[1]
     return Outgoing(sender, split_address(sender)[1], recipients, data, subject, stream,
                     tuple(tags), metadata)
+
+
+def _header(name: str, value: str) -> str:
+    """One header field: RFC 2047 words for non-ASCII (names in addresses are encoded by
+    ``_fmt``), folded at spaces so no line is longer than 78 characters if possible."""
+    if not value.isascii():
+        encoded = email.header.Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        return f"{name}: {encoded}"
+    line = f"{name}: {value}"
+    if len(line) <= 78:
+        return line
+    out, current = [], ""
+    for word in line.split(" "):
+        if current and len(current) + 1 + len(word) > 78:
+            out.append(current)
+            current = " " + word
+        else:
+            current = f"{current} {word}" if current else word
+    out.append(current)
+    return "\r\n".join(out)
+
+
+def _text_part(text: str, subtype: str) -> tuple[str, bytes]:
+    """(headers, body): 7bit when it is ASCII with short lines, else quoted-printable."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    raw = text.encode("utf-8")
+    ctype = f'Content-Type: text/{subtype}; charset="utf-8"'
+    lines = raw.split(b"\n")
+    if raw.isascii() and max(len(x) for x in lines) <= 998:
+        body = b"\r\n".join(lines)
+        return f"{ctype}\r\nContent-Transfer-Encoding: 7bit\r\n", _end(body)
+    qp = binascii.b2a_qp(raw, istext=True).replace(b"\n", b"\r\n")
+    return f"{ctype}\r\nContent-Transfer-Encoding: quoted-printable\r\n", _end(qp)
+
+
+def _end(body: bytes) -> bytes:
+    return body if body.endswith(b"\r\n") else body + b"\r\n"
+
+
+def _multipart(subtype: str, parts: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+    boundary = "=_pochta_" + secrets.token_hex(12)
+    chunks = [b"--" + boundary.encode() + b"\r\n" + h.encode("ascii") + b"\r\n" + b
+              for h, b in parts]
+    body = b"".join(chunks) + b"--" + boundary.encode() + b"--\r\n"
+    return f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n', body
 
 
 def _fmt(name: str, address: str) -> str:
     if not name:
         return address
-    local, _, domain = address.rpartition("@")
-    return str(Address(display_name=name, username=local, domain=domain))
+    return email.utils.formataddr((name, address))
 
 
-def _attach(msg: EmailMessage, att: Any, where: str) -> None:
+def _attachment(att: Any, where: str) -> tuple[str, bytes]:
     _need(isinstance(att, dict), "invalid_attachment", f"{where}: an object")
     unknown = set(att) - ATTACHMENT_FIELDS
-    _need(not unknown, "unknown_field", f"{where}: unknown field "
-          f"{sorted(unknown)[0] if unknown else ''!r}")
-    filename, ctype, content = att.get("filename"), att.get("content_type",
-                                                            "application/octet-stream"), \
-        att.get("content")
+    _need(not unknown, "unknown_field", f"{where}: unknown field {min(unknown, default='')!r}")
+    filename = att.get("filename")
+    ctype = att.get("content_type", "application/octet-stream")
+    content = att.get("content")
     _need(isinstance(filename, str) and bool(filename) and isinstance(content, str)
-          and isinstance(ctype, str) and ctype.count("/") == 1, "invalid_attachment",
+          and isinstance(ctype, str) and re.fullmatch(r"[\w.+-]+/[\w.+-]+", ctype) is not None
+          and "\r" not in filename and "\n" not in filename, "invalid_attachment",
           f"{where}: filename, content (base64) and content_type (type/subtype)")
     try:
         payload = base64.b64decode(content, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("invalid_attachment", f"{where}.content: not base64") from None
-    if msg.get_content_type() != "multipart/mixed":
-        msg.make_mixed()
-    maintype, subtype = ctype.split("/")
-    msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename)
+    disposition = email.utils.encode_rfc2231(filename, "utf-8") if not filename.isascii() \
+        else '"' + filename.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    star = "*" if not filename.isascii() else ""
+    headers = (f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: base64\r\n"
+               f"Content-Disposition: attachment; filename{star}={disposition}\r\n")
+    body = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    return headers, body
 
 
 def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
@@ -217,7 +261,7 @@ def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
     extra = set(spec) & {"from", "subject", "text", "html", "attachments", "headers",
                          "cc", "bcc", "reply_to", "variables"}
     _need(not extra, "unknown_field",
-          f"{where}: {sorted(extra)[0] if extra else ''!r} does not go with raw")
+          f"{where}: {min(extra, default='')!r} does not go with raw")
     raw = spec["raw"]
     _need(isinstance(raw, str) and bool(raw), "invalid_message", f"{where}.raw: a string")
     data = raw.encode("utf-8")

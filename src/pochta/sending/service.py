@@ -262,7 +262,7 @@ class SendingService:
         sender = verp_address(self.secret, self.settings.bounce_local_part, c.message_id,
                               c.out.domain)
         envelope = Envelope(sender=sender, smtputf8=not c.recipient.isascii(),
-                            body_8bit=any(b > 127 for b in c.data),
+                            body_8bit=not c.data.isascii(),
                             authenticated_as=authenticated_as or None)
         trace = TraceInfo(helo="api", client_ip=client_ip or "127.0.0.1", esmtp=True,
                           tls=None, authenticated_as=authenticated_as or None,

@@ -96,8 +96,9 @@ def main() -> int:
     key, https_port, http_port = setup(workdir, args.dkim)
     sink = subprocess.Popen(["smtp-sink", "-c", f"127.0.0.1:{SINK_PORT}", "1000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (workdir / "server.log").open("w")  # open while the server runs
     server = subprocess.Popen([str(POCHTA), "-c", str(workdir / "pochta.toml"), "serve"],
-                              stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "w"))
+                              stdout=subprocess.DEVNULL, stderr=log)
     try:
         time.sleep(2.0)
         starts = list(range(0, args.recipients, args.batch))
@@ -132,6 +133,7 @@ def main() -> int:
         server.wait(30)
         sink.terminate()
         sink.wait(10)
+        log.close()
 
 
 if __name__ == "__main__":

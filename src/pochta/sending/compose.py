@@ -14,6 +14,7 @@ import base64
 import binascii
 import email.header
 import email.utils
+import functools
 import html
 import re
 import secrets
@@ -68,17 +69,34 @@ def _address(value: Any, where: str) -> tuple[str, str]:
         name, addr = value.get("name", ""), value.get("email")
         _need(isinstance(name, str) and isinstance(addr, str), "invalid_address",
               f"{where}: email and name must be strings")
-    elif isinstance(value, str):
-        name, addr = email.utils.parseaddr(value)
-        _need(bool(addr), "invalid_address", f"{where}: {value!r} is not an address")
+        parsed = _parse_address(f"{addr}")
+        _need("\r" not in name and "\n" not in name, "invalid_address", f"{where}: bad name")
+        if isinstance(parsed, str):
+            raise InvalidRequest("invalid_address", f"{where}: {addr!r}: {parsed}")
+        return name, parsed[1]
+    _need(isinstance(value, str), "invalid_address", f"{where}: expected an address")
+    parsed = _parse_address(value)
+    if isinstance(parsed, str):
+        raise InvalidRequest("invalid_address", f"{where}: {value!r}: {parsed}")
+    return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(value: str) -> tuple[str, str] | str:
+    """(name, normalised address), or what is wrong (cached: a batch repeats its From)."""
+    if value.count("@") == 1 and not any(c in value for c in ' <>"(),;:\\[]\r\n'):
+        name, addr = "", value  # the common case, without the full RFC 5322 parser
     else:
-        raise InvalidRequest("invalid_address", f"{where}: expected an address")
+        name, addr = email.utils.parseaddr(value)
+        if not addr:
+            return "not an address"
+        if "\r" in name or "\n" in name:
+            return "bad name"
     try:
-        norm = normalize_address(str(addr))
+        norm = normalize_address(addr)
         split_address(norm)
     except AddressError as exc:
-        raise InvalidRequest("invalid_address", f"{where}: {addr!r}: {exc}") from None
-    _need("\r" not in name and "\n" not in name, "invalid_address", f"{where}: bad name")
+        return str(exc)
     return name, norm
 
 
@@ -131,8 +149,8 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     _need(isinstance(metadata, dict), "invalid_metadata", f"{where}.metadata: an object")
     variables = spec.get("variables", {})
     _need(isinstance(variables, dict), "invalid_variables", f"{where}.variables: an object")
-    rcpts = [a for key in ("to", "cc", "bcc") for _, a in _addresses(spec.get(key),
-                                                                      f"{where}.{key}")]
+    parsed = {key: _addresses(spec.get(key), f"{where}.{key}") for key in ("to", "cc", "bcc")}
+    rcpts = [a for key in ("to", "cc", "bcc") for _, a in parsed[key]]
     _need(bool(rcpts), "no_recipients", f"{where}: no recipients (to, cc or bcc)")
     _need(len(rcpts) <= max_recipients, "too_many_recipients",
           f"{where}: more than {max_recipients} recipients")
@@ -152,7 +170,7 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     subject = substitute(subject, variables)
     header_lines = [_header("From", _fmt(from_name, sender))]
     for key, header in (("to", "To"), ("cc", "Cc")):
-        addrs = _addresses(spec.get(key), f"{where}.{key}")
+        addrs = parsed[key]
         if addrs:
             header_lines.append(_header(header, ", ".join(_fmt(n, a) for n, a in addrs)))
     if "reply_to" in spec:

@@ -239,15 +239,18 @@ class SendingService:
         for (c, _), data in zip(signing, signed, strict=True):
             for copy in ([c] if isinstance(c, _Copy) else c):
                 copy.data = data
+        local_domains: dict[str, bool] = {}  # one lookup per domain, not per recipient
         for group in copies:
             for c in group:
-                c.local, c.remote = await self._targets(c.recipient)
+                c.local, c.remote = await self._targets(c.recipient, local_domains)
 
-    async def _targets(self, address: str) -> tuple[tuple[LocalTarget, ...],
-                                                    tuple[RemoteRecipient, ...]]:
+    async def _targets(self, address: str, local_domains: dict[str, bool]
+                       ) -> tuple[tuple[LocalTarget, ...], tuple[RemoteRecipient, ...]]:
         directory = self.ctx.directory
         domain = split_address(address)[1]
-        if await directory.is_local_domain(domain):
+        if domain not in local_domains:
+            local_domains[domain] = await directory.is_local_domain(domain)
+        if local_domains[domain]:
             res = await directory.resolve(address)
             if res is None:
                 return (), ()

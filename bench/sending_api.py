@@ -3,7 +3,7 @@ second through ``POST /v1/messages/batch``.
 
 A fresh instance (bench/pochta_instance.sh, every listener port moved from 2xxx to 5xxx so
 it collides with no other benchmark server) gets an API key, a static route sending the
-recipient domains to ``smtp-sink`` on 127.0.0.1:2626 (so the queue worker delivers while
+recipient domains to ``smtp-sink`` on 127.0.0.1:5626 (so the queue worker delivers while
 the batches arrive, as in production), and ``pochta serve``. The client sends N
 recipients (default 100,000) as batches of 1,000 template recipients with per-recipient
 variables, over C keep-alive HTTPS connections (default 4), and the clock runs from the
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POCHTA = ROOT / ".venv" / "bin" / "pochta"
-SINK_PORT = 2626
+SINK_PORT = 5626
 
 
 def setup(workdir: Path, dkim: bool) -> tuple[str, int, int]:
@@ -91,16 +91,25 @@ def main() -> int:
                     "benchmark instance has DKIM signing off)")
     ap.add_argument("--stream", default="transactional")
     ap.add_argument("--plain-http", action="store_true")
+    ap.add_argument("--drain", action="store_true", help="also wait until every copy is "
+                    "delivered to smtp-sink (delivered events recorded) and time that")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     key, https_port, http_port = setup(workdir, args.dkim)
-    sink = subprocess.Popen(["smtp-sink", "-c", f"127.0.0.1:{SINK_PORT}", "1000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{SINK_PORT}",
+                             "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = (workdir / "server.log").open("w")  # open while the server runs
     server = subprocess.Popen([str(POCHTA), "-c", str(workdir / "pochta.toml"), "serve"],
                               stdout=subprocess.DEVNULL, stderr=log)
     try:
-        time.sleep(2.0)
+        import socket
+
+        for _ in range(300):  # until the server listens
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
         starts = list(range(0, args.recipients, args.batch))
         per = [starts[i::args.connections] for i in range(args.connections)]
         errors: list[str] = []
@@ -117,6 +126,17 @@ def main() -> int:
         if errors:
             print("errors:", errors[:3], file=sys.stderr)
         db = sqlite3.connect(workdir / "data" / "pochta.db")
+        drained = None
+        delivered_at_accept_end = db.execute(
+            "SELECT count(*) FROM queue WHERE state = 'delivered'").fetchone()[0]
+        if args.drain:
+            while True:
+                done = db.execute("SELECT count(*) FROM sending_events WHERE kind = "
+                                  "'delivered'").fetchone()[0]
+                if done >= args.recipients:
+                    break
+                time.sleep(0.05)
+            drained = time.monotonic() - t0
         accepted = db.execute("SELECT count(*) FROM sending_events WHERE kind = 'accepted'"
                               ).fetchone()[0]
         queued = db.execute("SELECT count(*) FROM queue").fetchone()[0]
@@ -126,7 +146,14 @@ def main() -> int:
                           "seconds": round(took, 2),
                           "recipients_per_s": round(args.recipients / took),
                           "accepted_events": accepted, "queue_rows": queued,
-                          "errors": len(errors)}))
+                          "errors": len(errors),
+                          **({"delivered_all_after_s": round(drained, 2),
+                              "end_to_end_msg_per_s": round(args.recipients / drained),
+                              "delivered_when_accepting_ended": delivered_at_accept_end,
+                              "delivery_msg_per_s_after_accepting": round(
+                                  (args.recipients - delivered_at_accept_end)
+                                  / max(drained - took, 0.001))}
+                             if drained else {})}))
         return 0 if not errors and accepted == args.recipients else 1
     finally:
         server.send_signal(signal.SIGTERM)

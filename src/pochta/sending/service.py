@@ -106,6 +106,8 @@ class SendingService:
         self.secret = load_secret(ctx.config.data_path)
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}
         self.clock = time.time
+        self._pending: list[tuple[NewEvent, bool]] = []  # outcome events not yet written
+        self._flusher: asyncio.Task[None] | None = None
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -278,8 +280,10 @@ class SendingService:
 
     async def outcome(self, item: QueueItem, kind: str, reply: str, status: str,
                       next_attempt: float | None) -> None:
-        """``kind``: delivered, deferred or bounced (worker.py ``_settle``)."""
-        now = self.clock()
+        """``kind``: delivered, deferred or bounced (worker.py ``_settle``). Buffered and
+        written in batches by ``_flush_outcomes``: the delivery lane does not wait for an
+        extra fsync per message (the queue item's own state is already durable; a crash
+        can lose the events of the last few milliseconds, never a queue outcome)."""
         detail: dict[str, Any] = {"reply": reply}
         if status:
             detail["status"] = status
@@ -291,10 +295,28 @@ class SendingService:
         else:
             event = EventKind.BOUNCED
             detail["type"] = classify(status, reply)
-        n = await self.store.record_events([NewEvent(item.message_id, event, now,
-                                                     json.dumps(detail))])
-        if n and event is EventKind.BOUNCED and detail["type"] == "hard":
-            await self.suppress_message(item.message_id, "bounce", reply)
+        self._pending.append((NewEvent(item.message_id, event, self.clock(),
+                                       json.dumps(detail)), detail.get("type") == "hard"))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_outcomes())
+
+    async def _flush_outcomes(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.store.record_events([e for e, _ in batch])
+                for e, hard in batch:
+                    if hard:
+                        await self.suppress_message(e.message_id, "bounce",
+                                                    json.loads(e.detail)["reply"])
+            except StoreError as exc:
+                log.error("could not record %d delivery events: %s", len(batch), exc)
+
+    async def flush(self) -> None:
+        """Write buffered outcome events now (the server calls it when it stops)."""
+        if self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        await self._flush_outcomes()
 
     async def suppress_message(self, message_id: str, reason: str, detail: str) -> None:
         sent = await self.store.get_sent(message_id)

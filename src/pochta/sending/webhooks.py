@@ -169,6 +169,9 @@ async def run_sending(ctx: ServerContext) -> None:
         await dispatcher.run()
     finally:
         purge.cancel()
+        from .service import sending_of
+
+        await sending_of(ctx).flush()
 
 
 async def _purge_forever(ctx: ServerContext) -> None:

@@ -104,6 +104,9 @@ async def test_stats(store: MailStore) -> None:  # noqa: F811
     assert [(r.bucket, r.stream, r.kind, r.count) for r in rows] == [
         (3600.0, "bulk", EventKind.ACCEPTED, 1), (3600.0, "transactional", EventKind.ACCEPTED, 1),
         (7200.0, "bulk", EventKind.BOUNCED, 1), (7200.0, "transactional", EventKind.DELIVERED, 1)]
+    assert await store.delivery_times("a.test", 0, 10**9) == [3700.0]
+    assert await store.delivery_times("a.test", 0, 10**9, tag="t") == [3700.0]
+    assert await store.delivery_times("a.test", 0, 7300.0) == []
     daily = await store.event_stats("a.test", 0, 10**9, 86400, tag="t")
     assert [(r.kind, r.count) for r in daily] == [(EventKind.ACCEPTED, 1),
                                                  (EventKind.DELIVERED, 1)]

@@ -308,7 +308,10 @@ class SendingAPI:
         for r in rows:
             table.setdefault((r.bucket, r.stream), {k.value: 0 for k in EventKind})[
                 r.kind.value] = r.count
-        return json_response(200, {"period": period, "domain": key.domain, "stats": [
+        times = await self.store.delivery_times(key.domain, since, until,
+                                                tag=request.query.get("tag") or None)
+        return json_response(200, {"period": period, "domain": key.domain,
+                                   "delivery_seconds": percentiles(times), "stats": [
             {"start": b, "stream": s, **counts} for (b, s), counts in sorted(table.items())]})
 
     # --- suppressions -------------------------------------------------------------------
@@ -484,6 +487,18 @@ class SendingAPI:
             return _page(404, "This unsubscribe link is not valid.")
         return _page(200, f"{html.escape(done[2])} will get no more of this mail from "
                      f"{html.escape(done[0])}.")
+
+
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """p50/p90/p99 (nearest rank) of accepted-to-delivered seconds, and how many."""
+    ordered = sorted(values)
+
+    def rank(p: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, max(0, int(p * len(ordered) + 0.5) - 1))], 3)
+
+    return {"count": len(ordered), "p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99)}
 
 
 class _Nothing:

@@ -176,6 +176,12 @@ async def cmd_stats(args: argparse.Namespace, store: MailStore, _config: Any) ->
             totals[k] = totals.get(k, 0) + v
     print("-" * len(header))
     print(f"{'total':<32}" + "".join(f"{totals.get(k, 0):>13}" for k in COLUMNS))
+    from .api import percentiles
+
+    p = percentiles(await store.delivery_times(args.domain, since, now + 1, tag=args.tag))
+    if p["count"]:
+        print(f"delivery time (accepted to delivered, {p['count']} copies): "
+              f"p50 {p['p50']} s, p90 {p['p90']} s, p99 {p['p99']} s")
     return 0
 
 

@@ -175,6 +175,11 @@ class SendingStore(Protocol):
                           tag: str | None = None) -> list[StatsRow]:
         """Event counts per ``bucket`` seconds (3600 or 86400), stream and kind."""
 
+    async def delivery_times(self, domain: str, since: float, until: float,
+                             tag: str | None = None) -> list[float]:
+        """Seconds from ``accepted`` to ``delivered`` of the copies delivered in the range
+        (for percentiles), in no particular order."""
+
     # suppressions
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:
         """Add (or keep) each entry; returns how many were new."""

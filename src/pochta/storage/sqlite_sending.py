@@ -238,6 +238,18 @@ class SQLiteSendingMixin(SQLiteFeature):
             sql + extra + " GROUP BY b, stream, kind ORDER BY b, stream, kind", args)
         return [StatsRow(float(r[0]), r[1], EventKind(r[2]), r[3]) for r in rows]
 
+    async def delivery_times(self, domain: str, since: float, until: float,
+                             tag: str | None = None) -> list[float]:
+        sql = ("SELECT d.time - a.time FROM sending_events d JOIN sending_events a"
+               " ON a.message_id = d.message_id AND a.kind = 'accepted'"
+               " WHERE d.domain = ? AND d.kind = 'delivered' AND d.time >= ? AND d.time < ?")
+        args: list[Any] = [domain, since, until]
+        if tag is not None:
+            sql += (" AND d.message_id IN (SELECT message_id FROM sending_message_tags"
+                    " WHERE tag = ?)")
+            args.append(tag)
+        return [float(r[0]) for r in await self._query(sql, args)]
+
     async def last_event_id(self) -> int:
         rows = await self._query("SELECT coalesce(max(id), 0) FROM sending_events")
         return int(rows[0][0])

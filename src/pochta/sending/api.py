@@ -13,6 +13,7 @@ import hashlib
 import html
 import io
 import json
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from ..storage.interfaces_sending import (
 from .compose import InvalidRequest, Outgoing, parse_message
 from .openapi import openapi_document
 from .service import SendingService, sending_of
+from .tokens import parse_unsubscribe_token
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
@@ -419,8 +421,6 @@ class SendingAPI:
         url = body["url"]
         if not url.startswith(("https://", "http://")):
             raise ApiError(400, "invalid_url", "url: http:// or https://")
-        import secrets
-
         secret = secrets.token_urlsafe(32)
         hook = await self.store.add_webhook(key.domain, url, secret, time.time(),
                                             await self.store.last_event_id())
@@ -468,8 +468,6 @@ class SendingAPI:
     async def unsubscribe_page(self, request: Request, params: dict[str, str]) -> Response:
         """A link followed in a browser (or by a link scanner): nothing happens until the
         person presses the button (RFC 8058 §4: GET must not unsubscribe)."""
-        from .tokens import parse_unsubscribe_token
-
         parsed = parse_unsubscribe_token(self.service.secret, params["token"])
         if parsed is None:
             return _page(404, "This unsubscribe link is not valid.")

@@ -158,7 +158,7 @@ def test_config_check_ok(inst: Path) -> None:
     _free_ports(inst)
     r = pochta("-c", str(inst), "config-check")
     assert r.returncode == 0, r.stdout
-    assert r.stdout.strip().endswith("ok (8 listeners)")
+    assert r.stdout.strip().endswith("ok (10 listeners)")
 
 
 def test_config_check_runs_what_serve_runs(inst: Path) -> None:

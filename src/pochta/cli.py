@@ -35,6 +35,8 @@ DEMO_PORTS = {
     ("pop3", "starttls"): 2110,
     ("pop3", "implicit"): 2995,
     ("managesieve", "starttls"): 24190,
+    ("http", "none"): 2080,
+    ("http", "implicit"): 2443,
 }
 STANDARD_PORTS = {
     ("mta", "starttls"): 25,
@@ -45,6 +47,7 @@ STANDARD_PORTS = {
     ("pop3", "starttls"): 110,
     ("pop3", "implicit"): 995,
     ("managesieve", "starttls"): 4190,
+    # no http listener: 80/443 usually belong to a web server already; add one by hand
 }
 # Modules that add their own subcommands with register(subparsers).
 PLUGINS = (
@@ -52,6 +55,7 @@ PLUGINS = (
     "pochta.sieve.cli",
     "pochta.transport_security.cli",
     "pochta.spam.cli",
+    "pochta.sending.cli",
 )
 
 
@@ -253,6 +257,13 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
     if ("pop3", "implicit") in by_role:
         out.append(f"  curl -k 'pop3s://127.0.0.1:{by_role['pop3', 'implicit']}/' "
                    "--user bob@example.test:bob-demo-pass")
+    if ("http", "implicit") in by_role:
+        out.append(f"  {pochta_command()} -c {cfg_file} apikey add example.test "
+                   "--scope send,events   # then, with KEY:")
+        out.append(f"  curl -k https://127.0.0.1:{by_role['http', 'implicit']}/v1/messages "
+                   "-H 'Authorization: Bearer KEY' -H 'Content-Type: application/json' "
+                   "-d '{\"from\": \"alice@example.test\", \"to\": \"bob@example.test\", "
+                   "\"subject\": \"hi\", \"text\": \"hello\"}'")
     out += [f"  {pochta_command()} -c {cfg_file} user list", "", "Ctrl-C stops the server.",
             ""]
     return "\n".join(out)

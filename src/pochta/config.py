@@ -20,10 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .http.settings import HTTPSettings
+from .http.settings import check as check_http
 from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 from .policy.settings import validate as validate_policy
 from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
+from .sending.settings import SendingSettings
+from .sending.settings import check as check_sending
 from .sieve.settings import SieveConfig
 from .sieve.settings import check as check_sieve
 from .spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamConfig
@@ -31,7 +35,7 @@ from .spam.settings import validate as validate_spam
 from .transport_security.settings import TransportSecurityConfig
 from .transport_security.settings import check as check_transport_security
 
-ROLES = ("mta", "submission", "imap", "pop3", "managesieve")
+ROLES = ("mta", "submission", "imap", "pop3", "managesieve", "http")
 TLS_MODES = ("none", "starttls", "implicit")
 # A listener address meaning every IPv4 and every IPv6 address (one socket per family).
 ALL_ADDRESSES = "*"
@@ -47,7 +51,8 @@ def _doc(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Listener:
-    role: str = field(metadata=_doc("mta, submission, imap, pop3 or managesieve"))
+    role: str = field(metadata=_doc("mta, submission, imap, pop3, managesieve or http (http: "
+                                    "tls none or implicit)"))
     port: int = field(metadata=_doc("TCP port"))
     address: str = field(
         default="127.0.0.1",
@@ -103,6 +108,10 @@ class Limits:
         default=200, metadata=_doc("ManageSieve connections in total"))
     managesieve_max_connections_per_ip: int = field(
         default=20, metadata=_doc("ManageSieve connections per client address"))
+    http_max_connections: int = field(
+        default=500, metadata=_doc("HTTP (API, unsubscribe) connections in total"))
+    http_max_connections_per_ip: int = field(
+        default=100, metadata=_doc("HTTP connections per client address"))
     tls_handshake_timeout: float = field(
         default=10.0, metadata=_doc("seconds a TLS handshake (implicit TLS or STARTTLS) may take"))
     min_data_rate: int = field(
@@ -363,6 +372,9 @@ class Config:
     greylist: GreylistConfig = field(default_factory=GreylistConfig, metadata=_doc("[greylist]"))
     spam: SpamConfig = field(default_factory=SpamConfig, metadata=_doc("[spam]"))
     abuse: AbuseConfig = field(default_factory=AbuseConfig, metadata=_doc("[abuse]"))
+    http: HTTPSettings = field(default_factory=HTTPSettings, metadata=_doc("[http]"))
+    sending: SendingSettings = field(default_factory=SendingSettings,
+                                     metadata=_doc("[sending] (see docs/api.md)"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -470,6 +482,8 @@ def _validate(cfg: Config) -> None:
         except ValueError:
             raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address "
                               f'(or "{ALL_ADDRESSES}" for every address)') from None
+        _check(lst.role != "http" or lst.tls != "starttls", f"{key}.tls",
+               "an http listener is none or implicit")
         _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
                "address and port used twice")
         seen.add((lst.address, lst.port))
@@ -527,6 +541,9 @@ def _validate(cfg: Config) -> None:
     spam_problems = validate_spam(cfg.screening, cfg.greylist, cfg.spam, cfg.abuse)
     if spam_problems:
         raise ConfigError(spam_problems[0])
+
+    for problem in [*check_http(cfg.http), *check_sending(cfg.sending)]:
+        raise ConfigError(problem)
 
 
 def _validate_storage(storage: StorageConfig) -> None:

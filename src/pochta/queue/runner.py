@@ -37,6 +37,8 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
     worker: QueueWorker
 
     async def bounce(dsn: bytes, recipient: str, envelope: Envelope) -> None:
+        if sending.message_of_return_path(recipient) is not None:
+            return  # the sending layer's return path: the outcome sink has recorded it
         spam = ctx.extras.get("spam")  # bounces of a local sender count (spam/abuse.py)
         if spam is not None:
             await spam.bounce(recipient, dsn)
@@ -62,6 +64,9 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         if remote:
             worker.notify()
 
+    from pochta.sending.service import sending_of  # delivery events (issue 18)
+
+    sending = sending_of(ctx)
     # MTA-STS, DANE and TLS-RPT (pochta.transport_security.wiring)
     from pochta.queue.routing import Router
     from pochta.transport_security.requiretls import message_policy
@@ -70,7 +75,7 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
     tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
     worker = QueueWorker(
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
-        bounce_sink=bounce, base_dir=ctx.config.base_dir,
+        bounce_sink=bounce, base_dir=ctx.config.base_dir, outcome_sink=sending.outcome,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
         forwarding=forwarding(ctx.config, ctx.store, getattr(ctx.directory, "srs", None)),
         message_policy=message_policy(ctx.store, Router(

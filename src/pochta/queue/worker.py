@@ -53,12 +53,16 @@ log = logging.getLogger("pochta.queue")
 
 # (DSN message bytes, the address it goes to, its envelope)
 BounceSink = Callable[[bytes, str, Envelope], Awaitable[None]]
+# Told every recipient's outcome (the sending layer's delivery events, issue 18):
+# (item, "delivered" | "deferred" | "bounced", reply text, RFC 3463 status, next attempt)
+OutcomeSink = Callable[[QueueItem, str, str, str, float | None], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class _Outcome:
     item: QueueItem
     report: RecipientReport | None
+    next_attempt: float | None = None  # deferred: when it is tried again
 
 
 class QueueWorker:
@@ -81,6 +85,7 @@ class QueueWorker:
         forwarding: Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None = None,
         message_policy: Callable[[QueueItem, Destination], Awaitable[Destination]]
         | None = None,
+        outcome_sink: OutcomeSink | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -92,6 +97,7 @@ class QueueWorker:
         self.connector: Connector = connector or TCPConnector()
         self.clock = clock
         self.bounce_sink: BounceSink = bounce_sink or self._enqueue_bounce
+        self.outcome_sink = outcome_sink
         self.base_dir = Path(base_dir)
         self.cafile = cafile
         self.tls_observer = tls_observer  # TLS-RPT results (pochta.transport_security)
@@ -365,6 +371,27 @@ class QueueWorker:
         self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
         data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
+        outcome = await self._settle_item(item, reply, remote, peer_dsn, data, tls_log)
+        if self.outcome_sink is not None:
+            report = outcome.report
+            if reply.positive:
+                kind, status = "delivered", status_of(reply)
+            elif report is not None and report.action == "failed":
+                kind, status = "bounced", report.status  # 5.4.7 when the queue gave up
+            else:
+                kind, status = "deferred", status_of(reply)
+            where = f" ({remote})" if remote else ""
+            try:
+                await self.outcome_sink(item, kind, f"{reply}{where}", status,
+                                        outcome.next_attempt)
+            except Exception:
+                log.exception("%s: outcome sink failed", item.message_id)
+        return outcome
+
+    async def _settle_item(
+        self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
+        data: bytes | None = None, tls_log: str = "",
+    ) -> _Outcome:
         now = self.clock()
         where = f" ({remote})" if remote else ""
         text = f"{reply}{where}"
@@ -404,7 +431,7 @@ class QueueWorker:
                 item.recipient, "delayed", status_of(reply), str(reply), host, now,
                 will_retry_until=item.created + self.config.max_age,
             )
-        return _Outcome(item, report)
+        return _Outcome(item, report, decision.next_attempt)
 
     async def _notify_sender(self, outcomes: list[_Outcome], data: bytes | None = None) -> None:
         """One DSN per action for the message's recipients that asked for it."""

@@ -43,6 +43,10 @@ HANDLERS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
              lambda why: f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode()),
     "managesieve": ("pochta.server.managesieve", "handle_managesieve",
                     lambda why: f'BYE "{why}, try again later"\r\n'.encode()),
+    "http": ("pochta.http.server", "handle_http",
+             lambda why: (f"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                          f"Retry-After: 5\r\nX-Reason: {why}\r\nConnection: close\r\n\r\n"
+                          ).encode()),
 }
 
 
@@ -115,6 +119,9 @@ async def build_context(
     from ..spam.gate import SpamGate
 
     SpamGate.install(ctx)
+    from ..sending.bounces import install  # return paths and bounces (issue 18)
+
+    install(ctx)
     return ctx
 
 
@@ -311,6 +318,10 @@ async def start_server(
             background.append(worker)
     if ctx.config.storage.compact_interval > 0:
         background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
+    if run_queue:  # the sending layer's webhooks and housekeeping (issue 18)
+        from ..sending.webhooks import run_sending
+
+        background.append(asyncio.get_running_loop().create_task(run_sending(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 

@@ -48,6 +48,11 @@ def unsafe_choices(config: Config) -> list[Problem]:
                                "AUTH is refused with 538 5.7.11 (encryption required), so no "
                                'client can send; use tls = "starttls" (587) or "implicit" '
                                "(465)"))
+        elif lst.role == "http":  # the sending API (issue 18)
+            if lst.address not in ("127.0.0.1", "::1"):
+                out.append(Problem("warning", key, 'tls = "none" on an http port reachable '
+                                   "from other machines: API keys travel in clear text; use "
+                                   'tls = "implicit", or bind 127.0.0.1 behind a TLS proxy'))
         elif lst.role in ("imap", "pop3"):
             out.append(Problem("warning", key, f'tls = "none": {lst.role.upper()} clients '
                                "send their passwords in clear text on this port; use "

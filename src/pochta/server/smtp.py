@@ -440,6 +440,18 @@ class SMTPHandler:
                             f"From: header address <{addr}> not owned by user "
                             f"{self.account.address}"))
                         return
+            api_keys = self.ctx.extras.get("smtp_api_keys")  # the sending layer (issue 18)
+            if api_keys is not None and api_keys.key_of(self.account) is not None:
+                code, enhanced, text = await api_keys.submit(
+                    self.account, await whole(head), event.sender, self.txn.recipients,
+                    self.conn.peer_ip)
+                if code != 250:
+                    self.session.reject(Reply(code, enhanced, text))
+                    return
+                self.messages += 1
+                self.session.accept(Reply(code, enhanced, text))
+                self.txn = _Transaction()
+                return
             head = add_missing_headers(head, self.config.hostname, time.time())
             head = await self._sign(head, whole)
         envelope = Envelope(

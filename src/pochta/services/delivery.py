@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ class TraceInfo:
     show_auth: bool = False  # name the user in the header
     hide_client_ip: bool = False
     requiretls: bool = False  # MAIL FROM ... REQUIRETLS (RFC 8689): the queue honours it
+    protocol: str | None = None  # instead of the SMTP names (the sending API: "HTTPA")
 
 
 REQUIRETLS_MARK = "(REQUIRETLS)"
@@ -55,6 +56,8 @@ REQUIRETLS_MARK = "(REQUIRETLS)"
 
 def protocol_name(trace: TraceInfo) -> str:
     """RFC 3848 / RFC 6531 §4.3: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP(S)(A)."""
+    if trace.protocol:
+        return trace.protocol
     if not trace.esmtp:
         return "SMTP"
     name = "UTF8SMTP" if trace.smtputf8 else "ESMTP"
@@ -102,10 +105,24 @@ def strip_return_path(data: bytes) -> bytes:
     return data
 
 
+SYSTEM_SAMPLE = 512 * 1024
+
+
 def read_spooled(message: SpooledMessage) -> bytes:
     with open(message.path, "rb") as f:
         f.seek(message.offset)
         return message.prefix + f.read(message.size)
+
+
+def read_spooled_sample(message: SpooledMessage, limit: int) -> bytes:
+    """The prefix and the first ``limit`` bytes of the file part."""
+    with open(message.path, "rb") as f:
+        f.seek(message.offset)
+        return message.prefix + f.read(min(limit, message.size))
+
+
+# (message, envelope, recipients): returns once what it learnt is durable
+SystemSink = Callable[[bytes, Envelope, Sequence[str]], Awaitable[None]]
 
 
 class DeliveryService:
@@ -121,6 +138,9 @@ class DeliveryService:
         self.on_queued = on_queued
         self.clock = clock
         self.sieve: SieveService | None = None  # services/sieve.py, set by server/app.py
+        # Mail to addresses the server reads itself (Directory.system_recipient: the sending
+        # layer's bounces and complaints), handed over before anything is stored.
+        self.system_sink: SystemSink | None = None
 
     async def deliver(
         self,
@@ -132,11 +152,22 @@ class DeliveryService:
         recipients: Sequence[str],
         extra_headers: bytes = b"",
         recipient_of: Mapping[int, str] | None = None,
+        queue_id: str | None = None,
     ) -> AcceptResult:
         """Store ``body`` for every target; returns once it is durable. With Sieve, each
         local target's script decides its mailboxes (``recipient_of``: the RCPT address
-        per account, the envelope "to" of RFC 5228 §5.4); it may raise ``SieveRejected``."""
-        queue_id = new_message_id()
+        per account, the envelope "to" of RFC 5228 §5.4); it may raise ``SieveRejected``.
+        ``queue_id``: one the caller already recorded (the sending API tracks each copy
+        by it)."""
+        queue_id = queue_id or new_message_id()
+        if self.system_sink is not None:
+            # bounces and complaints to our return paths: a big message is read by its
+            # first SYSTEM_SAMPLE bytes (the DSN's status parts come first)
+            sample = body if isinstance(body, bytes) else await asyncio.to_thread(
+                read_spooled_sample, body, SYSTEM_SAMPLE)
+            await self.system_sink(sample, envelope, recipients)
+            if not local and not remote:
+                return AcceptResult(queue_id, 0, ())
         now = self.clock()
         received = received_header(self.hostname, trace, queue_id, recipients, now)
         return_path = b""

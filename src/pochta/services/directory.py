@@ -22,6 +22,7 @@ MAX_ALIAS_DEPTH = 10
 class Resolution:
     local: list[int] = field(default_factory=list)  # account ids, no duplicates
     remote: list[str] = field(default_factory=list)
+    system: bool = False  # read by the server itself (bounces to the sending layer's VERP)
 
     def add_local(self, account_id: int) -> None:
         if account_id not in self.local:
@@ -42,6 +43,9 @@ class Directory:
         self.store = store
         self.clock = clock
         self._domains: dict[str, tuple[float, bool]] = {}
+        # The sending layer's return paths (issue 18): (address, found elsewhere) -> the
+        # server reads mail to it itself; DeliveryService.system_sink gets it.
+        self.system_recipient: Callable[[str, bool], bool] | None = None
 
     async def is_local_domain(self, domain: str) -> bool:
         domain = domain.lower()
@@ -61,8 +65,13 @@ class Directory:
             address = normalize_address(address)
         except AddressError:
             return None
+        hook = self.system_recipient
+        if hook is not None and hook(address, False):
+            return Resolution(system=True)
         result = Resolution()
         found = await self._expand(address, result, depth=0, seen=set())
+        if not found and hook is not None and hook(address, True):
+            return Resolution(system=True)
         return result if found else None
 
     async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:

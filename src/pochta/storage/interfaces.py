@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .interfaces_imap import ImapStateStore
+from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
 
@@ -489,6 +490,7 @@ class MailStore(
     TransportSecurityStore,
     SpamStore,  # interfaces_spam.py
     ImapStateStore,
+    SendingStore,  # interfaces_sending.py (issue 18)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

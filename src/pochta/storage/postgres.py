@@ -79,7 +79,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import postgres_imap, postgres_sieve, postgres_spam, postgres_transport
+from . import (
+    postgres_imap,
+    postgres_sending,
+    postgres_sieve,
+    postgres_spam,
+    postgres_transport,
+)
 from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
@@ -109,6 +115,7 @@ from .interfaces import (
     StoreStats,
 )
 from .postgres_imap import PostgresImapState
+from .postgres_sending import PostgresSendingMixin
 from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
@@ -239,7 +246,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 # Feature modules (postgres_base.py) bring their own migrations, after the core ones.
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
-               postgres_spam.MIGRATION, postgres_imap.MIGRATION)
+               postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -248,7 +255,7 @@ TABLES: tuple[str, ...] = (
     "locks", "window_counters",
 )
 TABLES += (postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
-           + postgres_imap.TABLES)
+           + postgres_imap.TABLES + postgres_sending.TABLES)
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -431,7 +438,8 @@ class _QueueWatcher:
 
 
 class PostgresStore(
-    PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState
+    PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState,
+    PostgresSendingMixin,
 ):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 

@@ -95,6 +95,8 @@ from .rules import (
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_imap import MIGRATIONS as IMAP_MIGRATIONS
 from .sqlite_imap import SQLiteImapState
+from .sqlite_sending import MIGRATIONS as SENDING_MIGRATIONS
+from .sqlite_sending import SQLiteSendingMixin
 from .sqlite_sieve import MIGRATIONS as SIEVE_MIGRATIONS
 from .sqlite_sieve import SQLiteSieveMixin
 from .sqlite_spam import MIGRATIONS as SPAM_MIGRATIONS
@@ -189,6 +191,7 @@ SCHEMA_VERSION = "4"
 # Migrations of the feature modules (see sqlite_base.py), applied in this order.
 FEATURE_MIGRATIONS: list[Migration] = [
     *SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS, *SPAM_MIGRATIONS, *IMAP_MIGRATIONS,
+    *SENDING_MIGRATIONS,
 ]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
@@ -435,6 +438,7 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 class SQLiteStore(
     SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteSpamMixin, SQLiteImapState,
+    SQLiteSendingMixin,
     SQLiteFeature,
 ):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""

@@ -1,0 +1,184 @@
+"""Webhooks: every event of a domain POSTed, in order, to each of its webhook URLs.
+
+Each webhook keeps a cursor in the store (the id of the last event its endpoint
+acknowledged with a 2xx). The dispatcher sends the events after the cursor in batches
+(``{"events": [...]}``, oldest first) and moves the cursor only on success, so nothing is
+skipped and order is kept, across restarts too. A failing endpoint is retried with
+exponential backoff (30 s doubling to an hour, with jitter) for ``webhook_retry_hours``;
+then that batch is skipped and logged, and the next is tried. Every attempt is in the
+webhook's delivery log; replay moves the cursor back.
+
+Signature (docs/api.md has the verification recipe)::
+
+    X-Pochta-Timestamp: 1767225600
+    X-Pochta-Signature: v1=hex(HMAC-SHA256(secret, timestamp + "." + body))
+
+Several server processes: a webhook is served by whichever holds its lock
+(``CoordinationStore.try_lock``), so no batch is sent twice concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..storage.interfaces import StoreError
+from ..storage.interfaces_sending import EventQuery, SendingEvent, Webhook, WebhookAttempt
+
+if TYPE_CHECKING:
+    from ..server.app import ServerContext
+
+log = logging.getLogger("pochta.sending.webhooks")
+
+POLL_INTERVAL = 1.0
+BACKOFF_FIRST = 30.0
+BACKOFF_MAX = 3600.0
+LOCK_TTL = 60.0
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode("utf-8"), str(timestamp).encode("ascii") + b"." + body,
+                   hashlib.sha256).hexdigest()
+    return f"v1={mac}"
+
+
+def event_payload(e: SendingEvent) -> dict[str, Any]:
+    return {"id": e.id, "time": e.time, "event": str(e.kind), "message_id": e.message_id,
+            "recipient": e.recipient, "domain": e.domain, "stream": e.stream,
+            "tags": list(e.tags), "detail": json.loads(e.detail)}
+
+
+@dataclass
+class _State:
+    failures: int = 0
+    first_failure: float = 0.0
+    next_try: float = 0.0
+
+
+class WebhookDispatcher:
+    def __init__(self, ctx: ServerContext, clock: Any = time.time,
+                 backoff_first: float | None = None) -> None:
+        self.store = ctx.store
+        self.settings = ctx.config.sending
+        self.clock = clock
+        self.backoff_first = backoff_first  # None: BACKOFF_FIRST
+        self.wakeup = asyncio.Event()
+        ctx.extras["webhooks_wakeup"] = self.wakeup
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:webhooks"
+        self._state: dict[int, _State] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except StoreError as exc:
+                log.warning("webhook pass failed: %s", exc)
+            except Exception:
+                log.exception("webhook pass failed")
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), POLL_INTERVAL)
+
+    async def pass_once(self) -> None:
+        hooks = await self.store.list_webhooks()
+        await asyncio.gather(*(self._serve(h) for h in hooks))
+
+    async def _serve(self, hook: Webhook) -> None:
+        state = self._state.setdefault(hook.id, _State())
+        if self.clock() < state.next_try:
+            return
+        name = f"webhook:{hook.id}"
+        if not await self.store.try_lock(name, self.owner, LOCK_TTL):
+            return
+        cursor = hook.cursor
+        try:
+            while True:
+                events = await self.store.query_events(EventQuery(
+                    hook.domain, after_id=cursor, limit=self.settings.webhook_batch))
+                if not events:
+                    return
+                ok = await self._post(hook, events, state)
+                if not ok:
+                    retry_for = self.settings.webhook_retry_hours * 3600
+                    if self.clock() - state.first_failure < retry_for:
+                        return
+                    log.warning("webhook %d: gave up on events %d-%d after %g hours",
+                                hook.id, events[0].id, events[-1].id,
+                                self.settings.webhook_retry_hours)
+                    state.failures, state.next_try = 0, 0.0
+                cursor = events[-1].id
+                await self.store.set_webhook_cursor(hook.id, cursor)
+                await self.store.try_lock(name, self.owner, LOCK_TTL)  # renew
+        finally:
+            await self.store.unlock(name, self.owner)
+
+    async def _post(self, hook: Webhook, events: list[SendingEvent], state: _State) -> bool:
+        body = json.dumps({"events": [event_payload(e) for e in events]},
+                          separators=(",", ":")).encode("utf-8")
+        ts = int(self.clock())
+        headers = {"Content-Type": "application/json", "User-Agent": "Pochta-Webhooks/1",
+                   "X-Pochta-Timestamp": str(ts), "X-Pochta-Signature": sign(hook.secret, ts,
+                                                                             body)}
+        status, detail = await asyncio.to_thread(_post, hook.url, body, headers,
+                                                 self.settings.webhook_timeout)
+        await self.store.log_webhook_attempt(WebhookAttempt(
+            hook.id, self.clock(), events[0].id, events[-1].id, status, detail[:500]))
+        if 200 <= status < 300:
+            state.failures, state.next_try = 0, 0.0
+            return True
+        if state.failures == 0:
+            state.first_failure = self.clock()
+        state.failures += 1
+        first = BACKOFF_FIRST if self.backoff_first is None else self.backoff_first
+        delay = min(first * 2 ** (state.failures - 1), BACKOFF_MAX)
+        state.next_try = self.clock() + delay * random.uniform(0.8, 1.2)
+        log.info("webhook %d: %s answered %s (%s); retry in %.0f s", hook.id, hook.url,
+                 status or "nothing", detail[:100], state.next_try - self.clock())
+        return False
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+            return int(resp.status), ""
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), str(exc.reason)
+    except (OSError, ValueError) as exc:
+        return 0, str(exc)
+
+
+async def run_sending(ctx: ServerContext) -> None:
+    """The sending layer's background work beside the listeners: webhooks, and forgetting
+    idempotency keys older than ``idempotency_hours``."""
+    dispatcher = WebhookDispatcher(ctx)
+    purge = asyncio.get_running_loop().create_task(_purge_forever(ctx))
+    try:
+        await dispatcher.run()
+    finally:
+        purge.cancel()
+        from .service import sending_of
+
+        await sending_of(ctx).flush()
+
+
+async def _purge_forever(ctx: ServerContext) -> None:
+    while True:
+        try:
+            hours = ctx.config.sending.idempotency_hours
+            await ctx.store.purge_idempotency_keys(time.time() - hours * 3600)
+        except StoreError as exc:
+            log.warning("purging idempotency keys failed: %s", exc)
+        await asyncio.sleep(3600)

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.sending.helpers import api  # noqa: F401

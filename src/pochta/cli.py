@@ -52,6 +52,7 @@ PLUGINS = (
     "pochta.sieve.cli",
     "pochta.transport_security.cli",
     "pochta.spam.cli",
+    "pochta.transfer.cli",
 )
 
 

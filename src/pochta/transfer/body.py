@@ -9,6 +9,7 @@ from a Maildir and again from an mbox of the same bytes is recognised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -38,10 +39,8 @@ class Body:
 
     def discard(self) -> None:
         if self.path is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
 
 
 def crlf(line: bytes) -> bytes:

@@ -20,6 +20,7 @@ in the message.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import email.utils
 import re
 import time
@@ -82,10 +83,8 @@ class _Headers:
         elif key == b"x-status":
             self.flags.update(X_STATUS_FLAGS[c] for c in text if c in X_STATUS_FLAGS)
         elif key == b"date" and self.date is None:
-            try:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
                 self.date = email.utils.parsedate_to_datetime(text).timestamp()
-            except (TypeError, ValueError, IndexError):
-                pass
 
 
 def read_mbox(path: Path, spool_dir: Path | None = None) -> Iterator[MboxMessage]:
@@ -146,7 +145,7 @@ def find_mboxes(path: Path) -> list[tuple[str, Path]]:
     out = []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         with open(file, "rb") as f:
-            if not f.read(5) == b"From ":
+            if f.read(5) != b"From ":
                 continue
         name = "/".join(file.relative_to(path).parts)
         out.append(("INBOX" if name.upper() == "INBOX" else name, file))

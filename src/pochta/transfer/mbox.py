@@ -5,7 +5,10 @@ A message starts at a ``From `` line at the start of the file or after an empty 
 keeps an unescaped ``From `` in an mboxo body from splitting a message). The empty line
 before the next ``From `` belongs to the separator and is dropped.
 
-Unescaping follows mboxrd (RFC 4155 §2 and the mboxrd convention): a line ``>From ``,
+A message whose ``Content-Length:`` header ends exactly at a message boundary (mboxcl2, as
+mutt writes with ``mbox_type=mbox``, and Solaris mail) is taken as that many bytes, with
+nothing unescaped: mutt does not escape ``From `` in such a body. Otherwise unescaping
+follows mboxrd (RFC 4155 §2 and the mboxrd convention): a line ``>From ``,
 ``>>From ``, ... loses one ``>``. For mboxo files (which escape ``From `` but not
 ``>From ``) this is the same except for a body line that was ``>From `` to begin with, which
 mboxo had already made ambiguous.
@@ -27,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .body import Body, BodyWriter
 
@@ -68,6 +72,7 @@ class _Headers:
         self.done = False
         self.flags: set[str] = set()
         self.date: float | None = None
+        self.length: int | None = None  # Content-Length (mboxcl2)
 
     def feed(self, line: bytes) -> None:
         if line in (b"\n", b"\r\n"):
@@ -82,9 +87,23 @@ class _Headers:
             self.flags.update(STATUS_FLAGS[c] for c in text if c in STATUS_FLAGS)
         elif key == b"x-status":
             self.flags.update(X_STATUS_FLAGS[c] for c in text if c in X_STATUS_FLAGS)
+        elif key == b"content-length" and text.isdigit():
+            self.length = int(text)
         elif key == b"date" and self.date is None:
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 self.date = email.utils.parsedate_to_datetime(text).timestamp()
+
+
+def _length_fits(f: BinaryIO, start: int, length: int) -> bool:
+    """Does a ``Content-Length`` body end where a message boundary (or the file) is?"""
+    try:
+        f.seek(start + length)
+        after = f.readline()
+        if after in (b"\n", b"\r\n"):
+            after = f.readline()
+        return after == b"" or after.startswith(b"From ")
+    finally:
+        f.seek(start)
 
 
 def read_mbox(path: Path, spool_dir: Path | None = None) -> Iterator[MboxMessage]:
@@ -110,20 +129,23 @@ def read_mbox(path: Path, spool_dir: Path | None = None) -> Iterator[MboxMessage
             blank_pending = False  # an empty line held back: separator or content?
             next_from: bytes | None = None
             try:
-                for line in f:
+                while line := f.readline():
                     if blank_pending:
                         if line.startswith(b"From "):
                             next_from = line
                             break
                         writer.write_line(b"\n")
                         blank_pending = False
-                    if line in (b"\n", b"\r\n"):
-                        if not headers.done:
-                            headers.feed(line)
-                        blank_pending = True
-                        continue
                     if not headers.done:
                         headers.feed(line)
+                        writer.write_line(line)
+                        if headers.done and headers.length is not None \
+                                and _length_fits(f, f.tell(), headers.length):
+                            _copy_exactly(f, headers.length, writer)
+                        continue
+                    if line in (b"\n", b"\r\n"):
+                        blank_pending = True
+                        continue
                     if _ESCAPED_FROM.match(line):
                         line = line[1:]
                     writer.write_line(line)
@@ -134,6 +156,15 @@ def read_mbox(path: Path, spool_dir: Path | None = None) -> Iterator[MboxMessage
             date = from_line_date(from_line) or headers.date or mtime
             yield MboxMessage(body, frozenset(headers.flags), date, number)
             from_line = next_from
+
+
+def _copy_exactly(f: BinaryIO, length: int, writer: BodyWriter) -> None:
+    """mboxcl/mboxcl2 (mutt with Content-Length, Solaris): the body is the next
+    ``length`` bytes as they are, nothing escaped."""
+    left = length
+    while left > 0 and (line := f.readline(left)):
+        left -= len(line)
+        writer.write_line(line)
 
 
 def find_mboxes(path: Path) -> list[tuple[str, Path]]:

@@ -63,7 +63,8 @@ typecheck: venv
 # end-to-end, IMAP and queue tests again with the store on PostgreSQL.
 pytest: venv deps
 	$(BIN)/pytest -q
-	POCHTA_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/e2e tests/imap tests/queue
+	POCHTA_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/e2e tests/imap tests/queue \
+	  tests/transfer/test_backup.py
 
 test: venv deps lint typecheck pytest
 

@@ -219,13 +219,14 @@ def _pg_env(config: Any) -> dict[str, str]:
 
 
 def _pg_tool(name: str) -> str:
-    found = shutil.which(name)
+    """The newest installed pg_dump/pg_restore (a newer one reads and writes older
+    servers' dumps; Debian keeps each version under /usr/lib/postgresql/N/bin)."""
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    found = str(versions[-1]) if versions else shutil.which(name)
     if found is None:
-        for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                                reverse=True):
-            return str(candidate)
         raise TransferError(f"{name} not found: install the PostgreSQL client tools "
-                            "(Debian: postgresql-client) of the server's version")
+                            "(Debian: postgresql-client) of the server's version or newer")
     return found
 
 

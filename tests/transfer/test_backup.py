@@ -159,9 +159,10 @@ def test_backup_restore_sqlite_cli(instance: Instance, tmp_path: Path) -> None:
     data[10] ^= 1
     segment.write_bytes(bytes(data))
     restored = restore_config(tmp_path, instance, {})
+    assert pochta(restored, "store", "stats").returncode == 0  # an empty store, as init
     done = pochta(restored, "restore", str(damaged))
     assert done.returncode == 1 and "checksum" in done.stderr
-    assert not (restored.parent / "data" / "pochta.db").exists()
+    assert (restored.parent / "data" / "pochta.db").exists()  # untouched
     done = pochta(restored, "restore", str(target))
     assert done.returncode == 0, done.stderr
     assert (restored.parent / "data" / "auth-secret").read_bytes() == b"s" * 32

@@ -25,10 +25,12 @@ needs to accept the session tokens and app passwords it issued, are copied besid
 store. ``manifest.json`` lists the counts (accounts, mailboxes, messages, their bytes,
 blobs, queue items) and every file with its size and SHA-256.
 
-Restore checks every file against the manifest first, refuses a data directory that
-already holds a store (or a database that already holds accounts, domains, messages or
-queue items), copies the files in (0600 in 0700 directories), then opens the store through
-the contract and compares its counts with the manifest.
+Restore (with the server stopped) checks every file against the manifest first, refuses
+a data directory whose store holds accounts, domains, messages or queue items (an empty
+store, as ``pochta init`` leaves it, is replaced) or a database that holds them, copies the
+files in (0600 in 0700 directories; the backup's DKIM keys and auth-secret replace files of
+the same name), then opens the store through the contract and compares its counts with
+the manifest.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Any
 
 from .. import __version__
 from ..storage.factory import open_store, read_password
-from .cli import TransferError
+from .errors import TransferError
 from .importer import Progress
 
 FORMAT = "pochta-backup"
@@ -300,10 +302,7 @@ def restore(config: Any, src: Path, progress: Progress) -> dict[str, Any]:
     if backend == "postgresql":
         _restore_postgres(config, src, progress)
     else:
-        if (data_dir / "pochta.db").exists() or (
-                (data_dir / "blobs").is_dir() and any((data_dir / "blobs").iterdir())):
-            raise TransferError(f"{data_dir} already holds a store: restore only into an "
-                                "empty data directory")
+        _clear_empty_sqlite(data_dir)
         _private_dir(data_dir)
         for rel in manifest["files"]:
             if rel == "pochta.db" or rel.startswith("blobs/"):
@@ -312,9 +311,9 @@ def restore(config: Any, src: Path, progress: Progress) -> dict[str, Any]:
     for rel in manifest["files"]:
         top = rel.split("/", 1)[0]
         if top in KEY_FILES or top in KEY_DIRS:
+            # the backup's keys win: they are the ones DNS publishes and tokens were made with
             if (data_dir / rel).exists():
-                progress(f"kept the existing {rel}")
-                continue
+                progress(f"replaced {rel} with the backup's")
             _copy_private(src / rel, data_dir / rel)
     counts = asyncio.run(store_counts(config))
     wanted = {k: manifest["counts"][k] for k in counts}
@@ -322,6 +321,33 @@ def restore(config: Any, src: Path, progress: Progress) -> dict[str, Any]:
         raise TransferError(f"the restored store does not hold what the manifest says: "
                             f"{counts} != {wanted}")
     return manifest
+
+
+def _clear_empty_sqlite(data_dir: Path) -> None:
+    """Refuse a data directory whose store holds anything; remove an empty store (the
+    one ``pochta init`` makes) so the backup's takes its place."""
+    db = data_dir / "pochta.db"
+    if db.exists():
+        conn = sqlite3.connect(db)
+        try:
+            for table in ("accounts", "domains", "messages", "queue"):
+                try:
+                    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+                except sqlite3.Error:
+                    row = None
+                if row and row[0]:
+                    raise TransferError(f"{data_dir} already holds a store with {table}: "
+                                        "restore only into an empty data directory")
+        finally:
+            conn.close()
+    blobs = data_dir / "blobs"
+    if blobs.is_dir() and any(p.stat().st_size for p in blobs.iterdir() if p.is_file()):
+        raise TransferError(f"{blobs} holds message segments: restore only into an empty "
+                            "data directory")
+    for name in ("pochta.db", "pochta.db-wal", "pochta.db-shm"):
+        (data_dir / name).unlink(missing_ok=True)
+    if blobs.is_dir():
+        shutil.rmtree(blobs)
 
 
 def _restore_postgres(config: Any, src: Path, progress: Progress) -> None:

@@ -17,13 +17,9 @@ from typing import Any
 from ..addresses import AddressError, normalize_address
 from ..storage.factory import open_store
 from ..storage.interfaces import Account, MailStore, StoreError
+from .errors import TransferError
 from .maildir import MaildirError
 from .mbox import MboxError
-
-
-class TransferError(Exception):
-    """An import, export, backup or restore cannot go on; the message says why."""
-
 
 ERRORS = (TransferError, MaildirError, MboxError, StoreError, AddressError, OSError)
 

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from ..proto.imap.mutf7 import decode_mutf7
 from ..storage.interfaces import Account, MailStore
 from .body import BodyWriter
-from .cli import TransferError
+from .errors import TransferError
 from .importer import Importer, ImportReport, Progress
 
 BATCH_MESSAGES = 50

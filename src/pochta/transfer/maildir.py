@@ -71,10 +71,16 @@ def read_keywords(root: Path) -> dict[str, str]:
     return out
 
 
+_INFO = re.compile(r"[:;!]2,([^:;!,]*)$")
+
+
 def parse_flags(filename: str, keywords: dict[str, str]) -> frozenset[str]:
-    _, sep, info = filename.rpartition(":2,")
-    if not sep:
+    """Flags of a file name's info; ``;`` and ``!`` stand for ``:`` where a file system
+    forbids it (mbsync's and Windows-hosted Maildirs)."""
+    match = _INFO.search(filename)
+    if match is None:
         return frozenset()
+    info = match[1]
     flags = set()
     for letter in info:
         if letter in FLAG_LETTERS:

@@ -66,7 +66,7 @@ def test_imap_list_and_fetch() -> None:
         b' FLAGS (\\Answered) INTERNALDATE " 2-Jan-2024 10:00:00 +0000")',
     ])
     assert [(m.uid, m.flags, m.body) for m in fetched] == [
-        (7, {"\\Seen", "$Junk"}, b"hello"), (9, {"\\Answered"}, b"hi")]
+        (7, frozenset({"\\Seen", "$Junk"}), b"hello"), (9, frozenset({"\\Answered"}), b"hi")]
     assert fetched[0].internaldate == calendar.timegm((2024, 1, 1, 9, 0, 0))
     assert fetched[1].internaldate == parse_internaldate("02-Jan-2024 10:00:00 +0000")
 

@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
 	mutt offlineimap3 postgresql \
-	sieve-connect rspamd clamav-daemon
+	sieve-connect rspamd clamav-daemon dovecot-core dovecot-imapd systemd
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench
@@ -63,7 +63,8 @@ typecheck: venv
 # end-to-end, IMAP and queue tests again with the store on PostgreSQL.
 pytest: venv deps
 	$(BIN)/pytest -q
-	POCHTA_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/e2e tests/imap tests/queue
+	POCHTA_TEST_BACKEND=postgresql $(BIN)/pytest -q tests/e2e tests/imap tests/queue \
+	  tests/transfer/test_backup.py
 
 test: venv deps lint typecheck pytest
 

@@ -56,6 +56,7 @@ PLUGINS = (
     "pochta.transport_security.cli",
     "pochta.spam.cli",
     "pochta.sending.cli",
+    "pochta.transfer.cli",
 )
 
 
@@ -203,6 +204,10 @@ def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:
           f"{args.hostname}")
     where = ("every IPv4 and IPv6 address" if address == ALL_ADDRESSES else address)
     print(f"the listeners bind {where} (change with --address or in {cfg_file})")
+    if args.standard_ports:
+        from .firewall import firewall_lines
+
+        print("\n".join(firewall_lines(ports)))
     print(f"next: {pochta_command()} -c {cfg_file} user add "
           f"postmaster@{domain or 'your.domain'}")
     return 0

@@ -28,6 +28,8 @@ from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
 from .sending.settings import SendingSettings
 from .sending.settings import check as check_sending
+from .web.settings import WebSettings  # issue 19
+from .web.settings import check as check_web
 
 ROLES = ("mta", "submission", "imap", "pop3", "http")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -241,6 +243,8 @@ class Config:
     http: HTTPSettings = field(default_factory=HTTPSettings, metadata=_doc("[http]"))
     sending: SendingSettings = field(default_factory=SendingSettings,
                                      metadata=_doc("[sending] (see docs/api.md)"))
+    web: WebSettings = field(default_factory=WebSettings,
+                             metadata=_doc("[web] (see docs/web.md)"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -381,7 +385,7 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
-    for problem in [*check_http(cfg.http), *check_sending(cfg.sending)]:
+    for problem in [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web)]:
         raise ConfigError(problem)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..logsetup import CONNECTION, new_connection_id
+from ..metrics import METRICS
 from ..proto.sasl.base import ChannelBinding
 from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
@@ -310,6 +311,8 @@ async def serve(
         # this task's own context: every line it logs names the connection
         CONNECTION.set((conn.conn_id, role))
         live.add(conn)
+        METRICS.inc("pochta_connections_total", role=role)  # /metrics (issue 19)
+        METRICS.add_gauge("pochta_connections_open", 1, role=role)
         try:
             await handler(conn)
         except ServerShutdown:
@@ -321,6 +324,7 @@ async def serve(
         except Exception:
             log.exception("handler failed")
         finally:
+            METRICS.add_gauge("pochta_connections_open", -1, role=role)
             live.discard(conn)
             limiter.release(conn.peer_ip)
             conn.close()
@@ -329,6 +333,7 @@ async def serve(
         why = limiter.acquire(conn.peer_ip)
         if why is not None:
             log.info("conn=%s ip=%s refused: %s", conn.conn_id, conn.peer_ip, why)
+            METRICS.inc("pochta_connections_refused_total", role=role)
             conn.write(refuse(why))
             conn.close()
             return

@@ -50,6 +50,7 @@ from pochta import passwords
 from pochta.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
+from pochta.metrics import METRICS
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials
 
 VERIFIED_CACHE_MAX = 10_000
@@ -366,6 +367,7 @@ class Authenticator:
         log.info("authenticated user=%r ip=%s via=%s", addr, client_ip, current_role() or "-")
 
     async def _failed(self, client_ip: str, addr: str | None, reason: str) -> None:
+        METRICS.inc("pochta_auth_failures_total", role=current_role() or "-")
         count = self.limiter.record_failure(client_ip, addr)
         log.warning(
             "authentication failed user=%r ip=%s via=%s reason=%s failures=%d",

@@ -1,0 +1,2 @@
+def register(router: object, ctx: object) -> None:
+    """The web admin (added below)."""

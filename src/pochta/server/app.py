@@ -250,6 +250,8 @@ async def start_server(
             raise ConfigError(f"listener {lst.role} {lst.address}:{lst.port}: {exc.strerror}"
                               ) from None
         servers.append((lst, srv))
+        # the bound port of each listener (port 0 in tests), for autoconfig (issue 19)
+        ctx.extras.setdefault("bound_ports", {})[lst] = srv.sockets[0].getsockname()[1]
     background: list[asyncio.Task[None]] = []
     if run_queue:
         worker = _start_queue_worker(ctx)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, unescape
 
 from ..addresses import AddressError, normalize_address, split_address
+from ..config import Listener
 from ..http.core import Request, Response
 from ..http.server import Router
 
@@ -54,10 +55,11 @@ class Service:
 def services(ctx: ServerContext) -> list[Service]:
     """The client-facing services, the implicit-TLS listener of each role first."""
     out: list[Service] = []
+    bound: dict[Listener, int] = ctx.extras.get("bound_ports", {})
     for role, protocol in (("imap", "imap"), ("pop3", "pop3"), ("submission", "smtp")):
         found = [lst for lst in ctx.config.listeners if lst.role == role and lst.tls != "none"]
         found.sort(key=lambda lst: lst.tls != "implicit")
-        out.extend(Service(protocol, lst.port, lst.tls) for lst in found[:1])
+        out.extend(Service(protocol, bound.get(lst, lst.port), lst.tls) for lst in found[:1])
     return out
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .interfaces_sending import SendingStore
+from .interfaces_web import WebStore
 
 
 class StoreError(Exception):
@@ -455,6 +456,7 @@ class CoordinationStore(Protocol):
 class MailStore(
     DirectoryStore, MessageStore, BlobStore, QueueStore, ChangeNotifier, CoordinationStore,
     SendingStore,  # interfaces_sending.py (issue 18)
+    WebStore,  # interfaces_web.py (issue 19)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

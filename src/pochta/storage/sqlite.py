@@ -94,6 +94,8 @@ from .rules import (
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_sending import MIGRATIONS as SENDING_MIGRATIONS
 from .sqlite_sending import SQLiteSendingMixin
+from .sqlite_web import MIGRATIONS as WEB_MIGRATIONS  # issue 19
+from .sqlite_web import SQLiteWebMixin
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -182,6 +184,7 @@ SCHEMA_VERSION = "4"
 # Migrations of the feature modules (see sqlite_base.py), applied in this order.
 FEATURE_MIGRATIONS: list[Migration] = [
     *SENDING_MIGRATIONS,
+    *WEB_MIGRATIONS,
 ]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
@@ -372,6 +375,7 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 
 class SQLiteStore(
     SQLiteSendingMixin,
+    SQLiteWebMixin,
     SQLiteFeature,
 ):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""

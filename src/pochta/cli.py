@@ -51,6 +51,7 @@ STANDARD_PORTS = {
 PLUGINS = (
     "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
     "pochta.sending.cli",
+    "pochta.web.cli",  # pochta admin (issue 19)
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections.abc import Iterable, Sequence
 
 # SMTP acceptance latency (DATA end to the 250/5xx: checks, fsync), seconds
@@ -19,6 +20,9 @@ ACCEPT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
                                      10.0)
 
 Labels = tuple[tuple[str, str], ...]
+HOURS = 48
+HOURLY = frozenset({"pochta_messages_accepted_total", "pochta_messages_refused_total",
+                    "pochta_deliveries_total"})
 
 
 def _escape(value: str) -> str:
@@ -66,6 +70,9 @@ class Metrics:
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
         self._help: dict[str, str] = {}
         self._buckets: dict[str, tuple[float, ...]] = {}
+        # per-hour totals of a few counters for the web dashboard's chart (this process,
+        # since it started; HOURS kept)
+        self._hourly: dict[str, dict[int, float]] = {}
 
     def describe(self, name: str, text: str, buckets: Sequence[float] | None = None) -> None:
         self._help[name] = text
@@ -76,6 +83,19 @@ class Metrics:
         series = self._counters.setdefault(name, {})
         key = tuple(sorted(labels.items()))
         series[key] = series.get(key, 0.0) + amount
+        if name in HOURLY:
+            hours = self._hourly.setdefault(name, {})
+            hour = int(time.time() // 3600)
+            hours[hour] = hours.get(hour, 0.0) + amount
+            if len(hours) > HOURS:
+                del hours[min(hours)]
+
+    def per_hour(self, name: str, hours: int = 24, now: float | None = None
+                 ) -> list[tuple[int, float]]:
+        """(hour start as Unix time, total) for the last ``hours`` hours, oldest first."""
+        last = int((time.time() if now is None else now) // 3600)
+        table = self._hourly.get(name, {})
+        return [(h * 3600, table.get(h, 0.0)) for h in range(last - hours + 1, last + 1)]
 
     def add_gauge(self, name: str, amount: float, **labels: str) -> None:
         """A gauge the process keeps (open connections): +1 on open, -1 on close."""

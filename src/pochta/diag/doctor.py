@@ -137,7 +137,9 @@ async def check_listeners(config: Config, opts: DoctorOptions
                              tls_name=config.hostname)
         return lst, await probe_port(spec, popts)
 
-    return list(await asyncio.gather(*(one(lst) for lst in config.listeners)))
+    # the probe speaks the mail protocols; http listeners are not probed (issue 19)
+    return list(await asyncio.gather(*(one(lst) for lst in config.listeners
+                                       if lst.role in PROTOCOLS)))
 
 
 def listener_findings(results: Sequence[tuple[Listener, PortResult]]) -> list[Finding]:

@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 # fetchmail, getmail6, opendkim-tools).
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
-	mutt offlineimap3
+	mutt offlineimap3 \
+	chromium
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench

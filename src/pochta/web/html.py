@@ -104,7 +104,7 @@ def bar_chart(points: Sequence[tuple[str, float]], width: int = 720, height: int
     return (f'<svg class="chart" role="img" aria-label="{esc(label)}" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" '
             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
-            f'<text x="{width - 4}" y="12" font-size="10" text-anchor="end" fill="#555">'
+            f'<text x="4" y="12" font-size="10" fill="#555">'
             f"max {top:g}</text>{''.join(bars)}</svg>")
 
 

@@ -28,7 +28,7 @@ from .queue.settings import QueueConfig, Route
 from .queue.settings import check as check_queue
 from .sending.settings import SendingSettings
 from .sending.settings import check as check_sending
-from .web.settings import WebSettings  # issue 19
+from .web.settings import AcmeSettings, WebSettings, check_acme  # issue 19
 from .web.settings import check as check_web
 
 ROLES = ("mta", "submission", "imap", "pop3", "http")
@@ -245,6 +245,8 @@ class Config:
                                      metadata=_doc("[sending] (see docs/api.md)"))
     web: WebSettings = field(default_factory=WebSettings,
                              metadata=_doc("[web] (see docs/web.md)"))
+    acme: AcmeSettings = field(default_factory=AcmeSettings,
+                               metadata=_doc("[acme] (see docs/web.md)"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -385,7 +387,8 @@ def _validate(cfg: Config) -> None:
     if problems:
         raise ConfigError(problems[0])
     check_queue(cfg.queue, cfg.routes)
-    for problem in [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web)]:
+    for problem in [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web),
+                    *check_acme(cfg.acme)]:
         raise ConfigError(problem)
 
 

@@ -33,7 +33,8 @@ log = logging.getLogger("pochta.http")
 
 # Modules that contribute routes (``register(router, ctx)``), in this order.
 APPS = ("pochta.sending.api",
-        "pochta.web.health", "pochta.web.autoconfig", "pochta.web.admin")  # issue 19
+        # issue 19: metrics and health, autoconfig and MTA-STS, web admin, ACME challenges
+        "pochta.web.health", "pochta.web.autoconfig", "pochta.web.admin", "pochta.web.acme")
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 

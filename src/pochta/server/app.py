@@ -263,6 +263,10 @@ async def start_server(
         from ..sending.webhooks import run_sending
 
         background.append(asyncio.get_running_loop().create_task(run_sending(ctx)))
+    if ctx.config.acme.directory_url:  # certificates from ACME (issue 19)
+        from ..web.acme import run_acme
+
+        background.append(asyncio.get_running_loop().create_task(run_acme(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 

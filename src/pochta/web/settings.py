@@ -44,3 +44,36 @@ def check(settings: WebSettings) -> list[str]:
     if settings.session_seconds <= 0:
         problems.append("web.session_seconds: must be positive")
     return problems
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    directory_url: str = field(
+        default="",
+        metadata=_doc("ACME directory (RFC 8555), e.g. "
+                      '"https://acme-v02.api.letsencrypt.org/directory"; empty: ACME off, '
+                      "the [tls] files are used as they are"))
+    email: str = field(default="", metadata=_doc("contact address for the ACME account"))
+    names: list[str] = field(
+        default_factory=list,
+        metadata=_doc("names of the certificate; empty: hostname, plus mta-sts.DOMAIN and "
+                      "autoconfig.DOMAIN of every local domain"))
+    renew_days: int = field(
+        default=30, metadata=_doc("renew when the certificate expires within this many days"))
+    check_interval: float = field(
+        default=43200.0, metadata=_doc("seconds between expiry checks"))
+    ca_bundle: str = field(
+        default="",
+        metadata=_doc("CA file that verifies the ACME server's HTTPS (a test server such as "
+                      "pebble); empty: the system's"))
+
+
+def check_acme(settings: AcmeSettings) -> list[str]:
+    problems = []
+    if settings.directory_url and not settings.directory_url.startswith("https://"):
+        problems.append("acme.directory_url: must start with https://")
+    if settings.renew_days <= 0:
+        problems.append("acme.renew_days: must be positive")
+    if settings.check_interval <= 0:
+        problems.append("acme.check_interval: must be positive")
+    return problems

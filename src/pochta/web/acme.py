@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import logging
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -204,14 +205,33 @@ def reload_tls(ctx: ServerContext) -> None:
 
 
 async def run_acme(ctx: ServerContext) -> None:
-    """The background task: check now, then every ``check_interval`` seconds."""
+    """The background task: check now, then every ``check_interval`` seconds. With several
+    worker processes one renews (a store lock) and the others load the new files when
+    they see them change."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    cert = ctx.config.path(ctx.config.tls.cert)
+    loaded = _mtime(cert)
     while True:
         try:
-            await renew_if_due(ctx)
+            if await ctx.store.try_lock("acme-renewal", owner, ORDER_TIMEOUT * 2):
+                try:
+                    await renew_if_due(ctx)
+                finally:
+                    await ctx.store.unlock("acme-renewal", owner)
+            if _mtime(cert) != loaded:  # renewed here or by another worker
+                reload_tls(ctx)
+            loaded = _mtime(cert)
         except Exception:
             log.exception("acme: renewal failed; next try in %.0f s",
                           ctx.config.acme.check_interval)
         await asyncio.sleep(ctx.config.acme.check_interval)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def register(router: Router, ctx: ServerContext) -> None:

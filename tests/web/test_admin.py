@@ -278,3 +278,10 @@ async def test_static_files_are_local(web: WebServer) -> None:
     page = await web.call("GET", "/login")
     assert "http://" not in page.text.replace("http://www.w3.org", "")
     assert "https://" not in page.text
+
+
+async def test_https_only(web: WebServer) -> None:
+    for method, path in (("GET", "/login"), ("POST", "/login"), ("GET", "/admin"),
+                         ("GET", "/account"), ("POST", "/admin/domains/add")):
+        reply = await web.call(method, path, tls=False)
+        assert reply.status == 403 and "HTTPS only" in reply.text, path

@@ -150,6 +150,14 @@ class WebApp:
 
     # -- cookies and sessions ------------------------------------------------------------
 
+    def _plain_http(self, request: Request) -> Response | None:
+        """Passwords and session cookies never cross plain HTTP (unless the admin turned
+        secure cookies off for a test listener)."""
+        if request.scheme == "https" or not self.settings.secure_cookies:
+            return None
+        return page("HTTPS only", "<p>The web admin and the account pages are served over "
+                    "HTTPS only: use the server's https address.</p>", status=403)
+
     def _set_cookie(self, name: str, value: str, max_age: int) -> tuple[str, str]:
         attrs = f"{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
         if self.settings.secure_cookies:
@@ -184,6 +192,9 @@ class WebApp:
         needs the session's CSRF token."""
 
         async def handler(request: Request, params: dict[str, str]) -> Response:
+            refused = self._plain_http(request)
+            if refused is not None:
+                return refused
             try:
                 session = await self.session(request)
                 if session is None:
@@ -214,6 +225,9 @@ class WebApp:
 
     async def login_page(self, request: Request, _: dict[str, str], error: str = "",
                          status: int = 200) -> Response:
+        refused = self._plain_http(request)
+        if refused is not None:
+            return refused
         token = secrets.token_urlsafe(24)
         body = f"""<form method="post" action="/login" class="stack login">
 {hidden("csrf", token)}
@@ -227,6 +241,9 @@ class WebApp:
                     headers=[self._set_cookie(self.pre_cookie, token, 3600)])
 
     async def login(self, request: Request, params: dict[str, str]) -> Response:
+        refused = self._plain_http(request)
+        if refused is not None:
+            return refused
         try:
             fields = _form(request)
             self._check_origin(request)

@@ -26,9 +26,12 @@ class CountingHasher(PasswordHasher):
     def __init__(self) -> None:
         super().__init__(time_cost=1, memory_cost=8, parallelism=1)
         self.verifications = 0
+        self.delay = 0.0  # seconds a verification takes (argon2id takes ~0.1-1 s)
 
     def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
         self.verifications += 1
+        if self.delay:
+            time.sleep(self.delay)
         return super().verify(hash, password)
 
 
@@ -398,6 +401,9 @@ async def test_cache_can_be_turned_off(store: SQLiteStore, clock: FakeClock) -> 
 async def test_concurrent_logins_share_one_verification(
     auth: Authenticator, hasher: CountingHasher
 ) -> None:
+    # Checks that overlap share one run: with a cheap hasher and store reads on threads,
+    # one could finish before the next begins, so the run takes as long as a real one.
+    hasher.delay = 0.1
     results = await asyncio.gather(*[
         auth.check_password(ALICE, "alice-pw", f"192.0.2.{n}") for n in range(1, 6)])
     assert all(r is not None for r in results)

@@ -3,8 +3,10 @@ fixation, throttling, separation of admins and users, escaping of values from ma
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import pytest
 
@@ -234,6 +236,31 @@ async def test_throttling_locks_out_after_failures(strict_web: WebServer) -> Non
     assert reply.status == 429 and "Too many failed logins" in reply.text
     user = Client(strict_web)  # the same IP: mail users are locked out too
     assert (await user.login("alice@example.test", "alice-pass")).status == 429
+
+
+async def test_parallel_admin_guesses_cannot_outrun_the_lockout(strict_web: WebServer
+                                                                 ) -> None:
+    # the requests go out on the event loop (not on executor threads, which the server
+    # needs for its password checks)
+    client = Client(strict_web)
+    await client.get("/login")
+    token, cookie = client.csrf(), "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    port = strict_web.server.port("http", "implicit")
+
+    async def guess(n: int) -> int:
+        body = urlencode({"username": "root", "password": f"guess-{n}", "csrf": token})
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=strict_web.server.client_ssl())
+        writer.write((f"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n"
+                      "Content-Type: application/x-www-form-urlencoded\r\n"
+                      f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+                      ).encode())
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+
+    statuses = sorted(await asyncio.gather(*[guess(n) for n in range(12)]))
+    assert statuses == [401] * 3 + [429] * 9  # locked out after 3: the rest never verified
 
 
 async def test_user_self_service_and_no_admin_pages(web: WebServer) -> None:

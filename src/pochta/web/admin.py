@@ -147,6 +147,8 @@ class WebApp:
         self.cookie = "__Host-pochta-session" if secure else "pochta-session"
         self.pre_cookie = "__Host-pochta-login" if secure else "pochta-login"
         self._dummy: str | None = None
+        self._ip_locks: dict[str, asyncio.Lock] = {}
+        self._ip_waiting: dict[str, int] = {}
 
     # -- cookies and sessions ------------------------------------------------------------
 
@@ -264,18 +266,30 @@ class WebApp:
             account = await auth.check_password(username, password, ip)
             principal = f"user:{account.address}" if account is not None else ""
         else:
-            key = login_key(f"admin:{username}")
-            if not await auth.allowed(ip, key):
-                return await self._locked(request, params)
-            admin = await self.ctx.store.get_admin(username) if username else None
-            stored = admin.password_hash if admin is not None else await self._dummy_hash()
-            ok = await asyncio.to_thread(verify_password, stored, password)
-            if admin is not None and ok:
-                auth.limiter.record_success(ip, key)
-                principal = f"admin:{admin.name}"
-            else:
-                await auth.register_failure(ip, key, "wrong web admin name or password")
-                principal = ""
+            # one admin check at a time per client address: parallel guesses cannot all
+            # be verified before the first failure is counted (and the lockout applies)
+            lock = self._ip_locks.setdefault(ip, asyncio.Lock())
+            self._ip_waiting[ip] = self._ip_waiting.get(ip, 0) + 1
+            try:
+                async with lock:
+                    key = login_key(f"admin:{username}")
+                    if not await auth.allowed(ip, key):
+                        return await self._locked(request, params)
+                    admin = await self.ctx.store.get_admin(username) if username else None
+                    stored = (admin.password_hash if admin is not None
+                              else await self._dummy_hash())
+                    ok = await asyncio.to_thread(verify_password, stored, password)
+                    if admin is not None and ok:
+                        auth.limiter.record_success(ip, key)
+                        principal = f"admin:{admin.name}"
+                    else:
+                        await auth.register_failure(ip, key,
+                                                    "wrong web admin name or password")
+                        principal = ""
+            finally:
+                self._ip_waiting[ip] -= 1
+                if not self._ip_waiting[ip]:  # nobody holds or waits for it
+                    del self._ip_waiting[ip], self._ip_locks[ip]
         if not principal:
             return await self.login_page(request, params, "Wrong name or password.", 401)
         session_id = secrets.token_urlsafe(32)

@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 APT_PACKAGES := swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl postfix msmtp \
 	curl fetchmail getmail6 opendkim-tools openssl sqlite3 iproute2 util-linux isync \
 	mutt offlineimap3 postgresql \
-	sieve-connect rspamd clamav-daemon dovecot-core dovecot-imapd systemd
+	sieve-connect rspamd clamav-daemon dovecot-core dovecot-imapd systemd \
+	chromium pebble
 DEMO_DIR := demo
 
 .PHONY: all runtime venv deps test lint typecheck pytest demo clean bench

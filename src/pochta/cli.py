@@ -57,6 +57,7 @@ PLUGINS = (
     "pochta.spam.cli",
     "pochta.sending.cli",
     "pochta.transfer.cli",
+    "pochta.web.cli",  # pochta admin (issue 19)
 )
 
 

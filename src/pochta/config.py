@@ -34,6 +34,8 @@ from .spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamCon
 from .spam.settings import validate as validate_spam
 from .transport_security.settings import TransportSecurityConfig
 from .transport_security.settings import check as check_transport_security
+from .web.settings import AcmeSettings, WebSettings, check_acme  # issue 19
+from .web.settings import check as check_web
 
 ROLES = ("mta", "submission", "imap", "pop3", "managesieve", "http")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -375,6 +377,10 @@ class Config:
     http: HTTPSettings = field(default_factory=HTTPSettings, metadata=_doc("[http]"))
     sending: SendingSettings = field(default_factory=SendingSettings,
                                      metadata=_doc("[sending] (see docs/api.md)"))
+    web: WebSettings = field(default_factory=WebSettings,
+                             metadata=_doc("[web] (see docs/web.md)"))
+    acme: AcmeSettings = field(default_factory=AcmeSettings,
+                               metadata=_doc("[acme] (see docs/web.md)"))
     # where the file was loaded from; relative paths resolve against its folder
     base_dir: str = field(default=".", metadata=_doc("(set by the loader)"))
 
@@ -542,7 +548,8 @@ def _validate(cfg: Config) -> None:
     if spam_problems:
         raise ConfigError(spam_problems[0])
 
-    for problem in [*check_http(cfg.http), *check_sending(cfg.sending)]:
+    for problem in [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web),
+                    *check_acme(cfg.acme)]:
         raise ConfigError(problem)
 
 

@@ -138,6 +138,7 @@ async def check_listeners(config: Config, opts: DoctorOptions
         return lst, await probe_port(spec, popts)
 
     # ManageSieve has no probe yet (diag/probe.py speaks SMTP, IMAP and POP3)
+    # the probe speaks the mail protocols; http listeners are not probed (issue 19)
     return list(await asyncio.gather(*(one(lst) for lst in config.listeners
                                        if lst.role in PROTOCOLS)))
 

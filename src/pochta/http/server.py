@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import Listener
+from ..metrics import METRICS
 from ..server.listener import Connection
 from .core import CLOSED, NEED_DATA, HTTPError, Request, Response, ServerCore
 from .settings import HTTPSettings
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pochta.http")
 
 # Modules that contribute routes (``register(router, ctx)``), in this order.
-APPS = ("pochta.sending.api",)
+APPS = ("pochta.sending.api",
+        # issue 19: metrics and health, autoconfig and MTA-STS, web admin, ACME challenges
+        "pochta.web.health", "pochta.web.autoconfig", "pochta.web.admin", "pochta.web.acme")
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
@@ -170,6 +173,7 @@ async def serve_connection(conn: Connection, router: Router, settings: HTTPSetti
         core.respond(response, close=last)
         conn.write(core.data_to_send())
         await conn.drain()
+        METRICS.inc("pochta_http_requests_total", status=f"{response.status // 100}xx")
         log.info("http %s %s %d %.1fms", request.method, request.path, response.status,
                  (time.monotonic() - started) * 1000)
         if last or core.must_close:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pochta.dns import Resolver
+from pochta.metrics import METRICS
 from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit
 from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
@@ -372,6 +373,9 @@ class QueueWorker:
         data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
         outcome = await self._settle_item(item, reply, remote, peer_dsn, data, tls_log)
+        METRICS.inc("pochta_deliveries_total", result="delivered" if reply.positive else (
+            "bounced" if outcome.report is not None and outcome.report.action == "failed"
+            else "deferred"))  # /metrics (issue 19)
         if self.outcome_sink is not None:
             report = outcome.report
             if reply.positive:

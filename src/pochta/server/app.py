@@ -311,6 +311,8 @@ async def start_server(
             raise ConfigError(f"listener {lst.role} {lst.address}:{lst.port}: {exc.strerror}"
                               ) from None
         servers.append((lst, srv))
+        # the bound port of each listener (port 0 in tests), for autoconfig (issue 19)
+        ctx.extras.setdefault("bound_ports", {})[lst] = srv.sockets[0].getsockname()[1]
     background: list[asyncio.Task[None]] = []
     if run_queue:
         worker = _start_queue_worker(ctx)
@@ -322,6 +324,10 @@ async def start_server(
         from ..sending.webhooks import run_sending
 
         background.append(asyncio.get_running_loop().create_task(run_sending(ctx)))
+    if ctx.config.acme.directory_url:  # certificates from ACME (issue 19)
+        from ..web.acme import run_acme
+
+        background.append(asyncio.get_running_loop().create_task(run_acme(ctx)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 

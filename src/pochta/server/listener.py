@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from ..logsetup import CONNECTION, new_connection_id
+from ..metrics import METRICS
 from ..proto.sasl.base import ChannelBinding
 from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
@@ -513,6 +514,8 @@ async def serve(
         # this task's own context: every line it logs names the connection
         CONNECTION.set((conn.conn_id, role))
         live.add(conn)
+        METRICS.inc("pochta_connections_total", role=role)  # /metrics (issue 19)
+        METRICS.add_gauge("pochta_connections_open", 1, role=role)
         try:
             if implicit_tls:
                 await conn.start_tls()
@@ -527,6 +530,7 @@ async def serve(
         except Exception:
             log.exception("handler failed")
         finally:
+            METRICS.add_gauge("pochta_connections_open", -1, role=role)
             live.discard(conn)
             limiter.release(conn.peer_ip, role)
             conn.close()
@@ -536,6 +540,7 @@ async def serve(
         if why is not None:
             log.info("conn=%s ip=%s refused on %s: %s", conn.conn_id, conn.peer_ip,
                      role or "listener", why)
+            METRICS.inc("pochta_connections_refused_total", role=role)
             if implicit_tls:
                 conn.abort()  # no TLS yet, so no protocol reply can be sent
             else:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
+from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge
 from ..proto.smtp import events as ev
@@ -236,7 +237,12 @@ class SMTPHandler:
         elif isinstance(event, ev.MessageDiscarded):
             self._drop_spool()
         elif isinstance(event, ev.MessageReady):
+            started, before = time.monotonic(), self.messages
             await self._message(event)
+            role = self.listener.role  # /metrics (issue 19)
+            METRICS.observe("pochta_smtp_accept_seconds", time.monotonic() - started, role=role)
+            METRICS.inc("pochta_messages_accepted_total" if self.messages > before
+                        else "pochta_messages_refused_total", role=role)
         elif isinstance(event, ev.StartTLS):
             await self._starttls()
         elif isinstance(event, ev.AuthStart):

@@ -62,6 +62,7 @@ from pochta import passwords
 from pochta.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
+from pochta.metrics import METRICS
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials, StoreError
 
 VERIFIED_CACHE_MAX = 10_000
@@ -513,6 +514,7 @@ class Authenticator:
 
     async def _failed(self, client_ip: str, addr: str | None, reason: str,
                       *, reserved: bool = False) -> None:
+        METRICS.inc("pochta_auth_failures_total", role=current_role() or "-")
         count = self.limiter.record_failure(client_ip, addr)
         if self._shared:
             try:

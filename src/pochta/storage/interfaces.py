@@ -28,6 +28,7 @@ from .interfaces_imap import ImapStateStore
 from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
+from .interfaces_web import WebStore
 
 
 class StoreError(Exception):
@@ -491,6 +492,7 @@ class MailStore(
     SpamStore,  # interfaces_spam.py
     ImapStateStore,
     SendingStore,  # interfaces_sending.py (issue 18)
+    WebStore,  # interfaces_web.py (issue 19)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -85,6 +85,7 @@ from . import (
     postgres_sieve,
     postgres_spam,
     postgres_transport,
+    postgres_web,
 )
 from .interfaces import (
     DEFAULT_MAILBOXES,
@@ -119,6 +120,7 @@ from .postgres_sending import PostgresSendingMixin
 from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
+from .postgres_web import PostgresWebMixin
 from .rules import new_message_id, normalize_mailbox_name
 
 T = TypeVar("T")
@@ -246,7 +248,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 # Feature modules (postgres_base.py) bring their own migrations, after the core ones.
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
-               postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION)
+               postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
+               postgres_web.MIGRATION)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -255,7 +258,7 @@ TABLES: tuple[str, ...] = (
     "locks", "window_counters",
 )
 TABLES += (postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
-           + postgres_imap.TABLES + postgres_sending.TABLES)
+           + postgres_imap.TABLES + postgres_sending.TABLES + postgres_web.TABLES)
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -439,7 +442,7 @@ class _QueueWatcher:
 
 class PostgresStore(
     PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState,
-    PostgresSendingMixin,
+    PostgresSendingMixin, PostgresWebMixin,
 ):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 

@@ -103,6 +103,8 @@ from .sqlite_spam import MIGRATIONS as SPAM_MIGRATIONS
 from .sqlite_spam import SQLiteSpamMixin
 from .sqlite_transport import MIGRATIONS as TRANSPORT_MIGRATIONS
 from .sqlite_transport import SQLiteTransportSecurity
+from .sqlite_web import MIGRATIONS as WEB_MIGRATIONS  # issue 19
+from .sqlite_web import SQLiteWebMixin
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -192,6 +194,7 @@ SCHEMA_VERSION = "4"
 FEATURE_MIGRATIONS: list[Migration] = [
     *SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS, *SPAM_MIGRATIONS, *IMAP_MIGRATIONS,
     *SENDING_MIGRATIONS,
+    *WEB_MIGRATIONS,
 ]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
@@ -439,6 +442,7 @@ def _meta(row: tuple[Any, ...]) -> MessageMeta:
 class SQLiteStore(
     SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteSpamMixin, SQLiteImapState,
     SQLiteSendingMixin,
+    SQLiteWebMixin,
     SQLiteFeature,
 ):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""

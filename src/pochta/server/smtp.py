@@ -364,7 +364,7 @@ class SMTPHandler:
                     f"<{event.address}>: Recipient address rejected: User unknown"))
                 return
             for account_id in resolution.local:
-                if await self._over_quota(account_id):
+                if await self._over_quota(account_id, resolution.accounts.get(account_id)):
                     self.session.reject(Reply(
                         452, "4.2.2", f"<{event.address}>: Mailbox full, try again later"))
                     return
@@ -389,8 +389,9 @@ class SMTPHandler:
         self.txn.recipients.append(address)
         self.session.accept()
 
-    async def _over_quota(self, account_id: int) -> bool:
-        account = await self.ctx.store.get_account_by_id(account_id)
+    async def _over_quota(self, account_id: int, account: Account | None = None) -> bool:
+        if account is None:  # not read while resolving (an alias to it): read it now
+            account = await self.ctx.store.get_account_by_id(account_id)
         if account is None or not account.quota_bytes:
             return False
         return await self.ctx.store.account_usage(account_id) >= account.quota_bytes

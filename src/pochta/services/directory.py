@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..addresses import AddressError, base_address, normalize_address, split_address
-from ..storage.interfaces import MailStore
+from ..storage.interfaces import Account, MailStore
 
 MAX_ALIAS_DEPTH = 10
 
@@ -23,6 +23,8 @@ class Resolution:
     local: list[int] = field(default_factory=list)  # account ids, no duplicates
     remote: list[str] = field(default_factory=list)
     system: bool = False  # read by the server itself (bounces to the sending layer's VERP)
+    # the accounts as read while resolving (their quota, without another store round trip)
+    accounts: dict[int, Account] = field(default_factory=dict)
 
     def add_local(self, account_id: int) -> None:
         if account_id not in self.local:
@@ -99,6 +101,7 @@ class Directory:
             account = await self.store.get_account(candidate)
             if account is not None and not account.disabled:
                 result.add_local(account.id)
+                result.accounts[account.id] = account
                 return True
         catch_all = await self.store.get_alias("@" + domain)
         if catch_all is not None:

@@ -14,15 +14,20 @@ pytestmark = pytest.mark.interop
 
 
 def _config(server: Server, base: Path) -> Path:
+    return mbsyncrc(base, server.port("imap", "implicit"), server.cert)
+
+
+def mbsyncrc(base: Path, port: int, cert: Path) -> Path:
+    """alice's INBOX and Archive over implicit TLS into the Maildir ``base/mail``."""
     cfg = base / "mbsyncrc"
     cfg.write_text(f"""
 IMAPAccount pochta
 Host localhost
-Port {server.port("imap", "implicit")}
+Port {port}
 User alice@example.test
 Pass alice-pass
 SSLType IMAPS
-CertificateFile {server.cert}
+CertificateFile {cert}
 SystemCertificates no
 
 IMAPStore remote

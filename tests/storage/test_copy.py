@@ -21,6 +21,7 @@ from pochta.storage.interfaces import (
 from pochta.storage.postgres import PostgresStore
 from pochta.storage.sqlite import SQLiteStore
 from tests.conftest import Instance, Server, need_tool, run_tool, start_instance
+from tests.imap.test_mbsync_interop import mbsyncrc
 from tests.pgcluster import PgCluster
 
 POCHTA = str(Path(sys.executable).parent / "pochta")
@@ -111,37 +112,6 @@ async def test_copy_keeps_every_id_and_counter(tmp_path: Path, pg_cluster: PgClu
     assert again.returncode == 1 and "empty" in again.stderr
 
 
-def _mbsyncrc(base: Path, port: int, cert: Path) -> Path:
-    cfg = base / "mbsyncrc"
-    cfg.write_text(f"""
-IMAPAccount pochta
-Host localhost
-Port {port}
-User alice@example.test
-Pass alice-pass
-SSLType IMAPS
-CertificateFile {cert}
-SystemCertificates no
-
-IMAPStore remote
-Account pochta
-
-MaildirStore local
-Path {base}/mail/
-Inbox {base}/mail/INBOX
-SubFolders Verbatim
-
-Channel sync
-Far :remote:
-Near :local:
-Patterns INBOX Archive
-Create Both
-Expunge Both
-SyncState *
-""")
-    return cfg
-
-
 def _files(base: Path) -> list[str]:
     return sorted(p.name for p in (base / "mail").rglob("*") if p.is_file()
                   and p.parent.name in ("cur", "new"))
@@ -161,7 +131,7 @@ async def test_mbsync_downloads_nothing_again_after_the_move(
                                       [LocalTarget(alice.id, "INBOX" if n % 2 else
                                                    "Archive")])
         (tmp_path / "mail").mkdir()
-        rc = _mbsyncrc(tmp_path, server.port("imap", "implicit"), instance.cert)
+        rc = mbsyncrc(tmp_path, server.port("imap", "implicit"), instance.cert)
         code, out = await run_tool(mbsync, "-c", str(rc), "-a")
         assert code == 0, out
     finally:
@@ -178,7 +148,7 @@ async def test_mbsync_downloads_nothing_again_after_the_move(
 
     server = await start_instance(instance, storage={"backend": "postgresql", "dsn": dsn})
     try:
-        rc = _mbsyncrc(tmp_path, server.port("imap", "implicit"), instance.cert)
+        rc = mbsyncrc(tmp_path, server.port("imap", "implicit"), instance.cert)
         code, out = await run_tool(mbsync, "-c", str(rc), "-a")
         assert code == 0, out  # a changed UIDVALIDITY would make mbsync refuse
         assert "UIDVALIDITY" not in out

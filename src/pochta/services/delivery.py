@@ -30,6 +30,7 @@ from ..storage.interfaces import (
 )
 from ..storage.rules import new_message_id
 from ..tlsutil import TLSInfo
+from .spool import read_spooled
 
 if TYPE_CHECKING:
     from .sieve import SieveService
@@ -107,20 +108,6 @@ def strip_return_path(data: bytes) -> bytes:
 
 SYSTEM_SAMPLE = 512 * 1024
 
-
-def read_spooled(message: SpooledMessage) -> bytes:
-    with open(message.path, "rb") as f:
-        f.seek(message.offset)
-        return message.prefix + f.read(message.size)
-
-
-def read_spooled_sample(message: SpooledMessage, limit: int) -> bytes:
-    """The prefix and the first ``limit`` bytes of the file part."""
-    with open(message.path, "rb") as f:
-        f.seek(message.offset)
-        return message.prefix + f.read(min(limit, message.size))
-
-
 # (message, envelope, recipients): returns once what it learnt is durable
 SystemSink = Callable[[bytes, Envelope, Sequence[str]], Awaitable[None]]
 
@@ -164,7 +151,7 @@ class DeliveryService:
             # bounces and complaints to our return paths: a big message is read by its
             # first SYSTEM_SAMPLE bytes (the DSN's status parts come first)
             sample = body if isinstance(body, bytes) else await asyncio.to_thread(
-                read_spooled_sample, body, SYSTEM_SAMPLE)
+                read_spooled, body, SYSTEM_SAMPLE)
             await self.system_sink(sample, envelope, recipients)
             if not local and not remote:
                 return AcceptResult(queue_id, 0, ())

@@ -25,6 +25,14 @@ HEAD_LIMIT = 1024 * 1024  # a header block longer than this is treated as having
 SPAM_SCAN_LIMIT = 512 * 1024
 
 
+def read_spooled(message: SpooledMessage, limit: int | None = None) -> bytes:
+    """The prefix and the file part of ``message`` (its first ``limit`` bytes if given)."""
+    with open(message.path, "rb") as f:
+        f.seek(message.offset)
+        return message.prefix + f.read(message.size if limit is None
+                                       else min(limit, message.size))
+
+
 class Spool:
     def __init__(self, data_dir: Path) -> None:
         directory = data_dir / "spool"
@@ -66,14 +74,7 @@ class Spool:
 
     def sample(self, head: bytes, body_offset: int, limit: int) -> bytes:
         """``head`` and the first ``limit`` bytes of the body."""
-        with open(self.path, "rb") as f:
-            f.seek(body_offset)
-            return head + f.read(limit)
+        return read_spooled(self.message(head, body_offset), limit)
 
     async def read_all(self, head: bytes, body_offset: int) -> bytes:
-        def read() -> bytes:
-            with open(self.path, "rb") as f:
-                f.seek(body_offset)
-                return head + f.read()
-
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(read_spooled, self.message(head, body_offset))

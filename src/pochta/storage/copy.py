@@ -25,8 +25,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .interfaces import StorageCorrupt, StoreError
+from .interfaces import StoreError
 from .postgres import BLOB_CHUNK, PostgresStore, translate_error
+from .sqlite import check_blob
 
 Progress = Callable[[str], None]
 Row = tuple[Any, ...]
@@ -50,10 +51,7 @@ def _blob(src_dir: Path, row: Row) -> bytes:
         with open(path, "rb") as f:
             f.seek(int(offset))
             body = f.read(int(length))
-    if len(body) != length or (digest is not None
-                               and hashlib.sha256(body).digest() != bytes(digest)):
-        raise StorageCorrupt(f"blob {blob_id} does not match the index: run pochta store "
-                             "verify on the source first")
+    check_blob(blob_id, body, length, digest)  # corrupt source bytes are never copied
     return body
 
 

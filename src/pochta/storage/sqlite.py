@@ -310,7 +310,7 @@ class _Watcher:
         self._store._unwatch(self)
 
 
-def _check_blob(blob_id: int, data: bytes, length: int, digest: bytes | None) -> None:
+def check_blob(blob_id: int, data: bytes, length: int, digest: bytes | None) -> None:
     """Never hand out bytes that are not this blob's (a wrong offset would show one user
     another's mail)."""
     if len(data) != length:
@@ -1092,7 +1092,7 @@ class SQLiteStore(
             segment, offset, length, inline, digest = rows[0]
             if inline is not None:
                 data = bytes(inline)
-                _check_blob(blob_id, data, length, digest)
+                check_blob(blob_id, data, length, digest)
                 return data
             try:
                 return await asyncio.to_thread(
@@ -1124,7 +1124,7 @@ class SQLiteStore(
         end = size if length is None else min(size, offset + length)
         if inline is not None:
             data = bytes(inline)
-            _check_blob(blob_id, data, size, digest)
+            check_blob(blob_id, data, size, digest)
             for pos in range(offset, end, chunk):
                 yield data[pos:min(end, pos + chunk)]
             return
@@ -1155,7 +1155,7 @@ class SQLiteStore(
             data = os.pread(fd, length, offset)
         finally:
             os.close(fd)
-        _check_blob(blob_id, data, length, digest)
+        check_blob(blob_id, data, length, digest)
         return data
 
     # --- mailboxes ------------------------------------------------------------------
@@ -1745,9 +1745,13 @@ class SQLiteStore(
                         (data,) = conn.execute(
                             "SELECT data FROM blobs WHERE id=?", (blob_id,)
                         ).fetchone()
-                        _check_blob(blob_id, bytes(data), length, digest)
-                    else:
-                        self._read_segment(blob_id, segment, offset, length, digest)
+                        check_blob(blob_id, bytes(data), length, digest)
+                    else:  # in chunks: a 25 MB blob is never whole in memory
+                        fd = os.open(self.blob_dir / f"{segment}.seg", os.O_RDONLY)
+                        try:
+                            _check_segment_blob(fd, blob_id, offset, length, digest)
+                        finally:
+                            os.close(fd)
                 except StorageCorrupt as exc:
                     problems.append(BlobProblem(blob_id, str(exc)))
                 except FileNotFoundError:
@@ -1923,7 +1927,7 @@ class SQLiteStore(
             for blob_id, old_offset, length, digest in live:
                 data = os.pread(fd, length, old_offset)
                 try:
-                    _check_blob(blob_id, data, length, digest)
+                    check_blob(blob_id, data, length, digest)
                 except StorageCorrupt as exc:
                     # Keep the damaged segment as it is for pochta store verify to report.
                     log.error("not compacting segment %s: %s", segment, exc)

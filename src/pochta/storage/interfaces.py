@@ -107,6 +107,14 @@ class Alias:
     targets: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AddressRecords:
+    """What ``find_addresses`` found, by lower-cased address."""
+
+    aliases: dict[str, Alias]
+    accounts: dict[str, Account]
+
+
 # --- mailboxes and messages ------------------------------------------------------------
 
 
@@ -312,6 +320,11 @@ class DirectoryStore(Protocol):
     async def remove_alias(self, source: str) -> None: ...
     async def get_alias(self, source: str) -> Alias | None: ...
     async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+
+    # recipient resolution: every alias and account among ``addresses`` in one round
+    # trip (the directory asks for an address, its base without +tag and the catch-all
+    # at once; which one wins is the directory's rule, not the store's)
+    async def find_addresses(self, addresses: Sequence[str]) -> AddressRecords: ...
 
 
 class MessageStore(Protocol):

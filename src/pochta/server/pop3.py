@@ -264,7 +264,11 @@ class _Pop3Handler:
         try:
             self.maildrop_lock = await HeldLock.acquire(self.store, f"pop3:{account.id}")
             held_elsewhere = self.maildrop_lock is None
-        except StoreError as exc:
+        except Exception as exc:
+            if not isinstance(exc, StoreError):  # a bug: the boundary answers it
+                self.ctx.pop3_locks.discard(account.id)
+                self.locked_account = None
+                raise
             # A full disk must not stop reading mail: this process's lock still holds.
             log.warning("cannot take the shared maildrop lock of %s (%s); locking in "
                         "this process only", account.address, exc)
@@ -278,15 +282,17 @@ class _Pop3Handler:
             if mailbox is None:
                 raise StoreError("account has no INBOX")
             metas = await self.store.list_messages(mailbox.id)
-        except StoreError as exc:
-            log.error("maildrop of %s unavailable: %s",
-                      account.address, exc)
+        except Exception as exc:
+            # whatever failed (a bug too, answered at the boundary), the maildrop is
+            # not this session's: let the next login have it
             self.ctx.pop3_locks.discard(account.id)
             self.locked_account = None
             if self.maildrop_lock is not None:
                 await self.maildrop_lock.release()
                 self.maildrop_lock = None
-            self.sasl = None
+            if not isinstance(exc, StoreError):
+                raise
+            log.error("maildrop of %s unavailable: %s", account.address, exc)
             self.session.reject_login(replies.MAILDROP_UNAVAILABLE)
             return
         self.mailbox_id = mailbox.id

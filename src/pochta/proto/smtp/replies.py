@@ -126,7 +126,7 @@ def sieve_rejected(reason: str) -> Reply:
     """RFC 5429 §2.1.1: a Sieve ``reject`` refused in the protocol, with the script's
     reason made fit for a reply line (one line, ASCII, at most 400 characters)."""
     text = " ".join(reason.split())[:400] or "Message rejected"
-    return Reply(550, "5.7.1", text.encode("ascii", "replace").decode("ascii"))
+    return Reply(550, "5.7.1", "".join(c if " " <= c <= "~" else "?" for c in text))
 
 
 def decided_elsewhere(code: int, enhanced: str, text: str) -> Reply:

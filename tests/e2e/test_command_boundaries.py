@@ -1,7 +1,7 @@
 """The command boundary of every driver, over real sockets: an unexpected exception in a
 service (a ``RuntimeError`` monkeypatched into it) gives the protocol's temporary failure
-(SMTP ``451 4.3.0``, IMAP ``NO [SERVERBUG]``, POP3 ``-ERR [SYS/TEMP]``), the traceback
-is logged, and the same session, and another client,
+(SMTP ``451 4.3.0``, IMAP ``NO [SERVERBUG]``, POP3 ``-ERR [SYS/TEMP]``, ManageSieve
+``NO (TRYLATER)``), the traceback is logged, and the same session, and another client,
 go on being served. A Pochta error gets its own reply (``NO [LIMIT]``, ``452 4.3.1``).
 """
 
@@ -11,13 +11,15 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pochta.errors import StorageFull
 from pochta.storage.interfaces import Envelope, LocalTarget
-from tests.conftest import USERS, Server
+from tests.conftest import USERS, Instance, Server, start_instance
 from tests.e2e.smtpclient import RawClient
+from tests.sieve.msclient import MSClient
 
 
 async def _aboom(*args: object, **kwargs: object) -> None:
@@ -226,4 +228,50 @@ async def test_pop3_bug_in_a_service_is_sys_temp_and_the_session_goes_on(
     assert b"body\r\n" in b"".join(await c.until(b".\r\n"))
     await c.send("QUIT")
     assert (await c.line()).startswith(b"+OK")
+    await c.close()
+
+
+# --- ManageSieve --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sieve_server(instance: Instance) -> AsyncIterator[Server]:
+    srv = await start_instance(instance, listeners=[
+        {"role": "managesieve", "port": 0, "tls": "starttls", "address": "127.0.0.1"}])
+    try:
+        yield srv
+    finally:
+        await srv.running.close(grace=1.0)
+        await srv.store.close()
+
+
+async def _sieve(server: Server) -> MSClient:
+    client, _ = await MSClient.connect(server.port("managesieve"))
+    await client.starttls(server.client_ssl())
+    assert (await client.login("alice@example.test", USERS["alice@example.test"])
+            ).startswith("OK")
+    return client
+
+
+async def test_managesieve_bug_is_trylater_and_errors_carry_their_code(
+    sieve_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await _sieve(sieve_server)
+    with monkeypatch.context() as m:
+        m.setattr(sieve_server.ctx.store, "list_sieve_scripts", _aboom)
+        _, final = await c.cmd("LISTSCRIPTS")
+        assert final.startswith("NO (TRYLATER)"), final
+        other = await _sieve(sieve_server)  # another client logs in meanwhile
+        assert (await other.cmd("NOOP"))[1].startswith("OK")
+        await other.close()
+    assert (await c.cmd("LISTSCRIPTS"))[1].startswith("OK")
+    # the store's own errors: NotFound and ScriptActive, answered at the boundary
+    _, final = await c.cmd('DELETESCRIPT "nothing"')
+    assert final.startswith("NO (NONEXISTENT)"), final
+    assert (await c.put("main", "keep;\r\n")).startswith("OK")
+    assert (await c.cmd('SETACTIVE "main"'))[1].startswith("OK")
+    _, final = await c.cmd('DELETESCRIPT "main"')
+    assert final.startswith("NO (ACTIVE)"), final
+    _, final = await c.cmd('SETACTIVE "other"')
+    assert final.startswith("NO (NONEXISTENT)"), final
     await c.close()

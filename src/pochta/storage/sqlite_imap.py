@@ -51,6 +51,11 @@ CREATE TRIGGER IF NOT EXISTS imap_sortkeys_blob_delete AFTER DELETE ON blobs BEG
     DELETE FROM imap_sortkeys WHERE blob_id = old.id;
 END;
 """),
+    # every IMAP command asks what was expunged since its last look (changes_since):
+    # without this index that walks every expunged row the mailbox ever had
+    Migration("imap-expunged-modseq", """
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
+"""),
 ]
 
 

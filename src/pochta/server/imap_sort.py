@@ -13,6 +13,7 @@ from ..proto.imap.search import Candidate, apply_partial
 from ..proto.imap.sort import (
     Headers,
     SortItem,
+    SortRequest,
     compute_sort_keys,
     parse_sort,
     parse_thread,
@@ -82,15 +83,43 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
     return items
 
 
+async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[int] | None:
+    """SORT ... ALL of a mailbox whose keys the store already keeps: the store sorts (one
+    query, no per-message Python), and the order is mapped onto this session's view. None
+    when the store cannot answer for exactly this view (keys missing, or messages the
+    session still shows were expunged meanwhile): the caller sorts itself."""
+    sel = s.selected
+    if sel is None or req.search.key.op != "ALL" or not sel.uids:
+        return None
+    if s.core.uidonly and req.search.uses_seqs:
+        return None  # search_hits gives the error
+    try:
+        uids = await s.store.sorted_uids(sel.info.id, req.criteria)
+    except StoreError:
+        return None
+    if uids is None:
+        return None
+    meta = sel.meta
+    uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
+    if len(uids) != len(sel.uids):
+        return None
+    if uid:
+        return uids
+    seq = {u: i for i, u in enumerate(sel.uids, 1)}
+    return [seq[u] for u in uids]
+
+
 async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     req = parse_sort(r)
     if req.search.charset not in ("UTF-8", "US-ASCII"):
         raise BadCharset
-    hits = await search_hits(s, req.search)
-    # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
-    items = await _items(s, hits, uid=False)
-    ordered = sort_items(items, req.criteria)
-    numbers = [it.meta.uid if uid else it.seq for it in ordered]
+    numbers = await _sorted_by_store(s, req, uid)
+    if numbers is None:
+        hits = await search_hits(s, req.search)
+        # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
+        items = await _items(s, hits, uid=False)
+        ordered = sort_items(items, req.criteria)
+        numbers = [it.meta.uid if uid else it.seq for it in ordered]
     if req.returns is None:
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
     else:

@@ -48,6 +48,15 @@ CREATE TABLE imap_sortkeys(
 
 TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys")
 
+# SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;
+# COLLATE "C": strings compare by code point, as SQLite and Python compare them
+SORT_COLUMNS = {
+    "DATE": "coalesce(k.date, m.internaldate)", "ARRIVAL": "m.internaldate",
+    "SIZE": "m.size", "SUBJECT": 'k.subject COLLATE "C"', "FROM": 'k.from_ COLLATE "C"',
+    "TO": 'k.to_ COLLATE "C"', "CC": 'k.cc COLLATE "C"',
+    "DISPLAYFROM": 'k.display_from COLLATE "C"', "DISPLAYTO": 'k.display_to COLLATE "C"',
+}
+
 
 class PostgresImapState(PostgresFeature):
     async def read_blob(self, blob_id: int) -> bytes:
@@ -91,6 +100,23 @@ class PostgresImapState(PostgresFeature):
             "message_id, refs FROM imap_sortkeys WHERE blob_id = ANY(%s)",
             (list(dict.fromkeys(blob_ids)),))
         return {int(r[0]): SortKeys(r[1], r[2], bool(r[3]), *r[4:]) for r in rows}
+
+    async def sorted_uids(
+        self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
+    ) -> list[int] | None:
+        order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
+                          for name, rev in criteria)
+        missing = await self._query(
+            "SELECT 1 FROM messages m WHERE m.mailbox_id=%s AND NOT EXISTS "
+            "(SELECT 1 FROM imap_sortkeys k WHERE k.blob_id = m.blob_id) LIMIT 1",
+            (mailbox_id,))
+        if missing:
+            return None
+        rows = await self._query(
+            "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
+            f"WHERE m.mailbox_id=%s ORDER BY {order}, m.uid",  # only fixed column names
+            (mailbox_id,))
+        return [int(r[0]) for r in rows]
 
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         rows = [(b, k.date, k.subject, k.reply, k.from_, k.to, k.cc, k.display_from,

@@ -19,6 +19,13 @@ from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
 
+# SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k
+SORT_COLUMNS = {
+    "DATE": "coalesce(k.date, m.internaldate)", "ARRIVAL": "m.internaldate",
+    "SIZE": "m.size", "SUBJECT": "k.subject", "FROM": "k.from_", "TO": "k.to_",
+    "CC": "k.cc", "DISPLAYFROM": "k.display_from", "DISPLAYTO": "k.display_to",
+}
+
 MIGRATIONS = [
     Migration("imap-1", """
 CREATE TABLE IF NOT EXISTS imap_metadata(
@@ -137,6 +144,27 @@ class SQLiteImapState(SQLiteFeature):
 
         if rows:
             await self._write(write)
+
+    async def sorted_uids(
+        self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
+    ) -> list[int] | None:
+        order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
+                          for name, rev in criteria)
+
+        def read(conn: sqlite3.Connection) -> list[int] | None:
+            missing = conn.execute(
+                "SELECT 1 FROM messages m WHERE m.mailbox_id=? AND NOT EXISTS "
+                "(SELECT 1 FROM imap_sortkeys k WHERE k.blob_id = m.blob_id) LIMIT 1",
+                (mailbox_id,)).fetchone()
+            if missing is not None:
+                return None
+            rows = conn.execute(
+                "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
+                f"WHERE m.mailbox_id=? ORDER BY {order}, m.uid",  # only fixed column names
+                (mailbox_id,)).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(read)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         out: dict[int, float] = {}

@@ -87,7 +87,8 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     """SORT ... ALL of a mailbox whose keys the store already keeps: the store sorts (one
     query, no per-message Python), and the order is mapped onto this session's view. None
     when the store cannot answer for exactly this view (keys missing, or messages the
-    session still shows were expunged meanwhile): the caller sorts itself."""
+    session still shows were expunged meanwhile: either leaves one out): the caller
+    sorts itself."""
     sel = s.selected
     if sel is None or req.search.key.op != "ALL" or not sel.uids:
         return None
@@ -96,8 +97,6 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     try:
         uids = await s.store.sorted_uids(sel.info.id, req.criteria)
     except StoreError:
-        return None
-    if uids is None:
         return None
     meta = sel.meta
     uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet

@@ -103,15 +103,9 @@ class PostgresImapState(PostgresFeature):
 
     async def sorted_uids(
         self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
-    ) -> list[int] | None:
+    ) -> list[int]:
         order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
                           for name, rev in criteria)
-        missing = await self._query(
-            "SELECT 1 FROM messages m WHERE m.mailbox_id=%s AND NOT EXISTS "
-            "(SELECT 1 FROM imap_sortkeys k WHERE k.blob_id = m.blob_id) LIMIT 1",
-            (mailbox_id,))
-        if missing:
-            return None
         rows = await self._query(
             "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
             f"WHERE m.mailbox_id=%s ORDER BY {order}, m.uid",  # only fixed column names

@@ -147,17 +147,11 @@ class SQLiteImapState(SQLiteFeature):
 
     async def sorted_uids(
         self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
-    ) -> list[int] | None:
+    ) -> list[int]:
         order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
                           for name, rev in criteria)
 
-        def read(conn: sqlite3.Connection) -> list[int] | None:
-            missing = conn.execute(
-                "SELECT 1 FROM messages m WHERE m.mailbox_id=? AND NOT EXISTS "
-                "(SELECT 1 FROM imap_sortkeys k WHERE k.blob_id = m.blob_id) LIMIT 1",
-                (mailbox_id,)).fetchone()
-            if missing is not None:
-                return None
+        def read(conn: sqlite3.Connection) -> list[int]:
             rows = conn.execute(
                 "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
                 f"WHERE m.mailbox_id=? ORDER BY {order}, m.uid",  # only fixed column names

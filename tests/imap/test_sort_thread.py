@@ -166,6 +166,38 @@ async def test_thread_transcript(imap_server: Server) -> None:
         assert b"BAD" in resp[-1]
 
 
+async def test_thread_answer_follows_the_view(imap_server: Server) -> None:
+    """THREAD ... ALL of an unchanged view may be answered again without recomputing
+    (the server keeps recent answers); an arrival or an expunge, in this session or
+    another, changes the view and so the answer."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        for _ in range(2):
+            assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+                b"* THREAD (3 5)(1 2 4)\r\n"
+            assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+                b"* THREAD (3 5)(1 2 4)\r\n"
+        await other.login()
+        reply = (b"From: x@example.test\r\nSubject: Re: Another topic\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <c@x> <e@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await c.cmd("NOOP")  # c's view now has message 6
+        assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (3 5 6)(1 2 4)\r\n"
+        await other.cmd("SELECT INBOX")
+        await other.cmd("STORE 3 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        # 5 and its reply 6 (now 4 and 5) lost their root 3: their thread now starts on
+        # 10 Feb, after HELLO's (7 Feb)
+        assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (1 2 4)(5 6)\r\n"
+        assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (1 2 3)(4 5)\r\n"
+
+
 async def test_thread_references_subject_merge_and_missing_parent(imap_server: Server
                                                                   ) -> None:
     """Two messages replying to one we do not have share a dummy parent; a reply whose

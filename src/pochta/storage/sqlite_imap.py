@@ -118,18 +118,24 @@ class SQLiteImapState(SQLiteFeature):
         return out
 
     async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
-        out: dict[int, SortKeys] = {}
         wanted = list(dict.fromkeys(blob_ids))
-        for i in range(0, len(wanted), BATCH):
-            part = wanted[i : i + BATCH]
-            marks = ",".join("?" * len(part))
-            rows = await self._query(
-                "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
-                f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
-                part)  # only "?" placeholders are formatted in
-            for r in rows:
-                out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
-        return out
+
+        def read(conn: sqlite3.Connection) -> dict[int, SortKeys]:
+            # every batch in one hop to the reader thread (a SORT of a big mailbox asks
+            # for all its messages' keys at once)
+            out: dict[int, SortKeys] = {}
+            for i in range(0, len(wanted), BATCH):
+                part = wanted[i : i + BATCH]
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(
+                    "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
+                    f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
+                    part).fetchall()  # only "?" placeholders are formatted in
+                for r in rows:
+                    out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
+            return out
+
+        return await self._read(read)
 
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         rows = [(b, k.date, k.subject, int(k.reply), k.from_, k.to, k.cc, k.display_from,

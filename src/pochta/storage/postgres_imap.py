@@ -46,6 +46,11 @@ CREATE TABLE imap_sortkeys(
     display_to text NOT NULL, message_id text NOT NULL, refs text NOT NULL);
 """
 
+# every IMAP command asks what was expunged since its last look (changes_since)
+EXPUNGED_MODSEQ_MIGRATION = """
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
+"""
+
 TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys")
 
 # SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;

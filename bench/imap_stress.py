@@ -36,6 +36,29 @@ def reset_box(host: str, port: int, user: str, password: str, box: str) -> None:
         m.logout()
 
 
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user+sys, with reaped children) of a process tree: Pochta's one
+    process, or Dovecot's master with its imap processes."""
+    kids: dict[int, list[int]] = {}
+    ticks: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{d}/stat").read_bytes()
+        except OSError:
+            continue
+        f = data[data.rfind(b")") + 2 :].split()
+        kids.setdefault(int(f[1]), []).append(int(d))
+        ticks[int(d)] = sum(int(x) for x in f[11:15])
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += ticks.get(pid, 0)
+        stack.extend(kids.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", required=True)
@@ -50,6 +73,7 @@ def main() -> None:
     ap.add_argument("--logout0", action="store_true", help="imaptest logout=0")
     ap.add_argument("--out-dir", default="bench-results")
     ap.add_argument("--imaptest", default=os.environ.get("IMAPTEST", "imaptest"))
+    ap.add_argument("--server-pid", type=int, help="report the server tree's CPU per op")
     a = ap.parse_args()
     reset_box(a.host, a.port, a.user, a.password, a.box)
     cmd = [a.imaptest, f"host={a.host}", f"port={a.port}", "ssl=any-cert", f"user={a.user}",
@@ -58,8 +82,10 @@ def main() -> None:
     if a.logout0:
         cmd.append("logout=0")
     print("+", " ".join(cmd), flush=True)
+    cpu0 = tree_cpu(a.server_pid) if a.server_pid else 0.0
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace", timeout=a.secs + 120)
+    cpu = tree_cpu(a.server_pid) - cpu0 if a.server_pid else 0.0
     raw = Path(a.out_dir) / f"stress-{a.label}-{'nologout' if a.logout0 else 'default'}" \
         f"-c{a.clients}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +103,9 @@ def main() -> None:
     print(" ".join(f"{n}={t}" for n, t in zip(names, totals, strict=True)))
     print(f"{a.label}: {total} ops in {a.secs} s = {total / a.secs:.0f} ops/s,"
           f" {errors} imaptest errors; raw output in {raw}")
+    if a.server_pid and total:
+        print(f"{a.label}: server CPU {cpu:.1f} s ({cpu / a.secs:.2f} cores),"
+              f" {cpu * 1000 / total:.3f} CPU-ms per op")
 
 if __name__ == "__main__":
     main()

@@ -95,6 +95,42 @@ async def test_sort_transcript(imap_server: Server) -> None:
         assert b"BAD" in resp[-1]
 
 
+async def test_sort_by_the_store_agrees_and_follows_the_session_view(imap_server: Server
+                                                                      ) -> None:
+    """SORT ... ALL of a mailbox whose keys are kept is sorted by the store; it must give
+    what the server's own sort gives (SORT ... UNDELETED takes that path here), and answer
+    for the session's view: not yet announced arrivals left out, messages expunged by
+    another session but not yet announced kept in."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 3 1 2 4 5\r\n"
+        for crit in ("DATE", "REVERSE ARRIVAL", "SUBJECT", "REVERSE SUBJECT", "FROM",
+                     "SIZE", "REVERSE CC", "TO", "DISPLAYFROM", "REVERSE DISPLAYTO",
+                     "SUBJECT REVERSE DATE", "REVERSE FROM SIZE"):
+            by_store = await c.cmd(f"SORT ({crit}) UTF-8 ALL")
+            by_server = await c.cmd(f"SORT ({crit}) UTF-8 UNDELETED")
+            assert by_store[0] == by_server[0], crit
+            uid_store = await c.cmd(f"UID SORT RETURN (ALL) ({crit}) UTF-8 ALL")
+            uid_server = await c.cmd(f"UID SORT RETURN (ALL) ({crit}) UTF-8 UNDELETED")
+            assert uid_store[0].split(b")", 1)[1] == uid_server[0].split(b")", 1)[1], crit
+        await other.login()
+        late = (b"From: x@example.test\r\nSubject: late\r\n"
+                b"Date: Fri, 1 Jan 2027 10:00:00 +0000\r\n\r\nlate\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(late) + late))[-1]
+        await other.cmd("SELECT INBOX")
+        await other.cmd("SORT (DATE) UTF-8 ALL")  # keeps the new message's keys
+        resp = await c.cmd("SORT (DATE) UTF-8 ALL")
+        assert resp[0] == b"* SORT 3 1 2 4 5\r\n" and b"* 6 EXISTS\r\n" in resp
+        await other.cmd("STORE 1 +FLAGS (\\Deleted)")
+        assert st(await other.cmd("EXPUNGE")).startswith(b"OK")
+        resp = await c.cmd("SORT (DATE) UTF-8 ALL")  # message 1 is still in c's view
+        assert resp[0] == b"* SORT 3 1 2 4 5 6\r\n"
+        resp = await c.cmd("NOOP")
+        assert b"* 1 EXPUNGE\r\n" in resp
+        assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 2 1 3 4 5\r\n"
+
+
 async def test_esort_and_partial(imap_server: Server) -> None:
     async with connect(imap_server) as c:
         await c.login()
@@ -128,6 +164,38 @@ async def test_thread_transcript(imap_server: Server) -> None:
         assert resp[0] == b"* THREAD \r\n" or resp[0] == b"* THREAD\r\n"
         resp = await c.cmd("THREAD FOO UTF-8 ALL")
         assert b"BAD" in resp[-1]
+
+
+async def test_thread_answer_follows_the_view(imap_server: Server) -> None:
+    """THREAD ... ALL of an unchanged view may be answered again without recomputing
+    (the server keeps recent answers); an arrival or an expunge, in this session or
+    another, changes the view and so the answer."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        for _ in range(2):
+            assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+                b"* THREAD (3 5)(1 2 4)\r\n"
+            assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+                b"* THREAD (3 5)(1 2 4)\r\n"
+        await other.login()
+        reply = (b"From: x@example.test\r\nSubject: Re: Another topic\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <c@x> <e@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await c.cmd("NOOP")  # c's view now has message 6
+        assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (3 5 6)(1 2 4)\r\n"
+        await other.cmd("SELECT INBOX")
+        await other.cmd("STORE 3 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        # 5 and its reply 6 (now 4 and 5) lost their root 3: their thread now starts on
+        # 10 Feb, after HELLO's (7 Feb)
+        assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (1 2 4)(5 6)\r\n"
+        assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (1 2 3)(4 5)\r\n"
 
 
 async def test_thread_references_subject_merge_and_missing_parent(imap_server: Server

@@ -102,3 +102,37 @@ async def test_sort_keys_kept_per_blob(store: MailStore) -> None:  # noqa: F811
     dated = SortKeys(1.5, "", False, "", "", "", "", "", "", "")
     await store.put_sort_keys({blob: dated})
     assert (await store.get_sort_keys([blob]))[blob] == dated
+
+
+async def test_sorted_uids_from_kept_keys(store: MailStore) -> None:  # noqa: F811
+    """The store sorts a mailbox by kept keys (RFC 5256 §3): DATE falls back to the
+    internal date, REVERSE applies per criterion, ties go by UID; a message that
+    has no keys is left out."""
+    from pochta.storage.interfaces_imap import SortKeys
+
+    a, _ = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    blobs = []
+    for n, when in enumerate((300.0, 100.0, 200.0)):
+        target = LocalTarget(a, internaldate=when)
+        blobs.append((await store.accept(b"Subject: %d\r\n\r\nx" % n + b"y" * n, ENV,
+                                         [target])).blob_id)
+    assert await store.sorted_uids(box.id, [("DATE", False)]) == []  # no keys yet
+    # uid 1: no Date (internal date 300), uid 2: date 250, uid 3: date 50
+    # subjects: uid 1 and 3 tie ("B"), uid 2 "A\u00e9" sorts before "B" by code point
+    keys = [SortKeys(None, "B", False, "zed", "", "", "", "", "", ""),
+            SortKeys(250.0, "A\u00e9", False, "amy", "", "", "", "", "", ""),
+            SortKeys(50.0, "B", False, "bob", "", "", "", "", "", "")]
+    await store.put_sort_keys({blobs[0]: keys[0]})
+    assert await store.sorted_uids(box.id, [("DATE", False)]) == [1]
+    await store.put_sort_keys(dict(zip(blobs, keys, strict=True)))
+    assert await store.sorted_uids(box.id, [("DATE", False)]) == [3, 2, 1]
+    assert await store.sorted_uids(box.id, [("DATE", True)]) == [1, 2, 3]
+    assert await store.sorted_uids(box.id, [("ARRIVAL", False)]) == [2, 3, 1]
+    assert await store.sorted_uids(box.id, [("SIZE", True)]) == [3, 2, 1]
+    assert await store.sorted_uids(box.id, [("SUBJECT", False)]) == [2, 1, 3]
+    assert await store.sorted_uids(box.id, [("SUBJECT", True)]) == [1, 3, 2]
+    assert await store.sorted_uids(box.id, [("SUBJECT", False), ("DATE", False)]) == [2, 3, 1]
+    assert await store.sorted_uids(box.id, [("FROM", False)]) == [2, 3, 1]
+    assert await store.sorted_uids(box.id, [("CC", False)]) == [1, 2, 3]  # all tie

@@ -5,6 +5,8 @@ finds the matching messages and reads their headers."""
 from __future__ import annotations
 
 import logging
+import weakref
+from collections import OrderedDict
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
@@ -13,6 +15,7 @@ from ..proto.imap.search import Candidate, apply_partial
 from ..proto.imap.sort import (
     Headers,
     SortItem,
+    SortRequest,
     compute_sort_keys,
     parse_sort,
     parse_thread,
@@ -54,11 +57,11 @@ async def _header(s: ImapSession, c: Candidate) -> Headers | None:
 async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
     """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
     of a big mailbox reads each header once, not every time)."""
-    items: list[SortItem] = []
-    for start in range(0, len(hits), BATCH):
-        batch = hits[start : start + BATCH]
-        known = await s.store.get_sort_keys([c.meta.blob_id for c in batch])
-        missing = [c for c in batch if c.meta.blob_id not in known]
+    # one store call for the keys already kept (a warm mailbox has them all)
+    known = await s.store.get_sort_keys([c.meta.blob_id for c in hits])
+    todo = [c for c in hits if c.meta.blob_id not in known]
+    for start in range(0, len(todo), BATCH):
+        missing = todo[start : start + BATCH]
         blobs = await s.store.read_blobs([c.meta.blob_id for c in missing if c.data is None
                                           and c.meta.size <= BATCH_MAX_SIZE])
         new: dict[int, SortKeys] = {}
@@ -75,22 +78,50 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
             except StoreError as exc:  # a full disk: sort anyway, remember nothing
                 log.warning("cannot keep sort keys: %s", exc)
         known.update(new)
-        for c in batch:
-            keys = known.get(c.meta.blob_id)
-            if keys is not None:  # else expunged meanwhile
-                items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
+    items: list[SortItem] = []
+    for c in hits:
+        keys = known.get(c.meta.blob_id)
+        if keys is not None:  # else expunged meanwhile
+            items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
     return items
+
+
+async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[int] | None:
+    """SORT ... ALL of a mailbox whose keys the store already keeps: the store sorts (one
+    query, no per-message Python), and the order is mapped onto this session's view. None
+    when the store cannot answer for exactly this view (keys missing, or messages the
+    session still shows were expunged meanwhile: either leaves one out): the caller
+    sorts itself."""
+    sel = s.selected
+    if sel is None or req.search.key.op != "ALL" or not sel.uids:
+        return None
+    if s.core.uidonly and req.search.uses_seqs:
+        return None  # search_hits gives the error
+    try:
+        uids = await s.store.sorted_uids(sel.info.id, req.criteria)
+    except StoreError:
+        return None
+    meta = sel.meta
+    uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
+    if len(uids) != len(sel.uids):
+        return None
+    if uid:
+        return uids
+    seq = {u: i for i, u in enumerate(sel.uids, 1)}
+    return [seq[u] for u in uids]
 
 
 async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     req = parse_sort(r)
     if req.search.charset not in ("UTF-8", "US-ASCII"):
         raise BadCharset
-    hits = await search_hits(s, req.search)
-    # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
-    items = await _items(s, hits, uid=False)
-    ordered = sort_items(items, req.criteria)
-    numbers = [it.meta.uid if uid else it.seq for it in ordered]
+    numbers = await _sorted_by_store(s, req, uid)
+    if numbers is None:
+        hits = await search_hits(s, req.search)
+        # the sequence number breaks ties (RFC 5256 §3), also when UIDs are returned
+        items = await _items(s, hits, uid=False)
+        ordered = sort_items(items, req.criteria)
+        numbers = [it.meta.uid if uid else it.seq for it in ordered]
     if req.returns is None:
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
     else:
@@ -118,16 +149,56 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     s.ok(tag, "SORT completed")
 
 
+class _ThreadCache:
+    """THREAD ... ALL answers of the last few mailbox views, shared by the sessions of one
+    store (clients ask again on every refresh of a threaded list). A view is the exact
+    tuple of its UIDs: messages never change their keys, so the same UIDs (in the same
+    mailbox and UIDVALIDITY) give the same threads; any arrival or expunge makes a new
+    view and a new computation."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        answer = self.answers.get(key)
+        if answer is not None:
+            self.answers.move_to_end(key)
+        return answer
+
+    def put(self, key: tuple[object, ...], answer: bytes) -> None:
+        self.answers[key] = answer
+        while len(self.answers) > self.size:
+            self.answers.popitem(last=False)
+
+
+_thread_caches: weakref.WeakKeyDictionary[object, _ThreadCache] = weakref.WeakKeyDictionary()
+
+
 async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     algorithm, search = parse_thread(r)
     if search.charset not in ("UTF-8", "US-ASCII"):
         raise BadCharset
-    hits = await search_hits(s, search)
-    items = await _items(s, hits, uid)
-    if algorithm == "ORDEREDSUBJECT":
-        threads = thread_orderedsubject(items)
-    else:
-        threads = thread_references(items)
-    s.send(render_threads(threads))
+    sel = s.selected
+    key: tuple[object, ...] | None = None
+    view: tuple[int, ...] = ()
+    cache = _thread_caches.get(s.store)
+    if cache is None:
+        cache = _thread_caches[s.store] = _ThreadCache()
+    if sel is not None and search.key.op == "ALL":
+        view = tuple(sel.uids)
+        key = (sel.info.id, sel.info.uidvalidity, algorithm, uid, view)
+    answer = cache.get(key) if key is not None else None
+    if answer is None:
+        hits = await search_hits(s, search)
+        items = await _items(s, hits, uid)
+        if algorithm == "ORDEREDSUBJECT":
+            threads = thread_orderedsubject(items)
+        else:
+            threads = thread_references(items)
+        answer = render_threads(threads)
+        if key is not None and len(items) == len(hits) == len(view):
+            cache.put(key, answer)  # (not when a message was expunged meanwhile)
+    s.send(answer)
     await s.sync(allow_expunge=uid)
     s.ok(tag, "THREAD completed")

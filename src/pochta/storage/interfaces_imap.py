@@ -53,6 +53,14 @@ class ImapStateStore(Protocol):
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         """Keep keys computed by the caller; they go when their blob goes."""
 
+    async def sorted_uids(
+        self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
+    ) -> list[int]:
+        """The UIDs of the mailbox in SORT order (RFC 5256 §3: ``criteria`` are
+        (SORT_CRITERIA key, reverse) pairs; DATE falls back to the internal date; ties go
+        by UID, ascending), sorted by the store from the kept keys (strings compare by
+        code point). Messages with no kept keys yet are left out."""
+
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),
         POSIX seconds; messages saved before the backend recorded it are absent."""

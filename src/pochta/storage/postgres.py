@@ -256,6 +256,7 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
                postgres_web.MIGRATION)
+MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

@@ -46,7 +46,21 @@ CREATE TABLE imap_sortkeys(
     display_to text NOT NULL, message_id text NOT NULL, refs text NOT NULL);
 """
 
+# every IMAP command asks what was expunged since its last look (changes_since)
+EXPUNGED_MODSEQ_MIGRATION = """
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
+"""
+
 TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys")
+
+# SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;
+# COLLATE "C": strings compare by code point, as SQLite and Python compare them
+SORT_COLUMNS = {
+    "DATE": "coalesce(k.date, m.internaldate)", "ARRIVAL": "m.internaldate",
+    "SIZE": "m.size", "SUBJECT": 'k.subject COLLATE "C"', "FROM": 'k.from_ COLLATE "C"',
+    "TO": 'k.to_ COLLATE "C"', "CC": 'k.cc COLLATE "C"',
+    "DISPLAYFROM": 'k.display_from COLLATE "C"', "DISPLAYTO": 'k.display_to COLLATE "C"',
+}
 
 
 class PostgresImapState(PostgresFeature):
@@ -91,6 +105,17 @@ class PostgresImapState(PostgresFeature):
             "message_id, refs FROM imap_sortkeys WHERE blob_id = ANY(%s)",
             (list(dict.fromkeys(blob_ids)),))
         return {int(r[0]): SortKeys(r[1], r[2], bool(r[3]), *r[4:]) for r in rows}
+
+    async def sorted_uids(
+        self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
+    ) -> list[int]:
+        order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
+                          for name, rev in criteria)
+        rows = await self._query(
+            "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
+            f"WHERE m.mailbox_id=%s ORDER BY {order}, m.uid",  # only fixed column names
+            (mailbox_id,))
+        return [int(r[0]) for r in rows]
 
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         rows = [(b, k.date, k.subject, k.reply, k.from_, k.to, k.cc, k.display_from,

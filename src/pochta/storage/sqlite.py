@@ -118,6 +118,7 @@ SEGMENT_MAX = 256 * 1024 * 1024
 READ_THREADS = 4
 # Messages up to this size live in the index itself (one fsync per commit, no segment).
 INLINE_MAX = 64 * 1024
+INLINE_CHANGES = 256  # changes_since reads up to this many rows on the event loop
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -288,6 +289,7 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     touched: set[int]  # mailbox ids to notify after commit
+    durable: bool = True  # False: the commit need not be fsynced (\Recent claims)
 
 
 class _Watcher:
@@ -457,6 +459,7 @@ class SQLiteStore(
         self._local = threading.local()
         self._reader_lock = threading.Lock()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._loop_conn: sqlite3.Connection | None = None  # point reads on the loop thread
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer_loop, name="store-writer", daemon=True)
         self._segment_name: str | None = None
@@ -577,6 +580,8 @@ class SQLiteStore(
         await asyncio.to_thread(self._read_pool.shutdown)
         for conn in self._reader_conns:
             conn.close()
+        if self._loop_conn is not None:
+            self._loop_conn.close()
 
     # --- the writer thread (group commit) -------------------------------------------
 
@@ -680,6 +685,11 @@ class SQLiteStore(
         start = -1
         try:
             places, start = self._append_blobs(batch)
+            # A batch of nothing but non-durable jobs commits without the WAL fsync (a
+            # later durable commit syncs its frames too); the index stays consistent.
+            durable = any(job.durable for job in batch)
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             for job, place in zip(batch, places, strict=True):
                 conn.execute("SAVEPOINT job")
@@ -712,9 +722,13 @@ class SQLiteStore(
                         raise error from exc
                     results.append((False, error))
             conn.execute("COMMIT")
+            if not durable:
+                conn.execute("PRAGMA synchronous=FULL")
         except Exception as exc:  # disk full, I/O error: nothing of the batch is durable
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA synchronous=FULL")
             error = storage_error(exc)
             if isinstance(error, StorageFull):
                 # The index did not take the batch: its blob bytes are nobody's.
@@ -741,12 +755,14 @@ class SQLiteStore(
         fn: Callable[[sqlite3.Connection, int | None], T],
         blob: bytes | SpooledMessage | None = None,
         touched: set[int] | None = None,
+        durable: bool = True,
     ) -> T:
         if self._closed:
             raise StoreError("store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, blob, fut, loop, touched if touched is not None else set()))
+        self._jobs.put(_Job(fn, blob, fut, loop, touched if touched is not None else set(),
+                            durable))
         return await fut
 
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -767,6 +783,33 @@ class SQLiteStore(
             with self._reader_lock:
                 self._reader_conns.append(conn)
         return conn.execute(sql, args).fetchall()
+
+    def _query_now(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A point read (one row by primary key) on the event loop's own connection: a few
+        microseconds, where a hop to a reader thread and back costs far more (every IMAP
+        command asks whether its mailbox changed). WAL readers never wait for the writer."""
+        conn = self._loop_conn
+        try:
+            if conn is None:
+                conn = self._loop_conn = _connect(self.data_dir / "pochta.db")
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self._query_sync("SELECT 1", ())
+            conn = self._local.conn
+        return fn(conn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Several reads in one hop to a reader thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_pool, self._read_sync, fn)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
 
     # --- directory ------------------------------------------------------------------
 
@@ -1105,7 +1148,8 @@ class SQLiteStore(
 
     async def read_blob(self, blob_id: int) -> bytes:
         for _attempt in range(2):
-            rows = await self._query(
+            # on the loop: a primary-key read whose data, if any, is at most INLINE_MAX
+            rows = self._query_now(
                 "SELECT segment, offset, length, data, sha256 FROM blobs WHERE id=?", (blob_id,)
             )
             if not rows:
@@ -1189,7 +1233,7 @@ class SQLiteStore(
         return [_mailbox(r) for r in rows]
 
     async def get_mailbox(self, account_id: int, name: str) -> MailboxInfo | None:
-        rows = await self._query(
+        rows = self._query_now(
             f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id=? AND name=?",  # noqa: S608
             (account_id, normalize_mailbox_name(name)),
         )
@@ -1306,27 +1350,32 @@ class SQLiteStore(
         await self._write(fn)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
-        rows = await self._query(
+        rows = self._query_now(  # an index range of one account's names
             "SELECT name FROM subscriptions WHERE account_id=? ORDER BY name", (account_id,)
         )
         return [r[0] for r in rows]
 
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
-        box = await self._query(
-            "SELECT uidnext, uidvalidity, highestmodseq, first_recent_uid FROM mailboxes "
-            "WHERE id=?", (mailbox_id,),
-        )
-        if not box:
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            box = conn.execute(
+                "SELECT uidnext, uidvalidity, highestmodseq, first_recent_uid FROM mailboxes "
+                "WHERE id=?", (mailbox_id,),
+            ).fetchone()
+            if box is None:
+                return None
+            counts = conn.execute(
+                "SELECT count(*), coalesce(sum(size),0),"
+                " coalesce(sum(instr(' '||flags||' ', ' \\Seen ')>0),0),"
+                " coalesce(sum(instr(' '||flags||' ', ' \\Deleted ')>0),0),"
+                " coalesce(sum(uid>=?),0) FROM messages WHERE mailbox_id=?",
+                (box[3], mailbox_id),
+            ).fetchone()
+            return tuple(box) + tuple(counts)
+
+        row = await self._read(read)  # one hop: the counts scan the whole mailbox
+        if row is None:
             raise NotFound(f"no mailbox {mailbox_id}")
-        uidnext, validity, modseq, first_recent = box[0]
-        rows = await self._query(
-            "SELECT count(*), coalesce(sum(size),0),"
-            " coalesce(sum(instr(' '||flags||' ', ' \\Seen ')>0),0),"
-            " coalesce(sum(instr(' '||flags||' ', ' \\Deleted ')>0),0),"
-            " coalesce(sum(uid>=?),0) FROM messages WHERE mailbox_id=?",
-            (first_recent, mailbox_id),
-        )
-        total, size, seen, deleted, recent = rows[0]
+        uidnext, validity, modseq, _first_recent, total, size, seen, deleted, recent = row
         return MailboxStatus(
             messages=total, unseen=total - seen, deleted=deleted, size=size,
             uidnext=uidnext, uidvalidity=validity, highestmodseq=modseq, recent=recent,
@@ -1342,21 +1391,38 @@ class SQLiteStore(
         return [_meta(r) for r in rows]
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
-        box = await self._query("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
+        box = self._query_now("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
         highest = int(box[0][0])
         if highest <= modseq:  # the common NOOP/IDLE case: nothing happened
             return Changes(highest, (), ())
-        # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
-        # message) instead of the (mailbox_id, modseq) index.
-        changed = await self._query(
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
+            # message) instead of the (mailbox_id, modseq) index.
+            changed = conn.execute(
+                "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
+                "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
+            ).fetchall()
+            gone = conn.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?",
+                (mailbox_id, modseq),
+            ).fetchall()
+            return changed, gone
+
+        # usually a handful of rows since the session's last command: read them right here
+        # (indexed), and go to a reader thread only when there are many
+        changed = self._query_now(
             "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
-            "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
+            "WHERE mailbox_id=? AND modseq>? LIMIT ?", (mailbox_id, modseq, INLINE_CHANGES + 1),
         )
-        gone = await self._query(
-            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
+        gone = self._query_now(
+            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? LIMIT ?",
+            (mailbox_id, modseq, INLINE_CHANGES + 1),
         )
+        if len(changed) > INLINE_CHANGES or len(gone) > INLINE_CHANGES:
+            changed, gone = await self._read(read)
         return Changes(
             highest,
             tuple(sorted((_meta(r) for r in changed), key=lambda m: m.uid)),
@@ -1485,7 +1551,8 @@ class SQLiteStore(
             )
             return int(row[0])
 
-        return await self._write(fn)
+        # \Recent is a hint (RFC 3501 §2.3.2): a claim lost in a crash costs nothing
+        return await self._write(fn, durable=False)
 
     def watch(self, mailbox_id: int) -> _Watcher:
         watcher = _Watcher(self, mailbox_id)

@@ -7,7 +7,7 @@ events, ...) adds one module ``storage/sqlite_<feature>.py`` with
   ``SQLiteStore.open`` (names, not numbers, so features can be built side by side);
 * a mixin class deriving from ``SQLiteFeature`` whose methods implement the feature's part
   of the storage contract with ``self._write`` (the group-committing writer) and
-  ``self._query`` (the reader threads),
+  ``self._query`` / ``self._read`` (the reader threads),
 
 and lists both in ``storage/sqlite.py``. A data directory that has a migration this code
 does not know was written by a newer Pochta, and is refused.
@@ -42,4 +42,8 @@ class SQLiteFeature:
         raise NotImplementedError
 
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Several reads in one hop to a reader thread."""
         raise NotImplementedError

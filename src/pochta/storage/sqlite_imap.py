@@ -19,6 +19,13 @@ from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
 
+# SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k
+SORT_COLUMNS = {
+    "DATE": "coalesce(k.date, m.internaldate)", "ARRIVAL": "m.internaldate",
+    "SIZE": "m.size", "SUBJECT": "k.subject", "FROM": "k.from_", "TO": "k.to_",
+    "CC": "k.cc", "DISPLAYFROM": "k.display_from", "DISPLAYTO": "k.display_to",
+}
+
 MIGRATIONS = [
     Migration("imap-1", """
 CREATE TABLE IF NOT EXISTS imap_metadata(
@@ -50,6 +57,11 @@ CREATE TABLE IF NOT EXISTS imap_sortkeys(
 CREATE TRIGGER IF NOT EXISTS imap_sortkeys_blob_delete AFTER DELETE ON blobs BEGIN
     DELETE FROM imap_sortkeys WHERE blob_id = old.id;
 END;
+"""),
+    # every IMAP command asks what was expunged since its last look (changes_since):
+    # without this index that walks every expunged row the mailbox ever had
+    Migration("imap-expunged-modseq", """
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
 """),
 ]
 
@@ -106,18 +118,24 @@ class SQLiteImapState(SQLiteFeature):
         return out
 
     async def get_sort_keys(self, blob_ids: Sequence[int]) -> dict[int, SortKeys]:
-        out: dict[int, SortKeys] = {}
         wanted = list(dict.fromkeys(blob_ids))
-        for i in range(0, len(wanted), BATCH):
-            part = wanted[i : i + BATCH]
-            marks = ",".join("?" * len(part))
-            rows = await self._query(
-                "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
-                f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
-                part)  # only "?" placeholders are formatted in
-            for r in rows:
-                out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
-        return out
+
+        def read(conn: sqlite3.Connection) -> dict[int, SortKeys]:
+            # every batch in one hop to the reader thread (a SORT of a big mailbox asks
+            # for all its messages' keys at once)
+            out: dict[int, SortKeys] = {}
+            for i in range(0, len(wanted), BATCH):
+                part = wanted[i : i + BATCH]
+                marks = ",".join("?" * len(part))
+                rows = conn.execute(
+                    "SELECT blob_id, date, subject, reply, from_, to_, cc, display_from, "  # noqa: S608
+                    f"display_to, message_id, refs FROM imap_sortkeys WHERE blob_id IN ({marks})",
+                    part).fetchall()  # only "?" placeholders are formatted in
+                for r in rows:
+                    out[int(r[0])] = SortKeys(r[1], r[2], bool(r[3]), *r[4:])
+            return out
+
+        return await self._read(read)
 
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         rows = [(b, k.date, k.subject, int(k.reply), k.from_, k.to, k.cc, k.display_from,
@@ -132,6 +150,21 @@ class SQLiteImapState(SQLiteFeature):
 
         if rows:
             await self._write(write)
+
+    async def sorted_uids(
+        self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
+    ) -> list[int]:
+        order = ", ".join(SORT_COLUMNS[name] + (" DESC" if rev else "")
+                          for name, rev in criteria)
+
+        def read(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT m.uid FROM messages m JOIN imap_sortkeys k ON k.blob_id = m.blob_id "  # noqa: S608
+                f"WHERE m.mailbox_id=? ORDER BY {order}, m.uid",  # only fixed column names
+                (mailbox_id,)).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(read)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         out: dict[int, float] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .addresses import AddressError, normalize_address, normalize_domain
+from .mail.addresses import AddressError, normalize_address, normalize_domain
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
 from .proto.smtp.address import is_domain
 from .storage.factory import open_store as open_configured_store

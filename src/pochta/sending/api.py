@@ -17,7 +17,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import AddressError, normalize_address
+from ..mail.addresses import AddressError, normalize_address
 from ..http.core import Request, Response
 from ..http.server import ApiError, Router, json_response
 from ..storage.interfaces_sending import (

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from ..addresses import AddressError, normalize_address
+from ..mail.addresses import AddressError, normalize_address
 from ..storage.interfaces import Envelope
 from ..storage.interfaces_sending import EventKind, NewEvent
 from .service import SendingService, classify, sending_of

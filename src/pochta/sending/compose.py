@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
                   "attachments", "headers", "tags", "metadata", "stream", "variables", "raw"}

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
 from ..services.submission import from_addresses, header_values, split_message
 from ..storage.interfaces import Account, StoreError
 from ..storage.interfaces_sending import ApiKey

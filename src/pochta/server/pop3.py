@@ -31,7 +31,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
-from pochta.addresses import normalize_login
+from pochta.mail.addresses import normalize_login
 from pochta.config import Listener
 from pochta.proto.pop3 import (
     NEED_DATA,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound

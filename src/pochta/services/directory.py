@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..addresses import AddressError, base_address, normalize_address, split_address
+from ..mail.addresses import AddressError, base_address, normalize_address, split_address
 from ..storage.interfaces import Account, MailStore
 
 MAX_ALIAS_DEPTH = 10
@@ -77,7 +77,7 @@ class Directory:
         return result if found else None
 
     async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:
-        try:  # alias targets too: the one normalisation (pochta.addresses)
+        try:  # alias targets too: the one normalisation (pochta.mail.addresses)
             address = normalize_address(address)
         except AddressError:
             return bool(result.local or result.remote)

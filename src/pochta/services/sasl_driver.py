@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..addresses import same_account
+from ..mail.addresses import same_account
 from ..config import AuthConfig
 from ..proto.sasl.base import (
     Challenge,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
 from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..addresses import AddressError, base_address, normalize_address
+from ..mail.addresses import AddressError, base_address, normalize_address
 from ..maildate import mail_date
 
 HEADER_END = b"\r\n\r\n"

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from ..addresses import AddressError, normalize_address, normalize_domain
+from ..mail.addresses import AddressError, normalize_address, normalize_domain
 from ..http.core import Request, Response
 from ..http.server import Router
 from ..metrics import METRICS

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, unescape
 
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..http.core import Request, Response
 from ..http.server import Router

@@ -1,11 +1,11 @@
-"""The one address normalisation rule (pochta.addresses); its use over real sockets is in
+"""The one address normalisation rule (pochta.mail.addresses); its use over real sockets is in
 tests/e2e/test_address_normalisation.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from pochta.addresses import normalize_address, normalize_login, same_account
+from pochta.mail.addresses import normalize_address, normalize_login, same_account
 
 
 @pytest.mark.parametrize(("raw", "norm"), [

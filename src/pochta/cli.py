@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .mail.addresses import AddressError, normalize_address, normalize_domain
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
+from .mail.addresses import AddressError, normalize_address, normalize_domain
 from .proto.smtp.address import is_domain
 from .storage.factory import open_store as open_configured_store
 from .storage.interfaces import MailStore, StoreError

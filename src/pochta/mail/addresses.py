@@ -46,6 +46,22 @@ def normalize_domain(domain: str) -> str:
     return ascii_domain.lower()
 
 
+def domain_key(domain: str) -> str:
+    """``normalize_domain`` for comparing and routing; a name the IDNA codec refuses
+    (an empty or over-long label) keeps its lower-case form, so this never raises and
+    agrees with ``normalize_domain`` on every valid domain."""
+    try:
+        return normalize_domain(domain)
+    except AddressError:
+        return domain.strip().rstrip(".").lower()
+
+
+def domain_of(address: str) -> str:
+    """The ``domain_key`` of the part after the last @ ("" when there is none)."""
+    _, sep, domain = address.rpartition("@")
+    return domain_key(domain) if sep else ""
+
+
 def normalize_local(local: str) -> str:
     """The case-insensitive key of a local part (see the module docstring)."""
     if local.isascii():

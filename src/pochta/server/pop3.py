@@ -31,8 +31,8 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
-from pochta.mail.addresses import normalize_login
 from pochta.config import Listener
+from pochta.mail.addresses import normalize_login
 from pochta.proto.pop3 import (
     NEED_DATA,
     ApopLogin,

@@ -59,9 +59,9 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 
 from pochta import passwords
-from pochta.mail.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
+from pochta.mail.addresses import normalize_login
 from pochta.metrics import METRICS
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials, StoreError
 

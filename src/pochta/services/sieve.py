@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..mail.addresses import AddressError, normalize_address, split_address
+from ..mail.flags import system_flag
 from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,
@@ -73,8 +74,6 @@ log = logging.getLogger("pochta.sieve")
 
 CACHE_SIZE = 1024  # compiled scripts kept, by source digest
 MAX_LOOKUP_ROUNDS = 16  # reruns for duplicate tests (one per distinct id)
-SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
-                                       "\\Draft")}
 _KEYWORD = re.compile(r"[^\s(){%*\"\\\]\x00-\x1f\x7f]+\Z")
 REDIRECT_MARK = "X-Sieve-Redirected-From"
 
@@ -112,7 +111,7 @@ def imap_flags(flags: frozenset[str]) -> frozenset[str]:
     out = set()
     for f in flags:
         if f.startswith("\\"):
-            known = SYSTEM_FLAGS.get(f.lower())
+            known = system_flag(f)
             if known is not None:
                 out.add(known)
         elif _KEYWORD.match(f):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.tls import client_context
 from pochta.storage.interfaces_transport import CachedSTSPolicy, TransportSecurityStore
 
 log = logging.getLogger("pochta.mtasts")
@@ -123,8 +124,7 @@ class HTTPSPolicyFetcher:
         self.resolver = resolver
         self.port = port
         self.timeout = timeout
-        self.context = ssl.create_default_context(cafile=cafile or None)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context = client_context(cafile=cafile)
 
     async def fetch(self, domain: str) -> str:
         host = f"mta-sts.{domain}"

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from ..mail.addresses import AddressError, normalize_address, normalize_domain
 from ..http.core import Request, Response
 from ..http.server import Router
+from ..mail.addresses import AddressError, normalize_address, normalize_domain
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
 from ..services.auth import normalize_address as login_key

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, unescape
 
-from ..mail.addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..http.core import Request, Response
 from ..http.server import Router
+from ..mail.addresses import AddressError, normalize_address, split_address
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext

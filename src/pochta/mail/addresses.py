@@ -57,9 +57,9 @@ def domain_key(domain: str) -> str:
 
 
 def domain_of(address: str) -> str:
-    """The ``domain_key`` of the part after the last @ ("" when there is none)."""
-    _, sep, domain = address.rpartition("@")
-    return domain_key(domain) if sep else ""
+    """The ``domain_key`` of the part after the last @; a string without @ is taken as a
+    domain. Never raises: for routing and policy lookups, not for validation."""
+    return domain_key(address.rpartition("@")[2])
 
 
 def normalize_local(local: str) -> str:

@@ -46,9 +46,12 @@ def header_fields(header: bytes) -> list[tuple[bytes, bytes]]:
     a line without a colon is its own field with an empty name."""
     fields: list[tuple[bytes, bytes]] = []
     for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                name, raw = fields[-1]
+                fields[-1] = (name, raw + line)
+            else:
+                fields.append((b"", line))
         else:
             name, colon, _ = line.partition(b":")
             fields.append((name.strip() if colon else b"", line))

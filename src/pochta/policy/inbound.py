@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pochta.dns import Resolver
+from pochta.mail.addresses import domain_of
 from pochta.policy import arc, authresults, dkim, dmarc, spf
 from pochta.policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 
@@ -50,7 +51,7 @@ def from_domains(message: bytes) -> list[str]:
         return []
     out: list[str] = []
     for _, addr in email.utils.getaddresses(values):
-        domain = addr.rpartition("@")[2].strip().rstrip(".").lower()
+        domain = domain_of(addr)
         if domain and domain not in out:
             out.append(domain)
     return out

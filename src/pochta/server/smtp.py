@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..config import Listener
 from ..mail.addresses import AddressError, normalize_address, split_address
+from ..mail.headers import split_header
 from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge
@@ -42,7 +43,6 @@ from ..services.submission import (
     add_missing_headers,
     from_addresses,
     owns,
-    split_message,
 )
 from ..spam.gate import SpamGate
 from ..storage.interfaces import (
@@ -436,7 +436,7 @@ class SMTPHandler:
 
         if self.submission:
             assert self.account is not None
-            headers, _ = split_message(head)
+            headers, _ = split_header(head)
             if not self.account.may_send_as_anyone:
                 for addr in from_addresses(headers):
                     if not owns(self.owned, addr):
@@ -548,7 +548,7 @@ class SMTPHandler:
         whole message, which ``whole`` reads)."""
         if not self.config.dkim.sign:
             return head
-        senders = from_addresses(split_message(head)[0])
+        senders = from_addresses(split_header(head)[0])
         if not senders:
             return head
         try:

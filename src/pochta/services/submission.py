@@ -9,39 +9,8 @@ from collections import deque
 from collections.abc import Callable
 
 from ..mail.addresses import AddressError, base_address, normalize_address
+from ..mail.headers import header_values, split_header
 from ..maildate import mail_date
-
-HEADER_END = b"\r\n\r\n"
-
-
-def split_message(data: bytes) -> tuple[bytes, bytes]:
-    """(header block including its final CRLF, the rest starting at the empty line)."""
-    if data.startswith(b"\r\n"):
-        return b"", data
-    end = data.find(HEADER_END)
-    if end < 0:
-        return data if data.endswith(b"\r\n") else data + b"\r\n", b""
-    return data[: end + 2], data[end + 2:]
-
-
-def header_values(header_block: bytes, name: str) -> list[str]:
-    """Unfolded values of every header field called ``name`` (case-insensitive)."""
-    text = header_block.decode("utf-8", "surrogateescape")
-    values: list[str] = []
-    current: list[str] | None = None
-    wanted = name.lower() + ":"
-    for line in text.split("\r\n"):
-        if line[:1] in (" ", "\t") and current is not None:
-            current.append(line)
-            continue
-        if current is not None:
-            values.append(" ".join(part.strip() for part in current))
-            current = None
-        if line.lower().startswith(wanted):
-            current = [line[len(wanted):]]
-    if current is not None:
-        values.append(" ".join(part.strip() for part in current))
-    return values
 
 
 def from_addresses(header_block: bytes) -> list[str]:
@@ -61,7 +30,9 @@ def owns(owned: set[str], address: str) -> bool:
 
 def add_missing_headers(data: bytes, hostname: str, now: float) -> bytes:
     """RFC 6409 §8.3 and §8.4: add Date: and Message-ID: when the client left them out."""
-    headers, _ = split_message(data)
+    headers, _ = split_header(data)
+    if not headers.endswith(b"\n"):
+        headers += b"\r\n"  # a header with no line end after it (no body either)
     extra = b""
     if not header_values(headers, "Date"):
         extra += b"Date: " + mail_date(now).encode() + b"\r\n"

@@ -9,6 +9,7 @@ import secrets
 from email.header import Header
 from email.utils import formataddr, getaddresses
 
+from ..mail.headers import fold
 from ..maildate import mail_date
 from .interpreter import Notify, Vacation, parse_mailto
 from .message import SieveMessage
@@ -56,10 +57,7 @@ def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | Non
 
 
 def _header(name: str, value: str) -> str:
-    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
-    if not value.isascii():
-        value = Header(value, "utf-8", header_name=name).encode()
-    return f"{name}: {value}\r\n"
+    return fold(name, " ".join(value.split())) + "\r\n"
 
 
 def _from(display: str | None, address: str) -> str:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from pochta.mail.addresses import normalize_address, normalize_login, same_account
+from pochta.mail.addresses import (
+    AddressError,
+    base_address,
+    domain_key,
+    domain_of,
+    normalize_address,
+    normalize_domain,
+    normalize_login,
+    same_account,
+)
 
 
 @pytest.mark.parametrize(("raw", "norm"), [
@@ -27,3 +36,36 @@ def test_login_names_that_are_not_addresses() -> None:
     assert normalize_login("Stra\u00dfe") == "strasse"
     assert normalize_login("x@") == "x@"
     assert not same_account("admin@example.test", "strasse@example.test")
+
+
+@pytest.mark.parametrize(("raw", "norm"), [
+    # a quoted local part may hold @ and spaces; the last @ separates the domain
+    ('"John Doe"@Example.TEST', '"john doe"@example.test'),
+    ('"a@b"@example.test', '"a@b"@example.test'),
+    # UTF-8 local part (RFC 6531) with an IDNA domain
+    ("\u00c9lo\u00efse@\u00c9cole.example", "\u00e9lo\u00efse@xn--cole-9oa.example"),
+    ("user@xn--bcher-kva.example", "user@xn--bcher-kva.example"),  # A-labels stay
+])
+def test_quoted_and_international(raw: str, norm: str) -> None:
+    assert normalize_address(raw) == norm
+
+
+@pytest.mark.parametrize("bad", ["", "@example.test", "user@", "user", "a@b..c",
+                                 "a@" + "x" * 64 + ".test"])
+def test_not_addresses(bad: str) -> None:
+    with pytest.raises(AddressError):
+        normalize_address(bad)
+
+
+def test_domain_key_agrees_with_normalize_domain_and_never_raises() -> None:
+    for domain in ("Example.TEST.", "B\u00fccher.example", "stra\u00dfe.example"):
+        assert domain_key(domain) == normalize_domain(domain)
+    assert domain_key("a..b.") == "a..b"  # the IDNA codec refuses it; lower case kept
+    assert domain_key("") == ""
+    assert domain_of("Someone@Stra\u00dfe.Example") == "strasse.example"
+    assert domain_of("mailto-target.example") == "mailto-target.example"
+
+
+def test_base_address() -> None:
+    assert base_address("User+tag@Example.test") == "User@example.test"
+    assert base_address("+tag@example.test") == "+tag@example.test"

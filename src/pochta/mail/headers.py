@@ -90,12 +90,15 @@ def fold(name: str, value: str, width: int = LINE_WIDTH) -> str:
     line = f"{name}: {value}"
     if len(line) <= width:
         return line
-    out, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > width:
+    # The name and the first word stay on one line: folding right after the colon
+    # would make a line no shorter.
+    name_part, *words = line.split(" ")
+    out, current = [], f"{name_part} {words.pop(0)}"
+    for word in words:
+        if len(current) + 1 + len(word) > width:
             out.append(current)
             current = " " + word
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {word}"
     out.append(current)
     return "\r\n".join(out)

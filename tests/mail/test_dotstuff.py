@@ -47,6 +47,7 @@ def test_unstuff_line() -> None:
     assert dot_unstuff(b"..a") == b".a"
     assert dot_unstuff(b"..") == b"."
     assert dot_unstuff(b"a.") == b"a."
+    assert dot_unstuff("..a") == ".a" and dot_unstuff("a") == "a"  # text lines (probe)
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,6 +10,7 @@ Line ends: on the wire every line ends in CRLF, and bare CR or LF are not allowe
 from __future__ import annotations
 
 import re
+from typing import overload
 
 TERMINATOR = b".\r\n"
 _BARE = re.compile(rb"\r\n|\r|\n")
@@ -39,10 +40,15 @@ def dot_encode(message: bytes) -> bytes:
     return dot_stuff(to_crlf(message)) + TERMINATOR
 
 
-def dot_unstuff(line: bytes) -> bytes:
-    """One received line (without its line end) with the stuffed dot removed. The
-    caller checks for the lone ``.`` that ends the content before calling this."""
-    return line[1:] if line.startswith(b".") else line
+@overload
+def dot_unstuff(line: bytes) -> bytes: ...
+@overload
+def dot_unstuff(line: str) -> str: ...
+def dot_unstuff(line: bytes | str) -> bytes | str:
+    """One received line (without its line end, bytes or text) with the stuffed dot
+    removed: RFC 5321 §4.5.2 and RFC 1939 §3 delete a leading dot whatever follows it.
+    The caller checks for the lone ``.`` that ends the content before calling this."""
+    return line[1:] if line[:1] in (b".", ".") else line
 
 
 class DotStuffer:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pochta.dns import Resolver
 from pochta.mail.addresses import domain_of
+from pochta.mail.headers import split_header
 from pochta.policy import arc, authresults, dkim, dmarc, spf
 from pochta.policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 
@@ -40,10 +41,7 @@ class InboundVerdict:
 
 def from_domains(message: bytes) -> list[str]:
     """Domains of the RFC 5322.From addresses, in order, without duplicates."""
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        end = message.find(b"\n\n")
-    head = message if end < 0 else message[: end + 2]
+    head, _ = split_header(message)
     try:
         msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
         values = [str(v) for v in msg.get_all("From") or []]

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..http.core import Request, Response
 from ..http.server import Router
 from ..mail.addresses import AddressError, normalize_address, normalize_domain
+from ..mail.headers import header_values, split_header
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
 from ..services.auth import normalize_address as login_key
@@ -120,19 +121,7 @@ def _size(n: float) -> str:
 
 def _subject(data: bytes) -> str:
     """The decoded Subject of a message (headers only)."""
-    end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else 65536].decode("utf-8", "replace")
-    lines = head.replace("\r\n", "\n").split("\n")
-    value: list[str] = []
-    for i, line in enumerate(lines):
-        if line.lower().startswith("subject:"):
-            value.append(line[8:].strip())
-            for cont in lines[i + 1:]:
-                if cont[:1] not in (" ", "\t"):
-                    break
-                value.append(cont.strip())
-            break
-    raw = " ".join(value)
+    raw = (header_values(split_header(data[:65536])[0], "Subject") or [""])[0]
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (ValueError, LookupError, UnicodeError):

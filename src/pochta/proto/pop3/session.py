@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pochta.mail.dotstuff import TERMINATOR, DotStuffer, dot_stuff
+from pochta.mail.headers import header_end
 
 # RFC 2449 §4: a command line is at most 255 octets including CRLF.
 MAX_COMMAND_LINE = 255
@@ -164,10 +165,7 @@ Event = (
 
 def top_of(data: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` body lines (RFC 1939 §7 TOP)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return data  # no body: the whole message is header
-    pos = end + 4
+    _, pos = header_end(data)  # no body: the whole message is header
     for _ in range(lines):
         nl = data.find(b"\r\n", pos)
         if nl < 0:

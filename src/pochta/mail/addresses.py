@@ -94,6 +94,13 @@ def normalize_login(name: str) -> str:
         return normalize_local(name.strip())
 
 
+def normalize_alias_source(source: str) -> str:
+    """An alias source: an address, or ``@domain`` for a domain's catch-all."""
+    if source.strip().startswith("@"):
+        return "@" + normalize_domain(source.strip()[1:])
+    return normalize_address(source)
+
+
 def same_account(a: str, b: str) -> bool:
     """Whether two login names denote the same account (SASL authzid vs authcid)."""
     return normalize_login(a) == normalize_login(b)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..mail.addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, normalize_login, split_address
 from ..mail.flags import system_flag
 from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
@@ -525,7 +525,7 @@ class SieveService:
         seconds = max(min(action.seconds, cfg.vacation_max_days * 86400),
                       cfg.vacation_min_days * 86400 if action.seconds else 0)
         key = (f"{decision.account_id}:vacation:{action.handle}:"
-               f"{envelope.sender.lower()}")
+               f"{normalize_login(envelope.sender)}")
         if seconds > 0 and not await self.store.remember_once(key, seconds, self.clock()):
             log.info("sieve user=%s: vacation: <%s> already answered", user, envelope.sender)
             return

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
 from pochta.mail.tls import client_context
 from pochta.storage.interfaces_transport import CachedSTSPolicy, TransportSecurityStore
 
@@ -211,7 +212,7 @@ class MTASTS:
 
     async def policy(self, domain: str) -> CachedSTSPolicy | None:
         """The policy to apply to mail for ``domain`` (None: no MTA-STS)."""
-        domain = domain.lower().rstrip(".")
+        domain = domain_key(domain)
         lock = self._locks.setdefault(domain, asyncio.Lock())
         async with lock:
             return await self._policy(domain)

@@ -36,7 +36,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..http.core import Request, Response
 from ..http.server import Router
-from ..mail.addresses import AddressError, normalize_address, normalize_domain
+from ..mail.addresses import (
+    AddressError,
+    normalize_address,
+    normalize_alias_source,
+    normalize_domain,
+    split_address,
+)
 from ..mail.headers import header_values, split_header
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
@@ -494,9 +500,9 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except (AddressError, ValueError) as exc:
             return await self._error(self.accounts, request, s, str(exc))
-        if not await store.has_domain(address.split("@", 1)[1]):
+        if not await store.has_domain(split_address(address)[1]):
             return await self._error(self.accounts, request, s,
-                                     f"{address.split('@', 1)[1]} is not a local domain.")
+                                     f"{split_address(address)[1]} is not a local domain.")
         hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
                                                          derive_scram(password)))
         try:
@@ -550,12 +556,11 @@ class WebApp:
         return redirect(f"/admin/accounts?done={'disabled' if disabled else 'enabled'}")
 
     async def alias_add(self, request: Request, _: dict[str, str], s: WebSession) -> Response:
-        source = request.query.get("source", "").strip().lower()
         try:
             targets = [normalize_address(t.strip())
                        for t in request.query.get("targets", "").split(",") if t.strip()]
-            local = source[1:] if source.startswith("@") else normalize_address(source)
-            domain = local.rsplit("@", 1)[-1]
+            source = normalize_alias_source(request.query.get("source", ""))
+            domain = source.rpartition("@")[2]
         except AddressError as exc:
             return await self._error(self.accounts, request, s, str(exc))
         if not targets:
@@ -564,8 +569,7 @@ class WebApp:
             return await self._error(self.accounts, request, s,
                                      f"{domain} is not a local domain.")
         try:
-            await self.ctx.store.add_alias(source if source.startswith("@") else local,
-                                           targets)
+            await self.ctx.store.add_alias(source, targets)
         except (AlreadyExists, StoreError) as exc:
             return await self._error(self.accounts, request, s, str(exc) or "alias exists")
         return redirect("/admin/accounts?done=alias-added")

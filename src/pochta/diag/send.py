@@ -1,8 +1,11 @@
 """`pochta send`: one SMTP transaction against any server, with the whole transcript.
 
-The session is driven command by command (not through the client core's transaction
-machine) so that every line can be shown with a timestamp, the run can stop after any
-step (``--quit-after``), and AUTH secrets can be redacted from the transcript.
+The SMTP is the client core's (``proto/smtp/client.py``, the one the queue delivers
+with): it sequences EHLO/HELO, STARTTLS, AUTH and the transaction, pipelines it (RFC
+2920) with ``--pipeline`` and uses BDAT (RFC 3030) with ``--chunking``. This module
+connects, shows every line the core sends or the server answers with a timestamp
+(secrets redacted, the message body in short), times each step, and stops after any
+step (``--quit-after``).
 """
 
 from __future__ import annotations

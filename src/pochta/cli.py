@@ -20,8 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .addresses import AddressError, normalize_address, normalize_domain
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
+from .mail.addresses import (
+    AddressError,
+    normalize_address,
+    normalize_alias_source,
+    normalize_domain,
+    split_address,
+)
 from .proto.smtp.address import is_domain
 from .storage.factory import open_store as open_configured_store
 from .storage.interfaces import MailStore, StoreError
@@ -365,7 +371,7 @@ async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: Mai
 
 def _local_address(address: str) -> str:
     address = normalize_address(address)
-    if "+" in address.split("@")[0]:
+    if "+" in split_address(address)[0]:
         raise CLIError("'+' separates subaddresses (user+tag@domain); not allowed in a user name")
     return address
 
@@ -375,8 +381,8 @@ async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStor
     from .passwords import derive_scram, hash_password
 
     address = _local_address(args.address)
-    if not await store.has_domain(address.split("@")[1]):
-        raise CLIError(f"{address.split('@')[1]} is not a local domain; "
+    if not await store.has_domain(split_address(address)[1]):
+        raise CLIError(f"{split_address(address)[1]} is not a local domain; "
                        "add it with 'pochta domain add'")
     password = read_password(args)
     await store.add_account(address, hash_password(password), derive_scram(password))
@@ -494,16 +500,10 @@ async def cmd_user_set(args: argparse.Namespace, config: Config, store: MailStor
     return 0
 
 
-def _alias_source(source: str) -> str:
-    if source.startswith("@"):
-        return "@" + normalize_domain(source[1:])
-    return normalize_address(source)
-
-
 @with_store
 async def cmd_alias_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    source = _alias_source(args.source)
-    domain = source.split("@")[1]
+    source = normalize_alias_source(args.source)
+    domain = source.rpartition("@")[2]
     if not is_domain(domain):
         raise CLIError(f"{domain!r} is not a domain name")
     if not await store.has_domain(domain):
@@ -523,7 +523,7 @@ async def cmd_alias_list(args: argparse.Namespace, config: Config, store: MailSt
 
 @with_store
 async def cmd_alias_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    await store.remove_alias(_alias_source(args.source))
+    await store.remove_alias(normalize_alias_source(args.source))
     print(f"removed alias {args.source}")
     return 0
 

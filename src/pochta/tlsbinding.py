@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pochta.mail.tls import client_context
 from pochta.proto.sasl import ChannelBinding
 
 # --- TLS channel binding for SCRAM-SHA-256-PLUS ------------------------------------------
@@ -238,9 +239,7 @@ def _memory_pair() -> tuple[ssl.SSLObject, ssl.SSLObject]:
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.load_cert_chain(cert, key)
     server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
+    client_ctx = client_context(verify=False)
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
     client = client_ctx.wrap_bio(c_in, c_out, server_hostname="selftest.invalid")

@@ -1,4 +1,4 @@
-"""One address normalisation (pochta.addresses) for the CLI, delivery and every login.
+"""One address normalisation (pochta.mail.addresses) for the CLI, delivery and every login.
 
 An account created as ``Straße@example.test`` with the real ``pochta`` CLI is stored
 as ``strasse@example.test``; mail to either spelling reaches it, and it logs in over

@@ -25,7 +25,6 @@ from pochta.proto.pop3 import (
     StartTLS,
     State,
     Update,
-    dot_stuff,
     top_of,
 )
 from pochta.proto.pop3.replies import ErrReply
@@ -521,12 +520,6 @@ def test_autologout() -> None:
 # --- encoding helpers ------------------------------------------------------------------
 
 
-def test_dot_stuff() -> None:
-    assert dot_stuff(b".a\r\n.\r\nb\r\n") == b"..a\r\n..\r\nb\r\n"
-    assert dot_stuff(b"x") == b"x\r\n"
-    assert dot_stuff(b"") == b""
-    plain = b"abc\r\ndef\r\n"
-    assert dot_stuff(plain) is plain
 
 
 def test_top_of_message_without_body() -> None:

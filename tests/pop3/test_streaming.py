@@ -8,12 +8,12 @@ import poplib
 
 import pytest
 
+from pochta.mail.dotstuff import dot_stuff
 from pochta.proto.pop3.session import (
     DropMessage,
     PasswordLogin,
     Pop3Session,
     Retrieve,
-    dot_stuff,
 )
 from pochta.storage.interfaces import Envelope, LocalTarget
 from tests.conftest import Server

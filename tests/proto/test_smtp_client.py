@@ -23,7 +23,6 @@ from pochta.proto.smtp.client import (
     Transaction,
     TransactionDone,
     TransactionResult,
-    dot_stuff,
     parse_extensions,
 )
 
@@ -211,11 +210,6 @@ def test_extensions_parsed_case_insensitively() -> None:
     ext = parse_extensions(ServerReply(250, ("mx", "pipelining", "SIZE 1000", "AUTH=LOGIN PLAIN")))
     assert ext["PIPELINING"] == "" and ext["SIZE"] == "1000"
     assert ext["AUTH"] == "LOGIN PLAIN"
-
-
-def test_dot_stuffing_and_line_ends() -> None:
-    assert dot_stuff(b".a\r\nb\r\n.\r\n..c") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
-    assert dot_stuff(b"a\nb\rc") == b"a\r\nb\r\nc\r\n.\r\n"
 
 
 # --- transactions ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
 from pochta.policy import dmarc, spf
 from pochta.transport_security.mtasts import (
     HTTPSPolicyFetcher,
@@ -44,7 +45,7 @@ async def check_domain(domain: str, resolver: Resolver,
                        sts_fetcher: PolicyFetcher | None = None) -> list[Finding]:
     """``sts_fetcher``: fetch the MTA-STS policy with it (None: the HTTPS policy is not
     fetched, only the TXT record is checked)."""
-    domain = domain.strip().rstrip(".").lower()
+    domain = domain_key(domain)
     out: list[Finding] = []
     accepts_mail = await _check_mx(domain, resolver, out)
     await _check_spf(domain, resolver, out, accepts_mail)

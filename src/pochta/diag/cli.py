@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pochta.mail.addresses import domain_of
+
 from . import common
 from .common import (
     EXIT_CONNECT,
@@ -177,7 +179,7 @@ def cmd_send(args: argparse.Namespace, _config: object) -> int:
             if args.server:
                 host, port = split_hostport(args.server, args.port or default_port)
             else:
-                domain = recipients[0].rpartition("@")[2]
+                domain = domain_of(recipients[0])
                 if not domain:
                     raise UsageError("no --server and the recipient has no domain")
                 host = await mx_target(domain, common.make_resolver())

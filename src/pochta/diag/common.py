@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from pochta.dns import DNSPythonResolver, Resolver
+from pochta.mail.tls import client_context as tls_client_context
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -160,14 +161,7 @@ def tls_details(obj: ssl.SSLObject | ssl.SSLSocket | None, verified: bool,
 
 def client_context(verify: bool, cafile: str | None = None, keylog: str | None = None,
                    min_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
-    if verify:
-        ctx = ssl.create_default_context(cafile=cafile)
-    else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if min_version is not None:
-        ctx.minimum_version = min_version
+    ctx = tls_client_context(verify, cafile, min_version)
     if keylog:
         # NSS key log format: Wireshark/tshark decrypt a capture with it
         from pochta.tlsutil import private_keylog

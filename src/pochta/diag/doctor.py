@@ -301,7 +301,7 @@ def local_destination(store: MailStore, hostname: str) -> Destination:
     """Resolve a recipient as the MTA does (RFC 5321 path parsing, then the directory):
     a description of where our own aliases and mailboxes take it, or None if it would go
     where the trick asked (a domain we do not host, or the trick's own target)."""
-    from pochta.addresses import AddressError, base_address, normalize_address, split_address
+    from pochta.mail.addresses import AddressError, base_address, normalize_address, split_address
     from pochta.proto.smtp.address import AddressError as PathError
     from pochta.proto.smtp.address import parse_rcpt_to
     from pochta.services.directory import Directory

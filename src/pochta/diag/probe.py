@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from pochta.mail.dotstuff import dot_unstuff
+
 from .common import (
     EXIT_CONNECT,
     ConnectError,
@@ -358,7 +360,7 @@ async def _pop3_command(wire: Wire, line: str, multi: bool = False,
             item = await wire.read_line()
             if item == ".":
                 break
-            lines.append(item[1:] if item.startswith("..") else item)
+            lines.append(dot_unstuff(item))
     return status, lines
 
 

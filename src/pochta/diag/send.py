@@ -1,8 +1,11 @@
 """`pochta send`: one SMTP transaction against any server, with the whole transcript.
 
-The session is driven command by command (not through the client core's transaction
-machine) so that every line can be shown with a timestamp, the run can stop after any
-step (``--quit-after``), and AUTH secrets can be redacted from the transcript.
+The SMTP is the client core's (``proto/smtp/client.py``, the one the queue delivers
+with): it sequences EHLO/HELO, STARTTLS, AUTH and the transaction, pipelines it (RFC
+2920) with ``--pipeline`` and uses BDAT (RFC 3030) with ``--chunking``. This module
+connects, shows every line the core sends or the server answers with a timestamp
+(secrets redacted, the message body in short), times each step, and stops after any
+step (``--quit-after``).
 """
 
 from __future__ import annotations
@@ -15,16 +18,32 @@ import re
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pochta.dns import Resolver, TemporaryDNSError
-from pochta.proto.smtp.client import ServerReply
+from pochta.mail.dotstuff import TERMINATOR, to_crlf
+from pochta.proto.smtp.client import (
+    ClientSession,
+    EhloDone,
+    Event,
+    Greeting,
+    Malformed,
+    Recipient,
+    Response,
+    ServerReply,
+    State,
+    Transaction,
+    TransactionDone,
+    TransactionResult,
+    local_reply,
+)
 
 from .common import (
     EXIT_CONNECT,
@@ -38,7 +57,6 @@ from .common import (
     client_context,
     tls_details,
 )
-from .smtpwire import auth_mechanisms, command, ehlo, read_reply
 
 QUIT_AFTER = ("connect", "banner", "ehlo", "tls", "auth", "mail", "rcpt", "data")
 TLS_MODES = ("starttls", "implicit", "none", "try")
@@ -168,23 +186,6 @@ def build_message(
     return msg.as_bytes()
 
 
-def wire_lines(message: bytes) -> list[bytes]:
-    """The message as CRLF lines (bare CR/LF normalised, RFC 5321 2.3.8)."""
-    text = re.sub(rb"\r\n|\r|\n", b"\n", message)
-    if text.endswith(b"\n"):
-        text = text[:-1]
-    return text.split(b"\n") if text else []
-
-
-def dot_stuffed(lines: list[bytes]) -> bytes:
-    out = bytearray()
-    for line in lines:
-        if line.startswith(b"."):
-            out += b"."  # RFC 5321 4.5.2
-        out += line + b"\r\n"
-    return bytes(out) + b".\r\n"
-
-
 # --- target ----------------------------------------------------------------------------
 
 
@@ -233,12 +234,117 @@ def _fail_result(result: SendResult, stop: _Stop) -> None:
     result.exit_code = EXIT_OK if stop.error is None else stop.exit_code
 
 
+class _Client:
+    """Drives the SMTP client core (``proto/smtp/client.py``) over a ``Wire``: sends what
+    the core queues, logging each command line (the message body in short, secrets as
+    ``shown``), feeds it the server's lines, and notes which command each reply answered
+    and when, for the step timings and ``--quit-after``."""
+
+    def __init__(self, wire: Wire, session: ClientSession, body_lines: list[bytes]) -> None:
+        self.wire = wire
+        self.session = session
+        self.body_lines = body_lines
+        self.sent: deque[str] = deque(["GREETING"])  # commands awaiting their reply
+        self.answered: list[tuple[str, ServerReply, float]] = []  # (command, reply, when)
+        self.body_next = False  # the core's next output is the DATA content
+        self.body_shown = False
+        self.stop_after: tuple[str, int] | None = None  # return after n replies to this
+        self._lines: list[str] = []
+
+    async def flush(self, shown: str | None = None) -> None:
+        out = self.session.data_to_send()
+        if not out:
+            return
+        t = self.wire.transcript
+        if self.body_next:
+            self.body_next = False
+            if out != TERMINATOR:
+                _show_body(t, self.body_lines)
+            t.add("->", ".")
+            self.sent.append("BODY")
+        else:
+            pos = 0
+            while pos < len(out):
+                end = out.find(b"\r\n", pos)
+                line = out[pos:end].decode("utf-8", "replace")
+                pos = end + 2
+                t.add("->", line if shown is None else shown)
+                verb = line.split(" ", 1)[0].upper()
+                self.sent.append(verb)
+                if verb == "BDAT":
+                    if not self.body_shown:
+                        _show_body(t, self.body_lines)
+                        self.body_shown = True
+                    pos += int(line.split()[1])
+        self.wire.send_raw(out)
+        await self.wire.drain()
+
+    async def events(self) -> list[Event]:
+        """Read the server's lines until the core has something to say (or the reply to
+        ``stop_after`` came)."""
+        while True:
+            line = await self.wire.read_line()
+            stop = False
+            self._lines.append(line[4:])
+            if len(line) < 4 or line[3] != "-":  # the last line of a reply
+                verb = self.sent.popleft() if self.sent else ""
+                code = int(line[:3]) if line[:3].isdigit() else 0
+                reply = ServerReply(code, tuple(self._lines))
+                self.answered.append((verb, reply, time.monotonic()))
+                self._lines = []
+                self.body_next = verb == "DATA" and code == 354
+                if self.stop_after is not None:
+                    want, count = self.stop_after
+                    stop = len(self.replies_to(want)) == count
+            events = self.session.receive_data(line.encode("utf-8", "replace") + b"\r\n")
+            for ev in events:
+                if isinstance(ev, Malformed):
+                    self.wire.transcript.note(f"not an SMTP reply: {ev.reason}")
+                    raise ConnectError(f"protocol error: {ev.reason}")
+            if events or stop:
+                return events
+            await self.flush()  # what the core sends next inside a transaction
+
+    async def reply(self, shown: str | None = None) -> ServerReply:
+        """Send what the core queued and wait for the reply to it."""
+        await self.flush(shown)
+        while True:
+            for ev in await self.events():
+                if isinstance(ev, Greeting | EhloDone | Response):
+                    return ev.reply
+                if isinstance(ev, TransactionDone):
+                    return ev.result.mail
+
+    def replies_to(self, verb: str) -> list[ServerReply]:
+        return [reply for v, reply, _ in self.answered if v == verb]
+
+    def answered_at(self, verb: str) -> tuple[ServerReply, float] | None:
+        """(reply, time) of the last reply to ``verb``."""
+        for v, reply, when in reversed(self.answered):
+            if v == verb:
+                return reply, when
+        return None
+
+    async def quit(self) -> None:
+        with contextlib.suppress(ConnectError):
+            if self.session.state in (State.READY, State.CONNECTED):
+                self.session.quit()
+                await self.reply()
+            elif not self.session.closed:
+                # Stopped inside a transaction (--quit-after): the core would send the
+                # next command, so say QUIT past it.
+                self.wire.send_line("QUIT")
+                await self.wire.drain()
+                while (await self.wire.read_line())[3:4] == "-":
+                    pass
+
+
 async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str) -> None:
     t = result.transcript
     host, port = result.server, result.port
     ctx = client_context(verify, opts.cafile, opts.keylog)
     implicit = opts.tls == "implicit"
-    wire: Wire | None = None
+    client: _Client | None = None
     steps = result.steps
 
     def step(name: str, started: float, reply: ServerReply | None = None) -> None:
@@ -259,6 +365,8 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise _Stop(f"cannot connect to {host}:{port}: {exc or 'timeout'}",
                         EXIT_CONNECT, quit=False) from None
+        client = _Client(wire, ClientSession(opts.ehlo), to_crlf(opts.message).splitlines())
+        session = client.session
         step("connect", t0)
         t.note(f"connected to {wire.peer}")
         if implicit:
@@ -267,27 +375,28 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
             raise _Stop(None, quit=False)
 
         t0 = time.monotonic()
-        banner = await read_reply(wire)
+        banner = await client.reply()
         step("banner", t0, banner)
         if not banner.positive:
             raise _Stop(f"the server refused the session: {banner}")
         stop_if("banner")
 
         t0 = time.monotonic()
-        reply, ext = await ehlo(wire, opts.ehlo)
+        reply = await _ehlo(client)
         step("ehlo", t0, reply)
         if not reply.positive:
             raise _Stop(f"EHLO/HELO refused: {reply}")
-        result.extensions = ext
+        result.extensions = dict(session.extensions)
         stop_if("ehlo")
 
         # With a password to send, "try" means "required": a man in the middle who
         # strips STARTTLS from the EHLO reply must not be handed the password.
         required = opts.tls == "starttls" or opts.auth is not None
         if opts.tls in ("starttls", "try") and not implicit:
-            if "STARTTLS" in ext:
+            if session.supports("STARTTLS"):
                 t0 = time.monotonic()
-                reply = await command(wire, "STARTTLS")
+                session.starttls()
+                reply = await client.reply()
                 if not reply.positive:
                     if opts.auth is not None:
                         raise _Stop(f"STARTTLS refused ({reply}): {PLAINTEXT_AUTH_RISK}")
@@ -302,14 +411,15 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
                     except (OSError, ssl.SSLError, TimeoutError) as exc:
                         raise _Stop(f"TLS handshake failed: {exc or 'timeout'}",
                                     EXIT_CONNECT, quit=False) from None
+                    session.tls_started()
                     step("starttls", t0, reply)
                     _tls_established(result, wire, verify, why)
                     t0 = time.monotonic()
-                    reply, ext = await ehlo(wire, opts.ehlo)
+                    reply = await _ehlo(client)
                     step("ehlo", t0, reply)
                     if not reply.positive:
                         raise _Stop(f"EHLO after STARTTLS refused: {reply}")
-                    result.extensions = ext
+                    result.extensions = dict(session.extensions)
             elif opts.auth is not None:
                 raise _Stop(f"the server does not offer STARTTLS: {PLAINTEXT_AUTH_RISK}")
             elif opts.tls == "starttls":
@@ -320,32 +430,41 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
 
         if opts.auth is not None:
             t0 = time.monotonic()
-            reply = await _auth(wire, opts, ext)
+            reply = await _auth(client, opts)
             step("auth", t0, reply)
             if not reply.positive:
                 raise _Stop(f"authentication failed: {reply}")
         stop_if("auth")
 
-        await _transaction(wire, opts, result, step)
+        await _transaction(client, opts, result)
         stop_if("data")
         raise _Stop(None if result.ok else result.error)
     except _Stop as stop:
         _fail_result(result, stop)
-        if wire is not None:
+        if client is not None:
             if stop.quit:
-                with contextlib.suppress(ConnectError):
-                    await command(wire, "QUIT")
-            await wire.aclose()
+                await client.quit()
+            await client.wire.aclose()
     except ConnectError as exc:
         result.ok = False
         result.error = str(exc)
         result.exit_code = EXIT_CONNECT
-        if wire is not None:
-            await wire.aclose()
+        if client is not None:
+            await client.wire.aclose()
     except BaseException:
-        if wire is not None:
-            wire.close()
+        if client is not None:
+            client.wire.close()
         raise
+
+
+async def _ehlo(client: _Client) -> ServerReply:
+    """EHLO, falling back to HELO when EHLO is refused (RFC 5321 4.1.4)."""
+    client.session.ehlo()
+    reply = await client.reply()
+    if reply.positive or reply.code == 421 or client.session.closed:
+        return reply
+    client.session.helo()
+    return await client.reply()
 
 
 def _tls_established(result: SendResult, wire: Wire, verified: bool, why: str) -> None:
@@ -366,126 +485,114 @@ def _pick_mechanism(opts: SendOptions, offered: list[str]) -> str:
                 f"{' '.join(offered) or 'none'}")
 
 
-async def _auth(wire: Wire, opts: SendOptions, ext: dict[str, str]) -> ServerReply:
-    offered = auth_mechanisms(ext)
+async def _auth(client: _Client, opts: SendOptions) -> ServerReply:
+    session = client.session
+    offered = session.auth_mechanisms
     if not offered:
         raise _Stop("the server does not offer AUTH here"
-                    + ("" if wire.ssl_object else " (it may offer it after STARTTLS)"))
+                    + ("" if client.wire.ssl_object else " (it may offer it after STARTTLS)"))
     mech = _pick_mechanism(opts, offered)
     user, password = opts.auth_user.encode(), opts.password.encode()
     secret = opts.show_secrets
 
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode("ascii")
-
     if mech == "PLAIN":
-        blob = b64(b"\0" + user + b"\0" + password)
+        session.auth("PLAIN", b"\0" + user + b"\0" + password)
         shown = None if secret else f"AUTH PLAIN <redacted: PLAIN response for {opts.auth_user}>"
-        return await command(wire, f"AUTH PLAIN {blob}", shown)
+        return await client.reply(shown)
     if mech == "LOGIN":
-        reply = await command(wire, "AUTH LOGIN")
+        session.auth("LOGIN")
+        reply = await client.reply()
         if reply.code != 334:
             return reply
-        reply = await command(wire, b64(user), f"{b64(user)}  (user name {opts.auth_user})")
+        b64user = base64.b64encode(user).decode("ascii")
+        session.auth_response(user)
+        reply = await client.reply(f"{b64user}  (user name {opts.auth_user})")
         if reply.code != 334:
             return reply
-        return await command(wire, b64(password),
-                             None if secret else "<redacted: password>")
+        session.auth_response(password)
+        return await client.reply(None if secret else "<redacted: password>")
     raise _Stop(f"AUTH {mech} is not supported by pochta send (PLAIN, LOGIN)", quit=True)
 
 
-async def _transaction(wire: Wire, opts: SendOptions, result: SendResult,
-                       step: Any) -> None:
+async def _transaction(client: _Client, opts: SendOptions, result: SendResult) -> None:
+    """One transaction through the core; the core pipelines and uses BDAT when the server
+    offers them, so what the options do not ask for is hidden from it."""
     t = result.transcript
-    ext = result.extensions
-    pipelining = opts.pipeline and "PIPELINING" in ext
-    if opts.pipeline and not pipelining:
-        t.note("--pipeline: the server does not offer PIPELINING; sending one by one")
-    chunking = opts.chunking and "CHUNKING" in ext
-    if opts.chunking and not chunking:
-        t.note("--chunking: the server does not offer CHUNKING; using DATA")
-    mail_line = f"MAIL FROM:<{opts.sender}>"
-    if "SIZE" in ext:
-        mail_line += f" SIZE={len(opts.message)}"
-    if any(b > 0x7F for b in opts.message) and "8BITMIME" in ext:
-        mail_line += " BODY=8BITMIME"
-    rcpt_lines = [f"RCPT TO:<{r}>" for r in opts.recipients]
+    ext = client.session.extensions
     quit_early = opts.quit_after in ("mail", "rcpt")
+    if "PIPELINING" in ext and (not opts.pipeline or quit_early):
+        del ext["PIPELINING"]
+    elif opts.pipeline and "PIPELINING" not in ext:
+        t.note("--pipeline: the server does not offer PIPELINING; sending one by one")
+    if "CHUNKING" in ext and not opts.chunking:
+        del ext["CHUNKING"]
+    elif opts.chunking and "CHUNKING" not in ext:
+        t.note("--chunking: the server does not offer CHUNKING; using DATA")
+    if opts.quit_after in ("mail", "rcpt", "data"):
+        verb = opts.quit_after.upper()
+        client.stop_after = (verb, len(opts.recipients) if verb == "RCPT" else 1)
+    tx = Transaction(opts.sender, tuple(Recipient(r) for r in opts.recipients), opts.message)
     t0 = time.monotonic()
-    if pipelining and not quit_early:
-        # RFC 2920 3.1: MAIL, the RCPTs and DATA go in one batch; replies come in order.
-        wire.send_line(mail_line)
-        for line in rcpt_lines:
-            wire.send_line(line)
-        if not chunking:
-            wire.send_line("DATA")
-        await wire.drain()
-        mail = await read_reply(wire)
-        step("mail", t0, mail)
-        rcpts = []
-        t0 = time.monotonic()
-        for _ in rcpt_lines:
-            rcpts.append(await read_reply(wire))
-        step("rcpt", t0, rcpts[-1] if rcpts else None)
-    else:
-        mail = await command(wire, mail_line)
-        step("mail", t0, mail)
-        if not mail.positive:
-            raise _Stop(f"MAIL FROM refused: {mail}")
-        if opts.quit_after == "mail":
-            raise _Stop(None)
-        rcpts = []
-        t0 = time.monotonic()
-        for line in rcpt_lines:
-            rcpts.append(await command(wire, line))
-        step("rcpt", t0, rcpts[-1] if rcpts else None)
-    result.recipients = [RcptOutcome(a, r.code, r.text) for a, r in
-                         zip(opts.recipients, rcpts, strict=True)]
-    accepted = [r for r in rcpts if r.positive]
-    refused = [f"<{a}>: {r}" for a, r in zip(opts.recipients, rcpts, strict=True)
+    client.session.send_transaction(tx)
+    done: TransactionResult | None = None
+    while done is None:
+        await client.flush()
+        events = await client.events()
+        done = next((e.result for e in events if isinstance(e, TransactionDone)), None)
+        if done is None and not events:
+            break  # the reply --quit-after waits for came
+    mail_at = client.answered_at("MAIL")
+    rcpt_at = client.answered_at("RCPT")
+    steps = result.steps
+    if mail_at is not None:
+        steps.append(Step("mail", round(mail_at[1] - t0, 4), mail_at[0].code))
+        if rcpt_at is not None:
+            steps.append(Step("rcpt", round(rcpt_at[1] - mail_at[1], 4), rcpt_at[0].code))
+    if done is None:
+        _stopped_early(client, opts, result)
+    _report(done, client, result, t0 if rcpt_at is None else rcpt_at[1])
+
+
+def _stopped_early(client: _Client, opts: SendOptions, result: SendResult) -> NoReturn:
+    """--quit-after mail, rcpt or data: the reply it waited for came."""
+    mail = client.replies_to("MAIL")
+    if mail and not mail[0].positive:
+        raise _Stop(f"MAIL FROM refused: {mail[0]}")
+    rcpts = client.replies_to("RCPT")
+    result.recipients = [RcptOutcome(a, r.code, r.text)
+                         for a, r in zip(opts.recipients, rcpts, strict=False)]
+    refused = [f"<{a}>: {r}" for a, r in zip(opts.recipients, rcpts, strict=False)
                if not r.positive]
-    if pipelining and not chunking:
-        data_reply = await read_reply(wire)
-    elif not mail.positive:
-        raise _Stop(f"MAIL FROM refused: {mail}")
-    elif opts.quit_after == "rcpt":
+    data_at = client.answered_at("DATA")
+    if data_at is None:
         raise _Stop("; ".join(refused) if refused else None)
-    elif not accepted:
+    rcpt_at = client.answered_at("RCPT")
+    since = rcpt_at[1] if rcpt_at is not None else data_at[1]
+    result.steps.append(Step("data", round(data_at[1] - since, 4), data_at[0].code))
+    if data_at[0].code != 354:
+        raise _Stop(f"DATA refused: {data_at[0]}")
+    raise _Stop(None, quit=False)
+
+
+def _report(done: TransactionResult, client: _Client, result: SendResult,
+            since: float) -> None:
+    """The outcome of a finished transaction, as the options and the old tool put it."""
+    if not done.mail.positive:
+        raise _Stop(f"MAIL FROM refused: {done.mail}")
+    rcpts = [r or local_reply(421, "4.4.2", "not answered") for r in done.rcpt]
+    result.recipients = [RcptOutcome(r.address, reply.code, reply.text)
+                         for r, reply in zip(done.recipients, rcpts, strict=True)]
+    refused = [f"<{r.address}>: {reply}" for r, reply in zip(done.recipients, rcpts,
+                                                             strict=True)
+               if not reply.positive]
+    if not any(r.positive for r in rcpts):
         raise _Stop("every recipient was refused: " + "; ".join(refused))
-    else:
-        data_reply = None
-    if not mail.positive:
-        raise _Stop(f"MAIL FROM refused: {mail}")
-    lines = wire_lines(opts.message)
-    t0 = time.monotonic()
-    if chunking:
-        body = b"".join(line + b"\r\n" for line in lines)
-        wire.send_line(f"BDAT {len(body)} LAST")
-        _show_body(t, lines)
-        wire.send_raw(body)
-        await wire.drain()
-        final = await read_reply(wire)
-    else:
-        if data_reply is None:
-            data_reply = await command(wire, "DATA")
-        if data_reply.code != 354:
-            if not accepted:
-                raise _Stop("every recipient was refused: " + "; ".join(refused))
-            raise _Stop(f"DATA refused: {data_reply}")
-        if opts.quit_after == "data":
-            step("data", t0, data_reply)
-            raise _Stop(None, quit=False)
-        if not accepted:
-            wire.send_line(".")  # RFC 2920 3.1: nothing to send
-            await wire.drain()
-            await read_reply(wire)
-            raise _Stop("every recipient was refused: " + "; ".join(refused))
-        _show_body(t, lines)
-        wire.send_raw(dot_stuffed(lines))
-        t.add("->", ".")
-        await wire.drain()
-        final = await read_reply(wire)
-    step("data", t0, final)
+    final = done.data or local_reply(421, "4.4.2", "no reply to the message")
+    body_at = client.answered_at("BODY") or client.answered_at("BDAT")
+    when = body_at[1] if body_at is not None else time.monotonic()
+    result.steps.append(Step("data", round(when - since, 4), final.code))
+    if body_at is None and client.answered_at("DATA") is not None:
+        raise _Stop(f"DATA refused: {final}")
     result.message_reply = final
     if not final.positive:
         raise _Stop(f"message refused: {final}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import dkim as dkimpy
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.headers import field_value, header_fields, split_header
 from pochta.policy.dkim import DKIMKey
 
 log = logging.getLogger("pochta.arc")
@@ -40,16 +41,9 @@ class ARCResult:
 
 
 def _headers(message: bytes) -> list[tuple[bytes, bytes]]:
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[: end + 2]
-    out: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + b" " + line.strip())
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            out.append((name.strip().lower(), value.strip()))
-    return out
+    """(lower-case name, unfolded value) of each header field, in order."""
+    return [(name.lower(), field_value(raw))
+            for name, raw in header_fields(split_header(message)[0]) if name]
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from pochta.mail.headers import header_fields, split_header
 from pochta.policy.dkim import DKIMResult
 from pochta.policy.dmarc import DMARCResult
 from pochta.policy.spf import SPFResult
@@ -78,16 +79,6 @@ def build(
     return text.encode("utf-8") + b"\r\n"
 
 
-def _split_header(message: bytes) -> tuple[bytes, bytes]:
-    """(header section including its final line break, rest) — the blank line stays in rest."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = message.find(sep)
-        if i >= 0:
-            cut = i + len(sep) // 2
-            return message[:cut], message[cut:]
-    return message, b""
-
-
 def authserv_id(field_value: bytes) -> str:
     """The authserv-id of an A-R field value (comments and whitespace skipped)."""
     text = field_value.decode("utf-8", "replace")
@@ -99,19 +90,11 @@ def authserv_id(field_value: bytes) -> str:
 def strip_forged(message: bytes, our_hostname: str) -> bytes:
     """Remove every Authentication-Results field whose authserv-id is ours."""
     ours = our_hostname.rstrip(".").lower()
-    header, rest = _split_header(message)
-    lines = header.splitlines(keepends=True)
-    fields: list[list[bytes]] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1].append(line)
-        else:
-            fields.append([line])
+    header, rest = split_header(message)
     kept = []
-    for f in fields:
-        name, sep, value = b"".join(f).partition(b":")
-        if (sep and name.strip().lower() == b"authentication-results"
-                and authserv_id(value).rstrip(".") == ours):
+    for name, raw in header_fields(header):
+        if (name.lower() == b"authentication-results"
+                and authserv_id(raw.partition(b":")[2]).rstrip(".") == ours):
             continue
-        kept.append(b"".join(f))
+        kept.append(raw)
     return b"".join(kept) + rest

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
+from pochta.mail.headers import header_fields, split_header
 
 ALGORITHMS = ("rsa", "ed25519")
 _SIG_ALGORITHM = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
@@ -118,7 +120,7 @@ def dns_txt_record(key: DKIMKey) -> str:
 
 
 def _domain_dir(data_dir: Path, domain: str) -> Path:
-    domain = domain.strip().rstrip(".").lower()
+    domain = domain_key(domain)
     if not domain or "/" in domain or domain.startswith(".") or ".." in domain:
         raise DKIMError(f"{domain!r} is not a domain name")
     return Path(data_dir) / "dkim" / domain
@@ -142,7 +144,7 @@ def generate_key(
     if algorithm not in ALGORITHMS:
         raise DKIMError(f"unknown algorithm {algorithm!r} (rsa or ed25519)")
     selector = check_selector(selector)
-    domain = domain.strip().rstrip(".").lower()
+    domain = domain_key(domain)
     path = key_path(data_dir, domain, selector, algorithm)
     if any(key_path(data_dir, domain, selector, a).exists() for a in ALGORITHMS):
         raise DKIMError(f"selector {selector!r} already exists for {domain}")
@@ -280,18 +282,7 @@ def ensure_domain_keys(
 
 def _header_names(message: bytes) -> list[bytes]:
     """Lower-cased names of the header fields, in order (unfolding continuations)."""
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        end = message.find(b"\n\n")
-    head = message if end < 0 else message[:end]
-    names = []
-    for line in head.splitlines():
-        if not line or line[:1] in (b" ", b"\t"):
-            continue
-        name, sep, _ = line.partition(b":")
-        if sep:
-            names.append(name.strip().lower())
-    return names
+    return [name.lower() for name, _ in header_fields(split_header(message)[0]) if name]
 
 
 def headers_to_sign(message: bytes) -> list[bytes]:

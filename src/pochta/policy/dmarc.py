@@ -17,6 +17,7 @@ from functools import lru_cache
 from publicsuffixlist import PublicSuffixList
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
 from pochta.policy.dkim import DKIMResult
 from pochta.policy.spf import SPFResult
 
@@ -32,7 +33,7 @@ def _psl() -> PublicSuffixList:
 def organizational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label (the domain itself if it is a
     public suffix or has no known suffix)."""
-    d = domain.strip().rstrip(".").lower()
+    d = domain_key(domain)
     if not d:
         return d
     org = _psl().privatesuffix(d)
@@ -134,7 +135,7 @@ async def evaluate(
     rand: Callable[[], float] = random.random,
 ) -> DMARCResult:
     """Evaluate DMARC for the RFC 5322.From domain. ``rand`` returns [0, 1) for pct."""
-    domain = from_domain.strip().rstrip(".").lower()
+    domain = domain_key(from_domain)
     if not domain or "." not in domain:
         return DMARCResult("permerror", domain, reason="no usable From domain")
     org = organizational_domain(domain)

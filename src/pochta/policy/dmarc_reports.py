@@ -30,6 +30,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_of
 from pochta.policy.dmarc import DMARCRecord, organizational_domain, parse_record
 from pochta.storage.interfaces_transport import DMARCResultRow, TransportSecurityStore
 
@@ -187,7 +188,7 @@ async def allowed_destinations(policy_domain: str, rua: Sequence[str],
         if not uri.lower().startswith("mailto:"):
             continue
         addr = uri[7:].split("!")[0].split("?")[0].strip()
-        dest = addr.rpartition("@")[2].lower()
+        dest = domain_of(addr)
         if not dest:
             continue
         if organizational_domain(dest) != organizational_domain(policy_domain):

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pochta.dns import Resolver
+from pochta.mail.addresses import domain_of
+from pochta.mail.headers import split_header
 from pochta.policy import arc, authresults, dkim, dmarc, spf
 from pochta.policy.settings import DKIMSettings, DMARCSettings, SPFSettings
 
@@ -39,10 +41,7 @@ class InboundVerdict:
 
 def from_domains(message: bytes) -> list[str]:
     """Domains of the RFC 5322.From addresses, in order, without duplicates."""
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        end = message.find(b"\n\n")
-    head = message if end < 0 else message[: end + 2]
+    head, _ = split_header(message)
     try:
         msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
         values = [str(v) for v in msg.get_all("From") or []]
@@ -50,7 +49,7 @@ def from_domains(message: bytes) -> list[str]:
         return []
     out: list[str] = []
     for _, addr in email.utils.getaddresses(values):
-        domain = addr.rpartition("@")[2].strip().rstrip(".").lower()
+        domain = domain_of(addr)
         if domain and domain not in out:
             out.append(domain)
     return out

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from pochta.mail.addresses import domain_key
 from pochta.policy.dkim import DKIMKey, dns_txt_record
 
 # RFC 6186 / RFC 8314 service names and their usual implicit-TLS or STARTTLS ports
@@ -41,7 +42,7 @@ def records_for(
     services: Mapping[str, int] = DEFAULT_SERVICES,
     ttl: int = 3600,
 ) -> list[DNSRecord]:
-    d = domain.rstrip(".").lower()
+    d = domain_key(domain)
     host = hostname.rstrip(".").lower()
     report_to = rua or f"postmaster@{d}"
     out = [

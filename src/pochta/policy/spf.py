@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
@@ -516,7 +517,7 @@ async def check_spf(
     local, at, domain = mail_from.rpartition("@")
     if not at:
         domain, local = mail_from, ""
-    domain = domain.lower().rstrip(".")
+    domain = domain_key(domain)
     sender = f"{local or 'postmaster'}@{domain}"
     res, expl, reason = await check_host(ip, domain, sender, resolver, helo=helo,
                                          receiver=receiver)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pochta.mail.headers import header_end
 from pochta.storage.interfaces import MailStore, QueueItem, QueueState
 
 ACTIVE = (QueueState.PENDING, QueueState.DEFERRED)
@@ -98,12 +99,12 @@ async def cmd_show(args: argparse.Namespace, store: MailStore) -> int:
     for line in await queue_show_lines(store, [i.recipient.address for i in items]):
         print(line)
     data = await store.read_blob(first.blob_id)
-    end = data.find(b"\r\n\r\n")
+    cut, start = header_end(data)
     print()
-    print(data[: end if end >= 0 else len(data)].decode("utf-8", "replace"))
-    if args.body and end >= 0:
+    print(data[:cut].removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "replace"))
+    if args.body and start > cut:
         print()
-        print(data[end + 4:].decode("utf-8", "replace"))
+        print(data[start:].decode("utf-8", "replace"))
     return 0
 
 

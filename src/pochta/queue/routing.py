@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
 from pochta.proto.smtp.client import ServerReply, local_reply
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
 from pochta.transport_security.dane import HostTLSA, TLSARecord
@@ -145,7 +146,7 @@ class Router:
 
     def static_route(self, domain: str) -> Route | None:
         # An exact domain beats ".parent" beats "*", whatever the order in the file.
-        exact = [r for r in self.routes if r.domain.lower().rstrip(".") == domain]
+        exact = [r for r in self.routes if domain_key(r.domain) == domain]
         if exact:
             return exact[0]
         subs = [r for r in self.routes if r.domain.startswith(".") and r.matches(domain)]
@@ -155,7 +156,7 @@ class Router:
 
     async def destination(self, domain: str) -> Destination:
         """Raises ``RouteFailure``."""
-        domain = domain.lower().rstrip(".")
+        domain = domain_key(domain)
         if domain.startswith("[") and domain.endswith("]"):
             # An address literal (RFC 5321 4.1.3): deliver to that address, no MX.
             literal = domain[1:-1]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pochta.mail.addresses import domain_key
+
 ROUTE_TLS = ("none", "opportunistic", "starttls", "implicit")
 POLICY_LEVELS = ("none", "may", "encrypt", "verify")
 
@@ -45,8 +47,8 @@ class Route:
     )
 
     def matches(self, domain: str) -> bool:
-        d = domain.lower().rstrip(".")
-        pat = self.domain.lower().rstrip(".")
+        d = domain_key(domain)
+        pat = domain_key(self.domain)
         if pat == "*":
             return True
         if pat.startswith("."):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from pochta.dns import TemporaryDNSError
+from pochta.mail.tls import client_context
 from pochta.proto.smtp.client import (
     ClientSession,
     EhloDone,
@@ -112,19 +113,6 @@ class TCPConnector:
             timeout,
         )
         return StreamChannel(reader, writer)
-
-
-def tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContext:
-    if verify:
-        ctx = ssl.create_default_context(cafile=cafile)
-    else:
-        # Opportunistic TLS: encrypt against passive eavesdropping, accept any certificate
-        # (RFC 7435); a bad certificate must not block delivery.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 class ConnectFailed(Exception):
@@ -251,7 +239,7 @@ class SMTPConnection:
         try:
             channel = await connector.connect(
                 address, port, timeouts.connect,
-                tls_context(tls.verify, cafile) if implicit else None,
+                client_context(tls.verify, cafile) if implicit else None,
                 sni,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -293,7 +281,7 @@ class SMTPConnection:
                 resp = await self._expect(Response)
                 if resp.reply.positive:
                     try:
-                        await self.channel.start_tls(tls_context(tls.verify, cafile), sni)
+                        await self.channel.start_tls(client_context(tls.verify, cafile), sni)
                     except (OSError, ssl.SSLError, TimeoutError) as exc:
                         if tls.mode == "opportunistic":
                             raise _TLSFallback from exc

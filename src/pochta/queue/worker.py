@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pochta.dns import Resolver
+from pochta.mail.addresses import domain_of
 from pochta.metrics import METRICS
 from pochta.proto.smtp.client import Recipient, ServerReply, Transaction, has_8bit
 from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
@@ -215,7 +216,7 @@ class QueueWorker:
         jobs: dict[str, tuple[Destination, dict[str, list[QueueItem]]]] = {}
         unroutable: dict[str, list[tuple[QueueItem, ServerReply]]] = {}
         for item in items:
-            domain = item.recipient.address.rpartition("@")[2].lower()
+            domain = domain_of(item.recipient.address)
             if domain not in destinations:
                 try:
                     destinations[domain] = await self.router.destination(domain)

@@ -17,9 +17,9 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import AddressError, normalize_address
 from ..http.core import Request, Response
 from ..http.server import ApiError, Router, json_response
+from ..mail.addresses import AddressError, normalize_address
 from ..storage.interfaces_sending import (
     ALL_STREAMS,
     ApiKey,

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING
 
-from ..addresses import AddressError, normalize_address
+from ..mail.addresses import AddressError, normalize_address, normalize_local
 from ..storage.interfaces import Envelope
 from ..storage.interfaces_sending import EventKind, NewEvent
 from .service import SendingService, classify, sending_of
@@ -184,14 +184,14 @@ VERP_IN_TEXT = re.compile(rb"[A-Za-z0-9._-]+\+[0-9A-Fa-f]+\.[0-9a-f]{16}@[A-Za-z
 class BounceProcessor:
     def __init__(self, service: SendingService) -> None:
         self.service = service
-        self.local_part = service.settings.bounce_local_part.lower()
+        self.local_part = normalize_local(service.settings.bounce_local_part)
 
     def is_system(self, address: str, found_elsewhere: bool) -> bool:
         """Directory hook: a genuine return path, or (when no account or alias has it)
         the plain bounce address."""
         if self.service.message_of_return_path(address) is not None:
             return True
-        local = address.rpartition("@")[0].lower()
+        local = normalize_local(address.rpartition("@")[0])
         return found_elsewhere and local == self.local_part
 
     async def receive(self, data: bytes, envelope: Envelope, recipients: Sequence[str]

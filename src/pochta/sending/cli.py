@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pochta.addresses import AddressError, normalize_address, normalize_domain
+from pochta.mail.addresses import AddressError, normalize_address, normalize_domain
 from pochta.storage.interfaces import MailStore, NotFound
 from pochta.storage.interfaces_sending import ALL_STREAMS, ApiKey, EventKind, Suppression
 

@@ -21,7 +21,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..addresses import AddressError, normalize_address, split_address
+from ..mail.addresses import AddressError, normalize_address, split_address
+from ..mail.headers import fold, header_values, split_header
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
                   "attachments", "headers", "tags", "metadata", "stream", "variables", "raw"}
@@ -168,19 +169,19 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     _need(text is not None or body_html is not None, "missing_field",
           f"{where}: text or html is required")
     subject = substitute(subject, variables)
-    header_lines = [_header("From", _fmt(from_name, sender))]
+    header_lines = [fold("From", _fmt(from_name, sender))]
     for key, header in (("to", "To"), ("cc", "Cc")):
         addrs = parsed[key]
         if addrs:
-            header_lines.append(_header(header, ", ".join(_fmt(n, a) for n, a in addrs)))
+            header_lines.append(fold(header, ", ".join(_fmt(n, a) for n, a in addrs)))
     if "reply_to" in spec:
-        header_lines.append(_header("Reply-To", ", ".join(
+        header_lines.append(fold("Reply-To", ", ".join(
             _fmt(n, a) for n, a in _addresses(spec["reply_to"], f"{where}.reply_to"))))
-    header_lines.append(_header("Subject", subject.replace("\r", " ").replace("\n", " ")))
+    header_lines.append(fold("Subject", subject.replace("\r", " ").replace("\n", " ")))
     headers = spec.get("headers", {})
     _need(isinstance(headers, dict), "invalid_header", f"{where}.headers: an object")
     for name, value in headers.items():
-        header_lines.append(_header(name, _header_value(name, value)))
+        header_lines.append(fold(name, _header_value(name, value)))
     header_lines.append("MIME-Version: 1.0")
     parts: list[tuple[str, bytes]] = []  # (Content-Type and friends, encoded body)
     if text is not None:
@@ -197,26 +198,6 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
         "ascii") + b"\r\n" + body[1]
     return Outgoing(sender, split_address(sender)[1], recipients, data, subject, stream,
                     tuple(tags), metadata)
-
-
-def _header(name: str, value: str) -> str:
-    """One header field: RFC 2047 words for non-ASCII (names in addresses are encoded by
-    ``_fmt``), folded at spaces so no line is longer than 78 characters if possible."""
-    if not value.isascii():
-        encoded = email.header.Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-        return f"{name}: {encoded}"
-    line = f"{name}: {value}"
-    if len(line) <= 78:
-        return line
-    out, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > 78:
-            out.append(current)
-            current = " " + word
-        else:
-            current = f"{current} {word}" if current else word
-    out.append(current)
-    return "\r\n".join(out)
 
 
 def _text_part(text: str, subtype: str) -> tuple[str, bytes]:
@@ -285,9 +266,9 @@ def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
     data = raw.encode("utf-8")
     # line endings as SMTP wants them
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    from ..services.submission import from_addresses, header_values, split_message
+    from ..services.submission import from_addresses
 
-    headers, _ = split_message(data)
+    headers, _ = split_header(data)
     senders = from_addresses(headers)
     _need(len(senders) == 1, "invalid_message", f"{where}.raw: needs exactly one From address")
     _, sender = _address(senders[0], f"{where}.raw From")

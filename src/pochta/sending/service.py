@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import split_address
+from ..mail.addresses import split_address
 from ..services.delivery import TraceInfo
 from ..services.submission import add_missing_headers
 from ..storage.interfaces import Envelope, LocalTarget, QueueItem, RemoteRecipient, StoreError

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..addresses import AddressError, normalize_address, split_address
-from ..services.submission import from_addresses, header_values, split_message
+from ..mail.addresses import AddressError, normalize_address, split_address
+from ..mail.headers import header_values, split_header
+from ..services.submission import from_addresses
 from ..storage.interfaces import Account, StoreError
 from ..storage.interfaces_sending import ApiKey
 from .compose import Outgoing
@@ -53,7 +54,7 @@ class SMTPKeys:
         """Send an API-key session's message; the SMTP reply (code, enhanced, text)."""
         key = self.key_of(account)
         assert key is not None
-        headers, _ = split_message(data)
+        headers, _ = split_header(data)
         froms = from_addresses(headers)
         try:
             senders = [normalize_address(a) for a in froms]

@@ -34,6 +34,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..mail.tls import client_context
 from ..storage.interfaces import StoreError
 from ..storage.interfaces_sending import EventQuery, SendingEvent, Webhook, WebhookAttempt
 
@@ -152,7 +153,8 @@ class WebhookDispatcher:
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout,  # noqa: S310
+                                    context=client_context()) as resp:
             return int(resp.status), ""
     except urllib.error.HTTPError as exc:
         return int(exc.code), str(exc.reason)

@@ -37,7 +37,6 @@ from ..storage.interfaces import (
 from .imap_catenate import CatPart, catenate
 from .imap_session import ImapSession, SpoolFile
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
                 "HIGHESTMODSEQ", "MAILBOXID")
 

@@ -40,7 +40,6 @@ import secrets
 import ssl
 from typing import TYPE_CHECKING
 
-from pochta.addresses import normalize_login
 from pochta.config import Listener
 from pochta.errors import (
     AuthError,
@@ -51,6 +50,7 @@ from pochta.errors import (
     StorageFull,
     StoreError,
 )
+from pochta.mail.addresses import normalize_login
 from pochta.proto.pop3 import (
     NEED_DATA,
     ApopLogin,

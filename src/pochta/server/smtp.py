@@ -33,9 +33,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..errors import AuthError, PochtaError, SieveRejected, StorageFull, StoreError
+from ..mail.addresses import AddressError, normalize_address, split_address
 from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge

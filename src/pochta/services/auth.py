@@ -59,9 +59,9 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 
 from pochta import passwords
-from pochta.addresses import normalize_login
 from pochta.config import AuthConfig
 from pochta.logsetup import current_role
+from pochta.mail.addresses import normalize_login
 from pochta.metrics import METRICS
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials, StoreError
 
@@ -76,7 +76,7 @@ MAX_ADDRESS_LENGTH = 320  # RFC 3696 errata: 64 + 1 + 255
 
 def normalize_address(address: str) -> str:
     """The login name as the store keys accounts: the program's one address
-    normalisation (pochta.addresses), never raising for names that are not addresses."""
+    normalisation (pochta.mail.addresses), never raising for names that are not addresses."""
     return normalize_login(address)
 
 

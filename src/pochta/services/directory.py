@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..addresses import AddressError, base_address, normalize_address, split_address
+from ..mail.addresses import (
+    AddressError,
+    base_address,
+    domain_key,
+    normalize_address,
+    split_address,
+)
 from ..storage.interfaces import Account, MailStore
 
 MAX_ALIAS_DEPTH = 10
@@ -50,7 +56,7 @@ class Directory:
         self.system_recipient: Callable[[str, bool], bool] | None = None
 
     async def is_local_domain(self, domain: str) -> bool:
-        domain = domain.lower()
+        domain = domain_key(domain)
         now = self.clock()
         cached = self._domains.get(domain)
         if cached is not None and now - cached[0] < DOMAIN_CACHE_SECONDS:
@@ -77,7 +83,7 @@ class Directory:
         return result if found else None
 
     async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:
-        try:  # alias targets too: the one normalisation (pochta.addresses)
+        try:  # alias targets too: the one normalisation (pochta.mail.addresses)
             address = normalize_address(address)
         except AddressError:
             return bool(result.local or result.remote)

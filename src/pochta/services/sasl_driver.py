@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..addresses import same_account
 from ..config import AuthConfig
+from ..mail.addresses import same_account
 from ..proto.sasl.base import (
     Challenge,
     ChannelBinding,

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..addresses import AddressError, normalize_address, split_address
 from ..errors import SieveLoadError as SieveLoadError
 from ..errors import SieveRejected as SieveRejected
+from ..mail.addresses import AddressError, normalize_address, normalize_login, split_address
+from ..mail.flags import system_flag
 from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,
@@ -75,8 +76,6 @@ log = logging.getLogger("pochta.sieve")
 
 CACHE_SIZE = 1024  # compiled scripts kept, by source digest
 MAX_LOOKUP_ROUNDS = 16  # reruns for duplicate tests (one per distinct id)
-SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
-                                       "\\Draft")}
 _KEYWORD = re.compile(r"[^\s(){%*\"\\\]\x00-\x1f\x7f]+\Z")
 REDIRECT_MARK = "X-Sieve-Redirected-From"
 
@@ -102,7 +101,7 @@ def imap_flags(flags: frozenset[str]) -> frozenset[str]:
     out = set()
     for f in flags:
         if f.startswith("\\"):
-            known = SYSTEM_FLAGS.get(f.lower())
+            known = system_flag(f)
             if known is not None:
                 out.add(known)
         elif _KEYWORD.match(f):
@@ -516,7 +515,7 @@ class SieveService:
         seconds = max(min(action.seconds, cfg.vacation_max_days * 86400),
                       cfg.vacation_min_days * 86400 if action.seconds else 0)
         key = (f"{decision.account_id}:vacation:{action.handle}:"
-               f"{envelope.sender.lower()}")
+               f"{normalize_login(envelope.sender)}")
         if seconds > 0 and not await self.store.remember_once(key, seconds, self.clock()):
             log.info("sieve user=%s: vacation: <%s> already answered", user, envelope.sender)
             return

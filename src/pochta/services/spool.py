@@ -18,6 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..mail.headers import header_end
 from ..storage.interfaces import SpooledMessage
 
 HEAD_LIMIT = 1024 * 1024  # a header block longer than this is treated as having no body
@@ -63,10 +64,10 @@ class Spool:
         """The header block (through the empty line) and its length in the file."""
         with open(self.path, "rb") as f:
             start = f.read(HEAD_LIMIT)
-        end = start.find(b"\r\n\r\n")
-        if end < 0:
+        cut, body = header_end(start)
+        if cut == body:
             return b"", 0  # no header block found: everything is body
-        return start[: end + 4], end + 4
+        return start[:body], body
 
     def message(self, head: bytes, body_offset: int, prefix: bytes = b"") -> SpooledMessage:
         """What the store takes: ``prefix`` + ``head`` and the body from the file."""

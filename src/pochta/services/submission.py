@@ -15,44 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..addresses import AddressError, base_address, normalize_address, split_address
 from ..errors import FromNotOwned, MessageRateLimited, RecipientRateLimited, SenderNotOwned
+from ..mail.addresses import AddressError, base_address, normalize_address, split_address
+from ..mail.headers import header_values, split_header
 from ..maildate import mail_date
 from ..storage.interfaces import Account
 
 log = logging.getLogger("pochta.submission")
-
-HEADER_END = b"\r\n\r\n"
-
-
-def split_message(data: bytes) -> tuple[bytes, bytes]:
-    """(header block including its final CRLF, the rest starting at the empty line)."""
-    if data.startswith(b"\r\n"):
-        return b"", data
-    end = data.find(HEADER_END)
-    if end < 0:
-        return data if data.endswith(b"\r\n") else data + b"\r\n", b""
-    return data[: end + 2], data[end + 2:]
-
-
-def header_values(header_block: bytes, name: str) -> list[str]:
-    """Unfolded values of every header field called ``name`` (case-insensitive)."""
-    text = header_block.decode("utf-8", "surrogateescape")
-    values: list[str] = []
-    current: list[str] | None = None
-    wanted = name.lower() + ":"
-    for line in text.split("\r\n"):
-        if line[:1] in (" ", "\t") and current is not None:
-            current.append(line)
-            continue
-        if current is not None:
-            values.append(" ".join(part.strip() for part in current))
-            current = None
-        if line.lower().startswith(wanted):
-            current = [line[len(wanted):]]
-    if current is not None:
-        values.append(" ".join(part.strip() for part in current))
-    return values
 
 
 def from_addresses(header_block: bytes) -> list[str]:
@@ -72,7 +41,9 @@ def owns(owned: set[str], address: str) -> bool:
 
 def add_missing_headers(data: bytes, hostname: str, now: float) -> bytes:
     """RFC 6409 §8.3 and §8.4: add Date: and Message-ID: when the client left them out."""
-    headers, _ = split_message(data)
+    headers, _ = split_header(data)
+    if not headers.endswith(b"\n"):
+        headers += b"\r\n"  # a header with no line end after it (no body either)
     extra = b""
     if not header_values(headers, "Date"):
         extra += b"Date: " + mail_date(now).encode() + b"\r\n"
@@ -172,7 +143,7 @@ class SubmissionPolicy:
         §8.1 lets the server refuse what it would otherwise have to rewrite)."""
         if account.may_send_as_anyone:
             return
-        for addr in from_addresses(split_message(head)[0]):
+        for addr in from_addresses(split_header(head)[0]):
             if not owns(owned, addr):
                 log.info("header From rejected from=%r user=%s", addr, account.address)
                 raise FromNotOwned(addr, account.address)
@@ -188,7 +159,7 @@ class SubmissionPolicy:
     async def _sign(self, head: bytes, whole: Callable[[bytes], Awaitable[bytes]]) -> bytes:
         if self.signer is None:
             return head
-        senders = from_addresses(split_message(head)[0])
+        senders = from_addresses(split_header(head)[0])
         if not senders:
             return head
         try:

@@ -9,6 +9,8 @@ import secrets
 from email.header import Header
 from email.utils import formataddr, getaddresses
 
+from ..mail.addresses import AddressError, base_address, normalize_address, normalize_login
+from ..mail.headers import fold
 from ..maildate import mail_date
 from .interpreter import Notify, Vacation, parse_mailto
 from .message import SieveMessage
@@ -22,9 +24,12 @@ _LIST_FIELDS = ("list-id", "list-help", "list-subscribe", "list-unsubscribe", "l
 _RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 
 
-def _base(address: str, separator: str = "+") -> str:
-    local, _, domain = address.lower().rpartition("@")
-    return local.split(separator, 1)[0] + "@" + domain
+def _base(address: str) -> str:
+    """The lookup key of an address without its +tag, to compare with the user's own."""
+    try:
+        return base_address(normalize_address(address))
+    except AddressError:
+        return normalize_login(address)
 
 
 def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | None:
@@ -56,10 +61,7 @@ def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | Non
 
 
 def _header(name: str, value: str) -> str:
-    value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
-    if not value.isascii():
-        value = Header(value, "utf-8", header_name=name).encode()
-    return f"{name}: {value}\r\n"
+    return fold(name, " ".join(value.split())) + "\r\n"
 
 
 def _from(display: str | None, address: str) -> str:

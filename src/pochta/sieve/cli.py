@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pochta.addresses import AddressError, normalize_address
+from pochta.mail.addresses import AddressError, normalize_address
 from pochta.services.sieve import SieveLoadError, SieveService
 from pochta.sieve import SieveMessage, SieveSyntaxError, compile_script
 from pochta.storage.interfaces import Envelope, MailStore, NotFound, StoreError

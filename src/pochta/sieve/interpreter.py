@@ -20,6 +20,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..mail.addresses import normalize_login
 from .compiler import Limits, Script, strings_of
 from .grammar import Command, Test
 from .message import SieveMessage
@@ -317,9 +318,10 @@ class Interpreter:
                     continue
                 boxes[key] = len(merged)
             elif isinstance(a, Redirect):
-                if a.address.lower() in targets:
+                key = normalize_login(a.address)
+                if key in targets:
                     continue
-                targets.add(a.address.lower())
+                targets.add(key)
             merged.append(a)
         return Result(merged, self.msg, self.track)
 

@@ -11,6 +11,8 @@ from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
 
+from pochta.mail.headers import split_body
+
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 
 
@@ -29,15 +31,7 @@ class SieveMessage:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        end = data.find(b"\r\n\r\n")
-        sep = 4
-        if end < 0:
-            end = data.find(b"\n\n")
-            sep = 2
-        if end < 0:
-            self._head, self._body = data, b""
-        else:
-            self._head, self._body = data[:end + sep // 2], data[end + sep:]
+        self._head, self._body = split_body(data)
         self.size = len(data)
         self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
         self._by_name: dict[str, list[str]] | None = None

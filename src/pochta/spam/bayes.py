@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 
+from ..mail.headers import field_value, header_end, header_fields
 from ..storage.interfaces_spam import SpamStore
 
 # Headers we add or that every message has in a different form teach nothing.
@@ -81,20 +82,10 @@ def _simple_parts(message: bytes) -> tuple[list[tuple[str, str]], list[str]] | N
     """Headers and text of a single-part message without a transfer encoding (most mail
     from bots and most of ours): parsed here, 3 times faster than the email package.
     None when the message needs the full MIME parser."""
-    end = message.find(b"\r\n\r\n")
-    head, body = (message, b"") if end < 0 else (message[:end], message[end + 4:MAX_BODY])
-    headers: list[tuple[str, str]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and headers:
-            last_name, last_value = headers[-1]
-            headers[-1] = (last_name,
-                           last_value + " " + line.strip().decode("utf-8", "replace"))
-            continue
-        raw_name, sep, raw_value = line.partition(b":")
-        if not sep:
-            continue
-        headers.append((raw_name.strip().decode("ascii", "replace"),
-                        raw_value.strip().decode("utf-8", "replace")))
+    cut, start = header_end(message)
+    body = message[start:MAX_BODY]
+    headers = [(name.decode("ascii", "replace"), field_value(raw).decode("utf-8", "replace"))
+               for name, raw in header_fields(message[:cut]) if name]
     ctype, cte = "text/plain", b""
     charset = "utf-8"
     for name, value in headers:

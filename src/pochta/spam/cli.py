@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..addresses import normalize_address
+from ..mail.addresses import normalize_address
 from ..storage.interfaces import MailStore
 from .abuse import AbuseGuard
 from .bayes import LearningFilter, tokenize

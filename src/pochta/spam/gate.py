@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..mail.headers import split_header, without_fields
 from ..policy import spf
 from ..proto.smtp.replies import Reply
 from ..storage.interfaces import Envelope, LocalTarget, MailStore
@@ -59,19 +60,9 @@ class MessageOutcome:
 
 def rewrite_subject(data: bytes, subject: str) -> bytes:
     """Replace the Subject field (rspamd's "rewrite subject")."""
-    end = data.find(b"\r\n\r\n")
-    head, body = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
-    lines = head.split(b"\r\n")
-    out: list[bytes] = []
-    skipping = False
-    for line in lines:
-        if skipping and line[:1] in (b" ", b"\t"):
-            continue
-        skipping = line[:8].lower() == b"subject:"
-        if not skipping:
-            out.append(line)
+    head, rest = split_header(data)
     new = b"Subject: " + subject.replace("\r", " ").replace("\n", " ").encode("utf-8")
-    return new + b"\r\n" + b"\r\n".join(out) + body
+    return new + b"\r\n" + without_fields(head, "Subject") + rest
 
 
 def _header(name: str, value: str) -> bytes:

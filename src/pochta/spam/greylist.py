@@ -11,6 +11,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
+from ..mail.addresses import normalize_login
 from ..proto.smtp.replies import Reply
 from ..storage.interfaces_spam import SpamStore
 from .settings import GreylistConfig
@@ -26,7 +27,7 @@ def client_network(ip: str, config: GreylistConfig) -> str:
 
 
 def triplet(network: str, sender: str, recipient: str) -> str:
-    return f"{network}/{sender.lower()}/{recipient.lower()}"
+    return f"{network}/{normalize_login(sender)}/{normalize_login(recipient)}"
 
 
 class Greylist:

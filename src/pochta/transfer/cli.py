@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ..addresses import AddressError, normalize_address
+from ..mail.addresses import AddressError, normalize_address
 from ..storage.factory import open_store
 from ..storage.interfaces import Account, MailStore, StoreError
 from .errors import TransferError

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..mail.tls import client_context
 from ..proto.imap.mutf7 import decode_mutf7
 from ..storage.interfaces import Account, MailStore
 from .body import BodyWriter
@@ -101,11 +102,7 @@ class ImapSource:
         return re.sub(r"[^A-Za-z0-9@._-]", "_", raw)
 
     def tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return client_context(self.verify, self.ca_file)
 
     def connect(self) -> imaplib.IMAP4:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pochta.mail.addresses import domain_of
 from pochta.storage.interfaces_transport import TransportSecurityStore
 
 
@@ -25,7 +26,7 @@ async def queue_show_lines(store: TransportSecurityStore, recipients: Sequence[s
     """What transport security says about the recipients' domains (for queue show)."""
     now = time.time() if now is None else now
     out = []
-    for domain in sorted({r.rpartition("@")[2].lower() for r in recipients}):
+    for domain in sorted({domain_of(r) for r in recipients}):
         pol = await store.get_sts_policy(domain)
         if pol is None:
             out.append(f"MTA-STS:     {domain}: no policy cached")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import domain_key
+from pochta.mail.tls import client_context
 from pochta.storage.interfaces_transport import CachedSTSPolicy, TransportSecurityStore
 
 log = logging.getLogger("pochta.mtasts")
@@ -123,8 +125,7 @@ class HTTPSPolicyFetcher:
         self.resolver = resolver
         self.port = port
         self.timeout = timeout
-        self.context = ssl.create_default_context(cafile=cafile or None)
-        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context = client_context(cafile=cafile)
 
     async def fetch(self, domain: str) -> str:
         host = f"mta-sts.{domain}"
@@ -211,7 +212,7 @@ class MTASTS:
 
     async def policy(self, domain: str) -> CachedSTSPolicy | None:
         """The policy to apply to mail for ``domain`` (None: no MTA-STS)."""
-        domain = domain.lower().rstrip(".")
+        domain = domain_key(domain)
         lock = self._locks.setdefault(domain, asyncio.Lock())
         async with lock:
             return await self._policy(domain)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pochta.mail.addresses import domain_of
 from pochta.policy import dmarc_reports
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
 from pochta.transport_security.tlsrpt import https_post, send_reports, utc_day
@@ -45,7 +46,7 @@ async def send_due_tls_reports(
     async def enqueue(data: bytes, env_from: str, to: str) -> None:
         # DKIM-signed when the report sender is in one of our domains (RFC 8460 §5.3)
         signer = getattr(ctx, "signer", None)
-        from_domain = env_from.rpartition("@")[2]
+        from_domain = domain_of(env_from)
         if signer is not None and await store.has_domain(from_domain):
             data = await signer.sign(data, from_domain)
         res = await ctx.directory.resolve(to)

@@ -19,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pochta.mail.headers import split_header
 from pochta.proto.smtp.client import ServerReply, local_reply
 from pochta.queue.routing import Destination, RouteFailure, Router
 from pochta.services.delivery import REQUIRETLS_MARK
@@ -28,14 +29,9 @@ _RECEIVED = re.compile(rb"(?im)^Received:((?:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*))")
 _TLS_REQUIRED_NO = re.compile(rb"(?im)^TLS-Required:[ \t]*No[ \t]*\r?$")
 
 
-def _head(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
-
-
 def requested(data: bytes, hostname: str) -> bool:
     """Whether the message was received with REQUIRETLS (our first Received: field)."""
-    m = _RECEIVED.search(_head(data))
+    m = _RECEIVED.search(split_header(data)[0])
     if m is None:
         return False
     field = m.group(1).decode("utf-8", "replace")
@@ -43,7 +39,7 @@ def requested(data: bytes, hostname: str) -> bool:
 
 
 def tls_required_no(data: bytes) -> bool:
-    return _TLS_REQUIRED_NO.search(_head(data)) is not None
+    return _TLS_REQUIRED_NO.search(split_header(data)[0]) is not None
 
 
 def refusal(conn: Any) -> ServerReply | None:

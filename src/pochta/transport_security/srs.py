@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pochta.mail.addresses import domain_key
+
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 SEP = "="
 
@@ -33,7 +35,7 @@ class SRS:
     def __init__(self, secret: bytes, domain: str, *, max_age_days: int = 21,
                  clock: Callable[[], float] = time.time) -> None:
         self.secret = secret
-        self.domain = domain.lower().rstrip(".")
+        self.domain = domain_key(domain)
         self.max_age_days = max_age_days
         self.clock = clock
 
@@ -57,7 +59,7 @@ class SRS:
         if not sender or "@" not in sender:
             return sender
         local, _, domain = sender.rpartition("@")
-        if domain.lower() == self.domain and not is_srs(local):
+        if domain_key(domain) == self.domain and not is_srs(local):
             return sender
         low = local.lower()
         if low.startswith("srs0" + SEP):
@@ -79,7 +81,7 @@ class SRS:
         """The address a bounce to ``address`` goes to, or None (not SRS, forged, stale,
         or not for our SRS domain)."""
         local, _, domain = address.rpartition("@")
-        if domain.lower().rstrip(".") != self.domain:
+        if domain_key(domain) != self.domain:
             return None
         low = local.lower()
         if low.startswith("srs0" + SEP):

@@ -3,6 +3,7 @@ forwarded) resolves to the address it wraps; the SRS domain counts as one of our
 
 from __future__ import annotations
 
+from pochta.mail.addresses import domain_key
 from pochta.services.directory import Directory, Resolution
 from pochta.storage.interfaces import MailStore
 from pochta.transport_security.srs import SRS
@@ -14,7 +15,7 @@ class SRSDirectory(Directory):
         self.srs = srs
 
     async def is_local_domain(self, domain: str) -> bool:
-        if domain.lower().rstrip(".") == self.srs.domain:
+        if domain_key(domain) == self.srs.domain:
             return True
         return await super().is_local_domain(domain)
 

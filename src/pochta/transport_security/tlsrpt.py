@@ -23,6 +23,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.tls import client_context
 from pochta.queue.routing import Destination, TLSRequirement
 from pochta.storage.interfaces_transport import TLSResultRow, TransportSecurityStore
 
@@ -157,7 +158,6 @@ async def https_post(url: str, body: bytes, *, cafile: str | None = None,
                      timeout: float = 60.0, port: int | None = None) -> None:
     """RFC 8460 §5.4: POST the report as application/tlsrpt+gzip; any 2xx is success.
     The certificate is checked against the system store (or ``cafile``)."""
-    import ssl
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -165,7 +165,7 @@ async def https_post(url: str, body: bytes, *, cafile: str | None = None,
         raise ValueError(f"not an https URL: {url}")
     host = parts.hostname
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    ctx = ssl.create_default_context(cafile=cafile or None)
+    ctx = client_context(cafile=cafile)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(
         host, port or parts.port or 443, ssl=ctx, server_hostname=host), timeout)
     try:

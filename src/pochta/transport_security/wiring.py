@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pochta.dns import Resolver
+from pochta.mail.addresses import domain_of
 from pochta.policy import arc
 from pochta.queue.routing import ConfigTLSPolicy, TLSPolicyHook
 from pochta.queue.settings import QueueConfig
@@ -110,7 +111,7 @@ def forwarding(
     async def forward(sender: str, data: bytes) -> tuple[str, bytes]:
         if not sender or "@" not in sender:
             return sender, data
-        domain = sender.rpartition("@")[2].lower()
+        domain = domain_of(sender)
         now = time.monotonic()
         cached = local.get(domain)
         if cached is None or cached[1] < now:

@@ -34,9 +34,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from ..addresses import AddressError, normalize_address, normalize_domain
 from ..http.core import Request, Response
 from ..http.server import Router
+from ..mail.addresses import (
+    AddressError,
+    normalize_address,
+    normalize_alias_source,
+    normalize_domain,
+    split_address,
+)
+from ..mail.headers import header_values, split_header
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
 from ..services.auth import normalize_address as login_key
@@ -120,19 +127,7 @@ def _size(n: float) -> str:
 
 def _subject(data: bytes) -> str:
     """The decoded Subject of a message (headers only)."""
-    end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else 65536].decode("utf-8", "replace")
-    lines = head.replace("\r\n", "\n").split("\n")
-    value: list[str] = []
-    for i, line in enumerate(lines):
-        if line.lower().startswith("subject:"):
-            value.append(line[8:].strip())
-            for cont in lines[i + 1:]:
-                if cont[:1] not in (" ", "\t"):
-                    break
-                value.append(cont.strip())
-            break
-    raw = " ".join(value)
+    raw = (header_values(split_header(data[:65536])[0], "Subject") or [""])[0]
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (ValueError, LookupError, UnicodeError):
@@ -505,9 +500,9 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except (AddressError, ValueError) as exc:
             return await self._error(self.accounts, request, s, str(exc))
-        if not await store.has_domain(address.split("@", 1)[1]):
+        if not await store.has_domain(split_address(address)[1]):
             return await self._error(self.accounts, request, s,
-                                     f"{address.split('@', 1)[1]} is not a local domain.")
+                                     f"{split_address(address)[1]} is not a local domain.")
         hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
                                                          derive_scram(password)))
         try:
@@ -561,12 +556,11 @@ class WebApp:
         return redirect(f"/admin/accounts?done={'disabled' if disabled else 'enabled'}")
 
     async def alias_add(self, request: Request, _: dict[str, str], s: WebSession) -> Response:
-        source = request.query.get("source", "").strip().lower()
         try:
             targets = [normalize_address(t.strip())
                        for t in request.query.get("targets", "").split(",") if t.strip()]
-            local = source[1:] if source.startswith("@") else normalize_address(source)
-            domain = local.rsplit("@", 1)[-1]
+            source = normalize_alias_source(request.query.get("source", ""))
+            domain = source.rpartition("@")[2]
         except AddressError as exc:
             return await self._error(self.accounts, request, s, str(exc))
         if not targets:
@@ -575,8 +569,7 @@ class WebApp:
             return await self._error(self.accounts, request, s,
                                      f"{domain} is not a local domain.")
         try:
-            await self.ctx.store.add_alias(source if source.startswith("@") else local,
-                                           targets)
+            await self.ctx.store.add_alias(source, targets)
         except (AlreadyExists, StoreError) as exc:
             return await self._error(self.accounts, request, s, str(exc) or "alias exists")
         return redirect("/admin/accounts?done=alias-added")

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, unescape
 
-from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..http.core import Request, Response
 from ..http.server import Router
+from ..mail.addresses import AddressError, domain_key, normalize_address, split_address
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
@@ -211,7 +211,7 @@ class AutoConfig:
         if web.mta_sts_mode == "off" or not host.startswith("mta-sts."):
             return _plain(404, "no MTA-STS policy here\n")
         domain = host[len("mta-sts."):]
-        enabled = [d.lower().rstrip(".") for d in web.mta_sts_domains]
+        enabled = [domain_key(d) for d in web.mta_sts_domains]
         if (enabled and domain not in enabled) or not await self._local(domain):
             return _plain(404, "no MTA-STS policy for this domain\n")
         policy = mta_sts_policy(web.mta_sts_mode, self.ctx.config.hostname, web.mta_sts_max_age)

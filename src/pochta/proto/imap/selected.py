@@ -10,11 +10,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from pochta.mail.flags import SYSTEM_FLAGS
 from pochta.proto.imap.response import flags as fmt_flags
 from pochta.proto.imap.response import seq_set
 from pochta.storage.interfaces import Changes, MailboxInfo, MessageMeta
-
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 @dataclass(slots=True)

@@ -18,7 +18,6 @@ from pochta.proto.pop3.session import (
     StartTLS,
     State,
     Update,
-    dot_stuff,
     top_of,
 )
 
@@ -38,6 +37,5 @@ __all__ = [
     "StartTLS",
     "State",
     "Update",
-    "dot_stuff",
     "top_of",
 ]

@@ -30,6 +30,8 @@ from base64 import b64decode, b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pochta.mail.dotstuff import TERMINATOR, DotStuffer, dot_stuff
+from pochta.mail.headers import header_end
 from pochta.proto.pop3 import replies
 from pochta.proto.pop3.replies import ErrReply
 
@@ -163,25 +165,9 @@ Event = (
 # --- message encoding ------------------------------------------------------------------
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """A message as a multi-line response body (RFC 1939 §3): lines starting with "."
-    get another "."; the body ends with CRLF so that ".CRLF" terminates it."""
-    if data.startswith(b"."):
-        data = b"." + data
-    # bytes.replace returns the same object when nothing matches: no copy for the
-    # common message without dot-lines.
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
-
-
 def top_of(data: bytes, lines: int) -> bytes:
     """The header, the blank line and the first ``lines`` body lines (RFC 1939 §7 TOP)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return data  # no body: the whole message is header
-    pos = end + 4
+    _, pos = header_end(data)  # no body: the whole message is header
     for _ in range(lines):
         nl = data.find(b"\r\n", pos)
         if nl < 0:
@@ -260,7 +246,7 @@ class Pop3Session:
         self._in_sasl = False  # the next line is a SASL response
         self._retrieve_top: int | None = None
         self._retrieve_number = 0
-        self._tail = b""  # last bytes of a message being sent in pieces
+        self._stuffer: DotStuffer | None = None  # a message being sent in pieces
 
     # -- I/O plumbing ---------------------------------------------------------------
 
@@ -690,7 +676,7 @@ class Pop3Session:
             data = top_of(data, top)
             self._send(b"+OK Top of message follows\r\n")
         self._send(dot_stuff(data))
-        self._send(b".\r\n")
+        self._send(TERMINATOR)
 
     # A big message for RETR goes out in pieces, so it is never whole in memory:
     # start_message, message_chunk for each piece in order, end_message.
@@ -700,27 +686,20 @@ class Pop3Session:
             raise ProtocolUsageError("start_message answers a RETR")
         self.retrieved.add(self._retrieve_number)
         self._send(b"+OK %d octets\r\n" % size)
-        self._tail = b"\r\n"  # the start counts as a line start (RFC 1939 §3)
+        self._stuffer = DotStuffer()  # RFC 1939 §3
 
     def message_chunk(self, chunk: bytes) -> None:
         """Dot-stuff one piece, including a line start that falls between two pieces."""
-        if not chunk:
-            return
-        tail = self._tail
-        if tail.endswith(b"\r\n") and chunk.startswith(b"."):
-            chunk = b"." + chunk
-        elif tail.endswith(b"\r") and chunk.startswith(b"\n."):
-            chunk = b"\n." + chunk[1:]
-        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
-        self._tail = (tail + stuffed)[-2:]
-        self._send(stuffed)
+        if self._stuffer is None:
+            raise ProtocolUsageError("message_chunk comes after start_message")
+        self._send(self._stuffer.feed(chunk))
 
     def end_message(self) -> None:
         self._expect(_Wait.RETRIEVE)
-        if self._tail != b"\r\n":
-            self._send(b"\r\n")
-        self._send(b".\r\n")
-        self._tail = b""
+        if self._stuffer is None:
+            raise ProtocolUsageError("end_message comes after start_message")
+        self._send(self._stuffer.end())
+        self._stuffer = None
 
     def message_unavailable(self, reply: ErrReply = replies.MESSAGE_UNAVAILABLE) -> None:
         """The message could not be read: a store error (``[SYS/TEMP]``, RFC 3206 §4:
@@ -754,7 +733,7 @@ class Pop3Session:
             self._in_sasl = False
             self._send(reply.to_bytes())
             return None
-        if wait is _Wait.RETRIEVE and not self._tail:
+        if wait is _Wait.RETRIEVE and self._stuffer is None:
             self.message_unavailable(reply)
             return None
         if wait is _Wait.UPDATE:

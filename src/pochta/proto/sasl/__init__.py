@@ -40,7 +40,7 @@ Design choices:
   that put it in the success reply.
 * The authorization identity (PLAIN's authzid, SCRAM's ``a=``) is handed to the driver
   in ``CheckPassword``/``NeedScramCredentials``; the driver refuses it unless it names the
-  same account, by the program's one address normalisation (``pochta.addresses``).
+  same account, by the program's one address normalisation (``pochta.mail.addresses``).
 * Failures carry a log-only ``reason``; clients only ever see the protocol's generic
   failure text, so nothing reveals whether an account exists.
 * Channel binding: the driver computes the bindings its TLS connection supports and

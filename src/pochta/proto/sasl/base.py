@@ -24,7 +24,7 @@ class CheckPassword:
     (``Authenticator.check_password``) and answers success or failure itself. The
     mechanism is finished after this step. ``authzid``: the authorization identity the
     client asked for ("" if none); the driver refuses it unless it names the same
-    account (one address normalisation, pochta.addresses, decides that)."""
+    account (one address normalisation, pochta.mail.addresses, decides that)."""
 
     username: str
     password: str

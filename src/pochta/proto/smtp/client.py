@@ -23,6 +23,9 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+from pochta.mail.dotstuff import TERMINATOR, dot_encode, to_crlf
+from pochta.mail.headers import header_end
+
 # RFC 5321 4.5.3.1.5 limits reply lines to 512 octets; real servers send longer
 # lines now and then, so allow some slack before calling the peer broken.
 MAX_REPLY_LINE = 4096
@@ -30,8 +33,6 @@ MAX_REPLY_LINES = 1000
 BDAT_CHUNK = 1 << 20
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 class ClientStateError(Exception):
@@ -161,19 +162,6 @@ def parse_extensions(reply: ServerReply) -> dict[str, str]:
     return ext
 
 
-def dot_stuff(message: bytes) -> bytes:
-    """The DATA body: CRLF line ends, leading dots doubled, ``.`` terminator
-    (RFC 5321 4.5.2; bare CR and LF are not allowed on the wire, 2.3.8)."""
-    data = _BARE_LF.sub(b"\r\n", message)
-    data = _BARE_CR.sub(b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    return data + b".\r\n"
-
-
 def is_ascii(text: str) -> bool:
     return text.isascii()
 
@@ -183,11 +171,12 @@ def has_8bit(data: bytes) -> bool:
 
 
 def header_section(message: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = message.find(sep)
-        if idx >= 0:
-            return message[:idx]
-    return message
+    """The header fields of ``message`` without the line end of the last one (all of
+    ``message`` when no empty line ends them)."""
+    cut, body = header_end(message)
+    if cut == body:
+        return message
+    return message[:cut].removesuffix(b"\n").removesuffix(b"\r")
 
 
 # --- events ----------------------------------------------------------------------------
@@ -644,11 +633,11 @@ class ClientSession:
             if reply.intermediate:
                 self._pending.append(_Kind.BODY)
                 if self._accepted(t):
-                    self._out += dot_stuff(t.tx.message)
+                    self._out += dot_encode(t.tx.message)
                 else:
                     # RFC 2920 §3.1: a server must refuse DATA with no valid recipient;
                     # if it did not, end the (empty) content at once.
-                    self._out += b".\r\n"
+                    self._out += TERMINATOR
                     t.empty_body = True
                 return False
             if self._mail_ok(t) and self._accepted(t):
@@ -684,7 +673,7 @@ class ClientSession:
         if t.data_sent or not self._mail_ok(t) or not self._accepted(t):
             return self._finish(t)
         if t.chunking:
-            body = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", t.tx.message))
+            body = to_crlf(t.tx.message)
             t.chunks = [body[i : i + BDAT_CHUNK] for i in range(0, len(body), BDAT_CHUNK)]
             if not t.chunks:
                 t.chunks = [b""]

@@ -66,6 +66,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from pochta.mail.dotstuff import dot_unstuff
 from pochta.proto.smtp import replies
 from pochta.proto.smtp.address import AddressError, parse_mail_from, parse_rcpt_to
 from pochta.proto.smtp.events import (
@@ -787,8 +788,8 @@ class ServerSession:
             progressed = True
 
     def _data_line(self, line: bytes, *, complete: bool) -> None:
-        if self._line_start and line.startswith(b"."):
-            line = line[1:]  # dot-unstuffing, RFC 5321 section 4.5.2
+        if self._line_start:
+            line = dot_unstuff(line)
         if _BARE.search(line):
             if self.params.bare_lf == "reject":
                 self._fail_message(replies.BARE_LINE_ENDING)
@@ -797,7 +798,7 @@ class ServerSession:
                 # stuffed by the client as at any line start (as Postfix does).
                 parts = _BARE.split(line)
                 line = b"\r\n".join(
-                    [parts[0], *(p[1:] if p.startswith(b".") else p for p in parts[1:])]
+                    [parts[0], *(dot_unstuff(p) for p in parts[1:])]
                 )
         self._add_content(line + b"\r\n" if complete else line)
 

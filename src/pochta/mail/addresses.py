@@ -46,6 +46,22 @@ def normalize_domain(domain: str) -> str:
     return ascii_domain.lower()
 
 
+def domain_key(domain: str) -> str:
+    """``normalize_domain`` for comparing and routing; a name the IDNA codec refuses
+    (an empty or over-long label) keeps its lower-case form, so this never raises and
+    agrees with ``normalize_domain`` on every valid domain."""
+    try:
+        return normalize_domain(domain)
+    except AddressError:
+        return domain.strip().rstrip(".").lower()
+
+
+def domain_of(address: str) -> str:
+    """The ``domain_key`` of the part after the last @; a string without @ is taken as a
+    domain. Never raises: for routing and policy lookups, not for validation."""
+    return domain_key(address.rpartition("@")[2])
+
+
 def normalize_local(local: str) -> str:
     """The case-insensitive key of a local part (see the module docstring)."""
     if local.isascii():
@@ -76,6 +92,13 @@ def normalize_login(name: str) -> str:
         return normalize_address(name)
     except AddressError:
         return normalize_local(name.strip())
+
+
+def normalize_alias_source(source: str) -> str:
+    """An alias source: an address, or ``@domain`` for a domain's catch-all."""
+    if source.strip().startswith("@"):
+        return "@" + normalize_domain(source.strip()[1:])
+    return normalize_address(source)
 
 
 def same_account(a: str, b: str) -> bool:

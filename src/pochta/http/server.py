@@ -157,6 +157,7 @@ async def serve_connection(conn: Connection, router: Router, settings: HTTPSetti
                                         exc.message), close=True)
             conn.write(core.data_to_send())
             await conn.drain()
+            await _linger(conn)
             return
         request.scheme = scheme
         request.peer_ip = conn.peer_ip
@@ -178,6 +179,32 @@ async def serve_connection(conn: Connection, router: Router, settings: HTTPSetti
                  (time.monotonic() - started) * 1000)
         if last or core.must_close:
             return
+
+
+# After refusing a request whose body is still arriving (413, 408, 400), keep reading and
+# discarding for a while before closing, as nginx's lingering_close does: closing a socket
+# with unread data makes the kernel send RST, and the client then loses our answer
+# (RFC 9112 §9.6: a server SHOULD NOT close while the client may still be sending).
+LINGER_SECONDS = 5.0
+LINGER_READ_TIMEOUT = 1.0
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+async def _linger(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    discarded = 0
+    while discarded < LINGER_BYTES:
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        try:
+            data = await conn.read(min(LINGER_READ_TIMEOUT, left))
+        except (TimeoutError, OSError, ConnectionError):
+            return
+        if not data:
+            return
+        discarded += len(data)
 
 
 async def handle_http(conn: Connection, ctx: ServerContext, listener: Listener) -> None:

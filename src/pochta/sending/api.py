@@ -148,7 +148,8 @@ class SendingAPI:
         body = _json_body(request)
 
         def parse() -> list[Outgoing]:
-            out = parse_message(body, self.settings.streams, self.settings.max_recipients)
+            out = parse_message(body, self.settings.streams_of(key.domain),
+                                self.settings.max_recipients)
             self._check_domain(key, out, "message")
             return [out]
 
@@ -172,8 +173,8 @@ class SendingAPI:
                                      f"at most {self.settings.max_batch} messages per call")
             outs = []
             for i, spec in enumerate(specs):
-                out = parse_message(spec, self.settings.streams, self.settings.max_recipients,
-                                    f"messages[{i}]")
+                out = parse_message(spec, self.settings.streams_of(key.domain),
+                                    self.settings.max_recipients, f"messages[{i}]")
                 self._check_domain(key, out, f"messages[{i}]")
                 outs.append(out)
             return outs
@@ -331,9 +332,10 @@ class SendingAPI:
 
     def _stream(self, value: Any, where: str) -> str:
         stream = ALL_STREAMS if value in (None, "") else value
-        if stream != ALL_STREAMS and stream not in self.settings.streams:
+        streams = self.settings.all_streams()
+        if stream != ALL_STREAMS and stream not in streams:
             raise ApiError(400, "invalid_stream",
-                           f"{where}: one of {', '.join(self.settings.streams)} or *")
+                           f"{where}: one of {', '.join(streams)} or *")
         return str(stream)
 
     async def add_suppressions(self, request: Request, _: dict[str, str]) -> Response:

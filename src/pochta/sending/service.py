@@ -268,7 +268,9 @@ class SendingService:
                               c.out.domain)
         envelope = Envelope(sender=sender, smtputf8=not c.recipient.isascii(),
                             body_8bit=not c.data.isascii(),
-                            authenticated_as=authenticated_as or None)
+                            authenticated_as=authenticated_as or None,
+                            stream=c.out.stream,
+                            priority=self.settings.priority_of(c.out.stream))
         trace = TraceInfo(helo="api", client_ip=client_ip or "127.0.0.1", esmtp=True,
                           tls=None, authenticated_as=authenticated_as or None,
                           protocol="HTTPA" if not authenticated_as.startswith("smtp:")

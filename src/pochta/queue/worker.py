@@ -18,7 +18,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,6 +58,38 @@ BounceSink = Callable[[bytes, str, Envelope], Awaitable[None]]
 # Told every recipient's outcome (the sending layer's delivery events, issue 18):
 # (item, "delivered" | "deferred" | "bounced", reply text, RFC 3463 status, next attempt)
 OutcomeSink = Callable[[QueueItem, str, str, str, float | None], Awaitable[None]]
+
+
+class _Inflight:
+    """The items this worker holds claims on, each with the task delivering it. A task
+    lets go of its own items only: one it deferred may be due again soon (a throttled
+    recipient) and claimed by a later pass for another task, which must keep it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, object] = {}
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._by_id
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._by_id))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def hold(self, item_ids: Iterable[int], task: object) -> None:
+        for i in item_ids:
+            self._by_id[i] = task
+
+    def owned(self, item_ids: Iterable[int], task: object) -> list[int]:
+        return [i for i in item_ids if self._by_id.get(i) is task]
+
+    def difference_update(self, item_ids: Iterable[int]) -> None:
+        """Done with these items (the calling task's own)."""
+        task = asyncio.current_task()
+        for i in item_ids:
+            if self._by_id.get(i) is task:
+                del self._by_id[i]
 
 
 @dataclass(slots=True)
@@ -112,7 +144,7 @@ class QueueWorker:
         self._wake = asyncio.Event()
         # Items this worker holds a claim on (in the store), until their outcome is written.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._inflight: set[int] = set()
+        self._inflight = _Inflight()
         self._tasks: set[asyncio.Task[None]] = set()
         # Connections per stream and destination, and per stream in total (shaping.py)
         self.stream_limits = dict(stream_limits or {})
@@ -234,7 +266,6 @@ class QueueWorker:
                 dest = await self.message_policy(item, dest)
             job = jobs.setdefault((item.envelope.stream, dest.key), (dest, {}))
             job[1].setdefault(item.message_id, []).append(item)
-        self._inflight.update(i.id for i in items)
         new_tasks: list[asyncio.Task[None]] = []
         for message_id, failures in unroutable.items():
             new_tasks.append(self._spawn(self._settle_unroutable(message_id, failures),
@@ -260,7 +291,7 @@ class QueueWorker:
                 # The items stay pending/deferred and are tried again on the next pass.
                 log.exception("queue delivery task failed")
             finally:
-                left = [i.id for i in items if i.id in self._inflight]
+                left = self._inflight.owned((i.id for i in items), asyncio.current_task())
                 if left:
                     self._inflight.difference_update(left)
                     with contextlib.suppress(StoreError):
@@ -270,6 +301,7 @@ class QueueWorker:
                 self._wake.set()
 
         task = asyncio.get_running_loop().create_task(guarded())
+        self._inflight.hold((i.id for i in items), task)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -1134,7 +1134,7 @@ class PostgresStore(
                                  t.internaldate if t.internaldate is not None else job.now,
                                  sorted(t.flags), modseq[box]))
                 uids.append((box, uid))
-            priority = int(job.env.obj.get("priority", 0))  # type: ignore[union-attr]
+            priority = int(job.env.obj.get("priority", 0))
             queued += [(job.message_id, blob_id, job.env, r.address, r.notify, r.orcpt,
                         QueueState.PENDING.value, job.now, job.now, priority)
                        for r in job.remote]

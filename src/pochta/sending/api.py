@@ -32,6 +32,7 @@ from .compose import InvalidRequest, Outgoing, parse_message
 from .openapi import openapi_document
 from .service import SendingService, sending_of
 from .tokens import parse_unsubscribe_token
+from .urlguard import UrlGuard, UrlRefused
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
@@ -421,8 +422,13 @@ class SendingAPI:
                 body.get("url"), str):
             raise ApiError(400, "invalid_request", 'expected {"url": "https://..."}')
         url = body["url"]
-        if not url.startswith(("https://", "http://")):
+        if not url.startswith(("https://", "http://")) or len(url) > 2000:
             raise ApiError(400, "invalid_url", "url: http:// or https://")
+        try:  # checked again before every request (urlguard.py)
+            await UrlGuard(self.service.ctx.resolver,
+                           self.settings.webhook_allow_networks).target(url)
+        except UrlRefused as exc:
+            raise ApiError(400, "forbidden_url", f"url: {exc}") from None
         secret = secrets.token_urlsafe(32)
         hook = await self.store.add_webhook(key.domain, url, secret, time.time(),
                                             await self.store.last_event_id())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 
@@ -65,6 +66,11 @@ class SendingSettings:
         metadata=_doc("a webhook batch that keeps failing is retried with backoff this long, "
                       "then skipped (the delivery log keeps it; replay sends it again)"))
     webhook_batch: int = field(default=100, metadata=_doc("events per webhook POST"))
+    webhook_allow_networks: list[str] = field(
+        default_factory=list,
+        metadata=_doc("networks webhooks may reach besides globally routable addresses "
+                      "(e.g. [\"10.1.2.0/24\"]); loopback, private, link-local (cloud "
+                      "metadata) and reserved addresses are refused otherwise"))
     stream_limits: list[StreamSettings] = field(
         default_factory=list, metadata=_doc("[[sending.stream_limits]]"))
     domain_streams: list[DomainStreams] = field(
@@ -93,6 +99,11 @@ def check(settings: SendingSettings) -> list[str]:
     problems = []
     if not settings.streams:
         problems.append("sending.streams: name at least one stream")
+    for net in settings.webhook_allow_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            problems.append(f"sending.webhook_allow_networks: {net!r} is not a network")
     known = settings.all_streams()
     for s in settings.bulk_streams:
         if s not in known:

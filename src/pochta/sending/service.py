@@ -51,6 +51,7 @@ from .tokens import (
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
+    from .smtp_suppression import SMTPSuppression
 
 log = logging.getLogger("pochta.sending")
 
@@ -108,6 +109,7 @@ class SendingService:
         self.clock = time.time
         self._pending: list[tuple[NewEvent, bool]] = []  # outcome events not yet written
         self._flusher: asyncio.Task[None] | None = None
+        self.smtp_rules: SMTPSuppression | None = None  # smtp_suppression.py
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -286,6 +288,11 @@ class SendingService:
         written in batches by ``_flush_outcomes``: the delivery lane does not wait for an
         extra fsync per message (the queue item's own state is already durable; a crash
         can lose the events of the last few milliseconds, never a queue outcome)."""
+        if self.smtp_rules is not None:  # a normal user's hard bounce (smtp_suppression.py)
+            try:
+                await self.smtp_rules.outcome(item, kind, reply, status)
+            except StoreError as exc:
+                log.error("could not record a suppression: %s", exc)
         detail: dict[str, Any] = {"reply": reply}
         if status:
             detail["status"] = status

@@ -71,6 +71,12 @@ class SendingSettings:
         metadata=_doc("networks webhooks may reach besides globally routable addresses "
                       "(e.g. [\"10.1.2.0/24\"]); loopback, private, link-local (cloud "
                       "metadata) and reserved addresses are refused otherwise"))
+    smtp_suppression: list[str] = field(
+        default_factory=list,
+        metadata=_doc("sending domains whose normal SMTP users' mail follows the "
+                      "suppression list too (\"*\": every domain): a suppressed recipient "
+                      "is not sent to (a suppressed event and a DSN to the sender), a "
+                      "hard bounce adds the address"))
     stream_limits: list[StreamSettings] = field(
         default_factory=list, metadata=_doc("[[sending.stream_limits]]"))
     domain_streams: list[DomainStreams] = field(

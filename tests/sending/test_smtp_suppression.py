@@ -49,8 +49,9 @@ def inbox(api: SendingServer, user: str) -> list[email.message.EmailMessage]:
         out = []
         for num in data[0].split():
             _, parts = c.fetch(num, "(RFC822)")
-            raw = parts[0][1]
-            assert isinstance(raw, bytes)
+            first = parts[0]
+            assert isinstance(first, tuple)
+            raw = first[1]
             msg = email.message_from_bytes(raw, policy=email.policy.default)
             assert isinstance(msg, email.message.EmailMessage)
             out.append(msg)

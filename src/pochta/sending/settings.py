@@ -31,6 +31,17 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class TrackingSettings:
+    """``[[sending.tracking]]``: open/click tracking for a domain's stream (opt-in; the
+    message's own ``track`` field wins). The first entry that matches applies."""
+
+    domain: str = field(default="*", metadata=_doc('sending domain, or "*"'))
+    stream: str = field(default="*", metadata=_doc('stream, or "*"'))
+    opens: bool = field(default=False, metadata=_doc("add a tracking pixel to HTML"))
+    clicks: bool = field(default=False, metadata=_doc("rewrite HTML links through /t/c/"))
+
+
+@dataclass(frozen=True)
 class DomainStreams:
     """``[[sending.domain_streams]]``: streams only one sending domain may name."""
 
@@ -77,6 +88,8 @@ class SendingSettings:
                       "suppression list too (\"*\": every domain): a suppressed recipient "
                       "is not sent to (a suppressed event and a DSN to the sender), a "
                       "hard bounce adds the address"))
+    tracking: list[TrackingSettings] = field(
+        default_factory=list, metadata=_doc("[[sending.tracking]]"))
     stream_limits: list[StreamSettings] = field(
         default_factory=list, metadata=_doc("[[sending.stream_limits]]"))
     domain_streams: list[DomainStreams] = field(
@@ -93,6 +106,13 @@ class SendingSettings:
         for d in self.domain_streams:
             out += [s for s in d.streams if s not in out]
         return out
+
+    def tracking_of(self, domain: str, stream: str) -> tuple[bool, bool]:
+        """(opens, clicks) by default for mail of ``domain`` on ``stream``."""
+        for t in self.tracking:
+            if t.domain in ("*", domain.lower()) and t.stream in ("*", stream):
+                return t.opens, t.clicks
+        return False, False
 
     def priority_of(self, stream: str) -> int:
         for limits in self.stream_limits:

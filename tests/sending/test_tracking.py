@@ -40,7 +40,7 @@ def html_of(data: bytes) -> str:
     msg = email.message_from_bytes(data, policy=email.policy.default)
     for part in msg.walk():
         if part.get_content_type() == "text/html":
-            return str(part.get_content())  # type: ignore[attr-defined]
+            return str(part.get_content())
     raise AssertionError("no HTML part")
 
 

@@ -1,0 +1,84 @@
+"""The shaping core (queue/shaping.py), sans-IO with a fake clock: which replies mean
+"slow down", the backoff (half the connections, twice the pause, once per pause), the
+recovery step by step back to the configured limits, the pacing of message starts, and
+the connection gate."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pochta.proto.smtp.client import Reply
+from pochta.queue.shaping import Gate, Shaper, is_throttle
+
+
+def test_throttling_replies() -> None:
+    assert is_throttle(Reply(421, ("4.7.28 Our system has detected an unusual rate",)))
+    assert is_throttle(Reply(421, ("Service not available",)))
+    assert is_throttle(Reply(451, ("4.7.500 Server busy. Please try again later",)))
+    assert is_throttle(Reply(450, ("4.7.1 Too many messages from your IP",)))
+    assert is_throttle(Reply(421, ("4.7.0 [TSS04] Messages temporarily deferred",)))
+    assert not is_throttle(Reply(451, ("4.3.0 Temporary storage failure",)))
+    assert not is_throttle(Reply(450, ("4.2.1 Mailbox busy",)))
+    assert not is_throttle(Reply(550, ("5.7.1 Too many recipients: rate limit",)))  # 5xx
+    assert not is_throttle(Reply(250, ("2.0.0 Ok",)))
+
+
+def test_backoff_and_recovery() -> None:
+    s = Shaper(4, first_delay=0.05, max_delay=1.0, recover=3)
+    assert not s.slowed and s.reserve(0.0) == 0.0
+    assert s.throttled(10.0)
+    assert (s.allowed, s.delay) == (2, 0.05)
+    # the replies to messages already in flight count once
+    assert not s.throttled(10.01)
+    assert (s.allowed, s.delay) == (2, 0.05)
+    assert s.throttled(10.2)
+    assert (s.allowed, s.delay) == (1, 0.1)
+    for t in (11.0, 12.0, 13.0, 14.0, 15.0):
+        s.throttled(t)
+    assert (s.allowed, s.delay) == (1, 1.0)  # capped at max_delay, never 0 connections
+    assert s.throttles == 7
+    # recovery: every `recover` deliveries in a row take one step back
+    steps = []
+    for _ in range(30):
+        if s.succeeded():
+            steps.append((s.allowed, s.delay))
+    assert steps[:3] == [(2, 0.5), (3, 0.25), (4, 0.125)]
+    assert steps[-1] == (4, 0.0) and not s.slowed
+    assert not s.succeeded()  # at full speed nothing changes
+
+
+def test_a_throttle_resets_the_recovery_count() -> None:
+    s = Shaper(2, first_delay=0.1, max_delay=1.0, recover=3)
+    s.throttled(0.0)
+    s.succeeded()
+    s.succeeded()
+    s.throttled(5.0)  # after the pause: counts, and the count starts again
+    assert (s.allowed, s.delay) == (1, 0.2)
+    assert not s.succeeded() and not s.succeeded()
+    assert s.succeeded()
+
+
+def test_reserve_spaces_message_starts() -> None:
+    s = Shaper(4, first_delay=0.5, max_delay=2.0)
+    s.throttled(100.0)
+    # three lanes ask at once: each gets its own slot, 0.5 s apart
+    waits = [s.reserve(100.0) for _ in range(3)]
+    assert waits == [0.5, 1.0, 1.5]
+    assert s.reserve(103.0) == 0.0  # later than every reserved slot: at once
+
+
+async def test_gate_limits_follow_a_changing_limit() -> None:
+    gate = Gate()
+    limit = [1]
+    keys = [("bulk\0dest", lambda: limit[0])]
+    await gate.acquire(keys)
+    second = asyncio.create_task(gate.acquire(keys))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # over the limit: waits
+    limit[0] = 2
+    await gate.poke()  # a shaper recovered
+    await asyncio.wait_for(second, 1)
+    assert gate.active["bulk\0dest"] == 2
+    assert gate.over("bulk\0dest", 1)
+    await gate.release(["bulk\0dest", "bulk\0dest"])
+    assert not gate.active

@@ -26,14 +26,15 @@ def test_throttling_replies() -> None:
 def test_backoff_and_recovery() -> None:
     s = Shaper(4, first_delay=0.05, max_delay=1.0, recover=3)
     assert not s.slowed and s.reserve(0.0) == 0.0
-    assert s.throttled(10.0)
+    assert s.throttled(10.0, started=9.9)
     assert (s.allowed, s.delay) == (2, 0.05)
-    # the replies to messages already in flight count once
-    assert not s.throttled(10.01)
+    # replies to messages sent before we slowed down count once, however late they come
+    assert not s.throttled(10.01, started=9.95)
+    assert not s.throttled(12.0, started=9.99)
     assert (s.allowed, s.delay) == (2, 0.05)
-    assert s.throttled(10.2)
+    assert s.throttled(12.2, started=10.1)  # sent at the slower pace: slow down more
     assert (s.allowed, s.delay) == (1, 0.1)
-    for t in (11.0, 12.0, 13.0, 14.0, 15.0):
+    for t in (13.0, 14.0, 15.0, 16.0, 17.0):
         s.throttled(t)
     assert (s.allowed, s.delay) == (1, 1.0)  # capped at max_delay, never 0 connections
     assert s.throttles == 7
@@ -47,12 +48,28 @@ def test_backoff_and_recovery() -> None:
     assert not s.succeeded()  # at full speed nothing changes
 
 
+def test_recovery_by_time_at_long_pauses() -> None:
+    s = Shaper(4, first_delay=0.5, max_delay=8.0, recover=20, recover_seconds=1.0)
+    for t, started in ((0.0, 0.0), (1.0, 0.6), (2.0, 1.6), (4.0, 2.5), (8.0, 4.5)):
+        s.throttled(t, started)
+    assert (s.allowed, s.delay) == (1, 8.0)
+    # a delivery every 8 s (the pause): each one is a step, not one step per twenty
+    assert not s.succeeded(8.5)  # within a second of the slowdown
+    now, delays = 16.0, []
+    while s.slowed:
+        assert s.succeeded(now)
+        delays.append(s.delay)
+        now += max(s.delay, 0.01) + 1.0
+    assert delays == [4.0, 2.0, 1.0, 0.5, 0.0]
+    assert s.allowed == 4
+
+
 def test_a_throttle_resets_the_recovery_count() -> None:
     s = Shaper(2, first_delay=0.1, max_delay=1.0, recover=3)
     s.throttled(0.0)
     s.succeeded()
     s.succeeded()
-    s.throttled(5.0)  # after the pause: counts, and the count starts again
+    s.throttled(5.0, started=4.9)  # sent after the first: counts, the count starts again
     assert (s.allowed, s.delay) == (1, 0.2)
     assert not s.succeeded() and not s.succeeded()
     assert s.succeeded()

@@ -152,7 +152,8 @@ class QueueConfig:
     throttle_recover: int = field(
         default=20,
         metadata=_doc("deliveries in a row to a slowed destination before one step back "
-                      "to full speed (pause halved, one connection more)"),
+                      "to full speed (pause halved, one connection more); a second of "
+                      "deliveries without a throttling reply also takes a step"),
     )
 
 

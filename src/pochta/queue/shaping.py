@@ -11,7 +11,8 @@ available, closing transmission channel"), or a 4xx whose text says so (Gmail's
 bulk MTAs and TCP congestion control (additive increase, multiplicative decrease), a
 throttling reply halves the destination's connections and doubles the pause between two
 messages; every ``recover`` deliveries in a row take one step back (the pause halves,
-one connection more) until the configured limits are reached again.
+one connection more; or each second of deliveries without one, whichever comes first)
+until the configured limits are reached again.
 
 ``Shaper`` is sans-IO (the caller passes the clock); ``Gate`` counts connections.
 """
@@ -53,13 +54,15 @@ class Shaper:
     ``delay`` seconds between the starts of two messages (0: no pause)."""
 
     def __init__(self, base: int, *, first_delay: float = 0.05, max_delay: float = 30.0,
-                 recover: int = 20) -> None:
+                 recover: int = 20, recover_seconds: float = 1.0) -> None:
         self.base = max(1, base)
         self.allowed = self.base
         self.delay = 0.0
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.recover = recover
+        self.recover_seconds = recover_seconds
+        self._last_step = float("-inf")
         self.successes = 0
         self.throttles = 0  # counted slowdowns (for logs and tests)
         self._last_throttle = float("-inf")
@@ -69,27 +72,34 @@ class Shaper:
     def slowed(self) -> bool:
         return self.delay > 0 or self.allowed < self.base
 
-    def throttled(self, now: float) -> bool:
-        """A throttling reply at ``now``; True when it slowed us down (replies to the
-        messages already in flight count once, as TCP reacts once per round trip)."""
+    def throttled(self, now: float, started: float | None = None) -> bool:
+        """A throttling reply at ``now`` to a message (or connection) begun at
+        ``started``; True when it slowed us down. A reply to something begun before the
+        last slowdown does not count again: it was sent at the old pace (as TCP halves
+        its window once per round trip, not once per lost packet)."""
         self.successes = 0
-        if now - self._last_throttle < max(self.delay, self.first_delay):
+        if (now if started is None else started) < self._last_throttle:
             return False
-        self._last_throttle = now
+        self._last_throttle = self._last_step = now
         self.throttles += 1
         self.allowed = max(1, self.allowed // 2)
         self.delay = min(self.max_delay, max(self.first_delay, self.delay * 2))
         self._next_at = max(self._next_at, now + self.delay)
         return True
 
-    def succeeded(self) -> bool:
-        """A delivery went through; True when that took a step back to full speed."""
+    def succeeded(self, now: float | None = None) -> bool:
+        """A delivery went through at ``now``; True when that took a step back to full
+        speed: after ``recover`` deliveries in a row, or ``recover_seconds`` of them (at a
+        long pause twenty deliveries would take minutes)."""
         if not self.slowed:
             return False
         self.successes += 1
-        if self.successes < self.recover:
+        timely = now is not None and now - self._last_step >= self.recover_seconds
+        if self.successes < self.recover and not timely:
             return False
         self.successes = 0
+        if now is not None:
+            self._last_step = now
         self.delay = self.delay / 2 if self.delay / 2 >= self.first_delay else 0.0
         self.allowed = min(self.base, self.allowed + 1)
         return True

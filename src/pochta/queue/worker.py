@@ -368,6 +368,7 @@ class QueueWorker:
                     conn = None
                 if conn is None:
                     await self._pace(dest.key, stream, rate, shaper)
+                    started = self.clock()
                     try:
                         conn = await SMTPConnection.open(
                             dest, self.router, self.connector, self.hostname,
@@ -376,7 +377,7 @@ class QueueWorker:
                         )
                     except ConnectFailed as exc:
                         if is_throttle(exc.reply):
-                            self._throttled(dest.key, shaper, exc.reply)
+                            self._throttled(dest.key, shaper, exc.reply, started)
                             # only the next message pays for a throttled greeting; the
                             # others wait for the slower pace
                             outcomes = [await self._settle(i, exc.reply, "") for i in group]
@@ -393,13 +394,14 @@ class QueueWorker:
                         break
                 else:
                     await self._pace(dest.key, stream, rate, shaper)
+                    started = self.clock()
                 replies = await self._send_one(conn, group)
                 self._inflight.difference_update(i.id for i in group)
                 remaining.pop(0)
                 throttle = next((r for r in replies if is_throttle(r)), None)
                 if throttle is not None:
-                    self._throttled(dest.key, shaper, throttle)
-                elif any(r.positive for r in replies) and shaper.succeeded():
+                    self._throttled(dest.key, shaper, throttle, started)
+                elif any(r.positive for r in replies) and shaper.succeeded(self.clock()):
                     log.info("shaping: %s back to %d connection(s), %.3f s between messages",
                              dest.key, shaper.allowed, shaper.delay)
                     await self._gate.poke()
@@ -411,8 +413,8 @@ class QueueWorker:
             if holding:
                 await self._gate.release([dest_key, total_key])
 
-    def _throttled(self, key: str, shaper: Shaper, reply: Reply) -> None:
-        if shaper.throttled(self.clock()):
+    def _throttled(self, key: str, shaper: Shaper, reply: Reply, started: float) -> None:
+        if shaper.throttled(self.clock(), started):
             METRICS.inc("pochta_queue_throttled_total")
             log.info("shaping: %s asked us to slow down (%s): %d connection(s), %.3f s "
                      "between messages", key, reply, shaper.allowed, shaper.delay)

@@ -270,6 +270,8 @@ async def test_opendkim_verifies_our_signatures(
     (tmp_path / "bad.eml").write_bytes(signed.replace(b"Numbers  are  up.", b"Numbers down"))
     other = next(k for k in keys if k.algorithm != algorithm)  # its key is not in the DNS
     (tmp_path / "nokey.eml").write_bytes(await dkim.sign(MESSAGE, [other]) + MESSAGE)
+    for n, tricky in enumerate(TRICKY):  # the fast signer's corpus (dkim_sign.py)
+        (tmp_path / f"tricky{n}.eml").write_bytes(await dkim.sign(tricky, [key]) + tricky)
     server = Path(__file__).with_name("dns_server.py")
     script = f"""
 set -e
@@ -285,6 +287,10 @@ echo "good=$?" > {tmp_path}/codes
 echo "bad=$?" >> {tmp_path}/codes
 {OPENDKIM_TESTMSG} -t {tmp_path} < {tmp_path}/nokey.eml > /dev/null 2>&1
 echo "nokey=$?" >> {tmp_path}/codes
+for f in {tmp_path}/tricky*.eml; do
+  {OPENDKIM_TESTMSG} -t {tmp_path} < $f > $f.out 2>&1
+  echo "$(basename $f .eml)=$?" >> {tmp_path}/codes
+done
 kill $srv 2>/dev/null || true
 """
     subprocess.run(["unshare", "-n", "-m", "sh", "-c", script], timeout=60, check=True)
@@ -294,3 +300,69 @@ kill $srv 2>/dev/null || true
     assert good_out == ""  # silence means the signature verified
     assert codes["bad"] != "0"
     assert codes["nokey"] != "0"
+    for n in range(len(TRICKY)):
+        assert codes[f"tricky{n}"] == "0", (n, (tmp_path / f"tricky{n}.eml.out").read_text())
+
+
+# Messages that exercise relaxed canonicalisation (RFC 6376 §3.4.2, §3.4.4): folded and
+# repeated fields, whitespace runs and tabs, trailing whitespace, empty lines at the end,
+# an empty body, no body at all, 8-bit text, an over-signed From.
+DATE = b"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"  # opendkim-testmsg wants one
+TRICKY = [
+    MESSAGE,
+    b"From:alice@example.org\r\n" + DATE
+    + b"Subject:   folded\r\n\t  across\r\n   three lines  \r\n"
+    b"To: a@example.net\r\nCc:\tb@example.net\r\nComments: one\r\nComments: two\r\n"
+    b"\r\n  lead \t and  trail \t \r\n\r\n\r\n",
+    b"From: alice@example.org\r\n" + DATE + b"Subject: empty body\r\n\r\n",
+    b"From: alice@example.org\r\n" + DATE + b"Subject: no header end\r\n",
+    "From: Алиса <alice@example.org>\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+    "Subject: =?utf-8?q?=D0=BF?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    "привет  мир\r\n".encode(),
+    b"FROM: alice@example.org\r\n" + DATE + b"subject: lower-case name\r\n"
+    b"List-Unsubscribe: <https://x/u>,\r\n <mailto:u@example.org>\r\n"
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n",
+]
+
+
+@pytest.mark.parametrize("n", range(len(TRICKY)))
+async def test_fast_signer_verified_by_dkimpy(keys: list[dkim.DKIMKey], n: int) -> None:
+    """dkim_sign.py (cryptography) signs; dkimpy's verifier checks each algorithm, and the
+    body hash equals the one dkimpy's own signer computes."""
+    from pochta.policy import dkim_sign
+
+    message = TRICKY[n]
+    assert dkim_sign.supported(message)
+    assert not dkim_sign.supported(message.replace(b"\r\n", b"\n"))
+    records = {k.dns_name + ".": dkim.dns_txt_record(k).encode() for k in keys}
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return records.get(name.decode())
+
+    headers = await dkim.sign(message, keys)
+    signed = headers + message
+    d = dkimpy.DKIM(signed)
+    assert d.verify(0, dnsfunc=dnsfunc) and d.verify(1, dnsfunc=dnsfunc)
+    assert [r.result for r in await dkim.verify(signed, resolver_for(keys))] == ["pass"] * 2
+    rsa_key = keys[0]
+    theirs = dkimpy.DKIM(message, linesep=b"\r\n").sign(
+        rsa_key.selector.encode(), rsa_key.domain.encode(), rsa_key._dkimpy_private(),
+        canonicalize=(b"relaxed", b"relaxed"), include_headers=dkim.headers_to_sign(message))
+    tags = [dict(dkimpy.util.parse_tag_value(h.split(b":", 1)[1]))
+            for h in (b"X:" + headers.split(b"DKIM-Signature:")[1], theirs)]
+    assert tags[0][b"bh"] == tags[1][b"bh"]
+    # tampering breaks it
+    broken = signed.replace(b"alice", b"alics", 1)
+    assert not dkimpy.DKIM(broken).verify(0, dnsfunc=dnsfunc)
+
+
+async def test_fast_signer_key_cache_follows_the_file(tmp_path: Path) -> None:
+    from pochta.policy import dkim_sign
+
+    [key] = dkim.ensure_domain_keys(tmp_path, "example.org", ["rsa"], bits=1024)
+    first = dkim_sign.cached_private_key(key.path)
+    assert dkim_sign.cached_private_key(key.path) is first
+    key.path.unlink()
+    [again] = dkim.ensure_domain_keys(tmp_path, "example.org", ["rsa"], bits=1024)
+    if again.path == key.path:
+        assert dkim_sign.cached_private_key(again.path) is not first

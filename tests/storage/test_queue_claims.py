@@ -107,3 +107,27 @@ async def test_counters_count_within_their_window(store: MailStore) -> None:  # 
     assert await store.add_to_counter("short", 1, 1) == 1
     await store.reset_counter("fail:1.2.3.4")
     assert await store.counter_value("fail:1.2.3.4", 60) == 0
+
+
+async def test_claims_take_higher_priorities_first(store: MailStore) -> None:  # noqa: F811
+    """Streams (issue 18): a transactional item queued after a bulk backlog is claimed
+    first; stream and priority survive the round trip through the store."""
+    bulk = Envelope(sender="b@example.test", stream="bulk", priority=-10)
+    urgent = Envelope(sender="t@example.test", stream="transactional", priority=10)
+    for n in range(20):
+        await store.accept(b"Subject: b\r\n\r\nb\r\n", bulk, [],
+                           [RemoteRecipient(f"b{n}@remote.test")])
+    await store.accept(b"Subject: p\r\n\r\np\r\n", ENV, [], [RemoteRecipient("p@remote.test")])
+    await store.accept(b"Subject: t\r\n\r\nt\r\n", urgent, [],
+                       [RemoteRecipient("t@remote.test")])
+    now = time.time() + 1
+    first = await store.claim_queue_items(now, 2, "node-a:1:x", 60)
+    assert [i.recipient.address for i in first] == ["t@remote.test", "p@remote.test"]
+    assert first[0].envelope.stream == "transactional" and first[0].envelope.priority == 10
+    assert first[1].envelope.stream == "" and first[1].envelope.priority == 0
+    rest = await store.claim_queue_items(now, 100, "node-a:1:x", 60)
+    assert len(rest) == 20
+    assert {(i.envelope.stream, i.envelope.priority) for i in rest} == {("bulk", -10)}
+    # oldest first within a priority
+    assert [i.recipient.address for i in rest[:3]] == ["b0@remote.test", "b1@remote.test",
+                                                       "b2@remote.test"]

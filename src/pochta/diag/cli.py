@@ -240,6 +240,9 @@ def _register_sink(sub: Any) -> None:
                    help="wait before answering CMD")
     p.add_argument("--disconnect", action="append", default=[], metavar="CMD[@N]",
                    help="drop the connection instead of answering CMD")
+    p.add_argument("--throttle", metavar="N/SECONDS",
+                   help="rate-limit like a large receiver: beyond N messages within SECONDS, "
+                        "answer MAIL with 421 4.7.28 and close the connection")
     p.add_argument("--count", type=int, default=0, help="exit after N messages")
     p.add_argument("--duration", type=float, default=0.0, help="exit after SECONDS")
     p.add_argument("--json", action="store_true",
@@ -261,12 +264,14 @@ def cmd_sink(args: argparse.Namespace, _config: object) -> int:
                   + [parse_fault("disconnect", s) for s in args.disconnect])
         if bool(args.cert) != bool(args.key):
             raise UsageError("--cert and --key go together")
+        throttle = _throttle(args.throttle) if args.throttle else None
         opts = SinkOptions(
             hostname=args.hostname, address=address or "127.0.0.1", port=port,
             tls=args.tls, cert=Path(args.cert) if args.cert else None,
             key=Path(args.key) if args.key else None, keylog=args.keylog,
             save=Path(args.save) if args.save else None, format=args.format,
-            faults=faults, count=args.count, duration=args.duration, json=args.json,
+            faults=faults, throttle=throttle, count=args.count, duration=args.duration,
+            json=args.json,
             verbose=args.verbose,
         )
     except UsageError as exc:
@@ -278,6 +283,17 @@ def cmd_sink(args: argparse.Namespace, _config: object) -> int:
     except OSError as exc:
         print(f"pochta sink: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONNECT
+
+
+def _throttle(spec: str) -> tuple[int, float]:
+    count, _, seconds = spec.partition("/")
+    try:
+        n, window = int(count), float(seconds)
+    except ValueError:
+        raise UsageError(f"--throttle {spec!r}: expected N/SECONDS, e.g. 100/1") from None
+    if n < 1 or not 0 < window <= 3600:
+        raise UsageError(f"--throttle {spec!r}: N at least 1, SECONDS from 0 to 3600")
+    return n, window
 
 
 # --- sasl-encode -----------------------------------------------------------------------

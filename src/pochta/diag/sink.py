@@ -5,7 +5,9 @@ STARTTLS or implicit TLS (a generated certificate unless one is given) and AUTH 
 that accepts any credentials (after TLS, as the core requires). Messages are discarded or
 saved as .eml files or into a Maildir. Faults can be injected to test a client's retry
 logic: a 4xx/5xx reply on a command (optionally only every Nth time), a delay before a
-reply, or a dropped connection.
+reply, or a dropped connection. ``--throttle N/SECONDS`` plays a receiver that rate-limits
+its senders: more than N messages within SECONDS get ``421 4.7.28`` at MAIL (as Gmail
+answers) and the connection is closed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import socket
 import ssl
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -90,6 +93,7 @@ class SinkOptions:
     save: Path | None = None
     format: str = "eml"  # eml or maildir
     faults: list[Fault] = field(default_factory=list)
+    throttle: tuple[int, float] | None = None  # (messages, seconds): 421 beyond that rate
     max_message_size: int = 50 * 1024 * 1024
     count: int = 0  # stop after this many messages (0: run until stopped)
     duration: float = 0.0
@@ -121,6 +125,7 @@ class Stats:
     messages: int = 0
     accepted: int = 0
     refused: int = 0
+    throttled: int = 0  # MAIL commands answered 421 by --throttle
     recipients: int = 0
     octets: int = 0
     counters: dict[str, int] = field(default_factory=dict)
@@ -133,6 +138,7 @@ class Stats:
             "messages": self.messages,
             "accepted": self.accepted,
             "refused": self.refused,
+            "throttled": self.throttled,
             "recipients": self.recipients,
             "octets": self.octets,
             "seconds": round(elapsed, 3),
@@ -155,6 +161,7 @@ class Sink:
         self._done = asyncio.Event()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._admitted: deque[float] = deque()  # MAIL times within the throttle window
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -238,6 +245,22 @@ class Sink:
     def _faults_for(self, command: str) -> list[Fault]:
         n = self._occurrence(command)
         return [f for f in self.opts.faults if f.command == command and n % f.every == 0]
+
+    def throttle_reply(self) -> Reply | None:
+        """--throttle: a 421 when N messages were started within the window, else None
+        (and this one counts)."""
+        if self.opts.throttle is None:
+            return None
+        limit, seconds = self.opts.throttle
+        now = time.monotonic()
+        while self._admitted and self._admitted[0] <= now - seconds:
+            self._admitted.popleft()
+        if len(self._admitted) >= limit:
+            self.stats.throttled += 1
+            return Reply(421, "4.7.28", "Rate limited: too many messages, try again later",
+                         close=True)
+        self._admitted.append(now)
+        return None
 
     # -- one connection -----------------------------------------------------------------
 
@@ -451,7 +474,7 @@ class _Connection:
     async def _decide(self, event: ev.Event) -> None:
         s = self.session
         if isinstance(event, ev.MailFrom):
-            reply = await self._apply("mail")
+            reply = await self._apply("mail") or self.sink.throttle_reply()
             s.reject(reply) if reply else s.accept()
         elif isinstance(event, ev.RcptTo):
             reply = await self._apply("rcpt")

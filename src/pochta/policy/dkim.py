@@ -1,6 +1,8 @@
 """DKIM (RFC 6376) signing and verification, rsa-sha256 and ed25519-sha256 (RFC 8463).
 
-dkimpy does the canonicalisation and cryptography. Its DNS hook is synchronous, so
+Signing: dkim_sign.py (the ``cryptography`` library, a cached key); dkimpy signs only
+messages with bare LF line ends. Verification: dkimpy does the canonicalisation and
+cryptography. Its DNS hook is synchronous, so
 verification first fetches every ``s._domainkey.d`` key record through our async
 ``Resolver`` and hands dkimpy a lookup function that answers from that table; the CPU work
 (RSA, hashing) runs in a worker thread.
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.mail.addresses import domain_key
 from pochta.mail.headers import header_fields, split_header
+from pochta.policy import dkim_sign
 
 ALGORITHMS = ("rsa", "ed25519")
 _SIG_ALGORITHM = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
@@ -301,7 +304,18 @@ def sign_sync(message: bytes, keys: Sequence[DKIMKey]) -> bytes:
         raise DKIMError("message has no From header field (RFC 6376 §5.4: From must be signed)")
     include = headers_to_sign(message)
     out = []
+    fast = dkim_sign.supported(message)
     for key in keys:
+        if fast:  # cryptography with a cached key (dkim_sign.py): ~1 ms, not ~46 ms
+            try:
+                loaded = dkim_sign.cached_private_key(key.path)
+            except (OSError, ValueError) as exc:
+                raise DKIMError(f"{key.path}: cannot load private key: {exc}") from exc
+            if (key.algorithm == "rsa") != isinstance(loaded, rsa.RSAPrivateKey):
+                raise DKIMError(f"{key.path}: not an {key.algorithm} private key")
+            out.append(dkim_sign.sign_message(message, key.domain, key.selector, loaded,
+                                              include))
+            continue
         signer = dkimpy.DKIM(message, linesep=b"\r\n")
         private = key._dkimpy_private()
         try:

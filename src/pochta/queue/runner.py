@@ -73,8 +73,12 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
     from pochta.transport_security.wiring import forwarding, outbound_tls
 
     tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
+    from pochta.queue.shaping import StreamLimits
+
+    streams = {lim.stream: StreamLimits(lim.connections, lim.rate, lim.concurrency)
+               for lim in ctx.config.sending.stream_limits}  # issue 18
     worker = QueueWorker(
-        ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes,
+        ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes, stream_limits=streams,
         bounce_sink=bounce, base_dir=ctx.config.base_dir, outcome_sink=sending.outcome,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
         forwarding=forwarding(ctx.config, ctx.store, getattr(ctx.directory, "srs", None)),

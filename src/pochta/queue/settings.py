@@ -135,6 +135,28 @@ class QueueConfig:
     tls_policies: list[TLSPolicy] = field(
         default_factory=list, metadata=_doc("[[queue.tls_policies]]")
     )
+    # Shaping (queue/shaping.py): a 421 or a 4xx that asks us to slow down
+    throttle_retry: float = field(
+        default=60.0,
+        metadata=_doc("seconds before a recipient refused with a throttling reply (421, "
+                      "'rate limit', 'too many') is tried again (at most: the retry "
+                      "schedule's interval if shorter)"),
+    )
+    throttle_first_delay: float = field(
+        default=0.05,
+        metadata=_doc("pause between two messages to a destination after its first "
+                      "throttling reply (doubled by each further one)"),
+    )
+    throttle_max_delay: float = field(
+        default=30.0, metadata=_doc("longest pause between two messages to a throttling "
+                                    "destination"),
+    )
+    throttle_recover: int = field(
+        default=20,
+        metadata=_doc("deliveries in a row to a slowed destination before one step back "
+                      "to full speed (pause halved, one connection more); a second of "
+                      "deliveries without a throttling reply also takes a step"),
+    )
 
 
 def check(queue: QueueConfig, routes: list[Route]) -> None:
@@ -156,6 +178,10 @@ def check(queue: QueueConfig, routes: list[Route]) -> None:
         ok(getattr(queue, name) > 0, f"queue.{name}", "must be positive")
     for name in ("connect_timeout", "command_timeout", "data_timeout", "poll_interval"):
         ok(getattr(queue, name) > 0, f"queue.{name}", "must be positive")
+    ok(queue.throttle_retry > 0, "queue.throttle_retry", "must be positive")
+    ok(0 < queue.throttle_first_delay <= queue.throttle_max_delay,
+       "queue.throttle_first_delay", "must be positive and at most throttle_max_delay")
+    ok(queue.throttle_recover > 0, "queue.throttle_recover", "must be positive")
     ok(queue.per_destination_rate >= 0, "queue.per_destination_rate", "must be 0 or positive")
     ok(1 <= queue.smtp_port <= 65535, "queue.smtp_port", "must be from 1 to 65535")
     for i, pol in enumerate(queue.tls_policies):

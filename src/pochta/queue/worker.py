@@ -18,8 +18,8 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pochta.dns import Resolver
@@ -30,6 +30,7 @@ from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
 from pochta.queue.settings import QueueConfig, Route
+from pochta.queue.shaping import Gate, Shaper, StreamLimits, is_throttle
 from pochta.queue.transport import (
     ConnectFailed,
     Connector,
@@ -60,6 +61,38 @@ BounceSink = Callable[[bytes, str, Envelope], Awaitable[None]]
 OutcomeSink = Callable[[QueueItem, str, str, str, float | None], Awaitable[None]]
 
 
+class _Inflight:
+    """The items this worker holds claims on, each with the task delivering it. A task
+    lets go of its own items only: one it deferred may be due again soon (a throttled
+    recipient) and claimed by a later pass for another task, which must keep it."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, object] = {}
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._by_id
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._by_id))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def hold(self, item_ids: Iterable[int], task: object) -> None:
+        for i in item_ids:
+            self._by_id[i] = task
+
+    def owned(self, item_ids: Iterable[int], task: object) -> list[int]:
+        return [i for i in item_ids if self._by_id.get(i) is task]
+
+    def difference_update(self, item_ids: Iterable[int]) -> None:
+        """Done with these items (the calling task's own)."""
+        task = asyncio.current_task()
+        for i in item_ids:
+            if self._by_id.get(i) is task:
+                del self._by_id[i]
+
+
 @dataclass(slots=True)
 class _Outcome:
     item: QueueItem
@@ -88,6 +121,7 @@ class QueueWorker:
         message_policy: Callable[[QueueItem, Destination], Awaitable[Destination]]
         | None = None,
         outcome_sink: OutcomeSink | None = None,
+        stream_limits: Mapping[str, StreamLimits] | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -111,10 +145,12 @@ class QueueWorker:
         self._wake = asyncio.Event()
         # Items this worker holds a claim on (in the store), until their outcome is written.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._inflight: set[int] = set()
+        self._inflight = _Inflight()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._global = asyncio.Semaphore(self.config.concurrency)
-        self._per_dest: dict[str, asyncio.Semaphore] = {}
+        # Connections per stream and destination, and per stream in total (shaping.py)
+        self.stream_limits = dict(stream_limits or {})
+        self._gate = Gate()
+        self._shapers: dict[str, Shaper] = {}  # by destination key, shared by streams
         self._last_send: dict[str, float] = {}
         self._stopping = False
 
@@ -213,7 +249,8 @@ class QueueWorker:
         if not items:
             return 0
         destinations: dict[str, Destination | RouteFailure] = {}
-        jobs: dict[str, tuple[Destination, dict[str, list[QueueItem]]]] = {}
+        # by (stream, destination): each stream has its own lanes (shaping.py)
+        jobs: dict[tuple[str, str], tuple[Destination, dict[str, list[QueueItem]]]] = {}
         unroutable: dict[str, list[tuple[QueueItem, ServerReply]]] = {}
         for item in items:
             domain = domain_of(item.recipient.address)
@@ -228,15 +265,14 @@ class QueueWorker:
                 continue
             if self.message_policy is not None:
                 dest = await self.message_policy(item, dest)
-            job = jobs.setdefault(dest.key, (dest, {}))
+            job = jobs.setdefault((item.envelope.stream, dest.key), (dest, {}))
             job[1].setdefault(item.message_id, []).append(item)
-        self._inflight.update(i.id for i in items)
         new_tasks: list[asyncio.Task[None]] = []
         for message_id, failures in unroutable.items():
             new_tasks.append(self._spawn(self._settle_unroutable(message_id, failures),
                                          [item for item, _ in failures]))
-        for dest, messages in jobs.values():
-            lanes = min(self.config.per_destination, len(messages))
+        for (stream, _), (dest, messages) in jobs.items():
+            lanes = min(self._limits(stream)[0], len(messages))
             groups = list(messages.values())
             for n in range(lanes):
                 lane = groups[n::lanes]
@@ -256,7 +292,7 @@ class QueueWorker:
                 # The items stay pending/deferred and are tried again on the next pass.
                 log.exception("queue delivery task failed")
             finally:
-                left = [i.id for i in items if i.id in self._inflight]
+                left = self._inflight.owned((i.id for i in items), asyncio.current_task())
                 if left:
                     self._inflight.difference_update(left)
                     with contextlib.suppress(StoreError):
@@ -266,6 +302,7 @@ class QueueWorker:
                 self._wake.set()
 
         task = asyncio.get_running_loop().create_task(guarded())
+        self._inflight.hold((i.id for i in items), task)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -279,58 +316,127 @@ class QueueWorker:
         finally:
             self._inflight.difference_update(item.id for item, _ in failures)
 
+    def _limits(self, stream: str) -> tuple[int, float, int]:
+        """(connections per destination, messages per minute per destination, connections
+        in total) of ``stream``."""
+        lim = self.stream_limits.get(stream, StreamLimits())
+        cfg = self.config
+        return (lim.connections or cfg.per_destination, lim.rate or cfg.per_destination_rate,
+                lim.concurrency or cfg.concurrency)
+
+    def shaper(self, key: str) -> Shaper:
+        shaper = self._shapers.get(key)
+        if shaper is None:
+            cfg = self.config
+            shaper = Shaper(cfg.per_destination, first_delay=cfg.throttle_first_delay,
+                            max_delay=cfg.throttle_max_delay, recover=cfg.throttle_recover)
+            self._shapers[key] = shaper
+        return shaper
+
     async def _lane(self, dest: Destination, messages: list[list[QueueItem]]) -> None:
-        """Send messages one after another over (re)used connections to ``dest``."""
-        sem = self._per_dest.setdefault(dest.key, asyncio.Semaphore(self.config.per_destination))
+        """Send messages one after another over (re)used connections to ``dest``, within
+        the stream's connection limits and the destination's shaping."""
+        stream = messages[0][0].envelope.stream
+        per_dest, rate, total = self._limits(stream)
+        shaper = self.shaper(dest.key)
+        dest_key, total_key = f"{stream}\0{dest.key}", f"{stream}\0"
+
+        def allowed() -> int:
+            return min(per_dest, shaper.allowed)
+
+        slot = [(dest_key, allowed), (total_key, lambda: total)]
+        holding = False
         conn: SMTPConnection | None = None
         remaining = list(messages)
         try:
-            async with sem, self._global:
-                while remaining:
-                    group = remaining[0]
-                    if conn is not None and (
-                        not conn.usable
-                        or conn.transactions >= self.config.messages_per_connection
-                    ):
+            while remaining:
+                group = remaining[0]
+                if holding and self._gate.over(dest_key, allowed()):
+                    # the destination slowed us down: give the connection back, wait
+                    if conn is not None:
                         await conn.quit()
                         conn = None
-                    if conn is None:
-                        try:
-                            conn = await SMTPConnection.open(
-                                dest, self.router, self.connector, self.hostname,
-                                self.timeouts, self._password, self.cafile,
-                                self.tls_observer,
-                            )
-                        except ConnectFailed as exc:
-                            # No hop works now: everything left for it waits (or bounces).
-                            for g in remaining:
-                                outcomes = [await self._settle(i, exc.reply, "") for i in g]
-                                self._inflight.difference_update(i.id for i in g)
-                                await self._notify_sender(outcomes)
-                            remaining = []
-                            break
-                    await self._rate_limit(dest.key)
-                    await self._send_one(conn, group)
-                    self._inflight.difference_update(i.id for i in group)
-                    remaining.pop(0)
+                    await self._gate.release([dest_key, total_key])
+                    holding = False
+                if not holding:
+                    await self._gate.acquire(slot)
+                    holding = True
+                if conn is not None and (
+                    not conn.usable
+                    or conn.transactions >= self.config.messages_per_connection
+                ):
+                    await conn.quit()
+                    conn = None
+                if conn is None:
+                    await self._pace(dest.key, stream, rate, shaper)
+                    started = self.clock()
+                    try:
+                        conn = await SMTPConnection.open(
+                            dest, self.router, self.connector, self.hostname,
+                            self.timeouts, self._password, self.cafile,
+                            self.tls_observer,
+                        )
+                    except ConnectFailed as exc:
+                        if is_throttle(exc.reply):
+                            self._throttled(dest.key, shaper, exc.reply, started)
+                            # only the next message pays for a throttled greeting; the
+                            # others wait for the slower pace
+                            outcomes = [await self._settle(i, exc.reply, "") for i in group]
+                            self._inflight.difference_update(i.id for i in group)
+                            await self._notify_sender(outcomes)
+                            remaining.pop(0)
+                            continue
+                        # No hop works now: everything left for it waits (or bounces).
+                        for g in remaining:
+                            outcomes = [await self._settle(i, exc.reply, "") for i in g]
+                            self._inflight.difference_update(i.id for i in g)
+                            await self._notify_sender(outcomes)
+                        remaining = []
+                        break
+                else:
+                    await self._pace(dest.key, stream, rate, shaper)
+                    started = self.clock()
+                replies = await self._send_one(conn, group)
+                self._inflight.difference_update(i.id for i in group)
+                remaining.pop(0)
+                throttle = next((r for r in replies if is_throttle(r)), None)
+                if throttle is not None:
+                    self._throttled(dest.key, shaper, throttle, started)
+                elif any(r.positive for r in replies) and shaper.succeeded(self.clock()):
+                    log.info("shaping: %s back to %d connection(s), %.3f s between messages",
+                             dest.key, shaper.allowed, shaper.delay)
+                    await self._gate.poke()
         finally:
             for g in remaining:
                 self._inflight.difference_update(i.id for i in g)
             if conn is not None:
                 await conn.quit()
+            if holding:
+                await self._gate.release([dest_key, total_key])
 
-    async def _rate_limit(self, key: str) -> None:
-        rate = self.config.per_destination_rate
+    def _throttled(self, key: str, shaper: Shaper, reply: ServerReply, started: float) -> None:
+        if shaper.throttled(self.clock(), started):
+            METRICS.inc("pochta_queue_throttled_total")
+            log.info("shaping: %s asked us to slow down (%s): %d connection(s), %.3f s "
+                     "between messages", key, reply, shaper.allowed, shaper.delay)
+
+    async def _pace(self, key: str, stream: str, rate: float, shaper: Shaper) -> None:
+        """The destination's backoff pause, then the stream's configured rate."""
+        wait = shaper.reserve(self.clock())
+        if wait > 0:
+            await asyncio.sleep(wait)
         if rate <= 0:
             return
         interval = 60.0 / rate
-        last = self._last_send.get(key)
+        rate_key = f"{stream}\0{key}"
         now = self.clock()
-        if last is not None and now < last + interval:
-            await asyncio.sleep(last + interval - now)
-        self._last_send[key] = self.clock()
+        start = max(now, self._last_send.get(rate_key, now - interval) + interval)
+        self._last_send[rate_key] = start  # reserved: parallel lanes take turns
+        if start > now:
+            await asyncio.sleep(start - now)
 
-    async def _send_one(self, conn: SMTPConnection, group: list[QueueItem]) -> None:
+    async def _send_one(self, conn: SMTPConnection, group: list[QueueItem]) -> list[ServerReply]:
+        """Deliver one message to its recipients in ``group``; their replies."""
         first = group[0]
         env = first.envelope
         # The shared blob starts with the Return-Path: of local delivery; it is not ours
@@ -342,7 +448,7 @@ class QueueWorker:
             if refused is not None:  # RFC 8689 §5.1: not over this connection, ever
                 outcomes = [await self._settle(i, refused, conn.remote) for i in group]
                 await self._notify_sender(outcomes, data)
-                return
+                return [refused]
         sender, wire = env.sender, data
         if self.forwarding is not None:
             sender, wire = await self.forwarding(sender, data)
@@ -362,10 +468,13 @@ class QueueWorker:
         result = await conn.deliver(tx)
         peer_dsn = conn.session.supports("DSN")
         outcomes = []
+        replies = []
         for item, (_, reply) in zip(group, result.outcomes(), strict=True):
+            replies.append(reply)
             outcomes.append(await self._settle(item, reply, conn.remote, peer_dsn, data,
                                                conn.tls_log))
         await self._notify_sender(outcomes, data)
+        return replies
 
     # -- outcomes -----------------------------------------------------------------------
 
@@ -419,6 +528,10 @@ class QueueWorker:
             return _Outcome(item, RecipientReport(
                 item.recipient, "failed", status_of(reply), str(reply), host, now))
         decision = next_retry(self.config, item.created, item.next_attempt, now)
+        if not decision.give_up and is_throttle(reply):
+            # the receiver asked us to slow down, not to wait hours (shaping.py)
+            decision = replace(decision, next_attempt=min(
+                decision.next_attempt, now + self.config.throttle_retry))
         if decision.give_up:
             text = f"{text}; gave up after {self.config.max_age / 86400:g} days"
             await self.store.update_queue_item(item.id, QueueState.FAILED, now, text)

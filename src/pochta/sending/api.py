@@ -32,6 +32,8 @@ from .compose import InvalidRequest, Outgoing, parse_message
 from .openapi import openapi_document
 from .service import SendingService, sending_of
 from .tokens import parse_unsubscribe_token
+from .tracking import PIXEL, parse_click_token, parse_open_token
+from .urlguard import UrlGuard, UrlRefused
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
@@ -60,6 +62,8 @@ def register(router: Router, ctx: ServerContext) -> None:
     router.add("POST", "/v1/webhooks/{id}/replay", api.replay_webhook)
     router.add("GET", "/unsubscribe/{token}", api.unsubscribe_page)
     router.add("POST", "/unsubscribe/{token}", api.unsubscribe)
+    router.add("GET", "/t/o/{token}", api.track_open)  # tracking.py
+    router.add("GET", "/t/c/{token}", api.track_click)
 
 
 def _json_body(request: Request) -> Any:
@@ -148,7 +152,8 @@ class SendingAPI:
         body = _json_body(request)
 
         def parse() -> list[Outgoing]:
-            out = parse_message(body, self.settings.streams, self.settings.max_recipients)
+            out = parse_message(body, self.settings.streams_of(key.domain),
+                                self.settings.max_recipients)
             self._check_domain(key, out, "message")
             return [out]
 
@@ -172,8 +177,8 @@ class SendingAPI:
                                      f"at most {self.settings.max_batch} messages per call")
             outs = []
             for i, spec in enumerate(specs):
-                out = parse_message(spec, self.settings.streams, self.settings.max_recipients,
-                                    f"messages[{i}]")
+                out = parse_message(spec, self.settings.streams_of(key.domain),
+                                    self.settings.max_recipients, f"messages[{i}]")
                 self._check_domain(key, out, f"messages[{i}]")
                 outs.append(out)
             return outs
@@ -266,6 +271,8 @@ class SendingAPI:
                                                           limit=MAX_PAGE))
         status = "accepted"
         for e in events:
+            if e.kind in (EventKind.OPENED, EventKind.CLICKED):
+                continue  # engagement, not where the copy is
             if e.kind is not EventKind.ACCEPTED or status == "accepted":
                 status = str(e.kind)
         return json_response(200, {
@@ -331,9 +338,10 @@ class SendingAPI:
 
     def _stream(self, value: Any, where: str) -> str:
         stream = ALL_STREAMS if value in (None, "") else value
-        if stream != ALL_STREAMS and stream not in self.settings.streams:
+        streams = self.settings.all_streams()
+        if stream != ALL_STREAMS and stream not in streams:
             raise ApiError(400, "invalid_stream",
-                           f"{where}: one of {', '.join(self.settings.streams)} or *")
+                           f"{where}: one of {', '.join(streams)} or *")
         return str(stream)
 
     async def add_suppressions(self, request: Request, _: dict[str, str]) -> Response:
@@ -419,8 +427,13 @@ class SendingAPI:
                 body.get("url"), str):
             raise ApiError(400, "invalid_request", 'expected {"url": "https://..."}')
         url = body["url"]
-        if not url.startswith(("https://", "http://")):
+        if not url.startswith(("https://", "http://")) or len(url) > 2000:
             raise ApiError(400, "invalid_url", "url: http:// or https://")
+        try:  # checked again before every request (urlguard.py)
+            await UrlGuard(self.service.ctx.resolver,
+                           self.settings.webhook_allow_networks).target(url)
+        except UrlRefused as exc:
+            raise ApiError(400, "forbidden_url", f"url: {exc}") from None
         secret = secrets.token_urlsafe(32)
         hook = await self.store.add_webhook(key.domain, url, secret, time.time(),
                                             await self.store.last_event_id())
@@ -485,6 +498,30 @@ class SendingAPI:
             return _page(404, "This unsubscribe link is not valid.")
         return _page(200, f"{html.escape(done[2])} will get no more of this mail from "
                      f"{html.escape(done[0])}.")
+
+
+    # --- tracking (no API key: the signed token is the authority) --------------------
+
+    async def track_open(self, request: Request, params: dict[str, str]) -> Response:
+        message_id = parse_open_token(self.service.secret, params["token"])
+        if message_id is None:
+            return _page(404, "Not found.")
+        await self.service.track(message_id, EventKind.OPENED, {
+            "user_agent": (request.header("user-agent") or "")[:200]})
+        return Response(200, PIXEL, "image/gif",
+                        [("Cache-Control", "no-store, max-age=0")])
+
+    async def track_click(self, request: Request, params: dict[str, str]) -> Response:
+        """Redirect to the URL inside a genuine token, and only there (no open
+        redirect: any other token is a 404)."""
+        parsed = parse_click_token(self.service.secret, params["token"])
+        if parsed is None:
+            return _page(404, "This link is not valid.")
+        message_id, url = parsed
+        await self.service.track(message_id, EventKind.CLICKED, {
+            "url": url, "user_agent": (request.header("user-agent") or "")[:200]})
+        return Response(302, b"", "text/plain",
+                        [("Location", url), ("Cache-Control", "no-store")])
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:

@@ -258,3 +258,6 @@ def install(ctx: ServerContext) -> None:
     from .smtp_keys import install as install_smtp_keys
 
     install_smtp_keys(ctx)
+    from .smtp_suppression import install as install_smtp_suppression
+
+    install_smtp_suppression(ctx)

@@ -154,7 +154,8 @@ async def cmd_suppress_export(args: argparse.Namespace, store: MailStore, _confi
 
 
 COLUMNS = [EventKind.ACCEPTED, EventKind.DELIVERED, EventKind.DEFERRED, EventKind.BOUNCED,
-           EventKind.COMPLAINED, EventKind.UNSUBSCRIBED, EventKind.SUPPRESSED]
+           EventKind.COMPLAINED, EventKind.UNSUBSCRIBED, EventKind.SUPPRESSED,
+           EventKind.OPENED, EventKind.CLICKED]
 
 
 async def cmd_stats(args: argparse.Namespace, store: MailStore, _config: Any) -> int:

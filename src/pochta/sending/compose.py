@@ -18,6 +18,7 @@ import functools
 import html
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ from ..mail.addresses import AddressError, normalize_address, split_address
 from ..mail.headers import fold, header_values, split_header
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
-                  "attachments", "headers", "tags", "metadata", "stream", "variables", "raw"}
+                  "attachments", "headers", "tags", "metadata", "stream", "variables", "raw",
+                  "track"}
 ATTACHMENT_FIELDS = {"filename", "content_type", "content", "content_id"}
 # Header fields the API sets itself (or that would break the message's structure).
 RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "reply-to", "content-type",
@@ -55,6 +57,11 @@ class Outgoing:
     stream: str
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Open/click tracking asked for by the message (None: the [[sending.tracking]] default)
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+    # The message's bytes again with its HTML rewritten (tracking.py); None without HTML
+    rebuild: Callable[[Callable[[str], str]], bytes] | None = None
 
 
 def _need(cond: bool, code: str, message: str) -> None:
@@ -156,6 +163,7 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     _need(len(rcpts) <= max_recipients, "too_many_recipients",
           f"{where}: more than {max_recipients} recipients")
     recipients = list(dict.fromkeys(rcpts))
+    track_opens, track_clicks = _track(spec.get("track"), where)
     if "raw" in spec:
         return _raw(spec, where, recipients, stream, tuple(tags), metadata)
     _need("from" in spec, "missing_field", f"{where}.from is required")
@@ -183,21 +191,39 @@ def parse_message(spec: Any, streams: list[str], max_recipients: int, where: str
     for name, value in headers.items():
         header_lines.append(fold(name, _header_value(name, value)))
     header_lines.append("MIME-Version: 1.0")
-    parts: list[tuple[str, bytes]] = []  # (Content-Type and friends, encoded body)
-    if text is not None:
-        parts.append(_text_part(substitute(text, variables), "plain"))
-    if body_html is not None:
-        parts.append(_text_part(substitute(body_html, variables, escape=True), "html"))
+    plain = _text_part(substitute(text, variables), "plain") if text is not None else None
+    html_text = substitute(body_html, variables, escape=True) if body_html is not None else None
     attachments = spec.get("attachments", [])
     _need(isinstance(attachments, list), "invalid_attachment", f"{where}.attachments: a list")
     files = [_attachment(att, f"{where}.attachments[{i}]") for i, att in enumerate(attachments)]
-    body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
-    if files:
-        body = _multipart("mixed", [body, *files])
-    data = ("\r\n".join(header_lines) + "\r\n").encode("utf-8") + body[0].encode(
-        "ascii") + b"\r\n" + body[1]
-    return Outgoing(sender, split_address(sender)[1], recipients, data, subject, stream,
-                    tuple(tags), metadata)
+    head = ("\r\n".join(header_lines) + "\r\n").encode("utf-8")
+
+    def assemble(rewrite: Callable[[str], str] | None = None) -> bytes:
+        parts: list[tuple[str, bytes]] = []  # (Content-Type and friends, encoded body)
+        if plain is not None:
+            parts.append(plain)
+        if html_text is not None:
+            parts.append(_text_part(rewrite(html_text) if rewrite else html_text, "html"))
+        body = parts[0] if len(parts) == 1 else _multipart("alternative", parts)
+        if files:
+            body = _multipart("mixed", [body, *files])
+        return head + body[0].encode("ascii") + b"\r\n" + body[1]
+
+    return Outgoing(sender, split_address(sender)[1], recipients, assemble(), subject, stream,
+                    tuple(tags), metadata, track_opens, track_clicks,
+                    assemble if html_text is not None else None)
+
+
+def _track(value: Any, where: str) -> tuple[bool | None, bool | None]:
+    """``track``: true/false (both), or {"opens": bool, "clicks": bool}."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return value, value
+    _need(isinstance(value, dict) and not set(value) - {"opens", "clicks"}
+          and all(isinstance(v, bool) for v in value.values()), "invalid_track",
+          f'{where}.track: true, false or {{"opens": bool, "clicks": bool}}')
+    return value.get("opens"), value.get("clicks")
 
 
 def _text_part(text: str, subtype: str) -> tuple[str, bytes]:

@@ -68,9 +68,15 @@ def openapi_document(settings: SendingSettings) -> dict[str, Any]:
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
             "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
             "metadata": {"type": "object"},
-            "stream": {"enum": list(settings.streams)},
+            "stream": {"enum": settings.all_streams()},
             "variables": {"type": "object", "description": "{{name}} in subject, text and "
                           "html is replaced by the value (HTML-escaped in html)"},
+            "track": {"description": "open/click tracking of the HTML part (default: "
+                      "[[sending.tracking]])", "oneOf": [
+                          {"type": "boolean"},
+                          {"type": "object", "additionalProperties": False, "properties": {
+                              "opens": {"type": "boolean"},
+                              "clicks": {"type": "boolean"}}}]},
         },
     }
     recipient_result = {"type": "object", "properties": {
@@ -178,6 +184,13 @@ def openapi_document(settings: SendingSettings) -> dict[str, Any]:
             "post": _op("One-click unsubscribe (RFC 8058)", None,
                         {"200": {"description": "HTML"}},
                         {"application/x-www-form-urlencoded": {}}, [_p("token")])},
+        "/t/o/{token}": {"get": _op("Tracking pixel: records an opened event", None,
+                                    {"200": {"description": "image/gif"}},
+                                    params=[_p("token")])},
+        "/t/c/{token}": {"get": _op("Tracked link: records a clicked event and redirects to "
+                                    "the signed original URL (404 for any other token)",
+                                    None, {"302": {"description": "redirect"}},
+                                    params=[_p("token")])},
     }
     return {
         "openapi": "3.1.0",

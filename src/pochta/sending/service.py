@@ -21,7 +21,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +48,11 @@ from .tokens import (
     unsubscribe_token,
     verp_address,
 )
+from .tracking import rewriter
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
+    from .smtp_suppression import SMTPSuppression
 
 log = logging.getLogger("pochta.sending")
 
@@ -108,6 +110,7 @@ class SendingService:
         self.clock = time.time
         self._pending: list[tuple[NewEvent, bool]] = []  # outcome events not yet written
         self._flusher: asyncio.Task[None] | None = None
+        self.smtp_rules: SMTPSuppression | None = None  # smtp_suppression.py
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -230,7 +233,14 @@ class SendingService:
             out = group[0].out
             base = add_missing_headers(out.data, hostname, now)
             bulk = out.stream in self.settings.bulk_streams
-            if bulk:  # each copy its own unsubscribe token: signed one by one
+            rewrite = self._tracking(out)
+            if rewrite is not None:  # each copy its own tracking tokens (tracking.py)
+                assert out.rebuild is not None
+                for c in group:
+                    data = add_missing_headers(out.rebuild(rewrite(c.message_id)), hostname,
+                                               now)
+                    signing.append((c, (self._bulk_headers(c) if bulk else b"") + data))
+            elif bulk:  # each copy its own unsubscribe token: signed one by one
                 signing.extend((c, self._bulk_headers(c) + base) for c in group)
             else:
                 signing.append((group, base))
@@ -245,6 +255,21 @@ class SendingService:
         for group in copies:
             for c in group:
                 c.local, c.remote = await self._targets(c.recipient, local_domains)
+
+    def _tracking(self, out: Outgoing) -> Callable[[str], Callable[[str], str]] | None:
+        """Per copy id, the HTML rewriter, when the message is tracked at all."""
+        opens, clicks = self.settings.tracking_of(out.domain, out.stream)
+        opens = opens if out.track_opens is None else out.track_opens
+        clicks = clicks if out.track_clicks is None else out.track_clicks
+        if out.rebuild is None or not (opens or clicks):
+            return None
+        base = self.public_url()
+        return lambda mid: rewriter(self.secret, base, mid, opens, clicks)
+
+    async def track(self, message_id: str, kind: EventKind, detail: dict[str, Any]) -> None:
+        """An open or a click of a tracked copy (api.py's /t/ routes)."""
+        await self.store.record_events([NewEvent(message_id, kind, self.clock(),
+                                                 json.dumps(detail))])
 
     async def _targets(self, address: str, local_domains: dict[str, bool]
                        ) -> tuple[tuple[LocalTarget, ...], tuple[RemoteRecipient, ...]]:
@@ -268,7 +293,9 @@ class SendingService:
                               c.out.domain)
         envelope = Envelope(sender=sender, smtputf8=not c.recipient.isascii(),
                             body_8bit=not c.data.isascii(),
-                            authenticated_as=authenticated_as or None)
+                            authenticated_as=authenticated_as or None,
+                            stream=c.out.stream,
+                            priority=self.settings.priority_of(c.out.stream))
         trace = TraceInfo(helo="api", client_ip=client_ip or "127.0.0.1", esmtp=True,
                           tls=None, authenticated_as=authenticated_as or None,
                           protocol="HTTPA" if not authenticated_as.startswith("smtp:")
@@ -284,6 +311,11 @@ class SendingService:
         written in batches by ``_flush_outcomes``: the delivery lane does not wait for an
         extra fsync per message (the queue item's own state is already durable; a crash
         can lose the events of the last few milliseconds, never a queue outcome)."""
+        if self.smtp_rules is not None:  # a normal user's hard bounce (smtp_suppression.py)
+            try:
+                await self.smtp_rules.outcome(item, kind, reply, status)
+            except StoreError as exc:
+                log.error("could not record a suppression: %s", exc)
         detail: dict[str, Any] = {"reply": reply}
         if status:
             detail["status"] = status

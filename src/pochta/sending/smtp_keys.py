@@ -66,9 +66,10 @@ class SMTPKeys:
         if envelope_domain != key.domain:
             return 553, "5.7.1", f"MAIL FROM must be an address of {key.domain} (API key)"
         settings = self.service.settings
-        stream = (header_values(headers, "X-Pochta-Stream") or [settings.streams[0]])[0]
-        if stream not in settings.streams:
-            return 554, "5.6.0", f"X-Pochta-Stream: one of {', '.join(settings.streams)}"
+        streams = settings.streams_of(key.domain)
+        stream = (header_values(headers, "X-Pochta-Stream") or [streams[0]])[0]
+        if stream not in streams:
+            return 554, "5.6.0", f"X-Pochta-Stream: one of {', '.join(streams)}"
         tags = tuple(t for t in header_values(headers, "X-Pochta-Tag") if t)[:10]
         subject = (header_values(headers, "Subject") or [""])[0]
         out = Outgoing(senders[0], key.domain, list(dict.fromkeys(recipients)), data,

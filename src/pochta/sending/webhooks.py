@@ -13,6 +13,9 @@ Signature (docs/api.md has the verification recipe)::
     X-Pochta-Timestamp: 1767225600
     X-Pochta-Signature: v1=hex(HMAC-SHA256(secret, timestamp + "." + body))
 
+Requests go only to globally routable addresses, checked at every request, and
+redirects are not followed (urlguard.py: server-side request forgery).
+
 Several server processes: a webhook is served by whichever holds its lock
 (``CoordinationStore.try_lock``), so no batch is sent twice concurrently.
 """
@@ -23,20 +26,20 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
 import random
 import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..mail.tls import client_context
 from ..storage.interfaces import StoreError
 from ..storage.interfaces_sending import EventQuery, SendingEvent, Webhook, WebhookAttempt
+from .urlguard import Target, UrlGuard, UrlRefused
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext
@@ -79,6 +82,7 @@ class WebhookDispatcher:
         ctx.extras["webhooks_wakeup"] = self.wakeup
         self.owner = f"{socket.gethostname()}:{os.getpid()}:webhooks"
         self._state: dict[int, _State] = {}
+        self.guard = UrlGuard(ctx.resolver, self.settings.webhook_allow_networks)
 
     async def run(self) -> None:
         while True:
@@ -132,8 +136,13 @@ class WebhookDispatcher:
         headers = {"Content-Type": "application/json", "User-Agent": "Pochta-Webhooks/1",
                    "X-Pochta-Timestamp": str(ts), "X-Pochta-Signature": sign(hook.secret, ts,
                                                                              body)}
-        status, detail = await asyncio.to_thread(_post, hook.url, body, headers,
-                                                 self.settings.webhook_timeout)
+        try:
+            target = await self.guard.target(hook.url)  # resolved and checked each time
+        except UrlRefused as exc:
+            status, detail = 0, f"refused: {exc}"
+        else:
+            status, detail = await asyncio.to_thread(_post, target, body, headers,
+                                                     self.settings.webhook_timeout)
         await self.store.log_webhook_attempt(WebhookAttempt(
             hook.id, self.clock(), events[0].id, events[-1].id, status, detail[:500]))
         if 200 <= status < 300:
@@ -150,16 +159,37 @@ class WebhookDispatcher:
         return False
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+def _post(target: Target, body: bytes, headers: dict[str, str], timeout: float
+          ) -> tuple[int, str]:
+    """POST to the checked address (the URL's host in Host and, for https, as the TLS
+    server name whose certificate must be valid). A redirect is an answer like any
+    non-2xx: never followed."""
+    conn: http.client.HTTPConnection
+    if target.scheme == "https":
+        conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout,
+                                           context=client_context())
+    else:
+        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    address = target.address
+
+    def pinned(_: tuple[str, int], timeout: float | None = None,
+               source: tuple[str, int] | None = None) -> socket.socket:
+        return socket.create_connection((address, target.port), timeout, source)
+
+    conn._create_connection = pinned  # type: ignore[attr-defined]  # no second lookup
     try:
-        with urllib.request.urlopen(request, timeout=timeout,  # noqa: S310
-                                    context=client_context()) as resp:
-            return int(resp.status), ""
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), str(exc.reason)
-    except (OSError, ValueError) as exc:
-        return 0, str(exc)
+        conn.request("POST", target.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(65536)
+        location = resp.getheader("Location")
+        detail = "" if 200 <= resp.status < 300 else (
+            f"{resp.reason}" + (f" (redirect to {location[:200]} not followed)"
+                                if location else ""))
+        return int(resp.status), detail
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return 0, str(exc) or type(exc).__name__
+    finally:
+        conn.close()
 
 
 async def run_sending(ctx: ServerContext) -> None:

@@ -110,6 +110,9 @@ SYSTEM_SAMPLE = 512 * 1024
 
 # (message, envelope, recipients): returns once what it learnt is durable
 SystemSink = Callable[[bytes, Envelope, Sequence[str]], Awaitable[None]]
+# (message, envelope, remote recipients, queue id) -> the remote recipients to queue
+RemoteFilter = Callable[[bytes | SpooledMessage, Envelope, Sequence[RemoteRecipient], str],
+                        Awaitable[Sequence[RemoteRecipient]]]
 
 
 class DeliveryService:
@@ -128,6 +131,8 @@ class DeliveryService:
         # Mail to addresses the server reads itself (Directory.system_recipient: the sending
         # layer's bounces and complaints), handed over before anything is stored.
         self.system_sink: SystemSink | None = None
+        # Suppressions for ordinary submissions (sending/smtp_suppression.py, issue 18)
+        self.remote_filter: RemoteFilter | None = None
 
     async def deliver(
         self,
@@ -153,6 +158,10 @@ class DeliveryService:
             sample = body if isinstance(body, bytes) else await asyncio.to_thread(
                 read_spooled, body, SYSTEM_SAMPLE)
             await self.system_sink(sample, envelope, recipients)
+            if not local and not remote:
+                return AcceptResult(queue_id, 0, ())
+        if self.remote_filter is not None and remote:
+            remote = await self.remote_filter(body, envelope, remote, queue_id)
             if not local and not remote:
                 return AcceptResult(queue_id, 0, ())
         now = self.clock()

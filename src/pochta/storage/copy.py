@@ -178,18 +178,18 @@ async def _copy_dependents(src: sqlite3.Connection,
     ]
     queue = [
         (id_, mid, blob, Jsonb(json.loads(env)), rcpt, notify, orcpt, state, attempts, nxt,
-         reply, created)
-        for id_, mid, blob, env, rcpt, notify, orcpt, state, attempts, nxt, reply, created
-        in src.execute(
+         reply, created, priority)
+        for id_, mid, blob, env, rcpt, notify, orcpt, state, attempts, nxt, reply, created,
+        priority in src.execute(
             "SELECT id, message_id, blob_id, envelope, recipient, notify, orcpt, state, "
-            "attempts, next_attempt, last_reply, created FROM queue")
+            "attempts, next_attempt, last_reply, created, priority FROM queue")
     ]
     tables: list[tuple[str, str, list[Row]]] = [
         ("messages", "mailbox_id, uid, blob_id, size, internaldate, flags, modseq", messages),
         ("expunged", "mailbox_id, uid, modseq",
          src.execute("SELECT mailbox_id, uid, modseq FROM expunged").fetchall()),
         ("queue", "id, message_id, blob_id, envelope, recipient, notify, orcpt, state, "
-                  "attempts, next_attempt, last_reply, created", queue),
+                  "attempts, next_attempt, last_reply, created, priority", queue),
     ]
     for table, columns, rows in tables:
         await _insert(conn, table, columns, rows)

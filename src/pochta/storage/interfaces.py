@@ -209,6 +209,10 @@ class Envelope:
     smtputf8: bool = False
     body_8bit: bool = False
     authenticated_as: str | None = None
+    # The sending layer's stream ("" for ordinary mail) and the queue claim priority it
+    # maps to (higher first: a password reset overtakes a newsletter, issue 18).
+    stream: str = ""
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)

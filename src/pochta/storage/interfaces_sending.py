@@ -33,6 +33,8 @@ class EventKind(enum.StrEnum):
     COMPLAINED = "complained"
     UNSUBSCRIBED = "unsubscribed"
     SUPPRESSED = "suppressed"
+    OPENED = "opened"  # tracking.py: the pixel was loaded
+    CLICKED = "clicked"  # a tracked link was followed
 
 
 @dataclass(frozen=True, slots=True)

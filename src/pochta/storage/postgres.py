@@ -122,7 +122,7 @@ from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
 from .postgres_web import PostgresWebMixin
-from .rules import new_message_id, normalize_mailbox_name
+from .rules import new_message_id, normalize_mailbox_name, stream_fields
 
 T = TypeVar("T")
 log = logging.getLogger("pochta.storage.postgres")
@@ -256,7 +256,7 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
                postgres_web.MIGRATION)
-MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION,)
+MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION, postgres_sending.MIGRATION_QUEUE_PRIORITY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -310,7 +310,8 @@ def _queue_item(row: tuple[Any, ...]) -> QueueItem:
     (id_, mid, blob_id, e, rcpt, notify, orcpt, state, attempts, nxt, reply, created) = row
     envelope = Envelope(
         e["sender"], e.get("ret"), e.get("envid"), bool(e.get("smtputf8")),
-        bool(e.get("body_8bit")), e.get("authenticated_as"),
+        bool(e.get("body_8bit")), e.get("authenticated_as"), e.get("stream", ""),
+        int(e.get("priority", 0)),
     )
     return QueueItem(
         id_, mid, blob_id, envelope, RemoteRecipient(rcpt, notify, orcpt),
@@ -950,6 +951,7 @@ class PostgresStore(
             "sender": envelope.sender, "ret": envelope.ret, "envid": envelope.envid,
             "smtputf8": envelope.smtputf8, "body_8bit": envelope.body_8bit,
             "authenticated_as": envelope.authenticated_as,
+            **stream_fields(envelope),
         })
         if isinstance(data, SpooledMessage):
             return await self._accept_spooled(
@@ -1172,8 +1174,10 @@ class PostgresStore(
                                  t.internaldate if t.internaldate is not None else job.now,
                                  sorted(t.flags), modseq[box]))
                 uids.append((box, uid))
+            priority = int(job.env.obj.get("priority", 0))
             queued += [(job.message_id, blob_id, job.env, r.address, r.notify, r.orcpt,
-                        QueueState.PENDING.value, job.now, job.now) for r in job.remote]
+                        QueueState.PENDING.value, job.now, job.now, priority)
+                       for r in job.remote]
             outcomes[slot] = AcceptResult(job.message_id, blob_id, tuple(uids))
         async with tx.conn.cursor() as cur:
             written = [(b, j) for b, j in zip(blob_ids, jobs, strict=True) if j.blob_id is None]
@@ -1194,7 +1198,8 @@ class PostgresStore(
                 tx.queue_woken = True
                 await cur.executemany(
                     "INSERT INTO queue(message_id, blob_id, envelope, recipient, notify,"
-                    " orcpt, state, next_attempt, created) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    " orcpt, state, next_attempt, created, priority)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     queued,
                 )
 
@@ -1792,7 +1797,9 @@ class PostgresStore(
             "WITH due AS (SELECT id FROM queue "  # noqa: S608 (our constants)
             "WHERE state IN ('pending','deferred') AND next_attempt<=%(now)s "
             "AND (claimed_by IS NULL OR lease_until<%(now)s) "
-            "ORDER BY next_attempt, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            # higher priority first (streams, issue 18), then oldest due
+            "ORDER BY priority DESC, next_attempt, id LIMIT %(limit)s "
+            "FOR UPDATE SKIP LOCKED) "
             "UPDATE queue q SET claimed_by=%(owner)s, lease_until=%(until)s FROM due "
             f"WHERE q.id=due.id RETURNING {cols}"
         )
@@ -1803,7 +1810,7 @@ class PostgresStore(
             return await cur.fetchall()
 
         items = [_queue_item(r) for r in await self._tx(fn)]
-        return sorted(items, key=lambda i: (i.next_attempt, i.id))
+        return sorted(items, key=lambda i: (-i.envelope.priority, i.next_attempt, i.id))
 
     async def renew_queue_claims(
         self, item_ids: Sequence[int], owner: str, until: float

@@ -22,6 +22,13 @@ from .interfaces_sending import (
 )
 from .postgres_base import PostgresFeature, Transaction
 
+# Streams queue separately (issue 18): the claim takes higher priorities first.
+MIGRATION_QUEUE_PRIORITY = """
+ALTER TABLE queue ADD COLUMN priority integer NOT NULL DEFAULT 0;
+CREATE INDEX queue_claim ON queue(priority DESC, next_attempt)
+    WHERE state IN ('pending','deferred');
+"""
+
 MIGRATION = """
 CREATE TABLE sending_api_keys(
     key_id text PRIMARY KEY, domain text NOT NULL, scopes text NOT NULL,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from .interfaces import FlagMode
+from .interfaces import Envelope, FlagMode
 
 
 def new_message_id() -> str:
@@ -39,3 +39,14 @@ def flags_text(flags: frozenset[str]) -> str:
 
 def flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
+
+
+def stream_fields(envelope: Envelope) -> dict[str, str | int]:
+    """The envelope's stream and priority for its stored JSON (omitted when unset, so
+    ordinary mail's envelope is stored as before)."""
+    out: dict[str, str | int] = {}
+    if envelope.stream:
+        out["stream"] = envelope.stream
+    if envelope.priority:
+        out["priority"] = envelope.priority
+    return out

@@ -92,6 +92,7 @@ from .rules import (
     flags_text,
     new_message_id,
     normalize_mailbox_name,
+    stream_fields,
 )
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_imap import MIGRATIONS as IMAP_MIGRATIONS
@@ -1065,6 +1066,7 @@ class SQLiteStore(
             "sender": envelope.sender, "ret": envelope.ret, "envid": envelope.envid,
             "smtputf8": envelope.smtputf8, "body_8bit": envelope.body_8bit,
             "authenticated_as": envelope.authenticated_as,
+            **stream_fields(envelope),
         })
         # Filled by the writer thread; watchers of these mailboxes wake after the commit.
         touched: set[int] = set()
@@ -1088,9 +1090,9 @@ class SQLiteStore(
             for rcpt in remote:
                 conn.execute(
                     "INSERT INTO queue(message_id, blob_id, envelope, recipient, notify, orcpt,"
-                    " state, next_attempt, created) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " state, next_attempt, created, priority) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (message_id, blob_id, env_json, rcpt.address, rcpt.notify, rcpt.orcpt,
-                     QueueState.PENDING.value, now, now),
+                     QueueState.PENDING.value, now, now, envelope.priority),
                 )
             return AcceptResult(message_id, blob_id, tuple(uids))
 
@@ -1609,7 +1611,8 @@ class SQLiteStore(
         e = json.loads(env)
         envelope = Envelope(
             e["sender"], e.get("ret"), e.get("envid"), bool(e.get("smtputf8")),
-            bool(e.get("body_8bit")), e.get("authenticated_as"),
+            bool(e.get("body_8bit")), e.get("authenticated_as"), e.get("stream", ""),
+            int(e.get("priority", 0)),
         )
         return QueueItem(
             id_, mid, blob_id, envelope, RemoteRecipient(rcpt, notify, orcpt),
@@ -1635,10 +1638,12 @@ class SQLiteStore(
                 f"UPDATE queue SET claimed_by=?, lease_until=? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM queue WHERE state IN ('pending','deferred') AND "
                 "next_attempt<=? AND (claimed_by IS NULL OR lease_until<?) "
-                f"ORDER BY next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",
+                # higher priority first (streams, issue 18), then oldest due
+                f"ORDER BY priority DESC, next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",
                 (owner, now + lease, now, now, limit),
             ).fetchall()
-            return sorted((self._queue_item(r) for r in rows), key=lambda i: i.next_attempt)
+            return sorted((self._queue_item(r) for r in rows),
+                          key=lambda i: (-i.envelope.priority, i.next_attempt))
 
         return await self._write(fn)
 

@@ -58,6 +58,12 @@ CREATE TABLE sending_webhook_log(
     detail TEXT NOT NULL);
 CREATE INDEX sending_webhook_log_hook ON sending_webhook_log(webhook_id, id);
 """),
+    # Streams queue separately (issue 18): the claim takes higher priorities first.
+    Migration("sending-queue-priority", """
+ALTER TABLE queue ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX queue_claim ON queue(priority, next_attempt)
+    WHERE state IN ('pending','deferred');
+"""),
 ]
 
 SEP = "\x1f"  # tags are stored joined by the unit separator (never in a tag)

@@ -28,6 +28,7 @@ from .interfaces_imap import ImapStateStore
 from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
+from .interfaces_ops import OpsStore
 from .interfaces_web import WebStore
 
 
@@ -493,6 +494,7 @@ class MailStore(
     ImapStateStore,
     SendingStore,  # interfaces_sending.py (issue 18)
     WebStore,  # interfaces_web.py (issue 19)
+    OpsStore,  # interfaces_ops.py (issue 19)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

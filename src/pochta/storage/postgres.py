@@ -81,6 +81,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import (
     postgres_imap,
+    postgres_ops,
     postgres_sending,
     postgres_sieve,
     postgres_spam,
@@ -121,6 +122,7 @@ from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
 from .postgres_web import PostgresWebMixin
+from .postgres_ops import PostgresOpsMixin
 from .rules import new_message_id, normalize_mailbox_name
 
 T = TypeVar("T")
@@ -250,6 +252,7 @@ MIGRATIONS: tuple[str, ...] = (
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
                postgres_web.MIGRATION)
+MIGRATIONS += (postgres_ops.MIGRATION,)  # issue 19: log, app passwords, queue holds
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -259,6 +262,7 @@ TABLES: tuple[str, ...] = (
 )
 TABLES += (postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
            + postgres_imap.TABLES + postgres_sending.TABLES + postgres_web.TABLES)
+TABLES += postgres_ops.TABLES
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -442,7 +446,7 @@ class _QueueWatcher:
 
 class PostgresStore(
     PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState,
-    PostgresSendingMixin, PostgresWebMixin,
+    PostgresSendingMixin, PostgresWebMixin, PostgresOpsMixin,
 ):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
@@ -1740,6 +1744,7 @@ class PostgresStore(
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
         rows = await self._query(
             f"SELECT {_QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND NOT EXISTS (SELECT 1 FROM queue_holds h WHERE h.item_id = queue.id) "
             "AND next_attempt<=%s ORDER BY next_attempt, id LIMIT %s", (now, limit),
         )
         return [_queue_item(r) for r in rows]
@@ -1751,6 +1756,7 @@ class PostgresStore(
         query = (
             "WITH due AS (SELECT id FROM queue "  # noqa: S608 (our constants)
             "WHERE state IN ('pending','deferred') AND next_attempt<=%(now)s "
+            "AND NOT EXISTS (SELECT 1 FROM queue_holds h WHERE h.item_id = queue.id) "
             "AND (claimed_by IS NULL OR lease_until<%(now)s) "
             "ORDER BY next_attempt, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
             "UPDATE queue q SET claimed_by=%(owner)s, lease_until=%(until)s FROM due "

@@ -105,6 +105,8 @@ from .sqlite_transport import MIGRATIONS as TRANSPORT_MIGRATIONS
 from .sqlite_transport import SQLiteTransportSecurity
 from .sqlite_web import MIGRATIONS as WEB_MIGRATIONS  # issue 19
 from .sqlite_web import SQLiteWebMixin
+from .sqlite_ops import MIGRATIONS as OPS_MIGRATIONS  # issue 19: log, app passwords
+from .sqlite_ops import SQLiteOpsMixin
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 
@@ -195,6 +197,7 @@ FEATURE_MIGRATIONS: list[Migration] = [
     *SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS, *SPAM_MIGRATIONS, *IMAP_MIGRATIONS,
     *SENDING_MIGRATIONS,
     *WEB_MIGRATIONS,
+    *OPS_MIGRATIONS,
 ]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
@@ -443,6 +446,7 @@ class SQLiteStore(
     SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteSpamMixin, SQLiteImapState,
     SQLiteSendingMixin,
     SQLiteWebMixin,
+    SQLiteOpsMixin,
     SQLiteFeature,
 ):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
@@ -1531,6 +1535,7 @@ class SQLiteStore(
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
         rows = await self._query(
             f"SELECT {self._QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND id NOT IN (SELECT item_id FROM queue_holds) "
             "AND next_attempt<=? ORDER BY next_attempt LIMIT ?", (now, limit),
         )
         return [self._queue_item(r) for r in rows]
@@ -1546,6 +1551,7 @@ class SQLiteStore(
             rows = conn.execute(
                 f"UPDATE queue SET claimed_by=?, lease_until=? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM queue WHERE state IN ('pending','deferred') AND "
+                "id NOT IN (SELECT item_id FROM queue_holds) AND "
                 "next_attempt<=? AND (claimed_by IS NULL OR lease_until<?) "
                 f"ORDER BY next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",
                 (owner, now + lease, now, now, limit),

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .interfaces_imap import ImapStateStore
+from .interfaces_ops import OpsStore
 from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
-from .interfaces_ops import OpsStore
 from .interfaces_web import WebStore
 
 

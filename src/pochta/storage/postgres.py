@@ -117,12 +117,12 @@ from .interfaces import (
     StoreStats,
 )
 from .postgres_imap import PostgresImapState
+from .postgres_ops import PostgresOpsMixin
 from .postgres_sending import PostgresSendingMixin
 from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
 from .postgres_transport import PostgresTransportSecurity
 from .postgres_web import PostgresWebMixin
-from .postgres_ops import PostgresOpsMixin
 from .rules import new_message_id, normalize_mailbox_name
 
 T = TypeVar("T")

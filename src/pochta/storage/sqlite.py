@@ -95,6 +95,8 @@ from .rules import (
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_imap import MIGRATIONS as IMAP_MIGRATIONS
 from .sqlite_imap import SQLiteImapState
+from .sqlite_ops import MIGRATIONS as OPS_MIGRATIONS  # issue 19: log, app passwords
+from .sqlite_ops import SQLiteOpsMixin
 from .sqlite_sending import MIGRATIONS as SENDING_MIGRATIONS
 from .sqlite_sending import SQLiteSendingMixin
 from .sqlite_sieve import MIGRATIONS as SIEVE_MIGRATIONS
@@ -105,8 +107,6 @@ from .sqlite_transport import MIGRATIONS as TRANSPORT_MIGRATIONS
 from .sqlite_transport import SQLiteTransportSecurity
 from .sqlite_web import MIGRATIONS as WEB_MIGRATIONS  # issue 19
 from .sqlite_web import SQLiteWebMixin
-from .sqlite_ops import MIGRATIONS as OPS_MIGRATIONS  # issue 19: log, app passwords
-from .sqlite_ops import SQLiteOpsMixin
 
 __all__ = ["SQLiteStore", "new_message_id", "normalize_mailbox_name"]
 

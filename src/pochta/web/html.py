@@ -54,8 +54,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") 
 
 ADMIN_NAV = (("/admin", "Dashboard"), ("/admin/domains", "Domains"),
              ("/admin/accounts", "Accounts"), ("/admin/queue", "Queue"),
-             ("/admin/doctor", "Doctor"))
-USER_NAV = (("/account", "My account"),)
+             ("/admin/log", "Log"), ("/admin/doctor", "Doctor"))
+USER_NAV = (("/account", "My account"), ("/account/app-passwords", "App passwords"),
+            ("/account/filters", "Filters"))
 
 
 def page(title: str, body: str, *, who: str = "", csrf: str = "",
@@ -106,6 +107,29 @@ def bar_chart(points: Sequence[tuple[str, float]], width: int = 720, height: int
             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
             f'<text x="4" y="12" font-size="10" fill="#555">'
             f"max {top:g}</text>{''.join(bars)}</svg>")
+
+
+def hbar_chart(points: Sequence[tuple[str, float]], label: str, width: int = 520) -> str:
+    """An inline SVG horizontal bar chart with a label per bar (top senders, verdicts)."""
+    row, text_w = 22, 230
+    height = max(len(points), 1) * row + 8
+    top = max((v for _, v in points), default=0.0) or 1.0
+    parts = []
+    for i, (name, value) in enumerate(points):
+        y = 4 + i * row
+        w = (width - text_w - 50) * value / top
+        parts.append(f'<text x="{text_w - 6}" y="{y + 15}" font-size="12" text-anchor="end" '
+                     f'fill="#1c2430">{esc(name[:40])}</text>'
+                     f'<rect x="{text_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
+                     f'fill="#3b6ea5"><title>{esc(name)}: {value:g}</title></rect>'
+                     f'<text x="{text_w + w + 4:.1f}" y="{y + 15}" font-size="12" '
+                     f'fill="#555">{value:g}</text>')
+    if not points:
+        parts.append('<text x="8" y="18" font-size="12" fill="#555">nothing yet</text>')
+    return (f'<svg class="chart" role="img" aria-label="{esc(label)}" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
+            f"{''.join(parts)}</svg>")
 
 
 CSS = """

@@ -62,13 +62,11 @@ class Health:
         store = self.ctx.store
         now = time.time()
         out: list[tuple[str, str, Labels, float]] = []
-        items = await store.list_queue()
-        depth = {QueueState.PENDING.value: 0, QueueState.DEFERRED.value: 0}
-        oldest = now
-        for item in items:
-            if item.state in (QueueState.PENDING, QueueState.DEFERRED):
-                depth[item.state.value] += 1
-                oldest = min(oldest, item.created)
+        # aggregates in the store (one GROUP BY), not a list of every item
+        states, first = await store.queue_summary()
+        depth = {st: states.get(st, 0) for st in (QueueState.PENDING.value,
+                                                  QueueState.DEFERRED.value)}
+        oldest = now if first is None else min(now, first)
         for state, n in sorted(depth.items()):
             out.append(("pochta_queue_depth", "queued recipients waiting for delivery",
                         (("state", state),), n))
@@ -82,8 +80,8 @@ class Health:
                     stats.reclaimable_bytes))
         out.append(("pochta_store_bytes", size, (("kind", "disk"),), stats.disk_bytes))
         out.append(("pochta_store_blobs", "message blobs stored", (), stats.blobs))
-        out.append(("pochta_domains", "local domains", (), len(await store.list_domains())))
-        out.append(("pochta_accounts", "accounts", (), len(await store.list_accounts())))
+        out.append(("pochta_domains", "local domains", (), await store.count_domains()))
+        out.append(("pochta_accounts", "accounts", (), await store.count_accounts()))
         out.append(("pochta_start_time_seconds", "when this process started (Unix time)", (),
                     round(self.started, 3)))
         return out

@@ -26,8 +26,7 @@ from pochta.policy.cli import services_from_listeners
 from pochta.services.eventlog import event_log
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 from pochta.storage.interfaces_ops import NewMailEvent
-from tests.conftest import Instance
-from tests.web.conftest import ADMIN
+from tests.conftest import Instance, storage_toml
 from tests.web.helpers import Client, WebServer
 
 EVIL = "<script>alert('x')</script>"
@@ -105,7 +104,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, instance: Instance, *argv: str) -> int:
     config = instance.dir / "pochta.toml"
     if not config.exists():
         config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
-                          f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n')
+                          f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                          + storage_toml(instance.raw_config.get("storage", {})))
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     return main(["-c", str(config), *argv])
 
@@ -113,8 +113,6 @@ def cli(monkeypatch: pytest.MonkeyPatch, instance: Instance, *argv: str) -> int:
 async def test_queue_hold_cli(web: WebServer, instance: Instance,
                               monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    if web.server.ctx.config.storage.backend != "sqlite":
-        pytest.skip("the CLI opens the test's SQLite data directory")  # pragma: no cover
     result = await web.store.accept(b"Subject: q\r\n\r\nx\r\n", Envelope(sender="a@x.test"),
                                     [], [RemoteRecipient("r1@remote.test"),
                                          RemoteRecipient("r2@remote.test")])
@@ -289,8 +287,6 @@ async def test_app_passwords(web: WebServer) -> None:
 async def test_app_password_cli(web: WebServer, instance: Instance,
                                 monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    if web.server.ctx.config.storage.backend != "sqlite":
-        pytest.skip("the CLI opens the test's SQLite data directory")  # pragma: no cover
     code = await asyncio.to_thread(cli, monkeypatch, instance, "user", "app-password", "add",
                                    "bob@example.test", "tablet")
     out = capsys.readouterr().out

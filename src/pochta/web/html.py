@@ -126,7 +126,7 @@ def hbar_chart(points: Sequence[tuple[str, float]], label: str, width: int = 520
                      f'fill="#555">{value:g}</text>')
     if not points:
         parts.append('<text x="8" y="18" font-size="12" fill="#555">nothing yet</text>')
-    return (f'<svg class="chart" role="img" aria-label="{esc(label)}" width="{width}" '
+    return (f'<svg class="hbars" role="img" aria-label="{esc(label)}" width="{width}" '
             f'height="{height}" viewBox="0 0 {width} {height}" '
             f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
             f"{''.join(parts)}</svg>")
@@ -148,7 +148,8 @@ padding:.8em 1.2em;border:1px solid #dde3ea;min-width:10em}.card b{display:block
 1.6em}code,pre{font-family:ui-monospace,monospace;font-size:.9em}pre{background:#fff;
 padding:.6em;overflow:auto;border:1px solid #dde3ea}.ok{color:#1d7a35}.warn{color:#a86800}
 .fail{color:#b03a2e}.stack label{display:block;margin:.4em 0}.chart{background:#fff;
-border:1px solid #dde3ea}.login{max-width:24em}
+border:1px solid #dde3ea}.login{max-width:24em}.hbars{background:#fff;border:1px solid
+#dde3ea;display:block}.secret{font-size:1.3em;padding:.2em .4em;background:#fff}
 """
 
 JS = """

@@ -53,7 +53,7 @@ class EventLog:
             batch, self._buffer = self._buffer[:FLUSH_BATCH], self._buffer[FLUSH_BATCH:]
             try:
                 await self.store.record_mail_events(batch)
-            except (StoreError, OSError) as exc:
+            except Exception as exc:  # a log line must never break mail (a closed store...)
                 log.warning("mail log: %d event(s) not recorded: %s", len(batch), exc)
                 return
         now = time.time()
@@ -76,6 +76,15 @@ def event_log(store: Any, days: float | None = None) -> EventLog:
     if days is not None:
         found.days = days
     return found
+
+
+async def flush_store(store: Any) -> None:
+    """Write what ``store``'s log holds (the server calls this as it stops)."""
+    found = _logs.get(store)
+    if found is not None:
+        if found._task is not None and found._task is not asyncio.current_task():
+            found._task.cancel()
+        await found.flush()
 
 
 def record(store: Any, event: NewMailEvent) -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from .interfaces import AlreadyExists, NotFound
-from .interfaces_ops import AppPassword, MailEvent, NewMailEvent
+from .interfaces_ops import EVENT_KINDS, AppPassword, MailEvent, NewMailEvent
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -17,7 +17,8 @@ CREATE TABLE mail_events(
     message_id text NOT NULL, sender text NOT NULL, recipient text NOT NULL,
     client_ip text NOT NULL, tag text NOT NULL, detail text NOT NULL);
 CREATE INDEX mail_events_ts ON mail_events(ts);
-CREATE INDEX mail_events_kind_ts ON mail_events(kind, ts);
+-- covers the dashboard's 24-hour aggregates (index only, no table reads)
+CREATE INDEX mail_events_kind_ts ON mail_events(kind, ts, tag, sender, recipient);
 CREATE INDEX mail_events_message ON mail_events(message_id, id) WHERE message_id != '';
 CREATE INDEX mail_events_sender ON mail_events(sender, id) WHERE sender != '';
 CREATE INDEX mail_events_recipient ON mail_events(recipient, id) WHERE recipient != '';
@@ -95,8 +96,12 @@ class PostgresOpsMixin(PostgresFeature):
         return await self._tx(fn)
 
     async def count_mail_events(self, since: float) -> dict[tuple[str, str], int]:
-        rows = await self._query("SELECT kind, tag, count(*) FROM mail_events WHERE ts >= %s "
-                                 "GROUP BY kind, tag", (since,))
+        # one index range per kind (a kind-first index): far cheaper than a time range
+        # read through to the table
+        sql = " UNION ALL ".join(
+            "SELECT kind, tag, count(*) FROM mail_events WHERE kind = %s AND ts >= %s "
+            "GROUP BY kind, tag" for _ in EVENT_KINDS)
+        rows = await self._query(sql, [v for k in EVENT_KINDS for v in (k, since)])
         return {(str(k), str(t)): int(n) for k, t, n in rows}
 
     async def top_mail_addresses(self, kind: str, field: str, since: float,

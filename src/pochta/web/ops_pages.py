@@ -16,6 +16,7 @@ check of ``WebApp.guard``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -113,13 +114,14 @@ class OpsPages:
         mail log (aggregates in the store: GROUP BY over an index on the time)."""
         store = self.ctx.store
         since = time.time() - 86400
-        counts = await store.count_mail_events(since)
+        counts, senders, receivers = await asyncio.gather(
+            store.count_mail_events(since),
+            store.top_mail_addresses(ACCEPTED, "sender", since),
+            store.top_mail_addresses(ACCEPTED, "recipient", since))
         verdicts = [("ham (inbox)", counts.get((ACCEPTED, "ham"), 0)),
                     ("spam (junk folder)", counts.get((ACCEPTED, "spam"), 0)),
                     ("spam (refused)", counts.get((REFUSED, "spam"), 0)),
                     ("not judged (submission)", counts.get((ACCEPTED, ""), 0))]
-        senders = await store.top_mail_addresses(ACCEPTED, "sender", since)
-        receivers = await store.top_mail_addresses(ACCEPTED, "recipient", since)
         sent = sum(n for (kind, _), n in counts.items() if kind == DELIVERED)
         bounced = sum(n for (kind, _), n in counts.items() if kind == BOUNCED)
         return ("<h2>Spam verdicts (last 24 hours, per recipient)</h2>"

@@ -82,13 +82,15 @@ class OpsPages:
         except ValueError:
             before = None
         events = await self.ctx.store.search_mail_events(query, before, LOG_PAGE)
+        days = self.ctx.config.web.log_days
+        kept = f"kept {days} days" if days else "kept forever"
         rows = [self._event_row(e) for e in events]
         body = (f'<form method="get" action="/admin/log" class="inline">'
                 f'<input name="q" value="{esc(query)}" size="40" '
                 'placeholder="queue id or address"> <button type="submit">Search</button>'
                 "</form>"
                 "<p>SMTP sessions, accepted messages, deliveries and bounces, newest first"
-                f" (kept {esc(f'{self.ctx.config.web.log_days:g}')} days).</p>"
+                f" ({esc(kept)}).</p>"
                 + table(["Time (UTC)", "Event", "Queue id", "From", "To", "Client",
                          "Verdict", "Detail"], rows, "log"))
         if len(events) == LOG_PAGE:
@@ -121,7 +123,7 @@ class OpsPages:
         verdicts = [("ham (inbox)", counts.get((ACCEPTED, "ham"), 0)),
                     ("spam (junk folder)", counts.get((ACCEPTED, "spam"), 0)),
                     ("spam (refused)", counts.get((REFUSED, "spam"), 0)),
-                    ("not judged (submission)", counts.get((ACCEPTED, ""), 0))]
+                    ("not judged", counts.get((ACCEPTED, ""), 0))]
         sent = sum(n for (kind, _), n in counts.items() if kind == DELIVERED)
         bounced = sum(n for (kind, _), n in counts.items() if kind == BOUNCED)
         return ("<h2>Spam verdicts (last 24 hours, per recipient)</h2>"
@@ -217,8 +219,9 @@ class OpsPages:
             if action == "rotate":
                 algs = sorted({k.algorithm for k in dkim.signing_keys(data, domain)}) or [
                     dkim.ALGORITHMS[0]]
-                for alg in algs:
-                    dkim.generate_key(data, domain, dkim.new_selector(data, domain, alg), alg)
+                for alg in algs:  # an RSA key takes a while: not on the event loop
+                    await asyncio.to_thread(dkim.generate_key, data, domain,
+                                            dkim.new_selector(data, domain, alg), alg)
                 return redirect(f"{back}?done=dkim-new")
             if action == "activate":
                 keys = [k for k in dkim.load_keys(data, domain) if k.selector == selector]

@@ -141,6 +141,7 @@ async def test_dkim_rotation_and_live_dns_check(admin: Client, web: WebServer) -
     for key in dkim.load_keys(config.data_path, "example.test"):
         resolver.txt_records[key.dns_name] = [dkim.dns_txt_record(key)]
     imaps = services_from_listeners(config.listeners)["imaps"]  # the configured port
+    resolver.cname_records["autoconfig.example.test"] = ["mail.example.test."]
     resolver.srv_records["_imaps._tcp.example.test"] = [f"0 1 {imaps} MAIL.example.test"]
     resolver.srv_records["_pop3s._tcp.example.test"] = [f"0 1 {imaps + 1} mail.example.test."]
     page = await admin.get("/admin/domains/example.test")
@@ -151,6 +152,7 @@ async def test_dkim_rotation_and_live_dns_check(admin: Client, web: WebServer) -
     assert checks["_imaps._tcp.example.test"] == "ok"
     assert checks["_pop3s._tcp.example.test"] == "different"
     assert checks["mta-sts.example.test"] == "missing"
+    assert checks["autoconfig.example.test"] == "ok"
     assert "<code>10 mail.example.test.</code>" in page.text  # MX as DNS says it
     assert "<code>v=spf1 a -all</code>" in page.text and ">different<" in page.text
     # rotate: a new key, not signing, not in DNS yet

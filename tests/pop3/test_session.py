@@ -28,6 +28,7 @@ from pochta.proto.pop3 import (
     dot_stuff,
     top_of,
 )
+from pochta.proto.pop3.replies import ErrReply
 
 MSG1 = b"Subject: one\r\nFrom: a@example.test\r\n\r\nHello\r\n.dotted line\r\n..two\r\nend\r\n"
 MSG2 = b"Subject: two\r\n\r\n.\r\nline2\r\nline3\r\n"
@@ -555,3 +556,50 @@ def test_no_input_breaks_the_session(chunks: list[bytes], split: int) -> None:
     for line in out.split(b"\r\n"):
         if line.startswith((b"+OK", b"-ERR")):
             assert len(line) + 2 <= 512  # RFC 2449 §4: responses up to 512 octets
+
+
+def _pending(command: bytes) -> Pop3Session:
+    s = Pop3Session(hostname="h.example.test", tls_active=True)
+    s.receive_data(b"USER a\r\nPASS b\r\n")
+    s.next_event()
+    s.accept_login("a", DROP)
+    s.data_to_send()
+    s.receive_data(command)
+    s.next_event()
+    return s
+
+
+def test_abandon_answers_whatever_is_pending_and_the_session_goes_on() -> None:
+    """The driver's command boundary: an error while deciding any event becomes one
+    -ERR (not counted as the client's), and the next command is read as usual."""
+    err = ErrReply("Local error in processing, try again later", "SYS/TEMP")
+    s = Pop3Session(hostname="h.example.test", tls_active=True, max_errors=1)
+    s.receive_data(b"USER a\r\nPASS b\r\n")
+    assert isinstance(s.next_event(), PasswordLogin)
+    assert s.abandon(err) is None
+    s.receive_data(b"CAPA\r\n")
+    s.next_event()
+    out = s.data_to_send()
+    assert b"-ERR [SYS/TEMP] Local error in processing, try again later\r\n" in out
+    assert s.state is State.AUTHORIZATION and b"Too many errors" not in out
+
+    r = _pending(b"RETR 1\r\n")
+    assert r.abandon(err) is None
+    r.receive_data(b"STAT\r\n")
+    assert r.next_event() is NEED_DATA
+    assert r.data_to_send().startswith(b"-ERR [SYS/TEMP] Local error")
+
+    u = _pending(b"DELE 1\r\nQUIT\r\n")
+    assert isinstance(u.abandon(err), Closed)
+    assert u.data_to_send().endswith(b"-ERR [SYS/TEMP] Local error in processing, try "
+                                     b"again later\r\n")
+
+
+def test_abandon_refuses_when_the_answer_has_begun() -> None:
+    s = _pending(b"RETR 1\r\n")
+    s.start_message(10)
+    with pytest.raises(ProtocolUsageError):
+        s.abandon()
+    idle = Pop3Session(hostname="h.example.test", tls_active=True)
+    with pytest.raises(ProtocolUsageError):
+        idle.abandon()

@@ -16,9 +16,9 @@ from pochta.proto.smtp.client import (
     Malformed,
     Preflight,
     Recipient,
-    Reply,
     ReplyParser,
     Response,
+    ServerReply,
     State,
     Transaction,
     TransactionDone,
@@ -190,10 +190,10 @@ def test_multiline_reply_and_enhanced_code() -> None:
     assert p.feed(b"250-first\r\n250-sec") == []
     (r,) = p.feed(b"ond\r\n250 2.0.0 last\r\n")
     assert r.code == 250 and r.lines == ("first", "second", "2.0.0 last")
-    assert Reply(550, ("5.1.1 no such user",)).enhanced == "5.1.1"
+    assert ServerReply(550, ("5.1.1 no such user",)).enhanced == "5.1.1"
     # An enhanced code whose class does not match the reply code is not one (RFC 2034).
-    assert Reply(550, ("2.1.1 odd",)).enhanced is None
-    assert str(Reply(250, ("",))) == "250"
+    assert ServerReply(550, ("2.1.1 odd",)).enhanced is None
+    assert str(ServerReply(250, ("",))) == "250"
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_garbage_from_server_is_an_event_not_an_exception(garbage: bytes) -> Non
 
 
 def test_extensions_parsed_case_insensitively() -> None:
-    ext = parse_extensions(Reply(250, ("mx", "pipelining", "SIZE 1000", "AUTH=LOGIN PLAIN")))
+    ext = parse_extensions(ServerReply(250, ("mx", "pipelining", "SIZE 1000", "AUTH=LOGIN PLAIN")))
     assert ext["PIPELINING"] == "" and ext["SIZE"] == "1000"
     assert ext["AUTH"] == "LOGIN PLAIN"
 
@@ -312,11 +312,11 @@ def test_preflight_refusals() -> None:
     eight = "Subject: x\r\n\r\nGrüße\r\n".encode()
     assert c.preflight(tx("a@example.net", message=eight)) is Preflight.DOWNGRADE_8BIT
     big = c.preflight(tx("a@example.net", message=b"x" * 200))
-    assert isinstance(big, Reply) and big.code == 552 and big.enhanced == "5.3.4"
+    assert isinstance(big, ServerReply) and big.code == 552 and big.enhanced == "5.3.4"
     utf8 = c.preflight(tx("jürgen@example.net", smtputf8=True))
-    assert isinstance(utf8, Reply) and utf8.enhanced == "5.6.7"
+    assert isinstance(utf8, ServerReply) and utf8.enhanced == "5.6.7"
     hdr = c.preflight(tx("a@example.net", message="Subject: ü\r\n\r\nx\r\n".encode()))
-    assert isinstance(hdr, Reply) and hdr.enhanced == "5.6.9"
+    assert isinstance(hdr, ServerReply) and hdr.enhanced == "5.6.9"
 
 
 def test_smtputf8_parameter_when_offered() -> None:

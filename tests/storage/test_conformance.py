@@ -130,6 +130,24 @@ async def test_aliases(store: MailStore) -> None:
     assert await store.get_alias("sales@example.test") is None
 
 
+async def test_find_addresses_reads_aliases_and_accounts_at_once(store: MailStore) -> None:
+    alice = await store.add_account("alice@example.test", "hash", None)
+    await store.update_account("alice@example.test", disabled=True, quota_bytes=99)
+    await store.add_alias("sales@example.test", ["alice@example.test", "bob@remote.test"])
+    await store.add_alias("@example.test", ["alice@example.test"])
+    found = await store.find_addresses(
+        ["Alice@example.test", "sales@example.test", "@example.test", "nobody@example.test"])
+    assert set(found.accounts) == {"alice@example.test"}
+    got = found.accounts["alice@example.test"]
+    assert (got.id, got.disabled, got.quota_bytes) == (alice.id, True, 99)
+    assert found.aliases["sales@example.test"].targets == (
+        "alice@example.test", "bob@remote.test")
+    assert found.aliases["@example.test"].targets == ("alice@example.test",)
+    assert set(found.aliases) == {"sales@example.test", "@example.test"}
+    empty = await store.find_addresses([])
+    assert (empty.aliases, empty.accounts) == ({}, {})
+
+
 async def test_accept_local_and_remote_in_one_transaction(store: MailStore) -> None:
     alice, bob = await account_id(store), await account_id(store, "bob@example.test")
     result = await store.accept(MSG, ENV, [LocalTarget(alice), LocalTarget(bob, "Junk")],

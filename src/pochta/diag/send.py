@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pochta.dns import Resolver, TemporaryDNSError
-from pochta.proto.smtp.client import Reply
+from pochta.proto.smtp.client import ServerReply
 
 from .common import (
     EXIT_CONNECT,
@@ -97,7 +97,7 @@ class SendResult:
     tls: TLSDetails | None = None
     extensions: dict[str, str] = field(default_factory=dict)
     recipients: list[RcptOutcome] = field(default_factory=list)
-    message_reply: Reply | None = None
+    message_reply: ServerReply | None = None
     transcript: Transcript = field(default_factory=Transcript)
 
     def to_json(self) -> dict[str, Any]:
@@ -241,7 +241,7 @@ async def _session(opts: SendOptions, result: SendResult, verify: bool, why: str
     wire: Wire | None = None
     steps = result.steps
 
-    def step(name: str, started: float, reply: Reply | None = None) -> None:
+    def step(name: str, started: float, reply: ServerReply | None = None) -> None:
         steps.append(Step(name, round(time.monotonic() - started, 4),
                           reply.code if reply else None))
 
@@ -366,7 +366,7 @@ def _pick_mechanism(opts: SendOptions, offered: list[str]) -> str:
                 f"{' '.join(offered) or 'none'}")
 
 
-async def _auth(wire: Wire, opts: SendOptions, ext: dict[str, str]) -> Reply:
+async def _auth(wire: Wire, opts: SendOptions, ext: dict[str, str]) -> ServerReply:
     offered = auth_mechanisms(ext)
     if not offered:
         raise _Stop("the server does not offer AUTH here"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pochta.proto.smtp.client import Reply, ReplyParser, parse_extensions
+from pochta.proto.smtp.client import ReplyParser, ServerReply, parse_extensions
 
 from .common import ConnectError, Wire
 
 
-async def read_reply(wire: Wire) -> Reply:
+async def read_reply(wire: Wire) -> ServerReply:
     """One complete (possibly multi-line) reply; garbage is a ConnectError."""
     parser = ReplyParser()
     while True:
@@ -20,13 +20,13 @@ async def read_reply(wire: Wire) -> Reply:
             return replies[0]
 
 
-async def command(wire: Wire, line: str, shown: str | None = None) -> Reply:
+async def command(wire: Wire, line: str, shown: str | None = None) -> ServerReply:
     wire.send_line(line, shown)
     await wire.drain()
     return await read_reply(wire)
 
 
-async def ehlo(wire: Wire, name: str) -> tuple[Reply, dict[str, str]]:
+async def ehlo(wire: Wire, name: str) -> tuple[ServerReply, dict[str, str]]:
     """EHLO, falling back to HELO when EHLO is refused (RFC 5321 4.1.4)."""
     reply = await command(wire, f"EHLO {name}")
     if reply.positive:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pochta.maildate import mail_date
-from pochta.proto.smtp.client import Reply, has_8bit, header_section
+from pochta.proto.smtp.client import ServerReply, has_8bit, header_section
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
@@ -44,7 +44,7 @@ def wants(envelope: Envelope, recipient: RemoteRecipient, action: str) -> bool:
     return kind in notify
 
 
-def status_of(reply: Reply) -> str:
+def status_of(reply: ServerReply) -> str:
     """The RFC 3463 status for a reply (its enhanced code, or one from its class)."""
     if reply.enhanced:
         return reply.enhanced

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pochta.dns import Resolver, TemporaryDNSError
-from pochta.proto.smtp.client import Reply, local_reply
+from pochta.proto.smtp.client import ServerReply, local_reply
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
 from pochta.transport_security.dane import HostTLSA, TLSARecord
 from pochta.transport_security.mtasts import mx_matches
@@ -120,7 +120,7 @@ def is_ip_literal(host: str) -> bool:
 class RouteFailure(Exception):
     """The domain cannot be routed; ``reply`` says why (5xx: bounce, 4xx: retry)."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: ServerReply) -> None:
         super().__init__(str(reply))
         self.reply = reply
 

@@ -28,8 +28,8 @@ from pochta.proto.smtp.client import (
     Greeting,
     Malformed,
     Preflight,
-    Reply,
     Response,
+    ServerReply,
     Transaction,
     TransactionDone,
     TransactionResult,
@@ -130,7 +130,7 @@ def tls_context(verify: bool, cafile: str | None = None) -> ssl.SSLContext:
 class ConnectFailed(Exception):
     """No hop of the destination took a session; ``reply`` is the last reason."""
 
-    def __init__(self, reply: Reply, tls_result: str = "") -> None:
+    def __init__(self, reply: ServerReply, tls_result: str = "") -> None:
         super().__init__(str(reply))
         self.reply = reply
         self.tls_result = tls_result  # an RFC 8460 result-type when TLS was the trouble
@@ -431,7 +431,7 @@ class SMTPConnection:
     async def deliver(self, tx: Transaction) -> TransactionResult:
         """One transaction; every recipient's reply (local ones for local refusals)."""
         check = self.session.preflight(tx)
-        if isinstance(check, Reply):
+        if isinstance(check, ServerReply):
             return _refused(tx, check)
         if check is Preflight.DOWNGRADE_8BIT:
             converted = downgrade_8bit(tx.message)
@@ -475,7 +475,7 @@ def _label(tls: TLSRequirement) -> str:
     return {"sts": "MTA-STS (enforce): ", "dane": "DANE: "}.get(tls.policy, "")
 
 
-def _transient(reply: Reply, context: str) -> Reply:
+def _transient(reply: ServerReply, context: str) -> ServerReply:
     """Session-level trouble (greeting, HELO, AUTH, STARTTLS) is retried later: another
     MX, a fixed configuration or a server back from maintenance may take the mail."""
     code = reply.code if reply.transient else 451
@@ -485,5 +485,5 @@ def _transient(reply: Reply, context: str) -> Reply:
     return local_reply(code, enhanced, f"{context} {reply}")
 
 
-def _refused(tx: Transaction, reply: Reply) -> TransactionResult:
+def _refused(tx: Transaction, reply: ServerReply) -> TransactionResult:
     return TransactionResult(reply, (reply,) * len(tx.recipients), None, tx.recipients)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pochta.dns import Resolver
 from pochta.metrics import METRICS
-from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit
+from pochta.proto.smtp.client import Recipient, ServerReply, Transaction, has_8bit
 from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
@@ -215,7 +215,7 @@ class QueueWorker:
             return 0
         destinations: dict[str, Destination | RouteFailure] = {}
         jobs: dict[str, tuple[Destination, dict[str, list[QueueItem]]]] = {}
-        unroutable: dict[str, list[tuple[QueueItem, Reply]]] = {}
+        unroutable: dict[str, list[tuple[QueueItem, ServerReply]]] = {}
         for item in items:
             domain = item.recipient.address.rpartition("@")[2].lower()
             if domain not in destinations:
@@ -272,7 +272,7 @@ class QueueWorker:
         return task
 
     async def _settle_unroutable(
-        self, message_id: str, failures: list[tuple[QueueItem, Reply]]
+        self, message_id: str, failures: list[tuple[QueueItem, ServerReply]]
     ) -> None:
         try:
             outcomes = [await self._settle(item, reply, "") for item, reply in failures]
@@ -371,7 +371,7 @@ class QueueWorker:
     # -- outcomes -----------------------------------------------------------------------
 
     async def _settle(
-        self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
+        self, item: QueueItem, reply: ServerReply, remote: str, peer_dsn: bool = False,
         data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
         outcome = await self._settle_item(item, reply, remote, peer_dsn, data, tls_log)
@@ -395,7 +395,7 @@ class QueueWorker:
         return outcome
 
     async def _settle_item(
-        self, item: QueueItem, reply: Reply, remote: str, peer_dsn: bool = False,
+        self, item: QueueItem, reply: ServerReply, remote: str, peer_dsn: bool = False,
         data: bytes | None = None, tls_log: str = "",
     ) -> _Outcome:
         now = self.clock()

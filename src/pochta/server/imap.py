@@ -1,8 +1,13 @@
 """The IMAP server driver: moves bytes between the connection and the sans-IO session
 core (``proto/imap/session.py``), runs the timeouts, and answers each ``Command`` event
 with its handler (``imap_commands.COMMANDS``), which calls the store and formats the
-responses. A handler's ``ImapError`` (or a store error, through ``store_failure``) becomes
-its tagged NO/BAD in ``ImapServerSession.fail``.
+responses.
+
+``dispatch`` is the command boundary: a handler's ``ImapError`` becomes its tagged NO/BAD
+in ``ImapServerSession.fail``; a Pochta error (pochta/errors.py: the store's, the
+services') becomes the NO with its response code (``[NONEXISTENT]``, ``[OVERQUOTA]``,
+``[LIMIT]``...); any other exception is logged with its traceback and answered
+``NO [SERVERBUG]`` (RFC 5530 §3), and the session goes on.
 
 Entry point: ``handle_imap(conn, ctx, listener)``.
 """
@@ -14,13 +19,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..config import Listener
-from ..proto.imap.errors import ImapError, ServerBug
+from ..errors import PochtaError, StorageFull, StoreError, imap_error_for
+from ..proto.imap.errors import ImapError
 from ..proto.imap.parser import ParseError
 from ..proto.imap.session import NEED_DATA, Closed, Command, State
-from ..storage.interfaces import StorageFull, StoreError
 from .imap_auth import capabilities
 from .imap_commands import COMMANDS
-from .imap_session import CloseSession, ImapSession, store_failure
+from .imap_session import CloseSession, ImapSession
 from .listener import Connection
 
 if TYPE_CHECKING:
@@ -70,18 +75,20 @@ async def dispatch(s: ImapSession, cmd: Command) -> None:
         await handler(s, cmd.tag, cmd.args, cmd.uid)
     except (ImapError, ParseError) as exc:
         s.core.fail(cmd.tag, exc)
-    except StoreError as exc:
+    except PochtaError as exc:
         if isinstance(exc, StorageFull):
             log.warning("conn %s: storage full: %s", s.conn.conn_id, exc)
-        else:
+        elif isinstance(exc, StoreError):
             log.info("store error: %s", exc)
-        s.core.fail(cmd.tag, store_failure(exc))
+        else:
+            log.info("%s refused: %s", cmd.name, exc)
+        s.core.fail(cmd.tag, exc.imap_error())
     except (CloseSession, TimeoutError, ConnectionError):
         raise
-    except Exception:
+    except Exception as exc:
         # a bug must not take the connection down without a word (RFC 9051 §7.1.3)
         log.exception("IMAP command failed")
-        s.core.fail(cmd.tag, ServerBug())
+        s.core.fail(cmd.tag, imap_error_for(exc))
     finally:
         cmd.raw.discard_spooled()  # APPEND's temporary file, if any
     if s.state is State.LOGOUT:

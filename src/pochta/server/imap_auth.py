@@ -1,43 +1,43 @@
 """IMAP commands valid in any state and authentication: CAPABILITY, NOOP, LOGOUT, ID,
-ENABLE, STARTTLS, LOGIN, AUTHENTICATE (RFC 9051 §6.1, §6.2; SASL-IR RFC 4959)."""
+ENABLE, STARTTLS, LOGIN, AUTHENTICATE (RFC 9051 §6.1, §6.2; SASL-IR RFC 4959).
+
+Who may log in, when and with which mechanism is ``AuthPolicy``'s decision
+(services/auth_policy.py); a refusal is raised as an ``AuthError`` (pochta/errors.py)
+that the command boundary answers ``NO [AUTHENTICATIONFAILED]``/``[UNAVAILABLE]``."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 
+from ..errors import AuthFailed
 from ..proto.imap.errors import (
-    AuthenticationFailed,
     BadCommand,
     Cannot,
     PrivacyRequired,
-    Unavailable,
 )
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.session import SaslResponse, State
 from ..proto.sasl.base import Challenge
-from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
+from ..services.auth_policy import AuthPolicy
 from ..storage.interfaces import Account
 from .imap_session import ImapSession
 
 
-def _tls_required(s: ImapSession) -> bool:
-    """On a STARTTLS listener, LOGIN and AUTHENTICATE wait for TLS (RFC 9051 §6.2.3)."""
-    return s.listener.tls != "none" and not s.conn.tls_active
-
-
-def _sasl_offer(s: ImapSession) -> SASLOffer:
-    """AUTH= capabilities and what AUTHENTICATE accepts (services/sasl_driver.py)."""
-    return sasl_offer(s.ctx.config.auth, s.conn, allow_plaintext=s.listener.tls == "none")
+def _auth_policy(s: ImapSession) -> AuthPolicy:
+    return AuthPolicy(s.ctx.config.auth, s.ctx.authenticator, s.listener.role,
+                      s.listener.tls, s.conn, s.conn.peer_ip)
 
 
 def capabilities(s: ImapSession) -> list[str]:
     caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
     if s.state is State.NOT_AUTHENTICATED:
-        if s.listener.tls == "starttls" and not s.conn.tls_active:
+        policy = _auth_policy(s)
+        if policy.tls_first:
+            # RFC 9051 §6.2.3: LOGIN and AUTHENTICATE wait for TLS
             caps += ["STARTTLS", "LOGINDISABLED"]
         else:
-            caps += [f"AUTH={m}" for m in _sasl_offer(s).mechanisms]
+            caps += [f"AUTH={m}" for m in policy.offer().mechanisms]
         return caps
     caps += [
         "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "LIST-EXTENDED",
@@ -152,15 +152,14 @@ async def cmd_login(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.sp()
     password = r.astring()
     r.end()
-    if _tls_required(s):
+    policy = _auth_policy(s)
+    if policy.tls_first:
         raise PrivacyRequired
-    auth = s.ctx.authenticator
-    if not await auth.allowed(s.conn.peer_ip, user):
-        raise Unavailable("Too many failed logins, try again later")
-    account = await auth.check_password(user, password, s.conn.peer_ip)
-    if account is None:
+    try:
+        account = await policy.login(user, password)
+    except AuthFailed:
         s.core.count_error()
-        raise AuthenticationFailed
+        raise
     await _logged_in(s, tag, account)
 
 
@@ -180,27 +179,24 @@ async def cmd_authenticate(s: ImapSession, tag: str, r: Reader, uid: bool) -> No
         if initial is None:
             raise ParseError("bad base64 in initial response")
     r.end()
-    if _tls_required(s):
+    policy = _auth_policy(s)
+    if policy.tls_first:
         raise PrivacyRequired
-    sasl = SASLDriver.create(mech_name, _sasl_offer(s), s.ctx.authenticator, s.conn.peer_ip,
-                             final_as_challenge=True)
-    if sasl is None:
-        raise Cannot("Unsupported authentication mechanism")
-    outcome = await sasl.start(initial)
-    while isinstance(outcome, Challenge):
-        s.core.sasl_challenge(tag, outcome.data)
-        event = await s.next_event()
-        assert isinstance(event, SaslResponse)
-        if event.data is None:  # the core answered BAD
-            if event.error == "bad base64":
-                await s.ctx.authenticator.register_failure(s.conn.peer_ip, None, "bad base64")
-            return
-        outcome = await sasl.respond(event.data)
-    if isinstance(outcome, Authenticated):
-        await _logged_in(s, tag, outcome.account)
-    elif outcome.locked:
-        raise Unavailable("Too many failed logins, try again later")
-    else:
+    try:
+        sasl = policy.begin(mech_name, final_as_challenge=True)
+        outcome = await sasl.start(initial)
+        while isinstance(outcome, Challenge):
+            s.core.sasl_challenge(tag, outcome.data)
+            event = await s.next_event()
+            assert isinstance(event, SaslResponse)
+            if event.data is None:  # the core answered BAD
+                if event.error == "bad base64":
+                    await s.ctx.authenticator.register_failure(s.conn.peer_ip, None,
+                                                               "bad base64")
+                return
+            outcome = await sasl.respond(event.data)
+    except AuthFailed:
         s.core.count_error()
-        raise AuthenticationFailed
+        raise
+    await _logged_in(s, tag, outcome.account)
 

@@ -212,7 +212,7 @@ async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     except NotFound:
         raise Nonexistent("No such mailbox") from None
     except StorageFull:
-        raise  # NO [LIMIT] (store_failure)
+        raise  # NO [LIMIT] (StorageFull.imap_error, at the boundary)
     except StoreError as exc:
         raise Cannot(f"Cannot delete: {exc}") from exc
     s.ok(tag, "DELETE completed")

@@ -1,6 +1,7 @@
 """What IMAP command handlers work with: ``ImapSession``, one per connection, joining the
 sans-IO core (``proto/imap/session.py``: framing, state, responses) to the connection and
-the store; and ``store_failure``, the one place a store error becomes an IMAP failure.
+the store. A store error becomes an IMAP failure in one place, the command boundary
+(``imap.dispatch``, with the error's own ``imap_error``: pochta/errors.py).
 
 Module order (no import cycles): proto/imap → imap_session → the handler modules
 (imap_auth, imap_mailbox, imap_message, imap_sort) → imap_commands (the handler table) →
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..config import Listener
-from ..proto.imap.errors import ImapError, Limit, OverQuota, ServerBug
 from ..proto.imap.mutf7 import encode_mutf7
 from ..proto.imap.parser import Reader
 from ..proto.imap.response import astring, seq_set
@@ -38,8 +38,6 @@ from ..storage.interfaces import (
     Account,
     ChangeWatcher,
     MessageMeta,
-    QuotaExceeded,
-    StorageFull,
     StoreError,
 )
 from .listener import Connection
@@ -111,18 +109,6 @@ class SearchUpdate:
 
 class CloseSession(Exception):
     """Stop the session (after LOGOUT, BYE or a lost connection)."""
-
-
-def store_failure(exc: StoreError) -> ImapError:
-    """A store error that reached the dispatcher, as the client sees it. Handlers that
-    know better (NotFound is TRYCREATE for APPEND, NONEXISTENT for SELECT) raise their own
-    ``ImapError`` before this."""
-    if isinstance(exc, StorageFull):
-        # a write failed for lack of space: temporary, and not a bug (RFC 5530 §3)
-        return Limit()
-    if isinstance(exc, QuotaExceeded):
-        return OverQuota()
-    return ServerBug("Operation failed")
 
 
 class ImapSession:

@@ -1,19 +1,26 @@
 """The ManageSieve front-end (RFC 5804, role ``managesieve``, port 4190): drives
 ``pochta.proto.managesieve.ManageSieveSession`` over one connection.
 
-Authentication is IMAP's: the same mechanisms (``sasl_offer``), SASL driver and
-brute-force limiter (services/auth.py); on a STARTTLS listener nothing authenticates
-before TLS. Scripts are checked with the delivery's own compiler (so an accepted script
-compiles at delivery too), errors name the line, and the store keeps them
-(``SieveStore``).
+Authentication is IMAP's: the same policy (services/auth_policy.py ``AuthPolicy``:
+mechanisms, TLS first on a STARTTLS listener), SASL exchange and brute-force limiter.
+Scripts are checked with the delivery's own compiler (so an accepted script compiles at
+delivery too), errors name the line, and the store keeps them (``SieveStore``).
+
+Command boundary (``_boundary``): a Pochta error (pochta/errors.py) is answered with its
+own ``NO`` and response code (``NONEXISTENT``, ``ACTIVE``, ``ALREADYEXISTS``,
+``TRYLATER``...); any other exception is logged with its traceback and answered
+``NO (TRYLATER)``; the session goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
 from pochta.config import Listener
+from pochta.errors import AuthError, AuthLockedOut, PochtaError, managesieve_reply_for
 from pochta.proto.managesieve import (
     NEED_DATA,
     Authenticate,
@@ -34,10 +41,10 @@ from pochta.proto.managesieve import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection, ServerShutdown
-from pochta.services.sasl_driver import Authenticated, Outcome, SASLDriver, sasl_offer
+from pochta.services.auth_policy import AuthPolicy, SASLExchange
+from pochta.services.sasl_driver import Authenticated
 from pochta.sieve import EXTENSIONS, SieveSyntaxError, compile_script
-from pochta.storage.interfaces import Account, AlreadyExists, NotFound, StoreError
-from pochta.storage.interfaces_sieve import ScriptActive
+from pochta.storage.interfaces import Account
 
 if TYPE_CHECKING:
     from pochta.server.app import ServerContext
@@ -67,20 +74,20 @@ class ManageSieveHandler:
         self.store = ctx.store
         self.config = ctx.config.sieve
         self.account: Account | None = None
-        self.sasl: SASLDriver | None = None
+        self.sasl: SASLExchange | None = None
+        self.auth = AuthPolicy(ctx.config.auth, ctx.authenticator, listener.role,
+                               listener.tls, conn, conn.peer_ip)
         self.session = ManageSieveSession(
             self._capabilities(), max_literal=self.config.max_script_size,
             tls_required=listener.tls == "starttls")
         self.session.tls_active = conn.tls_active
 
     def _capabilities(self) -> Capabilities:
-        tls_wait = self.listener.tls == "starttls" and not self.conn.tls_active
-        offer = sasl_offer(self.ctx.config.auth, self.conn,
-                           allow_plaintext=self.listener.tls == "none")
+        tls_wait = self.auth.tls_first
         return Capabilities(
             implementation="Pochta",
             sieve_extensions=sorted(EXTENSIONS),
-            sasl=() if tls_wait else offer.mechanisms,
+            sasl=self.auth.offer().mechanisms,
             starttls=tls_wait and self.ctx.ssl_context is not None,
             max_redirects=self.config.max_redirects,
             owner=self.account.address if self.account else None,
@@ -115,11 +122,34 @@ class ManageSieveHandler:
                 self.flush()
                 await self.conn.drain()
                 return
-            try:
-                await self._dispatch(event)
-            except StoreError as exc:
-                log.error("store failure: %s", exc)
-                self.session.no("TRYLATER", "Temporary storage failure, try again")
+            await self._boundary(event)
+
+    async def _boundary(self, event: object) -> None:
+        """Decide one event; any failure becomes its NO and the session goes on."""
+        try:
+            await self._dispatch(event)
+        except (ConnectionError, TimeoutError, ssl.SSLError, ServerShutdown,
+                asyncio.CancelledError):
+            raise  # the connection's end, not a bug
+        except PochtaError as exc:
+            log.info("ip=%s %s refused: %s", self.conn.peer_ip, type(event).__name__, exc)
+            # a failed login counts towards the error limit, a lockout does not
+            counted = isinstance(exc, AuthError) and not isinstance(exc, AuthLockedOut)
+            self._fail(event, exc.managesieve_reply(), counted)
+        except Exception as exc:
+            log.exception("ip=%s internal error deciding %s", self.conn.peer_ip,
+                          type(event).__name__)
+            self._fail(event, managesieve_reply_for(exc), False)
+
+    def _fail(self, event: object, reply: tuple[str | None, str], counted: bool) -> None:
+        self.sasl = None
+        code, text = reply
+        if isinstance(event, Authenticate | AuthResponse):
+            self.session.auth_failed(text, code, count=counted)
+        elif isinstance(event, StartTLS):
+            raise ConnectionAbortedError("TLS state unknown after an error")
+        else:
+            self.session.no(code, text)
 
     async def _dispatch(self, event: object) -> None:
         s = self.session
@@ -129,16 +159,9 @@ class ManageSieveHandler:
             await self.conn.start_tls()
             s.tls_started(self._capabilities())
         elif isinstance(event, Authenticate):
-            driver = SASLDriver.create(
-                event.mechanism,
-                sasl_offer(self.ctx.config.auth, self.conn,
-                           allow_plaintext=self.listener.tls == "none"),
-                self.ctx.authenticator, self.conn.peer_ip, final_as_challenge=False)
-            if driver is None:
-                s.auth_failed("Unsupported authentication mechanism")
-                return
-            self.sasl = driver
-            await self._outcome(await driver.start(event.initial))
+            # RFC 5804 §2.1: the OK carries SCRAM's server-final message itself
+            self.sasl = self.auth.begin(event.mechanism, final_as_challenge=False)
+            await self._outcome(await self.sasl.start(event.initial))
         elif isinstance(event, AuthResponse):
             if event.data is None or self.sasl is None:
                 self.sasl = None
@@ -156,21 +179,16 @@ class ManageSieveHandler:
                                                          RenameScript)):
                 sieve.forget(self.account.id)  # delivery in this process sees it at once
 
-    async def _outcome(self, outcome: Outcome) -> None:
+    async def _outcome(self, outcome: Challenge | Authenticated) -> None:
         s = self.session
         if isinstance(outcome, Challenge):
             s.challenge(outcome.data)
             return
         self.sasl = None
-        if isinstance(outcome, Authenticated):
-            self.account = outcome.account
-            s.capabilities = self._capabilities()
-            s.auth_succeeded(outcome.account.address, outcome.server_final)
-            log.info("ip=%s login user=%s", self.conn.peer_ip, outcome.account.address)
-        elif outcome.locked:
-            s.auth_failed("Too many failed logins, try again later", "TRYLATER", count=False)
-        else:
-            s.auth_failed("Authentication failed")
+        self.account = outcome.account
+        s.capabilities = self._capabilities()
+        s.auth_succeeded(outcome.account.address, outcome.server_final)
+        log.info("ip=%s login user=%s", self.conn.peer_ip, outcome.account.address)
 
     def _check(self, content: bytes) -> str | None:
         """None if the script compiles, else the error (with its line)."""
@@ -220,11 +238,8 @@ class ManageSieveHandler:
             infos = await self.store.list_sieve_scripts(account_id)
             s.send_list([(i.name, i.active) for i in infos])
         elif isinstance(event, SetActive):
-            try:
-                await self.store.set_active_sieve_script(account_id, event.name or None)
-            except NotFound:
-                s.no("NONEXISTENT", "There is no script by that name")
-                return
+            # NotFound is NO (NONEXISTENT) at the boundary (pochta/errors.py)
+            await self.store.set_active_sieve_script(account_id, event.name or None)
             s.ok(None, "Setactive completed")
         elif isinstance(event, GetScript):
             source = await self.store.get_sieve_script(account_id, event.name)
@@ -233,27 +248,15 @@ class ManageSieveHandler:
             else:
                 s.send_script(source.encode("utf-8"))
         elif isinstance(event, DeleteScript):
-            try:
-                await self.store.delete_sieve_script(account_id, event.name)
-            except NotFound:
-                s.no("NONEXISTENT", "There is no script by that name")
-                return
-            except ScriptActive:
-                s.no("ACTIVE", "You may not delete the active script")
-                return
+            # NotFound: NO (NONEXISTENT), ScriptActive: NO (ACTIVE), at the boundary
+            await self.store.delete_sieve_script(account_id, event.name)
             s.ok(None, "Deletescript completed")
         elif isinstance(event, RenameScript):
             if not valid_name(event.new):
                 s.no(None, "Invalid script name")
                 return
-            try:
-                await self.store.rename_sieve_script(account_id, event.old, event.new)
-            except NotFound:
-                s.no("NONEXISTENT", "There is no script by that name")
-                return
-            except AlreadyExists:
-                s.no("ALREADYEXISTS", "A script with that name already exists")
-                return
+            # NotFound: NO (NONEXISTENT), AlreadyExists: NO (ALREADYEXISTS), at the boundary
+            await self.store.rename_sieve_script(account_id, event.old, event.new)
             s.ok(None, "Renamescript completed")
 
     async def _over_count(self, account_id: int, name: str) -> bool:

@@ -20,19 +20,37 @@ with the INBOX modseq read before the snapshot), which costs one indexed query.
 A write that fails for want of space (``StorageFull``: QUIT's \\Seen flags and
 deletions) answers ``-ERR [SYS/TEMP] Insufficient system storage`` (RFC 3206 §4); the
 deletions are not made, so the client can try again.
+
+Command boundary (``_boundary``): a Pochta error (pochta/errors.py) raised while deciding
+an event is answered with its own POP3 response (``[AUTH]``, ``[IN-USE]``,
+``[SYS/TEMP]``); any other exception is logged with its traceback and answered
+``-ERR [SYS/TEMP]``. The session goes on, unless a message was half sent (then the
+connection closes: the client cannot tell the rest from a message). Who may log in, and
+with which SASL mechanism, is ``AuthPolicy``'s decision (services/auth_policy.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import ssl
 from typing import TYPE_CHECKING
 
 from pochta.addresses import normalize_login
 from pochta.config import Listener
+from pochta.errors import (
+    AuthError,
+    AuthFailed,
+    AuthLockedOut,
+    MaildropInUse,
+    PochtaError,
+    StorageFull,
+    StoreError,
+)
 from pochta.proto.pop3 import (
     NEED_DATA,
     ApopLogin,
@@ -43,21 +61,18 @@ from pochta.proto.pop3 import (
     DropMessage,
     PasswordLogin,
     Pop3Session,
+    ProtocolUsageError,
     Retrieve,
     StartTLS,
     Update,
+    replies,
 )
 from pochta.proto.sasl.base import Challenge
-from pochta.server.listener import Connection
+from pochta.server.listener import Connection, ServerShutdown
+from pochta.services.auth_policy import AuthPolicy, SASLExchange
 from pochta.services.locks import HeldLock
-from pochta.services.sasl_driver import (
-    Authenticated,
-    Outcome,
-    SASLDriver,
-    SASLOffer,
-    sasl_offer,
-)
-from pochta.storage.interfaces import Account, FlagMode, StorageFull, StoreError
+from pochta.services.sasl_driver import Authenticated
+from pochta.storage.interfaces import Account, FlagMode
 
 if TYPE_CHECKING:
     from pochta.server.app import ServerContext
@@ -68,9 +83,6 @@ log = logging.getLogger("pochta.pop3")
 STREAM_ABOVE = 256 * 1024
 STREAM_CHUNK = 256 * 1024
 
-# Reply to a client the brute-force limiter has locked out. It names no account and is
-# the same whether the account exists.
-_LOCKED_OUT = ("Too many failed logins, try again later", "SYS/TEMP")
 # Write buffered replies out once this much is pending (pipelined RETRs).
 _FLUSH_AT = 256 * 1024
 
@@ -90,7 +102,9 @@ class _Pop3Handler:
         self.mailbox_id = 0
         self.modseq = 0  # the INBOX's highest modseq at or before the login snapshot
         self.gone: set[int] = set()  # uids of the snapshot expunged since (IMAP)
-        self.sasl: SASLDriver | None = None
+        self.sasl: SASLExchange | None = None
+        self.auth = AuthPolicy(ctx.config.auth, ctx.authenticator, listener.role,
+                               listener.tls, conn, conn.peer_ip)
         timestamp = None
         if apop_enabled(ctx):
             # RFC 1939 §7: a unique, msg-id-like timestamp per greeting.
@@ -99,9 +113,9 @@ class _Pop3Handler:
             hostname=ctx.config.hostname,
             tls_active=conn.tls_active,
             tls_available=ctx.ssl_context is not None and listener.tls == "starttls",
-            # A listener configured without TLS (behind a TLS proxy, or for local tests)
-            # accepts credentials as it is; every other listener wants TLS first.
-            plaintext_auth=listener.tls == "none",
+            # a listener configured without TLS (behind a TLS proxy, or for local tests)
+            # accepts credentials as it is; every other listener wants TLS first
+            plaintext_auth=self.auth.plaintext_allowed,
             mechanisms=self._mechanisms(),
             apop_timestamp=timestamp,
             max_errors=ctx.config.limits.max_errors,
@@ -109,12 +123,8 @@ class _Pop3Handler:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _sasl_offer(self) -> SASLOffer:
-        # the session core itself keeps AUTH behind STLS unless plaintext_auth
-        return sasl_offer(self.ctx.config.auth, self.conn, allow_plaintext=True)
-
     def _mechanisms(self) -> tuple[str, ...]:
-        return self._sasl_offer().mechanisms
+        return self.auth.offer().mechanisms
 
     def flush(self) -> None:
         out = self.session.data_to_send()
@@ -141,30 +151,7 @@ class _Pop3Handler:
                     if not data:
                         return  # dropped without QUIT: deletions are forgotten
                     self.session.receive_data(data)
-                elif isinstance(event, Retrieve):
-                    await self._retrieve(event)
-                    if self.session.pending_output > _FLUSH_AT:
-                        self.flush()
-                        await self.conn.drain()
-                elif isinstance(event, PasswordLogin):
-                    await self._password_login(event.username, event.password)
-                elif isinstance(event, AuthStart):
-                    await self._auth_start(event)
-                elif isinstance(event, AuthResponse):
-                    assert self.sasl is not None
-                    await self._auth_outcome(await self.sasl.respond(event.data))
-                elif isinstance(event, AuthAborted):
-                    self.sasl = None
-                elif isinstance(event, ApopLogin):
-                    await self._apop_login(event)
-                elif isinstance(event, StartTLS):
-                    self.flush()
-                    await self.conn.start_tls()
-                    self.session.tls_started()
-                    self.session.mechanisms = self._mechanisms()
-                elif isinstance(event, Update):
-                    await self._update(event)
-                elif isinstance(event, Closed):
+                elif isinstance(event, Closed) or await self._boundary(event) is not None:
                     self.flush()
                     await self.conn.drain()
                     return
@@ -174,32 +161,74 @@ class _Pop3Handler:
             if self.maildrop_lock is not None:
                 await self.maildrop_lock.release()
 
-    # -- authentication -------------------------------------------------------------------
+    # -- the command boundary ---------------------------------------------------------------
 
-    async def _refuse(self, text: str = "Authentication failed", code: str = "AUTH") -> None:
+    async def _boundary(self, event: object) -> Closed | None:
+        """Decide one event; a Pochta error gets its own -ERR, a bug ``-ERR [SYS/TEMP]``
+        and a logged traceback. Returns ``Closed`` when the session must end."""
+        try:
+            await self._dispatch(event)
+        except (ConnectionError, TimeoutError, ssl.SSLError, ServerShutdown,
+                asyncio.CancelledError):
+            raise  # the connection's end, not a bug
+        except AuthError as exc:
+            # counted: a failed login is the client's error (RFC 1939 §4 allows closing)
+            log.info("login refused from %s: %s", self.conn.peer_ip, exc)
+            self.sasl = None
+            if self.session.reject_login(exc.pop3_reply()) is not None:
+                log.info("too many errors")
+                return Closed()
+        except PochtaError as exc:
+            log.error("POP3 %s failed: %s", type(event).__name__, exc)
+            return self._abandon(exc.pop3_reply())
+        except Exception:
+            log.exception("POP3 %s failed with an internal error", type(event).__name__)
+            return self._abandon(replies.TEMPORARY_FAILURE)
+        return None
+
+    def _abandon(self, reply: replies.ErrReply) -> Closed | None:
         self.sasl = None
-        if self.session.reject_login(text, code) is not None:
-            log.info("too many errors")
+        try:
+            event = self.session.abandon(reply)
+        except ProtocolUsageError:
+            # a message half sent or a TLS handshake under way: where the client stands
+            # is unknown, so the connection ends
+            raise ConnectionAbortedError("POP3 state unknown after an error") from None
+        return event if isinstance(event, Closed) else None
 
-    async def _password_login(self, username: str, password: str) -> None:
-        auth = self.ctx.authenticator
-        ip = self.conn.peer_ip
-        if not await auth.allowed(ip, username):
-            await self._refuse(*_LOCKED_OUT)
-            return
-        account = await auth.check_password(username, password, ip)
-        if account is None:
-            await self._refuse()
-            return
-        await self._login(account)
+    async def _dispatch(self, event: object) -> None:
+        if isinstance(event, Retrieve):
+            await self._retrieve(event)
+            if self.session.pending_output > _FLUSH_AT:
+                self.flush()
+                await self.conn.drain()
+        elif isinstance(event, PasswordLogin):
+            await self._login(await self.auth.login(event.username, event.password))
+        elif isinstance(event, AuthStart):
+            await self._auth_start(event)
+        elif isinstance(event, AuthResponse):
+            assert self.sasl is not None
+            await self._auth_outcome(await self.sasl.respond(event.data))
+        elif isinstance(event, AuthAborted):
+            self.sasl = None
+        elif isinstance(event, ApopLogin):
+            await self._apop_login(event)
+        elif isinstance(event, StartTLS):
+            self.flush()
+            await self.conn.start_tls()
+            self.session.tls_started()
+            self.session.mechanisms = self._mechanisms()
+        elif isinstance(event, Update):
+            await self._update(event)
+
+    # -- authentication -------------------------------------------------------------------
 
     async def _apop_login(self, event: ApopLogin) -> None:
         auth = self.ctx.authenticator
         ip = self.conn.peer_ip
         address = normalize_login(event.username)
         if not await auth.allowed(ip, address):
-            await self._refuse(*_LOCKED_OUT)
-            return
+            raise AuthLockedOut("locked out")
         account = await self.store.get_account(address)
         secret = account.apop_secret if account is not None else None
         # Compare against a random digest when there is no secret, so unknown accounts
@@ -209,48 +238,37 @@ class _Pop3Handler:
         ok = hmac.compare_digest(expected, event.digest)
         if account is None or not secret or account.disabled or not ok:
             await auth.register_failure(ip, address, "APOP")
-            await self._refuse()
-            return
+            raise AuthFailed("APOP digest")
         auth.limiter.record_success(ip, address)
         await self._login(account)
 
     async def _auth_start(self, event: AuthStart) -> None:
-        self.sasl = SASLDriver.create(
-            event.mechanism, self._sasl_offer(), self.ctx.authenticator, self.conn.peer_ip,
-            # RFC 5034's +OK cannot carry SCRAM's server-final: a last challenge does
-            final_as_challenge=True,
-        )
-        if self.sasl is None:
-            await self._refuse("Unsupported authentication mechanism", "AUTH")
-            return
+        # RFC 5034's +OK cannot carry SCRAM's server-final: a last challenge does
+        self.sasl = self.auth.begin(event.mechanism, final_as_challenge=True)
         await self._auth_outcome(await self.sasl.start(event.initial_response))
 
-    async def _auth_outcome(self, outcome: Outcome) -> None:
+    async def _auth_outcome(self, outcome: Challenge | Authenticated) -> None:
         if isinstance(outcome, Challenge):
             self.session.auth_challenge(outcome.data)
             return
         self.sasl = None
-        if isinstance(outcome, Authenticated):
-            await self._login(outcome.account)
-            return
-        log.info("AUTH failed: %s", outcome.reason)
-        if outcome.locked:
-            await self._refuse(*_LOCKED_OUT)
-        else:
-            await self._refuse()
+        await self._login(outcome.account)
 
     async def _login(self, account: Account) -> None:
         # RFC 1939 §8 / RFC 2449 §8.1.1: one POP3 session per maildrop, in this process
         # (a set, no store round trip) and across processes and nodes (a store lock).
         if account.id in self.ctx.pop3_locks:
-            await self._refuse("Maildrop is locked by another POP3 session", "IN-USE")
-            return
+            raise MaildropInUse(account.address)
         self.ctx.pop3_locks.add(account.id)
         self.locked_account = account.id
         try:
             self.maildrop_lock = await HeldLock.acquire(self.store, f"pop3:{account.id}")
             held_elsewhere = self.maildrop_lock is None
-        except StoreError as exc:
+        except Exception as exc:
+            if not isinstance(exc, StoreError):  # a bug: the boundary answers it
+                self.ctx.pop3_locks.discard(account.id)
+                self.locked_account = None
+                raise
             # A full disk must not stop reading mail: this process's lock still holds.
             log.warning("cannot take the shared maildrop lock of %s (%s); locking in "
                         "this process only", account.address, exc)
@@ -258,22 +276,24 @@ class _Pop3Handler:
         if held_elsewhere:
             self.ctx.pop3_locks.discard(account.id)
             self.locked_account = None
-            await self._refuse("Maildrop is locked by another POP3 session", "IN-USE")
-            return
+            raise MaildropInUse(account.address)
         try:
             mailbox = await self.store.get_mailbox(account.id, "INBOX")
             if mailbox is None:
                 raise StoreError("account has no INBOX")
             metas = await self.store.list_messages(mailbox.id)
-        except StoreError as exc:
-            log.error("maildrop of %s unavailable: %s",
-                      account.address, exc)
+        except Exception as exc:
+            # whatever failed (a bug too, answered at the boundary), the maildrop is
+            # not this session's: let the next login have it
             self.ctx.pop3_locks.discard(account.id)
             self.locked_account = None
             if self.maildrop_lock is not None:
                 await self.maildrop_lock.release()
                 self.maildrop_lock = None
-            await self._refuse("Maildrop unavailable, try again later", "SYS/TEMP")
+            if not isinstance(exc, StoreError):
+                raise
+            log.error("maildrop of %s unavailable: %s", account.address, exc)
+            self.session.reject_login(replies.MAILDROP_UNAVAILABLE)
             return
         self.mailbox_id = mailbox.id
         self.modseq = mailbox.highestmodseq
@@ -298,8 +318,7 @@ class _Pop3Handler:
     async def _retrieve(self, event: Retrieve) -> None:
         try:
             if await self._expunged_meanwhile(event.message.uid):
-                self.session.message_unavailable("Message was deleted by another session",
-                                                 code=None)
+                self.session.message_unavailable(replies.DELETED_ELSEWHERE)
                 return
             if event.top_lines is None and event.message.size > STREAM_ABOVE:
                 await self._stream(event)
@@ -344,7 +363,7 @@ class _Pop3Handler:
                 await self.store.expunge(self.mailbox_id, [m.uid for m in event.deleted])
         except StorageFull as exc:
             log.error("conn %s: UPDATE failed, storage full: %s", self.conn.conn_id, exc)
-            self.session.update_done(False, "Insufficient system storage")
+            self.session.update_done(False, replies.INSUFFICIENT_STORAGE)
             return
         except StoreError as exc:
             log.error("UPDATE failed: %s", exc)

@@ -5,11 +5,19 @@ the core's events into service calls: recipient resolution, relay policy, submis
 policy (RFC 6409), authentication, and the one acceptance pipeline (DeliveryService).
 A ``250`` after DATA is sent only once ``MailStore.accept`` returned, i.e. fsynced.
 
-Command boundary: an unexpected exception while deciding an event is logged with its
-traceback and answered ``451 4.3.0`` (the pending command fails, the session goes on);
-if the core cannot tell what was pending (e.g. during STARTTLS) the session ends with
-``421``. Tarpit: past ``[smtp] soft_error_limit`` error replies, the n-th further one is
-delayed n times ``error_sleep_time`` seconds (Postfix ``smtpd_error_sleep_time``); the core
+Policy lives in services: what a submitting user may send in ``SubmissionPolicy``
+(services/submission.py), who may authenticate with which mechanism in ``AuthPolicy``
+(services/auth_policy.py). Every SMTP reply comes from the catalogue
+(proto/smtp/replies.py).
+
+Command boundary (``_boundary``): a Pochta error (pochta/errors.py) raised while deciding
+an event is answered with its own SMTP reply; any other exception is logged with its
+traceback and answered ``451 4.3.0``. Either way the pending command fails and the
+session goes on; if the core cannot tell what was pending (e.g. during STARTTLS) the
+session ends with ``421``.
+
+Tarpit: past ``[smtp] soft_error_limit`` error replies, the n-th further one is delayed n
+times ``error_sleep_time`` seconds (Postfix ``smtpd_error_sleep_time``); the core
 closes at ``hard_error_limit``. Delays only hold the loop of this session, so pipelined
 replies keep their order (RFC 2920).
 """
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
+from ..errors import AuthError, PochtaError, SieveRejected, StorageFull, StoreError
 from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound
 from ..proto.sasl.base import Challenge
@@ -35,26 +44,18 @@ from ..proto.smtp import replies
 from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services import eventlog
+from ..services.auth_policy import AuthPolicy, SASLExchange
 from ..services.delivery import TraceInfo
-from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
-from ..services.sieve import SieveRejected
+from ..services.sasl_driver import Authenticated
 from ..services.spool import SPAM_SCAN_LIMIT, Spool
-from ..services.submission import (
-    add_missing_headers,
-    from_addresses,
-    owns,
-    split_message,
-)
+from ..services.submission import SubmissionLimits, SubmissionPolicy
 from ..spam.gate import SpamGate
 from ..storage.interfaces import (
     Account,
     Envelope,
     LocalTarget,
-    QuotaExceeded,
     RemoteRecipient,
     SpooledMessage,
-    StorageFull,
-    StoreError,
 )
 from ..storage.interfaces_ops import ACCEPTED, REFUSED, SESSION, NewMailEvent
 from .app import ServerContext
@@ -86,7 +87,16 @@ class SMTPHandler:
         self.txn = _Transaction()
         self.account: Account | None = None
         self.owned: set[str] = set()
-        self.sasl: SASLDriver | None = None
+        self.sasl: SASLExchange | None = None
+        self.auth = AuthPolicy(ctx.config.auth, ctx.authenticator, listener.role,
+                               listener.tls, conn, conn.peer_ip)
+        self.policy = SubmissionPolicy(
+            hostname=self.config.hostname,
+            limits=SubmissionLimits(self.config.submission.messages_per_hour,
+                                    self.config.submission.recipients_per_hour),
+            domains=ctx.directory, message_rate=ctx.message_rate,
+            recipient_rate=ctx.recipient_rate,
+            signer=ctx.signer if self.config.dkim.sign else None)
         self.session = ServerSession(self._params())
         self.messages = 0  # accepted, for the disconnect line
         self._spool: Spool | None = None  # the big message arriving now
@@ -95,15 +105,10 @@ class SMTPHandler:
         spam: SpamGate | None = ctx.extras.get("spam")  # spam/gate.py
         self.spam = spam.session(listener.role, conn.peer_ip) if spam else None
 
-    def _sasl_offer(self) -> SASLOffer:
-        # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
-        return sasl_offer(self.config.auth, self.conn, allow_plaintext=False)
-
     def _params(self) -> SessionParams:
         lim = self.config.limits
-        mechs: tuple[str, ...] = ()
-        if self.submission:
-            mechs = self._sasl_offer().mechanisms
+        # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
+        mechs = self.auth.offer().mechanisms
         return SessionParams(
             hostname=self.config.hostname,
             banner=self.config.smtp.banner,
@@ -163,13 +168,11 @@ class SMTPHandler:
                     why = ("session time limit exceeded" if isinstance(exc, SessionExpired)
                            else "data rate too low" if isinstance(exc, SlowClient)
                            else "timeout exceeded")
-                    self.conn.write(f"421 4.4.2 {self.config.hostname} Error: {why}"
-                                    "\r\n".encode())
+                    self.conn.write(replies.closing(self.config.hostname, why).to_bytes())
                     self._log("%s (%s)", why, exc)
                     break
                 except ServerShutdown:
-                    self.conn.write(f"421 4.3.2 {self.config.hostname} Service shutting down"
-                                    "\r\n".encode())
+                    self.conn.write(replies.shutting_down(self.config.hostname).to_bytes())
                     break
                 started = True
                 session.receive_data(data)
@@ -201,19 +204,45 @@ class SMTPHandler:
                         f"commands={sum(s.commands.values())} errors={s.errors}")[:1000]))
 
     async def _boundary(self, event: ev.Event) -> None:
-        """Decide one event; an unexpected exception fails that command only."""
+        """Decide one event. A Pochta error is answered with its own reply (counted as
+        the client's error when it is a refusal); any other exception is a bug, logged
+        with its traceback and answered 451 4.3.0. Either way that command alone fails."""
         try:
             await self._dispatch(event)
         except (ConnectionError, TimeoutError, ssl.SSLError, ServerShutdown,
                 asyncio.CancelledError):
             raise  # the connection's end, not a bug: the listener deals with these
+        except PochtaError as exc:
+            self._log_refusal(event, exc)
+            self._answer(event, exc.smtp_reply())
         except Exception:
             log.exception("ip=%s internal error deciding %s", self.conn.peer_ip,
                           type(event).__name__)
-            self.sasl = None
-            try:
-                self.session.abandon(replies.LOCAL_ERROR)
-            except LocalProtocolError:
+            self._answer(event, replies.LOCAL_ERROR, internal=True)
+
+    def _log_refusal(self, event: ev.Event, exc: PochtaError) -> None:
+        if isinstance(exc, StorageFull):
+            log.error("ip=%s store full: %s", self.conn.peer_ip, exc)
+        elif isinstance(exc, StoreError):
+            log.error("ip=%s store failure: %s", self.conn.peer_ip, exc)
+        elif isinstance(exc, AuthError):
+            self._log("AUTH failed: %s", exc, level=logging.DEBUG)
+        else:
+            self._log("%s refused: %s", type(event).__name__, exc)
+
+    def _answer(self, event: ev.Event, reply: Reply, internal: bool = False) -> None:
+        """Fail the pending decision with ``reply``: an AUTH exchange with ``auth_failed``,
+        a refusal with ``reject`` (counted, tarpitted), an internal error with
+        ``abandon`` (not the client's fault)."""
+        self.sasl = None
+        try:
+            if isinstance(event, ev.AuthStart | ev.AuthResponse):
+                self.session.auth_failed(reply)
+            elif internal or not isinstance(event, ev.MailFrom | ev.RcptTo | ev.MessageReady):
+                self.session.abandon(reply)
+            else:
+                self.session.reject(reply)
+        except LocalProtocolError:
                 # the handler had answered already, so where the session stands is
                 # unknown: say goodbye rather than guess
                 self.conn.write(self.session.data_to_send())
@@ -275,17 +304,11 @@ class SMTPHandler:
         return self._params()
 
     async def _auth_start(self, event: ev.AuthStart) -> None:
-        driver = SASLDriver.create(
-            event.mechanism, self._sasl_offer(), self.ctx.authenticator, self.conn.peer_ip,
-            # SMTP's 235 cannot carry data: SCRAM's server-final goes in a last 334
-            # challenge, answered with an empty line (RFC 4954 §4).
-            final_as_challenge=True,
-        )
-        if driver is None:
-            self.session.auth_failed(Reply(504, "5.5.4", "Unrecognized authentication type"))
-            return
-        self.sasl = driver
-        await self._auth_outcome(await driver.start(event.initial_response))
+        # SMTP's 235 cannot carry data: SCRAM's server-final goes in a last 334
+        # challenge, answered with an empty line (RFC 4954 §4). A refusal is raised
+        # (pochta/errors.py AuthError) and answered by the boundary.
+        self.sasl = self.auth.begin(event.mechanism, final_as_challenge=True)
+        await self._auth_outcome(await self.sasl.start(event.initial_response))
 
     async def _auth_response(self, event: ev.AuthResponse) -> None:
         if event.data is None or self.sasl is None:
@@ -293,26 +316,15 @@ class SMTPHandler:
             return
         await self._auth_outcome(await self.sasl.respond(event.data))
 
-    async def _auth_outcome(self, outcome: object) -> None:
+    async def _auth_outcome(self, outcome: Challenge | Authenticated) -> None:
         if isinstance(outcome, Challenge):
             self.session.auth_challenge(outcome.data)
             return
         self.sasl = None
-        if isinstance(outcome, Authenticated):
-            self.account = outcome.account
-            self.owned = await self.ctx.directory.addresses_of(outcome.account.id)
-            self.session.auth_succeeded(outcome.account.address)
-            self._log("auth ok user=%s", outcome.account.address)
-            return
-        locked = getattr(outcome, "locked", False)
-        malformed = getattr(outcome, "malformed", False)
-        if locked:
-            self.session.auth_failed(
-                Reply(454, "4.7.0", "Too many failed authentications, try again later"))
-        elif malformed:
-            self.session.auth_failed(Reply(501, "5.5.2", "Malformed authentication data"))
-        else:
-            self.session.auth_failed(Reply(535, "5.7.8", "Authentication credentials invalid"))
+        self.account = outcome.account
+        self.owned = await self.ctx.directory.addresses_of(outcome.account.id)
+        self.session.auth_succeeded(outcome.account.address)
+        self._log("auth ok user=%s", outcome.account.address)
 
     # --- the mail transaction -------------------------------------------------------
 
@@ -320,18 +332,7 @@ class SMTPHandler:
         self.txn = _Transaction()
         if self.submission:
             assert self.account is not None
-            if not self.account.may_send_as_anyone and not owns(self.owned, event.address):
-                self._log("sender rejected from=%r user=%s", event.address, self.account.address)
-                self.session.reject(Reply(
-                    553, "5.7.1",
-                    f"<{event.address}>: Sender address rejected: not owned by user "
-                    f"{self.account.address}"))
-                return
-            limit = self.config.submission.messages_per_hour
-            if await self.ctx.message_rate.would_exceed(self.account.address, 1, limit):
-                self.session.reject(Reply(
-                    451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later"))
-                return
+            await self.policy.check_sender(self.account, self.owned, event.address)
         if self.spam is not None:  # screening, held accounts (spam/gate.py)
             refusal = await self.spam.mail_from(
                 self.session.helo_name or "", event.address,
@@ -356,27 +357,19 @@ class SMTPHandler:
             address = normalize_address(event.address)
             _, domain = split_address(address)
         except AddressError:
-            self.session.reject(Reply(501, "5.1.3", "Bad recipient address syntax"))
+            self.session.reject(replies.BAD_RECIPIENT_SYNTAX)
             return
         if self.submission and self.account is not None:
-            limit = self.config.submission.recipients_per_hour
-            if await self.ctx.recipient_rate.would_exceed(
-                    self.account.address, len(self.txn.recipients) + 1, limit):
-                self.session.reject(Reply(
-                    452, "4.7.1", f"Rate limit: more than {limit} recipients per hour"))
-                return
+            await self.policy.check_recipient(self.account, len(self.txn.recipients))
         if await self.ctx.directory.is_local_domain(domain):
             resolution = await self.ctx.directory.resolve(address)
             if resolution is None:
                 self._log("rcpt unknown to=%r", address)
-                self.session.reject(Reply(
-                    550, "5.1.1",
-                    f"<{event.address}>: Recipient address rejected: User unknown"))
+                self.session.reject(replies.user_unknown(event.address))
                 return
             for account_id in resolution.local:
                 if await self._over_quota(account_id, resolution.accounts.get(account_id)):
-                    self.session.reject(Reply(
-                        452, "4.2.2", f"<{event.address}>: Mailbox full, try again later"))
+                    self.session.reject(replies.mailbox_full_at_rcpt(event.address))
                     return
             for account_id in resolution.local:
                 self.txn.add_local(account_id)
@@ -388,8 +381,7 @@ class SMTPHandler:
             self.txn.remote.append(RemoteRecipient(address, event.notify, event.orcpt))
         else:
             self._log("relay denied to=%r", address)
-            self.session.reject(Reply(554, "5.7.1",
-                                      f"<{event.address}>: Relay access denied"))
+            self.session.reject(replies.relay_denied(event.address))
             return
         if self.spam is not None:  # greylisting (spam/gate.py)
             refusal = await self.spam.rcpt(address, self.session.helo_name or "")
@@ -446,31 +438,21 @@ class SMTPHandler:
 
         if self.submission:
             assert self.account is not None
-            headers, _ = split_message(head)
-            if not self.account.may_send_as_anyone:
-                for addr in from_addresses(headers):
-                    if not owns(self.owned, addr):
-                        self._log("header From rejected from=%r user=%s", addr,
-                                  self.account.address)
-                        self.session.reject(Reply(
-                            553, "5.7.1",
-                            f"From: header address <{addr}> not owned by user "
-                            f"{self.account.address}"))
-                        return
+            self.policy.check_from(self.account, self.owned, head)
             api_keys = self.ctx.extras.get("smtp_api_keys")  # the sending layer (issue 18)
             if api_keys is not None and api_keys.key_of(self.account) is not None:
                 code, enhanced, text = await api_keys.submit(
                     self.account, await whole(head), event.sender, self.txn.recipients,
                     self.conn.peer_ip)
+                reply = replies.decided_elsewhere(code, enhanced, text)
                 if code != 250:
-                    self.session.reject(Reply(code, enhanced, text))
+                    self.session.reject(reply)
                     return
                 self.messages += 1
-                self.session.accept(Reply(code, enhanced, text))
+                self.session.accept(reply)
                 self.txn = _Transaction()
                 return
-            head = add_missing_headers(head, self.config.hostname, time.time())
-            head = await self._sign(head, whole)
+            head = await self.policy.prepare(head, whole, time.time())
         envelope = Envelope(
             sender=event.sender,
             ret=event.mail_from.ret,
@@ -496,7 +478,7 @@ class SMTPHandler:
             if verdict is not None:
                 if verdict.action == "reject" and verdict.reject_reply is not None:
                     code, enhanced, text = verdict.reject_reply
-                    self.session.reject(Reply(code, enhanced, text))
+                    self.session.reject(replies.decided_elsewhere(code, enhanced, text))
                     return
                 head = verdict.message
                 if spool is not None:  # the checks rewrite headers only: keep the body
@@ -526,28 +508,14 @@ class SMTPHandler:
             result = await self.ctx.delivery.deliver(
                 message, envelope, local, self.txn.remote, trace, self.txn.recipients,
                 recipient_of=self.txn.rcpt_of)
-        except SieveRejected as rejected:  # RFC 5429 §2.1.1: refuse in the protocol
-            reason = " ".join(rejected.reason.split())[:400] or "Message rejected"
-            reason = reason.encode("ascii", "replace").decode("ascii")
+        except SieveRejected:  # RFC 5429 §2.1.1: refused in the protocol (the boundary)
             self._log("sieve reject from=<%s> to=%s", event.sender,
                       ",".join(f"<{r}>" for r in self.txn.recipients))
-            self.session.reject(Reply(550, "5.7.1", reason))
-            return
-        except QuotaExceeded:
-            self.session.reject(Reply(552, "5.2.2", "Mailbox full"))
-            return
-        except StorageFull as exc:
-            # RFC 5321 §4.2.3 / RFC 3463: temporary, the client tries again later
-            log.error("store full: %s", exc)
-            self.session.reject(replies.INSUFFICIENT_STORAGE)
-            return
-        except StoreError as exc:
-            log.error("store failure: %s", exc)
-            self.session.reject(Reply(451, "4.3.0", "Temporary storage failure, try again"))
-            return
+            raise
+        # a store error (QuotaExceeded 552, StorageFull 452 4.3.1: RFC 5321 §4.2.3,
+        # RFC 3463) goes to the boundary, which answers with the error's own reply
         if self.submission and self.account is not None:
-            await self.ctx.message_rate.add(self.account.address)
-            await self.ctx.recipient_rate.add(self.account.address, len(self.txn.recipients))
+            await self.policy.record(self.account, len(self.txn.recipients))
             if self.spam is not None:  # compromised-account volume (spam/abuse.py)
                 await self.spam.accepted(self.account.address, len(self.txn.recipients))
         self.messages += 1
@@ -556,7 +524,7 @@ class SMTPHandler:
         for rcpt in self.txn.recipients[:MAIL_LOG_RECIPIENTS]:
             self._mail_log(ACCEPTED, result.message_id, event.sender, verdict_tag,
                            f"{self.listener.role} size={size}", rcpt)
-        self.session.accept(Reply(250, "2.0.0", f"Ok: queued as {result.message_id}"))
+        self.session.accept(replies.queued(result.message_id))
         self.txn = _Transaction()
 
     def _mail_log(self, kind: str, message_id: str, sender: str, tag: str, detail: str,
@@ -565,24 +533,6 @@ class SMTPHandler:
         eventlog.record(self.ctx.store, NewMailEvent(
             time.time(), kind, message_id, sender, recipient, self.conn.peer_ip, tag,
             detail[:1000]))
-
-    async def _sign(self, head: bytes, whole: Callable[[bytes], Awaitable[bytes]]) -> bytes:
-        """``head`` with the DKIM-Signature headers in front (the signature covers the
-        whole message, which ``whole`` reads)."""
-        if not self.config.dkim.sign:
-            return head
-        senders = from_addresses(split_message(head)[0])
-        if not senders:
-            return head
-        try:
-            domain = split_address(senders[0])[1]
-        except AddressError:
-            return head
-        if not await self.ctx.directory.is_local_domain(domain):
-            return head
-        data = await whole(head)
-        signed = await self.ctx.signer.sign(data, domain)
-        return signed[: len(signed) - len(data)] + head
 
     async def _inbound_checks(
         self, head: bytes, sender: str, whole: Callable[[bytes], Awaitable[bytes]]

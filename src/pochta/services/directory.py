@@ -92,20 +92,24 @@ class Directory:
         base = base_address(address)
         if base != address:
             candidates.append(base)
+        catch_all = "@" + domain
+        # one store round trip for the address, its base and the catch-all; the order
+        # below is the rule (an exact alias, an account, then the same for the base)
+        found = await self.store.find_addresses([*candidates, catch_all])
         for candidate in candidates:
-            alias = await self.store.get_alias(candidate)
+            alias = found.aliases.get(candidate)
             if alias is not None:
                 for target in alias.targets:
                     await self._expand(target, result, depth + 1, seen)
                 return True
-            account = await self.store.get_account(candidate)
+            account = found.accounts.get(candidate)
             if account is not None and not account.disabled:
                 result.add_local(account.id)
                 result.accounts[account.id] = account
                 return True
-        catch_all = await self.store.get_alias("@" + domain)
-        if catch_all is not None:
-            for target in catch_all.targets:
+        alias = found.aliases.get(catch_all)
+        if alias is not None:
+            for target in alias.targets:
                 await self._expand(target, result, depth + 1, seen)
             return True
         return False

@@ -1,12 +1,11 @@
 """Runs a sans-IO SASL mechanism against the Authenticator; shared by SMTP, IMAP, POP3.
 
-A protocol front-end creates a ``SASLDriver`` for ``AUTH``/``AUTHENTICATE``, feeds it the
-decoded client data, and maps the outcome to its own replies:
-``Challenge`` -> 334 / "+ ", ``Authenticated`` -> success, ``Rejected`` -> failure
-(``locked`` tells it to answer with the temporary lockout reply instead).
-
-Which mechanisms a connection offers is decided here too, once for the three protocols
-(``sasl_offer``), and ``SASLDriver.create`` refuses any mechanism that was not offered.
+The authentication policy (services/auth_policy.py ``AuthPolicy``) creates a ``SASLDriver``
+for ``AUTH``/``AUTHENTICATE`` and feeds it the decoded client data; its ``Rejected``
+outcomes become errors of the hierarchy (``AuthFailed``, ``AuthLockedOut``...) that carry
+each protocol's reply. ``sasl_offer`` computes the mechanisms for a TLS state once the
+policy has decided that credentials may flow, and ``SASLDriver.create`` refuses any
+mechanism that was not offered.
 
 SCRAM-SHA-256-PLUS is offered only when ``[auth] scram_plus`` is on (default off) and the
 TLS connection can supply a channel binding. Reason: clients pick the strongest mechanism

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..addresses import AddressError, normalize_address, split_address
+from ..errors import SieveLoadError as SieveLoadError
+from ..errors import SieveRejected as SieveRejected
 from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,
@@ -77,18 +79,6 @@ SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\D
                                        "\\Draft")}
 _KEYWORD = re.compile(r"[^\s(){%*\"\\\]\x00-\x1f\x7f]+\Z")
 REDIRECT_MARK = "X-Sieve-Redirected-From"
-
-
-class SieveRejected(Exception):
-    """Every recipient's script rejected the message: answer DATA with 550 5.7.1."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class SieveLoadError(Exception):
-    pass
 
 
 Signer = Callable[[bytes, str], Awaitable[bytes]]

@@ -24,39 +24,20 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The store's errors are members of Pochta's one error hierarchy, which knows how each
+# protocol answers them (pochta/errors.py); re-exported here as part of the contract.
+from ..errors import AlreadyExists as AlreadyExists
+from ..errors import NotFound as NotFound
+from ..errors import QuotaExceeded as QuotaExceeded
+from ..errors import StorageCorrupt as StorageCorrupt
+from ..errors import StorageFull as StorageFull
+from ..errors import StoreError as StoreError
 from .interfaces_imap import ImapStateStore
 from .interfaces_ops import OpsStore
 from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
 from .interfaces_web import WebStore
-
-
-class StoreError(Exception):
-    """A store operation failed for a reason the caller can report."""
-
-
-class NotFound(StoreError):
-    pass
-
-
-class AlreadyExists(StoreError):
-    pass
-
-
-class QuotaExceeded(StoreError):
-    pass
-
-
-class StorageFull(StoreError):
-    """The disk (or the database) has no room: a temporary failure. Protocols answer
-    ``452``/``451 4.3.1 Insufficient system storage`` (RFC 3463), IMAP ``NO [LIMIT]``,
-    POP3 ``-ERR [SYS/TEMP]``; nothing of the failed write is visible afterwards."""
-
-
-class StorageCorrupt(StoreError):
-    """Stored bytes do not match the index (length or checksum): never returned to a
-    client; ``pochta store verify`` lists every such blob."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +87,14 @@ class Account:
 class Alias:
     source: str  # "user@domain" or "@domain" (catch-all)
     targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AddressRecords:
+    """What ``find_addresses`` found, by lower-cased address."""
+
+    aliases: dict[str, Alias]
+    accounts: dict[str, Account]
 
 
 # --- mailboxes and messages ------------------------------------------------------------
@@ -313,6 +302,11 @@ class DirectoryStore(Protocol):
     async def remove_alias(self, source: str) -> None: ...
     async def get_alias(self, source: str) -> Alias | None: ...
     async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+
+    # recipient resolution: every alias and account among ``addresses`` in one round
+    # trip (the directory asks for an address, its base without +tag and the catch-all
+    # at once; which one wins is the directory's rule, not the store's)
+    async def find_addresses(self, addresses: Sequence[str]) -> AddressRecords: ...
 
 
 class MessageStore(Protocol):

@@ -11,11 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .interfaces import StoreError
-
-
-class ScriptActive(StoreError):
-    """The active script cannot be deleted (RFC 5804 §2.10: NO (ACTIVE))."""
+from ..errors import ScriptActive as ScriptActive  # re-exported: part of the contract
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -92,6 +92,7 @@ from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
     Account,
+    AddressRecords,
     Alias,
     AlreadyExists,
     BlobProblem,
@@ -136,6 +137,11 @@ HASH_INLINE_MAX = 256 * 1024
 TX_RETRIES = 8
 # Accepts committed together at most (group commit); a batch is whatever waited.
 ACCEPT_BATCH = 64
+# Accept transactions in flight at once. Few, so that under load each commits a bigger
+# batch: the round trips and the WAL flush are shared by more messages (50 SMTP sessions:
+# 1.28 -> 1.03 ms of Pochta's CPU and 0.46 -> 0.33 ms of PostgreSQL's per message, against
+# pool_size - 2 = 8 runners); one message alone still commits at once.
+ACCEPT_RUNNERS = 3
 
 # Each entry brings the schema from version i to i+1; the store applies the missing ones
 # when it opens, in one transaction, under an advisory lock.
@@ -468,7 +474,7 @@ class PostgresStore(
         self._accepts: list[_Accept] = []
         self._verified: dict[int, None] = {}  # blobs whose stream was checked (LRU)
         self._accept_runners = 0
-        self._max_accept_runners = max(1, pool_size - 2)
+        self._max_accept_runners = max(1, min(ACCEPT_RUNNERS, pool_size - 2))
         self._accept_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -544,11 +550,15 @@ class PostgresStore(
 
     # --- transactions, reads and errors ----------------------------------------------
 
-    async def _tx(self, fn: Callable[[_Tx], Awaitable[T]]) -> T:
+    async def _tx(self, fn: Callable[[_Tx], Awaitable[T]], *, pipeline: bool = False) -> T:
         """Run ``fn`` in one transaction (retried on deadlock or serialisation failure,
-        and when BEGIN finds the pooled connection dead, e.g. after a database restart:
-        nothing was sent then), send the change notifications inside it, wake local
-        watchers after COMMIT."""
+        and when the pooled connection turns out dead before COMMIT was sent, e.g. after
+        a database restart: nothing was committed then), send the change notifications
+        inside it, wake local watchers after COMMIT.
+
+        ``pipeline``: libpq pipeline mode, statements are sent without waiting for the
+        previous one's answer until a result is read, and COMMIT travels with the last
+        writes (the accept path: three round trips instead of eight)."""
         if self._closed:
             raise StoreError("store is closed")
         for attempt in range(TX_RETRIES):
@@ -556,11 +566,19 @@ class PostgresStore(
             try:
                 async with self._pool.connection() as conn, contextlib.AsyncExitStack() as st:
                     try:
+                        if pipeline:
+                            await st.enter_async_context(conn.pipeline())
                         await st.enter_async_context(conn.transaction())
                     except psycopg.OperationalError as exc:
                         raise _DeadConnection from exc
                     tx = _Tx(conn, set())
-                    result = await fn(tx)
+                    try:
+                        result = await fn(tx)
+                    except psycopg.OperationalError as exc:
+                        # COMMIT is sent after fn returns: nothing of this try was kept
+                        if conn.broken or conn.closed:
+                            raise _DeadConnection from exc
+                        raise
                     # payloads: "<mailbox id> <origin>", or "q <origin>" for the queue
                     keys = [str(b) for b in sorted(tx.touched)]
                     keys += ["q"] if tx.queue_woken else []
@@ -890,6 +908,25 @@ class PostgresStore(
         )
         return Alias(rows[0][0], tuple(rows[0][1])) if rows else None
 
+    async def find_addresses(self, addresses: Sequence[str]) -> AddressRecords:
+        wanted = sorted({a.lower() for a in addresses})
+        found = AddressRecords({}, {})
+        if not wanted:
+            return found
+        nulls = ", ".join(["NULL"] * 11)
+        rows = await self._query(
+            f"SELECT {_ACCOUNT_COLS}, NULL::text[] FROM accounts WHERE address=ANY(%s) "  # noqa: S608
+            f"UNION ALL SELECT {nulls.replace('NULL, NULL', 'NULL, source', 1)}, targets "
+            "FROM aliases WHERE source=ANY(%s)", (wanted, wanted),
+        )
+        for row in rows:
+            if row[-1] is None:
+                account = _account(row[:-1])
+                found.accounts[account.address] = account
+            else:
+                found.aliases[row[1]] = Alias(row[1], tuple(row[-1]))
+        return found
+
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         if domain:
             rows = await self._query(
@@ -1013,7 +1050,7 @@ class PostgresStore(
     async def _accept_batch(self, batch: list[_Accept]) -> None:
         try:
             outcomes: list[AcceptResult | StoreError] = await self._tx(
-                lambda tx: self._accept_in(tx, batch))
+                lambda tx: self._accept_in(tx, batch), pipeline=True)
         except StoreError as exc:
             # One job's failure must not fail the others: the batch was rolled back, so
             # each job is tried alone. Not after a lost connection, though: COMMIT may
@@ -1048,20 +1085,28 @@ class PostgresStore(
         accounts = sorted({t.account_id for job in batch for t in job.local})
         quotas: dict[int, int] = {}
         boxes: dict[tuple[int, str], int] = {}
-        if accounts:
-            # Lock order: accounts, then mailboxes by id (see the module docstring).
-            rows = await tx.all(
-                "SELECT id, quota_bytes FROM accounts WHERE id=ANY(%s) ORDER BY id "
-                "FOR NO KEY UPDATE", (accounts,),
-            )
-            quotas = {int(r[0]): int(r[1]) for r in rows}
-            names = sorted({normalize_mailbox_name(t.mailbox) for job in batch
-                            for t in job.local} | {"INBOX"})
-            rows = await tx.all(
-                "SELECT id, account_id, name FROM mailboxes WHERE account_id=ANY(%s) "
-                "AND name=ANY(%s) ORDER BY id FOR NO KEY UPDATE", (accounts, names),
-            )
-            boxes = {(int(r[1]), r[2]): int(r[0]) for r in rows}
+        fresh = sum(1 for job in batch if job.blob_id is None)  # blobs written with the batch
+        # Sent together (one round trip in pipeline mode), executed in this order. Lock
+        # order: accounts, then mailboxes by id (see the module docstring). Ids of
+        # refused jobs' blobs are simply never used.
+        account_rows = await tx.conn.execute(
+            "SELECT id, quota_bytes FROM accounts WHERE id=ANY(%s) ORDER BY id "
+            "FOR NO KEY UPDATE", (accounts,),
+        ) if accounts else None
+        names = sorted({normalize_mailbox_name(t.mailbox) for job in batch
+                        for t in job.local} | {"INBOX"})
+        box_rows = await tx.conn.execute(
+            "SELECT id, account_id, name FROM mailboxes WHERE account_id=ANY(%s) "
+            "AND name=ANY(%s) ORDER BY id FOR NO KEY UPDATE", (accounts, names),
+        ) if accounts else None
+        id_rows = await tx.conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('blobs', 'id')) "
+            "FROM generate_series(1, %s)", (fresh,),
+        ) if fresh else None
+        if account_rows is not None and box_rows is not None:
+            quotas = {int(r[0]): int(r[1]) for r in await account_rows.fetchall()}
+            boxes = {(int(r[1]), r[2]): int(r[0]) for r in await box_rows.fetchall()}
+        blob_ids = [int(r[0]) for r in await id_rows.fetchall()] if id_rows is not None else []
         used = {acc: await self._usage(tx, acc) for acc in accounts if quotas.get(acc)}
         outcomes: list[AcceptResult | StoreError | None] = []
         plans: list[list[int]] = []  # the mailbox of each target, per accepted job
@@ -1091,7 +1136,7 @@ class PostgresStore(
         ok = [i for i, o in enumerate(outcomes) if o is None]
         if ok:
             await self._write_accepts(tx, [batch[i] for i in ok], [plans[i] for i in ok],
-                                      outcomes, ok)
+                                      outcomes, ok, iter(blob_ids))
         done: list[AcceptResult | StoreError] = []
         for outcome in outcomes:
             assert outcome is not None  # every accepted job got its result above
@@ -1101,13 +1146,7 @@ class PostgresStore(
     @staticmethod
     async def _write_accepts(tx: _Tx, jobs: list[_Accept], plans: list[list[int]],
                              outcomes: list[AcceptResult | StoreError | None],
-                             slots: list[int]) -> None:
-        fresh = [j for j in jobs if j.blob_id is None]  # blobs to write with the batch
-        rows = await tx.all(
-            "SELECT nextval(pg_get_serial_sequence('blobs', 'id')) "
-            "FROM generate_series(1, %s)", (len(fresh),),
-        ) if fresh else []
-        new_ids = iter(int(r[0]) for r in rows)
+                             slots: list[int], new_ids: Iterator[int]) -> None:
         blob_ids = [j.blob_id if j.blob_id is not None else next(new_ids) for j in jobs]
         counts: dict[int, int] = {}
         for plan in plans:

@@ -61,6 +61,7 @@ from .interfaces import (
     DEFAULT_MAILBOXES,
     AcceptResult,
     Account,
+    AddressRecords,
     Alias,
     AlreadyExists,
     BlobProblem,
@@ -978,6 +979,26 @@ class SQLiteStore(
             "SELECT source, targets FROM aliases WHERE source=?", (source.lower(),)
         )
         return Alias(rows[0][0], tuple(rows[0][1].split("\n"))) if rows else None
+
+    async def find_addresses(self, addresses: Sequence[str]) -> AddressRecords:
+        wanted = sorted({a.lower() for a in addresses})
+        found = AddressRecords({}, {})
+        if not wanted:
+            return found
+        marks = ", ".join("?" * len(wanted))
+        nulls = ", ".join(["NULL"] * 11)
+        rows = await self._query(
+            f"SELECT {_ACCOUNT_COLS}, NULL FROM accounts WHERE address IN ({marks}) "  # noqa: S608
+            f"UNION ALL SELECT {nulls.replace('NULL, NULL', 'NULL, source', 1)}, targets "
+            f"FROM aliases WHERE source IN ({marks})", (*wanted, *wanted),
+        )
+        for row in rows:
+            if row[-1] is None:
+                account = _account(row[:-1])
+                found.accounts[account.address] = account
+            else:
+                found.aliases[row[1]] = Alias(row[1], tuple(row[-1].split("\n")))
+        return found
 
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         if domain:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pochta.proto.smtp.client import Reply, local_reply
+from pochta.proto.smtp.client import ServerReply, local_reply
 from pochta.queue.routing import Destination, RouteFailure, Router
 from pochta.services.delivery import REQUIRETLS_MARK
 from pochta.storage.interfaces import QueueItem
@@ -46,7 +46,7 @@ def tls_required_no(data: bytes) -> bool:
     return _TLS_REQUIRED_NO.search(_head(data)) is not None
 
 
-def refusal(conn: Any) -> Reply | None:
+def refusal(conn: Any) -> ServerReply | None:
     """Why this connection may not carry a REQUIRETLS message, or None."""
     if not getattr(conn, "tls_validated", False):
         return local_reply(550, "5.7.30", f"REQUIRETLS: TLS to {conn.remote} is not "

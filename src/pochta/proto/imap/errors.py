@@ -2,8 +2,9 @@
 
 A handler raises one of these; the session core turns it into the tagged ``NO``/``BAD``
 with its response code (``ImapServerSession.fail``), the one place where failures become
-bytes. Store errors are mapped to these by the driver (``server/imap_session.py``,
-``store_failure``), also in one place.
+bytes. Pochta's own errors (the store's, the services') carry the ``ImapError`` they
+become (pochta/errors.py ``imap_error``), applied at the driver's command boundary
+(``server/imap.py`` ``dispatch``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ from base64 import b64decode, b64encode
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pochta.proto.pop3 import replies
+from pochta.proto.pop3.replies import ErrReply
+
 # RFC 2449 §4: a command line is at most 255 octets including CRLF.
 MAX_COMMAND_LINE = 255
 # RFC 5034 §4: AUTH lines (initial response) and SASL responses may be longer than 255
@@ -504,15 +507,13 @@ class Pop3Session:
         count, size = self._stat()
         self._send(_ok(f"Logged in, maildrop has {count} messages ({size} octets)"))
 
-    def reject_login(
-        self, text: str = "Authentication failed", code: str | None = "AUTH"
-    ) -> Event | None:
-        """Login refused (``code`` "AUTH" for credentials, "IN-USE" for a locked
-        maildrop, "SYS/TEMP" for a store failure). Returns ``Closed`` when the error
+    def reject_login(self, reply: ErrReply = replies.AUTH_FAILED) -> Event | None:
+        """Login refused (``[AUTH]`` for credentials, ``[IN-USE]`` for a locked
+        maildrop, ``[SYS/TEMP]`` for a store failure). Returns ``Closed`` when the error
         limit was reached."""
         self._expect(_Wait.LOGIN)
         self._in_sasl = False
-        return self._error(text, code)
+        return self._error(reply.text, reply.code)
 
     def auth_challenge(self, data: bytes) -> None:
         """Send a SASL challenge (RFC 5034 §4: "+ " and base64); the next line is the
@@ -719,19 +720,18 @@ class Pop3Session:
         if self._tail != b"\r\n":
             self._send(b"\r\n")
         self._send(b".\r\n")
+        self._tail = b""
 
-    def message_unavailable(
-        self, text: str = "Message is no longer available", code: str | None = "SYS/TEMP"
-    ) -> None:
+    def message_unavailable(self, reply: ErrReply = replies.MESSAGE_UNAVAILABLE) -> None:
         """The message could not be read: a store error (``[SYS/TEMP]``, RFC 3206 §4:
-        trying again later may work) or, with ``code=None``, removed through IMAP
-        meanwhile (permanent). The session goes on."""
+        trying again later may work) or removed through IMAP meanwhile
+        (``DELETED_ELSEWHERE``, permanent). The session goes on."""
         self._expect(_Wait.RETRIEVE)
-        self._send(_err(text, code))
+        self._send(reply.to_bytes())
 
-    def update_done(self, ok: bool, error: str = "Some deleted messages not removed") -> Closed:
+    def update_done(self, ok: bool, error: ErrReply = replies.NOT_REMOVED) -> Closed:
         """The expunge of the UPDATE state finished (``ok``) or failed (``error``, e.g.
-        "Insufficient system storage" when the disk is full)."""
+        ``INSUFFICIENT_STORAGE`` when the disk is full)."""
         self._expect(_Wait.UPDATE)
         left = len(self.messages) - len(self.deleted)
         if ok:
@@ -739,9 +739,27 @@ class Pop3Session:
         else:
             # RFC 1939 §6 QUIT: -ERR "some deleted messages not removed"; RFC 3206 §4
             # [SYS/TEMP]: the client may try again later.
-            self._send(_err(error, "SYS/TEMP"))
+            self._send(error.to_bytes())
         self.state = State.CLOSED
         return Closed()
+
+    def abandon(self, reply: ErrReply = replies.TEMPORARY_FAILURE) -> Event | None:
+        """Answer the pending decision, whatever it is, with ``reply``: the driver's
+        command boundary after an error. Not the client's fault, so not counted.
+        Raises ``ProtocolUsageError`` when nothing is pending or the answer had begun
+        (a message half sent, a TLS handshake): the driver then closes."""
+        wait = self._wait
+        if wait is _Wait.LOGIN:
+            self._wait = _Wait.NONE
+            self._in_sasl = False
+            self._send(reply.to_bytes())
+            return None
+        if wait is _Wait.RETRIEVE and not self._tail:
+            self.message_unavailable(reply)
+            return None
+        if wait is _Wait.UPDATE:
+            return self.update_done(False, reply)
+        raise ProtocolUsageError(f"nothing to abandon (waiting: {wait.name})")
 
     def autologout(self) -> bytes:
         """The idle timer fired (RFC 1939 §3): no UPDATE state; what to send."""

@@ -39,8 +39,9 @@ class ClientStateError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply:
-    """One (possibly multi-line) server reply."""
+class ServerReply:
+    """One (possibly multi-line) reply of the server, as the client parsed it (the
+    server side builds its replies from ``replies.Reply``)."""
 
     code: int
     lines: tuple[str, ...] = ("",)
@@ -78,9 +79,9 @@ class Reply:
         return f"{self.code} {self.text}".rstrip()
 
 
-def local_reply(code: int, enhanced: str, text: str) -> Reply:
+def local_reply(code: int, enhanced: str, text: str) -> ServerReply:
     """A reply the client makes up itself (local refusal, timeout, connection failure)."""
-    return Reply(code, (f"{enhanced} {text}",))
+    return ServerReply(code, (f"{enhanced} {text}",))
 
 
 class ReplyParser:
@@ -92,8 +93,8 @@ class ReplyParser:
         self._code: int | None = None
         self.error: str | None = None
 
-    def feed(self, data: bytes) -> list[Reply]:
-        out: list[Reply] = []
+    def feed(self, data: bytes) -> list[ServerReply]:
+        out: list[ServerReply] = []
         if self.error is not None:
             return out
         self._buf += data
@@ -117,7 +118,7 @@ class ReplyParser:
                 out.append(reply)
         return out
 
-    def _line(self, raw: bytes) -> Reply | None:
+    def _line(self, raw: bytes) -> ServerReply | None:
         # The code is three digits, 2xx-5xx, then "-" (more lines), " " or nothing.
         if len(raw) < 3 or not raw[:3].isdigit() or raw[0:1] not in b"2345":
             self.error = f"malformed reply line {raw[:40]!r}"
@@ -138,13 +139,13 @@ class ReplyParser:
         if sep == b"-":
             self._code = code
             return None
-        reply = Reply(code, tuple(self._lines))
+        reply = ServerReply(code, tuple(self._lines))
         self._lines = []
         self._code = None
         return reply
 
 
-def parse_extensions(reply: Reply) -> dict[str, str]:
+def parse_extensions(reply: ServerReply) -> dict[str, str]:
     """EHLO keywords (upper case) to their parameters (RFC 5321 4.1.1.1)."""
     ext: dict[str, str] = {}
     for line in reply.lines[1:]:
@@ -194,12 +195,12 @@ def header_section(message: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Greeting:
-    reply: Reply
+    reply: ServerReply
 
 
 @dataclass(frozen=True, slots=True)
 class EhloDone:
-    reply: Reply
+    reply: ServerReply
     extensions: dict[str, str]
 
 
@@ -208,7 +209,7 @@ class Response:
     """The reply to HELO, STARTTLS, AUTH (334 challenges too), RSET, NOOP or QUIT."""
 
     command: str
-    reply: Reply
+    reply: ServerReply
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,12 +233,12 @@ class Transaction:
 
 @dataclass(frozen=True, slots=True)
 class TransactionResult:
-    mail: Reply
-    rcpt: tuple[Reply | None, ...]  # None: never answered (MAIL failed, connection lost)
-    data: Reply | None  # the final reply to the message content, if it got that far
+    mail: ServerReply
+    rcpt: tuple[ServerReply | None, ...]  # None: never answered (MAIL failed, connection lost)
+    data: ServerReply | None  # the final reply to the message content, if it got that far
     recipients: tuple[Recipient, ...] = ()
 
-    def outcome(self, index: int) -> Reply:
+    def outcome(self, index: int) -> ServerReply:
         """The reply that decided recipient ``index``: its RCPT refusal or the message's."""
         if not self.mail.positive:
             return self.mail
@@ -250,7 +251,7 @@ class TransactionResult:
             return local_reply(451, "4.4.2", "transaction ended before the message was sent")
         return self.data
 
-    def outcomes(self) -> list[tuple[Recipient, Reply]]:
+    def outcomes(self) -> list[tuple[Recipient, ServerReply]]:
         return [(rcpt, self.outcome(i)) for i, rcpt in enumerate(self.recipients)]
 
 
@@ -304,9 +305,9 @@ class _Tx:
     tx: Transaction
     pipelining: bool
     chunking: bool
-    mail: Reply | None = None
-    rcpt: list[Reply | None] = field(default_factory=list)
-    data: Reply | None = None
+    mail: ServerReply | None = None
+    rcpt: list[ServerReply | None] = field(default_factory=list)
+    data: ServerReply | None = None
     pending_rcpt: deque[int] = field(default_factory=deque)  # unsent RCPT indexes
     rcpt_answered: int = 0
     chunks: list[bytes] = field(default_factory=list)
@@ -378,8 +379,8 @@ class ClientSession:
     def auth_mechanisms(self) -> list[str]:
         return self.extensions.get("AUTH", "").upper().split()
 
-    def preflight(self, tx: Transaction) -> Preflight | Reply:
-        """Can ``tx`` go to this server as it is? A ``Reply`` is a permanent local refusal
+    def preflight(self, tx: Transaction) -> Preflight | ServerReply:
+        """Can ``tx`` go to this server as it is? A ``ServerReply`` is a permanent local refusal
         that decides every recipient (the driver bounces); ``DOWNGRADE_8BIT`` means the
         message must be converted to 7-bit first (or bounced if it cannot be)."""
         addresses_utf8 = not is_ascii(tx.sender) or any(
@@ -540,7 +541,7 @@ class ClientSession:
         events.append(Malformed(reason))
         return events
 
-    def _abort(self, reply: Reply) -> list[Event]:
+    def _abort(self, reply: ServerReply) -> list[Event]:
         events: list[Event] = []
         t = self._tx
         if t is not None:
@@ -559,7 +560,7 @@ class ClientSession:
         assert t.mail is not None
         return TransactionResult(t.mail, tuple(t.rcpt), t.data, t.tx.recipients)
 
-    def _on_reply(self, reply: Reply) -> list[Event]:
+    def _on_reply(self, reply: ServerReply) -> list[Event]:
         if not self._pending:
             # RFC 5321 3.8: a server may send 421 at any time before closing.
             if reply.code == 421:
@@ -608,7 +609,7 @@ class ClientSession:
         self.state = State.READY if not self._pending else State.BUSY
         return [Response(kind.value, reply)]
 
-    def _on_tx_reply(self, t: _Tx, kind: _Kind, reply: Reply) -> list[Event]:
+    def _on_tx_reply(self, t: _Tx, kind: _Kind, reply: ServerReply) -> list[Event]:
         if reply.code == 421 and kind is not _Kind.TX_RSET:
             # The server is going away: whatever is unanswered gets this reply.
             self._record(t, kind, reply)
@@ -620,7 +621,7 @@ class ClientSession:
             return [TransactionDone(self._result(t))]
         return []
 
-    def _record(self, t: _Tx, kind: _Kind, reply: Reply) -> bool:
+    def _record(self, t: _Tx, kind: _Kind, reply: ServerReply) -> bool:
         """Store ``reply`` and send what comes next; True when the transaction is over."""
         if kind is _Kind.MAIL:
             t.mail = reply

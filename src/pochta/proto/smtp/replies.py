@@ -90,6 +90,60 @@ def chunk_received(octets: int) -> Reply:
     return Reply(250, "2.0.0", f"Ok: {octets} octets received")
 
 
+# --- replies that name an address or a limit (the shell's policy decisions) -------------
+def sender_not_owned(address: str, user: str) -> Reply:
+    """RFC 6409 §6.1: the submission server may refuse a sender the user does not own."""
+    return Reply(553, "5.7.1",
+                 f"<{address}>: Sender address rejected: not owned by user {user}")
+
+
+def from_not_owned(address: str, user: str) -> Reply:
+    return Reply(553, "5.7.1", f"From: header address <{address}> not owned by user {user}")
+
+
+def message_rate_limited(limit: int) -> Reply:
+    return Reply(451, "4.7.1", f"Rate limit: more than {limit} messages per hour, try later")
+
+
+def recipient_rate_limited(limit: int) -> Reply:
+    return Reply(452, "4.7.1", f"Rate limit: more than {limit} recipients per hour")
+
+
+def user_unknown(address: str) -> Reply:
+    return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown")
+
+
+def mailbox_full_at_rcpt(address: str) -> Reply:
+    """RFC 3463 4.2.2, temporary at RCPT: the owner may make room before the retry."""
+    return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
+
+
+def relay_denied(address: str) -> Reply:
+    return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
+
+
+def sieve_rejected(reason: str) -> Reply:
+    """RFC 5429 §2.1.1: a Sieve ``reject`` refused in the protocol, with the script's
+    reason made fit for a reply line (one line, ASCII, at most 400 characters)."""
+    text = " ".join(reason.split())[:400] or "Message rejected"
+    return Reply(550, "5.7.1", "".join(c if " " <= c <= "~" else "?" for c in text))
+
+
+def decided_elsewhere(code: int, enhanced: str, text: str) -> Reply:
+    """A reply another layer decided as plain values (the sending API's SMTP keys, the
+    inbound DMARC policy): checked here like every other reply."""
+    return Reply(code, enhanced, text)
+
+
+def closing(hostname: str, why: str) -> Reply:
+    """421 4.4.2 when the session times out or the client is too slow (RFC 5321 §4.5.3.2)."""
+    return Reply(421, "4.4.2", f"{hostname} Error: {why}", close=True)
+
+
+def shutting_down(hostname: str) -> Reply:
+    return Reply(421, "4.3.2", f"{hostname} Service shutting down", close=True)
+
+
 # --- 2xx ---------------------------------------------------------------------------------
 OK = Reply(250, "2.0.0", "Ok")
 SENDER_OK = Reply(250, "2.1.0", "Ok")
@@ -126,9 +180,11 @@ SERVICE_UNAVAILABLE = Reply(
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing", close=True)
 TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing", close=True)
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+STORAGE_FAILURE = Reply(451, "4.3.0", "Temporary storage failure, try again")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 AUTH_TEMPORARY_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")
+AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed authentications, try again later")
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 RATE_LIMITED = Reply(450, "4.7.1", "Rate limit exceeded, try again later")
 
@@ -178,6 +234,7 @@ UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")
 INVALID_BASE64 = Reply(501, "5.5.2", "Invalid base64 data")
 AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication data")
 
 # --- 5xx: policy --------------------------------------------------------------------------
 MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
@@ -189,6 +246,7 @@ ENCRYPTION_REQUIRED = Reply(
 USER_UNKNOWN = Reply(550, "5.1.1", "Recipient address rejected: User unknown")
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by the authenticated user")
+MAILBOX_FULL = Reply(552, "5.2.2", "Mailbox full")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 NON_ASCII_ADDRESS = Reply(553, "5.6.7", "Non-ASCII addresses require SMTPUTF8")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")

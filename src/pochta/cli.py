@@ -601,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .spam.cli import register_user_release  # pochta user release (spam/abuse.py)
 
     register_user_release(usr)
+    from .web.ops_cli import register_app_password  # pochta user app-password (issue 19)
+
+    register_app_password(usr)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
         dest="action", required=True)

@@ -59,6 +59,8 @@ class StaticResolver:
     txt_records: dict[str, list[str]] = field(default_factory=dict)
     ptr_records: dict[str, list[str]] = field(default_factory=dict)
     tlsa_records: dict[str, list[str]] = field(default_factory=dict)
+    srv_records: dict[str, list[str]] = field(default_factory=dict)  # "0 1 993 host."
+    cname_records: dict[str, list[str]] = field(default_factory=dict)
     fail: set[str] = field(default_factory=set)
     queries: list[tuple[str, str]] = field(default_factory=list)
 
@@ -86,6 +88,12 @@ class StaticResolver:
 
     async def tlsa(self, name: str) -> list[str]:
         return [str(r) for r in self._get("TLSA", self.tlsa_records, name)]
+
+    async def srv(self, name: str) -> list[str]:
+        return [str(r) for r in self._get("SRV", self.srv_records, name)]
+
+    async def cname(self, name: str) -> list[str]:
+        return [str(r) for r in self._get("CNAME", self.cname_records, name)]
 
 
 class DNSPythonResolver:
@@ -155,3 +163,10 @@ class DNSPythonResolver:
 
     async def tlsa(self, name: str) -> list[str]:
         return [str(r) for r in await self._query(name, "TLSA")]
+
+    async def srv(self, name: str) -> list[str]:
+        """SRV records as presentation text ("0 1 993 mail.example.org.")."""
+        return [str(r) for r in await self._query(name, "SRV")]
+
+    async def cname(self, name: str) -> list[str]:
+        return [str(r) for r in await self._query(name, "CNAME")]

@@ -162,3 +162,68 @@ async def test_cross_site_form_is_refused_in_browser(browser: Browser, web: WebS
         '</form><script>document.forms[0].submit()</script>'))
     await page.wait_for_load_state()
     assert not await web.store.has_domain("evil.test")
+
+
+async def test_operations_in_browser(browser: Browser, web: WebServer, tmp_path: Path
+                                     ) -> None:
+    """The mail log, hold in the queue view, the live DNS check and the charts (admin);
+    app passwords and filters (user)."""
+    import imaplib
+
+    from pochta.services.eventlog import event_log
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", web.server.port("mta"), timeout=30) as client:
+            client.sendmail("x@remote.test", ["alice@example.test"], b"Subject: a\r\n\r\nb\r\n")
+
+    await asyncio.to_thread(send)
+    await asyncio.sleep(0.1)
+    await event_log(web.server.ctx.store).flush()
+    page, dialogs = await new_page(browser)
+    await login(page, web, *ADMIN)
+    assert await page.locator("svg.hbars[aria-label='top senders'] rect").count() == 1
+    await page.click("header >> text=Log")
+    await page.fill("input[name=q]", "X@remote.test")
+    await page.click("text=Search")
+    log = await page.inner_text("table.log")
+    assert "accepted" in log and "alice@example.test" in log
+    await shot(page, "log", tmp_path)
+
+    await web.store.accept(b"Subject: hold me\r\n\r\nx\r\n", Envelope(sender="a@example.test"),
+                           [], [RemoteRecipient("r@remote.test")])
+    await page.click("header >> text=Queue")
+    await page.click("table.queue button:text-is('Hold')")
+    assert "is held" in await page.inner_text(".notice")
+    assert len(await web.store.held_queue_ids()) == 1
+    await page.click("table.queue button:text-is('Release')")
+    assert await web.store.held_queue_ids() == set()
+
+    web.server.resolver.txt_records["_dmarc.example.test"] = ["v=DMARC1; p=none"]
+    await page.goto(web.url("/admin/domains/example.test"))
+    check = page.locator("table.dnscheck tr", has_text="_dmarc.example.test")
+    assert "different" in await check.inner_text() and "p=none" in await check.inner_text()
+    await shot(page, "dns-check", tmp_path)
+
+    user, _ = await new_page(browser)
+    await login(user, web, "alice@example.test", "alice-pass")
+    await user.click("header >> text=App passwords")
+    await user.fill("input[name=name]", "phone")
+    await user.click("button:text-is('Create')")
+    secret = await user.inner_text("#secret")
+    await shot(user, "app-passwords", tmp_path)
+    port = web.server.port("imap", "implicit")
+
+    def imap_login() -> str:
+        with imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=web.server.client_ssl()) as m:
+            return str(m.login("alice@example.test", secret)[0])
+
+    assert await asyncio.to_thread(imap_login) == "OK"
+    await user.click("header >> text=Filters")
+    await user.fill("textarea[name=source]", 'require ["fileinto"];\nfileinto "x"\n')
+    await user.click("text=Check and save")
+    assert "line 3" in await user.inner_text(".error")
+    await user.fill("textarea[name=body]", "Away until Monday.")
+    await user.click("text=Turn the vacation reply on")
+    assert "vacation reply is on" in await user.inner_text(".notice")
+    await shot(user, "filters", tmp_path)
+    assert dialogs == []

@@ -68,6 +68,8 @@ def records_for(
     ))
     out.append(DNSRecord(f"mta-sts.{d}", "CNAME", f"{host}.", ttl,
                          "the web host that serves the MTA-STS policy over HTTPS"))
+    out.append(DNSRecord(f"autoconfig.{d}", "CNAME", f"{host}.", ttl,
+                         "the web host that serves Thunderbird's autoconfig file"))
     out.append(DNSRecord(f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua=mailto:{report_to}",
                          ttl, "SMTP TLS reporting (RFC 8460)"))
     for service, port in services.items():

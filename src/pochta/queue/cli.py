@@ -60,11 +60,13 @@ async def cmd_list(args: argparse.Namespace, store: MailStore) -> int:
     if not items:
         print("queue is empty" if not args.all else "no queue items")
         return 0
+    held = await store.held_queue_ids()
     print(f"{'ITEM':>6}  {'QUEUE ID':<20} {'STATE':<9} {'TRIES':>5}  {'NEXT (UTC)':<19}  "
           "SENDER -> RECIPIENT")
     for i in items:
         nxt = _when(i.next_attempt) if i.state in ACTIVE else "-"
-        print(f"{i.id:>6}  {i.message_id:<20} {i.state.value:<9} {i.attempts:>5}  {nxt:<19}  "
+        state = "held" if i.id in held else i.state.value
+        print(f"{i.id:>6}  {i.message_id:<20} {state:<9} {i.attempts:>5}  {nxt:<19}  "
               f"<{i.envelope.sender}> -> <{i.recipient.address}>")
         if i.last_reply and args.verbose:
             print(f"{'':>8}{i.last_reply}")
@@ -150,6 +152,24 @@ async def cmd_delete(args: argparse.Namespace, store: MailStore) -> int:
     return 0
 
 
+async def cmd_hold(args: argparse.Namespace, store: MailStore) -> int:
+    """Hold (or release) an item or a message: the worker never claims it until released."""
+    items = _select(await store.list_queue(), args.id)
+    if not items:
+        print(f"pochta: no queue item or queue id {args.id!r}")
+        return 1
+    ids = [i.id for i in items]
+    if args.queue_command == "hold":
+        n = await store.hold_queue_items(ids)
+        print(f"{n} item(s) held; 'pochta queue release {args.id}' lets them go")
+    else:
+        n = await store.release_held_queue_items(ids)
+        if n:
+            await store.reschedule_queue_items(ids, time.time())  # and try them now
+        print(f"{n} item(s) released")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     q = subparsers.add_parser("queue", help="inspect and manage the outbound queue")
     qs = q.add_subparsers(dest="queue_command", required=True)
@@ -169,3 +189,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_with_store(cmd_delete))
     p = qs.add_parser("flush", help="attempt delivery of everything queued now")
     p.set_defaults(func=_with_store(cmd_flush))
+    for name, what in (("hold", "keep an item or a message from delivery until released"),
+                       ("release", "let a held item or message go (tried at once)")):
+        p = qs.add_parser(name, help=what)
+        p.add_argument("id")
+        p.set_defaults(func=_with_store(cmd_hold))

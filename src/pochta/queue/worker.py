@@ -39,6 +39,7 @@ from pochta.queue.transport import (
     Timeouts,
     TLSObserver,
 )
+from pochta.services import eventlog
 from pochta.services.delivery import strip_return_path
 from pochta.storage.interfaces import (
     ChangeWatcher,
@@ -49,6 +50,7 @@ from pochta.storage.interfaces import (
     RemoteRecipient,
     StoreError,
 )
+from pochta.storage.interfaces_ops import BOUNCED, DEFERRED, DELIVERED, NewMailEvent
 from pochta.transport_security.requiretls import refusal as requiretls_refusal
 from pochta.transport_security.requiretls import requested as requiretls_requested
 
@@ -516,6 +518,7 @@ class QueueWorker:
             # tls=TLSv1.3 cert=verified|unverified, or tls=none: a downgrade shows here
             log.info("%s: to=<%s> status=sent %s %s", item.message_id, to, tls_log or "tls=?",
                      text)
+            self._mail_log(item, DELIVERED, "", f"{tls_log or 'tls=?'} {text}")
             report = None
             if not peer_dsn and "SUCCESS" in (item.recipient.notify or "").upper():
                 # RFC 3461 §5.2.2.2: the next hop cannot carry the request; say "relayed".
@@ -525,6 +528,7 @@ class QueueWorker:
         if reply.permanent:
             await self.store.update_queue_item(item.id, QueueState.FAILED, now, text)
             log.info("%s: to=<%s> status=bounced %s", item.message_id, to, text)
+            self._mail_log(item, BOUNCED, "bounced", text)
             return _Outcome(item, RecipientReport(
                 item.recipient, "failed", status_of(reply), str(reply), host, now))
         decision = next_retry(self.config, item.created, item.next_attempt, now)
@@ -536,6 +540,7 @@ class QueueWorker:
             text = f"{text}; gave up after {self.config.max_age / 86400:g} days"
             await self.store.update_queue_item(item.id, QueueState.FAILED, now, text)
             log.info("%s: to=<%s> status=expired %s", item.message_id, to, text)
+            self._mail_log(item, BOUNCED, "expired", text)
             # RFC 3463 X.4.7: delivery time expired; the last reply is the diagnostic.
             return _Outcome(item, RecipientReport(
                 item.recipient, "failed", "5.4.7", str(reply), host, now))
@@ -543,6 +548,7 @@ class QueueWorker:
             item.id, QueueState.DEFERRED, decision.next_attempt, text
         )
         log.info("%s: to=<%s> status=deferred %s", item.message_id, to, text)
+        self._mail_log(item, DEFERRED, "", text)
         report = None
         if decision.warn:
             report = RecipientReport(
@@ -550,6 +556,12 @@ class QueueWorker:
                 will_retry_until=item.created + self.config.max_age,
             )
         return _Outcome(item, report, decision.next_attempt)
+
+    def _mail_log(self, item: QueueItem, kind: str, tag: str, text: str) -> None:
+        """The searchable mail log of the web admin (services/eventlog.py)."""
+        eventlog.record(self.store, NewMailEvent(
+            self.clock(), kind, item.message_id, item.envelope.sender,
+            item.recipient.address, tag=tag, detail=f"status={kind} {text}"[:1000]))
 
     async def _notify_sender(self, outcomes: list[_Outcome], data: bytes | None = None) -> None:
         """One DSN per action for the message's recipients that asked for it."""

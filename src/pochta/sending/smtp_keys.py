@@ -92,14 +92,16 @@ def install(ctx: ServerContext) -> SMTPKeys:
     authenticator = ctx.authenticator
     original = authenticator.check_password
 
-    async def check_password(address: str, password: str, client_ip: str) -> Account | None:
-        if split_api_key(password) is not None:
+    async def check_password(address: str, password: str, client_ip: str,
+                             app_passwords: bool = True) -> Account | None:
+        # app_passwords=False: the web login, where API keys do not log in either
+        if app_passwords and split_api_key(password) is not None:
             key = await keys.service.authenticate(password)
             if key is not None and "send" in key.scopes:
                 log.info("auth ok with API key %s for %s ip=%s", key.key_id, key.domain,
                          client_ip)
                 return keys.account_for(key)
-        return await original(address, password, client_ip)
+        return await original(address, password, client_ip, app_passwords)
 
     setattr(authenticator, "check_password", check_password)  # noqa: B010
     return keys

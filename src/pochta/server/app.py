@@ -196,6 +196,9 @@ class RunningServer:
         for task in self.background:
             if not task.done():
                 await asyncio.wait([task], timeout=1.0)
+        from ..services.eventlog import flush_store  # the mail log's last events
+
+        await flush_store(self.ctx.store)
 
 
 def _handler_for(role: str) -> Callable[[Connection, ServerContext, Listener], Awaitable[None]]:

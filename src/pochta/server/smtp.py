@@ -43,6 +43,7 @@ from ..proto.smtp import events as ev
 from ..proto.smtp import replies
 from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
+from ..services import eventlog
 from ..services.auth_policy import AuthPolicy, SASLExchange
 from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated
@@ -56,10 +57,12 @@ from ..storage.interfaces import (
     RemoteRecipient,
     SpooledMessage,
 )
+from ..storage.interfaces_ops import ACCEPTED, REFUSED, SESSION, NewMailEvent
 from .app import ServerContext
 from .listener import Connection, ServerShutdown, SessionExpired, SlowClient
 
 log = logging.getLogger("pochta.smtp")
+MAIL_LOG_RECIPIENTS = 100  # mail log events per accepted message (one per recipient)
 
 
 @dataclass
@@ -192,6 +195,13 @@ class SMTPHandler:
                   self.account.address if self.account else "-", self.messages, counts,
                   " " if counts else "", sum(s.commands.values()), s.errors,
                   time.monotonic() - started_at)
+        if s.commands:  # not port scans and health checks that never said a word
+            eventlog.record(self.ctx.store, NewMailEvent(
+                time.time(), SESSION, client_ip=self.conn.peer_ip,
+                sender=self.account.address if self.account else "",
+                detail=(f"{self.listener.role} helo={s.helo_name or '-'} "
+                        f"tls={tls.version if tls else 'none'} messages={self.messages} "
+                        f"commands={sum(s.commands.values())} errors={s.errors}")[:1000]))
 
     async def _boundary(self, event: ev.Event) -> None:
         """Decide one event. A Pochta error is answered with its own reply (counted as
@@ -475,6 +485,7 @@ class SMTPHandler:
                     head = head[: len(head) - (spool.size - body_at)]
                 mailbox = verdict.mailbox or "INBOX"
         local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
+        verdict_tag = ""  # not judged (submission, no spam gate)
         if self.spam is not None and not self.submission:  # rspamd, learning filter
             # a big message is judged on its headers and first SPAM_SCAN_LIMIT body bytes,
             # as SpamAssassin's size limit does; the verdict only touches the headers
@@ -484,8 +495,10 @@ class SMTPHandler:
                 sample, event.sender, self.txn.recipients, self.txn.local,
                 self.session.helo_name or "", None)
             if outcome.reply is not None:
+                self._mail_log(REFUSED, "", event.sender, "spam", str(outcome.reply))
                 self.session.reject(outcome.reply)
                 return
+            verdict_tag = "spam" if outcome.junk else "ham"
             head = outcome.apply(head)
             local = outcome.targets(self.txn.local, mailbox)
         message: bytes | SpooledMessage = head if spool is None else spool.message(head,
@@ -508,8 +521,18 @@ class SMTPHandler:
         self.messages += 1
         self._log("accepted id=%s from=<%s> to=%s size=%d", result.message_id, event.sender,
                   ",".join(f"<{r}>" for r in self.txn.recipients), size)
+        for rcpt in self.txn.recipients[:MAIL_LOG_RECIPIENTS]:
+            self._mail_log(ACCEPTED, result.message_id, event.sender, verdict_tag,
+                           f"{self.listener.role} size={size}", rcpt)
         self.session.accept(replies.queued(result.message_id))
         self.txn = _Transaction()
+
+    def _mail_log(self, kind: str, message_id: str, sender: str, tag: str, detail: str,
+                  recipient: str = "") -> None:
+        """The searchable mail log of the web admin (services/eventlog.py)."""
+        eventlog.record(self.ctx.store, NewMailEvent(
+            time.time(), kind, message_id, sender, recipient, self.conn.peer_ip, tag,
+            detail[:1000]))
 
     async def _inbound_checks(
         self, head: bytes, sender: str, whole: Callable[[bytes], Awaitable[bytes]]

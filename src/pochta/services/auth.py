@@ -63,6 +63,7 @@ from pochta.config import AuthConfig
 from pochta.logsetup import current_role
 from pochta.mail.addresses import normalize_login
 from pochta.metrics import METRICS
+from pochta.services.app_passwords import verify as app_password_ok
 from pochta.storage.interfaces import Account, MailStore, ScramCredentials, StoreError
 
 VERIFIED_CACHE_MAX = 10_000
@@ -305,11 +306,13 @@ class Authenticator:
             log.warning("shared failure counters unavailable: %s", exc)
         return False
 
-    async def check_password(self, address: str, password: str, client_ip: str) -> Account | None:
+    async def check_password(self, address: str, password: str, client_ip: str,
+                             app_passwords: bool = True) -> Account | None:
         """The account if ``password`` is right and the account is enabled, else None
         (after the brute-force delay, if due). Unknown accounts cost the same argon2 work.
         Returns None without checking while locked out (callers ask ``allowed`` first to
-        give the proper temporary-failure reply)."""
+        give the proper temporary-failure reply). ``app_passwords``: an app password of the
+        account is accepted too (mail protocols; not the web login)."""
         addr = normalize_address(address)
         if self.limiter.locked(client_ip, addr) or await self._shared_locked(client_ip, addr):
             log.warning("authentication refused (locked out) user=%r ip=%s via=%s", addr,
@@ -319,6 +322,12 @@ class Authenticator:
         password_hash = account.password_hash if account is not None else await self._dummy_hash()
         cache_key = self._cache_key(addr, password)
         enabled = account is not None and not account.disabled
+        # app passwords (services/app_passwords.py): one indexed lookup, never cached, so
+        # a revoked one fails at once; a wrong one goes on to the argon2 check and counts
+        if enabled and app_passwords and account is not None and await app_password_ok(
+                self._store, account, password):
+            self._succeeded(client_ip, addr)
+            return account
         if enabled and self._cached_ok(cache_key, password_hash):
             assert account is not None
             self._succeeded(client_ip, addr)

@@ -33,6 +33,7 @@ from ..errors import StorageCorrupt as StorageCorrupt
 from ..errors import StorageFull as StorageFull
 from ..errors import StoreError as StoreError
 from .interfaces_imap import ImapStateStore
+from .interfaces_ops import OpsStore
 from .interfaces_sending import SendingStore
 from .interfaces_spam import SpamStore
 from .interfaces_transport import TransportSecurityStore
@@ -491,6 +492,7 @@ class MailStore(
     ImapStateStore,
     SendingStore,  # interfaces_sending.py (issue 18)
     WebStore,  # interfaces_web.py (issue 19)
+    OpsStore,  # interfaces_ops.py (issue 19)
     Protocol,
 ):
     """The whole storage contract, made of the concerns above. Every method that touches

@@ -81,6 +81,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import (
     postgres_imap,
+    postgres_ops,
     postgres_sending,
     postgres_sieve,
     postgres_spam,
@@ -117,6 +118,7 @@ from .interfaces import (
     StoreStats,
 )
 from .postgres_imap import PostgresImapState
+from .postgres_ops import PostgresOpsMixin
 from .postgres_sending import PostgresSendingMixin
 from .postgres_sieve import PostgresSieveMixin
 from .postgres_spam import PostgresSpamMixin
@@ -257,6 +259,7 @@ MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
                postgres_web.MIGRATION)
 MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION, postgres_sending.MIGRATION_QUEUE_PRIORITY)
+MIGRATIONS += (postgres_ops.MIGRATION,)  # issue 19: log, app passwords, queue holds
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -266,6 +269,7 @@ TABLES: tuple[str, ...] = (
 )
 TABLES += (postgres_sieve.TABLES + postgres_transport.TABLES + postgres_spam.SPAM_TABLES
            + postgres_imap.TABLES + postgres_sending.TABLES + postgres_web.TABLES)
+TABLES += postgres_ops.TABLES
 
 # Lock for schema migrations: the same number in every Pochta process ("pochta" in ASCII).
 _MIGRATION_LOCK = 0x706F63687461
@@ -450,7 +454,7 @@ class _QueueWatcher:
 
 class PostgresStore(
     PostgresSieveMixin, PostgresTransportSecurity, PostgresSpamMixin, PostgresImapState,
-    PostgresSendingMixin, PostgresWebMixin,
+    PostgresSendingMixin, PostgresWebMixin, PostgresOpsMixin,
 ):
     """The PostgreSQL ``MailStore`` (see interfaces.py for the contract)."""
 
@@ -1785,6 +1789,7 @@ class PostgresStore(
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
         rows = await self._query(
             f"SELECT {_QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND NOT EXISTS (SELECT 1 FROM queue_holds h WHERE h.item_id = queue.id) "
             "AND next_attempt<=%s ORDER BY next_attempt, id LIMIT %s", (now, limit),
         )
         return [_queue_item(r) for r in rows]
@@ -1796,6 +1801,7 @@ class PostgresStore(
         query = (
             "WITH due AS (SELECT id FROM queue "  # noqa: S608 (our constants)
             "WHERE state IN ('pending','deferred') AND next_attempt<=%(now)s "
+            "AND NOT EXISTS (SELECT 1 FROM queue_holds h WHERE h.item_id = queue.id) "
             "AND (claimed_by IS NULL OR lease_until<%(now)s) "
             # higher priority first (streams, issue 18), then oldest due
             "ORDER BY priority DESC, next_attempt, id LIMIT %(limit)s "

@@ -97,6 +97,8 @@ from .rules import (
 from .sqlite_base import Migration, SQLiteFeature
 from .sqlite_imap import MIGRATIONS as IMAP_MIGRATIONS
 from .sqlite_imap import SQLiteImapState
+from .sqlite_ops import MIGRATIONS as OPS_MIGRATIONS  # issue 19: log, app passwords
+from .sqlite_ops import SQLiteOpsMixin
 from .sqlite_sending import MIGRATIONS as SENDING_MIGRATIONS
 from .sqlite_sending import SQLiteSendingMixin
 from .sqlite_sieve import MIGRATIONS as SIEVE_MIGRATIONS
@@ -198,6 +200,7 @@ FEATURE_MIGRATIONS: list[Migration] = [
     *SIEVE_MIGRATIONS, *TRANSPORT_MIGRATIONS, *SPAM_MIGRATIONS, *IMAP_MIGRATIONS,
     *SENDING_MIGRATIONS,
     *WEB_MIGRATIONS,
+    *OPS_MIGRATIONS,
 ]
 # A segment is rewritten when less than this share of its bytes is still referenced.
 COMPACT_LIVE_RATIO = 0.5
@@ -447,6 +450,7 @@ class SQLiteStore(
     SQLiteSieveMixin, SQLiteTransportSecurity, SQLiteSpamMixin, SQLiteImapState,
     SQLiteSendingMixin,
     SQLiteWebMixin,
+    SQLiteOpsMixin,
     SQLiteFeature,
 ):
     """The embedded ``MailStore`` (see interfaces.py for the contract)."""
@@ -1622,6 +1626,7 @@ class SQLiteStore(
     async def due_queue_items(self, now: float, limit: int = 100) -> list[QueueItem]:
         rows = await self._query(
             f"SELECT {self._QUEUE_COLS} FROM queue WHERE state IN ('pending','deferred') "  # noqa: S608
+            "AND id NOT IN (SELECT item_id FROM queue_holds) "
             "AND next_attempt<=? ORDER BY next_attempt LIMIT ?", (now, limit),
         )
         return [self._queue_item(r) for r in rows]
@@ -1637,6 +1642,7 @@ class SQLiteStore(
             rows = conn.execute(
                 f"UPDATE queue SET claimed_by=?, lease_until=? WHERE id IN ("  # noqa: S608
                 "SELECT id FROM queue WHERE state IN ('pending','deferred') AND "
+                "id NOT IN (SELECT item_id FROM queue_holds) AND "
                 "next_attempt<=? AND (claimed_by IS NULL OR lease_until<?) "
                 # higher priority first (streams, issue 18), then oldest due
                 f"ORDER BY priority DESC, next_attempt LIMIT ?) RETURNING {self._QUEUE_COLS}",

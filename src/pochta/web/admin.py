@@ -70,6 +70,14 @@ NOTICES = {
     "quota-set": "Quota changed.", "disabled": "Account disabled.", "enabled": "Account enabled.",
     "alias-added": "Alias added.", "alias-removed": "Alias removed.",
     "retried": "The item will be tried again now.", "deleted": "Queue item deleted.",
+    # ops_pages.py
+    "held": "The item is held: it will not be delivered until released.",
+    "released": "The item is released and will be tried now.",
+    "dkim-new": "New DKIM key made: publish its TXT record, then switch signing to it.",
+    "dkim-switched": "Signing switched to the new key.", "dkim-retired": "Key retired.",
+    "app-password-revoked": "App password revoked: it no longer logs in.",
+    "filter-saved": "Script saved.", "filter-changed": "Done.",
+    "vacation-on": "The vacation reply is on.",
 }
 
 
@@ -136,7 +144,10 @@ def _subject(data: bytes) -> str:
 
 class WebApp:
     def __init__(self, ctx: ServerContext) -> None:
+        from .ops_pages import OpsPages
+
         self.ctx = ctx
+        self.ops = OpsPages(self)
         self.settings = ctx.config.web
         secure = self.settings.secure_cookies
         self.cookie = "__Host-pochta-session" if secure else "pochta-session"
@@ -258,7 +269,7 @@ class WebApp:
             key = login_key(username)
             if not await auth.allowed(ip, key):
                 return await self._locked(request, params)
-            account = await auth.check_password(username, password, ip)
+            account = await auth.check_password(username, password, ip, app_passwords=False)
             principal = f"user:{account.address}" if account is not None else ""
         else:
             # one admin check at a time per client address: parallel guesses cannot all
@@ -338,16 +349,13 @@ class WebApp:
 
     async def dashboard(self, request: Request, _: dict[str, str], s: WebSession) -> Response:
         store = self.ctx.store
-        domains = await store.list_domains()
-        accounts = await store.list_accounts()
-        queue = await store.list_queue()
-        states = {st: 0 for st in QueueState}
-        for item in queue:
-            states[item.state] += 1
-        cards = [("Domains", len(domains)), ("Accounts", len(accounts)),
-                 ("Queue: pending", states[QueueState.PENDING]),
-                 ("Queue: deferred", states[QueueState.DEFERRED]),
-                 ("Queue: failed", states[QueueState.FAILED]),
+        # count queries in the store: the page costs the same with 10 or 10,000 accounts
+        states, _oldest = await store.queue_summary()
+        cards = [("Domains", await store.count_domains()),
+                 ("Accounts", await store.count_accounts()),
+                 ("Queue: pending", states.get(QueueState.PENDING.value, 0)),
+                 ("Queue: deferred", states.get(QueueState.DEFERRED.value, 0)),
+                 ("Queue: failed", states.get(QueueState.FAILED.value, 0)),
                  ("Accepted (since start)", int(METRICS.total("pochta_messages_accepted_total"))),
                  ("Refused (since start)", int(METRICS.total("pochta_messages_refused_total"))),
                  ("Delivered (since start)",
@@ -362,6 +370,7 @@ class WebApp:
         points = [(datetime.fromtimestamp(h, UTC).strftime("%H:00"), v) for h, v in hours]
         body += ("<h2>Messages accepted per hour (UTC, last 24 hours)</h2>"
                  + bar_chart(points, label="messages accepted per hour"))
+        body += await self.ops.dashboard_charts()
         return self._page(s, "Dashboard", body, request)
 
     # -- admin: domains ------------------------------------------------------------------
@@ -432,6 +441,7 @@ class WebApp:
         if not keys:
             body += ("<p>No DKIM key yet: <code>pochta dkim generate "
                      f"{esc(domain)}</code> makes one.</p>")
+        body += await self.ops.dns_section(domain, list(recs), s)
         return self._page(s, f"DNS records for {domain}", body, request)
 
     # -- admin: accounts -----------------------------------------------------------------
@@ -588,6 +598,7 @@ class WebApp:
         items = sorted(await self.ctx.store.list_queue(), key=lambda i: i.created)
         waiting = [i for i in items if i.state in (QueueState.PENDING, QueueState.DEFERRED,
                                                     QueueState.FAILED)][:QUEUE_PAGE]
+        held = await self.ctx.store.held_queue_ids()
         subjects: dict[int, str] = {}
         rows = []
         for item in waiting:
@@ -599,11 +610,15 @@ class WebApp:
                     subjects[item.blob_id] = "(message unreadable)"
             ident = hidden("id", item.id)
             actions = form("/admin/queue/delete", s.csrf, ident, "Delete", danger=True)
-            if item.state is not QueueState.FAILED:  # as pochta queue retry
-                actions = form("/admin/queue/retry", s.csrf, ident, "Retry now") + " " + actions
+            if item.id in held:  # as pochta queue release
+                actions = form("/admin/queue/release", s.csrf, ident, "Release") + " " + actions
+            elif item.state is not QueueState.FAILED:  # as pochta queue retry / hold
+                actions = (form("/admin/queue/retry", s.csrf, ident, "Retry now") + " "
+                           + form("/admin/queue/hold", s.csrf, ident, "Hold") + " " + actions)
             rows.append([esc(item.id), esc(_when(item.created)), esc(item.envelope.sender),
                          esc(item.recipient.address), f'<span class="subject">'
-                         f"{esc(subjects[item.blob_id])}</span>", esc(item.state.value),
+                         f"{esc(subjects[item.blob_id])}</span>",
+                         "held" if item.id in held else esc(item.state.value),
                          esc(item.attempts), esc(_when(item.next_attempt)),
                          f"<small>{esc(item.last_reply)}</small>", actions])
         body = (f"<p>{len(waiting)} recipients waiting or failed"
@@ -687,7 +702,7 @@ class WebApp:
                                       s: WebSession) -> Response:
         address = s.principal.split(":", 1)[1]
         account = await self.ctx.authenticator.check_password(
-            address, request.query.get("current", ""), request.peer_ip)
+            address, request.query.get("current", ""), request.peer_ip, app_passwords=False)
         if account is None:
             return await self.account_page(request, {}, s, "The current password is wrong.")
         try:
@@ -729,8 +744,31 @@ def register(router: Router, ctx: ServerContext) -> None:
         ("POST", "/admin/queue/delete"): app.queue_delete,
         ("GET", "/admin/doctor"): app.doctor,
         ("POST", "/admin/doctor"): app.doctor,
+        # ops_pages.py
+        ("GET", "/admin/log"): app.ops.log,
+        ("POST", "/admin/queue/hold"): app.ops.queue_hold,
+        ("POST", "/admin/queue/release"): app.ops.queue_hold,
+        ("POST", "/admin/domains/{name}/dkim/rotate"): app.ops.dkim_action,
+        ("POST", "/admin/domains/{name}/dkim/activate"): app.ops.dkim_action,
+        ("POST", "/admin/domains/{name}/dkim/remove"): app.ops.dkim_action,
     }
     for (method, path), fn in admin.items():
         router.add(method, path, app.guard("admin", fn))
     router.add("GET", "/account", app.guard("user", app.account_page))
     router.add("POST", "/account/password", app.guard("user", app.account_change_password))
+    user = {
+        ("GET", "/account/app-passwords"): app.ops.app_passwords,
+        ("POST", "/account/app-passwords/add"): app.ops.app_password_add,
+        ("POST", "/account/app-passwords/revoke"): app.ops.app_password_revoke,
+        ("GET", "/account/filters"): app.ops.filters,
+        ("POST", "/account/filters/save"): app.ops.filter_action,
+        ("POST", "/account/filters/vacation"): app.ops.filter_action,
+        ("POST", "/account/filters/activate"): app.ops.filter_action,
+        ("POST", "/account/filters/deactivate"): app.ops.filter_action,
+        ("POST", "/account/filters/delete"): app.ops.filter_action,
+    }
+    for (method, path), fn in user.items():
+        router.add(method, path, app.guard("user", fn))
+    from ..services.eventlog import event_log
+
+    event_log(ctx.store, days=ctx.config.web.log_days)  # the mail log's retention

@@ -2,8 +2,8 @@
 
 ``/metrics`` answers loopback clients, or anyone with ``Authorization: Bearer`` the
 ``[web] metrics_token``; others get 403. The process counters come from pochta/metrics.py;
-the queue and store gauges are read from the store at scrape time (the store size at most
-once a minute: it walks the blob files).
+the queue and store gauges are read from the store at scrape time (count queries; the
+store size at most once a minute, refreshed in the background: it walks the blob files).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from ..storage.interfaces import QueueState, StoreStats
 if TYPE_CHECKING:
     from ..server.app import ServerContext
 
+log = logging.getLogger(__name__)
 STATS_MAX_AGE = 60.0
 READY_TIMEOUT = 2.0
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,6 +46,7 @@ class Health:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self._stats: tuple[float, StoreStats] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
         self.started = time.time()
 
     def _allowed(self, request: Request) -> bool:
@@ -52,23 +55,39 @@ class Health:
             return hmac.compare_digest(bearer(request).encode(), token.encode())
         return is_loopback(request.peer_ip)
 
+    async def _refresh_stats(self) -> None:
+        try:
+            self._stats = (time.monotonic(), await self.ctx.store.store_stats())
+        except Exception as exc:  # the scrape still answers, with the last figures
+            log.warning("metrics: store size not read: %s", exc)
+            if self._stats is None:
+                raise
+
     async def _store_stats(self) -> StoreStats:
-        now = time.monotonic()
-        if self._stats is None or now - self._stats[0] > STATS_MAX_AGE:
-            self._stats = (now, await self.ctx.store.store_stats())
+        """The store's size, read at most once a minute. Reading it costs a walk over
+        the store (~0.3 s with a million messages), so a scrape that finds it stale gets
+        the last figures and starts a refresh in the background: only the first scrape
+        after the start waits for it."""
+        refreshing = self._refreshing
+        if self._stats is None:
+            if refreshing is None or refreshing.done():
+                refreshing = self._refreshing = asyncio.ensure_future(self._refresh_stats())
+            await asyncio.shield(refreshing)
+        elif time.monotonic() - self._stats[0] > STATS_MAX_AGE and (
+                refreshing is None or refreshing.done()):
+            self._refreshing = asyncio.ensure_future(self._refresh_stats())
+        assert self._stats is not None
         return self._stats[1]
 
     async def gauges(self) -> list[tuple[str, str, Labels, float]]:
         store = self.ctx.store
         now = time.time()
         out: list[tuple[str, str, Labels, float]] = []
-        items = await store.list_queue()
-        depth = {QueueState.PENDING.value: 0, QueueState.DEFERRED.value: 0}
-        oldest = now
-        for item in items:
-            if item.state in (QueueState.PENDING, QueueState.DEFERRED):
-                depth[item.state.value] += 1
-                oldest = min(oldest, item.created)
+        # aggregates in the store (one GROUP BY), not a list of every item
+        states, first = await store.queue_summary()
+        depth = {st: states.get(st, 0) for st in (QueueState.PENDING.value,
+                                                  QueueState.DEFERRED.value)}
+        oldest = now if first is None else min(now, first)
         for state, n in sorted(depth.items()):
             out.append(("pochta_queue_depth", "queued recipients waiting for delivery",
                         (("state", state),), n))
@@ -82,8 +101,8 @@ class Health:
                     stats.reclaimable_bytes))
         out.append(("pochta_store_bytes", size, (("kind", "disk"),), stats.disk_bytes))
         out.append(("pochta_store_blobs", "message blobs stored", (), stats.blobs))
-        out.append(("pochta_domains", "local domains", (), len(await store.list_domains())))
-        out.append(("pochta_accounts", "accounts", (), len(await store.list_accounts())))
+        out.append(("pochta_domains", "local domains", (), await store.count_domains()))
+        out.append(("pochta_accounts", "accounts", (), await store.count_accounts()))
         out.append(("pochta_start_time_seconds", "when this process started (Unix time)", (),
                     round(self.started, 3)))
         return out

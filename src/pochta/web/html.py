@@ -54,8 +54,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") 
 
 ADMIN_NAV = (("/admin", "Dashboard"), ("/admin/domains", "Domains"),
              ("/admin/accounts", "Accounts"), ("/admin/queue", "Queue"),
-             ("/admin/doctor", "Doctor"))
-USER_NAV = (("/account", "My account"),)
+             ("/admin/log", "Log"), ("/admin/doctor", "Doctor"))
+USER_NAV = (("/account", "My account"), ("/account/app-passwords", "App passwords"),
+            ("/account/filters", "Filters"))
 
 
 def page(title: str, body: str, *, who: str = "", csrf: str = "",
@@ -108,6 +109,29 @@ def bar_chart(points: Sequence[tuple[str, float]], width: int = 720, height: int
             f"max {top:g}</text>{''.join(bars)}</svg>")
 
 
+def hbar_chart(points: Sequence[tuple[str, float]], label: str, width: int = 520) -> str:
+    """An inline SVG horizontal bar chart with a label per bar (top senders, verdicts)."""
+    row, text_w = 22, 230
+    height = max(len(points), 1) * row + 8
+    top = max((v for _, v in points), default=0.0) or 1.0
+    parts = []
+    for i, (name, value) in enumerate(points):
+        y = 4 + i * row
+        w = (width - text_w - 50) * value / top
+        parts.append(f'<text x="{text_w - 6}" y="{y + 15}" font-size="12" text-anchor="end" '
+                     f'fill="#1c2430">{esc(name[:40])}</text>'
+                     f'<rect x="{text_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
+                     f'fill="#3b6ea5"><title>{esc(name)}: {value:g}</title></rect>'
+                     f'<text x="{text_w + w + 4:.1f}" y="{y + 15}" font-size="12" '
+                     f'fill="#555">{value:g}</text>')
+    if not points:
+        parts.append('<text x="8" y="18" font-size="12" fill="#555">nothing yet</text>')
+    return (f'<svg class="hbars" role="img" aria-label="{esc(label)}" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" '
+            f'xmlns="http://www.w3.org/2000/svg"><title>{esc(label)}</title>'
+            f"{''.join(parts)}</svg>")
+
+
 CSS = """
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,sans-serif;color:#1c2430;
 background:#f5f7fa}header{display:flex;gap:1.5em;align-items:center;padding:.6em 1.2em;
@@ -124,7 +148,8 @@ padding:.8em 1.2em;border:1px solid #dde3ea;min-width:10em}.card b{display:block
 1.6em}code,pre{font-family:ui-monospace,monospace;font-size:.9em}pre{background:#fff;
 padding:.6em;overflow:auto;border:1px solid #dde3ea}.ok{color:#1d7a35}.warn{color:#a86800}
 .fail{color:#b03a2e}.stack label{display:block;margin:.4em 0}.chart{background:#fff;
-border:1px solid #dde3ea}.login{max-width:24em}
+border:1px solid #dde3ea}.login{max-width:24em}.hbars{background:#fff;border:1px solid
+#dde3ea;display:block}.secret{font-size:1.3em;padding:.2em .4em;background:#fff}
 """
 
 JS = """

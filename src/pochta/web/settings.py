@@ -33,6 +33,10 @@ class WebSettings:
         default=True,
         metadata=_doc("mark session cookies Secure (the pages are then usable over HTTPS "
                       "only; turn off only for a plain-HTTP test listener)"))
+    log_days: int = field(
+        default=30,
+        metadata=_doc("days the mail log of the web admin (sessions, deliveries, bounces) "
+                      "is kept; 0: forever"))
 
 
 def check(settings: WebSettings) -> list[str]:
@@ -43,6 +47,8 @@ def check(settings: WebSettings) -> list[str]:
         problems.append("web.mta_sts_max_age: 1 to 31557600 seconds (RFC 8461 3.2)")
     if settings.session_seconds <= 0:
         problems.append("web.session_seconds: must be positive")
+    if settings.log_days < 0:
+        problems.append("web.log_days: 0 (forever) or more")
     return problems
 
 

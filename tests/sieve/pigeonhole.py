@@ -168,7 +168,8 @@ def _handlers(state: _State) -> dict[str, object]:
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
-            state.errors = [str(exc)]
+            # Pigeonhole ends a failed compile with one more error, the summary
+            state.errors = [*exc.lines(), "script compilation failed"]
         return state.compiled is not None
 
     def script_run(it: Interpreter, node: Command | Test) -> bool:

@@ -194,6 +194,12 @@ async def test_bad_scripts_get_clear_errors_and_mail_flows(server: Server) -> No
     assert final.startswith("NO") and "line 4" in final, final
     final = await client.put("unknown", 'require "fileinto";\nfrobnicate;\n')
     assert final == 'NO "line 2: unknown command frobnicate"'
+    # several errors: all of them, one a line, in a literal (RFC 5804 §4)
+    lines, final = await client.cmd(b'CHECKSCRIPT {47+}\r\n'
+                                    b'frobnicate;\nkeep :nope;\nif true { stop }\nkeep;\n')
+    assert lines == [] and final == (
+        'NO <<line 1: unknown command frobnicate\r\nline 2: keep: unknown tag :nope\r\n'
+        'line 3: expected ";" after command stop but found "}"\r\n3 errors>>'), final
     big = "# " + "x" * (1 << 20) + "\nkeep;\n"
     final = await client.put("big", big)
     assert final.startswith("NO (QUOTA/MAXSIZE)"), final

@@ -290,3 +290,40 @@ def test_multiline_strings_and_comments() -> None:
     assert isinstance(r.actions[0], Vacation)
     assert r.actions[0].reason == "line one\r\n.dot\r\n"
     assert Discard() not in r.actions
+
+
+BROKEN = """require ["fileinto", "nosuchext"];
+if header :frob "subject" "x" { fileinto "a"; }
+fileinto "b"
+if true { frobnicate; keep; }
+stop;
+if size :over 99999999999999999999999 { keep; }
+redirect 42;
+"""
+
+
+def test_every_compile_error_is_reported_with_its_line() -> None:
+    with pytest.raises(SieveSyntaxError) as exc:
+        compile_script(BROKEN)
+    assert exc.value.lines() == [
+        'line 1: unsupported extension "nosuchext"',
+        "line 2: header: unknown tag :frob",
+        "line 3: fileinto takes no test",  # the missing ";" makes the if its test
+        "line 4: unknown command frobnicate",
+        "line 6: number 99999999999999999999999 is too large",
+        "line 7: redirect: expected a string",
+    ]
+    assert str(exc.value) == 'line 1: unsupported extension "nosuchext"'
+    assert exc.value.report().endswith("\n6 errors")
+    # a parse error: the parser skips to the end of the command and goes on
+    with pytest.raises(SieveSyntaxError) as parsed:
+        compile_script('keep :x "a" [;\nfrobnicate;\nif true { stop }\ndiscard;\n')
+    assert parsed.value.lines() == [
+        'line 1: expected a string in list but found ";"',
+        "line 2: unknown command frobnicate",
+        'line 3: expected ";" after command stop but found "}"',
+    ]
+    # a script with one error still reads as before
+    with pytest.raises(SieveSyntaxError) as one:
+        compile_script("keep")
+    assert one.value.report() == 'line 1: expected ";" after command keep but found end of script'

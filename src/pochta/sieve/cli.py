@@ -70,12 +70,17 @@ def _name(args: argparse.Namespace) -> str:
                              else "main"))
 
 
+def _errors(exc: SieveSyntaxError) -> str:
+    """Every compile error, the later ones indented under the first."""
+    return exc.report().replace("\n", "\n  ")
+
+
 async def cmd_put(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
     source = _read(args.file)
     try:
         compile_script(source, limits=config.sieve.limits())
     except SieveSyntaxError as exc:
-        raise _Fail(f"{args.file or 'stdin'}: {exc}") from None
+        raise _Fail(f"{args.file or 'stdin'}: {_errors(exc)}") from None
     name = _name(args)
     await store.put_sieve_script(acc, name, source)
     if args.activate:
@@ -152,7 +157,7 @@ async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc
             print(f"ok: {args.file} compiles (requires: "
                   f"{', '.join(sorted(script.requires)) or 'nothing'})")
     except SieveSyntaxError as exc:
-        raise _Fail(f"{args.file}: {exc}") from None
+        raise _Fail(f"{args.file}: {_errors(exc)}") from None
     except SieveLoadError as exc:
         raise _Fail(str(exc)) from None
     return 0

@@ -186,6 +186,7 @@ class _Checker:
         self.tests = tests
         self.requires: set[str] = set()
         self.includes: list[tuple[str, str]] = []
+        self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
 
     def need(self, ext: str | None, what: str, line: int) -> None:
         if ext is not None and ext not in self.requires:
@@ -195,14 +196,20 @@ class _Checker:
         previous = ""
         seen_other = False
         for cmd in commands:
-            if cmd.name == "require":
-                if not top or seen_other:
-                    raise SieveSyntaxError(cmd.line, "require must come before other commands")
-            else:
-                seen_other = True
-            if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
-                raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
-            self.command(cmd)
+            try:
+                if cmd.name == "require":
+                    if not top or seen_other:
+                        raise SieveSyntaxError(cmd.line,
+                                               "require must come before other commands")
+                else:
+                    seen_other = True
+                if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
+                    raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
+                self.command(cmd)
+            except SieveSyntaxError as err:
+                self.errors.append(err)
+            if cmd.block is not None:  # the block is checked even when its command is not
+                self.block(cmd.block, top=False)
             previous = cmd.name
 
     def command(self, cmd: Command) -> None:
@@ -218,22 +225,21 @@ class _Checker:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
         if not wants_block and cmd.block is not None:
             raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")
-        for t in cmd.tests:
-            self.test(t)
+        self.subtests(cmd.tests)
         if cmd.name == "require":
             exts = pos[0]
             assert isinstance(exts, list)
             for ext in exts:
                 if ext not in self.extensions:
-                    raise SieveSyntaxError(cmd.line, f'unsupported extension "{ext}"')
+                    self.errors.append(SieveSyntaxError(
+                        cmd.line, f'unsupported extension "{ext}"'))
+                    continue
                 self.requires.add(ext)
                 if ext == "enotify" or ext == "vacation-seconds":
                     self.requires.add("vacation" if ext == "vacation-seconds" else ext)
                 if ext == "spamtestplus":
                     self.requires.add("spamtest")
         self.semantics(cmd.name, tags, pos, cmd.line)
-        if cmd.block is not None:
-            self.block(cmd.block, top=False)
 
     def test(self, t: Test) -> None:
         spec = self.tests.get(t.name)
@@ -244,8 +250,15 @@ class _Checker:
         t.extra["tags"], t.extra["pos"] = tags, pos
         self.test_count(t.name, spec, t.tests, t.line)
         self.semantics(t.name, tags, pos, t.line)
-        for sub in t.tests:
-            self.test(sub)
+        self.subtests(t.tests)
+
+    def subtests(self, tests: list[Test]) -> None:
+        """Each test of a list checked on its own, so each error is reported."""
+        for sub in tests:
+            try:
+                self.test(sub)
+            except SieveSyntaxError as err:
+                self.errors.append(err)
 
     @staticmethod
     def test_count(name: str, spec: Spec, tests: list[Test], line: int) -> None:
@@ -426,10 +439,17 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
     if size > limits.max_script_size:
         raise SieveSyntaxError(1, f"script is {size} bytes, more than the limit of "
                                f"{limits.max_script_size}")
-    commands = parse(source)
+    errors: list[SieveSyntaxError] = []
+    try:
+        commands = parse(source, errors)
+    except SieveSyntaxError as err:  # one the parser cannot go on after
+        raise SieveSyntaxError.of([*errors, err]) from None
     checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
                        {**TESTS, **(extra_tests or {})})
     checker.block(commands, top=True)
+    errors += checker.errors
+    if errors:
+        raise SieveSyntaxError.of(errors)
     return Script(name, commands, frozenset(checker.requires), checker.includes, size)
 
 

@@ -315,3 +315,16 @@ async def test_local_bounces_go_through_the_script(server: Server) -> None:
                  'require "reject"; reject "no bounces";', name="strict")
     await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
     assert await queued_to(server) == []
+
+
+def test_spam_score_only_from_our_own_fields() -> None:
+    from pochta.services.sieve import own_spam_score
+    from pochta.sieve import SieveMessage
+    ours = (b"Return-Path: <a@b.test>\r\nX-Spam-Bayes: 0.9000\r\n"
+            b"Received: from x by mx.example.test\r\nSubject: s\r\n\r\nbody\r\n")
+    assert own_spam_score(SieveMessage(ours)) == (9, 90)
+    rspamd = b"X-Rspamd-Score: 3.00 / 15.00\r\nReceived: from x by mx\r\n\r\n"
+    assert own_spam_score(SieveMessage(rspamd)) == (3, 20)
+    forged = (b"Return-Path: <a@b.test>\r\nReceived: from x by mx.example.test\r\n"
+              b"X-Spam-Bayes: 0.9000\r\n\r\nbody\r\n")
+    assert own_spam_score(SieveMessage(forged)) == (None, None)

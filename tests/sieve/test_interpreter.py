@@ -327,3 +327,49 @@ def test_every_compile_error_is_reported_with_its_line() -> None:
     with pytest.raises(SieveSyntaxError) as one:
         compile_script("keep")
     assert one.value.report() == 'line 1: expected ";" after command keep but found end of script'
+
+
+def test_ihave_and_error() -> None:
+    # RFC 5463 §4: a block for a missing extension is not compiled, so may hold anything
+    script = ('require ["ihave", "fileinto"];\n'
+              'if ihave "x-unknown" { x_unknown_command :tag "x"; }\n'
+              'elsif ihave "fileinto" { fileinto "known"; }\n')
+    assert stores(run(script)) == [("known", frozenset())]
+    with pytest.raises(SieveRuntimeError, match=r"line 2: error: giving up on \$"):
+        run('require ["ihave", "variables"];\nerror "giving up on ${x}$";')
+
+
+MIME_MSG = (b"From: a@b.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=X\r\n\r\n"
+            b"--X\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nfirst text\r\n"
+            b"--X\r\nContent-Type: application/zip; name=\"a.zip\"\r\n\r\nPK\r\n--X--\r\n")
+
+
+def test_replace_and_enclose_rewrite_the_message() -> None:
+    r = run('require ["foreverypart", "mime", "replace"];\n'
+            'foreverypart { if header :mime :subtype "content-type" "zip" {\n'
+            '  replace "The attachment was removed."; } }', MIME_MSG)
+    out = r.message.render()
+    assert b"PK" not in out and b"The attachment was removed." in out
+    assert b"first text" in out and r.message.edited
+    r = run('require "enclose"; enclose :subject "Quarantined" "See the attached message.";',
+            MIME_MSG)
+    out = r.message.render()
+    assert b"Subject: Quarantined\r\n" in out and b"message/rfc822" in out
+    assert b"See the attached message." in out and MIME_MSG in out
+
+
+def test_metadata_and_lists_are_asked_for() -> None:
+    script = ('require ["mboxmetadata", "extlists"];\n'
+              'if allof (metadata "INBOX" "/private/x" "on", '
+              'address :list "from" ":addrbook:friends") { discard; }')
+    ctx = Context("roadrunner@acme.example.com")
+    with pytest.raises(NeedLookup, match="metadata:INBOX"):
+        run(script, ctx=ctx)
+    ctx.metadata["INBOX"] = {"/private/x": "on"}
+    with pytest.raises(NeedLookup, match="list::addrbook:friends"):
+        run(script, ctx=ctx)
+    ctx.lists[":addrbook:friends"] = frozenset({"@desert.example.org"})
+    assert run(script, ctx=ctx).actions == []
+    ctx.lists[":addrbook:friends"] = frozenset({"someone@else.test"})
+    assert stores(run(script, ctx=ctx)) == [("INBOX", frozenset())]

@@ -138,6 +138,7 @@ def _attach_sieve(ctx: ServerContext) -> None:
     ctx.delivery.sieve = SieveService(
         ctx.store, config.sieve, config.hostname,
         global_dir=config.path(config.sieve.global_dir),
+        lists_dir=config.path(config.sieve.lists_dir),
         signer=ctx.signer.sign if config.dkim.sign else None,
         resolve=resolve, local_domain=ctx.directory.is_local_domain,
         on_queued=ctx.queue_wakeup.set,

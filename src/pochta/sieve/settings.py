@@ -40,6 +40,9 @@ class SieveConfig:
         "`pochta sieve` or another worker within this time (0: read on every delivery)"))
     global_dir: str = field(default="sieve-global", metadata=_doc(
         "folder (relative to the config file) of scripts that include :global names"))
+    lists_dir: str = field(default="sieve-lists", metadata=_doc(
+        "folder (relative to the config file) of extlists lists (RFC 6134): NAME.txt for "
+        "everyone, ADDRESS/NAME.txt for one account; one address or @domain a line"))
 
     def limits(self) -> Limits:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,

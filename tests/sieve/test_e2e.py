@@ -175,14 +175,16 @@ async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> No
     assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
 
 
-async def test_redirect_uses_the_recipient_as_envelope_sender(server: Server) -> None:
+async def test_redirect_rewrites_a_foreign_sender_with_srs(server: Server) -> None:
     await upload(server, "alice@example.test", "alice-pass",
                  'require "copy"; redirect :copy "alice@elsewhere.test";')
     code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
     assert code == 250
     assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
     queued = await queued_to(server)
-    assert [(s, r) for s, r, _ in queued] == [("alice@example.test", "alice@elsewhere.test")]
+    assert [r for _, r, _ in queued] == ["alice@elsewhere.test"]
+    assert queued[0][0].startswith("SRS0=")
+    assert queued[0][0].endswith("=corp.test=boss@mail.example.test")
     assert b"X-Sieve-Redirected-From: <alice@example.test>" in queued[0][2]
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..addresses import AddressError, normalize_address, split_address
@@ -70,6 +71,10 @@ from ..storage.interfaces import (
     StoreError,
 )
 from ..storage.rules import new_message_id
+from ..transport_security.srs import SRS
+
+if TYPE_CHECKING:
+    from ..server.app import ServerContext
 
 log = logging.getLogger("pochta.sieve")
 
@@ -169,6 +174,7 @@ class SieveService:
         local_domain: Callable[[str], Awaitable[bool]] | None = None,
         on_queued: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        srs: SRS | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -181,6 +187,7 @@ class SieveService:
         self.local_domain = local_domain
         self.on_queued = on_queued
         self.clock = clock
+        self.srs = srs  # redirect_sender = srs; None: the queue rewrites forwarded mail
         self._cache: collections.OrderedDict[str, Script] = collections.OrderedDict()
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
@@ -529,6 +536,11 @@ class SieveService:
         sender = envelope.sender
         if sender and self.config.redirect_sender == "recipient" and decision.recipient:
             sender = decision.recipient
+        elif sender and self.config.redirect_sender == "srs" and self.srs is not None and (
+                not await self._is_ours(sender)):
+            # Shevek's SRS (as postsrsd): SRS0=HHHH=TT=domain=local@<srs domain>; a
+            # bounce to it is reversed by the directory (transport_security.srs_directory)
+            sender = self.srs.forward(sender)
         if body[:12].lower() == b"return-path:":
             body = body[body.find(b"\r\n") + 2:]
         body = f"{REDIRECT_MARK}: <{decision.recipient}>\r\n".encode() + body
@@ -537,6 +549,11 @@ class SieveService:
         await self._send(body, env, [redirect.address], sieve_local=False)
         log.info("sieve user=%s: redirected to <%s> (envelope sender <%s>)",
                  decision.recipient, redirect.address, sender)
+
+    async def _is_ours(self, address: str) -> bool:
+        """Whether the address is in one of our domains (SPF passes for it already)."""
+        domain = address.rpartition("@")[2]
+        return self.local_domain is not None and await self.local_domain(domain)
 
     async def _send(self, data: bytes, envelope: Envelope, recipients: Sequence[str],
                     sieve_local: bool = False) -> None:
@@ -659,3 +676,20 @@ class SieveService:
         if self.local_domain is not None and not await self.local_domain(domain):
             return data
         return await self.signer(data, domain)
+
+
+def redirect_srs(ctx: ServerContext) -> SRS | None:
+    """The SRS rewriter for redirect senders (``[sieve] redirect_sender = "srs"``), and
+    the directory that takes their bounces back. None when the queue already rewrites
+    every forwarded message (``[transport_security] srs``), or Sieve does not use SRS."""
+    from ..transport_security.srs_directory import SRSDirectory
+    from ..transport_security.wiring import srs_of
+
+    config = ctx.config
+    if not config.sieve.enabled or config.sieve.redirect_sender != "srs":
+        return None
+    if getattr(ctx.directory, "srs", None) is not None:
+        return None  # the queue's forwarding rewrites redirected mail too
+    srs = srs_of(config)
+    ctx.directory = SRSDirectory(ctx.store, srs, forwarding=False)
+    return srs

@@ -30,10 +30,13 @@ class SieveConfig:
         "shortest :days/:seconds period of vacation replies, in days (RFC 5230 §4.1)"))
     vacation_max_days: float = field(default=30.0, metadata=_doc(
         "longest :days period of vacation replies"))
-    redirect_sender: str = field(default="recipient", metadata=_doc(
-        "envelope sender of redirected copies: recipient (the redirecting user: SPF passes "
-        "for our domain, bounces go to the user) or original (the message's sender; SPF "
-        "fails at the next hop unless it forwards with SRS)"))
+    redirect_sender: str = field(default="srs", metadata=_doc(
+        "envelope sender of redirected copies: srs (the message's sender rewritten to an "
+        "SRS0 address of ours when its domain is not ours: SPF passes at the next hop and "
+        "bounces go back to the sender; the secret and domain are [transport_security]'s "
+        "srs_secret_file and srs_domain), recipient (the redirecting user: SPF passes, "
+        "bounces go to the user) or original (unchanged; SPF fails at the next hop unless "
+        "[transport_security] srs is on)"))
     script_cache_seconds: float = field(default=2.0, metadata=_doc(
         "how long a process reuses an account's active script before reading it again; "
         "ManageSieve changes apply at once in the process that made them, changes from "
@@ -61,6 +64,6 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.vacation_min_days: must be from 0 to vacation_max_days")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
-    if cfg.redirect_sender not in ("recipient", "original"):
-        problems.append("sieve.redirect_sender: must be recipient or original")
+    if cfg.redirect_sender not in ("srs", "recipient", "original"):
+        problems.append("sieve.redirect_sender: must be srs, recipient or original")
     return problems

@@ -4,13 +4,18 @@ test-only subset of its ``vnd.dovecot.testsuite`` extension:
 
     .venv/bin/python -m tests.sieve.pigeonhole /path/to/pigeonhole [FILE ...]
 
-Implemented: ``test``, ``test_set`` (message, envelope.from/to/auth), ``test_fail``,
-``test_script_compile``, ``test_script_run``, ``test_error`` (Pochta stops at the first
-compile error, so counts above one cannot match), ``test_result_action``,
-``test_result_execute``/``test_result_reset`` (no effect), ``test_mailbox_create``,
-``test_config_*`` (ignored). ``test_message`` (delivering the result and reading it
-back), ``test_binary_*``, ``test_multiscript`` and ``test_imap_metadata_set`` fail the
-test that uses them.
+Implemented: ``test``, ``test_set`` (message, with the envelope taken from its
+Return-Path/Sender/From and Envelope-To/To as Pigeonhole does; envelope.from/to/auth),
+``test_fail``, ``test_script_compile``, ``test_script_run``, ``test_error`` (every
+compile error Pochta reports, plus Pigeonhole's closing "compilation failed" one),
+``test_result_action``, ``test_result_execute`` (the result carried out: stores into
+the runner's folders; redirects, vacation replies, notifications and rejection DSNs
+built by Pochta's own code into an outbox), ``test_message :smtp N`` / ``:folder F N``
+(that message, and its envelope, become the one under test), ``test_result_reset``,
+``test_mailbox_create``, ``test_imap_metadata_set`` (the METADATA the mboxmetadata
+tests read), ``test_config_set`` for settings with a Pochta equivalent
+(``recipient_delimiter`` of one character, ``sieve_user_email``; others are ignored).
+``test_binary_*`` and ``test_multiscript`` fail the test that uses them.
 
 A file passes when it compiles and every ``test`` block in it passes.
 """
@@ -19,11 +24,13 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
 from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
+from pochta.queue.dsn import RecipientReport, build_dsn
 from pochta.sieve import (
     EXTENSIONS,
     Context,
@@ -35,6 +42,12 @@ from pochta.sieve import (
     SieveRuntimeError,
     SieveSyntaxError,
     compile_script,
+)
+from pochta.sieve.autoreply import (
+    build_notification,
+    build_vacation,
+    notify_refusal,
+    vacation_refusal,
 )
 from pochta.sieve.compiler import _MATCH, Spec
 from pochta.sieve.grammar import Command, Test
@@ -49,6 +62,7 @@ from pochta.sieve.interpreter import (
     _Match,
     _Stop,
 )
+from pochta.storage.interfaces import Envelope, RemoteRecipient
 
 EXT = "vnd.dovecot.testsuite"
 LIMITS = Limits(max_actions=100_000, max_redirects=1000)
@@ -94,6 +108,9 @@ class _State:
     scripts: dict[tuple[str, str], Script | None] = field(default_factory=dict)
     mailboxes: set[str] = field(default_factory=lambda: {"INBOX"})
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    sent: list[tuple[str, str, bytes]] = field(default_factory=list)  # (from, to, message)
+    folders: dict[str, list[bytes]] = field(default_factory=dict)
+    config: dict[str, str] = field(default_factory=dict)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -138,6 +155,13 @@ def _handlers(state: _State) -> dict[str, object]:
         what, value = it._s(pos[0]).lower(), it._s(pos[1])
         if what == "message":
             it.msg = SieveMessage(value.encode("utf-8"))
+            # as Pigeonhole's testsuite: the envelope comes from the message
+            sender = next((a for h in ("return-path", "sender", "from")
+                           for a in it.msg.addresses(h) if a), "MAILER-DAEMON")
+            rcpt = next((a for h in ("envelope-to", "to") for a in it.msg.addresses(h) if a),
+                        "recipient@example.com")
+            state.envelope = {"from": sender, "to": rcpt}
+            it.env = SieveEnvelope(sender, rcpt)
         elif what.startswith("envelope."):
             state.envelope[what[9:]] = _smtp_path(value)
             it.env = SieveEnvelope(state.envelope.get("from", ""),
@@ -159,6 +183,58 @@ def _handlers(state: _State) -> dict[str, object]:
         _, pos = args(node)
         state.mailboxes.add(it._s(pos[0]))
         it.ctx.mailboxes = frozenset(state.mailboxes)
+
+    def result_execute(it: Interpreter, node: Command | Test) -> bool:
+        """Carry out the result as delivery would: stores into the runner's folders,
+        and the messages Pochta would send (redirects, vacation replies, notifications,
+        rejection DSNs) built by Pochta's own code, kept for ``test_message :smtp``."""
+        if state.result is not None:
+            actions, message = state.result.actions, state.result.message
+        else:
+            actions = list(it.actions)
+            if it.implicit_keep:
+                actions.append(Store("INBOX", frozenset(it.flags), implicit=True))
+            message = it.msg
+        _execute(state, actions, message, it.env)
+        state.result = None
+        it.actions, it.implicit_keep = [], True
+        return True
+
+    def message(it: Interpreter, node: Command | Test) -> bool:
+        tags, pos = args(node)
+        index = int(str(pos[0]))
+        if "folder" in tags:
+            stored = state.folders.get(it._s(tags["folder"]), [])
+            if not 0 <= index < len(stored):
+                return False
+            it.msg = SieveMessage(stored[index])
+            return True
+        if not 0 <= index < len(state.sent):
+            return False
+        sender, rcpt, data = state.sent[index]
+        it.msg = SieveMessage(data)
+        it.env = SieveEnvelope(sender, rcpt)
+        return True
+
+    def result_reset(it: Interpreter, node: Command | Test) -> None:
+        state.result = None
+        state.sent.clear()
+        it.actions, it.implicit_keep = [], True
+
+    def config_set(it: Interpreter, node: Command | Test) -> None:
+        """Pigeonhole settings with a Pochta equivalent take effect; the rest are kept
+        (and ignored)."""
+        _, pos = args(node)
+        key, value = it._s(pos[0]), it._s(pos[1])
+        state.config[key] = value
+        if key == "recipient_delimiter" and len(value) == 1:  # Pochta: one separator
+            it.ctx.subaddress_separator = value
+        elif key == "sieve_user_email":
+            it.ctx.user = value
+
+    def config_unset(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        state.config.pop(it._s(pos[0]), None)
 
     def metadata_set(it: Interpreter, node: Command | Test) -> None:
         """The IMAP METADATA store of the test account (RFC 5464 entry names)."""
@@ -217,16 +293,49 @@ def _handlers(state: _State) -> dict[str, object]:
 
     return {
         "test": test_block, "test_set": test_set, "test_fail": test_fail,
-        "test_config_set": ignore, "test_config_unset": ignore, "test_config_reload": ignore,
-        "test_result_reset": ignore, "test_result_print": ignore,
+        "test_config_set": config_set, "test_config_unset": config_unset,
+        "test_config_reload": ignore,
+        "test_result_reset": result_reset, "test_result_print": ignore,
         "test_mailbox_create": mailbox_create, "test_message_print": ignore,
-        "test_message": unsupported, "test_binary_save": unsupported,
+        "test_message": message, "test_binary_save": unsupported,
         "test_binary_load": unsupported, "test_imap_metadata_set": metadata_set,
         "test_multiscript": unsupported,
         "test_script_compile": script_compile, "test_script_run": script_run,
         "test_error": error, "test_result_action": result_action,
-        "test_result_execute": lambda it, node: True,
+        "test_result_execute": result_execute,
     }
+
+
+def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
+              env: SieveEnvelope) -> None:
+    user = state.config.get("sieve_user_email") or env.recipient or "user@example.com"
+    data = message.render()
+    for action in actions:
+        if isinstance(action, Store):
+            state.folders.setdefault(action.mailbox, []).append(data)
+        elif isinstance(action, Redirect):
+            state.sent.append((env.sender, action.address, data))
+        elif isinstance(action, Vacation):
+            own = {user, env.recipient, *action.addresses} - {""}
+            if vacation_refusal(message, env.sender, own) is None:
+                reply = build_vacation(action, message, env.recipient or user, env.sender,
+                                       "mail.example.com", 1_700_000_000.0)
+                state.sent.append(("", env.sender, reply))
+        elif isinstance(action, Notify):
+            if notify_refusal(message) is None:
+                built = build_notification(action, message, user, "mail.example.com",
+                                           1_700_000_000.0)
+                if built is not None:
+                    for to in built[0]:
+                        state.sent.append(("", to, built[1]))
+        elif isinstance(action, Reject) and env.sender:
+            dsn = build_dsn(
+                reporting_mta="mail.example.com", envelope=Envelope(sender=env.sender),
+                queue_id="test", original=data, arrival=1_700_000_000.0,
+                now=1_700_000_000.0,
+                reports=[RecipientReport(RemoteRecipient(env.recipient or user), "failed",
+                                         "5.7.1", f"550 5.7.1 {action.reason}")])
+            state.sent.append(("", env.sender, dsn))
 
 
 class _Metadata(dict[str, dict[str, str] | None]):

@@ -39,7 +39,7 @@ class SieveMessage:
             self._head, self._body = data, b""
         else:
             self._head, self._body = data[:end + sep // 2], data[end + sep:]
-        self.size = len(data)
+        self._size = len(data)
         self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
         self._by_name: dict[str, list[str]] | None = None
         self._addresses: dict[str, list[str]] = {}
@@ -51,8 +51,8 @@ class SieveMessage:
     def fork(self) -> SieveMessage:
         """A view for one run: shares what was parsed, edits stay its own."""
         other = SieveMessage.__new__(SieveMessage)
-        other.data, other._head, other._body, other.size = (
-            self.data, self._head, self._body, self.size)
+        other.data, other._head, other._body, other._size = (
+            self.data, self._head, self._body, self._size)
         other._fields = self.fields
         other._by_name = self._by_name
         other._addresses = self._addresses
@@ -76,6 +76,12 @@ class SieveMessage:
 
     def parsed(self) -> Message:
         return self._message()
+
+    @property
+    def size(self) -> int:
+        """Octets of the message, header edits included (RFC 5293 §3: later tests see
+        the edited message)."""
+        return len(self.render()) if self.edited else self._size
 
     # --- headers -------------------------------------------------------------------------
 

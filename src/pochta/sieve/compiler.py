@@ -21,7 +21,7 @@ EXTENSIONS: frozenset[str] = frozenset({
     "subaddress", "copy", "include", "date", "index", "editheader", "mailbox",
     "mboxmetadata", "servermetadata", "duplicate", "enotify", "spamtest", "spamtestplus",
     "virustest", "environment", "regex", "ihave", "special-use", "mime", "foreverypart",
-    "extracttext", "replace", "enclose", "extlists",
+    "extracttext", "replace", "enclose", "extlists", "imapsieve",
 })
 
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,

@@ -64,6 +64,7 @@ class Context:
     metadata: dict[str, dict[str, str] | None] = field(default_factory=dict)
     # answers to NeedLookup("list:<name>"): the list's members, None: no such list
     lists: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()  # imapsieve (RFC 6785 §3.3): the message's flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +288,7 @@ class Interpreter:
         self.limits = ctx.limits
         self.actions: list[Action] = []
         self.implicit_keep = True
-        self.flags: set[str] = set()  # imap4flags internal variable
+        self.flags: set[str] = set(ctx.flags)  # imap4flags internal variable
         self.global_vars: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.track: list[tuple[str, float]] = []

@@ -225,7 +225,7 @@ def _handlers(state: _State) -> dict[str, object]:
         """Pigeonhole settings with a Pochta equivalent take effect; the rest are kept
         (and ignored)."""
         _, pos = args(node)
-        key, value = it._s(pos[0]), it._s(pos[1])
+        key, value = it._s(pos[0]), it._s(pos[1]).replace("${tst.path}", str(state.directory))
         state.config[key] = value
         if key == "recipient_delimiter" and len(value) == 1:  # Pochta: one separator
             it.ctx.subaddress_separator = value
@@ -264,7 +264,7 @@ def _handlers(state: _State) -> dict[str, object]:
             return False
         ctx = Context("user@example.com", limits=LIMITS,
                       mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
-                      metadata=_Metadata(state))
+                      metadata=_Metadata(state), lists=_Lists(state))
         try:
             state.result = Interpreter(it.msg.fork(), it.env, ctx).run(state.compiled)
         except SieveRuntimeError as exc:
@@ -338,6 +338,43 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
             state.sent.append(("", env.sender, dsn))
 
 
+class _Lists(dict[str, frozenset[str] | None]):
+    """``Context.lists`` from Pigeonhole's ``sieve_extlists_list`` settings (each list a
+    dict file of ``priv/sieve/extlists/<address>`` keys), as the service answers from
+    its list files."""
+
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self.state = state
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> frozenset[str] | None:
+        name = ":addrbook:" + key[len("urn:ietf:params:sieve:addrbook:"):] if key.startswith(
+            "urn:ietf:params:sieve:addrbook:") else key
+        cfg = self.state.config
+        if name not in cfg.get("sieve_extlists_list", "").split():
+            return None
+        path = cfg.get(f"sieve_extlists_list/{name}/dict/file/path")
+        if not path:
+            return frozenset()
+        lines = Path(path).read_text("utf-8").splitlines()
+        prefix = "priv/sieve/extlists/"
+        return frozenset(k[len(prefix):].lower() for k in lines[0::2] if k.startswith(prefix))
+
+
+class _Runner(Interpreter):
+    """The testsuite's own variables: ``${tst.path}``, the test file's folder."""
+
+    state: _State
+
+    def _get_var(self, name: str) -> str:
+        if name.lower() == "tst.path":
+            return str(self.state.directory)
+        return super()._get_var(name)
+
+
 class _Metadata(dict[str, dict[str, str] | None]):
     """``Context.metadata`` answered at once from the runner's store (the service
     answers a ``NeedLookup`` instead): a mailbox that does not exist is None."""
@@ -409,9 +446,10 @@ def run_file(path: Path) -> FileResult:
                                "location": "MDA", "name": "Pochta", "phase": "during",
                                "version": "1"},
                   mailboxes=frozenset({"INBOX"}), scripts=state.scripts,
-                  metadata=_Metadata(state),
+                  metadata=_Metadata(state), lists=_Lists(state),
                   handlers=_handlers(state))  # type: ignore[arg-type]
-    interp = Interpreter(SieveMessage(b"\r\n"), SieveEnvelope("", ""), ctx)
+    interp = _Runner(SieveMessage(b"\r\n"), SieveEnvelope("", ""), ctx)
+    interp.state = state
     try:
         interp.run(script)
     except SieveRuntimeError as exc:

@@ -1014,7 +1014,13 @@ class Interpreter:
                set_vars: bool = True) -> bool:
         comparator = m.comparator
         if m.kind == "list":
-            return any(self._in_list(v, keys) for v in values)
+            for v in values:
+                if self._in_list(v, keys):
+                    # RFC 6134 §2.4: ${0} is the value found in the list
+                    if set_vars and self.frame is not None and self.frame.uses_variables:
+                        self.match_vars = [v]
+                    return True
+            return False
         if m.kind == "count":
             count = str(len(values))
             rel = _RELATIONS[m.relation]

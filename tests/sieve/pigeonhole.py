@@ -14,14 +14,18 @@ built by Pochta's own code into an outbox), ``test_message :smtp N`` / ``:folder
 (that message, and its envelope, become the one under test), ``test_result_reset``,
 ``test_mailbox_create``, ``test_imap_metadata_set`` (the METADATA the mboxmetadata
 tests read), ``test_config_set`` for settings with a Pochta equivalent
-(``recipient_delimiter`` of one character, ``sieve_user_email``; others are ignored).
-``test_binary_*`` and ``test_multiscript`` fail the test that uses them.
+(``recipient_delimiter`` of one character, ``sieve_user_email``, ``sieve_max_cpu_time``
+in seconds, ``sieve_extlists_list`` dict files as lists; others are ignored).
+``test_binary_save``/``_load`` pickle the compiled script (Pochta has no binary
+format). ``test_multiscript`` fails the test that uses it.
 
 A file passes when it compiles and every ``test`` block in it passes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -65,7 +69,7 @@ from pochta.sieve.interpreter import (
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 
 EXT = "vnd.dovecot.testsuite"
-LIMITS = Limits(max_actions=100_000, max_redirects=1000)
+LIMITS = Limits()  # Pochta's defaults (Pigeonhole's are the same: 32 actions, 4 redirects)
 COMMANDS = {
     "test": Spec(EXT, "s", {}, block=True),
     "test_set": Spec(EXT, "ss", {}),
@@ -111,6 +115,7 @@ class _State:
     sent: list[tuple[str, str, bytes]] = field(default_factory=list)  # (from, to, message)
     folders: dict[str, list[bytes]] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
+    binaries: dict[str, bytes] = field(default_factory=dict)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -135,6 +140,7 @@ def _handlers(state: _State) -> dict[str, object]:
         assert isinstance(node, Command) and node.block is not None
         saved = it.actions, it.implicit_keep
         it.actions, it.implicit_keep = [], True
+        it.redirects = it.edits = 0  # each test is a run of its own
         try:
             it._block(node.block)
             state.passed += 1
@@ -198,6 +204,7 @@ def _handlers(state: _State) -> dict[str, object]:
         _execute(state, actions, message, it.env)
         state.result = None
         it.actions, it.implicit_keep = [], True
+        it.redirects = it.edits = 0
         return True
 
     def message(it: Interpreter, node: Command | Test) -> bool:
@@ -220,6 +227,22 @@ def _handlers(state: _State) -> dict[str, object]:
         state.result = None
         state.sent.clear()
         it.actions, it.implicit_keep = [], True
+        it.redirects = it.edits = 0
+
+    def binary_save(it: Interpreter, node: Command | Test) -> None:
+        """Pochta has no binary script format: the compiled script is pickled, so a
+        load runs what the round trip kept."""
+        _, pos = args(node)
+        if state.compiled is None:
+            raise _Fail("no compiled script to save")
+        state.binaries[it._s(pos[0])] = pickle.dumps(state.compiled)
+
+    def binary_load(it: Interpreter, node: Command | Test) -> None:
+        _, pos = args(node)
+        data = state.binaries.get(it._s(pos[0]))
+        if data is None:
+            raise _Fail("no such binary")
+        state.compiled = pickle.loads(data)  # noqa: S301 - our own bytes
 
     def config_set(it: Interpreter, node: Command | Test) -> None:
         """Pigeonhole settings with a Pochta equivalent take effect; the rest are kept
@@ -262,7 +285,10 @@ def _handlers(state: _State) -> dict[str, object]:
     def script_run(it: Interpreter, node: Command | Test) -> bool:
         if state.compiled is None:
             return False
-        ctx = Context("user@example.com", limits=LIMITS,
+        cpu = state.config.get("sieve_max_cpu_time", "")  # e.g. "2s"
+        limits = dataclasses.replace(LIMITS, max_cpu_seconds=float(cpu[:-1])) if (
+            cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
+        ctx = Context("user@example.com", limits=limits,
                       mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
                       metadata=_Metadata(state), lists=_Lists(state))
         try:
@@ -297,8 +323,8 @@ def _handlers(state: _State) -> dict[str, object]:
         "test_config_reload": ignore,
         "test_result_reset": result_reset, "test_result_print": ignore,
         "test_mailbox_create": mailbox_create, "test_message_print": ignore,
-        "test_message": message, "test_binary_save": unsupported,
-        "test_binary_load": unsupported, "test_imap_metadata_set": metadata_set,
+        "test_message": message, "test_binary_save": binary_save,
+        "test_binary_load": binary_load, "test_imap_metadata_set": metadata_set,
         "test_multiscript": unsupported,
         "test_script_compile": script_compile, "test_script_run": script_run,
         "test_error": error, "test_result_action": result_action,
@@ -312,7 +338,11 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
     data = message.render()
     for action in actions:
         if isinstance(action, Store):
-            state.folders.setdefault(action.mailbox, []).append(data)
+            # as delivery does: :create makes the mailbox, a missing one means INBOX
+            if action.create:
+                state.mailboxes.add(action.mailbox)
+            box = action.mailbox if action.mailbox in state.mailboxes else "INBOX"
+            state.folders.setdefault(box, []).append(data)
         elif isinstance(action, Redirect):
             state.sent.append((env.sender, action.address, data))
         elif isinstance(action, Vacation):

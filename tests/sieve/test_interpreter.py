@@ -373,3 +373,9 @@ def test_metadata_and_lists_are_asked_for() -> None:
     assert run(script, ctx=ctx).actions == []
     ctx.lists[":addrbook:friends"] = frozenset({"someone@else.test"})
     assert stores(run(script, ctx=ctx)) == [("INBOX", frozenset())]
+
+
+def test_cpu_limit_stops_a_slow_script() -> None:
+    slow = 'require "regex";\n' + 'if header :regex "subject" "^(a|aa)+$" { keep; }\n' * 50
+    with pytest.raises(SieveRuntimeError, match="the script ran longer than 1e-09 seconds"):
+        run(slow, ctx=Context("r@acme.example.com", limits=Limits(max_cpu_seconds=1e-9)))

@@ -41,6 +41,7 @@ class Limits:
     max_include_depth: int = 10  # RFC 6609 §3.2: nesting of include
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
+    max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import email.message
 import email.policy
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
@@ -299,6 +300,7 @@ class Interpreter:
         self.frame: _Frame | None = None
         self.part: int | None = None  # the current MIME part inside foreverypart
         self.loops: list[str | None] = []  # names of the foreverypart loops we are in
+        self.deadline = time.monotonic() + self.limits.max_cpu_seconds
 
     # --- entry ----------------------------------------------------------------------------
 
@@ -771,6 +773,9 @@ class Interpreter:
     # --- tests ----------------------------------------------------------------------------
 
     def _test(self, test: Test) -> bool:
+        if time.monotonic() > self.deadline:
+            raise SieveRuntimeError(test.line, f"the script ran longer than "
+                                    f"{self.limits.max_cpu_seconds:g} seconds")
         fast = test.extra.get("fast", _UNSET)
         if fast is _UNSET:
             fast = test.extra["fast"] = _fast_test(test)
@@ -847,7 +852,8 @@ class Interpreter:
                 bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
             else:
                 bodies = self.msg.body_parts(("text",))
-            return self._match(bodies, self._l(pos[0]), match)
+            # RFC 5173 §6: the body test sets no match variables
+            return self._match(bodies, self._l(pos[0]), match, set_vars=False)
         if name == "string":
             values = self._l(pos[0])
             if match.kind == "count":
@@ -993,8 +999,8 @@ class Interpreter:
                 if parsed.tzinfo is None:
                     parsed = parsed.replace(tzinfo=dt.UTC)
                 candidates.append(parsed)
-            if not candidates:
-                return False
+            if not candidates and match.kind != "count":
+                return False  # (:count compares 0, RFC 5260 §4)
         values: list[str] = []
         for when in candidates:
             if zone is not None:

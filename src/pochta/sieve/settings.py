@@ -47,10 +47,15 @@ class SieveConfig:
         "folder (relative to the config file) of extlists lists (RFC 6134): NAME.txt for "
         "everyone, ADDRESS/NAME.txt for one account; one address or @domain a line"))
 
+    max_cpu_seconds: float = field(default=5.0, metadata=_doc(
+        "longest run of one script on one message (checked before each test); longer is "
+        "an error and the message is kept in INBOX"))
+
     def limits(self) -> Limits:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,
                       max_redirects=self.max_redirects,
-                      max_include_depth=self.max_include_depth)
+                      max_include_depth=self.max_include_depth,
+                      max_cpu_seconds=self.max_cpu_seconds)
 
 
 def check(cfg: SieveConfig) -> list[str]:
@@ -62,6 +67,8 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_redirects: must be >= 0")
     if not 0 <= cfg.vacation_min_days <= cfg.vacation_max_days:
         problems.append("sieve.vacation_min_days: must be from 0 to vacation_max_days")
+    if cfg.max_cpu_seconds <= 0:
+        problems.append("sieve.max_cpu_seconds: must be positive")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
     if cfg.redirect_sender not in ("srs", "recipient", "original"):

@@ -379,3 +379,12 @@ def test_cpu_limit_stops_a_slow_script() -> None:
     slow = 'require "regex";\n' + 'if header :regex "subject" "^(a|aa)+$" { keep; }\n' * 50
     with pytest.raises(SieveRuntimeError, match="the script ran longer than 1e-09 seconds"):
         run(slow, ctx=Context("r@acme.example.com", limits=Limits(max_cpu_seconds=1e-9)))
+
+
+def test_encodeurl_rfc5435_example() -> None:
+    # RFC 5435 §6: the modifier keeps a value from adding URI parameters
+    r = run('require ["enotify", "variables"];\n'
+            'set :encodeurl "body_param" "Safe body&evil=evilbody";\n'
+            'notify "mailto:tim@example.com?body=${body_param}";')
+    [note] = [a for a in r.actions if isinstance(a, Notify)]
+    assert note.method == "mailto:tim@example.com?body=Safe%20body%26evil%3Devilbody"

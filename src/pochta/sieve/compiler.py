@@ -75,6 +75,7 @@ _MIME_OPT: dict[str, _T] = {"type": ("", "mime", "mimeopt"), "subtype": ("", "mi
 _MODIFIERS: dict[str, _T] = {m: ("", "variables", "mod" + str(p)) for m, p in (
     ("lower", 40), ("upper", 40), ("lowerfirst", 30), ("upperfirst", 30),
     ("quotewildcard", 20), ("quoteregex", 20), ("length", 10))}
+_MODIFIERS["encodeurl"] = ("", "enotify", "mod15")  # RFC 5435 §6
 
 
 @dataclass(frozen=True, slots=True)

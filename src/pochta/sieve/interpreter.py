@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from functools import lru_cache
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .compiler import EXTENSIONS, Limits, Script, strings_of
 from .grammar import Command, Test
@@ -613,7 +613,7 @@ class Interpreter:
         value = str(pos[1]) if literal else self._s(pos[1])
         # RFC 5229 §4.1: modifiers apply in order of precedence, highest first
         for mod in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
-                    "quoteregex", "length"):
+                    "quoteregex", "encodeurl", "length"):
             if mod not in tags:
                 continue
             if mod == "lower":
@@ -628,6 +628,8 @@ class Interpreter:
                 value = re.sub(r"([*?\\])", r"\\\1", value)
             elif mod == "quoteregex":
                 value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
+            elif mod == "encodeurl":  # RFC 5435 §6: all but RFC 3986 unreserved
+                value = quote(value, safe="-._~")
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)

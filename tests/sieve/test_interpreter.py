@@ -388,3 +388,20 @@ def test_encodeurl_rfc5435_example() -> None:
             'notify "mailto:tim@example.com?body=${body_param}";')
     [note] = [a for a in r.actions if isinstance(a, Notify)]
     assert note.method == "mailto:tim@example.com?body=Safe%20body%26evil%3Devilbody"
+
+
+def test_vacation_reply_names_the_sender_and_keeps_the_subject_short() -> None:
+    from pochta.sieve.autoreply import build_vacation
+
+    msg = SieveMessage(b'From: "Stephan Bosch" <stephan@example.org>\r\nSubject: '
+                       + b"x" * 400 + b"\r\nTo: nico@frop.example.org\r\n\r\nFrop\r\n")
+    reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
+                           "stephan@example.org", "mail.example.org", 0.0)
+    reply_msg = SieveMessage(reply)
+    assert reply_msg.headers("to") == ['"Stephan Bosch" <stephan@example.org>']
+    [subject] = reply_msg.headers("subject")
+    assert len(subject) == 256 and subject.startswith("Auto: xxx") and subject.endswith("\u2026")
+    # another From than the envelope sender: the bare address
+    reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
+                           "bounces@list.example.org", "mail.example.org", 0.0)
+    assert SieveMessage(reply).headers("to") == ["<bounces@list.example.org>"]

@@ -48,6 +48,11 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
                                 "fileinto but found end of script")
     r = pochta("-c", c, "sieve", "check", "alice@example.org", str(bad))
     assert r.returncode == 1 and "line 4" in r.stderr
+    bad.write_text('frobnicate;\nkeep :nope;\n')
+    r = pochta("-c", c, "sieve", "check", "alice@example.org", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"error: {bad}: line 1: unknown command frobnicate",
+                                     "  line 2: keep: unknown tag :nope", "  2 errors"]
     r = pochta("-c", c, "sieve", "activate", "alice@example.org", "nope")
     assert r.returncode == 1 and "no script 'nope'" in r.stderr
     r = pochta("-c", c, "sieve", "list", "nobody@example.org")

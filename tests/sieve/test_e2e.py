@@ -175,14 +175,16 @@ async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> No
     assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
 
 
-async def test_redirect_uses_the_recipient_as_envelope_sender(server: Server) -> None:
+async def test_redirect_rewrites_a_foreign_sender_with_srs(server: Server) -> None:
     await upload(server, "alice@example.test", "alice-pass",
                  'require "copy"; redirect :copy "alice@elsewhere.test";')
     code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
     assert code == 250
     assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
     queued = await queued_to(server)
-    assert [(s, r) for s, r, _ in queued] == [("alice@example.test", "alice@elsewhere.test")]
+    assert [r for _, r, _ in queued] == ["alice@elsewhere.test"]
+    assert queued[0][0].startswith("SRS0=")
+    assert queued[0][0].endswith("=corp.test=boss@mail.example.test")
     assert b"X-Sieve-Redirected-From: <alice@example.test>" in queued[0][2]
 
 
@@ -194,6 +196,12 @@ async def test_bad_scripts_get_clear_errors_and_mail_flows(server: Server) -> No
     assert final.startswith("NO") and "line 4" in final, final
     final = await client.put("unknown", 'require "fileinto";\nfrobnicate;\n')
     assert final == 'NO "line 2: unknown command frobnicate"'
+    # several errors: all of them, one a line, in a literal (RFC 5804 §4)
+    lines, final = await client.cmd(b'CHECKSCRIPT {47+}\r\n'
+                                    b'frobnicate;\nkeep :nope;\nif true { stop }\nkeep;\n')
+    assert lines == [] and final == (
+        'NO <<line 1: unknown command frobnicate\r\nline 2: keep: unknown tag :nope\r\n'
+        'line 3: expected ";" after command stop but found "}"\r\n3 errors>>'), final
     big = "# " + "x" * (1 << 20) + "\nkeep;\n"
     final = await client.put("big", big)
     assert final.startswith("NO (QUOTA/MAXSIZE)"), final
@@ -309,3 +317,16 @@ async def test_local_bounces_go_through_the_script(server: Server) -> None:
                  'require "reject"; reject "no bounces";', name="strict")
     await worker.bounce_sink(dsn, "alice@example.test", Envelope(sender=""))
     assert await queued_to(server) == []
+
+
+def test_spam_score_only_from_our_own_fields() -> None:
+    from pochta.services.sieve import own_spam_score
+    from pochta.sieve import SieveMessage
+    ours = (b"Return-Path: <a@b.test>\r\nX-Spam-Bayes: 0.9000\r\n"
+            b"Received: from x by mx.example.test\r\nSubject: s\r\n\r\nbody\r\n")
+    assert own_spam_score(SieveMessage(ours)) == (9, 90)
+    rspamd = b"X-Rspamd-Score: 3.00 / 15.00\r\nReceived: from x by mx\r\n\r\n"
+    assert own_spam_score(SieveMessage(rspamd)) == (3, 20)
+    forged = (b"Return-Path: <a@b.test>\r\nReceived: from x by mx.example.test\r\n"
+              b"X-Spam-Bayes: 0.9000\r\n\r\nbody\r\n")
+    assert own_spam_score(SieveMessage(forged)) == (None, None)

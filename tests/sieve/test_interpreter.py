@@ -290,3 +290,118 @@ def test_multiline_strings_and_comments() -> None:
     assert isinstance(r.actions[0], Vacation)
     assert r.actions[0].reason == "line one\r\n.dot\r\n"
     assert Discard() not in r.actions
+
+
+BROKEN = """require ["fileinto", "nosuchext"];
+if header :frob "subject" "x" { fileinto "a"; }
+fileinto "b"
+if true { frobnicate; keep; }
+stop;
+if size :over 99999999999999999999999 { keep; }
+redirect 42;
+"""
+
+
+def test_every_compile_error_is_reported_with_its_line() -> None:
+    with pytest.raises(SieveSyntaxError) as exc:
+        compile_script(BROKEN)
+    assert exc.value.lines() == [
+        'line 1: unsupported extension "nosuchext"',
+        "line 2: header: unknown tag :frob",
+        "line 3: fileinto takes no test",  # the missing ";" makes the if its test
+        "line 4: unknown command frobnicate",
+        "line 6: number 99999999999999999999999 is too large",
+        "line 7: redirect: expected a string",
+    ]
+    assert str(exc.value) == 'line 1: unsupported extension "nosuchext"'
+    assert exc.value.report().endswith("\n6 errors")
+    # a parse error: the parser skips to the end of the command and goes on
+    with pytest.raises(SieveSyntaxError) as parsed:
+        compile_script('keep :x "a" [;\nfrobnicate;\nif true { stop }\ndiscard;\n')
+    assert parsed.value.lines() == [
+        'line 1: expected a string in list but found ";"',
+        "line 2: unknown command frobnicate",
+        'line 3: expected ";" after command stop but found "}"',
+    ]
+    # a script with one error still reads as before
+    with pytest.raises(SieveSyntaxError) as one:
+        compile_script("keep")
+    assert one.value.report() == 'line 1: expected ";" after command keep but found end of script'
+
+
+def test_ihave_and_error() -> None:
+    # RFC 5463 §4: a block for a missing extension is not compiled, so may hold anything
+    script = ('require ["ihave", "fileinto"];\n'
+              'if ihave "x-unknown" { x_unknown_command :tag "x"; }\n'
+              'elsif ihave "fileinto" { fileinto "known"; }\n')
+    assert stores(run(script)) == [("known", frozenset())]
+    with pytest.raises(SieveRuntimeError, match=r"line 2: error: giving up on \$"):
+        run('require ["ihave", "variables"];\nerror "giving up on ${x}$";')
+
+
+MIME_MSG = (b"From: a@b.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=X\r\n\r\n"
+            b"--X\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nfirst text\r\n"
+            b"--X\r\nContent-Type: application/zip; name=\"a.zip\"\r\n\r\nPK\r\n--X--\r\n")
+
+
+def test_replace_and_enclose_rewrite_the_message() -> None:
+    r = run('require ["foreverypart", "mime", "replace"];\n'
+            'foreverypart { if header :mime :subtype "content-type" "zip" {\n'
+            '  replace "The attachment was removed."; } }', MIME_MSG)
+    out = r.message.render()
+    assert b"PK" not in out and b"The attachment was removed." in out
+    assert b"first text" in out and r.message.edited
+    r = run('require "enclose"; enclose :subject "Quarantined" "See the attached message.";',
+            MIME_MSG)
+    out = r.message.render()
+    assert b"Subject: Quarantined\r\n" in out and b"message/rfc822" in out
+    assert b"See the attached message." in out and MIME_MSG in out
+
+
+def test_metadata_and_lists_are_asked_for() -> None:
+    script = ('require ["mboxmetadata", "extlists"];\n'
+              'if allof (metadata "INBOX" "/private/x" "on", '
+              'address :list "from" ":addrbook:friends") { discard; }')
+    ctx = Context("roadrunner@acme.example.com")
+    with pytest.raises(NeedLookup, match="metadata:INBOX"):
+        run(script, ctx=ctx)
+    ctx.metadata["INBOX"] = {"/private/x": "on"}
+    with pytest.raises(NeedLookup, match="list::addrbook:friends"):
+        run(script, ctx=ctx)
+    ctx.lists[":addrbook:friends"] = frozenset({"@desert.example.org"})
+    assert run(script, ctx=ctx).actions == []
+    ctx.lists[":addrbook:friends"] = frozenset({"someone@else.test"})
+    assert stores(run(script, ctx=ctx)) == [("INBOX", frozenset())]
+
+
+def test_cpu_limit_stops_a_slow_script() -> None:
+    slow = 'require "regex";\n' + 'if header :regex "subject" "^(a|aa)+$" { keep; }\n' * 50
+    with pytest.raises(SieveRuntimeError, match="the script ran longer than 1e-09 seconds"):
+        run(slow, ctx=Context("r@acme.example.com", limits=Limits(max_cpu_seconds=1e-9)))
+
+
+def test_encodeurl_rfc5435_example() -> None:
+    # RFC 5435 §6: the modifier keeps a value from adding URI parameters
+    r = run('require ["enotify", "variables"];\n'
+            'set :encodeurl "body_param" "Safe body&evil=evilbody";\n'
+            'notify "mailto:tim@example.com?body=${body_param}";')
+    [note] = [a for a in r.actions if isinstance(a, Notify)]
+    assert note.method == "mailto:tim@example.com?body=Safe%20body%26evil%3Devilbody"
+
+
+def test_vacation_reply_names_the_sender_and_keeps_the_subject_short() -> None:
+    from pochta.sieve.autoreply import build_vacation
+
+    msg = SieveMessage(b'From: "Stephan Bosch" <stephan@example.org>\r\nSubject: '
+                       + b"x" * 400 + b"\r\nTo: nico@frop.example.org\r\n\r\nFrop\r\n")
+    reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
+                           "stephan@example.org", "mail.example.org", 0.0)
+    reply_msg = SieveMessage(reply)
+    assert reply_msg.headers("to") == ['"Stephan Bosch" <stephan@example.org>']
+    [subject] = reply_msg.headers("subject")
+    assert len(subject) == 256 and subject.startswith("Auto: xxx") and subject.endswith("\u2026")
+    # another From than the envelope sender: the bare address
+    reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
+                           "bounces@list.example.org", "mail.example.org", 0.0)
+    assert SieveMessage(reply).headers("to") == ["<bounces@list.example.org>"]

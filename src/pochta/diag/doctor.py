@@ -37,6 +37,8 @@ class DoctorOptions:
     cafile: str | None = None
     timeout: float = 10.0
     dns: bool = True
+    sieve_user: str | None = None  # with a password: the ManageSieve CHECKSCRIPT round trip
+    sieve_password: str | None = None
 
 
 def relay_battery(domain: str) -> list[tuple[str, str]]:
@@ -137,10 +139,22 @@ async def check_listeners(config: Config, opts: DoctorOptions
                              tls_name=config.hostname)
         return lst, await probe_port(spec, popts)
 
-    # ManageSieve has no probe yet (diag/probe.py speaks SMTP, IMAP and POP3)
+    # ManageSieve has its own probe (check_managesieve)
     # the probe speaks the mail protocols; http listeners are not probed (issue 19)
     return list(await asyncio.gather(*(one(lst) for lst in config.listeners
                                        if lst.role in PROTOCOLS)))
+
+
+async def check_managesieve(config: Config, opts: DoctorOptions) -> list[Finding]:
+    from .managesieve import probe_managesieve
+
+    out: list[Finding] = []
+    for lst in config.listeners:
+        if lst.role == "managesieve":
+            out += await probe_managesieve(
+                _connect_address(lst), lst.port, lst.tls, opts.timeout, opts.cafile,
+                config.hostname, opts.sieve_user, opts.sieve_password)
+    return out
 
 
 def listener_findings(results: Sequence[tuple[Listener, PortResult]]) -> list[Finding]:
@@ -368,6 +382,7 @@ async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | N
     findings += check_reachability(config)
     results = await check_listeners(config, opts)
     findings += listener_findings(results)
+    findings += await check_managesieve(config, opts)
     own_store = store is None
     st: MailStore = store if store is not None else await open_store(config)
     try:
@@ -408,6 +423,10 @@ def register_doctor(sub: Any) -> None:
                                     "(for a private CA or a self-signed certificate)")
     p.add_argument("--no-dns", action="store_true", help="skip the DNS comparison")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--sieve-user", help="log in to ManageSieve as this user and check a "
+                                        "script (CHECKSCRIPT round trip)")
+    p.add_argument("--password-env", metavar="VAR", help="--sieve-user's password from $VAR")
+    p.add_argument("--password-file", metavar="FILE", help="... from the first line of FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
 
@@ -416,6 +435,11 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     from .common import print_findings
 
     opts = DoctorOptions(cafile=args.cafile, timeout=args.timeout, dns=not args.no_dns)
+    if getattr(args, "sieve_user", None):
+        from .cli import read_secret
+
+        opts.sieve_user = args.sieve_user
+        opts.sieve_password = read_secret(args)
     findings = asyncio.run(run_doctor(config, opts))
     code = findings_exit(findings)
     if args.json:

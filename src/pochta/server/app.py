@@ -127,7 +127,7 @@ async def build_context(
 
 def _attach_sieve(ctx: ServerContext) -> None:
     """Sieve at final delivery (services/sieve.py), for every path through delivery."""
-    from ..services.sieve import SieveService
+    from ..services.sieve import SieveService, redirect_srs
 
     config = ctx.config
 
@@ -138,9 +138,10 @@ def _attach_sieve(ctx: ServerContext) -> None:
     ctx.delivery.sieve = SieveService(
         ctx.store, config.sieve, config.hostname,
         global_dir=config.path(config.sieve.global_dir),
+        lists_dir=config.path(config.sieve.lists_dir),
         signer=ctx.signer.sign if config.dkim.sign else None,
         resolve=resolve, local_domain=ctx.directory.is_local_domain,
-        on_queued=ctx.queue_wakeup.set,
+        on_queued=ctx.queue_wakeup.set, srs=redirect_srs(ctx),
     )
     ctx.extras["sieve"] = ctx.delivery.sieve
 

@@ -50,6 +50,8 @@ def capabilities(s: ImapSession) -> list[str]:
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")
+    if "sieve" in s.ctx.extras:  # RFC 6785 §2: where the scripts are managed
+        caps.append(f"IMAPSIEVE=sieve://{s.ctx.config.hostname}")
     return caps
 
 

@@ -34,6 +34,7 @@ from ..storage.interfaces import (
     StorageFull,
     StoreError,
 )
+from . import imap_sieve
 from .imap_catenate import CatPart, catenate
 from .imap_session import ImapSession, SpoolFile
 
@@ -521,6 +522,7 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         if isinstance(exc, NotFound):
             raise TryCreate from None
         raise
+    await imap_sieve.after(s, "APPEND", info, uids)  # RFC 6785
     await s.sync(allow_expunge=True)
     s.ok(tag, "APPEND completed",
          f"APPENDUID {info.uidvalidity} {seq_set(uids).decode()}")

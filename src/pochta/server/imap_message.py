@@ -52,6 +52,7 @@ from ..storage.interfaces import (
     QuotaExceeded,
     StorageFull,
 )
+from . import imap_sieve
 from .imap_session import CloseSession, ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
@@ -325,6 +326,7 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     if sel.uidonly else b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (
                         sel.seq_of(u), u, sel.meta[u].modseq))
         s.send(line)
+    await imap_sieve.after(s, "FLAG", sel.info, sorted(changed), sorted(wanted))  # RFC 6785
     await s.sync(allow_expunge=uid)
     if update.failed_uids:
         failed = sorted(update.failed_uids) if uid else sorted(
@@ -463,6 +465,7 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
             pairs = await s.store.copy_messages(sel.info.id, uids, target.id)
     except QuotaExceeded:
         raise OverQuota from None
+    await imap_sieve.after(s, "COPY", target, [b for _, b in pairs])  # RFC 6785
     src = seq_set([a for a, _ in pairs]).decode()
     dst = ",".join(str(b) for _, b in pairs)
     code = f"COPYUID {target.uidvalidity} {src} {dst}" if pairs else None

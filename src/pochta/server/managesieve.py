@@ -199,7 +199,8 @@ class ManageSieveHandler:
         try:
             compile_script(source, limits=self.config.limits())
         except SieveSyntaxError as exc:
-            return str(exc)
+            # every error, one a line (sent as a literal when more than one, §4)
+            return exc.report().replace("\n", "\r\n")
         return None
 
     async def _script_command(self, event: object, account_id: int) -> None:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import SieveLoadError as SieveLoadError
@@ -66,11 +67,17 @@ from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
     LocalTarget,
+    MailboxInfo,
     MailStore,
     RemoteRecipient,
+    SpecialUse,
     StoreError,
 )
 from ..storage.rules import new_message_id
+from ..transport_security.srs import SRS
+
+if TYPE_CHECKING:
+    from ..server.app import ServerContext
 
 log = logging.getLogger("pochta.sieve")
 
@@ -78,6 +85,39 @@ CACHE_SIZE = 1024  # compiled scripts kept, by source digest
 MAX_LOOKUP_ROUNDS = 16  # reruns for duplicate tests (one per distinct id)
 _KEYWORD = re.compile(r"[^\s(){%*\"\\\]\x00-\x1f\x7f]+\Z")
 REDIRECT_MARK = "X-Sieve-Redirected-From"
+
+
+_LIST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\Z")
+MAX_LIST_ENTRIES = 100_000
+SPAM_HEADERS = ("x-spam-bayes", "x-rspamd-score")
+
+
+def _special_use(value: str | None) -> SpecialUse | None:
+    if value is None:
+        return None
+    return next((u for u in SpecialUse if u.value.lower() == value.lower()), None)
+
+
+def own_spam_score(message: SieveMessage) -> tuple[int | None, int | None]:
+    """RFC 5235 spamtest values from the verdict our own SMTP server wrote (rspamd's
+    score, else the learning filter's probability): only fields above our Received:
+    count, a sender cannot forge them. (1..10, 0..100 percent); (None, None) untested."""
+    for lower, _, raw in message.fields:
+        if lower == "received":
+            break
+        if lower not in SPAM_HEADERS:
+            continue
+        value = raw.strip()
+        try:
+            if lower == "x-spam-bayes":  # a probability, 0..1
+                p = min(max(float(value), 0.0), 1.0)
+            else:  # "score / required"
+                score, _, required = value.partition("/")
+                p = min(max(float(score) / max(float(required), 0.1), 0.0), 1.0)
+        except ValueError:
+            continue
+        return 1 + round(p * 9), round(p * 100)
+    return None, None
 
 
 Signer = Callable[[bytes, str], Awaitable[bytes]]
@@ -117,22 +157,26 @@ class SieveService:
         hostname: str,
         *,
         global_dir: Path | None = None,
+        lists_dir: Path | None = None,
         signer: Signer | None = None,
         resolve: Resolve | None = None,
         local_domain: Callable[[str], Awaitable[bool]] | None = None,
         on_queued: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        srs: SRS | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.hostname = hostname
         self.limits: Limits = config.limits()
         self.global_dir = global_dir
+        self.lists_dir = lists_dir
         self.signer = signer
         self.resolve = resolve
         self.local_domain = local_domain
         self.on_queued = on_queued
         self.clock = clock
+        self.srs = srs  # redirect_sender = srs; None: the queue rewrites forwarded mail
         self._cache: collections.OrderedDict[str, Script] = collections.OrderedDict()
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
@@ -236,15 +280,19 @@ class SieveService:
         )
         if self.verdict is not None:
             ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)
-        if "mailbox" in script.requires:
-            ctx.mailboxes = frozenset(b.name for b in await self.store.list_mailboxes(account_id))
+        if ctx.spam_score is None:
+            ctx.spam_score, ctx.spam_percent = own_spam_score(message)
+        if "mailbox" in script.requires or "special-use" in script.requires:
+            boxes = await self.store.list_mailboxes(account_id)
+            ctx.mailboxes = frozenset(b.name for b in boxes)
+            ctx.special_use = {str(b.special_use).lower(): b.name for b in boxes
+                               if b.special_use is not None}
         env = SieveEnvelope(envelope.sender, rcpt, envelope.authenticated_as)
         for _ in range(MAX_LOOKUP_ROUNDS):
             try:
                 result = evaluate(script, message, env, ctx)
             except NeedLookup as need:
-                ctx.known[need.key] = await self.store.is_remembered(
-                    f"{account_id}:{need.key}", now)
+                await self._lookup(need.key, account_id, user, ctx, now)
                 continue
             except SieveRuntimeError as exc:
                 return Decision(account_id, rcpt, name, None, f"script {name!r}: {exc}")
@@ -252,6 +300,56 @@ class SieveService:
                 return Decision(account_id, rcpt, name, None, f"script {name!r}: too deep")
             return Decision(account_id, rcpt, name, result)
         return Decision(account_id, rcpt, name, None, "too many duplicate tests")
+
+    async def _lookup(self, key: str, account_id: int, user: str, ctx: Context,
+                      now: float) -> None:
+        """Answer what a run asked for (see ``NeedLookup``)."""
+        if key.startswith("metadata:"):
+            ctx.metadata[key[9:]] = await self._metadata(account_id, key[9:])
+        elif key.startswith("list:"):
+            ctx.lists[key[5:]] = await asyncio.to_thread(self.read_list, user, key[5:])
+        else:
+            ctx.known[key] = await self.store.is_remembered(f"{account_id}:{key}", now)
+
+    async def _metadata(self, account_id: int, mailbox: str) -> dict[str, str] | None:
+        """RFC 5490: the IMAP METADATA entries (RFC 5464) the account sees on a mailbox,
+        or on the server for ""; None when the mailbox does not exist."""
+        mailbox_id = 0
+        if mailbox:
+            info = await self.store.get_mailbox(account_id, mailbox)
+            if info is None:
+                return None
+            mailbox_id = info.id
+        stored = await self.store.get_metadata(account_id, mailbox_id)
+        return {k.lower(): v.decode("utf-8", "replace") for k, v in stored.items()}
+
+    def read_list(self, user: str, name: str) -> frozenset[str] | None:
+        """RFC 6134 external lists, from files in ``[sieve] lists_dir``: the user's own
+        ``<lists_dir>/<address>/<list>.txt`` first, else the shared ``<lists_dir>/<list>.txt``;
+        ``<list>`` is the name with an ``:addrbook:`` prefix or the IANA
+        ``urn:ietf:params:sieve:addrbook:`` prefix taken off. A line is an address or
+        ``@domain``; ``#`` starts a comment. None: no such list."""
+        if self.lists_dir is None:
+            return None
+        short = name
+        for prefix in ("urn:ietf:params:sieve:addrbook:", ":addrbook:"):
+            if short.lower().startswith(prefix):
+                short = short[len(prefix):]
+        if not _LIST_NAME.match(short):
+            return None
+        for folder in (self.lists_dir / user.lower(), self.lists_dir):
+            path = folder / f"{short}.txt"
+            try:
+                text = path.read_text("utf-8")
+            except FileNotFoundError:
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("sieve: list %s unreadable: %s", path, exc)
+                return None
+            return frozenset(line.split("#", 1)[0].strip().lower()
+                             for line in text.splitlines()[:MAX_LIST_ENTRIES]
+                             if line.split("#", 1)[0].strip())
+        return None
 
     async def _active_script(self, account_id: int) -> tuple[str, str] | None:
         """The active script, reused for ``script_cache_seconds`` (one indexed query
@@ -303,17 +401,24 @@ class SieveService:
         if decision.result is None:
             return [Store(fallback)]
         out = []
+        boxes: list[MailboxInfo] | None = None
         for action in decision.result.actions:
             if not isinstance(action, Store):
                 continue
             mailbox = action.mailbox
+            use = _special_use(action.special_use)
+            if use is not None:
+                # RFC 8579 §4: the mailbox with the attribute, whatever its name
+                if boxes is None:
+                    boxes = await self.store.list_mailboxes(decision.account_id)
+                mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
                 if action.create or self.config.fileinto_autocreate:
                     try:
                         await self.store.create_mailbox(decision.account_id, mailbox,
-                                                        subscribe=True)
+                                                        special_use=use, subscribe=True)
                     except AlreadyExists:
                         pass  # a concurrent delivery made it
                     except StoreError as exc:
@@ -420,6 +525,11 @@ class SieveService:
         sender = envelope.sender
         if sender and self.config.redirect_sender == "recipient" and decision.recipient:
             sender = decision.recipient
+        elif sender and self.config.redirect_sender == "srs" and self.srs is not None and (
+                not await self._is_ours(sender)):
+            # Shevek's SRS (as postsrsd): SRS0=HHHH=TT=domain=local@<srs domain>; a
+            # bounce to it is reversed by the directory (transport_security.srs_directory)
+            sender = self.srs.forward(sender)
         if body[:12].lower() == b"return-path:":
             body = body[body.find(b"\r\n") + 2:]
         body = f"{REDIRECT_MARK}: <{decision.recipient}>\r\n".encode() + body
@@ -428,6 +538,11 @@ class SieveService:
         await self._send(body, env, [redirect.address], sieve_local=False)
         log.info("sieve user=%s: redirected to <%s> (envelope sender <%s>)",
                  decision.recipient, redirect.address, sender)
+
+    async def _is_ours(self, address: str) -> bool:
+        """Whether the address is in one of our domains (SPF passes for it already)."""
+        domain = address.rpartition("@")[2]
+        return self.local_domain is not None and await self.local_domain(domain)
 
     async def _send(self, data: bytes, envelope: Envelope, recipients: Sequence[str],
                     sieve_local: bool = False) -> None:
@@ -550,3 +665,20 @@ class SieveService:
         if self.local_domain is not None and not await self.local_domain(domain):
             return data
         return await self.signer(data, domain)
+
+
+def redirect_srs(ctx: ServerContext) -> SRS | None:
+    """The SRS rewriter for redirect senders (``[sieve] redirect_sender = "srs"``), and
+    the directory that takes their bounces back. None when the queue already rewrites
+    every forwarded message (``[transport_security] srs``), or Sieve does not use SRS."""
+    from ..transport_security.srs_directory import SRSDirectory
+    from ..transport_security.wiring import srs_of
+
+    config = ctx.config
+    if not config.sieve.enabled or config.sieve.redirect_sender != "srs":
+        return None
+    if getattr(ctx.directory, "srs", None) is not None:
+        return None  # the queue's forwarding rewrites redirected mail too
+    srs = srs_of(config)
+    ctx.directory = SRSDirectory(ctx.store, srs, forwarding=False)
+    return srs

@@ -76,6 +76,22 @@ def _from(display: str | None, address: str) -> str:
     return address
 
 
+MAX_SUBJECT = 256  # characters of a reply's Subject
+
+
+def _to(msg: SieveMessage, sender: str) -> str:
+    """The envelope sender, with the display name of the original From when that names
+    the same address ("Stephan Bosch" <stephan@example.org>)."""
+    for value in msg.headers("from"):
+        for name, addr in getaddresses([value]):
+            if name and addr.lower() == sender.lower():
+                if not name.isascii():  # RFC 2047 encoded word, outside the quotes
+                    return f"{Header(name, 'utf-8').encode()} <{sender}>"
+                quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+                return f'"{quoted}" <{sender}>'
+    return f"<{sender}>"
+
+
 def build_vacation(action: Vacation, msg: SieveMessage, user: str, sender: str,
                    hostname: str, now: float) -> bytes:
     """The reply (CRLF line ends), addressed to the envelope sender (RFC 5230 §4.5)."""
@@ -83,10 +99,12 @@ def build_vacation(action: Vacation, msg: SieveMessage, user: str, sender: str,
     if subject is None:
         original = (msg.headers("subject") or [""])[0]
         subject = "Auto: " + original if original else "Automated reply"
+    if len(subject) > MAX_SUBJECT:  # a reply's subject stays short, marked as cut
+        subject = subject[:MAX_SUBJECT - 1].rstrip() + "\u2026"
     domain = user.rpartition("@")[2] or hostname
     lines = [
         _header("From", _from(action.from_, user)),
-        _header("To", f"<{sender}>"),
+        _header("To", _to(msg, sender)),
         _header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<vacation.{secrets.token_hex(12)}@{domain}>"),

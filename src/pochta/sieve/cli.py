@@ -70,12 +70,17 @@ def _name(args: argparse.Namespace) -> str:
                              else "main"))
 
 
+def _errors(exc: SieveSyntaxError) -> str:
+    """Every compile error, the later ones indented under the first."""
+    return exc.report().replace("\n", "\n  ")
+
+
 async def cmd_put(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
     source = _read(args.file)
     try:
         compile_script(source, limits=config.sieve.limits())
     except SieveSyntaxError as exc:
-        raise _Fail(f"{args.file or 'stdin'}: {exc}") from None
+        raise _Fail(f"{args.file or 'stdin'}: {_errors(exc)}") from None
     name = _name(args)
     await store.put_sieve_script(acc, name, source)
     if args.activate:
@@ -135,7 +140,8 @@ async def cmd_delete(args: argparse.Namespace, config: Any, store: MailStore,
 
 def _service(config: Any, store: MailStore) -> SieveService:
     return SieveService(store, config.sieve, config.hostname,
-                        global_dir=config.path(config.sieve.global_dir))
+                        global_dir=config.path(config.sieve.global_dir),
+                        lists_dir=config.path(config.sieve.lists_dir))
 
 
 async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
@@ -152,7 +158,7 @@ async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc
             print(f"ok: {args.file} compiles (requires: "
                   f"{', '.join(sorted(script.requires)) or 'nothing'})")
     except SieveSyntaxError as exc:
-        raise _Fail(f"{args.file}: {exc}") from None
+        raise _Fail(f"{args.file}: {_errors(exc)}") from None
     except SieveLoadError as exc:
         raise _Fail(str(exc)) from None
     return 0

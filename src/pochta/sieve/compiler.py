@@ -20,7 +20,8 @@ EXTENSIONS: frozenset[str] = frozenset({
     "comparator-i;ascii-numeric", "comparator-i;octet", "comparator-i;ascii-casemap",
     "subaddress", "copy", "include", "date", "index", "editheader", "mailbox",
     "mboxmetadata", "servermetadata", "duplicate", "enotify", "spamtest", "spamtestplus",
-    "virustest", "environment", "regex",
+    "virustest", "environment", "regex", "ihave", "special-use", "mime", "foreverypart",
+    "extracttext", "replace", "enclose", "extlists", "imapsieve",
 })
 
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
@@ -40,6 +41,7 @@ class Limits:
     max_include_depth: int = 10  # RFC 6609 §3.2: nesting of include
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
+    max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
 
 
 @dataclass(slots=True)
@@ -57,6 +59,7 @@ _MATCH: dict[str, _T] = {
     "is": ("", None, "match"), "contains": ("", None, "match"), "matches": ("", None, "match"),
     "regex": ("", "regex", "match"), "value": ("s", "relational", "match"),
     "count": ("s", "relational", "match"), "comparator": ("s", None, "comparator"),
+    "list": ("", "extlists", "match"),  # RFC 6134 §2.4: the keys name lists
 }
 _ADDR: dict[str, _T] = {
     "all": ("", None, "part"), "localpart": ("", None, "part"), "domain": ("", None, "part"),
@@ -64,6 +67,15 @@ _ADDR: dict[str, _T] = {
 }
 _INDEX: dict[str, _T] = {"index": ("n", "index", "index"), "last": ("", "index", "last")}
 _ZONE: dict[str, _T] = {"zone": ("s", None, "zone"), "originalzone": ("", None, "zone")}
+# RFC 5703 §4: header, address and exists look at MIME part headers
+_MIME: dict[str, _T] = {"mime": ("", "mime", "mime"), "anychild": ("", "mime", "anychild")}
+_MIME_OPT: dict[str, _T] = {"type": ("", "mime", "mimeopt"), "subtype": ("", "mime", "mimeopt"),
+                            "contenttype": ("", "mime", "mimeopt"),
+                            "param": ("l", "mime", "mimeopt")}
+_MODIFIERS: dict[str, _T] = {m: ("", "variables", "mod" + str(p)) for m, p in (
+    ("lower", 40), ("upper", 40), ("lowerfirst", 30), ("upperfirst", 30),
+    ("quotewildcard", 20), ("quoteregex", 20), ("length", 10))}
+_MODIFIERS["encodeurl"] = ("", "enotify", "mod15")  # RFC 5435 §6
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +103,23 @@ COMMANDS: dict[str, Spec] = {
     "redirect": _spec(None, "s", {"copy": ("", "copy", "copy")}),
     "fileinto": _spec("fileinto", "s", {"copy": ("", "copy", "copy"),
                                         "flags": ("l", "imap4flags", "flags"),
-                                        "create": ("", "mailbox", "create")}),
+                                        "create": ("", "mailbox", "create"),
+                                        "specialuse": ("s", "special-use", "specialuse")}),
+    "error": _spec("ihave", "s"),  # RFC 5463 §5
+    "foreverypart": Spec("foreverypart", "", {"name": ("s", None, "name")}, block=True),
+    "break": _spec("foreverypart", "", {"name": ("s", None, "name")}),
+    "extracttext": _spec("extracttext", "s", _MODIFIERS, {"first": ("n", None, "first")}),
+    "replace": _spec("replace", "s", {"mime": ("", None, "mime"),
+                                      "subject": ("s", None, "subject"),
+                                      "from": ("s", None, "from")}),
+    "enclose": _spec("enclose", "s", {"subject": ("s", None, "subject"),
+                                      "headers": ("l", None, "headers")}),
     "reject": _spec("reject", "s"),
     "ereject": _spec("ereject", "s"),
     "setflag": _spec("imap4flags", "s?l"),
     "addflag": _spec("imap4flags", "s?l"),
     "removeflag": _spec("imap4flags", "s?l"),
-    "set": _spec("variables", "ss", {m: ("", "variables", "mod" + str(p)) for m, p in (
-        ("lower", 40), ("upper", 40), ("lowerfirst", 30), ("upperfirst", 30),
-        ("quotewildcard", 20), ("quoteregex", 20), ("length", 10))}),
+    "set": _spec("variables", "ss", _MODIFIERS),
     "vacation": _spec("vacation", "s", {
         "days": ("n", None, "period"), "seconds": ("n", "vacation-seconds", "period"),
         "subject": ("s", None, "subject"), "from": ("s", None, "from"),
@@ -114,17 +134,22 @@ COMMANDS: dict[str, Spec] = {
     "return": _spec("include", ""),
     "global": _spec("include", "l"),
     "addheader": _spec("editheader", "ss", {"last": ("", None, "last")}),
-    "deleteheader": _spec("editheader", "sl?", _MATCH, _INDEX),
+    # RFC 5293 §5: deleteheader has :index/:last of its own (no require "index")
+    "deleteheader": _spec("editheader", "sl?", _MATCH, {
+        "index": ("n", None, "index"), "last": ("", None, "last")}),
 }
 
 TESTS: dict[str, Spec] = {
     "true": _spec(None, ""), "false": _spec(None, ""),
     "not": _spec(None, "", tests=1),
     "allof": _spec(None, "", tests=-1), "anyof": _spec(None, "", tests=-1),
-    "address": _spec(None, "ll", _MATCH, _ADDR, _INDEX),
-    "header": _spec(None, "ll", _MATCH, _INDEX),
+    "address": _spec(None, "ll", _MATCH, _ADDR, _INDEX, _MIME),
+    "header": _spec(None, "ll", _MATCH, _INDEX, _MIME, _MIME_OPT),
     "envelope": _spec("envelope", "ll", _MATCH, _ADDR),
-    "exists": _spec(None, "l"),
+    "exists": _spec(None, "l", _MIME),
+    "ihave": _spec("ihave", "l"),
+    "specialuse_exists": _spec("special-use", "s?l"),
+    "valid_ext_list": _spec("extlists", "l"),
     "size": _spec(None, "n", {"over": ("", None, "size"), "under": ("", None, "size")}),
     "body": _spec("body", "l", _MATCH, {"raw": ("", None, "transform"),
                                         "content": ("l", None, "transform"),
@@ -186,6 +211,8 @@ class _Checker:
         self.tests = tests
         self.requires: set[str] = set()
         self.includes: list[tuple[str, str]] = []
+        self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
+        self.foreverypart = 0  # foreverypart loops around the command being checked
 
     def need(self, ext: str | None, what: str, line: int) -> None:
         if ext is not None and ext not in self.requires:
@@ -195,14 +222,23 @@ class _Checker:
         previous = ""
         seen_other = False
         for cmd in commands:
-            if cmd.name == "require":
-                if not top or seen_other:
-                    raise SieveSyntaxError(cmd.line, "require must come before other commands")
-            else:
-                seen_other = True
-            if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
-                raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
-            self.command(cmd)
+            try:
+                if cmd.name == "require":
+                    if not top or seen_other:
+                        raise SieveSyntaxError(cmd.line,
+                                               "require must come before other commands")
+                else:
+                    seen_other = True
+                if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
+                    raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
+                self.command(cmd)
+            except SieveSyntaxError as err:
+                self.errors.append(err)
+            if cmd.block is not None and not cmd.extra.get("skip_block"):
+                # the block is checked even when its command is not
+                self.foreverypart += cmd.name == "foreverypart"
+                self.block(cmd.block, top=False)
+                self.foreverypart -= cmd.name == "foreverypart"
             previous = cmd.name
 
     def command(self, cmd: Command) -> None:
@@ -218,22 +254,34 @@ class _Checker:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
         if not wants_block and cmd.block is not None:
             raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")
-        for t in cmd.tests:
-            self.test(t)
+        self.subtests(cmd.tests)
+        if cmd.name in ("if", "elsif") and cmd.tests:
+            wanted = _ihave(cmd.tests[0])
+            if wanted is not None:
+                # RFC 5463 §4: the block is compiled only when the extensions exist,
+                # and then it may use them
+                if all(e in self.extensions for e in wanted):
+                    self.requires.update(wanted)
+                else:
+                    cmd.extra["skip_block"] = True
+        if cmd.name in ("break", "extracttext") and not self.foreverypart:
+            raise SieveSyntaxError(cmd.line, f"{cmd.name} must be inside foreverypart")
+        if cmd.name == "extracttext" and "variables" not in self.requires:
+            raise SieveSyntaxError(cmd.line, 'extracttext needs require "variables"')
         if cmd.name == "require":
             exts = pos[0]
             assert isinstance(exts, list)
             for ext in exts:
                 if ext not in self.extensions:
-                    raise SieveSyntaxError(cmd.line, f'unsupported extension "{ext}"')
+                    self.errors.append(SieveSyntaxError(
+                        cmd.line, f'unsupported extension "{ext}"'))
+                    continue
                 self.requires.add(ext)
                 if ext == "enotify" or ext == "vacation-seconds":
                     self.requires.add("vacation" if ext == "vacation-seconds" else ext)
                 if ext == "spamtestplus":
                     self.requires.add("spamtest")
         self.semantics(cmd.name, tags, pos, cmd.line)
-        if cmd.block is not None:
-            self.block(cmd.block, top=False)
 
     def test(self, t: Test) -> None:
         spec = self.tests.get(t.name)
@@ -244,8 +292,15 @@ class _Checker:
         t.extra["tags"], t.extra["pos"] = tags, pos
         self.test_count(t.name, spec, t.tests, t.line)
         self.semantics(t.name, tags, pos, t.line)
-        for sub in t.tests:
-            self.test(sub)
+        self.subtests(t.tests)
+
+    def subtests(self, tests: list[Test]) -> None:
+        """Each test of a list checked on its own, so each error is reported."""
+        for sub in tests:
+            try:
+                self.test(sub)
+            except SieveSyntaxError as err:
+                self.errors.append(err)
 
     @staticmethod
     def test_count(name: str, spec: Spec, tests: list[Test], line: int) -> None:
@@ -405,8 +460,28 @@ class _Checker:
             box = pos[0]
             if isinstance(box, str) and not box:
                 raise SieveSyntaxError(line, "fileinto: empty mailbox name")
+        if (tags.keys() & {"type", "subtype", "contenttype", "param", "anychild"}
+                and "mime" not in tags):
+            raise SieveSyntaxError(line, f"{name}: :anychild, :type, :subtype, :contenttype "
+                                   "and :param need :mime")
+        if "list" in tags and name not in ("header", "address", "envelope", "string",
+                                           "body", "environment", "date", "currentdate"):
+            raise SieveSyntaxError(line, f"{name}: :list is not allowed here")
         if name == "size" and not tags:
             raise SieveSyntaxError(line, "size needs :over or :under")
+
+
+def _ihave(test: Test) -> list[str] | None:
+    """The extensions an ``if`` test asks for with ihave (alone or inside allof)."""
+    if test.name == "ihave":
+        pos = test.extra.get("pos")
+        return [str(x) for x in pos[0]] if isinstance(pos, list) and isinstance(
+            pos[0], list) else None
+    if test.name == "allof":
+        found = [_ihave(t) for t in test.tests]
+        exts = [e for f in found if f is not None for e in f]
+        return exts if exts else None
+    return None
 
 
 def _plausible(address: str) -> bool:
@@ -426,10 +501,17 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
     if size > limits.max_script_size:
         raise SieveSyntaxError(1, f"script is {size} bytes, more than the limit of "
                                f"{limits.max_script_size}")
-    commands = parse(source)
+    errors: list[SieveSyntaxError] = []
+    try:
+        commands = parse(source, errors)
+    except SieveSyntaxError as err:  # one the parser cannot go on after
+        raise SieveSyntaxError.of([*errors, err]) from None
     checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
                        {**TESTS, **(extra_tests or {})})
     checker.block(commands, top=True)
+    errors += checker.errors
+    if errors:
+        raise SieveSyntaxError.of(errors)
     return Script(name, commands, frozenset(checker.requires), checker.includes, size)
 
 

@@ -17,12 +17,34 @@ MAX_STRING_LIST = 1024
 
 
 class SieveSyntaxError(Exception):
-    """A script that cannot be compiled: ``line`` is 1-based."""
+    """A script that cannot be compiled: ``line`` is 1-based. ``errors`` holds every
+    error found in the script (the first is this one), in the order of the source, so
+    a user sees all of them at once (RFC 5804 §2.12: CHECKSCRIPT reports the errors)."""
 
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
         self.message = message
+        self.errors: list[SieveSyntaxError] = [self]
+
+    @classmethod
+    def of(cls, errors: list[SieveSyntaxError]) -> SieveSyntaxError:
+        """One exception that carries ``errors`` (at least one), sorted by line."""
+        ordered = sorted(errors, key=lambda e: e.line)
+        first = cls(ordered[0].line, ordered[0].message)
+        first.errors = [first, *ordered[1:]]
+        return first
+
+    def lines(self) -> list[str]:
+        """``line N: message`` for every error."""
+        return [str(e) for e in self.errors]
+
+    def report(self) -> str:
+        """Every error on its own line, and how many there are when more than one."""
+        lines = self.lines()
+        if len(lines) > 1:
+            lines.append(f"{len(lines)} errors")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +109,8 @@ _TOKEN = re.compile(
 )
 
 _MULT = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-MAX_NUMBER = (1 << 63) - 1
+MAX_NUMBER = (1 << 64) - 1  # RFC 5228 §8.1 numbers are unsigned; Pigeonhole's bound
+MAX_IDENTIFIER = 32  # bytes of a command, test or tag name (no extension has longer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +120,26 @@ class Token:
     line: int
 
 
-def tokenize(source: str) -> list[Token]:
+def tokenize(source: str, errors: list[SieveSyntaxError] | None = None) -> list[Token]:
+    """The tokens of ``source``. Errors that leave the token stream intact (a number or
+    a name too long, a stray character) go to ``errors`` when given, so the parser
+    still finds the ones after them; an unterminated string or comment always raises."""
     tokens: list[Token] = []
     pos, line, n = 0, 1, len(source)
+
+    def fail(err: SieveSyntaxError) -> None:
+        if errors is None:
+            raise err
+        errors.append(err)
+
     while pos < n:
         m = _TOKEN.match(source, pos)
         if m is None:
             if source.startswith("/*", pos):
                 raise SieveSyntaxError(line, "unterminated comment")
-            raise SieveSyntaxError(line, f"unexpected character {source[pos]!r}")
+            fail(SieveSyntaxError(line, f"unexpected character {source[pos]!r}"))
+            pos += 1
+            continue
         kind = m.lastgroup
         text = m.group()
         if kind == "quoted":
@@ -120,14 +154,21 @@ def tokenize(source: str) -> list[Token]:
             line += lines + 1
             pos = end
             continue
-        if kind == "tag":
+        if kind in ("tag", "ident") and len(text) - (kind == "tag") > MAX_IDENTIFIER:
+            fail(SieveSyntaxError(line, f"name {text[:MAX_IDENTIFIER]}... is longer than "
+                                  f"{MAX_IDENTIFIER} characters"))
+            tokens.append(Token("error", text, line))  # the parser skips its command
+        elif kind == "tag":
             tokens.append(Token("tag", text[1:].lower(), line))
         elif kind == "ident":
             tokens.append(Token("ident", text.lower(), line))
         elif kind == "number":
-            value_n = int(text[:-1]) * _MULT[text[-1].lower()] if text[-1].isalpha() else int(text)
+            digits = text[:-1] if text[-1].isalpha() else text
+            value_n = MAX_NUMBER + 1 if len(digits) > 20 else (
+                int(digits) * (_MULT[text[-1].lower()] if text[-1].isalpha() else 1))
             if value_n > MAX_NUMBER:
-                raise SieveSyntaxError(line, f"number {text} is too large")
+                fail(SieveSyntaxError(line, f"number {text} is too large"))
+                value_n = MAX_NUMBER
             tokens.append(Token("number", value_n, line))
         elif kind == "punct":
             tokens.append(Token("punct", text, line))
@@ -181,11 +222,47 @@ def _multiline(source: str, pos: int, line: int) -> tuple[str, int, int]:
 # --- parser ------------------------------------------------------------------------------
 
 
+class _Reported(SieveSyntaxError):
+    """The parser met a token the lexer already reported: skip, add no error."""
+
+
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], errors: list[SieveSyntaxError] | None = None
+                 ) -> None:
         self.tokens = tokens
         self.i = 0
         self.depth = 0
+        self.errors = errors  # None: stop at the first error
+
+    def recover(self, err: SieveSyntaxError) -> None:
+        """Record ``err`` and skip to the end of the broken command: past its ";" or its
+        block, or up to the "}" that closes the enclosing block."""
+        if self.errors is None or len(self.errors) >= MAX_ERRORS:
+            raise err
+        if not isinstance(err, _Reported):
+            self.errors.append(err)
+        last = self.tokens[self.i - 1]
+        if last.kind == "punct" and last.value == ";":  # the error was at the ";"
+            return
+        depth = 0
+        while True:
+            tok = self.peek()
+            if tok.kind == "eof":
+                return
+            if tok.kind == "punct":
+                if tok.value == "{":
+                    depth += 1
+                elif tok.value == "}":
+                    if depth == 0:
+                        return
+                    depth -= 1
+                    if depth == 0:
+                        self.take()
+                        return
+                elif tok.value == ";" and depth == 0:
+                    self.take()
+                    return
+            self.take()
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -202,7 +279,7 @@ class _Parser:
     def expect(self, p: str) -> None:
         tok = self.take()
         if tok.kind != "punct" or tok.value != p:
-            raise SieveSyntaxError(tok.line, f'expected "{p}" but found {_describe(tok)}')
+            raise _error(tok, f'expected "{p}" but found {_describe(tok)}')
 
     def commands(self, top: bool) -> list[Command]:
         out: list[Command] = []
@@ -214,12 +291,21 @@ class _Parser:
                 return out
             if not top and self.is_punct("}"):
                 return out
-            out.append(self.command())
+            depth = self.depth
+            try:
+                out.append(self.command())  # takes at least one token
+            except SieveSyntaxError as err:
+                if err.message.startswith("nesting deeper"):
+                    raise
+                self.depth = depth
+                self.recover(err)
+                if not top and self.peek().kind == "eof":
+                    return out
 
     def command(self) -> Command:
         tok = self.take()
         if tok.kind != "ident":
-            raise SieveSyntaxError(tok.line, f"expected a command but found {_describe(tok)}")
+            raise _error(tok, f"expected a command but found {_describe(tok)}")
         args, tests = self.arguments()
         block: list[Command] | None = None
         if self.is_punct("{"):
@@ -231,8 +317,8 @@ class _Parser:
         else:
             nxt = self.peek()
             if not (nxt.kind == "punct" and nxt.value == ";"):
-                raise SieveSyntaxError(
-                    nxt.line, f'expected ";" after command {tok.value} but found '
+                raise _error(
+                    nxt, f'expected ";" after command {tok.value} but found '
                     f"{_describe(nxt)}")
             self.take()
         return Command(str(tok.value), args, tests, block, tok.line)
@@ -280,7 +366,7 @@ class _Parser:
         while True:
             tok = self.take()
             if tok.kind != "string":
-                raise SieveSyntaxError(tok.line, f"expected a string in list but found "
+                raise _error(tok, f"expected a string in list but found "
                                        f"{_describe(tok)}")
             values.append(str(tok.value))
             if len(values) > MAX_STRING_LIST:
@@ -289,17 +375,21 @@ class _Parser:
             if tok.kind == "punct" and tok.value == "]":
                 return Strings(tuple(values), True, start.line)
             if not (tok.kind == "punct" and tok.value == ","):
-                raise SieveSyntaxError(tok.line, f'expected "," or "]" but found '
+                raise _error(tok, f'expected "," or "]" but found '
                                        f"{_describe(tok)}")
 
     def test(self) -> Test:
         tok = self.take()
         if tok.kind != "ident":
-            raise SieveSyntaxError(tok.line, f"expected a test but found {_describe(tok)}")
+            raise _error(tok, f"expected a test but found {_describe(tok)}")
         self._nest(tok.line)
         args, tests = self.arguments()
         self.depth -= 1
         return Test(str(tok.value), args, tests, tok.line)
+
+
+def _error(tok: Token, message: str) -> SieveSyntaxError:
+    return (_Reported if tok.kind == "error" else SieveSyntaxError)(tok.line, message)
 
 
 def _describe(tok: Token) -> str:
@@ -312,6 +402,11 @@ def _describe(tok: Token) -> str:
     return f'"{tok.value}"'
 
 
-def parse(source: str) -> list[Command]:
-    """The commands of a script; raises ``SieveSyntaxError`` with the line."""
-    return _Parser(tokenize(source)).commands(top=True)
+MAX_ERRORS = 100  # a script this broken is not worth reading further
+
+
+def parse(source: str, errors: list[SieveSyntaxError] | None = None) -> list[Command]:
+    """The commands of a script; raises ``SieveSyntaxError`` with the line. With
+    ``errors``, every error found goes there and parsing goes on after each (the
+    commands returned are then incomplete)."""
+    return _Parser(tokenize(source, errors), errors).commands(top=True)

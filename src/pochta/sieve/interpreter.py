@@ -11,19 +11,24 @@ until the caller acts on the ``Result``, so a rerun is safe (and rare: one per
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
+import email
+import email.message
+import email.policy
 import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from functools import lru_cache
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
-from .compiler import Limits, Script, strings_of
+from .compiler import EXTENSIONS, Limits, Script, strings_of
 from .grammar import Command, Test
-from .message import SieveMessage
+from .message import MimePart, SieveMessage, header_params
 
 # --- inputs and outputs ---------------------------------------------------------------------
 
@@ -53,6 +58,15 @@ class Context:
     # commands and tests of a test-only extension: name -> fn(interpreter, node)
     handlers: dict[str, Callable[[Interpreter, Command | Test], object]] = field(
         default_factory=dict)
+    extensions: frozenset[str] = EXTENSIONS  # what ihave finds (RFC 5463)
+    # RFC 6154 attribute (lower case) -> the account's mailbox with it (special-use)
+    special_use: dict[str, str] = field(default_factory=dict)
+    # answers to NeedLookup("metadata:<mailbox>") ("" = the server): entry -> value;
+    # None: no such mailbox (RFC 5490 §3)
+    metadata: dict[str, dict[str, str] | None] = field(default_factory=dict)
+    # answers to NeedLookup("list:<name>"): the list's members, None: no such list
+    lists: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    flags: frozenset[str] = frozenset()  # imapsieve (RFC 6785 §3.3): the message's flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,7 @@ class Store:
     flags: frozenset[str] = frozenset()
     create: bool = False
     implicit: bool = False
+    special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +156,9 @@ class SieveRuntimeError(Exception):
 
 
 class NeedLookup(Exception):
-    """The run needs ``Context.known[key]`` (is this duplicate id already recorded?)."""
+    """The run needs ``Context.known[key]`` (is this duplicate id already recorded?),
+    ``Context.metadata[mailbox]`` (key ``metadata:<mailbox>``) or ``Context.lists[name]``
+    (key ``list:<name>``)."""
 
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -154,6 +171,15 @@ class _Stop(Exception):
 
 class _Return(Exception):
     pass
+
+
+class _Break(Exception):
+    def __init__(self, name: str | None) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+MAX_PART_LOOPS = 8  # foreverypart nesting at run time (includes inside loops)
 
 
 # --- comparators and match types (RFC 5228 §2.7, RFC 4790, RFC 5231) -----------------------
@@ -227,7 +253,7 @@ class _Match:
     @classmethod
     def of(cls, tags: dict[str, object]) -> _Match:
         comparator = str(tags.get("comparator", "i;ascii-casemap"))
-        for kind in ("contains", "matches", "regex"):
+        for kind in ("contains", "matches", "regex", "list"):
             if kind in tags:
                 return cls(kind, "", comparator)
         for kind in ("value", "count"):
@@ -264,7 +290,7 @@ class Interpreter:
         self.limits = ctx.limits
         self.actions: list[Action] = []
         self.implicit_keep = True
-        self.flags: set[str] = set()  # imap4flags internal variable
+        self.flags: set[str] = set(ctx.flags)  # imap4flags internal variable
         self.global_vars: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.track: list[tuple[str, float]] = []
@@ -273,6 +299,9 @@ class Interpreter:
         self.redirects = 0
         self.edits = 0
         self.frame: _Frame | None = None
+        self.part: int | None = None  # the current MIME part inside foreverypart
+        self.loops: list[str | None] = []  # names of the foreverypart loops we are in
+        self.deadline = time.monotonic() + self.limits.max_cpu_seconds
 
     # --- entry ----------------------------------------------------------------------------
 
@@ -314,7 +343,8 @@ class Interpreter:
                     old = merged[boxes[key]]
                     assert isinstance(old, Store)
                     merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
-                                               else old.flags, old.create or a.create)
+                                               else old.flags, old.create or a.create,
+                                               special_use=old.special_use)
                     continue
                 boxes[key] = len(merged)
             elif isinstance(a, Redirect):
@@ -371,7 +401,8 @@ class Interpreter:
             mailbox = self._s(pos[0])
             if not mailbox or "\x00" in mailbox:
                 raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
-            self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create"))), line)
+            self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
+                            special_use=self._opt(tags, "specialuse")), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
@@ -416,6 +447,18 @@ class Interpreter:
                 if not _VAR_NAME.match(var):
                     raise SieveRuntimeError(line, f"global: invalid variable name {var!r}")
                 self.frame.globals.add(var.lower())
+        elif name == "error":  # RFC 5463 §5: the script fails with this message
+            raise SieveRuntimeError(line, f"error: {self._s(pos[0])}")
+        elif name == "foreverypart":
+            self._foreverypart(cmd, tags)
+        elif name == "break":
+            raise _Break(self._opt(tags, "name"))
+        elif name == "extracttext":
+            self._extracttext(tags, pos)
+        elif name == "replace":
+            self._replace(tags, pos, line)
+        elif name == "enclose":
+            self._enclose(tags, pos, line)
         elif name == "addheader":
             self._addheader(tags, pos, line)
         elif name == "deleteheader":
@@ -424,6 +467,126 @@ class Interpreter:
             self.ctx.handlers[name](self, cmd)
         else:  # pragma: no cover - the checker knows every command
             raise SieveRuntimeError(line, f"unknown command {name}")
+
+    # --- MIME (RFC 5703) ---------------------------------------------------------------
+
+    def _foreverypart(self, cmd: Command, tags: dict[str, object]) -> None:
+        """§3: the parts below the current one, depth first; at the top level the
+        message itself comes first (as in Pigeonhole)."""
+        if len(self.loops) >= MAX_PART_LOOPS:
+            raise SieveRuntimeError(cmd.line, f"foreverypart nested deeper than "
+                                    f"{MAX_PART_LOOPS}")
+        parts = self.msg.mime_parts()
+        start, end = (0, len(parts)) if self.part is None else (
+            self.part + 1, parts[self.part].end)
+        name = self._opt(tags, "name")
+        saved = self.part
+        self.loops.append(name)
+        try:
+            for i in range(start, end):
+                self.part = i
+                try:
+                    assert cmd.block is not None
+                    self._block(cmd.block)
+                except _Break as b:
+                    if b.name is None or b.name == name:
+                        break
+                    raise
+        finally:
+            self.part = saved
+            self.loops.pop()
+
+    def _current_part(self) -> MimePart:
+        return self.msg.mime_parts()[self.part or 0]
+
+    def _extracttext(self, tags: dict[str, object], pos: list[object]) -> None:
+        """§7: the text of the current part (empty unless it is text/*)."""
+        part = self._current_part()
+        text = part.text or ""
+        if part.content_type == "text/html":  # as body :text does (RFC 5173 §5.2)
+            text = re.sub(r"<[^>]*>", "", text)
+        first = tags.get("first")
+        if isinstance(first, int):
+            text = text[:first]
+        self._set({k: v for k, v in tags.items() if k != "first"}, [pos[0], text],
+                  literal=True)
+
+    def _replace(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        """§5: the current part (or the whole message) becomes ``text``."""
+        text = self._s(pos[0])
+        if tags.get("mime"):
+            new = email.message_from_bytes(text.replace("\r\n", "\n").encode("utf-8"),
+                                           policy=email.policy.compat32)
+        else:
+            new = email.message.Message()
+            new["Content-Type"] = 'text/plain; charset="utf-8"'
+            new["Content-Transfer-Encoding"] = "8bit"
+            new.set_payload(text.encode("utf-8"))
+        if self.part is None or self.part == 0:
+            root = copy.deepcopy(self.msg.parsed())
+            for header in ("Content-Type", "Content-Transfer-Encoding",
+                           "Content-Disposition", "MIME-Version"):
+                del root[header]
+            for k, v in new.items():
+                root[k] = v
+            root.set_payload(new.get_payload())
+            if "subject" in tags:
+                del root["Subject"]
+                root["Subject"] = self._s(tags["subject"])
+            if "from" in tags:
+                del root["From"]
+                root["From"] = self._s(tags["from"])
+        else:
+            root = copy.deepcopy(self.msg.parsed())
+            target = list(root.walk())[self.part]
+            for k in list(target.keys()):
+                del target[k]
+            for k, v in new.items():
+                target[k] = v
+            target.set_payload(new.get_payload())
+        self._edit(line)
+        self.msg = self.msg.replaced(_as_bytes(root))
+
+    def _enclose(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        """§6: a new message whose first part is ``text`` and second the message."""
+        original = self.msg.render()
+        boundary = "----=_Enclose_" + hashlib.sha256(original).hexdigest()[:24]
+        subject = self._opt(tags, "subject")
+        if subject is None:
+            subject = (self.msg.headers("subject") or [""])[0]
+        keep = {"from", "to", "cc", "date", "message-id", "return-path", "received"}
+        kept = [f"{n}:{raw}" for lower, n, raw in self.msg.fields if lower in keep]
+        extra = [h for h in self._l(tags.get("headers", [])) if ":" in h]
+        head = "\r\n".join([*kept, *extra, f"Subject: {subject}", "MIME-Version: 1.0",
+                             f'Content-Type: multipart/mixed; boundary="{boundary}"'])
+        body = (f"\r\n\r\n--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+                f"{self._s(pos[0])}\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n")
+        self._edit(line)
+        self.msg = self.msg.replaced(head.encode("utf-8", "replace") + body.encode(
+            "utf-8", "replace") + original + f"\r\n--{boundary}--\r\n".encode())
+
+    def _mime_values(self, header: str, tags: dict[str, object]) -> list[str]:
+        """Values of ``header`` in the current part (and its descendants with
+        :anychild), reduced by :type/:subtype/:contenttype/:param (RFC 5703 §4.2)."""
+        parts = self.msg.mime_parts()
+        here = self.part or 0
+        scope = parts[here:parts[here].end] if tags.get("anychild") else [parts[here]]
+        out: list[str] = []
+        for part in scope:
+            for value in part.headers(header):
+                main, params = header_params(value)
+                if "type" in tags:
+                    out.append(main.partition("/")[0])
+                elif "subtype" in tags:
+                    out.append(main.partition("/")[2])
+                elif "contenttype" in tags:
+                    out.append(main)
+                elif "param" in tags:
+                    out.extend(params[p.lower()] for p in self._l(tags["param"])
+                               if p.lower() in params)
+                else:
+                    out.append(value)
+        return out
 
     def _flags_tag(self, tags: dict[str, object]) -> frozenset[str]:
         if "flags" in tags:
@@ -447,11 +610,12 @@ class Interpreter:
         else:
             self._set_var(str(var), " ".join(current))
 
-    def _set(self, tags: dict[str, object], pos: list[object]) -> None:
-        value = self._s(pos[1])
+    def _set(self, tags: dict[str, object], pos: list[object], literal: bool = False
+             ) -> None:
+        value = str(pos[1]) if literal else self._s(pos[1])
         # RFC 5229 §4.1: modifiers apply in order of precedence, highest first
         for mod in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
-                    "quoteregex", "length"):
+                    "quoteregex", "encodeurl", "length"):
             if mod not in tags:
                 continue
             if mod == "lower":
@@ -466,6 +630,8 @@ class Interpreter:
                 value = re.sub(r"([*?\\])", r"\\\1", value)
             elif mod == "quoteregex":
                 value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
+            elif mod == "encodeurl":  # RFC 5435 §6: all but RFC 3986 unreserved
+                value = quote(value, safe="-._~")
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)
@@ -611,6 +777,9 @@ class Interpreter:
     # --- tests ----------------------------------------------------------------------------
 
     def _test(self, test: Test) -> bool:
+        if time.monotonic() > self.deadline:
+            raise SieveRuntimeError(test.line, f"the script ran longer than "
+                                    f"{self.limits.max_cpu_seconds:g} seconds")
         fast = test.extra.get("fast", _UNSET)
         if fast is _UNSET:
             fast = test.extra["fast"] = _fast_test(test)
@@ -632,6 +801,9 @@ class Interpreter:
         if not isinstance(match, _Match):
             match = test.extra["match"] = _Match.of(tags)
         if name == "header":
+            if tags.get("mime"):
+                values = [v for h in self._l(pos[0]) for v in self._mime_values(h, tags)]
+                return self._match(values, self._l(pos[1]), match)
             values = [v for h in self._l(pos[0]) for v in self._indexed(self.msg.headers(h),
                                                                         tags)]
             return self._match(values, self._l(pos[1]), match)
@@ -639,7 +811,9 @@ class Interpreter:
             part = _part(tags)
             values = []
             for h in self._l(pos[0]):
-                for a in self._indexed(self.msg.addresses(h), tags):
+                found = (self.msg.addresses(h) if not tags.get("mime") else
+                         [a for _, a in getaddresses(self._mime_values(h, tags))])
+                for a in self._indexed(found, tags):
                     p = self._address_part(a, part)
                     if p is not None:
                         values.append(p)
@@ -658,7 +832,19 @@ class Interpreter:
                     values.append(p)
             return self._match(values, self._l(pos[1]), match)
         if name == "exists":
+            if tags.get("mime"):
+                return all(self._mime_values(h, tags) for h in self._l(pos[0]))
             return all(self.msg.headers(h) for h in self._l(pos[0]))
+        if name == "ihave":
+            return all(e in self.ctx.extensions for e in self._l(pos[0]))
+        if name == "specialuse_exists":
+            uses = [u.lower() for u in self._l(pos[1])]
+            if pos[0] is None:
+                return all(u in self.ctx.special_use for u in uses)
+            box = _mailbox_key(self._s(pos[0]))
+            return all(_mailbox_key(self.ctx.special_use.get(u, "\x00")) == box for u in uses)
+        if name == "valid_ext_list":
+            return all(self._list(n) is not None for n in self._l(pos[0]))
         if name == "size":
             limit = int(str(pos[0]))
             return self.msg.size > limit if "over" in tags else self.msg.size < limit
@@ -670,7 +856,8 @@ class Interpreter:
                 bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
             else:
                 bodies = self.msg.body_parts(("text",))
-            return self._match(bodies, self._l(pos[0]), match)
+            # RFC 5173 §6: the body test sets no match variables
+            return self._match(bodies, self._l(pos[0]), match, set_vars=False)
         if name == "string":
             values = self._l(pos[0])
             if match.kind == "count":
@@ -688,7 +875,7 @@ class Interpreter:
             boxes = self.ctx.mailboxes or frozenset()
             return all(_mailbox_key(b) in boxes for b in self._l(pos[0]))
         if name in ("metadata", "servermetadata", "metadataexists", "servermetadataexists"):
-            return False  # no METADATA store: no annotation exists (RFC 5490 §3)
+            return self._metadata(name, pos, match)
         if name == "duplicate":
             return self._duplicate(tags)
         if name == "valid_notify_method":
@@ -716,6 +903,42 @@ class Interpreter:
         if name in self.ctx.handlers:
             return bool(self.ctx.handlers[name](self, test))
         raise SieveRuntimeError(test.line, f"unknown test {name}")  # pragma: no cover
+
+    def _metadata(self, name: str, pos: list[object], match: _Match) -> bool:
+        """RFC 5490 §3-§4: IMAP METADATA entries (RFC 5464) of a mailbox or the server,
+        as the account sees them: a missing entry or mailbox is false."""
+        server = name.startswith("server")
+        mailbox = "" if server else _mailbox_key(self._s(pos[0]))
+        key = "metadata:" + mailbox
+        if mailbox not in self.ctx.metadata:
+            raise NeedLookup(key)
+        entries = self.ctx.metadata[mailbox]
+        if entries is None:
+            return False
+        rest = pos if server else pos[1:]
+        if name.endswith("exists"):
+            return all(e.lower() in entries for e in self._l(rest[0]))
+        value = entries.get(self._s(rest[0]).lower())
+        if value is None:
+            return False
+        return self._match([value], self._l(rest[1]), match)
+
+    def _list(self, name: str) -> frozenset[str] | None:
+        """RFC 6134: the members of an external list (lower case); None: no such list."""
+        if name not in self.ctx.lists:
+            raise NeedLookup("list:" + name)
+        return self.ctx.lists[name]
+
+    def _in_list(self, value: str, names: list[str]) -> bool:
+        """An address or string is in a list when it is a member, or its domain is
+        (a member ``@domain``)."""
+        v = value.strip().lower()
+        domain = "@" + v.rpartition("@")[2] if "@" in v else None
+        for n in names:
+            members = self._list(n)
+            if members and (v in members or (domain is not None and domain in members)):
+                return True
+        return False
 
     @staticmethod
     def _indexed(values: list[str], tags: dict[str, object]) -> list[str]:
@@ -780,8 +1003,8 @@ class Interpreter:
                 if parsed.tzinfo is None:
                     parsed = parsed.replace(tzinfo=dt.UTC)
                 candidates.append(parsed)
-            if not candidates:
-                return False
+            if not candidates and match.kind != "count":
+                return False  # (:count compares 0, RFC 5260 §4)
         values: list[str] = []
         for when in candidates:
             if zone is not None:
@@ -800,6 +1023,14 @@ class Interpreter:
     def _match(self, values: list[str], keys: list[str], m: _Match,
                set_vars: bool = True) -> bool:
         comparator = m.comparator
+        if m.kind == "list":
+            for v in values:
+                if self._in_list(v, keys):
+                    # RFC 6134 §2.4: ${0} is the value found in the list
+                    if set_vars and self.frame is not None and self.frame.uses_variables:
+                        self.match_vars = [v]
+                    return True
+            return False
         if m.kind == "count":
             count = str(len(values))
             rel = _RELATIONS[m.relation]
@@ -853,7 +1084,8 @@ def _fast_test(test: Test) -> FastTest | None:
     match = _Match.of(tags)
     if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
         return None
-    if "index" in tags or (name == "body" and ("raw" in tags or "content" in tags)):
+    if "index" in tags or "mime" in tags or (name == "body" and (
+            "raw" in tags or "content" in tags)):
         return None
     fold = match.comparator == "i;ascii-casemap"
     names = [str(n) for n in pos[0]] if isinstance(pos[0], list) else [str(pos[0])]
@@ -901,6 +1133,11 @@ def _fast_test(test: Test) -> FastTest | None:
                 values.append(p)
         return hit(values)
     return envelope
+
+
+def _as_bytes(message: email.message.Message) -> bytes:
+    data = message.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+    return data if b"\r\n" in data else data.replace(b"\n", b"\r\n")
 
 
 def _part(tags: dict[str, object]) -> str:

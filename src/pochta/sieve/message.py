@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from dataclasses import dataclass
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
@@ -32,26 +33,49 @@ class SieveMessage:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self._head, self._body = split_body(data)
-        self.size = len(data)
+        self._size = len(data)
         self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
         self._by_name: dict[str, list[str]] | None = None
         self._addresses: dict[str, list[str]] = {}
         self._parsed: Message | None = None
         self._bodies: dict[tuple[str, ...], list[str]] = {}
+        self._parts: list[MimePart] | None = None
         self.edited = False
 
     def fork(self) -> SieveMessage:
         """A view for one run: shares what was parsed, edits stay its own."""
         other = SieveMessage.__new__(SieveMessage)
-        other.data, other._head, other._body, other.size = (
-            self.data, self._head, self._body, self.size)
+        other.data, other._head, other._body, other._size = (
+            self.data, self._head, self._body, self._size)
         other._fields = self.fields
         other._by_name = self._by_name
         other._addresses = self._addresses
         other._parsed = self._parsed
         other._bodies = self._bodies
+        other._parts = self._parts
         other.edited = False
         return other
+
+    def replaced(self, data: bytes) -> SieveMessage:
+        """A new message (replace, enclose: RFC 5703 §5, §6) that counts as edited."""
+        new = SieveMessage(data)
+        new.edited = True
+        return new
+
+    def mime_parts(self) -> list[MimePart]:
+        """The MIME tree, depth first, the message itself first (RFC 5703 §3)."""
+        if self._parts is None:
+            self._parts = mime_parts(self._message())
+        return self._parts
+
+    def parsed(self) -> Message:
+        return self._message()
+
+    @property
+    def size(self) -> int:
+        """Octets of the message, header edits included (RFC 5293 §3: later tests see
+        the edited message)."""
+        return len(self.render()) if self.edited else self._size
 
     # --- headers -------------------------------------------------------------------------
 
@@ -190,3 +214,73 @@ class SieveMessage:
             out.append(text)
         self._bodies[content_types] = out
         return out
+
+
+# --- MIME parts (RFC 5703) ---------------------------------------------------------------
+
+_PARAM = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+@dataclass(slots=True)
+class MimePart:
+    """One part of the MIME tree, in depth-first order: the message itself is part 0,
+    and the parts from ``index + 1`` up to ``end`` are its descendants."""
+
+    index: int
+    end: int
+    fields: list[tuple[str, str]]  # (lower-case name, decoded value)
+    content_type: str  # "type/subtype", lower case
+    text: str | None  # decoded content of a text/* leaf, else None
+
+    def headers(self, name: str) -> list[str]:
+        lower = name.lower()
+        return [v for n, v in self.fields if n == lower]
+
+
+def header_params(value: str) -> tuple[str, dict[str, str]]:
+    """``type/subtype; a=b`` -> ("type/subtype", {"a": "b"}) (RFC 2045 §5.1)."""
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for m in _PARAM.finditer(";" + rest):
+        v = m.group(2).strip()
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        params.setdefault(m.group(1).lower(), v)
+    return main.strip(), params
+
+
+def _part_text(part: Message) -> str | None:
+    if part.is_multipart() or part.get_content_maintype() != "text":
+        return None
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def mime_parts(root: Message, limit: int = 1000) -> list[MimePart]:
+    """The MIME tree of ``root`` flattened (at most ``limit`` parts)."""
+    out: list[MimePart] = []
+
+    def walk(part: Message) -> None:
+        if len(out) >= limit:
+            return
+        index = len(out)
+        fields = [(str(k).lower(), _decode_value(str(v))) for k, v in part.items()]
+        placeholder = MimePart(index, index + 1, fields, part.get_content_type().lower(),
+                               _part_text(part))
+        out.append(placeholder)
+        if part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                for child in children:
+                    if isinstance(child, Message):
+                        walk(child)
+        placeholder.end = len(out)
+
+    walk(root)
+    return out

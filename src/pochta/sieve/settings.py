@@ -30,21 +30,32 @@ class SieveConfig:
         "shortest :days/:seconds period of vacation replies, in days (RFC 5230 §4.1)"))
     vacation_max_days: float = field(default=30.0, metadata=_doc(
         "longest :days period of vacation replies"))
-    redirect_sender: str = field(default="recipient", metadata=_doc(
-        "envelope sender of redirected copies: recipient (the redirecting user: SPF passes "
-        "for our domain, bounces go to the user) or original (the message's sender; SPF "
-        "fails at the next hop unless it forwards with SRS)"))
+    redirect_sender: str = field(default="srs", metadata=_doc(
+        "envelope sender of redirected copies: srs (the message's sender rewritten to an "
+        "SRS0 address of ours when its domain is not ours: SPF passes at the next hop and "
+        "bounces go back to the sender; the secret and domain are [transport_security]'s "
+        "srs_secret_file and srs_domain), recipient (the redirecting user: SPF passes, "
+        "bounces go to the user) or original (unchanged; SPF fails at the next hop unless "
+        "[transport_security] srs is on)"))
     script_cache_seconds: float = field(default=2.0, metadata=_doc(
         "how long a process reuses an account's active script before reading it again; "
         "ManageSieve changes apply at once in the process that made them, changes from "
         "`pochta sieve` or another worker within this time (0: read on every delivery)"))
     global_dir: str = field(default="sieve-global", metadata=_doc(
         "folder (relative to the config file) of scripts that include :global names"))
+    lists_dir: str = field(default="sieve-lists", metadata=_doc(
+        "folder (relative to the config file) of extlists lists (RFC 6134): NAME.txt for "
+        "everyone, ADDRESS/NAME.txt for one account; one address or @domain a line"))
+
+    max_cpu_seconds: float = field(default=5.0, metadata=_doc(
+        "longest run of one script on one message (checked before each test); longer is "
+        "an error and the message is kept in INBOX"))
 
     def limits(self) -> Limits:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,
                       max_redirects=self.max_redirects,
-                      max_include_depth=self.max_include_depth)
+                      max_include_depth=self.max_include_depth,
+                      max_cpu_seconds=self.max_cpu_seconds)
 
 
 def check(cfg: SieveConfig) -> list[str]:
@@ -56,8 +67,10 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_redirects: must be >= 0")
     if not 0 <= cfg.vacation_min_days <= cfg.vacation_max_days:
         problems.append("sieve.vacation_min_days: must be from 0 to vacation_max_days")
+    if cfg.max_cpu_seconds <= 0:
+        problems.append("sieve.max_cpu_seconds: must be positive")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
-    if cfg.redirect_sender not in ("recipient", "original"):
-        problems.append("sieve.redirect_sender: must be recipient or original")
+    if cfg.redirect_sender not in ("srs", "recipient", "original"):
+        problems.append("sieve.redirect_sender: must be srs, recipient or original")
     return problems

@@ -84,6 +84,13 @@ def make_srs(config: object) -> SRS | None:
     ts = settings_of(config)
     if not ts.srs:
         return None
+    return srs_of(config)
+
+
+def srs_of(config: object) -> SRS:
+    """The SRS rewriter of this server (its secret and domain), whether or not the queue
+    rewrites forwarded mail (Sieve redirects use it on their own)."""
+    ts = settings_of(config)
     if ts.srs_secret_file:
         path = Path(ts.srs_secret_file)
         if not path.is_absolute():

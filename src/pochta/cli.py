@@ -636,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args) if needs_config else None
         return func(args, config)
     except ConfigError as exc:
-        print(f"pochta: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems or [str(exc)]:  # every problem, one line each
+            print(f"pochta: config error: {problem}", file=sys.stderr)
         return 2
     except (CLIError, StoreError, AddressError) as exc:
         print(f"pochta: {exc}", file=sys.stderr)

@@ -9,22 +9,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import importlib
-import os
 import re
-import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .addresses import AddressError, normalize_address, normalize_domain
+from .cliutil import (
+    CLIError,
+    config_path,
+    load_config,
+    open_store,
+    pochta_command,
+    read_password,
+    with_store,
+)
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
+from .diag.cli import register as register_diag
+from .policy.cli import register as register_policy
 from .proto.smtp.address import is_domain
-from .storage.factory import open_store as open_configured_store
+from .queue.cli import register as register_queue
+from .sending.cli import register as register_sending
+from .sieve.cli import register as register_sieve
+from .spam.cli import INIT_SUGGESTIONS, register_user_release
+from .spam.cli import register as register_spam
+from .storage.cli import register as register_storage
 from .storage.interfaces import MailStore, StoreError
+from .transfer.cli import register as register_transfer
+from .transport_security.cli import register as register_transport_security
+from .web.cli import register as register_web
 
 DEMO_PORTS = {
     ("mta", "starttls"): 2525,
@@ -49,85 +64,6 @@ STANDARD_PORTS = {
     ("managesieve", "starttls"): 4190,
     # no http listener: 80/443 usually belong to a web server already; add one by hand
 }
-# Modules that add their own subcommands with register(subparsers).
-PLUGINS = (
-    "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
-    "pochta.sieve.cli",
-    "pochta.transport_security.cli",
-    "pochta.spam.cli",
-    "pochta.sending.cli",
-    "pochta.transfer.cli",
-    "pochta.web.cli",  # pochta admin (issue 19)
-)
-
-
-from .spam.cli import INIT_SUGGESTIONS  # noqa: E402
-
-
-class CLIError(Exception):
-    pass
-
-
-def config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config or os.environ.get("POCHTA_CONFIG") or "pochta.toml")
-
-
-def load_config(args: argparse.Namespace) -> Config:
-    return load(config_path(args))
-
-
-async def open_store(config: Config) -> MailStore:
-    return await open_configured_store(config)
-
-
-def with_store(
-    fn: Callable[[argparse.Namespace, Config, MailStore], Awaitable[int]],
-) -> Callable[[argparse.Namespace, Config], int]:
-    def run(args: argparse.Namespace, config: Config) -> int:
-        async def main() -> int:
-            store = await open_store(config)
-            try:
-                return await fn(args, config, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
-
-
-def pochta_command() -> str:
-    """How a shell runs this very ``pochta``, for the commands we print as hints.
-
-    ``pochta`` when the shell's PATH finds this program; otherwise the path it was
-    started by (``.venv/bin/pochta`` after ``make demo``), so that a printed command
-    works when pasted as printed.
-    """
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if script is None or script.name != "pochta" or not script.exists():
-        return f"{sys.executable} -m pochta"
-    found = shutil.which("pochta")
-    if found and Path(found).resolve() == script.resolve():
-        return "pochta"
-    rel = os.path.relpath(script.absolute())
-    return rel if not rel.startswith("..") else str(script.absolute())
-
-
-def read_password(args: argparse.Namespace) -> str:
-    try:
-        if getattr(args, "password_stdin", False):
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = getpass.getpass("Password: ")
-            if getpass.getpass("Again: ") != password:
-                raise CLIError("the passwords do not match")
-    except EOFError:
-        raise CLIError("no password: standard input is closed; run this in a terminal to "
-                       "be asked, or pipe the password with --password-stdin") from None
-    if len(password) < 8:
-        raise CLIError("the password must have at least 8 characters")
-    return password
-
 
 # --- init and demo ---------------------------------------------------------------------
 
@@ -598,8 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apop-secret-stdin", action="store_true",
                    help="read the POP3 APOP secret from standard input (empty: remove it)")
     p.set_defaults(func=cmd_user_set)
-    from .spam.cli import register_user_release  # pochta user release (spam/abuse.py)
-
     register_user_release(usr)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
@@ -615,14 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.set_defaults(func=cmd_alias_remove)
 
-    for module_name in PLUGINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    # the features' own subcommands
+    for register in (register_policy, register_queue, register_diag, register_storage,
+                     register_sieve, register_transport_security, register_spam,
+                     register_sending, register_transfer, register_web):
+        register(sub)
     return parser
 
 

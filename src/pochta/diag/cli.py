@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from .common import (
     ConnectError,
     UsageError,
     dump_json,
+    read_secret,
 )
 
 
@@ -56,24 +56,6 @@ def split_hostport(value: str, default: int | None) -> tuple[str, int | None]:
             raise UsageError(f"bad port in {value!r}")
         return host, int(port)
     return host, default
-
-
-def read_secret(args: argparse.Namespace, prompt: str = "Password: ") -> str:
-    """From --password-env, --password-file, --password-stdin or a prompt (no echo)."""
-    env = getattr(args, "password_env", None)
-    if env:
-        if env not in os.environ:
-            raise UsageError(f"--password-env: ${env} is not set")
-        return os.environ[env]
-    file = getattr(args, "password_file", None)
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
-            raise UsageError(f"--password-file {file}: cannot read a line ({exc})") from None
-    if getattr(args, "password_stdin", False):
-        return sys.stdin.readline().rstrip("\r\n")
-    return getpass.getpass(prompt)
 
 
 def _add_password_options(p: argparse.ArgumentParser) -> None:

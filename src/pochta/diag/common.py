@@ -7,16 +7,20 @@ warned (or the server refused the mail), 2 usage error, 3 connection failure.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
+import getpass
 import ipaddress
 import json
+import os
 import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from pochta.dns import DNSPythonResolver, Resolver
@@ -295,3 +299,21 @@ class Wire:
         self.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+
+
+def read_secret(args: argparse.Namespace, prompt: str = "Password: ") -> str:
+    """From --password-env, --password-file, --password-stdin or a prompt (no echo)."""
+    env = getattr(args, "password_env", None)
+    if env:
+        if env not in os.environ:
+            raise UsageError(f"--password-env: ${env} is not set")
+        return os.environ[env]
+    file = getattr(args, "password_file", None)
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise UsageError(f"--password-file {file}: cannot read a line ({exc})") from None
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\r\n")
+    return getpass.getpass(prompt)

@@ -511,8 +511,6 @@ async def run_probe(specs: list[PortSpec], opts: ProbeOptions) -> list[PortResul
 
 
 def cmd_probe(args: argparse.Namespace, _config: object) -> int:
-    from .cli import read_secret
-
     try:
         specs = ([parse_port(x) for x in args.port] if args.port
                  else [PortSpec(p, *STANDARD_PORTS[p], p in SUBMISSION_PORTS)

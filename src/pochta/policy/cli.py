@@ -82,7 +82,7 @@ def cmd_dkim_list(args: argparse.Namespace, config: Any,
     for d in names:
         dkeys = [k for k in keys if k.domain == d]
         if not dkeys:
-            from pochta.cli import pochta_command
+            from pochta.cliutil import pochta_command
 
             out.write(f"{d}\t-\t-\tno keys (run: {pochta_command()} dkim generate {d})\n")
             continue
@@ -137,7 +137,7 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
         return 1
     out.write("new keys (not signing yet); publish these records beside the old ones:\n")
     _print_key_records(made, out)
-    from pochta.cli import pochta_command
+    from pochta.cliutil import pochta_command
 
     cmd = pochta_command()
     out.write("when they resolve, switch signing to them with:\n")

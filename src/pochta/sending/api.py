@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..addresses import AddressError, normalize_address
 from ..http.core import Request, Response
-from ..http.server import ApiError, Router, json_response
+from ..http.router import ApiError, Router, json_response
 from ..storage.interfaces_sending import (
     ALL_STREAMS,
     ApiKey,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 
 if TYPE_CHECKING:
     from ..config import Config

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..addresses import AddressError, normalize_address, normalize_domain
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
 from ..services.auth import normalize_address as login_key

@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape, unescape
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 
 if TYPE_CHECKING:
     from ..server.app import ServerContext

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pochta.cli import CLIError, open_store, read_password
+from pochta.cliutil import CLIError, open_store, read_password
 from pochta.passwords import hash_password
 from pochta.storage.interfaces import AlreadyExists, MailStore, NotFound
 

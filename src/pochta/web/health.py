@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 from ..metrics import METRICS, Labels
 from ..storage.interfaces import QueueState, StoreStats
 

@@ -29,6 +29,7 @@ from .common import (
     dump_json,
     findings_exit,
     print_findings,
+    read_secret,
     tls_details,
 )
 from .smtpwire import auth_mechanisms, command, ehlo, read_reply

@@ -15,7 +15,7 @@ import io
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..addresses import AddressError, normalize_address
 from ..http.core import Request, Response
@@ -30,18 +30,15 @@ from ..storage.interfaces_sending import (
 )
 from .compose import InvalidRequest, Outgoing, parse_message
 from .openapi import openapi_document
-from .service import SendingService, sending_of
+from .service import SendingService
 from .tokens import parse_unsubscribe_token
-
-if TYPE_CHECKING:
-    from ..server.app import ServerContext
 
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def register(router: Router, ctx: ServerContext) -> None:
-    api = SendingAPI(sending_of(ctx))
+def register(router: Router, service: SendingService) -> None:
+    api = SendingAPI(service)
     router.add("GET", "/openapi.json", api.openapi)
     router.add("POST", "/v1/messages", api.send_one)
     router.add("POST", "/v1/messages/batch", api.send_batch)
@@ -424,7 +421,7 @@ class SendingAPI:
         secret = secrets.token_urlsafe(32)
         hook = await self.store.add_webhook(key.domain, url, secret, time.time(),
                                             await self.store.last_event_id())
-        self.service.ctx.extras.get("webhooks_wakeup", _Nothing()).set()
+        self.service.webhooks_wakeup.set()
         return json_response(201, {"id": hook.id, "url": hook.url, "secret": secret,
                                    "cursor": hook.cursor})
 
@@ -460,7 +457,7 @@ class SendingAPI:
                 body["after"], int) or body["after"] < 0:
             raise ApiError(400, "invalid_request", 'expected {"after": EVENT_ID}')
         await self.store.set_webhook_cursor(n, body["after"])
-        self.service.ctx.extras.get("webhooks_wakeup", _Nothing()).set()
+        self.service.webhooks_wakeup.set()
         return json_response(200, {"id": n, "cursor": body["after"]})
 
     # --- unsubscribe (no API key: the signed token is the authority) -------------------
@@ -499,9 +496,6 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99)}
 
 
-class _Nothing:
-    def set(self) -> None:
-        pass
 
 
 def _page(status: int, text: str, form: bool = False) -> Response:

@@ -50,7 +50,7 @@ from .tokens import (
 )
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending")
 
@@ -99,7 +99,7 @@ class _Copy:
 
 
 class SendingService:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.settings = ctx.config.sending
@@ -108,6 +108,8 @@ class SendingService:
         self.clock = time.time
         self._pending: list[tuple[NewEvent, bool]] = []  # outcome events not yet written
         self._flusher: asyncio.Task[None] | None = None
+        # set when an event is recorded: wakes the webhook dispatcher (webhooks.py)
+        self.webhooks_wakeup = asyncio.Event()
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -353,15 +355,6 @@ class SendingService:
 
 def _fbl_part(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)[:40] or "x"
-
-
-def sending_of(ctx: ServerContext) -> SendingService:
-    """The server's one SendingService (made on first use)."""
-    service = ctx.extras.get("sending")
-    if not isinstance(service, SendingService):
-        service = SendingService(ctx)
-        ctx.extras["sending"] = service
-    return service
 
 
 def key_fingerprint(key: ApiKey) -> str:

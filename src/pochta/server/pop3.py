@@ -60,7 +60,7 @@ from pochta.services.sasl_driver import (
 from pochta.storage.interfaces import Account, FlagMode, StorageFull, StoreError
 
 if TYPE_CHECKING:
-    from pochta.server.app import ServerContext
+    from pochta.server.context import ServerContext
 
 log = logging.getLogger("pochta.pop3")
 

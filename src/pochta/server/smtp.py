@@ -44,7 +44,7 @@ from ..services.submission import (
     owns,
     split_message,
 )
-from ..spam.gate import SpamGate
+from ..spam.gate import GateSession
 from ..storage.interfaces import (
     Account,
     Envelope,
@@ -55,7 +55,7 @@ from ..storage.interfaces import (
     StorageFull,
     StoreError,
 )
-from .app import ServerContext
+from .context import ServerContext
 from .listener import Connection, ServerShutdown, SessionExpired, SlowClient
 
 log = logging.getLogger("pochta.smtp")
@@ -89,8 +89,7 @@ class SMTPHandler:
         self._spool: Spool | None = None  # the big message arriving now
         self._errors_delayed = 0  # error replies already given their tarpit delay
         self.sleep = asyncio.sleep
-        spam: SpamGate | None = ctx.extras.get("spam")  # spam/gate.py
-        self.spam = spam.session(listener.role, conn.peer_ip) if spam else None
+        self.spam: GateSession | None = ctx.spam.session(listener.role, conn.peer_ip)
 
     def _sasl_offer(self) -> SASLOffer:
         # the core advertises and accepts AUTH only under TLS (RFC 4954 §4, RFC 8314)
@@ -447,8 +446,8 @@ class SMTPHandler:
                             f"From: header address <{addr}> not owned by user "
                             f"{self.account.address}"))
                         return
-            api_keys = self.ctx.extras.get("smtp_api_keys")  # the sending layer (issue 18)
-            if api_keys is not None and api_keys.key_of(self.account) is not None:
+            api_keys = self.ctx.smtp_keys  # the sending layer (issue 18)
+            if api_keys.key_of(self.account) is not None:
                 code, enhanced, text = await api_keys.submit(
                     self.account, await whole(head), event.sender, self.txn.recipients,
                     self.conn.peer_ip)

@@ -20,14 +20,14 @@ from pochta.transport_security.wiring import settings_of
 
 if TYPE_CHECKING:
     from pochta.queue.worker import QueueWorker
-    from pochta.server.app import ServerContext
+    from pochta.context import AppContext
 
 log = logging.getLogger("pochta.tlsrpt")
 LOCK = "reports-daily"
 
 
 async def send_due_tls_reports(
-    store: MailStore, ctx: ServerContext, notify: Callable[[], None],
+    store: MailStore, ctx: AppContext, notify: Callable[[], None],
     clock: Callable[[], float] = time.time,
 ) -> int:
     ts = settings_of(ctx.config)
@@ -44,7 +44,7 @@ async def send_due_tls_reports(
 
     async def enqueue(data: bytes, env_from: str, to: str) -> None:
         # DKIM-signed when the report sender is in one of our domains (RFC 8460 §5.3)
-        signer = getattr(ctx, "signer", None)
+        signer = ctx.signer
         from_domain = env_from.rpartition("@")[2]
         if signer is not None and await store.has_domain(from_domain):
             data = await signer.sign(data, from_domain)
@@ -79,7 +79,7 @@ async def send_due_tls_reports(
     return sent
 
 
-async def run_reports(ctx: ServerContext, worker: QueueWorker,
+async def run_reports(ctx: AppContext, worker: QueueWorker,
                       interval: float = 3600.0) -> None:
     from pochta.transport_security.records import own_tlsa
 

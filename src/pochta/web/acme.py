@@ -32,7 +32,7 @@ from ..http.router import Router
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.acme")
 ORDER_TIMEOUT = 90.0
@@ -57,13 +57,6 @@ class Challenges:
     def drop(self, token: str) -> None:
         with self.lock:
             self.tokens.pop(token, None)
-
-
-def challenges_of(ctx: ServerContext) -> Challenges:
-    found: Challenges | None = ctx.extras.get("acme_challenges")
-    if found is None:
-        found = ctx.extras["acme_challenges"] = Challenges()
-    return found
 
 
 def not_after(cert_path: Path) -> datetime.datetime | None:
@@ -164,7 +157,7 @@ def issue(config: Config, names: list[str], challenges: Challenges) -> tuple[byt
     return order.fullchain_pem.encode(), key_pem
 
 
-async def default_names(ctx: ServerContext) -> list[str]:
+async def default_names(ctx: AppContext) -> list[str]:
     if ctx.config.acme.names:
         return list(ctx.config.acme.names)
     names = [ctx.config.hostname]
@@ -173,7 +166,7 @@ async def default_names(ctx: ServerContext) -> list[str]:
     return names
 
 
-async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
+async def renew_if_due(ctx: AppContext, challenges: Challenges, force: bool = False) -> bool:
     """Issue a certificate when the current one is due (or ``force``), write it over the
     [tls] files and reload it into the listeners' TLS context. True if renewed."""
     config = ctx.config
@@ -182,7 +175,7 @@ async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
         return False
     names = await default_names(ctx)
     log.info("acme: ordering a certificate for %s", ", ".join(names))
-    chain, key_pem = await asyncio.to_thread(issue, config, names, challenges_of(ctx))
+    chain, key_pem = await asyncio.to_thread(issue, config, names, challenges)
     _write_atomic(key, key_pem, 0o600)
     _write_atomic(cert, chain, 0o644)
     reload_tls(ctx)
@@ -191,7 +184,7 @@ async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
     return True
 
 
-def reload_tls(ctx: ServerContext) -> None:
+def reload_tls(ctx: AppContext) -> None:
     """Load the [tls] files into the running context: new handshakes use them, existing
     connections are untouched."""
     config = ctx.config
@@ -204,7 +197,7 @@ def reload_tls(ctx: ServerContext) -> None:
         log.error("tls reload failed, keeping the old certificate: %s", exc)
 
 
-async def run_acme(ctx: ServerContext) -> None:
+async def run_acme(ctx: AppContext, challenges: Challenges) -> None:
     """The background task: check now, then every ``check_interval`` seconds. With several
     worker processes one renews (a store lock) and the others load the new files when
     they see them change."""
@@ -215,7 +208,7 @@ async def run_acme(ctx: ServerContext) -> None:
         try:
             if await ctx.store.try_lock("acme-renewal", owner, ORDER_TIMEOUT * 2):
                 try:
-                    await renew_if_due(ctx)
+                    await renew_if_due(ctx, challenges)
                 finally:
                     await ctx.store.unlock("acme-renewal", owner)
             if _mtime(cert) != loaded:  # renewed here or by another worker
@@ -234,8 +227,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def register(router: Router, ctx: ServerContext) -> None:
-    challenges = challenges_of(ctx)
+def register(router: Router, challenges: Challenges) -> None:
 
     async def answer(request: Request, params: dict[str, str]) -> Response:
         validation = challenges.get(params["token"])

@@ -45,7 +45,7 @@ from ..storage.interfaces_web import WebSession
 from .html import ADMIN_NAV, CSS, JS, USER_NAV, bar_chart, esc, form, hidden, page, table
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -140,7 +140,7 @@ def _subject(data: bytes) -> str:
 
 
 class WebApp:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.settings = ctx.config.web
         secure = self.settings.secure_cookies
@@ -652,7 +652,7 @@ class WebApp:
             from ..diag.doctor import DoctorOptions, run_doctor
 
             config = self.ctx.config
-            bound = self.ctx.extras.get("bound_ports", {})  # the ports really bound
+            bound = self.ctx.bound_ports  # the ports really bound
             config = dataclasses.replace(config, listeners=[
                 dataclasses.replace(lst, port=bound.get(lst, lst.port))
                 for lst in config.listeners])
@@ -710,9 +710,8 @@ class WebApp:
         return redirect("/account?done=password-set")
 
 
-def register(router: Router, ctx: ServerContext) -> None:
+def register(router: Router, ctx: AppContext) -> None:
     app = WebApp(ctx)
-    ctx.extras["web_admin"] = app
     router.add("GET", "/", app.root)
     router.add("GET", "/static/{name}", app.static)
     router.add("GET", "/login", app.login_page)

@@ -20,7 +20,7 @@ from ..metrics import METRICS, Labels
 from ..storage.interfaces import QueueState, StoreStats
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 STATS_MAX_AGE = 60.0
 READY_TIMEOUT = 2.0
@@ -41,7 +41,7 @@ def bearer(request: Request) -> str:
 
 
 class Health:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._stats: tuple[float, StoreStats] | None = None
         self.started = time.time()
@@ -111,9 +111,8 @@ class Health:
                         [("Cache-Control", "no-store")])
 
 
-def register(router: Router, ctx: ServerContext) -> None:
+def register(router: Router, ctx: AppContext) -> None:
     health = Health(ctx)
-    ctx.extras["web_health"] = health
     router.add("GET", "/metrics", health.metrics)
     router.add("GET", "/healthz", health.healthz)
     router.add("GET", "/readyz", health.readyz)

@@ -32,7 +32,8 @@ from argon2 import PasswordHasher
 from pochta import passwords
 from pochta.config import Config, from_dict
 from pochta.dns import StaticResolver
-from pochta.server.app import RunningServer, ServerContext, build_context, start_server
+from pochta.server.app import RunningServer, build_context, start_server
+from pochta.server.context import ServerContext
 from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore
 from pochta.tlsutil import generate_self_signed

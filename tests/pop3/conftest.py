@@ -15,7 +15,8 @@ import pytest
 
 from pochta import passwords
 from pochta.config import AuthConfig, Config, Limits, Listener, TLSConfig
-from pochta.server.app import RunningServer, ServerContext, build_context, start_server
+from pochta.server.app import RunningServer, build_context, start_server
+from pochta.server.context import ServerContext
 from pochta.storage.interfaces import Account, Envelope, LocalTarget
 from pochta.tlsutil import generate_self_signed
 

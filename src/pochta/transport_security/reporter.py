@@ -19,8 +19,8 @@ from pochta.transport_security.tlsrpt import https_post, send_reports, utc_day
 from pochta.transport_security.wiring import settings_of
 
 if TYPE_CHECKING:
-    from pochta.queue.worker import QueueWorker
     from pochta.context import AppContext
+    from pochta.queue.worker import QueueWorker
 
 log = logging.getLogger("pochta.tlsrpt")
 LOCK = "reports-daily"

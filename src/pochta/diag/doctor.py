@@ -21,6 +21,7 @@ from typing import Any
 
 from pochta.config import ALL_ADDRESSES, Config, Listener
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.policy import dkim, records
 from pochta.storage.interfaces import MailStore, QueueState
 
 from . import common
@@ -239,11 +240,8 @@ def _norm_txt(value: str) -> str:
 
 async def check_dns(config: Config, domains: Sequence[str], resolver: Resolver
                     ) -> list[Finding]:
-    from pochta.policy import dkim, records
-    from pochta.policy.cli import services_from_listeners
-
     out: list[Finding] = []
-    services = services_from_listeners(config.listeners)
+    services = records.services_from_listeners(config.listeners)
     rua = config.dmarc.report_address or ""
     for domain in domains:
         keys = dkim.load_keys(config.data_path, domain)

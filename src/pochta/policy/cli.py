@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from pochta.policy import dkim, records
@@ -177,30 +177,13 @@ def cmd_dkim_remove(args: argparse.Namespace, config: Any,
     return 0
 
 
-def services_from_listeners(listeners: Sequence[Any]) -> Mapping[str, int]:
-    """RFC 6186 services for the configured listeners (defaults when none are given)."""
-    if not listeners:
-        return records.DEFAULT_SERVICES
-    names = {
-        ("submission", "implicit"): "submissions", ("submission", "starttls"): "submission",
-        ("imap", "implicit"): "imaps", ("imap", "starttls"): "imap",
-        ("pop3", "implicit"): "pop3s", ("pop3", "starttls"): "pop3",
-    }
-    out: dict[str, int] = {}
-    for lst in listeners:
-        name = names.get((lst.role, lst.tls))
-        if name and name not in out:
-            out[name] = lst.port
-    return out
-
-
 def cmd_dns_records(args: argparse.Namespace, config: Any,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     targets = [args.domain.lower()] if args.domain else _known_domains(config, domains)
     if not targets:
         print("pochta dns records: no domains (add one, or name it)", file=sys.stderr)
         return 1
-    services = services_from_listeners(getattr(config, "listeners", []))
+    services = records.services_from_listeners(getattr(config, "listeners", []))
     rua = getattr(getattr(config, "dmarc", None), "report_address", "") or ""
     all_records = []
     for d in targets:

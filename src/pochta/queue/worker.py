@@ -25,7 +25,6 @@ from pathlib import Path
 from pochta.dns import Resolver
 from pochta.metrics import METRICS
 from pochta.proto.smtp.client import Recipient, Reply, Transaction, has_8bit
-from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
 from pochta.queue.settings import QueueConfig, Route
@@ -38,6 +37,7 @@ from pochta.queue.transport import (
     TLSObserver,
 )
 from pochta.services.delivery import strip_return_path
+from pochta.services.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.storage.interfaces import (
     ChangeWatcher,
     Envelope,

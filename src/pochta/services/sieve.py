@@ -32,7 +32,6 @@ from pathlib import Path
 
 from .. import __version__
 from ..addresses import AddressError, normalize_address, split_address
-from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,
     Limits,
@@ -68,6 +67,7 @@ from ..storage.interfaces import (
     StoreError,
 )
 from ..storage.rules import new_message_id
+from .dsn import RecipientReport, build_dsn
 
 log = logging.getLogger("pochta.sieve")
 

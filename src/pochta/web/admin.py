@@ -39,6 +39,7 @@ from ..http.core import Request, Response
 from ..http.router import Router
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
+from ..policy import dkim, records
 from ..services.auth import normalize_address as login_key
 from ..storage.interfaces import AlreadyExists, NotFound, QueueState, StoreError
 from ..storage.interfaces_web import WebSession
@@ -411,9 +412,6 @@ class WebApp:
 
     async def domain_records(self, request: Request, params: dict[str, str], s: WebSession
                              ) -> Response:
-        from ..policy import dkim, records
-        from ..policy.cli import services_from_listeners
-
         domain = params["name"].lower()
         if not await self.ctx.store.has_domain(domain):
             return self._page(s, "No such domain", "", request, status=404)
@@ -421,7 +419,7 @@ class WebApp:
         keys = dkim.load_keys(config.data_path, domain)
         recs = records.records_for(domain, config.hostname, keys,
                                    rua=config.dmarc.report_address,
-                                   services=services_from_listeners(config.listeners))
+                                   services=records.services_from_listeners(config.listeners))
         rows = []
         for i, r in enumerate(recs):
             rows.append([f"<code>{esc(r.name)}</code>", esc(r.type),

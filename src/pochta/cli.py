@@ -28,15 +28,21 @@ from .cliutil import (
 )
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
 from .diag.cli import register as register_diag
+from .firewall import firewall_lines
+from .passwords import derive_scram, hash_password
+from .policy import dkim
 from .policy.cli import register as register_policy
+from .policy.dkim import ensure_domain_keys
 from .proto.smtp.address import is_domain
 from .queue.cli import register as register_queue
 from .sending.cli import register as register_sending
+from .server.preflight import preflight
 from .sieve.cli import register as register_sieve
 from .spam.cli import INIT_SUGGESTIONS, register_user_release
 from .spam.cli import register as register_spam
 from .storage.cli import register as register_storage
 from .storage.interfaces import MailStore, StoreError
+from .tlsutil import generate_self_signed
 from .transfer.cli import register as register_transfer
 from .transport_security.cli import register as register_transport_security
 from .web.cli import register as register_web
@@ -101,8 +107,6 @@ async def init_instance(
     ports: dict[tuple[str, str], int],
     address: str,
 ) -> Path:
-    from .tlsutil import generate_self_signed
-
     directory.mkdir(parents=True, exist_ok=True)
     cfg_file = directory / "pochta.toml"
     if cfg_file.exists():
@@ -123,7 +127,6 @@ async def init_instance(
 
 def _dkim_for_new_domain(config: Config, domain: str) -> None:
     """A new domain gets its DKIM keys at once, so `pochta dns records` can list them."""
-    from .policy.dkim import ensure_domain_keys
 
     ensure_domain_keys(config.data_path, domain, config.dkim.algorithms, config.dkim.rsa_bits)
 
@@ -142,8 +145,6 @@ def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:
     where = ("every IPv4 and IPv6 address" if address == ALL_ADDRESSES else address)
     print(f"the listeners bind {where} (change with --address or in {cfg_file})")
     if args.standard_ports:
-        from .firewall import firewall_lines
-
         print("\n".join(firewall_lines(ports)))
     print(f"next: {pochta_command()} -c {cfg_file} user add "
           f"postmaster@{domain or 'your.domain'}")
@@ -154,8 +155,6 @@ DEMO_USERS = (("alice@example.test", "alice-demo-pass"), ("bob@example.test", "b
 
 
 def cmd_demo(args: argparse.Namespace, _config: Config | None) -> int:
-    from .passwords import derive_scram, hash_password
-
     directory = Path(args.dir)
     cfg_file = directory / "pochta.toml"
     if not cfg_file.exists():
@@ -215,6 +214,8 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
 
 
 def run_server(config: Config, workers: int | None = None) -> int:
+    # local: the whole server loads only for `pochta serve` and `demo`, not for every
+    # admin command
     from .server.workers import run_one, supervise
 
     n = workers if workers is not None else config.workers
@@ -237,7 +238,6 @@ def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> in
 def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
     """Every check ``serve`` makes at start (exit 2 if it would refuse to start), then the
     unsafe choices (exit 1): one line each, naming the key."""
-    from .server.preflight import preflight
 
     problems = preflight(config)
     errors = [p for p in problems if p.level == "error"]
@@ -287,8 +287,6 @@ async def cmd_domain_list(args: argparse.Namespace, config: Config, store: MailS
 
 @with_store
 async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .policy import dkim
-
     domain = normalize_domain(args.domain)
     await store.remove_domain(domain)
     print(f"removed domain {domain}")
@@ -308,8 +306,6 @@ def _local_address(address: str) -> str:
 
 @with_store
 async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .passwords import derive_scram, hash_password
-
     address = _local_address(args.address)
     if not await store.has_domain(address.split("@")[1]):
         raise CLIError(f"{address.split('@')[1]} is not a local domain; "
@@ -322,8 +318,6 @@ async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStor
 
 @with_store
 async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .passwords import derive_scram, hash_password
-
     address = normalize_address(args.address)
     if await store.get_account(address) is None:
         raise CLIError(f"no user {address}")

@@ -19,6 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.policy import dmarc, spf
 from pochta.transport_security.mtasts import (
@@ -270,8 +273,6 @@ def dkim_key_findings(selector: str, record: str) -> list[Finding]:
         return [Finding("ok", name, "ed25519 key (RFC 8463)")]
     if k != "rsa":
         return [Finding("fail", name, f"unknown key type k={k}", "use k=rsa or k=ed25519")]
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     try:
         key = load_der_public_key(raw)

@@ -16,15 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from . import common
+from .check import register_check
 from .common import (
     EXIT_CONNECT,
     EXIT_OK,
     EXIT_USAGE,
     ConnectError,
+    Transcript,
     UsageError,
     dump_json,
     read_secret,
 )
+from .doctor import register_doctor
+from .probe import register_probe
+from .sasl import decode, encode_login, encode_plain
+from .send import QUIT_AFTER, TLS_MODES, SendOptions, SendResult, build_message, mx_target, send
+from .sink import SinkOptions, parse_fault, run_sink
 
 
 def register(subparsers: Any) -> None:
@@ -69,8 +76,6 @@ def _add_password_options(p: argparse.ArgumentParser) -> None:
 
 
 def _register_send(sub: Any) -> None:
-    from .send import QUIT_AFTER, TLS_MODES
-
     p = sub.add_parser("send", help="send a test message to any SMTP server (like swaks)",
                        description="Run one SMTP transaction and print the whole transcript.")
     p.add_argument("--server", "-s", help="HOST[:PORT] (default: MX of the first recipient)")
@@ -114,9 +119,6 @@ def _register_send(sub: Any) -> None:
 
 
 def cmd_send(args: argparse.Namespace, _config: object) -> int:
-    from .common import Transcript
-    from .send import SendOptions, SendResult, build_message, mx_target, send
-
     try:
         ehlo_name = args.ehlo or socket.getfqdn() or "localhost"
         sender = args.sender if args.sender is not None else (
@@ -231,8 +233,6 @@ def _register_sink(sub: Any) -> None:
 
 
 def cmd_sink(args: argparse.Namespace, _config: object) -> int:
-    from .sink import SinkOptions, parse_fault, run_sink
-
     try:
         address, port = split_hostport(args.listen, 2526)
         assert port is not None
@@ -276,8 +276,6 @@ def _register_sasl(sub: Any) -> None:
 
 
 def cmd_sasl_encode(args: argparse.Namespace, _config: object) -> int:
-    from .sasl import decode, encode_login, encode_plain
-
     if args.mechanism == "decode":
         try:
             decoded = decode(args.value)
@@ -317,18 +315,12 @@ def cmd_sasl_encode(args: argparse.Namespace, _config: object) -> int:
 
 
 def _register_probe(sub: Any) -> None:
-    from .probe import register_probe
-
     register_probe(sub)
 
 
 def _register_check(sub: Any) -> None:
-    from .check import register_check
-
     register_check(sub)
 
 
 def _register_doctor(sub: Any) -> None:
-    from .doctor import register_doctor
-
     register_doctor(sub)

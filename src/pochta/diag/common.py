@@ -23,7 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography import x509
+
 from pochta.dns import DNSPythonResolver, Resolver
+from pochta.tlsutil import private_keylog
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -124,8 +127,6 @@ class TLSDetails:
 
 
 def cert_info(der: bytes) -> CertInfo:
-    from cryptography import x509
-
     cert = x509.load_der_x509_certificate(der)
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -174,7 +175,6 @@ def client_context(verify: bool, cafile: str | None = None, keylog: str | None =
         ctx.minimum_version = min_version
     if keylog:
         # NSS key log format: Wireshark/tshark decrypt a capture with it
-        from pochta.tlsutil import private_keylog
 
         ctx.keylog_filename = private_keylog(keylog)
     return ctx

@@ -19,13 +19,28 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
+from pochta.addresses import AddressError, base_address, normalize_address, split_address
 from pochta.config import ALL_ADDRESSES, Config, Listener
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.policy import dkim, records
+from pochta.proto.smtp.address import AddressError as PathError
+from pochta.proto.smtp.address import parse_rcpt_to
+from pochta.services.directory import Directory
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore, QueueState
 
 from . import common
-from .common import ConnectError, Finding, Transcript, Wire, dump_json, findings_exit
+from .common import (
+    ConnectError,
+    Finding,
+    Transcript,
+    Wire,
+    dump_json,
+    findings_exit,
+    print_findings,
+)
 from .probe import PortResult, PortSpec, ProbeOptions, probe_port
 from .smtpwire import command, ehlo, read_reply
 
@@ -67,8 +82,6 @@ PROTOCOLS = {"mta": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop3"
 
 
 def check_certificate(config: Config) -> list[Finding]:
-    from cryptography import x509
-
     if not any(lst.tls != "none" for lst in config.listeners):
         return [Finding("info", "certificate", "no listener uses TLS")]
     cert_path, key_path = config.path(config.tls.cert), config.path(config.tls.key)
@@ -299,10 +312,6 @@ def local_destination(store: MailStore, hostname: str) -> Destination:
     """Resolve a recipient as the MTA does (RFC 5321 path parsing, then the directory):
     a description of where our own aliases and mailboxes take it, or None if it would go
     where the trick asked (a domain we do not host, or the trick's own target)."""
-    from pochta.addresses import AddressError, base_address, normalize_address, split_address
-    from pochta.proto.smtp.address import AddressError as PathError
-    from pochta.proto.smtp.address import parse_rcpt_to
-    from pochta.services.directory import Directory
 
     directory = Directory(store)
 
@@ -358,8 +367,6 @@ async def check_queue(store: MailStore) -> list[Finding]:
 
 async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | None = None,
                      store: MailStore | None = None) -> list[Finding]:
-    from pochta.storage.factory import open_store
-
     findings = [Finding("ok", "config", f"config is valid ({len(config.listeners)} "
                         "listeners)")]
     findings += check_certificate(config)
@@ -411,8 +418,6 @@ def register_doctor(sub: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
-    from .common import print_findings
-
     opts = DoctorOptions(cafile=args.cafile, timeout=args.timeout, dns=not args.no_dns)
     findings = asyncio.run(run_doctor(config, opts))
     code = findings_exit(findings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import ssl
 import sys
 from dataclasses import dataclass, field
@@ -265,8 +266,6 @@ async def _smtp(wire: Wire, spec: PortSpec, opts: ProbeOptions, result: PortResu
         result.submission_requires_auth = not r.positive
         await command(wire, "RSET")
     if opts.login is not None and (result.tls is not None) and result.auth_after_tls:
-        import base64
-
         blob = base64.b64encode(b"\0" + opts.login.user.encode() + b"\0"
                                 + opts.login.password.encode()).decode()
         r = await command(wire, f"AUTH PLAIN {blob}", "AUTH PLAIN <redacted>")

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from pochta.cliutil import pochta_command
 from pochta.policy import dkim, records
+from pochta.transport_security.records import own_tlsa
 
 
 def register(subparsers: Any) -> None:
@@ -82,8 +84,6 @@ def cmd_dkim_list(args: argparse.Namespace, config: Any,
     for d in names:
         dkeys = [k for k in keys if k.domain == d]
         if not dkeys:
-            from pochta.cliutil import pochta_command
-
             out.write(f"{d}\t-\t-\tno keys (run: {pochta_command()} dkim generate {d})\n")
             continue
         active = set(dkim.active_selectors(config.data_path, d))
@@ -137,7 +137,6 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
         return 1
     out.write("new keys (not signing yet); publish these records beside the old ones:\n")
     _print_key_records(made, out)
-    from pochta.cliutil import pochta_command
 
     cmd = pochta_command()
     out.write("when they resolve, switch signing to them with:\n")
@@ -191,7 +190,6 @@ def cmd_dns_records(args: argparse.Namespace, config: Any,
         all_records.extend(records.records_for(d, config.hostname, keys, rua=rua,
                                                services=services))
     # DANE: the TLSA record of this host's certificate (pochta.transport_security)
-    from pochta.transport_security.records import own_tlsa
 
     tlsa, warning = own_tlsa(config)
     if tlsa is not None:

@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore, QueueItem, QueueState
+from pochta.transport_security.cli import queue_show_lines
 
 ACTIVE = (QueueState.PENDING, QueueState.DEFERRED)
 
@@ -31,8 +33,6 @@ def _select(items: list[QueueItem], ident: str) -> list[QueueItem]:
 
 
 async def _open(config: Any) -> MailStore:
-    from pochta.storage.factory import open_store
-
     return await open_store(config)
 
 
@@ -93,7 +93,6 @@ async def cmd_show(args: argparse.Namespace, store: MailStore) -> int:
         if i.last_reply:
             print(f"  last reply: {i.last_reply}")
     # MTA-STS policy and TLS results of the recipients' domains (transport_security)
-    from pochta.transport_security.cli import queue_show_lines
 
     for line in await queue_show_lines(store, [i.recipient.address for i in items]):
         print(line)

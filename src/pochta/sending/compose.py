@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..addresses import AddressError, normalize_address, split_address
+from ..services.submission import from_addresses, header_values, split_message
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
                   "attachments", "headers", "tags", "metadata", "stream", "variables", "raw"}
@@ -285,7 +286,6 @@ def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
     data = raw.encode("utf-8")
     # line endings as SMTP wants them
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    from ..services.submission import from_addresses, header_values, split_message
 
     headers, _ = split_message(data)
     senders = from_addresses(headers)

@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from pochta.policy.dmarc_reports import record_verdict_soon
+
 from ..addresses import AddressError, normalize_address, split_address
 from ..config import Listener
 from ..metrics import METRICS
@@ -576,7 +578,6 @@ class SMTPHandler:
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
         # DMARC aggregate reports (pochta.policy.dmarc_reports)
-        from pochta.policy.dmarc_reports import record_verdict_soon
         record_verdict_soon(self.ctx.store, verdict, self.conn.peer_ip, cfg)
         return verdict
 

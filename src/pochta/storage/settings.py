@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import psycopg
-
 
 def _doc(text: str) -> dict[str, str]:
     return {"doc": text}
@@ -64,6 +62,8 @@ class StorageConfig:
 def dsn_has_password(dsn: str) -> bool:
     """True if the connection string carries a password (refused: passwords belong in
     ``storage.password_file`` or ``PGPASSWORD``). ValueError if it is not one."""
+    import psycopg  # local: libpq loads only for a PostgreSQL backend (every command checks)
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.Error as exc:

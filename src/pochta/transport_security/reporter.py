@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pochta.policy import dmarc_reports
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
+from pochta.transport_security.records import own_tlsa
 from pochta.transport_security.tlsrpt import https_post, send_reports, utc_day
 from pochta.transport_security.wiring import settings_of
 
@@ -81,8 +82,6 @@ async def send_due_tls_reports(
 
 async def run_reports(ctx: AppContext, worker: QueueWorker,
                       interval: float = 3600.0) -> None:
-    from pochta.transport_security.records import own_tlsa
-
     _, warning = own_tlsa(ctx.config, remember=False)
     if warning:
         log.warning("DANE: %s (see `pochta dns records`)", warning)

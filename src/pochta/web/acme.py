@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from ..http.core import Request, Response
 from ..http.router import Router
 
@@ -60,8 +64,6 @@ class Challenges:
 
 
 def not_after(cert_path: Path) -> datetime.datetime | None:
-    from cryptography import x509
-
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
@@ -92,9 +94,7 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def _account_key(path: Path) -> Any:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from josepy.jwk import JWKRSA
+    from josepy.jwk import JWKRSA  # local: the optional [acme] extra (pyproject.toml)
 
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -109,10 +109,9 @@ def _account_key(path: Path) -> Any:
 def issue(config: Config, names: list[str], challenges: Challenges) -> tuple[bytes, bytes]:
     """One ACME order for ``names`` (blocking: run it in a thread). Returns the PEM
     certificate chain and the PEM private key (a new ECDSA P-256 key each time)."""
+    # local: the optional [acme] extra (pyproject.toml), needed only when [acme] is set
     from acme import challenges as acme_challenges
     from acme import client, crypto_util, errors, messages
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     settings = config.acme
     key = _account_key(config.data_path / "acme" / "account.pem")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
 from ..addresses import AddressError, normalize_address, normalize_domain
+from ..diag.doctor import DoctorOptions, run_doctor
 from ..http.core import Request, Response
 from ..http.router import Router
 from ..metrics import METRICS
@@ -647,8 +648,6 @@ class WebApp:
                 "the queue (like <code>pochta doctor</code>). It takes a few seconds.</p>"
                 + form("/admin/doctor", s.csrf, "", "Run the self-test"))
         if request.method == "POST":
-            from ..diag.doctor import DoctorOptions, run_doctor
-
             config = self.ctx.config
             bound = self.ctx.bound_ports  # the ports really bound
             config = dataclasses.replace(config, listeners=[

@@ -29,7 +29,7 @@ from .cliutil import (
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
 from .diag.cli import register as register_diag
 from .firewall import firewall_lines
-from .passwords import derive_scram, hash_password
+from .passwords import derive_scram, hash_password, password_hasher
 from .policy import dkim
 from .policy.cli import register as register_policy
 from .policy.dkim import ensure_domain_keys
@@ -162,10 +162,12 @@ def cmd_demo(args: argparse.Namespace, _config: Config | None) -> int:
         async def setup() -> None:
             await init_instance(directory, "mail.example.test", "example.test", DEMO_PORTS,
                                 "127.0.0.1")
-            store = await open_store(load(cfg_file))
+            demo_config = load(cfg_file)
+            hasher = password_hasher(demo_config)
+            store = await open_store(demo_config)
             try:
                 for address, password in DEMO_USERS:
-                    await store.add_account(address, hash_password(password),
+                    await store.add_account(address, hash_password(password, hasher=hasher),
                                             derive_scram(password))
                 await store.add_alias("postmaster@example.test", ["alice@example.test"])
             finally:
@@ -311,7 +313,8 @@ async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStor
         raise CLIError(f"{address.split('@')[1]} is not a local domain; "
                        "add it with 'pochta domain add'")
     password = read_password(args)
-    await store.add_account(address, hash_password(password), derive_scram(password))
+    await store.add_account(address, hash_password(password, hasher=password_hasher(config)),
+                            derive_scram(password))
     print(f"added user {address}")
     return 0
 
@@ -322,7 +325,8 @@ async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: MailS
     if await store.get_account(address) is None:
         raise CLIError(f"no user {address}")
     password = read_password(args)
-    await store.set_password(address, hash_password(password), derive_scram(password))
+    await store.set_password(address, hash_password(password, hasher=password_hasher(config)),
+                             derive_scram(password))
     print(f"password changed for {address}")
     return 0
 

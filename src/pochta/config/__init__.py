@@ -234,6 +234,14 @@ class AuthConfig:
             "offered either way. Turn on when every client that picks -PLUS can bind "
             "(see services/sasl_driver.py)."),
     )
+    # argon2id for new password hashes (a stored hash keeps the parameters it was made
+    # with, so changing these never locks anybody out)
+    argon2_time_cost: int = field(
+        default=3, metadata=_doc("argon2id passes (RFC 9106 §4, second recommended "
+                                 "option: 3 passes over 64 MiB)"))
+    argon2_memory_kib: int = field(
+        default=65536, metadata=_doc("argon2id memory in KiB per hash (at least 8 per lane)"))
+    argon2_parallelism: int = field(default=4, metadata=_doc("argon2id lanes"))
 
 
 @dataclass(frozen=True)
@@ -524,6 +532,11 @@ def validate(cfg: Config) -> list[str]:
         except ValueError:
             problems.append(f"dns.nameservers[{i}]: {ns!r} is not an IP address")
     _check(cfg.dns.timeout > 0, "dns.timeout", "must be positive")
+    auth = cfg.auth
+    _check(auth.argon2_time_cost >= 1, "auth.argon2_time_cost", "must be at least 1")
+    _check(auth.argon2_parallelism >= 1, "auth.argon2_parallelism", "must be at least 1")
+    _check(auth.argon2_memory_kib >= 8 * max(auth.argon2_parallelism, 1),
+           "auth.argon2_memory_kib", "must be at least 8 per lane (argon2_parallelism)")
     # the features' own sections, each checked by its owner
     problems += validate_policy(cfg.dkim, cfg.spf, cfg.dmarc)
     problems += check_queue(cfg.queue, cfg.routes)

@@ -18,6 +18,7 @@ from ..config import ALL_ADDRESSES, Config, ConfigError, Listener
 from ..dns import DNSPythonResolver, Resolver
 from ..http.router import Router
 from ..logsetup import setup_logging
+from ..passwords import password_hasher
 from ..sending import api as sending_api
 from ..sending.bounces import install as install_bounces
 from ..sending.service import SendingService
@@ -90,7 +91,7 @@ async def build_context(
         ssl_context=build_ssl_context(config),
         resolver=resolver or DNSPythonResolver(config.dns.nameservers, config.dns.timeout),
         authenticator=Authenticator(store, config.auth, secret=_auth_secret(config),
-                                    shared=shared),
+                                    shared=shared, hasher=password_hasher(config)),
         directory=Directory(store) if srs is None else SRSDirectory(store, srs),
         delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
         queue_wakeup=wakeup,

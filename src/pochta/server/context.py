@@ -14,6 +14,7 @@ from ..sending.service import SendingService
 from ..sending.smtp_keys import SMTPKeys
 from ..spam.gate import SpamGate
 from ..web.acme import Challenges
+from .imap_cache import PartCache
 
 
 @dataclass(kw_only=True)
@@ -29,5 +30,6 @@ class ServerContext(AppContext):
     router: Router = field(init=False)  # the http role's applications
     queue_worker: QueueWorker | None = None  # set while the outbound queue runs
     pop3_locks: set[int] = field(default_factory=set)  # maildrops in a POP3 session
+    imap_parts: PartCache = field(default_factory=PartCache)  # parsed messages (IMAP)
     # tests shorten the IMAP autologout (the config insists on at least 30 minutes)
     imap_idle_timeout: float | None = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.header
+import functools
 import hashlib
 import hmac
 import re
@@ -280,7 +281,8 @@ class WebApp:
                     admin = await self.ctx.store.get_admin(username) if username else None
                     stored = (admin.password_hash if admin is not None
                               else await self._dummy_hash())
-                    ok = await asyncio.to_thread(verify_password, stored, password)
+                    ok = await asyncio.to_thread(functools.partial(
+                        verify_password, stored, password, hasher=self.ctx.authenticator.hasher))
                     if admin is not None and ok:
                         auth.limiter.record_success(ip, key)
                         principal = f"admin:{admin.name}"
@@ -312,7 +314,8 @@ class WebApp:
 
     async def _dummy_hash(self) -> str:
         if self._dummy is None:
-            self._dummy = await asyncio.to_thread(dummy_hash)
+            self._dummy = await asyncio.to_thread(
+                functools.partial(dummy_hash, hasher=self.ctx.authenticator.hasher))
         return self._dummy
 
     async def logout(self, request: Request, _: dict[str, str]) -> Response:
@@ -507,7 +510,8 @@ class WebApp:
         if not await store.has_domain(address.split("@", 1)[1]):
             return await self._error(self.accounts, request, s,
                                      f"{address.split('@', 1)[1]} is not a local domain.")
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         try:
             await store.add_account(address, hashed, scram)
@@ -522,7 +526,8 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except ValueError as exc:
             return await self._error(self.accounts, request, s, str(exc))
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         try:
             await self.ctx.store.set_password(address, hashed, scram)
@@ -698,7 +703,8 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except ValueError as exc:
             return await self.account_page(request, {}, s, str(exc))
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         await self.ctx.store.set_password(address, hashed, scram)
         # end the other sessions of this user; keep this one

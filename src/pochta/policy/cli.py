@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from pochta.cliutil import pochta_command
+from pochta.config import Config
 from pochta.policy import dkim, records
 from pochta.transport_security.records import own_tlsa
 
@@ -66,13 +67,13 @@ def _algorithms(choice: str) -> list[str]:
     return ["rsa", "ed25519"] if choice == "both" else [choice]
 
 
-def _known_domains(config: Any, domains: Sequence[str] | None) -> list[str]:
+def _known_domains(config: Config, domains: Sequence[str] | None) -> list[str]:
     if domains is not None:
         return sorted({d.lower() for d in domains})
     return sorted({k.domain for k in dkim.load_keys(config.data_path)})
 
 
-def cmd_dkim_list(args: argparse.Namespace, config: Any,
+def cmd_dkim_list(args: argparse.Namespace, config: Config,
                   domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     keys = dkim.load_keys(config.data_path, args.domain)
     if args.domain:
@@ -98,7 +99,7 @@ def _print_key_records(keys: Sequence[dkim.DKIMKey], out: TextIO) -> None:
     out.write(records.zone_lines(recs))
 
 
-def cmd_dkim_generate(args: argparse.Namespace, config: Any,
+def cmd_dkim_generate(args: argparse.Namespace, config: Config,
                       domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     made = []
     algs = _algorithms(args.algorithm)
@@ -125,7 +126,7 @@ def cmd_dkim_generate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
+def cmd_dkim_rotate(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     made = []
     try:
@@ -150,7 +151,7 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_activate(args: argparse.Namespace, config: Any,
+def cmd_dkim_activate(args: argparse.Namespace, config: Config,
                       domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         keys = dkim.activate(config.data_path, args.domain, args.selector)
@@ -162,7 +163,7 @@ def cmd_dkim_activate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_remove(args: argparse.Namespace, config: Any,
+def cmd_dkim_remove(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         keys = dkim.remove_key(config.data_path, args.domain, args.selector)
@@ -176,14 +177,14 @@ def cmd_dkim_remove(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dns_records(args: argparse.Namespace, config: Any,
+def cmd_dns_records(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     targets = [args.domain.lower()] if args.domain else _known_domains(config, domains)
     if not targets:
         print("pochta dns records: no domains (add one, or name it)", file=sys.stderr)
         return 1
-    services = records.services_from_listeners(getattr(config, "listeners", []))
-    rua = getattr(getattr(config, "dmarc", None), "report_address", "") or ""
+    services = records.services_from_listeners(config.listeners)
+    rua = config.dmarc.report_address or ""
     all_records = []
     for d in targets:
         keys = dkim.load_keys(config.data_path, d)

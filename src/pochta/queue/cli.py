@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pochta.config import Config
 from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore, QueueItem, QueueState
 from pochta.transport_security.cli import queue_show_lines
@@ -32,14 +33,14 @@ def _select(items: list[QueueItem], ident: str) -> list[QueueItem]:
     return [i for i in items if i.message_id == ident]
 
 
-async def _open(config: Any) -> MailStore:
+async def _open(config: Config) -> MailStore:
     return await open_store(config)
 
 
 def _with_store(
     fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]],
-) -> Callable[[argparse.Namespace, Any], int]:
-    def run(args: argparse.Namespace, config: Any) -> int:
+) -> Callable[[argparse.Namespace, Config], int]:
+    def run(args: argparse.Namespace, config: Config) -> int:
         async def main() -> int:
             store = await _open(config)
             try:
@@ -135,15 +136,8 @@ async def cmd_delete(args: argparse.Namespace, store: MailStore) -> int:
     if not items:
         print(f"pochta: no queue item or queue id {args.id!r}")
         return 1
-    delete = getattr(store, "delete_queue_item", None)
-    for i in items:
-        if delete is not None:
-            await delete(i.id)
-        elif i.state in ACTIVE:
-            # No delete in this store: retire the item without a bounce (like postsuper -d).
-            await store.update_queue_item(
-                i.id, QueueState.FAILED, time.time(), "deleted by the administrator"
-            )
+    for i in items:  # gone without a bounce (like postsuper -d)
+        await store.delete_queue_item(i.id)
     print(f"{len(items)} item(s) deleted")
     return 0
 

@@ -37,7 +37,7 @@ from ..proto.smtp import replies
 from ..proto.smtp.replies import Reply
 from ..proto.smtp.server import LocalProtocolError, ServerSession, SessionParams
 from ..services.delivery import TraceInfo
-from ..services.sasl_driver import Authenticated, SASLDriver, SASLOffer, sasl_offer
+from ..services.sasl_driver import Authenticated, Outcome, SASLDriver, SASLOffer, sasl_offer
 from ..services.sieve import SieveRejected
 from ..services.spool import SPAM_SCAN_LIMIT, Spool
 from ..services.submission import (
@@ -284,7 +284,7 @@ class SMTPHandler:
             return
         await self._auth_outcome(await self.sasl.respond(event.data))
 
-    async def _auth_outcome(self, outcome: object) -> None:
+    async def _auth_outcome(self, outcome: Outcome) -> None:
         if isinstance(outcome, Challenge):
             self.session.auth_challenge(outcome.data)
             return
@@ -295,8 +295,7 @@ class SMTPHandler:
             self.session.auth_succeeded(outcome.account.address)
             self._log("auth ok user=%s", outcome.account.address)
             return
-        locked = getattr(outcome, "locked", False)
-        malformed = getattr(outcome, "malformed", False)
+        locked, malformed = outcome.locked, outcome.malformed
         if locked:
             self.session.auth_failed(
                 Reply(454, "4.7.0", "Too many failed authentications, try again later"))

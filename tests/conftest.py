@@ -32,7 +32,8 @@ from argon2 import PasswordHasher
 from pochta import passwords
 from pochta.config import Config, from_dict
 from pochta.dns import StaticResolver
-from pochta.server.app import RunningServer, ServerContext, build_context, start_server
+from pochta.server.app import RunningServer, build_context, start_server
+from pochta.server.context import ServerContext
 from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore
 from pochta.tlsutil import generate_self_signed
@@ -63,12 +64,11 @@ def pytest_asyncio_loop_factories(
     return {"uvloop": uvloop.new_event_loop}
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _cheap_password_hashing() -> Iterator[None]:
-    """argon2id with tiny parameters: same code path, milliseconds instead of 100s."""
-    passwords.set_hasher(PasswordHasher(time_cost=1, memory_cost=256, parallelism=1))
-    yield
-    passwords.set_hasher(None)
+# argon2id with tiny parameters: same code path, milliseconds instead of 100s. The
+# servers of the tests get them through [auth] (CHEAP_AUTH); hashes the tests store
+# themselves are made with CHEAP_HASHER.
+CHEAP_AUTH = {"argon2_time_cost": 1, "argon2_memory_kib": 256, "argon2_parallelism": 1}
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=256, parallelism=1)
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +112,8 @@ class Instance:
 
     def config(self, **overrides: Any) -> Config:
         raw = {**self.raw_config, **overrides, "base_dir": str(self.dir)}
+        if "auth" in overrides:  # a test's [auth] keeps the cheap argon2 parameters
+            raw["auth"] = {**self.raw_config.get("auth", {}), **overrides["auth"]}
         return from_dict(raw)
 
 
@@ -132,6 +134,7 @@ def instance(tmp_path: Path, tls_pair: tuple[Path, Path], storage_settings: dict
         "data_dir": "data",
         "tls": {"cert": str(cert), "key": str(key)},
         "listeners": [dict(x, address="127.0.0.1") for x in ALL_LISTENERS],
+        "auth": dict(CHEAP_AUTH),
     }
     if storage_settings:
         raw["storage"] = storage_settings
@@ -141,7 +144,7 @@ def instance(tmp_path: Path, tls_pair: tuple[Path, Path], storage_settings: dict
 async def populate(store: MailStore) -> None:
     await store.add_domain("example.test")
     for address, password in USERS.items():
-        await store.add_account(address, passwords.hash_password(password),
+        await store.add_account(address, passwords.hash_password(password, hasher=CHEAP_HASHER),
                                 passwords.derive_scram(password))
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pochta.cli import main
 from pochta.config import ConfigError, from_dict, reference
 from pochta.server.app import connection_limiter, connection_policy
 from pochta.server.listener import ConnectionLimiter, RoleLimits, client_key
@@ -76,3 +77,40 @@ def test_docs_config_md_is_generated_from_the_schema() -> None:
     path = Path(__file__).parents[1] / "docs" / "config.md"
     assert path.read_text(encoding="utf-8").rstrip("\n") == reference().rstrip("\n"), (
         "docs/config.md is stale: run `pochta config-reference > docs/config.md`")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """The loader names every bad key in one go, types first, then the checks beyond
+    types of every section (the core's and the features')."""
+    with pytest.raises(ConfigError) as info:
+        from_dict({"hostname": "mx.example.org", "nope": 1,
+                   "listeners": [{"role": "mta", "port": "abc"}],
+                   "limits": {"max_connections": "x"}})
+    assert info.value.problems == [
+        "nope: unknown setting",
+        "listeners[0].port: expected an integer, got 'abc'",
+        "limits.max_connections: expected an integer, got 'x'",
+    ]
+    with pytest.raises(ConfigError) as info:
+        from_dict({"hostname": "localhost",
+                   "listeners": [{"role": "smtp", "port": 25}],
+                   "limits": {"max_connections": 0},
+                   "queue": {"backoff": 0.5},
+                   "storage": {"backend": "postgresql",
+                               "dsn": "postgresql://u:secret@db/pochta"}})
+    keys = [p.partition(":")[0] for p in info.value.problems]
+    for key in ("hostname", "listeners[0].role", "limits.max_connections", "storage.dsn",
+                "queue.backoff"):
+        assert key in keys, info.value.problems
+    assert "secret" not in str(info.value)
+
+
+def test_config_check_prints_every_problem(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pochta.toml"
+    path.write_text('hostname = "localhost"\n[queue]\nbackoff = 0.5\nmax_age = 0\n')
+    assert main(["--config", str(path), "config-check"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "pochta: config error: hostname: must be a full domain name" in err
+    assert "pochta: config error: queue.backoff: must be at least 1" in err
+    assert "pochta: config error: queue.max_age: must be positive" in err

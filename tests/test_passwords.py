@@ -5,33 +5,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 import pytest
 from argon2 import PasswordHasher
 
 from pochta import passwords
+from pochta.config import from_dict
 from pochta.proto.sasl import SASLprepError
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
-@pytest.fixture(autouse=True)
-def cheap_hasher() -> Iterator[None]:
-    passwords.set_hasher(CHEAP)
-    yield
-    passwords.set_hasher(None)
-
-
 def test_production_defaults_are_strong() -> None:
-    passwords.set_hasher(None)
-    hasher = passwords.get_hasher()
+    hasher = passwords.DEFAULT_HASHER
     assert hasher.memory_cost >= 65536 and hasher.time_cost >= 3
     assert hasher.type.name == "ID"
+    # [auth]'s defaults are these parameters
+    assert passwords.password_hasher(from_dict({"hostname": "mx.example.org"})) is hasher
+    cheap = passwords.password_hasher(from_dict({"hostname": "mx.example.org", "auth": {
+        "argon2_time_cost": 1, "argon2_memory_kib": 8, "argon2_parallelism": 1}}))
+    assert (cheap.time_cost, cheap.memory_cost, cheap.parallelism) == (1, 8, 1)
 
 
 def test_hash_is_argon2id_and_verifies() -> None:
-    h = passwords.hash_password("s3cret")
+    h = passwords.hash_password("s3cret", hasher=CHEAP)
     assert h.startswith("$argon2id$")
     assert passwords.verify_password(h, "s3cret")
     assert not passwords.verify_password(h, "s3cret ")
@@ -39,7 +36,7 @@ def test_hash_is_argon2id_and_verifies() -> None:
 
 
 def test_hashes_are_salted() -> None:
-    assert passwords.hash_password("x") != passwords.hash_password("x")
+    assert passwords.hash_password("x", hasher=CHEAP) != passwords.hash_password("x", hasher=CHEAP)
 
 
 @pytest.mark.parametrize("bad_hash", ["", "plain", "$argon2id$v=19$garbage", "$1$abc$def"])
@@ -48,12 +45,12 @@ def test_verify_never_raises_on_bad_hash(bad_hash: str) -> None:
 
 
 def test_password_is_saslprepped_before_hashing() -> None:
-    h = passwords.hash_password("I\u00adX")
+    h = passwords.hash_password("I\u00adX", hasher=CHEAP)
     assert passwords.verify_password(h, "IX")
 
 
 def test_password_saslprep_refuses_still_hashes() -> None:
-    h = passwords.hash_password("bell\u0007")
+    h = passwords.hash_password("bell\u0007", hasher=CHEAP)
     assert passwords.verify_password(h, "bell\u0007")
     assert not passwords.verify_password(h, "bell")
 
@@ -63,14 +60,15 @@ def test_explicit_hasher_parameter() -> None:
     h = passwords.hash_password("pw", hasher=other)
     assert "m=16,t=2" in h
     assert passwords.verify_password(h, "pw", hasher=other)
-    assert passwords.needs_rehash(h)  # differs from the module hasher (CHEAP)
-    assert not passwords.needs_rehash(passwords.hash_password("pw"))
+    assert passwords.needs_rehash(h, hasher=CHEAP)  # made with other parameters
+    assert not passwords.needs_rehash(passwords.hash_password("pw", hasher=CHEAP),
+                                      hasher=CHEAP)
 
 
-def test_dummy_hash_is_stable_and_matches_nothing_obvious() -> None:
-    d = passwords.dummy_hash()
-    assert d == passwords.dummy_hash()
-    assert d.startswith("$argon2id$")
+def test_dummy_hash_has_the_hashers_cost_and_matches_nothing_obvious() -> None:
+    d = passwords.dummy_hash(hasher=CHEAP)
+    assert d.startswith("$argon2id$") and "m=8,t=1" in d
+    assert d != passwords.dummy_hash(hasher=CHEAP)  # a random password: callers keep theirs
     assert not passwords.verify_password(d, "")
     assert not passwords.verify_password(d, "password")
 

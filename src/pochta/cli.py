@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import importlib
-import os
 import re
-import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cliutil import (
+    CLIError,
+    config_path,
+    load_config,
+    open_store,
+    pochta_command,
+    read_password,
+    with_store,
+)
 from .config import ALL_ADDRESSES, Config, ConfigError, load, reference
+from .diag.cli import register as register_diag
+from .firewall import firewall_lines
 from .mail.addresses import (
     AddressError,
     normalize_address,
@@ -28,9 +35,24 @@ from .mail.addresses import (
     normalize_domain,
     split_address,
 )
+from .passwords import derive_scram, hash_password, password_hasher
+from .policy import dkim
+from .policy.cli import register as register_policy
+from .policy.dkim import ensure_domain_keys
 from .proto.smtp.address import is_domain
-from .storage.factory import open_store as open_configured_store
+from .queue.cli import register as register_queue
+from .sending.cli import register as register_sending
+from .server.preflight import preflight
+from .sieve.cli import register as register_sieve
+from .spam.cli import INIT_SUGGESTIONS, register_user_release
+from .spam.cli import register as register_spam
+from .storage.cli import register as register_storage
 from .storage.interfaces import MailStore, StoreError
+from .tlsutil import generate_self_signed
+from .transfer.cli import register as register_transfer
+from .transport_security.cli import register as register_transport_security
+from .web.cli import register as register_web
+from .web.ops_cli import register_app_password
 
 DEMO_PORTS = {
     ("mta", "starttls"): 2525,
@@ -55,85 +77,6 @@ STANDARD_PORTS = {
     ("managesieve", "starttls"): 4190,
     # no http listener: 80/443 usually belong to a web server already; add one by hand
 }
-# Modules that add their own subcommands with register(subparsers).
-PLUGINS = (
-    "pochta.policy.cli", "pochta.queue.cli", "pochta.diag.cli", "pochta.storage.cli",
-    "pochta.sieve.cli",
-    "pochta.transport_security.cli",
-    "pochta.spam.cli",
-    "pochta.sending.cli",
-    "pochta.transfer.cli",
-    "pochta.web.cli",  # pochta admin (issue 19)
-)
-
-
-from .spam.cli import INIT_SUGGESTIONS  # noqa: E402
-
-
-class CLIError(Exception):
-    pass
-
-
-def config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config or os.environ.get("POCHTA_CONFIG") or "pochta.toml")
-
-
-def load_config(args: argparse.Namespace) -> Config:
-    return load(config_path(args))
-
-
-async def open_store(config: Config) -> MailStore:
-    return await open_configured_store(config)
-
-
-def with_store(
-    fn: Callable[[argparse.Namespace, Config, MailStore], Awaitable[int]],
-) -> Callable[[argparse.Namespace, Config], int]:
-    def run(args: argparse.Namespace, config: Config) -> int:
-        async def main() -> int:
-            store = await open_store(config)
-            try:
-                return await fn(args, config, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
-
-
-def pochta_command() -> str:
-    """How a shell runs this very ``pochta``, for the commands we print as hints.
-
-    ``pochta`` when the shell's PATH finds this program; otherwise the path it was
-    started by (``.venv/bin/pochta`` after ``make demo``), so that a printed command
-    works when pasted as printed.
-    """
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if script is None or script.name != "pochta" or not script.exists():
-        return f"{sys.executable} -m pochta"
-    found = shutil.which("pochta")
-    if found and Path(found).resolve() == script.resolve():
-        return "pochta"
-    rel = os.path.relpath(script.absolute())
-    return rel if not rel.startswith("..") else str(script.absolute())
-
-
-def read_password(args: argparse.Namespace) -> str:
-    try:
-        if getattr(args, "password_stdin", False):
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = getpass.getpass("Password: ")
-            if getpass.getpass("Again: ") != password:
-                raise CLIError("the passwords do not match")
-    except EOFError:
-        raise CLIError("no password: standard input is closed; run this in a terminal to "
-                       "be asked, or pipe the password with --password-stdin") from None
-    if len(password) < 8:
-        raise CLIError("the password must have at least 8 characters")
-    return password
-
 
 # --- init and demo ---------------------------------------------------------------------
 
@@ -171,8 +114,6 @@ async def init_instance(
     ports: dict[tuple[str, str], int],
     address: str,
 ) -> Path:
-    from .tlsutil import generate_self_signed
-
     directory.mkdir(parents=True, exist_ok=True)
     cfg_file = directory / "pochta.toml"
     if cfg_file.exists():
@@ -193,7 +134,6 @@ async def init_instance(
 
 def _dkim_for_new_domain(config: Config, domain: str) -> None:
     """A new domain gets its DKIM keys at once, so `pochta dns records` can list them."""
-    from .policy.dkim import ensure_domain_keys
 
     ensure_domain_keys(config.data_path, domain, config.dkim.algorithms, config.dkim.rsa_bits)
 
@@ -212,8 +152,6 @@ def cmd_init(args: argparse.Namespace, _config: Config | None) -> int:
     where = ("every IPv4 and IPv6 address" if address == ALL_ADDRESSES else address)
     print(f"the listeners bind {where} (change with --address or in {cfg_file})")
     if args.standard_ports:
-        from .firewall import firewall_lines
-
         print("\n".join(firewall_lines(ports)))
     print(f"next: {pochta_command()} -c {cfg_file} user add "
           f"postmaster@{domain or 'your.domain'}")
@@ -224,8 +162,6 @@ DEMO_USERS = (("alice@example.test", "alice-demo-pass"), ("bob@example.test", "b
 
 
 def cmd_demo(args: argparse.Namespace, _config: Config | None) -> int:
-    from .passwords import derive_scram, hash_password
-
     directory = Path(args.dir)
     cfg_file = directory / "pochta.toml"
     if not cfg_file.exists():
@@ -233,10 +169,12 @@ def cmd_demo(args: argparse.Namespace, _config: Config | None) -> int:
         async def setup() -> None:
             await init_instance(directory, "mail.example.test", "example.test", DEMO_PORTS,
                                 "127.0.0.1")
-            store = await open_store(load(cfg_file))
+            demo_config = load(cfg_file)
+            hasher = password_hasher(demo_config)
+            store = await open_store(demo_config)
             try:
                 for address, password in DEMO_USERS:
-                    await store.add_account(address, hash_password(password),
+                    await store.add_account(address, hash_password(password, hasher=hasher),
                                             derive_scram(password))
                 await store.add_alias("postmaster@example.test", ["alice@example.test"])
             finally:
@@ -285,6 +223,8 @@ def demo_banner(config: Config, cfg_file: Path) -> str:
 
 
 def run_server(config: Config, workers: int | None = None) -> int:
+    # local: the whole server loads only for `pochta serve` and `demo`, not for every
+    # admin command
     from .server.workers import run_one, supervise
 
     n = workers if workers is not None else config.workers
@@ -307,7 +247,6 @@ def cmd_config_reference(args: argparse.Namespace, _config: Config | None) -> in
 def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
     """Every check ``serve`` makes at start (exit 2 if it would refuse to start), then the
     unsafe choices (exit 1): one line each, naming the key."""
-    from .server.preflight import preflight
 
     problems = preflight(config)
     errors = [p for p in problems if p.level == "error"]
@@ -357,8 +296,6 @@ async def cmd_domain_list(args: argparse.Namespace, config: Config, store: MailS
 
 @with_store
 async def cmd_domain_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .policy import dkim
-
     domain = normalize_domain(args.domain)
     await store.remove_domain(domain)
     print(f"removed domain {domain}")
@@ -378,27 +315,25 @@ def _local_address(address: str) -> str:
 
 @with_store
 async def cmd_user_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .passwords import derive_scram, hash_password
-
     address = _local_address(args.address)
     if not await store.has_domain(split_address(address)[1]):
         raise CLIError(f"{split_address(address)[1]} is not a local domain; "
                        "add it with 'pochta domain add'")
     password = read_password(args)
-    await store.add_account(address, hash_password(password), derive_scram(password))
+    await store.add_account(address, hash_password(password, hasher=password_hasher(config)),
+                            derive_scram(password))
     print(f"added user {address}")
     return 0
 
 
 @with_store
 async def cmd_user_passwd(args: argparse.Namespace, config: Config, store: MailStore) -> int:
-    from .passwords import derive_scram, hash_password
-
     address = normalize_address(args.address)
     if await store.get_account(address) is None:
         raise CLIError(f"no user {address}")
     password = read_password(args)
-    await store.set_password(address, hash_password(password), derive_scram(password))
+    await store.set_password(address, hash_password(password, hasher=password_hasher(config)),
+                             derive_scram(password))
     print(f"password changed for {address}")
     return 0
 
@@ -598,12 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apop-secret-stdin", action="store_true",
                    help="read the POP3 APOP secret from standard input (empty: remove it)")
     p.set_defaults(func=cmd_user_set)
-    from .spam.cli import register_user_release  # pochta user release (spam/abuse.py)
-
     register_user_release(usr)
-    from .web.ops_cli import register_app_password  # pochta user app-password (issue 19)
-
-    register_app_password(usr)
+    register_app_password(usr)  # pochta user app-password (issue 19)
 
     als = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(
         dest="action", required=True)
@@ -618,14 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.set_defaults(func=cmd_alias_remove)
 
-    for module_name in PLUGINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    # the features' own subcommands
+    for register in (register_policy, register_queue, register_diag, register_storage,
+                     register_sieve, register_transport_security, register_spam,
+                     register_sending, register_transfer, register_web):
+        register(sub)
     return parser
 
 
@@ -639,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args) if needs_config else None
         return func(args, config)
     except ConfigError as exc:
-        print(f"pochta: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems or [str(exc)]:  # every problem, one line each
+            print(f"pochta: config error: {problem}", file=sys.stderr)
         return 2
     except (CLIError, StoreError, AddressError) as exc:
         print(f"pochta: {exc}", file=sys.stderr)

@@ -12,6 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+import dns.reversename
+
 
 class DNSError(Exception):
     pass
@@ -100,17 +105,12 @@ class DNSPythonResolver:
     """The real resolver (dnspython's asyncio resolver, system nameservers or given ones)."""
 
     def __init__(self, nameservers: Sequence[str] = (), timeout: float = 10.0) -> None:
-        import dns.asyncresolver
-
         self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.lifetime = timeout
 
     async def _query(self, name: str, rdtype: str) -> list[object]:
-        import dns.exception
-        import dns.resolver
-
         try:
             answer = await self._resolver.resolve(name, rdtype)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -131,8 +131,6 @@ class DNSPythonResolver:
     async def a_with_ttl(self, name: str) -> tuple[list[str], int]:
         """A records and their TTL (DNS list caches keep answers that long); a name that
         does not exist is cached for its zone's negative TTL (RFC 2308) as known here."""
-        import dns.exception
-        import dns.resolver
 
         try:
             answer = await self._resolver.resolve(name, "A")
@@ -156,8 +154,6 @@ class DNSPythonResolver:
         return out
 
     async def ptr(self, address: str) -> list[str]:
-        import dns.reversename
-
         name = dns.reversename.from_address(address).to_text()
         return [str(r).rstrip(".") for r in await self._query(name, "PTR")]
 

@@ -10,11 +10,11 @@ account while PLAIN still works.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 
+from pochta.config import Config
 from pochta.proto.sasl import scram
 from pochta.proto.sasl.saslprep import SASLprepError, saslprep
 from pochta.storage.interfaces import ScramCredentials
@@ -27,23 +27,17 @@ SCRAM_ITERATIONS = 4096  # RFC 7677 §4 minimum; clients do this work on every l
 SCRAM_SALT_BYTES = 16
 
 
-@dataclass(slots=True)
-class _State:
-    hasher: PasswordHasher
-    dummy_hash: str | None = None
-
-
-_state = _State(DEFAULT_HASHER)
-
-
-def set_hasher(hasher: PasswordHasher | None) -> None:
-    """Replace the module's hasher (tests use a cheap one); None restores the default."""
-    _state.hasher = hasher or DEFAULT_HASHER
-    _state.dummy_hash = None
-
-
-def get_hasher() -> PasswordHasher:
-    return _state.hasher
+def password_hasher(config: Config) -> PasswordHasher:
+    """The argon2id hasher of ``[auth]`` (``argon2_*``): the server's authenticator owns
+    it, and the command line builds it from the same settings. The module keeps no
+    hasher: every caller says which one it uses (None: DEFAULT_HASHER)."""
+    auth = config.auth
+    params = (auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_parallelism)
+    if params == (DEFAULT_HASHER.time_cost, DEFAULT_HASHER.memory_cost,
+                  DEFAULT_HASHER.parallelism):
+        return DEFAULT_HASHER
+    return PasswordHasher(time_cost=auth.argon2_time_cost, memory_cost=auth.argon2_memory_kib,
+                          parallelism=auth.argon2_parallelism)
 
 
 def _prepare(password: str) -> str:
@@ -55,7 +49,7 @@ def _prepare(password: str) -> str:
 
 def hash_password(password: str, *, hasher: PasswordHasher | None = None) -> str:
     """An argon2id PHC string for ``password``."""
-    return (hasher or _state.hasher).hash(_prepare(password))
+    return (hasher or DEFAULT_HASHER).hash(_prepare(password))
 
 
 def verify_password(
@@ -64,26 +58,24 @@ def verify_password(
     """True if ``password`` matches. Never raises: a mismatch or an unreadable hash is
     False. The comparison happens inside argon2 (constant time)."""
     try:
-        return (hasher or _state.hasher).verify(password_hash, _prepare(password))
+        return (hasher or DEFAULT_HASHER).verify(password_hash, _prepare(password))
     except (Argon2Error, InvalidHashError, ValueError, TypeError):
         return False
 
 
-def needs_rehash(password_hash: str) -> bool:
-    """True if the hash was made with other parameters than the current hasher's."""
+def needs_rehash(password_hash: str, *, hasher: PasswordHasher | None = None) -> bool:
+    """True if the hash was made with other parameters than the hasher's."""
     try:
-        return _state.hasher.check_needs_rehash(password_hash)
+        return (hasher or DEFAULT_HASHER).check_needs_rehash(password_hash)
     except (InvalidHashError, ValueError):
         return True
 
 
-def dummy_hash() -> str:
-    """A hash of a random password made with the current parameters: verifying against
+def dummy_hash(*, hasher: PasswordHasher | None = None) -> str:
+    """A hash of a random password made with the hasher's parameters: verifying against
     it costs the same as a real check, so an unknown account takes as long as a known
-    one with a wrong password."""
-    if _state.dummy_hash is None:
-        _state.dummy_hash = _state.hasher.hash(os.urandom(24).hex())
-    return _state.dummy_hash
+    one with a wrong password. Callers keep theirs (it takes as long as a hash)."""
+    return (hasher or DEFAULT_HASHER).hash(os.urandom(24).hex())
 
 
 def derive_scram(

@@ -13,10 +13,12 @@ import os
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pochta.mail.tls import client_context
 from pochta.proto.sasl import ChannelBinding
+from pochta.tlsutil import generate_self_signed
 
 # --- TLS channel binding for SCRAM-SHA-256-PLUS ------------------------------------------
 #
@@ -229,9 +231,7 @@ class _Exporter:
 def _memory_pair() -> tuple[ssl.SSLObject, ssl.SSLObject]:
     """Server and client ends of a TLS 1.3 handshake done in memory (no socket), with a
     throwaway self-signed certificate."""
-    import tempfile
 
-    from pochta.tlsutil import generate_self_signed
 
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"

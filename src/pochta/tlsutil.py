@@ -9,6 +9,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 
 @dataclass(frozen=True, slots=True)
 class TLSInfo:
@@ -21,10 +26,6 @@ class TLSInfo:
 
 def generate_self_signed(hostname: str, cert_path: Path, key_path: Path, days: int = 825) -> None:
     """An ECDSA P-256 certificate for ``hostname`` (and localhost/127.0.0.1, for tests)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])

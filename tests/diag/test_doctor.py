@@ -24,7 +24,7 @@ def live_config(server: Server, **changes: Any) -> Config:
 
 
 def publish_records(server: Server, cfg: Config) -> None:
-    from pochta.policy.cli import services_from_listeners
+    from pochta.policy.records import services_from_listeners
 
     r = server.resolver
     for rec in records.records_for("example.test", cfg.hostname, [],

@@ -86,7 +86,7 @@ async def test_error_flood_closes(imap_server: Server) -> None:
 
 
 async def test_idle_timeout(imap_server: Server) -> None:
-    imap_server.ctx.extras["imap_idle_timeout"] = 0.3
+    imap_server.ctx.imap_idle_timeout = 0.3
     async with connect(imap_server) as c:
         line = await c.line(timeout=3)
         assert line.startswith(b"* BYE"), line

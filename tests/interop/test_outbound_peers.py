@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pochta import passwords
 from pochta.storage.sqlite import SQLiteStore
-from tests.conftest import Instance, Server, need_tool, start_instance
+from tests.conftest import CHEAP_HASHER, Instance, Server, need_tool, start_instance
 from tests.e2e.test_mta import inbox
 
 
@@ -46,7 +46,8 @@ async def test_second_pochta_receives_over_starttls(instance: Instance, tmp_path
                      {**instance.raw_config, "hostname": "mx.other.test"})
     store = await SQLiteStore.open(other.config().data_path)
     await store.add_domain("other.test")
-    await store.add_account("carol@other.test", passwords.hash_password("carol-pass"), None)
+    await store.add_account("carol@other.test",
+                            passwords.hash_password("carol-pass", hasher=CHEAP_HASHER), None)
     await store.close()
     receiver = await start_instance(other, spf={"check": False}, dmarc={"check": False})
     sender = await start_instance(instance, run_queue=True, routes=[{

@@ -135,7 +135,7 @@ def test_services_follow_listeners() -> None:
             {"role": "mta", "port": 25},
         ],
     })
-    services = cli.services_from_listeners(cfg.listeners)
+    services = records.services_from_listeners(cfg.listeners)
     assert services == {"submission": 587, "imaps": 993}
     recs = records.records_for("example.org", "mail.example.org", [], services=services)
     srv = {r.name: r.value for r in recs if r.type == "SRV"}

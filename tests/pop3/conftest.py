@@ -15,9 +15,11 @@ import pytest
 
 from pochta import passwords
 from pochta.config import AuthConfig, Config, Limits, Listener, TLSConfig
-from pochta.server.app import RunningServer, ServerContext, build_context, start_server
+from pochta.server.app import RunningServer, build_context, start_server
+from pochta.server.context import ServerContext
 from pochta.storage.interfaces import Account, Envelope, LocalTarget
 from pochta.tlsutil import generate_self_signed
+from tests.conftest import CHEAP_HASHER
 
 HOST = "127.0.0.1"
 USERS = {"alice@example.test": "alice-pass", "bob@example.test": "bob-pass"}
@@ -73,7 +75,8 @@ async def make_env(tmp: Path, **limits: float) -> AsyncIterator[Pop3Env]:
         ],
         tls=TLSConfig(cert=str(cert), key=str(key)),
         limits=dataclasses.replace(Limits(), **limits),  # type: ignore[arg-type]
-        auth=AuthConfig(failure_delay=0.0, failures_before_lockout=5),
+        auth=AuthConfig(failure_delay=0.0, failures_before_lockout=5, argon2_time_cost=1,
+                        argon2_memory_kib=256, argon2_parallelism=1),
     )
     ctx = await build_context(config)
     accounts: dict[str, Account] = {}
@@ -81,7 +84,8 @@ async def make_env(tmp: Path, **limits: float) -> AsyncIterator[Pop3Env]:
         await ctx.store.add_domain(domain)
     for address, password in USERS.items():
         accounts[address] = await ctx.store.add_account(
-            address, passwords.hash_password(password), passwords.derive_scram(password)
+            address, passwords.hash_password(password, hasher=CHEAP_HASHER),
+            passwords.derive_scram(password)
         )
     running = await start_server(ctx, run_queue=False)
     try:

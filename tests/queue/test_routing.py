@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
-from pochta.config import ConfigError
+from pochta.config import ConfigError, from_dict
 from pochta.dns import MX, StaticResolver
 from pochta.queue.routing import RouteFailure, Router
 from pochta.queue.schedule import next_retry
@@ -82,12 +83,16 @@ def test_schedule_backoff_caps_and_expiry() -> None:
 
 
 def test_config_checks() -> None:
-    check(QueueConfig(), [Route("*", "relay.example", 587, tls="starttls",
-                                username="u", password_file="pw")])
+    assert check(QueueConfig(), [Route("*", "relay.example", 587, tls="starttls",
+                                       username="u", password_file="pw")]) == []
+    problems = check(QueueConfig(), [Route("*", "relay.example", tls="sometimes")])
+    assert any(re.match(r"routes\[0\]\.tls", p) for p in problems), problems
+    problems = check(QueueConfig(), [Route("*", "r.example", tls="none", username="u",
+                                           password_file="p")])
+    assert any("AUTH needs TLS" in p for p in problems), problems
+    problems = check(QueueConfig(tls_policies=[TLSPolicy("x.example", "maybe")]), [])
+    assert any(p.startswith("queue.tls_policies") for p in problems), problems
+    # through the loader, as ConfigError naming the key
     with pytest.raises(ConfigError, match=r"routes\[0\]\.tls"):
-        check(QueueConfig(), [Route("*", "relay.example", tls="sometimes")])
-    with pytest.raises(ConfigError, match="AUTH needs TLS"):
-        check(QueueConfig(), [Route("*", "r.example", tls="none", username="u",
-                                    password_file="p")])
-    with pytest.raises(ConfigError, match=r"queue\.tls_policies"):
-        check(QueueConfig(tls_policies=[TLSPolicy("x.example", "maybe")]), [])
+        from_dict({"hostname": "mx.example.org",
+                   "routes": [{"domain": "*", "host": "relay.example", "tls": "sometimes"}]})

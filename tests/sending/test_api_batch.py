@@ -139,8 +139,14 @@ async def test_hard_bounce_suppresses_soft_does_not(instance: object) -> None:
         assert json.loads(kinds["full@remote.test"].detail)["type"] == "soft"
         d = json.loads(deferred[0].detail)
         assert d["reply"].startswith("451") and d["next_attempt"] > 0
-        sup = await api.store.suppressed("example.test", "transactional",
-                                         ["gone@remote.test", "full@remote.test"])
+        # the suppression is written after the batch of events that reports the bounce
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            sup = await api.store.suppressed("example.test", "transactional",
+                                             ["gone@remote.test", "full@remote.test"])
+            if sup or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert sup == {"gone@remote.test"}
         msg = (await api.call("GET", f"/v1/messages/{ids['gone@remote.test']}")).json()
         assert msg["status"] == "bounced"

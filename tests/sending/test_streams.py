@@ -111,7 +111,8 @@ async def test_throttling_receiver_slows_us_down_and_the_stream_completes(
             delivered = await api.wait_events(EventKind.DELIVERED, total, timeout=90)
             assert len(delivered) == total  # the stream completed
             deferred = await api.events(kinds=(EventKind.DEFERRED,))
-            worker = api.server.ctx.extras["queue_worker"]
+            worker = api.server.ctx.queue_worker
+            assert worker is not None
             shaper = worker.shaper(f"route:127.0.0.1:{sink.port}:none:")
         summary = await sink.stop()
     assert summary["accepted"] == total

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
 from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
-from pochta.queue.dsn import RecipientReport, build_dsn
+from pochta.services.dsn import RecipientReport, build_dsn
 from pochta.sieve import (
     EXTENSIONS,
     Context,

@@ -232,7 +232,8 @@ async def test_include_loop_and_redirect_storm_fall_back_to_keep(server: Server)
     assert len(await mailbox(server, "alice@example.test", "INBOX")) == 1
     storm = "".join(f'redirect "r{i}@elsewhere.test";\n' for i in range(50))
     await store.put_sieve_script(alice.id, "a", storm)
-    server.ctx.extras["sieve"].forget(alice.id)  # as ManageSieve does
+    assert server.ctx.delivery.sieve is not None
+    server.ctx.delivery.sieve.forget(alice.id)  # as ManageSieve does
     code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"],
                          BOSS_MSG.replace("m1@", "m9@"))
     assert code == 250
@@ -300,7 +301,7 @@ async def test_submission_to_a_local_user_is_filtered(server: Server) -> None:
 
 
 async def test_local_bounces_go_through_the_script(server: Server) -> None:
-    from pochta.queue.runner import make_worker
+    from pochta.server.outbound import make_worker
     from pochta.storage.interfaces import Envelope
 
     await upload(server, "alice@example.test", "alice-pass",

@@ -55,7 +55,7 @@ async def test_account_sending_to_bouncing_addresses_is_held(instance: Instance)
             assert b"Subject: Account bob@example.test held" in notice
             assert b"pochta user release bob@example.test" in notice
             # release: submissions flow again
-            gate = server.ctx.extras["spam"]
+            gate = server.ctx.spam
             was, _ = await gate.abuse.release("bob@example.test")
             assert was
 

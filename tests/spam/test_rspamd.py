@@ -93,7 +93,8 @@ async def test_gtube_refused_normal_mail_passes_and_learning(
         data, flags = await last_message(server)
         assert b"X-Rspamd-Action: no action\r\n" in data
         assert b"X-Rspamd-Score: " in data and "$Junk" not in flags
-        client = server.ctx.extras["spam"].rspamd
+        client = server.ctx.spam.rspamd
+        assert client is not None
         assert await client.learn(MSG, spam=True)
 
 
@@ -101,7 +102,8 @@ async def test_rspamd_down_mail_still_flows_or_tempfails(instance: Instance) -> 
     dead = f"http://127.0.0.1:{free_port()}"
     async with server_with(instance, spam={"rspamd": dead, "rspamd_timeout": 2.0}) as server:
         assert (await send(server.port("mta"), GTUBE))[0] == 250
-        assert server.ctx.extras["spam"].rspamd.failures == 1
+        client = server.ctx.spam.rspamd
+        assert client is not None and client.failures == 1
     async with server_with(instance, spam={"rspamd": dead, "rspamd_failure": "tempfail"}
                            ) as server:
         code, text = await send(server.port("mta"), MSG)

@@ -58,7 +58,7 @@ async def test_blocklist_refuses_and_allowlist_wins(instance: Instance) -> None:
         assert server.resolver.queries.count(("A", "1.0.0.127.bl.test")) == 1
         # an allowlist hit skips the blocklists
         server.resolver.a_records["1.0.0.127.wl.test"] = ["127.0.0.2"]
-        server.ctx.extras["spam"].screener.cache._cache.clear()
+        server.ctx.spam.screener.cache._cache.clear()
         code, _ = await send(server.port("mta"), MSG)
         assert code == 250
         data, _ = await last_message(server)
@@ -88,7 +88,7 @@ async def test_pregreet_is_refused_and_a_patient_client_is_remembered(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.close()
         await asyncio.sleep(0.1)
-        assert not await server.ctx.extras["spam"].screener.greeted("127.0.0.1")
+        assert not await server.ctx.spam.screener.greeted("127.0.0.1")
         # a client that waits gets the banner after the wait ...
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -114,7 +114,7 @@ async def test_helo_and_fcrdns_scores(instance: Instance) -> None:
         # no PTR: iprev fail (1) + HELO claiming to be us (1): scored, below 3
         server.resolver.ptr_records.clear()
         # (answers are cached for dnsbl_cache_ttl: a changed record is seen after it)
-        server.ctx.extras["spam"].screener._iprev.clear()
+        server.ctx.spam.screener._iprev.clear()
         assert (await send(server.port("mta"), MSG, helo="mail.example.test"))[0] == 250
         data, _ = await last_message(server)
         assert b"X-Spam-Screening: score=2; fcrdns=fail; helo=our-name" in data

@@ -20,7 +20,7 @@ from pochta.storage.interfaces import (
 )
 from pochta.storage.postgres import PostgresStore
 from pochta.storage.sqlite import SQLiteStore
-from tests.conftest import Instance, Server, need_tool, run_tool, start_instance
+from tests.conftest import CHEAP_HASHER, Instance, Server, need_tool, run_tool, start_instance
 from tests.imap.test_mbsync_interop import mbsyncrc
 from tests.pgcluster import PgCluster
 
@@ -38,9 +38,10 @@ async def fill(data: Path) -> dict[str, object]:
     try:
         await store.add_domain("example.test")
         alice = await store.add_account("alice@example.test",
-                                        passwords.hash_password("alice-pass"),
+                                        passwords.hash_password("alice-pass", hasher=CHEAP_HASHER),
                                         passwords.derive_scram("alice-pass"))
-        await store.add_account("bob@example.test", passwords.hash_password("bob-pass"), None)
+        await store.add_account("bob@example.test",
+                                passwords.hash_password("bob-pass", hasher=CHEAP_HASHER), None)
         await store.update_account("bob@example.test", quota_bytes=5_000_000, disabled=True)
         await store.add_alias("@example.test", ["alice@example.test"])
         await store.create_mailbox(alice.id, "Lists/pochta", subscribe=True)

@@ -14,7 +14,7 @@ import pytest
 from pochta import passwords
 from pochta.policy import dkim
 from pochta.storage.sqlite import SQLiteStore
-from tests.conftest import Instance, start_instance
+from tests.conftest import CHEAP_HASHER, Instance, start_instance
 from tests.e2e.test_mta import inbox
 from tests.interop.test_outbound_peers import wait_delivered
 
@@ -29,7 +29,8 @@ async def test_srs_and_arc_through_two_instances(
                      {**instance.raw_config, "hostname": "mx.other.test"})
     store = await SQLiteStore.open(other.config().data_path)
     await store.add_domain("other.test")
-    await store.add_account("carol@other.test", passwords.hash_password("carol-pass"), None)
+    await store.add_account("carol@other.test",
+                            passwords.hash_password("carol-pass", hasher=CHEAP_HASHER), None)
     await store.close()
     keys = dkim.ensure_domain_keys(instance.config().data_path, "example.test")
     receiver = await start_instance(other, transport_security={

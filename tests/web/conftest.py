@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pochta.passwords import hash_password
-from tests.conftest import Instance
+from tests.conftest import CHEAP_HASHER, Instance
 from tests.web.helpers import Client, WebServer, web_server
 
 ADMIN = ("root", "root-password")
@@ -15,7 +15,7 @@ ADMIN = ("root", "root-password")
 @pytest.fixture
 async def web(instance: Instance) -> AsyncIterator[WebServer]:
     async for s in web_server(instance):
-        await s.store.add_admin(ADMIN[0], hash_password(ADMIN[1]), time.time())
+        await s.store.add_admin(ADMIN[0], hash_password(ADMIN[1], hasher=CHEAP_HASHER), time.time())
         yield s
 
 

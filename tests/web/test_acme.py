@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 
 from pochta.tlsutil import generate_self_signed
-from pochta.web.acme import challenges_of, due, renew_if_due
+from pochta.web.acme import due, renew_if_due
 from tests.conftest import ALL_LISTENERS, Instance, need_tool, start_instance
 from tests.web.helpers import WebServer
 
@@ -122,12 +122,12 @@ async def test_issue_renew_and_hot_reload(acme_web: WebServer) -> None:
     old_der, old_conn = await asyncio.to_thread(peer_cert, port)
     # the self-signed certificate has years left: not due, nothing ordered
     assert not due(cert_path, ctx.config.acme.renew_days)
-    assert not await renew_if_due(ctx)
+    assert not await renew_if_due(ctx, ctx.acme_challenges)
     # renew when fewer than 100,000 days are left: due now
     ctx.config = dataclasses.replace(
         ctx.config, acme=dataclasses.replace(ctx.config.acme, renew_days=100000))
-    assert await renew_if_due(ctx)
-    assert challenges_of(ctx).served >= 3  # pebble fetched each name's HTTP-01 answer
+    assert await renew_if_due(ctx, ctx.acme_challenges)
+    assert ctx.acme_challenges.served >= 3  # pebble fetched each name's HTTP-01 answer
     issued = file_cert(cert_path)
     assert "Pebble" in issued.issuer.rfc4514_string()
     san = issued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -146,7 +146,7 @@ async def test_issue_renew_and_hot_reload(acme_web: WebServer) -> None:
     old_conn.close()
     new_conn.close()
     # renew again (same ACME account): another certificate
-    assert await renew_if_due(ctx)
+    assert await renew_if_due(ctx, ctx.acme_challenges)
     assert file_cert(cert_path).serial_number != issued.serial_number
     assert (acme_web.server.ctx.config.data_path / "acme" / "account.pem").exists()
     # challenges are forgotten once the order is done

@@ -12,7 +12,7 @@ import pytest
 
 from pochta.passwords import hash_password
 from pochta.storage.interfaces import Envelope, QueueState, RemoteRecipient
-from tests.conftest import Instance
+from tests.conftest import CHEAP_HASHER, Instance
 from tests.web.conftest import ADMIN
 from tests.web.helpers import Client, WebServer, web_server
 
@@ -224,7 +224,7 @@ async def strict_web(instance: Instance) -> AsyncIterator[WebServer]:
     async for s in web_server(instance, auth={"failures_before_delay": 100,
                                               "failures_before_lockout": 3,
                                               "lockout_seconds": 600}):
-        await s.store.add_admin(ADMIN[0], hash_password(ADMIN[1]), time.time())
+        await s.store.add_admin(ADMIN[0], hash_password(ADMIN[1], hasher=CHEAP_HASHER), time.time())
         yield s
 
 

@@ -22,7 +22,7 @@ import pytest
 from pochta.cli import main
 from pochta.dns import MX
 from pochta.policy import dkim
-from pochta.policy.cli import services_from_listeners
+from pochta.policy.records import services_from_listeners
 from pochta.services.eventlog import event_log
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 from pochta.storage.interfaces_ops import NewMailEvent

@@ -19,6 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.mail.addresses import domain_key
 from pochta.policy import dmarc, spf
@@ -271,8 +274,6 @@ def dkim_key_findings(selector: str, record: str) -> list[Finding]:
         return [Finding("ok", name, "ed25519 key (RFC 8463)")]
     if k != "rsa":
         return [Finding("fail", name, f"unknown key type k={k}", "use k=rsa or k=ed25519")]
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     try:
         key = load_der_public_key(raw)

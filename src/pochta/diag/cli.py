@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import socket
 import sys
 from pathlib import Path
@@ -19,14 +18,22 @@ from typing import Any
 from pochta.mail.addresses import domain_of
 
 from . import common
+from .check import register_check
 from .common import (
     EXIT_CONNECT,
     EXIT_OK,
     EXIT_USAGE,
     ConnectError,
+    Transcript,
     UsageError,
     dump_json,
+    read_secret,
 )
+from .doctor import register_doctor
+from .probe import register_probe
+from .sasl import decode, encode_login, encode_plain
+from .send import QUIT_AFTER, TLS_MODES, SendOptions, SendResult, build_message, mx_target, send
+from .sink import SinkOptions, parse_fault, run_sink
 
 
 def register(subparsers: Any) -> None:
@@ -60,24 +67,6 @@ def split_hostport(value: str, default: int | None) -> tuple[str, int | None]:
     return host, default
 
 
-def read_secret(args: argparse.Namespace, prompt: str = "Password: ") -> str:
-    """From --password-env, --password-file, --password-stdin or a prompt (no echo)."""
-    env = getattr(args, "password_env", None)
-    if env:
-        if env not in os.environ:
-            raise UsageError(f"--password-env: ${env} is not set")
-        return os.environ[env]
-    file = getattr(args, "password_file", None)
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
-            raise UsageError(f"--password-file {file}: cannot read a line ({exc})") from None
-    if getattr(args, "password_stdin", False):
-        return sys.stdin.readline().rstrip("\r\n")
-    return getpass.getpass(prompt)
-
-
 def _add_password_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-env", metavar="VAR", help="take the password from $VAR")
     p.add_argument("--password-file", metavar="FILE", help="first line of FILE")
@@ -89,8 +78,6 @@ def _add_password_options(p: argparse.ArgumentParser) -> None:
 
 
 def _register_send(sub: Any) -> None:
-    from .send import QUIT_AFTER, TLS_MODES
-
     p = sub.add_parser("send", help="send a test message to any SMTP server (like swaks)",
                        description="Run one SMTP transaction and print the whole transcript.")
     p.add_argument("--server", "-s", help="HOST[:PORT] (default: MX of the first recipient)")
@@ -134,9 +121,6 @@ def _register_send(sub: Any) -> None:
 
 
 def cmd_send(args: argparse.Namespace, _config: object) -> int:
-    from .common import Transcript
-    from .send import SendOptions, SendResult, build_message, mx_target, send
-
     try:
         ehlo_name = args.ehlo or socket.getfqdn() or "localhost"
         sender = args.sender if args.sender is not None else (
@@ -254,8 +238,6 @@ def _register_sink(sub: Any) -> None:
 
 
 def cmd_sink(args: argparse.Namespace, _config: object) -> int:
-    from .sink import SinkOptions, parse_fault, run_sink
-
     try:
         address, port = split_hostport(args.listen, 2526)
         assert port is not None
@@ -312,8 +294,6 @@ def _register_sasl(sub: Any) -> None:
 
 
 def cmd_sasl_encode(args: argparse.Namespace, _config: object) -> int:
-    from .sasl import decode, encode_login, encode_plain
-
     if args.mechanism == "decode":
         try:
             decoded = decode(args.value)
@@ -353,18 +333,12 @@ def cmd_sasl_encode(args: argparse.Namespace, _config: object) -> int:
 
 
 def _register_probe(sub: Any) -> None:
-    from .probe import register_probe
-
     register_probe(sub)
 
 
 def _register_check(sub: Any) -> None:
-    from .check import register_check
-
     register_check(sub)
 
 
 def _register_doctor(sub: Any) -> None:
-    from .doctor import register_doctor
-
     register_doctor(sub)

@@ -7,20 +7,27 @@ warned (or the server refused the mail), 2 usage error, 3 connection failure.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
+import getpass
 import ipaddress
 import json
+import os
 import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
+
+from cryptography import x509
 
 from pochta.dns import DNSPythonResolver, Resolver
 from pochta.mail.tls import client_context as tls_client_context
+from pochta.tlsutil import private_keylog
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -121,8 +128,6 @@ class TLSDetails:
 
 
 def cert_info(der: bytes) -> CertInfo:
-    from cryptography import x509
-
     cert = x509.load_der_x509_certificate(der)
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -164,7 +169,6 @@ def client_context(verify: bool, cafile: str | None = None, keylog: str | None =
     ctx = tls_client_context(verify, cafile, min_version)
     if keylog:
         # NSS key log format: Wireshark/tshark decrypt a capture with it
-        from pochta.tlsutil import private_keylog
 
         ctx.keylog_filename = private_keylog(keylog)
     return ctx
@@ -289,3 +293,21 @@ class Wire:
         self.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+
+
+def read_secret(args: argparse.Namespace, prompt: str = "Password: ") -> str:
+    """From --password-env, --password-file, --password-stdin or a prompt (no echo)."""
+    env = getattr(args, "password_env", None)
+    if env:
+        if env not in os.environ:
+            raise UsageError(f"--password-env: ${env} is not set")
+        return os.environ[env]
+    file = getattr(args, "password_file", None)
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise UsageError(f"--password-file {file}: cannot read a line ({exc})") from None
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\r\n")
+    return getpass.getpass(prompt)

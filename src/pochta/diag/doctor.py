@@ -19,12 +19,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
 from pochta.config import ALL_ADDRESSES, Config, Listener
 from pochta.dns import Resolver, TemporaryDNSError
+from pochta.mail.addresses import AddressError, base_address, normalize_address, split_address
+from pochta.policy import dkim, records
+from pochta.proto.smtp.address import AddressError as PathError
+from pochta.proto.smtp.address import parse_rcpt_to
+from pochta.services.directory import Directory
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore, QueueState
 
 from . import common
-from .common import ConnectError, Finding, Transcript, Wire, dump_json, findings_exit
+from .common import (
+    ConnectError,
+    Finding,
+    Transcript,
+    Wire,
+    dump_json,
+    findings_exit,
+    print_findings,
+    read_secret,
+)
 from .probe import PortResult, PortSpec, ProbeOptions, probe_port
 from .smtpwire import command, ehlo, read_reply
 
@@ -68,8 +85,6 @@ PROTOCOLS = {"mta": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop3"
 
 
 def check_certificate(config: Config) -> list[Finding]:
-    from cryptography import x509
-
     if not any(lst.tls != "none" for lst in config.listeners):
         return [Finding("info", "certificate", "no listener uses TLS")]
     cert_path, key_path = config.path(config.tls.cert), config.path(config.tls.key)
@@ -253,11 +268,8 @@ def _norm_txt(value: str) -> str:
 
 async def check_dns(config: Config, domains: Sequence[str], resolver: Resolver
                     ) -> list[Finding]:
-    from pochta.policy import dkim, records
-    from pochta.policy.cli import services_from_listeners
-
     out: list[Finding] = []
-    services = services_from_listeners(config.listeners)
+    services = records.services_from_listeners(config.listeners)
     rua = config.dmarc.report_address or ""
     for domain in domains:
         keys = dkim.load_keys(config.data_path, domain)
@@ -315,11 +327,6 @@ def local_destination(store: MailStore, hostname: str) -> Destination:
     """Resolve a recipient as the MTA does (RFC 5321 path parsing, then the directory):
     a description of where our own aliases and mailboxes take it, or None if it would go
     where the trick asked (a domain we do not host, or the trick's own target)."""
-    from pochta.mail.addresses import AddressError, base_address, normalize_address, split_address
-    from pochta.proto.smtp.address import AddressError as PathError
-    from pochta.proto.smtp.address import parse_rcpt_to
-    from pochta.services.directory import Directory
-
     directory = Directory(store)
 
     async def where(rcpt: str) -> str | None:
@@ -374,8 +381,6 @@ async def check_queue(store: MailStore) -> list[Finding]:
 
 async def run_doctor(config: Config, opts: DoctorOptions, resolver: Resolver | None = None,
                      store: MailStore | None = None) -> list[Finding]:
-    from pochta.storage.factory import open_store
-
     findings = [Finding("ok", "config", f"config is valid ({len(config.listeners)} "
                         "listeners)")]
     findings += check_certificate(config)
@@ -432,12 +437,8 @@ def register_doctor(sub: Any) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
-    from .common import print_findings
-
     opts = DoctorOptions(cafile=args.cafile, timeout=args.timeout, dns=not args.no_dns)
     if getattr(args, "sieve_user", None):
-        from .cli import read_secret
-
         opts.sieve_user = args.sieve_user
         opts.sieve_password = read_secret(args)
     findings = asyncio.run(run_doctor(config, opts))

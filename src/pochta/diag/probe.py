@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import ssl
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .common import (
     dump_json,
     findings_exit,
     print_findings,
+    read_secret,
     tls_details,
 )
 from .smtpwire import auth_mechanisms, command, ehlo, read_reply
@@ -266,8 +268,6 @@ async def _smtp(wire: Wire, spec: PortSpec, opts: ProbeOptions, result: PortResu
         result.submission_requires_auth = not r.positive
         await command(wire, "RSET")
     if opts.login is not None and (result.tls is not None) and result.auth_after_tls:
-        import base64
-
         blob = base64.b64encode(b"\0" + opts.login.user.encode() + b"\0"
                                 + opts.login.password.encode()).decode()
         r = await command(wire, f"AUTH PLAIN {blob}", "AUTH PLAIN <redacted>")
@@ -513,8 +513,6 @@ async def run_probe(specs: list[PortSpec], opts: ProbeOptions) -> list[PortResul
 
 
 def cmd_probe(args: argparse.Namespace, _config: object) -> int:
-    from .cli import read_secret
-
     try:
         specs = ([parse_port(x) for x in args.port] if args.port
                  else [PortSpec(p, *STANDARD_PORTS[p], p in SUBMISSION_PORTS)

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from pochta.proto.smtp import events as ev
 from pochta.proto.smtp.replies import Reply, queued
 from pochta.proto.smtp.server import ServerSession, SessionParams
+from pochta.tlsutil import generate_self_signed, private_keylog, server_context
 
 from .common import UsageError
 
@@ -166,8 +167,6 @@ class Sink:
     # -- lifecycle ----------------------------------------------------------------------
 
     def _make_ssl(self) -> ssl.SSLContext:
-        from pochta.tlsutil import generate_self_signed, server_context
-
         cert, key = self.opts.cert, self.opts.key
         if cert is None or key is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="pochta-sink-")
@@ -176,8 +175,6 @@ class Sink:
             generate_self_signed(self.opts.hostname, cert, key)
         ctx = server_context(cert, key)
         if self.opts.keylog:
-            from pochta.tlsutil import private_keylog
-
             ctx.keylog_filename = private_keylog(self.opts.keylog)
         return ctx
 

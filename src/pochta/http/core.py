@@ -7,7 +7,7 @@ wrong, and h11 rejects every ambiguous framing (both Content-Length and chunked,
 chunk sizes, obsolete line folding). This module adds what a server that faces the
 Internet needs on top: a limit on the request head (431), on the body (413, checked
 against Content-Length before reading a byte and while a chunked body arrives), and
-whole-request objects. The driver (http/server.py) adds the clock: a deadline for the
+whole-request objects. The driver (server/http.py) adds the clock: a deadline for the
 head and for the body, so a slow client cannot hold a connection.
 """
 

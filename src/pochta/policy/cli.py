@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
+from pochta.cliutil import pochta_command
+from pochta.config import Config
 from pochta.policy import dkim, records
+from pochta.transport_security.records import own_tlsa
 
 
 def register(subparsers: Any) -> None:
@@ -64,13 +67,13 @@ def _algorithms(choice: str) -> list[str]:
     return ["rsa", "ed25519"] if choice == "both" else [choice]
 
 
-def _known_domains(config: Any, domains: Sequence[str] | None) -> list[str]:
+def _known_domains(config: Config, domains: Sequence[str] | None) -> list[str]:
     if domains is not None:
         return sorted({d.lower() for d in domains})
     return sorted({k.domain for k in dkim.load_keys(config.data_path)})
 
 
-def cmd_dkim_list(args: argparse.Namespace, config: Any,
+def cmd_dkim_list(args: argparse.Namespace, config: Config,
                   domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     keys = dkim.load_keys(config.data_path, args.domain)
     if args.domain:
@@ -82,8 +85,6 @@ def cmd_dkim_list(args: argparse.Namespace, config: Any,
     for d in names:
         dkeys = [k for k in keys if k.domain == d]
         if not dkeys:
-            from pochta.cli import pochta_command
-
             out.write(f"{d}\t-\t-\tno keys (run: {pochta_command()} dkim generate {d})\n")
             continue
         active = set(dkim.active_selectors(config.data_path, d))
@@ -98,7 +99,7 @@ def _print_key_records(keys: Sequence[dkim.DKIMKey], out: TextIO) -> None:
     out.write(records.zone_lines(recs))
 
 
-def cmd_dkim_generate(args: argparse.Namespace, config: Any,
+def cmd_dkim_generate(args: argparse.Namespace, config: Config,
                       domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     made = []
     algs = _algorithms(args.algorithm)
@@ -125,7 +126,7 @@ def cmd_dkim_generate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
+def cmd_dkim_rotate(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     made = []
     try:
@@ -137,7 +138,6 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
         return 1
     out.write("new keys (not signing yet); publish these records beside the old ones:\n")
     _print_key_records(made, out)
-    from pochta.cli import pochta_command
 
     cmd = pochta_command()
     out.write("when they resolve, switch signing to them with:\n")
@@ -151,7 +151,7 @@ def cmd_dkim_rotate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_activate(args: argparse.Namespace, config: Any,
+def cmd_dkim_activate(args: argparse.Namespace, config: Config,
                       domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         keys = dkim.activate(config.data_path, args.domain, args.selector)
@@ -163,7 +163,7 @@ def cmd_dkim_activate(args: argparse.Namespace, config: Any,
     return 0
 
 
-def cmd_dkim_remove(args: argparse.Namespace, config: Any,
+def cmd_dkim_remove(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         keys = dkim.remove_key(config.data_path, args.domain, args.selector)
@@ -177,38 +177,20 @@ def cmd_dkim_remove(args: argparse.Namespace, config: Any,
     return 0
 
 
-def services_from_listeners(listeners: Sequence[Any]) -> Mapping[str, int]:
-    """RFC 6186 services for the configured listeners (defaults when none are given)."""
-    if not listeners:
-        return records.DEFAULT_SERVICES
-    names = {
-        ("submission", "implicit"): "submissions", ("submission", "starttls"): "submission",
-        ("imap", "implicit"): "imaps", ("imap", "starttls"): "imap",
-        ("pop3", "implicit"): "pop3s", ("pop3", "starttls"): "pop3",
-    }
-    out: dict[str, int] = {}
-    for lst in listeners:
-        name = names.get((lst.role, lst.tls))
-        if name and name not in out:
-            out[name] = lst.port
-    return out
-
-
-def cmd_dns_records(args: argparse.Namespace, config: Any,
+def cmd_dns_records(args: argparse.Namespace, config: Config,
                     domains: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     targets = [args.domain.lower()] if args.domain else _known_domains(config, domains)
     if not targets:
         print("pochta dns records: no domains (add one, or name it)", file=sys.stderr)
         return 1
-    services = services_from_listeners(getattr(config, "listeners", []))
-    rua = getattr(getattr(config, "dmarc", None), "report_address", "") or ""
+    services = records.services_from_listeners(config.listeners)
+    rua = config.dmarc.report_address or ""
     all_records = []
     for d in targets:
         keys = dkim.load_keys(config.data_path, d)
         all_records.extend(records.records_for(d, config.hostname, keys, rua=rua,
                                                services=services))
     # DANE: the TLSA record of this host's certificate (pochta.transport_security)
-    from pochta.transport_security.records import own_tlsa
 
     tlsa, warning = own_tlsa(config)
     if tlsa is not None:

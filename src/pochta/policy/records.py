@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from pochta.mail.addresses import domain_key
 from pochta.policy.dkim import DKIMKey, dns_txt_record
@@ -109,3 +110,20 @@ def zone_lines(records: Sequence[DNSRecord]) -> str:
 
 def to_json(records: Sequence[DNSRecord]) -> str:
     return json.dumps([asdict(r) for r in records], indent=2) + "\n"
+
+
+def services_from_listeners(listeners: Sequence[Any]) -> Mapping[str, int]:
+    """RFC 6186 services for the configured listeners (defaults when none are given)."""
+    if not listeners:
+        return DEFAULT_SERVICES
+    names = {
+        ("submission", "implicit"): "submissions", ("submission", "starttls"): "submission",
+        ("imap", "implicit"): "imaps", ("imap", "starttls"): "imap",
+        ("pop3", "implicit"): "pop3s", ("pop3", "starttls"): "pop3",
+    }
+    out: dict[str, int] = {}
+    for lst in listeners:
+        name = names.get((lst.role, lst.tls))
+        if name and name not in out:
+            out[name] = lst.port
+    return out

@@ -15,8 +15,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pochta.config import Config
 from pochta.mail.headers import header_end
+from pochta.storage.factory import open_store
 from pochta.storage.interfaces import MailStore, QueueItem, QueueState
+from pochta.transport_security.cli import queue_show_lines
 
 ACTIVE = (QueueState.PENDING, QueueState.DEFERRED)
 
@@ -31,16 +34,14 @@ def _select(items: list[QueueItem], ident: str) -> list[QueueItem]:
     return [i for i in items if i.message_id == ident]
 
 
-async def _open(config: Any) -> MailStore:
-    from pochta.storage.factory import open_store
-
+async def _open(config: Config) -> MailStore:
     return await open_store(config)
 
 
 def _with_store(
     fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]],
-) -> Callable[[argparse.Namespace, Any], int]:
-    def run(args: argparse.Namespace, config: Any) -> int:
+) -> Callable[[argparse.Namespace, Config], int]:
+    def run(args: argparse.Namespace, config: Config) -> int:
         async def main() -> int:
             store = await _open(config)
             try:
@@ -96,7 +97,6 @@ async def cmd_show(args: argparse.Namespace, store: MailStore) -> int:
         if i.last_reply:
             print(f"  last reply: {i.last_reply}")
     # MTA-STS policy and TLS results of the recipients' domains (transport_security)
-    from pochta.transport_security.cli import queue_show_lines
 
     for line in await queue_show_lines(store, [i.recipient.address for i in items]):
         print(line)
@@ -139,15 +139,8 @@ async def cmd_delete(args: argparse.Namespace, store: MailStore) -> int:
     if not items:
         print(f"pochta: no queue item or queue id {args.id!r}")
         return 1
-    delete = getattr(store, "delete_queue_item", None)
-    for i in items:
-        if delete is not None:
-            await delete(i.id)
-        elif i.state in ACTIVE:
-            # No delete in this store: retire the item without a bounce (like postsuper -d).
-            await store.update_queue_item(
-                i.id, QueueState.FAILED, time.time(), "deleted by the administrator"
-            )
+    for i in items:  # gone without a bounce (like postsuper -d)
+        await store.delete_queue_item(i.id)
     print(f"{len(items)} item(s) deleted")
     return 0
 

@@ -2,7 +2,7 @@
 ``[[queue.tls_policies]]``.
 
 These are plain frozen dataclasses in the style of ``pochta.config``; ``check()`` holds the
-validation beyond types and raises ``ConfigError`` naming the key.
+validation beyond types and returns every problem, each naming its key.
 """
 
 from __future__ import annotations
@@ -159,14 +159,14 @@ class QueueConfig:
     )
 
 
-def check(queue: QueueConfig, routes: list[Route]) -> None:
-    """Validation beyond types; ``pochta.config._validate`` calls it."""
+def check(queue: QueueConfig, routes: list[Route]) -> list[str]:
+    """Validation beyond types: every problem as ``key: problem`` (``pochta.config``
+    collects them with the other sections')."""
+    problems: list[str] = []
 
     def ok(cond: bool, key: str, problem: str) -> None:
         if not cond:
-            from pochta.config import ConfigError  # here: pochta.config imports this module
-
-            raise ConfigError(f"{key}: {problem}")
+            problems.append(f"{key}: {problem}")
 
     ok(queue.first_retry > 0, "queue.first_retry", "must be positive")
     ok(queue.backoff >= 1, "queue.backoff", "must be at least 1")
@@ -199,3 +199,4 @@ def check(queue: QueueConfig, routes: list[Route]) -> None:
            "username and password_file go together")
         ok(not (r.username and r.tls == "none"), f"{key}.tls",
            "AUTH needs TLS (no passwords in the clear)")
+    return problems

@@ -26,7 +26,6 @@ from pochta.dns import Resolver
 from pochta.mail.addresses import domain_of
 from pochta.metrics import METRICS
 from pochta.proto.smtp.client import Recipient, ServerReply, Transaction, has_8bit
-from pochta.queue.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
 from pochta.queue.settings import QueueConfig, Route
@@ -41,6 +40,7 @@ from pochta.queue.transport import (
 )
 from pochta.services import eventlog
 from pochta.services.delivery import strip_return_path
+from pochta.services.dsn import RecipientReport, build_dsn, status_of, wants
 from pochta.storage.interfaces import (
     ChangeWatcher,
     Envelope,

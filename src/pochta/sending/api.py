@@ -15,10 +15,10 @@ import io
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..http.core import Request, Response
-from ..http.server import ApiError, Router, json_response
+from ..http.router import ApiError, Router, json_response
 from ..mail.addresses import AddressError, normalize_address
 from ..storage.interfaces_sending import (
     ALL_STREAMS,
@@ -30,20 +30,17 @@ from ..storage.interfaces_sending import (
 )
 from .compose import InvalidRequest, Outgoing, parse_message
 from .openapi import openapi_document
-from .service import SendingService, sending_of
+from .service import SendingService
 from .tokens import parse_unsubscribe_token
 from .tracking import PIXEL, parse_click_token, parse_open_token
 from .urlguard import UrlGuard, UrlRefused
-
-if TYPE_CHECKING:
-    from ..server.app import ServerContext
 
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def register(router: Router, ctx: ServerContext) -> None:
-    api = SendingAPI(sending_of(ctx))
+def register(router: Router, service: SendingService) -> None:
+    api = SendingAPI(service)
     router.add("GET", "/openapi.json", api.openapi)
     router.add("POST", "/v1/messages", api.send_one)
     router.add("POST", "/v1/messages/batch", api.send_batch)
@@ -437,7 +434,7 @@ class SendingAPI:
         secret = secrets.token_urlsafe(32)
         hook = await self.store.add_webhook(key.domain, url, secret, time.time(),
                                             await self.store.last_event_id())
-        self.service.ctx.extras.get("webhooks_wakeup", _Nothing()).set()
+        self.service.webhooks_wakeup.set()
         return json_response(201, {"id": hook.id, "url": hook.url, "secret": secret,
                                    "cursor": hook.cursor})
 
@@ -473,7 +470,7 @@ class SendingAPI:
                 body["after"], int) or body["after"] < 0:
             raise ApiError(400, "invalid_request", 'expected {"after": EVENT_ID}')
         await self.store.set_webhook_cursor(n, body["after"])
-        self.service.ctx.extras.get("webhooks_wakeup", _Nothing()).set()
+        self.service.webhooks_wakeup.set()
         return json_response(200, {"id": n, "cursor": body["after"]})
 
     # --- unsubscribe (no API key: the signed token is the authority) -------------------
@@ -536,9 +533,6 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99)}
 
 
-class _Nothing:
-    def set(self) -> None:
-        pass
 
 
 def _page(status: int, text: str, form: bool = False) -> Response:

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 from ..mail.addresses import AddressError, normalize_address, normalize_local
 from ..storage.interfaces import Envelope
 from ..storage.interfaces_sending import EventKind, NewEvent
-from .service import SendingService, classify, sending_of
+from .service import SendingService, classify
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending.bounces")
 
@@ -248,16 +248,10 @@ class BounceProcessor:
         return finding
 
 
-def install(ctx: ServerContext) -> None:
+def install(ctx: AppContext, service: SendingService) -> BounceProcessor:
     """Hook the sending layer into the directory (return paths are ours) and the
     acceptance pipeline (what arrives there is read, not stored)."""
-    processor = BounceProcessor(sending_of(ctx))
+    processor = BounceProcessor(service)
     ctx.directory.system_recipient = processor.is_system
     ctx.delivery.system_sink = processor.receive
-    ctx.extras["bounces"] = processor
-    from .smtp_keys import install as install_smtp_keys
-
-    install_smtp_keys(ctx)
-    from .smtp_suppression import install as install_smtp_suppression
-
-    install_smtp_suppression(ctx)
+    return processor

@@ -15,7 +15,9 @@ from typing import Any
 from pochta.mail.addresses import AddressError, normalize_address, normalize_domain
 from pochta.storage.interfaces import MailStore, NotFound
 from pochta.storage.interfaces_sending import ALL_STREAMS, ApiKey, EventKind, Suppression
+from pochta.storage.sqlite import SQLiteStore
 
+from .api import percentiles
 from .tokens import KEY_SCOPES, new_api_key
 
 
@@ -24,8 +26,6 @@ def _with_store(
 ) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
-            from pochta.storage.sqlite import SQLiteStore
-
             store = await SQLiteStore.open(config.data_path)
             try:
                 return await fn(args, store, config)
@@ -177,7 +177,6 @@ async def cmd_stats(args: argparse.Namespace, store: MailStore, _config: Any) ->
             totals[k] = totals.get(k, 0) + v
     print("-" * len(header))
     print(f"{'total':<32}" + "".join(f"{totals.get(k, 0):>13}" for k in COLUMNS))
-    from .api import percentiles
 
     p = percentiles(await store.delivery_times(args.domain, since, now + 1, tag=args.tag))
     if p["count"]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..mail.addresses import AddressError, normalize_address, split_address
 from ..mail.headers import fold, header_values, split_header
+from ..services.submission import from_addresses
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
                   "attachments", "headers", "tags", "metadata", "stream", "variables", "raw",
@@ -292,8 +293,6 @@ def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
     data = raw.encode("utf-8")
     # line endings as SMTP wants them
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    from ..services.submission import from_addresses
-
     headers, _ = split_header(data)
     senders = from_addresses(headers)
     _need(len(senders) == 1, "invalid_message", f"{where}.raw: needs exactly one From address")

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..mail.addresses import split_address
 from ..services.delivery import TraceInfo
@@ -51,8 +51,7 @@ from .tokens import (
 from .tracking import rewriter
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
-    from .smtp_suppression import SMTPSuppression
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending")
 
@@ -100,8 +99,15 @@ class _Copy:
     remote: tuple[RemoteRecipient, ...] = ()
 
 
+
+class OutcomeRules(Protocol):
+    """Rules that also learn from queue outcomes (smtp_suppression.py: a normal user's
+    hard bounce suppresses the address)."""
+
+    async def outcome(self, item: QueueItem, kind: str, reply: str, status: str) -> None: ...
+
 class SendingService:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.settings = ctx.config.sending
@@ -110,7 +116,9 @@ class SendingService:
         self.clock = time.time
         self._pending: list[tuple[NewEvent, bool]] = []  # outcome events not yet written
         self._flusher: asyncio.Task[None] | None = None
-        self.smtp_rules: SMTPSuppression | None = None  # smtp_suppression.py
+        self.smtp_rules: OutcomeRules | None = None  # smtp_suppression.py
+        # set when an event is recorded: wakes the webhook dispatcher (webhooks.py)
+        self.webhooks_wakeup = asyncio.Event()
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -385,15 +393,6 @@ class SendingService:
 
 def _fbl_part(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)[:40] or "x"
-
-
-def sending_of(ctx: ServerContext) -> SendingService:
-    """The server's one SendingService (made on first use)."""
-    service = ctx.extras.get("sending")
-    if not isinstance(service, SendingService):
-        service = SendingService(ctx)
-        ctx.extras["sending"] = service
-    return service
 
 
 def key_fingerprint(key: ApiKey) -> str:

@@ -21,11 +21,11 @@ from ..services.submission import from_addresses
 from ..storage.interfaces import Account, StoreError
 from ..storage.interfaces_sending import ApiKey
 from .compose import Outgoing
-from .service import SendingService, sending_of
+from .service import SendingService
 from .tokens import split_api_key
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending")
 
@@ -86,9 +86,9 @@ class SMTPKeys:
         return 250, "2.0.0", f"Ok: queued as {ids}"
 
 
-def install(ctx: ServerContext) -> SMTPKeys:
-    keys = SMTPKeys(sending_of(ctx))
-    ctx.extras["smtp_api_keys"] = keys
+def install(ctx: AppContext, service: SendingService) -> SMTPKeys:
+    """API keys as SMTP AUTH passwords: wraps the authenticator's password check."""
+    keys = SMTPKeys(service)
     authenticator = ctx.authenticator
     original = authenticator.check_password
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..mail.addresses import split_address
 from ..mail.headers import header_values, split_header
-from ..queue.dsn import RecipientReport, build_dsn
+from ..services.dsn import RecipientReport, build_dsn
 from ..services.spool import read_spooled
 from ..storage.interfaces import (
     Envelope,
@@ -45,10 +45,10 @@ from ..storage.interfaces_sending import (
     Suppression,
 )
 from ..storage.rules import new_message_id
-from .service import classify, sending_of
+from .service import SendingService, classify
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending")
 
@@ -57,7 +57,7 @@ HEAD_SAMPLE = 64 * 1024
 
 
 class SMTPSuppression:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.domains = {d.lower() for d in ctx.config.sending.smtp_suppression}
@@ -137,11 +137,11 @@ class SMTPSuppression:
                  item.recipient.address, domain)
 
 
-def install(ctx: ServerContext) -> SMTPSuppression | None:
+def install(ctx: AppContext, service: SendingService) -> SMTPSuppression | None:
     """Hook into acceptance and the queue's outcomes when any domain has the rules on."""
     if not ctx.config.sending.smtp_suppression:
         return None
     rules = SMTPSuppression(ctx)
     ctx.delivery.remote_filter = rules.filter_remote
-    sending_of(ctx).smtp_rules = rules
+    service.smtp_rules = rules
     return rules

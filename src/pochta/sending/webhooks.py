@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 from ..mail.tls import client_context
 from ..storage.interfaces import StoreError
 from ..storage.interfaces_sending import EventQuery, SendingEvent, Webhook, WebhookAttempt
+from .service import SendingService
 from .urlguard import Target, UrlGuard, UrlRefused
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.sending.webhooks")
 
@@ -72,14 +73,13 @@ class _State:
 
 
 class WebhookDispatcher:
-    def __init__(self, ctx: ServerContext, clock: Any = time.time,
+    def __init__(self, ctx: AppContext, service: SendingService, clock: Any = time.time,
                  backoff_first: float | None = None) -> None:
         self.store = ctx.store
         self.settings = ctx.config.sending
         self.clock = clock
         self.backoff_first = backoff_first  # None: BACKOFF_FIRST
-        self.wakeup = asyncio.Event()
-        ctx.extras["webhooks_wakeup"] = self.wakeup
+        self.wakeup = service.webhooks_wakeup  # set by the API when events are recorded
         self.owner = f"{socket.gethostname()}:{os.getpid()}:webhooks"
         self._state: dict[int, _State] = {}
         self.guard = UrlGuard(ctx.resolver, self.settings.webhook_allow_networks)
@@ -192,21 +192,19 @@ def _post(target: Target, body: bytes, headers: dict[str, str], timeout: float
         conn.close()
 
 
-async def run_sending(ctx: ServerContext) -> None:
+async def run_sending(ctx: AppContext, service: SendingService) -> None:
     """The sending layer's background work beside the listeners: webhooks, and forgetting
     idempotency keys older than ``idempotency_hours``."""
-    dispatcher = WebhookDispatcher(ctx)
+    dispatcher = WebhookDispatcher(ctx, service)
     purge = asyncio.get_running_loop().create_task(_purge_forever(ctx))
     try:
         await dispatcher.run()
     finally:
         purge.cancel()
-        from .service import sending_of
-
-        await sending_of(ctx).flush()
+        await service.flush()
 
 
-async def _purge_forever(ctx: ServerContext) -> None:
+async def _purge_forever(ctx: AppContext) -> None:
     while True:
         try:
             hours = ctx.config.sending.idempotency_hours

@@ -1,149 +1,162 @@
-"""Wiring: build the services from the config, start one listener per configured port,
-run the outbound queue, and shut down cleanly on SIGTERM/SIGINT."""
+"""The composition root: builds the application context from the config (every part
+named here, statically: a missing part is an import error at start, never a silent
+fallback), starts one listener per configured port, runs the outbound queue and the
+background tasks, and shuts down cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import ipaddress
 import logging
 import os
 import signal
-import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..config import ALL_ADDRESSES, Config, ConfigError, Listener
 from ..dns import DNSPythonResolver, Resolver
+from ..http.router import Router
 from ..logsetup import setup_logging
+from ..passwords import password_hasher
+from ..sending import api as sending_api
+from ..sending.bounces import install as install_bounces
+from ..sending.service import SendingService
+from ..sending.smtp_keys import install as install_smtp_keys
+from ..sending.smtp_suppression import install as install_smtp_suppression
+from ..sending.webhooks import run_sending
 from ..services.auth import Authenticator
 from ..services.delivery import DeliveryService
 from ..services.directory import Directory
 from ..services.ratelimit import HourlyCounter
+from ..services.sieve import SieveService
 from ..services.signing import DKIMSigner
+from ..spam.gate import SpamGate
 from ..storage.factory import open_store
 from ..storage.interfaces import MailStore
-from ..tlsutil import env_keylog, server_context
+from ..tlsbinding import exporter
+from ..tlsutil import env_keylog
+from ..transport_security.srs import SRS
+from ..transport_security.srs_directory import SRSDirectory
+from ..transport_security.wiring import make_srs, srs_of
+from ..web import acme, admin, autoconfig, health
+from . import outbound
+from .context import ServerContext
+from .http import handle_http
+from .imap import handle_imap
 from .listener import Connection, ConnectionLimiter, ConnectionPolicy, RoleLimits, serve
+from .managesieve import handle_managesieve
+from .pop3 import handle_pop3
+from .preflight import build_ssl_context, unsafe_choices
+from .smtp import handle_smtp
 from .trace import Tracer
 
 log = logging.getLogger("pochta.server")
 
-# role -> (module, handler function, refusal bytes for a connection over the limits)
-HANDLERS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
-    "mta": ("pochta.server.smtp", "handle_smtp",
-            lambda why: f"421 4.7.0 {why}, try again later\r\n".encode()),
-    "submission": ("pochta.server.smtp", "handle_smtp",
+Handler = Callable[[Connection, ServerContext, Listener], Awaitable[None]]
+
+
+def _http(conn: Connection, ctx: ServerContext, listener: Listener) -> Awaitable[None]:
+    return handle_http(conn, ctx.router, ctx.config.http, listener)
+
+
+# role -> (the driver, refusal bytes for a connection over the limits)
+HANDLERS: dict[str, tuple[Handler, Callable[[str], bytes]]] = {
+    "mta": (handle_smtp, lambda why: f"421 4.7.0 {why}, try again later\r\n".encode()),
+    "submission": (handle_smtp,
                    lambda why: f"421 4.7.0 {why}, try again later\r\n".encode()),
-    "imap": ("pochta.server.imap", "handle_imap",
-             lambda why: f"* BYE {why}, try again later\r\n".encode()),
-    "pop3": ("pochta.server.pop3", "handle_pop3",
+    "imap": (handle_imap, lambda why: f"* BYE {why}, try again later\r\n".encode()),
+    "pop3": (handle_pop3,
              lambda why: f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode()),
-    "managesieve": ("pochta.server.managesieve", "handle_managesieve",
+    "managesieve": (handle_managesieve,
                     lambda why: f'BYE "{why}, try again later"\r\n'.encode()),
-    "http": ("pochta.http.server", "handle_http",
+    "http": (_http,
              lambda why: (f"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                           f"Retry-After: 5\r\nX-Reason: {why}\r\nConnection: close\r\n\r\n"
                           ).encode()),
 }
 
 
-@dataclass
-class ServerContext:
-    """Everything a protocol handler needs; built once per server."""
-
-    config: Config
-    store: MailStore
-    ssl_context: ssl.SSLContext | None
-    resolver: Resolver
-    authenticator: Authenticator
-    directory: Directory
-    delivery: DeliveryService
-    signer: DKIMSigner
-    pop3_locks: set[int] = field(default_factory=set)
-    # submission rate limits per account (sliding hour; in the store when shared)
-    message_rate: HourlyCounter = field(default_factory=lambda: HourlyCounter("msg"))
-    recipient_rate: HourlyCounter = field(default_factory=lambda: HourlyCounter("rcpt"))
-    queue_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    # services plugged in by later layers (queue worker, policy), by name
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def build_ssl_context(config: Config) -> ssl.SSLContext | None:
-    cert, key = config.path(config.tls.cert), config.path(config.tls.key)
-    needs_tls = any(lst.tls != "none" for lst in config.listeners)
-    if not cert.exists() or not key.exists():
-        if needs_tls:
-            raise ConfigError(f"tls.cert/tls.key: {cert} or {key} does not exist "
-                              "(pochta init creates a self-signed pair)")
-        return None
-    try:
-        return server_context(cert, key, config.tls.min_version)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"tls.cert/tls.key: cannot load {cert} / {key}: {exc}") from None
-
-
 async def build_context(
     config: Config, store: MailStore | None = None, resolver: Resolver | None = None
 ) -> ServerContext:
+    """The whole application, in the order the parts depend on each other."""
     if store is None:
         store = await open_store(config)
     wakeup = asyncio.Event()
     # Several processes on one store: counters that must hold across them live there.
     shared = config.workers > 1 or config.storage.backend != "sqlite"
+    srs = make_srs(config)  # bounces to rewritten senders (transport_security/srs.py)
     ctx = ServerContext(
         config=config,
         store=store,
         ssl_context=build_ssl_context(config),
         resolver=resolver or DNSPythonResolver(config.dns.nameservers, config.dns.timeout),
         authenticator=Authenticator(store, config.auth, secret=_auth_secret(config),
-                                    shared=shared),
-        directory=Directory(store),
+                                    shared=shared, hasher=password_hasher(config)),
+        directory=Directory(store) if srs is None else SRSDirectory(store, srs),
         delivery=DeliveryService(store, config.hostname, on_queued=wakeup.set),
         queue_wakeup=wakeup,
         signer=DKIMSigner(config.data_path),
         message_rate=HourlyCounter("msg", store if shared else None),
         recipient_rate=HourlyCounter("rcpt", store if shared else None),
     )
-    # SRS: bounces to rewritten senders (pochta.transport_security.srs)
-    from pochta.transport_security.srs_directory import SRSDirectory
-    from pochta.transport_security.wiring import make_srs
-
-    srs = make_srs(config)
-    if srs is not None:
-        ctx.directory = SRSDirectory(ctx.store, srs)
-    _attach_sieve(ctx)
-    # spam and abuse defence (spam/gate.py): screening, greylisting, learning filter
-    from ..spam.gate import SpamGate
-
-    SpamGate.install(ctx)
-    from ..sending.bounces import install  # return paths and bounces (issue 18)
-
-    install(ctx)
+    if config.sieve.enabled:  # Sieve at final delivery and in IMAP (RFC 6785)
+        ctx.delivery.sieve = _sieve_service(ctx)
+    # spam and abuse defence: screening, greylisting, learning filter (wraps ctx.store)
+    ctx.spam = SpamGate.install(ctx)
+    # the sending layer (issue 18): return paths and bounces, API keys as SMTP passwords
+    ctx.sending = SendingService(ctx)
+    ctx.bounces = install_bounces(ctx, ctx.sending)
+    ctx.smtp_keys = install_smtp_keys(ctx, ctx.sending)
+    install_smtp_suppression(ctx, ctx.sending)  # ordinary SMTP accounts (issue 18)
+    ctx.acme_challenges = acme.Challenges()
+    ctx.router = _router(ctx)
     return ctx
 
 
-def _attach_sieve(ctx: ServerContext) -> None:
-    """Sieve at final delivery (services/sieve.py), for every path through delivery."""
-    from ..services.sieve import SieveService, redirect_srs
+def _router(ctx: ServerContext) -> Router:
+    """The http role's applications: the sending API, then (issue 19) metrics and
+    health, autoconfig and MTA-STS, the web admin, ACME challenges."""
+    router = Router()
+    sending_api.register(router, ctx.sending)
+    health.register(router, ctx)
+    autoconfig.register(router, ctx)
+    admin.register(router, ctx)
+    acme.register(router, ctx.acme_challenges)
+    return router
 
+
+def _sieve_service(ctx: ServerContext) -> SieveService:
+    """Sieve at final delivery (services/sieve.py), for every path through delivery."""
     config = ctx.config
 
     async def resolve(address: str) -> tuple[list[int], list[str]] | None:
         res = await ctx.directory.resolve(address)
         return None if res is None else (res.local, res.remote)
 
-    ctx.delivery.sieve = SieveService(
+    return SieveService(
         ctx.store, config.sieve, config.hostname,
         global_dir=config.path(config.sieve.global_dir),
         lists_dir=config.path(config.sieve.lists_dir),
         signer=ctx.signer.sign if config.dkim.sign else None,
         resolve=resolve, local_domain=ctx.directory.is_local_domain,
-        on_queued=ctx.queue_wakeup.set, srs=redirect_srs(ctx),
+        on_queued=ctx.queue_wakeup.set, srs=_redirect_srs(ctx),
     )
-    ctx.extras["sieve"] = ctx.delivery.sieve
+
+
+def _redirect_srs(ctx: ServerContext) -> SRS | None:
+    """The SRS rewriter for Sieve redirect senders (``[sieve] redirect_sender = "srs"``),
+    and the directory that takes their bounces back. None when the queue already rewrites
+    every forwarded message (``[transport_security] srs``), or Sieve does not use SRS."""
+    config = ctx.config
+    if not config.sieve.enabled or config.sieve.redirect_sender != "srs":
+        return None
+    if isinstance(ctx.directory, SRSDirectory) and ctx.directory.srs is not None:
+        return None  # the queue's forwarding rewrites redirected mail too
+    srs = srs_of(config)
+    ctx.directory = SRSDirectory(ctx.store, srs, forwarding=False)
+    return srs
 
 
 def _auth_secret(config: Config) -> bytes:
@@ -202,25 +215,6 @@ class RunningServer:
         await flush_store(self.ctx.store)
 
 
-def _handler_for(role: str) -> Callable[[Connection, ServerContext, Listener], Awaitable[None]]:
-    module_name, func_name, _ = HANDLERS[role]
-    module = importlib.import_module(module_name)
-    handler: Callable[[Connection, ServerContext, Listener], Awaitable[None]] = getattr(
-        module, func_name)
-    return handler
-
-
-def _start_queue_worker(ctx: ServerContext) -> asyncio.Task[None] | None:
-    """The outbound queue runs beside the listeners when its module is present."""
-    try:
-        runner = importlib.import_module("pochta.queue.runner")
-    except ImportError:
-        log.warning("outbound queue not available: remote mail stays queued")
-        return None
-    start: Callable[[ServerContext], Coroutine[Any, Any, None]] = runner.run_queue
-    return asyncio.get_running_loop().create_task(start(ctx))
-
-
 def _tracer_factory(config: Config, role: str) -> Callable[[Connection], Tracer | None] | None:
     if not config.log.trace_ips:
         return None
@@ -270,22 +264,15 @@ async def start_server(
     if ctx.config.auth.scram_plus and ctx.ssl_context is not None:
         # Self-test the tls-exporter now (tlsbinding.py), so a failure is logged at start
         # and the first client does not wait for the test.
-        from ..tlsbinding import exporter
-
         exporter()
     for lst in ctx.config.listeners:
-        try:
-            handler = _handler_for(lst.role)
-        except ImportError as exc:
-            log.error("role %s is not available (%s); listener %s:%s not started",
-                      lst.role, exc, lst.address, lst.port)
-            continue
+        handler = HANDLERS[lst.role][0]
         if lst.tls != "none" and ctx.ssl_context is None:
             raise ConfigError(f"listener {lst.role}:{lst.port} needs TLS but none is configured")
 
-        def bound(conn: Connection, lst: Listener = lst, handler: Any = handler) -> Awaitable[None]:
-            result: Awaitable[None] = handler(conn, ctx, lst)
-            return result
+        def bound(conn: Connection, lst: Listener = lst,
+                  handler: Handler = handler) -> Awaitable[None]:
+            return handler(conn, ctx, lst)
 
         # "*": every address of both families (asyncio binds one socket per family);
         # a host without IPv6 falls back to IPv4 alone
@@ -297,7 +284,7 @@ async def start_server(
                     srv = await serve(
                         host, lst.port, bound,
                         ssl_context=ctx.ssl_context, implicit_tls=lst.tls == "implicit",
-                        limiter=limiter, refuse=HANDLERS[lst.role][2], tasks=tasks,
+                        limiter=limiter, refuse=HANDLERS[lst.role][1], tasks=tasks,
                         connections=connections, trace=_tracer_factory(ctx.config, lst.role),
                         role=lst.role, policy=connection_policy(ctx.config, lst.role),
                         reuse_port=reuse_port,
@@ -316,22 +303,17 @@ async def start_server(
                               ) from None
         servers.append((lst, srv))
         # the bound port of each listener (port 0 in tests), for autoconfig (issue 19)
-        ctx.extras.setdefault("bound_ports", {})[lst] = srv.sockets[0].getsockname()[1]
+        ctx.bound_ports[lst] = srv.sockets[0].getsockname()[1]
     background: list[asyncio.Task[None]] = []
-    if run_queue:
-        worker = _start_queue_worker(ctx)
-        if worker is not None:
-            background.append(worker)
+    loop = asyncio.get_running_loop()
+    if run_queue:  # the outbound queue (server/outbound.py)
+        background.append(loop.create_task(outbound.run_queue(ctx)))
     if ctx.config.storage.compact_interval > 0:
         background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
     if run_queue:  # the sending layer's webhooks and housekeeping (issue 18)
-        from ..sending.webhooks import run_sending
-
-        background.append(asyncio.get_running_loop().create_task(run_sending(ctx)))
+        background.append(loop.create_task(run_sending(ctx, ctx.sending)))
     if ctx.config.acme.directory_url:  # certificates from ACME (issue 19)
-        from ..web.acme import run_acme
-
-        background.append(asyncio.get_running_loop().create_task(run_acme(ctx)))
+        background.append(loop.create_task(acme.run_acme(ctx, ctx.acme_challenges)))
     return RunningServer(ctx, servers, tasks, background, connections)
 
 
@@ -353,8 +335,6 @@ async def serve_forever(config: Config, worker: int | None = None) -> int:
     """Run until SIGTERM/SIGINT; ``worker`` is this process's index when ``pochta serve
     --workers`` runs several (they bind the same ports with SO_REUSEPORT)."""
     setup_logging(config.log.level, config.log.format)
-    from .preflight import unsafe_choices
-
     for problem in unsafe_choices(config):
         log.warning("config %s", problem)
     keylog = env_keylog()

@@ -29,7 +29,7 @@ from .imap_session import CloseSession, ImapSession
 from .listener import Connection
 
 if TYPE_CHECKING:
-    from .app import ServerContext
+    from .context import ServerContext
 
 log = logging.getLogger("pochta.imap")
 
@@ -98,8 +98,6 @@ async def dispatch(s: ImapSession, cmd: Command) -> None:
 async def handle_imap(
     conn: Connection, ctx: ServerContext, listener: Listener
 ) -> None:
-    """The asyncio entry point registered for the ``imap`` role. Tests may shorten the
-    autologout with ``ctx.extras["imap_idle_timeout"]`` (config insists on >= 30 min)."""
-    override = ctx.extras.get("imap_idle_timeout")
-    timeout = float(override) if isinstance(override, int | float) else None
-    await run_session(ImapSession(conn, ctx, listener, idle_timeout=timeout))
+    """The asyncio entry point of the ``imap`` role. Tests may shorten the autologout
+    with ``ctx.imap_idle_timeout`` (config insists on >= 30 min)."""
+    await run_session(ImapSession(conn, ctx, listener, idle_timeout=ctx.imap_idle_timeout))

@@ -50,7 +50,7 @@ def capabilities(s: ImapSession) -> list[str]:
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")
-    if "sieve" in s.ctx.extras:  # RFC 6785 §2: where the scripts are managed
+    if s.ctx.delivery.sieve is not None:  # RFC 6785 §2: where the scripts are managed
         caps.append(f"IMAPSIEVE=sieve://{s.ctx.config.hostname}")
     return caps
 

@@ -21,7 +21,7 @@ from ..proto.imap.errors import (
 from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
 from ..proto.imap.response import seq_set
 from ..proto.imap.selected import Selected
-from ..proto.imap.seqset import parse_seqset
+from ..proto.imap.seqset import parse_seqset, parse_seqset_text
 from ..proto.imap.session import State
 from ..storage.interfaces import (
     AlreadyExists,
@@ -125,7 +125,6 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
 
 async def _qresync_replay(s: ImapSession, sel: Selected, modseq: int, known: str | None) -> None:
     """RFC 7162 §3.2.5.2: VANISHED (EARLIER) for expunges, FETCH for changed flags."""
-    from ..proto.imap.seqset import parse_seqset_text
 
     changes = await s.store.changes_since(sel.info.id, modseq)
     gone = list(changes.expunged)

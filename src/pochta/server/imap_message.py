@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
-import weakref
-from collections import OrderedDict
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import (
@@ -46,7 +45,6 @@ from ..proto.imap.seqset import SeqSet, parse_seqset
 from ..proto.imap.session import IdleDone
 from ..storage.interfaces import (
     FlagMode,
-    MailboxInfo,
     MessageMeta,
     NotFound,
     QuotaExceeded,
@@ -89,47 +87,6 @@ async def _load(s: ImapSession, meta: MessageMeta) -> bytes | None:
         return await s.store.read_blob(meta.blob_id)
     except NotFound:
         return None
-
-
-class _PartCache:
-    """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
-    client's successive FETCHes) asking for the same message parse it once. The key holds
-    the mailbox (id and UIDVALIDITY), UID, size and date as well as the blob id, so a blob id
-    reused after a deletion does not alias an old message."""
-
-    def __init__(self, max_bytes: int = 8 << 20) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.parts: OrderedDict[tuple[int, int, int, int, int, float], bs.Part] = OrderedDict()
-
-    async def get(self, s: ImapSession, box: MailboxInfo, meta: MessageMeta) -> bs.Part | None:
-        key = (meta.blob_id, box.id, box.uidvalidity, meta.uid, meta.size, meta.internaldate)
-        part = self.parts.get(key)
-        if part is not None:
-            self.parts.move_to_end(key)
-            return part
-        data = await _load(s, meta)
-        if data is None:
-            return None
-        part = bs.parse(data)
-        if len(data) <= self.max_bytes // 16:
-            self.parts[key] = part
-            self.size += len(data)
-            while self.size > self.max_bytes:
-                _, old = self.parts.popitem(last=False)
-                self.size -= len(old.header) + len(old.body)
-        return part
-
-
-# one cache per store (tests run several servers in one process; ids repeat across them)
-_caches: weakref.WeakKeyDictionary[object, _PartCache] = weakref.WeakKeyDictionary()
-
-
-def _part_cache(s: ImapSession) -> _PartCache:
-    cache = _caches.get(s.store)
-    if cache is None:
-        cache = _caches[s.store] = _PartCache()
-    return cache
 
 
 # --- FETCH ----------------------------------------------------------------------------
@@ -183,7 +140,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     sel.update(m)
                     seen_set.add(m.uid)
     failed = False
-    cache = _part_cache(s)
+    cache = s.ctx.imap_parts  # parsed messages, shared by the sessions (imap_cache.py)
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
@@ -203,7 +160,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             except NotFound:
                 failed = True  # expunged by another session meanwhile
                 continue
-        part = await cache.get(s, sel.info, meta) if req.needs_body else None
+        part = (await cache.get(sel.info, meta, functools.partial(_load, s, meta))
+                if req.needs_body else None)
         if req.needs_body and part is None:
             failed = True  # expunged by another session meanwhile
             continue

@@ -43,7 +43,7 @@ from ..storage.interfaces import (
 from .listener import Connection
 
 if TYPE_CHECKING:
-    from .app import ServerContext
+    from .context import ServerContext
 
 log = logging.getLogger("pochta.imap")
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..services.imapsieve import run
 from ..storage.interfaces import MailboxInfo
 from .imap_session import ImapSession
 
 
 async def after(s: ImapSession, cause: str, mailbox: MailboxInfo, uids: Sequence[int],
                 changed: Sequence[str] = ()) -> None:
-    from ..services.imapsieve import run
-    from ..services.sieve import SieveService
-
-    service = s.ctx.extras.get("sieve")
-    if not isinstance(service, SieveService) or s.account is None or not uids:
+    service = s.ctx.delivery.sieve
+    if service is None or s.account is None or not uids:
         return
     await run(service, s.account.id, s.account.address, mailbox, uids, cause, changed)

@@ -42,6 +42,7 @@ from typing import Any, cast
 from ..logsetup import CONNECTION, new_connection_id
 from ..metrics import METRICS
 from ..proto.sasl.base import ChannelBinding
+from ..shutdown import ServerShutdown
 from ..tlsbinding import channel_bindings
 from ..tlsutil import TLSInfo
 from .trace import Tracer
@@ -57,11 +58,6 @@ log = logging.getLogger("pochta.server")
 READ_HIGH_WATER = 256 * 1024
 # Most plaintext one read of a compressed stream may produce (IMAP COMPRESS).
 INFLATE_CHUNK = 256 * 1024
-
-
-class ServerShutdown(Exception):
-    """Raised by ``Connection.read`` when the server is stopping: the session ends at a
-    point where it was waiting for the client, never in the middle of storing mail."""
 
 
 class SlowClient(TimeoutError):

@@ -47,7 +47,7 @@ from pochta.sieve import EXTENSIONS, SieveSyntaxError, compile_script
 from pochta.storage.interfaces import Account
 
 if TYPE_CHECKING:
-    from pochta.server.app import ServerContext
+    from pochta.server.context import ServerContext
 
 log = logging.getLogger("pochta.managesieve")
 
@@ -174,7 +174,7 @@ class ManageSieveHandler:
         else:
             assert self.account is not None
             await self._script_command(event, self.account.id)
-            sieve = self.ctx.extras.get("sieve")
+            sieve = self.ctx.delivery.sieve
             if sieve is not None and isinstance(event, (PutScript, SetActive, DeleteScript,
                                                          RenameScript)):
                 sieve.forget(self.account.id)  # delivery in this process sees it at once

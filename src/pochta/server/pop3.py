@@ -75,7 +75,7 @@ from pochta.services.sasl_driver import Authenticated
 from pochta.storage.interfaces import Account, FlagMode
 
 if TYPE_CHECKING:
-    from pochta.server.app import ServerContext
+    from pochta.server.context import ServerContext
 
 log = logging.getLogger("pochta.pop3")
 

@@ -15,9 +15,11 @@ import errno
 import ipaddress
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 
 from ..config import ALL_ADDRESSES, Config, ConfigError, Listener
+from ..tlsutil import server_context
 
 __all__ = ["Problem", "preflight", "unsafe_choices"]
 
@@ -67,28 +69,27 @@ def unsafe_choices(config: Config) -> list[Problem]:
     return out
 
 
-def _check_tls(config: Config) -> list[Problem]:
-    from .app import build_ssl_context
+def build_ssl_context(config: Config) -> ssl.SSLContext | None:
+    cert, key = config.path(config.tls.cert), config.path(config.tls.key)
+    needs_tls = any(lst.tls != "none" for lst in config.listeners)
+    if not cert.exists() or not key.exists():
+        if needs_tls:
+            raise ConfigError(f"tls.cert/tls.key: {cert} or {key} does not exist "
+                              "(pochta init creates a self-signed pair)")
+        return None
+    try:
+        return server_context(cert, key, config.tls.min_version)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"tls.cert/tls.key: cannot load {cert} / {key}: {exc}") from None
 
+
+def _check_tls(config: Config) -> list[Problem]:
     try:
         build_ssl_context(config)
     except ConfigError as exc:
         key, _, message = str(exc).partition(": ")
         return [Problem("error", key, message)]
     return []
-
-
-def _check_roles(config: Config) -> list[Problem]:
-    from .app import _handler_for
-
-    out = []
-    for i, lst in enumerate(config.listeners):
-        try:
-            _handler_for(lst.role)
-        except ImportError as exc:
-            out.append(Problem("error", _listener_key(i, lst), f"role {lst.role} is not "
-                               f"available: {exc}"))
-    return out
 
 
 def _check_data_dir(config: Config) -> list[Problem]:
@@ -133,7 +134,7 @@ def _check_bind(config: Config) -> list[Problem]:
 
 def preflight(config: Config, bind: bool = True) -> list[Problem]:
     """Every check ``serve`` makes at start, plus the unsafe choices; errors first."""
-    problems = [*_check_tls(config), *_check_roles(config), *_check_data_dir(config)]
+    problems = [*_check_tls(config), *_check_data_dir(config)]
     if bind:
         problems += _check_bind(config)
     problems += unsafe_choices(config)

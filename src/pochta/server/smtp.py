@@ -33,6 +33,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from pochta.policy.dmarc_reports import record_verdict_soon
+
 from ..config import Listener
 from ..errors import AuthError, PochtaError, SieveRejected, StorageFull, StoreError
 from ..mail.addresses import AddressError, normalize_address, split_address
@@ -49,7 +51,7 @@ from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated
 from ..services.spool import SPAM_SCAN_LIMIT, Spool
 from ..services.submission import SubmissionLimits, SubmissionPolicy
-from ..spam.gate import SpamGate
+from ..spam.gate import GateSession
 from ..storage.interfaces import (
     Account,
     Envelope,
@@ -58,7 +60,7 @@ from ..storage.interfaces import (
     SpooledMessage,
 )
 from ..storage.interfaces_ops import ACCEPTED, REFUSED, SESSION, NewMailEvent
-from .app import ServerContext
+from .context import ServerContext
 from .listener import Connection, ServerShutdown, SessionExpired, SlowClient
 
 log = logging.getLogger("pochta.smtp")
@@ -102,8 +104,7 @@ class SMTPHandler:
         self._spool: Spool | None = None  # the big message arriving now
         self._errors_delayed = 0  # error replies already given their tarpit delay
         self.sleep = asyncio.sleep
-        spam: SpamGate | None = ctx.extras.get("spam")  # spam/gate.py
-        self.spam = spam.session(listener.role, conn.peer_ip) if spam else None
+        self.spam: GateSession | None = ctx.spam.session(listener.role, conn.peer_ip)
 
     def _params(self) -> SessionParams:
         lim = self.config.limits
@@ -439,8 +440,8 @@ class SMTPHandler:
         if self.submission:
             assert self.account is not None
             self.policy.check_from(self.account, self.owned, head)
-            api_keys = self.ctx.extras.get("smtp_api_keys")  # the sending layer (issue 18)
-            if api_keys is not None and api_keys.key_of(self.account) is not None:
+            api_keys = self.ctx.smtp_keys  # the sending layer (issue 18)
+            if api_keys.key_of(self.account) is not None:
                 code, enhanced, text = await api_keys.submit(
                     self.account, await whole(head), event.sender, self.txn.recipients,
                     self.conn.peer_ip)
@@ -550,7 +551,6 @@ class SMTPHandler:
         )
         self._log("policy %s", " ".join(f"{k}={v}" for k, v in verdict.log.items()))
         # DMARC aggregate reports (pochta.policy.dmarc_reports)
-        from pochta.policy.dmarc_reports import record_verdict_soon
         record_verdict_soon(self.ctx.store, verdict, self.conn.peer_ip, cfg)
         return verdict
 

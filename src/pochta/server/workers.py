@@ -28,6 +28,7 @@ from types import FrameType
 from ..config import Config
 from ..logsetup import setup_logging
 from ..storage.factory import open_store
+from .app import serve_forever
 
 log = logging.getLogger("pochta.workers")
 
@@ -36,11 +37,9 @@ MAX_WORKERS = 64
 
 def run_one(config: Config, worker: int | None = None) -> int:
     """One server process on uvloop until SIGTERM/SIGINT."""
-    from .app import serve_forever  # the app imports this module's caller's config only
-
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     try:
-        import uvloop
+        import uvloop  # local: not installed on every platform (pyproject: not on win32)
 
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -257,12 +257,12 @@ class Authenticator:
     ) -> None:
         """``secret`` derives the fake SCRAM keys of unknown users; pass a persistent one
         (e.g. from the data directory) so they stay the same across restarts. ``hasher``
-        defaults to ``pochta.passwords``'s current hasher."""
+        (argon2id, ``[auth] argon2_*``) defaults to ``passwords.DEFAULT_HASHER``."""
         self._store = store
         self._config = config
         self._clock = clock
         self._sleep = sleep
-        self._hasher = hasher
+        self.hasher = hasher or passwords.DEFAULT_HASHER  # new hashes, the dummy hash
         self._secret = secret or secrets.token_bytes(32)
         self._dummy: str | None = None
         self.limiter = limiter or FailureLimiter(config, clock)
@@ -438,7 +438,7 @@ class Authenticator:
         if pending is not None:
             return await asyncio.shield(pending)
         task = asyncio.ensure_future(asyncio.to_thread(
-            passwords.verify_password, password_hash, password, hasher=self._hasher))
+            passwords.verify_password, password_hash, password, hasher=self.hasher))
         self._verifying[(key, password_hash)] = task
         try:
             return await asyncio.shield(task)
@@ -477,10 +477,7 @@ class Authenticator:
 
     async def _dummy_hash(self) -> str:
         if self._dummy is None:
-            if self._hasher is None:
-                self._dummy = await asyncio.to_thread(passwords.dummy_hash)
-            else:
-                self._dummy = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(24))
+            self._dummy = await asyncio.to_thread(self.hasher.hash, secrets.token_hex(24))
         return self._dummy
 
     def _fake_scram(self, addr: str) -> ScramCredentials:

@@ -29,14 +29,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import __version__
 from ..errors import SieveLoadError as SieveLoadError
 from ..errors import SieveRejected as SieveRejected
 from ..mail.addresses import AddressError, normalize_address, normalize_login, split_address
 from ..mail.flags import system_flag
-from ..queue.dsn import RecipientReport, build_dsn
 from ..sieve import (
     Context,
     Limits,
@@ -74,10 +73,7 @@ from ..storage.interfaces import (
     StoreError,
 )
 from ..storage.rules import new_message_id
-from ..transport_security.srs import SRS
-
-if TYPE_CHECKING:
-    from ..server.app import ServerContext
+from .dsn import RecipientReport, build_dsn
 
 log = logging.getLogger("pochta.sieve")
 
@@ -149,6 +145,13 @@ def imap_flags(flags: frozenset[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+
+class SenderRewriter(Protocol):
+    """What redirects need of SRS (transport_security/srs.py): a foreign sender rewritten
+    to an address of ours that takes its bounces back."""
+
+    def forward(self, sender: str) -> str: ...
+
 class SieveService:
     def __init__(
         self,
@@ -163,7 +166,7 @@ class SieveService:
         local_domain: Callable[[str], Awaitable[bool]] | None = None,
         on_queued: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
-        srs: SRS | None = None,
+        srs: SenderRewriter | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -665,20 +668,3 @@ class SieveService:
         if self.local_domain is not None and not await self.local_domain(domain):
             return data
         return await self.signer(data, domain)
-
-
-def redirect_srs(ctx: ServerContext) -> SRS | None:
-    """The SRS rewriter for redirect senders (``[sieve] redirect_sender = "srs"``), and
-    the directory that takes their bounces back. None when the queue already rewrites
-    every forwarded message (``[transport_security] srs``), or Sieve does not use SRS."""
-    from ..transport_security.srs_directory import SRSDirectory
-    from ..transport_security.wiring import srs_of
-
-    config = ctx.config
-    if not config.sieve.enabled or config.sieve.redirect_sender != "srs":
-        return None
-    if getattr(ctx.directory, "srs", None) is not None:
-        return None  # the queue's forwarding rewrites redirected mail too
-    srs = srs_of(config)
-    ctx.directory = SRSDirectory(ctx.store, srs, forwarding=False)
-    return srs

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..mail.addresses import normalize_address
 from ..storage.interfaces import MailStore
+from ..storage.sqlite import SQLiteStore
 from .abuse import AbuseGuard
 from .bayes import LearningFilter, tokenize
 
@@ -37,8 +38,6 @@ def _with_store(fn: Callable[[argparse.Namespace, Any, MailStore], Awaitable[int
                 ) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
-            from ..storage.sqlite import SQLiteStore
-
             store = await SQLiteStore.open(config.data_path)
             try:
                 return await fn(args, config, store)

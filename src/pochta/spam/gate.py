@@ -1,7 +1,7 @@
 """What the SMTP driver calls: one ``SpamGate`` per server (built from the config, kept in
-``ServerContext.extras["spam"]``) and one ``GateSession`` per SMTP session.
+``ServerContext.spam``) and one ``GateSession`` per SMTP session.
 
-    gate = SpamGate.from_context(ctx)         # at start (server/app.py)
+    gate = SpamGate.install(ctx)              # at start (server/app.py)
     s = gate.session(role, peer_ip)
     refusal = await s.connect(conn)           # before the banner (mta)
     reply = await s.mail_from(helo, sender, account)
@@ -17,11 +17,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..mail.headers import split_header, without_fields
 from ..policy import spf
 from ..proto.smtp.replies import Reply
+from ..shutdown import ServerShutdown
 from ..storage.interfaces import Envelope, LocalTarget, MailStore
 from .abuse import AbuseGuard, failed_recipients
 from .bayes import LearningFilter, tokenize
@@ -33,8 +34,14 @@ from .training import wrap
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..server.app import ServerContext
-    from ..server.listener import Connection
+    from ..context import AppContext
+
+
+class PeerReader(Protocol):
+    """What the greet wait reads from: the listener's ``Connection``."""
+
+    async def read(self, timeout: float | None) -> bytes: ...
+
 
 log = logging.getLogger("pochta.spam")
 
@@ -91,9 +98,9 @@ class SpamGate:
         self.own_addresses = sorted({lst.address for lst in config.listeners})
 
     @classmethod
-    def install(cls, ctx: ServerContext) -> SpamGate:
-        """Build the gate, wrap the context's store with the training hooks (IMAP MOVE into
-        Junk trains the filter) and register it as ``ctx.extras["spam"]``."""
+    def install(cls, ctx: AppContext) -> SpamGate:
+        """Build the gate and wrap the context's store with the training hooks (IMAP MOVE
+        into Junk trains the filter); the composition root keeps the gate."""
         gate = cls(ctx.config, ctx.store, ctx.resolver)
 
         async def notify(address: str, reason: str) -> None:
@@ -107,7 +114,6 @@ class SpamGate:
 
         if ctx.config.spam.bayes or gate.rspamd is not None:
             ctx.store = wrap(ctx.store, gate.bayes, learn_rspamd)
-        ctx.extras["spam"] = gate
         return gate
 
     def session(self, role: str, ip: str) -> GateSession:
@@ -125,7 +131,7 @@ class SpamGate:
         await self.abuse.bounced(sender, failed_recipients(dsn))
 
 
-async def _notify_postmaster(ctx: ServerContext, address: str, reason: str) -> None:
+async def _notify_postmaster(ctx: AppContext, address: str, reason: str) -> None:
     target = ctx.config.abuse.notify or f"postmaster@{address.rpartition('@')[2]}"
     res = await ctx.directory.resolve(target)
     if res is None or not res.local:
@@ -163,7 +169,7 @@ class GateSession:
 
     # --- connect --------------------------------------------------------------------------
 
-    async def connect(self, conn: Connection) -> Reply | None:
+    async def connect(self, conn: PeerReader) -> Reply | None:
         if not self.mta or self.trusted:
             return None
         scr = self.gate.screener
@@ -178,8 +184,6 @@ class GateSession:
             return None
         wait = scr.config.pregreet_wait
         if wait > 0 and not await scr.greeted(self.ip):
-            from ..server.listener import ServerShutdown
-
             try:
                 early = await conn.read(wait)
             except TimeoutError:

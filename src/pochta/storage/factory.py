@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .interfaces import MailStore, StoreError
+from .sqlite import SCHEMA_VERSION as SQLITE_VERSION
+from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -31,20 +33,22 @@ def read_password(config: Config) -> str | None:
 async def open_store(config: Config) -> MailStore:
     storage = config.storage
     if storage.backend == "postgresql":
+        # local: psycopg and libpq load only where PostgreSQL is the backend (every
+        # `pochta` command passes here)
         from .postgres import PostgresStore
 
         return await PostgresStore.open(
             storage.dsn, password=read_password(config), pool_size=storage.pool_size
         )
-    from .sqlite import SQLiteStore
 
     return await SQLiteStore.open(config.data_path, storage.commit_interval)
 
 
 def schema_version(store: MailStore) -> str:
     """The schema version the store's backend brings its database to on open."""
-    from .postgres import SCHEMA_VERSION as PG_VERSION
+    if isinstance(store, SQLiteStore):
+        return str(SQLITE_VERSION)
+    from .postgres import SCHEMA_VERSION as PG_VERSION  # local: as in open_store
     from .postgres import PostgresStore
-    from .sqlite import SCHEMA_VERSION as SQLITE_VERSION
 
     return str(PG_VERSION if isinstance(store, PostgresStore) else SQLITE_VERSION)

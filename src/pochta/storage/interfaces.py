@@ -32,6 +32,10 @@ from ..errors import QuotaExceeded as QuotaExceeded
 from ..errors import StorageCorrupt as StorageCorrupt
 from ..errors import StorageFull as StorageFull
 from ..errors import StoreError as StoreError
+from ..mail.model import Changes as Changes
+from ..mail.model import MailboxInfo as MailboxInfo
+from ..mail.model import MessageMeta as MessageMeta
+from ..mail.model import SpecialUse as SpecialUse
 from .interfaces_imap import ImapStateStore
 from .interfaces_ops import OpsStore
 from .interfaces_sending import SendingStore
@@ -100,16 +104,6 @@ class AddressRecords:
 # --- mailboxes and messages ------------------------------------------------------------
 
 
-class SpecialUse(enum.StrEnum):
-    """RFC 6154 attributes."""
-
-    DRAFTS = "\\Drafts"
-    SENT = "\\Sent"
-    TRASH = "\\Trash"
-    JUNK = "\\Junk"
-    ARCHIVE = "\\Archive"
-    ALL = "\\All"
-    FLAGGED = "\\Flagged"
 
 
 # Created for every new account (name, special use).
@@ -123,16 +117,6 @@ DEFAULT_MAILBOXES: tuple[tuple[str, SpecialUse | None], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class MailboxInfo:
-    id: int
-    account_id: int
-    name: str  # hierarchy separator is "/"; "INBOX" is always upper case
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    special_use: SpecialUse | None
-    subscribed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +131,6 @@ class MailboxStatus:
     recent: int  # messages with uid >= the mailbox's first-recent marker
 
 
-@dataclass(frozen=True, slots=True)
-class MessageMeta:
-    """One message in one mailbox, as IMAP and POP3 see it."""
-
-    uid: int
-    blob_id: int
-    size: int
-    internaldate: float  # POSIX seconds
-    flags: frozenset[str]
-    modseq: int
 
 
 class FlagMode(enum.Enum):
@@ -173,13 +147,6 @@ class FlagUpdate:
     failed_uids: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What changed in a mailbox since a modseq (CONDSTORE/QRESYNC, NOOP, IDLE)."""
-
-    highestmodseq: int
-    changed: tuple[MessageMeta, ...]  # new or flag-changed messages, by uid
-    expunged: tuple[int, ...]  # uids expunged since then (sorted)
 
 
 # --- the acceptance pipeline -----------------------------------------------------------

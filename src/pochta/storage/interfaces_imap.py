@@ -11,25 +11,9 @@ belong to their mailbox: RENAME keeps them, DELETE drops them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-
-@dataclass(frozen=True, slots=True)
-class SortKeys:
-    """What SORT and THREAD (RFC 5256, 5957) need of one message, computed once from its
-    header and kept by the store, keyed by blob (copies share them)."""
-
-    date: float | None  # the Date: field in UTC seconds; None when missing or invalid
-    subject: str  # base subject (RFC 5256 §2.1), upper case
-    reply: bool  # the subject was a reply or forward
-    from_: str  # addr-mailbox of the first From address, upper case
-    to: str
-    cc: str
-    display_from: str  # RFC 5957
-    display_to: str
-    message_id: str  # "<...>" or ""
-    references: str  # message ids of References (else In-Reply-To), space separated
+from ..mail.model import SortKeys as SortKeys
 
 
 class ImapStateStore(Protocol):

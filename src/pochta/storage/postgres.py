@@ -87,6 +87,7 @@ from . import (
     postgres_spam,
     postgres_transport,
     postgres_web,
+    settings,
 )
 from .interfaces import (
     DEFAULT_MAILBOXES,
@@ -344,14 +345,11 @@ def translate_error(exc: BaseException) -> StoreError:
 
 
 def dsn_has_password(dsn: str) -> bool:
-    """True if the connection string carries a password (refused: passwords belong in
-    ``storage.password_file`` or ``PGPASSWORD``)."""
+    """True if the connection string carries a password (storage/settings.py)."""
     try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.Error as exc:
-        raise StoreError(f"storage.dsn: not a valid PostgreSQL connection string: {exc}"
-                         ) from None
-    return bool(params.get("password"))
+        return settings.dsn_has_password(dsn)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 async def _sha256(data: bytes) -> bytes:

@@ -233,11 +233,11 @@ def _pg_tool(name: str) -> str:
 
 
 def _backup_postgres(config: Any, dest: Path, progress: Progress) -> dict[str, int]:
-    import psycopg
-
     dsn = config.storage.dsn
     password = read_password(config)
     kwargs: dict[str, Any] = {"password": password} if password else {}
+    import psycopg  # local: libpq loads only to back up a PostgreSQL store
+
     with psycopg.connect(dsn, autocommit=True, **kwargs) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()
@@ -351,10 +351,10 @@ def _clear_empty_sqlite(data_dir: Path) -> None:
 
 
 def _restore_postgres(config: Any, src: Path, progress: Progress) -> None:
-    import psycopg
-
     password = read_password(config)
     kwargs: dict[str, Any] = {"password": password} if password else {}
+    import psycopg  # local: libpq loads only to restore a PostgreSQL store
+
     with psycopg.connect(config.storage.dsn, autocommit=True, **kwargs) as conn:
         for table in ("accounts", "domains", "messages", "queue"):
             exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()

@@ -17,7 +17,11 @@ from typing import Any
 from ..mail.addresses import AddressError, normalize_address
 from ..storage.factory import open_store
 from ..storage.interfaces import Account, MailStore, StoreError
+from .backup import backup, restore
 from .errors import TransferError
+from .export import export_maildir
+from .imap import ImapSource, import_imap
+from .local import import_maildir, import_mbox
 from .maildir import MaildirError
 from .mbox import MboxError
 
@@ -56,8 +60,6 @@ def _run(fn: Callable[[argparse.Namespace, Any, MailStore], Awaitable[int]]
 
 
 async def cmd_import_maildir(args: argparse.Namespace, config: Any, store: MailStore) -> int:
-    from .local import import_maildir
-
     account = await account_of(store, args.user)
     print(f"importing the Maildir {args.path} into {account.address} ...", flush=True)
     report = await import_maildir(store, account, Path(args.path), say,
@@ -67,8 +69,6 @@ async def cmd_import_maildir(args: argparse.Namespace, config: Any, store: MailS
 
 
 async def cmd_import_mbox(args: argparse.Namespace, config: Any, store: MailStore) -> int:
-    from .local import import_mbox
-
     account = await account_of(store, args.user)
     print(f"importing the mbox {args.path} into {account.address} ...", flush=True)
     report = await import_mbox(store, account, Path(args.path), args.mailbox, say,
@@ -78,8 +78,6 @@ async def cmd_import_mbox(args: argparse.Namespace, config: Any, store: MailStor
 
 
 async def cmd_import_imap(args: argparse.Namespace, config: Any, store: MailStore) -> int:
-    from .imap import ImapSource, import_imap
-
     account = await account_of(store, args.user)
     source = ImapSource.from_args(args.source, args.password_file, args.ca_file,
                                   args.no_verify, args.user_name)
@@ -92,8 +90,6 @@ async def cmd_import_imap(args: argparse.Namespace, config: Any, store: MailStor
 
 
 async def cmd_export(args: argparse.Namespace, config: Any, store: MailStore) -> int:
-    from .export import export_maildir
-
     account = await account_of(store, args.user)
     print(f"exporting {account.address} to the Maildir {args.path} ...", flush=True)
     report = await export_maildir(store, account, Path(args.path), say)
@@ -103,8 +99,6 @@ async def cmd_export(args: argparse.Namespace, config: Any, store: MailStore) ->
 
 
 def cmd_backup(args: argparse.Namespace, config: Any) -> int:
-    from .backup import backup
-
     try:
         manifest = backup(config, Path(args.path), say)
     except ERRORS as exc:
@@ -119,8 +113,6 @@ def cmd_backup(args: argparse.Namespace, config: Any) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Any) -> int:
-    from .backup import restore
-
     try:
         manifest = restore(config, Path(args.path), say)
     except ERRORS as exc:

@@ -5,7 +5,10 @@ TLS-RPT reports)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
+import email
+import email.policy
 import gzip
 import json
 import time
@@ -14,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pochta.mail.addresses import domain_of
+from pochta.policy.dmarc_reports import parse_aggregate, summarize, unpack
 from pochta.storage.interfaces_transport import TransportSecurityStore
+from pochta.storage.sqlite import SQLiteStore
 
 
 def _when(ts: float) -> str:
@@ -80,8 +85,6 @@ def summarize_tlsrpt(report: dict[str, Any]) -> list[str]:
 def extract_report_attachments(message: bytes) -> list[bytes]:
     """The report files attached to a report mail (application/tlsrpt+gzip, +json, gzip,
     zip is not supported)."""
-    import email
-    import email.policy
 
     msg = email.message_from_bytes(message, policy=email.policy.default)
     out = []
@@ -157,9 +160,6 @@ REPORT_TYPES = ("application/gzip", "application/x-gzip", "application/zip",
 
 
 def dmarc_attachments(message: bytes) -> list[bytes]:
-    import email
-    import email.policy
-
     msg = email.message_from_bytes(message, policy=email.policy.default)
     out = []
     for part in msg.walk():
@@ -171,8 +171,6 @@ def dmarc_attachments(message: bytes) -> list[bytes]:
 
 
 def summarize_dmarc_file(name: str, raw: bytes) -> list[str]:
-    from pochta.policy.dmarc_reports import parse_aggregate, summarize, unpack
-
     blobs = [raw] if raw[:2] in (b"\x1f\x8b", b"PK", b"<?", b"<f") else dmarc_attachments(raw)
     out: list[str] = []
     for blob in blobs:
@@ -210,12 +208,8 @@ async def cmd_report_dmarc(args: argparse.Namespace, store: Any, config: Any) ->
 
 
 def _with_store_and_config(fn: Any) -> Any:
-    import asyncio
-
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
-            from pochta.storage.sqlite import SQLiteStore
-
             store = await SQLiteStore.open(config.data_path)
             try:
                 result: int = await fn(args, store, config)

@@ -26,6 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import verification as v
+
 from pochta.dns import TemporaryDNSError
 
 log = logging.getLogger("pochta.dane")
@@ -64,9 +74,6 @@ class TLSARecord:
 
 
 def spki_of(cert_der: bytes) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     cert = x509.load_der_x509_certificate(cert_der)
     return cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -114,9 +121,6 @@ def _verify_to_anchor(
     leaf_der: bytes, intermediates_der: list[bytes], anchor_der: bytes,
     names: Sequence[str], now: datetime.datetime | None,
 ) -> None:
-    from cryptography import x509
-    from cryptography.x509 import verification as v
-
     leaf = x509.load_der_x509_certificate(leaf_der)
     anchor = x509.load_der_x509_certificate(anchor_der)
     if leaf_der == anchor_der:
@@ -141,8 +145,6 @@ def _verify_to_anchor(
 
 
 def _check_names(cert: object, names: Sequence[str]) -> None:
-    from cryptography import x509
-
     assert isinstance(cert, x509.Certificate)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -190,13 +192,6 @@ class ValidatingResolver:
         self.timeout = timeout
 
     async def lookup(self, name: str, rdtype: str) -> SecureAnswer:
-        import dns.asyncquery
-        import dns.exception
-        import dns.flags
-        import dns.message
-        import dns.rcode
-        import dns.rdatatype
-
         query = dns.message.make_query(name, rdtype, want_dnssec=True)
         query.flags |= dns.flags.AD | dns.flags.RD
         try:

@@ -9,6 +9,9 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from pochta.policy.records import DNSRecord
 from pochta.transport_security.dane import spki_of
 
@@ -27,8 +30,6 @@ def own_tlsa(config: Any, port: int = 25, ttl: int = 3600, *, remember: bool = T
     """(the record or None when there is no readable certificate, a warning or "").
     ``remember``: note this key as the published one (``pochta dns records``); the
     server only compares (and warns at start)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
 
     try:
         certs = x509.load_pem_x509_certificates(cert_path(config).read_bytes())

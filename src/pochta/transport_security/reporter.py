@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING
 from pochta.mail.addresses import domain_of
 from pochta.policy import dmarc_reports
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, RemoteRecipient
+from pochta.transport_security.records import own_tlsa
 from pochta.transport_security.tlsrpt import https_post, send_reports, utc_day
 from pochta.transport_security.wiring import settings_of
 
 if TYPE_CHECKING:
+    from pochta.context import AppContext
     from pochta.queue.worker import QueueWorker
-    from pochta.server.app import ServerContext
 
 log = logging.getLogger("pochta.tlsrpt")
 LOCK = "reports-daily"
 
 
 async def send_due_tls_reports(
-    store: MailStore, ctx: ServerContext, notify: Callable[[], None],
+    store: MailStore, ctx: AppContext, notify: Callable[[], None],
     clock: Callable[[], float] = time.time,
 ) -> int:
     ts = settings_of(ctx.config)
@@ -45,7 +46,7 @@ async def send_due_tls_reports(
 
     async def enqueue(data: bytes, env_from: str, to: str) -> None:
         # DKIM-signed when the report sender is in one of our domains (RFC 8460 §5.3)
-        signer = getattr(ctx, "signer", None)
+        signer = ctx.signer
         from_domain = domain_of(env_from)
         if signer is not None and await store.has_domain(from_domain):
             data = await signer.sign(data, from_domain)
@@ -80,10 +81,8 @@ async def send_due_tls_reports(
     return sent
 
 
-async def run_reports(ctx: ServerContext, worker: QueueWorker,
+async def run_reports(ctx: AppContext, worker: QueueWorker,
                       interval: float = 3600.0) -> None:
-    from pochta.transport_security.records import own_tlsa
-
     _, warning = own_tlsa(ctx.config, remember=False)
     if warning:
         log.warning("DANE: %s (see `pochta dns records`)", warning)

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
+from urllib.parse import urlsplit
 
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.mail.tls import client_context
@@ -158,8 +159,6 @@ async def https_post(url: str, body: bytes, *, cafile: str | None = None,
                      timeout: float = 60.0, port: int | None = None) -> None:
     """RFC 8460 §5.4: POST the report as application/tlsrpt+gzip; any 2xx is success.
     The certificate is checked against the system store (or ``cafile``)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(f"not an https URL: {url}")

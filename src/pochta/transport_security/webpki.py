@@ -10,6 +10,9 @@ import functools
 import ssl
 from collections.abc import Sequence
 
+from cryptography import x509
+from cryptography.x509 import verification as v
+
 _ENCODING_DER = 2  # _ssl.ENCODING_DER (ssl.Certificate.public_bytes in 3.13)
 
 
@@ -35,8 +38,6 @@ def peer_chain(ssl_object: object) -> list[bytes]:
 
 @functools.lru_cache(maxsize=8)
 def _anchors(cafile: str | None) -> tuple[object, ...]:
-    from cryptography import x509
-
     path = cafile or ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths(
     ).openssl_cafile
     try:
@@ -50,8 +51,6 @@ def webpki_check(chain: Sequence[bytes], host: str, cafile: str | None = None,
                  now: datetime.datetime | None = None) -> str:
     """"success" or the RFC 8460 §4.3 result-type of why the chain is not valid for
     ``host``."""
-    from cryptography import x509
-    from cryptography.x509 import verification as v
 
     if not chain:
         return "validation-failure"

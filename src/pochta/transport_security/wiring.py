@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from pochta.config import Config
 from pochta.dns import Resolver
 from pochta.mail.addresses import domain_of
 from pochta.policy import arc
@@ -26,22 +27,21 @@ from pochta.transport_security.tlsrpt import TLSResultRecorder
 log = logging.getLogger("pochta.transport_security")
 
 
-def settings_of(config: object) -> TransportSecurityConfig:
-    ts = getattr(config, "transport_security", None)
-    return ts if isinstance(ts, TransportSecurityConfig) else TransportSecurityConfig()
+def settings_of(config: Config) -> TransportSecurityConfig:
+    return config.transport_security
 
 
-def ca_file(config: object) -> str | None:
+def ca_file(config: Config) -> str | None:
     ts = settings_of(config)
     if not ts.ca_file:
         return None
     p = Path(ts.ca_file)
     if not p.is_absolute():
-        p = Path(str(getattr(config, "base_dir", "."))) / p
+        p = config.path(str(p))
     return str(p)
 
 
-def make_mtasts(config: object, store: MailStore, resolver: Resolver,
+def make_mtasts(config: Config, store: MailStore, resolver: Resolver,
                 recorder: TLSResultRecorder | None = None) -> MTASTS:
     ts = settings_of(config)
     fetcher = HTTPSPolicyFetcher(resolver, cafile=ca_file(config), port=ts.mta_sts_port,
@@ -68,7 +68,7 @@ async def _quiet(aw: Awaitable[None]) -> None:
 
 
 def outbound_tls(
-    config: object, store: MailStore, resolver: Resolver, queue: QueueConfig,
+    config: Config, store: MailStore, resolver: Resolver, queue: QueueConfig,
 ) -> tuple[TLSPolicyHook, TLSObserver | None, str | None]:
     """(the policy hook, the TLS-RPT observer or None, the CA file for verified TLS)."""
     ts = settings_of(config)
@@ -80,29 +80,29 @@ def outbound_tls(
     return hook, recorder, ca_file(config)
 
 
-def make_srs(config: object) -> SRS | None:
+def make_srs(config: Config) -> SRS | None:
     ts = settings_of(config)
     if not ts.srs:
         return None
     return srs_of(config)
 
 
-def srs_of(config: object) -> SRS:
+def srs_of(config: Config) -> SRS:
     """The SRS rewriter of this server (its secret and domain), whether or not the queue
     rewrites forwarded mail (Sieve redirects use it on their own)."""
     ts = settings_of(config)
     if ts.srs_secret_file:
         path = Path(ts.srs_secret_file)
         if not path.is_absolute():
-            path = Path(str(getattr(config, "base_dir", "."))) / path
+            path = config.path(str(path))
     else:
-        path = Path(str(getattr(config, "data_path", "."))) / "srs-secret"
-    domain = ts.srs_domain or str(getattr(config, "hostname", ""))
+        path = config.data_path / "srs-secret"
+    domain = ts.srs_domain or config.hostname
     return SRS(load_secret(path), domain, max_age_days=ts.srs_max_age_days)
 
 
 def forwarding(
-    config: object, store: MailStore, srs: SRS | None, ttl: float = 60.0,
+    config: Config, store: MailStore, srs: SRS | None, ttl: float = 60.0,
 ) -> Callable[[str, bytes], Awaitable[tuple[str, bytes]]] | None:
     """For the queue: (envelope sender, message) as they leave for a message we forward
     (its sender is not in one of our domains): the sender SRS-rewritten, the message
@@ -111,9 +111,9 @@ def forwarding(
     if srs is None and not ts.arc_seal:
         return None
     local: dict[str, tuple[bool, float]] = {}
-    hostname = str(getattr(config, "hostname", ""))
+    hostname = config.hostname
     arc_domain = (ts.arc_domain or (srs.domain if srs else "") or hostname).lower()
-    signer = DKIMSigner(Path(str(getattr(config, "data_path", "."))))
+    signer = DKIMSigner(config.data_path)
 
     async def forward(sender: str, data: bytes) -> tuple[str, bytes]:
         if not sender or "@" not in sender:

@@ -27,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger("pochta.acme")
 ORDER_TIMEOUT = 90.0
@@ -59,16 +63,7 @@ class Challenges:
             self.tokens.pop(token, None)
 
 
-def challenges_of(ctx: ServerContext) -> Challenges:
-    found: Challenges | None = ctx.extras.get("acme_challenges")
-    if found is None:
-        found = ctx.extras["acme_challenges"] = Challenges()
-    return found
-
-
 def not_after(cert_path: Path) -> datetime.datetime | None:
-    from cryptography import x509
-
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     except (OSError, ValueError):
@@ -99,9 +94,7 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def _account_key(path: Path) -> Any:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from josepy.jwk import JWKRSA
+    from josepy.jwk import JWKRSA  # local: the optional [acme] extra (pyproject.toml)
 
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -116,10 +109,9 @@ def _account_key(path: Path) -> Any:
 def issue(config: Config, names: list[str], challenges: Challenges) -> tuple[bytes, bytes]:
     """One ACME order for ``names`` (blocking: run it in a thread). Returns the PEM
     certificate chain and the PEM private key (a new ECDSA P-256 key each time)."""
+    # local: the optional [acme] extra (pyproject.toml), needed only when [acme] is set
     from acme import challenges as acme_challenges
     from acme import client, crypto_util, errors, messages
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     settings = config.acme
     key = _account_key(config.data_path / "acme" / "account.pem")
@@ -164,7 +156,7 @@ def issue(config: Config, names: list[str], challenges: Challenges) -> tuple[byt
     return order.fullchain_pem.encode(), key_pem
 
 
-async def default_names(ctx: ServerContext) -> list[str]:
+async def default_names(ctx: AppContext) -> list[str]:
     if ctx.config.acme.names:
         return list(ctx.config.acme.names)
     names = [ctx.config.hostname]
@@ -173,7 +165,7 @@ async def default_names(ctx: ServerContext) -> list[str]:
     return names
 
 
-async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
+async def renew_if_due(ctx: AppContext, challenges: Challenges, force: bool = False) -> bool:
     """Issue a certificate when the current one is due (or ``force``), write it over the
     [tls] files and reload it into the listeners' TLS context. True if renewed."""
     config = ctx.config
@@ -182,7 +174,7 @@ async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
         return False
     names = await default_names(ctx)
     log.info("acme: ordering a certificate for %s", ", ".join(names))
-    chain, key_pem = await asyncio.to_thread(issue, config, names, challenges_of(ctx))
+    chain, key_pem = await asyncio.to_thread(issue, config, names, challenges)
     _write_atomic(key, key_pem, 0o600)
     _write_atomic(cert, chain, 0o644)
     reload_tls(ctx)
@@ -191,7 +183,7 @@ async def renew_if_due(ctx: ServerContext, force: bool = False) -> bool:
     return True
 
 
-def reload_tls(ctx: ServerContext) -> None:
+def reload_tls(ctx: AppContext) -> None:
     """Load the [tls] files into the running context: new handshakes use them, existing
     connections are untouched."""
     config = ctx.config
@@ -204,7 +196,7 @@ def reload_tls(ctx: ServerContext) -> None:
         log.error("tls reload failed, keeping the old certificate: %s", exc)
 
 
-async def run_acme(ctx: ServerContext) -> None:
+async def run_acme(ctx: AppContext, challenges: Challenges) -> None:
     """The background task: check now, then every ``check_interval`` seconds. With several
     worker processes one renews (a store lock) and the others load the new files when
     they see them change."""
@@ -215,7 +207,7 @@ async def run_acme(ctx: ServerContext) -> None:
         try:
             if await ctx.store.try_lock("acme-renewal", owner, ORDER_TIMEOUT * 2):
                 try:
-                    await renew_if_due(ctx)
+                    await renew_if_due(ctx, challenges)
                 finally:
                     await ctx.store.unlock("acme-renewal", owner)
             if _mtime(cert) != loaded:  # renewed here or by another worker
@@ -234,8 +226,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def register(router: Router, ctx: ServerContext) -> None:
-    challenges = challenges_of(ctx)
+def register(router: Router, challenges: Challenges) -> None:
 
     async def answer(request: Request, params: dict[str, str]) -> Response:
         validation = challenges.get(params["token"])

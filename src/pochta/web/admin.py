@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.header
+import functools
 import hashlib
 import hmac
 import re
@@ -34,8 +35,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
+from ..diag.doctor import DoctorOptions, run_doctor
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 from ..mail.addresses import (
     AddressError,
     normalize_address,
@@ -46,13 +48,15 @@ from ..mail.addresses import (
 from ..mail.headers import header_values, split_header
 from ..metrics import METRICS
 from ..passwords import derive_scram, dummy_hash, hash_password, verify_password
+from ..policy import dkim, records
 from ..services.auth import normalize_address as login_key
 from ..storage.interfaces import AlreadyExists, NotFound, QueueState, StoreError
 from ..storage.interfaces_web import WebSession
 from .html import ADMIN_NAV, CSS, JS, USER_NAV, bar_chart, esc, form, hidden, page, table
+from .ops_pages import OpsPages
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -143,8 +147,7 @@ def _subject(data: bytes) -> str:
 
 
 class WebApp:
-    def __init__(self, ctx: ServerContext) -> None:
-        from .ops_pages import OpsPages
+    def __init__(self, ctx: AppContext) -> None:
 
         self.ctx = ctx
         self.ops = OpsPages(self)
@@ -284,7 +287,8 @@ class WebApp:
                     admin = await self.ctx.store.get_admin(username) if username else None
                     stored = (admin.password_hash if admin is not None
                               else await self._dummy_hash())
-                    ok = await asyncio.to_thread(verify_password, stored, password)
+                    ok = await asyncio.to_thread(functools.partial(
+                        verify_password, stored, password, hasher=self.ctx.authenticator.hasher))
                     if admin is not None and ok:
                         auth.limiter.record_success(ip, key)
                         principal = f"admin:{admin.name}"
@@ -316,7 +320,8 @@ class WebApp:
 
     async def _dummy_hash(self) -> str:
         if self._dummy is None:
-            self._dummy = await asyncio.to_thread(dummy_hash)
+            self._dummy = await asyncio.to_thread(
+                functools.partial(dummy_hash, hasher=self.ctx.authenticator.hasher))
         return self._dummy
 
     async def logout(self, request: Request, _: dict[str, str]) -> Response:
@@ -415,9 +420,6 @@ class WebApp:
 
     async def domain_records(self, request: Request, params: dict[str, str], s: WebSession
                              ) -> Response:
-        from ..policy import dkim, records
-        from ..policy.cli import services_from_listeners
-
         domain = params["name"].lower()
         if not await self.ctx.store.has_domain(domain):
             return self._page(s, "No such domain", "", request, status=404)
@@ -425,7 +427,7 @@ class WebApp:
         keys = dkim.load_keys(config.data_path, domain)
         recs = records.records_for(domain, config.hostname, keys,
                                    rua=config.dmarc.report_address,
-                                   services=services_from_listeners(config.listeners))
+                                   services=records.services_from_listeners(config.listeners))
         rows = []
         for i, r in enumerate(recs):
             rows.append([f"<code>{esc(r.name)}</code>", esc(r.type),
@@ -513,7 +515,8 @@ class WebApp:
         if not await store.has_domain(split_address(address)[1]):
             return await self._error(self.accounts, request, s,
                                      f"{split_address(address)[1]} is not a local domain.")
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         try:
             await store.add_account(address, hashed, scram)
@@ -528,7 +531,8 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except ValueError as exc:
             return await self._error(self.accounts, request, s, str(exc))
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         try:
             await self.ctx.store.set_password(address, hashed, scram)
@@ -657,10 +661,8 @@ class WebApp:
                 "the queue (like <code>pochta doctor</code>). It takes a few seconds.</p>"
                 + form("/admin/doctor", s.csrf, "", "Run the self-test"))
         if request.method == "POST":
-            from ..diag.doctor import DoctorOptions, run_doctor
-
             config = self.ctx.config
-            bound = self.ctx.extras.get("bound_ports", {})  # the ports really bound
+            bound = self.ctx.bound_ports  # the ports really bound
             config = dataclasses.replace(config, listeners=[
                 dataclasses.replace(lst, port=bound.get(lst, lst.port))
                 for lst in config.listeners])
@@ -709,7 +711,8 @@ class WebApp:
             password = self._password(request.query.get("password", ""))
         except ValueError as exc:
             return await self.account_page(request, {}, s, str(exc))
-        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password),
+        hasher = self.ctx.authenticator.hasher  # [auth] argon2_*
+        hashed, scram = await asyncio.to_thread(lambda: (hash_password(password, hasher=hasher),
                                                          derive_scram(password)))
         await self.ctx.store.set_password(address, hashed, scram)
         # end the other sessions of this user; keep this one
@@ -718,9 +721,8 @@ class WebApp:
         return redirect("/account?done=password-set")
 
 
-def register(router: Router, ctx: ServerContext) -> None:
+def register(router: Router, ctx: AppContext) -> None:
     app = WebApp(ctx)
-    ctx.extras["web_admin"] = app
     router.add("GET", "/", app.root)
     router.add("GET", "/static/{name}", app.static)
     router.add("GET", "/login", app.login_page)

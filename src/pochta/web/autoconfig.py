@@ -26,11 +26,11 @@ from xml.sax.saxutils import escape, unescape
 
 from ..config import Listener
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 from ..mail.addresses import AddressError, domain_key, normalize_address, split_address
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 XML = "application/xml; charset=utf-8"
 AUTODISCOVER_RESPONSE = ("http://schemas.microsoft.com/exchange/autodiscover/outlook/"
@@ -52,10 +52,10 @@ class Service:
         return "SSL" if self.tls == "implicit" else "STARTTLS"
 
 
-def services(ctx: ServerContext) -> list[Service]:
+def services(ctx: AppContext) -> list[Service]:
     """The client-facing services, the implicit-TLS listener of each role first."""
     out: list[Service] = []
-    bound: dict[Listener, int] = ctx.extras.get("bound_ports", {})
+    bound: dict[Listener, int] = ctx.bound_ports
     for role, protocol in (("imap", "imap"), ("pop3", "pop3"), ("submission", "smtp")):
         found = [lst for lst in ctx.config.listeners if lst.role == role and lst.tls != "none"]
         found.sort(key=lambda lst: lst.tls != "implicit")
@@ -75,7 +75,7 @@ def _plain(status: int, text: str) -> Response:
 
 
 class AutoConfig:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
     async def _local(self, domain: str) -> bool:
@@ -224,7 +224,7 @@ def mta_sts_policy(mode: str, mx: str, max_age: int) -> str:
     return f"version: STSv1\r\nmode: {mode}\r\nmx: {mx.lower()}\r\nmax_age: {max_age}\r\n"
 
 
-def register(router: Router, ctx: ServerContext) -> None:
+def register(router: Router, ctx: AppContext) -> None:
     auto = AutoConfig(ctx)
     router.add("GET", "/.well-known/autoconfig/mail/config-v1.1.xml", auto.thunderbird)
     router.add("GET", "/mail/config-v1.1.xml", auto.thunderbird)

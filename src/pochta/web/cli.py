@@ -14,20 +14,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pochta.cli import CLIError, open_store, read_password
-from pochta.passwords import hash_password
+from pochta.cliutil import CLIError, open_store, read_password
+from pochta.config import Config
+from pochta.passwords import hash_password, password_hasher
 from pochta.storage.interfaces import AlreadyExists, MailStore, NotFound
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def _with_store(fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]]
+def _with_store(fn: Callable[[argparse.Namespace, Config, MailStore], Awaitable[int]]
                 ) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
             store = await open_store(config)
             try:
-                return await fn(args, store)
+                return await fn(args, config, store)
             finally:
                 await store.close()
 
@@ -43,30 +44,31 @@ def _name(value: str) -> str:
     return value
 
 
-async def cmd_admin_add(args: argparse.Namespace, store: MailStore) -> int:
+async def cmd_admin_add(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     name = _name(args.name)
     if await store.get_admin(name) is not None:
         raise CLIError(f"admin {name} exists (pochta admin passwd {name})")
     password = read_password(args)
     try:
-        await store.add_admin(name, hash_password(password), time.time())
+        await store.add_admin(name, hash_password(password, hasher=password_hasher(config)),
+                              time.time())
     except AlreadyExists as exc:
         raise CLIError(str(exc)) from None
     print(f"added web admin {name}")
     return 0
 
 
-async def cmd_admin_passwd(args: argparse.Namespace, store: MailStore) -> int:
+async def cmd_admin_passwd(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     name = _name(args.name)
     if await store.get_admin(name) is None:
         raise CLIError(f"no admin {name}")
     password = read_password(args)
-    await store.set_admin_password(name, hash_password(password))
+    await store.set_admin_password(name, hash_password(password, hasher=password_hasher(config)))
     print(f"password changed for web admin {name} (its sessions were ended)")
     return 0
 
 
-async def cmd_admin_list(args: argparse.Namespace, store: MailStore) -> int:
+async def cmd_admin_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     admins = await store.list_admins()
     if not admins:
         print("no web admins (pochta admin add NAME)")
@@ -75,7 +77,7 @@ async def cmd_admin_list(args: argparse.Namespace, store: MailStore) -> int:
     return 0
 
 
-async def cmd_admin_remove(args: argparse.Namespace, store: MailStore) -> int:
+async def cmd_admin_remove(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     try:
         await store.remove_admin(args.name)
     except NotFound as exc:

@@ -16,12 +16,12 @@ import time
 from typing import TYPE_CHECKING
 
 from ..http.core import Request, Response
-from ..http.server import Router
+from ..http.router import Router
 from ..metrics import METRICS, Labels
 from ..storage.interfaces import QueueState, StoreStats
 
 if TYPE_CHECKING:
-    from ..server.app import ServerContext
+    from ..context import AppContext
 
 log = logging.getLogger(__name__)
 STATS_MAX_AGE = 60.0
@@ -43,7 +43,7 @@ def bearer(request: Request) -> str:
 
 
 class Health:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._stats: tuple[float, StoreStats] | None = None
         self._refreshing: asyncio.Future[None] | None = None
@@ -130,9 +130,8 @@ class Health:
                         [("Cache-Control", "no-store")])
 
 
-def register(router: Router, ctx: ServerContext) -> None:
+def register(router: Router, ctx: AppContext) -> None:
     health = Health(ctx)
-    ctx.extras["web_health"] = health
     router.add("GET", "/metrics", health.metrics)
     router.add("GET", "/healthz", health.healthz)
     router.add("GET", "/readyz", health.readyz)

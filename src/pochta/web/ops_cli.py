@@ -6,6 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
+from ..cliutil import CLIError, with_store
 from ..mail.addresses import AddressError, normalize_address
 from ..services import app_passwords
 from ..storage.interfaces import AlreadyExists, MailStore, NotFound
@@ -16,7 +17,6 @@ def _when(ts: float | None) -> str:
 
 
 async def cmd_app_password(args: argparse.Namespace, config: Any, store: MailStore) -> int:
-    from ..cli import CLIError
 
     try:
         address = normalize_address(args.address)
@@ -46,7 +46,6 @@ async def cmd_app_password(args: argparse.Namespace, config: Any, store: MailSto
 
 def register_app_password(usr: Any) -> None:
     """``pochta user app-password`` (added to the ``user`` group by pochta.cli)."""
-    from ..cli import with_store
 
     p = usr.add_parser("app-password", help="per-device passwords for IMAP/SMTP/POP3/"
                        "ManageSieve (not for the web login)")

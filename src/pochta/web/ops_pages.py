@@ -200,7 +200,7 @@ class OpsPages:
     async def dkim_action(self, request: Request, params: dict[str, str], s: WebSession
                           ) -> Response:
         from ..policy import dkim, records
-        from ..policy.cli import services_from_listeners
+        from ..policy.records import services_from_listeners
 
         domain = params["name"].lower()
         if not await self.ctx.store.has_domain(domain):

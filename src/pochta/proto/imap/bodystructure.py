@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from email.utils import collapse_rfc2231_value
 
 from pochta.proto.imap.response import nstring, plist
 
@@ -451,8 +452,6 @@ def _params(part: Part, header: str = "content-type") -> bytes:
     items: list[bytes] = []
     for key, value in raw[1:]:
         if isinstance(value, tuple):
-            from email.utils import collapse_rfc2231_value
-
             value = collapse_rfc2231_value(value)
         if not key:
             continue

@@ -7,12 +7,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pochta.mail.model import MessageMeta
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.response import flags as fmt_flags
 from pochta.proto.imap.response import internaldate, literal, quoted_or_literal
 from pochta.proto.imap.search import email_id, parse_partial, text_of
-from pochta.storage.interfaces import MessageMeta
 
 _NAME_RE = re.compile(r"[A-Za-z0-9.]+")
 # header names in one HEADER.FIELDS list: clients ask for a few dozen; a list of thousands

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 
+from pochta.mail.model import MessageMeta
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import Date, ParseError, Reader
 from pochta.proto.imap.seqset import STAR, SeqSet, parse_seqset
-from pochta.storage.interfaces import MessageMeta
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),

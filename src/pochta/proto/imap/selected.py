@@ -11,9 +11,9 @@ import bisect
 from dataclasses import dataclass, field
 
 from pochta.mail.flags import SYSTEM_FLAGS
+from pochta.mail.model import Changes, MailboxInfo, MessageMeta
 from pochta.proto.imap.response import flags as fmt_flags
 from pochta.proto.imap.response import seq_set
-from pochta.storage.interfaces import Changes, MailboxInfo, MessageMeta
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import ParseError, Reader
 
 STAR = -1
@@ -71,8 +72,6 @@ def parse_seqset(r: Reader) -> SeqSet:
 
 
 def parse_seqset_text(text: str) -> SeqSet:
-    from pochta.proto.imap.framer import RawCommand
-
     r = Reader(RawCommand((text.encode(),), ()))
     s = parse_seqset(r)
     r.end()

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 
+from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.search import SearchProgram, parse_partial, parse_search
-from pochta.storage.interfaces import MessageMeta
-from pochta.storage.interfaces_imap import SortKeys
 
 SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
              "DISPLAYTO"}

@@ -1,12 +1,20 @@
 """The TOML configuration: typed sections with safe defaults and clear errors.
 
 Every section is a frozen dataclass; the loader checks each key's type against the
-annotation, rejects unknown keys, and names the key in every error
-(``listeners[2].port: expected an integer from 1 to 65535, got "abc"``).
+annotation, rejects unknown keys, and names the key in every problem
+(``listeners[2].port: expected an integer, got "abc"``). It reports every problem at once:
+``ConfigError.problems`` lists them all (first the types, then the checks beyond types).
 ``pochta config-reference`` prints the documented reference generated from these classes.
 
-To add a section: define a dataclass with defaults and a ``doc`` metadata entry per field,
-add it to ``Config`` and, if it needs checks beyond types, to ``_validate``.
+The sections of a feature belong to the feature (``queue/settings.py``,
+``storage/settings.py``, ``spam/settings.py``, ...): each defines its dataclasses and a
+``check``/``validate`` function returning its problems as ``key: problem`` strings. Those
+modules import nothing of Pochta's upper layers (a contract in ``.importlinter``), so this
+package can gather them without an import cycle. The sections that belong to no single
+feature (listeners, TLS, limits, SMTP, auth, logging, DNS) are defined here.
+
+To add a section: define a dataclass with defaults and a ``doc`` metadata entry per field
+in the feature's ``settings.py``, add it to ``Config`` and its checks to ``validate``.
 """
 
 from __future__ import annotations
@@ -20,22 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .http.settings import HTTPSettings
-from .http.settings import check as check_http
-from .policy.settings import DKIMSettings, DMARCSettings, SPFSettings
-from .policy.settings import validate as validate_policy
-from .queue.settings import QueueConfig, Route
-from .queue.settings import check as check_queue
-from .sending.settings import SendingSettings
-from .sending.settings import check as check_sending
-from .sieve.settings import SieveConfig
-from .sieve.settings import check as check_sieve
-from .spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamConfig
-from .spam.settings import validate as validate_spam
-from .transport_security.settings import TransportSecurityConfig
-from .transport_security.settings import check as check_transport_security
-from .web.settings import AcmeSettings, WebSettings, check_acme  # issue 19
-from .web.settings import check as check_web
+from ..http.settings import HTTPSettings
+from ..http.settings import check as check_http
+from ..policy.settings import DKIMSettings, DMARCSettings, SPFSettings
+from ..policy.settings import validate as validate_policy
+from ..queue.settings import QueueConfig, Route
+from ..queue.settings import check as check_queue
+from ..sending.settings import SendingSettings
+from ..sending.settings import check as check_sending
+from ..sieve.settings import SieveConfig
+from ..sieve.settings import check as check_sieve
+from ..spam.settings import AbuseConfig, GreylistConfig, ScreeningConfig, SpamConfig
+from ..spam.settings import validate as validate_spam
+from ..storage.settings import StorageConfig
+from ..storage.settings import check as check_storage
+from ..transport_security.settings import TransportSecurityConfig
+from ..transport_security.settings import check as check_transport_security
+from ..web.settings import AcmeSettings, WebSettings, check_acme  # issue 19
+from ..web.settings import check as check_web
 
 ROLES = ("mta", "submission", "imap", "pop3", "managesieve", "http")
 TLS_MODES = ("none", "starttls", "implicit")
@@ -44,7 +54,11 @@ ALL_ADDRESSES = "*"
 
 
 class ConfigError(Exception):
-    """A bad configuration value; the message names the key."""
+    """One or more bad configuration values; each problem names its key."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(problems))
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -220,55 +234,14 @@ class AuthConfig:
             "offered either way. Turn on when every client that picks -PLUS can bind "
             "(see services/sasl_driver.py)."),
     )
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    backend: str = field(
-        default="sqlite",
-        metadata=_doc("sqlite (embedded, in data_dir) or postgresql (a database server: "
-                      "set dsn)"),
-    )
-    dsn: str = field(
-        default="",
-        metadata=_doc(
-            "postgresql: the connection string, postgresql://USER@HOST:PORT/DATABASE or "
-            "host=/run/postgresql dbname=pochta (Unix socket); never with a password"
-        ),
-    )
-    password_file: str = field(
-        default="",
-        metadata=_doc(
-            "postgresql: file holding the password (relative to the config file); empty: "
-            "PGPASSWORD from the environment, or none (peer or trust authentication)"
-        ),
-    )
-    pool_size: int = field(
-        default=10,
-        metadata=_doc("postgresql: connections per Pochta process (plus one that listens "
-                      "for changes made by other processes)"),
-    )
-    commit_interval: float = field(
-        default=0.0,
-        metadata=_doc(
-            "seconds the group committer waits to gather more writes before an fsync "
-            "(0: commit as soon as the previous fsync finished)"
-        ),
-    )
-    compact_interval: float = field(
-        default=300.0,
-        metadata=_doc(
-            "seconds between background compactions, which give back the space of "
-            "expunged and deleted messages (0: only `pochta store compact`)"
-        ),
-    )
-    compact_min_age: float = field(
-        default=60.0,
-        metadata=_doc(
-            "seconds a message's bytes are kept after the last reference went (a session "
-            "may still be reading it)"
-        ),
-    )
+    # argon2id for new password hashes (a stored hash keeps the parameters it was made
+    # with, so changing these never locks anybody out)
+    argon2_time_cost: int = field(
+        default=3, metadata=_doc("argon2id passes (RFC 9106 §4, second recommended "
+                                 "option: 3 passes over 64 MiB)"))
+    argon2_memory_kib: int = field(
+        default=65536, metadata=_doc("argon2id memory in KiB per hash (at least 8 per lane)"))
+    argon2_parallelism: int = field(default=4, metadata=_doc("argon2id lanes"))
 
 
 @dataclass(frozen=True)
@@ -410,9 +383,15 @@ def load(path: str | Path) -> Config:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    cfg = _build(Config, raw, "")
+    """Build and check a Config; raise ConfigError listing every problem found."""
+    problems: list[str] = []
+    cfg = _build(Config, raw, "", problems)
+    if problems:  # a value of the wrong type: checks beyond types would mislead
+        raise ConfigError(*problems)
     assert isinstance(cfg, Config)
-    _validate(cfg)
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(*problems)
     return cfg
 
 
@@ -423,58 +402,78 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:
+class _Invalid(Exception):
+    """One value of the wrong type (collected by ``_build``)."""
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table")
-        return _build(tp, value, key + ".")
+            raise _Invalid(f"{key}: expected a table")
+        return _build(tp, value, key + ".", problems)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list")
-        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+            raise _Invalid(f"{key}: expected a list")
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_convert(item_tp, v, f"{key}[{i}]", problems))
+            except _Invalid as exc:
+                problems.append(str(exc))
+        return items
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, key)
+        return _convert(args[0], value, key, problems)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise _Invalid(f"{key}: expected an integer, got {value!r}")
     if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise _Invalid(f"{key}: expected {_type_name(tp)}, got {value!r}")
     return value
 
 
-def _build(cls: type[Any], raw: dict[str, Any], prefix: str) -> Any:
+def _build(cls: type[Any], raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    """The dataclass ``cls`` from ``raw``; every problem goes to ``problems`` (then the
+    result is a placeholder, None, that the caller never uses)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    before = len(problems)
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown setting")
+            problems.append(f"{prefix}{key}: unknown setting")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         if name in raw:
-            kwargs[name] = _convert(hints[name], raw[name], prefix + name)
+            try:
+                kwargs[name] = _convert(hints[name], raw[name], prefix + name, problems)
+            except _Invalid as exc:
+                problems.append(str(exc))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}{name}: required setting is missing")
+            problems.append(f"{prefix}{name}: required setting is missing")
+    if len(problems) > before:
+        return None
     return cls(**kwargs)
 
 
-def _check(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {problem}")
+def validate(cfg: Config) -> list[str]:
+    """Every problem beyond types, each as ``key: problem``; empty when all is well."""
+    problems: list[str] = []
 
+    def _check(ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            problems.append(f"{key}: {problem}")
 
-def _validate(cfg: Config) -> None:
     _check(bool(cfg.hostname) and "." in cfg.hostname, "hostname", "must be a full domain name")
     for i, net in enumerate(cfg.trusted_networks):
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise ConfigError(f"trusted_networks[{i}]: {net!r} is not a CIDR network") from None
+            problems.append(f"trusted_networks[{i}]: {net!r} is not a CIDR network")
     seen: set[tuple[str, int]] = set()
     for i, lst in enumerate(cfg.listeners):
         key = f"listeners[{i}]"
@@ -486,8 +485,8 @@ def _validate(cfg: Config) -> None:
             if lst.address != ALL_ADDRESSES:
                 ipaddress.ip_address(lst.address)
         except ValueError:
-            raise ConfigError(f"{key}.address: {lst.address!r} is not an IP address "
-                              f'(or "{ALL_ADDRESSES}" for every address)') from None
+            problems.append(f"{key}.address: {lst.address!r} is not an IP address "
+                            f'(or "{ALL_ADDRESSES}" for every address)')
         _check(lst.role != "http" or lst.tls != "starttls", f"{key}.tls",
                "an http listener is none or implicit")
         _check(lst.port == 0 or (lst.address, lst.port) not in seen, key,
@@ -519,56 +518,34 @@ def _validate(cfg: Config) -> None:
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
     _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")
-    _check(cfg.storage.compact_interval >= 0, "storage.compact_interval", "must be >= 0")
-    _validate_storage(cfg.storage)
+    problems += check_storage(cfg.storage)
     _check(cfg.log.level in ("debug", "info", "warning", "error"), "log.level", "bad level")
     _check(cfg.log.format in ("text", "json"), "log.format", "text or json")
     for i, net in enumerate(cfg.log.trace_ips):
         try:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
-            raise ConfigError(f"log.trace_ips[{i}]: {net!r} is not an IP or network") from None
+            problems.append(f"log.trace_ips[{i}]: {net!r} is not an IP or network")
     for i, ns in enumerate(cfg.dns.nameservers):
         try:
             ipaddress.ip_address(ns)
         except ValueError:
-            raise ConfigError(f"dns.nameservers[{i}]: {ns!r} is not an IP address") from None
+            problems.append(f"dns.nameservers[{i}]: {ns!r} is not an IP address")
     _check(cfg.dns.timeout > 0, "dns.timeout", "must be positive")
-    problems = validate_policy(cfg.dkim, cfg.spf, cfg.dmarc)
-    if problems:
-        raise ConfigError(problems[0])
-    check_queue(cfg.queue, cfg.routes)
-    for problem in check_sieve(cfg.sieve):
-        raise ConfigError(problem)
-
-    for problem in check_transport_security(cfg.transport_security):
-        raise ConfigError(problem)
-
-    spam_problems = validate_spam(cfg.screening, cfg.greylist, cfg.spam, cfg.abuse)
-    if spam_problems:
-        raise ConfigError(spam_problems[0])
-
-    for problem in [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web),
-                    *check_acme(cfg.acme)]:
-        raise ConfigError(problem)
-
-
-def _validate_storage(storage: StorageConfig) -> None:
-    _check(storage.backend in ("sqlite", "postgresql"), "storage.backend",
-           "must be sqlite or postgresql")
-    _check(storage.pool_size >= 1, "storage.pool_size", "must be at least 1")
-    if storage.backend != "postgresql":
-        return
-    _check(bool(storage.dsn), "storage.dsn", "required when storage.backend is postgresql")
-    from .storage.interfaces import StoreError
-    from .storage.postgres import dsn_has_password
-
-    try:
-        secret = dsn_has_password(storage.dsn)
-    except StoreError as exc:
-        raise ConfigError(str(exc)) from None
-    _check(not secret, "storage.dsn",
-           "must not contain a password: put it in storage.password_file or PGPASSWORD")
+    auth = cfg.auth
+    _check(auth.argon2_time_cost >= 1, "auth.argon2_time_cost", "must be at least 1")
+    _check(auth.argon2_parallelism >= 1, "auth.argon2_parallelism", "must be at least 1")
+    _check(auth.argon2_memory_kib >= 8 * max(auth.argon2_parallelism, 1),
+           "auth.argon2_memory_kib", "must be at least 8 per lane (argon2_parallelism)")
+    # the features' own sections, each checked by its owner
+    problems += validate_policy(cfg.dkim, cfg.spf, cfg.dmarc)
+    problems += check_queue(cfg.queue, cfg.routes)
+    problems += check_sieve(cfg.sieve)
+    problems += check_transport_security(cfg.transport_security)
+    problems += validate_spam(cfg.screening, cfg.greylist, cfg.spam, cfg.abuse)
+    problems += [*check_http(cfg.http), *check_sending(cfg.sending), *check_web(cfg.web),
+                 *check_acme(cfg.acme)]
+    return problems
 
 
 def reference() -> str:

@@ -1,4 +1,6 @@
-"""Runs the queue worker inside the server (``pochta.server.app`` starts ``run_queue``).
+"""The outbound queue inside the server: builds the queue worker from the application
+context (its bounce sink, the sending layer's outcome sink, MTA-STS/DANE/TLS-RPT) and runs
+it beside the listeners (``server/app.py`` starts ``run_queue``).
 
 Bounces to local senders go straight into their INBOX (resolved through the directory,
 aliases included); others are queued for remote delivery.
@@ -9,39 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
-from pochta.queue.settings import QueueConfig, Route
-from pochta.queue.worker import QueueWorker
-from pochta.storage.interfaces import Envelope, LocalTarget, RemoteRecipient
-from pochta.storage.rules import new_message_id
-
-if TYPE_CHECKING:
-    from pochta.server.app import ServerContext
+from ..queue.routing import Router
+from ..queue.worker import QueueWorker
+from ..services.sieve import SieveRejected
+from ..storage.interfaces import Envelope, LocalTarget, RemoteRecipient
+from ..storage.rules import new_message_id
+from ..transport_security.reporter import run_reports
+from ..transport_security.requiretls import message_policy
+from ..transport_security.srs_directory import SRSDirectory
+from ..transport_security.wiring import forwarding, outbound_tls
+from .context import ServerContext
 
 log = logging.getLogger("pochta.queue")
 
 
-def settings_of(config: object) -> tuple[QueueConfig, list[Route]]:
-    """``config.queue`` and ``config.routes`` (defaults until those sections exist)."""
-    queue = getattr(config, "queue", None)
-    routes = getattr(config, "routes", None)
-    return (
-        queue if isinstance(queue, QueueConfig) else QueueConfig(),
-        list(routes) if isinstance(routes, list) else [],
-    )
-
-
 def make_worker(ctx: ServerContext) -> QueueWorker:
-    qcfg, routes = settings_of(ctx.config)
+    qcfg, routes = ctx.config.queue, list(ctx.config.routes)
+    sending = ctx.sending
     worker: QueueWorker
 
     async def bounce(dsn: bytes, recipient: str, envelope: Envelope) -> None:
         if sending.message_of_return_path(recipient) is not None:
             return  # the sending layer's return path: the outcome sink has recorded it
-        spam = ctx.extras.get("spam")  # bounces of a local sender count (spam/abuse.py)
-        if spam is not None:
-            await spam.bounce(recipient, dsn)
+        await ctx.spam.bounce(recipient, dsn)  # bounces of a local sender count (abuse)
         res = await ctx.directory.resolve(recipient)
         if res is None:
             # A local domain without that user: nobody to tell (never bounce a bounce).
@@ -52,8 +45,6 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         data = b"Return-Path: <>\r\n" + dsn if local else dsn
         sieve = ctx.delivery.sieve
         if local and sieve is not None:  # the recipient's Sieve script files bounces too
-            from pochta.services.sieve import SieveRejected
-
             try:
                 await sieve.accept(data, envelope, local, remote, new_message_id())
             except SieveRejected:  # never bounce a bounce: a rejected DSN is dropped
@@ -64,14 +55,8 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         if remote:
             worker.notify()
 
-    from pochta.sending.service import sending_of  # delivery events (issue 18)
-
-    sending = sending_of(ctx)
     # MTA-STS, DANE and TLS-RPT (pochta.transport_security.wiring)
-    from pochta.queue.routing import Router
-    from pochta.transport_security.requiretls import message_policy
-    from pochta.transport_security.wiring import forwarding, outbound_tls
-
+    srs = ctx.directory.srs if isinstance(ctx.directory, SRSDirectory) else None
     tls_policy, tls_observer, cafile = outbound_tls(ctx.config, ctx.store, ctx.resolver, qcfg)
     from pochta.queue.shaping import StreamLimits
 
@@ -81,7 +66,7 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
         ctx.store, ctx.config.hostname, ctx.resolver, qcfg, routes, stream_limits=streams,
         bounce_sink=bounce, base_dir=ctx.config.base_dir, outcome_sink=sending.outcome,
         tls_policy=tls_policy, tls_observer=tls_observer, cafile=cafile,
-        forwarding=forwarding(ctx.config, ctx.store, getattr(ctx.directory, "srs", None)),
+        forwarding=forwarding(ctx.config, ctx.store, srs),
         message_policy=message_policy(ctx.store, Router(
             ctx.resolver, qcfg, routes, local_hostname=ctx.config.hostname), ctx.config.hostname),
     )
@@ -90,7 +75,7 @@ def make_worker(ctx: ServerContext) -> QueueWorker:
 
 async def run_queue(ctx: ServerContext) -> None:
     worker = make_worker(ctx)
-    ctx.extras["queue_worker"] = worker
+    ctx.queue_worker = worker
 
     async def relay_wakeups() -> None:
         while True:
@@ -100,8 +85,6 @@ async def run_queue(ctx: ServerContext) -> None:
 
     relay = asyncio.get_running_loop().create_task(relay_wakeups())
     # daily TLS-RPT reports (pochta.transport_security.reporter)
-    from pochta.transport_security.reporter import run_reports
-
     reports = asyncio.get_running_loop().create_task(run_reports(ctx, worker))
     try:
         await worker.run()

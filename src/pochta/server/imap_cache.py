@@ -1,0 +1,44 @@
+"""The IMAP driver's cache of parsed messages, one per server process (owned by
+``ServerContext.imap_parts``, shared by every IMAP session of the process)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from ..proto.imap import bodystructure as bs
+from ..storage.interfaces import MailboxInfo, MessageMeta
+
+
+class PartCache:
+    """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
+    client's successive FETCHes) asking for the same message parse it once. The key holds
+    the mailbox (id and UIDVALIDITY), UID, size and date as well as the blob id, so a blob id
+    reused after a deletion does not alias an old message."""
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.parts: OrderedDict[tuple[int, int, int, int, int, float], bs.Part] = OrderedDict()
+
+    async def get(self, box: MailboxInfo, meta: MessageMeta,
+                  load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
+        """The parsed message; ``load`` reads its bytes when it is not cached (None: the
+        message is gone)."""
+        key = (meta.blob_id, box.id, box.uidvalidity, meta.uid, meta.size, meta.internaldate)
+        part = self.parts.get(key)
+        if part is not None:
+            self.parts.move_to_end(key)
+            return part
+        data = await load()
+        if data is None:
+            return None
+        part = bs.parse(data)
+        if len(data) <= self.max_bytes // 16:
+            self.parts[key] = part
+            self.size += len(data)
+            while self.size > self.max_bytes:
+                _, old = self.parts.popitem(last=False)
+                self.size -= len(old.header) + len(old.body)
+        return part
+

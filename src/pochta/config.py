@@ -255,6 +255,15 @@ class StorageConfig:
             "(0: commit as soon as the previous fsync finished)"
         ),
     )
+    fsync: str = field(
+        default="optimized",
+        metadata=_doc(
+            "optimized: flag changes, expunges, subscriptions and \\Recent commit without "
+            "waiting for the disk (a crash may undo the last of them, never lose a message); "
+            "always: every commit is fsynced. What makes a message exist (delivery, APPEND, "
+            "COPY, MOVE, the queue) is fsynced before the reply in both"
+        ),
+    )
     compact_interval: float = field(
         default=300.0,
         metadata=_doc(
@@ -556,6 +565,8 @@ def _validate(cfg: Config) -> None:
 def _validate_storage(storage: StorageConfig) -> None:
     _check(storage.backend in ("sqlite", "postgresql"), "storage.backend",
            "must be sqlite or postgresql")
+    _check(storage.fsync in ("optimized", "always"), "storage.fsync",
+           "must be optimized or always")
     _check(storage.pool_size >= 1, "storage.pool_size", "must be at least 1")
     if storage.backend != "postgresql":
         return

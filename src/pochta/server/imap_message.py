@@ -51,6 +51,7 @@ from ..storage.interfaces import (
     NotFound,
     QuotaExceeded,
     StorageFull,
+    StoreError,
 )
 from .imap_session import CloseSession, ImapSession, SearchUpdate
 
@@ -59,6 +60,8 @@ log = logging.getLogger("pochta.imap")
 # SEARCH (and SORT, THREAD) read messages up to BATCH_MAX_SIZE in batches of BATCH
 BATCH = 500
 BATCH_MAX_SIZE = 64 << 10
+# SEARCH on kept header texts: messages per store call (rows are small)
+FIELDS_BATCH = 5000
 # FETCH sends the literals of messages bigger than this from the store in chunks
 STREAM_ABOVE = 1 << 20
 STREAM_CHUNK = 256 << 10
@@ -353,6 +356,8 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     messages = sel.messages()
     if prog.key.op == "ALL":  # SORT/THREAD ... ALL: nothing to evaluate
         return [Candidate(seq, meta, meta.uid in sel.recent) for seq, meta in messages]
+    if prog.needs_fields_only:
+        return await _search_kept_fields(s, prog, ctx, messages, saved)
     for start in range(0, len(messages), BATCH):
         batch = messages[start : start + BATCH]
         blobs: dict[int, bytes] = {}
@@ -370,6 +375,48 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
                     continue
             if matches(prog.key, c, ctx):
                 hits.append(c)
+    return hits
+
+
+async def _search_kept_fields(
+    s: ImapSession, prog: SearchProgram, ctx: SearchContext,
+    messages: list[tuple[int, MessageMeta]], saved: dict[int, float],
+) -> list[Candidate]:
+    """SEARCH FROM/TO/CC/BCC/SUBJECT (and flags, dates, sets around them) on the header
+    texts the store keeps per message: no message is read once they are kept. A message
+    whose texts are not kept yet is read, its texts computed as the header search always
+    did (``Candidate.header_texts``) and kept for the next search."""
+    sel = _sel(s)
+    hits: list[Candidate] = []
+    for start in range(0, len(messages), FIELDS_BATCH):
+        batch = messages[start : start + FIELDS_BATCH]
+        kept = await s.store.get_search_fields([m.blob_id for _, m in batch])
+        missing = [m for _, m in batch if m.blob_id not in kept]
+        blobs = await s.store.read_blobs(
+            [m.blob_id for m in missing if m.size <= BATCH_MAX_SIZE]) if missing else {}
+        new: dict[int, str] = {}
+        for seq, meta in batch:
+            await s.pause()
+            c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
+            texts = kept.get(meta.blob_id)
+            if texts is not None:
+                c.use_search_fields(texts)
+            else:
+                c.data = blobs.get(meta.blob_id)
+                if c.data is None:
+                    c.data = await _load(s, meta)
+                if c.data is None:
+                    continue
+                computed = c.search_fields()
+                if computed is not None:
+                    new[meta.blob_id] = computed
+            if matches(prog.key, c, ctx):
+                hits.append(c)
+        if new:
+            try:
+                await s.store.put_search_fields(new)
+            except StoreError as exc:  # a full disk: answer anyway, remember nothing
+                log.warning("cannot keep search fields: %s", exc)
     return hits
 
 

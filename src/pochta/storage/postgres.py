@@ -257,6 +257,7 @@ MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
                postgres_web.MIGRATION)
 MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION,)
+MIGRATIONS += (postgres_imap.SEARCH_FIELDS_MIGRATION,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

@@ -62,6 +62,9 @@ def test_kept_texts_answer_as_the_header(needle: str) -> None:
         from_store = Candidate(i, meta, False)  # no bytes at all
         from_store.use_search_fields(kept)
         assert matches(prog.key, from_store, ctx) == matches(prog.key, read, ctx), (needle, i)
+        fast = prog.field_matcher()
+        if fast is not None:
+            assert fast(kept) == matches(prog.key, read, ctx), (needle, i)
 
 
 def test_body_keys_still_read_the_message() -> None:
@@ -97,3 +100,16 @@ async def test_search_kept_fields_over_imap(imap_server: Server) -> None:
         assert _uids(await c.cmd("SEARCH TO carol")) == [2]
         assert _uids(await c.cmd('SEARCH FROM "renee dupont"')) == []  # é is not e
         assert _uids(await c.cmd('SEARCH CHARSET UTF-8 FROM "RENÉE DUPONT"')) == [1]
+
+
+def test_field_matcher_only_for_one_field_key() -> None:
+    assert parse_search(program("FROM a")).field_matcher() is not None
+    for text in ("FROM a UNSEEN", 'FROM ""', "NOT FROM a", "HEADER Sender a"):
+        assert parse_search(program(text)).field_matcher() is None, text
+
+
+def test_required_text() -> None:
+    assert parse_search(program("FROM Ann SUBJECT hello")).required_text == "hello"
+    assert parse_search(program("UNSEEN (TO Bob)")).required_text == "bob"
+    for text in ("OR FROM a TO b", "NOT FROM a", 'FROM ""', "UNSEEN", "BODY x"):
+        assert parse_search(program(text)).required_text is None, text

@@ -9,6 +9,7 @@ import logging
 import re
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import (
@@ -388,18 +389,31 @@ async def _search_kept_fields(
     did (``Candidate.header_texts``) and kept for the next search."""
     sel = _sel(s)
     hits: list[Candidate] = []
+    needle = prog.required_text
+    # with a text every match needs, one store call: the messages whose kept texts lack
+    # it come back as None and are passed over without a Candidate
+    known = await s.store.kept_search_fields(sel.info.id, needle) if needle else None
+    fast = prog.field_matcher()  # one FROM/TO/... key: no Candidate for a non-match
     for start in range(0, len(messages), FIELDS_BATCH):
         batch = messages[start : start + FIELDS_BATCH]
-        kept = await s.store.get_search_fields([m.blob_id for _, m in batch])
+        kept: Mapping[int, str | None] = (
+            known if known is not None
+            else await s.store.get_search_fields([m.blob_id for _, m in batch]))
         missing = [m for _, m in batch if m.blob_id not in kept]
         blobs = await s.store.read_blobs(
             [m.blob_id for m in missing if m.size <= BATCH_MAX_SIZE]) if missing else {}
         new: dict[int, str] = {}
         for seq, meta in batch:
             await s.pause()
+            texts = kept.get(meta.blob_id, "")
+            if texts is None:
+                continue  # kept, and without the text every match needs
+            if texts and fast is not None:
+                if fast(texts):
+                    hits.append(Candidate(seq, meta, meta.uid in sel.recent))
+                continue
             c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
-            texts = kept.get(meta.blob_id)
-            if texts is not None:
+            if texts:
                 c.use_search_fields(texts)
             else:
                 c.data = blobs.get(meta.blob_id)

@@ -118,6 +118,15 @@ class PostgresImapState(PostgresFeature):
             (list(dict.fromkeys(blob_ids)),))
         return {int(r[0]): str(r[1]) for r in rows}
 
+    async def kept_search_fields(
+        self, mailbox_id: int, containing: str
+    ) -> dict[int, str | None]:
+        rows = await self._query(
+            "SELECT m.blob_id, CASE WHEN strpos(f.fields, %s) > 0 THEN f.fields END "
+            "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
+            "WHERE m.mailbox_id = %s", (containing, mailbox_id))
+        return {int(r[0]): r[1] for r in rows}
+
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         ids = list(fields)
         if not ids:

@@ -173,6 +173,17 @@ class SQLiteImapState(SQLiteFeature):
 
         return await self._read(read)
 
+    async def kept_search_fields(
+        self, mailbox_id: int, containing: str
+    ) -> dict[int, str | None]:
+        def read(conn: sqlite3.Connection) -> dict[int, str | None]:
+            return dict(conn.execute(
+                "SELECT m.blob_id, CASE WHEN instr(f.fields, ?) > 0 THEN f.fields END "
+                "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
+                "WHERE m.mailbox_id = ?", (containing, mailbox_id)).fetchall())
+
+        return await self._read(read)
+
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         rows = [(b, f, b) for b, f in fields.items()]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 
@@ -67,6 +68,25 @@ class SearchProgram:
         return self.needs_body and _fields_only(self.key)
 
     @property
+    def required_text(self) -> str | None:
+        """A case-folded text that one of SEARCH_FIELDS' kept texts of every match holds
+        (the longest FROM/TO/CC/BCC/SUBJECT needle the whole program requires), for the
+        store to leave out the messages that cannot match; None: no such text."""
+        needles = _required(self.key)
+        return max(needles, key=len) if needles else None
+
+    def field_matcher(self) -> Callable[[str], bool] | None:
+        """For a program that is one FROM/TO/CC/BCC/SUBJECT key with a needle, the same
+        answer as ``matches`` from the kept texts alone (the needle holds no separator, so
+        it is in one of the field's values exactly when it is in their joined text)."""
+        k = self.key
+        needles = _required(k)
+        if k.op != "HEADER" or not needles:
+            return None
+        index, needle = SEARCH_FIELDS.index(str(k.args[0]).upper()), needles[0]
+        return lambda kept: needle in kept.split(_FIELD_SEP, index + 1)[index]
+
+    @property
     def uses_modseq(self) -> bool:
         return _uses(self.key, "MODSEQ")
 
@@ -98,6 +118,16 @@ def _fields_only(k: Key) -> bool:
     if k.op == "HEADER":
         return str(k.args[0]).upper() in SEARCH_FIELDS
     return all(_fields_only(a) for a in k.args if isinstance(a, Key))
+
+
+def _required(k: Key) -> list[str]:
+    if k.op == "HEADER" and str(k.args[0]).upper() in SEARCH_FIELDS:
+        folded = str(k.args[1]).casefold()
+        if folded and _FIELD_SEP not in folded and _VALUE_SEP not in folded:
+            return [folded]
+    if k.op == "AND":
+        return [n for a in k.args if isinstance(a, Key) for n in _required(a)]
+    return []
 
 
 def _uses(k: Key, op: str) -> bool:

@@ -40,6 +40,8 @@ COMMANDS = (
     "THREAD REFERENCES UTF-8 ALL",
     'SEARCH TEXT "needle"',
     "SEARCH FROM sender17",
+    "SEARCH TO big@example",
+    'SEARCH SUBJECT "topic 1234"',
 )
 
 
@@ -126,12 +128,15 @@ class Conn:
             size += len(line)
 
 
-def measure(host: str, port: int, tls: bool, user: str, password: str) -> None:
+def measure(host: str, port: int, tls: bool, user: str, password: str,
+            only: str = "") -> None:
     c = Conn(host, port, tls)
     for text in (f"LOGIN {user} {password}", "SELECT INBOX"):
         dt, _, tagged = c.cmd(text)
         print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
     for text in COMMANDS:
+        if only and not text.startswith(only):
+            continue
         times = []
         for _ in range(2):
             dt, size, tagged = c.cmd(text)
@@ -159,13 +164,14 @@ def main() -> None:
     m.add_argument("--tls", action="store_true")
     m.add_argument("--user", required=True)
     m.add_argument("--password", required=True)
+    m.add_argument("--only", default="", help="run only the commands starting with this")
     a = ap.parse_args()
     if a.what == "fill":
         asyncio.run(fill(a.data_dir, a.user, a.count, a.batch))
     elif a.what == "maildir":
         maildir(a.dir, a.count, a.owner)
     else:
-        measure(a.host, a.port, a.tls, a.user, a.password)
+        measure(a.host, a.port, a.tls, a.user, a.password, a.only)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
 #     the submission benchmark measures sessions, not the limiter.
 # With AUTH_CACHE_SECONDS=N set, also writes [auth] cache_seconds = N (0: argon2id on every
 # login, the way the Dovecot reference verifies SHA512-CRYPT on every login).
-# Everything else (fsync at every commit, argon2id parameters, TLS) stays at its default.
+# Everything else (`[storage] fsync = "optimized"`: every message fsynced before the reply,
+# flag changes and expunges not; argon2id parameters, TLS) stays at its default.
 # Start the server afterwards with
 #   .venv/bin/pochta -c DIR/pochta.toml serve
 set -euo pipefail

@@ -136,3 +136,36 @@ async def test_sorted_uids_from_kept_keys(store: MailStore) -> None:  # noqa: F8
     assert await store.sorted_uids(box.id, [("SUBJECT", False), ("DATE", False)]) == [2, 3, 1]
     assert await store.sorted_uids(box.id, [("FROM", False)]) == [2, 3, 1]
     assert await store.sorted_uids(box.id, [("CC", False)]) == [1, 2, 3]  # all tie
+
+
+async def test_search_fields_kept_per_blob_and_go_with_it(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    blob = (await store.accept(MSG, ENV, [LocalTarget(a)])).blob_id
+    assert await store.get_search_fields([blob]) == {}
+    text = "\x1falice <alice@x.test>\x1e\x1e\x1e\x1e\x1fh\u00e9llo"
+    await store.put_search_fields({blob: text, 999_999: "x"})  # a blob that does not exist
+    assert await store.get_search_fields([blob, 999_999]) == {blob: text}
+    await store.put_search_fields({blob: "again"})
+    assert await store.get_search_fields([blob]) == {blob: "again"}
+    inbox = await store.get_mailbox(a, "INBOX")
+    assert inbox is not None
+    await store.expunge(inbox.id, [1])
+    await store.compact(0.0)  # the blob's last reference went: its texts go with it
+    assert await store.get_search_fields([blob]) == {}
+
+
+async def test_kept_search_fields_of_a_mailbox(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    first = (await store.accept(MSG, ENV, [LocalTarget(a)])).blob_id
+    second = (await store.accept(MSG + b"2", ENV, [LocalTarget(a)])).blob_id
+    await store.accept(MSG + b"3", ENV, [LocalTarget(a)])  # nothing kept for it
+    inbox = await store.get_mailbox(a, "INBOX")
+    assert inbox is not None
+    await store.put_search_fields({first: "\x1fann <ann@x.test>\x1e\x1e\x1e\x1e\x1fhi",
+                                   second: "\x1fbob <bob@x.test>\x1e\x1e\x1e\x1e\x1fho"})
+    assert await store.kept_search_fields(inbox.id, "ann@") == {
+        first: "\x1fann <ann@x.test>\x1e\x1e\x1e\x1e\x1fhi", second: None}
+    assert await store.kept_search_fields(inbox.id, "ANN") == {first: None, second: None}
+    assert await store.kept_search_fields(inbox.id, "x.test") == {
+        first: "\x1fann <ann@x.test>\x1e\x1e\x1e\x1e\x1fhi",
+        second: "\x1fbob <bob@x.test>\x1e\x1e\x1e\x1e\x1fho"}

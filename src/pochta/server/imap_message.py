@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import re
+from collections.abc import Mapping
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import (
@@ -49,6 +50,7 @@ from ..storage.interfaces import (
     NotFound,
     QuotaExceeded,
     StorageFull,
+    StoreError,
 )
 from . import imap_sieve
 from .imap_session import CloseSession, ImapSession, SearchUpdate
@@ -58,6 +60,8 @@ log = logging.getLogger("pochta.imap")
 # SEARCH (and SORT, THREAD) read messages up to BATCH_MAX_SIZE in batches of BATCH
 BATCH = 500
 BATCH_MAX_SIZE = 64 << 10
+# SEARCH on kept header texts: messages per store call (rows are small)
+FIELDS_BATCH = 5000
 # FETCH sends the literals of messages bigger than this from the store in chunks
 STREAM_ABOVE = 1 << 20
 STREAM_CHUNK = 256 << 10
@@ -313,6 +317,8 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     messages = sel.messages()
     if prog.key.op == "ALL":  # SORT/THREAD ... ALL: nothing to evaluate
         return [Candidate(seq, meta, meta.uid in sel.recent) for seq, meta in messages]
+    if prog.needs_fields_only:
+        return await _search_kept_fields(s, prog, ctx, messages, saved)
     for start in range(0, len(messages), BATCH):
         batch = messages[start : start + BATCH]
         blobs: dict[int, bytes] = {}
@@ -330,6 +336,61 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
                     continue
             if matches(prog.key, c, ctx):
                 hits.append(c)
+    return hits
+
+
+async def _search_kept_fields(
+    s: ImapSession, prog: SearchProgram, ctx: SearchContext,
+    messages: list[tuple[int, MessageMeta]], saved: dict[int, float],
+) -> list[Candidate]:
+    """SEARCH FROM/TO/CC/BCC/SUBJECT (and flags, dates, sets around them) on the header
+    texts the store keeps per message: no message is read once they are kept. A message
+    whose texts are not kept yet is read, its texts computed as the header search always
+    did (``Candidate.header_texts``) and kept for the next search."""
+    sel = _sel(s)
+    hits: list[Candidate] = []
+    needle = prog.required_text
+    # with a text every match needs, one store call: the messages whose kept texts lack
+    # it come back as None and are passed over without a Candidate
+    known = await s.store.kept_search_fields(sel.info.id, needle) if needle else None
+    fast = prog.field_matcher()  # one FROM/TO/... key: no Candidate for a non-match
+    for start in range(0, len(messages), FIELDS_BATCH):
+        batch = messages[start : start + FIELDS_BATCH]
+        kept: Mapping[int, str | None] = (
+            known if known is not None
+            else await s.store.get_search_fields([m.blob_id for _, m in batch]))
+        missing = [m for _, m in batch if m.blob_id not in kept]
+        blobs = await s.store.read_blobs(
+            [m.blob_id for m in missing if m.size <= BATCH_MAX_SIZE]) if missing else {}
+        new: dict[int, str] = {}
+        for seq, meta in batch:
+            await s.pause()
+            texts = kept.get(meta.blob_id, "")
+            if texts is None:
+                continue  # kept, and without the text every match needs
+            if texts and fast is not None:
+                if fast(texts):
+                    hits.append(Candidate(seq, meta, meta.uid in sel.recent))
+                continue
+            c = Candidate(seq, meta, meta.uid in sel.recent, save_date=saved.get(meta.uid))
+            if texts:
+                c.use_search_fields(texts)
+            else:
+                c.data = blobs.get(meta.blob_id)
+                if c.data is None:
+                    c.data = await _load(s, meta)
+                if c.data is None:
+                    continue
+                computed = c.search_fields()
+                if computed is not None:
+                    new[meta.blob_id] = computed
+            if matches(prog.key, c, ctx):
+                hits.append(c)
+        if new:
+            try:
+                await s.store.put_search_fields(new)
+            except StoreError as exc:  # a full disk: answer anyway, remember nothing
+                log.warning("cannot keep search fields: %s", exc)
     return hits
 
 

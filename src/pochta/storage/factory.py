@@ -38,10 +38,12 @@ async def open_store(config: Config) -> MailStore:
         from .postgres import PostgresStore
 
         return await PostgresStore.open(
-            storage.dsn, password=read_password(config), pool_size=storage.pool_size
+            storage.dsn, password=read_password(config), pool_size=storage.pool_size,
+            fsync_always=storage.fsync == "always",
         )
 
-    return await SQLiteStore.open(config.data_path, storage.commit_interval)
+    return await SQLiteStore.open(config.data_path, storage.commit_interval,
+                                  fsync_always=storage.fsync == "always")
 
 
 def schema_version(store: MailStore) -> str:

@@ -37,6 +37,20 @@ class ImapStateStore(Protocol):
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         """Keep keys computed by the caller; they go when their blob goes."""
 
+    async def get_search_fields(self, blob_ids: Sequence[int]) -> dict[int, str]:
+        """The kept SEARCH header texts of these blobs (an opaque string the caller
+        wrote; absent: not computed yet)."""
+
+    async def kept_search_fields(
+        self, mailbox_id: int, containing: str
+    ) -> dict[int, str | None]:
+        """For every message of the mailbox whose SEARCH header texts are kept: its texts
+        if they contain ``containing`` (a plain substring test), else None."""
+
+    async def put_search_fields(self, fields: Mapping[int, str]) -> None:
+        """Keep SEARCH header texts computed by the caller; they go when their blob goes
+        (a blob's bytes never change, so neither do they)."""
+
     async def sorted_uids(
         self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]
     ) -> list[int]:

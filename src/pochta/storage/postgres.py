@@ -261,6 +261,7 @@ MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_web.MIGRATION)
 MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION, postgres_sending.MIGRATION_QUEUE_PRIORITY)
 MIGRATIONS += (postgres_ops.MIGRATION,)  # issue 19: log, app passwords, queue holds
+MIGRATIONS += (postgres_imap.SEARCH_FIELDS_MIGRATION,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (
@@ -458,6 +459,8 @@ class PostgresStore(
 
     def __init__(self, dsn: str, password: str | None, pool_size: int) -> None:
         self._dsn = dsn
+        # storage.fsync = "always": metadata commits wait for the WAL flush too
+        self.fsync_always = False
         self._kwargs: dict[str, Any] = {"autocommit": True}
         if password is not None:
             self._kwargs["password"] = password
@@ -479,13 +482,14 @@ class PostgresStore(
         self._closed = False
 
     @classmethod
-    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10
-                   ) -> PostgresStore:
+    async def open(cls, dsn: str, *, password: str | None = None, pool_size: int = 10,
+                   fsync_always: bool = False) -> PostgresStore:
         """Connect, apply missing migrations and start listening for changes."""
         if dsn_has_password(dsn):
             raise StoreError("storage.dsn: must not contain a password; put it in "
                              "storage.password_file or the PGPASSWORD environment variable")
         store = cls(dsn, password, pool_size)
+        store.fsync_always = fsync_always
         conn: Conn | None = None
         try:
             # One connection first, not the pool: a wrong DSN or password fails at once
@@ -550,7 +554,8 @@ class PostgresStore(
 
     # --- transactions, reads and errors ----------------------------------------------
 
-    async def _tx(self, fn: Callable[[_Tx], Awaitable[T]], *, pipeline: bool = False) -> T:
+    async def _tx(self, fn: Callable[[_Tx], Awaitable[T]], *, pipeline: bool = False,
+                  durable: bool = True) -> T:
         """Run ``fn`` in one transaction (retried on deadlock or serialisation failure,
         and when the pooled connection turns out dead before COMMIT was sent, e.g. after
         a database restart: nothing was committed then), send the change notifications
@@ -558,7 +563,13 @@ class PostgresStore(
 
         ``pipeline``: libpq pipeline mode, statements are sent without waiting for the
         previous one's answer until a result is read, and COMMIT travels with the last
-        writes (the accept path: three round trips instead of eight)."""
+        writes (the accept path: three round trips instead of eight).
+
+        ``durable=False``: COMMIT returns before the WAL is flushed (``SET LOCAL
+        synchronous_commit = off``, this transaction only): for flag changes, expunges,
+        subscriptions and \\Recent under ``storage.fsync = "optimized"``. PostgreSQL
+        replays WAL in order, so a crash can only drop such a transaction, never one
+        committed durably after it."""
         if self._closed:
             raise StoreError("store is closed")
         for attempt in range(TX_RETRIES):
@@ -573,6 +584,8 @@ class PostgresStore(
                         raise _DeadConnection from exc
                     tx = _Tx(conn, set())
                     try:
+                        if not durable:
+                            await conn.execute("SET LOCAL synchronous_commit = off")
                         result = await fn(tx)
                     except psycopg.OperationalError as exc:
                         # COMMIT is sent after fn returns: nothing of this try was kept
@@ -1585,7 +1598,7 @@ class PostgresStore(
                     (account_id, name),
                 )
 
-        await self._tx(fn)
+        await self._tx(fn, durable=self.fsync_always)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
         rows = await self._query(
@@ -1686,7 +1699,7 @@ class PostgresStore(
                 tuple(failed),
             )
 
-        return await self._tx(fn)
+        return await self._tx(fn, durable=self.fsync_always)
 
     async def _copy(self, mailbox_id: int, uids: Sequence[int], target: int, move: bool
                     ) -> list[tuple[int, int]]:
@@ -1767,7 +1780,7 @@ class PostgresStore(
                 await self._expunge_uids(tx, mailbox_id, gone)
             return gone
 
-        return await self._tx(fn)
+        return await self._tx(fn, durable=self.fsync_always)
 
     async def claim_recent(self, mailbox_id: int) -> int:
         async def fn(tx: _Tx) -> int:
@@ -1780,7 +1793,7 @@ class PostgresStore(
                 raise NotFound(f"no mailbox {mailbox_id}")
             return int(row[0])
 
-        return await self._tx(fn)
+        return await self._tx(fn, durable=self.fsync_always)
 
     # --- outbound queue -------------------------------------------------------------
 

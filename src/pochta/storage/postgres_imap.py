@@ -51,7 +51,13 @@ EXPUNGED_MODSEQ_MIGRATION = """
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
 """
 
-TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys")
+# SEARCH FROM/TO/CC/BCC/SUBJECT without reading every message (server/imap_message.py)
+SEARCH_FIELDS_MIGRATION = """
+CREATE TABLE IF NOT EXISTS imap_searchfields(
+    blob_id bigint PRIMARY KEY REFERENCES blobs ON DELETE CASCADE, fields text NOT NULL);
+"""
+
+TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys", "imap_searchfields")
 
 # SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;
 # COLLATE "C": strings compare by code point, as SQLite and Python compare them
@@ -105,6 +111,36 @@ class PostgresImapState(PostgresFeature):
             "message_id, refs FROM imap_sortkeys WHERE blob_id = ANY(%s)",
             (list(dict.fromkeys(blob_ids)),))
         return {int(r[0]): SortKeys(r[1], r[2], bool(r[3]), *r[4:]) for r in rows}
+
+    async def get_search_fields(self, blob_ids: Sequence[int]) -> dict[int, str]:
+        rows = await self._query(
+            "SELECT blob_id, fields FROM imap_searchfields WHERE blob_id = ANY(%s)",
+            (list(dict.fromkeys(blob_ids)),))
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    async def kept_search_fields(
+        self, mailbox_id: int, containing: str
+    ) -> dict[int, str | None]:
+        rows = await self._query(
+            "SELECT m.blob_id, CASE WHEN strpos(f.fields, %s) > 0 THEN f.fields END "
+            "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
+            "WHERE m.mailbox_id = %s", (containing, mailbox_id))
+        return {int(r[0]): r[1] for r in rows}
+
+    async def put_search_fields(self, fields: Mapping[int, str]) -> None:
+        ids = list(fields)
+        if not ids:
+            return
+
+        async def fn(tx: Transaction) -> None:
+            # one statement for the batch; a blob deleted meanwhile is left out
+            await tx.run(
+                "INSERT INTO imap_searchfields SELECT f.b, f.t FROM unnest(%s::bigint[], "
+                "%s::text[]) AS f(b, t) JOIN blobs ON blobs.id = f.b "
+                "ON CONFLICT (blob_id) DO UPDATE SET fields = excluded.fields",
+                (ids, [fields[b] for b in ids]))
+
+        await self._tx(fn)
 
     async def sorted_uids(
         self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]

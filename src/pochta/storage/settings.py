@@ -43,6 +43,15 @@ class StorageConfig:
             "(0: commit as soon as the previous fsync finished)"
         ),
     )
+    fsync: str = field(
+        default="optimized",
+        metadata=_doc(
+            "optimized: flag changes, expunges, subscriptions and \\Recent commit without "
+            "waiting for the disk (a crash may undo the last of them, never lose a message); "
+            "always: every commit is fsynced. What makes a message exist (delivery, APPEND, "
+            "COPY, MOVE, the queue) is fsynced before the reply in both"
+        ),
+    )
     compact_interval: float = field(
         default=300.0,
         metadata=_doc(
@@ -77,6 +86,8 @@ def check(storage: StorageConfig) -> list[str]:
     problems: list[str] = []
     if storage.backend not in ("sqlite", "postgresql"):
         problems.append("storage.backend: must be sqlite or postgresql")
+    if storage.fsync not in ("optimized", "always"):
+        problems.append("storage.fsync: must be optimized or always")
     if storage.pool_size < 1:
         problems.append("storage.pool_size: must be at least 1")
     if storage.compact_interval < 0:

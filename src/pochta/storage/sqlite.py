@@ -293,7 +293,7 @@ class _Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     touched: set[int]  # mailbox ids to notify after commit
-    durable: bool = True  # False: the commit need not be fsynced (\Recent claims)
+    durable: bool = True  # False: the commit need not be fsynced (flags, expunges, \Recent)
 
 
 class _Watcher:
@@ -459,6 +459,8 @@ class SQLiteStore(
         self.data_dir = data_dir
         self.blob_dir = data_dir / "blobs"
         self.commit_interval = commit_interval
+        # storage.fsync = "always": metadata commits are fsynced too (see _metadata_durable)
+        self.fsync_always = False
         self._writer_conn = _connect(data_dir / "pochta.db")
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-reader")
         self._local = threading.local()
@@ -479,12 +481,15 @@ class SQLiteStore(
         self._closed = False
 
     @classmethod
-    async def open(cls, data_dir: str | Path, commit_interval: float = 0.0) -> SQLiteStore:
+    async def open(
+        cls, data_dir: str | Path, commit_interval: float = 0.0, *, fsync_always: bool = False
+    ) -> SQLiteStore:
         path = Path(data_dir)
         _private_dir(path)
         _private_dir(path / "blobs")
         _tighten_files(path)
         store = cls(path, commit_interval)
+        store.fsync_always = fsync_always
         try:
             store._migrate()
         except BaseException:
@@ -1353,7 +1358,7 @@ class SQLiteStore(
                     "DELETE FROM subscriptions WHERE account_id=? AND name=?", (account_id, name)
                 )
 
-        await self._write(fn)
+        await self._write(fn, durable=self.fsync_always)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
         rows = self._query_now(  # an index range of one account's names
@@ -1473,7 +1478,9 @@ class SQLiteStore(
                     meta.uid, meta.blob_id, meta.size, meta.internaldate, new, modseq))
             return FlagUpdate(tuple(changed), tuple(failed))
 
-        return await self._write(fn, touched={mailbox_id})
+        # storage.fsync = "optimized" (Dovecot's mail_fsync default): a crash may undo a
+        # flag change, which no message depends on (docs/config/README.md, security)
+        return await self._write(fn, touched={mailbox_id}, durable=self.fsync_always)
 
     def _copy_fn(
         self, mailbox_id: int, uids: Sequence[int], target: int, move: bool
@@ -1543,7 +1550,9 @@ class SQLiteStore(
                 self._expunge_uids(conn, mailbox_id, gone)
             return gone
 
-        return await self._write(fn, touched={mailbox_id})
+        # optimized: a crash may bring an expunged message back, never lose one; the bytes
+        # stay until a later (durable) compaction commit, which syncs this one's WAL frames
+        return await self._write(fn, touched={mailbox_id}, durable=self.fsync_always)
 
     async def claim_recent(self, mailbox_id: int) -> int:
         def fn(conn: sqlite3.Connection, _: int | None) -> int:
@@ -1558,7 +1567,7 @@ class SQLiteStore(
             return int(row[0])
 
         # \Recent is a hint (RFC 3501 §2.3.2): a claim lost in a crash costs nothing
-        return await self._write(fn, durable=False)
+        return await self._write(fn, durable=self.fsync_always)
 
     def watch(self, mailbox_id: int) -> _Watcher:
         watcher = _Watcher(self, mailbox_id)

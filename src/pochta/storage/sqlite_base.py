@@ -38,6 +38,7 @@ class SQLiteFeature:
         fn: Callable[[sqlite3.Connection, int | None], T],
         blob: bytes | None = None,
         touched: set[int] | None = None,
+        durable: bool = True,
     ) -> T:
         raise NotImplementedError
 

@@ -63,6 +63,13 @@ END;
     Migration("imap-expunged-modseq", """
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
 """),
+    # SEARCH FROM/TO/CC/BCC/SUBJECT without reading every message (server/imap_message.py)
+    Migration("imap-searchfields", """
+CREATE TABLE IF NOT EXISTS imap_searchfields(blob_id INTEGER PRIMARY KEY, fields TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS imap_searchfields_blob_delete AFTER DELETE ON blobs BEGIN
+    DELETE FROM imap_searchfields WHERE blob_id = old.id;
+END;
+"""),
 ]
 
 
@@ -150,6 +157,45 @@ class SQLiteImapState(SQLiteFeature):
 
         if rows:
             await self._write(write)
+
+    async def get_search_fields(self, blob_ids: Sequence[int]) -> dict[int, str]:
+        wanted = list(dict.fromkeys(blob_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[int, str]:
+            out: dict[int, str] = {}
+            for i in range(0, len(wanted), BATCH):
+                part = wanted[i : i + BATCH]
+                marks = ",".join("?" * len(part))
+                out.update(conn.execute(
+                    "SELECT blob_id, fields FROM imap_searchfields "  # noqa: S608
+                    f"WHERE blob_id IN ({marks})", part).fetchall())  # only "?" formatted in
+            return out
+
+        return await self._read(read)
+
+    async def kept_search_fields(
+        self, mailbox_id: int, containing: str
+    ) -> dict[int, str | None]:
+        def read(conn: sqlite3.Connection) -> dict[int, str | None]:
+            return dict(conn.execute(
+                "SELECT m.blob_id, CASE WHEN instr(f.fields, ?) > 0 THEN f.fields END "
+                "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
+                "WHERE m.mailbox_id = ?", (containing, mailbox_id)).fetchall())
+
+        return await self._read(read)
+
+    async def put_search_fields(self, fields: Mapping[int, str]) -> None:
+        rows = [(b, f, b) for b, f in fields.items()]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            # a blob deleted meanwhile has no row to describe: keep only live ones
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_searchfields SELECT ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM blobs WHERE id = ?)", rows)
+
+        if rows:
+            # derived data, computed again if a crash loses it
+            await self._write(write, durable=False)
 
     async def sorted_uids(
         self, mailbox_id: int, criteria: Sequence[tuple[str, bool]]

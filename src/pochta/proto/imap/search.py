@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 
@@ -26,6 +27,13 @@ _FLAG_KEYS = {
 }
 _HEADER_KEYS = {"BCC", "CC", "FROM", "SUBJECT", "TO"}
 _ADDRESS_HEADERS = {"BCC", "CC", "FROM", "TO", "SENDER", "REPLY-TO"}
+# The header fields whose SEARCH texts the store keeps per message (``Candidate.
+# search_fields``), so SEARCH FROM/TO/CC/BCC/SUBJECT need not read every message.
+SEARCH_FIELDS = ("FROM", "TO", "CC", "BCC", "SUBJECT")
+# Kept texts are stored as, per field in SEARCH_FIELDS order, "\x1f" before each value,
+# fields joined by "\x1e" ("" is no such field, "\x1f" one empty value). A text holding
+# either separator is not kept (the message is read each time, as before).
+_FIELD_SEP, _VALUE_SEP = "\x1e", "\x1f"
 _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE",
               "SAVEDON", "SAVEDSINCE"}
 RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"}
@@ -55,6 +63,30 @@ class SearchProgram:
         return _needs_body(self.key)
 
     @property
+    def needs_fields_only(self) -> bool:
+        """The message is only needed for SEARCH_FIELDS texts, which the store may keep."""
+        return self.needs_body and _fields_only(self.key)
+
+    @property
+    def required_text(self) -> str | None:
+        """A case-folded text that one of SEARCH_FIELDS' kept texts of every match holds
+        (the longest FROM/TO/CC/BCC/SUBJECT needle the whole program requires), for the
+        store to leave out the messages that cannot match; None: no such text."""
+        needles = _required(self.key)
+        return max(needles, key=len) if needles else None
+
+    def field_matcher(self) -> Callable[[str], bool] | None:
+        """For a program that is one FROM/TO/CC/BCC/SUBJECT key with a needle, the same
+        answer as ``matches`` from the kept texts alone (the needle holds no separator, so
+        it is in one of the field's values exactly when it is in their joined text)."""
+        k = self.key
+        needles = _required(k)
+        if k.op != "HEADER" or not needles:
+            return None
+        index, needle = SEARCH_FIELDS.index(str(k.args[0]).upper()), needles[0]
+        return lambda kept: needle in kept.split(_FIELD_SEP, index + 1)[index]
+
+    @property
     def uses_modseq(self) -> bool:
         return _uses(self.key, "MODSEQ")
 
@@ -78,6 +110,24 @@ def _needs_body(k: Key) -> bool:
     if k.op in ("HEADER", "BODY", "TEXT", "SENTDATE"):
         return True
     return any(isinstance(a, Key) and _needs_body(a) for a in k.args)
+
+
+def _fields_only(k: Key) -> bool:
+    if k.op in ("BODY", "TEXT", "SENTDATE"):
+        return False
+    if k.op == "HEADER":
+        return str(k.args[0]).upper() in SEARCH_FIELDS
+    return all(_fields_only(a) for a in k.args if isinstance(a, Key))
+
+
+def _required(k: Key) -> list[str]:
+    if k.op == "HEADER" and str(k.args[0]).upper() in SEARCH_FIELDS:
+        folded = str(k.args[1]).casefold()
+        if folded and _FIELD_SEP not in folded and _VALUE_SEP not in folded:
+            return [folded]
+    if k.op == "AND":
+        return [n for a in k.args if isinstance(a, Key) for n in _required(a)]
+    return []
 
 
 def _uses(k: Key, op: str) -> bool:
@@ -293,6 +343,24 @@ class Candidate:
             texts = self._fields[key] = [_decode(v).casefold() for v in values]
         return texts
 
+    def search_fields(self) -> str | None:
+        """SEARCH_FIELDS' texts as one string for the store (None: not keepable)."""
+        texts = [self.header_texts(name) for name in SEARCH_FIELDS]
+        kept = _FIELD_SEP.join("".join(_VALUE_SEP + t for t in values) for values in texts)
+        if (kept.count(_FIELD_SEP) != len(SEARCH_FIELDS) - 1
+                or sum(len(values) for values in texts) != kept.count(_VALUE_SEP)
+                or "\x00" in kept or not _encodable(kept)):  # NUL: PostgreSQL text cannot
+            return None
+        return kept
+
+    def use_search_fields(self, kept: str) -> None:
+        """Take SEARCH_FIELDS' texts from what ``search_fields`` gave (no bytes needed)."""
+        parts = kept.split(_FIELD_SEP)
+        if len(parts) != len(SEARCH_FIELDS):
+            raise ValueError("kept search fields do not match SEARCH_FIELDS")
+        for name, part in zip(SEARCH_FIELDS, parts, strict=True):
+            self._fields[name] = part.split(_VALUE_SEP)[1:]
+
     @property
     def head(self) -> str:
         """The decoded header, case-folded (TEXT)."""
@@ -332,6 +400,14 @@ class SearchContext:
             self._spans[id(k)] = (k, starts, ends)
         i = bisect.bisect_right(starts, n) - 1
         return i >= 0 and n <= ends[i]
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: no store takes them as text
+        return False
+    return True
 
 
 def _decode(value: str) -> str:

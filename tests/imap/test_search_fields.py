@@ -1,0 +1,115 @@
+"""SEARCH FROM/TO/CC/BCC/SUBJECT on the header texts the store keeps per message
+(``Candidate.search_fields``): the same answers as reading each message's header, on
+tricky headers (encoded words, folded lines, groups, comments inside addresses)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pochta.proto.imap.framer import RawCommand
+from pochta.proto.imap.parser import Reader
+from pochta.proto.imap.search import Candidate, SearchContext, matches, parse_search
+from pochta.storage.interfaces import MessageMeta
+from tests.conftest import Server
+from tests.imap.helpers import connect
+
+TRICKY = [
+    # encoded words (Q and B, UTF-8 and Latin-1), split across a folded line
+    b"From: =?utf-8?q?Ren=C3=A9e?= Dupont <renee@example.test>\r\n"
+    b"To: =?iso-8859-1?q?J=F6rg?= <jorg@example.test>,\r\n bob@example.test\r\n"
+    b"Subject: =?utf-8?b?Q2Fmw6kgcmVwb3J0?=\r\n =?utf-8?q?_for_M=C3=A4rz?=\r\n\r\nbody\r\n",
+    # a group, an empty group, a comment inside the address, folded Cc
+    b"From: sender17 (the robot) <sender17@example.test>\r\n"
+    b"To: Team: alice@example.test, carol@example.test;, undisclosed-recipients:;\r\n"
+    b"Cc: <dave (c) @ (c) example.test>,\r\n\t\"Eve, E.\" <eve@example.test>\r\n"
+    b"Bcc: hidden@example.test\r\nSubject: plain\r\n subject folded\r\n\r\nbody\r\n",
+    # no address fields at all, an empty Subject, a second From
+    b"Subject:\r\nFrom: first@example.test\r\nFrom: second@example.test\r\n\r\nbody\r\n",
+    # raw 8-bit UTF-8 in a header and a NUL that no store takes as text
+    "From: Zoë <zoe@example.test>\r\nSubject: caf\u00e9 \x00 nul\r\n\r\nbody\r\n".encode(),
+    # separators of the kept format inside a header
+    b"From: odd\x1e\x1f <odd@example.test>\r\nSubject: x\r\n\r\nbody\r\n",
+]
+
+NEEDLES = [
+    "FROM renée", "FROM RENEE", "FROM dupont", "TO jörg", "TO bob@", "SUBJECT café",
+    'SUBJECT "report for märz"', "FROM sender17", "FROM robot", "TO team", "TO carol",
+    "TO undisclosed", "CC dave@example.test", 'CC "eve, e."', "BCC hidden", "SUBJECT folded",
+    "FROM second", "FROM first", 'SUBJECT ""', 'FROM ""', 'CC ""', "FROM zoë",
+    "SUBJECT nul", "FROM odd", "SUBJECT x", "OR FROM renee TO carol", "NOT FROM example",
+    'HEADER From "renée"', "FROM example.test UNSEEN", "TO alice@example.test",
+]
+
+
+def program(text: str) -> Reader:
+    return Reader(RawCommand((text.encode(),), ()))
+
+
+@pytest.mark.parametrize("needle", NEEDLES)
+def test_kept_texts_answer_as_the_header(needle: str) -> None:
+    prog = parse_search(program(needle))
+    assert prog.needs_fields_only
+    ctx = SearchContext(len(TRICKY), len(TRICKY), frozenset())
+    for i, data in enumerate(TRICKY, 1):
+        meta = MessageMeta(i, i, len(data), 0.0, frozenset(), 1)
+        read = Candidate(i, meta, False, data=data)
+        kept = Candidate(i, meta, False, data=data).search_fields()
+        if kept is None:  # NUL or separators: never kept, read each time
+            assert b"\x00" in data or b"\x1e" in data
+            continue
+        from_store = Candidate(i, meta, False)  # no bytes at all
+        from_store.use_search_fields(kept)
+        assert matches(prog.key, from_store, ctx) == matches(prog.key, read, ctx), (needle, i)
+        fast = prog.field_matcher()
+        if fast is not None:
+            assert fast(kept) == matches(prog.key, read, ctx), (needle, i)
+
+
+def test_body_keys_still_read_the_message() -> None:
+    for text in ("BODY x", "TEXT x", "SENTON 1-Jan-2020", "HEADER Sender x",
+                 "FROM x OR BODY y SUBJECT z"):
+        assert not parse_search(program(text)).needs_fields_only, text
+    assert not parse_search(program("UNSEEN")).needs_fields_only  # no bytes needed at all
+
+
+def _uids(resp: list[bytes]) -> list[int]:
+    m = re.match(rb"\* SEARCH(.*)\r\n", resp[0])
+    assert m is not None, resp
+    return [int(x) for x in m.group(1).split()]
+
+
+async def test_search_kept_fields_over_imap(imap_server: Server) -> None:
+    """First search computes and keeps the texts, the second answers from them; both
+    agree with the body path (``BODY ""`` matches every message and forces a read)."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for msg in TRICKY:
+            resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+            assert b"OK" in resp[-1]
+        await c.cmd("SELECT INBOX")
+        await c.cmd("STORE 1 +FLAGS (\\Seen)")
+        for needle in NEEDLES:
+            wire = needle.encode()
+            read = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + wire + b' BODY ""'))
+            cold = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + wire))
+            warm = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + wire))
+            assert cold == warm == read, needle
+        assert _uids(await c.cmd("SEARCH FROM sender17")) == [2]
+        assert _uids(await c.cmd("SEARCH TO carol")) == [2]
+        assert _uids(await c.cmd('SEARCH FROM "renee dupont"')) == []  # é is not e
+        assert _uids(await c.cmd('SEARCH CHARSET UTF-8 FROM "RENÉE DUPONT"')) == [1]
+
+
+def test_field_matcher_only_for_one_field_key() -> None:
+    assert parse_search(program("FROM a")).field_matcher() is not None
+    for text in ("FROM a UNSEEN", 'FROM ""', "NOT FROM a", "HEADER Sender a"):
+        assert parse_search(program(text)).field_matcher() is None, text
+
+
+def test_required_text() -> None:
+    assert parse_search(program("FROM Ann SUBJECT hello")).required_text == "hello"
+    assert parse_search(program("UNSEEN (TO Bob)")).required_text == "bob"
+    for text in ("OR FROM a TO b", "NOT FROM a", 'FROM ""', "UNSEEN", "BODY x"):
+        assert parse_search(program(text)).required_text is None, text

@@ -3,15 +3,14 @@ while every other command before login stays within ``preauth_max_command``."""
 
 from __future__ import annotations
 
-from tests.conftest import Server
-from tests.imap.helpers import connect, st
-
 from pochta.proto.imap.session import (
     PREAUTH_MAX_ID,
     Command,
     ImapServerSession,
     SessionLimits,
 )
+from tests.conftest import Server
+from tests.imap.helpers import connect, st
 
 
 def _rfc_max_id(tag: bytes = b"a") -> bytes:

@@ -46,7 +46,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
         "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
-        "CATENATE", "UIDONLY", "CONTEXT=SEARCH",
+        "CATENATE", "UIDONLY", "CONTEXT=SEARCH", "CONTEXT=SORT",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

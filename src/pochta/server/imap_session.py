@@ -107,6 +107,10 @@ class SearchUpdate:
     prog: SearchProgram
     uid: bool
     uids: set[int]
+    # CONTEXT=SORT (RFC 5267 §4.3): the result's UIDs in sort order, and how to sort a
+    # set of UIDs again; None for a SEARCH context (positions are then 0)
+    order: list[int] | None = None
+    sorter: Callable[[set[int]], Awaitable[list[int]]] | None = None
 
 
 class CloseSession(Exception):
@@ -295,12 +299,33 @@ class ImapSession:
         return (b'* ESEARCH (TAG "' + tag.encode() + b'")' + (b" UID" if ctx.uid else b"")
                 + b" " + what + b" (0 " + seq_set(numbers) + b")\r\n")
 
+    def _sorted_line(self, tag: str, ctx: SearchUpdate, what: bytes,
+                     placed: list[tuple[int, int]]) -> bytes:
+        """A sorted context's ADDTO/REMOVEFROM: a (position, message) pair per message,
+        positions counted from 1 in the order the client applies them (RFC 5267 §4.3)."""
+        sel = self.selected
+        assert sel is not None
+        pairs = b" ".join(b"%d %d" % (pos, uid if ctx.uid else sel.seq_of(uid))
+                          for pos, uid in placed)
+        return (b'* ESEARCH (TAG "' + tag.encode() + b'")' + (b" UID" if ctx.uid else b"")
+                + b" " + what + b" (" + pairs + b")\r\n")
+
+    def _remove_sorted(self, tag: str, ctx: SearchUpdate, gone: set[int]) -> bytes:
+        assert ctx.order is not None
+        # from the end, so each position is still right when the client applies it
+        placed = [(i + 1, u) for i, u in reversed(list(enumerate(ctx.order))) if u in gone]
+        ctx.order = [u for u in ctx.order if u not in gone]
+        return self._sorted_line(tag, ctx, b"REMOVEFROM", placed)
+
     def _context_removals(self, doomed: set[int]) -> list[bytes]:
         out: list[bytes] = []
         for tag, ctx in self.contexts.items():
             gone = sorted(ctx.uids & doomed)
             if gone:
-                out.append(self._context_line(tag, ctx, b"REMOVEFROM", gone))
+                if ctx.order is not None:
+                    out.append(self._remove_sorted(tag, ctx, set(gone)))
+                else:
+                    out.append(self._context_line(tag, ctx, b"REMOVEFROM", gone))
                 ctx.uids -= set(gone)
         return out
 
@@ -325,6 +350,18 @@ class ImapSession:
             considered = {m.uid for m in live}
             added = sorted(now - ctx.uids)
             dropped = sorted((ctx.uids & considered) - now)
+            if ctx.order is not None and ctx.sorter is not None:
+                if dropped:
+                    self.send(self._remove_sorted(tag, ctx, set(dropped)))
+                ctx.uids = (ctx.uids - set(dropped)) | set(added)
+                if added:
+                    new_order = await ctx.sorter(ctx.uids)
+                    fresh = set(added)
+                    # in ascending position: each insert lands where it belongs
+                    placed = [(i + 1, u) for i, u in enumerate(new_order) if u in fresh]
+                    ctx.order = new_order
+                    self.send(self._sorted_line(tag, ctx, b"ADDTO", placed))
+                continue
             if dropped:
                 self.send(self._context_line(tag, ctx, b"REMOVEFROM", dropped))
             if added:

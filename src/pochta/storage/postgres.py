@@ -249,7 +249,7 @@ MIGRATIONS: tuple[str, ...] = (
 # Feature modules (postgres_base.py) bring their own migrations, after the core ones.
 MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
                postgres_spam.MIGRATION, postgres_imap.MIGRATION, postgres_sending.MIGRATION,
-               postgres_web.MIGRATION)
+               postgres_web.MIGRATION, postgres_imap.MIGRATION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

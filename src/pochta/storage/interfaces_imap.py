@@ -1,6 +1,7 @@
 """The IMAP extensions' part of the storage contract: METADATA (RFC 5464) entries,
-SAVEDATE (RFC 8514), SORT keys, URLAUTH keys (RFC 4467) and ACL grants (RFC 4314). ``MailStore`` includes ``ImapStateStore``; every backend implements
-it and passes ``tests/storage/test_imap_state.py``.
+SAVEDATE (RFC 8514), SORT keys, URLAUTH keys (RFC 4467) and ACL grants (RFC 4314).
+``MailStore`` includes ``ImapStateStore``; every backend implements it and passes
+``tests/storage/test_imap_state.py`` and ``test_imap_acl_urlauth.py``.
 
 Entry names are full, lower-case paths that start with ``/private/`` (visible to their
 owner account only) or ``/shared/`` (visible to every account that sees the mailbox);

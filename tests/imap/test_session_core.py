@@ -171,7 +171,7 @@ def test_no_import_cycles_among_imap_modules() -> None:
     imap_session <- handlers <- imap_commands <- imap."""
     root = pathlib.Path(__file__).resolve().parents[2] / "src" / "pochta"
     order = ["imap_session", "imap_catenate", "imap_auth", "imap_mailbox", "imap_message",
-             "imap_sort", "imap_metadata", "imap_commands", "imap"]
+             "imap_sort", "imap_metadata", "imap_urlauth", "imap_commands", "imap"]
     for path in sorted((root / "server").glob("imap*.py")):
         name = path.stem
         tree = ast.parse(path.read_text())

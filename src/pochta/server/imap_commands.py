@@ -9,6 +9,7 @@ from . import imap_mailbox as mb
 from . import imap_message as msg
 from . import imap_metadata as md
 from . import imap_sort as srt
+from . import imap_urlauth as ua
 from .imap_session import Handler
 
 COMMANDS: dict[str, Handler] = {
@@ -51,4 +52,7 @@ COMMANDS: dict[str, Handler] = {
     "CANCELUPDATE": msg.cmd_cancelupdate,
     "SORT": srt.cmd_sort,
     "THREAD": srt.cmd_thread,
+    "GENURLAUTH": ua.cmd_genurlauth,
+    "RESETKEY": ua.cmd_resetkey,
+    "URLFETCH": ua.cmd_urlfetch,
 }

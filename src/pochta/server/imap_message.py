@@ -11,10 +11,12 @@ import weakref
 from collections import OrderedDict
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap.acl import can_change_flag
 from ..proto.imap.errors import (
     BadCharset,
     BadCommand,
     ExpungeIssued,
+    NoPerm,
     OverQuota,
     ReadOnly,
     TryCreate,
@@ -53,6 +55,7 @@ from ..storage.interfaces import (
     StorageFull,
 )
 from .imap_session import CloseSession, ImapSession, SearchUpdate
+from .imap_shared import resolve as resolve_mailbox
 
 log = logging.getLogger("pochta.imap")
 
@@ -168,7 +171,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if req.has("SAVEDATE") and uids:
         opts.save_dates = await s.store.save_dates(sel.info.id, uids)
     seen_set: set[int] = set()
-    if req.sets_seen and not sel.readonly:
+    if req.sets_seen and not sel.readonly and "s" in s.rights:  # RFC 4314 §4
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
         if unseen:
             try:
@@ -306,6 +309,10 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if sel.readonly:
         raise ReadOnly("Mailbox is read-only")
     wanted = frozenset(f for f in flags if f not in ("\\Recent", "\\*"))
+    # RFC 4314 §4: \Seen needs s, \Deleted t, other flags w; a replace touches them all
+    needed = ["\\Seen", "\\Deleted", "$any"] if mode is FlagMode.REPLACE else wanted
+    if not all(can_change_flag(s.rights, f) for f in needed):
+        raise NoPerm("Permission denied")
     uids = resolve(s, seqset, uid)
     live = [u for u in uids if u not in sel.pending_expunge]
     update = await s.store.store_flags(sel.info.id, live, wanted, mode, unchanged_since)
@@ -449,9 +456,14 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
     sel = _sel(s)
     if move and sel.readonly:
         raise ReadOnly("Mailbox is read-only")
-    target = await s.store.get_mailbox(s.account_id, name)
-    if target is None:
+    if move and not {"t", "e"} <= set(s.rights):  # MOVE expunges from the source
+        raise NoPerm("Permission denied")
+    box = await resolve_mailbox(s, name)
+    if box is None:
         raise TryCreate("No such mailbox")
+    if "i" not in box.rights:  # RFC 4314 §4: COPY and MOVE need i on the target
+        raise NoPerm("Permission denied")
+    target = box.info
     uids = [u for u in resolve(s, seqset, uid) if u not in sel.pending_expunge]
     if not uids:
         s.ok(tag, "Nothing to do")
@@ -493,6 +505,8 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if sel.readonly:
         raise ReadOnly("Mailbox is read-only")
+    if "e" not in s.rights:  # RFC 4314 §4: EXPUNGE needs e
+        raise NoPerm("Permission denied")
     await s.sync(allow_expunge=True)  # learn the current \Deleted flags first
     if only is None:
         await s.store.expunge(sel.info.id)

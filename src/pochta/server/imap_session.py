@@ -162,6 +162,8 @@ class ImapSession:
         self.selected: Selected | None = None
         self.watcher: ChangeWatcher | None = None
         self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
+        # ACL (RFC 4314) rights on the selected mailbox: all of them on the user's own
+        self.rights = "aeiklprstwx"
 
     def _spool_file(self, size: int) -> SpoolFile:
         return SpoolFile(self.ctx.config.data_path / "tmp", size)

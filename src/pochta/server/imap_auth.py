@@ -47,7 +47,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
         "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
         "CATENATE", "UIDONLY", "CONTEXT=SEARCH", "CONTEXT=SORT",
-        "URLAUTH", "URLAUTH=BINARY",
+        "URLAUTH", "URLAUTH=BINARY", "ACL", "RIGHTS=texk", "LIST-MYRIGHTS",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

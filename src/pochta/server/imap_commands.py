@@ -4,6 +4,7 @@ both tables name the same commands."""
 
 from __future__ import annotations
 
+from . import imap_acl as acl
 from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
@@ -55,4 +56,9 @@ COMMANDS: dict[str, Handler] = {
     "GENURLAUTH": ua.cmd_genurlauth,
     "RESETKEY": ua.cmd_resetkey,
     "URLFETCH": ua.cmd_urlfetch,
+    "SETACL": acl.cmd_setacl,
+    "DELETEACL": acl.cmd_deleteacl,
+    "GETACL": acl.cmd_getacl,
+    "LISTRIGHTS": acl.cmd_listrights,
+    "MYRIGHTS": acl.cmd_myrights,
 }

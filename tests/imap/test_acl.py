@@ -110,7 +110,7 @@ async def test_anyone_create_delete_and_acl_follows_rename(imap_server: Server) 
         assert st(await alice.cmd("SETACL Team alice@example.test l")).startswith(b"NO")
         assert st(await alice.cmd("SETACL Team -bob@example.test r")).startswith(b"BAD")
         assert st(await alice.cmd("SETACL Team bob@example.test q")).startswith(b"BAD")
-        assert st(await bob.cmd(f'CREATE "Other Users/alice@example.test/Team/Sub"')
+        assert st(await bob.cmd('CREATE "Other Users/alice@example.test/Team/Sub"')
                   ).startswith(b"OK")
         assert b'"/" Team/Sub' in joined(await alice.cmd('LIST "" "*"'))
         # the child has no grant of its own: bob does not see it, nor delete it

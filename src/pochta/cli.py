@@ -58,6 +58,7 @@ PLUGINS = (
     "pochta.sending.cli",
     "pochta.transfer.cli",
     "pochta.web.cli",  # pochta admin (issue 19)
+    "pochta.services.acl_cli",  # pochta acl (IMAP shared mailboxes, issue 15)
 )
 
 

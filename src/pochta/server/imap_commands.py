@@ -9,6 +9,7 @@ from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
 from . import imap_metadata as md
+from . import imap_notify as ntf
 from . import imap_sort as srt
 from . import imap_urlauth as ua
 from .imap_session import Handler
@@ -61,4 +62,5 @@ COMMANDS: dict[str, Handler] = {
     "GETACL": acl.cmd_getacl,
     "LISTRIGHTS": acl.cmd_listrights,
     "MYRIGHTS": acl.cmd_myrights,
+    "NOTIFY": ntf.cmd_notify,
 }

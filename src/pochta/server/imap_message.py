@@ -532,6 +532,7 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     deadline = loop.time() + s.idle_timeout
     reader: asyncio.Task[bytes] | None = None
     waiter: asyncio.Task[bool] | None = None
+    notified: asyncio.Future[None] | None = None  # NOTIFY: other mailboxes changed
     try:
         while True:
             event = s.core.next_event()
@@ -548,6 +549,10 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             pending: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
             if waiter is not None:
                 pending.add(waiter)  # type: ignore[arg-type]
+            if notified is None and s.notify_wait is not None:
+                notified = asyncio.ensure_future(s.notify_wait())
+            if notified is not None:
+                pending.add(notified)  # type: ignore[arg-type]
             done, _ = await asyncio.wait(pending, timeout=min(remaining, 60.0),
                                          return_when=asyncio.FIRST_COMPLETED)
             if reader in done:
@@ -558,11 +563,13 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 s.core.receive_data(data)
             if waiter is not None and waiter in done:
                 waiter = None
+            if notified is not None and notified in done:
+                notified = None
             # changes (or a periodic poll): tell the client at once
             await s.sync(allow_expunge=True)
             await s.flush()
     finally:
-        for task in (reader, waiter):
+        for task in (reader, waiter, notified):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

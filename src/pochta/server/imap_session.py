@@ -164,6 +164,11 @@ class ImapSession:
         self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
         # ACL (RFC 4314) rights on the selected mailbox: all of them on the user's own
         self.rights = "aeiklprstwx"
+        # NOTIFY (RFC 5465, imap_notify.py): reports other mailboxes' changes at each
+        # sync; IDLE also waits for notify_wait; on_close runs when the session ends
+        self.notifier: Callable[[], Awaitable[None]] | None = None
+        self.notify_wait: Callable[[], Awaitable[None]] | None = None
+        self.on_close: list[Callable[[], None]] = []
 
     def _spool_file(self, size: int) -> SpoolFile:
         return SpoolFile(self.ctx.config.data_path / "tmp", size)
@@ -268,7 +273,10 @@ class ImapSession:
 
     # --- selected-mailbox bookkeeping --------------------------------------------------
     async def sync(self, allow_expunge: bool) -> None:
-        """Send what changed in the selected mailbox since we last looked (§7.5.1)."""
+        """Send what changed in the selected mailbox since we last looked (§7.5.1), after
+        what NOTIFY reports of the others."""
+        if self.notifier is not None:
+            await self.notifier()
         sel = self.selected
         if sel is None:
             return

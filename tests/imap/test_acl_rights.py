@@ -25,7 +25,7 @@ def test_rfc4314_setacl_examples() -> None:
     assert modify("aektx", "-d") == "ak"
     assert modify("lr", "lrswi") == "ilrsw"  # no sign: replaces
     assert modify("lrs", "-s") == "lr"
-X
+    assert normalize("rwipslxetad") == "aeilprstwx"  # the owner example of §3.3 (d: x t e)
     assert normalize("") == ""
 
 

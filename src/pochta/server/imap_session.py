@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..config import Listener
+from ..proto.imap.acl import OWNER_RIGHTS
 from ..proto.imap.errors import ImapError, Limit, OverQuota, ServerBug
 from ..proto.imap.mutf7 import encode_mutf7
 from ..proto.imap.parser import Reader
@@ -163,7 +164,7 @@ class ImapSession:
         self.watcher: ChangeWatcher | None = None
         self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
         # ACL (RFC 4314) rights on the selected mailbox: all of them on the user's own
-        self.rights = "aeiklprstwx"
+        self.rights = OWNER_RIGHTS
         # NOTIFY (RFC 5465, imap_notify.py): reports other mailboxes' changes at each
         # sync; IDLE also waits for notify_wait; on_close runs when the session ends
         self.notifier: Callable[[], Awaitable[None]] | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pochta.cli import main
-from tests.conftest import Instance, Server
+from tests.conftest import Instance, Server, storage_toml
 from tests.imap.helpers import connect, st
 
 
@@ -28,8 +28,10 @@ async def test_acl_cli_grants_are_seen_by_imap(
         instance: Instance, imap_server: Server, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     config = instance.dir / "pochta.toml"
+    # the server's own store (SQLite, or PostgreSQL under POCHTA_TEST_BACKEND)
     config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
-                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n')
+                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                      + storage_toml(instance.raw_config.get("storage", {})))
     assert await run(monkeypatch, config, "acl", "set", "alice@example.test", "INBOX",
                "bob@example.test", "lr") == 0
     assert await run(monkeypatch, config, "acl", "set", "alice@example.test", "INBOX",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .acl_cli import register as register_acl
 from .cliutil import (
     CLIError,
     config_path,
@@ -552,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     # the features' own subcommands
     for register in (register_policy, register_queue, register_diag, register_storage,
                      register_sieve, register_transport_security, register_spam,
-                     register_sending, register_transfer, register_web):
+                     register_sending, register_transfer, register_web, register_acl):
         register(sub)
     return parser
 

@@ -63,6 +63,8 @@ async def run_session(s: ImapSession) -> None:
         return
     finally:
         s.core.connection_lost()
+        for hook in s.on_close:  # NOTIFY's watchers
+            hook()
         if s.watcher is not None:
             s.watcher.close()
         with contextlib.suppress(ConnectionError, OSError):

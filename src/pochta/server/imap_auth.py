@@ -46,7 +46,9 @@ def capabilities(s: ImapSession) -> list[str]:
         "UTF8=ACCEPT", "BINARY", "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT",
         "THREAD=REFERENCES", "ESORT", "PARTIAL", "METADATA", "SAVEDATE", "OBJECTID",
         "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
-        "CATENATE", "UIDONLY", "CONTEXT=SEARCH",
+        "CATENATE", "UIDONLY", "CONTEXT=SEARCH", "CONTEXT=SORT",
+        "URLAUTH", "URLAUTH=BINARY", "ACL", "RIGHTS=texk", "LIST-MYRIGHTS",
+        "NOTIFY",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")
@@ -76,14 +78,20 @@ async def cmd_logout(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 
 async def cmd_id(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    # RFC 2971: the client's list is informational only; parse it to reject garbage
+    # RFC 2971: the client's list is informational only; parse it to reject garbage,
+    # within §3.3's bounds (30 pairs, fields of 30 octets, values of 1024), which also
+    # bound what a client may make us buffer before login (session.PREAUTH_MAX_ID)
     if not r.accept("NIL"):
         r.expect("(")
+        pairs = 0
         while not r.accept(")"):
             r.maybe_sp()
-            r.string()
+            field = r.string()
             r.sp()
-            r.nstring()
+            value = r.nstring()
+            pairs += 1
+            if pairs > 30 or len(field.encode()) > 30 or len((value or "").encode()) > 1024:
+                raise ParseError("ID exceeds RFC 2971 limits (30 pairs, 30/1024 octets)")
     r.end()
     s.send(b'* ID ("name" "Pochta" "vendor" "Pochta")\r\n')
     s.ok(tag, "ID completed")

@@ -4,11 +4,14 @@ both tables name the same commands."""
 
 from __future__ import annotations
 
+from . import imap_acl as acl
 from . import imap_auth as a
 from . import imap_mailbox as mb
 from . import imap_message as msg
 from . import imap_metadata as md
+from . import imap_notify as ntf
 from . import imap_sort as srt
+from . import imap_urlauth as ua
 from .imap_session import Handler
 
 COMMANDS: dict[str, Handler] = {
@@ -51,4 +54,13 @@ COMMANDS: dict[str, Handler] = {
     "CANCELUPDATE": msg.cmd_cancelupdate,
     "SORT": srt.cmd_sort,
     "THREAD": srt.cmd_thread,
+    "GENURLAUTH": ua.cmd_genurlauth,
+    "RESETKEY": ua.cmd_resetkey,
+    "URLFETCH": ua.cmd_urlfetch,
+    "SETACL": acl.cmd_setacl,
+    "DELETEACL": acl.cmd_deleteacl,
+    "GETACL": acl.cmd_getacl,
+    "LISTRIGHTS": acl.cmd_listrights,
+    "MYRIGHTS": acl.cmd_myrights,
+    "NOTIFY": ntf.cmd_notify,
 }

@@ -4,10 +4,13 @@ QUOTA (RFC 9208), CLOSE, UNSELECT."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap.acl import OWNER_RIGHTS, can_change_flag
+from ..proto.imap.acl import read_only as acl_read_only
 from ..proto.imap.errors import AlreadyExists as MailboxExists
 from ..proto.imap.errors import (
     Cannot,
@@ -19,7 +22,7 @@ from ..proto.imap.errors import (
     TryCreate,
 )
 from ..proto.imap.parser import ParseError, Reader, valid_mailbox_name
-from ..proto.imap.response import seq_set
+from ..proto.imap.response import astring, seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset, parse_seqset_text
 from ..proto.imap.session import State
@@ -37,6 +40,13 @@ from ..storage.interfaces import (
 from . import imap_sieve
 from .imap_catenate import CatPart, catenate
 from .imap_session import ImapSession, SpoolFile
+from .imap_shared import (
+    OTHER_USERS,
+    is_shared_name,
+    resolve,
+    split_shared,
+    visible_shared,
+)
 
 STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
                 "HIGHESTMODSEQ", "MAILBOXID")
@@ -88,9 +98,13 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
     if s.selected is not None:
         s.unselect()
         s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11
-    info = await s.store.get_mailbox(s.account_id, name)
-    if info is None:
+    box = await resolve(s, name)
+    if box is None:
         raise Nonexistent("No such mailbox")
+    if "r" not in box.rights:  # RFC 4314 §4: SELECT and EXAMINE need r
+        raise NoPerm("Permission denied")
+    info = box.info
+    readonly = readonly or acl_read_only(box.rights)
     messages = await s.store.list_messages(info.id)
     if readonly:  # EXAMINE leaves \Recent alone (§6.3.3): peek at the count only
         recent = (await s.store.mailbox_status(info.id)).recent
@@ -102,6 +116,7 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
     sel = Selected.load(info, readonly, messages, first_recent)
     sel.uidonly = s.core.uidonly
     s.selected = sel
+    s.rights = box.rights
     s.watcher = s.store.watch(info.id)
     s.state = State.SELECTED
     s.send(sel.flags_lines())
@@ -150,7 +165,7 @@ async def cmd_examine(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 async def cmd_close(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     sel = s.selected
-    if sel is not None and not sel.readonly:
+    if sel is not None and not sel.readonly and "e" in s.rights:  # RFC 4314 §4
         await s.store.expunge(sel.info.id)  # silently: no EXPUNGE responses (§6.4.1)
     s.unselect()
     s.ok(tag, "CLOSE completed")
@@ -183,6 +198,16 @@ async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if not valid_mailbox_name(name):
         raise Cannot("Invalid mailbox name")
+    owner_id = s.account_id
+    if is_shared_name(name):
+        # a child of a shared mailbox: k on the parent (RFC 4314 §4), in the owner's tree
+        parent = await resolve(s, name.rsplit("/", 1)[0])
+        split = split_shared(name)
+        if parent is None or parent.own or split is None:
+            raise NoPerm("Cannot create mailboxes here")
+        if "k" not in parent.rights:
+            raise NoPerm("Permission denied")
+        owner_id, name = parent.owner_id, split[1]
     use: SpecialUse | None = None
     if uses:
         known = {u.value.lower(): u for u in SpecialUse}
@@ -191,7 +216,7 @@ async def cmd_create(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             raise ImapError("Unsupported special-use attribute", "USEATTR")
         use = known[uses[0].lower()]
     try:
-        info = await s.store.create_mailbox(s.account_id, name, use)
+        info = await s.store.create_mailbox(owner_id, name, use)
     except AlreadyExists:
         raise MailboxExists from None
     # CREATE does not subscribe (RFC 9051 §6.3.4 / §6.3.7, as Dovecot and Cyrus): clients
@@ -204,10 +229,20 @@ async def cmd_delete(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if name == "INBOX":
         raise Cannot("INBOX cannot be deleted")
+    owner_id = s.account_id
+    if is_shared_name(name):
+        box = await resolve(s, name)
+        if box is None:
+            raise Nonexistent("No such mailbox")
+        if "x" not in box.rights:  # RFC 4314 §4: DELETE needs x
+            raise NoPerm("Permission denied")
+        owner_id, name = box.owner_id, box.owner_name
+        if s.selected is not None and s.selected.info.id == box.info.id:
+            s.unselect()
     if s.selected is not None and s.selected.info.name == name:
         s.unselect()
     try:
-        await s.store.delete_mailbox(s.account_id, name)
+        await s.store.delete_mailbox(owner_id, name)
     except NotFound:
         raise Nonexistent("No such mailbox") from None
     except StorageFull:
@@ -224,6 +259,8 @@ async def cmd_rename(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if not valid_mailbox_name(new) or new == "INBOX":
         raise Cannot("Invalid mailbox name")
+    if is_shared_name(old) or is_shared_name(new):
+        raise NoPerm("Shared mailboxes cannot be renamed")
     try:
         await s.store.rename_mailbox(s.account_id, old, new)
     except NotFound:
@@ -236,6 +273,8 @@ async def cmd_rename(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 async def _subscribe(s: ImapSession, tag: str, r: Reader, on: bool) -> None:
     name = r.mailbox()
     r.end()
+    if on and is_shared_name(name) and await resolve(s, name) is None:
+        raise Nonexistent("No such mailbox")
     try:
         await s.store.set_subscribed(s.account_id, name, on)
     except NotFound:
@@ -321,7 +360,7 @@ async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if opt == "STATUS":
                 r.sp()
                 status_items = _parse_status_items(r)
-            elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
+            elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
                 raise ParseError(f"unknown LIST return option {opt}")
             returns.add(opt)
     r.end()
@@ -346,6 +385,13 @@ async def _list(
     returns: set[str], status_items: list[str], lsub: bool,
 ) -> None:
     boxes = await s.store.list_mailboxes(s.account_id)
+    rights = {b.name: OWNER_RIGHTS for b in boxes}
+    # other users' mailboxes this user may list (RFC 4314 'l'), as "Other Users/owner/.."
+    for grant, shown, granted in await visible_shared(s):
+        info = await s.store.get_mailbox(grant.owner_id, grant.mailbox)
+        if info is not None:
+            boxes.append(dataclasses.replace(info, name=shown))
+            rights[shown] = granted
     by_name = {b.name: b for b in boxes}
     full = [(reference + p) if reference and not p.startswith("/") else p for p in patterns]
     names: set[str] = set(by_name)
@@ -395,7 +441,9 @@ async def _list(
         if only_special and (info is None or info.special_use is None):
             continue
         children = any(other.startswith(name + "/") for other in by_name)
-        if info is None:
+        if info is None and is_shared_name(name):
+            attrs.append("\\Noselect")  # "Other Users" and each owner: levels only
+        elif info is None:
             attrs.append("\\NonExistent")
         attrs.append("\\HasChildren" if children else "\\HasNoChildren")
         if show_sub and name in subscribed:
@@ -404,14 +452,18 @@ async def _list(
             attrs.append(str(info.special_use))
         s.send(b"* LIST (" + " ".join(attrs).encode() + b') "/" '
                + s.mailbox_name(name) + extended + b"\r\n")
-        if status_items and info is not None:
+        if status_items and info is not None and "r" in rights.get(name, ""):
             s.send(await _status_items(s, info, status_items))
+        if "MYRIGHTS" in returns and info is not None:  # LIST-MYRIGHTS (RFC 8440)
+            s.send(b"* MYRIGHTS " + s.mailbox_name(name) + b" "
+                   + astring(rights.get(name, "")) + b"\r\n")
     s.ok(tag, "LSUB completed" if lsub else "LIST completed")
 
 
 async def cmd_namespace(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
-    s.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    # RFC 2342: personal, other users' (shared with this user by ACL), no public ones
+    s.send(b'* NAMESPACE (("" "/")) (("' + OTHER_USERS.encode() + b'/" "/")) NIL\r\n')
     s.ok(tag, "NAMESPACE completed")
 
 
@@ -420,10 +472,12 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.sp()
     items = _parse_status_items(r)
     r.end()
-    info = await s.store.get_mailbox(s.account_id, name)
-    if info is None:
+    box = await resolve(s, name)
+    if box is None:
         raise Nonexistent("No such mailbox")
-    s.send(await _status_items(s, info, items))
+    if "r" not in box.rights:  # RFC 4314 §4: STATUS needs r
+        raise NoPerm("Permission denied")
+    s.send(await _status_items(s, box.info, items))
     s.ok(tag, "STATUS completed")
 
 
@@ -495,9 +549,15 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     while r.maybe_sp():
         uploads.append(_message(r))
     r.end()
-    info = await s.store.get_mailbox(s.account_id, name)
-    if info is None:
+    box = await resolve(s, name)
+    if box is None:
         raise TryCreate("No such mailbox")
+    if "i" not in box.rights:  # RFC 4314 §4: APPEND needs i
+        raise NoPerm("Permission denied")
+    info = box.info
+    if box.rights != OWNER_RIGHTS:  # flags the user may not set are dropped (§4)
+        for up in uploads:
+            up.flags = frozenset(f for f in up.flags if can_change_flag(box.rights, f))
     for up in uploads:
         if up.parts is not None:
             up.data = await catenate(s, up.parts)
@@ -512,7 +572,7 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         for up in uploads:
             result = await s.store.accept(
                 up.data, Envelope(sender=""),
-                [LocalTarget(s.account_id, info.name, up.flags, up.date)],
+                [LocalTarget(box.owner_id, box.owner_name, up.flags, up.date)],
             )
             uids.append(result.local_uids[0][1] if result.local_uids else 0)
     except StoreError as exc:

@@ -11,10 +11,12 @@ import re
 from collections.abc import Mapping
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap.acl import can_change_flag
 from ..proto.imap.errors import (
     BadCharset,
     BadCommand,
     ExpungeIssued,
+    NoPerm,
     OverQuota,
     ReadOnly,
     TryCreate,
@@ -54,6 +56,7 @@ from ..storage.interfaces import (
 )
 from . import imap_sieve
 from .imap_session import CloseSession, ImapSession, SearchUpdate
+from .imap_shared import resolve as resolve_mailbox
 
 log = logging.getLogger("pochta.imap")
 
@@ -130,7 +133,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if req.has("SAVEDATE") and uids:
         opts.save_dates = await s.store.save_dates(sel.info.id, uids)
     seen_set: set[int] = set()
-    if req.sets_seen and not sel.readonly:
+    if req.sets_seen and not sel.readonly and "s" in s.rights:  # RFC 4314 §4
         unseen = [u for u in uids if "\\Seen" not in sel.meta[u].flags]
         if unseen:
             try:
@@ -269,6 +272,10 @@ async def cmd_store(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if sel.readonly:
         raise ReadOnly("Mailbox is read-only")
     wanted = frozenset(f for f in flags if f not in ("\\Recent", "\\*"))
+    # RFC 4314 §4: \Seen needs s, \Deleted t, other flags w; a replace touches them all
+    needed = ["\\Seen", "\\Deleted", "$any"] if mode is FlagMode.REPLACE else wanted
+    if not all(can_change_flag(s.rights, f) for f in needed):
+        raise NoPerm("Permission denied")
     uids = resolve(s, seqset, uid)
     live = [u for u in uids if u not in sel.pending_expunge]
     update = await s.store.store_flags(sel.info.id, live, wanted, mode, unchanged_since)
@@ -470,9 +477,14 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
     sel = _sel(s)
     if move and sel.readonly:
         raise ReadOnly("Mailbox is read-only")
-    target = await s.store.get_mailbox(s.account_id, name)
-    if target is None:
+    if move and not {"t", "e"} <= set(s.rights):  # MOVE expunges from the source
+        raise NoPerm("Permission denied")
+    box = await resolve_mailbox(s, name)
+    if box is None:
         raise TryCreate("No such mailbox")
+    if "i" not in box.rights:  # RFC 4314 §4: COPY and MOVE need i on the target
+        raise NoPerm("Permission denied")
+    target = box.info
     uids = [u for u in resolve(s, seqset, uid) if u not in sel.pending_expunge]
     if not uids:
         s.ok(tag, "Nothing to do")
@@ -515,6 +527,8 @@ async def cmd_expunge(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
     if sel.readonly:
         raise ReadOnly("Mailbox is read-only")
+    if "e" not in s.rights:  # RFC 4314 §4: EXPUNGE needs e
+        raise NoPerm("Permission denied")
     await s.sync(allow_expunge=True)  # learn the current \Deleted flags first
     if only is None:
         await s.store.expunge(sel.info.id)
@@ -540,6 +554,7 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     deadline = loop.time() + s.idle_timeout
     reader: asyncio.Task[bytes] | None = None
     waiter: asyncio.Task[bool] | None = None
+    notified: asyncio.Future[None] | None = None  # NOTIFY: other mailboxes changed
     try:
         while True:
             event = s.core.next_event()
@@ -556,6 +571,10 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             pending: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
             if waiter is not None:
                 pending.add(waiter)  # type: ignore[arg-type]
+            if notified is None and s.notify_wait is not None:
+                notified = asyncio.ensure_future(s.notify_wait())
+            if notified is not None:
+                pending.add(notified)  # type: ignore[arg-type]
             done, _ = await asyncio.wait(pending, timeout=min(remaining, 60.0),
                                          return_when=asyncio.FIRST_COMPLETED)
             if reader in done:
@@ -566,11 +585,13 @@ async def cmd_idle(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 s.core.receive_data(data)
             if waiter is not None and waiter in done:
                 waiter = None
+            if notified is not None and notified in done:
+                notified = None
             # changes (or a periodic poll): tell the client at once
             await s.sync(allow_expunge=True)
             await s.flush()
     finally:
-        for task in (reader, waiter):
+        for task in (reader, waiter, notified):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..config import Listener
+from ..proto.imap.acl import OWNER_RIGHTS
 from ..proto.imap.mutf7 import encode_mutf7
 from ..proto.imap.parser import Reader
 from ..proto.imap.response import astring, seq_set
@@ -105,6 +106,10 @@ class SearchUpdate:
     prog: SearchProgram
     uid: bool
     uids: set[int]
+    # CONTEXT=SORT (RFC 5267 §4.3): the result's UIDs in sort order, and how to sort a
+    # set of UIDs again; None for a SEARCH context (positions are then 0)
+    order: list[int] | None = None
+    sorter: Callable[[set[int]], Awaitable[list[int]]] | None = None
 
 
 class CloseSession(Exception):
@@ -144,6 +149,13 @@ class ImapSession:
         self.selected: Selected | None = None
         self.watcher: ChangeWatcher | None = None
         self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
+        # ACL (RFC 4314) rights on the selected mailbox: all of them on the user's own
+        self.rights = OWNER_RIGHTS
+        # NOTIFY (RFC 5465, imap_notify.py): reports other mailboxes' changes at each
+        # sync; IDLE also waits for notify_wait; on_close runs when the session ends
+        self.notifier: Callable[[], Awaitable[None]] | None = None
+        self.notify_wait: Callable[[], Awaitable[None]] | None = None
+        self.on_close: list[Callable[[], None]] = []
 
     def _spool_file(self, size: int) -> SpoolFile:
         return SpoolFile(self.ctx.config.data_path / "tmp", size)
@@ -248,7 +260,10 @@ class ImapSession:
 
     # --- selected-mailbox bookkeeping --------------------------------------------------
     async def sync(self, allow_expunge: bool) -> None:
-        """Send what changed in the selected mailbox since we last looked (§7.5.1)."""
+        """Send what changed in the selected mailbox since we last looked (§7.5.1), after
+        what NOTIFY reports of the others."""
+        if self.notifier is not None:
+            await self.notifier()
         sel = self.selected
         if sel is None:
             return
@@ -281,12 +296,33 @@ class ImapSession:
         return (b'* ESEARCH (TAG "' + tag.encode() + b'")' + (b" UID" if ctx.uid else b"")
                 + b" " + what + b" (0 " + seq_set(numbers) + b")\r\n")
 
+    def _sorted_line(self, tag: str, ctx: SearchUpdate, what: bytes,
+                     placed: list[tuple[int, int]]) -> bytes:
+        """A sorted context's ADDTO/REMOVEFROM: a (position, message) pair per message,
+        positions counted from 1 in the order the client applies them (RFC 5267 §4.3)."""
+        sel = self.selected
+        assert sel is not None
+        pairs = b" ".join(b"%d %d" % (pos, uid if ctx.uid else sel.seq_of(uid))
+                          for pos, uid in placed)
+        return (b'* ESEARCH (TAG "' + tag.encode() + b'")' + (b" UID" if ctx.uid else b"")
+                + b" " + what + b" (" + pairs + b")\r\n")
+
+    def _remove_sorted(self, tag: str, ctx: SearchUpdate, gone: set[int]) -> bytes:
+        assert ctx.order is not None
+        # from the end, so each position is still right when the client applies it
+        placed = [(i + 1, u) for i, u in reversed(list(enumerate(ctx.order))) if u in gone]
+        ctx.order = [u for u in ctx.order if u not in gone]
+        return self._sorted_line(tag, ctx, b"REMOVEFROM", placed)
+
     def _context_removals(self, doomed: set[int]) -> list[bytes]:
         out: list[bytes] = []
         for tag, ctx in self.contexts.items():
             gone = sorted(ctx.uids & doomed)
             if gone:
-                out.append(self._context_line(tag, ctx, b"REMOVEFROM", gone))
+                if ctx.order is not None:
+                    out.append(self._remove_sorted(tag, ctx, set(gone)))
+                else:
+                    out.append(self._context_line(tag, ctx, b"REMOVEFROM", gone))
                 ctx.uids -= set(gone)
         return out
 
@@ -311,6 +347,18 @@ class ImapSession:
             considered = {m.uid for m in live}
             added = sorted(now - ctx.uids)
             dropped = sorted((ctx.uids & considered) - now)
+            if ctx.order is not None and ctx.sorter is not None:
+                if dropped:
+                    self.send(self._remove_sorted(tag, ctx, set(dropped)))
+                ctx.uids = (ctx.uids - set(dropped)) | set(added)
+                if added:
+                    new_order = await ctx.sorter(ctx.uids)
+                    fresh = set(added)
+                    # in ascending position: each insert lands where it belongs
+                    placed = [(i + 1, u) for i, u in enumerate(new_order) if u in fresh]
+                    ctx.order = new_order
+                    self.send(self._sorted_line(tag, ctx, b"ADDTO", placed))
+                continue
             if dropped:
                 self.send(self._context_line(tag, ctx, b"REMOVEFROM", dropped))
             if added:

@@ -28,7 +28,7 @@ from ..proto.imap.sort import (
 from ..storage.interfaces import NotFound, StoreError
 from ..storage.interfaces_imap import SortKeys
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
-from .imap_session import ImapSession
+from .imap_session import ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
 
@@ -125,7 +125,14 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if req.returns is None:
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
     else:
-        returns = req.returns or ["ALL"]
+        returns = [x for x in req.returns if x not in ("UPDATE", "CONTEXT")]
+        if not req.returns:
+            returns = ["ALL"]  # RETURN () means ALL (RFC 5267 §3.1)
+        if "UPDATE" in req.returns:  # CONTEXT=SORT: keep the sorted result up to date
+            s.contexts[tag] = SearchUpdate(
+                req.search, uid, {it.meta.uid for it in ordered},
+                order=[it.meta.uid for it in ordered],
+                sorter=lambda uids: _resort(s, uids, req.criteria))
         parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
         if uid:
             parts.append(b"UID")
@@ -173,6 +180,15 @@ class _ThreadCache:
 
 
 _thread_caches: weakref.WeakKeyDictionary[object, _ThreadCache] = weakref.WeakKeyDictionary()
+async def _resort(s: ImapSession, uids: set[int], criteria: list[tuple[str, bool]]
+                  ) -> list[int]:
+    """The UIDs of a sorted context in sort order again, after messages joined it."""
+    sel = s.selected
+    if sel is None:
+        return []
+    hits = [Candidate(sel.seq_of(u), sel.meta[u], u in sel.recent)
+            for u in sorted(uids) if u in sel.meta]
+    return [it.meta.uid for it in sort_items(await _items(s, hits, uid=False), criteria)]
 
 
 async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:

@@ -1,6 +1,7 @@
-"""The IMAP extensions' part of the storage contract: METADATA (RFC 5464) entries and
-SAVEDATE (RFC 8514). ``MailStore`` includes ``ImapStateStore``; every backend implements
-it and passes ``tests/storage/test_imap_state.py``.
+"""The IMAP extensions' part of the storage contract: METADATA (RFC 5464) entries,
+SAVEDATE (RFC 8514), SORT keys, URLAUTH keys (RFC 4467) and ACL grants (RFC 4314).
+``MailStore`` includes ``ImapStateStore``; every backend implements it and passes
+``tests/storage/test_imap_state.py`` and ``test_imap_acl_urlauth.py``.
 
 Entry names are full, lower-case paths that start with ``/private/`` (visible to their
 owner account only) or ``/shared/`` (visible to every account that sees the mailbox);
@@ -11,6 +12,7 @@ belong to their mailbox: RENAME keeps them, DELETE drops them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..mail.model import SortKeys as SortKeys
@@ -62,3 +64,33 @@ class ImapStateStore(Protocol):
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),
         POSIX seconds; messages saved before the backend recorded it are absent."""
+
+    # --- URLAUTH (RFC 4467 §3): one secret "mailbox access key" per mailbox -------------
+    async def urlauth_key(self, mailbox_id: int, create: bool) -> bytes | None:
+        """The mailbox's URLAUTH key; with ``create`` a new random one when it has none
+        (two sessions creating at once get the same key). It goes with its mailbox."""
+
+    async def reset_urlauth_keys(self, mailbox_ids: Sequence[int]) -> None:
+        """RESETKEY: forget these mailboxes' keys, so every URL signed with them fails."""
+
+    # --- ACL (RFC 4314): rights granted on a mailbox to other identifiers ---------------
+    async def get_acl(self, mailbox_id: int) -> dict[str, str]:
+        """identifier -> rights (letters of RFC 4314 §2.1, sorted) of the grants that are
+        stored; the owner's implicit full rights are not stored."""
+
+    async def set_acl(self, mailbox_id: int, identifier: str, rights: str | None) -> None:
+        """Replace the identifier's rights (None or "" removes the grant). Grants belong
+        to their mailbox: RENAME keeps them, DELETE drops them."""
+
+    async def acl_grants(self, identifiers: Sequence[str]) -> list[AclGrant]:
+        """Every grant to one of these identifiers (an account's address, ``anyone``,
+        ``authenticated``) with its mailbox: what an account may see of others'."""
+
+
+@dataclass(frozen=True, slots=True)
+class AclGrant:
+    mailbox_id: int
+    owner_id: int  # the account the mailbox belongs to
+    mailbox: str  # its name in the owner's hierarchy
+    identifier: str
+    rights: str

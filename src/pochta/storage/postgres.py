@@ -262,6 +262,7 @@ MIGRATIONS += (postgres_sieve.MIGRATION, postgres_transport.MIGRATION,
 MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION, postgres_sending.MIGRATION_QUEUE_PRIORITY)
 MIGRATIONS += (postgres_ops.MIGRATION,)  # issue 19: log, app passwords, queue holds
 MIGRATIONS += (postgres_imap.SEARCH_FIELDS_MIGRATION,)
+MIGRATIONS += (postgres_imap.MIGRATION_2,)  # IMAP ACL and URLAUTH keys (issue 15)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

@@ -6,10 +6,11 @@ and keys go with their mailbox, message or blob."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import SortKeys
+from .interfaces_imap import AclGrant, SortKeys
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -46,6 +47,18 @@ CREATE TABLE imap_sortkeys(
     display_to text NOT NULL, message_id text NOT NULL, refs text NOT NULL);
 """
 
+# URLAUTH keys (RFC 4467) and ACL grants (RFC 4314): postgres.MIGRATIONS appends it
+MIGRATION_2 = """
+CREATE TABLE imap_urlauth_keys(
+    mailbox_id bigint PRIMARY KEY REFERENCES mailboxes ON DELETE CASCADE,
+    key bytea NOT NULL);
+CREATE TABLE imap_acl(
+    mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
+    identifier text NOT NULL, rights text NOT NULL,
+    PRIMARY KEY(mailbox_id, identifier));
+CREATE INDEX imap_acl_identifier ON imap_acl(identifier);
+"""
+
 # every IMAP command asks what was expunged since its last look (changes_since)
 EXPUNGED_MODSEQ_MIGRATION = """
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
@@ -57,7 +70,8 @@ CREATE TABLE IF NOT EXISTS imap_searchfields(
     blob_id bigint PRIMARY KEY REFERENCES blobs ON DELETE CASCADE, fields text NOT NULL);
 """
 
-TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys", "imap_searchfields")
+TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys", "imap_searchfields",
+          "imap_urlauth_keys", "imap_acl")
 
 # SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;
 # COLLATE "C": strings compare by code point, as SQLite and Python compare them
@@ -178,3 +192,55 @@ class PostgresImapState(PostgresFeature):
             "SELECT uid, saved FROM imap_savedate WHERE mailbox_id=%s AND uid = ANY(%s)",
             (mailbox_id, list(uids)))
         return {int(u): float(t) for u, t in rows}
+
+    async def urlauth_key(self, mailbox_id: int, create: bool) -> bytes | None:
+        rows = await self._query(
+            "SELECT key FROM imap_urlauth_keys WHERE mailbox_id=%s", (mailbox_id,))
+        if rows or not create:
+            return bytes(rows[0][0]) if rows else None
+        key = secrets.token_bytes(32)
+
+        async def fn(tx: Transaction) -> None:
+            # the first writer wins; the mailbox must still exist
+            await tx.run("INSERT INTO imap_urlauth_keys SELECT %s, %s WHERE EXISTS "
+                         "(SELECT 1 FROM mailboxes WHERE id=%s) ON CONFLICT DO NOTHING",
+                         (mailbox_id, key, mailbox_id))
+
+        await self._tx(fn)
+        return await self.urlauth_key(mailbox_id, False)
+
+    async def reset_urlauth_keys(self, mailbox_ids: Sequence[int]) -> None:
+        ids = list(mailbox_ids)
+
+        async def fn(tx: Transaction) -> None:
+            await tx.run("DELETE FROM imap_urlauth_keys WHERE mailbox_id = ANY(%s)", (ids,))
+
+        if ids:
+            await self._tx(fn)
+
+    async def get_acl(self, mailbox_id: int) -> dict[str, str]:
+        rows = await self._query(
+            "SELECT identifier, rights FROM imap_acl WHERE mailbox_id=%s", (mailbox_id,))
+        return {str(i): str(r) for i, r in rows}
+
+    async def set_acl(self, mailbox_id: int, identifier: str, rights: str | None) -> None:
+        async def fn(tx: Transaction) -> None:
+            if not rights:
+                await tx.run("DELETE FROM imap_acl WHERE mailbox_id=%s AND identifier=%s",
+                             (mailbox_id, identifier))
+                return
+            await tx.run(
+                "INSERT INTO imap_acl SELECT %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
+                "mailboxes WHERE id=%s) ON CONFLICT (mailbox_id, identifier) DO UPDATE "
+                "SET rights=excluded.rights",
+                (mailbox_id, identifier, "".join(sorted(set(rights))), mailbox_id))
+
+        await self._tx(fn)
+
+    async def acl_grants(self, identifiers: Sequence[str]) -> list[AclGrant]:
+        rows = await self._query(
+            "SELECT a.mailbox_id, m.account_id, m.name, a.identifier, a.rights "
+            "FROM imap_acl a JOIN mailboxes m ON m.id = a.mailbox_id "
+            "WHERE a.identifier = ANY(%s) ORDER BY m.account_id, m.name",
+            (list(dict.fromkeys(identifiers)),))
+        return [AclGrant(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
-from .interfaces_imap import SortKeys
+from .interfaces_imap import AclGrant, SortKeys
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -68,6 +69,19 @@ CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
 CREATE TABLE IF NOT EXISTS imap_searchfields(blob_id INTEGER PRIMARY KEY, fields TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS imap_searchfields_blob_delete AFTER DELETE ON blobs BEGIN
     DELETE FROM imap_searchfields WHERE blob_id = old.id;
+END;
+"""),
+    # URLAUTH keys (RFC 4467) and ACL grants (RFC 4314)
+    Migration("imap-3", """
+CREATE TABLE IF NOT EXISTS imap_urlauth_keys(
+    mailbox_id INTEGER PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS imap_acl(
+    mailbox_id INTEGER NOT NULL, identifier TEXT NOT NULL, rights TEXT NOT NULL,
+    PRIMARY KEY(mailbox_id, identifier)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS imap_acl_identifier ON imap_acl(identifier);
+CREATE TRIGGER IF NOT EXISTS imap_acl_mailbox_delete AFTER DELETE ON mailboxes BEGIN
+    DELETE FROM imap_acl WHERE mailbox_id = old.id;
+    DELETE FROM imap_urlauth_keys WHERE mailbox_id = old.id;
 END;
 """),
 ]
@@ -224,3 +238,57 @@ class SQLiteImapState(SQLiteFeature):
                 (mailbox_id, *part))
             out.update({int(u): float(t) for u, t in rows})
         return out
+
+    async def urlauth_key(self, mailbox_id: int, create: bool) -> bytes | None:
+        rows = await self._query(
+            "SELECT key FROM imap_urlauth_keys WHERE mailbox_id=?", (mailbox_id,))
+        if rows or not create:
+            return bytes(rows[0][0]) if rows else None
+        key = secrets.token_bytes(32)
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            # the first writer wins; the mailbox must still exist
+            conn.execute("INSERT OR IGNORE INTO imap_urlauth_keys SELECT ?, ? "
+                         "WHERE EXISTS (SELECT 1 FROM mailboxes WHERE id=?)",
+                         (mailbox_id, key, mailbox_id))
+
+        await self._write(write)
+        return await self.urlauth_key(mailbox_id, False)
+
+    async def reset_urlauth_keys(self, mailbox_ids: Sequence[int]) -> None:
+        ids = [(i,) for i in mailbox_ids]
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            conn.executemany("DELETE FROM imap_urlauth_keys WHERE mailbox_id=?", ids)
+
+        if ids:
+            await self._write(write)
+
+    async def get_acl(self, mailbox_id: int) -> dict[str, str]:
+        rows = await self._query(
+            "SELECT identifier, rights FROM imap_acl WHERE mailbox_id=?", (mailbox_id,))
+        return {str(i): str(r) for i, r in rows}
+
+    async def set_acl(self, mailbox_id: int, identifier: str, rights: str | None) -> None:
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            if not rights:
+                conn.execute("DELETE FROM imap_acl WHERE mailbox_id=? AND identifier=?",
+                             (mailbox_id, identifier))
+                return
+            conn.execute("INSERT OR REPLACE INTO imap_acl SELECT ?, ?, ? "
+                         "WHERE EXISTS (SELECT 1 FROM mailboxes WHERE id=?)",
+                         (mailbox_id, identifier, "".join(sorted(set(rights))), mailbox_id))
+
+        await self._write(write)
+
+    async def acl_grants(self, identifiers: Sequence[str]) -> list[AclGrant]:
+        wanted = list(dict.fromkeys(identifiers))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = await self._query(
+            "SELECT a.mailbox_id, m.account_id, m.name, a.identifier, a.rights "  # noqa: S608
+            "FROM imap_acl a JOIN mailboxes m ON m.id = a.mailbox_id "
+            f"WHERE a.identifier IN ({marks}) ORDER BY m.account_id, m.name",
+            wanted)  # only "?" placeholders are formatted in
+        return [AclGrant(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]

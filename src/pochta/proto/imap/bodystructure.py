@@ -461,7 +461,9 @@ def _params(part: Part, header: str = "content-type") -> bytes:
 
 
 def _lines(data: bytes) -> int:
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    # body-fld-lines counts line ends, as Dovecot and Cyrus do: a body part's last CRLF
+    # belongs to the boundary that follows (RFC 2046 §5.1.1), so it is not counted
+    return data.count(b"\n")
 
 
 def _disposition(part: Part) -> bytes:

@@ -105,6 +105,8 @@ class Framer:
 
     max_line: int = 65536
     literal_limit: Callable[[CommandSoFar, int], bytes | None] | None = None
+    # a command whose first octets earn a larger ``max_line`` (ID before login)
+    line_limit: Callable[[bytes], int] | None = None
     spool: Callable[[CommandSoFar, int], LiteralSink | None] | None = None
     _sink: LiteralSink | None = None  # the literal being read goes there
     _spooled: list[tuple[int, LiteralSink]] = field(default_factory=list)
@@ -185,7 +187,8 @@ class Framer:
                 self._discarding = False
                 continue
             if nl < 0:
-                if self._line_bytes + len(self._buf) > self.max_line:
+                if self._line_bytes + len(self._buf) > self._max_line_of(
+                        self._lines[0] if self._lines else bytes(self._buf[:64])):
                     first = self._lines[0] if self._lines else bytes(self._buf[:200])
                     self._reset()
                     self._buf.clear()
@@ -195,7 +198,7 @@ class Framer:
             raw = bytes(self._buf[: nl + 1])
             del self._buf[: nl + 1]
             self._line_bytes += len(raw)
-            if self._line_bytes > self.max_line:
+            if self._line_bytes > self._max_line_of(self._lines[0] if self._lines else raw):
                 first = self._lines[0] if self._lines else raw
                 self._reset()
                 return FramingError(tag_of(first), b"BAD line too long")
@@ -234,6 +237,11 @@ class Framer:
                 self._sink_size = size
             if sync:
                 return NeedContinuation()
+
+    def _max_line_of(self, first: bytes) -> int:
+        if self.line_limit is None:
+            return self.max_line
+        return max(self.max_line, self.line_limit(first))
 
     def abandon(self) -> None:
         """The connection is gone: drop a command in progress (and its spooled literals)."""

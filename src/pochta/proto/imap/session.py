@@ -50,6 +50,13 @@ from pochta.proto.imap.response import tagged
 MAX_LINE = 65536  # command text after login, literals excluded
 # "tag APPEND {n}": APPEND's first literal is its mailbox name, not a message
 _APPEND_NAME = re.compile(rb"[^ ]+ APPEND ~?\{", re.IGNORECASE)
+# "tag ID (" or "tag ID NIL": clients send ID before login (RFC 2971 §3.1)
+_ID_COMMAND = re.compile(rb"[^ ]+ ID[ (]", re.IGNORECASE)
+# RFC 2971 §3.3: at most 30 pairs, fields of 30 octets, values of 1024; each string may
+# come as a literal ("{1024}" CRLF and a space: 16 octets at most), plus tag and name.
+# Before login an ID command may be this big, a bound the RFC itself sets (Dovecot
+# accepts imaptest's 32 KB ID); every other command keeps ``preauth_max_command``.
+PREAUTH_MAX_ID = 30 * (30 + 1024 + 2 * 16) + 256
 
 
 class State(enum.Enum):
@@ -73,6 +80,10 @@ COMMAND_STATES: dict[str, frozenset[State]] = {
     "LSUB": AUTH, "NAMESPACE": AUTH, "STATUS": AUTH, "APPEND": AUTH, "IDLE": AUTH,
     "GETQUOTA": AUTH, "GETQUOTAROOT": AUTH, "SETQUOTA": AUTH,
     "GETMETADATA": AUTH, "SETMETADATA": AUTH,
+    "GENURLAUTH": AUTH, "RESETKEY": AUTH, "URLFETCH": AUTH,
+    "SETACL": AUTH, "DELETEACL": AUTH, "GETACL": AUTH, "LISTRIGHTS": AUTH,
+    "MYRIGHTS": AUTH,
+    "NOTIFY": AUTH,
     "CHECK": SELECTED, "CLOSE": SELECTED, "UNSELECT": SELECTED, "EXPUNGE": SELECTED,
     "SEARCH": SELECTED, "FETCH": SELECTED, "STORE": SELECTED, "COPY": SELECTED,
     "MOVE": SELECTED, "SORT": SELECTED, "THREAD": SELECTED, "CANCELUPDATE": SELECTED,
@@ -168,6 +179,7 @@ class ImapServerSession:
         self._spool_factory = spool
         self.framer = Framer(max_line=min(MAX_LINE, self.limits.preauth_max_command),
                              literal_limit=self._literal_limit,
+                             line_limit=self._line_limit,
                              spool=self._spool if spool is not None else None)
         self._state = State.NOT_AUTHENTICATED
         self._mode = _Mode.COMMAND
@@ -397,6 +409,12 @@ class ImapServerSession:
         """Drop a command in progress (a spooled literal's file goes too)."""
         self.framer.abandon()
 
+    def _line_limit(self, first: bytes) -> int:
+        """ID before login may be as big as RFC 2971 allows (``PREAUTH_MAX_ID``)."""
+        if self._state is State.NOT_AUTHENTICATED and _ID_COMMAND.match(first):
+            return min(MAX_LINE, PREAUTH_MAX_ID)
+        return 0
+
     def _literal_limit(self, so_far: CommandSoFar, size: int) -> bytes | None:
         """Checked when a literal is announced, before any of it is read (RFC 7888 §4)."""
         lim = self.limits
@@ -404,7 +422,9 @@ class ImapServerSession:
             return b"BAD [LIMIT] Too many literals in one command"
         if self._state is State.NOT_AUTHENTICATED:
             # LOGIN needs two short strings: nothing bigger is buffered for a stranger
-            if so_far.size + size > lim.preauth_max_command:
+            cap = (max(PREAUTH_MAX_ID, lim.preauth_max_command)
+                   if _ID_COMMAND.match(so_far.first_line) else lim.preauth_max_command)
+            if so_far.size + size > cap:
                 return b"BAD [TOOBIG] Literal too large before login"
             return None
         words = so_far.first_line.split(b" ", 3)

@@ -19,7 +19,8 @@ from pochta.proto.imap.search import SearchProgram, parse_partial, parse_search
 SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
              "DISPLAYTO"}
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-ESORT_RETURNS = {"MIN", "MAX", "ALL", "COUNT", "PARTIAL"}
+# UPDATE and CONTEXT: CONTEXT=SORT (RFC 5267 §4)
+ESORT_RETURNS = {"MIN", "MAX", "ALL", "COUNT", "PARTIAL", "UPDATE", "CONTEXT"}
 
 
 @dataclass(slots=True)

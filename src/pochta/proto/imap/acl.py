@@ -1,0 +1,85 @@
+"""ACL (RFC 4314) rights, pure: parsing a SETACL modification, combining grants, what
+each command needs. Rights are sets of letters kept as sorted strings.
+
+The owner of a mailbox has every right implicitly (``OWNER_RIGHTS``); others have the
+union of their grants to their address, ``authenticated`` and ``anyone``. Negative
+rights (``-identifier``, RFC 4314 §2) are not supported: SETACL refuses them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 4314 §2.1 (l r s w i p k x t e a); c and d are RFC 2086's, mapped as §2.1.1 says
+OWNER_RIGHTS = "aeiklprstwx"
+ALL_RIGHTS = set(OWNER_RIGHTS)
+OBSOLETE = {"c": "k", "d": "etx"}
+SPECIAL_IDS = ("anyone", "authenticated")
+# LISTRIGHTS for anyone but the owner: nothing required, each right on its own
+OPTIONAL_GROUPS = ("l", "r", "s", "w", "i", "p", "k", "x", "t", "e", "a")
+_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,320}\Z")
+
+
+class AclError(ValueError):
+    """A SETACL argument this server does not accept."""
+
+
+def normalize(rights: str) -> str:
+    """Letters as a sorted string; c and d expanded (RFC 4314 §2.1.1)."""
+    out: set[str] = set()
+    for ch in rights.lower():
+        if ch in OBSOLETE:
+            out |= set(OBSOLETE[ch])
+        elif ch in ALL_RIGHTS:
+            out.add(ch)
+        elif ch.isdigit():
+            continue  # RFC 4314 §2.1: rights 0-9 are for implementations; none here
+        else:
+            raise AclError(f"unknown right {ch!r}")
+    return "".join(sorted(out))
+
+
+def modify(current: str, mod: str) -> str:
+    """SETACL's ``mod-rights``: ``+xyz`` adds, ``-xyz`` removes, else replaces (§3.1)."""
+    if mod.startswith("+"):
+        return normalize(current + normalize(mod[1:]))
+    if mod.startswith("-"):
+        drop = set(normalize(mod[1:]))
+        return "".join(c for c in current if c not in drop)
+    return normalize(mod)
+
+
+def identifier(value: str) -> str:
+    """An identifier SETACL accepts: an address (lower case), ``anyone`` or
+    ``authenticated``."""
+    if value.startswith("-"):
+        raise AclError("negative rights are not supported")
+    if not _IDENTIFIER.match(value):
+        raise AclError("invalid identifier")
+    low = value.lower()
+    if low not in SPECIAL_IDS and "@" not in low:
+        raise AclError("an identifier is an account address, anyone or authenticated")
+    return low
+
+
+def rights_for(acl: dict[str, str], address: str) -> str:
+    """What ``address`` (an authenticated account, not the owner) may do."""
+    got: set[str] = set()
+    for who in (address.lower(), "authenticated", "anyone"):
+        got |= set(acl.get(who, ""))
+    return "".join(sorted(got))
+
+
+def can_change_flag(rights: str, flag: str) -> bool:
+    """STORE (RFC 4314 §4): \\Seen needs s, \\Deleted t, every other flag w."""
+    low = flag.lower()
+    if low == "\\seen":
+        return "s" in rights
+    if low == "\\deleted":
+        return "t" in rights
+    return "w" in rights
+
+
+def read_only(rights: str) -> bool:
+    """SELECT gives READ-ONLY when the user can change nothing in the mailbox."""
+    return not set(rights) & set("stwie")

@@ -1,0 +1,49 @@
+"""ACL rights (RFC 4314), pure: the RFC's SETACL examples, obsolete rights, identifiers,
+the union of grants, what STORE and SELECT need."""
+
+from __future__ import annotations
+
+import pytest
+
+from pochta.proto.imap.acl import (
+    AclError,
+    can_change_flag,
+    identifier,
+    modify,
+    normalize,
+    read_only,
+    rights_for,
+)
+
+
+def test_rfc4314_setacl_examples() -> None:
+    # §3.1 "SETACL INBOX/Drafts John lrQswicda": Q is no right here
+    with pytest.raises(AclError):
+        normalize("lrQswicda")
+    # §2.1.1: c is k, d is x t e; "+cda" adds them, "-d" takes x t e away again
+    assert modify("", "+cda") == "aektx"
+    assert modify("aektx", "-d") == "ak"
+    assert modify("lr", "lrswi") == "ilrsw"  # no sign: replaces
+    assert modify("lrs", "-s") == "lr"
+    assert normalize("rwipslxetad") == "aeilprstwx"  # the owner example of §3.3 (d: x t e)
+    assert normalize("") == ""
+
+
+def test_identifiers_and_union() -> None:
+    assert identifier("Bob@Example.Test") == "bob@example.test"
+    assert identifier("anyone") == "anyone"
+    for bad in ("-bob@example.test", "fred", "", "a b@c"):
+        with pytest.raises(AclError):
+            identifier(bad)
+    acl = {"bob@example.test": "lr", "authenticated": "s", "anyone": "l"}
+    assert rights_for(acl, "BOB@example.test") == "lrs"
+    assert rights_for(acl, "eve@example.test") == "ls"
+    assert rights_for({}, "eve@example.test") == ""
+
+
+def test_store_and_select_needs() -> None:
+    assert can_change_flag("s", "\\Seen") and not can_change_flag("s", "\\Deleted")
+    assert can_change_flag("t", "\\deleted") and not can_change_flag("t", "\\Flagged")
+    assert can_change_flag("w", "$Label") and not can_change_flag("w", "\\Seen")
+    assert read_only("lr") and read_only("lrpa")
+    assert not read_only("lri") and not read_only("lrs")

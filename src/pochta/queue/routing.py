@@ -26,8 +26,6 @@ from pochta.queue.dane import HostTLSA, TLSARecord
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
 
 
-@dataclass(frozen=True, slots=True)
-
 def mx_matches(pattern: str, host: str) -> bool:
     """RFC 8461 §4.1: a pattern is a host name or "*." and a name; the wildcard stands for
     exactly one leftmost label."""
@@ -38,6 +36,8 @@ def mx_matches(pattern: str, host: str) -> bool:
         return bool(label) and rest == pattern[2:]
     return host == pattern
 
+
+@dataclass(frozen=True, slots=True)
 class TLSRequirement:
     """How to treat TLS towards one destination.
 

@@ -123,7 +123,7 @@ class SMTPHandler:
                            and not self.conn.tls_active),
             tls_active=self.conn.tls_active,
             # RFC 8689 (pochta.transport_security): honoured by the queue
-            requiretls=self.config.queue.requiretls,
+            requiretls=self.config.transport_security.requiretls,
             require_tls=self.submission and self.listener.tls == "starttls",
             auth_mechanisms=mechs,
             require_auth=self.submission,

@@ -145,7 +145,7 @@ def check(cfg: TransportSecurityConfig) -> list[str]:
         if getattr(cfg, name) <= 0:
             problems.append(f"transport_security.{name}: must be positive")
     if cfg.dane and not cfg.dane_resolver:
-        problems.append("queue.dane_resolver: dane needs a local validating "
+        problems.append("transport_security.dane_resolver: dane needs a local validating "
                         "resolver (e.g. unbound on 127.0.0.1)")
     if cfg.dane_resolver:
         host = cfg.dane_resolver
@@ -156,10 +156,10 @@ def check(cfg: TransportSecurityConfig) -> list[str]:
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
-            problems.append("queue.dane_resolver: must be an IP address "
+            problems.append("transport_security.dane_resolver: must be an IP address "
                             "(with an optional :port)")
         else:
             if not addr.is_loopback:
-                problems.append("queue.dane_resolver: must be a loopback "
+                problems.append("transport_security.dane_resolver: must be a loopback "
                                 "address (the AD bit is trusted only from a local resolver)")
     return problems

@@ -33,13 +33,13 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from pochta.dns import MX, StaticResolver  # noqa: E402
+from pochta.queue.dane import DANE, StaticDNSSECResolver, spki_of  # noqa: E402
 from pochta.queue.routing import ConfigTLSPolicy  # noqa: E402
 from pochta.queue.settings import QueueConfig  # noqa: E402
 from pochta.queue.worker import QueueWorker  # noqa: E402
 from pochta.storage.interfaces import Envelope, RemoteRecipient  # noqa: E402
 from pochta.storage.interfaces_transport import CachedSTSPolicy  # noqa: E402
 from pochta.storage.sqlite import SQLiteStore  # noqa: E402
-from pochta.transport_security.dane import DANE, StaticDNSSECResolver, spki_of  # noqa: E402
 from pochta.transport_security.mtasts import MTASTS, HTTPSPolicyFetcher  # noqa: E402
 from pochta.transport_security.policy import TransportSecurityPolicy  # noqa: E402
 from pochta.transport_security.tlsrpt import TLSResultRecorder  # noqa: E402

@@ -15,11 +15,11 @@ from pochta.diag.check import check_domain
 from pochta.dns import MX, StaticResolver
 from pochta.policy import cli as policy_cli
 from pochta.queue.cli import cmd_show
+from pochta.queue.dane import TLSARecord, spki_of
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 from pochta.storage.interfaces_transport import CachedSTSPolicy
 from pochta.storage.sqlite import SQLiteStore
 from pochta.tlsutil import generate_self_signed
-from pochta.transport_security.dane import TLSARecord, spki_of
 from pochta.transport_security.mtasts import HTTPSPolicyFetcher
 from tests.transport.pki import CA, PolicyServer
 

@@ -17,14 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pochta.dns import MX, StaticResolver, TemporaryDNSError
-from pochta.queue.routing import ConfigTLSPolicy
-from pochta.queue.settings import QueueConfig
-from pochta.queue.worker import QueueWorker
-from pochta.storage.interfaces import Envelope, QueueState, RemoteRecipient
-from pochta.storage.interfaces_transport import CachedSTSPolicy
-from pochta.storage.sqlite import SQLiteStore
-from pochta.tlsutil import server_context
-from pochta.transport_security.dane import (
+from pochta.queue.dane import (
     DANE,
     DANEMismatch,
     StaticDNSSECResolver,
@@ -34,6 +27,13 @@ from pochta.transport_security.dane import (
     spki_of,
     tlsa_for_certificate,
 )
+from pochta.queue.routing import ConfigTLSPolicy
+from pochta.queue.settings import QueueConfig
+from pochta.queue.worker import QueueWorker
+from pochta.storage.interfaces import Envelope, QueueState, RemoteRecipient
+from pochta.storage.interfaces_transport import CachedSTSPolicy
+from pochta.storage.sqlite import SQLiteStore
+from pochta.tlsutil import server_context
 from pochta.transport_security.mtasts import MTASTS, HTTPSPolicyFetcher
 from pochta.transport_security.policy import TransportSecurityPolicy
 from pochta.transport_security.tlsrpt import TLSResultRecorder

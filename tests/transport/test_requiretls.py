@@ -12,9 +12,9 @@ import pytest
 
 from pochta.proto.smtp import replies
 from pochta.proto.smtp.address import AddressError, parse_mail_from
+from pochta.queue.requiretls import requested, tls_required_no
 from pochta.services.delivery import TraceInfo, received_header
 from pochta.storage.interfaces import Envelope, QueueState, RemoteRecipient
-from pochta.transport_security.requiretls import requested, tls_required_no
 from tests.conftest import Server
 from tests.e2e.test_mta import inbox
 from tests.queue.sink import Sink
@@ -123,8 +123,8 @@ async def test_requiretls_bounces_without_support_or_validation(world: World) ->
 
 
 async def test_tls_required_no_passes_an_mta_sts_policy(world: World) -> None:  # noqa: F811
+    from pochta.queue.requiretls import message_policy
     from pochta.queue.routing import ConfigTLSPolicy, Router
-    from pochta.transport_security.requiretls import message_policy
 
     proxy = StripTLSProxy(world.sink.port)
     await proxy.start()

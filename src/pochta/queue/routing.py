@@ -22,9 +22,19 @@ from typing import Protocol
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.mail.addresses import domain_key
 from pochta.proto.smtp.client import ServerReply, local_reply
+from pochta.queue.dane import HostTLSA, TLSARecord
 from pochta.queue.settings import QueueConfig, Route, TLSPolicy
-from pochta.transport_security.dane import HostTLSA, TLSARecord
-from pochta.transport_security.mtasts import mx_matches
+
+
+def mx_matches(pattern: str, host: str) -> bool:
+    """RFC 8461 §4.1: a pattern is a host name or "*." and a name; the wildcard stands for
+    exactly one leftmost label."""
+    pattern = pattern.lower().rstrip(".")
+    host = host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        label, _, rest = host.partition(".")
+        return bool(label) and rest == pattern[2:]
+    return host == pattern
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,10 @@ from pochta.proto.smtp.client import (
     TransactionResult,
     local_reply,
 )
+from pochta.queue.dane import DANEMismatch, check_chain
 from pochta.queue.mime import downgrade_8bit
 from pochta.queue.routing import Destination, Router, TLSRequirement
-from pochta.transport_security.dane import DANEMismatch, check_chain
-from pochta.transport_security.webpki import classify_ssl_error, peer_chain, webpki_check
+from pochta.queue.webpki import classify_ssl_error, peer_chain, webpki_check
 
 # TLS-RPT (RFC 8460): told the result of every TLS attempt on MX delivery:
 # (destination, requirement for that host, host, address, "success" or a result-type)

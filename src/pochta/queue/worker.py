@@ -26,6 +26,8 @@ from pochta.dns import Resolver
 from pochta.mail.addresses import domain_of
 from pochta.metrics import METRICS
 from pochta.proto.smtp.client import Recipient, ServerReply, Transaction, has_8bit
+from pochta.queue.requiretls import refusal as requiretls_refusal
+from pochta.queue.requiretls import requested as requiretls_requested
 from pochta.queue.routing import Destination, RouteFailure, Router, TLSPolicyHook
 from pochta.queue.schedule import next_retry
 from pochta.queue.settings import QueueConfig, Route
@@ -51,8 +53,6 @@ from pochta.storage.interfaces import (
     StoreError,
 )
 from pochta.storage.interfaces_ops import BOUNCED, DEFERRED, DELIVERED, NewMailEvent
-from pochta.transport_security.requiretls import refusal as requiretls_refusal
-from pochta.transport_security.requiretls import requested as requiretls_requested
 
 log = logging.getLogger("pochta.queue")
 

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 
+from ..queue.requiretls import message_policy
 from ..queue.routing import Router
 from ..queue.worker import QueueWorker
 from ..services.sieve import SieveRejected
 from ..storage.interfaces import Envelope, LocalTarget, RemoteRecipient
 from ..storage.rules import new_message_id
 from ..transport_security.reporter import run_reports
-from ..transport_security.requiretls import message_policy
 from ..transport_security.srs_directory import SRSDirectory
 from ..transport_security.wiring import forwarding, outbound_tls
 from .context import ServerContext

@@ -25,6 +25,7 @@ from typing import Protocol
 from pochta.dns import Resolver, TemporaryDNSError
 from pochta.mail.addresses import domain_key
 from pochta.mail.tls import client_context
+from pochta.queue.routing import mx_matches as mx_matches  # the queue applies the patterns
 from pochta.storage.interfaces_transport import CachedSTSPolicy, TransportSecurityStore
 
 log = logging.getLogger("pochta.mtasts")
@@ -95,17 +96,6 @@ def parse_policy(text: str) -> STSPolicy:
     if mode != "none" and not mx:
         raise PolicyError("policy lists no mx", "sts-policy-invalid")
     return STSPolicy(mode, tuple(mx), min(int(age), MAX_AGE_LIMIT))
-
-
-def mx_matches(pattern: str, host: str) -> bool:
-    """RFC 8461 §4.1: a pattern is a host name or "*." and a name; the wildcard stands for
-    exactly one leftmost label."""
-    pattern = pattern.lower().rstrip(".")
-    host = host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        label, _, rest = host.partition(".")
-        return bool(label) and rest == pattern[2:]
-    return host == pattern
 
 
 class PolicyFetcher(Protocol):

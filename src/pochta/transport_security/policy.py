@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from pochta.queue.dane import DANE
 from pochta.queue.routing import ConfigTLSPolicy, TLSPolicyHook, TLSRequirement
-from pochta.transport_security.dane import DANE
 from pochta.transport_security.mtasts import MTASTS, policy_lines
 
 

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from pochta.policy.records import DNSRecord
-from pochta.transport_security.dane import spki_of
+from pochta.queue.dane import spki_of
 
 STATE_FILE = "dane-tlsa-published.txt"
 

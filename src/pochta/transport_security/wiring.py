@@ -12,12 +12,12 @@ from pochta.config import Config
 from pochta.dns import Resolver
 from pochta.mail.addresses import domain_of
 from pochta.policy import arc
+from pochta.queue.dane import DANE, ValidatingResolver
 from pochta.queue.routing import ConfigTLSPolicy, TLSPolicyHook
 from pochta.queue.settings import QueueConfig
 from pochta.queue.transport import TLSObserver
 from pochta.services.signing import DKIMSigner
 from pochta.storage.interfaces import MailStore
-from pochta.transport_security.dane import DANE, ValidatingResolver
 from pochta.transport_security.mtasts import MTASTS, HTTPSPolicyFetcher
 from pochta.transport_security.policy import TransportSecurityPolicy
 from pochta.transport_security.settings import TransportSecurityConfig

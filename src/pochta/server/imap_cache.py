@@ -42,3 +42,25 @@ class PartCache:
                 self.size -= len(old.header) + len(old.body)
         return part
 
+
+class ThreadCache:
+    """THREAD ... ALL answers of the last few mailbox views, shared by the IMAP sessions of
+    one process (owned by ``ServerContext.imap_threads``; clients ask again on every
+    refresh of a threaded list). A view is the exact tuple of its UIDs: messages never
+    change their keys, so the same UIDs (in the same mailbox and UIDVALIDITY) give the
+    same threads; any arrival or expunge makes a new view and a new computation."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        answer = self.answers.get(key)
+        if answer is not None:
+            self.answers.move_to_end(key)
+        return answer
+
+    def put(self, key: tuple[object, ...], answer: bytes) -> None:
+        self.answers[key] = answer
+        while len(self.answers) > self.size:
+            self.answers.popitem(last=False)

@@ -5,8 +5,6 @@ finds the matching messages and reads their headers."""
 from __future__ import annotations
 
 import logging
-import weakref
-from collections import OrderedDict
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
@@ -156,30 +154,6 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     s.ok(tag, "SORT completed")
 
 
-class _ThreadCache:
-    """THREAD ... ALL answers of the last few mailbox views, shared by the sessions of one
-    store (clients ask again on every refresh of a threaded list). A view is the exact
-    tuple of its UIDs: messages never change their keys, so the same UIDs (in the same
-    mailbox and UIDVALIDITY) give the same threads; any arrival or expunge makes a new
-    view and a new computation."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
-
-    def get(self, key: tuple[object, ...]) -> bytes | None:
-        answer = self.answers.get(key)
-        if answer is not None:
-            self.answers.move_to_end(key)
-        return answer
-
-    def put(self, key: tuple[object, ...], answer: bytes) -> None:
-        self.answers[key] = answer
-        while len(self.answers) > self.size:
-            self.answers.popitem(last=False)
-
-
-_thread_caches: weakref.WeakKeyDictionary[object, _ThreadCache] = weakref.WeakKeyDictionary()
 async def _resort(s: ImapSession, uids: set[int], criteria: list[tuple[str, bool]]
                   ) -> list[int]:
     """The UIDs of a sorted context in sort order again, after messages joined it."""
@@ -198,9 +172,7 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     sel = s.selected
     key: tuple[object, ...] | None = None
     view: tuple[int, ...] = ()
-    cache = _thread_caches.get(s.store)
-    if cache is None:
-        cache = _thread_caches[s.store] = _ThreadCache()
+    cache = s.ctx.imap_threads
     if sel is not None and search.key.op == "ALL":
         view = tuple(sel.uids)
         key = (sel.info.id, sel.info.uidvalidity, algorithm, uid, view)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 
 from pochta.mail.model import MessageMeta, SortKeys
@@ -289,15 +289,29 @@ def render_threads(nodes: list[Thread]) -> bytes:
     return b"* THREAD " + _render(nodes) + b"\r\n"
 
 
+def _date_key(it: SortItem) -> tuple[float, int]:
+    """The sent date (else the internal date, RFC 5256 §2.2), ties by number."""
+    d = it.keys.date
+    return (float(it.meta.internaldate if d is None else d), it.seq)
+
+
 def thread_orderedsubject(items: list[SortItem]) -> list[Thread]:
     """RFC 5256 §2.4 (ORDEREDSUBJECT): group by base subject, sort each group by sent
-    date; the first is the parent, the others its children; groups by their first date."""
-    groups: dict[str, list[SortItem]] = {}
-    for it in sort_items(items, [("SUBJECT", False), ("DATE", False)]):
-        groups.setdefault(str(it.key("SUBJECT")), []).append(it)
-    threads = [g for g in groups.values()]
-    threads.sort(key=lambda g: (float(g[0].key("DATE")), g[0].seq))  # type: ignore[arg-type]
-    return [(g[0].seq, [(x.seq, []) for x in g[1:]]) for g in threads]
+    date; the first is the parent, the others its children; groups by their first date.
+    One sort of precomputed keys; a group is a run of equal subjects in that order."""
+    rows = sorted((it.keys.subject, *_date_key(it)) for it in items)
+    threads: list[tuple[float, int, list[Thread]]] = []
+    kids: list[Thread] = []
+    subject: str | None = None
+    for subj, date, seq in rows:
+        if subj == subject:
+            kids.append((seq, []))
+        else:
+            subject = subj
+            kids = []
+            threads.append((date, seq, kids))
+    threads.sort(key=lambda g: (g[0], g[1]))
+    return [(seq, kids) for _, seq, kids in threads]
 
 
 _MSGID = re.compile(r"<[^<>]+>")
@@ -307,145 +321,200 @@ def _msgids(value: str | None) -> list[str]:
     return _MSGID.findall(value or "")
 
 
-@dataclass(eq=False, slots=True)
-class _Container:
-    item: SortItem | None = None
-    parent: _Container | None = None
-    children: list[_Container] = field(default_factory=list)
+_LOOP_LIMIT = 10000  # a parent walk gives up after this many steps (a loop guard)
 
-    def ancestor_of(self, other: _Container) -> bool:
-        c: _Container | None = other
+
+class _Forest:
+    """JWZ's containers as parallel lists indexed by container number: no object per
+    message and no reference cycles for the garbage collector to walk (-1: none)."""
+
+    __slots__ = ("item", "key", "kids", "parent")
+
+    def __init__(self) -> None:
+        self.item: list[SortItem | None] = []
+        self.key: list[tuple[float, int] | None] = []  # the item's date key
+        self.parent: list[int] = []
+        self.kids: list[list[int] | None] = []
+
+    def new(self, it: SortItem | None, key: tuple[float, int] | None) -> int:
+        self.item.append(it)
+        self.key.append(key)
+        self.parent.append(-1)
+        self.kids.append(None)
+        return len(self.parent) - 1
+
+    def link(self, p: int, c: int) -> None:
+        self.parent[c] = p
+        kids = self.kids[p]
+        if kids is None:
+            self.kids[p] = [c]
+        else:
+            kids.append(c)
+
+    def is_ancestor(self, a: int, b: int) -> bool:
+        """a is b or one of b's ancestors."""
+        parent = self.parent
         seen = 0
-        while c is not None and seen < 10000:
-            if c is self:
+        while b >= 0 and seen < _LOOP_LIMIT:
+            if b == a:
                 return True
-            c = c.parent
+            b = parent[b]
             seen += 1
         return False
 
-    def date(self) -> tuple[float, int]:
-        if self.item is not None:
-            return (float(self.item.key("DATE")), self.item.seq)  # type: ignore[arg-type]
-        # a dummy sorts by its first child (RFC 5256 §2.2 (4))
-        kids = sorted(c.date() for c in self.children)
-        return kids[0] if kids else (0.0, 0)
+    def date(self, c: int) -> tuple[float, int]:
+        """A dummy sorts by its first child (RFC 5256 §2.2 (4))."""
+        key = self.key[c]
+        if key is not None:
+            return key
+        kids = self.kids[c]
+        return min(self.date(k) for k in kids) if kids else (0.0, 0)
+
+    def preorder(self, roots: list[int]) -> list[int]:
+        out: list[int] = []
+        stack = roots[::-1]
+        kids = self.kids
+        while stack:
+            c = stack.pop()
+            out.append(c)
+            ks = kids[c]
+            if ks:
+                stack.extend(reversed(ks))
+        return out
 
 
 def thread_references(items: list[SortItem]) -> list[Thread]:
     """RFC 5256 §2.5 (REFERENCES, after JWZ)."""
-    ids: dict[str, _Container] = {}
-    roots_extra: list[_Container] = []
-    for it in sort_items(items, [("DATE", False)]):
-        mid = it.keys.message_id or None
-        if mid is None or (mid in ids and ids[mid].item is not None):
-            c = _Container(it)  # no or duplicate Message-ID: a unique one (§2.5 (1))
-            roots_extra.append(c)
+    f = _Forest()
+    ids: dict[str, int] = {}
+    extra: list[int] = []
+    item, parent, kids = f.item, f.parent, f.kids
+    for key, it in sorted(((_date_key(it), it) for it in items), key=lambda p: p[0]):
+        mid = it.keys.message_id
+        c = ids.get(mid, -1) if mid else -1
+        if not mid or (c >= 0 and item[c] is not None):
+            c = f.new(it, key)  # no or duplicate Message-ID: a unique one (§2.5 (1))
+            extra.append(c)
         else:
-            c = ids.setdefault(mid, _Container())
-            c.item = it
-        refs = it.keys.references.split()
-        prev: _Container | None = None
-        for ref in refs:
-            rc = ids.setdefault(ref, _Container())
-            if prev is not None and rc.parent is None and not rc.ancestor_of(prev) \
-                    and rc is not prev:
-                rc.parent = prev
-                prev.children.append(rc)
+            if c < 0:
+                c = ids[mid] = f.new(None, None)
+            item[c] = it
+            f.key[c] = key
+        prev = -1
+        for ref in it.keys.references.split():
+            rc = ids.get(ref, -1)
+            if rc < 0:
+                rc = ids[ref] = f.new(None, None)
+            if prev >= 0 and parent[rc] < 0 and not f.is_ancestor(rc, prev):
+                f.link(prev, rc)
             prev = rc
-        if prev is not None and (prev is c or c.ancestor_of(prev)):
-            prev = None
-        if c.parent is not None:
-            c.parent.children.remove(c)
-            c.parent = None
-        if prev is not None:
-            c.parent = prev
-            prev.children.append(c)
-    roots = [c for c in list(ids.values()) + roots_extra if c.parent is None]
-
-    def prune(c: _Container) -> list[_Container]:
-        """Drop empty dummies; promote their children (§2.5 (3))."""
-        kids: list[_Container] = []
-        for k in c.children:
-            kids += prune(k)
-        c.children = kids
-        for k in kids:
-            k.parent = c
-        if c.item is None:
-            if not kids:
-                return []
-            if c.parent is not None or len(kids) == 1:
-                for k in kids:
-                    k.parent = None
-                return kids
-        return [c]
-
-    top: list[_Container] = []
+        if prev >= 0 and f.is_ancestor(c, prev):
+            prev = -1
+        p = parent[c]
+        if p >= 0:
+            kids[p].remove(c)  # type: ignore[union-attr]
+            parent[c] = -1
+        if prev >= 0:
+            f.link(prev, c)
+    roots = [c for c in ids.values() if parent[c] < 0] + [c for c in extra if parent[c] < 0]
+    # (3) drop empty dummies and promote their children: children before parents
+    promoted: dict[int, list[int]] = {}  # a dummy -> what stands in its place
+    for c in reversed(f.preorder(roots)):
+        ks = kids[c]
+        if ks is not None and promoted:
+            new: list[int] = []
+            for k in ks:
+                stand_in = promoted.get(k)
+                if stand_in is None:
+                    new.append(k)
+                else:
+                    new.extend(stand_in)
+            kids[c] = ks = new
+        if ks:
+            for k in ks:
+                parent[k] = c
+        if item[c] is None:
+            if not ks:
+                promoted[c] = []
+            elif parent[c] >= 0 or len(ks) == 1:
+                for k in ks:
+                    parent[k] = -1
+                promoted[c] = ks
+    top: list[int] = []
     for r in roots:
-        for x in prune(r):
-            x.parent = None
-            top.append(x)
-    # (4) sort siblings by date; (5) group roots by base subject
-    def sort_tree(c: _Container) -> None:
-        c.children.sort(key=lambda k: k.date())
-        for k in c.children:
-            sort_tree(k)
-
+        stand_in = promoted.get(r)
+        top.extend([r] if stand_in is None else stand_in)
+    # (4) sort by date: a dummy's children now (its first one names its subject), the
+    # rest once at the end
     for t in top:
-        sort_tree(t)
-    top.sort(key=lambda k: k.date())
+        ks = kids[t]
+        if item[t] is None and ks:
+            ks.sort(key=f.date)
+    top.sort(key=f.date)
+
     # (5) threads whose roots have the same base subject are gathered
-    def first_item(c: _Container) -> SortItem | None:
-        return c.item if c.item is not None else (c.children[0].item if c.children else None)
+    def subject(c: int) -> str:
+        it = item[c]
+        if it is None:
+            ks = kids[c]
+            it = item[ks[0]] if ks else None
+        return it.keys.subject if it is not None else ""
 
-    def subject(c: _Container) -> str:
-        item = first_item(c)
-        return str(item.key("SUBJECT")) if item is not None else ""
+    def is_reply(c: int) -> bool:
+        it = item[c]
+        return it is not None and it.keys.reply
 
-    def is_reply(c: _Container) -> bool:
-        return c.item is not None and c.item.keys.reply
-
-    table: dict[str, _Container] = {}
+    table: dict[str, int] = {}
     for t in top:
         subj = subject(t)
         if not subj:
             continue
         old = table.get(subj)
-        if old is None or (old.item is not None and t.item is None) or (
+        if old is None or (item[old] is not None and item[t] is None) or (
                 is_reply(old) and not is_reply(t)):
             table[subj] = t
-    result: list[_Container] = []
-    position: dict[int, int] = {}  # id(container) -> index in result (no O(n) lookups)
-
-    def add(c: _Container) -> None:
-        if id(c) not in position:
-            position[id(c)] = len(result)
-            result.append(c)
-
+    result: list[int] = []
+    position: dict[int, int] = {}  # container -> index in result
     for t in top:
         subj = subject(t)
-        rep = table.get(subj) if subj else None
-        if rep is None or rep is t:
-            add(t)
+        rep = table.get(subj, -1) if subj else -1
+        if rep < 0 or rep == t:
+            if t not in position:
+                position[t] = len(result)
+                result.append(t)
             continue
-        add(rep)
-        if rep.item is None and t.item is None:
-            rep.children += t.children
-        elif rep.item is None or (t.item is not None and is_reply(t) and not is_reply(rep)):
-            rep.children.append(t)
+        if rep not in position:
+            position[rep] = len(result)
+            result.append(rep)
+        if item[rep] is None and item[t] is None:
+            kids[rep] = (kids[rep] or []) + (kids[t] or [])
+        elif item[rep] is None or (item[t] is not None and is_reply(t)
+                                   and not is_reply(rep)):
+            f.link(rep, t)
         else:
-            dummy = _Container(None, None, [rep, t])
-            at = position.pop(id(rep))
+            dummy = f.new(None, None)
+            kids[dummy] = [rep, t]
+            at = position.pop(rep)
             result[at] = dummy
-            position[id(dummy)] = at
+            position[dummy] = at
             table[subj] = dummy
-    for t in result:
-        sort_tree(t)
-    result.sort(key=lambda k: k.date())
-
-    def out(c: _Container) -> Thread:
-        return (c.item.seq if c.item is not None else 0, [out(k) for k in c.children])
-
-    return [out(t) for t in result]
+    for c in f.preorder(result):
+        ks = kids[c]
+        if ks is not None and len(ks) > 1:
+            ks.sort(key=f.date)
+    result.sort(key=f.date)
+    # the answer, built top down without recursion
+    out: list[Thread] = []
+    stack: list[tuple[int, list[Thread]]] = [(c, out) for c in reversed(result)]
+    while stack:
+        c, into = stack.pop()
+        node = item[c]
+        sub: list[Thread] = []
+        into.append((node.seq if node is not None else 0, sub))
+        ks = kids[c]
+        if ks:
+            stack.extend([(k, sub) for k in reversed(ks)])
+    return out
 
 
 def seq_list(numbers: Sequence[int]) -> bytes:

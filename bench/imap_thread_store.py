@@ -27,6 +27,7 @@ from pochta.proto.imap.search import Candidate
 from pochta.proto.imap.sort import (
     Headers,
     SortItem,
+    collector_paused,
     compute_sort_keys,
     render_threads,
     thread_orderedsubject,
@@ -70,7 +71,8 @@ async def run(data_dir: Path, count: int) -> None:
             t.append(time.perf_counter())
             known = await store.get_sort_keys([c.meta.blob_id for c in hits])
             t.append(time.perf_counter())
-            items = [SortItem(c.seq, c.meta, known[c.meta.blob_id]) for c in hits]
+            with collector_paused():  # as server/imap_sort.py's _items
+                items = [SortItem(c.seq, c.meta, known[c.meta.blob_id]) for c in hits]
             t.append(time.perf_counter())
             refs = thread_references(items)
             t.append(time.perf_counter())

@@ -14,6 +14,7 @@ from ..proto.imap.sort import (
     Headers,
     SortItem,
     SortRequest,
+    collector_paused,
     compute_sort_keys,
     parse_sort,
     parse_thread,
@@ -77,10 +78,11 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
                 log.warning("cannot keep sort keys: %s", exc)
         known.update(new)
     items: list[SortItem] = []
-    for c in hits:
-        keys = known.get(c.meta.blob_id)
-        if keys is not None:  # else expunged meanwhile
-            items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
+    with collector_paused():  # one object per message, no cycles (see there)
+        for c in hits:
+            keys = known.get(c.meta.blob_id)
+            if keys is not None:  # else expunged meanwhile
+                items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
     return items
 
 

@@ -292,7 +292,7 @@ def render_threads(nodes: list[Thread]) -> bytes:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Threading a big mailbox allocates a few hundred thousand small lists and tuples and
     no reference cycles; left on, the cycle collector walks the whole heap many times
     over meanwhile (half of the time at 100,000 messages). Paused for this synchronous
@@ -316,7 +316,7 @@ def thread_orderedsubject(items: list[SortItem]) -> list[Thread]:
     """RFC 5256 §2.4 (ORDEREDSUBJECT): group by base subject, sort each group by sent
     date; the first is the parent, the others its children; groups by their first date.
     One sort of precomputed keys; a group is a run of equal subjects in that order."""
-    with _collector_paused():
+    with collector_paused():
         return _orderedsubject(items)
 
 
@@ -407,7 +407,7 @@ class _Forest:
 
 def thread_references(items: list[SortItem]) -> list[Thread]:
     """RFC 5256 §2.5 (REFERENCES, after JWZ)."""
-    with _collector_paused():
+    with collector_paused():
         return _references(items)
 
 

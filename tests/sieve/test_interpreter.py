@@ -405,3 +405,12 @@ def test_vacation_reply_names_the_sender_and_keeps_the_subject_short() -> None:
     reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
                            "bounces@list.example.org", "mail.example.org", 0.0)
     assert SieveMessage(reply).headers("to") == ["<bounces@list.example.org>"]
+
+
+def test_regex_match_values_beyond_nine() -> None:
+    # RFC 5229 §3.2 requires ${1}..${9}; higher ones MAY be kept, and we keep them all
+    src = """require ["regex", "variables", "fileinto"];
+    if header :regex "subject" "^(.)(.)(.)(.)(.)(.)(.)(.)(.)(.)(.)" {
+        fileinto "${10}${11}-${8}";
+    }"""
+    assert stores(run(src)) == [("pr-a", frozenset())]

@@ -1063,8 +1063,9 @@ class Interpreter:
                 found = pattern.match(v) if m.kind == "matches" else pattern.search(v)
                 if found is not None:
                     if set_vars and self.frame is not None and self.frame.uses_variables:
-                        groups = [found.group(0)] + [g or "" for g in found.groups()]
-                        self.match_vars = groups[:10] if m.kind == "regex" else groups
+                        # RFC 5229 §3.2: ${1}..${9} at least; higher ones MAY be
+                        # supported, and a pattern with more groups expects them
+                        self.match_vars = [found.group(0)] + [g or "" for g in found.groups()]
                     return True
         return False
 

@@ -414,3 +414,14 @@ def test_regex_match_values_beyond_nine() -> None:
         fileinto "${10}${11}-${8}";
     }"""
     assert stores(run(src)) == [("pr-a", frozenset())]
+
+
+def test_mime_param_decodes_rfc2231_continuations() -> None:
+    # RFC 2231 §3-4: continuations joined, charset'lang'%XX sections decoded
+    data = (b"From: a@example.org\r\nContent-Type: application/x-stuff;\r\n"
+            b"\ttitle*0*=utf-8'en'Caf%C3%A9%20;\r\n\ttitle*1=\"au lait\";\r\n"
+            b"\tname*=us-ascii''a%20b\r\n\r\nx\r\n")
+    src = """require ["mime", "fileinto"];
+    if allof (header :mime :param "title" "content-type" "Caf\u00e9 au lait",
+              header :mime :param "name" "content-type" "a b") { fileinto "yes"; }"""
+    assert stores(run(src, data)) == [("yes", frozenset())]

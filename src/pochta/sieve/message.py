@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import urllib.parse
 from dataclasses import dataclass
 from email.header import Header, decode_header, make_header
 from email.message import Message
@@ -241,12 +242,43 @@ def header_params(value: str) -> tuple[str, dict[str, str]]:
     """``type/subtype; a=b`` -> ("type/subtype", {"a": "b"}) (RFC 2045 §5.1)."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
+    # RFC 2231 §3-4: name*0, name*1* ... continuations, name* charset'lang'%XX values
+    sections: dict[str, dict[int, tuple[bool, str]]] = {}
     for m in _PARAM.finditer(";" + rest):
+        name = m.group(1).lower()
         v = m.group(2).strip()
         if v.startswith('"') and v.endswith('"') and len(v) >= 2:
             v = re.sub(r"\\(.)", r"\1", v[1:-1])
-        params.setdefault(m.group(1).lower(), v)
+        split = _RFC2231_NAME.match(name)
+        if split is None:
+            params.setdefault(name, v)
+            continue
+        base, number, star = split.groups()
+        encoded = bool(star) or number is None  # a bare "name*" is always encoded
+        sections.setdefault(base, {}).setdefault(int(number or 0), (encoded, v))
+    for base, parts in sections.items():
+        if base not in params:
+            params[base] = _join_rfc2231([parts[i] for i in sorted(parts)])
     return main.strip(), params
+
+
+_RFC2231_NAME = re.compile(r"([^*]+)\*(\d{1,3})?(\*)?\Z")
+
+
+def _join_rfc2231(parts: list[tuple[bool, str]]) -> str:
+    charset = "us-ascii"
+    raw = bytearray()
+    for i, (encoded, v) in enumerate(parts):
+        if not encoded:
+            raw += v.encode("utf-8", "replace")
+            continue
+        if i == 0 and v.count("'") >= 2:
+            charset, _lang, v = v.split("'", 2)
+        raw += urllib.parse.unquote_to_bytes(v)
+    try:
+        return raw.decode(charset or "us-ascii", "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
 
 
 def _part_text(part: Message) -> str | None:

@@ -425,3 +425,16 @@ def test_mime_param_decodes_rfc2231_continuations() -> None:
     if allof (header :mime :param "title" "content-type" "Caf\u00e9 au lait",
               header :mime :param "name" "content-type" "a b") { fileinto "yes"; }"""
     assert stores(run(src, data)) == [("yes", frozenset())]
+
+
+def test_addheader_unfolds_a_multiline_value() -> None:
+    # RFC 5293 §4 with RFC 5322 §2.2.3: CRLF before white space is folding
+    src = """require ["editheader", "fileinto", "variables"];
+    addheader "X-Long" text:
+first line
+ continued
+ and more
+.
+;
+    if header :is "x-long" "first line continued and more" { fileinto "unfolded"; }"""
+    assert stores(run(src)) == [("unfolded", frozenset())]

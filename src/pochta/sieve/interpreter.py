@@ -686,6 +686,9 @@ class Interpreter:
         if not _HEADER_NAME.match(name):
             raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
         if any(c in value for c in "\r\n\x00"):
+            # RFC 5322 §2.2.3: a line break before white space is folding (unfold it);
+            # a trailing one (a text: value) goes, any other becomes a space
+            value = re.sub(r"\r?\n(?=[ \t])", "", value.rstrip("\r\n"))
             value = re.sub(r"[\r\n\x00]+", " ", value)
         self._edit(line)
         if name.lower() in _PROTECTED:

@@ -438,3 +438,11 @@ first line
 ;
     if header :is "x-long" "first line continued and more" { fileinto "unfolded"; }"""
     assert stores(run(src)) == [("unfolded", frozenset())]
+
+
+def test_mailto_with_an_invalid_header_name_is_not_valid() -> None:
+    # RFC 6068 §2: hfname names a header field, and ":" cannot be in one (RFC 5322 §3.6.8)
+    src = """require ["enotify", "fileinto"];
+    if valid_notify_method "mailto:a@example.org?header:=x" { fileinto "bad"; }
+    elsif valid_notify_method "mailto:a@example.org?X-Head=x" { fileinto "good"; }"""
+    assert stores(run(src)) == [("good", frozenset())]

@@ -1222,6 +1222,8 @@ def _mailto(uri: str) -> Mailto | None:
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         if k.lower() == "to":
             to.extend(a.strip() for a in v.split(",") if a.strip())
+        elif not _HEADER_NAME.match(k):
+            return None  # RFC 6068 §2: hfname is a header field name (RFC 5322 §3.6.8)
         else:
             headers.append((k, v))
     if not to or not all("@" in a and " " not in a for a in to):

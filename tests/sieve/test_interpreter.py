@@ -446,3 +446,19 @@ def test_mailto_with_an_invalid_header_name_is_not_valid() -> None:
     if valid_notify_method "mailto:a@example.org?header:=x" { fileinto "bad"; }
     elsif valid_notify_method "mailto:a@example.org?X-Head=x" { fileinto "good"; }"""
     assert stores(run(src)) == [("good", frozenset())]
+
+
+def test_redirect_address_is_an_rfc5322_mailbox() -> None:
+    # RFC 5228 §4.2 / RFC 5322 §3.4: white space around tokens is allowed (CFWS), a
+    # quoted local part that needs no quotes is the same address without them
+    src = """redirect "  Stephan Bosch  <  stephan  @  example.org  > ";
+    redirect "\\"Sirius\\"@example.net";
+    redirect "\\"S[r]us\\"@example.net";
+    redirect "bosch@ example.org";"""
+    assert [a.address for a in run(src).actions if isinstance(a, Redirect)] == [
+        "stephan@example.org", "Sirius@example.net", '"S[r]us"@example.net',
+        "bosch@example.org"]
+    for bad in ("stephan", "a b@example.org", "x@exa mple.org", "<a@example.org",
+                "a@example.org, b@example.org"):
+        with pytest.raises(SieveSyntaxError):
+            compile_script(f'redirect "{bad}";')

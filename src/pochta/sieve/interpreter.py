@@ -21,11 +21,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
+from .address import redirect_address
 from .compiler import EXTENSIONS, Limits, Script, strings_of
 from .grammar import Command, Test
 from .message import MimePart, SieveMessage, header_params
@@ -406,11 +407,10 @@ class Interpreter:
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
-            raw = self._s(pos[0]).strip()
-            address = parseaddr(raw)[1] if "<" in raw or '"' in raw else raw
-            local, _, domain = address.rpartition("@")
-            if not local or not domain or any(c in address for c in " \t\r\n<>,;"):
-                raise SieveRuntimeError(line, f"redirect: invalid address {address!r}")
+            raw = self._s(pos[0])
+            address = redirect_address(raw)
+            if address is None:
+                raise SieveRuntimeError(line, f"redirect: invalid address {raw.strip()!r}")
             self.redirects += 1
             if self.redirects > self.limits.max_redirects:
                 raise SieveRuntimeError(line, f"too many redirects: the limit is "

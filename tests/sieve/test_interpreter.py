@@ -462,3 +462,15 @@ def test_redirect_address_is_an_rfc5322_mailbox() -> None:
                 "a@example.org, b@example.org"):
         with pytest.raises(SieveSyntaxError):
             compile_script(f'redirect "{bad}";')
+
+
+def test_body_content_text_keeps_html_as_it_is() -> None:
+    # RFC 5173 §5.2: :content "text" matches every text/* part as decoded, HTML included;
+    # only :text (§5.3) takes the tags out
+    data = (b"From: a@example.org\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+            b"--b\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b--\r\n")
+    src = """require ["body", "fileinto"];
+    if body :content "text" :contains "<p>html</p>" { fileinto "content"; }
+    if body :text :contains "<p>" { fileinto "text-has-tags"; }"""
+    assert stores(run(src, data)) == [("content", frozenset())]

@@ -858,7 +858,7 @@ class Interpreter:
             elif "content" in tags:
                 bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
             else:
-                bodies = self.msg.body_parts(("text",))
+                bodies = self.msg.body_parts(("text",), as_text=True)
             # RFC 5173 §6: the body test sets no match variables
             return self._match(bodies, self._l(pos[0]), match, set_vars=False)
         if name == "string":
@@ -1115,7 +1115,7 @@ def _fast_test(test: Test) -> FastTest | None:
     if name == "header":
         return lambda it: any(hit(it.msg.headers(h)) for h in names)
     if name == "body":
-        return lambda it: hit(it.msg.body_parts(("text",)))
+        return lambda it: hit(it.msg.body_parts(("text",), as_text=True))
     part = _part(tags)
     if name == "address":
         def address(it: Interpreter) -> bool:

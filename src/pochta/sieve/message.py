@@ -39,7 +39,7 @@ class SieveMessage:
         self._by_name: dict[str, list[str]] | None = None
         self._addresses: dict[str, list[str]] = {}
         self._parsed: Message | None = None
-        self._bodies: dict[tuple[str, ...], list[str]] = {}
+        self._bodies: dict[tuple[bool, tuple[str, ...]], list[str]] = {}
         self._parts: list[MimePart] | None = None
         self.edited = False
 
@@ -180,17 +180,19 @@ class SieveMessage:
             self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
         return self._parsed
 
-    def body_parts(self, content_types: tuple[str, ...]) -> list[str]:
-        """Decoded text of the parts whose type matches (``text`` for :text; "" matches
-        every type, "type" matches "type/*", "type/sub" exactly)."""
-        cached = self._bodies.get(content_types)
+    def body_parts(self, content_types: tuple[str, ...], as_text: bool = False) -> list[str]:
+        """Decoded text of the parts whose type matches ("" matches every type, "type"
+        matches "type/*", "type/sub" exactly). ``as_text`` is body :text (RFC 5173 §5.3:
+        the text parts with HTML tags dropped); :content gives parts as they are (§5.2)."""
+        key = (as_text, content_types)
+        cached = self._bodies.get(key)
         if cached is not None:
             return cached
         if not self._body.strip():
             return []  # no body: nothing to match, not even "" (RFC 5173 §5)
         simple = self._simple_text()
         if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
-            self._bodies[content_types] = [simple]
+            self._bodies[key] = [simple]
             return [simple]
         out: list[str] = []
         msg = self._message()
@@ -210,10 +212,10 @@ class SieveMessage:
                 text = payload.decode(charset, "replace")
             except LookupError:
                 text = payload.decode("utf-8", "replace")
-            if ctype == "text/html" and content_types == ("text",):
+            if ctype == "text/html" and as_text:
                 text = re.sub(r"<[^>]*>", " ", text)
             out.append(text)
-        self._bodies[content_types] = out
+        self._bodies[key] = out
         return out
 
 

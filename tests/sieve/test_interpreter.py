@@ -474,3 +474,19 @@ def test_body_content_text_keeps_html_as_it_is() -> None:
     if body :content "text" :contains "<p>html</p>" { fileinto "content"; }
     if body :text :contains "<p>" { fileinto "text-has-tags"; }"""
     assert stores(run(src, data)) == [("content", frozenset())]
+
+
+def test_body_content_multipart_and_message_rfc822() -> None:
+    # RFC 5173 §5.2: a matching multipart is searched in its prologue and epilogue, a
+    # matching message/rfc822 in the nested header only
+    data = (b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"the prologue\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: inner@example.org\r\nSubject: hi\r\n\r\ninner body\r\n"
+            b"--b--\r\nthe epilogue\r\n")
+    src = """require ["body", "fileinto", "relational", "comparator-i;ascii-numeric"];
+    if body :content "multipart" :contains "prologue" { fileinto "pro"; }
+    if body :content "multipart" :contains "epilogue" { fileinto "epi"; }
+    if body :content "multipart" :contains "--b" { fileinto "boundary"; }
+    if body :content "message/rfc822" :contains "From: inner@" { fileinto "hdr"; }
+    if body :content "message/rfc822" :contains "inner body" { fileinto "body"; }"""
+    assert [b for b, _ in stores(run(src, data))] == ["pro", "epi", "hdr"]

@@ -197,12 +197,14 @@ class SieveMessage:
         out: list[str] = []
         msg = self._message()
         for part in msg.walk():
-            if part.is_multipart():
-                continue
             ctype = part.get_content_type().lower()
             main = ctype.split("/")[0]
             if not any(t == "" or t.lower() == ctype or ("/" not in t and t.lower() == main)
                        for t in content_types):
+                continue
+            if part.is_multipart():
+                if not as_text:
+                    out.extend(_container_text(part))
                 continue
             payload = part.get_payload(decode=True)
             if not isinstance(payload, bytes):
@@ -217,6 +219,19 @@ class SieveMessage:
             out.append(text)
         self._bodies[key] = out
         return out
+
+
+def _container_text(part: Message) -> list[str]:
+    """RFC 5173 §5.2: a matching multipart is searched in its prologue and epilogue (each
+    a string of its own), a matching message/rfc822 in the nested message's header (one
+    string); the parts inside only when their own type matches."""
+    if part.get_content_maintype() == "message":
+        nested = part.get_payload()
+        if isinstance(nested, list) and nested and isinstance(nested[0], Message):
+            return ["".join(f"{k}: {v}\r\n" for k, v in nested[0].items())
+                    .replace("\r\n", "\n").replace("\n", "\r\n")]
+        return []
+    return [t for t in (part.preamble, part.epilogue) if t]
 
 
 # --- MIME parts (RFC 5703) ---------------------------------------------------------------

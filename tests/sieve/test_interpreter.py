@@ -490,3 +490,17 @@ def test_body_content_multipart_and_message_rfc822() -> None:
     if body :content "message/rfc822" :contains "From: inner@" { fileinto "hdr"; }
     if body :content "message/rfc822" :contains "inner body" { fileinto "body"; }"""
     assert [b for b, _ in stores(run(src, data))] == ["pro", "epi", "hdr"]
+
+
+def test_body_text_reads_xhtml_and_skips_unknown_encodings() -> None:
+    # RFC 5173 §5.3: text is extracted from XHTML like HTML; RFC 2045 §6.4: a part with an
+    # unknown Content-Transfer-Encoding is application/octet-stream, not text
+    data = (b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: application/xhtml+xml\r\n\r\n<p>xhtml words</p>\r\n"
+            b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-frob\r\n\r\n"
+            b"hidden words\r\n--b--\r\n")
+    src = """require ["body", "fileinto"];
+    if body :text :contains "xhtml words" { fileinto "xhtml"; }
+    if body :text :contains "<p>" { fileinto "tags"; }
+    if body :text :contains "hidden" { fileinto "hidden"; }"""
+    assert [b for b, _ in stores(run(src, data))] == ["xhtml"]

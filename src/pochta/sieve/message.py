@@ -198,6 +198,11 @@ class SieveMessage:
         msg = self._message()
         for part in msg.walk():
             ctype = part.get_content_type().lower()
+            cte = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
+            if cte not in _KNOWN_CTE and not part.is_multipart():
+                ctype = "application/octet-stream"  # RFC 2045 §6.4: unknown encoding
+            if as_text and ctype == "application/xhtml+xml":
+                ctype = "text/html"  # RFC 5173 §5.3: text extracted from HTML-like parts
             main = ctype.split("/")[0]
             if not any(t == "" or t.lower() == ctype or ("/" not in t and t.lower() == main)
                        for t in content_types):
@@ -219,6 +224,9 @@ class SieveMessage:
             out.append(text)
         self._bodies[key] = out
         return out
+
+
+_KNOWN_CTE = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
 
 
 def _container_text(part: Message) -> list[str]:

@@ -202,6 +202,7 @@ def _handlers(state: _State) -> dict[str, object]:
                 actions.append(Store("INBOX", frozenset(it.flags), implicit=True))
             message = it.msg
         _execute(state, actions, message, it.env)
+        it.ctx.mailboxes = frozenset(state.mailboxes)  # what :create made, as the store
         state.result = None
         it.actions, it.implicit_keep = [], True
         it.redirects = it.edits = 0

@@ -297,6 +297,7 @@ def _handlers(state: _State) -> dict[str, object]:
         except SieveRuntimeError as exc:
             state.errors = [str(exc)]
             return False
+        state.errors = list(state.result.warnings)
         return True
 
     def error(it: Interpreter, node: Command | Test) -> bool:

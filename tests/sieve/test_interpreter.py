@@ -504,3 +504,15 @@ def test_body_text_reads_xhtml_and_skips_unknown_encodings() -> None:
     if body :text :contains "<p>" { fileinto "tags"; }
     if body :text :contains "hidden" { fileinto "hidden"; }"""
     assert [b for b, _ in stores(run(src, data))] == ["xhtml"]
+
+
+def test_bad_regex_made_at_run_time_is_reported_and_false() -> None:
+    # draft-ietf-sieve-regex §3: an invalid pattern is an error; one built from a variable
+    # is only known at run time: the test is false, the script goes on, the log says why
+    src = """require ["regex", "variables", "fileinto"];
+    set "re" "[";
+    if header :regex "to" "${re}" { fileinto "frop"; }
+    if header :regex "to" "${re}" { fileinto "frop"; }"""
+    result = run(src)
+    assert stores(result) == [("INBOX", frozenset())]
+    assert len(result.warnings) == 1 and "invalid regular expression '['" in result.warnings[0]

@@ -126,6 +126,7 @@ class Result:
     actions: list[Action]
     message: SieveMessage  # with the header edits (RFC 5293) applied
     track: list[tuple[str, float]] = field(default_factory=list)  # duplicate ids to record
+    warnings: list[str] = field(default_factory=list)  # not fatal, for the log
 
     def describe(self) -> list[str]:
         out = []
@@ -295,6 +296,7 @@ class Interpreter:
         self.global_vars: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.track: list[tuple[str, float]] = []
+        self.warnings: list[str] = []
         self.included_once: set[tuple[str, str]] = set()
         self.includes = 0
         self.redirects = 0
@@ -354,7 +356,7 @@ class Interpreter:
                     continue
                 targets.add(key)
             merged.append(a)
-        return Result(merged, self.msg, self.track)
+        return Result(merged, self.msg, self.track, self.warnings)
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
@@ -1060,7 +1062,12 @@ class Interpreter:
             else:
                 try:
                     pattern = _regex(k, fold)
-                except re.error:
+                except re.error as err:
+                    # draft-ietf-sieve-regex §3: a bad pattern made at run time is an
+                    # error to report; the test stays false and the script goes on
+                    warning = f"invalid regular expression {k!r} ({err}): the test is false"
+                    if warning not in self.warnings:
+                        self.warnings.append(warning)
                     continue
             for v in values:
                 found = pattern.match(v) if m.kind == "matches" else pattern.search(v)

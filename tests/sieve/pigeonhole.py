@@ -313,7 +313,9 @@ def _handlers(state: _State) -> dict[str, object]:
         tags, pos = args(node)
         if state.result is None:
             return False
-        names = [_action_name(a) for a in state.result.actions]
+        # Pigeonhole adds the implicit keep when the result is executed, not to the list
+        names = [_action_name(a) for a in state.result.actions
+                 if not (isinstance(a, Store) and a.implicit)]
         index = tags.get("index")
         if isinstance(index, int):
             names = names[index - 1:index] if 0 < index <= len(names) else []

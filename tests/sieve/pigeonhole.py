@@ -202,6 +202,7 @@ def _handlers(state: _State) -> dict[str, object]:
                 actions.append(Store("INBOX", frozenset(it.flags), implicit=True))
             message = it.msg
         _execute(state, actions, message, it.env)
+        it.ctx.mailboxes = frozenset(state.mailboxes)  # what :create made, as the store
         state.result = None
         it.actions, it.implicit_keep = [], True
         it.redirects = it.edits = 0
@@ -296,6 +297,7 @@ def _handlers(state: _State) -> dict[str, object]:
         except SieveRuntimeError as exc:
             state.errors = [str(exc)]
             return False
+        state.errors = list(state.result.warnings)
         return True
 
     def error(it: Interpreter, node: Command | Test) -> bool:
@@ -311,7 +313,9 @@ def _handlers(state: _State) -> dict[str, object]:
         tags, pos = args(node)
         if state.result is None:
             return False
-        names = [_action_name(a) for a in state.result.actions]
+        # Pigeonhole adds the implicit keep when the result is executed, not to the list
+        names = [_action_name(a) for a in state.result.actions
+                 if not (isinstance(a, Store) and a.implicit)]
         index = tags.get("index")
         if isinstance(index, int):
             names = names[index - 1:index] if 0 < index <= len(names) else []

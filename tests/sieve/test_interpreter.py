@@ -405,3 +405,114 @@ def test_vacation_reply_names_the_sender_and_keeps_the_subject_short() -> None:
     reply = build_vacation(Vacation("away", 86400), msg, "nico@frop.example.org",
                            "bounces@list.example.org", "mail.example.org", 0.0)
     assert SieveMessage(reply).headers("to") == ["<bounces@list.example.org>"]
+
+
+def test_regex_match_values_beyond_nine() -> None:
+    # RFC 5229 §3.2 requires ${1}..${9}; higher ones MAY be kept, and we keep them all
+    src = """require ["regex", "variables", "fileinto"];
+    if header :regex "subject" "^(.)(.)(.)(.)(.)(.)(.)(.)(.)(.)(.)" {
+        fileinto "${10}${11}-${8}";
+    }"""
+    assert stores(run(src)) == [("pr-a", frozenset())]
+
+
+def test_mime_param_decodes_rfc2231_continuations() -> None:
+    # RFC 2231 §3-4: continuations joined, charset'lang'%XX sections decoded
+    data = (b"From: a@example.org\r\nContent-Type: application/x-stuff;\r\n"
+            b"\ttitle*0*=utf-8'en'Caf%C3%A9%20;\r\n\ttitle*1=\"au lait\";\r\n"
+            b"\tname*=us-ascii''a%20b\r\n\r\nx\r\n")
+    src = """require ["mime", "fileinto"];
+    if allof (header :mime :param "title" "content-type" "Caf\u00e9 au lait",
+              header :mime :param "name" "content-type" "a b") { fileinto "yes"; }"""
+    assert stores(run(src, data)) == [("yes", frozenset())]
+
+
+def test_addheader_unfolds_a_multiline_value() -> None:
+    # RFC 5293 §4 with RFC 5322 §2.2.3: CRLF before white space is folding
+    src = """require ["editheader", "fileinto", "variables"];
+    addheader "X-Long" text:
+first line
+ continued
+ and more
+.
+;
+    if header :is "x-long" "first line continued and more" { fileinto "unfolded"; }"""
+    assert stores(run(src)) == [("unfolded", frozenset())]
+
+
+def test_mailto_with_an_invalid_header_name_is_not_valid() -> None:
+    # RFC 6068 §2: hfname names a header field, and ":" cannot be in one (RFC 5322 §3.6.8)
+    src = """require ["enotify", "fileinto"];
+    if valid_notify_method "mailto:a@example.org?header:=x" { fileinto "bad"; }
+    elsif valid_notify_method "mailto:a@example.org?X-Head=x" { fileinto "good"; }"""
+    assert stores(run(src)) == [("good", frozenset())]
+
+
+def test_redirect_address_is_an_rfc5322_mailbox() -> None:
+    # RFC 5228 §4.2 / RFC 5322 §3.4: white space around tokens is allowed (CFWS), a
+    # quoted local part that needs no quotes is the same address without them
+    src = """redirect "  Stephan Bosch  <  stephan  @  example.org  > ";
+    redirect "\\"Sirius\\"@example.net";
+    redirect "\\"S[r]us\\"@example.net";
+    redirect "bosch@ example.org";"""
+    assert [a.address for a in run(src).actions if isinstance(a, Redirect)] == [
+        "stephan@example.org", "Sirius@example.net", '"S[r]us"@example.net',
+        "bosch@example.org"]
+    for bad in ("stephan", "a b@example.org", "x@exa mple.org", "<a@example.org",
+                "a@example.org, b@example.org"):
+        with pytest.raises(SieveSyntaxError):
+            compile_script(f'redirect "{bad}";')
+
+
+def test_body_content_text_keeps_html_as_it_is() -> None:
+    # RFC 5173 §5.2: :content "text" matches every text/* part as decoded, HTML included;
+    # only :text (§5.3) takes the tags out
+    data = (b"From: a@example.org\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+            b"--b\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--b--\r\n")
+    src = """require ["body", "fileinto"];
+    if body :content "text" :contains "<p>html</p>" { fileinto "content"; }
+    if body :text :contains "<p>" { fileinto "text-has-tags"; }"""
+    assert stores(run(src, data)) == [("content", frozenset())]
+
+
+def test_body_content_multipart_and_message_rfc822() -> None:
+    # RFC 5173 §5.2: a matching multipart is searched in its prologue and epilogue, a
+    # matching message/rfc822 in the nested header only
+    data = (b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"the prologue\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: inner@example.org\r\nSubject: hi\r\n\r\ninner body\r\n"
+            b"--b--\r\nthe epilogue\r\n")
+    src = """require ["body", "fileinto", "relational", "comparator-i;ascii-numeric"];
+    if body :content "multipart" :contains "prologue" { fileinto "pro"; }
+    if body :content "multipart" :contains "epilogue" { fileinto "epi"; }
+    if body :content "multipart" :contains "--b" { fileinto "boundary"; }
+    if body :content "message/rfc822" :contains "From: inner@" { fileinto "hdr"; }
+    if body :content "message/rfc822" :contains "inner body" { fileinto "body"; }"""
+    assert [b for b, _ in stores(run(src, data))] == ["pro", "epi", "hdr"]
+
+
+def test_body_text_reads_xhtml_and_skips_unknown_encodings() -> None:
+    # RFC 5173 §5.3: text is extracted from XHTML like HTML; RFC 2045 §6.4: a part with an
+    # unknown Content-Transfer-Encoding is application/octet-stream, not text
+    data = (b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: application/xhtml+xml\r\n\r\n<p>xhtml words</p>\r\n"
+            b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-frob\r\n\r\n"
+            b"hidden words\r\n--b--\r\n")
+    src = """require ["body", "fileinto"];
+    if body :text :contains "xhtml words" { fileinto "xhtml"; }
+    if body :text :contains "<p>" { fileinto "tags"; }
+    if body :text :contains "hidden" { fileinto "hidden"; }"""
+    assert [b for b, _ in stores(run(src, data))] == ["xhtml"]
+
+
+def test_bad_regex_made_at_run_time_is_reported_and_false() -> None:
+    # draft-ietf-sieve-regex §3: an invalid pattern is an error; one built from a variable
+    # is only known at run time: the test is false, the script goes on, the log says why
+    src = """require ["regex", "variables", "fileinto"];
+    set "re" "[";
+    if header :regex "to" "${re}" { fileinto "frop"; }
+    if header :regex "to" "${re}" { fileinto "frop"; }"""
+    result = run(src)
+    assert stores(result) == [("INBOX", frozenset())]
+    assert len(result.warnings) == 1 and "invalid regular expression '['" in result.warnings[0]

@@ -470,7 +470,12 @@ class SieveService:
             if decision.error:
                 log.warning("sieve user=%s: %s; message kept in INBOX", decision.recipient,
                             decision.error)
-            elif decision.result is not None and log.isEnabledFor(logging.DEBUG):
+            if decision.result is not None:
+                for warning in decision.result.warnings:
+                    log.warning("sieve user=%s script=%s: %s", decision.recipient,
+                                decision.script, warning)
+            if not decision.error and decision.result is not None and (
+                    log.isEnabledFor(logging.DEBUG)):
                 log.debug("sieve user=%s script=%s actions=%s", decision.recipient,
                           decision.script, "; ".join(decision.result.describe()))
             decisions.append((target, decision))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .address import redirect_address
 from .grammar import Argument, Command, Number, SieveSyntaxError, Strings, Tag, Test, parse
 
 # What ManageSieve's SIEVE capability and ``require`` accept.
@@ -485,8 +486,7 @@ def _ihave(test: Test) -> list[str] | None:
 
 
 def _plausible(address: str) -> bool:
-    local, _, domain = address.strip().strip("<>").rpartition("@")
-    return bool(local) and bool(domain) and " " not in domain
+    return redirect_address(address) is not None
 
 
 def compile_script(source: str, name: str = "", limits: Limits | None = None,

@@ -21,11 +21,12 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
+from .address import redirect_address
 from .compiler import EXTENSIONS, Limits, Script, strings_of
 from .grammar import Command, Test
 from .message import MimePart, SieveMessage, header_params
@@ -125,6 +126,7 @@ class Result:
     actions: list[Action]
     message: SieveMessage  # with the header edits (RFC 5293) applied
     track: list[tuple[str, float]] = field(default_factory=list)  # duplicate ids to record
+    warnings: list[str] = field(default_factory=list)  # not fatal, for the log
 
     def describe(self) -> list[str]:
         out = []
@@ -294,6 +296,7 @@ class Interpreter:
         self.global_vars: dict[str, str] = {}
         self.match_vars: list[str] = []
         self.track: list[tuple[str, float]] = []
+        self.warnings: list[str] = []
         self.included_once: set[tuple[str, str]] = set()
         self.includes = 0
         self.redirects = 0
@@ -353,7 +356,7 @@ class Interpreter:
                     continue
                 targets.add(key)
             merged.append(a)
-        return Result(merged, self.msg, self.track)
+        return Result(merged, self.msg, self.track, self.warnings)
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
@@ -406,11 +409,10 @@ class Interpreter:
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
-            raw = self._s(pos[0]).strip()
-            address = parseaddr(raw)[1] if "<" in raw or '"' in raw else raw
-            local, _, domain = address.rpartition("@")
-            if not local or not domain or any(c in address for c in " \t\r\n<>,;"):
-                raise SieveRuntimeError(line, f"redirect: invalid address {address!r}")
+            raw = self._s(pos[0])
+            address = redirect_address(raw)
+            if address is None:
+                raise SieveRuntimeError(line, f"redirect: invalid address {raw.strip()!r}")
             self.redirects += 1
             if self.redirects > self.limits.max_redirects:
                 raise SieveRuntimeError(line, f"too many redirects: the limit is "
@@ -686,6 +688,9 @@ class Interpreter:
         if not _HEADER_NAME.match(name):
             raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
         if any(c in value for c in "\r\n\x00"):
+            # RFC 5322 §2.2.3: a line break before white space is folding (unfold it);
+            # a trailing one (a text: value) goes, any other becomes a space
+            value = re.sub(r"\r?\n(?=[ \t])", "", value.rstrip("\r\n"))
             value = re.sub(r"[\r\n\x00]+", " ", value)
         self._edit(line)
         if name.lower() in _PROTECTED:
@@ -855,7 +860,7 @@ class Interpreter:
             elif "content" in tags:
                 bodies = self.msg.body_parts(tuple(self._l(tags["content"])))
             else:
-                bodies = self.msg.body_parts(("text",))
+                bodies = self.msg.body_parts(("text",), as_text=True)
             # RFC 5173 §6: the body test sets no match variables
             return self._match(bodies, self._l(pos[0]), match, set_vars=False)
         if name == "string":
@@ -1057,14 +1062,20 @@ class Interpreter:
             else:
                 try:
                     pattern = _regex(k, fold)
-                except re.error:
+                except re.error as err:
+                    # draft-ietf-sieve-regex §3: a bad pattern made at run time is an
+                    # error to report; the test stays false and the script goes on
+                    warning = f"invalid regular expression {k!r} ({err}): the test is false"
+                    if warning not in self.warnings:
+                        self.warnings.append(warning)
                     continue
             for v in values:
                 found = pattern.match(v) if m.kind == "matches" else pattern.search(v)
                 if found is not None:
                     if set_vars and self.frame is not None and self.frame.uses_variables:
-                        groups = [found.group(0)] + [g or "" for g in found.groups()]
-                        self.match_vars = groups[:10] if m.kind == "regex" else groups
+                        # RFC 5229 §3.2: ${1}..${9} at least; higher ones MAY be
+                        # supported, and a pattern with more groups expects them
+                        self.match_vars = [found.group(0)] + [g or "" for g in found.groups()]
                     return True
         return False
 
@@ -1111,7 +1122,7 @@ def _fast_test(test: Test) -> FastTest | None:
     if name == "header":
         return lambda it: any(hit(it.msg.headers(h)) for h in names)
     if name == "body":
-        return lambda it: hit(it.msg.body_parts(("text",)))
+        return lambda it: hit(it.msg.body_parts(("text",), as_text=True))
     part = _part(tags)
     if name == "address":
         def address(it: Interpreter) -> bool:
@@ -1218,6 +1229,8 @@ def _mailto(uri: str) -> Mailto | None:
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
         if k.lower() == "to":
             to.extend(a.strip() for a in v.split(",") if a.strip())
+        elif not _HEADER_NAME.match(k):
+            return None  # RFC 6068 §2: hfname is a header field name (RFC 5322 §3.6.8)
         else:
             headers.append((k, v))
     if not to or not all("@" in a and " " not in a for a in to):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import urllib.parse
 from dataclasses import dataclass
 from email.header import Header, decode_header, make_header
 from email.message import Message
@@ -38,7 +39,7 @@ class SieveMessage:
         self._by_name: dict[str, list[str]] | None = None
         self._addresses: dict[str, list[str]] = {}
         self._parsed: Message | None = None
-        self._bodies: dict[tuple[str, ...], list[str]] = {}
+        self._bodies: dict[tuple[bool, tuple[str, ...]], list[str]] = {}
         self._parts: list[MimePart] | None = None
         self.edited = False
 
@@ -179,27 +180,36 @@ class SieveMessage:
             self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
         return self._parsed
 
-    def body_parts(self, content_types: tuple[str, ...]) -> list[str]:
-        """Decoded text of the parts whose type matches (``text`` for :text; "" matches
-        every type, "type" matches "type/*", "type/sub" exactly)."""
-        cached = self._bodies.get(content_types)
+    def body_parts(self, content_types: tuple[str, ...], as_text: bool = False) -> list[str]:
+        """Decoded text of the parts whose type matches ("" matches every type, "type"
+        matches "type/*", "type/sub" exactly). ``as_text`` is body :text (RFC 5173 §5.3:
+        the text parts with HTML tags dropped); :content gives parts as they are (§5.2)."""
+        key = (as_text, content_types)
+        cached = self._bodies.get(key)
         if cached is not None:
             return cached
         if not self._body.strip():
             return []  # no body: nothing to match, not even "" (RFC 5173 §5)
         simple = self._simple_text()
         if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
-            self._bodies[content_types] = [simple]
+            self._bodies[key] = [simple]
             return [simple]
         out: list[str] = []
         msg = self._message()
         for part in msg.walk():
-            if part.is_multipart():
-                continue
             ctype = part.get_content_type().lower()
+            cte = str(part.get("content-transfer-encoding", "7bit")).strip().lower()
+            if cte not in _KNOWN_CTE and not part.is_multipart():
+                ctype = "application/octet-stream"  # RFC 2045 §6.4: unknown encoding
+            if as_text and ctype == "application/xhtml+xml":
+                ctype = "text/html"  # RFC 5173 §5.3: text extracted from HTML-like parts
             main = ctype.split("/")[0]
             if not any(t == "" or t.lower() == ctype or ("/" not in t and t.lower() == main)
                        for t in content_types):
+                continue
+            if part.is_multipart():
+                if not as_text:
+                    out.extend(_container_text(part))
                 continue
             payload = part.get_payload(decode=True)
             if not isinstance(payload, bytes):
@@ -209,11 +219,27 @@ class SieveMessage:
                 text = payload.decode(charset, "replace")
             except LookupError:
                 text = payload.decode("utf-8", "replace")
-            if ctype == "text/html" and content_types == ("text",):
+            if ctype == "text/html" and as_text:
                 text = re.sub(r"<[^>]*>", " ", text)
             out.append(text)
-        self._bodies[content_types] = out
+        self._bodies[key] = out
         return out
+
+
+_KNOWN_CTE = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
+
+
+def _container_text(part: Message) -> list[str]:
+    """RFC 5173 §5.2: a matching multipart is searched in its prologue and epilogue (each
+    a string of its own), a matching message/rfc822 in the nested message's header (one
+    string); the parts inside only when their own type matches."""
+    if part.get_content_maintype() == "message":
+        nested = part.get_payload()
+        if isinstance(nested, list) and nested and isinstance(nested[0], Message):
+            return ["".join(f"{k}: {v}\r\n" for k, v in nested[0].items())
+                    .replace("\r\n", "\n").replace("\n", "\r\n")]
+        return []
+    return [t for t in (part.preamble, part.epilogue) if t]
 
 
 # --- MIME parts (RFC 5703) ---------------------------------------------------------------
@@ -241,12 +267,43 @@ def header_params(value: str) -> tuple[str, dict[str, str]]:
     """``type/subtype; a=b`` -> ("type/subtype", {"a": "b"}) (RFC 2045 §5.1)."""
     main, _, rest = value.partition(";")
     params: dict[str, str] = {}
+    # RFC 2231 §3-4: name*0, name*1* ... continuations, name* charset'lang'%XX values
+    sections: dict[str, dict[int, tuple[bool, str]]] = {}
     for m in _PARAM.finditer(";" + rest):
+        name = m.group(1).lower()
         v = m.group(2).strip()
         if v.startswith('"') and v.endswith('"') and len(v) >= 2:
             v = re.sub(r"\\(.)", r"\1", v[1:-1])
-        params.setdefault(m.group(1).lower(), v)
+        split = _RFC2231_NAME.match(name)
+        if split is None:
+            params.setdefault(name, v)
+            continue
+        base, number, star = split.groups()
+        encoded = bool(star) or number is None  # a bare "name*" is always encoded
+        sections.setdefault(base, {}).setdefault(int(number or 0), (encoded, v))
+    for base, parts in sections.items():
+        if base not in params:
+            params[base] = _join_rfc2231([parts[i] for i in sorted(parts)])
     return main.strip(), params
+
+
+_RFC2231_NAME = re.compile(r"([^*]+)\*(\d{1,3})?(\*)?\Z")
+
+
+def _join_rfc2231(parts: list[tuple[bool, str]]) -> str:
+    charset = "us-ascii"
+    raw = bytearray()
+    for i, (encoded, v) in enumerate(parts):
+        if not encoded:
+            raw += v.encode("utf-8", "replace")
+            continue
+        if i == 0 and v.count("'") >= 2:
+            charset, _lang, v = v.split("'", 2)
+        raw += urllib.parse.unquote_to_bytes(v)
+    try:
+        return raw.decode(charset or "us-ascii", "replace")
+    except LookupError:
+        return raw.decode("utf-8", "replace")
 
 
 def _part_text(part: Message) -> str | None:

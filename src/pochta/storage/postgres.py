@@ -281,6 +281,9 @@ _ACCOUNT_COLS = (
     "id, address, password_hash, scram_salt, scram_iterations, scram_stored_key, "
     "scram_server_key, may_send_as_anyone, quota_bytes, apop_secret, disabled"
 )
+# An alias as a row of the accounts query (find_addresses' UNION): its source where an
+# account has its address, NULL for the other account columns.
+_ALIAS_ROW = "NULL, source, " + ", ".join(["NULL"] * (_ACCOUNT_COLS.count(",") - 1))
 _MAILBOX_COLS = (
     "id, account_id, name, uidvalidity, uidnext, highestmodseq, special_use, "
     "EXISTS(SELECT 1 FROM subscriptions s WHERE s.account_id=mailboxes.account_id "
@@ -927,10 +930,9 @@ class PostgresStore(
         found = AddressRecords({}, {})
         if not wanted:
             return found
-        nulls = ", ".join(["NULL"] * 11)
         rows = await self._query(
             f"SELECT {_ACCOUNT_COLS}, NULL::text[] FROM accounts WHERE address=ANY(%s) "  # noqa: S608
-            f"UNION ALL SELECT {nulls.replace('NULL, NULL', 'NULL, source', 1)}, targets "
+            f"UNION ALL SELECT {_ALIAS_ROW}, targets "
             "FROM aliases WHERE source=ANY(%s)", (wanted, wanted),
         )
         for row in rows:

@@ -124,4 +124,5 @@ async def test_notify_in_idle_and_at_commands(imap_server: Server, instance: Ins
         assert b"STATUS" not in text and b"LIST" not in text, text
         resp = await c.cmd("NOTIFY SET (personal (AnnotationChange))")
         assert st(resp).startswith(b"NO [BADEVENT (MessageNew MessageExpunge FlagChange "
-                                   b"MailboxName SubscriptionChange)]"), resp
+                                   b"MailboxName SubscriptionChange MailboxMetadataChange "
+                                   b"ServerMetadataChange)]"), resp

@@ -42,6 +42,29 @@ async def test_metadata_private_shared_and_server(store: MailStore) -> None:  # 
     assert (await store.get_metadata(a, box.id))["/private/bin"] == b"\x00\xff"
 
 
+async def test_account_metadata_in_one_read(store: MailStore) -> None:  # noqa: F811
+    a, b = await _two_accounts(store)
+    inbox = await store.get_mailbox(a, "INBOX")
+    other = await store.create_mailbox(a, "Lists")
+    b_inbox = await store.get_mailbox(b, "INBOX")
+    assert inbox is not None and b_inbox is not None
+    assert await store.account_metadata(a) == {}
+    await store.set_metadata(a, inbox.id, {"/private/comment": b"mine", "/shared/x": b"1"})
+    await store.set_metadata(a, other.id, {"/shared/color": b"red"})
+    await store.set_metadata(a, 0, {"/private/vendor/a": b"2"})
+    await store.set_metadata(b, 0, {"/shared/admin": b"mailto:p@example.test",
+                                    "/private/vendor/a": b"b's"})
+    await store.set_metadata(b, b_inbox.id, {"/shared/comment": b"b's mailbox"})
+    # b's mailbox and b's private entries are not a's; shared server entries are everyone's
+    assert await store.account_metadata(a) == {
+        inbox.id: {"/private/comment": b"mine", "/shared/x": b"1"},
+        other.id: {"/shared/color": b"red"},
+        0: {"/private/vendor/a": b"2", "/shared/admin": b"mailto:p@example.test"},
+    }
+    for box_id in (inbox.id, other.id, 0):
+        assert (await store.account_metadata(a))[box_id] == await store.get_metadata(a, box_id)
+
+
 async def test_metadata_follows_rename_and_goes_with_delete(store: MailStore  # noqa: F811
                                                             ) -> None:
     a, _ = await _two_accounts(store)

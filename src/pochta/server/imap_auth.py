@@ -121,6 +121,9 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         elif name == "QRESYNC":
             s.core.condstore = s.core.qresync = True
             enabled.append("QRESYNC")
+        elif name in ("METADATA", "METADATA-SERVER"):
+            s.metadata_enabled = True  # unsolicited METADATA (RFC 5464 §4.1)
+            enabled.append(name)
     s.send(("* ENABLED " + " ".join(enabled)).rstrip().encode() + b"\r\n")
     s.ok(tag, "ENABLE completed")
 

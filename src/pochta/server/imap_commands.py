@@ -22,7 +22,7 @@ COMMANDS: dict[str, Handler] = {
     "STARTTLS": a.cmd_starttls,
     "LOGIN": a.cmd_login,
     "AUTHENTICATE": a.cmd_authenticate,
-    "ENABLE": a.cmd_enable,
+    "ENABLE": md.cmd_enable,  # imap_auth's, then METADATA's watch (RFC 5464 §4.1)
     "COMPRESS": a.cmd_compress,
     "SELECT": mb.cmd_select,
     "EXAMINE": mb.cmd_examine,

@@ -581,6 +581,7 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         if isinstance(exc, NotFound):
             raise TryCreate from None
         raise
+    s.added(info.id, uids)
     await imap_sieve.after(s, "APPEND", info, uids)  # RFC 6785
     await s.sync(allow_expunge=True)
     s.ok(tag, "APPEND completed",

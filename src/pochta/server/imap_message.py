@@ -496,6 +496,7 @@ async def _copy(s: ImapSession, tag: str, r: Reader, uid: bool, move: bool) -> N
             pairs = await s.store.copy_messages(sel.info.id, uids, target.id)
     except QuotaExceeded:
         raise OverQuota from None
+    s.added(target.id, [b for _, b in pairs])
     await imap_sieve.after(s, "COPY", target, [b for _, b in pairs])  # RFC 6785
     src = seq_set([a for a, _ in pairs]).decode()
     dst = ",".join(str(b) for _, b in pairs)

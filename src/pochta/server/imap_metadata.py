@@ -1,19 +1,161 @@
 """METADATA (RFC 5464): GETMETADATA and SETMETADATA for mailboxes and the server (mailbox
-name ""), entries kept by the store (storage/interfaces_imap.py)."""
+name ""), entries kept by the store (storage/interfaces_imap.py), and the unsolicited
+METADATA responses that tell a client of entries others changed (§4.4.2): for the server
+and the selected mailbox after ENABLE METADATA (§4.1), for the mailboxes NOTIFY names
+with MailboxMetadataChange and for the server with ServerMetadataChange (RFC 5465 §5.6,
+§5.7; imap_notify.py sets ``notify_targets``).
+
+Entries have no change notifier in the store. A session that watches them keeps a digest
+of each watched mailbox's entries and reads them again at a command's end when a
+SETMETADATA ran in this process since its last look (``_GENERATION``; IDLE wakes on it at
+once), and at least every ``POLL`` seconds otherwise, which is how writes by other worker
+processes are seen. Changes this session made itself are not reported (RFC 5465 §5).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hashlib
 import re
+import time
+from collections.abc import Mapping
 
 from ..proto.imap.errors import BadCommand, ImapError, Nonexistent
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import astring, nstring
+from ..storage.interfaces import StoreError
+from . import imap_auth
 from .imap_session import ImapSession
+from .imap_shared import is_shared_name
 
 MAX_ENTRIES = 100  # per mailbox and account (TOOMANY)
 MAX_VALUE = 64 * 1024  # octets of one value (MAXSIZE)
 # entry = "/" followed by levels of printable ASCII without wildcards (RFC 5464 §3.2)
 _ENTRY = re.compile(r"/(private|shared)(/[\x21-\x7e]+?)*\Z", re.IGNORECASE)
+POLL = 5.0  # seconds: entries written by other processes are seen this late at most
+
+# bumped by every SETMETADATA in this process; sessions in IDLE wait on _WAITERS
+_GENERATION = 0
+_WAITERS: set[asyncio.Future[None]] = set()
+
+
+def _changed() -> None:
+    global _GENERATION
+    _GENERATION += 1
+    for waiter in _WAITERS:
+        if not waiter.done():
+            waiter.set_result(None)
+    _WAITERS.clear()
+
+
+async def changed(timeout: float = POLL) -> None:
+    """Until a SETMETADATA in this process, or ``timeout`` seconds."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    _WAITERS.add(waiter)
+    try:
+        await asyncio.wait([waiter], timeout=timeout)
+    finally:
+        _WAITERS.discard(waiter)
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
+class MetadataTracker:
+    """What one session last saw of its account's entries (``account_metadata``: the
+    server's, 0, and every own mailbox's, as digests), so that a mailbox that becomes
+    watched later (SELECT, NOTIFY SET) is compared with what it had all along."""
+
+    def __init__(self, s: ImapSession) -> None:
+        self.s = s
+        self.notify_targets: dict[int, str] = {}  # set by NOTIFY: mailbox id -> name
+        self.seen: dict[int, dict[str, bytes]] | None = None  # mailbox id -> entry -> digest
+        self.generation = -1
+        self.last_read = 0.0
+
+    def targets(self) -> dict[int, str]:
+        out = dict(self.notify_targets)
+        s = self.s
+        if s.metadata_enabled:  # RFC 5464 §4.1: the server and what the client looks at
+            out[0] = ""
+            sel = s.selected
+            if sel is not None and not is_shared_name(sel.info.name):
+                out[sel.info.id] = sel.info.name
+        return out
+
+    async def report(self) -> None:
+        """Send ``* METADATA mailbox entry ...`` (names only, §4.4.2) for each watched
+        mailbox whose entries changed since the last look; a deleted entry is named too
+        (RFC 5465 §5.6). The first look only remembers."""
+        s = self.s
+        now = time.monotonic()
+        if (self.seen is not None and self.generation == _GENERATION
+                and now - self.last_read < POLL):
+            return  # no SETMETADATA here since, and other processes' are polled
+        try:
+            entries = await s.store.account_metadata(s.account_id)
+        except StoreError:
+            return
+        self.generation, self.last_read = _GENERATION, now
+        fresh = {box: {k: _digest(v) for k, v in values.items()}
+                 for box, values in entries.items()}
+        old, self.seen = self.seen, fresh
+        if old is None:
+            return
+        for box_id, name in sorted(self.targets().items()):
+            before, after = old.get(box_id, {}), fresh.get(box_id, {})
+            names = sorted(k for k in before.keys() | after.keys()
+                           if before.get(k) != after.get(k))
+            if names:
+                shown = s.mailbox_name(name) if box_id else b'""'
+                s.send(b"* METADATA " + shown + b"".join(b" " + astring(k) for k in names)
+                       + b"\r\n")
+
+    def own(self, box_id: int, values: Mapping[str, bytes | None]) -> None:
+        """This session's own SETMETADATA: known, so not reported back to it."""
+        if self.seen is None:
+            return
+        seen = self.seen.setdefault(box_id, {})
+        for entry, value in values.items():
+            if value is None:
+                seen.pop(entry, None)
+            else:
+                seen[entry] = _digest(value)
+
+    async def wait(self) -> None:
+        await changed()
+
+
+_TRACKERS: dict[int, MetadataTracker] = {}
+
+
+def _forget(key: int) -> None:
+    _TRACKERS.pop(key, None)
+
+
+def tracker(s: ImapSession, create: bool = True) -> MetadataTracker | None:
+    """The session's tracker; made (and hooked to the session's sync and IDLE) on first
+    use with ``create``."""
+    found = _TRACKERS.get(id(s))
+    if found is not None or not create:
+        return found
+    made = _TRACKERS[id(s)] = MetadataTracker(s)
+    s.metadata_report = made.report
+    if s.notify_wait is None:
+        s.notify_wait = made.wait
+    s.on_close.append(functools.partial(_forget, id(s)))
+    return made
+
+
+async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """ENABLE (imap_auth), then watch entries if it enabled METADATA (RFC 5464 §4.1)."""
+    first = tracker(s, create=False) is None
+    await imap_auth.cmd_enable(s, tag, r, uid)
+    watch = tracker(s) if s.metadata_enabled else None
+    if watch is not None and first:
+        await watch.report()  # the first look, from which changes are told
 
 
 def _entry(r: Reader) -> str:
@@ -126,4 +268,8 @@ async def cmd_setmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
     if len(after) > MAX_ENTRIES:
         raise ImapError("Too many entries", "METADATA TOOMANY")
     await s.store.set_metadata(s.account_id, mailbox_id, values)
+    mine = tracker(s, create=False)
+    if mine is not None:
+        mine.own(mailbox_id, values)
+    _changed()
     s.ok(tag, "SETMETADATA completed")

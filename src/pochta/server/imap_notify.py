@@ -1,7 +1,9 @@
 """NOTIFY (RFC 5465): what changes in mailboxes other than the selected one, reported as
 STATUS (new, expunged, flag-changed messages) and LIST (created, deleted, renamed or
-(un)subscribed mailboxes) responses. The selected mailbox keeps its usual EXISTS /
-EXPUNGE / FETCH responses (``ImapSession.sync``).
+(un)subscribed mailboxes) responses, and METADATA for changed entries (§5.6, §5.7, told
+by imap_metadata.py). The selected mailbox keeps its usual EXISTS / EXPUNGE / FETCH
+responses (``ImapSession.sync``); with ``MessageNew (fetch-att ...)`` each new message
+there is also sent as a FETCH of those attributes, after its EXISTS (§5.2).
 
 The session keeps a snapshot of each watched mailbox's counts; every ``sync`` (each
 command's end, NOOP, and IDLE wake-ups) compares it with the store. IDLE wakes on the
@@ -14,11 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
+from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import ImapError
+from ..proto.imap.fetch import FetchAtt, FetchOptions, FetchRequest, render, streamable
 from ..proto.imap.notify import SUPPORTED, BadEvent, NotifySpec, parse_notify, status_items
 from ..proto.imap.parser import Reader
-from ..storage.interfaces import ChangeWatcher, MailboxInfo, MailboxStatus, StoreError
+from ..storage.interfaces import (
+    ChangeWatcher,
+    MailboxInfo,
+    MailboxStatus,
+    NotFound,
+    StoreError,
+)
+from . import imap_metadata
+from .imap_message import STREAM_ABOVE, _fetch_streamed, _load
 from .imap_session import ImapSession
 
 POLL = 5.0  # seconds: mailbox names and subscriptions have no change notifier
@@ -57,6 +70,8 @@ class NotifyState:
         boxes = await self.s.store.list_mailboxes(self.s.account_id)
         self.subscribed = set(await self.s.store.list_subscriptions(self.s.account_id))
         self.names = {b.id: b.name for b in boxes}
+        if self.spec.wants_metadata:
+            self._metadata_targets(boxes)  # the first look (at NOTIFY's sync) is silent
         for b in self._watched(boxes)[:MAX_WATCHED]:
             st = await self.s.store.mailbox_status(b.id)
             self.counts[b.id] = st
@@ -98,11 +113,56 @@ class NotifyState:
                 items = status_items(frozenset({"FlagChange"}))
             if items:
                 s.send(await self._status_line(b.name, st, items))
+        if self.spec.wants_metadata:
+            self._metadata_targets(boxes)
         keep = {b.id for b in watched}
         for box_id in list(self.watchers):
             if box_id not in keep:
                 self.watchers.pop(box_id).close()
                 self.counts.pop(box_id, None)
+
+    def _metadata_targets(self, boxes: list[MailboxInfo]) -> None:
+        """The mailboxes (and the server, 0) whose entry changes are told (§5.6, §5.7);
+        the selected one too: these are not message events."""
+        targets = {b.id: b.name for b in boxes
+                   if "MailboxMetadataChange" in self._events(b)}
+        if self.spec.server_metadata:
+            targets[0] = ""
+        watch = imap_metadata.tracker(self.s)
+        assert watch is not None
+        watch.notify_targets = targets
+
+    async def fetch_new(self, uids: list[int]) -> None:
+        """FETCH the MessageNew attributes of new messages in the selected mailbox
+        (§5.2), with UID so the client can tell them apart; \\Seen is never set."""
+        s, sel = self.s, self.s.selected
+        if sel is None:
+            return
+        req = FetchRequest([FetchAtt("UID"), *(a for a in self.spec.fetch if a.name != "UID")])
+        opts = FetchOptions(utf8=s.utf8, rev1_recent=s.rev1_recent, condstore=s.condstore,
+                            uidonly=s.core.uidonly)
+        if req.has("SAVEDATE"):
+            opts.save_dates = await s.store.save_dates(sel.info.id, uids)
+        stream = req.needs_body and streamable(req)
+        for u in uids:
+            meta = sel.meta.get(u)
+            if meta is None:
+                continue
+            await s.pause()
+            if stream and meta.size > STREAM_ABOVE:
+                with contextlib.suppress(NotFound):  # expunged meanwhile: nothing to say
+                    if await _fetch_streamed(s, sel.seq_of(u), meta, req, u in sel.recent,
+                                             opts, False):
+                        continue
+            part = (await s.ctx.imap_parts.get(sel.info, meta, functools.partial(_load, s, meta))
+                    if req.needs_body else None)
+            if req.needs_body and part is None:
+                continue  # expunged by another session meanwhile
+            try:
+                s.send(render(sel.seq_of(u), meta, req, part.raw if part else None,
+                              u in sel.recent, opts, part=part))
+            except bs.UnknownCTE:
+                continue  # BINARY of an unknown encoding: a FETCH would say NO
 
     def _report_names(self, by_id: dict[int, MailboxInfo], subscribed: set[str]) -> None:
         """MailboxName and SubscriptionChange as LIST responses (RFC 5465 §5.4, §5.5)."""
@@ -127,8 +187,12 @@ class NotifyState:
                 send(b"* LIST (" + attrs + b') "/" ' + name(changed) + b"\r\n")
 
     async def wait(self) -> None:
-        """Until a watched mailbox changes (any worker process), or POLL seconds."""
-        waits = [asyncio.ensure_future(w.wait(None)) for w in self.watchers.values()]
+        """Until a watched mailbox changes (any worker process), an entry changes (this
+        process), or POLL seconds."""
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(w.wait(None)) for w in self.watchers.values()]
+        if self.spec.wants_metadata or self.s.metadata_enabled:
+            waits.append(asyncio.ensure_future(imap_metadata.changed()))
         try:
             await asyncio.wait(waits, timeout=POLL) if waits else await asyncio.sleep(POLL)
         finally:
@@ -152,7 +216,13 @@ def _stop(s: ImapSession) -> None:
     if state is not None:
         state.close()
     s.notifier = None
+    s.notify_fetch = None
     s.notify_wait = None
+    watch = imap_metadata.tracker(s, create=False)
+    if watch is not None:
+        watch.notify_targets = {}
+        if s.metadata_enabled:  # ENABLE METADATA still wants its entries in IDLE
+            s.notify_wait = watch.wait
 
 
 async def cmd_notify(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -168,7 +238,11 @@ async def cmd_notify(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         _STATES[id(s)] = state
         s.notifier = state.report
         s.notify_wait = state.wait
+        if spec.fetch:
+            s.notify_fetch = state.fetch_new
         if first:
             s.on_close.append(lambda: _stop(s))
         await state.start()
+    # a successful NOTIFY SET is also a NOOP (§3.1): what changed is told now
+    await s.sync(allow_expunge=True)
     s.ok(tag, "NOTIFY completed")

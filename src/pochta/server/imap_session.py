@@ -11,6 +11,7 @@ imap (the connection loop, ``handle_imap``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -156,6 +157,14 @@ class ImapSession:
         self.notifier: Callable[[], Awaitable[None]] | None = None
         self.notify_wait: Callable[[], Awaitable[None]] | None = None
         self.on_close: list[Callable[[], None]] = []
+        # NOTIFY's MessageNew fetch attributes (RFC 5465 §5.2): called with the UIDs of
+        # new messages in the selected mailbox that this session did not add itself
+        self.notify_fetch: Callable[[list[int]], Awaitable[None]] | None = None
+        self.added_here: set[int] = set()  # UIDs this session APPENDed/COPYed there
+        # METADATA changes made by others (imap_metadata.py): ENABLE METADATA (RFC 5464
+        # §4.1) or NOTIFY's metadata events (RFC 5465 §5.6, §5.7)
+        self.metadata_enabled = False
+        self.metadata_report: Callable[[], Awaitable[None]] | None = None
 
     def _spool_file(self, size: int) -> SpoolFile:
         return SpoolFile(self.ctx.config.data_path / "tmp", size)
@@ -264,9 +273,12 @@ class ImapSession:
         what NOTIFY reports of the others."""
         if self.notifier is not None:
             await self.notifier()
+        if self.metadata_report is not None:
+            await self.metadata_report()
         sel = self.selected
         if sel is None:
             return
+        top = sel.top_uid
         try:
             changes = await self.store.changes_since(sel.info.id, sel.modseq)
         except StoreError:
@@ -284,6 +296,12 @@ class ImapSession:
                            flush=allow_expunge, qresync=self.qresync)
         for line in removed + out:
             self.send(line)
+        if self.notify_fetch is not None and sel.top_uid > top:
+            fresh = [u for u in sel.uids[bisect.bisect_right(sel.uids, top):]
+                     if u not in self.added_here]
+            self.added_here.clear()
+            if fresh:
+                await self.notify_fetch(fresh)
         if self.contexts and changes.changed:
             await self._context_updates(changes.changed)
 
@@ -375,8 +393,16 @@ class ImapSession:
                         self.conn.conn_id, mailbox_id, exc)
             return None
 
+    def added(self, mailbox_id: int, uids: list[int]) -> None:
+        """This session APPENDed or COPYed these messages: NOTIFY sends no FETCH for
+        them when they are in the selected mailbox (RFC 5465 §5.2)."""
+        if (self.notify_fetch is not None and self.selected is not None
+                and self.selected.info.id == mailbox_id):
+            self.added_here.update(uids)
+
     def unselect(self) -> None:
         self.selected = None
+        self.added_here.clear()
         self.contexts.clear()
         if self.watcher is not None:
             self.watcher.close()

@@ -29,6 +29,11 @@ class ImapStateStore(Protocol):
         """Set entries (None removes one) in one transaction; ``/private/`` entries are
         ``account_id``'s own."""
 
+    async def account_metadata(self, account_id: int) -> dict[int, dict[str, bytes]]:
+        """``get_metadata`` of the server (0) and of every mailbox of the account, by
+        mailbox id, in one read; mailboxes without entries are absent (the unsolicited
+        METADATA responses of RFC 5464 §4.4.2 compare two of these)."""
+
     async def read_blobs(self, blob_ids: Sequence[int]) -> dict[int, bytes]:
         """Many messages' bytes at once (SORT, THREAD, SEARCH over a big mailbox), each
         checked like ``read_blob``; ids that do not exist are absent from the result."""

@@ -94,6 +94,16 @@ class SQLiteImapState(SQLiteFeature):
             (mailbox_id, account_id))
         return {str(entry): bytes(value) for entry, value in rows}
 
+    async def account_metadata(self, account_id: int) -> dict[int, dict[str, bytes]]:
+        rows = await self._query(
+            "SELECT mailbox_id, entry, value FROM imap_metadata WHERE owner IN (0, ?) AND "
+            "(mailbox_id = 0 OR mailbox_id IN (SELECT id FROM mailboxes WHERE account_id=?))",
+            (account_id, account_id))
+        out: dict[int, dict[str, bytes]] = {}
+        for mailbox_id, entry, value in rows:
+            out.setdefault(int(mailbox_id), {})[str(entry)] = bytes(value)
+        return out
+
     async def set_metadata(
         self, account_id: int, mailbox_id: int, values: Mapping[str, bytes | None]
     ) -> None:

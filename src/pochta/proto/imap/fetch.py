@@ -131,15 +131,22 @@ def _att(r: Reader) -> list[FetchAtt]:
     return [FetchAtt(name)]
 
 
+def parse_att_list(r: Reader) -> list[FetchAtt]:
+    """ "(" fetch-att *(SP fetch-att) ")": also NOTIFY's MessageNew list (RFC 5465 §8)."""
+    r.expect("(")
+    atts: list[FetchAtt] = []
+    while True:
+        atts += _att(r)
+        if r.accept(")"):
+            return atts
+        r.sp()
+
+
 def parse_fetch(r: Reader) -> FetchRequest:
     """After "FETCH seqset SP": the attributes and optional modifiers (RFC 7162 §3.1.4)."""
     req = FetchRequest()
-    if r.accept("("):
-        while True:
-            req.atts += _att(r)
-            if r.accept(")"):
-                break
-            r.sp()
+    if r.peek() == "(":
+        req.atts += parse_att_list(r)
     else:
         req.atts += _att(r)
     if r.maybe_sp():

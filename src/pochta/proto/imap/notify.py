@@ -3,15 +3,19 @@ mailbox changed. The driver side (which mailboxes, when) is server/imap_notify.p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from pochta.proto.imap.fetch import FetchAtt, parse_att_list
 from pochta.proto.imap.parser import ParseError, Reader
 
-# the events this server reports (RFC 5465 §5); others get NO [BADEVENT (...)] (§6)
+# the events this server reports (RFC 5465 §5); others get NO [BADEVENT (...)] (§3.1)
 SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName",
-             "SubscriptionChange")
-KNOWN = {e.upper(): e for e in (*SUPPORTED, "AnnotationChange", "MailboxMetadataChange",
-                                "ServerMetadataChange")}
+             "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")
+KNOWN = {e.upper(): e for e in (*SUPPORTED, "AnnotationChange")}
+# <message-event>s: the only ones SELECTED and SELECTED-DELAYED take (§6.1)
+MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"})
+METADATA_EVENTS = frozenset({"MailboxMetadataChange", "ServerMetadataChange"})
 FILTERS = ("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE",
            "MAILBOXES")
 MAX_GROUPS = 50
@@ -27,6 +31,7 @@ class EventGroup:
     filter: str  # one of FILTERS
     names: tuple[str, ...] = ()  # SUBTREE / MAILBOXES
     events: frozenset[str] = frozenset()  # empty: NONE
+    fetch: tuple[FetchAtt, ...] = ()  # MessageNew's fetch attributes (§5.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,25 @@ class NotifySpec:
                 return g.events
         return None
 
+    @property
+    def fetch(self) -> tuple[FetchAtt, ...]:
+        """What to FETCH of each new message of the selected mailbox (§5.2): the
+        SELECTED group's MessageNew attributes (in other groups they mean nothing, as
+        new messages there are told by STATUS)."""
+        for g in self.groups:
+            if g.filter in ("SELECTED", "SELECTED-DELAYED") and "MessageNew" in g.events:
+                return g.fetch
+        return ()
+
+    @property
+    def server_metadata(self) -> bool:
+        """ServerMetadataChange (§5.7) is about no mailbox: any group asks for it."""
+        return any("ServerMetadataChange" in g.events for g in self.groups)
+
+    @property
+    def wants_metadata(self) -> bool:
+        return any(g.events & METADATA_EVENTS for g in self.groups)
+
 
 def _names(r: Reader) -> tuple[str, ...]:
     if not r.accept("("):
@@ -67,11 +91,18 @@ def _names(r: Reader) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _events(r: Reader) -> frozenset[str]:
+def _peeked(att: FetchAtt) -> FetchAtt:
+    """A notification never sets \\Seen: BODY[...] is sent as BODY.PEEK[...] would be (the
+    client SHOULD NOT ask for such attributes, §5.2)."""
+    return dataclasses.replace(att, peek=True) if att.section else att
+
+
+def _events(r: Reader) -> tuple[frozenset[str], tuple[FetchAtt, ...]]:
     if r.accept("NONE"):
-        return frozenset()
+        return frozenset(), ()
     r.expect("(")
     out: set[str] = set()
+    fetch: tuple[FetchAtt, ...] = ()
     while True:
         word = r.atom().upper()
         if word not in KNOWN:
@@ -79,11 +110,25 @@ def _events(r: Reader) -> frozenset[str]:
         if KNOWN[word] not in SUPPORTED:
             raise BadEvent(KNOWN[word])
         if word == "MESSAGENEW" and r.peek(2) == " (":
-            raise BadEvent("MessageNew with fetch attributes")
+            r.sp()
+            fetch = tuple(_peeked(a) for a in parse_att_list(r))
         out.add(KNOWN[word])
         if r.accept(")"):
-            return frozenset(out)
+            return frozenset(out), fetch
         r.sp()
+
+
+def _check_selected(events: frozenset[str]) -> None:
+    """SELECTED takes only message events (§6.1); MessageNew and MessageExpunge go
+    together, and FlagChange needs both (§5). Checked for SELECTED only, as Dovecot
+    does: imaptest's own notify test watches other mailboxes for MessageNew alone."""
+    if events - MESSAGE_EVENTS:
+        raise ParseError("SELECTED takes message events only")
+    new_or_gone = events & {"MessageNew", "MessageExpunge"}
+    if new_or_gone and len(new_or_gone) != 2:
+        raise ParseError("MessageNew and MessageExpunge go together")
+    if "FlagChange" in events and len(new_or_gone) != 2:
+        raise ParseError("FlagChange needs MessageNew and MessageExpunge")
 
 
 def parse_notify(r: Reader) -> NotifySpec | None:
@@ -105,9 +150,13 @@ def parse_notify(r: Reader) -> NotifySpec | None:
             r.sp()
             names = _names(r)
         r.sp()
-        events = _events(r)
+        events, fetch = _events(r)
         r.expect(")")
-        groups.append(EventGroup(kind, names, events))
+        if kind in ("SELECTED", "SELECTED-DELAYED"):
+            if any(g.filter in ("SELECTED", "SELECTED-DELAYED") for g in groups):
+                raise ParseError("only one SELECTED or SELECTED-DELAYED group")
+            _check_selected(events)
+        groups.append(EventGroup(kind, names, events, fetch))
         if len(groups) > MAX_GROUPS:
             raise ParseError("too many event groups")
         if not r.maybe_sp():

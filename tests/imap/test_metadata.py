@@ -73,3 +73,37 @@ async def test_metadata_errors_and_privacy(imap_server: Server) -> None:
         # bob has his own INBOX: alice's entries are not his
         resp = await bob.cmd("GETMETADATA INBOX (/private/mine /shared/pub)")
         assert b"secret" not in joined(resp) and b"open" not in joined(resp)
+
+
+async def test_list_return_metadata_rfc9590(imap_server: Server) -> None:
+    async with connect(imap_server) as c, connect(imap_server) as bob:
+        await c.login()
+        await bob.login("bob@example.test", "bob-pass")
+        assert b" LIST-METADATA" in (await c.cmd("CAPABILITY"))[0]
+        await c.cmd('SETMETADATA INBOX (/shared/color "#ff0000" /private/comment "inbox" '
+                    '/shared/other "not asked")')
+        await c.cmd("CREATE Lists")
+        await c.cmd("CREATE Plain")
+        await c.cmd('SETMETADATA Lists (/shared/color "blue")')
+        # a mailbox bob shares: listed, but its entries are bob's (not reachable here)
+        await bob.cmd("SETACL INBOX alice@example.test lr")
+        await bob.cmd('SETMETADATA INBOX (/shared/color "bob\'s")')
+        resp = await c.cmd('LIST "" (INBOX Lists Plain "Other Users/*") RETURN (MYRIGHTS '
+                           'METADATA (/shared/color /private/comment))')
+        assert resp[:-1] == [
+            b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
+            b"* MYRIGHTS INBOX aeiklprstwx\r\n",
+            b'* METADATA INBOX (/private/comment "inbox" /shared/color "#ff0000")\r\n',
+            b'* LIST (\\HasNoChildren) "/" Lists\r\n',
+            b"* MYRIGHTS Lists aeiklprstwx\r\n",
+            b'* METADATA Lists (/shared/color "blue")\r\n',
+            b'* LIST (\\HasNoChildren) "/" "Other Users/bob@example.test/INBOX"\r\n',
+            b'* MYRIGHTS "Other Users/bob@example.test/INBOX" lr\r\n',
+            b'* LIST (\\HasNoChildren) "/" Plain\r\n',
+            b"* MYRIGHTS Plain aeiklprstwx\r\n",
+        ], resp
+        # one entry without parentheses; an invalid entry name is a BAD (RFC 5464 §3.2)
+        resp = await c.cmd('LIST "" "L*" RETURN (METADATA /shared/color)')
+        assert resp[1] == b'* METADATA Lists (/shared/color "blue")\r\n', resp
+        resp = await c.cmd('LIST "" "*" RETURN (METADATA (/shared/a*))')
+        assert st(resp).startswith(b"BAD"), resp

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap import metadata as md
 from ..proto.imap.acl import OWNER_RIGHTS, can_change_flag
 from ..proto.imap.acl import read_only as acl_read_only
 from ..proto.imap.errors import AlreadyExists as MailboxExists
@@ -352,6 +353,7 @@ async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         patterns = [r.list_mailbox()]
     returns: set[str] = set()
     status_items: list[str] = []
+    metadata: list[str] = []
     if r.maybe_sp():
         r.expect("RETURN (")
         while not r.accept(")"):
@@ -360,6 +362,9 @@ async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if opt == "STATUS":
                 r.sp()
                 status_items = _parse_status_items(r)
+            elif opt == "METADATA":  # LIST-METADATA (RFC 9590)
+                r.sp()
+                metadata = md.parse_entries(r)
             elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
                 raise ParseError(f"unknown LIST return option {opt}")
             returns.add(opt)
@@ -369,7 +374,8 @@ async def cmd_list(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         s.send(b'* LIST (\\Noselect) "/" ""\r\n')
         s.ok(tag, "LIST completed")
         return
-    await _list(s, tag, reference, patterns, selection, returns, status_items, lsub=False)
+    await _list(s, tag, reference, patterns, selection, returns, status_items, lsub=False,
+                metadata=metadata)
 
 
 async def cmd_lsub(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -382,9 +388,11 @@ async def cmd_lsub(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def _list(
     s: ImapSession, tag: str, reference: str, patterns: list[str], selection: set[str],
-    returns: set[str], status_items: list[str], lsub: bool,
+    returns: set[str], status_items: list[str], lsub: bool, metadata: list[str] | None = None,
 ) -> None:
     boxes = await s.store.list_mailboxes(s.account_id)
+    # LIST-METADATA: every own mailbox's entries in one read (shared ones: owner's only)
+    entries = await s.store.account_metadata(s.account_id) if metadata else {}
     rights = {b.name: OWNER_RIGHTS for b in boxes}
     # other users' mailboxes this user may list (RFC 4314 'l'), as "Other Users/owner/.."
     for grant, shown, granted in await visible_shared(s):
@@ -457,6 +465,10 @@ async def _list(
         if "MYRIGHTS" in returns and info is not None:  # LIST-MYRIGHTS (RFC 8440)
             s.send(b"* MYRIGHTS " + s.mailbox_name(name) + b" "
                    + astring(rights.get(name, "")) + b"\r\n")
+        if metadata and info is not None and not is_shared_name(name):
+            found = md.select(entries.get(info.id, {}), metadata)
+            if found:  # unset entries are left out, as GETMETADATA does
+                s.send(md.response(s.mailbox_name(name), found))
     s.ok(tag, "LSUB completed" if lsub else "LIST completed")
 
 

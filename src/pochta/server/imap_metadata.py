@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import re
 import time
 from collections.abc import Mapping
 
-from ..proto.imap.errors import BadCommand, ImapError, Nonexistent
+from ..proto.imap import metadata as md
+from ..proto.imap.errors import ImapError, Nonexistent
+from ..proto.imap.metadata import parse_entries, parse_entry
 from ..proto.imap.parser import ParseError, Reader
-from ..proto.imap.response import astring, nstring
+from ..proto.imap.response import astring
 from ..storage.interfaces import StoreError
 from . import imap_auth
 from .imap_session import ImapSession
@@ -31,8 +32,6 @@ from .imap_shared import is_shared_name
 
 MAX_ENTRIES = 100  # per mailbox and account (TOOMANY)
 MAX_VALUE = 64 * 1024  # octets of one value (MAXSIZE)
-# entry = "/" followed by levels of printable ASCII without wildcards (RFC 5464 §3.2)
-_ENTRY = re.compile(r"/(private|shared)(/[\x21-\x7e]+?)*\Z", re.IGNORECASE)
 POLL = 5.0  # seconds: entries written by other processes are seen this late at most
 
 # bumped by every SETMETADATA in this process; sessions in IDLE wait on _WAITERS
@@ -158,27 +157,6 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         await watch.report()  # the first look, from which changes are told
 
 
-def _entry(r: Reader) -> str:
-    name = r.astring()
-    low = name.lower()
-    if (not _ENTRY.match(name) or "//" in name or name.endswith("/") or "*" in name
-            or "%" in name or low in ("/private", "/shared")):
-        raise BadCommand(f"Invalid entry name {name}")
-    return low
-
-
-def _entries(r: Reader) -> list[str]:
-    if r.accept("("):
-        out = [_entry(r)]
-        while not r.accept(")"):
-            r.sp()
-            out.append(_entry(r))
-            if len(out) > 1000:
-                raise ParseError("too many entries")
-        return out
-    return [_entry(r)]
-
-
 async def _mailbox_id(s: ImapSession, name: str) -> int:
     if name == "":
         return 0  # the server's own entries
@@ -208,38 +186,18 @@ async def cmd_getmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
         r.sp()
     name = r.mailbox()  # "" names the server
     r.sp()
-    wanted = _entries(r)
+    wanted = parse_entries(r)
     r.end()
     mailbox_id = await _mailbox_id(s, name)
     stored = await s.store.get_metadata(s.account_id, mailbox_id)
-    found: dict[str, bytes] = {}
-    for entry in wanted:
-        for key, value in stored.items():
-            if key == entry:
-                found[key] = value
-            elif depth != 0 and key.startswith(entry + "/"):
-                rest = key[len(entry) + 1 :]
-                if depth == -1 or "/" not in rest:
-                    found[key] = value
-    longest = 0
-    items: list[bytes] = []
-    for key in sorted(found):
-        value = found[key]
-        if maxsize is not None and len(value) > maxsize:
-            longest = max(longest, len(value))
-            continue
-        items.append(astring(key) + b" " + _value(value))
-    if items:
-        shown = s.mailbox_name(name) if name else b'""'
-        s.send(b"* METADATA " + shown + b" (" + b" ".join(items) + b")\r\n")
+    found = md.select(stored, wanted, depth)
+    longest = max((len(v) for v in found.values() if maxsize is not None and len(v) > maxsize),
+                  default=0)
+    shown = {k: v for k, v in found.items() if maxsize is None or len(v) <= maxsize}
+    if shown:
+        s.send(md.response(s.mailbox_name(name) if name else b'""', shown))
     code = f"METADATA LONGENTRIES {longest}" if longest else None
     s.ok(tag, "GETMETADATA completed", code)
-
-
-def _value(value: bytes) -> bytes:
-    if b"\x00" in value:
-        return b"~{%d}\r\n" % len(value) + value  # literal8 (RFC 5464 §5)
-    return nstring(value)
 
 
 async def cmd_setmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -248,7 +206,7 @@ async def cmd_setmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
     r.expect("(")
     values: dict[str, bytes | None] = {}
     while True:
-        entry = _entry(r)
+        entry = parse_entry(r)
         r.sp()
         if r.accept("NIL"):
             values[entry] = None

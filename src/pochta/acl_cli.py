@@ -1,7 +1,11 @@
 """``pochta acl get|set|delete``: an admin's view of the IMAP ACL grants (RFC 4314) that
 share an account's mailbox with others (docs/imap.md, "Shared mailboxes"). The same
 store contract as IMAP's SETACL/GETACL/DELETEACL; rights are RFC 4314 letters
-(``lrswipkxtea``), ``+``/``-`` to add or remove some."""
+(``lrswipkxtea``), ``+``/``-`` to add or remove some.
+
+``pochta acl create-public|delete-public NAME`` manage public folders, owned by no
+account (storage/public.py; IMAP shows them as ``Public/NAME``); the owner ``public`` in
+get/set/delete names them: ``pochta acl set public Team authenticated lrswi``."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 
 from pochta.cliutil import CLIError, open_store
 from pochta.proto.imap.acl import OWNER_RIGHTS, AclError, identifier, modify
-from pochta.storage.interfaces import MailboxInfo, MailStore
+from pochta.proto.imap.parser import valid_mailbox_name
+from pochta.storage.interfaces import AlreadyExists, MailboxInfo, MailStore, NotFound
+from pochta.storage.public import is_public_owner, public_owner
 
 
 def _with_store(fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]]
@@ -30,9 +36,17 @@ def _with_store(fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]]
     return run
 
 
+PUBLIC = "public"  # the owner argument that names the public folders
+
+
 async def _mailbox(store: MailStore, owner: str, name: str) -> tuple[str, MailboxInfo]:
+    if owner.lower() == PUBLIC:
+        holder = await public_owner(store)
+        if holder is None or (info := await store.get_mailbox(holder.id, name)) is None:
+            raise CLIError(f"no public folder {name!r} (pochta acl create-public)")
+        return holder.address, info
     account = await store.get_account(owner.lower())
-    if account is None:
+    if account is None or is_public_owner(owner):
         raise CLIError(f"no account {owner}")
     info = await store.get_mailbox(account.id, "INBOX" if name.upper() == "INBOX" else name)
     if info is None:
@@ -52,7 +66,8 @@ def _identifier(value: str, owner: str) -> str:
 
 async def cmd_acl_get(args: argparse.Namespace, store: MailStore) -> int:
     owner, info = await _mailbox(store, args.owner, args.mailbox)
-    print(f"{owner} {OWNER_RIGHTS} (owner)")
+    if not is_public_owner(owner):  # a public folder's holder is nobody
+        print(f"{owner} {OWNER_RIGHTS} (owner)")
     for who, rights in sorted((await store.get_acl(info.id)).items()):
         print(f"{who} {rights}")
     return 0
@@ -80,11 +95,43 @@ async def cmd_acl_delete(args: argparse.Namespace, store: MailStore) -> int:
     return 0
 
 
+def _public_name(name: str) -> str:
+    if not valid_mailbox_name(name) or name.upper() == "INBOX":
+        raise CLIError(f"invalid public folder name {name!r}")
+    return name
+
+
+async def cmd_acl_create_public(args: argparse.Namespace, store: MailStore) -> int:
+    name = _public_name(args.name)
+    holder = await public_owner(store, create=True)
+    assert holder is not None
+    try:
+        await store.create_mailbox(holder.id, name)
+    except AlreadyExists:
+        raise CLIError(f"public folder {name!r} already exists") from None
+    print(f"public folder {name} created (IMAP: Public/{name}); nobody may see it until "
+          f"granted: pochta acl set public {name} IDENTIFIER RIGHTS")
+    return 0
+
+
+async def cmd_acl_delete_public(args: argparse.Namespace, store: MailStore) -> int:
+    name = _public_name(args.name)
+    holder = await public_owner(store)
+    try:
+        if holder is None:
+            raise NotFound(name)
+        await store.delete_mailbox(holder.id, name)
+    except NotFound:
+        raise CLIError(f"no public folder {name!r}") from None
+    print(f"public folder {name} deleted, with its messages and grants")
+    return 0
+
+
 def register(subparsers: Any) -> None:
     acl = subparsers.add_parser("acl", help="share mailboxes between accounts (IMAP ACL)")
     subs = acl.add_subparsers(dest="acl_command", required=True)
     p = subs.add_parser("get", help="the grants on an account's mailbox")
-    p.add_argument("owner", help="the account that owns the mailbox")
+    p.add_argument("owner", help="the account that owns the mailbox, or public")
     p.add_argument("mailbox")
     p.set_defaults(func=_with_store(cmd_acl_get))
     p = subs.add_parser("set", help="grant rights (lrswipkxtea; +x adds, -x removes)")
@@ -98,3 +145,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("mailbox")
     p.add_argument("identifier")
     p.set_defaults(func=_with_store(cmd_acl_delete))
+    p = subs.add_parser("create-public", help="a public folder, owned by no account")
+    p.add_argument("name")
+    p.set_defaults(func=_with_store(cmd_acl_create_public))
+    p = subs.add_parser("delete-public", help="delete a public folder and its messages")
+    p.add_argument("name")
+    p.set_defaults(func=_with_store(cmd_acl_delete_public))

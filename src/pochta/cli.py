@@ -49,6 +49,7 @@ from .spam.cli import INIT_SUGGESTIONS, register_user_release
 from .spam.cli import register as register_spam
 from .storage.cli import register as register_storage
 from .storage.interfaces import MailStore, StoreError
+from .storage.public import is_public_owner
 from .tlsutil import generate_self_signed
 from .transfer.cli import register as register_transfer
 from .transport_security.cli import register as register_transport_security
@@ -362,6 +363,8 @@ def format_size(n: int) -> str:
 @with_store
 async def cmd_user_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for account in await store.list_accounts(args.domain):
+        if is_public_owner(account.address):
+            continue  # the holder of public folders (pochta acl create-public): no user
         notes = []
         used = await store.account_usage(account.id)
         if account.quota_bytes:

@@ -66,7 +66,7 @@ async def test_read_grant_then_insert_and_seen_then_revoke(imap_server: Server) 
         text = joined(await bob.cmd('LIST "" "Other Users/%"'))
         assert b'(\\Noselect \\HasChildren) "/" "Other Users/alice@example.test"' in text
         text = joined(await bob.cmd("NAMESPACE"))
-        assert b'* NAMESPACE (("" "/")) (("Other Users/" "/")) NIL' in text
+        assert b'* NAMESPACE (("" "/")) (("Other Users/" "/")) (("Public/" "/"))' in text
         resp = await bob.cmd(f"SELECT {SHARED}")
         assert st(resp).startswith(b"OK [READ-ONLY]"), resp
         text = joined(await bob.cmd("FETCH 1 BODY[]"))

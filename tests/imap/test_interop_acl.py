@@ -57,7 +57,8 @@ async def test_imapclient_shares_a_team_mailbox(imap_server: Server) -> None:
     assert TEAM not in r["before"]
     assert r["getacl"] == [(b"alice@example.test", b"aeiklprstwx"),
                            (b"bob@example.test", b"lrs")], r["getacl"]
-    assert r["namespace"] == ((("", "/"),), (("Other Users/", "/"),), None), r["namespace"]
+    assert r["namespace"] == ((("", "/"),), (("Other Users/", "/"),), (("Public/", "/"),)), \
+        r["namespace"]
     assert TEAM in r["after"], r["after"]
     assert r["fetch"][1][b"BODY[]"] == MESSAGE
     assert b"\\Seen" in r["fetch"][1][b"FLAGS"]  # s granted: FETCH BODY[] sets it

@@ -49,7 +49,7 @@ async def test_mailbox_management_and_list(imap_server: Server) -> None:
         assert st(await c.cmd("DELETE INBOX")).startswith(b"NO")
         assert st(await c.cmd("DELETE nosuch")).startswith(b"NO [NONEXISTENT]")
         text = joined(await c.cmd("NAMESPACE"))
-        assert b'* NAMESPACE (("" "/")) (("Other Users/" "/")) NIL' in text
+        assert b'* NAMESPACE (("" "/")) (("Other Users/" "/")) (("Public/" "/"))' in text
         # non-ASCII names in modified UTF-7 for IMAP4rev1 clients
         assert st(await c.cmd('CREATE "&BB4EQgQ,BEAEMAQyBDsENQQ9BD0ESwQ1-"')).startswith(b"OK")
         text = joined(await c.cmd('LIST "" "&BB4-*"'))

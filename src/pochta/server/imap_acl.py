@@ -8,6 +8,7 @@ from ..proto.imap.acl import OPTIONAL_GROUPS, OWNER_RIGHTS, AclError, identifier
 from ..proto.imap.errors import BadCommand, ImapError, Nonexistent, NoPerm
 from ..proto.imap.parser import Reader
 from ..proto.imap.response import astring
+from ..storage.public import is_public_owner
 from .imap_session import ImapSession
 from .imap_shared import Mailbox, resolve
 
@@ -70,7 +71,9 @@ async def cmd_getacl(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     name = r.mailbox()
     r.end()
     box = await _administered(s, name)
-    pairs = [(await _owner_address(s, box), OWNER_RIGHTS)]
+    owner = await _owner_address(s, box)
+    # a public folder's holder is nobody: no owner with implicit rights to show
+    pairs = [] if is_public_owner(owner) else [(owner, OWNER_RIGHTS)]
     pairs += sorted((await s.store.get_acl(box.info.id)).items())
     s.send(b"* ACL " + s.mailbox_name(box.info.name) + b"".join(
         b" " + astring(who) + b" " + astring(rights) for who, rights in pairs) + b"\r\n")

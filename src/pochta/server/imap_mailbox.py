@@ -43,6 +43,7 @@ from .imap_catenate import CatPart, catenate
 from .imap_session import ImapSession, SpoolFile
 from .imap_shared import (
     OTHER_USERS,
+    PUBLIC,
     is_shared_name,
     resolve,
     split_shared,
@@ -474,8 +475,9 @@ async def _list(
 
 async def cmd_namespace(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     r.end()
-    # RFC 2342: personal, other users' (shared with this user by ACL), no public ones
-    s.send(b'* NAMESPACE (("" "/")) (("' + OTHER_USERS.encode() + b'/" "/")) NIL\r\n')
+    # RFC 2342: personal, other users' (shared with this user by ACL), public folders
+    s.send(b'* NAMESPACE (("" "/")) (("' + OTHER_USERS.encode() + b'/" "/")) (("'
+           + PUBLIC.encode() + b'/" "/"))\r\n')
     s.ok(tag, "NAMESPACE completed")
 
 

@@ -1,6 +1,8 @@
-"""Mailboxes as the client names them: the user's own (the personal namespace ``""``)
-and other users' mailboxes shared with them by ACL grants (RFC 4314), in the "Other
-Users" namespace (RFC 2342): ``Other Users/<owner address>/<owner's mailbox name>``.
+"""Mailboxes as the client names them: the user's own (the personal namespace ``""``),
+other users' mailboxes shared with them by ACL grants (RFC 4314), in the "Other Users"
+namespace (RFC 2342): ``Other Users/<owner address>/<owner's mailbox name>``, and public
+folders, owned by no person (the holder ``#public``, storage/public.py), in the shared
+namespace: ``Public/<name>``.
 
 ``resolve`` is the one place a name becomes a mailbox and the rights the session has
 on it; a mailbox of another account that grants nothing to this user does not exist
@@ -16,9 +18,11 @@ from dataclasses import dataclass
 from ..proto.imap.acl import OWNER_RIGHTS, rights_for
 from ..storage.interfaces import MailboxInfo
 from ..storage.interfaces_imap import AclGrant
+from ..storage.public import PUBLIC_OWNER, is_public_owner
 from .imap_session import ImapSession
 
 OTHER_USERS = "Other Users"
+PUBLIC = "Public"  # RFC 2342's shared namespace: public folders
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +35,26 @@ class Mailbox:
 
 
 def is_shared_name(name: str) -> bool:
-    return name == OTHER_USERS or name.startswith(OTHER_USERS + "/")
+    """A name in another namespace than the user's own: not theirs to own."""
+    return any(name == top or name.startswith(top + "/") for top in (OTHER_USERS, PUBLIC))
 
 
 def shared_name(owner: str, name: str) -> str:
+    if is_public_owner(owner):
+        return f"{PUBLIC}/{name}"
     return f"{OTHER_USERS}/{owner}/{name}"
 
 
 def split_shared(name: str) -> tuple[str, str] | None:
-    """(owner address, owner's mailbox name) of ``Other Users/owner/name``."""
+    """(owner address, owner's mailbox name) of ``Other Users/owner/name`` or
+    ``Public/name`` (owner ``#public``)."""
+    if name.startswith(PUBLIC + "/") and len(name) > len(PUBLIC) + 1:
+        return PUBLIC_OWNER, name[len(PUBLIC) + 1 :]
     if not name.startswith(OTHER_USERS + "/"):
         return None
     owner, _, box = name[len(OTHER_USERS) + 1 :].partition("/")
-    if not owner or not box:
-        return None
+    if not owner or not box or is_public_owner(owner):
+        return None  # public folders have one name only
     return owner.lower(), ("INBOX" if box.upper() == "INBOX" else box)
 
 

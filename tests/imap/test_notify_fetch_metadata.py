@@ -223,3 +223,21 @@ async def test_enable_metadata_unsolicited(imap_server: Server) -> None:
         assert await c.line() == b"* METADATA INBOX /shared/comment\r\n"
         c.send(b"DONE\r\n")
         await _until(c, rb"i1 OK")
+
+
+async def test_messagenew_fetch_of_a_big_message_is_streamed(imap_server: Server) -> None:
+    """Above 1 MiB the FETCH literals come from the store in chunks, as FETCH's do."""
+    big = MESSAGE + b"".join(b"line %07d of a long body\r\n" % n for n in range(60000))
+    assert len(big) > 1 << 20
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await other.login()
+        await c.cmd("SELECT INBOX")
+        resp = await c.cmd("NOTIFY SET (selected (MessageNew (RFC822.SIZE BODY.PEEK[]) "
+                           "MessageExpunge))")
+        assert st(resp).startswith(b"OK"), resp
+        await _append(other, "INBOX", big)
+        resp = await c.cmd("NOOP", timeout=20)
+        head = b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[] {%d}\r\n" % (len(big), len(big))
+        assert joined(resp).startswith(b"* 1 EXISTS\r\n* 1 RECENT\r\n" + head + big + b")\r\n"), \
+            joined(resp)[:300]

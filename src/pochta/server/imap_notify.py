@@ -36,6 +36,7 @@ from .imap_session import ImapSession
 
 POLL = 5.0  # seconds: mailbox names and subscriptions have no change notifier
 MAX_WATCHED = 200  # mailboxes one session watches with the store's notifier
+FLUSH_ABOVE = 256 << 10  # MessageNew FETCH data held before it is written out
 
 
 class NotifyState:
@@ -144,11 +145,15 @@ class NotifyState:
         if req.has("SAVEDATE"):
             opts.save_dates = await s.store.save_dates(sel.info.id, uids)
         stream = req.needs_body and streamable(req)
+        pending = 0  # bytes held in the core: written out as FETCH does, not all at once
         for u in uids:
             meta = sel.meta.get(u)
             if meta is None:
                 continue
             await s.pause()
+            if pending > FLUSH_ABOVE:
+                await s.flush()
+                pending = 0
             if stream and meta.size > STREAM_ABOVE:
                 with contextlib.suppress(NotFound):  # expunged meanwhile: nothing to say
                     if await _fetch_streamed(s, sel.seq_of(u), meta, req, u in sel.recent,
@@ -159,10 +164,12 @@ class NotifyState:
             if req.needs_body and part is None:
                 continue  # expunged by another session meanwhile
             try:
-                s.send(render(sel.seq_of(u), meta, req, part.raw if part else None,
-                              u in sel.recent, opts, part=part))
+                line = render(sel.seq_of(u), meta, req, part.raw if part else None,
+                              u in sel.recent, opts, part=part)
             except bs.UnknownCTE:
                 continue  # BINARY of an unknown encoding: a FETCH would say NO
+            s.send(line)
+            pending += len(line)
 
     def _report_names(self, by_id: dict[int, MailboxInfo], subscribed: set[str]) -> None:
         """MailboxName and SubscriptionChange as LIST responses (RFC 5465 §5.4, §5.5)."""

@@ -160,7 +160,9 @@ class ImapSession:
         # NOTIFY's MessageNew fetch attributes (RFC 5465 §5.2): called with the UIDs of
         # new messages in the selected mailbox that this session did not add itself
         self.notify_fetch: Callable[[list[int]], Awaitable[None]] | None = None
-        self.added_here: set[int] = set()  # UIDs this session APPENDed/COPYed there
+        # UIDs this session APPENDed/COPYed there (None, not an empty set: idle sessions
+        # stay small)
+        self.added_here: set[int] | None = None
         # METADATA changes made by others (imap_metadata.py): ENABLE METADATA (RFC 5464
         # §4.1) or NOTIFY's metadata events (RFC 5465 §5.6, §5.7)
         self.metadata_enabled = False
@@ -297,9 +299,9 @@ class ImapSession:
         for line in removed + out:
             self.send(line)
         if self.notify_fetch is not None and sel.top_uid > top:
-            fresh = [u for u in sel.uids[bisect.bisect_right(sel.uids, top):]
-                     if u not in self.added_here]
-            self.added_here.clear()
+            own = self.added_here or set()
+            fresh = [u for u in sel.uids[bisect.bisect_right(sel.uids, top):] if u not in own]
+            self.added_here = None
             if fresh:
                 await self.notify_fetch(fresh)
         if self.contexts and changes.changed:
@@ -398,11 +400,11 @@ class ImapSession:
         them when they are in the selected mailbox (RFC 5465 §5.2)."""
         if (self.notify_fetch is not None and self.selected is not None
                 and self.selected.info.id == mailbox_id):
-            self.added_here.update(uids)
+            self.added_here = (self.added_here or set()) | set(uids)
 
     def unselect(self) -> None:
         self.selected = None
-        self.added_here.clear()
+        self.added_here = None
         self.contexts.clear()
         if self.watcher is not None:
             self.watcher.close()

@@ -36,6 +36,7 @@ from .mail.addresses import (
     normalize_domain,
     split_address,
 )
+from .metadata_cli import register as register_metadata
 from .passwords import derive_scram, hash_password, password_hasher
 from .policy import dkim
 from .policy.cli import register as register_policy
@@ -556,7 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     # the features' own subcommands
     for register in (register_policy, register_queue, register_diag, register_storage,
                      register_sieve, register_transport_security, register_spam,
-                     register_sending, register_transfer, register_web, register_acl):
+                     register_sending, register_transfer, register_web, register_acl,
+                     register_metadata):
         register(sub)
     return parser
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import types
 import typing
@@ -265,6 +266,13 @@ class IMAPConfig:
         default=65536, metadata=_doc("bytes of one literal other than APPEND's message")
     )
     max_literals: int = field(default=256, metadata=_doc("literals in one command"))
+    admin_contact: str = field(
+        default="",
+        metadata=_doc("METADATA /shared/admin (RFC 5464 §6.2.1), a URI to reach the "
+                      "administrator, e.g. mailto:help@example.org; empty: mailto:postmaster@ "
+                      "the primary domain (the local domain the hostname is in, else the "
+                      "first of 'pochta domain list'); 'pochta metadata set' overrides it"),
+    )
 
 
 @dataclass(frozen=True)
@@ -515,6 +523,9 @@ def validate(cfg: Config) -> list[str]:
     _check(imap.max_command >= max(imap.max_literal, 65536), "imap.max_command",
            "at least 65536 and imap.max_literal")
     _check(imap.max_literals >= 2, "imap.max_literals", "at least 2")
+    _check(not imap.admin_contact or re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.-]*:\S+",
+                                                  imap.admin_contact) is not None,
+           "imap.admin_contact", "a URI such as mailto:postmaster@example.org")
     _check(lim.pop3_idle_timeout >= 600, "limits.pop3_idle_timeout", "RFC 1939: at least 600")
     _check(cfg.smtp.bare_lf in ("reject", "normalize"), "smtp.bare_lf", "reject or normalize")
     _check(1 <= cfg.workers <= 64, "workers", "must be from 1 to 64")

@@ -142,6 +142,7 @@ def _sieve_service(ctx: ServerContext) -> SieveService:
         signer=ctx.signer.sign if config.dkim.sign else None,
         resolve=resolve, local_domain=ctx.directory.is_local_domain,
         on_queued=ctx.queue_wakeup.set, srs=_redirect_srs(ctx),
+        admin_contact=config.imap.admin_contact,
     )
 
 

@@ -10,6 +10,11 @@ of each watched mailbox's entries and reads them again at a command's end when a
 SETMETADATA ran in this process since its last look (``_GENERATION``; IDLE wakes on it at
 once), and at least every ``POLL`` seconds otherwise, which is how writes by other worker
 processes are seen. Changes this session made itself are not reported (RFC 5465 §5).
+
+Server ``/shared/`` entries are the administrator's (services/server_metadata.py): a
+user's SETMETADATA of one is refused with ``NO [NOPERM]`` (RFC 5464 §4.3 "can't set
+annotations"; the code is RFC 5530's), and the entry cap counts only the server entries
+the user can set, the ``/private/`` ones.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..proto.imap.errors import ImapError, Nonexistent
 from ..proto.imap.metadata import parse_entries, parse_entry
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import astring
+from ..services import server_metadata
 from ..storage.interfaces import StoreError
 from . import imap_auth
 from .imap_session import ImapSession
@@ -189,7 +195,12 @@ async def cmd_getmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
     wanted = parse_entries(r)
     r.end()
     mailbox_id = await _mailbox_id(s, name)
-    stored = await s.store.get_metadata(s.account_id, mailbox_id)
+    if mailbox_id == server_metadata.SERVER:
+        config = s.ctx.config
+        stored = await server_metadata.server_entries(
+            s.store, s.account_id, config.imap.admin_contact, config.hostname)
+    else:
+        stored = await s.store.get_metadata(s.account_id, mailbox_id)
     found = md.select(stored, wanted, depth)
     longest = max((len(v) for v in found.values() if maxsize is not None and len(v) > maxsize),
                   default=0)
@@ -220,9 +231,14 @@ async def cmd_setmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
     if too_big > MAX_VALUE:
         raise ImapError("Value too large", f"METADATA MAXSIZE {MAX_VALUE}")
     mailbox_id = await _mailbox_id(s, name)
+    server = mailbox_id == server_metadata.SERVER
+    if server and any(server_metadata.is_admin_entry(k) for k in values):
+        raise ImapError("Server /shared entries are set by the administrator", "NOPERM")
     stored = await s.store.get_metadata(s.account_id, mailbox_id)
     after = set(stored) | {k for k, v in values.items() if v is not None}
     after -= {k for k, v in values.items() if v is None}
+    if server:  # the administrator's entries are not this user's to count
+        after = {k for k in after if not server_metadata.is_admin_entry(k)}
     if len(after) > MAX_ENTRIES:
         raise ImapError("Too many entries", "METADATA TOOMANY")
     await s.store.set_metadata(s.account_id, mailbox_id, values)

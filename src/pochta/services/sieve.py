@@ -73,6 +73,7 @@ from ..storage.interfaces import (
     StoreError,
 )
 from ..storage.rules import new_message_id
+from . import server_metadata
 from .dsn import RecipientReport, build_dsn
 
 log = logging.getLogger("pochta.sieve")
@@ -167,8 +168,10 @@ class SieveService:
         on_queued: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         srs: SenderRewriter | None = None,
+        admin_contact: str = "",
     ) -> None:
         self.store = store
+        self.admin_contact = admin_contact  # [imap] admin_contact (server_metadata.py)
         self.config = config
         self.hostname = hostname
         self.limits: Limits = config.limits()
@@ -316,14 +319,16 @@ class SieveService:
 
     async def _metadata(self, account_id: int, mailbox: str) -> dict[str, str] | None:
         """RFC 5490: the IMAP METADATA entries (RFC 5464) the account sees on a mailbox,
-        or on the server for ""; None when the mailbox does not exist."""
-        mailbox_id = 0
+        or on the server for "" (as IMAP shows them: server_metadata.py); None when the
+        mailbox does not exist."""
         if mailbox:
             info = await self.store.get_mailbox(account_id, mailbox)
             if info is None:
                 return None
-            mailbox_id = info.id
-        stored = await self.store.get_metadata(account_id, mailbox_id)
+            stored = await self.store.get_metadata(account_id, info.id)
+        else:
+            stored = await server_metadata.server_entries(
+                self.store, account_id, self.admin_contact, self.hostname)
         return {k.lower(): v.decode("utf-8", "replace") for k, v in stored.items()}
 
     def read_list(self, user: str, name: str) -> frozenset[str] | None:

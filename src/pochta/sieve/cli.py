@@ -141,7 +141,8 @@ async def cmd_delete(args: argparse.Namespace, config: Any, store: MailStore,
 def _service(config: Any, store: MailStore) -> SieveService:
     return SieveService(store, config.sieve, config.hostname,
                         global_dir=config.path(config.sieve.global_dir),
-                        lists_dir=config.path(config.sieve.lists_dir))
+                        lists_dir=config.path(config.sieve.lists_dir),
+                        admin_contact=config.imap.admin_contact)
 
 
 async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:

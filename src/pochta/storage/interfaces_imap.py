@@ -5,8 +5,10 @@ SAVEDATE (RFC 8514), SORT keys, URLAUTH keys (RFC 4467) and ACL grants (RFC 4314
 
 Entry names are full, lower-case paths that start with ``/private/`` (visible to their
 owner account only) or ``/shared/`` (visible to every account that sees the mailbox);
-``mailbox_id`` 0 names the server itself (RFC 5464 §3.2: server annotations). Entries
-belong to their mailbox: RENAME keeps them, DELETE drops them.
+``mailbox_id`` 0 names the server itself (RFC 5464 §3.2: server annotations); its
+``/shared/`` entries are the administrator's, written with ``account_id`` 0 (IMAP refuses
+them to users: services/server_metadata.py). Entries belong to their mailbox: RENAME keeps
+them, DELETE drops them.
 """
 
 from __future__ import annotations

@@ -16,15 +16,20 @@ MAX_NAMES = 1000  # entries in one list
 _ENTRY = re.compile(r"/(private|shared)(/[\x21-\x7e]+?)*\Z", re.IGNORECASE)
 
 
+def valid_entry(name: str) -> bool:
+    """An entry name of §3.2: ``/private/...`` or ``/shared/...``, no empty level, no
+    wildcard."""
+    return not (not _ENTRY.match(name) or "//" in name or name.endswith("/") or "*" in name
+                or "%" in name or name.lower() in ("/private", "/shared"))
+
+
 def parse_entry(r: Reader) -> str:
     """One entry name, lower-cased (entry names are case-insensitive, §3.2); an invalid
     one is a BAD in any command (§3.2)."""
     name = r.astring()
-    low = name.lower()
-    if (not _ENTRY.match(name) or "//" in name or name.endswith("/") or "*" in name
-            or "%" in name or low in ("/private", "/shared")):
+    if not valid_entry(name):
         raise BadCommand(f"Invalid entry name {name}")
-    return low
+    return name.lower()
 
 
 def parse_entries(r: Reader) -> list[str]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from tests.conftest import Server
+import pytest
+
+from tests.conftest import Instance, Server
 from tests.imap.helpers import connect, joined, st
+from tests.imap.test_metadata_server import admin_config, pochta
 
 
-async def test_metadata_rfc5464_examples(imap_server: Server) -> None:
+async def test_metadata_rfc5464_examples(instance: Instance, imap_server: Server,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     async with connect(imap_server) as c:
         await c.login()
         resp = await c.cmd("CAPABILITY")
@@ -42,11 +46,17 @@ async def test_metadata_rfc5464_examples(imap_server: Server) -> None:
         assert resp[0] == b'* METADATA INBOX (/shared/vendor/a "y")\r\n'
         resp = await c.cmd("GETMETADATA (DEPTH infinity) INBOX /shared/vendor")
         assert resp[0] == b'* METADATA INBOX (/shared/vendor/a "y" /shared/vendor/a/b "x")\r\n'
-        # server entries with mailbox ""
+        # server entries with mailbox "": /shared ones are the administrator's (NOPERM
+        # here; test_metadata_server.py), /private ones the user's own
         resp = await c.cmd('SETMETADATA "" (/shared/admin "mailto:admin@example.test")')
-        assert st(resp).startswith(b"OK")
-        resp = await c.cmd('GETMETADATA "" /shared/admin')
-        assert resp[0] == b'* METADATA "" (/shared/admin "mailto:admin@example.test")\r\n'
+        assert st(resp).startswith(b"NO [NOPERM]"), resp
+        resp = await c.cmd('SETMETADATA "" (/private/comment "my server note")')
+        assert st(resp).startswith(b"OK"), resp
+        assert await pochta(monkeypatch, admin_config(instance), "metadata", "set",
+                            "/shared/admin", "mailto:admin@example.test") == 0
+        resp = await c.cmd('GETMETADATA "" (/shared/admin /private/comment)')
+        assert resp[0] == (b'* METADATA "" (/private/comment "my server note" '
+                           b'/shared/admin "mailto:admin@example.test")\r\n'), resp
 
 
 async def test_metadata_errors_and_privacy(imap_server: Server) -> None:

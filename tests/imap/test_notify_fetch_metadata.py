@@ -209,9 +209,9 @@ async def test_enable_metadata_unsolicited(imap_server: Server) -> None:
         # RFC 5464 §4.4.2: the selected mailbox's and the server's entries, names only
         await other.cmd('SETMETADATA INBOX (/shared/comment "hello")')
         await other.cmd('SETMETADATA Lists (/shared/comment "not selected")')
-        await other.cmd('SETMETADATA "" (/shared/vendor/motd "hi")')
+        await other.cmd('SETMETADATA "" (/private/vendor/motd "hi")')  # same account
         resp = await c.cmd("NOOP")
-        assert resp[:-1] == [b'* METADATA "" /shared/vendor/motd\r\n',
+        assert resp[:-1] == [b'* METADATA "" /private/vendor/motd\r\n',
                              b"* METADATA INBOX /shared/comment\r\n"], resp
         # only after ENABLE (§4.1)
         resp = await plain.cmd("NOOP")

@@ -1,5 +1,6 @@
 """End to end, the newer extensions: a script uploaded over ManageSieve reads IMAP
-METADATA set with imaplib (mboxmetadata, servermetadata), files by special-use attribute
+METADATA set with imaplib (mboxmetadata) and by the administrator with `pochta metadata`
+(servermetadata; a user may not set server /shared entries), files by special-use attribute
 into a mailbox renamed over IMAP (special-use), looks into MIME parts (mime,
 foreverypart, extracttext), checks senders against a list file (extlists), skips a
 block for an extension it does not have (ihave), and does not trust a spam score a
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import Instance, Server, start_instance
+from tests.imap.test_metadata_server import admin_config, pochta
 from tests.sieve.test_e2e import mailbox, smtp, upload
 
 LISTENERS = [
@@ -31,8 +33,14 @@ if ihave "x-no-such-extension" {
 if metadata "INBOX" "/private/filter/mode" "strict" {
     addflag "strict";
 }
-if servermetadataexists "/shared/admin" {
+if servermetadata "/shared/admin" "mailto:postmaster@example.test" {
+    addflag "admin-default";
+}
+if servermetadata "/shared/admin" "mailto:help@example.test" {
     addflag "admin-set";
+}
+if servermetadataexists "/shared/motd" {
+    addflag "motd";
 }
 if address :list "from" ":addrbook:vip" {
     addflag "\\Flagged";
@@ -119,8 +127,9 @@ def imap_setup(server: Server) -> None:
         m.login("alice@example.test", "alice-pass")
         typ, data = m.xatom("SETMETADATA", 'INBOX (/private/filter/mode "strict")')
         assert typ == "OK", data
-        typ, data = m.xatom("SETMETADATA", '"" (/shared/admin "yes")')
-        assert typ == "OK", data
+        # server /shared entries are the administrator's (pochta metadata set)
+        typ, data = m.xatom("SETMETADATA", '"" (/shared/motd "yes")')
+        assert typ == "NO" and data[0].startswith(b"[NOPERM]"), data
         typ, data = m.rename("Archive", "Kept")
         assert typ == "OK", data
     finally:
@@ -131,14 +140,18 @@ async def flags_of(server: Server, box: str) -> list[frozenset[str]]:
     return [frozenset(m.flags) for m in await mailbox(server, "alice@example.test", box)]
 
 
-async def test_new_extensions_over_real_protocols(server: Server) -> None:
+async def test_new_extensions_over_real_protocols(
+        instance: Instance, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     await upload(server, "alice@example.test", "alice-pass", SCRIPT)
     # before the METADATA exists: the metadata tests are false
+    # (/shared/admin has its default, RFC 5464 §6.2.1: the primary domain's postmaster)
     assert (await smtp(server, "shop@store.test", ["alice@example.test"], INVOICE_MSG))[0] \
         == 250
-    assert await flags_of(server, "INBOX") == [frozenset({"invoice"})]
+    assert await flags_of(server, "INBOX") == [frozenset({"invoice", "admin-default"})]
 
     await asyncio.to_thread(imap_setup, server)
+    assert await pochta(monkeypatch, admin_config(instance), "metadata", "set",
+                        "/shared/admin", "mailto:help@example.test") == 0
     assert (await smtp(server, "vip@partner.test", ["alice@example.test"], PDF_MSG))[0] \
         == 250
     # filed by the \Archive attribute into the renamed mailbox, not into "Attachments"

@@ -33,10 +33,17 @@ async def test_metadata_private_shared_and_server(store: MailStore) -> None:  # 
     await store.set_metadata(a, box.id, {"/private/comment": None,
                                          "/shared/comment": b"new"})
     assert await store.get_metadata(a, box.id) == {"/shared/comment": b"new"}
-    # server entries (mailbox 0) are apart from every mailbox's
-    await store.set_metadata(a, 0, {"/shared/admin": b"mailto:postmaster@example.test"})
+    # server entries (mailbox 0) are apart from every mailbox's; the /shared ones are the
+    # administrator's (account 0, pochta metadata), the /private ones each account's
+    await store.set_metadata(0, 0, {"/shared/admin": b"mailto:postmaster@example.test"})
+    await store.set_metadata(a, 0, {"/private/vendor/x": b"a's"})
     assert await store.get_metadata(b, 0) == {"/shared/admin": b"mailto:postmaster@example.test"}
+    assert await store.get_metadata(a, 0) == {"/shared/admin": b"mailto:postmaster@example.test",
+                                              "/private/vendor/x": b"a's"}
+    assert await store.get_metadata(0, 0) == {"/shared/admin": b"mailto:postmaster@example.test"}
     assert "/shared/admin" not in await store.get_metadata(a, box.id)
+    await store.set_metadata(0, 0, {"/shared/admin": None})
+    assert await store.get_metadata(b, 0) == {}
     # binary values (RFC 5464 allows literal8-free octets incl. NUL through literals)
     await store.set_metadata(a, box.id, {"/private/bin": b"\x00\xff"})
     assert (await store.get_metadata(a, box.id))["/private/bin"] == b"\x00\xff"
@@ -52,10 +59,11 @@ async def test_account_metadata_in_one_read(store: MailStore) -> None:  # noqa: 
     await store.set_metadata(a, inbox.id, {"/private/comment": b"mine", "/shared/x": b"1"})
     await store.set_metadata(a, other.id, {"/shared/color": b"red"})
     await store.set_metadata(a, 0, {"/private/vendor/a": b"2"})
-    await store.set_metadata(b, 0, {"/shared/admin": b"mailto:p@example.test",
-                                    "/private/vendor/a": b"b's"})
+    await store.set_metadata(0, 0, {"/shared/admin": b"mailto:p@example.test"})
+    await store.set_metadata(b, 0, {"/private/vendor/a": b"b's"})
     await store.set_metadata(b, b_inbox.id, {"/shared/comment": b"b's mailbox"})
-    # b's mailbox and b's private entries are not a's; shared server entries are everyone's
+    # b's mailbox and b's private entries are not a's; the administrator's shared
+    # server entries are everyone's
     assert await store.account_metadata(a) == {
         inbox.id: {"/private/comment": b"mine", "/shared/x": b"1"},
         other.id: {"/shared/color": b"red"},

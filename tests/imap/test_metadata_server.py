@@ -155,3 +155,20 @@ async def test_admin_contact_from_config(instance: Instance, monkeypatch: pytest
     finally:
         await server.running.close(grace=1.0)
         await server.store.close()
+
+
+async def test_cli_change_reaches_a_metadata_session(
+        instance: Instance, imap_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENABLE METADATA (RFC 5464 §4.1): the administrator's change, made by another
+    process, is told to a session in IDLE within the poll interval (imap_metadata.POLL)."""
+    async with connect(imap_server) as c:
+        await c.login("bob@example.test", "bob-pass")
+        resp = await c.cmd("ENABLE METADATA")
+        assert resp[0] == b"* ENABLED METADATA\r\n", resp
+        c.send(b"i1 IDLE\r\n")
+        assert (await c.line()).startswith(b"+ ")
+        assert await pochta(monkeypatch, admin_config(instance), "metadata", "set",
+                            "/shared/motd", "hello") == 0
+        assert await c.line(timeout=15) == b'* METADATA "" /shared/motd\r\n'
+        c.send(b"DONE\r\n")
+        assert (await c.line()).startswith(b"i1 OK")

@@ -69,6 +69,7 @@ from pochta.sieve.interpreter import (
 from pochta.storage.interfaces import Envelope, RemoteRecipient
 
 EXT = "vnd.dovecot.testsuite"
+DEBUG = "vnd.dovecot.debug"  # test-only here: debug_log writes nowhere
 LIMITS = Limits()  # Pochta's defaults (Pigeonhole's are the same: 32 actions, 4 redirects)
 COMMANDS = {
     "test": Spec(EXT, "s", {}, block=True),
@@ -86,6 +87,7 @@ COMMANDS = {
     "test_binary_save": Spec(EXT, "s", {}),
     "test_binary_load": Spec(EXT, "s", {}),
     "test_imap_metadata_set": Spec(EXT, "ss", {"mailbox": ("s", None, "mailbox")}),
+    "debug_log": Spec(DEBUG, "s", {}),
 }
 TESTS = {
     "test_message": COMMANDS["test_message"],
@@ -169,7 +171,8 @@ def _handlers(state: _State) -> dict[str, object]:
             state.envelope = {"from": sender, "to": rcpt}
             it.env = SieveEnvelope(sender, rcpt)
         elif what.startswith("envelope."):
-            state.envelope[what[9:]] = _smtp_path(value)
+            # envelope.auth is a login, not an SMTP path
+            state.envelope[what[9:]] = value if what == "envelope.auth" else _smtp_path(value)
             it.env = SieveEnvelope(state.envelope.get("from", ""),
                                    state.envelope.get("to", ""),
                                    state.envelope.get("auth"))
@@ -291,7 +294,7 @@ def _handlers(state: _State) -> dict[str, object]:
             cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
         ctx = Context("user@example.com", limits=limits,
                       mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
-                      metadata=_Metadata(state), lists=_Lists(state))
+                      metadata=_Metadata(state), lists=_Lists(state), known=_Known())
         try:
             state.result = Interpreter(it.msg.fork(), it.env, ctx).run(state.compiled)
         except SieveRuntimeError as exc:
@@ -329,6 +332,7 @@ def _handlers(state: _State) -> dict[str, object]:
         "test_mailbox_create": mailbox_create, "test_message_print": ignore,
         "test_message": message, "test_binary_save": binary_save,
         "test_binary_load": binary_load, "test_imap_metadata_set": metadata_set,
+        "debug_log": ignore,
         "test_multiscript": unsupported,
         "test_script_compile": script_compile, "test_script_run": script_run,
         "test_error": error, "test_result_action": result_action,
@@ -409,6 +413,17 @@ class _Runner(Interpreter):
         return super()._get_var(name)
 
 
+class _Known(dict[str, bool]):
+    """``Context.known`` for duplicate ids: the runner records none (as Pigeonhole's
+    testsuite, whose duplicate store is empty), so every id is new."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> bool:
+        return self.get(key, False)
+
+
 class _Metadata(dict[str, dict[str, str] | None]):
     """``Context.metadata`` answered at once from the runner's store (the service
     answers a ``NeedLookup`` instead): a mailbox that does not exist is None."""
@@ -472,7 +487,7 @@ def run_file(path: Path) -> FileResult:
     state.scripts = _includes(path.parent)
     try:
         script = compile_script(path.read_text("utf-8"), path.name, LIMITS,
-                                EXTENSIONS | {EXT}, COMMANDS, TESTS)
+                                EXTENSIONS | {EXT, DEBUG}, COMMANDS, TESTS)
     except SieveSyntaxError as exc:
         return FileResult(str(path), False, 0, [], f"does not compile: {exc}")
     ctx = Context("user@example.com", limits=LIMITS, now=1_700_000_000.0,
@@ -480,7 +495,7 @@ def run_file(path: Path) -> FileResult:
                                "location": "MDA", "name": "Pochta", "phase": "during",
                                "version": "1"},
                   mailboxes=frozenset({"INBOX"}), scripts=state.scripts,
-                  metadata=_Metadata(state), lists=_Lists(state),
+                  metadata=_Metadata(state), lists=_Lists(state), known=_Known(),
                   handlers=_handlers(state))  # type: ignore[arg-type]
     interp = _Runner(SieveMessage(b"\r\n"), SieveEnvelope("", ""), ctx)
     interp.state = state

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
 from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
-from pochta.services.dsn import RecipientReport, build_dsn
+from pochta.services.sieve import rejection_dsn
 from pochta.sieve import (
     EXTENSIONS,
     Context,
@@ -66,7 +66,7 @@ from pochta.sieve.interpreter import (
     _Match,
     _Stop,
 )
-from pochta.storage.interfaces import Envelope, RemoteRecipient
+from pochta.storage.interfaces import Envelope
 
 EXT = "vnd.dovecot.testsuite"
 DEBUG = "vnd.dovecot.debug"  # test-only here: debug_log writes nowhere
@@ -367,12 +367,8 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
                     for to in built[0]:
                         state.sent.append(("", to, built[1]))
         elif isinstance(action, Reject) and env.sender:
-            dsn = build_dsn(
-                reporting_mta="mail.example.com", envelope=Envelope(sender=env.sender),
-                queue_id="test", original=data, arrival=1_700_000_000.0,
-                now=1_700_000_000.0,
-                reports=[RecipientReport(RemoteRecipient(env.recipient or user), "failed",
-                                         "5.7.1", f"550 5.7.1 {action.reason}")])
+            dsn = rejection_dsn(action, Envelope(sender=env.sender), env.recipient or user,
+                                "mail.example.com", "test", data, 1_700_000_000.0)
             state.sent.append(("", env.sender, dsn))
 
 

@@ -116,6 +116,20 @@ def own_spam_score(message: SieveMessage) -> tuple[int | None, int | None]:
     return None, None
 
 
+def rejection_dsn(action: Reject, envelope: Envelope, user: str, hostname: str,
+                  queue_id: str, data: bytes, now: float) -> bytes:
+    """The DSN of a Sieve reject after acceptance (RFC 5429 §2.1). Its From: is the
+    Postmaster, as Pigeonhole's: the user's filter refused the message, not a failed
+    delivery of the MTA, and an answer reaches a person (RFC 5321 §4.5.1)."""
+    reason = " ".join(action.reason.split())[:400]
+    return build_dsn(
+        reporting_mta=hostname, envelope=envelope, queue_id=queue_id,
+        original=data, arrival=now, now=now, from_=f"Postmaster <postmaster@{hostname}>",
+        reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
+                                 f"550 5.7.1 {reason}")],
+    )
+
+
 Signer = Callable[[bytes, str], Awaitable[bytes]]
 Resolve = Callable[[str], Awaitable[tuple[list[int], list[str]] | None]]
 
@@ -612,14 +626,8 @@ class SieveService:
         if not envelope.sender:
             log.info("sieve user=%s: rejected; null sender, no DSN", user)
             return
-        now = self.clock()
-        reason = " ".join(action.reason.split())[:400]
-        dsn = build_dsn(
-            reporting_mta=self.hostname, envelope=envelope, queue_id=queue_id,
-            original=data, arrival=now, now=now,
-            reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
-                                     f"550 5.7.1 {reason}")],
-        )
+        dsn = rejection_dsn(action, envelope, user, self.hostname, queue_id, data,
+                            self.clock())
         await self._send(dsn, Envelope(sender=""), [envelope.sender])
         log.info("sieve user=%s: rejected with a DSN to <%s>", user, envelope.sender)
 

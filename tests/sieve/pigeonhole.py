@@ -66,6 +66,7 @@ from pochta.sieve.interpreter import (
     _Match,
     _Stop,
 )
+from pochta.sieve.verdict import HeaderVerdict, Kind, header_verdict
 from pochta.storage.interfaces import Envelope
 
 EXT = "vnd.dovecot.testsuite"
@@ -170,6 +171,7 @@ def _handlers(state: _State) -> dict[str, object]:
                         "recipient@example.com")
             state.envelope = {"from": sender, "to": rcpt}
             it.env = SieveEnvelope(sender, rcpt)
+            _apply_verdict(state, it)
         elif what.startswith("envelope."):
             # envelope.auth is a login, not an SMTP path
             state.envelope[what[9:]] = value if what == "envelope.auth" else _smtp_path(value)
@@ -259,6 +261,9 @@ def _handlers(state: _State) -> dict[str, object]:
         elif key == "sieve_user_email":
             it.ctx.user = value
 
+    def config_reload(it: Interpreter, node: Command | Test) -> None:
+        _apply_verdict(state, it)
+
     def config_unset(it: Interpreter, node: Command | Test) -> None:
         _, pos = args(node)
         state.config.pop(it._s(pos[0]), None)
@@ -327,7 +332,7 @@ def _handlers(state: _State) -> dict[str, object]:
     return {
         "test": test_block, "test_set": test_set, "test_fail": test_fail,
         "test_config_set": config_set, "test_config_unset": config_unset,
-        "test_config_reload": ignore,
+        "test_config_reload": config_reload,
         "test_result_reset": result_reset, "test_result_print": ignore,
         "test_mailbox_create": mailbox_create, "test_message_print": ignore,
         "test_message": message, "test_binary_save": binary_save,
@@ -370,6 +375,30 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
             dsn = rejection_dsn(action, Envelope(sender=env.sender), env.recipient or user,
                                 "mail.example.com", "test", data, 1_700_000_000.0)
             state.sent.append(("", env.sender, dsn))
+
+
+def _verdict(config: dict[str, str], kind: Kind) -> HeaderVerdict | None:
+    """Pigeonhole's ``sieve_<kind>_*`` settings as Pochta's ``[sieve] <kind>_*`` ones."""
+    prefix = f"sieve_{kind}_"
+    header = config.get(prefix + "status_header")
+    if not header:
+        return None
+    texts = [f"{k[len(prefix) + 11:]}={v}" for k, v in config.items()
+             if k.startswith(prefix + "text_value/")]
+    try:
+        return HeaderVerdict.configure(
+            kind, header, config.get(prefix + "status_type", "score"),
+            config.get(prefix + "score_max_header", ""),
+            float(config.get(prefix + "score_max_value", "0") or 0), texts)
+    except ValueError:
+        return None  # not configured: the test answers 0
+
+
+def _apply_verdict(state: _State, it: Interpreter) -> None:
+    """What the service does per message: the configured headers' spam/virus values."""
+    spam, virus = _verdict(state.config, "spamtest"), _verdict(state.config, "virustest")
+    it.ctx.spam_score, it.ctx.spam_percent, it.ctx.virus_score = header_verdict(
+        spam, virus, it.msg)
 
 
 class _Lists(dict[str, frozenset[str] | None]):

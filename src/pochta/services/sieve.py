@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import logging
 import re
@@ -61,6 +62,7 @@ from ..sieve.autoreply import (
     vacation_refusal,
 )
 from ..sieve.settings import SieveConfig
+from ..sieve.verdict import header_verdict
 from ..storage.interfaces import (
     AcceptResult,
     AlreadyExists,
@@ -198,6 +200,10 @@ class SieveService:
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
         self.verdict = None
+        spam, virus = config.header_verdict("spamtest"), config.header_verdict("virustest")
+        if spam is not None or virus is not None:
+            # [sieve] spamtest_header/virustest_header: a filter in front of Pochta
+            self.verdict = functools.partial(header_verdict, spam, virus)
         self._addresses: dict[int, tuple[str, float]] = {}
         self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
 
@@ -297,7 +303,7 @@ class SieveService:
         )
         if self.verdict is not None:
             ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)
-        if ctx.spam_score is None:
+        if ctx.spam_score is None:  # no configured header: Pochta's own verdict
             ctx.spam_score, ctx.spam_percent = own_spam_score(message)
         if "mailbox" in script.requires or "special-use" in script.requires:
             boxes = await self.store.list_mailboxes(account_id)

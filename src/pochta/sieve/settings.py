@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .compiler import Limits
+from .verdict import HeaderVerdict, Kind
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -51,6 +52,42 @@ class SieveConfig:
         "longest run of one script on one message (checked before each test); longer is "
         "an error and the message is kept in INBOX"))
 
+    spamtest_header: str = field(default="", metadata=_doc(
+        "spamtest (RFC 5235) from a content filter's header instead of Pochta's own "
+        "verdict: NAME (its value) or NAME:REGEX (the regex's first group), e.g. "
+        "'X-Spam-Status:score=(-?[0-9.]+)' for SpamAssassin, 'X-Spam-Score' for rspamd; "
+        "the first (topmost) field counts; empty: Pochta's own verdict"))
+    spamtest_type: str = field(default="score", metadata=_doc(
+        "what spamtest_header holds: score (a number against spamtest_max_value or "
+        "spamtest_max_header), strlen (a run like '*****') or text (spamtest_text_values)"))
+    spamtest_max_header: str = field(default="", metadata=_doc(
+        "NAME or NAME:REGEX of the header with the score that counts as certain spam "
+        "(SpamAssassin: 'X-Spam-Status:required=(-?[0-9.]+)')"))
+    spamtest_max_value: float = field(default=0.0, metadata=_doc(
+        "the score that counts as certain spam when there is no spamtest_max_header"))
+    spamtest_text_values: list[str] = field(default_factory=list, metadata=_doc(
+        "for type text: N=TEXT entries, N from 0 to 10 (e.g. ['1=No', '10=Yes'])"))
+    virustest_header: str = field(default="", metadata=_doc(
+        "virustest (RFC 5235) from a virus scanner's header, as spamtest_header"))
+    virustest_type: str = field(default="text", metadata=_doc(
+        "score, strlen or text, as spamtest_type"))
+    virustest_max_header: str = field(default="", metadata=_doc(
+        "as spamtest_max_header, for virustest"))
+    virustest_max_value: float = field(default=0.0, metadata=_doc(
+        "as spamtest_max_value, for virustest"))
+    virustest_text_values: list[str] = field(default_factory=list, metadata=_doc(
+        "for type text: N=TEXT entries, N from 0 to 5 (1 clean ... 5 infected)"))
+
+    def header_verdict(self, kind: Kind) -> HeaderVerdict | None:
+        """The configured spamtest/virustest header verdict, None when not configured;
+        ValueError when the settings are invalid."""
+        header = getattr(self, f"{kind}_header")
+        if not header:
+            return None
+        return HeaderVerdict.configure(
+            kind, header, getattr(self, f"{kind}_type"), getattr(self, f"{kind}_max_header"),
+            getattr(self, f"{kind}_max_value"), getattr(self, f"{kind}_text_values"))
+
     def limits(self) -> Limits:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,
                       max_redirects=self.max_redirects,
@@ -73,4 +110,9 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.script_cache_seconds: must be >= 0")
     if cfg.redirect_sender not in ("srs", "recipient", "original"):
         problems.append("sieve.redirect_sender: must be srs, recipient or original")
+    for kind in ("spamtest", "virustest"):
+        try:
+            cfg.header_verdict(kind)
+        except ValueError as exc:
+            problems.append(f"sieve.{kind}_header: {exc}")
     return problems

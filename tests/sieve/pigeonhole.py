@@ -48,10 +48,11 @@ from pochta.sieve import (
     compile_script,
 )
 from pochta.sieve.autoreply import (
+    VacationRules,
     build_notification,
     build_vacation,
     notify_refusal,
-    vacation_refusal,
+    vacation_plan,
 )
 from pochta.sieve.compiler import _MATCH, Spec
 from pochta.sieve.grammar import Command, Test
@@ -359,11 +360,7 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
         elif isinstance(action, Redirect):
             state.sent.append((env.sender, action.address, data))
         elif isinstance(action, Vacation):
-            own = {user, env.recipient, *action.addresses} - {""}
-            if vacation_refusal(message, env.sender, own) is None:
-                reply = build_vacation(action, message, env.recipient or user, env.sender,
-                                       "mail.example.com", 1_700_000_000.0)
-                state.sent.append(("", env.sender, reply))
+            _vacation(state, action, message, env)
         elif isinstance(action, Notify):
             if notify_refusal(message) is None:
                 built = build_notification(action, message, user, "mail.example.com",
@@ -399,6 +396,35 @@ def _apply_verdict(state: _State, it: Interpreter) -> None:
     spam, virus = _verdict(state.config, "spamtest"), _verdict(state.config, "virustest")
     it.ctx.spam_score, it.ctx.spam_percent, it.ctx.virus_score = header_verdict(
         spam, virus, it.msg)
+
+
+def _yes(config: dict[str, str], key: str) -> bool:
+    return config.get(key, "").lower() in ("yes", "true", "1")
+
+
+def _vacation(state: _State, action: Vacation, message: SieveMessage,
+              env: SieveEnvelope) -> None:
+    """As the service: Pigeonhole's ``sieve_user_email`` is the account's address, its
+    final recipient (``envelope.to``) the account's delivery address, and its original
+    one (``envelope.orig_to``) counts as Pochta's ``vacation_alias_recipient``."""
+    cfg = state.config
+    mine = [a for a in (cfg.get("sieve_user_email"), env.recipient) if a]
+    orig = state.envelope.get("orig_to")
+    if orig and _yes(cfg, "sieve_vacation_use_original_recipient"):
+        mine.append(orig)
+    rules = VacationRules(
+        cfg.get("sieve_vacation_default_subject") or "Automated reply",
+        cfg.get("sieve_vacation_default_subject_template") or "Auto: %{subject}",
+        cfg.get("sieve_vacation_check_recipient", "yes").lower() not in ("no", "false", "0"),
+        _yes(cfg, "sieve_vacation_to_header_ignore_envelope"))
+    why, from_ = vacation_plan(message, env.sender, mine or ["user@example.com"], action,
+                               rules.check_recipient)
+    if why is None:
+        reply = build_vacation(action, message, from_, env.sender, "mail.example.com",
+                               1_700_000_000.0, rules)
+        sender = from_ if _yes(cfg, "sieve_vacation_send_from_recipient") and (
+            from_ in mine) else ""
+        state.sent.append((sender, env.sender, reply))
 
 
 class _Lists(dict[str, frozenset[str] | None]):

@@ -35,7 +35,13 @@ from typing import Protocol
 from .. import __version__
 from ..errors import SieveLoadError as SieveLoadError
 from ..errors import SieveRejected as SieveRejected
-from ..mail.addresses import AddressError, normalize_address, normalize_login, split_address
+from ..mail.addresses import (
+    AddressError,
+    base_address,
+    normalize_address,
+    normalize_login,
+    split_address,
+)
 from ..mail.flags import system_flag
 from ..sieve import (
     Context,
@@ -59,7 +65,7 @@ from ..sieve.autoreply import (
     build_notification,
     build_vacation,
     notify_refusal,
-    vacation_refusal,
+    vacation_plan,
 )
 from ..sieve.settings import SieveConfig
 from ..sieve.verdict import header_verdict
@@ -116,6 +122,14 @@ def own_spam_score(message: SieveMessage) -> tuple[int | None, int | None]:
             continue
         return 1 + round(p * 9), round(p * 100)
     return None, None
+
+
+def _same(a: str, b: str) -> bool:
+    """The same mailbox, +tags aside (alice+x@ is alice@)."""
+    try:
+        return base_address(normalize_address(a)) == base_address(normalize_address(b))
+    except AddressError:
+        return a.lower() == b.lower()
 
 
 def rejection_dsn(action: Reject, envelope: Envelope, user: str, hostname: str,
@@ -640,15 +654,16 @@ class SieveService:
     async def _vacation(self, action: Vacation, message: SieveMessage, envelope: Envelope,
                         decision: Decision) -> None:
         user = decision.recipient
-        own = {user, *action.addresses}
         account = await self.store.get_account_by_id(decision.account_id)
-        if account is not None:
-            own.add(account.address)
-        why = vacation_refusal(message, envelope.sender, own)
+        cfg = self.config
+        mine = [account.address] if account is not None else []
+        if cfg.vacation_alias_recipient or not mine or _same(user, mine[0]):
+            mine.append(user)  # the RCPT address: the account's or one of its aliases
+        why, from_ = vacation_plan(message, envelope.sender, mine, action,
+                                   cfg.vacation_check_recipient)
         if why is not None:
             log.info("sieve user=%s: no vacation reply to <%s>: %s", user, envelope.sender, why)
             return
-        cfg = self.config
         seconds = max(min(action.seconds, cfg.vacation_max_days * 86400),
                       cfg.vacation_min_days * 86400 if action.seconds else 0)
         key = (f"{decision.account_id}:vacation:{action.handle}:"
@@ -656,11 +671,15 @@ class SieveService:
         if seconds > 0 and not await self.store.remember_once(key, seconds, self.clock()):
             log.info("sieve user=%s: vacation: <%s> already answered", user, envelope.sender)
             return
-        reply = build_vacation(action, message, user, envelope.sender, self.hostname,
-                               self.clock())
-        reply = await self._sign(reply, action.from_ or user)
-        await self._send(reply, Envelope(sender=""), [envelope.sender])
-        log.info("sieve user=%s: vacation reply to <%s>", user, envelope.sender)
+        reply = build_vacation(action, message, from_, envelope.sender, self.hostname,
+                               self.clock(), cfg.vacation_rules())
+        reply = await self._sign(reply, action.from_ or from_)
+        # never an address the script chose (:addresses) as the envelope sender
+        sender = (from_ if from_ in mine else mine[0]) if (
+            cfg.vacation_send_from_recipient) else ""
+        await self._send(reply, Envelope(sender=sender), [envelope.sender])
+        log.info("sieve user=%s: vacation reply to <%s> from <%s>", user, envelope.sender,
+                 from_)
 
     async def _notify(self, action: Notify, message: SieveMessage, decision: Decision) -> None:
         why = notify_refusal(message)

@@ -4,9 +4,12 @@ bytes. The service (services/sieve.py) adds the once-per-sender memory and sends
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
-from email.header import Header
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.header import Header, decode_header, make_header
 from email.utils import formataddr, getaddresses
 
 from ..mail.addresses import AddressError, base_address, normalize_address, normalize_login
@@ -32,7 +35,18 @@ def _base(address: str) -> str:
         return normalize_login(address)
 
 
-def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | None:
+@dataclass(frozen=True, slots=True)
+class VacationRules:
+    """The admin's vacation settings ([sieve] vacation_*) the reply depends on."""
+
+    default_subject: str = "Automated reply"  # the original has no Subject
+    subject_template: str = "Auto: %{subject}"  # %{subject}: the original's
+    check_recipient: bool = True  # RFC 5230 §4.5: only mail naming the user is answered
+    to_ignore_envelope: bool = False  # To: shows the From even when the envelope differs
+
+
+def vacation_refusal(msg: SieveMessage, sender: str, own: set[str],
+                     check_recipient: bool = True) -> str | None:
     """Why no vacation reply may be sent, or None when one may (RFC 3834, RFC 5230)."""
     if not sender:
         return "null sender"
@@ -54,10 +68,28 @@ def vacation_refusal(msg: SieveMessage, sender: str, own: set[str]) -> str | Non
     for value in msg.headers("x-auto-response-suppress"):
         if any(v.strip().lower() in ("oof", "all") for v in value.split(",")):
             return "X-Auto-Response-Suppress"
-    named = {_base(a) for f in _RECIPIENT_FIELDS for a in msg.addresses(f) if a}
-    if not named & own_bases:
+    if check_recipient and reply_address(msg, own) is None:
         return "none of the user's addresses is in To/Cc"
     return None
+
+
+def vacation_plan(msg: SieveMessage, sender: str, mine: Sequence[str], action: Vacation,
+                  check_recipient: bool = True) -> tuple[str | None, str]:
+    """(why not to answer or None, the address the reply comes from). ``mine``: the
+    user's addresses, the account's first (then the RCPT address when it counts); the
+    reply comes from the first of them or of ``:addresses`` the message names, else
+    from the account's (RFC 5230 §4.5)."""
+    candidates = [*mine, *action.addresses]
+    why = vacation_refusal(msg, sender, set(candidates), check_recipient)
+    return why, reply_address(msg, candidates) or (mine[0] if mine else "")
+
+
+def reply_address(msg: SieveMessage, candidates: Iterable[str]) -> str | None:
+    """The first of the user's addresses (in the caller's order: the recipient, its
+    alias, ``:addresses``) that To/Cc/Bcc/Resent-* name: the reply comes from it
+    (RFC 5230 §4.5), None when the message names none of them."""
+    named = {_base(a) for f in _RECIPIENT_FIELDS for a in msg.addresses(f) if a}
+    return next((a for a in candidates if a and _base(a) in named), None)
 
 
 def _header(name: str, value: str) -> str:
@@ -71,6 +103,9 @@ def _from(display: str | None, address: str) -> str:
     pairs = getaddresses([display])
     if pairs and "@" in pairs[0][1]:
         name, addr = pairs[0]
+        if "=?" in name:  # RFC 2047 words in the phrase: their text, encoded once again
+            with contextlib.suppress(ValueError, LookupError):
+                name = str(make_header(decode_header(name)))
         return formataddr((str(Header(name, "utf-8").encode()) if name and not name.isascii()
                            else name, addr))
     return address
@@ -79,32 +114,51 @@ def _from(display: str | None, address: str) -> str:
 MAX_SUBJECT = 256  # characters of a reply's Subject
 
 
-def _to(msg: SieveMessage, sender: str) -> str:
-    """The envelope sender, with the display name of the original From when that names
-    the same address ("Stephan Bosch" <stephan@example.org>)."""
-    for value in msg.headers("from"):
-        for name, addr in getaddresses([value]):
-            if name and addr.lower() == sender.lower():
+_SENDER_FIELDS = ("sender", "resent-from", "from")  # who the message says sent it
+
+
+def _to(msg: SieveMessage, sender: str, ignore_envelope: bool = False) -> str:
+    """The envelope sender, with the display name of the Sender/Resent-From/From that
+    names the same address ("Stephan Bosch" <stephan@example.org>); with
+    ``ignore_envelope``, the first of those fields whatever it names (the envelope
+    sender is an SRS or VERP address the person never wrote from)."""
+    for field_name in _SENDER_FIELDS:
+        for value in msg.headers(field_name)[:1]:
+            for name, addr in getaddresses([value]):
+                if "@" not in addr or not (ignore_envelope or addr.lower() == sender.lower()):
+                    continue
+                if not name:
+                    return f"<{addr}>"
                 if not name.isascii():  # RFC 2047 encoded word, outside the quotes
-                    return f"{Header(name, 'utf-8').encode()} <{sender}>"
+                    return f"{Header(name, 'utf-8').encode()} <{addr}>"
                 quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-                return f'"{quoted}" <{sender}>'
+                return f'"{quoted}" <{addr}>'
     return f"<{sender}>"
 
 
+def _subject(msg: SieveMessage, rules: VacationRules) -> str:
+    """RFC 5230 §4.4 leaves the default to the implementation: the configured template
+    around the original Subject, or the configured subject when it has none."""
+    original = (msg.headers("subject") or [""])[0].strip()
+    if not original:
+        return rules.default_subject or "Automated reply"
+    # the original's encoded words stay encoded: the reply's header stays 7-bit
+    template = rules.subject_template or "Auto: %{subject}"
+    return " ".join(template.replace("%{subject}", original).split())
+
+
 def build_vacation(action: Vacation, msg: SieveMessage, user: str, sender: str,
-                   hostname: str, now: float) -> bytes:
-    """The reply (CRLF line ends), addressed to the envelope sender (RFC 5230 §4.5)."""
-    subject = action.subject
-    if subject is None:
-        original = (msg.headers("subject") or [""])[0]
-        subject = "Auto: " + original if original else "Automated reply"
+                   hostname: str, now: float, rules: VacationRules = VacationRules()
+                   ) -> bytes:
+    """The reply (CRLF line ends), addressed to the envelope sender (RFC 5230 §4.5),
+    from ``user`` (the address the message named) unless ``:from`` says otherwise."""
+    subject = action.subject or _subject(msg, rules)
     if len(subject) > MAX_SUBJECT:  # a reply's subject stays short, marked as cut
         subject = subject[:MAX_SUBJECT - 1].rstrip() + "\u2026"
     domain = user.rpartition("@")[2] or hostname
     lines = [
         _header("From", _from(action.from_, user)),
-        _header("To", _to(msg, sender)),
+        _header("To", _to(msg, sender, rules.to_ignore_envelope)),
         _header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<vacation.{secrets.token_hex(12)}@{domain}>"),

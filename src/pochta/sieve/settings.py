@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .autoreply import VacationRules
 from .compiler import Limits
 from .verdict import HeaderVerdict, Kind
 
@@ -31,6 +32,24 @@ class SieveConfig:
         "shortest :days/:seconds period of vacation replies, in days (RFC 5230 §4.1)"))
     vacation_max_days: float = field(default=30.0, metadata=_doc(
         "longest :days period of vacation replies"))
+    vacation_default_subject: str = field(default="Automated reply", metadata=_doc(
+        "Subject of a vacation reply without :subject to a message without one"))
+    vacation_subject_template: str = field(default="Auto: %{subject}", metadata=_doc(
+        "Subject of a vacation reply without :subject; %{subject} is the original's"))
+    vacation_alias_recipient: bool = field(default=True, metadata=_doc(
+        "the address the message was sent to (RCPT TO: an alias of the user) counts as "
+        "the user's own for vacation (RFC 5230 §4.5); false: only the account's address "
+        "and :addresses (no replies to mail for a big alias like all@)"))
+    vacation_check_recipient: bool = field(default=True, metadata=_doc(
+        "answer only messages whose To/Cc/Bcc name one of the user's addresses (RFC 5230 "
+        "§4.5 SHOULD); false: also mail that reached the user as Bcc or through a list"))
+    vacation_to_header_ignore_envelope: bool = field(default=False, metadata=_doc(
+        "the reply's To: shows the original's Sender/From even when the envelope sender "
+        "(where the reply goes) differs, e.g. an SRS or VERP address"))
+    vacation_send_from_recipient: bool = field(default=False, metadata=_doc(
+        "envelope sender of vacation replies: the address the reply comes from instead of "
+        "<> (the null sender RFC 3834 recommends); bounces of the reply then reach the "
+        "user, and receivers that refuse <> from a non-MX host take it"))
     redirect_sender: str = field(default="srs", metadata=_doc(
         "envelope sender of redirected copies: srs (the message's sender rewritten to an "
         "SRS0 address of ours when its domain is not ours: SPF passes at the next hop and "
@@ -77,6 +96,11 @@ class SieveConfig:
         "as spamtest_max_value, for virustest"))
     virustest_text_values: list[str] = field(default_factory=list, metadata=_doc(
         "for type text: N=TEXT entries, N from 0 to 5 (1 clean ... 5 infected)"))
+
+    def vacation_rules(self) -> VacationRules:
+        return VacationRules(self.vacation_default_subject, self.vacation_subject_template,
+                             self.vacation_check_recipient,
+                             self.vacation_to_header_ignore_envelope)
 
     def header_verdict(self, kind: Kind) -> HeaderVerdict | None:
         """The configured spamtest/virustest header verdict, None when not configured;

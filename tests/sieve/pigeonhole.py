@@ -51,6 +51,7 @@ from pochta.sieve.autoreply import (
     VacationRules,
     build_notification,
     build_vacation,
+    notification_sender,
     notify_refusal,
     vacation_plan,
 )
@@ -350,6 +351,7 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
               env: SieveEnvelope) -> None:
     user = state.config.get("sieve_user_email") or env.recipient or "user@example.com"
     data = message.render()
+    notified: set[str] = set()
     for action in actions:
         if isinstance(action, Store):
             # as delivery does: :create makes the mailbox, a missing one means INBOX
@@ -364,10 +366,13 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
         elif isinstance(action, Notify):
             if notify_refusal(message) is None:
                 built = build_notification(action, message, user, "mail.example.com",
-                                           1_700_000_000.0)
+                                           1_700_000_000.0, notified)
                 if built is not None:
+                    # Pigeonhole's sieve_notify_mailto_envelope_from: Pochta has only
+                    # "user" (its default) and <>
+                    sender = notification_sender(action, env.sender, [user])
                     for to in built[0]:
-                        state.sent.append(("", to, built[1]))
+                        state.sent.append((sender, to, built[1]))
         elif isinstance(action, Reject) and env.sender:
             dsn = rejection_dsn(action, Envelope(sender=env.sender), env.recipient or user,
                                 "mail.example.com", "test", data, 1_700_000_000.0)

@@ -64,6 +64,7 @@ from ..sieve import (
 from ..sieve.autoreply import (
     build_notification,
     build_vacation,
+    notification_sender,
     notify_refusal,
     vacation_plan,
 )
@@ -623,6 +624,7 @@ class SieveService:
         res = decision.result
         assert res is not None
         user = decision.recipient
+        notified: set[str] = set()  # RFC 5435 §3.8: one notification per address
         for action in res.actions:
             try:
                 if isinstance(action, Reject):
@@ -630,7 +632,7 @@ class SieveService:
                 elif isinstance(action, Vacation):
                     await self._vacation(action, message, envelope, decision)
                 elif isinstance(action, Notify):
-                    await self._notify(action, message, decision)
+                    await self._notify(action, message, envelope, decision, notified)
             except Exception:  # best effort: the message itself is stored already
                 log.exception("sieve user=%s: %s failed", user, type(action).__name__)
         for key, ttl in res.track:
@@ -681,18 +683,24 @@ class SieveService:
         log.info("sieve user=%s: vacation reply to <%s> from <%s>", user, envelope.sender,
                  from_)
 
-    async def _notify(self, action: Notify, message: SieveMessage, decision: Decision) -> None:
+    async def _notify(self, action: Notify, message: SieveMessage, envelope: Envelope,
+                      decision: Decision, notified: set[str]) -> None:
         why = notify_refusal(message)
         if why is not None:
             log.info("sieve user=%s: no notification: %s", decision.recipient, why)
             return
         built = build_notification(action, message, decision.recipient, self.hostname,
-                                   self.clock())
+                                   self.clock(), notified)
         if built is None:
             return
         to, data = built
         data = await self._sign(data, action.from_ or decision.recipient)
-        await self._send(data, Envelope(sender=""), to)
+        account = await self.store.get_account_by_id(decision.account_id)
+        own = [decision.recipient, *([account.address] if account is not None else [])]
+        sender = notification_sender(action, envelope.sender, own, self.config.notify_sender)
+        await self._send(data, Envelope(sender=sender), to)
+        log.info("sieve user=%s: notification to %s (envelope sender <%s>)",
+                 decision.recipient, ", ".join(f"<{a}>" for a in to), sender)
 
     async def _sign(self, data: bytes, from_: str) -> bytes:
         """DKIM-sign like a submission, when the From domain is ours."""

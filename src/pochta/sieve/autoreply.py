@@ -189,39 +189,112 @@ def notify_refusal(msg: SieveMessage) -> str | None:
     return None
 
 
+# RFC 5436 §2.7 (and Pigeonhole's list): URI header fields a notification never takes
+# from the script; the server sets them or they would make it look like another message
+_RESERVED = frozenset({
+    "auto-submitted", "received", "message-id", "date", "bcc", "in-reply-to",
+    "references", "resent-date", "resent-from", "resent-sender", "resent-to", "resent-cc",
+    "resent-bcc", "resent-msg-id", "from", "sender", "to", "cc", "subject", "body",
+    "mime-version", "content-type", "content-transfer-encoding", "x-priority",
+    "importance", "precedence", "return-path"})
+_PRIORITY = {"1": ("1 (Highest)", "High"), "3": ("5 (Lowest)", "Low")}
+
+
 def build_notification(action: Notify, msg: SieveMessage, user: str, hostname: str,
-                       now: float) -> tuple[list[str], bytes] | None:
-    """(recipients, message) for a mailto: notification (RFC 5436), None if invalid."""
+                       now: float, notified: set[str] | None = None
+                       ) -> tuple[list[str], bytes] | None:
+    """(recipients, message) for a mailto: notification (RFC 5436), None if invalid or
+    nobody is left. ``notified``: addresses earlier notifications of this delivery
+    reached; they are not sent another (and the set grows with this one's)."""
     uri = parse_mailto(action.method)
     if uri is None:
         return None
+    seen = notified if notified is not None else set()
+    display = dict(uri.display)
+    to: list[str] = []
+    cc: list[str] = []
+    for bucket, addresses in ((to, uri.to), (cc, uri.cc)):
+        for address in addresses:
+            key = _base(address)
+            if key not in seen:
+                seen.add(key)
+                bucket.append(address)
+    if not to and not cc:
+        return None
     subject = None
     body = None
+    extra: list[tuple[str, str]] = []
     for name, value in uri.headers:
-        if name.lower() == "subject":
+        lower = name.lower()
+        if lower == "subject":
             subject = value
-        elif name.lower() == "body":
+        elif lower == "body":
             body = value
+        elif lower not in _RESERVED and not any(n.lower() == lower for n, _ in extra):
+            extra.append((name, value))  # e.g. Reply-To, Keywords (once each)
     original_subject = (msg.headers("subject") or [""])[0]
     original_from = (msg.headers("from") or [""])[0]
-    if subject is None:
-        subject = action.message or f"[SIEVE] New mail from {original_from}: {original_subject}"
+    if action.message is not None:
+        subject = action.message
+    elif subject is None:
+        subject = f"[SIEVE] New mail from {original_from}: {original_subject}"
+    subject = " ".join(subject.split())
+    if len(subject) > MAX_SUBJECT:  # as vacation: short, marked as cut
+        subject = subject[:MAX_SUBJECT - 1].rstrip() + "\u2026"
     if body is None:
         body = action.message or f"New mail from {original_from}\r\nSubject: {original_subject}"
     body = body.replace("\r\n", "\n").replace("\n", "\r\n")
-    importance = {"1": "1 (Highest)", "3": "5 (Lowest)"}.get(action.importance)
+    x_priority, importance = _PRIORITY.get(action.importance, ("3 (Normal)", "Normal"))
     domain = user.rpartition("@")[2] or hostname
+    owner = user.replace("\\", "").replace('"', "")
     lines = [
         _header("From", _from(action.from_, user)),
-        _header("To", ", ".join(f"<{a}>" for a in uri.to)),
+    ]
+    if to:
+        lines.append(_header("To", ", ".join(_full(display.get(a, a)) for a in to)))
+    if cc:
+        lines.append(_header("Cc", ", ".join(_full(display.get(a, a)) for a in cc)))
+    lines += [
         _header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<notify.{secrets.token_hex(12)}@{domain}>"),
-        "Auto-Submitted: auto-notified\r\n",  # RFC 5436 §2.7
+        # RFC 5436's auto-notified and its owner-email: who set the notification up
+        f'Auto-Submitted: auto-notified; owner-email="{owner}"\r\n',
+        "Precedence: bulk\r\n",
+        _header("X-Priority", x_priority),
+        _header("Importance", importance),
+        "X-Sieve: Pochta\r\n",  # as Pigeonhole's: which filter sent it
     ]
-    if importance:
-        lines.append(_header("X-Priority", importance))
+    lines += [_header(name, value) for name, value in extra]
     lines.append("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
                  "Content-Transfer-Encoding: 8bit\r\n\r\n")
     data = "".join(lines).encode("utf-8") + body.encode("utf-8") + b"\r\n"
-    return list(uri.to), data
+    return [*to, *cc], data
+
+
+def notification_sender(action: Notify, trigger_sender: str, own: Sequence[str],
+                        mode: str = "user") -> str:
+    """The envelope sender of a notification (RFC 5436 §2.3 leaves it open): <> when
+    the message that triggered it came from <> (no loops of automatic mail) or when the
+    admin chose ``null``; else ``:from`` when that is one of the user's own addresses,
+    or the user's address: our domain (SPF passes) and bounces reach the user."""
+    if not trigger_sender or mode == "null" or not own:
+        return ""
+    if action.from_ is not None:
+        pairs = getaddresses([action.from_])
+        wanted = pairs[0][1] if pairs else ""
+        if wanted and any(_base(wanted) == _base(a) for a in own):
+            return wanted
+    return own[0]
+
+
+def _full(written: str) -> str:
+    """An address as the URI wrote it, a non-ASCII display name RFC 2047-encoded."""
+    name, addr = getaddresses([written])[0]
+    if "=?" in name:
+        with contextlib.suppress(ValueError, LookupError):
+            name = str(make_header(decode_header(name)))
+    if not name:
+        return f"<{addr}>"
+    return formataddr((str(Header(name, "utf-8").encode()) if not name.isascii() else name,
+                       addr))

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import formataddr, getaddresses, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -1215,8 +1215,24 @@ def _date_part(d: dt.datetime, part: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Mailto:
-    to: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...]
+    to: tuple[str, ...]  # addresses
+    headers: tuple[tuple[str, str], ...]  # the URI's other hfields (subject, body, ...)
+    cc: tuple[str, ...] = ()
+    # an address as the URI wrote it ("Name <addr>", RFC 6068 §2 allows a full mailbox)
+    display: tuple[tuple[str, str], ...] = ()
+
+
+def _mailto_addresses(value: str) -> list[tuple[str, str]] | None:
+    """(address, as written) of a comma-separated list, None if one is not valid."""
+    out = []
+    for item in getaddresses([value]):
+        name, addr = item
+        if not addr:
+            continue
+        if "@" not in addr or " " in addr:
+            return None
+        out.append((addr, formataddr((name, addr)) if name else addr))
+    return out
 
 
 def _mailto(uri: str) -> Mailto | None:
@@ -1224,18 +1240,23 @@ def _mailto(uri: str) -> Mailto | None:
     if not uri.lower().startswith("mailto:"):
         return None
     parts = urlsplit(uri)
-    to = [unquote(a).strip() for a in parts.path.split(",") if a.strip()]
+    to = _mailto_addresses(unquote(parts.path))
+    cc: list[tuple[str, str]] | None = []
     headers: list[tuple[str, str]] = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() == "to":
-            to.extend(a.strip() for a in v.split(",") if a.strip())
+        if k.lower() in ("to", "cc"):
+            more = _mailto_addresses(v)
+            if more is None or to is None or cc is None:
+                return None
+            (to if k.lower() == "to" else cc).extend(more)
         elif not _HEADER_NAME.match(k):
             return None  # RFC 6068 §2: hfname is a header field name (RFC 5322 §3.6.8)
         else:
             headers.append((k, v))
-    if not to or not all("@" in a and " " not in a for a in to):
+    if not to or cc is None:
         return None
-    return Mailto(tuple(to), tuple(headers))
+    return Mailto(tuple(a for a, _ in to), tuple(headers), tuple(a for a, _ in cc),
+                  tuple(to + cc))
 
 
 def parse_mailto(uri: str) -> Mailto | None:

@@ -50,6 +50,11 @@ class SieveConfig:
         "envelope sender of vacation replies: the address the reply comes from instead of "
         "<> (the null sender RFC 3834 recommends); bounces of the reply then reach the "
         "user, and receivers that refuse <> from a non-MX host take it"))
+    notify_sender: str = field(default="user", metadata=_doc(
+        "envelope sender of mailto notifications (RFC 5436): user (the :from address "
+        "when it is the user's own, else the user's address: bounces reach the user, SPF "
+        "passes for our domain) or null (<>); always <> when the message that triggered "
+        "it came from <>"))
     redirect_sender: str = field(default="srs", metadata=_doc(
         "envelope sender of redirected copies: srs (the message's sender rewritten to an "
         "SRS0 address of ours when its domain is not ours: SPF passes at the next hop and "
@@ -132,6 +137,8 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_cpu_seconds: must be positive")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
+    if cfg.notify_sender not in ("user", "null"):
+        problems.append("sieve.notify_sender: must be user or null")
     if cfg.redirect_sender not in ("srs", "recipient", "original"):
         problems.append("sieve.redirect_sender: must be srs, recipient or original")
     for kind in ("spamtest", "virustest"):

@@ -68,6 +68,7 @@ from pochta.sieve.interpreter import (
     _Match,
     _Stop,
 )
+from pochta.sieve.sequence import combine, run_sequence
 from pochta.sieve.verdict import HeaderVerdict, Kind, header_verdict
 from pochta.storage.interfaces import Envelope
 
@@ -121,14 +122,14 @@ class _State:
     folders: dict[str, list[bytes]] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
     binaries: dict[str, bytes] = field(default_factory=dict)
+    done: set[object] = field(default_factory=set)  # _done_key of what was carried out
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
 
 def _action_name(action: object) -> str:
     if isinstance(action, Store):
-        return "keep" if action.mailbox == "INBOX" and action.implicit else (
-            "keep" if action.mailbox == "INBOX" else "store")
+        return "keep" if action.keep or action.implicit else "store"
     return {Redirect: "redirect", Reject: "reject", Discard: "discard",
             Vacation: "vacation", Notify: "notify"}.get(type(action), "?")
 
@@ -189,9 +190,6 @@ def _handlers(state: _State) -> dict[str, object]:
     def ignore(it: Interpreter, node: Command | Test) -> None:
         return None
 
-    def unsupported(it: Interpreter, node: Command | Test) -> None:
-        raise _Fail(f"{node.name} is not supported by this runner")
-
     def mailbox_create(it: Interpreter, node: Command | Test) -> None:
         _, pos = args(node)
         state.mailboxes.add(it._s(pos[0]))
@@ -200,19 +198,41 @@ def _handlers(state: _State) -> dict[str, object]:
     def result_execute(it: Interpreter, node: Command | Test) -> bool:
         """Carry out the result as delivery would: stores into the runner's folders,
         and the messages Pochta would send (redirects, vacation replies, notifications,
-        rejection DSNs) built by Pochta's own code, kept for ``test_message :smtp``."""
-        if state.result is not None:
-            actions, message = state.result.actions, state.result.message
+        rejection DSNs) built by Pochta's own code, kept for ``test_message :smtp``.
+        A script's result stays listed after it is carried out (an appended one then
+        carries out only what it added); else the test's own actions are the result."""
+        pending = [] if state.result is None else [
+            a for a in state.result.actions if _done_key(a) not in state.done]
+        if pending and state.result is not None:
+            _execute(state, pending, state.result.message, it.env)
         else:
-            actions = list(it.actions)
-            if it.implicit_keep:
-                actions.append(Store("INBOX", frozenset(it.flags), implicit=True))
-            message = it.msg
-        _execute(state, actions, message, it.env)
+            try:
+                res = it._finish()  # merged, with the implicit keep, as delivery runs it
+            except SieveRuntimeError:
+                return False
+            _execute(state, res.actions, res.message, it.env)
+            it.actions, it.implicit_keep = [], True
+            it.redirects = it.edits = 0
         it.ctx.mailboxes = frozenset(state.mailboxes)  # what :create made, as the store
-        state.result = None
-        it.actions, it.implicit_keep = [], True
-        it.redirects = it.edits = 0
+        return True
+
+    def multiscript(it: Interpreter, node: Command | Test) -> bool:
+        """Pochta's sequence of scripts (``[sieve] before``, the user's, ``after``)
+        run and carried out as one delivery."""
+        _, pos = args(node)
+        scripts = []
+        for name in it._l(pos[0]):
+            path = state.directory / name
+            try:
+                scripts.append(compile_script(path.read_text("utf-8"), path.stem, LIMITS))
+            except (OSError, UnicodeDecodeError, SieveSyntaxError):
+                return False
+        try:
+            res = run_sequence(scripts, it.msg, it.env, _run_context(state))
+        except SieveRuntimeError:
+            return False
+        _execute(state, res.actions, res.message, it.env)
+        it.ctx.mailboxes = frozenset(state.mailboxes)
         return True
 
     def message(it: Interpreter, node: Command | Test) -> bool:
@@ -233,6 +253,7 @@ def _handlers(state: _State) -> dict[str, object]:
 
     def result_reset(it: Interpreter, node: Command | Test) -> None:
         state.result = None
+        state.done.clear()
         state.sent.clear()
         it.actions, it.implicit_keep = [], True
         it.redirects = it.edits = 0
@@ -283,7 +304,7 @@ def _handlers(state: _State) -> dict[str, object]:
     def script_compile(it: Interpreter, node: Command | Test) -> bool:
         _, pos = args(node)
         path = state.directory / it._s(pos[0])
-        state.errors, state.compiled, state.result = [], None, None
+        state.errors, state.compiled = [], None  # the result stays (append_result)
         try:
             state.compiled = compile_script(path.read_text("utf-8"), path.stem, LIMITS)
         except (OSError, UnicodeDecodeError) as exc:
@@ -294,20 +315,22 @@ def _handlers(state: _State) -> dict[str, object]:
         return state.compiled is not None
 
     def script_run(it: Interpreter, node: Command | Test) -> bool:
+        """``:append_result``: the script runs as the next of a sequence (Pochta's
+        before/user/after scripts) after the result so far."""
+        tags, _ = args(node)
         if state.compiled is None:
             return False
-        cpu = state.config.get("sieve_max_cpu_time", "")  # e.g. "2s"
-        limits = dataclasses.replace(LIMITS, max_cpu_seconds=float(cpu[:-1])) if (
-            cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
-        ctx = Context("user@example.com", limits=limits,
-                      mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
-                      metadata=_Metadata(state), lists=_Lists(state), known=_Known())
         try:
-            state.result = Interpreter(it.msg.fork(), it.env, ctx).run(state.compiled)
+            res = Interpreter(it.msg.fork(), it.env, _run_context(state)).run(state.compiled)
         except SieveRuntimeError as exc:
             state.errors = [str(exc)]
             return False
-        state.errors = list(state.result.warnings)
+        if "append_result" in tags and state.result is not None:
+            state.result = combine(state.result, res)
+        else:
+            state.result = res
+            state.done.clear()
+        state.errors = list(res.warnings)
         return True
 
     def error(it: Interpreter, node: Command | Test) -> bool:
@@ -340,15 +363,35 @@ def _handlers(state: _State) -> dict[str, object]:
         "test_message": message, "test_binary_save": binary_save,
         "test_binary_load": binary_load, "test_imap_metadata_set": metadata_set,
         "debug_log": ignore,
-        "test_multiscript": unsupported,
+        "test_multiscript": multiscript,
         "test_script_compile": script_compile, "test_script_run": script_run,
         "test_error": error, "test_result_action": result_action,
         "test_result_execute": result_execute,
     }
 
 
+def _run_context(state: _State) -> Context:
+    cpu = state.config.get("sieve_max_cpu_time", "")  # e.g. "2s"
+    limits = dataclasses.replace(LIMITS, max_cpu_seconds=float(cpu[:-1])) if (
+        cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
+    return Context("user@example.com", limits=limits,
+                   mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
+                   metadata=_Metadata(state), lists=_Lists(state), known=_Known())
+
+
+def _done_key(action: object) -> object:
+    """What an action carried out is, so an appended result does not do it again."""
+    if isinstance(action, Store):
+        return ("store", action.mailbox.upper() if action.mailbox.upper() == "INBOX"
+                else action.mailbox)
+    if isinstance(action, Redirect):
+        return ("redirect", action.address.lower())
+    return id(action)
+
+
 def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
               env: SieveEnvelope) -> None:
+    state.done.update(_done_key(a) for a in actions)
     user = state.config.get("sieve_user_email") or env.recipient or "user@example.com"
     data = message.render()
     notified: set[str] = set()

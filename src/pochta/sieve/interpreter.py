@@ -79,6 +79,7 @@ class Store:
     create: bool = False
     implicit: bool = False
     special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
+    keep: bool = False  # the keep command (not fileinto "INBOX"): how a result names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,39 @@ class Result:
         if self.message.edited:
             out.append("(header edited)")
         return out
+
+
+def merge_actions(actions: Iterable[Action]) -> list[Action]:
+    """One copy per mailbox (RFC 5228 §2.10.3: keep and fileinto "INBOX" are one; the
+    last flags win, a keep names it), one redirect per address, one reject (the first:
+    a later script of a sequence cannot take it back)."""
+    merged: list[Action] = []
+    boxes: dict[str, int] = {}
+    targets: set[str] = set()
+    rejected = False
+    for a in actions:
+        if isinstance(a, Store):
+            key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
+            if key in boxes:
+                old = merged[boxes[key]]
+                assert isinstance(old, Store)
+                merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
+                                           else old.flags, old.create or a.create,
+                                           special_use=old.special_use,
+                                           keep=old.keep or a.keep)
+                continue
+            boxes[key] = len(merged)
+        elif isinstance(a, Redirect):
+            key = normalize_login(a.address)
+            if key in targets:
+                continue
+            targets.add(key)
+        elif isinstance(a, Reject):
+            if rejected:
+                continue
+            rejected = True
+        merged.append(a)
+    return merged
 
 
 class SieveRuntimeError(Exception):
@@ -335,28 +369,7 @@ class Interpreter:
         actions = list(self.actions)
         if self.implicit_keep:
             actions.append(Store("INBOX", frozenset(self.flags), implicit=True))
-        # one copy per mailbox (RFC 5228 §2.10.3), the last flags win; one per address
-        merged: list[Action] = []
-        boxes: dict[str, int] = {}
-        targets: set[str] = set()
-        for a in actions:
-            if isinstance(a, Store):
-                key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
-                if key in boxes:
-                    old = merged[boxes[key]]
-                    assert isinstance(old, Store)
-                    merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
-                                               else old.flags, old.create or a.create,
-                                               special_use=old.special_use)
-                    continue
-                boxes[key] = len(merged)
-            elif isinstance(a, Redirect):
-                key = normalize_login(a.address)
-                if key in targets:
-                    continue
-                targets.add(key)
-            merged.append(a)
-        return Result(merged, self.msg, self.track, self.warnings)
+        return Result(merge_actions(actions), self.msg, self.track, self.warnings)
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
@@ -396,7 +409,7 @@ class Interpreter:
         if name == "stop":
             raise _Stop
         if name == "keep":
-            self._add(Store("INBOX", self._flags_tag(tags)), line)
+            self._add(Store("INBOX", self._flags_tag(tags), keep=True), line)
             self.implicit_keep = False
         elif name == "discard":
             self.implicit_keep = False

@@ -68,6 +68,7 @@ from ..sieve.autoreply import (
     notify_refusal,
     vacation_plan,
 )
+from ..sieve.sequence import run_sequence
 from ..sieve.settings import SieveConfig
 from ..sieve.verdict import header_verdict
 from ..storage.interfaces import (
@@ -220,6 +221,7 @@ class SieveService:
             # [sieve] spamtest_header/virustest_header: a filter in front of Pochta
             self.verdict = functools.partial(header_verdict, spam, virus)
         self._addresses: dict[int, tuple[str, float]] = {}
+        self._globals: tuple[float, list[Script], list[Script]] | None = None
         self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
 
     # --- scripts ---------------------------------------------------------------------------
@@ -296,16 +298,28 @@ class SieveService:
     async def decide(self, message: SieveMessage, envelope: Envelope, account_id: int,
                      recipient: str | None = None, client_ip: str = "",
                      source: tuple[str, str] | None = None) -> Decision:
-        """Run the account's script; on any failure the decision is keep (with the error)."""
+        """Run the account's script (between the admin's ``before`` and ``after``
+        scripts); on any failure the decision is keep (with the error)."""
+        load_error = None
         try:
             loaded = await self.load(account_id, source)
         except SieveLoadError as exc:
-            return Decision(account_id, recipient or "", None, None, str(exc))
-        if loaded is None:  # no active script: one indexed query and nothing else
-            return Decision(account_id, recipient or "", None, None)
+            loaded, load_error = None, str(exc)
+        before, after = await self._global_scripts()
+        if loaded is None and not (before or after):
+            # no active script: one indexed query and nothing else
+            return Decision(account_id, recipient or "", None, None, load_error)
         user = await self._address_of(account_id)
         rcpt = recipient or user
-        name, script, scripts = loaded
+        name, script, scripts = loaded if loaded is not None else ("", None, {})
+        sequence = [*before, *([script] if script is not None else []), *after]
+        for extra in (*before, *after):
+            if extra.includes:
+                try:
+                    await self._load_includes(account_id, extra, scripts,
+                                              (("global", extra.name),))
+                except SieveLoadError as exc:
+                    return Decision(account_id, rcpt, extra.name, None, str(exc))
         now = self.clock()
         ctx = Context(
             user=user,
@@ -320,7 +334,7 @@ class SieveService:
             ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)
         if ctx.spam_score is None:  # no configured header: Pochta's own verdict
             ctx.spam_score, ctx.spam_percent = own_spam_score(message)
-        if "mailbox" in script.requires or "special-use" in script.requires:
+        if any("mailbox" in x.requires or "special-use" in x.requires for x in sequence):
             boxes = await self.store.list_mailboxes(account_id)
             ctx.mailboxes = frozenset(b.name for b in boxes)
             ctx.special_use = {str(b.special_use).lower(): b.name for b in boxes
@@ -328,15 +342,19 @@ class SieveService:
         env = SieveEnvelope(envelope.sender, rcpt, envelope.authenticated_as)
         for _ in range(MAX_LOOKUP_ROUNDS):
             try:
-                result = evaluate(script, message, env, ctx)
+                if len(sequence) == 1:
+                    result = evaluate(sequence[0], message, env, ctx)
+                else:
+                    result = run_sequence(sequence, message, env, ctx)
             except NeedLookup as need:
                 await self._lookup(need.key, account_id, user, ctx, now)
                 continue
             except SieveRuntimeError as exc:
-                return Decision(account_id, rcpt, name, None, f"script {name!r}: {exc}")
+                label = name if len(sequence) == 1 else f"{name or '-'} (with before/after)"
+                return Decision(account_id, rcpt, name, None, f"script {label!r}: {exc}")
             except RecursionError:
                 return Decision(account_id, rcpt, name, None, f"script {name!r}: too deep")
-            return Decision(account_id, rcpt, name, result)
+            return Decision(account_id, rcpt, name or None, result, load_error)
         return Decision(account_id, rcpt, name, None, "too many duplicate tests")
 
     async def _lookup(self, key: str, account_id: int, user: str, ctx: Context,
@@ -473,11 +491,39 @@ class SieveService:
 
     # --- the delivery ----------------------------------------------------------------------
 
+    async def _global_scripts(self) -> tuple[list[Script], list[Script]]:
+        """The admin's ``before`` and ``after`` scripts (NAME.sieve in global_dir),
+        compiled, reread every ``script_cache_seconds``; one that is missing or does
+        not compile is left out (and logged): mail keeps flowing."""
+        cfg = self.config
+        if not (cfg.before or cfg.after):
+            return [], []
+        now = time.monotonic()
+        if self._globals is not None and now - self._globals[0] < cfg.script_cache_seconds:
+            return self._globals[1], self._globals[2]
+        out: tuple[list[Script], list[Script]] = ([], [])
+        for names, scripts in ((cfg.before, out[0]), (cfg.after, out[1])):
+            for name in names:
+                source = await self._include_source(0, ("global", name))
+                if source is None:
+                    log.error("sieve: global script %r: no readable %s.sieve in %s", name,
+                              name, self.global_dir)
+                    continue
+                try:
+                    scripts.append(self.compile(source, name))
+                except SieveSyntaxError as exc:
+                    log.error("sieve: global script %r left out: %s", name, exc)
+        self._globals = (now, *out)
+        return out
+
     async def wants(self, local: Sequence[LocalTarget]) -> bool:
-        """Whether any of these recipients has an active script: if none has, delivery
-        skips Sieve (and never needs a big spooled message in memory)."""
+        """Whether any of these recipients has an active script (or the admin's before
+        or after scripts run for everyone): if not, delivery skips Sieve (and never
+        needs a big spooled message in memory)."""
         if not self.config.enabled:
             return False
+        if self.config.before or self.config.after:
+            return any(target.mailbox == "INBOX" for target in local)
         for target in local:
             if target.mailbox == "INBOX" and await self._active_script(target.account_id):
                 return True

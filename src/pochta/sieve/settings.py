@@ -68,6 +68,13 @@ class SieveConfig:
         "`pochta sieve` or another worker within this time (0: read on every delivery)"))
     global_dir: str = field(default="sieve-global", metadata=_doc(
         "folder (relative to the config file) of scripts that include :global names"))
+    before: list[str] = field(default_factory=list, metadata=_doc(
+        "scripts (NAME for NAME.sieve in global_dir) run for every account before its own "
+        "script, e.g. spam into Junk; the next script runs only while the message would "
+        "still be kept implicitly (Pigeonhole's sieve_before)"))
+    after: list[str] = field(default_factory=list, metadata=_doc(
+        "scripts run after the account's own, when it kept the message implicitly "
+        "(Pigeonhole's sieve_after)"))
     lists_dir: str = field(default="sieve-lists", metadata=_doc(
         "folder (relative to the config file) of extlists lists (RFC 6134): NAME.txt for "
         "everyone, ADDRESS/NAME.txt for one account; one address or @domain a line"))
@@ -137,6 +144,9 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_cpu_seconds: must be positive")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
+    for name in (*cfg.before, *cfg.after):
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            problems.append(f"sieve.before/after: {name!r} is not a script name")
     if cfg.notify_sender not in ("user", "null"):
         problems.append("sieve.notify_sender: must be user or null")
     if cfg.redirect_sender not in ("srs", "recipient", "original"):

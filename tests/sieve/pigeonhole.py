@@ -123,6 +123,7 @@ class _State:
     config: dict[str, str] = field(default_factory=dict)
     binaries: dict[str, bytes] = field(default_factory=dict)
     done: set[object] = field(default_factory=set)  # _done_key of what was carried out
+    original: bytes | None = None  # the message under test as received (no edits)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -167,6 +168,7 @@ def _handlers(state: _State) -> dict[str, object]:
         what, value = it._s(pos[0]).lower(), it._s(pos[1])
         if what == "message":
             it.msg = SieveMessage(value.encode("utf-8"))
+            state.original = it.msg.data
             # as Pigeonhole's testsuite: the envelope comes from the message
             sender = next((a for h in ("return-path", "sender", "from")
                            for a in it.msg.addresses(h) if a), "MAILER-DAEMON")
@@ -243,11 +245,13 @@ def _handlers(state: _State) -> dict[str, object]:
             if not 0 <= index < len(stored):
                 return False
             it.msg = SieveMessage(stored[index])
+            state.original = it.msg.data
             return True
         if not 0 <= index < len(state.sent):
             return False
         sender, rcpt, data = state.sent[index]
         it.msg = SieveMessage(data)
+        state.original = it.msg.data
         it.env = SieveEnvelope(sender, rcpt)
         return True
 
@@ -320,6 +324,7 @@ def _handlers(state: _State) -> dict[str, object]:
         tags, _ = args(node)
         if state.compiled is None:
             return False
+        state.original = it.msg.render()
         try:
             res = Interpreter(it.msg.fork(), it.env, _run_context(state)).run(state.compiled)
         except SieveRuntimeError as exc:
@@ -393,7 +398,8 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
               env: SieveEnvelope) -> None:
     state.done.update(_done_key(a) for a in actions)
     user = state.config.get("sieve_user_email") or env.recipient or "user@example.com"
-    data = message.render()
+    # an action taken before any edit has data None: the message as received
+    data = state.original if state.original is not None else message.render()
     notified: set[str] = set()
     for action in actions:
         if isinstance(action, Store):
@@ -401,9 +407,9 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
             if action.create:
                 state.mailboxes.add(action.mailbox)
             box = action.mailbox if action.mailbox in state.mailboxes else "INBOX"
-            state.folders.setdefault(box, []).append(data)
+            state.folders.setdefault(box, []).append(action.data or data)
         elif isinstance(action, Redirect):
-            state.sent.append((env.sender, action.address, data))
+            state.sent.append((env.sender, action.address, action.data or data))
         elif isinstance(action, Vacation):
             _vacation(state, action, message, env)
         elif isinstance(action, Notify):

@@ -486,7 +486,8 @@ class SieveService:
                                 "(use :create); kept in %s", decision.recipient,
                                 decision.script, mailbox, fallback)
                     mailbox = fallback
-            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
+            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit,
+                             data=action.data))
         return out
 
     # --- the delivery ----------------------------------------------------------------------
@@ -567,12 +568,11 @@ class SieveService:
             raise SieveRejected(rejects[0][1].reason)
 
         plain: list[LocalTarget] = []
-        edited: list[tuple[bytes, list[LocalTarget]]] = []
+        edited: dict[bytes, list[LocalTarget]] = {}  # copies as an action saw them
         redirects: list[tuple[Decision, Redirect, bytes]] = []
         for target, decision in decisions:
             stores = await self._targets(decision, target.mailbox)
             res = decision.result
-            body = res.message.render() if res is not None and res.message.edited else None
             for redirect in (a for a in (res.actions if res else []) if isinstance(a, Redirect)):
                 if self._redirected_by(message, decision.recipient):
                     log.warning("sieve user=%s: redirect to %s refused: the message was "
@@ -580,13 +580,15 @@ class SieveService:
                                 decision.recipient, redirect.address)
                     stores.append(Store(target.mailbox))
                     continue
-                redirects.append((decision, redirect, body or data))
-            targets = [LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
-                                   target.internaldate) for s in stores]
-            if body is None:
-                plain.extend(targets)
-            elif targets:
-                edited.append((body, targets))
+                # RFC 5293 §3: a redirect before an edit sends the message without it
+                redirects.append((decision, redirect, redirect.data or data))
+            for s in stores:
+                where = LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
+                                    target.internaldate)
+                if s.data is None:
+                    plain.append(where)
+                else:
+                    edited.setdefault(s.data, []).append(where)
 
         for decision, redirect, body in redirects:
             await self._redirect(decision, redirect, body, envelope)
@@ -595,7 +597,7 @@ class SieveService:
             result = await self.store.accept(data, envelope, plain, remote, message_id=queue_id)
         else:
             result = AcceptResult(queue_id, 0, ())
-        for body, targets in edited:
+        for body, targets in edited.items():
             await self.store.accept(body, envelope, targets, (), message_id=new_message_id())
 
         for _, decision in decisions:

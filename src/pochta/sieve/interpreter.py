@@ -80,12 +80,16 @@ class Store:
     implicit: bool = False
     special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
     keep: bool = False  # the keep command (not fileinto "INBOX"): how a result names it
+    # the message as it was when the action ran, when editheader had changed it by then
+    # (RFC 5293 §3: edits affect only the actions after them); None: as received
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
     address: str
     copy: bool = False
+    data: bytes | None = field(default=None, compare=False, repr=False)  # as Store.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +172,7 @@ def merge_actions(actions: Iterable[Action]) -> list[Action]:
                 merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
                                            else old.flags, old.create or a.create,
                                            special_use=old.special_use,
-                                           keep=old.keep or a.keep)
+                                           keep=old.keep or a.keep, data=old.data)
                 continue
             boxes[key] = len(merged)
         elif isinstance(a, Redirect):
@@ -368,8 +372,13 @@ class Interpreter:
                                         "redirect or vacation (RFC 5429 §2.1)")
         actions = list(self.actions)
         if self.implicit_keep:
-            actions.append(Store("INBOX", frozenset(self.flags), implicit=True))
+            actions.append(Store("INBOX", frozenset(self.flags), implicit=True,
+                                 data=self._snapshot()))
         return Result(merge_actions(actions), self.msg, self.track, self.warnings)
+
+    def _snapshot(self) -> bytes | None:
+        """The message for an action taken now: None while it is as received."""
+        return self.msg.render() if self.msg.edited else None
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
@@ -409,7 +418,8 @@ class Interpreter:
         if name == "stop":
             raise _Stop
         if name == "keep":
-            self._add(Store("INBOX", self._flags_tag(tags), keep=True), line)
+            self._add(Store("INBOX", self._flags_tag(tags), keep=True,
+                            data=self._snapshot()), line)
             self.implicit_keep = False
         elif name == "discard":
             self.implicit_keep = False
@@ -418,7 +428,8 @@ class Interpreter:
             if not mailbox or "\x00" in mailbox:
                 raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
             self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
-                            special_use=self._opt(tags, "specialuse")), line)
+                            special_use=self._opt(tags, "specialuse"),
+                            data=self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
@@ -430,7 +441,7 @@ class Interpreter:
             if self.redirects > self.limits.max_redirects:
                 raise SieveRuntimeError(line, f"too many redirects: the limit is "
                                         f"{self.limits.max_redirects} per message")
-            self._add(Redirect(address, bool(tags.get("copy"))), line)
+            self._add(Redirect(address, bool(tags.get("copy")), self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name in ("reject", "ereject"):

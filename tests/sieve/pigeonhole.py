@@ -287,6 +287,10 @@ def _handlers(state: _State) -> dict[str, object]:
             it.ctx.subaddress_separator = value
         elif key == "sieve_user_email":
             it.ctx.user = value
+        elif key == "sieve_editheader_header":
+            # Pigeonhole's per-field forbid_add/forbid_delete: Pochta protects a field
+            # from both (the files set both)
+            it.ctx.protected_headers = frozenset(value.lower().split())
 
     def config_reload(it: Interpreter, node: Command | Test) -> None:
         _apply_verdict(state, it)

@@ -71,3 +71,52 @@ async def test_copies_over_smtp(server: Server) -> None:
     [(_, rcpt, sent)] = await queued_to(server)
     assert rcpt == "archive@remote.test"
     assert b"\r\nX-Tag: one\r\n" in b"\r\n" + sent and b"X-Other" not in sent
+
+
+def test_protected_fields() -> None:
+    src = """require "editheader";
+    deleteheader "Received"; deleteheader "X-Sieve-Redirected-From";
+    deleteheader "X-Spam-Status"; addheader "X-Spam-Status" "No";
+    addheader "Received" "by filter.example.net"; addheader "X-Sieve-Redirected-From" "x";
+    deleteheader "Subject"; addheader "Subject" "new";
+    """
+    msg = SieveMessage(b"Received: by mx.example.net\r\nX-Sieve-Redirected-From: <u@x>\r\n"
+                       b"X-Spam-Status: Yes\r\nSubject: old\r\n\r\nbody\r\n")
+    ctx = Context("u@example.net", protected_headers=frozenset({"x-spam-status", "subject"}))
+    res = evaluate(compile_script(src, "t", Limits()), msg,
+                   SieveEnvelope("a@example.org", "u@example.net"), ctx)
+    m = res.message
+    # RFC 5293 §4: Received is never deleted; a script may add its own
+    assert m.headers("received") == ["by filter.example.net", "by mx.example.net"]
+    assert m.headers("x-sieve-redirected-from") == ["<u@x>"]  # the redirect loop mark
+    assert m.headers("x-spam-status") == ["Yes"]  # the admin's: neither forged nor removed
+    assert m.headers("subject") == ["new"]  # Subject is never protected
+
+
+@pytest.mark.parametrize("name", ["Subject", "bad name", ""])
+def test_protected_headers_setting_is_checked(instance: Instance, name: str) -> None:
+    from pochta.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        instance.config(sieve={"protected_headers": [name]})
+    assert any("sieve.protected_headers" in p for p in err.value.problems)
+
+
+async def test_protected_header_over_smtp(instance: Instance) -> None:
+    srv = await start_instance(instance, listeners=LISTENERS,
+                               sieve={"protected_headers": ["X-Spam-Status"]})
+    try:
+        await upload(srv, "alice@example.test", "alice-pass",
+                     'require "editheader";\ndeleteheader "X-Spam-Status";\n'
+                     'addheader "X-Spam-Status" "No, forged";\naddheader "X-Note" "ok";\n')
+        code, _ = await smtp(srv, "boss@corp.test", ["alice@example.test"],
+                             "X-Spam-Status: Yes, score=9\nFrom: boss@corp.test\n"
+                             "To: alice@example.test\nSubject: s\n\nhi\n")
+        assert code == 250
+        [m] = await mailbox(srv, "alice@example.test", "INBOX")
+        stored = SieveMessage(await srv.store.read_blob(m.blob_id))
+        assert stored.headers("x-spam-status") == ["Yes, score=9"]
+        assert stored.headers("x-note") == ["ok"]
+    finally:
+        await srv.running.close(grace=1.0)
+        await srv.store.close()

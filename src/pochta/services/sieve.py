@@ -222,6 +222,7 @@ class SieveService:
             self.verdict = functools.partial(header_verdict, spam, virus)
         self._addresses: dict[int, tuple[str, float]] = {}
         self._globals: tuple[float, list[Script], list[Script]] | None = None
+        self._protected = frozenset(h.lower() for h in config.protected_headers)
         self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
 
     # --- scripts ---------------------------------------------------------------------------
@@ -329,6 +330,7 @@ class SieveService:
             environment=self._environment(client_ip),
             scripts=scripts,
             limits=self.limits,
+            protected_headers=self._protected,
         )
         if self.verdict is not None:
             ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)

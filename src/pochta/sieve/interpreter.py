@@ -68,6 +68,7 @@ class Context:
     # answers to NeedLookup("list:<name>"): the list's members, None: no such list
     lists: dict[str, frozenset[str] | None] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()  # imapsieve (RFC 6785 §3.3): the message's flags
+    protected_headers: frozenset[str] = frozenset()  # lower case; editheader leaves them
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +307,10 @@ class _Match:
 
 _VAR = re.compile(r"\$\{([^{}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_PROTECTED = frozenset({"received", "auto-submitted", "return-path"})
+# RFC 5293 §4: Received and Auto-Submitted are never deleted (a script may add its own);
+# the Return-Path delivery writes and the redirect loop mark are never touched
+_NO_DELETE = frozenset({"received", "auto-submitted"})
+_NO_EDIT = frozenset({"return-path", "x-sieve-redirected-from"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
 MAX_VARIABLES = 512
@@ -717,8 +721,8 @@ class Interpreter:
             value = re.sub(r"\r?\n(?=[ \t])", "", value.rstrip("\r\n"))
             value = re.sub(r"[\r\n\x00]+", " ", value)
         self._edit(line)
-        if name.lower() in _PROTECTED:
-            return  # RFC 5293 §6: trace fields are never changed
+        if self._protected(name, delete=False):
+            return
         self.msg.add_header(name, value, bool(tags.get("last")))
 
     def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
@@ -726,7 +730,7 @@ class Interpreter:
         if not _HEADER_NAME.match(name):
             raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
         self._edit(line)
-        if name.lower() in _PROTECTED:
+        if self._protected(name, delete=True):
             return
         values = self.msg.headers(name)
         keep = [True] * len(values)
@@ -742,6 +746,15 @@ class Interpreter:
                 keep[i] = False
         if not all(keep):
             self.msg.delete_headers(name, keep)
+
+    def _protected(self, name: str, delete: bool) -> bool:
+        """Fields editheader leaves alone (the edit is silently skipped), and the ones
+        the admin protects ([sieve] protected_headers: a filter's verdict a script must
+        not forge or remove); Subject never is."""
+        lower = name.lower()
+        if lower in _NO_EDIT or (delete and lower in _NO_DELETE):
+            return True
+        return lower in self.ctx.protected_headers and lower != "subject"
 
     def _edit(self, line: int) -> None:
         self.edits += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .autoreply import VacationRules
@@ -68,6 +69,10 @@ class SieveConfig:
         "`pochta sieve` or another worker within this time (0: read on every delivery)"))
     global_dir: str = field(default="sieve-global", metadata=_doc(
         "folder (relative to the config file) of scripts that include :global names"))
+    protected_headers: list[str] = field(default_factory=list, metadata=_doc(
+        "header fields editheader (RFC 5293) may neither add nor delete, besides the "
+        "trace fields it never touches (Received, Auto-Submitted, Return-Path), e.g. "
+        "['Authentication-Results', 'X-Spam-Status']; Subject cannot be protected"))
     before: list[str] = field(default_factory=list, metadata=_doc(
         "scripts (NAME for NAME.sieve in global_dir) run for every account before its own "
         "script, e.g. spam into Junk; the next script runs only while the message would "
@@ -144,6 +149,10 @@ def check(cfg: SieveConfig) -> list[str]:
         problems.append("sieve.max_cpu_seconds: must be positive")
     if cfg.script_cache_seconds < 0:
         problems.append("sieve.script_cache_seconds: must be >= 0")
+    for name in cfg.protected_headers:
+        if not re.fullmatch(r"[!-9;-~]+", name) or name.lower() == "subject":
+            problems.append(f"sieve.protected_headers: {name!r} is not a header field name "
+                            "that can be protected")
     for name in (*cfg.before, *cfg.after):
         if not name or "/" in name or "\\" in name or name.startswith("."):
             problems.append(f"sieve.before/after: {name!r} is not a script name")

@@ -34,7 +34,12 @@ from pathlib import Path
 
 from pochta.proto.smtp.address import AddressError, _split_path, parse_mailbox
 from pochta.proto.smtp.replies import BAD_SENDER_SYNTAX
-from pochta.services.sieve import rejection_dsn
+from pochta.services.sieve import (
+    redirect_body,
+    redirect_loop,
+    redirect_sender,
+    rejection_dsn,
+)
 from pochta.sieve import (
     EXTENSIONS,
     Context,
@@ -413,7 +418,7 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
             box = action.mailbox if action.mailbox in state.mailboxes else "INBOX"
             state.folders.setdefault(box, []).append(action.data or data)
         elif isinstance(action, Redirect):
-            state.sent.append((env.sender, action.address, action.data or data))
+            _redirect(state, action, message, action.data or data, env)
         elif isinstance(action, Vacation):
             _vacation(state, action, message, env)
         elif isinstance(action, Notify):
@@ -454,6 +459,28 @@ def _apply_verdict(state: _State, it: Interpreter) -> None:
     spam, virus = _verdict(state.config, "spamtest"), _verdict(state.config, "virustest")
     it.ctx.spam_score, it.ctx.spam_percent, it.ctx.virus_score = header_verdict(
         spam, virus, it.msg)
+
+
+# Pigeonhole's sieve_redirect_envelope_from as Pochta's [sieve] redirect_sender (its
+# "sender" default is Pochta's "original"; Pochta's own default, srs, needs a secret)
+_REDIRECT_MODES = {"": "original", "sender": "original", "recipient": "account",
+                   "orig_recipient": "recipient", "user_email": "account"}
+
+
+def _redirect(state: _State, action: Redirect, message: SieveMessage, body: bytes,
+              env: SieveEnvelope) -> None:
+    """As the service: Pigeonhole's final recipient and ``sieve_user_email`` are the
+    account's address, its original recipient Pochta's RCPT address."""
+    cfg = state.config
+    account = cfg.get("sieve_user_email") or env.recipient
+    rcpt = state.envelope.get("orig_to") or env.recipient
+    if redirect_loop(message, {rcpt, account, env.recipient}):
+        state.folders.setdefault("INBOX", []).append(body)  # kept instead
+        return
+    wanted = cfg.get("sieve_redirect_envelope_from", "").strip()
+    mode = _REDIRECT_MODES.get(wanted, "null" if wanted == "<>" else wanted)
+    sender = redirect_sender(mode, env.sender, rcpt, account)
+    state.sent.append((sender, action.address, redirect_body(body, account)))
 
 
 def _yes(config: dict[str, str], key: str) -> bool:

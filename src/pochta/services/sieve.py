@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Protocol
 
@@ -124,6 +125,38 @@ def own_spam_score(message: SieveMessage) -> tuple[int | None, int | None]:
             continue
         return 1 + round(p * 9), round(p * 100)
     return None, None
+
+
+def redirect_loop(message: SieveMessage, own: set[str]) -> bool:
+    """Whether one of these addresses of the user redirected the message already (its
+    X-Sieve-Redirected-From marks): redirecting it again would loop."""
+    mine = {normalize_login(a) for a in own if a}
+    return any(normalize_login(addr) in mine
+               for value in message.headers(REDIRECT_MARK)
+               for _, addr in getaddresses([value]) if addr)
+
+
+def redirect_body(body: bytes, user: str) -> bytes:
+    """The redirected copy: without our Return-Path (the next hop writes its own),
+    marked with the redirecting account (as Pigeonhole: loops are recognised)."""
+    if body[:12].lower() == b"return-path:":
+        body = body[body.find(b"\r\n") + 2:]
+    return f"{REDIRECT_MARK}: <{user}>\r\n".encode() + body
+
+
+def redirect_sender(mode: str, sender: str, recipient: str, account: str) -> str:
+    """The envelope sender of a redirected copy by ``[sieve] redirect_sender`` (srs is
+    the caller's: the sender, rewritten when foreign); <> stays <> (no bounces to a
+    bounce)."""
+    if not sender or mode == "null":
+        return ""
+    if mode == "recipient":
+        return recipient or sender
+    if mode == "account":
+        return account or recipient or sender
+    if mode.startswith("<") and mode.endswith(">"):
+        return mode[1:-1]
+    return sender  # original, srs
 
 
 def _same(a: str, b: str) -> bool:
@@ -576,7 +609,8 @@ class SieveService:
             stores = await self._targets(decision, target.mailbox)
             res = decision.result
             for redirect in (a for a in (res.actions if res else []) if isinstance(a, Redirect)):
-                if self._redirected_by(message, decision.recipient):
+                own = {decision.recipient, await self._address_of(decision.account_id)}
+                if redirect_loop(message, own):
                     log.warning("sieve user=%s: redirect to %s refused: the message was "
                                 "already redirected by this user (a loop); kept in INBOX",
                                 decision.recipient, redirect.address)
@@ -607,25 +641,19 @@ class SieveService:
                 await self._after(message, envelope, decision, queue_id, data)
         return result
 
-    @staticmethod
-    def _redirected_by(message: SieveMessage, user: str) -> bool:
-        return any(user.lower() in v.lower() for v in message.headers(REDIRECT_MARK))
-
     async def _redirect(self, decision: Decision, redirect: Redirect, body: bytes,
                         envelope: Envelope) -> None:
         """RFC 5228 §4.2; the envelope sender follows ``[sieve] redirect_sender``, so the
         next hop checks SPF against our domain rather than the original sender's."""
-        sender = envelope.sender
-        if sender and self.config.redirect_sender == "recipient" and decision.recipient:
-            sender = decision.recipient
-        elif sender and self.config.redirect_sender == "srs" and self.srs is not None and (
+        mode = self.config.redirect_sender
+        account = await self._address_of(decision.account_id)
+        sender = redirect_sender(mode, envelope.sender, decision.recipient, account)
+        if sender and mode == "srs" and self.srs is not None and (
                 not await self._is_ours(sender)):
             # Shevek's SRS (as postsrsd): SRS0=HHHH=TT=domain=local@<srs domain>; a
             # bounce to it is reversed by the directory (transport_security.srs_directory)
             sender = self.srs.forward(sender)
-        if body[:12].lower() == b"return-path:":
-            body = body[body.find(b"\r\n") + 2:]
-        body = f"{REDIRECT_MARK}: <{decision.recipient}>\r\n".encode() + body
+        body = redirect_body(body, account or decision.recipient)
         env = Envelope(sender=sender, smtputf8=envelope.smtputf8,
                        body_8bit=envelope.body_8bit)
         await self._send(body, env, [redirect.address], sieve_local=False)

@@ -61,8 +61,10 @@ class SieveConfig:
         "SRS0 address of ours when its domain is not ours: SPF passes at the next hop and "
         "bounces go back to the sender; the secret and domain are [transport_security]'s "
         "srs_secret_file and srs_domain), recipient (the redirecting user: SPF passes, "
-        "bounces go to the user) or original (unchanged; SPF fails at the next hop unless "
-        "[transport_security] srs is on)"))
+        "bounces go to the user), account (the account's own address, when mail came "
+        "through an alias), <address> (one address of ours that takes the bounces), null "
+        "(<>: bounces are lost) or original (unchanged; SPF fails at the next hop unless "
+        "[transport_security] srs is on); a message from <> is always redirected from <>"))
     script_cache_seconds: float = field(default=2.0, metadata=_doc(
         "how long a process reuses an account's active script before reading it again; "
         "ManageSieve changes apply at once in the process that made them, changes from "
@@ -158,8 +160,12 @@ def check(cfg: SieveConfig) -> list[str]:
             problems.append(f"sieve.before/after: {name!r} is not a script name")
     if cfg.notify_sender not in ("user", "null"):
         problems.append("sieve.notify_sender: must be user or null")
-    if cfg.redirect_sender not in ("srs", "recipient", "original"):
-        problems.append("sieve.redirect_sender: must be srs, recipient or original")
+    explicit = cfg.redirect_sender.startswith("<") and cfg.redirect_sender.endswith(">") \
+        and cfg.redirect_sender.count("@") == 1 and " " not in cfg.redirect_sender
+    if cfg.redirect_sender not in ("srs", "recipient", "account", "original", "null") \
+            and not explicit:
+        problems.append("sieve.redirect_sender: must be srs, recipient, account, original, "
+                        "null or <address>")
     for kind in ("spamtest", "virustest"):
         try:
             cfg.header_verdict(kind)

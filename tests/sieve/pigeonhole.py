@@ -28,7 +28,7 @@ import dataclasses
 import pickle
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +129,7 @@ class _State:
     binaries: dict[str, bytes] = field(default_factory=dict)
     done: set[object] = field(default_factory=set)  # _done_key of what was carried out
     original: bytes | None = None  # the message under test as received (no edits)
+    fail_handler: Callable[[Interpreter, Command | Test], object] | None = None
     passed: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -193,6 +194,8 @@ def _handlers(state: _State) -> dict[str, object]:
     def test_fail(it: Interpreter, node: Command | Test) -> None:
         _, pos = args(node)
         raise _Fail(it._s(pos[0]))
+
+    state.fail_handler = test_fail  # a sub-test's test_fail fails the test running it
 
     def ignore(it: Interpreter, node: Command | Test) -> None:
         return None
@@ -319,7 +322,9 @@ def _handlers(state: _State) -> dict[str, object]:
         path = state.directory / it._s(pos[0])
         state.errors, state.compiled = [], None  # the result stays (append_result)
         try:
-            state.compiled = compile_script(path.read_text("utf-8"), path.stem, LIMITS)
+            # a sub-test may use the testsuite too (test_fail), as in Pigeonhole
+            state.compiled = compile_script(path.read_text("utf-8"), path.stem, LIMITS,
+                                            EXTENSIONS | {EXT, DEBUG}, COMMANDS, TESTS)
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
@@ -390,7 +395,8 @@ def _run_context(state: _State) -> Context:
         cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
     return Context("user@example.com", limits=limits,
                    mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
-                   metadata=_Metadata(state), lists=_Lists(state), known=_Known())
+                   metadata=_Metadata(state), lists=_Lists(state), known=_Known(),
+                   handlers={"test_fail": state.fail_handler} if state.fail_handler else {})
 
 
 def _done_key(action: object) -> object:

@@ -1,4 +1,4 @@
-"""Each action keeps the message as it was when the action ran (RFC 5293 §3: edits
+"""Each action keeps the message as it was when the action ran (RFC 5293 §7: edits
 affect the actions after them): a redirect before a deleteheader still carries the
 field, a fileinto before an addheader does not get it. In the interpreter and end to
 end over SMTP (the redirected copy in the queue, the stored copies in the store)."""
@@ -86,7 +86,7 @@ def test_protected_fields() -> None:
     res = evaluate(compile_script(src, "t", Limits()), msg,
                    SieveEnvelope("a@example.org", "u@example.net"), ctx)
     m = res.message
-    # RFC 5293 §4: Received is never deleted; a script may add its own
+    # RFC 5293 §6: Received is never deleted; a script may add its own
     assert m.headers("received") == ["by filter.example.net", "by mx.example.net"]
     assert m.headers("x-sieve-redirected-from") == ["<u@x>"]  # the redirect loop mark
     assert m.headers("x-spam-status") == ["Yes"]  # the admin's: neither forged nor removed

@@ -616,7 +616,7 @@ class SieveService:
                                 decision.recipient, redirect.address)
                     stores.append(Store(target.mailbox))
                     continue
-                # RFC 5293 §3: a redirect before an edit sends the message without it
+                # RFC 5293 §7: a redirect before an edit sends the message without it
                 redirects.append((decision, redirect, redirect.data or data))
             for s in stores:
                 where = LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
@@ -702,7 +702,7 @@ class SieveService:
         res = decision.result
         assert res is not None
         user = decision.recipient
-        notified: set[str] = set()  # RFC 5435 §3.8: one notification per address
+        notified: set[str] = set()  # RFC 5436 §2.7: one notification per address
         for action in res.actions:
             try:
                 if isinstance(action, Reject):

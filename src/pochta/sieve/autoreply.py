@@ -137,8 +137,9 @@ def _to(msg: SieveMessage, sender: str, ignore_envelope: bool = False) -> str:
 
 
 def _subject(msg: SieveMessage, rules: VacationRules) -> str:
-    """RFC 5230 §4.4 leaves the default to the implementation: the configured template
-    around the original Subject, or the configured subject when it has none."""
+    """RFC 5230 §5.3: "Auto: " and the original Subject, else a fixed one ("Automated
+    reply"); both are the admin's to change ([sieve] vacation_subject_template,
+    vacation_default_subject)."""
     original = (msg.headers("subject") or [""])[0].strip()
     if not original:
         return rules.default_subject or "Automated reply"
@@ -258,7 +259,7 @@ def build_notification(action: Notify, msg: SieveMessage, user: str, hostname: s
         _header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<notify.{secrets.token_hex(12)}@{domain}>"),
-        # RFC 5436's auto-notified and its owner-email: who set the notification up
+        # RFC 5436 §2.7.1: auto-notified MUST name the script's owner
         f'Auto-Submitted: auto-notified; owner-email="{owner}"\r\n',
         "Precedence: bulk\r\n",
         _header("X-Priority", x_priority),
@@ -274,7 +275,7 @@ def build_notification(action: Notify, msg: SieveMessage, user: str, hostname: s
 
 def notification_sender(action: Notify, trigger_sender: str, own: Sequence[str],
                         mode: str = "user") -> str:
-    """The envelope sender of a notification (RFC 5436 §2.3 leaves it open): <> when
+    """The envelope sender of a notification (RFC 5436 §2.7): <> when
     the message that triggered it came from <> (no loops of automatic mail) or when the
     admin chose ``null``; else ``:from`` when that is one of the user's own addresses,
     or the user's address: our domain (SPF passes) and bounces reach the user."""

@@ -82,7 +82,7 @@ class Store:
     special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
     keep: bool = False  # the keep command (not fileinto "INBOX"): how a result names it
     # the message as it was when the action ran, when editheader had changed it by then
-    # (RFC 5293 §3: edits affect only the actions after them); None: as received
+    # (RFC 5293 §7: actions use the current header); None: as received
     data: bytes | None = field(default=None, compare=False, repr=False)
 
 
@@ -307,7 +307,7 @@ class _Match:
 
 _VAR = re.compile(r"\$\{([^{}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-# RFC 5293 §4: Received and Auto-Submitted are never deleted (a script may add its own);
+# RFC 5293 §6: Received and Auto-Submitted are never deleted (a script may add its own);
 # the Return-Path delivery writes and the redirect loop mark are never touched
 _NO_DELETE = frozenset({"received", "auto-submitted"})
 _NO_EDIT = frozenset({"return-path", "x-sieve-redirected-from"})

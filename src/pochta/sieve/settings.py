@@ -49,7 +49,7 @@ class SieveConfig:
         "(where the reply goes) differs, e.g. an SRS or VERP address"))
     vacation_send_from_recipient: bool = field(default=False, metadata=_doc(
         "envelope sender of vacation replies: the address the reply comes from instead of "
-        "<> (the null sender RFC 3834 recommends); bounces of the reply then reach the "
+        "<> (the null sender RFC 5230 §5.1 asks for); bounces of the reply then reach the "
         "user, and receivers that refuse <> from a non-MX host take it"))
     notify_sender: str = field(default="user", metadata=_doc(
         "envelope sender of mailto notifications (RFC 5436): user (the :from address "

@@ -145,3 +145,12 @@ async def test_alias_recipient_off_and_send_from_recipient(instance: Instance) -
     finally:
         await srv.running.close(grace=1.0)
         await srv.store.close()
+
+
+def test_non_ascii_subjects_are_encoded_words() -> None:
+    m = SieveMessage(b"From: a@example.net\r\nTo: b@example.com\r\nSubject: "
+                     + "\u00dcber das Wetter".encode() + b"\r\n\r\nhi\r\n")
+    data = build_vacation(AWAY, m, "b@example.com", "a@example.net", "mx.example.com", 0.0)
+    head = data.split(b"\r\n\r\n")[0]
+    assert head.isascii()  # RFC 5230 §5: no 8bit header material
+    assert SieveMessage(data).headers("subject") == ["Auto: \u00dcber das Wetter"]

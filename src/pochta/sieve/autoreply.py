@@ -96,6 +96,16 @@ def _header(name: str, value: str) -> str:
     return fold(name, " ".join(value.split())) + "\r\n"
 
 
+def _text_header(name: str, value: str) -> str:
+    """An unstructured field (Subject); non-ASCII text as RFC 2047 encoded words, so the
+    header stays 7-bit (RFC 5230 §5: no 8bit header material)."""
+    value = " ".join(value.split())
+    if value.isascii():
+        return _header(name, value)
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n"
+
+
 def _from(display: str | None, address: str) -> str:
     if display is None:
         return address
@@ -160,7 +170,7 @@ def build_vacation(action: Vacation, msg: SieveMessage, user: str, sender: str,
     lines = [
         _header("From", _from(action.from_, user)),
         _header("To", _to(msg, sender, rules.to_ignore_envelope)),
-        _header("Subject", subject),
+        _text_header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<vacation.{secrets.token_hex(12)}@{domain}>"),
         "Auto-Submitted: auto-replied (vacation)\r\n",  # RFC 3834 §5, RFC 5230 §5
@@ -256,7 +266,7 @@ def build_notification(action: Notify, msg: SieveMessage, user: str, hostname: s
     if cc:
         lines.append(_header("Cc", ", ".join(_full(display.get(a, a)) for a in cc)))
     lines += [
-        _header("Subject", subject),
+        _text_header("Subject", subject),
         _header("Date", mail_date(now)),
         _header("Message-ID", f"<notify.{secrets.token_hex(12)}@{domain}>"),
         # RFC 5436 §2.7.1: auto-notified MUST name the script's owner

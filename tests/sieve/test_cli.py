@@ -68,3 +68,28 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
     assert r.returncode == 2
     assert "error:     include loop: loop -> loop" in r.stdout
     assert "keep INBOX (the fallback)" in r.stdout
+
+
+def test_before_script_and_a_broken_user_script(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    """With [sieve] before, `sieve test` names the admin's scripts, and a user's script
+    that cannot be loaded is left out while the admin's still decide."""
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    (inst.parent / "sieve-global").mkdir(exist_ok=True)
+    (inst.parent / "sieve-global" / "spam.sieve").write_text(
+        'require "fileinto";\nif header :is "X-Spam-Flag" "YES" { fileinto "Junk"; }\n')
+    text = inst.read_text()
+    sieve_table = '[sieve]\nbefore = ["spam"]\n'
+    inst.write_text(text.replace("[sieve]\n", sieve_table, 1) if "[sieve]\n" in text
+                    else text + "\n" + sieve_table)
+    loop = tmp_path / "loop.sieve"
+    loop.write_text('require "include";\ninclude "loop";\n')
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(loop),
+                  "--activate").returncode == 0
+    msg = tmp_path / "m.eml"
+    msg.write_text("X-Spam-Flag: YES\nSubject: x\n\nhi\n")
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg))
+    assert "around:    before spam; after -" in r.stdout, r.stdout + r.stderr
+    assert "error:     include loop: loop -> loop" in r.stdout
+    assert "action:    fileinto Junk" in r.stdout and "fallback" not in r.stdout
+    assert r.returncode == 2

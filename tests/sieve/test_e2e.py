@@ -173,6 +173,8 @@ async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> No
     dsns = await queued_to(server)
     assert [(s, r) for s, r, _ in dsns] == [("", "sender@remote.test")]
     assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
+    # the user's filter refused it: the answer goes to a person, not MAILER-DAEMON
+    assert b"\r\nFrom: Postmaster <postmaster@" in b"\r\n" + dsns[0][2]
 
 
 async def test_redirect_rewrites_a_foreign_sender_with_srs(server: Server) -> None:

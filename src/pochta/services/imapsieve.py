@@ -124,11 +124,11 @@ async def _run(service: SieveService, account_id: int, user: str, mailbox: Mailb
                         meta.uid, name, type(bad[0]).__name__.lower())
             continue
         decision = Decision(account_id, user, name, result)
-        await _apply(service, decision, mailbox, meta.uid, meta.flags)
+        await _apply(service, decision, mailbox, meta.uid, meta.flags, message.data)
 
 
 async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo, uid: int,
-                 flags: frozenset[str]) -> None:
+                 flags: frozenset[str], original: bytes) -> None:
     store = service.store
     result = decision.result
     assert result is not None
@@ -163,7 +163,8 @@ async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo
                 await store.store_flags(info.id, [pairs[0][1]], imap_flags(action.flags),
                                         FlagMode.REPLACE)
         elif isinstance(action, Redirect):
-            body = result.message.render() if result.message.edited else result.message.data
+            # RFC 5293 §7: the message as it was when the redirect ran
+            body = action.data if action.data is not None else original
             await service._redirect(decision, action, body,
                                     Envelope(sender=decision.recipient))
     if not kept:

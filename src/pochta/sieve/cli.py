@@ -181,16 +181,20 @@ async def cmd_test(args: argparse.Namespace, config: Any, store: MailStore, acc:
     decision = await service.decide(message, envelope, acc, args.rcpt, source=override)
     print(f"recipient: {decision.recipient}  envelope from: <{envelope.sender}>")
     print(f"script:    {decision.script or '(none active)'}")
+    if config.sieve.before or config.sieve.after:  # the admin's, around it
+        print(f"around:    before {', '.join(config.sieve.before) or '-'}; "
+              f"after {', '.join(config.sieve.after) or '-'}")
     if decision.error:
         print(f"error:     {decision.error}")
-        print("actions:   keep INBOX (the fallback)")
-        return 2
+        if decision.result is None:
+            print("actions:   keep INBOX (the fallback)")
+            return 2
     if decision.result is None:
         print("actions:   keep INBOX (implicit)")
         return 0
     for line in decision.result.describe():
         print(f"action:    {line}")
-    return 0
+    return 2 if decision.error else 0
 
 
 def register(subparsers: Any) -> None:

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import formataddr, getaddresses, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -68,6 +68,7 @@ class Context:
     # answers to NeedLookup("list:<name>"): the list's members, None: no such list
     lists: dict[str, frozenset[str] | None] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()  # imapsieve (RFC 6785 §3.3): the message's flags
+    protected_headers: frozenset[str] = frozenset()  # lower case; editheader leaves them
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,17 @@ class Store:
     create: bool = False
     implicit: bool = False
     special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
+    keep: bool = False  # the keep command (not fileinto "INBOX"): how a result names it
+    # the message as it was when the action ran, when editheader had changed it by then
+    # (RFC 5293 §7: actions use the current header); None: as received
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
     address: str
     copy: bool = False
+    data: bytes | None = field(default=None, compare=False, repr=False)  # as Store.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,39 @@ class Result:
         if self.message.edited:
             out.append("(header edited)")
         return out
+
+
+def merge_actions(actions: Iterable[Action]) -> list[Action]:
+    """One copy per mailbox (RFC 5228 §2.10.3: keep and fileinto "INBOX" are one; the
+    last flags win, a keep names it), one redirect per address, one reject (the first:
+    a later script of a sequence cannot take it back)."""
+    merged: list[Action] = []
+    boxes: dict[str, int] = {}
+    targets: set[str] = set()
+    rejected = False
+    for a in actions:
+        if isinstance(a, Store):
+            key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
+            if key in boxes:
+                old = merged[boxes[key]]
+                assert isinstance(old, Store)
+                merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
+                                           else old.flags, old.create or a.create,
+                                           special_use=old.special_use,
+                                           keep=old.keep or a.keep, data=old.data)
+                continue
+            boxes[key] = len(merged)
+        elif isinstance(a, Redirect):
+            key = normalize_login(a.address)
+            if key in targets:
+                continue
+            targets.add(key)
+        elif isinstance(a, Reject):
+            if rejected:
+                continue
+            rejected = True
+        merged.append(a)
+    return merged
 
 
 class SieveRuntimeError(Exception):
@@ -268,7 +307,10 @@ class _Match:
 
 _VAR = re.compile(r"\$\{([^{}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_PROTECTED = frozenset({"received", "auto-submitted", "return-path"})
+# RFC 5293 §6: Received and Auto-Submitted are never deleted (a script may add its own);
+# the Return-Path delivery writes and the redirect loop mark are never touched
+_NO_DELETE = frozenset({"received", "auto-submitted"})
+_NO_EDIT = frozenset({"return-path", "x-sieve-redirected-from"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
 MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
 MAX_VARIABLES = 512
@@ -334,29 +376,13 @@ class Interpreter:
                                         "redirect or vacation (RFC 5429 §2.1)")
         actions = list(self.actions)
         if self.implicit_keep:
-            actions.append(Store("INBOX", frozenset(self.flags), implicit=True))
-        # one copy per mailbox (RFC 5228 §2.10.3), the last flags win; one per address
-        merged: list[Action] = []
-        boxes: dict[str, int] = {}
-        targets: set[str] = set()
-        for a in actions:
-            if isinstance(a, Store):
-                key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
-                if key in boxes:
-                    old = merged[boxes[key]]
-                    assert isinstance(old, Store)
-                    merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
-                                               else old.flags, old.create or a.create,
-                                               special_use=old.special_use)
-                    continue
-                boxes[key] = len(merged)
-            elif isinstance(a, Redirect):
-                key = normalize_login(a.address)
-                if key in targets:
-                    continue
-                targets.add(key)
-            merged.append(a)
-        return Result(merged, self.msg, self.track, self.warnings)
+            actions.append(Store("INBOX", frozenset(self.flags), implicit=True,
+                                 data=self._snapshot()))
+        return Result(merge_actions(actions), self.msg, self.track, self.warnings)
+
+    def _snapshot(self) -> bytes | None:
+        """The message for an action taken now: None while it is as received."""
+        return self.msg.render() if self.msg.edited else None
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
@@ -396,7 +422,8 @@ class Interpreter:
         if name == "stop":
             raise _Stop
         if name == "keep":
-            self._add(Store("INBOX", self._flags_tag(tags)), line)
+            self._add(Store("INBOX", self._flags_tag(tags), keep=True,
+                            data=self._snapshot()), line)
             self.implicit_keep = False
         elif name == "discard":
             self.implicit_keep = False
@@ -405,7 +432,8 @@ class Interpreter:
             if not mailbox or "\x00" in mailbox:
                 raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
             self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
-                            special_use=self._opt(tags, "specialuse")), line)
+                            special_use=self._opt(tags, "specialuse"),
+                            data=self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
@@ -417,7 +445,7 @@ class Interpreter:
             if self.redirects > self.limits.max_redirects:
                 raise SieveRuntimeError(line, f"too many redirects: the limit is "
                                         f"{self.limits.max_redirects} per message")
-            self._add(Redirect(address, bool(tags.get("copy"))), line)
+            self._add(Redirect(address, bool(tags.get("copy")), self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name in ("reject", "ereject"):
@@ -693,8 +721,8 @@ class Interpreter:
             value = re.sub(r"\r?\n(?=[ \t])", "", value.rstrip("\r\n"))
             value = re.sub(r"[\r\n\x00]+", " ", value)
         self._edit(line)
-        if name.lower() in _PROTECTED:
-            return  # RFC 5293 §6: trace fields are never changed
+        if self._protected(name, delete=False):
+            return
         self.msg.add_header(name, value, bool(tags.get("last")))
 
     def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
@@ -702,7 +730,7 @@ class Interpreter:
         if not _HEADER_NAME.match(name):
             raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
         self._edit(line)
-        if name.lower() in _PROTECTED:
+        if self._protected(name, delete=True):
             return
         values = self.msg.headers(name)
         keep = [True] * len(values)
@@ -718,6 +746,15 @@ class Interpreter:
                 keep[i] = False
         if not all(keep):
             self.msg.delete_headers(name, keep)
+
+    def _protected(self, name: str, delete: bool) -> bool:
+        """Fields editheader leaves alone (the edit is silently skipped), and the ones
+        the admin protects ([sieve] protected_headers: a filter's verdict a script must
+        not forge or remove); Subject never is."""
+        lower = name.lower()
+        if lower in _NO_EDIT or (delete and lower in _NO_DELETE):
+            return True
+        return lower in self.ctx.protected_headers and lower != "subject"
 
     def _edit(self, line: int) -> None:
         self.edits += 1
@@ -1215,8 +1252,24 @@ def _date_part(d: dt.datetime, part: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Mailto:
-    to: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...]
+    to: tuple[str, ...]  # addresses
+    headers: tuple[tuple[str, str], ...]  # the URI's other hfields (subject, body, ...)
+    cc: tuple[str, ...] = ()
+    # an address as the URI wrote it ("Name <addr>", RFC 6068 §2 allows a full mailbox)
+    display: tuple[tuple[str, str], ...] = ()
+
+
+def _mailto_addresses(value: str) -> list[tuple[str, str]] | None:
+    """(address, as written) of a comma-separated list, None if one is not valid."""
+    out = []
+    for item in getaddresses([value]):
+        name, addr = item
+        if not addr:
+            continue
+        if "@" not in addr or " " in addr:
+            return None
+        out.append((addr, formataddr((name, addr)) if name else addr))
+    return out
 
 
 def _mailto(uri: str) -> Mailto | None:
@@ -1224,18 +1277,23 @@ def _mailto(uri: str) -> Mailto | None:
     if not uri.lower().startswith("mailto:"):
         return None
     parts = urlsplit(uri)
-    to = [unquote(a).strip() for a in parts.path.split(",") if a.strip()]
+    to = _mailto_addresses(unquote(parts.path))
+    cc: list[tuple[str, str]] | None = []
     headers: list[tuple[str, str]] = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() == "to":
-            to.extend(a.strip() for a in v.split(",") if a.strip())
+        if k.lower() in ("to", "cc"):
+            more = _mailto_addresses(v)
+            if more is None or to is None or cc is None:
+                return None
+            (to if k.lower() == "to" else cc).extend(more)
         elif not _HEADER_NAME.match(k):
             return None  # RFC 6068 §2: hfname is a header field name (RFC 5322 §3.6.8)
         else:
             headers.append((k, v))
-    if not to or not all("@" in a and " " not in a for a in to):
+    if not to or cc is None:
         return None
-    return Mailto(tuple(to), tuple(headers))
+    return Mailto(tuple(a for a, _ in to), tuple(headers), tuple(a for a, _ in cc),
+                  tuple(to + cc))
 
 
 def parse_mailto(uri: str) -> Mailto | None:

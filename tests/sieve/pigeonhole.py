@@ -255,10 +255,12 @@ def _handlers(state: _State) -> dict[str, object]:
             it.ctx.subaddress_separator = value
         elif key == "sieve_user_email":
             it.ctx.user = value
+        it.limits = it.ctx.limits = _limits(state)
 
     def config_unset(it: Interpreter, node: Command | Test) -> None:
         _, pos = args(node)
         state.config.pop(it._s(pos[0]), None)
+        it.limits = it.ctx.limits = _limits(state)
 
     def metadata_set(it: Interpreter, node: Command | Test) -> None:
         """The IMAP METADATA store of the test account (RFC 5464 entry names)."""
@@ -279,16 +281,15 @@ def _handlers(state: _State) -> dict[str, object]:
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
-            # Pigeonhole ends a failed compile with one more error, the summary
-            state.errors = [*exc.lines(), "script compilation failed"]
+            # Pigeonhole's test_error sees each message without its location, and a
+            # failed compile ends with one more error, the summary
+            state.errors = [*(e.message for e in exc.errors), "script compilation failed"]
         return state.compiled is not None
 
     def script_run(it: Interpreter, node: Command | Test) -> bool:
         if state.compiled is None:
             return False
-        cpu = state.config.get("sieve_max_cpu_time", "")  # e.g. "2s"
-        limits = dataclasses.replace(LIMITS, max_cpu_seconds=float(cpu[:-1])) if (
-            cpu.endswith("s") and cpu[:-1].isdigit()) else LIMITS
+        limits = _limits(state)
         ctx = Context("user@example.com", limits=limits,
                       mailboxes=frozenset(state.mailboxes), scripts=state.scripts,
                       metadata=_Metadata(state), lists=_Lists(state))
@@ -334,6 +335,19 @@ def _handlers(state: _State) -> dict[str, object]:
         "test_error": error, "test_result_action": result_action,
         "test_result_execute": result_execute,
     }
+
+
+def _limits(state: _State) -> Limits:
+    """Pigeonhole's settings with a ``Limits`` equivalent."""
+    limits = LIMITS
+    cpu = state.config.get("sieve_max_cpu_time", "")  # e.g. "2s"
+    if cpu.endswith("s") and cpu[:-1].isdigit():
+        limits = dataclasses.replace(limits, max_cpu_seconds=float(cpu[:-1]))
+    size = state.config.get("sieve_variables_max_variable_size",
+                            state.config.get("sieve_variables_max_value_size", ""))
+    if size.isdigit():
+        limits = dataclasses.replace(limits, max_variable_size=int(size))
+    return limits
 
 
 def _execute(state: _State, actions: Sequence[object], message: SieveMessage,

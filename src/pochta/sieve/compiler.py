@@ -43,6 +43,9 @@ class Limits:
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
     max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
+    # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
+    # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
+    max_variable_size: int = 4096
 
 
 @dataclass(slots=True)

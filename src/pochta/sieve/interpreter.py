@@ -270,8 +270,25 @@ _VAR = re.compile(r"\$\{([^{}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _PROTECTED = frozenset({"received", "auto-submitted", "return-path"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
-MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
 MAX_VARIABLES = 512
+
+
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "quotewildcard": lambda c: "\\" + c if c in "*?\\" else c,
+    "quoteregex": lambda c: "\\" + c if c in "\\^$.|?*+()[]{}" else c,
+    # RFC 5435 §6: all but RFC 3986's unreserved characters, as UTF-8 octets
+    "encodeurl": lambda c: quote(c, safe="-._~"),
+}
+
+
+def _truncate_utf8(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    if len(value) * 4 <= limit:
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    return raw[:limit].decode("utf-8", "ignore")
 
 
 class _Frame:
@@ -628,15 +645,24 @@ class Interpreter:
                 value = value[:1].lower() + value[1:]
             elif mod == "upperfirst":
                 value = value[:1].upper() + value[1:]
-            elif mod == "quotewildcard":
-                value = re.sub(r"([*?\\])", r"\\\1", value)
-            elif mod == "quoteregex":
-                value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
-            elif mod == "encodeurl":  # RFC 5435 §6: all but RFC 3986 unreserved
-                value = quote(value, safe="-._~")
+            elif mod in ("quotewildcard", "quoteregex", "encodeurl"):
+                # each character escaped on its own, so the size limit cuts between
+                # escapes, never inside one
+                value = self._escape(value, _ESCAPES[mod])
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)
+
+    def _escape(self, value: str, escape: Callable[[str], str]) -> str:
+        room = self.limits.max_variable_size
+        out = []
+        for ch in value:
+            unit = escape(ch)
+            room -= len(unit.encode("utf-8", "surrogatepass"))
+            if room < 0:
+                break
+            out.append(unit)
+        return "".join(out)
 
     def _vacation(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         if any(isinstance(a, Vacation) for a in self.actions):
@@ -768,7 +794,7 @@ class Interpreter:
 
     def _set_var(self, name: str, value: str) -> None:
         lower = name.lower()
-        value = value[:MAX_VARIABLE_LENGTH]
+        value = _truncate_utf8(value, self.limits.max_variable_size)
         assert self.frame is not None
         if lower.startswith("global."):
             self.global_vars[lower[7:]] = value

@@ -50,17 +50,22 @@ class SieveConfig:
     max_cpu_seconds: float = field(default=5.0, metadata=_doc(
         "longest run of one script on one message (checked before each test); longer is "
         "an error and the message is kept in INBOX"))
+    max_variable_size: int = field(default=4096, metadata=_doc(
+        "bytes of one Sieve variable's value (RFC 5229 §4); a longer value is cut at a "
+        "character boundary"))
 
     def limits(self) -> Limits:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,
                       max_redirects=self.max_redirects,
                       max_include_depth=self.max_include_depth,
-                      max_cpu_seconds=self.max_cpu_seconds)
+                      max_cpu_seconds=self.max_cpu_seconds,
+                      max_variable_size=self.max_variable_size)
 
 
 def check(cfg: SieveConfig) -> list[str]:
     problems = []
-    for name in ("max_script_size", "max_scripts", "max_actions", "max_include_depth"):
+    for name in ("max_script_size", "max_scripts", "max_actions", "max_include_depth",
+                 "max_variable_size"):
         if getattr(cfg, name) <= 0:
             problems.append(f"sieve.{name}: must be positive")
     if cfg.max_redirects < 0:

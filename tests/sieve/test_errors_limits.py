@@ -59,3 +59,32 @@ def test_escaping_modifiers_never_cut_inside_an_escape() -> None:
     assert variable(req + 'set :encodeurl "a" "@@@@@@";', "a", limits) == "%40%40%40"
     # "\\*" pairs: five fit, not a lone backslash
     assert variable(req + 'set :quotewildcard "a" "******";', "a", limits) == "\\*" * 5
+
+
+def _fires(test: str, header: str) -> bool:
+    data = b"X-A: " + header.encode() + b"\r\n\r\nbody\r\n"
+    result = run(f'require "fileinto";\nif {test} {{ fileinto "Hit"; }}', data=data)
+    return any(getattr(a, "mailbox", "") == "Hit" for a in result.actions)
+
+
+def test_unicode_casemap_compares_titlecased_decomposed_text() -> None:
+    cmp = ':comparator "i;unicode-casemap"'
+    assert _fires(f'header :is {cmp} "X-A" "tèst"', "TÈST")
+    # a precomposed È and E + combining grave are the same text (RFC 5051 §2)
+    assert _fires(f'header :is {cmp} "X-A" "te\u0300st"', "TÈST")
+    assert _fires(f'header :contains {cmp} "X-A" "ÈS"', "a tèst")
+    assert _fires(f'header :matches {cmp} "X-A" "*TÈ?T"', "a tèst")
+    assert not _fires(f'header :is {cmp} "X-A" "test"', "TÈST")
+    # i;ascii-casemap folds A-Z only: È and è stay different
+    assert not _fires('header :is "X-A" "tèst"', "TÈST")
+    assert not _fires('header :matches "X-A" "tè*"', "TÈST")
+
+
+def test_unicode_casemap_match_variables_keep_the_message_text() -> None:
+    data = "X-A: Grüße aus Köln\r\n\r\nbody\r\n".encode()
+    result = run('require ["variables", "editheader"];\n'
+                 'if header :matches :comparator "i;unicode-casemap" "X-A" "GRÜSSE*" '
+                 '{ addheader "X-Got" "no"; }\n'
+                 'if header :matches :comparator "i;unicode-casemap" "X-A" "grüße aus *" '
+                 '{ addheader "X-Got" "${1}"; }', data=data)
+    assert result.message.headers("x-got") == ["Köln"]

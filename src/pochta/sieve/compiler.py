@@ -19,13 +19,16 @@ EXTENSIONS: frozenset[str] = frozenset({
     "fileinto", "reject", "ereject", "envelope", "encoded-character", "imap4flags",
     "body", "variables", "vacation", "vacation-seconds", "relational",
     "comparator-i;ascii-numeric", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "comparator-i;unicode-casemap",
     "subaddress", "copy", "include", "date", "index", "editheader", "mailbox",
     "mboxmetadata", "servermetadata", "duplicate", "enotify", "spamtest", "spamtestplus",
     "virustest", "environment", "regex", "ihave", "special-use", "mime", "foreverypart",
     "extracttext", "replace", "enclose", "extlists", "imapsieve",
 })
 
-COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
+# comparator -> the capability a script requires for it (RFC 5228 §2.7.3); like
+# Pigeonhole, i;unicode-casemap (RFC 5051) also works without (scripts move unchanged)
+COMPARATORS = {"i;octet": None, "i;ascii-casemap": None, "i;unicode-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",

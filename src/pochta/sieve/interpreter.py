@@ -19,6 +19,7 @@ import email.policy
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import getaddresses, parsedate_to_datetime
@@ -198,6 +199,18 @@ def _folded_set(keys: tuple[str, ...]) -> frozenset[str]:
     return frozenset(_casemap(k) for k in keys)
 
 
+def _title(c: str) -> str:
+    t = c.title()
+    return t if len(t) == 1 else c  # the simple mapping: one character stays one
+
+
+@lru_cache(maxsize=4096)
+def _unicode_casemap(s: str) -> str:
+    """i;unicode-casemap (RFC 5051 §2): each character titlecased, then the whole string
+    in Unicode normalization form KD, so "TÈST", "tèst" and "te\u0300st" compare equal."""
+    return unicodedata.normalize("NFKD", "".join(_title(c) for c in s))
+
+
 def _numeric(s: str) -> float:
     """i;ascii-numeric (RFC 4790 §9.1): the leading digits; none = positive infinity."""
     m = re.match(r"\d+", s)
@@ -205,7 +218,7 @@ def _numeric(s: str) -> float:
 
 
 @lru_cache(maxsize=4096)
-def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
+def _wildcard(pattern: str, fold: bool | str) -> re.Pattern[str]:
     """:matches (RFC 5228 §2.7.1): * and ?, backslash quotes; groups for match variables."""
     out = []
     i = 0
@@ -221,11 +234,19 @@ def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL | (re.IGNORECASE if fold else 0))
+    return re.compile("".join(out) + r"\Z", re.DOTALL | _flags(fold))
+
+
+def _flags(fold: bool | str) -> int:
+    """i;ascii-casemap folds A-Z only (RFC 4790 §9.2); i;unicode-casemap ("unicode"),
+    run on NFKD text, every case pair."""
+    if fold == "unicode":
+        return re.IGNORECASE
+    return re.IGNORECASE | re.ASCII if fold else 0
 
 
 @lru_cache(maxsize=1024)
-def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
+def _regex(pattern: str, fold: bool | str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL | (re.IGNORECASE if fold else 0))
 
 
@@ -240,6 +261,9 @@ def _cmp(a: str, b: str, comparator: str) -> int:
         x, y = _numeric(a), _numeric(b)
     elif comparator == "i;ascii-casemap":
         x2, y2 = _casemap(a), _casemap(b)
+        return (x2 > y2) - (x2 < y2)
+    elif comparator == "i;unicode-casemap":
+        x2, y2 = _unicode_casemap(a), _unicode_casemap(b)
         return (x2 > y2) - (x2 < y2)
     else:
         return (a > b) - (a < b)
@@ -1069,7 +1093,15 @@ class Interpreter:
         if m.kind == "value":
             rel = _RELATIONS[m.relation]
             return any(rel(_cmp(v, k, comparator)) for v in values for k in keys)
-        fold = comparator == "i;ascii-casemap"
+        fold: bool | str = comparator == "i;ascii-casemap"
+        if comparator == "i;unicode-casemap":
+            if m.kind in ("is", "contains"):
+                values = [_unicode_casemap(v) for v in values]
+                keys = [_unicode_casemap(k) for k in keys]
+            else:  # patterns: case-blind matching of the decomposed forms
+                fold = "unicode"
+                values = [unicodedata.normalize("NFKD", v) for v in values]
+                keys = [unicodedata.normalize("NFKD", k) for k in keys]
         if m.kind == "is":
             if comparator == "i;ascii-numeric":
                 return any(_cmp(v, k, comparator) == 0 for v in values for k in keys)
@@ -1101,7 +1133,10 @@ class Interpreter:
                     if set_vars and self.frame is not None and self.frame.uses_variables:
                         # RFC 5229 §3.2: ${1}..${9} at least; higher ones MAY be
                         # supported, and a pattern with more groups expects them
-                        self.match_vars = [found.group(0)] + [g or "" for g in found.groups()]
+                        groups = [found.group(0)] + [g or "" for g in found.groups()]
+                        if fold == "unicode":  # composed again, as the message had them
+                            groups = [unicodedata.normalize("NFC", g) for g in groups]
+                        self.match_vars = groups
                     return True
         return False
 
@@ -1119,7 +1154,8 @@ def _fast_test(test: Test) -> FastTest | None:
         return None
     tags, pos = strings_of(test)
     match = _Match.of(tags)
-    if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
+    if match.kind not in ("is", "contains") or match.comparator not in (
+            "i;octet", "i;ascii-casemap"):
         return None
     if "index" in tags or "mime" in tags or (name == "body" and (
             "raw" in tags or "content" in tags)):

@@ -54,6 +54,7 @@ from pochta.sieve.autoreply import (
     vacation_refusal,
 )
 from pochta.sieve.compiler import _MATCH, Spec
+from pochta.sieve.execute import store_refusal
 from pochta.sieve.grammar import Command, Test
 from pochta.sieve.interpreter import (
     Discard,
@@ -201,12 +202,12 @@ def _handlers(state: _State) -> dict[str, object]:
             if it.implicit_keep:
                 actions.append(Store("INBOX", frozenset(it.flags), implicit=True))
             message = it.msg
-        _execute(state, actions, message, it.env)
+        state.errors = _execute(state, actions, message, it.env)
         it.ctx.mailboxes = frozenset(state.mailboxes)  # what :create made, as the store
         state.result = None
         it.actions, it.implicit_keep = [], True
         it.redirects = it.edits = 0
-        return True
+        return not state.errors  # delivery logs these and keeps the message in INBOX
 
     def message(it: Interpreter, node: Command | Test) -> bool:
         tags, pos = args(node)
@@ -351,15 +352,21 @@ def _limits(state: _State) -> Limits:
 
 
 def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
-              env: SieveEnvelope) -> None:
+              env: SieveEnvelope) -> list[str]:
+    """The result carried out; the errors delivery would log."""
     user = state.config.get("sieve_user_email") or env.recipient or "user@example.com"
     data = message.render()
+    errors = []
     for action in actions:
         if isinstance(action, Store):
-            # as delivery does: :create makes the mailbox, a missing one means INBOX
-            if action.create:
+            # as delivery does: :create makes the mailbox, a refused one means INBOX
+            refusal = store_refusal(action.mailbox, action.mailbox in state.mailboxes,
+                                    action.create)
+            if refusal is not None:
+                errors.append(refusal)
+            elif action.create:
                 state.mailboxes.add(action.mailbox)
-            box = action.mailbox if action.mailbox in state.mailboxes else "INBOX"
+            box = action.mailbox if refusal is None else "INBOX"
             state.folders.setdefault(box, []).append(data)
         elif isinstance(action, Redirect):
             state.sent.append((env.sender, action.address, data))
@@ -384,6 +391,7 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
                 reports=[RecipientReport(RemoteRecipient(env.recipient or user), "failed",
                                          "5.7.1", f"550 5.7.1 {action.reason}")])
             state.sent.append(("", env.sender, dsn))
+    return errors
 
 
 class _Lists(dict[str, frozenset[str] | None]):

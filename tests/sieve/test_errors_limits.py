@@ -16,6 +16,7 @@ from pochta.sieve import (
     compile_script,
     evaluate,
 )
+from pochta.sieve.execute import store_refusal
 
 MSG = (b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hello\r\n"
        b"Content-Type: text/plain\r\n\r\nhi\r\n")
@@ -88,3 +89,31 @@ def test_unicode_casemap_match_variables_keep_the_message_text() -> None:
                  'if header :matches :comparator "i;unicode-casemap" "X-A" "grüße aus *" '
                  '{ addheader "X-Got" "${1}"; }', data=data)
     assert result.message.headers("x-got") == ["Köln"]
+
+
+def test_action_and_redirect_limits_name_the_policy_and_the_line() -> None:
+    many = 'require "fileinto";\n' + "".join(f'fileinto "box{i}";\n' for i in range(5))
+    with pytest.raises(SieveRuntimeError) as info:
+        run(many, Limits(max_actions=4))
+    assert info.value.line == 6
+    assert "total number of actions exceeds policy limit (4 per message)" in str(info.value)
+    storm = "".join(f'redirect :copy "u{i}@example.net";\n' for i in range(3))
+    with pytest.raises(SieveRuntimeError) as info:
+        run('require "copy";\n' + storm, Limits(max_redirects=2))
+    assert info.value.line == 4
+    assert "number of redirect actions exceeds policy limit (2 per message)" in str(
+        info.value)
+
+
+def test_store_refusals_explain_why_the_message_stays_in_inbox() -> None:
+    missing = store_refusal("Lists/Frop", exists=False, may_create=False)
+    assert missing is not None
+    assert "'Lists/Frop'" in missing and "does not exist" in missing
+    assert ":create" in missing and "kept in INBOX" in missing
+    assert store_refusal("Lists/Frop", exists=False, may_create=True) is None
+    assert store_refusal("Lists/Frop", exists=True, may_create=False) is None
+    assert store_refusal("inbox", exists=False, may_create=False) is None
+    # :create never makes a name IMAP could not show
+    for bad in ("foo//bar", "/top", "trailing/", "wild*", "ctl\x01"):
+        refusal = store_refusal(bad, exists=False, may_create=True)
+        assert refusal is not None and "invalid mailbox name" in refusal

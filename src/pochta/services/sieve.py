@@ -60,6 +60,7 @@ from ..sieve.autoreply import (
     notify_refusal,
     vacation_refusal,
 )
+from ..sieve.execute import store_refusal
 from ..sieve.settings import SieveConfig
 from ..storage.interfaces import (
     AcceptResult,
@@ -415,10 +416,15 @@ class SieveService:
                 if boxes is None:
                     boxes = await self.store.list_mailboxes(decision.account_id)
                 mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
+            may_create = action.create or self.config.fileinto_autocreate
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
+            elif (refusal := store_refusal(mailbox, True, may_create)) is not None:
+                log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                            decision.script, refusal)
+                mailbox = fallback
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
-                if action.create or self.config.fileinto_autocreate:
+                if may_create:
                     try:
                         await self.store.create_mailbox(decision.account_id, mailbox,
                                                         special_use=use, subscribe=True)
@@ -429,9 +435,8 @@ class SieveService:
                                     "in %s", decision.recipient, mailbox, exc, fallback)
                         mailbox = fallback
                 else:
-                    log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox "
-                                "(use :create); kept in %s", decision.recipient,
-                                decision.script, mailbox, fallback)
+                    log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                                decision.script, store_refusal(mailbox, False, False))
                     mailbox = fallback
             out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
         return out

@@ -401,8 +401,8 @@ class Interpreter:
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
-            raise SieveRuntimeError(line, f"too many actions: the limit is "
-                                    f"{self.limits.max_actions} per message")
+            raise SieveRuntimeError(line, f"total number of actions exceeds policy limit "
+                                    f"({self.limits.max_actions} per message)")
         self.actions.append(action)
 
     # --- commands -------------------------------------------------------------------------
@@ -456,8 +456,8 @@ class Interpreter:
                 raise SieveRuntimeError(line, f"redirect: invalid address {raw.strip()!r}")
             self.redirects += 1
             if self.redirects > self.limits.max_redirects:
-                raise SieveRuntimeError(line, f"too many redirects: the limit is "
-                                        f"{self.limits.max_redirects} per message")
+                raise SieveRuntimeError(line, f"number of redirect actions exceeds policy "
+                                        f"limit ({self.limits.max_redirects} per message)")
             self._add(Redirect(address, bool(tags.get("copy"))), line)
             if not tags.get("copy"):
                 self.implicit_keep = False

@@ -273,10 +273,10 @@ def test_limits() -> None:
         compile_script("#" * 2000, limits=Limits(max_script_size=1024))
     many = 'require ["fileinto", "copy"];' + "".join(
         f'fileinto :copy "f{i}";' for i in range(10_000))
-    with pytest.raises(SieveRuntimeError, match=r"total number of actions exceeds policy limit \(32 "):
+    with pytest.raises(SieveRuntimeError, match=r"actions exceeds policy limit \(32 "):
         run(many)
     storm = "".join(f'redirect "r{i}@x.test";' for i in range(10))
-    with pytest.raises(SieveRuntimeError, match=r"number of redirect actions exceeds policy limit \(4 "):
+    with pytest.raises(SieveRuntimeError, match=r"redirect actions exceeds policy limit \(4 "):
         run(storm)
     deep = "if true {" * 100 + "}" * 100
     with pytest.raises(SieveSyntaxError, match="nesting deeper than 64"):

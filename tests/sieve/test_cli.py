@@ -68,3 +68,24 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
     assert r.returncode == 2
     assert "error:     include loop: loop -> loop" in r.stdout
     assert "keep INBOX (the fallback)" in r.stdout
+
+
+def test_test_reads_the_envelope_as_smtp_paths(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    script = tmp_path / "env.sieve"
+    script.write_text('require ["envelope", "fileinto"];\n'
+                      'if envelope :domain :is "from" "relay.example" { fileinto "Bad"; }\n'
+                      'if envelope :localpart :is "from" "bob" { fileinto "Bob"; }\n')
+    msg = tmp_path / "m.eml"
+    msg.write_text("Subject: x\n\nhi\n")
+    # the source route is dropped (RFC 5321 §4.1.2)
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg), "--script",
+               str(script), "--from", "<@relay.example:bob@b.test>")
+    assert r.returncode == 0, r.stderr
+    assert "envelope from: <bob@b.test>" in r.stdout
+    assert "action:    fileinto Bob" in r.stdout and "Bad" not in r.stdout
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg), "--script",
+               str(script), "--from", "<<bob@b.test>")
+    assert r.returncode == 1
+    assert "'<<bob@b.test>' is not an SMTP path" in r.stderr

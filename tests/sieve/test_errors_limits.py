@@ -16,6 +16,7 @@ from pochta.sieve import (
     compile_script,
     evaluate,
 )
+from pochta.sieve.address import envelope_path
 from pochta.sieve.execute import store_refusal
 
 MSG = (b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hello\r\n"
@@ -117,3 +118,34 @@ def test_store_refusals_explain_why_the_message_stays_in_inbox() -> None:
     for bad in ("foo//bar", "/top", "trailing/", "wild*", "ctl\x01"):
         refusal = store_refusal(bad, exists=False, may_create=True)
         assert refusal is not None and "invalid mailbox name" in refusal
+
+
+@pytest.mark.parametrize(("path", "address"), [
+    ("<bob@example.org>", "bob@example.org"),
+    ("bob@example.org", "bob@example.org"),
+    ("<>", ""),
+    # RFC 5321 §4.1.2: a source route is accepted and ignored
+    ("<@relay.example:bob@example.org>", "bob@example.org"),
+    ("<@a.example,@b.example:bob@example.org>", "bob@example.org"),
+    # RFC 5321 §4.1.1.3: Postmaster (and daemons) without a domain
+    ("<postmaster>", "postmaster"),
+    # what real mail carries: dots anywhere, "_" and "-" in host labels, UTF-8
+    ("..taro...yamada.@example.jp", "..taro...yamada.@example.jp"),
+    ("bob@_dmarc-.example", "bob@_dmarc-.example"),
+    ("jörg@bücher.example", "jörg@bücher.example"),
+    ('"bob smith"@example.org', '"bob smith"@example.org'),
+])
+def test_envelope_paths_sieve_reads(path: str, address: str) -> None:
+    assert envelope_path(path) == address
+
+
+@pytest.mark.parametrize("path", [
+    "<<bob@example.org>", "bob@example.org>", "<bob@example.org", "<bob example.org>",
+    "<bob@@example.org>", "bob@", "<relay.example:bob@example.org>",
+    "<@.example:bob@example.org>", "<@a..example:bob@example.org>",
+    "<@relay.examplebob@example.org>", "<@a.example,b.example:bob@example.org>",
+    "<@a.example,@b.example,bob@example.org>",
+])
+def test_envelope_paths_that_are_not_paths(path: str) -> None:
+    assert envelope_path(path) is None
+

@@ -280,7 +280,8 @@ def _handlers(state: _State) -> dict[str, object]:
         path = state.directory / it._s(pos[0])
         state.errors, state.compiled, state.result = [], None, None
         try:
-            state.compiled = compile_script(path.read_text("utf-8"), path.stem, LIMITS)
+            state.compiled = compile_script(path.read_text("utf-8"), path.stem,
+                                            _limits(state))
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
@@ -350,6 +351,9 @@ def _limits(state: _State) -> Limits:
                             state.config.get("sieve_variables_max_value_size", ""))
     if size.isdigit():
         limits = dataclasses.replace(limits, max_variable_size=int(size))
+    notify = state.config.get("sieve_notify_max_notifications", "")
+    if notify.isdigit():
+        limits = dataclasses.replace(limits, max_notifications=int(notify))
     return limits
 
 

@@ -149,3 +149,53 @@ def test_envelope_paths_sieve_reads(path: str, address: str) -> None:
 def test_envelope_paths_that_are_not_paths(path: str) -> None:
     assert envelope_path(path) is None
 
+
+
+def test_notify_literals_are_checked_when_the_script_is_compiled() -> None:
+    head = 'require "enotify";\n'
+    cases = [
+        ('notify "xmpp:bob@example.org";', "unsupported notification method 'xmpp'"),
+        ('notify "bob@example.org";', "has no scheme"),
+        ('notify "mailto:bob@example.org;?subject=x";', "'bob@example.org;' is not an email"),
+        ('notify "mailto:bob@example.org?sub<ject=x";', "is not name=value of URI"),
+        ('notify "mailto:bob@example.org?subject:=x";', "'subject:' is not a header field"),
+        ('notify "mailto:bob%23example.org";', "'bob#example.org' is not an email"),
+        ('notify "mailto:?to=eve%23example.org";', "'eve#example.org' is not an email"),
+        ('notify "mailto:?subject=hi";', "no recipient"),
+        ('notify :from "bob#example.org" "mailto:a@example.org";', ":from 'bob#example.org'"),
+        ('notify :from "" "mailto:a@example.org";', "notify :from '' is not"),
+        ('notify :options "" "mailto:a@example.org";', "empty option"),
+        ('notify :options "_x=1" "mailto:a@example.org";', "invalid option name in '_x=1'"),
+        ('notify :options "x=1\r\n2" "mailto:a@example.org";', "has a line break"),
+    ]
+    for line, expected in cases:
+        found = errors(head + line)
+        assert len(found) == 1 and found[0].startswith("line 2: notify"), found
+        assert expected in found[0], (line, found)
+    # one error per command, each with its line
+    assert [e.split(":")[0] for e in errors(
+        head + 'notify "x:y";\nnotify "mailto:a";\n')] == ["line 2", "line 3"]
+    # what is valid compiles, a %2C separates recipients, variables wait for the run
+    compile_script(head + 'notify :from "me@example.org" :options "a.b-c=d" '
+                   '"mailto:a@example.org%2Cb@example.org?cc=c@example.org&subject=Hi%20there";')
+    compile_script('require ["enotify", "variables"];\nset "u" "a@example.org";\n'
+                   'notify "mailto:${u}";')
+
+
+def test_notify_limits() -> None:
+    five = 'require "enotify";\n' + "".join(
+        f'notify "mailto:u{i}@example.net";\n' for i in range(5))
+    assert len(run(five, Limits(max_notifications=5)).actions) == 6  # and the keep
+    with pytest.raises(SieveRuntimeError) as info:
+        run(five, Limits(max_notifications=4))
+    assert info.value.line == 6
+    assert "number of notify actions exceeds policy limit (4 per message)" in str(info.value)
+    # 0: the operator forbids notify; a script using it is refused at upload ...
+    with pytest.raises(SieveSyntaxError) as err:
+        compile_script(five, limits=Limits(max_notifications=0))
+    assert "line 2: local policy prohibits the use of a notify action" in err.value.lines()
+    # ... and one compiled before the change fails at its run
+    script = compile_script(five)
+    with pytest.raises(SieveRuntimeError, match="prohibits the use of a notify"):
+        evaluate(script, SieveMessage(MSG), ENV,
+                 Context("bob@example.com", limits=Limits(max_notifications=0)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .address import redirect_address
 from .grammar import Argument, Command, Number, SieveSyntaxError, Strings, Tag, Test, parse
+from .notify_check import from_problem, method_problem, option_problem
 
 # What ManageSieve's SIEVE capability and ``require`` accept.
 EXTENSIONS: frozenset[str] = frozenset({
@@ -45,6 +46,7 @@ class Limits:
     max_include_depth: int = 10  # RFC 6609 §3.2: nesting of include
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
+    max_notifications: int = 10  # notify actions per run; 0: notify is refused
     max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
     # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
     # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
@@ -456,9 +458,13 @@ class _Checker:
             if isinstance(days, int) and days < 0:
                 raise SieveSyntaxError(line, "vacation :days must not be negative")
         if name == "notify":
+            if self.limits.max_notifications == 0:
+                raise SieveSyntaxError(line, "local policy prohibits the use of a notify "
+                                       "action")
             imp = tags.get("importance")
             if isinstance(imp, str) and imp not in ("1", "2", "3"):
                 raise SieveSyntaxError(line, 'notify :importance must be "1", "2" or "3"')
+            self.notify_arguments(tags, pos, line)
         if name == "redirect":
             target = pos[0]
             if isinstance(target, str) and "${" not in target and not _plausible(target):
@@ -476,6 +482,24 @@ class _Checker:
             raise SieveSyntaxError(line, f"{name}: :list is not allowed here")
         if name == "size" and not tags:
             raise SieveSyntaxError(line, "size needs :over or :under")
+
+
+    @staticmethod
+    def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
+        """RFC 5435 §3.2: literal arguments are checked when the script is compiled
+        (those built from variables when the action runs)."""
+        method, sender, options = pos[0], tags.get("from"), tags.get("options")
+        problems = []
+        if isinstance(method, str) and "${" not in method:
+            problems.append(method_problem(method))
+        if isinstance(sender, str) and "${" not in sender:
+            problems.append(from_problem(sender))
+        if isinstance(options, list):
+            problems += [option_problem(o) for o in options if "${" not in o]
+        first = next((p for p in problems if p is not None), None)
+        if first is not None:
+            raise SieveSyntaxError(line, f"notify: {first}" if not first.startswith(
+                "notify") else first)
 
 
 def _ihave(test: Test) -> list[str] | None:

@@ -474,6 +474,7 @@ class Interpreter:
             self._vacation(tags, pos, line)
         elif name == "notify":
             method = self._s(pos[0])
+            self._notify_limit(line)
             if _mailto(method) is None:
                 raise SieveRuntimeError(line, f"notify: unsupported or invalid method "
                                         f"{method!r} (only mailto: is supported)")
@@ -676,6 +677,14 @@ class Interpreter:
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)
+
+    def _notify_limit(self, line: int) -> None:
+        limit = self.limits.max_notifications
+        if limit == 0:  # the limit changed after the script was compiled
+            raise SieveRuntimeError(line, "local policy prohibits the use of a notify action")
+        if sum(isinstance(a, Notify) for a in self.actions) >= limit:
+            raise SieveRuntimeError(line, f"number of notify actions exceeds policy limit "
+                                    f"({limit} per message)")
 
     def _escape(self, value: str, escape: Callable[[str], str]) -> str:
         room = self.limits.max_variable_size

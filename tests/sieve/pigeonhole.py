@@ -351,6 +351,9 @@ def _limits(state: _State) -> Limits:
                             state.config.get("sieve_variables_max_value_size", ""))
     if size.isdigit():
         limits = dataclasses.replace(limits, max_variable_size=int(size))
+    header = state.config.get("sieve_editheader_max_header_size", "")
+    if header.isdigit():
+        limits = dataclasses.replace(limits, max_header_value=int(header))
     notify = state.config.get("sieve_notify_max_notifications", "")
     if notify.isdigit():
         limits = dataclasses.replace(limits, max_notifications=int(notify))

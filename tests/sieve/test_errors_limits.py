@@ -199,3 +199,44 @@ def test_notify_limits() -> None:
     with pytest.raises(SieveRuntimeError, match="prohibits the use of a notify"):
         evaluate(script, SieveMessage(MSG), ENV,
                  Context("bob@example.com", limits=Limits(max_notifications=0)))
+
+
+def test_editheader_literals_are_checked_when_the_script_is_compiled() -> None:
+    found = errors('require ["editheader", "encoded-character"];\n'
+                   'addheader "X-Ok" "tab\tis fine";\n'
+                   'addheader "X-Bad:" "v";\n'
+                   'deleteheader "X Bad";\n'
+                   'addheader "X-Ok" "bell${hex:07}";\n'
+                   'addheader "X-Ok" "nul${hex:00}";\n'
+                   'deleteheader :last "X-Ok";\n'
+                   'addheader "X-Ok" ["a list"];\n')
+    assert found == [
+        "line 3: addheader: field name 'X-Bad:' is invalid (printable US-ASCII characters "
+        "but colon and space, RFC 5322 §3.6.8)",
+        "line 4: deleteheader: field name 'X Bad' is invalid (printable US-ASCII characters "
+        "but colon and space, RFC 5322 §3.6.8)",
+        "line 5: addheader: value 'bell\\x07' is invalid (control character U+0007, "
+        "RFC 5322 §3.2.5)",
+        "line 6: addheader: value 'nul\\x00' is invalid (it contains a NUL character)",
+        "line 7: deleteheader: the :last tag cannot be specified without the :index tag",
+        "line 8: addheader: expected a string, not a list",
+    ]
+
+
+def test_a_name_built_at_run_time_is_checked_when_the_command_runs() -> None:
+    with pytest.raises(SieveRuntimeError) as info:
+        run('require ["editheader", "variables"];\nset "h" "X-Bad:";\naddheader "${h}" "v";')
+    assert info.value.line == 3
+    assert "addheader: field name 'X-Bad:' is invalid" in str(info.value)
+
+
+def test_added_header_values_have_a_size_limit() -> None:
+    limits = Limits(max_header_value=1024)
+    big = "A" * 1500
+    compile_script(f'require "editheader";\naddheader "X-Big" "{big}";')  # default 2048
+    with pytest.raises(SieveSyntaxError, match=r"is too large \(1500 bytes, the limit is 1024"):
+        compile_script(f'require "editheader";\naddheader "X-Big" "{big}";', limits=limits)
+    source = f'require ["editheader", "variables"];\nset "v" "{big}";\naddheader "X-Big" "${{v}}";'
+    assert run(source).message.headers("x-big") == [big]
+    with pytest.raises(SieveRuntimeError, match=r"too large \(1500 bytes, the limit is 1024"):
+        run(source, limits)

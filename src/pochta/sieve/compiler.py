@@ -47,6 +47,7 @@ class Limits:
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
     max_notifications: int = 10  # notify actions per run; 0: notify is refused
+    max_header_value: int = 2048  # bytes of the value addheader adds
     max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
     # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
     # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
@@ -380,7 +381,7 @@ class _Checker:
         if not isinstance(arg, Strings):
             raise SieveSyntaxError(arg.line, f"{what}: expected a string")
         if kind == "s":
-            if arg.is_list and len(arg.values) != 1:
+            if arg.is_list:  # RFC 5228 §2.6.2: a list is not a string, even of one
                 raise SieveSyntaxError(arg.line, f"{what}: expected a string, not a list")
             return arg.values[0]
         return list(arg.values)
@@ -419,7 +420,8 @@ class _Checker:
                 raise SieveSyntaxError(line, f':{rel} "{r}": relation must be one of '
                                        f"{', '.join(RELATIONS)}")
         if "last" in tags and "index" not in tags and name not in ("addheader", "duplicate"):
-            raise SieveSyntaxError(line, ":last needs :index")
+            raise SieveSyntaxError(line, f"{name}: the :last tag cannot be specified "
+                                   "without the :index tag")
         if "regex" in tags and "variables" not in self.requires:
             keys = pos[-1]
             for key in keys if isinstance(keys, list) else [keys]:
@@ -465,6 +467,8 @@ class _Checker:
             if isinstance(imp, str) and imp not in ("1", "2", "3"):
                 raise SieveSyntaxError(line, 'notify :importance must be "1", "2" or "3"')
             self.notify_arguments(tags, pos, line)
+        if name in ("addheader", "deleteheader"):
+            self.edit_arguments(name, pos, line)
         if name == "redirect":
             target = pos[0]
             if isinstance(target, str) and "${" not in target and not _plausible(target):
@@ -484,6 +488,20 @@ class _Checker:
             raise SieveSyntaxError(line, "size needs :over or :under")
 
 
+    def edit_arguments(self, name: str, pos: list[object], line: int) -> None:
+        """RFC 5293 §4-5: a literal field name must be one (RFC 5322 §3.6.8), a literal
+        value unstructured text (§3.2.5: no control characters but tab and line breaks);
+        names and values built from variables are checked when the command runs."""
+        field, value = pos[0], pos[1] if name == "addheader" else None
+        if isinstance(field, str) and "${" not in field:
+            problem = header_name_problem(field)
+            if problem is not None:
+                raise SieveSyntaxError(line, f"{name}: {problem}")
+        if isinstance(value, str) and "${" not in value:
+            problem = header_value_problem(value, self.limits.max_header_value)
+            if problem is not None:
+                raise SieveSyntaxError(line, f"{name}: {problem}")
+
     @staticmethod
     def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
         """RFC 5435 §3.2: literal arguments are checked when the script is compiled
@@ -500,6 +518,34 @@ class _Checker:
         if first is not None:
             raise SieveSyntaxError(line, f"notify: {first}" if not first.startswith(
                 "notify") else first)
+
+
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8 ftext
+
+
+def header_name_problem(name: str) -> str | None:
+    if _FIELD_NAME.match(name):
+        return None
+    return (f"field name {_shown(name)} is invalid (printable US-ASCII characters but "
+            "colon and space, RFC 5322 §3.6.8)")
+
+
+def header_value_problem(value: str, limit: int) -> str | None:
+    if "\x00" in value:
+        return f"value {_shown(value)} is invalid (it contains a NUL character)"
+    bad = next((c for c in value if (ord(c) < 0x20 and c not in "\t\r\n")
+                or ord(c) == 0x7F), None)
+    if bad is not None:
+        return (f"value {_shown(value)} is invalid (control character "
+                f"U+{ord(bad):04X}, RFC 5322 §3.2.5)")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        return f"value {_shown(value)} is too large ({size} bytes, the limit is {limit})"
+    return None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def _ihave(test: Test) -> list[str] | None:

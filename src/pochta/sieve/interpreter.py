@@ -28,7 +28,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
 from .address import redirect_address
-from .compiler import EXTENSIONS, Limits, Script, strings_of
+from .compiler import (
+    EXTENSIONS,
+    Limits,
+    Script,
+    header_name_problem,
+    strings_of,
+)
 from .grammar import Command, Test
 from .message import MimePart, SieveMessage, header_params
 
@@ -745,7 +751,12 @@ class Interpreter:
     def _addheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name, value = self._s(pos[0]), self._s(pos[1])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"addheader: {header_name_problem(name)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_header_value:
+            raise SieveRuntimeError(line, f"addheader: value {value[:40]!r}... is too large "
+                                    f"({size} bytes, the limit is "
+                                    f"{self.limits.max_header_value})")
         if any(c in value for c in "\r\n\x00"):
             # RFC 5322 §2.2.3: a line break before white space is folding (unfold it);
             # a trailing one (a text: value) goes, any other becomes a space
@@ -759,7 +770,7 @@ class Interpreter:
     def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name = self._s(pos[0])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"deleteheader: {header_name_problem(name)}")
         self._edit(line)
         if name.lower() in _PROTECTED:
             return

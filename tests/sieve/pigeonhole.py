@@ -483,7 +483,8 @@ def run_file(path: Path) -> FileResult:
     state.scripts = _includes(path.parent)
     try:
         script = compile_script(path.read_text("utf-8"), path.name, LIMITS,
-                                EXTENSIONS | {EXT}, COMMANDS, TESTS)
+                                EXTENSIONS | {EXT}, COMMANDS, TESTS,
+                                frozenset({"tst"}))
     except SieveSyntaxError as exc:
         return FileResult(str(path), False, 0, [], f"does not compile: {exc}")
     ctx = Context("user@example.com", limits=LIMITS, now=1_700_000_000.0,

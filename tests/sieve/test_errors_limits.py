@@ -240,3 +240,39 @@ def test_added_header_values_have_a_size_limit() -> None:
     assert run(source).message.headers("x-big") == [big]
     with pytest.raises(SieveRuntimeError, match=r"too large \(1500 bytes, the limit is 1024"):
         run(source, limits)
+
+
+def test_variable_namespaces_need_their_extension() -> None:
+    found = errors('require ["variables", "fileinto"];\n'
+                   'set "x.frop" "v";\n'
+                   'set "global.g" "v";\n'
+                   'fileinto "${box.name}";\n'
+                   'fileinto "${x}${1}${env.host}";\n')
+    assert found == ['line 2: variable "x.frop": unknown namespace "x"',
+                     'line 3: variable "global.g": unknown namespace "global"',
+                     'line 4: variable "box.name": unknown namespace "box"']
+    # with include, global.NAME is one variable (RFC 6609 §3.5), no deeper name
+    found = errors('require ["variables", "include"];\n'
+                   'set "global.ok" "v";\nset "global.sub.name" "v";\nset "global.12" "v";\n')
+    assert [e.split(":")[0] for e in found] == ["line 3", "line 4"]
+    assert "invalid name in the global namespace" in found[0]
+    assert found[1] == 'line 4: invalid variable name "global.12"'
+
+
+def test_global_declarations() -> None:
+    # RFC 6609 §3.3: global belongs to variables
+    assert errors('require "include";\nglobal "a";\n') == [
+        'line 2: command global needs require "variables"']
+    found = errors('require ["include", "variables"];\nglobal "a";\nglobal "a";\nkeep;\n'
+                   'global "b";\nset "c" "1";\nglobal "c";\n')
+    assert found == ['line 7: global: variable "c" is already used as a local variable '
+                     "above; declare it global before its first use (RFC 6609 §3.3)"]
+
+
+def test_include_names_follow_managesieve_script_names() -> None:
+    found = errors('require ["include", "encoded-character"];\n'
+                   'include "ok";\ninclude "../up";\ninclude "bell${unicode:7}";\n'
+                   'include "c1${unicode:85}";\ninclude "ls${unicode:2028}";\n')
+    assert [e.split(": include")[0] for e in found] == ["line 3", "line 4", "line 5",
+                                                         "line 6"]
+    assert "(character U+0007)" in found[1] and "(character U+2028)" in found[3]

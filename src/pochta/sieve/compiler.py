@@ -185,6 +185,7 @@ TESTS: dict[str, Spec] = {
 }
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
 
 
@@ -214,7 +215,8 @@ def decode_encoded_characters(s: str) -> str:
 
 class _Checker:
     def __init__(self, limits: Limits, extensions: frozenset[str],
-                 commands: dict[str, Spec], tests: dict[str, Spec]) -> None:
+                 commands: dict[str, Spec], tests: dict[str, Spec],
+                 namespaces: frozenset[str] = frozenset()) -> None:
         self.limits = limits
         self.extensions = extensions
         self.commands = commands
@@ -223,6 +225,8 @@ class _Checker:
         self.includes: list[tuple[str, str]] = []
         self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
         self.foreverypart = 0  # foreverypart loops around the command being checked
+        self.namespaces = namespaces  # of test-only extensions, e.g. "tst"
+        self.locals: set[str] = set()  # variables set before any global names them
 
     def need(self, ext: str | None, what: str, line: int) -> None:
         if ext is not None and ext not in self.requires:
@@ -437,11 +441,25 @@ class _Checker:
             zone = tags.get("zone")
             if isinstance(zone, str) and not re.fullmatch(r"[+-]\d{4}", zone):
                 raise SieveSyntaxError(line, f'invalid :zone "{zone}" (expected +hhmm)')
+        if "variables" in self.requires:
+            self.references(tags, pos, line)
         if name == "set":
             var = pos[0]
             assert isinstance(var, str)
             if not _VAR_NAME.match(var) or var[0].isdigit():
                 raise SieveSyntaxError(line, f'invalid variable name "{var}"')
+            self.variable_name(var, line, assigned=True)
+            self.locals.add(var.lower())
+        if name == "global":
+            # RFC 6609 §3.3: global is part of the variables model
+            self.need("variables", "command global", line)
+            for var in pos[0] if isinstance(pos[0], list) else []:
+                if not _VAR_NAME.match(var) or var[0].isdigit() or "." in var:
+                    raise SieveSyntaxError(line, f'global: invalid variable name "{var}"')
+                if var.lower() in self.locals:
+                    raise SieveSyntaxError(line, f'global: variable "{var}" is already used '
+                                           "as a local variable above; declare it global "
+                                           "before its first use (RFC 6609 §3.3)")
         if name in ("setflag", "addflag", "removeflag") and pos[0] is not None and (
                 not isinstance(pos[0], str) or not _VAR_NAME.match(pos[0])):
             raise SieveSyntaxError(line, f"{name}: invalid variable name")
@@ -452,6 +470,11 @@ class _Checker:
             assert isinstance(target, str)
             if not target or "/" in target or target.startswith(".") or "${" in target:
                 raise SieveSyntaxError(line, f'include: invalid script name "{target}"')
+            bad = next((c for c in target if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+                        or c in "\u2028\u2029"), None)
+            if bad is not None:  # RFC 5804 §1.6: what a script name cannot contain
+                raise SieveSyntaxError(line, f"include: invalid script name {target!r} "
+                                       f"(character U+{ord(bad):04X})")
             location = "global" if tags.get("global") else "personal"
             if (location, target) not in self.includes:
                 self.includes.append((location, target))
@@ -501,6 +524,31 @@ class _Checker:
             problem = header_value_problem(value, self.limits.max_header_value)
             if problem is not None:
                 raise SieveSyntaxError(line, f"{name}: {problem}")
+
+    def variable_name(self, var: str, line: int, assigned: bool) -> None:
+        """RFC 5229 §3: a name with a namespace ("global.x") needs the extension that
+        defines it required ("MUST cause an error" otherwise). RFC 6609 §3.5: "global." names one
+        variable, no sub-namespace."""
+        if "." not in var:
+            return
+        space, _, rest = var.partition(".")
+        known = {"global"} if "include" in self.requires else set()
+        if not assigned:
+            known.add("env")  # the environment items, read-only (RFC 5183 §4)
+        if space.lower() not in known | self.namespaces:
+            raise SieveSyntaxError(line, f'variable "{var}": unknown namespace "{space}"')
+        if space.lower() == "global" and ("." in rest or rest[:1].isdigit()):
+            raise SieveSyntaxError(line, f'variable "{var}": invalid name in the global '
+                                   "namespace")
+
+    def references(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        """The variables a literal string names (RFC 5229 §3)."""
+        for v in [*tags.values(), *pos]:
+            for s in v if isinstance(v, list) else [v]:
+                if isinstance(s, str) and "${" in s:
+                    for m in _REFERENCE.finditer(s):
+                        if not m.group(1)[0].isdigit():
+                            self.variable_name(m.group(1), line, assigned=False)
 
     @staticmethod
     def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
@@ -568,7 +616,8 @@ def _plausible(address: str) -> bool:
 def compile_script(source: str, name: str = "", limits: Limits | None = None,
                    extensions: frozenset[str] = EXTENSIONS,
                    extra_commands: dict[str, Spec] | None = None,
-                   extra_tests: dict[str, Spec] | None = None) -> Script:
+                   extra_tests: dict[str, Spec] | None = None,
+                   namespaces: frozenset[str] = frozenset()) -> Script:
     """Parse and check a script; raises ``SieveSyntaxError`` (with its line).
     ``extra_*``: commands and tests of a test-only extension (their evaluation is
     ``Context.handlers``)."""
@@ -583,7 +632,7 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
     except SieveSyntaxError as err:  # one the parser cannot go on after
         raise SieveSyntaxError.of([*errors, err]) from None
     checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
-                       {**TESTS, **(extra_tests or {})})
+                       {**TESTS, **(extra_tests or {})}, namespaces)
     checker.block(commands, top=True)
     errors += checker.errors
     if errors:

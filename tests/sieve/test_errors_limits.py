@@ -276,3 +276,15 @@ def test_include_names_follow_managesieve_script_names() -> None:
     assert [e.split(": include")[0] for e in found] == ["line 3", "line 4", "line 5",
                                                          "line 6"]
     assert "(character U+0007)" in found[1] and "(character U+2028)" in found[3]
+
+
+def test_ihave_is_false_for_extensions_that_change_how_strings_read() -> None:
+    # RFC 5463 §4: "The test MUST fail and the extension MUST NOT be enabled"
+    source = ('require ["ihave", "fileinto"];\n'
+              'if ihave "variables" { fileinto "v"; }\n'
+              'if ihave "encoded-character" { fileinto "e"; }\n'
+              'if ihave ["fileinto", "copy"] { fileinto "ok"; }\n')
+    assert [getattr(a, "mailbox", "") for a in run(source).actions] == ["ok"]
+    # the block is not compiled: it may use what only variables would define
+    inert = run('require ["ihave"];\nif ihave "variables" { set "a" "b"; discard; }')
+    assert [getattr(a, "implicit", False) for a in inert.actions] == [True]

@@ -31,6 +31,9 @@ EXTENSIONS: frozenset[str] = frozenset({
 # Pigeonhole, i;unicode-casemap (RFC 5051) also works without (scripts move unchanged)
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None, "i;unicode-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
+# RFC 5463 §4: extensions that change how a script is read (its strings) cannot be
+# enabled part-way through it, so ihave is false for them
+NOT_BY_IHAVE = frozenset({"encoded-character", "variables"})
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
@@ -274,7 +277,7 @@ class _Checker:
             if wanted is not None:
                 # RFC 5463 §4: the block is compiled only when the extensions exist,
                 # and then it may use them
-                if all(e in self.extensions for e in wanted):
+                if all(e in self.extensions and e not in NOT_BY_IHAVE for e in wanted):
                     self.requires.update(wanted)
                 else:
                     cmd.extra["skip_block"] = True

@@ -30,6 +30,7 @@ from ..mail.addresses import normalize_login
 from .address import redirect_address
 from .compiler import (
     EXTENSIONS,
+    NOT_BY_IHAVE,
     Limits,
     Script,
     header_name_problem,
@@ -911,7 +912,8 @@ class Interpreter:
                 return all(self._mime_values(h, tags) for h in self._l(pos[0]))
             return all(self.msg.headers(h) for h in self._l(pos[0]))
         if name == "ihave":
-            return all(e in self.ctx.extensions for e in self._l(pos[0]))
+            return all(e in self.ctx.extensions and e not in NOT_BY_IHAVE
+                       for e in self._l(pos[0]))
         if name == "specialuse_exists":
             uses = [u.lower() for u in self._l(pos[1])]
             if pos[0] is None:

@@ -11,7 +11,8 @@ compile error Pochta reports, plus Pigeonhole's closing "compilation failed" one
 ``test_result_action``, ``test_result_execute`` (the result carried out: stores into
 the runner's folders; redirects, vacation replies, notifications and rejection DSNs
 built by Pochta's own code into an outbox), ``test_message :smtp N`` / ``:folder F N``
-(that message, and its envelope, become the one under test), ``test_result_reset``,
+(that message, and its envelope, become the one under test; as a command, a message
+that is not there fails the test), ``test_result_reset``,
 ``test_mailbox_create``, ``test_imap_metadata_set`` (the METADATA the mboxmetadata
 tests read), ``test_config_set`` for settings with a Pochta equivalent
 (``recipient_delimiter`` of one character, ``sieve_user_email``, ``sieve_max_cpu_time``
@@ -19,7 +20,9 @@ in seconds, ``sieve_extlists_list`` dict files as lists; others are ignored).
 ``test_binary_save``/``_load`` pickle the compiled script (Pochta has no binary
 format). ``test_multiscript`` fails the test that uses it.
 
-A file passes when it compiles and every ``test`` block in it passes.
+A file passes when it compiles and every ``test`` block in it passes; a file of
+``failures/`` (Pigeonhole runs them with ``-F``) when every test in it fails, or it does
+not compile, and none failed by an exception of the interpreter itself.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class _State:
     binaries: dict[str, bytes] = field(default_factory=dict)
     passed: int = 0
     failed: list[str] = field(default_factory=list)
+    crashed: bool = False  # an exception of the interpreter itself, not a Sieve error
 
 
 def _action_name(action: object) -> str:
@@ -154,6 +158,7 @@ def _handlers(state: _State) -> dict[str, object]:
             state.failed.append(f"{name}: runtime error {exc}")
         except Exception as exc:  # an interpreter bug shows as a failed test, not a crash
             state.failed.append(f"{name}: {type(exc).__name__} {exc}")
+            state.crashed = True
         finally:
             it.actions, it.implicit_keep = saved
 
@@ -214,13 +219,19 @@ def _handlers(state: _State) -> dict[str, object]:
     def message(it: Interpreter, node: Command | Test) -> bool:
         tags, pos = args(node)
         index = int(str(pos[0]))
+        # as a command (not a test) a message that is not there fails the test
+        missing = _Fail("no such message") if isinstance(node, Command) else None
         if "folder" in tags:
             stored = state.folders.get(it._s(tags["folder"]), [])
             if not 0 <= index < len(stored):
+                if missing:
+                    raise missing
                 return False
             it.msg = SieveMessage(stored[index])
             return True
         if not 0 <= index < len(state.sent):
+            if missing:
+                raise missing
             return False
         sender, rcpt, data = state.sent[index]
         it.msg = SieveMessage(data)
@@ -479,6 +490,8 @@ def _includes(directory: Path) -> dict[tuple[str, str], Script | None]:
 
 
 def run_file(path: Path) -> FileResult:
+    # failures/: Pigeonhole runs these with -F, "every test expected to fail"
+    expect_failure = path.parent.name == "failures"
     state = _State(path.parent)
     state.scripts = _includes(path.parent)
     try:
@@ -486,7 +499,7 @@ def run_file(path: Path) -> FileResult:
                                 EXTENSIONS | {EXT}, COMMANDS, TESTS,
                                 frozenset({"tst"}))
     except SieveSyntaxError as exc:
-        return FileResult(str(path), False, 0, [], f"does not compile: {exc}")
+        return FileResult(str(path), expect_failure, 0, [], f"does not compile: {exc}")
     ctx = Context("user@example.com", limits=LIMITS, now=1_700_000_000.0,
                   environment={"domain": "example.com", "host": "mail.example.com",
                                "location": "MDA", "name": "Pochta", "phase": "during",
@@ -502,6 +515,10 @@ def run_file(path: Path) -> FileResult:
         state.failed.append(f"(top level) {exc}")
     except Exception as exc:
         state.failed.append(f"(top level) {type(exc).__name__} {exc}")
+        state.crashed = True
+    if expect_failure:  # every test is to fail, and none by a crash
+        ok = state.passed == 0 and not state.crashed
+        return FileResult(str(path), ok, state.passed, state.failed)
     return FileResult(str(path), not state.failed, state.passed, state.failed)
 
 

@@ -288,3 +288,22 @@ def test_ihave_is_false_for_extensions_that_change_how_strings_read() -> None:
     # the block is not compiled: it may use what only variables would define
     inert = run('require ["ihave"];\nif ihave "variables" { set "a" "b"; discard; }')
     assert [getattr(a, "implicit", False) for a in inert.actions] == [True]
+
+
+def test_index_zero_list_comparators_and_special_use_attributes() -> None:
+    found = errors('require ["index", "extlists", "special-use", "fileinto", "editheader"];\n'
+                   'if header :index 0 "to" "x" { keep; }\n'
+                   'deleteheader :index 0 "x-a";\n'
+                   'if header :list :comparator "i;octet" "from" ":addrbook:default" { keep; }\n'
+                   'fileinto :specialuse "Junk" "Spam";\n'
+                   'if specialuse_exists ["\\\\Sent", "Sent"] { keep; }\n'
+                   'fileinto :specialuse "\\\\Junk" "Spam";\n')
+    assert found == [
+        "line 2: header: :index 0 is invalid (the first field is 1)",
+        "line 3: deleteheader: :index 0 is invalid (the first field is 1)",
+        "line 4: header: the :list match type does not allow a comparator",
+        "line 5: fileinto: 'Junk' is not a special-use attribute (a backslash and a name, "
+        'e.g. "\\\\Junk")',
+        "line 6: specialuse_exists: 'Sent' is not a special-use attribute (a backslash and "
+        'a name, e.g. "\\\\Junk")',
+    ]

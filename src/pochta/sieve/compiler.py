@@ -188,6 +188,7 @@ TESTS: dict[str, Spec] = {
 }
 
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_USE_ATTR = re.compile(r'\\[^\x00-\x20\x7f(){%*"\\\]]+\Z')
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
 
@@ -426,6 +427,19 @@ class _Checker:
             if isinstance(r, str) and r.lower() not in RELATIONS:
                 raise SieveSyntaxError(line, f':{rel} "{r}": relation must be one of '
                                        f"{', '.join(RELATIONS)}")
+        uses = [tags["specialuse"]] if "specialuse" in tags else (
+            pos[-1] if name == "specialuse_exists" and isinstance(pos[-1], list) else [])
+        for use in uses:
+            # RFC 8579 §3 / RFC 6154 §6: use-attr = "\\" atom, e.g. "\\Junk"
+            if isinstance(use, str) and "${" not in use and not _USE_ATTR.match(use):
+                raise SieveSyntaxError(line, f"{name}: {use!r} is not a special-use "
+                                       'attribute (a backslash and a name, e.g. "\\\\Junk")')
+        if tags.get("index") == 0:  # RFC 5260 §6, RFC 5293 §5: fields count from 1
+            raise SieveSyntaxError(line, f"{name}: :index 0 is invalid (the first field is 1)")
+        if "list" in tags and "comparator" in tags:
+            # the list's own lookup decides how values match (RFC 6134 §2.4)
+            raise SieveSyntaxError(line, f"{name}: the :list match type does not allow a "
+                                   "comparator")
         if "last" in tags and "index" not in tags and name not in ("addheader", "duplicate"):
             raise SieveSyntaxError(line, f"{name}: the :last tag cannot be specified "
                                    "without the :index tag")

@@ -307,3 +307,24 @@ def test_index_zero_list_comparators_and_special_use_attributes() -> None:
         "line 6: specialuse_exists: 'Sent' is not a special-use attribute (a backslash and "
         'a name, e.g. "\\\\Junk")',
     ]
+
+
+def test_foreverypart_names_nesting_and_extracttext() -> None:
+    head = 'require ["foreverypart", "extracttext", "variables"];\n'
+    found = errors(head + 'foreverypart :name "outer" {\n'
+                   '  foreverypart { break :name "outer"; }\n'  # fine: an enclosing loop
+                   '  break :name "inner";\n'
+                   '  extracttext "0";\n'
+                   '  extracttext "${x}";\n'
+                   '  extracttext "ok";\n'
+                   '}\n')
+    assert found == [
+        'line 4: break :name "inner": no enclosing foreverypart loop has that name',
+        'line 5: extracttext: invalid variable name "0"',
+        'line 6: extracttext: invalid variable name "${x}"',
+    ]
+    deep = head + "foreverypart {\n" * 5 + "keep;\n" + "}\n" * 5
+    assert errors(deep) == ["line 6: foreverypart nested deeper than 4 loops"]
+    compile_script(head + "foreverypart {\n" * 4 + "keep;\n" + "}\n" * 4)
+    assert errors('require ["extracttext", "variables"];\nkeep;\n') == [
+        'line 1: require "extracttext" needs "foreverypart" required too']

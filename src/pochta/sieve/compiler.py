@@ -31,6 +31,9 @@ EXTENSIONS: frozenset[str] = frozenset({
 # Pigeonhole, i;unicode-casemap (RFC 5051) also works without (scripts move unchanged)
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None, "i;unicode-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
+# foreverypart loops inside each other, in one script or through include: each level
+# walks every part below the one above, so the work grows as parts ** depth
+MAX_PART_LOOPS = 4
 # RFC 5463 §4: extensions that change how a script is read (its strings) cannot be
 # enabled part-way through it, so ihave is false for them
 NOT_BY_IHAVE = frozenset({"encoded-character", "variables"})
@@ -229,6 +232,8 @@ class _Checker:
         self.includes: list[tuple[str, str]] = []
         self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
         self.foreverypart = 0  # foreverypart loops around the command being checked
+        self.loop_names: list[str | None] = []  # their :name values, outermost first
+        self.required_at: dict[str, int] = {}  # extension -> line of its require
         self.namespaces = namespaces  # of test-only extensions, e.g. "tst"
         self.locals: set[str] = set()  # variables set before any global names them
 
@@ -254,9 +259,16 @@ class _Checker:
                 self.errors.append(err)
             if cmd.block is not None and not cmd.extra.get("skip_block"):
                 # the block is checked even when its command is not
-                self.foreverypart += cmd.name == "foreverypart"
+                loop = cmd.name == "foreverypart"
+                if loop:
+                    tags = cmd.extra.get("tags")
+                    name = tags.get("name") if isinstance(tags, dict) else None
+                    self.loop_names.append(name if isinstance(name, str) else None)
+                self.foreverypart += loop
                 self.block(cmd.block, top=False)
-                self.foreverypart -= cmd.name == "foreverypart"
+                self.foreverypart -= loop
+                if loop:
+                    self.loop_names.pop()
             previous = cmd.name
 
     def command(self, cmd: Command) -> None:
@@ -284,6 +296,14 @@ class _Checker:
                     cmd.extra["skip_block"] = True
         if cmd.name in ("break", "extracttext") and not self.foreverypart:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} must be inside foreverypart")
+        if cmd.name == "break" and isinstance(tags.get("name"), str) and (
+                tags["name"] not in self.loop_names):
+            # RFC 5703 §3.2: the name must be that of an enclosing loop
+            raise SieveSyntaxError(cmd.line, f'break :name "{tags["name"]}": no enclosing '
+                                   "foreverypart loop has that name")
+        if cmd.name == "foreverypart" and self.foreverypart >= MAX_PART_LOOPS:
+            raise SieveSyntaxError(cmd.line, f"foreverypart nested deeper than "
+                                   f"{MAX_PART_LOOPS} loops")
         if cmd.name == "extracttext" and "variables" not in self.requires:
             raise SieveSyntaxError(cmd.line, 'extracttext needs require "variables"')
         if cmd.name == "require":
@@ -295,6 +315,7 @@ class _Checker:
                         cmd.line, f'unsupported extension "{ext}"'))
                     continue
                 self.requires.add(ext)
+                self.required_at.setdefault(ext, cmd.line)
                 if ext == "enotify" or ext == "vacation-seconds":
                     self.requires.add("vacation" if ext == "vacation-seconds" else ext)
                 if ext == "spamtestplus":
@@ -460,11 +481,12 @@ class _Checker:
                 raise SieveSyntaxError(line, f'invalid :zone "{zone}" (expected +hhmm)')
         if "variables" in self.requires:
             self.references(tags, pos, line)
-        if name == "set":
+        if name in ("set", "extracttext"):
             var = pos[0]
             assert isinstance(var, str)
             if not _VAR_NAME.match(var) or var[0].isdigit():
-                raise SieveSyntaxError(line, f'invalid variable name "{var}"')
+                raise SieveSyntaxError(line, f'{"" if name == "set" else name + ": "}'
+                                       f'invalid variable name "{var}"')
             self.variable_name(var, line, assigned=True)
             self.locals.add(var.lower())
         if name == "global":
@@ -652,6 +674,11 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
                        {**TESTS, **(extra_tests or {})}, namespaces)
     checker.block(commands, top=True)
     errors += checker.errors
+    if "extracttext" in checker.required_at and "foreverypart" not in checker.requires:
+        # RFC 5703 §7: extracttext runs inside foreverypart loops only
+        errors.append(SieveSyntaxError(checker.required_at["extracttext"],
+                                       'require "extracttext" needs "foreverypart" '
+                                       "required too"))
     if errors:
         raise SieveSyntaxError.of(errors)
     return Script(name, commands, frozenset(checker.requires), checker.includes, size)

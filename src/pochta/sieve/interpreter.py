@@ -30,6 +30,7 @@ from ..mail.addresses import normalize_login
 from .address import redirect_address
 from .compiler import (
     EXTENSIONS,
+    MAX_PART_LOOPS,
     NOT_BY_IHAVE,
     Limits,
     Script,
@@ -189,7 +190,6 @@ class _Break(Exception):
         self.name = name
 
 
-MAX_PART_LOOPS = 8  # foreverypart nesting at run time (includes inside loops)
 
 
 # --- comparators and match types (RFC 5228 §2.7, RFC 4790, RFC 5231) -----------------------

@@ -328,3 +328,15 @@ def test_foreverypart_names_nesting_and_extracttext() -> None:
     compile_script(head + "foreverypart {\n" * 4 + "keep;\n" + "}\n" * 4)
     assert errors('require ["extracttext", "variables"];\nkeep;\n') == [
         'line 1: require "extracttext" needs "foreverypart" required too']
+
+
+def test_folder_names_that_are_not_text() -> None:
+    head = 'require ["fileinto", "encoded-character", "variables"];\n'
+    assert errors(head + 'fileinto "${hex:ff}rop";\nfileinto "";\n') == [
+        "line 2: fileinto: invalid folder name '\ufffdrop' (not valid UTF-8)",
+        "line 3: fileinto: empty folder name"]
+    # built at run time: the run fails there (and delivery keeps the message)
+    with pytest.raises(SieveRuntimeError) as info:
+        run(head + 'set "box" "${hex:c3}x";\nfileinto "${box}";')
+    assert info.value.line == 3 and "(not valid UTF-8)" in str(info.value)
+    assert run(head + 'fileinto "Gr${hex:c3 bc}n";').actions[0].mailbox == "Grün"  # type: ignore[union-attr]

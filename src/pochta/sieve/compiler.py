@@ -537,8 +537,9 @@ class _Checker:
                 raise SieveSyntaxError(line, f'redirect: invalid address "{target}"')
         if name == "fileinto":
             box = pos[0]
-            if isinstance(box, str) and not box:
-                raise SieveSyntaxError(line, "fileinto: empty mailbox name")
+            if isinstance(box, str) and "${" not in box and (
+                    problem := folder_name_problem(box)) is not None:
+                raise SieveSyntaxError(line, f"fileinto: {problem}")
         if (tags.keys() & {"type", "subtype", "contenttype", "param", "anychild"}
                 and "mime" not in tags):
             raise SieveSyntaxError(line, f"{name}: :anychild, :type, :subtype, :contenttype "
@@ -608,6 +609,19 @@ class _Checker:
 
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8 ftext
+
+
+def folder_name_problem(name: str) -> str | None:
+    """What makes a fileinto name unusable whatever the mailboxes (the store refuses
+    the rest when the message is filed)."""
+    if not name:
+        return "empty folder name"
+    if "\x00" in name:
+        return f"invalid folder name {name!r} (NUL character)"
+    if "\ufffd" in name:
+        # what ${hex:..} (RFC 5228 §2.4.2.4) gives for bytes that are not UTF-8
+        return f"invalid folder name {name!r} (not valid UTF-8)"
+    return None
 
 
 def header_name_problem(name: str) -> str | None:

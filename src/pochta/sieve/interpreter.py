@@ -34,6 +34,7 @@ from .compiler import (
     NOT_BY_IHAVE,
     Limits,
     Script,
+    folder_name_problem,
     header_name_problem,
     strings_of,
 )
@@ -450,8 +451,9 @@ class Interpreter:
             self.implicit_keep = False
         elif name == "fileinto":
             mailbox = self._s(pos[0])
-            if not mailbox or "\x00" in mailbox:
-                raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
+            problem = folder_name_problem(mailbox)
+            if problem is not None:
+                raise SieveRuntimeError(line, f"fileinto: {problem}")
             self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
                             special_use=self._opt(tags, "specialuse")), line)
             if not tags.get("copy"):

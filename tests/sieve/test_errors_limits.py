@@ -340,3 +340,17 @@ def test_folder_names_that_are_not_text() -> None:
         run(head + 'set "box" "${hex:c3}x";\nfileinto "${box}";')
     assert info.value.line == 3 and "(not valid UTF-8)" in str(info.value)
     assert run(head + 'fileinto "Gr${hex:c3 bc}n";').actions[0].mailbox == "Grün"  # type: ignore[union-attr]
+
+
+def test_address_reads_address_fields_and_envelope_known_parts() -> None:
+    found = errors('require ["envelope", "variables"];\n'
+                   'if address :is ["To", "Reply-To", "Disposition-Notification-To"] "a" '
+                   '{ keep; }\n'
+                   'if address :is ["to", "Subject"] "a" { keep; }\n'
+                   'if envelope :is ["from", "to", "auth"] "a" { keep; }\n'
+                   'if envelope :is "orcpt" "a" { keep; }\n'
+                   'set "h" "subject";\nif address :is "${h}" "a" { keep; }\n')
+    assert found == [
+        'line 3: address: header "Subject" does not hold addresses (use the header test)',
+        'line 5: envelope: unknown envelope part "orcpt" (expected "from", "to" or "auth")',
+    ]

@@ -31,6 +31,20 @@ EXTENSIONS: frozenset[str] = frozenset({
 # Pigeonhole, i;unicode-casemap (RFC 5051) also works without (scripts move unchanged)
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None, "i;unicode-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
+# Fields whose value is an address list or a mailbox (RFC 5322 §3.6.2-3.6.6, RFC 8098
+# §2.1, RFC 2076 and the de facto ones delivery agents write): the address test reads
+# these (RFC 5228 §5.1: "MUST restrict the address test to headers that contain
+# addresses"). Return-Path and Envelope-To are left to the envelope test.
+ADDRESS_HEADERS = frozenset({
+    "from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
+    "resent-to", "resent-cc", "resent-bcc", "resent-reply-to",
+    "disposition-notification-to", "mail-followup-to", "mail-reply-to", "delivered-to",
+    "x-original-to", "x-original-from", "apparently-to", "errors-to", "return-receipt-to",
+    "read-receipt-to", "x-confirm-reading-to", "for-approval", "for-handling",
+    "for-comment", "x-admin", "abuse-reports-to", "x-complaints-to", "x-report-abuse-to",
+    "x-beenthere", "return-receipt-requested", "registered-mail-reply-requested-by",
+})
+ENVELOPE_PARTS = frozenset({"from", "to", "auth"})
 # foreverypart loops inside each other, in one script or through include: each level
 # walks every part below the one above, so the work grows as parts ** depth
 MAX_PART_LOOPS = 4
@@ -455,6 +469,8 @@ class _Checker:
             if isinstance(use, str) and "${" not in use and not _USE_ATTR.match(use):
                 raise SieveSyntaxError(line, f"{name}: {use!r} is not a special-use "
                                        'attribute (a backslash and a name, e.g. "\\\\Junk")')
+        if name in ("address", "envelope") and isinstance(pos[0], list):
+            self.address_sources(name, pos[0], line)
         if tags.get("index") == 0:  # RFC 5260 §6, RFC 5293 §5: fields count from 1
             raise SieveSyntaxError(line, f"{name}: :index 0 is invalid (the first field is 1)")
         if "list" in tags and "comparator" in tags:
@@ -564,6 +580,20 @@ class _Checker:
             problem = header_value_problem(value, self.limits.max_header_value)
             if problem is not None:
                 raise SieveSyntaxError(line, f"{name}: {problem}")
+
+    @staticmethod
+    def address_sources(name: str, sources: list[str], line: int) -> None:
+        """RFC 5228 §5.1: the address test reads fields that hold addresses only;
+        §5.4: the envelope parts are "from" and "to" (and "auth", the submitter)."""
+        allowed = ADDRESS_HEADERS if name == "address" else ENVELOPE_PARTS
+        for source in sources:
+            if "${" in source or source.lower() in allowed:
+                continue
+            if name == "address":
+                raise SieveSyntaxError(line, f'address: header "{source}" does not hold '
+                                       "addresses (use the header test)")
+            raise SieveSyntaxError(line, f'envelope: unknown envelope part "{source}" '
+                                   '(expected "from", "to" or "auth")')
 
     def variable_name(self, var: str, line: int, assigned: bool) -> None:
         """RFC 5229 §3: a name with a namespace ("global.x") needs the extension that

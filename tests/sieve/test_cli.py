@@ -52,7 +52,8 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
     r = pochta("-c", c, "sieve", "check", "alice@example.org", str(bad))
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"error: {bad}: line 1: unknown command frobnicate",
-                                     "  line 2: keep: unknown tag :nope", "  2 errors"]
+                                     "  line 2: unknown tagged argument ':nope' for the keep "
+                                     "command (its tags need a require first)", "  2 errors"]
     r = pochta("-c", c, "sieve", "activate", "alice@example.org", "nope")
     assert r.returncode == 1 and "no script 'nope'" in r.stderr
     r = pochta("-c", c, "sieve", "list", "nobody@example.org")

@@ -219,7 +219,8 @@ def test_editheader_literals_are_checked_when_the_script_is_compiled() -> None:
         "RFC 5322 §3.2.5)",
         "line 6: addheader: value 'nul\\x00' is invalid (it contains a NUL character)",
         "line 7: deleteheader: the :last tag cannot be specified without the :index tag",
-        "line 8: addheader: expected a string, not a list",
+        "line 8: the addheader command expects a string as argument 2 (value), but a "
+        "string list was found",
     ]
 
 
@@ -351,6 +352,7 @@ def test_address_reads_address_fields_and_envelope_known_parts() -> None:
                    'if envelope :is "orcpt" "a" { keep; }\n'
                    'set "h" "subject";\nif address :is "${h}" "a" { keep; }\n')
     assert found == [
-        'line 3: address: header "Subject" does not hold addresses (use the header test)',
+        "line 3: header 'Subject' is not allowed in the address test: it holds no "
+        "addresses (use the header test)",
         'line 5: envelope: unknown envelope part "orcpt" (expected "from", "to" or "auth")',
     ]

@@ -250,8 +250,10 @@ def test_encoded_character() -> None:
     ('require "frob";', 'line 1: unsupported extension "frob"'),
     ("keep;\nrequire \"fileinto\";", "line 2: require must come before other commands"),
     ("if true {\n keep;\n", 'line 3: missing "}" at end of script'),
-    ('if header :is "a" { }', "line 1: header: wrong number of arguments"),
-    ('\n\nif header :frob "a" "b" {}', "line 3: header: unknown tag :frob"),
+    ('if header :is "a" { }',
+     "line 1: the header test requires 2 positional arguments, but 1 was found"),
+    ('\n\nif header :frob "a" "b" {}', "line 3: unknown tagged argument ':frob' for the "
+     "header test (it accepts :comparator, :contains, :is, :matches)"),
     ("else { keep; }", "line 1: else without a preceding if"),
     ('"unterminated', "line 1: unterminated string"),
     ("text:\nno end", 'line 1: unterminated multi-line string (missing "." line)'),
@@ -307,11 +309,14 @@ def test_every_compile_error_is_reported_with_its_line() -> None:
         compile_script(BROKEN)
     assert exc.value.lines() == [
         'line 1: unsupported extension "nosuchext"',
-        "line 2: header: unknown tag :frob",
-        "line 3: fileinto takes no test",  # the missing ";" makes the if its test
+        "line 2: unknown tagged argument ':frob' for the header test (it accepts "
+        ":comparator, :contains, :is, :matches)",
+        # the missing ";" makes the if its test
+        "line 3: the fileinto command accepts no sub-tests, but 1 was specified",
         "line 4: unknown command frobnicate",
         "line 6: number 99999999999999999999999 is too large",
-        "line 7: redirect: expected a string",
+        "line 7: the redirect command expects a string as argument 1 (address), but a "
+        "number was found",
     ]
     assert str(exc.value) == 'line 1: unsupported extension "nosuchext"'
     assert exc.value.report().endswith("\n6 errors")

@@ -204,6 +204,20 @@ TESTS: dict[str, Spec] = {
     "virustest": _spec("virustest", "s", _MATCH),
 }
 
+# What each positional argument is, for error messages.
+ROLES: dict[str, tuple[str, ...]] = {
+    "header": ("header names", "key list"), "address": ("header list", "key list"),
+    "envelope": ("envelope part", "key list"), "exists": ("header names",),
+    "string": ("source strings", "key list"), "body": ("key list",),
+    "size": ("limit",), "date": ("header name", "date part", "key list"),
+    "currentdate": ("date part", "key list"), "fileinto": ("folder",),
+    "redirect": ("address",), "reject": ("reason",), "ereject": ("reason",),
+    "set": ("name", "value"), "addheader": ("field name", "value"),
+    "deleteheader": ("field name", "value patterns"), "vacation": ("reason",),
+    "notify": ("method",), "include": ("script name",), "require": ("capabilities",),
+    "extracttext": ("variable name",), "error": ("message",),
+    "ihave": ("capabilities",), "global": ("variable names",),
+}
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _USE_ATTR = re.compile(r'\\[^\x00-\x20\x7f(){%*"\\\]]+\Z')
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
@@ -288,11 +302,13 @@ class _Checker:
     def command(self, cmd: Command) -> None:
         spec = self.commands.get(cmd.name)
         if spec is None:
+            if cmd.name in self.tests:
+                raise SieveSyntaxError(cmd.line, f"cannot use test '{cmd.name}' as a command")
             raise SieveSyntaxError(cmd.line, f"unknown command {cmd.name}")
         self.need(spec.ext, f"command {cmd.name}", cmd.line)
-        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line)
+        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line, "command")
         cmd.extra["tags"], cmd.extra["pos"] = tags, pos
-        self.test_count(cmd.name, spec, cmd.tests, cmd.line)
+        self.test_count(cmd.name, spec, cmd.tests, cmd.line, "command")
         wants_block = cmd.name in ("if", "elsif", "else") or spec.block
         if wants_block and cmd.block is None:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
@@ -339,11 +355,13 @@ class _Checker:
     def test(self, t: Test) -> None:
         spec = self.tests.get(t.name)
         if spec is None:
+            if t.name in self.commands:
+                raise SieveSyntaxError(t.line, f"cannot use command '{t.name}' as a test")
             raise SieveSyntaxError(t.line, f"unknown test {t.name}")
         self.need(spec.ext, f"test {t.name}", t.line)
-        tags, pos = self.arguments(t.name, spec, t.args, t.line)
+        tags, pos = self.arguments(t.name, spec, t.args, t.line, "test")
         t.extra["tags"], t.extra["pos"] = tags, pos
-        self.test_count(t.name, spec, t.tests, t.line)
+        self.test_count(t.name, spec, t.tests, t.line, "test")
         self.semantics(t.name, tags, pos, t.line)
         self.subtests(t.tests)
 
@@ -356,16 +374,19 @@ class _Checker:
                 self.errors.append(err)
 
     @staticmethod
-    def test_count(name: str, spec: Spec, tests: list[Test], line: int) -> None:
+    def test_count(name: str, spec: Spec, tests: list[Test], line: int, kind: str) -> None:
         if spec.tests == 0 and tests:
-            raise SieveSyntaxError(line, f"{name} takes no test")
+            n = len(tests)
+            raise SieveSyntaxError(line, f"the {name} {kind} accepts no sub-tests, but {n} "
+                                   f"{'was' if n == 1 else 'were'} specified")
         if spec.tests == 1 and len(tests) != 1:
             raise SieveSyntaxError(line, f"{name} needs exactly one test")
         if spec.tests == -1 and not tests:
             raise SieveSyntaxError(line, f"{name} needs a list of tests")
 
-    def arguments(self, name: str, spec: Spec, args: list[Argument], line: int
-                  ) -> tuple[dict[str, object], list[object]]:
+    def arguments(self, name: str, spec: Spec, args: list[Argument], line: int,
+                  kind_of: str = "command") -> tuple[dict[str, object], list[object]]:
+        what = f"the {name} {kind_of}"
         tags: dict[str, object] = {}
         groups: dict[str, str] = {}
         positional: list[Argument] = []
@@ -373,12 +394,19 @@ class _Checker:
         while i < len(args):
             arg = args[i]
             if isinstance(arg, Tag):
-                if positional:
-                    raise SieveSyntaxError(arg.line, f"{name}: tag :{arg.name} after "
-                                           "positional arguments")
                 tspec = spec.tags.get(arg.name)
                 if tspec is None:
-                    raise SieveSyntaxError(arg.line, f"{name}: unknown tag :{arg.name}")
+                    known = sorted(f":{t}" for t, (_, ext, _) in spec.tags.items()
+                                   if ext is None or ext in self.requires)
+                    accepts = (f"it accepts {', '.join(known)}" if known else
+                               "its tags need a require first" if spec.tags else
+                               "it takes no tags")
+                    raise SieveSyntaxError(arg.line, f"unknown tagged argument "
+                                           f"':{arg.name}' for {what} ({accepts})")
+                if positional:
+                    raise SieveSyntaxError(arg.line, f"unexpected tagged argument "
+                                           f"':{arg.name}' for {what} (tags come before "
+                                           "the other arguments)")
                 kind, ext, group = tspec
                 self.need(ext, f":{arg.name}", arg.line)
                 if group in groups:
@@ -390,7 +418,7 @@ class _Checker:
                     i += 1
                     if i >= len(args):
                         raise SieveSyntaxError(arg.line, f"{name}: :{arg.name} needs a value")
-                    value = self.value(args[i], kind, f"{name} :{arg.name}")
+                    value = self.value(args[i], kind, f"the :{arg.name} tag of {what}")
                 tags[arg.name] = value
             else:
                 positional.append(arg)
@@ -407,27 +435,41 @@ class _Checker:
                 # an optional argument that is left out: keep its slot as None
                 opt = next(j for j, k in enumerate(kinds) if k == "?") - 1
                 slot = len([k for k in kinds[:opt] if k != "?"])
-                values = [self.value(a, k, name) for a, k in zip(positional, chosen,
-                                                                   strict=True)]
+                values = [self.value(a, k, what, j, name) for j, (a, k) in enumerate(
+                    zip(positional, chosen, strict=True))]
                 values.insert(slot, None)
                 return tags, values
         else:
-            raise SieveSyntaxError(line, f"{name}: wrong number of arguments")
-        return tags, [self.value(a, k, name) for a, k in zip(positional, chosen, strict=True)]
+            wanted = str(len(full)) if len(full) == len(required) else (
+                f"{len(required)} or {len(full)}")
+            found = len(positional)
+            raise SieveSyntaxError(line, f"{what} requires {wanted} positional argument"
+                                   f"{'' if wanted == '1' else 's'}, but {found} "
+                                   f"{'was' if found == 1 else 'were'} found")
+        return tags, [self.value(a, k, what, j, name) for j, (a, k) in enumerate(
+            zip(positional, chosen, strict=True))]
 
     @staticmethod
-    def value(arg: Argument, kind: str, what: str) -> object:
-        if kind == "n":
-            if not isinstance(arg, Number):
-                raise SieveSyntaxError(arg.line, f"{what}: expected a number")
+    def value(arg: Argument, kind: str, what: str, index: int | None = None,
+              name: str = "") -> object:
+        """``arg`` as ``kind``; ``index``: its place among the positional arguments."""
+        found = ("a number" if isinstance(arg, Number) else f"tag :{arg.name}"
+                 if isinstance(arg, Tag) else "a string list" if arg.is_list else "a string")
+        # RFC 5228 §2.6.2: a list is not a string, even a list of one
+        if isinstance(arg, Tag) or (kind == "n") != isinstance(arg, Number) or (
+                kind == "s" and isinstance(arg, Strings) and arg.is_list):
+            wanted = {"n": "a number", "s": "a string", "l": "a string list"}[kind]
+            if index is None:
+                raise SieveSyntaxError(arg.line, f"{what} expects {wanted}, but {found} "
+                                       "was found")
+            roles = ROLES.get(name, ())
+            role = f" ({roles[index]})" if index < len(roles) else ""
+            raise SieveSyntaxError(arg.line, f"{what} expects {wanted} as argument "
+                                   f"{index + 1}{role}, but {found} was found")
+        if isinstance(arg, Number):
             return arg.value
-        if not isinstance(arg, Strings):
-            raise SieveSyntaxError(arg.line, f"{what}: expected a string")
-        if kind == "s":
-            if arg.is_list:  # RFC 5228 §2.6.2: a list is not a string, even of one
-                raise SieveSyntaxError(arg.line, f"{what}: expected a string, not a list")
-            return arg.values[0]
-        return list(arg.values)
+        assert isinstance(arg, Strings)
+        return arg.values[0] if kind == "s" else list(arg.values)
 
     def decode(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         """encoded-character (RFC 5228 §2.4.2.4), applied once at compile time."""
@@ -537,6 +579,11 @@ class _Checker:
             days = tags.get("days")
             if isinstance(days, int) and days < 0:
                 raise SieveSyntaxError(line, "vacation :days must not be negative")
+            sender = tags.get("from")
+            # RFC 5230 §4.4: :from is an address (name-addr or addr-spec)
+            if isinstance(sender, str) and "${" not in sender and not _plausible(sender):
+                raise SieveSyntaxError(line, f'vacation :from "{sender}" is not an email '
+                                       "address")
         if name == "notify":
             if self.limits.max_notifications == 0:
                 raise SieveSyntaxError(line, "local policy prohibits the use of a notify "
@@ -590,8 +637,9 @@ class _Checker:
             if "${" in source or source.lower() in allowed:
                 continue
             if name == "address":
-                raise SieveSyntaxError(line, f'address: header "{source}" does not hold '
-                                       "addresses (use the header test)")
+                raise SieveSyntaxError(line, f"header '{source}' is not allowed in the "
+                                       "address test: it holds no addresses (use the "
+                                       "header test)")
             raise SieveSyntaxError(line, f'envelope: unknown envelope part "{source}" '
                                    '(expected "from", "to" or "auth")')
 

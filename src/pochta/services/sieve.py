@@ -404,7 +404,7 @@ class SieveService:
         without fileinto_autocreate) keeps the message in INBOX instead (RFC 5490 §3.2)."""
         if decision.result is None:
             return [Store(fallback)]
-        out = []
+        out: list[Store] = []
         boxes: list[MailboxInfo] | None = None
         for action in decision.result.actions:
             if not isinstance(action, Store):
@@ -438,7 +438,15 @@ class SieveService:
                     log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
                                 decision.script, store_refusal(mailbox, False, False))
                     mailbox = fallback
-            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
+            flags = imap_flags(action.flags)
+            same = next((i for i, o in enumerate(out) if o.mailbox == mailbox), None)
+            if same is not None:
+                # two refused fileintos both fall back here: one copy (RFC 5228 §2.10.3),
+                # with the flags of both
+                first = out[same]
+                out[same] = Store(mailbox, first.flags | flags, first.create, first.implicit)
+                continue
+            out.append(Store(mailbox, flags, action.create, action.implicit))
         return out
 
     # --- the delivery ----------------------------------------------------------------------

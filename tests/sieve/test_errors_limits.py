@@ -356,3 +356,13 @@ def test_address_reads_address_fields_and_envelope_known_parts() -> None:
         "addresses (use the header test)",
         'line 5: envelope: unknown envelope part "orcpt" (expected "from", "to" or "auth")',
     ]
+
+
+def test_an_if_without_its_block_still_has_its_test_checked() -> None:
+    assert errors('require "imap4flags";\nif setflag;\nif hasflag :frop "x";\n') == [
+        "line 2: cannot use command 'setflag' as a test",
+        "line 2: if needs a block { ... }",
+        "line 3: unknown tagged argument ':frop' for the hasflag test (it accepts "
+        ":comparator, :contains, :is, :matches)",
+        "line 3: if needs a block { ... }",
+    ]

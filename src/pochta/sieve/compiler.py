@@ -311,6 +311,7 @@ class _Checker:
         self.test_count(cmd.name, spec, cmd.tests, cmd.line, "command")
         wants_block = cmd.name in ("if", "elsif", "else") or spec.block
         if wants_block and cmd.block is None:
+            self.subtests(cmd.tests)  # its test is checked too: each error is reported
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
         if not wants_block and cmd.block is not None:
             raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")

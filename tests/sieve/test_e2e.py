@@ -202,7 +202,8 @@ async def test_bad_scripts_get_clear_errors_and_mail_flows(server: Server) -> No
     lines, final = await client.cmd(b'CHECKSCRIPT {47+}\r\n'
                                     b'frobnicate;\nkeep :nope;\nif true { stop }\nkeep;\n')
     assert lines == [] and final == (
-        'NO <<line 1: unknown command frobnicate\r\nline 2: keep: unknown tag :nope\r\n'
+        "NO <<line 1: unknown command frobnicate\r\nline 2: unknown tagged argument ':nope' "
+        "for the keep command (its tags need a require first)\r\n"
         'line 3: expected ";" after command stop but found "}"\r\n3 errors>>'), final
     big = "# " + "x" * (1 << 20) + "\nkeep;\n"
     final = await client.put("big", big)

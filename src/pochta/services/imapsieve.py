@@ -37,6 +37,7 @@ from ..sieve import (
     Vacation,
     evaluate,
 )
+from ..sieve.execute import store_refusal
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
@@ -142,6 +143,12 @@ async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo
                 new = imap_flags(action.flags)
                 if new != flags:
                     await store.store_flags(mailbox.id, [uid], new, FlagMode.REPLACE)
+                continue
+            refusal = store_refusal(target, True, True)  # a name IMAP could not show
+            if refusal is not None:
+                log.warning("imapsieve user=%s: fileinto: %s", decision.recipient,
+                            refusal.replace("kept in INBOX", "the message stays"))
+                kept = True
                 continue
             info = await store.get_mailbox(decision.account_id, target)
             if info is None and (action.create or service.config.fileinto_autocreate):

@@ -69,6 +69,7 @@ from ..sieve.autoreply import (
     notify_refusal,
     vacation_plan,
 )
+from ..sieve.execute import store_refusal
 from ..sieve.sequence import run_sequence
 from ..sieve.settings import SieveConfig
 from ..sieve.verdict import header_verdict
@@ -491,7 +492,7 @@ class SieveService:
         without fileinto_autocreate) keeps the message in INBOX instead (RFC 5490 §3.2)."""
         if decision.result is None:
             return [Store(fallback)]
-        out = []
+        out: list[Store] = []
         boxes: list[MailboxInfo] | None = None
         for action in decision.result.actions:
             if not isinstance(action, Store):
@@ -503,10 +504,15 @@ class SieveService:
                 if boxes is None:
                     boxes = await self.store.list_mailboxes(decision.account_id)
                 mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
+            may_create = action.create or self.config.fileinto_autocreate
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
+            elif (refusal := store_refusal(mailbox, True, may_create)) is not None:
+                log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                            decision.script, refusal)
+                mailbox = fallback
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
-                if action.create or self.config.fileinto_autocreate:
+                if may_create:
                     try:
                         await self.store.create_mailbox(decision.account_id, mailbox,
                                                         special_use=use, subscribe=True)
@@ -517,12 +523,19 @@ class SieveService:
                                     "in %s", decision.recipient, mailbox, exc, fallback)
                         mailbox = fallback
                 else:
-                    log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox "
-                                "(use :create); kept in %s", decision.recipient,
-                                decision.script, mailbox, fallback)
+                    log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                                decision.script, store_refusal(mailbox, False, False))
                     mailbox = fallback
-            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit,
-                             data=action.data))
+            flags = imap_flags(action.flags)
+            same = next((i for i, o in enumerate(out) if o.mailbox == mailbox), None)
+            if same is not None:
+                # two refused fileintos both fall back here: one copy (RFC 5228 §2.10.3),
+                # with the flags of both
+                first = out[same]
+                out[same] = Store(mailbox, first.flags | flags, first.create, first.implicit,
+                                  data=first.data)
+                continue
+            out.append(Store(mailbox, flags, action.create, action.implicit, data=action.data))
         return out
 
     # --- the delivery ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import email.policy
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formataddr, getaddresses, parsedate_to_datetime
@@ -27,7 +28,16 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
 from .address import redirect_address
-from .compiler import EXTENSIONS, Limits, Script, strings_of
+from .compiler import (
+    EXTENSIONS,
+    MAX_PART_LOOPS,
+    NOT_BY_IHAVE,
+    Limits,
+    Script,
+    folder_name_problem,
+    header_name_problem,
+    strings_of,
+)
 from .grammar import Command, Test
 from .message import MimePart, SieveMessage, header_params
 
@@ -220,7 +230,6 @@ class _Break(Exception):
         self.name = name
 
 
-MAX_PART_LOOPS = 8  # foreverypart nesting at run time (includes inside loops)
 
 
 # --- comparators and match types (RFC 5228 §2.7, RFC 4790, RFC 5231) -----------------------
@@ -237,6 +246,18 @@ def _folded_set(keys: tuple[str, ...]) -> frozenset[str]:
     return frozenset(_casemap(k) for k in keys)
 
 
+def _title(c: str) -> str:
+    t = c.title()
+    return t if len(t) == 1 else c  # the simple mapping: one character stays one
+
+
+@lru_cache(maxsize=4096)
+def _unicode_casemap(s: str) -> str:
+    """i;unicode-casemap (RFC 5051 §2): each character titlecased, then the whole string
+    in Unicode normalization form KD, so "TÈST", "tèst" and "te\u0300st" compare equal."""
+    return unicodedata.normalize("NFKD", "".join(_title(c) for c in s))
+
+
 def _numeric(s: str) -> float:
     """i;ascii-numeric (RFC 4790 §9.1): the leading digits; none = positive infinity."""
     m = re.match(r"\d+", s)
@@ -244,7 +265,7 @@ def _numeric(s: str) -> float:
 
 
 @lru_cache(maxsize=4096)
-def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
+def _wildcard(pattern: str, fold: bool | str) -> re.Pattern[str]:
     """:matches (RFC 5228 §2.7.1): * and ?, backslash quotes; groups for match variables."""
     out = []
     i = 0
@@ -260,11 +281,19 @@ def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL | (re.IGNORECASE if fold else 0))
+    return re.compile("".join(out) + r"\Z", re.DOTALL | _flags(fold))
+
+
+def _flags(fold: bool | str) -> int:
+    """i;ascii-casemap folds A-Z only (RFC 4790 §9.2); i;unicode-casemap ("unicode"),
+    run on NFKD text, every case pair."""
+    if fold == "unicode":
+        return re.IGNORECASE
+    return re.IGNORECASE | re.ASCII if fold else 0
 
 
 @lru_cache(maxsize=1024)
-def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
+def _regex(pattern: str, fold: bool | str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL | (re.IGNORECASE if fold else 0))
 
 
@@ -279,6 +308,9 @@ def _cmp(a: str, b: str, comparator: str) -> int:
         x, y = _numeric(a), _numeric(b)
     elif comparator == "i;ascii-casemap":
         x2, y2 = _casemap(a), _casemap(b)
+        return (x2 > y2) - (x2 < y2)
+    elif comparator == "i;unicode-casemap":
+        x2, y2 = _unicode_casemap(a), _unicode_casemap(b)
         return (x2 > y2) - (x2 < y2)
     else:
         return (a > b) - (a < b)
@@ -312,8 +344,25 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _NO_DELETE = frozenset({"received", "auto-submitted"})
 _NO_EDIT = frozenset({"return-path", "x-sieve-redirected-from"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
-MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
 MAX_VARIABLES = 512
+
+
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "quotewildcard": lambda c: "\\" + c if c in "*?\\" else c,
+    "quoteregex": lambda c: "\\" + c if c in "\\^$.|?*+()[]{}" else c,
+    # RFC 5435 §6: all but RFC 3986's unreserved characters, as UTF-8 octets
+    "encodeurl": lambda c: quote(c, safe="-._~"),
+}
+
+
+def _truncate_utf8(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    if len(value) * 4 <= limit:
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    return raw[:limit].decode("utf-8", "ignore")
 
 
 class _Frame:
@@ -386,8 +435,8 @@ class Interpreter:
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
-            raise SieveRuntimeError(line, f"too many actions: the limit is "
-                                    f"{self.limits.max_actions} per message")
+            raise SieveRuntimeError(line, f"total number of actions exceeds policy limit "
+                                    f"({self.limits.max_actions} per message)")
         self.actions.append(action)
 
     # --- commands -------------------------------------------------------------------------
@@ -429,8 +478,9 @@ class Interpreter:
             self.implicit_keep = False
         elif name == "fileinto":
             mailbox = self._s(pos[0])
-            if not mailbox or "\x00" in mailbox:
-                raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
+            problem = folder_name_problem(mailbox)
+            if problem is not None:
+                raise SieveRuntimeError(line, f"fileinto: {problem}")
             self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
                             special_use=self._opt(tags, "specialuse"),
                             data=self._snapshot()), line)
@@ -443,8 +493,8 @@ class Interpreter:
                 raise SieveRuntimeError(line, f"redirect: invalid address {raw.strip()!r}")
             self.redirects += 1
             if self.redirects > self.limits.max_redirects:
-                raise SieveRuntimeError(line, f"too many redirects: the limit is "
-                                        f"{self.limits.max_redirects} per message")
+                raise SieveRuntimeError(line, f"number of redirect actions exceeds policy "
+                                        f"limit ({self.limits.max_redirects} per message)")
             self._add(Redirect(address, bool(tags.get("copy")), self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
@@ -461,6 +511,7 @@ class Interpreter:
             self._vacation(tags, pos, line)
         elif name == "notify":
             method = self._s(pos[0])
+            self._notify_limit(line)
             if _mailto(method) is None:
                 raise SieveRuntimeError(line, f"notify: unsupported or invalid method "
                                         f"{method!r} (only mailto: is supported)")
@@ -656,15 +707,32 @@ class Interpreter:
                 value = value[:1].lower() + value[1:]
             elif mod == "upperfirst":
                 value = value[:1].upper() + value[1:]
-            elif mod == "quotewildcard":
-                value = re.sub(r"([*?\\])", r"\\\1", value)
-            elif mod == "quoteregex":
-                value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
-            elif mod == "encodeurl":  # RFC 5435 §6: all but RFC 3986 unreserved
-                value = quote(value, safe="-._~")
+            elif mod in ("quotewildcard", "quoteregex", "encodeurl"):
+                # each character escaped on its own, so the size limit cuts between
+                # escapes, never inside one
+                value = self._escape(value, _ESCAPES[mod])
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)
+
+    def _notify_limit(self, line: int) -> None:
+        limit = self.limits.max_notifications
+        if limit == 0:  # the limit changed after the script was compiled
+            raise SieveRuntimeError(line, "local policy prohibits the use of a notify action")
+        if sum(isinstance(a, Notify) for a in self.actions) >= limit:
+            raise SieveRuntimeError(line, f"number of notify actions exceeds policy limit "
+                                    f"({limit} per message)")
+
+    def _escape(self, value: str, escape: Callable[[str], str]) -> str:
+        room = self.limits.max_variable_size
+        out = []
+        for ch in value:
+            unit = escape(ch)
+            room -= len(unit.encode("utf-8", "surrogatepass"))
+            if room < 0:
+                break
+            out.append(unit)
+        return "".join(out)
 
     def _vacation(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         if any(isinstance(a, Vacation) for a in self.actions):
@@ -714,7 +782,12 @@ class Interpreter:
     def _addheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name, value = self._s(pos[0]), self._s(pos[1])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"addheader: {header_name_problem(name)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_header_value:
+            raise SieveRuntimeError(line, f"addheader: value {value[:40]!r}... is too large "
+                                    f"({size} bytes, the limit is "
+                                    f"{self.limits.max_header_value})")
         if any(c in value for c in "\r\n\x00"):
             # RFC 5322 §2.2.3: a line break before white space is folding (unfold it);
             # a trailing one (a text: value) goes, any other becomes a space
@@ -728,7 +801,7 @@ class Interpreter:
     def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name = self._s(pos[0])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"deleteheader: {header_name_problem(name)}")
         self._edit(line)
         if self._protected(name, delete=True):
             return
@@ -805,7 +878,7 @@ class Interpreter:
 
     def _set_var(self, name: str, value: str) -> None:
         lower = name.lower()
-        value = value[:MAX_VARIABLE_LENGTH]
+        value = _truncate_utf8(value, self.limits.max_variable_size)
         assert self.frame is not None
         if lower.startswith("global."):
             self.global_vars[lower[7:]] = value
@@ -878,7 +951,8 @@ class Interpreter:
                 return all(self._mime_values(h, tags) for h in self._l(pos[0]))
             return all(self.msg.headers(h) for h in self._l(pos[0]))
         if name == "ihave":
-            return all(e in self.ctx.extensions for e in self._l(pos[0]))
+            return all(e in self.ctx.extensions and e not in NOT_BY_IHAVE
+                       for e in self._l(pos[0]))
         if name == "specialuse_exists":
             uses = [u.lower() for u in self._l(pos[1])]
             if pos[0] is None:
@@ -1080,7 +1154,15 @@ class Interpreter:
         if m.kind == "value":
             rel = _RELATIONS[m.relation]
             return any(rel(_cmp(v, k, comparator)) for v in values for k in keys)
-        fold = comparator == "i;ascii-casemap"
+        fold: bool | str = comparator == "i;ascii-casemap"
+        if comparator == "i;unicode-casemap":
+            if m.kind in ("is", "contains"):
+                values = [_unicode_casemap(v) for v in values]
+                keys = [_unicode_casemap(k) for k in keys]
+            else:  # patterns: case-blind matching of the decomposed forms
+                fold = "unicode"
+                values = [unicodedata.normalize("NFKD", v) for v in values]
+                keys = [unicodedata.normalize("NFKD", k) for k in keys]
         if m.kind == "is":
             if comparator == "i;ascii-numeric":
                 return any(_cmp(v, k, comparator) == 0 for v in values for k in keys)
@@ -1112,7 +1194,10 @@ class Interpreter:
                     if set_vars and self.frame is not None and self.frame.uses_variables:
                         # RFC 5229 §3.2: ${1}..${9} at least; higher ones MAY be
                         # supported, and a pattern with more groups expects them
-                        self.match_vars = [found.group(0)] + [g or "" for g in found.groups()]
+                        groups = [found.group(0)] + [g or "" for g in found.groups()]
+                        if fold == "unicode":  # composed again, as the message had them
+                            groups = [unicodedata.normalize("NFC", g) for g in groups]
+                        self.match_vars = groups
                     return True
         return False
 
@@ -1130,7 +1215,8 @@ def _fast_test(test: Test) -> FastTest | None:
         return None
     tags, pos = strings_of(test)
     match = _Match.of(tags)
-    if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
+    if match.kind not in ("is", "contains") or match.comparator not in (
+            "i;octet", "i;ascii-casemap"):
         return None
     if "index" in tags or "mime" in tags or (name == "body" and (
             "raw" in tags or "content" in tags)):

@@ -89,6 +89,13 @@ class SieveConfig:
     max_cpu_seconds: float = field(default=5.0, metadata=_doc(
         "longest run of one script on one message (checked before each test); longer is "
         "an error and the message is kept in INBOX"))
+    max_variable_size: int = field(default=4096, metadata=_doc(
+        "bytes of one Sieve variable's value (RFC 5229 §4); a longer value is cut at a "
+        "character boundary"))
+
+    max_notifications: int = field(default=10, metadata=_doc(
+        "enotify notifications one run may send (RFC 5435); 0 refuses scripts that "
+        "use notify"))
 
     spamtest_header: str = field(default="", metadata=_doc(
         "spamtest (RFC 5235) from a content filter's header instead of Pochta's own "
@@ -135,14 +142,19 @@ class SieveConfig:
         return Limits(max_script_size=self.max_script_size, max_actions=self.max_actions,
                       max_redirects=self.max_redirects,
                       max_include_depth=self.max_include_depth,
-                      max_cpu_seconds=self.max_cpu_seconds)
+                      max_cpu_seconds=self.max_cpu_seconds,
+                      max_variable_size=self.max_variable_size,
+                      max_notifications=self.max_notifications)
 
 
 def check(cfg: SieveConfig) -> list[str]:
     problems = []
-    for name in ("max_script_size", "max_scripts", "max_actions", "max_include_depth"):
+    for name in ("max_script_size", "max_scripts", "max_actions", "max_include_depth",
+                 "max_variable_size"):
         if getattr(cfg, name) <= 0:
             problems.append(f"sieve.{name}: must be positive")
+    if cfg.max_notifications < 0:
+        problems.append("sieve.max_notifications: must be >= 0")
     if cfg.max_redirects < 0:
         problems.append("sieve.max_redirects: must be >= 0")
     if not 0 <= cfg.vacation_min_days <= cfg.vacation_max_days:

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import AclGrant, SortKeys
+from .interfaces_imap import AclGrant, SortKeys, ThreadColumns
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -186,6 +186,17 @@ class PostgresImapState(PostgresFeature):
                     "refs=excluded.refs", (*row, row[0]))
 
         await self._tx(fn)
+
+    async def thread_columns(self, mailbox_id: int) -> ThreadColumns:
+        rows = await self._query(
+            "SELECT m.uid, coalesce(k.date, m.internaldate), k.subject, k.reply, "
+            "k.message_id, k.refs FROM messages m JOIN imap_sortkeys k "
+            "ON k.blob_id = m.blob_id WHERE m.mailbox_id=%s ORDER BY m.uid", (mailbox_id,))
+        if not rows:
+            return ThreadColumns([], [], [], [], [], [])
+        uids, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
+        return ThreadColumns([int(u) for u in uids], [float(d) for d in dates], subjects,
+                             [bool(r) for r in replies], mids, refs)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         rows = await self._query(

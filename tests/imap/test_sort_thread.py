@@ -219,3 +219,43 @@ async def test_thread_references_subject_merge_and_missing_parent(imap_server: S
         await c.cmd("SELECT INBOX")
         resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
         assert resp[0] == b"* THREAD ((1)(2))(3 4)\r\n", resp
+
+
+async def test_thread_from_kept_keys_agrees_and_follows_the_session_view(
+        imap_server: Server) -> None:
+    """THREAD ... ALL of a mailbox whose keys are kept reads them as columns (no SEARCH,
+    no message objects); it must give what the general path gives (THREAD ... UNDELETED
+    takes it here), by sequence number and by UID, and answer for the session's view:
+    not yet announced arrivals left out, a message expunged by another session but not
+    yet announced kept in."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        await c.cmd("SORT (DATE) UTF-8 ALL")  # keeps every message's keys
+
+        async def agree(want_refs: bytes) -> None:
+            for algorithm in ("REFERENCES", "ORDEREDSUBJECT"):
+                for prefix in ("", "UID "):
+                    fast = await c.cmd(f"{prefix}THREAD {algorithm} UTF-8 ALL")
+                    general = await c.cmd(f"{prefix}THREAD {algorithm} UTF-8 UNDELETED")
+                    assert fast[0] == general[0], (prefix, algorithm, fast, general)
+            assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == want_refs
+
+        await other.login()
+        reply = (b"From: x@example.test\r\nSubject: Re: hello\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <a@x> <d@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await other.cmd("SELECT INBOX")
+        await other.cmd("SORT (DATE) UTF-8 ALL")  # keeps the new message's keys
+        # c has not seen message 6 yet: its answer leaves it out (and announces it)
+        resp = await c.cmd("UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+        assert resp[0] == b"* THREAD (3 5)(1 (2)(4))\r\n" and b"* 6 EXISTS\r\n" in resp
+        await other.cmd("STORE 1 +FLAGS (\\Deleted)")
+        assert st(await other.cmd("EXPUNGE")).startswith(b"OK")
+        # message 1 is gone from the store but still in c's view (not announced by THREAD)
+        resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
+        assert b"EXPUNGE" not in joined(resp) and st(resp).startswith(b"OK")
+        assert resp[0] == (await c.cmd("THREAD REFERENCES UTF-8 UNDELETED"))[0]
+        await c.cmd("NOOP")
+        await agree(b"* THREAD (2 4)(1 3 5)\r\n")

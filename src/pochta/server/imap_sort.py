@@ -14,10 +14,13 @@ from ..proto.imap.sort import (
     Headers,
     SortItem,
     SortRequest,
+    ThreadInput,
     collector_paused,
     compute_sort_keys,
+    orderedsubject_threads,
     parse_sort,
     parse_thread,
+    references_answer,
     render_threads,
     seq_list,
     sort_items,
@@ -179,6 +182,10 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         view = tuple(sel.uids)
         key = (sel.info.id, sel.info.uidvalidity, algorithm, uid, view)
     answer = cache.get(key) if key is not None else None
+    if answer is None and key is not None:
+        answer = await _thread_all(s, algorithm, uid)
+        if answer is not None:
+            cache.put(key, answer)
     if answer is None:
         hits = await search_hits(s, search)
         items = await _items(s, hits, uid)
@@ -192,3 +199,34 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     s.send(answer)
     await s.sync(allow_expunge=uid)
     s.ok(tag, "THREAD completed")
+
+
+async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None:
+    """THREAD ... ALL from the store's kept keys as columns: no message objects, no
+    SEARCH. None when the store cannot answer for exactly this session's view (a message
+    of the view has no kept keys yet, or another session expunged it meanwhile): the
+    caller takes the general path, which computes and keeps missing keys."""
+    sel = s.selected
+    if sel is None or not sel.uids:
+        return None
+    try:
+        cols = await s.store.thread_columns(sel.info.id)
+    except StoreError:
+        return None
+    view = sel.uids
+    if cols.uids == view:
+        numbers = view if uid else list(range(1, len(view) + 1))
+        m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
+                        cols.references)
+    else:  # arrivals this session has not announced yet are not in its view
+        seq = {u: n for n, u in enumerate(view, 1)}
+        keep = [i for i, u in enumerate(cols.uids) if u in seq]
+        if len(keep) != len(view):
+            return None
+        m = ThreadInput([cols.uids[i] if uid else seq[cols.uids[i]] for i in keep],
+                        [cols.dates[i] for i in keep], [cols.subjects[i] for i in keep],
+                        [cols.replies[i] for i in keep], [cols.message_ids[i] for i in keep],
+                        [cols.references[i] for i in keep])
+    if algorithm == "ORDEREDSUBJECT":
+        return render_threads(orderedsubject_threads(m))
+    return references_answer(m)

@@ -415,7 +415,7 @@ class _Jwz:
         self.kids: list[list[int] | None] = []
         self.result = self._thread(m)
 
-    def _thread(self, m: ThreadInput) -> list[int]:  # noqa: C901 (one pass per JWZ step)
+    def _thread(self, m: ThreadInput) -> list[int]:
         subjects, replies, mids, all_refs = m.subjects, m.replies, m.message_ids, m.references
         order, rank = m.date_ranks()
         # a dummy with no children sorts as the date (0.0, 0) would among the messages

@@ -44,13 +44,14 @@ class PartCache:
 
 
 class ThreadCache:
-    """THREAD ... ALL answers of the last few mailbox views, shared by the IMAP sessions of
-    one process (owned by ``ServerContext.imap_threads``; clients ask again on every
-    refresh of a threaded list). A view is the exact tuple of its UIDs: messages never
-    change their keys, so the same UIDs (in the same mailbox and UIDVALIDITY) give the
-    same threads; any arrival or expunge makes a new view and a new computation."""
+    """THREAD ... ALL answers and SORT ... ALL orders (packed numbers) of the last few
+    mailbox views, shared by the IMAP sessions of one process (owned by
+    ``ServerContext.imap_threads``; clients ask again on every refresh of a threaded or
+    sorted list). A view is the exact tuple of its UIDs: messages never change their
+    keys, so the same UIDs (in the same mailbox and UIDVALIDITY) give the same answer;
+    any arrival or expunge makes a new view and a new computation."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
         self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
 

@@ -5,6 +5,7 @@ finds the matching messages and reads their headers."""
 from __future__ import annotations
 
 import logging
+from array import array
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
@@ -94,24 +95,33 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     query, no per-message Python), and the order is mapped onto this session's view. None
     when the store cannot answer for exactly this view (keys missing, or messages the
     session still shows were expunged meanwhile: either leaves one out): the caller
-    sorts itself."""
+    sorts itself. The answer is kept for the view (``ServerContext.imap_threads``, as
+    THREAD's): keys never change, so the same UIDs sort the same way again."""
     sel = s.selected
     if sel is None or req.search.key.op != "ALL" or not sel.uids:
         return None
     if s.core.uidonly and req.search.uses_seqs:
         return None  # search_hits gives the error
+    view = sel.uids
+    key = ("SORT", sel.info.id, sel.info.uidvalidity, tuple(req.criteria), uid, tuple(view))
+    kept = s.ctx.imap_threads.get(key)
+    if kept is not None:
+        return array("I", kept).tolist()
     try:
         uids = await s.store.sorted_uids(sel.info.id, req.criteria)
     except StoreError:
         return None
     meta = sel.meta
     uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
-    if len(uids) != len(sel.uids):
+    if len(uids) != len(view):
         return None
-    if uid:
-        return uids
-    seq = {u: i for i, u in enumerate(sel.uids, 1)}
-    return [seq[u] for u in uids]
+    if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
+        numbers = uids
+    else:
+        seq = {u: n for n, u in enumerate(view, 1)}
+        numbers = list(map(seq.__getitem__, uids))
+    s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
+    return numbers
 
 
 async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -126,15 +136,17 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         ordered = sort_items(items, req.criteria)
         numbers = [it.meta.uid if uid else it.seq for it in ordered]
     if req.returns is None:
-        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        s.send(b"* SORT " + " ".join(map(str, numbers)).encode() + b"\r\n"
+               if numbers else b"* SORT\r\n")
     else:
         returns = [x for x in req.returns if x not in ("UPDATE", "CONTEXT")]
         if not req.returns:
             returns = ["ALL"]  # RETURN () means ALL (RFC 5267 §3.1)
         if "UPDATE" in req.returns:  # CONTEXT=SORT: keep the sorted result up to date
+            sel = s.selected
+            order = numbers if uid or sel is None else [sel.uids[n - 1] for n in numbers]
             s.contexts[tag] = SearchUpdate(
-                req.search, uid, {it.meta.uid for it in ordered},
-                order=[it.meta.uid for it in ordered],
+                req.search, uid, set(order), order=order,
                 sorter=lambda uids: _resort(s, uids, req.criteria))
         parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
         if uid:

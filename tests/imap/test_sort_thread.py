@@ -259,3 +259,14 @@ async def test_thread_from_kept_keys_agrees_and_follows_the_session_view(
         assert resp[0] == (await c.cmd("THREAD REFERENCES UTF-8 UNDELETED"))[0]
         await c.cmd("NOOP")
         await agree(b"* THREAD (2 4)(1 3 5)\r\n")
+        # an arrival nobody sorted or threaded yet: its keys are computed and kept for
+        # this answer, the others are read as kept
+        late = (b"From: y@example.test\r\nSubject: Re: Another topic\r\n"
+                b"Date: Sat, 12 Feb 1994 10:00:00 +0000\r\nMessage-ID: <g@x>\r\n"
+                b"In-Reply-To: <e@x>\r\n\r\nlate\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(late) + late))[-1]
+        await c.cmd("NOOP")
+        assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (3 5 7)(2 4 6)\r\n"
+        await agree(b"* THREAD (2 4 6)(1 3 5)\r\n")
+        assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 2 1 3 4 5 6\r\n"

@@ -57,12 +57,10 @@ async def _header(s: ImapSession, c: Candidate) -> Headers | None:
     return Headers(header)
 
 
-async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
-    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
-    of a big mailbox reads each header once, not every time)."""
-    # one store call for the keys already kept (a warm mailbox has them all)
-    known = await s.store.get_sort_keys([c.meta.blob_id for c in hits])
-    todo = [c for c in hits if c.meta.blob_id not in known]
+async def _compute_keys(s: ImapSession, todo: list[Candidate]) -> dict[int, SortKeys]:
+    """Compute and keep the sort keys of messages that have none kept yet (blob id ->
+    keys); a message gone meanwhile is absent from the result."""
+    out: dict[int, SortKeys] = {}
     for start in range(0, len(todo), BATCH):
         missing = todo[start : start + BATCH]
         blobs = await s.store.read_blobs([c.meta.blob_id for c in missing if c.data is None
@@ -80,7 +78,16 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
                 await s.store.put_sort_keys(new)
             except StoreError as exc:  # a full disk: sort anyway, remember nothing
                 log.warning("cannot keep sort keys: %s", exc)
-        known.update(new)
+        out.update(new)
+    return out
+
+
+async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
+    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
+    of a big mailbox reads each header once, not every time)."""
+    # one store call for the keys already kept (a warm mailbox has them all)
+    known = await s.store.get_sort_keys([c.meta.blob_id for c in hits])
+    known.update(await _compute_keys(s, [c for c in hits if c.meta.blob_id not in known]))
     items: list[SortItem] = []
     with collector_paused():  # one object per message, no cycles (see there)
         for c in hits:
@@ -88,6 +95,23 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
             if keys is not None:  # else expunged meanwhile
                 items.append(SortItem(c.meta.uid if uid else c.seq, c.meta, keys))
     return items
+
+
+async def _keep_view_keys(s: ImapSession, uids: list[int]) -> bool:
+    """Compute and keep the keys of these messages of the view (new arrivals since the
+    mailbox was last sorted: keys are computed lazily, not at delivery), so that the
+    store can answer for the whole view. False when one of them is gone (expunged by
+    another session) or has no readable header."""
+    sel = s.selected
+    if sel is None:
+        return False
+    todo = [Candidate(0, sel.meta[u], False) for u in uids if u in sel.meta]
+    if len(todo) != len(uids):
+        return False
+    known = await s.store.get_sort_keys([c.meta.blob_id for c in todo])  # copies share
+    todo = [c for c in todo if c.meta.blob_id not in known]
+    kept = await _compute_keys(s, todo)
+    return len(kept) == len(todo)
 
 
 async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[int] | None:
@@ -107,14 +131,20 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     kept = s.ctx.imap_threads.get(key)
     if kept is not None:
         return array("I", kept).tolist()
-    try:
-        uids = await s.store.sorted_uids(sel.info.id, req.criteria)
-    except StoreError:
-        return None
     meta = sel.meta
-    uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
-    if len(uids) != len(view):
-        return None
+    for attempt in range(2):
+        try:
+            uids = await s.store.sorted_uids(sel.info.id, req.criteria)
+        except StoreError:
+            return None
+        uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
+        if len(uids) == len(view):
+            break
+        # messages of the view without kept keys (arrivals since the last SORT): keep
+        # theirs and ask again, rather than reading every message's keys
+        found = set(uids)
+        if attempt or not await _keep_view_keys(s, [u for u in view if u not in found]):
+            return None
     if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
         numbers = uids
     else:
@@ -215,9 +245,9 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None:
     """THREAD ... ALL from the store's kept keys as columns: no message objects, no
-    SEARCH. None when the store cannot answer for exactly this session's view (a message
-    of the view has no kept keys yet, or another session expunged it meanwhile): the
-    caller takes the general path, which computes and keeps missing keys."""
+    SEARCH; the keys of messages that have none yet are computed and kept first. None
+    when the store cannot answer for exactly this session's view (another session
+    expunged one of its messages meanwhile): the caller takes the general path."""
     sel = s.selected
     if sel is None or not sel.uids:
         return None
@@ -226,6 +256,18 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
     except StoreError:
         return None
     view = sel.uids
+    if cols.uids != view:
+        # messages of the view without kept keys (arrivals since the last THREAD or
+        # SORT, or all of them the first time): keep theirs and read again
+        found = set(cols.uids)
+        missing = [u for u in view if u not in found]
+        if missing:
+            if not await _keep_view_keys(s, missing):
+                return None
+            try:
+                cols = await s.store.thread_columns(sel.info.id)
+            except StoreError:
+                return None
     if cols.uids == view:
         numbers = view if uid else list(range(1, len(view) + 1))
         m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,

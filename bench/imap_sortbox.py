@@ -131,7 +131,8 @@ class Conn:
 
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
-            only: str = "", repeat: int = 2, server_pid: int = 0) -> None:
+            only: str = "", repeat: int = 2, server_pid: int = 0,
+            arrival: bool = False) -> None:
     from imap_stress import tree_cpu  # (bench/, next to this script)
 
     def cpu() -> float:
@@ -141,12 +142,22 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
     for text in (f"LOGIN {user} {password}", "SELECT INBOX"):
         dt, _, tagged = c.cmd(text)
         print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
+    other = None
+    if arrival:  # a second session delivers one message before every run
+        other = Conn(host, port, tls)
+        other.cmd(f"LOGIN {user} {password}")
+    arrived = 0
     for text in COMMANDS:
         if only and not any(text.startswith(p) for p in only.split(",")):
             continue
         times = []
         cpus = []
         for _ in range(repeat):
+            if other is not None:  # a new view: the next message of the chain pattern
+                data = message(1_000_000 + arrived)
+                arrived += 1
+                other.cmd(f"APPEND INBOX {{{len(data)}+}}\r\n" + data.decode())
+                c.cmd("NOOP")
             before = cpu()
             dt, size, tagged = c.cmd(text)
             times.append(dt)
@@ -179,6 +190,9 @@ def main() -> None:
     m.add_argument("--only", default="",
                    help="run only the commands starting with this (several: comma-separated)")
     m.add_argument("--repeat", type=int, default=2, help="runs of each command")
+    m.add_argument("--arrival", action="store_true",
+                   help="APPEND one message from a second session before every run (each "
+                        "run sees a mailbox view not seen before); changes the mailbox")
     m.add_argument("--server-pid", type=int, default=0,
                    help="also print the CPU time of this process tree per run")
     a = ap.parse_args()
@@ -187,7 +201,8 @@ def main() -> None:
     elif a.what == "maildir":
         maildir(a.dir, a.count, a.owner)
     else:
-        measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid)
+        measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid,
+                a.arrival)
 
 
 if __name__ == "__main__":

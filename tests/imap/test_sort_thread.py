@@ -270,3 +270,20 @@ async def test_thread_from_kept_keys_agrees_and_follows_the_session_view(
             b"* THREAD (3 5 7)(2 4 6)\r\n"
         await agree(b"* THREAD (2 4 6)(1 3 5)\r\n")
         assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 2 1 3 4 5 6\r\n"
+
+
+def test_thread_columns_merged_by_uid() -> None:
+    """The server's kept columns and rows read later merge by UID: arrivals after every
+    row, and rows that were missing in the middle (keys kept later)."""
+    from pochta.server.imap_sort import _merged
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def cols(uids: list[int]) -> ThreadColumns:
+        return ThreadColumns(uids, [float(u) for u in uids], [f"S{u}" for u in uids],
+                             [u % 2 == 0 for u in uids], [f"<{u}@x>" for u in uids],
+                             ["" for _ in uids])
+
+    assert _merged(cols([1, 2, 5]), cols([7, 9])) == cols([1, 2, 5, 7, 9])
+    assert _merged(cols([1, 2, 5]), cols([3, 9])) == cols([1, 2, 3, 5, 9])
+    assert _merged(cols([]), cols([4])) == cols([4])
+    assert _merged(cols([4]), cols([])) == cols([4])

@@ -168,8 +168,12 @@ async def test_thread_columns_from_kept_keys(store: MailStore) -> None:  # noqa:
     assert cols.replies == [False, True, True]
     assert cols.message_ids == ["<1@x>", "<2@x>", ""]
     assert cols.references == ["", "<1@x> <0@x>", "<1@x>"]
+    some = await store.thread_columns(box.id, [3, 1, 999])
+    assert (some.uids, some.dates, some.message_ids) == ([1, 3], [300.0, 50.0], ["<1@x>", ""])
+    assert (await store.thread_columns(box.id, [])).uids == []
     await store.expunge(box.id, [2])
     assert (await store.thread_columns(box.id)).uids == [1, 3]
+    assert (await store.thread_columns(box.id, [2])).uids == []
     other = await store.create_mailbox(a, "Other")
     await store.copy_messages(box.id, [3], other.id)
     copied = await store.thread_columns(other.id)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from ..proto.imap import bodystructure as bs
 from ..storage.interfaces import MailboxInfo, MessageMeta
+from ..storage.interfaces_imap import ThreadColumns
 
 
 class PartCache:
@@ -65,3 +66,30 @@ class ThreadCache:
         self.answers[key] = answer
         while len(self.answers) > self.size:
             self.answers.popitem(last=False)
+
+
+class ColumnCache:
+    """The THREAD keys (``ThreadColumns``) of the last few mailboxes threaded, shared by
+    the IMAP sessions of one process (``ServerContext.imap_columns``), so that a THREAD
+    after an arrival reads the new messages' keys only, not the whole mailbox's again
+    (100,000 rows: 250-350 ms of CPU in the server). Correct because a message's keys
+    never change: a UID of a mailbox (with its UIDVALIDITY) always names the same
+    message; the caller keeps only the UIDs of a session's view, and asks the store
+    for the ones it lacks. About 30 MB for a mailbox of 100,000 messages, hence few."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, int], ThreadColumns] = OrderedDict()
+
+    def get(self, box: MailboxInfo) -> ThreadColumns | None:
+        key = (box.id, box.uidvalidity)
+        cols = self.entries.get(key)
+        if cols is not None:
+            self.entries.move_to_end(key)
+        return cols
+
+    def put(self, box: MailboxInfo, cols: ThreadColumns) -> None:
+        self.entries[(box.id, box.uidvalidity)] = cols
+        self.entries.move_to_end((box.id, box.uidvalidity))
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)

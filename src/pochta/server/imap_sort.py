@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from array import array
+from typing import TypeVar
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
@@ -29,11 +30,13 @@ from ..proto.imap.sort import (
     thread_references,
 )
 from ..storage.interfaces import NotFound, StoreError
-from ..storage.interfaces_imap import SortKeys
+from ..storage.interfaces_imap import SortKeys, ThreadColumns
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
+
+T = TypeVar("T")
 
 HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
 
@@ -245,42 +248,65 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None:
     """THREAD ... ALL from the store's kept keys as columns: no message objects, no
-    SEARCH; the keys of messages that have none yet are computed and kept first. None
-    when the store cannot answer for exactly this session's view (another session
-    expunged one of its messages meanwhile): the caller takes the general path."""
+    SEARCH; the keys of messages that have none yet are computed and kept first, and the
+    columns of the last mailboxes threaded stay in memory (``ColumnCache``), so a THREAD
+    after an arrival reads the new messages' rows only. None when the store cannot
+    answer for exactly this session's view (another session expunged one of its messages
+    meanwhile): the caller takes the general path."""
     sel = s.selected
     if sel is None or not sel.uids:
         return None
+    view = sel.uids
+    cols = s.ctx.imap_columns.get(sel.info)
     try:
-        cols = await s.store.thread_columns(sel.info.id)
+        if cols is None:
+            cols = await s.store.thread_columns(sel.info.id)
+        if cols.uids != view:
+            found = set(cols.uids)
+            missing = [u for u in view if u not in found]
+            if missing:
+                # messages without kept keys (arrivals since the last THREAD or SORT, or
+                # all of them the first time): keep theirs, then read their rows
+                if not await _keep_view_keys(s, missing):
+                    return None
+                cols = _merged(cols, await s.store.thread_columns(sel.info.id, missing))
     except StoreError:
         return None
-    view = sel.uids
     if cols.uids != view:
-        # messages of the view without kept keys (arrivals since the last THREAD or
-        # SORT, or all of them the first time): keep theirs and read again
-        found = set(cols.uids)
-        missing = [u for u in view if u not in found]
-        if missing:
-            if not await _keep_view_keys(s, missing):
-                return None
-            try:
-                cols = await s.store.thread_columns(sel.info.id)
-            except StoreError:
-                return None
-    if cols.uids == view:
-        numbers = view if uid else list(range(1, len(view) + 1))
-        m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
-                        cols.references)
-    else:  # arrivals this session has not announced yet are not in its view
-        seq = {u: n for n, u in enumerate(view, 1)}
-        keep = [i for i, u in enumerate(cols.uids) if u in seq]
+        inview = set(view)
+        keep = [i for i, u in enumerate(cols.uids) if u in inview]
         if len(keep) != len(view):
             return None
-        m = ThreadInput([cols.uids[i] if uid else seq[cols.uids[i]] for i in keep],
-                        [cols.dates[i] for i in keep], [cols.subjects[i] for i in keep],
-                        [cols.replies[i] for i in keep], [cols.message_ids[i] for i in keep],
-                        [cols.references[i] for i in keep])
+        # only the view's rows (newer arrivals and expunged messages left out)
+        cols = _rows(cols, keep)
+    s.ctx.imap_columns.put(sel.info, cols)
+    numbers = view if uid else list(range(1, len(view) + 1))
+    m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
+                    cols.references)
     if algorithm == "ORDEREDSUBJECT":
         return render_threads(orderedsubject_threads(m))
     return references_answer(m)
+
+
+def _rows(c: ThreadColumns, rows: list[int]) -> ThreadColumns:
+    """These rows of the columns, in this order."""
+    def pick(col: list[T]) -> list[T]:
+        return [col[i] for i in rows]
+
+    return ThreadColumns(pick(c.uids), pick(c.dates), pick(c.subjects), pick(c.replies),
+                         pick(c.message_ids), pick(c.references))
+
+
+def _merged(a: ThreadColumns, b: ThreadColumns) -> ThreadColumns:
+    """Rows of both, by UID (arrivals usually come after every row of a)."""
+    if not b.uids:
+        return a
+    both = ThreadColumns(a.uids + b.uids, a.dates + b.dates, a.subjects + b.subjects,
+                         a.replies + b.replies, a.message_ids + b.message_ids,
+                         a.references + b.references)
+    if not a.uids or a.uids[-1] < b.uids[0]:
+        return both
+    first: dict[int, int] = {}  # uid -> its row (b's rows come last and win)
+    for i, u in enumerate(both.uids):
+        first[u] = i
+    return _rows(both, [first[u] for u in sorted(first)])

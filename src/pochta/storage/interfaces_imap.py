@@ -62,10 +62,12 @@ class ImapStateStore(Protocol):
         by UID, ascending), sorted by the store from the kept keys (strings compare by
         code point). Messages with no kept keys yet are left out."""
 
-    async def thread_columns(self, mailbox_id: int) -> ThreadColumns:
-        """The kept THREAD keys of every message of the mailbox as columns, by UID
-        ascending, in one read; the date is the sent date, else the internal date.
-        Messages with no kept keys yet are left out."""
+    async def thread_columns(
+        self, mailbox_id: int, uids: Sequence[int] | None = None
+    ) -> ThreadColumns:
+        """The kept THREAD keys of every message of the mailbox (or of these UIDs of it)
+        as columns, by UID ascending, in one read; the date is the sent date, else the
+        internal date. Messages with no kept keys yet are left out."""
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),

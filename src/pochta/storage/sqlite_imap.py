@@ -226,17 +226,28 @@ class SQLiteImapState(SQLiteFeature):
 
         return await self._read(read)
 
-    async def thread_columns(self, mailbox_id: int) -> ThreadColumns:
+    async def thread_columns(
+        self, mailbox_id: int, uids: Sequence[int] | None = None
+    ) -> ThreadColumns:
+        sql = ("SELECT m.uid, coalesce(k.date, m.internaldate), k.subject, k.reply, "
+               "k.message_id, k.refs FROM messages m JOIN imap_sortkeys k "
+               "ON k.blob_id = m.blob_id WHERE m.mailbox_id=?")
+        wanted = sorted(set(uids)) if uids is not None else None
+
         def read(conn: sqlite3.Connection) -> ThreadColumns:
-            rows = conn.execute(
-                "SELECT m.uid, coalesce(k.date, m.internaldate), k.subject, k.reply, "
-                "k.message_id, k.refs FROM messages m JOIN imap_sortkeys k "
-                "ON k.blob_id = m.blob_id WHERE m.mailbox_id=? ORDER BY m.uid",
-                (mailbox_id,)).fetchall()
+            if wanted is None:
+                rows = conn.execute(sql + " ORDER BY m.uid", (mailbox_id,)).fetchall()
+            else:
+                rows = []
+                for i in range(0, len(wanted), BATCH):
+                    part = wanted[i : i + BATCH]
+                    rows += conn.execute(
+                        sql + f" AND m.uid IN ({','.join('?' * len(part))}) ORDER BY m.uid",
+                        (mailbox_id, *part)).fetchall()  # only "?" placeholders formatted in
             if not rows:
                 return ThreadColumns([], [], [], [], [], [])
-            uids, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
-            return ThreadColumns(uids, [float(d) for d in dates], subjects,
+            uid, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
+            return ThreadColumns(uid, [float(d) for d in dates], subjects,
                                  [bool(r) for r in replies], mids, refs)
 
         return await self._read(read)

@@ -468,22 +468,34 @@ class _Jwz:
                     if rc < 0:
                         rc = ids[ref] = len(parent)
                         add_item(-1)
-                        add_parent(-1)
                         add_kids(None)
-                        # no children: an ancestor of nothing
+                        # no children: an ancestor of nothing, linked at once
                         if prev >= 0:
-                            link(prev, rc)
+                            add_parent(prev)
+                            ks = kids[prev]
+                            if ks is None:
+                                kids[prev] = [rc]
+                            else:
+                                ks.append(rc)
+                        else:
+                            add_parent(-1)
                     elif prev >= 0 and parent[rc] < 0 and not is_ancestor(rc, prev):
                         link(prev, rc)
                     prev = rc
-                if prev >= 0 and is_ancestor(c, prev):
+                # (a container without children is an ancestor of itself only)
+                if prev >= 0 and (prev == c or (kids[c] is not None and is_ancestor(c, prev))):
                     prev = -1
             p = parent[c]
             if p >= 0:
                 kids[p].remove(c)  # type: ignore[union-attr]
                 parent[c] = -1
             if prev >= 0:
-                link(prev, c)
+                parent[c] = prev
+                ks = kids[prev]
+                if ks is None:
+                    kids[prev] = [c]
+                else:
+                    ks.append(c)
         roots = [c for c in ids.values() if parent[c] < 0] + [c for c in extra if parent[c] < 0]
 
         def preorder(tops: list[int]) -> list[int]:
@@ -516,9 +528,22 @@ class _Jwz:
                 date(c)
             return key
 
-        # (3) drop empty dummies and promote their children: children before parents
+        # (3) drop empty dummies and promote their children: children before parents.
+        # Only trees that hold a dummy change (the others' links are consistent already)
+        dummies = [c for c, i in enumerate(item) if i < 0]
+        if len(dummies) * 4 < len(item):
+            tops = set()
+            for d in dummies:
+                walked = 0
+                while parent[d] >= 0 and walked < _LOOP_LIMIT:
+                    d = parent[d]
+                    walked += 1
+                tops.add(d)
+            changing = [r for r in roots if r in tops]
+        else:
+            changing = roots
         promoted: dict[int, list[int]] = {}  # a dummy -> what stands in its place
-        for c in reversed(preorder(roots)):
+        for c in reversed(preorder(changing)):
             ks = kids[c]
             if ks is not None and promoted:
                 new: list[int] = []
@@ -600,8 +625,9 @@ class _Jwz:
                 position[dummy] = at
                 table[subj] = dummy
         by_date = dated().__getitem__
-        for c in preorder(result):
-            ks = kids[c]
+        # every sibling list (also those of containers no longer in a thread: sorting
+        # them changes nothing that is written)
+        for ks in kids:
             if ks is not None and len(ks) > 1:
                 ks.sort(key=by_date)
         result.sort(key=by_date)
@@ -629,31 +655,35 @@ class _Jwz:
         containers to open and of closing parentheses."""
         item, kids, numbers = self.item, self.kids, self.numbers
         out: list[bytes] = [b"* THREAD "]
-        stack: list[int | bytes] = list(reversed(self.result))
+        push = out.append
+        stack = self.result[::-1]  # containers to open; -1: a closing parenthesis
         while stack:
-            top = stack.pop()
-            if isinstance(top, bytes):
-                out.append(top)
+            c = stack.pop()
+            if c < 0:
+                push(b")")
                 continue
-            c = top
-            out.append(b"(")
+            ks = kids[c]
+            if not ks and item[c] >= 0:  # a message without replies (most of them)
+                push(b"(%d)" % numbers[item[c]])
+                continue
+            push(b"(")
             wrote = False
             while True:
                 i = item[c]
                 if i >= 0:
-                    out.append(b" %d" % numbers[i] if wrote else b"%d" % numbers[i])
+                    push(b" %d" % numbers[i] if wrote else b"%d" % numbers[i])
                     wrote = True
                 ks = kids[c]
                 if ks is not None and len(ks) == 1:
                     c = ks[0]
                     continue
                 break
-            stack.append(b")")
+            stack.append(-1)
             if ks:
                 if wrote:
-                    out.append(b" ")
+                    push(b" ")
                 stack.extend(reversed(ks))
-        out.append(b"\r\n")
+        push(b"\r\n")
         return b"".join(out)
 
 

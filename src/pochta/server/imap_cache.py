@@ -77,9 +77,24 @@ class ColumnCache:
     message; the caller keeps only the UIDs of a session's view, and asks the store
     for the ones it lacks. About 30 MB for a mailbox of 100,000 messages, hence few."""
 
-    def __init__(self, size: int = 2) -> None:
+    def __init__(self, size: int = 2, marks: int = 1000) -> None:
         self.size = size
         self.entries: OrderedDict[tuple[int, int], ThreadColumns] = OrderedDict()
+        self.marks = marks
+        self.keyed: OrderedDict[tuple[int, int], int] = OrderedDict()
+
+    def keyed_upto(self, box: MailboxInfo) -> int:
+        """A UID up to which every message of the mailbox has its sort keys kept (0:
+        unknown): SORT and THREAD compute the keys of the later ones before they ask the
+        store, instead of finding them missing after a query of the whole mailbox."""
+        return self.keyed.get((box.id, box.uidvalidity), 0)
+
+    def set_keyed_upto(self, box: MailboxInfo, uid: int) -> None:
+        key = (box.id, box.uidvalidity)
+        self.keyed[key] = max(uid, self.keyed.get(key, 0))
+        self.keyed.move_to_end(key)
+        while len(self.keyed) > self.marks:
+            self.keyed.popitem(last=False)
 
     def get(self, box: MailboxInfo) -> ThreadColumns | None:
         key = (box.id, box.uidvalidity)

@@ -4,6 +4,7 @@ finds the matching messages and reads their headers."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 from array import array
 from typing import TypeVar
@@ -135,6 +136,7 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     if kept is not None:
         return array("I", kept).tolist()
     meta = sel.meta
+    await _keep_newer_keys(s)
     for attempt in range(2):
         try:
             uids = await s.store.sorted_uids(sel.info.id, req.criteria)
@@ -154,7 +156,20 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
         seq = {u: n for n, u in enumerate(view, 1)}
         numbers = list(map(seq.__getitem__, uids))
     s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
+    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
     return numbers
+
+
+async def _keep_newer_keys(s: ImapSession) -> None:
+    """Before a SORT or THREAD ... ALL asks the store: compute and keep the keys of the
+    view's messages after the UID up to which all are known to be kept (arrivals since
+    the last one), so that one query of the whole mailbox answers."""
+    sel = s.selected
+    if sel is None or not sel.uids:
+        return
+    upto = s.ctx.imap_columns.keyed_upto(sel.info)
+    if upto and sel.uids[-1] > upto:
+        await _keep_view_keys(s, sel.uids[bisect.bisect_right(sel.uids, upto):])
 
 
 async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -258,6 +273,8 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
         return None
     view = sel.uids
     cols = s.ctx.imap_columns.get(sel.info)
+    if cols is None:
+        await _keep_newer_keys(s)
     try:
         if cols is None:
             cols = await s.store.thread_columns(sel.info.id)
@@ -280,6 +297,7 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
         # only the view's rows (newer arrivals and expunged messages left out)
         cols = _rows(cols, keep)
     s.ctx.imap_columns.put(sel.info, cols)
+    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
     numbers = view if uid else list(range(1, len(view) + 1))
     m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
                     cols.references)

@@ -18,6 +18,7 @@ from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap.sort import (
     SortItem,
     ThreadInput,
+    orderedsubject_answer,
     orderedsubject_threads,
     references_answer,
     references_threads,
@@ -69,6 +70,7 @@ def main() -> None:
         ("references_threads (columns)", lambda: references_threads(columns)),
         ("orderedsubject_threads (columns)", lambda: orderedsubject_threads(columns)),
         ("references_answer (columns, bytes)", lambda: references_answer(columns)),
+        ("orderedsubject_answer (columns, bytes)", lambda: orderedsubject_answer(columns)),
         ("render_threads (REFERENCES)", lambda: render_threads(refs)),
         ("render_threads (ORDEREDSUBJECT)", lambda: render_threads(subj)),
     ]

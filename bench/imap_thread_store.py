@@ -30,7 +30,7 @@ from pochta.proto.imap.sort import (
     ThreadInput,
     collector_paused,
     compute_sort_keys,
-    orderedsubject_threads,
+    orderedsubject_answer,
     references_answer,
     render_threads,
     thread_orderedsubject,
@@ -99,12 +99,12 @@ async def run(data_dir: Path, count: int) -> None:
                             cols.replies, cols.message_ids, cols.references)
             fast = references_answer(m)
             t.append(time.perf_counter())
-            by_subject = render_threads(orderedsubject_threads(m))
+            by_subject = orderedsubject_answer(m)
             t.append(time.perf_counter())
             ms = [f"{(b - a) * 1000:.0f}" for a, b in pairwise(t)]
             print(f"columns path, {len(cols.uids)} messages: thread_columns {ms[0]} ms, "
                   f"references_answer {ms[1]} ms ({len(fast)} octets), "
-                  f"ORDEREDSUBJECT with render {ms[2]} ms ({len(by_subject)} octets)")
+                  f"orderedsubject_answer {ms[2]} ms ({len(by_subject)} octets)")
     finally:
         await store.close()
 

@@ -16,6 +16,7 @@ from pochta.proto.imap.sort import (
     Thread,
     ThreadInput,
     base_subject,
+    orderedsubject_answer,
     references_answer,
     render_threads,
     sort_items,
@@ -222,6 +223,8 @@ def test_same_threads_as_the_reference(seed: int) -> None:
         # THREAD ... ALL's path: columns in, bytes out (no Thread tuples)
         assert references_answer(ThreadInput.of_items(items)) == render_threads(
             old_thread_references(items)), items
+        assert orderedsubject_answer(ThreadInput.of_items(items)) == render_threads(
+            old_thread_orderedsubject(items)), items
 
 
 def test_sortbox_mailbox_same_as_the_reference() -> None:
@@ -240,6 +243,8 @@ def test_sortbox_mailbox_same_as_the_reference() -> None:
     assert references_answer(ThreadInput.of_items(items)) == render_threads(
         old_thread_references(items))
     assert thread_orderedsubject(items) == old_thread_orderedsubject(items)
+    assert orderedsubject_answer(ThreadInput.of_items(items)) == render_threads(
+        old_thread_orderedsubject(items))
 
 
 def test_deep_reference_chain_is_not_recursive() -> None:

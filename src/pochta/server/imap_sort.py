@@ -20,7 +20,7 @@ from ..proto.imap.sort import (
     ThreadInput,
     collector_paused,
     compute_sort_keys,
-    orderedsubject_threads,
+    orderedsubject_answer,
     parse_sort,
     parse_thread,
     references_answer,
@@ -302,7 +302,7 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
     m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
                     cols.references)
     if algorithm == "ORDEREDSUBJECT":
-        return render_threads(orderedsubject_threads(m))
+        return orderedsubject_answer(m)
     return references_answer(m)
 
 

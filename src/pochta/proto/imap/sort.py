@@ -374,6 +374,36 @@ def _orderedsubject(m: ThreadInput) -> list[Thread]:
     return [(n, kids) for _, n, kids in threads]
 
 
+def orderedsubject_answer(m: ThreadInput) -> bytes:
+    """``render_threads(orderedsubject_threads(m))`` without the Thread tuples: two
+    stable sorts with C-level keys (date, then base subject: ties by number, as the
+    numbers ascend with the index) and the groups written as they are cut."""
+    with collector_paused():
+        numbers, subjects = m.numbers, m.subjects
+        order, rank = m.date_ranks()
+        order.sort(key=subjects.__getitem__)
+        groups: list[tuple[int, bytes]] = []  # (rank of the group's first, its text)
+        n = len(order)
+        at = 0
+        while at < n:
+            first = order[at]
+            subject = subjects[first]
+            end = at + 1
+            while end < n and subjects[order[end]] == subject:
+                end += 1
+            if end - at == 1:
+                text = b"(%d)" % numbers[first]
+            elif end - at == 2:  # one child: a chain
+                text = b"(%d %d)" % (numbers[first], numbers[order[at + 1]])
+            else:
+                text = b"(%d " % numbers[first] + b"".join(
+                    [b"(%d)" % numbers[i] for i in order[at + 1 : end]]) + b")"
+            groups.append((rank[first], text))
+            at = end
+        groups.sort()
+        return b"* THREAD " + b"".join([text for _, text in groups]) + b"\r\n"
+
+
 _MSGID = re.compile(r"<[^<>]+>")
 
 

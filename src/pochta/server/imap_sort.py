@@ -277,7 +277,10 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
         await _keep_newer_keys(s)
     try:
         if cols is None:
-            cols = await s.store.thread_columns(sel.info.id)
+            # (600,000 new objects: the collector would walk the server's heap meanwhile;
+            # paused for this read only, other sessions run on without it a moment)
+            with collector_paused():
+                cols = await s.store.thread_columns(sel.info.id)
         if cols.uids != view:
             found = set(cols.uids)
             missing = [u for u in view if u not in found]

@@ -539,23 +539,31 @@ class _Jwz:
                     stack.extend(reversed(ks))
             return out
 
-        def dated() -> list[int]:
-            """Each container's date rank as a sort key: a message's own (even numbers),
-            a dummy's that of its earliest child (RFC 5256 §2.2 (4))."""
-            key = [2 * rank[i] if i >= 0 else -1 for i in item]
+        key: list[int] = []  # each container's date rank as a sort key (below)
+        done: set[int] = set()
 
-            def date(c: int) -> int:
-                k = key[c]
-                if k >= 0 or c in done:
-                    return k
-                ks = kids[c]
-                k = key[c] = min(map(date, ks)) if ks else empty
-                done.add(c)
+        def date(c: int) -> int:
+            k = key[c]
+            if k >= 0 or c in done:
                 return k
+            ks = kids[c]
+            k = key[c] = min(map(date, ks)) if ks else empty
+            done.add(c)
+            return k
 
-            done: set[int] = set()
-            for c in [c for c, i in enumerate(item) if i < 0]:
-                date(c)
+        def dated() -> list[int]:
+            """The sort keys: a message's own date rank (even numbers), a dummy's that of
+            its earliest child (RFC 5256 §2.2 (4)), computed again for every dummy (their
+            children change) and for the containers added since the last call."""
+            if not key:
+                key.extend([2 * rank[i] if i >= 0 else -1 for i in item])
+            else:
+                key.extend([-1] * (len(item) - len(key)))  # (only dummies were added)
+                for d in dummies:
+                    key[d] = -1
+            done.clear()
+            for d in dummies:
+                date(d)
             return key
 
         # (3) drop empty dummies and promote their children: children before parents.
@@ -650,6 +658,7 @@ class _Jwz:
                 add_item(-1)
                 add_parent(-1)
                 add_kids([rep, t])
+                dummies.append(dummy)
                 at = position.pop(rep)
                 result[at] = dummy
                 position[dummy] = at

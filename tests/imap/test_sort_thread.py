@@ -287,3 +287,27 @@ def test_thread_columns_merged_by_uid() -> None:
     assert _merged(cols([1, 2, 5]), cols([3, 9])) == cols([1, 2, 3, 5, 9])
     assert _merged(cols([]), cols([4])) == cols([4])
     assert _merged(cols([4]), cols([])) == cols([4])
+
+
+def test_column_cache_is_bounded_and_per_uidvalidity() -> None:
+    """The kept columns and key marks belong to a mailbox and its UIDVALIDITY (a mailbox
+    created again under the same id starts over); only the last few mailboxes stay."""
+    from pochta.server.imap_cache import ColumnCache
+    from pochta.storage.interfaces import MailboxInfo
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def box(id_: int, validity: int = 1) -> MailboxInfo:
+        return MailboxInfo(id_, 1, f"B{id_}", validity, 1, 1, None, False)
+
+    cache = ColumnCache(size=2, marks=2)
+    cols = ThreadColumns([1], [1.0], ["S"], [False], ["<1@x>"], [""])
+    for i in (1, 2, 3):
+        cache.put(box(i), cols)
+    assert cache.get(box(1)) is None and cache.get(box(3)) is cols
+    assert cache.get(box(3, validity=2)) is None
+    cache.set_keyed_upto(box(1), 10)
+    cache.set_keyed_upto(box(1), 7)  # never goes back
+    assert cache.keyed_upto(box(1)) == 10 and cache.keyed_upto(box(1, validity=2)) == 0
+    cache.set_keyed_upto(box(2), 5)
+    cache.set_keyed_upto(box(3), 5)
+    assert cache.keyed_upto(box(1)) == 0  # the oldest mark went

@@ -14,7 +14,9 @@ The messages vary in date, sender and subject, and come in reply chains of five
   python bench/imap_sortbox.py measure --port 12993 --tls --user bench@refstack.test \
       --password bench-secret-0
 
-`measure` runs each command twice and prints both times (the second with warm caches).
+`measure` runs each command twice (`--repeat`) and prints every time (the first is cold:
+a view the server has not answered for yet; later ones may use kept answers); `--only
+"SORT,THREAD"` runs the commands starting with either prefix.
 """
 
 from __future__ import annotations
@@ -129,20 +131,41 @@ class Conn:
 
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
-            only: str = "") -> None:
+            only: str = "", repeat: int = 2, server_pid: int = 0,
+            arrival: bool = False) -> None:
+    from imap_stress import tree_cpu  # (bench/, next to this script)
+
+    def cpu() -> float:
+        return tree_cpu(server_pid) if server_pid else 0.0
+
     c = Conn(host, port, tls)
     for text in (f"LOGIN {user} {password}", "SELECT INBOX"):
         dt, _, tagged = c.cmd(text)
         print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
+    other = None
+    if arrival:  # a second session delivers one message before every run
+        other = Conn(host, port, tls)
+        other.cmd(f"LOGIN {user} {password}")
+    arrived = 0
     for text in COMMANDS:
-        if only and not text.startswith(only):
+        if only and not any(text.startswith(p) for p in only.split(",")):
             continue
         times = []
-        for _ in range(2):
+        cpus = []
+        for _ in range(repeat):
+            if other is not None:  # a new view: the next message of the chain pattern
+                data = message(1_000_000 + arrived)
+                arrived += 1
+                other.cmd(f"APPEND INBOX {{{len(data)}+}}\r\n" + data.decode())
+                c.cmd("NOOP")
+            before = cpu()
             dt, size, tagged = c.cmd(text)
             times.append(dt)
-        print(f"{text:34s} {times[0] * 1000:9.0f} ms {times[1] * 1000:9.0f} ms  "
-              f"{size / 1e6:6.2f} MB  {tagged[:30].decode()}")
+            cpus.append(cpu() - before)
+        shown = " ".join(f"{t * 1000:9.0f} ms" for t in times)
+        if server_pid:  # the server's CPU per run (clock ticks: 10 ms steps)
+            shown += "  CPU " + " ".join(f"{t * 1000:.0f}" for t in cpus) + " ms"
+        print(f"{text:34s} {shown}  {size / 1e6:6.2f} MB  {tagged[:30].decode()}")
     c.cmd("LOGOUT")
 
 
@@ -164,14 +187,22 @@ def main() -> None:
     m.add_argument("--tls", action="store_true")
     m.add_argument("--user", required=True)
     m.add_argument("--password", required=True)
-    m.add_argument("--only", default="", help="run only the commands starting with this")
+    m.add_argument("--only", default="",
+                   help="run only the commands starting with this (several: comma-separated)")
+    m.add_argument("--repeat", type=int, default=2, help="runs of each command")
+    m.add_argument("--arrival", action="store_true",
+                   help="APPEND one message from a second session before every run (each "
+                        "run sees a mailbox view not seen before); changes the mailbox")
+    m.add_argument("--server-pid", type=int, default=0,
+                   help="also print the CPU time of this process tree per run")
     a = ap.parse_args()
     if a.what == "fill":
         asyncio.run(fill(a.data_dir, a.user, a.count, a.batch))
     elif a.what == "maildir":
         maildir(a.dir, a.count, a.owner)
     else:
-        measure(a.host, a.port, a.tls, a.user, a.password, a.only)
+        measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid,
+                a.arrival)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ from collections.abc import Callable
 from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap.sort import (
     SortItem,
+    ThreadInput,
+    orderedsubject_answer,
+    orderedsubject_threads,
+    references_answer,
+    references_threads,
     render_threads,
     thread_orderedsubject,
     thread_references,
@@ -56,11 +61,16 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     its = items(a.count)
+    columns = ThreadInput.of_items(its)  # as THREAD ... ALL reads them from the store
     refs = thread_references(its)
     subj = thread_orderedsubject(its)
     cases: list[tuple[str, Callable[[], object]]] = [
         ("thread_references", lambda: thread_references(its)),
         ("thread_orderedsubject", lambda: thread_orderedsubject(its)),
+        ("references_threads (columns)", lambda: references_threads(columns)),
+        ("orderedsubject_threads (columns)", lambda: orderedsubject_threads(columns)),
+        ("references_answer (columns, bytes)", lambda: references_answer(columns)),
+        ("orderedsubject_answer (columns, bytes)", lambda: orderedsubject_answer(columns)),
         ("render_threads (REFERENCES)", lambda: render_threads(refs)),
         ("render_threads (ORDEREDSUBJECT)", lambda: render_threads(subj)),
     ]

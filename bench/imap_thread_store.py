@@ -27,8 +27,11 @@ from pochta.proto.imap.search import Candidate
 from pochta.proto.imap.sort import (
     Headers,
     SortItem,
+    ThreadInput,
     collector_paused,
     compute_sort_keys,
+    orderedsubject_answer,
+    references_answer,
     render_threads,
     thread_orderedsubject,
     thread_references,
@@ -81,10 +84,27 @@ async def run(data_dir: Path, count: int) -> None:
             thread_orderedsubject(items)
             t.append(time.perf_counter())
             ms = [f"{(b - a) * 1000:.0f}" for a, b in pairwise(t)]
-            print(f"{len(items)} messages: list_messages+candidates {ms[0]} ms, "
+            print(f"general path, {len(items)} messages: list_messages+candidates {ms[0]} ms, "
                   f"get_sort_keys {ms[1]} ms, SortItems {ms[2]} ms, "
                   f"thread_references {ms[3]} ms, render {ms[4]} ms "
                   f"({len(answer)} octets), thread_orderedsubject {ms[5]} ms")
+            del metas, hits, known, items, refs
+        for _ in range(3):
+            # THREAD ... ALL's path (server/imap_sort.py's _thread_all): columns, then
+            # threads straight to bytes
+            t = [time.perf_counter()]
+            cols = await store.thread_columns(box.id)
+            t.append(time.perf_counter())
+            m = ThreadInput(list(range(1, len(cols.uids) + 1)), cols.dates, cols.subjects,
+                            cols.replies, cols.message_ids, cols.references)
+            fast = references_answer(m)
+            t.append(time.perf_counter())
+            by_subject = orderedsubject_answer(m)
+            t.append(time.perf_counter())
+            ms = [f"{(b - a) * 1000:.0f}" for a, b in pairwise(t)]
+            print(f"columns path, {len(cols.uids)} messages: thread_columns {ms[0]} ms, "
+                  f"references_answer {ms[1]} ms ({len(fast)} octets), "
+                  f"orderedsubject_answer {ms[2]} ms ({len(by_subject)} octets)")
     finally:
         await store.close()
 

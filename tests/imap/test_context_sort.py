@@ -61,3 +61,31 @@ async def test_sort_partial_with_context(imap_server: Server) -> None:
         await c.cmd("SELECT INBOX")
         resp = await c.cmd("SORT RETURN (CONTEXT PARTIAL 1:2) (SUBJECT) UTF-8 ALL")
         assert resp[0] == b'* ESEARCH (TAG "t%d") PARTIAL (1:2 2:3)\r\n' % c.n, resp
+
+
+async def test_sort_update_of_a_mailbox_sorted_by_the_store(imap_server: Server) -> None:
+    """SORT RETURN (UPDATE) ... ALL once the keys are kept (the store sorts, and the
+    answer is kept for the view): the context starts from that order, by UID and by
+    sequence number, and follows arrivals."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await other.login()
+        for subject in ("d", "b", "f"):
+            m = _msg(subject)
+            await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(m) + m)
+        await c.cmd("SELECT INBOX")
+        assert (await c.cmd("SORT (SUBJECT) US-ASCII ALL"))[0] == b"* SORT 2 1 3\r\n"
+        assert (await c.cmd("SORT (SUBJECT) US-ASCII ALL"))[0] == b"* SORT 2 1 3\r\n"
+        resp = await c.cmd("SORT RETURN (UPDATE ALL) (SUBJECT) US-ASCII ALL")
+        t1 = b"t%d" % c.n
+        assert resp[0] == b'* ESEARCH (TAG "%s") ALL 2,1,3\r\n' % t1, resp
+        resp = await c.cmd("UID SORT RETURN (UPDATE ALL) (REVERSE SUBJECT) US-ASCII ALL")
+        t2 = b"t%d" % c.n
+        assert resp[0] == b'* ESEARCH (TAG "%s") UID ALL 3,1:2\r\n' % t2, resp
+        await other.cmd("SELECT INBOX")
+        m = _msg("e")
+        await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(m) + m)
+        text = joined(await c.cmd("NOOP"))
+        # b d e f: "e" is third; reversed f e d b: second
+        assert b'* ESEARCH (TAG "%s") ADDTO (3 4)\r\n' % t1 in text, text
+        assert b'* ESEARCH (TAG "%s") UID ADDTO (2 4)\r\n' % t2 in text, text

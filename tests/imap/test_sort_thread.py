@@ -219,3 +219,95 @@ async def test_thread_references_subject_merge_and_missing_parent(imap_server: S
         await c.cmd("SELECT INBOX")
         resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
         assert resp[0] == b"* THREAD ((1)(2))(3 4)\r\n", resp
+
+
+async def test_thread_from_kept_keys_agrees_and_follows_the_session_view(
+        imap_server: Server) -> None:
+    """THREAD ... ALL of a mailbox whose keys are kept reads them as columns (no SEARCH,
+    no message objects); it must give what the general path gives (THREAD ... UNDELETED
+    takes it here), by sequence number and by UID, and answer for the session's view:
+    not yet announced arrivals left out, a message expunged by another session but not
+    yet announced kept in."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        await c.cmd("SORT (DATE) UTF-8 ALL")  # keeps every message's keys
+
+        async def agree(want_refs: bytes) -> None:
+            for algorithm in ("REFERENCES", "ORDEREDSUBJECT"):
+                for prefix in ("", "UID "):
+                    fast = await c.cmd(f"{prefix}THREAD {algorithm} UTF-8 ALL")
+                    general = await c.cmd(f"{prefix}THREAD {algorithm} UTF-8 UNDELETED")
+                    assert fast[0] == general[0], (prefix, algorithm, fast, general)
+            assert (await c.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == want_refs
+
+        await other.login()
+        reply = (b"From: x@example.test\r\nSubject: Re: hello\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <a@x> <d@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await other.cmd("SELECT INBOX")
+        await other.cmd("SORT (DATE) UTF-8 ALL")  # keeps the new message's keys
+        # c has not seen message 6 yet: its answer leaves it out (and announces it)
+        resp = await c.cmd("UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+        assert resp[0] == b"* THREAD (3 5)(1 (2)(4))\r\n" and b"* 6 EXISTS\r\n" in resp
+        await other.cmd("STORE 1 +FLAGS (\\Deleted)")
+        assert st(await other.cmd("EXPUNGE")).startswith(b"OK")
+        # message 1 is gone from the store but still in c's view (not announced by THREAD)
+        resp = await c.cmd("THREAD REFERENCES UTF-8 ALL")
+        assert b"EXPUNGE" not in joined(resp) and st(resp).startswith(b"OK")
+        assert resp[0] == (await c.cmd("THREAD REFERENCES UTF-8 UNDELETED"))[0]
+        await c.cmd("NOOP")
+        await agree(b"* THREAD (2 4)(1 3 5)\r\n")
+        # an arrival nobody sorted or threaded yet: its keys are computed and kept for
+        # this answer, the others are read as kept
+        late = (b"From: y@example.test\r\nSubject: Re: Another topic\r\n"
+                b"Date: Sat, 12 Feb 1994 10:00:00 +0000\r\nMessage-ID: <g@x>\r\n"
+                b"In-Reply-To: <e@x>\r\n\r\nlate\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(late) + late))[-1]
+        await c.cmd("NOOP")
+        assert (await c.cmd("UID THREAD REFERENCES UTF-8 ALL"))[0] == \
+            b"* THREAD (3 5 7)(2 4 6)\r\n"
+        await agree(b"* THREAD (2 4 6)(1 3 5)\r\n")
+        assert (await c.cmd("SORT (DATE) UTF-8 ALL"))[0] == b"* SORT 2 1 3 4 5 6\r\n"
+
+
+def test_thread_columns_merged_by_uid() -> None:
+    """The server's kept columns and rows read later merge by UID: arrivals after every
+    row, and rows that were missing in the middle (keys kept later)."""
+    from pochta.server.imap_sort import _merged
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def cols(uids: list[int]) -> ThreadColumns:
+        return ThreadColumns(uids, [float(u) for u in uids], [f"S{u}" for u in uids],
+                             [u % 2 == 0 for u in uids], [f"<{u}@x>" for u in uids],
+                             ["" for _ in uids])
+
+    assert _merged(cols([1, 2, 5]), cols([7, 9])) == cols([1, 2, 5, 7, 9])
+    assert _merged(cols([1, 2, 5]), cols([3, 9])) == cols([1, 2, 3, 5, 9])
+    assert _merged(cols([]), cols([4])) == cols([4])
+    assert _merged(cols([4]), cols([])) == cols([4])
+
+
+def test_column_cache_is_bounded_and_per_uidvalidity() -> None:
+    """The kept columns and key marks belong to a mailbox and its UIDVALIDITY (a mailbox
+    created again under the same id starts over); only the last few mailboxes stay."""
+    from pochta.server.imap_cache import ColumnCache
+    from pochta.storage.interfaces import MailboxInfo
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def box(id_: int, validity: int = 1) -> MailboxInfo:
+        return MailboxInfo(id_, 1, f"B{id_}", validity, 1, 1, None, False)
+
+    cache = ColumnCache(size=2, marks=2)
+    cols = ThreadColumns([1], [1.0], ["S"], [False], ["<1@x>"], [""])
+    for i in (1, 2, 3):
+        cache.put(box(i), cols)
+    assert cache.get(box(1)) is None and cache.get(box(3)) is cols
+    assert cache.get(box(3, validity=2)) is None
+    cache.set_keyed_upto(box(1), 10)
+    cache.set_keyed_upto(box(1), 7)  # never goes back
+    assert cache.keyed_upto(box(1)) == 10 and cache.keyed_upto(box(1, validity=2)) == 0
+    cache.set_keyed_upto(box(2), 5)
+    cache.set_keyed_upto(box(3), 5)
+    assert cache.keyed_upto(box(1)) == 0  # the oldest mark went

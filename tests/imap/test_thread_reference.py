@@ -14,7 +14,10 @@ from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap.sort import (
     SortItem,
     Thread,
+    ThreadInput,
     base_subject,
+    orderedsubject_answer,
+    references_answer,
     render_threads,
     sort_items,
     thread_orderedsubject,
@@ -217,6 +220,11 @@ def test_same_threads_as_the_reference(seed: int) -> None:
             got, want = new(items), old(items)
             assert got == want, (new.__name__, items)
             assert render_threads(got) == render_threads(want)
+        # THREAD ... ALL's path: columns in, bytes out (no Thread tuples)
+        assert references_answer(ThreadInput.of_items(items)) == render_threads(
+            old_thread_references(items)), items
+        assert orderedsubject_answer(ThreadInput.of_items(items)) == render_threads(
+            old_thread_orderedsubject(items)), items
 
 
 def test_sortbox_mailbox_same_as_the_reference() -> None:
@@ -232,7 +240,11 @@ def test_sortbox_mailbox_same_as_the_reference() -> None:
                               keys))
     assert render_threads(thread_references(items)) == render_threads(
         old_thread_references(items))
+    assert references_answer(ThreadInput.of_items(items)) == render_threads(
+        old_thread_references(items))
     assert thread_orderedsubject(items) == old_thread_orderedsubject(items)
+    assert orderedsubject_answer(ThreadInput.of_items(items)) == render_threads(
+        old_thread_orderedsubject(items))
 
 
 def test_deep_reference_chain_is_not_recursive() -> None:
@@ -245,3 +257,4 @@ def test_deep_reference_chain_is_not_recursive() -> None:
         items.append(SortItem(i, MessageMeta(i, i, 1, 0.0, frozenset(), 1), keys))
     want = b"* THREAD (" + b" ".join(b"%d" % i for i in range(1, 5001)) + b")\r\n"
     assert render_threads(thread_references(items)) == want
+    assert references_answer(ThreadInput.of_items(items)) == want

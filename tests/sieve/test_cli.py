@@ -52,7 +52,8 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
     r = pochta("-c", c, "sieve", "check", "alice@example.org", str(bad))
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"error: {bad}: line 1: unknown command frobnicate",
-                                     "  line 2: keep: unknown tag :nope", "  2 errors"]
+                                     "  line 2: unknown tagged argument ':nope' for the keep "
+                                     "command (its tags need a require first)", "  2 errors"]
     r = pochta("-c", c, "sieve", "activate", "alice@example.org", "nope")
     assert r.returncode == 1 and "no script 'nope'" in r.stderr
     r = pochta("-c", c, "sieve", "list", "nobody@example.org")
@@ -68,3 +69,49 @@ def test_errors_are_clear(inst: Path, tmp_path: Path) -> None:  # noqa: F811
     assert r.returncode == 2
     assert "error:     include loop: loop -> loop" in r.stdout
     assert "keep INBOX (the fallback)" in r.stdout
+
+
+def test_before_script_and_a_broken_user_script(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    """With [sieve] before, `sieve test` names the admin's scripts, and a user's script
+    that cannot be loaded is left out while the admin's still decide."""
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    (inst.parent / "sieve-global").mkdir(exist_ok=True)
+    (inst.parent / "sieve-global" / "spam.sieve").write_text(
+        'require "fileinto";\nif header :is "X-Spam-Flag" "YES" { fileinto "Junk"; }\n')
+    text = inst.read_text()
+    sieve_table = '[sieve]\nbefore = ["spam"]\n'
+    inst.write_text(text.replace("[sieve]\n", sieve_table, 1) if "[sieve]\n" in text
+                    else text + "\n" + sieve_table)
+    loop = tmp_path / "loop.sieve"
+    loop.write_text('require "include";\ninclude "loop";\n')
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(loop),
+                  "--activate").returncode == 0
+    msg = tmp_path / "m.eml"
+    msg.write_text("X-Spam-Flag: YES\nSubject: x\n\nhi\n")
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg))
+    assert "around:    before spam; after -" in r.stdout, r.stdout + r.stderr
+    assert "error:     include loop: loop -> loop" in r.stdout
+    assert "action:    fileinto Junk" in r.stdout and "fallback" not in r.stdout
+    assert r.returncode == 2
+
+
+def test_test_reads_the_envelope_as_smtp_paths(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    script = tmp_path / "env.sieve"
+    script.write_text('require ["envelope", "fileinto"];\n'
+                      'if envelope :domain :is "from" "relay.example" { fileinto "Bad"; }\n'
+                      'if envelope :localpart :is "from" "bob" { fileinto "Bob"; }\n')
+    msg = tmp_path / "m.eml"
+    msg.write_text("Subject: x\n\nhi\n")
+    # the source route is dropped (RFC 5321 §4.1.2)
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg), "--script",
+               str(script), "--from", "<@relay.example:bob@b.test>")
+    assert r.returncode == 0, r.stderr
+    assert "envelope from: <bob@b.test>" in r.stdout
+    assert "action:    fileinto Bob" in r.stdout and "Bad" not in r.stdout
+    r = pochta("-c", c, "sieve", "test", "alice@example.org", str(msg), "--script",
+               str(script), "--from", "<<bob@b.test>")
+    assert r.returncode == 1
+    assert "'<<bob@b.test>' is not an SMTP path" in r.stderr

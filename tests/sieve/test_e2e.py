@@ -173,6 +173,8 @@ async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> No
     dsns = await queued_to(server)
     assert [(s, r) for s, r, _ in dsns] == [("", "sender@remote.test")]
     assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
+    # the user's filter refused it: the answer goes to a person, not MAILER-DAEMON
+    assert b"\r\nFrom: Postmaster <postmaster@" in b"\r\n" + dsns[0][2]
 
 
 async def test_redirect_rewrites_a_foreign_sender_with_srs(server: Server) -> None:
@@ -200,7 +202,8 @@ async def test_bad_scripts_get_clear_errors_and_mail_flows(server: Server) -> No
     lines, final = await client.cmd(b'CHECKSCRIPT {47+}\r\n'
                                     b'frobnicate;\nkeep :nope;\nif true { stop }\nkeep;\n')
     assert lines == [] and final == (
-        'NO <<line 1: unknown command frobnicate\r\nline 2: keep: unknown tag :nope\r\n'
+        "NO <<line 1: unknown command frobnicate\r\nline 2: unknown tagged argument ':nope' "
+        "for the keep command (its tags need a require first)\r\n"
         'line 3: expected ";" after command stop but found "}"\r\n3 errors>>'), final
     big = "# " + "x" * (1 << 20) + "\nkeep;\n"
     final = await client.put("big", big)

@@ -169,6 +169,49 @@ async def test_sorted_uids_from_kept_keys(store: MailStore) -> None:  # noqa: F8
     assert await store.sorted_uids(box.id, [("CC", False)]) == [1, 2, 3]  # all tie
 
 
+async def test_thread_columns_from_kept_keys(store: MailStore) -> None:  # noqa: F811
+    """THREAD's keys of a whole mailbox as columns by UID: the date falls back to the
+    internal date, messages without kept keys are left out, and the columns follow
+    expunge and copy (keys are per blob: a copy has them at once)."""
+    from pochta.storage.interfaces_imap import SortKeys
+
+    a, _ = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    empty = await store.thread_columns(box.id)
+    assert (empty.uids, empty.dates, empty.message_ids) == ([], [], [])
+    blobs = []
+    for n, when in enumerate((300.0, 100.0, 200.0)):
+        target = LocalTarget(a, internaldate=when)
+        blobs.append((await store.accept(b"Subject: %d\r\n\r\nx" % n, ENV,
+                                         [target])).blob_id)
+    keys = [SortKeys(None, "B", False, "", "", "", "", "", "<1@x>", ""),
+            SortKeys(250.5, "A\u00e9", True, "", "", "", "", "", "<2@x>", "<1@x> <0@x>"),
+            SortKeys(50.0, "B", True, "", "", "", "", "", "", "<1@x>")]
+    await store.put_sort_keys({blobs[0]: keys[0], blobs[2]: keys[2]})
+    cols = await store.thread_columns(box.id)
+    assert cols.uids == [1, 3]  # uid 2 has no kept keys yet
+    await store.put_sort_keys({blobs[1]: keys[1]})
+    cols = await store.thread_columns(box.id)
+    assert cols.uids == [1, 2, 3]
+    assert cols.dates == [300.0, 250.5, 50.0]
+    assert cols.subjects == ["B", "A\u00e9", "B"]
+    assert cols.replies == [False, True, True]
+    assert cols.message_ids == ["<1@x>", "<2@x>", ""]
+    assert cols.references == ["", "<1@x> <0@x>", "<1@x>"]
+    some = await store.thread_columns(box.id, [3, 1, 999])
+    assert (some.uids, some.dates, some.message_ids) == ([1, 3], [300.0, 50.0], ["<1@x>", ""])
+    assert (await store.thread_columns(box.id, [])).uids == []
+    await store.expunge(box.id, [2])
+    assert (await store.thread_columns(box.id)).uids == [1, 3]
+    assert (await store.thread_columns(box.id, [2])).uids == []
+    other = await store.create_mailbox(a, "Other")
+    await store.copy_messages(box.id, [3], other.id)
+    copied = await store.thread_columns(other.id)
+    assert (copied.uids, copied.dates, copied.references) == ([1], [50.0], ["<1@x>"])
+    assert (await store.thread_columns(box.id)).uids == [1, 3]
+
+
 async def test_search_fields_kept_per_blob_and_go_with_it(store: MailStore) -> None:  # noqa: F811
     a, _ = await _two_accounts(store)
     blob = (await store.accept(MSG, ENV, [LocalTarget(a)])).blob_id

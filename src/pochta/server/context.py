@@ -14,7 +14,7 @@ from ..sending.service import SendingService
 from ..sending.smtp_keys import SMTPKeys
 from ..spam.gate import SpamGate
 from ..web.acme import Challenges
-from .imap_cache import PartCache, ThreadCache
+from .imap_cache import ColumnCache, PartCache, ThreadCache
 
 
 @dataclass(kw_only=True)
@@ -32,5 +32,6 @@ class ServerContext(AppContext):
     pop3_locks: set[int] = field(default_factory=set)  # maildrops in a POP3 session
     imap_parts: PartCache = field(default_factory=PartCache)  # parsed messages (IMAP)
     imap_threads: ThreadCache = field(default_factory=ThreadCache)  # THREAD answers (IMAP)
+    imap_columns: ColumnCache = field(default_factory=ColumnCache)  # THREAD keys (IMAP)
     # tests shorten the IMAP autologout (the config insists on at least 30 minutes)
     imap_idle_timeout: float | None = None

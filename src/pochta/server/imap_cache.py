@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from ..proto.imap import bodystructure as bs
 from ..storage.interfaces import MailboxInfo, MessageMeta
+from ..storage.interfaces_imap import ThreadColumns
 
 
 class PartCache:
@@ -44,13 +45,14 @@ class PartCache:
 
 
 class ThreadCache:
-    """THREAD ... ALL answers of the last few mailbox views, shared by the IMAP sessions of
-    one process (owned by ``ServerContext.imap_threads``; clients ask again on every
-    refresh of a threaded list). A view is the exact tuple of its UIDs: messages never
-    change their keys, so the same UIDs (in the same mailbox and UIDVALIDITY) give the
-    same threads; any arrival or expunge makes a new view and a new computation."""
+    """THREAD ... ALL answers and SORT ... ALL orders (packed numbers) of the last few
+    mailbox views, shared by the IMAP sessions of one process (owned by
+    ``ServerContext.imap_threads``; clients ask again on every refresh of a threaded or
+    sorted list). A view is the exact tuple of its UIDs: messages never change their
+    keys, so the same UIDs (in the same mailbox and UIDVALIDITY) give the same answer;
+    any arrival or expunge makes a new view and a new computation."""
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
         self.answers: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
 
@@ -64,3 +66,45 @@ class ThreadCache:
         self.answers[key] = answer
         while len(self.answers) > self.size:
             self.answers.popitem(last=False)
+
+
+class ColumnCache:
+    """The THREAD keys (``ThreadColumns``) of the last few mailboxes threaded, shared by
+    the IMAP sessions of one process (``ServerContext.imap_columns``), so that a THREAD
+    after an arrival reads the new messages' keys only, not the whole mailbox's again
+    (100,000 rows: 250-350 ms of CPU in the server). Correct because a message's keys
+    never change: a UID of a mailbox (with its UIDVALIDITY) always names the same
+    message; the caller keeps only the UIDs of a session's view, and asks the store
+    for the ones it lacks. About 30 MB for a mailbox of 100,000 messages, hence few."""
+
+    def __init__(self, size: int = 2, marks: int = 1000) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, int], ThreadColumns] = OrderedDict()
+        self.marks = marks
+        self.keyed: OrderedDict[tuple[int, int], int] = OrderedDict()
+
+    def keyed_upto(self, box: MailboxInfo) -> int:
+        """A UID up to which every message of the mailbox has its sort keys kept (0:
+        unknown): SORT and THREAD compute the keys of the later ones before they ask the
+        store, instead of finding them missing after a query of the whole mailbox."""
+        return self.keyed.get((box.id, box.uidvalidity), 0)
+
+    def set_keyed_upto(self, box: MailboxInfo, uid: int) -> None:
+        key = (box.id, box.uidvalidity)
+        self.keyed[key] = max(uid, self.keyed.get(key, 0))
+        self.keyed.move_to_end(key)
+        while len(self.keyed) > self.marks:
+            self.keyed.popitem(last=False)
+
+    def get(self, box: MailboxInfo) -> ThreadColumns | None:
+        key = (box.id, box.uidvalidity)
+        cols = self.entries.get(key)
+        if cols is not None:
+            self.entries.move_to_end(key)
+        return cols
+
+    def put(self, box: MailboxInfo, cols: ThreadColumns) -> None:
+        self.entries[(box.id, box.uidvalidity)] = cols
+        self.entries.move_to_end((box.id, box.uidvalidity))
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)

@@ -4,7 +4,10 @@ finds the matching messages and reads their headers."""
 
 from __future__ import annotations
 
+import bisect
 import logging
+from array import array
+from typing import TypeVar
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCharset
@@ -14,10 +17,13 @@ from ..proto.imap.sort import (
     Headers,
     SortItem,
     SortRequest,
+    ThreadInput,
     collector_paused,
     compute_sort_keys,
+    orderedsubject_answer,
     parse_sort,
     parse_thread,
+    references_answer,
     render_threads,
     seq_list,
     sort_items,
@@ -25,11 +31,13 @@ from ..proto.imap.sort import (
     thread_references,
 )
 from ..storage.interfaces import NotFound, StoreError
-from ..storage.interfaces_imap import SortKeys
+from ..storage.interfaces_imap import SortKeys, ThreadColumns
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession, SearchUpdate
 
 log = logging.getLogger("pochta.imap")
+
+T = TypeVar("T")
 
 HEADER_READ = 64 << 10  # the header of a message bigger than this is read alone
 
@@ -53,12 +61,10 @@ async def _header(s: ImapSession, c: Candidate) -> Headers | None:
     return Headers(header)
 
 
-async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
-    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
-    of a big mailbox reads each header once, not every time)."""
-    # one store call for the keys already kept (a warm mailbox has them all)
-    known = await s.store.get_sort_keys([c.meta.blob_id for c in hits])
-    todo = [c for c in hits if c.meta.blob_id not in known]
+async def _compute_keys(s: ImapSession, todo: list[Candidate]) -> dict[int, SortKeys]:
+    """Compute and keep the sort keys of messages that have none kept yet (blob id ->
+    keys); a message gone meanwhile is absent from the result."""
+    out: dict[int, SortKeys] = {}
     for start in range(0, len(todo), BATCH):
         missing = todo[start : start + BATCH]
         blobs = await s.store.read_blobs([c.meta.blob_id for c in missing if c.data is None
@@ -76,7 +82,16 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
                 await s.store.put_sort_keys(new)
             except StoreError as exc:  # a full disk: sort anyway, remember nothing
                 log.warning("cannot keep sort keys: %s", exc)
-        known.update(new)
+        out.update(new)
+    return out
+
+
+async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortItem]:
+    """The hits with their sort keys: kept by the store once computed (a SORT or THREAD
+    of a big mailbox reads each header once, not every time)."""
+    # one store call for the keys already kept (a warm mailbox has them all)
+    known = await s.store.get_sort_keys([c.meta.blob_id for c in hits])
+    known.update(await _compute_keys(s, [c for c in hits if c.meta.blob_id not in known]))
     items: list[SortItem] = []
     with collector_paused():  # one object per message, no cycles (see there)
         for c in hits:
@@ -86,29 +101,75 @@ async def _items(s: ImapSession, hits: list[Candidate], uid: bool) -> list[SortI
     return items
 
 
+async def _keep_view_keys(s: ImapSession, uids: list[int]) -> bool:
+    """Compute and keep the keys of these messages of the view (new arrivals since the
+    mailbox was last sorted: keys are computed lazily, not at delivery), so that the
+    store can answer for the whole view. False when one of them is gone (expunged by
+    another session) or has no readable header."""
+    sel = s.selected
+    if sel is None:
+        return False
+    todo = [Candidate(0, sel.meta[u], False) for u in uids if u in sel.meta]
+    if len(todo) != len(uids):
+        return False
+    known = await s.store.get_sort_keys([c.meta.blob_id for c in todo])  # copies share
+    todo = [c for c in todo if c.meta.blob_id not in known]
+    kept = await _compute_keys(s, todo)
+    return len(kept) == len(todo)
+
+
 async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[int] | None:
     """SORT ... ALL of a mailbox whose keys the store already keeps: the store sorts (one
     query, no per-message Python), and the order is mapped onto this session's view. None
     when the store cannot answer for exactly this view (keys missing, or messages the
     session still shows were expunged meanwhile: either leaves one out): the caller
-    sorts itself."""
+    sorts itself. The answer is kept for the view (``ServerContext.imap_threads``, as
+    THREAD's): keys never change, so the same UIDs sort the same way again."""
     sel = s.selected
     if sel is None or req.search.key.op != "ALL" or not sel.uids:
         return None
     if s.core.uidonly and req.search.uses_seqs:
         return None  # search_hits gives the error
-    try:
-        uids = await s.store.sorted_uids(sel.info.id, req.criteria)
-    except StoreError:
-        return None
+    view = sel.uids
+    key = ("SORT", sel.info.id, sel.info.uidvalidity, tuple(req.criteria), uid, tuple(view))
+    kept = s.ctx.imap_threads.get(key)
+    if kept is not None:
+        return array("I", kept).tolist()
     meta = sel.meta
-    uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
-    if len(uids) != len(sel.uids):
-        return None
-    if uid:
-        return uids
-    seq = {u: i for i, u in enumerate(sel.uids, 1)}
-    return [seq[u] for u in uids]
+    await _keep_newer_keys(s)
+    for attempt in range(2):
+        try:
+            uids = await s.store.sorted_uids(sel.info.id, req.criteria)
+        except StoreError:
+            return None
+        uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
+        if len(uids) == len(view):
+            break
+        # messages of the view without kept keys (arrivals since the last SORT): keep
+        # theirs and ask again, rather than reading every message's keys
+        found = set(uids)
+        if attempt or not await _keep_view_keys(s, [u for u in view if u not in found]):
+            return None
+    if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
+        numbers = uids
+    else:
+        seq = {u: n for n, u in enumerate(view, 1)}
+        numbers = list(map(seq.__getitem__, uids))
+    s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
+    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
+    return numbers
+
+
+async def _keep_newer_keys(s: ImapSession) -> None:
+    """Before a SORT or THREAD ... ALL asks the store: compute and keep the keys of the
+    view's messages after the UID up to which all are known to be kept (arrivals since
+    the last one), so that one query of the whole mailbox answers."""
+    sel = s.selected
+    if sel is None or not sel.uids:
+        return
+    upto = s.ctx.imap_columns.keyed_upto(sel.info)
+    if upto and sel.uids[-1] > upto:
+        await _keep_view_keys(s, sel.uids[bisect.bisect_right(sel.uids, upto):])
 
 
 async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -123,15 +184,17 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         ordered = sort_items(items, req.criteria)
         numbers = [it.meta.uid if uid else it.seq for it in ordered]
     if req.returns is None:
-        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        s.send(b"* SORT " + " ".join(map(str, numbers)).encode() + b"\r\n"
+               if numbers else b"* SORT\r\n")
     else:
         returns = [x for x in req.returns if x not in ("UPDATE", "CONTEXT")]
         if not req.returns:
             returns = ["ALL"]  # RETURN () means ALL (RFC 5267 §3.1)
         if "UPDATE" in req.returns:  # CONTEXT=SORT: keep the sorted result up to date
+            sel = s.selected
+            order = numbers if uid or sel is None else [sel.uids[n - 1] for n in numbers]
             s.contexts[tag] = SearchUpdate(
-                req.search, uid, {it.meta.uid for it in ordered},
-                order=[it.meta.uid for it in ordered],
+                req.search, uid, set(order), order=order,
                 sorter=lambda uids: _resort(s, uids, req.criteria))
         parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
         if uid:
@@ -179,6 +242,10 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         view = tuple(sel.uids)
         key = (sel.info.id, sel.info.uidvalidity, algorithm, uid, view)
     answer = cache.get(key) if key is not None else None
+    if answer is None and key is not None:
+        answer = await _thread_all(s, algorithm, uid)
+        if answer is not None:
+            cache.put(key, answer)
     if answer is None:
         hits = await search_hits(s, search)
         items = await _items(s, hits, uid)
@@ -192,3 +259,75 @@ async def cmd_thread(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     s.send(answer)
     await s.sync(allow_expunge=uid)
     s.ok(tag, "THREAD completed")
+
+
+async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None:
+    """THREAD ... ALL from the store's kept keys as columns: no message objects, no
+    SEARCH; the keys of messages that have none yet are computed and kept first, and the
+    columns of the last mailboxes threaded stay in memory (``ColumnCache``), so a THREAD
+    after an arrival reads the new messages' rows only. None when the store cannot
+    answer for exactly this session's view (another session expunged one of its messages
+    meanwhile): the caller takes the general path."""
+    sel = s.selected
+    if sel is None or not sel.uids:
+        return None
+    view = sel.uids
+    cols = s.ctx.imap_columns.get(sel.info)
+    if cols is None:
+        await _keep_newer_keys(s)
+    try:
+        if cols is None:
+            # (600,000 new objects: the collector would walk the server's heap meanwhile;
+            # paused for this read only, other sessions run on without it a moment)
+            with collector_paused():
+                cols = await s.store.thread_columns(sel.info.id)
+        if cols.uids != view:
+            found = set(cols.uids)
+            missing = [u for u in view if u not in found]
+            if missing:
+                # messages without kept keys (arrivals since the last THREAD or SORT, or
+                # all of them the first time): keep theirs, then read their rows
+                if not await _keep_view_keys(s, missing):
+                    return None
+                cols = _merged(cols, await s.store.thread_columns(sel.info.id, missing))
+    except StoreError:
+        return None
+    if cols.uids != view:
+        inview = set(view)
+        keep = [i for i, u in enumerate(cols.uids) if u in inview]
+        if len(keep) != len(view):
+            return None
+        # only the view's rows (newer arrivals and expunged messages left out)
+        cols = _rows(cols, keep)
+    s.ctx.imap_columns.put(sel.info, cols)
+    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
+    numbers = view if uid else list(range(1, len(view) + 1))
+    m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
+                    cols.references)
+    if algorithm == "ORDEREDSUBJECT":
+        return orderedsubject_answer(m)
+    return references_answer(m)
+
+
+def _rows(c: ThreadColumns, rows: list[int]) -> ThreadColumns:
+    """These rows of the columns, in this order."""
+    def pick(col: list[T]) -> list[T]:
+        return [col[i] for i in rows]
+
+    return ThreadColumns(pick(c.uids), pick(c.dates), pick(c.subjects), pick(c.replies),
+                         pick(c.message_ids), pick(c.references))
+
+
+def _merged(a: ThreadColumns, b: ThreadColumns) -> ThreadColumns:
+    """Rows of both, by UID (arrivals usually come after every row of a)."""
+    if not b.uids:
+        return a
+    both = ThreadColumns(a.uids + b.uids, a.dates + b.dates, a.subjects + b.subjects,
+                         a.replies + b.replies, a.message_ids + b.message_ids,
+                         a.references + b.references)
+    if not a.uids or a.uids[-1] < b.uids[0]:
+        return both
+    first: dict[int, int] = {}  # uid -> its row (b's rows come last and win)
+    for i, u in enumerate(both.uids):
+        first[u] = i
+    return _rows(both, [first[u] for u in sorted(first)])

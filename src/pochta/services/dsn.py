@@ -100,8 +100,10 @@ def build_dsn(
     arrival: float,
     now: float,
     size_limit: int = 50_000,
+    from_: str | None = None,
 ) -> bytes:
-    """The DSN message (CRLF line ends), addressed to ``envelope.sender``."""
+    """The DSN message (CRLF line ends), addressed to ``envelope.sender``; ``from_`` is
+    its From: (default: the MTA's MAILER-DAEMON)."""
     action = reports[0].action
     subject, intro = _HUMAN[action]
     boundary = f"=_report_{secrets.token_hex(16)}"  # RFC 2046 §5.1.1: at most 70 chars
@@ -109,7 +111,7 @@ def build_dsn(
     date = mail_date(now)
 
     head = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
+        f"From: {from_ or f'Mail Delivery System <MAILER-DAEMON@{reporting_mta}>'}",
         f"To: <{envelope.sender}>",
         f"Subject: {subject}",
         f"Date: {date}",

@@ -37,6 +37,7 @@ from ..sieve import (
     Vacation,
     evaluate,
 )
+from ..sieve.execute import store_refusal
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
@@ -124,11 +125,11 @@ async def _run(service: SieveService, account_id: int, user: str, mailbox: Mailb
                         meta.uid, name, type(bad[0]).__name__.lower())
             continue
         decision = Decision(account_id, user, name, result)
-        await _apply(service, decision, mailbox, meta.uid, meta.flags)
+        await _apply(service, decision, mailbox, meta.uid, meta.flags, message.data)
 
 
 async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo, uid: int,
-                 flags: frozenset[str]) -> None:
+                 flags: frozenset[str], original: bytes) -> None:
     store = service.store
     result = decision.result
     assert result is not None
@@ -142,6 +143,12 @@ async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo
                 new = imap_flags(action.flags)
                 if new != flags:
                     await store.store_flags(mailbox.id, [uid], new, FlagMode.REPLACE)
+                continue
+            refusal = store_refusal(target, True, True)  # a name IMAP could not show
+            if refusal is not None:
+                log.warning("imapsieve user=%s: fileinto: %s", decision.recipient,
+                            refusal.replace("kept in INBOX", "the message stays"))
+                kept = True
                 continue
             info = await store.get_mailbox(decision.account_id, target)
             if info is None and (action.create or service.config.fileinto_autocreate):
@@ -163,7 +170,8 @@ async def _apply(service: SieveService, decision: Decision, mailbox: MailboxInfo
                 await store.store_flags(info.id, [pairs[0][1]], imap_flags(action.flags),
                                         FlagMode.REPLACE)
         elif isinstance(action, Redirect):
-            body = result.message.render() if result.message.edited else result.message.data
+            # RFC 5293 §7: the message as it was when the redirect ran
+            body = action.data if action.data is not None else original
             await service._redirect(decision, action, body,
                                     Envelope(sender=decision.recipient))
     if not kept:

@@ -22,19 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Protocol
 
 from .. import __version__
 from ..errors import SieveLoadError as SieveLoadError
 from ..errors import SieveRejected as SieveRejected
-from ..mail.addresses import AddressError, normalize_address, normalize_login, split_address
+from ..mail.addresses import (
+    AddressError,
+    base_address,
+    normalize_address,
+    normalize_login,
+    split_address,
+)
 from ..mail.flags import system_flag
 from ..sieve import (
     Context,
@@ -57,10 +65,14 @@ from ..sieve import (
 from ..sieve.autoreply import (
     build_notification,
     build_vacation,
+    notification_sender,
     notify_refusal,
-    vacation_refusal,
+    vacation_plan,
 )
+from ..sieve.execute import store_refusal
+from ..sieve.sequence import run_sequence
 from ..sieve.settings import SieveConfig
+from ..sieve.verdict import header_verdict
 from ..storage.interfaces import (
     AcceptResult,
     AlreadyExists,
@@ -115,6 +127,60 @@ def own_spam_score(message: SieveMessage) -> tuple[int | None, int | None]:
             continue
         return 1 + round(p * 9), round(p * 100)
     return None, None
+
+
+def redirect_loop(message: SieveMessage, own: set[str]) -> bool:
+    """Whether one of these addresses of the user redirected the message already (its
+    X-Sieve-Redirected-From marks): redirecting it again would loop."""
+    mine = {normalize_login(a) for a in own if a}
+    return any(normalize_login(addr) in mine
+               for value in message.headers(REDIRECT_MARK)
+               for _, addr in getaddresses([value]) if addr)
+
+
+def redirect_body(body: bytes, user: str) -> bytes:
+    """The redirected copy: without our Return-Path (the next hop writes its own),
+    marked with the redirecting account (as Pigeonhole: loops are recognised)."""
+    if body[:12].lower() == b"return-path:":
+        body = body[body.find(b"\r\n") + 2:]
+    return f"{REDIRECT_MARK}: <{user}>\r\n".encode() + body
+
+
+def redirect_sender(mode: str, sender: str, recipient: str, account: str) -> str:
+    """The envelope sender of a redirected copy by ``[sieve] redirect_sender`` (srs is
+    the caller's: the sender, rewritten when foreign); <> stays <> (no bounces to a
+    bounce)."""
+    if not sender or mode == "null":
+        return ""
+    if mode == "recipient":
+        return recipient or sender
+    if mode == "account":
+        return account or recipient or sender
+    if mode.startswith("<") and mode.endswith(">"):
+        return mode[1:-1]
+    return sender  # original, srs
+
+
+def _same(a: str, b: str) -> bool:
+    """The same mailbox, +tags aside (alice+x@ is alice@)."""
+    try:
+        return base_address(normalize_address(a)) == base_address(normalize_address(b))
+    except AddressError:
+        return a.lower() == b.lower()
+
+
+def rejection_dsn(action: Reject, envelope: Envelope, user: str, hostname: str,
+                  queue_id: str, data: bytes, now: float) -> bytes:
+    """The DSN of a Sieve reject after acceptance (RFC 5429 §2.1). Its From: is the
+    Postmaster, as Pigeonhole's: the user's filter refused the message, not a failed
+    delivery of the MTA, and an answer reaches a person (RFC 5321 §4.5.1)."""
+    reason = " ".join(action.reason.split())[:400]
+    return build_dsn(
+        reporting_mta=hostname, envelope=envelope, queue_id=queue_id,
+        original=data, arrival=now, now=now, from_=f"Postmaster <postmaster@{hostname}>",
+        reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
+                                 f"550 5.7.1 {reason}")],
+    )
 
 
 Signer = Callable[[bytes, str], Awaitable[bytes]]
@@ -187,7 +253,13 @@ class SieveService:
         # spam/virus verdict hook (RFC 5235): message -> (spam 1..10, percent, virus 1..5)
         self.verdict: Callable[[SieveMessage], tuple[int | None, int | None, int | None]] | None
         self.verdict = None
+        spam, virus = config.header_verdict("spamtest"), config.header_verdict("virustest")
+        if spam is not None or virus is not None:
+            # [sieve] spamtest_header/virustest_header: a filter in front of Pochta
+            self.verdict = functools.partial(header_verdict, spam, virus)
         self._addresses: dict[int, tuple[str, float]] = {}
+        self._globals: tuple[float, list[Script], list[Script]] | None = None
+        self._protected = frozenset(h.lower() for h in config.protected_headers)
         self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
 
     # --- scripts ---------------------------------------------------------------------------
@@ -264,16 +336,28 @@ class SieveService:
     async def decide(self, message: SieveMessage, envelope: Envelope, account_id: int,
                      recipient: str | None = None, client_ip: str = "",
                      source: tuple[str, str] | None = None) -> Decision:
-        """Run the account's script; on any failure the decision is keep (with the error)."""
+        """Run the account's script (between the admin's ``before`` and ``after``
+        scripts); on any failure the decision is keep (with the error)."""
+        load_error = None
         try:
             loaded = await self.load(account_id, source)
         except SieveLoadError as exc:
-            return Decision(account_id, recipient or "", None, None, str(exc))
-        if loaded is None:  # no active script: one indexed query and nothing else
-            return Decision(account_id, recipient or "", None, None)
+            loaded, load_error = None, str(exc)
+        before, after = await self._global_scripts()
+        if loaded is None and not (before or after):
+            # no active script: one indexed query and nothing else
+            return Decision(account_id, recipient or "", None, None, load_error)
         user = await self._address_of(account_id)
         rcpt = recipient or user
-        name, script, scripts = loaded
+        name, script, scripts = loaded if loaded is not None else ("", None, {})
+        sequence = [*before, *([script] if script is not None else []), *after]
+        for extra in (*before, *after):
+            if extra.includes:
+                try:
+                    await self._load_includes(account_id, extra, scripts,
+                                              (("global", extra.name),))
+                except SieveLoadError as exc:
+                    return Decision(account_id, rcpt, extra.name, None, str(exc))
         now = self.clock()
         ctx = Context(
             user=user,
@@ -283,12 +367,13 @@ class SieveService:
             environment=self._environment(client_ip),
             scripts=scripts,
             limits=self.limits,
+            protected_headers=self._protected,
         )
         if self.verdict is not None:
             ctx.spam_score, ctx.spam_percent, ctx.virus_score = self.verdict(message)
-        if ctx.spam_score is None:
+        if ctx.spam_score is None:  # no configured header: Pochta's own verdict
             ctx.spam_score, ctx.spam_percent = own_spam_score(message)
-        if "mailbox" in script.requires or "special-use" in script.requires:
+        if any("mailbox" in x.requires or "special-use" in x.requires for x in sequence):
             boxes = await self.store.list_mailboxes(account_id)
             ctx.mailboxes = frozenset(b.name for b in boxes)
             ctx.special_use = {str(b.special_use).lower(): b.name for b in boxes
@@ -296,15 +381,19 @@ class SieveService:
         env = SieveEnvelope(envelope.sender, rcpt, envelope.authenticated_as)
         for _ in range(MAX_LOOKUP_ROUNDS):
             try:
-                result = evaluate(script, message, env, ctx)
+                if len(sequence) == 1:
+                    result = evaluate(sequence[0], message, env, ctx)
+                else:
+                    result = run_sequence(sequence, message, env, ctx)
             except NeedLookup as need:
                 await self._lookup(need.key, account_id, user, ctx, now)
                 continue
             except SieveRuntimeError as exc:
-                return Decision(account_id, rcpt, name, None, f"script {name!r}: {exc}")
+                label = name if len(sequence) == 1 else f"{name or '-'} (with before/after)"
+                return Decision(account_id, rcpt, name, None, f"script {label!r}: {exc}")
             except RecursionError:
                 return Decision(account_id, rcpt, name, None, f"script {name!r}: too deep")
-            return Decision(account_id, rcpt, name, result)
+            return Decision(account_id, rcpt, name or None, result, load_error)
         return Decision(account_id, rcpt, name, None, "too many duplicate tests")
 
     async def _lookup(self, key: str, account_id: int, user: str, ctx: Context,
@@ -408,7 +497,7 @@ class SieveService:
         without fileinto_autocreate) keeps the message in INBOX instead (RFC 5490 §3.2)."""
         if decision.result is None:
             return [Store(fallback)]
-        out = []
+        out: list[Store] = []
         boxes: list[MailboxInfo] | None = None
         for action in decision.result.actions:
             if not isinstance(action, Store):
@@ -420,10 +509,15 @@ class SieveService:
                 if boxes is None:
                     boxes = await self.store.list_mailboxes(decision.account_id)
                 mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
+            may_create = action.create or self.config.fileinto_autocreate
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
+            elif (refusal := store_refusal(mailbox, True, may_create)) is not None:
+                log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                            decision.script, refusal)
+                mailbox = fallback
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
-                if action.create or self.config.fileinto_autocreate:
+                if may_create:
                     try:
                         await self.store.create_mailbox(decision.account_id, mailbox,
                                                         special_use=use, subscribe=True)
@@ -434,20 +528,56 @@ class SieveService:
                                     "in %s", decision.recipient, mailbox, exc, fallback)
                         mailbox = fallback
                 else:
-                    log.warning("sieve user=%s script=%s: fileinto %r: no such mailbox "
-                                "(use :create); kept in %s", decision.recipient,
-                                decision.script, mailbox, fallback)
+                    log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
+                                decision.script, store_refusal(mailbox, False, False))
                     mailbox = fallback
-            out.append(Store(mailbox, imap_flags(action.flags), action.create, action.implicit))
+            flags = imap_flags(action.flags)
+            same = next((i for i, o in enumerate(out) if o.mailbox == mailbox), None)
+            if same is not None:
+                # two refused fileintos both fall back here: one copy (RFC 5228 §2.10.3),
+                # with the flags of both
+                first = out[same]
+                out[same] = Store(mailbox, first.flags | flags, first.create, first.implicit,
+                                  data=first.data)
+                continue
+            out.append(Store(mailbox, flags, action.create, action.implicit, data=action.data))
         return out
 
     # --- the delivery ----------------------------------------------------------------------
 
+    async def _global_scripts(self) -> tuple[list[Script], list[Script]]:
+        """The admin's ``before`` and ``after`` scripts (NAME.sieve in global_dir),
+        compiled, reread every ``script_cache_seconds``; one that is missing or does
+        not compile is left out (and logged): mail keeps flowing."""
+        cfg = self.config
+        if not (cfg.before or cfg.after):
+            return [], []
+        now = time.monotonic()
+        if self._globals is not None and now - self._globals[0] < cfg.script_cache_seconds:
+            return self._globals[1], self._globals[2]
+        out: tuple[list[Script], list[Script]] = ([], [])
+        for names, scripts in ((cfg.before, out[0]), (cfg.after, out[1])):
+            for name in names:
+                source = await self._include_source(0, ("global", name))
+                if source is None:
+                    log.error("sieve: global script %r: no readable %s.sieve in %s", name,
+                              name, self.global_dir)
+                    continue
+                try:
+                    scripts.append(self.compile(source, name))
+                except SieveSyntaxError as exc:
+                    log.error("sieve: global script %r left out: %s", name, exc)
+        self._globals = (now, *out)
+        return out
+
     async def wants(self, local: Sequence[LocalTarget]) -> bool:
-        """Whether any of these recipients has an active script: if none has, delivery
-        skips Sieve (and never needs a big spooled message in memory)."""
+        """Whether any of these recipients has an active script (or the admin's before
+        or after scripts run for everyone): if not, delivery skips Sieve (and never
+        needs a big spooled message in memory)."""
         if not self.config.enabled:
             return False
+        if self.config.before or self.config.after:
+            return any(target.mailbox == "INBOX" for target in local)
         for target in local:
             if target.mailbox == "INBOX" and await self._active_script(target.account_id):
                 return True
@@ -491,26 +621,28 @@ class SieveService:
             raise SieveRejected(rejects[0][1].reason)
 
         plain: list[LocalTarget] = []
-        edited: list[tuple[bytes, list[LocalTarget]]] = []
+        edited: dict[bytes, list[LocalTarget]] = {}  # copies as an action saw them
         redirects: list[tuple[Decision, Redirect, bytes]] = []
         for target, decision in decisions:
             stores = await self._targets(decision, target.mailbox)
             res = decision.result
-            body = res.message.render() if res is not None and res.message.edited else None
             for redirect in (a for a in (res.actions if res else []) if isinstance(a, Redirect)):
-                if self._redirected_by(message, decision.recipient):
+                own = {decision.recipient, await self._address_of(decision.account_id)}
+                if redirect_loop(message, own):
                     log.warning("sieve user=%s: redirect to %s refused: the message was "
                                 "already redirected by this user (a loop); kept in INBOX",
                                 decision.recipient, redirect.address)
                     stores.append(Store(target.mailbox))
                     continue
-                redirects.append((decision, redirect, body or data))
-            targets = [LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
-                                   target.internaldate) for s in stores]
-            if body is None:
-                plain.extend(targets)
-            elif targets:
-                edited.append((body, targets))
+                # RFC 5293 §7: a redirect before an edit sends the message without it
+                redirects.append((decision, redirect, redirect.data or data))
+            for s in stores:
+                where = LocalTarget(target.account_id, s.mailbox, s.flags | target.flags,
+                                    target.internaldate)
+                if s.data is None:
+                    plain.append(where)
+                else:
+                    edited.setdefault(s.data, []).append(where)
 
         for decision, redirect, body in redirects:
             await self._redirect(decision, redirect, body, envelope)
@@ -519,7 +651,7 @@ class SieveService:
             result = await self.store.accept(data, envelope, plain, remote, message_id=queue_id)
         else:
             result = AcceptResult(queue_id, 0, ())
-        for body, targets in edited:
+        for body, targets in edited.items():
             await self.store.accept(body, envelope, targets, (), message_id=new_message_id())
 
         for _, decision in decisions:
@@ -527,25 +659,19 @@ class SieveService:
                 await self._after(message, envelope, decision, queue_id, data)
         return result
 
-    @staticmethod
-    def _redirected_by(message: SieveMessage, user: str) -> bool:
-        return any(user.lower() in v.lower() for v in message.headers(REDIRECT_MARK))
-
     async def _redirect(self, decision: Decision, redirect: Redirect, body: bytes,
                         envelope: Envelope) -> None:
         """RFC 5228 §4.2; the envelope sender follows ``[sieve] redirect_sender``, so the
         next hop checks SPF against our domain rather than the original sender's."""
-        sender = envelope.sender
-        if sender and self.config.redirect_sender == "recipient" and decision.recipient:
-            sender = decision.recipient
-        elif sender and self.config.redirect_sender == "srs" and self.srs is not None and (
+        mode = self.config.redirect_sender
+        account = await self._address_of(decision.account_id)
+        sender = redirect_sender(mode, envelope.sender, decision.recipient, account)
+        if sender and mode == "srs" and self.srs is not None and (
                 not await self._is_ours(sender)):
             # Shevek's SRS (as postsrsd): SRS0=HHHH=TT=domain=local@<srs domain>; a
             # bounce to it is reversed by the directory (transport_security.srs_directory)
             sender = self.srs.forward(sender)
-        if body[:12].lower() == b"return-path:":
-            body = body[body.find(b"\r\n") + 2:]
-        body = f"{REDIRECT_MARK}: <{decision.recipient}>\r\n".encode() + body
+        body = redirect_body(body, account or decision.recipient)
         env = Envelope(sender=sender, smtputf8=envelope.smtputf8,
                        body_8bit=envelope.body_8bit)
         await self._send(body, env, [redirect.address], sieve_local=False)
@@ -594,6 +720,7 @@ class SieveService:
         res = decision.result
         assert res is not None
         user = decision.recipient
+        notified: set[str] = set()  # RFC 5436 §2.7: one notification per address
         for action in res.actions:
             try:
                 if isinstance(action, Reject):
@@ -601,7 +728,7 @@ class SieveService:
                 elif isinstance(action, Vacation):
                     await self._vacation(action, message, envelope, decision)
                 elif isinstance(action, Notify):
-                    await self._notify(action, message, decision)
+                    await self._notify(action, message, envelope, decision, notified)
             except Exception:  # best effort: the message itself is stored already
                 log.exception("sieve user=%s: %s failed", user, type(action).__name__)
         for key, ttl in res.track:
@@ -617,29 +744,24 @@ class SieveService:
         if not envelope.sender:
             log.info("sieve user=%s: rejected; null sender, no DSN", user)
             return
-        now = self.clock()
-        reason = " ".join(action.reason.split())[:400]
-        dsn = build_dsn(
-            reporting_mta=self.hostname, envelope=envelope, queue_id=queue_id,
-            original=data, arrival=now, now=now,
-            reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
-                                     f"550 5.7.1 {reason}")],
-        )
+        dsn = rejection_dsn(action, envelope, user, self.hostname, queue_id, data,
+                            self.clock())
         await self._send(dsn, Envelope(sender=""), [envelope.sender])
         log.info("sieve user=%s: rejected with a DSN to <%s>", user, envelope.sender)
 
     async def _vacation(self, action: Vacation, message: SieveMessage, envelope: Envelope,
                         decision: Decision) -> None:
         user = decision.recipient
-        own = {user, *action.addresses}
         account = await self.store.get_account_by_id(decision.account_id)
-        if account is not None:
-            own.add(account.address)
-        why = vacation_refusal(message, envelope.sender, own)
+        cfg = self.config
+        mine = [account.address] if account is not None else []
+        if cfg.vacation_alias_recipient or not mine or _same(user, mine[0]):
+            mine.append(user)  # the RCPT address: the account's or one of its aliases
+        why, from_ = vacation_plan(message, envelope.sender, mine, action,
+                                   cfg.vacation_check_recipient)
         if why is not None:
             log.info("sieve user=%s: no vacation reply to <%s>: %s", user, envelope.sender, why)
             return
-        cfg = self.config
         seconds = max(min(action.seconds, cfg.vacation_max_days * 86400),
                       cfg.vacation_min_days * 86400 if action.seconds else 0)
         key = (f"{decision.account_id}:vacation:{action.handle}:"
@@ -647,24 +769,34 @@ class SieveService:
         if seconds > 0 and not await self.store.remember_once(key, seconds, self.clock()):
             log.info("sieve user=%s: vacation: <%s> already answered", user, envelope.sender)
             return
-        reply = build_vacation(action, message, user, envelope.sender, self.hostname,
-                               self.clock())
-        reply = await self._sign(reply, action.from_ or user)
-        await self._send(reply, Envelope(sender=""), [envelope.sender])
-        log.info("sieve user=%s: vacation reply to <%s>", user, envelope.sender)
+        reply = build_vacation(action, message, from_, envelope.sender, self.hostname,
+                               self.clock(), cfg.vacation_rules())
+        reply = await self._sign(reply, action.from_ or from_)
+        # never an address the script chose (:addresses) as the envelope sender
+        sender = (from_ if from_ in mine else mine[0]) if (
+            cfg.vacation_send_from_recipient) else ""
+        await self._send(reply, Envelope(sender=sender), [envelope.sender])
+        log.info("sieve user=%s: vacation reply to <%s> from <%s>", user, envelope.sender,
+                 from_)
 
-    async def _notify(self, action: Notify, message: SieveMessage, decision: Decision) -> None:
+    async def _notify(self, action: Notify, message: SieveMessage, envelope: Envelope,
+                      decision: Decision, notified: set[str]) -> None:
         why = notify_refusal(message)
         if why is not None:
             log.info("sieve user=%s: no notification: %s", decision.recipient, why)
             return
         built = build_notification(action, message, decision.recipient, self.hostname,
-                                   self.clock())
+                                   self.clock(), notified)
         if built is None:
             return
         to, data = built
         data = await self._sign(data, action.from_ or decision.recipient)
-        await self._send(data, Envelope(sender=""), to)
+        account = await self.store.get_account_by_id(decision.account_id)
+        own = [decision.recipient, *([account.address] if account is not None else [])]
+        sender = notification_sender(action, envelope.sender, own, self.config.notify_sender)
+        await self._send(data, Envelope(sender=sender), to)
+        log.info("sieve user=%s: notification to %s (envelope sender <%s>)",
+                 decision.recipient, ", ".join(f"<{a}>" for a in to), sender)
 
     async def _sign(self, data: bytes, from_: str) -> bytes:
         """DKIM-sign like a submission, when the From domain is ours."""

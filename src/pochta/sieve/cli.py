@@ -17,6 +17,7 @@ from typing import Any
 from pochta.mail.addresses import AddressError, normalize_address
 from pochta.services.sieve import SieveLoadError, SieveService
 from pochta.sieve import SieveMessage, SieveSyntaxError, compile_script
+from pochta.sieve.address import envelope_path
 from pochta.storage.interfaces import Envelope, MailStore, NotFound, StoreError
 from pochta.storage.interfaces_sieve import ScriptActive
 from pochta.storage.sqlite import SQLiteStore
@@ -174,24 +175,34 @@ async def cmd_test(args: argparse.Namespace, config: Any, store: MailStore, acc:
     service = _service(config, store)
     account = await store.get_account_by_id(acc)
     assert account is not None
-    envelope = Envelope(sender=args.sender or "")
+    # the paths as an SMTP server would hand them on: "<@relay:bob@x>" is bob@x
+    sender = envelope_path(args.sender or "")
+    rcpt = envelope_path(args.rcpt) if args.rcpt else None
+    if sender is None or (args.rcpt and not rcpt):
+        bad = args.sender if sender is None else args.rcpt
+        raise _Fail(f"{bad!r} is not an SMTP path (user@domain, <user@domain> or <>)")
+    envelope = Envelope(sender=sender)
     message = SieveMessage(data)
     override = None
     if args.script:  # a file instead of the active script
         override = (Path(args.script).name, _read(args.script))
-    decision = await service.decide(message, envelope, acc, args.rcpt, source=override)
+    decision = await service.decide(message, envelope, acc, rcpt or None, source=override)
     print(f"recipient: {decision.recipient}  envelope from: <{envelope.sender}>")
     print(f"script:    {decision.script or '(none active)'}")
+    if config.sieve.before or config.sieve.after:  # the admin's, around it
+        print(f"around:    before {', '.join(config.sieve.before) or '-'}; "
+              f"after {', '.join(config.sieve.after) or '-'}")
     if decision.error:
         print(f"error:     {decision.error}")
-        print("actions:   keep INBOX (the fallback)")
-        return 2
+        if decision.result is None:
+            print("actions:   keep INBOX (the fallback)")
+            return 2
     if decision.result is None:
         print("actions:   keep INBOX (implicit)")
         return 0
     for line in decision.result.describe():
         print(f"action:    {line}")
-    return 0
+    return 2 if decision.error else 0
 
 
 def register(subparsers: Any) -> None:

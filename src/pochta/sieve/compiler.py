@@ -13,20 +13,44 @@ from dataclasses import dataclass, field
 
 from .address import redirect_address
 from .grammar import Argument, Command, Number, SieveSyntaxError, Strings, Tag, Test, parse
+from .notify_check import from_problem, method_problem, option_problem
 
 # What ManageSieve's SIEVE capability and ``require`` accept.
 EXTENSIONS: frozenset[str] = frozenset({
     "fileinto", "reject", "ereject", "envelope", "encoded-character", "imap4flags",
     "body", "variables", "vacation", "vacation-seconds", "relational",
     "comparator-i;ascii-numeric", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "comparator-i;unicode-casemap",
     "subaddress", "copy", "include", "date", "index", "editheader", "mailbox",
     "mboxmetadata", "servermetadata", "duplicate", "enotify", "spamtest", "spamtestplus",
     "virustest", "environment", "regex", "ihave", "special-use", "mime", "foreverypart",
     "extracttext", "replace", "enclose", "extlists", "imapsieve",
 })
 
-COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
+# comparator -> the capability a script requires for it (RFC 5228 §2.7.3); like
+# Pigeonhole, i;unicode-casemap (RFC 5051) also works without (scripts move unchanged)
+COMPARATORS = {"i;octet": None, "i;ascii-casemap": None, "i;unicode-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
+# Fields whose value is an address list or a mailbox (RFC 5322 §3.6.2-3.6.6, RFC 8098
+# §2.1, RFC 2076 and the de facto ones delivery agents write): the address test reads
+# these (RFC 5228 §5.1: "MUST restrict the address test to headers that contain
+# addresses"). Return-Path and Envelope-To are left to the envelope test.
+ADDRESS_HEADERS = frozenset({
+    "from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
+    "resent-to", "resent-cc", "resent-bcc", "resent-reply-to",
+    "disposition-notification-to", "mail-followup-to", "mail-reply-to", "delivered-to",
+    "x-original-to", "x-original-from", "apparently-to", "errors-to", "return-receipt-to",
+    "read-receipt-to", "x-confirm-reading-to", "for-approval", "for-handling",
+    "for-comment", "x-admin", "abuse-reports-to", "x-complaints-to", "x-report-abuse-to",
+    "x-beenthere", "return-receipt-requested", "registered-mail-reply-requested-by",
+})
+ENVELOPE_PARTS = frozenset({"from", "to", "auth"})
+# foreverypart loops inside each other, in one script or through include: each level
+# walks every part below the one above, so the work grows as parts ** depth
+MAX_PART_LOOPS = 4
+# RFC 5463 §4: extensions that change how a script is read (its strings) cannot be
+# enabled part-way through it, so ihave is false for them
+NOT_BY_IHAVE = frozenset({"encoded-character", "variables"})
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
@@ -42,7 +66,12 @@ class Limits:
     max_include_depth: int = 10  # RFC 6609 §3.2: nesting of include
     max_includes: int = 64  # scripts one run may include in all
     max_header_edits: int = 64  # addheader/deleteheader per run
+    max_notifications: int = 10  # notify actions per run; 0: notify is refused
+    max_header_value: int = 2048  # bytes of the value addheader adds
     max_cpu_seconds: float = 5.0  # one run (checked before each test, e.g. a slow regex)
+    # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
+    # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
+    max_variable_size: int = 4096
 
 
 @dataclass(slots=True)
@@ -175,7 +204,23 @@ TESTS: dict[str, Spec] = {
     "virustest": _spec("virustest", "s", _MATCH),
 }
 
+# What each positional argument is, for error messages.
+ROLES: dict[str, tuple[str, ...]] = {
+    "header": ("header names", "key list"), "address": ("header list", "key list"),
+    "envelope": ("envelope part", "key list"), "exists": ("header names",),
+    "string": ("source strings", "key list"), "body": ("key list",),
+    "size": ("limit",), "date": ("header name", "date part", "key list"),
+    "currentdate": ("date part", "key list"), "fileinto": ("folder",),
+    "redirect": ("address",), "reject": ("reason",), "ereject": ("reason",),
+    "set": ("name", "value"), "addheader": ("field name", "value"),
+    "deleteheader": ("field name", "value patterns"), "vacation": ("reason",),
+    "notify": ("method",), "include": ("script name",), "require": ("capabilities",),
+    "extracttext": ("variable name",), "error": ("message",),
+    "ihave": ("capabilities",), "global": ("variable names",),
+}
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+_USE_ATTR = re.compile(r'\\[^\x00-\x20\x7f(){%*"\\\]]+\Z')
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
 
 
@@ -205,7 +250,8 @@ def decode_encoded_characters(s: str) -> str:
 
 class _Checker:
     def __init__(self, limits: Limits, extensions: frozenset[str],
-                 commands: dict[str, Spec], tests: dict[str, Spec]) -> None:
+                 commands: dict[str, Spec], tests: dict[str, Spec],
+                 namespaces: frozenset[str] = frozenset()) -> None:
         self.limits = limits
         self.extensions = extensions
         self.commands = commands
@@ -214,6 +260,10 @@ class _Checker:
         self.includes: list[tuple[str, str]] = []
         self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
         self.foreverypart = 0  # foreverypart loops around the command being checked
+        self.loop_names: list[str | None] = []  # their :name values, outermost first
+        self.required_at: dict[str, int] = {}  # extension -> line of its require
+        self.namespaces = namespaces  # of test-only extensions, e.g. "tst"
+        self.locals: set[str] = set()  # variables set before any global names them
 
     def need(self, ext: str | None, what: str, line: int) -> None:
         if ext is not None and ext not in self.requires:
@@ -237,21 +287,31 @@ class _Checker:
                 self.errors.append(err)
             if cmd.block is not None and not cmd.extra.get("skip_block"):
                 # the block is checked even when its command is not
-                self.foreverypart += cmd.name == "foreverypart"
+                loop = cmd.name == "foreverypart"
+                if loop:
+                    tags = cmd.extra.get("tags")
+                    name = tags.get("name") if isinstance(tags, dict) else None
+                    self.loop_names.append(name if isinstance(name, str) else None)
+                self.foreverypart += loop
                 self.block(cmd.block, top=False)
-                self.foreverypart -= cmd.name == "foreverypart"
+                self.foreverypart -= loop
+                if loop:
+                    self.loop_names.pop()
             previous = cmd.name
 
     def command(self, cmd: Command) -> None:
         spec = self.commands.get(cmd.name)
         if spec is None:
+            if cmd.name in self.tests:
+                raise SieveSyntaxError(cmd.line, f"cannot use test '{cmd.name}' as a command")
             raise SieveSyntaxError(cmd.line, f"unknown command {cmd.name}")
         self.need(spec.ext, f"command {cmd.name}", cmd.line)
-        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line)
+        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line, "command")
         cmd.extra["tags"], cmd.extra["pos"] = tags, pos
-        self.test_count(cmd.name, spec, cmd.tests, cmd.line)
+        self.test_count(cmd.name, spec, cmd.tests, cmd.line, "command")
         wants_block = cmd.name in ("if", "elsif", "else") or spec.block
         if wants_block and cmd.block is None:
+            self.subtests(cmd.tests)  # its test is checked too: each error is reported
             raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
         if not wants_block and cmd.block is not None:
             raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")
@@ -261,12 +321,20 @@ class _Checker:
             if wanted is not None:
                 # RFC 5463 §4: the block is compiled only when the extensions exist,
                 # and then it may use them
-                if all(e in self.extensions for e in wanted):
+                if all(e in self.extensions and e not in NOT_BY_IHAVE for e in wanted):
                     self.requires.update(wanted)
                 else:
                     cmd.extra["skip_block"] = True
         if cmd.name in ("break", "extracttext") and not self.foreverypart:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} must be inside foreverypart")
+        if cmd.name == "break" and isinstance(tags.get("name"), str) and (
+                tags["name"] not in self.loop_names):
+            # RFC 5703 §3.2: the name must be that of an enclosing loop
+            raise SieveSyntaxError(cmd.line, f'break :name "{tags["name"]}": no enclosing '
+                                   "foreverypart loop has that name")
+        if cmd.name == "foreverypart" and self.foreverypart >= MAX_PART_LOOPS:
+            raise SieveSyntaxError(cmd.line, f"foreverypart nested deeper than "
+                                   f"{MAX_PART_LOOPS} loops")
         if cmd.name == "extracttext" and "variables" not in self.requires:
             raise SieveSyntaxError(cmd.line, 'extracttext needs require "variables"')
         if cmd.name == "require":
@@ -278,6 +346,7 @@ class _Checker:
                         cmd.line, f'unsupported extension "{ext}"'))
                     continue
                 self.requires.add(ext)
+                self.required_at.setdefault(ext, cmd.line)
                 if ext == "enotify" or ext == "vacation-seconds":
                     self.requires.add("vacation" if ext == "vacation-seconds" else ext)
                 if ext == "spamtestplus":
@@ -287,11 +356,13 @@ class _Checker:
     def test(self, t: Test) -> None:
         spec = self.tests.get(t.name)
         if spec is None:
+            if t.name in self.commands:
+                raise SieveSyntaxError(t.line, f"cannot use command '{t.name}' as a test")
             raise SieveSyntaxError(t.line, f"unknown test {t.name}")
         self.need(spec.ext, f"test {t.name}", t.line)
-        tags, pos = self.arguments(t.name, spec, t.args, t.line)
+        tags, pos = self.arguments(t.name, spec, t.args, t.line, "test")
         t.extra["tags"], t.extra["pos"] = tags, pos
-        self.test_count(t.name, spec, t.tests, t.line)
+        self.test_count(t.name, spec, t.tests, t.line, "test")
         self.semantics(t.name, tags, pos, t.line)
         self.subtests(t.tests)
 
@@ -304,16 +375,19 @@ class _Checker:
                 self.errors.append(err)
 
     @staticmethod
-    def test_count(name: str, spec: Spec, tests: list[Test], line: int) -> None:
+    def test_count(name: str, spec: Spec, tests: list[Test], line: int, kind: str) -> None:
         if spec.tests == 0 and tests:
-            raise SieveSyntaxError(line, f"{name} takes no test")
+            n = len(tests)
+            raise SieveSyntaxError(line, f"the {name} {kind} accepts no sub-tests, but {n} "
+                                   f"{'was' if n == 1 else 'were'} specified")
         if spec.tests == 1 and len(tests) != 1:
             raise SieveSyntaxError(line, f"{name} needs exactly one test")
         if spec.tests == -1 and not tests:
             raise SieveSyntaxError(line, f"{name} needs a list of tests")
 
-    def arguments(self, name: str, spec: Spec, args: list[Argument], line: int
-                  ) -> tuple[dict[str, object], list[object]]:
+    def arguments(self, name: str, spec: Spec, args: list[Argument], line: int,
+                  kind_of: str = "command") -> tuple[dict[str, object], list[object]]:
+        what = f"the {name} {kind_of}"
         tags: dict[str, object] = {}
         groups: dict[str, str] = {}
         positional: list[Argument] = []
@@ -321,12 +395,19 @@ class _Checker:
         while i < len(args):
             arg = args[i]
             if isinstance(arg, Tag):
-                if positional:
-                    raise SieveSyntaxError(arg.line, f"{name}: tag :{arg.name} after "
-                                           "positional arguments")
                 tspec = spec.tags.get(arg.name)
                 if tspec is None:
-                    raise SieveSyntaxError(arg.line, f"{name}: unknown tag :{arg.name}")
+                    known = sorted(f":{t}" for t, (_, ext, _) in spec.tags.items()
+                                   if ext is None or ext in self.requires)
+                    accepts = (f"it accepts {', '.join(known)}" if known else
+                               "its tags need a require first" if spec.tags else
+                               "it takes no tags")
+                    raise SieveSyntaxError(arg.line, f"unknown tagged argument "
+                                           f"':{arg.name}' for {what} ({accepts})")
+                if positional:
+                    raise SieveSyntaxError(arg.line, f"unexpected tagged argument "
+                                           f"':{arg.name}' for {what} (tags come before "
+                                           "the other arguments)")
                 kind, ext, group = tspec
                 self.need(ext, f":{arg.name}", arg.line)
                 if group in groups:
@@ -338,7 +419,7 @@ class _Checker:
                     i += 1
                     if i >= len(args):
                         raise SieveSyntaxError(arg.line, f"{name}: :{arg.name} needs a value")
-                    value = self.value(args[i], kind, f"{name} :{arg.name}")
+                    value = self.value(args[i], kind, f"the :{arg.name} tag of {what}")
                 tags[arg.name] = value
             else:
                 positional.append(arg)
@@ -355,27 +436,41 @@ class _Checker:
                 # an optional argument that is left out: keep its slot as None
                 opt = next(j for j, k in enumerate(kinds) if k == "?") - 1
                 slot = len([k for k in kinds[:opt] if k != "?"])
-                values = [self.value(a, k, name) for a, k in zip(positional, chosen,
-                                                                   strict=True)]
+                values = [self.value(a, k, what, j, name) for j, (a, k) in enumerate(
+                    zip(positional, chosen, strict=True))]
                 values.insert(slot, None)
                 return tags, values
         else:
-            raise SieveSyntaxError(line, f"{name}: wrong number of arguments")
-        return tags, [self.value(a, k, name) for a, k in zip(positional, chosen, strict=True)]
+            wanted = str(len(full)) if len(full) == len(required) else (
+                f"{len(required)} or {len(full)}")
+            found = len(positional)
+            raise SieveSyntaxError(line, f"{what} requires {wanted} positional argument"
+                                   f"{'' if wanted == '1' else 's'}, but {found} "
+                                   f"{'was' if found == 1 else 'were'} found")
+        return tags, [self.value(a, k, what, j, name) for j, (a, k) in enumerate(
+            zip(positional, chosen, strict=True))]
 
     @staticmethod
-    def value(arg: Argument, kind: str, what: str) -> object:
-        if kind == "n":
-            if not isinstance(arg, Number):
-                raise SieveSyntaxError(arg.line, f"{what}: expected a number")
+    def value(arg: Argument, kind: str, what: str, index: int | None = None,
+              name: str = "") -> object:
+        """``arg`` as ``kind``; ``index``: its place among the positional arguments."""
+        found = ("a number" if isinstance(arg, Number) else f"tag :{arg.name}"
+                 if isinstance(arg, Tag) else "a string list" if arg.is_list else "a string")
+        # RFC 5228 §2.6.2: a list is not a string, even a list of one
+        if isinstance(arg, Tag) or (kind == "n") != isinstance(arg, Number) or (
+                kind == "s" and isinstance(arg, Strings) and arg.is_list):
+            wanted = {"n": "a number", "s": "a string", "l": "a string list"}[kind]
+            if index is None:
+                raise SieveSyntaxError(arg.line, f"{what} expects {wanted}, but {found} "
+                                       "was found")
+            roles = ROLES.get(name, ())
+            role = f" ({roles[index]})" if index < len(roles) else ""
+            raise SieveSyntaxError(arg.line, f"{what} expects {wanted} as argument "
+                                   f"{index + 1}{role}, but {found} was found")
+        if isinstance(arg, Number):
             return arg.value
-        if not isinstance(arg, Strings):
-            raise SieveSyntaxError(arg.line, f"{what}: expected a string")
-        if kind == "s":
-            if arg.is_list and len(arg.values) != 1:
-                raise SieveSyntaxError(arg.line, f"{what}: expected a string, not a list")
-            return arg.values[0]
-        return list(arg.values)
+        assert isinstance(arg, Strings)
+        return arg.values[0] if kind == "s" else list(arg.values)
 
     def decode(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         """encoded-character (RFC 5228 §2.4.2.4), applied once at compile time."""
@@ -410,8 +505,24 @@ class _Checker:
             if isinstance(r, str) and r.lower() not in RELATIONS:
                 raise SieveSyntaxError(line, f':{rel} "{r}": relation must be one of '
                                        f"{', '.join(RELATIONS)}")
+        uses = [tags["specialuse"]] if "specialuse" in tags else (
+            pos[-1] if name == "specialuse_exists" and isinstance(pos[-1], list) else [])
+        for use in uses:
+            # RFC 8579 §3 / RFC 6154 §6: use-attr = "\\" atom, e.g. "\\Junk"
+            if isinstance(use, str) and "${" not in use and not _USE_ATTR.match(use):
+                raise SieveSyntaxError(line, f"{name}: {use!r} is not a special-use "
+                                       'attribute (a backslash and a name, e.g. "\\\\Junk")')
+        if name in ("address", "envelope") and isinstance(pos[0], list):
+            self.address_sources(name, pos[0], line)
+        if tags.get("index") == 0:  # RFC 5260 §6, RFC 5293 §5: fields count from 1
+            raise SieveSyntaxError(line, f"{name}: :index 0 is invalid (the first field is 1)")
+        if "list" in tags and "comparator" in tags:
+            # the list's own lookup decides how values match (RFC 6134 §2.4)
+            raise SieveSyntaxError(line, f"{name}: the :list match type does not allow a "
+                                   "comparator")
         if "last" in tags and "index" not in tags and name not in ("addheader", "duplicate"):
-            raise SieveSyntaxError(line, ":last needs :index")
+            raise SieveSyntaxError(line, f"{name}: the :last tag cannot be specified "
+                                   "without the :index tag")
         if "regex" in tags and "variables" not in self.requires:
             keys = pos[-1]
             for key in keys if isinstance(keys, list) else [keys]:
@@ -427,11 +538,26 @@ class _Checker:
             zone = tags.get("zone")
             if isinstance(zone, str) and not re.fullmatch(r"[+-]\d{4}", zone):
                 raise SieveSyntaxError(line, f'invalid :zone "{zone}" (expected +hhmm)')
-        if name == "set":
+        if "variables" in self.requires:
+            self.references(tags, pos, line)
+        if name in ("set", "extracttext"):
             var = pos[0]
             assert isinstance(var, str)
             if not _VAR_NAME.match(var) or var[0].isdigit():
-                raise SieveSyntaxError(line, f'invalid variable name "{var}"')
+                raise SieveSyntaxError(line, f'{"" if name == "set" else name + ": "}'
+                                       f'invalid variable name "{var}"')
+            self.variable_name(var, line, assigned=True)
+            self.locals.add(var.lower())
+        if name == "global":
+            # RFC 6609 §3.3: global is part of the variables model
+            self.need("variables", "command global", line)
+            for var in pos[0] if isinstance(pos[0], list) else []:
+                if not _VAR_NAME.match(var) or var[0].isdigit() or "." in var:
+                    raise SieveSyntaxError(line, f'global: invalid variable name "{var}"')
+                if var.lower() in self.locals:
+                    raise SieveSyntaxError(line, f'global: variable "{var}" is already used '
+                                           "as a local variable above; declare it global "
+                                           "before its first use (RFC 6609 §3.3)")
         if name in ("setflag", "addflag", "removeflag") and pos[0] is not None and (
                 not isinstance(pos[0], str) or not _VAR_NAME.match(pos[0])):
             raise SieveSyntaxError(line, f"{name}: invalid variable name")
@@ -442,6 +568,11 @@ class _Checker:
             assert isinstance(target, str)
             if not target or "/" in target or target.startswith(".") or "${" in target:
                 raise SieveSyntaxError(line, f'include: invalid script name "{target}"')
+            bad = next((c for c in target if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+                        or c in "\u2028\u2029"), None)
+            if bad is not None:  # RFC 5804 §1.6: what a script name cannot contain
+                raise SieveSyntaxError(line, f"include: invalid script name {target!r} "
+                                       f"(character U+{ord(bad):04X})")
             location = "global" if tags.get("global") else "personal"
             if (location, target) not in self.includes:
                 self.includes.append((location, target))
@@ -449,18 +580,30 @@ class _Checker:
             days = tags.get("days")
             if isinstance(days, int) and days < 0:
                 raise SieveSyntaxError(line, "vacation :days must not be negative")
+            sender = tags.get("from")
+            # RFC 5230 §4.4: :from is an address (name-addr or addr-spec)
+            if isinstance(sender, str) and "${" not in sender and not _plausible(sender):
+                raise SieveSyntaxError(line, f'vacation :from "{sender}" is not an email '
+                                       "address")
         if name == "notify":
+            if self.limits.max_notifications == 0:
+                raise SieveSyntaxError(line, "local policy prohibits the use of a notify "
+                                       "action")
             imp = tags.get("importance")
             if isinstance(imp, str) and imp not in ("1", "2", "3"):
                 raise SieveSyntaxError(line, 'notify :importance must be "1", "2" or "3"')
+            self.notify_arguments(tags, pos, line)
+        if name in ("addheader", "deleteheader"):
+            self.edit_arguments(name, pos, line)
         if name == "redirect":
             target = pos[0]
             if isinstance(target, str) and "${" not in target and not _plausible(target):
                 raise SieveSyntaxError(line, f'redirect: invalid address "{target}"')
         if name == "fileinto":
             box = pos[0]
-            if isinstance(box, str) and not box:
-                raise SieveSyntaxError(line, "fileinto: empty mailbox name")
+            if isinstance(box, str) and "${" not in box and (
+                    problem := folder_name_problem(box)) is not None:
+                raise SieveSyntaxError(line, f"fileinto: {problem}")
         if (tags.keys() & {"type", "subtype", "contenttype", "param", "anychild"}
                 and "mime" not in tags):
             raise SieveSyntaxError(line, f"{name}: :anychild, :type, :subtype, :contenttype "
@@ -470,6 +613,119 @@ class _Checker:
             raise SieveSyntaxError(line, f"{name}: :list is not allowed here")
         if name == "size" and not tags:
             raise SieveSyntaxError(line, "size needs :over or :under")
+
+
+    def edit_arguments(self, name: str, pos: list[object], line: int) -> None:
+        """RFC 5293 §4-5: a literal field name must be one (RFC 5322 §3.6.8), a literal
+        value unstructured text (§3.2.5: no control characters but tab and line breaks);
+        names and values built from variables are checked when the command runs."""
+        field, value = pos[0], pos[1] if name == "addheader" else None
+        if isinstance(field, str) and "${" not in field:
+            problem = header_name_problem(field)
+            if problem is not None:
+                raise SieveSyntaxError(line, f"{name}: {problem}")
+        if isinstance(value, str) and "${" not in value:
+            problem = header_value_problem(value, self.limits.max_header_value)
+            if problem is not None:
+                raise SieveSyntaxError(line, f"{name}: {problem}")
+
+    @staticmethod
+    def address_sources(name: str, sources: list[str], line: int) -> None:
+        """RFC 5228 §5.1: the address test reads fields that hold addresses only;
+        §5.4: the envelope parts are "from" and "to" (and "auth", the submitter)."""
+        allowed = ADDRESS_HEADERS if name == "address" else ENVELOPE_PARTS
+        for source in sources:
+            if "${" in source or source.lower() in allowed:
+                continue
+            if name == "address":
+                raise SieveSyntaxError(line, f"header '{source}' is not allowed in the "
+                                       "address test: it holds no addresses (use the "
+                                       "header test)")
+            raise SieveSyntaxError(line, f'envelope: unknown envelope part "{source}" '
+                                   '(expected "from", "to" or "auth")')
+
+    def variable_name(self, var: str, line: int, assigned: bool) -> None:
+        """RFC 5229 §3: a name with a namespace ("global.x") needs the extension that
+        defines it required ("MUST cause an error" otherwise). RFC 6609 §3.5: "global." names one
+        variable, no sub-namespace."""
+        if "." not in var:
+            return
+        space, _, rest = var.partition(".")
+        known = {"global"} if "include" in self.requires else set()
+        if not assigned:
+            known.add("env")  # the environment items, read-only (RFC 5183 §4)
+        if space.lower() not in known | self.namespaces:
+            raise SieveSyntaxError(line, f'variable "{var}": unknown namespace "{space}"')
+        if space.lower() == "global" and ("." in rest or rest[:1].isdigit()):
+            raise SieveSyntaxError(line, f'variable "{var}": invalid name in the global '
+                                   "namespace")
+
+    def references(self, tags: dict[str, object], pos: list[object], line: int) -> None:
+        """The variables a literal string names (RFC 5229 §3)."""
+        for v in [*tags.values(), *pos]:
+            for s in v if isinstance(v, list) else [v]:
+                if isinstance(s, str) and "${" in s:
+                    for m in _REFERENCE.finditer(s):
+                        if not m.group(1)[0].isdigit():
+                            self.variable_name(m.group(1), line, assigned=False)
+
+    @staticmethod
+    def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
+        """RFC 5435 §3.2: literal arguments are checked when the script is compiled
+        (those built from variables when the action runs)."""
+        method, sender, options = pos[0], tags.get("from"), tags.get("options")
+        problems = []
+        if isinstance(method, str) and "${" not in method:
+            problems.append(method_problem(method))
+        if isinstance(sender, str) and "${" not in sender:
+            problems.append(from_problem(sender))
+        if isinstance(options, list):
+            problems += [option_problem(o) for o in options if "${" not in o]
+        first = next((p for p in problems if p is not None), None)
+        if first is not None:
+            raise SieveSyntaxError(line, f"notify: {first}" if not first.startswith(
+                "notify") else first)
+
+
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8 ftext
+
+
+def folder_name_problem(name: str) -> str | None:
+    """What makes a fileinto name unusable whatever the mailboxes (the store refuses
+    the rest when the message is filed)."""
+    if not name:
+        return "empty folder name"
+    if "\x00" in name:
+        return f"invalid folder name {name!r} (NUL character)"
+    if "\ufffd" in name:
+        # what ${hex:..} (RFC 5228 §2.4.2.4) gives for bytes that are not UTF-8
+        return f"invalid folder name {name!r} (not valid UTF-8)"
+    return None
+
+
+def header_name_problem(name: str) -> str | None:
+    if _FIELD_NAME.match(name):
+        return None
+    return (f"field name {_shown(name)} is invalid (printable US-ASCII characters but "
+            "colon and space, RFC 5322 §3.6.8)")
+
+
+def header_value_problem(value: str, limit: int) -> str | None:
+    if "\x00" in value:
+        return f"value {_shown(value)} is invalid (it contains a NUL character)"
+    bad = next((c for c in value if (ord(c) < 0x20 and c not in "\t\r\n")
+                or ord(c) == 0x7F), None)
+    if bad is not None:
+        return (f"value {_shown(value)} is invalid (control character "
+                f"U+{ord(bad):04X}, RFC 5322 §3.2.5)")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        return f"value {_shown(value)} is too large ({size} bytes, the limit is {limit})"
+    return None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def _ihave(test: Test) -> list[str] | None:
@@ -492,7 +748,8 @@ def _plausible(address: str) -> bool:
 def compile_script(source: str, name: str = "", limits: Limits | None = None,
                    extensions: frozenset[str] = EXTENSIONS,
                    extra_commands: dict[str, Spec] | None = None,
-                   extra_tests: dict[str, Spec] | None = None) -> Script:
+                   extra_tests: dict[str, Spec] | None = None,
+                   namespaces: frozenset[str] = frozenset()) -> Script:
     """Parse and check a script; raises ``SieveSyntaxError`` (with its line).
     ``extra_*``: commands and tests of a test-only extension (their evaluation is
     ``Context.handlers``)."""
@@ -507,9 +764,14 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
     except SieveSyntaxError as err:  # one the parser cannot go on after
         raise SieveSyntaxError.of([*errors, err]) from None
     checker = _Checker(limits, extensions, {**COMMANDS, **(extra_commands or {})},
-                       {**TESTS, **(extra_tests or {})})
+                       {**TESTS, **(extra_tests or {})}, namespaces)
     checker.block(commands, top=True)
     errors += checker.errors
+    if "extracttext" in checker.required_at and "foreverypart" not in checker.requires:
+        # RFC 5703 §7: extracttext runs inside foreverypart loops only
+        errors.append(SieveSyntaxError(checker.required_at["extracttext"],
+                                       'require "extracttext" needs "foreverypart" '
+                                       "required too"))
     if errors:
         raise SieveSyntaxError.of(errors)
     return Script(name, commands, frozenset(checker.requires), checker.includes, size)

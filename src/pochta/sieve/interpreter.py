@@ -19,15 +19,25 @@ import email.policy
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import formataddr, getaddresses, parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..mail.addresses import normalize_login
 from .address import redirect_address
-from .compiler import EXTENSIONS, Limits, Script, strings_of
+from .compiler import (
+    EXTENSIONS,
+    MAX_PART_LOOPS,
+    NOT_BY_IHAVE,
+    Limits,
+    Script,
+    folder_name_problem,
+    header_name_problem,
+    strings_of,
+)
 from .grammar import Command, Test
 from .message import MimePart, SieveMessage, header_params
 
@@ -68,6 +78,7 @@ class Context:
     # answers to NeedLookup("list:<name>"): the list's members, None: no such list
     lists: dict[str, frozenset[str] | None] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()  # imapsieve (RFC 6785 §3.3): the message's flags
+    protected_headers: frozenset[str] = frozenset()  # lower case; editheader leaves them
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +90,17 @@ class Store:
     create: bool = False
     implicit: bool = False
     special_use: str | None = None  # RFC 8579: the mailbox with this attribute instead
+    keep: bool = False  # the keep command (not fileinto "INBOX"): how a result names it
+    # the message as it was when the action ran, when editheader had changed it by then
+    # (RFC 5293 §7: actions use the current header); None: as received
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
     address: str
     copy: bool = False
+    data: bytes | None = field(default=None, compare=False, repr=False)  # as Store.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +166,39 @@ class Result:
         return out
 
 
+def merge_actions(actions: Iterable[Action]) -> list[Action]:
+    """One copy per mailbox (RFC 5228 §2.10.3: keep and fileinto "INBOX" are one; the
+    last flags win, a keep names it), one redirect per address, one reject (the first:
+    a later script of a sequence cannot take it back)."""
+    merged: list[Action] = []
+    boxes: dict[str, int] = {}
+    targets: set[str] = set()
+    rejected = False
+    for a in actions:
+        if isinstance(a, Store):
+            key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
+            if key in boxes:
+                old = merged[boxes[key]]
+                assert isinstance(old, Store)
+                merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
+                                           else old.flags, old.create or a.create,
+                                           special_use=old.special_use,
+                                           keep=old.keep or a.keep, data=old.data)
+                continue
+            boxes[key] = len(merged)
+        elif isinstance(a, Redirect):
+            key = normalize_login(a.address)
+            if key in targets:
+                continue
+            targets.add(key)
+        elif isinstance(a, Reject):
+            if rejected:
+                continue
+            rejected = True
+        merged.append(a)
+    return merged
+
+
 class SieveRuntimeError(Exception):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
@@ -181,7 +230,6 @@ class _Break(Exception):
         self.name = name
 
 
-MAX_PART_LOOPS = 8  # foreverypart nesting at run time (includes inside loops)
 
 
 # --- comparators and match types (RFC 5228 §2.7, RFC 4790, RFC 5231) -----------------------
@@ -198,6 +246,18 @@ def _folded_set(keys: tuple[str, ...]) -> frozenset[str]:
     return frozenset(_casemap(k) for k in keys)
 
 
+def _title(c: str) -> str:
+    t = c.title()
+    return t if len(t) == 1 else c  # the simple mapping: one character stays one
+
+
+@lru_cache(maxsize=4096)
+def _unicode_casemap(s: str) -> str:
+    """i;unicode-casemap (RFC 5051 §2): each character titlecased, then the whole string
+    in Unicode normalization form KD, so "TÈST", "tèst" and "te\u0300st" compare equal."""
+    return unicodedata.normalize("NFKD", "".join(_title(c) for c in s))
+
+
 def _numeric(s: str) -> float:
     """i;ascii-numeric (RFC 4790 §9.1): the leading digits; none = positive infinity."""
     m = re.match(r"\d+", s)
@@ -205,7 +265,7 @@ def _numeric(s: str) -> float:
 
 
 @lru_cache(maxsize=4096)
-def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
+def _wildcard(pattern: str, fold: bool | str) -> re.Pattern[str]:
     """:matches (RFC 5228 §2.7.1): * and ?, backslash quotes; groups for match variables."""
     out = []
     i = 0
@@ -221,11 +281,19 @@ def _wildcard(pattern: str, fold: bool) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL | (re.IGNORECASE if fold else 0))
+    return re.compile("".join(out) + r"\Z", re.DOTALL | _flags(fold))
+
+
+def _flags(fold: bool | str) -> int:
+    """i;ascii-casemap folds A-Z only (RFC 4790 §9.2); i;unicode-casemap ("unicode"),
+    run on NFKD text, every case pair."""
+    if fold == "unicode":
+        return re.IGNORECASE
+    return re.IGNORECASE | re.ASCII if fold else 0
 
 
 @lru_cache(maxsize=1024)
-def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
+def _regex(pattern: str, fold: bool | str) -> re.Pattern[str]:
     return re.compile(pattern, re.DOTALL | (re.IGNORECASE if fold else 0))
 
 
@@ -240,6 +308,9 @@ def _cmp(a: str, b: str, comparator: str) -> int:
         x, y = _numeric(a), _numeric(b)
     elif comparator == "i;ascii-casemap":
         x2, y2 = _casemap(a), _casemap(b)
+        return (x2 > y2) - (x2 < y2)
+    elif comparator == "i;unicode-casemap":
+        x2, y2 = _unicode_casemap(a), _unicode_casemap(b)
         return (x2 > y2) - (x2 < y2)
     else:
         return (a > b) - (a < b)
@@ -268,10 +339,30 @@ class _Match:
 
 _VAR = re.compile(r"\$\{([^{}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_PROTECTED = frozenset({"received", "auto-submitted", "return-path"})
+# RFC 5293 §6: Received and Auto-Submitted are never deleted (a script may add its own);
+# the Return-Path delivery writes and the redirect loop mark are never touched
+_NO_DELETE = frozenset({"received", "auto-submitted"})
+_NO_EDIT = frozenset({"return-path", "x-sieve-redirected-from"})
 _HEADER_NAME = re.compile(r"[!-9;-~]+\Z")
-MAX_VARIABLE_LENGTH = 4096  # RFC 5229 §4: implementations may truncate long values
 MAX_VARIABLES = 512
+
+
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    "quotewildcard": lambda c: "\\" + c if c in "*?\\" else c,
+    "quoteregex": lambda c: "\\" + c if c in "\\^$.|?*+()[]{}" else c,
+    # RFC 5435 §6: all but RFC 3986's unreserved characters, as UTF-8 octets
+    "encodeurl": lambda c: quote(c, safe="-._~"),
+}
+
+
+def _truncate_utf8(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` bytes of UTF-8, at a character boundary."""
+    if len(value) * 4 <= limit:
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    return raw[:limit].decode("utf-8", "ignore")
 
 
 class _Frame:
@@ -334,34 +425,18 @@ class Interpreter:
                                         "redirect or vacation (RFC 5429 §2.1)")
         actions = list(self.actions)
         if self.implicit_keep:
-            actions.append(Store("INBOX", frozenset(self.flags), implicit=True))
-        # one copy per mailbox (RFC 5228 §2.10.3), the last flags win; one per address
-        merged: list[Action] = []
-        boxes: dict[str, int] = {}
-        targets: set[str] = set()
-        for a in actions:
-            if isinstance(a, Store):
-                key = a.mailbox.upper() if a.mailbox.upper() == "INBOX" else a.mailbox
-                if key in boxes:
-                    old = merged[boxes[key]]
-                    assert isinstance(old, Store)
-                    merged[boxes[key]] = Store(old.mailbox, a.flags if not a.implicit
-                                               else old.flags, old.create or a.create,
-                                               special_use=old.special_use)
-                    continue
-                boxes[key] = len(merged)
-            elif isinstance(a, Redirect):
-                key = normalize_login(a.address)
-                if key in targets:
-                    continue
-                targets.add(key)
-            merged.append(a)
-        return Result(merged, self.msg, self.track, self.warnings)
+            actions.append(Store("INBOX", frozenset(self.flags), implicit=True,
+                                 data=self._snapshot()))
+        return Result(merge_actions(actions), self.msg, self.track, self.warnings)
+
+    def _snapshot(self) -> bytes | None:
+        """The message for an action taken now: None while it is as received."""
+        return self.msg.render() if self.msg.edited else None
 
     def _add(self, action: Action, line: int) -> None:
         if len(self.actions) >= self.limits.max_actions:
-            raise SieveRuntimeError(line, f"too many actions: the limit is "
-                                    f"{self.limits.max_actions} per message")
+            raise SieveRuntimeError(line, f"total number of actions exceeds policy limit "
+                                    f"({self.limits.max_actions} per message)")
         self.actions.append(action)
 
     # --- commands -------------------------------------------------------------------------
@@ -396,16 +471,19 @@ class Interpreter:
         if name == "stop":
             raise _Stop
         if name == "keep":
-            self._add(Store("INBOX", self._flags_tag(tags)), line)
+            self._add(Store("INBOX", self._flags_tag(tags), keep=True,
+                            data=self._snapshot()), line)
             self.implicit_keep = False
         elif name == "discard":
             self.implicit_keep = False
         elif name == "fileinto":
             mailbox = self._s(pos[0])
-            if not mailbox or "\x00" in mailbox:
-                raise SieveRuntimeError(line, f"fileinto: invalid mailbox name {mailbox!r}")
+            problem = folder_name_problem(mailbox)
+            if problem is not None:
+                raise SieveRuntimeError(line, f"fileinto: {problem}")
             self._add(Store(mailbox, self._flags_tag(tags), bool(tags.get("create")),
-                            special_use=self._opt(tags, "specialuse")), line)
+                            special_use=self._opt(tags, "specialuse"),
+                            data=self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name == "redirect":
@@ -415,9 +493,9 @@ class Interpreter:
                 raise SieveRuntimeError(line, f"redirect: invalid address {raw.strip()!r}")
             self.redirects += 1
             if self.redirects > self.limits.max_redirects:
-                raise SieveRuntimeError(line, f"too many redirects: the limit is "
-                                        f"{self.limits.max_redirects} per message")
-            self._add(Redirect(address, bool(tags.get("copy"))), line)
+                raise SieveRuntimeError(line, f"number of redirect actions exceeds policy "
+                                        f"limit ({self.limits.max_redirects} per message)")
+            self._add(Redirect(address, bool(tags.get("copy")), self._snapshot()), line)
             if not tags.get("copy"):
                 self.implicit_keep = False
         elif name in ("reject", "ereject"):
@@ -433,6 +511,7 @@ class Interpreter:
             self._vacation(tags, pos, line)
         elif name == "notify":
             method = self._s(pos[0])
+            self._notify_limit(line)
             if _mailto(method) is None:
                 raise SieveRuntimeError(line, f"notify: unsupported or invalid method "
                                         f"{method!r} (only mailto: is supported)")
@@ -628,15 +707,32 @@ class Interpreter:
                 value = value[:1].lower() + value[1:]
             elif mod == "upperfirst":
                 value = value[:1].upper() + value[1:]
-            elif mod == "quotewildcard":
-                value = re.sub(r"([*?\\])", r"\\\1", value)
-            elif mod == "quoteregex":
-                value = re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", value)
-            elif mod == "encodeurl":  # RFC 5435 §6: all but RFC 3986 unreserved
-                value = quote(value, safe="-._~")
+            elif mod in ("quotewildcard", "quoteregex", "encodeurl"):
+                # each character escaped on its own, so the size limit cuts between
+                # escapes, never inside one
+                value = self._escape(value, _ESCAPES[mod])
             else:
                 value = str(len(value))
         self._set_var(str(pos[0]), value)
+
+    def _notify_limit(self, line: int) -> None:
+        limit = self.limits.max_notifications
+        if limit == 0:  # the limit changed after the script was compiled
+            raise SieveRuntimeError(line, "local policy prohibits the use of a notify action")
+        if sum(isinstance(a, Notify) for a in self.actions) >= limit:
+            raise SieveRuntimeError(line, f"number of notify actions exceeds policy limit "
+                                    f"({limit} per message)")
+
+    def _escape(self, value: str, escape: Callable[[str], str]) -> str:
+        room = self.limits.max_variable_size
+        out = []
+        for ch in value:
+            unit = escape(ch)
+            room -= len(unit.encode("utf-8", "surrogatepass"))
+            if room < 0:
+                break
+            out.append(unit)
+        return "".join(out)
 
     def _vacation(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         if any(isinstance(a, Vacation) for a in self.actions):
@@ -686,23 +782,28 @@ class Interpreter:
     def _addheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name, value = self._s(pos[0]), self._s(pos[1])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"addheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"addheader: {header_name_problem(name)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_header_value:
+            raise SieveRuntimeError(line, f"addheader: value {value[:40]!r}... is too large "
+                                    f"({size} bytes, the limit is "
+                                    f"{self.limits.max_header_value})")
         if any(c in value for c in "\r\n\x00"):
             # RFC 5322 §2.2.3: a line break before white space is folding (unfold it);
             # a trailing one (a text: value) goes, any other becomes a space
             value = re.sub(r"\r?\n(?=[ \t])", "", value.rstrip("\r\n"))
             value = re.sub(r"[\r\n\x00]+", " ", value)
         self._edit(line)
-        if name.lower() in _PROTECTED:
-            return  # RFC 5293 §6: trace fields are never changed
+        if self._protected(name, delete=False):
+            return
         self.msg.add_header(name, value, bool(tags.get("last")))
 
     def _deleteheader(self, tags: dict[str, object], pos: list[object], line: int) -> None:
         name = self._s(pos[0])
         if not _HEADER_NAME.match(name):
-            raise SieveRuntimeError(line, f"deleteheader: invalid header name {name!r}")
+            raise SieveRuntimeError(line, f"deleteheader: {header_name_problem(name)}")
         self._edit(line)
-        if name.lower() in _PROTECTED:
+        if self._protected(name, delete=True):
             return
         values = self.msg.headers(name)
         keep = [True] * len(values)
@@ -718,6 +819,15 @@ class Interpreter:
                 keep[i] = False
         if not all(keep):
             self.msg.delete_headers(name, keep)
+
+    def _protected(self, name: str, delete: bool) -> bool:
+        """Fields editheader leaves alone (the edit is silently skipped), and the ones
+        the admin protects ([sieve] protected_headers: a filter's verdict a script must
+        not forge or remove); Subject never is."""
+        lower = name.lower()
+        if lower in _NO_EDIT or (delete and lower in _NO_DELETE):
+            return True
+        return lower in self.ctx.protected_headers and lower != "subject"
 
     def _edit(self, line: int) -> None:
         self.edits += 1
@@ -768,7 +878,7 @@ class Interpreter:
 
     def _set_var(self, name: str, value: str) -> None:
         lower = name.lower()
-        value = value[:MAX_VARIABLE_LENGTH]
+        value = _truncate_utf8(value, self.limits.max_variable_size)
         assert self.frame is not None
         if lower.startswith("global."):
             self.global_vars[lower[7:]] = value
@@ -841,7 +951,8 @@ class Interpreter:
                 return all(self._mime_values(h, tags) for h in self._l(pos[0]))
             return all(self.msg.headers(h) for h in self._l(pos[0]))
         if name == "ihave":
-            return all(e in self.ctx.extensions for e in self._l(pos[0]))
+            return all(e in self.ctx.extensions and e not in NOT_BY_IHAVE
+                       for e in self._l(pos[0]))
         if name == "specialuse_exists":
             uses = [u.lower() for u in self._l(pos[1])]
             if pos[0] is None:
@@ -1043,7 +1154,15 @@ class Interpreter:
         if m.kind == "value":
             rel = _RELATIONS[m.relation]
             return any(rel(_cmp(v, k, comparator)) for v in values for k in keys)
-        fold = comparator == "i;ascii-casemap"
+        fold: bool | str = comparator == "i;ascii-casemap"
+        if comparator == "i;unicode-casemap":
+            if m.kind in ("is", "contains"):
+                values = [_unicode_casemap(v) for v in values]
+                keys = [_unicode_casemap(k) for k in keys]
+            else:  # patterns: case-blind matching of the decomposed forms
+                fold = "unicode"
+                values = [unicodedata.normalize("NFKD", v) for v in values]
+                keys = [unicodedata.normalize("NFKD", k) for k in keys]
         if m.kind == "is":
             if comparator == "i;ascii-numeric":
                 return any(_cmp(v, k, comparator) == 0 for v in values for k in keys)
@@ -1075,7 +1194,10 @@ class Interpreter:
                     if set_vars and self.frame is not None and self.frame.uses_variables:
                         # RFC 5229 §3.2: ${1}..${9} at least; higher ones MAY be
                         # supported, and a pattern with more groups expects them
-                        self.match_vars = [found.group(0)] + [g or "" for g in found.groups()]
+                        groups = [found.group(0)] + [g or "" for g in found.groups()]
+                        if fold == "unicode":  # composed again, as the message had them
+                            groups = [unicodedata.normalize("NFC", g) for g in groups]
+                        self.match_vars = groups
                     return True
         return False
 
@@ -1093,7 +1215,8 @@ def _fast_test(test: Test) -> FastTest | None:
         return None
     tags, pos = strings_of(test)
     match = _Match.of(tags)
-    if match.kind not in ("is", "contains") or match.comparator == "i;ascii-numeric":
+    if match.kind not in ("is", "contains") or match.comparator not in (
+            "i;octet", "i;ascii-casemap"):
         return None
     if "index" in tags or "mime" in tags or (name == "body" and (
             "raw" in tags or "content" in tags)):
@@ -1215,8 +1338,24 @@ def _date_part(d: dt.datetime, part: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Mailto:
-    to: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...]
+    to: tuple[str, ...]  # addresses
+    headers: tuple[tuple[str, str], ...]  # the URI's other hfields (subject, body, ...)
+    cc: tuple[str, ...] = ()
+    # an address as the URI wrote it ("Name <addr>", RFC 6068 §2 allows a full mailbox)
+    display: tuple[tuple[str, str], ...] = ()
+
+
+def _mailto_addresses(value: str) -> list[tuple[str, str]] | None:
+    """(address, as written) of a comma-separated list, None if one is not valid."""
+    out = []
+    for item in getaddresses([value]):
+        name, addr = item
+        if not addr:
+            continue
+        if "@" not in addr or " " in addr:
+            return None
+        out.append((addr, formataddr((name, addr)) if name else addr))
+    return out
 
 
 def _mailto(uri: str) -> Mailto | None:
@@ -1224,18 +1363,23 @@ def _mailto(uri: str) -> Mailto | None:
     if not uri.lower().startswith("mailto:"):
         return None
     parts = urlsplit(uri)
-    to = [unquote(a).strip() for a in parts.path.split(",") if a.strip()]
+    to = _mailto_addresses(unquote(parts.path))
+    cc: list[tuple[str, str]] | None = []
     headers: list[tuple[str, str]] = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() == "to":
-            to.extend(a.strip() for a in v.split(",") if a.strip())
+        if k.lower() in ("to", "cc"):
+            more = _mailto_addresses(v)
+            if more is None or to is None or cc is None:
+                return None
+            (to if k.lower() == "to" else cc).extend(more)
         elif not _HEADER_NAME.match(k):
             return None  # RFC 6068 §2: hfname is a header field name (RFC 5322 §3.6.8)
         else:
             headers.append((k, v))
-    if not to or not all("@" in a and " " not in a for a in to):
+    if not to or cc is None:
         return None
-    return Mailto(tuple(to), tuple(headers))
+    return Mailto(tuple(a for a, _ in to), tuple(headers), tuple(a for a, _ in cc),
+                  tuple(to + cc))
 
 
 def parse_mailto(uri: str) -> Mailto | None:

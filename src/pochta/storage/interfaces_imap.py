@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..mail.model import SortKeys as SortKeys
+from ..mail.model import ThreadColumns as ThreadColumns
 
 
 class ImapStateStore(Protocol):
@@ -67,6 +68,13 @@ class ImapStateStore(Protocol):
         (SORT_CRITERIA key, reverse) pairs; DATE falls back to the internal date; ties go
         by UID, ascending), sorted by the store from the kept keys (strings compare by
         code point). Messages with no kept keys yet are left out."""
+
+    async def thread_columns(
+        self, mailbox_id: int, uids: Sequence[int] | None = None
+    ) -> ThreadColumns:
+        """The kept THREAD keys of every message of the mailbox (or of these UIDs of it)
+        as columns, by UID ascending, in one read; the date is the sent date, else the
+        internal date. Messages with no kept keys yet are left out."""
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import AclGrant, SortKeys
+from .interfaces_imap import AclGrant, SortKeys, ThreadColumns
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -196,6 +196,23 @@ class PostgresImapState(PostgresFeature):
                     "refs=excluded.refs", (*row, row[0]))
 
         await self._tx(fn)
+
+    async def thread_columns(
+        self, mailbox_id: int, uids: Sequence[int] | None = None
+    ) -> ThreadColumns:
+        sql = ("SELECT m.uid, coalesce(k.date, m.internaldate), k.subject, k.reply, "
+               "k.message_id, k.refs FROM messages m JOIN imap_sortkeys k "
+               "ON k.blob_id = m.blob_id WHERE m.mailbox_id=%s")
+        if uids is None:
+            rows = await self._query(sql + " ORDER BY m.uid", (mailbox_id,))
+        else:
+            rows = await self._query(sql + " AND m.uid = ANY(%s) ORDER BY m.uid",
+                                     (mailbox_id, sorted(set(uids))))
+        if not rows:
+            return ThreadColumns([], [], [], [], [], [])
+        uid, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
+        return ThreadColumns([int(u) for u in uid], [float(d) for d in dates], subjects,
+                             [bool(r) for r in replies], mids, refs)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         rows = await self._query(

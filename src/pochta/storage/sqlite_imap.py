@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
-from .interfaces_imap import AclGrant, SortKeys
+from .interfaces_imap import AclGrant, SortKeys, ThreadColumns
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -233,6 +233,32 @@ class SQLiteImapState(SQLiteFeature):
                 f"WHERE m.mailbox_id=? ORDER BY {order}, m.uid",  # only fixed column names
                 (mailbox_id,)).fetchall()
             return [r[0] for r in rows]
+
+        return await self._read(read)
+
+    async def thread_columns(
+        self, mailbox_id: int, uids: Sequence[int] | None = None
+    ) -> ThreadColumns:
+        sql = ("SELECT m.uid, coalesce(k.date, m.internaldate), k.subject, k.reply, "
+               "k.message_id, k.refs FROM messages m JOIN imap_sortkeys k "
+               "ON k.blob_id = m.blob_id WHERE m.mailbox_id=?")
+        wanted = sorted(set(uids)) if uids is not None else None
+
+        def read(conn: sqlite3.Connection) -> ThreadColumns:
+            if wanted is None:
+                rows = conn.execute(sql + " ORDER BY m.uid", (mailbox_id,)).fetchall()
+            else:
+                rows = []
+                for i in range(0, len(wanted), BATCH):
+                    part = wanted[i : i + BATCH]
+                    rows += conn.execute(
+                        sql + f" AND m.uid IN ({','.join('?' * len(part))}) ORDER BY m.uid",
+                        (mailbox_id, *part)).fetchall()  # only "?" placeholders formatted in
+            if not rows:
+                return ThreadColumns([], [], [], [], [], [])
+            uid, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
+            return ThreadColumns(uid, [float(d) for d in dates], subjects,
+                                 [bool(r) for r in replies], mids, refs)
 
         return await self._read(read)
 

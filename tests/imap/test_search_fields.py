@@ -4,16 +4,25 @@ tricky headers (encoded words, folded lines, groups, comments inside addresses).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import Reader
-from pochta.proto.imap.search import Candidate, SearchContext, matches, parse_search
-from pochta.storage.interfaces import MessageMeta
+from pochta.proto.imap.search import (
+    Candidate,
+    SearchContext,
+    matches,
+    parse_search,
+    search_fields_of,
+)
+from pochta.server.imap_searchkeep import keep_once
+from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, MessageMeta
 from tests.conftest import Server
 from tests.imap.helpers import connect
+from tests.storage.test_conformance import Factory, factory, store  # noqa: F401
 
 TRICKY = [
     # encoded words (Q and B, UTF-8 and Latin-1), split across a folded line
@@ -113,3 +122,82 @@ def test_required_text() -> None:
     assert parse_search(program("UNSEEN (TO Bob)")).required_text == "bob"
     for text in ("OR FROM a TO b", "NOT FROM a", 'FROM ""', "UNSEEN", "BODY x"):
         assert parse_search(program(text)).required_text is None, text
+
+
+def _header_path(needle: str) -> list[int]:
+    """UIDs (1-based positions in TRICKY) that reading each message's header matches."""
+    prog = parse_search(program(needle))
+    ctx = SearchContext(len(TRICKY), len(TRICKY), frozenset())
+    return [i for i, data in enumerate(TRICKY, 1) if matches(
+        prog.key, Candidate(i, MessageMeta(i, i, len(data), 0.0, frozenset(), 1), False,
+                            data=data), ctx)]
+
+
+def test_search_fields_of_is_the_candidates() -> None:
+    """The keeper's texts (header bytes only) are the ones a search would keep."""
+    for i, data in enumerate(TRICKY, 1):
+        meta = MessageMeta(i, i, len(data), 0.0, frozenset(), 1)
+        assert search_fields_of(data) == Candidate(i, meta, False, data=data).search_fields()
+
+
+def test_kept_terms() -> None:
+    assert parse_search(program("FROM Ann")).kept_terms() == [(0, "ann")]
+    assert parse_search(program("TO b SUBJECT \"Caf\u00c9\"")).kept_terms() == [
+        (1, "b"), (4, "caf\u00e9")]
+    for text in ("FROM a UNSEEN", 'FROM ""', "NOT FROM a", "HEADER Sender a",
+                 "OR FROM a TO b", "(FROM a UNSEEN) TO b", "BODY x", "ALL", "1:* FROM a"):
+        assert parse_search(program(text)).kept_terms() is None, text
+
+
+async def test_store_decides_as_the_header(store: MailStore) -> None:  # noqa: F811
+    """On both backends: the keeper keeps the tricky messages' texts, and the store's
+    answer (``kept_search_uids``) for each FROM/TO/CC/BCC/SUBJECT program is the header
+    path's; the messages that cannot be kept come back to be read."""
+    account = await store.add_account("k@example.test", "x", None)
+    for data in TRICKY:
+        await store.accept(data, Envelope(sender=""), [LocalTarget(account.id)])
+    last, kept = await keep_once(store)
+    assert kept == 3 and last > 0  # the NUL and the separators: never kept
+    assert await keep_once(store, last) == (last, 0)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    unkeepable = [i for i, data in enumerate(TRICKY, 1) if search_fields_of(data) is None]
+    assert unkeepable == [4, 5]
+    decided = 0
+    for needle in [*NEEDLES, "FROM renee TO bob", "TO alice CC eve", "SUBJECT café FROM x"]:
+        terms = parse_search(program(needle)).kept_terms()
+        if terms is None:
+            continue
+        decided += 1
+        hits, unkept = await store.kept_search_uids(box.id, terms)
+        assert unkept == unkeepable
+        expected = [u for u in _header_path(needle) if u not in unkeepable]
+        assert hits == expected, needle
+    assert decided >= 20
+
+
+async def test_keeper_keeps_new_messages_in_the_background(imap_server: Server) -> None:
+    """An APPENDed message's texts are kept by the server's keeper shortly after, without
+    any SEARCH; the answers stay the header path's."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for msg in TRICKY[:3]:
+            resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+            assert b"OK" in resp[-1]
+        account = await imap_server.store.get_account("alice@example.test")
+        assert account is not None
+        box = await imap_server.store.get_mailbox(account.id, "INBOX")
+        assert box is not None
+        blobs = [m.blob_id for m in await imap_server.store.list_messages(box.id)]
+        for _ in range(100):
+            if len(await imap_server.store.get_search_fields(blobs)) == len(blobs):
+                break
+            await asyncio.sleep(0.05)
+        assert len(await imap_server.store.get_search_fields(blobs)) == len(blobs)
+        await c.cmd("SELECT INBOX")
+        for needle in NEEDLES:
+            if parse_search(program(needle)).kept_terms() is None:
+                continue
+            read = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode()
+                                     + b' BODY ""'))
+            assert _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode())) == read

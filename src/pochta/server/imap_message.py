@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.acl import can_change_flag
@@ -359,7 +360,9 @@ async def _search_kept_fields(
     needle = prog.required_text
     # with a text every match needs, one store call: the messages whose kept texts lack
     # it come back as None and are passed over without a Candidate
-    known = await s.store.kept_search_fields(sel.info.id, needle) if needle else None
+    # (only worth it for many messages: a few unkept ones are asked for by blob id)
+    known = (await s.store.kept_search_fields(sel.info.id, needle)
+             if needle and len(messages) > FIELDS_BATCH else None)
     fast = prog.field_matcher()  # one FROM/TO/... key: no Candidate for a non-match
     for start in range(0, len(messages), FIELDS_BATCH):
         batch = messages[start : start + FIELDS_BATCH]
@@ -401,6 +404,39 @@ async def _search_kept_fields(
     return hits
 
 
+async def search_matches(s: ImapSession, prog: SearchProgram) -> list[tuple[int, MessageMeta]]:
+    """SEARCH's answer: (sequence number, message) of each match, in sequence order. A
+    program of FROM/TO/CC/BCC/SUBJECT keys is decided by the store on the kept texts and
+    comes back as UIDs: no message read, no Candidate per message."""
+    terms = prog.kept_terms()
+    if terms is None or (s.core.uidonly and prog.uses_seqs):
+        return [(c.seq, c.meta) for c in await search_hits(s, prog)]
+    sel = _sel(s)
+    uids, unkept = await s.store.kept_search_uids(sel.info.id, terms)
+    meta = sel.meta  # UIDs the session has not been told about yet are left out
+    with _collector_paused():  # 100,000 tuples: no cycles, nothing for the collector
+        hits = [(sel.seq_of(u), meta[u]) for u in uids if u in meta]
+        todo = [(sel.seq_of(u), meta[u]) for u in unkept if u in meta]
+    if todo:  # texts not kept yet (the keeper has not reached them): read and keep them
+        ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
+        extra = await _search_kept_fields(s, prog, ctx, todo, {})
+        hits = sorted(hits + [(c.seq, c.meta) for c in extra], key=lambda h: h[0])
+    return hits
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building a long list of small objects makes the cycle collector walk the whole
+    heap again and again; they make no cycles, so it waits until the list is built."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     prog = parse_search(r)
     if prog.charset not in ("UTF-8", "US-ASCII"):
@@ -408,7 +444,7 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     sel = _sel(s)
     if prog.uses_modseq:
         _enable_condstore(s)
-    hits = [(c.seq, c.meta) for c in await search_hits(s, prog)]
+    hits = await search_matches(s, prog)
     numbers = [m.uid if uid else seq for seq, m in hits]
     highest = max((m.modseq for _, m in hits), default=0)
     if prog.returns is None and not s.rev2:

@@ -49,6 +49,19 @@ class ImapStateStore(Protocol):
         """For every message of the mailbox whose SEARCH header texts are kept: its texts
         if they contain ``containing`` (a plain substring test), else None."""
 
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        """Decide SEARCH on the kept texts (``put_search_fields``' strings are parts
+        joined by "\x1e"): the UIDs of the mailbox's messages whose kept text, for every
+        (index, needle) term, holds ``needle`` in its ``index``-th part (a plain substring
+        test, as Python's ``in``), ascending; and the UIDs of the messages whose texts are
+        not kept, ascending (the caller reads those)."""
+
+    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """(blob id, size) of stored messages whose SEARCH texts are not kept, blob ids
+        above ``after``, ascending, at most ``limit`` (the background keeper's work)."""
+
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         """Keep SEARCH header texts computed by the caller; they go when their blob goes
         (a blob's bytes never change, so neither do they)."""

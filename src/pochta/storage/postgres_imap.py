@@ -141,6 +141,31 @@ class PostgresImapState(PostgresFeature):
             "WHERE m.mailbox_id = %s", (containing, mailbox_id))
         return {int(r[0]): r[1] for r in rows}
 
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        # the whole text first (one scan rules out most rows), then the field's part
+        where = " AND ".join(
+            "strpos(f.fields, %s) > 0 AND strpos(split_part(f.fields, chr(30), "
+            f"{int(i) + 1}), %s) > 0" for i, _ in terms)
+        args = [x for _, needle in terms for x in (needle, needle)]
+        hits = await self._query(
+            "SELECT m.uid FROM messages m JOIN imap_searchfields f "  # noqa: S608
+            f"ON f.blob_id = m.blob_id WHERE m.mailbox_id = %s AND {where} "  # fixed SQL
+            "ORDER BY m.uid", (mailbox_id, *args))
+        unkept = await self._query(
+            "SELECT m.uid FROM messages m WHERE m.mailbox_id = %s AND NOT EXISTS ("
+            "SELECT 1 FROM imap_searchfields f WHERE f.blob_id = m.blob_id) "
+            "ORDER BY m.uid", (mailbox_id,))
+        return [int(r[0]) for r in hits], [int(r[0]) for r in unkept]
+
+    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
+        rows = await self._query(
+            "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > %s "
+            "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
+            "m.blob_id) ORDER BY m.blob_id LIMIT %s", (after, limit))
+        return [(int(b), int(n)) for b, n in rows]
+
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         ids = list(fields)
         if not ids:

@@ -87,6 +87,15 @@ END;
 ]
 
 
+def _field_sql(index: int) -> str:
+    """The ``index``-th "\x1e"-separated part of ``f.fields`` (the kept SEARCH texts,
+    proto/imap/search.py) as an SQL expression: SQLite has no split function."""
+    rest = "f.fields"
+    for _ in range(index):
+        rest = f"substr({rest}, instr({rest}, char(30)) + 1)"
+    return f"substr({rest}, 1, instr({rest} || char(30), char(30)) - 1)"
+
+
 class SQLiteImapState(SQLiteFeature):
     async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
         rows = await self._query(
@@ -195,6 +204,36 @@ class SQLiteImapState(SQLiteFeature):
                 "SELECT m.blob_id, CASE WHEN instr(f.fields, ?) > 0 THEN f.fields END "
                 "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
                 "WHERE m.mailbox_id = ?", (containing, mailbox_id)).fetchall())
+
+        return await self._read(read)
+
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        # the whole text first (one C scan rules out most rows), then the field's part
+        where = " AND ".join(
+            f"instr(f.fields, ?) > 0 AND instr({_field_sql(i)}, ?) > 0" for i, _ in terms)
+        args = [x for _, needle in terms for x in (needle, needle)]
+
+        def read(conn: sqlite3.Connection) -> tuple[list[int], list[int]]:
+            hits = conn.execute(
+                "SELECT m.uid FROM messages m JOIN imap_searchfields f "  # noqa: S608
+                f"ON f.blob_id = m.blob_id WHERE m.mailbox_id = ? AND {where} "  # fixed SQL
+                "ORDER BY m.uid", (mailbox_id, *args)).fetchall()
+            unkept = conn.execute(
+                "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND NOT EXISTS ("
+                "SELECT 1 FROM imap_searchfields f WHERE f.blob_id = m.blob_id) "
+                "ORDER BY m.uid", (mailbox_id,)).fetchall()
+            return [r[0] for r in hits], [r[0] for r in unkept]
+
+        return await self._read(read)
+
+    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+            return [(int(b), int(n)) for b, n in conn.execute(
+                "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > ? "
+                "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
+                "m.blob_id) ORDER BY m.blob_id LIMIT ?", (after, limit)).fetchall()]
 
         return await self._read(read)
 

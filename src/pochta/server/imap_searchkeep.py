@@ -1,0 +1,76 @@
+"""Keep the SEARCH header texts (FROM/TO/CC/BCC/SUBJECT, ``proto.imap.search.
+search_fields_of``) of every stored message in the background, so that the first SEARCH
+on a mailbox is as fast as the later ones (the store decides it on the kept texts).
+
+New messages (delivery, APPEND, Sieve, DSNs, another process) are picked up within
+``interval`` after their commit, in batches: nothing is added to the path that
+acknowledges a message, and a crash before the texts are kept loses nothing (they are
+derived; a SEARCH reads a message whose texts are missing and keeps them). Old messages,
+kept before this existed, are done the same way from the first blob on, ``batch`` at a
+time with the event loop given back between messages. COPY and MOVE share the blob, so
+its texts; expunge and blob collection drop them with the blob (store triggers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..proto.imap.search import search_fields_of
+from ..storage.interfaces import MailStore, NotFound, StoreError
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # messages per store read and write
+BATCH_MAX_SIZE = 64 << 10  # bigger messages are read one at a time
+YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of work)
+
+
+async def keep_once(store: MailStore, after: int = 0, batch: int = BATCH) -> tuple[int, int]:
+    """One batch of messages whose texts are not kept, blob ids above ``after``:
+    (the highest blob id looked at, or ``after`` when there was none; texts kept)."""
+    todo = await store.unkept_search_blobs(after, batch)
+    if not todo:
+        return after, 0
+    blobs = await store.read_blobs([b for b, size in todo if size <= BATCH_MAX_SIZE])
+    fields: dict[int, str] = {}
+    for i, (blob_id, _size) in enumerate(todo):
+        data = blobs.get(blob_id)
+        if data is None:
+            try:
+                data = await store.read_blob(blob_id)
+            except NotFound:  # expunged and collected meanwhile
+                continue
+        text = search_fields_of(data)
+        if text is not None:  # None: a NUL or a separator; SEARCH reads it each time
+            fields[blob_id] = text
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+    await store.put_search_fields(fields)
+    return todo[-1][0], len(fields)
+
+
+async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 600.0
+                       ) -> None:
+    """Run ``keep_once`` until cancelled: batch after batch while there is work, then a
+    look every ``interval`` seconds for new blobs (an indexed range read that finds
+    nothing), and from the first blob again every ``rescan`` seconds (a blob committed
+    out of id order, PostgreSQL's concurrent deliveries, is not missed for long)."""
+    after, since = 0, time.monotonic()
+    while True:
+        try:
+            last, kept = await keep_once(store, after)
+        except StoreError as exc:  # a full disk or a lost database: try again later
+            log.warning("cannot keep search texts: %s", exc)
+            await asyncio.sleep(max(interval, 10.0))
+            continue
+        if kept:
+            log.debug("kept the search texts of %d messages", kept)
+        if last != after:
+            after = last
+            await asyncio.sleep(0)
+            continue
+        await asyncio.sleep(interval)
+        if time.monotonic() - since >= rescan:
+            after, since = 0, time.monotonic()

@@ -201,3 +201,44 @@ async def test_keeper_keeps_new_messages_in_the_background(imap_server: Server) 
             read = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode()
                                      + b' BODY ""'))
             assert _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode())) == read
+
+
+def test_the_store_knows_the_kept_parts() -> None:
+    from pochta.proto.imap.search import SEARCH_FIELDS
+    from pochta.storage.interfaces_imap import SEARCH_FIELD_PARTS
+
+    assert len(SEARCH_FIELDS) == SEARCH_FIELD_PARTS
+
+
+async def test_decided_by_the_store_answers_as_the_read_path(imap_server: Server) -> None:
+    """ESEARCH (MIN MAX COUNT ALL), SEARCHRES and UIDs of the store-decided path are the
+    read path's (``BODY ""`` makes a program read every message); a message delivered by
+    another session is not in the answer before this session has been told of it."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await other.login()
+        for msg in TRICKY * 3:
+            resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+            assert b"OK" in resp[-1]
+        await c.cmd("SELECT INBOX")
+        await c.cmd("STORE 2:4 +FLAGS (\\Deleted)")
+        await c.cmd("EXPUNGE")
+        for prefix in ("SEARCH RETURN (MIN MAX COUNT ALL)", "UID SEARCH RETURN (ALL COUNT)",
+                       "SEARCH RETURN ()", "UID SEARCH"):
+            for needle in ("FROM example.test", "TO carol", "SUBJECT folded", "FROM zoë",
+                           "FROM renée SUBJECT café", "CC nobody"):
+                ask = f"{prefix} CHARSET UTF-8 {needle}"
+                fast = (await c.cmd(ask.encode()))[:-1]
+                read = (await c.cmd((ask + ' BODY ""').encode()))[:-1]
+                assert [re.sub(rb'TAG "[^"]*"', b"", x) for x in fast] == [
+                    re.sub(rb'TAG "[^"]*"', b"", x) for x in read], ask
+        await c.cmd("SEARCH RETURN (SAVE) TO bob")
+        saved = _uids(await c.cmd("UID SEARCH UID $"))
+        assert saved == _uids(await c.cmd('UID SEARCH TO bob BODY ""')) != []
+        msg = TRICKY[0]
+        resp = await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+        assert b"OK" in resp[-1]
+        resp = await c.cmd("UID SEARCH FROM renée".encode())
+        assert _uids(resp) == [1, 6, 11]  # 16 is announced after the answer (EXISTS)
+        assert any(line.endswith(b" EXISTS\r\n") for line in resp)
+        assert _uids(await c.cmd("UID SEARCH FROM renée".encode())) == [1, 6, 11, 16]

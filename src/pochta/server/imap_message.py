@@ -10,6 +10,7 @@ import gc
 import logging
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.acl import can_change_flag
@@ -404,24 +405,35 @@ async def _search_kept_fields(
     return hits
 
 
-async def search_matches(s: ImapSession, prog: SearchProgram) -> list[tuple[int, MessageMeta]]:
-    """SEARCH's answer: (sequence number, message) of each match, in sequence order. A
-    program of FROM/TO/CC/BCC/SUBJECT keys is decided by the store on the kept texts and
-    comes back as UIDs: no message read, no Candidate per message."""
+@dataclass(slots=True)
+class Matches:
+    """SEARCH's answer as parallel lists, in sequence order: no object per message."""
+
+    seqs: list[int]
+    uids: list[int]
+
+
+async def search_matches(s: ImapSession, prog: SearchProgram) -> Matches:
+    """SEARCH's answer. A program of FROM/TO/CC/BCC/SUBJECT keys is decided by the store
+    on the kept texts and comes back as UIDs: no message read, no Candidate per message."""
     terms = prog.kept_terms()
     if terms is None or (s.core.uidonly and prog.uses_seqs):
-        return [(c.seq, c.meta) for c in await search_hits(s, prog)]
+        hits = await search_hits(s, prog)
+        return Matches([c.seq for c in hits], [c.meta.uid for c in hits])
     sel = _sel(s)
-    uids, unkept = await s.store.kept_search_uids(sel.info.id, terms)
-    meta = sel.meta  # UIDs the session has not been told about yet are left out
-    with _collector_paused():  # 100,000 tuples: no cycles, nothing for the collector
-        hits = [(sel.seq_of(u), meta[u]) for u in uids if u in meta]
-        todo = [(sel.seq_of(u), meta[u]) for u in unkept if u in meta]
+    found, unkept = await s.store.kept_search_uids(sel.info.id, terms)
+    with _collector_paused():  # 100,000 numbers: no cycles, nothing for the collector
+        seq = dict(zip(sel.uids, range(1, len(sel.uids) + 1), strict=True))
+        # UIDs the session has not been told about yet are left out (no sequence number)
+        uids = [u for u in found if u in seq]
+        seqs = list(map(seq.__getitem__, uids))
+        todo = [(seq[u], sel.meta[u]) for u in unkept if u in seq]
     if todo:  # texts not kept yet (the keeper has not reached them): read and keep them
         ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
         extra = await _search_kept_fields(s, prog, ctx, todo, {})
-        hits = sorted(hits + [(c.seq, c.meta) for c in extra], key=lambda h: h[0])
-    return hits
+        both = sorted([*zip(seqs, uids, strict=True), *((c.seq, c.meta.uid) for c in extra)])
+        seqs, uids = [q for q, _ in both], [u for _, u in both]
+    return Matches(seqs, uids)
 
 
 @contextlib.contextmanager
@@ -445,11 +457,11 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     if prog.uses_modseq:
         _enable_condstore(s)
     hits = await search_matches(s, prog)
-    numbers = [m.uid if uid else seq for seq, m in hits]
-    highest = max((m.modseq for _, m in hits), default=0)
+    numbers = hits.uids if uid else hits.seqs
+    highest = max((sel.meta[u].modseq for u in hits.uids), default=0) if prog.uses_modseq else 0
     if prog.returns is None and not s.rev2:
-        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-        if prog.uses_modseq and hits:
+        line = b"* SEARCH" + (b" " + " ".join(map(str, numbers)).encode() if numbers else b"")
+        if prog.uses_modseq and numbers:
             line += b" (MODSEQ %d)" % highest
         s.send(line + b"\r\n")
     else:
@@ -457,9 +469,9 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         if "CONTEXT" in returns:  # a hint that more searches will follow (RFC 5267 §4.2)
             returns.remove("CONTEXT")
         if "UPDATE" in returns:  # CONTEXT=SEARCH: keep the result up to date
-            s.contexts[tag] = SearchUpdate(prog, uid, {m.uid for _, m in hits})
+            s.contexts[tag] = SearchUpdate(prog, uid, set(hits.uids))
         if "SAVE" in returns:
-            sel.saved_uids = frozenset(m.uid for _, m in hits)
+            sel.saved_uids = frozenset(hits.uids)
             returns.remove("SAVE")  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
         if returns:
             parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
@@ -483,8 +495,8 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     # only MIN/MAX: the MODSEQ of the messages returned (RFC 7162 §3.1.5)
                     shown = {min(numbers), max(numbers)} if len(returns) == 2 else {
                         min(numbers) if returns == ["MIN"] else max(numbers)}
-                    highest = max(m.modseq for seq, m in hits
-                                  if (m.uid if uid else seq) in shown)
+                    highest = max(sel.meta[u].modseq for n, u in zip(
+                        numbers, hits.uids, strict=True) if n in shown)
                 parts.append(b"MODSEQ %d" % highest)
             s.send(b" ".join(parts) + b"\r\n")
     await s.sync(allow_expunge=uid)

@@ -149,15 +149,14 @@ class PostgresImapState(PostgresFeature):
             "strpos(f.fields, %s) > 0 AND strpos(split_part(f.fields, chr(30), "
             f"{int(i) + 1}), %s) > 0" for i, _ in terms)
         args = [x for _, needle in terms for x in (needle, needle)]
-        hits = await self._query(
-            "SELECT m.uid FROM messages m JOIN imap_searchfields f "  # noqa: S608
-            f"ON f.blob_id = m.blob_id WHERE m.mailbox_id = %s AND {where} "  # fixed SQL
-            "ORDER BY m.uid", (mailbox_id, *args))
-        unkept = await self._query(
-            "SELECT m.uid FROM messages m WHERE m.mailbox_id = %s AND NOT EXISTS ("
-            "SELECT 1 FROM imap_searchfields f WHERE f.blob_id = m.blob_id) "
-            "ORDER BY m.uid", (mailbox_id,))
-        return [int(r[0]) for r in hits], [int(r[0]) for r in unkept]
+        # one walk of the mailbox: the matches and the messages with nothing kept
+        rows = await self._query(
+            "SELECT m.uid, f.blob_id IS NULL FROM messages m LEFT JOIN "  # noqa: S608
+            "imap_searchfields f ON f.blob_id = m.blob_id WHERE m.mailbox_id = %s "
+            f"AND (f.blob_id IS NULL OR ({where})) ORDER BY m.uid",  # fixed SQL
+            (mailbox_id, *args))
+        return ([int(u) for u, unkept in rows if not unkept],
+                [int(u) for u, unkept in rows if unkept])
 
     async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
         rows = await self._query(

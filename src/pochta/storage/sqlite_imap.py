@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
-from .interfaces_imap import AclGrant, SortKeys
+from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -93,7 +93,9 @@ def _field_sql(index: int) -> str:
     rest = "f.fields"
     for _ in range(index):
         rest = f"substr({rest}, instr({rest}, char(30)) + 1)"
-    return f"substr({rest}, 1, instr({rest} || char(30), char(30)) - 1)"
+    if index == SEARCH_FIELD_PARTS - 1:  # the last part runs to the end
+        return rest
+    return f"substr({rest}, 1, instr({rest}, char(30)) - 1)"  # the next separator is there
 
 
 class SQLiteImapState(SQLiteFeature):
@@ -216,15 +218,13 @@ class SQLiteImapState(SQLiteFeature):
         args = [x for _, needle in terms for x in (needle, needle)]
 
         def read(conn: sqlite3.Connection) -> tuple[list[int], list[int]]:
-            hits = conn.execute(
-                "SELECT m.uid FROM messages m JOIN imap_searchfields f "  # noqa: S608
-                f"ON f.blob_id = m.blob_id WHERE m.mailbox_id = ? AND {where} "  # fixed SQL
-                "ORDER BY m.uid", (mailbox_id, *args)).fetchall()
-            unkept = conn.execute(
-                "SELECT m.uid FROM messages m WHERE m.mailbox_id = ? AND NOT EXISTS ("
-                "SELECT 1 FROM imap_searchfields f WHERE f.blob_id = m.blob_id) "
-                "ORDER BY m.uid", (mailbox_id,)).fetchall()
-            return [r[0] for r in hits], [r[0] for r in unkept]
+            # one walk of the mailbox: the matches and the messages with nothing kept
+            rows = conn.execute(
+                "SELECT m.uid, f.blob_id IS NULL FROM messages m LEFT JOIN "  # noqa: S608
+                "imap_searchfields f ON f.blob_id = m.blob_id WHERE m.mailbox_id = ? "
+                f"AND (f.blob_id IS NULL OR ({where})) ORDER BY m.uid",  # fixed SQL
+                (mailbox_id, *args)).fetchall()
+            return [u for u, unkept in rows if not unkept], [u for u, unkept in rows if unkept]
 
         return await self._read(read)
 

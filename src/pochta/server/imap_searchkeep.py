@@ -58,6 +58,7 @@ async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 
     nothing), and from the first blob again every ``rescan`` seconds (a blob committed
     out of id order, PostgreSQL's concurrent deliveries, is not missed for long)."""
     after, since = 0, time.monotonic()
+    run_kept, run_start = 0, time.monotonic()
     while True:
         try:
             last, kept = await keep_once(store, after)
@@ -65,12 +66,16 @@ async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 
             log.warning("cannot keep search texts: %s", exc)
             await asyncio.sleep(max(interval, 10.0))
             continue
-        if kept:
-            log.debug("kept the search texts of %d messages", kept)
         if last != after:
-            after = last
+            if not run_kept:
+                run_start = time.monotonic()
+            after, run_kept = last, run_kept + kept
             await asyncio.sleep(0)
             continue
+        if run_kept >= BATCH:  # a backfill, not the trickle of new mail
+            log.info("kept the search texts of %d messages in %.1f s", run_kept,
+                     time.monotonic() - run_start)
+        run_kept = 0
         await asyncio.sleep(interval)
         if time.monotonic() - since >= rescan:
             after, since = 0, time.monotonic()

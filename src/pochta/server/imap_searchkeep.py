@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 BATCH = 200  # messages per store read and write
 BATCH_MAX_SIZE = 64 << 10  # bigger messages are read one at a time
 YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of work)
+BACKFILL_LOG = 10_000  # a run of at least this many messages is logged (INFO)
 
 
 async def keep_once(store: MailStore, after: int = 0, batch: int = BATCH) -> tuple[int, int]:
@@ -72,7 +73,7 @@ async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 
             after, run_kept = last, run_kept + kept
             await asyncio.sleep(0)
             continue
-        if run_kept >= BATCH:  # a backfill, not the trickle of new mail
+        if run_kept >= BACKFILL_LOG:  # a backfill, not the flow of new mail
             log.info("kept the search texts of %d messages in %.1f s", run_kept,
                      time.monotonic() - run_start)
         run_kept = 0

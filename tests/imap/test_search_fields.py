@@ -242,3 +242,18 @@ async def test_decided_by_the_store_answers_as_the_read_path(imap_server: Server
         assert _uids(resp) == [1, 6, 11]  # 16 is announced after the answer (EXISTS)
         assert any(line.endswith(b" EXISTS\r\n") for line in resp)
         assert _uids(await c.cmd("UID SEARCH FROM renée".encode())) == [1, 6, 11, 16]
+
+
+def test_decode_without_encoded_words_is_the_text() -> None:
+    """``_decode`` returns a value without "=?" as it is: what decoding it gives."""
+    import random
+    from email.header import decode_header, make_header
+
+    from pochta.proto.imap.search import _decode
+
+    rnd = random.Random(7)
+    alphabet = "ab =?\t\"<>@,;:\u00e9\x00\x1e\u65e5\r\n"
+    for _ in range(5000):
+        value = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        if "=?" not in value:
+            assert _decode(value) == str(make_header(decode_header(value))), value

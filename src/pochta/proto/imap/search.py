@@ -445,6 +445,8 @@ def search_fields_of(data: bytes) -> str | None:
 
 
 def _decode(value: str) -> str:
+    if "=?" not in value:  # no encoded word: decoding gives the same text, slower
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):

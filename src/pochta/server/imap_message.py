@@ -318,6 +318,10 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     if s.core.uidonly and prog.uses_seqs:
         raise BadCommand("Sequence numbers are not allowed after ENABLE UIDONLY",
                          "UIDREQUIRED")
+    if prog.kept_terms() is not None:  # decided by the store: a Candidate per hit only
+        found = await search_matches(s, prog)
+        return [Candidate(seq, sel.meta[u], u in sel.recent)
+                for seq, u in zip(found.seqs, found.uids, strict=True)]
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[Candidate] = []
     saved: dict[int, float] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore
 from tests.storage.test_conformance import Factory, factory, store  # noqa: F401
 
@@ -219,3 +221,9 @@ async def test_unkept_search_blobs(store: MailStore) -> None:  # noqa: F811
     assert await store.unkept_search_blobs(0, 10) == [
         (b, size) for b in (blobs[0], blobs[2], blobs[3])]
     assert await store.unkept_search_blobs(blobs[3], 10) == []
+
+
+async def test_kept_search_uids_refuses_parts_not_kept(store: MailStore) -> None:  # noqa: F811
+    for terms in ([], [(5, "x")], [(-1, "x")]):
+        with pytest.raises(ValueError):
+            await store.kept_search_uids(1, terms)

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import AclGrant, SortKeys
+from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -144,6 +144,8 @@ class PostgresImapState(PostgresFeature):
     async def kept_search_uids(
         self, mailbox_id: int, terms: Sequence[tuple[int, str]]
     ) -> tuple[list[int], list[int]]:
+        if not terms or any(not 0 <= i < SEARCH_FIELD_PARTS for i, _ in terms):
+            raise ValueError("kept_search_uids: no terms, or a part that is not kept")
         # the whole text first (one scan rules out most rows), then the field's part
         where = " AND ".join(
             "strpos(f.fields, %s) > 0 AND strpos(split_part(f.fields, chr(30), "

@@ -212,6 +212,8 @@ class SQLiteImapState(SQLiteFeature):
     async def kept_search_uids(
         self, mailbox_id: int, terms: Sequence[tuple[int, str]]
     ) -> tuple[list[int], list[int]]:
+        if not terms or any(not 0 <= i < SEARCH_FIELD_PARTS for i, _ in terms):
+            raise ValueError("kept_search_uids: no terms, or a part that is not kept")
         # the whole text first (one C scan rules out most rows), then the field's part
         where = " AND ".join(
             f"instr(f.fields, ?) > 0 AND instr({_field_sql(i)}, ?) > 0" for i, _ in terms)

@@ -98,11 +98,10 @@ async def keep(data_dir: Path) -> None:
     try:
         t0, c0 = time.monotonic(), time.process_time()
         after, total = 0, 0
-        while True:
-            last, kept = await keep_once(store, after)
-            if last == after:
-                break
-            after, total = last, total + kept
+        more = True
+        while more:
+            after, kept, more = await keep_once(store, after)
+            total += kept
         wall, cpu = time.monotonic() - t0, time.process_time() - c0
         print(f"kept the texts of {total} messages in {wall:.1f} s "
               f"({wall / max(total, 1) * 1e6:.0f} us wall, {cpu / max(total, 1) * 1e6:.0f} us "

@@ -156,9 +156,11 @@ async def test_store_decides_as_the_header(store: MailStore) -> None:  # noqa: F
     account = await store.add_account("k@example.test", "x", None)
     for data in TRICKY:
         await store.accept(data, Envelope(sender=""), [LocalTarget(account.id)])
-    last, kept = await keep_once(store)
-    assert kept == 3 and last > 0  # the NUL and the separators: never kept
-    assert await keep_once(store, last) == (last, 0)
+    last, kept, more = await keep_once(store)
+    assert kept == 3 and last > 0 and not more  # the NUL and the separators: never kept
+    assert await keep_once(store, last) == (last, 0, False)
+    # the two never kept come back, a full batch: more may follow
+    assert await keep_once(store, 0, batch=2) == (last, 0, True)
     box = await store.get_mailbox(account.id, "INBOX")
     assert box is not None
     unkeepable = [i for i, data in enumerate(TRICKY, 1) if search_fields_of(data) is None]

@@ -212,15 +212,17 @@ async def test_kept_search_uids_decide_per_field(store: MailStore) -> None:  # n
 
 async def test_unkept_search_blobs(store: MailStore) -> None:  # noqa: F811
     a, _ = await _two_accounts(store)
+    assert await store.unkept_search_blobs(0, 10) == ([], 0)
     blobs = [(await store.accept(MSG + b"%d" % i, ENV, [LocalTarget(a)])).blob_id
              for i in range(4)]
-    size = len(MSG) + 1
-    assert await store.unkept_search_blobs(0, 10) == [(b, size) for b in blobs]
-    assert await store.unkept_search_blobs(blobs[0], 2) == [(b, size) for b in blobs[1:3]]
+    size, top = len(MSG) + 1, blobs[-1]
+    assert await store.unkept_search_blobs(0, 10) == ([(b, size) for b in blobs], top)
+    assert await store.unkept_search_blobs(blobs[0], 2) == (
+        [(b, size) for b in blobs[1:3]], top)
     await store.put_search_fields({blobs[1]: "\x1e\x1e\x1e\x1e"})
-    assert await store.unkept_search_blobs(0, 10) == [
-        (b, size) for b in (blobs[0], blobs[2], blobs[3])]
-    assert await store.unkept_search_blobs(blobs[3], 10) == []
+    assert await store.unkept_search_blobs(0, 10) == (
+        [(b, size) for b in (blobs[0], blobs[2], blobs[3])], top)
+    assert await store.unkept_search_blobs(blobs[3], 10) == ([], top)
 
 
 async def test_kept_search_uids_refuses_parts_not_kept(store: MailStore) -> None:  # noqa: F811

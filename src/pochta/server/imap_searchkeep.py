@@ -28,12 +28,17 @@ YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of w
 BACKFILL_LOG = 10_000  # a run of at least this many messages is logged (INFO)
 
 
-async def keep_once(store: MailStore, after: int = 0, batch: int = BATCH) -> tuple[int, int]:
-    """One batch of messages whose texts are not kept, blob ids above ``after``:
-    (the highest blob id looked at, or ``after`` when there was none; texts kept)."""
-    todo = await store.unkept_search_blobs(after, batch)
+async def keep_once(
+    store: MailStore, after: int = 0, batch: int = BATCH
+) -> tuple[int, int, bool]:
+    """One batch of messages whose texts are not kept, blob ids above ``after``: (where
+    the next batch starts: the last blob done, or the highest stored when this batch
+    reached it; texts kept; whether more may follow at once: the batch was full)."""
+    todo, top = await store.unkept_search_blobs(after, batch)
+    full = len(todo) == batch
+    upto = todo[-1][0] if full else max(top, after)
     if not todo:
-        return after, 0
+        return upto, 0, False
     blobs = await store.read_blobs([b for b, size in todo if size <= BATCH_MAX_SIZE])
     fields: dict[int, str] = {}
     for i, (blob_id, _size) in enumerate(todo):
@@ -49,28 +54,28 @@ async def keep_once(store: MailStore, after: int = 0, batch: int = BATCH) -> tup
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     await store.put_search_fields(fields)
-    return todo[-1][0], len(fields)
+    return upto, len(fields), full
 
 
 async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 600.0
                        ) -> None:
     """Run ``keep_once`` until cancelled: batch after batch while there is work, then a
-    look every ``interval`` seconds for new blobs (an indexed range read that finds
-    nothing), and from the first blob again every ``rescan`` seconds (a blob committed
+    look every ``interval`` seconds for new blobs (two indexed reads from where the last
+    look ended), and from the first blob again every ``rescan`` seconds (a blob committed
     out of id order, PostgreSQL's concurrent deliveries, is not missed for long)."""
     after, since = 0, time.monotonic()
     run_kept, run_start = 0, time.monotonic()
     while True:
         try:
-            last, kept = await keep_once(store, after)
+            after, kept, more = await keep_once(store, after)
         except StoreError as exc:  # a full disk or a lost database: try again later
             log.warning("cannot keep search texts: %s", exc)
             await asyncio.sleep(max(interval, 10.0))
             continue
-        if last != after:
-            if not run_kept:
-                run_start = time.monotonic()
-            after, run_kept = last, run_kept + kept
+        if kept and not run_kept:
+            run_start = time.monotonic()
+        run_kept += kept
+        if more:
             await asyncio.sleep(0)
             continue
         if run_kept >= BACKFILL_LOG:  # a backfill, not the flow of new mail

@@ -62,9 +62,13 @@ class ImapStateStore(Protocol):
         ``index``-th part (a plain substring test, as Python's ``in``), ascending; and the
         UIDs of the messages whose texts are not kept, ascending (the caller reads those)."""
 
-    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
         """(blob id, size) of stored messages whose SEARCH texts are not kept, blob ids
-        above ``after``, ascending, at most ``limit`` (the background keeper's work)."""
+        above ``after``, ascending, at most ``limit`` (the background keeper's work); and
+        the highest blob id of any stored message (0: none), where to go on from when
+        fewer than ``limit`` came back."""
 
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         """Keep SEARCH header texts computed by the caller; they go when their blob goes

@@ -160,12 +160,15 @@ class PostgresImapState(PostgresFeature):
         return ([int(u) for u, unkept in rows if not unkept],
                 [int(u) for u, unkept in rows if unkept])
 
-    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        top = await self._query("SELECT coalesce(max(blob_id), 0) FROM messages")
         rows = await self._query(
             "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > %s "
             "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
             "m.blob_id) ORDER BY m.blob_id LIMIT %s", (after, limit))
-        return [(int(b), int(n)) for b, n in rows]
+        return [(int(b), int(n)) for b, n in rows], int(top[0][0])
 
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         ids = list(fields)

@@ -230,12 +230,16 @@ class SQLiteImapState(SQLiteFeature):
 
         return await self._read(read)
 
-    async def unkept_search_blobs(self, after: int, limit: int) -> list[tuple[int, int]]:
-        def read(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-            return [(int(b), int(n)) for b, n in conn.execute(
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, int]], int]:
+            top = conn.execute("SELECT coalesce(max(blob_id), 0) FROM messages").fetchone()
+            rows = conn.execute(
                 "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > ? "
                 "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
-                "m.blob_id) ORDER BY m.blob_id LIMIT ?", (after, limit)).fetchall()]
+                "m.blob_id) ORDER BY m.blob_id LIMIT ?", (after, limit)).fetchall()
+            return [(int(b), int(n)) for b, n in rows], int(top[0])
 
         return await self._read(read)
 

@@ -199,6 +199,8 @@ async def test_kept_search_uids_decide_per_field(store: MailStore) -> None:  # n
     assert await store.kept_search_uids(box, [(4, "h\u00e9")]) == ([2], [4])
     assert await store.kept_search_uids(box, [(4, "H\u00e9")]) == ([], [4])  # caller folds
     assert await store.kept_search_uids(box, [(0, "x.test")]) == ([1, 2], [4])
+    assert await store.kept_search_uids(box, [(1, "x.test")]) == ([1, 2], [4])  # also in FROM
+    assert await store.kept_search_uids(box, [(1, "zed")]) == ([], [4])  # only a later part
     assert await store.kept_search_uids(box, [(0, "x.test"), (1, "bob")]) == ([1], [4])
     assert await store.kept_search_uids(box, [(2, "ann")]) == ([], [4])
     await store.put_search_fields({blobs[4]: texts[1]})
@@ -229,3 +231,30 @@ async def test_kept_search_uids_refuses_parts_not_kept(store: MailStore) -> None
     for terms in ([], [(5, "x")], [(-1, "x")]):
         with pytest.raises(ValueError):
             await store.kept_search_uids(1, terms)
+
+
+async def test_kept_search_uids_random_texts(store: MailStore) -> None:  # noqa: F811
+    """The store's per-part substring test is Python's ``needle in part`` on random kept
+    texts (short values of a small alphabet with a non-ASCII letter, so needles cross
+    value boundaries, repeat in several parts and sit at either end)."""
+    import random
+
+    rnd = random.Random(5)
+    a, _ = await _two_accounts(store)
+    alphabet = "ab\u00e9 "
+    texts: dict[int, str] = {}
+    blobs: dict[int, int] = {}
+    for uid in range(1, 41):
+        parts = ["".join("\x1f" + "".join(rnd.choice(alphabet) for _ in range(
+            rnd.randint(0, 4))) for _ in range(rnd.randint(0, 2))) for _ in range(5)]
+        texts[uid] = "\x1e".join(parts)
+        blobs[uid] = (await store.accept(MSG + b"%d" % uid, ENV, [LocalTarget(a)])).blob_id
+    await store.put_search_fields({blobs[u]: t for u, t in texts.items()})
+    inbox = await store.get_mailbox(a, "INBOX")
+    assert inbox is not None
+    for _ in range(60):
+        terms = [(rnd.randrange(5), "".join(rnd.choice(alphabet) for _ in range(
+            rnd.randint(1, 3)))) for _ in range(rnd.randint(1, 2))]
+        expected = [u for u, t in texts.items()
+                    if all(n in t.split("\x1e")[i] for i, n in terms)]
+        assert await store.kept_search_uids(inbox.id, terms) == (expected, []), terms

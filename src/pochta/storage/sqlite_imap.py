@@ -87,15 +87,18 @@ END;
 ]
 
 
-def _field_sql(index: int) -> str:
-    """The ``index``-th "\x1e"-separated part of ``f.fields`` (the kept SEARCH texts,
-    proto/imap/search.py) as an SQL expression: SQLite has no split function."""
-    rest = "f.fields"
+def _field_has(index: int) -> str:
+    """SQL true when the ``index``-th "\x1e"-separated part of ``f.fields`` (the kept
+    SEARCH texts, proto/imap/search.py) holds the needle bound to the one "?": the
+    needle's first occurrence after the part's start comes before the next separator (it
+    holds none). On the UTF-8 bytes (a BLOB): SQLite counts characters in text, and a
+    byte match of UTF-8 is a character match."""
+    rest, needle = "CAST(f.fields AS BLOB)", "CAST(? AS BLOB)"
     for _ in range(index):
-        rest = f"substr({rest}, instr({rest}, char(30)) + 1)"
+        rest = f"substr({rest}, instr({rest}, x'1e') + 1)"
     if index == SEARCH_FIELD_PARTS - 1:  # the last part runs to the end
-        return rest
-    return f"substr({rest}, 1, instr({rest}, char(30)) - 1)"  # the next separator is there
+        return f"instr({rest}, {needle}) > 0"
+    return f"instr({rest}, {needle}) BETWEEN 1 AND instr({rest}, x'1e')"
 
 
 class SQLiteImapState(SQLiteFeature):
@@ -216,7 +219,8 @@ class SQLiteImapState(SQLiteFeature):
             raise ValueError("kept_search_uids: no terms, or a part that is not kept")
         # the whole text first (one C scan rules out most rows), then the field's part
         where = " AND ".join(
-            f"instr(f.fields, ?) > 0 AND instr({_field_sql(i)}, ?) > 0" for i, _ in terms)
+            f"instr(CAST(f.fields AS BLOB), CAST(? AS BLOB)) > 0 AND {_field_has(i)}"
+            for i, _ in terms)
         args = [x for _, needle in terms for x in (needle, needle)]
 
         def read(conn: sqlite3.Connection) -> tuple[list[int], list[int]]:

@@ -154,7 +154,7 @@ class Conn:
 
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
-            only: str = "") -> None:
+            only: str = "", repeat: int = 2) -> None:
     c = Conn(host, port, tls)
     for text in (f"LOGIN {user} {password}", "SELECT INBOX"):
         dt, _, tagged = c.cmd(text)
@@ -163,11 +163,16 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
         if only and not text.startswith(only):
             continue
         times = []
-        for _ in range(2):
+        for _ in range(max(repeat, 2)):
             dt, size, tagged = c.cmd(text)
             times.append(dt)
+        more = ""
+        if repeat > 2:  # the warm runs: every one after the first
+            warm = sorted(times[1:])
+            more = (f"  warm min {warm[0] * 1000:.0f} median "
+                    f"{warm[len(warm) // 2] * 1000:.0f} max {warm[-1] * 1000:.0f} ms")
         print(f"{text:34s} {times[0] * 1000:9.0f} ms {times[1] * 1000:9.0f} ms  "
-              f"{size / 1e6:6.2f} MB  {tagged[:30].decode()}")
+              f"{size / 1e6:6.2f} MB  {tagged[:30].decode()}{more}")
     c.cmd("LOGOUT")
 
 
@@ -192,6 +197,7 @@ def main() -> None:
     m.add_argument("--user", required=True)
     m.add_argument("--password", required=True)
     m.add_argument("--only", default="", help="run only the commands starting with this")
+    m.add_argument("--repeat", type=int, default=2, help="runs of each command (at least 2)")
     a = ap.parse_args()
     if a.what == "fill":
         asyncio.run(fill(a.data_dir, a.user, a.count, a.batch))
@@ -200,7 +206,7 @@ def main() -> None:
     elif a.what == "maildir":
         maildir(a.dir, a.count, a.owner)
     else:
-        measure(a.host, a.port, a.tls, a.user, a.password, a.only)
+        measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,11 @@ def test_kept_terms() -> None:
     assert parse_search(program("FROM Ann")).kept_terms() == [(0, "ann")]
     assert parse_search(program("TO b SUBJECT \"Caf\u00c9\"")).kept_terms() == [
         (1, "b"), (4, "caf\u00e9")]
+    assert parse_search(program("FROM a FROM a TO b FROM a")).kept_terms() == [
+        (0, "a"), (1, "b")]
+    many = " ".join(f"FROM a{i}" for i in range(17))
+    assert parse_search(program(many)).kept_terms() is None  # evaluated per message
+    assert parse_search(program(" ".join(["FROM a"] * 1000))).kept_terms() == [(0, "a")]
     for text in ("FROM a UNSEEN", 'FROM ""', "NOT FROM a", "HEADER Sender a",
                  "OR FROM a TO b", "(FROM a UNSEEN) TO b", "BODY x", "ALL", "1:* FROM a"):
         assert parse_search(program(text)).kept_terms() is None, text

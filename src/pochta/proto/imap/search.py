@@ -42,6 +42,7 @@ RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CO
 # serves no client. Both limits answer BAD with a clear text.
 MAX_SEARCH_KEYS = 1000
 MAX_SEARCH_DEPTH = 50
+MAX_KEPT_TERMS = 16  # FROM/TO/... keys a store query decides at once (``kept_terms``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,10 @@ class SearchProgram:
             if not needles:
                 return None
             terms.append((SEARCH_FIELDS.index(str(k.args[0]).upper()), needles[0]))
-        return terms
+        terms = list(dict.fromkeys(terms))  # FROM a FROM a: one test
+        # each term is a condition of the store's query: a program of hundreds of them
+        # (up to MAX_SEARCH_KEYS) is evaluated per message on the kept texts instead
+        return terms if len(terms) <= MAX_KEPT_TERMS else None
 
     @property
     def uses_modseq(self) -> bool:

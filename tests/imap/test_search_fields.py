@@ -264,3 +264,20 @@ def test_decode_without_encoded_words_is_the_text() -> None:
         value = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
         if "=?" not in value:
             assert _decode(value) == str(make_header(decode_header(value))), value
+
+
+async def test_keeper_reads_only_the_header_of_a_big_message(
+        store: MailStore) -> None:  # noqa: F811
+    """A message over the batch size is streamed up to its header's end: its texts are
+    the whole message's; a header longer than HEADER_MAX is left to SEARCH."""
+    from pochta.server import imap_searchkeep
+
+    account = await store.add_account("big@example.test", "x", None)
+    head = b"From: Big <big@example.test>\r\nSubject: large\r\n\r\n"
+    big = head + b"x" * (imap_searchkeep.BATCH_MAX_SIZE * 3) + b"\r\n"
+    long_head = b"Subject: " + b"y" * (imap_searchkeep.HEADER_MAX + 10) + b"\r\n\r\nbody\r\n"
+    blobs = [(await store.accept(m, Envelope(sender=""), [LocalTarget(account.id)])).blob_id
+             for m in (big, long_head)]
+    _, kept, _ = await keep_once(store)
+    assert kept == 1
+    assert await store.get_search_fields(blobs) == {blobs[0]: search_fields_of(big)}

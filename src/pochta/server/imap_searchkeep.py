@@ -14,7 +14,9 @@ its texts; expunge and blob collection drop them with the blob (store triggers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 
 from ..proto.imap.search import search_fields_of
@@ -23,7 +25,9 @@ from ..storage.interfaces import MailStore, NotFound, StoreError
 log = logging.getLogger(__name__)
 
 BATCH = 200  # messages per store read and write
-BATCH_MAX_SIZE = 64 << 10  # bigger messages are read one at a time
+BATCH_MAX_SIZE = 64 << 10  # bigger messages: only their header is read, one at a time
+HEADER_MAX = 256 << 10  # a longer header is left to SEARCH (it reads the message)
+_HEADER_END = re.compile(rb"\n\r?\n")  # as proto/imap/bodystructure.py splits a header
 YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of work)
 BACKFILL_LOG = 10_000  # a run of at least this many messages is logged (INFO)
 
@@ -41,13 +45,15 @@ async def keep_once(
         return upto, 0, False
     blobs = await store.read_blobs([b for b, size in todo if size <= BATCH_MAX_SIZE])
     fields: dict[int, str] = {}
-    for i, (blob_id, _size) in enumerate(todo):
+    for i, (blob_id, size) in enumerate(todo):
         data = blobs.get(blob_id)
         if data is None:
             try:
-                data = await store.read_blob(blob_id)
+                data = await _head(store, blob_id, size)
             except NotFound:  # expunged and collected meanwhile
                 continue
+            if data is None:
+                continue  # a header longer than HEADER_MAX: SEARCH reads that message
         text = search_fields_of(data)
         if text is not None:  # None: a NUL or a separator; SEARCH reads it each time
             fields[blob_id] = text
@@ -55,6 +61,20 @@ async def keep_once(
             await asyncio.sleep(0)
     await store.put_search_fields(fields)
     return upto, len(fields), full
+
+
+async def _head(store: MailStore, blob_id: int, size: int) -> bytes | None:
+    """The start of a big message up to the end of its header (at most HEADER_MAX bytes,
+    streamed: a 25 MB message is never whole in memory for its header texts); None when
+    the header is longer."""
+    buf = bytearray()
+    chunks = store.stream_blob(blob_id, 0, min(size, HEADER_MAX), chunk=64 << 10)
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async for chunk in chunks:
+            buf += chunk
+            if buf.startswith((b"\r\n", b"\n")) or _HEADER_END.search(buf):
+                return bytes(buf)
+    return bytes(buf) if len(buf) == size else None
 
 
 async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 600.0

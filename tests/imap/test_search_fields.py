@@ -4,16 +4,25 @@ tricky headers (encoded words, folded lines, groups, comments inside addresses).
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import Reader
-from pochta.proto.imap.search import Candidate, SearchContext, matches, parse_search
-from pochta.storage.interfaces import MessageMeta
+from pochta.proto.imap.search import (
+    Candidate,
+    SearchContext,
+    matches,
+    parse_search,
+    search_fields_of,
+)
+from pochta.server.imap_searchkeep import keep_once
+from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, MessageMeta
 from tests.conftest import Server
 from tests.imap.helpers import connect
+from tests.storage.test_conformance import Factory, factory, store  # noqa: F401
 
 TRICKY = [
     # encoded words (Q and B, UTF-8 and Latin-1), split across a folded line
@@ -113,3 +122,162 @@ def test_required_text() -> None:
     assert parse_search(program("UNSEEN (TO Bob)")).required_text == "bob"
     for text in ("OR FROM a TO b", "NOT FROM a", 'FROM ""', "UNSEEN", "BODY x"):
         assert parse_search(program(text)).required_text is None, text
+
+
+def _header_path(needle: str) -> list[int]:
+    """UIDs (1-based positions in TRICKY) that reading each message's header matches."""
+    prog = parse_search(program(needle))
+    ctx = SearchContext(len(TRICKY), len(TRICKY), frozenset())
+    return [i for i, data in enumerate(TRICKY, 1) if matches(
+        prog.key, Candidate(i, MessageMeta(i, i, len(data), 0.0, frozenset(), 1), False,
+                            data=data), ctx)]
+
+
+def test_search_fields_of_is_the_candidates() -> None:
+    """The keeper's texts (header bytes only) are the ones a search would keep."""
+    for i, data in enumerate(TRICKY, 1):
+        meta = MessageMeta(i, i, len(data), 0.0, frozenset(), 1)
+        assert search_fields_of(data) == Candidate(i, meta, False, data=data).search_fields()
+
+
+def test_kept_terms() -> None:
+    assert parse_search(program("FROM Ann")).kept_terms() == [(0, "ann")]
+    assert parse_search(program("TO b SUBJECT \"Caf\u00c9\"")).kept_terms() == [
+        (1, "b"), (4, "caf\u00e9")]
+    assert parse_search(program("FROM a FROM a TO b FROM a")).kept_terms() == [
+        (0, "a"), (1, "b")]
+    many = " ".join(f"FROM a{i}" for i in range(17))
+    assert parse_search(program(many)).kept_terms() is None  # evaluated per message
+    assert parse_search(program(" ".join(["FROM a"] * 1000))).kept_terms() == [(0, "a")]
+    for text in ("FROM a UNSEEN", 'FROM ""', "NOT FROM a", "HEADER Sender a",
+                 "OR FROM a TO b", "(FROM a UNSEEN) TO b", "BODY x", "ALL", "1:* FROM a"):
+        assert parse_search(program(text)).kept_terms() is None, text
+
+
+async def test_store_decides_as_the_header(store: MailStore) -> None:  # noqa: F811
+    """On both backends: the keeper keeps the tricky messages' texts, and the store's
+    answer (``kept_search_uids``) for each FROM/TO/CC/BCC/SUBJECT program is the header
+    path's; the messages that cannot be kept come back to be read."""
+    account = await store.add_account("k@example.test", "x", None)
+    for data in TRICKY:
+        await store.accept(data, Envelope(sender=""), [LocalTarget(account.id)])
+    last, kept, more = await keep_once(store)
+    assert kept == 3 and last > 0 and not more  # the NUL and the separators: never kept
+    assert await keep_once(store, last) == (last, 0, False)
+    # the two never kept come back, a full batch: more may follow
+    assert await keep_once(store, 0, batch=2) == (last, 0, True)
+    box = await store.get_mailbox(account.id, "INBOX")
+    assert box is not None
+    unkeepable = [i for i, data in enumerate(TRICKY, 1) if search_fields_of(data) is None]
+    assert unkeepable == [4, 5]
+    decided = 0
+    for needle in [*NEEDLES, "FROM renee TO bob", "TO alice CC eve", "SUBJECT café FROM x"]:
+        terms = parse_search(program(needle)).kept_terms()
+        if terms is None:
+            continue
+        decided += 1
+        hits, unkept = await store.kept_search_uids(box.id, terms)
+        assert unkept == unkeepable
+        expected = [u for u in _header_path(needle) if u not in unkeepable]
+        assert hits == expected, needle
+    assert decided >= 20
+
+
+async def test_keeper_keeps_new_messages_in_the_background(imap_server: Server) -> None:
+    """An APPENDed message's texts are kept by the server's keeper shortly after, without
+    any SEARCH; the answers stay the header path's."""
+    async with connect(imap_server) as c:
+        await c.login()
+        for msg in TRICKY[:3]:
+            resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+            assert b"OK" in resp[-1]
+        account = await imap_server.store.get_account("alice@example.test")
+        assert account is not None
+        box = await imap_server.store.get_mailbox(account.id, "INBOX")
+        assert box is not None
+        blobs = [m.blob_id for m in await imap_server.store.list_messages(box.id)]
+        for _ in range(100):
+            if len(await imap_server.store.get_search_fields(blobs)) == len(blobs):
+                break
+            await asyncio.sleep(0.05)
+        assert len(await imap_server.store.get_search_fields(blobs)) == len(blobs)
+        await c.cmd("SELECT INBOX")
+        for needle in NEEDLES:
+            if parse_search(program(needle)).kept_terms() is None:
+                continue
+            read = _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode()
+                                     + b' BODY ""'))
+            assert _uids(await c.cmd(b"UID SEARCH CHARSET UTF-8 " + needle.encode())) == read
+
+
+def test_the_store_knows_the_kept_parts() -> None:
+    from pochta.proto.imap.search import SEARCH_FIELDS
+    from pochta.storage.interfaces_imap import SEARCH_FIELD_PARTS
+
+    assert len(SEARCH_FIELDS) == SEARCH_FIELD_PARTS
+
+
+async def test_decided_by_the_store_answers_as_the_read_path(imap_server: Server) -> None:
+    """ESEARCH (MIN MAX COUNT ALL), SEARCHRES and UIDs of the store-decided path are the
+    read path's (``BODY ""`` makes a program read every message); a message delivered by
+    another session is not in the answer before this session has been told of it."""
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await other.login()
+        for msg in TRICKY * 3:
+            resp = await c.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+            assert b"OK" in resp[-1]
+        await c.cmd("SELECT INBOX")
+        await c.cmd("STORE 2:4 +FLAGS (\\Deleted)")
+        await c.cmd("EXPUNGE")
+        for prefix in ("SEARCH RETURN (MIN MAX COUNT ALL)", "UID SEARCH RETURN (ALL COUNT)",
+                       "SEARCH RETURN ()", "UID SEARCH"):
+            for needle in ("FROM example.test", "TO carol", "SUBJECT folded", "FROM zoë",
+                           "FROM renée SUBJECT café", "CC nobody"):
+                ask = f"{prefix} CHARSET UTF-8 {needle}"
+                fast = (await c.cmd(ask.encode()))[:-1]
+                read = (await c.cmd((ask + ' BODY ""').encode()))[:-1]
+                assert [re.sub(rb'TAG "[^"]*"', b"", x) for x in fast] == [
+                    re.sub(rb'TAG "[^"]*"', b"", x) for x in read], ask
+        await c.cmd("SEARCH RETURN (SAVE) TO bob")
+        saved = _uids(await c.cmd("UID SEARCH UID $"))
+        assert saved == _uids(await c.cmd('UID SEARCH TO bob BODY ""')) != []
+        msg = TRICKY[0]
+        resp = await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(msg) + msg)
+        assert b"OK" in resp[-1]
+        resp = await c.cmd("UID SEARCH FROM renée".encode())
+        assert _uids(resp) == [1, 6, 11]  # 16 is announced after the answer (EXISTS)
+        assert any(line.endswith(b" EXISTS\r\n") for line in resp)
+        assert _uids(await c.cmd("UID SEARCH FROM renée".encode())) == [1, 6, 11, 16]
+
+
+def test_decode_without_encoded_words_is_the_text() -> None:
+    """``_decode`` returns a value without "=?" as it is: what decoding it gives."""
+    import random
+    from email.header import decode_header, make_header
+
+    from pochta.proto.imap.search import _decode
+
+    rnd = random.Random(7)
+    alphabet = "ab =?\t\"<>@,;:\u00e9\x00\x1e\u65e5\r\n"
+    for _ in range(5000):
+        value = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        if "=?" not in value:
+            assert _decode(value) == str(make_header(decode_header(value))), value
+
+
+async def test_keeper_reads_only_the_header_of_a_big_message(
+        store: MailStore) -> None:  # noqa: F811
+    """A message over the batch size is streamed up to its header's end: its texts are
+    the whole message's; a header longer than HEADER_MAX is left to SEARCH."""
+    from pochta.server import imap_searchkeep
+
+    account = await store.add_account("big@example.test", "x", None)
+    head = b"From: Big <big@example.test>\r\nSubject: large\r\n\r\n"
+    big = head + b"x" * (imap_searchkeep.BATCH_MAX_SIZE * 3) + b"\r\n"
+    long_head = b"Subject: " + b"y" * (imap_searchkeep.HEADER_MAX + 10) + b"\r\n\r\nbody\r\n"
+    blobs = [(await store.accept(m, Envelope(sender=""), [LocalTarget(account.id)])).blob_id
+             for m in (big, long_head)]
+    _, kept, _ = await keep_once(store)
+    assert kept == 1
+    assert await store.get_search_fields(blobs) == {blobs[0]: search_fields_of(big)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore
 from tests.storage.test_conformance import Factory, factory, store  # noqa: F401
 
@@ -243,3 +245,90 @@ async def test_kept_search_fields_of_a_mailbox(store: MailStore) -> None:  # noq
     assert await store.kept_search_fields(inbox.id, "x.test") == {
         first: "\x1fann <ann@x.test>\x1e\x1e\x1e\x1e\x1fhi",
         second: "\x1fbob <bob@x.test>\x1e\x1e\x1e\x1e\x1fho"}
+
+
+async def test_kept_search_uids_decide_per_field(store: MailStore) -> None:  # noqa: F811
+    """The store decides SEARCH FROM/TO/... on the kept texts: a needle counts only in
+    its field's part; messages whose texts are not kept come back apart; COPY shares the
+    texts (same blob), expunge takes the message out."""
+    a, _ = await _two_accounts(store)
+    texts = {  # FROM, TO, CC, BCC, SUBJECT; "\x1f" before each value
+        1: "\x1fann <ann@x.test>\x1e\x1fbob <bob@x.test>\x1fcarol\x1e\x1e\x1e\x1fhi ann",
+        2: "\x1fbob <bob@x.test>\x1e\x1fann <ann@x.test>\x1e\x1fdave\x1e\x1fzed\x1e\x1fh\u00e9",
+        3: "\x1e\x1e\x1e\x1e",  # no such fields at all
+    }
+    blobs = {}
+    for uid in (1, 2, 3, 4):
+        blobs[uid] = (await store.accept(MSG + b"%d" % uid, ENV, [LocalTarget(a)])).blob_id
+    inbox = await store.get_mailbox(a, "INBOX")
+    assert inbox is not None
+    await store.put_search_fields({blobs[u]: t for u, t in texts.items()})  # 4: not kept
+    box = inbox.id
+    assert await store.kept_search_uids(box, [(0, "ann")]) == ([1], [4])
+    assert await store.kept_search_uids(box, [(1, "ann")]) == ([2], [4])
+    assert await store.kept_search_uids(box, [(4, "ann")]) == ([1], [4])
+    assert await store.kept_search_uids(box, [(1, "carol")]) == ([1], [4])
+    assert await store.kept_search_uids(box, [(2, "dave")]) == ([2], [4])
+    assert await store.kept_search_uids(box, [(3, "zed")]) == ([2], [4])
+    assert await store.kept_search_uids(box, [(4, "h\u00e9")]) == ([2], [4])
+    assert await store.kept_search_uids(box, [(4, "H\u00e9")]) == ([], [4])  # caller folds
+    assert await store.kept_search_uids(box, [(0, "x.test")]) == ([1, 2], [4])
+    assert await store.kept_search_uids(box, [(1, "x.test")]) == ([1, 2], [4])  # also in FROM
+    assert await store.kept_search_uids(box, [(1, "zed")]) == ([], [4])  # only a later part
+    assert await store.kept_search_uids(box, [(0, "x.test"), (1, "bob")]) == ([1], [4])
+    assert await store.kept_search_uids(box, [(2, "ann")]) == ([], [4])
+    await store.put_search_fields({blobs[4]: texts[1]})
+    assert await store.kept_search_uids(box, [(0, "ann")]) == ([1, 4], [])
+    other = await store.create_mailbox(a, "Other")
+    await store.copy_messages(box, [2], other.id)
+    assert await store.kept_search_uids(other.id, [(1, "ann")]) == ([1], [])
+    await store.expunge(box, [1])
+    assert await store.kept_search_uids(box, [(0, "ann")]) == ([4], [])
+
+
+async def test_unkept_search_blobs(store: MailStore) -> None:  # noqa: F811
+    a, _ = await _two_accounts(store)
+    assert await store.unkept_search_blobs(0, 10) == ([], 0)
+    blobs = [(await store.accept(MSG + b"%d" % i, ENV, [LocalTarget(a)])).blob_id
+             for i in range(4)]
+    size, top = len(MSG) + 1, blobs[-1]
+    assert await store.unkept_search_blobs(0, 10) == ([(b, size) for b in blobs], top)
+    assert await store.unkept_search_blobs(blobs[0], 2) == (
+        [(b, size) for b in blobs[1:3]], top)
+    await store.put_search_fields({blobs[1]: "\x1e\x1e\x1e\x1e"})
+    assert await store.unkept_search_blobs(0, 10) == (
+        [(b, size) for b in (blobs[0], blobs[2], blobs[3])], top)
+    assert await store.unkept_search_blobs(blobs[3], 10) == ([], top)
+
+
+async def test_kept_search_uids_refuses_parts_not_kept(store: MailStore) -> None:  # noqa: F811
+    for terms in ([], [(5, "x")], [(-1, "x")]):
+        with pytest.raises(ValueError):
+            await store.kept_search_uids(1, terms)
+
+
+async def test_kept_search_uids_random_texts(store: MailStore) -> None:  # noqa: F811
+    """The store's per-part substring test is Python's ``needle in part`` on random kept
+    texts (short values of a small alphabet with a non-ASCII letter, so needles cross
+    value boundaries, repeat in several parts and sit at either end)."""
+    import random
+
+    rnd = random.Random(5)
+    a, _ = await _two_accounts(store)
+    alphabet = "ab\u00e9 "
+    texts: dict[int, str] = {}
+    blobs: dict[int, int] = {}
+    for uid in range(1, 41):
+        parts = ["".join("\x1f" + "".join(rnd.choice(alphabet) for _ in range(
+            rnd.randint(0, 4))) for _ in range(rnd.randint(0, 2))) for _ in range(5)]
+        texts[uid] = "\x1e".join(parts)
+        blobs[uid] = (await store.accept(MSG + b"%d" % uid, ENV, [LocalTarget(a)])).blob_id
+    await store.put_search_fields({blobs[u]: t for u, t in texts.items()})
+    inbox = await store.get_mailbox(a, "INBOX")
+    assert inbox is not None
+    for _ in range(60):
+        terms = [(rnd.randrange(5), "".join(rnd.choice(alphabet) for _ in range(
+            rnd.randint(1, 3)))) for _ in range(rnd.randint(1, 2))]
+        expected = [u for u, t in texts.items()
+                    if all(n in t.split("\x1e")[i] for i, n in terms)]
+        assert await store.kept_search_uids(inbox.id, terms) == (expected, []), terms

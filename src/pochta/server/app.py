@@ -40,7 +40,7 @@ from ..transport_security.srs import SRS
 from ..transport_security.srs_directory import SRSDirectory
 from ..transport_security.wiring import make_srs, srs_of
 from ..web import acme, admin, autoconfig, health
-from . import outbound
+from . import imap_searchkeep, outbound
 from .context import ServerContext
 from .http import handle_http
 from .imap import handle_imap
@@ -313,6 +313,8 @@ async def start_server(
         background.append(asyncio.get_running_loop().create_task(_compact_forever(ctx)))
     if run_queue:  # the sending layer's webhooks and housekeeping (issue 18)
         background.append(loop.create_task(run_sending(ctx, ctx.sending)))
+    # SEARCH texts of new and old messages (server/imap_searchkeep.py)
+    background.append(loop.create_task(imap_searchkeep.keep_forever(ctx.store)))
     if ctx.config.acme.directory_url:  # certificates from ACME (issue 19)
         background.append(loop.create_task(acme.run_acme(ctx, ctx.acme_challenges)))
     return RunningServer(ctx, servers, tasks, background, connections)

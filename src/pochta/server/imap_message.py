@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.acl import can_change_flag
@@ -316,6 +318,10 @@ async def search_hits(s: ImapSession, prog: SearchProgram) -> list[Candidate]:
     if s.core.uidonly and prog.uses_seqs:
         raise BadCommand("Sequence numbers are not allowed after ENABLE UIDONLY",
                          "UIDREQUIRED")
+    if prog.kept_terms() is not None:  # decided by the store: a Candidate per hit only
+        found = await search_matches(s, prog)
+        return [Candidate(seq, sel.meta[u], u in sel.recent)
+                for seq, u in zip(found.seqs, found.uids, strict=True)]
     ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
     hits: list[Candidate] = []
     saved: dict[int, float] = {}
@@ -359,7 +365,9 @@ async def _search_kept_fields(
     needle = prog.required_text
     # with a text every match needs, one store call: the messages whose kept texts lack
     # it come back as None and are passed over without a Candidate
-    known = await s.store.kept_search_fields(sel.info.id, needle) if needle else None
+    # (only worth it for many messages: a few unkept ones are asked for by blob id)
+    known = (await s.store.kept_search_fields(sel.info.id, needle)
+             if needle and len(messages) > FIELDS_BATCH else None)
     fast = prog.field_matcher()  # one FROM/TO/... key: no Candidate for a non-match
     for start in range(0, len(messages), FIELDS_BATCH):
         batch = messages[start : start + FIELDS_BATCH]
@@ -401,6 +409,50 @@ async def _search_kept_fields(
     return hits
 
 
+@dataclass(slots=True)
+class Matches:
+    """SEARCH's answer as parallel lists, in sequence order: no object per message."""
+
+    seqs: list[int]
+    uids: list[int]
+
+
+async def search_matches(s: ImapSession, prog: SearchProgram) -> Matches:
+    """SEARCH's answer. A program of FROM/TO/CC/BCC/SUBJECT keys is decided by the store
+    on the kept texts and comes back as UIDs: no message read, no Candidate per message."""
+    terms = prog.kept_terms()
+    if terms is None or (s.core.uidonly and prog.uses_seqs):
+        hits = await search_hits(s, prog)
+        return Matches([c.seq for c in hits], [c.meta.uid for c in hits])
+    sel = _sel(s)
+    found, unkept = await s.store.kept_search_uids(sel.info.id, terms)
+    with _collector_paused():  # 100,000 numbers: no cycles, nothing for the collector
+        seq = dict(zip(sel.uids, range(1, len(sel.uids) + 1), strict=True))
+        # UIDs the session has not been told about yet are left out (no sequence number)
+        uids = [u for u in found if u in seq]
+        seqs = list(map(seq.__getitem__, uids))
+        todo = [(seq[u], sel.meta[u]) for u in unkept if u in seq]
+    if todo:  # texts not kept yet (the keeper has not reached them): read and keep them
+        ctx = SearchContext(sel.count, sel.top_uid, sel.saved_uids)
+        extra = await _search_kept_fields(s, prog, ctx, todo, {})
+        both = sorted([*zip(seqs, uids, strict=True), *((c.seq, c.meta.uid) for c in extra)])
+        seqs, uids = [q for q, _ in both], [u for _, u in both]
+    return Matches(seqs, uids)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building a long list of small objects makes the cycle collector walk the whole
+    heap again and again; they make no cycles, so it waits until the list is built."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     prog = parse_search(r)
     if prog.charset not in ("UTF-8", "US-ASCII"):
@@ -408,12 +460,12 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     sel = _sel(s)
     if prog.uses_modseq:
         _enable_condstore(s)
-    hits = [(c.seq, c.meta) for c in await search_hits(s, prog)]
-    numbers = [m.uid if uid else seq for seq, m in hits]
-    highest = max((m.modseq for _, m in hits), default=0)
+    hits = await search_matches(s, prog)
+    numbers = hits.uids if uid else hits.seqs
+    highest = max((sel.meta[u].modseq for u in hits.uids), default=0) if prog.uses_modseq else 0
     if prog.returns is None and not s.rev2:
-        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-        if prog.uses_modseq and hits:
+        line = b"* SEARCH" + (b" " + " ".join(map(str, numbers)).encode() if numbers else b"")
+        if prog.uses_modseq and numbers:
             line += b" (MODSEQ %d)" % highest
         s.send(line + b"\r\n")
     else:
@@ -421,9 +473,9 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         if "CONTEXT" in returns:  # a hint that more searches will follow (RFC 5267 §4.2)
             returns.remove("CONTEXT")
         if "UPDATE" in returns:  # CONTEXT=SEARCH: keep the result up to date
-            s.contexts[tag] = SearchUpdate(prog, uid, {m.uid for _, m in hits})
+            s.contexts[tag] = SearchUpdate(prog, uid, set(hits.uids))
         if "SAVE" in returns:
-            sel.saved_uids = frozenset(m.uid for _, m in hits)
+            sel.saved_uids = frozenset(hits.uids)
             returns.remove("SAVE")  # SAVE alone: no ESEARCH response (RFC 5182 §2.4)
         if returns:
             parts = [b'* ESEARCH (TAG "' + tag.encode() + b'")']
@@ -447,8 +499,8 @@ async def cmd_search(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                     # only MIN/MAX: the MODSEQ of the messages returned (RFC 7162 §3.1.5)
                     shown = {min(numbers), max(numbers)} if len(returns) == 2 else {
                         min(numbers) if returns == ["MIN"] else max(numbers)}
-                    highest = max(m.modseq for seq, m in hits
-                                  if (m.uid if uid else seq) in shown)
+                    highest = max(sel.meta[u].modseq for n, u in zip(
+                        numbers, hits.uids, strict=True) if n in shown)
                 parts.append(b"MODSEQ %d" % highest)
             s.send(b" ".join(parts) + b"\r\n")
     await s.sync(allow_expunge=uid)

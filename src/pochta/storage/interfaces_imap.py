@@ -20,6 +20,10 @@ from typing import Protocol
 from ..mail.model import SortKeys as SortKeys
 from ..mail.model import ThreadColumns as ThreadColumns
 
+# kept SEARCH texts (``put_search_fields``) are this many parts joined by "\x1e": FROM,
+# TO, CC, BCC, SUBJECT (proto/imap/search.py's SEARCH_FIELDS)
+SEARCH_FIELD_PARTS = 5
+
 
 class ImapStateStore(Protocol):
     async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
@@ -56,6 +60,23 @@ class ImapStateStore(Protocol):
     ) -> dict[int, str | None]:
         """For every message of the mailbox whose SEARCH header texts are kept: its texts
         if they contain ``containing`` (a plain substring test), else None."""
+
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        """Decide SEARCH on the kept texts (``put_search_fields``' strings are
+        SEARCH_FIELD_PARTS parts joined by "\x1e"): the UIDs of the mailbox's messages
+        whose kept text, for every (index, needle) term, holds ``needle`` in its
+        ``index``-th part (a plain substring test, as Python's ``in``), ascending; and the
+        UIDs of the messages whose texts are not kept, ascending (the caller reads those)."""
+
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        """(blob id, size) of stored messages whose SEARCH texts are not kept, blob ids
+        above ``after``, ascending, at most ``limit`` (the background keeper's work); and
+        the highest blob id of any stored message (0: none), where to go on from when
+        fewer than ``limit`` came back."""
 
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         """Keep SEARCH header texts computed by the caller; they go when their blob goes

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import AclGrant, SortKeys, ThreadColumns
+from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys, ThreadColumns
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -150,6 +150,35 @@ class PostgresImapState(PostgresFeature):
             "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
             "WHERE m.mailbox_id = %s", (containing, mailbox_id))
         return {int(r[0]): r[1] for r in rows}
+
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        if not terms or any(not 0 <= i < SEARCH_FIELD_PARTS for i, _ in terms):
+            raise ValueError("kept_search_uids: no terms, or a part that is not kept")
+        # the whole text first (one scan rules out most rows), then the field's part
+        where = " AND ".join(
+            "strpos(f.fields, %s) > 0 AND strpos(split_part(f.fields, chr(30), "
+            f"{int(i) + 1}), %s) > 0" for i, _ in terms)
+        args = [x for _, needle in terms for x in (needle, needle)]
+        # one walk of the mailbox: the matches and the messages with nothing kept
+        rows = await self._query(
+            "SELECT m.uid, f.blob_id IS NULL FROM messages m LEFT JOIN "  # noqa: S608
+            "imap_searchfields f ON f.blob_id = m.blob_id WHERE m.mailbox_id = %s "
+            f"AND (f.blob_id IS NULL OR ({where})) ORDER BY m.uid",  # fixed SQL
+            (mailbox_id, *args))
+        return ([int(u) for u, unkept in rows if not unkept],
+                [int(u) for u, unkept in rows if unkept])
+
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        top = await self._query("SELECT coalesce(max(blob_id), 0) FROM messages")
+        rows = await self._query(
+            "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > %s "
+            "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
+            "m.blob_id) ORDER BY m.blob_id LIMIT %s", (after, limit))
+        return [(int(b), int(n)) for b, n in rows], int(top[0][0])
 
     async def put_search_fields(self, fields: Mapping[int, str]) -> None:
         ids = list(fields)

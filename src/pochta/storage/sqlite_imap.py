@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
-from .interfaces_imap import AclGrant, SortKeys, ThreadColumns
+from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys, ThreadColumns
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -85,6 +85,20 @@ CREATE TRIGGER IF NOT EXISTS imap_acl_mailbox_delete AFTER DELETE ON mailboxes B
 END;
 """),
 ]
+
+
+def _field_has(index: int) -> str:
+    """SQL true when the ``index``-th "\x1e"-separated part of ``f.fields`` (the kept
+    SEARCH texts, proto/imap/search.py) holds the needle bound to the one "?": the
+    needle's first occurrence after the part's start comes before the next separator (it
+    holds none). On the UTF-8 bytes (a BLOB): SQLite counts characters in text, and a
+    byte match of UTF-8 is a character match."""
+    rest, needle = "CAST(f.fields AS BLOB)", "CAST(? AS BLOB)"
+    for _ in range(index):
+        rest = f"substr({rest}, instr({rest}, x'1e') + 1)"
+    if index == SEARCH_FIELD_PARTS - 1:  # the last part runs to the end
+        return f"instr({rest}, {needle}) > 0"
+    return f"instr({rest}, {needle}) BETWEEN 1 AND instr({rest}, x'1e')"
 
 
 class SQLiteImapState(SQLiteFeature):
@@ -205,6 +219,41 @@ class SQLiteImapState(SQLiteFeature):
                 "SELECT m.blob_id, CASE WHEN instr(f.fields, ?) > 0 THEN f.fields END "
                 "FROM messages m JOIN imap_searchfields f ON f.blob_id = m.blob_id "
                 "WHERE m.mailbox_id = ?", (containing, mailbox_id)).fetchall())
+
+        return await self._read(read)
+
+    async def kept_search_uids(
+        self, mailbox_id: int, terms: Sequence[tuple[int, str]]
+    ) -> tuple[list[int], list[int]]:
+        if not terms or any(not 0 <= i < SEARCH_FIELD_PARTS for i, _ in terms):
+            raise ValueError("kept_search_uids: no terms, or a part that is not kept")
+        # the whole text first (one C scan rules out most rows), then the field's part
+        where = " AND ".join(
+            f"instr(CAST(f.fields AS BLOB), CAST(? AS BLOB)) > 0 AND {_field_has(i)}"
+            for i, _ in terms)
+        args = [x for _, needle in terms for x in (needle, needle)]
+
+        def read(conn: sqlite3.Connection) -> tuple[list[int], list[int]]:
+            # one walk of the mailbox: the matches and the messages with nothing kept
+            rows = conn.execute(
+                "SELECT m.uid, f.blob_id IS NULL FROM messages m LEFT JOIN "  # noqa: S608
+                "imap_searchfields f ON f.blob_id = m.blob_id WHERE m.mailbox_id = ? "
+                f"AND (f.blob_id IS NULL OR ({where})) ORDER BY m.uid",  # fixed SQL
+                (mailbox_id, *args)).fetchall()
+            return [u for u, unkept in rows if not unkept], [u for u, unkept in rows if unkept]
+
+        return await self._read(read)
+
+    async def unkept_search_blobs(
+        self, after: int, limit: int
+    ) -> tuple[list[tuple[int, int]], int]:
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[int, int]], int]:
+            top = conn.execute("SELECT coalesce(max(blob_id), 0) FROM messages").fetchone()
+            rows = conn.execute(
+                "SELECT DISTINCT m.blob_id, m.size FROM messages m WHERE m.blob_id > ? "
+                "AND NOT EXISTS (SELECT 1 FROM imap_searchfields f WHERE f.blob_id = "
+                "m.blob_id) ORDER BY m.blob_id LIMIT ?", (after, limit)).fetchall()
+            return [(int(b), int(n)) for b, n in rows], int(top[0])
 
         return await self._read(read)
 

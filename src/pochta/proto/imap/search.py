@@ -42,6 +42,7 @@ RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CO
 # serves no client. Both limits answer BAD with a clear text.
 MAX_SEARCH_KEYS = 1000
 MAX_SEARCH_DEPTH = 50
+MAX_KEPT_TERMS = 16  # FROM/TO/... keys a store query decides at once (``kept_terms``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,25 @@ class SearchProgram:
             return None
         index, needle = SEARCH_FIELDS.index(str(k.args[0]).upper()), needles[0]
         return lambda kept: needle in kept.split(_FIELD_SEP, index + 1)[index]
+
+    def kept_terms(self) -> list[tuple[int, str]] | None:
+        """For a program that is FROM/TO/CC/BCC/SUBJECT keys with needles, ANDed: each
+        key as (index in SEARCH_FIELDS, case-folded needle), for the store to decide on
+        the kept texts alone (the needle holds no separator, so it is in one of a field's
+        values exactly when it is in that field's part of the kept string); else None."""
+        keys = list(self.key.args) if self.key.op == "AND" else [self.key]
+        terms: list[tuple[int, str]] = []
+        for k in keys:
+            if not isinstance(k, Key) or k.op != "HEADER":
+                return None
+            needles = _required(k)
+            if not needles:
+                return None
+            terms.append((SEARCH_FIELDS.index(str(k.args[0]).upper()), needles[0]))
+        terms = list(dict.fromkeys(terms))  # FROM a FROM a: one test
+        # each term is a condition of the store's query: a program of hundreds of them
+        # (up to MAX_SEARCH_KEYS) is evaluated per message on the kept texts instead
+        return terms if len(terms) <= MAX_KEPT_TERMS else None
 
     @property
     def uses_modseq(self) -> bool:
@@ -330,28 +350,16 @@ class Candidate:
 
     def header_texts(self, name: str) -> list[str]:
         """The decoded, case-folded values of one header field, once per message however
-        many keys name it. Address fields also carry their parsed addresses, so comments and
-        folding inside an address (`<user (c)@ (c) domain>`) do not hide it, as Dovecot."""
+        many keys name it (``field_texts``)."""
         key = name.upper()
         texts = self._fields.get(key)
         if texts is None:
-            values = self.headers.header_values(name)
-            if key in _ADDRESS_HEADERS:
-                values = [v + "\n" + " ".join(
-                    f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
-                    for a in bs.parse_address_list(v)) for v in values]
-            texts = self._fields[key] = [_decode(v).casefold() for v in values]
+            texts = self._fields[key] = field_texts(self.headers, key)
         return texts
 
     def search_fields(self) -> str | None:
         """SEARCH_FIELDS' texts as one string for the store (None: not keepable)."""
-        texts = [self.header_texts(name) for name in SEARCH_FIELDS]
-        kept = _FIELD_SEP.join("".join(_VALUE_SEP + t for t in values) for values in texts)
-        if (kept.count(_FIELD_SEP) != len(SEARCH_FIELDS) - 1
-                or sum(len(values) for values in texts) != kept.count(_VALUE_SEP)
-                or "\x00" in kept or not _encodable(kept)):  # NUL: PostgreSQL text cannot
-            return None
-        return kept
+        return join_fields([self.header_texts(name) for name in SEARCH_FIELDS])
 
     def use_search_fields(self, kept: str) -> None:
         """Take SEARCH_FIELDS' texts from what ``search_fields`` gave (no bytes needed)."""
@@ -410,7 +418,39 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def field_texts(headers: bs.Headers, name: str) -> list[str]:
+    """The decoded, case-folded values of one header field (``name`` upper-case).
+    Address fields also carry their parsed addresses, so comments and folding inside an
+    address (`<user (c)@ (c) domain>`) do not hide it, as Dovecot."""
+    values = headers.header_values(name)
+    if name in _ADDRESS_HEADERS:
+        values = [v + "\n" + " ".join(
+            f"{a.name or ''} <{a.mailbox or ''}@{a.host or ''}>"
+            for a in bs.parse_address_list(v)) for v in values]
+    return [_decode(v).casefold() for v in values]
+
+
+def join_fields(texts: list[list[str]]) -> str | None:
+    """SEARCH_FIELDS' texts (one list per field) as the string the store keeps; None when
+    a text holds a separator, a NUL (PostgreSQL text cannot) or a lone surrogate."""
+    kept = _FIELD_SEP.join("".join(_VALUE_SEP + t for t in values) for values in texts)
+    if (kept.count(_FIELD_SEP) != len(SEARCH_FIELDS) - 1
+            or sum(len(values) for values in texts) != kept.count(_VALUE_SEP)
+            or "\x00" in kept or not _encodable(kept)):
+        return None
+    return kept
+
+
+def search_fields_of(data: bytes) -> str | None:
+    """The kept SEARCH texts of a message's bytes (only its header is read): what
+    ``Candidate.search_fields`` gives, for the background keeper."""
+    headers = bs.Headers(bs._split_header(data)[0])
+    return join_fields([field_texts(headers, name) for name in SEARCH_FIELDS])
+
+
 def _decode(value: str) -> str:
+    if "=?" not in value:  # no encoded word: decoding gives the same text, slower
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):

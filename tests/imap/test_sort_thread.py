@@ -311,3 +311,99 @@ def test_column_cache_is_bounded_and_per_uidvalidity() -> None:
     cache.set_keyed_upto(box(2), 5)
     cache.set_keyed_upto(box(3), 5)
     assert cache.keyed_upto(box(1)) == 0  # the oldest mark went
+
+
+async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
+    """After an arrival, THREAD REFERENCES ... ALL links the new messages into the links
+    kept from the last answer (the same object, extended) rather than threading every
+    message again, and answers as the general path (THREAD ... UNDELETED) does; an
+    arrival that cannot be linked in exactly (dated early and naming two messages) and
+    an expunge make new links; a session that has not seen the arrivals yet gets its own
+    view's answer and does not undo the others' links."""
+    async with connect(imap_server) as c, connect(imap_server) as other, \
+            connect(imap_server) as behind:
+        await c.login()
+        await fill(c)
+        await other.login()
+        await behind.login()
+        await behind.cmd("SELECT INBOX")
+        columns = imap_server.ctx.imap_columns
+
+        def kept() -> object:
+            assert len(columns.links) == 1  # (one mailbox)
+            return next(iter(columns.links.values()))[1]
+
+        async def agree() -> bytes:  # (the UID THREAD answer)
+            for prefix in ("", "UID "):
+                fast = await c.cmd(f"{prefix}THREAD REFERENCES UTF-8 ALL")
+                general = await c.cmd(f"{prefix}THREAD REFERENCES UTF-8 UNDELETED")
+                assert fast[0] == general[0], (prefix, fast, general)
+            return fast[0]
+
+        async def arrive(date: str, mid: str, refs: str, subject: str) -> None:
+            data = (f"From: z@example.test\r\nSubject: {subject}\r\nDate: {date}\r\n"
+                    f"Message-ID: {mid}\r\n" + (f"References: {refs}\r\n" if refs else "")
+                    + "\r\nbody\r\n").encode()
+            assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(data) + data))[-1]
+
+        first = await agree()
+        assert first == b"* THREAD (3 5)(1 2 4)\r\n"
+        links = kept()
+        # dated before most of the mailbox, a new Message-ID replying to one message
+        await arrive("Mon, 7 Feb 1994 23:00:00 +0000", "<n1@x>", "<c@x>", "Re: Another topic")
+        # dated after all: any shape links in
+        await arrive("Mon, 7 Mar 1994 10:00:00 +0000", "<n2@x>", "<a@x> <d@x>", "Re: hello")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6)(5))(1 2 4 7)\r\n"
+        assert kept() is links
+        # what `behind` sees is its own view; the kept links still cover the larger one
+        assert (await behind.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == first
+        assert kept() is links
+        # dated early and naming two messages: linked again from scratch
+        await arrive("Sat, 5 Feb 1994 10:00:00 +0000", "<n3@x>", "<b@x> <n1@x>", "Re: x")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6 8)(5))(1 2 4 7)\r\n"
+        assert kept() is not links
+        links = kept()
+        await other.cmd("SELECT INBOX")
+        await other.cmd("STORE 2 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6 8)(5))(1 4 7)\r\n"  # by UID
+        assert kept() is not links
+
+
+def test_kept_links_follow_the_columns() -> None:
+    """REFERENCES links are kept only with a mailbox's columns (bounded, dropped when they
+    go), per UIDVALIDITY, given only for a view they cover a first part of, and not
+    replaced by those of a view behind them."""
+    from pochta.proto.imap.sort import ThreadInput, ThreadLinks
+    from pochta.server.imap_cache import ColumnCache
+    from pochta.storage.interfaces import MailboxInfo
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def box(id_: int, validity: int = 1) -> MailboxInfo:
+        return MailboxInfo(id_, 1, f"B{id_}", validity, 1, 1, None, False)
+
+    def links(n: int) -> ThreadLinks:
+        return ThreadLinks(ThreadInput(list(range(1, n + 1)), [1.0] * n, ["S"] * n,
+                                       [False] * n, [f"<{i}@x>" for i in range(n)], [""] * n))
+
+    cache = ColumnCache(size=2)
+    cols = ThreadColumns([1], [1.0], ["S"], [False], ["<1@x>"], [""])
+    cache.put_thread_links(box(1), [1, 2], links(2))  # no columns kept: not kept either
+    assert cache.thread_links(box(1), [1, 2]) is None
+    cache.put(box(1), cols)
+    two = links(2)
+    cache.put_thread_links(box(1), [1, 2], two)
+    assert cache.thread_links(box(1), [1, 2, 5]) is two
+    assert cache.thread_links(box(1), [1]) is None  # covers more than this view
+    assert cache.thread_links(box(1), [1, 3]) is None  # 2 expunged
+    assert cache.thread_links(box(1, validity=2), [1, 2]) is None
+    cache.put_thread_links(box(1), [1], links(1))  # a view behind: kept ones stay
+    assert cache.thread_links(box(1), [1, 2]) is two
+    cache.put_thread_links(box(1), [1, 3], links(2))  # after an expunge: replaced
+    assert cache.thread_links(box(1), [1, 2]) is None
+    cache.put(box(2), cols)
+    cache.put(box(3), cols)  # box 1's columns go, and its links with them
+    assert cache.thread_links(box(1), [1, 3]) is None and not cache.links

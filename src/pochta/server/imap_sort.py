@@ -18,12 +18,12 @@ from ..proto.imap.sort import (
     SortItem,
     SortRequest,
     ThreadInput,
+    ThreadLinks,
     collector_paused,
     compute_sort_keys,
     orderedsubject_answer,
     parse_sort,
     parse_thread,
-    references_answer,
     render_threads,
     seq_list,
     sort_items,
@@ -306,7 +306,23 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
                     cols.references)
     if algorithm == "ORDEREDSUBJECT":
         return orderedsubject_answer(m)
-    return references_answer(m)
+    return _references(s, m, view)
+
+
+def _references(s: ImapSession, m: ThreadInput, view: list[int]) -> bytes:
+    """THREAD REFERENCES of the whole view: step 1 (the links) is kept per mailbox, and
+    arrivals since the view it was made for are linked in (``ThreadLinks.extend``)
+    instead of linking every message again; after an expunge, or an arrival that cannot
+    be linked in exactly, every message is linked again (as Dovecot does)."""
+    sel = s.selected
+    assert sel is not None
+    cache = s.ctx.imap_columns
+    links = cache.thread_links(sel.info, view)
+    with collector_paused():
+        if links is None or not links.extend(m):
+            links = ThreadLinks(m)
+    cache.put_thread_links(sel.info, view, links)
+    return links.answer(m)
 
 
 def _rows(c: ThreadColumns, rows: list[int]) -> ThreadColumns:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import Reader
 from pochta.proto.imap.search import apply_partial
@@ -407,3 +409,88 @@ def test_kept_links_follow_the_columns() -> None:
     cache.put(box(2), cols)
     cache.put(box(3), cols)  # box 1's columns go, and its links with them
     assert cache.thread_links(box(1), [1, 3]) is None and not cache.links
+
+
+async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch: Any) -> None:
+    """The first THREAD of a mailbox keeps a snapshot of its columns and links in the
+    store; after a restart (the process's caches gone) THREAD starts from it: no read
+    of every message's keys and, when no message was expunged since, no linking of
+    every message; arrivals since are read and linked in. The answers stay those of the
+    general path. A snapshot of another UIDVALIDITY, or one that does not decode, is
+    ignored; after an expunge its links are not used."""
+    from pochta.proto.imap.sort import ThreadLinks
+    from pochta.server import imap_sort, imap_thread_snapshot
+    from pochta.server.imap_cache import ColumnCache, ThreadCache
+    from pochta.storage.interfaces_imap import ThreadSnapshot
+
+    monkeypatch.setattr(imap_thread_snapshot, "MIN_ROWS", 1)
+    monkeypatch.setattr(imap_thread_snapshot, "EVERY", 3)
+    store = imap_server.store
+    whole_reads: list[int] = []
+    real_columns = store.thread_columns
+
+    async def columns(mailbox_id: int, uids: Any = None) -> Any:
+        if uids is None:
+            whole_reads.append(mailbox_id)
+        return await real_columns(mailbox_id, uids)
+
+    monkeypatch.setattr(store, "thread_columns", columns)
+    built: list[int] = []
+
+    class CountedLinks(ThreadLinks):
+        def __init__(self, m: Any) -> None:
+            built.append(len(m.dates))
+            super().__init__(m)
+
+    monkeypatch.setattr(imap_sort, "ThreadLinks", CountedLinks)
+
+    def restart() -> None:
+        imap_server.ctx.imap_columns = ColumnCache()
+        imap_server.ctx.imap_threads = ThreadCache()
+        whole_reads.clear()
+        built.clear()
+
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        await other.login()
+        await other.cmd("SELECT INBOX")
+
+        async def agree() -> bytes:
+            fast = await c.cmd("UID THREAD REFERENCES UTF-8 ALL")
+            general = await c.cmd("UID THREAD REFERENCES UTF-8 UNDELETED")
+            assert fast[0] == general[0], (fast, general)
+            return fast[0]
+
+        assert await agree() == b"* THREAD (3 5)(1 2 4)\r\n"
+        assert len(whole_reads) == 1 and built == [5]
+        snaps = {i: await store.get_thread_snapshot(i) for i in range(1, 20)}
+        kept = {i: x for i, x in snaps.items() if x is not None}
+        assert len(kept) == 1
+        mailbox_id, first = next(iter(kept.items()))
+        assert first.uid_upto == 5
+
+        restart()
+        reply = (b"From: x@example.test\r\nSubject: Re: hello\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <a@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 5)(1 (2 4)(6))\r\n"
+        assert whole_reads == [] and built == []  # columns and links from the snapshot
+
+        restart()
+        await other.cmd("STORE 1 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 5)((2 4)(6))\r\n"
+        assert whole_reads == [] and built == [5]  # its columns, not its links
+
+        for bad in (b"not a snapshot", None):
+            restart()
+            snap = await store.get_thread_snapshot(mailbox_id)
+            assert snap is not None
+            await store.put_thread_snapshot(mailbox_id, ThreadSnapshot(
+                snap.uidvalidity + (bad is None), snap.uid_upto, bad or snap.data))
+            assert await agree() == b"* THREAD (3 5)((2 4)(6))\r\n"
+            assert len(whole_reads) == 1  # ignored: read from the store

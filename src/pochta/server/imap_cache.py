@@ -85,6 +85,8 @@ class ColumnCache:
         self.keyed: OrderedDict[tuple[int, int], int] = OrderedDict()
         # REFERENCES' step 1 over the rows of some view: (its UIDs, the links)
         self.links: dict[tuple[int, int], tuple[list[int], ThreadLinks]] = {}
+        # what the mailbox's snapshot in the store covers: (its highest UID, its rows)
+        self.snapshots: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
 
     def keyed_upto(self, box: MailboxInfo) -> int:
         """A UID up to which every message of the mailbox has its sort keys kept (0:
@@ -98,6 +100,18 @@ class ColumnCache:
         self.keyed.move_to_end(key)
         while len(self.keyed) > self.marks:
             self.keyed.popitem(last=False)
+
+    def snapshot(self, box: MailboxInfo) -> tuple[int, int] | None:
+        """(highest UID, rows) of the THREAD snapshot this process last read or wrote for
+        the mailbox; None: unknown (none read or written since the start)."""
+        return self.snapshots.get((box.id, box.uidvalidity))
+
+    def set_snapshot(self, box: MailboxInfo, upto: int, rows: int) -> None:
+        key = (box.id, box.uidvalidity)
+        self.snapshots[key] = (upto, rows)
+        self.snapshots.move_to_end(key)
+        while len(self.snapshots) > self.marks:
+            self.snapshots.popitem(last=False)
 
     def get(self, box: MailboxInfo) -> ThreadColumns | None:
         key = (box.id, box.uidvalidity)

@@ -463,6 +463,34 @@ class ThreadLinks:
         self.rows = len(m.dates)
         self._link(m, self.order)
 
+    def state(self) -> tuple[object, ...]:
+        """The links as plain lists and a dict (for a snapshot: ``restore``)."""
+        return (self.item, self.parent, self.kids, self.ids, self.extra, self.order,
+                self.rank)
+
+    @classmethod
+    def restore(cls, m: ThreadInput, state: object) -> ThreadLinks | None:
+        """The links of ``state`` for the rows of ``m`` (the rows they were made from);
+        None when it does not have the shape ``state()`` gives for that many rows."""
+        n = len(m.dates)
+        if not isinstance(state, tuple) or len(state) != 7:
+            return None
+        item, parent, kids, ids, extra, order, rank = state
+        if not (isinstance(item, list) and isinstance(parent, list)
+                and isinstance(kids, list) and isinstance(ids, dict)
+                and isinstance(extra, list) and isinstance(order, list)
+                and isinstance(rank, list)):
+            return None
+        if (len(parent) != len(item) or len(kids) != len(item) or len(order) != n
+                or len(rank) != n or len(item) < n):
+            return None
+        links = cls.__new__(cls)
+        links.item, links.parent, links.kids, links.ids = item, parent, kids, ids
+        links.extra, links.order, links.rank = extra, order, rank
+        links.dates = list(m.dates)
+        links.rows = n
+        return links
+
     def extend(self, m: ThreadInput) -> bool:
         """Link in the rows of ``m`` after the ones linked already (arrivals: ``m``'s
         first rows must be the rows linked before, unchanged). False when one of them

@@ -499,17 +499,12 @@ class ThreadLinks:
         if not new:
             return True
         mids, all_refs, dates, order = m.message_ids, m.references, m.dates, self.order
-        # the arrivals' Message-IDs and references: an out-of-order arrival must not be
-        # named by another arrival (it would be by a later-dated one, below)
-        named: dict[str, int] = {}
-        for i in new:
-            for ref in {*all_refs[i].split(), mids[i]}:
-                if ref:
-                    named[ref] = named.get(ref, 0) + 1
+        # one at a time, by UID: each is checked against the links of the rows before
+        # it, which are then exactly those of a full pass over them (by induction)
         for i in new:
             date = dates[i]
             last = self.dates[order[-1]] if order else date
-            if date < last and not self._commutes(mids[i], all_refs[i], named):
+            if date < last and not self._commutes(mids[i], all_refs[i]):
                 self.rows = -1  # partly linked: unusable
                 return False
             self.dates.append(date)
@@ -524,15 +519,16 @@ class ThreadLinks:
             rank[i] = r
         return True
 
-    def _commutes(self, mid: str, refs: str, named: dict[str, int]) -> bool:
+    def _commutes(self, mid: str, refs: str) -> bool:
         """Whether linking a message now gives the links that visiting it at its place by
-        date would have: its Message-ID is new (or absent: a unique one) and named by no
-        other message, so its container stays a leaf nobody links; and it names at most
-        one other message, so its only link is its own container under that one (the
-        links among several references depend on what later-dated messages linked
-        first). The only other change, that referenced container existing earlier as a
-        childless dummy, is one no later message can tell apart from its absence."""
-        if mid and (mid in self.ids or named.get(mid, 0) > 1):
+        date would have (the rows visited after it there are dated after it): its
+        Message-ID is new or absent (a unique one), named by none of the rows linked so
+        far, so its container stays a leaf none of them links; and it names at most one
+        other message, so its only link is its own container under that one (the links
+        among several references depend on what later-dated messages linked first). The
+        only other change, the referenced container existing earlier as a childless
+        dummy, is one no later-dated message can tell apart from its absence."""
+        if mid and mid in self.ids:
             return False
         distinct = set(refs.split())
         return len(distinct) <= 1 and mid not in distinct

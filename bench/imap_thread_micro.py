@@ -77,9 +77,9 @@ def main() -> None:
     ]
     # arrivals linked into kept links (the server's path after an arrival): the links
     # of all but the last message, then the last one linked in and the answer written
-    before = ThreadInput(*(col[:-1] for col in (
-        columns.numbers, columns.dates, columns.subjects, columns.replies,
-        columns.message_ids, columns.references)))
+    before = ThreadInput(columns.numbers[:-1], columns.dates[:-1], columns.subjects[:-1],
+                         columns.replies[:-1], columns.message_ids[:-1],
+                         columns.references[:-1])
 
     def arrival() -> tuple[ThreadLinks, float]:
         links = ThreadLinks(before)
@@ -88,9 +88,18 @@ def main() -> None:
         return links, time.perf_counter() - t0
 
     links, _ = arrival()
+    from pochta.server import imap_thread_snapshot as snapshot
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    kept = ThreadColumns(columns.numbers, columns.dates, columns.subjects, columns.replies,
+                         columns.message_ids, columns.references)
+    data = snapshot.encode(kept, links)
+    print(f"snapshot of columns and links: {len(data) / 1e6:.1f} MB")
     cases += [
         ("ThreadLinks (step 1, all messages)", lambda: ThreadLinks(columns)),
         ("ThreadLinks.answer (steps 2-5)", lambda: links.answer(columns)),
+        ("snapshot encode", lambda: snapshot.encode(kept, links)),
+        ("snapshot decode", lambda: snapshot.decode(data)),
     ]
     where = "last" if columns.dates[-1] == max(columns.dates) else "among the others"
     print(f"{'ThreadLinks.extend (one arrival)':34s} "

@@ -494,3 +494,19 @@ async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch:
                 snap.uidvalidity + (bad is None), snap.uid_upto, bad or snap.data))
             assert await agree() == b"* THREAD (3 5)((2 4)(6))\r\n"
             assert len(whole_reads) == 1  # ignored: read from the store
+
+        # arrivals enough for a new snapshot, written by an ORDEREDSUBJECT: the kept
+        # links are extended to its rows, so the next start links nothing again
+        restart()
+        for n in range(3):
+            late = (b"From: y@example.test\r\nSubject: Re: Another topic\r\n"
+                    b"Date: Sat, 12 Feb 1994 1%d:00:00 +0000\r\nMessage-ID: <late%d@x>\r\n"
+                    b"In-Reply-To: <e@x>\r\n\r\nlate\r\n" % (n, n))
+            assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(late) + late))[-1]
+        await c.cmd("NOOP")
+        await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        snap = await store.get_thread_snapshot(mailbox_id)
+        assert snap is not None and snap.uid_upto == 9
+        restart()
+        assert await agree() == b"* THREAD (3 5 (7)(8)(9))((2 4)(6))\r\n"
+        assert whole_reads == [] and built == []

@@ -321,9 +321,13 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
     if (len(view) >= snapshot.MIN_ROWS
             and snapshot.behind(cache, sel.info, view) >= snapshot.EVERY):
         links = cache.thread_links(sel.info, view)
-        if links is not None and links.rows != len(view):
-            links = None  # (they cover a longer view: not these rows)
         with collector_paused():
+            if links is not None and links.rows != len(view):
+                # (an ORDEREDSUBJECT after arrivals: the kept links cover fewer rows)
+                if links.extend(m):
+                    cache.put_thread_links(sel.info, view, links)
+                else:
+                    links = None
             await snapshot.save(s.store, sel.info, cache, cols, links)
     return answer
 

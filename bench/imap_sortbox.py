@@ -157,7 +157,7 @@ class Conn:
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
             only: str = "", repeat: int = 2, server_pid: int = 0,
-            arrival: bool = False) -> None:
+            arrival: bool = False, arrival_from: int = 1_000_000) -> None:
     from imap_stress import tree_cpu  # (bench/, next to this script)
 
     def cpu() -> float:
@@ -179,7 +179,7 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
         cpus = []
         for _ in range(repeat):
             if other is not None:  # a new view: the next message of the chain pattern
-                data = message(1_000_000 + arrived)
+                data = message(arrival_from + arrived)
                 arrived += 1
                 other.cmd(f"APPEND INBOX {{{len(data)}+}}\r\n" + data.decode())
                 c.cmd("NOOP")
@@ -220,6 +220,9 @@ def main() -> None:
     m.add_argument("--arrival", action="store_true",
                    help="APPEND one message from a second session before every run (each "
                         "run sees a mailbox view not seen before); changes the mailbox")
+    m.add_argument("--arrival-from", type=int, default=1_000_000,
+                   help="the pattern number of the first message --arrival APPENDs (give "
+                        "each run its own range: new Message-IDs, as new mail has)")
     m.add_argument("--server-pid", type=int, default=0,
                    help="also print the CPU time of this process tree per run")
     a = ap.parse_args()
@@ -231,7 +234,7 @@ def main() -> None:
         maildir(a.dir, a.count, a.owner)
     else:
         measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid,
-                a.arrival)
+                a.arrival, a.arrival_from)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap.sort import (
     SortItem,
     ThreadInput,
+    ThreadLinks,
     orderedsubject_answer,
     orderedsubject_threads,
     references_answer,
@@ -74,6 +75,36 @@ def main() -> None:
         ("render_threads (REFERENCES)", lambda: render_threads(refs)),
         ("render_threads (ORDEREDSUBJECT)", lambda: render_threads(subj)),
     ]
+    # arrivals linked into kept links (the server's path after an arrival): the links
+    # of all but the last message, then the last one linked in and the answer written
+    before = ThreadInput(columns.numbers[:-1], columns.dates[:-1], columns.subjects[:-1],
+                         columns.replies[:-1], columns.message_ids[:-1],
+                         columns.references[:-1])
+
+    def arrival() -> tuple[ThreadLinks, float]:
+        links = ThreadLinks(before)
+        t0 = time.perf_counter()
+        assert links.extend(columns)
+        return links, time.perf_counter() - t0
+
+    links, _ = arrival()
+    from pochta.server import imap_thread_snapshot as snapshot
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    kept = ThreadColumns(columns.numbers, columns.dates, columns.subjects, columns.replies,
+                         columns.message_ids, columns.references)
+    data = snapshot.encode(kept, links)
+    print(f"snapshot of columns and links: {len(data) / 1e6:.1f} MB")
+    cases += [
+        ("ThreadLinks (step 1, all messages)", lambda: ThreadLinks(columns)),
+        ("ThreadLinks.answer (steps 2-5)", lambda: links.answer(columns)),
+        ("snapshot encode", lambda: snapshot.encode(kept, links)),
+        ("snapshot decode", lambda: snapshot.decode(data)),
+    ]
+    where = "last" if columns.dates[-1] == max(columns.dates) else "among the others"
+    print(f"{'ThreadLinks.extend (one arrival)':34s} "
+          f"{min(arrival()[1] for _ in range(a.repeat)) * 1000:8.1f} ms (best of "
+          f"{a.repeat}, dated {where})")
     for name, fn in cases:
         print(f"{name:34s} {best(fn, a.repeat) * 1000:8.0f} ms (best of {a.repeat}, "
               f"{a.count} messages)")

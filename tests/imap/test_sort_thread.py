@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import Reader
 from pochta.proto.imap.search import apply_partial
@@ -311,3 +313,200 @@ def test_column_cache_is_bounded_and_per_uidvalidity() -> None:
     cache.set_keyed_upto(box(2), 5)
     cache.set_keyed_upto(box(3), 5)
     assert cache.keyed_upto(box(1)) == 0  # the oldest mark went
+
+
+async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
+    """After an arrival, THREAD REFERENCES ... ALL links the new messages into the links
+    kept from the last answer (the same object, extended) rather than threading every
+    message again, and answers as the general path (THREAD ... UNDELETED) does; an
+    arrival that cannot be linked in exactly (dated early and naming two messages) and
+    an expunge make new links; a session that has not seen the arrivals yet gets its own
+    view's answer and does not undo the others' links."""
+    async with connect(imap_server) as c, connect(imap_server) as other, \
+            connect(imap_server) as behind:
+        await c.login()
+        await fill(c)
+        await other.login()
+        await behind.login()
+        await behind.cmd("SELECT INBOX")
+        columns = imap_server.ctx.imap_columns
+
+        def kept() -> object:
+            assert len(columns.links) == 1  # (one mailbox)
+            return next(iter(columns.links.values()))[1]
+
+        async def agree() -> bytes:  # (the UID THREAD answer)
+            for prefix in ("", "UID "):
+                fast = await c.cmd(f"{prefix}THREAD REFERENCES UTF-8 ALL")
+                general = await c.cmd(f"{prefix}THREAD REFERENCES UTF-8 UNDELETED")
+                assert fast[0] == general[0], (prefix, fast, general)
+            return fast[0]
+
+        async def arrive(date: str, mid: str, refs: str, subject: str) -> None:
+            data = (f"From: z@example.test\r\nSubject: {subject}\r\nDate: {date}\r\n"
+                    f"Message-ID: {mid}\r\n" + (f"References: {refs}\r\n" if refs else "")
+                    + "\r\nbody\r\n").encode()
+            assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(data) + data))[-1]
+
+        first = await agree()
+        assert first == b"* THREAD (3 5)(1 2 4)\r\n"
+        links = kept()
+        # dated before most of the mailbox, a new Message-ID replying to one message
+        await arrive("Mon, 7 Feb 1994 23:00:00 +0000", "<n1@x>", "<c@x>", "Re: Another topic")
+        # dated after all: any shape links in
+        await arrive("Mon, 7 Mar 1994 10:00:00 +0000", "<n2@x>", "<a@x> <d@x>", "Re: hello")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6)(5))(1 2 4 7)\r\n"
+        assert kept() is links
+        # what `behind` sees is its own view; the kept links still cover the larger one
+        assert (await behind.cmd("THREAD REFERENCES UTF-8 ALL"))[0] == first
+        assert kept() is links
+        # dated early and naming two messages: linked again from scratch
+        await arrive("Sat, 5 Feb 1994 10:00:00 +0000", "<n3@x>", "<b@x> <n1@x>", "Re: x")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6 8)(5))(1 2 4 7)\r\n"
+        assert kept() is not links
+        links = kept()
+        await other.cmd("SELECT INBOX")
+        await other.cmd("STORE 2 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 (6 8)(5))(1 4 7)\r\n"  # by UID
+        assert kept() is not links
+
+
+def test_kept_links_follow_the_columns() -> None:
+    """REFERENCES links are kept only with a mailbox's columns (bounded, dropped when they
+    go), per UIDVALIDITY, given only for a view they cover a first part of, and not
+    replaced by those of a view behind them."""
+    from pochta.proto.imap.sort import ThreadInput, ThreadLinks
+    from pochta.server.imap_cache import ColumnCache
+    from pochta.storage.interfaces import MailboxInfo
+    from pochta.storage.interfaces_imap import ThreadColumns
+
+    def box(id_: int, validity: int = 1) -> MailboxInfo:
+        return MailboxInfo(id_, 1, f"B{id_}", validity, 1, 1, None, False)
+
+    def links(n: int) -> ThreadLinks:
+        return ThreadLinks(ThreadInput(list(range(1, n + 1)), [1.0] * n, ["S"] * n,
+                                       [False] * n, [f"<{i}@x>" for i in range(n)], [""] * n))
+
+    cache = ColumnCache(size=2)
+    cols = ThreadColumns([1], [1.0], ["S"], [False], ["<1@x>"], [""])
+    cache.put_thread_links(box(1), [1, 2], links(2))  # no columns kept: not kept either
+    assert cache.thread_links(box(1), [1, 2]) is None
+    cache.put(box(1), cols)
+    two = links(2)
+    cache.put_thread_links(box(1), [1, 2], two)
+    assert cache.thread_links(box(1), [1, 2, 5]) is two
+    assert cache.thread_links(box(1), [1]) is None  # covers more than this view
+    assert cache.thread_links(box(1), [1, 3]) is None  # 2 expunged
+    assert cache.thread_links(box(1, validity=2), [1, 2]) is None
+    cache.put_thread_links(box(1), [1], links(1))  # a view behind: kept ones stay
+    assert cache.thread_links(box(1), [1, 2]) is two
+    cache.put_thread_links(box(1), [1, 3], links(2))  # after an expunge: replaced
+    assert cache.thread_links(box(1), [1, 2]) is None
+    cache.put(box(2), cols)
+    cache.put(box(3), cols)  # box 1's columns go, and its links with them
+    assert cache.thread_links(box(1), [1, 3]) is None and not cache.links
+
+
+async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch: Any) -> None:
+    """The first THREAD of a mailbox keeps a snapshot of its columns and links in the
+    store; after a restart (the process's caches gone) THREAD starts from it: no read
+    of every message's keys and, when no message was expunged since, no linking of
+    every message; arrivals since are read and linked in. The answers stay those of the
+    general path. A snapshot of another UIDVALIDITY, or one that does not decode, is
+    ignored; after an expunge its links are not used."""
+    from pochta.proto.imap.sort import ThreadLinks
+    from pochta.server import imap_sort, imap_thread_snapshot
+    from pochta.server.imap_cache import ColumnCache, ThreadCache
+    from pochta.storage.interfaces_imap import ThreadSnapshot
+
+    monkeypatch.setattr(imap_thread_snapshot, "MIN_ROWS", 1)
+    monkeypatch.setattr(imap_thread_snapshot, "EVERY", 3)
+    store = imap_server.store
+    whole_reads: list[int] = []
+    real_columns = store.thread_columns
+
+    async def columns(mailbox_id: int, uids: Any = None) -> Any:
+        if uids is None:
+            whole_reads.append(mailbox_id)
+        return await real_columns(mailbox_id, uids)
+
+    monkeypatch.setattr(store, "thread_columns", columns)
+    built: list[int] = []
+
+    class CountedLinks(ThreadLinks):
+        def __init__(self, m: Any) -> None:
+            built.append(len(m.dates))
+            super().__init__(m)
+
+    monkeypatch.setattr(imap_sort, "ThreadLinks", CountedLinks)
+
+    def restart() -> None:
+        imap_server.ctx.imap_columns = ColumnCache()
+        imap_server.ctx.imap_threads = ThreadCache()
+        whole_reads.clear()
+        built.clear()
+
+    async with connect(imap_server) as c, connect(imap_server) as other:
+        await c.login()
+        await fill(c)
+        await other.login()
+        await other.cmd("SELECT INBOX")
+
+        async def agree() -> bytes:
+            fast = await c.cmd("UID THREAD REFERENCES UTF-8 ALL")
+            general = await c.cmd("UID THREAD REFERENCES UTF-8 UNDELETED")
+            assert fast[0] == general[0], (fast, general)
+            return fast[0]
+
+        assert await agree() == b"* THREAD (3 5)(1 2 4)\r\n"
+        assert len(whole_reads) == 1 and built == [5]
+        snaps = {i: await store.get_thread_snapshot(i) for i in range(1, 20)}
+        kept = {i: x for i, x in snaps.items() if x is not None}
+        assert len(kept) == 1
+        mailbox_id, first = next(iter(kept.items()))
+        assert first.uid_upto == 5
+
+        restart()
+        reply = (b"From: x@example.test\r\nSubject: Re: hello\r\n"
+                 b"Date: Fri, 11 Feb 1994 10:00:00 +0000\r\nMessage-ID: <f@x>\r\n"
+                 b"References: <a@x>\r\n\r\nreply\r\n")
+        assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(reply) + reply))[-1]
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 5)(1 (2 4)(6))\r\n"
+        assert whole_reads == [] and built == []  # columns and links from the snapshot
+
+        restart()
+        await other.cmd("STORE 1 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 5)((2 4)(6))\r\n"
+        assert whole_reads == [] and built == [5]  # its columns, not its links
+
+        for bad in (b"not a snapshot", None):
+            restart()
+            snap = await store.get_thread_snapshot(mailbox_id)
+            assert snap is not None
+            await store.put_thread_snapshot(mailbox_id, ThreadSnapshot(
+                snap.uidvalidity + (bad is None), snap.uid_upto, bad or snap.data))
+            assert await agree() == b"* THREAD (3 5)((2 4)(6))\r\n"
+            assert len(whole_reads) == 1  # ignored: read from the store
+
+        # arrivals enough for a new snapshot, written by an ORDEREDSUBJECT: the kept
+        # links are extended to its rows, so the next start links nothing again
+        restart()
+        for n in range(3):
+            late = (b"From: y@example.test\r\nSubject: Re: Another topic\r\n"
+                    b"Date: Sat, 12 Feb 1994 1%d:00:00 +0000\r\nMessage-ID: <late%d@x>\r\n"
+                    b"In-Reply-To: <e@x>\r\n\r\nlate\r\n" % (n, n))
+            assert b"OK" in (await other.cmd(b"APPEND INBOX {%d+}\r\n" % len(late) + late))[-1]
+        await c.cmd("NOOP")
+        await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        snap = await store.get_thread_snapshot(mailbox_id)
+        assert snap is not None and snap.uid_upto == 9
+        restart()
+        assert await agree() == b"* THREAD (3 5 (7)(8)(9))((2 4)(6))\r\n"
+        assert whole_reads == [] and built == []

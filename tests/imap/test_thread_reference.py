@@ -15,6 +15,7 @@ from pochta.proto.imap.sort import (
     SortItem,
     Thread,
     ThreadInput,
+    ThreadLinks,
     base_subject,
     orderedsubject_answer,
     references_answer,
@@ -258,3 +259,109 @@ def test_deep_reference_chain_is_not_recursive() -> None:
     want = b"* THREAD (" + b" ".join(b"%d" % i for i in range(1, 5001)) + b")\r\n"
     assert render_threads(thread_references(items)) == want
     assert references_answer(ThreadInput.of_items(items)) == want
+
+
+# --- incremental REFERENCES: arrivals linked into kept links ---------------------------
+
+
+def _rows(m: ThreadInput, n: int) -> ThreadInput:
+    """The first n rows (a mailbox before its later arrivals)."""
+    return ThreadInput(m.numbers[:n], m.dates[:n], m.subjects[:n], m.replies[:n],
+                       m.message_ids[:n], m.references[:n])
+
+
+def _arrivals_mailbox(rng: random.Random, unique: bool) -> ThreadInput:
+    """Messages in arrival (UID) order with dates in any order. ``unique``: mostly new
+    Message-IDs and a single reference each (where arrivals can be linked in);
+    otherwise the small pools of ``mailbox`` (duplicates, loops, several references)."""
+    if not unique:
+        return ThreadInput.of_items(mailbox(rng))
+    n = rng.randrange(1, 60)
+    ids: list[str] = []
+    dates = [float(rng.randrange(0, 50)) for _ in range(n)]
+    if rng.random() < 0.3:
+        dates.sort()  # mail arriving newest last
+    mids, refs, subjects, replies = [], [], [], []
+    for i in range(n):
+        mid = f"<{i}@u>" if rng.random() < 0.9 else rng.choice([*ids, ""] if ids else [""])
+        known = ids + [f"<gone{k}@u>" for k in range(3)]
+        if rng.random() < 0.2:
+            ref = " ".join(rng.sample(known, min(len(known), rng.randrange(2, 4))))
+        elif rng.random() < 0.7:
+            ref = rng.choice(known)
+        else:
+            ref = ""
+        if mid:
+            ids.append(mid)
+        subject, reply = base_subject(rng.choice(SUBJECTS))
+        mids.append(mid)
+        refs.append(ref)
+        subjects.append(subject)
+        replies.append(reply)
+    return ThreadInput(list(range(1, n + 1)), dates, subjects, replies, mids, refs)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_arrivals_linked_in_answer_as_a_full_pass(seed: int) -> None:
+    """Links kept across random arrival sequences (one or several messages at a time,
+    dated before or after the others) answer exactly as threading every message again
+    does, whenever ``extend`` accepts the arrivals; and it accepts most of them when
+    they name new Message-IDs."""
+    rng = random.Random(seed)
+    accepted = refused = 0
+    for round_ in range(60):
+        m = _arrivals_mailbox(rng, unique=round_ % 3 != 0)
+        n = len(m.numbers)
+        at = rng.randrange(0, n + 1)
+        links = ThreadLinks(_rows(m, at))
+        while at < n:
+            at = min(n, at + rng.choice((1, 1, 1, 2, 5)))
+            part = _rows(m, at)
+            if links.extend(part):
+                accepted += 1
+            else:
+                refused += 1
+                links = ThreadLinks(part)  # what the server does: link all again
+            want = references_answer(part)
+            assert links.answer(part) == want, (seed, at, part)
+            assert links.answer(part) == want  # answering leaves the links as they were
+    assert accepted > refused > 0
+
+
+def test_out_of_order_arrival_linked_in() -> None:
+    """bench/imap_sortbox.py's arrivals: a new Message-ID replying to one thread root,
+    dated in the middle of the mailbox."""
+    items = []
+    for i in range(500):
+        root = i - i % 5
+        keys = SortKeys(date=float(((i * 7919) % 500) * 60), subject=f"TOPIC {root % 37}",
+                        reply=bool(i % 5), from_="", to="", cc="", display_from="",
+                        display_to="", message_id=f"<{i}@bench>",
+                        references=f"<{root}@bench>" if i % 5 else "")
+        items.append(SortItem(i + 1, MessageMeta(i + 1, i + 1, 1, float(i), frozenset(), 1),
+                              keys))
+    m = ThreadInput.of_items(items)
+    links = ThreadLinks(_rows(m, 400))
+    for n in range(401, 501):
+        assert links.extend(_rows(m, n))
+    assert links.answer(m) == render_threads(old_thread_references(items))
+
+
+def test_refused_arrivals() -> None:
+    """Out of date order, an arrival whose Message-ID is known already, or that names
+    several messages, is not linked in (the caller threads everything again)."""
+    def box(mids: list[str], refs: list[str], dates: list[float]) -> ThreadInput:
+        n = len(mids)
+        return ThreadInput(list(range(1, n + 1)), dates, ["S"] * n, [False] * n, mids, refs)
+
+    base = box(["<a>", "<b>"], ["", "<zz>"], [10.0, 20.0])
+    for mid, refs, date, ok in (("<c>", "<a> <b>", 30.0, True),  # dated last: any shape
+                                ("<c>", "<a>", 5.0, True),
+                                ("<zz>", "<a>", 5.0, False),  # named already
+                                ("<c>", "<a> <b>", 5.0, False),
+                                ("<c>", "<c>", 5.0, False)):
+        m = box(["<a>", "<b>", mid], ["", "<zz>", refs], [10.0, 20.0, date])
+        links = ThreadLinks(base)
+        assert links.extend(m) is ok, (mid, refs, date)
+        if ok:
+            assert links.answer(m) == references_answer(m)

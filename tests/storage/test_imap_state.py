@@ -332,3 +332,32 @@ async def test_kept_search_uids_random_texts(store: MailStore) -> None:  # noqa:
         expected = [u for u, t in texts.items()
                     if all(n in t.split("\x1e")[i] for i, n in terms)]
         assert await store.kept_search_uids(inbox.id, terms) == (expected, []), terms
+
+
+async def test_thread_snapshot_replaced_bounded_and_gone_with_the_mailbox(
+        store: MailStore) -> None:  # noqa: F811
+    from pochta.storage.interfaces_imap import THREAD_SNAPSHOT_MAX, ThreadSnapshot
+
+    a, _ = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    assert await store.get_thread_snapshot(box.id) is None
+    first = ThreadSnapshot(box.uidvalidity, 7, b"\x00snap\xff" * 1000)
+    await store.put_thread_snapshot(box.id, first)
+    assert await store.get_thread_snapshot(box.id) == first
+    second = ThreadSnapshot(box.uidvalidity, 9, b"again")
+    await store.put_thread_snapshot(box.id, second)  # one per mailbox: replaced
+    assert await store.get_thread_snapshot(box.id) == second
+    with pytest.raises(ValueError):
+        await store.put_thread_snapshot(box.id, ThreadSnapshot(
+            box.uidvalidity, 9, b"x" * (THREAD_SNAPSHOT_MAX + 1)))
+    assert await store.get_thread_snapshot(box.id) == second
+    await store.put_thread_snapshot(999_999, first)  # no such mailbox: nothing kept
+    assert await store.get_thread_snapshot(999_999) is None
+    other = await store.create_mailbox(a, "Other")
+    await store.put_thread_snapshot(other.id, first)
+    await store.rename_mailbox(a, "Other", "Renamed")  # the same mailbox: kept
+    assert await store.get_thread_snapshot(other.id) == first
+    await store.delete_mailbox(a, "Renamed")
+    assert await store.get_thread_snapshot(other.id) is None
+    assert await store.get_thread_snapshot(box.id) == second

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from ..proto.imap import bodystructure as bs
+from ..proto.imap.sort import ThreadLinks
 from ..storage.interfaces import MailboxInfo, MessageMeta
 from ..storage.interfaces_imap import ThreadColumns
 
@@ -82,6 +83,10 @@ class ColumnCache:
         self.entries: OrderedDict[tuple[int, int], ThreadColumns] = OrderedDict()
         self.marks = marks
         self.keyed: OrderedDict[tuple[int, int], int] = OrderedDict()
+        # REFERENCES' step 1 over the rows of some view: (its UIDs, the links)
+        self.links: dict[tuple[int, int], tuple[list[int], ThreadLinks]] = {}
+        # what the mailbox's snapshot in the store covers: (its highest UID, its rows)
+        self.snapshots: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
 
     def keyed_upto(self, box: MailboxInfo) -> int:
         """A UID up to which every message of the mailbox has its sort keys kept (0:
@@ -96,6 +101,18 @@ class ColumnCache:
         while len(self.keyed) > self.marks:
             self.keyed.popitem(last=False)
 
+    def snapshot(self, box: MailboxInfo) -> tuple[int, int] | None:
+        """(highest UID, rows) of the THREAD snapshot this process last read or wrote for
+        the mailbox; None: unknown (none read or written since the start)."""
+        return self.snapshots.get((box.id, box.uidvalidity))
+
+    def set_snapshot(self, box: MailboxInfo, upto: int, rows: int) -> None:
+        key = (box.id, box.uidvalidity)
+        self.snapshots[key] = (upto, rows)
+        self.snapshots.move_to_end(key)
+        while len(self.snapshots) > self.marks:
+            self.snapshots.popitem(last=False)
+
     def get(self, box: MailboxInfo) -> ThreadColumns | None:
         key = (box.id, box.uidvalidity)
         cols = self.entries.get(key)
@@ -107,4 +124,33 @@ class ColumnCache:
         self.entries[(box.id, box.uidvalidity)] = cols
         self.entries.move_to_end((box.id, box.uidvalidity))
         while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
+            old, _ = self.entries.popitem(last=False)
+            self.links.pop(old, None)
+
+    def thread_links(self, box: MailboxInfo, uids: list[int]) -> ThreadLinks | None:
+        """The kept REFERENCES links of this mailbox if they cover a first part of these
+        UIDs (a view of it before arrivals, or this very view), else None. The caller
+        extends them in place (``ThreadLinks.extend``) and puts them back."""
+        kept = self.links.get((box.id, box.uidvalidity))
+        if kept is None:
+            return None
+        linked, links = kept
+        n = len(linked)
+        if n > len(uids) or links.rows != n or uids[:n] != linked:
+            return None
+        return links
+
+    def put_thread_links(self, box: MailboxInfo, uids: list[int], links: ThreadLinks) -> None:
+        """Keep the links of these UIDs (with the mailbox's columns: only for the last
+        few mailboxes threaded), unless the kept ones cover more of this view already
+        (another session's view with later arrivals: sessions behind do not undo
+        theirs)."""
+        key = (box.id, box.uidvalidity)
+        if key not in self.entries:
+            return
+        kept = self.links.get(key)
+        if kept is not None and kept[1].rows >= 0:
+            linked = kept[0]
+            if len(linked) > len(uids) and linked[: len(uids)] == uids:
+                return
+        self.links[key] = (list(uids), links)

@@ -18,12 +18,12 @@ from ..proto.imap.sort import (
     SortItem,
     SortRequest,
     ThreadInput,
+    ThreadLinks,
     collector_paused,
     compute_sort_keys,
     orderedsubject_answer,
     parse_sort,
     parse_thread,
-    references_answer,
     render_threads,
     seq_list,
     sort_items,
@@ -32,6 +32,7 @@ from ..proto.imap.sort import (
 )
 from ..storage.interfaces import NotFound, StoreError
 from ..storage.interfaces_imap import SortKeys, ThreadColumns
+from . import imap_thread_snapshot
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession, SearchUpdate
 
@@ -272,7 +273,17 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
     if sel is None or not sel.uids:
         return None
     view = sel.uids
-    cols = s.ctx.imap_columns.get(sel.info)
+    cache = s.ctx.imap_columns
+    cols = cache.get(sel.info)
+    if cols is None and len(view) >= imap_thread_snapshot.MIN_ROWS:
+        # the first THREAD of this mailbox since the start: its snapshot, if one is kept
+        with collector_paused():
+            kept = await imap_thread_snapshot.load(s.store, sel.info, cache)
+        if kept is not None:
+            cols, kept_links = kept
+            cache.put(sel.info, cols)
+            if kept_links is not None:
+                cache.put_thread_links(sel.info, cols.uids, kept_links)
     if cols is None:
         await _keep_newer_keys(s)
     try:
@@ -299,14 +310,42 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
             return None
         # only the view's rows (newer arrivals and expunged messages left out)
         cols = _rows(cols, keep)
-    s.ctx.imap_columns.put(sel.info, cols)
-    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
+    cache.put(sel.info, cols)
+    cache.set_keyed_upto(sel.info, view[-1])
     numbers = view if uid else list(range(1, len(view) + 1))
     m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
                     cols.references)
-    if algorithm == "ORDEREDSUBJECT":
-        return orderedsubject_answer(m)
-    return references_answer(m)
+    answer = (orderedsubject_answer(m) if algorithm == "ORDEREDSUBJECT"
+              else _references(s, m, view))
+    snapshot = imap_thread_snapshot
+    if (len(view) >= snapshot.MIN_ROWS
+            and snapshot.behind(cache, sel.info, view) >= snapshot.EVERY):
+        links = cache.thread_links(sel.info, view)
+        with collector_paused():
+            if links is not None and links.rows != len(view):
+                # (an ORDEREDSUBJECT after arrivals: the kept links cover fewer rows)
+                if links.extend(m):
+                    cache.put_thread_links(sel.info, view, links)
+                else:
+                    links = None
+            await snapshot.save(s.store, sel.info, cache, cols, links)
+    return answer
+
+
+def _references(s: ImapSession, m: ThreadInput, view: list[int]) -> bytes:
+    """THREAD REFERENCES of the whole view: step 1 (the links) is kept per mailbox, and
+    arrivals since the view it was made for are linked in (``ThreadLinks.extend``)
+    instead of linking every message again; after an expunge, or an arrival that cannot
+    be linked in exactly, every message is linked again (as Dovecot does)."""
+    sel = s.selected
+    assert sel is not None
+    cache = s.ctx.imap_columns
+    links = cache.thread_links(sel.info, view)
+    with collector_paused():
+        if links is None or not links.extend(m):
+            links = ThreadLinks(m)
+    cache.put_thread_links(sel.info, view, links)
+    return links.answer(m)
 
 
 def _rows(c: ThreadColumns, rows: list[int]) -> ThreadColumns:

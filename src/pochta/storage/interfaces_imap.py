@@ -25,6 +25,21 @@ from ..mail.model import ThreadColumns as ThreadColumns
 SEARCH_FIELD_PARTS = 5
 
 
+THREAD_SNAPSHOT_MAX = 64 << 20  # octets: ~7 MB for 100,000 messages, compressed
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSnapshot:
+    """A mailbox's THREAD state as the IMAP server serialized it (``data``: opaque to
+    the store), for the first THREAD after a restart; ``uidvalidity`` and ``uid_upto``
+    (the highest UID it covers) let the server tell when it is stale. Only ever a
+    cache: the server checks it against the mailbox and threads without it."""
+
+    uidvalidity: int
+    uid_upto: int
+    data: bytes
+
+
 class ImapStateStore(Protocol):
     async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
         """Every entry of the mailbox (0: the server) that ``account_id`` sees: its own
@@ -96,6 +111,14 @@ class ImapStateStore(Protocol):
         """The kept THREAD keys of every message of the mailbox (or of these UIDs of it)
         as columns, by UID ascending, in one read; the date is the sent date, else the
         internal date. Messages with no kept keys yet are left out."""
+
+    async def get_thread_snapshot(self, mailbox_id: int) -> ThreadSnapshot | None:
+        """The mailbox's kept THREAD snapshot (None: none kept)."""
+
+    async def put_thread_snapshot(self, mailbox_id: int, snapshot: ThreadSnapshot) -> None:
+        """Keep this snapshot of the mailbox's THREAD state in place of the last one
+        (nothing when the mailbox does not exist; ValueError past THREAD_SNAPSHOT_MAX
+        octets). The store does not read ``data``; it goes with the mailbox."""
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),

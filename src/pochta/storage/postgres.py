@@ -263,6 +263,7 @@ MIGRATIONS += (postgres_imap.EXPUNGED_MODSEQ_MIGRATION, postgres_sending.MIGRATI
 MIGRATIONS += (postgres_ops.MIGRATION,)  # issue 19: log, app passwords, queue holds
 MIGRATIONS += (postgres_imap.SEARCH_FIELDS_MIGRATION,)
 MIGRATIONS += (postgres_imap.MIGRATION_2,)  # IMAP ACL and URLAUTH keys (issue 15)
+MIGRATIONS += (postgres_imap.THREAD_SNAPSHOT_MIGRATION,)  # THREAD after a restart (issue 15)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

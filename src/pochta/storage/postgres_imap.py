@@ -10,7 +10,14 @@ import secrets
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound
-from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys, ThreadColumns
+from .interfaces_imap import (
+    SEARCH_FIELD_PARTS,
+    THREAD_SNAPSHOT_MAX,
+    AclGrant,
+    SortKeys,
+    ThreadColumns,
+    ThreadSnapshot,
+)
 from .postgres_base import PostgresFeature, Transaction
 
 MIGRATION = """
@@ -57,6 +64,13 @@ CREATE TABLE imap_acl(
     identifier text NOT NULL, rights text NOT NULL,
     PRIMARY KEY(mailbox_id, identifier));
 CREATE INDEX imap_acl_identifier ON imap_acl(identifier);
+"""
+
+# the first THREAD after a restart without reading every message's keys (issue 15)
+THREAD_SNAPSHOT_MIGRATION = """
+CREATE TABLE imap_thread_snapshot(
+    mailbox_id bigint PRIMARY KEY REFERENCES mailboxes ON DELETE CASCADE,
+    uidvalidity bigint NOT NULL, uid_upto bigint NOT NULL, data bytea NOT NULL);
 """
 
 # every IMAP command asks what was expunged since its last look (changes_since)
@@ -242,6 +256,29 @@ class PostgresImapState(PostgresFeature):
         uid, dates, subjects, replies, mids, refs = map(list, zip(*rows, strict=True))
         return ThreadColumns([int(u) for u in uid], [float(d) for d in dates], subjects,
                              [bool(r) for r in replies], mids, refs)
+
+    async def get_thread_snapshot(self, mailbox_id: int) -> ThreadSnapshot | None:
+        rows = await self._query("SELECT uidvalidity, uid_upto, data FROM "
+                                 "imap_thread_snapshot WHERE mailbox_id=%s", (mailbox_id,))
+        if not rows:
+            return None
+        validity, upto, data = rows[0]
+        return ThreadSnapshot(int(validity), int(upto), bytes(data))
+
+    async def put_thread_snapshot(self, mailbox_id: int, snapshot: ThreadSnapshot) -> None:
+        if len(snapshot.data) > THREAD_SNAPSHOT_MAX:
+            raise ValueError("THREAD snapshot too big")
+
+        async def fn(tx: Transaction) -> None:
+            await tx.run(
+                "INSERT INTO imap_thread_snapshot SELECT %s, %s, %s, %s WHERE EXISTS "
+                "(SELECT 1 FROM mailboxes WHERE id=%s) ON CONFLICT (mailbox_id) DO UPDATE "
+                "SET uidvalidity=excluded.uidvalidity, uid_upto=excluded.uid_upto, "
+                "data=excluded.data",
+                (mailbox_id, snapshot.uidvalidity, snapshot.uid_upto, snapshot.data,
+                 mailbox_id))
+
+        await self._tx(fn)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         rows = await self._query(

@@ -15,7 +15,14 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .interfaces import NotFound, StorageCorrupt
-from .interfaces_imap import SEARCH_FIELD_PARTS, AclGrant, SortKeys, ThreadColumns
+from .interfaces_imap import (
+    SEARCH_FIELD_PARTS,
+    THREAD_SNAPSHOT_MAX,
+    AclGrant,
+    SortKeys,
+    ThreadColumns,
+    ThreadSnapshot,
+)
 from .sqlite_base import Migration, SQLiteFeature
 
 BATCH = 500
@@ -82,6 +89,16 @@ CREATE INDEX IF NOT EXISTS imap_acl_identifier ON imap_acl(identifier);
 CREATE TRIGGER IF NOT EXISTS imap_acl_mailbox_delete AFTER DELETE ON mailboxes BEGIN
     DELETE FROM imap_acl WHERE mailbox_id = old.id;
     DELETE FROM imap_urlauth_keys WHERE mailbox_id = old.id;
+END;
+"""),
+    # the first THREAD after a restart without reading every message's keys (issue 15)
+    Migration("imap-thread-snapshot", """
+CREATE TABLE IF NOT EXISTS imap_thread_snapshot(
+    mailbox_id INTEGER PRIMARY KEY, uidvalidity INTEGER NOT NULL,
+    uid_upto INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS imap_thread_snapshot_mailbox_delete AFTER DELETE ON mailboxes
+BEGIN
+    DELETE FROM imap_thread_snapshot WHERE mailbox_id = old.id;
 END;
 """),
 ]
@@ -310,6 +327,26 @@ class SQLiteImapState(SQLiteFeature):
                                  [bool(r) for r in replies], mids, refs)
 
         return await self._read(read)
+
+    async def get_thread_snapshot(self, mailbox_id: int) -> ThreadSnapshot | None:
+        rows = await self._query("SELECT uidvalidity, uid_upto, data FROM "
+                                 "imap_thread_snapshot WHERE mailbox_id=?", (mailbox_id,))
+        if not rows:
+            return None
+        validity, upto, data = rows[0]
+        return ThreadSnapshot(int(validity), int(upto), bytes(data))
+
+    async def put_thread_snapshot(self, mailbox_id: int, snapshot: ThreadSnapshot) -> None:
+        if len(snapshot.data) > THREAD_SNAPSHOT_MAX:
+            raise ValueError("THREAD snapshot too big")
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            conn.execute("INSERT OR REPLACE INTO imap_thread_snapshot SELECT ?, ?, ?, ? "
+                         "WHERE EXISTS (SELECT 1 FROM mailboxes WHERE id=?)",
+                         (mailbox_id, snapshot.uidvalidity, snapshot.uid_upto,
+                          snapshot.data, mailbox_id))
+
+        await self._write(write)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         out: dict[int, float] = {}

@@ -421,37 +421,122 @@ def thread_references(items: list[SortItem]) -> list[Thread]:
 
 def references_threads(m: ThreadInput) -> list[Thread]:
     with collector_paused():
-        return _Jwz(m).threads()
+        return _Jwz(m, ThreadLinks(m)).threads()
 
 
 def references_answer(m: ThreadInput) -> bytes:
     """``render_threads(references_threads(m))`` without the Thread tuples in between
     (200,000 objects for 100,000 messages)."""
     with collector_paused():
-        return _Jwz(m).render()
+        return _Jwz(m, ThreadLinks(m)).render()
 
 
-class _Jwz:
-    """JWZ's containers as parallel lists indexed by container number, no object per
-    message and no reference cycles for the collector to walk: ``item`` is the message's
-    index (-1: a dummy), ``parent`` -1 for none, ``kids`` None for none. Threading runs
-    in the constructor; ``result`` holds the top containers in order."""
+class ThreadLinks:
+    """Step 1 of REFERENCES (RFC 5256 §2.5 (1)) for the rows of a ThreadInput, kept so
+    that arrivals can be linked in without linking the whole mailbox again (Dovecot keeps
+    the same links in its thread index). JWZ's containers are parallel lists indexed by
+    container number, no object per message and no reference cycles: ``item`` is the
+    row (-1: a dummy), ``parent`` -1 for none, ``kids`` None for none.
 
-    __slots__ = ("item", "kids", "numbers", "result")
+    Step 1 visits the messages by date (the first by date keeps a duplicated
+    Message-ID, and an earlier message's links win), so an arrival is linked in only
+    when that gives exactly the links of a full pass (``extend``): when it is dated
+    after every row linked so far (the full pass would visit it last), or when no
+    other row can be affected by where it is visited. Otherwise the caller links all
+    rows again. The later steps never change these lists (``_Jwz`` copies what it
+    changes); they only sort sibling lists in place, and sibling order is not an input
+    of step 1 nor of the answer (every sibling list is sorted by a key that is unique
+    among siblings)."""
+
+    __slots__ = ("dates", "extra", "ids", "item", "kids", "order", "parent", "rank", "rows")
 
     def __init__(self, m: ThreadInput) -> None:
-        self.numbers = m.numbers
+        self.rows = 0
+        self.dates: list[float] = []
         self.item: list[int] = []
+        self.parent: list[int] = []
         self.kids: list[list[int] | None] = []
-        self.result = self._thread(m)
+        self.ids: dict[str, int] = {}
+        self.extra: list[int] = []
+        self.order, self.rank = m.date_ranks()
+        self.dates = list(m.dates)
+        self.rows = len(m.dates)
+        self._link(m, self.order)
 
-    def _thread(self, m: ThreadInput) -> list[int]:
-        subjects, replies, mids, all_refs = m.subjects, m.replies, m.message_ids, m.references
-        order, rank = m.date_ranks()
-        # a dummy with no children sorts as the date (0.0, 0) would among the messages
-        empty = 2 * bisect.bisect_left(order, 0.0, key=m.dates.__getitem__) - 1
-        item, kids = self.item, self.kids
-        parent: list[int] = []
+    def state(self) -> tuple[object, ...]:
+        """The links as plain lists and a dict (for a snapshot: ``restore``)."""
+        return (self.item, self.parent, self.kids, self.ids, self.extra, self.order,
+                self.rank)
+
+    @classmethod
+    def restore(cls, m: ThreadInput, state: object) -> ThreadLinks | None:
+        """The links of ``state`` for the rows of ``m`` (the rows they were made from);
+        None when it does not have the shape ``state()`` gives for that many rows."""
+        n = len(m.dates)
+        if not isinstance(state, tuple) or len(state) != 7:
+            return None
+        item, parent, kids, ids, extra, order, rank = state
+        if not (isinstance(item, list) and isinstance(parent, list)
+                and isinstance(kids, list) and isinstance(ids, dict)
+                and isinstance(extra, list) and isinstance(order, list)
+                and isinstance(rank, list)):
+            return None
+        if (len(parent) != len(item) or len(kids) != len(item) or len(order) != n
+                or len(rank) != n or len(item) < n):
+            return None
+        links = cls.__new__(cls)
+        links.item, links.parent, links.kids, links.ids = item, parent, kids, ids
+        links.extra, links.order, links.rank = extra, order, rank
+        links.dates = list(m.dates)
+        links.rows = n
+        return links
+
+    def extend(self, m: ThreadInput) -> bool:
+        """Link in the rows of ``m`` after the ones linked already (arrivals: ``m``'s
+        first rows must be the rows linked before, unchanged). False when one of them
+        cannot be linked in exactly (then these links are unusable: link all again)."""
+        new = range(self.rows, len(m.dates))
+        if not new:
+            return True
+        mids, all_refs, dates, order = m.message_ids, m.references, m.dates, self.order
+        # one at a time, by UID: each is checked against the links of the rows before
+        # it, which are then exactly those of a full pass over them (by induction)
+        for i in new:
+            date = dates[i]
+            last = self.dates[order[-1]] if order else date
+            if date < last and not self._commutes(mids[i], all_refs[i]):
+                self.rows = -1  # partly linked: unusable
+                return False
+            self.dates.append(date)
+            self._link(m, [i])
+            if date >= last:
+                order.append(i)
+            else:
+                order.insert(bisect.bisect_right(order, date, key=self.dates.__getitem__), i)
+            self.rows = i + 1
+        self.rank = rank = [0] * len(order)
+        for r, i in enumerate(order):
+            rank[i] = r
+        return True
+
+    def _commutes(self, mid: str, refs: str) -> bool:
+        """Whether linking a message now gives the links that visiting it at its place by
+        date would have (the rows visited after it there are dated after it): its
+        Message-ID is new or absent (a unique one), named by none of the rows linked so
+        far, so its container stays a leaf none of them links; and it names at most one
+        other message, so its only link is its own container under that one (the links
+        among several references depend on what later-dated messages linked first). The
+        only other change, the referenced container existing earlier as a childless
+        dummy, is one no later-dated message can tell apart from its absence."""
+        if mid and mid in self.ids:
+            return False
+        distinct = set(refs.split())
+        return len(distinct) <= 1 and mid not in distinct
+
+    def _link(self, m: ThreadInput, rows: Sequence[int]) -> None:
+        """Step 1 for these rows, visited in this order."""
+        mids, all_refs = m.message_ids, m.references
+        item, kids, parent, ids, extra = self.item, self.kids, self.parent, self.ids, self.extra
         add_item, add_parent, add_kids = item.append, parent.append, kids.append
 
         def is_ancestor(a: int, b: int) -> bool:
@@ -472,10 +557,8 @@ class _Jwz:
             else:
                 ks.append(c)
 
-        ids: dict[str, int] = {}
-        extra: list[int] = []
         # (1) in date order (the first by date keeps a duplicated Message-ID)
-        for i in order:
+        for i in rows:
             mid = mids[i]
             c = ids.get(mid, -1) if mid else -1
             if c >= 0 and item[c] < 0:
@@ -526,6 +609,41 @@ class _Jwz:
                     kids[prev] = [c]
                 else:
                     ks.append(c)
+
+    def answer(self, m: ThreadInput) -> bytes:
+        """The THREAD REFERENCES response for ``m``, whose rows are exactly the ones
+        linked (their numbers and subjects are read from ``m``)."""
+        assert self.rows == len(m.dates)
+        with collector_paused():
+            return _Jwz(m, self).render()
+
+
+class _Jwz:
+    """Steps 2-5 of REFERENCES after the links of step 1 (``ThreadLinks``, left as they
+    are: the lists changed here are copies); ``result`` holds the top containers in
+    order."""
+
+    __slots__ = ("item", "kids", "numbers", "result")
+
+    def __init__(self, m: ThreadInput, links: ThreadLinks) -> None:
+        self.numbers = m.numbers
+        self.item = list(links.item)
+        self.kids = list(links.kids)
+        self.result = self._thread(m, links)
+
+    def _thread(self, m: ThreadInput, links: ThreadLinks) -> list[int]:
+        subjects, replies = m.subjects, m.replies
+        order, rank, ids, extra = links.order, links.rank, links.ids, links.extra
+        # a dummy with no children sorts as the date (0.0, 0) would among the messages
+        empty = 2 * bisect.bisect_left(order, 0.0, key=m.dates.__getitem__) - 1
+        item, kids = self.item, self.kids
+        parent = list(links.parent)
+        add_item, add_parent, add_kids = item.append, parent.append, kids.append
+
+        def link(p: int, c: int) -> None:
+            parent[c] = p
+            kids[p] = [*(kids[p] or ()), c]  # (a new list: the links' own stay as they are)
+
         roots = [c for c in ids.values() if parent[c] < 0] + [c for c in extra if parent[c] < 0]
 
         def preorder(tops: list[int]) -> list[int]:

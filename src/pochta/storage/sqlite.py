@@ -1089,7 +1089,9 @@ class SQLiteStore(
         if not wanted:
             return found
         marks = ", ".join("?" * len(wanted))
-        rows = await self._query(
+        # a few rows by unique key, once per RCPT: on the loop (see _query_now), where the
+        # hop to a reader thread and back cost more CPU than the read itself
+        rows = self._query_now(
             f"SELECT {_ACCOUNT_COLS}, NULL FROM accounts WHERE address IN ({marks}) "  # noqa: S608
             f"UNION ALL SELECT {_ALIAS_ROW}, targets "
             f"FROM aliases WHERE source IN ({marks})", (*wanted, *wanted),

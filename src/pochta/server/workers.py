@@ -5,8 +5,9 @@ bound to the same addresses with SO_REUSEPORT, so the kernel spreads connections
 the cores. What must hold across workers lives in the store: queue items are claimed with
 leases, mailbox changes reach IDLE in other workers (SQLite: a HIGHESTMODSEQ poll every
 250 ms; PostgreSQL: LISTEN/NOTIFY), the POP3 maildrop lock and the counters are store
-rows. On SQLite every worker commits with synchronous=FULL before it answers 250, and
-SQLite's WAL lets one of them write at a time (each worker still group-commits).
+rows. On SQLite every worker has the WAL fdatasynced before it answers 250, and SQLite's
+WAL lets one of them write at a time: the workers take turns on a flock()ed file (each
+still group-commits, and fsyncs outside the lock; see storage/sqlite.py).
 
 The parent only supervises: it opens the store once (migrations run before any worker
 starts), starts the workers, restarts one that dies unexpectedly (with a growing delay),

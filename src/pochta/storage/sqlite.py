@@ -30,7 +30,9 @@ writes the WAL frames without waiting for the disk) and the fdatasync of the WAL
 after the lock is released, before any caller hears of the commit. So one worker's fsync
 overlaps the other's transaction instead of holding it up. WAL with NORMAL never corrupts
 the index (SQLite syncs the WAL before each checkpoint); our own fdatasync is what makes
-each acknowledged commit durable.
+each acknowledged commit durable. The price: other connections may read a commit up to
+one fsync (a few ms) before it is on disk, so a power cut in that window can undo a
+message an IMAP client has already listed (its sender never got a 250 and sends again).
 
 A full disk (or any failed write) never leaves the index pointing at bytes that are not
 the blob's: the offset of each new blob is taken from the segment file's real size

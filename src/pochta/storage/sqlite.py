@@ -33,6 +33,9 @@ the index (SQLite syncs the WAL before each checkpoint); our own fdatasync is wh
 each acknowledged commit durable. The price: other connections may read a commit up to
 one fsync (a few ms) before it is on disk, so a power cut in that window can undo a
 message an IMAP client has already listed (its sender never got a 250 and sends again).
+A process frozen inside its write transaction (SIGSTOP, a debugger) now stalls the other
+writers until it goes on or dies (the kernel drops its flock), where SQLite's busy timeout
+used to fail their writes after 30 s.
 
 A full disk (or any failed write) never leaves the index pointing at bytes that are not
 the blob's: the offset of each new blob is taken from the segment file's real size

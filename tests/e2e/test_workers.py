@@ -16,10 +16,18 @@ import sys
 import time
 from pathlib import Path
 
+from pochta.server.workers import worker_cpu
 from pochta.storage.sqlite import SQLiteStore
 from tests.conftest import Instance, populate
 
 SRC = str(Path(__file__).parents[2] / "src")
+
+
+def test_worker_cpu_gives_each_worker_its_own_cpu_or_none() -> None:
+    assert [worker_cpu(i, 2, {0, 1, 2, 3}) for i in range(2)] == [0, 1]
+    assert [worker_cpu(i, 3, {5, 2, 7}) for i in range(3)] == [2, 5, 7]
+    assert worker_cpu(0, 1, {0, 1}) is None  # one worker: the kernel places it
+    assert worker_cpu(1, 3, {0, 1}) is None  # more workers than CPUs: no pinning
 
 
 def free_port() -> int:
@@ -111,6 +119,12 @@ async def test_two_workers_act_as_one_server(instance: Instance) -> None:
         # IMAP IDLE on both workers, then a delivery: everyone sees it within a second
         idlers = await until_both_workers(imap_port)
         lines += idlers
+        # pin_workers (on by default): with a CPU each, each worker runs on its own
+        if len(os.sched_getaffinity(0)) >= 2:
+            pids = {line.worker() for line in idlers} - {None}
+            pinned = [os.sched_getaffinity(pid) for pid in pids if pid is not None]
+            assert [len(cpus) for cpus in pinned] == [1, 1], pinned
+            assert pinned[0] != pinned[1]
         for n, line in enumerate(idlers):
             assert b"OK" in await line.send(f"l{n} LOGIN alice@example.test alice-pass")
             line.writer.write(f"s{n} SELECT INBOX\r\n".encode())

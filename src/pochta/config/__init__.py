@@ -323,6 +323,14 @@ class Config:
             "sensible; `pochta serve --workers N` overrides (see README: several processes)"
         ),
     )
+    pin_workers: bool = field(
+        default=True,
+        metadata=_doc(
+            "with several workers and at least as many usable CPUs, run worker i on the "
+            "i-th CPU only (fewer migrations and cache misses; false lets the kernel move "
+            "them, e.g. beside other busy services)"
+        ),
+    )
     listeners: list[Listener] = field(default_factory=list, metadata=_doc("[[listeners]]"))
     tls: TLSConfig = field(default_factory=TLSConfig, metadata=_doc("[tls]"))
     limits: Limits = field(default_factory=Limits, metadata=_doc("[limits]"))

@@ -15,10 +15,27 @@ appending to an open file and fsyncing it once per batch is cheap.
 
 Durability and group commit: every write goes through one writer thread. It takes every
 job queued since its last commit, appends their blobs to the segment, fdatasyncs it, then
-runs the jobs' SQL in one transaction and commits (one WAL fsync). Only then are the
+runs the jobs' SQL in one transaction, commits and fdatasyncs the WAL. Only then are the
 callers' futures resolved, so ``accept()`` returning means the message and its index entry
 are on disk. A crash before COMMIT leaves unreferenced bytes at the end of a segment,
 never a half-visible message; a crash after leaves a complete one.
+
+Several processes on one index (``pochta serve --workers N``, the CLI beside the server):
+SQLite lets one of them write at a time. Each writer waits for its turn on a flock()ed
+file, asleep until the holder lets go (SQLite's own busy handler polls, sleeping 1, 2, 5
+... 100 ms, so the lock sat idle while a worker slept and went back to the worker that had
+just let go), drains the jobs that queued up meanwhile into its batch, and holds the lock
+only for the SQL and COMMIT: the writer connection runs with ``synchronous=NORMAL`` (COMMIT
+writes the WAL frames without waiting for the disk) and the fdatasync of the WAL comes
+after the lock is released, before any caller hears of the commit. So one worker's fsync
+overlaps the other's transaction instead of holding it up. WAL with NORMAL never corrupts
+the index (SQLite syncs the WAL before each checkpoint); our own fdatasync is what makes
+each acknowledged commit durable. The price: other connections may read a commit up to
+one fsync (a few ms) before it is on disk, so a power cut in that window can undo a
+message an IMAP client has already listed (its sender never got a 250 and sends again).
+A process frozen inside its write transaction (SIGSTOP, a debugger) now stalls the other
+writers until it goes on or dies (the kernel drops its flock), where SQLite's busy timeout
+used to fail their writes after 30 s.
 
 A full disk (or any failed write) never leaves the index pointing at bytes that are not
 the blob's: the offset of each new blob is taken from the segment file's real size
@@ -465,6 +482,10 @@ class SQLiteStore(
         # storage.fsync = "always": metadata commits are fsynced too (see _metadata_durable)
         self.fsync_always = False
         self._writer_conn = _connect(data_dir / "pochta.db")
+        # flock()ed by the writer thread around each write transaction (see _run_batch)
+        self._lock_fd = os.open(data_dir / "pochta.db-writer",
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._wal_fd: int | None = None  # opened at the first commit (see _sync_wal)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-reader")
         self._local = threading.local()
         self._reader_lock = threading.Lock()
@@ -498,7 +519,11 @@ class SQLiteStore(
         except BaseException:
             store._read_pool.shutdown()
             store._writer_conn.close()
+            os.close(store._lock_fd)
             raise
+        # From here on COMMIT does not wait for the disk: _run_batch fdatasyncs the WAL
+        # after releasing the write lock (migrations above committed with FULL).
+        store._writer_conn.execute("PRAGMA synchronous=NORMAL")
         store._thread.start()
         return store
 
@@ -600,29 +625,44 @@ class SQLiteStore(
 
     def _writer_loop(self) -> None:
         conn = self._writer_conn
-        while True:
+        stop = False
+        while not stop:
             first = self._jobs.get()
             if first is None:
                 break
             if self.commit_interval:
                 time.sleep(self.commit_interval)
             batch = [first]
-            stop = False
-            while True:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._run_batch(conn, batch)
-            if stop:
-                break
-        if self._segment_fd is not None:
-            os.close(self._segment_fd)
+            stop = self._drain(batch)
+            stop = self._run_batch(conn, batch) or stop
+        for fd in (self._segment_fd, self._wal_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
         conn.close()
+
+    def _drain(self, batch: list[_Job]) -> bool:
+        """Add every job queued now to ``batch``; True when close() asked to stop."""
+        while True:
+            try:
+                nxt = self._jobs.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            batch.append(nxt)
+
+    def _sync_wal(self) -> None:
+        """fdatasync the index's WAL: every frame written so far (this commit's, and any
+        other process's before it) is on disk. The file stays the same while the writer
+        connection is open (SQLite removes it only when the last connection closes)."""
+        fd = self._wal_fd
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # cheap insurance all the same
+            os.close(fd)
+            fd = self._wal_fd = None
+        if fd is None:
+            fd = self._wal_fd = os.open(self.data_dir / "pochta.db-wal",
+                                        os.O_RDONLY | os.O_CLOEXEC)
+        os.fdatasync(fd)
 
     def _append_blobs(
         self, batch: list[_Job]
@@ -693,16 +733,22 @@ class SQLiteStore(
         self._segment_name = name
         self._segment_size = 0
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> bool:
+        """Commit ``batch`` and every job queued while it waited for the write lock (the
+        list grows); True when close() asked to stop meanwhile."""
         results: list[tuple[bool, Any]] = []
         start = -1
+        stop = locked = committed = False
         try:
             places, start = self._append_blobs(batch)
-            # A batch of nothing but non-durable jobs commits without the WAL fsync (a
-            # later durable commit syncs its frames too); the index stays consistent.
-            durable = any(job.durable for job in batch)
-            if not durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # asleep until the holder lets go
+            locked = True
+            first_late = len(batch)
+            stop = self._drain(batch)  # what queued up while we waited: one fsync for all
+            if len(batch) > first_late:
+                late, late_start = self._append_blobs(batch[first_late:])
+                places += late
+                start = start if start >= 0 else late_start
             conn.execute("BEGIN IMMEDIATE")
             for job, place in zip(batch, places, strict=True):
                 conn.execute("SAVEPOINT job")
@@ -735,21 +781,31 @@ class SQLiteStore(
                         raise error from exc
                     results.append((False, error))
             conn.execute("COMMIT")
-            if not durable:
-                conn.execute("PRAGMA synchronous=FULL")
+            committed = True
         except Exception as exc:  # disk full, I/O error: nothing of the batch is durable
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA synchronous=FULL")
             error = storage_error(exc)
             if isinstance(error, StorageFull):
                 # The index did not take the batch: its blob bytes are nobody's.
                 self._cut_segment(start)
             log.error("store write failed (%d job(s)): %s", len(batch), error)
             results = [(False, error) for _ in batch]
+        finally:
+            if locked:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        # A batch of nothing but non-durable jobs is not synced (a later durable one syncs
+        # its frames too); the index stays consistent either way.
+        if committed and any(job.durable for job in batch):
+            try:
+                self._sync_wal()
+            except OSError as exc:  # committed but maybe not on disk: nobody hears "done"
+                error = storage_error(exc)
+                log.error("store WAL sync failed (%d job(s)): %s", len(batch), error)
+                results = [(False, error) for _ in batch]
         for job, (ok, value) in zip(batch, results, strict=True):
             job.loop.call_soon_threadsafe(self._finish, job, ok, value)
+        return stop
 
     def _finish(self, job: _Job, ok: bool, value: Any) -> None:
         if ok:
@@ -1038,7 +1094,9 @@ class SQLiteStore(
         if not wanted:
             return found
         marks = ", ".join("?" * len(wanted))
-        rows = await self._query(
+        # a few rows by unique key, once per RCPT: on the loop (see _query_now), where the
+        # hop to a reader thread and back cost more CPU than the read itself
+        rows = self._query_now(
             f"SELECT {_ACCOUNT_COLS}, NULL FROM accounts WHERE address IN ({marks}) "  # noqa: S608
             f"UNION ALL SELECT {_ALIAS_ROW}, targets "
             f"FROM aliases WHERE source IN ({marks})", (*wanted, *wanted),

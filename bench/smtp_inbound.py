@@ -18,7 +18,8 @@ Targets:
   aiosmtpd  ../shared/bench/smtp/aiosmtpd_maildir.py (fsync on) on 2627
   pochta-w2 the same instance as pochta, run with ``serve --workers 2`` on 2535
   pochta-pg the same instance on PostgreSQL (a throwaway cluster, fsync on) on 2545
-  pochta-sieve the same instance with an active 50-rule Sieve script, on 2555
+  pochta-sieve the same instance with an active 50-rule Sieve script, on 2530
+            (+5: at +30 its HTTP port 2080 would land on the first instance's POP3 2110)
   pochta-spam screening and a trained learning filter (DNS from bench/dns_local.py), 2565
             (all of them move with --port-base)
 
@@ -259,7 +260,7 @@ def run_matrix(args: argparse.Namespace) -> None:
                                                                      port=base + 20))
             elif name == "pochta-sieve":
                 targets[name] = stack.enter_context(pochta_server(
-                    workdir / "pochta-sieve", port=base + 30,
+                    workdir / "pochta-sieve", port=base + 5,
                     sieve=ROOT / "bench" / "sieve-50-rules.sieve"))
             elif name == "pochta-spam":
                 targets[name] = stack.enter_context(pochta_server(
@@ -394,7 +395,7 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
     p.add_argument("--port-base", type=int, default=2525,
                    help="pochta's MTA port; pochta-w2, -pg, -sieve and -spam use +10, +20, "
-                        "+30 and +40")
+                        "+5 and +40")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

@@ -10,11 +10,10 @@ get/set/delete names them: ``pochta acl set public Team authenticated lrswi``.""
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pochta.cliutil import CLIError, open_store
+from pochta.cliutil import CLIError, with_store
 from pochta.proto.imap.acl import OWNER_RIGHTS, AclError, identifier, modify
 from pochta.proto.imap.parser import valid_mailbox_name
 from pochta.storage.interfaces import AlreadyExists, MailboxInfo, MailStore, NotFound
@@ -23,17 +22,7 @@ from pochta.storage.public import is_public_owner, public_owner
 
 def _with_store(fn: Callable[[argparse.Namespace, MailStore], Awaitable[int]]
                 ) -> Callable[[argparse.Namespace, Any], int]:
-    def run(args: argparse.Namespace, config: Any) -> int:
-        async def main() -> int:
-            store = await open_store(config)
-            try:
-                return await fn(args, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
+    return with_store(lambda args, _config, store: fn(args, store))
 
 
 PUBLIC = "public"  # the owner argument that names the public folders

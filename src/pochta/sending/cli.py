@@ -4,7 +4,6 @@ commands (the same store the API uses; the server needs no restart)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import sys
 import time
@@ -12,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pochta.cliutil import with_store
 from pochta.mail.addresses import AddressError, normalize_address, normalize_domain
 from pochta.storage.interfaces import MailStore, NotFound
 from pochta.storage.interfaces_sending import ALL_STREAMS, ApiKey, EventKind, Suppression
-from pochta.storage.sqlite import SQLiteStore
 
 from .api import percentiles
 from .tokens import KEY_SCOPES, new_api_key
@@ -24,17 +23,8 @@ from .tokens import KEY_SCOPES, new_api_key
 def _with_store(
     fn: Callable[[argparse.Namespace, MailStore, Any], Awaitable[int]],
 ) -> Callable[[argparse.Namespace, Any], int]:
-    def run(args: argparse.Namespace, config: Any) -> int:
-        async def main() -> int:
-            store = await SQLiteStore.open(config.data_path)
-            try:
-                return await fn(args, store, config)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
+    # the store the configuration names (SQLite or PostgreSQL), through the one factory
+    return with_store(lambda args, config, store: fn(args, store, config))
 
 
 def _when(ts: float) -> str:

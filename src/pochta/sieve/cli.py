@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pochta.cliutil import open_store
 from pochta.mail.addresses import AddressError, normalize_address
 from pochta.services.sieve import SieveLoadError, SieveService
 from pochta.sieve import SieveMessage, SieveSyntaxError, compile_script
 from pochta.sieve.address import envelope_path
 from pochta.storage.interfaces import Envelope, MailStore, NotFound, StoreError
 from pochta.storage.interfaces_sieve import ScriptActive
-from pochta.storage.sqlite import SQLiteStore
 
 
 class _Fail(Exception):
@@ -39,7 +39,7 @@ def _read(path: str | None) -> str:
 def _run(fn: Any) -> Any:
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
-            store = await SQLiteStore.open(config.data_path)
+            store = await open_store(config)
             try:
                 account_id = await _account(store, args.user)
                 result: int = await fn(args, config, store, account_id)

@@ -7,16 +7,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import mailbox
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import with_store
 from ..mail.addresses import normalize_address
 from ..storage.interfaces import MailStore
-from ..storage.sqlite import SQLiteStore
 from .abuse import AbuseGuard
 from .bayes import LearningFilter, tokenize
 
@@ -34,19 +33,7 @@ INIT_SUGGESTIONS = [
 ]
 
 
-def _with_store(fn: Callable[[argparse.Namespace, Any, MailStore], Awaitable[int]]
-                ) -> Callable[[argparse.Namespace, Any], int]:
-    def run(args: argparse.Namespace, config: Any) -> int:
-        async def main() -> int:
-            store = await SQLiteStore.open(config.data_path)
-            try:
-                return await fn(args, config, store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
-
-    return run
+_with_store = with_store  # the store the configuration names, through the one factory
 
 
 def read_folder(path: Path) -> Iterator[bytes]:

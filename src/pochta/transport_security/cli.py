@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pochta.cliutil import open_store
 from pochta.mail.addresses import domain_of
 from pochta.policy.dmarc_reports import parse_aggregate, summarize, unpack
 from pochta.storage.interfaces_transport import TransportSecurityStore
-from pochta.storage.sqlite import SQLiteStore
 
 
 def _when(ts: float) -> str:
@@ -210,7 +210,7 @@ async def cmd_report_dmarc(args: argparse.Namespace, store: Any, config: Any) ->
 def _with_store_and_config(fn: Any) -> Any:
     def run(args: argparse.Namespace, config: Any) -> int:
         async def main() -> int:
-            store = await SQLiteStore.open(config.data_path)
+            store = await open_store(config)
             try:
                 result: int = await fn(args, store, config)
                 return result

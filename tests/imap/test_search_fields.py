@@ -281,3 +281,54 @@ async def test_keeper_reads_only_the_header_of_a_big_message(
     _, kept, _ = await keep_once(store)
     assert kept == 1
     assert await store.get_search_fields(blobs) == {blobs[0]: search_fields_of(big)}
+
+
+async def test_one_keeper_works_at_a_time(store: MailStore) -> None:  # noqa: F811
+    """Two keepers on one store (two workers, two nodes): only the lock holder reads
+    and writes texts; when it stops, the other takes over and keeps what came since."""
+    from pochta.server import imap_searchkeep
+
+    calls: dict[str, int] = {"a": 0, "b": 0}
+
+    class Counting:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __getattr__(self, attr: str) -> object:
+            if attr == "unkept_search_blobs":
+                calls[self.name] += 1
+            return getattr(store, attr)
+
+    account = await store.add_account("keep@example.test", "x", None)
+
+    async def deliver(i: int) -> int:
+        data = b"From: n%d@example.org\r\nSubject: s%d\r\n\r\nbody\r\n" % (i, i)
+        meta = await store.accept(data, Envelope(sender=""), [LocalTarget(account.id)])
+        return meta.blob_id
+
+    async def kept(blobs: list[int]) -> bool:
+        for _ in range(200):
+            if len(await store.get_search_fields(blobs)) == len(blobs):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    first = [await deliver(i) for i in range(3)]
+    a = asyncio.create_task(imap_searchkeep.keep_forever(
+        Counting("a"), interval=0.02, owner="a", lease=0.6))  # type: ignore[arg-type]
+    assert await kept(first)
+    b = asyncio.create_task(imap_searchkeep.keep_forever(
+        Counting("b"), interval=0.02, owner="b", lease=0.6))  # type: ignore[arg-type]
+    second = [await deliver(i) for i in range(3, 6)]
+    assert await kept(second)
+    await asyncio.sleep(0.5)  # b has asked for the lock at least twice meanwhile
+    assert calls["a"] > 0 and calls["b"] == 0
+    a.cancel()  # a stops and gives the lock back: b takes over within a third of a lease
+    with pytest.raises(asyncio.CancelledError):
+        await a
+    third = [await deliver(i) for i in range(6, 9)]
+    assert await kept(third)
+    assert calls["b"] > 0
+    b.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await b

@@ -9,6 +9,13 @@ derived; a SEARCH reads a message whose texts are missing and keeps them). Old m
 kept before this existed, are done the same way from the first blob on, ``batch`` at a
 time with the event loop given back between messages. COPY and MOVE share the blob, so
 its texts; expunge and blob collection drop them with the blob (store triggers).
+
+One keeper works at a time for the whole store: every ``serve --workers`` process and
+every node sharing a PostgreSQL database starts one, and the one holding the store lock
+``KEEPER_LOCK`` does the work (the texts are the same whoever computes them; N keepers
+would read and write each new message N times). The others look again every
+``KEEPER_LEASE / 3`` seconds and take over when the holder stops or dies (its lease runs
+out).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import re
 import time
 
 from ..proto.imap.search import search_fields_of
+from ..services.locks import PROCESS_ID
 from ..storage.interfaces import MailStore, NotFound, StoreError
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,8 @@ HEADER_MAX = 256 << 10  # a longer header is left to SEARCH (it reads the messag
 _HEADER_END = re.compile(rb"\n\r?\n")  # as proto/imap/bodystructure.py splits a header
 YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of work)
 BACKFILL_LOG = 10_000  # a run of at least this many messages is logged (INFO)
+KEEPER_LOCK = "imap-search-keeper"
+KEEPER_LEASE = 30.0  # seconds; renewed every third of it while this process keeps
 
 
 async def keep_once(
@@ -77,15 +87,38 @@ async def _head(store: MailStore, blob_id: int, size: int) -> bytes | None:
     return bytes(buf) if len(buf) == size else None
 
 
-async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 600.0
-                       ) -> None:
-    """Run ``keep_once`` until cancelled: batch after batch while there is work, then a
-    look every ``interval`` seconds for new blobs (two indexed reads from where the last
-    look ended), and from the first blob again every ``rescan`` seconds (a blob committed
-    out of id order, PostgreSQL's concurrent deliveries, is not missed for long)."""
+async def keep_forever(store: MailStore, interval: float = 1.0, rescan: float = 600.0,
+                       owner: str = f"{PROCESS_ID}:searchkeep",
+                       lease: float = KEEPER_LEASE) -> None:
+    """Run ``keep_once`` until cancelled while this process holds ``KEEPER_LOCK``: batch
+    after batch while there is work, then a look every ``interval`` seconds for new blobs
+    (two indexed reads from where the last look ended), and from the first blob again
+    every ``rescan`` seconds (a blob committed out of id order, PostgreSQL's concurrent
+    deliveries, is not missed for long). Without the lock it waits and asks again."""
+    try:
+        await _keep_while_held(store, interval, rescan, owner, lease)
+    finally:  # cancelled (shutdown): let another process take over at once
+        with contextlib.suppress(StoreError):
+            await asyncio.shield(store.unlock(KEEPER_LOCK, owner))
+
+
+async def _keep_while_held(store: MailStore, interval: float, rescan: float, owner: str,
+                           lease: float) -> None:
     after, since = 0, time.monotonic()
     run_kept, run_start = 0, time.monotonic()
+    renewed = -lease  # never: take the lock before the first batch
     while True:
+        if time.monotonic() - renewed >= lease / 3:
+            try:
+                held = await store.try_lock(KEEPER_LOCK, owner, lease)
+            except StoreError as exc:
+                log.warning("cannot take the search keeper's lock: %s", exc)
+                held = False
+            if not held:  # another process keeps; start from the first blob if we take over
+                after, renewed = 0, -lease
+                await asyncio.sleep(lease / 3)
+                continue
+            renewed = time.monotonic()
         try:
             after, kept, more = await keep_once(store, after)
         except StoreError as exc:  # a full disk or a lost database: try again later

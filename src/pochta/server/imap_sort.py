@@ -32,7 +32,7 @@ from ..proto.imap.sort import (
 )
 from ..storage.interfaces import NotFound, StoreError
 from ..storage.interfaces_imap import SortKeys, ThreadColumns
-from . import imap_thread_snapshot
+from . import imap_sortorder, imap_thread_snapshot
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession, SearchUpdate
 
@@ -136,21 +136,13 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     kept = s.ctx.imap_threads.get(key)
     if kept is not None:
         return array("I", kept).tolist()
-    meta = sel.meta
     await _keep_newer_keys(s)
-    for attempt in range(2):
-        try:
-            uids = await s.store.sorted_uids(sel.info.id, req.criteria)
-        except StoreError:
-            return None
-        uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
-        if len(uids) == len(view):
-            break
-        # messages of the view without kept keys (arrivals since the last SORT): keep
-        # theirs and ask again, rather than reading every message's keys
-        found = set(uids)
-        if attempt or not await _keep_view_keys(s, [u for u in view if u not in found]):
-            return None
+    # a kept order of the mailbox brought up to date (arrivals inserted, expunged
+    # messages dropped), else the store sorts every message
+    uids = (await imap_sortorder.view_order(s, req.criteria, lambda new: _keep_view_keys(s, new))
+            or await _store_sorted(s, req))
+    if uids is None:
+        return None
     if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
         numbers = uids
     else:
@@ -159,6 +151,28 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
     s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
     return numbers
+
+
+async def _store_sorted(s: ImapSession, req: SortRequest) -> list[int] | None:
+    """The view's UIDs sorted by the store (one query of the whole mailbox)."""
+    sel = s.selected
+    assert sel is not None
+    meta, view = sel.meta, sel.uids
+    for attempt in range(2):
+        try:
+            uids = await s.store.sorted_uids(sel.info.id, req.criteria)
+        except StoreError:
+            return None
+        uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
+        if len(uids) == len(view):
+            await imap_sortorder.remembered(s, req.criteria, uids)
+            return uids
+        # messages of the view without kept keys (arrivals since the last SORT): keep
+        # theirs and ask again, rather than reading every message's keys
+        found = set(uids)
+        if attempt or not await _keep_view_keys(s, [u for u in view if u not in found]):
+            return None
+    return None
 
 
 async def _keep_newer_keys(s: ImapSession) -> None:

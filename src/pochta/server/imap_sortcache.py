@@ -1,0 +1,72 @@
+"""The kept SORT orders of one server process (``ServerContext.imap_sortorders``; used by
+server/imap_sortorder.py)."""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ..storage.interfaces import MailboxInfo
+from ..storage.interfaces_imap import SortKeys
+
+
+@dataclass
+class SortOrder:
+    uids: array[int]  # in SORT order
+    upto: int  # the highest UID among them
+
+
+@dataclass
+class SortBox:
+    orders: OrderedDict[str, SortOrder] = field(default_factory=OrderedDict)
+    # the snapshot each criteria has in the store, as this process knows it:
+    # (highest UID, rows); absent: not looked for yet
+    snapshots: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    keys: dict[int, SortKeys] = field(default_factory=dict)  # by UID, visited lately
+
+
+class SortOrders:
+    """The kept SORT orders of the last few mailboxes sorted (``ServerContext.
+    imap_sortorders``): 400 KB per criteria list of a mailbox of 100,000 messages."""
+
+    def __init__(self, mailboxes: int = 4, per_mailbox: int = 8, keys: int = 20_000) -> None:
+        self.mailboxes = mailboxes
+        self.per_mailbox = per_mailbox
+        self.max_keys = keys
+        self.boxes: OrderedDict[tuple[int, int], SortBox] = OrderedDict()
+
+    def box(self, info: MailboxInfo) -> SortBox:
+        key = (info.id, info.uidvalidity)
+        box = self.boxes.get(key)
+        if box is None:
+            box = self.boxes[key] = SortBox()
+            while len(self.boxes) > self.mailboxes:
+                self.boxes.popitem(last=False)
+        self.boxes.move_to_end(key)
+        return box
+
+    def get(self, info: MailboxInfo, name: str) -> SortOrder | None:
+        order = self.box(info).orders.get(name)
+        if order is not None:
+            self.box(info).orders.move_to_end(name)
+        return order
+
+    def put(self, info: MailboxInfo, name: str, uids: list[int]) -> None:
+        """Keep the order of these UIDs, unless the kept one already covers later
+        arrivals (a session whose view is behind does not undo another's)."""
+        box = self.box(info)
+        upto = max(uids, default=0)
+        kept = box.orders.get(name)
+        if kept is not None and kept.upto > upto:
+            return
+        box.orders[name] = SortOrder(array("I", uids), upto)
+        box.orders.move_to_end(name)
+        while len(box.orders) > self.per_mailbox:
+            box.orders.popitem(last=False)
+
+    def remember_keys(self, info: MailboxInfo, keys: dict[int, SortKeys]) -> None:
+        box = self.box(info)
+        if len(box.keys) + len(keys) > self.max_keys:
+            box.keys.clear()  # (they are read again when needed)
+        box.keys.update(keys)

@@ -1,0 +1,213 @@
+"""SORT ... ALL of a view not seen before without sorting every message again: the UID
+order of the last view sorted is kept per mailbox and criteria (``SortOrders``, one per
+process), and a new view drops the messages expunged since and inserts the arrivals
+where a full sort would put them (proto/imap/sortorder.py), their keys and those of the
+messages the bisection visits read from the store (a few hundred rows, not 100,000).
+
+The first SORT of a mailbox after a restart starts from a snapshot of the order kept in
+the store (``SortSnapshot``: the UIDs in order, 4 octets each), which it brings up to
+date the same way; the snapshot is written again once it misses ``EVERY`` rows.
+
+Exact because a UID of a mailbox with its UIDVALIDITY always names the same message, whose
+keys never change: the kept order of any set of messages, restricted to the ones still
+there, is their order; and ``Insertion`` compares keys as the store's ORDER BY does."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import sys
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
+
+from ..proto.imap.sort import collector_paused
+from ..proto.imap.sortorder import Insertion, Key, criteria_name, kept_part, needs_keys, sort_key
+from ..storage.interfaces import MailboxInfo, MessageMeta, StoreError
+from ..storage.interfaces_imap import SORT_SNAPSHOT_MAX, SortKeys, SortSnapshot
+from .imap_session import ImapSession
+from .imap_sortcache import SortBox, SortOrder
+
+log = logging.getLogger("pochta.imap")
+
+# more arrivals than this since the kept order: the store sorts everything again
+MAX_ARRIVALS = 2000
+# a mailbox this small is sorted by the store quickly enough: no snapshot
+MIN_ROWS = 1000
+# a new snapshot once the kept one misses this many of the view's rows
+EVERY = 1000
+FORMAT = b"U1"  # "U1" + the UIDs in order as little-endian 32-bit numbers
+
+
+def encode(uids: Sequence[int]) -> bytes:
+    a = array("I", uids)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return FORMAT + a.tobytes()
+
+
+def decode(data: bytes) -> list[int] | None:
+    """The UIDs of a snapshot; None when it is not one (another format, repeated UIDs)."""
+    if not data.startswith(FORMAT) or (len(data) - len(FORMAT)) % 4:
+        return None
+    a = array("I")
+    a.frombytes(data[len(FORMAT):])
+    if sys.byteorder == "big":
+        a.byteswap()
+    uids = a.tolist()
+    if len(set(uids)) != len(uids) or 0 in uids:
+        return None
+    return uids
+
+
+async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> SortOrder | None:
+    """The criteria's snapshot from the store, if it is of this UIDVALIDITY and decodes."""
+    try:
+        snap = await s.store.get_sort_snapshot(info.id, name)
+    except StoreError:
+        return None
+    box.snapshots[name] = None
+    if snap is None or snap.uidvalidity != info.uidvalidity:
+        return None
+    uids = decode(snap.data)
+    if uids is None or max(uids, default=0) != snap.uid_upto:
+        log.warning("ignoring the SORT snapshot of mailbox %d (%s)", info.id, name)
+        return None
+    box.snapshots[name] = (snap.uid_upto, len(uids))
+    return SortOrder(array("I", uids), snap.uid_upto)
+
+
+async def _save(s: ImapSession, info: MailboxInfo, name: str, box: SortBox,
+                view: list[int], uids: list[int]) -> None:
+    """Write the order as the criteria's snapshot when the kept one misses ``EVERY`` of
+    the view's rows (or none is kept)."""
+    if len(view) < MIN_ROWS:
+        return
+    kept = box.snapshots.get(name)
+    if kept is not None:
+        upto, rows = kept
+        covered = bisect.bisect_right(view, upto)
+        if len(view) - covered + max(0, rows - covered) < EVERY:
+            return
+    data = encode(uids)
+    if len(data) > SORT_SNAPSHOT_MAX:
+        return
+    upto = max(uids)
+    try:
+        await s.store.put_sort_snapshot(info.id, name,
+                                        SortSnapshot(info.uidvalidity, upto, data))
+    except (StoreError, ValueError) as exc:  # a full disk: the snapshot is only a cache
+        log.warning("cannot keep the SORT snapshot: %s", exc)
+        return
+    box.snapshots[name] = (upto, len(uids))
+
+
+async def _keys(s: ImapSession, info: MailboxInfo, box: SortBox, uids: list[int],
+                meta: dict[int, MessageMeta]) -> dict[int, SortKeys] | None:
+    """The kept keys of these messages of the view (None: one has none)."""
+    out = {u: box.keys[u] for u in uids if u in box.keys}
+    todo = [u for u in uids if u not in out]
+    if todo:
+        got = await s.store.get_sort_keys([meta[u].blob_id for u in todo])
+        for u in todo:
+            k = got.get(meta[u].blob_id)
+            if k is None:
+                return None
+            out[u] = k
+        s.ctx.imap_sortorders.remember_keys(info, {u: out[u] for u in todo})
+    return out
+
+
+async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
+                     keep: Callable[[list[int]], Awaitable[bool]]) -> list[int] | None:
+    """The UIDs of the session's view in SORT order, from the kept order of this mailbox
+    and criteria (in memory, else the store's snapshot) brought up to date; None when
+    none is kept, too many messages arrived since, or a key is missing (a message
+    expunged meanwhile): the caller sorts in full. ``keep(uids)`` computes and keeps
+    the keys of arrivals that have none yet."""
+    sel = s.selected
+    if sel is None or not sel.uids:
+        return None
+    info, view, meta = sel.info, sel.uids, sel.meta
+    cache = s.ctx.imap_sortorders
+    name = criteria_name(criteria)
+    box = cache.box(info)
+    kept = cache.get(info, name)
+    if kept is None and len(view) >= MIN_ROWS and name not in box.snapshots:
+        kept = await _load(s, info, name, box)
+    if kept is None:
+        return None
+    with collector_paused():  # (a list of 100,000 numbers, no cycles)
+        order = kept_part(kept.uids.tolist(), meta)
+    if len(order) == len(view):
+        arrivals: list[int] = []
+    else:
+        # arrivals are usually the view's UIDs after the kept order's highest
+        arrivals = view[bisect.bisect_right(view, kept.upto):]
+        if len(order) + len(arrivals) != len(view):
+            known = set(order)
+            arrivals = [u for u in view if u not in known]
+    if len(arrivals) > MAX_ARRIVALS:
+        return None
+    if arrivals:
+        ordered = await _insert(s, info, box, criteria, order, arrivals, keep)
+        if ordered is None:
+            return None
+        order = ordered
+    cache.put(info, name, order)
+    await _save(s, info, name, box, view, order)
+    return order
+
+
+async def _insert(s: ImapSession, info: MailboxInfo, box: SortBox,
+                  criteria: Sequence[tuple[str, bool]], order: list[int],
+                  arrivals: list[int], keep: Callable[[list[int]], Awaitable[bool]]
+                  ) -> list[int] | None:
+    """The order with the arrivals in their places (None: a key is missing)."""
+    sel = s.selected
+    assert sel is not None
+    meta = sel.meta
+    with_keys = needs_keys(criteria)
+
+    async def keys_of(uids: list[int]) -> dict[int, Key] | None:
+        if not with_keys:  # ARRIVAL, SIZE: the message's own metadata
+            return {u: sort_key(criteria, meta[u], None) for u in uids}
+        got = await _keys(s, info, box, uids, meta)
+        if got is None:
+            return None
+        return {u: sort_key(criteria, meta[u], got[u]) for u in uids}
+
+    try:
+        new = await keys_of(arrivals)
+        if new is None:  # arrivals whose keys are not kept yet: keep theirs first
+            if not await keep(arrivals):
+                return None
+            new = await keys_of(arrivals)
+            if new is None:
+                return None
+        ins = Insertion(order, [(k, u) for u, k in new.items()])
+        while want := ins.wanted():
+            got = await keys_of(want)
+            if got is None:
+                return None
+            ins.feed(got)
+    except StoreError:
+        return None
+    return ins.result()
+
+
+def remember(s: ImapSession, criteria: Sequence[tuple[str, bool]], uids: list[int]) -> None:
+    """Keep the order a full sort gave for the session's view."""
+    sel = s.selected
+    if sel is not None:
+        s.ctx.imap_sortorders.put(sel.info, criteria_name(criteria), uids)
+
+
+async def remembered(s: ImapSession, criteria: Sequence[tuple[str, bool]],
+                     uids: list[int]) -> None:
+    """``remember``, and write the snapshot when the kept one is stale."""
+    remember(s, criteria, uids)
+    sel = s.selected
+    if sel is not None:
+        name = criteria_name(criteria)
+        box = s.ctx.imap_sortorders.box(sel.info)
+        await _save(s, sel.info, name, box, sel.uids, uids)

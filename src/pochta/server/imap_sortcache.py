@@ -15,6 +15,9 @@ from ..storage.interfaces_imap import SortKeys
 class SortOrder:
     uids: array[int]  # in SORT order
     upto: int  # the highest UID among them
+    # the same UIDs ascending (the view they were sorted for), when known: a later view
+    # that starts with them lost none (no need to look for expunged ones)
+    covers: list[int] | None = None
 
 
 @dataclass
@@ -30,7 +33,7 @@ class SortOrders:
     """The kept SORT orders of the last few mailboxes sorted (``ServerContext.
     imap_sortorders``): 400 KB per criteria list of a mailbox of 100,000 messages."""
 
-    def __init__(self, mailboxes: int = 4, per_mailbox: int = 8, keys: int = 20_000) -> None:
+    def __init__(self, mailboxes: int = 4, per_mailbox: int = 8, keys: int = 4096) -> None:
         self.mailboxes = mailboxes
         self.per_mailbox = per_mailbox
         self.max_keys = keys
@@ -52,7 +55,8 @@ class SortOrders:
             self.box(info).orders.move_to_end(name)
         return order
 
-    def put(self, info: MailboxInfo, name: str, uids: list[int]) -> None:
+    def put(self, info: MailboxInfo, name: str, uids: list[int],
+            covers: list[int] | None = None) -> None:
         """Keep the order of these UIDs, unless the kept one already covers later
         arrivals (a session whose view is behind does not undo another's)."""
         box = self.box(info)
@@ -60,7 +64,7 @@ class SortOrders:
         kept = box.orders.get(name)
         if kept is not None and kept.upto > upto:
             return
-        box.orders[name] = SortOrder(array("I", uids), upto)
+        box.orders[name] = SortOrder(array("I", uids), upto, covers)
         box.orders.move_to_end(name)
         while len(box.orders) > self.per_mailbox:
             box.orders.popitem(last=False)

@@ -136,24 +136,28 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
         kept = await _load(s, info, name, box)
     if kept is None:
         return None
+    covers = kept.covers
     with collector_paused():  # (a list of 100,000 numbers, no cycles)
-        order = kept_part(kept.uids.tolist(), meta)
-    if len(order) == len(view):
-        arrivals: list[int] = []
-    else:
+        if covers is not None and view[: len(covers)] == covers:
+            order = kept.uids.tolist()  # nothing expunged since
+            arrivals = view[len(covers):]
+        else:
+            order = kept_part(kept.uids.tolist(), meta)
+            arrivals = []
+    if len(order) + len(arrivals) != len(view):
         # arrivals are usually the view's UIDs after the kept order's highest
         arrivals = view[bisect.bisect_right(view, kept.upto):]
         if len(order) + len(arrivals) != len(view):
             known = set(order)
             arrivals = [u for u in view if u not in known]
-    if len(arrivals) > MAX_ARRIVALS:
-        return None
+    if len(arrivals) > min(MAX_ARRIVALS, max(16, len(view) // 8)):
+        return None  # (the bisections would read more keys than a full sort costs)
     if arrivals:
         ordered = await _insert(s, info, box, criteria, order, arrivals, keep)
         if ordered is None:
             return None
         order = ordered
-    cache.put(info, name, order)
+    cache.put(info, name, order, list(view))
     await _save(s, info, name, box, view, order)
     return order
 
@@ -199,7 +203,7 @@ def remember(s: ImapSession, criteria: Sequence[tuple[str, bool]], uids: list[in
     """Keep the order a full sort gave for the session's view."""
     sel = s.selected
     if sel is not None:
-        s.ctx.imap_sortorders.put(sel.info, criteria_name(criteria), uids)
+        s.ctx.imap_sortorders.put(sel.info, criteria_name(criteria), uids, list(sel.uids))
 
 
 async def remembered(s: ImapSession, criteria: Sequence[tuple[str, bool]],

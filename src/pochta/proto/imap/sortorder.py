@@ -24,6 +24,8 @@ from pochta.mail.model import MessageMeta, SortKeys
 
 # positions of an open range asked for per round: 100,000 rows take three rounds
 FANOUT = 48
+# at most about this many keys asked for per round (many arrivals: fewer per range)
+ROUND_KEYS = 1024
 # the criteria that need the kept keys (the others are the message's own metadata)
 NEEDS_KEYS = {"DATE", "SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO"}
 
@@ -111,6 +113,7 @@ class Insertion:
         self.keys: dict[int, Key] = dict(known or {})
         n = len(order)
         self.ranges = [[0, n] for _ in self.arrivals]
+        self.fanout = max(2, min(FANOUT, ROUND_KEYS // max(1, len(arrivals))))
 
     def _narrow(self, i: int) -> list[int]:
         """Narrow arrival i's range with the known keys; the positions still wanted."""
@@ -119,9 +122,9 @@ class Insertion:
         lo, hi = rng
         order, keys = self.order, self.keys
         while lo < hi:
-            if hi - lo > FANOUT:
-                step = (hi - lo) / FANOUT
-                picks = sorted({lo + int(step * j) for j in range(FANOUT)} | {hi - 1})
+            if hi - lo > self.fanout:
+                step = (hi - lo) / self.fanout
+                picks = sorted({lo + int(step * j) for j in range(self.fanout)} | {hi - 1})
                 missing = [p for p in picks if order[p] not in keys]
                 if missing:
                     rng[0], rng[1] = lo, hi

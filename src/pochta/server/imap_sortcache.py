@@ -55,12 +55,12 @@ class SortOrders:
             self.box(info).orders.move_to_end(name)
         return order
 
-    def put(self, info: MailboxInfo, name: str, uids: list[int],
-            covers: list[int] | None = None) -> None:
-        """Keep the order of these UIDs, unless the kept one already covers later
-        arrivals (a session whose view is behind does not undo another's)."""
+    def put(self, info: MailboxInfo, name: str, uids: list[int], covers: list[int]) -> None:
+        """Keep the order of these UIDs (``covers``: the same ascending), unless the kept
+        one already covers later arrivals (a session whose view is behind does not undo
+        another's)."""
         box = self.box(info)
-        upto = max(uids, default=0)
+        upto = covers[-1] if covers else 0
         kept = box.orders.get(name)
         if kept is not None and kept.upto > upto:
             return

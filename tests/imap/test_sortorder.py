@@ -14,7 +14,7 @@ import pytest
 from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap import sortorder
 from pochta.proto.imap.sort import SORT_KEYS, SortItem, sort_items
-from pochta.proto.imap.sortorder import Insertion, criteria_name, kept_part, sort_key
+from pochta.proto.imap.sortorder import Insertion, criteria_name, expunged, kept_part, sort_key
 
 STRINGS = ["", "A", "AB", "B", "a", "É", "É", "E\u0301", "\U0001f600", "\uffff", "Z", "ÿ"]
 
@@ -102,3 +102,32 @@ def test_few_keys_are_read() -> None:
         ins.feed({u: keys[u] for u in want})
     assert ins.result().index(200_001) == 388  # after (776, 388), before (778, 389)
     assert rounds <= 3 and read <= 3 * (sortorder.FANOUT + 1)
+
+
+def test_expunged_found_by_bisection() -> None:
+    """``expunged`` finds what to drop from a sorted view so that a later one is the rest
+    plus UIDs above it: every UID gone (up to the limit), whatever arrived after, and
+    None (never a wrong answer) when the view also gained a UID below the old ones."""
+    rng = random.Random(4)
+    found = 0
+    for _ in range(20_000):
+        covers = sorted(rng.sample(range(1, 60), rng.randint(0, 30)))
+        gone = set(rng.sample(covers, rng.randint(0, min(len(covers), 5))))
+        view = [u for u in covers if u not in gone]
+        top = covers[-1] if covers else 0
+        filled = False
+        if rng.random() < 0.5:
+            view += list(range(top + 1, top + 1 + rng.randint(0, 3)))
+        elif holes := [u for u in range(1, top) if u not in covers]:
+            view = sorted({*view, rng.choice(holes)})
+            filled = True
+        got = expunged(covers, view, 3)
+        if got is None:
+            assert len(gone) > 3 or filled
+            continue
+        found += 1
+        rest = [u for u in covers if u not in set(got)]
+        assert gone <= set(got) and len(got) <= 3
+        assert view[: len(rest)] == rest
+        assert all(u > (rest[-1] if rest else 0) for u in view[len(rest):])
+    assert found > 8_000

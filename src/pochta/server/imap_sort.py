@@ -146,7 +146,7 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
         numbers = uids
     else:
-        seq = {u: n for n, u in enumerate(view, 1)}
+        seq = dict(zip(view, range(1, len(view) + 1), strict=True))  # (built in C)
         numbers = list(map(seq.__getitem__, uids))
     s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
     s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])

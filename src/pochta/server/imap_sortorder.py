@@ -21,7 +21,15 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 
 from ..proto.imap.sort import collector_paused
-from ..proto.imap.sortorder import Insertion, Key, criteria_name, kept_part, needs_keys, sort_key
+from ..proto.imap.sortorder import (
+    Insertion,
+    Key,
+    criteria_name,
+    expunged,
+    kept_part,
+    needs_keys,
+    sort_key,
+)
 from ..storage.interfaces import MailboxInfo, MessageMeta, StoreError
 from ..storage.interfaces_imap import SORT_SNAPSHOT_MAX, SortKeys, SortSnapshot
 from .imap_session import ImapSession
@@ -31,6 +39,9 @@ log = logging.getLogger("pochta.imap")
 
 # more arrivals than this since the kept order: the store sorts everything again
 MAX_ARRIVALS = 2000
+# at most this many expunged since the kept order are looked up one by one (more: every
+# UID of the order is checked against the view)
+GONE_FOUND = 8
 # a mailbox this small is sorted by the store quickly enough: no snapshot
 MIN_ROWS = 1000
 # a new snapshot once the kept one misses this many of the view's rows
@@ -138,9 +149,14 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
         return None
     covers = kept.covers
     with collector_paused():  # (a list of 100,000 numbers, no cycles)
-        if covers is not None and view[: len(covers)] == covers:
-            order = kept.uids.tolist()  # nothing expunged since
-            arrivals = view[len(covers):]
+        gone = expunged(covers, view, GONE_FOUND) if covers is not None else None
+        if covers is not None and gone is not None:
+            # a few expunged since (or none): dropped where they are, no pass over all
+            at = sorted((kept.uids.index(g) for g in gone), reverse=True)
+            order = kept.uids.tolist()
+            for i in at:
+                del order[i]
+            arrivals = view[len(covers) - len(gone):]
         else:
             order = kept_part(kept.uids.tolist(), meta)
             arrivals = []

@@ -167,3 +167,38 @@ class Insertion:
             prev = pos
         out.extend(self.order[prev:])
         return out
+
+
+def expunged(covers: list[int], view: list[int], limit: int) -> list[int] | None:
+    """At most ``limit`` UIDs to drop from ``covers`` (a view sorted before, ascending)
+    so that ``view`` (ascending) is the rest followed by UIDs above them all: found by
+    bisection (a few comparisons per UID, not a pass over 100,000) and checked by one
+    list comparison; None when there are none such. Every UID ``view`` lacks is dropped;
+    one it still has may be too (a view that gained a UID below some of ``covers``):
+    the caller inserts the UIDs that follow the rest as arrivals, so it comes back."""
+    gone: list[int] = []
+    i = 0
+    while True:
+        d = len(gone)
+        m = min(len(view), len(covers) - d)
+        # the first j >= i where view[j] != covers[j + d] (equal before it)
+        lo, hi = i, m
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if view[mid] == covers[mid + d]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == m:
+            gone += covers[m + d:]  # (none, or the last ones when the view ends first)
+            break
+        gone.append(covers[lo + d])
+        if len(gone) > limit:
+            return None
+        i = lo
+    if len(gone) > limit:
+        return None
+    rest = covers[:]
+    for g in reversed(gone):  # (gone is ascending: positions stay right)
+        del rest[bisect.bisect_left(rest, g)]
+    return gone if view[: len(rest)] == rest else None

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import operator
+import struct
 import sys
+import zlib
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -46,28 +49,50 @@ GONE_FOUND = 8
 MIN_ROWS = 1000
 # a new snapshot once the kept one misses this many of the view's rows
 EVERY = 1000
-FORMAT = b"U1"  # "U1" + the UIDs in order as little-endian 32-bit numbers
+# "U2", the number n of UIDs and a CRC-32 of the rest (little-endian 32-bit numbers), the
+# n UIDs in order, then the same UIDs ascending (the view sorted), zlib-compressed
+FORMAT = b"U2"
+HEAD = struct.Struct("<2sII")
 
 
-def encode(uids: Sequence[int]) -> bytes:
-    a = array("I", uids)
+def _le(a: array[int]) -> bytes:
     if sys.byteorder == "big":
+        a = array("I", a)
         a.byteswap()
-    return FORMAT + a.tobytes()
+    return a.tobytes()
 
 
-def decode(data: bytes) -> list[int] | None:
-    """The UIDs of a snapshot; None when it is not one (another format, repeated UIDs)."""
-    if not data.startswith(FORMAT) or (len(data) - len(FORMAT)) % 4:
+def encode(uids: Sequence[int], covers: Sequence[int]) -> bytes:
+    body = _le(array("I", uids)) + zlib.compress(_le(array("I", covers)), 1)
+    return HEAD.pack(FORMAT, len(uids), zlib.crc32(body)) + body
+
+
+def decode(data: bytes) -> tuple[array[int], list[int]] | None:
+    """The order and the view it is of (its UIDs ascending); None when the data is not
+    such a snapshot (another format, damaged, or the two lists differ)."""
+    if len(data) < HEAD.size:
         return None
-    a = array("I")
-    a.frombytes(data[len(FORMAT):])
+    fmt, n, crc = HEAD.unpack_from(data)
+    body = memoryview(data)[HEAD.size:]
+    if fmt != FORMAT or len(body) < 4 * n or zlib.crc32(body) != crc:
+        return None
+    try:
+        raw = zlib.decompress(body[4 * n:])
+    except zlib.error:
+        return None
+    order, ascending = array("I"), array("I")
+    order.frombytes(body[: 4 * n])
+    ascending.frombytes(raw)
     if sys.byteorder == "big":
-        a.byteswap()
-    uids = a.tolist()
-    if len(set(uids)) != len(uids) or 0 in uids:
+        order.byteswap()
+        ascending.byteswap()
+    covers = ascending.tolist()
+    # (cheap checks that the two are the same UIDs: equal sizes, sums and ends, and
+    # distinct UIDs ascending)
+    if (len(covers) != n or not covers or covers[0] < 1 or sum(order) != sum(covers)
+            or max(order) != covers[-1] or not all(map(operator.lt, covers, covers[1:]))):
         return None
-    return uids
+    return order, covers
 
 
 async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> SortOrder | None:
@@ -79,12 +104,13 @@ async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> S
     box.snapshots[name] = None
     if snap is None or snap.uidvalidity != info.uidvalidity:
         return None
-    uids = decode(snap.data)
-    if uids is None or max(uids, default=0) != snap.uid_upto:
+    got = decode(snap.data)
+    if got is None or got[1][-1] != snap.uid_upto:
         log.warning("ignoring the SORT snapshot of mailbox %d (%s)", info.id, name)
         return None
-    box.snapshots[name] = (snap.uid_upto, len(uids))
-    return SortOrder(array("I", uids), snap.uid_upto)
+    order, covers = got
+    box.snapshots[name] = (snap.uid_upto, len(covers))
+    return SortOrder(order, snap.uid_upto, covers)
 
 
 async def _save(s: ImapSession, info: MailboxInfo, name: str, box: SortBox,
@@ -99,10 +125,10 @@ async def _save(s: ImapSession, info: MailboxInfo, name: str, box: SortBox,
         covered = bisect.bisect_right(view, upto)
         if len(view) - covered + max(0, rows - covered) < EVERY:
             return
-    data = encode(uids)
+    data = encode(uids, view)
     if len(data) > SORT_SNAPSHOT_MAX:
         return
-    upto = max(uids)
+    upto = view[-1]
     try:
         await s.store.put_sort_snapshot(info.id, name,
                                         SortSnapshot(info.uidvalidity, upto, data))

@@ -201,8 +201,9 @@ async def test_sort_snapshot_after_a_restart(imap_server: Server, monkeypatch: A
         assert imap_sortorder.decode(good.data) is not None
         damaged = bytearray(good.data)
         damaged[-1] ^= 1
-        for bad in (b"not a snapshot", bytes(damaged), imap_sortorder.encode([1, 2], [1, 3]),
-                    imap_sortorder.encode([2, 1], [2, 1]), None):
+        encode = imap_sortorder.encode
+        for bad in (b"not a snapshot", bytes(damaged), encode([1, 2], [1, 2], [1, 3]),
+                    encode([2, 1], [2, 1], [2, 1]), encode([2, 1], [1, 2], [1, 2]), None):
             if bad is not None:
                 assert imap_sortorder.decode(bad) is None
             restart()

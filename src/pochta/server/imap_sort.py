@@ -139,15 +139,12 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     await _keep_newer_keys(s)
     # a kept order of the mailbox brought up to date (arrivals inserted, expunged
     # messages dropped), else the store sorts every message
-    uids = (await imap_sortorder.view_order(s, req.criteria, lambda new: _keep_view_keys(s, new))
-            or await _store_sorted(s, req))
+    got = await imap_sortorder.view_order(s, req.criteria, lambda new: _keep_view_keys(s, new),
+                                          seqs=not uid)
+    uids, nums = got if got is not None else (await _store_sorted(s, req), None)
     if uids is None:
         return None
-    if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
-        numbers = uids
-    else:
-        seq = dict(zip(view, range(1, len(view) + 1), strict=True))  # (built in C)
-        numbers = list(map(seq.__getitem__, uids))
+    numbers = uids if uid else nums if nums is not None else imap_sortorder.numbers(view, uids)
     s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
     s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
     return numbers

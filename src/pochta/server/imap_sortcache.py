@@ -18,6 +18,8 @@ class SortOrder:
     # the same UIDs ascending (the view they were sorted for), when known: a later view
     # that starts with them lost none (no need to look for expunged ones)
     covers: list[int] | None = None
+    # their sequence numbers in that view (the answer of SORT, not UID SORT), when known
+    nums: array[int] | None = None
 
 
 @dataclass
@@ -55,7 +57,8 @@ class SortOrders:
             self.box(info).orders.move_to_end(name)
         return order
 
-    def put(self, info: MailboxInfo, name: str, uids: list[int], covers: list[int]) -> None:
+    def put(self, info: MailboxInfo, name: str, uids: list[int], covers: list[int],
+            nums: list[int] | None = None) -> None:
         """Keep the order of these UIDs (``covers``: the same ascending), unless the kept
         one already covers later arrivals (a session whose view is behind does not undo
         another's)."""
@@ -64,7 +67,8 @@ class SortOrders:
         kept = box.orders.get(name)
         if kept is not None and kept.upto > upto:
             return
-        box.orders[name] = SortOrder(array("I", uids), upto, covers)
+        box.orders[name] = SortOrder(array("I", uids), upto, covers,
+                                     None if nums is None else array("I", nums))
         box.orders.move_to_end(name)
         while len(box.orders) > self.per_mailbox:
             box.orders.popitem(last=False)

@@ -15,6 +15,7 @@ there, is their order; and ``Insertion`` compares keys as the store's ORDER BY d
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import operator
 import struct
@@ -49,9 +50,10 @@ GONE_FOUND = 8
 MIN_ROWS = 1000
 # a new snapshot once the kept one misses this many of the view's rows
 EVERY = 1000
-# "U2", the number n of UIDs and a CRC-32 of the rest (little-endian 32-bit numbers), the
-# n UIDs in order, then the same UIDs ascending (the view sorted), zlib-compressed
-FORMAT = b"U2"
+# "U3", the number n of UIDs and a CRC-32 of the rest (little-endian 32-bit numbers), the
+# n UIDs in order, their sequence numbers in the view sorted, then that view's UIDs
+# (ascending), zlib-compressed
+FORMAT = b"U3"
 HEAD = struct.Struct("<2sII")
 
 
@@ -62,37 +64,49 @@ def _le(a: array[int]) -> bytes:
     return a.tobytes()
 
 
-def encode(uids: Sequence[int], covers: Sequence[int]) -> bytes:
-    body = _le(array("I", uids)) + zlib.compress(_le(array("I", covers)), 1)
+def encode(uids: Sequence[int], nums: Sequence[int], covers: Sequence[int]) -> bytes:
+    body = (_le(array("I", uids)) + _le(array("I", nums))
+            + zlib.compress(_le(array("I", covers)), 1))
     return HEAD.pack(FORMAT, len(uids), zlib.crc32(body)) + body
 
 
-def decode(data: bytes) -> tuple[array[int], list[int]] | None:
-    """The order and the view it is of (its UIDs ascending); None when the data is not
-    such a snapshot (another format, damaged, or the two lists differ)."""
+def decode(data: bytes) -> SortOrder | None:
+    """The order, its sequence numbers and the view it is of; None when the data is not
+    such a snapshot (another format, damaged, or the lists disagree)."""
     if len(data) < HEAD.size:
         return None
     fmt, n, crc = HEAD.unpack_from(data)
     body = memoryview(data)[HEAD.size:]
-    if fmt != FORMAT or len(body) < 4 * n or zlib.crc32(body) != crc:
+    if fmt != FORMAT or len(body) < 8 * n or zlib.crc32(body) != crc:
         return None
     try:
-        raw = zlib.decompress(body[4 * n:])
+        raw = zlib.decompress(body[8 * n:])
     except zlib.error:
         return None
-    order, ascending = array("I"), array("I")
+    order, nums, ascending = array("I"), array("I"), array("I")
     order.frombytes(body[: 4 * n])
+    nums.frombytes(body[4 * n : 8 * n])
     ascending.frombytes(raw)
     if sys.byteorder == "big":
-        order.byteswap()
-        ascending.byteswap()
+        for a in (order, nums, ascending):
+            a.byteswap()
     covers = ascending.tolist()
-    # (cheap checks that the two are the same UIDs: equal sizes, sums and ends, and
-    # distinct UIDs ascending)
+    # (cheap checks that the three agree: sizes, sums, ends, distinct UIDs ascending,
+    # and every 97th number naming its UID)
     if (len(covers) != n or not covers or covers[0] < 1 or sum(order) != sum(covers)
-            or max(order) != covers[-1] or not all(map(operator.lt, covers, covers[1:]))):
+            or max(order) != covers[-1] or not all(map(operator.lt, covers, covers[1:]))
+            or sum(nums) != n * (n + 1) // 2 or max(nums) != n or min(nums) != 1
+            or any(covers[nums[i] - 1] != order[i] for i in range(0, n, 97))):
         return None
-    return order, covers
+    return SortOrder(order, covers[-1], covers, nums)
+
+
+def numbers(view: list[int], uids: list[int]) -> list[int]:
+    """The sequence numbers of these UIDs of the view."""
+    if view[-1] == len(view):  # UIDs 1..n: each is its sequence number
+        return list(uids)
+    seq = dict(zip(view, range(1, len(view) + 1), strict=True))  # (built in C)
+    return list(map(seq.__getitem__, uids))
 
 
 async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> SortOrder | None:
@@ -105,16 +119,15 @@ async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> S
     if snap is None or snap.uidvalidity != info.uidvalidity:
         return None
     got = decode(snap.data)
-    if got is None or got[1][-1] != snap.uid_upto:
+    if got is None or got.upto != snap.uid_upto:
         log.warning("ignoring the SORT snapshot of mailbox %d (%s)", info.id, name)
         return None
-    order, covers = got
-    box.snapshots[name] = (snap.uid_upto, len(covers))
-    return SortOrder(order, snap.uid_upto, covers)
+    box.snapshots[name] = (snap.uid_upto, len(got.uids))
+    return got
 
 
 async def _save(s: ImapSession, info: MailboxInfo, name: str, box: SortBox,
-                view: list[int], uids: list[int]) -> None:
+                view: list[int], uids: list[int], nums: list[int] | None) -> None:
     """Write the order as the criteria's snapshot when the kept one misses ``EVERY`` of
     the view's rows (or none is kept)."""
     if len(view) < MIN_ROWS:
@@ -125,7 +138,7 @@ async def _save(s: ImapSession, info: MailboxInfo, name: str, box: SortBox,
         covered = bisect.bisect_right(view, upto)
         if len(view) - covered + max(0, rows - covered) < EVERY:
             return
-    data = encode(uids, view)
+    data = encode(uids, nums if nums is not None else numbers(view, uids), view)
     if len(data) > SORT_SNAPSHOT_MAX:
         return
     upto = view[-1]
@@ -155,12 +168,14 @@ async def _keys(s: ImapSession, info: MailboxInfo, box: SortBox, uids: list[int]
 
 
 async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
-                     keep: Callable[[list[int]], Awaitable[bool]]) -> list[int] | None:
+                     keep: Callable[[list[int]], Awaitable[bool]], seqs: bool
+                     ) -> tuple[list[int], list[int] | None] | None:
     """The UIDs of the session's view in SORT order, from the kept order of this mailbox
-    and criteria (in memory, else the store's snapshot) brought up to date; None when
-    none is kept, too many messages arrived since, or a key is missing (a message
-    expunged meanwhile): the caller sorts in full. ``keep(uids)`` computes and keeps
-    the keys of arrivals that have none yet."""
+    and criteria (in memory, else the store's snapshot) brought up to date, and their
+    sequence numbers (with ``seqs``, else when they are kept anyway); None when none is
+    kept, too many messages arrived since, or a key is missing (a message expunged
+    meanwhile): the caller sorts in full. ``keep(uids)`` computes and keeps the keys
+    of arrivals that have none yet."""
     sel = s.selected
     if sel is None or not sel.uids:
         return None
@@ -174,19 +189,29 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
     if kept is None:
         return None
     covers = kept.covers
+    nums: list[int] | None = None
     with collector_paused():  # (a list of 100,000 numbers, no cycles)
         gone = expunged(covers, view, GONE_FOUND) if covers is not None else None
         if covers is not None and gone is not None:
             # a few expunged since (or none): dropped where they are, no pass over all
             at = sorted((kept.uids.index(g) for g in gone), reverse=True)
             order = kept.uids.tolist()
+            nums = kept.nums.tolist() if kept.nums is not None else None
             for i in at:
                 del order[i]
+                if nums is not None:
+                    del nums[i]
+            if nums is not None and gone:
+                # a number after k expunged ones goes down by k (RFC 9051 §7.5.1)
+                ps = sorted(bisect.bisect_left(covers, g) + 1 for g in gone)
+                nums = list(map(operator.sub, nums,
+                                map(functools.partial(bisect.bisect_left, ps), nums)))
             arrivals = view[len(covers) - len(gone):]
         else:
             order = kept_part(kept.uids.tolist(), meta)
             arrivals = []
     if len(order) + len(arrivals) != len(view):
+        nums = None
         # arrivals are usually the view's UIDs after the kept order's highest
         arrivals = view[bisect.bisect_right(view, kept.upto):]
         if len(order) + len(arrivals) != len(view):
@@ -195,20 +220,26 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
     if len(arrivals) > min(MAX_ARRIVALS, max(16, len(view) // 8)):
         return None  # (the bisections would read more keys than a full sort costs)
     if arrivals:
-        ordered = await _insert(s, info, box, criteria, order, arrivals, keep)
-        if ordered is None:
+        ins = await _insert(s, info, box, criteria, order, arrivals, keep)
+        if ins is None:
             return None
-        order = ordered
-    cache.put(info, name, order, list(view))
-    await _save(s, info, name, box, view, order)
-    return order
+        with collector_paused():
+            order = ins.result()
+            if nums is not None:  # (then the arrivals are the view's last UIDs)
+                first = len(view) - len(arrivals) + 1
+                nums = ins.merged(nums, {u: first + j for j, u in enumerate(arrivals)})
+    if seqs and nums is None:
+        nums = numbers(view, order)
+    cache.put(info, name, order, list(view), nums)
+    await _save(s, info, name, box, view, order, nums)
+    return order, nums
 
 
 async def _insert(s: ImapSession, info: MailboxInfo, box: SortBox,
                   criteria: Sequence[tuple[str, bool]], order: list[int],
                   arrivals: list[int], keep: Callable[[list[int]], Awaitable[bool]]
-                  ) -> list[int] | None:
-    """The order with the arrivals in their places (None: a key is missing)."""
+                  ) -> Insertion | None:
+    """The arrivals' places in the order, found (None: a key is missing)."""
     sel = s.selected
     assert sel is not None
     meta = sel.meta
@@ -238,7 +269,7 @@ async def _insert(s: ImapSession, info: MailboxInfo, box: SortBox,
             ins.feed(got)
     except StoreError:
         return None
-    return ins.result()
+    return ins
 
 
 def remember(s: ImapSession, criteria: Sequence[tuple[str, bool]], uids: list[int]) -> None:
@@ -256,4 +287,4 @@ async def remembered(s: ImapSession, criteria: Sequence[tuple[str, bool]],
     if sel is not None:
         name = criteria_name(criteria)
         box = s.ctx.imap_sortorders.box(sel.info)
-        await _save(s, sel.info, name, box, sel.uids, uids)
+        await _save(s, sel.info, name, box, sel.uids, uids, None)

@@ -17,8 +17,8 @@ COLLATE "C", Python's ``str``), REVERSE reversing one criterion only."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from pochta.mail.model import MessageMeta, SortKeys
 
@@ -30,6 +30,7 @@ ROUND_KEYS = 1024
 NEEDS_KEYS = {"DATE", "SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO"}
 
 Key = tuple[Any, ...]
+T = TypeVar("T")
 
 
 class Reversed:
@@ -155,18 +156,24 @@ class Insertion:
     def feed(self, keys: dict[int, Key]) -> None:
         self.keys.update(keys)
 
-    def result(self) -> list[int]:
+    def merged(self, values: list[T], new: Mapping[int, T]) -> list[T]:
+        """``values`` (one per UID of the order, in its order) with the arrivals' values
+        (``new``, by UID) in the arrivals' places."""
         if self.wanted():
-            raise RuntimeError("Insertion.result before every place was found")
-        out: list[int] = []
+            raise RuntimeError("Insertion.merged before every place was found")
+        out: list[T] = []
         prev = 0
         # arrivals are in key order, and so are their places (equal places: key order)
         for (_, uid), (pos, _) in zip(self.arrivals, self.ranges, strict=True):
-            out.extend(self.order[prev:pos])
-            out.append(uid)
+            out.extend(values[prev:pos])
+            out.append(new[uid])
             prev = pos
-        out.extend(self.order[prev:])
+        out.extend(values[prev:])
         return out
+
+    def result(self) -> list[int]:
+        """The order with the arrivals in their places, as a full sort would give it."""
+        return self.merged(self.order, {u: u for _, u in self.arrivals})
 
 
 def expunged(covers: list[int], view: list[int], limit: int) -> list[int] | None:

@@ -103,6 +103,8 @@ def test_sort_orders_are_bounded() -> None:
     for name in ("A", "B", "C", "D"):
         orders.put(box(1), name, [2, 1], [1, 2])
     assert list(orders.box(box(1)).orders) == ["B", "C", "D"]
+    same = orders.box(box(1)).orders
+    assert same["B"].covers is same["D"].covers  # one list for the same view
     orders.put(box(1), "D", [1], [1])  # a view behind: the kept order stays
     kept = orders.get(box(1), "D")
     assert kept is not None and kept.upto == 2

@@ -1,12 +1,17 @@
 """SORT ... ALL of a view not seen before without sorting every message again: the UID
 order of the last view sorted is kept per mailbox and criteria (``SortOrders``, one per
-process), and a new view drops the messages expunged since and inserts the arrivals
-where a full sort would put them (proto/imap/sortorder.py), their keys and those of the
-messages the bisection visits read from the store (a few hundred rows, not 100,000).
+process, with that view's UIDs and, once a SORT asked for them, the sequence numbers),
+and a new view drops the messages expunged since and inserts the arrivals where a full
+sort would put them (proto/imap/sortorder.py), their keys and those of the messages the
+bisection visits read from the store (a few hundred rows, not 100,000). A few expunged
+messages are found by bisection of the two views and the sequence numbers shifted in C,
+so a new view costs no pass of Python code over every message (RFC 5256 §3; the kept
+order must be exactly the store's: tests/storage/test_imap_state.py, tests/imap/).
 
 The first SORT of a mailbox after a restart starts from a snapshot of the order kept in
-the store (``SortSnapshot``: the UIDs in order, 4 octets each), which it brings up to
-date the same way; the snapshot is written again once it misses ``EVERY`` rows.
+the store (``SortSnapshot``: the UIDs in order, their sequence numbers and the view's
+UIDs, 8-9 octets per message), which it brings up to date the same way; the snapshot
+is written again once it misses ``EVERY`` rows.
 
 Exact because a UID of a mailbox with its UIDVALIDITY always names the same message, whose
 keys never change: the kept order of any set of messages, restricted to the ones still

@@ -14,7 +14,14 @@ import pytest
 from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap import sortorder
 from pochta.proto.imap.sort import SORT_KEYS, SortItem, sort_items
-from pochta.proto.imap.sortorder import Insertion, criteria_name, expunged, kept_part, sort_key
+from pochta.proto.imap.sortorder import (
+    Insertion,
+    criteria_name,
+    expunged,
+    expunged_any,
+    kept_part,
+    sort_key,
+)
 
 STRINGS = ["", "A", "AB", "B", "a", "É", "É", "E\u0301", "\U0001f600", "\uffff", "Z", "ÿ"]
 
@@ -121,6 +128,12 @@ def test_expunged_found_by_bisection() -> None:
         elif holes := [u for u in range(1, top) if u not in covers]:
             view = sorted({*view, rng.choice(holes)})
             filled = True
+        every = expunged_any(covers, view)
+        if not filled:
+            assert every == sorted(gone)
+        elif every is not None:  # (a filled hole above every UID gone: still the rest)
+            rest = [u for u in covers if u not in set(every)]
+            assert view[: len(rest)] == rest and set(covers) - set(view) == set(every)
         got = expunged(covers, view, 3)
         if got is None:
             assert len(gone) > 3 or filled

@@ -17,6 +17,7 @@ COLLATE "C", Python's ``str``), REVERSE reversing one criterion only."""
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -97,7 +98,7 @@ def criteria_name(criteria: Sequence[tuple[str, bool]]) -> str:
 
 def kept_part(order: Sequence[int], view: Any) -> list[int]:
     """The kept order's UIDs that are in the view (``view``: anything with ``in``)."""
-    return [u for u in order if u in view]
+    return list(filter(view.__contains__, order))  # (no Python code per UID)
 
 
 class Insertion:
@@ -209,3 +210,12 @@ def expunged(covers: list[int], view: list[int], limit: int) -> list[int] | None
     for g in reversed(gone):  # (gone is ascending: positions stay right)
         del rest[bisect.bisect_left(rest, g)]
     return gone if view[: len(rest)] == rest else None
+
+
+def expunged_any(covers: list[int], view: list[int]) -> list[int] | None:
+    """``expunged`` without a limit, by set operations (in C, but over every UID): the
+    UIDs of ``covers`` that ``view`` lacks, ascending, if ``view`` is the rest followed
+    by UIDs above them all, else None."""
+    gone = set(covers).difference(view)
+    rest = list(itertools.filterfalse(gone.__contains__, covers)) if gone else covers
+    return sorted(gone) if view[: len(rest)] == rest else None

@@ -200,7 +200,9 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
     with collector_paused():  # (a list of 100,000 numbers, no cycles)
         gone = None
         if covers is not None:
-            gone = expunged(covers, view, GONE_FOUND) or expunged_any(covers, view)
+            gone = expunged(covers, view, GONE_FOUND)
+            if gone is None:
+                gone = expunged_any(covers, view)
         if covers is not None and gone is not None:
             order = kept.uids.tolist()
             nums = kept.nums.tolist() if kept.nums is not None else None

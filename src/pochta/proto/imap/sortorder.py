@@ -206,7 +206,7 @@ def expunged(covers: list[int], view: list[int], limit: int) -> list[int] | None
         i = lo
     if len(gone) > limit:
         return None
-    rest = covers[:]
+    rest = covers[:] if gone else covers
     for g in reversed(gone):  # (gone is ascending: positions stay right)
         del rest[bisect.bisect_left(rest, g)]
     return gone if view[: len(rest)] == rest else None

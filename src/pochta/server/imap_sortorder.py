@@ -208,7 +208,11 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
             order = kept.uids.tolist()
             nums = kept.nums.tolist() if kept.nums is not None else None
             if len(gone) <= GONE_FOUND:  # a few expunged since: dropped where they are
-                for i in sorted((kept.uids.index(g) for g in gone), reverse=True):
+                try:
+                    at = sorted((kept.uids.index(g) for g in gone), reverse=True)
+                except ValueError:  # (cannot be: the order holds the view's UIDs)
+                    return None
+                for i in at:
                     del order[i]
                     if nums is not None:
                         del nums[i]

@@ -42,7 +42,7 @@ from ..proto.imap.sortorder import (
     sort_key,
 )
 from ..storage.interfaces import MailboxInfo, MessageMeta, StoreError
-from ..storage.interfaces_imap import SORT_SNAPSHOT_MAX, SortKeys, SortSnapshot
+from ..storage.interfaces_imap import SORT_SNAPSHOT_MAX, SORT_SNAPSHOTS, SortKeys, SortSnapshot
 from .imap_session import ImapSession
 from .imap_sortcache import SortBox, SortOrder
 
@@ -123,6 +123,8 @@ async def _load(s: ImapSession, info: MailboxInfo, name: str, box: SortBox) -> S
         snap = await s.store.get_sort_snapshot(info.id, name)
     except StoreError:
         return None
+    if len(box.snapshots) >= 4 * SORT_SNAPSHOTS:  # (bounded: a client may try many lists)
+        box.snapshots.clear()
     box.snapshots[name] = None
     if snap is None or snap.uidvalidity != info.uidvalidity:
         return None

@@ -57,7 +57,7 @@ GONE_FOUND = 8
 MIN_ROWS = 1000
 # a new snapshot once the kept one misses this many of the view's rows (writing one
 # costs ~15 ms; after a restart each row missed costs a few keys read and compared)
-EVERY = 250
+EVERY = 100
 # "U3", the number n of UIDs and a CRC-32 of the rest (little-endian 32-bit numbers), the
 # n UIDs in order, their sequence numbers in the view sorted, then that view's UIDs
 # (ascending), zlib-compressed

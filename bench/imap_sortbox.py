@@ -157,7 +157,8 @@ class Conn:
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
             only: str = "", repeat: int = 2, server_pid: int = 0,
-            arrival: bool = False, arrival_from: int = 1_000_000) -> None:
+            arrival: bool = False, arrival_from: int = 1_000_000,
+            expunge: bool = False) -> None:
     from imap_stress import tree_cpu  # (bench/, next to this script)
 
     def cpu() -> float:
@@ -168,9 +169,11 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
         dt, _, tagged = c.cmd(text)
         print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
     other = None
-    if arrival:  # a second session delivers one message before every run
+    if arrival or expunge:  # a second session changes the mailbox before every run
         other = Conn(host, port, tls)
         other.cmd(f"LOGIN {user} {password}")
+        if expunge:
+            other.cmd("SELECT INBOX")
     arrived = 0
     for text in COMMANDS:
         if only and not any(text.startswith(p) for p in only.split(",")):
@@ -178,10 +181,15 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
         times = []
         cpus = []
         for _ in range(repeat):
-            if other is not None:  # a new view: the next message of the chain pattern
+            if other is not None and arrival:  # a new view: the next message of the chain
                 data = message(arrival_from + arrived)
                 arrived += 1
                 other.cmd(f"APPEND INBOX {{{len(data)}+}}\r\n" + data.decode())
+            if other is not None and expunge:  # a new view: one message in the middle gone
+                other.cmd("NOOP")
+                other.cmd("STORE 50000 +FLAGS.SILENT (\\Deleted)")
+                other.cmd("EXPUNGE")
+            if other is not None:
                 c.cmd("NOOP")
             before = cpu()
             dt, size, tagged = c.cmd(text)
@@ -223,6 +231,9 @@ def main() -> None:
     m.add_argument("--arrival-from", type=int, default=1_000_000,
                    help="the pattern number of the first message --arrival APPENDs (give "
                         "each run its own range: new Message-IDs, as new mail has)")
+    m.add_argument("--expunge", action="store_true",
+                   help="expunge the 50,000th message from a second session before every "
+                        "run (a new view; never on a mailbox you share)")
     m.add_argument("--server-pid", type=int, default=0,
                    help="also print the CPU time of this process tree per run")
     a = ap.parse_args()
@@ -234,7 +245,7 @@ def main() -> None:
         maildir(a.dir, a.count, a.owner)
     else:
         measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid,
-                a.arrival, a.arrival_from)
+                a.arrival, a.arrival_from, a.expunge)
 
 
 if __name__ == "__main__":

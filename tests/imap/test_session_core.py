@@ -172,7 +172,8 @@ def test_no_import_cycles_among_imap_modules() -> None:
     root = pathlib.Path(__file__).resolve().parents[2] / "src" / "pochta"
     order = ["imap_session", "imap_catenate", "imap_shared", "imap_sieve", "imap_auth",
              "imap_mailbox", "imap_message", "imap_acl",
-             "imap_sort", "imap_metadata", "imap_urlauth", "imap_notify", "imap_commands",
+             "imap_sortorder", "imap_sort", "imap_metadata", "imap_urlauth", "imap_notify",
+             "imap_commands",
              "imap"]
     for path in sorted((root / "server").glob("imap*.py")):
         name = path.stem

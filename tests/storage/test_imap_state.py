@@ -361,3 +361,92 @@ async def test_thread_snapshot_replaced_bounded_and_gone_with_the_mailbox(
     await store.delete_mailbox(a, "Renamed")
     assert await store.get_thread_snapshot(other.id) is None
     assert await store.get_thread_snapshot(box.id) == second
+
+
+async def test_sort_snapshots_replaced_bounded_and_gone_with_the_mailbox(
+        store: MailStore) -> None:  # noqa: F811
+    from pochta.storage.interfaces_imap import SORT_SNAPSHOT_MAX, SORT_SNAPSHOTS, SortSnapshot
+
+    a, _ = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    assert await store.get_sort_snapshot(box.id, "DATE") is None
+    first = SortSnapshot(box.uidvalidity, 7, b"\x00snap\xff" * 1000)
+    await store.put_sort_snapshot(box.id, "DATE", first)
+    assert await store.get_sort_snapshot(box.id, "DATE") == first
+    assert await store.get_sort_snapshot(box.id, "REVERSE DATE") is None  # per criteria
+    second = SortSnapshot(box.uidvalidity, 9, b"again")
+    await store.put_sort_snapshot(box.id, "DATE", second)  # replaced
+    assert await store.get_sort_snapshot(box.id, "DATE") == second
+    with pytest.raises(ValueError):
+        await store.put_sort_snapshot(box.id, "DATE", SortSnapshot(
+            box.uidvalidity, 9, b"x" * (SORT_SNAPSHOT_MAX + 1)))
+    with pytest.raises(ValueError):
+        await store.put_sort_snapshot(box.id, "X" * 201, first)
+    assert await store.get_sort_snapshot(box.id, "DATE") == second
+    # at most SORT_SNAPSHOTS per mailbox: the least recently written go
+    names = [f"SIZE {i}" for i in range(SORT_SNAPSHOTS)]
+    for name in names:
+        await store.put_sort_snapshot(box.id, name, first)
+    assert await store.get_sort_snapshot(box.id, "DATE") is None
+    await store.put_sort_snapshot(box.id, names[0], second)  # written again: newest
+    await store.put_sort_snapshot(box.id, "FROM", first)
+    assert await store.get_sort_snapshot(box.id, names[0]) == second
+    assert await store.get_sort_snapshot(box.id, names[1]) is None
+    assert await store.get_sort_snapshot(box.id, names[2]) == first
+    await store.put_sort_snapshot(999_999, "DATE", first)  # no such mailbox: nothing kept
+    assert await store.get_sort_snapshot(999_999, "DATE") is None
+    other = await store.create_mailbox(a, "Other")
+    await store.put_sort_snapshot(other.id, "DATE", first)
+    await store.rename_mailbox(a, "Other", "Renamed")  # the same mailbox: kept
+    assert await store.get_sort_snapshot(other.id, "DATE") == first
+    await store.delete_mailbox(a, "Renamed")
+    assert await store.get_sort_snapshot(other.id, "DATE") is None
+    assert await store.get_sort_snapshot(box.id, "FROM") == first
+
+
+async def test_store_sort_and_an_updated_order_agree(store: MailStore) -> None:  # noqa: F811
+    """The store's ORDER BY and the keys SORT's kept orders are brought up to date with
+    (proto/imap/sortorder.py) order alike: strings by code point (non-ASCII, astral,
+    U+FFFF, combining marks), numbers as numbers, ties by UID, REVERSE per criterion; a
+    kept order of some messages with the others inserted by bisection equals the
+    store's sort of them all."""
+    import random
+
+    from pochta.proto.imap.sort import SORT_KEYS
+    from pochta.proto.imap.sortorder import Insertion, sort_key
+    from pochta.storage.interfaces_imap import SortKeys
+
+    rng = random.Random(5957)
+    strings = ["", "a", "A", "ab", "É", "E\u0301", "\u00ff", "\U0001f600", "\uffff", "z", "Z"]
+
+    def text() -> str:
+        return "".join(rng.choice(strings) for _ in range(rng.randint(0, 3)))
+
+    a, _ = await _two_accounts(store)
+    box = await store.get_mailbox(a, "INBOX")
+    assert box is not None
+    keys: dict[int, SortKeys] = {}
+    for _ in range(60):
+        target = LocalTarget(a, internaldate=float(rng.choice([100, 200, 200.25, 300])))
+        blob = (await store.accept(b"Subject: s\r\n\r\n" + b"x" * rng.randint(0, 3), ENV,
+                                   [target])).blob_id
+        keys[blob] = SortKeys(rng.choice([None, 50.0, 200.0, 200.25]), text(), False,
+                              text(), text(), text(), text(), text(), "", "")
+    await store.put_sort_keys(keys)
+    metas = {m.uid: m for m in await store.list_messages(box.id)}
+    for _ in range(40):
+        names = rng.sample(sorted(SORT_KEYS), rng.randint(1, 3))
+        crit = [(n, rng.random() < 0.5) for n in names]
+        by_store = await store.sorted_uids(box.id, crit)
+
+        def key(u: int, crit: list[tuple[str, bool]] = crit) -> tuple[object, ...]:
+            return sort_key(crit, metas[u], keys[metas[u].blob_id])
+
+        assert by_store == sorted(metas, key=key), crit
+        old = set(rng.sample(sorted(metas), rng.randint(0, len(metas))))
+        ins = Insertion([u for u in by_store if u in old],
+                        [(key(u), u) for u in metas if u not in old])
+        while want := ins.wanted():
+            ins.feed({u: key(u) for u in want})
+        assert ins.result() == by_store, crit

@@ -32,7 +32,7 @@ from ..proto.imap.sort import (
 )
 from ..storage.interfaces import NotFound, StoreError
 from ..storage.interfaces_imap import SortKeys, ThreadColumns
-from . import imap_thread_snapshot
+from . import imap_sortorder, imap_thread_snapshot
 from .imap_message import BATCH, BATCH_MAX_SIZE, search_hits
 from .imap_session import ImapSession, SearchUpdate
 
@@ -136,8 +136,25 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
     kept = s.ctx.imap_threads.get(key)
     if kept is not None:
         return array("I", kept).tolist()
-    meta = sel.meta
     await _keep_newer_keys(s)
+    # a kept order of the mailbox brought up to date (arrivals inserted, expunged
+    # messages dropped), else the store sorts every message
+    got = await imap_sortorder.view_order(s, req.criteria, lambda new: _keep_view_keys(s, new),
+                                          seqs=not uid)
+    uids, nums = got if got is not None else (await _store_sorted(s, req), None)
+    if uids is None:
+        return None
+    numbers = uids if uid else nums if nums is not None else imap_sortorder.numbers(view, uids)
+    s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
+    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
+    return numbers
+
+
+async def _store_sorted(s: ImapSession, req: SortRequest) -> list[int] | None:
+    """The view's UIDs sorted by the store (one query of the whole mailbox)."""
+    sel = s.selected
+    assert sel is not None
+    meta, view = sel.meta, sel.uids
     for attempt in range(2):
         try:
             uids = await s.store.sorted_uids(sel.info.id, req.criteria)
@@ -145,20 +162,14 @@ async def _sorted_by_store(s: ImapSession, req: SortRequest, uid: bool) -> list[
             return None
         uids = [u for u in uids if u in meta]  # newer arrivals are not in the view yet
         if len(uids) == len(view):
-            break
+            await imap_sortorder.remembered(s, req.criteria, uids)
+            return uids
         # messages of the view without kept keys (arrivals since the last SORT): keep
         # theirs and ask again, rather than reading every message's keys
         found = set(uids)
         if attempt or not await _keep_view_keys(s, [u for u in view if u not in found]):
             return None
-    if uid or view[-1] == len(view):  # UIDs 1..n: each is its sequence number
-        numbers = uids
-    else:
-        seq = {u: n for n, u in enumerate(view, 1)}
-        numbers = list(map(seq.__getitem__, uids))
-    s.ctx.imap_threads.put(key, array("I", numbers).tobytes())
-    s.ctx.imap_columns.set_keyed_upto(sel.info, view[-1])
-    return numbers
+    return None
 
 
 async def _keep_newer_keys(s: ImapSession) -> None:
@@ -185,7 +196,8 @@ async def cmd_sort(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         ordered = sort_items(items, req.criteria)
         numbers = [it.meta.uid if uid else it.seq for it in ordered]
     if req.returns is None:
-        s.send(b"* SORT " + " ".join(map(str, numbers)).encode() + b"\r\n"
+        # (the list's repr is written in C: 100,000 numbers in 3/4 of join's time)
+        s.send(b"* SORT " + repr(numbers)[1:-1].encode().replace(b",", b"") + b"\r\n"
                if numbers else b"* SORT\r\n")
     else:
         returns = [x for x in req.returns if x not in ("UPDATE", "CONTEXT")]

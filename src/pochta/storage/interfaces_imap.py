@@ -40,6 +40,23 @@ class ThreadSnapshot:
     data: bytes
 
 
+SORT_SNAPSHOT_MAX = 64 << 20  # octets: 400 KB per order of 100,000 messages
+SORT_SNAPSHOTS = 8  # kept per mailbox (the most recently written)
+SORT_CRITERIA_MAX = 200  # characters of a snapshot's criteria name
+
+
+@dataclass(frozen=True, slots=True)
+class SortSnapshot:
+    """A mailbox's SORT order for one criteria list as the IMAP server serialized it
+    (``data``: opaque to the store), for the first SORT after a restart; ``uidvalidity``
+    and ``uid_upto`` (the highest UID it covers) let the server tell what it misses.
+    Only ever a cache: the server checks it against the mailbox and sorts without it."""
+
+    uidvalidity: int
+    uid_upto: int
+    data: bytes
+
+
 class ImapStateStore(Protocol):
     async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
         """Every entry of the mailbox (0: the server) that ``account_id`` sees: its own
@@ -119,6 +136,18 @@ class ImapStateStore(Protocol):
         """Keep this snapshot of the mailbox's THREAD state in place of the last one
         (nothing when the mailbox does not exist; ValueError past THREAD_SNAPSHOT_MAX
         octets). The store does not read ``data``; it goes with the mailbox."""
+
+    async def get_sort_snapshot(self, mailbox_id: int, criteria: str) -> SortSnapshot | None:
+        """The mailbox's kept SORT snapshot for these criteria (a name the caller chose,
+        at most 200 characters; None: none kept)."""
+
+    async def put_sort_snapshot(
+        self, mailbox_id: int, criteria: str, snapshot: SortSnapshot
+    ) -> None:
+        """Keep this snapshot for the criteria in place of the last one; at most
+        SORT_SNAPSHOTS per mailbox are kept, the least recently written go (nothing when
+        the mailbox does not exist; ValueError past SORT_SNAPSHOT_MAX octets or a longer
+        name). The store does not read ``data``; it goes with the mailbox."""
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         """When each message was saved into this mailbox (APPEND, delivery, COPY, MOVE),

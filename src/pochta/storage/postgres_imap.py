@@ -12,9 +12,13 @@ from collections.abc import Mapping, Sequence
 from .interfaces import NotFound
 from .interfaces_imap import (
     SEARCH_FIELD_PARTS,
+    SORT_CRITERIA_MAX,
+    SORT_SNAPSHOT_MAX,
+    SORT_SNAPSHOTS,
     THREAD_SNAPSHOT_MAX,
     AclGrant,
     SortKeys,
+    SortSnapshot,
     ThreadColumns,
     ThreadSnapshot,
 )
@@ -73,6 +77,14 @@ CREATE TABLE imap_thread_snapshot(
     uidvalidity bigint NOT NULL, uid_upto bigint NOT NULL, data bytea NOT NULL);
 """
 
+# the first SORT after a restart without the store sorting every message (issue 15)
+SORT_SNAPSHOT_MIGRATION = """
+CREATE TABLE imap_sort_snapshot(
+    mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
+    criteria text NOT NULL, uidvalidity bigint NOT NULL, uid_upto bigint NOT NULL,
+    written bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY(mailbox_id, criteria));
+"""
+
 # every IMAP command asks what was expunged since its last look (changes_since)
 EXPUNGED_MODSEQ_MIGRATION = """
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(mailbox_id, modseq);
@@ -85,7 +97,7 @@ CREATE TABLE IF NOT EXISTS imap_searchfields(
 """
 
 TABLES = ("imap_metadata", "imap_savedate", "imap_sortkeys", "imap_searchfields",
-          "imap_urlauth_keys", "imap_acl")
+          "imap_urlauth_keys", "imap_acl", "imap_sort_snapshot")
 
 # SORT criteria (RFC 5256, 5957) as columns of messages m joined with imap_sortkeys k;
 # COLLATE "C": strings compare by code point, as SQLite and Python compare them
@@ -277,6 +289,36 @@ class PostgresImapState(PostgresFeature):
                 "data=excluded.data",
                 (mailbox_id, snapshot.uidvalidity, snapshot.uid_upto, snapshot.data,
                  mailbox_id))
+
+        await self._tx(fn)
+
+    async def get_sort_snapshot(self, mailbox_id: int, criteria: str) -> SortSnapshot | None:
+        rows = await self._query("SELECT uidvalidity, uid_upto, data FROM imap_sort_snapshot "
+                                 "WHERE mailbox_id=%s AND criteria=%s", (mailbox_id, criteria))
+        if not rows:
+            return None
+        validity, upto, data = rows[0]
+        return SortSnapshot(int(validity), int(upto), bytes(data))
+
+    async def put_sort_snapshot(
+        self, mailbox_id: int, criteria: str, snapshot: SortSnapshot
+    ) -> None:
+        if len(snapshot.data) > SORT_SNAPSHOT_MAX or len(criteria) > SORT_CRITERIA_MAX:
+            raise ValueError("SORT snapshot too big")
+
+        async def fn(tx: Transaction) -> None:
+            await tx.run(
+                "INSERT INTO imap_sort_snapshot SELECT %s, %s, %s, %s, (SELECT "
+                "coalesce(max(written), 0) + 1 FROM imap_sort_snapshot WHERE mailbox_id=%s), "
+                "%s WHERE EXISTS (SELECT 1 FROM mailboxes WHERE id=%s) ON CONFLICT "
+                "(mailbox_id, criteria) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
+                "uid_upto=excluded.uid_upto, written=excluded.written, data=excluded.data",
+                (mailbox_id, criteria, snapshot.uidvalidity, snapshot.uid_upto, mailbox_id,
+                 snapshot.data, mailbox_id))
+            await tx.run(
+                "DELETE FROM imap_sort_snapshot WHERE mailbox_id=%s AND criteria NOT IN "
+                "(SELECT criteria FROM imap_sort_snapshot WHERE mailbox_id=%s "
+                "ORDER BY written DESC LIMIT %s)", (mailbox_id, mailbox_id, SORT_SNAPSHOTS))
 
         await self._tx(fn)
 

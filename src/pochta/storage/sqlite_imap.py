@@ -17,9 +17,13 @@ from collections.abc import Mapping, Sequence
 from .interfaces import NotFound, StorageCorrupt
 from .interfaces_imap import (
     SEARCH_FIELD_PARTS,
+    SORT_CRITERIA_MAX,
+    SORT_SNAPSHOT_MAX,
+    SORT_SNAPSHOTS,
     THREAD_SNAPSHOT_MAX,
     AclGrant,
     SortKeys,
+    SortSnapshot,
     ThreadColumns,
     ThreadSnapshot,
 )
@@ -99,6 +103,17 @@ CREATE TABLE IF NOT EXISTS imap_thread_snapshot(
 CREATE TRIGGER IF NOT EXISTS imap_thread_snapshot_mailbox_delete AFTER DELETE ON mailboxes
 BEGIN
     DELETE FROM imap_thread_snapshot WHERE mailbox_id = old.id;
+END;
+"""),
+    # the first SORT after a restart without the store sorting every message (issue 15)
+    Migration("imap-sort-snapshot", """
+CREATE TABLE IF NOT EXISTS imap_sort_snapshot(
+    mailbox_id INTEGER NOT NULL, criteria TEXT NOT NULL, uidvalidity INTEGER NOT NULL,
+    uid_upto INTEGER NOT NULL, written INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(mailbox_id, criteria));
+CREATE TRIGGER IF NOT EXISTS imap_sort_snapshot_mailbox_delete AFTER DELETE ON mailboxes
+BEGIN
+    DELETE FROM imap_sort_snapshot WHERE mailbox_id = old.id;
 END;
 """),
 ]
@@ -347,6 +362,35 @@ class SQLiteImapState(SQLiteFeature):
                           snapshot.data, mailbox_id))
 
         await self._write(write)
+
+    async def get_sort_snapshot(self, mailbox_id: int, criteria: str) -> SortSnapshot | None:
+        rows = await self._query("SELECT uidvalidity, uid_upto, data FROM imap_sort_snapshot "
+                                 "WHERE mailbox_id=? AND criteria=?", (mailbox_id, criteria))
+        if not rows:
+            return None
+        validity, upto, data = rows[0]
+        return SortSnapshot(int(validity), int(upto), bytes(data))
+
+    async def put_sort_snapshot(
+        self, mailbox_id: int, criteria: str, snapshot: SortSnapshot
+    ) -> None:
+        if len(snapshot.data) > SORT_SNAPSHOT_MAX or len(criteria) > SORT_CRITERIA_MAX:
+            raise ValueError("SORT snapshot too big")
+
+        def write(conn: sqlite3.Connection, _blob: int | None) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO imap_sort_snapshot SELECT ?, ?, ?, ?, "
+                "(SELECT coalesce(max(written), 0) + 1 FROM imap_sort_snapshot "
+                "WHERE mailbox_id=?), ? WHERE EXISTS (SELECT 1 FROM mailboxes WHERE id=?)",
+                (mailbox_id, criteria, snapshot.uidvalidity, snapshot.uid_upto, mailbox_id,
+                 snapshot.data, mailbox_id))
+            conn.execute(
+                "DELETE FROM imap_sort_snapshot WHERE mailbox_id=? AND criteria NOT IN "
+                "(SELECT criteria FROM imap_sort_snapshot WHERE mailbox_id=? "
+                "ORDER BY written DESC LIMIT ?)", (mailbox_id, mailbox_id, SORT_SNAPSHOTS))
+
+        # derived data: a crash that loses it costs one full sort
+        await self._write(write, durable=False)
 
     async def save_dates(self, mailbox_id: int, uids: Sequence[int]) -> dict[int, float]:
         out: dict[int, float] = {}

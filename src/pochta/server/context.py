@@ -15,6 +15,7 @@ from ..sending.smtp_keys import SMTPKeys
 from ..spam.gate import SpamGate
 from ..web.acme import Challenges
 from .imap_cache import ColumnCache, PartCache, ThreadCache
+from .imap_recent import RecentClaims
 
 
 @dataclass(kw_only=True)
@@ -33,5 +34,6 @@ class ServerContext(AppContext):
     imap_parts: PartCache = field(default_factory=PartCache)  # parsed messages (IMAP)
     imap_threads: ThreadCache = field(default_factory=ThreadCache)  # THREAD answers (IMAP)
     imap_columns: ColumnCache = field(default_factory=ColumnCache)  # THREAD keys (IMAP)
+    imap_recent: RecentClaims = field(default_factory=RecentClaims)  # \Recent claimed
     # tests shorten the IMAP autologout (the config insists on at least 30 minutes)
     imap_idle_timeout: float | None = None

@@ -140,6 +140,16 @@ READ_THREADS = 4
 INLINE_MAX = 64 * 1024
 INLINE_CHANGES = 256  # changes_since reads up to this many rows on the event loop
 
+# changes_since's one statement (?1 mailbox, ?2 modseq, ?3 row limit); the LIMITs sit in
+# subqueries so that each applies to its own part of the UNION
+_CHANGES_SQL = (
+    "SELECT 0, highestmodseq, 0, 0, 0, '', 0 FROM mailboxes WHERE id=?1 "
+    "UNION ALL SELECT * FROM (SELECT 1, uid, blob_id, size, internaldate, flags, modseq "
+    "FROM messages WHERE mailbox_id=?1 AND modseq>?2 LIMIT ?3) "
+    "UNION ALL SELECT * FROM (SELECT 2, uid, 0, 0, 0, '', 0 "
+    "FROM expunged WHERE mailbox_id=?1 AND modseq>?2 LIMIT ?3)"
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS domains(name TEXT PRIMARY KEY);
@@ -1462,42 +1472,46 @@ class SQLiteStore(
         return [_meta(r) for r in rows]
 
     async def changes_since(self, mailbox_id: int, modseq: int) -> Changes:
-        box = self._query_now("SELECT highestmodseq FROM mailboxes WHERE id=?", (mailbox_id,))
+        # Every IMAP command asks (RFC 9051 §7.5.1). One statement on the loop's connection
+        # reads the HIGHESTMODSEQ and up to INLINE_CHANGES changed and expunged rows: one
+        # read snapshot and one GIL hand-off instead of three; kind 0 is the mailbox row,
+        # 1 a changed message, 2 an expunged UID. When nothing changed, the two index
+        # probes find no row. Many changes go to a reader thread instead.
+        rows = self._query_now(_CHANGES_SQL, (mailbox_id, modseq, INLINE_CHANGES + 1))
+        box = [r for r in rows if r[0] == 0]
         if not box:
             raise NotFound(f"no mailbox {mailbox_id}")
-        highest = int(box[0][0])
-        if highest <= modseq:  # the common NOOP/IDLE case: nothing happened
+        highest = int(box[0][1])
+        if len(rows) == 1:  # the common NOOP/IDLE case: nothing happened
             return Changes(highest, (), ())
-
-        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
-            # message) instead of the (mailbox_id, modseq) index.
-            changed = conn.execute(
-                "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
-                "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
-            ).fetchall()
-            gone = conn.execute(
-                "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?",
-                (mailbox_id, modseq),
-            ).fetchall()
-            return changed, gone
-
-        # usually a handful of rows since the session's last command: read them right here
-        # (indexed), and go to a reader thread only when there are many
-        changed = self._query_now(
-            "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
-            "WHERE mailbox_id=? AND modseq>? LIMIT ?", (mailbox_id, modseq, INLINE_CHANGES + 1),
-        )
-        gone = self._query_now(
-            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? LIMIT ?",
-            (mailbox_id, modseq, INLINE_CHANGES + 1),
-        )
+        changed = [r[1:] for r in rows if r[0] == 1]
+        gone = [r[1] for r in rows if r[0] == 2]
         if len(changed) > INLINE_CHANGES or len(gone) > INLINE_CHANGES:
-            changed, gone = await self._read(read)
+
+            def read(conn: sqlite3.Connection) -> tuple[int, list[Any], list[Any]]:
+                # No ORDER BY uid in SQL: it would make SQLite walk the primary key (every
+                # message) instead of the (mailbox_id, modseq) index.
+                conn.execute("BEGIN")  # the three reads see one snapshot
+                try:
+                    top = conn.execute("SELECT highestmodseq FROM mailboxes WHERE id=?",
+                                       (mailbox_id,)).fetchone()
+                    changed = conn.execute(
+                        "SELECT uid, blob_id, size, internaldate, flags, modseq FROM messages "
+                        "WHERE mailbox_id=? AND modseq>?", (mailbox_id, modseq),
+                    ).fetchall()
+                    gone = conn.execute(
+                        "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>?",
+                        (mailbox_id, modseq),
+                    ).fetchall()
+                finally:
+                    conn.execute("COMMIT")
+                return (int(top[0]) if top else highest), changed, [r[0] for r in gone]
+
+            highest, changed, gone = await self._read(read)
         return Changes(
             highest,
             tuple(sorted((_meta(r) for r in changed), key=lambda m: m.uid)),
-            tuple(sorted(r[0] for r in gone)),
+            tuple(sorted(gone)),
         )
 
     async def store_flags(

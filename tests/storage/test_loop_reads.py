@@ -133,3 +133,51 @@ async def test_sqlite_lone_failing_job_commits_nothing(tmp_path: Path) -> None:
         assert await lite.list_domains() == ["after.test"]
     finally:
         await lite.close()
+
+
+async def test_expunge_small_and_past_the_bound(store: MailStore) -> None:  # noqa: F811
+    acc = await account_id(store)
+    box = await inbox_id(store, acc)
+    assert await store.expunge(box) == []  # empty mailbox
+    for _ in range(3):
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert await store.expunge(box) == []  # nothing flagged \Deleted
+    await store.store_flags(box, [2], frozenset({"\\Deleted", "\\Seen"}), FlagMode.ADD)
+    await store.store_flags(box, [3], frozenset({"$NotDeleted"}), FlagMode.ADD)
+    assert await store.expunge(box) == [2]
+    while (await store.mailbox_status(box)).messages < MANY:
+        await store.accept(MSG, ENV, [LocalTarget(acc)])
+    assert await store.expunge(box) == []
+    top = (await store.mailbox_status(box)).uidnext - 1
+    await store.store_flags(box, [1, top], frozenset({"\\Deleted"}), FlagMode.ADD)
+    assert await store.expunge(box) == [1, top]
+    assert (await store.mailbox_status(box)).messages == MANY - 2
+
+
+async def test_sqlite_expunge_of_nothing_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EXPUNGE in a small mailbox without \\Deleted messages answers from one read on the
+    loop's connection: no write transaction, no hop to the writer thread."""
+    lite = await SQLiteStore.open(tmp_path)
+    try:
+        await lite.add_domain("example.test")
+        acc = await lite.add_account("alice@example.test", "hash", None)
+        box = await lite.get_mailbox(acc.id, "INBOX")
+        assert box is not None
+        await lite.accept(MSG, ENV, [LocalTarget(acc.id)])
+        writes: list[object] = []
+        real_write = lite._write
+
+        async def counting_write(fn: object, *args: object, **kw: object) -> object:
+            writes.append(fn)
+            return await real_write(fn, *args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(lite, "_write", counting_write)
+        assert await lite.expunge(box.id) == []
+        assert writes == []
+        await lite.store_flags(box.id, [1], frozenset({"\\Deleted"}), FlagMode.ADD)
+        assert await lite.expunge(box.id) == [1]
+        assert len(writes) == 2  # the flag change and the expunge
+    finally:
+        await lite.close()

@@ -16,6 +16,7 @@ from ..spam.gate import SpamGate
 from ..web.acme import Challenges
 from .imap_cache import ColumnCache, PartCache, ThreadCache
 from .imap_sortcache import SortOrders
+from .imap_recent import RecentClaims
 
 
 @dataclass(kw_only=True)
@@ -35,5 +36,6 @@ class ServerContext(AppContext):
     imap_threads: ThreadCache = field(default_factory=ThreadCache)  # THREAD answers (IMAP)
     imap_columns: ColumnCache = field(default_factory=ColumnCache)  # THREAD keys (IMAP)
     imap_sortorders: SortOrders = field(default_factory=SortOrders)  # SORT orders (IMAP)
+    imap_recent: RecentClaims = field(default_factory=RecentClaims)  # \Recent claimed
     # tests shorten the IMAP autologout (the config insists on at least 30 minutes)
     imap_idle_timeout: float | None = None

@@ -286,8 +286,9 @@ class ImapSession:
         except StoreError:
             return  # the mailbox was deleted under us; next command will see it
         first_recent: int | None = None
-        if not sel.readonly and any(m.uid > sel.top_uid for m in changes.changed):
-            first_recent = await self.claim_recent(sel.info.id)
+        newest = max((m.uid for m in changes.changed if m.uid > top), default=0)
+        if newest and not sel.readonly:
+            first_recent = await self.claim_new(sel, newest)
         removed: list[bytes] = []
         if self.contexts and allow_expunge:
             # CONTEXT=SEARCH: expunged results leave the context before the EXPUNGE
@@ -394,6 +395,18 @@ class ImapSession:
             log.warning("conn %s: cannot claim \\Recent in mailbox %d: %s",
                         self.conn.conn_id, mailbox_id, exc)
             return None
+
+    async def claim_new(self, sel: Selected, newest: int) -> int | None:
+        """Claim \\Recent for the new messages up to ``newest``, unless a session of this
+        process already does (imap_recent.py): then none of them is recent here."""
+        claims = self.ctx.imap_recent
+        floor = claims.claim(sel.info, newest)
+        if floor is None:
+            return None
+        first = await self.claim_recent(sel.info.id)
+        if first is None:
+            claims.failed(sel.info, newest, floor)
+        return first
 
     def added(self, mailbox_id: int, uids: list[int]) -> None:
         """This session APPENDed or COPYed these messages: NOTIFY sends no FETCH for

@@ -7,7 +7,8 @@ events, ...) adds one module ``storage/sqlite_<feature>.py`` with
   ``SQLiteStore.open`` (names, not numbers, so features can be built side by side);
 * a mixin class deriving from ``SQLiteFeature`` whose methods implement the feature's part
   of the storage contract with ``self._write`` (the group-committing writer) and
-  ``self._query`` / ``self._read`` (the reader threads),
+  ``self._query`` / ``self._read`` (the reader threads) or ``self._query_small`` (a
+  read of a few rows that every IMAP command of some kind makes: on the event loop),
 
 and lists both in ``storage/sqlite.py``. A data directory that has a migration this code
 does not know was written by a newer Pochta, and is refused.
@@ -47,4 +48,11 @@ class SQLiteFeature:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Several reads in one hop to a reader thread."""
+        raise NotImplementedError
+
+    async def _query_small(
+        self, sql: str, args: Sequence[Any] = (), limit: int = 256
+    ) -> list[tuple[Any, ...]]:
+        """A read that usually returns a few rows, on the event loop's own connection
+        (SQLiteStore: a reader thread only when it returns more than ``limit``)."""
         raise NotImplementedError

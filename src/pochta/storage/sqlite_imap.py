@@ -135,7 +135,7 @@ def _field_has(index: int) -> str:
 
 class SQLiteImapState(SQLiteFeature):
     async def get_metadata(self, account_id: int, mailbox_id: int) -> dict[str, bytes]:
-        rows = await self._query(
+        rows = await self._query_small(  # the primary key's range (imapsieve: every APPEND)
             "SELECT entry, value FROM imap_metadata WHERE mailbox_id=? AND owner IN (0, ?)",
             (mailbox_id, account_id))
         return {str(entry): bytes(value) for entry, value in rows}
@@ -452,9 +452,12 @@ class SQLiteImapState(SQLiteFeature):
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        rows = await self._query(
+        # every LIST asks, and usually there is no grant: on the loop, unsorted (the
+        # identifier index bounds the walk), sorted here like the ORDER BY would
+        rows = await self._query_small(
             "SELECT a.mailbox_id, m.account_id, m.name, a.identifier, a.rights "  # noqa: S608
             "FROM imap_acl a JOIN mailboxes m ON m.id = a.mailbox_id "
-            f"WHERE a.identifier IN ({marks}) ORDER BY m.account_id, m.name",
+            f"WHERE a.identifier IN ({marks})",
             wanted)  # only "?" placeholders are formatted in
+        rows.sort(key=lambda r: (r[1], r[2]))
         return [AclGrant(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows]

@@ -15,8 +15,8 @@ from ..sending.smtp_keys import SMTPKeys
 from ..spam.gate import SpamGate
 from ..web.acme import Challenges
 from .imap_cache import ColumnCache, PartCache, ThreadCache
-from .imap_sortcache import SortOrders
 from .imap_recent import RecentClaims
+from .imap_sortcache import SortOrders
 
 
 @dataclass(kw_only=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -12,36 +13,74 @@ from ..storage.interfaces import MailboxInfo, MessageMeta
 from ..storage.interfaces_imap import ThreadColumns
 
 
+_PartKey = tuple[int, int, int, int, int, float]
+
+
 class PartCache:
     """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
     client's successive FETCHes) asking for the same message parse it once. The key holds
     the mailbox (id and UIDVALIDITY), UID, size and date as well as the blob id, so a blob id
-    reused after a deletion does not alias an old message."""
+    reused after a deletion does not alias an old message.
+
+    Sessions that miss the same message at the same time (every client of a shared folder
+    FETCHes a new arrival) wait for the first one's read and parse instead of repeating it:
+    a message is read and parsed once, and counted once in ``size`` (counting it once per
+    concurrent miss made ``size`` grow past every real entry, until the cache kept almost
+    nothing and nearly every FETCH read and parsed its message again)."""
 
     def __init__(self, max_bytes: int = 8 << 20) -> None:
         self.max_bytes = max_bytes
-        self.size = 0
-        self.parts: OrderedDict[tuple[int, int, int, int, int, float], bs.Part] = OrderedDict()
+        self.size = 0  # the bytes of the messages in ``parts``
+        self.parts: OrderedDict[_PartKey, tuple[bs.Part, int]] = OrderedDict()
+        # misses being read and parsed now: their result (None: gone) or a failure
+        self.loading: dict[_PartKey, asyncio.Future[tuple[bool, bs.Part | None]]] = {}
 
     async def get(self, box: MailboxInfo, meta: MessageMeta,
                   load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
         """The parsed message; ``load`` reads its bytes when it is not cached (None: the
         message is gone)."""
         key = (meta.blob_id, box.id, box.uidvalidity, meta.uid, meta.size, meta.internaldate)
-        part = self.parts.get(key)
-        if part is not None:
+        entry = self.parts.get(key)
+        if entry is not None:
             self.parts.move_to_end(key)
-            return part
+            return entry[0]
+        pending = self.loading.get(key)
+        if pending is not None:
+            # shield: a waiter's cancellation must not cancel the reader's future
+            ok, part = await asyncio.shield(pending)
+            if ok:
+                return part
+            return await self._load(key, load)  # the reader failed: try on our own
+        fut: asyncio.Future[tuple[bool, bs.Part | None]] = (
+            asyncio.get_running_loop().create_future())
+        self.loading[key] = fut
+        try:
+            part = await self._load(key, load)
+        except BaseException:
+            fut.set_result((False, None))  # waiters read it themselves (no shared error)
+            raise
+        else:
+            fut.set_result((True, part))
+        finally:
+            del self.loading[key]
+        return part
+
+    async def _load(self, key: _PartKey,
+                    load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
         data = await load()
         if data is None:
             return None
         part = bs.parse(data)
-        if len(data) <= self.max_bytes // 16:
-            self.parts[key] = part
-            self.size += len(data)
+        size = len(data)
+        if size <= self.max_bytes // 16:
+            old = self.parts.pop(key, None)
+            if old is not None:
+                self.size -= old[1]
+            self.parts[key] = (part, size)
+            self.size += size
             while self.size > self.max_bytes:
-                _, old = self.parts.popitem(last=False)
-                self.size -= len(old.header) + len(old.body)
+                _, (_, dropped) = self.parts.popitem(last=False)
+                self.size -= dropped
         return part
 
 

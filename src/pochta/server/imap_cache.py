@@ -12,7 +12,6 @@ from ..proto.imap.sort import ThreadLinks
 from ..storage.interfaces import MailboxInfo, MessageMeta
 from ..storage.interfaces_imap import ThreadColumns
 
-
 _PartKey = tuple[int, int, int, int, int, float]
 
 
@@ -26,12 +25,17 @@ class PartCache:
     FETCHes a new arrival) wait for the first one's read and parse instead of repeating it:
     a message is read and parsed once, and counted once in ``size`` (counting it once per
     concurrent miss made ``size`` grow past every real entry, until the cache kept almost
-    nothing and nearly every FETCH read and parsed its message again)."""
+    nothing and nearly every FETCH read and parsed its message again).
+
+    APPEND puts the bytes it stored (``put_appended``): clients of a folder FETCH a new
+    message soon after it arrives, and then read nothing from the store; the bytes are
+    parsed at the first FETCH that needs them (never, for a message nobody reads)."""
 
     def __init__(self, max_bytes: int = 8 << 20) -> None:
         self.max_bytes = max_bytes
         self.size = 0  # the bytes of the messages in ``parts``
-        self.parts: OrderedDict[_PartKey, tuple[bs.Part, int]] = OrderedDict()
+        # a parsed message, or the bytes of an appended one not parsed yet; its size
+        self.parts: OrderedDict[_PartKey, tuple[bs.Part | bytes, int]] = OrderedDict()
         # misses being read and parsed now: their result (None: gone) or a failure
         self.loading: dict[_PartKey, asyncio.Future[tuple[bool, bs.Part | None]]] = {}
 
@@ -43,27 +47,31 @@ class PartCache:
         entry = self.parts.get(key)
         if entry is not None:
             self.parts.move_to_end(key)
-            return entry[0]
+            held = entry[0]
+            if isinstance(held, bytes):
+                held = bs.parse(held)
+                self.parts[key] = (held, entry[1])
+            return held
         pending = self.loading.get(key)
         if pending is not None:
             # shield: a waiter's cancellation must not cancel the reader's future
-            ok, part = await asyncio.shield(pending)
+            ok, shared = await asyncio.shield(pending)
             if ok:
-                return part
+                return shared
             return await self._load(key, load)  # the reader failed: try on our own
         fut: asyncio.Future[tuple[bool, bs.Part | None]] = (
             asyncio.get_running_loop().create_future())
         self.loading[key] = fut
         try:
-            part = await self._load(key, load)
+            loaded = await self._load(key, load)
         except BaseException:
             fut.set_result((False, None))  # waiters read it themselves (no shared error)
             raise
         else:
-            fut.set_result((True, part))
+            fut.set_result((True, loaded))
         finally:
             del self.loading[key]
-        return part
+        return loaded
 
     async def _load(self, key: _PartKey,
                     load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
@@ -71,17 +79,27 @@ class PartCache:
         if data is None:
             return None
         part = bs.parse(data)
-        size = len(data)
-        if size <= self.max_bytes // 16:
-            old = self.parts.pop(key, None)
-            if old is not None:
-                self.size -= old[1]
-            self.parts[key] = (part, size)
-            self.size += size
-            while self.size > self.max_bytes:
-                _, (_, dropped) = self.parts.popitem(last=False)
-                self.size -= dropped
+        self._keep(key, part, len(data))
         return part
+
+    def put_appended(self, box: MailboxInfo, uid: int, blob_id: int, internaldate: float,
+                     data: bytes) -> None:
+        """The bytes just stored as message ``uid`` of ``box`` (APPEND), under the key
+        its ``MessageMeta`` will give."""
+        self._keep((blob_id, box.id, box.uidvalidity, uid, len(data), internaldate), data,
+                   len(data))
+
+    def _keep(self, key: _PartKey, held: bs.Part | bytes, size: int) -> None:
+        if size > self.max_bytes // 16:
+            return
+        old = self.parts.pop(key, None)
+        if old is not None:
+            self.size -= old[1]
+        self.parts[key] = (held, size)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, dropped) = self.parts.popitem(last=False)
+            self.size -= dropped
 
 
 class ThreadCache:

@@ -179,8 +179,10 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if line:
                 out.append(line)
         try:
-            line = render(sel.seq_of(u), meta, req, part.raw if part else None, u in sel.recent,
-                          opts, extra_flags=u in seen_set, part=part)
+            # the part alone: its bytes are joined again (part.raw) only for the items
+            # that send the whole message
+            line = render(sel.seq_of(u), meta, req, None, u in sel.recent, opts,
+                          extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
             s.send(b"".join(out))
             raise UnknownCte from None

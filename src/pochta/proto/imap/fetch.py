@@ -205,8 +205,9 @@ def render(
     extra_flags: bool = False,
     part: bs.Part | None = None,
 ) -> bytes:
-    """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``;
-    ``part``, if given, is ``bs.parse(data)`` already done (a cache).
+    """One ``* seq FETCH (...)`` response. ``data`` or ``part`` is required when
+    ``req.needs_body``; ``part``, if given, is ``bs.parse(data)`` already done (a cache),
+    and ``data`` may then be None.
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
     items = render_items(meta, req, data, recent, opts, extra_flags, part)
     return response_head(seq, meta.uid, opts) + b" ".join(items) + b")\r\n"
@@ -349,7 +350,7 @@ def render_items(
             add_once("PREVIEW", memo("PREVIEW", lambda p: quoted_or_literal(
                 preview(p), opts.utf8)))
         elif a.name == "RFC822":
-            add_once("RFC822", literal(data or b""))
+            add_once("RFC822", literal(data if data is not None else parsed().raw))
         elif a.name == "RFC822.HEADER":
             add_once("RFC822.HEADER", literal(parsed().header))
         elif a.name == "RFC822.TEXT":

@@ -153,7 +153,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
-    stream = req.needs_body and streamable(req)
+    needs_body = req.needs_body  # asked once, not per message
+    stream = needs_body and streamable(req)
     for n, u in enumerate(uids):
         await s.pause()
         meta = sel.meta[u]
@@ -170,8 +171,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 failed = True  # expunged by another session meanwhile
                 continue
         part = (await cache.get(sel.info, meta, functools.partial(_load, s, meta))
-                if req.needs_body else None)
-        if req.needs_body and part is None:
+                if needs_body else None)
+        if needs_body and part is None:
             failed = True  # expunged by another session meanwhile
             continue
         if shows_flags or u in seen_set:

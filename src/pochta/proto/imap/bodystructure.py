@@ -38,6 +38,7 @@ class Part:
     # ENVELOPE and BODYSTRUCTURE ask for ~20 names, each a scan of every field before
     _by_name: dict[str, list[bytes]] | None = None
     _values: dict[str, list[str]] = field(default_factory=dict)
+    _lower: list[tuple[str, bytes]] | None = None
 
     @property
     def raw(self) -> bytes:
@@ -57,6 +58,12 @@ class Part:
             self._fields = header_fields(self.header)
         return self._fields
 
+    def lower_fields(self) -> list[tuple[str, bytes]]:
+        """``fields()`` with lower-case names (HEADER.FIELDS filters on them)."""
+        if self._lower is None:
+            self._lower = [(name.lower(), raw) for name, raw in self.fields()]
+        return self._lower
+
     def header_values(self, name: str) -> list[str]:
         """The values of the fields called ``name`` (any case), unfolded, in order (the
         list is kept: callers do not change it)."""
@@ -67,8 +74,8 @@ class Part:
         by_name = self._by_name
         if by_name is None:
             by_name = self._by_name = {}
-            for fname, raw in self.fields():
-                by_name.setdefault(fname.lower(), []).append(raw)
+            for fname, raw in self.lower_fields():
+                by_name.setdefault(fname, []).append(raw)
         out = self._values[key] = [_unfold(raw) for raw in by_name.get(key, ())]
         return out
 
@@ -259,10 +266,15 @@ def section_bytes(
         return msg.body
     if text == "HEADER":
         return msg.header
-    wanted = {h.lower() for h in header_list}
+    wanted = _lower_set(header_list)
     keep = text == "HEADER.FIELDS"
-    out = b"".join(raw for name, raw in msg.fields() if (name.lower() in wanted) == keep)
+    out = b"".join(raw for name, raw in msg.lower_fields() if (name in wanted) == keep)
     return out + b"\r\n"
+
+
+@functools.lru_cache(maxsize=256)  # a FETCH asks the same list of every message
+def _lower_set(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(h.lower() for h in names)
 
 
 class UnknownCTE(Exception):

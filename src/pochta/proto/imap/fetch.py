@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class FetchOptions:
     uidonly: bool = False  # UIDONLY (RFC 9586): "* uid UIDFETCH (...)", no UID item
 
 
+@functools.lru_cache(maxsize=256)  # the same few items, for every message of a FETCH
 def _section_name(a: FetchAtt) -> bytes:
     spec = ".".join(str(n) for n in a.path)
     if a.text:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pochta.proto.imap import bodystructure as bs
+from pochta.server import imap_message
 from pochta.server.imap_cache import PartCache
 from pochta.storage.interfaces import MailboxInfo, MessageMeta
 from tests.conftest import Server
@@ -122,15 +123,16 @@ async def test_fetch_reads_each_message_once_across_delete_and_recreate(
     emptied (a restart), each message is read once however many clients miss it together
     (big ones too, whose reads run in a thread); the cache's count is the bytes it
     holds."""
-    store = imap_server.store
+    # FETCH's reads of message bytes (the store's read_blob is also called by the
+    # background search-text keeper on PostgreSQL)
     reads: list[int] = []
-    real_read = store.read_blob
+    real_load = imap_message._load
 
-    async def read_blob(blob_id: int) -> bytes:
-        reads.append(blob_id)
-        return await real_read(blob_id)
+    async def load(s: Any, meta: MessageMeta) -> bytes | None:
+        reads.append(meta.blob_id)
+        return await real_load(s, meta)
 
-    monkeypatch.setattr(store, "read_blob", read_blob)
+    monkeypatch.setattr(imap_message, "_load", load)
     # small ones stored in the index; big ones (over 64 KB) in segment files
     messages = [_message(i, 3000) for i in range(4)] + [_message(i, 90_000) for i in range(4, 8)]
     clients = [connect(imap_server) for _ in range(6)]

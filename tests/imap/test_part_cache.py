@@ -168,3 +168,20 @@ async def test_fetch_reads_each_message_once_across_delete_and_recreate(
     finally:
         for client in clients:
             await client.__aexit__(None, None, None)
+
+
+async def test_fetch_rfc822_of_cached_message(imap_server: Server) -> None:
+    """RFC822 and BODY[] send the whole message from the cached part (FETCH passes the
+    part alone): the same octets right after APPEND, and read again after a restart."""
+    msg = _message(1, 2000)
+    async with connect(imap_server) as c:
+        await c.login()
+        assert b"OK" in (await c.cmd("CREATE stressbox"))[-1]
+        await _fill(c, [msg])
+        await c.cmd("SELECT stressbox")
+        for _ in range(2):
+            resp = await c.cmd("FETCH 1 (RFC822 BODY.PEEK[] RFC822.SIZE)")
+            literal = b"{%d}\r\n" % len(msg) + msg
+            assert resp[0].startswith(b"* 1 FETCH (RFC822 " + literal + b" BODY[] " + literal
+                                      + b" RFC822.SIZE %d" % len(msg)), resp  # FLAGS the first time
+            imap_server.ctx.imap_parts = PartCache()

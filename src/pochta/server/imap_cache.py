@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -11,38 +12,94 @@ from ..proto.imap.sort import ThreadLinks
 from ..storage.interfaces import MailboxInfo, MessageMeta
 from ..storage.interfaces_imap import ThreadColumns
 
+_PartKey = tuple[int, int, int, int, int, float]
+
 
 class PartCache:
     """Parsed messages, most recently used last, bounded in bytes. Several clients (or one
     client's successive FETCHes) asking for the same message parse it once. The key holds
     the mailbox (id and UIDVALIDITY), UID, size and date as well as the blob id, so a blob id
-    reused after a deletion does not alias an old message."""
+    reused after a deletion does not alias an old message.
+
+    Sessions that miss the same message at the same time (every client of a shared folder
+    FETCHes a new arrival) wait for the first one's read and parse instead of repeating it:
+    a message is read and parsed once, and counted once in ``size`` (counting it once per
+    concurrent miss made ``size`` grow past every real entry, until the cache kept almost
+    nothing and nearly every FETCH read and parsed its message again).
+
+    APPEND puts the bytes it stored (``put_appended``): clients of a folder FETCH a new
+    message soon after it arrives, and then read nothing from the store; the bytes are
+    parsed at the first FETCH that needs them (never, for a message nobody reads)."""
 
     def __init__(self, max_bytes: int = 8 << 20) -> None:
         self.max_bytes = max_bytes
-        self.size = 0
-        self.parts: OrderedDict[tuple[int, int, int, int, int, float], bs.Part] = OrderedDict()
+        self.size = 0  # the bytes of the messages in ``parts``
+        # a parsed message, or the bytes of an appended one not parsed yet; its size
+        self.parts: OrderedDict[_PartKey, tuple[bs.Part | bytes, int]] = OrderedDict()
+        # misses being read and parsed now: their result (None: gone) or a failure
+        self.loading: dict[_PartKey, asyncio.Future[tuple[bool, bs.Part | None]]] = {}
 
     async def get(self, box: MailboxInfo, meta: MessageMeta,
                   load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
         """The parsed message; ``load`` reads its bytes when it is not cached (None: the
         message is gone)."""
         key = (meta.blob_id, box.id, box.uidvalidity, meta.uid, meta.size, meta.internaldate)
-        part = self.parts.get(key)
-        if part is not None:
+        entry = self.parts.get(key)
+        if entry is not None:
             self.parts.move_to_end(key)
-            return part
+            held = entry[0]
+            if isinstance(held, bytes):
+                held = bs.parse(held)
+                self.parts[key] = (held, entry[1])
+            return held
+        pending = self.loading.get(key)
+        if pending is not None:
+            # shield: a waiter's cancellation must not cancel the reader's future
+            ok, shared = await asyncio.shield(pending)
+            if ok:
+                return shared
+            return await self._load(key, load)  # the reader failed: try on our own
+        fut: asyncio.Future[tuple[bool, bs.Part | None]] = (
+            asyncio.get_running_loop().create_future())
+        self.loading[key] = fut
+        try:
+            loaded = await self._load(key, load)
+        except BaseException:
+            fut.set_result((False, None))  # waiters read it themselves (no shared error)
+            raise
+        else:
+            fut.set_result((True, loaded))
+        finally:
+            del self.loading[key]
+        return loaded
+
+    async def _load(self, key: _PartKey,
+                    load: Callable[[], Awaitable[bytes | None]]) -> bs.Part | None:
         data = await load()
         if data is None:
             return None
         part = bs.parse(data)
-        if len(data) <= self.max_bytes // 16:
-            self.parts[key] = part
-            self.size += len(data)
-            while self.size > self.max_bytes:
-                _, old = self.parts.popitem(last=False)
-                self.size -= len(old.header) + len(old.body)
+        self._keep(key, part, len(data))
         return part
+
+    def put_appended(self, box: MailboxInfo, uid: int, blob_id: int, internaldate: float,
+                     data: bytes) -> None:
+        """The bytes just stored as message ``uid`` of ``box`` (APPEND), under the key
+        its ``MessageMeta`` will give."""
+        self._keep((blob_id, box.id, box.uidvalidity, uid, len(data), internaldate), data,
+                   len(data))
+
+    def _keep(self, key: _PartKey, held: bs.Part | bytes, size: int) -> None:
+        if size > self.max_bytes // 16:
+            return
+        old = self.parts.pop(key, None)
+        if old is not None:
+            self.size -= old[1]
+        self.parts[key] = (held, size)
+        self.size += size
+        while self.size > self.max_bytes:
+            _, (_, dropped) = self.parts.popitem(last=False)
+            self.size -= dropped
 
 
 class ThreadCache:

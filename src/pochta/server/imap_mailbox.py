@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import dataclass
 
 from ..proto.imap import bodystructure as bs
@@ -584,11 +585,16 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     uids: list[int] = []
     try:
         for up in uploads:
+            # the date is set here, not by the store, so the cache knows the message's key
+            date = time.time() if up.date is None else up.date
             result = await s.store.accept(
                 up.data, Envelope(sender=""),
-                [LocalTarget(box.owner_id, box.owner_name, up.flags, up.date)],
+                [LocalTarget(box.owner_id, box.owner_name, up.flags, date)],
             )
             uids.append(result.local_uids[0][1] if result.local_uids else 0)
+            if (isinstance(up.data, bytes) and result.local_uids
+                    and result.local_uids[0][0] == info.id):
+                s.ctx.imap_parts.put_appended(info, uids[-1], result.blob_id, date, up.data)
     except StoreError as exc:
         if uids:  # MULTIAPPEND is atomic (RFC 3502 §6.3.11): take back what went in
             await s.store.expunge(info.id, uids)

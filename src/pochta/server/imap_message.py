@@ -153,7 +153,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     shows_flags = req.has("FLAGS")
     out: list[bytes] = []  # one write per batch of responses, not one per message
     pending = 0
-    stream = req.needs_body and streamable(req)
+    needs_body = req.needs_body  # asked once, not per message
+    stream = needs_body and streamable(req)
     for n, u in enumerate(uids):
         await s.pause()
         meta = sel.meta[u]
@@ -170,8 +171,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
                 failed = True  # expunged by another session meanwhile
                 continue
         part = (await cache.get(sel.info, meta, functools.partial(_load, s, meta))
-                if req.needs_body else None)
-        if req.needs_body and part is None:
+                if needs_body else None)
+        if needs_body and part is None:
             failed = True  # expunged by another session meanwhile
             continue
         if shows_flags or u in seen_set:
@@ -179,8 +180,10 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             if line:
                 out.append(line)
         try:
-            line = render(sel.seq_of(u), meta, req, part.raw if part else None, u in sel.recent,
-                          opts, extra_flags=u in seen_set, part=part)
+            # the part alone: its bytes are joined again (part.raw) only for the items
+            # that send the whole message
+            line = render(sel.seq_of(u), meta, req, None, u in sel.recent, opts,
+                          extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
             s.send(b"".join(out))
             raise UnknownCte from None

@@ -164,8 +164,8 @@ class NotifyState:
             if req.needs_body and part is None:
                 continue  # expunged by another session meanwhile
             try:
-                line = render(sel.seq_of(u), meta, req, part.raw if part else None,
-                              u in sel.recent, opts, part=part)
+                line = render(sel.seq_of(u), meta, req, None, u in sel.recent, opts,
+                              part=part)
             except bs.UnknownCTE:
                 continue  # BINARY of an unknown encoding: a FETCH would say NO
             s.send(line)

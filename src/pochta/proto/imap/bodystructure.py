@@ -34,6 +34,11 @@ class Part:
     message: Part | None = None  # the encapsulated message of message/rfc822
     _fields: list[tuple[str, bytes]] | None = None
     memo: dict[tuple[str, bool], bytes] = field(default_factory=dict)  # rendered ENVELOPE etc.
+    # the fields by lower-case name (raw, in order), and the values asked for so far:
+    # ENVELOPE and BODYSTRUCTURE ask for ~20 names, each a scan of every field before
+    _by_name: dict[str, list[bytes]] | None = None
+    _values: dict[str, list[str]] = field(default_factory=dict)
+    _lower: list[tuple[str, bytes]] | None = None
 
     @property
     def raw(self) -> bytes:
@@ -53,13 +58,25 @@ class Part:
             self._fields = header_fields(self.header)
         return self._fields
 
+    def lower_fields(self) -> list[tuple[str, bytes]]:
+        """``fields()`` with lower-case names (HEADER.FIELDS filters on them)."""
+        if self._lower is None:
+            self._lower = [(name.lower(), raw) for name, raw in self.fields()]
+        return self._lower
+
     def header_values(self, name: str) -> list[str]:
-        out = []
-        for fname, raw in self.fields():
-            if fname.lower() == name.lower():
-                value = raw.split(b":", 1)[1] if b":" in raw else b""
-                value = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip()
-                out.append(value.decode("utf-8", "replace"))
+        """The values of the fields called ``name`` (any case), unfolded, in order (the
+        list is kept: callers do not change it)."""
+        key = name.lower()
+        out = self._values.get(key)
+        if out is not None:
+            return out
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for fname, raw in self.lower_fields():
+                by_name.setdefault(fname, []).append(raw)
+        out = self._values[key] = [_unfold(raw) for raw in by_name.get(key, ())]
         return out
 
     def header_value(self, name: str) -> str | None:
@@ -68,6 +85,15 @@ class Part:
 
 
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def _unfold(raw: bytes) -> str:
+    """A raw field's value, unfolded (RFC 5322 §2.2.3) and stripped."""
+    colon = raw.find(b":")
+    value = raw[colon + 1 :].strip() if colon >= 0 else b""
+    if b"\n" in value:
+        value = _FOLD.sub(b"", value)
+    return value.decode("utf-8", "replace")
 
 
 class Headers:
@@ -240,10 +266,15 @@ def section_bytes(
         return msg.body
     if text == "HEADER":
         return msg.header
-    wanted = {h.lower() for h in header_list}
+    wanted = _lower_set(header_list)
     keep = text == "HEADER.FIELDS"
-    out = b"".join(raw for name, raw in msg.fields() if (name.lower() in wanted) == keep)
+    out = b"".join(raw for name, raw in msg.lower_fields() if (name in wanted) == keep)
     return out + b"\r\n"
+
+
+@functools.lru_cache(maxsize=256)  # a FETCH asks the same list of every message
+def _lower_set(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(h.lower() for h in names)
 
 
 class UnknownCTE(Exception):

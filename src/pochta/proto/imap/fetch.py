@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class FetchOptions:
     uidonly: bool = False  # UIDONLY (RFC 9586): "* uid UIDFETCH (...)", no UID item
 
 
+@functools.lru_cache(maxsize=256)  # the same few items, for every message of a FETCH
 def _section_name(a: FetchAtt) -> bytes:
     spec = ".".join(str(n) for n in a.path)
     if a.text:
@@ -205,8 +207,9 @@ def render(
     extra_flags: bool = False,
     part: bs.Part | None = None,
 ) -> bytes:
-    """One ``* seq FETCH (...)`` response. ``data`` is required when ``req.needs_body``;
-    ``part``, if given, is ``bs.parse(data)`` already done (a cache).
+    """One ``* seq FETCH (...)`` response. ``data`` or ``part`` is required when
+    ``req.needs_body``; ``part``, if given, is ``bs.parse(data)`` already done (a cache),
+    and ``data`` may then be None.
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
     items = render_items(meta, req, data, recent, opts, extra_flags, part)
     return response_head(seq, meta.uid, opts) + b" ".join(items) + b")\r\n"
@@ -349,7 +352,7 @@ def render_items(
             add_once("PREVIEW", memo("PREVIEW", lambda p: quoted_or_literal(
                 preview(p), opts.utf8)))
         elif a.name == "RFC822":
-            add_once("RFC822", literal(data or b""))
+            add_once("RFC822", literal(data if data is not None else parsed().raw))
         elif a.name == "RFC822.HEADER":
             add_once("RFC822.HEADER", literal(parsed().header))
         elif a.name == "RFC822.TEXT":

@@ -108,12 +108,14 @@ async def test_two_workers_act_as_one_server(instance: Instance) -> None:
     )
     lines: list[Line] = []
     try:
-        for _ in range(200):
+        for _ in range(600):  # 30 s: two workers importing at once on a loaded machine
             try:
                 (await Line.open(pop_port)).close()
                 break
             except OSError:
                 await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the workers did not start within 30 s")
         await asyncio.sleep(1.0)  # the second worker binds too
 
         # IMAP IDLE on both workers, then a delivery: everyone sees it within a second

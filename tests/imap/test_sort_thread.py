@@ -320,7 +320,8 @@ async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
     kept from the last answer (the same object, extended) rather than threading every
     message again, and answers as the general path (THREAD ... UNDELETED) does; an
     arrival that cannot be linked in exactly (dated early and naming two messages) and
-    an expunge make new links; a session that has not seen the arrivals yet gets its own
+    an expunge of a message others name make new links, an expunged reply is taken out
+    of the kept ones; a session that has not seen the arrivals yet gets its own
     view's answer and does not undo the others' links."""
     async with connect(imap_server) as c, connect(imap_server) as other, \
             connect(imap_server) as behind:
@@ -373,6 +374,14 @@ async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
         await c.cmd("NOOP")
         assert await agree() == b"* THREAD (3 (6 8)(5))(1 4 7)\r\n"  # by UID
         assert kept() is not links
+        # a reply naming one message, whose Message-ID no other names: taken out of the
+        # kept links (ThreadLinks.remove), not linked again
+        links = kept()
+        await other.cmd("UID STORE 5 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 6 8)(1 4 7)\r\n"
+        assert kept() is links
 
 
 def test_kept_links_follow_the_columns() -> None:

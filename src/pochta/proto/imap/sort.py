@@ -458,8 +458,8 @@ class ThreadLinks:
     of step 1 nor of the answer (every sibling list is sorted by a key that is unique
     among siblings)."""
 
-    __slots__ = ("dates", "extra", "ids", "item", "keys", "kids", "order", "packed", "parent",
-                 "rank", "rows")
+    __slots__ = ("ckey", "dates", "extra", "ids", "item", "keys", "kids", "order", "packed",
+                 "parent", "rank", "rows")
 
     def __init__(self, m: ThreadInput) -> None:
         self.rows = 0
@@ -479,6 +479,9 @@ class ThreadLinks:
         self.dates = list(m.dates)
         self.rows = len(m.dates)
         self._link(m, self.order, ids)
+        # each container's sort key for step 4 (twice its row's rank; -1 for a dummy),
+        # kept along: read through ``item`` it is a random walk over ``rank``
+        self.ckey = [2 * self.rank[i] if i >= 0 else -1 for i in self.item]
 
     def _key_list(self) -> list[str]:
         self._ready()
@@ -507,7 +510,7 @@ class ThreadLinks:
                 ends.append(len(flat))
         return (len(keys), _ints(self.item), _ints(self.parent), _ints(with_kids),
                 _ints(ends), _ints(flat), joined, _ints(self.extra), _ints(self.order),
-                _ints(self.rank))
+                _ints(self.rank), _ints(self.ckey))
 
     @classmethod
     def unpack(cls, m: ThreadInput, packed: object) -> ThreadLinks | None:
@@ -516,7 +519,7 @@ class ThreadLinks:
         made when first used (``_ready``: 15-25 ms for 100,000 messages), not for a
         THREAD ORDEREDSUBJECT."""
         n = len(m.dates)
-        if not isinstance(packed, tuple) or len(packed) != 10:
+        if not isinstance(packed, tuple) or len(packed) != 11:
             return None
         size, *arrays = packed
         joined = arrays.pop(5)
@@ -525,8 +528,8 @@ class ThreadLinks:
         packs = [a for a in arrays if isinstance(a, bytes) and len(a) % 4 == 0]
         if len(packs) != len(arrays):
             return None
-        item, parent, with_kids, ends, flat, _, order, rank = (len(a) // 4 for a in packs)
-        if not (item == parent == size >= n == order == rank and with_kids == ends
+        item, parent, with_kids, ends, flat, _, order, rank, ckey = (len(a) // 4 for a in packs)
+        if not (item == parent == ckey == size >= n == order == rank and with_kids == ends
                 and joined.count(_SEP) == max(size - 1, 0) and (size or not joined)
                 and (array("i", packs[3][-4:])[0] if ends else 0) == flat):
             return None
@@ -542,7 +545,7 @@ class ThreadLinks:
         if packed is None:
             return
         arrays, joined = packed
-        item, parent, with_kids, ends, flat, extra, order, rank = (
+        item, parent, with_kids, ends, flat, extra, order, rank, ckey = (
             array("i", a).tolist() for a in arrays)
         kids: list[list[int] | None] = [None] * len(item)
         start = 0
@@ -552,7 +555,7 @@ class ThreadLinks:
         self.item, self.parent, self.kids, self.extra = item, parent, kids, extra
         self.ids = None
         self.keys = joined.split(_SEP) if item else []
-        self.order, self.rank = order, rank
+        self.order, self.rank, self.ckey = order, rank, ckey
         self.packed = None
 
     def _lookups(self, names: Sequence[str]) -> dict[str, int]:
@@ -601,7 +604,7 @@ class ThreadLinks:
         # takes one above the last; one dated among the others that of the row after
         # it, those from there on one more (a pass in row order: writing ranks in date
         # order is a random walk over the list, slower); after many, all made again
-        rank = self.rank
+        rank, ckey = self.rank, self.ckey
         inserted = 0
         # one at a time, by UID: each is checked against the links of the rows before
         # it, which are then exactly those of a full pass over them (by induction)
@@ -612,7 +615,8 @@ class ThreadLinks:
                 self.rows = -1  # partly linked: unusable
                 return False
             self.dates.append(date)
-            self._link(m, [i], ids)
+            c = self._link(m, [i], ids)
+            ckey.extend([-1] * (len(self.item) - len(ckey)))  # (new dummies)
             if date >= last:
                 rank.append(rank[order[-1]] + 1 if order else 0)
                 order.append(i)
@@ -623,14 +627,17 @@ class ThreadLinks:
                 inserted += 1
                 if inserted <= _FEW_INSERTS:
                     rank = [r if r < v else r + 1 for r in rank]
+                    ckey = [k if k < 2 * v else k + 2 for k in ckey]
                 rank.append(v)
+            ckey[c] = 2 * rank[i]
             self.rows = i + 1
         self._lookups_done(ids)
         if inserted > _FEW_INSERTS:
             rank = [0] * len(order)
             for r, i in enumerate(order):
                 rank[i] = r
-        self.rank = rank
+            ckey = [2 * rank[i] if i >= 0 else -1 for i in self.item]
+        self.rank, self.ckey = rank, ckey
         return True
 
     @staticmethod
@@ -705,7 +712,7 @@ class ThreadLinks:
                             and name not in others and not any(name in x for x in rest_refs)):
                         del ids[name]  # a dummy named by X alone
                         self._unname(p, name)
-            item[c], parent[c], kids[c] = -1, -1, None
+            item[c], parent[c], kids[c], self.ckey[c] = -1, -1, None, -1
             if owner:
                 del ids[mid]
                 self._unname(c, mid)
@@ -735,9 +742,9 @@ class ThreadLinks:
         if self.keys is not None and self.keys[c] == name:
             self.keys[c] = ""
 
-    def _link(self, m: ThreadInput, rows: Sequence[int], ids: dict[str, int]) -> None:
+    def _link(self, m: ThreadInput, rows: Sequence[int], ids: dict[str, int]) -> int:
         """Step 1 for these rows, visited in this order (``ids``: the Message-ID table,
-        or the part of it these rows use)."""
+        or the part of it these rows use); the container of the last one."""
         mids, all_refs = m.message_ids, m.references
         item, kids, parent, extra = self.item, self.kids, self.parent, self.extra
         add_item, add_parent, add_kids = item.append, parent.append, kids.append
@@ -761,6 +768,7 @@ class ThreadLinks:
                 ks.append(c)
 
         # (1) in date order (the first by date keeps a duplicated Message-ID)
+        c = -1
         for i in rows:
             mid = mids[i]
             c = ids.get(mid, -1) if mid else -1
@@ -812,6 +820,7 @@ class ThreadLinks:
                     kids[prev] = [c]
                 else:
                     ks.append(c)
+        return c
 
     def answer(self, m: ThreadInput) -> bytes:
         """The THREAD REFERENCES response for ``m``, whose rows are exactly the ones
@@ -837,7 +846,7 @@ class _Jwz:
 
     def _thread(self, m: ThreadInput, links: ThreadLinks) -> list[int]:
         subjects, replies = m.subjects, m.replies
-        order, rank = links.order, links.rank
+        order, rank, ckey = links.order, links.rank, links.ckey
         # a dummy with no children sorts as the date (0.0, 0) would among the messages
         # (ranks give the order; ``remove`` may leave gaps)
         at = bisect.bisect_left(order, 0.0, key=m.dates.__getitem__)
@@ -884,7 +893,7 @@ class _Jwz:
             its earliest child (RFC 5256 §2.2 (4)), computed again for every dummy (their
             children change) and for the containers added since the last call."""
             if not key:
-                key.extend([2 * rank[i] if i >= 0 else -1 for i in item])
+                key.extend(ckey)
             else:
                 key.extend([-1] * (len(item) - len(key)))  # (only dummies were added)
                 for d in dummies:

@@ -426,7 +426,8 @@ async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch:
     of every message's keys and, when no message was expunged since, no linking of
     every message; arrivals since are read and linked in. The answers stay those of the
     general path. A snapshot of another UIDVALIDITY, or one that does not decode, is
-    ignored; after an expunge its links are not used."""
+    ignored; after an expunge its links are used only when the expunged messages can
+    be taken out of them (a reply nobody names), else every message is linked again."""
     from pochta.proto.imap.sort import ThreadLinks
     from pochta.server import imap_sort, imap_thread_snapshot
     from pochta.server.imap_cache import ColumnCache, ThreadCache
@@ -518,4 +519,14 @@ async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch:
         assert snap is not None and snap.uid_upto == 9
         restart()
         assert await agree() == b"* THREAD (3 5 (7)(8)(9))((2 4)(6))\r\n"
+        assert whole_reads == [] and built == []
+
+        # a reply expunged after the snapshot, then an ORDEREDSUBJECT first: the kept
+        # columns keep its keys, and REFERENCES takes it out of the snapshot's links
+        restart()
+        await other.cmd("UID STORE 9 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        assert await agree() == b"* THREAD (3 5 (7)(8))((2 4)(6))\r\n"
         assert whole_reads == [] and built == []

@@ -311,7 +311,12 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
             return None
         # only the view's rows (newer arrivals and expunged messages left out)
         cols = _rows(cols, keep)
-    cache.put(sel.info, cols)
+    # the view's rows are kept; also those of messages expunged since the kept links
+    # were made, until a REFERENCES takes them out of the links (it needs their keys)
+    behind_links = (before is not cols and algorithm != "REFERENCES"
+                    and cache.kept_thread_links(sel.info) is not None
+                    and cache.thread_links(sel.info, view) is None)
+    cache.put(sel.info, before if behind_links else cols)
     cache.set_keyed_upto(sel.info, view[-1])
     numbers = view if uid else list(range(1, len(view) + 1))
     m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
@@ -345,11 +350,15 @@ def _references(s: ImapSession, m: ThreadInput, view: list[int],
     assert sel is not None
     cache = s.ctx.imap_columns
     links = cache.thread_links(sel.info, view)
+    how = "kept"
     with collector_paused():
         if links is None:
             links = _after_expunges(cache.kept_thread_links(sel.info), view, m, before)
+            how = "expunges taken out"
         if links is None or not links.extend(m):
             links = ThreadLinks(m)
+            how = "all linked again"
+    log.debug("THREAD REFERENCES of mailbox %d: links %s", sel.info.id, how)
     cache.put_thread_links(sel.info, view, links)
     return links.answer(m)
 

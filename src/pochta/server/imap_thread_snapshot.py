@@ -1,15 +1,16 @@
 """THREAD's state of a mailbox kept in the store (``ThreadSnapshot``), so that the first
 THREAD after a restart neither reads every message's keys (100,000 rows: 140-260 ms of
 CPU) nor links every message again (110-150 ms): the columns of the messages and the
-REFERENCES links (``ThreadLinks``) of the last view threaded, marshalled and compressed
-(~3 MB for 100,000 messages; 60-80 ms to load).
+REFERENCES links (``ThreadLinks.pack``) of the last view threaded, as flat arrays and
+strings (9 MB for 100,000 messages; ~30 ms to load, the links' lists made on first use).
 
 Never trusted beyond what it can vouch for: it belongs to one UIDVALIDITY, and a UID of
 a mailbox with its UIDVALIDITY always names the same message, whose keys never change;
 the caller maps it onto the session's view like the columns kept in memory (messages
 expunged since left out, arrivals since read from the store), and its links are used
-only when its rows are a first part of the view (no expunge since). A snapshot that
-does not decode, or of another format, is ignored."""
+only when its rows are a first part of the view once the messages expunged since are
+taken out of them (``ThreadLinks.remove``). A snapshot that does not decode, or of
+another format, is ignored."""
 
 from __future__ import annotations
 

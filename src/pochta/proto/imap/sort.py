@@ -455,9 +455,9 @@ class ThreadLinks:
     other row can be affected by where it is visited; an expunged row is taken out only
     when no other row can tell its visit happened (``remove``). Otherwise the caller
     links all rows again. ``ckey`` keeps each container's step-4 sort key (twice its
-    row's date rank; ranks may have gaps, only their order counts). The later steps never change these lists (``_Jwz`` copies what it
-    changes); they only sort sibling lists in place, and sibling order is not an input
-    of step 1 nor of the answer (every sibling list is sorted by a key that is unique
+    row's date rank; ranks may have gaps, only their order counts). The later steps
+    never change these lists (``_Jwz`` copies what it changes); they only sort sibling
+    lists in place, and sibling order is not an input of step 1 nor of the answer (every sibling list is sorted by a key that is unique
     among siblings)."""
 
     __slots__ = ("ckey", "dates", "extra", "ids", "item", "keys", "kids", "order", "packed",

@@ -457,8 +457,8 @@ class ThreadLinks:
     links all rows again. ``ckey`` keeps each container's step-4 sort key (twice its
     row's date rank; ranks may have gaps, only their order counts). The later steps
     never change these lists (``_Jwz`` copies what it changes); they only sort sibling
-    lists in place, and sibling order is not an input of step 1 nor of the answer (every sibling list is sorted by a key that is unique
-    among siblings)."""
+    lists in place, and sibling order is not an input of step 1 nor of the answer
+    (every sibling list is sorted by a key that is unique among siblings)."""
 
     __slots__ = ("ckey", "dates", "extra", "ids", "item", "keys", "kids", "order", "packed",
                  "parent", "rank", "rows")

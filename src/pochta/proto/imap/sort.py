@@ -415,7 +415,7 @@ def _msgids(value: str | None) -> list[str]:
 
 _LOOP_LIMIT = 10000  # a parent walk gives up after this many steps (a loop guard)
 _SEP = "\x00"  # between the Message-IDs of a packed ThreadLinks
-_FEW_INSERTS = 2  # arrivals dated among the others given ranks one by one (ThreadLinks.extend)
+_FEW_INSERTS = 3  # arrivals among older mail given ranks one by one (a pass: 8-10 ms, all: 30-40)
 _FEW_GONE = 16  # expunged rows taken out of ThreadLinks one by one, at most (else relink)
 _FEW_LOOKUPS = 16  # Message-IDs looked up one by one (ThreadLinks._lookups)
 

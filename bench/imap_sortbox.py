@@ -138,6 +138,7 @@ class Conn:
         self.f = sock.makefile("rb")
         self.f.readline()
         self.n = 0
+        self.untagged = b""
 
     def cmd(self, text: str) -> tuple[float, int, bytes]:
         """(seconds, octets of untagged response, tagged line)."""
@@ -146,6 +147,7 @@ class Conn:
         t0 = time.perf_counter()
         self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
         size = 0
+        self.untagged = b""  # (the last command's, when small)
         while True:
             line = self.f.readline()
             if not line:
@@ -153,12 +155,14 @@ class Conn:
             if line.startswith(tag + b" "):
                 return time.perf_counter() - t0, size, line.strip()
             size += len(line)
+            if size < 4096:
+                self.untagged += line
 
 
 def measure(host: str, port: int, tls: bool, user: str, password: str,
             only: str = "", repeat: int = 2, server_pid: int = 0,
             arrival: bool = False, arrival_from: int = 1_000_000,
-            expunge: bool = False) -> None:
+            expunge: str = "", expunge_from: int = 50_000) -> None:
     from imap_stress import tree_cpu  # (bench/, next to this script)
 
     def cpu() -> float:
@@ -169,27 +173,46 @@ def measure(host: str, port: int, tls: bool, user: str, password: str,
         dt, _, tagged = c.cmd(text)
         print(f"{text.split()[0]:34s} {dt * 1000:9.0f} ms  {tagged[:50].decode()}")
     other = None
-    if arrival or expunge:  # a second session changes the mailbox before every run
+    if arrival:  # a second session delivers one message before every run
         other = Conn(host, port, tls)
         other.cmd(f"LOGIN {user} {password}")
-        if expunge:
-            other.cmd("SELECT INBOX")
     arrived = 0
+    gone = expunge_from
+    if expunge:  # a second session expunges one message before every run
+        other = other or Conn(host, port, tls)
+        if not arrival:
+            other.cmd(f"LOGIN {user} {password}")
+        other.cmd("SELECT INBOX")
+
+    def expunge_one() -> None:
+        """The next message from UID ``gone`` on that is a reply (has References) or
+        a thread root (has none), as ``expunge`` asks."""
+        nonlocal gone
+        assert other is not None
+        while True:
+            _, size, _ = other.cmd(f"UID FETCH {gone} (BODY.PEEK[HEADER.FIELDS "
+                                        "(REFERENCES)])")
+            uid, gone = gone, gone + 1
+            if size == 0:
+                continue  # no such UID (expunged already)
+            if (b"References:" in other.untagged) == (expunge == "reply"):
+                break
+        other.cmd(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)")
+        other.cmd(f"UID EXPUNGE {uid}")
+        c.cmd("NOOP")
+
     for text in COMMANDS:
         if only and not any(text.startswith(p) for p in only.split(",")):
             continue
         times = []
         cpus = []
         for _ in range(repeat):
-            if other is not None and arrival:  # a new view: the next message of the chain
+            if expunge:
+                expunge_one()
+            if arrival and other is not None:  # a new view: the next of the chain pattern
                 data = message(arrival_from + arrived)
                 arrived += 1
                 other.cmd(f"APPEND INBOX {{{len(data)}+}}\r\n" + data.decode())
-            if other is not None and expunge:  # a new view: one message in the middle gone
-                other.cmd("NOOP")
-                other.cmd("STORE 50000 +FLAGS.SILENT (\\Deleted)")
-                other.cmd("EXPUNGE")
-            if other is not None:
                 c.cmd("NOOP")
             before = cpu()
             dt, size, tagged = c.cmd(text)
@@ -231,9 +254,11 @@ def main() -> None:
     m.add_argument("--arrival-from", type=int, default=1_000_000,
                    help="the pattern number of the first message --arrival APPENDs (give "
                         "each run its own range: new Message-IDs, as new mail has)")
-    m.add_argument("--expunge", action="store_true",
-                   help="expunge the 50,000th message from a second session before every "
-                        "run (a new view; never on a mailbox you share)")
+    m.add_argument("--expunge", choices=("reply", "root"), default="",
+                   help="expunge one message (a reply, or a thread root) from a second "
+                        "session before every run; changes the mailbox")
+    m.add_argument("--expunge-from", type=int, default=50_000,
+                   help="the UID from which --expunge looks for its messages")
     m.add_argument("--server-pid", type=int, default=0,
                    help="also print the CPU time of this process tree per run")
     a = ap.parse_args()
@@ -245,7 +270,7 @@ def main() -> None:
         maildir(a.dir, a.count, a.owner)
     else:
         measure(a.host, a.port, a.tls, a.user, a.password, a.only, a.repeat, a.server_pid,
-                a.arrival, a.arrival_from, a.expunge)
+                a.arrival, a.arrival_from, a.expunge, a.expunge_from)
 
 
 if __name__ == "__main__":

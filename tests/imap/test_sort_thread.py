@@ -320,7 +320,8 @@ async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
     kept from the last answer (the same object, extended) rather than threading every
     message again, and answers as the general path (THREAD ... UNDELETED) does; an
     arrival that cannot be linked in exactly (dated early and naming two messages) and
-    an expunge make new links; a session that has not seen the arrivals yet gets its own
+    an expunge of a message others name make new links, an expunged reply is taken out
+    of the kept ones; a session that has not seen the arrivals yet gets its own
     view's answer and does not undo the others' links."""
     async with connect(imap_server) as c, connect(imap_server) as other, \
             connect(imap_server) as behind:
@@ -373,6 +374,14 @@ async def test_thread_references_links_arrivals_in(imap_server: Server) -> None:
         await c.cmd("NOOP")
         assert await agree() == b"* THREAD (3 (6 8)(5))(1 4 7)\r\n"  # by UID
         assert kept() is not links
+        # a reply naming one message, whose Message-ID no other names: taken out of the
+        # kept links (ThreadLinks.remove), not linked again
+        links = kept()
+        await other.cmd("UID STORE 5 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        assert await agree() == b"* THREAD (3 6 8)(1 4 7)\r\n"
+        assert kept() is links
 
 
 def test_kept_links_follow_the_columns() -> None:
@@ -417,7 +426,8 @@ async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch:
     of every message's keys and, when no message was expunged since, no linking of
     every message; arrivals since are read and linked in. The answers stay those of the
     general path. A snapshot of another UIDVALIDITY, or one that does not decode, is
-    ignored; after an expunge its links are not used."""
+    ignored; after an expunge its links are used only when the expunged messages can
+    be taken out of them (a reply nobody names), else every message is linked again."""
     from pochta.proto.imap.sort import ThreadLinks
     from pochta.server import imap_sort, imap_thread_snapshot
     from pochta.server.imap_cache import ColumnCache, ThreadCache
@@ -509,4 +519,14 @@ async def test_thread_snapshot_after_a_restart(imap_server: Server, monkeypatch:
         assert snap is not None and snap.uid_upto == 9
         restart()
         assert await agree() == b"* THREAD (3 5 (7)(8)(9))((2 4)(6))\r\n"
+        assert whole_reads == [] and built == []
+
+        # a reply expunged after the snapshot, then an ORDEREDSUBJECT first: the kept
+        # columns keep its keys, and REFERENCES takes it out of the snapshot's links
+        restart()
+        await other.cmd("UID STORE 9 +FLAGS (\\Deleted)")
+        await other.cmd("EXPUNGE")
+        await c.cmd("NOOP")
+        await c.cmd("THREAD ORDEREDSUBJECT UTF-8 ALL")
+        assert await agree() == b"* THREAD (3 5 (7)(8))((2 4)(6))\r\n"
         assert whole_reads == [] and built == []

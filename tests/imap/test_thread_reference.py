@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from pochta.mail.model import MessageMeta, SortKeys
+from pochta.proto.imap import sort as sort_module
 from pochta.proto.imap.sort import (
     SortItem,
     Thread,
@@ -302,11 +304,14 @@ def _arrivals_mailbox(rng: random.Random, unique: bool) -> ThreadInput:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_arrivals_linked_in_answer_as_a_full_pass(seed: int) -> None:
+def test_arrivals_linked_in_answer_as_a_full_pass(seed: int, monkeypatch: Any) -> None:
     """Links kept across random arrival sequences (one or several messages at a time,
     dated before or after the others) answer exactly as threading every message again
     does, whenever ``extend`` accepts the arrivals; and it accepts most of them when
-    they name new Message-IDs."""
+    they name new Message-IDs. (Odd seeds: the date ranks made again after every
+    arrival dated among the others, instead of moved one by one.)"""
+    if seed % 2:
+        monkeypatch.setattr(sort_module, "_FEW_INSERTS", 0)
     rng = random.Random(seed)
     accepted = refused = 0
     for round_ in range(60):
@@ -365,3 +370,99 @@ def test_refused_arrivals() -> None:
         assert links.extend(m) is ok, (mid, refs, date)
         if ok:
             assert links.answer(m) == references_answer(m)
+
+
+# --- incremental REFERENCES: expunges taken out of kept links ---------------------------
+
+
+def _pick(m: ThreadInput, rows: list[int]) -> ThreadInput:
+    """These rows of m (ascending): a mailbox after expunges, numbers kept."""
+    return ThreadInput([m.numbers[i] for i in rows], [m.dates[i] for i in rows],
+                       [m.subjects[i] for i in rows], [m.replies[i] for i in rows],
+                       [m.message_ids[i] for i in rows], [m.references[i] for i in rows])
+
+
+def _expunge_and_arrive(seed: int, rounds: int) -> tuple[int, int]:
+    """Links kept across random sequences of arrivals and expunges (one to three rows
+    at a time, sometimes both before one THREAD, sometimes restored from ``pack``):
+    every answer equals threading every row again. (taken out, refused)."""
+    rng = random.Random(seed)
+    removed = refused = 0
+    for round_ in range(rounds):
+        full = _arrivals_mailbox(rng, unique=round_ % 3 != 0)
+        n = len(full.numbers)
+        at = rng.randrange(0, n + 1)
+        present = list(range(at))
+        cur = _pick(full, present)
+        links: ThreadLinks | None = ThreadLinks(cur)
+        for _ in range(12):
+            if rng.random() < 0.3:  # a restart: the links from a snapshot
+                assert links is not None
+                packed = links.pack()
+                assert packed is not None
+                links = ThreadLinks.unpack(cur, packed)
+                assert links is not None
+            gone: list[int] = []
+            if present and rng.random() < 0.6:
+                gone = sorted(rng.sample(range(len(present)), min(len(present),
+                                                                   rng.choice((1, 1, 2, 3)))))
+            came = 0
+            if at < n and (not gone or rng.random() < 0.4):
+                came = min(n - at, rng.choice((1, 1, 2)))
+            before = cur
+            present = [p for j, p in enumerate(present) if j not in gone]
+            present += list(range(at, at + came))
+            at += came
+            cur = _pick(full, present)
+            assert links is not None
+            if gone:
+                if links.remove(gone, [before.message_ids[g] for g in gone],
+                                [before.references[g] for g in gone], cur):
+                    removed += 1
+                else:
+                    refused += 1
+                    links = None
+            if links is None or not links.extend(cur):
+                links = ThreadLinks(cur)
+            want = references_answer(cur)
+            assert links.answer(cur) == want, (seed, round_, present)
+    return removed, refused
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_expunges_taken_out_answer_as_a_full_pass(seed: int, monkeypatch: Any) -> None:
+    """RFC 5256 §2.5 (1) without the expunged rows, incrementally (``ThreadLinks.remove``):
+    a leaf whose Message-ID no other row names, naming at most one message, is taken
+    out; the answers equal a full pass after every step, and both outcomes occur. (Odd
+    seeds: unpacked links look every Message-ID up in one pass over their keys.)"""
+    if seed % 2:
+        monkeypatch.setattr(sort_module, "_FEW_LOOKUPS", 0)
+    removed, refused = _expunge_and_arrive(seed, 60)
+    assert removed > 0 and refused > 0
+
+
+def test_expunge_rule() -> None:
+    """Which expunges are taken out: a reply naming one message is; a message that
+    another names, one naming several, or one whose Message-ID another row carries, is
+    not. A dummy only the expunged reply named goes with it."""
+    def box(mids: list[str], refs: list[str]) -> ThreadInput:
+        n = len(mids)
+        return ThreadInput(list(range(1, n + 1)), [float(i) for i in range(n)], ["S"] * n,
+                           [False] * n, mids, refs)
+
+    for mids, refs, gone, ok in (
+            (["<a>", "<b>"], ["", "<a>"], 1, True),
+            (["<a>", "<b>"], ["", "<a>"], 0, False),  # <b> names it
+            (["<a>", "<b>", "<c>"], ["", "<a>", "<zz> <a>"], 2, False),  # several
+            (["<a>", "<b>", "<b>"], ["", "<a>", "<a>"], 1, False),  # its twin would own <b>
+            (["<a>", "<b>", "<b>"], ["", "<a>", "<a>"], 2, True),  # the twin itself
+            (["<a>", "<b>"], ["", "<zz>"], 1, True),  # and the dummy <zz> goes too
+            (["<a>", ""], ["", "<a>"], 1, True)):
+        m = box(mids, refs)
+        rest = [i for i in range(len(mids)) if i != gone]
+        links = ThreadLinks(m)
+        after = _pick(m, rest)
+        assert links.remove([gone], [mids[gone]], [refs[gone]], after) is ok, (mids, refs)
+        if ok:
+            assert links.answer(after) == references_answer(after)
+            assert links.ids is not None and "<zz>" not in links.ids

@@ -197,6 +197,11 @@ class ColumnCache:
             return None
         return links
 
+    def kept_thread_links(self, box: MailboxInfo) -> tuple[list[int], ThreadLinks] | None:
+        """The kept REFERENCES links of this mailbox and the UIDs they were made for,
+        whatever view they were made for (after an expunge: ``ThreadLinks.remove``)."""
+        return self.links.get((box.id, box.uidvalidity))
+
     def put_thread_links(self, box: MailboxInfo, uids: list[int], links: ThreadLinks) -> None:
         """Keep the links of these UIDs (with the mailbox's columns: only for the last
         few mailboxes threaded), unless the kept ones cover more of this view already

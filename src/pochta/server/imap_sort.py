@@ -315,6 +315,7 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
                 cols = _merged(cols, await s.store.thread_columns(sel.info.id, missing))
     except StoreError:
         return None
+    before = cols  # (with the rows of messages expunged since: their keys)
     if cols.uids != view:
         inview = set(view)
         keep = [i for i, u in enumerate(cols.uids) if u in inview]
@@ -322,13 +323,18 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
             return None
         # only the view's rows (newer arrivals and expunged messages left out)
         cols = _rows(cols, keep)
-    cache.put(sel.info, cols)
+    # the view's rows are kept; also those of messages expunged since the kept links
+    # were made, until a REFERENCES takes them out of the links (it needs their keys)
+    behind_links = (before is not cols and algorithm != "REFERENCES"
+                    and cache.kept_thread_links(sel.info) is not None
+                    and cache.thread_links(sel.info, view) is None)
+    cache.put(sel.info, before if behind_links else cols)
     cache.set_keyed_upto(sel.info, view[-1])
     numbers = view if uid else list(range(1, len(view) + 1))
     m = ThreadInput(numbers, cols.dates, cols.subjects, cols.replies, cols.message_ids,
                     cols.references)
     answer = (orderedsubject_answer(m) if algorithm == "ORDEREDSUBJECT"
-              else _references(s, m, view))
+              else _references(s, m, view, before))
     snapshot = imap_thread_snapshot
     if (len(view) >= snapshot.MIN_ROWS
             and snapshot.behind(cache, sel.info, view) >= snapshot.EVERY):
@@ -344,20 +350,57 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
     return answer
 
 
-def _references(s: ImapSession, m: ThreadInput, view: list[int]) -> bytes:
-    """THREAD REFERENCES of the whole view: step 1 (the links) is kept per mailbox, and
-    arrivals since the view it was made for are linked in (``ThreadLinks.extend``)
-    instead of linking every message again; after an expunge, or an arrival that cannot
-    be linked in exactly, every message is linked again (as Dovecot does)."""
+def _references(s: ImapSession, m: ThreadInput, view: list[int],
+                before: ThreadColumns) -> bytes:
+    """THREAD REFERENCES of the whole view: step 1 (the links) is kept per mailbox;
+    messages expunged since the view it was made for are taken out
+    (``ThreadLinks.remove``) and arrivals since linked in (``ThreadLinks.extend``)
+    instead of linking every message again; after an expunge or an arrival that cannot
+    be taken out or linked in exactly, every message is linked again (as Dovecot does
+    after any expunge). ``before``: columns holding the expunged messages' rows."""
     sel = s.selected
     assert sel is not None
     cache = s.ctx.imap_columns
     links = cache.thread_links(sel.info, view)
+    how = "kept"
     with collector_paused():
+        if links is None:
+            links = _after_expunges(cache.kept_thread_links(sel.info), view, m, before)
+            how = "expunges taken out"
         if links is None or not links.extend(m):
             links = ThreadLinks(m)
+            how = "all linked again"
+    log.debug("THREAD REFERENCES of mailbox %d: links %s", sel.info.id, how)
     cache.put_thread_links(sel.info, view, links)
     return links.answer(m)
+
+
+def _after_expunges(kept: tuple[list[int], ThreadLinks] | None, view: list[int],
+                    m: ThreadInput, before: ThreadColumns) -> ThreadLinks | None:
+    """The kept links with the rows of the messages expunged since taken out, when the
+    other rows they were made for are a first part of the view and the expunged ones'
+    keys are in ``before``; else None."""
+    if kept is None:
+        return None
+    linked, links = kept
+    if links.rows != len(linked) or len(linked) - len(view) > 64:
+        return None
+    inview = set(view)
+    gone = [r for r, u in enumerate(linked) if u not in inview]
+    rest = list(linked)
+    for r in reversed(gone):
+        del rest[r]
+    if not gone or rest != view[: len(rest)]:
+        return None
+    mids: list[str] = []
+    refs: list[str] = []
+    for r in gone:
+        at = bisect.bisect_left(before.uids, linked[r])
+        if at == len(before.uids) or before.uids[at] != linked[r]:
+            return None
+        mids.append(before.message_ids[at])
+        refs.append(before.references[at])
+    return links if links.remove(gone, mids, refs, m) else None
 
 
 def _rows(c: ThreadColumns, rows: list[int]) -> ThreadColumns:

@@ -1,15 +1,16 @@
 """THREAD's state of a mailbox kept in the store (``ThreadSnapshot``), so that the first
 THREAD after a restart neither reads every message's keys (100,000 rows: 140-260 ms of
 CPU) nor links every message again (110-150 ms): the columns of the messages and the
-REFERENCES links (``ThreadLinks``) of the last view threaded, marshalled and compressed
-(~3 MB for 100,000 messages; 60-80 ms to load).
+REFERENCES links (``ThreadLinks.pack``) of the last view threaded, as flat arrays and
+strings (9 MB for 100,000 messages; ~30 ms to load, the links' lists made on first use).
 
 Never trusted beyond what it can vouch for: it belongs to one UIDVALIDITY, and a UID of
 a mailbox with its UIDVALIDITY always names the same message, whose keys never change;
 the caller maps it onto the session's view like the columns kept in memory (messages
 expunged since left out, arrivals since read from the store), and its links are used
-only when its rows are a first part of the view (no expunge since). A snapshot that
-does not decode, or of another format, is ignored."""
+only when its rows are a first part of the view once the messages expunged since are
+taken out of them (``ThreadLinks.remove``). A snapshot that does not decode, or of
+another format, is ignored."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import bisect
 import itertools
 import logging
 import marshal
+import operator
 import zlib
+from array import array
 
 from ..proto.imap.sort import ThreadInput, ThreadLinks
 from ..storage.interfaces import MailboxInfo, MailStore, StoreError
@@ -26,42 +29,84 @@ from .imap_cache import ColumnCache
 
 log = logging.getLogger("pochta.imap")
 
-# bumped whenever the kept keys (compute_sort_keys) or ThreadLinks' lists change meaning
-FORMAT = 1
+# bumped whenever the kept keys (compute_sort_keys), ThreadLinks' lists or this layout
+# change meaning
+FORMAT = 2
 # a new snapshot once the kept one misses this many of the view's rows (arrivals, or
 # messages expunged since): writing one costs ~150 ms of CPU, so not after every change
 EVERY = 1000
 # smaller mailboxes thread from the store quickly enough: no snapshot
 MIN_ROWS = 1000
+RAW_MAX = 24 << 20  # a bigger snapshot is compressed (the store keeps at most 64 MiB)
+_SEP = "\x00"  # between the strings of a column
+
+
+def _strings(col: list[str]) -> str | list[str]:
+    """A column of strings as one string (split in C when read), or as it is when one of
+    them holds the separator."""
+    joined = _SEP.join(col)
+    return joined if joined.count(_SEP) == len(col) - 1 else col
+
+
+def _unstrings(value: object, n: int) -> list[str] | None:
+    if isinstance(value, str):
+        out = value.split(_SEP) if n else []
+    elif isinstance(value, list) and all(isinstance(x, str) for x in value):
+        out = value
+    else:
+        return None
+    return out if len(out) == n else None
 
 
 def encode(cols: ThreadColumns, links: ThreadLinks | None) -> bytes:
-    state = links.state() if links is not None else None
-    return zlib.compress(marshal.dumps((  # type: ignore[arg-type]  # (lists, dicts, str)
-        FORMAT, cols.uids, cols.dates, cols.subjects, cols.replies, cols.message_ids,
-        cols.references, state)), 1)
+    """Flat values only (numbers as array bytes, each string column as one string):
+    decoding is a few C calls per column instead of an object per value in marshal
+    (the Message-ID table of the links, a dict that took 40 ms to load, is not kept:
+    ``ThreadLinks.unpack``)."""
+    packed = links.pack() if links is not None else None
+    raw = marshal.dumps((  # type: ignore[arg-type]  # (ints, bytes, str, lists, tuples)
+        FORMAT, len(cols.uids), array("q", cols.uids).tobytes(),
+        array("d", cols.dates).tobytes(), _strings(cols.subjects), bytes(cols.replies),
+        _strings(cols.message_ids), _strings(cols.references), packed))
+    # uncompressed up to a size: zlib's decompression was 15-25 ms of the first THREAD
+    # (8 MB for 100,000 messages, against 2.2 MB compressed)
+    return b"R" + raw if len(raw) <= RAW_MAX else b"Z" + zlib.compress(raw, 1)
 
 
 def decode(data: bytes) -> tuple[ThreadColumns, ThreadLinks | None] | None:
     try:
         # written by this server into its own store; marshal builds values only (no code
         # runs), and every part is checked below
-        value = marshal.loads(zlib.decompress(data))  # noqa: S302
+        if data[:1] == b"R":
+            value = marshal.loads(memoryview(data)[1:])  # noqa: S302
+        elif data[:1] == b"Z":
+            value = marshal.loads(zlib.decompress(memoryview(data)[1:]))  # noqa: S302
+        else:
+            return None
     except (ValueError, EOFError, TypeError, zlib.error):
         return None
-    if not isinstance(value, tuple) or len(value) != 8 or value[0] != FORMAT:
+    if not isinstance(value, tuple) or len(value) != 9 or value[0] != FORMAT:
         return None
-    _, uids, dates, subjects, replies, mids, refs, state = value
-    columns = (uids, dates, subjects, replies, mids, refs)
-    if not all(isinstance(c, list) and len(c) == len(uids) for c in columns):
+    _, n, uids_b, dates_b, subjects_v, replies_b, mids_v, refs_v, packed = value
+    if not (isinstance(n, int) and isinstance(uids_b, bytes) and isinstance(dates_b, bytes)
+            and isinstance(replies_b, bytes) and len(uids_b) == len(dates_b) == 8 * n
+            and len(replies_b) == n):
         return None
-    if any(b <= a for a, b in itertools.pairwise(uids)):
+    uids = array("q", uids_b).tolist()
+    dates = array("d", dates_b).tolist()
+    replies = list(map(bool, replies_b))
+    subjects = _unstrings(subjects_v, n)
+    mids = _unstrings(mids_v, n)
+    refs = _unstrings(refs_v, n)
+    if subjects is None or mids is None or refs is None:
+        return None
+    if not all(map(operator.lt, uids, itertools.islice(uids, 1, None))):
         return None  # not by UID ascending
     cols = ThreadColumns(uids, dates, subjects, replies, mids, refs)
     links = None
-    if state is not None:
-        links = ThreadLinks.restore(ThreadInput(uids, dates, subjects, replies, mids, refs),
-                                    state)
+    if packed is not None:
+        links = ThreadLinks.unpack(ThreadInput(uids, dates, subjects, replies, mids, refs),
+                                   packed)
     return cols, links
 
 

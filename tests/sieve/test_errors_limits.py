@@ -360,9 +360,40 @@ def test_address_reads_address_fields_and_envelope_known_parts() -> None:
 
 def test_an_if_without_its_block_still_has_its_test_checked() -> None:
     assert errors('require "imap4flags";\nif setflag;\nif hasflag :frop "x";\n') == [
-        "line 2: cannot use command 'setflag' as a test",
+        # the command's own error first, then its test's (Pigeonhole's order)
         "line 2: if needs a block { ... }",
+        "line 2: cannot use command 'setflag' as a test",
+        "line 3: if needs a block { ... }",
         "line 3: unknown tagged argument ':frop' for the hasflag test (it accepts "
         ":comparator, :contains, :is, :matches)",
-        "line 3: if needs a block { ... }",
+    ]
+
+
+def test_an_unknown_name_is_reported_at_its_first_use_only() -> None:
+    # an unknown command, a command of an extension not required, and an unknown tag
+    # (per command: the same tag on another command is its own error)
+    assert errors('frob 1;\nfrob 2;\nif true { frob 3; }\nfileinto "a";\nfileinto "b";\n'
+                  'keep :nope;\nkeep :nope;\ndiscard :nope;\n') == [
+        "line 1: unknown command frob",
+        'line 4: command fileinto needs require "fileinto"',
+        "line 6: unknown tagged argument ':nope' for the keep command (its tags need a "
+        "require first)",
+        "line 8: unknown tagged argument ':nope' for the discard command (it takes no "
+        "tags)",
+    ]
+
+
+def test_follow_up_errors_after_a_broken_command() -> None:
+    assert errors('require "fileinto";\nfileinto "a"\nkeep;\nfileinto "b"\ntrue;\n'
+                  'if address matches "from" "x" { stop; }\n'
+                  'stop "x" true { frob; }\n') == [
+        # a command that takes no test, followed by a command: a missing ";"
+        "line 2: missing semicolon ';' after fileinto command (before 'keep')",
+        "line 4: the fileinto command accepts no sub-tests, but 1 was specified",
+        # wrong arguments, and a tag name without its ":" read as a test
+        "line 6: the address test requires 2 positional arguments, but 0 were specified",
+        "line 6: missing colon ':' before ':matches' tag in the address test",
+        # arguments and test wrong: both said; a block stop does not take is not read
+        "line 7: the stop command requires 0 positional arguments, but 1 was specified",
+        "line 7: the stop command accepts no sub-tests, but 1 was specified",
     ]

@@ -64,6 +64,7 @@ from pochta.sieve.autoreply import (
 )
 from pochta.sieve.compiler import _MATCH, Spec
 from pochta.sieve.execute import store_refusal
+from pochta.sieve.includes import check, drive
 from pochta.sieve.grammar import Command, Test
 from pochta.sieve.interpreter import (
     Discard,
@@ -335,14 +336,25 @@ def _handlers(state: _State) -> dict[str, object]:
         it.ctx.metadata = _Metadata(state)
 
     def script_compile(it: Interpreter, node: Command | Test) -> bool:
+        """Compiled as Pigeonhole's testsuite does, as the active script: with its
+        includes (``included/``, ``included-global/``), a missing one or a loop an error."""
         _, pos = args(node)
         path = state.directory / it._s(pos[0])
         state.errors, state.compiled = [], None  # the result stays (append_result)
-        try:
+        limits = _limits(state)
+
+        def compile_(source: str, name: str) -> Script:
             # a sub-test may use the testsuite too (test_fail), as in Pigeonhole
-            state.compiled = compile_script(path.read_text("utf-8"), path.stem,
-                                            _limits(state), EXTENSIONS | {EXT, DEBUG},
-                                            COMMANDS, TESTS)
+            return compile_script(source, name, limits, EXTENSIONS | {EXT, DEBUG},
+                                  COMMANDS, TESTS)
+
+        try:
+            # the test's own file is none of the included/ scripts (a loop is an include
+            # of one of those)
+            checked = drive(check(path.read_text("utf-8"), ("test file", path.stem), limits,
+                                  compile_), lambda key: _include_source(state, key))
+            checked.raise_errors(strict=True)
+            state.compiled = checked.script
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
@@ -421,10 +433,23 @@ def _limits(state: _State) -> Limits:
     header = state.config.get("sieve_editheader_max_header_size", "")
     if header.isdigit():
         limits = dataclasses.replace(limits, max_header_value=int(header))
+    for key, attr in (("sieve_include_max_includes", "max_includes"),
+                      ("sieve_include_max_nesting_depth", "max_include_depth"),
+                      ("sieve_variables_max_scope_count", "max_variables")):
+        if state.config.get(key, "").isdigit():
+            limits = dataclasses.replace(limits, **{attr: int(state.config[key])})
     notify = state.config.get("sieve_notify_max_notifications", "")
     if notify.isdigit():
         limits = dataclasses.replace(limits, max_notifications=int(notify))
     return limits
+
+
+def _include_source(state: _State, key: tuple[str, str]) -> str | None:
+    folder = "included" if key[0] == "personal" else "included-global"
+    try:
+        return (state.directory / folder / f"{key[1]}.sieve").read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _run_context(state: _State) -> Context:

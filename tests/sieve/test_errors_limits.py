@@ -397,3 +397,23 @@ def test_follow_up_errors_after_a_broken_command() -> None:
         "line 7: the stop command requires 0 positional arguments, but 1 was specified",
         "line 7: the stop command accepts no sub-tests, but 1 was specified",
     ]
+
+
+def test_variable_limits_are_checked_when_the_script_is_compiled() -> None:
+    long = "v" * 65
+    assert errors(f'require "variables";\nset "{"v" * 64}" "ok";\nset "{long}" "x";\n'
+                  'if string "${32}" "" { stop; }\nif string "${33}" "" { stop; }\n') == [
+        f'line 3: variable name "{"v" * 20}..." is longer than 64 characters (RFC 5229 §6)',
+        "line 5: match variable ${33} is out of range (${0} to ${32})",
+    ]
+    many = "".join(f'set "v{i}" "x";\n' for i in range(130))
+    again = 'set "v0" "y";\n'  # setting one again is no new variable
+    assert compile_script('require "variables";\n' + many + again,
+                          limits=Limits(max_variables=130))
+    with pytest.raises(SieveSyntaxError) as info:
+        compile_script('require "variables";\n' + many + 'set "w1" "";\nset "w2" "";\n',
+                       limits=Limits(max_variables=130))
+    # reported once, at the first one over
+    assert info.value.lines() == [
+        'line 132: variable "w1" is one more than the 130 variables a script may set '
+        "(RFC 5229 §6)"]

@@ -51,6 +51,10 @@ MAX_PART_LOOPS = 4
 # RFC 5463 §4: extensions that change how a script is read (its strings) cannot be
 # enabled part-way through it, so ihave is false for them
 NOT_BY_IHAVE = frozenset({"encoded-character", "variables"})
+# RFC 5229 §6: names of at least 32 characters, match variables ${1} to ${9} at least;
+# Pigeonhole's bounds (a longer name, a higher index is a compile error)
+MAX_VARIABLE_NAME = 64
+MAX_MATCH_VARIABLE = 32
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
@@ -72,6 +76,20 @@ class Limits:
     # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
     # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
     max_variable_size: int = 4096
+    # RFC 5229 §6 (at least 128): distinct variables one script sets, counted when it is
+    # compiled (Pigeonhole's sieve_variables_max_scope_count)
+    max_variables: int = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeSite:
+    """One include command: what it names, where, and its :optional/:once."""
+
+    location: str  # personal | global
+    name: str
+    line: int
+    optional: bool
+    once: bool
 
 
 @dataclass(slots=True)
@@ -81,6 +99,7 @@ class Script:
     requires: frozenset[str]
     includes: list[tuple[str, str]] = field(default_factory=list)  # (personal|global, name)
     size: int = 0
+    include_sites: list[IncludeSite] = field(default_factory=list)  # in source order
 
 
 # tag -> (value kind "" | "s" | "l" | "n", extension needed or None, exclusive group)
@@ -221,6 +240,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _USE_ATTR = re.compile(r'\\[^\x00-\x20\x7f(){%*"\\\]]+\Z')
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
+_MATCH_REFERENCE = re.compile(r"\$\{([0-9]+)\}")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
 
 
@@ -263,12 +283,14 @@ class _Checker:
         self.tests = tests
         self.requires: set[str] = set()
         self.includes: list[tuple[str, str]] = []
+        self.include_sites: list[IncludeSite] = []
         self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
         self.foreverypart = 0  # foreverypart loops around the command being checked
         self.loop_names: list[str | None] = []  # their :name values, outermost first
         self.required_at: dict[str, int] = {}  # extension -> line of its require
         self.namespaces = namespaces  # of test-only extensions, e.g. "tst"
         self.locals: set[str] = set()  # variables set before any global names them
+        self.too_many = False  # the max_variables error is reported once
         self.unknown: set[str] = set()  # commands and tests reported unknown
         self.unknown_tags: set[tuple[str, str]] = set()  # (command or test, tag) reported
 
@@ -618,13 +640,16 @@ class _Checker:
                 raise SieveSyntaxError(line, f'{"" if name == "set" else name + ": "}'
                                        f'invalid variable name "{var}"')
             self.variable_name(var, line, assigned=True)
-            self.locals.add(var.lower())
+            self.declare(var, line)
         if name == "global":
             # RFC 6609 §3.3: global is part of the variables model
             self.need("variables", "command global", line)
             for var in pos[0] if isinstance(pos[0], list) else []:
                 if not _VAR_NAME.match(var) or var[0].isdigit() or "." in var:
                     raise SieveSyntaxError(line, f'global: invalid variable name "{var}"')
+                if len(var) > MAX_VARIABLE_NAME:
+                    raise SieveSyntaxError(line, f'global: variable name "{var[:20]}..." is '
+                                           f"longer than {MAX_VARIABLE_NAME} characters")
                 if var.lower() in self.locals:
                     raise SieveSyntaxError(line, f'global: variable "{var}" is already used '
                                            "as a local variable above; declare it global "
@@ -647,6 +672,9 @@ class _Checker:
             location = "global" if tags.get("global") else "personal"
             if (location, target) not in self.includes:
                 self.includes.append((location, target))
+            self.include_sites.append(IncludeSite(location, target, line,
+                                                  bool(tags.get("optional")),
+                                                  bool(tags.get("once"))))
         if name == "vacation":
             days = tags.get("days")
             if isinstance(days, int) and days < 0:
@@ -715,6 +743,25 @@ class _Checker:
             raise SieveSyntaxError(line, f'envelope: unknown envelope part "{source}" '
                                    '(expected "from", "to" or "auth")')
 
+    def declare(self, var: str, line: int) -> None:
+        """A variable the script sets: its name no longer than ``MAX_VARIABLE_NAME``
+        and at most ``limits.max_variables`` of them (RFC 5229 §6 lets an implementation
+        bound both, at least 32 characters and 128 variables; the numbers are
+        Pigeonhole's). The count is reported once, at the first one over."""
+        longest = max(var.split("."), key=len)
+        if len(longest) > MAX_VARIABLE_NAME:
+            raise SieveSyntaxError(line, f'variable name "{longest[:20]}..." is longer than '
+                                   f"{MAX_VARIABLE_NAME} characters (RFC 5229 §6)")
+        lower = var.lower()
+        if lower not in self.locals and len(self.locals) >= self.limits.max_variables:
+            if not self.too_many:
+                self.too_many = True
+                raise SieveSyntaxError(line, f'variable "{var}" is one more than the '
+                                       f"{self.limits.max_variables} variables a script may "
+                                       "set (RFC 5229 §6)")
+            return
+        self.locals.add(lower)
+
     def variable_name(self, var: str, line: int, assigned: bool) -> None:
         """RFC 5229 §3: a name with a namespace ("global.x") needs the extension that
         defines it required ("MUST cause an error" otherwise). RFC 6609 §3.5: "global." names one
@@ -739,6 +786,13 @@ class _Checker:
                     for m in _REFERENCE.finditer(s):
                         if not m.group(1)[0].isdigit():
                             self.variable_name(m.group(1), line, assigned=False)
+                    for m in _MATCH_REFERENCE.finditer(s):
+                        # RFC 5229 §3: a match variable above those supported "MUST be
+                        # treated as a syntax error"
+                        if int(m.group(1)) > MAX_MATCH_VARIABLE:
+                            raise SieveSyntaxError(line, f"match variable ${{{m.group(1)}}} "
+                                                   f"is out of range (${{0}} to "
+                                                   f"${{{MAX_MATCH_VARIABLE}}})")
 
     @staticmethod
     def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
@@ -843,9 +897,13 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
         errors.append(SieveSyntaxError(checker.required_at["extracttext"],
                                        'require "extracttext" needs "foreverypart" '
                                        "required too"))
+    script = Script(name, commands, frozenset(checker.requires), checker.includes, size,
+                    checker.include_sites)
     if errors:
-        raise SieveSyntaxError.of(errors)
-    return Script(name, commands, frozenset(checker.requires), checker.includes, size)
+        failed = SieveSyntaxError.of(errors)
+        failed.partial = script
+        raise failed
+    return script
 
 
 def strings_of(node: Command | Test) -> tuple[dict[str, object], list[object]]:

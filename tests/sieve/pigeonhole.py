@@ -64,8 +64,8 @@ from pochta.sieve.autoreply import (
 )
 from pochta.sieve.compiler import _MATCH, Spec
 from pochta.sieve.execute import store_refusal
-from pochta.sieve.includes import check, drive
 from pochta.sieve.grammar import Command, Test
+from pochta.sieve.includes import check, drive
 from pochta.sieve.interpreter import (
     Discard,
     Interpreter,

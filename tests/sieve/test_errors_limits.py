@@ -417,3 +417,40 @@ def test_variable_limits_are_checked_when_the_script_is_compiled() -> None:
     assert info.value.lines() == [
         'line 132: variable "w1" is one more than the 130 variables a script may set '
         "(RFC 5229 §6)"]
+
+
+def test_includes_resolved_with_the_script() -> None:
+    """sieve/includes.py: loops (:once breaks one, RFC 6609 §3.2), depth, count, and the
+    follow-up line an including script gets."""
+    from pochta.sieve.includes import check, drive
+
+    scripts = {
+        "self": 'require "include";\ninclude "self";\n',
+        "once": 'require "include";\ninclude :once "once";\nkeep;\n',
+        "d1": 'require "include";\ninclude "d2";\n', "d2": 'require "include";\ninclude "d3";\n',
+        "d3": "keep;\n", "x": "keep;\n", "y": "keep;\n",
+    }
+
+    def problems(source: str, limits: Limits | None = None, strict: bool = True
+                 ) -> list[str]:
+        limits = limits or Limits()
+        checked = drive(check(source, ("personal", "main"), limits,
+                              lambda text, name: compile_script(text, name, limits)),
+                        lambda key: scripts.get(key[1]))
+        return [str(e) for e in checked.errors(strict)]
+
+    head = 'require "include";\n'
+    assert problems(head + 'include "once";\ninclude :optional "none";\n') == []
+    assert problems(head + 'include "self";\n') == [
+        'line 2: included personal script "self", line 2: include loop: self -> self',
+        'line 2: included personal script "self" has errors']
+    assert problems(head + 'include "none";\n', strict=False) == []
+    assert problems(head + 'include "d1";\n', Limits(max_include_depth=2)) == [
+        'line 2: included personal script "d1", line 2: included personal script "d2", '
+        'line 2: cannot include personal script "d3": includes nest deeper than 2 levels',
+        'line 2: included personal script "d1", line 2: included personal script "d2" '
+        "has errors",
+        'line 2: included personal script "d1" has errors']
+    assert problems(head + 'include "x";\ninclude "y";\ninclude "x";\n',
+                    Limits(max_includes=1)) == [
+        'line 3: cannot include personal script "y": no more than 1 scripts may be included']

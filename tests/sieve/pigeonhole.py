@@ -487,8 +487,10 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
                 errors.append(refusal)
             elif action.create:
                 state.mailboxes.add(action.mailbox)
-            box = action.mailbox if refusal is None else "INBOX"
-            state.folders.setdefault(box, []).append(action.data or data)
+            # a refused one is kept as received (RFC 5293 §7), as delivery does
+            box, kept = (action.mailbox, action.data or data) if refusal is None else (
+                "INBOX", data)
+            state.folders.setdefault(box, []).append(kept)
         elif isinstance(action, Redirect):
             _redirect(state, action, message, action.data or data, env)
         elif isinstance(action, Vacation):

@@ -492,12 +492,13 @@ class SieveService:
                     boxes = await self.store.list_mailboxes(decision.account_id)
                 mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
             may_create = action.create or self.config.fileinto_autocreate
+            refused = False
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
             elif (refusal := store_refusal(mailbox, True, may_create)) is not None:
                 log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
                             decision.script, refusal)
-                mailbox = fallback
+                mailbox, refused = fallback, True
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
                 if may_create:
                     try:
@@ -508,11 +509,15 @@ class SieveService:
                     except StoreError as exc:
                         log.warning("sieve user=%s: fileinto :create %r failed (%s); kept "
                                     "in %s", decision.recipient, mailbox, exc, fallback)
-                        mailbox = fallback
+                        mailbox, refused = fallback, True
                 else:
                     log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
                                 decision.script, store_refusal(mailbox, False, False))
-                    mailbox = fallback
+                    mailbox, refused = fallback, True
+            # a refused fileinto: the keep that replaces it is the error's implicit keep,
+            # of the message as received (RFC 5293 §7: "the original message header MUST
+            # be used"), not the one the script's editheader changed
+            data = None if refused else action.data
             flags = imap_flags(action.flags)
             same = next((i for i, o in enumerate(out) if o.mailbox == mailbox), None)
             if same is not None:
@@ -522,7 +527,7 @@ class SieveService:
                 out[same] = Store(mailbox, first.flags | flags, first.create, first.implicit,
                                   data=first.data)
                 continue
-            out.append(Store(mailbox, flags, action.create, action.implicit, data=action.data))
+            out.append(Store(mailbox, flags, action.create, action.implicit, data=data))
         return out
 
     # --- the delivery ----------------------------------------------------------------------

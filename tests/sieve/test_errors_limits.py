@@ -454,3 +454,13 @@ def test_includes_resolved_with_the_script() -> None:
     assert problems(head + 'include "x";\ninclude "y";\ninclude "x";\n',
                     Limits(max_includes=1)) == [
         'line 3: cannot include personal script "y": no more than 1 scripts may be included']
+
+
+def test_max_variables_setting() -> None:
+    from pochta.sieve.settings import SieveConfig, check
+
+    assert SieveConfig(max_variables=300).limits().max_variables == 300
+    # RFC 5229 §6: an implementation MUST support at least 128 variables
+    assert check(SieveConfig(max_variables=127)) == [
+        "sieve.max_variables: must be at least 128 (RFC 5229 §6)"]
+    assert check(SieveConfig()) == []

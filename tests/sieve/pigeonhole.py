@@ -12,7 +12,8 @@ Return-Path/Sender/From and Envelope-To/To as Pigeonhole does; envelope.from/to/
 "compilation failed" one),
 ``test_result_action``, ``test_result_execute`` (the result carried out: stores into
 the runner's folders; redirects, vacation replies, notifications and rejection DSNs
-built by Pochta's own code into an outbox; a stored message keeps its flags, and
+built by Pochta's own code into an outbox; a stored message keeps its flags, with
+the attachment keyword delivery adds, and
 "INBOX." names are read as Dovecot's test store reads them), ``test_message :smtp N`` /
 ``:folder F N`` (that message, and its envelope, become the one under test, a stored
 one with its flags; as a command, a message that is not there fails the test),
@@ -41,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pochta.mail.attachments import attachment_keyword
 from pochta.services.sieve import (
     imap_flags,
     redirect_body,
@@ -511,7 +513,9 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
             # a refused one is kept as received (RFC 5293 §7), as delivery does
             box, kept = (name, action.data or data) if refusal is None else ("INBOX", data)
             state.folders.setdefault(box, []).append(kept)
-            state.stored_flags.setdefault(box, []).append(imap_flags(action.flags))
+            # and the attachment keyword delivery adds ([imap] attachment_keywords)
+            state.stored_flags.setdefault(box, []).append(
+                imap_flags(action.flags) | {attachment_keyword(kept)})
         elif isinstance(action, Redirect):
             _redirect(state, action, message, action.data or data, env)
         elif isinstance(action, Vacation):
@@ -572,7 +576,8 @@ def _redirect(state: _State, action: Redirect, message: SieveMessage, body: byte
     rcpt = state.envelope.get("orig_to") or env.recipient
     if redirect_loop(message, {rcpt, account, env.recipient}):
         state.folders.setdefault("INBOX", []).append(body)  # kept instead
-        state.stored_flags.setdefault("INBOX", []).append(frozenset())
+        state.stored_flags.setdefault("INBOX", []).append(
+            frozenset({attachment_keyword(body)}))
         return
     wanted = cfg.get("sieve_redirect_envelope_from", "").strip()
     mode = _REDIRECT_MODES.get(wanted, "null" if wanted == "<>" else wanted)

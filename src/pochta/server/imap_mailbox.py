@@ -8,6 +8,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from ..mail.attachments import KEYWORDS
 from ..proto.imap import bodystructure as bs
 from ..proto.imap import metadata as md
 from ..proto.imap.acl import OWNER_RIGHTS, can_change_flag
@@ -27,6 +28,7 @@ from ..proto.imap.response import astring, seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset, parse_seqset_text
 from ..proto.imap.session import State
+from ..services.delivery import attachment_flag
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
@@ -584,9 +586,13 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     uids: list[int] = []
     try:
         for up in uploads:
+            flags = up.flags
+            # as delivery does ([imap] attachment_keywords), unless the client said which
+            if s.limits.attachment_keywords and not flags & KEYWORDS:
+                flags = flags | {await attachment_flag(up.data)}
             result = await s.store.accept(
                 up.data, Envelope(sender=""),
-                [LocalTarget(box.owner_id, box.owner_name, up.flags, up.date)],
+                [LocalTarget(box.owner_id, box.owner_name, flags, up.date)],
             )
             uids.append(result.local_uids[0][1] if result.local_uids else 0)
     except StoreError as exc:

@@ -137,6 +137,11 @@ def _mime_fields(lines: list[bytes], default: str
         if colon and key in ("content-type", "content-disposition") and key not in wanted:
             wanted[key] = value.strip()
             current = key
+    raw_type = wanted.get("content-type", default).lstrip().lower()
+    if "content-disposition" not in wanted and not raw_type.startswith(
+            ("multipart/", "message/")):
+        # neither an attachment nor a container: skip the parameter parsing (most parts)
+        return raw_type.split(";", 1)[0].strip(), None, False, None
     msg = Message()
     msg.set_default_type(default)
     for key, value in wanted.items():

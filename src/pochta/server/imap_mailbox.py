@@ -583,16 +583,16 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             raise ImapError("Empty message")
         if size > s.append_limit:
             raise TooBig("Message too large")
+    if s.limits.attachment_keywords:  # as delivery does, unless the client said which
+        for up in uploads:
+            if not up.flags & KEYWORDS:
+                up.flags = up.flags | {await attachment_flag(up.data)}
     uids: list[int] = []
     try:
         for up in uploads:
-            flags = up.flags
-            # as delivery does ([imap] attachment_keywords), unless the client said which
-            if s.limits.attachment_keywords and not flags & KEYWORDS:
-                flags = flags | {await attachment_flag(up.data)}
             result = await s.store.accept(
                 up.data, Envelope(sender=""),
-                [LocalTarget(box.owner_id, box.owner_name, flags, up.date)],
+                [LocalTarget(box.owner_id, box.owner_name, up.flags, up.date)],
             )
             uids.append(result.local_uids[0][1] if result.local_uids else 0)
     except StoreError as exc:

@@ -135,6 +135,9 @@ def instance(tmp_path: Path, tls_pair: tuple[Path, Path], storage_settings: dict
         "tls": {"cert": str(cert), "key": str(key)},
         "listeners": [dict(x, address="127.0.0.1") for x in ALL_LISTENERS],
         "auth": dict(CHEAP_AUTH),
+        # on by default; off here so that the many FLAGS a test expects stay the ones it
+        # set (tests/e2e/test_attachment_keywords.py turns it on)
+        "imap": {"attachment_keywords": False},
     }
     if storage_settings:
         raw["storage"] = storage_settings

@@ -6,19 +6,26 @@ test-only subset of its ``vnd.dovecot.testsuite`` extension:
 
 Implemented: ``test``, ``test_set`` (message, with the envelope taken from its
 Return-Path/Sender/From and Envelope-To/To as Pigeonhole does; envelope.from/to/auth),
-``test_fail``, ``test_script_compile``, ``test_script_run``, ``test_error`` (every
-compile error Pochta reports, plus Pigeonhole's closing "compilation failed" one),
+``test_fail``, ``test_script_compile`` (as the active script, with its includes from
+``included/`` and ``included-global/``: sieve/includes.py), ``test_script_run``,
+``test_error`` (every compile error Pochta reports, plus Pigeonhole's closing
+"compilation failed" one),
 ``test_result_action``, ``test_result_execute`` (the result carried out: stores into
 the runner's folders; redirects, vacation replies, notifications and rejection DSNs
-built by Pochta's own code into an outbox), ``test_message :smtp N`` / ``:folder F N``
-(that message, and its envelope, become the one under test; as a command, a message
-that is not there fails the test), ``test_result_reset``,
+built by Pochta's own code into an outbox; a stored message keeps its flags, with
+the attachment keyword delivery adds, and
+"INBOX." names are read as Dovecot's test store reads them), ``test_message :smtp N`` /
+``:folder F N`` (that message, and its envelope, become the one under test, a stored
+one with its flags; as a command, a message that is not there fails the test),
+``test_result_reset``,
 ``test_mailbox_create``, ``test_imap_metadata_set`` (the METADATA the mboxmetadata
 tests read), ``test_config_set`` for settings with a Pochta equivalent
 (``recipient_delimiter`` of one character, ``sieve_user_email``, ``sieve_max_cpu_time``
-in seconds, ``sieve_extlists_list`` dict files as lists; others are ignored).
+in seconds, ``sieve_extlists_list`` dict files as lists, ``sieve_include_max_includes``,
+``sieve_include_max_nesting_depth``, ``sieve_variables_max_scope_count``; others are
+ignored).
 ``test_binary_save``/``_load`` pickle the compiled script (Pochta has no binary
-format). ``test_multiscript`` fails the test that uses it.
+format). ``test_multiscript`` runs the scripts as Pochta's before/user/after sequence.
 
 A file passes when it compiles and every ``test`` block in it passes; a file of
 ``failures/`` (Pigeonhole runs them with ``-F``) when every test in it fails, or it does
@@ -35,7 +42,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pochta.mail.attachments import attachment_keyword
 from pochta.services.sieve import (
+    imap_flags,
     redirect_body,
     redirect_loop,
     redirect_sender,
@@ -65,6 +74,7 @@ from pochta.sieve.autoreply import (
 from pochta.sieve.compiler import _MATCH, Spec
 from pochta.sieve.execute import store_refusal
 from pochta.sieve.grammar import Command, Test
+from pochta.sieve.includes import check, drive
 from pochta.sieve.interpreter import (
     Discard,
     Interpreter,
@@ -129,6 +139,7 @@ class _State:
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     sent: list[tuple[str, str, bytes]] = field(default_factory=list)  # (from, to, message)
     folders: dict[str, list[bytes]] = field(default_factory=dict)
+    stored_flags: dict[str, list[frozenset[str]]] = field(default_factory=dict)  # as folders
     config: dict[str, str] = field(default_factory=dict)
     binaries: dict[str, bytes] = field(default_factory=dict)
     done: set[object] = field(default_factory=set)  # _done_key of what was carried out
@@ -181,6 +192,7 @@ def _handlers(state: _State) -> dict[str, object]:
         if what == "message":
             it.msg = SieveMessage(value.encode("utf-8"))
             state.original = it.msg.data
+            it.flags = set()  # a new message has none
             # as Pigeonhole's testsuite: the envelope comes from the message
             sender = next((a for h in ("return-path", "sender", "from")
                            for a in it.msg.addresses(h) if a), "MAILER-DAEMON")
@@ -210,7 +222,7 @@ def _handlers(state: _State) -> dict[str, object]:
 
     def mailbox_create(it: Interpreter, node: Command | Test) -> None:
         _, pos = args(node)
-        state.mailboxes.add(it._s(pos[0]))
+        state.mailboxes.add(_box(it._s(pos[0])))
         it.ctx.mailboxes = frozenset(state.mailboxes)
 
     def result_execute(it: Interpreter, node: Command | Test) -> bool:
@@ -260,13 +272,16 @@ def _handlers(state: _State) -> dict[str, object]:
         # as a command (not a test) a message that is not there fails the test
         missing = _Fail("no such message") if isinstance(node, Command) else None
         if "folder" in tags:
-            stored = state.folders.get(it._s(tags["folder"]), [])
+            box = _box(it._s(tags["folder"]))
+            stored = state.folders.get(box, [])
             if not 0 <= index < len(stored):
                 if missing:
                     raise missing
                 return False
             it.msg = SieveMessage(stored[index])
             state.original = it.msg.data
+            # the message's flags, as imapsieve starts a run (RFC 6785 §3.3)
+            it.flags = set(state.stored_flags[box][index])
             return True
         if not 0 <= index < len(state.sent):
             if missing:
@@ -335,14 +350,25 @@ def _handlers(state: _State) -> dict[str, object]:
         it.ctx.metadata = _Metadata(state)
 
     def script_compile(it: Interpreter, node: Command | Test) -> bool:
+        """Compiled as Pigeonhole's testsuite does, as the active script: with its
+        includes (``included/``, ``included-global/``), a missing one or a loop an error."""
         _, pos = args(node)
         path = state.directory / it._s(pos[0])
         state.errors, state.compiled = [], None  # the result stays (append_result)
-        try:
+        limits = _limits(state)
+
+        def compile_(source: str, name: str) -> Script:
             # a sub-test may use the testsuite too (test_fail), as in Pigeonhole
-            state.compiled = compile_script(path.read_text("utf-8"), path.stem,
-                                            _limits(state), EXTENSIONS | {EXT, DEBUG},
-                                            COMMANDS, TESTS)
+            return compile_script(source, name, limits, EXTENSIONS | {EXT, DEBUG},
+                                  COMMANDS, TESTS)
+
+        try:
+            # the test's own file is none of the included/ scripts (a loop is an include
+            # of one of those)
+            checked = drive(check(path.read_text("utf-8"), ("test file", path.stem), limits,
+                                  compile_), lambda key: _include_source(state, key))
+            checked.raise_errors(strict=True)
+            state.compiled = checked.script
         except (OSError, UnicodeDecodeError) as exc:
             state.errors = [str(exc)]
         except SieveSyntaxError as exc:
@@ -421,10 +447,32 @@ def _limits(state: _State) -> Limits:
     header = state.config.get("sieve_editheader_max_header_size", "")
     if header.isdigit():
         limits = dataclasses.replace(limits, max_header_value=int(header))
+    for key, attr in (("sieve_include_max_includes", "max_includes"),
+                      ("sieve_include_max_nesting_depth", "max_include_depth"),
+                      ("sieve_variables_max_scope_count", "max_variables")):
+        if state.config.get(key, "").isdigit():
+            limits = dataclasses.replace(limits, **{attr: int(state.config[key])})
     notify = state.config.get("sieve_notify_max_notifications", "")
     if notify.isdigit():
         limits = dataclasses.replace(limits, max_notifications=int(notify))
     return limits
+
+
+def _box(name: str) -> str:
+    """A mailbox name as Pigeonhole's test store reads it: INBOX, and INBOX as the
+    first level under its separator ".", in any case (RFC 9051 §5.1; Pochta's own
+    separator is "/", storage/rules.py normalize_mailbox_name)."""
+    if name.upper() == "INBOX" or name.upper().startswith("INBOX."):
+        return "INBOX" + name[5:]
+    return name
+
+
+def _include_source(state: _State, key: tuple[str, str]) -> str | None:
+    folder = "included" if key[0] == "personal" else "included-global"
+    try:
+        return (state.directory / folder / f"{key[1]}.sieve").read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _run_context(state: _State) -> Context:
@@ -456,14 +504,18 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
     for action in actions:
         if isinstance(action, Store):
             # as delivery does: :create makes the mailbox, a refused one means INBOX
-            refusal = store_refusal(action.mailbox, action.mailbox in state.mailboxes,
-                                    action.create)
+            name = _box(action.mailbox)
+            refusal = store_refusal(name, name in state.mailboxes, action.create)
             if refusal is not None:
                 errors.append(refusal)
             elif action.create:
-                state.mailboxes.add(action.mailbox)
-            box = action.mailbox if refusal is None else "INBOX"
-            state.folders.setdefault(box, []).append(action.data or data)
+                state.mailboxes.add(name)
+            # a refused one is kept as received (RFC 5293 §7), as delivery does
+            box, kept = (name, action.data or data) if refusal is None else ("INBOX", data)
+            state.folders.setdefault(box, []).append(kept)
+            # and the attachment keyword delivery adds ([imap] attachment_keywords)
+            state.stored_flags.setdefault(box, []).append(
+                imap_flags(action.flags) | {attachment_keyword(kept)})
         elif isinstance(action, Redirect):
             _redirect(state, action, message, action.data or data, env)
         elif isinstance(action, Vacation):
@@ -524,6 +576,8 @@ def _redirect(state: _State, action: Redirect, message: SieveMessage, body: byte
     rcpt = state.envelope.get("orig_to") or env.recipient
     if redirect_loop(message, {rcpt, account, env.recipient}):
         state.folders.setdefault("INBOX", []).append(body)  # kept instead
+        state.stored_flags.setdefault("INBOX", []).append(
+            frozenset({attachment_keyword(body)}))
         return
     wanted = cfg.get("sieve_redirect_envelope_from", "").strip()
     mode = _REDIRECT_MODES.get(wanted, "null" if wanted == "<>" else wanted)

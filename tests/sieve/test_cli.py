@@ -115,3 +115,32 @@ def test_test_reads_the_envelope_as_smtp_paths(inst: Path, tmp_path: Path) -> No
                str(script), "--from", "<<bob@b.test>")
     assert r.returncode == 1
     assert "'<<bob@b.test>' is not an SMTP path" in r.stderr
+
+
+def test_check_reports_include_problems(inst: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`sieve check` compiles the script with what it includes: for the active script a
+    missing one or a loop is an error, for a file a warning."""
+    _add_user(inst, "alice@example.org")
+    c = str(inst)
+    main = tmp_path / "main.sieve"
+    main.write_text('require "include";\ninclude "lists";\n')
+    r = pochta("-c", c, "sieve", "check", "alice@example.org", str(main))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f'warning: {main}: line 2: included personal script "lists" '
+                        "does not exist\n")
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(main),
+                  "--activate").returncode == 0
+    r = pochta("-c", c, "sieve", "check", "alice@example.org")
+    assert r.returncode == 1
+    assert r.stderr == ("error: active script 'main': line 2: included personal script "
+                        '"lists" does not exist\n')
+    lists = tmp_path / "lists.sieve"
+    lists.write_text('require "include";\ninclude "main";\n')
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(lists)).returncode == 0
+    r = pochta("-c", c, "sieve", "check", "alice@example.org")
+    assert r.returncode == 1 and "include loop: main -> lists -> main" in r.stderr, r.stderr
+    lists.write_text("keep;\n")
+    assert pochta("-c", c, "sieve", "put", "alice@example.org", str(lists)).returncode == 0
+    r = pochta("-c", c, "sieve", "check", "alice@example.org")
+    assert r.returncode == 0 and r.stdout == (
+        "ok: active script 'main' compiles (requires: include), with 1 included\n"), r.stdout

@@ -334,3 +334,38 @@ def test_spam_score_only_from_our_own_fields() -> None:
     forged = (b"Return-Path: <a@b.test>\r\nReceived: from x by mx.example.test\r\n"
               b"X-Spam-Bayes: 0.9000\r\n\r\nbody\r\n")
     assert own_spam_score(SieveMessage(forged)) == (None, None)
+
+
+async def test_includes_are_checked_at_upload_and_activation(server: Server) -> None:
+    """A missing included script or an include loop: a warning when an inactive script
+    is uploaded (the other script may come next), an error for the active script and
+    at SETACTIVE; deeper problems name the include that leads to them."""
+    client, _ = await MSClient.connect(server.port("managesieve"))
+    await client.starttls(server.client_ssl())
+    assert (await client.login("alice@example.test", "alice-pass")).startswith("OK")
+    inc = 'require "include";\ninclude "{}";\n'
+    final = await client.put("a", inc.format("b"))
+    assert final == ('OK (WARNINGS) "line 2: included personal script \\"b\\" does not '
+                     'exist"'), final
+    _, final = await client.cmd('SETACTIVE "a"')
+    assert final == 'NO "line 2: included personal script \\"b\\" does not exist"', final
+    final = await client.put("b", inc.format("a"))  # a loop: b -> a -> b
+    assert final == ('OK (WARNINGS) "line 2: included personal script \\"a\\", line 2: '
+                     'include loop: b -> a -> b"'), final
+    _, final = await client.cmd('SETACTIVE "a"')
+    assert final.startswith("NO") and "include loop: a -> b -> a" in final, final
+    assert (await client.put("b", "keep;\n")) == 'OK "Putscript completed"'
+    assert (await client.cmd('SETACTIVE "a"'))[1].startswith("OK")
+    # the active script is checked strictly when it is replaced
+    final = await client.put("a", inc.format("c"))
+    assert final == 'NO "line 2: included personal script \\"c\\" does not exist"', final
+    # an included script's own errors are errors (one stored another way, e.g. before
+    # an upgrade), and :optional is no problem
+    alice = await server.store.get_account("alice@example.test")
+    assert alice is not None
+    await server.store.put_sieve_script(alice.id, "d", "frob;\n")
+    script = b'require "include";\ninclude "d";\ninclude :optional "z";\n'
+    _, final = await client.cmd(b"CHECKSCRIPT {%d+}\r\n%s" % (len(script), script))
+    assert final == ('NO "line 2: included personal script \\"d\\", line 1: unknown '
+                     'command frob"'), final
+    await client.close()

@@ -360,9 +360,107 @@ def test_address_reads_address_fields_and_envelope_known_parts() -> None:
 
 def test_an_if_without_its_block_still_has_its_test_checked() -> None:
     assert errors('require "imap4flags";\nif setflag;\nif hasflag :frop "x";\n') == [
-        "line 2: cannot use command 'setflag' as a test",
+        # the command's own error first, then its test's (Pigeonhole's order)
         "line 2: if needs a block { ... }",
+        "line 2: cannot use command 'setflag' as a test",
+        "line 3: if needs a block { ... }",
         "line 3: unknown tagged argument ':frop' for the hasflag test (it accepts "
         ":comparator, :contains, :is, :matches)",
-        "line 3: if needs a block { ... }",
     ]
+
+
+def test_an_unknown_name_is_reported_at_its_first_use_only() -> None:
+    # an unknown command, a command of an extension not required, and an unknown tag
+    # (per command: the same tag on another command is its own error)
+    assert errors('frob 1;\nfrob 2;\nif true { frob 3; }\nfileinto "a";\nfileinto "b";\n'
+                  'keep :nope;\nkeep :nope;\ndiscard :nope;\n') == [
+        "line 1: unknown command frob",
+        'line 4: command fileinto needs require "fileinto"',
+        "line 6: unknown tagged argument ':nope' for the keep command (its tags need a "
+        "require first)",
+        "line 8: unknown tagged argument ':nope' for the discard command (it takes no "
+        "tags)",
+    ]
+
+
+def test_follow_up_errors_after_a_broken_command() -> None:
+    assert errors('require "fileinto";\nfileinto "a"\nkeep;\nfileinto "b"\ntrue;\n'
+                  'if address matches "from" "x" { stop; }\n'
+                  'stop "x" true { frob; }\n') == [
+        # a command that takes no test, followed by a command: a missing ";"
+        "line 2: missing semicolon ';' after fileinto command (before 'keep')",
+        "line 4: the fileinto command accepts no sub-tests, but 1 was specified",
+        # wrong arguments, and a tag name without its ":" read as a test
+        "line 6: the address test requires 2 positional arguments, but 0 were specified",
+        "line 6: missing colon ':' before ':matches' tag in the address test",
+        # arguments and test wrong: both said; a block stop does not take is not read
+        "line 7: the stop command requires 0 positional arguments, but 1 was specified",
+        "line 7: the stop command accepts no sub-tests, but 1 was specified",
+    ]
+
+
+def test_variable_limits_are_checked_when_the_script_is_compiled() -> None:
+    long = "v" * 65
+    assert errors(f'require "variables";\nset "{"v" * 64}" "ok";\nset "{long}" "x";\n'
+                  'if string "${32}" "" { stop; }\nif string "${33}" "" { stop; }\n') == [
+        f'line 3: variable name "{"v" * 20}..." is longer than 64 characters (RFC 5229 §6)',
+        "line 5: match variable ${33} is out of range (${0} to ${32})",
+    ]
+    many = "".join(f'set "v{i}" "x";\n' for i in range(130))
+    again = 'set "v0" "y";\n'  # setting one again is no new variable
+    assert compile_script('require "variables";\n' + many + again,
+                          limits=Limits(max_variables=130))
+    with pytest.raises(SieveSyntaxError) as info:
+        compile_script('require "variables";\n' + many + 'set "w1" "";\nset "w2" "";\n',
+                       limits=Limits(max_variables=130))
+    # reported once, at the first one over
+    assert info.value.lines() == [
+        'line 132: variable "w1" is one more than the 130 variables a script may set '
+        "(RFC 5229 §6)"]
+
+
+def test_includes_resolved_with_the_script() -> None:
+    """sieve/includes.py: loops (:once breaks one, RFC 6609 §3.2), depth, count, and the
+    follow-up line an including script gets."""
+    from pochta.sieve.includes import check, drive
+
+    scripts = {
+        "self": 'require "include";\ninclude "self";\n',
+        "once": 'require "include";\ninclude :once "once";\nkeep;\n',
+        "d1": 'require "include";\ninclude "d2";\n', "d2": 'require "include";\ninclude "d3";\n',
+        "d3": "keep;\n", "x": "keep;\n", "y": "keep;\n",
+    }
+
+    def problems(source: str, limits: Limits | None = None, strict: bool = True
+                 ) -> list[str]:
+        limits = limits or Limits()
+        checked = drive(check(source, ("personal", "main"), limits,
+                              lambda text, name: compile_script(text, name, limits)),
+                        lambda key: scripts.get(key[1]))
+        return [str(e) for e in checked.errors(strict)]
+
+    head = 'require "include";\n'
+    assert problems(head + 'include "once";\ninclude :optional "none";\n') == []
+    assert problems(head + 'include "self";\n') == [
+        'line 2: included personal script "self", line 2: include loop: self -> self',
+        'line 2: included personal script "self" has errors']
+    assert problems(head + 'include "none";\n', strict=False) == []
+    assert problems(head + 'include "d1";\n', Limits(max_include_depth=2)) == [
+        'line 2: included personal script "d1", line 2: included personal script "d2", '
+        'line 2: cannot include personal script "d3": includes nest deeper than 2 levels',
+        'line 2: included personal script "d1", line 2: included personal script "d2" '
+        "has errors",
+        'line 2: included personal script "d1" has errors']
+    assert problems(head + 'include "x";\ninclude "y";\ninclude "x";\n',
+                    Limits(max_includes=1)) == [
+        'line 3: cannot include personal script "y": no more than 1 scripts may be included']
+
+
+def test_max_variables_setting() -> None:
+    from pochta.sieve.settings import SieveConfig, check
+
+    assert SieveConfig(max_variables=300).limits().max_variables == 300
+    # RFC 5229 §6: an implementation MUST support at least 128 variables
+    assert check(SieveConfig(max_variables=127)) == [
+        "sieve.max_variables: must be at least 128 (RFC 5229 §6)"]
+    assert check(SieveConfig()) == []

@@ -72,3 +72,24 @@ async def test_imapsieve_never_creates_an_invalid_mailbox(
     finally:
         await srv.running.close(grace=1.0)
         await srv.store.close()
+
+
+async def test_a_refused_fileinto_keeps_the_message_as_received(
+        server: Server) -> None:  # noqa: F811
+    """RFC 5293 §7: the keep an error leads to uses the original header, not the one
+    editheader changed; a fileinto that succeeds stores the edited message."""
+    store = server.store
+    alice = await store.get_account("alice@example.test")
+    assert alice is not None
+    await store.create_mailbox(alice.id, "Work")
+    await store.put_sieve_script(alice.id, "main", 'require ["fileinto", "editheader"];\n'
+                                 'addheader "X-Frop" "Friep";\n'
+                                 'fileinto "Work";\nfileinto "Missing";\n')
+    await store.set_active_sieve_script(alice.id, "main")
+    code, _ = await smtp(server, "boss@corp.test", ["alice@example.test"], BOSS_MSG)
+    assert code == 250
+    inbox = await mailbox(server, "alice@example.test", "INBOX")
+    work = await mailbox(server, "alice@example.test", "Work")
+    assert len(inbox) == 1 and len(work) == 1
+    assert b"X-Frop" not in await store.read_blob(inbox[0].blob_id)
+    assert b"X-Frop: Friep" in await store.read_blob(work[0].blob_id)

@@ -266,6 +266,14 @@ class IMAPConfig:
         default=65536, metadata=_doc("bytes of one literal other than APPEND's message")
     )
     max_literals: int = field(default=256, metadata=_doc("literals in one command"))
+    attachment_keywords: bool = field(
+        default=True,
+        metadata=_doc("every message delivered or APPENDed gets the keyword $HasAttachment "
+                      "or $HasNoAttachment (as Dovecot's mail_attachment_detection_options"
+                      " = add-flags): a part with Content-Disposition attachment, or inline"
+                      " with a filename, is an attachment; signatures are not. Clients "
+                      "show and search it without fetching each message's structure"),
+    )
     admin_contact: str = field(
         default="",
         metadata=_doc("METADATA /shared/admin (RFC 5464 §6.2.1), a URI to reach the "

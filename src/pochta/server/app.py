@@ -101,6 +101,7 @@ async def build_context(
         message_rate=HourlyCounter("msg", store if shared else None),
         recipient_rate=HourlyCounter("rcpt", store if shared else None),
     )
+    ctx.delivery.attachment_keywords = config.imap.attachment_keywords
     if config.sieve.enabled:  # Sieve at final delivery and in IMAP (RFC 6785)
         ctx.delivery.sieve = _sieve_service(ctx)
     # spam and abuse defence: screening, greylisting, learning filter (wraps ctx.store)

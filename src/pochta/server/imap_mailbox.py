@@ -9,6 +9,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from ..mail.attachments import KEYWORDS
 from ..proto.imap import bodystructure as bs
 from ..proto.imap import metadata as md
 from ..proto.imap.acl import OWNER_RIGHTS, can_change_flag
@@ -28,6 +29,7 @@ from ..proto.imap.response import astring, seq_set
 from ..proto.imap.selected import Selected
 from ..proto.imap.seqset import parse_seqset, parse_seqset_text
 from ..proto.imap.session import State
+from ..services.delivery import attachment_flag
 from ..storage.interfaces import (
     AlreadyExists,
     Envelope,
@@ -582,6 +584,10 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
             raise ImapError("Empty message")
         if size > s.append_limit:
             raise TooBig("Message too large")
+    if s.limits.attachment_keywords:  # as delivery does, unless the client said which
+        for up in uploads:
+            if not up.flags & KEYWORDS:
+                up.flags = up.flags | {await attachment_flag(up.data)}
     uids: list[int] = []
     try:
         for up in uploads:

@@ -43,7 +43,8 @@ from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection, ServerShutdown
 from pochta.services.auth_policy import AuthPolicy, SASLExchange
 from pochta.services.sasl_driver import Authenticated
-from pochta.sieve import EXTENSIONS, SieveSyntaxError, compile_script
+from pochta.services.sieve_check import check_script
+from pochta.sieve import EXTENSIONS, SieveSyntaxError
 from pochta.storage.interfaces import Account
 
 if TYPE_CHECKING:
@@ -190,18 +191,30 @@ class ManageSieveHandler:
         s.auth_succeeded(outcome.account.address, outcome.server_final)
         log.info("ip=%s login user=%s", self.conn.peer_ip, outcome.account.address)
 
-    def _check(self, content: bytes) -> str | None:
-        """None if the script compiles, else the error (with its line)."""
+    async def _check(self, account_id: int, name: str, content: bytes, strict: bool
+                     ) -> tuple[str | None, str | None]:
+        """(error, warnings): the script compiled with the scripts it includes. A
+        missing included script or an include loop is an error when ``strict`` (the
+        script is or becomes the active one), else a warning (RFC 5804 §1.3 WARNINGS):
+        the user may upload the included script next, as Pigeonhole allows."""
         try:
             source = content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return f"script is not UTF-8 (byte {exc.start})"
-        try:
-            compile_script(source, limits=self.config.limits())
-        except SieveSyntaxError as exc:
+            return f"script is not UTF-8 (byte {exc.start})", None
+        sieve = self.ctx.delivery.sieve
+        checked = await check_script(
+            self.store, self.ctx.config.path(self.config.global_dir), self.config.limits(),
+            account_id, name, source, sieve.compile if sieve is not None else None)
+        errors = checked.errors(strict)
+        if errors:
             # every error, one a line (sent as a literal when more than one, §4)
-            return exc.report().replace("\n", "\r\n")
-        return None
+            return SieveSyntaxError.of(errors).report().replace("\n", "\r\n"), None
+        warnings = [] if strict else checked.resolved.warnings()
+        return None, "\r\n".join(warnings) or None
+
+    async def _is_active(self, account_id: int, name: str) -> bool:
+        active = await self.store.get_active_sieve_script(account_id)
+        return active is not None and active[0] == name
 
     async def _script_command(self, event: object, account_id: int) -> None:
         s = self.session
@@ -222,23 +235,41 @@ class ManageSieveHandler:
             if await self._over_count(account_id, event.name):
                 s.no("QUOTA/MAXSCRIPTS", f"At most {self.config.max_scripts} scripts")
                 return
-            error = self._check(event.content)
+            error, warnings = await self._check(
+                account_id, event.name, event.content,
+                strict=await self._is_active(account_id, event.name))
             if error is not None:
                 s.no(None, error)
                 return
             await self.store.put_sieve_script(account_id, event.name,
                                               event.content.decode("utf-8"))
-            s.ok(None, "Putscript completed")
-        elif isinstance(event, CheckScript):
-            error = self._check(event.content)
-            if error is None:
-                s.ok(None, "Script is valid")
+            if warnings:
+                s.ok("WARNINGS", warnings)
             else:
+                s.ok(None, "Putscript completed")
+        elif isinstance(event, CheckScript):
+            # the name the script would have is unknown: a loop back to it cannot be seen
+            error, warnings = await self._check(account_id, "", event.content, strict=False)
+            if error is not None:
                 s.no(None, error)
+            elif warnings:
+                s.ok("WARNINGS", warnings)
+            else:
+                s.ok(None, "Script is valid")
         elif isinstance(event, ListScripts):
             infos = await self.store.list_sieve_scripts(account_id)
             s.send_list([(i.name, i.active) for i in infos])
         elif isinstance(event, SetActive):
+            if event.name:
+                # the script delivery will run: its includes must be there, without a
+                # loop (as Pigeonhole checks at activation)
+                source = await self.store.get_sieve_script(account_id, event.name)
+                if source is not None:
+                    error, _ = await self._check(account_id, event.name,
+                                                 source.encode("utf-8"), strict=True)
+                    if error is not None:
+                        s.no(None, error)
+                        return
             # NotFound is NO (NONEXISTENT) at the boundary (pochta/errors.py)
             await self.store.set_active_sieve_script(account_id, event.name or None)
             s.ok(None, "Setactive completed")

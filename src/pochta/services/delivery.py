@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..mail.attachments import attachment_keyword, attachment_keyword_of_file
 from ..maildate import mail_date
 from ..storage.interfaces import (
     AcceptResult,
@@ -107,6 +108,18 @@ def strip_return_path(data: bytes) -> bytes:
 
 
 SYSTEM_SAMPLE = 512 * 1024
+INLINE_SCAN = 256 * 1024  # bytes of a message scanned for attachments on the event loop
+
+
+async def attachment_flag(data: bytes | SpooledMessage) -> str:
+    """``$HasAttachment`` or ``$HasNoAttachment`` (mail/attachments.py): a big message
+    is scanned in a thread, a spooled one in chunks from its file."""
+    if isinstance(data, SpooledMessage):
+        return await asyncio.to_thread(attachment_keyword_of_file, data.path, data.offset,
+                                       data.size, data.prefix)
+    if len(data) > INLINE_SCAN:
+        return await asyncio.to_thread(attachment_keyword, data)
+    return attachment_keyword(data)
 
 # (message, envelope, recipients): returns once what it learnt is durable
 SystemSink = Callable[[bytes, Envelope, Sequence[str]], Awaitable[None]]
@@ -127,6 +140,7 @@ class DeliveryService:
         self.hostname = hostname
         self.on_queued = on_queued
         self.clock = clock
+        self.attachment_keywords = False  # [imap] attachment_keywords, set by server/app.py
         self.sieve: SieveService | None = None  # services/sieve.py, set by server/app.py
         # Mail to addresses the server reads itself (Directory.system_recipient: the sending
         # layer's bounces and complaints), handed over before anything is stored.
@@ -175,6 +189,9 @@ class DeliveryService:
             data = dataclasses.replace(body, prefix=trace_headers + body.prefix)
         else:
             data = trace_headers + body
+        if local and self.attachment_keywords:
+            keyword = await attachment_flag(data)
+            local = [dataclasses.replace(t, flags=t.flags | {keyword}) for t in local]
         if self.sieve is not None and local and await self.sieve.wants(local):
             if isinstance(data, SpooledMessage):
                 # Sieve looks at the whole message (body tests, editheader): a big one is

@@ -70,6 +70,7 @@ from ..sieve.autoreply import (
     vacation_plan,
 )
 from ..sieve.execute import store_refusal
+from ..sieve.includes import drive_async, resolve
 from ..sieve.sequence import run_sequence
 from ..sieve.settings import SieveConfig
 from ..sieve.verdict import header_verdict
@@ -87,6 +88,7 @@ from ..storage.interfaces import (
 from ..storage.rules import new_message_id
 from . import server_metadata
 from .dsn import RecipientReport, build_dsn
+from .sieve_check import include_source
 
 log = logging.getLogger("pochta.sieve")
 
@@ -280,39 +282,19 @@ class SieveService:
     async def _load_includes(self, account_id: int, script: Script,
                              scripts: dict[tuple[str, str], Script | None],
                              path: tuple[tuple[str, str], ...]) -> None:
-        """Every script reachable through include, compiled; a loop is an error."""
-        if len(path) > self.limits.max_include_depth:
-            raise SieveLoadError(f"include nested deeper than {self.limits.max_include_depth}")
-        for key in script.includes:
-            if key in path:
-                chain = " -> ".join(n for _, n in (*path, key))
-                raise SieveLoadError(f"include loop: {chain}")
-            if key in scripts:
-                continue
-            if len(scripts) >= self.limits.max_includes:
-                raise SieveLoadError(f"more than {self.limits.max_includes} included scripts")
-            source = await self._include_source(account_id, key)
-            if source is None:
-                scripts[key] = None
-                continue
-            try:
-                sub = self.compile(source, key[1])
-            except SieveSyntaxError as exc:
-                raise SieveLoadError(f"included script {key[1]!r}: {exc}") from None
-            scripts[key] = sub
-            await self._load_includes(account_id, sub, scripts, (*path, key))
+        """Every script reachable through include, compiled (sieve/includes.py): a loop,
+        includes too deep or too many, an included script that does not compile is an
+        error; a missing one is None, an error only when its include runs."""
+        resolved = await drive_async(resolve(script, path[-1], self.limits, self.compile),
+                                     functools.partial(self._include_source, account_id))
+        scripts.update(resolved.scripts)
+        failing = [p.message for p in resolved.problems
+                   if p.kind != "missing" and not p.follow_up]
+        if failing:
+            raise SieveLoadError("; ".join(failing))
 
     async def _include_source(self, account_id: int, key: tuple[str, str]) -> str | None:
-        location, name = key
-        if location == "personal":
-            return await self.store.get_sieve_script(account_id, name)
-        if self.global_dir is None:
-            return None
-        path = self.global_dir / f"{name}.sieve"
-        try:
-            return await asyncio.to_thread(path.read_text, "utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
+        return await include_source(self.store, self.global_dir, account_id, key)
 
     async def load(self, account_id: int, source: tuple[str, str] | None = None
                    ) -> tuple[str, Script, dict[tuple[str, str], Script | None]] | None:
@@ -510,12 +492,13 @@ class SieveService:
                     boxes = await self.store.list_mailboxes(decision.account_id)
                 mailbox = next((b.name for b in boxes if b.special_use == use), mailbox)
             may_create = action.create or self.config.fileinto_autocreate
+            refused = False
             if mailbox.upper() == "INBOX":
                 mailbox = fallback
             elif (refusal := store_refusal(mailbox, True, may_create)) is not None:
                 log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
                             decision.script, refusal)
-                mailbox = fallback
+                mailbox, refused = fallback, True
             elif await self.store.get_mailbox(decision.account_id, mailbox) is None:
                 if may_create:
                     try:
@@ -526,11 +509,15 @@ class SieveService:
                     except StoreError as exc:
                         log.warning("sieve user=%s: fileinto :create %r failed (%s); kept "
                                     "in %s", decision.recipient, mailbox, exc, fallback)
-                        mailbox = fallback
+                        mailbox, refused = fallback, True
                 else:
                     log.warning("sieve user=%s script=%s: fileinto: %s", decision.recipient,
                                 decision.script, store_refusal(mailbox, False, False))
-                    mailbox = fallback
+                    mailbox, refused = fallback, True
+            # a refused fileinto: the keep that replaces it is the error's implicit keep,
+            # of the message as received (RFC 5293 §7: "the original message header MUST
+            # be used"), not the one the script's editheader changed
+            data = None if refused else action.data
             flags = imap_flags(action.flags)
             same = next((i for i, o in enumerate(out) if o.mailbox == mailbox), None)
             if same is not None:
@@ -540,7 +527,7 @@ class SieveService:
                 out[same] = Store(mailbox, first.flags | flags, first.create, first.implicit,
                                   data=first.data)
                 continue
-            out.append(Store(mailbox, flags, action.create, action.implicit, data=action.data))
+            out.append(Store(mailbox, flags, action.create, action.implicit, data=data))
         return out
 
     # --- the delivery ----------------------------------------------------------------------

@@ -16,7 +16,8 @@ from typing import Any
 
 from pochta.cliutil import open_store
 from pochta.mail.addresses import AddressError, normalize_address
-from pochta.services.sieve import SieveLoadError, SieveService
+from pochta.services.sieve import SieveService
+from pochta.services.sieve_check import check_script
 from pochta.sieve import SieveMessage, SieveSyntaxError, compile_script
 from pochta.sieve.address import envelope_path
 from pochta.storage.interfaces import Envelope, MailStore, NotFound, StoreError
@@ -147,22 +148,30 @@ def _service(config: Any, store: MailStore) -> SieveService:
 
 
 async def cmd_check(args: argparse.Namespace, config: Any, store: MailStore, acc: int) -> int:
+    """The active script (or FILE) with the scripts it includes. For the active script a
+    missing included script or a loop is an error, as delivery would meet it; for FILE a
+    warning (the script it includes may be uploaded next)."""
     service = _service(config, store)
-    try:
-        if args.file is None:
-            loaded = await service.load(acc)
-            if loaded is None:
-                raise _Fail("no active script")
-            print(f"ok: active script {loaded[0]!r} compiles"
-                  + (f", with {len(loaded[2])} included" if loaded[2] else ""))
-        else:
-            script = service.compile(_read(args.file))
-            print(f"ok: {args.file} compiles (requires: "
-                  f"{', '.join(sorted(script.requires)) or 'nothing'})")
-    except SieveSyntaxError as exc:
-        raise _Fail(f"{args.file}: {_errors(exc)}") from None
-    except SieveLoadError as exc:
-        raise _Fail(str(exc)) from None
+    if args.file is None:
+        active = await store.get_active_sieve_script(acc)
+        if active is None:
+            raise _Fail("no active script")
+        name, source, shown = active[0], active[1], f"active script {active[0]!r}"
+    else:
+        name, source, shown = Path(args.file).stem, _read(args.file), str(args.file)
+    checked = await check_script(store, service.global_dir, service.limits, acc, name,
+                                 source, service.compile)
+    errors = checked.errors(strict=args.file is None)
+    if errors:
+        raise _Fail(f"{shown}: {_errors(SieveSyntaxError.of(errors))}")
+    warnings = [] if args.file is None else checked.resolved.warnings()
+    for warning in warnings:
+        print(f"warning: {shown}: {warning}", file=sys.stderr)
+    assert checked.script is not None
+    included = sum(1 for s in checked.resolved.scripts.values() if s is not None)
+    print(f"ok: {shown} compiles (requires: "
+          f"{', '.join(sorted(checked.script.requires)) or 'nothing'})"
+          + (f", with {included} included" if included else ""))
     return 0
 
 

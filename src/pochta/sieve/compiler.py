@@ -51,6 +51,10 @@ MAX_PART_LOOPS = 4
 # RFC 5463 §4: extensions that change how a script is read (its strings) cannot be
 # enabled part-way through it, so ihave is false for them
 NOT_BY_IHAVE = frozenset({"encoded-character", "variables"})
+# RFC 5229 §6: names of at least 32 characters, match variables ${1} to ${9} at least;
+# Pigeonhole's bounds (a longer name, a higher index is a compile error)
+MAX_VARIABLE_NAME = 64
+MAX_MATCH_VARIABLE = 32
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
@@ -72,6 +76,20 @@ class Limits:
     # RFC 5229 §4: a variable's value is cut to this many bytes of UTF-8, never inside a
     # character (nor inside one escape of :quotewildcard, :quoteregex or :encodeurl)
     max_variable_size: int = 4096
+    # RFC 5229 §6 (at least 128): distinct variables one script sets, counted when it is
+    # compiled (Pigeonhole's sieve_variables_max_scope_count)
+    max_variables: int = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeSite:
+    """One include command: what it names, where, and its :optional/:once."""
+
+    location: str  # personal | global
+    name: str
+    line: int
+    optional: bool
+    once: bool
 
 
 @dataclass(slots=True)
@@ -81,6 +99,7 @@ class Script:
     requires: frozenset[str]
     includes: list[tuple[str, str]] = field(default_factory=list)  # (personal|global, name)
     size: int = 0
+    include_sites: list[IncludeSite] = field(default_factory=list)  # in source order
 
 
 # tag -> (value kind "" | "s" | "l" | "n", extension needed or None, exclusive group)
@@ -221,6 +240,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _USE_ATTR = re.compile(r'\\[^\x00-\x20\x7f(){%*"\\\]]+\Z')
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)+)\}")
+_MATCH_REFERENCE = re.compile(r"\$\{([0-9]+)\}")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.IGNORECASE)
 
 
@@ -248,6 +268,11 @@ def decode_encoded_characters(s: str) -> str:
     return _ENCODED.sub(repl, s)
 
 
+class _Quiet(SieveSyntaxError):
+    """An error already reported once (an unknown tag used again): the command is
+    wrong, nothing more is said."""
+
+
 class _Checker:
     def __init__(self, limits: Limits, extensions: frozenset[str],
                  commands: dict[str, Spec], tests: dict[str, Spec],
@@ -258,12 +283,16 @@ class _Checker:
         self.tests = tests
         self.requires: set[str] = set()
         self.includes: list[tuple[str, str]] = []
+        self.include_sites: list[IncludeSite] = []
         self.errors: list[SieveSyntaxError] = []  # every error; checking goes on after one
         self.foreverypart = 0  # foreverypart loops around the command being checked
         self.loop_names: list[str | None] = []  # their :name values, outermost first
         self.required_at: dict[str, int] = {}  # extension -> line of its require
         self.namespaces = namespaces  # of test-only extensions, e.g. "tst"
         self.locals: set[str] = set()  # variables set before any global names them
+        self.too_many = False  # the max_variables error is reported once
+        self.unknown: set[str] = set()  # commands and tests reported unknown
+        self.unknown_tags: set[tuple[str, str]] = set()  # (command or test, tag) reported
 
     def need(self, ext: str | None, what: str, line: int) -> None:
         if ext is not None and ext not in self.requires:
@@ -273,49 +302,61 @@ class _Checker:
         previous = ""
         seen_other = False
         for cmd in commands:
-            try:
-                if cmd.name == "require":
-                    if not top or seen_other:
-                        raise SieveSyntaxError(cmd.line,
-                                               "require must come before other commands")
-                else:
-                    seen_other = True
-                if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
-                    raise SieveSyntaxError(cmd.line, f"{cmd.name} without a preceding if")
-                self.command(cmd)
-            except SieveSyntaxError as err:
-                self.errors.append(err)
-            if cmd.block is not None and not cmd.extra.get("skip_block"):
-                # the block is checked even when its command is not
-                loop = cmd.name == "foreverypart"
-                if loop:
-                    tags = cmd.extra.get("tags")
-                    name = tags.get("name") if isinstance(tags, dict) else None
-                    self.loop_names.append(name if isinstance(name, str) else None)
-                self.foreverypart += loop
-                self.block(cmd.block, top=False)
-                self.foreverypart -= loop
-                if loop:
-                    self.loop_names.pop()
+            misplaced = None
+            if cmd.name == "require":
+                if not top or seen_other:
+                    misplaced = "require must come before other commands"
+            else:
+                seen_other = True
+            if cmd.name in ("elsif", "else") and previous not in ("if", "elsif"):
+                misplaced = f"{cmd.name} without a preceding if"
+            self.command(cmd, misplaced)
             previous = cmd.name
 
-    def command(self, cmd: Command) -> None:
-        spec = self.commands.get(cmd.name)
+    def spec_of(self, node: Command | Test, kind: str) -> Spec | None:
+        """The spec of a command or test the script may use, else None with the error
+        recorded. As Pigeonhole, a name that is unknown (or whose extension is not
+        required, RFC 5228 §3.2) is reported at its first use only: a script that uses an
+        unsupported extension's command a hundred times gets one error, not a hundred."""
+        own, other = (self.commands, self.tests) if kind == "command" else (
+            self.tests, self.commands)
+        spec = own.get(node.name)
+        problem = None
+        if spec is None and node.name in other:
+            self.errors.append(SieveSyntaxError(
+                node.line, f"cannot use {'test' if kind == 'command' else 'command'} "
+                f"'{node.name}' as a {kind}"))
+            return None
         if spec is None:
-            if cmd.name in self.tests:
-                raise SieveSyntaxError(cmd.line, f"cannot use test '{cmd.name}' as a command")
-            raise SieveSyntaxError(cmd.line, f"unknown command {cmd.name}")
-        self.need(spec.ext, f"command {cmd.name}", cmd.line)
-        tags, pos = self.arguments(cmd.name, spec, cmd.args, cmd.line, "command")
-        cmd.extra["tags"], cmd.extra["pos"] = tags, pos
-        self.test_count(cmd.name, spec, cmd.tests, cmd.line, "command")
+            problem = f"unknown {kind} {node.name}"
+        elif spec.ext is not None and spec.ext not in self.requires:
+            problem = f'{kind} {node.name} needs require "{spec.ext}"'
+        if problem is None:
+            return spec
+        if node.name not in self.unknown:
+            self.unknown.add(node.name)
+            self.errors.append(SieveSyntaxError(node.line, problem))
+        return None
+
+    def command(self, cmd: Command, misplaced: str | None = None) -> None:
+        """Checked as Pigeonhole does (sieve-validator.c), so one mistake gives the errors
+        it gives: the arguments, the sub-tests, the block, then what the command means;
+        then its tests and its block are checked even when the command is wrong (not
+        those of an unknown command, nor a block a command does not take)."""
+        spec = self.spec_of(cmd, "command")
+        if spec is None:
+            return
         wants_block = cmd.name in ("if", "elsif", "else") or spec.block
-        if wants_block and cmd.block is None:
-            self.subtests(cmd.tests)  # its test is checked too: each error is reported
-            raise SieveSyntaxError(cmd.line, f"{cmd.name} needs a block {{ ... }}")
-        if not wants_block and cmd.block is not None:
-            raise SieveSyntaxError(cmd.line, f"command {cmd.name} takes no block")
-        self.subtests(cmd.tests)
+        if self.structure(cmd, spec, "command", wants_block):
+            try:
+                if misplaced is not None:
+                    raise SieveSyntaxError(cmd.line, misplaced)
+                self.command_meaning(cmd)
+            except SieveSyntaxError as err:
+                self.errors.append(err)
+        if spec.tests:
+            for sub in cmd.tests:
+                self.test(sub)
         if cmd.name in ("if", "elsif") and cmd.tests:
             wanted = _ihave(cmd.tests[0])
             if wanted is not None:
@@ -325,6 +366,73 @@ class _Checker:
                     self.requires.update(wanted)
                 else:
                     cmd.extra["skip_block"] = True
+        if wants_block and cmd.block is not None and not cmd.extra.get("skip_block"):
+            loop = cmd.name == "foreverypart"
+            if loop:
+                tags = cmd.extra.get("tags")
+                name = tags.get("name") if isinstance(tags, dict) else None
+                self.loop_names.append(name if isinstance(name, str) else None)
+            self.foreverypart += loop
+            self.block(cmd.block, top=False)
+            self.foreverypart -= loop
+            if loop:
+                self.loop_names.pop()
+
+    def structure(self, node: Command | Test, spec: Spec, kind: str,
+                  wants_block: bool) -> bool:
+        """Arguments, sub-tests and block; False (errors recorded) when wrong. Wrong
+        arguments stop the check, but the sub-tests are checked too: a tag that lost
+        its ":" reads as a test, and that is the error the user needs to see."""
+        try:
+            tags, pos = self.arguments(node.name, spec, node.args, node.line, kind)
+        except SieveSyntaxError as err:
+            if not isinstance(err, _Quiet):
+                self.errors.append(err)
+            extra = self.test_problem(node, spec, kind)
+            if extra is not None:
+                self.errors.append(extra)
+            return False
+        node.extra["tags"], node.extra["pos"] = tags, pos
+        problem = self.test_problem(node, spec, kind)
+        if problem is None and isinstance(node, Command):
+            if wants_block and node.block is None:
+                problem = SieveSyntaxError(node.line, f"{node.name} needs a block {{ ... }}")
+            elif not wants_block and node.block is not None:
+                problem = SieveSyntaxError(node.line, f"command {node.name} takes no block")
+        if problem is not None:
+            self.errors.append(problem)
+            return False
+        return True
+
+    def test_problem(self, node: Command | Test, spec: Spec, kind: str
+                     ) -> SieveSyntaxError | None:
+        """The sub-tests against what the command or test takes. One that takes none
+        but is followed by a name: a missing ";" (the name is a command or unknown)
+        or a tag without its ":" (RFC 5228 §2.6.2), said as such."""
+        name, tests, line = node.name, node.tests, node.line
+        if spec.tests == 0 and tests:
+            first = tests[0].name
+            if first in self.tests:
+                n = len(tests)
+                return SieveSyntaxError(line, f"the {name} {kind} accepts no sub-tests, "
+                                        f"but {n} {'was' if n == 1 else 'were'} specified")
+            if first in spec.tags:
+                return SieveSyntaxError(line, f"missing colon ':' before ':{first}' tag "
+                                        f"in the {name} {kind}")
+            if kind == "command":
+                return SieveSyntaxError(line, f"missing semicolon ';' after {name} "
+                                        f"command (before '{first}')")
+            return SieveSyntaxError(line, f"the {name} test accepts no sub-tests, but "
+                                    f"'{first}' follows it")
+        if spec.tests == 1 and len(tests) != 1:
+            return SieveSyntaxError(line, f"{name} needs exactly one test")
+        if spec.tests == -1 and not tests:
+            return SieveSyntaxError(line, f"{name} needs a list of tests")
+        return None
+
+    def command_meaning(self, cmd: Command) -> None:
+        """What a well-formed command means (raises the first error)."""
+        tags, pos = strings_of(cmd)
         if cmd.name in ("break", "extracttext") and not self.foreverypart:
             raise SieveSyntaxError(cmd.line, f"{cmd.name} must be inside foreverypart")
         if cmd.name == "break" and isinstance(tags.get("name"), str) and (
@@ -354,36 +462,18 @@ class _Checker:
         self.semantics(cmd.name, tags, pos, cmd.line)
 
     def test(self, t: Test) -> None:
-        spec = self.tests.get(t.name)
+        spec = self.spec_of(t, "test")
         if spec is None:
-            if t.name in self.commands:
-                raise SieveSyntaxError(t.line, f"cannot use command '{t.name}' as a test")
-            raise SieveSyntaxError(t.line, f"unknown test {t.name}")
-        self.need(spec.ext, f"test {t.name}", t.line)
-        tags, pos = self.arguments(t.name, spec, t.args, t.line, "test")
-        t.extra["tags"], t.extra["pos"] = tags, pos
-        self.test_count(t.name, spec, t.tests, t.line, "test")
-        self.semantics(t.name, tags, pos, t.line)
-        self.subtests(t.tests)
-
-    def subtests(self, tests: list[Test]) -> None:
-        """Each test of a list checked on its own, so each error is reported."""
-        for sub in tests:
+            return
+        if self.structure(t, spec, "test", False):
             try:
-                self.test(sub)
+                tags, pos = strings_of(t)
+                self.semantics(t.name, tags, pos, t.line)
             except SieveSyntaxError as err:
                 self.errors.append(err)
-
-    @staticmethod
-    def test_count(name: str, spec: Spec, tests: list[Test], line: int, kind: str) -> None:
-        if spec.tests == 0 and tests:
-            n = len(tests)
-            raise SieveSyntaxError(line, f"the {name} {kind} accepts no sub-tests, but {n} "
-                                   f"{'was' if n == 1 else 'were'} specified")
-        if spec.tests == 1 and len(tests) != 1:
-            raise SieveSyntaxError(line, f"{name} needs exactly one test")
-        if spec.tests == -1 and not tests:
-            raise SieveSyntaxError(line, f"{name} needs a list of tests")
+        if spec.tests:
+            for sub in t.tests:
+                self.test(sub)
 
     def arguments(self, name: str, spec: Spec, args: list[Argument], line: int,
                   kind_of: str = "command") -> tuple[dict[str, object], list[object]]:
@@ -397,6 +487,9 @@ class _Checker:
             if isinstance(arg, Tag):
                 tspec = spec.tags.get(arg.name)
                 if tspec is None:
+                    if (name, arg.name) in self.unknown_tags:
+                        raise _Quiet(arg.line, "")
+                    self.unknown_tags.add((name, arg.name))  # reported once, as Pigeonhole
                     known = sorted(f":{t}" for t, (_, ext, _) in spec.tags.items()
                                    if ext is None or ext in self.requires)
                     accepts = (f"it accepts {', '.join(known)}" if known else
@@ -446,7 +539,7 @@ class _Checker:
             found = len(positional)
             raise SieveSyntaxError(line, f"{what} requires {wanted} positional argument"
                                    f"{'' if wanted == '1' else 's'}, but {found} "
-                                   f"{'was' if found == 1 else 'were'} found")
+                                   f"{'was' if found == 1 else 'were'} specified")
         return tags, [self.value(a, k, what, j, name) for j, (a, k) in enumerate(
             zip(positional, chosen, strict=True))]
 
@@ -547,13 +640,16 @@ class _Checker:
                 raise SieveSyntaxError(line, f'{"" if name == "set" else name + ": "}'
                                        f'invalid variable name "{var}"')
             self.variable_name(var, line, assigned=True)
-            self.locals.add(var.lower())
+            self.declare(var, line)
         if name == "global":
             # RFC 6609 §3.3: global is part of the variables model
             self.need("variables", "command global", line)
             for var in pos[0] if isinstance(pos[0], list) else []:
                 if not _VAR_NAME.match(var) or var[0].isdigit() or "." in var:
                     raise SieveSyntaxError(line, f'global: invalid variable name "{var}"')
+                if len(var) > MAX_VARIABLE_NAME:
+                    raise SieveSyntaxError(line, f'global: variable name "{var[:20]}..." is '
+                                           f"longer than {MAX_VARIABLE_NAME} characters")
                 if var.lower() in self.locals:
                     raise SieveSyntaxError(line, f'global: variable "{var}" is already used '
                                            "as a local variable above; declare it global "
@@ -576,6 +672,9 @@ class _Checker:
             location = "global" if tags.get("global") else "personal"
             if (location, target) not in self.includes:
                 self.includes.append((location, target))
+            self.include_sites.append(IncludeSite(location, target, line,
+                                                  bool(tags.get("optional")),
+                                                  bool(tags.get("once"))))
         if name == "vacation":
             days = tags.get("days")
             if isinstance(days, int) and days < 0:
@@ -644,6 +743,25 @@ class _Checker:
             raise SieveSyntaxError(line, f'envelope: unknown envelope part "{source}" '
                                    '(expected "from", "to" or "auth")')
 
+    def declare(self, var: str, line: int) -> None:
+        """A variable the script sets: its name no longer than ``MAX_VARIABLE_NAME``
+        and at most ``limits.max_variables`` of them (RFC 5229 §6 lets an implementation
+        bound both, at least 32 characters and 128 variables; the numbers are
+        Pigeonhole's). The count is reported once, at the first one over."""
+        longest = max(var.split("."), key=len)
+        if len(longest) > MAX_VARIABLE_NAME:
+            raise SieveSyntaxError(line, f'variable name "{longest[:20]}..." is longer than '
+                                   f"{MAX_VARIABLE_NAME} characters (RFC 5229 §6)")
+        lower = var.lower()
+        if lower not in self.locals and len(self.locals) >= self.limits.max_variables:
+            if not self.too_many:
+                self.too_many = True
+                raise SieveSyntaxError(line, f'variable "{var}" is one more than the '
+                                       f"{self.limits.max_variables} variables a script may "
+                                       "set (RFC 5229 §6)")
+            return
+        self.locals.add(lower)
+
     def variable_name(self, var: str, line: int, assigned: bool) -> None:
         """RFC 5229 §3: a name with a namespace ("global.x") needs the extension that
         defines it required ("MUST cause an error" otherwise). RFC 6609 §3.5: "global." names one
@@ -668,6 +786,13 @@ class _Checker:
                     for m in _REFERENCE.finditer(s):
                         if not m.group(1)[0].isdigit():
                             self.variable_name(m.group(1), line, assigned=False)
+                    for m in _MATCH_REFERENCE.finditer(s):
+                        # RFC 5229 §3: a match variable above those supported "MUST be
+                        # treated as a syntax error"
+                        if int(m.group(1)) > MAX_MATCH_VARIABLE:
+                            raise SieveSyntaxError(line, f"match variable ${{{m.group(1)}}} "
+                                                   f"is out of range (${{0}} to "
+                                                   f"${{{MAX_MATCH_VARIABLE}}})")
 
     @staticmethod
     def notify_arguments(tags: dict[str, object], pos: list[object], line: int) -> None:
@@ -772,9 +897,13 @@ def compile_script(source: str, name: str = "", limits: Limits | None = None,
         errors.append(SieveSyntaxError(checker.required_at["extracttext"],
                                        'require "extracttext" needs "foreverypart" '
                                        "required too"))
+    script = Script(name, commands, frozenset(checker.requires), checker.includes, size,
+                    checker.include_sites)
     if errors:
-        raise SieveSyntaxError.of(errors)
-    return Script(name, commands, frozenset(checker.requires), checker.includes, size)
+        failed = SieveSyntaxError.of(errors)
+        failed.partial = script
+        raise failed
+    return script
 
 
 def strings_of(node: Command | Test) -> tuple[dict[str, object], list[object]]:

@@ -26,6 +26,9 @@ class SieveSyntaxError(Exception):
         self.line = line
         self.message = message
         self.errors: list[SieveSyntaxError] = [self]
+        # what did compile (a Script: the include commands it has), so the scripts it
+        # includes can be checked too
+        self.partial: object | None = None
 
     @classmethod
     def of(cls, errors: list[SieveSyntaxError]) -> SieveSyntaxError:

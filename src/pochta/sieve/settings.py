@@ -92,6 +92,9 @@ class SieveConfig:
     max_variable_size: int = field(default=4096, metadata=_doc(
         "bytes of one Sieve variable's value (RFC 5229 §4); a longer value is cut at a "
         "character boundary"))
+    max_variables: int = field(default=255, metadata=_doc(
+        "distinct variables one script may set (RFC 5229 §6 asks for at least 128), "
+        "checked when the script is compiled: ManageSieve refuses a script with more"))
 
     max_notifications: int = field(default=10, metadata=_doc(
         "enotify notifications one run may send (RFC 5435); 0 refuses scripts that "
@@ -144,6 +147,7 @@ class SieveConfig:
                       max_include_depth=self.max_include_depth,
                       max_cpu_seconds=self.max_cpu_seconds,
                       max_variable_size=self.max_variable_size,
+                      max_variables=self.max_variables,
                       max_notifications=self.max_notifications)
 
 
@@ -153,6 +157,8 @@ def check(cfg: SieveConfig) -> list[str]:
                  "max_variable_size"):
         if getattr(cfg, name) <= 0:
             problems.append(f"sieve.{name}: must be positive")
+    if cfg.max_variables < 128:
+        problems.append("sieve.max_variables: must be at least 128 (RFC 5229 §6)")
     if cfg.max_notifications < 0:
         problems.append("sieve.max_notifications: must be >= 0")
     if cfg.max_redirects < 0:

@@ -442,26 +442,22 @@ class Interpreter:
     # --- commands -------------------------------------------------------------------------
 
     def _block(self, commands: list[Command]) -> None:
-        taken = False  # whether the current if/elsif chain has run a branch
-        for cmd in commands:
-            name = cmd.name
-            if name == "if":
-                taken = self._test(cmd.tests[0])
-                if taken:
-                    assert cmd.block is not None
-                    self._block(cmd.block)
-            elif name == "elsif":
-                if not taken:
-                    taken = self._test(cmd.tests[0])
-                    if taken:
-                        assert cmd.block is not None
-                        self._block(cmd.block)
-            elif name == "else":
-                if not taken:
-                    assert cmd.block is not None
-                    self._block(cmd.block)
-            else:
-                self._command(cmd)
+        """Run a block through its compiled form (``_compile_block``), built on first use
+        and kept in the first command's ``extra`` (a command is in one block only)."""
+        if not commands:
+            return
+        key = "run+variables" if self.frame is not None and self.frame.uses_variables else "run"
+        memo = commands[0].extra.get(key)
+        run = memo.fn if isinstance(memo, _Compiled) else None
+        if run is None:
+            run = _compile_block(commands, key != "run")
+            commands[0].extra[key] = _Compiled(run)
+        run(self)
+
+    def _over_time(self, line: int) -> None:
+        if time.monotonic() > self.deadline:
+            raise SieveRuntimeError(line, f"the script ran longer than "
+                                    f"{self.limits.max_cpu_seconds:g} seconds")
 
     def _command(self, cmd: Command) -> None:
         tags, pos = strings_of(cmd)
@@ -892,14 +888,9 @@ class Interpreter:
     # --- tests ----------------------------------------------------------------------------
 
     def _test(self, test: Test) -> bool:
-        if time.monotonic() > self.deadline:
-            raise SieveRuntimeError(test.line, f"the script ran longer than "
-                                    f"{self.limits.max_cpu_seconds:g} seconds")
-        fast = test.extra.get("fast", _UNSET)
-        if fast is _UNSET:
-            fast = test.extra["fast"] = _fast_test(test)
-        if fast is not None and not (self.frame is not None and self.frame.uses_variables):
-            return fast(self)  # type: ignore[operator,no-any-return]
+        """Any test, by its name and arguments (compiled blocks call it for the tests
+        ``_compile_test`` leaves to it)."""
+        self._over_time(test.line)
         name = test.name
         if name == "true":
             return True
@@ -1065,20 +1056,7 @@ class Interpreter:
         return [values[i]] if 0 <= i < len(values) else []
 
     def _address_part(self, address: str, part: str) -> str | None:
-        if part == "all":
-            return address
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, ""
-        if part == "localpart":
-            return local
-        if part == "domain":
-            return domain
-        sep = self.ctx.subaddress_separator
-        user, found, detail = local.partition(sep)
-        if part == "user":
-            return user
-        return detail if found else None  # :detail without a separator fails (RFC 5233)
+        return _address_part(address, part, self.ctx.subaddress_separator)
 
     def _duplicate(self, tags: dict[str, object]) -> bool:
         if "uniqueid" in tags:
@@ -1202,71 +1180,320 @@ class Interpreter:
         return False
 
 
-_UNSET = object()
-FastTest = Callable[["Interpreter"], bool]
+# --- compiled blocks and tests ----------------------------------------------------------
+# A block is compiled on first use into one function (and its if/elsif/else chains and
+# tests with it): a run then calls one closure per test, with the header names, folded
+# keys and patterns ready, instead of dispatching on names and tags; the values tests
+# look at (decoded, folded, address parts) are kept with the message, for every test and
+# every recipient. What is not compiled here runs through ``Interpreter._test`` and
+# ``_command``. A script using variables compiles apart: a string with "${" is expanded
+# at run time, and :matches/:regex set the match variables (``_match`` does both).
+
+Step = Callable[["Interpreter"], None]
+Check = Callable[["Interpreter"], bool]
+Matcher = Callable[["Interpreter", list[str]], bool]
 
 
-def _fast_test(test: Test) -> FastTest | None:
-    """A closure for the tests filters use most (header, address, envelope, exists, body
-    with :is or :contains, no :index), built once per test node; None for the rest. The
-    general path stays for scripts with variables (keys may change at run time)."""
+class _Compiled:
+    """A compiled block in a node's ``extra``; pickled empty (a script pickled after a
+    run, as Pigeonhole's binary save does, compiles again on its next run)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Step | None) -> None:
+        self.fn = fn
+
+    def __reduce__(self) -> tuple[type[_Compiled], tuple[None]]:
+        return _Compiled, (None,)
+
+
+def _compile_block(commands: list[Command], variables: bool) -> Step:
+    steps: list[Step] = []
+    i = 0
+    while i < len(commands):
+        cmd = commands[i]
+        i += 1
+        if cmd.name == "require":
+            continue
+        if cmd.name != "if":
+            steps.append(_compile_command(cmd))
+            continue
+        arms = [_arm(cmd, variables)]
+        while i < len(commands) and commands[i].name in ("elsif", "else"):
+            arms.append(_arm(commands[i], variables))
+            i += 1
+        steps.append(_chain(arms))
+    if len(steps) == 1:
+        return steps[0]
+    run = tuple(steps)
+
+    def block(it: Interpreter) -> None:
+        for step in run:
+            step(it)
+    return block
+
+
+def _arm(cmd: Command, variables: bool) -> tuple[Check | None, Step, int]:
+    body = _compile_block(cmd.block or [], variables)
+    if cmd.name == "else":
+        return None, body, cmd.line
+    return _compile_test(cmd.tests[0], variables), body, cmd.line
+
+
+def _chain(arms: list[tuple[Check | None, Step, int]]) -> Step:
+    """if/elsif/else: the first arm whose test holds runs (the run's time limit is
+    checked before each of these tests)."""
+    if len(arms) == 1:
+        check, body, line = arms[0]
+        assert check is not None
+
+        def if_(it: Interpreter) -> None:
+            if time.monotonic() > it.deadline:
+                it._over_time(line)
+            if check(it):
+                body(it)
+        return if_
+
+    def chain(it: Interpreter) -> None:
+        for test, run, at in arms:
+            if test is not None:
+                if time.monotonic() > it.deadline:
+                    it._over_time(at)
+                if not test(it):
+                    continue
+            run(it)
+            return
+    return chain
+
+
+def _compile_command(cmd: Command) -> Step:
+    if cmd.name == "stop":
+        def stop(it: Interpreter) -> None:
+            raise _Stop
+        return stop
+    return lambda it: it._command(cmd)
+
+
+def _compile_test(test: Test, variables: bool) -> Check:
     name = test.name
-    if name not in ("header", "address", "envelope", "exists", "body"):
+    if name in ("true", "false"):
+        value = name == "true"
+        return lambda it: value
+    if name == "not":
+        inner = _compile_test(test.tests[0], variables)
+        return lambda it: not inner(it)
+    if name in ("allof", "anyof"):
+        parts = tuple(_compile_test(t, variables) for t in test.tests)
+        if name == "allof":
+            return lambda it: all(part(it) for part in parts)
+        return lambda it: any(part(it) for part in parts)
+    fast = _fast_test(test, variables)
+    if fast is not None:
+        return fast
+    return lambda it: it._test(test)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _fast_test(test: Test, variables: bool) -> Check | None:
+    """header, address, envelope, exists, body and size without :mime or :index; None
+    for the rest (``Interpreter._test``)."""
+    name = test.name
+    if name not in ("header", "address", "envelope", "exists", "body", "size"):
         return None
     tags, pos = strings_of(test)
-    match = _Match.of(tags)
-    if match.kind not in ("is", "contains") or match.comparator not in (
-            "i;octet", "i;ascii-casemap"):
+    if "mime" in tags or "index" in tags:
         return None
-    if "index" in tags or "mime" in tags or (name == "body" and (
-            "raw" in tags or "content" in tags)):
-        return None
-    fold = match.comparator == "i;ascii-casemap"
-    names = [str(n) for n in pos[0]] if isinstance(pos[0], list) else [str(pos[0])]
+    if name == "size":
+        limit = int(str(pos[0]))
+        if "over" in tags:
+            return lambda it: it.msg.size > limit
+        return lambda it: it.msg.size < limit
+    strings = _strings(pos[0]) + (_strings(pos[1]) if len(pos) > 1 else [])
+    if "content" in tags:
+        strings += _strings(tags["content"])
+    if variables and any("${" in s for s in strings):
+        return None  # expanded at run time
+    names = _strings(pos[0])
     if name == "exists":
-        return lambda it: all(it.msg.headers(h) for h in names)
-    raw_keys = pos[-1]
-    keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else [str(raw_keys)]
-    folded = frozenset(_casemap(k) for k in keys) if fold else frozenset(keys)
-    contains = match.kind == "contains"
-
-    def hit(values: Iterable[str]) -> bool:
-        for v in values:
-            if fold:
-                v = v.translate(_ASCII_LOWER)
-            if contains:
-                for k in folded:
-                    if k in v:
-                        return True
-            elif v in folded:
-                return True
-        return False
-
-    if name == "header":
-        return lambda it: any(hit(it.msg.headers(h)) for h in names)
+        lowered = tuple(n.lower() for n in names)
+        if len(lowered) == 1:
+            only = lowered[0]
+            return lambda it: bool(it.msg.headers(only))
+        return lambda it: all(it.msg.headers(h) for h in lowered)
+    match = _Match.of(tags)
+    # RFC 5173 §6: the body test sets no match variables
+    fold, matcher = _matcher(match, _strings(pos[-1]), variables and name != "body")
     if name == "body":
-        return lambda it: hit(it.msg.body_parts(("text",), as_text=True))
-    part = _part(tags)
+        return _body_test(tags, fold, matcher)
+    if name == "header":
+        return _header_test(names, fold, matcher)
     if name == "address":
-        def address(it: Interpreter) -> bool:
-            return any(hit(p for p in (it._address_part(a, part)
-                                       for a in it.msg.addresses(h)) if p is not None)
-                       for h in names)
-        return address
+        return _address_test(names, _part(tags), fold, matcher)
+    return _envelope_test(names, _part(tags), fold, matcher)
+
+
+def _folded(values: list[str]) -> list[str]:
+    return [v.translate(_ASCII_LOWER) for v in values]
+
+
+def _header_test(names: list[str], fold: bool, matcher: Matcher) -> Check:
+    keys = tuple(("fold" if fold else "header", n.lower()) for n in names)
+
+    def values_of(it: Interpreter) -> list[str]:
+        memo = it.msg.memo
+        out: list[str] = []
+        for key in keys:
+            got = memo.get(key)
+            if got is None:
+                got = it.msg.headers(key[1])
+                if fold:
+                    got = _folded(got)
+                memo[key] = got
+            out = got if len(keys) == 1 else out + got
+        return out
+
+    return lambda it: matcher(it, values_of(it))
+
+
+def _address_test(names: list[str], part: str, fold: bool, matcher: Matcher) -> Check:
+    lowered = tuple(n.lower() for n in names)
+
+    def values_of(it: Interpreter) -> list[str]:
+        sep = it.ctx.subaddress_separator
+        memo = it.msg.memo
+        out: list[str] = []
+        for name in lowered:
+            key = ("address", name, part, sep, fold)
+            got = memo.get(key)
+            if got is None:
+                got = [p for p in (_address_part(a, part, sep) for a in it.msg.addresses(name))
+                       if p is not None]
+                if fold:
+                    got = _folded(got)
+                memo[key] = got
+            out = got if len(lowered) == 1 else out + got
+        return out
+
+    return lambda it: matcher(it, values_of(it))
+
+
+def _envelope_test(names: list[str], part: str, fold: bool, matcher: Matcher) -> Check:
+    lowered = tuple(n.lower() for n in names)
 
     def envelope(it: Interpreter) -> bool:
         env = it.env
         values = []
-        for which in names:
-            addr = {"from": env.sender, "to": env.recipient, "auth": env.auth}.get(
-                which.lower())
+        for which in lowered:
+            addr = (env.sender if which == "from" else env.recipient if which == "to"
+                    else env.auth if which == "auth" else None)
             if addr is None:
                 continue
-            p = "" if addr == "" and part != "detail" else it._address_part(addr, part)
+            p = "" if addr == "" and part != "detail" else _address_part(
+                addr, part, it.ctx.subaddress_separator)
             if p is not None:
-                values.append(p)
-        return hit(values)
+                values.append(p.translate(_ASCII_LOWER) if fold else p)
+        return matcher(it, values)
     return envelope
+
+
+def _body_test(tags: dict[str, object], fold: bool, matcher: Matcher) -> Check:
+    if "raw" in tags:
+        def texts(it: Interpreter) -> list[str]:
+            raw = it.msg.raw_body
+            return [raw.decode("utf-8", "replace")] if raw else []
+        key: tuple[object, ...] = ("raw", fold)
+    elif "content" in tags:
+        types = tuple(_strings(tags["content"]))
+
+        def texts(it: Interpreter) -> list[str]:
+            return it.msg.body_parts(types)
+        key = ("content", types, fold)
+    else:
+        def texts(it: Interpreter) -> list[str]:
+            return it.msg.body_parts(("text",), as_text=True)
+        key = ("text", fold)
+
+    def body(it: Interpreter) -> bool:
+        memo = it.msg.body_memo
+        values = memo.get(key)
+        if values is None:
+            values = texts(it)
+            if fold:
+                values = _folded(values)
+            memo[key] = values
+        return matcher(it, values)
+    return body
+
+
+def _matcher(match: _Match, keys: list[str], set_vars: bool) -> tuple[bool, Matcher]:
+    """(whether the values come folded to lower case, a function of the values): the
+    match types of RFC 5228 §2.7 on i;octet and i;ascii-casemap without match variables
+    (:is and :contains never set them), ``Interpreter._match`` for the rest."""
+    kind = match.kind
+    simple = match.comparator in ("i;octet", "i;ascii-casemap") and (
+        kind in ("is", "contains") or (kind in ("matches", "regex") and not set_vars))
+    if not simple:
+        return False, lambda it, values: it._match(values, keys, match, set_vars)
+    fold = match.comparator == "i;ascii-casemap"
+    if kind == "regex":
+        try:
+            patterns = [_regex(k, fold) for k in keys]
+        except re.error:  # reported at run time (``_match``): the test is false
+            return False, lambda it, values: it._match(values, keys, match, set_vars)
+
+        def regex(it: Interpreter, values: list[str]) -> bool:
+            return any(p.search(v) is not None for p in patterns for v in values)
+        return False, regex
+    folded = [_casemap(k) if fold else k for k in keys]
+    if kind == "is":
+        wanted = frozenset(folded)
+        return fold, lambda it, values: not wanted.isdisjoint(values)
+    if kind == "contains":
+        if len(folded) == 1:
+            only = folded[0]
+            return fold, lambda it, values: any(only in v for v in values)
+        return fold, lambda it, values: any(k in v for v in values for k in folded)
+    checks = [_wildcard_check(k, f, fold) for k, f in zip(keys, folded, strict=True)]
+    return fold, lambda it, values: any(c(v) for c in checks for v in values)
+
+
+def _wildcard_check(key: str, folded: str, fold: bool) -> Callable[[str], bool]:
+    """One :matches key on a (folded) value: a key with * at its ends only is a plain
+    string test; else its regular expression (``_wildcard``), which matches a value
+    folded the same way (it folds A-Z only, as i;ascii-casemap does)."""
+    inner = folded.strip("*")
+    if not any(c in inner for c in "*?\\"):
+        starts, ends = folded.startswith("*"), folded.endswith("*")
+        if not inner and (starts or ends):
+            return lambda v: True
+        if starts and ends:
+            return lambda v: inner in v
+        if starts:
+            return lambda v: v.endswith(inner)
+        if ends:
+            return lambda v: v.startswith(inner)
+        return lambda v: v == inner
+    pattern = _wildcard(key, fold)
+    return lambda v: pattern.match(v) is not None
+
+
+def _address_part(address: str, part: str, sep: str) -> str | None:
+    if part == "all":
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if part == "localpart":
+        return local
+    if part == "domain":
+        return domain
+    user, found, detail = local.partition(sep)
+    if part == "user":
+        return user
+    return detail if found else None  # :detail without a separator fails (RFC 5233)
 
 
 def _as_bytes(message: email.message.Message) -> bytes:

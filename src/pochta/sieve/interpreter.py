@@ -20,7 +20,7 @@ import hashlib
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr, getaddresses, parsedate_to_datetime
 from functools import lru_cache
@@ -1181,17 +1181,21 @@ class Interpreter:
 
 
 # --- compiled blocks and tests ----------------------------------------------------------
-# A block is compiled on first use into one function (and its if/elsif/else chains and
-# tests with it): a run then calls one closure per test, with the header names, folded
-# keys and patterns ready, instead of dispatching on names and tags; the values tests
-# look at (decoded, folded, address parts) are kept with the message, for every test and
-# every recipient. What is not compiled here runs through ``Interpreter._test`` and
-# ``_command``. A script using variables compiles apart: a string with "${" is expanded
-# at run time, and :matches/:regex set the match variables (``_match`` does both).
+# A block is compiled on first use into one function (with its if/elsif/else chains and
+# tests): a run then calls one closure per test, with the header names, folded keys and
+# patterns ready, instead of dispatching on names and tags. The values a test looks at
+# (decoded, folded, address parts, body texts) are kept with the message, for every test
+# and every recipient. Consecutive rules that test the same values (ten ``header
+# :contains "List-Id"`` rules, eight ``address :is "from"``) are one step: the values are
+# fetched once, no rule holds when there are none, and :is keys are looked up at once.
+# What is not compiled here runs through ``Interpreter._test`` and ``_command``. A script
+# using variables compiles apart: a string with "${" is expanded at run time, and
+# :matches/:regex set the match variables (``_match`` does both).
 
 Step = Callable[["Interpreter"], None]
 Check = Callable[["Interpreter"], bool]
-Matcher = Callable[["Interpreter", list[str]], bool]
+Values = Callable[["Interpreter"], list[str]]
+Pred = Callable[[list[str]], bool]
 
 
 class _Compiled:
@@ -1207,8 +1211,34 @@ class _Compiled:
         return _Compiled, (None,)
 
 
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A test that is a function of values only: ``pred(values(it))``, where ``key``
+    names the values (equal keys, equal values while the message is not edited), and
+    ``index`` is :is's keys (folded as the values) when it is one."""
+
+    key: tuple[object, ...]
+    values: Values
+    pred: Pred
+    index: frozenset[str] | None = None
+
+    def check(self) -> Check:
+        values, pred = self.values, self.pred
+        return lambda it: pred(values(it))
+
+
 def _compile_block(commands: list[Command], variables: bool) -> Step:
     steps: list[Step] = []
+    rules: list[tuple[_Keyed, Step, int]] = []  # consecutive rules on the same values
+
+    def flush() -> None:
+        if len(rules) == 1:
+            keyed, body, line = rules[0]
+            steps.append(_chain([(keyed.check(), body, line)]))
+        elif rules:
+            steps.append(_group(list(rules)))
+        rules.clear()
+
     i = 0
     while i < len(commands):
         cmd = commands[i]
@@ -1216,13 +1246,22 @@ def _compile_block(commands: list[Command], variables: bool) -> Step:
         if cmd.name == "require":
             continue
         if cmd.name != "if":
+            flush()
             steps.append(_compile_command(cmd))
             continue
         arms = [_arm(cmd, variables)]
         while i < len(commands) and commands[i].name in ("elsif", "else"):
             arms.append(_arm(commands[i], variables))
             i += 1
-        steps.append(_chain(arms))
+        test = arms[0][0]
+        if len(arms) == 1 and isinstance(test, _Keyed):
+            if rules and rules[0][0].key != test.key:
+                flush()
+            rules.append((test, arms[0][1], arms[0][2]))
+            continue
+        flush()
+        steps.append(_chain([(_check(t), body, line) for t, body, line in arms]))
+    flush()
     if len(steps) == 1:
         return steps[0]
     run = tuple(steps)
@@ -1233,11 +1272,16 @@ def _compile_block(commands: list[Command], variables: bool) -> Step:
     return block
 
 
-def _arm(cmd: Command, variables: bool) -> tuple[Check | None, Step, int]:
+def _arm(cmd: Command, variables: bool) -> tuple[_Keyed | Check | None, Step, int]:
     body = _compile_block(cmd.block or [], variables)
     if cmd.name == "else":
         return None, body, cmd.line
-    return _compile_test(cmd.tests[0], variables), body, cmd.line
+    test = cmd.tests[0]
+    return _keyed(test, variables) or _compile_test(test, variables), body, cmd.line
+
+
+def _check(test: _Keyed | Check | None) -> Check | None:
+    return test.check() if isinstance(test, _Keyed) else test
 
 
 def _chain(arms: list[tuple[Check | None, Step, int]]) -> Step:
@@ -1266,6 +1310,47 @@ def _chain(arms: list[tuple[Check | None, Step, int]]) -> Step:
     return chain
 
 
+def _group(rules: list[tuple[_Keyed, Step, int]]) -> Step:
+    """Consecutive ``if`` rules (no elsif/else) whose tests look at the same values: the
+    values once, none -> no rule holds (every test here is "some value matches"); the
+    first rule that holds runs, then the rules after it one by one (its block may have
+    edited the message)."""
+    values = rules[0][0].values
+    line = rules[0][2]
+    singles = [_chain([(keyed.check(), body, at)]) for keyed, body, at in rules]
+    first: dict[str, int] | None = None
+    if all(keyed.index is not None for keyed, _, _ in rules):
+        first = {}  # :is keys: the first rule each value makes true
+        for n, (keyed, _, _) in enumerate(rules):
+            for k in keyed.index or ():
+                first.setdefault(k, n)
+    preds = [(keyed.pred, at) for keyed, _, at in rules]
+
+    def group(it: Interpreter) -> None:
+        if time.monotonic() > it.deadline:
+            it._over_time(line)
+        got = values(it)
+        if not got:
+            return
+        if first is not None:
+            hits = [first[v] for v in got if v in first]
+            if not hits:
+                return
+            n = min(hits)
+        else:
+            for n, (pred, at) in enumerate(preds):
+                if n and time.monotonic() > it.deadline:
+                    it._over_time(at)
+                if pred(got):
+                    break
+            else:
+                return
+        rules[n][1](it)
+        for single in singles[n + 1:]:
+            single(it)
+    return group
+
+
 def _compile_command(cmd: Command) -> Step:
     if cmd.name == "stop":
         def stop(it: Interpreter) -> None:
@@ -1287,6 +1372,9 @@ def _compile_test(test: Test, variables: bool) -> Check:
         if name == "allof":
             return lambda it: all(part(it) for part in parts)
         return lambda it: any(part(it) for part in parts)
+    keyed = _keyed(test, variables)
+    if keyed is not None:
+        return keyed.check()
     fast = _fast_test(test, variables)
     if fast is not None:
         return fast
@@ -1297,96 +1385,141 @@ def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-def _fast_test(test: Test, variables: bool) -> Check | None:
-    """header, address, envelope, exists, body and size without :mime or :index; None
-    for the rest (``Interpreter._test``)."""
-    name = test.name
-    if name not in ("header", "address", "envelope", "exists", "body", "size"):
+def _constant(test: Test, variables: bool) -> tuple[dict[str, object], list[object]] | None:
+    """The arguments of a header, address, envelope, exists, body or size test without
+    :mime or :index whose strings need no expansion; None for other tests."""
+    if test.name not in ("header", "address", "envelope", "exists", "body", "size"):
         return None
     tags, pos = strings_of(test)
     if "mime" in tags or "index" in tags:
         return None
+    if variables and test.name != "size":
+        strings = _strings(pos[0]) + (_strings(pos[1]) if len(pos) > 1 else [])
+        if "content" in tags:
+            strings += _strings(tags["content"])
+        if any("${" in s for s in strings):
+            return None  # expanded at run time
+    return tags, pos
+
+
+def _fast_test(test: Test, variables: bool) -> Check | None:
+    """exists, size, and the tests ``_keyed`` leaves to ``Interpreter._match`` (other
+    comparators, :count, :value, :list, match variables) with their values ready."""
+    args = _constant(test, variables)
+    if args is None:
+        return None
+    tags, pos = args
+    name = test.name
     if name == "size":
         limit = int(str(pos[0]))
         if "over" in tags:
             return lambda it: it.msg.size > limit
         return lambda it: it.msg.size < limit
-    strings = _strings(pos[0]) + (_strings(pos[1]) if len(pos) > 1 else [])
-    if "content" in tags:
-        strings += _strings(tags["content"])
-    if variables and any("${" in s for s in strings):
-        return None  # expanded at run time
-    names = _strings(pos[0])
+    names = [n.lower() for n in _strings(pos[0])]
     if name == "exists":
-        lowered = tuple(n.lower() for n in names)
-        if len(lowered) == 1:
-            only = lowered[0]
+        if len(names) == 1:
+            only = names[0]
             return lambda it: bool(it.msg.headers(only))
-        return lambda it: all(it.msg.headers(h) for h in lowered)
+        return lambda it: all(it.msg.headers(h) for h in names)
+    match, keys = _Match.of(tags), _strings(pos[-1])
+    set_vars = variables and name != "body"  # RFC 5173 §6: body sets no match variables
+    _, values = _values(name, tags, names, False)
+    return lambda it: it._match(values(it), keys, match, set_vars)
+
+
+def _keyed(test: Test, variables: bool) -> _Keyed | None:
+    """header, address, envelope and body with a match ``_predicate`` decides."""
+    if test.name not in ("header", "address", "envelope", "body"):
+        return None
+    args = _constant(test, variables)
+    if args is None:
+        return None
+    tags, pos = args
     match = _Match.of(tags)
-    # RFC 5173 §6: the body test sets no match variables
-    fold, matcher = _matcher(match, _strings(pos[-1]), variables and name != "body")
+    set_vars = variables and test.name != "body"  # RFC 5173 §6
+    predicate = _predicate(match, _strings(pos[-1]), set_vars)
+    if predicate is None:
+        return None
+    fold, pred, index = predicate
+    key, values = _values(test.name, tags, [n.lower() for n in _strings(pos[0])], fold)
+    return _Keyed(key, values, pred, index)
+
+
+def _values(name: str, tags: dict[str, object], names: list[str], fold: bool
+            ) -> tuple[tuple[object, ...], Values]:
+    """(a key naming the values a test looks at, what fetches them): kept with the
+    message (``memo``, ``body_memo``) on first use, the envelope's computed."""
+    if name == "envelope":
+        return ("envelope", tuple(names), _part(tags), fold), _envelope_values(
+            names, _part(tags), fold)
+    key: tuple[object, ...]
     if name == "body":
-        return _body_test(tags, fold, matcher)
-    if name == "header":
-        return _header_test(names, fold, matcher)
-    if name == "address":
-        return _address_test(names, _part(tags), fold, matcher)
-    return _envelope_test(names, _part(tags), fold, matcher)
+        kind: object = "raw" if "raw" in tags else tuple(_strings(tags["content"])) if (
+            "content" in tags) else "text"
+        key = ("body", kind, fold)
+    elif name == "header":
+        key = ("header", tuple(names), fold)
+    else:
+        key = ("address", tuple(names), _part(tags), fold)
+    fill = _filler(key)
+    if name == "body":
+        def body(it: Interpreter) -> list[str]:
+            got = it.msg.body_memo.get(key)
+            return got if got is not None else fill(it, key)
+        return key, body
+    if key[0] == "address" and key[2] in ("user", "detail"):
+        def subaddress(it: Interpreter) -> list[str]:
+            # the separator is the context's (it may change between runs)
+            memo_key = (*key, it.ctx.subaddress_separator)
+            got = it.msg.memo.get(memo_key)
+            return got if got is not None else fill(it, memo_key)
+        return key, subaddress
+
+    def header(it: Interpreter) -> list[str]:
+        got = it.msg.memo.get(key)
+        return got if got is not None else fill(it, key)
+    return key, header
 
 
-def _folded(values: list[str]) -> list[str]:
-    return [v.translate(_ASCII_LOWER) for v in values]
+def _filler(key: tuple[object, ...]) -> Callable[[Interpreter, tuple[object, ...]], list[str]]:
+    """What computes the values of a key (see ``_values``) and keeps them, by
+    ``memo_key``."""
+    kind, fold = key[0], key[-1]
+
+    def fill(it: Interpreter, memo_key: tuple[object, ...]) -> list[str]:
+        msg = it.msg
+        values: list[str]
+        if kind == "body":
+            what = key[1]
+            if what == "raw":
+                values = [msg.raw_body.decode("utf-8", "replace")] if msg.raw_body else []
+            elif what == "text":
+                values = msg.body_parts(("text",), as_text=True)
+            else:
+                assert isinstance(what, tuple)
+                values = msg.body_parts(what)
+        elif kind == "header":
+            names = key[1]
+            assert isinstance(names, tuple)
+            values = [v for n in names for v in msg.headers(n)]
+        else:
+            names, part = key[1], key[2]
+            assert isinstance(names, tuple) and isinstance(part, str)
+            sep = it.ctx.subaddress_separator
+            values = [p for n in names for a in msg.addresses(n)
+                      if (p := _address_part(a, part, sep)) is not None]
+        if fold:
+            values = [v.translate(_ASCII_LOWER) for v in values]
+        (msg.body_memo if kind == "body" else msg.memo)[memo_key] = values
+        return values
+    return fill
 
 
-def _header_test(names: list[str], fold: bool, matcher: Matcher) -> Check:
-    keys = tuple(("fold" if fold else "header", n.lower()) for n in names)
-
-    def values_of(it: Interpreter) -> list[str]:
-        memo = it.msg.memo
-        out: list[str] = []
-        for key in keys:
-            got = memo.get(key)
-            if got is None:
-                got = it.msg.headers(key[1])
-                if fold:
-                    got = _folded(got)
-                memo[key] = got
-            out = got if len(keys) == 1 else out + got
-        return out
-
-    return lambda it: matcher(it, values_of(it))
-
-
-def _address_test(names: list[str], part: str, fold: bool, matcher: Matcher) -> Check:
-    lowered = tuple(n.lower() for n in names)
-
-    def values_of(it: Interpreter) -> list[str]:
-        sep = it.ctx.subaddress_separator
-        memo = it.msg.memo
-        out: list[str] = []
-        for name in lowered:
-            key = ("address", name, part, sep, fold)
-            got = memo.get(key)
-            if got is None:
-                got = [p for p in (_address_part(a, part, sep) for a in it.msg.addresses(name))
-                       if p is not None]
-                if fold:
-                    got = _folded(got)
-                memo[key] = got
-            out = got if len(lowered) == 1 else out + got
-        return out
-
-    return lambda it: matcher(it, values_of(it))
-
-
-def _envelope_test(names: list[str], part: str, fold: bool, matcher: Matcher) -> Check:
-    lowered = tuple(n.lower() for n in names)
-
-    def envelope(it: Interpreter) -> bool:
+def _envelope_values(names: list[str], part: str, fold: bool) -> Values:
+    def values(it: Interpreter) -> list[str]:
         env = it.env
-        values = []
-        for which in lowered:
+        out = []
+        for which in names:
             addr = (env.sender if which == "from" else env.recipient if which == "to"
                     else env.auth if which == "auth" else None)
             if addr is None:
@@ -1394,70 +1527,54 @@ def _envelope_test(names: list[str], part: str, fold: bool, matcher: Matcher) ->
             p = "" if addr == "" and part != "detail" else _address_part(
                 addr, part, it.ctx.subaddress_separator)
             if p is not None:
-                values.append(p.translate(_ASCII_LOWER) if fold else p)
-        return matcher(it, values)
-    return envelope
+                out.append(p.translate(_ASCII_LOWER) if fold else p)
+        return out
+    return values
 
 
-def _body_test(tags: dict[str, object], fold: bool, matcher: Matcher) -> Check:
-    if "raw" in tags:
-        def texts(it: Interpreter) -> list[str]:
-            raw = it.msg.raw_body
-            return [raw.decode("utf-8", "replace")] if raw else []
-        key: tuple[object, ...] = ("raw", fold)
-    elif "content" in tags:
-        types = tuple(_strings(tags["content"]))
-
-        def texts(it: Interpreter) -> list[str]:
-            return it.msg.body_parts(types)
-        key = ("content", types, fold)
-    else:
-        def texts(it: Interpreter) -> list[str]:
-            return it.msg.body_parts(("text",), as_text=True)
-        key = ("text", fold)
-
-    def body(it: Interpreter) -> bool:
-        memo = it.msg.body_memo
-        values = memo.get(key)
-        if values is None:
-            values = texts(it)
-            if fold:
-                values = _folded(values)
-            memo[key] = values
-        return matcher(it, values)
-    return body
-
-
-def _matcher(match: _Match, keys: list[str], set_vars: bool) -> tuple[bool, Matcher]:
-    """(whether the values come folded to lower case, a function of the values): the
-    match types of RFC 5228 §2.7 on i;octet and i;ascii-casemap without match variables
-    (:is and :contains never set them), ``Interpreter._match`` for the rest."""
+def _predicate(match: _Match, keys: list[str], set_vars: bool
+               ) -> tuple[bool, Pred, frozenset[str] | None] | None:
+    """(whether the values come folded to lower case, a function of the values, the
+    folded keys of :is): the match types of RFC 5228 §2.7 on i;octet and i;ascii-casemap
+    without match variables (:is and :contains never set them); None: the others, which
+    ``Interpreter._match`` decides."""
     kind = match.kind
-    simple = match.comparator in ("i;octet", "i;ascii-casemap") and (
-        kind in ("is", "contains") or (kind in ("matches", "regex") and not set_vars))
-    if not simple:
-        return False, lambda it, values: it._match(values, keys, match, set_vars)
+    if match.comparator not in ("i;octet", "i;ascii-casemap") or not (
+            kind in ("is", "contains") or (kind in ("matches", "regex") and not set_vars)):
+        return None
     fold = match.comparator == "i;ascii-casemap"
     if kind == "regex":
         try:
-            patterns = [_regex(k, fold) for k in keys]
+            patterns = [_regex(k, fold).search for k in keys]
         except re.error:  # reported at run time (``_match``): the test is false
-            return False, lambda it, values: it._match(values, keys, match, set_vars)
-
-        def regex(it: Interpreter, values: list[str]) -> bool:
-            return any(p.search(v) is not None for p in patterns for v in values)
-        return False, regex
+            return None
+        return False, lambda values: _any_hit(patterns, values), None
     folded = [_casemap(k) if fold else k for k in keys]
     if kind == "is":
         wanted = frozenset(folded)
-        return fold, lambda it, values: not wanted.isdisjoint(values)
+        return fold, lambda values: not wanted.isdisjoint(values), wanted
     if kind == "contains":
         if len(folded) == 1:
             only = folded[0]
-            return fold, lambda it, values: any(only in v for v in values)
-        return fold, lambda it, values: any(k in v for v in values for k in folded)
+
+            def contains(values: list[str]) -> bool:
+                for v in values:  # noqa: SIM110 - a loop: no generator per test
+                    if only in v:
+                        return True
+                return False
+            return fold, contains, None
+        either = re.compile("|".join(re.escape(k) for k in folded)).search
+        return fold, lambda values: _any_hit([either], values), None
     checks = [_wildcard_check(k, f, fold) for k, f in zip(keys, folded, strict=True)]
-    return fold, lambda it, values: any(c(v) for c in checks for v in values)
+    return fold, lambda values: _any_hit(checks, values), None
+
+
+def _any_hit(checks: Sequence[Callable[[str], object]], values: list[str]) -> bool:
+    for v in values:
+        for check in checks:
+            if check(v):
+                return True
+    return False
 
 
 def _wildcard_check(key: str, folded: str, fold: bool) -> Callable[[str], bool]:

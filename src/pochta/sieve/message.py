@@ -84,6 +84,9 @@ class SieveMessage:
         self._size = len(data)
         self._h = _Header(None)
         self._b = _Body()
+        # the evaluator's values derived from the header (until an edit) and the body
+        self.memo = self._h.memo
+        self.body_memo = self._b.memo
         self.edited = False
 
     def fork(self) -> SieveMessage:
@@ -92,8 +95,8 @@ class SieveMessage:
         other = SieveMessage.__new__(SieveMessage)
         other.data, other._head, other._body, other._size = (
             self.data, self._head, self._body, self._size)
-        other._h = self._h
-        other._b = self._b
+        other._h, other.memo = self._h, self.memo
+        other._b, other.body_memo = self._b, self.body_memo
         other.edited = False
         return other
 
@@ -166,15 +169,6 @@ class SieveMessage:
             self._h.addresses[key] = cached
         return cached
 
-    @property
-    def memo(self) -> dict[object, list[str]]:
-        """The evaluator's values derived from the header (until an edit)."""
-        return self._h.memo
-
-    @property
-    def body_memo(self) -> dict[object, list[str]]:
-        """The evaluator's values derived from the body (for good)."""
-        return self._b.memo
 
     # --- editheader (RFC 5293) -----------------------------------------------------------
 
@@ -205,6 +199,7 @@ class SieveMessage:
 
     def _set_fields(self, fields: list[tuple[str, str, str]]) -> None:
         self._h = _Header(fields)  # the other forks keep the header they saw
+        self.memo = self._h.memo
         self.edited = True
 
     def render(self) -> bytes:

@@ -19,8 +19,8 @@ from pochta.sieve import (
     Store,
     compile_script,
     evaluate,
+    grammar,
 )
-from pochta.sieve import grammar
 from pochta.sieve.interpreter import Interpreter, _compile_test, _Frame
 from pochta.sieve.message import header_addresses
 

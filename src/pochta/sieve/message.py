@@ -16,10 +16,13 @@ from email.utils import getaddresses
 from pochta.mail.headers import split_body
 
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a line end before white space: folding
+_FIELD_END = re.compile(r"\r?\n(?![ \t])")
+_CHARSET = re.compile(r'charset\s*=\s*"?([^";\s]+)')
 
 
 def _decode_value(raw: str) -> str:
-    value = re.sub(r"\r?\n(?=[ \t])", "", raw).strip()
+    value = (_FOLD.sub("", raw) if "\n" in raw else raw).strip()
     if "=?" in value:
         try:
             return str(make_header(decode_header(value)))
@@ -129,7 +132,7 @@ class SieveMessage:
         if fields is None:
             fields = []
             text = self._head.decode("utf-8", "replace")
-            for line in re.split(r"\r?\n(?![ \t])", text):
+            for line in _FIELD_END.split(text):
                 if not line:
                     continue
                 name, colon, value = line.partition(":")
@@ -225,7 +228,7 @@ class SieveMessage:
         cte = self.headers("content-transfer-encoding")
         if cte and cte[0].strip().lower() not in ("7bit", "8bit", "binary"):
             return None
-        m = re.search(r'charset\s*=\s*"?([^";\s]+)', ctype)
+        m = _CHARSET.search(ctype)
         try:
             return self._body.decode(m.group(1) if m else "utf-8", "replace")
         except LookupError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import pickle
 import random
+import re
 from email.utils import getaddresses
 
 import pytest
@@ -22,7 +23,7 @@ from pochta.sieve import (
     grammar,
 )
 from pochta.sieve.interpreter import Interpreter, _compile_test, _Frame
-from pochta.sieve.message import header_addresses
+from pochta.sieve.message import _field_lines, header_addresses
 
 MSG = (b"Return-Path: <coyote@desert.example.org>\r\n"
        b"From: Wile E. Coyote <Coyote@Desert.example.org>\r\n"
@@ -170,3 +171,13 @@ def test_simple_mailboxes_parse_as_getaddresses_does() -> None:
                for _ in range(5000)]
     for value in values:
         assert header_addresses(value) == [a for _, a in getaddresses([value])], value
+
+
+def test_header_fields_split_as_the_definition() -> None:
+    # a field ends at a line end not followed by white space (RFC 5322 §2.2.3)
+    definition = re.compile(r"\r?\n(?![ \t])")
+    rng = random.Random(2822)
+    for _ in range(20000):
+        text = "".join(rng.choice(["\r", "\n", "\r\n", " ", "\t", "A", ":", "b"])
+                       for _ in range(rng.randint(0, 14)))
+        assert _field_lines(text) == definition.split(text), text

@@ -17,8 +17,16 @@ from pochta.mail.headers import split_body
 
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # a line end before white space: folding
-_FIELD_END = re.compile(r"\r?\n(?![ \t])")
+_LINE_END = re.compile(r"\n(?![ \t])")  # a field's end (its CR taken off after)
 _CHARSET = re.compile(r'charset\s*=\s*"?([^";\s]+)')
+
+
+def _field_lines(text: str) -> list[str]:
+    """The header's fields, each with its continuation lines: the text split at the line
+    ends not followed by white space (\\r?\\n(?![ \\t]); a pattern starting with \\r?
+    is tried at every character, one starting with \\n is searched for)."""
+    pieces = _LINE_END.split(text)
+    return [p[:-1] if p[-1:] == "\r" else p for p in pieces[:-1]] + pieces[-1:]
 
 
 def _decode_value(raw: str) -> str:
@@ -131,8 +139,7 @@ class SieveMessage:
         fields = self._h.fields
         if fields is None:
             fields = []
-            text = self._head.decode("utf-8", "replace")
-            for line in _FIELD_END.split(text):
+            for line in _field_lines(self._head.decode("utf-8", "replace")):
                 if not line:
                     continue
                 name, colon, value = line.partition(":")

@@ -21,7 +21,11 @@ Targets:
   pochta-sieve the same instance with an active 50-rule Sieve script, on 2530
             (+5: at +30 its HTTP port 2080 would land on the first instance's POP3 2110)
   pochta-spam screening and a trained learning filter (DNS from bench/dns_local.py), 2565
-            (all of them move with --port-base)
+  pochta-old, pochta-sieve-old
+            pochta and pochta-sieve run from another checkout's code (--old-src, its src
+            folder, put first on PYTHONPATH), on 2540 and 2550: old and new code side by side
+            (all of them move with --port-base; ports above 10000, ManageSieve's 24190,
+            move as their tenth, 2419, so a high --port-base stays below 65536)
 
     bench/smtp_inbound.py --sessions 1 10 50 --rounds 3 --results /tmp/smtp-inbound.jsonl
     bench/smtp_inbound.py --report /tmp/smtp-inbound.jsonl      # tables only
@@ -78,14 +82,20 @@ def port_free(port: int) -> bool:
 @contextlib.contextmanager
 def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
                   storage: dict[str, str] | None = None, sieve: Path | None = None,
-                  spam: bool = False) -> Iterator[dict[str, str]]:
+                  spam: bool = False, pythonpath: str | None = None
+                  ) -> Iterator[dict[str, str]]:
     """A fresh instance; ``workers`` > 1 runs ``pochta serve --workers N``; its listeners
     move by ``port - 2525`` so it can run beside the others. ``sieve``: an active script
     for bench@example.test. ``spam``: screening (DNS lists, FCrDNS, HELO checks) and a
-    trained learning filter, DNS answered by bench/dns_local.py."""
+    trained learning filter, DNS answered by bench/dns_local.py. ``pythonpath``: run
+    another checkout's code (its src folder)."""
     if not port_free(port):
         raise SystemExit(f"smtp_inbound: 127.0.0.1:{port} is in use (another Pochta?)")
-    env = dict(os.environ, SPAM_BENCH="1") if spam else None
+    env = dict(os.environ)
+    if spam:
+        env["SPAM_BENCH"] = "1"
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     subprocess.run([str(ROOT / "bench" / "pochta_instance.sh"), str(instance)], check=True,
                    env=env)
     dns_proc = None
@@ -96,9 +106,12 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
     if port != start:
         config = instance / "pochta.toml"
         shift = port - start
-        config.write_text(re.sub(r"(?m)^port = (\d+)$",
-                                 lambda m: f"port = {int(m.group(1)) + shift}",
-                                 config.read_text()))
+
+        def moved(m: re.Match[str]) -> str:
+            old = int(m.group(1))
+            return f"port = {(old // 10 if old >= 10000 else old) + shift}"
+
+        config.write_text(re.sub(r"(?m)^port = (\d+)$", moved, config.read_text()))
     if storage:
         # the bench user lives in the store: add it again after switching backends
         config = instance / "pochta.toml"
@@ -106,18 +119,19 @@ def pochta_server(instance: Path, workers: int = 1, port: int = 2525,
             f"{k} = {json.dumps(v)}\n" for k, v in storage.items()))
         pochta = [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(config)]
         subprocess.run([*pochta, "domain", "add", "example.test"], check=True,
-                       capture_output=True)
+                       capture_output=True, env=env)
         subprocess.run([*pochta, "user", "add", "bench@example.test", "--password-stdin"],
-                       input="bench-pass-123\n", text=True, check=True, capture_output=True)
+                       input="bench-pass-123\n", text=True, check=True, capture_output=True,
+                       env=env)
     if sieve is not None:
         subprocess.run([str(ROOT / ".venv" / "bin" / "pochta"), "-c",
                         str(instance / "pochta.toml"), "sieve", "put", "bench@example.test",
-                        str(sieve), "--activate"], check=True)
+                        str(sieve), "--activate"], check=True, env=env)
     log = open(instance / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "pochta"), "-c", str(instance / "pochta.toml"), "serve",
          "--workers", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     try:
         wait_port(port)
@@ -262,6 +276,14 @@ def run_matrix(args: argparse.Namespace) -> None:
                 targets[name] = stack.enter_context(pochta_server(
                     workdir / "pochta-sieve", port=base + 5,
                     sieve=ROOT / "bench" / "sieve-50-rules.sieve"))
+            elif name in ("pochta-old", "pochta-sieve-old"):
+                if not args.old_src:
+                    raise SystemExit(f"smtp_inbound: {name} needs --old-src")
+                sieve_old = name == "pochta-sieve-old"
+                targets[name] = stack.enter_context(pochta_server(
+                    workdir / name, port=base + (25 if sieve_old else 15),
+                    sieve=ROOT / "bench" / "sieve-50-rules.sieve" if sieve_old else None,
+                    pythonpath=str(Path(args.old_src).resolve())))
             elif name == "pochta-spam":
                 targets[name] = stack.enter_context(pochta_server(
                     workdir / "pochta-spam", port=base + 40, spam=True))
@@ -334,7 +356,7 @@ def _table(runs: list[dict[str, Any]]) -> None:
             cells[key].append(r)
     labels = sorted({k[0] for k in tried},
                     key=["pochta", "pochta-w2", "pochta-pg", "pochta-sieve", "pochta-spam",
-                         "postfix", "aiosmtpd"].index)
+                         "pochta-old", "pochta-sieve-old", "postfix", "aiosmtpd"].index)
     sessions = sorted({k[1] for k in tried})
     first = min(r["ts"] for r in runs)
     last = max(r["ts"] for r in runs)
@@ -344,6 +366,7 @@ def _table(runs: list[dict[str, Any]]) -> None:
           "other load | done/clean/total |")
     print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|")
     med: dict[tuple[str, int], float] = {}
+    cpu_med: dict[tuple[str, int], float] = {}
     for label, s in itertools.product(labels, sessions):
         good = cells.get((label, s), [])
         if not good:
@@ -359,6 +382,8 @@ def _table(runs: list[dict[str, Any]]) -> None:
             for k in cpus[0] if k != "smtp-source"
         )
         src = statistics.median(c["smtp-source"] for c in cpus)
+        cpu_med[(label, s)] = statistics.median(
+            sum(v for k, v in c.items() if k != "smtp-source") for c in cpus)
         util = statistics.median(r["machine_util"] for r in good)
         other = statistics.median(r["other_frac"] for r in good)
         print(f"| {label} | {s} | {acc:.0f} | **{med[(label, s)]:.0f}** | "
@@ -376,6 +401,18 @@ def _table(runs: list[dict[str, Any]]) -> None:
                 else:
                     cols.append("-")
             print(f"| {s} | " + " | ".join(cols) + " |")
+    pairs = [(a, b) for a, b in (("pochta", "pochta-sieve"), ("pochta-old", "pochta-sieve-old"))
+             if a in labels and b in labels]
+    if pairs:
+        # what the 50-rule script costs (issue 16: at most 20 % of the delivery rate)
+        print("\n| without / with the Sieve script | sessions | msg/s lost | CPU-ms/msg added |")
+        print("|---|---:|---:|---:|")
+        for (a, b), s in itertools.product(pairs, sessions):
+            if (a, s) in med and (b, s) in med:
+                lost = 1 - med[(b, s)] / med[(a, s)]
+                added = cpu_med[(b, s)] - cpu_med[(a, s)]
+                print(f"| {a} / {b} | {s} | {lost:.1%} | {added:.3f} "
+                      f"({added / cpu_med[(a, s)]:+.0%}) |")
 
 
 def main() -> None:
@@ -394,8 +431,11 @@ def main() -> None:
                         "other engineers' test suites run on the same VM)")
     p.add_argument("--workdir", default="/tmp/pochta-smtp-bench")
     p.add_argument("--port-base", type=int, default=2525,
-                   help="pochta's MTA port; pochta-w2, -pg, -sieve and -spam use +10, +20, "
-                        "+5 and +40")
+                   help="pochta's MTA port; pochta-w2, -pg, -sieve, -spam, -old and "
+                        "-sieve-old use +10, +20, +5, +40, +15 and +25")
+    p.add_argument("--old-src", help="the src folder of another checkout, for the targets "
+                                     "pochta-old and pochta-sieve-old (e.g. from "
+                                     "`git archive main src | tar -x -C /tmp/old`)")
     p.add_argument("--results", default="/tmp/pochta-smtp-bench/smtp-inbound.jsonl")
     p.add_argument("--aiosmtpd-python", default="/tmp/aiosmtpd-venv/bin/python",
                    help="a python with aiosmtpd (and uvloop) installed")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import random
+import re
 
 import pytest
 
@@ -41,6 +43,20 @@ def test_split_body_drops_the_empty_line() -> None:
     assert split_body(b"A: 1\n\nbody") == (b"A: 1\n", b"body")
     assert split_body(b"\r\nbody") == (b"", b"body")
     assert header_end(b"A: 1") == (4, 4)
+
+
+def test_header_end_is_the_first_empty_line() -> None:
+    # the definition: the first match of \r?\n(\r?\n) (header_end finds it without it)
+    blank = re.compile(rb"\r?\n(\r?\n)")
+    rng = random.Random(5322)
+    for _ in range(20000):
+        message = b"".join(rng.choice([b"\r", b"\n", b"\r\n", b"A", b": ", b" "])
+                           for _ in range(rng.randint(0, 12)))
+        m = blank.search(message)
+        if message.startswith((b"\r\n", b"\n")):
+            continue  # an empty first line: no header at all (the tests above)
+        expected = (m.start(1), m.end(1)) if m else (len(message), len(message))
+        assert header_end(message) == expected, message
 
 
 def test_fields_keep_their_continuation_lines() -> None:

@@ -8,9 +8,7 @@ Line ends: messages on the wire and in the store use CRLF; a few readers get bar
 from __future__ import annotations
 
 import email.header
-import re
 
-_BLANK_LINE = re.compile(rb"\r?\n(\r?\n)")
 LINE_WIDTH = 78  # RFC 5322 §2.1.1: lines SHOULD be no longer than 78 characters
 
 
@@ -21,10 +19,14 @@ def header_end(message: bytes) -> tuple[int, int]:
         return 0, 2
     if message.startswith(b"\n"):
         return 0, 1
-    m = _BLANK_LINE.search(message)
-    if m is None:
+    # the first line end followed by an empty line (the first match of \r?\n(\r?\n)),
+    # by two plain searches: a regular expression starting with \r? is tried at every octet
+    crlf, lf = message.find(b"\n\r\n"), message.find(b"\n\n")
+    if crlf < 0 and lf < 0:
         return len(message), len(message)
-    return m.start(1), m.end(1)
+    if lf < 0 or 0 <= crlf < lf:
+        return crlf + 1, crlf + 3
+    return lf + 1, lf + 2
 
 
 def split_header(message: bytes) -> tuple[bytes, bytes]:

@@ -263,6 +263,9 @@ class SieveService:
         self._globals: tuple[float, list[Script], list[Script]] | None = None
         self._protected = frozenset(h.lower() for h in config.protected_headers)
         self._active: dict[int, tuple[float, tuple[str, str] | None]] = {}
+        # account -> (name, text, its compiled script or why it does not compile): the
+        # active script's compiled form, reused while the text read is the same
+        self._compiled: dict[int, tuple[str, str, Script | str]] = {}
 
     # --- scripts ---------------------------------------------------------------------------
 
@@ -277,6 +280,26 @@ class SieveService:
         self._cache[key] = script
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
+        return script
+
+    def _compile_or_error(self, text: str, name: str) -> Script | str:
+        try:
+            return self.compile(text, name)
+        except SieveSyntaxError as exc:
+            return f"script {name!r}: {exc}"
+
+    def _compiled_active(self, account_id: int, name: str, text: str) -> Script | str:
+        """The account's active script compiled, by the text just read (``_active_script``:
+        the store's, at most ``script_cache_seconds`` old): no digest of the text per
+        delivery, and a script that does not compile is not compiled again until it
+        changes."""
+        hit = self._compiled.get(account_id)
+        if hit is not None and (hit[1] is text or hit[1] == text) and hit[0] == name:
+            return hit[2]
+        script = self._compile_or_error(text, name)
+        if len(self._compiled) > 100_000:
+            self._compiled.clear()
+        self._compiled[account_id] = (name, text, script)
         return script
 
     async def _load_includes(self, account_id: int, script: Script,
@@ -304,10 +327,10 @@ class SieveService:
         if active is None:
             return None
         name, text = active
-        try:
-            script = self.compile(text, name)
-        except SieveSyntaxError as exc:
-            raise SieveLoadError(f"script {name!r}: {exc}") from None
+        script = self._compiled_active(account_id, name, text) if source is None else (
+            self._compile_or_error(text, name))
+        if isinstance(script, str):
+            raise SieveLoadError(script)
         scripts: dict[tuple[str, str], Script | None] = {}
         if script.includes:
             await self._load_includes(account_id, script, scripts, (("personal", name),))

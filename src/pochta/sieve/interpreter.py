@@ -20,7 +20,7 @@ import hashlib
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr, getaddresses, parsedate_to_datetime
 from functools import lru_cache
@@ -442,26 +442,22 @@ class Interpreter:
     # --- commands -------------------------------------------------------------------------
 
     def _block(self, commands: list[Command]) -> None:
-        taken = False  # whether the current if/elsif chain has run a branch
-        for cmd in commands:
-            name = cmd.name
-            if name == "if":
-                taken = self._test(cmd.tests[0])
-                if taken:
-                    assert cmd.block is not None
-                    self._block(cmd.block)
-            elif name == "elsif":
-                if not taken:
-                    taken = self._test(cmd.tests[0])
-                    if taken:
-                        assert cmd.block is not None
-                        self._block(cmd.block)
-            elif name == "else":
-                if not taken:
-                    assert cmd.block is not None
-                    self._block(cmd.block)
-            else:
-                self._command(cmd)
+        """Run a block through its compiled form (``_compile_block``), built on first use
+        and kept in the first command's ``extra`` (a command is in one block only)."""
+        if not commands:
+            return
+        key = "run+variables" if self.frame is not None and self.frame.uses_variables else "run"
+        memo = commands[0].extra.get(key)
+        run = memo.fn if isinstance(memo, _Compiled) else None
+        if run is None:
+            run = _compile_block(commands, key != "run")
+            commands[0].extra[key] = _Compiled(run)
+        run(self)
+
+    def _over_time(self, line: int) -> None:
+        if time.monotonic() > self.deadline:
+            raise SieveRuntimeError(line, f"the script ran longer than "
+                                    f"{self.limits.max_cpu_seconds:g} seconds")
 
     def _command(self, cmd: Command) -> None:
         tags, pos = strings_of(cmd)
@@ -892,14 +888,9 @@ class Interpreter:
     # --- tests ----------------------------------------------------------------------------
 
     def _test(self, test: Test) -> bool:
-        if time.monotonic() > self.deadline:
-            raise SieveRuntimeError(test.line, f"the script ran longer than "
-                                    f"{self.limits.max_cpu_seconds:g} seconds")
-        fast = test.extra.get("fast", _UNSET)
-        if fast is _UNSET:
-            fast = test.extra["fast"] = _fast_test(test)
-        if fast is not None and not (self.frame is not None and self.frame.uses_variables):
-            return fast(self)  # type: ignore[operator,no-any-return]
+        """Any test, by its name and arguments (compiled blocks call it for the tests
+        ``_compile_test`` leaves to it)."""
+        self._over_time(test.line)
         name = test.name
         if name == "true":
             return True
@@ -1065,20 +1056,7 @@ class Interpreter:
         return [values[i]] if 0 <= i < len(values) else []
 
     def _address_part(self, address: str, part: str) -> str | None:
-        if part == "all":
-            return address
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, ""
-        if part == "localpart":
-            return local
-        if part == "domain":
-            return domain
-        sep = self.ctx.subaddress_separator
-        user, found, detail = local.partition(sep)
-        if part == "user":
-            return user
-        return detail if found else None  # :detail without a separator fails (RFC 5233)
+        return _address_part(address, part, self.ctx.subaddress_separator)
 
     def _duplicate(self, tags: dict[str, object]) -> bool:
         if "uniqueid" in tags:
@@ -1202,71 +1180,437 @@ class Interpreter:
         return False
 
 
-_UNSET = object()
-FastTest = Callable[["Interpreter"], bool]
+# --- compiled blocks and tests ----------------------------------------------------------
+# A block is compiled on first use into one function (with its if/elsif/else chains and
+# tests): a run then calls one closure per test, with the header names, folded keys and
+# patterns ready, instead of dispatching on names and tags. The values a test looks at
+# (decoded, folded, address parts, body texts) are kept with the message, for every test
+# and every recipient. Consecutive rules that test the same values (ten ``header
+# :contains "List-Id"`` rules, eight ``address :is "from"``) are one step: the values are
+# fetched once, no rule holds when there are none, and :is keys are looked up at once.
+# What is not compiled here runs through ``Interpreter._test`` and ``_command``. A script
+# using variables compiles apart: a string with "${" is expanded at run time, and
+# :matches/:regex set the match variables (``_match`` does both).
+
+Step = Callable[["Interpreter"], None]
+Check = Callable[["Interpreter"], bool]
+Values = Callable[["Interpreter"], list[str]]
+Pred = Callable[[list[str]], bool]
 
 
-def _fast_test(test: Test) -> FastTest | None:
-    """A closure for the tests filters use most (header, address, envelope, exists, body
-    with :is or :contains, no :index), built once per test node; None for the rest. The
-    general path stays for scripts with variables (keys may change at run time)."""
+class _Compiled:
+    """A compiled block in a node's ``extra``; pickled empty (a script pickled after a
+    run, as Pigeonhole's binary save does, compiles again on its next run)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Step | None) -> None:
+        self.fn = fn
+
+    def __reduce__(self) -> tuple[type[_Compiled], tuple[None]]:
+        return _Compiled, (None,)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """A test that is a function of values only: ``pred(values(it))``, where ``key``
+    names the values (equal keys, equal values while the message is not edited), and
+    ``index`` is :is's keys (folded as the values) when it is one."""
+
+    key: tuple[object, ...]
+    values: Values
+    pred: Pred
+    index: frozenset[str] | None = None
+
+    def check(self) -> Check:
+        values, pred = self.values, self.pred
+        return lambda it: pred(values(it))
+
+
+def _compile_block(commands: list[Command], variables: bool) -> Step:
+    steps: list[Step] = []
+    rules: list[tuple[_Keyed, Step, int]] = []  # consecutive rules on the same values
+
+    def flush() -> None:
+        if len(rules) == 1:
+            keyed, body, line = rules[0]
+            steps.append(_chain([(keyed.check(), body, line)]))
+        elif rules:
+            steps.append(_group(list(rules)))
+        rules.clear()
+
+    i = 0
+    while i < len(commands):
+        cmd = commands[i]
+        i += 1
+        if cmd.name == "require":
+            continue
+        if cmd.name != "if":
+            flush()
+            steps.append(_compile_command(cmd))
+            continue
+        arms = [_arm(cmd, variables)]
+        while i < len(commands) and commands[i].name in ("elsif", "else"):
+            arms.append(_arm(commands[i], variables))
+            i += 1
+        test = arms[0][0]
+        if len(arms) == 1 and isinstance(test, _Keyed):
+            if rules and rules[0][0].key != test.key:
+                flush()
+            rules.append((test, arms[0][1], arms[0][2]))
+            continue
+        flush()
+        steps.append(_chain([(_check(t), body, line) for t, body, line in arms]))
+    flush()
+    if len(steps) == 1:
+        return steps[0]
+    run = tuple(steps)
+
+    def block(it: Interpreter) -> None:
+        for step in run:
+            step(it)
+    return block
+
+
+def _arm(cmd: Command, variables: bool) -> tuple[_Keyed | Check | None, Step, int]:
+    body = _compile_block(cmd.block or [], variables)
+    if cmd.name == "else":
+        return None, body, cmd.line
+    test = cmd.tests[0]
+    return _keyed(test, variables) or _compile_test(test, variables), body, cmd.line
+
+
+def _check(test: _Keyed | Check | None) -> Check | None:
+    return test.check() if isinstance(test, _Keyed) else test
+
+
+def _chain(arms: list[tuple[Check | None, Step, int]]) -> Step:
+    """if/elsif/else: the first arm whose test holds runs (the run's time limit is
+    checked before each of these tests)."""
+    if len(arms) == 1:
+        check, body, line = arms[0]
+        assert check is not None
+
+        def if_(it: Interpreter) -> None:
+            if time.monotonic() > it.deadline:
+                it._over_time(line)
+            if check(it):
+                body(it)
+        return if_
+
+    def chain(it: Interpreter) -> None:
+        for test, run, at in arms:
+            if test is not None:
+                if time.monotonic() > it.deadline:
+                    it._over_time(at)
+                if not test(it):
+                    continue
+            run(it)
+            return
+    return chain
+
+
+def _group(rules: list[tuple[_Keyed, Step, int]]) -> Step:
+    """Consecutive ``if`` rules (no elsif/else) whose tests look at the same values: the
+    values once, none -> no rule holds (every test here is "some value matches"); the
+    first rule that holds runs, then the rules after it one by one (its block may have
+    edited the message)."""
+    values = rules[0][0].values
+    line = rules[0][2]
+    singles = [_chain([(keyed.check(), body, at)]) for keyed, body, at in rules]
+    first: dict[str, int] | None = None
+    if all(keyed.index is not None for keyed, _, _ in rules):
+        first = {}  # :is keys: the first rule each value makes true
+        for n, (keyed, _, _) in enumerate(rules):
+            for k in keyed.index or ():
+                first.setdefault(k, n)
+    preds = [(keyed.pred, at) for keyed, _, at in rules]
+
+    def group(it: Interpreter) -> None:
+        if time.monotonic() > it.deadline:
+            it._over_time(line)
+        got = values(it)
+        if not got:
+            return
+        if first is not None:
+            hits = [first[v] for v in got if v in first]
+            if not hits:
+                return
+            n = min(hits)
+        else:
+            for n, (pred, at) in enumerate(preds):
+                if n and time.monotonic() > it.deadline:
+                    it._over_time(at)
+                if pred(got):
+                    break
+            else:
+                return
+        rules[n][1](it)
+        for single in singles[n + 1:]:
+            single(it)
+    return group
+
+
+def _compile_command(cmd: Command) -> Step:
+    if cmd.name == "stop":
+        def stop(it: Interpreter) -> None:
+            raise _Stop
+        return stop
+    return lambda it: it._command(cmd)
+
+
+def _compile_test(test: Test, variables: bool) -> Check:
     name = test.name
-    if name not in ("header", "address", "envelope", "exists", "body"):
+    if name in ("true", "false"):
+        value = name == "true"
+        return lambda it: value
+    if name == "not":
+        inner = _compile_test(test.tests[0], variables)
+        return lambda it: not inner(it)
+    if name in ("allof", "anyof"):
+        parts = tuple(_compile_test(t, variables) for t in test.tests)
+        if name == "allof":
+            return lambda it: all(part(it) for part in parts)
+        return lambda it: any(part(it) for part in parts)
+    keyed = _keyed(test, variables)
+    if keyed is not None:
+        return keyed.check()
+    fast = _fast_test(test, variables)
+    if fast is not None:
+        return fast
+    return lambda it: it._test(test)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _constant(test: Test, variables: bool) -> tuple[dict[str, object], list[object]] | None:
+    """The arguments of a header, address, envelope, exists, body or size test without
+    :mime or :index whose strings need no expansion; None for other tests."""
+    if test.name not in ("header", "address", "envelope", "exists", "body", "size"):
         return None
     tags, pos = strings_of(test)
-    match = _Match.of(tags)
-    if match.kind not in ("is", "contains") or match.comparator not in (
-            "i;octet", "i;ascii-casemap"):
+    if "mime" in tags or "index" in tags:
         return None
-    if "index" in tags or "mime" in tags or (name == "body" and (
-            "raw" in tags or "content" in tags)):
+    if variables and test.name != "size":
+        strings = _strings(pos[0]) + (_strings(pos[1]) if len(pos) > 1 else [])
+        if "content" in tags:
+            strings += _strings(tags["content"])
+        if any("${" in s for s in strings):
+            return None  # expanded at run time
+    return tags, pos
+
+
+def _fast_test(test: Test, variables: bool) -> Check | None:
+    """exists, size, and the tests ``_keyed`` leaves to ``Interpreter._match`` (other
+    comparators, :count, :value, :list, match variables) with their values ready."""
+    args = _constant(test, variables)
+    if args is None:
         return None
-    fold = match.comparator == "i;ascii-casemap"
-    names = [str(n) for n in pos[0]] if isinstance(pos[0], list) else [str(pos[0])]
+    tags, pos = args
+    name = test.name
+    if name == "size":
+        limit = int(str(pos[0]))
+        if "over" in tags:
+            return lambda it: it.msg.size > limit
+        return lambda it: it.msg.size < limit
+    names = [n.lower() for n in _strings(pos[0])]
     if name == "exists":
+        if len(names) == 1:
+            only = names[0]
+            return lambda it: bool(it.msg.headers(only))
         return lambda it: all(it.msg.headers(h) for h in names)
-    raw_keys = pos[-1]
-    keys = [str(k) for k in raw_keys] if isinstance(raw_keys, list) else [str(raw_keys)]
-    folded = frozenset(_casemap(k) for k in keys) if fold else frozenset(keys)
-    contains = match.kind == "contains"
+    match, keys = _Match.of(tags), _strings(pos[-1])
+    set_vars = variables and name != "body"  # RFC 5173 §6: body sets no match variables
+    _, values = _values(name, tags, names, False)
+    return lambda it: it._match(values(it), keys, match, set_vars)
 
-    def hit(values: Iterable[str]) -> bool:
-        for v in values:
-            if fold:
-                v = v.translate(_ASCII_LOWER)
-            if contains:
-                for k in folded:
-                    if k in v:
-                        return True
-            elif v in folded:
-                return True
-        return False
 
-    if name == "header":
-        return lambda it: any(hit(it.msg.headers(h)) for h in names)
+def _keyed(test: Test, variables: bool) -> _Keyed | None:
+    """header, address, envelope and body with a match ``_predicate`` decides."""
+    if test.name not in ("header", "address", "envelope", "body"):
+        return None
+    args = _constant(test, variables)
+    if args is None:
+        return None
+    tags, pos = args
+    match = _Match.of(tags)
+    set_vars = variables and test.name != "body"  # RFC 5173 §6
+    predicate = _predicate(match, _strings(pos[-1]), set_vars)
+    if predicate is None:
+        return None
+    fold, pred, index = predicate
+    key, values = _values(test.name, tags, [n.lower() for n in _strings(pos[0])], fold)
+    return _Keyed(key, values, pred, index)
+
+
+def _values(name: str, tags: dict[str, object], names: list[str], fold: bool
+            ) -> tuple[tuple[object, ...], Values]:
+    """(a key naming the values a test looks at, what fetches them): kept with the
+    message (``memo``, ``body_memo``) on first use, the envelope's computed."""
+    if name == "envelope":
+        return ("envelope", tuple(names), _part(tags), fold), _envelope_values(
+            names, _part(tags), fold)
+    key: tuple[object, ...]
     if name == "body":
-        return lambda it: hit(it.msg.body_parts(("text",), as_text=True))
-    part = _part(tags)
-    if name == "address":
-        def address(it: Interpreter) -> bool:
-            return any(hit(p for p in (it._address_part(a, part)
-                                       for a in it.msg.addresses(h)) if p is not None)
-                       for h in names)
-        return address
+        kind: object = "raw" if "raw" in tags else tuple(_strings(tags["content"])) if (
+            "content" in tags) else "text"
+        key = ("body", kind, fold)
+    elif name == "header":
+        key = ("header", tuple(names), fold)
+    else:
+        key = ("address", tuple(names), _part(tags), fold)
+    fill = _filler(key)
+    if name == "body":
+        def body(it: Interpreter) -> list[str]:
+            got = it.msg.body_memo.get(key)
+            return got if got is not None else fill(it, key)
+        return key, body
+    if key[0] == "address" and key[2] in ("user", "detail"):
+        def subaddress(it: Interpreter) -> list[str]:
+            # the separator is the context's (it may change between runs)
+            memo_key = (*key, it.ctx.subaddress_separator)
+            got = it.msg.memo.get(memo_key)
+            return got if got is not None else fill(it, memo_key)
+        return key, subaddress
 
-    def envelope(it: Interpreter) -> bool:
+    def header(it: Interpreter) -> list[str]:
+        got = it.msg.memo.get(key)
+        return got if got is not None else fill(it, key)
+    return key, header
+
+
+def _filler(key: tuple[object, ...]) -> Callable[[Interpreter, tuple[object, ...]], list[str]]:
+    """What computes the values of a key (see ``_values``) and keeps them, by
+    ``memo_key``."""
+    kind, fold = key[0], key[-1]
+
+    def fill(it: Interpreter, memo_key: tuple[object, ...]) -> list[str]:
+        msg = it.msg
+        values: list[str]
+        if kind == "body":
+            what = key[1]
+            if what == "raw":
+                values = [msg.raw_body.decode("utf-8", "replace")] if msg.raw_body else []
+            elif what == "text":
+                values = msg.body_parts(("text",), as_text=True)
+            else:
+                assert isinstance(what, tuple)
+                values = msg.body_parts(what)
+        elif kind == "header":
+            names = key[1]
+            assert isinstance(names, tuple)
+            values = [v for n in names for v in msg.headers(n)]
+        else:
+            names, part = key[1], key[2]
+            assert isinstance(names, tuple) and isinstance(part, str)
+            sep = it.ctx.subaddress_separator
+            values = [p for n in names for a in msg.addresses(n)
+                      if (p := _address_part(a, part, sep)) is not None]
+        if fold:
+            values = [v.translate(_ASCII_LOWER) for v in values]
+        (msg.body_memo if kind == "body" else msg.memo)[memo_key] = values
+        return values
+    return fill
+
+
+def _envelope_values(names: list[str], part: str, fold: bool) -> Values:
+    def values(it: Interpreter) -> list[str]:
         env = it.env
-        values = []
+        out = []
         for which in names:
-            addr = {"from": env.sender, "to": env.recipient, "auth": env.auth}.get(
-                which.lower())
+            addr = (env.sender if which == "from" else env.recipient if which == "to"
+                    else env.auth if which == "auth" else None)
             if addr is None:
                 continue
-            p = "" if addr == "" and part != "detail" else it._address_part(addr, part)
+            p = "" if addr == "" and part != "detail" else _address_part(
+                addr, part, it.ctx.subaddress_separator)
             if p is not None:
-                values.append(p)
-        return hit(values)
-    return envelope
+                out.append(p.translate(_ASCII_LOWER) if fold else p)
+        return out
+    return values
+
+
+def _predicate(match: _Match, keys: list[str], set_vars: bool
+               ) -> tuple[bool, Pred, frozenset[str] | None] | None:
+    """(whether the values come folded to lower case, a function of the values, the
+    folded keys of :is): the match types of RFC 5228 §2.7 on i;octet and i;ascii-casemap
+    without match variables (:is and :contains never set them); None: the others, which
+    ``Interpreter._match`` decides."""
+    kind = match.kind
+    if match.comparator not in ("i;octet", "i;ascii-casemap") or not (
+            kind in ("is", "contains") or (kind in ("matches", "regex") and not set_vars)):
+        return None
+    fold = match.comparator == "i;ascii-casemap"
+    if kind == "regex":
+        try:
+            patterns = [_regex(k, fold).search for k in keys]
+        except re.error:  # reported at run time (``_match``): the test is false
+            return None
+        return False, lambda values: _any_hit(patterns, values), None
+    folded = [_casemap(k) if fold else k for k in keys]
+    if kind == "is":
+        wanted = frozenset(folded)
+        return fold, lambda values: not wanted.isdisjoint(values), wanted
+    if kind == "contains":
+        if len(folded) == 1:
+            only = folded[0]
+
+            def contains(values: list[str]) -> bool:
+                for v in values:  # noqa: SIM110 - a loop: no generator per test
+                    if only in v:
+                        return True
+                return False
+            return fold, contains, None
+        either = re.compile("|".join(re.escape(k) for k in folded)).search
+        return fold, lambda values: _any_hit([either], values), None
+    checks = [_wildcard_check(k, f, fold) for k, f in zip(keys, folded, strict=True)]
+    return fold, lambda values: _any_hit(checks, values), None
+
+
+def _any_hit(checks: Sequence[Callable[[str], object]], values: list[str]) -> bool:
+    for v in values:
+        for check in checks:
+            if check(v):
+                return True
+    return False
+
+
+def _wildcard_check(key: str, folded: str, fold: bool) -> Callable[[str], bool]:
+    """One :matches key on a (folded) value: a key with * at its ends only is a plain
+    string test; else its regular expression (``_wildcard``), which matches a value
+    folded the same way (it folds A-Z only, as i;ascii-casemap does)."""
+    inner = folded.strip("*")
+    if not any(c in inner for c in "*?\\"):
+        starts, ends = folded.startswith("*"), folded.endswith("*")
+        if not inner and (starts or ends):
+            return lambda v: True
+        if starts and ends:
+            return lambda v: inner in v
+        if starts:
+            return lambda v: v.endswith(inner)
+        if ends:
+            return lambda v: v.startswith(inner)
+        return lambda v: v == inner
+    pattern = _wildcard(key, fold)
+    return lambda v: pattern.match(v) is not None
+
+
+def _address_part(address: str, part: str, sep: str) -> str | None:
+    if part == "all":
+        return address
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if part == "localpart":
+        return local
+    if part == "domain":
+        return domain
+    user, found, detail = local.partition(sep)
+    if part == "user":
+        return user
+    return detail if found else None  # :detail without a separator fails (RFC 5233)
 
 
 def _as_bytes(message: email.message.Message) -> bytes:

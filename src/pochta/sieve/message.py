@@ -16,16 +16,74 @@ from email.utils import getaddresses
 from pochta.mail.headers import split_body
 
 _FIELD_NAME = re.compile(rb"[!-9;-~]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a line end before white space: folding
+_LINE_END = re.compile(r"\n(?![ \t])")  # a field's end (its CR taken off after)
+_CHARSET = re.compile(r'charset\s*=\s*"?([^";\s]+)')
+
+
+def _field_lines(text: str) -> list[str]:
+    """The header's fields, each with its continuation lines: the text split at the line
+    ends not followed by white space (\\r?\\n(?![ \\t]); a pattern starting with \\r?
+    is tried at every character, one starting with \\n is searched for)."""
+    pieces = _LINE_END.split(text)
+    return [p[:-1] if p[-1:] == "\r" else p for p in pieces[:-1]] + pieces[-1:]
 
 
 def _decode_value(raw: str) -> str:
-    value = re.sub(r"\r?\n(?=[ \t])", "", raw).strip()
+    value = (_FOLD.sub("", raw) if "\n" in raw else raw).strip()
     if "=?" in value:
         try:
             return str(make_header(decode_header(value)))
         except (ValueError, LookupError, UnicodeError):
             return value
     return value
+
+
+# RFC 5322 §3.4 mailboxes simple enough that email.utils.getaddresses is not needed:
+# "a@b", "<a@b>", "Display Name <a@b>" with dot-atom local part and domain, a display
+# name without specials (no quotes, comments, groups, commas); getaddresses gives the
+# same address for them (tests/sieve/test_interpreter.py compares both)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_SIMPLE_ADDRESS = re.compile(
+    rf"[ \t]*(?:({_DOT_ATOM}@{_DOT_ATOM})|"
+    rf"(?:[A-Za-z0-9][A-Za-z0-9 \t_'-]*)?<({_DOT_ATOM}@{_DOT_ATOM})>)[ \t]*\Z")
+
+
+def header_addresses(value: str) -> list[str]:
+    """The addresses of one field value (RFC 5228 §5.1: groups give their members)."""
+    m = _SIMPLE_ADDRESS.match(value)
+    if m is not None:
+        return [m.group(1) or m.group(2)]
+    return [addr for _, addr in getaddresses([value])]
+
+
+class _Header:
+    """What is derived from the header fields: built lazily, shared by the forks of a
+    message (every recipient's run) until one of them edits the header."""
+
+    __slots__ = ("addresses", "decoded", "fields", "memo", "raw")
+
+    def __init__(self, fields: list[tuple[str, str, str]] | None) -> None:
+        self.fields = fields  # (lower name, name, raw value), None until parsed
+        self.raw: dict[str, list[str]] | None = None  # lower name -> raw values
+        self.decoded: dict[str, list[str]] = {}  # lower name -> decoded values
+        self.addresses: dict[str, list[str]] = {}
+        # the evaluator's derived values (folded, address parts), by its own keys
+        self.memo: dict[object, list[str]] = {}
+
+
+class _Body:
+    """The body as tests see it, shared by every fork (header edits leave it alone, as
+    the parsed message is the one received)."""
+
+    __slots__ = ("memo", "parsed", "parts", "texts")
+
+    def __init__(self) -> None:
+        self.parsed: Message | None = None
+        self.parts: list[MimePart] | None = None
+        self.texts: dict[tuple[bool, tuple[str, ...]], list[str]] = {}
+        self.memo: dict[object, list[str]] = {}  # the evaluator's (folded texts)
 
 
 class SieveMessage:
@@ -35,25 +93,21 @@ class SieveMessage:
         self.data = data
         self._head, self._body = split_body(data)
         self._size = len(data)
-        self._fields: list[tuple[str, str, str]] | None = None  # (lower name, name, raw)
-        self._by_name: dict[str, list[str]] | None = None
-        self._addresses: dict[str, list[str]] = {}
-        self._parsed: Message | None = None
-        self._bodies: dict[tuple[bool, tuple[str, ...]], list[str]] = {}
-        self._parts: list[MimePart] | None = None
+        self._h = _Header(None)
+        self._b = _Body()
+        # the evaluator's values derived from the header (until an edit) and the body
+        self.memo = self._h.memo
+        self.body_memo = self._b.memo
         self.edited = False
 
     def fork(self) -> SieveMessage:
-        """A view for one run: shares what was parsed, edits stay its own."""
+        """A view for one run: shares what was parsed (and what is parsed later, until
+        it edits), edits stay its own."""
         other = SieveMessage.__new__(SieveMessage)
         other.data, other._head, other._body, other._size = (
             self.data, self._head, self._body, self._size)
-        other._fields = self.fields
-        other._by_name = self._by_name
-        other._addresses = self._addresses
-        other._parsed = self._parsed
-        other._bodies = self._bodies
-        other._parts = self._parts
+        other._h, other.memo = self._h, self.memo
+        other._b, other.body_memo = self._b, self.body_memo
         other.edited = False
         return other
 
@@ -65,9 +119,9 @@ class SieveMessage:
 
     def mime_parts(self) -> list[MimePart]:
         """The MIME tree, depth first, the message itself first (RFC 5703 §3)."""
-        if self._parts is None:
-            self._parts = mime_parts(self._message())
-        return self._parts
+        if self._b.parts is None:
+            self._b.parts = mime_parts(self._message())
+        return self._b.parts
 
     def parsed(self) -> Message:
         return self._message()
@@ -82,36 +136,49 @@ class SieveMessage:
 
     @property
     def fields(self) -> list[tuple[str, str, str]]:
-        if self._fields is None:
-            out: list[tuple[str, str, str]] = []
-            text = self._head.decode("utf-8", "replace")
-            for line in re.split(r"\r?\n(?![ \t])", text):
+        fields = self._h.fields
+        if fields is None:
+            fields = []
+            for line in _field_lines(self._head.decode("utf-8", "replace")):
                 if not line:
                     continue
                 name, colon, value = line.partition(":")
                 if not colon or not name or name != name.rstrip():
                     continue
-                out.append((name.lower(), name, value))
-            self._fields = out
-        return self._fields
+                fields.append((name.lower(), name, value))
+            self._h.fields = fields
+        return fields
 
     def headers(self, name: str) -> list[str]:
-        """Decoded values of every field called ``name`` (case-insensitive), in order."""
-        if self._by_name is None:
-            by: dict[str, list[str]] = {}
-            for lower, _, raw in self.fields:
-                by.setdefault(lower, []).append(_decode_value(raw))
-            self._by_name = by
-        return self._by_name.get(name.lower(), [])
+        """Decoded values of every field called ``name`` (case-insensitive), in order;
+        each name is decoded on first use only."""
+        h = self._h
+        values = h.decoded.get(name)
+        if values is not None:
+            return values
+        lower = name.lower()
+        values = h.decoded.get(lower)
+        if values is None:
+            raw = h.raw
+            if raw is None:
+                raw = {}
+                for field_name, _, value in self.fields:
+                    raw.setdefault(field_name, []).append(value)
+                h.raw = raw
+            values = [_decode_value(v) for v in raw.get(lower, ())]
+            h.decoded[lower] = values
+        h.decoded[name] = values
+        return values
 
     def addresses(self, name: str) -> list[str]:
         """Addresses of the field's values (RFC 5228 §5.1: groups give their members)."""
         key = name.lower()
-        cached = self._addresses.get(key)
+        cached = self._h.addresses.get(key)
         if cached is None:
-            cached = [addr for value in self.headers(name) for _, addr in getaddresses([value])]
-            self._addresses[key] = cached
+            cached = [addr for value in self.headers(key) for addr in header_addresses(value)]
+            self._h.addresses[key] = cached
         return cached
+
 
     # --- editheader (RFC 5293) -----------------------------------------------------------
 
@@ -141,9 +208,8 @@ class SieveMessage:
         self._set_fields(fields)
 
     def _set_fields(self, fields: list[tuple[str, str, str]]) -> None:
-        self._fields = fields
-        self._by_name = None
-        self._addresses = {}
+        self._h = _Header(fields)  # the other forks keep the header they saw
+        self.memo = self._h.memo
         self.edited = True
 
     def render(self) -> bytes:
@@ -169,30 +235,30 @@ class SieveMessage:
         cte = self.headers("content-transfer-encoding")
         if cte and cte[0].strip().lower() not in ("7bit", "8bit", "binary"):
             return None
-        m = re.search(r'charset\s*=\s*"?([^";\s]+)', ctype)
+        m = _CHARSET.search(ctype)
         try:
             return self._body.decode(m.group(1) if m else "utf-8", "replace")
         except LookupError:
             return self._body.decode("utf-8", "replace")
 
     def _message(self) -> Message:
-        if self._parsed is None:
-            self._parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
-        return self._parsed
+        if self._b.parsed is None:
+            self._b.parsed = email.message_from_bytes(self.data, policy=email.policy.compat32)
+        return self._b.parsed
 
     def body_parts(self, content_types: tuple[str, ...], as_text: bool = False) -> list[str]:
         """Decoded text of the parts whose type matches ("" matches every type, "type"
         matches "type/*", "type/sub" exactly). ``as_text`` is body :text (RFC 5173 §5.3:
         the text parts with HTML tags dropped); :content gives parts as they are (§5.2)."""
         key = (as_text, content_types)
-        cached = self._bodies.get(key)
+        cached = self._b.texts.get(key)
         if cached is not None:
             return cached
         if not self._body.strip():
             return []  # no body: nothing to match, not even "" (RFC 5173 §5)
         simple = self._simple_text()
         if simple is not None and any(t in ("", "text", "text/plain") for t in content_types):
-            self._bodies[key] = [simple]
+            self._b.texts[key] = [simple]
             return [simple]
         out: list[str] = []
         msg = self._message()
@@ -222,7 +288,7 @@ class SieveMessage:
             if ctype == "text/html" and as_text:
                 text = re.sub(r"<[^>]*>", " ", text)
             out.append(text)
-        self._bodies[key] = out
+        self._b.texts[key] = out
         return out
 
 

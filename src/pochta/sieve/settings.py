@@ -87,7 +87,7 @@ class SieveConfig:
         "everyone, ADDRESS/NAME.txt for one account; one address or @domain a line"))
 
     max_cpu_seconds: float = field(default=5.0, metadata=_doc(
-        "longest run of one script on one message (checked before each test); longer is "
+        "longest run of one script on one message (checked before each rule's test); longer is "
         "an error and the message is kept in INBOX"))
     max_variable_size: int = field(default=4096, metadata=_doc(
         "bytes of one Sieve variable's value (RFC 5229 §4); a longer value is cut at a "

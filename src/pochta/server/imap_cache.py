@@ -143,7 +143,7 @@ class ColumnCache:
         # REFERENCES' step 1 over the rows of some view: (its UIDs, the links)
         self.links: dict[tuple[int, int], tuple[list[int], ThreadLinks]] = {}
         # what the mailbox's snapshot in the store covers: (its highest UID, its rows)
-        self.snapshots: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
+        self.snapshots: OrderedDict[tuple[int, int], tuple[int, int, bool]] = OrderedDict()
 
     def keyed_upto(self, box: MailboxInfo) -> int:
         """A UID up to which every message of the mailbox has its sort keys kept (0:
@@ -158,14 +158,15 @@ class ColumnCache:
         while len(self.keyed) > self.marks:
             self.keyed.popitem(last=False)
 
-    def snapshot(self, box: MailboxInfo) -> tuple[int, int] | None:
-        """(highest UID, rows) of the THREAD snapshot this process last read or wrote for
-        the mailbox; None: unknown (none read or written since the start)."""
+    def snapshot(self, box: MailboxInfo) -> tuple[int, int, bool] | None:
+        """(highest UID, rows, whether it holds the links) of the THREAD snapshot this
+        process last read or wrote for the mailbox; None: unknown (none read or written
+        since the start)."""
         return self.snapshots.get((box.id, box.uidvalidity))
 
-    def set_snapshot(self, box: MailboxInfo, upto: int, rows: int) -> None:
+    def set_snapshot(self, box: MailboxInfo, upto: int, rows: int, links: bool) -> None:
         key = (box.id, box.uidvalidity)
-        self.snapshots[key] = (upto, rows)
+        self.snapshots[key] = (upto, rows, links)
         self.snapshots.move_to_end(key)
         while len(self.snapshots) > self.marks:
             self.snapshots.popitem(last=False)

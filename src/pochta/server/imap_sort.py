@@ -337,7 +337,9 @@ async def _thread_all(s: ImapSession, algorithm: str, uid: bool) -> bytes | None
               else _references(s, m, view, before))
     snapshot = imap_thread_snapshot
     if (len(view) >= snapshot.MIN_ROWS
-            and snapshot.behind(cache, sel.info, view) >= snapshot.EVERY):
+            and snapshot.behind(cache, sel.info, view,
+                                cache.thread_links(sel.info, view) is not None)
+            >= snapshot.EVERY):
         links = cache.thread_links(sel.info, view)
         with collector_paused():
             if links is not None and links.rows != len(view):

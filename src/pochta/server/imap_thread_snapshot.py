@@ -124,17 +124,20 @@ async def load(store: MailStore, box: MailboxInfo, cache: ColumnCache
     if got is None or (got[0].uids and got[0].uids[-1] != snap.uid_upto):
         log.warning("ignoring the THREAD snapshot of mailbox %d", box.id)
         return None
-    cache.set_snapshot(box, snap.uid_upto, len(got[0].uids))
+    cache.set_snapshot(box, snap.uid_upto, len(got[0].uids), got[1] is not None)
     return got
 
 
-def behind(cache: ColumnCache, box: MailboxInfo, view: list[int]) -> int:
+def behind(cache: ColumnCache, box: MailboxInfo, view: list[int],
+           links: bool = False) -> int:
     """How many rows of the view the kept snapshot lacks or has too many (expunged
-    since); a large number when none is known to be kept."""
+    since); a large number when none is known to be kept, or when ``links`` (this
+    process has the view's links) and the kept one has none: an ORDEREDSUBJECT wrote it
+    first, and without them the first REFERENCES after a restart links every message."""
     kept = cache.snapshot(box)
-    if kept is None:
+    if kept is None or (links and not kept[2]):
         return 1 << 30
-    upto, rows = kept
+    upto, rows, _ = kept
     covered = bisect.bisect_right(view, upto)
     return len(view) - covered + max(0, rows - covered)
 
@@ -153,4 +156,4 @@ async def save(store: MailStore, box: MailboxInfo, cache: ColumnCache, cols: Thr
     except StoreError as exc:  # a full disk: the snapshot is only a cache
         log.warning("cannot keep the THREAD snapshot: %s", exc)
         return
-    cache.set_snapshot(box, cols.uids[-1], len(cols.uids))
+    cache.set_snapshot(box, cols.uids[-1], len(cols.uids), links is not None)

@@ -20,6 +20,7 @@ from pochta.mail.model import MessageMeta, SortKeys
 from pochta.proto.imap import bodystructure as bs
 from pochta.proto.imap.parser import ParseError, Reader
 from pochta.proto.imap.search import SearchProgram, parse_partial, parse_search
+from pochta.proto.imap.sortorder import value as criterion_value
 
 SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
              "DISPLAYTO"}
@@ -213,26 +214,7 @@ class SortItem:
     keys: SortKeys
 
     def key(self, name: str) -> object:
-        k = self.keys
-        if name == "DATE":
-            return k.date if k.date is not None else self.meta.internaldate
-        if name == "ARRIVAL":
-            return self.meta.internaldate
-        if name == "SIZE":
-            return self.meta.size
-        if name == "SUBJECT":
-            return k.subject
-        if name == "FROM":
-            return k.from_
-        if name == "TO":
-            return k.to
-        if name == "CC":
-            return k.cc
-        if name == "DISPLAYFROM":
-            return k.display_from
-        if name == "DISPLAYTO":
-            return k.display_to
-        raise AssertionError(name)
+        return criterion_value(name, self.meta, self.keys)
 
 
 class _Desc:

@@ -442,9 +442,11 @@ def test_expunges_taken_out_answer_as_a_full_pass(seed: int, monkeypatch: Any) -
 
 
 def test_expunge_rule() -> None:
-    """Which expunges are taken out: a reply naming one message is; a message that
-    another names, one naming several, or one whose Message-ID another row carries, is
-    not. A dummy only the expunged reply named goes with it."""
+    """Which expunges are taken out: a reply naming one message is, and so is a
+    thread's first message (naming none) that others name first in their References
+    (it becomes a dummy); a reply that another names, one naming several, one whose
+    Message-ID another row carries, or a first message named after another reference
+    is not. A dummy only the expunged reply named goes with it."""
     def box(mids: list[str], refs: list[str]) -> ThreadInput:
         n = len(mids)
         return ThreadInput(list(range(1, n + 1)), [float(i) for i in range(n)], ["S"] * n,
@@ -452,7 +454,12 @@ def test_expunge_rule() -> None:
 
     for mids, refs, gone, ok in (
             (["<a>", "<b>"], ["", "<a>"], 1, True),
-            (["<a>", "<b>"], ["", "<a>"], 0, False),  # <b> names it
+            (["<a>", "<b>"], ["", "<a>"], 0, True),  # a first message: <a> a dummy
+            (["<a>", "<b>", "<c>"], ["", "<a>", "<a> <b>"], 0, True),
+            (["<a>", "<b>", "<c>"], ["<zz>", "<a>", "<a>"], 0, False),  # names <zz>
+            (["<a>", "<b>", "<c>"], ["", "<a>", "<zz> <a>"], 0, False),  # after <zz>
+            (["<a>", "<b>", "<a>"], ["", "<a>", ""], 0, False),  # its twin would fill it
+            (["<a>", "<b>", "<c>"], ["", "<a>", "<b>"], 1, False),  # a reply <c> names
             (["<a>", "<b>", "<c>"], ["", "<a>", "<zz> <a>"], 2, False),  # several
             (["<a>", "<b>", "<b>"], ["", "<a>", "<a>"], 1, False),  # its twin would own <b>
             (["<a>", "<b>", "<b>"], ["", "<a>", "<a>"], 2, True),  # the twin itself

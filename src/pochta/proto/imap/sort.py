@@ -675,11 +675,16 @@ class ThreadLinks:
         for k, row in enumerate(gone):
             mid, names = mids[k], set(refs[k].split())
             c = item.index(row)
-            if kids[c] or len(names) > 1 or mid in names:
-                return False
             rest = [x for j, x in enumerate(mids) if j != k]
             rest_refs = [x for j, x in enumerate(refs) if j != k]
             owner = bool(mid) and (c not in self.extra)
+            if not names and owner and (kids[c] or mid in others
+                                        or any(mid in x for x in rest_refs)):
+                if not self._unfill(c, mid, others, carried, rest, rest_refs):
+                    return False
+                continue
+            if kids[c] or len(names) > 1 or mid in names:
+                return False
             ids = self._lookups([mid, *names])
             if owner and (ids.get(mid) != c or mid in others or carried.count(mid) or mid in rest
                           or any(mid in x for x in rest_refs)):
@@ -719,6 +724,26 @@ class ThreadLinks:
             self.item = [i - bisect.bisect(gone, i) for i in item]
             self.order = [i - bisect.bisect(gone, i) for i in order]
         self.rows = n - len(gone)
+        return True
+
+    def _unfill(self, c: int, mid: str, others: str, carried: Sequence[str],
+                rest: Sequence[str], rest_refs: Sequence[str]) -> bool:
+        """Take out a row X that names no other message (a thread's first message)
+        but whose container C others name or hang under. Without X, C is the dummy the
+        first row naming X makes; X's visit only filled it (A) and cleared its parent
+        (C, with no reference to put it under). When no other row carries X's
+        Message-ID (it would fill C instead) and none names X after another reference
+        (the only way a visit gives C a parent: (B)), C has no parent at any time of
+        either pass, every later visit sees the same containers, and the links of a
+        full pass over the other rows are these with C emptied (a dummy, sorted by its
+        earliest child in step 4: RFC 5256 §2.5 (2)-(4))."""
+        named = " " + mid  # after another reference (References are joined by spaces)
+        ids = self._lookups([mid])
+        if (ids.get(mid) != c or self.parent[c] >= 0 or named in others
+                or carried.count(mid) or mid in rest or any(named in x for x in rest_refs)):
+            return False
+        self.item[c], self.ckey[c] = -1, -1
+        self._lookups_done(ids)
         return True
 
     def _unname(self, c: int, name: str) -> None:

@@ -101,12 +101,13 @@ def decode(data: bytes) -> SortOrder | None:
         for a in (order, nums, ascending):
             a.byteswap()
     covers = ascending.tolist()
-    # (cheap checks that the three agree: sizes, sums, ends, distinct UIDs ascending,
-    # and every 97th number naming its UID)
+    # (the CRC finds damage; cheap checks that the three agree: sizes, the UIDs' sums,
+    # distinct UIDs ascending, and every 97th number naming its UID. Each pass over an
+    # array costs 1.5-2 ms for 100,000: no more of them on this first SORT's path)
     if (len(covers) != n or not covers or covers[0] < 1 or sum(order) != sum(covers)
-            or max(order) != covers[-1] or not all(map(operator.lt, covers, covers[1:]))
-            or sum(nums) != n * (n + 1) // 2 or max(nums) != n or min(nums) != 1
-            or any(covers[nums[i] - 1] != order[i] for i in range(0, n, 97))):
+            or not all(map(operator.lt, covers, covers[1:]))
+            or any(not 0 < nums[i] <= n or covers[nums[i] - 1] != order[i]
+                   for i in range(0, n, 97))):
         return None
     return SortOrder(order, covers[-1], covers, nums)
 

@@ -50,7 +50,14 @@ from .spam.cli import INIT_SUGGESTIONS, register_user_release
 from .spam.cli import register as register_spam
 from .storage.cli import register as register_storage
 from .storage.interfaces import MailStore, StoreError
-from .storage.public import is_public_owner
+from .storage.public import (
+    CLI_FOLDER_TARGET,
+    AmbiguousFolder,
+    folder_target,
+    is_public_owner,
+    public_folder,
+    shown_target,
+)
 from .tlsutil import generate_self_signed
 from .transfer.cli import register as register_transfer
 from .transport_security.cli import register as register_transport_security
@@ -448,16 +455,31 @@ async def cmd_alias_add(args: argparse.Namespace, config: Config, store: MailSto
         raise CLIError(f"{domain!r} is not a domain name")
     if not await store.has_domain(domain):
         raise CLIError(f"{domain} is not a local domain")
-    targets = [normalize_address(t) for t in args.targets]
+    targets = [await _alias_target(store, t) for t in args.targets]
     await store.add_alias(source, targets)
-    print(f"{source} -> {', '.join(targets)}")
+    print(f"{source} -> {', '.join(map(shown_target, targets))}")
     return 0
+
+
+async def _alias_target(store: MailStore, target: str) -> str:
+    """An address, or ``public:NAME``: the public folder NAME (storage/public.py)."""
+    if not target.lower().startswith(CLI_FOLDER_TARGET):
+        return normalize_address(target)
+    name = target[len(CLI_FOLDER_TARGET):]
+    try:
+        box = await public_folder(store, name)
+    except AmbiguousFolder:
+        raise CLIError(f"several public folders are called {name!r} (in some case): "
+                       "rename one") from None
+    if box is None:
+        raise CLIError(f"no public folder {name!r} (pochta acl create-public)")
+    return folder_target(box.name)
 
 
 @with_store
 async def cmd_alias_list(args: argparse.Namespace, config: Config, store: MailStore) -> int:
     for alias in await store.list_aliases(args.domain):
-        print(f"{alias.source} -> {', '.join(alias.targets)}")
+        print(f"{alias.source} -> {', '.join(map(shown_target, alias.targets))}")
     return 0
 
 
@@ -545,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True)
     p = als.add_parser("add", help="SOURCE (user@domain or @domain) -> TARGET...")
     p.add_argument("source")
-    p.add_argument("targets", nargs="+")
+    p.add_argument("targets", nargs="+",
+                   help="addresses, or public:NAME for a public folder (it takes mail from "
+                        "senders granted p: pochta acl set public NAME anyone +p)")
     p.set_defaults(func=cmd_alias_add)
     p = als.add_parser("list")
     p.add_argument("--domain")

@@ -4,10 +4,13 @@ exactly the identifiers granted rights (RFC 4314), invisible to everyone else.""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
-from tests.conftest import Instance, Server, storage_toml
-from tests.imap.helpers import MESSAGE, connect, joined, st
+from tests.conftest import Instance, Server, start_instance, storage_toml
+from tests.imap.helpers import MESSAGE, PLAIN_LISTENERS, connect, joined, st
 from tests.imap.test_acl_cli import run
 
 
@@ -106,3 +109,107 @@ async def test_public_folder_for_a_team(
         await alice.cmd("UNSELECT")
         resp = await alice.cmd("SELECT Public/Team")
         assert st(resp).startswith(b"NO [NONEXISTENT]"), resp
+
+
+async def test_mail_to_a_public_folder(
+        instance: Instance, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An alias whose target is a public folder (``public:Team``) delivers into it over
+    SMTP, to the senders its ACL grants ``p`` (RFC 4314 §2.1): ``anyone`` for mail from
+    anywhere, the account or ``authenticated`` after AUTH; a granted reader in IDLE sees
+    the arrival. Without ``p`` the RCPT is refused (550 5.7.1), or, for an alias that
+    also names people, only they get the message."""
+    import smtplib
+
+    imap_server = await start_instance(instance, listeners=[
+        *PLAIN_LISTENERS,
+        {"role": "submission", "port": 0, "tls": "implicit", "address": "127.0.0.1"}])
+    try:
+        await _public_folder_mail(instance, imap_server, monkeypatch, capsys, smtplib)
+    finally:
+        await imap_server.running.close(grace=1.0)
+        await imap_server.store.close()
+
+
+async def _public_folder_mail(instance: Instance, imap_server: Server,
+                              monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str], smtplib: Any) -> None:
+    config = instance.dir / "pochta.toml"
+    config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
+                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                      + storage_toml(instance.raw_config.get("storage", {})))
+
+    async def cli(*argv: str) -> int:
+        return await run(monkeypatch, config, *argv)
+
+    assert await cli("acl", "create-public", "Team") == 0
+    assert await cli("acl", "set", "public", "Team", "alice@example.test", "lrs") == 0
+    assert await cli("alias", "add", "team@example.test", "public:team") == 0
+    assert await cli("alias", "add", "all@example.test", "public:Team",
+                     "bob@example.test") == 0
+    assert await cli("alias", "add", "nope@example.test", "public:Nope") == 1
+    capsys.readouterr()
+    assert await cli("alias", "list") == 0
+    listed = capsys.readouterr().out
+    assert "team@example.test -> public:team\n" in listed, listed
+    assert "all@example.test -> public:team, bob@example.test\n" in listed, listed
+
+    def send(to: str, subject: str, login: str | None = None) -> None:
+        msg = (f"From: {login or 'carol@remote.test'}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+               f"Message-ID: <{subject}@remote.test>\r\n\r\nhello team\r\n").encode()
+        if login is None:
+            with smtplib.SMTP(imap_server.host, imap_server.port("mta"), timeout=10) as s:
+                s.sendmail("carol@remote.test", [to], msg)
+            return
+        with smtplib.SMTP_SSL(imap_server.host, imap_server.port("submission", "implicit"),
+                              timeout=10, context=imap_server.client_ssl()) as s:
+            s.login(login, login.split("@")[0] + "-pass")
+            s.sendmail(login, [to], msg)
+
+    # nobody may post yet: the folder's address is refused, the mixed alias reaches bob
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        await asyncio.to_thread(send, "team@example.test", "first")
+    code, text = refused.value.recipients["team@example.test"]
+    assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+    await asyncio.to_thread(send, "all@example.test", "mixed")
+
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        resp = await bob.cmd("SELECT INBOX")
+        assert b"* 1 EXISTS" in joined(resp), resp  # "mixed": bob only
+        resp = await alice.cmd("SELECT Public/Team")
+        assert b"* 0 EXISTS" in joined(resp), resp
+
+        # mail from anywhere, once anyone may post; alice, in IDLE, sees it come
+        assert await cli("acl", "set", "public", "Team", "anyone", "p") == 0
+        alice.send(b"i IDLE\r\n")
+        assert (await alice.line()).startswith(b"+ ")
+        await asyncio.to_thread(send, "team@example.test", "second")
+        assert await alice.line(timeout=5.0) == b"* 1 EXISTS\r\n"
+        await alice.line()  # (* 1 RECENT)
+        alice.send(b"DONE\r\n")
+        assert (await alice.read_response("i"))[-1].startswith(b"i OK")
+        resp = await alice.cmd("FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)])")
+        assert b"Subject: second" in joined(resp), resp
+
+        # only authenticated senders: port 25 is refused, bob's submission is taken
+        assert await cli("acl", "delete", "public", "Team", "anyone") == 0
+        assert await cli("acl", "set", "public", "Team", "authenticated", "p") == 0
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            await asyncio.to_thread(send, "team@example.test", "third")
+        await asyncio.to_thread(send, "team@example.test", "fourth", "bob@example.test")
+        assert b"* 2 EXISTS" in joined(await alice.cmd("NOOP"))
+        resp = await alice.cmd("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject)])")
+        assert b"Subject: fourth" in joined(resp) and b"Subject: third" not in joined(resp)
+        # the folder kept nobody's INBOX copy: bob's mailbox has only "mixed"
+        resp = await bob.cmd("STATUS INBOX (MESSAGES)")
+        assert b"(MESSAGES 1)" in joined(resp), resp
+
+    # the folder deleted: its address is unknown, the mixed alias still reaches bob
+    assert await cli("acl", "delete-public", "Team") == 0
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        await asyncio.to_thread(send, "team@example.test", "fifth")
+    code, text = refused.value.recipients["team@example.test"]
+    assert code == 550 and text.startswith(b"5.1.1"), (code, text)
+    await asyncio.to_thread(send, "all@example.test", "sixth")

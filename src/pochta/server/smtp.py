@@ -40,6 +40,7 @@ from ..errors import AuthError, PochtaError, SieveRejected, StorageFull, StoreEr
 from ..mail.addresses import AddressError, normalize_address, split_address
 from ..metrics import METRICS
 from ..policy.inbound import InboundVerdict, check_inbound
+from ..proto.imap.acl import rights_for
 from ..proto.sasl.base import Challenge
 from ..proto.smtp import events as ev
 from ..proto.smtp import replies
@@ -56,6 +57,7 @@ from ..storage.interfaces import (
     Account,
     Envelope,
     LocalTarget,
+    MailboxInfo,
     RemoteRecipient,
     SpooledMessage,
 )
@@ -73,10 +75,22 @@ class _Transaction:
     remote: list[RemoteRecipient] = field(default_factory=list)
     recipients: list[str] = field(default_factory=list)
     rcpt_of: dict[int, str] = field(default_factory=dict)  # Sieve's envelope "to"
+    folders: list[MailboxInfo] = field(default_factory=list)  # public folders posted to
 
     def add_local(self, account_id: int) -> None:
         if account_id not in self.local:
             self.local.append(account_id)
+
+    def add_folder(self, box: MailboxInfo) -> None:
+        if all(b.id != box.id for b in self.folders):
+            self.folders.append(box)
+
+    def folder_targets(self, junk: Callable[[int], bool]) -> list[LocalTarget]:
+        """A copy into each public folder (it has no Junk folder: spam is kept there with
+        ``$Junk``, as Junk's copies are flagged)."""
+        return [LocalTarget(b.account_id, b.name,
+                            frozenset({"$Junk"}) if junk(b.account_id) else frozenset())
+                for b in self.folders]
 
 
 class SMTPHandler:
@@ -368,10 +382,17 @@ class SMTPHandler:
                 self._log("rcpt unknown to=%r", address)
                 self.session.reject(replies.user_unknown(event.address))
                 return
-            for account_id in resolution.local:
+            folders = await self._may_post(resolution.folders)
+            if resolution.folders and not (folders or resolution.local or resolution.remote):
+                self._log("rcpt may not post to public folder to=%r", address)
+                self.session.reject(replies.posting_denied(event.address))
+                return
+            for account_id in [*resolution.local, *(b.account_id for b in folders)]:
                 if await self._over_quota(account_id, resolution.accounts.get(account_id)):
                     self.session.reject(replies.mailbox_full_at_rcpt(event.address))
                     return
+            for box in folders:
+                self.txn.add_folder(box)
             for account_id in resolution.local:
                 self.txn.add_local(account_id)
                 self.txn.rcpt_of.setdefault(account_id, address)
@@ -391,6 +412,20 @@ class SMTPHandler:
                 return
         self.txn.recipients.append(address)
         self.session.accept()
+
+    async def _may_post(self, folders: list[MailboxInfo]) -> list[MailboxInfo]:
+        """The public folders this client may post to: RFC 4314 §2.1's ``p`` right, granted
+        to ``anyone`` (mail from anywhere) or, after AUTH, to the account or
+        ``authenticated``. The others are left out of the delivery."""
+        allowed = []
+        for box in folders:
+            acl = await self.ctx.store.get_acl(box.id)
+            rights = acl.get("anyone", "")
+            if self.account is not None:
+                rights += rights_for(acl, self.account.address)
+            if "p" in rights:
+                allowed.append(box)
+        return allowed
 
     async def _over_quota(self, account_id: int, account: Account | None = None) -> bool:
         if account is None:  # not read while resolving (an alias to it): read it now
@@ -485,7 +520,9 @@ class SMTPHandler:
                 if spool is not None:  # the checks rewrite headers only: keep the body
                     head = head[: len(head) - (spool.size - body_at)]
                 mailbox = verdict.mailbox or "INBOX"
+        quarantined = mailbox != "INBOX"  # (the inbound checks' Junk)
         local = [LocalTarget(account_id, mailbox) for account_id in self.txn.local]
+        local += self.txn.folder_targets(lambda _holder: quarantined)
         verdict_tag = ""  # not judged (submission, no spam gate)
         if self.spam is not None and not self.submission:  # rspamd, learning filter
             # a big message is judged on its headers and first SPAM_SCAN_LIMIT body bytes,
@@ -493,7 +530,8 @@ class SMTPHandler:
             sample = head if spool is None else await asyncio.to_thread(
                 spool.sample, head, body_at, SPAM_SCAN_LIMIT)
             outcome = await self.spam.message(
-                sample, event.sender, self.txn.recipients, self.txn.local,
+                sample, event.sender, self.txn.recipients,
+                [*self.txn.local, *(b.account_id for b in self.txn.folders)],
                 self.session.helo_name or "", None)
             if outcome.reply is not None:
                 self._mail_log(REFUSED, "", event.sender, "spam", str(outcome.reply))
@@ -502,6 +540,8 @@ class SMTPHandler:
             verdict_tag = "spam" if outcome.junk else "ham"
             head = outcome.apply(head)
             local = outcome.targets(self.txn.local, mailbox)
+            local += self.txn.folder_targets(
+                lambda holder: quarantined or holder in outcome.junk)
         message: bytes | SpooledMessage = head if spool is None else spool.message(head,
                                                                                    body_at)
         size = len(head) if spool is None else len(head) + spool.size - body_at

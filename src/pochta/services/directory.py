@@ -3,11 +3,13 @@
 Order, as Postfix's virtual alias maps users expect: an exact alias, an account, the
 same two for the address without its ``+tag`` (subaddressing), then the domain's
 catch-all alias ``@domain``. Aliases expand recursively (depth-limited, cycle-safe);
-a target in a domain we do not host is a remote recipient.
+a target in a domain we do not host is a remote recipient, and a target ``#public/name``
+is a public folder (storage/public.py: a team's shared folder with an address).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +21,11 @@ from ..mail.addresses import (
     normalize_address,
     split_address,
 )
-from ..storage.interfaces import Account, MailStore
+from ..storage.interfaces import Account, MailboxInfo, MailStore
+from ..storage.public import FOLDER_TARGET, AmbiguousFolder, is_folder_target, public_folder
 
 MAX_ALIAS_DEPTH = 10
+log = logging.getLogger("pochta.directory")
 
 
 @dataclass
@@ -31,6 +35,10 @@ class Resolution:
     system: bool = False  # read by the server itself (bounces to the sending layer's VERP)
     # the accounts as read while resolving (their quota, without another store round trip)
     accounts: dict[int, Account] = field(default_factory=dict)
+    # public folders an alias delivers into (who may post there: the MTA checks their
+    # ``p`` right, RFC 4314 §2.1)
+    folders: list[MailboxInfo] = field(default_factory=list)
+    folder_names: list[str] = field(default_factory=list)  # (while expanding)
 
     def add_local(self, account_id: int) -> None:
         if account_id not in self.local:
@@ -80,9 +88,29 @@ class Directory:
         found = await self._expand(address, result, depth=0, seen=set())
         if not found and hook is not None and hook(address, True):
             return Resolution(system=True)
+        if found and result.folder_names:
+            await self._folders(result)
+            found = bool(result.local or result.remote or result.folders)
         return result if found else None
 
+    async def _folders(self, result: Resolution) -> None:
+        """The public folders the expansion named (a deleted one is skipped)."""
+        for name in result.folder_names:
+            try:
+                box = await public_folder(self.store, name)
+            except AmbiguousFolder:
+                log.warning("alias target %s%s names several public folders", FOLDER_TARGET,
+                            name)
+                continue
+            if box is not None and all(b.id != box.id for b in result.folders):
+                result.folders.append(box)
+
     async def _expand(self, address: str, result: Resolution, depth: int, seen: set[str]) -> bool:
+        if depth and is_folder_target(address):  # (an alias target only, never an RCPT)
+            name = address[len(FOLDER_TARGET):]
+            if name not in result.folder_names:
+                result.folder_names.append(name)
+            return True
         try:  # alias targets too: the one normalisation (pochta.mail.addresses)
             address = normalize_address(address)
         except AddressError:

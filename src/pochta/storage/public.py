@@ -10,16 +10,31 @@ backend, without a second kind of mailbox owner.
 An admin creates them with ``pochta acl create-public NAME`` and grants rights with
 ``pochta acl set public NAME IDENTIFIER RIGHTS`` (acl_cli.py); IMAP resolves them in
 server/imap_shared.py.
+
+Mail reaches a public folder through an alias whose target is the folder
+(``pochta alias add team@example.com public:Team``), stored as ``#public/team``: alias
+targets are kept lower-cased, and no address starts with ``#``. The folder is found
+again by its name without regard to case (``public_folder``); who may post there is
+the folder's ``p`` right (RFC 4314 §2.1), checked by the MTA at RCPT.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from .interfaces import DEFAULT_MAILBOXES, Account, AlreadyExists, MailStore, NotFound
+from .interfaces import (
+    DEFAULT_MAILBOXES,
+    Account,
+    AlreadyExists,
+    MailboxInfo,
+    MailStore,
+    NotFound,
+)
 
 PUBLIC_OWNER = "#public"
 LOCKED_HASH = "!"  # verify_password is False for it: not a hash of anything
+FOLDER_TARGET = PUBLIC_OWNER + "/"  # an alias target naming a public folder
+CLI_FOLDER_TARGET = "public:"  # how an admin writes one (pochta alias add)
 
 
 def is_public_owner(address: str) -> bool:
@@ -44,3 +59,40 @@ async def public_owner(store: MailStore, create: bool = False) -> Account | None
             with contextlib.suppress(NotFound):
                 await store.delete_mailbox(holder.id, name)
     return holder
+
+
+def folder_target(name: str) -> str:
+    """The alias target that delivers into the public folder ``name``."""
+    return (FOLDER_TARGET + name).lower()
+
+
+def is_folder_target(target: str) -> bool:
+    return target.startswith(FOLDER_TARGET)
+
+
+def shown_target(target: str) -> str:
+    """An alias target as an admin writes it (``public:team`` for a folder)."""
+    return CLI_FOLDER_TARGET + target[len(FOLDER_TARGET):] if is_folder_target(target) \
+        else target
+
+
+class AmbiguousFolder(Exception):
+    """Two public folders differ only in case: an alias cannot tell them apart."""
+
+
+async def public_folder(store: MailStore, name: str) -> MailboxInfo | None:
+    """The public folder called ``name`` regardless of case (alias targets are kept in
+    lower case); None when there is none. Raises AmbiguousFolder when several match and
+    none is spelled exactly so."""
+    holder = await public_owner(store)
+    if holder is None:
+        return None
+    low = name.lower()
+    found = [b for b in await store.list_mailboxes(holder.id)
+             if b.name.lower() == low and b.name != "INBOX"]
+    exact = [b for b in found if b.name == name]
+    if exact:
+        return exact[0]
+    if len(found) > 1:
+        raise AmbiguousFolder(name)
+    return found[0] if found else None

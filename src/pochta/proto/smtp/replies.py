@@ -118,6 +118,11 @@ def mailbox_full_at_rcpt(address: str) -> Reply:
     return Reply(452, "4.2.2", f"<{address}>: Mailbox full, try again later")
 
 
+def posting_denied(address: str) -> Reply:
+    """A public folder's address whose ``p`` right (RFC 4314 §2.1) this sender lacks."""
+    return Reply(550, "5.7.1", f"<{address}>: Recipient address rejected: not allowed to post")
+
+
 def relay_denied(address: str) -> Reply:
     return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
 

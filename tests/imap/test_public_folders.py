@@ -213,3 +213,43 @@ async def _public_folder_mail(instance: Instance, imap_server: Server,
     code, text = refused.value.recipients["team@example.test"]
     assert code == 550 and text.startswith(b"5.1.1"), (code, text)
     await asyncio.to_thread(send, "all@example.test", "sixth")
+
+
+async def test_metadata_on_shared_and_public_folders(
+        instance: Instance, imap_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GETMETADATA/SETMETADATA (RFC 5464) on a public folder and on another user's shared
+    mailbox, gated by the ACL (§3.3): reading needs ``r``, a ``/private`` entry (the
+    user's own, unseen by others) ``r``, a ``/shared`` entry ``w``; a mailbox the user
+    may not know of stays NONEXISTENT."""
+    config = instance.dir / "pochta.toml"
+    config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
+                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                      + storage_toml(instance.raw_config.get("storage", {})))
+    for argv in (("acl", "create-public", "Notes"),
+                 ("acl", "set", "public", "Notes", "alice@example.test", "lrw"),
+                 ("acl", "set", "public", "Notes", "bob@example.test", "lr"),
+                 ("acl", "set", "alice@example.test", "INBOX", "bob@example.test", "l")):
+        assert await run(monkeypatch, config, *argv) == 0, argv
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        resp = await alice.cmd('SETMETADATA Public/Notes (/shared/comment "team notes")')
+        assert st(resp).startswith(b"OK"), resp
+        resp = await bob.cmd("GETMETADATA Public/Notes (/shared/comment)")
+        assert b'* METADATA Public/Notes (/shared/comment "team notes")' in joined(resp), resp
+        resp = await bob.cmd('SETMETADATA Public/Notes (/shared/comment "mine now")')
+        assert st(resp).startswith(b"NO [NOPERM]"), resp
+        resp = await bob.cmd('SETMETADATA Public/Notes (/private/comment "read later")')
+        assert st(resp).startswith(b"OK"), resp
+        resp = await bob.cmd("GETMETADATA Public/Notes (/private/comment /shared/comment)")
+        assert b'/private/comment "read later"' in joined(resp), resp
+        assert b'/shared/comment "team notes"' in joined(resp), resp
+        resp = await alice.cmd("GETMETADATA Public/Notes (/private/comment)")
+        assert b"* METADATA" not in joined(resp) and st(resp).startswith(b"OK"), resp
+        # alice's INBOX: bob may list it (l) but not read it (no r)
+        resp = await bob.cmd('GETMETADATA "Other Users/alice@example.test/INBOX" '
+                             "(/shared/comment)")
+        assert st(resp).startswith(b"NO [NOPERM]"), resp
+        resp = await bob.cmd('GETMETADATA "Other Users/alice@example.test/Sent" '
+                             "(/shared/comment)")
+        assert st(resp).startswith(b"NO [NONEXISTENT]"), resp

@@ -23,10 +23,10 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ..proto.imap import metadata as md
-from ..proto.imap.errors import ImapError, Nonexistent
+from ..proto.imap.errors import ImapError, Nonexistent, NoPerm
 from ..proto.imap.metadata import parse_entries, parse_entry
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import astring
@@ -34,7 +34,7 @@ from ..services import server_metadata
 from ..storage.interfaces import StoreError
 from . import imap_auth
 from .imap_session import ImapSession
-from .imap_shared import is_shared_name
+from .imap_shared import is_shared_name, resolve
 
 MAX_ENTRIES = 100  # per mailbox and account (TOOMANY)
 MAX_VALUE = 64 * 1024  # octets of one value (MAXSIZE)
@@ -163,13 +163,24 @@ async def cmd_enable(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         await watch.report()  # the first look, from which changes are told
 
 
-async def _mailbox_id(s: ImapSession, name: str) -> int:
+async def _mailbox_id(s: ImapSession, name: str, entries: Iterable[str] = (),
+                      setting: bool = False) -> int:
+    """The mailbox's id (0: the server's own entries), also of another user's mailbox
+    shared with this one or of a public folder (imap_shared.resolve), whose rights
+    decide (RFC 5464 §3.3 with RFC 4314): reading any entry needs ``r``, setting a
+    ``/private`` entry (the user's own) ``r`` too, setting a ``/shared`` one (every
+    reader sees it) ``w``. A mailbox the user may not know of is NONEXISTENT."""
     if name == "":
         return 0  # the server's own entries
-    info = await s.store.get_mailbox(s.account_id, name)
-    if info is None:
+    box = await resolve(s, name)
+    if box is None:
         raise Nonexistent
-    return info.id
+    need = {"r"}
+    if setting and any(e.lower().startswith("/shared") for e in entries):
+        need.add("w")
+    if not need <= set(box.rights):
+        raise NoPerm(f"Needs the {''.join(sorted(need))} rights on this mailbox")
+    return box.info.id
 
 
 async def cmd_getmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
@@ -230,7 +241,7 @@ async def cmd_setmetadata(s: ImapSession, tag: str, r: Reader, uid: bool) -> Non
     too_big = max((len(v) for v in values.values() if v is not None), default=0)
     if too_big > MAX_VALUE:
         raise ImapError("Value too large", f"METADATA MAXSIZE {MAX_VALUE}")
-    mailbox_id = await _mailbox_id(s, name)
+    mailbox_id = await _mailbox_id(s, name, values, setting=True)
     server = mailbox_id == server_metadata.SERVER
     if server and any(server_metadata.is_admin_entry(k) for k in values):
         raise ImapError("Server /shared entries are set by the administrator", "NOPERM")

@@ -253,3 +253,43 @@ async def test_metadata_on_shared_and_public_folders(
         resp = await bob.cmd('GETMETADATA "Other Users/alice@example.test/Sent" '
                              "(/shared/comment)")
         assert st(resp).startswith(b"NO [NONEXISTENT]"), resp
+
+
+async def test_notify_on_shared_and_public_folders(
+        instance: Instance, imap_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY (RFC 5465) names another user's shared mailbox or a public folder with
+    ``mailboxes`` or ``subtree`` (``personal`` is the user's own namespace only, §6), and
+    reports their new messages as STATUS when the user may read them (``r``)."""
+    config = instance.dir / "pochta.toml"
+    config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
+                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                      + storage_toml(instance.raw_config.get("storage", {})))
+    for argv in (("acl", "create-public", "Team"),
+                 ("acl", "set", "public", "Team", "alice@example.test", "lrswi"),
+                 ("acl", "set", "public", "Team", "bob@example.test", "lr"),
+                 ("acl", "create-public", "Hidden"),
+                 ("acl", "set", "public", "Hidden", "alice@example.test", "lrswi"),
+                 ("acl", "set", "public", "Hidden", "bob@example.test", "l")):
+        assert await run(monkeypatch, config, *argv) == 0, argv
+    append = f"APPEND Public/{{}} {{{{{len(MESSAGE)}+}}}}\r\n"
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        resp = await bob.cmd("NOTIFY SET STATUS (personal (MessageNew MessageExpunge)) "
+                             "(subtree Public (MessageNew MessageExpunge))")
+        assert st(resp) == b"OK NOTIFY completed\r\n", resp
+        assert b"* STATUS Public/Team (MESSAGES 0 UIDNEXT 1 UIDVALIDITY " in joined(resp)
+        assert b"Public/Hidden" not in joined(resp), resp  # l only: no STATUS
+        for box in ("Team", "Hidden"):
+            resp = await alice.cmd(append.format(box).encode() + MESSAGE)
+            assert st(resp).startswith(b"OK"), resp
+        resp = await bob.cmd("NOOP")
+        assert b"* STATUS Public/Team (MESSAGES 1 UIDNEXT 2 UIDVALIDITY " in joined(resp), resp
+        assert b"Public/Hidden" not in joined(resp), resp
+
+        # personal alone does not name a public folder
+        resp = await bob.cmd("NOTIFY SET (personal (MessageNew MessageExpunge))")
+        assert st(resp) == b"OK NOTIFY completed\r\n", resp
+        resp = await alice.cmd(append.format("Team").encode() + MESSAGE)
+        resp = await bob.cmd("NOOP")
+        assert b"Public/Team" not in joined(resp), resp

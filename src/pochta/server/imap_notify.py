@@ -33,6 +33,7 @@ from ..storage.interfaces import (
 from . import imap_metadata
 from .imap_message import STREAM_ABOVE, _fetch_streamed, _load
 from .imap_session import ImapSession
+from .imap_shared import is_shared_name, visible_shared
 
 POLL = 5.0  # seconds: mailbox names and subscriptions have no change notifier
 MAX_WATCHED = 200  # mailboxes one session watches with the store's notifier
@@ -44,7 +45,7 @@ class NotifyState:
         self.s = s
         self.spec = spec
         self.counts: dict[int, MailboxStatus] = {}
-        self.names: dict[int, str] = {}  # every own mailbox: id -> name
+        self.names: dict[int, str] = {}  # every mailbox it knows of: id -> name
         self.subscribed: set[str] = set()
         self.watchers: dict[int, ChangeWatcher] = {}
         self._wants_names = any(g.events & {"MailboxName", "SubscriptionChange"}
@@ -52,7 +53,20 @@ class NotifyState:
 
     def _events(self, info: MailboxInfo) -> frozenset[str]:
         return self.spec.for_mailbox(info.name, inbox=info.name == "INBOX",
-                                     subscribed=info.name in self.subscribed)
+                                     subscribed=info.name in self.subscribed,
+                                     personal=not is_shared_name(info.name))
+
+    async def _mailboxes(self) -> list[MailboxInfo]:
+        """The user's own mailboxes, then other users' and public ones it may read ('r':
+        their events are STATUS responses, RFC 4314 §4), under the names it sees them by
+        (``Other Users/...``, ``Public/...``)."""
+        s = self.s
+        boxes = await s.store.list_mailboxes(s.account_id)
+        for grant, shown, rights in await visible_shared(s):
+            if "r" in rights:
+                boxes.append(MailboxInfo(grant.mailbox_id, grant.owner_id, shown, 0, 0, 0,
+                                         None, False))
+        return boxes
 
     def _watched(self, boxes: list[MailboxInfo]) -> list[MailboxInfo]:
         sel = self.s.selected
@@ -68,7 +82,7 @@ class NotifyState:
     async def start(self) -> None:
         """Take the first snapshot; with SET STATUS send each watched mailbox's STATUS
         (RFC 5465 §3)."""
-        boxes = await self.s.store.list_mailboxes(self.s.account_id)
+        boxes = await self._mailboxes()
         self.subscribed = set(await self.s.store.list_subscriptions(self.s.account_id))
         self.names = {b.id: b.name for b in boxes}
         if self.spec.wants_metadata:
@@ -84,7 +98,7 @@ class NotifyState:
         """Tell the client what changed since the last report."""
         s = self.s
         try:
-            boxes = await s.store.list_mailboxes(s.account_id)
+            boxes = await self._mailboxes()
             subscribed = set(await s.store.list_subscriptions(s.account_id))
         except StoreError:
             return
@@ -177,8 +191,9 @@ class NotifyState:
         for box_id, old in self.names.items():
             info = by_id.get(box_id)
             if info is None:
-                if "MailboxName" in self.spec.for_mailbox(old, inbox=old == "INBOX",
-                                                          subscribed=old in subscribed):
+                if "MailboxName" in self.spec.for_mailbox(
+                        old, inbox=old == "INBOX", subscribed=old in subscribed,
+                        personal=not is_shared_name(old)):
                     send(b'* LIST (\\NonExistent) "/" ' + name(old) + b"\r\n")
             elif info.name != old and "MailboxName" in self._events(info):
                 send(b'* LIST () "/" ' + name(info.name) + b' ("OLDNAME" ('
@@ -188,7 +203,8 @@ class NotifyState:
                 send(b'* LIST () "/" ' + name(info.name) + b"\r\n")
         for changed in sorted(subscribed ^ self.subscribed):
             events = self.spec.for_mailbox(changed, inbox=changed == "INBOX",
-                                           subscribed=True)
+                                           subscribed=True,
+                                           personal=not is_shared_name(changed))
             if "SubscriptionChange" in events:
                 attrs = b"\\Subscribed" if changed in subscribed else b""
                 send(b"* LIST (" + attrs + b') "/" ' + name(changed) + b"\r\n")

@@ -39,11 +39,15 @@ class NotifySpec:
     status: bool = False  # SET STATUS: an initial STATUS for each watched mailbox
     groups: tuple[EventGroup, ...] = field(default_factory=tuple)
 
-    def for_mailbox(self, name: str, *, inbox: bool, subscribed: bool) -> frozenset[str]:
-        """The events of the first group whose filter names this (non-selected) mailbox."""
+    def for_mailbox(self, name: str, *, inbox: bool, subscribed: bool,
+                    personal: bool = True) -> frozenset[str]:
+        """The events of the first group whose filter names this (non-selected) mailbox;
+        ``personal``: in the user's own namespace (§6: ``personal`` and ``inboxes`` name
+        only those; another user's or a public mailbox is named by ``mailboxes``,
+        ``subtree`` or ``subscribed``)."""
         for g in self.groups:
-            if ((g.filter == "PERSONAL")
-                    or (g.filter == "INBOXES" and inbox)
+            if ((g.filter == "PERSONAL" and personal)
+                    or (g.filter == "INBOXES" and inbox and personal)
                     or (g.filter == "SUBSCRIBED" and subscribed)
                     or (g.filter == "MAILBOXES" and name in g.names)
                     or (g.filter == "SUBTREE" and any(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pochta.cliutil import CLIError, with_store
-from pochta.proto.imap.acl import OWNER_RIGHTS, AclError, identifier, modify
+from pochta.proto.imap.acl import OWNER_RIGHTS, AclError, identifier, modify, positive
 from pochta.proto.imap.parser import valid_mailbox_name
 from pochta.storage.interfaces import AlreadyExists, MailboxInfo, MailStore, NotFound
 from pochta.storage.public import is_public_owner, public_owner
@@ -48,7 +48,7 @@ def _identifier(value: str, owner: str) -> str:
         who = identifier(value)
     except AclError as exc:
         raise CLIError(str(exc)) from None
-    if who == owner:
+    if positive(who) == owner:
         raise CLIError("the owner has every right implicitly")
     return who
 

@@ -108,7 +108,8 @@ async def test_anyone_create_delete_and_acl_follows_rename(imap_server: Server) 
         await alice.cmd("CREATE Team")
         assert st(await alice.cmd("SETACL Team anyone lrk")).startswith(b"OK")
         assert st(await alice.cmd("SETACL Team alice@example.test l")).startswith(b"NO")
-        assert st(await alice.cmd("SETACL Team -bob@example.test r")).startswith(b"BAD")
+        assert st(await alice.cmd("SETACL Team -alice@example.test l")).startswith(b"NO")
+        assert st(await alice.cmd("SETACL Team --bob@example.test r")).startswith(b"BAD")
         assert st(await alice.cmd("SETACL Team bob@example.test q")).startswith(b"BAD")
         assert st(await bob.cmd('CREATE "Other Users/alice@example.test/Team/Sub"')
                   ).startswith(b"OK")
@@ -124,3 +125,33 @@ async def test_anyone_create_delete_and_acl_follows_rename(imap_server: Server) 
         assert b"Squad" in joined(await bob.cmd(f"MYRIGHTS {squad}"))
         assert st(await bob.cmd(f"DELETE {squad}")).startswith(b"OK")
         assert b"Squad" not in joined(await alice.cmd('LIST "" "*"'))
+
+
+async def test_negative_rights(imap_server: Server) -> None:
+    """RFC 4314 §2: ``-identifier`` rights are taken from the union of the positive
+    grants. Granted to every user (``authenticated``), then taken from bob: he keeps
+    only what is left, and without ``l`` and ``r`` the mailbox is gone for him."""
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        await alice.cmd("CREATE Team")
+        await _append(alice, "Team")
+        assert st(await alice.cmd("SETACL Team authenticated lrsw")).startswith(b"OK")
+        assert st(await alice.cmd("SETACL Team -bob@example.test sw")).startswith(b"OK")
+        resp = await alice.cmd("GETACL Team")
+        assert resp[0] == (b"* ACL Team alice@example.test aeiklprstwx "
+                           b"-bob@example.test sw authenticated lrsw\r\n"), resp
+        resp = await bob.cmd(f"MYRIGHTS {TEAM}")
+        assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lr\r\n", resp
+        resp = await bob.cmd(f"SELECT {TEAM}")
+        assert b"[READ-ONLY]" in joined(resp), resp  # no s, t, w, i, e left
+        assert st(await bob.cmd("STORE 1 +FLAGS (\\Flagged)")).startswith(b"NO [READ-ONLY]")
+        assert st(await bob.cmd("UNSELECT")).startswith(b"OK")
+        # every right taken: the mailbox no longer exists for bob
+        assert st(await alice.cmd("SETACL Team -bob@example.test +lr")).startswith(b"OK")
+        assert b"Team" not in joined(await bob.cmd('LIST "" "*"'))
+        assert st(await bob.cmd(f"SELECT {TEAM}")).startswith(b"NO [NONEXISTENT]")
+        # and given back by removing the negative grant
+        assert st(await alice.cmd("DELETEACL Team -bob@example.test")).startswith(b"OK")
+        resp = await bob.cmd(f"MYRIGHTS {TEAM}")
+        assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lrsw\r\n", resp

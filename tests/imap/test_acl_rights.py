@@ -32,13 +32,22 @@ def test_rfc4314_setacl_examples() -> None:
 def test_identifiers_and_union() -> None:
     assert identifier("Bob@Example.Test") == "bob@example.test"
     assert identifier("anyone") == "anyone"
-    for bad in ("-bob@example.test", "fred", "", "a b@c"):
+    assert identifier("-Bob@Example.Test") == "-bob@example.test"  # negative (§2)
+    assert identifier("-anyone") == "-anyone"
+    for bad in ("fred", "", "a b@c", "-", "--bob@example.test", "-fred"):
         with pytest.raises(AclError):
             identifier(bad)
     acl = {"bob@example.test": "lr", "authenticated": "s", "anyone": "l"}
     assert rights_for(acl, "BOB@example.test") == "lrs"
     assert rights_for(acl, "eve@example.test") == "ls"
     assert rights_for({}, "eve@example.test") == ""
+    assert rights_for(acl, None) == "l"  # unauthenticated: anyone's only
+    # negative rights: the union of positive grants less the union of negative ones
+    acl |= {"-bob@example.test": "s", "-anyone": "r"}
+    assert rights_for(acl, "bob@example.test") == "l"
+    assert rights_for(acl, "eve@example.test") == "ls"
+    acl["-authenticated"] = "l"
+    assert rights_for(acl, "eve@example.test") == "s" and rights_for(acl, None) == "l"
 
 
 def test_store_and_select_needs() -> None:

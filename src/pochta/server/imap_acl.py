@@ -4,7 +4,14 @@ mailbox is named (``imap_shared.resolve`` and the handlers that use its rights).
 
 from __future__ import annotations
 
-from ..proto.imap.acl import OPTIONAL_GROUPS, OWNER_RIGHTS, AclError, identifier, modify
+from ..proto.imap.acl import (
+    OPTIONAL_GROUPS,
+    OWNER_RIGHTS,
+    AclError,
+    identifier,
+    modify,
+    positive,
+)
 from ..proto.imap.errors import BadCommand, ImapError, Nonexistent, NoPerm
 from ..proto.imap.parser import Reader
 from ..proto.imap.response import astring
@@ -46,7 +53,7 @@ async def cmd_setacl(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     mod = r.astring()
     r.end()
     box = await _administered(s, name)
-    if who == await _owner_address(s, box):
+    if positive(who) == await _owner_address(s, box):
         raise ImapError("The owner's rights are implicit and cannot be changed")
     current = (await s.store.get_acl(box.info.id)).get(who, "")
     try:

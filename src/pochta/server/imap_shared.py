@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..proto.imap.acl import OWNER_RIGHTS, rights_for
+from ..proto.imap.acl import OWNER_RIGHTS, identifiers_of, rights_for
 from ..storage.interfaces import MailboxInfo
 from ..storage.interfaces_imap import AclGrant
 from ..storage.public import PUBLIC_OWNER, is_public_owner
@@ -86,8 +86,7 @@ async def visible_shared(s: ImapSession) -> list[tuple[AclGrant, str, str]]:
     """Other users' mailboxes this session may list ('l'): (grant, client name, rights),
     the rights combined over the user's address, ``authenticated`` and ``anyone``."""
     assert s.account is not None
-    grants = await s.store.acl_grants([s.account.address.lower(), "authenticated",
-                                       "anyone"])
+    grants = await s.store.acl_grants(identifiers_of(s.account.address))
     by_box: dict[int, list[AclGrant]] = {}
     for g in grants:
         if g.owner_id != s.account_id:

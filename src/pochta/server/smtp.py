@@ -420,10 +420,8 @@ class SMTPHandler:
         allowed = []
         for box in folders:
             acl = await self.ctx.store.get_acl(box.id)
-            rights = acl.get("anyone", "")
-            if self.account is not None:
-                rights += rights_for(acl, self.account.address)
-            if "p" in rights:
+            who = self.account.address if self.account is not None else None
+            if "p" in rights_for(acl, who):
                 allowed.append(box)
         return allowed
 

@@ -2,8 +2,9 @@
 each command needs. Rights are sets of letters kept as sorted strings.
 
 The owner of a mailbox has every right implicitly (``OWNER_RIGHTS``); others have the
-union of their grants to their address, ``authenticated`` and ``anyone``. Negative
-rights (``-identifier``, RFC 4314 §2) are not supported: SETACL refuses them.
+union of their grants to their address, ``authenticated`` and ``anyone``, less the union
+of the negative rights (``-identifier``, RFC 4314 §2) of the same three: ``-bob@x w``
+takes ``w`` from bob whatever ``anyone`` grants.
 """
 
 from __future__ import annotations
@@ -51,23 +52,38 @@ def modify(current: str, mod: str) -> str:
 
 def identifier(value: str) -> str:
     """An identifier SETACL accepts: an address (lower case), ``anyone`` or
-    ``authenticated``."""
-    if value.startswith("-"):
-        raise AclError("negative rights are not supported")
-    if not _IDENTIFIER.match(value):
+    ``authenticated``, each also with a leading ``-`` (negative rights, RFC 4314 §2)."""
+    negative = value.startswith("-")
+    name = value[1:] if negative else value
+    if not _IDENTIFIER.match(name) or name.startswith("-"):
         raise AclError("invalid identifier")
-    low = value.lower()
+    low = name.lower()
     if low not in SPECIAL_IDS and "@" not in low:
         raise AclError("an identifier is an account address, anyone or authenticated")
-    return low
+    return "-" + low if negative else low
 
 
-def rights_for(acl: dict[str, str], address: str) -> str:
-    """What ``address`` (an authenticated account, not the owner) may do."""
+def positive(identifier: str) -> str:
+    """The identifier a negative one (``-bob@x``) takes rights from."""
+    return identifier[1:] if identifier.startswith("-") else identifier
+
+
+def identifiers_of(address: str | None) -> list[str]:
+    """Every identifier whose grants count for this account (None: an unauthenticated
+    client, as an SMTP sender): positive and negative."""
+    ids = ["anyone"] if address is None else [address.lower(), "authenticated", "anyone"]
+    return ids + ["-" + i for i in ids]
+
+
+def rights_for(acl: dict[str, str], address: str | None) -> str:
+    """What ``address`` (an authenticated account, not the owner; None: anyone at all,
+    unauthenticated) may do: the union of its positive grants less the union of its
+    negative ones (RFC 4314 §2)."""
     got: set[str] = set()
-    for who in (address.lower(), "authenticated", "anyone"):
-        got |= set(acl.get(who, ""))
-    return "".join(sorted(got))
+    denied: set[str] = set()
+    for who in identifiers_of(address):
+        (denied if who.startswith("-") else got).update(acl.get(who, ""))
+    return "".join(sorted(got - denied))
 
 
 def can_change_flag(rights: str, flag: str) -> bool:

@@ -989,7 +989,7 @@ class SQLiteStore(
                 if fd is not None and os.fstat(fd).st_size > WAL_CHECKPOINT_BYTES:
                     if conn is None:
                         conn = _connect(self.data_dir / "pochta.db")
-                    self._checkpoint_locked(conn, "PASSIVE")
+                    self._checkpoint_locked(conn, "PASSIVE", restart=True)
             except (OSError, sqlite3.Error) as exc:
                 log.warning("WAL checkpoint failed: %s", exc)
         if fd is not None:
@@ -2278,16 +2278,27 @@ class SQLiteStore(
         finally:
             conn.close()
 
-    def _checkpoint_locked(self, conn: sqlite3.Connection, mode: str) -> None:
+    def _checkpoint_locked(self, conn: sqlite3.Connection, mode: str,
+                           restart: bool = False) -> None:
         """A checkpoint of the WAL (off the event loop), holding the write lock: no commit
         can then append to the WAL meanwhile, so the checkpoint copies every frame and the
         next commit starts the WAL from its beginning again; and the loop, which never
         waits for the lock, sends its writes to the writer thread instead of waiting in
-        SQLite's busy handler for a TRUNCATE checkpoint's lock."""
+        SQLite's busy handler for a TRUNCATE checkpoint's lock.
+
+        ``restart``: that next commit is one here, a row rewritten as it is: the commit
+        that starts the WAL again syncs its header (synchronous=NORMAL does that much),
+        and that fsync should not be the event loop's."""
         fd = os.open(self.data_dir / "pochta.db-writer", os.O_RDWR | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            conn.execute(f"PRAGMA wal_checkpoint({mode})")
+            busy, frames, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            if restart and not busy and frames == copied:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("UPDATE meta SET value=value WHERE key='schema'")
+                finally:
+                    conn.execute("COMMIT")
         finally:
             os.close(fd)  # lets go of the flock
 

@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 from pochta.storage import sqlite as sqlite_mod
-from pochta.storage.interfaces import Envelope, FlagMode, LocalTarget, NotFound
+from pochta.storage.interfaces import (
+    Envelope,
+    FlagMode,
+    LocalTarget,
+    NotFound,
+    QuotaExceeded,
+)
 from pochta.storage.sqlite import SQLiteStore
 
 ENV = Envelope(sender="a@elsewhere.test")
@@ -123,6 +129,24 @@ async def test_big_or_quota_bound_deliveries_stay_on_the_writer_thread(
         assert [m.uid for m in await store.list_messages(inbox)] == [1, 2, 3]
         assert await store.read_blob((await store.list_messages(inbox))[1].blob_id) == big
     finally:
+        await store.close()
+
+
+async def test_quota_set_by_another_process_is_enforced_on_the_loop_too(
+    tmp_path: Path,
+) -> None:
+    """Whether an account has a quota is remembered for a while (it decides only where a
+    delivery commits); the job's own check still sees a quota set meanwhile elsewhere."""
+    store, account, inbox = await setup(tmp_path)
+    cli = await SQLiteStore.open(tmp_path)  # as `pochta user quota` would
+    try:
+        await store.accept(b"Subject: a\r\n\r\nsmall\r\n", ENV, [LocalTarget(account)])
+        await cli.update_account("alice@example.test", quota_bytes=100)
+        with pytest.raises(QuotaExceeded):
+            await store.accept(b"Subject: b\r\n\r\n" + b"q" * 200, ENV, [LocalTarget(account)])
+        assert [m.uid for m in await store.list_messages(inbox)] == [1]
+    finally:
+        await cli.close()
         await store.close()
 
 

@@ -142,6 +142,7 @@ INLINE_CHANGES = 256  # changes_since reads up to this many rows on the event lo
 # The store syncer checkpoints the WAL past this size (the loop's connection, which commits
 # most IMAP writes, never does: a checkpoint fsyncs the database file)
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+QUOTA_SEEN_SECONDS = 30.0  # see SQLiteStore._small_delivery
 
 # changes_since's one statement (?1 mailbox, ?2 modseq, ?3 row limit); the LIMITs sit in
 # subqueries so that each applies to its own part of the UNION
@@ -531,6 +532,7 @@ class SQLiteStore(
                                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._loop_batch: list[_Job] = []
         self._loop_commits = 0
+        self._quota_seen: dict[int, tuple[float, bool]] = {}  # see _small_delivery
         self._syncs: queue.SimpleQueue[list[tuple[_Job, bool, Any]] | None] = queue.SimpleQueue()
         self._syncer = threading.Thread(target=self._syncer_loop, name="store-syncer",
                                         daemon=True)
@@ -1210,6 +1212,7 @@ class SQLiteStore(
             changes["may_send_as_anyone"] = int(may_send_as_anyone)
         if quota_bytes is not None:
             changes["quota_bytes"] = quota_bytes
+            self._quota_seen.clear()
         if apop_secret is not None:
             changes["apop_secret"] = apop_secret or None
         if disabled is not None:
@@ -1391,15 +1394,26 @@ class SQLiteStore(
     def _small_delivery(self, local: Sequence[LocalTarget]) -> bool:
         """A delivery whose SQL is a few rows (an IMAP APPEND, a message to a few local
         users), so it may commit on the event loop: no target account has a quota, whose
-        check sums the sizes of every message of the account."""
-        ids = sorted({t.account_id for t in local})
+        check sums the sizes of every message of the account. Whether an account has one
+        is looked up again after QUOTA_SEEN_SECONDS: a quota set meanwhile (by the CLI) is
+        still enforced, by the job's own check, only on the loop for that while."""
+        ids = {t.account_id for t in local}
         if not ids or len(ids) > 8:
             return False
-        rows = self._query_now(
-            f"SELECT count(*) FROM accounts WHERE quota_bytes>0 AND id IN "  # noqa: S608
-            f"({','.join('?' * len(ids))})", ids,
-        )
-        return not rows[0][0]
+        now = time.monotonic()
+        seen = self._quota_seen
+        stale = sorted(i for i in ids if now - seen.get(i, (-QUOTA_SEEN_SECONDS, False))[0]
+                       >= QUOTA_SEEN_SECONDS)
+        if stale:
+            rows = self._query_now(
+                f"SELECT id, quota_bytes>0 FROM accounts WHERE id IN "  # noqa: S608
+                f"({','.join('?' * len(stale))})", stale,
+            )
+            for account in stale:
+                seen[account] = (now, False)  # gone: the delivery fails in its job anyway
+            for account, has_quota in rows:
+                seen[account] = (now, bool(has_quota))
+        return not any(seen[i][1] for i in ids)
 
     @staticmethod
     def _target_mailbox(conn: sqlite3.Connection, target: LocalTarget) -> int:

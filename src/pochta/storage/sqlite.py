@@ -13,12 +13,17 @@ batch then costs one fsync (the WAL commit) instead of two. Larger ones go to se
 appended back to back: creating a file per message costs 15-800 us on these machines, and
 appending to an open file and fsyncing it once per batch is cheap.
 
-Durability and group commit: every write goes through one writer thread. It takes every
+Durability and group commit: a write goes through the writer thread. It takes every
 job queued since its last commit, appends their blobs to the segment, fdatasyncs it, then
 runs the jobs' SQL in one transaction, commits and fdatasyncs the WAL. Only then are the
 callers' futures resolved, so ``accept()`` returning means the message and its index entry
 are on disk. A crash before COMMIT leaves unreferenced bytes at the end of a segment,
-never a half-visible message; a crash after leaves a complete one.
+never a half-visible message; a crash after leaves a complete one. Small writes (a few
+rows, no segment: STORE, EXPUNGE, \\Recent claims, an APPEND that fits in the index) are
+committed on the event loop's own connection instead, one transaction per loop turn, and a
+durable one is acknowledged only after the syncer thread has fdatasynced the WAL
+(``_commit_on_loop``): the GIL hand-offs to and from the writer thread cost more than the
+SQL itself.
 
 Several processes on one index (``pochta serve --workers N``, the CLI beside the server):
 SQLite lets one of them write at a time. Each writer waits for its turn on a flock()ed

@@ -5,15 +5,15 @@ expunges, subscriptions and \\Recent claims commit without waiting for the fsync
 makes a message exist (accept/APPEND, COPY, MOVE) always does. "always": every commit does.
 
 The tests see what each transaction really got. SQLite: whether the WAL was fdatasynced
-after the transaction's SQL ran and before the caller heard back (the writer commits with
-``synchronous=NORMAL`` and syncs the WAL itself, outside the cross-process write lock);
+after the transaction's SQL ran and before the caller heard back (the writer thread and
+the event loop commit with ``synchronous=NORMAL``; the writer thread, or for the loop's
+commits the syncer thread, syncs the WAL outside the cross-process write lock);
 PostgreSQL: ``current_setting('synchronous_commit')`` from inside the transaction.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -47,43 +47,34 @@ class Recorder:
         self.unsynced = []
 
 
-class SpyingQueue:
-    """The writer's job queue (the same one underneath), wrapping each job's SQL."""
+def spy_job(job: _Job, rec: Recorder) -> None:
+    """Wrap the job's SQL: it records whether a WAL fdatasync comes between it and the
+    caller hearing back (whichever commits it: the writer thread or the event loop)."""
+    inner = job.fn
+    mine: list[int] = []
 
-    def __init__(self, jobs: queue.SimpleQueue[_Job | None], rec: Recorder) -> None:
-        self._jobs = jobs
-        self._rec = rec
+    def fn(conn: sqlite3.Connection, blob_id: int | None) -> Any:
+        mine.append(len(rec.seen))
+        rec.unsynced.append(mine[0])
+        rec.seen.append(False)
+        return inner(conn, blob_id)
 
-    def get(self, *args: Any, **kw: Any) -> _Job | None:
-        return self._jobs.get(*args, **kw)
+    def heard_back(_: object) -> None:
+        if mine and mine[0] in rec.unsynced:  # a later sync no longer counts
+            rec.unsynced.remove(mine[0])
 
-    def get_nowait(self) -> _Job | None:
-        return self._jobs.get_nowait()
-
-    def put(self, job: _Job | None) -> None:
-        if job is not None:
-            inner, rec = job.fn, self._rec
-
-            mine: list[int] = []
-
-            def fn(conn: sqlite3.Connection, blob_id: int | None) -> Any:
-                # durable if a WAL fdatasync comes before the caller hears back
-                mine.append(len(rec.seen))
-                rec.unsynced.append(mine[0])
-                rec.seen.append(False)
-                return inner(conn, blob_id)
-
-            def heard_back(_: object) -> None:
-                if mine and mine[0] in rec.unsynced:  # a later sync no longer counts
-                    rec.unsynced.remove(mine[0])
-
-            job.fn = fn
-            job.future.add_done_callback(heard_back)
-        self._jobs.put(job)
+    job.fn = fn
+    job.future.add_done_callback(heard_back)
 
 
 def spy_sqlite(store: SQLiteStore, rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    store._jobs = SpyingQueue(store._jobs, rec)  # type: ignore[assignment]
+    real_dispatch = store._dispatch
+
+    def dispatch(job: _Job, small: bool) -> None:
+        spy_job(job, rec)
+        real_dispatch(job, small)
+
+    monkeypatch.setattr(store, "_dispatch", dispatch)
     real_sync = os.fdatasync
     wal = os.path.realpath(store.data_dir / "pochta.db-wal")
 

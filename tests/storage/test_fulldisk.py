@@ -22,6 +22,7 @@ from pochta.storage.interfaces import (
     AcceptResult,
     Envelope,
     LocalTarget,
+    RemoteRecipient,
     StorageCorrupt,
     StorageFull,
 )
@@ -170,12 +171,20 @@ async def test_full_database_is_storage_full_and_recovers(tmp_path: Path) -> Non
     store, alice, _ = await setup_store(tmp_path)
     small = b"Subject: small\r\n\r\nhello\r\n"
     await store.accept(small, ENV, [LocalTarget(alice)])
+    # both connections that write: the writer thread's, and the event loop's (small
+    # deliveries such as this one commit there)
+    writers = (store._writer_conn, store._loop_connection())
     (pages,) = store._writer_conn.execute("PRAGMA page_count").fetchone()
-    store._writer_conn.execute(f"PRAGMA max_page_count={pages}")
+    for conn in writers:
+        conn.execute(f"PRAGMA max_page_count={pages}")
     with pytest.raises(StorageFull):
         await store.accept(b"Subject: x\r\n\r\n" + b"y" * 30_000, ENV, [LocalTarget(alice)])
+    with pytest.raises(StorageFull):  # on the writer thread (a remote recipient)
+        await store.accept(b"Subject: x\r\n\r\n" + b"y" * 30_000, ENV, [LocalTarget(alice)],
+                           [RemoteRecipient("r@elsewhere.test")])
     assert await inbox_bodies(store, alice) == [small]  # reading still works
-    store._writer_conn.execute("PRAGMA max_page_count=1073741823")
+    for conn in writers:
+        conn.execute("PRAGMA max_page_count=1073741823")
     await store.accept(small + b"2", ENV, [LocalTarget(alice)])
     assert await inbox_bodies(store, alice) == [small, small + b"2"]
     await store.close()

@@ -40,6 +40,7 @@ class SQLiteFeature:
         blob: bytes | None = None,
         touched: set[int] | None = None,
         durable: bool = True,
+        small: bool = False,
     ) -> T:
         raise NotImplementedError
 

@@ -79,8 +79,8 @@ async def test_kept_orders_follow_arrivals_and_expunges(imap_server: Server,
             for _ in range(rng.randint(0, 3)):
                 await append(other, message(rng))
             await other.cmd("NOOP")
-            # (10 at once, now and then: more than GONE_LOOKED_UP, one masked pass; in
-            # round 9 also more than GONE_FOUND: set operations over every UID)
+            # (10 at once, now and then; in round 9 more than GONE_FOUND: set operations
+            # over every UID)
             monkeypatch.setattr(imap_sortorder, "GONE_FOUND", 8 if round_ == 9 else 64)
             gone = rng.sample(range(1, 20), 10 if round_ % 5 == 4 else rng.randint(0, 2))
             if gone:

@@ -144,3 +144,24 @@ def test_expunged_found_by_bisection() -> None:
         assert view[: len(rest)] == rest
         assert all(u > (rest[-1] if rest else 0) for u in view[len(rest):])
     assert found > 8_000
+
+
+def test_without_expunged_drops_and_renumbers() -> None:
+    """The kept order less the expunged UIDs, and each sequence number after k expunged
+    ones lowered by k (RFC 9051 §7.5.1): equal to numbering the rest of the view again,
+    on random views, orders and expunges (none, one, the first, the last, many)."""
+    rng = random.Random(9051)
+    for _ in range(300):
+        covers = sorted(rng.sample(range(1, 400), rng.randint(1, 60)))
+        order = covers[:]
+        rng.shuffle(order)
+        seq = {u: i + 1 for i, u in enumerate(covers)}
+        nums = [seq[u] for u in order]
+        gone = sorted(rng.sample(covers, rng.choice((0, 1, 1, 2, len(covers) // 2,
+                                                     len(covers)))))
+        out, renumbered = sortorder.without_expunged(order, nums, covers, gone)
+        rest = [u for u in covers if u not in gone]
+        assert out == [u for u in order if u not in gone]
+        new_seq = {u: i + 1 for i, u in enumerate(rest)}
+        assert renumbered == [new_seq[u] for u in out], (covers, gone)
+        assert sortorder.without_expunged(order, None, covers, gone) == (out, None)

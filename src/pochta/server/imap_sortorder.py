@@ -20,8 +20,6 @@ there, is their order; and ``Insertion`` compares keys as the store's ORDER BY d
 from __future__ import annotations
 
 import bisect
-import functools
-import itertools
 import logging
 import operator
 import struct
@@ -40,6 +38,7 @@ from ..proto.imap.sortorder import (
     kept_part,
     needs_keys,
     sort_key,
+    without_expunged,
 )
 from ..storage.interfaces import MailboxInfo, MessageMeta, StoreError
 from ..storage.interfaces_imap import SORT_SNAPSHOT_MAX, SORT_SNAPSHOTS, SortKeys, SortSnapshot
@@ -53,8 +52,6 @@ MAX_ARRIVALS = 2000
 # at most this many expunged since the kept order are found by bisection (more: set
 # operations over every UID, in C: 10-15 ms for 100,000)
 GONE_FOUND = 64
-# at most this many are looked up in the order one by one (more: one masked pass)
-GONE_LOOKED_UP = 4
 # a mailbox this small is sorted by the store quickly enough: no snapshot
 MIN_ROWS = 1000
 # a new snapshot once the kept one misses this many of the view's rows (writing one
@@ -210,27 +207,9 @@ async def view_order(s: ImapSession, criteria: Sequence[tuple[str, bool]],
             if gone is None:
                 gone = expunged_any(covers, view)
         if covers is not None and gone is not None:
-            order = kept.uids.tolist()
-            nums = kept.nums.tolist() if kept.nums is not None else None
-            if len(gone) <= GONE_LOOKED_UP:  # a few expunged since: dropped where they are
-                try:
-                    at = sorted((order.index(g) for g in gone), reverse=True)
-                except ValueError:  # (cannot be: the order holds the view's UIDs)
-                    return None
-                for i in at:
-                    del order[i]
-                    if nums is not None:
-                        del nums[i]
-            else:
-                stay = list(map(operator.not_, map(set(gone).__contains__, order)))
-                order = list(itertools.compress(order, stay))
-                if nums is not None:
-                    nums = list(itertools.compress(nums, stay))
-            if nums is not None and gone:
-                # a number after k expunged ones goes down by k (RFC 9051 §7.5.1)
-                ps = sorted(bisect.bisect_left(covers, g) + 1 for g in gone)
-                nums = list(map(operator.sub, nums,
-                                map(functools.partial(bisect.bisect_left, ps), nums)))
+            order, nums = without_expunged(
+                kept.uids.tolist(), kept.nums.tolist() if kept.nums is not None else None,
+                covers, gone)
             arrivals = view[len(covers) - len(gone):]
         else:
             order = kept_part(kept.uids.tolist(), meta)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -219,3 +220,23 @@ def expunged_any(covers: list[int], view: list[int]) -> list[int] | None:
     gone = set(covers).difference(view)
     rest = list(itertools.filterfalse(gone.__contains__, covers)) if gone else covers
     return sorted(gone) if view[: len(rest)] == rest else None
+
+
+def without_expunged(order: list[int], nums: list[int] | None, covers: list[int],
+                     gone: list[int]) -> tuple[list[int], list[int] | None]:
+    """The kept order (and its sequence numbers in the view ``covers``) without the
+    ``gone`` UIDs of ``covers``, the numbers after k of them lowered by k (RFC 9051
+    §7.5.1). Each is one pass in C: a table of the new number of every old one, read
+    by ``itemgetter`` (100,000 bisections in a ``map`` cost 4-5 times as much)."""
+    if not gone:
+        return order, nums
+    out = list(itertools.filterfalse(set(gone).__contains__, order))
+    if nums is None:
+        return out, None
+    ps = sorted(bisect.bisect_left(covers, g) + 1 for g in gone)  # their old numbers
+    table = list(range(ps[0]))  # table[old number] = new number (0: gone)
+    for k, p in enumerate(ps, 1):
+        table.append(0)
+        table.extend(range(p + 1 - k, (ps[k] if k < len(ps) else len(covers) + 1) - k))
+    new = [table[nums[0]]] if len(nums) == 1 else list(operator.itemgetter(*nums)(table))
+    return out, list(filter(None, new))

@@ -325,6 +325,9 @@ def _append_one(fd: int, blob: bytes | SpooledMessage) -> bytes:
     return digest.digest()
 
 
+LOOP_CACHE_KB = 32 << 10  # the event loop connection's page cache, at most
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if not path.exists():
         # SQLite gives -wal and -shm the database file's mode: create it private.
@@ -955,6 +958,9 @@ class SQLiteStore(
             conn = _connect(self.data_dir / "pochta.db")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            # every IMAP command reads here: SQLite's default 2 MB of page cache is
+            # outgrown once small messages' bytes pass through (APPEND commits them here)
+            conn.execute(f"PRAGMA cache_size=-{LOOP_CACHE_KB:d}")
             self._loop_conn = conn
         return conn
 

@@ -27,9 +27,9 @@ from ..proto.imap.errors import (
 from ..proto.imap.fetch import (
     FetchAtt,
     FetchOptions,
+    FetchPlan,
     FetchRequest,
     parse_fetch,
-    render,
     render_items,
     response_head,
     split_streamed,
@@ -155,6 +155,7 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
     pending = 0
     needs_body = req.needs_body  # asked once, not per message
     stream = needs_body and streamable(req)
+    plan = FetchPlan(req, opts)  # the request's items sorted out once, not per message
     for n, u in enumerate(uids):
         await s.pause()
         meta = sel.meta[u]
@@ -182,8 +183,8 @@ async def cmd_fetch(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         try:
             # the part alone: its bytes are joined again (part.raw) only for the items
             # that send the whole message
-            line = render(sel.seq_of(u), meta, req, None, u in sel.recent, opts,
-                          extra_flags=u in seen_set, part=part)
+            line = plan.render(sel.seq_of(u), meta, None, u in sel.recent,
+                               extra_flags=u in seen_set, part=part)
         except bs.UnknownCTE:
             s.send(b"".join(out))
             raise UnknownCte from None

@@ -211,8 +211,7 @@ def render(
     ``req.needs_body``; ``part``, if given, is ``bs.parse(data)`` already done (a cache),
     and ``data`` may then be None.
     Raises ``bs.UnknownCTE`` for BINARY of an encoding we cannot decode (NO [UNKNOWN-CTE])."""
-    items = render_items(meta, req, data, recent, opts, extra_flags, part)
-    return response_head(seq, meta.uid, opts) + b" ".join(items) + b")\r\n"
+    return FetchPlan(req, opts).render(seq, meta, data, recent, extra_flags, part)
 
 
 def response_head(seq: int, uid: int, opts: FetchOptions) -> bytes:
@@ -300,89 +299,173 @@ def render_items(
     part: bs.Part | None = None,
 ) -> list[bytes]:
     """The items of one FETCH response (``render`` wraps them)."""
-    items: list[bytes] = []
-    done: set[str] = set()
+    return FetchPlan(req, opts).items(meta, data, recent, extra_flags, part)
 
-    def parsed() -> bs.Part:
-        nonlocal part
-        if part is None:
-            part = bs.parse(data or b"")
-        return part
 
-    def memo(name: str, make: Callable[[bs.Part], bytes]) -> bytes:
-        # a cached Part (the server keeps recently parsed messages) renders these once
-        p = parsed()
+# A step renders one item of a response from (meta, recent, data, part, opts); ``part`` is
+# None only when no step of the plan reads the message.
+_Step = Callable[[MessageMeta, bool, "bytes | None", "bs.Part | None", FetchOptions], bytes]
+
+
+def _memo(name: str, make: Callable[[bs.Part, bool], bytes]) -> _Step:
+    """An item computed once per parsed message (a cached Part renders it once)."""
+    prefix = name.encode() + b" "
+
+    def step(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+             opts: FetchOptions) -> bytes:
+        assert part is not None
         key = (name, opts.utf8)
-        value = p.memo.get(key)
+        value = part.memo.get(key)
         if value is None:
-            value = p.memo[key] = make(p)
-        return value
+            value = part.memo[key] = make(part, opts.utf8)
+        return prefix + value
 
-    def add_once(name: str, value: bytes) -> None:
-        if name not in done:
-            done.add(name)
-            items.append(name.encode() + b" " + value)
+    return step
 
-    for a in req.atts:
-        if a.name == "FLAGS":
-            add_once("FLAGS", _flags(meta, recent, opts))
-        elif a.name == "UID":
-            if not opts.uidonly:  # the response's number is the UID (RFC 9586 §3.3)
-                add_once("UID", b"%d" % meta.uid)
-        elif a.name == "INTERNALDATE":
-            add_once("INTERNALDATE", internaldate(meta.internaldate))
-        elif a.name == "RFC822.SIZE":
-            add_once("RFC822.SIZE", b"%d" % meta.size)
-        elif a.name == "MODSEQ":
-            add_once("MODSEQ", b"(%d)" % meta.modseq)
-        elif a.name == "ENVELOPE":
-            add_once("ENVELOPE", memo("ENVELOPE", lambda p: bs.envelope(p, opts.utf8)))
-        elif a.name == "BODYSTRUCTURE":
-            add_once("BODYSTRUCTURE", memo(
-                "BODYSTRUCTURE", lambda p: bs.bodystructure(p, True, opts.utf8)))
-        elif a.name == "BODY" and not a.section:
-            add_once("BODY", memo("BODY", lambda p: bs.bodystructure(p, False, opts.utf8)))
-        elif a.name == "SAVEDATE":
-            add_once("SAVEDATE", internaldate(opts.save_dates.get(meta.uid, meta.internaldate)))
-        elif a.name == "EMAILID":
-            add_once("EMAILID", b"(%s)" % email_id(meta).encode())
-        elif a.name == "THREADID":
-            add_once("THREADID", b"NIL")  # RFC 8474 §5.2: no thread ids
-        elif a.name == "PREVIEW":
-            add_once("PREVIEW", memo("PREVIEW", lambda p: quoted_or_literal(
-                preview(p), opts.utf8)))
-        elif a.name == "RFC822":
-            add_once("RFC822", literal(data if data is not None else parsed().raw))
-        elif a.name == "RFC822.HEADER":
-            add_once("RFC822.HEADER", literal(parsed().header))
-        elif a.name == "RFC822.TEXT":
-            add_once("RFC822.TEXT", literal(parsed().body))
-        elif a.name == "BODY":
-            section = bs.section_bytes(parsed(), a.path, a.text, a.headers)
-            key = _section_name(a)
-            if section is None:
-                items.append(key + b" NIL")
-                continue
-            chunk, origin = _partial(section, a)
-            items.append(key + origin + b" " + literal(chunk))
-        elif a.name == "BINARY":
-            section = bs.binary_section(parsed(), a.path)
-            key = _section_name(a)
-            if section is None:
-                items.append(key + b" NIL")
-                continue
-            chunk, origin = _partial(section, a)
-            prefix = b"~" if b"\x00" in chunk else b""  # literal8 (RFC 3516 §4.2)
-            items.append(key + origin + b" " + prefix + literal(chunk))
-        elif a.name == "BINARY.SIZE":
-            section = bs.binary_section(parsed(), a.path)
-            items.append(_section_name(a) + b" " + (
-                b"NIL" if section is None else b"%d" % len(section)))
-    if extra_flags:
-        add_once("FLAGS", _flags(meta, recent, opts))
-    if opts.condstore:
-        add_once("MODSEQ", b"(%d)" % meta.modseq)
-    return items
+
+def _body_section(a: FetchAtt) -> _Step:
+    key = _section_name(a)
+
+    def step(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+             opts: FetchOptions) -> bytes:
+        assert part is not None
+        section = bs.section_bytes(part, a.path, a.text, a.headers)
+        if section is None:
+            return key + b" NIL"
+        chunk, origin = _partial(section, a)
+        return key + origin + b" " + literal(chunk)
+
+    return step
+
+
+def _binary_section(a: FetchAtt) -> _Step:
+    key = _section_name(a)
+
+    def step(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+             opts: FetchOptions) -> bytes:
+        assert part is not None
+        section = bs.binary_section(part, a.path)
+        if section is None:
+            return key + b" NIL"
+        chunk, origin = _partial(section, a)
+        prefix = b"~" if b"\x00" in chunk else b""  # literal8 (RFC 3516 §4.2)
+        return key + origin + b" " + prefix + literal(chunk)
+
+    return step
+
+
+def _binary_size(a: FetchAtt) -> _Step:
+    key = _section_name(a) + b" "
+
+    def step(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+             opts: FetchOptions) -> bytes:
+        assert part is not None
+        section = bs.binary_section(part, a.path)
+        return key + (b"NIL" if section is None else b"%d" % len(section))
+
+    return step
+
+
+def _flags_item(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+                opts: FetchOptions) -> bytes:
+    return b"FLAGS " + _flags(meta, recent, opts)
+
+
+def _modseq_item(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+                 opts: FetchOptions) -> bytes:
+    return b"MODSEQ (%d)" % meta.modseq
+
+
+def _rfc822_item(meta: MessageMeta, recent: bool, data: bytes | None, part: bs.Part | None,
+                 opts: FetchOptions) -> bytes:
+    if data is None:
+        assert part is not None
+        data = part.raw
+    return b"RFC822 " + literal(data)
+
+
+def _preview_item(p: bs.Part, utf8: bool) -> bytes:
+    return quoted_or_literal(preview(p), utf8)
+
+
+# the items that appear once in a response however often they are asked for, with what
+# renders them; True: the step reads the parsed message
+_ONCE: dict[str, tuple[_Step, bool]] = {
+    "FLAGS": (_flags_item, False),
+    "UID": (lambda m, r, d, p, o: b"UID %d" % m.uid, False),
+    "INTERNALDATE": (lambda m, r, d, p, o: b"INTERNALDATE " + internaldate(m.internaldate),
+                     False),
+    "RFC822.SIZE": (lambda m, r, d, p, o: b"RFC822.SIZE %d" % m.size, False),
+    "MODSEQ": (_modseq_item, False),
+    "ENVELOPE": (_memo("ENVELOPE", bs.envelope), True),
+    "BODYSTRUCTURE": (_memo("BODYSTRUCTURE",
+                            lambda p, utf8: bs.bodystructure(p, True, utf8)), True),
+    "BODY": (_memo("BODY", lambda p, utf8: bs.bodystructure(p, False, utf8)), True),
+    "SAVEDATE": (lambda m, r, d, p, o: b"SAVEDATE " + internaldate(
+        o.save_dates.get(m.uid, m.internaldate)), False),
+    "EMAILID": (lambda m, r, d, p, o: b"EMAILID (%s)" % email_id(m).encode(), False),
+    "THREADID": (lambda m, r, d, p, o: b"THREADID NIL", False),  # RFC 8474 §5.2: none
+    "PREVIEW": (_memo("PREVIEW", _preview_item), True),
+    "RFC822": (_rfc822_item, False),  # the bytes as given, or the parsed message's
+    "RFC822.HEADER": (lambda m, r, d, p, o: b"RFC822.HEADER " + literal(
+        p.header if p is not None else b""), True),
+    "RFC822.TEXT": (lambda m, r, d, p, o: b"RFC822.TEXT " + literal(
+        p.body if p is not None else b""), True),
+}
+
+
+class FetchPlan:
+    """A FETCH request turned once into the steps that render each message's response:
+    the checks of which items to send, in which order, and which only once, are made per
+    command instead of per message (a FETCH of a range renders every message)."""
+
+    __slots__ = ("_condstore", "_flags", "_opts", "_parses", "_steps")
+
+    def __init__(self, req: FetchRequest, opts: FetchOptions) -> None:
+        self._opts = opts
+        steps: list[_Step] = []
+        seen: set[str] = set()
+        parses = False
+        for a in req.atts:
+            name = a.name
+            once = _ONCE.get(name) if not (name == "BODY" and a.section) else None
+            if once is not None:
+                if name in seen or (name == "UID" and opts.uidonly):
+                    continue  # UIDONLY: the response's number is the UID (RFC 9586 §3.3)
+                seen.add(name)
+                steps.append(once[0])
+                parses = parses or once[1]
+            elif name == "BODY":
+                steps.append(_body_section(a))
+                parses = True
+            elif name == "BINARY":
+                steps.append(_binary_section(a))
+                parses = True
+            elif name == "BINARY.SIZE":
+                steps.append(_binary_size(a))
+                parses = True
+        self._steps = steps
+        self._parses = parses
+        self._flags = "FLAGS" not in seen  # FLAGS added when \Seen was just set
+        self._condstore = "MODSEQ" not in seen  # RFC 7162 §3.1.4.1: MODSEQ always
+
+    def items(self, meta: MessageMeta, data: bytes | None, recent: bool,
+              extra_flags: bool = False, part: bs.Part | None = None) -> list[bytes]:
+        opts = self._opts
+        if part is None and self._parses:
+            part = bs.parse(data or b"")
+        items = [step(meta, recent, data, part, opts) for step in self._steps]
+        if extra_flags and self._flags:
+            items.append(_flags_item(meta, recent, data, part, opts))
+        if opts.condstore and self._condstore:
+            items.append(_modseq_item(meta, recent, data, part, opts))
+        return items
+
+    def render(self, seq: int, meta: MessageMeta, data: bytes | None, recent: bool,
+               extra_flags: bool = False, part: bs.Part | None = None) -> bytes:
+        """One ``* seq FETCH (...)`` response (see ``render``)."""
+        items = self.items(meta, data, recent, extra_flags, part)
+        return response_head(seq, meta.uid, self._opts) + b" ".join(items) + b")\r\n"
 
 
 PREVIEW_CHARS = 200  # RFC 8970 §3.2: at most 256 characters
@@ -406,5 +489,5 @@ def _flags(meta: MessageMeta, recent: bool, opts: FetchOptions) -> bytes:
     return fmt_flags(names)
 
 
-__all__ = ["FetchAtt", "FetchOptions", "FetchRequest", "StreamedItem", "parse_fetch", "render",
-           "render_items", "split_streamed", "streamable"]
+__all__ = ["FetchAtt", "FetchOptions", "FetchPlan", "FetchRequest", "StreamedItem",
+           "parse_fetch", "render", "render_items", "split_streamed", "streamable"]

@@ -37,8 +37,19 @@ def flags_text(flags: frozenset[str]) -> str:
     return " ".join(sorted(flags))
 
 
+_FLAG_SETS: dict[str, frozenset[str]] = {}  # a mailbox holds a few distinct flag texts
+
+
 def flags_set(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
+    """The flags of a stored text, one shared set per distinct text (read for every
+    changed message of every IMAP command; sharing also makes comparisons identity)."""
+    flags = _FLAG_SETS.get(text)
+    if flags is None:
+        flags = frozenset(text.split()) if text else frozenset()
+        if len(_FLAG_SETS) >= 4096:  # keywords are client-chosen: bounded
+            _FLAG_SETS.clear()
+        _FLAG_SETS[text] = flags
+    return flags
 
 
 def stream_fields(envelope: Envelope) -> dict[str, str | int]:

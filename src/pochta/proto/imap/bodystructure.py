@@ -414,6 +414,10 @@ def parse_address_list(value: str) -> list[Address]:
     return out
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+_BLANKS = re.compile(r"\s+")
+
+
 def _address(tokens: list[tuple[str, str]]) -> Address | None:
     comments = [t for k, t in tokens if k == "c" and t]
     tokens = [(k, t) for k, t in tokens if k != "c"]
@@ -421,7 +425,9 @@ def _address(tokens: list[tuple[str, str]]) -> Address | None:
     if angle is not None:
         phrase = " ".join(t for k, t in tokens[: [k for k, _ in tokens].index("a")])
         # comments and blanks may appear between the tokens of an addr-spec (RFC 5322 §3.4.1)
-        spec = re.sub(r"\s+", "", re.sub(r"\([^()]*\)", "", angle))
+        if "(" in angle:
+            angle = _COMMENT.sub("", angle)
+        spec = _BLANKS.sub("", angle) if not angle.isprintable() or " " in angle else angle
         adl = None
         if spec.startswith("@") and ":" in spec:
             adl, spec = spec.split(":", 1)

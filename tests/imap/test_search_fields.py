@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from pochta.proto.imap.bodystructure import Headers, _split_header
 from pochta.proto.imap.framer import RawCommand
 from pochta.proto.imap.parser import Reader
 from pochta.proto.imap.search import (
@@ -18,6 +19,7 @@ from pochta.proto.imap.search import (
     parse_search,
     search_fields_of,
 )
+from pochta.proto.imap.sort import compute_sort_keys
 from pochta.server.imap_searchkeep import keep_once
 from pochta.storage.interfaces import Envelope, LocalTarget, MailStore, MessageMeta
 from tests.conftest import Server
@@ -181,6 +183,26 @@ async def test_store_decides_as_the_header(store: MailStore) -> None:  # noqa: F
         expected = [u for u in _header_path(needle) if u not in unkeepable]
         assert hits == expected, needle
     assert decided >= 20
+
+
+async def test_keeper_keeps_sort_keys(store: MailStore) -> None:  # noqa: F811
+    """On both backends: the keeper also keeps every message's SORT/THREAD keys (those
+    without kept texts included), the keys SORT computes from the header itself, so the
+    first SORT of a mailbox filled by delivery reads no message."""
+    account = await store.add_account("s@example.test", "x", None)
+    blobs = [(await store.accept(m, Envelope(sender=""), [LocalTarget(account.id)])).blob_id
+             for m in TRICKY]
+    assert await store.get_sort_keys(blobs) == {}
+    await keep_once(store)
+    kept = await store.get_sort_keys(blobs)
+    expected = {b: compute_sort_keys(Headers(_split_header(m)[0]))
+                for b, m in zip(blobs, TRICKY, strict=True)}
+    # PostgreSQL's text cannot hold the NUL of the fourth: its keys are computed each time
+    nul = blobs[3]
+    assert "\x00" in expected[nul].subject
+    assert kept.pop(nul, expected[nul]) == expected[nul]
+    assert kept == {b: k for b, k in expected.items() if b != nul}
+    assert kept[blobs[0]].display_from == "RENÉE DUPONT"  # decoded, as SORT=DISPLAY needs
 
 
 async def test_keeper_keeps_new_messages_in_the_background(imap_server: Server) -> None:

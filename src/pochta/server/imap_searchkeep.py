@@ -1,6 +1,8 @@
 """Keep the SEARCH header texts (FROM/TO/CC/BCC/SUBJECT, ``proto.imap.search.
-search_fields_of``) of every stored message in the background, so that the first SEARCH
-on a mailbox is as fast as the later ones (the store decides it on the kept texts).
+search_fields_of``) and the SORT/THREAD keys (``proto.imap.sort.compute_sort_keys``) of
+every stored message in the background, so that the first SEARCH or SORT on a mailbox is
+as fast as the later ones (the store decides SEARCH on the kept texts; SORT reads kept
+keys instead of every message).
 
 New messages (delivery, APPEND, Sieve, DSNs, another process) are picked up within
 ``interval`` after their commit, in batches: nothing is added to the path that
@@ -26,9 +28,12 @@ import logging
 import re
 import time
 
+from ..proto.imap.bodystructure import Headers, _split_header
 from ..proto.imap.search import search_fields_of
+from ..proto.imap.sort import compute_sort_keys
 from ..services.locks import PROCESS_ID
 from ..storage.interfaces import MailStore, NotFound, StoreError
+from ..storage.interfaces_imap import SortKeys
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ async def keep_once(
         return upto, 0, False
     blobs = await store.read_blobs([b for b, size in todo if size <= BATCH_MAX_SIZE])
     fields: dict[int, str] = {}
+    keys: dict[int, SortKeys] = {}
     for i, (blob_id, size) in enumerate(todo):
         data = blobs.get(blob_id)
         if data is None:
@@ -64,12 +70,18 @@ async def keep_once(
                 continue
             if data is None:
                 continue  # a header longer than HEADER_MAX: SEARCH reads that message
-        text = search_fields_of(data)
+        headers = Headers(_split_header(data)[0])
+        text = search_fields_of(headers)
         if text is not None:  # None: a NUL or a separator; SEARCH reads it each time
             fields[blob_id] = text
+        # SORT's and THREAD's keys from the same header: the first SORT of a mailbox
+        # filled by delivery then reads kept keys instead of every message
+        keys[blob_id] = compute_sort_keys(headers)
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)
     await store.put_search_fields(fields)
+    if keys:
+        await store.put_sort_keys(keys)
     return upto, len(fields), full
 
 

@@ -235,6 +235,9 @@ class PostgresImapState(PostgresFeature):
     async def put_sort_keys(self, keys: Mapping[int, SortKeys]) -> None:
         rows = [(b, k.date, k.subject, k.reply, k.from_, k.to, k.cc, k.display_from,
                  k.display_to, k.message_id, k.references) for b, k in keys.items()]
+        # PostgreSQL text holds no NUL: such a message's keys are not kept (SORT computes
+        # them from its header each time), as its SEARCH texts are not
+        rows = [r for r in rows if not any(isinstance(v, str) and "\x00" in v for v in r)]
         if not rows:
             return
 

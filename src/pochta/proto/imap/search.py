@@ -441,10 +441,10 @@ def join_fields(texts: list[list[str]]) -> str | None:
     return kept
 
 
-def search_fields_of(data: bytes) -> str | None:
-    """The kept SEARCH texts of a message's bytes (only its header is read): what
-    ``Candidate.search_fields`` gives, for the background keeper."""
-    headers = bs.Headers(bs._split_header(data)[0])
+def search_fields_of(data: bytes | bs.Headers) -> str | None:
+    """The kept SEARCH texts of a message's bytes or its split header (only the header
+    is read): what ``Candidate.search_fields`` gives, for the background keeper."""
+    headers = data if isinstance(data, bs.Headers) else bs.Headers(bs._split_header(data)[0])
     return join_fields([field_texts(headers, name) for name in SEARCH_FIELDS])
 
 

@@ -113,6 +113,8 @@ _FWD = re.compile(r"\A\[fwd:\s*(.*)\]\Z", re.IGNORECASE | re.DOTALL)
 
 
 def _decode(value: str) -> str:
+    if "=?" not in value:  # no encoded word: decoding gives the same text (search._decode)
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
@@ -165,13 +167,15 @@ def _first_address(part: Headers, name: str) -> bs.Address | None:
 
 
 def _mailbox_key(part: Headers, name: str) -> str:
-    a = _first_address(part, name)
+    return _mailbox_of(_first_address(part, name))
+
+
+def _mailbox_of(a: bs.Address | None) -> str:
     return (a.mailbox or "").upper() if a is not None else ""
 
 
-def _display_key(part: Headers, name: str) -> str:
+def _display_of(a: bs.Address | None) -> str:
     """RFC 5957 §4: the display-name of the first address, else its addr-spec."""
-    a = _first_address(part, name)
     if a is None:
         return ""
     if a.name:
@@ -198,10 +202,11 @@ def compute_sort_keys(h: Headers) -> SortKeys:
     subject, reply = base_subject(h.header_value("Subject") or "")
     mid = _msgids(h.header_value("Message-ID"))
     refs = _msgids(h.header_value("References")) or _msgids(h.header_value("In-Reply-To"))[:1]
+    sender, to = _first_address(h, "From"), _first_address(h, "To")  # each parsed once
     return SortKeys(
         date=sent_date(h), subject=subject, reply=reply,
-        from_=_mailbox_key(h, "From"), to=_mailbox_key(h, "To"), cc=_mailbox_key(h, "Cc"),
-        display_from=_display_key(h, "From"), display_to=_display_key(h, "To"),
+        from_=_mailbox_of(sender), to=_mailbox_of(to), cc=_mailbox_key(h, "Cc"),
+        display_from=_display_of(sender), display_to=_display_of(to),
         message_id=mid[0] if mid else "", references=" ".join(refs))
 
 

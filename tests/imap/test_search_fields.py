@@ -205,6 +205,24 @@ async def test_keeper_keeps_sort_keys(store: MailStore) -> None:  # noqa: F811
     assert kept[blobs[0]].display_from == "RENÉE DUPONT"  # decoded, as SORT=DISPLAY needs
 
 
+async def test_keeper_keys_of_a_long_header_are_sorts(store: MailStore) -> None:  # noqa: F811
+    """A message over 64 KB whose header runs past 64 KB: the keeper keeps the keys SORT
+    computes from the first 64 KB it reads (kept orders mix keys of both)."""
+    from pochta.server import imap_searchkeep, imap_sort
+
+    assert imap_searchkeep.SORT_HEADER_READ == imap_sort.HEADER_READ
+    account = await store.add_account("h@example.test", "x", None)
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 70) for i in range(900))
+    data = (b"Subject: early\r\n" + filler + b"From: late@example.test\r\n"
+            b"Subject: late\r\n\r\n" + b"body\r\n" * 20000)
+    assert data.index(b"From: late") > imap_sort.HEADER_READ
+    blob = (await store.accept(data, Envelope(sender=""), [LocalTarget(account.id)])).blob_id
+    await keep_once(store)
+    kept = (await store.get_sort_keys([blob]))[blob]
+    sorts = compute_sort_keys(Headers(_split_header(data[:imap_sort.HEADER_READ])[0]))
+    assert kept == sorts and kept.from_ == ""  # the From beyond 64 KB is not seen
+
+
 async def test_keeper_keeps_new_messages_in_the_background(imap_server: Server) -> None:
     """An APPENDed message's texts are kept by the server's keeper shortly after, without
     any SEARCH; the answers stay the header path's."""

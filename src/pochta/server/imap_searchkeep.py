@@ -41,6 +41,7 @@ BATCH = 200  # messages per store read and write
 BATCH_MAX_SIZE = 64 << 10  # bigger messages: only their header is read, one at a time
 HEADER_MAX = 256 << 10  # a longer header is left to SEARCH (it reads the message)
 _HEADER_END = re.compile(rb"\n\r?\n")  # as proto/imap/bodystructure.py splits a header
+SORT_HEADER_READ = 64 << 10  # server/imap_sort.py HEADER_READ: what SORT reads of a message
 YIELD_EVERY = 10  # messages between two returns to the event loop (~1-2 ms of work)
 BACKFILL_LOG = 10_000  # a run of at least this many messages is logged (INFO)
 KEEPER_LOCK = "imap-search-keeper"
@@ -75,7 +76,11 @@ async def keep_once(
         if text is not None:  # None: a NUL or a separator; SEARCH reads it each time
             fields[blob_id] = text
         # SORT's and THREAD's keys from the same header: the first SORT of a mailbox
-        # filled by delivery then reads kept keys instead of every message
+        # filled by delivery then reads kept keys instead of every message. They must be
+        # the keys SORT computes itself (kept orders mix both): from at most the first
+        # SORT_HEADER_READ octets of a message bigger than that, as SORT reads it
+        if size > SORT_HEADER_READ and len(data) > SORT_HEADER_READ:
+            headers = Headers(_split_header(data[:SORT_HEADER_READ])[0])
         keys[blob_id] = compute_sort_keys(headers)
         if i % YIELD_EVERY == YIELD_EVERY - 1:
             await asyncio.sleep(0)

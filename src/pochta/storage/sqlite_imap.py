@@ -226,7 +226,8 @@ class SQLiteImapState(SQLiteFeature):
                 [(*r, r[0]) for r in rows])
 
         if rows:
-            await self._write(write)
+            # derived data, computed again if a crash loses it (as the SEARCH texts)
+            await self._write(write, durable=False)
 
     async def get_search_fields(self, blob_ids: Sequence[int]) -> dict[int, str]:
         wanted = list(dict.fromkeys(blob_ids))

@@ -18,6 +18,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import collapse_rfc2231_value
+from typing import Any
 
 from pochta.proto.imap.response import nstring, plist
 
@@ -487,7 +488,10 @@ def _params(part: Part, header: str = "content-type") -> bytes:
             return b'("CHARSET" "US-ASCII")'  # RFC 2045 §5.2 default
         return b"NIL"
     items: list[bytes] = []
-    for key, value in raw[1:]:
+    # Any: typeshed says (str, str), but an RFC 2231 value is a (charset, language, text)
+    # tuple, and compiled code (make native) checks the declared types
+    params: list[Any] = raw[1:]
+    for key, value in params:
         if isinstance(value, tuple):
             value = collapse_rfc2231_value(value)
         if not key:

@@ -30,7 +30,8 @@ NATIVE := proto/imap/bodystructure proto/imap/fetch proto/imap/framer proto/imap
 	proto/imap/parser proto/imap/response proto/imap/search proto/imap/selected \
 	proto/imap/seqset proto/imap/session \
 	server/imap server/imap_commands server/imap_mailbox server/imap_message \
-	server/imap_session server/imap_shared server/imap_sieve
+	server/imap_session server/imap_shared server/imap_sieve \
+	mail/model mail/attachments storage/rules
 NATIVE_STAMP := src/pochta/.native
 
 # DNSSEC test zone (NSD, ldns-signzone) validated by unbound, for the DANE tests
@@ -57,7 +58,7 @@ $(BIN)/.installed: $(BIN)/.runtime
 
 # A failed build (no C compiler, no Python headers) leaves Python running the sources.
 native: $(NATIVE_STAMP)
-$(NATIVE_STAMP): $(BIN)/.installed $(NATIVE:%=src/pochta/%.py)
+$(NATIVE_STAMP): Makefile $(BIN)/.installed $(NATIVE:%=src/pochta/%.py)
 	@$(MAKE) --no-print-directory pure
 	@echo "mypyc: compiling $(words $(NATIVE)) IMAP modules (a few minutes; log in build/native.log)"
 	@mkdir -p build

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import multiprocessing
 import os
@@ -49,6 +50,11 @@ def run_one(config: Config, worker: int | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         pass
+    # The objects of the start (modules, config, tables) live as long as the process:
+    # out of the collector's sight, a full collection no longer walks them; and a young
+    # collection every 7,000 allocations, not 700 (each IMAP command makes hundreds).
+    gc.freeze()
+    gc.set_threshold(7000, 10, 10)
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(serve_forever(config, worker=worker))

@@ -24,14 +24,14 @@ DEMO_DIR := demo
 # (docs/performance.md §13 "Session 9"). src/pochta/.native lists the build;
 # pochta/__init__.py removes a build older than its sources (an edit, a checkout), and
 # Python runs the sources until `make native` builds again. `make pure` removes it.
-# Left out: modules whose tests replace their functions (sort, THREAD, the parts cache)
+# Left out: modules whose tests replace their functions (SORT, THREAD)
 # and exception classes with class-level defaults (proto/imap/errors.py).
 NATIVE := proto/imap/bodystructure proto/imap/fetch proto/imap/framer proto/imap/mutf7 \
 	proto/imap/parser proto/imap/response proto/imap/search proto/imap/selected \
 	proto/imap/seqset proto/imap/session \
 	server/imap server/imap_commands server/imap_mailbox server/imap_message \
 	server/imap_session server/imap_shared server/imap_sieve \
-	mail/model mail/attachments storage/rules
+	server/imap_cache mail/model mail/attachments storage/rules
 NATIVE_STAMP := src/pochta/.native
 
 # DNSSEC test zone (NSD, ldns-signzone) validated by unbound, for the DANE tests

@@ -32,7 +32,7 @@ def _held(cache: PartCache) -> int:
     return sum(size for _, size in cache.parts.values())
 
 
-async def test_concurrent_misses_load_and_parse_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_concurrent_misses_load_and_parse_once() -> None:
     parses: list[int] = []
     real_parse = bs.parse
 
@@ -40,8 +40,7 @@ async def test_concurrent_misses_load_and_parse_once(monkeypatch: pytest.MonkeyP
         parses.append(len(data))
         return real_parse(data, *args, **kw)
 
-    monkeypatch.setattr(bs, "parse", parse)
-    cache = PartCache(max_bytes=16 << 10)
+    cache = PartCache(max_bytes=16 << 10, parse=parse)
     loads: list[int] = []
 
     async def fetch_all(box: MailboxInfo, uid: int, data: bytes) -> list[bs.Part | None]:

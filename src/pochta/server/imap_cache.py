@@ -31,8 +31,10 @@ class PartCache:
     message soon after it arrives, and then read nothing from the store; the bytes are
     parsed at the first FETCH that needs them (never, for a message nobody reads)."""
 
-    def __init__(self, max_bytes: int = 8 << 20) -> None:
+    def __init__(self, max_bytes: int = 8 << 20,
+                 parse: Callable[[bytes], bs.Part] = bs.parse) -> None:
         self.max_bytes = max_bytes
+        self.parse = parse  # a test counts the parses
         self.size = 0  # the bytes of the messages in ``parts``
         # a parsed message, or the bytes of an appended one not parsed yet; its size
         self.parts: OrderedDict[_PartKey, tuple[bs.Part | bytes, int]] = OrderedDict()
@@ -49,7 +51,7 @@ class PartCache:
             self.parts.move_to_end(key)
             held = entry[0]
             if isinstance(held, bytes):
-                held = bs.parse(held)
+                held = self.parse(held)
                 self.parts[key] = (held, entry[1])
             return held
         pending = self.loading.get(key)
@@ -78,7 +80,7 @@ class PartCache:
         data = await load()
         if data is None:
             return None
-        part = bs.parse(data)
+        part = self.parse(data)
         self._keep(key, part, len(data))
         return part
 

@@ -47,7 +47,11 @@ class Part:
 
     @property
     def content_type(self) -> str:
-        return self.msg.get_content_type()
+        ctype = _CONTENT_TYPES.get(self.msg)
+        if ctype is None:
+            ctype = self.msg.get_content_type()
+            _memo_put(_CONTENT_TYPES, self.msg, ctype)
+        return ctype
 
     @property
     def is_multipart(self) -> bool:
@@ -175,6 +179,19 @@ def _mime_header(header: bytes) -> tuple[bytes, list[tuple[str, bytes]] | None]:
 # lines, and email's parser costs ~30 us each time. Shared: nothing changes a Part's msg.
 _MIME_MESSAGES: dict[tuple[bytes, str], Message] = {}
 _MIME_SHARED_MAX = 1024  # bytes of fields worth keeping (a multipart's are unique anyway)
+
+
+# What parts sharing one parsed Message share (email's getters cost ~10 us a call),
+# by the Message itself (hashed by identity; never changed once parsed); bounded.
+_CONTENT_TYPES: dict[Message, str] = {}
+_PARAMS: dict[tuple[Message, str], bytes] = {}
+_MEMO_MAX = 4096
+
+
+def _memo_put(memo: dict[Any, Any], key: object, value: object) -> None:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
 
 
 def _mime_message(mime: bytes, default_type: str) -> Message:
@@ -500,6 +517,15 @@ def envelope(part: Part, utf8: bool = False) -> bytes:
 
 
 def _params(part: Part, header: str = "content-type") -> bytes:
+    key = (part.msg, header)
+    params = _PARAMS.get(key)
+    if params is None:
+        params = _render_params(part, header)
+        _memo_put(_PARAMS, key, params)
+    return params
+
+
+def _render_params(part: Part, header: str) -> bytes:
     raw = part.msg.get_params(header=header, failobj=None)
     if not raw:
         if header == "content-type" and part.content_type.startswith("text/"):

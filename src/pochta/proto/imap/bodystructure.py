@@ -175,14 +175,13 @@ def _mime_header(header: bytes) -> tuple[bytes, list[tuple[str, bytes]] | None]:
     return b"".join(wanted) + b"\r\n", fields
 
 
-# Parsed MIME fields by their text: most parts of a mailbox repeat a few Content-Type
-# lines, and email's parser costs ~30 us each time. Shared: nothing changes a Part's msg.
+# What parts with the same MIME fields share, bounded (the texts come from senders):
+# their parsed Message, by the fields' text (most parts of a mailbox repeat a few
+# Content-Type lines, and email's parser costs ~30 us a time), and what email's getters
+# give for it (~10 us a call), by the Message itself (hashed by identity). Nothing
+# changes a Part's msg once parsed.
 _MIME_MESSAGES: dict[tuple[bytes, str], Message] = {}
 _MIME_SHARED_MAX = 1024  # bytes of fields worth keeping (a multipart's are unique anyway)
-
-
-# What parts sharing one parsed Message share (email's getters cost ~10 us a call),
-# by the Message itself (hashed by identity; never changed once parsed); bounded.
 _CONTENT_TYPES: dict[Message, str] = {}
 _PARAMS: dict[tuple[Message, str], bytes] = {}
 _MEMO_MAX = 4096
@@ -201,17 +200,15 @@ def _mime_message(mime: bytes, default_type: str) -> Message:
         msg = BytesHeaderParser(policy=compat32).parsebytes(mime)
         msg.set_default_type(default_type)
         if len(mime) <= _MIME_SHARED_MAX:
-            if len(_MIME_MESSAGES) >= 2048:  # bounded: the texts come from senders
-                _MIME_MESSAGES.clear()
-            _MIME_MESSAGES[key] = msg
+            _memo_put(_MIME_MESSAGES, key, msg)
     return msg
 
 
 def parse(data: bytes, default_type: str = "text/plain", depth: int = 0) -> Part:
     header, body = _split_header(data)
     mime, fields = _mime_header(header)
-    part = Part(header, body, _mime_message(mime, default_type), _fields=fields)
-    msg = part.msg
+    msg = _mime_message(mime, default_type)
+    part = Part(header, body, msg, _fields=fields)
     if depth >= _MAX_DEPTH:
         return part
     ctype = part.content_type

@@ -110,3 +110,23 @@ def test_dns_records_prints_tlsa_and_warns_on_key_change(
     assert expected() in text
     assert "key changed" in capsys.readouterr().err
     assert own_tlsa(config, remember=False)[1] == ""
+
+
+def test_an_all_digit_queue_id_is_a_queue_id_not_an_item_number() -> None:
+    """One queue id in ~280 is twelve decimal digits: `queue show` once took it for an item
+    number and found nothing (a CI run failed on it)."""
+    from pochta.queue.cli import _select
+    from pochta.storage.interfaces import QueueItem, QueueState
+
+    def item(ident: int, queue_id: str) -> QueueItem:
+        return QueueItem(id=ident, message_id=queue_id, blob_id=1,
+                         envelope=Envelope(sender="a@example.test"),
+                         recipient=RemoteRecipient("bob@example.net"),
+                         state=QueueState.PENDING, attempts=0, next_attempt=0.0,
+                         last_reply="", created=0.0)
+
+    items = [item(1, "753448968337"), item(2, "ABCDEF012345"), item(3, "ABCDEF012345")]
+    assert [i.id for i in _select(items, "753448968337")] == [1]
+    assert [i.id for i in _select(items, "abcdef012345")] == [2, 3]
+    assert [i.id for i in _select(items, "2")] == [2]
+    assert _select(items, "999") == []

@@ -29,9 +29,12 @@ def _when(ts: float) -> str:
 
 
 def _select(items: list[QueueItem], ident: str) -> list[QueueItem]:
-    if ident.isdigit():
-        return [i for i in items if i.id == int(ident)]
-    return [i for i in items if i.message_id == ident]
+    """A queue id first: one of twelve hex digits is all decimal digits about once in 280
+    ids, and must not be read as an item number."""
+    by_queue_id = [i for i in items if i.message_id == ident.upper()]
+    if by_queue_id or not ident.isdigit():
+        return by_queue_id
+    return [i for i in items if i.id == int(ident)]
 
 
 async def _open(config: Config) -> MailStore:

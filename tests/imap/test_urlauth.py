@@ -10,6 +10,7 @@ import pytest
 
 from pochta.proto.imap.imapurl import BadUrl
 from pochta.proto.imap.urlauth import authorized_url, may_fetch, parse_auth_url, verify
+from pochta.services.urlauth import Requester, allowed
 from tests.conftest import Server
 from tests.imap.helpers import MESSAGE, connect, joined, st
 
@@ -28,8 +29,17 @@ def test_rfc4467_rump_and_token() -> None:
     assert a.rump == RUMP and verify(b"k" * 32, a) and not verify(b"x" * 32, a)
     tampered = parse_auth_url(signed.replace("uid=20", "uid=21"), authorized=True)
     assert not verify(b"k" * 32, tampered)
-    # submit+ is for BURL, which this server does not offer
+    # submit+ is for submission's BURL (RFC 4468), never for URLFETCH
     assert not may_fetch(a, "fred", datetime.now(UTC))
+    now = datetime.now(UTC)
+    assert allowed(a, Requester(submitter="FRED"), now)
+    assert not allowed(a, Requester(submitter="joe"), now)  # not even the owner
+    assert not allowed(a, Requester(fetcher="fred"), now)
+    anyone = parse_auth_url(RUMP.replace("submit+fred", "anonymous"), authorized=False)
+    assert not allowed(anyone, Requester(submitter="fred"), now)  # BURL takes submit+ only
+    late = parse_auth_url(RUMP.replace(";urlauth", ";expire=2020-01-01T00:00:00Z;urlauth"),
+                          authorized=False)
+    assert not allowed(late, Requester(submitter="fred"), now)
     for bad in ("imap://example.com/INBOX/;uid=1;urlauth=anonymous",  # no user
                 "imap://j@h/INBOX/;uid=1",  # no ;URLAUTH=
                 "imap://j@h/INBOX/;uid=1;urlauth=nobody",

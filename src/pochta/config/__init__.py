@@ -207,6 +207,10 @@ class SubmissionConfig:
     messages_per_hour: int = field(default=300, metadata=_doc("per account"))
     recipients_per_hour: int = field(default=1000, metadata=_doc("per account"))
     recipients_per_message: int = field(default=100, metadata=_doc("per message"))
+    burl: bool = field(
+        default=True,
+        metadata=_doc("offer BURL (RFC 4468): a client sends a message it keeps in IMAP "
+                      "by URL (GENURLAUTH with submit+user) instead of uploading it again"))
 
 
 @dataclass(frozen=True)

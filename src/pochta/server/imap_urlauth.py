@@ -6,24 +6,14 @@ so that every URL signed before stops working. The URL grammar and the token are
 
 from __future__ import annotations
 
-import bisect
-from datetime import UTC, datetime
-
 from ..proto.imap import bodystructure as bs
 from ..proto.imap.errors import BadCommand, ImapError, Nonexistent
 from ..proto.imap.imapurl import BadUrl
 from ..proto.imap.parser import ParseError, Reader
 from ..proto.imap.response import astring, literal
-from ..proto.imap.urlauth import (
-    MECHANISMS,
-    AuthUrl,
-    authorized_url,
-    binary_message,
-    may_fetch,
-    parse_auth_url,
-    verify,
-)
-from ..storage.interfaces import NotFound, StoreError
+from ..proto.imap.urlauth import MECHANISMS, authorized_url, binary_message, parse_auth_url
+from ..services.urlauth import Requester, UrlUnauthorized, UrlUnresolved, resolve
+from ..storage.interfaces import StoreError
 from .imap_session import ImapSession
 
 MAX_URLS = 100  # in one GENURLAUTH or URLFETCH
@@ -104,46 +94,12 @@ def _fetch_request(r: Reader) -> tuple[str, set[str]]:
 async def _resolve(s: ImapSession, url: str) -> tuple[bytes, bs.Part | None] | None:
     """The message (or section) an authorized URL names, and its part; None when the URL
     is not valid for this user (RFC 4467 §7.3: NIL, never an error)."""
-    try:
-        auth: AuthUrl = parse_auth_url(url, authorized=True)
-    except BadUrl:
-        return None
     fetcher = s.account.address if s.account is not None else None
-    if not may_fetch(auth, fetcher, datetime.now(UTC)):
-        return None
-    owner = await s.store.get_account(auth.owner_address().lower())
-    if owner is None:
-        return None
-    info = await s.store.get_mailbox(owner.id, auth.message.mailbox)
-    if info is None or (auth.message.uidvalidity is not None
-                        and auth.message.uidvalidity != info.uidvalidity):
-        return None
-    key = await s.store.urlauth_key(info.id, create=False)
-    if key is None or not verify(key, auth):
-        return None
-    metas = await s.store.list_messages(info.id)
-    uids = [m.uid for m in metas]
-    i = bisect.bisect_left(uids, auth.message.uid)
-    if i >= len(uids) or uids[i] != auth.message.uid:
-        return None
     try:
-        data = await s.store.read_blob(metas[i].blob_id)
-    except NotFound:
+        found = await resolve(s.store, url, Requester(fetcher=fetcher))
+    except (UrlUnauthorized, UrlUnresolved):
         return None
-    root = bs.parse(data)
-    part: bs.Part | None = root
-    u = auth.message
-    if u.path or u.text:
-        part = bs.find_part(root, u.path)
-        section = bs.section_bytes(root, u.path, u.text)
-        if section is None or part is None:
-            return None
-        data = section
-    if u.partial is not None:
-        off, length = u.partial
-        data = data[off : off + length] if length is not None else data[off:]
-        part = None  # a byte range has no structure
-    return data, part
+    return found.data, found.part
 
 
 def _binary(data: bytes, part: bs.Part) -> tuple[bytes, bs.Part]:

@@ -52,6 +52,7 @@ from ..services.delivery import TraceInfo
 from ..services.sasl_driver import Authenticated
 from ..services.spool import SPAM_SCAN_LIMIT, Spool
 from ..services.submission import SubmissionLimits, SubmissionPolicy
+from ..services.urlauth import Requester, resolve
 from ..spam.gate import GateSession
 from ..storage.interfaces import (
     Account,
@@ -142,6 +143,7 @@ class SMTPHandler:
             auth_mechanisms=mechs,
             require_auth=self.submission,
             spool_threshold=self.config.smtp.spool_threshold,
+            burl=self.submission and self.config.submission.burl,  # never on 25: RFC 4468 §3.1
         )
 
     def _log(self, msg: str, *args: object, level: int = logging.INFO) -> None:
@@ -253,7 +255,8 @@ class SMTPHandler:
         try:
             if isinstance(event, ev.AuthStart | ev.AuthResponse):
                 self.session.auth_failed(reply)
-            elif internal or not isinstance(event, ev.MailFrom | ev.RcptTo | ev.MessageReady):
+            elif internal or not isinstance(event, ev.MailFrom | ev.RcptTo | ev.MessageReady
+                                                | ev.BurlFetch):
                 self.session.abandon(reply)
             else:
                 self.session.reject(reply)
@@ -297,12 +300,25 @@ class SMTPHandler:
             METRICS.observe("pochta_smtp_accept_seconds", time.monotonic() - started, role=role)
             METRICS.inc("pochta_messages_accepted_total" if self.messages > before
                         else "pochta_messages_refused_total", role=role)
+        elif isinstance(event, ev.BurlFetch):
+            await self._burl(event)
         elif isinstance(event, ev.StartTLS):
             await self._starttls()
         elif isinstance(event, ev.AuthStart):
             await self._auth_start(event)
         elif isinstance(event, ev.AuthResponse):
             await self._auth_response(event)
+
+    async def _burl(self, event: ev.BurlFetch) -> None:
+        """BURL (RFC 4468): the content of a ``submit+<this user>`` URL signed by IMAP's
+        GENURLAUTH, read from the store; a refusal (554 5.7.0 / 5.6.6) is raised to the
+        boundary, which fails the transaction and counts the error."""
+        assert self.account is not None  # the core takes BURL only after AUTH
+        found = await resolve(self.ctx.store, event.url,
+                              Requester(submitter=self.account.address))
+        self._log("burl %d bytes%s", len(found.data), " last" if event.last else "",
+                  level=logging.DEBUG)
+        self.session.burl_resolved(found.data)
 
     # --- TLS and AUTH ---------------------------------------------------------------
 

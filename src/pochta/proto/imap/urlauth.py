@@ -96,8 +96,8 @@ def verify(key: bytes, url: AuthUrl) -> bool:
 
 def may_fetch(url: AuthUrl, fetcher: str | None, now: datetime) -> bool:
     """Whether ``fetcher`` (an authenticated account's address; None: nobody logged in)
-    may use the URL by URLFETCH (RFC 4467 §2.1). ``submit+`` URLs are for a submission
-    server's BURL, which this server does not offer, so they are never fetched here."""
+    may use the URL by URLFETCH (RFC 4467 §2.1). ``submit+`` URLs are for submission's
+    BURL (RFC 4468, services/urlauth.py), so they are never fetched here."""
     if url.expire is not None and now >= url.expire:
         return False
     if url.access == "anonymous":

@@ -9,6 +9,7 @@ MessageReady    ``accept(replies.queued(id))`` or ``reject(reply)``; the transac
 StartTLS        ``tls_started()`` after the handshake (``220`` is already queued)
 AuthStart       ``auth_challenge(bytes)``, ``auth_succeeded(identity)`` or ``auth_failed(r)``
 AuthResponse    the same three, when ``data`` is not None
+BurlFetch       ``burl_resolved(data)`` or ``reject(reply)`` (the transaction fails)
 =============== ==========================================================================
 
 ``AuthResponse(data=None)`` needs no decision: the client cancelled with ``*`` or sent
@@ -83,6 +84,15 @@ class MessageDiscarded:
 
 
 @dataclass(frozen=True)
+class BurlFetch:
+    """``BURL url [LAST]`` (RFC 4468) in a transaction with recipients: the shell fetches
+    what the URL names. ``last`` ends the message, as ``BDAT ... LAST`` does."""
+
+    url: str
+    last: bool
+
+
+@dataclass(frozen=True)
 class StartTLS:
     """The client asked for STARTTLS; ``220 2.0.0 Ready to start TLS`` is queued."""
 
@@ -129,6 +139,7 @@ Event = (
     | MessageContent
     | MessageDiscarded
     | MessageReady
+    | BurlFetch
     | StartTLS
     | AuthStart
     | AuthResponse

@@ -174,6 +174,8 @@ CANNOT_VRFY = Reply(
 )
 READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
 AUTH_SUCCEEDED = Reply(235, "2.7.0", "Authentication successful")
+# RFC 4468 §6: a BURL without LAST, its URL resolved
+BURL_MORE = Reply(250, "2.5.0", "Waiting for additional BURL or BDAT commands")
 
 # --- 3xx ---------------------------------------------------------------------------------
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
@@ -216,6 +218,7 @@ MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY address")
 BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+BURL_SYNTAX = Reply(501, "5.5.4", "Syntax: BURL imap-url [LAST]")
 AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 BAD_PARAMETER = Reply(501, "5.5.4", "Invalid parameter value")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
@@ -259,6 +262,9 @@ NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 BARE_LINE_ENDING = Reply(554, "5.6.11", "Message contains bare CR or LF characters")
 DATA_LINE_TOO_LONG = Reply(554, "5.6.0", "Message contains a line that is too long")
 TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
+# RFC 4468 §3.4 and §6 (X.6.6 is RFC 4468's own code)
+BURL_UNAUTHORIZED = Reply(554, "5.7.0", "IMAP URL authorization failed")
+BURL_UNRESOLVED = Reply(554, "5.6.6", "IMAP URL resolution failed")
 
 
 def catalogue() -> dict[str, Reply]:

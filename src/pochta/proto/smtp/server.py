@@ -49,6 +49,10 @@ Decisions documented here (where the RFCs leave a choice):
 * ``RCPT TO:<Postmaster>`` becomes ``Postmaster@<hostname>`` (RFC 5321 4.1.1.3).
 * ``BODY=BINARYMIME`` is accepted only with ``SessionParams.binarymime`` (default off,
   since relaying it needs a BINARYMIME-capable next hop); otherwise ``555 5.5.4``.
+* BURL (RFC 4468) only with ``SessionParams.burl`` (submission): ``BURL`` before AUTH,
+  ``BURL imap`` after. Its content joins the message as a BDAT chunk's does (same line
+  rules and limits); a refused URL fails the transaction like a failed chunk and counts
+  toward ``hard_error_limit`` (tokens cannot be guessed by the thousand).
 * Big messages are not held whole: once ``spool_threshold`` bytes of content are
   buffered, the core hands them out as ``MessageContent`` events (no decision needed; the
   shell writes them to a spool file) and the final ``MessageReady`` carries the rest with
@@ -74,6 +78,7 @@ from pochta.proto.smtp.events import (
     PAUSED,
     AuthResponse,
     AuthStart,
+    BurlFetch,
     ConnectionClosed,
     Event,
     MailFrom,
@@ -118,6 +123,7 @@ class SessionParams:
     smtputf8: bool = True
     binarymime: bool = False  # advertise BINARYMIME and accept BODY=BINARYMIME
     spool_threshold: int = 0  # hand content out in MessageContent events past this (0: never)
+    burl: bool = False  # submission only (RFC 4468 §3.1): advertise and accept BURL
 
     def __post_init__(self) -> None:
         if self.bare_lf not in ("reject", "normalize"):
@@ -137,7 +143,8 @@ class _TooLong:
 
 _TOO_LONG = _TooLong()
 
-_DecisionEvent = MailFrom | RcptTo | MessageReady | StartTLS | AuthStart | AuthResponse
+_DecisionEvent = (MailFrom | RcptTo | MessageReady | StartTLS | AuthStart | AuthResponse
+                  | BurlFetch)
 
 
 class ServerSession:
@@ -239,16 +246,29 @@ class ServerSession:
             self._send(reply or replies.QUEUED)
 
     def reject(self, reply: Reply) -> None:
-        """Refuse the pending MailFrom, RcptTo or MessageReady with a 4xx/5xx reply."""
+        """Refuse the pending MailFrom, RcptTo, MessageReady or BurlFetch with a 4xx/5xx
+        reply."""
         if reply.is_success:
             raise LocalProtocolError(f"reject() with a success reply {reply.code}")
-        event = self._take_pending(MailFrom, RcptTo, MessageReady)
+        event = self._take_pending(MailFrom, RcptTo, MessageReady, BurlFetch)
+        if isinstance(event, BurlFetch):
+            self._fail_burl(event, reply)
+            self._count_error_reply()  # a wrong URL is the client's: tokens are not guessed
+            return
         if isinstance(event, MessageReady):
             self._reset_transaction()
             self._send(reply)
             return
         self._send(reply)
         self._count_error_reply()
+
+    def burl_resolved(self, data: bytes) -> None:
+        """The content the pending BurlFetch's URL names: it joins the message as a BDAT
+        chunk would, with the same line rules and limits."""
+        event = self._take_pending(BurlFetch)
+        assert isinstance(event, BurlFetch)
+        self._bdat_content(data)
+        self._chunk_done(event.last, replies.BURL_MORE)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS succeeded: forget everything (RFC 3207 4.2)."""
@@ -296,6 +316,9 @@ class ServerSession:
         if isinstance(event, StartTLS):
             self._send(replies.SERVICE_UNAVAILABLE)
             return
+        if isinstance(event, BurlFetch):
+            self._fail_burl(event, reply)
+            return
         if isinstance(event, MessageReady):
             self._reset_transaction()
         self._send(reply)
@@ -323,6 +346,16 @@ class ServerSession:
     def _emit(self, event: _DecisionEvent) -> None:
         self._pending = event
         self._events.append(event)
+
+    def _fail_burl(self, event: BurlFetch, reply: Reply) -> None:
+        """A URL that could not be used fails the whole transaction (RFC 4468 §3.2):
+        later BURL and BDAT commands get the same reply until LAST or RSET, as after a
+        failed chunk (RFC 3030 §3)."""
+        self._fail_message(reply)
+        self._bdat_error = reply
+        self._send(reply)
+        if event.last:
+            self._reset_transaction()
 
     def _notify(self, event: MessageContent | MessageDiscarded) -> None:
         """An event the shell acts on without a decision (the core goes on)."""
@@ -493,6 +526,9 @@ class ServerSession:
             keywords.append("AUTH " + " ".join(m.upper() for m in p.auth_mechanisms))
         if p.requiretls and self.tls_active:
             keywords.append("REQUIRETLS")
+        if p.burl:
+            # without arguments before AUTH: supported, authentication needed (§3.1)
+            keywords.append("BURL imap" if self.authenticated_as is not None else "BURL")
         self._send(replies.ehlo(p.hostname, keywords))
 
     def _mail_cmd(self, arg: str) -> None:
@@ -603,6 +639,37 @@ class ServerSession:
         self._chunk_counted = counted
         self._mode = _Mode.BDAT
 
+    def _burl_cmd(self, arg: str) -> None:
+        """``BURL absolute-URI [LAST]`` (RFC 4468 §3.5): in place of DATA, mixed with BDAT
+        chunks, after at least one accepted RCPT."""
+        if not self.params.burl:
+            self._error(replies.UNKNOWN_COMMAND)
+            return
+        url, _, marker = arg.partition(" ")
+        if not url or (marker and marker.upper() != "LAST"):
+            self._error(replies.BURL_SYNTAX)
+            return
+        last = bool(marker)
+        if self.authenticated_as is None:
+            self._error(replies.AUTH_REQUIRED)
+        elif self._mail is None:
+            self._error(replies.NEED_MAIL)
+        elif not self._rcpts:
+            # §6: 554 when every RCPT failed (pipelined), 503 when none was sent
+            if self._rcpt_attempted:
+                self._send(replies.NO_VALID_RECIPIENTS)
+            else:
+                self._error(replies.NEED_RCPT)
+        elif self._bdat_error is not None:
+            self._send(self._bdat_error)
+            if last:
+                self._reset_transaction()
+        else:
+            if not self._bdat_active:
+                self._begin_message()
+                self._bdat_active = True
+            self._emit(BurlFetch(url, last))
+
     def _rset(self, arg: str) -> None:
         if arg:
             self._error(replies.NO_ARGUMENTS_ALLOWED)
@@ -634,6 +701,8 @@ class ServerSession:
             extra.append("STARTTLS")
         if p.auth_mechanisms:
             extra.append("AUTH")
+        if p.burl:
+            extra.append("BURL")
         self._send(replies.help_reply(extra))
 
     def _starttls(self, arg: str) -> None:
@@ -718,6 +787,7 @@ class ServerSession:
         "RCPT": _rcpt_cmd,
         "DATA": _data_cmd,
         "BDAT": _bdat_cmd,
+        "BURL": _burl_cmd,
         "RSET": _rset,
         "NOOP": _noop,
         "QUIT": _quit,
@@ -822,19 +892,23 @@ class ServerSession:
             if self._chunk_last and self._bdat_error is not None:
                 self._reset_transaction()
             return True
+        self._chunk_done(self._chunk_last, replies.chunk_received(self._chunk_size))
+        return True
+
+    def _chunk_done(self, last: bool, more: Reply) -> None:
+        """The end of a BDAT chunk or a BURL's content: ``more`` if the message goes on."""
         if self._msg_error is not None:
             # RFC 3030 section 3: after a failed chunk the transaction is failed; later
             # chunks get the same answer until LAST or RSET.
             self._bdat_error = self._msg_error
             self._send(self._msg_error)
-            if self._chunk_last:
+            if last:
                 self._reset_transaction()
-            return True
-        if not self._chunk_last:
-            self._send(replies.chunk_received(self._chunk_size))
-            return True
+            return
+        if not last:
+            self._send(more)
+            return
         self._finish_message(chunked=True)
-        return True
 
     def _bdat_content(self, piece: bytes) -> None:
         """Apply the DATA line rules to BDAT content as it arrives (not to BINARYMIME)."""

@@ -274,6 +274,9 @@ def _key(r: Reader, budget: _Budget, depth: int = 0) -> Key:
     if word in ("LARGER", "SMALLER"):
         r.sp()
         return Key("SIZE", (word, r.number()))
+    if word in ("OLDER", "YOUNGER"):  # WITHIN (RFC 5032 §2): an age in seconds
+        r.sp()
+        return Key("AGE", (word, r.number(nonzero=True)))
     if word == "UID":
         r.sp()
         s = parse_seqset(r)
@@ -382,6 +385,7 @@ class SearchContext:
     count: int  # messages in the mailbox
     top_uid: int  # highest uid in the mailbox
     saved_uids: frozenset[int] = frozenset()
+    now: float = field(default_factory=time.time)  # OLDER/YOUNGER count back from here
     # a SEQ/UID key's ranges, sorted and merged once: (key, starts, ends) by id of the key
     # (the key is kept so that its id cannot be reused by another)
     _spans: dict[int, tuple[Key, list[int], list[int]]] = field(
@@ -545,6 +549,13 @@ def matches(k: Key, c: Candidate, ctx: SearchContext) -> bool:
         (n,) = k.args
         assert isinstance(n, int)
         return c.meta.modseq >= n
+    if op == "AGE":
+        # RFC 5032 §2: OLDER n, received more than n seconds ago; YOUNGER n, within the
+        # last n seconds (the internal date with its time, not its day): complements
+        which, n = k.args
+        assert isinstance(n, int)
+        older = c.meta.internaldate <= ctx.now - n
+        return older if which == "OLDER" else not older
     if op == "DATE":
         which, d = k.args
         assert isinstance(d, Date)

@@ -110,10 +110,13 @@ def _poplib_session(env: Pop3Env, implicit: bool) -> dict[str, object]:
     uidl = pop.uidl()[1]
     bodies = [b"\r\n".join(pop.retr(i)[1]) + b"\r\n" for i in range(1, stat[0] + 1)]
     top = pop.top(1, 0)[1]
+    # RFC 6856 §3; poplib has no method for LANG, so its own command helpers send it
+    langs = pop._longcmd("LANG")[1]  # type: ignore[attr-defined]
+    lang = pop._shortcmd("LANG en-GB")  # type: ignore[attr-defined]
     pop.dele(1)
     pop.quit()
     return {"caps": caps, "stat": stat, "list": listing, "uidl": uidl, "bodies": bodies,
-            "top": top}
+            "top": top, "lang": (langs, lang)}
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["stls", "pop3s"])
@@ -123,8 +126,10 @@ async def test_poplib_full_session(pop3env: Pop3Env, implicit: bool) -> None:
     res = await asyncio.to_thread(_poplib_session, pop3env, implicit)
     caps = res["caps"]
     assert isinstance(caps, dict)
-    assert {"TOP", "UIDL", "USER", "SASL", "RESP-CODES", "PIPELINING", "UTF8"} <= set(caps)
+    assert {"TOP", "UIDL", "USER", "SASL", "RESP-CODES", "PIPELINING", "UTF8",
+            "LANG"} <= set(caps)
     assert "STLS" not in caps
+    assert res["lang"] == ([b"en English"], b"+OK en Language changed")
     assert res["stat"] == (2, len(MSG_DOTS) + len(MSG_PLAIN))
     assert res["list"] == [f"1 {len(MSG_DOTS)}".encode(), f"2 {len(MSG_PLAIN)}".encode()]
     box = await pop3env.ctx.store.get_mailbox(pop3env.accounts["alice@example.test"].id, "INBOX")

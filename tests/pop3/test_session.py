@@ -311,6 +311,20 @@ def test_utf8_command() -> None:
     assert d.send("USER jörg@example.test\r\n".encode()) == b"+OK Send your password\r\n"
 
 
+def test_lang_lists_and_picks_by_lookup() -> None:
+    """RFC 6856 §3, in both states: one language, found by RFC 4647 lookup."""
+    d = make()
+    assert b"LANG" in multiline(d.send(b"CAPA\r\n"))
+    assert multiline(d.send(b"LANG\r\n")) == [b"en English"]
+    for wanted in (b"en", b"EN-gb", b"en-x-private", b"*"):
+        assert d.send(b"LANG " + wanted + b"\r\n") == b"+OK en Language changed\r\n", wanted
+    assert d.send(b"LANG de\r\n") == b"-ERR Invalid language\r\n"
+    assert d.send(b"LANG en de\r\n") == b"-ERR Syntax: LANG [language-range]\r\n"
+    d.send(b"USER alice@example.test\r\nPASS alice pass\r\n")
+    assert b"LANG" in multiline(d.send(b"CAPA\r\n"))
+    assert d.send(b"LANG en-US\r\n") == b"+OK en Language changed\r\n"
+
+
 def test_quit_in_authorization() -> None:
     d = make()
     assert d.send(b"QUIT\r\n") == b"+OK mail.example.test POP3 server signing off\r\n"

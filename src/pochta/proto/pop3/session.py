@@ -176,6 +176,10 @@ def top_of(data: bytes, lines: int) -> bytes:
     return data[:pos]
 
 
+# RFC 6856 §3: the languages of our replies, as LANG lists them (tag, name in itself)
+LANGUAGES = (("en", "English"),)
+
+
 def _ok(text: str) -> bytes:
     return b"+OK " + text.encode("utf-8") + b"\r\n" if text else b"+OK\r\n"
 
@@ -474,6 +478,28 @@ class Pop3Session:
         self._send(_ok("UTF8 enabled"))
         return None
 
+    def _cmd_lang(self, arg: str) -> Event | None:
+        """RFC 6856 §3: ``LANG`` lists the languages of our replies, ``LANG range`` picks
+        one by RFC 4647 lookup (``en-GB`` falls back to ``en``; ``*`` is the default)."""
+        if not arg:
+            self._send(_multiline(_ok("Language listing follows"),
+                                  (f"{tag} {name}" for tag, name in LANGUAGES)))
+            return None
+        if " " in arg:
+            return self._error("Syntax: LANG [language-range]")
+        wanted = arg.lower()
+        tags = [tag for tag, _ in LANGUAGES]
+        while wanted not in tags and wanted != "*" and "-" in wanted:
+            wanted = wanted.rsplit("-", 1)[0]
+            if "-" in wanted and len(wanted.rsplit("-", 1)[1]) == 1:
+                wanted = wanted.rsplit("-", 1)[0]  # a singleton (x-...) goes too (§3.4)
+        if wanted == "*":
+            wanted = tags[0]
+        if wanted not in tags:
+            return self._error("Invalid language")  # in the language still in use
+        self._send(_ok(f"{wanted} Language changed"))
+        return None
+
     # -- driver answers for AUTHORIZATION ---------------------------------------------
 
     def _expect(self, wait: _Wait) -> None:
@@ -641,6 +667,7 @@ class Pop3Session:
             if self.tls_available and not self.tls_active:
                 caps.append("STLS")
             caps.append("UTF8")
+        caps.append("LANG")  # RFC 6856 §3: in both states
         caps.append("EXPIRE NEVER")
         caps.append(f"IMPLEMENTATION {self.implementation}")
         return caps
@@ -765,6 +792,7 @@ _COMMANDS = {
     "AUTH": Pop3Session._cmd_auth,
     "STLS": Pop3Session._cmd_stls,
     "UTF8": Pop3Session._cmd_utf8,
+    "LANG": Pop3Session._cmd_lang,
     "STAT": Pop3Session._cmd_stat,
     "LIST": Pop3Session._cmd_list,
     "UIDL": Pop3Session._cmd_uidl,
@@ -784,6 +812,7 @@ _STATES = {
     "AUTH": _AUTH,
     "STLS": _AUTH,
     "UTF8": _AUTH,
+    "LANG": _BOTH,
     "STAT": _TRANS,
     "LIST": _TRANS,
     "UIDL": _TRANS,

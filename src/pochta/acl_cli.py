@@ -126,7 +126,8 @@ def register(subparsers: Any) -> None:
     p = subs.add_parser("set", help="grant rights (lrswipkxtea; +x adds, -x removes)")
     p.add_argument("owner")
     p.add_argument("mailbox")
-    p.add_argument("identifier", help="an account address, anyone or authenticated")
+    p.add_argument("identifier", help="an account address, an alias (its targets), "
+                   "@domain (its accounts), anyone or authenticated")
     p.add_argument("rights")
     p.set_defaults(func=_with_store(cmd_acl_set))
     p = subs.add_parser("delete", help="remove an identifier's grant")

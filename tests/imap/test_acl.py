@@ -155,3 +155,45 @@ async def test_negative_rights(imap_server: Server) -> None:
         assert st(await alice.cmd("DELETEACL Team -bob@example.test")).startswith(b"OK")
         resp = await bob.cmd(f"MYRIGHTS {TEAM}")
         assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lrsw\r\n", resp
+
+
+async def test_groups_an_alias_and_a_domain(imap_server: Server) -> None:
+    """A team inbox shared once with an alias: whoever the alias lists has the rights
+    (from their next login), and ``@domain`` grants every account of the domain."""
+    store = imap_server.store
+    async with connect(imap_server) as alice:
+        await alice.login()
+        await alice.cmd("CREATE Team")
+        await _append(alice, "Team")
+        assert st(await alice.cmd("SETACL Team team@example.test lrs")).startswith(b"OK")
+        async with connect(imap_server) as bob:  # not in the team yet
+            await bob.login("bob@example.test", "bob-pass")
+            assert b"Team" not in joined(await bob.cmd('LIST "" "*"'))
+            assert st(await bob.cmd(f"SELECT {TEAM}")).startswith(b"NO [NONEXISTENT]")
+        await store.add_alias("team@example.test", ["alice@example.test", "bob@example.test"])
+        async with connect(imap_server) as bob:
+            await bob.login("bob@example.test", "bob-pass")
+            listing = joined(await bob.cmd('LIST "" "*"'))
+            assert TEAM.encode() in listing, listing
+            resp = await bob.cmd(f"MYRIGHTS {TEAM}")
+            assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lrs\r\n", resp
+            assert b"* 1 EXISTS" in joined(await bob.cmd(f"SELECT {TEAM}"))
+            # a negative grant to the group takes a right from every member
+            assert st(await alice.cmd("SETACL Team -team@example.test s")).startswith(b"OK")
+            resp = await bob.cmd(f"MYRIGHTS {TEAM}")
+            assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lr\r\n", resp
+        await store.remove_alias("team@example.test")
+        await store.add_alias("team@example.test", ["alice@example.test"])
+        assert st(await alice.cmd("DELETEACL Team -team@example.test")).startswith(b"OK")
+        async with connect(imap_server) as bob:  # out of the team: nothing left
+            await bob.login("bob@example.test", "bob-pass")
+            assert b"Team" not in joined(await bob.cmd('LIST "" "*"'))
+            # the domain group
+            assert st(await alice.cmd("SETACL Team @example.test lr")).startswith(b"OK")
+            text = joined(await alice.cmd("GETACL Team"))
+            assert b" @example.test lr" in text, text
+        async with connect(imap_server) as bob:
+            await bob.login("bob@example.test", "bob-pass")
+            resp = await bob.cmd(f"MYRIGHTS {TEAM}")
+            assert resp[0] == b"* MYRIGHTS " + TEAM.encode() + b" lr\r\n", resp
+            assert st(await bob.cmd("SETACL Team @ lr")).startswith(b"BAD")

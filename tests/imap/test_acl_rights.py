@@ -9,6 +9,7 @@ from pochta.proto.imap.acl import (
     AclError,
     can_change_flag,
     identifier,
+    identifiers_of,
     modify,
     normalize,
     read_only,
@@ -34,7 +35,9 @@ def test_identifiers_and_union() -> None:
     assert identifier("anyone") == "anyone"
     assert identifier("-Bob@Example.Test") == "-bob@example.test"  # negative (§2)
     assert identifier("-anyone") == "-anyone"
-    for bad in ("fred", "", "a b@c", "-", "--bob@example.test", "-fred"):
+    assert identifier("@Example.Test") == "@example.test"  # a domain group
+    assert identifier("-Team@example.test") == "-team@example.test"  # an alias group
+    for bad in ("fred", "", "a b@c", "-", "--bob@example.test", "-fred", "a@b@c", "bob@"):
         with pytest.raises(AclError):
             identifier(bad)
     acl = {"bob@example.test": "lr", "authenticated": "s", "anyone": "l"}
@@ -48,6 +51,20 @@ def test_identifiers_and_union() -> None:
     assert rights_for(acl, "eve@example.test") == "ls"
     acl["-authenticated"] = "l"
     assert rights_for(acl, "eve@example.test") == "s" and rights_for(acl, None) == "l"
+
+
+def test_groups() -> None:
+    """An alias listing the user and the user's domain are groups; their negative
+    grants take rights away as any other's do (RFC 4314 §2)."""
+    acl = {"team@example.test": "lrs", "@example.test": "l", "@other.test": "w"}
+    assert rights_for(acl, "bob@example.test", ["team@example.test"]) == "lrs"
+    assert rights_for(acl, "eve@example.test") == "l"  # the domain only
+    assert rights_for(acl, "eve@other.test", ["team@example.test"]) == "lrsw"
+    assert rights_for(acl, None) == ""  # groups need a login
+    acl["-team@example.test"] = "s"
+    assert rights_for(acl, "bob@example.test", ["team@example.test"]) == "lr"
+    assert "team@example.test" in identifiers_of("bob@example.test", ["team@example.test"])
+    assert "@example.test" in identifiers_of("Bob@Example.test")
 
 
 def test_store_and_select_needs() -> None:

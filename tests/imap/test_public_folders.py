@@ -205,6 +205,16 @@ async def _public_folder_mail(instance: Instance, imap_server: Server,
         # the folder kept nobody's INBOX copy: bob's mailbox has only "mixed"
         resp = await bob.cmd("STATUS INBOX (MESSAGES)")
         assert b"(MESSAGES 1)" in joined(resp), resp
+        # a group (proto/imap/acl.py): the alias "all" lists bob, so bob may post and
+        # alice, granted lrs but not in the group, may not
+        assert await cli("acl", "delete", "public", "Team", "authenticated") == 0
+        assert await cli("acl", "set", "public", "Team", "all@example.test", "p") == 0
+        await asyncio.to_thread(send, "team@example.test", "group", "bob@example.test")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            await asyncio.to_thread(send, "team@example.test", "not-in-it", "alice@example.test")
+        assert b"* 3 EXISTS" in joined(await alice.cmd("NOOP"))
+        resp = await alice.cmd("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject)])")
+        assert b"Subject: group" in joined(resp) and b"not-in-it" not in joined(resp), resp
 
     # the folder deleted: its address is unknown, the mixed alias still reaches bob
     assert await cli("acl", "delete-public", "Team") == 0

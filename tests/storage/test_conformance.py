@@ -130,6 +130,19 @@ async def test_aliases(store: MailStore) -> None:
     assert await store.get_alias("sales@example.test") is None
 
 
+async def test_aliases_naming_an_address(store: MailStore) -> None:
+    """The groups of an address for ACL grants: aliases listing it, whole targets only."""
+    await store.add_alias("team@example.test", ["alice@example.test", "bob@example.test"])
+    await store.add_alias("all@example.test", ["bob@example.test", "team@example.test"])
+    await store.add_alias("@example.test", ["alice@example.test"])  # a catch-all: no group
+    await store.add_alias("sales@example.test", ["xalice@example.test"])
+    assert await store.aliases_naming("ALICE@example.test") == ["team@example.test"]
+    assert await store.aliases_naming("bob@example.test") == ["all@example.test",
+                                                              "team@example.test"]
+    assert await store.aliases_naming("carol@example.test") == []
+    assert await store.aliases_naming("%") == []
+
+
 async def test_find_addresses_reads_aliases_and_accounts_at_once(store: MailStore) -> None:
     alice = await store.add_account("alice@example.test", "hash", None)
     await store.update_account("alice@example.test", disabled=True, quota_bytes=99)

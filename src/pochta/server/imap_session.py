@@ -152,6 +152,8 @@ class ImapSession:
         self.contexts: dict[str, SearchUpdate] = {}  # SEARCH RETURN (UPDATE), by tag
         # ACL (RFC 4314) rights on the selected mailbox: all of them on the user's own
         self.rights = OWNER_RIGHTS
+        # the aliases listing the user, its ACL groups: read once, when first needed
+        self.acl_groups: list[str] | None = None
         # NOTIFY (RFC 5465, imap_notify.py): reports other mailboxes' changes at each
         # sync; IDLE also waits for notify_wait; on_close runs when the session ends
         self.notifier: Callable[[], Awaitable[None]] | None = None

@@ -58,6 +58,15 @@ def split_shared(name: str) -> tuple[str, str] | None:
     return owner.lower(), ("INBOX" if box.upper() == "INBOX" else box)
 
 
+async def acl_groups(s: ImapSession) -> list[str]:
+    """The aliases that list this user: its ACL groups (proto/imap/acl.py), read once
+    per session (a change to an alias counts from the user's next login)."""
+    assert s.account is not None
+    if s.acl_groups is None:
+        s.acl_groups = await s.store.aliases_naming(s.account.address)
+    return s.acl_groups
+
+
 async def resolve(s: ImapSession, name: str) -> Mailbox | None:
     """The mailbox ``name`` names for this session, with its rights; None when there is
     none it may know of."""
@@ -75,7 +84,8 @@ async def resolve(s: ImapSession, name: str) -> Mailbox | None:
     info = await s.store.get_mailbox(owner.id, box)
     if info is None:
         return None
-    rights = rights_for(await s.store.get_acl(info.id), s.account.address)
+    rights = rights_for(await s.store.get_acl(info.id), s.account.address,
+                        await acl_groups(s))
     if not rights or not set(rights) & set("lr"):
         return None  # invisible without a grant (RFC 4314 §6: no existence leak)
     shown = dataclasses.replace(info, name=shared_name(owner.address, info.name))
@@ -84,9 +94,11 @@ async def resolve(s: ImapSession, name: str) -> Mailbox | None:
 
 async def visible_shared(s: ImapSession) -> list[tuple[AclGrant, str, str]]:
     """Other users' mailboxes this session may list ('l'): (grant, client name, rights),
-    the rights combined over the user's address, ``authenticated`` and ``anyone``."""
+    the rights combined over the user's address, groups, ``authenticated`` and
+    ``anyone``."""
     assert s.account is not None
-    grants = await s.store.acl_grants(identifiers_of(s.account.address))
+    groups = await acl_groups(s)
+    grants = await s.store.acl_grants(identifiers_of(s.account.address, groups))
     by_box: dict[int, list[AclGrant]] = {}
     for g in grants:
         if g.owner_id != s.account_id:
@@ -94,7 +106,8 @@ async def visible_shared(s: ImapSession) -> list[tuple[AclGrant, str, str]]:
     owners: dict[int, str] = {}
     out: list[tuple[AclGrant, str, str]] = []
     for group in by_box.values():
-        rights = rights_for({g.identifier: g.rights for g in group}, s.account.address)
+        rights = rights_for({g.identifier: g.rights for g in group}, s.account.address,
+                            groups)
         if "l" not in rights:
             continue
         g = group[0]

@@ -431,13 +431,14 @@ class SMTPHandler:
 
     async def _may_post(self, folders: list[MailboxInfo]) -> list[MailboxInfo]:
         """The public folders this client may post to: RFC 4314 §2.1's ``p`` right, granted
-        to ``anyone`` (mail from anywhere) or, after AUTH, to the account or
+        to ``anyone`` (mail from anywhere) or, after AUTH, to the account, its groups or
         ``authenticated``. The others are left out of the delivery."""
         allowed = []
+        who = self.account.address if self.account is not None else None
+        groups = await self.ctx.store.aliases_naming(who) if who is not None else []
         for box in folders:
             acl = await self.ctx.store.get_acl(box.id)
-            who = self.account.address if self.account is not None else None
-            if "p" in rights_for(acl, who):
+            if "p" in rights_for(acl, who, groups):
                 allowed.append(box)
         return allowed
 

@@ -273,6 +273,9 @@ class DirectoryStore(Protocol):
     async def remove_alias(self, source: str) -> None: ...
     async def get_alias(self, source: str) -> Alias | None: ...
     async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+    async def aliases_naming(self, address: str) -> list[str]:
+        """The aliases (not catch-alls) with ``address`` among their targets, sorted: the
+        groups whose ACL grants count for it (proto/imap/acl.py)."""
 
     # recipient resolution: every alias and account among ``addresses`` in one round
     # trip (the directory asks for an address, its base without +tag and the catch-all

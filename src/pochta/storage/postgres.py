@@ -955,6 +955,13 @@ class PostgresStore(
             rows = await self._query("SELECT source, targets FROM aliases ORDER BY source")
         return [Alias(s, tuple(t)) for s, t in rows]
 
+    async def aliases_naming(self, address: str) -> list[str]:
+        rows = await self._query(
+            "SELECT source FROM aliases WHERE source NOT LIKE '@%%' AND %s = ANY(targets) "
+            "ORDER BY source", (address.lower(),),
+        )
+        return [r[0] for r in rows]
+
     # --- acceptance -----------------------------------------------------------------
 
     async def accept(

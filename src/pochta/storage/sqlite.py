@@ -1350,6 +1350,15 @@ class SQLiteStore(
             rows = await self._query("SELECT source, targets FROM aliases ORDER BY source")
         return [Alias(s, tuple(t.split("\n"))) for s, t in rows]
 
+    async def aliases_naming(self, address: str) -> list[str]:
+        # targets are kept one per line: a whole line matches, not a part of an address
+        rows = await self._query(
+            "SELECT source FROM aliases WHERE source NOT LIKE '@%' AND "
+            "instr(char(10)||targets||char(10), char(10)||?||char(10)) > 0 ORDER BY source",
+            (address.lower(),),
+        )
+        return [r[0] for r in rows]
+
     # --- acceptance -----------------------------------------------------------------
 
     async def accept(

@@ -173,6 +173,7 @@ def test_no_import_cycles_among_imap_modules() -> None:
     order = ["imap_session", "imap_catenate", "imap_shared", "imap_sieve", "imap_auth",
              "imap_mailbox", "imap_message", "imap_acl",
              "imap_sortorder", "imap_sort", "imap_metadata", "imap_urlauth", "imap_notify",
+             "imap_replace",
              "imap_commands",
              "imap"]
     for path in sorted((root / "server").glob("imap*.py")):

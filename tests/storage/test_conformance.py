@@ -25,6 +25,7 @@ from pochta.storage.interfaces import (
     QuotaExceeded,
     RemoteRecipient,
     SpecialUse,
+    SpooledMessage,
     StoreError,
 )
 from pochta.storage.postgres import PostgresStore
@@ -397,3 +398,51 @@ async def test_delivery_to_a_deleted_folder_lands_in_inbox(store: MailStore) -> 
     await store.delete_mailbox(acc, "Junk")
     result = await store.accept(MSG, ENV, [LocalTarget(acc, "Junk")])
     assert result.local_uids == ((await inbox_id(store, acc), 1),)
+
+
+async def test_replace_message(store: MailStore, tmp_path: Path) -> None:
+    """IMAP REPLACE (RFC 8508 §3.4): the new message in, the old one expunged, in one
+    transaction; the quota sees the net growth; a message gone writes nothing."""
+    acc = await account_id(store)
+    drafts = await store.get_mailbox(acc, "Drafts")  # one of the special-use defaults
+    assert drafts is not None
+    first = await store.accept(b"Subject: v1\r\n\r\nold\r\n", ENV, [LocalTarget(acc, "Drafts")])
+    old_uid = first.local_uids[0][1]
+    before = (await store.changes_since(drafts.id, 0)).highestmodseq
+    new = b"Subject: v2\r\n\r\nnew text\r\n"
+    result = await store.replace_message(
+        drafts.id, old_uid, new, LocalTarget(acc, "Drafts", frozenset({"\\Draft"}), 1e9))
+    [(box, new_uid)] = result.local_uids
+    assert box == drafts.id and new_uid > old_uid
+    [meta] = await store.list_messages(drafts.id)
+    assert (meta.uid, meta.flags, meta.internaldate) == (new_uid, frozenset({"\\Draft"}), 1e9)
+    assert await store.read_blob(meta.blob_id) == new
+    changes = await store.changes_since(drafts.id, before)
+    assert changes.expunged == (old_uid,) and [m.uid for m in changes.changed] == [new_uid]
+    # the old message is gone: NotFound, and nothing is written
+    with pytest.raises(NotFound):
+        await store.replace_message(drafts.id, old_uid, b"Subject: v3\r\n\r\nx\r\n",
+                                    LocalTarget(acc, "Drafts"))
+    assert [m.uid for m in await store.list_messages(drafts.id)] == [new_uid]
+    # into another mailbox (RFC 8508 §3.4: Drafts to Sent), from a spool file
+    spool = tmp_path / "spool"
+    spool.write_bytes(b"......" + b"body\r\n" * 1000)
+    result = await store.replace_message(
+        drafts.id, new_uid, SpooledMessage(str(spool), 6000, b"Subject: sent\r\n\r\n", 6),
+        LocalTarget(acc, "Sent"))
+    assert await store.list_messages(drafts.id) == []
+    [sent] = await store.list_messages(result.local_uids[0][0])
+    assert (await store.read_blob(sent.blob_id)).startswith(b"Subject: sent\r\n\r\nbody\r\n")
+    # the quota counts the net growth: a replacement 4 bytes bigger fits in 5 bytes left
+    used = await store.account_usage(acc)
+    await store.update_account("alice@example.test", quota_bytes=used + 5)
+    with pytest.raises(QuotaExceeded):  # an APPEND of the same would not fit
+        await store.accept(b"x" * 6, ENV, [LocalTarget(acc, "Sent")])
+    bigger = await store.read_blob(sent.blob_id) + b"more"
+    result = await store.replace_message(result.local_uids[0][0], sent.uid, bigger,
+                                         LocalTarget(acc, "Sent"))
+    assert await store.account_usage(acc) == used + 4
+    with pytest.raises(QuotaExceeded):  # 6 bytes more than the old one: over
+        await store.replace_message(result.local_uids[0][0], result.local_uids[0][1],
+                                    bigger + b"xx", LocalTarget(acc, "Sent"))
+    assert await store.account_usage(acc) == used + 4

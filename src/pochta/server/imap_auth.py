@@ -48,7 +48,7 @@ def capabilities(s: ImapSession) -> list[str]:
         "PREVIEW", "CREATE-SPECIAL-USE", "MULTIAPPEND",
         "CATENATE", "UIDONLY", "CONTEXT=SEARCH", "CONTEXT=SORT",
         "URLAUTH", "URLAUTH=BINARY", "ACL", "RIGHTS=texk", "LIST-MYRIGHTS",
-        "NOTIFY", "LIST-METADATA", "WITHIN",
+        "NOTIFY", "LIST-METADATA", "WITHIN", "REPLACE",
     ]
     if not s.conn.compressed:
         caps.append("COMPRESS=DEFLATE")

@@ -10,6 +10,7 @@ from . import imap_mailbox as mb
 from . import imap_message as msg
 from . import imap_metadata as md
 from . import imap_notify as ntf
+from . import imap_replace as rpl
 from . import imap_sort as srt
 from . import imap_urlauth as ua
 from .imap_session import Handler
@@ -51,6 +52,7 @@ COMMANDS: dict[str, Handler] = {
     "STORE": msg.cmd_store,
     "COPY": msg.cmd_copy,
     "MOVE": msg.cmd_move,
+    "REPLACE": rpl.cmd_replace,
     "CANCELUPDATE": msg.cmd_cancelupdate,
     "SORT": srt.cmd_sort,
     "THREAD": srt.cmd_thread,

@@ -31,6 +31,7 @@ from ..proto.imap.seqset import parse_seqset, parse_seqset_text
 from ..proto.imap.session import State
 from ..services.delivery import attachment_flag
 from ..storage.interfaces import (
+    AcceptResult,
     AlreadyExists,
     Envelope,
     LocalTarget,
@@ -47,6 +48,7 @@ from .imap_session import ImapSession, SpoolFile
 from .imap_shared import (
     OTHER_USERS,
     PUBLIC,
+    Mailbox,
     is_shared_name,
     resolve,
     split_shared,
@@ -502,7 +504,7 @@ async def cmd_status(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 
 @dataclass(slots=True)
-class _Upload:
+class Upload:
     """One message of an APPEND (MULTIAPPEND: several)."""
 
     flags: frozenset[str]
@@ -511,7 +513,9 @@ class _Upload:
     parts: list[CatPart] | None = None  # CATENATE (RFC 4469), resolved after parsing
 
 
-def _message(r: Reader) -> _Upload:
+def parse_upload(r: Reader) -> Upload:
+    """One message of APPEND (RFC 9051 §6.3.12, RFC 4466 append-message): flags, date,
+    a literal (UTF8, literal8) or CATENATE."""
     flags: list[str] = []
     date: float | None = None
     if r.peek() == "(":
@@ -539,7 +543,7 @@ def _message(r: Reader) -> _Upload:
                 raise ParseError(f"unknown CATENATE part {kind}")
         if not parts:
             raise ParseError("empty CATENATE")
-        return _Upload(wanted, date, b"", parts)
+        return Upload(wanted, date, b"", parts)
     # a literal8 "~{n}" (RFC 3516 §4.3) is read like a literal; a big one was spooled to
     # a temporary file as it arrived (SpoolFile), never whole in memory
     utf8 = r.accept("UTF8 (")  # UTF8=ACCEPT (RFC 6855 §4)
@@ -555,23 +559,18 @@ def _message(r: Reader) -> _Upload:
         data = bs.encode_binary_parts(literal)  # NUL octets: base64 (RFC 3516 §4.3)
     else:
         raise ParseError("unexpected literal")
-    return _Upload(wanted, date, data)
+    return Upload(wanted, date, data)
 
 
-async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
-    """APPEND, and MULTIAPPEND (RFC 3502): all the messages or none."""
-    name = r.mailbox()
-    r.sp()
-    uploads = [_message(r)]
-    while r.maybe_sp():
-        uploads.append(_message(r))
-    r.end()
+async def prepare_uploads(s: ImapSession, name: str, uploads: list[Upload]) -> Mailbox:
+    """APPEND's checks and preparation, REPLACE's too (RFC 8508 §3.4): the target mailbox
+    (``i`` needed), flags the user may not set dropped, CATENATE resolved, sizes checked,
+    attachment keywords added."""
     box = await resolve(s, name)
     if box is None:
         raise TryCreate("No such mailbox")
     if "i" not in box.rights:  # RFC 4314 §4: APPEND needs i
         raise NoPerm("Permission denied")
-    info = box.info
     if box.rights != OWNER_RIGHTS:  # flags the user may not set are dropped (§4)
         for up in uploads:
             up.flags = frozenset(f for f in up.flags if can_change_flag(box.rights, f))
@@ -588,19 +587,42 @@ async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
         for up in uploads:
             if not up.flags & KEYWORDS:
                 up.flags = up.flags | {await attachment_flag(up.data)}
+    return box
+
+
+def upload_target(box: Mailbox, up: Upload) -> LocalTarget:
+    # the date is set here, not by the store, so the cache knows the message's key
+    date = time.time() if up.date is None else up.date
+    return LocalTarget(box.owner_id, box.owner_name, up.flags, date)
+
+
+def remember_appended(s: ImapSession, box: Mailbox, up: Upload, target: LocalTarget,
+                      result: AcceptResult) -> int:
+    """The new UID; a message APPENDed to the selected mailbox goes to the part cache."""
+    uid = result.local_uids[0][1] if result.local_uids else 0
+    if (isinstance(up.data, bytes) and result.local_uids
+            and result.local_uids[0][0] == box.info.id and target.internaldate is not None):
+        s.ctx.imap_parts.put_appended(box.info, uid, result.blob_id, target.internaldate,
+                                      up.data)
+    return uid
+
+
+async def cmd_append(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
+    """APPEND, and MULTIAPPEND (RFC 3502): all the messages or none."""
+    name = r.mailbox()
+    r.sp()
+    uploads = [parse_upload(r)]
+    while r.maybe_sp():
+        uploads.append(parse_upload(r))
+    r.end()
+    box = await prepare_uploads(s, name, uploads)
+    info = box.info
     uids: list[int] = []
     try:
         for up in uploads:
-            # the date is set here, not by the store, so the cache knows the message's key
-            date = time.time() if up.date is None else up.date
-            result = await s.store.accept(
-                up.data, Envelope(sender=""),
-                [LocalTarget(box.owner_id, box.owner_name, up.flags, date)],
-            )
-            uids.append(result.local_uids[0][1] if result.local_uids else 0)
-            if (isinstance(up.data, bytes) and result.local_uids
-                    and result.local_uids[0][0] == info.id):
-                s.ctx.imap_parts.put_appended(info, uids[-1], result.blob_id, date, up.data)
+            target = upload_target(box, up)
+            result = await s.store.accept(up.data, Envelope(sender=""), [target])
+            uids.append(remember_appended(s, box, up, target, result))
     except StoreError as exc:
         if uids:  # MULTIAPPEND is atomic (RFC 3502 §6.3.11): take back what went in
             await s.store.expunge(info.id, uids)

@@ -343,6 +343,12 @@ class MessageStore(Protocol):
     ) -> list[tuple[int, int]]: ...
     async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove the given uids (or every ``\\Deleted`` message); returns removed uids."""
+    async def replace_message(self, mailbox_id: int, uid: int, data: bytes | SpooledMessage,
+                              target: LocalTarget) -> AcceptResult:
+        """IMAP REPLACE (RFC 8508 §3.4): ``data`` into ``target`` and message ``uid`` of
+        ``mailbox_id`` expunged, in one transaction. The quota counts the net growth when
+        the old message is the target account's. ``NotFound`` (nothing written) when the
+        message is gone."""
 
     async def claim_recent(self, mailbox_id: int) -> int:
         """IMAP4rev1 \\Recent: the first session to claim gets every uid >= the returned

@@ -389,6 +389,7 @@ class _Accept:
     now: float
     future: asyncio.Future[AcceptResult] | None
     blob_id: int | None = None  # already written (a spooled message), else with the batch
+    freed: int = 0  # bytes the job frees in its (one) target's account: REPLACE's old copy
 
 
 class _DeadConnection(Exception):
@@ -1147,7 +1148,7 @@ class PostgresStore(
                     if box is None:
                         raise NotFound(f"account {acc} has no mailbox {t.mailbox}")
                     if acc in used:
-                        added[acc] = added.get(acc, 0) + job.size
+                        added[acc] = added.get(acc, 0) + job.size - job.freed
                         if used[acc] + added[acc] > quotas[acc]:
                             raise QuotaExceeded(f"account {acc} is over its quota")
                     plan.append(box)
@@ -1793,6 +1794,45 @@ class PostgresStore(
             return gone
 
         return await self._tx(fn, durable=self.fsync_always)
+
+    async def replace_message(self, mailbox_id: int, uid: int, data: bytes | SpooledMessage,
+                              target: LocalTarget) -> AcceptResult:
+        now = time.time()
+        env = Jsonb({"sender": "", "ret": None, "envid": None, "smtputf8": False,
+                     "body_8bit": False, "authenticated_as": None})
+        if isinstance(data, SpooledMessage):
+            job = _Accept(new_message_id(), env, (target,), (), data.total, b"", [], now, None)
+        else:
+            view = memoryview(data)
+            job = _Accept(new_message_id(), env, (target,), (), len(data), await _sha256(data),
+                          [view[i:i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)]
+                          or [view], now, None)
+
+        async def fn(tx: _Tx) -> AcceptResult:
+            # the old message first: a replace of a message gone writes nothing
+            old = await tx.one(
+                "SELECT m.size, b.account_id FROM messages m JOIN mailboxes b "
+                "ON b.id=m.mailbox_id WHERE m.mailbox_id=%s AND m.uid=%s", (mailbox_id, uid),
+            )
+            if old is None:
+                raise NotFound(f"no message {uid} in mailbox {mailbox_id} to replace")
+            # RFC 8508 §3.4: the quota sees the net growth (the old message goes too)
+            job.freed = int(old[0]) if int(old[1]) == target.account_id else 0
+            if isinstance(data, SpooledMessage):
+                job.blob_id = await self._stream_in(tx, data, now)
+            [outcome] = await self._accept_in(tx, [job])  # locks the account, then boxes
+            if isinstance(outcome, StoreError):
+                raise outcome
+            tx.touched.add(mailbox_id)
+            await self._lock_mailbox(tx, mailbox_id)
+            still = await tx.one("SELECT 1 FROM messages WHERE mailbox_id=%s AND uid=%s "
+                                 "FOR UPDATE", (mailbox_id, uid))
+            if still is None:  # expunged meanwhile by another session: nothing to replace
+                raise NotFound(f"message {uid} of mailbox {mailbox_id} went meanwhile")
+            await self._expunge_uids(tx, mailbox_id, [uid])
+            return outcome
+
+        return await self._tx(fn)
 
     async def claim_recent(self, mailbox_id: int) -> int:
         async def fn(tx: _Tx) -> int:

@@ -1889,6 +1889,37 @@ class SQLiteStore(
         return await self._write(fn, touched={mailbox_id}, durable=self.fsync_always,
                                  small=small)
 
+    async def replace_message(self, mailbox_id: int, uid: int, data: bytes | SpooledMessage,
+                              target: LocalTarget) -> AcceptResult:
+        size = _blob_size(data)
+        touched = {mailbox_id}
+        now = time.time()
+
+        def fn(conn: sqlite3.Connection, blob_id: int | None) -> AcceptResult:
+            assert blob_id is not None
+            old = conn.execute(
+                "SELECT m.size, b.account_id FROM messages m JOIN mailboxes b "
+                "ON b.id=m.mailbox_id WHERE m.mailbox_id=? AND m.uid=?", (mailbox_id, uid),
+            ).fetchone()
+            if old is None:
+                raise NotFound(f"no message {uid} in mailbox {mailbox_id} to replace")
+            box_id = self._target_mailbox(conn, target)
+            touched.add(box_id)
+            # RFC 8508 §3.4: the quota sees the net growth (the old message goes too)
+            freed = int(old[0]) if int(old[1]) == target.account_id else 0
+            self._check_quota(conn, target.account_id, size - freed)
+            new_uid, modseq = self._next_uid(conn, box_id)
+            conn.execute(
+                "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
+                (box_id, new_uid, blob_id, size,
+                 target.internaldate if target.internaldate is not None else now,
+                 flags_text(target.flags), modseq),
+            )
+            self._expunge_uids(conn, mailbox_id, [uid])
+            return AcceptResult(new_message_id(), blob_id, ((box_id, new_uid),))
+
+        return await self._write(fn, blob=data, touched=touched)
+
     async def claim_recent(self, mailbox_id: int) -> int:
         def fn(conn: sqlite3.Connection, _: int | None) -> int:
             row = conn.execute(

@@ -49,7 +49,10 @@ from pochta.proto.imap.response import tagged
 
 MAX_LINE = 65536  # command text after login, literals excluded
 # "tag APPEND {n}": APPEND's first literal is its mailbox name, not a message
-_APPEND_NAME = re.compile(rb"[^ ]+ APPEND ~?\{", re.IGNORECASE)
+_APPEND_NAME = re.compile(rb"[^ ]+ (?:APPEND|(?:UID )?REPLACE [^ ]+) ~?\{", re.IGNORECASE)
+# the commands that upload a message (their literals may be big and are spooled):
+# APPEND and REPLACE (RFC 8508), which takes APPEND's message
+_UPLOAD = re.compile(rb"[^ ]+ (?:APPEND|(?:UID )?REPLACE) ", re.IGNORECASE)
 # "tag ID (" or "tag ID NIL": clients send ID before login (RFC 2971 §3.1)
 _ID_COMMAND = re.compile(rb"[^ ]+ ID[ (]", re.IGNORECASE)
 # RFC 2971 §3.3: at most 30 pairs, fields of 30 octets, values of 1024; each string may
@@ -87,10 +90,11 @@ COMMAND_STATES: dict[str, frozenset[State]] = {
     "CHECK": SELECTED, "CLOSE": SELECTED, "UNSELECT": SELECTED, "EXPUNGE": SELECTED,
     "SEARCH": SELECTED, "FETCH": SELECTED, "STORE": SELECTED, "COPY": SELECTED,
     "MOVE": SELECTED, "SORT": SELECTED, "THREAD": SELECTED, "CANCELUPDATE": SELECTED,
+    "REPLACE": SELECTED,  # RFC 8508 §3.5: selected state only, unlike APPEND
 }
 # commands that take the UID prefix (RFC 9051 §6.4.9, RFC 5256)
 UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT",
-                          "THREAD"})
+                          "THREAD", "REPLACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,8 +404,7 @@ class ImapServerSession:
         if (self._spool_factory is None or size <= self.limits.spool_above
                 or self._state is State.NOT_AUTHENTICATED):
             return None
-        words = so_far.first_line.split(b" ", 3)
-        if len(words) < 2 or words[1].upper() != b"APPEND":
+        if not _UPLOAD.match(so_far.first_line):
             return None
         return self._spool_factory(size)
 
@@ -427,10 +430,9 @@ class ImapServerSession:
             if so_far.size + size > cap:
                 return b"BAD [TOOBIG] Literal too large before login"
             return None
-        words = so_far.first_line.split(b" ", 3)
-        command = words[1].upper() if len(words) > 1 else b""
+        upload = _UPLOAD.match(so_far.first_line) is not None  # APPEND, REPLACE
         mailbox_literal = so_far.literals == 0 and _APPEND_NAME.match(so_far.first_line)
-        if command == b"APPEND" and self._spool_factory is not None and not mailbox_literal:
+        if upload and self._spool_factory is not None and not mailbox_literal:
             # MULTIAPPEND (RFC 3502): each message up to APPENDLIMIT; those above
             # spool_above go to disk, so only the small ones count as command bytes
             if size > lim.append_limit:
@@ -443,7 +445,7 @@ class ImapServerSession:
                 return b"BAD [TOOBIG] Command too large"
             return None
         big = so_far.largest if so_far.largest > lim.max_literal else 0  # APPEND's message
-        if command == b"APPEND" and size > lim.max_literal and not big and not mailbox_literal:
+        if upload and size > lim.max_literal and not big and not mailbox_literal:
             if size > lim.append_limit:
                 # RFC 7889 / RFC 9051 §7.1: refuse before the client uploads it
                 return b"NO [TOOBIG] Message exceeds APPENDLIMIT %d" % lim.append_limit

@@ -88,3 +88,27 @@ async def test_account_holds(store: MailStore) -> None:  # noqa: F811
     assert await store.release_account("a@example.test")
     assert not await store.release_account("a@example.test")
     assert await store.list_holds() == []
+
+
+async def test_sender_rules(store: MailStore) -> None:  # noqa: F811
+    """Per-account allow/block lists: one list per pattern, by account, gone with it (a
+    new account never inherits the lists of a removed one)."""
+    alice = await store.add_account("alice@example.test", "h", None)
+    bob = await store.add_account("bob@example.test", "h", None)
+    assert await store.sender_rules([alice.id, bob.id]) == {}
+    assert await store.set_sender_rule(alice.id, "news@shop.test", "block")
+    assert await store.set_sender_rule(alice.id, "@partner.test", "allow")
+    assert await store.set_sender_rule(bob.id, "@partner.test", "block")
+    assert await store.set_sender_rule(alice.id, "news@shop.test", "allow")  # moves list
+    rules = await store.sender_rules([alice.id, bob.id, 999])
+    assert {k: [(r.pattern, r.action) for r in v] for k, v in rules.items()} == {
+        alice.id: [("@partner.test", "allow"), ("news@shop.test", "allow")],
+        bob.id: [("@partner.test", "block")]}
+    assert await store.set_sender_rule(alice.id, "@partner.test", None)
+    assert not await store.set_sender_rule(alice.id, "@partner.test", None)
+    await store.bayes_train(bob.id, "m1", ["cheap"], True)
+    await store.remove_account("bob@example.test")
+    carol = await store.add_account("carol@example.test", "h", None)  # may reuse bob's id
+    assert carol.id not in await store.sender_rules([carol.id, bob.id])
+    assert await store.bayes_totals(carol.id) == (0, 0)
+    assert list(await store.sender_rules([alice.id])) == [alice.id]

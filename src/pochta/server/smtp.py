@@ -524,6 +524,7 @@ class SMTPHandler:
             requiretls=event.mail_from.requiretls,
         )
         mailbox = "INBOX"
+        verdict: InboundVerdict | None = None
         if not self.submission:
             verdict = await self._inbound_checks(head, event.sender, whole)
             if verdict is not None:
@@ -552,6 +553,9 @@ class SMTPHandler:
                 self._mail_log(REFUSED, "", event.sender, "spam", str(outcome.reply))
                 self.session.reject(outcome.reply)
                 return
+            # each recipient's own allow/block lists over the filters (spam/senderlists.py)
+            await self.spam.apply_sender_lists(outcome, head, event.sender, self.txn.local,
+                                               verdict)
             verdict_tag = "spam" if outcome.junk else "ham"
             head = outcome.apply(head)
             local = outcome.targets(self.txn.local, mailbox)

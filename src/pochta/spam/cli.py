@@ -1,7 +1,10 @@
-"""``pochta spam train|explain|holds|forget`` and ``pochta user release``.
+"""``pochta spam train|explain|holds|forget|allow|block|unlist|lists`` and
+``pochta user release``.
 
     pochta spam train alice@example.org --spam ~/Maildir/.Junk --ham ~/Maildir/cur
     pochta spam explain alice@example.org message.eml
+    pochta spam allow alice@example.org @partner.example     # never to her Junk
+    pochta spam block alice@example.org news@shop.example    # always to her Junk
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..mail.addresses import normalize_address
 from ..storage.interfaces import MailStore
 from .abuse import AbuseGuard
 from .bayes import LearningFilter, tokenize
+from .senderlists import ALLOW, BLOCK, BadPattern, SenderLists, normalize_pattern
 
 INIT_SUGGESTIONS = [
     "# Spam defence (docs/spam.md). Connection screening like postscreen: no DNS list",
@@ -127,6 +131,38 @@ async def cmd_release(args: argparse.Namespace, config: Any, store: MailStore) -
     return 0
 
 
+@_with_store
+async def cmd_list_sender(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    """allow / block / unlist: change the account's own lists."""
+    account_id = await _account_id(store, args.user)
+    try:
+        pattern = normalize_pattern(args.pattern)
+    except BadPattern as exc:
+        print(f"pochta: {exc}")
+        return 2
+    action = {"allow": ALLOW, "block": BLOCK, "unlist": None}[args.action]
+    changed = await SenderLists(store).set(account_id, pattern, action)
+    if action is None:
+        print(f"{pattern} taken off the lists of {args.user}" if changed
+              else f"{pattern} is on no list of {args.user}")
+        return 0 if changed else 1
+    where = "kept out of Junk (when its From is proven)" if action == ALLOW else "sent to Junk"
+    print(f"mail from {pattern} to {args.user} is now {where}; running servers see it "
+          "within 30 s")
+    return 0
+
+
+@_with_store
+async def cmd_lists(args: argparse.Namespace, config: Any, store: MailStore) -> int:
+    account_id = await _account_id(store, args.user)
+    rules = (await store.sender_rules([account_id])).get(account_id, [])
+    for rule in rules:
+        print(f"{rule.action}\t{rule.pattern}")
+    if not rules:
+        print(f"{args.user} has no allow or block list")
+    return 0
+
+
 def register(sub: Any) -> None:
     spam = sub.add_parser("spam", help="the learning filter and held accounts").add_subparsers(
         dest="action", required=True)
@@ -145,6 +181,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_forget)
     spam.add_parser("holds", help="accounts held for unusual sending").set_defaults(
         func=cmd_holds)
+    for name, what in (("allow", "keep mail from a sender out of an account's Junk"),
+                       ("block", "send mail from a sender to an account's Junk"),
+                       ("unlist", "take a sender off an account's lists")):
+        p = spam.add_parser(name, help=what)
+        p.add_argument("user")
+        p.add_argument("pattern", help="an address, or @domain (with its subdomains)")
+        p.set_defaults(func=cmd_list_sender)
+    p = spam.add_parser("lists", help="an account's allow and block lists")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_lists)
 
 
 def register_user_release(usr: Any) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..mail.headers import split_header, without_fields
 from ..policy import spf
+from ..policy.inbound import InboundVerdict
 from ..proto.smtp.replies import Reply
 from ..shutdown import ServerShutdown
 from ..storage.interfaces import Envelope, LocalTarget, MailStore
@@ -30,6 +31,7 @@ from .clamd import ClamdClient, ClamdError
 from .greylist import Greylist
 from .rspamd import RspamdClient, RspamdError, RspamdResult
 from .screening import Screener, ScreenResult
+from .senderlists import ALLOW, BLOCK, SenderLists, decide, from_addresses, from_authenticated
 from .training import wrap
 
 if TYPE_CHECKING:
@@ -87,6 +89,7 @@ class SpamGate:
         self.resolver = resolver
         self.greylist = Greylist(config.greylist, store) if config.greylist.enabled else None
         self.bayes = LearningFilter(store, config.spam.bayes_min_trained)
+        self.sender_lists = SenderLists(store)  # each account's allow/block lists
         self.rspamd = (RspamdClient(config.spam.rspamd, config.spam.rspamd_timeout,
                                     config.spam.rspamd_controller, config.spam.rspamd_password)
                        if config.spam.rspamd else None)
@@ -273,6 +276,28 @@ class GateSession:
             flag = "Yes" if out.junk and len(out.junk) == len(set(local)) else "No"
             out.headers += _header("X-Spam-Status", f"{flag}, " + " ".join(status))
         return out
+
+    async def apply_sender_lists(self, out: MessageOutcome, head: bytes, sender: str,
+                                 local: Sequence[int], verdict: InboundVerdict | None) -> None:
+        """Each recipient's own lists (spam/senderlists.py) over the filters' verdict: a
+        blocked sender's mail to Junk, a proven allowed sender's out of it."""
+        if not self.mta or not local:
+            return
+        lists = await self.gate.sender_lists.rules(local)
+        if not lists:
+            return
+        froms = from_addresses(head)
+        proven = bool(froms) and all(
+            from_authenticated(verdict, a.rpartition("@")[2]) for a in froms)
+        for account_id, rules in lists.items():
+            action = decide(rules, froms, sender, proven)
+            if action == BLOCK:
+                out.junk.add(account_id)
+            elif action == ALLOW:
+                out.junk.discard(account_id)
+            if action is not None:
+                log.info("ip=%s sender list of account %d: %s (from=%s sender=<%s>)",
+                         self.ip, account_id, action, ",".join(froms) or "-", sender)
 
     async def _virus(self, data: bytes, out: MessageOutcome) -> bool:
         """clamd: infected mail is refused at DATA; True when the message is refused."""

@@ -6,7 +6,8 @@ consistent snapshot of the SQLite index (one read transaction; segments are appe
 and writes the PostgreSQL tables in one transaction, row for row with their ids:
 domains, accounts with their argon2id hashes and SCRAM keys, aliases, mailboxes with
 UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, messages with their UIDs, flags, keywords and
-MODSEQs, the expunged list (for QRESYNC), subscriptions, the outbound queue, and every
+MODSEQs, the expunged list (for QRESYNC), subscriptions, the accounts' allow/block lists
+of senders, the outbound queue, and every
 referenced blob (checked against its checksum on the way). The target must be empty. DKIM
 keys and the auth secret are files in the data directory: copy them to every node.
 """
@@ -105,6 +106,13 @@ async def _insert(conn: Conn, table: str,
         )
 
 
+def _rows_if_table(src: sqlite3.Connection, table: str, query: str) -> list[Row]:
+    """A table a store that has not run since its migration does not have yet: none."""
+    found = src.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                        (table,)).fetchone()
+    return src.execute(query).fetchall() if found else []
+
+
 async def _copy_rows(src: sqlite3.Connection, conn: Conn,
                      report: CopyReport, progress: Progress) -> None:
     tables: list[tuple[str, str, list[Row]]] = [
@@ -125,6 +133,8 @@ async def _copy_rows(src: sqlite3.Connection, conn: Conn,
                      "special_use, first_recent_uid FROM mailboxes").fetchall()),
         ("subscriptions", "account_id, name",
          src.execute("SELECT account_id, name FROM subscriptions").fetchall()),
+        ("sender_rules", "account_id, pattern, action", _rows_if_table(
+            src, "sender_rules", "SELECT account_id, pattern, action FROM sender_rules")),
     ]
     for table, columns, rows in tables:
         await _insert(conn, table, columns, rows)

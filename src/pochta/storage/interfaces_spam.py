@@ -31,6 +31,15 @@ class AccountHold:
     since: float
 
 
+@dataclass(frozen=True, slots=True)
+class SenderRule:
+    """One entry of an account's own allow or block list (spam/senderlists.py):
+    ``pattern`` is an address or ``@domain`` (that domain and its subdomains)."""
+
+    pattern: str
+    action: str  # "allow" or "block"
+
+
 class SpamStore(Protocol):
     # --- greylisting (like postgrey) ---------------------------------------------------
     async def greylist_touch(self, triplet: str, now: float, stale_before: float) -> GreyEntry:
@@ -85,3 +94,11 @@ class SpamStore(Protocol):
         """Lift the hold; False when the account was not held."""
 
     async def list_holds(self) -> list[AccountHold]: ...
+
+    # --- per-account allow and block lists of senders ---------------------------------
+    async def sender_rules(self, account_ids: Sequence[int]) -> dict[int, list[SenderRule]]:
+        """The lists of these accounts, by pattern; accounts without one are left out."""
+    async def set_sender_rule(self, account_id: int, pattern: str, action: str | None
+                              ) -> bool:
+        """Allow or block ``pattern`` (``action``), or take it off the list (None: False
+        when it was not there). A pattern is on one list at a time."""

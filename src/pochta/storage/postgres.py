@@ -265,6 +265,7 @@ MIGRATIONS += (postgres_imap.SEARCH_FIELDS_MIGRATION,)
 MIGRATIONS += (postgres_imap.MIGRATION_2,)  # IMAP ACL and URLAUTH keys (issue 15)
 MIGRATIONS += (postgres_imap.THREAD_SNAPSHOT_MIGRATION,)  # THREAD after a restart (issue 15)
 MIGRATIONS += (postgres_imap.SORT_SNAPSHOT_MIGRATION,)  # SORT after a restart (issue 15)
+MIGRATIONS += (postgres_spam.MIGRATION_2,)  # per-account allow/block lists of senders
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = (

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from .interfaces_spam import AccountHold, GreyEntry
+from .interfaces_spam import AccountHold, GreyEntry, SenderRule
 
 T = TypeVar("T")
 
@@ -37,8 +37,16 @@ MIGRATION = """
     CREATE TABLE account_holds(address text PRIMARY KEY, reason text NOT NULL,
         since double precision NOT NULL);
 """
+# per-account allow/block lists (spam/senderlists.py), gone with their account
+MIGRATION_2 = """
+    CREATE TABLE sender_rules(
+        account_id bigint NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        pattern text NOT NULL,
+        action text NOT NULL CHECK (action IN ('allow', 'block')),
+        PRIMARY KEY(account_id, pattern));
+"""
 SPAM_TABLES = ("greylist", "greylist_clients", "bayes_totals", "bayes_tokens",
-               "bayes_learnt", "account_holds")
+               "bayes_learnt", "account_holds", "sender_rules")
 
 
 class Tx(Protocol):
@@ -203,3 +211,28 @@ class PostgresSpamMixin:
         rows = await self._query("SELECT address, reason, since FROM account_holds "
                                  "ORDER BY since")
         return [AccountHold(str(a), str(r), float(s)) for a, r, s in rows]
+
+    # --- allow and block lists ----------------------------------------------------------
+
+    async def sender_rules(self, account_ids: Sequence[int]) -> dict[int, list[SenderRule]]:
+        rows = await self._query(
+            "SELECT account_id, pattern, action FROM sender_rules WHERE account_id=ANY(%s) "
+            "ORDER BY account_id, pattern", (sorted(set(account_ids)),))
+        out: dict[int, list[SenderRule]] = {}
+        for account_id, pattern, action in rows:
+            out.setdefault(int(account_id), []).append(SenderRule(str(pattern), str(action)))
+        return out
+
+    async def set_sender_rule(self, account_id: int, pattern: str, action: str | None
+                              ) -> bool:
+        async def fn(tx: Tx) -> bool:
+            if action is None:
+                return await tx.run(
+                    "DELETE FROM sender_rules WHERE account_id=%s AND pattern=%s",
+                    (account_id, pattern)) > 0
+            await tx.run(
+                "INSERT INTO sender_rules VALUES (%s,%s,%s) ON CONFLICT(account_id, pattern) "
+                "DO UPDATE SET action=excluded.action", (account_id, pattern, action))
+            return True
+
+        return await self._tx(fn)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from .interfaces_spam import AccountHold, GreyEntry
+from .interfaces_spam import AccountHold, GreyEntry, SenderRule
 from .sqlite_base import Migration, SQLiteFeature
 
 MIGRATIONS = [
@@ -46,6 +46,22 @@ CREATE TABLE IF NOT EXISTS account_holds (
     reason TEXT NOT NULL,
     since REAL NOT NULL
 );
+"""),
+    # per-account allow/block lists; an account's own data goes with it (SQLite may give
+    # a new account the id of the last one removed: it must not inherit anything)
+    Migration("spam-2", """
+CREATE TABLE IF NOT EXISTS sender_rules (
+    account_id INTEGER NOT NULL,
+    pattern TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('allow', 'block')),
+    PRIMARY KEY (account_id, pattern)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS spam_account_gone AFTER DELETE ON accounts BEGIN
+    DELETE FROM sender_rules WHERE account_id = old.id;
+    DELETE FROM bayes_totals WHERE account_id = old.id;
+    DELETE FROM bayes_tokens WHERE account_id = old.id;
+    DELETE FROM bayes_learnt WHERE account_id = old.id;
+END;
 """),
 ]
 
@@ -213,3 +229,32 @@ class SQLiteSpamMixin(SQLiteFeature):
         rows = await self._query("SELECT address, reason, since FROM account_holds "
                                  "ORDER BY since")
         return [AccountHold(str(a), str(r), float(s)) for a, r, s in rows]
+
+    # --- allow and block lists ----------------------------------------------------------
+
+    async def sender_rules(self, account_ids: Sequence[int]) -> dict[int, list[SenderRule]]:
+        ids = sorted(set(account_ids))
+        out: dict[int, list[SenderRule]] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))  # placeholders only: the ids are parameters
+            query = (f"SELECT account_id, pattern, action FROM sender_rules "  # noqa: S608
+                     f"WHERE account_id IN ({marks}) ORDER BY account_id, pattern")
+            rows = await self._query(query, chunk)
+            for account_id, pattern, action in rows:
+                out.setdefault(int(account_id), []).append(SenderRule(pattern, action))
+        return out
+
+    async def set_sender_rule(self, account_id: int, pattern: str, action: str | None
+                              ) -> bool:
+        def fn(conn: sqlite3.Connection, _: int | None) -> bool:
+            if action is None:
+                return conn.execute(
+                    "DELETE FROM sender_rules WHERE account_id=? AND pattern=?",
+                    (account_id, pattern)).rowcount > 0
+            conn.execute(
+                "INSERT INTO sender_rules VALUES (?,?,?) ON CONFLICT(account_id, pattern) "
+                "DO UPDATE SET action=excluded.action", (account_id, pattern, action))
+            return True
+
+        return await self._write(fn)

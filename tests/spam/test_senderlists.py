@@ -33,7 +33,9 @@ def test_patterns() -> None:
     assert normalize_pattern(" News@Shop.Example ") == "news@shop.example"
     assert normalize_pattern("Partner.Example") == "@partner.example"
     assert normalize_pattern("@partner.example.") == "@partner.example"
-    for bad in ("", "@", "a@b@c", "two words@x.example", "x" * 400 + "@a.example", "a@.x"):
+    assert normalize_pattern("Jörg@Bücher.Example") == "jörg@bücher.example"
+    for bad in ("", "@", "a@b@c", "two words@x.example", "x" * 400 + "@a.example", "a@.x",
+                '<script>alert("x")</script>', "a<b>@x.example", "@x.example;drop"):
         with pytest.raises(BadPattern):
             normalize_pattern(bad)
 

@@ -167,7 +167,7 @@ async def test_cross_site_form_is_refused_in_browser(browser: Browser, web: WebS
 async def test_operations_in_browser(browser: Browser, web: WebServer, tmp_path: Path
                                      ) -> None:
     """The mail log, hold in the queue view, the live DNS check and the charts (admin);
-    app passwords and filters (user)."""
+    app passwords, filters and the allow/block lists (user)."""
     import imaplib
 
     from pochta.services.eventlog import event_log
@@ -226,4 +226,19 @@ async def test_operations_in_browser(browser: Browser, web: WebServer, tmp_path:
     await user.click("text=Turn the vacation reply on")
     assert "vacation reply is on" in await user.inner_text(".notice")
     await shot(user, "filters", tmp_path)
+    # the allow and block lists of senders
+    await user.click("header >> text=Senders")
+    await user.fill("input[name=pattern][placeholder]", "News@Shop.Example")
+    await user.select_option("select[name=action]", "block")
+    await user.click("button:text-is('Add')")
+    assert "goes to Junk" in await user.inner_text(".notice")
+    assert "news@shop.example" in await user.inner_text("table.senders")
+    await user.fill("input[name=pattern][placeholder]", EVIL)
+    await user.click("button:text-is('Add')")
+    assert "Write an address" in await user.inner_text(".error")
+    await shot(user, "senders", tmp_path)
+    await user.click("table.senders button:text-is('Remove')")
+    assert "Taken off your lists" in await user.inner_text(".notice")
+    alice = await web.store.get_account("alice@example.test")
+    assert alice is not None and await web.store.sender_rules([alice.id]) == {}
     assert dialogs == []

@@ -30,7 +30,8 @@ from ..storage.interfaces_spam import SenderRule
 ALLOW, BLOCK = "allow", "block"
 ACTIONS = (ALLOW, BLOCK)
 MAX_PATTERN = 320
-_PATTERN = re.compile(r"[^@\s]*@[^@\s.]+(?:\.[^@\s.]+)*\Z")
+# a local part of atext (RFC 5322 §3.2.3, UTF-8 letters too: RFC 6531) and a host name
+_PATTERN = re.compile(r"[\w!#$%&'*+/=?^`{|}~.-]*@[\w-]+(?:\.[\w-]+)*\Z")
 CACHE_SECONDS = 30.0  # a list changed in another process counts within this
 CACHE_ENTRIES = 10_000
 

@@ -54,6 +54,8 @@ from ..storage.interfaces import AlreadyExists, NotFound, QueueState, StoreError
 from ..storage.interfaces_web import WebSession
 from .html import ADMIN_NAV, CSS, JS, USER_NAV, bar_chart, esc, form, hidden, page, table
 from .ops_pages import OpsPages
+from .sender_pages import NOTICES as SENDER_NOTICES
+from .sender_pages import SenderPages
 
 if TYPE_CHECKING:
     from ..context import AppContext
@@ -82,6 +84,7 @@ NOTICES = {
     "app-password-revoked": "App password revoked: it no longer logs in.",
     "filter-saved": "Script saved.", "filter-changed": "Done.",
     "vacation-on": "The vacation reply is on.",
+    **SENDER_NOTICES,  # sender_pages.py
 }
 
 
@@ -151,6 +154,7 @@ class WebApp:
 
         self.ctx = ctx
         self.ops = OpsPages(self)
+        self.senders = SenderPages(self)
         self.settings = ctx.config.web
         secure = self.settings.secure_cookies
         self.cookie = "__Host-pochta-session" if secure else "pochta-session"
@@ -768,6 +772,9 @@ def register(router: Router, ctx: AppContext) -> None:
         ("POST", "/account/filters/activate"): app.ops.filter_action,
         ("POST", "/account/filters/deactivate"): app.ops.filter_action,
         ("POST", "/account/filters/delete"): app.ops.filter_action,
+        ("GET", "/account/senders"): app.senders.page,
+        ("POST", "/account/senders/add"): app.senders.action,
+        ("POST", "/account/senders/remove"): app.senders.action,
     }
     for (method, path), fn in user.items():
         router.add(method, path, app.guard("user", fn))

@@ -56,7 +56,7 @@ ADMIN_NAV = (("/admin", "Dashboard"), ("/admin/domains", "Domains"),
              ("/admin/accounts", "Accounts"), ("/admin/queue", "Queue"),
              ("/admin/log", "Log"), ("/admin/doctor", "Doctor"))
 USER_NAV = (("/account", "My account"), ("/account/app-passwords", "App passwords"),
-            ("/account/filters", "Filters"))
+            ("/account/filters", "Filters"), ("/account/senders", "Senders"))
 
 
 def page(title: str, body: str, *, who: str = "", csrf: str = "",

@@ -25,9 +25,11 @@ from ..policy.inbound import InboundVerdict
 from ..proto.smtp.replies import Reply
 from ..shutdown import ServerShutdown
 from ..storage.interfaces import Envelope, LocalTarget, MailStore
+from . import domainlists
 from .abuse import AbuseGuard, failed_recipients
 from .bayes import LearningFilter, tokenize
 from .clamd import ClamdClient, ClamdError
+from .dnsbl import parse_site
 from .greylist import Greylist
 from .rspamd import RspamdClient, RspamdError, RspamdResult
 from .screening import Screener, ScreenResult
@@ -90,6 +92,8 @@ class SpamGate:
         self.greylist = Greylist(config.greylist, store) if config.greylist.enabled else None
         self.bayes = LearningFilter(store, config.spam.bayes_min_trained)
         self.sender_lists = SenderLists(store)  # each account's allow/block lists
+        self.rhsbl = [parse_site(x) for x in config.spam.rhsbl_sites]  # domainlists.py
+        self.uribl = [parse_site(x) for x in config.spam.uribl_sites]
         self.rspamd = (RspamdClient(config.spam.rspamd, config.spam.rspamd_timeout,
                                     config.spam.rspamd_controller, config.spam.rspamd_password)
                        if config.spam.rspamd else None)
@@ -272,6 +276,10 @@ class GateSession:
             await self._bayes(data, local, out, status)
             if out.reply is not None:
                 return out
+        if (self.gate.rhsbl or self.gate.uribl) and not self.trusted:
+            await self._domain_lists(data, sender, local, out, status)
+            if out.reply is not None:
+                return out
         if status:
             flag = "Yes" if out.junk and len(out.junk) == len(set(local)) else "No"
             out.headers += _header("X-Spam-Status", f"{flag}, " + " ".join(status))
@@ -298,6 +306,30 @@ class GateSession:
             if action is not None:
                 log.info("ip=%s sender list of account %d: %s (from=%s sender=<%s>)",
                          self.ip, account_id, action, ",".join(froms) or "-", sender)
+
+    async def _domain_lists(self, data: bytes, sender: str, local: Sequence[int],
+                            out: MessageOutcome, status: list[str]) -> None:
+        """RHSBL and URIBL (spam/domainlists.py): Junk or a refusal at the threshold."""
+        gate = self.gate
+        cfg = gate.config.spam
+        head, _ = split_header(data)
+        links = domainlists.link_domains(data) if gate.uribl else []
+        verdict = await domainlists.check(
+            domainlists.sender_domains(sender, from_addresses(head)), links, gate.rhsbl,
+            gate.uribl, gate.screener.cache)
+        if not verdict.hits:
+            return
+        log.info("ip=%s domain lists: %s score=%g", self.ip, verdict.summary(), verdict.score)
+        out.headers += _header("X-Spam-Domain-Lists", verdict.summary()[:900])
+        status.append(f"domainlists={verdict.score:g}")
+        if verdict.score < cfg.domain_list_threshold:
+            return
+        if cfg.domain_list_action == "reject":
+            first = verdict.hits[0]
+            out.reply = Reply(550, "5.7.1", f"Message refused: {first.domain} is listed by "
+                                            f"{first.zone}")
+            return
+        out.junk.update(local)
 
     async def _virus(self, data: bytes, out: MessageOutcome) -> bool:
         """clamd: infected mail is refused at DATA; True when the message is refused."""

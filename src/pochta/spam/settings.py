@@ -168,6 +168,26 @@ class SpamConfig:
         default="tempfail",
         metadata=_doc("when clamd does not answer: tempfail (451 4.7.1) or accept (log)"),
     )
+    rhsbl_sites: list[str] = field(
+        default_factory=list,
+        metadata=_doc('DNS lists of domains asked about the sender\'s domains (envelope and '
+                      'From), DNS list syntax: e.g. "dbl.spamhaus.org=127.0.1.[2..99]"; check '
+                      "each list's terms of use (empty: none)"),
+    )
+    uribl_sites: list[str] = field(
+        default_factory=list,
+        metadata=_doc('DNS lists of domains asked about the links in the text, e.g. '
+                      '"multi.surbl.org" (empty: none)'),
+    )
+    domain_list_threshold: float = field(
+        default=1.0,
+        metadata=_doc("sum of the weights of the domain lists that list the message at "
+                      "which domain_list_action applies"),
+    )
+    domain_list_action: str = field(
+        default="junk",
+        metadata=_doc("junk (file to Junk with $Junk) or reject (550 5.7.1 at DATA)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -235,6 +255,15 @@ def validate(screen: ScreeningConfig, grey: GreylistConfig, spam: SpamConfig,
         problems.append("spam.bayes_junk_threshold: between 0 and 1")
     if not 0 <= spam.bayes_reject_threshold <= 1:
         problems.append("spam.bayes_reject_threshold: between 0 and 1 (0: off)")
+    for key, sites in (("rhsbl_sites", spam.rhsbl_sites), ("uribl_sites", spam.uribl_sites)):
+        for i, site in enumerate(sites):
+            why = check_site(site)
+            if why:
+                problems.append(f"spam.{key}[{i}]: {site!r}: {why}")
+    if spam.domain_list_action not in ("junk", "reject"):
+        problems.append("spam.domain_list_action: junk or reject")
+    if spam.domain_list_threshold <= 0:
+        problems.append("spam.domain_list_threshold: must be > 0")
     if spam.clamd_failure not in ("accept", "tempfail"):
         problems.append("spam.clamd_failure: accept or tempfail")
     if spam.rspamd_failure not in ("accept", "tempfail"):

@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pochta.mail.attachments import attachment_keyword
+from pochta.services.rejection import rejection_message
 from pochta.services.sieve import (
     imap_flags,
     redirect_body,
     redirect_loop,
     redirect_sender,
-    rejection_dsn,
 )
 from pochta.sieve import (
     EXTENSIONS,
@@ -531,8 +531,9 @@ def _execute(state: _State, actions: Sequence[object], message: SieveMessage,
                     for to in built[0]:
                         state.sent.append((sender, to, built[1]))
         elif isinstance(action, Reject) and env.sender:
-            dsn = rejection_dsn(action, Envelope(sender=env.sender), env.recipient or user,
-                                "mail.example.com", "test", data, 1_700_000_000.0)
+            dsn = rejection_message(action, Envelope(sender=env.sender),
+                                    env.recipient or user, "mail.example.com", "test", data,
+                                    1_700_000_000.0)
             state.sent.append(("", env.sender, dsn))
     return errors
 

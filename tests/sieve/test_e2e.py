@@ -6,6 +6,8 @@ mail keeps flowing."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -162,19 +164,40 @@ async def test_uploaded_script_files_flags_rejects_and_answers(server: Server) -
     assert "I am away until Monday." in reply
 
 
-async def test_reject_with_another_recipient_becomes_a_dsn(server: Server) -> None:
+async def test_reject_with_another_recipient_becomes_an_mdn_and_ereject_a_dsn(
+        server: Server) -> None:
+    """RFC 5429 §2.1/§2.2: what cannot be refused at DATA (bob takes the message) goes
+    back as an MDN for reject (disposition "deleted") and as a DSN for ereject."""
     await upload(server, "alice@example.test", "alice-pass",
-                 'require "reject"; reject "not for me";')
+                 'require "reject"; reject "not for me, Jörg";')
     code, _ = await smtp(server, "sender@remote.test",
                          ["alice@example.test", "bob@example.test"], SPAM_MSG)
     assert code == 250
     assert len(await mailbox(server, "bob@example.test", "INBOX")) == 1
     assert await mailbox(server, "alice@example.test", "INBOX") == []
-    dsns = await queued_to(server)
-    assert [(s, r) for s, r, _ in dsns] == [("", "sender@remote.test")]
-    assert b"not for me" in dsns[0][2] and b"Action: failed" in dsns[0][2]
+    [(sender, rcpt, mdn)] = await queued_to(server)
+    assert (sender, rcpt) == ("", "sender@remote.test")
+    assert b"report-type=disposition-notification" in mdn
+    assert b"Disposition: automatic-action/MDN-sent-automatically; deleted\r\n" in mdn
+    assert b"Final-Recipient: rfc822; alice@example.test\r\n" in mdn
+    assert b"Auto-Submitted: auto-replied (rejected)\r\n" in mdn
+    parsed = email.message_from_bytes(mdn, policy=email.policy.default)
+    text = parsed.get_body(("plain",))
+    assert text is not None and "not for me, Jörg" in text.get_content()
+    parts = [p.get_content_type() for p in parsed.iter_parts()]
+    assert parts == ["text/plain", "message/disposition-notification", "text/rfc822-headers"]
     # the user's filter refused it: the answer goes to a person, not MAILER-DAEMON
-    assert b"\r\nFrom: Postmaster <postmaster@" in b"\r\n" + dsns[0][2]
+    assert b"\r\nFrom: Postmaster <postmaster@" in b"\r\n" + mdn
+    await upload(server, "alice@example.test", "alice-pass",
+                 'require "ereject"; ereject "not for me";')
+    for item in await server.store.list_queue():
+        await server.store.delete_queue_item(item.id)
+    code, _ = await smtp(server, "sender@remote.test",
+                         ["alice@example.test", "bob@example.test"], SPAM_MSG)
+    assert code == 250
+    [(_, _, dsn)] = await queued_to(server)
+    assert b"not for me" in dsn and b"Action: failed" in dsn
+    assert b"report-type=delivery-status" in dsn
 
 
 async def test_redirect_rewrites_a_foreign_sender_with_srs(server: Server) -> None:

@@ -13,8 +13,8 @@ message has local recipients:
    accepted first, then one ``accept`` files the message once per resulting mailbox,
    with flags, beside the queue entries of remote recipients: one durable transaction;
    a recipient whose script edited the header (editheader) gets its own copy;
-4. then, best effort (logged when they fail): rejection DSNs for recipients that could not
-   be rejected in the protocol, vacation replies (RFC 3834 rules, once per sender per
+4. then, best effort (logged when they fail): rejection MDNs/DSNs for recipients that
+   could not be rejected in the protocol, vacation replies (RFC 3834 rules, once per sender per
    period, DKIM-signed), mailto notifications, and the duplicate-test memory.
 """
 
@@ -87,7 +87,7 @@ from ..storage.interfaces import (
 )
 from ..storage.rules import new_message_id
 from . import server_metadata
-from .dsn import RecipientReport, build_dsn
+from .rejection import rejection_message
 from .sieve_check import include_source
 
 log = logging.getLogger("pochta.sieve")
@@ -169,20 +169,6 @@ def _same(a: str, b: str) -> bool:
         return base_address(normalize_address(a)) == base_address(normalize_address(b))
     except AddressError:
         return a.lower() == b.lower()
-
-
-def rejection_dsn(action: Reject, envelope: Envelope, user: str, hostname: str,
-                  queue_id: str, data: bytes, now: float) -> bytes:
-    """The DSN of a Sieve reject after acceptance (RFC 5429 §2.1). Its From: is the
-    Postmaster, as Pigeonhole's: the user's filter refused the message, not a failed
-    delivery of the MTA, and an answer reaches a person (RFC 5321 §4.5.1)."""
-    reason = " ".join(action.reason.split())[:400]
-    return build_dsn(
-        reporting_mta=hostname, envelope=envelope, queue_id=queue_id,
-        original=data, arrival=now, now=now, from_=f"Postmaster <postmaster@{hostname}>",
-        reports=[RecipientReport(RemoteRecipient(user), "failed", "5.7.1",
-                                 f"550 5.7.1 {reason}")],
-    )
 
 
 Signer = Callable[[bytes, str], Awaitable[bytes]]
@@ -734,7 +720,7 @@ class SieveService:
         for action in res.actions:
             try:
                 if isinstance(action, Reject):
-                    await self._reject_dsn(action, envelope, user, queue_id, data)
+                    await self._reject_later(action, envelope, user, queue_id, data)
                 elif isinstance(action, Vacation):
                     await self._vacation(action, message, envelope, decision)
                 elif isinstance(action, Notify):
@@ -747,17 +733,19 @@ class SieveService:
             except Exception:
                 log.exception("sieve user=%s: duplicate memory failed", user)
 
-    async def _reject_dsn(self, action: Reject, envelope: Envelope, user: str, queue_id: str,
-                          data: bytes) -> None:
+    async def _reject_later(self, action: Reject, envelope: Envelope, user: str,
+                            queue_id: str, data: bytes) -> None:
         """RFC 5429 §2.1: a reject after the message was accepted (other recipients took
-        it) becomes a DSN to the envelope sender; never to <> (no bounce of a bounce)."""
+        it) becomes an MDN (reject) or a DSN (ereject) to the envelope sender
+        (services/rejection.py); never to <> (no bounce of a bounce)."""
+        kind = "DSN" if action.extended else "MDN"
         if not envelope.sender:
-            log.info("sieve user=%s: rejected; null sender, no DSN", user)
+            log.info("sieve user=%s: rejected; null sender, no %s", user, kind)
             return
-        dsn = rejection_dsn(action, envelope, user, self.hostname, queue_id, data,
-                            self.clock())
-        await self._send(dsn, Envelope(sender=""), [envelope.sender])
-        log.info("sieve user=%s: rejected with a DSN to <%s>", user, envelope.sender)
+        answer = rejection_message(action, envelope, user, self.hostname, queue_id, data,
+                                   self.clock())
+        await self._send(answer, Envelope(sender=""), [envelope.sender])
+        log.info("sieve user=%s: rejected with an %s to <%s>", user, kind, envelope.sender)
 
     async def _vacation(self, action: Vacation, message: SieveMessage, envelope: Envelope,
                         decision: Decision) -> None:

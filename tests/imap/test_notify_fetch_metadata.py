@@ -241,3 +241,42 @@ async def test_messagenew_fetch_of_a_big_message_is_streamed(imap_server: Server
         head = b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[] {%d}\r\n" % (len(big), len(big))
         assert joined(resp).startswith(b"* 1 EXISTS\r\n* 1 RECENT\r\n" + head + big + b")\r\n"), \
             joined(resp)[:300]
+
+
+async def test_unsolicited_metadata_of_shared_and_public_mailboxes(
+        imap_server: Server, instance: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENABLE METADATA for a selected mailbox of another account (shared by ACL) and a
+    public folder: the owner's /shared changes are told to the reader (RFC 5464 §4.4.2);
+    nothing at the SELECT itself, and nothing for a mailbox not selected."""
+    from tests.imap.test_acl_cli import run
+    from tests.conftest import storage_toml
+
+    config = instance.dir / "pochta.toml"
+    config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'
+                      f'[tls]\ncert = "{instance.cert}"\nkey = "{instance.key}"\n'
+                      + storage_toml(instance.raw_config.get("storage", {})))
+    for argv in (("acl", "create-public", "Notes"),
+                 ("acl", "set", "public", "Notes", "alice@example.test", "lrw"),
+                 ("acl", "set", "public", "Notes", "bob@example.test", "lr")):
+        assert await run(monkeypatch, config, *argv) == 0, argv
+    shared = '"Other Users/alice@example.test/INBOX"'
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        await alice.cmd('SETMETADATA INBOX (/shared/comment "before")')
+        assert st(await alice.cmd("SETACL INBOX bob@example.test lr")).startswith(b"OK")
+        assert (await bob.cmd("ENABLE METADATA"))[0] == b"* ENABLED METADATA\r\n"
+        resp = await bob.cmd(f"SELECT {shared}")
+        assert st(resp).startswith(b"OK") and b"METADATA" not in joined(resp), resp
+        await alice.cmd('SETMETADATA INBOX (/shared/comment "after")')
+        await alice.cmd('SETMETADATA INBOX (/private/comment "alice only")')
+        resp = await bob.cmd("NOOP")
+        assert resp[:-1] == [b"* METADATA " + shared.encode() + b" /shared/comment\r\n"], resp
+        # the public folder, the same way; then a change where bob is not looking
+        resp = await bob.cmd("SELECT Public/Notes")
+        assert b"METADATA" not in joined(resp), resp
+        resp = await alice.cmd('SETMETADATA Public/Notes (/shared/comment "team notes")')
+        assert st(resp).startswith(b"OK"), resp
+        await alice.cmd('SETMETADATA INBOX (/shared/comment "unseen")')
+        resp = await bob.cmd("NOOP")
+        assert resp[:-1] == [b"* METADATA Public/Notes /shared/comment\r\n"], resp

@@ -141,6 +141,10 @@ async def _select(s: ImapSession, tag: str, r: Reader, readonly: bool) -> None:
         s.send(b"* LIST () \"/\" " + s.mailbox_name(info.name) + b"\r\n")
     if qresync is not None and qresync[0] == info.uidvalidity:
         await _qresync_replay(s, sel, qresync[1], qresync[2])
+    if s.metadata_report is not None and is_shared_name(info.name):
+        # ENABLE METADATA: another account's mailbox is watched from now on, its entries
+        # as they are now the baseline (imap_metadata.py; its own ones always are)
+        await s.metadata_report()
     s.ok(tag, "SELECT completed" if not readonly else "EXAMINE completed",
          "READ-ONLY" if readonly else "READ-WRITE")
 

@@ -79,6 +79,7 @@ class MetadataTracker:
         self.seen: dict[int, dict[str, bytes]] | None = None  # mailbox id -> entry -> digest
         self.generation = -1
         self.last_read = 0.0
+        self.foreign: set[int] = set()  # watched mailboxes of other accounts, last look
 
     def targets(self) -> dict[int, str]:
         out = dict(self.notify_targets)
@@ -86,7 +87,7 @@ class MetadataTracker:
         if s.metadata_enabled:  # RFC 5464 §4.1: the server and what the client looks at
             out[0] = ""
             sel = s.selected
-            if sel is not None and not is_shared_name(sel.info.name):
+            if sel is not None:  # its own, another user's shared with it, a public one
                 out[sel.info.id] = sel.info.name
         return out
 
@@ -96,20 +97,32 @@ class MetadataTracker:
         (RFC 5465 §5.6). The first look only remembers."""
         s = self.s
         now = time.monotonic()
+        targets = self.targets()
+        # mailboxes of other accounts (shared with this user) and public folders are not
+        # in account_metadata: their /shared entries and this user's /private ones are
+        # read one by one (the session has r on them: it selected them, or NOTIFY named
+        # them, and a name it may not see never resolves)
+        foreign = {box_id for box_id, name in targets.items()
+                   if box_id and is_shared_name(name)}
         if (self.seen is not None and self.generation == _GENERATION
-                and now - self.last_read < POLL):
+                and now - self.last_read < POLL and foreign == self.foreign):
             return  # no SETMETADATA here since, and other processes' are polled
         try:
             entries = await s.store.account_metadata(s.account_id)
+            for box_id in sorted(foreign):
+                entries[box_id] = await s.store.get_metadata(s.account_id, box_id)
         except StoreError:
             return
         self.generation, self.last_read = _GENERATION, now
         fresh = {box: {k: _digest(v) for k, v in values.items()}
                  for box, values in entries.items()}
         old, self.seen = self.seen, fresh
+        known, self.foreign = self.foreign, foreign
         if old is None:
             return
-        for box_id, name in sorted(self.targets().items()):
+        for box_id, name in sorted(targets.items()):
+            if box_id in foreign and box_id not in known:
+                continue  # watched from now on: its entries are what it had all along
             before, after = old.get(box_id, {}), fresh.get(box_id, {})
             names = sorted(k for k in before.keys() | after.keys()
                            if before.get(k) != after.get(k))

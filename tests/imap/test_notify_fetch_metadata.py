@@ -248,8 +248,8 @@ async def test_unsolicited_metadata_of_shared_and_public_mailboxes(
     """ENABLE METADATA for a selected mailbox of another account (shared by ACL) and a
     public folder: the owner's /shared changes are told to the reader (RFC 5464 §4.4.2);
     nothing at the SELECT itself, and nothing for a mailbox not selected."""
-    from tests.imap.test_acl_cli import run
     from tests.conftest import storage_toml
+    from tests.imap.test_acl_cli import run
 
     config = instance.dir / "pochta.toml"
     config.write_text(f'hostname = "mail.example.test"\ndata_dir = "data"\n'

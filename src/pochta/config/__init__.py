@@ -313,6 +313,11 @@ class LogConfig:
         metadata=_doc("client IPs or CIDR networks whose sessions are logged line by line "
                       "(logger pochta.trace; passwords and SASL data redacted)"),
     )
+    trace_accounts: list[str] = field(
+        default_factory=list,
+        metadata=_doc("account addresses whose sessions (SMTP submission, IMAP, POP3, "
+                      "ManageSieve) are logged line by line from their login on"),
+    )
 
 
 @dataclass(frozen=True)
@@ -557,6 +562,9 @@ def validate(cfg: Config) -> list[str]:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             problems.append(f"log.trace_ips[{i}]: {net!r} is not an IP or network")
+    for i, who in enumerate(cfg.log.trace_accounts):
+        if "@" not in who or who.strip() != who:
+            problems.append(f"log.trace_accounts[{i}]: {who!r} is not an account address")
     for i, ns in enumerate(cfg.dns.nameservers):
         try:
             ipaddress.ip_address(ns)

@@ -22,6 +22,7 @@ from ..proto.sasl.base import Challenge
 from ..services.auth_policy import AuthPolicy
 from ..storage.interfaces import Account
 from .imap_session import ImapSession
+from .trace import trace_account
 
 
 def _auth_policy(s: ImapSession) -> AuthPolicy:
@@ -156,6 +157,7 @@ async def cmd_compress(s: ImapSession, tag: str, r: Reader, uid: bool) -> None:
 
 async def _logged_in(s: ImapSession, tag: str, account: Account) -> None:
     s.account = account
+    trace_account(s.conn, "imap", account.address, s.ctx.config.log.trace_accounts)
     s.state = State.AUTHENTICATED
     s.ok(tag, "Logged in", "CAPABILITY " + " ".join(capabilities(s)))
 

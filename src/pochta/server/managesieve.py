@@ -41,6 +41,7 @@ from pochta.proto.managesieve import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection, ServerShutdown
+from pochta.server.trace import trace_account
 from pochta.services.auth_policy import AuthPolicy, SASLExchange
 from pochta.services.sasl_driver import Authenticated
 from pochta.services.sieve_check import check_script
@@ -187,6 +188,8 @@ class ManageSieveHandler:
             return
         self.sasl = None
         self.account = outcome.account
+        trace_account(self.conn, self.listener.role, outcome.account.address,
+                      self.ctx.config.log.trace_accounts)
         s.capabilities = self._capabilities()
         s.auth_succeeded(outcome.account.address, outcome.server_final)
         log.info("ip=%s login user=%s", self.conn.peer_ip, outcome.account.address)

@@ -69,6 +69,7 @@ from pochta.proto.pop3 import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection, ServerShutdown
+from pochta.server.trace import trace_account
 from pochta.services.auth_policy import AuthPolicy, SASLExchange
 from pochta.services.locks import HeldLock
 from pochta.services.sasl_driver import Authenticated
@@ -303,6 +304,7 @@ class _Pop3Handler:
         drop = [DropMessage(m.uid, m.blob_id, m.size, prefix + str(m.uid)) for m in metas]
         log.info("POP3 login %s from %s, %d messages",
                  account.address, self.conn.peer_ip, len(drop))
+        trace_account(self.conn, "pop3", account.address, self.ctx.config.log.trace_accounts)
         self.session.accept_login(account.address, drop)
 
     # -- transaction ----------------------------------------------------------------------

@@ -65,6 +65,7 @@ from ..storage.interfaces import (
 from ..storage.interfaces_ops import ACCEPTED, REFUSED, SESSION, NewMailEvent
 from .context import ServerContext
 from .listener import Connection, ServerShutdown, SessionExpired, SlowClient
+from .trace import trace_account
 
 log = logging.getLogger("pochta.smtp")
 MAIL_LOG_RECIPIENTS = 100  # mail log events per accepted message (one per recipient)
@@ -353,6 +354,8 @@ class SMTPHandler:
             return
         self.sasl = None
         self.account = outcome.account
+        trace_account(self.conn, self.listener.role, outcome.account.address,
+                      self.config.log.trace_accounts)
         self.owned = await self.ctx.directory.addresses_of(outcome.account.id)
         self.session.auth_succeeded(outcome.account.address)
         self._log("auth ok user=%s", outcome.account.address)

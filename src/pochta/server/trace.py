@@ -1,4 +1,5 @@
-"""Protocol trace for chosen client IPs (``[log] trace_ips``), with secrets redacted.
+"""Protocol trace for chosen client IPs (``[log] trace_ips``) and accounts (``[log]
+trace_accounts``: from the login on, ``trace_account``), with secrets redacted.
 
 Every line a traced client sends and every line the server answers is logged on the
 ``pochta.trace`` logger, so an admin can debug one user's client without turning on a
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
+from typing import Protocol
 
 log = logging.getLogger("pochta.trace")
 
@@ -231,3 +234,24 @@ def _astring_end(line: bytes, start: int) -> int:
         return len(line)
     sp = line.find(b" ", start)
     return len(line) if sp < 0 else sp
+
+
+class Traced(Protocol):
+    """What ``trace_account`` needs of a connection (server/listener.py Connection)."""
+
+    conn_id: str
+    peer_ip: str
+    tracer: Tracer | None
+
+
+def trace_account(conn: Traced, role: str, address: str, accounts: Sequence[str]) -> None:
+    """Start tracing a session whose user is one of ``accounts`` (``[log]
+    trace_accounts``), from the login on: what came before (the credentials) is not
+    traced, and a session already traced by its IP goes on as it was."""
+    if conn.tracer is not None or not accounts:
+        return
+    wanted = address.lower()
+    if any(wanted == a.lower() for a in accounts):
+        conn.tracer = Tracer(role, conn.conn_id, conn.peer_ip)
+        log.info("ip=%s trace of %s session of account %s starts after its login",
+                 conn.peer_ip, role, address)

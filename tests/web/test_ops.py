@@ -57,6 +57,31 @@ async def test_mail_log_records_smtp_and_searches(admin: Client, web: WebServer)
     assert sessions and "submission" in sessions[0].detail
     page = await admin.get(f"/admin/log?q={queue_id}")
     assert page.status == 200 and queue_id in page.text and "bob@example.test" in page.text
+    # bob's IMAP and POP3 sessions too (server/sessionlog.py); a failed login is not one
+    imap_port, pop_port = web.server.port("imap", "implicit"), web.server.port("pop3",
+                                                                              "implicit")
+
+    def read() -> None:
+        with imaplib.IMAP4_SSL("127.0.0.1", imap_port, ssl_context=tls_client(web)) as m:
+            m.login("bob@example.test", "bob-pass")
+            m.select("INBOX")
+        with (imaplib.IMAP4_SSL("127.0.0.1", imap_port, ssl_context=tls_client(web)) as m,
+              pytest.raises(imaplib.IMAP4.error)):
+            m.login("bob@example.test", "wrong")
+        pop = poplib.POP3_SSL("127.0.0.1", pop_port, context=tls_client(web))
+        pop.user("bob@example.test")
+        pop.pass_("bob-pass")
+        pop.quit()
+
+    await asyncio.to_thread(read)
+    await asyncio.sleep(0.2)
+    await event_log(web.server.ctx.store).flush()
+    details = sorted(e.detail.split(" ")[0] for e in
+                     await web.store.search_mail_events("bob@example.test")
+                     if e.kind == "session")
+    assert details == ["imap", "pop3"], details
+    page = await admin.get("/admin/log?q=bob@example.test")
+    assert "imap user=bob@example.test tls=TLSv1" in page.text
     # a value from mail is escaped where it is shown
     await web.store.record_mail_events([NewMailEvent(time.time(), "bounced", "EVIL1",
                                                      f"x{EVIL}@evil.test", "a@b.test",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from ..config import Listener
@@ -27,6 +28,7 @@ from .imap_auth import capabilities
 from .imap_commands import COMMANDS
 from .imap_session import CloseSession, ImapSession
 from .listener import Connection
+from .sessionlog import record_session
 
 if TYPE_CHECKING:
     from .context import ServerContext
@@ -38,6 +40,7 @@ __all__ = ["CloseSession", "ImapSession", "handle_imap", "run_session"]
 
 async def run_session(s: ImapSession) -> None:
     s.send(s.core.greeting(capabilities(s), s.ctx.config.hostname))
+    started = time.monotonic()
     try:
         while True:
             event = s.core.next_event()
@@ -69,6 +72,8 @@ async def run_session(s: ImapSession) -> None:
             s.watcher.close()
         with contextlib.suppress(ConnectionError, OSError):
             await s.flush()
+        if s.account is not None:  # the web admin's mail log (services/eventlog.py)
+            record_session(s.ctx.store, "imap", s.account.address, s.conn, started)
 
 
 async def dispatch(s: ImapSession, cmd: Command) -> None:

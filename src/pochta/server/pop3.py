@@ -38,6 +38,7 @@ import logging
 import os
 import secrets
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from pochta.config import Listener
@@ -69,6 +70,7 @@ from pochta.proto.pop3 import (
 )
 from pochta.proto.sasl.base import Challenge
 from pochta.server.listener import Connection, ServerShutdown
+from pochta.server.sessionlog import record_session
 from pochta.server.trace import trace_account
 from pochta.services.auth_policy import AuthPolicy, SASLExchange
 from pochta.services.locks import HeldLock
@@ -100,6 +102,7 @@ class _Pop3Handler:
         self.store = ctx.store
         self.locked_account: int | None = None
         self.maildrop_lock: HeldLock | None = None
+        self.user = ""  # after the login, for the mail log
         self.mailbox_id = 0
         self.modseq = 0  # the INBOX's highest modseq at or before the login snapshot
         self.gone: set[int] = set()  # uids of the snapshot expunged since (IMAP)
@@ -137,6 +140,7 @@ class _Pop3Handler:
     async def run(self) -> None:
         timeout = self.ctx.config.limits.pop3_idle_timeout
         self.conn.write(self.session.greeting())
+        started = time.monotonic()
         try:
             while True:
                 event = self.session.next_event()
@@ -161,6 +165,8 @@ class _Pop3Handler:
                 self.ctx.pop3_locks.discard(self.locked_account)
             if self.maildrop_lock is not None:
                 await self.maildrop_lock.release()
+            if self.user:  # the web admin's mail log (services/eventlog.py)
+                record_session(self.ctx.store, "pop3", self.user, self.conn, started)
 
     # -- the command boundary ---------------------------------------------------------------
 
@@ -305,6 +311,7 @@ class _Pop3Handler:
         log.info("POP3 login %s from %s, %d messages",
                  account.address, self.conn.peer_ip, len(drop))
         trace_account(self.conn, "pop3", account.address, self.ctx.config.log.trace_accounts)
+        self.user = account.address
         self.session.accept_login(account.address, drop)
 
     # -- transaction ----------------------------------------------------------------------

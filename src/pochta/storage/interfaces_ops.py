@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 # mail_events.kind values
-SESSION = "session"  # one SMTP session ended (detail: helo, tls, user, commands...)
+SESSION = "session"  # one SMTP, IMAP or POP3 session ended (detail: role, tls, user...)
 ACCEPTED = "accepted"  # a message was accepted (tag: ham, spam)
 REFUSED = "refused"  # a message was refused by the spam gate (tag: spam)
 DELIVERED = "delivered"  # to a remote server

@@ -89,7 +89,8 @@ class OpsPages:
                 f'<input name="q" value="{esc(query)}" size="40" '
                 'placeholder="queue id or address"> <button type="submit">Search</button>'
                 "</form>"
-                "<p>SMTP sessions, accepted messages, deliveries and bounces, newest first"
+                "<p>SMTP, IMAP and POP3 sessions, accepted messages, deliveries and bounces, "
+                "newest first"
                 f" ({esc(kept)}).</p>"
                 + table(["Time (UTC)", "Event", "Queue id", "From", "To", "Client",
                          "Verdict", "Detail"], rows, "log"))

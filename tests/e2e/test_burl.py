@@ -156,3 +156,36 @@ async def test_new_headers_with_a_stored_body_and_not_on_port_25(running_server:
     assert stored.endswith(b"\r\n\r\nSent without uploading.\r\n"), stored
     assert "burl" not in mta_features
     assert mta_reply == (500, b"5.5.1 Command unrecognized")
+
+
+async def test_a_big_message_by_url_is_spooled(running_server: Server) -> None:
+    """A message over the SMTP spool threshold arrives by BURL like a big DATA: written to
+    the spool as it comes, stored whole."""
+    big = DRAFT.replace(b"Sent without uploading.\r\n",
+                        b"".join(b"line %06d of a long draft\r\n" % i for i in range(40_000)))
+
+    def run() -> list[tuple[int, bytes]]:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", running_server.port("imap", "implicit"),
+                                 ssl_context=running_server.client_ssl(), timeout=30)
+        imap.login("alice@example.test", "alice-pass")
+        typ, data = imap.append("INBOX", None, None, big)
+        m = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+        assert typ == "OK" and m is not None, data
+        rump = (f"imap://alice%40example.test@example.test/INBOX;UIDVALIDITY="
+                f"{m.group(1).decode()}/;UID={m.group(2).decode()};URLAUTH=submit+"
+                "alice@example.test")
+        typ, _ = imap.xatom("GENURLAUTH", f'"{rump}"', "INTERNAL")
+        _, [url] = imap.response("GENURLAUTH")
+        imap.logout()
+        assert typ == "OK" and url is not None
+        _, replies = submit(running_server, "alice@example.test", "alice-pass", [
+            "MAIL FROM:<alice@example.test>", "RCPT TO:<bob@example.test>",
+            f"BURL {url.decode().strip(chr(34))} LAST"])
+        return replies
+
+    replies = await asyncio.to_thread(run)
+    assert replies[-1][0] == 250, replies
+    assert len(big) > running_server.ctx.config.smtp.spool_threshold
+    [stored] = await inbox(running_server, "bob@example.test")
+    assert stored.endswith(b"line 039999 of a long draft\r\n"), stored[-200:]
+    assert stored.count(b"of a long draft") == 40_000

@@ -164,6 +164,7 @@ async def test_hard_bounce_suppresses_soft_does_not(instance: object) -> None:
         r = await api.call("GET", "/v1/stats?period=day")
         delivery = r.json()["delivery_seconds"]
         assert delivery["count"] == 1 and 0 <= delivery["p50"] == delivery["p99"] < 10
+        assert r.json()["delivery_seconds_by_stream"] == {"transactional": delivery}
         [row] = r.json()["stats"]
         assert row["stream"] == "transactional" and row["accepted"] == 4
         assert row["bounced"] == 2 and row["delivered"] == 1 and row["deferred"] >= 1

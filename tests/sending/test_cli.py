@@ -87,8 +87,9 @@ def test_stats_table(inst: Path) -> None:  # noqa: F811
     asyncio.run(fill())
     r = pochta("-c", str(inst), "stats", "example.org")
     assert r.returncode == 0, r.stderr
-    header, _, row, _, total, delivery = r.stdout.splitlines()
+    header, _, row, _, total, delivery, bulk = r.stdout.splitlines()
     assert delivery.startswith("delivery time (accepted to delivered, 1 copies): p50 0.0 s")
+    assert bulk.startswith("  bulk: 1 copies, p50 0.0 s")  # per stream
     assert header.split()[:4] == ["period", "(UTC)", "stream", "accepted"]
     assert row.split()[2:6] == ["bulk", "3", "1", "0"] and total.split()[1:5] == [
         "3", "1", "0", "1"]

@@ -107,6 +107,8 @@ async def test_stats(store: MailStore) -> None:  # noqa: F811
     assert await store.delivery_times("a.test", 0, 10**9) == [3700.0]
     assert await store.delivery_times("a.test", 0, 10**9, tag="t") == [3700.0]
     assert await store.delivery_times("a.test", 0, 7300.0) == []
+    assert await store.delivery_times("a.test", 0, 10**9, stream="transactional") == [3700.0]
+    assert await store.delivery_times("a.test", 0, 10**9, stream="bulk") == []
     daily = await store.event_stats("a.test", 0, 10**9, 86400, tag="t")
     assert [(r.kind, r.count) for r in daily] == [(EventKind.ACCEPTED, 1),
                                                  (EventKind.DELIVERED, 1)]

@@ -314,10 +314,14 @@ class SendingAPI:
         for r in rows:
             table.setdefault((r.bucket, r.stream), {k.value: 0 for k in EventKind})[
                 r.kind.value] = r.count
-        times = await self.store.delivery_times(key.domain, since, until,
-                                                tag=request.query.get("tag") or None)
+        tag = request.query.get("tag") or None
+        times = await self.store.delivery_times(key.domain, since, until, tag=tag)
+        by_stream = {stream: percentiles(await self.store.delivery_times(
+                         key.domain, since, until, tag=tag, stream=stream))
+                     for stream in sorted({s for _, s in table})}
         return json_response(200, {"period": period, "domain": key.domain,
-                                   "delivery_seconds": percentiles(times), "stats": [
+                                   "delivery_seconds": percentiles(times),
+                                   "delivery_seconds_by_stream": by_stream, "stats": [
             {"start": b, "stream": s, **counts} for (b, s), counts in sorted(table.items())]})
 
     # --- suppressions -------------------------------------------------------------------

@@ -172,6 +172,12 @@ async def cmd_stats(args: argparse.Namespace, store: MailStore, _config: Any) ->
     if p["count"]:
         print(f"delivery time (accepted to delivered, {p['count']} copies): "
               f"p50 {p['p50']} s, p90 {p['p90']} s, p99 {p['p99']} s")
+        for stream in sorted({s for _, s in table}):
+            q = percentiles(await store.delivery_times(args.domain, since, now + 1,
+                                                       tag=args.tag, stream=stream))
+            if q["count"]:
+                print(f"  {stream}: {q['count']} copies, p50 {q['p50']} s, "
+                      f"p90 {q['p90']} s, p99 {q['p99']} s")
     return 0
 
 

@@ -178,9 +178,10 @@ class SendingStore(Protocol):
         """Event counts per ``bucket`` seconds (3600 or 86400), stream and kind."""
 
     async def delivery_times(self, domain: str, since: float, until: float,
-                             tag: str | None = None) -> list[float]:
+                             tag: str | None = None, stream: str | None = None
+                             ) -> list[float]:
         """Seconds from ``accepted`` to ``delivered`` of the copies delivered in the range
-        (for percentiles), in no particular order."""
+        (for percentiles), of one tag and stream when given, in no particular order."""
 
     # suppressions
     async def add_suppressions(self, entries: Sequence[Suppression]) -> int:

@@ -245,7 +245,8 @@ class SQLiteSendingMixin(SQLiteFeature):
         return [StatsRow(float(r[0]), r[1], EventKind(r[2]), r[3]) for r in rows]
 
     async def delivery_times(self, domain: str, since: float, until: float,
-                             tag: str | None = None) -> list[float]:
+                             tag: str | None = None, stream: str | None = None
+                             ) -> list[float]:
         sql = ("SELECT d.time - a.time FROM sending_events d JOIN sending_events a"
                " ON a.message_id = d.message_id AND a.kind = 'accepted'"
                " WHERE d.domain = ? AND d.kind = 'delivered' AND d.time >= ? AND d.time < ?")
@@ -254,6 +255,9 @@ class SQLiteSendingMixin(SQLiteFeature):
             sql += (" AND d.message_id IN (SELECT message_id FROM sending_message_tags"
                     " WHERE tag = ?)")
             args.append(tag)
+        if stream is not None:
+            sql += " AND d.stream = ?"
+            args.append(stream)
         return [float(r[0]) for r in await self._query(sql, args)]
 
     async def last_event_id(self) -> int:

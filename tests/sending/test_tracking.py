@@ -4,6 +4,7 @@ the pixel is a GIF, both become events and statistics."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -126,3 +127,89 @@ async def test_tracking_is_opt_in_and_per_message(tracked: SendingServer) -> Non
     assert "/t/c/" in by_rcpt["clicks@remote.test"]
     assert "/t/o/" not in by_rcpt["clicks@remote.test"]
     assert "/t/" not in by_rcpt["off@remote.test"]
+
+
+RAW_HTML = (b'<html><body><p>Caf\xc3\xa9</p><a href="https://shop.example/raw">raw</a>'
+            b"</body></html>")
+
+
+def raw_message(html_cte: str) -> bytes:
+    """multipart/alternative with a text part and an HTML part in ``html_cte``, and an
+    attached message whose own HTML must stay as it is."""
+    if html_cte == "base64":
+        html = base64.encodebytes(RAW_HTML)
+    elif html_cte == "quoted-printable":
+        import quopri
+
+        html = quopri.encodestring(RAW_HTML)
+    else:
+        html = RAW_HTML
+    return (b"From: shop@example.test\r\nTo: ann@remote.test\r\nSubject: raw\r\n"
+            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n'
+            b'--m\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+            b"--a\r\nContent-Type: text/plain\r\n\r\nsee https://shop.example/raw\r\n"
+            b"--a\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: " + html_cte.encode() + b"\r\n\r\n"
+            + html.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").rstrip(b"\r\n")
+            + b"\r\n--a--\r\n"
+            b"--m\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y.test\r\nSubject: fwd\r\n"
+            b'Content-Type: text/html\r\n\r\n<a href="https://forwarded.example/">f</a>\r\n'
+            b"--m--\r\n")
+
+
+def test_raw_html_parts_rewritten_in_their_own_encoding() -> None:
+    from pochta.sending.rawtrack import html_rebuilder, rewrite_html_parts
+
+    def mark(text: str) -> str:
+        return text.replace("https://shop.example/raw", "https://t.example/c/1")
+
+    for cte in ("7bit", "8bit", "quoted-printable", "base64"):
+        data = raw_message(cte)
+        out = rewrite_html_parts(data, mark)
+        msg = email.message_from_bytes(out, policy=email.policy.default)
+        html = [p for p in msg.walk() if p.get_content_type() == "text/html"]
+        assert "https://t.example/c/1" in html[0].get_content() and "Café" in \
+            html[0].get_content(), cte
+        assert html[0]["Content-Transfer-Encoding"] == cte
+        assert "https://forwarded.example/" in out.decode("utf-8", "replace")  # untouched
+        assert b"see https://shop.example/raw" in out  # the text part too
+        assert out.replace(b"https://t.example/c/1", b"") != data
+        # everything outside the HTML part is byte for byte the sender's
+        head, tail = data.split(b"Content-Transfer-Encoding: ", 1)[0], data.split(b"--a--")[1]
+        assert out.startswith(head) and out.endswith(tail), cte
+    # a 7bit part whose lines grow past 998 octets becomes quoted-printable
+    long_html = raw_message("7bit").replace(b"<p>Caf\xc3\xa9</p>", b"<p>" + b"x" * 990 + b"</p>")
+    out = rewrite_html_parts(long_html, mark)
+    assert max(len(line) for line in out.split(b"\r\n")) <= 998
+    assert b"Content-Transfer-Encoding: quoted-printable" in out
+    assert html_rebuilder(b"From: a@b.test\r\n\r\nplain\r\n") is None  # nothing to track
+
+
+async def test_raw_and_smtp_key_messages_are_tracked(tracked: SendingServer) -> None:
+    """The API's raw messages and an API key's SMTP submissions (rawtrack.py)."""
+    import smtplib
+
+    api = tracked
+    r = await api.call("POST", "/v1/messages", {
+        "to": "ann@remote.test", "stream": "bulk",
+        "raw": raw_message("quoted-printable").decode("utf-8")})
+    assert r.status == 202, r.body
+
+    def submit() -> None:
+        port = api.server.port("submission", "implicit")
+        with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10,
+                              context=api.server.client_ssl()) as c:
+            c.login("api", api.key)
+            c.sendmail("shop@example.test", ["bob@remote.test"],
+                       raw_message("base64").replace(b"Subject: raw",
+                                                     b"X-Pochta-Stream: bulk\r\nSubject: raw"))
+
+    await asyncio.to_thread(submit)
+    await api.wait_events(EventKind.DELIVERED, 2)
+    for m in api.sink.messages:
+        html = html_of(m.data)
+        links = re.findall(r"https://mail\.example\.test(/t/c/[A-Za-z0-9_.-]+)", html)
+        assert len(links) == 1 and "/t/o/" in html and "Café" in html, m.rcpts
+        assert b'href="https://forwarded.example/"' in m.data  # an attached message: as is
+        out = await curl(api, links[0])
+        assert out == "302 text/plain https://shop.example/raw", out

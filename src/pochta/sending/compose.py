@@ -25,6 +25,7 @@ from typing import Any
 from ..mail.addresses import AddressError, normalize_address, split_address
 from ..mail.headers import fold, header_values, split_header
 from ..services.submission import from_addresses
+from .rawtrack import html_rebuilder
 
 MESSAGE_FIELDS = {"from", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
                   "attachments", "headers", "tags", "metadata", "stream", "variables", "raw",
@@ -299,4 +300,4 @@ def _raw(spec: dict[str, Any], where: str, recipients: list[str], stream: str,
     _, sender = _address(senders[0], f"{where}.raw From")
     subject = (header_values(headers, "Subject") or [""])[0]
     return Outgoing(sender, split_address(sender)[1], recipients, data, subject, stream, tags,
-                    metadata)
+                    metadata, rebuild=html_rebuilder(data))  # tracking (rawtrack.py)

@@ -21,6 +21,7 @@ from ..services.submission import from_addresses
 from ..storage.interfaces import Account, StoreError
 from ..storage.interfaces_sending import ApiKey
 from .compose import Outgoing
+from .rawtrack import html_rebuilder
 from .service import SendingService
 from .tokens import split_api_key
 
@@ -73,7 +74,7 @@ class SMTPKeys:
         tags = tuple(t for t in header_values(headers, "X-Pochta-Tag") if t)[:10]
         subject = (header_values(headers, "Subject") or [""])[0]
         out = Outgoing(senders[0], key.domain, list(dict.fromkeys(recipients)), data,
-                       subject, stream, tags)
+                       subject, stream, tags, rebuild=html_rebuilder(data))  # rawtrack.py
         try:
             [results] = await self.service.send(key, key.domain, [out], client_ip,
                                                 authenticated_as=f"smtp:{key.key_id}")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pochta import passwords
 from pochta.storage.interfaces import (
@@ -18,6 +19,7 @@ from pochta.storage.interfaces import (
     QueueState,
     RemoteRecipient,
 )
+from pochta.storage.interfaces_sending import ApiKey, Suppression
 from pochta.storage.postgres import PostgresStore
 from pochta.storage.sqlite import SQLiteStore
 from tests.conftest import CHEAP_HASHER, Instance, Server, need_tool, run_tool, start_instance
@@ -57,6 +59,23 @@ async def fill(data: Path) -> dict[str, object]:
         await store.expunge(inbox.id, [4])
         await store.accept(b"Subject: out\r\n\r\nq\r\n", ENV, [],
                            [RemoteRecipient("x@remote.test", "SUCCESS", "rfc822;x@r.test")])
+        # every other feature's state (copy.py STATE_TABLES)
+        await store.put_sieve_script(alice.id, "mine", 'require "fileinto"; fileinto "x";')
+        await store.set_active_sieve_script(alice.id, "mine")
+        await store.remember_once(f"{alice.id}:vacation:x", 3600, time.time())
+        await store.set_acl(inbox.id, "bob@example.test", "lr")
+        await store.set_metadata(alice.id, inbox.id, {"/private/comment": b"mine",
+                                                      "/shared/comment": b"ours"})
+        await store.urlauth_key(inbox.id, create=True)
+        await store.add_app_password(alice.id, "phone", b"h" * 32, 1000.0)
+        await store.add_admin("root", "admin-hash", 1000.0)
+        await store.set_sender_rule(alice.id, "@partner.test", "allow")
+        await store.bayes_train(alice.id, "m1", ["cheap"], True)
+        await store.add_api_key(ApiKey("k1", "example.test", frozenset({"send"}), b"s" * 32,
+                                       1000.0, "app"))
+        await store.add_suppressions([Suppression("example.test", "bulk", "gone@r.test",
+                                                  "bounce", 1000.0)])
+        await store.add_webhook("example.test", "https://hooks.example/x", "secret", 1000.0, 0)
         return {
             "accounts": await store.list_accounts(),
             "aliases": await store.list_aliases(),
@@ -67,9 +86,28 @@ async def fill(data: Path) -> dict[str, object]:
                        for m in await store.list_messages(inbox.id)],
             "changes": await store.changes_since(inbox.id, 1),
             "queue": await store.list_queue(),
+            **await state(store, alice.id, inbox.id),
         }
     finally:
         await store.close()
+
+
+async def state(store: Any, alice: int, inbox: int) -> dict[str, object]:
+    """What the features other than mail keep, as each store shows it."""
+    return {
+        "sieve": await store.get_active_sieve_script(alice),
+        "sieve memory": await store.remember_once(f"{alice}:vacation:x", 3600, time.time()),
+        "acl": await store.get_acl(inbox),
+        "metadata": await store.get_metadata(alice, inbox),
+        "urlauth": await store.urlauth_key(inbox, create=False),
+        "app passwords": [(p.name, p.created) for p in await store.list_app_passwords(alice)],
+        "admins": [a.name for a in await store.list_admins()],
+        "sender rules": await store.sender_rules([alice]),
+        "bayes": await store.bayes_totals(alice),
+        "api key": await store.get_api_key("k1"),
+        "suppressions": await store.list_suppressions("example.test"),
+        "webhooks": [(w.url, w.secret) for w in await store.list_webhooks("example.test")],
+    }
 
 
 async def test_copy_keeps_every_id_and_counter(tmp_path: Path, pg_cluster: PgCluster) -> None:
@@ -96,8 +134,11 @@ async def test_copy_keeps_every_id_and_counter(tmp_path: Path, pg_cluster: PgClu
                        for m in await store.list_messages(inbox.id)],
             "changes": await store.changes_since(inbox.id, 1),
             "queue": await store.list_queue(),
+            **await state(store, alice.id, inbox.id),
         }
         assert after == before
+        assert before["sieve"] is not None and before["urlauth"] is not None
+        assert before["sieve memory"] is False  # remembered before the copy, and after it
         # life goes on where it stopped: next UID, a never-used UIDVALIDITY, new ids
         old_validities = {b.uidvalidity for b in before["mailboxes"]}  # type: ignore[attr-defined]
         box = await store.create_mailbox(alice.id, "After")

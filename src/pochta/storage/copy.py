@@ -7,7 +7,10 @@ and writes the PostgreSQL tables in one transaction, row for row with their ids:
 domains, accounts with their argon2id hashes and SCRAM keys, aliases, mailboxes with
 UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, messages with their UIDs, flags, keywords and
 MODSEQs, the expunged list (for QRESYNC), subscriptions, the accounts' allow/block lists
-of senders, the outbound queue, and every
+of senders, the outbound queue, every other feature's state (``STATE_TABLES``: Sieve
+scripts and their memory, ACLs, METADATA, URLAUTH keys, save dates, app passwords, web
+admins, the learning filter, holds, the sending API's keys, messages, events,
+suppressions and webhooks, the mail log, DMARC and TLS report data), and every
 referenced blob (checked against its checksum on the way). The target must be empty. DKIM
 keys and the auth secret are files in the data directory: copy them to every node.
 """
@@ -75,8 +78,13 @@ async def copy_sqlite_to_postgres(
                         conn.transaction()):
                 await _refuse_non_empty(conn)
                 await _copy_rows(src, conn, report, progress)
+                await _copy_state(src, conn, STATE_TABLES, report, progress)
                 await _copy_blobs(src, src_dir, conn, report, progress)
                 await _copy_dependents(src, conn, report, progress)
+                # rows made by the target's own trigger as messages came in: the source's
+                # save dates are the true ones (RFC 8514)
+                await conn.execute(b"DELETE FROM imap_savedate")
+                await _copy_state(src, conn, AFTER_MESSAGES, report, progress)
                 await _set_sequences(src, conn)
         except psycopg.Error as exc:
             raise translate_error(exc) from exc
@@ -104,6 +112,69 @@ async def _insert(conn: Conn, table: str,
         await cur.executemany(
             f"INSERT INTO {table}({columns}) VALUES ({marks})".encode(), rows  # noqa: S608
         )
+
+
+# Every other feature's state, after the core tables they refer to (accounts,
+# mailboxes), in an order their foreign keys accept. Both schemas name the columns
+# alike; values are converted to the target's column types (``_convert``).
+STATE_TABLES = (
+    "sieve_scripts", "sieve_memory", "imap_acl", "imap_metadata", "imap_urlauth_keys",
+    "app_passwords", "web_admins", "account_holds", "bayes_totals", "bayes_tokens",
+    "bayes_learnt", "sending_api_keys", "sending_idempotency", "sending_messages",
+    "sending_message_tags", "sending_events", "sending_suppressions", "sending_webhooks",
+    "sending_webhook_log", "mail_events", "dmarc_results", "tls_results", "sts_policies",
+)
+AFTER_MESSAGES = ("imap_savedate", "queue_holds")  # they refer to messages, the queue
+# rows of these whose account, mailbox, message or queue item is gone (SQLite enforces no
+# foreign keys) belong to nothing: they stay behind
+_OWNED = {
+    "sieve_scripts": "account_id IN (SELECT id FROM accounts)",
+    "app_passwords": "account_id IN (SELECT id FROM accounts)",
+    "imap_acl": "mailbox_id IN (SELECT id FROM mailboxes)",
+    "imap_urlauth_keys": "mailbox_id IN (SELECT id FROM mailboxes)",
+    "imap_savedate": "(mailbox_id, uid) IN (SELECT mailbox_id, uid FROM messages)",
+    "queue_holds": "item_id IN (SELECT id FROM queue)",
+}
+SERIAL = ("app_passwords", "sending_events", "sending_webhooks", "sending_webhook_log",
+          "mail_events")  # bigserial ids: new rows continue after the copied ones
+
+
+def _convert(value: Any, pg_type: str) -> Any:
+    if value is None:
+        return None
+    if pg_type == "boolean":
+        return bool(value)
+    if pg_type in ("jsonb", "json"):
+        return Jsonb(json.loads(value) if isinstance(value, str | bytes) else value)
+    if pg_type == "bytea":
+        return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    return value
+
+
+async def _copy_state(src: sqlite3.Connection, conn: Conn, tables: tuple[str, ...],
+                      report: CopyReport, progress: Progress) -> None:
+    for table in tables:
+        found = src.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                            (table,)).fetchone()
+        if not found:  # a store that has not run since the feature came: nothing to copy
+            continue
+        have = {str(r[1]) for r in src.execute(f"PRAGMA table_info({table})")}
+        cur = await conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+            (table,))
+        columns = [(str(name), str(kind)) for name, kind in await cur.fetchall()
+                   if name in have]
+        if not columns:
+            raise StoreError(f"{table}: the target has no such table or no column in common")
+        names = ", ".join(name for name, _ in columns)
+        where = f" WHERE {_OWNED[table]}" if table in _OWNED else ""
+        rows = [tuple(_convert(v, kind) for v, (_, kind) in zip(row, columns, strict=True))
+                for row in src.execute(f"SELECT {names} FROM {table}{where}")]  # noqa: S608
+        await _insert(conn, table, names, rows)
+        report.rows[table] = len(rows)
+        if rows:
+            progress(f"{table}: {len(rows)}")
 
 
 def _rows_if_table(src: sqlite3.Connection, table: str, query: str) -> list[Row]:
@@ -134,7 +205,8 @@ async def _copy_rows(src: sqlite3.Connection, conn: Conn,
         ("subscriptions", "account_id, name",
          src.execute("SELECT account_id, name FROM subscriptions").fetchall()),
         ("sender_rules", "account_id, pattern, action", _rows_if_table(
-            src, "sender_rules", "SELECT account_id, pattern, action FROM sender_rules")),
+            src, "sender_rules", "SELECT account_id, pattern, action FROM sender_rules "
+            "WHERE account_id IN (SELECT id FROM accounts)")),
     ]
     for table, columns, rows in tables:
         await _insert(conn, table, columns, rows)
@@ -210,7 +282,7 @@ async def _copy_dependents(src: sqlite3.Connection,
 async def _set_sequences(src: sqlite3.Connection,
                          conn: Conn) -> None:
     """New rows in PostgreSQL continue after the copied ids."""
-    for table in ("accounts", "mailboxes", "blobs", "queue"):
+    for table in ("accounts", "mailboxes", "blobs", "queue", *SERIAL):
         await conn.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
             f"greatest((SELECT coalesce(max(id), 0) FROM {table}), 1))".encode())

@@ -280,3 +280,19 @@ async def test_unsolicited_metadata_of_shared_and_public_mailboxes(
         await alice.cmd('SETMETADATA INBOX (/shared/comment "unseen")')
         resp = await bob.cmd("NOOP")
         assert resp[:-1] == [b"* METADATA Public/Notes /shared/comment\r\n"], resp
+
+
+async def test_notify_metadata_of_a_shared_mailbox(imap_server: Server) -> None:
+    """NOTIFY naming another account's mailbox shared with the user (mailboxes "Other
+    Users/..."): its /shared changes are told (RFC 5465 §5.6), not the owner's /private."""
+    shared = '"Other Users/alice@example.test/INBOX"'
+    async with connect(imap_server) as alice, connect(imap_server) as bob:
+        await alice.login()
+        await bob.login("bob@example.test", "bob-pass")
+        assert st(await alice.cmd("SETACL INBOX bob@example.test lr")).startswith(b"OK")
+        resp = await bob.cmd(f"NOTIFY SET (mailboxes {shared} (MailboxMetadataChange))")
+        assert st(resp).startswith(b"OK"), resp
+        await alice.cmd('SETMETADATA INBOX (/shared/comment "hello")')
+        await alice.cmd('SETMETADATA INBOX (/private/comment "alice only")')
+        resp = await bob.cmd("NOOP")
+        assert resp[:-1] == [b"* METADATA " + shared.encode() + b" /shared/comment\r\n"], resp

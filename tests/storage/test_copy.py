@@ -20,6 +20,7 @@ from pochta.storage.interfaces import (
     RemoteRecipient,
 )
 from pochta.storage.interfaces_sending import ApiKey, Suppression
+from pochta.storage.interfaces_transport import CachedSTSPolicy
 from pochta.storage.postgres import PostgresStore
 from pochta.storage.sqlite import SQLiteStore
 from tests.conftest import CHEAP_HASHER, Instance, Server, need_tool, run_tool, start_instance
@@ -76,6 +77,10 @@ async def fill(data: Path) -> dict[str, object]:
         await store.add_suppressions([Suppression("example.test", "bulk", "gone@r.test",
                                                   "bounce", 1000.0)])
         await store.add_webhook("example.test", "https://hooks.example/x", "secret", 1000.0, 0)
+        await store.put_sts_policy(CachedSTSPolicy("example.net", "7", "enforce",
+                                                   ("mx.example.net",), 86400, 1000.0))
+        await store.record_tls_result("2026-12-01", "example.net", "sts", ("version: STSv1",),
+                                      "mx.example.net", "certificate-expired")
         return {
             "accounts": await store.list_accounts(),
             "aliases": await store.list_aliases(),
@@ -107,6 +112,8 @@ async def state(store: Any, alice: int, inbox: int) -> dict[str, object]:
         "api key": await store.get_api_key("k1"),
         "suppressions": await store.list_suppressions("example.test"),
         "webhooks": [(w.url, w.secret) for w in await store.list_webhooks("example.test")],
+        "mta-sts": await store.get_sts_policy("example.net"),
+        "tls results": await store.tls_results("2026-12-01"),
     }
 
 

@@ -235,11 +235,14 @@ def check_site(site: str) -> str | None:
 def validate(screen: ScreeningConfig, grey: GreylistConfig, spam: SpamConfig,
              abuse: AbuseConfig) -> list[str]:
     problems: list[str] = []
-    for key, sites in (("dnsbl_sites", screen.dnsbl_sites), ("dnswl_sites", screen.dnswl_sites)):
+    for key, sites in (("screening.dnsbl_sites", screen.dnsbl_sites),
+                       ("screening.dnswl_sites", screen.dnswl_sites),
+                       ("spam.rhsbl_sites", spam.rhsbl_sites),
+                       ("spam.uribl_sites", spam.uribl_sites)):
         for i, site in enumerate(sites):
             why = check_site(site)
             if why:
-                problems.append(f"screening.{key}[{i}]: {site!r}: {why}")
+                problems.append(f"{key}[{i}]: {site!r}: {why}")
     if screen.dnsbl_action not in ("reject", "score"):
         problems.append("screening.dnsbl_action: reject or score")
     for name in ("pregreet_wait", "dnsbl_cache_ttl", "rate_window"):
@@ -255,11 +258,6 @@ def validate(screen: ScreeningConfig, grey: GreylistConfig, spam: SpamConfig,
         problems.append("spam.bayes_junk_threshold: between 0 and 1")
     if not 0 <= spam.bayes_reject_threshold <= 1:
         problems.append("spam.bayes_reject_threshold: between 0 and 1 (0: off)")
-    for key, sites in (("rhsbl_sites", spam.rhsbl_sites), ("uribl_sites", spam.uribl_sites)):
-        for i, site in enumerate(sites):
-            why = check_site(site)
-            if why:
-                problems.append(f"spam.{key}[{i}]: {site!r}: {why}")
     if spam.domain_list_action not in ("junk", "reject"):
         problems.append("spam.domain_list_action: junk or reject")
     if spam.domain_list_threshold <= 0:

@@ -393,6 +393,21 @@ class _Accept:
     freed: int = 0  # bytes the job frees in its (one) target's account: REPLACE's old copy
 
 
+async def _job(message_id: str, env: Jsonb, local: Sequence[LocalTarget],
+               remote: Sequence[RemoteRecipient], data: bytes | SpooledMessage, now: float
+               ) -> _Accept:
+    """An accept's job: a spooled message's blob is streamed in by its transaction,
+    bytes go in chunks (views, no copies) with the batch."""
+    if isinstance(data, SpooledMessage):
+        return _Accept(message_id, env, tuple(local), tuple(remote), data.total, b"", [], now,
+                       None)
+    view = memoryview(data)
+    return _Accept(message_id, env, tuple(local), tuple(remote), len(data),
+                   await _sha256(data),
+                   [view[i:i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)] or [view],
+                   now, None)
+
+
 class _DeadConnection(Exception):
     """BEGIN failed on a pooled connection: nothing of the transaction reached the server."""
 
@@ -982,18 +997,11 @@ class PostgresStore(
             "authenticated_as": envelope.authenticated_as,
             **stream_fields(envelope),
         })
+        job = await _job(message_id, env, local, remote, data, now)
         if isinstance(data, SpooledMessage):
-            return await self._accept_spooled(
-                data, _Accept(message_id, env, tuple(local), tuple(remote), data.total, b"",
-                              [], now, None))
-        size = len(data)
-        view = memoryview(data)  # chunks without copies
+            return await self._accept_spooled(data, job)
         future: asyncio.Future[AcceptResult] = asyncio.get_running_loop().create_future()
-        job = _Accept(
-            message_id, env, tuple(local), tuple(remote), size, await _sha256(data),
-            [view[i:i + BLOB_CHUNK] for i in range(0, size, BLOB_CHUNK)] or [view], now,
-            future,
-        )
+        job.future = future
         if self._closed:
             raise StoreError("store is closed")
         self._accepts.append(job)
@@ -1801,13 +1809,7 @@ class PostgresStore(
         now = time.time()
         env = Jsonb({"sender": "", "ret": None, "envid": None, "smtputf8": False,
                      "body_8bit": False, "authenticated_as": None})
-        if isinstance(data, SpooledMessage):
-            job = _Accept(new_message_id(), env, (target,), (), data.total, b"", [], now, None)
-        else:
-            view = memoryview(data)
-            job = _Accept(new_message_id(), env, (target,), (), len(data), await _sha256(data),
-                          [view[i:i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)]
-                          or [view], now, None)
+        job = await _job(new_message_id(), env, (target,), (), data, now)
 
         async def fn(tx: _Tx) -> AcceptResult:
             # the old message first: a replace of a message gone writes nothing

@@ -1385,16 +1385,8 @@ class SQLiteStore(
             assert blob_id is not None
             uids: list[tuple[int, int]] = []
             for target in local:
-                box_id = self._target_mailbox(conn, target)
+                box_id, uid = self._file(conn, target, blob_id, size, size, now)
                 touched.add(box_id)
-                self._check_quota(conn, target.account_id, size)
-                uid, modseq = self._next_uid(conn, box_id)
-                conn.execute(
-                    "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
-                    (box_id, uid, blob_id, size,
-                     target.internaldate if target.internaldate is not None else now,
-                     flags_text(target.flags), modseq),
-                )
                 uids.append((box_id, uid))
             for rcpt in remote:
                 conn.execute(
@@ -1434,6 +1426,21 @@ class SQLiteStore(
             for account, has_quota in rows:
                 seen[account] = (now, bool(has_quota))
         return not any(seen[i][1] for i in ids)
+
+    def _file(self, conn: sqlite3.Connection, target: LocalTarget, blob_id: int, size: int,
+              growth: int, now: float) -> tuple[int, int]:
+        """One message row for ``target`` (quota checked for ``growth`` bytes): its
+        mailbox and UID."""
+        box_id = self._target_mailbox(conn, target)
+        self._check_quota(conn, target.account_id, growth)
+        uid, modseq = self._next_uid(conn, box_id)
+        conn.execute(
+            "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
+            (box_id, uid, blob_id, size,
+             target.internaldate if target.internaldate is not None else now,
+             flags_text(target.flags), modseq),
+        )
+        return box_id, uid
 
     @staticmethod
     def _target_mailbox(conn: sqlite3.Connection, target: LocalTarget) -> int:
@@ -1903,18 +1910,10 @@ class SQLiteStore(
             ).fetchone()
             if old is None:
                 raise NotFound(f"no message {uid} in mailbox {mailbox_id} to replace")
-            box_id = self._target_mailbox(conn, target)
-            touched.add(box_id)
             # RFC 8508 §3.4: the quota sees the net growth (the old message goes too)
             freed = int(old[0]) if int(old[1]) == target.account_id else 0
-            self._check_quota(conn, target.account_id, size - freed)
-            new_uid, modseq = self._next_uid(conn, box_id)
-            conn.execute(
-                "INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
-                (box_id, new_uid, blob_id, size,
-                 target.internaldate if target.internaldate is not None else now,
-                 flags_text(target.flags), modseq),
-            )
+            box_id, new_uid = self._file(conn, target, blob_id, size, size - freed, now)
+            touched.add(box_id)
             self._expunge_uids(conn, mailbox_id, [uid])
             return AcceptResult(new_message_id(), blob_id, ((box_id, new_uid),))
 
